@@ -15,3 +15,7 @@ mod types;
 
 pub use message::*;
 pub use types::*;
+mod durable;
+mod io;
+pub use durable::Durable;
+pub use io::{Action, Input};
