@@ -1,0 +1,164 @@
+//! The SQLite file `app.db`: one writer connection behind a mutex, read-only connections for
+//! readers, WAL, `synchronous=FULL`, schema migrations numbered by `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use super::AppError;
+
+/// Each entry moves the schema from version `i` to `i + 1`. Never edit a shipped entry: append.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, sessions, consents, and the server's secrets.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE accounts (
+        id            TEXT PRIMARY KEY,
+        role          TEXT NOT NULL CHECK (role IN ('patient', 'doctor')),
+        department    TEXT,
+        password_hash TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash   BLOB PRIMARY KEY,
+        account_id   TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        created_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        expires_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions(expires_ms);
+    CREATE TABLE consents (
+        id                 TEXT PRIMARY KEY,
+        patient_id         TEXT NOT NULL,
+        doctor_id          TEXT NOT NULL,
+        department         TEXT NOT NULL,
+        purpose            TEXT NOT NULL,
+        channel            TEXT NOT NULL CHECK (channel IN ('in_person', 'remote')),
+        status             TEXT NOT NULL CHECK (status IN ('requested', 'active', 'denied')),
+        code_mac           BLOB,
+        requested_ms       INTEGER NOT NULL,
+        request_expires_ms INTEGER NOT NULL,
+        decided_ms         INTEGER,
+        expires_ms         INTEGER,
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        used               INTEGER NOT NULL DEFAULT 0,
+        used_ms            INTEGER,
+        used_for           TEXT
+    );
+    CREATE INDEX consents_by_patient ON consents(patient_id, status);
+    CREATE INDEX consents_by_pair ON consents(patient_id, doctor_id, status);
+    "#,
+];
+
+/// The connections to one `app.db`.
+pub struct Db {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+const MAX_IDLE_READERS: usize = 8;
+
+impl Db {
+    /// Opens (creating if needed) the file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, AppError> {
+        let existed = path.exists();
+        let mut conn = Connection::open(path)?;
+        if !existed {
+            restrict_permissions(path);
+        }
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(AppError::Storage(format!(
+                "journal_mode is {mode}, not WAL"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` in an immediate write transaction on the single writer connection and commits
+    /// when it returns `Ok`.
+    pub fn write<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<AppError>,
+    {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(AppError::from)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(AppError::from)?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a read-only connection (WAL readers never block the writer).
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        let conn = {
+            let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            idle.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(Duration::from_secs(10))?;
+                c
+            }
+        };
+        let out = f(&conn);
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), AppError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = usize::try_from(version)
+        .map_err(|_| AppError::Storage(format!("bad schema version {version}")))?;
+    if version > MIGRATIONS.len() {
+        return Err(AppError::Storage(format!(
+            "app.db has schema version {version}, newer than this binary ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // app.db holds password hashes, session hashes and the consent secret.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) {}

@@ -1,0 +1,161 @@
+//! Application-local state of one hospital: accounts, sessions and consents, kept in `app.db`
+//! and never on chain.
+//!
+//! Every function that depends on time takes `now_ms` (milliseconds since the Unix epoch) so
+//! that tests control the clock. Every function may block (SQLite, Argon2id): async callers run
+//! them in `tokio::task::spawn_blocking`.
+
+mod accounts;
+mod consent;
+mod db;
+mod sessions;
+
+use std::path::Path;
+
+use rand::RngCore;
+use rand::rngs::OsRng;
+use zeroize::Zeroizing;
+
+pub use accounts::{
+    Account, DEMO_ACCOUNTS, NewAccount, Role, read_password, validate_account_id,
+    validate_department, validate_password,
+};
+pub use consent::{
+    ConsentError, ConsentState, ConsentView, IssuedCode, UseKind, UsedConsent, consent_hash,
+};
+pub use sessions::{Session, SessionToken};
+
+/// What went wrong in the application store. The HTTP layer maps these to status codes and
+/// never shows the `Storage`/`Db` text to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("account {0} already exists")]
+    AccountExists(String),
+    #[error("not found")]
+    NotFound,
+    #[error("password hashing failed")]
+    Hash,
+}
+
+impl AppError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Tunables of the application store.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// Argon2id parameters for new password hashes (verification reads them from the hash).
+    pub argon2: argon2::Params,
+    /// A session ends after this long without a request.
+    pub session_idle_ms: u64,
+    /// A session ends this long after login, whatever its use.
+    pub session_absolute_ms: u64,
+    /// A consent code is valid this long after it is shown (the seed's 300 s).
+    pub consent_ttl_ms: u64,
+    /// A remote consent request waits this long for the patient's answer.
+    pub request_ttl_ms: u64,
+    /// A consent is invalidated after this many wrong codes for it.
+    pub max_attempts: u32,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            // OWASP's recommended Argon2id minimum: 19 MiB, 2 passes, 1 lane.
+            argon2: argon2::Params::new(19 * 1024, 2, 1, None).expect("valid argon2 params"),
+            session_idle_ms: 12 * 3600 * 1000,
+            session_absolute_ms: 7 * 24 * 3600 * 1000,
+            consent_ttl_ms: 300_000,
+            request_ttl_ms: 15 * 60 * 1000,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl AppConfig {
+    /// Same rules, but cheap Argon2id parameters: for tests only, where hundreds of logins run.
+    pub fn fast_hashing_for_tests() -> Self {
+        Self {
+            argon2: argon2::Params::new(256, 1, 1, None).expect("valid argon2 params"),
+            ..Self::default()
+        }
+    }
+}
+
+/// The application store of one hospital. Cheap to share behind an `Arc`; all methods take
+/// `&self` and are safe to call from many threads.
+pub struct AppDb {
+    db: db::Db,
+    config: AppConfig,
+    consent_key: Zeroizing<[u8; 32]>,
+}
+
+const CONSENT_KEY: &str = "consent_hmac_key";
+
+impl AppDb {
+    /// Opens `path` with the default configuration.
+    pub fn open(path: &Path) -> Result<Self, AppError> {
+        Self::open_with(path, AppConfig::default())
+    }
+
+    /// Opens (creating on first start) `path`; the consent HMAC secret is generated on first
+    /// start and kept in the file.
+    pub fn open_with(path: &Path, config: AppConfig) -> Result<Self, AppError> {
+        let db = db::Db::open(path)?;
+        let consent_key = db.write(|tx| {
+            let mut fresh = Zeroizing::new([0u8; 32]);
+            OsRng.fill_bytes(fresh.as_mut());
+            tx.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+                rusqlite::params![CONSENT_KEY, &fresh[..]],
+            )?;
+            let stored: Vec<u8> = tx.query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [CONSENT_KEY],
+                |r| r.get(0),
+            )?;
+            let stored = Zeroizing::new(stored);
+            let key: [u8; 32] = stored
+                .as_slice()
+                .try_into()
+                .map_err(|_| AppError::Storage("consent key has the wrong length".into()))?;
+            Ok::<_, AppError>(Zeroizing::new(key))
+        })?;
+        Ok(Self {
+            db,
+            config,
+            consent_key,
+        })
+    }
+
+    pub fn config(&self) -> &AppConfig {
+        &self.config
+    }
+}
+
+/// Milliseconds since the Unix epoch, for callers that use the real clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn to_sql_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_sql_ms(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
