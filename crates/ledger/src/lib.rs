@@ -1,1 +1,39 @@
-//! ledger
+//! The ledger of medchain: what a transaction and a block are, how they are encoded (borsh),
+//! hashed (SHA-256), signed (Ed25519) and chained; the RFC 6962 Merkle tree over a block's
+//! transactions; the genesis file; the deterministic state machine and the SQLite store that
+//! holds a replica's chain (`chain.db`); and the verification that proves a chain untampered.
+//!
+//! The ledger knows nothing of the network. It depends on `pbft` only for plain data types, so
+//! that a proposal and the block it becomes are hashed by one function ([`proposal_digest`]) and
+//! a block's commit certificate is made of pbft's own commit votes.
+
+pub mod block;
+pub mod crypto;
+mod error;
+pub mod genesis;
+pub mod merkle;
+pub mod store;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+pub mod tx;
+pub mod verify;
+
+pub use block::{Block, BlockHeader, Certificate, proposal_digest};
+pub use error::{CertError, Error, Fault, Result};
+pub use genesis::{Genesis, ValidatorInfo};
+// store re-exports come with the store
+pub use tx::{SignedTransaction, Transaction};
+
+/// A SHA-256 digest: transaction ids, block hashes, Merkle roots, consent hashes.
+pub type Hash = [u8; 32];
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> Hash {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
+}
+
+/// Shortened hex of a hash for messages meant for people (the full hash is in the data).
+pub fn short_hex(hash: &Hash) -> String {
+    hex::encode(&hash[..4])
+}

@@ -1,0 +1,299 @@
+//! The genesis file (`genesis.toml`) and the genesis block every node derives from it.
+//!
+//! ```toml
+//! chain_id = "medchain-3f9a1c2e"
+//! created_at_ms = 1767225600000
+//!
+//! [[validators]]
+//! name = "hospital"
+//! public_key = "<64 hex digits>"
+//! ```
+//!
+//! A validator's index in `validators` is its pbft replica id. The genesis block has height 0,
+//! a zero previous hash, no transactions and no certificate; its `merkle_root` is a digest of the
+//! whole file's content (chain id, time, validators), so that the genesis hash, which prefixes
+//! every signature, names this chain and this validator set and no other.
+use std::path::Path;
+
+use borsh::BorshSerialize;
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Block, BlockHeader, Certificate};
+use crate::{Error, Hash, Result, crypto};
+
+const GENESIS_TAG: &[u8] = b"medchain/genesis/v1";
+
+/// One validator as the genesis file lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize)]
+pub struct ValidatorInfo {
+    /// Also the name of its directory under the data directory.
+    pub name: String,
+    #[serde(with = "hex_key")]
+    pub public_key: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize)]
+struct GenesisFile {
+    chain_id: String,
+    created_at_ms: u64,
+    validators: Vec<ValidatorInfo>,
+}
+
+/// A validated genesis: the file's content with the keys parsed and the genesis hash derived
+/// once. Its fields are read-only so the derived values cannot go stale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Genesis {
+    file: GenesisFile,
+    keys: Vec<VerifyingKey>,
+    block: Block,
+    hash: Hash,
+}
+
+impl Genesis {
+    /// Checks and derives: at least one validator, names usable as directory names and distinct,
+    /// keys valid and distinct.
+    pub fn new(
+        chain_id: impl Into<String>,
+        created_at_ms: u64,
+        validators: Vec<ValidatorInfo>,
+    ) -> std::result::Result<Genesis, String> {
+        let file = GenesisFile {
+            chain_id: chain_id.into(),
+            created_at_ms,
+            validators,
+        };
+        if file.chain_id.trim().is_empty() {
+            return Err("chain_id is empty".into());
+        }
+        if file.validators.is_empty() {
+            return Err("no validators".into());
+        }
+        if file.validators.len() > u32::MAX as usize {
+            return Err("too many validators".into());
+        }
+        let mut keys = Vec::with_capacity(file.validators.len());
+        for (i, v) in file.validators.iter().enumerate() {
+            let name_ok = !v.name.is_empty()
+                && v.name.len() <= 64
+                && v.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok {
+                return Err(format!(
+                    "validator {i}: name {:?} must be 1-64 of [A-Za-z0-9_-]",
+                    v.name
+                ));
+            }
+            if file.validators[..i].iter().any(|w| w.name == v.name) {
+                return Err(format!("validator name {:?} appears twice", v.name));
+            }
+            if file.validators[..i]
+                .iter()
+                .any(|w| w.public_key == v.public_key)
+            {
+                return Err(format!("validator {:?}: public key appears twice", v.name));
+            }
+            let key = crypto::verifying_key(&v.public_key)
+                .map_err(|e| format!("validator {:?}: {e}", v.name))?;
+            keys.push(key);
+        }
+        let mut content = GENESIS_TAG.to_vec();
+        BorshSerialize::serialize(&file, &mut content).map_err(|e| format!("encoding: {e}"))?;
+        let header = BlockHeader {
+            height: 0,
+            prev_hash: [0; 32],
+            timestamp_ms: file.created_at_ms,
+            view: 0,
+            seq: 0,
+            proposer: 0,
+            merkle_root: crate::sha256(&content),
+        };
+        let block = Block {
+            header,
+            transactions: Vec::new(),
+            certificate: Certificate::default(),
+        };
+        let hash = header.hash();
+        Ok(Genesis {
+            file,
+            keys,
+            block,
+            hash,
+        })
+    }
+
+    /// Parses the text of a genesis file; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Genesis> {
+        let err = |reason: String| Error::Genesis {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file: GenesisFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        Genesis::new(file.chain_id, file.created_at_ms, file.validators).map_err(err)
+    }
+
+    pub fn load(path: &Path) -> Result<Genesis> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Genesis::parse(&text, path)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.file).unwrap_or_default()
+    }
+
+    /// Writes the file durably (written to a temporary name, synced, renamed).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, self.to_toml()).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.file.chain_id
+    }
+
+    pub fn created_at_ms(&self) -> u64 {
+        self.file.created_at_ms
+    }
+
+    pub fn validators(&self) -> &[ValidatorInfo] {
+        &self.file.validators
+    }
+
+    /// The validators' public keys, indexed by replica id.
+    pub fn keys(&self) -> &[VerifyingKey] {
+        &self.keys
+    }
+
+    /// The number of validators, `n`.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Never true for a validated genesis; here because `len` is.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Signers a certificate needs, `2f + 1`.
+    pub fn quorum(&self) -> usize {
+        crypto::quorum(self.len())
+    }
+
+    /// The replica id of the validator called `name`.
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        self.file
+            .validators
+            .iter()
+            .position(|v| v.name == name)
+            .map(|i| i as u32)
+    }
+
+    /// The genesis block (height 0).
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+
+    /// The genesis block hash: prev of block 1, and the prefix of every signature on this chain.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+}
+
+mod hex_key {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(key: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(key))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| D::Error::custom("public_key must be 64 hex digits"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validators(n: usize) -> Vec<ValidatorInfo> {
+        (0..n)
+            .map(|i| ValidatorInfo {
+                name: format!("v{i}"),
+                public_key: ed25519_dalek::SigningKey::from_bytes(&[i as u8 + 1; 32])
+                    .verifying_key()
+                    .to_bytes(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_through_toml_with_the_same_hash() {
+        let g = Genesis::new("medchain-test", 1_700_000_000_000, validators(4)).expect("valid");
+        let again = Genesis::parse(&g.to_toml(), Path::new("genesis.toml")).expect("parses");
+        assert_eq!(again, g);
+        assert_eq!(again.hash(), g.hash());
+        assert_eq!(g.block().hash(), g.hash());
+        assert_eq!(g.block().header.height, 0);
+        assert!(g.block().transactions.is_empty());
+        assert!(g.block().certificate.signatures.is_empty());
+        assert_eq!(g.quorum(), 3);
+        assert_eq!(g.index_of("v2"), Some(2));
+        assert!(g.to_toml().contains("chain_id = \"medchain-test\""));
+    }
+
+    #[test]
+    fn the_hash_names_chain_time_and_validators() {
+        let base = Genesis::new("a", 1, validators(4)).expect("valid").hash();
+        assert_ne!(
+            Genesis::new("b", 1, validators(4)).expect("valid").hash(),
+            base
+        );
+        assert_ne!(
+            Genesis::new("a", 2, validators(4)).expect("valid").hash(),
+            base
+        );
+        assert_ne!(
+            Genesis::new("a", 1, validators(5)).expect("valid").hash(),
+            base
+        );
+        let mut swapped = validators(4);
+        swapped.swap(0, 1);
+        assert_ne!(Genesis::new("a", 1, swapped).expect("valid").hash(), base);
+    }
+
+    #[test]
+    fn inconsistent_files_are_refused() {
+        assert!(Genesis::new("a", 1, vec![]).is_err());
+        assert!(Genesis::new(" ", 1, validators(1)).is_err());
+        let mut dup_name = validators(2);
+        dup_name[1].name = "v0".into();
+        assert!(Genesis::new("a", 1, dup_name).is_err());
+        let mut dup_key = validators(2);
+        dup_key[1].public_key = dup_key[0].public_key;
+        assert!(Genesis::new("a", 1, dup_key).is_err());
+        let mut bad_name = validators(1);
+        bad_name[0].name = "../etc".into();
+        assert!(Genesis::new("a", 1, bad_name).is_err());
+        let path = Path::new("g.toml");
+        assert!(Genesis::parse("chain_id = 3", path).is_err());
+        let bad_hex = "chain_id = \"a\"\ncreated_at_ms = 1\n[[validators]]\nname = \"x\"\npublic_key = \"abc\"\n";
+        let err = Genesis::parse(bad_hex, path).expect_err("bad key");
+        assert!(err.to_string().contains("g.toml"), "{err}");
+    }
+}

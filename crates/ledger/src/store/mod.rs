@@ -1,0 +1,1 @@
+//! The SQLite store of one replica (`chain.db`).
