@@ -2,3 +2,4 @@
 //! The binary (`main.rs`) wires them to the node.
 
 pub mod app;
+pub mod web;
