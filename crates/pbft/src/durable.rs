@@ -1,12 +1,112 @@
 //! What a replica must remember across a restart so that it never contradicts itself.
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use crate::types::View;
+use crate::message::{Checkpoint, PrePrepare, PreparedCertificate, Signed};
+use crate::types::{SeqNo, View};
 
-/// A record the caller must store durably (fsync) before sending anything that follows it.
-/// On restart the caller hands the records back, in order, to [`crate::Replica::new`].
+/// A record the caller must store durably (fsync) before executing any later action of the
+/// same step. On restart the caller hands the records back, in the order they were persisted,
+/// to [`crate::Replica::new`] inside [`crate::Restored`].
+///
+/// Why each exists (a restarted replica must never send a message that contradicts one it sent
+/// before the crash):
+/// - [`Durable::View`] / [`Durable::ViewChange`]: never go back to a view it left (§4.4: a
+///   view-change promises not to take part in lower views).
+/// - [`Durable::PrePrepare`]: a primary never assigns a sequence number twice in one view, and
+///   a backup never prepares two digests for one (view, sequence number) (§4.2).
+/// - [`Durable::Prepared`]: persisted when a sequence number becomes prepared, before the
+///   commit that depends on it, so that every later view-change carries the certificate
+///   (§4.4's safety argument relies on f+1 honest committers reporting it).
+/// - [`Durable::StableCheckpoint`]: the low watermark and its proof, which view-changes carry.
+///
+/// Pruning: [`Durable::compact`] drops every record that a later one makes useless: all but
+/// the last view record, pre-prepares of older views, pre-prepares and prepared certificates at
+/// or below the latest stable checkpoint, older checkpoints, and prepared certificates
+/// superseded by one of a higher view for the same sequence number. The node may run it (or
+/// its own SQL equivalent) whenever it persists a `StableCheckpoint`.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Durable {
-    /// The replica entered (or started changing to) this view.
+    /// The replica entered this view (normal operation; after a new-view, or view 0).
     View(View),
+    /// The replica started changing to this view and sent its view-change.
+    ViewChange(View),
+    /// A pre-prepare this replica sent (as primary) or accepted (as backup) in `view`.
+    PrePrepare(PrePrepare),
+    /// A sequence number became prepared at this replica.
+    Prepared(PreparedCertificate),
+    /// A checkpoint became stable (2f+1 matching checkpoint messages, §4.3).
+    StableCheckpoint {
+        checkpoint: Checkpoint,
+        proof: Vec<Signed<Checkpoint>>,
+    },
+}
+
+impl Durable {
+    /// The sequence number a record is about, if any.
+    pub fn seq(&self) -> Option<SeqNo> {
+        match self {
+            Durable::View(_) | Durable::ViewChange(_) => None,
+            Durable::PrePrepare(pp) => Some(pp.proposal.seq),
+            Durable::Prepared(c) => Some(c.pre_prepare.proposal.seq),
+            Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
+        }
+    }
+
+    /// Drops the records a restarted replica no longer needs (see the type's docs); keeps the
+    /// relative order of the others. Restoring from the compacted list gives the same replica
+    /// state as restoring from the full one.
+    pub fn compact(records: &mut Vec<Durable>) {
+        let stable = records
+            .iter()
+            .filter_map(|r| match r {
+                Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let last_view_index = records
+            .iter()
+            .rposition(|r| matches!(r, Durable::View(_) | Durable::ViewChange(_)));
+        let view = match last_view_index.map(|i| &records[i]) {
+            Some(Durable::View(v) | Durable::ViewChange(v)) => *v,
+            _ => 0,
+        };
+        let mut best_prepared: std::collections::BTreeMap<SeqNo, (View, usize)> =
+            std::collections::BTreeMap::new();
+        for (i, r) in records.iter().enumerate() {
+            if let Durable::Prepared(c) = r {
+                let entry = best_prepared
+                    .entry(c.pre_prepare.proposal.seq)
+                    .or_insert((c.pre_prepare.view, i));
+                if c.pre_prepare.view >= entry.0 {
+                    *entry = (c.pre_prepare.view, i);
+                }
+            }
+        }
+        let mut stable_kept = false;
+        let mut index = records.len();
+        // Walk backwards so that "the latest" is the first one met.
+        let mut keep = vec![false; records.len()];
+        while index > 0 {
+            index -= 1;
+            keep[index] = match &records[index] {
+                Durable::View(_) | Durable::ViewChange(_) => Some(index) == last_view_index,
+                Durable::PrePrepare(pp) => pp.proposal.seq > stable && pp.view == view,
+                Durable::Prepared(c) => {
+                    let seq = c.pre_prepare.proposal.seq;
+                    seq > stable && best_prepared.get(&seq).map(|b| b.1) == Some(index)
+                }
+                Durable::StableCheckpoint { checkpoint, .. } => {
+                    let keep = checkpoint.seq == stable && !stable_kept;
+                    stable_kept |= keep;
+                    keep
+                }
+            };
+        }
+        let mut i = 0;
+        records.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+    }
 }

@@ -4,37 +4,48 @@ use crate::message::{Message, Signed};
 use crate::types::{Committed, Digest, ReplicaId, Request, SeqNo};
 
 /// One input to [`crate::Replica::step`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// One unit of logical time; every timeout is counted in ticks.
     Tick,
-    /// A message whose signature the caller has checked. The caller also loops every message
-    /// this replica sends back to it, signed, so that its own votes count like anyone's.
+    /// A message whose signature — and every signature embedded in it, see
+    /// [`Message::embedded_signatures`] — the caller has checked. The caller also loops every
+    /// message this replica broadcasts back to it, signed, so that its own votes count like
+    /// anyone's (and its commit signature enters the certificate).
     Message(Signed<Message>),
     /// A client request accepted by this replica's node.
     Request(Request),
     /// Propose what is pending now instead of waiting for the batch window (the seed's
     /// `/api/validate`). Ignored by a backup.
     Cut,
-    /// The caller fetched, verified and applied the committed blocks up to `seq` after a
-    /// [`Action::FetchState`]; the replica resumes from there.
-    StateTransferred { seq: SeqNo, digest: Digest },
+    /// The caller fetched, verified and applied the committed blocks up to `seq` (at least the
+    /// `seq` of the [`Action::FetchState`], possibly further) and `digest` is the digest of the
+    /// block at `seq`. `request_ids` are the ids of the requests in the applied blocks, so that
+    /// the replica stops waiting for them (it never saw those blocks' pre-prepares).
+    StateTransferred {
+        seq: SeqNo,
+        digest: Digest,
+        request_ids: Vec<Digest>,
+    },
 }
 
 /// One output of [`crate::Replica::step`], to be executed by the caller in order.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Sign `message` and send it to one replica.
+    /// Sign `message` and send it to one replica (never looped back).
     Send { to: ReplicaId, message: Message },
-    /// Sign `message` and send it to every other replica (and loop it back to this one).
+    /// Sign `message` and send it to every other replica, and loop it back to this one.
     Broadcast(Message),
-    /// Make this record durable before executing any later action of the same step.
+    /// Make this record durable (fsync) before executing any later action of the same step.
     Persist(crate::durable::Durable),
-    /// Apply a committed proposal; emitted exactly once per sequence number, in order.
+    /// Apply a committed proposal; emitted exactly once per sequence number, in order
+    /// (sequence numbers reached by state transfer are never emitted).
     Execute(Committed),
-    /// This replica is behind a stable checkpoint it cannot reach from its log: fetch the
-    /// committed blocks up to `seq` (whose digest is `digest`) from `peers`, verify their
-    /// certificates, apply them, then input [`Input::StateTransferred`].
+    /// This replica is behind a checkpoint that f+1 replicas (or a stable-checkpoint proof)
+    /// vouch for and that it cannot reach from its log: fetch the committed blocks from the
+    /// last executed one up to at least `seq` (whose digest is `digest`) from `peers`, verify
+    /// each block's commit certificate and `prev` chain, apply them, then input
+    /// [`Input::StateTransferred`]. Re-emitted periodically while still behind.
     FetchState {
         seq: SeqNo,
         digest: Digest,

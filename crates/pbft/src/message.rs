@@ -34,10 +34,17 @@ pub struct Checkpoint {
     pub digest: Digest,
 }
 
-/// A pre-prepare and 2f matching prepares from other replicas (§4.4's P set entry).
+/// A pre-prepare and 2f matching prepares from distinct backups (§4.4's P set entry).
+///
+/// The pre-prepare is carried unsigned: 2f prepares from distinct backups of its view (at least
+/// f of them honest, each of which only prepared after accepting the primary's pre-prepare)
+/// already prove that the primary of `pre_prepare.view` issued it, and two such certificates
+/// for one view and sequence number cannot disagree (their 2f-backup sets share an honest
+/// backup). This lets a new primary's O set, which it cannot sign inside the pure core, be
+/// carried by the signed [`NewView`] alone.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct PreparedCertificate {
-    pub pre_prepare: Signed<PrePrepare>,
+    pub pre_prepare: PrePrepare,
     pub prepares: Vec<Signed<Vote>>,
 }
 
@@ -55,11 +62,15 @@ pub struct ViewChange {
 pub struct NewView {
     pub view: View,
     pub view_changes: Vec<Signed<ViewChange>>,
-    /// The O set: one pre-prepare per sequence number between the chosen checkpoint and the
-    /// highest prepared sequence number, signed by the new primary.
-    pub pre_prepares: Vec<Signed<PrePrepare>>,
+    /// The O set: one pre-prepare per sequence number from just above the chosen checkpoint,
+    /// re-issued in `view`, covered by the new-view's own signature. It stops at the first gap
+    /// or broken `prev` link (see `docs/ARCHITECTURE.md` and the crate docs).
+    pub pre_prepares: Vec<PrePrepare>,
 }
 
+/// The messages of §4. A [`Checkpoint`] at a sequence number that is not a multiple of the
+/// checkpoint interval is a status claim ("I have executed up to here"): it never becomes stable
+/// but lets a lagging replica learn that f+1 replicas are ahead of it and fetch state.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Message {
     /// Requests a backup received and forwards to the primary (§4.1).
@@ -82,6 +93,40 @@ const TAG_VIEW_CHANGE: u8 = 5;
 const TAG_NEW_VIEW: u8 = 6;
 
 impl Message {
+    /// The view a message belongs to (for a view-change, the view it asks to move to).
+    pub fn view(&self) -> Option<View> {
+        match self {
+            Message::PrePrepare(pp) => Some(pp.view),
+            Message::Prepare(v) | Message::Commit(v) => Some(v.view),
+            Message::ViewChange(vc) => Some(vc.new_view),
+            Message::NewView(nv) => Some(nv.view),
+            Message::Forward(_) | Message::Checkpoint(_) => None,
+        }
+    }
+
+    /// Every signed message embedded in this one, as `(signer, signing bytes, signature)`:
+    /// checkpoint proofs and prepares inside a view-change, and the view-changes inside a
+    /// new-view (recursively). The caller must verify all of them, as it verifies the outer
+    /// signature, before handing the message to the replica: the core never checks signatures.
+    pub fn embedded_signatures(&self) -> Vec<(ReplicaId, Vec<u8>, Signature)> {
+        let mut out = Vec::new();
+        match self {
+            Message::ViewChange(vc) => view_change_signatures(vc, &mut out),
+            Message::NewView(nv) => {
+                for vc in &nv.view_changes {
+                    out.push((
+                        vc.from,
+                        Message::ViewChange(vc.message.clone()).signing_bytes(),
+                        vc.signature,
+                    ));
+                    view_change_signatures(&vc.message, &mut out);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
     /// The bytes a sender signs. Small and fixed-size where it can be: a pre-prepare signs its
     /// digest, not its batch, because the replica checks the batch against the digest.
     /// A commit signs `commit_signing_bytes`, so commit signatures form the block certificate.
@@ -112,6 +157,25 @@ impl Message {
             }
             Message::ViewChange(vc) => tagged_borsh(TAG_VIEW_CHANGE, vc),
             Message::NewView(nv) => tagged_borsh(TAG_NEW_VIEW, nv),
+        }
+    }
+}
+
+fn view_change_signatures(vc: &ViewChange, out: &mut Vec<(ReplicaId, Vec<u8>, Signature)>) {
+    for c in &vc.checkpoint_proof {
+        out.push((
+            c.from,
+            Message::Checkpoint(c.message).signing_bytes(),
+            c.signature,
+        ));
+    }
+    for cert in &vc.prepared {
+        for p in &cert.prepares {
+            out.push((
+                p.from,
+                Message::Prepare(p.message).signing_bytes(),
+                p.signature,
+            ));
         }
     }
 }

@@ -1,0 +1,168 @@
+//! The replica's configuration, what it restarts from, and its error values.
+
+use crate::durable::Durable;
+use crate::types::{Digest, DigestFn, ReplicaId, SeqNo, View};
+
+/// A bug planted on purpose so that the simulator can show it catches it (test-only; compiled
+/// with the `planted-bugs` feature, which only the `sim` crate enables).
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Committed-local after 2f matching commits instead of 2f+1 (§4.2's quorum weakened).
+    CommitWithTwoF,
+}
+
+/// Static parameters of one replica. Every replica of a cluster must use the same values except
+/// `id` (and `planted_bug`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This replica, in `0..n`.
+    pub id: ReplicaId,
+    /// Number of replicas, n = 3f+1 for the best resilience (any n >= 1 works; quorums are
+    /// `(n + f) / 2 + 1`, which is 2f+1 when n = 3f+1).
+    pub n: u32,
+    /// K: a checkpoint is taken at every multiple of K (§4.3).
+    pub checkpoint_interval: u64,
+    /// L: sequence numbers accepted lie in (h, h + L] above the low watermark h (§4.3). A
+    /// multiple of K, at least K (2K lets execution run past a checkpoint before it is stable).
+    pub watermark_window: u64,
+    /// At most this many requests per proposal.
+    pub max_batch: usize,
+    /// A primary proposes a non-full batch once its oldest unproposed request waited this long.
+    pub batch_window_ticks: u64,
+    /// At most this many sequence numbers pre-prepared but not executed at once (pipelining).
+    pub max_in_flight: u64,
+    /// The view-change timer T (§4.4); doubled on each consecutive view change without an
+    /// execution in between.
+    pub view_change_timeout_ticks: u64,
+    /// Cap on the doubling: the timeout never exceeds `T << max_backoff_doublings`, so that a
+    /// long partition does not make recovery arbitrarily slow (the paper does not cap it).
+    pub max_backoff_doublings: u32,
+    /// How often a stalled replica retransmits its view of the in-flight slots, its
+    /// view-change, and its status claim (lost messages are otherwise never resent).
+    pub retransmit_ticks: u64,
+    /// Bound on requests received but not executed.
+    pub max_pending: usize,
+    /// How many recently executed request ids are remembered to reject duplicates.
+    pub executed_window: usize,
+    /// Bound, per sender, on buffered messages of a view this replica has not entered yet.
+    pub future_buffer_per_sender: usize,
+    /// The application's digest of a proposal (the ledger's block hash).
+    pub digest: DigestFn,
+    /// Digest of the genesis block: the `prev` of sequence number 1 and the checkpoint at 0.
+    pub genesis: Digest,
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl Config {
+    /// Defaults suited to a real cluster with ticks of about 10 ms: K = 128, L = 256, batches
+    /// of up to 256 requests or 5 ticks, 8 in flight, T = 200 ticks.
+    pub fn new(id: ReplicaId, n: u32, digest: DigestFn, genesis: Digest) -> Self {
+        Config {
+            id,
+            n,
+            checkpoint_interval: 128,
+            watermark_window: 256,
+            max_batch: 256,
+            batch_window_ticks: 5,
+            max_in_flight: 8,
+            view_change_timeout_ticks: 200,
+            max_backoff_doublings: 5,
+            retransmit_ticks: 50,
+            max_pending: 100_000,
+            executed_window: 100_000,
+            future_buffer_per_sender: 1024,
+            digest,
+            genesis,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+
+    /// The number of faults tolerated, f = floor((n - 1) / 3).
+    pub fn f(&self) -> usize {
+        (self.n.saturating_sub(1) / 3) as usize
+    }
+
+    /// Size of a quorum: any two intersect in at least f+1 replicas (2f+1 when n = 3f+1).
+    pub fn quorum(&self) -> usize {
+        (self.n as usize + self.f()) / 2 + 1
+    }
+
+    /// The primary of view `v` is `v mod n` (§4.1).
+    pub fn primary(&self, view: View) -> ReplicaId {
+        (view % u64::from(self.n)) as ReplicaId
+    }
+
+    pub(crate) fn check(&self) {
+        assert!(self.n >= 1, "n must be at least 1");
+        assert!(self.id < self.n, "id {} outside 0..{}", self.id, self.n);
+        assert!(self.checkpoint_interval >= 1);
+        assert!(
+            self.watermark_window >= self.checkpoint_interval
+                && self
+                    .watermark_window
+                    .is_multiple_of(self.checkpoint_interval),
+            "L must be a positive multiple of K"
+        );
+        assert!(self.max_batch >= 1 && self.max_in_flight >= 1);
+        assert!(self.view_change_timeout_ticks >= 1 && self.retransmit_ticks >= 1);
+        assert!(self.max_pending >= 1 && self.future_buffer_per_sender >= 1);
+    }
+}
+
+/// What a replica restarts from: the head of the application's executed chain and the durable
+/// records it persisted, in order (possibly compacted with [`Durable::compact`]).
+#[derive(Clone, Debug)]
+pub struct Restored {
+    pub last_executed: (SeqNo, Digest),
+    pub durable: Vec<Durable>,
+}
+
+impl Restored {
+    /// A replica starting for the first time.
+    pub fn genesis(genesis: Digest) -> Self {
+        Restored {
+            last_executed: (0, genesis),
+            durable: Vec::new(),
+        }
+    }
+}
+
+/// Why an input was rejected. Every variant is something a faulty or malicious peer (or an
+/// unlucky network: duplicates, stale messages) can cause; the caller counts and drops it.
+/// When `step` returns an error it has pushed no action.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("sender {0} is not a replica")]
+    UnknownSender(ReplicaId),
+    #[error("message of view {got} while in view {current}")]
+    StaleView { got: View, current: View },
+    #[error("replica {from} is not the primary of view {view}")]
+    NotPrimary { from: ReplicaId, view: View },
+    #[error("the digest does not match the proposal")]
+    WrongDigest,
+    #[error("sequence number {seq} outside the watermarks ({low}, {high}]")]
+    OutsideWatermarks { seq: SeqNo, low: SeqNo, high: SeqNo },
+    #[error("duplicate message")]
+    Duplicate,
+    #[error("conflicts with a message already accepted for the same slot")]
+    Conflicting,
+    #[error("the proposal does not chain to the accepted proposal before it")]
+    ChainMismatch,
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    #[error("invalid view-change: {0}")]
+    InvalidViewChange(&'static str),
+    #[error("invalid new-view: {0}")]
+    InvalidNewView(&'static str),
+    #[error("request already pending, in the log or recently executed")]
+    DuplicateRequest,
+    #[error("too many pending requests")]
+    PendingFull,
+    #[error("checkpoint at or below the stable checkpoint")]
+    StaleCheckpoint,
+    #[error("state transfer to {seq} is not beyond the executed head")]
+    StaleStateTransfer { seq: SeqNo },
+}

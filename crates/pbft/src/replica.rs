@@ -1,0 +1,1097 @@
+//! The replica: state, the normal case (§4.2), requests and batching (§4.1, §5.1), and the
+//! tick handler. Checkpoints (§4.3) live in `checkpoint.rs`, view changes (§4.4) in
+//! `view_change.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use crate::config::{Config, ProtocolError, Restored};
+use crate::durable::Durable;
+use crate::io::{Action, Input};
+use crate::message::{
+    Checkpoint, Message, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange, Vote,
+};
+use crate::types::{Committed, Digest, Proposal, ReplicaId, Request, SeqNo, View};
+
+/// Whether the replica takes part in its view's normal case or is changing views (§4.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    Normal,
+    /// Sent a view-change for `self.view`; waits for a valid new-view.
+    ViewChange,
+}
+
+/// One sequence number of the current view's log (§4.2).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Slot {
+    /// The accepted (backup) or sent (primary) pre-prepare of the current view.
+    pub(crate) pre_prepare: Option<PrePrepare>,
+    /// Prepares of the current view, one per backup; counted when they match the digest.
+    pub(crate) prepares: BTreeMap<ReplicaId, Signed<Vote>>,
+    /// Commits of the current view, one per replica.
+    pub(crate) commits: BTreeMap<ReplicaId, Signed<Vote>>,
+    pub(crate) prepared: bool,
+    pub(crate) commit_sent: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct PendingRequest {
+    pub(crate) request: Request,
+    /// The tick it arrived, for the batch window.
+    pub(crate) since: u64,
+}
+
+/// A checkpoint this replica knows it is behind (§4.3, state transfer).
+#[derive(Clone, Debug)]
+pub(crate) struct FetchTarget {
+    pub(crate) seq: SeqNo,
+    pub(crate) digest: Digest,
+    /// A stable-checkpoint proof, when 2f+1 vouched for it (else f+1 did).
+    pub(crate) proof: Option<Vec<Signed<Checkpoint>>>,
+    pub(crate) peers: Vec<ReplicaId>,
+    pub(crate) since: u64,
+    pub(crate) requested_at: Option<u64>,
+}
+
+/// Sizes of everything the replica keeps, for status pages and the simulator's bounded-log
+/// invariant. Each is bounded by the configuration (see the field docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Slots of the current view: at most L.
+    pub slots: usize,
+    /// Pre-prepares waiting for their predecessor: at most L.
+    pub waiting: usize,
+    /// Prepared certificates kept for view-changes: at most L.
+    pub prepared_certificates: usize,
+    /// Digests of executed sequence numbers above the stable checkpoint: at most L + 1.
+    pub executed_digests: usize,
+    /// At most `max_pending`.
+    pub pending: usize,
+    /// At most `executed_window`.
+    pub executed_ids: usize,
+    /// At most `n * future_buffer_per_sender`.
+    pub future_buffered: usize,
+    /// Checkpoint messages kept: at most `n * (L / K + 2)`.
+    pub checkpoint_messages: usize,
+    /// View-changes kept: at most n.
+    pub view_changes: usize,
+}
+
+/// A PBFT replica (Castro and Liskov, OSDI'99 §4 / TOCS'02 §4). See the crate docs for the
+/// caller's contract.
+#[derive(Debug)]
+pub struct Replica {
+    pub(crate) cfg: Config,
+    pub(crate) now: u64,
+    pub(crate) view: View,
+    pub(crate) status: Status,
+    /// Consecutive view changes without an execution: the timeout is T << backoff (§4.5.2).
+    pub(crate) backoff: u32,
+    /// Deadline of the view-change timer, if running. In normal status it runs while a request
+    /// is pending (§4.4); in view-change status once 2f+1 view-changes arrived (§4.5.2).
+    pub(crate) timer: Option<u64>,
+
+    /// Low watermark h: the stable checkpoint, which this replica has executed through.
+    pub(crate) low: SeqNo,
+    pub(crate) low_digest: Digest,
+    pub(crate) low_proof: Vec<Signed<Checkpoint>>,
+    pub(crate) last_executed: (SeqNo, Digest),
+    /// Digests of executed sequence numbers in [h, h + L].
+    pub(crate) executed_digests: BTreeMap<SeqNo, Digest>,
+    pub(crate) slots: BTreeMap<SeqNo, Slot>,
+    /// Pre-prepares of the current view whose predecessor is not accepted yet (chaining).
+    pub(crate) waiting: BTreeMap<SeqNo, PrePrepare>,
+    /// Highest-view prepared certificate per sequence number above h (the P set, §4.4).
+    pub(crate) prepared_certs: BTreeMap<SeqNo, PreparedCertificate>,
+
+    /// Primary only: the next sequence number to assign and the digest it chains to.
+    pub(crate) next_seq: SeqNo,
+    pub(crate) last_proposed: Digest,
+
+    pub(crate) pending: BTreeMap<Digest, PendingRequest>,
+    /// Arrival order of pending requests, for fair batching (lazily cleaned).
+    pub(crate) queue: VecDeque<Digest>,
+    /// Request ids in accepted, not yet executed pre-prepares of the current view.
+    pub(crate) in_log: BTreeMap<Digest, SeqNo>,
+    pub(crate) executed_ids: BTreeSet<Digest>,
+    pub(crate) executed_order: VecDeque<Digest>,
+
+    /// Checkpoint messages at multiples of K above h, per sender (bounded per sender).
+    pub(crate) checkpoints: BTreeMap<ReplicaId, BTreeMap<SeqNo, Signed<Checkpoint>>>,
+    /// The highest checkpoint or status claim of each sender.
+    pub(crate) claims: BTreeMap<ReplicaId, Checkpoint>,
+    pub(crate) fetch: Option<FetchTarget>,
+
+    /// The latest view-change of each sender.
+    pub(crate) view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
+    /// The highest view each sender has shown in any message (for the f+1 rule, §4.5.2).
+    pub(crate) max_view_seen: BTreeMap<ReplicaId, View>,
+    /// The new-view this replica sent as primary of its current view, to resend to laggards.
+    pub(crate) last_new_view: Option<NewView>,
+    /// Messages of views not entered yet, per sender (bounded per sender).
+    pub(crate) future: BTreeMap<ReplicaId, VecDeque<Signed<Message>>>,
+
+    pub(crate) last_progress: u64,
+    pub(crate) last_retransmit: u64,
+    /// Retransmit on the first tick after a restart.
+    pub(crate) restarted: bool,
+}
+
+impl Replica {
+    /// A replica restarting from `restored` (or starting from genesis with
+    /// [`Restored::genesis`]). Replays the durable records in order: the last view record
+    /// wins, pre-prepares of that view above the watermark become the log, prepared
+    /// certificates become the P set, the highest stable checkpoint becomes h.
+    pub fn new(config: Config, restored: Restored) -> Self {
+        config.check();
+        let genesis = config.genesis;
+        let mut r = Replica {
+            now: 0,
+            view: 0,
+            status: Status::Normal,
+            backoff: 0,
+            timer: None,
+            low: 0,
+            low_digest: genesis,
+            low_proof: Vec::new(),
+            last_executed: restored.last_executed,
+            executed_digests: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            prepared_certs: BTreeMap::new(),
+            next_seq: 1,
+            last_proposed: genesis,
+            pending: BTreeMap::new(),
+            queue: VecDeque::new(),
+            in_log: BTreeMap::new(),
+            executed_ids: BTreeSet::new(),
+            executed_order: VecDeque::new(),
+            checkpoints: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            fetch: None,
+            view_changes: BTreeMap::new(),
+            max_view_seen: BTreeMap::new(),
+            last_new_view: None,
+            future: BTreeMap::new(),
+            last_progress: 0,
+            last_retransmit: 0,
+            restarted: !restored.durable.is_empty() || restored.last_executed.0 > 0,
+            cfg: config,
+        };
+        let mut pre_prepares = Vec::new();
+        for record in restored.durable {
+            match record {
+                Durable::View(v) => {
+                    if v >= r.view {
+                        r.view = v;
+                        r.status = Status::Normal;
+                    }
+                }
+                Durable::ViewChange(v) => {
+                    if v > r.view || (v == r.view && r.status == Status::ViewChange) {
+                        r.view = v;
+                        r.status = Status::ViewChange;
+                    }
+                }
+                Durable::PrePrepare(pp) => pre_prepares.push(pp),
+                Durable::Prepared(cert) => r.remember_prepared(cert),
+                Durable::StableCheckpoint { checkpoint, proof } => {
+                    if checkpoint.seq > r.low {
+                        r.low = checkpoint.seq;
+                        r.low_digest = checkpoint.digest;
+                        r.low_proof = proof;
+                    }
+                }
+            }
+        }
+        let low = r.low;
+        r.prepared_certs.retain(|seq, _| *seq > low);
+        r.executed_digests
+            .insert(r.last_executed.0, r.last_executed.1);
+        if r.low <= r.last_executed.0 {
+            r.executed_digests.insert(r.low, r.low_digest);
+        } else {
+            // The ledger is behind its own stable checkpoint: fetch up to it.
+            r.fetch = Some(FetchTarget {
+                seq: r.low,
+                digest: r.low_digest,
+                proof: Some(r.low_proof.clone()),
+                peers: r.low_proof.iter().map(|c| c.from).collect(),
+                since: 0,
+                requested_at: None,
+            });
+        }
+        let high = r.high();
+        if r.status == Status::Normal {
+            for pp in pre_prepares {
+                let seq = pp.proposal.seq;
+                if pp.view == r.view && seq > r.low && seq <= high {
+                    r.slots.entry(seq).or_default().pre_prepare = Some(pp);
+                }
+            }
+            let view = r.view;
+            for (seq, cert) in &r.prepared_certs {
+                if cert.pre_prepare.view == view
+                    && let Some(slot) = r.slots.get_mut(seq)
+                    && slot.pre_prepare.as_ref() == Some(&cert.pre_prepare)
+                {
+                    slot.prepared = true;
+                }
+            }
+            let last = r.last_executed.0;
+            for (seq, slot) in &r.slots {
+                if *seq > last
+                    && let Some(pp) = &slot.pre_prepare
+                {
+                    for req in &pp.proposal.requests {
+                        r.in_log.insert(req.id, *seq);
+                    }
+                }
+            }
+        }
+        // A primary continues after its last pre-prepare of this view (never reassigning one).
+        let (seq, digest) = r
+            .slots
+            .iter()
+            .rev()
+            .find_map(|(s, slot)| slot.pre_prepare.as_ref().map(|pp| (*s, pp.digest)))
+            .filter(|(s, _)| *s >= r.last_executed.0)
+            .unwrap_or(r.last_executed);
+        r.next_seq = seq + 1;
+        r.last_proposed = digest;
+        r
+    }
+
+    // ----- accessors -------------------------------------------------------------------
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn id(&self) -> ReplicaId {
+        self.cfg.id
+    }
+    pub fn view(&self) -> View {
+        self.view
+    }
+    /// The primary of the current view (the one being changed to, during a view change).
+    pub fn primary(&self) -> ReplicaId {
+        self.cfg.primary(self.view)
+    }
+    pub fn is_primary(&self) -> bool {
+        self.primary() == self.cfg.id
+    }
+    pub fn in_view_change(&self) -> bool {
+        self.status == Status::ViewChange
+    }
+    pub fn last_executed(&self) -> (SeqNo, Digest) {
+        self.last_executed
+    }
+    /// The low watermark h and its digest.
+    pub fn stable_checkpoint(&self) -> (SeqNo, Digest) {
+        (self.low, self.low_digest)
+    }
+    /// Requests received and not executed yet.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+    /// Logical time: the number of ticks seen since start.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+    pub fn log_stats(&self) -> LogStats {
+        LogStats {
+            slots: self.slots.len(),
+            waiting: self.waiting.len(),
+            prepared_certificates: self.prepared_certs.len(),
+            executed_digests: self.executed_digests.len(),
+            pending: self.pending.len(),
+            executed_ids: self.executed_ids.len(),
+            future_buffered: self.future.values().map(VecDeque::len).sum(),
+            checkpoint_messages: self.checkpoints.values().map(BTreeMap::len).sum(),
+            view_changes: self.view_changes.len(),
+        }
+    }
+
+    pub(crate) fn high(&self) -> SeqNo {
+        self.low + self.cfg.watermark_window
+    }
+    pub(crate) fn quorum(&self) -> usize {
+        self.cfg.quorum()
+    }
+    pub(crate) fn timeout(&self) -> u64 {
+        self.cfg.view_change_timeout_ticks << self.backoff.min(self.cfg.max_backoff_doublings)
+    }
+
+    // ----- step --------------------------------------------------------------------------
+
+    /// Feeds one input; pushes the resulting actions, which the caller executes in order
+    /// (see the crate docs). On `Err`, no action was pushed and the input was dropped.
+    pub fn step(&mut self, input: Input, actions: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        let mark = actions.len();
+        let result = match input {
+            Input::Tick => {
+                self.on_tick(actions);
+                Ok(())
+            }
+            Input::Message(m) => self.on_message(m, actions),
+            Input::Request(r) => self.on_request(r, actions),
+            Input::Cut => {
+                if self.status == Status::Normal && self.is_primary() {
+                    self.try_propose(true, actions);
+                }
+                Ok(())
+            }
+            Input::StateTransferred {
+                seq,
+                digest,
+                request_ids,
+            } => self.on_state_transferred(seq, digest, request_ids, actions),
+        };
+        if result.is_err() {
+            assert_eq!(
+                actions.len(),
+                mark,
+                "an error must not leave actions behind"
+            );
+        }
+        result
+    }
+
+    fn on_message(
+        &mut self,
+        m: Signed<Message>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let from = m.from;
+        if from >= self.cfg.n {
+            return Err(ProtocolError::UnknownSender(from));
+        }
+        if let Some(v) = m.message.view()
+            && from != self.cfg.id
+        {
+            let seen = self.max_view_seen.entry(from).or_insert(0);
+            *seen = (*seen).max(v);
+        }
+        let Signed {
+            from,
+            message,
+            signature,
+        } = m;
+        let result = match message {
+            Message::Forward(requests) => self.on_forward(from, requests, actions),
+            Message::PrePrepare(pp) => {
+                let signed = Signed {
+                    from,
+                    message: Message::PrePrepare(pp),
+                    signature,
+                };
+                self.on_pre_prepare(signed, actions)
+            }
+            Message::Prepare(vote) => self.on_vote(
+                Signed {
+                    from,
+                    message: vote,
+                    signature,
+                },
+                false,
+                actions,
+            ),
+            Message::Commit(vote) => self.on_vote(
+                Signed {
+                    from,
+                    message: vote,
+                    signature,
+                },
+                true,
+                actions,
+            ),
+            Message::Checkpoint(c) => self.on_checkpoint(
+                Signed {
+                    from,
+                    message: c,
+                    signature,
+                },
+                actions,
+            ),
+            Message::ViewChange(vc) => self.on_view_change(
+                Signed {
+                    from,
+                    message: vc,
+                    signature,
+                },
+                actions,
+            ),
+            Message::NewView(nv) => self.on_new_view(from, nv, actions),
+        };
+        if result.is_ok() {
+            self.join_higher_view(actions);
+        }
+        result
+    }
+
+    // ----- time --------------------------------------------------------------------------
+
+    fn on_tick(&mut self, actions: &mut Vec<Action>) {
+        self.now += 1;
+        if let Some(deadline) = self.timer
+            && self.now >= deadline
+        {
+            // §4.4: the timer expired on a pending request (or, while changing views, on a
+            // new-view that did not come): move on to the next view.
+            self.start_view_change(self.view + 1, actions);
+        }
+        self.join_higher_view(actions);
+        if self.status == Status::Normal && self.is_primary() {
+            self.try_propose(false, actions);
+        }
+        self.retransmit(actions);
+        self.maybe_fetch(actions);
+    }
+
+    /// Retransmission (§5 assumes lost messages are resent): a replica that made no progress
+    /// for `retransmit_ticks` resends what others may have missed.
+    fn retransmit(&mut self, actions: &mut Vec<Action>) {
+        let interval = self.cfg.retransmit_ticks;
+        if self.now < self.last_retransmit + interval && !self.restarted {
+            return;
+        }
+        self.last_retransmit = self.now;
+        let stalled = self.now >= self.last_progress + interval || self.restarted;
+        self.restarted = false;
+        if !stalled {
+            return;
+        }
+        match self.status {
+            Status::ViewChange => {
+                let vc = self.build_view_change();
+                actions.push(Action::Broadcast(Message::ViewChange(vc)));
+            }
+            Status::Normal => {
+                self.send_commits(actions);
+                let primary = self.is_primary();
+                let view = self.view;
+                let first = self.last_executed.0 + 1;
+                for (seq, slot) in self.slots.range(first..) {
+                    let Some(pp) = &slot.pre_prepare else {
+                        continue;
+                    };
+                    if primary {
+                        actions.push(Action::Broadcast(Message::PrePrepare(pp.clone())));
+                    } else {
+                        actions.push(Action::Broadcast(Message::Prepare(Vote {
+                            view,
+                            seq: *seq,
+                            digest: pp.digest,
+                        })));
+                    }
+                    if slot.commit_sent {
+                        actions.push(Action::Broadcast(Message::Commit(Vote {
+                            view,
+                            seq: *seq,
+                            digest: pp.digest,
+                        })));
+                    }
+                }
+                if !primary {
+                    let unproposed: Vec<Request> = self
+                        .pending
+                        .iter()
+                        .filter(|(id, _)| !self.in_log.contains_key(*id))
+                        .map(|(_, p)| p.request.clone())
+                        .collect();
+                    self.forward(unproposed, actions);
+                }
+            }
+        }
+        if self.last_executed.0 > 0 {
+            // Status claim: lets a replica that missed everything learn it is behind.
+            actions.push(Action::Broadcast(Message::Checkpoint(Checkpoint {
+                seq: self.last_executed.0,
+                digest: self.last_executed.1,
+            })));
+        }
+    }
+
+    pub(crate) fn arm_timer(&mut self) {
+        if self.status == Status::Normal && self.timer.is_none() && !self.pending.is_empty() {
+            self.timer = Some(self.now + self.timeout());
+        }
+    }
+
+    pub(crate) fn progress(&mut self) {
+        self.last_progress = self.now;
+        if self.status == Status::Normal {
+            self.timer = None;
+            self.arm_timer();
+        }
+    }
+
+    // ----- requests (§4.1) -----------------------------------------------------------------
+
+    fn known_request(&self, id: &Digest) -> bool {
+        self.pending.contains_key(id)
+            || self.in_log.contains_key(id)
+            || self.executed_ids.contains(id)
+    }
+
+    fn add_pending(&mut self, request: Request) -> Result<(), ProtocolError> {
+        if self.known_request(&request.id) {
+            return Err(ProtocolError::DuplicateRequest);
+        }
+        if self.pending.len() >= self.cfg.max_pending {
+            return Err(ProtocolError::PendingFull);
+        }
+        self.queue.push_back(request.id);
+        self.pending.insert(
+            request.id,
+            PendingRequest {
+                request,
+                since: self.now,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_request(
+        &mut self,
+        request: Request,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        self.add_pending(request.clone())?;
+        if self.status == Status::Normal {
+            if self.is_primary() {
+                self.try_propose(false, actions);
+            } else {
+                // §4.1: a backup relays the request to the primary and starts its timer.
+                self.forward(vec![request], actions);
+            }
+        }
+        self.arm_timer();
+        Ok(())
+    }
+
+    fn on_forward(
+        &mut self,
+        from: ReplicaId,
+        requests: Vec<Request>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        if requests.len() > self.cfg.max_batch {
+            return Err(ProtocolError::Malformed("forward larger than a batch"));
+        }
+        let fresh: Vec<Request> = requests
+            .into_iter()
+            .filter(|r| self.add_pending(r.clone()).is_ok())
+            .collect();
+        if fresh.is_empty() {
+            return Err(ProtocolError::DuplicateRequest);
+        }
+        if self.status == Status::Normal {
+            if self.is_primary() {
+                self.try_propose(false, actions);
+            } else if from != self.primary() {
+                self.forward(fresh, actions);
+            }
+        }
+        self.arm_timer();
+        Ok(())
+    }
+
+    pub(crate) fn forward(&mut self, requests: Vec<Request>, actions: &mut Vec<Action>) {
+        let to = self.primary();
+        for chunk in requests.chunks(self.cfg.max_batch) {
+            actions.push(Action::Send {
+                to,
+                message: Message::Forward(chunk.to_vec()),
+            });
+        }
+    }
+
+    pub(crate) fn remember_executed(&mut self, id: Digest) {
+        self.pending.remove(&id);
+        self.in_log.remove(&id);
+        if self.executed_ids.insert(id) {
+            self.executed_order.push_back(id);
+            while self.executed_order.len() > self.cfg.executed_window {
+                if let Some(old) = self.executed_order.pop_front() {
+                    self.executed_ids.remove(&old);
+                }
+            }
+        }
+        if self.queue.len() > 2 * self.pending.len() + 64 {
+            let pending = &self.pending;
+            self.queue.retain(|id| pending.contains_key(id));
+        }
+    }
+
+    // ----- primary: batching and pre-prepare (§4.2, §5.1) ----------------------------------
+
+    /// Proposes batches while the pipeline and the watermarks allow: a batch goes out when it
+    /// is full, when its oldest request waited `batch_window_ticks`, or on [`Input::Cut`].
+    pub(crate) fn try_propose(&mut self, cut: bool, actions: &mut Vec<Action>) {
+        debug_assert!(self.status == Status::Normal && self.is_primary());
+        loop {
+            let in_flight = self.next_seq.saturating_sub(self.last_executed.0 + 1);
+            if in_flight >= self.cfg.max_in_flight || self.next_seq > self.high() {
+                return;
+            }
+            if self.next_seq <= self.last_executed.0 {
+                // Only after a state transfer past our own proposals: continue from the head.
+                self.next_seq = self.last_executed.0 + 1;
+                self.last_proposed = self.last_executed.1;
+            }
+            while let Some(id) = self.queue.front() {
+                if self.pending.contains_key(id) && !self.in_log.contains_key(id) {
+                    break;
+                }
+                self.queue.pop_front();
+            }
+            let Some(oldest) = self.queue.front() else {
+                return;
+            };
+            let waited = self.now - self.pending[oldest].since;
+            let mut batch = Vec::new();
+            let mut seen = BTreeSet::new();
+            for id in &self.queue {
+                if batch.len() == self.cfg.max_batch {
+                    break;
+                }
+                if let Some(p) = self.pending.get(id)
+                    && !self.in_log.contains_key(id)
+                    && seen.insert(*id)
+                {
+                    batch.push(p.request.clone());
+                }
+            }
+            if !(cut || batch.len() >= self.cfg.max_batch || waited >= self.cfg.batch_window_ticks)
+            {
+                return;
+            }
+            self.propose(batch, actions);
+        }
+    }
+
+    fn propose(&mut self, requests: Vec<Request>, actions: &mut Vec<Action>) {
+        let seq = self.next_seq;
+        let proposal = Proposal {
+            seq,
+            view: self.view,
+            proposer: self.cfg.id,
+            prev: self.last_proposed,
+            requests,
+        };
+        let digest = (self.cfg.digest)(&proposal);
+        let pp = PrePrepare {
+            view: self.view,
+            digest,
+            proposal: Arc::new(proposal),
+        };
+        self.next_seq += 1;
+        self.last_proposed = digest;
+        for r in &pp.proposal.requests {
+            self.in_log.insert(r.id, seq);
+        }
+        self.slots.entry(seq).or_default().pre_prepare = Some(pp.clone());
+        actions.push(Action::Persist(Durable::PrePrepare(pp.clone())));
+        actions.push(Action::Broadcast(Message::PrePrepare(pp)));
+        self.check_prepared(seq, actions);
+    }
+
+    // ----- backup: accepting a pre-prepare (§4.2) ------------------------------------------
+
+    /// The digest this replica holds for `seq`, to check a successor's `prev` against.
+    pub(crate) fn digest_at(&self, seq: SeqNo) -> Option<Digest> {
+        if seq == self.last_executed.0 {
+            return Some(self.last_executed.1);
+        }
+        if seq == self.low {
+            return Some(self.low_digest);
+        }
+        if let Some(d) = self.executed_digests.get(&seq) {
+            return Some(*d);
+        }
+        self.slots
+            .get(&seq)
+            .and_then(|s| s.pre_prepare.as_ref())
+            .map(|pp| pp.digest)
+    }
+
+    fn on_pre_prepare(
+        &mut self,
+        signed: Signed<Message>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let from = signed.from;
+        let Message::PrePrepare(pp) = &signed.message else {
+            unreachable!("on_pre_prepare takes pre-prepares")
+        };
+        if from != self.cfg.primary(pp.view) {
+            return Err(ProtocolError::NotPrimary {
+                from,
+                view: pp.view,
+            });
+        }
+        if pp.view < self.view {
+            return Err(ProtocolError::StaleView {
+                got: pp.view,
+                current: self.view,
+            });
+        }
+        if pp.view > self.view || self.status == Status::ViewChange {
+            return self.buffer_future(signed);
+        }
+        let Message::PrePrepare(pp) = signed.message else {
+            unreachable!()
+        };
+        let seq = pp.proposal.seq;
+        if seq <= self.low || seq > self.high() {
+            return Err(ProtocolError::OutsideWatermarks {
+                seq,
+                low: self.low,
+                high: self.high(),
+            });
+        }
+        if pp.proposal.view > pp.view || pp.proposal.proposer >= self.cfg.n {
+            return Err(ProtocolError::Malformed("proposal view or proposer"));
+        }
+        if (self.cfg.digest)(&pp.proposal) != pp.digest {
+            return Err(ProtocolError::WrongDigest);
+        }
+        let held = self
+            .slots
+            .get(&seq)
+            .and_then(|s| s.pre_prepare.as_ref())
+            .or_else(|| self.waiting.get(&seq));
+        if let Some(held) = held {
+            if from == self.cfg.id && held.digest == pp.digest {
+                return Ok(()); // our own pre-prepare, looped back
+            }
+            return Err(if held.digest == pp.digest {
+                ProtocolError::Duplicate
+            } else {
+                ProtocolError::Conflicting
+            });
+        }
+        if seq <= self.last_executed.0
+            && let Some(d) = self.executed_digests.get(&seq)
+            && *d != pp.digest
+        {
+            return Err(ProtocolError::Conflicting);
+        }
+        match self.digest_at(seq - 1) {
+            Some(prev) if prev != pp.proposal.prev => Err(ProtocolError::ChainMismatch),
+            Some(_) => {
+                self.accept_pre_prepare(pp, actions);
+                Ok(())
+            }
+            None => {
+                // Chaining: wait until the predecessor is accepted.
+                self.waiting.insert(seq, pp);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records an accepted pre-prepare, persists it, and sends the prepare (§4.2); then
+    /// accepts successors that were waiting for it.
+    pub(crate) fn accept_pre_prepare(&mut self, pp: PrePrepare, actions: &mut Vec<Action>) {
+        let mut next = Some(pp);
+        while let Some(pp) = next.take() {
+            let seq = pp.proposal.seq;
+            let digest = pp.digest;
+            if seq > self.last_executed.0 {
+                for r in &pp.proposal.requests {
+                    self.in_log.insert(r.id, seq);
+                    // A backup tracks the batch's requests as pending so that it times out if
+                    // they never execute, and re-forwards them if a view change drops them.
+                    if !self.pending.contains_key(&r.id)
+                        && !self.executed_ids.contains(&r.id)
+                        && self.pending.len() < self.cfg.max_pending
+                    {
+                        self.queue.push_back(r.id);
+                        self.pending.insert(
+                            r.id,
+                            PendingRequest {
+                                request: r.clone(),
+                                since: self.now,
+                            },
+                        );
+                    }
+                }
+            }
+            self.slots.entry(seq).or_default().pre_prepare = Some(pp.clone());
+            actions.push(Action::Persist(Durable::PrePrepare(pp)));
+            if !self.is_primary() {
+                actions.push(Action::Broadcast(Message::Prepare(Vote {
+                    view: self.view,
+                    seq,
+                    digest,
+                })));
+            }
+            self.arm_timer();
+            self.check_prepared(seq, actions);
+            if let Some(succ) = self.waiting.remove(&(seq + 1))
+                && succ.proposal.prev == digest
+            {
+                next = Some(succ);
+            }
+        }
+    }
+
+    // ----- prepare and commit (§4.2) -------------------------------------------------------
+
+    fn on_vote(
+        &mut self,
+        vote: Signed<Vote>,
+        commit: bool,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let v = vote.message;
+        if !commit && vote.from == self.cfg.primary(v.view) {
+            return Err(ProtocolError::Malformed("the primary does not prepare"));
+        }
+        if v.view < self.view {
+            return Err(ProtocolError::StaleView {
+                got: v.view,
+                current: self.view,
+            });
+        }
+        if v.view > self.view || self.status == Status::ViewChange {
+            let message = if commit {
+                Message::Commit(v)
+            } else {
+                Message::Prepare(v)
+            };
+            return self.buffer_future(Signed {
+                from: vote.from,
+                message,
+                signature: vote.signature,
+            });
+        }
+        if v.seq <= self.low || v.seq > self.high() {
+            return Err(ProtocolError::OutsideWatermarks {
+                seq: v.seq,
+                low: self.low,
+                high: self.high(),
+            });
+        }
+        let slot = self.slots.entry(v.seq).or_default();
+        let votes = if commit {
+            &mut slot.commits
+        } else {
+            &mut slot.prepares
+        };
+        if let Some(old) = votes.get(&vote.from) {
+            return Err(if old.message == v {
+                ProtocolError::Duplicate
+            } else {
+                ProtocolError::Conflicting
+            });
+        }
+        votes.insert(vote.from, vote);
+        if commit {
+            self.try_execute(actions);
+        } else {
+            self.check_prepared(v.seq, actions);
+        }
+        Ok(())
+    }
+
+    /// prepared(m, v, n, i) (§4.2): the pre-prepare and 2f matching prepares from distinct
+    /// backups. The certificate is persisted before any commit that depends on it.
+    pub(crate) fn check_prepared(&mut self, seq: SeqNo, actions: &mut Vec<Action>) {
+        let needed = self.quorum() - 1;
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return;
+        };
+        if slot.prepared {
+            return;
+        }
+        let Some(pp) = &slot.pre_prepare else { return };
+        let matching: Vec<Signed<Vote>> = slot
+            .prepares
+            .values()
+            .filter(|p| p.message.digest == pp.digest)
+            .take(needed)
+            .cloned()
+            .collect();
+        if matching.len() < needed {
+            return;
+        }
+        slot.prepared = true;
+        let cert = PreparedCertificate {
+            pre_prepare: pp.clone(),
+            prepares: matching,
+        };
+        self.remember_prepared(cert.clone());
+        actions.push(Action::Persist(Durable::Prepared(cert)));
+        self.send_commits(actions);
+    }
+
+    pub(crate) fn remember_prepared(&mut self, cert: PreparedCertificate) {
+        let seq = cert.pre_prepare.proposal.seq;
+        match self.prepared_certs.get(&seq) {
+            Some(old) if old.pre_prepare.view > cert.pre_prepare.view => {}
+            _ => {
+                self.prepared_certs.insert(seq, cert);
+            }
+        }
+    }
+
+    /// Sends the commit of every prepared slot whose predecessors (down to the last executed
+    /// sequence number) are all prepared too: a replica commits `s` only once every sequence
+    /// number from its low watermark to `s` is prepared or executed (ARCHITECTURE.md), so a new
+    /// primary's O set, truncated at the first gap, never drops a committed proposal.
+    pub(crate) fn send_commits(&mut self, actions: &mut Vec<Action>) {
+        let view = self.view;
+        let last = self.last_executed.0;
+        let mut to_send = Vec::new();
+        if last > self.low {
+            for (seq, slot) in self.slots.range(self.low + 1..=last) {
+                if slot.prepared && !slot.commit_sent {
+                    to_send.push(*seq);
+                }
+            }
+        }
+        let mut seq = last + 1;
+        while let Some(slot) = self.slots.get(&seq) {
+            if !slot.prepared {
+                break;
+            }
+            if !slot.commit_sent {
+                to_send.push(seq);
+            }
+            seq += 1;
+        }
+        for seq in to_send {
+            let Some(slot) = self.slots.get_mut(&seq) else {
+                continue;
+            };
+            let Some(pp) = &slot.pre_prepare else {
+                continue;
+            };
+            slot.commit_sent = true;
+            actions.push(Action::Broadcast(Message::Commit(Vote {
+                view,
+                seq,
+                digest: pp.digest,
+            })));
+        }
+        self.try_execute(actions);
+    }
+
+    fn commit_quorum(&self) -> usize {
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bug == Some(crate::config::PlantedBug::CommitWithTwoF) {
+            return self.quorum() - 1;
+        }
+        self.quorum()
+    }
+
+    /// committed-local (§4.2): prepared, and 2f+1 matching commits of this view. Executes
+    /// strictly in sequence order.
+    pub(crate) fn try_execute(&mut self, actions: &mut Vec<Action>) {
+        let needed = self.commit_quorum();
+        let mut executed = false;
+        loop {
+            let seq = self.last_executed.0 + 1;
+            let Some(slot) = self.slots.get(&seq) else {
+                break;
+            };
+            let Some(pp) = &slot.pre_prepare else { break };
+            if !slot.prepared || !slot.commit_sent {
+                break;
+            }
+            let signatures: Vec<(ReplicaId, crate::Signature)> = slot
+                .commits
+                .values()
+                .filter(|c| c.message.digest == pp.digest)
+                .take(needed)
+                .map(|c| (c.from, c.signature))
+                .collect();
+            if signatures.len() < needed {
+                break;
+            }
+            assert_eq!(
+                pp.proposal.prev, self.last_executed.1,
+                "replica {}: executing seq {seq} that does not chain to the executed head",
+                self.cfg.id
+            );
+            let committed = Committed {
+                proposal: pp.proposal.clone(),
+                digest: pp.digest,
+                commit_view: self.view,
+                signatures,
+            };
+            self.execute(committed, actions);
+            executed = true;
+        }
+        if executed && self.status == Status::Normal && self.is_primary() {
+            self.try_propose(false, actions);
+        }
+    }
+
+    fn execute(&mut self, committed: Committed, actions: &mut Vec<Action>) {
+        let seq = committed.proposal.seq;
+        let digest = committed.digest;
+        let ids: Vec<Digest> = committed.proposal.requests.iter().map(|r| r.id).collect();
+        actions.push(Action::Execute(committed));
+        self.last_executed = (seq, digest);
+        self.executed_digests.insert(seq, digest);
+        for id in ids {
+            self.remember_executed(id);
+        }
+        self.backoff = 0;
+        self.progress();
+        if self.fetch.as_ref().is_some_and(|f| f.seq <= seq) {
+            self.fetch = None;
+        }
+        if seq.is_multiple_of(self.cfg.checkpoint_interval) {
+            // §4.3: a checkpoint of the state after executing `seq`; its digest is the block
+            // hash at `seq` (the chain is the state).
+            actions.push(Action::Broadcast(Message::Checkpoint(Checkpoint {
+                seq,
+                digest,
+            })));
+        }
+        self.check_stable_at(seq, actions);
+    }
+
+    // ----- buffering ---------------------------------------------------------------------
+
+    /// Keeps a message of a view not entered yet, bounded per sender (oldest dropped).
+    pub(crate) fn buffer_future(&mut self, m: Signed<Message>) -> Result<(), ProtocolError> {
+        let cap = self.cfg.future_buffer_per_sender;
+        let queue = self.future.entry(m.from).or_default();
+        if queue.iter().any(|old| old.message == m.message) {
+            return Err(ProtocolError::Duplicate);
+        }
+        while queue.len() >= cap {
+            queue.pop_front();
+        }
+        queue.push_back(m);
+        Ok(())
+    }
+
+    /// Re-feeds buffered messages of the view just entered; drops those of older views.
+    pub(crate) fn replay_future(&mut self, actions: &mut Vec<Action>) {
+        let view = self.view;
+        let mut ready = Vec::new();
+        for queue in self.future.values_mut() {
+            let mut keep = VecDeque::new();
+            for m in queue.drain(..) {
+                match m.message.view() {
+                    Some(v) if v == view => ready.push(m),
+                    Some(v) if v > view => keep.push_back(m),
+                    _ => {}
+                }
+            }
+            *queue = keep;
+        }
+        self.future.retain(|_, q| !q.is_empty());
+        for m in ready {
+            // Errors here are the same the message would have caused on arrival.
+            let _ = self.on_message(m, actions);
+        }
+    }
+}

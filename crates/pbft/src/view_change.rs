@@ -1,0 +1,454 @@
+//! View changes (§4.4) and their liveness rules (§4.5.2 of TOCS'02).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::config::ProtocolError;
+use crate::durable::Durable;
+use crate::io::Action;
+use crate::message::{Checkpoint, Message, NewView, PrePrepare, Signed, ViewChange, Vote};
+use crate::replica::{FetchTarget, Replica, Status};
+use crate::types::{Digest, ReplicaId, SeqNo, View};
+
+/// What a new-view establishes: the checkpoint it starts from (min-s, with its proof) and the
+/// O set.
+pub(crate) struct NewViewPlan {
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) proof: Vec<Signed<Checkpoint>>,
+    pub(crate) pre_prepares: Vec<PrePrepare>,
+}
+
+impl Replica {
+    /// §4.5.2: if f+1 replicas show views above ours, at least one honest replica is there;
+    /// join the smallest such view (the (f+1)-th highest view seen).
+    pub(crate) fn join_higher_view(&mut self, actions: &mut Vec<Action>) {
+        let f = self.cfg.f();
+        if self.max_view_seen.len() <= f {
+            return;
+        }
+        let mut views: Vec<View> = self.max_view_seen.values().copied().collect();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        let target = views[f];
+        if target > self.view {
+            self.start_view_change(target, actions);
+        }
+    }
+
+    /// §4.4: stop accepting normal-case messages, persist, and multicast a view-change with the
+    /// stable checkpoint's proof and the prepared certificates above it.
+    pub(crate) fn start_view_change(&mut self, view: View, actions: &mut Vec<Action>) {
+        assert!(view > self.view, "view changes only go forward");
+        self.view = view;
+        self.status = Status::ViewChange;
+        self.backoff = self.backoff.saturating_add(1);
+        self.timer = None;
+        self.slots.clear();
+        self.waiting.clear();
+        self.in_log.clear();
+        self.last_new_view = None;
+        self.last_retransmit = self.now;
+        actions.push(Action::Persist(Durable::ViewChange(view)));
+        let vc = self.build_view_change();
+        actions.push(Action::Broadcast(Message::ViewChange(vc)));
+        self.try_new_view(actions);
+    }
+
+    pub(crate) fn build_view_change(&self) -> ViewChange {
+        ViewChange {
+            new_view: self.view,
+            checkpoint: Checkpoint {
+                seq: self.low,
+                digest: self.low_digest,
+            },
+            checkpoint_proof: self.low_proof.clone(),
+            prepared: self
+                .prepared_certs
+                .range(self.low + 1..)
+                .map(|(_, c)| c.clone())
+                .collect(),
+        }
+    }
+
+    /// Checks a view-change's structure: its checkpoint proof (2f+1 matching checkpoint
+    /// messages, or the genesis checkpoint) and each prepared certificate (a pre-prepare of an
+    /// earlier view inside the watermarks, whose digest matches, and 2f matching prepares from
+    /// distinct backups of that view). Signatures were checked by the caller.
+    pub(crate) fn validate_view_change(&self, vc: &ViewChange) -> Result<(), ProtocolError> {
+        use ProtocolError::InvalidViewChange as Bad;
+        if vc.new_view == 0 {
+            return Err(Bad("view-change to view 0"));
+        }
+        let ck = vc.checkpoint;
+        let k = self.cfg.checkpoint_interval;
+        if ck.seq == 0 {
+            if ck.digest != self.cfg.genesis {
+                return Err(Bad("genesis checkpoint digest"));
+            }
+        } else {
+            if !ck.seq.is_multiple_of(k) {
+                return Err(Bad("checkpoint not at a multiple of K"));
+            }
+            let mut signers = BTreeSet::new();
+            for c in &vc.checkpoint_proof {
+                if c.from >= self.cfg.n || c.message != ck || !signers.insert(c.from) {
+                    return Err(Bad("checkpoint proof"));
+                }
+            }
+            if signers.len() < self.quorum() {
+                return Err(Bad("checkpoint proof too small"));
+            }
+        }
+        let high = ck.seq + self.cfg.watermark_window;
+        if vc.prepared.len() as u64 > self.cfg.watermark_window {
+            return Err(Bad("too many prepared certificates"));
+        }
+        let mut last = ck.seq;
+        for cert in &vc.prepared {
+            let pp = &cert.pre_prepare;
+            let seq = pp.proposal.seq;
+            if seq <= last || seq > high {
+                return Err(Bad("prepared certificate sequence number"));
+            }
+            last = seq;
+            if pp.view >= vc.new_view || pp.proposal.view > pp.view {
+                return Err(Bad("prepared certificate view"));
+            }
+            if (self.cfg.digest)(&pp.proposal) != pp.digest {
+                return Err(Bad("prepared certificate digest"));
+            }
+            let primary = self.cfg.primary(pp.view);
+            let expected = Vote {
+                view: pp.view,
+                seq,
+                digest: pp.digest,
+            };
+            let mut signers = BTreeSet::new();
+            for p in &cert.prepares {
+                if p.from >= self.cfg.n
+                    || p.from == primary
+                    || p.message != expected
+                    || !signers.insert(p.from)
+                {
+                    return Err(Bad("prepared certificate prepares"));
+                }
+            }
+            if signers.len() < self.quorum() - 1 {
+                return Err(Bad("prepared certificate too small"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_view_change(
+        &mut self,
+        vc: Signed<ViewChange>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        self.validate_view_change(&vc.message)?;
+        let from = vc.from;
+        let view = vc.message.new_view;
+        if view < self.view || (view == self.view && self.status == Status::Normal) {
+            // A replica behind us. If we lead our view, hand it our new-view (§4.5.2's
+            // retransmission); a valid new-view for a higher view brings it straight here.
+            if self.status == Status::Normal
+                && self.is_primary()
+                && from != self.cfg.id
+                && let Some(nv) = &self.last_new_view
+            {
+                actions.push(Action::Send {
+                    to: from,
+                    message: Message::NewView(nv.clone()),
+                });
+                return Ok(());
+            }
+            return Err(ProtocolError::StaleView {
+                got: view,
+                current: self.view,
+            });
+        }
+        if let Some(old) = self.view_changes.get(&from) {
+            if old.message.new_view > view {
+                return Err(ProtocolError::StaleView {
+                    got: view,
+                    current: old.message.new_view,
+                });
+            }
+            if old.message == vc.message {
+                return Err(ProtocolError::Duplicate);
+            }
+        }
+        self.view_changes.insert(from, vc);
+        self.try_new_view(actions);
+        Ok(())
+    }
+
+    /// With 2f+1 view-changes for the view being changed to, start the timer (§4.5.2) and, if
+    /// this replica is its primary, send the new-view.
+    pub(crate) fn try_new_view(&mut self, actions: &mut Vec<Action>) {
+        if self.status != Status::ViewChange {
+            return;
+        }
+        let view = self.view;
+        let chosen: Vec<Signed<ViewChange>> = self
+            .view_changes
+            .values()
+            .filter(|vc| vc.message.new_view == view)
+            .take(self.quorum())
+            .cloned()
+            .collect();
+        if chosen.len() < self.quorum() {
+            return;
+        }
+        if self.timer.is_none() {
+            self.timer = Some(self.now + self.timeout());
+        }
+        if self.cfg.primary(view) != self.cfg.id {
+            return;
+        }
+        let plan = self.plan_new_view(view, chosen.iter().map(|vc| &vc.message));
+        if self.conflicts_with_executed(&plan.pre_prepares) {
+            // Impossible with at most f faults; never propose against our own execution.
+            return;
+        }
+        let nv = NewView {
+            view,
+            view_changes: chosen,
+            pre_prepares: plan.pre_prepares.clone(),
+        };
+        self.last_new_view = Some(nv.clone());
+        self.enter_view(view, plan, Some(nv), actions);
+    }
+
+    /// The new primary's computation (§4.4), repeated by every backup to check a new-view:
+    /// min-s is the highest stable checkpoint in V; above it, per sequence number, the
+    /// prepared certificate of the highest view, re-issued in `view`. The O set stops at the
+    /// first sequence number without a certificate or whose `prev` does not match the digest
+    /// before it: because a replica commits `s` only when everything below it is prepared,
+    /// nothing past that point can have committed, so no null request is needed to fill a gap
+    /// (a null request there would be followed by a broken link and end the set anyway); the
+    /// new primary simply reuses those sequence numbers.
+    pub(crate) fn plan_new_view<'a>(
+        &self,
+        view: View,
+        vcs: impl Iterator<Item = &'a ViewChange> + Clone,
+    ) -> NewViewPlan {
+        let mut best: Option<&ViewChange> = None;
+        for vc in vcs.clone() {
+            if best.is_none_or(|b| vc.checkpoint.seq > b.checkpoint.seq) {
+                best = Some(vc);
+            }
+        }
+        let (checkpoint, proof) = best.map_or(
+            (
+                Checkpoint {
+                    seq: 0,
+                    digest: self.cfg.genesis,
+                },
+                Vec::new(),
+            ),
+            |b| (b.checkpoint, b.checkpoint_proof.clone()),
+        );
+        let mut by_seq: BTreeMap<SeqNo, &PrePrepare> = BTreeMap::new();
+        for vc in vcs {
+            for cert in &vc.prepared {
+                let pp = &cert.pre_prepare;
+                let seq = pp.proposal.seq;
+                if seq <= checkpoint.seq {
+                    continue;
+                }
+                if by_seq.get(&seq).is_none_or(|b| pp.view > b.view) {
+                    by_seq.insert(seq, pp);
+                }
+            }
+        }
+        let mut pre_prepares = Vec::new();
+        let mut prev = checkpoint.digest;
+        let mut seq = checkpoint.seq + 1;
+        while let Some(pp) = by_seq.get(&seq) {
+            if pp.proposal.prev != prev || seq > checkpoint.seq + self.cfg.watermark_window {
+                break;
+            }
+            prev = pp.digest;
+            pre_prepares.push(PrePrepare {
+                view,
+                digest: pp.digest,
+                proposal: pp.proposal.clone(),
+            });
+            seq += 1;
+        }
+        NewViewPlan {
+            checkpoint,
+            proof,
+            pre_prepares,
+        }
+    }
+
+    fn conflicts_with_executed(&self, o: &[PrePrepare]) -> bool {
+        o.iter().any(|pp| {
+            self.executed_digests
+                .get(&pp.proposal.seq)
+                .is_some_and(|d| *d != pp.digest)
+        })
+    }
+
+    /// §4.4: a backup accepts a new-view for a higher view (or the one it is changing to) from
+    /// that view's primary if its view-changes are valid and its O set is the one it computes.
+    pub(crate) fn on_new_view(
+        &mut self,
+        from: ReplicaId,
+        nv: NewView,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        use ProtocolError::InvalidNewView as Bad;
+        if from != self.cfg.primary(nv.view) {
+            return Err(ProtocolError::NotPrimary {
+                from,
+                view: nv.view,
+            });
+        }
+        if nv.view < self.view || (nv.view == self.view && self.status == Status::Normal) {
+            if nv.view == self.view && from == self.cfg.id {
+                return Ok(()); // our own new-view, looped back: already entered.
+            }
+            return Err(if nv.view == self.view {
+                ProtocolError::Duplicate
+            } else {
+                ProtocolError::StaleView {
+                    got: nv.view,
+                    current: self.view,
+                }
+            });
+        }
+        if nv.view == 0 {
+            return Err(Bad("new-view for view 0"));
+        }
+        let mut senders = BTreeSet::new();
+        for vc in &nv.view_changes {
+            if vc.from >= self.cfg.n || !senders.insert(vc.from) {
+                return Err(Bad("view-change senders"));
+            }
+            if vc.message.new_view != nv.view {
+                return Err(Bad("view-change for another view"));
+            }
+            self.validate_view_change(&vc.message)
+                .map_err(|_| Bad("invalid view-change inside"))?;
+        }
+        if senders.len() < self.quorum() {
+            return Err(Bad("fewer than 2f+1 view-changes"));
+        }
+        let plan = self.plan_new_view(nv.view, nv.view_changes.iter().map(|vc| &vc.message));
+        if plan.pre_prepares != nv.pre_prepares {
+            return Err(Bad("O set does not match the view-changes"));
+        }
+        if self.conflicts_with_executed(&plan.pre_prepares) {
+            return Err(Bad("O set conflicts with executed proposals"));
+        }
+        self.enter_view(nv.view, plan, None, actions);
+        Ok(())
+    }
+
+    /// Enters `view` in normal status with the O set as its log (§4.4): persist, (as primary)
+    /// multicast the new-view, (as backup) prepare every re-issued pre-prepare.
+    pub(crate) fn enter_view(
+        &mut self,
+        view: View,
+        plan: NewViewPlan,
+        new_view: Option<NewView>,
+        actions: &mut Vec<Action>,
+    ) {
+        self.view = view;
+        self.status = Status::Normal;
+        self.timer = None;
+        self.slots.clear();
+        self.waiting.clear();
+        self.in_log.clear();
+        if new_view.is_none() {
+            self.last_new_view = None;
+        }
+        actions.push(Action::Persist(Durable::View(view)));
+        let ck = plan.checkpoint;
+        if ck.seq > self.low {
+            if ck.seq <= self.last_executed.0 {
+                if self
+                    .executed_digests
+                    .get(&ck.seq)
+                    .is_none_or(|d| *d == ck.digest)
+                {
+                    self.stabilize(ck, plan.proof, actions);
+                }
+            } else if self.fetch.as_ref().is_none_or(|f| f.seq < ck.seq) {
+                let peers = plan.proof.iter().map(|c| c.from).collect();
+                self.fetch = Some(FetchTarget {
+                    seq: ck.seq,
+                    digest: ck.digest,
+                    proof: Some(plan.proof),
+                    peers,
+                    since: self.now,
+                    requested_at: None,
+                });
+            }
+        }
+        let mut accepted = Vec::new();
+        let high = self.high();
+        for pp in plan.pre_prepares.iter() {
+            let seq = pp.proposal.seq;
+            if seq <= self.low || seq > high {
+                continue;
+            }
+            if seq > self.last_executed.0 {
+                for r in &pp.proposal.requests {
+                    self.in_log.insert(r.id, seq);
+                }
+            }
+            self.slots.entry(seq).or_default().pre_prepare = Some(pp.clone());
+            actions.push(Action::Persist(Durable::PrePrepare(pp.clone())));
+            accepted.push((seq, pp.digest));
+        }
+        if let Some(nv) = new_view {
+            actions.push(Action::Broadcast(Message::NewView(nv)));
+        }
+        // The primary chains its next proposal after the O set (or min-s).
+        let (mut seq, mut digest) = plan
+            .pre_prepares
+            .last()
+            .map_or((ck.seq, ck.digest), |pp| (pp.proposal.seq, pp.digest));
+        if seq < self.last_executed.0 {
+            (seq, digest) = self.last_executed;
+        }
+        self.next_seq = seq + 1;
+        self.last_proposed = digest;
+        if !self.is_primary() {
+            for (seq, digest) in &accepted {
+                actions.push(Action::Broadcast(Message::Prepare(Vote {
+                    view,
+                    seq: *seq,
+                    digest: *digest,
+                })));
+            }
+        }
+        // Requests not in the O set become proposable again, oldest first.
+        let mut order: Vec<(u64, Digest)> = self
+            .pending
+            .iter()
+            .filter(|(id, _)| !self.in_log.contains_key(*id))
+            .map(|(id, p)| (p.since, *id))
+            .collect();
+        order.sort_unstable();
+        self.queue = order.iter().map(|(_, id)| *id).collect::<VecDeque<_>>();
+        if !self.is_primary() {
+            let requests = order
+                .iter()
+                .filter_map(|(_, id)| self.pending.get(id).map(|p| p.request.clone()))
+                .collect();
+            self.forward(requests, actions);
+        }
+        self.last_progress = self.now;
+        self.arm_timer();
+        for (seq, _) in &accepted {
+            self.check_prepared(*seq, actions);
+        }
+        self.replay_future(actions);
+        if self.status == Status::Normal && self.is_primary() {
+            self.try_propose(false, actions);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Helpers shared by the unit tests: a 4-replica configuration with small K and L, fake
+//! signatures (the core never checks them), and a tiny in-memory cluster that delivers every
+//! broadcast (with loopback) to drive multi-replica scenarios.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use pbft::*;
+use sha2::{Digest as _, Sha256};
+
+pub const GENESIS: Digest = [7; 32];
+
+pub fn digest(p: &Proposal) -> Digest {
+    Sha256::digest(borsh::to_vec(p).expect("borsh")).into()
+}
+
+pub fn config(id: ReplicaId, n: u32) -> Config {
+    let mut c = Config::new(id, n, digest, GENESIS);
+    c.checkpoint_interval = 4;
+    c.watermark_window = 8;
+    c.max_batch = 2;
+    c.batch_window_ticks = 2;
+    c.max_in_flight = 3;
+    c.view_change_timeout_ticks = 20;
+    c.retransmit_ticks = 1_000;
+    c.max_pending = 16;
+    c.executed_window = 64;
+    c.future_buffer_per_sender = 8;
+    c
+}
+
+pub fn replica(id: ReplicaId) -> Replica {
+    Replica::new(config(id, 4), Restored::genesis(GENESIS))
+}
+
+pub fn sig(from: ReplicaId) -> Signature {
+    Signature([from as u8; 64])
+}
+
+pub fn signed<M>(from: ReplicaId, message: M) -> Signed<M> {
+    Signed {
+        from,
+        message,
+        signature: sig(from),
+    }
+}
+
+pub fn msg(from: ReplicaId, message: Message) -> Input {
+    Input::Message(signed(from, message))
+}
+
+pub fn request(i: u8) -> Request {
+    Request {
+        id: [i; 32],
+        timestamp_ms: u64::from(i),
+        payload: Arc::from(vec![i]),
+    }
+}
+
+pub fn proposal(seq: SeqNo, view: View, prev: Digest, requests: Vec<Request>) -> Arc<Proposal> {
+    Arc::new(Proposal {
+        seq,
+        view,
+        proposer: (view % 4) as ReplicaId,
+        prev,
+        requests,
+    })
+}
+
+pub fn pre_prepare(seq: SeqNo, view: View, prev: Digest, requests: Vec<Request>) -> PrePrepare {
+    let proposal = proposal(seq, view, prev, requests);
+    PrePrepare {
+        view,
+        digest: digest(&proposal),
+        proposal,
+    }
+}
+
+pub fn vote(view: View, seq: SeqNo, digest: Digest) -> Vote {
+    Vote { view, seq, digest }
+}
+
+/// Steps and returns the actions; panics on a protocol error.
+pub fn step(r: &mut Replica, input: Input) -> Vec<Action> {
+    let mut actions = Vec::new();
+    r.step(input, &mut actions).expect("step");
+    actions
+}
+
+pub fn step_err(r: &mut Replica, input: Input) -> ProtocolError {
+    let mut actions = Vec::new();
+    let e = r.step(input, &mut actions).expect_err("must be rejected");
+    assert!(actions.is_empty());
+    e
+}
+
+/// Four (or n) replicas wired together: broadcasts go to everyone (including the sender),
+/// sends to one, in FIFO order. Records executions and persisted records per replica.
+pub struct Cluster {
+    pub replicas: Vec<Replica>,
+    pub up: Vec<bool>,
+    pub queue: VecDeque<(ReplicaId, Signed<Message>)>,
+    pub executed: Vec<Vec<Committed>>,
+    pub durable: Vec<Vec<Durable>>,
+    pub fetches: Vec<Vec<Action>>,
+}
+
+impl Cluster {
+    pub fn new(n: u32) -> Self {
+        Cluster {
+            replicas: (0..n)
+                .map(|i| Replica::new(config(i, n), Restored::genesis(GENESIS)))
+                .collect(),
+            up: vec![true; n as usize],
+            queue: VecDeque::new(),
+            executed: vec![Vec::new(); n as usize],
+            durable: vec![Vec::new(); n as usize],
+            fetches: vec![Vec::new(); n as usize],
+        }
+    }
+
+    pub fn input(&mut self, id: ReplicaId, input: Input) {
+        if !self.up[id as usize] {
+            return;
+        }
+        let mut actions = Vec::new();
+        let _ = self.replicas[id as usize].step(input, &mut actions);
+        for a in actions {
+            match a {
+                Action::Send { to, message } => self.queue.push_back((to, signed(id, message))),
+                Action::Broadcast(message) => {
+                    for to in 0..self.replicas.len() as ReplicaId {
+                        self.queue.push_back((to, signed(id, message.clone())));
+                    }
+                }
+                Action::Persist(d) => self.durable[id as usize].push(d),
+                Action::Execute(c) => self.executed[id as usize].push(c),
+                f @ Action::FetchState { .. } => self.fetches[id as usize].push(f),
+            }
+        }
+    }
+
+    /// Delivers messages until none is left (bounded).
+    pub fn run(&mut self) {
+        for _ in 0..100_000 {
+            let Some((to, m)) = self.queue.pop_front() else {
+                return;
+            };
+            self.input(to, Input::Message(m));
+        }
+        panic!("message storm");
+    }
+
+    pub fn tick_all(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            for id in 0..self.replicas.len() as ReplicaId {
+                self.input(id, Input::Tick);
+            }
+            self.run();
+        }
+    }
+}
