@@ -2,4 +2,5 @@
 //! The binary (`main.rs`) wires them to the node.
 
 pub mod app;
+pub mod http;
 pub mod web;

@@ -316,7 +316,7 @@ impl AppDb {
             &format!(
                 "SELECT {COLUMNS} FROM consents
                  WHERE patient_id = ?1 AND status = 'requested' AND request_expires_ms > ?2
-                 ORDER BY requested_ms, id LIMIT 100"
+                 ORDER BY requested_ms, rowid LIMIT 100"
             ),
             params![patient_id, to_sql_ms(now_ms)],
             now_ms,
@@ -333,7 +333,7 @@ impl AppDb {
         self.query_views(
             &format!(
                 "SELECT {COLUMNS} FROM consents WHERE patient_id = ?1
-                 ORDER BY requested_ms DESC, id LIMIT ?2"
+                 ORDER BY requested_ms DESC, rowid DESC LIMIT ?2"
             ),
             params![patient_id, limit.min(500)],
             now_ms,
@@ -350,7 +350,7 @@ impl AppDb {
         self.query_views(
             &format!(
                 "SELECT {COLUMNS} FROM consents WHERE doctor_id = ?1
-                 ORDER BY requested_ms DESC, id LIMIT ?2"
+                 ORDER BY requested_ms DESC, rowid DESC LIMIT ?2"
             ),
             params![doctor_id, limit.min(500)],
             now_ms,

@@ -1,0 +1,153 @@
+//! The one error type of the API: each variant has a status code, and the body is always
+//! `{success: false, message, ...}`. Internal details are logged (without secrets), never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::app::{AppError, ConsentError};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 `error_type: "missing_field"`, the seed's `Missing required field: 'otp'`.
+    MissingField(String),
+    /// 400 `error_type: "validation"` with the offending `field`.
+    Validation { field: String, message: String },
+    /// 400 `error_type: "blockchain_validation"`: the consent or the chain refused.
+    Chain(String),
+    /// 400 without an error type (malformed request, bad parameter).
+    BadRequest(String),
+    /// 401: no (valid) session or wrong credentials.
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    Forbidden(String),
+    /// 404.
+    NotFound(String),
+    /// 409: the state does not allow it (a request no longer pending).
+    Conflict(String),
+    /// 413: body over the limit.
+    TooLarge,
+    /// 415: a body that is not JSON.
+    UnsupportedMediaType,
+    /// 503: the validator is overloaded or stopped; retry later.
+    Unavailable(String),
+    /// 500: logged here with its cause; the client only learns that it failed.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(context: impl std::fmt::Display) -> Self {
+        Self::Internal(context.to_string())
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::Unauthorized("Authentication required".into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingField(_)
+            | ApiError::Validation { .. }
+            | ApiError::Chain(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = Map::new();
+        body.insert("success".into(), Value::Bool(false));
+        let message = match self {
+            ApiError::MissingField(field) => {
+                body.insert("error_type".into(), json!("missing_field"));
+                body.insert("field".into(), json!(field));
+                format!("Missing required field: '{field}'")
+            }
+            ApiError::Validation { field, message } => {
+                body.insert("error_type".into(), json!("validation"));
+                body.insert("field".into(), json!(field));
+                message
+            }
+            ApiError::Chain(message) => {
+                body.insert("error_type".into(), json!("blockchain_validation"));
+                message
+            }
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::Unavailable(m) => m,
+            ApiError::TooLarge => "Request body too large".into(),
+            ApiError::UnsupportedMediaType => {
+                "Expected a JSON body (Content-Type: application/json)".into()
+            }
+            ApiError::Internal(context) => {
+                tracing::error!(%context, "internal error");
+                "Internal error".into()
+            }
+        };
+        body.insert("message".into(), Value::String(message));
+        (status, Json(Value::Object(body))).into_response()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Invalid { field, reason } => {
+                ApiError::validation(field, format!("{} {reason}", capitalise(field)))
+            }
+            AppError::AccountExists(_) => ApiError::Conflict("Account already exists".into()),
+            AppError::NotFound => ApiError::NotFound("Not found".into()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<ConsentError> for ApiError {
+    fn from(e: ConsentError) -> Self {
+        match e {
+            ConsentError::InvalidCode
+            | ConsentError::AlreadyUsed
+            | ConsentError::ExpiredOrInvalid => ApiError::Chain(e.to_string()),
+            ConsentError::NotFound => ApiError::NotFound(e.to_string()),
+            ConsentError::NotPending => ApiError::Conflict(e.to_string()),
+            ConsentError::Store(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::internal(format!("blocking task failed: {e}"))
+    }
+}
+
+pub(crate) fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

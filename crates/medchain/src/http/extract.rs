@@ -1,0 +1,242 @@
+//! Extractors whose rejections are [`ApiError`]s: a JSON body that names the offending field,
+//! and the session of the caller (cookie or bearer token) with its role.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::app::{Account, Role, Session};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "medchain_session";
+
+/// A JSON body. An empty body reads as `{}` (the seed's `/api/validate` sends none).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::TooLarge)?;
+        let empty = bytes.iter().all(u8::is_ascii_whitespace);
+        if !empty {
+            let is_json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|mime| {
+                    let mime = mime.trim().to_ascii_lowercase();
+                    mime == "application/json" || mime.ends_with("+json")
+                });
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+        }
+        let slice: &[u8] = if empty { b"{}" } else { &bytes };
+        parse_json(slice).map(ApiJson)
+    }
+}
+
+/// Parses `bytes` as a `T`, mapping errors to messages that name the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        json_error(&path, &inner)
+    })?;
+    de.end().map_err(|e| json_error(".", &e))?;
+    Ok(value)
+}
+
+fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let text = e.to_string();
+    let text = match text.rsplit_once(" at line ") {
+        Some((head, _)) => head.to_string(),
+        None => text,
+    };
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::BadRequest(format!("Malformed JSON: {text}"))
+        }
+        Category::Data => {
+            if let Some(rest) = text.strip_prefix("missing field `") {
+                let field = rest.trim_end_matches('`');
+                let full = if path == "." || path.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
+                return ApiError::MissingField(full);
+            }
+            if path == "." || path.is_empty() {
+                return ApiError::BadRequest("The body must be a JSON object".into());
+            }
+            ApiError::validation(path, format!("Invalid value for field '{path}': {text}"))
+        }
+    }
+}
+
+/// The session token of a request: `Authorization: Bearer` first, then the cookie.
+pub fn token_of(parts: &Parts) -> Option<String> {
+    if let Some(auth) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(token) = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+    {
+        return Some(token.trim().to_string());
+    }
+    for cookies in parts.headers.get_all(header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
+        for pair in cookies.split(';') {
+            if let Some((name, value)) = pair.trim().split_once('=')
+                && name == SESSION_COOKIE
+                && !value.is_empty()
+            {
+                return Some(value.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// A caller with a live session (401 otherwise).
+pub struct Authed {
+    pub session: Session,
+    pub token: String,
+}
+
+impl Authed {
+    pub fn account(&self) -> &Account {
+        &self.session.account
+    }
+}
+
+async fn lookup(parts: &Parts, state: &AppState) -> Result<Option<Authed>, ApiError> {
+    let Some(token) = token_of(parts) else {
+        return Ok(None);
+    };
+    let app = state.app.clone();
+    let now = state.now_ms();
+    let t = token.clone();
+    let session = tokio::task::spawn_blocking(move || app.session(&t, now)).await??;
+    Ok(session.map(|session| Authed { session, token }))
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        lookup(parts, state)
+            .await?
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// A caller that may or may not have a session.
+pub struct MaybeAuthed(pub Option<Authed>);
+
+impl FromRequestParts<AppState> for MaybeAuthed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(MaybeAuthed(lookup(parts, state).await?))
+    }
+}
+
+/// A signed-in doctor (401 without a session, 403 for a patient).
+pub struct Doctor(pub Account);
+
+impl FromRequestParts<AppState> for Doctor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let a = Authed::from_request_parts(parts, state).await?;
+        match a.session.account.role {
+            Role::Doctor => Ok(Doctor(a.session.account)),
+            Role::Patient => Err(ApiError::Forbidden("Only doctors may do this".into())),
+        }
+    }
+}
+
+/// A signed-in patient (401 without a session, 403 for a doctor).
+pub struct Patient(pub Account);
+
+impl FromRequestParts<AppState> for Patient {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let a = Authed::from_request_parts(parts, state).await?;
+        match a.session.account.role {
+            Role::Patient => Ok(Patient(a.session.account)),
+            Role::Doctor => Err(ApiError::Forbidden("Only patients may do this".into())),
+        }
+    }
+}
+
+/// A required string field: present (else `missing_field`), non-empty after trimming (else
+/// `validation`), at most `max` characters, without control characters.
+pub fn required(field: &str, value: Option<String>, max: usize) -> Result<String, ApiError> {
+    let Some(v) = value else {
+        return Err(ApiError::MissingField(field.to_string()));
+    };
+    let v = v.trim().to_string();
+    if v.is_empty() {
+        return Err(ApiError::validation(
+            field,
+            format!("{} cannot be empty", super::error::capitalise(field)),
+        ));
+    }
+    check_len(field, &v, max)?;
+    Ok(v)
+}
+
+/// Rejects values over `max` characters or with control characters other than newline/tab.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::validation(
+            field,
+            format!(
+                "{} is too long (at most {max} characters)",
+                super::error::capitalise(field)
+            ),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(ApiError::validation(
+            field,
+            format!(
+                "{} contains control characters",
+                super::error::capitalise(field)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An account id field: required and well-formed.
+pub fn account_id(field: &str, value: Option<String>) -> Result<String, ApiError> {
+    let v = required(field, value, 32)?;
+    crate::app::validate_account_id(&v)
+        .map_err(|_| ApiError::validation(field, format!("{field} is not a valid id")))?;
+    Ok(v)
+}

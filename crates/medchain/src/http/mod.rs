@@ -1,0 +1,196 @@
+//! The HTTP API and the web UI on one router. [`router`] is built apart from `main` so that tests
+//! drive it with `tower::ServiceExt::oneshot` and no socket. Each area owns its routes.
+
+mod auth;
+mod consent;
+pub mod error;
+pub mod extract;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::Semaphore;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::app::AppDb;
+pub use error::{ApiError, ApiResult};
+
+/// The Content Security Policy of every response.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
+     form-action 'self'";
+
+/// Where the time comes from: the system clock, or a hand-moved one for tests.
+#[derive(Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    pub fn manual(start_ms: u64) -> Self {
+        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Clock::System => crate::app::now_ms(),
+            Clock::Manual(t) => t.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock forward (no effect on the system clock).
+    pub fn advance_ms(&self, ms: u64) {
+        if let Clock::Manual(t) = self {
+            t.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Options of the HTTP layer.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Add `Secure` to the session cookie (set when served over HTTPS, e.g. behind a proxy).
+    pub secure_cookie: bool,
+}
+
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub app: Arc<AppDb>,
+    pub settings: Arc<Settings>,
+    pub clock: Clock,
+    /// Argon2id runs at most this many at once, so that a burst of logins cannot starve the
+    /// validators of CPU.
+    pub(crate) hashing: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(app: Arc<AppDb>, settings: Settings, clock: Clock) -> Self {
+        Self {
+            app,
+            settings: Arc::new(settings),
+            clock,
+            hashing: Arc::new(Semaphore::new(2)),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Checks a password off the async threads, at most two at a time.
+    pub(crate) async fn verify_password(
+        &self,
+        id: String,
+        role: Option<crate::app::Role>,
+        password: zeroize::Zeroizing<String>,
+    ) -> ApiResult<Option<crate::app::Account>> {
+        let _permit = self
+            .hashing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
+        let app = self.app.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || app.verify_password(&id, role, &password))
+                .await??,
+        )
+    }
+
+    /// Runs a blocking application-store call off the async threads.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&AppDb, u64) -> Result<T, ApiError> + Send + 'static,
+    ) -> ApiResult<T> {
+        let app = self.app.clone();
+        let now = self.now_ms();
+        tokio::task::spawn_blocking(move || f(&app, now)).await?
+    }
+}
+
+/// The whole service: API, health check, UI, security headers, body limit, request log.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(auth::router())
+        .merge(consent::router())
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(state);
+    Router::new()
+        .merge(crate::web::router())
+        .merge(api)
+        .layer(middleware::from_fn(no_store_for_api))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(header_layer(header::CONTENT_SECURITY_POLICY, CSP))
+        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header_layer(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ))
+        .layer(header_layer(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ))
+        .layer(header_layer(
+            HeaderName::from_static("permissions-policy"),
+            "camera=(), microphone=(), geolocation=(), payment=()",
+        ))
+        .layer(middleware::from_fn(log_request))
+}
+
+fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"success": true, "status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("No such endpoint".into())
+}
+
+/// API answers are never cached (they carry medical data and codes).
+async fn no_store_for_api(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut res = next.run(req).await;
+    if api {
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// Logs method, route template, status and time: never bodies, queries or headers, which may
+/// carry passwords, codes, tokens or medical data.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(static or unmatched)".to_string());
+    let started = Instant::now();
+    let res = next.run(req).await;
+    tracing::info!(
+        target: "medchain::http",
+        %method,
+        route,
+        status = res.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+    );
+    res
+}

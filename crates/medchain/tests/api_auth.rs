@@ -1,0 +1,418 @@
+//! API tests of sessions and consent that need no chain: login, logout, expiry of sessions,
+//! remote consent, malformed bodies, security headers.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Client, anon, body_of};
+use serde_json::json;
+
+#[tokio::test]
+async fn login_seed_shape_and_wrong_credentials() {
+    let t = common::app_only().await;
+    let (s, b) = t
+        .post(
+            &anon(),
+            "/api/login",
+            json!({"role": "patient", "patientId": "p001", "password": "patient123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["success"], true);
+    assert_eq!(b["userType"], "patient");
+    assert_eq!(b["patientId"], "p001");
+    assert!(b["token"].as_str().unwrap().len() >= 43);
+
+    let (s, b) = t
+        .post(
+            &anon(),
+            "/api/login",
+            json!({"role": "doctor", "doctorId": "d001", "password": "doctor123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["userType"], "doctor");
+    assert_eq!(b["doctorId"], "d001");
+    assert_eq!(b["department"], "Cardiology");
+
+    for bad in [
+        json!({"role": "patient", "patientId": "p001", "password": "wrong"}),
+        json!({"role": "doctor", "doctorId": "p001", "password": "patient123"}),
+        json!({"role": "patient", "patientId": "d001", "password": "doctor123"}),
+        json!({"role": "patient", "patientId": "nobody", "password": "x"}),
+    ] {
+        let (s, b) = t.post(&anon(), "/api/login", bad).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            b,
+            json!({"success": false, "message": "Invalid credentials"})
+        );
+    }
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
+    let t = common::app_only().await;
+    let res = t
+        .raw(common::request(
+            "POST",
+            "/api/login",
+            Some(json!({"role": "patient", "patientId": "p002", "password": "patient456"})),
+            None,
+            None,
+        ))
+        .await;
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("medchain_session="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/")
+    );
+    let token = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let (_, body) = body_of(res).await;
+    assert_eq!(body["token"], token.as_str());
+
+    // Cookie works, bearer works.
+    let by_cookie = Client::cookie(&token);
+    let by_bearer = Client::bearer(&token);
+    for c in [&by_cookie, &by_bearer] {
+        let (s, b) = t.get(c, "/api/me").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(b["id"], "p002");
+    }
+    let (s, _) = t.post(&by_cookie, "/api/logout", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = t.get(&by_bearer, "/api/me").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(b["success"], false);
+}
+
+#[tokio::test]
+async fn sessions_expire_when_idle() {
+    let t = common::app_only().await;
+    let p = t.login("p001").await;
+    t.clock.advance_ms(11 * 3600 * 1000);
+    assert_eq!(t.get(&p, "/api/me").await.0, StatusCode::OK);
+    t.clock.advance_ms(12 * 3600 * 1000 + 1);
+    assert_eq!(t.get(&p, "/api/me").await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_4xx_naming_the_field() {
+    let t = common::app_only().await;
+    let (s, b) = t
+        .raw_text("POST", "/api/login", "{not json", Some("application/json"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        b["message"].as_str().unwrap().starts_with("Malformed JSON"),
+        "{b}"
+    );
+
+    let (s, b) = t
+        .post(
+            &anon(),
+            "/api/login",
+            json!({"patientId": "p001", "password": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error_type"], "missing_field");
+    assert_eq!(b["message"], "Missing required field: 'role'");
+
+    let (s, b) = t
+        .post(
+            &anon(),
+            "/api/login",
+            json!({"role": 5, "patientId": "p001", "password": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["field"], "role");
+
+    let (s, b) = t
+        .post(
+            &anon(),
+            "/api/login",
+            json!({"role": "nurse", "patientId": "p001", "password": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["field"], "role");
+
+    let (s, b) = t.post(&anon(), "/api/login", json!([1, 2])).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["success"], false);
+
+    let (s, _) = t
+        .raw_text(
+            "POST",
+            "/api/login",
+            "role=patient",
+            Some("application/x-www-form-urlencoded"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let big = "x".repeat(200 * 1024);
+    let (s, b) = t
+        .post(
+            &anon(),
+            "/api/login",
+            json!({"role": "patient", "patientId": "p001", "password": big}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(b["success"], false);
+
+    let (s, b) = t.get(&anon(), "/api/nothing-here").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(b["success"], false);
+}
+
+#[tokio::test]
+async fn security_headers_and_no_cors() {
+    let t = common::app_only().await;
+    for path in ["/", "/app.js", "/api/me", "/healthz"] {
+        let mut req = common::request("GET", path, None, None, None);
+        req.headers_mut()
+            .insert("origin", "https://evil.example".parse().unwrap());
+        let res = t.raw(req).await;
+        let h = res.headers();
+        assert_eq!(h["content-security-policy"], medchain::http::CSP, "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert!(h.get("access-control-allow-origin").is_none(), "{path}");
+    }
+    let res = t.raw(common::request("GET", "/", None, None, None)).await;
+    assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
+    let res = t
+        .raw(common::request("GET", "/app.js", None, None, None))
+        .await;
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let res = t
+        .raw(common::request("GET", "/app.css", None, None, None))
+        .await;
+    assert_eq!(res.headers()["content-type"], "text/css; charset=utf-8");
+    let res = t
+        .raw(common::request("GET", "/api/me", None, None, None))
+        .await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let (s, b) = t.get(&anon(), "/healthz").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["success"], true);
+}
+
+#[tokio::test]
+async fn remote_consent_flow_and_its_rules() {
+    let t = common::app_only().await;
+    let d1 = t.login("d001").await;
+    let d2 = t.login("d002").await;
+    let p1 = t.login("p001").await;
+    let p2 = t.login("p002").await;
+
+    // Only doctors ask; only for a real patient; purpose required.
+    assert_eq!(
+        t.post(
+            &anon(),
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": "x"})
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        t.post(
+            &p1,
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": "x"})
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        t.post(
+            &d1,
+            "/api/consents/request",
+            json!({"patientId": "d002", "purpose": "x"})
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, b) = t
+        .post(&d1, "/api/consents/request", json!({"patientId": "p001"}))
+        .await;
+    assert_eq!(
+        (s, b["message"].as_str().unwrap()),
+        (StatusCode::BAD_REQUEST, "Missing required field: 'purpose'")
+    );
+
+    let (s, b) = t
+        .post(
+            &d1,
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": "Follow-up"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let id1 = b["consent"]["id"].as_str().unwrap().to_string();
+    assert_eq!(b["consent"]["state"], "requested");
+    let (_, b) = t
+        .post(
+            &d2,
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": "Scan"}),
+        )
+        .await;
+    let id2 = b["consent"]["id"].as_str().unwrap().to_string();
+
+    // The patient sees both, with who, department, purpose and time left.
+    let (s, b) = t.get(&p1, "/api/consents/pending").await;
+    assert_eq!(s, StatusCode::OK);
+    let reqs = b["requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0]["doctor_id"], "d001");
+    assert_eq!(reqs[0]["department"], "Cardiology");
+    assert_eq!(reqs[0]["purpose"], "Follow-up");
+    assert!(reqs[0]["time_left_ms"].as_u64().unwrap() > 0);
+    assert_eq!(
+        t.get(&p2, "/api/consents/pending").await.1["requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        t.get(&d1, "/api/consents/pending").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        t.get(&anon(), "/api/consents/pending").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Another patient or a doctor cannot answer.
+    assert_eq!(
+        t.post(&p2, &format!("/api/consents/{id1}/approve"), json!({}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.post(&d1, &format!("/api/consents/{id1}/approve"), json!({}))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        t.post(&anon(), &format!("/api/consents/{id1}/deny"), json!({}))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (s, b) = t
+        .post(&p1, &format!("/api/consents/{id1}/approve"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let otp = b["otp"].as_str().unwrap();
+    assert_eq!(otp.len(), 6);
+    assert_eq!(b["expiry"], 300);
+    let (s, _) = t
+        .post(&p1, &format!("/api/consents/{id1}/approve"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = t
+        .post(&p1, &format!("/api/consents/{id2}/deny"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // The doctor sees the answers, never the code.
+    let (_, b) = t.get(&d1, &format!("/api/consents/{id1}")).await;
+    assert_eq!(b["consent"]["state"], "active");
+    assert!(!b.to_string().contains(otp));
+    let (_, b) = t.get(&d2, &format!("/api/consents/{id2}")).await;
+    assert_eq!(b["consent"]["state"], "denied");
+    assert_eq!(
+        t.get(&d2, &format!("/api/consents/{id1}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, b) = t.get(&d1, "/api/consents").await;
+    assert_eq!(b["consents"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn in_person_consent_rules() {
+    let t = common::app_only().await;
+    let d1 = t.login("d001").await;
+    let p1 = t.login("p001").await;
+    let body = json!({"patientId": "p001", "password": "patient123"});
+    assert_eq!(
+        t.post(&anon(), "/api/request_consent", body.clone())
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        t.post(&p1, "/api/request_consent", body.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (s, b) = t
+        .post(
+            &d1,
+            "/api/request_consent",
+            json!({"patientId": "p001", "password": "nope"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(b["message"], "Invalid patient credentials");
+    let (s, b) = t
+        .post(
+            &d1,
+            "/api/request_consent",
+            json!({"patientId": "d002", "password": "doctor456"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].as_str().unwrap()),
+        (StatusCode::UNAUTHORIZED, "Invalid patient credentials")
+    );
+    let (s, b) = t.post(&d1, "/api/request_consent", body.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["success"], true);
+    assert_eq!(b["expiry"], 300);
+    let otp = b["otp"].as_str().unwrap();
+    assert!(otp.len() == 6 && otp.bytes().all(|c| c.is_ascii_digit()));
+    // Several at once; none replaces another.
+    let (_, b2) = t.post(&d1, "/api/request_consent", body).await;
+    assert_ne!(b2["consentId"], b["consentId"]);
+    let (_, list) = t.get(&p1, "/api/consents").await;
+    assert_eq!(list["consents"].as_array().unwrap().len(), 2);
+    assert!(
+        list["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["state"] == "active")
+    );
+}
