@@ -69,6 +69,9 @@ pub enum Error {
         height: u64,
         fault: Fault,
     },
+    /// A block from a peer that does not prove itself.
+    #[error("block {height}: {fault}")]
+    InvalidBlock { height: u64, fault: Fault },
     /// Two replicas disagree at `height`.
     #[error("{a} and {b} disagree at block {height}: {what}", a = .a.display(), b = .b.display())]
     Disagree {
@@ -128,6 +131,8 @@ pub enum Fault {
     Certificate(CertError),
     #[error("the genesis block differs from the one genesis.toml derives")]
     Genesis,
+    #[error("stored column {0} disagrees with the signed data")]
+    Column(&'static str),
     #[error("derived state: {0}")]
     State(String),
 }

@@ -11,6 +11,7 @@ pub mod block;
 pub mod crypto;
 mod error;
 pub mod genesis;
+mod init;
 pub mod merkle;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
@@ -21,7 +22,11 @@ pub mod verify;
 pub use block::{Block, BlockHeader, Certificate, proposal_digest};
 pub use error::{CertError, Error, Fault, Result};
 pub use genesis::{Genesis, ValidatorInfo};
-// store re-exports come with the store
+pub use init::{init_network, validator_names};
+pub use store::{
+    AccessRow, Applied, BlockSummary, CommittedTx, ConsentRow, OpenOptions, Reader, RecordRow,
+    Store, TxStatus,
+};
 pub use tx::{SignedTransaction, Transaction};
 
 /// A SHA-256 digest: transaction ids, block hashes, Merkle roots, consent hashes.

@@ -1,1 +1,620 @@
-//! Chain verification.
+//! Chain verification: everything that makes a stored chain trustworthy, checked from the bytes.
+//!
+//! For each block in height order: the stored bytes decode; the header's hash is the stored hash;
+//! heights are consecutive and `seq` equals the height; each block's `prev_hash` is the hash of
+//! the block before; the genesis block is exactly the one `genesis.toml` derives; the Merkle root
+//! and timestamp match the transactions; every transaction's signature verifies under its
+//! validator's genesis key; the commit certificate holds 2f+1 distinct genesis validators' valid
+//! signatures over the block hash; and replaying the state machine gives the stored verdicts and
+//! the stored derived tables (records, consents, accesses).
+//!
+//! Signatures are checked in batches that span blocks (much faster than one by one); when a batch
+//! fails, the signatures are checked singly to name the first bad one, and any pending batch is
+//! settled before a later fault is reported, so the height named is always the first bad one.
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use rusqlite::Connection;
+
+use crate::block::{BlockHeader, Certificate};
+use crate::crypto::{self, SignatureItem};
+use crate::genesis::Genesis;
+use crate::store::state::Replay;
+use crate::tx::{self, SignedTransaction};
+use crate::{Block, Error, Fault, Hash, Result, merkle, short_hex};
+
+/// How far verification has come, for a progress bar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The height just verified.
+    pub height: u64,
+    /// The height of the last block in the store.
+    pub head: u64,
+}
+
+/// What a verified store holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub path: PathBuf,
+    /// Blocks including genesis (`head + 1`).
+    pub blocks: u64,
+    pub transactions: u64,
+    pub head_height: u64,
+    pub head_hash: Hash,
+}
+
+/// Signatures waiting for a batch check, with whose they are.
+#[derive(Default)]
+struct Pending {
+    messages: Vec<Vec<u8>>,
+    items: Vec<SignatureItem>,
+    owners: Vec<(u64, Owner)>,
+}
+
+#[derive(Clone, Copy)]
+enum Owner {
+    Transaction(usize),
+    Certificate(u32),
+}
+
+/// Signatures checked per batch: large enough to amortise, small enough to stay in cache.
+const BATCH: usize = 1024;
+
+impl Pending {
+    fn push(&mut self, height: u64, owner: Owner, message: Vec<u8>, item: SignatureItem) {
+        self.messages.push(message);
+        self.items.push(item);
+        self.owners.push((height, owner));
+    }
+
+    /// Checks everything pending; on failure, the first bad signature's height and fault.
+    fn settle(&mut self) -> Result<(), (u64, Fault)> {
+        let refs: Vec<&[u8]> = self.messages.iter().map(Vec::as_slice).collect();
+        let outcome = crypto::check_batch(&refs, &self.items);
+        let failure = outcome.err().map(|i| self.owners[i]);
+        self.messages.clear();
+        self.items.clear();
+        self.owners.clear();
+        match failure {
+            None => Ok(()),
+            Some((height, Owner::Transaction(index))) => Err((
+                height,
+                Fault::Transaction {
+                    index,
+                    reason: "signature does not verify".into(),
+                },
+            )),
+            Some((height, Owner::Certificate(signer))) => Err((
+                height,
+                Fault::Certificate(crate::CertError::BadSignature(signer)),
+            )),
+        }
+    }
+}
+
+/// The checks of one non-genesis block that need no other block: `seq`, proposer, Merkle root,
+/// timestamp, certificate signers; its signatures are queued on `pending`.
+fn check_contents(
+    keys: &[VerifyingKey],
+    genesis_hash: &Hash,
+    header: &BlockHeader,
+    txs: &[SignedTransaction],
+    ids: &[Hash],
+    certificate: &Certificate,
+    pending: &mut Pending,
+) -> Result<(), Fault> {
+    let height = header.height;
+    let hash = &header.hash();
+    if header.seq != height {
+        return Err(Fault::SeqNotHeight {
+            seq: header.seq,
+            height,
+        });
+    }
+    if header.proposer as usize >= keys.len() {
+        return Err(Fault::UnknownProposer(header.proposer));
+    }
+    let computed = merkle::root(ids);
+    if computed != header.merkle_root {
+        return Err(Fault::MerkleRoot {
+            in_header: short_hex(&header.merkle_root),
+            computed: short_hex(&computed),
+        });
+    }
+    let latest = txs.iter().map(|t| t.timestamp_ms).max().unwrap_or(0);
+    if latest != header.timestamp_ms {
+        return Err(Fault::Timestamp {
+            in_header: header.timestamp_ms,
+            computed: latest,
+        });
+    }
+    let signers = crypto::certificate_items(keys, certificate).map_err(Fault::Certificate)?;
+    for (index, (t, id)) in txs.iter().zip(ids).enumerate() {
+        let key = keys
+            .get(t.validator as usize)
+            .ok_or_else(|| Fault::Transaction {
+                index,
+                reason: format!("validator {} is not in the genesis set", t.validator),
+            })?;
+        pending.push(
+            height,
+            Owner::Transaction(index),
+            tx::signing_bytes(id),
+            (*key, Signature::from_bytes(&t.signature)),
+        );
+    }
+    let message = crypto::certificate_signing_bytes(genesis_hash, certificate.view, height, hash);
+    for ((signer, _), item) in certificate.signatures.iter().zip(signers) {
+        pending.push(height, Owner::Certificate(*signer), message.clone(), item);
+    }
+    Ok(())
+}
+
+/// Checks a block received from a peer (state transfer) on its own: Merkle root, timestamp,
+/// transaction signatures and commit certificate. Whether it extends the chain is the caller's
+/// check (its height and `prev_hash` against the head).
+pub fn check_block(keys: &[VerifyingKey], genesis_hash: &Hash, block: &Block) -> Result<()> {
+    let height = block.header.height;
+    let invalid = |fault| Error::InvalidBlock { height, fault };
+    if height == 0 {
+        return Err(invalid(Fault::Genesis));
+    }
+    let ids: Vec<Hash> = block
+        .transactions
+        .iter()
+        .map(SignedTransaction::id)
+        .collect();
+    let mut pending = Pending::default();
+    check_contents(
+        keys,
+        genesis_hash,
+        &block.header,
+        &block.transactions,
+        &ids,
+        &block.certificate,
+        &mut pending,
+    )
+    .map_err(invalid)?;
+    pending.settle().map_err(|(_, fault)| invalid(fault))
+}
+
+/// Verifies the chain in the store at `path` against `genesis`, read-only.
+pub fn verify_store(
+    path: &Path,
+    genesis: &Genesis,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
+    crate::store::Reader::open(path)?.verify(genesis, progress)
+}
+
+/// Verifies every store in `paths` and that they agree block by block: at every height that two
+/// replicas both hold, they hold the same block (a replica may be behind, never different).
+pub fn verify_replicas(
+    paths: &[PathBuf],
+    genesis: &Genesis,
+    progress: &mut dyn FnMut(&Path, Progress),
+) -> Result<Vec<Summary>> {
+    let mut summaries = Vec::with_capacity(paths.len());
+    for path in paths {
+        summaries.push(verify_store(path, genesis, &mut |p| progress(path, p))?);
+    }
+    let Some(first) = paths.first() else {
+        return Ok(summaries);
+    };
+    let reference = block_hashes(first)?;
+    for path in &paths[1..] {
+        let hashes = block_hashes(path)?;
+        if let Some(height) = reference.iter().zip(&hashes).position(|(a, b)| a != b) {
+            return Err(Error::Disagree {
+                a: first.clone(),
+                b: path.clone(),
+                height: height as u64,
+                what: format!(
+                    "block hash {} vs {}",
+                    short_hex(&reference[height]),
+                    short_hex(&hashes[height])
+                ),
+            });
+        }
+    }
+    Ok(summaries)
+}
+
+/// The stored hash of every block in height order (already checked against the headers).
+fn block_hashes(path: &Path) -> Result<Vec<Hash>> {
+    let reader = crate::store::Reader::open(path)?;
+    let (head, _) = reader.head()?;
+    let mut hashes = Vec::with_capacity(head as usize + 1);
+    for page_start in (0..=head).step_by(4096) {
+        for summary in reader
+            .blocks_page(Some(page_start + 4096), 4096)?
+            .into_iter()
+            .rev()
+            .filter(|s| s.height >= page_start)
+        {
+            hashes.push(summary.hash);
+        }
+    }
+    Ok(hashes)
+}
+
+/// One transaction row as stored.
+struct TxRow {
+    row: i64,
+    height: i64,
+    idx: i64,
+    id: Vec<u8>,
+    kind: String,
+    patient_id: String,
+    timestamp_ms: i64,
+    body: Vec<u8>,
+    rejected: Option<String>,
+}
+
+/// One block row as stored.
+struct RawBlock {
+    height: i64,
+    hash: Vec<u8>,
+    header: Vec<u8>,
+    certificate: Vec<u8>,
+    /// tx_count, timestamp_ms, proposer, view: copies of header fields for queries.
+    columns: (i64, i64, i64, i64),
+}
+
+/// Why the walk stopped: a fault in the chain, or the store could not be read.
+enum Stop {
+    Fault(Fault),
+    Error(Error),
+}
+
+impl From<Fault> for Stop {
+    fn from(f: Fault) -> Self {
+        Stop::Fault(f)
+    }
+}
+
+impl From<rusqlite::Error> for Stop {
+    fn from(e: rusqlite::Error) -> Self {
+        Stop::Error(e.into())
+    }
+}
+
+/// The state of a walk along the chain.
+struct Walk<'g> {
+    genesis: &'g Genesis,
+    pending: Pending,
+    replay: Replay,
+    /// The height the next block must have.
+    expected: u64,
+    prev: Hash,
+    transactions: u64,
+}
+
+impl Walk<'_> {
+    /// Checks the block at `self.expected`, consuming its transaction rows.
+    fn block(
+        &mut self,
+        raw: RawBlock,
+        tx_rows: &mut std::iter::Peekable<impl Iterator<Item = rusqlite::Result<TxRow>>>,
+    ) -> Result<(), Stop> {
+        let expected = self.expected;
+        if raw.height as u64 != expected {
+            return Err(Fault::Height {
+                expected,
+                found: raw.height as u64,
+            }
+            .into());
+        }
+        let header =
+            BlockHeader::from_bytes(&raw.header).map_err(|e| Fault::Undecodable(e.to_string()))?;
+        let certificate = Certificate::from_bytes(&raw.certificate)
+            .map_err(|e| Fault::Undecodable(e.to_string()))?;
+        let hash = header.hash();
+        if raw.hash.as_slice() != hash {
+            return Err(Fault::StoredHash {
+                stored: hex::encode(&raw.hash[..raw.hash.len().min(4)]),
+                computed: short_hex(&hash),
+            }
+            .into());
+        }
+        if header.height != expected {
+            return Err(Fault::Height {
+                expected,
+                found: header.height,
+            }
+            .into());
+        }
+        if header.prev_hash != self.prev {
+            return Err(Fault::PrevHash {
+                height_before: expected.saturating_sub(1),
+                expected: short_hex(&self.prev),
+                found: short_hex(&header.prev_hash),
+            }
+            .into());
+        }
+
+        // This block's transaction rows, in order; a stray row is a fault of this block.
+        let mut txs = Vec::new();
+        let mut ids = Vec::new();
+        let mut stored = Vec::new();
+        loop {
+            match tx_rows.peek() {
+                Some(Ok(r)) if r.height <= expected as i64 => {}
+                Some(Ok(_)) | None => break,
+                Some(Err(_)) => {}
+            }
+            let Some(r) = tx_rows.next().transpose()? else {
+                break;
+            };
+            let index = txs.len();
+            if r.height < expected as i64 || r.idx != index as i64 {
+                return Err(Fault::Transaction {
+                    index,
+                    reason: format!("stray row at height {} index {}", r.height, r.idx),
+                }
+                .into());
+            }
+            let t = SignedTransaction::from_bytes(&r.body).map_err(|e| Fault::Transaction {
+                index,
+                reason: e.to_string(),
+            })?;
+            let id = t.id();
+            let column = if r.id.as_slice() != id {
+                Some("id")
+            } else if r.kind != t.body.kind() {
+                Some("kind")
+            } else if r.patient_id != t.body.patient_id() {
+                Some("patient_id")
+            } else if r.timestamp_ms != t.timestamp_ms as i64 {
+                Some("timestamp_ms")
+            } else {
+                None
+            };
+            if let Some(column) = column {
+                return Err(Fault::Transaction {
+                    index,
+                    reason: Fault::Column(column).to_string(),
+                }
+                .into());
+            }
+            txs.push(t);
+            ids.push(id);
+            stored.push((r.row, r.rejected));
+        }
+        let columns = (
+            txs.len() as i64,
+            header.timestamp_ms as i64,
+            header.proposer as i64,
+            header.view as i64,
+        );
+        if raw.columns != columns {
+            return Err(Fault::Column("tx_count/timestamp_ms/proposer/view").into());
+        }
+
+        if expected == 0 {
+            let g = self.genesis.block();
+            if header != g.header || !txs.is_empty() || certificate != g.certificate {
+                return Err(Fault::Genesis.into());
+            }
+        } else {
+            check_contents(
+                self.genesis.keys(),
+                &self.genesis.hash(),
+                &header,
+                &txs,
+                &ids,
+                &certificate,
+                &mut self.pending,
+            )?;
+        }
+
+        for (index, ((t, id), (row, rejected))) in txs.iter().zip(&ids).zip(&stored).enumerate() {
+            let verdict = self.replay.apply(*row, id, &t.body);
+            if verdict != rejected.as_deref() {
+                return Err(Fault::State(format!(
+                    "transaction {index} is stored as {}, the state machine says {}",
+                    rejected.as_deref().unwrap_or("applied"),
+                    verdict.unwrap_or("applied")
+                ))
+                .into());
+            }
+        }
+        self.transactions += txs.len() as u64;
+        self.prev = hash;
+        Ok(())
+    }
+}
+
+/// Verifies the chain through `conn` (the writer's at open, or a reader's).
+pub(crate) fn verify_connection(
+    conn: &Connection,
+    path: &Path,
+    genesis: &Genesis,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
+    let corrupt = |(height, fault): (u64, Fault)| Error::Corrupt {
+        path: path.to_path_buf(),
+        height,
+        fault,
+    };
+    // One read transaction: the whole verification sees one snapshot.
+    let snapshot = conn.unchecked_transaction()?;
+    let head: Option<i64> =
+        snapshot.query_row("SELECT MAX(height) FROM blocks", [], |r| r.get(0))?;
+    let Some(head) = head else {
+        return Err(corrupt((
+            0,
+            Fault::Undecodable("the store holds no block".into()),
+        )));
+    };
+    let head = head as u64;
+
+    let mut blocks = snapshot.prepare(
+        "SELECT height, hash, header, certificate, tx_count, timestamp_ms, proposer, view
+         FROM blocks ORDER BY height",
+    )?;
+    let mut tx_stmt = snapshot.prepare(
+        "SELECT tx, height, idx, id, kind, patient_id, timestamp_ms, body, rejected
+         FROM transactions ORDER BY height, idx",
+    )?;
+    let mut tx_rows = tx_stmt
+        .query_map([], |r| {
+            Ok(TxRow {
+                row: r.get(0)?,
+                height: r.get(1)?,
+                idx: r.get(2)?,
+                id: r.get(3)?,
+                kind: r.get(4)?,
+                patient_id: r.get(5)?,
+                timestamp_ms: r.get(6)?,
+                body: r.get(7)?,
+                rejected: r.get(8)?,
+            })
+        })?
+        .peekable();
+
+    let mut walk = Walk {
+        genesis,
+        pending: Pending::default(),
+        replay: Replay::default(),
+        expected: 0,
+        prev: [0; 32],
+        transactions: 0,
+    };
+    let mut rows = blocks.query([])?;
+    while let Some(row) = rows.next()? {
+        let raw = RawBlock {
+            height: row.get(0)?,
+            hash: row.get(1)?,
+            header: row.get(2)?,
+            certificate: row.get(3)?,
+            columns: (row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?),
+        };
+        match walk.block(raw, &mut tx_rows) {
+            Ok(()) => {}
+            Err(Stop::Error(e)) => return Err(e),
+            Err(Stop::Fault(fault)) => {
+                let fault = (walk.expected, fault);
+                // A bad signature in an earlier block, still pending, is the first fault.
+                return Err(match walk.pending.settle() {
+                    Err(earlier) if earlier.0 < fault.0 => corrupt(earlier),
+                    _ => corrupt(fault),
+                });
+            }
+        }
+        if walk.pending.items.len() >= BATCH {
+            walk.pending.settle().map_err(corrupt)?;
+        }
+        progress(Progress {
+            height: walk.expected,
+            head,
+        });
+        walk.expected += 1;
+    }
+    let Walk {
+        mut pending,
+        replay,
+        prev,
+        transactions,
+        ..
+    } = walk;
+    pending.settle().map_err(corrupt)?;
+    if let Some(r) = tx_rows.next().transpose()? {
+        return Err(corrupt((
+            r.height as u64,
+            Fault::Transaction {
+                index: r.idx as usize,
+                reason: "row for a block that does not exist".into(),
+            },
+        )));
+    }
+    check_derived(&snapshot, &replay).map_err(corrupt)?;
+    drop(tx_rows);
+    Ok(Summary {
+        path: path.to_path_buf(),
+        blocks: head + 1,
+        transactions,
+        head_height: head,
+        head_hash: prev,
+    })
+}
+
+/// Compares the derived tables with the replayed state machine; a difference is reported at the
+/// height of the transaction the differing row is about.
+fn check_derived(conn: &Connection, replay: &Replay) -> Result<(), (u64, Fault)> {
+    let sql = |e: rusqlite::Error| (0, Fault::State(e.to_string()));
+    let height_of = |row: i64| -> u64 {
+        conn.query_row(
+            "SELECT height FROM transactions WHERE tx = ?1",
+            [row],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|h| h as u64)
+        .unwrap_or(0)
+    };
+
+    let mut stmt = conn
+        .prepare("SELECT patient_id, tx, consent_hash FROM records ORDER BY tx")
+        .map_err(sql)?;
+    let records: Vec<(String, i64, Vec<u8>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql)?;
+    let expected: Vec<(String, i64, Vec<u8>)> = replay
+        .records
+        .iter()
+        .map(|(p, t, c)| (p.clone(), *t, c.to_vec()))
+        .collect();
+    first_difference(&records, &expected, |r| r.1).map_or(Ok(()), |row| {
+        Err((height_of(row), Fault::State("records table differs".into())))
+    })?;
+
+    let mut stmt = conn
+        .prepare("SELECT patient_id, tx FROM accesses ORDER BY tx")
+        .map_err(sql)?;
+    let accesses: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql)?;
+    first_difference(&accesses, &replay.accesses, |r| r.1).map_or(Ok(()), |row| {
+        Err((height_of(row), Fault::State("access log differs".into())))
+    })?;
+
+    let mut stmt = conn
+        .prepare("SELECT consent_hash, granted_tx, used_tx FROM consents ORDER BY consent_hash")
+        .map_err(sql)?;
+    let consents: Vec<(Vec<u8>, Option<i64>, Option<i64>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql)?;
+    let expected: Vec<(Vec<u8>, Option<i64>, Option<i64>)> = replay
+        .consents
+        .iter()
+        .map(|(h, (g, u))| (h.to_vec(), *g, *u))
+        .collect();
+    first_difference(&consents, &expected, |r| r.1.or(r.2).unwrap_or(0)).map_or(Ok(()), |row| {
+        Err((
+            height_of(row),
+            Fault::State("consents table differs".into()),
+        ))
+    })
+}
+
+/// The transaction row of the first differing entry of two lists, if they differ.
+fn first_difference<T: PartialEq>(
+    stored: &[T],
+    expected: &[T],
+    row: impl Fn(&T) -> i64,
+) -> Option<i64> {
+    let n = stored.len().max(expected.len());
+    (0..n).find_map(|i| match (stored.get(i), expected.get(i)) {
+        (Some(a), Some(b)) if a == b => None,
+        (Some(a), Some(b)) => Some(row(a).min(row(b))),
+        (Some(a), None) => Some(row(a)),
+        (None, Some(b)) => Some(row(b)),
+        (None, None) => None,
+    })
+}

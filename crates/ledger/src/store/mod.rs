@@ -1,1 +1,745 @@
-//! The SQLite store of one replica (`chain.db`).
+//! The SQLite store of one replica's chain (`chain.db`).
+//!
+//! One [`Store`] owns the only writing connection; [`Reader`]s are separate read-only
+//! connections (WAL mode lets them read a consistent snapshot while the writer appends).
+//! [`Store::append_block`] writes a block, its transactions and the state they derive (records,
+//! consents, access log) in one SQLite transaction with `synchronous=FULL`: after a crash at any
+//! instant a block is wholly present or wholly absent, and once `append_block` returns it
+//! survives a power cut.
+//!
+//! Opening a store verifies the whole chain against the genesis (unless explicitly told not to,
+//! for benchmarks), and refuses a store that fails, naming the file, the first bad height and
+//! the fault: a tampered chain is never served.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::block::{Block, BlockHeader, Certificate};
+use crate::genesis::Genesis;
+use crate::tx::{SignedTransaction, Transaction};
+use crate::{Error, Hash, Result, merkle};
+
+mod schema;
+pub(crate) mod state;
+
+pub use state::{CONSENT_GRANTED, CONSENT_RECORDED, CONSENT_USED, DUPLICATE};
+
+/// How to open a [`Store`].
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    /// Verify the whole chain before returning the store. On by default; turning it off is for
+    /// benchmarks and tests that check verification separately.
+    pub verify: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { verify: true }
+    }
+}
+
+impl OpenOptions {
+    /// Opens without verifying the chain: only for benchmarks and tests.
+    pub fn unverified() -> Self {
+        OpenOptions { verify: false }
+    }
+}
+
+/// What [`Store::append_block`] decided for the block's transactions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// `(index in block, reason)` of every transaction the state machine rejected.
+    pub rejected: Vec<(usize, &'static str)>,
+}
+
+/// The writer of one `chain.db`.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    head: (u64, Hash),
+}
+
+/// A read-only connection to a `chain.db`, for the API and for verification.
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn busy_timeout(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if absent) the store at `path` for the chain of `genesis`: migrates the
+    /// schema, writes the genesis block into a new store, refuses a store of another chain, and
+    /// verifies the chain unless `options` says not to.
+    pub fn open(path: &Path, genesis: &Genesis, options: OpenOptions) -> Result<Store> {
+        let mut conn = Connection::open(path).map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(..) => Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            },
+            other => Error::Sqlite(other),
+        })?;
+        busy_timeout(&conn)?;
+        // WAL: readers never block the writer; FULL: a commit is on disk when it returns.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("cannot use WAL (journal mode {mode})")),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "cache_size", -32_768)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn, path)?;
+
+        let has_genesis: Option<Vec<u8>> = conn
+            .query_row("SELECT hash FROM blocks WHERE height = 0", [], |r| r.get(0))
+            .optional()?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            head: (0, genesis.hash()),
+        };
+        match has_genesis {
+            None => store.write_genesis(genesis)?,
+            Some(hash) if hash.as_slice() == genesis.hash() => {}
+            Some(_) => {
+                return Err(Error::Corrupt {
+                    path: path.to_path_buf(),
+                    height: 0,
+                    fault: crate::Fault::Genesis,
+                });
+            }
+        }
+        store.head = query::head(&store.conn)?;
+        if options.verify {
+            crate::verify::verify_connection(&store.conn, &store.path, genesis, &mut |_| {})?;
+        }
+        Ok(store)
+    }
+
+    fn write_genesis(&mut self, genesis: &Genesis) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        insert_block(&tx, genesis.block(), &genesis.hash())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Height and hash of the last block (kept in memory; the store is its only writer).
+    pub fn head(&self) -> (u64, Hash) {
+        self.head
+    }
+
+    /// Appends the next block durably: the block, its transactions and the state they derive,
+    /// in one SQLite transaction. Refuses a block that does not extend the head or whose header
+    /// does not match its transactions. Commit certificates and transaction signatures are the
+    /// caller's to check before ([`crate::verify::check_block`]): the node checks them as the
+    /// messages arrive, and verification on opening checks them again.
+    pub fn append_block(&mut self, block: &Block) -> Result<Applied> {
+        let (head, head_hash) = self.head;
+        let h = block.header.height;
+        let not_next = |reason: String| Error::NotNext { height: h, reason };
+        if h != head + 1 {
+            return Err(not_next(format!("the head is at height {head}")));
+        }
+        if block.header.prev_hash != head_hash {
+            return Err(not_next(format!(
+                "previous hash {} is not the head's hash {}",
+                crate::short_hex(&block.header.prev_hash),
+                crate::short_hex(&head_hash)
+            )));
+        }
+        if block.header.seq != h {
+            return Err(not_next(format!(
+                "seq {} is not its height",
+                block.header.seq
+            )));
+        }
+        // borsh of a signed transaction is the borsh of what its id covers followed by the
+        // 64-byte signature, so one encoding gives both the stored bytes and the id.
+        let encoded: Vec<(Vec<u8>, Hash)> = block
+            .transactions
+            .iter()
+            .map(|t| {
+                let bytes = t.to_bytes();
+                let id = crate::sha256(&bytes[..bytes.len() - 64]);
+                (bytes, id)
+            })
+            .collect();
+        let root = merkle::root_from_iter(encoded.iter().map(|(_, id)| *id).collect::<Vec<_>>());
+        if root != block.header.merkle_root {
+            return Err(not_next(
+                "the merkle root does not match its transactions".into(),
+            ));
+        }
+        let latest = block
+            .transactions
+            .iter()
+            .map(|t| t.timestamp_ms)
+            .max()
+            .unwrap_or(0);
+        if latest != block.header.timestamp_ms {
+            return Err(not_next(
+                "the timestamp is not its latest transaction's".into(),
+            ));
+        }
+
+        let hash = block.hash();
+        let mut applied = Applied::default();
+        let tx = self.conn.transaction()?;
+        insert_block(&tx, block, &hash)?;
+        {
+            let mut view = SqlState { conn: &tx };
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO transactions (height, idx, id, kind, patient_id, timestamp_ms, body, rejected)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for (index, (t, (bytes, id))) in block.transactions.iter().zip(&encoded).enumerate() {
+                let rejected = state::decide(&mut view, id, &t.body)?;
+                insert.execute(params![
+                    h as i64,
+                    index as i64,
+                    id.as_slice(),
+                    t.body.kind(),
+                    t.body.patient_id(),
+                    t.timestamp_ms as i64,
+                    bytes,
+                    rejected,
+                ])?;
+                let row = tx.last_insert_rowid();
+                match rejected {
+                    Some(reason) => applied.rejected.push((index, reason)),
+                    None => apply_effects(&tx, row, &t.body)?,
+                }
+            }
+        }
+        tx.commit()?;
+        self.head = (h, hash);
+        Ok(applied)
+    }
+
+    /// A read-only connection to the same file.
+    pub fn reader(&self) -> Result<Reader> {
+        Reader::open(&self.path)
+    }
+}
+
+fn insert_block(conn: &Connection, block: &Block, hash: &Hash) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO blocks (height, hash, header, certificate, tx_count, timestamp_ms, proposer, view)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let header = &block.header;
+    stmt.execute(params![
+        header.height as i64,
+        hash.as_slice(),
+        header.to_bytes(),
+        block.certificate.to_bytes(),
+        block.transactions.len() as i64,
+        header.timestamp_ms as i64,
+        header.proposer,
+        header.view as i64,
+    ])?;
+    Ok(())
+}
+
+fn apply_effects(conn: &Connection, row: i64, body: &Transaction) -> Result<()> {
+    match body {
+        Transaction::AddRecord {
+            patient_id,
+            consent_hash,
+            ..
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO records (patient_id, tx, consent_hash) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![patient_id, row, consent_hash.as_slice()])?;
+        }
+        Transaction::ConsentGranted { consent_hash, .. } => {
+            conn.prepare_cached(
+                "INSERT INTO consents (consent_hash, granted_tx) VALUES (?1, ?2)
+                 ON CONFLICT (consent_hash) DO UPDATE SET granted_tx = excluded.granted_tx",
+            )?
+            .execute(params![consent_hash.as_slice(), row])?;
+        }
+        Transaction::ConsentUsed { consent_hash, .. } => {
+            conn.prepare_cached(
+                "INSERT INTO consents (consent_hash, used_tx) VALUES (?1, ?2)
+                 ON CONFLICT (consent_hash) DO UPDATE SET used_tx = excluded.used_tx",
+            )?
+            .execute(params![consent_hash.as_slice(), row])?;
+        }
+        Transaction::Access { patient_id, .. } => {
+            conn.prepare_cached("INSERT INTO accesses (patient_id, tx) VALUES (?1, ?2)")?
+                .execute(params![patient_id, row])?;
+        }
+    }
+    Ok(())
+}
+
+/// The state machine's view of the chain so far, read through the writing transaction (so a
+/// block's earlier transactions count for its later ones).
+struct SqlState<'c> {
+    conn: &'c Connection,
+}
+
+impl state::StateView for SqlState<'_> {
+    fn seen(&mut self, id: &Hash) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM transactions WHERE id = ?1 LIMIT 1")?
+            .exists([id.as_slice()])?)
+    }
+
+    fn consent_has_record(&mut self, consent: &Hash) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM records WHERE consent_hash = ?1")?
+            .exists([consent.as_slice()])?)
+    }
+
+    fn consent(&mut self, consent: &Hash) -> Result<(bool, bool)> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT granted_tx IS NOT NULL, used_tx IS NOT NULL FROM consents WHERE consent_hash = ?1",
+            )?
+            .query_row([consent.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .unwrap_or_default())
+    }
+}
+
+impl Reader {
+    /// Opens `path` read-only. The store must exist (a [`Store`] created it).
+    pub fn open(path: &Path) -> Result<Reader> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        busy_timeout(&conn)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != schema::VERSION {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!(
+                    "schema version {version}, this program reads {}",
+                    schema::VERSION
+                )),
+            });
+        }
+        Ok(Reader {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Height and hash of the last block.
+    pub fn head(&self) -> Result<(u64, Hash)> {
+        query::head(&self.conn)
+    }
+
+    /// Verifies the whole chain against `genesis`; see [`crate::verify`].
+    pub fn verify(
+        &self,
+        genesis: &Genesis,
+        progress: &mut dyn FnMut(crate::verify::Progress),
+    ) -> Result<crate::verify::Summary> {
+        crate::verify::verify_connection(&self.conn, &self.path, genesis, progress)
+    }
+}
+
+/// One block as the store holds it: a header and transactions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockSummary {
+    pub height: u64,
+    pub hash: Hash,
+    pub timestamp_ms: u64,
+    pub proposer: u32,
+    pub view: u64,
+    pub tx_count: u64,
+}
+
+/// Where a transaction is on chain, if it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Committed in block `height` at `index`; `rejected` says why the state machine did not
+    /// apply it, if it did not.
+    Committed {
+        height: u64,
+        index: u64,
+        rejected: Option<String>,
+    },
+    /// Not on chain (it may be pending at some node: that is the node's business).
+    Unknown,
+}
+
+/// A committed transaction with its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedTx {
+    pub height: u64,
+    pub index: u64,
+    pub tx: SignedTransaction,
+    pub rejected: Option<String>,
+}
+
+/// A medical record as the chain holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordRow {
+    pub tx_id: Hash,
+    pub height: u64,
+    pub index: u64,
+    pub timestamp_ms: u64,
+    pub validator: u32,
+    pub patient_id: String,
+    pub doctor_id: String,
+    pub department: String,
+    pub diagnosis: String,
+    pub prescription: String,
+    pub notes: String,
+    pub consent_hash: Hash,
+}
+
+/// One entry of a patient's access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRow {
+    pub tx_id: Hash,
+    pub height: u64,
+    pub index: u64,
+    pub timestamp_ms: u64,
+    pub patient_id: String,
+    pub reader_id: String,
+    pub reader_role: String,
+    pub consent_hash: Option<Hash>,
+}
+
+/// A consent's life on chain: its grant and its use, each if it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsentRow {
+    pub consent_hash: Hash,
+    pub granted: Option<CommittedTx>,
+    pub used: Option<CommittedTx>,
+}
+
+/// The read queries, the same on the writer and on a reader.
+macro_rules! read_queries {
+    ($t:ty) => {
+        impl $t {
+            /// The block at `height`.
+            pub fn block(&self, height: u64) -> Result<Option<Block>> {
+                query::block(&self.conn, height)
+            }
+
+            /// The block with hash `hash`.
+            pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>> {
+                let height: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT height FROM blocks WHERE hash = ?1")?
+                    .query_row([hash.as_slice()], |r| r.get(0))
+                    .optional()?;
+                match height {
+                    Some(h) => query::block(&self.conn, h as u64),
+                    None => Ok(None),
+                }
+            }
+
+            /// Up to `limit` blocks from `from` upwards (for state transfer).
+            pub fn blocks_from(&self, from: u64, limit: usize) -> Result<Vec<Block>> {
+                let mut blocks = Vec::new();
+                for h in from.. {
+                    if blocks.len() >= limit {
+                        break;
+                    }
+                    match query::block(&self.conn, h)? {
+                        Some(b) => blocks.push(b),
+                        None => break,
+                    }
+                }
+                Ok(blocks)
+            }
+
+            /// Up to `limit` block summaries, newest first, below `before` (or from the head).
+            pub fn blocks_page(
+                &self,
+                before: Option<u64>,
+                limit: usize,
+            ) -> Result<Vec<BlockSummary>> {
+                let before = before.map_or(i64::MAX, |b| b as i64);
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT height, hash, timestamp_ms, proposer, view, tx_count FROM blocks
+                     WHERE height < ?1 ORDER BY height DESC LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![before, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, u32>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })?;
+                let mut page = Vec::new();
+                for row in rows {
+                    let (height, hash, ts, proposer, view, tx_count) = row?;
+                    page.push(BlockSummary {
+                        height: height as u64,
+                        hash: query::hash(hash, "block hash")?,
+                        timestamp_ms: ts as u64,
+                        proposer,
+                        view: view as u64,
+                        tx_count: tx_count as u64,
+                    });
+                }
+                Ok(page)
+            }
+
+            /// The first occurrence on chain of transaction `id`.
+            pub fn transaction(&self, id: &Hash) -> Result<Option<CommittedTx>> {
+                query::tx_where(&self.conn, "id = ?1", &[&id.as_slice()])
+            }
+
+            /// Whether transaction `id` is on chain.
+            pub fn contains_transaction(&self, id: &Hash) -> Result<bool> {
+                Ok(self
+                    .conn
+                    .prepare_cached("SELECT 1 FROM transactions WHERE id = ?1 LIMIT 1")?
+                    .exists([id.as_slice()])?)
+            }
+
+            /// The height of the block holding transaction `id`, if on chain.
+            pub fn transaction_height(&self, id: &Hash) -> Result<Option<u64>> {
+                Ok(self
+                    .conn
+                    .prepare_cached(
+                        "SELECT height FROM transactions WHERE id = ?1 ORDER BY tx LIMIT 1",
+                    )?
+                    .query_row([id.as_slice()], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .map(|h| h as u64))
+            }
+
+            /// Committed at a height (and applied or not), or unknown.
+            pub fn tx_status(&self, id: &Hash) -> Result<TxStatus> {
+                Ok(match self.transaction(id)? {
+                    Some(c) => TxStatus::Committed {
+                        height: c.height,
+                        index: c.index,
+                        rejected: c.rejected,
+                    },
+                    None => TxStatus::Unknown,
+                })
+            }
+
+            /// A patient's records, oldest first.
+            pub fn records_by_patient(&self, patient_id: &str) -> Result<Vec<RecordRow>> {
+                let txs = query::txs_joined(
+                    &self.conn,
+                    "SELECT t.height, t.idx, t.body, t.rejected FROM records r
+                     JOIN transactions t ON t.tx = r.tx WHERE r.patient_id = ?1 ORDER BY r.tx",
+                    patient_id,
+                )?;
+                let mut rows = Vec::with_capacity(txs.len());
+                for c in txs {
+                    let tx_id = c.tx.id();
+                    if let Transaction::AddRecord {
+                        patient_id,
+                        doctor_id,
+                        department,
+                        diagnosis,
+                        prescription,
+                        notes,
+                        consent_hash,
+                    } = c.tx.body
+                    {
+                        rows.push(RecordRow {
+                            tx_id,
+                            height: c.height,
+                            index: c.index,
+                            timestamp_ms: c.tx.timestamp_ms,
+                            validator: c.tx.validator,
+                            patient_id,
+                            doctor_id,
+                            department,
+                            diagnosis,
+                            prescription,
+                            notes,
+                            consent_hash,
+                        });
+                    }
+                }
+                Ok(rows)
+            }
+
+            /// Who read a patient's records, oldest first.
+            pub fn accesses_by_patient(&self, patient_id: &str) -> Result<Vec<AccessRow>> {
+                let txs = query::txs_joined(
+                    &self.conn,
+                    "SELECT t.height, t.idx, t.body, t.rejected FROM accesses a
+                     JOIN transactions t ON t.tx = a.tx WHERE a.patient_id = ?1 ORDER BY a.tx",
+                    patient_id,
+                )?;
+                let mut rows = Vec::with_capacity(txs.len());
+                for c in txs {
+                    let tx_id = c.tx.id();
+                    if let Transaction::Access {
+                        patient_id,
+                        reader_id,
+                        reader_role,
+                        consent_hash,
+                    } = c.tx.body
+                    {
+                        rows.push(AccessRow {
+                            tx_id,
+                            height: c.height,
+                            index: c.index,
+                            timestamp_ms: c.tx.timestamp_ms,
+                            patient_id,
+                            reader_id,
+                            reader_role,
+                            consent_hash,
+                        });
+                    }
+                }
+                Ok(rows)
+            }
+
+            /// A consent's grant and use, if the chain knows the hash.
+            pub fn consent(&self, consent_hash: &Hash) -> Result<Option<ConsentRow>> {
+                let refs: Option<(Option<i64>, Option<i64>)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT granted_tx, used_tx FROM consents WHERE consent_hash = ?1",
+                    )?
+                    .query_row([consent_hash.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((granted, used)) = refs else {
+                    return Ok(None);
+                };
+                let by_row = |row: Option<i64>| -> Result<Option<CommittedTx>> {
+                    match row {
+                        Some(row) => query::tx_where(&self.conn, "tx = ?1", &[&row]),
+                        None => Ok(None),
+                    }
+                };
+                Ok(Some(ConsentRow {
+                    consent_hash: *consent_hash,
+                    granted: by_row(granted)?,
+                    used: by_row(used)?,
+                }))
+            }
+
+            /// The number of transactions on chain (applied or not).
+            pub fn transaction_count(&self) -> Result<u64> {
+                let n: i64 = self
+                    .conn
+                    .query_row("SELECT COUNT(*) FROM transactions", [], |r| r.get(0))?;
+                Ok(n as u64)
+            }
+        }
+    };
+}
+
+read_queries!(Store);
+read_queries!(Reader);
+
+/// Queries shared by the writer and the readers.
+pub(crate) mod query {
+    use super::*;
+
+    pub fn hash(bytes: Vec<u8>, what: &'static str) -> Result<Hash> {
+        bytes.try_into().map_err(|_| Error::Decode {
+            what,
+            source: std::io::Error::other("not 32 bytes"),
+        })
+    }
+
+    pub fn head(conn: &Connection) -> Result<(u64, Hash)> {
+        let (h, bytes): (i64, Vec<u8>) = conn
+            .prepare_cached("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((h as u64, hash(bytes, "block hash")?))
+    }
+
+    pub fn block(conn: &Connection, height: u64) -> Result<Option<Block>> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = conn
+            .prepare_cached("SELECT header, certificate FROM blocks WHERE height = ?1")?
+            .query_row([height as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((header, certificate)) = row else {
+            return Ok(None);
+        };
+        let mut stmt =
+            conn.prepare_cached("SELECT body FROM transactions WHERE height = ?1 ORDER BY idx")?;
+        let mut transactions = Vec::new();
+        let mut rows = stmt.query([height as i64])?;
+        while let Some(row) = rows.next()? {
+            let body: Vec<u8> = row.get(0)?;
+            transactions.push(SignedTransaction::from_bytes(&body)?);
+        }
+        Ok(Some(Block {
+            header: BlockHeader::from_bytes(&header)?,
+            transactions,
+            certificate: Certificate::from_bytes(&certificate)?,
+        }))
+    }
+
+    pub fn tx_where(
+        conn: &Connection,
+        condition: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Option<CommittedTx>> {
+        let sql = format!(
+            "SELECT height, idx, body, rejected FROM transactions WHERE {condition} ORDER BY tx LIMIT 1"
+        );
+        let row = conn
+            .prepare_cached(&sql)?
+            .query_row(args, committed_row)
+            .optional()?;
+        row.map(decode_committed).transpose()
+    }
+
+    type RawCommitted = (i64, i64, Vec<u8>, Option<String>);
+
+    fn committed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCommitted> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    }
+
+    fn decode_committed((height, idx, body, rejected): RawCommitted) -> Result<CommittedTx> {
+        Ok(CommittedTx {
+            height: height as u64,
+            index: idx as u64,
+            tx: SignedTransaction::from_bytes(&body)?,
+            rejected,
+        })
+    }
+
+    pub fn txs_joined(conn: &Connection, sql: &str, key: &str) -> Result<Vec<CommittedTx>> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([key], committed_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(decode_committed(row?)?);
+        }
+        Ok(out)
+    }
+}
