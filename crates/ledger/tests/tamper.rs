@@ -1,0 +1,229 @@
+//! Flipping one byte of a stored block or transaction through plain SQL must make verification
+//! fail, naming exactly that block; so must editing the derived state behind the ledger's back.
+use std::path::Path;
+
+use ledger::testkit::TestNet;
+use ledger::verify::{verify_replicas, verify_store};
+use ledger::{Error, OpenOptions, Store};
+use rusqlite::{Connection, params};
+
+const BLOCKS: u64 = 10;
+const TXS: u64 = 6;
+
+fn chain(dir: &Path) -> (TestNet, std::path::PathBuf) {
+    let net = TestNet::new(4);
+    let path = dir.join("chain.db");
+    net.write_chain(&path, BLOCKS, TXS).expect("write");
+    (net, path)
+}
+
+/// Flips bit 0 of byte `offset` of a blob column of the row `key = value`.
+fn flip(path: &Path, table: &str, column: &str, key: &str, value: i64, offset: usize) {
+    let conn = Connection::open(path).expect("open with plain SQLite");
+    let mut blob: Vec<u8> = conn
+        .query_row(
+            &format!("SELECT {column} FROM {table} WHERE {key} = ?1"),
+            [value],
+            |r| r.get(0),
+        )
+        .expect("row");
+    blob[offset] ^= 1;
+    conn.execute(
+        &format!("UPDATE {table} SET {column} = ?1 WHERE {key} = ?2"),
+        params![blob, value],
+    )
+    .expect("update");
+}
+
+fn blob_len(path: &Path, table: &str, column: &str, key: &str, value: i64) -> usize {
+    let conn = Connection::open(path).expect("open");
+    conn.query_row(
+        &format!("SELECT length({column}) FROM {table} WHERE {key} = ?1"),
+        [value],
+        |r| r.get::<_, i64>(0),
+    )
+    .expect("row") as usize
+}
+
+/// Verification (offline, and on opening) fails naming `height`.
+fn assert_names(path: &Path, net: &TestNet, height: u64, what: &str) {
+    match verify_store(path, &net.genesis, &mut |_| {}) {
+        Err(Error::Corrupt {
+            height: h,
+            ref path,
+            ..
+        }) if h == height => {
+            assert!(path.ends_with("chain.db"));
+        }
+        Err(e) => panic!("{what}: expected block {height} named, got: {e}"),
+        Ok(_) => panic!("{what}: tampering went unnoticed"),
+    }
+    match Store::open(path, &net.genesis, OpenOptions::default()) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("chain.db") && message.contains(&format!("block {height}:")),
+                "{what}: {message}"
+            );
+        }
+        Err(e) => panic!("{what}: expected the store refused, got {e}"),
+        Ok(_) => panic!("{what}: a tampered store was opened"),
+    }
+}
+
+fn restore(path: &Path, pristine: &[u8]) {
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", path.display()));
+    }
+    std::fs::write(path, pristine).expect("restore");
+}
+
+/// Checkpoints the WAL into the main file and returns the file's bytes.
+fn snapshot(path: &Path) -> Vec<u8> {
+    let conn = Connection::open(path).expect("open");
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;")
+        .expect("checkpoint");
+    drop(conn);
+    std::fs::read(path).expect("read")
+}
+
+#[test]
+fn every_byte_of_a_header_is_covered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, path) = chain(dir.path());
+    let pristine = snapshot(&path);
+    verify_store(&path, &net.genesis, &mut |_| {}).expect("untampered verifies");
+    for height in [0u64, 1, 6, BLOCKS] {
+        let len = blob_len(&path, "blocks", "header", "height", height as i64);
+        for offset in 0..len {
+            flip(&path, "blocks", "header", "height", height as i64, offset);
+            assert_names(
+                &path,
+                &net,
+                height,
+                &format!("header {height} byte {offset}"),
+            );
+            restore(&path, &pristine);
+        }
+    }
+}
+
+#[test]
+fn every_byte_of_a_transaction_is_covered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, path) = chain(dir.path());
+    let pristine = snapshot(&path);
+    // Row 20 is transaction 2 of block 4; the last row is in the head block.
+    for (row, height) in [(20, 4u64), ((BLOCKS * TXS) as i64, BLOCKS)] {
+        let len = blob_len(&path, "transactions", "body", "tx", row);
+        for offset in 0..len {
+            flip(&path, "transactions", "body", "tx", row, offset);
+            assert_names(&path, &net, height, &format!("tx row {row} byte {offset}"));
+            restore(&path, &pristine);
+        }
+    }
+}
+
+#[test]
+fn every_byte_of_a_certificate_is_covered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, path) = chain(dir.path());
+    let pristine = snapshot(&path);
+    for height in [3u64, BLOCKS] {
+        let len = blob_len(&path, "blocks", "certificate", "height", height as i64);
+        for offset in 0..len {
+            flip(
+                &path,
+                "blocks",
+                "certificate",
+                "height",
+                height as i64,
+                offset,
+            );
+            assert_names(
+                &path,
+                &net,
+                height,
+                &format!("certificate {height} byte {offset}"),
+            );
+            restore(&path, &pristine);
+        }
+    }
+}
+
+#[test]
+fn edits_to_columns_and_derived_state_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, path) = chain(dir.path());
+    let pristine = snapshot(&path);
+    let edits: &[(&str, u64)] = &[
+        ("UPDATE blocks SET hash = zeroblob(32) WHERE height = 5", 5),
+        ("UPDATE blocks SET tx_count = 7 WHERE height = 2", 2),
+        ("UPDATE blocks SET proposer = 2 WHERE height = 8", 8),
+        ("DELETE FROM transactions WHERE height = 7 AND idx = 5", 7),
+        ("DELETE FROM transactions WHERE height = 3 AND idx = 0", 3),
+        ("UPDATE transactions SET id = zeroblob(32) WHERE tx = 13", 3),
+        (
+            "UPDATE transactions SET patient_id = 'p999' WHERE tx = 14",
+            3,
+        ),
+        ("UPDATE transactions SET rejected = 'no' WHERE tx = 33", 6),
+        // Row 1 (block 1) is the record of sample 0 for p001: move it to another patient.
+        ("UPDATE records SET patient_id = 'p002' WHERE tx = 1", 1),
+        ("DELETE FROM records WHERE tx = 25", 5),
+        ("DELETE FROM accesses WHERE tx = 4", 1),
+        ("UPDATE consents SET used_tx = NULL WHERE granted_tx = 2", 1),
+        ("DELETE FROM blocks WHERE height = 4", 4),
+    ];
+    for (sql, height) in edits {
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(sql)
+            .expect(sql);
+        assert_names(&path, &net, *height, sql);
+        restore(&path, &pristine);
+    }
+}
+
+#[test]
+fn a_certificate_from_too_few_or_foreign_signers_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = TestNet::new(4);
+    let path = dir.path().join("chain.db");
+    let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
+    for b in net.chain(3, 2) {
+        store.append_block(&b).expect("append");
+    }
+    // Block 4 certified by only two validators: the store takes it (certificates are the
+    // node's to check), verification does not.
+    let mut block = net.next_block(store.head(), vec![net.sample_tx(100)]);
+    block.certificate = net.certify_by(&block.header, 0, &[1, 3]);
+    store.append_block(&block).expect("append");
+    drop(store);
+    assert_names(&path, &net, 4, "two signers");
+}
+
+#[test]
+fn replicas_must_agree_block_by_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = TestNet::new(4);
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    let c = dir.path().join("c.db");
+    net.write_chain(&a, 6, 3).expect("a");
+    net.write_chain(&b, 4, 3).expect("b lags behind");
+    verify_replicas(&[a.clone(), b.clone()], &net.genesis, &mut |_, _| {}).expect("agree");
+
+    // c forks at height 3: same first two blocks, then other transactions.
+    let mut store = Store::open(&c, &net.genesis, OpenOptions::default()).expect("c");
+    for block in net.chain(2, 3) {
+        store.append_block(&block).expect("append");
+    }
+    let fork = net.next_block(store.head(), vec![net.sample_tx(1000)]);
+    store.append_block(&fork).expect("append");
+    drop(store);
+    match verify_replicas(&[a.clone(), b, c.clone()], &net.genesis, &mut |_, _| {}) {
+        Err(Error::Disagree { height: 3, b, .. }) => assert_eq!(b, c),
+        other => panic!("expected disagreement at 3, got {other:?}"),
+    }
+}
