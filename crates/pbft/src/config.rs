@@ -10,6 +10,9 @@ use crate::types::{Digest, DigestFn, ReplicaId, SeqNo, View};
 pub enum PlantedBug {
     /// Committed-local after 2f matching commits instead of 2f+1 (§4.2's quorum weakened).
     CommitWithTwoF,
+    /// View-changes carry no prepared certificates (§4.4's P set forgotten), so a new primary
+    /// may re-assign sequence numbers that already committed.
+    ForgetPreparedOnViewChange,
 }
 
 /// Static parameters of one replica. Every replica of a cluster must use the same values except

@@ -53,6 +53,18 @@ impl Replica {
     }
 
     pub(crate) fn build_view_change(&self) -> ViewChange {
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bug == Some(crate::config::PlantedBug::ForgetPreparedOnViewChange) {
+            return ViewChange {
+                new_view: self.view,
+                checkpoint: Checkpoint {
+                    seq: self.low,
+                    digest: self.low_digest,
+                },
+                checkpoint_proof: self.low_proof.clone(),
+                prepared: Vec::new(),
+            };
+        }
         ViewChange {
             new_view: self.view,
             checkpoint: Checkpoint {

@@ -1,0 +1,107 @@
+//! `cargo run --release -p sim -- --seeds 10000`: runs seeds over every fault profile for
+//! n = 4 and n = 7 (seed i runs combination i mod the number of combinations), shows progress,
+//! and prints the command that replays each failing seed with a trace.
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use sim::{Profile, RunConfig};
+
+#[derive(Parser, Debug)]
+#[command(about = "Deterministic simulation of the medchain PBFT replica")]
+struct Args {
+    /// Number of seeds (runs) in total.
+    #[arg(long, default_value_t = 1000)]
+    seeds: u64,
+    /// Only this fault profile (calm, lossy, partition, crash, byzantine, mixed).
+    #[arg(long)]
+    profile: Option<Profile>,
+    /// Only this cluster size (4 or 7).
+    #[arg(long)]
+    n: Option<u32>,
+    /// Run exactly this seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print every step of the run (use with --seed).
+    #[arg(long)]
+    trace: bool,
+    /// Plant a bug to see the simulator catch it: "commit-2f" or "forget-prepared".
+    #[arg(long)]
+    planted_bug: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let profiles: Vec<Profile> = args.profile.map_or(Profile::ALL.to_vec(), |p| vec![p]);
+    let sizes: Vec<u32> = args.n.map_or(vec![4, 7], |n| vec![n]);
+    let combos: Vec<(Profile, u32)> = profiles
+        .iter()
+        .flat_map(|p| sizes.iter().map(move |n| (*p, *n)))
+        .collect();
+    let seeds: Vec<u64> = match args.seed {
+        Some(s) => vec![s],
+        None => (0..args.seeds).collect(),
+    };
+    let bar = ProgressBar::new(seeds.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {msg} [{elapsed} / eta {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if args.trace {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let start = Instant::now();
+    let (mut violations, mut liveness) = (0u64, 0u64);
+    let mut failures = Vec::new();
+    for (i, seed) in seeds.iter().enumerate() {
+        let (profile, n) = combos[i % combos.len()];
+        let mut cfg = RunConfig::new(n, profile, *seed);
+        cfg.trace = args.trace;
+        cfg.planted_bug = match args.planted_bug.as_deref() {
+            None => None,
+            Some("commit-2f") => Some(pbft::PlantedBug::CommitWithTwoF),
+            Some("forget-prepared") => Some(pbft::PlantedBug::ForgetPreparedOnViewChange),
+            Some(other) => {
+                eprintln!("unknown planted bug {other:?}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let outcome = sim::run(cfg.clone());
+        if let Some(v) = &outcome.violation {
+            violations += 1;
+            failures.push(format!(
+                "VIOLATION {profile} n={n} seed={seed}: {v}\n  replay: {}",
+                cfg.replay_command()
+            ));
+        }
+        if let Some(l) = &outcome.liveness {
+            liveness += 1;
+            failures.push(format!(
+                "LIVENESS {profile} n={n} seed={seed}: {l}\n  replay: {}",
+                cfg.replay_command()
+            ));
+        }
+        if args.trace || args.seed.is_some() {
+            eprintln!("{outcome:?}");
+        }
+        bar.set_message(format!(
+            "{violations} violations, {liveness} liveness failures"
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for f in &failures {
+        println!("{f}");
+    }
+    println!(
+        "{} seeds, {violations} violations, {liveness} liveness failures ({:.1}s)",
+        seeds.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if violations + liveness > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
