@@ -96,5 +96,5 @@ pub use config::{Config, ProtocolError, Restored};
 pub use durable::Durable;
 pub use io::{Action, Input};
 pub use message::*;
-pub use replica::{LogStats, Replica};
+pub use replica::{LogStats, Replica, VIEW_CHANGES_PER_SENDER};
 pub use types::*;

@@ -13,6 +13,9 @@ use crate::message::{
 };
 use crate::types::{Committed, Digest, Proposal, ReplicaId, Request, SeqNo, View};
 
+/// How many view-changes (of distinct views) are kept per sender.
+pub const VIEW_CHANGES_PER_SENDER: usize = 4;
+
 /// Whether the replica takes part in its view's normal case or is changing views (§4.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -73,7 +76,7 @@ pub struct LogStats {
     pub future_buffered: usize,
     /// Checkpoint messages kept: at most `n * (L / K + 2)`.
     pub checkpoint_messages: usize,
-    /// View-changes kept: at most n.
+    /// View-changes kept: at most `n * VIEW_CHANGES_PER_SENDER` (4).
     pub view_changes: usize,
 }
 
@@ -122,8 +125,10 @@ pub struct Replica {
     pub(crate) claims: BTreeMap<ReplicaId, Checkpoint>,
     pub(crate) fetch: Option<FetchTarget>,
 
-    /// The latest view-change of each sender.
-    pub(crate) view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
+    /// View-changes per sender and view, for views not below the current one; at most
+    /// `VIEW_CHANGES_PER_SENDER` (the highest views) per sender. Several views are kept
+    /// because a replica that timed out into v+1 must still count towards v's new-view.
+    pub(crate) view_changes: BTreeMap<ReplicaId, BTreeMap<View, Signed<ViewChange>>>,
     /// The highest view each sender has shown in any message (for the f+1 rule, §4.5.2).
     pub(crate) max_view_seen: BTreeMap<ReplicaId, View>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
@@ -308,7 +313,7 @@ impl Replica {
             executed_ids: self.executed_ids.len(),
             future_buffered: self.future.values().map(VecDeque::len).sum(),
             checkpoint_messages: self.checkpoints.values().map(BTreeMap::len).sum(),
-            view_changes: self.view_changes.len(),
+            view_changes: self.view_changes.values().map(BTreeMap::len).sum(),
         }
     }
 

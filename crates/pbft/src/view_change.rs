@@ -177,18 +177,27 @@ impl Replica {
                 current: self.view,
             });
         }
-        if let Some(old) = self.view_changes.get(&from) {
-            if old.message.new_view > view {
-                return Err(ProtocolError::StaleView {
-                    got: view,
-                    current: old.message.new_view,
-                });
-            }
-            if old.message == vc.message {
-                return Err(ProtocolError::Duplicate);
-            }
+        let current = self.view;
+        let table = self.view_changes.entry(from).or_default();
+        if table
+            .get(&view)
+            .is_some_and(|old| old.message == vc.message)
+        {
+            return Err(ProtocolError::Duplicate);
         }
-        self.view_changes.insert(from, vc);
+        if table.len() >= crate::replica::VIEW_CHANGES_PER_SENDER
+            && table.keys().next().is_some_and(|lowest| *lowest > view)
+        {
+            return Err(ProtocolError::StaleView {
+                got: view,
+                current: *table.keys().next().unwrap_or(&view),
+            });
+        }
+        table.insert(view, vc);
+        *table = table.split_off(&current);
+        while table.len() > crate::replica::VIEW_CHANGES_PER_SENDER {
+            table.pop_first();
+        }
         self.try_new_view(actions);
         Ok(())
     }
@@ -203,15 +212,23 @@ impl Replica {
         let chosen: Vec<Signed<ViewChange>> = self
             .view_changes
             .values()
-            .filter(|vc| vc.message.new_view == view)
+            .filter_map(|table| table.get(&view))
             .take(self.quorum())
             .cloned()
             .collect();
+        // §4.5.2 starts the timer once 2f+1 replicas are changing to this view; a replica that
+        // already asks for a higher view has given up on this one too, so it counts (else a
+        // replica that timed out alone into v+1 could leave the others waiting forever).
+        let changing = self
+            .view_changes
+            .values()
+            .filter(|table| table.keys().next_back().is_some_and(|v| *v >= view))
+            .count();
+        if changing >= self.quorum() && self.timer.is_none() {
+            self.timer = Some(self.now + self.timeout());
+        }
         if chosen.len() < self.quorum() {
             return;
-        }
-        if self.timer.is_none() {
-            self.timer = Some(self.now + self.timeout());
         }
         if self.cfg.primary(view) != self.cfg.id {
             return;

@@ -53,6 +53,9 @@ fn main() -> ExitCode {
     }
     let start = Instant::now();
     let (mut violations, mut liveness) = (0u64, 0u64);
+    let mut totals = sim::world::Stats::default();
+    let mut runs_with_view_change = 0u64;
+    let mut runs_with_transfer = 0u64;
     let mut failures = Vec::new();
     for (i, seed) in seeds.iter().enumerate() {
         let (profile, n) = combos[i % combos.len()];
@@ -68,6 +71,16 @@ fn main() -> ExitCode {
             }
         };
         let outcome = sim::run(cfg.clone());
+        let s = &outcome.stats;
+        totals.executed_blocks += s.executed_blocks;
+        totals.state_transfers += s.state_transfers;
+        totals.bad_signatures += s.bad_signatures;
+        totals.protocol_errors += s.protocol_errors;
+        totals.delivered += s.delivered;
+        totals.dropped += s.dropped;
+        totals.ticks += s.ticks;
+        runs_with_view_change += u64::from(s.max_view > 0);
+        runs_with_transfer += u64::from(s.state_transfers > 0);
         if let Some(v) = &outcome.violation {
             violations += 1;
             failures.push(format!(
@@ -94,6 +107,17 @@ fn main() -> ExitCode {
     for f in &failures {
         println!("{f}");
     }
+    println!(
+        "runs with a view change: {runs_with_view_change}, with a state transfer: \
+         {runs_with_transfer}; blocks executed: {}, messages delivered: {}, dropped: {}, \
+         bad signatures rejected at the edge: {}, protocol errors: {}, ticks: {}",
+        totals.executed_blocks,
+        totals.delivered,
+        totals.dropped,
+        totals.bad_signatures,
+        totals.protocol_errors,
+        totals.ticks
+    );
     println!(
         "{} seeds, {violations} violations, {liveness} liveness failures ({:.1}s)",
         seeds.len(),

@@ -31,7 +31,11 @@ impl BoundedLog {
                     s.checkpoint_messages,
                     n * per_sender_checkpoints,
                 ),
-                ("view changes", s.view_changes, n),
+                (
+                    "view changes",
+                    s.view_changes,
+                    n * pbft::VIEW_CHANGES_PER_SENDER,
+                ),
                 // Compacted at every stable checkpoint: a view record, a checkpoint, and per
                 // sequence number in the window a pre-prepare and a certificate, plus what a
                 // window's worth of view changes between checkpoints can add.
