@@ -21,9 +21,12 @@ pub fn max_faulty(n: usize) -> usize {
     n.saturating_sub(1) / 3
 }
 
-/// The number of distinct validators a commit certificate needs: `2f + 1`.
+/// The number of distinct validators a commit certificate needs: `floor((n + f) / 2) + 1`, the
+/// same quorum as pbft's, so that any two quorums intersect in at least `f + 1` validators (one
+/// of them honest). It is `2f + 1` when `n = 3f + 1`; for other `n`, `2f + 1` would be unsafe
+/// (with `n = 5`, two sets of 3 meet in one validator, who may be the faulty one).
 pub fn quorum(n: usize) -> usize {
-    2 * max_faulty(n) + 1
+    (n + max_faulty(n)) / 2 + 1
 }
 
 /// A fresh validator key from the operating system's random source.
@@ -91,6 +94,26 @@ pub fn verify_signed(
     }
 }
 
+/// Checks a signature by validator `from` of `validators` over `signing_bytes`, the bytes of a
+/// pbft message (as `pbft::Message::embedded_signatures` lists those nested in a view change).
+pub fn verify_embedded(
+    validators: &[VerifyingKey],
+    genesis_hash: &Hash,
+    from: u32,
+    signing_bytes: &[u8],
+    signature: &pbft::Signature,
+) -> Result<()> {
+    let bad = Error::BadMessageSignature { from };
+    let key = validators
+        .get(from as usize)
+        .ok_or(Error::BadMessageSignature { from })?;
+    key.verify_strict(
+        &prefixed(genesis_hash, signing_bytes),
+        &Signature::from_bytes(&signature.0),
+    )
+    .map_err(|_| bad)
+}
+
 /// The bytes each signature of a block's certificate covers: the commit vote for the block.
 pub fn certificate_signing_bytes(
     genesis_hash: &Hash,
@@ -124,7 +147,7 @@ pub fn sign_commit(
 }
 
 /// Checks that `certificate` proves the block at `height` with hash `block_hash` committed:
-/// signatures from at least `2f + 1` distinct validators of `validators` (the genesis keys in
+/// signatures from at least [`quorum`] (`2f + 1` for `n = 3f + 1`) distinct validators of `validators` (the genesis keys in
 /// order), every one of them valid. A duplicate, an outsider or a bad signature rejects the whole
 /// certificate rather than being skipped: an honest node never builds such a certificate.
 pub fn verify_certificate(
@@ -292,12 +315,27 @@ mod tests {
     }
 
     #[test]
-    fn quorum_is_2f_plus_1() {
+    fn quorum_is_2f_plus_1_when_n_is_3f_plus_1_and_always_intersects_in_f_plus_1() {
         assert_eq!(quorum(1), 1);
         assert_eq!(quorum(4), 3);
-        assert_eq!(quorum(5), 3);
+        assert_eq!(quorum(5), 4);
+        assert_eq!(quorum(6), 4);
         assert_eq!(quorum(7), 5);
         assert_eq!(quorum(10), 7);
+        for n in 1..=100 {
+            let f = max_faulty(n);
+            if n == 3 * f + 1 {
+                assert_eq!(quorum(n), 2 * f + 1, "n = {n}");
+            }
+            assert!(
+                2 * quorum(n) > n + f,
+                "n = {n}: quorums must share f + 1"
+            );
+            assert!(
+                quorum(n) <= n - f,
+                "n = {n}: a quorum must be reachable without the faulty"
+            );
+        }
     }
 
     #[test]

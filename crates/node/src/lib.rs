@@ -1,1 +1,28 @@
-//! node
+//! The runtime around one PBFT replica: it owns the validator's stores, talks to the other
+//! validators, keeps acknowledged transactions until they commit, and cuts blocks. The same code
+//! serves the embedded cluster (all validators in one process, in-memory transport) and
+//! distributed validators (one per process, TCP).
+
+mod cluster;
+mod config;
+mod error;
+mod handle;
+pub mod load;
+mod local_store;
+mod metrics;
+mod node;
+mod runtime;
+mod status;
+pub mod transport;
+mod verify;
+mod wire;
+
+pub use cluster::{Cluster, EMBEDDED_VALIDATORS};
+pub use config::{NodeConfig, PeerConfig, Timing, parse_duration};
+pub use error::NodeError;
+pub use handle::{NodeHandle, TxStatus};
+pub use metrics::BlockMetric;
+pub use node::{Node, NodeOptions, validator_dir};
+pub use runtime::{CutOutcome, Event};
+pub use status::{NodeStatus, Shared};
+pub use wire::{Envelope, Frame, Wire};

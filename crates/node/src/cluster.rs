@@ -1,0 +1,121 @@
+//! The embedded deployment: every validator of a genesis in one process, each with its own key
+//! and stores under one data directory, linked by the in-memory network.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ledger::Genesis;
+use pbft::ReplicaId;
+
+use crate::config::Timing;
+use crate::error::NodeError;
+use crate::handle::NodeHandle;
+use crate::node::{Node, NodeOptions, validator_dir};
+use crate::transport::{MemoryNetwork, Transport};
+
+/// The seed's four validators.
+pub const EMBEDDED_VALIDATORS: [&str; 4] = ["hospital", "clinic", "pharmacy", "insurance"];
+
+pub struct Cluster {
+    data_dir: PathBuf,
+    genesis: Arc<Genesis>,
+    timing: Timing,
+    network: MemoryNetwork,
+    nodes: Vec<Option<Node>>,
+}
+
+impl Cluster {
+    /// Opens the cluster in `data_dir`, creating its genesis, keys and stores on first use.
+    pub fn open(data_dir: &Path, timing: Timing) -> Result<Self, NodeError> {
+        let genesis_path = data_dir.join("genesis.toml");
+        if !genesis_path.exists() {
+            ledger::init_network(data_dir, &EMBEDDED_VALIDATORS, false)?;
+        }
+        let genesis = Arc::new(Genesis::load(&genesis_path)?);
+        let network = MemoryNetwork::new(genesis.len());
+        let mut cluster = Self {
+            data_dir: data_dir.to_path_buf(),
+            genesis,
+            timing,
+            network,
+            nodes: Vec::new(),
+        };
+        for id in 0..cluster.genesis.len() as ReplicaId {
+            let node = cluster.start_node(id)?;
+            cluster.nodes.push(Some(node));
+        }
+        Ok(cluster)
+    }
+
+    fn start_node(&self, id: ReplicaId) -> Result<Node, NodeError> {
+        let name = self.genesis.validators()[id as usize].name.clone();
+        let options = NodeOptions::new(
+            validator_dir(&self.data_dir, &name),
+            name,
+            self.timing.clone(),
+        );
+        let network = self.network.clone();
+        Node::start(options, self.genesis.clone(), move |inbox| {
+            network.attach(id, inbox);
+            network.set_disconnected(id, false);
+            Ok(Box::new(network.endpoint(id)) as Box<dyn Transport>)
+        })
+    }
+
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The running validators' handles.
+    pub fn handles(&self) -> Vec<NodeHandle> {
+        self.nodes
+            .iter()
+            .flatten()
+            .map(|node| node.handle().clone())
+            .collect()
+    }
+
+    /// The handle of validator `id`, if it runs.
+    pub fn handle(&self, id: ReplicaId) -> Option<NodeHandle> {
+        self.nodes
+            .get(id as usize)?
+            .as_ref()
+            .map(|node| node.handle().clone())
+    }
+
+    /// Stops validator `id` (as a crash would, from the others' point of view).
+    pub fn stop(&mut self, id: ReplicaId) {
+        self.network.set_disconnected(id, true);
+        if let Some(slot) = self.nodes.get_mut(id as usize)
+            && let Some(node) = slot.take()
+        {
+            node.stop();
+        }
+    }
+
+    /// Restarts a stopped validator from its stores.
+    pub fn restart(&mut self, id: ReplicaId) -> Result<(), NodeError> {
+        if self.nodes.get(id as usize).is_some_and(Option::is_none) {
+            let node = self.start_node(id)?;
+            self.nodes[id as usize] = Some(node);
+        }
+        Ok(())
+    }
+
+    /// Stops every validator.
+    pub fn shutdown(&mut self) {
+        for id in 0..self.nodes.len() as ReplicaId {
+            self.stop(id);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,23 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Ledger(#[from] ledger::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("the validator is overloaded; retry shortly")]
+    Busy,
+    #[error("the validator has stopped")]
+    Stopped,
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("no pending records to validate")]
+    NothingPending,
+}

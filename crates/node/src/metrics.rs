@@ -1,0 +1,132 @@
+//! What a validator measures about consensus, per committed block and over a sliding window.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger::Block;
+use pbft::SeqNo;
+
+use crate::status::Shared;
+
+/// Blocks kept for `/api/metrics` (the seed showed the last 100).
+pub const KEPT_BLOCKS: usize = 100;
+/// Throughput is committed transactions over this window.
+pub const TPS_WINDOW: Duration = Duration::from_secs(10);
+/// Transaction latencies kept for percentiles.
+const KEPT_LATENCIES: usize = 100_000;
+/// Proposals remembered while they await their commit (bounded by the watermark window
+/// in practice; this only guards against a faulty primary flooding sequence numbers).
+const KEPT_PROPOSALS: usize = 4096;
+
+/// One committed block as the metrics endpoint shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockMetric {
+    pub height: u64,
+    pub timestamp_ms: u64,
+    /// From the proposal (pre-prepare sent or first seen here) to the block on disk.
+    pub latency: Duration,
+    /// Committed transactions per second over the last `TPS_WINDOW`.
+    pub tps: f64,
+    /// Joules: CPU time this validator's consensus thread used since the previous block,
+    /// times the configured watts per busy core.
+    pub energy_joules: f64,
+    pub attempted_blocks: u64,
+    pub success_blocks: u64,
+    pub tx_count: usize,
+    pub votes: usize,
+    pub required_votes: usize,
+    pub validators: usize,
+}
+
+pub struct Metrics {
+    pub rejected: u64,
+    watts_per_core: f64,
+    cpu_since_block: Duration,
+    proposals: BTreeMap<SeqNo, Instant>,
+    attempted: u64,
+    committed_blocks: u64,
+    window: VecDeque<(Instant, usize)>,
+    shared: Arc<Shared>,
+}
+
+impl Metrics {
+    pub fn new(shared: Arc<Shared>, watts_per_core: f64) -> Self {
+        Self {
+            rejected: 0,
+            watts_per_core,
+            cpu_since_block: Duration::ZERO,
+            proposals: BTreeMap::new(),
+            attempted: 0,
+            committed_blocks: 0,
+            window: VecDeque::new(),
+            shared,
+        }
+    }
+
+    pub fn add_cpu(&mut self, cpu: Duration) {
+        self.cpu_since_block += cpu;
+    }
+
+    /// A pre-prepare for `seq` was sent or first seen.
+    pub fn proposed(&mut self, seq: SeqNo) {
+        if !self.proposals.contains_key(&seq) {
+            self.attempted += 1;
+            self.proposals.insert(seq, Instant::now());
+            while self.proposals.len() > KEPT_PROPOSALS {
+                self.proposals.pop_first();
+            }
+        }
+    }
+
+    pub fn committed(
+        &mut self,
+        block: &Block,
+        votes: usize,
+        validators: usize,
+        latencies: &[Duration],
+    ) {
+        let now = Instant::now();
+        let height = block.header.height;
+        let proposed = self.proposals.remove(&height);
+        // Everything below a committed sequence number is settled.
+        self.proposals = self.proposals.split_off(&height);
+        self.committed_blocks += 1;
+        // A block learned by state transfer was never proposed here: count it attempted too.
+        self.attempted = self.attempted.max(self.committed_blocks);
+        self.window.push_back((now, block.transactions.len()));
+        while self
+            .window
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > TPS_WINDOW)
+        {
+            self.window.pop_front();
+        }
+        let in_window: usize = self.window.iter().map(|(_, count)| count).sum();
+        let span = self
+            .window
+            .front()
+            .map(|(first, _)| now.duration_since(*first))
+            .unwrap_or_default()
+            .max(Duration::from_millis(100))
+            .min(TPS_WINDOW);
+        let metric = BlockMetric {
+            height,
+            timestamp_ms: crate::runtime::now_ms(),
+            latency: proposed
+                .map(|at| now.duration_since(at))
+                .unwrap_or_default(),
+            tps: in_window as f64 / span.as_secs_f64(),
+            energy_joules: self.cpu_since_block.as_secs_f64() * self.watts_per_core,
+            attempted_blocks: self.attempted,
+            success_blocks: self.committed_blocks,
+            tx_count: block.transactions.len(),
+            votes,
+            required_votes: 2 * ((validators - 1) / 3) + 1,
+            validators,
+        };
+        self.cpu_since_block = Duration::ZERO;
+        self.shared
+            .record_block(metric, latencies, KEPT_BLOCKS, KEPT_LATENCIES);
+    }
+}

@@ -1,0 +1,203 @@
+//! Starting one validator: open and verify its stores, restore its replica, start its thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
+
+use ledger::{Genesis, OpenOptions, Store, crypto};
+use pbft::{Durable, ReplicaId};
+use tracing::info;
+
+use crate::config::Timing;
+use crate::error::NodeError;
+use crate::handle::NodeHandle;
+use crate::local_store::LocalStore;
+use crate::metrics::Metrics;
+use crate::runtime::{Event, Runtime};
+use crate::status::Shared;
+use crate::transport::Transport;
+use crate::verify::Authenticator;
+
+/// Events queued for a validator's thread before submitters are told it is busy.
+const INBOX_EVENTS: usize = 65_536;
+
+/// Everything one validator needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The validator's folder: node.key, chain.db, node.db.
+    pub dir: PathBuf,
+    pub name: String,
+    pub timing: Timing,
+    /// Watts one busy core draws, for the energy estimate of `/api/metrics`.
+    pub watts_per_core: f64,
+    /// Requests the replica may hold before new submissions are refused as busy.
+    pub max_pending: usize,
+}
+
+impl NodeOptions {
+    pub fn new(dir: impl Into<PathBuf>, name: impl Into<String>, timing: Timing) -> Self {
+        Self {
+            dir: dir.into(),
+            name: name.into(),
+            timing,
+            watts_per_core: 15.0,
+            max_pending: 200_000,
+        }
+    }
+}
+
+/// A running validator.
+pub struct Node {
+    handle: NodeHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the validator's stores (verifying its chain; a tampered store is refused, naming
+    /// the bad block), restores its replica and starts its thread. `transport` is given the
+    /// inbox that frames from peers must be delivered to.
+    pub fn start(
+        options: NodeOptions,
+        genesis: Arc<Genesis>,
+        transport: impl FnOnce(SyncSender<Event>) -> Result<Box<dyn Transport>, NodeError>,
+    ) -> Result<Self, NodeError> {
+        let id = genesis.index_of(&options.name).ok_or_else(|| {
+            NodeError::Config(format!(
+                "validator '{}' is not in the genesis file",
+                options.name
+            ))
+        })?;
+        let key = crypto::read_key_file(&options.dir.join("node.key"))?;
+        if key.verifying_key() != genesis.keys()[id as usize] {
+            return Err(NodeError::Config(format!(
+                "{}: this key is not validator '{}''s key in the genesis file",
+                options.dir.join("node.key").display(),
+                options.name
+            )));
+        }
+        let chain_path = options.dir.join("chain.db");
+        let chain = Store::open(&chain_path, &genesis, OpenOptions::default())?;
+        let local = LocalStore::open(&options.dir.join("node.db"))?;
+        let durable = restore_durable(&local)?;
+        let (height, hash) = chain.head();
+        info!(validator = %options.name, height, "chain verified");
+
+        let n = genesis.len();
+        let replica = pbft::Replica::new(
+            replica_config(id, n, &options.timing, genesis.hash(), options.max_pending),
+            pbft::Restored {
+                last_executed: (height, hash),
+                durable,
+            },
+        );
+        let (inbox_sender, inbox) = mpsc::sync_channel(INBOX_EVENTS);
+        let transport = transport(inbox_sender.clone())?;
+        let shared = Arc::new(Shared::new(
+            id,
+            options.name.clone(),
+            n,
+            options.max_pending,
+        ));
+        let metrics = Metrics::new(shared.clone(), options.watts_per_core);
+        let mut runtime = Runtime::new(
+            id,
+            n,
+            key,
+            Authenticator::new(&genesis),
+            replica,
+            chain,
+            local,
+            transport,
+            inbox,
+            &options.timing,
+            shared.clone(),
+            metrics,
+        );
+        runtime.resume_pending()?;
+        let handle = NodeHandle::new(
+            id,
+            options.name.clone(),
+            inbox_sender,
+            shared,
+            genesis,
+            chain_path,
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("validator-{}", options.name))
+            .spawn(move || runtime.run())?;
+        Ok(Self {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> &NodeHandle {
+        &self.handle
+    }
+
+    pub fn id(&self) -> ReplicaId {
+        self.handle.id()
+    }
+
+    /// Stops the validator and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+pub(crate) fn restore_durable(local: &LocalStore) -> Result<Vec<Durable>, NodeError> {
+    local
+        .durable()?
+        .into_iter()
+        .map(|(n, bytes)| {
+            borsh::from_slice(&bytes).map_err(|error| {
+                NodeError::Corrupt(format!(
+                    "node.db: protocol record {n} is unreadable: {error}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The replica's settings: the validator's timing in ticks.
+pub(crate) fn replica_config(
+    id: ReplicaId,
+    n: usize,
+    timing: &Timing,
+    genesis_hash: [u8; 32],
+    max_pending: usize,
+) -> pbft::Config {
+    let mut config = pbft::Config::new(id, n as u32, ledger::proposal_digest, genesis_hash);
+    config.checkpoint_interval = timing.checkpoint_interval;
+    config.watermark_window = timing.checkpoint_interval * 2;
+    config.max_batch = timing.max_batch;
+    config.batch_window_ticks = timing.ticks(timing.batch_window);
+    config.max_in_flight = timing.max_in_flight;
+    // A backup's timer runs while the primary legitimately waits out its batch window.
+    config.view_change_timeout_ticks =
+        timing.ticks(timing.batch_window + timing.view_change_timeout);
+    // Resend lost protocol messages a few times per view-change timeout.
+    config.retransmit_ticks = (config.view_change_timeout_ticks / 4).max(1);
+    config.max_pending = max_pending;
+    config.executed_window = max_pending;
+    config
+}
+
+/// The folder of validator `name` under a data directory.
+pub fn validator_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join(name)
+}

@@ -1,0 +1,619 @@
+//! The thread that runs one validator: it turns wall time into ticks, authenticates what
+//! arrives, steps the replica, and executes the replica's actions in order: persist (fsync)
+//! before sending what depends on it, apply committed blocks, answer the clients that wait.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ledger::crypto::SigningKey;
+use ledger::{Block, Hash, SignedTransaction, Store, Transaction};
+use pbft::{Action, Durable, Input, Message, ReplicaId, Signed};
+use rand::RngCore;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::config::Timing;
+use crate::error::NodeError;
+use crate::local_store::LocalStore;
+use crate::metrics::Metrics;
+use crate::status::Shared;
+use crate::transport::Transport;
+use crate::verify::Authenticator;
+use crate::wire::{Envelope, Frame, Wire};
+
+/// What a node's thread is asked to do.
+pub enum Event {
+    Network(Frame),
+    Submit {
+        transaction: Transaction,
+        reply: oneshot::Sender<Result<Hash, NodeError>>,
+    },
+    Cut {
+        reply: oneshot::Sender<Result<CutOutcome, NodeError>>,
+    },
+    Shutdown,
+}
+
+/// What `/api/validate` reports: the block that committed what was pending when it was asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CutOutcome {
+    pub height: u64,
+    pub hash: Hash,
+    /// Validators whose commit signatures are in the block's certificate.
+    pub votes: usize,
+    pub validators: usize,
+    /// Transactions in the blocks that committed the pending transactions.
+    pub tx_count: usize,
+}
+
+/// Events handled per loop turn at most, so that ticks and persistence keep their pace.
+const MAX_EVENTS_PER_TURN: usize = 4096;
+/// Blocks asked for in one state-transfer request.
+const FETCH_BLOCKS: u32 = 256;
+/// How often a node tells its peers its head.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// How long a cut waits for its block before giving up.
+const CUT_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct CutWaiter {
+    waiting_for: BTreeSet<Hash>,
+    best: Option<CutOutcome>,
+    tx_count: usize,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<CutOutcome, NodeError>>,
+}
+
+pub(crate) struct Runtime {
+    pub id: ReplicaId,
+    pub n: usize,
+    pub key: SigningKey,
+    pub auth: Authenticator,
+    pub replica: pbft::Replica,
+    pub chain: Store,
+    pub local: LocalStore,
+    pub transport: Box<dyn Transport>,
+    pub inbox: Receiver<Event>,
+    pub tick: Duration,
+    pub shared: Arc<Shared>,
+    pub metrics: Metrics,
+    cut_waiters: Vec<CutWaiter>,
+    /// Inputs produced while executing actions (our own broadcasts looped back).
+    loopback: VecDeque<Input>,
+    /// The height state transfer is fetching up to, and from whom.
+    fetching: Option<(u64, ReplicaId)>,
+    fetch_rotation: usize,
+    last_status_sent: Instant,
+    /// How long an acknowledged transaction may wait for its block before it is broadcast to
+    /// every validator.
+    resend_after: Duration,
+    max_batch: usize,
+    last_resend_check: Instant,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Runtime {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ReplicaId,
+        n: usize,
+        key: SigningKey,
+        auth: Authenticator,
+        replica: pbft::Replica,
+        chain: Store,
+        local: LocalStore,
+        transport: Box<dyn Transport>,
+        inbox: Receiver<Event>,
+        timing: &Timing,
+        shared: Arc<Shared>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            id,
+            n,
+            key,
+            auth,
+            replica,
+            chain,
+            local,
+            transport,
+            inbox,
+            tick: timing.tick(),
+            shared,
+            metrics,
+            cut_waiters: Vec::new(),
+            loopback: VecDeque::new(),
+            fetching: None,
+            fetch_rotation: 0,
+            last_status_sent: Instant::now(),
+            resend_after: timing.batch_window + timing.view_change_timeout,
+            max_batch: timing.max_batch,
+            last_resend_check: Instant::now(),
+        }
+    }
+
+    /// Hands the transactions acknowledged before a restart back to the replica.
+    pub fn resume_pending(&mut self) -> Result<(), NodeError> {
+        let stored = self.local.pending()?;
+        let mut committed = Vec::new();
+        let mut actions = Vec::new();
+        for row in stored {
+            if self.chain.contains_transaction(&row.id)? {
+                committed.push(row.id);
+                continue;
+            }
+            let request = SignedTransaction::from_bytes(&row.body)?.to_request();
+            self.shared.add_pending([request.clone()]);
+            self.step(Input::Request(request), &mut actions);
+        }
+        self.local.remove_pending(committed.iter())?;
+        if self.shared.pending_len() > 0 {
+            info!(
+                count = self.shared.pending_len(),
+                "resubmitted acknowledged transactions after restart"
+            );
+        }
+        self.execute(actions)
+    }
+
+    /// Runs until shut down or the inbox closes.
+    pub fn run(mut self) {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let mut events = Vec::new();
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(event) => events.push(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while events.len() < MAX_EVENTS_PER_TURN {
+                match self.inbox.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(_) => break,
+                }
+            }
+            let shutdown = events.iter().any(|event| matches!(event, Event::Shutdown));
+            let mut ticks = 0;
+            let now = Instant::now();
+            while next_tick <= now && ticks < 10 {
+                ticks += 1;
+                next_tick += self.tick;
+            }
+            if next_tick <= now {
+                // Far behind (a long pause): skip the missed ticks rather than replay them all.
+                next_tick = now + self.tick;
+            }
+            if let Err(error) = self.turn(events, ticks) {
+                // Storage failing under us: stop rather than risk contradicting ourselves.
+                warn!(%error, "validator stopping after a storage error");
+                self.shared.set_failed(error.to_string());
+                break;
+            }
+            if shutdown {
+                info!("validator stopped");
+                break;
+            }
+        }
+        for waiter in self.cut_waiters.drain(..) {
+            let _ = waiter.reply.send(Err(NodeError::Stopped));
+        }
+    }
+
+    fn turn(&mut self, events: Vec<Event>, ticks: u32) -> Result<(), NodeError> {
+        let started = cpu_time::ThreadTime::now();
+        let mut actions = Vec::new();
+        let mut submits = Vec::new();
+        for event in events {
+            match event {
+                Event::Network(frame) => self.on_frame(frame, &mut actions)?,
+                Event::Submit { transaction, reply } => submits.push((transaction, reply)),
+                Event::Cut { reply } => self.on_cut(reply, &mut actions),
+                Event::Shutdown => {}
+            }
+        }
+        if !submits.is_empty() {
+            self.accept(submits, &mut actions)?;
+        }
+        for _ in 0..ticks {
+            self.step(Input::Tick, &mut actions);
+        }
+        self.execute(std::mem::take(&mut actions))?;
+        if self.last_resend_check.elapsed() >= self.resend_after / 4 {
+            self.last_resend_check = Instant::now();
+            self.resend_stalled(&mut actions);
+            self.execute(std::mem::take(&mut actions))?;
+        }
+        if self.last_status_sent.elapsed() >= STATUS_EVERY {
+            self.last_status_sent = Instant::now();
+            let (height, hash) = self.chain.head();
+            self.broadcast_frame(Wire::Status { height, hash });
+            self.expire_cut_waiters();
+        }
+        self.metrics.add_cpu(started.elapsed());
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Accept, persist, then acknowledge: stamps and signs each transaction, writes them all in
+    /// one SQLite transaction (one fsync), then answers and hands them to the replica.
+    fn accept(
+        &mut self,
+        submits: Vec<(Transaction, oneshot::Sender<Result<Hash, NodeError>>)>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let timestamp_ms = now_ms();
+        let mut signed = Vec::with_capacity(submits.len());
+        let mut replies = Vec::with_capacity(submits.len());
+        for (transaction, reply) in submits {
+            if self.replica.pending_len() + signed.len() >= self.shared.max_pending {
+                let _ = reply.send(Err(NodeError::Busy));
+                continue;
+            }
+            let mut nonce = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut nonce);
+            let tx = SignedTransaction::sign(transaction, timestamp_ms, nonce, self.id, &self.key);
+            let request = tx.to_request();
+            signed.push((request, tx.to_bytes()));
+            replies.push(reply);
+        }
+        self.local.add_pending(
+            signed
+                .iter()
+                .map(|(request, body)| (&request.id, timestamp_ms, body.as_slice())),
+        )?;
+        self.shared
+            .add_pending(signed.iter().map(|(request, _)| request.clone()));
+        for ((request, _), reply) in signed.into_iter().zip(replies) {
+            let _ = reply.send(Ok(request.id));
+            self.step(Input::Request(request), actions);
+        }
+        Ok(())
+    }
+
+    /// §4.1: a client that gets no reply in time broadcasts its request to every replica, so
+    /// that all backups (not only the one it first reached) start the timer that replaces a
+    /// faulty primary. The node is its transactions' client.
+    fn resend_stalled(&mut self, actions: &mut Vec<Action>) {
+        let stalled = self.shared.due_for_resend(self.resend_after);
+        if stalled.is_empty() {
+            return;
+        }
+        debug!(
+            count = stalled.len(),
+            "broadcasting stalled transactions to every validator"
+        );
+        for chunk in stalled.chunks(self.max_batch) {
+            actions.push(Action::Broadcast(Message::Forward(chunk.to_vec())));
+        }
+    }
+
+    fn on_cut(
+        &mut self,
+        reply: oneshot::Sender<Result<CutOutcome, NodeError>>,
+        actions: &mut Vec<Action>,
+    ) {
+        let waiting_for = self.shared.pending_ids();
+        if waiting_for.is_empty() {
+            let _ = reply.send(Err(NodeError::NothingPending));
+            return;
+        }
+        self.cut_waiters.push(CutWaiter {
+            waiting_for,
+            best: None,
+            tx_count: 0,
+            deadline: Instant::now() + CUT_TIMEOUT,
+            reply,
+        });
+        if self.replica.is_primary() {
+            self.step(Input::Cut, actions);
+        } else {
+            let primary = self.replica.primary();
+            self.send_frame(primary, Wire::Cut);
+        }
+    }
+
+    fn expire_cut_waiters(&mut self) {
+        let now = Instant::now();
+        let (expired, waiting): (Vec<_>, Vec<_>) = self
+            .cut_waiters
+            .drain(..)
+            .partition(|waiter| waiter.deadline <= now);
+        self.cut_waiters = waiting;
+        for waiter in expired {
+            let _ = waiter
+                .reply
+                .send(Err(NodeError::Timeout("the block to commit")));
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+        let from = frame.from;
+        if from as usize >= self.n || from == self.id {
+            self.metrics.rejected += 1;
+            return Ok(());
+        }
+        self.shared.touch_peer(from);
+        match &frame.wire {
+            Wire::Consensus(signed) => {
+                if signed.from != from {
+                    self.metrics.rejected += 1;
+                    return Ok(());
+                }
+                match self.auth.authenticate(signed) {
+                    Ok(()) => self.step(Input::Message(signed.clone()), actions),
+                    Err(error) => {
+                        self.metrics.rejected += 1;
+                        debug!(from, %error, "dropped an unauthentic message");
+                    }
+                }
+            }
+            Wire::Cut => {
+                if self.replica.is_primary() {
+                    self.step(Input::Cut, actions);
+                }
+            }
+            Wire::Status { height, .. } => {
+                let (head, _) = self.chain.head();
+                if *height > head && self.fetching.is_none() {
+                    self.fetch_from(from, *height);
+                }
+            }
+            Wire::FetchBlocks { from_height, limit } => {
+                let blocks = self
+                    .chain
+                    .blocks_from(*from_height, (*limit).min(FETCH_BLOCKS) as usize)?;
+                if !blocks.is_empty() {
+                    self.send_frame(from, Wire::Blocks(blocks));
+                }
+            }
+            Wire::Blocks(blocks) => self.on_blocks(from, blocks, actions)?,
+        }
+        Ok(())
+    }
+
+    fn fetch_from(&mut self, peer: ReplicaId, target: u64) {
+        let (head, _) = self.chain.head();
+        self.fetching = Some((target, peer));
+        self.send_frame(
+            peer,
+            Wire::FetchBlocks {
+                from_height: head + 1,
+                limit: FETCH_BLOCKS,
+            },
+        );
+    }
+
+    /// State transfer: blocks from a peer are applied only if each extends our head and carries
+    /// a valid certificate; a peer cannot make us apply what 2f+1 validators did not commit.
+    fn on_blocks(
+        &mut self,
+        from: ReplicaId,
+        blocks: &[Block],
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let mut applied = 0;
+        let mut request_ids = Vec::new();
+        for block in blocks {
+            let (head, head_hash) = self.chain.head();
+            if block.header.height <= head {
+                continue;
+            }
+            if block.header.height != head + 1 || block.header.prev_hash != head_hash {
+                break;
+            }
+            if let Err(error) = self.auth.check_block(block) {
+                warn!(from, height = block.header.height, %error, "refused a transferred block");
+                self.metrics.rejected += 1;
+                self.fetching = None;
+                return Ok(());
+            }
+            self.chain.append_block(block)?;
+            request_ids.extend(self.on_committed_block(block));
+            applied += 1;
+        }
+        let (head, hash) = self.chain.head();
+        if applied > 0 {
+            info!(from, head, "caught up by state transfer");
+            self.step(
+                Input::StateTransferred {
+                    seq: head,
+                    digest: hash,
+                    request_ids,
+                },
+                actions,
+            );
+        }
+        match self.fetching {
+            Some((target, peer)) if head < target && applied > 0 => self.fetch_from(peer, target),
+            _ => self.fetching = None,
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, input: Input, actions: &mut Vec<Action>) {
+        if let Err(error) = self.replica.step(input, actions) {
+            self.metrics.rejected += 1;
+            debug!(%error, "replica rejected an input");
+        }
+    }
+
+    /// Executes actions in order. Protocol records are written (one fsync) before the first
+    /// send that follows them; sends before them may go first, which is always safe.
+    fn execute(&mut self, mut actions: Vec<Action>) -> Result<(), NodeError> {
+        let mut compact = false;
+        loop {
+            let mut records = Vec::new();
+            for action in actions.drain(..) {
+                match action {
+                    Action::Persist(record) => {
+                        compact |= matches!(record, Durable::StableCheckpoint { .. });
+                        records.push(borsh::to_vec(&record)?);
+                    }
+                    Action::Send { to, message } => {
+                        self.flush_records(&mut records)?;
+                        let signed = self.auth.sign(&self.key, self.id, message);
+                        self.send_frame(to, Wire::Consensus(signed));
+                    }
+                    Action::Broadcast(message) => {
+                        self.flush_records(&mut records)?;
+                        let signed = self.auth.sign(&self.key, self.id, message);
+                        self.note_proposal(&signed);
+                        self.loopback.push_back(Input::Message(signed.clone()));
+                        self.broadcast_frame(Wire::Consensus(signed));
+                    }
+                    Action::Execute(committed) => {
+                        self.flush_records(&mut records)?;
+                        self.apply(committed)?;
+                    }
+                    Action::FetchState { seq, peers, .. } => {
+                        if self.fetching.is_none() && !peers.is_empty() {
+                            self.fetch_rotation = (self.fetch_rotation + 1) % peers.len();
+                            self.fetch_from(peers[self.fetch_rotation], seq);
+                        }
+                    }
+                }
+            }
+            self.flush_records(&mut records)?;
+            let Some(input) = self.loopback.pop_front() else {
+                break;
+            };
+            self.step(input, &mut actions);
+        }
+        if compact {
+            self.compact_durable()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps node.db's protocol log bounded: after a checkpoint becomes stable, everything it
+    /// makes useless is dropped (`Durable::compact`).
+    fn compact_durable(&mut self) -> Result<(), NodeError> {
+        let mut records = crate::node::restore_durable(&self.local)?;
+        let before = records.len();
+        Durable::compact(&mut records);
+        if records.len() < before {
+            let encoded = records
+                .iter()
+                .map(borsh::to_vec)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.local.replace_durable(&encoded)?;
+        }
+        Ok(())
+    }
+
+    fn flush_records(&mut self, records: &mut Vec<Vec<u8>>) -> Result<(), NodeError> {
+        if !records.is_empty() {
+            self.local.append_durable(records)?;
+            records.clear();
+        }
+        Ok(())
+    }
+
+    fn note_proposal(&mut self, signed: &Signed<Message>) {
+        if let Message::PrePrepare(pre_prepare) = &signed.message {
+            self.metrics.proposed(pre_prepare.proposal.seq);
+        }
+    }
+
+    fn apply(&mut self, committed: pbft::Committed) -> Result<(), NodeError> {
+        let seq = committed.proposal.seq;
+        let (head, _) = self.chain.head();
+        if seq <= head {
+            // Already applied through state transfer.
+            return Ok(());
+        }
+        let block = Block::from_committed(committed)?;
+        self.chain.append_block(&block)?;
+        self.on_committed_block(&block);
+        Ok(())
+    }
+
+    /// Bookkeeping after a block is on disk: acknowledged transactions leave the mempool, waiting
+    /// cuts are answered, metrics are recorded.
+    fn on_committed_block(&mut self, block: &Block) -> Vec<Hash> {
+        let ids: Vec<Hash> = block
+            .transactions
+            .iter()
+            .map(SignedTransaction::id)
+            .collect();
+        let latencies = self.shared.take_pending(&ids);
+        if !latencies.is_empty()
+            && let Err(error) = self.local.remove_pending(ids.iter())
+        {
+            // Harmless: the next start finds these committed and drops them.
+            warn!(%error, "could not prune acknowledged transactions");
+        }
+        let votes = block.certificate.signatures.len();
+        self.metrics.committed(block, votes, self.n, &latencies);
+        let outcome = CutOutcome {
+            height: block.header.height,
+            hash: block.hash(),
+            votes,
+            validators: self.n,
+            tx_count: block.transactions.len(),
+        };
+        let mut still_waiting = Vec::new();
+        for mut waiter in self.cut_waiters.drain(..) {
+            let before = waiter.waiting_for.len();
+            for id in &ids {
+                waiter.waiting_for.remove(id);
+            }
+            if waiter.waiting_for.len() < before {
+                waiter.tx_count += outcome.tx_count;
+                waiter.best = Some(outcome.clone());
+            }
+            if waiter.waiting_for.is_empty() {
+                let mut result = waiter.best.take().unwrap_or_else(|| outcome.clone());
+                result.tx_count = waiter.tx_count.max(result.tx_count);
+                let _ = waiter.reply.send(Ok(result));
+            } else {
+                still_waiting.push(waiter);
+            }
+        }
+        self.cut_waiters = still_waiting;
+        ids
+    }
+
+    fn send_frame(&self, to: ReplicaId, wire: Wire) {
+        self.transport.send(
+            to,
+            Frame::new(Envelope {
+                from: self.id,
+                wire,
+            }),
+        );
+    }
+
+    fn broadcast_frame(&self, wire: Wire) {
+        let frame = Frame::new(Envelope {
+            from: self.id,
+            wire,
+        });
+        for peer in 0..self.n as ReplicaId {
+            if peer != self.id {
+                self.transport.send(peer, frame.clone());
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let (height, hash) = self.chain.head();
+        self.shared.update(|status| {
+            status.view = self.replica.view();
+            status.primary = self.replica.primary();
+            status.height = height;
+            status.head_hash = hash;
+            status.replica_pending = self.replica.pending_len();
+            status.view_changing = self.replica.in_view_change();
+            status.rejected_messages = self.metrics.rejected;
+        });
+    }
+}

@@ -1,0 +1,210 @@
+//! What a validator's thread publishes for others to read: its status, its peers' last
+//! contact, and its metrics. Written by the one thread, read by the HTTP layer.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pbft::{ReplicaId, Request, View};
+
+use crate::metrics::BlockMetric;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: ReplicaId,
+    pub name: String,
+    pub view: View,
+    pub primary: ReplicaId,
+    pub height: u64,
+    pub head_hash: [u8; 32],
+    /// Transactions this validator acknowledged that are not yet committed.
+    pub pending: usize,
+    /// Requests the replica holds, including those forwarded by others.
+    pub replica_pending: usize,
+    pub view_changing: bool,
+    pub rejected_messages: u64,
+    /// Set when the validator stopped on an error it cannot recover from.
+    pub failed: Option<String>,
+}
+
+struct PendingTx {
+    accepted: Instant,
+    /// When it was last handed to the replicas (accepted, or broadcast again since).
+    last_sent: Instant,
+    request: Request,
+}
+
+#[derive(Default)]
+struct MetricsLog {
+    blocks: VecDeque<BlockMetric>,
+    latencies: VecDeque<Duration>,
+    committed_tx: u64,
+}
+
+pub struct Shared {
+    pub max_pending: usize,
+    status: Mutex<NodeStatus>,
+    peers: Mutex<Vec<Option<Instant>>>,
+    metrics: Mutex<MetricsLog>,
+    /// Transactions this validator acknowledged and has not seen committed.
+    pending: Mutex<BTreeMap<[u8; 32], PendingTx>>,
+}
+
+impl Shared {
+    pub fn new(id: ReplicaId, name: String, n: usize, max_pending: usize) -> Self {
+        Self {
+            max_pending,
+            status: Mutex::new(NodeStatus {
+                id,
+                name,
+                ..NodeStatus::default()
+            }),
+            peers: Mutex::new(vec![None; n]),
+            metrics: Mutex::new(MetricsLog::default()),
+            pending: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        status.pending = self.pending_len();
+        status
+    }
+
+    pub(crate) fn update(&self, change: impl FnOnce(&mut NodeStatus)) {
+        if let Ok(mut status) = self.status.lock() {
+            change(&mut status);
+        }
+    }
+
+    pub(crate) fn add_pending(&self, requests: impl IntoIterator<Item = Request>) {
+        let now = Instant::now();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.extend(requests.into_iter().map(|request| {
+                (
+                    request.id,
+                    PendingTx {
+                        accepted: now,
+                        last_sent: now,
+                        request,
+                    },
+                )
+            }));
+        }
+    }
+
+    /// Requests pending for longer than `older_than` since they were last sent; marks them sent.
+    pub(crate) fn due_for_resend(&self, older_than: Duration) -> Vec<Request> {
+        let Ok(mut pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        pending
+            .values_mut()
+            .filter(|tx| now.duration_since(tx.last_sent) >= older_than)
+            .map(|tx| {
+                tx.last_sent = now;
+                tx.request.clone()
+            })
+            .collect()
+    }
+
+    /// Removes committed transactions; returns how long each of ours waited.
+    pub(crate) fn take_pending(&self, ids: &[[u8; 32]]) -> Vec<Duration> {
+        let Ok(mut pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| pending.remove(id))
+            .map(|tx| tx.accepted.elapsed())
+            .collect()
+    }
+
+    pub fn is_pending(&self, id: &[u8; 32]) -> bool {
+        self.pending
+            .lock()
+            .is_ok_and(|pending| pending.contains_key(id))
+    }
+
+    pub fn pending_ids(&self) -> BTreeSet<[u8; 32]> {
+        self.pending
+            .lock()
+            .map(|pending| pending.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending
+            .lock()
+            .map(|pending| pending.len())
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn set_failed(&self, reason: String) {
+        self.update(|status| status.failed = Some(reason));
+    }
+
+    pub(crate) fn touch_peer(&self, peer: ReplicaId) {
+        if let Ok(mut peers) = self.peers.lock()
+            && let Some(slot) = peers.get_mut(peer as usize)
+        {
+            *slot = Some(Instant::now());
+        }
+    }
+
+    /// How long ago each validator was last heard from (`None`: never, or this one).
+    pub fn peer_last_contact(&self) -> Vec<Option<Duration>> {
+        self.peers
+            .lock()
+            .map(|peers| peers.iter().map(|at| at.map(|at| at.elapsed())).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn record_block(
+        &self,
+        metric: BlockMetric,
+        latencies: &[Duration],
+        kept_blocks: usize,
+        kept_latencies: usize,
+    ) {
+        if let Ok(mut log) = self.metrics.lock() {
+            log.committed_tx += metric.tx_count as u64;
+            log.blocks.push_back(metric);
+            while log.blocks.len() > kept_blocks {
+                log.blocks.pop_front();
+            }
+            log.latencies.extend(latencies.iter().copied());
+            while log.latencies.len() > kept_latencies {
+                log.latencies.pop_front();
+            }
+        }
+    }
+
+    /// The last committed blocks' metrics, oldest first.
+    pub fn block_metrics(&self) -> Vec<BlockMetric> {
+        self.metrics
+            .lock()
+            .map(|log| log.blocks.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Transactions committed since start.
+    pub fn committed_transactions(&self) -> u64 {
+        self.metrics.lock().map(|log| log.committed_tx).unwrap_or(0)
+    }
+
+    /// Latencies from acknowledgement to commit of this validator's own transactions, over the
+    /// kept window, in commit order.
+    pub fn latencies(&self) -> Vec<Duration> {
+        self.metrics
+            .lock()
+            .map(|log| log.latencies.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn reset_latencies(&self) {
+        if let Ok(mut log) = self.metrics.lock() {
+            log.latencies.clear();
+        }
+    }
+}

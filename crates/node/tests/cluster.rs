@@ -1,0 +1,229 @@
+//! The embedded cluster end to end: real replicas, real SQLite files, real signatures.
+
+use std::time::{Duration, Instant};
+
+use ledger::Transaction;
+use node::{Cluster, NodeHandle, Timing};
+
+fn fast_timing() -> Timing {
+    Timing {
+        batch_window: Duration::from_millis(10),
+        view_change_timeout: Duration::from_millis(500),
+        checkpoint_interval: 8,
+        ..Timing::default()
+    }
+}
+
+fn record(i: usize) -> Transaction {
+    Transaction::AddRecord {
+        patient_id: format!("p{:03}", i % 7),
+        doctor_id: "d001".into(),
+        department: "Cardiology".into(),
+        diagnosis: format!("diagnosis {i}"),
+        prescription: "rest".into(),
+        notes: String::new(),
+        consent_hash: ledger::sha256(format!("consent {i}").as_bytes()),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits until every handle's head is at least `height` and all heads agree.
+fn wait_agreed(handles: &[NodeHandle], height: u64, within: Duration) -> [u8; 32] {
+    let deadline = Instant::now() + within;
+    loop {
+        let statuses: Vec<_> = handles.iter().map(NodeHandle::status).collect();
+        let min = statuses.iter().map(|s| s.height).min().unwrap_or(0);
+        let first = statuses[0].head_hash;
+        if min >= height
+            && statuses
+                .iter()
+                .all(|s| s.height == statuses[0].height && s.head_hash == first)
+        {
+            return first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "validators did not agree on height {height}: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every transaction id on the validator's chain, in chain order.
+fn committed_ids(handle: &NodeHandle) -> Vec<[u8; 32]> {
+    let blocks = handle
+        .read(|reader| reader.blocks_from(1, usize::MAX))
+        .unwrap();
+    blocks
+        .iter()
+        .flat_map(|block| block.transactions.iter().map(ledger::SignedTransaction::id))
+        .collect()
+}
+
+#[test]
+fn four_validators_commit_the_same_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let handles = cluster.handles();
+    assert_eq!(handles.len(), 4);
+    let rt = runtime();
+    let ids: Vec<[u8; 32]> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for i in 0..200 {
+            // Submit through every validator: each forwards to the primary.
+            ids.push(handles[i % 4].submit(record(i)).await.unwrap());
+        }
+        ids
+    });
+    let height = handles[0].status().height.max(1);
+    wait_agreed(&handles, height, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handles.iter().any(|h| h.status().pending > 0) {
+        assert!(Instant::now() < deadline, "transactions stayed pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let head = handles[0].status().height;
+    wait_agreed(&handles, head, Duration::from_secs(10));
+    for handle in &handles {
+        let mut committed = committed_ids(handle);
+        committed.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(
+            committed,
+            expected,
+            "validator {} lost or duplicated a transaction",
+            handle.name()
+        );
+        assert_eq!(
+            handle.tx_status(&ids[0]).unwrap(),
+            node::TxStatus::Committed {
+                height: handle
+                    .read(|r| r.transaction_height(&ids[0]))
+                    .unwrap()
+                    .unwrap()
+            }
+        );
+    }
+}
+
+#[test]
+fn cut_commits_what_is_pending_and_reports_the_votes() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing = Timing {
+        batch_window: Duration::from_secs(60),
+        ..fast_timing()
+    };
+    let cluster = Cluster::open(dir.path(), timing).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        assert!(matches!(
+            hospital.cut().await,
+            Err(node::NodeError::NothingPending)
+        ));
+        for i in 0..5 {
+            hospital.submit(record(i)).await.unwrap();
+        }
+        // Two concurrent cuts: one block, no fork, nothing committed twice.
+        let (a, b) = tokio::join!(hospital.cut(), hospital.cut());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.height, b.height);
+        assert_eq!(a.hash, b.hash);
+        assert_eq!(a.tx_count, 5);
+        assert!(a.votes >= 3 && a.votes <= 4, "votes {}", a.votes);
+        assert_eq!(a.validators, 4);
+    });
+    let handles = cluster.handles();
+    wait_agreed(&handles, 1, Duration::from_secs(10));
+    assert_eq!(committed_ids(&handles[3]).len(), 5);
+}
+
+#[test]
+fn the_others_replace_a_stopped_primary_and_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let rt = runtime();
+    let clinic = cluster.handle(1).unwrap();
+    rt.block_on(async {
+        for i in 0..20 {
+            clinic.submit(record(i)).await.unwrap();
+        }
+    });
+    wait_agreed(&cluster.handles(), 1, Duration::from_secs(20));
+    let primary = clinic.status().primary;
+    cluster.stop(primary);
+    let submitter = cluster
+        .handles()
+        .into_iter()
+        .find(|h| h.id() != primary)
+        .unwrap();
+    rt.block_on(async {
+        for i in 20..60 {
+            submitter.submit(record(i)).await.unwrap();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while submitter.status().pending > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress without the primary: {:?}",
+            submitter.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(
+        submitter.status().primary,
+        primary,
+        "the view did not change"
+    );
+    cluster.restart(primary).unwrap();
+    let head = submitter.status().height;
+    wait_agreed(&cluster.handles(), head, Duration::from_secs(30));
+    for handle in cluster.handles() {
+        assert_eq!(committed_ids(&handle).len(), 60, "{}", handle.name());
+    }
+}
+
+#[test]
+fn acknowledged_transactions_survive_a_full_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing = Timing {
+        batch_window: Duration::from_secs(3600),
+        ..fast_timing()
+    };
+    let ids = {
+        let cluster = Cluster::open(dir.path(), timing.clone()).unwrap();
+        let hospital = cluster.handle(0).unwrap();
+        runtime().block_on(async {
+            let mut ids = Vec::new();
+            for i in 0..10 {
+                ids.push(hospital.submit(record(i)).await.unwrap());
+            }
+            ids
+        })
+        // Dropped here: every validator stops before the batch window ends.
+    };
+    let cluster = Cluster::open(dir.path(), timing).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    assert_eq!(hospital.status().pending, 10);
+    let outcome = runtime().block_on(hospital.cut()).unwrap();
+    assert_eq!(outcome.tx_count, 10);
+    wait_agreed(&cluster.handles(), outcome.height, Duration::from_secs(10));
+    let mut committed = committed_ids(&hospital);
+    committed.sort();
+    let mut expected = ids;
+    expected.sort();
+    assert_eq!(committed, expected);
+}
