@@ -1,0 +1,222 @@
+//! §4.3: checkpoints, stable checkpoints, garbage collection and watermarks; state transfer.
+mod common;
+
+use common::*;
+use pbft::*;
+
+/// Drives one sequence number to execution at backup `r` (view 0, primary 0).
+fn commit(r: &mut Replica, pp: &PrePrepare) -> Vec<Action> {
+    let me = r.id();
+    let v = vote(pp.view, pp.proposal.seq, pp.digest);
+    let mut actions = step(r, msg(0, Message::PrePrepare(pp.clone())));
+    for from in [1, 2, 3] {
+        actions.extend(step(r, msg(from, Message::Prepare(v))));
+    }
+    for from in [0, me, (me % 3) + 1] {
+        let mut out = Vec::new();
+        let _ = r.step(msg(from, Message::Commit(v)), &mut out);
+        actions.extend(out);
+    }
+    actions
+}
+
+fn chain(len: u64) -> Vec<PrePrepare> {
+    let mut prev = GENESIS;
+    (1..=len)
+        .map(|s| {
+            let pp = pre_prepare(s, 0, prev, vec![request(s as u8)]);
+            prev = pp.digest;
+            pp
+        })
+        .collect()
+}
+
+#[test]
+fn checkpoint_every_k_becomes_stable_with_2f_plus_1_and_collects_garbage() {
+    let mut r = replica(1);
+    let pps = chain(4);
+    for pp in &pps[..3] {
+        let actions = commit(&mut r, pp);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::Broadcast(Message::Checkpoint(_))))
+        );
+    }
+    let actions = commit(&mut r, &pps[3]);
+    let c = Checkpoint {
+        seq: 4,
+        digest: pps[3].digest,
+    };
+    assert_eq!(
+        actions.last(),
+        Some(&Action::Broadcast(Message::Checkpoint(c)))
+    );
+    assert_eq!(r.log_stats().slots, 4);
+    assert_eq!(step(&mut r, msg(1, Message::Checkpoint(c))), vec![]);
+    assert_eq!(step(&mut r, msg(3, Message::Checkpoint(c))), vec![]);
+    assert_eq!(
+        step(&mut r, msg(0, Message::Checkpoint(c))),
+        vec![Action::Persist(Durable::StableCheckpoint {
+            checkpoint: c,
+            proof: vec![signed(0, c), signed(1, c), signed(3, c)],
+        })]
+    );
+    assert_eq!(r.stable_checkpoint(), (4, pps[3].digest));
+    let stats = r.log_stats();
+    assert_eq!((stats.slots, stats.prepared_certificates), (0, 0));
+    // A checkpoint at or below h that is no news about its sender is stale.
+    assert_eq!(
+        step_err(&mut r, msg(0, Message::Checkpoint(c))),
+        ProtocolError::StaleCheckpoint
+    );
+}
+
+#[test]
+fn watermarks_bound_accepted_sequence_numbers() {
+    let mut r = replica(1);
+    // L = 8: sequence number 9 is above the high watermark while h = 0.
+    let far = pre_prepare(9, 0, [1; 32], vec![]);
+    assert_eq!(
+        step_err(&mut r, msg(0, Message::PrePrepare(far))),
+        ProtocolError::OutsideWatermarks {
+            seq: 9,
+            low: 0,
+            high: 8
+        }
+    );
+    // After a stable checkpoint at 4, the window is (4, 12].
+    let pps = chain(4);
+    for pp in &pps {
+        commit(&mut r, pp);
+    }
+    let c = Checkpoint {
+        seq: 4,
+        digest: pps[3].digest,
+    };
+    for from in [0, 1, 2] {
+        step(&mut r, msg(from, Message::Checkpoint(c)));
+    }
+    let v = vote(0, 3, pps[2].digest);
+    assert_eq!(
+        step_err(&mut r, msg(2, Message::Prepare(v))),
+        ProtocolError::OutsideWatermarks {
+            seq: 3,
+            low: 4,
+            high: 12
+        }
+    );
+}
+
+/// A replica that sees f+1 matching checkpoints beyond its head asks for a state transfer,
+/// then resumes from the transferred head.
+#[test]
+fn state_transfer_after_f_plus_1_checkpoints_ahead() {
+    let mut cfg = config(3, 4);
+    cfg.retransmit_ticks = 5;
+    let mut r = Replica::new(cfg, Restored::genesis(GENESIS));
+    let c = Checkpoint {
+        seq: 8,
+        digest: [8; 32],
+    };
+    step(&mut r, msg(0, Message::Checkpoint(c)));
+    step(&mut r, msg(1, Message::Checkpoint(c)));
+    let mut fetched = Vec::new();
+    for _ in 0..5 {
+        fetched.extend(
+            step(&mut r, Input::Tick)
+                .into_iter()
+                .filter(|a| matches!(a, Action::FetchState { .. })),
+        );
+    }
+    assert_eq!(
+        fetched,
+        vec![Action::FetchState {
+            seq: 8,
+            digest: [8; 32],
+            peers: vec![0, 1]
+        }]
+    );
+    assert_eq!(
+        step(
+            &mut r,
+            Input::StateTransferred {
+                seq: 8,
+                digest: [8; 32],
+                request_ids: vec![[1; 32]],
+            }
+        ),
+        vec![Action::Broadcast(Message::Checkpoint(c))]
+    );
+    assert_eq!(r.last_executed(), (8, [8; 32]));
+    // Its own checkpoint makes 2f+1: stable, watermarks advance.
+    assert_eq!(
+        step(&mut r, msg(3, Message::Checkpoint(c))),
+        vec![Action::Persist(Durable::StableCheckpoint {
+            checkpoint: c,
+            proof: vec![signed(0, c), signed(1, c), signed(3, c)],
+        })]
+    );
+    assert_eq!(r.stable_checkpoint(), (8, [8; 32]));
+    // The transferred request counts as executed.
+    assert_eq!(
+        step_err(&mut r, Input::Request(request(1))),
+        ProtocolError::DuplicateRequest
+    );
+    assert_eq!(
+        step_err(
+            &mut r,
+            Input::StateTransferred {
+                seq: 8,
+                digest: [8; 32],
+                request_ids: vec![]
+            }
+        ),
+        ProtocolError::StaleStateTransfer { seq: 8 }
+    );
+}
+
+/// Durable records compact to what a restart needs, and restoring from the compacted list
+/// gives the same replica.
+#[test]
+fn durable_records_compact_below_the_stable_checkpoint() {
+    let mut c = Cluster::new(4);
+    for i in 1..=14 {
+        c.input(u32::from(i % 4), Input::Request(request(i)));
+        c.run();
+        c.tick_all(3);
+    }
+    let full = c.durable[2].clone();
+    let mut compacted = full.clone();
+    Durable::compact(&mut compacted);
+    assert!(
+        compacted.len() < full.len(),
+        "{} -> {}",
+        full.len(),
+        compacted.len()
+    );
+    let stable = c.replicas[2].stable_checkpoint().0;
+    assert!(stable >= 4);
+    assert!(compacted.iter().all(|d| match d {
+        Durable::PrePrepare(_) | Durable::Prepared(_) => d.seq().is_some_and(|s| s > stable),
+        _ => true,
+    }));
+    let head = c.replicas[2].last_executed();
+    let a = Replica::new(
+        config(2, 4),
+        Restored {
+            last_executed: head,
+            durable: full,
+        },
+    );
+    let b = Replica::new(
+        config(2, 4),
+        Restored {
+            last_executed: head,
+            durable: compacted,
+        },
+    );
+    assert_eq!(a.stable_checkpoint(), b.stable_checkpoint());
+    assert_eq!(a.view(), b.view());
+    assert_eq!(a.log_stats(), b.log_stats());
+}

@@ -1,0 +1,248 @@
+//! §4.4 (view changes, new-view and its validation by backups) and §4.5.2 (liveness: timers
+//! doubling, joining f+1 replicas in a higher view).
+mod common;
+
+use common::*;
+use pbft::*;
+
+/// Replica `r` (a backup of view 0) accepts `pp` and sees it prepared (not committed).
+fn prepare(r: &mut Replica, pp: &PrePrepare) {
+    let v = vote(pp.view, pp.proposal.seq, pp.digest);
+    step(r, msg(0, Message::PrePrepare(pp.clone())));
+    for from in [1, 2, 3] {
+        let mut out = Vec::new();
+        let _ = r.step(msg(from, Message::Prepare(v)), &mut out);
+    }
+}
+
+fn prepares(pp: &PrePrepare, from: &[ReplicaId]) -> Vec<Signed<Vote>> {
+    let v = vote(pp.view, pp.proposal.seq, pp.digest);
+    from.iter().map(|f| signed(*f, v)).collect()
+}
+
+fn view_change(to: View, prepared: Vec<PreparedCertificate>) -> ViewChange {
+    ViewChange {
+        new_view: to,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: vec![],
+        prepared,
+    }
+}
+
+fn expire(r: &mut Replica, ticks: u64) -> Vec<Action> {
+    let mut last = Vec::new();
+    for _ in 0..ticks {
+        last = step(r, Input::Tick);
+    }
+    last
+}
+
+/// §4.4: on timeout a backup multicasts a view-change with its prepared certificates.
+#[test]
+fn timeout_sends_view_change_with_prepared_certificates() {
+    let mut r = replica(2);
+    let pp = pre_prepare(1, 0, GENESIS, vec![request(1)]);
+    prepare(&mut r, &pp);
+    let cert = PreparedCertificate {
+        pre_prepare: pp.clone(),
+        prepares: prepares(&pp, &[1, 2]),
+    };
+    assert_eq!(
+        expire(&mut r, 20),
+        vec![
+            Action::Persist(Durable::ViewChange(1)),
+            Action::Broadcast(Message::ViewChange(view_change(1, vec![cert]))),
+        ]
+    );
+    assert!(r.in_view_change());
+    assert_eq!(r.primary(), 1);
+    // Normal-case messages of the old view are now stale.
+    assert_eq!(
+        step_err(&mut r, msg(3, Message::Prepare(vote(0, 1, pp.digest)))),
+        ProtocolError::StaleView { got: 0, current: 1 }
+    );
+}
+
+/// §4.4: the new primary, with 2f+1 view-changes, re-issues the highest-view prepared
+/// certificate per sequence number (the O set), and stops at the first gap.
+#[test]
+fn new_primary_sends_new_view_with_o_set_truncated_at_gap() {
+    let pp1 = pre_prepare(1, 0, GENESIS, vec![request(1)]);
+    let pp2 = pre_prepare(2, 0, pp1.digest, vec![request(2)]);
+    let pp3 = pre_prepare(3, 0, pp2.digest, vec![request(3)]);
+    let cert = |pp: &PrePrepare| PreparedCertificate {
+        pre_prepare: pp.clone(),
+        prepares: prepares(pp, &[2, 3]),
+    };
+    // Nobody reports sequence number 2: 3 cannot have committed anywhere.
+    let vcs = [
+        signed(1, view_change(1, vec![])),
+        signed(2, view_change(1, vec![cert(&pp1), cert(&pp3)])),
+        signed(3, view_change(1, vec![cert(&pp1)])),
+    ];
+    let mut r = replica(1);
+    expire(&mut r, 0);
+    assert_eq!(step(&mut r, Input::Message(vcs[1].clone().map())), vec![]);
+    // f+1 view-changes for view 1: replica 1 joins (§4.5.2) and sends its own.
+    assert_eq!(
+        step(&mut r, Input::Message(vcs[2].clone().map())),
+        vec![
+            Action::Persist(Durable::ViewChange(1)),
+            Action::Broadcast(Message::ViewChange(view_change(1, vec![]))),
+        ]
+    );
+    let o = PrePrepare {
+        view: 1,
+        digest: pp1.digest,
+        proposal: pp1.proposal.clone(),
+    };
+    // Its own view-change, looped back, completes 2f+1.
+    let actions = step(&mut r, Input::Message(vcs[0].clone().map()));
+    let nv = NewView {
+        view: 1,
+        view_changes: vcs.to_vec(),
+        pre_prepares: vec![o.clone()],
+    };
+    assert_eq!(
+        actions,
+        vec![
+            Action::Persist(Durable::View(1)),
+            Action::Persist(Durable::PrePrepare(o.clone())),
+            Action::Broadcast(Message::NewView(nv.clone())),
+        ]
+    );
+    assert!(!r.in_view_change() && r.is_primary() && r.view() == 1);
+
+    // §4.4: a backup checks the new-view and prepares the re-issued pre-prepare.
+    let mut b = replica(3);
+    assert_eq!(
+        step(&mut b, msg(1, Message::NewView(nv.clone()))),
+        vec![
+            Action::Persist(Durable::View(1)),
+            Action::Persist(Durable::PrePrepare(o.clone())),
+            Action::Broadcast(Message::Prepare(vote(1, 1, pp1.digest))),
+        ]
+    );
+    assert_eq!(b.view(), 1);
+
+    // Malformed new-views are rejected.
+    let mut b = replica(2);
+    let mut tampered = nv.clone();
+    tampered.pre_prepares.clear();
+    assert_eq!(
+        step_err(&mut b, msg(1, Message::NewView(tampered))),
+        ProtocolError::InvalidNewView("O set does not match the view-changes")
+    );
+    let mut short = nv.clone();
+    short.view_changes.pop();
+    assert_eq!(
+        step_err(&mut b, msg(1, Message::NewView(short))),
+        ProtocolError::InvalidNewView("fewer than 2f+1 view-changes")
+    );
+    let mut twice = nv.clone();
+    twice.view_changes[2] = twice.view_changes[1].clone();
+    assert_eq!(
+        step_err(&mut b, msg(1, Message::NewView(twice))),
+        ProtocolError::InvalidNewView("view-change senders")
+    );
+    assert_eq!(
+        step_err(&mut b, msg(2, Message::NewView(nv.clone()))),
+        ProtocolError::NotPrimary { from: 2, view: 1 }
+    );
+    let mut forged_cert = nv;
+    let Some(vc) = forged_cert.view_changes.get_mut(1) else {
+        unreachable!()
+    };
+    vc.message.prepared[0].prepares.pop();
+    assert_eq!(
+        step_err(&mut b, msg(1, Message::NewView(forged_cert))),
+        ProtocolError::InvalidNewView("invalid view-change inside")
+    );
+}
+
+/// §4.5.2: with 2f+1 view-changes the timer runs, doubled; when it expires without a
+/// new-view, the replica moves to the next view.
+#[test]
+fn view_change_timeout_doubles() {
+    let mut r = replica(3);
+    step(&mut r, Input::Request(request(1)));
+    let actions = expire(&mut r, 20);
+    assert_eq!(actions[0], Action::Persist(Durable::ViewChange(1)));
+    for from in [0, 2, 3] {
+        step(
+            &mut r,
+            msg(from, Message::ViewChange(view_change(1, vec![]))),
+        );
+    }
+    // First view change: T << 1 = 40 ticks.
+    assert!(
+        !expire(&mut r, 39)
+            .iter()
+            .any(|a| matches!(a, Action::Persist(_)))
+    );
+    assert_eq!(
+        expire(&mut r, 1)[0],
+        Action::Persist(Durable::ViewChange(2))
+    );
+}
+
+/// §4.5.2: f+1 replicas in a higher view make a replica join the smallest such view.
+#[test]
+fn joins_view_shown_by_f_plus_1_replicas() {
+    let mut r = replica(0);
+    step(&mut r, msg(1, Message::ViewChange(view_change(2, vec![]))));
+    assert!(!r.in_view_change());
+    let actions = step(&mut r, msg(2, Message::ViewChange(view_change(3, vec![]))));
+    assert_eq!(actions[0], Action::Persist(Durable::ViewChange(2)));
+    assert_eq!(r.view(), 2);
+}
+
+/// After a view change in a running cluster every replica still executes the same chain,
+/// and requests prepared in the old view survive.
+#[test]
+fn cluster_survives_primary_crash() {
+    let mut c = Cluster::new(4);
+    for i in 1..=4 {
+        c.input(1, Input::Request(request(i)));
+    }
+    c.run();
+    c.tick_all(3);
+    c.up[0] = false;
+    // Clients whose requests do not commit re-send them to every replica (§4.1).
+    for i in 5..=8 {
+        for id in 1..4 {
+            c.input(id, Input::Request(request(i)));
+        }
+    }
+    c.run();
+    c.tick_all(200);
+    for id in 1..4 {
+        let ids: usize = c.executed[id]
+            .iter()
+            .map(|x| x.proposal.requests.len())
+            .sum();
+        assert_eq!(ids, 8, "replica {id}");
+        assert_eq!(c.replicas[id].view(), 1);
+    }
+    let chain: Vec<_> = c.executed[1].iter().map(|x| x.digest).collect();
+    for id in 2..4 {
+        let other: Vec<_> = c.executed[id].iter().map(|x| x.digest).collect();
+        assert_eq!(other, chain);
+    }
+}
+
+trait MapSigned {
+    fn map(self) -> Signed<Message>;
+}
+impl MapSigned for Signed<ViewChange> {
+    fn map(self) -> Signed<Message> {
+        Signed {
+            from: self.from,
+            message: Message::ViewChange(self.message),
+            signature: self.signature,
+        }
+    }
+}
