@@ -87,7 +87,7 @@ pub fn proposal_digest(p: &pbft::Proposal) -> Hash {
     BlockHeader::from_proposal(p).hash()
 }
 
-/// The 2f+1 commit signatures of one view over `commit_signing_bytes(Vote { view, seq: height,
+/// The quorum (2f+1 when n = 3f+1) of commit signatures of one view over `commit_signing_bytes(Vote { view, seq: height,
 /// digest: block hash })`, prefixed by the genesis hash ([`crate::crypto::verify_certificate`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Certificate {

@@ -327,10 +327,7 @@ mod tests {
             if n == 3 * f + 1 {
                 assert_eq!(quorum(n), 2 * f + 1, "n = {n}");
             }
-            assert!(
-                2 * quorum(n) > n + f,
-                "n = {n}: quorums must share f + 1"
-            );
+            assert!(2 * quorum(n) > n + f, "n = {n}: quorums must share f + 1");
             assert!(
                 quorum(n) <= n - f,
                 "n = {n}: a quorum must be reachable without the faulty"

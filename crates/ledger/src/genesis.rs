@@ -186,7 +186,7 @@ impl Genesis {
         self.keys.is_empty()
     }
 
-    /// Signers a certificate needs, `2f + 1`.
+    /// Signers a certificate needs ([`crypto::quorum`]; `2f + 1` when `n = 3f + 1`).
     pub fn quorum(&self) -> usize {
         crypto::quorum(self.len())
     }

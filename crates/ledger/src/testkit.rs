@@ -104,7 +104,7 @@ impl TestNet {
         self.sign_tx(body, validator, GENESIS_TIME_MS + 1 + i, nonce)
     }
 
-    /// The certificate the first `2f + 1` validators give a header in `view`.
+    /// The certificate the first quorum of validators give a header in `view`.
     pub fn certify(&self, header: &BlockHeader, view: u64) -> Certificate {
         let signers: Vec<u32> = (0..self.genesis.quorum() as u32).collect();
         self.certify_by(header, view, &signers)

@@ -4,7 +4,7 @@
 //! heights are consecutive and `seq` equals the height; each block's `prev_hash` is the hash of
 //! the block before; the genesis block is exactly the one `genesis.toml` derives; the Merkle root
 //! and timestamp match the transactions; every transaction's signature verifies under its
-//! validator's genesis key; the commit certificate holds 2f+1 distinct genesis validators' valid
+//! validator's genesis key; the commit certificate holds a quorum (2f+1 when n = 3f+1) of distinct genesis validators' valid
 //! signatures over the block hash; and replaying the state machine gives the stored verdicts and
 //! the stored derived tables (records, consents, accesses).
 //!

@@ -1,0 +1,59 @@
+//! Command-line parsing and dispatch. `anyhow` is used here only: the libraries return typed
+//! errors, and this is where they become messages for a person.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod init;
+mod verify;
+
+/// What every subcommand does when run: its exit code, or an error to print (exit 1).
+pub trait Run {
+    fn run(self) -> anyhow::Result<ExitCode>;
+}
+
+/// Declares the subcommands: `Variant(module::Args)` with its doc comment as its help. Adding a
+/// subcommand is one line here (and its module).
+macro_rules! commands {
+    ($($(#[$meta:meta])* $variant:ident($args:ty),)*) => {
+        #[derive(Subcommand, Debug)]
+        enum Command {
+            $($(#[$meta])* $variant($args),)*
+        }
+
+        impl Run for Command {
+            fn run(self) -> anyhow::Result<ExitCode> {
+                match self {
+                    $(Command::$variant(args) => args.run(),)*
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    /// Create a new network: validator keys, genesis.toml and each validator's chain.
+    Init(init::InitArgs),
+    /// Verify every replica's chain in a data directory, and that the replicas agree.
+    Verify(verify::VerifyArgs),
+}
+
+/// medchain: a permissioned blockchain for medical records, ordered by PBFT among a fixed set
+/// of validators (hospital, clinic, pharmacy, insurance, ...).
+#[derive(Parser, Debug)]
+#[command(name = "medchain", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `medchain init` and `medchain verify` as a person runs them: real processes, real files.
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ledger::block::{Block, BlockHeader, Certificate};
+use ledger::crypto::{read_key_file, sign_commit};
+use ledger::{Genesis, OpenOptions, SignedTransaction, Store, Transaction};
+
+fn medchain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medchain"))
+        .args(args)
+        .output()
+        .expect("run medchain")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn init(dir: &Path) -> Genesis {
+    let out = medchain(&[
+        "init",
+        "--validators",
+        "4",
+        "--dir",
+        &dir.display().to_string(),
+    ]);
+    assert!(out.status.success(), "init: {}", text(&out));
+    Genesis::load(&dir.join("genesis.toml")).expect("genesis written")
+}
+
+/// Appends `blocks` blocks to every replica, signed with the keys `init` wrote; `fork_at`
+/// makes the replica named `fork` hold a different block from that height on.
+fn grow(dir: &Path, genesis: &Genesis, blocks: u64, fork: Option<(&str, u64)>) {
+    let keys: Vec<_> = genesis
+        .validators()
+        .iter()
+        .map(|v| read_key_file(&dir.join(&v.name).join("node.key")).expect("key"))
+        .collect();
+    for v in genesis.validators() {
+        let mut store = Store::open(
+            &dir.join(&v.name).join("chain.db"),
+            genesis,
+            OpenOptions::default(),
+        )
+        .expect("open");
+        for i in 0..blocks {
+            let (head, prev) = store.head();
+            let forked = fork.is_some_and(|(name, at)| name == v.name && head + 1 >= at);
+            let txs: Vec<SignedTransaction> = (0..3u8)
+                .map(|k| {
+                    SignedTransaction::sign(
+                        Transaction::Access {
+                            patient_id: format!("p{i}"),
+                            reader_id: if forked {
+                                "intruder".into()
+                            } else {
+                                "d001".into()
+                            },
+                            reader_role: "doctor".into(),
+                            consent_hash: None,
+                        },
+                        genesis.created_at_ms() + i * 10 + u64::from(k),
+                        [k; 16],
+                        u32::from(k) % 4,
+                        &keys[usize::from(k) % 4],
+                    )
+                })
+                .collect();
+            let header = BlockHeader::build(
+                head + 1,
+                0,
+                0,
+                prev,
+                txs.iter().map(|t| (t.id(), t.timestamp_ms)),
+            );
+            let hash = header.hash();
+            let certificate = Certificate {
+                view: 0,
+                signatures: (0..3u32)
+                    .map(|s| {
+                        let sig =
+                            sign_commit(&keys[s as usize], &genesis.hash(), 0, head + 1, &hash);
+                        (s, sig)
+                    })
+                    .collect(),
+            };
+            store
+                .append_block(&Block {
+                    header,
+                    transactions: txs,
+                    certificate,
+                })
+                .expect("append");
+        }
+    }
+}
+
+#[test]
+fn init_then_verify_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let genesis = init(dir.path());
+    assert_eq!(
+        genesis
+            .validators()
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>(),
+        ["hospital", "clinic", "pharmacy", "insurance"]
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("clinic/node.key"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "key files are for their owner only");
+    }
+    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    assert!(out.status.success(), "verify: {}", text(&out));
+    assert!(text(&out).contains("4 replica(s)"), "{}", text(&out));
+
+    grow(dir.path(), &genesis, 6, None);
+    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    assert!(out.status.success(), "verify: {}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("28 blocks, 72 transactions"), "{report}");
+}
+
+#[test]
+fn init_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = init(dir.path());
+    let d = dir.path().display().to_string();
+    let out = medchain(&["init", "--validators", "4", "--dir", &d]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("already exists"), "{}", text(&out));
+    assert_eq!(
+        Genesis::load(&dir.path().join("genesis.toml")).expect("kept"),
+        first
+    );
+    let out = medchain(&["init", "--validators", "4", "--dir", &d, "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = medchain(&["verify", "--data-dir", &d]);
+    assert!(
+        out.status.success(),
+        "a forced init verifies: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn tampering_makes_verify_fail_naming_file_and_height() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let genesis = init(dir.path());
+    grow(dir.path(), &genesis, 5, None);
+    let path = dir.path().join("pharmacy/chain.db");
+    let conn = rusqlite::Connection::open(&path).expect("plain sqlite");
+    let mut body: Vec<u8> = conn
+        .query_row(
+            "SELECT body FROM transactions WHERE height = 3 AND idx = 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("row");
+    body[12] ^= 0x01;
+    conn.execute(
+        "UPDATE transactions SET body = ?1 WHERE height = 3 AND idx = 1",
+        [body],
+    )
+    .expect("tamper");
+    drop(conn);
+
+    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("pharmacy/chain.db"), "{report}");
+    assert!(report.contains("block 3:"), "{report}");
+}
+
+#[test]
+fn diverging_replicas_make_verify_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let genesis = init(dir.path());
+    grow(dir.path(), &genesis, 4, Some(("insurance", 3)));
+    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("insurance/chain.db"), "{report}");
+    assert!(report.contains("block 3"), "{report}");
+}
+
+#[test]
+fn verify_without_a_network_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("genesis.toml"), "{}", text(&out));
+}
