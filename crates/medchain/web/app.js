@@ -263,7 +263,15 @@
           el('span', { class: `badge ${v.state}`, text: v.state })),
         el('span', { class: 'muted', text: `height ${v.height} · view ${v.view}` })));
     }
-    if (typeof s.next_cut_in_ms === 'number') countdown('next-cut', Date.now() + s.next_cut_in_ms);
+    if (typeof s.next_cut_in_ms === 'number' && s.next_cut_in_ms > 0) {
+      countdown('next-cut', Date.now() + s.next_cut_in_ms, () => { $('next-cut').textContent = 'any moment'; });
+    } else if (typeof s.next_cut_in_ms === 'number') {
+      state.countdowns.delete('next-cut');
+      $('next-cut').textContent = 'any moment';
+    } else {
+      state.countdowns.delete('next-cut');
+      $('next-cut').textContent = 'when a transaction is pending';
+    }
   }
   async function refreshBlocks() {
     const before = state.blocksBefore.length ? state.blocksBefore[state.blocksBefore.length - 1] : null;

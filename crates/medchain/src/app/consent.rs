@@ -87,6 +87,8 @@ pub struct IssuedCode {
     pub consent_id: String,
     pub code: Zeroizing<String>,
     pub expires_ms: u64,
+    /// What the chain records for this consent (see [`consent_hash`]).
+    pub consent_hash: [u8; 32],
 }
 
 impl std::fmt::Debug for IssuedCode {
@@ -95,6 +97,7 @@ impl std::fmt::Debug for IssuedCode {
             .field("consent_id", &self.consent_id)
             .field("code", &"******")
             .field("expires_ms", &self.expires_ms)
+            .field("consent_hash", &hex::encode(self.consent_hash))
             .finish()
     }
 }
@@ -182,6 +185,7 @@ impl AppDb {
         let mac = self.mac(&consent_id, &code);
         (
             IssuedCode {
+                consent_hash: consent_hash(&mac, &consent_id),
                 consent_id,
                 code,
                 expires_ms: now_ms.saturating_add(self.config.consent_ttl_ms),
@@ -614,6 +618,7 @@ mod tests {
             used.consent_hash,
             consent_hash(&db.mac(&c.consent_id, &c.code), &c.consent_id)
         );
+        assert_eq!(used.consent_hash, c.consent_hash);
         assert!(matches!(
             db.use_code("p001", "d001", &c.code, UseKind::AddRecord, T0 + 2000),
             Err(ConsentError::AlreadyUsed)

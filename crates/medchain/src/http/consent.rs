@@ -66,21 +66,55 @@ async fn in_person(
         .await?
         .ok_or_else(|| ApiError::Unauthorized("Invalid patient credentials".into()))?;
     let department = doctor_department(&doctor);
+    let (p, d, dep, pur) = (
+        patient.id.clone(),
+        doctor.id.clone(),
+        department.clone(),
+        purpose.clone(),
+    );
     let issued = state
-        .blocking(move |app, now| {
-            Ok(app.grant_in_person(&patient.id, &doctor.id, &department, &purpose, now)?)
-        })
+        .blocking(move |app, now| Ok(app.grant_in_person(&p, &d, &dep, &pur, now)?))
         .await?;
-    Ok(Json(code_json(&state, &issued)))
+    let grant = record_grant(&state, &issued, patient.id, doctor.id, department, purpose).await;
+    Ok(Json(code_json(&state, &issued, grant)))
 }
 
-fn code_json(state: &AppState, issued: &crate::app::IssuedCode) -> Value {
+/// Puts the grant on chain (its hash, never the code). A failure here does not take the code
+/// back: the grant is the audit trail, the consent's use is what the chain enforces.
+async fn record_grant(
+    state: &AppState,
+    issued: &crate::app::IssuedCode,
+    patient_id: String,
+    doctor_id: String,
+    department: String,
+    purpose: String,
+) -> Option<String> {
+    let tx = ledger::Transaction::ConsentGranted {
+        patient_id,
+        doctor_id,
+        department,
+        purpose,
+        consent_hash: issued.consent_hash,
+        expires_at_ms: issued.expires_ms,
+    };
+    match state.submit(tx).await {
+        Ok(id) => Some(hex::encode(id)),
+        Err(e) => {
+            tracing::warn!(?e, "consent grant not recorded on chain");
+            None
+        }
+    }
+}
+
+fn code_json(state: &AppState, issued: &crate::app::IssuedCode, grant_tx: Option<String>) -> Value {
     json!({
         "success": true,
         "otp": issued.code.as_str(),
         "expiry": state.app.config().consent_ttl_ms / 1000,
         "expiresAt": issued.expires_ms,
         "consentId": issued.consent_id,
+        "consentHash": hex::encode(issued.consent_hash),
+        "grantTxId": grant_tx,
     })
 }
 
@@ -170,10 +204,26 @@ async fn approve(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     check_id(&id)?;
-    let issued = state
-        .blocking(move |app, now| Ok(app.approve(&patient.id, &id, now)?))
+    let patient_id = patient.id.clone();
+    let (issued, view) = state
+        .blocking(move |app, now| {
+            let issued = app.approve(&patient_id, &id, now)?;
+            let view = app
+                .consent(&id, now)?
+                .ok_or(ApiError::internal("approved consent vanished"))?;
+            Ok((issued, view))
+        })
         .await?;
-    Ok(Json(code_json(&state, &issued)))
+    let grant = record_grant(
+        &state,
+        &issued,
+        patient.id,
+        view.doctor_id,
+        view.department,
+        view.purpose,
+    )
+    .await;
+    Ok(Json(code_json(&state, &issued, grant)))
 }
 
 async fn deny(

@@ -2,13 +2,15 @@
 //! drive it with `tower::ServiceExt::oneshot` and no socket. Each area owns its routes.
 
 mod auth;
+mod chain;
 mod consent;
 pub mod error;
 pub mod extract;
+mod records;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -16,6 +18,7 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use node::{NodeError, NodeHandle};
 use tokio::sync::Semaphore;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -62,26 +65,76 @@ pub struct Settings {
     pub secure_cookie: bool,
 }
 
+/// The chain side: the validator this hospital submits to and reads from, and every validator
+/// whose state the status page shows (all four in embedded mode, only the local one otherwise).
+#[derive(Clone)]
+pub struct Chain {
+    pub local: NodeHandle,
+    pub validators: Vec<NodeHandle>,
+    /// The longest a transaction waits before it is proposed, for the UI's countdown.
+    pub batch_window: Duration,
+}
+
+impl Chain {
+    pub fn new(local: NodeHandle, validators: Vec<NodeHandle>, batch_window: Duration) -> Self {
+        Self {
+            local,
+            validators,
+            batch_window,
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub app: Arc<AppDb>,
+    pub chain: Chain,
     pub settings: Arc<Settings>,
     pub clock: Clock,
     /// Argon2id runs at most this many at once, so that a burst of logins cannot starve the
     /// validators of CPU.
     pub(crate) hashing: Arc<Semaphore>,
+    /// When the oldest transaction submitted here and not yet committed was submitted (ms).
+    pub(crate) pending_since: Arc<Mutex<Option<u64>>>,
 }
 
 impl AppState {
-    pub fn new(app: Arc<AppDb>, settings: Settings, clock: Clock) -> Self {
+    pub fn new(app: Arc<AppDb>, chain: Chain, settings: Settings, clock: Clock) -> Self {
         Self {
             app,
+            chain,
             settings: Arc::new(settings),
             clock,
             hashing: Arc::new(Semaphore::new(2)),
+            pending_since: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Submits a transaction to the local validator; returns its id once durably accepted.
+    pub(crate) async fn submit(&self, tx: ledger::Transaction) -> ApiResult<ledger::Hash> {
+        let kind = tx.kind();
+        let id = self
+            .chain
+            .local
+            .submit(tx)
+            .await
+            .map_err(|e| node_error(kind, e))?;
+        if let Ok(mut since) = self.pending_since.lock() {
+            since.get_or_insert(crate::app::now_ms());
+        }
+        Ok(id)
+    }
+
+    /// Runs a read query on the local validator's chain off the async threads.
+    pub(crate) async fn read_chain<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&ledger::Reader) -> Result<T, ledger::Error> + Send + 'static,
+    ) -> ApiResult<T> {
+        let node = self.chain.local.clone();
+        tokio::task::spawn_blocking(move || node.read(query))
+            .await?
+            .map_err(|e| node_error("read", e))
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -124,6 +177,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(consent::router())
+        .merge(records::router())
+        .merge(chain::router())
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(state);
@@ -151,8 +206,35 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(log_request))
 }
 
+/// Serves the router on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight. `main` binds the listener (127.0.0.1:5000 by default).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
     SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+}
+
+/// Maps a validator's error: overload and shutdown are 503 (retry), the rest is internal.
+pub(crate) fn node_error(what: &str, e: NodeError) -> ApiError {
+    match e {
+        NodeError::Busy => {
+            ApiError::Unavailable("The validator is busy; please retry shortly".into())
+        }
+        NodeError::Stopped => ApiError::Unavailable("The validator is not running".into()),
+        NodeError::Timeout(_) => {
+            ApiError::Unavailable("The validators did not answer in time; please retry".into())
+        }
+        NodeError::NothingPending => ApiError::BadRequest("No pending records to validate".into()),
+        other => ApiError::internal(format!("{what}: {other}")),
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use medchain::app::{AppConfig, AppDb};
-use medchain::http::{AppState, Clock, Settings};
+use medchain::http::{AppState, Chain, Clock, Settings};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -17,6 +17,7 @@ pub struct TestApp {
     pub router: Router,
     pub state: AppState,
     pub clock: Clock,
+    pub cluster: Option<node::Cluster>,
     pub dir: tempfile::TempDir,
 }
 
@@ -95,20 +96,70 @@ pub fn app_store(dir: &std::path::Path) -> Arc<AppDb> {
     Arc::new(app)
 }
 
-/// A router over the application store only.
-pub async fn app_only() -> TestApp {
+/// Timing of test clusters: blocks are cut by `/api/validate` (the window is long), so that
+/// tests decide when a block happens.
+pub fn manual_timing() -> node::Timing {
+    node::Timing {
+        batch_window: std::time::Duration::from_secs(600),
+        ..node::Timing::default()
+    }
+}
+
+/// The real router over a real embedded four-validator cluster in a temp dir.
+pub async fn start(timing: node::Timing) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Clock::manual(T0);
-    let state = AppState::new(app_store(dir.path()), Settings::default(), clock.clone());
+    open_in(dir, timing, Clock::manual(T0)).await
+}
+
+/// Opens (or reopens, after a "restart") the service in `dir`.
+pub async fn open_in(dir: tempfile::TempDir, timing: node::Timing, clock: Clock) -> TestApp {
+    let window = timing.batch_window;
+    let path = dir.path().to_path_buf();
+    let cluster =
+        tokio::task::spawn_blocking(move || node::Cluster::open(&path.join("chain"), timing))
+            .await
+            .unwrap()
+            .unwrap();
+    let handles = cluster.handles();
+    let chain = Chain::new(handles[0].clone(), handles, window);
+    let state = AppState::new(
+        app_store(dir.path()),
+        chain,
+        Settings::default(),
+        clock.clone(),
+    );
     TestApp {
         router: medchain::http::router(state.clone()),
         state,
         clock,
+        cluster: Some(cluster),
         dir,
     }
 }
 
+/// The tests of sessions and consents use the same harness: a cluster is cheap.
+pub async fn app_only() -> TestApp {
+    start(manual_timing()).await
+}
+
 impl TestApp {
+    /// Stops everything and opens it again from the same files.
+    pub async fn restart(mut self) -> TestApp {
+        let clock = self.clock.clone();
+        if let Some(mut c) = self.cluster.take() {
+            tokio::task::spawn_blocking(move || c.shutdown())
+                .await
+                .unwrap();
+        }
+        let TestApp {
+            dir, state, router, ..
+        } = self;
+        drop(router);
+        drop(state);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        open_in(dir, manual_timing(), clock).await
+    }
+
     pub async fn raw(&self, req: Request<Body>) -> Response<Body> {
         self.router.clone().oneshot(req).await.unwrap()
     }

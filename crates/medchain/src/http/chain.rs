@@ -1,0 +1,381 @@
+//! The chain itself: cutting a block, verifying the chain, the block explorer, transaction
+//! status, metrics and the validators' status.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::extract::{Authed, Doctor};
+use super::{ApiError, ApiResult, AppState, node_error};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/validate", post(validate))
+        .route("/api/validate_chain", get(validate_chain))
+        .route("/api/metrics", get(metrics))
+        .route("/api/status", get(status))
+        .route("/api/blocks", get(blocks))
+        .route("/api/tx/{id}", get(tx_status))
+}
+
+/// The seed's `/api/validate`: propose a block now and wait for its commit.
+async fn validate(
+    State(state): State<AppState>,
+    Doctor(_doctor): Doctor,
+) -> ApiResult<Json<Value>> {
+    // The seed sent no body; anything sent is ignored.
+    let outcome = state
+        .chain
+        .local
+        .cut()
+        .await
+        .map_err(|e| node_error("cut", e))?;
+    if let Ok(mut since) = state.pending_since.lock() {
+        *since = None;
+    }
+    let hash = hex::encode(outcome.hash);
+    Ok(Json(json!({
+        "success": true,
+        "message": format!(
+            "Block {} committed | {}/{} validators approved | {} transactions",
+            &hash[..8],
+            outcome.votes,
+            outcome.validators,
+            outcome.tx_count
+        ),
+        "height": outcome.height,
+        "hash": hash,
+        "votes": outcome.votes,
+        "validators": outcome.validators,
+        "tx_count": outcome.tx_count,
+    })))
+}
+
+/// The seed's `/api/validate_chain`: the ledger's full verification of the local chain.
+async fn validate_chain(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<Value>> {
+    let genesis = state.chain.local.genesis().clone();
+    let result = state
+        .read_chain(move |r| Ok(r.verify(&genesis, &mut |_| {})))
+        .await?;
+    Ok(Json(match result {
+        Ok(summary) => json!({
+            "success": true,
+            "valid": true,
+            "message": format!(
+                "Chain valid: {} blocks, {} transactions, head {}",
+                summary.blocks,
+                summary.transactions,
+                &hex::encode(summary.head_hash)[..8]
+            ),
+            "block_count": summary.blocks,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "chain verification failed");
+            let block_count = state
+                .read_chain(|r| r.head())
+                .await
+                .map(|(h, _)| h + 1)
+                .unwrap_or(0);
+            json!({
+                "success": true,
+                "valid": false,
+                "message": format!("Chain invalid: {e}"),
+                "block_count": block_count,
+            })
+        }
+    }))
+}
+
+/// The seed's `/api/metrics`: the last 100 committed blocks' measurements.
+async fn metrics(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<Value>> {
+    let blocks = state.chain.local.shared().block_metrics();
+    if blocks.is_empty() {
+        return Ok(Json(json!({
+            "success": true,
+            "metrics": [],
+            "count": 0,
+            "message": "No metrics collected yet",
+        })));
+    }
+    let entries: Vec<Value> = blocks
+        .iter()
+        .map(|m| {
+            let rate = if m.attempted_blocks == 0 {
+                100.0
+            } else {
+                100.0 * m.success_blocks as f64 / m.attempted_blocks as f64
+            };
+            json!({
+                "timestamp": m.timestamp_ms as f64 / 1000.0,
+                "height": m.height,
+                "latency": m.latency.as_secs_f64(),
+                "tps": m.tps,
+                "energy": m.energy_joules,
+                "success_rate": rate,
+                "attempted_blocks": m.attempted_blocks,
+                "success_blocks": m.success_blocks,
+                "tx_count": m.tx_count,
+                "consensus": {
+                    "votes": m.votes,
+                    "required_votes": m.required_votes,
+                    "validator_count": m.validators,
+                },
+            })
+        })
+        .collect();
+    let latest = entries.last().cloned();
+    Ok(Json(json!({
+        "success": true,
+        "count": entries.len(),
+        "latest": latest,
+        "metrics": entries,
+    })))
+}
+
+/// Validators' state, the primary, throughput, latency, and the countdown to the next block.
+async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<Value>> {
+    let local = state.chain.local.status();
+    let genesis = state.chain.local.genesis();
+    let names: Vec<String> = genesis
+        .validators()
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    let contact = state.chain.local.shared().peer_last_contact();
+    let statuses: HashMap<u32, node::NodeStatus> = state
+        .chain
+        .validators
+        .iter()
+        .map(|h| (h.id(), h.status()))
+        .collect();
+    let primary = local.primary;
+    let validators: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let id = i as u32;
+            match statuses.get(&id) {
+                Some(s) => json!({
+                    "id": id,
+                    "name": name,
+                    "state": if s.failed.is_some() { "failed" }
+                             else if s.view_changing { "view-change" }
+                             else { "up" },
+                    "height": s.height,
+                    "view": s.view,
+                    "primary": id == primary,
+                    "pending": s.pending,
+                }),
+                None => {
+                    // Not in this process: judge by when we last heard from it.
+                    let heard = contact.get(i).copied().flatten();
+                    let up = id == local.id
+                        || heard.is_some_and(|d| d < std::time::Duration::from_secs(5));
+                    json!({
+                        "id": id,
+                        "name": name,
+                        "state": if up { "up" } else { "down" },
+                        "height": Value::Null,
+                        "view": Value::Null,
+                        "primary": id == primary,
+                    })
+                }
+            }
+        })
+        .collect();
+    let shared = state.chain.local.shared();
+    let blocks = shared.block_metrics();
+    let latencies = shared.latencies();
+    let median_latency_ms = median_ms(&latencies);
+    let last = blocks.last();
+    let tps = last.map(|m| m.tps).unwrap_or(0.0);
+    let success_rate = last.map(|m| {
+        if m.attempted_blocks == 0 {
+            100.0
+        } else {
+            100.0 * m.success_blocks as f64 / m.attempted_blocks as f64
+        }
+    });
+    let tx_count = state.read_chain(|r| r.transaction_count()).await?;
+    let window_ms = state.chain.batch_window.as_millis() as u64;
+    let next_cut_in_ms = if local.pending > 0 {
+        let since = state
+            .pending_since
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .unwrap_or_else(crate::app::now_ms);
+        Some(window_ms.saturating_sub(crate::app::now_ms().saturating_sub(since)))
+    } else {
+        if let Ok(mut since) = state.pending_since.lock() {
+            *since = None;
+        }
+        None
+    };
+    Ok(Json(json!({
+        "success": true,
+        "chain_id": genesis.chain_id(),
+        "node": local.name,
+        "height": local.height,
+        "head_hash": hex::encode(local.head_hash),
+        "view": local.view,
+        "primary": names.get(primary as usize),
+        "pending": local.pending,
+        "batch_window_ms": window_ms,
+        "next_cut_in_ms": next_cut_in_ms,
+        "validators": validators,
+        "metrics": {
+            "tps": tps,
+            "latency_ms": median_latency_ms,
+            "success_rate": success_rate,
+            "tx_count": tx_count,
+            "committed_since_start": shared.committed_transactions(),
+        },
+    })))
+}
+
+fn median_ms(latencies: &[std::time::Duration]) -> Option<f64> {
+    if latencies.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+/// Parses `before` and `limit` of `/api/blocks`.
+fn page_params(query: Option<String>) -> ApiResult<(Option<u64>, usize)> {
+    let mut before = None;
+    let mut limit = 20usize;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "before" => {
+                before =
+                    Some(v.parse::<u64>().map_err(|_| {
+                        ApiError::validation("before", "before must be a block height")
+                    })?)
+            }
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=100).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::validation("limit", "limit must be between 1 and 100")
+                    })?
+            }
+            _ => {}
+        }
+    }
+    Ok((before, limit))
+}
+
+/// The block explorer: newest first, `limit` per page, below `before`.
+async fn blocks(
+    State(state): State<AppState>,
+    _auth: Authed,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let (before, limit) = page_params(query)?;
+    let names: Vec<String> = state
+        .chain
+        .local
+        .genesis()
+        .validators()
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    let page = state
+        .read_chain(move |r| {
+            let page = r.blocks_page(before, limit)?;
+            let mut out = Vec::with_capacity(page.len());
+            for b in page {
+                let signers: Vec<u32> = r
+                    .block(b.height)?
+                    .map(|full| {
+                        full.certificate
+                            .signatures
+                            .iter()
+                            .map(|(v, _)| *v)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((b, signers));
+            }
+            Ok(out)
+        })
+        .await?;
+    let name = |i: u32| {
+        names
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| i.to_string())
+    };
+    let next_before = page
+        .last()
+        .map(|(b, _)| b.height)
+        .filter(|h| *h > 0 && page.len() == limit);
+    let blocks: Vec<Value> = page
+        .iter()
+        .map(|(b, signers)| {
+            json!({
+                "height": b.height,
+                "hash": hex::encode(b.hash),
+                "timestamp_ms": b.timestamp_ms,
+                "proposer": if b.height == 0 { "genesis".to_string() } else { name(b.proposer) },
+                "view": b.view,
+                "tx_count": b.tx_count,
+                "signers": signers.iter().map(|s| name(*s)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "success": true,
+        "blocks": blocks,
+        "next_before": next_before,
+    })))
+}
+
+/// Where a transaction stands: pending at this validator, committed at a height, or unknown.
+async fn tx_status(
+    State(state): State<AppState>,
+    _auth: Authed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let bytes = hex::decode(&id)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| ApiError::validation("id", "id must be 64 hex characters"))?;
+    let on_chain = state.read_chain(move |r| r.tx_status(&bytes)).await?;
+    let body = match on_chain {
+        ledger::TxStatus::Committed {
+            height,
+            index,
+            rejected,
+        } => json!({
+            "success": true,
+            "id": id,
+            "status": if rejected.is_some() { "rejected" } else { "committed" },
+            "height": height,
+            "index": index,
+            "reason": rejected,
+        }),
+        ledger::TxStatus::Unknown => {
+            let pending = state.chain.local.shared().is_pending(&bytes);
+            json!({
+                "success": true,
+                "id": id,
+                "status": if pending { "pending" } else { "unknown" },
+            })
+        }
+    };
+    Ok(Json(body))
+}
