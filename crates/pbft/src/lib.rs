@@ -78,6 +78,16 @@
 //!   ends at the first gap instead of filling it with null requests (see
 //!   [`Replica`]'s `plan_new_view` docs and `docs/ARCHITECTURE.md`).
 //! - Timeout doubling is capped ([`Config::max_backoff_doublings`]).
+//! - The view-change timer starts once 2f+1 replicas ask for this view *or a higher one* (the
+//!   paper: this view), and view-changes are kept per sender for up to
+//!   [`VIEW_CHANGES_PER_SENDER`] views (not only the latest): both close liveness gaps the
+//!   simulator found when a minority had timed out into the next view alone.
+//! - The f+1 rule (join the smallest view f+1 others are in) counts any message carrying a
+//!   view, not only view-changes; a primary that entered its view by a new-view resends it to
+//!   a replica whose view-change shows it is behind.
+//! - Backups also track the requests of pre-prepares they accept as pending, so they time out
+//!   if those never execute and re-forward them to the next primary if a view change drops
+//!   them.
 //! - Stalled replicas retransmit (§5 leaves retransmission to the implementation).
 //! - State transfer is the caller's: it fetches certified blocks, not a state snapshot.
 

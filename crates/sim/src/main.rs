@@ -118,10 +118,10 @@ fn main() -> ExitCode {
         totals.protocol_errors,
         totals.ticks
     );
+    println!("elapsed: {:.1}s", start.elapsed().as_secs_f64());
     println!(
-        "{} seeds, {violations} violations, {liveness} liveness failures ({:.1}s)",
-        seeds.len(),
-        start.elapsed().as_secs_f64()
+        "{} seeds, {violations} violations, {liveness} liveness failures",
+        seeds.len()
     );
     if violations + liveness > 0 {
         ExitCode::FAILURE
