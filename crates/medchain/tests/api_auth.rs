@@ -416,3 +416,40 @@ async fn in_person_consent_rules() {
             .all(|c| c["state"] == "active")
     );
 }
+
+#[tokio::test]
+async fn cross_origin_writes_are_refused_and_wrong_methods_are_json() {
+    let t = common::app_only().await;
+    let d1 = t.login("d001").await;
+    let body = json!({"patientId": "p001", "purpose": "x"});
+    let mut req = common::request(
+        "POST",
+        "/api/consents/request",
+        Some(body.clone()),
+        d1.bearer.as_deref(),
+        None,
+    );
+    req.headers_mut()
+        .insert("host", "127.0.0.1:5000".parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "http://127.0.0.1:8080".parse().unwrap());
+    let (s, b) = body_of(t.raw(req).await).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(b["success"], false);
+    let mut req = common::request(
+        "POST",
+        "/api/consents/request",
+        Some(body),
+        d1.bearer.as_deref(),
+        None,
+    );
+    req.headers_mut()
+        .insert("host", "127.0.0.1:5000".parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "http://127.0.0.1:5000".parse().unwrap());
+    assert_eq!(t.raw(req).await.status(), StatusCode::OK);
+
+    let (s, b) = t.get(&d1, "/api/login").await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(b["success"], false);
+}

@@ -304,6 +304,32 @@ impl AppDb {
         })
     }
 
+    /// `medchain user add`: reads the password (prompt without echo, or the first line of
+    /// stdin) and creates the account.
+    pub fn add_user_interactive(
+        &self,
+        role: Role,
+        id: &str,
+        department: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Account, AppError> {
+        validate_account_id(id)?;
+        if self.account(id)?.is_some() {
+            return Err(AppError::AccountExists(id.to_string()));
+        }
+        let password = read_password(&format!("Password for {role} {id}: "))
+            .map_err(|e| AppError::invalid("password", e.to_string()))?;
+        self.create_account(
+            NewAccount {
+                id: id.to_string(),
+                role,
+                department: department.map(str::to_string),
+                password,
+            },
+            now_ms,
+        )
+    }
+
     /// Replaces an account's password (and ends its sessions).
     pub fn set_password(&self, id: &str, password: &str) -> Result<(), AppError> {
         validate_password(password)?;

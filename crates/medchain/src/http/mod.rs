@@ -181,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .merge(chain::router())
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     Router::new()
         .merge(crate::web::router())
@@ -203,6 +204,7 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("permissions-policy"),
             "camera=(), microphone=(), geolocation=(), payment=()",
         ))
+        .layer(middleware::from_fn(same_origin_writes))
         .layer(middleware::from_fn(log_request))
 }
 
@@ -243,6 +245,39 @@ async fn healthz() -> impl IntoResponse {
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("No such endpoint".into())
+}
+
+async fn method_not_allowed() -> Response {
+    let mut res =
+        ApiError::BadRequest("Method not allowed on this endpoint".into()).into_response();
+    *res.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    res
+}
+
+/// Refuses a state-changing request whose `Origin` is not this server. The session cookie is
+/// `SameSite=Strict`, but "same site" spans every port of the host: a page served by another
+/// program on 127.0.0.1 could otherwise post with the doctor's cookie. Browsers send `Origin` on
+/// such requests; clients without it (curl, the seed's scripts) are unaffected.
+async fn same_origin_writes(req: Request, next: Next) -> Response {
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe && let Some(origin) = req.headers().get(header::ORIGIN) {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        if host.is_none() || origin_host != host {
+            return ApiError::Forbidden("Cross-origin request refused".into()).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// API answers are never cached (they carry medical data and codes).
