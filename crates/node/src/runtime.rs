@@ -2,7 +2,7 @@
 //! arrives, steps the replica, and executes the replica's actions in order: persist (fsync)
 //! before sending what depends on it, apply committed blocks, answer the clients that wait.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -90,6 +90,7 @@ pub(crate) struct Runtime {
     resend_after: Duration,
     max_batch: usize,
     last_resend_check: Instant,
+    last_commit_at: Instant,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -136,6 +137,7 @@ impl Runtime {
             resend_after: timing.batch_window + timing.view_change_timeout,
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
+            last_commit_at: Instant::now(),
         }
     }
 
@@ -149,7 +151,9 @@ impl Runtime {
                 committed.push(row.id);
                 continue;
             }
-            let request = SignedTransaction::from_bytes(&row.body)?.to_request();
+            let transaction = SignedTransaction::from_bytes(&row.body)?;
+            let request = transaction.to_request();
+            self.auth.remember(request.id, transaction.signature);
             self.shared.add_pending([request.clone()]);
             self.step(Input::Request(request), &mut actions);
         }
@@ -261,6 +265,7 @@ impl Runtime {
             rand::rngs::OsRng.fill_bytes(&mut nonce);
             let tx = SignedTransaction::sign(transaction, timestamp_ms, nonce, self.id, &self.key);
             let request = tx.to_request();
+            self.auth.remember(request.id, tx.signature);
             signed.push((request, tx.to_bytes()));
             replies.push(reply);
         }
@@ -281,8 +286,20 @@ impl Runtime {
     /// §4.1: a client that gets no reply in time broadcasts its request to every replica, so
     /// that all backups (not only the one it first reached) start the timer that replaces a
     /// faulty primary. The node is its transactions' client.
+    /// Only when the cluster looks stuck (no block for a while) or a transaction waited far
+    /// longer than a slow block explains: a loaded cluster must not be loaded further by resends.
     fn resend_stalled(&mut self, actions: &mut Vec<Action>) {
-        let stalled = self.shared.due_for_resend(self.resend_after);
+        let no_progress = self.last_commit_at.elapsed() >= self.resend_after;
+        let starved = self
+            .shared
+            .oldest_pending_age()
+            .is_some_and(|age| age >= self.resend_after * 4);
+        if !(no_progress || starved) {
+            return;
+        }
+        let stalled = self
+            .shared
+            .due_for_resend(self.resend_after, self.max_batch);
         if stalled.is_empty() {
             return;
         }
@@ -449,6 +466,9 @@ impl Runtime {
     /// send that follows them; sends before them may go first, which is always safe.
     fn execute(&mut self, mut actions: Vec<Action>) -> Result<(), NodeError> {
         let mut compact = false;
+        // Forwarded requests are hints with no order to keep: one message per peer and pass,
+        // not one per request, saves a signature and a verification per request.
+        let mut forwards: BTreeMap<ReplicaId, Vec<pbft::Request>> = BTreeMap::new();
         loop {
             let mut records = Vec::new();
             for action in actions.drain(..) {
@@ -457,6 +477,10 @@ impl Runtime {
                         compact |= matches!(record, Durable::StableCheckpoint { .. });
                         records.push(borsh::to_vec(&record)?);
                     }
+                    Action::Send {
+                        to,
+                        message: Message::Forward(requests),
+                    } => forwards.entry(to).or_default().extend(requests),
                     Action::Send { to, message } => {
                         self.flush_records(&mut records)?;
                         let signed = self.auth.sign(&self.key, self.id, message);
@@ -482,6 +506,14 @@ impl Runtime {
                 }
             }
             self.flush_records(&mut records)?;
+            for (to, requests) in std::mem::take(&mut forwards) {
+                for chunk in requests.chunks(self.max_batch) {
+                    let signed =
+                        self.auth
+                            .sign(&self.key, self.id, Message::Forward(chunk.to_vec()));
+                    self.send_frame(to, Wire::Consensus(signed));
+                }
+            }
             let Some(input) = self.loopback.pop_front() else {
                 break;
             };

@@ -93,8 +93,8 @@ impl Shared {
         }
     }
 
-    /// Requests pending for longer than `older_than` since they were last sent; marks them sent.
-    pub(crate) fn due_for_resend(&self, older_than: Duration) -> Vec<Request> {
+    /// At most `limit` requests not sent for `older_than`; marks them sent.
+    pub(crate) fn due_for_resend(&self, older_than: Duration, limit: usize) -> Vec<Request> {
         let Ok(mut pending) = self.pending.lock() else {
             return Vec::new();
         };
@@ -102,11 +102,18 @@ impl Shared {
         pending
             .values_mut()
             .filter(|tx| now.duration_since(tx.last_sent) >= older_than)
+            .take(limit)
             .map(|tx| {
                 tx.last_sent = now;
                 tx.request.clone()
             })
             .collect()
+    }
+
+    /// How long the oldest acknowledged, uncommitted transaction has waited.
+    pub(crate) fn oldest_pending_age(&self) -> Option<Duration> {
+        let pending = self.pending.lock().ok()?;
+        pending.values().map(|tx| tx.accepted.elapsed()).max()
     }
 
     /// Removes committed transactions; returns how long each of ours waited.
