@@ -1,1 +1,130 @@
-fn main() {}
+//! Ledger benchmarks: hashing, signatures, durable appends and whole-chain verification.
+//!
+//! Stores live under cargo's target tmp directory (a real disk, not tmpfs), so "durable" means
+//! a real fsync.
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ledger::testkit::TestNet;
+use ledger::{Hash, OpenOptions, SignedTransaction, Store, crypto, merkle};
+
+fn ids(n: u64) -> Vec<Hash> {
+    (0..n).map(|i| ledger::sha256(&i.to_le_bytes())).collect()
+}
+
+fn bench_merkle(c: &mut Criterion) {
+    let leaves = ids(1000);
+    let mut g = c.benchmark_group("merkle");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("root of 1000 tx ids", |b| b.iter(|| merkle::root(&leaves)));
+    let tree = merkle::MerkleTree::new(&leaves);
+    let proof = tree.prove(617).expect("in range");
+    let root = tree.root();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("verify one inclusion proof (1000 leaves)", |b| {
+        b.iter(|| merkle::verify(&root, &leaves[617], &proof))
+    });
+    g.finish();
+}
+
+fn bench_signatures(c: &mut Criterion) {
+    let net = TestNet::new(4);
+    let txs: Vec<SignedTransaction> = (0..1000).map(|i| net.sample_tx(i)).collect();
+    let keys = net.genesis.keys().to_vec();
+    let mut g = c.benchmark_group("signatures");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("sign 1000 transactions", |b| {
+        b.iter(|| {
+            txs.iter()
+                .map(|t| {
+                    SignedTransaction::sign(
+                        t.body.clone(),
+                        t.timestamp_ms,
+                        t.nonce,
+                        t.validator,
+                        &net.keys[t.validator as usize],
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("verify 1000 transactions one by one", |b| {
+        b.iter(|| {
+            txs.iter()
+                .all(|t| t.verify(&keys[t.validator as usize]).is_ok())
+        })
+    });
+    g.bench_function("batch-verify 1000 transactions", |b| {
+        b.iter(|| crypto::verify_transactions(&keys, &txs).is_ok())
+    });
+    g.finish();
+}
+
+fn bench_append(c: &mut Criterion) {
+    let net = TestNet::new(4);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let mut store = Store::open(
+        &dir.path().join("chain.db"),
+        &net.genesis,
+        OpenOptions::default(),
+    )
+    .expect("open");
+    let mut next_tx = 0u64;
+    let mut make_block = |head: (u64, Hash)| {
+        let txs = (next_tx..next_tx + 1000)
+            .map(|i| net.sample_tx(i))
+            .collect();
+        next_tx += 1000;
+        net.next_block(head, txs)
+    };
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Elements(1000));
+    g.sample_size(30);
+    g.bench_function("append a 1000-tx block durably (fsync)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let block = make_block(store.head());
+                let started = Instant::now();
+                store.append_block(&block).expect("append");
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn bench_verify_chain(c: &mut Criterion) {
+    const BLOCKS: u64 = 10_000;
+    const TXS: u64 = 4;
+    let net = TestNet::new(4);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let path = dir.path().join("chain.db");
+    {
+        let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
+        for block in net.chain(BLOCKS, TXS) {
+            store.append_block(&block).expect("append");
+        }
+    }
+    let mut g = c.benchmark_group("verify");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(BLOCKS));
+    g.bench_function("verify a 10000-block chain (4 tx per block)", |b| {
+        b.iter_batched(
+            || (),
+            |()| ledger::verify::verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies"),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_merkle,
+    bench_signatures,
+    bench_append,
+    bench_verify_chain
+);
+criterion_main!(benches);

@@ -263,3 +263,35 @@ fn reader_refuses_a_missing_store() {
     assert!(Reader::open(&missing).is_err());
     assert!(!missing.exists(), "a reader never creates a store");
 }
+
+#[test]
+fn replays_are_found_in_large_blocks_across_lookup_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = net();
+    let mut store = Store::open(
+        &dir.path().join("chain.db"),
+        &net.genesis,
+        OpenOptions::default(),
+    )
+    .expect("open");
+    let first = net.next_block(store.head(), (0..300).map(|i| net.sample_tx(i)).collect());
+    store.append_block(&first).expect("append");
+    // 300 new transactions, with replays of earlier ones at positions in the 1st, 2nd and 3rd
+    // lookup chunk, and a replay of one of this block's own.
+    let mut txs: Vec<_> = (1000..1300).map(|i| net.sample_tx(i)).collect();
+    txs[5] = net.sample_tx(7);
+    txs[200] = net.sample_tx(299);
+    txs[290] = net.sample_tx(0);
+    txs[299] = net.sample_tx(1010);
+    let second = net.next_block(store.head(), txs);
+    let applied = store.append_block(&second).expect("append");
+    assert_eq!(
+        applied.rejected,
+        vec![
+            (5, DUPLICATE),
+            (200, DUPLICATE),
+            (290, DUPLICATE),
+            (299, DUPLICATE)
+        ]
+    );
+}

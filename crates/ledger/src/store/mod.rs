@@ -195,17 +195,20 @@ impl Store {
         }
 
         let hash = block.hash();
+        let ids: Vec<Hash> = encoded.iter().map(|(_, id)| *id).collect();
         let mut applied = Applied::default();
         let tx = self.conn.transaction()?;
+        // The state machine's verdicts, decided in memory over what the chain already holds
+        // (fetched in a few batched queries rather than a few thousand point queries).
+        let mut state = prefetch_state(&tx, &ids, &block.transactions)?;
         insert_block(&tx, block, &hash)?;
         {
-            let mut view = SqlState { conn: &tx };
             let mut insert = tx.prepare_cached(
                 "INSERT INTO transactions (height, idx, id, kind, patient_id, timestamp_ms, body, rejected)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for (index, (t, (bytes, id))) in block.transactions.iter().zip(&encoded).enumerate() {
-                let rejected = state::decide(&mut view, id, &t.body)?;
+                let rejected = state.apply(0, id, &t.body);
                 insert.execute(params![
                     h as i64,
                     index as i64,
@@ -287,37 +290,84 @@ fn apply_effects(conn: &Connection, row: i64, body: &Transaction) -> Result<()> 
     Ok(())
 }
 
-/// The state machine's view of the chain so far, read through the writing transaction (so a
-/// block's earlier transactions count for its later ones).
-struct SqlState<'c> {
-    conn: &'c Connection,
+/// Lookups per batched query: below SQLite's parameter limit, and one cached statement.
+const LOOKUP_CHUNK: usize = 128;
+
+/// Which of `keys` a query `SELECT <key>, ... FROM <table> WHERE <key> IN (...)` finds, with the
+/// row mapped by `row`. The last chunk is padded by repeating its last key, so every chunk uses
+/// the same cached statement.
+fn lookup<T>(
+    conn: &Connection,
+    select: &str,
+    keys: &[Hash],
+    mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let placeholders = vec!["?"; LOOKUP_CHUNK].join(",");
+    let sql = format!("{select} IN ({placeholders})");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut found = Vec::new();
+    for chunk in keys.chunks(LOOKUP_CHUNK) {
+        let Some(last) = chunk.last() else { continue };
+        let params = rusqlite::params_from_iter(
+            (0..LOOKUP_CHUNK).map(|i| chunk.get(i).unwrap_or(last).as_slice()),
+        );
+        let mut rows = stmt.query(params)?;
+        while let Some(r) = rows.next()? {
+            found.push(row(r)?);
+        }
+    }
+    Ok(found)
 }
 
-impl state::StateView for SqlState<'_> {
-    fn seen(&mut self, id: &Hash) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM transactions WHERE id = ?1 LIMIT 1")?
-            .exists([id.as_slice()])?)
+/// The part of the chain's state that `txs` (with ids `ids`) can touch: which ids were seen,
+/// which consents have a record, which were granted or used.
+fn prefetch_state(
+    conn: &Connection,
+    ids: &[Hash],
+    txs: &[SignedTransaction],
+) -> Result<state::Replay> {
+    let mut state = state::Replay::default();
+    let hash = |r: &rusqlite::Row<'_>, i| -> rusqlite::Result<Hash> {
+        let bytes: Vec<u8> = r.get(i)?;
+        Ok(bytes.try_into().unwrap_or([0; 32]))
+    };
+    for id in lookup(conn, "SELECT id FROM transactions WHERE id", ids, |r| {
+        hash(r, 0)
+    })? {
+        state.seen.insert(id);
     }
-
-    fn consent_has_record(&mut self, consent: &Hash) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM records WHERE consent_hash = ?1")?
-            .exists([consent.as_slice()])?)
+    let consents: Vec<Hash> = txs
+        .iter()
+        .filter_map(|t| match &t.body {
+            Transaction::AddRecord { consent_hash, .. }
+            | Transaction::ConsentGranted { consent_hash, .. }
+            | Transaction::ConsentUsed { consent_hash, .. } => Some(*consent_hash),
+            Transaction::Access { .. } => None,
+        })
+        .collect();
+    for c in lookup(
+        conn,
+        "SELECT consent_hash FROM records WHERE consent_hash",
+        &consents,
+        |r| hash(r, 0),
+    )? {
+        state.record_consents.insert(c);
     }
-
-    fn consent(&mut self, consent: &Hash) -> Result<(bool, bool)> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT granted_tx IS NOT NULL, used_tx IS NOT NULL FROM consents WHERE consent_hash = ?1",
-            )?
-            .query_row([consent.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-            .unwrap_or_default())
+    for (c, granted, used) in lookup(
+        conn,
+        "SELECT consent_hash, granted_tx, used_tx FROM consents WHERE consent_hash",
+        &consents,
+        |r| {
+            Ok((
+                hash(r, 0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        },
+    )? {
+        state.consents.insert(c, (granted, used));
     }
+    Ok(state)
 }
 
 impl Reader {
