@@ -453,3 +453,31 @@ async fn cross_origin_writes_are_refused_and_wrong_methods_are_json() {
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(b["success"], false);
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_id_for_a_while() {
+    let t = common::app_only().await;
+    let wrong = json!({"role": "patient", "patientId": "p001", "password": "guess"});
+    for _ in 0..10 {
+        assert_eq!(
+            t.post(&anon(), "/api/login", wrong.clone()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let right = json!({"role": "patient", "patientId": "p001", "password": "patient123"});
+    let (s, b) = t.post(&anon(), "/api/login", right.clone()).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(b["success"], false);
+    // The seed's password paths count too; other accounts are unaffected.
+    let (s, _) = t
+        .post(
+            &anon(),
+            "/api/patient_records",
+            json!({"patientId": "p001", "password": "patient123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    t.login("p002").await;
+    t.clock.advance_ms(15 * 60 * 1000);
+    assert_eq!(t.post(&anon(), "/api/login", right).await.0, StatusCode::OK);
+}

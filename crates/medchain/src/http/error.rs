@@ -30,6 +30,8 @@ pub enum ApiError {
     TooLarge,
     /// 415: a body that is not JSON.
     UnsupportedMediaType,
+    /// 429: too many wrong passwords for one account; wait.
+    TooManyAttempts,
     /// 503: the validator is overloaded or stopped; retry later.
     Unavailable(String),
     /// 500: logged here with its cause; the client only learns that it failed.
@@ -63,6 +65,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,6 +100,9 @@ impl IntoResponse for ApiError {
             | ApiError::Conflict(m)
             | ApiError::Unavailable(m) => m,
             ApiError::TooLarge => "Request body too large".into(),
+            ApiError::TooManyAttempts => {
+                "Too many wrong passwords for this account; try again in 15 minutes".into()
+            }
             ApiError::UnsupportedMediaType => {
                 "Expected a JSON body (Content-Type: application/json)".into()
             }

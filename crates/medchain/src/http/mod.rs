@@ -97,6 +97,46 @@ pub struct AppState {
     pub(crate) hashing: Arc<Semaphore>,
     /// When the oldest transaction submitted here and not yet committed was submitted (ms).
     pub(crate) pending_since: Arc<Mutex<Option<u64>>>,
+    pub(crate) failures: Arc<Failures>,
+}
+
+/// Wrong passwords per account id before that id is refused for the rest of the window.
+pub const MAX_PASSWORD_FAILURES: u32 = 10;
+/// The window over which wrong passwords are counted.
+pub const FAILURE_WINDOW_MS: u64 = 15 * 60 * 1000;
+/// Ids tracked at most (the oldest windows are dropped first).
+const MAX_TRACKED_IDS: usize = 10_000;
+
+/// Wrong-password counts per account id: (failures, start of the window).
+#[derive(Default)]
+pub(crate) struct Failures(Mutex<std::collections::HashMap<String, (u32, u64)>>);
+
+impl Failures {
+    fn blocked(&self, id: &str, now: u64) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).is_some_and(|(n, since)| {
+            *n >= MAX_PASSWORD_FAILURES && now < since.saturating_add(FAILURE_WINDOW_MS)
+        })
+    }
+
+    fn record(&self, id: String, now: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED_IDS {
+            map.retain(|_, (_, since)| now < since.saturating_add(FAILURE_WINDOW_MS));
+            if map.len() >= MAX_TRACKED_IDS {
+                map.clear();
+            }
+        }
+        let entry = map.entry(id).or_insert((0, now));
+        if now >= entry.1.saturating_add(FAILURE_WINDOW_MS) {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    fn clear(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
 }
 
 impl AppState {
@@ -108,6 +148,7 @@ impl AppState {
             clock,
             hashing: Arc::new(Semaphore::new(2)),
             pending_since: Arc::new(Mutex::new(None)),
+            failures: Arc::new(Failures::default()),
         }
     }
 
@@ -141,13 +182,19 @@ impl AppState {
         self.clock.now_ms()
     }
 
-    /// Checks a password off the async threads, at most two at a time.
+    /// Checks a password off the async threads, at most two at a time. After
+    /// [`MAX_PASSWORD_FAILURES`] wrong passwords for one id within [`FAILURE_WINDOW_MS`], that id
+    /// is refused (429) until the window ends, so guessing is slow even beyond Argon2id's cost.
     pub(crate) async fn verify_password(
         &self,
         id: String,
         role: Option<crate::app::Role>,
         password: zeroize::Zeroizing<String>,
     ) -> ApiResult<Option<crate::app::Account>> {
+        let now = self.now_ms();
+        if self.failures.blocked(&id, now) {
+            return Err(ApiError::TooManyAttempts);
+        }
         let _permit = self
             .hashing
             .clone()
@@ -155,10 +202,15 @@ impl AppState {
             .await
             .map_err(ApiError::internal)?;
         let app = self.app.clone();
-        Ok(
+        let key = id.clone();
+        let account =
             tokio::task::spawn_blocking(move || app.verify_password(&id, role, &password))
-                .await??,
-        )
+                .await??;
+        match &account {
+            Some(_) => self.failures.clear(&key),
+            None => self.failures.record(key, now),
+        }
+        Ok(account)
     }
 
     /// Runs a blocking application-store call off the async threads.
