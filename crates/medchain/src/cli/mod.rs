@@ -4,7 +4,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod init;
+mod node;
+mod serve;
+mod service;
+mod testnet;
+mod timing;
+mod user;
 mod verify;
 
 /// What every subcommand does when run: its exit code, or an error to print (exit 1).
@@ -32,10 +39,20 @@ macro_rules! commands {
 }
 
 commands! {
+    /// Run the four embedded validators with the web UI and the API (the seed's server).
+    Serve(serve::ServeArgs),
+    /// Run one validator of a distributed network, configured by node.toml.
+    Node(node::NodeArgs),
+    /// Start a local network of validator processes on 127.0.0.1.
+    Testnet(testnet::TestnetArgs),
+    /// Manage this hospital's accounts.
+    User(user::UserArgs),
     /// Create a new network: validator keys, genesis.toml and each validator's chain.
     Init(init::InitArgs),
     /// Verify every replica's chain in a data directory, and that the replicas agree.
     Verify(verify::VerifyArgs),
+    /// Measure committed transactions per second and commit latency under load.
+    Bench(bench::BenchArgs),
 }
 
 /// medchain: a permissioned blockchain for medical records, ordered by PBFT among a fixed set

@@ -1,0 +1,136 @@
+//! `medchain bench`: committed transactions per second and commit latency under load.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use node::load::{Load, LoadReport, drive};
+
+use super::node::start_validator;
+use super::testnet::{spawn_validator, stop_child, write_network};
+use super::timing::TimingArgs;
+
+/// Loads a fresh four-validator cluster with signed records (every signature checked, every
+/// block fsynced) and reports committed transactions per second and the latency from
+/// acknowledgement to commit. Embedded by default; --processes runs the validators as four
+/// processes talking TCP on loopback (three `medchain node` children and this process).
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  medchain bench --duration 10s                 # throughput, as fast as it goes\n  medchain bench --rate 1000 --duration 20s     # latency at 1,000 tx/s"
+)]
+pub struct BenchArgs {
+    /// Transactions per second to offer; omit to submit as fast as they are acknowledged.
+    #[arg(long, value_name = "TX_PER_S")]
+    rate: Option<u64>,
+    /// How long to submit.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = node::parse_duration)]
+    duration: Duration,
+    /// Submitters in flight at once (without --rate).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    concurrency: usize,
+    /// Run the validators as separate processes on loopback TCP.
+    #[arg(long)]
+    processes: bool,
+    /// Where to create the cluster (default: a temporary directory, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    timing: TimingArgs,
+}
+
+impl BenchArgs {
+    fn describe(&self) -> String {
+        format!(
+            "{}, 4 validators, batch window {}, max batch {}, {} for {}",
+            if self.processes {
+                "4 processes on loopback TCP"
+            } else {
+                "embedded"
+            },
+            humantime::format_duration(self.timing.batch_window),
+            self.timing.max_batch,
+            self.rate
+                .map_or("as fast as acknowledged".into(), |r| format!(
+                    "{r} tx/s offered"
+                )),
+            humantime::format_duration(self.duration),
+        )
+    }
+}
+
+impl super::Run for BenchArgs {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| temp.path().to_path_buf());
+        println!("{}", self.describe());
+        let load = Load {
+            rate: self.rate,
+            duration: self.duration,
+            concurrency: self.concurrency,
+        };
+        let bar = ProgressBar::new(self.duration.as_millis() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let progress = |elapsed: Duration, acknowledged: u64| {
+            bar.set_position(elapsed.as_millis() as u64);
+            bar.set_message(format!("{acknowledged} acknowledged"));
+        };
+        let settle = Duration::from_secs(120);
+        let runtime = super::service::runtime()?;
+        let report = if self.processes {
+            let configs = write_network(&dir, 4, 17101, 15101, &self.timing, false)?;
+            let mut children = Vec::new();
+            for (path, config) in &configs[1..] {
+                let log = path.with_file_name("node.log");
+                children.push((
+                    config.name.clone(),
+                    spawn_validator(path, Some(&log), false)?,
+                ));
+            }
+            let result = runtime.block_on(async {
+                let node = start_validator(&configs[0].1).await?;
+                let handles = vec![node.handle().clone()];
+                let report = drive(&handles, &load, settle, progress).await;
+                tokio::task::spawn_blocking(move || node.stop()).await.ok();
+                report.map_err(anyhow::Error::from)
+            });
+            for (_, child) in &mut children {
+                stop_child(child);
+                let _ = child.wait();
+            }
+            result?
+        } else {
+            let cluster = node::Cluster::open(&dir, self.timing.timing())?;
+            let handles = cluster.handles();
+            runtime.block_on(drive(&handles, &load, settle, progress))?
+        };
+        bar.finish_and_clear();
+        print_report(&report);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn print_report(report: &LoadReport) {
+    println!(
+        "committed {} transactions in {:.2} s: {:.0} tx/s ({} blocks; {} acknowledged, {} refused as busy)",
+        report.committed,
+        report.elapsed.as_secs_f64(),
+        report.committed_per_second,
+        report.blocks,
+        report.acknowledged,
+        report.refused,
+    );
+    println!(
+        "commit latency (acknowledged to committed): p50 {:.1} ms, p99 {:.1} ms",
+        report.commit_latency_p50.as_secs_f64() * 1e3,
+        report.commit_latency_p99.as_secs_f64() * 1e3,
+    );
+}

@@ -1,0 +1,88 @@
+//! `medchain node`: one validator of a distributed network, in its own process.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use ledger::Genesis;
+use medchain::http::Chain;
+use node::{Node, NodeConfig, NodeOptions, transport::TcpTransport};
+
+use super::service;
+
+/// Runs one validator: it talks TCP to its peers (every message signed, peers identified by the
+/// genesis keys, reconnecting with backoff) and serves this hospital's web UI and API. Logs to
+/// stderr (RUST_LOG=debug for more); stops cleanly on SIGTERM or Ctrl-C. A validator whose
+/// chain fails verification refuses to start and names the bad block.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "`medchain testnet --setup-only` writes a commented node.toml for each validator."
+)]
+pub struct NodeArgs {
+    /// The validator's configuration file (every setting is documented in it).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Create the seed's sample accounts if missing, whatever the config says. Never in production.
+    #[arg(long)]
+    demo: bool,
+}
+
+impl super::Run for NodeArgs {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        service::init_logging();
+        let config = NodeConfig::load(&self.config)?;
+        let runtime = service::runtime()?;
+        let served = runtime.block_on(async {
+            let node = start_validator(&config).await?;
+            let handle = node.handle().clone();
+            tracing::info!(
+                validator = %config.name,
+                peers = %config.peer_addr,
+                api = %config.api_addr,
+                "validator running"
+            );
+            let app = service::open_app(&config.data_dir.join("app.db"), config.demo || self.demo)?;
+            let batch_window = config.timing()?.batch_window;
+            let chain = Chain::new(handle.clone(), vec![handle], batch_window);
+            let served = service::serve_http(config.api_addr, app, chain).await;
+            tokio::task::spawn_blocking(move || node.stop()).await.ok();
+            served
+        });
+        served?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Starts the validator `config` describes, listening for its peers. Must run inside the
+/// tokio runtime (the TCP transport's tasks live there).
+pub async fn start_validator(config: &NodeConfig) -> anyhow::Result<Node> {
+    let genesis = Arc::new(Genesis::load(&config.genesis)?);
+    let mut peers = BTreeMap::new();
+    for peer in &config.peers {
+        let id = genesis.index_of(&peer.name).with_context(|| {
+            format!(
+                "peer '{}' in the config is not a validator of {}",
+                peer.name,
+                config.genesis.display()
+            )
+        })?;
+        peers.insert(id, peer.addr);
+    }
+    let listener = tokio::net::TcpListener::bind(config.peer_addr)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", config.peer_addr))?;
+    let options = NodeOptions::new(
+        config.data_dir.clone(),
+        config.name.clone(),
+        config.timing()?,
+    );
+    let node = Node::start(options, genesis, move |inbox| {
+        Ok(Box::new(TcpTransport::start(listener, peers, inbox))
+            as Box<dyn node::transport::Transport>)
+    })
+    .with_context(|| format!("validator '{}' cannot start", config.name))?;
+    Ok(node)
+}

@@ -1,0 +1,68 @@
+//! `medchain serve`: the embedded deployment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use medchain::http::Chain;
+
+use super::service;
+use super::timing::TimingArgs;
+
+/// Runs the four validators (hospital, clinic, pharmacy, insurance) in this process, each with
+/// its own key and SQLite files under DATA_DIR, agreeing on every block by PBFT, and serves the
+/// web UI and the API on one port. Stops cleanly on Ctrl-C or SIGTERM.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Example: medchain serve --demo   (then open http://127.0.0.1:5000 and log in as d001 / doctor123)"
+)]
+pub struct ServeArgs {
+    /// Where the validators' keys and stores live; created with fresh keys on first start.
+    #[arg(long, value_name = "DIR", default_value = "medchain-data")]
+    data_dir: PathBuf,
+    /// Address of the web UI and the API. Loopback by default: expose it through a TLS proxy.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    timing: TimingArgs,
+    /// Create the seed's sample accounts (p001, p002, d001, d002) if missing. Never in production.
+    #[arg(long)]
+    demo: bool,
+}
+
+impl super::Run for ServeArgs {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        service::init_logging();
+        let mut cluster =
+            node::Cluster::open(&self.data_dir, self.timing.timing()).with_context(|| {
+                format!("cannot start the validators in {}", self.data_dir.display())
+            })?;
+        let handles = cluster.handles();
+        let local = handles
+            .first()
+            .cloned()
+            .context("the genesis file lists no validator")?;
+        let app = service::open_app(
+            &node::validator_dir(&self.data_dir, local.name()).join("app.db"),
+            self.demo,
+        )?;
+        let names: Vec<&str> = handles.iter().map(|h| h.name()).collect();
+        println!(
+            "medchain: {} validators ({}) in {}",
+            handles.len(),
+            names.join(", "),
+            self.data_dir.display()
+        );
+        println!("medchain: open http://{} in a browser", self.addr);
+        if self.demo {
+            println!("medchain: demo logins: doctor d001 / doctor123, patient p001 / patient123");
+        }
+        let chain = Chain::new(local, handles.clone(), self.timing.batch_window);
+        let served = service::runtime()?.block_on(service::serve_http(self.addr, app, chain));
+        cluster.shutdown();
+        served?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
