@@ -20,6 +20,7 @@ pub struct Cluster {
     data_dir: PathBuf,
     genesis: Arc<Genesis>,
     timing: Timing,
+    watts_per_core: f64,
     network: MemoryNetwork,
     nodes: Vec<Option<Node>>,
 }
@@ -27,6 +28,15 @@ pub struct Cluster {
 impl Cluster {
     /// Opens the cluster in `data_dir`, creating its genesis, keys and stores on first use.
     pub fn open(data_dir: &Path, timing: Timing) -> Result<Self, NodeError> {
+        Self::open_with(data_dir, timing, crate::node::DEFAULT_WATTS_PER_CORE)
+    }
+
+    /// As [`Cluster::open`], with the wattage per busy core of the energy estimate.
+    pub fn open_with(
+        data_dir: &Path,
+        timing: Timing,
+        watts_per_core: f64,
+    ) -> Result<Self, NodeError> {
         let genesis_path = data_dir.join("genesis.toml");
         if !genesis_path.exists() {
             ledger::init_network(data_dir, &EMBEDDED_VALIDATORS, false)?;
@@ -37,6 +47,7 @@ impl Cluster {
             data_dir: data_dir.to_path_buf(),
             genesis,
             timing,
+            watts_per_core,
             network,
             nodes: Vec::new(),
         };
@@ -49,11 +60,12 @@ impl Cluster {
 
     fn start_node(&self, id: ReplicaId) -> Result<Node, NodeError> {
         let name = self.genesis.validators()[id as usize].name.clone();
-        let options = NodeOptions::new(
+        let mut options = NodeOptions::new(
             validator_dir(&self.data_dir, &name),
             name,
             self.timing.clone(),
         );
+        options.watts_per_core = self.watts_per_core;
         let network = self.network.clone();
         Node::start(options, self.genesis.clone(), move |inbox| {
             network.attach(id, inbox);

@@ -59,7 +59,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// The configuration file of a distributed validator (`medchain node --config node.toml`).
 /// `medchain testnet` writes one per node, commented; this is its documented shape.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// This validator's name in the genesis file.
@@ -86,6 +86,9 @@ pub struct NodeConfig {
     /// Create the seed's sample accounts if missing (never in production).
     #[serde(default)]
     pub demo: bool,
+    /// Watts one busy core draws, for the energy estimate of `/api/metrics`.
+    #[serde(default = "default_watts_per_core")]
+    pub watts_per_core: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +103,9 @@ fn default_batch_window() -> String {
 }
 fn default_max_batch() -> usize {
     1000
+}
+fn default_watts_per_core() -> f64 {
+    crate::node::DEFAULT_WATTS_PER_CORE
 }
 fn default_view_change_timeout() -> String {
     "2s".into()
@@ -166,6 +172,8 @@ impl NodeConfig {
              view_change_timeout = {view_change_timeout:?}\n\
              # Create the seed's sample accounts if missing. Never in production.\n\
              demo = {demo}\n\
+             # Watts one busy core draws, for the energy estimate of /api/metrics.\n\
+             watts_per_core = {watts_per_core:?}\n\
              \n\
              # Every other validator, by its genesis name.{peers}",
             name = self.name,
@@ -177,6 +185,7 @@ impl NodeConfig {
             max_batch = self.max_batch,
             view_change_timeout = self.view_change_timeout,
             demo = self.demo,
+            watts_per_core = self.watts_per_core,
         )
     }
 }
@@ -201,6 +210,7 @@ mod tests {
             max_batch: 500,
             view_change_timeout: "1s".into(),
             demo: true,
+            watts_per_core: 12.5,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");

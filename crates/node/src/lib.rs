@@ -22,7 +22,7 @@ pub use config::{NodeConfig, PeerConfig, Timing, parse_duration};
 pub use error::NodeError;
 pub use handle::{NodeHandle, TxStatus};
 pub use metrics::BlockMetric;
-pub use node::{Node, NodeOptions, validator_dir};
+pub use node::{DEFAULT_WATTS_PER_CORE, Node, NodeOptions, validator_dir};
 pub use runtime::{CutOutcome, Event};
 pub use status::{NodeStatus, Shared};
 pub use wire::{Envelope, Frame, Wire};

@@ -19,6 +19,9 @@ use crate::status::Shared;
 use crate::transport::Transport;
 use crate::verify::Authenticator;
 
+/// The energy estimate's default draw of one busy core: a mid-range server core under load.
+pub const DEFAULT_WATTS_PER_CORE: f64 = 15.0;
+
 /// Events queued for a validator's thread before submitters are told it is busy.
 const INBOX_EVENTS: usize = 65_536;
 
@@ -41,7 +44,7 @@ impl NodeOptions {
             dir: dir.into(),
             name: name.into(),
             timing,
-            watts_per_core: 15.0,
+            watts_per_core: DEFAULT_WATTS_PER_CORE,
             max_pending: 200_000,
         }
     }

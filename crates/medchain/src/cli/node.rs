@@ -74,11 +74,12 @@ pub async fn start_validator(config: &NodeConfig) -> anyhow::Result<Node> {
     let listener = tokio::net::TcpListener::bind(config.peer_addr)
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.peer_addr))?;
-    let options = NodeOptions::new(
+    let mut options = NodeOptions::new(
         config.data_dir.clone(),
         config.name.clone(),
         config.timing()?,
     );
+    options.watts_per_core = config.watts_per_core;
     let node = Node::start(options, genesis, move |inbox| {
         Ok(Box::new(TcpTransport::start(listener, peers, inbox))
             as Box<dyn node::transport::Transport>)

@@ -27,6 +27,9 @@ pub struct ServeArgs {
     addr: SocketAddr,
     #[command(flatten)]
     timing: TimingArgs,
+    /// Watts one busy core draws, for the energy estimate of /api/metrics.
+    #[arg(long, value_name = "WATTS", default_value_t = node::DEFAULT_WATTS_PER_CORE)]
+    watts_per_core: f64,
     /// Create the seed's sample accounts (p001, p002, d001, d002) if missing. Never in production.
     #[arg(long)]
     demo: bool,
@@ -36,9 +39,10 @@ impl super::Run for ServeArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         service::init_logging();
         let mut cluster =
-            node::Cluster::open(&self.data_dir, self.timing.timing()).with_context(|| {
-                format!("cannot start the validators in {}", self.data_dir.display())
-            })?;
+            node::Cluster::open_with(&self.data_dir, self.timing.timing(), self.watts_per_core)
+                .with_context(|| {
+                    format!("cannot start the validators in {}", self.data_dir.display())
+                })?;
         let handles = cluster.handles();
         let local = handles
             .first()

@@ -161,6 +161,7 @@ pub fn write_network(
                 view_change_timeout: humantime::format_duration(timing.view_change_timeout)
                     .to_string(),
                 demo,
+                watts_per_core: node::DEFAULT_WATTS_PER_CORE,
             };
             std::fs::write(&path, config.to_commented_toml())
                 .with_context(|| format!("cannot write {}", path.display()))?;
