@@ -1,0 +1,653 @@
+//! Harness for process-level network tests: a four-validator network written by
+//! `medchain testnet --setup-only` in a temporary directory, each validator a real
+//! `medchain node` process on 127.0.0.1 that a test can SIGKILL, stop (SIGTERM) and restart,
+//! a tiny blocking HTTP client for the API, and a steady load of records.
+//!
+//! On a panic, every node's log (stdout and stderr of every start) is printed and every
+//! process still running is killed.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+pub const DOCTOR: &str = "d001";
+pub const DOCTOR_PASSWORD: &str = "doctor123";
+pub const PATIENT: &str = "p001";
+pub const PATIENT_PASSWORD: &str = "patient123";
+
+/// Polls `probe` every 100 ms until it returns `Some`, or panics naming `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`); the status and the JSON body (`Null` if empty).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let text = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if body.is_some() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{text}", text.len()));
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad = |what: &str| std::io::Error::other(format!("{what} from {addr}{path}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut payload = raw[split + 4..].to_vec();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        payload = dechunk(&payload).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    let value = if payload.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into()))
+    };
+    Ok((status, value))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// Ports handed out in this test process, so parallel tests never pick the same ones.
+static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A base port such that `base..base + 2n` are free now: peer ports `base..base + n`, API
+/// ports `base + n..base + 2n`. Below Linux's ephemeral range (32768+), so outgoing
+/// connections do not take them in the meantime.
+fn free_ports(n: u16) -> u16 {
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let base: u16 = rng.gen_range(20_000..32_000 - 2 * n);
+        let mut taken = TAKEN.lock().unwrap();
+        if (base..base + 2 * n).any(|p| taken.contains(&p)) {
+            continue;
+        }
+        let all_free =
+            (base..base + 2 * n).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok());
+        if all_free {
+            taken.extend(base..base + 2 * n);
+            return base;
+        }
+    }
+    panic!("no run of {} free ports found", 2 * n);
+}
+
+/// One validator process.
+pub struct NodeProc {
+    pub name: String,
+    pub config: PathBuf,
+    pub dir: PathBuf,
+    pub api: SocketAddr,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl NodeProc {
+    fn out_log(&self, start: usize) -> PathBuf {
+        self.dir.join(format!("node-{start}.out.log"))
+    }
+    fn err_log(&self, start: usize) -> PathBuf {
+        self.dir.join(format!("node-{start}.err.log"))
+    }
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+    /// The doctor's bearer token at each node (sessions live in each node's app.db).
+    pub tokens: Vec<String>,
+}
+
+pub fn medchain() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_medchain"))
+}
+
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+impl Net {
+    /// Writes a network of `n` validators (`medchain testnet --setup-only --demo`) with a short
+    /// batch window and view-change timeout.
+    pub fn setup(n: u16) -> Net {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = free_ports(n);
+        let out = medchain()
+            .args(["testnet", "--setup-only", "--demo", "--nodes"])
+            .arg(n.to_string())
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--peer-port", &base.to_string()])
+            .args(["--api-port", &(base + n).to_string()])
+            .args(["--batch-window", "50ms", "--view-change-timeout", "1s"])
+            .output()
+            .expect("run medchain testnet");
+        assert!(out.status.success(), "testnet: {}", output_text(&out));
+        let nodes = ledger::validator_names(n as usize)
+            .into_iter()
+            .map(|name| {
+                let node_dir = dir.path().join(&name);
+                let config = node_dir.join("node.toml");
+                let api = node::NodeConfig::load(&config)
+                    .expect("node.toml written")
+                    .api_addr;
+                NodeProc {
+                    name,
+                    config,
+                    dir: node_dir,
+                    api,
+                    child: None,
+                    starts: 0,
+                }
+            })
+            .collect();
+        Net {
+            dir,
+            nodes,
+            tokens: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn apis(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.api).collect()
+    }
+
+    pub fn index_of(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no validator named {name}"))
+    }
+
+    /// Spawns `medchain node --config DIR/<name>/node.toml --demo`, its output to a fresh pair of
+    /// log files.
+    pub fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "{} is already running", node.name);
+        node.starts += 1;
+        let out = std::fs::File::create(node.out_log(node.starts)).expect("log file");
+        let err = std::fs::File::create(node.err_log(node.starts)).expect("log file");
+        let child = medchain()
+            .arg("node")
+            .arg("--config")
+            .arg(&node.config)
+            .arg("--demo")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn medchain node");
+        node.child = Some(child);
+    }
+
+    /// Spawns node `i` and waits until its API answers.
+    pub fn start(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_healthy(i);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_healthy(i);
+        }
+    }
+
+    pub fn wait_healthy(&mut self, i: usize) {
+        let api = self.nodes[i].api;
+        let name = self.nodes[i].name.clone();
+        wait_for(Duration::from_secs(30), &format!("{name}'s API"), || {
+            if let Some(child) = self.nodes[i].child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("{name} exited at start: {status}");
+            }
+            match http(api, "GET", "/healthz", None, None) {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        });
+    }
+
+    /// Logs the demo doctor in at every node.
+    pub fn login_all(&mut self) {
+        self.tokens = self
+            .apis()
+            .into_iter()
+            .map(|api| {
+                let (status, body) = http(
+                    api,
+                    "POST",
+                    "/api/login",
+                    None,
+                    Some(
+                        &json!({"role": "doctor", "doctorId": DOCTOR, "password": DOCTOR_PASSWORD}),
+                    ),
+                )
+                .expect("login");
+                assert_eq!(status, 200, "login at {api}: {body}");
+                body["token"].as_str().expect("token").to_string()
+            })
+            .collect();
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().expect("node running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then waits (at most 20 s) for the process to exit; returns its status.
+    pub fn stop(&mut self, i: usize) -> ExitStatus {
+        let name = self.nodes[i].name.clone();
+        let mut child = self.nodes[i].child.take().expect("node running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops every running node cleanly; each must exit with status 0.
+    pub fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].running() {
+                let status = self.stop(i);
+                assert!(
+                    status.success(),
+                    "{} exited with {status} after SIGTERM",
+                    self.nodes[i].name
+                );
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) for node `i`'s process to exit by itself; its status and stderr.
+    pub fn wait_exit(&mut self, i: usize, limit: Duration) -> (ExitStatus, String) {
+        let name = self.nodes[i].name.clone();
+        let status = {
+            let child = self.nodes[i].child.as_mut().expect("node running");
+            wait_for(limit, &format!("{name} to exit"), || {
+                child.try_wait().expect("wait")
+            })
+        };
+        self.nodes[i].child = None;
+        let node = &self.nodes[i];
+        let stderr = std::fs::read_to_string(node.err_log(node.starts)).unwrap_or_default();
+        (status, stderr)
+    }
+
+    /// `GET /api/status` at node `i`.
+    pub fn status(&self, i: usize) -> Option<Value> {
+        match http(
+            self.nodes[i].api,
+            "GET",
+            "/api/status",
+            Some(&self.tokens[i]),
+            None,
+        ) {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// `GET /api/tx/{id}` at node `i`: "pending", "committed", "rejected" or "unknown".
+    pub fn tx_status(&self, i: usize, id: &str) -> Option<String> {
+        match http(
+            self.nodes[i].api,
+            "GET",
+            &format!("/api/tx/{id}"),
+            Some(&self.tokens[i]),
+            None,
+        ) {
+            Ok((200, body)) => body["status"].as_str().map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// Waits until every running node reports the same head and nothing pending, twice in a
+    /// row 300 ms apart; returns that head (height, hash hex).
+    pub fn wait_converged(&self, limit: Duration) -> (u64, String) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].running())
+            .collect();
+        let mut last: Option<(u64, String)> = None;
+        wait_for(limit, "every node to reach the same head", || {
+            let mut heads = BTreeSet::new();
+            for &i in &running {
+                let status = self.status(i)?;
+                if status["pending"].as_u64() != Some(0) {
+                    return None;
+                }
+                heads.insert((
+                    status["height"].as_u64()?,
+                    status["head_hash"].as_str()?.to_string(),
+                ));
+            }
+            let head = (heads.len() == 1).then(|| heads.pop_first().expect("one"))?;
+            if last.as_ref() == Some(&head) {
+                return Some(head);
+            }
+            last = Some(head);
+            std::thread::sleep(Duration::from_millis(300));
+            None
+        })
+    }
+
+    /// Runs `medchain verify --data-dir DIR`.
+    pub fn verify(&self) -> Output {
+        medchain()
+            .arg("verify")
+            .arg("--data-dir")
+            .arg(self.path())
+            .output()
+            .expect("run medchain verify")
+    }
+
+    /// Every node's chain head, read from its stopped store.
+    pub fn store_heads(&self) -> Vec<(u64, [u8; 32])> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                ledger::store::Reader::open(&node.dir.join("chain.db"))
+                    .expect("open chain.db")
+                    .head()
+                    .expect("head")
+            })
+            .collect()
+    }
+
+    /// The patient's committed record diagnoses in node `i`'s stopped store.
+    pub fn store_diagnoses(&self, i: usize) -> Vec<String> {
+        ledger::store::Reader::open(&self.nodes[i].dir.join("chain.db"))
+            .expect("open chain.db")
+            .records_by_patient(PATIENT)
+            .expect("records")
+            .into_iter()
+            .map(|r| r.diagnosis)
+            .collect()
+    }
+
+    /// Every transaction in node `i`'s stopped store: id (hex) to the rejection reason (`None`:
+    /// applied) of each of its occurrences, in chain order.
+    pub fn store_transactions(&self, i: usize) -> BTreeMap<String, Vec<Option<String>>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.nodes[i].dir.join("chain.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open chain.db");
+        let mut statement = conn
+            .prepare("SELECT id, rejected FROM transactions ORDER BY tx")
+            .expect("prepare");
+        let rows = statement
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .expect("query");
+        let mut out: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+        for row in rows {
+            let (id, rejected) = row.expect("row");
+            out.entry(hex::encode(id)).or_default().push(rejected);
+        }
+        out
+    }
+
+    fn print_logs(&self) {
+        for node in &self.nodes {
+            for start in 1..=node.starts {
+                for path in [node.out_log(start), node.err_log(start)] {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let from = lines.len().saturating_sub(200);
+                    eprintln!(
+                        "----- {} (start {start}) {} ({} lines, last {}) -----",
+                        node.name,
+                        path.file_name().unwrap_or_default().to_string_lossy(),
+                        lines.len(),
+                        lines.len() - from
+                    );
+                    for line in &lines[from..] {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+    }
+}
+
+/// A record whose `add_record` answered 200.
+#[derive(Clone, Debug)]
+pub struct Ack {
+    pub diagnosis: String,
+    pub tx_id: String,
+    /// The transaction of the consent the record used, if request_consent acknowledged it
+    /// (`grantTxId` is null when the grant could not be submitted).
+    pub grant_tx_id: Option<String>,
+    pub node: usize,
+    pub at: Instant,
+}
+
+/// A steady load: one record at a time through the seed's flow (request_consent with the
+/// patient's password, then add_record with the code), the nodes taken in turn.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    pub acks: Arc<Mutex<Vec<Ack>>>,
+    /// Consent grants acknowledged whose record was not (the node died in between).
+    pub lone_grants: Arc<Mutex<Vec<String>>>,
+    pub failures: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts submitting to the nodes `targets`, pausing `pause` between records.
+    pub fn start(net: &Net, targets: Vec<usize>, tag: &str, pause: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let lone_grants = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let apis = net.apis();
+        let tokens = net.tokens.clone();
+        let tag = tag.to_string();
+        let thread = {
+            let (stop, acks, failures) = (stop.clone(), acks.clone(), failures.clone());
+            let lone_grants = lone_grants.clone();
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    let node = targets[n % targets.len()];
+                    let diagnosis = format!("{tag} record {n}");
+                    n += 1;
+                    match add_record(apis[node], &tokens[node], &diagnosis) {
+                        (Some(grant_tx_id), Some(tx_id)) => acks.lock().unwrap().push(Ack {
+                            diagnosis,
+                            tx_id,
+                            grant_tx_id,
+                            node,
+                            at: Instant::now(),
+                        }),
+                        (grant, _) => {
+                            lone_grants.lock().unwrap().extend(grant.flatten());
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    std::thread::sleep(pause);
+                }
+            })
+        };
+        Load {
+            stop,
+            acks,
+            lone_grants,
+            failures,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().unwrap().clone()
+    }
+
+    /// Acknowledged records so far.
+    pub fn count(&self) -> usize {
+        self.acks.lock().unwrap().len()
+    }
+
+    /// Stops submitting and returns every acknowledged record, and every acknowledged
+    /// transaction id (grants and records).
+    pub fn finish(mut self) -> (Vec<Ack>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("load thread");
+        }
+        let acks = self.acks();
+        let mut txs: Vec<String> = self.lone_grants.lock().unwrap().clone();
+        for ack in &acks {
+            txs.extend(ack.grant_tx_id.clone());
+            txs.push(ack.tx_id.clone());
+        }
+        (acks, txs)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One record through the seed's flow at `api`: whether request_consent answered 200 (with the
+/// grant's transaction id if it was acknowledged), and the record's transaction id if
+/// add_record answered 200.
+pub fn add_record(
+    api: SocketAddr,
+    token: &str,
+    diagnosis: &str,
+) -> (Option<Option<String>>, Option<String>) {
+    let Ok((200, consent)) = http(
+        api,
+        "POST",
+        "/api/request_consent",
+        Some(token),
+        Some(&json!({"patientId": PATIENT, "password": PATIENT_PASSWORD})),
+    ) else {
+        return (None, None);
+    };
+    let grant = consent["grantTxId"].as_str().map(str::to_string);
+    let otp = consent["otp"].as_str().expect("otp");
+    (Some(grant), record(api, token, otp, diagnosis))
+}
+
+fn record(api: SocketAddr, token: &str, otp: &str, diagnosis: &str) -> Option<String> {
+    let (status, body) = http(
+        api,
+        "POST",
+        "/api/add_record",
+        Some(token),
+        Some(&json!({
+            "patientId": PATIENT,
+            "otp": otp,
+            "medical_data": {"diagnosis": diagnosis, "prescription": "rest"},
+        })),
+    )
+    .ok()?;
+    if status != 200 {
+        return None;
+    }
+    assert_eq!(body["success"], true, "add_record: {body}");
+    Some(body["txId"].as_str().expect("txId").to_string())
+}

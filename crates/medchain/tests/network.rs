@@ -1,0 +1,347 @@
+//! A distributed network as it runs for real: four `medchain node` processes on loopback TCP,
+//! records submitted through the HTTP API, validators killed with SIGKILL and restarted, a
+//! store deleted and restored from peers, a tampered store refused.
+//!
+//! Each test writes its own network (`medchain testnet --setup-only`) on its own free ports, so
+//! the tests run in parallel. Deadlines are generous: they bound progress, they do not time it.
+mod common_net;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common_net::{Ack, Load, Net, output_text, wait_for};
+
+/// Time between two records of the load (each record also costs an Argon2id check).
+const PAUSE: Duration = Duration::from_millis(150);
+/// Deadline for anything the network must do while it has a quorum.
+const PROGRESS: Duration = Duration::from_secs(30);
+
+/// Waits until each of `acks` is committed, asking the node that acknowledged it.
+fn wait_committed(net: &Net, acks: &[Ack], limit: Duration, what: &str) {
+    let mut left: Vec<&Ack> = acks.iter().collect();
+    wait_for(limit, what, || {
+        left.retain(|ack| net.tx_status(ack.node, &ack.tx_id).as_deref() != Some("committed"));
+        left.is_empty().then_some(())
+    });
+}
+
+/// The primary every node reports, and its view; all running nodes must agree.
+fn current_primary(net: &Net) -> (usize, u64) {
+    let reports: Vec<(String, u64)> = (0..net.nodes.len())
+        .filter(|&i| net.nodes[i].running())
+        .map(|i| {
+            let status = net.status(i).expect("status");
+            (
+                status["primary"].as_str().expect("primary").to_string(),
+                status["view"].as_u64().expect("view"),
+            )
+        })
+        .collect();
+    assert!(
+        reports.windows(2).all(|w| w[0] == w[1]),
+        "the nodes disagree on the primary: {reports:?}"
+    );
+    let (name, view) = &reports[0];
+    (net.index_of(name), *view)
+}
+
+/// After the network is stopped: every store has the head `head`; at every node, every
+/// acknowledged transaction (`txs`) is in the chain exactly once and applied, no transaction is
+/// in the chain twice, and every acknowledged record (`acks`) is among the patient's records
+/// exactly once; and `medchain verify` passes.
+fn assert_final_state(net: &Net, head: &(u64, String), acks: &[Ack], txs: &[String]) {
+    for (i, (height, hash)) in net.store_heads().into_iter().enumerate() {
+        assert_eq!(
+            (height, hex::encode(hash)),
+            *head,
+            "{}'s store ends elsewhere",
+            net.nodes[i].name
+        );
+    }
+    for i in 0..net.nodes.len() {
+        let name = &net.nodes[i].name;
+        let chain = net.store_transactions(i);
+        let repeated: Vec<_> = chain.iter().filter(|(_, seen)| seen.len() > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "{name}'s chain holds transactions more than once: {repeated:?}"
+        );
+        for id in txs {
+            assert_eq!(
+                chain.get(id),
+                Some(&vec![None]),
+                "{name}: acknowledged transaction {id} is not committed exactly once and applied"
+            );
+        }
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for diagnosis in net.store_diagnoses(i) {
+            *counts.entry(diagnosis).or_default() += 1;
+        }
+        let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{} committed records more than once: {twice:?}",
+            net.nodes[i].name
+        );
+        let lost: Vec<&str> = acks
+            .iter()
+            .filter(|ack| !counts.contains_key(&ack.diagnosis))
+            .map(|ack| ack.diagnosis.as_str())
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} lacks {} of {} acknowledged records: {lost:?}",
+            net.nodes[i].name,
+            lost.len(),
+            acks.len()
+        );
+    }
+    let out = net.verify();
+    assert!(out.status.success(), "verify: {}", output_text(&out));
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Victim {
+    Primary,
+    Backup,
+}
+
+/// Four nodes under a steady load; `victim` is SIGKILLed, the other three keep committing,
+/// the victim restarts and catches up, and everything acknowledged is committed exactly once.
+fn kill_and_restart(victim: Victim) {
+    let mut net = Net::setup(4);
+    net.start_all();
+    net.login_all();
+    let load = Load::start(&net, vec![0, 1, 2, 3], &format!("{victim:?}"), PAUSE);
+
+    // Steady state: records from every node committed.
+    wait_for(PROGRESS, "eight acknowledged records", || {
+        (load.count() >= 8).then_some(())
+    });
+    wait_committed(&net, &load.acks(), PROGRESS, "the first records to commit");
+
+    let (primary, view_before) = current_primary(&net);
+    let victim_id = match victim {
+        Victim::Primary => primary,
+        Victim::Backup => (primary + 1) % net.nodes.len(),
+    };
+    let victim_name = net.nodes[victim_id].name.clone();
+    // A burst at the victim, killed right after its third acknowledgement: what it acknowledged
+    // last may exist nowhere but in its node.db.
+    let burst = Load::start(&net, vec![victim_id], "burst", Duration::from_millis(10));
+    wait_for(PROGRESS, "records acknowledged by the victim", || {
+        (burst.count() >= 3).then_some(())
+    });
+    net.kill(victim_id);
+    let killed_at = Instant::now();
+    let (burst_acks, burst_txs) = burst.finish();
+    eprintln!(
+        "killed {victim_name} ({victim:?}, view {view_before}) after {} + {} acknowledged records",
+        load.count(),
+        burst_acks.len()
+    );
+
+    // The other three keep committing what they acknowledge after the kill.
+    let after_kill = wait_for(
+        PROGRESS,
+        "three records acknowledged after the kill",
+        || {
+            let acks: Vec<Ack> = load
+                .acks()
+                .into_iter()
+                .filter(|ack| ack.at > killed_at)
+                .collect();
+            (acks.len() >= 3).then_some(acks)
+        },
+    );
+    assert!(after_kill.iter().all(|ack| ack.node != victim_id));
+    wait_committed(
+        &net,
+        &after_kill,
+        PROGRESS,
+        "records acknowledged after the kill to commit",
+    );
+    eprintln!(
+        "{} records acknowledged after the kill committed within {:?}",
+        after_kill.len(),
+        killed_at.elapsed()
+    );
+    if victim == Victim::Primary {
+        let (new_primary, view) = current_primary(&net);
+        assert!(
+            view > view_before && new_primary != victim_id,
+            "committing without {victim_name} (primary of view {view_before}) needs a new view; \
+             the survivors report view {view}, primary {}",
+            net.nodes[new_primary].name
+        );
+    }
+
+    // The victim restarts, catches up and takes records again.
+    net.start(victim_id);
+    let restarted_at = Instant::now();
+    let at_victim = wait_for(
+        PROGRESS,
+        "two records acknowledged by the restarted node",
+        || {
+            let acks: Vec<Ack> = load
+                .acks()
+                .into_iter()
+                .filter(|ack| ack.node == victim_id && ack.at > restarted_at)
+                .collect();
+            (acks.len() >= 2).then_some(acks)
+        },
+    );
+    wait_committed(
+        &net,
+        &at_victim,
+        PROGRESS,
+        "records acknowledged by the restarted node to commit",
+    );
+
+    // A few seconds of load with all four up again.
+    std::thread::sleep(Duration::from_secs(2));
+    let (mut acks, mut txs) = load.finish();
+    acks.extend(burst_acks);
+    txs.extend(burst_txs);
+    wait_committed(&net, &acks, PROGRESS, "every acknowledged record to commit");
+    let head = net.wait_converged(PROGRESS);
+    eprintln!(
+        "{} records acknowledged; all four at height {} with views {:?}",
+        acks.len(),
+        head.0,
+        (0..4)
+            .map(|i| net.status(i).map(|s| s["view"].clone()))
+            .collect::<Vec<_>>()
+    );
+    net.stop_all();
+    assert_final_state(&net, &head, &acks, &txs);
+}
+
+#[test]
+fn primary_killed_the_others_change_view_and_it_catches_up() {
+    kill_and_restart(Victim::Primary);
+}
+
+#[test]
+fn backup_killed_the_others_go_on_and_it_catches_up() {
+    kill_and_restart(Victim::Backup);
+}
+
+/// Starts a network and commits `records` records submitted to every node in turn.
+fn network_with_records(tag: &str, records: usize) -> (Net, Vec<Ack>, Vec<String>, (u64, String)) {
+    let mut net = Net::setup(4);
+    net.start_all();
+    net.login_all();
+    let load = Load::start(&net, vec![0, 1, 2, 3], tag, PAUSE);
+    wait_for(PROGRESS, "records acknowledged", || {
+        (load.count() >= records).then_some(())
+    });
+    let (acks, txs) = load.finish();
+    wait_committed(&net, &acks, PROGRESS, "the records to commit");
+    let head = net.wait_converged(PROGRESS);
+    (net, acks, txs, head)
+}
+
+#[test]
+fn a_deleted_store_is_restored_from_peers() {
+    let (mut net, mut acks, mut txs, head) = network_with_records("restore", 8);
+    let victim = 1;
+    let status = net.stop(victim);
+    assert!(status.success(), "stop: {status}");
+
+    // Copy the store away, then delete it (the key and app.db stay).
+    let saved = tempfile::tempdir().expect("tempdir");
+    let node_dir = net.nodes[victim].dir.clone();
+    let mut moved = 0;
+    for entry in std::fs::read_dir(&node_dir).expect("node dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with("chain.db") || name.starts_with("node.db") {
+            std::fs::copy(&path, saved.path().join(&name)).expect("copy");
+            std::fs::remove_file(&path).expect("delete");
+            moved += 1;
+        }
+    }
+    assert!(moved >= 2, "chain.db and node.db moved away");
+    assert!(node_dir.join("node.key").exists() && node_dir.join("app.db").exists());
+
+    net.start(victim);
+    wait_for(PROGRESS, "the restored node to reach the head", || {
+        let status = net.status(victim)?;
+        (status["height"].as_u64()? >= head.0).then_some(())
+    });
+
+    // It takes part again: records submitted through it and the others commit.
+    let load = Load::start(&net, vec![victim, 0, 2, 3], "restored", PAUSE);
+    wait_for(PROGRESS, "records acknowledged after the restore", || {
+        (load.count() >= 4).then_some(())
+    });
+    let (more, more_txs) = load.finish();
+    wait_committed(&net, &more, PROGRESS, "records after the restore to commit");
+    acks.extend(more);
+    txs.extend(more_txs);
+    let final_head = net.wait_converged(PROGRESS);
+    net.stop_all();
+
+    // The restored chain holds the very blocks the deleted one held.
+    let copy = ledger::store::Reader::open(&saved.path().join("chain.db")).expect("copy");
+    let (old_height, old_hash) = copy.head().expect("head");
+    assert_eq!((old_height, hex::encode(old_hash)), head);
+    let restored = ledger::store::Reader::open(&node_dir.join("chain.db")).expect("restored store");
+    for height in 1..=old_height {
+        assert_eq!(
+            restored.block(height).expect("read").map(|b| b.hash()),
+            copy.block(height).expect("read").map(|b| b.hash()),
+            "block {height} differs from the deleted store's"
+        );
+    }
+    assert_final_state(&net, &final_head, &acks, &txs);
+}
+
+#[test]
+fn a_tampered_store_is_refused_naming_the_block() {
+    let (mut net, acks, _, _) = network_with_records("tamper", 6);
+    let victim = 3;
+    let status = net.stop(victim);
+    assert!(status.success(), "stop: {status}");
+
+    // Flip one byte of the body of a committed record's transaction, with plain SQL.
+    let chain = net.nodes[victim].dir.join("chain.db");
+    let id = hex::decode(&acks[2].tx_id).expect("hex id");
+    let conn = rusqlite::Connection::open(&chain).expect("open chain.db with SQLite");
+    let (row, height, mut body): (i64, i64, Vec<u8>) = conn
+        .query_row(
+            "SELECT tx, height, body FROM transactions WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the record's transaction is stored");
+    let offset = body.len() / 2;
+    body[offset] ^= 1;
+    conn.execute(
+        "UPDATE transactions SET body = ?1 WHERE tx = ?2",
+        rusqlite::params![body, row],
+    )
+    .expect("update");
+    drop(conn);
+
+    net.spawn(victim);
+    let (status, stderr) = net.wait_exit(victim, PROGRESS);
+    assert!(!status.success(), "a tampered store was accepted: {stderr}");
+    assert!(
+        stderr.contains(&format!("block {height}:")) && stderr.contains("chain.db"),
+        "stderr does not name block {height}: {stderr}"
+    );
+    net.stop_all();
+    let out = net.verify();
+    assert!(!out.status.success(), "verify passed a tampered store");
+    assert!(
+        output_text(&out).contains(&format!("block {height}")),
+        "verify: {}",
+        output_text(&out)
+    );
+}
