@@ -268,19 +268,43 @@ fn apply_effects(conn: &Connection, row: i64, body: &Transaction) -> Result<()> 
             )?
             .execute(params![patient_id, row, consent_hash.as_slice()])?;
         }
+        // One row per consent hash (no unique index: see schema migration 2): update the
+        // consent's row if it has one, else add it.
         Transaction::ConsentGranted { consent_hash, .. } => {
-            conn.prepare_cached(
-                "INSERT INTO consents (consent_hash, granted_tx) VALUES (?1, ?2)
-                 ON CONFLICT (consent_hash) DO UPDATE SET granted_tx = excluded.granted_tx",
-            )?
-            .execute(params![consent_hash.as_slice(), row])?;
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE consents SET granted_tx = ?3
+                     WHERE substr(consent_hash, 1, 8) = ?1 AND consent_hash = ?2",
+                )?
+                .execute(params![
+                    key_prefix(consent_hash),
+                    consent_hash.as_slice(),
+                    row
+                ])?;
+            if updated == 0 {
+                conn.prepare_cached(
+                    "INSERT INTO consents (consent_hash, granted_tx) VALUES (?1, ?2)",
+                )?
+                .execute(params![consent_hash.as_slice(), row])?;
+            }
         }
         Transaction::ConsentUsed { consent_hash, .. } => {
-            conn.prepare_cached(
-                "INSERT INTO consents (consent_hash, used_tx) VALUES (?1, ?2)
-                 ON CONFLICT (consent_hash) DO UPDATE SET used_tx = excluded.used_tx",
-            )?
-            .execute(params![consent_hash.as_slice(), row])?;
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE consents SET used_tx = ?3
+                     WHERE substr(consent_hash, 1, 8) = ?1 AND consent_hash = ?2",
+                )?
+                .execute(params![
+                    key_prefix(consent_hash),
+                    consent_hash.as_slice(),
+                    row
+                ])?;
+            if updated == 0 {
+                conn.prepare_cached(
+                    "INSERT INTO consents (consent_hash, used_tx) VALUES (?1, ?2)",
+                )?
+                .execute(params![consent_hash.as_slice(), row])?;
+            }
         }
         Transaction::Access { patient_id, .. } => {
             conn.prepare_cached("INSERT INTO accesses (patient_id, tx) VALUES (?1, ?2)")?
@@ -293,9 +317,15 @@ fn apply_effects(conn: &Connection, row: i64, body: &Transaction) -> Result<()> 
 /// Lookups per batched query: below SQLite's parameter limit, and one cached statement.
 const LOOKUP_CHUNK: usize = 128;
 
-/// Which of `keys` a query `SELECT <key>, ... FROM <table> WHERE <key> IN (...)` finds, with the
-/// row mapped by `row`. The last chunk is padded by repeating its last key, so every chunk uses
-/// the same cached statement.
+/// The indexed prefix of a hash key (schema migration 2): `substr(key, 1, 8)` in SQL.
+fn key_prefix(key: &Hash) -> &[u8] {
+    &key[..8]
+}
+
+/// The rows a query `SELECT <key>, ... FROM <table> WHERE substr(<key>, 1, 8) IN (...)` finds
+/// for the prefixes of `keys`, mapped by `row`: a superset of the keys' rows (a prefix may
+/// collide), so the caller matches whole keys. The last chunk is padded by repeating its last
+/// key, so every chunk uses the same cached statement.
 fn lookup<T>(
     conn: &Connection,
     select: &str,
@@ -309,7 +339,7 @@ fn lookup<T>(
     for chunk in keys.chunks(LOOKUP_CHUNK) {
         let Some(last) = chunk.last() else { continue };
         let params = rusqlite::params_from_iter(
-            (0..LOOKUP_CHUNK).map(|i| chunk.get(i).unwrap_or(last).as_slice()),
+            (0..LOOKUP_CHUNK).map(|i| key_prefix(chunk.get(i).unwrap_or(last))),
         );
         let mut rows = stmt.query(params)?;
         while let Some(r) = rows.next()? {
@@ -331,9 +361,14 @@ fn prefetch_state(
         let bytes: Vec<u8> = r.get(i)?;
         Ok(bytes.try_into().unwrap_or([0; 32]))
     };
-    for id in lookup(conn, "SELECT id FROM transactions WHERE id", ids, |r| {
-        hash(r, 0)
-    })? {
+    // Rows whose key only shares the prefix land in the sets under their own (different)
+    // hash, where no lookup of ours will match them.
+    for id in lookup(
+        conn,
+        "SELECT id FROM transactions WHERE substr(id, 1, 8)",
+        ids,
+        |r| hash(r, 0),
+    )? {
         state.seen.insert(id);
     }
     let consents: Vec<Hash> = txs
@@ -347,7 +382,7 @@ fn prefetch_state(
         .collect();
     for c in lookup(
         conn,
-        "SELECT consent_hash FROM records WHERE consent_hash",
+        "SELECT consent_hash FROM records WHERE substr(consent_hash, 1, 8)",
         &consents,
         |r| hash(r, 0),
     )? {
@@ -355,7 +390,7 @@ fn prefetch_state(
     }
     for (c, granted, used) in lookup(
         conn,
-        "SELECT consent_hash, granted_tx, used_tx FROM consents WHERE consent_hash",
+        "SELECT consent_hash, granted_tx, used_tx FROM consents WHERE substr(consent_hash, 1, 8)",
         &consents,
         |r| {
             Ok((
@@ -565,15 +600,22 @@ macro_rules! read_queries {
 
             /// The first occurrence on chain of transaction `id`.
             pub fn transaction(&self, id: &Hash) -> Result<Option<CommittedTx>> {
-                query::tx_where(&self.conn, "id = ?1", &[&id.as_slice()])
+                query::tx_where(
+                    &self.conn,
+                    "substr(id, 1, 8) = ?1 AND id = ?2",
+                    &[&key_prefix(id), &id.as_slice()],
+                )
             }
 
             /// Whether transaction `id` is on chain.
             pub fn contains_transaction(&self, id: &Hash) -> Result<bool> {
                 Ok(self
                     .conn
-                    .prepare_cached("SELECT 1 FROM transactions WHERE id = ?1 LIMIT 1")?
-                    .exists([id.as_slice()])?)
+                    .prepare_cached(
+                        "SELECT 1 FROM transactions WHERE substr(id, 1, 8) = ?1 AND id = ?2
+                         LIMIT 1",
+                    )?
+                    .exists([key_prefix(id), id.as_slice()])?)
             }
 
             /// The height of the block holding transaction `id`, if on chain.
@@ -581,9 +623,10 @@ macro_rules! read_queries {
                 Ok(self
                     .conn
                     .prepare_cached(
-                        "SELECT height FROM transactions WHERE id = ?1 ORDER BY tx LIMIT 1",
+                        "SELECT height FROM transactions WHERE substr(id, 1, 8) = ?1 AND id = ?2
+                         ORDER BY tx LIMIT 1",
                     )?
-                    .query_row([id.as_slice()], |r| r.get::<_, i64>(0))
+                    .query_row([key_prefix(id), id.as_slice()], |r| r.get::<_, i64>(0))
                     .optional()?
                     .map(|h| h as u64))
             }
@@ -678,9 +721,12 @@ macro_rules! read_queries {
                 let refs: Option<(Option<i64>, Option<i64>)> = self
                     .conn
                     .prepare_cached(
-                        "SELECT granted_tx, used_tx FROM consents WHERE consent_hash = ?1",
+                        "SELECT granted_tx, used_tx FROM consents
+                         WHERE substr(consent_hash, 1, 8) = ?1 AND consent_hash = ?2",
                     )?
-                    .query_row([consent_hash.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row([key_prefix(consent_hash), consent_hash.as_slice()], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
                     .optional()?;
                 let Some((granted, used)) = refs else {
                     return Ok(None);
