@@ -4,9 +4,13 @@
 //! Writes are grouped by the caller: one SQLite transaction (one fsync) per batch of accepted
 //! transactions or per step's protocol records, never one per transaction.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use rusqlite::{Connection, params};
+use borsh::{BorshDeserialize, BorshSerialize};
+use pbft::{Digest, Durable, PrePrepare, PreparedCertificate, Proposal, SeqNo, Signed, View, Vote};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::NodeError;
 
@@ -21,7 +25,107 @@ const MIGRATIONS: &[&str] = &[
          n INTEGER PRIMARY KEY AUTOINCREMENT,
          record BLOB NOT NULL
      );",
+    // v2: protocol records name their proposal by digest; each proposal body is stored once.
+    // `format` 1 is a whole `pbft::Durable` (rows written by v1), 2 is a [`Record`].
+    "ALTER TABLE durable ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+     CREATE TABLE proposals (
+         digest BLOB PRIMARY KEY,
+         seq INTEGER NOT NULL,
+         body BLOB NOT NULL
+     );",
 ];
+
+/// `durable.format` of a row holding a borsh [`Record`].
+const FORMAT_RECORD: i64 = 2;
+
+/// A protocol record as node.db stores it. A pre-prepare and the prepared certificate of the
+/// same sequence number carry the same proposal (about 0.5 MB for a 1,000-transaction block):
+/// storing it inside both records wrote it twice per block and made compaction decode every
+/// block in the log. Here the records name the proposal by digest, and the body is written once
+/// to `proposals`, in the same SQLite transaction as the first record that names it (so a
+/// record is never durable without its proposal), and joined back on restore.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+enum Record {
+    /// `View`, `ViewChange` and `StableCheckpoint`, which carry no proposal.
+    Whole(Durable),
+    PrePrepare {
+        view: View,
+        seq: SeqNo,
+        digest: Digest,
+    },
+    Prepared {
+        view: View,
+        seq: SeqNo,
+        digest: Digest,
+        prepares: Vec<Signed<Vote>>,
+    },
+}
+
+impl Record {
+    /// The record, and the proposal it names (to be stored beside it) if any.
+    fn split(durable: &Durable) -> (Record, Option<&Arc<Proposal>>) {
+        match durable {
+            Durable::PrePrepare(pp) => (
+                Record::PrePrepare {
+                    view: pp.view,
+                    seq: pp.proposal.seq,
+                    digest: pp.digest,
+                },
+                Some(&pp.proposal),
+            ),
+            Durable::Prepared(cert) => (
+                Record::Prepared {
+                    view: cert.pre_prepare.view,
+                    seq: cert.pre_prepare.proposal.seq,
+                    digest: cert.pre_prepare.digest,
+                    prepares: cert.prepares.clone(),
+                },
+                Some(&cert.pre_prepare.proposal),
+            ),
+            other => (Record::Whole(other.clone()), None),
+        }
+    }
+
+    /// The whole record, with `proposal` the body this record names (ignored if it names none).
+    fn join(
+        self,
+        proposal: impl FnOnce(&Digest, SeqNo) -> Result<Arc<Proposal>, NodeError>,
+    ) -> Result<Durable, NodeError> {
+        Ok(match self {
+            Record::Whole(durable) => durable,
+            Record::PrePrepare { view, seq, digest } => Durable::PrePrepare(PrePrepare {
+                view,
+                digest,
+                proposal: proposal(&digest, seq)?,
+            }),
+            Record::Prepared {
+                view,
+                seq,
+                digest,
+                prepares,
+            } => Durable::Prepared(PreparedCertificate {
+                pre_prepare: PrePrepare {
+                    view,
+                    digest,
+                    proposal: proposal(&digest, seq)?,
+                },
+                prepares,
+            }),
+        })
+    }
+}
+
+/// A stand-in proposal with only the sequence number: enough for `Durable::compact`, which
+/// decides by sequence number, view and digest and never reads a proposal's requests.
+fn placeholder(_: &Digest, seq: SeqNo) -> Result<Arc<Proposal>, NodeError> {
+    Ok(Arc::new(Proposal {
+        seq,
+        view: 0,
+        proposer: 0,
+        prev: [0; 32],
+        requests: Vec::new(),
+    }))
+}
 
 /// An acknowledged transaction as stored: its id, when it was accepted, its encoded bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,7 +158,9 @@ impl LocalStore {
             tx.pragma_update(None, "user_version", index + 1)?;
             tx.commit()?;
         }
-        Ok(Self { conn })
+        let mut store = Self { conn };
+        store.upgrade_v1_records()?;
+        Ok(store)
     }
 
     /// Durably records accepted transactions (encoded), in one SQLite transaction.
@@ -126,63 +232,257 @@ impl LocalStore {
         Ok(count as u64)
     }
 
-    /// Appends the replica's protocol records in one SQLite transaction (one fsync).
-    pub fn append_durable(&mut self, records: &[Vec<u8>]) -> Result<(), NodeError> {
+    /// Appends the replica's protocol records in one SQLite transaction (one fsync), with the
+    /// body of each proposal they name that is not stored yet.
+    pub fn append_durable(&mut self, records: &[Durable]) -> Result<(), NodeError> {
         if records.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached("INSERT INTO durable (record) VALUES (?1)")?;
-            for record in records {
-                insert.execute([record])?;
-            }
-        }
+        insert_records(&tx, records)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// The replica's protocol records in the order they were written.
-    pub fn durable(&self) -> Result<Vec<(i64, Vec<u8>)>, NodeError> {
+    /// The replica's protocol records in the order they were written, with their proposals.
+    pub fn durable(&self) -> Result<Vec<Durable>, NodeError> {
+        let mut proposals: HashMap<Digest, Arc<Proposal>> = HashMap::new();
         let mut select = self
             .conn
-            .prepare("SELECT n, record FROM durable ORDER BY n")?;
-        let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .prepare_cached("SELECT seq, body FROM proposals WHERE digest = ?1")?;
+        let mut load = |digest: &Digest, seq: SeqNo| -> Result<Arc<Proposal>, NodeError> {
+            if let Some(p) = proposals.get(digest) {
+                return Ok(p.clone());
+            }
+            let row: Option<(i64, Vec<u8>)> = select
+                .query_row([&digest[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((stored_seq, body)) = row else {
+                return Err(NodeError::Corrupt(format!(
+                    "node.db: the proposal of a protocol record at sequence number {seq} is missing"
+                )));
+            };
+            let proposal = Proposal::try_from_slice(&body).map_err(|error| {
+                NodeError::Corrupt(format!("node.db: proposal {seq} is unreadable: {error}"))
+            })?;
+            if stored_seq as u64 != seq || proposal.seq != seq {
+                return Err(NodeError::Corrupt(format!(
+                    "node.db: the proposal stored for sequence number {seq} is another one's"
+                )));
+            }
+            let proposal = Arc::new(proposal);
+            proposals.insert(*digest, proposal.clone());
+            Ok(proposal)
+        };
+        self.records()?
+            .into_iter()
+            .map(|(_, record)| record.join(&mut load))
+            .collect()
     }
 
-    /// Replaces all protocol records by `records` (a compacted list), atomically.
-    pub fn replace_durable(&mut self, records: &[Vec<u8>]) -> Result<(), NodeError> {
+    /// The stored records without their proposals' bodies.
+    fn records(&self) -> Result<Vec<(i64, Record)>, NodeError> {
+        let mut select = self
+            .conn
+            .prepare("SELECT n, format, record FROM durable ORDER BY n")?;
+        let rows = select.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, format, bytes) = row?;
+            let unreadable = |error: std::io::Error| {
+                NodeError::Corrupt(format!(
+                    "node.db: protocol record {n} is unreadable: {error}"
+                ))
+            };
+            if format != FORMAT_RECORD {
+                return Err(NodeError::Corrupt(format!(
+                    "node.db: protocol record {n} has unknown format {format}"
+                )));
+            }
+            out.push((n, Record::try_from_slice(&bytes).map_err(unreadable)?));
+        }
+        Ok(out)
+    }
+
+    /// Keeps the protocol log bounded: drops every record a later one makes useless
+    /// (`Durable::compact`, applied to the records without their proposals) and the proposals
+    /// at or below the stable checkpoint, atomically.
+    pub fn compact_durable(&mut self) -> Result<(), NodeError> {
+        let stored = self.records()?;
+        let mut records = stored
+            .iter()
+            .map(|(_, record)| record.clone().join(placeholder))
+            .collect::<Result<Vec<_>, _>>()?;
+        let before = records.len();
+        Durable::compact(&mut records);
+        let stable = records
+            .iter()
+            .filter_map(|r| match r {
+                Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM durable", [])?;
-        {
-            let mut insert = tx.prepare_cached("INSERT INTO durable (record) VALUES (?1)")?;
-            for record in records {
-                insert.execute([record])?;
+        if records.len() < before {
+            let kept: Vec<Record> = records.iter().map(|r| Record::split(r).0).collect();
+            tx.execute("DELETE FROM durable", [])?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO durable (record, format) VALUES (?1, ?2)")?;
+            for record in &kept {
+                insert.execute(params![borsh::to_vec(record)?, FORMAT_RECORD])?;
             }
         }
+        tx.execute("DELETE FROM proposals WHERE seq <= ?1", [stable as i64])?;
         tx.commit()?;
         Ok(())
     }
+
+    /// Rewrites the records written by v1 (a whole `Durable` each, proposal inside) in the v2
+    /// form, once, atomically.
+    fn upgrade_v1_records(&mut self) -> Result<(), NodeError> {
+        let legacy = self
+            .conn
+            .prepare("SELECT 1 FROM durable WHERE format != ?1 LIMIT 1")?
+            .exists([FORMAT_RECORD])?;
+        if !legacy {
+            return Ok(());
+        }
+        let rows: Vec<(i64, i64, Vec<u8>)> = self
+            .conn
+            .prepare("SELECT n, format, record FROM durable ORDER BY n")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut records = Vec::with_capacity(rows.len());
+        for (n, format, bytes) in rows {
+            if format == FORMAT_RECORD {
+                return Err(NodeError::Corrupt(format!(
+                    "node.db: protocol record {n} is newer than the v1 records before it"
+                )));
+            }
+            records.push(Durable::try_from_slice(&bytes).map_err(|error| {
+                NodeError::Corrupt(format!(
+                    "node.db: protocol record {n} is unreadable: {error}"
+                ))
+            })?);
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM durable", [])?;
+        insert_records(&tx, &records)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn insert_records(tx: &rusqlite::Transaction<'_>, records: &[Durable]) -> Result<(), NodeError> {
+    let mut insert = tx.prepare_cached("INSERT INTO durable (record, format) VALUES (?1, ?2)")?;
+    let mut stored = tx.prepare_cached("SELECT 1 FROM proposals WHERE digest = ?1")?;
+    let mut insert_proposal =
+        tx.prepare_cached("INSERT INTO proposals (digest, seq, body) VALUES (?1, ?2, ?3)")?;
+    for durable in records {
+        let (record, proposal) = Record::split(durable);
+        if let Some(proposal) = proposal {
+            let digest = match &record {
+                Record::PrePrepare { digest, .. } | Record::Prepared { digest, .. } => digest,
+                Record::Whole(_) => unreachable!("only pre-prepares and certificates name one"),
+            };
+            if !stored.exists([&digest[..]])? {
+                insert_proposal.execute(params![
+                    &digest[..],
+                    proposal.seq as i64,
+                    borsh::to_vec(proposal.as_ref())?
+                ])?;
+            }
+        }
+        insert.execute(params![borsh::to_vec(&record)?, FORMAT_RECORD])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn proposal(seq: SeqNo) -> Arc<Proposal> {
+        Arc::new(Proposal {
+            seq,
+            view: 0,
+            proposer: 0,
+            prev: [seq as u8; 32],
+            requests: vec![pbft::Request {
+                id: [seq as u8 + 100; 32],
+                timestamp_ms: seq,
+                payload: Arc::from(&b"payload"[..]),
+            }],
+        })
+    }
+
+    fn pre_prepare(seq: SeqNo) -> PrePrepare {
+        PrePrepare {
+            view: 0,
+            digest: [seq as u8; 32],
+            proposal: proposal(seq),
+        }
+    }
+
+    fn prepared(seq: SeqNo) -> Durable {
+        Durable::Prepared(PreparedCertificate {
+            pre_prepare: pre_prepare(seq),
+            prepares: vec![Signed {
+                from: 1,
+                message: Vote {
+                    view: 0,
+                    seq,
+                    digest: [seq as u8; 32],
+                },
+                signature: pbft::Signature([7; 64]),
+            }],
+        })
+    }
+
+    fn stable(seq: SeqNo) -> Durable {
+        Durable::StableCheckpoint {
+            checkpoint: pbft::Checkpoint {
+                seq,
+                digest: [seq as u8; 32],
+            },
+            proof: Vec::new(),
+        }
+    }
+
+    fn proposal_rows(store: &LocalStore) -> i64 {
+        store
+            .conn
+            .query_row("SELECT COUNT(*) FROM proposals", [], |r| r.get(0))
+            .unwrap()
+    }
+
     #[test]
     fn pending_and_durable_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
+        let records = vec![
+            Durable::View(0),
+            Durable::PrePrepare(pre_prepare(1)),
+            prepared(1),
+            Durable::PrePrepare(pre_prepare(2)),
+        ];
         {
             let mut store = LocalStore::open(&path).unwrap();
             store
                 .add_pending([(&[1u8; 32], 5, &b"one"[..]), (&[2u8; 32], 3, &b"two"[..])])
                 .unwrap();
-            store
-                .append_durable(&[b"a".to_vec(), b"b".to_vec()])
-                .unwrap();
+            store.append_durable(&records[..2]).unwrap();
+            store.append_durable(&records[2..]).unwrap();
             store.remove_pending([&[1u8; 32]]).unwrap();
+            // The pre-prepare and the certificate of 1 share one stored proposal.
+            assert_eq!(proposal_rows(&store), 2);
         }
         let store = LocalStore::open(&path).unwrap();
         let pending = store.pending().unwrap();
@@ -194,13 +494,60 @@ mod tests {
                 body: b"two".to_vec()
             }]
         );
-        let durable: Vec<Vec<u8>> = store
-            .durable()
-            .unwrap()
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
-        assert_eq!(durable, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(store.durable().unwrap(), records);
+    }
+
+    #[test]
+    fn compaction_drops_records_and_proposals_below_the_stable_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalStore::open(&dir.path().join("node.db")).unwrap();
+        let mut records = vec![Durable::View(0)];
+        for seq in 1..=3 {
+            records.push(Durable::PrePrepare(pre_prepare(seq)));
+            records.push(prepared(seq));
+        }
+        records.push(stable(2));
+        store.append_durable(&records).unwrap();
+        store.compact_durable().unwrap();
+        let mut expected = records.clone();
+        Durable::compact(&mut expected);
+        assert_eq!(store.durable().unwrap(), expected);
+        assert_eq!(proposal_rows(&store), 1);
+    }
+
+    #[test]
+    fn records_written_by_v1_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let records = vec![
+            Durable::View(0),
+            Durable::PrePrepare(pre_prepare(1)),
+            prepared(1),
+        ];
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for record in &records {
+                conn.execute(
+                    "INSERT INTO durable (record) VALUES (?1)",
+                    [borsh::to_vec(record).unwrap()],
+                )
+                .unwrap();
+            }
+        }
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(store.durable().unwrap(), records);
+        assert_eq!(proposal_rows(&store), 1);
+    }
+
+    #[test]
+    fn a_record_without_its_proposal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalStore::open(&dir.path().join("node.db")).unwrap();
+        store.append_durable(&[prepared(1)]).unwrap();
+        store.conn.execute("DELETE FROM proposals", []).unwrap();
+        assert!(matches!(store.durable(), Err(NodeError::Corrupt(_))));
     }
 
     #[test]

@@ -163,17 +163,7 @@ impl Drop for Node {
 }
 
 pub(crate) fn restore_durable(local: &LocalStore) -> Result<Vec<Durable>, NodeError> {
-    local
-        .durable()?
-        .into_iter()
-        .map(|(n, bytes)| {
-            borsh::from_slice(&bytes).map_err(|error| {
-                NodeError::Corrupt(format!(
-                    "node.db: protocol record {n} is unreadable: {error}"
-                ))
-            })
-        })
-        .collect()
+    local.durable()
 }
 
 /// The replica's settings: the validator's timing in ticks.

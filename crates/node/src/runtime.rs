@@ -256,27 +256,34 @@ impl Runtime {
         let timestamp_ms = now_ms();
         let mut signed = Vec::with_capacity(submits.len());
         let mut replies = Vec::with_capacity(submits.len());
-        for (transaction, reply) in submits {
+        // One system call for every nonce of the batch rather than one per transaction.
+        let mut nonces = vec![0u8; 16 * submits.len()];
+        rand::rngs::OsRng.fill_bytes(&mut nonces);
+        for ((transaction, reply), nonce) in submits.into_iter().zip(nonces.chunks_exact(16)) {
             if self.replica.pending_len() + signed.len() >= self.shared.max_pending {
                 let _ = reply.send(Err(NodeError::Busy));
                 continue;
             }
-            let mut nonce = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut nonce);
+            let nonce: [u8; 16] = nonce.try_into().unwrap_or_default();
             let tx = SignedTransaction::sign(transaction, timestamp_ms, nonce, self.id, &self.key);
-            let request = tx.to_request();
+            // Encoded once: the request's payload is also what node.db keeps.
+            let request = pbft::Request {
+                id: tx.id(),
+                timestamp_ms: tx.timestamp_ms,
+                payload: Arc::from(tx.to_bytes()),
+            };
             self.auth.remember(request.id, tx.signature);
-            signed.push((request, tx.to_bytes()));
+            self.auth.keep_decoded(&request, tx);
+            signed.push(request);
             replies.push(reply);
         }
         self.local.add_pending(
             signed
                 .iter()
-                .map(|(request, body)| (&request.id, timestamp_ms, body.as_slice())),
+                .map(|request| (&request.id, timestamp_ms, &request.payload[..])),
         )?;
-        self.shared
-            .add_pending(signed.iter().map(|(request, _)| request.clone()));
-        for ((request, _), reply) in signed.into_iter().zip(replies) {
+        self.shared.add_pending(signed.iter().cloned());
+        for (request, reply) in signed.into_iter().zip(replies) {
             let _ = reply.send(Ok(request.id));
             self.step(Input::Request(request), actions);
         }
@@ -433,7 +440,12 @@ impl Runtime {
                 return Ok(());
             }
             self.chain.append_block(block)?;
-            request_ids.extend(self.on_committed_block(block));
+            let ids = block
+                .transactions
+                .iter()
+                .map(SignedTransaction::id)
+                .collect();
+            request_ids.extend(self.on_committed_block(block, ids));
             applied += 1;
         }
         let (head, hash) = self.chain.head();
@@ -475,7 +487,7 @@ impl Runtime {
                 match action {
                     Action::Persist(record) => {
                         compact |= matches!(record, Durable::StableCheckpoint { .. });
-                        records.push(borsh::to_vec(&record)?);
+                        records.push(record);
                     }
                     Action::Send {
                         to,
@@ -526,22 +538,12 @@ impl Runtime {
     }
 
     /// Keeps node.db's protocol log bounded: after a checkpoint becomes stable, everything it
-    /// makes useless is dropped (`Durable::compact`).
+    /// makes useless is dropped (`Durable::compact`, see `LocalStore::compact_durable`).
     fn compact_durable(&mut self) -> Result<(), NodeError> {
-        let mut records = crate::node::restore_durable(&self.local)?;
-        let before = records.len();
-        Durable::compact(&mut records);
-        if records.len() < before {
-            let encoded = records
-                .iter()
-                .map(borsh::to_vec)
-                .collect::<Result<Vec<_>, _>>()?;
-            self.local.replace_durable(&encoded)?;
-        }
-        Ok(())
+        self.local.compact_durable()
     }
 
-    fn flush_records(&mut self, records: &mut Vec<Vec<u8>>) -> Result<(), NodeError> {
+    fn flush_records(&mut self, records: &mut Vec<Durable>) -> Result<(), NodeError> {
         if !records.is_empty() {
             self.local.append_durable(records)?;
             records.clear();
@@ -562,20 +564,51 @@ impl Runtime {
             // Already applied through state transfer.
             return Ok(());
         }
-        let block = Block::from_committed(committed)?;
+        let ids: Vec<Hash> = committed.proposal.requests.iter().map(|r| r.id).collect();
+        let block = self.block_of(committed)?;
         self.chain.append_block(&block)?;
-        self.on_committed_block(&block);
+        self.on_committed_block(&block, ids);
         Ok(())
+    }
+
+    /// `Block::from_committed`, taking each transaction from the authenticator when its payload
+    /// was already decoded here (accepted here, or checked when it arrived) instead of
+    /// decoding and re-hashing it again.
+    fn block_of(&mut self, committed: pbft::Committed) -> Result<Block, NodeError> {
+        let header = ledger::BlockHeader::from_proposal(&committed.proposal);
+        let hash = header.hash();
+        if hash != committed.digest {
+            return Err(ledger::Error::DigestMismatch {
+                expected: hex::encode(committed.digest),
+                actual: hex::encode(hash),
+            }
+            .into());
+        }
+        let mut transactions = Vec::with_capacity(committed.proposal.requests.len());
+        for request in &committed.proposal.requests {
+            transactions.push(match self.auth.take_decoded(request) {
+                Some(transaction) => transaction,
+                None => SignedTransaction::from_request(request)?,
+            });
+        }
+        Ok(Block {
+            header,
+            transactions,
+            certificate: ledger::Certificate {
+                view: committed.commit_view,
+                signatures: committed
+                    .signatures
+                    .into_iter()
+                    .map(|(id, signature)| (id, signature.0))
+                    .collect(),
+            },
+        })
     }
 
     /// Bookkeeping after a block is on disk: acknowledged transactions leave the mempool, waiting
     /// cuts are answered, metrics are recorded.
-    fn on_committed_block(&mut self, block: &Block) -> Vec<Hash> {
-        let ids: Vec<Hash> = block
-            .transactions
-            .iter()
-            .map(SignedTransaction::id)
-            .collect();
+    /// `ids` are the block's transaction ids, in order.
+    fn on_committed_block(&mut self, block: &Block, ids: Vec<Hash>) -> Vec<Hash> {
         let latencies = self.shared.take_pending(&ids);
         if !latencies.is_empty()
             && let Err(error) = self.local.remove_pending(ids.iter())
