@@ -119,7 +119,9 @@ pub struct Replica {
     /// `in_log` and `executed_ids` are hash tables: they are only probed, inserted into and
     /// removed from (several times per request, on up to `executed_window` 32-byte keys, where a
     /// B-tree's key comparisons were a visible share of a validator's CPU), never iterated, so
-    /// their order cannot leak into the replica's behaviour.
+    /// their order cannot leak into the replica's behaviour. The standard hasher's per-process
+    /// random keys change only memory layout, never an output, and keep a Byzantine validator
+    /// from grinding request ids that all land in one bucket.
     pub(crate) in_log: HashMap<Digest, SeqNo>,
     pub(crate) executed_ids: HashSet<Digest>,
     pub(crate) executed_order: VecDeque<Digest>,
