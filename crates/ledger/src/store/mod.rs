@@ -273,48 +273,44 @@ fn apply_effects(conn: &Connection, row: i64, body: &Transaction) -> Result<()> 
             )?
             .execute(params![patient_id, row, consent_hash.as_slice()])?;
         }
-        // One row per consent hash (no unique index: see schema migration 2): update the
-        // consent's row if it has one, else add it.
         Transaction::ConsentGranted { consent_hash, .. } => {
-            let updated = conn
-                .prepare_cached(
-                    "UPDATE consents SET granted_tx = ?3
-                     WHERE substr(consent_hash, 1, 8) = ?1 AND consent_hash = ?2",
-                )?
-                .execute(params![
-                    key_prefix(consent_hash),
-                    consent_hash.as_slice(),
-                    row
-                ])?;
-            if updated == 0 {
-                conn.prepare_cached(
-                    "INSERT INTO consents (consent_hash, granted_tx) VALUES (?1, ?2)",
-                )?
-                .execute(params![consent_hash.as_slice(), row])?;
-            }
+            set_consent_tx(conn, "granted_tx", consent_hash, row)?;
         }
         Transaction::ConsentUsed { consent_hash, .. } => {
-            let updated = conn
-                .prepare_cached(
-                    "UPDATE consents SET used_tx = ?3
-                     WHERE substr(consent_hash, 1, 8) = ?1 AND consent_hash = ?2",
-                )?
-                .execute(params![
-                    key_prefix(consent_hash),
-                    consent_hash.as_slice(),
-                    row
-                ])?;
-            if updated == 0 {
-                conn.prepare_cached(
-                    "INSERT INTO consents (consent_hash, used_tx) VALUES (?1, ?2)",
-                )?
-                .execute(params![consent_hash.as_slice(), row])?;
-            }
+            set_consent_tx(conn, "used_tx", consent_hash, row)?;
         }
         Transaction::Access { patient_id, .. } => {
             conn.prepare_cached("INSERT INTO accesses (patient_id, tx) VALUES (?1, ?2)")?
                 .execute(params![patient_id, row])?;
         }
+    }
+    Ok(())
+}
+
+/// Sets `column` (`granted_tx` or `used_tx`) of a consent's row to `row`. One row per consent
+/// hash, without a unique index (see schema migration 2): update the row if there is one, else
+/// add it.
+fn set_consent_tx(
+    conn: &Connection,
+    column: &'static str,
+    consent_hash: &Hash,
+    row: i64,
+) -> Result<()> {
+    let updated = conn
+        .prepare_cached(&format!(
+            "UPDATE consents SET {column} = ?3
+             WHERE substr(consent_hash, 1, 8) = ?1 AND consent_hash = ?2"
+        ))?
+        .execute(params![
+            key_prefix(consent_hash),
+            consent_hash.as_slice(),
+            row
+        ])?;
+    if updated == 0 {
+        conn.prepare_cached(&format!(
+            "INSERT INTO consents (consent_hash, {column}) VALUES (?1, ?2)"
+        ))?
+        .execute(params![consent_hash.as_slice(), row])?;
     }
     Ok(())
 }
