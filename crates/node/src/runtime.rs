@@ -59,8 +59,9 @@ const CUT_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct CutWaiter {
     waiting_for: BTreeSet<Hash>,
-    best: Option<CutOutcome>,
-    tx_count: usize,
+    /// The last block that committed some of `waiting_for`, with the transactions of every
+    /// such block counted.
+    committed: Option<CutOutcome>,
     deadline: Instant,
     reply: oneshot::Sender<Result<CutOutcome, NodeError>>,
 }
@@ -331,8 +332,7 @@ impl Runtime {
         }
         self.cut_waiters.push(CutWaiter {
             waiting_for,
-            best: None,
-            tx_count: 0,
+            committed: None,
             deadline: Instant::now() + CUT_TIMEOUT,
             reply,
         });
@@ -632,15 +632,20 @@ impl Runtime {
                 waiter.waiting_for.remove(id);
             }
             if waiter.waiting_for.len() < before {
-                waiter.tx_count += outcome.tx_count;
-                waiter.best = Some(outcome.clone());
+                let earlier = waiter.committed.as_ref().map_or(0, |c| c.tx_count);
+                waiter.committed = Some(CutOutcome {
+                    tx_count: earlier + outcome.tx_count,
+                    ..outcome.clone()
+                });
             }
-            if waiter.waiting_for.is_empty() {
-                let mut result = waiter.best.take().unwrap_or_else(|| outcome.clone());
-                result.tx_count = waiter.tx_count.max(result.tx_count);
-                let _ = waiter.reply.send(Ok(result));
-            } else {
-                still_waiting.push(waiter);
+            match waiter.committed.take() {
+                Some(result) if waiter.waiting_for.is_empty() => {
+                    let _ = waiter.reply.send(Ok(result));
+                }
+                committed => {
+                    waiter.committed = committed;
+                    still_waiting.push(waiter);
+                }
             }
         }
         self.cut_waiters = still_waiting;
