@@ -1,6 +1,7 @@
 //! The harness's stand-ins for the ledger's cryptography: a keyed hash per replica as the
-//! signature (checked at the harness's edge, like the node checks Ed25519), and SHA-256 of the
-//! borsh proposal as the digest.
+//! signature (checked at the harness's edge, like the node checks Ed25519). The digest is the
+//! ledger's own ([`ledger::proposal_digest`], the hash of the block a proposal becomes), so what
+//! the replicas agree on is exactly what the node's replicas agree on.
 use hmac::{Hmac, Mac};
 use pbft::{Digest, Message, Proposal, ReplicaId, Signature, Signed};
 use sha2::{Digest as _, Sha256};
@@ -9,9 +10,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 pub const GENESIS: Digest = [0x6e; 32];
 
-/// The simulator's `DigestFn`.
+/// The simulator's `DigestFn`: the ledger's block hash.
 pub fn digest(p: &Proposal) -> Digest {
-    Sha256::digest(borsh::to_vec(p).unwrap_or_default()).into()
+    ledger::proposal_digest(p)
 }
 
 pub fn sha256(bytes: &[u8]) -> Digest {
@@ -59,8 +60,9 @@ pub fn verify(m: &Signed<Message>, n: u32) -> bool {
         .all(|(from, bytes, sig)| *from < n && verify_bytes(*from, bytes, sig))
 }
 
-/// Checks a commit certificate as the ledger would: a quorum of distinct replicas' valid
-/// signatures over the commit vote.
+/// Checks a commit certificate as the ledger would: at least `quorum` distinct replicas' valid
+/// signatures over the commit vote (`quorum` 0 turns the size check off, see
+/// [`crate::RunConfig::certificate_check`]).
 pub fn verify_certificate(c: &pbft::Committed, n: u32, quorum: usize) -> bool {
     let vote = pbft::Vote {
         view: c.commit_view,

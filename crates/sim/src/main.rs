@@ -1,12 +1,13 @@
-//! `cargo run --release -p sim -- --seeds 10000`: runs seeds over every fault profile for
-//! n = 4 and n = 7 (seed i runs combination i mod the number of combinations), shows progress,
-//! and prints the command that replays each failing seed with a trace.
+//! `cargo run --release -p sim -- --seeds 10000`: runs seeds over every fault profile and every
+//! cluster size in `sim::SIZES` (seed i runs combination i mod the number of combinations, so
+//! 10,000 seeds give each of the 70 (profile, n) pairs at least 100), shows progress, and prints
+//! the command that replays each failing seed with a trace. `--long` runs long chaos phases.
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
-use sim::{Profile, RunConfig};
+use sim::{Behavior, Profile, RunConfig};
 
 #[derive(Parser, Debug)]
 #[command(about = "Deterministic simulation of the medchain PBFT replica")]
@@ -14,31 +15,70 @@ struct Args {
     /// Number of seeds (runs) in total.
     #[arg(long, default_value_t = 1000)]
     seeds: u64,
-    /// Only this fault profile (calm, lossy, partition, crash, byzantine, mixed).
+    /// Only this fault profile (see the list below).
     #[arg(long)]
     profile: Option<Profile>,
-    /// Only this cluster size (4 or 7).
-    #[arg(long)]
+    /// Only this cluster size (default: 4, 5, 6, 7 and 10).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4..=16))]
     n: Option<u32>,
     /// Run exactly this seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Long chaos phases (1,500 ticks instead of 300; partitions up to 1,200 ticks).
+    #[arg(long)]
+    long: bool,
     /// Print every step of the run (use with --seed).
     #[arg(long)]
     trace: bool,
     /// Plant a bug to see the simulator catch it: "commit-2f" or "forget-prepared".
     #[arg(long)]
     planted_bug: Option<String>,
+    /// Turn off the application's check of each block's certificate size, so that only the
+    /// protocol's agreement stands between a weakened quorum and a fork.
+    #[arg(long)]
+    no_certificate_check: bool,
+}
+
+/// The profiles and behaviours, for `--help`.
+fn coverage() -> String {
+    let mut text = String::from("Fault profiles (--profile):\n");
+    for p in Profile::ALL {
+        text.push_str(&format!("  {:<13} {}\n", p.name(), p.describe()));
+    }
+    text.push_str("\nByzantine behaviours (each in crates/sim/src/adversary/):\n");
+    for b in Behavior::ALL {
+        text.push_str(&format!("  {:<20} {}\n", b.name(), b.describe()));
+    }
+    text.push_str(
+        "\nAt most f replicas are faulty at once (Byzantine, crashed or amnesiac). Invariants:\n  \
+         agreement, total order, validity, exact payload, bounded batches, checkpoint agreement,\n  \
+         bounded log, honest votes; liveness: every request executed after healing, and within\n  \
+         the censorship bound while clients keep sending.",
+    );
+    text
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let command = Args::command().after_help(coverage());
+    let args = match Args::from_arg_matches(&command.get_matches()) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     let profiles: Vec<Profile> = args.profile.map_or(Profile::ALL.to_vec(), |p| vec![p]);
-    let sizes: Vec<u32> = args.n.map_or(vec![4, 7], |n| vec![n]);
+    let sizes: Vec<u32> = args.n.map_or(sim::SIZES.to_vec(), |n| vec![n]);
     let combos: Vec<(Profile, u32)> = profiles
         .iter()
         .flat_map(|p| sizes.iter().map(move |n| (*p, *n)))
         .collect();
+    let planted_bug = match args.planted_bug.as_deref() {
+        None => None,
+        Some("commit-2f") => Some(pbft::PlantedBug::CommitWithTwoF),
+        Some("forget-prepared") => Some(pbft::PlantedBug::ForgetPreparedOnViewChange),
+        Some(other) => {
+            eprintln!("unknown planted bug {other:?}");
+            return ExitCode::FAILURE;
+        }
+    };
     let seeds: Vec<u64> = match args.seed {
         Some(s) => vec![s],
         None => (0..args.seeds).collect(),
@@ -60,21 +100,19 @@ fn main() -> ExitCode {
     for (i, seed) in seeds.iter().enumerate() {
         let (profile, n) = combos[i % combos.len()];
         let mut cfg = RunConfig::new(n, profile, *seed);
+        if args.long {
+            cfg = cfg.long();
+        }
         cfg.trace = args.trace;
-        cfg.planted_bug = match args.planted_bug.as_deref() {
-            None => None,
-            Some("commit-2f") => Some(pbft::PlantedBug::CommitWithTwoF),
-            Some("forget-prepared") => Some(pbft::PlantedBug::ForgetPreparedOnViewChange),
-            Some(other) => {
-                eprintln!("unknown planted bug {other:?}");
-                return ExitCode::FAILURE;
-            }
-        };
+        cfg.planted_bug = planted_bug;
+        cfg.certificate_check = !args.no_certificate_check;
         let outcome = sim::run(cfg.clone());
         let s = &outcome.stats;
         totals.executed_blocks += s.executed_blocks;
         totals.state_transfers += s.state_transfers;
         totals.bad_signatures += s.bad_signatures;
+        totals.bad_requests += s.bad_requests;
+        totals.bad_blocks += s.bad_blocks;
         totals.protocol_errors += s.protocol_errors;
         totals.delivered += s.delivered;
         totals.dropped += s.dropped;
@@ -110,11 +148,14 @@ fn main() -> ExitCode {
     println!(
         "runs with a view change: {runs_with_view_change}, with a state transfer: \
          {runs_with_transfer}; blocks executed: {}, messages delivered: {}, dropped: {}, \
-         bad signatures rejected at the edge: {}, protocol errors: {}, ticks: {}",
+         bad signatures rejected at the edge: {}, bad transactions rejected at the edge: {}, \
+         fetched blocks refused: {}, protocol errors: {}, ticks: {}",
         totals.executed_blocks,
         totals.delivered,
         totals.dropped,
         totals.bad_signatures,
+        totals.bad_requests,
+        totals.bad_blocks,
         totals.protocol_errors,
         totals.ticks
     );

@@ -1,37 +1,46 @@
 //! Fault profiles: what the network and the replicas do to the protocol during a run's chaos
-//! phase. Each run draws its concrete faults from its seed.
+//! phase. Each run draws its concrete faults from its seed; at most f replicas are faulty at
+//! once (Byzantine, crashed or amnesiac), unless a profile says otherwise (`crash` also crashes
+//! every replica at once, which costs liveness only while they are down).
 use std::fmt;
 use std::str::FromStr;
 
 /// A family of faults. Every run ends with a healing phase in which all of them stop except
-/// Byzantine replicas (at most f), which keep misbehaving.
+/// Byzantine replicas (at most f), which keep misbehaving, and clock skew.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Profile {
-    /// No faults: the baseline.
     Calm,
-    /// Message loss, delay, duplication and reordering.
     Lossy,
-    /// One replica isolated, the network split in two, links clogged and restored in random
-    /// order.
     Partition,
-    /// Up to f replicas crash (some in the middle of executing a step's actions) and restart
-    /// from their durable records and executed chain.
     Crash,
-    /// Up to f Byzantine replicas: equivocating or silent primary, wrong digests, forged or
-    /// missing signatures, stale views, replayed messages, hidden prepared certificates.
     Byzantine,
-    /// All of the above at once, with at most f replicas crashed or Byzantine in total.
     Mixed,
+    DoubleVote,
+    NewPrimary,
+    Substitution,
+    Transfer,
+    Flood,
+    Censor,
+    Amnesia,
+    Skew,
 }
 
 impl Profile {
-    pub const ALL: [Profile; 6] = [
+    pub const ALL: [Profile; 14] = [
         Profile::Calm,
         Profile::Lossy,
         Profile::Partition,
         Profile::Crash,
         Profile::Byzantine,
         Profile::Mixed,
+        Profile::DoubleVote,
+        Profile::NewPrimary,
+        Profile::Substitution,
+        Profile::Transfer,
+        Profile::Flood,
+        Profile::Censor,
+        Profile::Amnesia,
+        Profile::Skew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +51,57 @@ impl Profile {
             Profile::Crash => "crash",
             Profile::Byzantine => "byzantine",
             Profile::Mixed => "mixed",
+            Profile::DoubleVote => "double-vote",
+            Profile::NewPrimary => "new-primary",
+            Profile::Substitution => "substitution",
+            Profile::Transfer => "transfer",
+            Profile::Flood => "flood",
+            Profile::Censor => "censor",
+            Profile::Amnesia => "amnesia",
+            Profile::Skew => "skew",
+        }
+    }
+
+    /// One line for `sim --help`: who is faulty and how (behaviour names as in the list of
+    /// behaviours).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Profile::Calm => "no faults: the baseline",
+            Profile::Lossy => "message loss, delay, duplication and reordering",
+            Profile::Partition => {
+                "one replica isolated, the network split in two, links clogged and restored in random order"
+            }
+            Profile::Crash => {
+                "up to f replicas crash (some mid-step) and restart from their durable records; sometimes all crash at once"
+            }
+            Profile::Byzantine => {
+                "f replicas with 1-3 of equivocate, silent, wrong-digest, forge-signature, stale-view, replay, hide-prepared"
+            }
+            Profile::Mixed => {
+                "lossy + partition + crash + byzantine + skew at once, at most f replicas crashed or Byzantine"
+            }
+            Profile::DoubleVote => {
+                "double-vote alone (f = 1), or f colluders: an equivocating primary, double-voters targeting f honest replicas, a new primary that chooses view-changes"
+            }
+            Profile::NewPrimary => {
+                "the primary of view 1 chooses view-changes and doctors certificates; view 0's primary equivocates or is silent and withholds commits (or is cut off, f = 1)"
+            }
+            Profile::Substitution => {
+                "the primary of view 0 substitutes payloads (view-changes, pre-prepares) and withholds commits; with f >= 2 the next primary colludes"
+            }
+            Profile::Transfer => {
+                "f bad state-transfer sources forging status claims, an honest replica cut off long enough to need state transfer"
+            }
+            Profile::Flood => "the first f primaries send oversized batches of duplicate requests",
+            Profile::Censor => {
+                "the first f primaries censor one patient's transactions while clients keep sending others"
+            }
+            Profile::Amnesia => {
+                "replicas lose their durable state and ledger and are restored from peers; with f >= 2 view 0's primary equivocates"
+            }
+            Profile::Skew => {
+                "replicas' clocks tick at 1/2, 1, 2 or 3/2 the rate, light network faults"
+            }
         }
     }
 
@@ -54,8 +114,8 @@ impl Profile {
     pub fn crashes(self) -> bool {
         matches!(self, Profile::Crash | Profile::Mixed)
     }
-    pub fn byzantine(self) -> bool {
-        matches!(self, Profile::Byzantine | Profile::Mixed)
+    pub fn clock_skew(self) -> bool {
+        matches!(self, Profile::Skew | Profile::Mixed)
     }
 }
 
@@ -73,37 +133,4 @@ impl FromStr for Profile {
             .find(|p| p.name() == s)
             .ok_or_else(|| format!("unknown profile {s:?}"))
     }
-}
-
-/// How a Byzantine replica misbehaves (it runs the honest code; the harness rewrites what it
-/// sends).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Behavior {
-    /// As primary, sends a different (validly signed) pre-prepare for the same sequence number
-    /// to half of the backups.
-    Equivocate,
-    /// Sends nothing at all (as a primary: a silent primary).
-    Silent,
-    /// Votes and checkpoints carry a random digest.
-    WrongDigest,
-    /// Signs with a wrong key, claims to be another replica, or sends no signature.
-    ForgeSignature,
-    /// Re-labels its messages with an older view.
-    StaleView,
-    /// Re-sends old messages it received from others (valid signatures).
-    Replay,
-    /// Sends view-changes without its prepared certificates.
-    HidePrepared,
-}
-
-impl Behavior {
-    pub const ALL: [Behavior; 7] = [
-        Behavior::Equivocate,
-        Behavior::Silent,
-        Behavior::WrongDigest,
-        Behavior::ForgeSignature,
-        Behavior::StaleView,
-        Behavior::Replay,
-        Behavior::HidePrepared,
-    ];
 }

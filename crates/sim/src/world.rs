@@ -1,21 +1,24 @@
-//! The simulated world: n replicas in one thread, a seeded fault-injecting network, clients,
-//! crashes and restarts, Byzantine rewriting of what faulty replicas send, state transfer
-//! served from peers' executed chains, and the invariant checks after every step.
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
-use std::sync::Arc;
+//! The simulated world: n replicas in one thread, their nodes' edge (signatures and transactions
+//! checked before a replica sees a message), clients, and the run's two phases. The network is
+//! in `network.rs`, faults and healing in `faults.rs`, Byzantine replicas in `adversary/`, state
+//! transfer in `transfer.rs`, and the invariants checked after every step in `invariants/`.
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use pbft::{
-    Action, Committed, Config, Digest, Durable, Input, Message, PlantedBug, Proposal, Replica,
-    ReplicaId, Request, Restored, Signature, Signed,
+    Action, Committed, Config, Digest, Durable, Input, Message, PlantedBug, Replica, ReplicaId,
+    Request, Restored, Signed,
 };
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::adversary::{self, Behavior, Memory, Plot};
+use crate::client::{self, Transactions};
 use crate::crypto::{self, GENESIS};
-use crate::invariants::Checkers;
-use crate::profile::{Behavior, Profile};
+use crate::faults::{Clock, Event};
+use crate::invariants::{Checkers, Failure, SentVote};
+use crate::network::{Network, Packet};
+use crate::profile::Profile;
+use crate::trace;
 
 /// What one run is.
 #[derive(Clone, Debug)]
@@ -29,7 +32,16 @@ pub struct RunConfig {
     pub chaos_ticks: u64,
     /// Ticks the healing phase may take before it is a liveness failure.
     pub healing_ticks: u64,
+    /// Whether the application checks the size of each executed block's commit certificate
+    /// (off: only the protocol's own agreement stands between a weakened quorum and a fork).
+    pub certificate_check: bool,
+    /// After healing, every request must be executed by every honest replica within this many
+    /// ticks of its submission (or of healing, if submitted before): no censorship.
+    pub censorship_bound_ticks: u64,
 }
+
+/// Chaos ticks of `--long` runs: partitions last far longer than the capped view-change timeout.
+pub const LONG_CHAOS_TICKS: u64 = 1_500;
 
 impl RunConfig {
     pub fn new(n: u32, profile: Profile, seed: u64) -> Self {
@@ -41,15 +53,37 @@ impl RunConfig {
             planted_bug: None,
             chaos_ticks: 300,
             healing_ticks: 4_000,
+            certificate_check: true,
+            censorship_bound_ticks: 2_000,
         }
+    }
+
+    /// A run with a long chaos phase ([`LONG_CHAOS_TICKS`]).
+    pub fn long(mut self) -> Self {
+        self.chaos_ticks = LONG_CHAOS_TICKS;
+        self
     }
 
     /// The command that replays this run with a trace.
     pub fn replay_command(&self) -> String {
-        format!(
+        let mut cmd = format!(
             "cargo run --release -p sim -- --profile {} --n {} --seed {} --trace",
             self.profile, self.n, self.seed
-        )
+        );
+        if self.chaos_ticks == LONG_CHAOS_TICKS {
+            cmd.push_str(" --long");
+        }
+        match self.planted_bug {
+            Some(PlantedBug::CommitWithTwoF) => cmd.push_str(" --planted-bug commit-2f"),
+            Some(PlantedBug::ForgetPreparedOnViewChange) => {
+                cmd.push_str(" --planted-bug forget-prepared")
+            }
+            None => {}
+        }
+        if !self.certificate_check {
+            cmd.push_str(" --no-certificate-check");
+        }
+        cmd
     }
 }
 
@@ -58,7 +92,7 @@ impl RunConfig {
 pub struct Outcome {
     /// A safety invariant broken (or a replica panicked).
     pub violation: Option<String>,
-    /// Not every request committed everywhere within the healing bound.
+    /// Not every request committed everywhere within the bounds.
     pub liveness: Option<String>,
     pub stats: Stats,
 }
@@ -69,6 +103,10 @@ pub struct Stats {
     pub delivered: u64,
     pub dropped: u64,
     pub bad_signatures: u64,
+    /// Messages dropped at the edge for a request that is not a validly signed transaction.
+    pub bad_requests: u64,
+    /// Blocks from state transfer refused (certificate, chain, digest or transactions).
+    pub bad_blocks: u64,
     pub protocol_errors: u64,
     pub executed_blocks: u64,
     pub state_transfers: u64,
@@ -112,7 +150,8 @@ impl App {
             .map_or((0, GENESIS), |b| (b.proposal.seq, b.digest))
     }
 
-    fn apply(&mut self, c: Committed, n: u32, quorum: usize) {
+    /// Applies a committed block; `quorum` is the certificate size required (0: unchecked).
+    pub fn apply(&mut self, c: Committed, n: u32, quorum: usize) {
         if !crypto::verify_certificate(&c, n, quorum) {
             self.bad_certificates.push(c.proposal.seq);
         }
@@ -132,12 +171,14 @@ pub struct Node {
     pub durable: Vec<Durable>,
     pub app: App,
     pub byzantine: Vec<Behavior>,
+    pub adversary: Memory,
     /// Crash after this many actions of the next step (a torn step).
     pub crash_after: Option<usize>,
-    /// Messages seen (for replay), bounded.
-    seen: VecDeque<Signed<Message>>,
-    /// A state transfer in progress: served at this tick from this peer.
-    transfer: Option<(u64, Vec<ReplicaId>)>,
+    /// How many times it lost its durable state and ledger (amnesia).
+    pub amnesia: u32,
+    /// State-transfer attempts, to rotate peers.
+    pub fetch_round: u64,
+    pub clock: Clock,
 }
 
 impl Node {
@@ -149,53 +190,18 @@ impl Node {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Link {
-    Open,
-    /// Messages are dropped.
-    Cut,
-    /// Messages are held until the link is restored.
-    Clogged,
-}
-
-#[derive(Debug)]
-struct Envelope {
-    at: u64,
-    order: u64,
-    to: ReplicaId,
-    message: Signed<Message>,
-}
-
-impl PartialEq for Envelope {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.order) == (other.at, other.order)
-    }
-}
-impl Eq for Envelope {}
-impl PartialOrd for Envelope {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Envelope {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(other.at, other.order))
-    }
-}
-
-#[derive(Clone, Debug)]
-enum Event {
-    Crash { id: ReplicaId, torn: Option<usize> },
-    Restart(ReplicaId),
-    SetLinks(Vec<(ReplicaId, ReplicaId, Link)>),
-}
-
 #[derive(Clone, Debug)]
 pub struct Submitted {
     pub request: Request,
     pub at: u64,
     last_try: u64,
 }
+
+/// Ticks between background requests during healing (while older requests are outstanding):
+/// a primary that keeps committing others must still not drop one.
+const LOAD_INTERVAL_TICKS: u64 = 8;
+/// A request not executed by f+1 honest replicas is re-sent to every replica after this long.
+const RETRY_TICKS: u64 = 80;
 
 pub struct World {
     pub cfg: RunConfig,
@@ -207,17 +213,15 @@ pub struct World {
     pub submitted: BTreeMap<Digest, Submitted>,
     pub stats: Stats,
     pub healing: bool,
-    rng: ChaCha8Rng,
-    heap: BinaryHeap<Reverse<Envelope>>,
-    order: u64,
-    links: Vec<Vec<Link>>,
-    held: Vec<(ReplicaId, ReplicaId, Signed<Message>)>,
-    loopback: VecDeque<(ReplicaId, Signed<Message>)>,
-    loss: f64,
-    duplicate: f64,
-    delay: (u64, u64),
-    events: BTreeMap<u64, Vec<Event>>,
-    requests_total: u64,
+    pub healed_at: u64,
+    pub plot: Plot,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) net: Network,
+    pub(crate) events: BTreeMap<u64, Vec<Event>>,
+    pub(crate) loopback: VecDeque<(ReplicaId, Signed<Message>)>,
+    /// Votes honest replicas sent since the last check.
+    pub(crate) sent_votes: Vec<SentVote>,
+    txs: Transactions,
     request_times: Vec<u64>,
     checkers: Option<Checkers>,
 }
@@ -229,78 +233,56 @@ impl World {
         let f = probe.f();
         let quorum = probe.quorum();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (u64::from(n) << 56));
+        let (behaviors, plot) = adversary::cast(cfg.profile, n, f, &mut rng);
+        let byzantine = behaviors.iter().filter(|b| !b.is_empty()).count();
+        assert!(byzantine <= f, "more Byzantine replicas than f");
+        let nodes = behaviors
+            .into_iter()
+            .enumerate()
+            .map(|(id, byzantine)| {
+                let id = id as ReplicaId;
+                Node {
+                    id,
+                    replica: Some(Replica::new(
+                        replica_config(id, n, cfg.planted_bug),
+                        Restored::genesis(GENESIS),
+                    )),
+                    durable: Vec::new(),
+                    app: App::default(),
+                    byzantine,
+                    adversary: Memory::default(),
+                    crash_after: None,
+                    amnesia: 0,
+                    fetch_round: 0,
+                    clock: Clock::default(),
+                }
+            })
+            .collect();
         let mut w = World {
             n,
             f,
             quorum,
             now: 0,
-            nodes: Vec::new(),
+            nodes,
             submitted: BTreeMap::new(),
             stats: Stats::default(),
             healing: false,
-            heap: BinaryHeap::new(),
-            order: 0,
-            links: vec![vec![Link::Open; n as usize]; n as usize],
-            held: Vec::new(),
-            loopback: VecDeque::new(),
-            loss: 0.0,
-            duplicate: 0.0,
-            delay: (1, 3),
+            healed_at: 0,
+            plot,
+            net: Network::new(n),
             events: BTreeMap::new(),
-            requests_total: 0,
+            loopback: VecDeque::new(),
+            sent_votes: Vec::new(),
+            txs: Transactions::new(n, cfg.seed),
             request_times: Vec::new(),
             checkers: Some(Checkers::new(n as usize)),
             rng: ChaCha8Rng::seed_from_u64(0),
             cfg,
         };
-        // Faulty replicas (Byzantine ones count against f together with crashes).
-        let profile = w.cfg.profile;
-        let byzantine_count = if profile == Profile::Byzantine {
-            f
-        } else if profile == Profile::Mixed {
-            rng.gen_range(0..=f)
-        } else {
-            0
-        };
-        let mut ids: Vec<ReplicaId> = (0..n).collect();
-        ids.shuffle(&mut rng);
-        // Make the first primary Byzantine often: that is where equivocation bites.
-        if byzantine_count > 0 && rng.gen_bool(0.5) {
-            let pos = ids.iter().position(|i| *i == 0).unwrap_or(0);
-            ids.swap(0, pos);
-        }
-        let byzantine: BTreeSet<ReplicaId> = ids[..byzantine_count].iter().copied().collect();
-        for id in 0..n {
-            let mut behaviors = Vec::new();
-            if byzantine.contains(&id) {
-                let count = rng.gen_range(1..=3);
-                for _ in 0..count {
-                    let b = *Behavior::ALL.choose(&mut rng).unwrap_or(&Behavior::Silent);
-                    if !behaviors.contains(&b) {
-                        behaviors.push(b);
-                    }
-                }
-                behaviors.sort();
-            }
-            w.nodes.push(Node {
-                id,
-                replica: Some(Replica::new(
-                    replica_config(id, n, w.cfg.planted_bug),
-                    Restored::genesis(GENESIS),
-                )),
-                durable: Vec::new(),
-                app: App::default(),
-                byzantine: behaviors,
-                crash_after: None,
-                seen: VecDeque::new(),
-                transfer: None,
-            });
-        }
-        let crash_budget = f - byzantine_count;
-        w.plan_faults(&mut rng, crash_budget);
-        w.requests_total = rng.gen_range(15..=40);
+        w.plan_faults(&mut rng, f - byzantine);
+        let requests = rng.gen_range(15..=40);
         let chaos = w.cfg.chaos_ticks;
-        let mut times: Vec<u64> = (0..w.requests_total)
+        let mut times: Vec<u64> = (0..requests)
             .map(|_| rng.gen_range(1..chaos.max(2)))
             .collect();
         times.sort_unstable();
@@ -308,119 +290,39 @@ impl World {
         w.rng = rng;
         w.trace(|| {
             format!(
-                "run n={} f={} profile={} seed={} byzantine={:?} loss={:.2} dup={:.2} delay={:?}",
+                "run n={} f={} profile={} seed={} byzantine={:?} plot={:?} loss={:.2} dup={:.2} delay={:?} clocks={:?}",
                 n,
                 f,
-                profile,
+                w.cfg.profile,
                 w.cfg.seed,
                 w.nodes
                     .iter()
                     .filter(|x| !x.is_honest())
                     .map(|x| (x.id, x.byzantine.clone()))
                     .collect::<Vec<_>>(),
-                w.loss,
-                w.duplicate,
-                w.delay
+                w.plot,
+                w.net.loss,
+                w.net.duplicate,
+                w.net.delay,
+                w.nodes.iter().map(|x| x.clock.rate).collect::<Vec<_>>(),
             )
         });
         w
     }
 
-    fn trace(&self, line: impl FnOnce() -> String) {
+    pub(crate) fn trace(&self, line: impl FnOnce() -> String) {
         if self.cfg.trace {
             eprintln!("[t={:>5}] {}", self.now, line());
         }
     }
 
-    fn plan_faults(&mut self, rng: &mut ChaCha8Rng, crash_budget: usize) {
-        let profile = self.cfg.profile;
-        let chaos = self.cfg.chaos_ticks;
-        let n = self.n;
-        if profile.network_faults() {
-            self.loss = rng.gen_range(0.0..0.2);
-            self.duplicate = rng.gen_range(0.0..0.1);
-            self.delay = (1, rng.gen_range(2..=12));
-        } else if profile != Profile::Calm {
-            self.delay = (1, rng.gen_range(2..=4));
+    /// The certificate size the application requires (0: the check is off).
+    pub(crate) fn certificate_quorum(&self) -> usize {
+        if self.cfg.certificate_check {
+            self.quorum
+        } else {
+            0
         }
-        if profile.partitions() {
-            let episodes = rng.gen_range(1..=3);
-            for _ in 0..episodes {
-                let start = rng.gen_range(1..chaos);
-                let length = rng.gen_range(20..=150);
-                let end = (start + length).min(chaos);
-                match rng.gen_range(0..3) {
-                    0 => {
-                        // Isolate one replica.
-                        let r = rng.gen_range(0..n);
-                        let cut: Vec<_> = (0..n)
-                            .filter(|o| *o != r)
-                            .flat_map(|o| [(r, o), (o, r)])
-                            .collect();
-                        self.schedule(start, Event::SetLinks(with(&cut, Link::Cut)));
-                        self.schedule(end, Event::SetLinks(with(&cut, Link::Open)));
-                    }
-                    1 => {
-                        // Split in two.
-                        let mut ids: Vec<ReplicaId> = (0..n).collect();
-                        ids.shuffle(rng);
-                        let k = rng.gen_range(1..n);
-                        let (a, b) = ids.split_at(k as usize);
-                        let cut: Vec<_> = a
-                            .iter()
-                            .flat_map(|x| b.iter().flat_map(move |y| [(*x, *y), (*y, *x)]))
-                            .collect();
-                        self.schedule(start, Event::SetLinks(with(&cut, Link::Cut)));
-                        self.schedule(end, Event::SetLinks(with(&cut, Link::Open)));
-                    }
-                    _ => {
-                        // Clog random links, restore them one by one in random order.
-                        let mut links: Vec<(ReplicaId, ReplicaId)> = (0..n)
-                            .flat_map(|x| (0..n).filter(move |y| *y != x).map(move |y| (x, y)))
-                            .filter(|_| rng.gen_bool(0.4))
-                            .collect();
-                        self.schedule(start, Event::SetLinks(with(&links, Link::Clogged)));
-                        links.shuffle(rng);
-                        for (i, l) in links.iter().enumerate() {
-                            let at = (end + i as u64 * rng.gen_range(0..=5)).min(chaos);
-                            self.schedule(at, Event::SetLinks(vec![(l.0, l.1, Link::Open)]));
-                        }
-                    }
-                }
-            }
-        }
-        if profile.crashes() && crash_budget > 0 {
-            // Up to `crash_budget` replicas down at once.
-            let episodes = rng.gen_range(1..=4);
-            let honest: Vec<ReplicaId> = (0..n)
-                .filter(|i| self.nodes[*i as usize].is_honest())
-                .collect();
-            let mut down_until: Vec<(ReplicaId, u64)> = Vec::new();
-            for _ in 0..episodes {
-                let start = rng.gen_range(1..chaos);
-                down_until.retain(|(_, end)| *end > start);
-                if down_until.len() >= crash_budget {
-                    continue;
-                }
-                let candidates: Vec<ReplicaId> = honest
-                    .iter()
-                    .copied()
-                    .filter(|i| !down_until.iter().any(|(d, _)| d == i))
-                    .collect();
-                let Some(&id) = candidates.choose(rng) else {
-                    continue;
-                };
-                let end = (start + rng.gen_range(5..=120)).min(chaos);
-                let torn = rng.gen_bool(0.5).then(|| rng.gen_range(0..4));
-                self.schedule(start, Event::Crash { id, torn });
-                self.schedule(end.max(start + 1), Event::Restart(id));
-                down_until.push((id, end.max(start + 1)));
-            }
-        }
-    }
-
-    fn schedule(&mut self, at: u64, event: Event) {
-        self.events.entry(at).or_default().push(event);
     }
 
     // ----- running -----------------------------------------------------------------------
@@ -429,6 +331,7 @@ impl World {
     pub fn run(mut self) -> Outcome {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let r = self.run_inner();
+            self.stats.dropped = self.net.dropped;
             (r, self.stats.clone())
         }));
         match result {
@@ -460,28 +363,31 @@ impl World {
             if self.now == chaos {
                 self.heal();
             }
-            if let Err(v) = self.tick() {
-                self.stats.ticks = self.now;
-                return (Some(v), None);
+            let result = self.tick();
+            self.stats.ticks = self.now;
+            match result {
+                Err(Failure::Safety(v)) => return (Some(v), None),
+                Err(Failure::Liveness(l)) => return (None, Some(l)),
+                Ok(()) => {}
             }
             if self.healing && self.all_done() {
-                self.stats.ticks = self.now;
                 return (None, None);
             }
         }
-        self.stats.ticks = self.now;
         (None, Some(self.missing()))
     }
 
+    /// Every request submitted, and executed by every honest replica.
     fn all_done(&self) -> bool {
-        self.submitted.len() as u64 == self.requests_total
-            && self.nodes.iter().filter(|x| x.is_honest()).all(|x| {
-                x.is_up()
-                    && self
-                        .submitted
-                        .keys()
-                        .all(|id| x.app.applied_set.contains(id))
-            })
+        self.request_times.is_empty() && self.submitted.keys().all(|id| self.done(id))
+    }
+
+    /// Executed by every honest replica (up or not).
+    pub fn done(&self, id: &Digest) -> bool {
+        self.nodes
+            .iter()
+            .filter(|x| x.is_honest())
+            .all(|x| x.is_up() && x.app.applied_set.contains(id))
     }
 
     fn missing(&self) -> String {
@@ -510,152 +416,64 @@ impl World {
         )
     }
 
-    /// Healing: every fault stops except Byzantine replicas.
-    fn heal(&mut self) {
-        self.trace(|| "healing: faults removed".into());
-        self.healing = true;
-        self.loss = 0.0;
-        self.duplicate = 0.0;
-        self.delay = (1, 3);
-        self.events.clear();
-        for row in &mut self.links {
-            row.iter_mut().for_each(|l| *l = Link::Open);
-        }
-        for (from, to, m) in std::mem::take(&mut self.held) {
-            self.enqueue(from, to, m);
-        }
-        for id in 0..self.n {
-            if !self.nodes[id as usize].is_up() {
-                self.restart(id);
-            }
-        }
-    }
-
-    fn tick(&mut self) -> Result<(), String> {
+    fn tick(&mut self) -> Result<(), Failure> {
         if let Some(events) = self.events.remove(&self.now) {
             for e in events {
                 self.apply_event(e);
             }
         }
         self.client();
-        self.serve_transfers();
-        // Deliver everything due.
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if top.at > self.now {
-                break;
-            }
-            let Some(Reverse(env)) = self.heap.pop() else {
-                break;
-            };
-            self.deliver(env.to, env.message);
+        while let Some(envelope) = self.net.pop_due(self.now) {
+            self.deliver(envelope);
             self.check()?;
         }
         for id in 0..self.n {
-            self.step_node(id, Input::Tick);
-            self.drain_loopback();
+            for _ in 0..self.nodes[id as usize].clock.advance() {
+                self.step_node(id, Input::Tick);
+                self.drain_loopback();
+            }
         }
-        self.byzantine_replay();
-        self.check()
-    }
-
-    fn check(&mut self) -> Result<(), String> {
+        self.byzantine_tick();
+        self.check()?;
         let mut c = self.checkers.take().expect("checkers");
-        let r = c.check(self);
+        let r = c.check_liveness(self);
         self.checkers = Some(c);
         r
     }
 
-    fn apply_event(&mut self, e: Event) {
-        match e {
-            Event::Crash { id, torn } => {
-                if !self.nodes[id as usize].is_up() {
-                    return;
-                }
-                match torn {
-                    Some(k) => {
-                        self.trace(|| format!("replica {id} will crash after {k} actions"));
-                        self.nodes[id as usize].crash_after = Some(k);
-                    }
-                    None => self.crash(id),
-                }
-            }
-            Event::Restart(id) => {
-                if !self.nodes[id as usize].is_up() {
-                    self.restart(id);
-                } else {
-                    self.nodes[id as usize].crash_after = None;
-                }
-            }
-            Event::SetLinks(changes) => {
-                for (from, to, link) in changes {
-                    self.links[from as usize][to as usize] = link;
-                }
-                let held = std::mem::take(&mut self.held);
-                for (from, to, m) in held {
-                    if self.links[from as usize][to as usize] == Link::Clogged {
-                        self.held.push((from, to, m));
-                    } else {
-                        self.enqueue(from, to, m);
-                    }
-                }
-            }
-        }
+    fn check(&mut self) -> Result<(), Failure> {
+        let votes = std::mem::take(&mut self.sent_votes);
+        let mut c = self.checkers.take().expect("checkers");
+        let r = c.check(self, &votes);
+        self.checkers = Some(c);
+        r
     }
 
-    fn crash(&mut self, id: ReplicaId) {
-        self.trace(|| format!("replica {id} crashes"));
-        let node = &mut self.nodes[id as usize];
-        node.replica = None;
-        node.crash_after = None;
-        node.transfer = None;
-        self.loopback.retain(|(to, _)| *to != id);
-    }
+    // ----- clients -------------------------------------------------------------------------
 
-    fn restart(&mut self, id: ReplicaId) {
-        let node = &mut self.nodes[id as usize];
-        let restored = Restored {
-            last_executed: node.app.head(),
-            durable: node.durable.clone(),
-        };
-        node.replica = Some(Replica::new(
-            replica_config(id, self.n, self.cfg.planted_bug),
-            restored,
-        ));
-        self.trace(|| format!("replica {id} restarts"));
-    }
-
-    /// Clients submit requests during the chaos phase, each to one random replica; a request
-    /// not executed by f+1 honest replicas after a while is re-sent to every replica.
+    /// Clients submit requests during the chaos phase, each to one random replica, and during
+    /// healing keep a background load while older requests are outstanding; a request not
+    /// executed by f+1 honest replicas after a while is re-sent to every replica.
     fn client(&mut self) {
         while self.request_times.first().is_some_and(|t| *t <= self.now) {
             self.request_times.remove(0);
-            let i = self.submitted.len();
-            let payload = format!("request {i} of seed {}", self.cfg.seed).into_bytes();
-            let request = Request {
-                id: crypto::sha256(&payload),
-                timestamp_ms: self.now,
-                payload: Arc::from(payload),
-            };
-            self.submitted.insert(
-                request.id,
-                Submitted {
-                    request: request.clone(),
-                    at: self.now,
-                    last_try: self.now,
-                },
-            );
-            self.stats.requests += 1;
-            let to = self.rng.gen_range(0..self.n);
-            self.trace(|| format!("client submits request {i} to {to}"));
-            self.step_node(to, Input::Request(request));
-            self.drain_loopback();
+            self.submit();
         }
-        let retry = 80;
+        if self.healing
+            && self.now.is_multiple_of(LOAD_INTERVAL_TICKS)
+            && self.now < self.healed_at + self.cfg.censorship_bound_ticks + RETRY_TICKS
+            && self
+                .submitted
+                .iter()
+                .any(|(id, s)| s.at < self.healed_at && !self.done(id))
+        {
+            self.submit();
+        }
         let need = self.f + 1;
         let due: Vec<Request> = self
             .submitted
             .values()
-            .filter(|s| self.now >= s.last_try + retry)
+            .filter(|s| self.now >= s.last_try + RETRY_TICKS)
             .filter(|s| {
                 self.nodes
                     .iter()
@@ -670,26 +488,55 @@ impl World {
                 s.last_try = self.now;
             }
             for to in 0..self.n {
-                self.step_node(to, Input::Request(request.clone()));
-                self.drain_loopback();
+                if self.admit_request(to, &request) {
+                    self.step_node(to, Input::Request(request.clone()));
+                    self.drain_loopback();
+                }
             }
         }
     }
 
+    fn submit(&mut self) {
+        let i = self.submitted.len() as u64;
+        let to = self.rng.gen_range(0..self.n);
+        let (request, patient) = self.txs.request(i, to, self.now);
+        if self.plot.censored_patient.as_deref() == Some(patient.as_str()) {
+            self.plot.censored.insert(request.id);
+        }
+        self.submitted.insert(
+            request.id,
+            Submitted {
+                request: request.clone(),
+                at: self.now,
+                last_try: self.now,
+            },
+        );
+        self.stats.requests += 1;
+        self.trace(|| format!("client submits request {i} ({patient}) to {to}"));
+        if self.admit_request(to, &request) {
+            self.step_node(to, Input::Request(request));
+            self.drain_loopback();
+        }
+    }
+
+    /// The node's edge check of a request: the exact bytes a client submitted (fast path), or a
+    /// transaction that decodes and verifies.
+    pub(crate) fn authentic(&self, r: &Request) -> bool {
+        self.submitted
+            .get(&r.id)
+            .is_some_and(|s| client::same(&s.request, r))
+            || self.txs.authentic(r)
+    }
+
     // ----- one replica step ------------------------------------------------------------
 
-    fn step_node(&mut self, id: ReplicaId, input: Input) {
+    pub(crate) fn step_node(&mut self, id: ReplicaId, input: Input) {
         let node = &mut self.nodes[id as usize];
         let Some(replica) = node.replica.as_mut() else {
             return;
         };
         let mut actions = Vec::new();
-        let trace = self.cfg.trace;
-        let label = if trace {
-            Some(describe_input(&input))
-        } else {
-            None
-        };
+        let label = self.cfg.trace.then(|| trace::input(&input));
         if let Err(e) = replica.step(input, &mut actions) {
             self.stats.protocol_errors += 1;
             if let Some(label) = label {
@@ -702,13 +549,14 @@ impl World {
         {
             self.trace(|| format!("replica {id} <- {label}"));
         }
+        let honest = self.nodes[id as usize].is_honest();
         let cut = self.nodes[id as usize].crash_after.take();
         let count = actions.len();
         for (k, action) in actions.into_iter().enumerate() {
             if cut.is_some_and(|c| k >= c) {
                 break;
             }
-            self.trace(|| format!("replica {id} -> {}", describe_action(&action)));
+            self.trace(|| format!("replica {id} -> {}", trace::action(&action)));
             match action {
                 Action::Persist(record) => {
                     let compact = matches!(record, Durable::StableCheckpoint { .. });
@@ -718,24 +566,37 @@ impl World {
                         Durable::compact(&mut node.durable);
                     }
                 }
-                Action::Send { to, message } => self.send(id, to, message),
+                Action::Send { to, message } => {
+                    if honest {
+                        self.sent_votes.extend(SentVote::of(id, &message));
+                    }
+                    self.send(id, to, message);
+                }
                 Action::Broadcast(message) => {
+                    if honest {
+                        self.sent_votes.extend(SentVote::of(id, &message));
+                    }
                     for to in 0..self.n {
                         if to != id {
                             self.send(id, to, message.clone());
                         }
                     }
-                    self.loopback.push_back((id, crypto::sign(id, message)));
+                    // A Byzantine replica's own view-change is the doctored one, so that its
+                    // new-view carries it.
+                    let own = match &message {
+                        Message::ViewChange(_) if !honest => {
+                            self.rewrite(id, id, message.clone()).unwrap_or(message)
+                        }
+                        _ => message,
+                    };
+                    self.loopback.push_back((id, crypto::sign(id, own)));
                 }
                 Action::Execute(committed) => {
                     self.stats.executed_blocks += 1;
-                    let (n, q) = (self.n, self.quorum);
+                    let (n, q) = (self.n, self.certificate_quorum());
                     self.nodes[id as usize].app.apply(committed, n, q);
                 }
-                Action::FetchState { peers, .. } => {
-                    let at = self.now + self.rng.gen_range(1..=5);
-                    self.nodes[id as usize].transfer = Some((at, peers));
-                }
+                Action::FetchState { peers, .. } => self.request_state(id, peers),
             }
         }
         if cut.is_some() {
@@ -747,18 +608,33 @@ impl World {
         }
     }
 
-    fn drain_loopback(&mut self) {
+    pub(crate) fn drain_loopback(&mut self) {
         let mut budget = 100_000;
         while let Some((id, m)) = self.loopback.pop_front() {
             budget -= 1;
             assert!(budget > 0, "loopback storm");
-            self.deliver(id, m);
+            self.deliver_message(id, m);
         }
     }
 
-    fn deliver(&mut self, to: ReplicaId, m: Signed<Message>) {
+    fn deliver(&mut self, envelope: crate::network::Envelope) {
+        let to = envelope.to;
         if !self.nodes[to as usize].is_up() {
-            self.stats.dropped += 1;
+            self.net.dropped += 1;
+            return;
+        }
+        match envelope.packet {
+            Packet::Pbft(m) => self.deliver_message(to, m),
+            Packet::FetchBlocks { after } => self.serve_blocks(to, envelope.from, after),
+            Packet::Blocks(blocks) => self.receive_blocks(to, envelope.from, blocks),
+        }
+    }
+
+    /// The node's edge, then the replica: signatures (outer and embedded), the transactions of
+    /// pre-prepares and forwards; a Byzantine receiver's filter and reaction.
+    fn deliver_message(&mut self, to: ReplicaId, m: Signed<Message>) {
+        if !self.nodes[to as usize].is_up() {
+            self.net.dropped += 1;
             return;
         }
         if !crypto::verify(&m, self.n) {
@@ -766,265 +642,46 @@ impl World {
             self.trace(|| format!("edge of {to} rejects a bad signature from {}", m.from));
             return;
         }
-        self.stats.delivered += 1;
-        let node = &mut self.nodes[to as usize];
-        if node.byzantine.contains(&Behavior::Replay) && m.from != to {
-            node.seen.push_back(m.clone());
-            if node.seen.len() > 256 {
-                node.seen.pop_front();
-            }
+        let requests: &[Request] = match &m.message {
+            Message::PrePrepare(pp) => &pp.proposal.requests,
+            Message::Forward(requests) => requests,
+            _ => &[],
+        };
+        if !requests.iter().all(|r| self.authentic(r)) {
+            self.stats.bad_requests += 1;
+            self.trace(|| format!("edge of {to} rejects a bad transaction from {}", m.from));
+            return;
         }
+        self.stats.delivered += 1;
+        let m = if self.nodes[to as usize].is_honest() {
+            m
+        } else {
+            let Some(m) = self.admit(to, m) else {
+                return;
+            };
+            self.react(to, &m);
+            m
+        };
         self.step_node(to, Input::Message(m));
         self.drain_loopback();
     }
 
-    // ----- network -------------------------------------------------------------------------
-
     /// Sends `message` from `from`; a Byzantine sender's messages are rewritten first.
     fn send(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
-        let behaviors = self.nodes[from as usize].byzantine.clone();
-        if behaviors.is_empty() {
+        if self.nodes[from as usize].is_honest() {
             let signed = crypto::sign(from, message);
-            self.enqueue(from, to, signed);
+            self.transmit(from, to, signed);
             return;
         }
-        if behaviors.contains(&Behavior::Silent) {
+        let Some(message) = self.rewrite(from, to, message) else {
             return;
-        }
-        let mut message = message;
-        for b in &behaviors {
-            message = match (b, message) {
-                (Behavior::Equivocate, Message::PrePrepare(pp)) if to % 2 == 1 => {
-                    let mut p: Proposal = (*pp.proposal).clone();
-                    if p.requests.len() > 1 {
-                        p.requests.reverse();
-                    } else {
-                        p.requests.clear();
-                    }
-                    let proposal = Arc::new(p);
-                    Message::PrePrepare(pbft::PrePrepare {
-                        view: pp.view,
-                        digest: crypto::digest(&proposal),
-                        proposal,
-                    })
-                }
-                (Behavior::WrongDigest, Message::Prepare(mut v)) if self.rng.gen_bool(0.5) => {
-                    v.digest = self.rng.r#gen();
-                    Message::Prepare(v)
-                }
-                (Behavior::WrongDigest, Message::Commit(mut v)) if self.rng.gen_bool(0.5) => {
-                    v.digest = self.rng.r#gen();
-                    Message::Commit(v)
-                }
-                (Behavior::WrongDigest, Message::Checkpoint(mut c)) if self.rng.gen_bool(0.5) => {
-                    c.digest = self.rng.r#gen();
-                    Message::Checkpoint(c)
-                }
-                (Behavior::StaleView, Message::Prepare(mut v)) if v.view > 0 => {
-                    v.view -= 1;
-                    Message::Prepare(v)
-                }
-                (Behavior::StaleView, Message::Commit(mut v)) if v.view > 0 => {
-                    v.view -= 1;
-                    Message::Commit(v)
-                }
-                (Behavior::StaleView, Message::ViewChange(mut vc)) if vc.new_view > 1 => {
-                    vc.new_view -= 1;
-                    Message::ViewChange(vc)
-                }
-                (Behavior::HidePrepared, Message::ViewChange(mut vc)) => {
-                    vc.prepared.clear();
-                    Message::ViewChange(vc)
-                }
-                (_, m) => m,
-            };
-        }
-        let mut signed = crypto::sign(from, message);
-        if behaviors.contains(&Behavior::ForgeSignature) && self.rng.gen_bool(0.5) {
-            match self.rng.gen_range(0..3) {
-                0 => signed.signature = Signature([0; 64]),
-                1 => signed.signature = Signature([self.rng.r#gen(); 64]),
-                _ => signed.from = (from + 1) % self.n, // impersonation with its own key
-            }
-        }
-        self.enqueue(from, to, signed);
-    }
-
-    fn byzantine_replay(&mut self) {
-        for id in 0..self.n {
-            let node = &mut self.nodes[id as usize];
-            if !node.byzantine.contains(&Behavior::Replay) || node.seen.is_empty() {
-                continue;
-            }
-            if !self.rng.gen_bool(0.3) {
-                continue;
-            }
-            let i = self.rng.gen_range(0..node.seen.len());
-            let m = node.seen[i].clone();
-            let to = self.rng.gen_range(0..self.n);
-            if to != id {
-                self.enqueue(id, to, m);
-            }
-        }
-    }
-
-    fn enqueue(&mut self, from: ReplicaId, to: ReplicaId, message: Signed<Message>) {
-        match self.links[from as usize][to as usize] {
-            Link::Cut => {
-                self.stats.dropped += 1;
-                return;
-            }
-            Link::Clogged => {
-                self.held.push((from, to, message));
-                return;
-            }
-            Link::Open => {}
-        }
-        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
-            self.stats.dropped += 1;
-            return;
-        }
-        let copies = if self.duplicate > 0.0 && self.rng.gen_bool(self.duplicate) {
-            2
-        } else {
-            1
         };
-        for _ in 0..copies {
-            let at = self.now + self.rng.gen_range(self.delay.0..=self.delay.1);
-            self.order += 1;
-            self.heap.push(Reverse(Envelope {
-                at,
-                order: self.order,
-                to,
-                message: message.clone(),
-            }));
-        }
+        let signed = self.byzantine_sign(from, message);
+        self.transmit(from, to, signed);
     }
 
-    // ----- state transfer ----------------------------------------------------------------
-
-    /// Serves due state transfers from a peer's executed chain: every block is checked (commit
-    /// certificate, digest, `prev` link) before it is applied, as the node does.
-    fn serve_transfers(&mut self) {
-        for id in 0..self.n as usize {
-            let Some((at, peers)) = self.nodes[id].transfer.clone() else {
-                continue;
-            };
-            if at > self.now {
-                continue;
-            }
-            self.nodes[id].transfer = None;
-            let head = self.nodes[id].app.head();
-            let mut candidates: Vec<usize> = peers.iter().map(|p| *p as usize).collect();
-            candidates.extend(0..self.n as usize);
-            let Some(peer) = candidates.into_iter().find(|p| {
-                *p != id && self.nodes[*p].is_up() && self.nodes[*p].app.head().0 > head.0
-            }) else {
-                continue;
-            };
-            let blocks: Vec<Committed> = self.nodes[peer].app.blocks[head.0 as usize..].to_vec();
-            let mut prev = head.1;
-            let mut ids = Vec::new();
-            let mut last = head;
-            for b in blocks {
-                if !crypto::verify_certificate(&b, self.n, self.quorum) || b.proposal.prev != prev {
-                    break;
-                }
-                prev = b.digest;
-                last = (b.proposal.seq, b.digest);
-                ids.extend(b.proposal.requests.iter().map(|r| r.id));
-                let (n, q) = (self.n, self.quorum);
-                self.nodes[id].app.apply(b, n, q);
-            }
-            if last.0 > head.0 {
-                self.stats.state_transfers += 1;
-                self.trace(|| {
-                    format!(
-                        "replica {id} state-transferred {} -> {} from {peer}",
-                        head.0, last.0
-                    )
-                });
-                self.step_node(
-                    id as ReplicaId,
-                    Input::StateTransferred {
-                        seq: last.0,
-                        digest: last.1,
-                        request_ids: ids,
-                    },
-                );
-                self.drain_loopback();
-            }
-        }
-    }
-}
-
-fn with(links: &[(ReplicaId, ReplicaId)], state: Link) -> Vec<(ReplicaId, ReplicaId, Link)> {
-    links.iter().map(|(a, b)| (*a, *b, state)).collect()
-}
-
-fn short(d: &Digest) -> String {
-    format!("{:02x}{:02x}", d[0], d[1])
-}
-
-fn describe_message(m: &Message) -> String {
-    match m {
-        Message::Forward(r) => format!("Forward({} requests)", r.len()),
-        Message::PrePrepare(pp) => format!(
-            "PrePrepare(v{} s{} {} prev {} {} reqs)",
-            pp.view,
-            pp.proposal.seq,
-            short(&pp.digest),
-            short(&pp.proposal.prev),
-            pp.proposal.requests.len()
-        ),
-        Message::Prepare(v) => format!("Prepare(v{} s{} {})", v.view, v.seq, short(&v.digest)),
-        Message::Commit(v) => format!("Commit(v{} s{} {})", v.view, v.seq, short(&v.digest)),
-        Message::Checkpoint(c) => format!("Checkpoint(s{} {})", c.seq, short(&c.digest)),
-        Message::ViewChange(vc) => format!(
-            "ViewChange(v{} ck s{} {} certs)",
-            vc.new_view,
-            vc.checkpoint.seq,
-            vc.prepared.len()
-        ),
-        Message::NewView(nv) => format!(
-            "NewView(v{} {} vcs, O = {:?})",
-            nv.view,
-            nv.view_changes.len(),
-            nv.pre_prepares
-                .iter()
-                .map(|pp| (pp.proposal.seq, short(&pp.digest)))
-                .collect::<Vec<_>>()
-        ),
-    }
-}
-
-fn describe_input(i: &Input) -> String {
-    match i {
-        Input::Tick => "Tick".into(),
-        Input::Message(m) => format!("{} from {}", describe_message(&m.message), m.from),
-        Input::Request(r) => format!("Request({})", short(&r.id)),
-        Input::Cut => "Cut".into(),
-        Input::StateTransferred { seq, digest, .. } => {
-            format!("StateTransferred(s{seq} {})", short(digest))
-        }
-    }
-}
-
-fn describe_action(a: &Action) -> String {
-    match a {
-        Action::Send { to, message } => format!("send to {to}: {}", describe_message(message)),
-        Action::Broadcast(m) => format!("broadcast {}", describe_message(m)),
-        Action::Persist(d) => format!(
-            "persist {:?}",
-            d.seq().map_or("view".to_string(), |s| format!("s{s}"))
-        ),
-        Action::Execute(c) => format!(
-            "EXECUTE s{} {} (view {}, {} reqs)",
-            c.proposal.seq,
-            short(&c.digest),
-            c.commit_view,
-            c.proposal.requests.len()
-        ),
-        Action::FetchState { seq, peers, .. } => format!("fetch state to s{seq} from {peers:?}"),
+    pub(crate) fn transmit(&mut self, from: ReplicaId, to: ReplicaId, m: Signed<Message>) {
+        let now = self.now;
+        self.net.send(&mut self.rng, now, from, to, Packet::Pbft(m));
     }
 }

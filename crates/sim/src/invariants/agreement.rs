@@ -3,19 +3,20 @@ use std::collections::BTreeMap;
 
 use pbft::Digest;
 
+use super::Cursor;
 use crate::world::World;
 
 pub struct Agreement {
     /// The first digest any honest replica executed at each height.
     chain: BTreeMap<u64, (Digest, u32)>,
-    cursor: Vec<usize>,
+    cursor: Vec<Cursor>,
 }
 
 impl Agreement {
     pub fn new(n: usize) -> Self {
         Agreement {
             chain: BTreeMap::new(),
-            cursor: vec![0; n],
+            cursor: vec![Cursor::default(); n],
         }
     }
 
@@ -25,8 +26,8 @@ impl Agreement {
 
     pub fn check(&mut self, w: &World) -> Result<(), String> {
         for node in w.nodes.iter().filter(|x| x.is_honest()) {
-            let i = node.id as usize;
-            for block in &node.app.blocks[self.cursor[i]..] {
+            let cursor = &mut self.cursor[node.id as usize];
+            for block in &node.app.blocks[cursor.start(node)..] {
                 let seq = block.proposal.seq;
                 match self.chain.get(&seq) {
                     Some((d, who)) if *d != block.digest => {
@@ -43,7 +44,7 @@ impl Agreement {
                     }
                 }
             }
-            self.cursor[i] = node.app.blocks.len();
+            cursor.at = node.app.blocks.len();
         }
         Ok(())
     }

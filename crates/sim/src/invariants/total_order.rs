@@ -2,23 +2,28 @@
 //! each block's `prev` the digest of the one before (genesis for the first).
 use pbft::Digest;
 
+use super::Cursor;
 use crate::crypto::GENESIS;
 use crate::world::World;
 
 pub struct TotalOrder {
-    cursor: Vec<(usize, Digest)>,
+    cursor: Vec<Cursor>,
 }
 
 impl TotalOrder {
     pub fn new(n: usize) -> Self {
         TotalOrder {
-            cursor: vec![(0, GENESIS); n],
+            cursor: vec![Cursor::default(); n],
         }
     }
 
     pub fn check(&mut self, w: &World) -> Result<(), String> {
         for node in w.nodes.iter().filter(|x| x.is_honest()) {
-            let (mut at, mut prev) = self.cursor[node.id as usize];
+            let cursor = &mut self.cursor[node.id as usize];
+            let mut at = cursor.start(node);
+            let mut prev: Digest = at
+                .checked_sub(1)
+                .map_or(GENESIS, |i| node.app.blocks[i].digest);
             for block in &node.app.blocks[at..] {
                 let expected = at as u64 + 1;
                 if block.proposal.seq != expected {
@@ -37,7 +42,7 @@ impl TotalOrder {
                 prev = block.digest;
                 at += 1;
             }
-            self.cursor[node.id as usize] = (at, prev);
+            cursor.at = at;
         }
         Ok(())
     }

@@ -1,0 +1,550 @@
+//! Byzantine replicas. A Byzantine replica runs the honest code; what it sends is rewritten,
+//! what it receives is filtered, and it may send more of its own (signed with its own key; its
+//! colluders share a plan). One file per behaviour, as commonware's consensus mocks.
+//!
+//! Every Byzantine replica counts toward f, together with crashed and amnesiac ones: a run never
+//! has more than f faulty replicas at once (see [`cast`] and `faults.rs`).
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use pbft::{Digest, Message, PreparedCertificate, ReplicaId, Request, SeqNo, Signed, View};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::crypto;
+use crate::profile::Profile;
+use crate::world::World;
+
+pub mod bad_transfer_source;
+pub mod censor;
+pub mod choose_view_changes;
+pub mod doctor_certificates;
+pub mod double_vote;
+pub mod equivocate;
+pub mod forge_signature;
+pub mod forge_status;
+pub mod hide_prepared;
+pub mod oversized_batch;
+pub mod replay;
+pub mod silent;
+pub mod stale_view;
+pub mod substitute_payload;
+pub mod withhold_commits;
+pub mod wrong_digest;
+
+/// How a Byzantine replica misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Behavior {
+    Equivocate,
+    Silent,
+    WrongDigest,
+    ForgeSignature,
+    StaleView,
+    Replay,
+    HidePrepared,
+    DoubleVote,
+    ChooseViewChanges,
+    DoctorCertificates,
+    SubstitutePayload,
+    WithholdCommits,
+    BadTransferSource,
+    ForgeStatus,
+    OversizedBatch,
+    Censor,
+}
+
+impl Behavior {
+    /// The behaviours the `byzantine` and `mixed` profiles draw from.
+    pub const CLASSIC: [Behavior; 7] = [
+        Behavior::Equivocate,
+        Behavior::Silent,
+        Behavior::WrongDigest,
+        Behavior::ForgeSignature,
+        Behavior::StaleView,
+        Behavior::Replay,
+        Behavior::HidePrepared,
+    ];
+
+    pub const ALL: [Behavior; 16] = [
+        Behavior::Equivocate,
+        Behavior::Silent,
+        Behavior::WrongDigest,
+        Behavior::ForgeSignature,
+        Behavior::StaleView,
+        Behavior::Replay,
+        Behavior::HidePrepared,
+        Behavior::DoubleVote,
+        Behavior::ChooseViewChanges,
+        Behavior::DoctorCertificates,
+        Behavior::SubstitutePayload,
+        Behavior::WithholdCommits,
+        Behavior::BadTransferSource,
+        Behavior::ForgeStatus,
+        Behavior::OversizedBatch,
+        Behavior::Censor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Behavior::Equivocate => "equivocate",
+            Behavior::Silent => "silent",
+            Behavior::WrongDigest => "wrong-digest",
+            Behavior::ForgeSignature => "forge-signature",
+            Behavior::StaleView => "stale-view",
+            Behavior::Replay => "replay",
+            Behavior::HidePrepared => "hide-prepared",
+            Behavior::DoubleVote => "double-vote",
+            Behavior::ChooseViewChanges => "choose-view-changes",
+            Behavior::DoctorCertificates => "doctor-certificates",
+            Behavior::SubstitutePayload => "substitute-payload",
+            Behavior::WithholdCommits => "withhold-commits",
+            Behavior::BadTransferSource => "bad-transfer-source",
+            Behavior::ForgeStatus => "forge-status",
+            Behavior::OversizedBatch => "oversized-batch",
+            Behavior::Censor => "censor",
+        }
+    }
+
+    /// One line for `sim --help`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Behavior::Equivocate => {
+                "as primary, a second valid proposal for one sequence number to some backups"
+            }
+            Behavior::Silent => "sends nothing (a silent primary or backup)",
+            Behavior::WrongDigest => "votes and checkpoints with random digests",
+            Behavior::ForgeSignature => "bad, missing or another replica's signature",
+            Behavior::StaleView => "re-labels its votes and view-changes with an older view",
+            Behavior::Replay => "re-sends others' old messages (valid signatures)",
+            Behavior::HidePrepared => "view-changes without its prepared certificates",
+            Behavior::DoubleVote => {
+                "prepares and commits every digest it sees; colluders target f honest replicas"
+            }
+            Behavior::ChooseViewChanges => {
+                "as new primary, admits only the view-changes that lose prepared certificates"
+            }
+            Behavior::DoctorCertificates => {
+                "view-changes replay stale certificates, or broken ones"
+            }
+            Behavior::SubstitutePayload => {
+                "same ids and timestamps, other bytes, in view-changes and pre-prepares (finding 1)"
+            }
+            Behavior::WithholdCommits => "never sends its commits",
+            Behavior::BadTransferSource => {
+                "answers state transfer with substituted, uncertified or unchained blocks"
+            }
+            Behavior::ForgeStatus => {
+                "status claims and checkpoints far beyond the head, made-up digests"
+            }
+            Behavior::OversizedBatch => {
+                "as primary, batches of many copies of one request (finding 5)"
+            }
+            Behavior::Censor => {
+                "drops one patient's transactions wherever they reach it (finding 3)"
+            }
+        }
+    }
+}
+
+/// What a Byzantine replica remembers to misbehave with.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Messages received from others, for replay (bounded).
+    pub seen: VecDeque<Signed<Message>>,
+    /// Votes already sent by the double-voter: (commit, view, seq, digest).
+    pub voted: BTreeSet<(bool, View, SeqNo, Digest)>,
+    /// Prepared certificates seen (its own and others'), per sequence number and view.
+    pub certificates: BTreeMap<SeqNo, BTreeMap<View, PreparedCertificate>>,
+}
+
+/// What colluding Byzantine replicas agree on before the run.
+#[derive(Clone, Debug, Default)]
+pub struct Plot {
+    /// The honest replicas an equivocating primary gives its first proposal (the others get
+    /// the second); `None`: by the recipient's parity (and its amnesia count).
+    pub first_group: Option<BTreeSet<ReplicaId>>,
+    /// The honest replicas double-voters send their prepares to; `None`: everyone.
+    pub prepare_targets: Option<BTreeSet<ReplicaId>>,
+    /// The honest backup a substituting primary leaves out of its pre-prepares.
+    pub left_out: Option<ReplicaId>,
+    /// The patient whose transactions censors drop, and the ids of those transactions.
+    pub censored_patient: Option<String>,
+    pub censored: BTreeSet<Digest>,
+    /// Replicas an adversary of the plot isolates for a while (network, not a fault).
+    pub isolate: Option<ReplicaId>,
+}
+
+/// Who is Byzantine in a run of `profile`, how, and their plan: at most f replicas.
+pub fn cast(
+    profile: Profile,
+    n: u32,
+    f: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<Vec<Behavior>>, Plot) {
+    let mut behaviors = vec![Vec::new(); n as usize];
+    let mut plot = Plot::default();
+    let mut set = |id: u32, bs: &[Behavior]| behaviors[id as usize] = bs.to_vec();
+    match profile {
+        Profile::Byzantine | Profile::Mixed => {
+            let count = if profile == Profile::Byzantine {
+                f
+            } else {
+                rng.gen_range(0..=f)
+            };
+            let mut ids: Vec<ReplicaId> = (0..n).collect();
+            ids.shuffle(rng);
+            // Make the first primary Byzantine often: that is where equivocation bites.
+            if count > 0 && rng.gen_bool(0.5) {
+                let pos = ids.iter().position(|i| *i == 0).unwrap_or(0);
+                ids.swap(0, pos);
+            }
+            for id in &ids[..count] {
+                let mut bs = Vec::new();
+                for _ in 0..rng.gen_range(1..=3) {
+                    let b = *Behavior::CLASSIC.choose(rng).unwrap_or(&Behavior::Silent);
+                    if !bs.contains(&b) {
+                        bs.push(b);
+                    }
+                }
+                bs.sort();
+                set(*id, &bs);
+            }
+        }
+        Profile::DoubleVote if f >= 2 => {
+            // Colluders 0..f: the primary of view 0 equivocates, the primary of view 1 picks
+            // the view-changes of its new-view; all prepare and commit both proposals, sending
+            // their prepares only to f honest replicas of the first group (f + 1 strong), so
+            // that exactly f honest replicas become prepared.
+            set(
+                0,
+                &[
+                    Behavior::Equivocate,
+                    Behavior::HidePrepared,
+                    Behavior::DoubleVote,
+                ],
+            );
+            set(
+                1,
+                &[
+                    Behavior::HidePrepared,
+                    Behavior::DoubleVote,
+                    Behavior::ChooseViewChanges,
+                ],
+            );
+            for id in 2..f as u32 {
+                set(id, &[Behavior::HidePrepared, Behavior::DoubleVote]);
+            }
+            let first: BTreeSet<ReplicaId> = (f as u32..n).take(f + 1).collect();
+            plot.prepare_targets = Some(first.iter().copied().take(f).collect());
+            plot.first_group = Some(first);
+        }
+        Profile::DoubleVote => {
+            if rng.gen_bool(0.5) {
+                set(0, &[Behavior::Equivocate, Behavior::DoubleVote]);
+            } else {
+                set(rng.gen_range(1..n), &[Behavior::DoubleVote]);
+            }
+        }
+        Profile::NewPrimary => {
+            set(
+                1,
+                &[Behavior::ChooseViewChanges, Behavior::DoctorCertificates],
+            );
+            if f >= 2 {
+                let first = if rng.gen_bool(0.5) {
+                    Behavior::Equivocate
+                } else {
+                    Behavior::Silent
+                };
+                set(
+                    0,
+                    &[
+                        first,
+                        Behavior::DoctorCertificates,
+                        Behavior::WithholdCommits,
+                    ],
+                );
+            } else {
+                // No second Byzantine replica to stall view 0: cut its primary off for a while.
+                plot.isolate = Some(0);
+            }
+            for id in 2..f as u32 {
+                set(id, &[Behavior::DoctorCertificates, Behavior::HidePrepared]);
+            }
+        }
+        Profile::Substitution => {
+            set(0, &[Behavior::SubstitutePayload, Behavior::WithholdCommits]);
+            if f >= 2 {
+                set(
+                    1,
+                    &[Behavior::ChooseViewChanges, Behavior::SubstitutePayload],
+                );
+            }
+            plot.left_out = Some(n - 1);
+        }
+        Profile::Transfer => {
+            let mut ids: Vec<ReplicaId> = (0..n).collect();
+            ids.shuffle(rng);
+            for id in &ids[..f] {
+                set(*id, &[Behavior::BadTransferSource, Behavior::ForgeStatus]);
+            }
+            // An honest replica cut off long enough to need a state transfer.
+            plot.isolate = ids[f..].first().copied();
+        }
+        Profile::Flood => {
+            for id in 0..f as u32 {
+                set(id, &[Behavior::OversizedBatch]);
+            }
+        }
+        Profile::Censor => {
+            for id in 0..f as u32 {
+                set(id, &[Behavior::Censor]);
+            }
+            plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
+        }
+        Profile::Amnesia if f >= 2 => set(0, &[Behavior::Equivocate]),
+        Profile::Amnesia
+        | Profile::Calm
+        | Profile::Lossy
+        | Profile::Partition
+        | Profile::Crash
+        | Profile::Skew => {}
+    }
+    (behaviors, plot)
+}
+
+impl World {
+    fn behaves(&self, id: ReplicaId, b: Behavior) -> bool {
+        self.nodes[id as usize].byzantine.contains(&b)
+    }
+
+    fn colluders(&self) -> BTreeSet<ReplicaId> {
+        self.nodes
+            .iter()
+            .filter(|x| !x.is_honest())
+            .map(|x| x.id)
+            .collect()
+    }
+
+    /// What Byzantine `from` sends to `to` instead of `message` (`None`: nothing).
+    pub(crate) fn rewrite(
+        &mut self,
+        from: ReplicaId,
+        to: ReplicaId,
+        message: Message,
+    ) -> Option<Message> {
+        let behaviors = self.nodes[from as usize].byzantine.clone();
+        let mut message = message;
+        for b in behaviors {
+            let m = message;
+            message = match b {
+                Behavior::Silent => return None,
+                Behavior::WithholdCommits if withhold_commits::drops(&m) => return None,
+                Behavior::Equivocate => match m {
+                    Message::PrePrepare(pp) => {
+                        let second = match &self.plot.first_group {
+                            Some(g) => !g.contains(&to) && self.nodes[to as usize].is_honest(),
+                            None => (to + self.nodes[to as usize].amnesia) % 2 == 1,
+                        };
+                        Message::PrePrepare(if second { equivocate::second(&pp) } else { pp })
+                    }
+                    m => m,
+                },
+                Behavior::DoubleVote => {
+                    let targeted =
+                        self.plot.prepare_targets.as_ref().is_some_and(|t| {
+                            !t.contains(&to) && self.nodes[to as usize].is_honest()
+                        });
+                    if targeted && matches!(m, Message::Prepare(_)) {
+                        return None;
+                    }
+                    m
+                }
+                Behavior::WrongDigest => wrong_digest::rewrite(m, &mut self.rng),
+                Behavior::StaleView => stale_view::rewrite(m),
+                Behavior::HidePrepared => hide_prepared::rewrite(m),
+                Behavior::DoctorCertificates => match m {
+                    Message::ViewChange(vc) => {
+                        let window =
+                            crate::world::replica_config(from, self.n, None).watermark_window;
+                        let memory = &mut self.nodes[from as usize].adversary;
+                        doctor_certificates::remember(memory, &vc);
+                        Message::ViewChange(doctor_certificates::rewrite(
+                            memory,
+                            vc,
+                            window,
+                            &mut self.rng,
+                        ))
+                    }
+                    m => m,
+                },
+                Behavior::SubstitutePayload => match m {
+                    Message::PrePrepare(_) if self.plot.left_out == Some(to) => return None,
+                    Message::PrePrepare(mut pp) if self.rng.gen_bool(0.2) => {
+                        pp.proposal = std::sync::Arc::new(substitute_payload::proposal(
+                            &pp.proposal,
+                            &mut self.rng,
+                        ));
+                        Message::PrePrepare(pp)
+                    }
+                    Message::ViewChange(vc) => {
+                        Message::ViewChange(substitute_payload::view_change(vc, &mut self.rng))
+                    }
+                    m => m,
+                },
+                Behavior::OversizedBatch => match m {
+                    Message::PrePrepare(pp) => {
+                        let max_batch = crate::world::replica_config(from, self.n, None).max_batch;
+                        Message::PrePrepare(oversized_batch::pad(&pp, max_batch))
+                    }
+                    m => m,
+                },
+                Behavior::Censor => match m {
+                    Message::Forward(requests) => {
+                        let kept = censor::strip(requests, &self.plot.censored);
+                        if kept.is_empty() {
+                            return None;
+                        }
+                        Message::Forward(kept)
+                    }
+                    m => m,
+                },
+                Behavior::ForgeSignature
+                | Behavior::Replay
+                | Behavior::ChooseViewChanges
+                | Behavior::BadTransferSource
+                | Behavior::ForgeStatus
+                | Behavior::WithholdCommits => m,
+            };
+        }
+        Some(message)
+    }
+
+    /// Signs what Byzantine `from` sends, forging the signature now and then.
+    pub(crate) fn byzantine_sign(&mut self, from: ReplicaId, message: Message) -> Signed<Message> {
+        let signed = crypto::sign(from, message);
+        if self.behaves(from, Behavior::ForgeSignature) {
+            forge_signature::forge(signed, self.n, &mut self.rng)
+        } else {
+            signed
+        }
+    }
+
+    /// What Byzantine `to` lets its replica see of `m` (`None`: dropped), after remembering
+    /// what it needs.
+    pub(crate) fn admit(&mut self, to: ReplicaId, m: Signed<Message>) -> Option<Signed<Message>> {
+        let node = &mut self.nodes[to as usize];
+        if node.byzantine.contains(&Behavior::Replay) && m.from != to {
+            replay::remember(&mut node.adversary, &m);
+        }
+        if node.byzantine.contains(&Behavior::DoctorCertificates)
+            && let Message::ViewChange(vc) = &m.message
+        {
+            doctor_certificates::remember(&mut node.adversary, vc);
+        }
+        if self.nodes[to as usize]
+            .byzantine
+            .contains(&Behavior::ChooseViewChanges)
+            && let Message::ViewChange(vc) = &m.message
+        {
+            let colluders = self.colluders();
+            if !choose_view_changes::admits(to, self.n, m.from, vc, &colluders) {
+                return None;
+            }
+        }
+        if self.nodes[to as usize]
+            .byzantine
+            .contains(&Behavior::Censor)
+        {
+            let Signed {
+                from,
+                message,
+                signature,
+            } = m;
+            let message = match message {
+                Message::Forward(requests) => {
+                    let kept = censor::strip(requests, &self.plot.censored);
+                    if kept.is_empty() {
+                        return None;
+                    }
+                    Message::Forward(kept)
+                }
+                other => other,
+            };
+            return Some(Signed {
+                from,
+                message,
+                signature,
+            });
+        }
+        Some(m)
+    }
+
+    /// Whether Byzantine `to` lets a client's request reach its replica.
+    pub(crate) fn admit_request(&self, to: ReplicaId, request: &Request) -> bool {
+        !self.behaves(to, Behavior::Censor) || !censor::censored(request, &self.plot.censored)
+    }
+
+    /// What Byzantine `id` sends of its own on seeing `m` (a double-voter's extra votes).
+    pub(crate) fn react(&mut self, id: ReplicaId, m: &Signed<Message>) {
+        if !self.behaves(id, Behavior::DoubleVote) || m.from == id {
+            return;
+        }
+        let n = self.n;
+        let votes = double_vote::votes(id, n, &mut self.nodes[id as usize].adversary, &m.message);
+        for vote in votes {
+            for to in (0..n).filter(|to| *to != id) {
+                if let Some(message) = self.rewrite(id, to, vote.clone()) {
+                    let signed = self.byzantine_sign(id, message);
+                    self.transmit(id, to, signed);
+                }
+            }
+        }
+    }
+
+    /// Byzantine replicas' own initiative each tick: replays and forged status claims.
+    pub(crate) fn byzantine_tick(&mut self) {
+        for id in 0..self.n {
+            if self.nodes[id as usize].is_honest() || !self.nodes[id as usize].is_up() {
+                continue;
+            }
+            if self.behaves(id, Behavior::Replay)
+                && self.rng.gen_bool(0.3)
+                && let Some(m) = replay::pick(&self.nodes[id as usize].adversary, &mut self.rng)
+            {
+                let to = self.rng.gen_range(0..self.n);
+                if to != id {
+                    self.transmit(id, to, m);
+                }
+            }
+            if self.behaves(id, Behavior::ForgeStatus) && self.now.is_multiple_of(20) {
+                let head = self.nodes[id as usize].app.head().0;
+                let k = crate::world::replica_config(id, self.n, None).checkpoint_interval;
+                for claim in forge_status::claims(head, k) {
+                    for to in (0..self.n).filter(|to| *to != id) {
+                        let signed = crypto::sign(id, claim.clone());
+                        self.transmit(id, to, signed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A Byzantine state-transfer source's answer to `after`, if it has one.
+    pub(crate) fn byzantine_blocks(
+        &mut self,
+        server: ReplicaId,
+        after: SeqNo,
+    ) -> Option<Vec<pbft::Committed>> {
+        if !self.behaves(server, Behavior::BadTransferSource) {
+            return None;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.rng.r#gen());
+        Some(bad_transfer_source::answer(
+            &self.nodes[server as usize].app,
+            after,
+            server,
+            &mut rng,
+        ))
+    }
+}

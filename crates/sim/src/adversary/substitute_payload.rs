@@ -1,0 +1,45 @@
+//! Payload substitution (finding 1): the same request ids and timestamps, other bytes, which the
+//! digest must catch. As primary it leaves one honest backup out of its pre-prepares and (with
+//! `withhold-commits`) sends no commit, so a sequence number is prepared but not committed; its
+//! view-changes then carry that certificate with substituted payloads under the same digest, and
+//! as certificates of one view tie, a new primary that takes the first in sender order
+//! re-proposes the substituted bytes. One pre-prepare in five carries substituted bytes too (the
+//! node's edge check of a pre-prepare's transactions rejects those).
+use std::sync::Arc;
+
+use ledger::SignedTransaction;
+use pbft::{Proposal, Request, ViewChange};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Other bytes under `r`'s id and timestamp: garbage, or a transaction that decodes but whose
+/// signature is not over it.
+pub fn substitute(r: &Request, rng: &mut ChaCha8Rng) -> Request {
+    let payload: Vec<u8> = match SignedTransaction::from_bytes(&r.payload) {
+        Ok(mut tx) if rng.gen_bool(0.5) => {
+            tx.nonce[15] ^= 0xff;
+            tx.to_bytes()
+        }
+        _ => (0..r.payload.len().max(1)).map(|_| rng.r#gen()).collect(),
+    };
+    Request {
+        id: r.id,
+        timestamp_ms: r.timestamp_ms,
+        payload: Arc::from(payload),
+    }
+}
+
+pub fn proposal(p: &Proposal, rng: &mut ChaCha8Rng) -> Proposal {
+    let mut p = p.clone();
+    for r in &mut p.requests {
+        *r = substitute(r, rng);
+    }
+    p
+}
+
+pub fn view_change(mut vc: ViewChange, rng: &mut ChaCha8Rng) -> ViewChange {
+    for cert in &mut vc.prepared {
+        cert.pre_prepare.proposal = Arc::new(proposal(&cert.pre_prepare.proposal, rng));
+    }
+    vc
+}

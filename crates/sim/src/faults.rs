@@ -1,0 +1,279 @@
+//! The faults a run's chaos phase injects besides Byzantine replicas: network faults, partitions,
+//! crashes (torn steps, all replicas at once), amnesia and clock skew; and the healing that ends
+//! them. A crashed or amnesiac replica counts toward f with the Byzantine ones.
+use pbft::{Replica, ReplicaId, Restored};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::network::{Link, with};
+use crate::profile::Profile;
+use crate::world::{App, World, replica_config};
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Crash now, or after `torn` actions of the replica's next step.
+    Crash {
+        id: ReplicaId,
+        torn: Option<usize>,
+    },
+    Restart(ReplicaId),
+    /// Every replica crashes at once.
+    CrashAll,
+    /// The replica crashes and loses its durable records and its ledger; it restarts (on
+    /// `Restart`) from genesis and is restored from its peers by state transfer.
+    Amnesia(ReplicaId),
+    SetLinks(Vec<(ReplicaId, ReplicaId, Link)>),
+}
+
+/// A replica's clock: `rate.0` ticks every `rate.1` ticks of the world.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub rate: (u32, u32),
+    carry: u32,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            rate: (1, 1),
+            carry: 0,
+        }
+    }
+}
+
+impl Clock {
+    /// Ticks of this replica during one tick of the world.
+    pub fn advance(&mut self) -> u32 {
+        self.carry += self.rate.0;
+        let ticks = self.carry / self.rate.1;
+        self.carry %= self.rate.1;
+        ticks
+    }
+}
+
+impl World {
+    /// Draws the chaos phase's faults. `budget` replicas may crash or lose their state at once
+    /// (f minus the Byzantine ones).
+    pub(crate) fn plan_faults(&mut self, rng: &mut ChaCha8Rng, budget: usize) {
+        let profile = self.cfg.profile;
+        let chaos = self.cfg.chaos_ticks;
+        let n = self.n;
+        if profile.network_faults() {
+            self.net.loss = rng.gen_range(0.0..0.2);
+            self.net.duplicate = rng.gen_range(0.0..0.1);
+            self.net.delay = (1, rng.gen_range(2..=12));
+        } else if profile == Profile::Skew {
+            self.net.loss = rng.gen_range(0.0..0.05);
+            self.net.delay = (1, rng.gen_range(2..=6));
+        } else if profile != Profile::Calm {
+            self.net.delay = (1, rng.gen_range(2..=4));
+        }
+        if profile.partitions() {
+            self.plan_partitions(rng);
+        }
+        if let Some(r) = self.plot.isolate {
+            let (start, length) = if profile == Profile::Transfer {
+                (
+                    rng.gen_range(10..50),
+                    rng.gen_range(150..=chaos.max(200) - 40),
+                )
+            } else {
+                (rng.gen_range(20..100), rng.gen_range(60..=200))
+            };
+            self.isolate(r, start, (start + length).min(chaos));
+        }
+        if profile.crashes() && budget > 0 {
+            self.plan_crashes(rng, budget);
+        }
+        if profile == Profile::Crash && rng.gen_bool(0.3) {
+            let start = rng.gen_range(1..chaos - 20);
+            self.schedule(start, Event::CrashAll);
+            for id in 0..n {
+                self.schedule(start + rng.gen_range(5..=60), Event::Restart(id));
+            }
+        }
+        if profile == Profile::Amnesia {
+            let mut honest: Vec<ReplicaId> = (0..n)
+                .filter(|i| self.nodes[*i as usize].is_honest())
+                .collect();
+            honest.shuffle(rng);
+            for id in honest.into_iter().take(budget) {
+                let start = rng.gen_range(20..chaos - 40);
+                self.schedule(start, Event::Amnesia(id));
+                self.schedule(start + rng.gen_range(5..=60), Event::Restart(id));
+            }
+        }
+        if profile.clock_skew() && (profile == Profile::Skew || rng.gen_bool(0.3)) {
+            for node in &mut self.nodes {
+                node.clock.rate = *[(1, 2), (1, 1), (2, 1), (3, 2)]
+                    .choose(rng)
+                    .unwrap_or(&(1, 1));
+            }
+        }
+    }
+
+    fn isolate(&mut self, r: ReplicaId, start: u64, end: u64) {
+        let cut: Vec<_> = (0..self.n)
+            .filter(|o| *o != r)
+            .flat_map(|o| [(r, o), (o, r)])
+            .collect();
+        self.schedule(start, Event::SetLinks(with(&cut, Link::Cut)));
+        self.schedule(end, Event::SetLinks(with(&cut, Link::Open)));
+    }
+
+    fn plan_partitions(&mut self, rng: &mut ChaCha8Rng) {
+        let chaos = self.cfg.chaos_ticks;
+        let n = self.n;
+        // Long runs have partitions far longer than the capped view-change timeout.
+        let longest = 150.max(chaos * 4 / 5);
+        for _ in 0..rng.gen_range(1..=3) {
+            let start = rng.gen_range(1..chaos);
+            let end = (start + rng.gen_range(20..=longest)).min(chaos);
+            match rng.gen_range(0..3) {
+                0 => self.isolate(rng.gen_range(0..n), start, end),
+                1 => {
+                    // Split in two.
+                    let mut ids: Vec<ReplicaId> = (0..n).collect();
+                    ids.shuffle(rng);
+                    let k = rng.gen_range(1..n);
+                    let (a, b) = ids.split_at(k as usize);
+                    let cut: Vec<_> = a
+                        .iter()
+                        .flat_map(|x| b.iter().flat_map(move |y| [(*x, *y), (*y, *x)]))
+                        .collect();
+                    self.schedule(start, Event::SetLinks(with(&cut, Link::Cut)));
+                    self.schedule(end, Event::SetLinks(with(&cut, Link::Open)));
+                }
+                _ => {
+                    // Clog random links, restore them one by one in random order.
+                    let mut links: Vec<(ReplicaId, ReplicaId)> = (0..n)
+                        .flat_map(|x| (0..n).filter(move |y| *y != x).map(move |y| (x, y)))
+                        .filter(|_| rng.gen_bool(0.4))
+                        .collect();
+                    self.schedule(start, Event::SetLinks(with(&links, Link::Clogged)));
+                    links.shuffle(rng);
+                    for (i, l) in links.iter().enumerate() {
+                        let at = (end + i as u64 * rng.gen_range(0..=5)).min(chaos);
+                        self.schedule(at, Event::SetLinks(vec![(l.0, l.1, Link::Open)]));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to `budget` honest replicas down at once.
+    fn plan_crashes(&mut self, rng: &mut ChaCha8Rng, budget: usize) {
+        let chaos = self.cfg.chaos_ticks;
+        let honest: Vec<ReplicaId> = (0..self.n)
+            .filter(|i| self.nodes[*i as usize].is_honest())
+            .collect();
+        let mut down_until: Vec<(ReplicaId, u64)> = Vec::new();
+        for _ in 0..rng.gen_range(1..=4) {
+            let start = rng.gen_range(1..chaos);
+            down_until.retain(|(_, end)| *end > start);
+            if down_until.len() >= budget {
+                continue;
+            }
+            let candidates: Vec<ReplicaId> = honest
+                .iter()
+                .copied()
+                .filter(|i| !down_until.iter().any(|(d, _)| d == i))
+                .collect();
+            let Some(&id) = candidates.choose(rng) else {
+                continue;
+            };
+            let end = (start + rng.gen_range(5..=120)).min(chaos).max(start + 1);
+            let torn = rng.gen_bool(0.5).then(|| rng.gen_range(0..4));
+            self.schedule(start, Event::Crash { id, torn });
+            self.schedule(end, Event::Restart(id));
+            down_until.push((id, end));
+        }
+    }
+
+    pub(crate) fn schedule(&mut self, at: u64, event: Event) {
+        self.events.entry(at).or_default().push(event);
+    }
+
+    pub(crate) fn apply_event(&mut self, e: Event) {
+        match e {
+            Event::Crash { id, torn } => {
+                if !self.nodes[id as usize].is_up() {
+                    return;
+                }
+                match torn {
+                    Some(k) => {
+                        self.trace(|| format!("replica {id} will crash after {k} actions"));
+                        self.nodes[id as usize].crash_after = Some(k);
+                    }
+                    None => self.crash(id),
+                }
+            }
+            Event::Restart(id) => {
+                if !self.nodes[id as usize].is_up() {
+                    self.restart(id);
+                } else {
+                    self.nodes[id as usize].crash_after = None;
+                }
+            }
+            Event::CrashAll => {
+                for id in 0..self.n {
+                    if self.nodes[id as usize].is_up() {
+                        self.crash(id);
+                    }
+                }
+            }
+            Event::Amnesia(id) => {
+                if self.nodes[id as usize].is_up() {
+                    self.crash(id);
+                }
+                self.trace(|| format!("replica {id} loses its durable state and its ledger"));
+                let node = &mut self.nodes[id as usize];
+                node.durable.clear();
+                node.app = App::default();
+                node.amnesia += 1;
+            }
+            Event::SetLinks(changes) => {
+                let now = self.now;
+                self.net.set_links(&mut self.rng, now, &changes);
+            }
+        }
+    }
+
+    pub(crate) fn crash(&mut self, id: ReplicaId) {
+        self.trace(|| format!("replica {id} crashes"));
+        let node = &mut self.nodes[id as usize];
+        node.replica = None;
+        node.crash_after = None;
+        self.loopback.retain(|(to, _)| *to != id);
+    }
+
+    /// Restarts from the ledger head and the durable records, as the node does.
+    pub(crate) fn restart(&mut self, id: ReplicaId) {
+        let node = &mut self.nodes[id as usize];
+        let restored = Restored {
+            last_executed: node.app.head(),
+            durable: node.durable.clone(),
+        };
+        node.replica = Some(Replica::new(
+            replica_config(id, self.n, self.cfg.planted_bug),
+            restored,
+        ));
+        self.trace(|| format!("replica {id} restarts"));
+    }
+
+    /// Healing: every fault stops except Byzantine replicas and clock skew.
+    pub(crate) fn heal(&mut self) {
+        self.trace(|| "healing: faults removed".into());
+        self.healing = true;
+        self.healed_at = self.now;
+        self.events.clear();
+        let now = self.now;
+        self.net.heal(&mut self.rng, now);
+        for id in 0..self.n {
+            if !self.nodes[id as usize].is_up() {
+                self.restart(id);
+            }
+        }
+    }
+}

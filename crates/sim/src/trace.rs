@@ -1,0 +1,83 @@
+//! One-line descriptions of inputs, messages and actions for `--trace`.
+use pbft::{Action, Digest, Input, Message};
+
+use crate::network::Packet;
+
+pub fn short(d: &Digest) -> String {
+    format!("{:02x}{:02x}", d[0], d[1])
+}
+
+pub fn message(m: &Message) -> String {
+    match m {
+        Message::Forward(r) => format!("Forward({} requests)", r.len()),
+        Message::PrePrepare(pp) => format!(
+            "PrePrepare(v{} s{} {} prev {} {} reqs)",
+            pp.view,
+            pp.proposal.seq,
+            short(&pp.digest),
+            short(&pp.proposal.prev),
+            pp.proposal.requests.len()
+        ),
+        Message::Prepare(v) => format!("Prepare(v{} s{} {})", v.view, v.seq, short(&v.digest)),
+        Message::Commit(v) => format!("Commit(v{} s{} {})", v.view, v.seq, short(&v.digest)),
+        Message::Checkpoint(c) => format!("Checkpoint(s{} {})", c.seq, short(&c.digest)),
+        Message::ViewChange(vc) => format!(
+            "ViewChange(v{} ck s{} {} certs)",
+            vc.new_view,
+            vc.checkpoint.seq,
+            vc.prepared.len()
+        ),
+        Message::NewView(nv) => format!(
+            "NewView(v{} {} vcs, O = {:?})",
+            nv.view,
+            nv.view_changes.len(),
+            nv.pre_prepares
+                .iter()
+                .map(|pp| (pp.proposal.seq, short(&pp.digest)))
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
+pub fn packet(p: &Packet) -> String {
+    match p {
+        Packet::Pbft(m) => message(&m.message),
+        Packet::FetchBlocks { after } => format!("FetchBlocks(after s{after})"),
+        Packet::Blocks(b) => format!(
+            "Blocks(s{:?}..s{:?})",
+            b.first().map(|c| c.proposal.seq),
+            b.last().map(|c| c.proposal.seq)
+        ),
+    }
+}
+
+pub fn input(i: &Input) -> String {
+    match i {
+        Input::Tick => "Tick".into(),
+        Input::Message(m) => format!("{} from {}", message(&m.message), m.from),
+        Input::Request(r) => format!("Request({})", short(&r.id)),
+        Input::Cut => "Cut".into(),
+        Input::StateTransferred { seq, digest, .. } => {
+            format!("StateTransferred(s{seq} {})", short(digest))
+        }
+    }
+}
+
+pub fn action(a: &Action) -> String {
+    match a {
+        Action::Send { to, message: m } => format!("send to {to}: {}", message(m)),
+        Action::Broadcast(m) => format!("broadcast {}", message(m)),
+        Action::Persist(d) => format!(
+            "persist {:?}",
+            d.seq().map_or("view".to_string(), |s| format!("s{s}"))
+        ),
+        Action::Execute(c) => format!(
+            "EXECUTE s{} {} (view {}, {} reqs)",
+            c.proposal.seq,
+            short(&c.digest),
+            c.commit_view,
+            c.proposal.requests.len()
+        ),
+        Action::FetchState { seq, peers, .. } => format!("fetch state to s{seq} from {peers:?}"),
+    }
+}
