@@ -88,6 +88,7 @@ impl World {
         }
         if last.0 > head.0 {
             self.stats.state_transfers += 1;
+            self.nodes[id as usize].transfers += 1;
             self.trace(|| {
                 format!(
                     "replica {id} state-transferred {} -> {} from {from}",

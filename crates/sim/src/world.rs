@@ -178,6 +178,8 @@ pub struct Node {
     pub amnesia: u32,
     /// State-transfer attempts, to rotate peers.
     pub fetch_round: u64,
+    /// State transfers that applied blocks.
+    pub transfers: u32,
     pub clock: Clock,
 }
 
@@ -254,6 +256,7 @@ impl World {
                     crash_after: None,
                     amnesia: 0,
                     fetch_round: 0,
+                    transfers: 0,
                     clock: Clock::default(),
                 }
             })

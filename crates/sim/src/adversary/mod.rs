@@ -161,7 +161,8 @@ pub struct Memory {
 #[derive(Clone, Debug, Default)]
 pub struct Plot {
     /// The honest replicas an equivocating primary gives its first proposal (the others get
-    /// the second); `None`: by the recipient's parity (and its amnesia count).
+    /// the second); `None`: by the parity of the recipient's id plus its amnesia and state
+    /// transfer counts (so a replica that forgot, or cleared its log, is offered the other).
     pub first_group: Option<BTreeSet<ReplicaId>>,
     /// The honest replicas double-voters send their prepares to; `None`: everyone.
     pub prepare_targets: Option<BTreeSet<ReplicaId>>,
@@ -285,8 +286,24 @@ pub fn cast(
         Profile::Transfer => {
             let mut ids: Vec<ReplicaId> = (0..n).collect();
             ids.shuffle(rng);
+            if rng.gen_bool(0.5) {
+                let pos = ids.iter().position(|i| *i == 0).unwrap_or(0);
+                ids.swap(0, pos);
+            }
             for id in &ids[..f] {
                 set(*id, &[Behavior::BadTransferSource, Behavior::ForgeStatus]);
+            }
+            // An equivocating primary re-offers the other proposal after a state transfer
+            // (finding 6: a slot cleared by state transfer accepts a second pre-prepare).
+            if ids[..f].contains(&0) {
+                set(
+                    0,
+                    &[
+                        Behavior::Equivocate,
+                        Behavior::BadTransferSource,
+                        Behavior::ForgeStatus,
+                    ],
+                );
             }
             // An honest replica cut off long enough to need a state transfer.
             plot.isolate = ids[f..].first().copied();
@@ -344,7 +361,10 @@ impl World {
                     Message::PrePrepare(pp) => {
                         let second = match &self.plot.first_group {
                             Some(g) => !g.contains(&to) && self.nodes[to as usize].is_honest(),
-                            None => (to + self.nodes[to as usize].amnesia) % 2 == 1,
+                            None => {
+                                let x = &self.nodes[to as usize];
+                                (to + x.amnesia + x.transfers) % 2 == 1
+                            }
                         };
                         Message::PrePrepare(if second { equivocate::second(&pp) } else { pp })
                     }
