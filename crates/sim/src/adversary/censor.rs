@@ -3,12 +3,19 @@
 //! keeps committing everything else.
 use std::collections::BTreeSet;
 
-use pbft::{Digest, Request};
+use pbft::{Digest, Message, Request};
 
 pub fn censored(r: &Request, censored: &BTreeSet<Digest>) -> bool {
     censored.contains(&r.id)
 }
 
-pub fn strip(requests: Vec<Request>, ids: &BTreeSet<Digest>) -> Vec<Request> {
-    requests.into_iter().filter(|r| !censored(r, ids)).collect()
+/// `m` without the censored requests (`None`: a forward of censored requests only).
+pub fn message(m: Message, ids: &BTreeSet<Digest>) -> Option<Message> {
+    match m {
+        Message::Forward(requests) => {
+            let kept: Vec<Request> = requests.into_iter().filter(|r| !censored(r, ids)).collect();
+            (!kept.is_empty()).then_some(Message::Forward(kept))
+        }
+        m => Some(m),
+    }
 }

@@ -54,17 +54,6 @@ pub enum Behavior {
 }
 
 impl Behavior {
-    /// The behaviours the `byzantine` and `mixed` profiles draw from.
-    pub const CLASSIC: [Behavior; 7] = [
-        Behavior::Equivocate,
-        Behavior::Silent,
-        Behavior::WrongDigest,
-        Behavior::ForgeSignature,
-        Behavior::StaleView,
-        Behavior::Replay,
-        Behavior::HidePrepared,
-    ];
-
     pub const ALL: [Behavior; 16] = [
         Behavior::Equivocate,
         Behavior::Silent,
@@ -83,6 +72,9 @@ impl Behavior {
         Behavior::OversizedBatch,
         Behavior::Censor,
     ];
+
+    /// The behaviours the `byzantine` and `mixed` profiles draw from: the first seven.
+    pub const CLASSIC: &'static [Behavior] = Behavior::ALL.split_at(7).0;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -419,16 +411,7 @@ impl World {
                     }
                     m => m,
                 },
-                Behavior::Censor => match m {
-                    Message::Forward(requests) => {
-                        let kept = censor::strip(requests, &self.plot.censored);
-                        if kept.is_empty() {
-                            return None;
-                        }
-                        Message::Forward(kept)
-                    }
-                    m => m,
-                },
+                Behavior::Censor => censor::message(m, &self.plot.censored)?,
                 Behavior::ForgeSignature
                 | Behavior::Replay
                 | Behavior::ChooseViewChanges
@@ -476,26 +459,8 @@ impl World {
             .byzantine
             .contains(&Behavior::Censor)
         {
-            let Signed {
-                from,
-                message,
-                signature,
-            } = m;
-            let message = match message {
-                Message::Forward(requests) => {
-                    let kept = censor::strip(requests, &self.plot.censored);
-                    if kept.is_empty() {
-                        return None;
-                    }
-                    Message::Forward(kept)
-                }
-                other => other,
-            };
-            return Some(Signed {
-                from,
-                message,
-                signature,
-            });
+            let message = censor::message(m.message, &self.plot.censored)?;
+            return Some(Signed { message, ..m });
         }
         Some(m)
     }
