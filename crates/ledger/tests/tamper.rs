@@ -192,13 +192,13 @@ fn a_certificate_from_too_few_or_foreign_signers_is_named() {
     let path = dir.path().join("chain.db");
     let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
     for b in net.chain(3, 2) {
-        store.append_block(&b).expect("append");
+        net.append(&mut store, &b).expect("append");
     }
     // Block 4 certified by only two validators: the store takes it (certificates are the
     // node's to check), verification does not.
     let mut block = net.next_block(store.head(), vec![net.sample_tx(100)]);
     block.certificate = net.certify_by(&block.header, 0, &[1, 3]);
-    store.append_block(&block).expect("append");
+    net.append(&mut store, &block).expect("append");
     drop(store);
     assert_names(&path, &net, 4, "two signers");
 }
@@ -217,10 +217,10 @@ fn replicas_must_agree_block_by_block() {
     // c forks at height 3: same first two blocks, then other transactions.
     let mut store = Store::open(&c, &net.genesis, OpenOptions::default()).expect("c");
     for block in net.chain(2, 3) {
-        store.append_block(&block).expect("append");
+        net.append(&mut store, &block).expect("append");
     }
     let fork = net.next_block(store.head(), vec![net.sample_tx(1000)]);
-    store.append_block(&fork).expect("append");
+    net.append(&mut store, &fork).expect("append");
     drop(store);
     match verify_replicas(&[a.clone(), b, c.clone()], &net.genesis, &mut |_, _| {}) {
         Err(Error::Disagree { height: 3, b, .. }) => assert_eq!(b, c),

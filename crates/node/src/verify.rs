@@ -5,8 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use ledger::crypto::{self, SigningKey, VerifyingKey};
-use ledger::{Block, Hash, SignedTransaction};
-use pbft::{Message, ReplicaId, Request, Signed};
+use ledger::{Block, Checked, Hash, SignedTransaction};
+use pbft::{Message, ReplicaId, Request, Signed, ViewChange};
 
 use crate::error::NodeError;
 
@@ -101,45 +101,60 @@ impl Authenticator {
     }
 
     /// Checks a message's signature and, for messages that carry other signed things (the
-    /// transactions of a batch, the votes inside a view change), those too.
+    /// transactions of a batch, the votes inside a view change), those too. Every request a
+    /// replica could come to execute is checked here, wherever it arrives: in a forward, a
+    /// pre-prepare, the prepared certificates of a view-change, and the pre-prepares and
+    /// view-changes of a new-view (issue 8, finding 1: a certificate could otherwise carry
+    /// garbage under an agreed id). A message with any bad request is refused whole.
     pub fn authenticate(&mut self, signed: &Signed<Message>) -> Result<(), NodeError> {
         crypto::verify_signed(&self.keys, &self.genesis_hash, signed)?;
         for (from, bytes, signature) in signed.message.embedded_signatures() {
             crypto::verify_embedded(&self.keys, &self.genesis_hash, from, &bytes, &signature)?;
         }
-        match &signed.message {
-            Message::PrePrepare(pre_prepare) => self.check_requests(&pre_prepare.proposal.requests),
-            Message::Forward(requests) => self.check_requests(requests),
-            _ => Ok(()),
-        }
+        let mut requests = Vec::new();
+        embedded_requests(&signed.message, &mut requests);
+        self.check_requests(requests)
     }
 
     /// Every request must be a transaction signed by the validator that accepted it, with the
     /// id and timestamp the request claims; those not seen before are batch-verified.
     /// A request whose exact bytes were decoded and checked here before (a forward, then the
-    /// pre-prepare carrying it) is not decoded again.
-    fn check_requests(&mut self, requests: &[Request]) -> Result<(), NodeError> {
+    /// pre-prepare carrying it) is not decoded again, nor is one repeated within the message.
+    fn check_requests(&mut self, requests: Vec<&Request>) -> Result<(), NodeError> {
+        let mut in_message: HashMap<Hash, &[u8]> = HashMap::new();
         let mut unchecked = Vec::new();
-        let mut unchecked_requests = Vec::new();
+        let mut decoded = Vec::new();
         let mut checked = Vec::new();
         for request in requests {
             if self.known(request) {
                 continue;
             }
-            let transaction = SignedTransaction::from_request(request)?;
+            match in_message.insert(request.id, &request.payload) {
+                Some(earlier) if earlier == &request.payload[..] => continue,
+                _ => {}
+            }
+            let transaction = SignedTransaction::from_request(request)
+                .map_err(|invalid| invalid_request(request, invalid))?;
             if self.verified.get(&request.id) == Some(&transaction.signature) {
                 checked.push((request, transaction));
             } else {
-                unchecked.push(transaction);
-                unchecked_requests.push(request);
+                unchecked.push(request);
+                decoded.push(Ok(transaction));
             }
         }
-        if !unchecked.is_empty() {
-            crypto::verify_transactions(&self.keys, &unchecked)?;
+        crypto::check_signatures(&self.keys, unchecked.iter().map(|r| &r.id), &mut decoded);
+        if let Some((request, Err(invalid))) = unchecked
+            .iter()
+            .zip(&decoded)
+            .find(|(_, verdict)| verdict.is_err())
+        {
+            return Err(invalid_request(request, *invalid));
         }
-        for (request, transaction) in unchecked_requests.into_iter().zip(unchecked) {
-            self.remember(request.id, transaction.signature);
-            self.keep_decoded(request, transaction);
+        for (request, verdict) in unchecked.into_iter().zip(decoded) {
+            if let Ok(transaction) = verdict {
+                self.remember(request.id, transaction.signature);
+                self.keep_decoded(request, transaction);
+            }
         }
         for (request, transaction) in checked {
             self.keep_decoded(request, transaction);
@@ -147,9 +162,73 @@ impl Authenticator {
         Ok(())
     }
 
-    /// A block from a peer: its certificate, Merkle root and transaction signatures.
-    pub fn check_block(&self, block: &Block) -> Result<(), NodeError> {
-        ledger::verify::check_block(&self.keys, &self.genesis_hash, block)?;
-        Ok(())
+    /// The block a committed proposal becomes, with what each entry carries: a request
+    /// checked here when it arrived is taken as it was decoded then; any other (after a
+    /// restart, or evicted from memory) is decoded and its signature checked now. An invalid
+    /// entry is the state machine's to reject ([`ledger::Store::append_block`]), never a
+    /// reason to stop.
+    pub fn block_of(
+        &mut self,
+        committed: pbft::Committed,
+    ) -> Result<(Block, Vec<Checked>), NodeError> {
+        let block = Block::from_committed(committed)?;
+        let mut contents: Vec<Option<Checked>> = block
+            .entries
+            .iter()
+            .map(|entry| self.take_decoded(entry).map(Ok))
+            .collect();
+        let unknown: Vec<usize> = (0..contents.len())
+            .filter(|&i| contents[i].is_none())
+            .collect();
+        let verdicts =
+            crypto::check_entries(&self.keys, unknown.iter().map(|&i| &block.entries[i]));
+        for (i, verdict) in unknown.into_iter().zip(verdicts) {
+            contents[i] = Some(verdict);
+        }
+        let contents = contents
+            .into_iter()
+            .map(|c| c.unwrap_or(Err(ledger::Invalid::Undecodable)))
+            .collect();
+        Ok((block, contents))
+    }
+
+    /// A block from a peer: its certificate and Merkle root; what each entry carries.
+    pub fn check_block(&self, block: &Block) -> Result<Vec<Checked>, NodeError> {
+        Ok(ledger::verify::check_block(
+            &self.keys,
+            &self.genesis_hash,
+            block,
+        )?)
+    }
+}
+
+fn invalid_request(request: &Request, invalid: ledger::Invalid) -> NodeError {
+    ledger::Error::InvalidRequest {
+        id: hex::encode(request.id),
+        invalid,
+    }
+    .into()
+}
+
+/// Every request inside `message` that a replica could come to execute.
+fn embedded_requests<'m>(message: &'m Message, out: &mut Vec<&'m Request>) {
+    fn view_change<'m>(vc: &'m ViewChange, out: &mut Vec<&'m Request>) {
+        for cert in &vc.prepared {
+            out.extend(&cert.pre_prepare.proposal.requests);
+        }
+    }
+    match message {
+        Message::Forward(requests) => out.extend(requests),
+        Message::PrePrepare(pre_prepare) => out.extend(&pre_prepare.proposal.requests),
+        Message::ViewChange(vc) => view_change(vc, out),
+        Message::NewView(nv) => {
+            for pre_prepare in &nv.pre_prepares {
+                out.extend(&pre_prepare.proposal.requests);
+            }
+            for vc in &nv.view_changes {
+                view_change(&vc.message, out);
+            }
+        }
+        Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_) => {}
     }
 }
