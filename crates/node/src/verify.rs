@@ -232,3 +232,211 @@ fn embedded_requests<'m>(message: &'m Message, out: &mut Vec<&'m Request>) {
         Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ledger::testkit::TestNet;
+    use pbft::{Checkpoint, NewView, PrePrepare, PreparedCertificate, Proposal, Vote};
+
+    use super::*;
+
+    /// Signs `message` as validator `from` of `net`.
+    fn signed<M: Clone>(
+        net: &TestNet,
+        from: ReplicaId,
+        message: M,
+        wrap: impl Fn(M) -> Message,
+    ) -> Signed<M> {
+        let signature = crypto::sign_message(
+            &net.keys[from as usize],
+            &net.genesis.hash(),
+            &wrap(message.clone()),
+        );
+        Signed {
+            from,
+            message,
+            signature,
+        }
+    }
+
+    /// The pre-prepare of view 0, sequence 1 for `requests`, with its digest.
+    fn pre_prepare(net: &TestNet, requests: Vec<Request>) -> PrePrepare {
+        let proposal = Proposal {
+            seq: 1,
+            view: 0,
+            proposer: 0,
+            prev: net.genesis.hash(),
+            requests,
+        };
+        PrePrepare {
+            view: 0,
+            digest: ledger::proposal_digest(&proposal),
+            proposal: Arc::new(proposal),
+        }
+    }
+
+    /// A view-change to view 1 from `from`, whose prepared certificate (with the prepares of
+    /// backups 1 and 2, properly signed) carries `requests`.
+    fn view_change(net: &TestNet, from: ReplicaId, requests: Vec<Request>) -> Signed<ViewChange> {
+        let pre_prepare = pre_prepare(net, requests);
+        let vote = Vote {
+            view: 0,
+            seq: 1,
+            digest: pre_prepare.digest,
+        };
+        let prepares = [1, 2]
+            .into_iter()
+            .map(|backup| signed(net, backup, vote, Message::Prepare))
+            .collect();
+        let vc = ViewChange {
+            new_view: 1,
+            checkpoint: Checkpoint {
+                seq: 0,
+                digest: net.genesis.hash(),
+            },
+            checkpoint_proof: vec![],
+            prepared: vec![PreparedCertificate {
+                pre_prepare,
+                prepares,
+            }],
+        };
+        signed(net, from, vc, Message::ViewChange)
+    }
+
+    fn new_view(
+        net: &TestNet,
+        view_changes: Vec<Signed<ViewChange>>,
+        pre_prepares: Vec<PrePrepare>,
+    ) -> Signed<Message> {
+        let nv = NewView {
+            view: 1,
+            view_changes,
+            pre_prepares,
+        };
+        signed(net, 1, Message::NewView(nv), |m| m)
+    }
+
+    fn as_message(vc: Signed<ViewChange>) -> Signed<Message> {
+        Signed {
+            from: vc.from,
+            message: Message::ViewChange(vc.message),
+            signature: vc.signature,
+        }
+    }
+
+    /// The request of a valid transaction, and the same id and timestamp over other bytes: one
+    /// that does not decode, and one that decodes with a signature that does not verify.
+    fn substitutes(net: &TestNet) -> (Request, Vec<Request>) {
+        let good = net.sample_tx(3).to_request();
+        let mut garbage = good.clone();
+        garbage.payload = Arc::from(&b"garbage"[..]);
+        let mut bad_signature = good.clone();
+        let mut bytes = good.payload.to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        bad_signature.payload = Arc::from(bytes);
+        (good, vec![garbage, bad_signature])
+    }
+
+    #[test]
+    fn finding_1_view_change_with_bad_request_is_dropped_at_edge() {
+        let net = TestNet::new(4);
+        let (good, bad) = substitutes(&net);
+        let mut auth = Authenticator::new(&net.genesis);
+        auth.authenticate(&as_message(view_change(&net, 3, vec![good.clone()])))
+            .expect("a view-change with a valid request passes");
+        for substitute in bad {
+            // A fresh edge, and one that already checked the good request under the same id.
+            for mut auth in [Authenticator::new(&net.genesis), {
+                let mut seen = Authenticator::new(&net.genesis);
+                seen.authenticate(&as_message(view_change(&net, 3, vec![good.clone()])))
+                    .expect("valid");
+                seen
+            }] {
+                let vc = view_change(&net, 3, vec![good.clone(), substitute.clone()]);
+                assert!(
+                    auth.authenticate(&as_message(vc)).is_err(),
+                    "a view-change carrying {:?} passed the edge",
+                    &substitute.payload[..8.min(substitute.payload.len())]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn finding_1_new_view_with_bad_request_is_dropped_at_edge() {
+        let net = TestNet::new(4);
+        let (good, bad) = substitutes(&net);
+        let honest: Vec<Signed<ViewChange>> = [0, 2]
+            .into_iter()
+            .map(|from| view_change(&net, from, vec![good.clone()]))
+            .collect();
+        let mut auth = Authenticator::new(&net.genesis);
+        auth.authenticate(&new_view(
+            &net,
+            honest.clone(),
+            vec![pre_prepare(&net, vec![good.clone()])],
+        ))
+        .expect("a new-view with valid requests passes");
+        for substitute in bad {
+            // In a view-change the new-view carries.
+            let mut view_changes = honest.clone();
+            view_changes.push(view_change(&net, 3, vec![substitute.clone()]));
+            let nv = new_view(&net, view_changes, vec![]);
+            assert!(Authenticator::new(&net.genesis).authenticate(&nv).is_err());
+            // In the new-view's own pre-prepares (its O set).
+            let nv = new_view(
+                &net,
+                honest.clone(),
+                vec![pre_prepare(&net, vec![substitute.clone()])],
+            );
+            assert!(Authenticator::new(&net.genesis).authenticate(&nv).is_err());
+        }
+    }
+
+    #[test]
+    fn finding_1_committed_garbage_payload_is_rejected_not_fatal() {
+        let net = TestNet::new(4);
+        let (good, bad) = substitutes(&net);
+        let mut auth = Authenticator::new(&net.genesis);
+        // `good` was checked when it arrived; `unknown` arrives only in the committed block.
+        auth.authenticate(&signed(
+            &net,
+            2,
+            Message::Forward(vec![good.clone()]),
+            |m| m,
+        ))
+        .expect("forward");
+        let unknown = net.sample_tx(4).to_request();
+        let requests = vec![good, bad[0].clone(), unknown, bad[1].clone()];
+        let pre_prepare = pre_prepare(&net, requests);
+        let committed = pbft::Committed {
+            digest: pre_prepare.digest,
+            proposal: pre_prepare.proposal,
+            commit_view: 0,
+            signatures: vec![],
+        };
+        let (mut block, contents) = auth.block_of(committed).expect("a block, never a stop");
+        assert!(contents[0].is_ok() && contents[2].is_ok(), "{contents:?}");
+        assert_eq!(contents[1], Err(ledger::Invalid::Undecodable));
+        assert_eq!(contents[3], Err(ledger::Invalid::BadSignature));
+        assert_eq!(
+            contents,
+            net.check(&block),
+            "the verdicts verification derives"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chain.db");
+        let mut store =
+            ledger::Store::open(&path, &net.genesis, ledger::OpenOptions::default()).expect("open");
+        block.certificate = net.certify(&block.header, 0);
+        let applied = store.append_block(&block, &contents).expect("stored");
+        assert_eq!(applied.rejected.len(), 2);
+        drop(store);
+        ledger::Store::open(&path, &net.genesis, ledger::OpenOptions::default())
+            .expect("the store verifies on the next start");
+    }
+}
