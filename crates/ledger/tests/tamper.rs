@@ -168,6 +168,22 @@ fn edits_to_columns_and_derived_state_are_named() {
             3,
         ),
         ("UPDATE transactions SET rejected = 'no' WHERE tx = 33", 6),
+        // The entry's timestamp is under the block hash (its Merkle leaf), like its id and body.
+        (
+            "UPDATE transactions SET timestamp_ms = timestamp_ms + 1 WHERE tx = 15",
+            3,
+        ),
+        // A valid transaction cannot be passed off as an invalid entry, nor the reverse.
+        (
+            "UPDATE transactions SET kind = 'invalid', patient_id = '',
+             rejected = 'invalid: signature does not verify' WHERE tx = 40",
+            7,
+        ),
+        (
+            "UPDATE transactions SET rejected = 'invalid: payload does not decode as a signed \
+             transaction' WHERE tx = 45",
+            8,
+        ),
         // Row 1 (block 1) is the record of sample 0 for p001: move it to another patient.
         ("UPDATE records SET patient_id = 'p002' WHERE tx = 1", 1),
         ("DELETE FROM records WHERE tx = 25", 5),
