@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ledger::testkit::TestNet;
 use ledger::verify::verify_store;
-use ledger::{Block, Error, OpenOptions, Reader, Store, TxStatus, proposal_digest};
+use ledger::{Block, Error, Invalid, OpenOptions, Reader, Store, TxStatus, proposal_digest};
 use rusqlite::{Connection, params};
 
 /// The block at height 2 of a chain whose block 1 holds samples 0..4: a valid transaction, then
@@ -95,35 +95,15 @@ fn finding_1_committed_garbage_payload_is_rejected_not_fatal() {
     let Scenario { net, block } = scenario(&mut store);
 
     let applied = net.append(&mut store, &block).expect("the block is stored");
-    let reasons = |i: usize| {
-        applied
-            .rejected
-            .iter()
-            .find(|(index, _)| *index == i)
-            .map(|(_, reason)| *reason)
-    };
-    assert_eq!(reasons(VALID), None);
-    assert_eq!(
-        reasons(GARBAGE),
-        Some(ledger::Invalid::Undecodable.reason())
-    );
-    assert_eq!(
-        reasons(BAD_SIGNATURE),
-        Some(ledger::Invalid::BadSignature.reason())
-    );
-    assert_eq!(
-        reasons(WRONG_TIMESTAMP),
-        Some(ledger::Invalid::TimestampMismatch.reason())
-    );
-    assert_eq!(
-        reasons(FOREIGN_ID),
-        Some(ledger::Invalid::IdMismatch.reason())
-    );
-    assert_eq!(
-        reasons(UNKNOWN_VALIDATOR),
-        Some(ledger::Invalid::UnknownValidator.reason())
-    );
-    assert_eq!(reasons(UNDER_GARBAGE_ID), Some(ledger::store::DUPLICATE));
+    let expected = [
+        (GARBAGE, Invalid::Undecodable.reason()),
+        (BAD_SIGNATURE, Invalid::BadSignature.reason()),
+        (WRONG_TIMESTAMP, Invalid::TimestampMismatch.reason()),
+        (FOREIGN_ID, Invalid::IdMismatch.reason()),
+        (UNKNOWN_VALIDATOR, Invalid::UnknownValidator.reason()),
+        (UNDER_GARBAGE_ID, ledger::store::DUPLICATE),
+    ];
+    assert_eq!(applied.rejected, expected, "entry {VALID} alone is applied");
     assert_eq!(store.head(), (2, block.hash()));
 
     // Stored exactly as it came, and the chain goes on after it.
@@ -139,7 +119,7 @@ fn finding_1_committed_garbage_payload_is_rejected_not_fatal() {
         TxStatus::Committed {
             height: 2,
             index: GARBAGE as u64,
-            rejected: Some(ledger::Invalid::Undecodable.reason().to_string()),
+            rejected: Some(Invalid::Undecodable.reason().to_string()),
         }
     );
     assert!(
@@ -250,8 +230,8 @@ fn finding_1_transferred_block_with_invalid_entries_is_accepted_with_verdicts() 
         .expect("a certified block is accepted");
     assert_eq!(checked, net.check(&block));
     assert!(checked[VALID].is_ok());
-    assert_eq!(checked[GARBAGE], Err(ledger::Invalid::Undecodable));
-    assert_eq!(checked[BAD_SIGNATURE], Err(ledger::Invalid::BadSignature));
+    assert_eq!(checked[GARBAGE], Err(Invalid::Undecodable));
+    assert_eq!(checked[BAD_SIGNATURE], Err(Invalid::BadSignature));
     store.append_block(&block, &checked).expect("stored");
 
     // The certificate still has to hold.

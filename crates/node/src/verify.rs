@@ -185,11 +185,8 @@ impl Authenticator {
         for (i, verdict) in unknown.into_iter().zip(verdicts) {
             contents[i] = Some(verdict);
         }
-        let contents = contents
-            .into_iter()
-            .map(|c| c.unwrap_or(Err(ledger::Invalid::Undecodable)))
-            .collect();
-        Ok((block, contents))
+        // Every slot is filled by now (were one not, the store would refuse the count).
+        Ok((block, contents.into_iter().flatten().collect()))
     }
 
     /// A block from a peer: its certificate and Merkle root; what each entry carries.
