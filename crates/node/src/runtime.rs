@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ledger::crypto::SigningKey;
-use ledger::{Block, Hash, SignedTransaction, Store, Transaction};
+use ledger::{Block, Checked, Hash, SignedTransaction, Store, Transaction};
 use pbft::{Action, Durable, Input, Message, ReplicaId, Signed};
 use rand::RngCore;
 use tokio::sync::oneshot;
@@ -433,19 +433,18 @@ impl Runtime {
             if block.header.height != head + 1 || block.header.prev_hash != head_hash {
                 break;
             }
-            if let Err(error) = self.auth.check_block(block) {
-                warn!(from, height = block.header.height, %error, "refused a transferred block");
-                self.metrics.rejected += 1;
-                self.fetching = None;
-                return Ok(());
-            }
-            self.chain.append_block(block)?;
-            let ids = block
-                .transactions
-                .iter()
-                .map(SignedTransaction::id)
-                .collect();
-            request_ids.extend(self.on_committed_block(block, ids));
+            let contents = match self.auth.check_block(block) {
+                Ok(contents) => contents,
+                Err(error) => {
+                    warn!(from, height = block.header.height, %error, "refused a transferred block");
+                    self.metrics.rejected += 1;
+                    self.fetching = None;
+                    return Ok(());
+                }
+            };
+            self.chain.append_block(block, &contents)?;
+            self.note_invalid(block, &contents);
+            request_ids.extend(self.on_committed_block(block, block.ids().collect()));
             applied += 1;
         }
         let (head, hash) = self.chain.head();
@@ -557,6 +556,9 @@ impl Runtime {
         }
     }
 
+    /// Stores a committed block. Its entries were checked as they arrived (or are checked
+    /// now, see [`Authenticator::block_of`]); one that carries no valid transaction is stored
+    /// and rejected by the state machine like a duplicate: only storage failing stops us.
     fn apply(&mut self, committed: pbft::Committed) -> Result<(), NodeError> {
         let seq = committed.proposal.seq;
         let (head, _) = self.chain.head();
@@ -564,45 +566,25 @@ impl Runtime {
             // Already applied through state transfer.
             return Ok(());
         }
-        let ids: Vec<Hash> = committed.proposal.requests.iter().map(|r| r.id).collect();
-        let block = self.block_of(committed)?;
-        self.chain.append_block(&block)?;
-        self.on_committed_block(&block, ids);
+        let (block, contents) = self.auth.block_of(committed)?;
+        self.chain.append_block(&block, &contents)?;
+        self.note_invalid(&block, &contents);
+        self.on_committed_block(&block, block.ids().collect());
         Ok(())
     }
 
-    /// `Block::from_committed`, taking each transaction from the authenticator when its payload
-    /// was already decoded here (accepted here, or checked when it arrived) instead of
-    /// decoding and re-hashing it again.
-    fn block_of(&mut self, committed: pbft::Committed) -> Result<Block, NodeError> {
-        let header = ledger::BlockHeader::from_proposal(&committed.proposal);
-        let hash = header.hash();
-        if hash != committed.digest {
-            return Err(ledger::Error::DigestMismatch {
-                expected: hex::encode(committed.digest),
-                actual: hex::encode(hash),
+    /// Invalid entries commit only when more than f validators misbehave: say so loudly.
+    fn note_invalid(&self, block: &Block, contents: &[Checked]) {
+        for (index, content) in contents.iter().enumerate() {
+            if let Err(invalid) = content {
+                warn!(
+                    height = block.header.height,
+                    index,
+                    %invalid,
+                    "a committed entry carries no valid transaction; rejected"
+                );
             }
-            .into());
         }
-        let mut transactions = Vec::with_capacity(committed.proposal.requests.len());
-        for request in &committed.proposal.requests {
-            transactions.push(match self.auth.take_decoded(request) {
-                Some(transaction) => transaction,
-                None => SignedTransaction::from_request(request)?,
-            });
-        }
-        Ok(Block {
-            header,
-            transactions,
-            certificate: ledger::Certificate {
-                view: committed.commit_view,
-                signatures: committed
-                    .signatures
-                    .into_iter()
-                    .map(|(id, signature)| (id, signature.0))
-                    .collect(),
-            },
-        })
     }
 
     /// Bookkeeping after a block is on disk: acknowledged transactions leave the mempool, waiting
@@ -623,7 +605,7 @@ impl Runtime {
             hash: block.hash(),
             votes,
             validators: self.n,
-            tx_count: block.transactions.len(),
+            tx_count: block.entries.len(),
         };
         let mut still_waiting = Vec::new();
         for mut waiter in self.cut_waiters.drain(..) {
