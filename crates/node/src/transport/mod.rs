@@ -13,6 +13,7 @@ mod tcp;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 
+pub use channel::{Channel, HANDSHAKE_TIMEOUT};
 use ledger::Hash;
 use ledger::crypto::{SigningKey, VerifyingKey};
 pub use memory::MemoryNetwork;

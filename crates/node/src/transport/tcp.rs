@@ -51,6 +51,21 @@ struct PeerQueue {
 
 pub struct TcpTransport {
     queues: BTreeMap<ReplicaId, PeerQueue>,
+    inbound: Arc<Inbound>,
+    accepting: AbortHandle,
+}
+
+/// A stopped validator stops listening and reading at once (its diallers end with their
+/// queues), so that its address is free for a restart.
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        if let Ok(mut readers) = self.inbound.readers.lock() {
+            for reader in std::mem::take(&mut *readers).into_values() {
+                reader.abort();
+            }
+        }
+    }
 }
 
 impl TcpTransport {
@@ -72,7 +87,7 @@ impl TcpTransport {
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             readers: Mutex::new(BTreeMap::new()),
         });
-        tokio::spawn(accept_loop(listener, inbound));
+        let accepting = tokio::spawn(accept_loop(listener, inbound.clone())).abort_handle();
         let mut queues = BTreeMap::new();
         for (id, addr) in peers {
             let (sender, receiver) = mpsc::channel(PEER_QUEUE_FRAMES);
@@ -92,7 +107,11 @@ impl TcpTransport {
                 },
             );
         }
-        Self { queues }
+        Self {
+            queues,
+            inbound,
+            accepting,
+        }
     }
 
     fn enqueue(&self, to: ReplicaId, kind: FrameKind, bytes: &Bytes) {
@@ -261,6 +280,7 @@ async fn dial_loop(
     loop {
         let channel = match connect(peer, addr, &identity).await {
             Ok(channel) => channel,
+            Err(_) if queue.is_closed() => return,
             Err(error) => {
                 debug!(peer, %addr, %error, ?backoff, "peer unreachable, retrying");
                 tokio::time::sleep(backoff).await;
