@@ -281,13 +281,19 @@ fn finding_4_wire_is_encrypted() {
     let mut hospital_peers = net.listen.clone();
     hospital_peers[1] = proxy.local_addr().unwrap();
     let seen = recording_proxy(proxy, net.listen[1]);
+    let others: Vec<Process> = (1..4).map(|id| net.start(id)).collect();
     let hospital = net.start_with(0, &hospital_peers);
-    let _others: Vec<Process> = (1..4).map(|id| net.start(id)).collect();
 
     let secret = "Diagnosis: stage II carcinoma, patient 4711";
     commit(&hospital, 3, secret);
+    // The hospital is the primary of view 0: its pre-prepares carry the records to the clinic,
+    // through the proxy, and the clinic commits them.
+    let clinic = others[0].handle();
+    let height = hospital.handle().status().height;
+    wait_until(Duration::from_secs(10), "the clinic to commit", || {
+        clinic.status().height >= height
+    });
     let captured = seen.lock().unwrap().clone();
-    // The hospital is the primary of view 0: its pre-prepares carried the record to the clinic.
     assert!(
         captured.len() > 1000,
         "too little went through the proxy ({} bytes)",
