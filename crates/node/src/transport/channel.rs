@@ -234,7 +234,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         if data.len() > len {
             return Err(refused("frame longer than its header says"));
         }
-        let mut frame = Vec::with_capacity(len);
+        // Grown as chunks arrive: a peer that names a large frame and stalls holds little.
+        let mut frame = Vec::with_capacity(len.min(1 << 20));
         frame.extend_from_slice(data);
         while frame.len() < len {
             let chunk = self.recv_chunk().await?;
