@@ -60,8 +60,10 @@ const MAX_EVENTS_PER_TURN: usize = 4096;
 /// Blocks asked for in one state-transfer request (the answer also stops at
 /// [`FETCH_REPLY_BYTES`]).
 const FETCH_BLOCKS: u32 = 256;
-/// How long a state-transfer request may go unanswered before another peer is asked, at least.
+/// How long a state-transfer request may go unanswered before another peer is asked: twice the
+/// view-change timeout (an answer of `FETCH_REPLY_BYTES` has time to arrive), within these.
 const FETCH_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+const FETCH_TIMEOUT_MAX: Duration = Duration::from_secs(10);
 /// How often a node tells its peers its head.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long a cut waits for its block before giving up.
@@ -141,11 +143,10 @@ impl Runtime {
             metrics,
             cut_waiters: Vec::new(),
             loopback: VecDeque::new(),
-            // Twice a view change's wait: an answer of FETCH_REPLY_BYTES has time to arrive.
             transfer: StateTransfer::new(
                 id,
                 n,
-                (timing.view_change_timeout * 2).max(FETCH_TIMEOUT_MIN),
+                (timing.view_change_timeout * 2).clamp(FETCH_TIMEOUT_MIN, FETCH_TIMEOUT_MAX),
             ),
             last_status_sent: Instant::now(),
             resend_after: timing.batch_window + timing.view_change_timeout,
