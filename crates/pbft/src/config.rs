@@ -36,11 +36,9 @@ pub struct Config {
     /// At most this many sequence numbers pre-prepared but not executed at once (pipelining).
     pub max_in_flight: u64,
     /// The view-change timer T (§4.4); doubled on each consecutive view change without an
-    /// execution in between.
+    /// execution in between, without a cap (§4.5.2: the timeout must grow until it covers the
+    /// network's real delay; it only saturates at `u64::MAX` ticks).
     pub view_change_timeout_ticks: u64,
-    /// Cap on the doubling: the timeout never exceeds `T << max_backoff_doublings`, so that a
-    /// long partition does not make recovery arbitrarily slow (the paper does not cap it).
-    pub max_backoff_doublings: u32,
     /// How often a stalled replica retransmits its view of the in-flight slots, its
     /// view-change, and its status claim (lost messages are otherwise never resent).
     pub retransmit_ticks: u64,
@@ -71,7 +69,6 @@ impl Config {
             batch_window_ticks: 5,
             max_in_flight: 8,
             view_change_timeout_ticks: 200,
-            max_backoff_doublings: 5,
             retransmit_ticks: 50,
             max_pending: 100_000,
             executed_window: 100_000,

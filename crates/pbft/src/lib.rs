@@ -77,7 +77,6 @@
 //!   before it, commits `s` only when everything up to `s` is prepared, and a new-view's O set
 //!   ends at the first gap instead of filling it with null requests (see
 //!   [`Replica`]'s `plan_new_view` docs and `docs/ARCHITECTURE.md`).
-//! - Timeout doubling is capped ([`Config::max_backoff_doublings`]).
 //! - The view-change timer starts once 2f+1 replicas ask for this view *or a higher one* (the
 //!   paper: this view), and view-changes are kept per sender for up to
 //!   [`VIEW_CHANGES_PER_SENDER`] views (not only the latest): both close liveness gaps the

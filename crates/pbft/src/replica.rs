@@ -330,8 +330,14 @@ impl Replica {
     pub(crate) fn quorum(&self) -> usize {
         self.cfg.quorum()
     }
+    /// T << backoff (§4.5.2), saturating instead of overflowing.
     pub(crate) fn timeout(&self) -> u64 {
-        self.cfg.view_change_timeout_ticks << self.backoff.min(self.cfg.max_backoff_doublings)
+        let base = self.cfg.view_change_timeout_ticks;
+        if self.backoff > base.leading_zeros() {
+            u64::MAX
+        } else {
+            base << self.backoff
+        }
     }
 
     // ----- step --------------------------------------------------------------------------
@@ -526,7 +532,7 @@ impl Replica {
 
     pub(crate) fn arm_timer(&mut self) {
         if self.status == Status::Normal && self.timer.is_none() && !self.pending.is_empty() {
-            self.timer = Some(self.now + self.timeout());
+            self.timer = Some(self.now.saturating_add(self.timeout()));
         }
     }
 

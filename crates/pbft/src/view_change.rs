@@ -225,7 +225,7 @@ impl Replica {
             .filter(|table| table.keys().next_back().is_some_and(|v| *v >= view))
             .count();
         if changing >= self.quorum() && self.timer.is_none() {
-            self.timer = Some(self.now + self.timeout());
+            self.timer = Some(self.now.saturating_add(self.timeout()));
         }
         if chosen.len() < self.quorum() {
             return;

@@ -246,3 +246,63 @@ impl MapSigned for Signed<ViewChange> {
         }
     }
 }
+
+/// Finding 8 (§4.5.2): the timeout doubles on every view change that does not lead to an
+/// execution, without a cap, so that it eventually exceeds the network's real delay. Here a
+/// partition holds every message for 40 T (as a transport retrying through it would), longer
+/// than the old cap of 32 T: the replicas keep changing views until their timeout covers the
+/// delay, then commit; once the partition heals, they commit promptly again.
+#[test]
+fn finding_8_partition_longer_than_32_timeouts_heals() {
+    let timeout = config(0, 4).view_change_timeout_ticks;
+    let mut c = Cluster::new(4);
+    c.latency_ticks = 40 * timeout;
+    for id in 0..4 {
+        c.input(id, Input::Request(request(1)));
+    }
+    c.run();
+    let mut ticks = 0;
+    while (0..4).any(|id| c.executed_ids(id).is_empty()) {
+        assert!(
+            ticks < 2_000 * timeout,
+            "no commit while the partition lasts"
+        );
+        c.tick_all(timeout);
+        ticks += timeout;
+    }
+    assert!(c.replicas.iter().all(|r| r.view() > 0));
+    // The partition heals: a new request commits within a few timeouts.
+    c.latency_ticks = 0;
+    c.tick_all(c.delayed.back().map_or(0, |(at, _, _)| at - c.now));
+    for id in 0..4 {
+        c.input(id, Input::Request(request(2)));
+    }
+    c.run();
+    c.tick_all(4 * timeout);
+    for id in 0..4 {
+        assert_eq!(c.executed_ids(id), vec![[1; 32], [2; 32]], "replica {id}");
+    }
+}
+
+/// Finding 8: with no cap, the doubled timeout saturates at `u64::MAX` ticks instead of
+/// overflowing (which would wrap it to a timer that fires at once).
+#[test]
+fn timeout_doubling_saturates_instead_of_overflowing() {
+    let mut cfg = config(3, 4);
+    cfg.view_change_timeout_ticks = 1 << 62;
+    let mut r = Replica::new(cfg, Restored::genesis(GENESIS));
+    for view in 1..=4 {
+        for from in [0, 1, 2] {
+            let _ = r.step(
+                msg(from, Message::ViewChange(view_change(view, vec![]))),
+                &mut Vec::new(),
+            );
+        }
+        assert_eq!(r.view(), view);
+    }
+    for _ in 0..1_000 {
+        let actions = step(&mut r, Input::Tick);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Persist(_))));
+    }
+    assert_eq!(r.view(), 4);
+}

@@ -85,7 +85,6 @@ pub fn replica_config(id: ReplicaId, n: u32, bug: Option<PlantedBug>) -> Config 
     c.batch_window_ticks = 2;
     c.max_in_flight = 4;
     c.view_change_timeout_ticks = 40;
-    c.max_backoff_doublings = 3;
     c.retransmit_ticks = 10;
     c.max_pending = 256;
     c.executed_window = 4_096;
