@@ -91,7 +91,8 @@ pub struct Replica {
     /// Consecutive view changes without an execution: the timeout is T << backoff (§4.5.2).
     pub(crate) backoff: u32,
     /// Deadline of the view-change timer, if running. In normal status it runs while a request
-    /// is pending (§4.4); in view-change status once 2f+1 view-changes arrived (§4.5.2).
+    /// is pending and follows the oldest one (`timed_request`, §4.4); in view-change status it
+    /// runs once 2f+1 view-changes arrived (§4.5.2).
     pub(crate) timer: Option<u64>,
 
     /// Low watermark h: the stable checkpoint, which this replica has executed through.
@@ -114,6 +115,13 @@ pub struct Replica {
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
     /// Arrival order of pending requests, for fair batching (lazily cleaned).
     pub(crate) queue: VecDeque<Digest>,
+    /// Arrival order of pending requests (lazily cleaned): the first one still pending is the
+    /// oldest request this replica waits on, which the view-change timer follows (§4.4).
+    pub(crate) arrivals: VecDeque<Digest>,
+    /// The request the running normal-status timer follows (§4.4, §4.5.2: the timer is not
+    /// reset when *other* requests execute, so a primary cannot censor one request by
+    /// committing others).
+    pub(crate) timed_request: Option<Digest>,
     /// Request ids in accepted, not yet executed pre-prepares of the current view.
     ///
     /// `in_log` and `executed_ids` are hash tables: they are only probed, inserted into and
@@ -175,6 +183,8 @@ impl Replica {
             last_proposed: genesis,
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            timed_request: None,
             in_log: HashMap::new(),
             executed_ids: HashSet::new(),
             executed_order: VecDeque::new(),
@@ -530,18 +540,46 @@ impl Replica {
         }
     }
 
+    /// §4.4: a backup waiting on a request starts its timer if it is not running; the timer
+    /// follows the oldest request waited on.
     pub(crate) fn arm_timer(&mut self) {
-        if self.status == Status::Normal && self.timer.is_none() && !self.pending.is_empty() {
+        if self.status != Status::Normal || self.timer.is_some() {
+            return;
+        }
+        if let Some(oldest) = self.oldest_pending() {
+            self.timed_request = Some(oldest);
             self.timer = Some(self.now.saturating_add(self.timeout()));
         }
     }
 
+    fn oldest_pending(&mut self) -> Option<Digest> {
+        while let Some(id) = self.arrivals.front() {
+            if self.pending.contains_key(id) {
+                return Some(*id);
+            }
+            self.arrivals.pop_front();
+        }
+        None
+    }
+
+    /// Something executed. §4.4/§4.5.2: the timer stops only when the request it follows is
+    /// no longer waited on, and then restarts (with a full timeout) for the oldest request
+    /// still waited on; executing other requests leaves it running.
     pub(crate) fn progress(&mut self) {
         self.last_progress = self.now;
-        if self.status == Status::Normal {
-            self.timer = None;
+        if self.status == Status::Normal
+            && self
+                .timed_request
+                .is_none_or(|id| !self.pending.contains_key(&id))
+        {
+            self.stop_timer();
             self.arm_timer();
         }
+    }
+
+    pub(crate) fn stop_timer(&mut self) {
+        self.timer = None;
+        self.timed_request = None;
     }
 
     // ----- requests (§4.1) -----------------------------------------------------------------
@@ -559,7 +597,13 @@ impl Replica {
         if self.pending.len() >= self.cfg.max_pending {
             return Err(ProtocolError::PendingFull);
         }
+        self.insert_pending(request);
+        Ok(())
+    }
+
+    fn insert_pending(&mut self, request: Request) {
         self.queue.push_back(request.id);
+        self.arrivals.push_back(request.id);
         self.pending.insert(
             request.id,
             PendingRequest {
@@ -567,7 +611,6 @@ impl Replica {
                 since: self.now,
             },
         );
-        Ok(())
     }
 
     fn on_request(
@@ -636,9 +679,12 @@ impl Replica {
                 }
             }
         }
-        if self.queue.len() > 2 * self.pending.len() + 64 {
-            let pending = &self.pending;
-            self.queue.retain(|id| pending.contains_key(id));
+        let bound = 2 * self.pending.len() + 64;
+        let pending = &self.pending;
+        for ids in [&mut self.queue, &mut self.arrivals] {
+            if ids.len() > bound {
+                ids.retain(|id| pending.contains_key(id));
+            }
         }
     }
 
@@ -833,14 +879,7 @@ impl Replica {
                         && !self.executed_ids.contains(&r.id)
                         && self.pending.len() < self.cfg.max_pending
                     {
-                        self.queue.push_back(r.id);
-                        self.pending.insert(
-                            r.id,
-                            PendingRequest {
-                                request: r.clone(),
-                                since: self.now,
-                            },
-                        );
+                        self.insert_pending(r.clone());
                     }
                 }
             }

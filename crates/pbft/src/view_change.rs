@@ -40,7 +40,7 @@ impl Replica {
         self.view = view;
         self.status = Status::ViewChange;
         self.backoff = self.backoff.saturating_add(1);
-        self.timer = None;
+        self.stop_timer();
         self.slots.clear();
         self.waiting.clear();
         self.in_log.clear();
@@ -386,7 +386,7 @@ impl Replica {
     ) {
         self.view = view;
         self.status = Status::Normal;
-        self.timer = None;
+        self.stop_timer();
         self.slots.clear();
         self.waiting.clear();
         self.in_log.clear();

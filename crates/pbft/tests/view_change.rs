@@ -306,3 +306,49 @@ fn timeout_doubling_saturates_instead_of_overflowing() {
     }
     assert_eq!(r.view(), 4);
 }
+
+/// Finding 3 (§4.4, §4.5.2): the view-change timer follows the oldest request a backup waits
+/// on and is not reset when other requests execute. The primary of view 0 keeps committing
+/// every request but one (it never lets the censored one into a batch); the backups time out
+/// on that one, replace the primary, and the next primary executes it.
+#[test]
+fn finding_3_censored_request_replaces_primary() {
+    const CENSORED: Digest = [1; 32];
+    let mut c = Cluster::new(4);
+    // Replica 0 never hears of the censored request: to the backups this is exactly a primary
+    // that drops it.
+    c.filter = Box::new(|_, to, m| match m {
+        Message::Forward(requests) if to == 0 => {
+            let kept: Vec<Request> = requests.into_iter().filter(|r| r.id != CENSORED).collect();
+            (!kept.is_empty()).then_some(Message::Forward(kept))
+        }
+        m => Some(m),
+    });
+    for id in 1..4 {
+        c.input(id, Input::Request(request(1)));
+    }
+    c.run();
+    // A request every 5 ticks, each committed within a few ticks: far more often than T = 20.
+    for i in 10..60 {
+        c.input(0, Input::Request(request(i)));
+        c.run();
+        c.tick_all(5);
+        if i == 12 {
+            assert!(
+                c.executed_ids(1).contains(&[10; 32]),
+                "others commit meanwhile"
+            );
+        }
+    }
+    for id in 0..4 {
+        assert!(
+            c.replicas[id].view() >= 1,
+            "replica {id} replaced the primary"
+        );
+        assert!(
+            c.executed_ids(id as ReplicaId).contains(&CENSORED),
+            "replica {id} executed the censored request"
+        );
+        assert_eq!(c.executed_ids(id as ReplicaId).len(), 51, "replica {id}");
+    }
+}
