@@ -229,19 +229,7 @@ impl Replica {
         for id in request_ids {
             self.remember_executed(id);
         }
-        // Slots above the new head that do not chain to it can never execute here.
-        if let Some(next) = self
-            .slots
-            .get(&(seq + 1))
-            .and_then(|s| s.pre_prepare.as_ref())
-            && next.proposal.prev != digest
-        {
-            for slot in self.slots.range_mut(seq + 1..) {
-                slot.1.pre_prepare = None;
-                slot.1.prepared = false;
-            }
-            self.waiting.clear();
-        }
+        self.abandon_unchained_slots();
         self.backoff = 0;
         self.progress();
         if seq.is_multiple_of(self.cfg.checkpoint_interval) {

@@ -35,6 +35,11 @@ pub(crate) struct Slot {
     pub(crate) commits: BTreeMap<ReplicaId, Signed<Vote>>,
     pub(crate) prepared: bool,
     pub(crate) commit_sent: bool,
+    /// The pre-prepare cannot execute here in this view: it does not chain to the head a state
+    /// transfer brought. The slot is kept (never cleared) so that this replica never accepts,
+    /// prepares or commits another proposal at this (view, seq) (§4.2); a view change clears
+    /// it with the rest of the log.
+    pub(crate) abandoned: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -270,6 +275,7 @@ impl Replica {
                     }
                 }
             }
+            r.abandon_unchained_slots();
         }
         // A primary continues after its last pre-prepare of this view (never reassigning one).
         let (seq, digest) = r
@@ -500,7 +506,7 @@ impl Replica {
                 let view = self.view;
                 let first = self.last_executed.0 + 1;
                 for (seq, slot) in self.slots.range(first..) {
-                    let Some(pp) = &slot.pre_prepare else {
+                    let Some(pp) = slot.pre_prepare.as_ref().filter(|_| !slot.abandoned) else {
                         continue;
                     };
                     if primary {
@@ -704,6 +710,16 @@ impl Replica {
                 self.next_seq = self.last_executed.0 + 1;
                 self.last_proposed = self.last_executed.1;
             }
+            if self
+                .slots
+                .get(&(self.next_seq - 1))
+                .is_some_and(|s| s.abandoned)
+            {
+                // Our own proposals were abandoned: their sequence numbers cannot be assigned
+                // again in this view (§4.2), so nothing after them can execute; wait for the
+                // view change.
+                return;
+            }
             while let Some(id) = self.queue.front() {
                 if self.pending.contains_key(id) && !self.in_log.contains_key(id) {
                     break;
@@ -783,8 +799,40 @@ impl Replica {
         }
         self.slots
             .get(&seq)
+            .filter(|s| !s.abandoned)
             .and_then(|s| s.pre_prepare.as_ref())
             .map(|pp| pp.digest)
+    }
+
+    /// Marks abandoned every slot above the executed head from the first whose pre-prepare
+    /// does not chain to the head (after a state transfer, or a restart on a ledger that
+    /// moved on): they can never execute here in this view, and their requests become
+    /// proposable again. They are not cleared: a correct replica never sends two different
+    /// prepares or commits for one (view, seq) (§4.2), so those sequence numbers stay blocked
+    /// until a view change.
+    pub(crate) fn abandon_unchained_slots(&mut self) {
+        let (head, mut prev) = self.last_executed;
+        let mut broken = false;
+        for (seq, slot) in self.slots.range_mut(head + 1..) {
+            let Some(pp) = &slot.pre_prepare else {
+                continue;
+            };
+            broken |= slot.abandoned || pp.proposal.prev != prev;
+            prev = pp.digest;
+            if !broken {
+                continue;
+            }
+            slot.abandoned = true;
+            slot.prepared = false;
+            for r in &pp.proposal.requests {
+                if self.in_log.get(&r.id) == Some(seq) {
+                    self.in_log.remove(&r.id);
+                }
+            }
+        }
+        if broken {
+            self.waiting.clear();
+        }
     }
 
     fn on_pre_prepare(
@@ -968,7 +1016,7 @@ impl Replica {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
         };
-        if slot.prepared {
+        if slot.prepared || slot.abandoned {
             return;
         }
         let Some(pp) = &slot.pre_prepare else { return };

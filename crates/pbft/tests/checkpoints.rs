@@ -220,3 +220,45 @@ fn durable_records_compact_below_the_stable_checkpoint() {
     assert_eq!(a.view(), b.view());
     assert_eq!(a.log_stats(), b.log_stats());
 }
+
+/// Finding 6 (§4.2): a correct backup never sends two different prepares for one (view, seq).
+/// Replica 2 prepares A at 1 and 2 of view 0; a state transfer then brings the committed B at
+/// 1, so its A at 2 can never execute here. When the (equivocating) primary offers B's
+/// successor at 2, the backup refuses it: it already prepared A at (0, 2). Only a view change
+/// frees that sequence number.
+#[test]
+fn finding_6_state_transfer_never_leads_to_a_second_prepare() {
+    let mut r = replica(2);
+    let a1 = pre_prepare(1, 0, GENESIS, vec![request(1)]);
+    let a2 = pre_prepare(2, 0, a1.digest, vec![request(2)]);
+    step(&mut r, msg(0, Message::PrePrepare(a1)));
+    let sent = step(&mut r, msg(0, Message::PrePrepare(a2.clone())));
+    assert!(sent.contains(&Action::Broadcast(Message::Prepare(vote(0, 2, a2.digest)))));
+    let b1 = pre_prepare(1, 0, GENESIS, vec![request(3)]);
+    step(
+        &mut r,
+        Input::StateTransferred {
+            seq: 1,
+            digest: b1.digest,
+            request_ids: vec![[3; 32]],
+        },
+    );
+    let b2 = pre_prepare(2, 0, b1.digest, vec![request(4)]);
+    assert_eq!(
+        step_err(&mut r, msg(0, Message::PrePrepare(b2.clone()))),
+        ProtocolError::Conflicting
+    );
+    // Nor does it commit or execute the abandoned A at 2.
+    let v = vote(0, 2, a2.digest);
+    let mut out = Vec::new();
+    for from in [1, 3] {
+        let _ = r.step(msg(from, Message::Prepare(v)), &mut out);
+    }
+    for from in [0, 1, 3] {
+        let _ = r.step(msg(from, Message::Commit(v)), &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r.last_executed(), (1, b1.digest));
+    // Its request is waited on again (it did not execute), so the replica will time out.
+    assert_eq!(r.pending_len(), 2);
+}
