@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::ProtocolError;
 use crate::durable::Durable;
-use crate::io::Action;
+use crate::io::{Action, Alarm};
 use crate::message::{Checkpoint, Message, Signed};
 use crate::replica::{FetchTarget, Replica, Status};
 use crate::types::{Digest, ReplicaId, SeqNo};
@@ -87,6 +87,7 @@ impl Replica {
             {
                 // 2f+1 replicas (f+1 honest) vouch for a state this replica did not reach:
                 // impossible unless more than f are faulty. Do not take it as our own.
+                self.checkpoint_mismatch(seq, actions);
                 return;
             }
             self.stabilize(Checkpoint { seq, digest }, proof, actions);
@@ -125,7 +126,10 @@ impl Replica {
         actions: &mut Vec<Action>,
     ) {
         let seq = checkpoint.seq;
-        assert!(seq > self.low && seq <= self.last_executed.0);
+        if seq <= self.low || seq > self.last_executed.0 {
+            // Every caller checks this: the watermark never moves back, nor past execution.
+            return;
+        }
         self.low = seq;
         self.low_digest = checkpoint.digest;
         self.low_proof = proof.clone();
@@ -144,6 +148,14 @@ impl Replica {
         self.checkpoints.retain(|_, t| !t.is_empty());
         if self.fetch.as_ref().is_some_and(|f| f.seq <= seq) {
             self.fetch = None;
+        }
+    }
+
+    /// Raises [`Alarm::CheckpointMismatch`] once per sequence number.
+    pub(crate) fn checkpoint_mismatch(&mut self, seq: SeqNo, actions: &mut Vec<Action>) {
+        if seq > self.checkpoint_alarmed {
+            self.checkpoint_alarmed = seq;
+            self.raise(Alarm::CheckpointMismatch { seq }, actions);
         }
     }
 
@@ -240,12 +252,16 @@ impl Replica {
         }
         if let Some(f) = self.fetch.take() {
             if f.seq <= seq {
-                if let Some(proof) = f.proof
+                let mismatch = self
+                    .executed_digests
+                    .get(&f.seq)
+                    .is_some_and(|d| *d != f.digest);
+                if mismatch && f.proof.is_some() {
+                    // The caller applied blocks that end elsewhere than the proven checkpoint.
+                    self.checkpoint_mismatch(f.seq, actions);
+                } else if let Some(proof) = f.proof
                     && f.seq > self.low
-                    && self
-                        .executed_digests
-                        .get(&f.seq)
-                        .is_none_or(|d| *d == f.digest)
+                    && !mismatch
                 {
                     self.stabilize(
                         Checkpoint {

@@ -103,7 +103,7 @@ mod view_change;
 pub use config::PlantedBug;
 pub use config::{Config, ProtocolError, Restored};
 pub use durable::Durable;
-pub use io::{Action, Input};
+pub use io::{Action, Alarm, Input};
 pub use message::*;
 pub use replica::{LogStats, Replica, VIEW_CHANGES_PER_SENDER};
 pub use types::*;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ProtocolError, Restored};
 use crate::durable::Durable;
-use crate::io::{Action, Input};
+use crate::io::{Action, Alarm, Input};
 use crate::message::{
     Checkpoint, Message, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange, Vote,
 };
@@ -83,6 +83,9 @@ pub struct LogStats {
     pub checkpoint_messages: usize,
     /// View-changes kept: at most `n * VIEW_CHANGES_PER_SENDER` (4).
     pub view_changes: usize,
+    /// Alarms raised since start (see [`crate::Alarm`]): zero unless the fault model was
+    /// exceeded or this replica's stores are damaged. Not a size: export it as a counter.
+    pub alarms: u64,
 }
 
 /// A PBFT replica (Castro and Liskov, OSDI'99 §4 / TOCS'02 §4). See the crate docs for the
@@ -156,6 +159,11 @@ pub struct Replica {
     /// Messages of views not entered yet, per sender (bounded per sender).
     pub(crate) future: BTreeMap<ReplicaId, VecDeque<Signed<Message>>>,
 
+    /// Alarms raised (see [`crate::Alarm`]).
+    pub(crate) alarms: u64,
+    /// The highest sequence number a `CheckpointMismatch` alarm was raised for (raised once).
+    pub(crate) checkpoint_alarmed: SeqNo,
+
     pub(crate) last_progress: u64,
     pub(crate) last_retransmit: u64,
     /// Retransmit on the first tick after a restart.
@@ -200,6 +208,8 @@ impl Replica {
             max_view_seen: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
+            alarms: 0,
+            checkpoint_alarmed: 0,
             last_progress: 0,
             last_retransmit: 0,
             restarted: !restored.durable.is_empty() || restored.last_executed.0 > 0,
@@ -337,6 +347,7 @@ impl Replica {
             future_buffered: self.future.values().map(VecDeque::len).sum(),
             checkpoint_messages: self.checkpoints.values().map(BTreeMap::len).sum(),
             view_changes: self.view_changes.values().map(BTreeMap::len).sum(),
+            alarms: self.alarms,
         }
     }
 
@@ -1124,11 +1135,16 @@ impl Replica {
             if signatures.len() < needed {
                 break;
             }
-            assert_eq!(
-                pp.proposal.prev, self.last_executed.1,
-                "replica {}: executing seq {seq} that does not chain to the executed head",
-                self.cfg.id
-            );
+            if pp.proposal.prev != self.last_executed.1 {
+                let digest = pp.digest;
+                let peers = signatures
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id != self.cfg.id)
+                    .collect();
+                self.committed_off_chain(seq, digest, peers, actions);
+                break;
+            }
             let committed = Committed {
                 proposal: pp.proposal.clone(),
                 digest: pp.digest,
@@ -1141,6 +1157,37 @@ impl Replica {
         if executed && self.status == Status::Normal && self.is_primary() {
             self.try_propose(false, actions);
         }
+    }
+
+    /// 2f+1 replicas committed a proposal at `seq` that does not follow this replica's
+    /// executed head: raise the alarm, never execute it here (the slot and those above are
+    /// abandoned), and fetch what the committers executed.
+    fn committed_off_chain(
+        &mut self,
+        seq: SeqNo,
+        digest: Digest,
+        committers: Vec<ReplicaId>,
+        actions: &mut Vec<Action>,
+    ) {
+        let view = self.view;
+        self.raise(Alarm::CommittedOffChain { seq, view }, actions);
+        self.abandon_unchained_slots();
+        if self.fetch.as_ref().is_none_or(|f| f.seq < seq) {
+            self.fetch = Some(FetchTarget {
+                seq,
+                digest,
+                proof: None,
+                peers: committers,
+                since: self.now,
+                requested_at: None,
+            });
+        }
+    }
+
+    /// Reports an [`Alarm`] to the caller and counts it.
+    pub(crate) fn raise(&mut self, alarm: Alarm, actions: &mut Vec<Action>) {
+        self.alarms += 1;
+        actions.push(Action::Alarm(alarm));
     }
 
     fn execute(&mut self, committed: Committed, actions: &mut Vec<Action>) {

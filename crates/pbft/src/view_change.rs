@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::ProtocolError;
 use crate::durable::Durable;
-use crate::io::Action;
+use crate::io::{Action, Alarm};
 use crate::message::{Checkpoint, Message, NewView, PrePrepare, Signed, ViewChange, Vote};
 use crate::replica::{FetchTarget, Replica, Status};
 use crate::types::{Digest, ReplicaId, SeqNo, View};
@@ -234,8 +234,11 @@ impl Replica {
             return;
         }
         let plan = self.plan_new_view(view, chosen.iter().map(|vc| &vc.message));
-        if self.conflicts_with_executed(&plan.pre_prepares) {
-            // Impossible with at most f faults; never propose against our own execution.
+        if let Some(seq) = self.conflicts_with_executed(&plan.pre_prepares) {
+            // Impossible with at most f faults; never propose against our own execution. Say
+            // so, and hand the view to the next primary rather than stall in this one.
+            self.raise(Alarm::NewViewConflictsWithExecuted { view, seq }, actions);
+            self.start_view_change(view + 1, actions);
             return;
         }
         let nv = NewView {
@@ -311,12 +314,15 @@ impl Replica {
         }
     }
 
-    fn conflicts_with_executed(&self, o: &[PrePrepare]) -> bool {
-        o.iter().any(|pp| {
-            self.executed_digests
-                .get(&pp.proposal.seq)
-                .is_some_and(|d| *d != pp.digest)
-        })
+    /// The first sequence number where the O set contradicts what this replica executed.
+    fn conflicts_with_executed(&self, o: &[PrePrepare]) -> Option<SeqNo> {
+        o.iter()
+            .find(|pp| {
+                self.executed_digests
+                    .get(&pp.proposal.seq)
+                    .is_some_and(|d| *d != pp.digest)
+            })
+            .map(|pp| pp.proposal.seq)
     }
 
     /// §4.4: a backup accepts a new-view for a higher view (or the one it is changing to) from
@@ -368,7 +374,10 @@ impl Replica {
         if plan.pre_prepares != nv.pre_prepares {
             return Err(Bad("O set does not match the view-changes"));
         }
-        if self.conflicts_with_executed(&plan.pre_prepares) {
+        if self.conflicts_with_executed(&plan.pre_prepares).is_some() {
+            // A valid new-view against our own execution: beyond the fault model (an error
+            // carries no action, so it is only counted; the view-change timer moves us on).
+            self.alarms += 1;
             return Err(Bad("O set conflicts with executed proposals"));
         }
         self.enter_view(nv.view, plan, None, actions);
@@ -403,6 +412,8 @@ impl Replica {
                     .is_none_or(|d| *d == ck.digest)
                 {
                     self.stabilize(ck, plan.proof, actions);
+                } else {
+                    self.checkpoint_mismatch(ck.seq, actions);
                 }
             } else if self.fetch.as_ref().is_none_or(|f| f.seq < ck.seq) {
                 let peers = plan.proof.iter().map(|c| c.from).collect();

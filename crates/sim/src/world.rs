@@ -735,6 +735,8 @@ impl World {
                     let at = self.now + self.rng.gen_range(1..=5);
                     self.nodes[id as usize].transfer = Some((at, peers));
                 }
+                // Traced above; the replica counts it in its log stats.
+                Action::Alarm(_) => {}
             }
         }
         if cut.is_some() {
@@ -1025,5 +1027,6 @@ fn describe_action(a: &Action) -> String {
             c.proposal.requests.len()
         ),
         Action::FetchState { seq, peers, .. } => format!("fetch state to s{seq} from {peers:?}"),
+        Action::Alarm(alarm) => format!("ALARM {alarm}"),
     }
 }

@@ -109,6 +109,7 @@ pub struct Cluster {
     pub executed: Vec<Vec<Committed>>,
     pub durable: Vec<Vec<Durable>>,
     pub fetches: Vec<Vec<Action>>,
+    pub alarms: Vec<Vec<Alarm>>,
     pub filter: Filter,
     pub latency_ticks: u64,
     /// Ticks seen by `tick_all`.
@@ -128,6 +129,7 @@ impl Cluster {
             executed: vec![Vec::new(); n as usize],
             durable: vec![Vec::new(); n as usize],
             fetches: vec![Vec::new(); n as usize],
+            alarms: vec![Vec::new(); n as usize],
             filter: Box::new(|_, _, m| Some(m)),
             latency_ticks: 0,
             now: 0,
@@ -177,6 +179,7 @@ impl Cluster {
                 Action::Persist(d) => self.durable[id as usize].push(d),
                 Action::Execute(c) => self.executed[id as usize].push(c),
                 f @ Action::FetchState { .. } => self.fetches[id as usize].push(f),
+                Action::Alarm(alarm) => self.alarms[id as usize].push(alarm),
             }
         }
     }
