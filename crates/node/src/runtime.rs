@@ -515,6 +515,8 @@ impl Runtime {
                             self.fetch_from(peers[self.fetch_rotation], seq);
                         }
                     }
+                    // Counted by the replica (`log_stats().alarms`) for the metrics.
+                    Action::Alarm(alarm) => warn!(%alarm, "consensus alarm"),
                 }
             }
             self.flush_records(&mut records)?;
