@@ -146,6 +146,9 @@ impl Replica {
             *table = table.split_off(&(seq + 1));
         }
         self.checkpoints.retain(|_, t| !t.is_empty());
+        // Ids of proposals at or below the checkpoint that never executed here (abandoned, or
+        // skipped by a state transfer that did not name them) would otherwise stay forever.
+        self.in_log.retain(|_, s| *s > seq);
         if self.fetch.as_ref().is_some_and(|f| f.seq <= seq) {
             self.fetch = None;
         }

@@ -411,12 +411,9 @@ impl Replica {
         if from >= self.cfg.n {
             return Err(ProtocolError::UnknownSender(from));
         }
-        if let Some(v) = m.message.view()
-            && from != self.cfg.id
-        {
-            let seen = self.max_view_seen.entry(from).or_insert(0);
-            *seen = (*seen).max(v);
-        }
+        // Only messages the replica accepts count for the f+1 rule (§4.5.2): a malformed one
+        // must not change its state.
+        let shown_view = m.message.view().filter(|_| from != self.cfg.id);
         let Signed {
             from,
             message,
@@ -469,6 +466,10 @@ impl Replica {
             Message::NewView(nv) => self.on_new_view(from, nv, actions),
         };
         if result.is_ok() {
+            if let Some(v) = shown_view {
+                let seen = self.max_view_seen.entry(from).or_insert(0);
+                *seen = (*seen).max(v);
+            }
             self.join_higher_view(actions);
         }
         result
@@ -654,9 +655,7 @@ impl Replica {
         requests: Vec<Request>,
         actions: &mut Vec<Action>,
     ) -> Result<(), ProtocolError> {
-        if requests.len() > self.cfg.max_batch {
-            return Err(ProtocolError::Malformed("forward larger than a batch"));
-        }
+        self.check_batch(&requests)?;
         let fresh: Vec<Request> = requests
             .into_iter()
             .filter(|r| self.add_pending(r.clone()).is_ok())
@@ -795,6 +794,23 @@ impl Replica {
         self.check_prepared(seq, actions);
     }
 
+    /// A batch a correct primary could have built: at most `max_batch` requests, no id twice.
+    /// Checked wherever a batch arrives (pre-prepares, forwards, prepared certificates), before
+    /// anything is stored, so that no peer can make this replica hold more than that.
+    pub(crate) fn check_batch(&self, requests: &[Request]) -> Result<(), ProtocolError> {
+        if requests.len() > self.cfg.max_batch {
+            return Err(ProtocolError::Malformed("batch larger than max_batch"));
+        }
+        let mut ids: Vec<&Digest> = requests.iter().map(|r| &r.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ProtocolError::Malformed(
+                "the same request twice in a batch",
+            ));
+        }
+        Ok(())
+    }
+
     // ----- backup: accepting a pre-prepare (§4.2) ------------------------------------------
 
     /// The digest this replica holds for `seq`, to check a successor's `prev` against.
@@ -867,6 +883,7 @@ impl Replica {
                 current: self.view,
             });
         }
+        self.check_batch(&pp.proposal.requests)?;
         if pp.view > self.view || self.status == Status::ViewChange {
             return self.buffer_future(signed);
         }

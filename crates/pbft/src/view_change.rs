@@ -99,6 +99,9 @@ impl Replica {
             if !ck.seq.is_multiple_of(k) {
                 return Err(Bad("checkpoint not at a multiple of K"));
             }
+            if vc.checkpoint_proof.len() > self.cfg.n as usize {
+                return Err(Bad("checkpoint proof"));
+            }
             let mut signers = BTreeSet::new();
             for c in &vc.checkpoint_proof {
                 if c.from >= self.cfg.n || c.message != ck || !signers.insert(c.from) {
@@ -124,6 +127,9 @@ impl Replica {
             if pp.view >= vc.new_view || pp.proposal.view > pp.view {
                 return Err(Bad("prepared certificate view"));
             }
+            if self.check_batch(&pp.proposal.requests).is_err() {
+                return Err(Bad("prepared certificate batch"));
+            }
             if (self.cfg.digest)(&pp.proposal) != pp.digest {
                 return Err(Bad("prepared certificate digest"));
             }
@@ -133,6 +139,9 @@ impl Replica {
                 seq,
                 digest: pp.digest,
             };
+            if cert.prepares.len() > self.cfg.n as usize {
+                return Err(Bad("prepared certificate prepares"));
+            }
             let mut signers = BTreeSet::new();
             for p in &cert.prepares {
                 if p.from >= self.cfg.n
@@ -355,6 +364,12 @@ impl Replica {
         }
         if nv.view == 0 {
             return Err(Bad("new-view for view 0"));
+        }
+        // Bounded before anything is checked one by one (n senders, an O set within L).
+        if nv.view_changes.len() > self.cfg.n as usize
+            || nv.pre_prepares.len() as u64 > self.cfg.watermark_window
+        {
+            return Err(Bad("more view-changes or pre-prepares than can be valid"));
         }
         let mut senders = BTreeSet::new();
         for vc in &nv.view_changes {
