@@ -216,6 +216,7 @@ impl Replica {
             cfg: config,
         };
         let mut pre_prepares = Vec::new();
+        let mut sent_new_view = None;
         for record in restored.durable {
             match record {
                 Durable::View(v) => {
@@ -239,8 +240,13 @@ impl Replica {
                         r.low_proof = proof;
                     }
                 }
+                Durable::NewView(nv) => sent_new_view = Some(nv),
             }
         }
+        // A primary keeps resending the new-view of its view to replicas that missed it.
+        r.last_new_view = sent_new_view.filter(|nv| {
+            nv.view == r.view && r.status == Status::Normal && r.cfg.primary(nv.view) == r.cfg.id
+        });
         let low = r.low;
         r.prepared_certs.retain(|seq, _| *seq > low);
         r.executed_digests

@@ -418,6 +418,9 @@ impl Replica {
             self.last_new_view = None;
         }
         actions.push(Action::Persist(Durable::View(view)));
+        if let Some(nv) = &new_view {
+            actions.push(Action::Persist(Durable::NewView(nv.clone())));
+        }
         let ck = plan.checkpoint;
         if ck.seq > self.low {
             if ck.seq <= self.last_executed.0 {

@@ -110,6 +110,7 @@ fn new_primary_sends_new_view_with_o_set_truncated_at_gap() {
         actions,
         vec![
             Action::Persist(Durable::View(1)),
+            Action::Persist(Durable::NewView(nv.clone())),
             Action::Persist(Durable::PrePrepare(o.clone())),
             Action::Broadcast(Message::NewView(nv.clone())),
         ]
@@ -232,6 +233,66 @@ fn cluster_survives_primary_crash() {
         let other: Vec<_> = c.executed[id].iter().map(|x| x.digest).collect();
         assert_eq!(other, chain);
     }
+}
+
+/// Finding 7 (§4.5.2): the new-view a primary sent is persisted, so that after a restart it
+/// still hands it to a replica that missed it (here replica 3, which sent its view-change for
+/// view 1 and retransmits it), and that replica enters the view.
+#[test]
+fn finding_7_restarted_primary_resends_its_new_view() {
+    let vcs: Vec<Signed<ViewChange>> = [1, 2, 3]
+        .iter()
+        .map(|f| signed(*f, view_change(1, vec![])))
+        .collect();
+    let mut p = replica(1);
+    let mut actions = Vec::new();
+    for vc in [&vcs[1], &vcs[2], &vcs[0]] {
+        actions.extend(step(&mut p, Input::Message(vc.clone().map())));
+    }
+    let Some(nv) = actions.iter().find_map(|a| match a {
+        Action::Broadcast(Message::NewView(nv)) => Some(nv.clone()),
+        _ => None,
+    }) else {
+        panic!("no new-view: {actions:?}")
+    };
+    let durable: Vec<Durable> = actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Persist(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    // Replica 3 changes to view 1 but the new-view never reaches it.
+    let mut b = replica(3);
+    for vc in &vcs[..2] {
+        step(&mut b, Input::Message(vc.clone().map()));
+    }
+    assert!(b.in_view_change() && b.view() == 1);
+    // The primary crashes and restarts from what it persisted (compacted).
+    let mut compacted = durable.clone();
+    Durable::compact(&mut compacted);
+    assert_eq!(
+        compacted,
+        durable[1..].to_vec(),
+        "only the view-change record goes"
+    );
+    let mut p = Replica::new(
+        config(1, 4),
+        Restored {
+            last_executed: (0, GENESIS),
+            durable: compacted,
+        },
+    );
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 1);
+    assert_eq!(
+        step(&mut p, Input::Message(vcs[2].clone().map())),
+        vec![Action::Send {
+            to: 3,
+            message: Message::NewView(nv.clone())
+        }]
+    );
+    step(&mut b, msg(1, Message::NewView(nv)));
+    assert!(!b.in_view_change() && b.view() == 1);
 }
 
 trait MapSigned {
