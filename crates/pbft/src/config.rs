@@ -80,14 +80,14 @@ impl Config {
         }
     }
 
-    /// The number of faults tolerated, f = floor((n - 1) / 3).
+    /// The number of faults tolerated, [`max_faulty`]`(n)`.
     pub fn f(&self) -> usize {
-        (self.n.saturating_sub(1) / 3) as usize
+        max_faulty(self.n)
     }
 
-    /// Size of a quorum: any two intersect in at least f+1 replicas (2f+1 when n = 3f+1).
+    /// The size of a quorum, [`quorum`]`(n)`.
     pub fn quorum(&self) -> usize {
-        (self.n as usize + self.f()) / 2 + 1
+        quorum(self.n)
     }
 
     /// The primary of view `v` is `v mod n` (§4.1).
@@ -110,6 +110,20 @@ impl Config {
         assert!(self.view_change_timeout_ticks >= 1 && self.retransmit_ticks >= 1);
         assert!(self.max_pending >= 1 && self.future_buffer_per_sender >= 1);
     }
+}
+
+/// The number of faulty replicas a cluster of `n` tolerates: f = floor((n - 1) / 3) (§3).
+pub fn max_faulty(n: u32) -> usize {
+    (n.saturating_sub(1) / 3) as usize
+}
+
+/// The size of a quorum of `n` replicas, the one rule of the whole project (prepared and
+/// committed certificates, checkpoint proofs, view-changes in a new-view, a block's commit
+/// certificate, the votes metrics report): `(n + f) / 2 + 1`, which is 2f+1 when n = 3f+1.
+/// Any two quorums intersect in at least f+1 replicas, so in at least one correct one (§4.2),
+/// and n - f correct replicas always form a quorum, so f faults cannot block progress.
+pub fn quorum(n: u32) -> usize {
+    (n as usize + max_faulty(n)) / 2 + 1
 }
 
 /// What a replica restarts from: the head of the application's executed chain and the durable
@@ -165,4 +179,31 @@ pub enum ProtocolError {
     StaleCheckpoint,
     #[error("state transfer to {seq} is not beyond the executed head")]
     StaleStateTransfer { seq: SeqNo },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{max_faulty, quorum};
+
+    #[test]
+    fn quorums_intersect_in_f_plus_1_and_f_faults_cannot_block_one() {
+        let expected = [
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (4, 3),
+            (5, 4),
+            (6, 4),
+            (7, 5),
+            (10, 7),
+        ];
+        for (n, q) in expected {
+            assert_eq!(quorum(n), q, "n = {n}");
+        }
+        for n in 1..=100u32 {
+            let (n_, f, q) = (n as usize, max_faulty(n), quorum(n));
+            assert!(2 * q >= n_ + f + 1, "n = {n}: two quorums share f+1");
+            assert!(q <= n_ - f, "n = {n}: n - f replicas form a quorum");
+        }
+    }
 }

@@ -101,7 +101,7 @@ mod view_change;
 
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
-pub use config::{Config, ProtocolError, Restored};
+pub use config::{Config, ProtocolError, Restored, max_faulty, quorum};
 pub use durable::Durable;
 pub use io::{Action, Alarm, Input};
 pub use message::*;
