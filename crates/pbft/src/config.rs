@@ -132,6 +132,16 @@ pub fn quorum(n: u32) -> usize {
 pub struct Restored {
     pub last_executed: (SeqNo, Digest),
     pub durable: Vec<Durable>,
+    /// The durable records may be incomplete: they were lost, deleted, or restored from a
+    /// backup, so the replica may have sent messages it does not remember. It then recovers
+    /// before it votes again (crate docs, "Recovering from lost state"). A deleted store looks
+    /// like a first start, so the caller must know this by other means (a marker written when
+    /// the validator is created). Once the replica persisted [`Durable::Recovery`] (the first
+    /// thing it persists), its records say it is recovering and later starts may pass `false`.
+    pub recovering: bool,
+    /// A number the caller draws at random at each start (the core has no randomness): it tags
+    /// this start's recovery query, so that answers to an earlier one cannot be replayed.
+    pub nonce: u64,
 }
 
 impl Restored {
@@ -140,6 +150,8 @@ impl Restored {
         Restored {
             last_executed: (0, genesis),
             durable: Vec::new(),
+            recovering: false,
+            nonce: 0,
         }
     }
 }
@@ -179,6 +191,8 @@ pub enum ProtocolError {
     StaleCheckpoint,
     #[error("state transfer to {seq} is not beyond the executed head")]
     StaleStateTransfer { seq: SeqNo },
+    #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
+    UnexpectedRecoveryAnswer,
 }
 
 #[cfg(test)]
@@ -202,7 +216,7 @@ mod tests {
         }
         for n in 1..=100u32 {
             let (n_, f, q) = (n as usize, max_faulty(n), quorum(n));
-            assert!(2 * q >= n_ + f + 1, "n = {n}: two quorums share f+1");
+            assert!(2 * q - n_ > f, "n = {n}: two quorums share f+1");
             assert!(q <= n_ - f, "n = {n}: n - f replicas form a quorum");
         }
     }

@@ -18,6 +18,9 @@ use crate::types::{SeqNo, View};
 ///   commit that depends on it, so that every later view-change carries the certificate
 ///   (§4.4's safety argument relies on f+1 honest committers reporting it).
 /// - [`Durable::StableCheckpoint`]: the low watermark and its proof, which view-changes carry.
+/// - [`Durable::Recovery`]: the replica lost its records and must stay passive until it can
+///   no longer contradict a message it may have sent before (crate docs, "Recovering from
+///   lost state"); a restart during recovery must not forget that.
 /// - [`Durable::NewView`]: the new-view a primary sent, so that after a restart it can still
 ///   hand it to a replica that missed it (§4.5.2's retransmission; without it such a replica
 ///   waits a doubled timeout or sits in a higher view).
@@ -46,13 +49,21 @@ pub enum Durable {
     /// The new-view this replica sent as the primary of `view` (persisted right after the
     /// `View` record of that view, before it is sent).
     NewView(NewView),
+    /// The replica is recovering from lost state: `bound` is `None` until 2f+1 replicas
+    /// answered its query, then `(view, seq)`: it takes part again once it is in a view of at
+    /// least `view` with a stable checkpoint of at least `seq`. Persisted first thing when a
+    /// recovery starts, and again when the bound is known.
+    Recovery { bound: Option<(View, SeqNo)> },
 }
 
 impl Durable {
     /// The sequence number a record is about, if any.
     pub fn seq(&self) -> Option<SeqNo> {
         match self {
-            Durable::View(_) | Durable::ViewChange(_) | Durable::NewView(_) => None,
+            Durable::View(_)
+            | Durable::ViewChange(_)
+            | Durable::NewView(_)
+            | Durable::Recovery { .. } => None,
             Durable::PrePrepare(pp) => Some(pp.proposal.seq),
             Durable::Prepared(c) => Some(c.pre_prepare.proposal.seq),
             Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
@@ -93,6 +104,17 @@ impl Durable {
         let last_new_view_index = records
             .iter()
             .rposition(|r| matches!(r, Durable::NewView(nv) if nv.view == view));
+        // The last recovery record decides (a bound supersedes the query before it; a new
+        // query keeps the replica passive whatever came before); once met, it is useless.
+        let last_recovery_index = records
+            .iter()
+            .rposition(|r| matches!(r, Durable::Recovery { .. }))
+            .filter(|i| match &records[*i] {
+                Durable::Recovery {
+                    bound: Some((v, s)),
+                } => *v > view || *s > stable,
+                _ => true,
+            });
         let mut stable_kept = false;
         let mut index = records.len();
         // Walk backwards so that "the latest" is the first one met.
@@ -112,6 +134,7 @@ impl Durable {
                     keep
                 }
                 Durable::NewView(_) => Some(index) == last_new_view_index,
+                Durable::Recovery { .. } => Some(index) == last_recovery_index,
             };
         }
         let mut i = 0;

@@ -11,6 +11,7 @@ use crate::io::{Action, Alarm, Input};
 use crate::message::{
     Checkpoint, Message, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange, Vote,
 };
+use crate::recovery::Recovery;
 use crate::types::{Committed, Digest, Proposal, ReplicaId, Request, SeqNo, View};
 
 /// How many view-changes (of distinct views) are kept per sender.
@@ -168,6 +169,8 @@ pub struct Replica {
     pub(crate) last_retransmit: u64,
     /// Retransmit on the first tick after a restart.
     pub(crate) restarted: bool,
+    /// Recovery from lost state, while it lasts (passive meanwhile; `recovery.rs`).
+    pub(crate) recovery: Option<Recovery>,
 }
 
 impl Replica {
@@ -213,10 +216,13 @@ impl Replica {
             last_progress: 0,
             last_retransmit: 0,
             restarted: !restored.durable.is_empty() || restored.last_executed.0 > 0,
+            recovery: None,
             cfg: config,
         };
         let mut pre_prepares = Vec::new();
         let mut sent_new_view = None;
+        let mut recovery_query_open = false;
+        let mut recovery_bound: (View, SeqNo) = (0, 0);
         for record in restored.durable {
             match record {
                 Durable::View(v) => {
@@ -241,6 +247,12 @@ impl Replica {
                     }
                 }
                 Durable::NewView(nv) => sent_new_view = Some(nv),
+                Durable::Recovery { bound } => {
+                    recovery_query_open = bound.is_none();
+                    if let Some((view, seq)) = bound {
+                        recovery_bound = (recovery_bound.0.max(view), recovery_bound.1.max(seq));
+                    }
+                }
             }
         }
         // A primary keeps resending the new-view of its view to replicas that missed it.
@@ -303,6 +315,19 @@ impl Replica {
             .unwrap_or(r.last_executed);
         r.next_seq = seq + 1;
         r.last_proposed = digest;
+        if r.can_recover() {
+            if restored.recovering || recovery_query_open {
+                r.recovery = Some(Recovery::querying(
+                    restored.nonce,
+                    recovery_bound,
+                    restored.recovering,
+                ));
+            } else if recovery_bound.0 > r.view || recovery_bound.1 > r.low {
+                let mut recovery = Recovery::querying(0, recovery_bound, false);
+                recovery.query = None;
+                r.recovery = Some(recovery);
+            }
+        }
         r
     }
 
@@ -404,6 +429,8 @@ impl Replica {
                 mark,
                 "an error must not leave actions behind"
             );
+        } else {
+            self.recovery_after_step(mark, actions);
         }
         result
     }
@@ -470,6 +497,8 @@ impl Replica {
                 actions,
             ),
             Message::NewView(nv) => self.on_new_view(from, nv, actions),
+            Message::RecoveryQuery(q) => self.on_recovery_query(from, q, actions),
+            Message::RecoveryAnswer(a) => self.on_recovery_answer(from, a, actions),
         };
         if result.is_ok() {
             if let Some(v) = shown_view {
@@ -498,6 +527,7 @@ impl Replica {
         }
         self.retransmit(actions);
         self.maybe_fetch(actions);
+        self.maybe_query(actions);
     }
 
     /// Retransmission (§5 assumes lost messages are resent): a replica that made no progress
@@ -567,7 +597,8 @@ impl Replica {
     /// §4.4: a backup waiting on a request starts its timer if it is not running; the timer
     /// follows the oldest request waited on.
     pub(crate) fn arm_timer(&mut self) {
-        if self.status != Status::Normal || self.timer.is_some() {
+        // A recovering replica follows the others' views; it does not start view changes.
+        if self.status != Status::Normal || self.timer.is_some() || self.recovery.is_some() {
             return;
         }
         if let Some(oldest) = self.oldest_pending() {
@@ -716,6 +747,9 @@ impl Replica {
     /// is full, when its oldest request waited `batch_window_ticks`, or on [`Input::Cut`].
     pub(crate) fn try_propose(&mut self, cut: bool, actions: &mut Vec<Action>) {
         debug_assert!(self.status == Status::Normal && self.is_primary());
+        if self.recovery.is_some() {
+            return; // a recovering primary proposes nothing; the backups replace it
+        }
         loop {
             let in_flight = self.next_seq.saturating_sub(self.last_executed.0 + 1);
             if in_flight >= self.cfg.max_in_flight || self.next_seq > self.high() {

@@ -239,7 +239,7 @@ impl Replica {
         if chosen.len() < self.quorum() {
             return;
         }
-        if self.cfg.primary(view) != self.cfg.id {
+        if self.cfg.primary(view) != self.cfg.id || self.recovery.is_some() {
             return;
         }
         let plan = self.plan_new_view(view, chosen.iter().map(|vc| &vc.message));

@@ -207,6 +207,7 @@ fn durable_records_compact_below_the_stable_checkpoint() {
         Restored {
             last_executed: head,
             durable: full,
+            ..Restored::genesis(GENESIS)
         },
     );
     let b = Replica::new(
@@ -214,6 +215,7 @@ fn durable_records_compact_below_the_stable_checkpoint() {
         Restored {
             last_executed: head,
             durable: compacted,
+            ..Restored::genesis(GENESIS)
         },
     );
     assert_eq!(a.stable_checkpoint(), b.stable_checkpoint());

@@ -175,6 +175,7 @@ fn restart_never_contradicts_persisted_records() {
         Restored {
             last_executed: (0, GENESIS),
             durable,
+            ..Restored::genesis(GENESIS)
         },
     );
     step(&mut p, Input::Request(request(2)));
@@ -198,6 +199,7 @@ fn restart_never_contradicts_persisted_records() {
         Restored {
             last_executed: (0, GENESIS),
             durable,
+            ..Restored::genesis(GENESIS)
         },
     );
     let other = pre_prepare(1, 0, GENESIS, vec![request(9)]);

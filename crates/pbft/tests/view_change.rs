@@ -281,6 +281,7 @@ fn finding_7_restarted_primary_resends_its_new_view() {
         Restored {
             last_executed: (0, GENESIS),
             durable: compacted,
+            ..Restored::genesis(GENESIS)
         },
     );
     assert!(p.is_primary() && !p.in_view_change() && p.view() == 1);

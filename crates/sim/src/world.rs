@@ -615,6 +615,8 @@ impl World {
         let restored = Restored {
             last_executed: node.app.head(),
             durable: node.durable.clone(),
+            recovering: false,
+            nonce: 0,
         };
         node.replica = Some(Replica::new(
             replica_config(id, self.n, self.cfg.planted_bug),
@@ -995,6 +997,11 @@ fn describe_message(m: &Message) -> String {
                 .iter()
                 .map(|pp| (pp.proposal.seq, short(&pp.digest)))
                 .collect::<Vec<_>>()
+        ),
+        Message::RecoveryQuery(q) => format!("RecoveryQuery({:x})", q.nonce),
+        Message::RecoveryAnswer(a) => format!(
+            "RecoveryAnswer(v{} seen v{} s{})",
+            a.view, a.querier_view, a.last_executed
         ),
     }
 }

@@ -110,6 +110,8 @@ pub struct Cluster {
     pub durable: Vec<Vec<Durable>>,
     pub fetches: Vec<Vec<Action>>,
     pub alarms: Vec<Vec<Alarm>>,
+    /// Every message each replica sent (before the filter), across restarts.
+    pub sent: Vec<Vec<Message>>,
     pub filter: Filter,
     pub latency_ticks: u64,
     /// Ticks seen by `tick_all`.
@@ -130,6 +132,7 @@ impl Cluster {
             durable: vec![Vec::new(); n as usize],
             fetches: vec![Vec::new(); n as usize],
             alarms: vec![Vec::new(); n as usize],
+            sent: vec![Vec::new(); n as usize],
             filter: Box::new(|_, _, m| Some(m)),
             latency_ticks: 0,
             now: 0,
@@ -170,8 +173,12 @@ impl Cluster {
         let _ = self.replicas[id as usize].step(input, &mut actions);
         for a in actions {
             match a {
-                Action::Send { to, message } => self.send(id, to, message),
+                Action::Send { to, message } => {
+                    self.sent[id as usize].push(message.clone());
+                    self.send(id, to, message);
+                }
                 Action::Broadcast(message) => {
+                    self.sent[id as usize].push(message.clone());
                     for to in 0..self.replicas.len() as ReplicaId {
                         self.send(id, to, message.clone());
                     }
