@@ -125,8 +125,9 @@
 //!    sequence number. The answer is signed like every message, and the nonce and querier make
 //!    an answer to another query useless.
 //! 2. With answers from 2f+1 *other* replicas it takes V = the highest view reported (current
-//!    or seen from it) and H = the highest executed sequence number reported plus L, persists
-//!    the bound `(V, H)`, and follows the cluster into view V if it is behind.
+//!    or seen from it) and H = the highest executed sequence number reported plus L, and
+//!    persists the bound `(V, H)`. It reaches the cluster's view by the f+1 rule (§4.5.2), not
+//!    by jumping to V, so that an inflated V cannot strand it in a view nobody else is in.
 //! 3. It stays passive until it is in a view of at least V with a stable checkpoint of at
 //!    least H (and, if it is changing to a view up to V that it leads, until the next view:
 //!    it may have sent that view's new-view before), then takes part as usual (at the next

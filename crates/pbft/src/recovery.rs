@@ -110,7 +110,7 @@ impl Replica {
 
     /// With 2f+1 answers from other replicas, the bound is the highest view reported (as
     /// anyone's current view or as seen from this replica) and the highest executed sequence
-    /// number reported plus L; persisted before anything relies on it.
+    /// number reported plus L.
     pub(crate) fn on_recovery_answer(
         &mut self,
         from: ReplicaId,
@@ -146,11 +146,10 @@ impl Replica {
         );
         recovery.bound = bound;
         recovery.query = None;
+        // The replica does not jump to V: it reaches the cluster's view by the f+1 rule
+        // (§4.5.2), so an inflated V from a faulty answerer only keeps it passive, it never
+        // strands it in a view nobody else is in.
         actions.push(Action::Persist(Durable::Recovery { bound: Some(bound) }));
-        if bound.0 > self.view {
-            // Follow the cluster into that view (passively: the view-change is not sent).
-            self.start_view_change(bound.0, actions);
-        }
         Ok(())
     }
 
