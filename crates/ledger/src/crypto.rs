@@ -16,17 +16,15 @@ use crate::block::Certificate;
 use crate::tx::{self, Checked, Invalid, SignedTransaction};
 use crate::{CertError, Error, Hash, Result};
 
-/// The number of faulty validators `n` validators tolerate: `f = (n - 1) / 3`.
+/// The number of faulty validators `n` validators tolerate, and the signers a commit certificate
+/// needs: pbft's one quorum rule ([`pbft::quorum`]), taken over validator-list lengths.
 pub fn max_faulty(n: usize) -> usize {
-    n.saturating_sub(1) / 3
+    pbft::max_faulty(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
-/// The number of distinct validators a commit certificate needs: `floor((n + f) / 2) + 1`, the
-/// same quorum as pbft's, so that any two quorums intersect in at least `f + 1` validators (one
-/// of them honest). It is `2f + 1` when `n = 3f + 1`; for other `n`, `2f + 1` would be unsafe
-/// (with `n = 5`, two sets of 3 meet in one validator, who may be the faulty one).
+/// See [`max_faulty`]: `2f + 1` when `n = 3f + 1`, and any two quorums share `f + 1` validators.
 pub fn quorum(n: usize) -> usize {
-    (n + max_faulty(n)) / 2 + 1
+    pbft::quorum(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// A fresh validator key from the operating system's random source.
@@ -334,23 +332,9 @@ mod tests {
     }
 
     #[test]
-    fn quorum_is_2f_plus_1_when_n_is_3f_plus_1_and_always_intersects_in_f_plus_1() {
-        assert_eq!(quorum(1), 1);
-        assert_eq!(quorum(4), 3);
-        assert_eq!(quorum(5), 4);
-        assert_eq!(quorum(6), 4);
-        assert_eq!(quorum(7), 5);
-        assert_eq!(quorum(10), 7);
-        for n in 1..=100 {
-            let f = max_faulty(n);
-            if n == 3 * f + 1 {
-                assert_eq!(quorum(n), 2 * f + 1, "n = {n}");
-            }
-            assert!(2 * quorum(n) > n + f, "n = {n}: quorums must share f + 1");
-            assert!(
-                quorum(n) <= n - f,
-                "n = {n}: a quorum must be reachable without the faulty"
-            );
+    fn quorum_is_pbfts() {
+        for n in 1..=20 {
+            assert_eq!(quorum(n), pbft::quorum(n as u32), "n = {n}");
         }
     }
 

@@ -122,7 +122,7 @@ impl Metrics {
             success_blocks: self.committed_blocks,
             tx_count: block.entries.len(),
             votes,
-            required_votes: 2 * ((validators - 1) / 3) + 1,
+            required_votes: pbft::quorum(u32::try_from(validators).unwrap_or(u32::MAX)),
             validators,
         };
         self.cpu_since_block = Duration::ZERO;

@@ -94,6 +94,8 @@ impl Node {
             pbft::Restored {
                 last_executed: (height, hash),
                 durable,
+                recovering: false,
+                nonce: 0,
             },
         );
         let (inbox_sender, inbox) = mpsc::sync_channel(INBOX_EVENTS);

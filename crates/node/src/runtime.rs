@@ -576,6 +576,8 @@ impl Runtime {
                         let request = self.transfer.on_claims(&peers, seq, head, Instant::now());
                         self.fetch(request);
                     }
+                    // Counted by the replica (`log_stats().alarms`) for the metrics.
+                    Action::Alarm(alarm) => warn!(%alarm, "consensus alarm"),
                 }
             }
             self.flush_records(&mut records)?;

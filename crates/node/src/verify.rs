@@ -226,7 +226,11 @@ fn embedded_requests<'m>(message: &'m Message, out: &mut Vec<&'m Request>) {
                 view_change(&vc.message, out);
             }
         }
-        Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_) => {}
+        Message::Prepare(_)
+        | Message::Commit(_)
+        | Message::Checkpoint(_)
+        | Message::RecoveryQuery(_)
+        | Message::RecoveryAnswer(_) => {}
     }
 }
 

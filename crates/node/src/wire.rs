@@ -74,9 +74,11 @@ impl FrameKind {
             Wire::Consensus(signed) => match &signed.message {
                 Message::Forward(_) | Message::PrePrepare(_) => FrameKind::Batch,
                 Message::ViewChange(_) | Message::NewView(_) => FrameKind::ViewChange,
-                Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_) => {
-                    FrameKind::Small
-                }
+                Message::Prepare(_)
+                | Message::Commit(_)
+                | Message::Checkpoint(_)
+                | Message::RecoveryQuery(_)
+                | Message::RecoveryAnswer(_) => FrameKind::Small,
             },
             Wire::Blocks(_) => FrameKind::Blocks,
             Wire::FetchBlocks { .. } | Wire::Status { .. } | Wire::Cut => FrameKind::Small,
