@@ -45,8 +45,11 @@ use crate::wire::{Envelope, Frame, Wire};
 pub const HONEST_PROPOSALS: usize = 3;
 /// The height a forged status claims.
 pub const FORGED_HEIGHT: u64 = 1 << 40;
-/// How often a forged status goes to each peer at least.
-const FORGE_EVERY: Duration = Duration::from_millis(200);
+/// How often a peer gets a forged status and group B's proposals again, at least, so that a
+/// validator that restarts hears them first.
+const REPEAT_EVERY: Duration = Duration::from_millis(100);
+/// Group B's proposals repeated: the latest ones.
+const REPEATED_PROPOSALS: usize = 32;
 /// A flooded batch holds this many times the maximum batch ...
 const FLOOD_FACTOR: usize = 50;
 /// ... but no more requests than this, and is sent this many times.
@@ -101,8 +104,7 @@ pub(crate) fn censor(behaviours: Option<&Behaviours>, input: Input) -> Option<In
         return Some(input);
     };
     let censored = |request: &Request| {
-        SignedTransaction::from_request(request)
-            .is_ok_and(|tx| tx.body.patient_id() == patient)
+        SignedTransaction::from_request(request).is_ok_and(|tx| tx.body.patient_id() == patient)
     };
     match input {
         Input::Request(request) if censored(&request) => None,
@@ -127,7 +129,10 @@ enum Treatment {
     /// This oversized pre-prepare goes instead.
     Flood(Frame),
     /// Group B gets this empty proposal and its commit instead.
-    Equivocate { pre_prepare: Frame, commit: Frame },
+    Equivocate {
+        pre_prepare: Frame,
+        commit: Frame,
+    },
 }
 
 #[derive(Default)]
@@ -135,7 +140,8 @@ struct State {
     treatments: BTreeMap<(View, SeqNo), Treatment>,
     /// The digest of group B's proposal at each sequence number, to chain the next one.
     equivocated: BTreeMap<SeqNo, Digest>,
-    last_forged: BTreeMap<ReplicaId, Instant>,
+    /// When each peer last got what is repeated to it.
+    last_repeated: BTreeMap<ReplicaId, Instant>,
 }
 
 /// Wraps a validator's transport so that what it sends lies as `behaviours` says.
@@ -174,7 +180,10 @@ impl ByzantineTransport {
     }
 
     fn frame(&self, wire: Wire) -> Frame {
-        Frame::new(Envelope { from: self.id, wire })
+        Frame::new(Envelope {
+            from: self.id,
+            wire,
+        })
     }
 
     fn signed(&self, message: Message) -> Frame {
@@ -219,38 +228,46 @@ impl ByzantineTransport {
             .unwrap_or(self.id)
     }
 
-    /// What goes to `to` instead of `frame`.
-    fn rewrite(&self, to: ReplicaId, frame: Frame) -> Vec<Frame> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// What `to` gets every [`REPEAT_EVERY`]: a forged status, and for group B and the swing
+    /// backup group B's latest proposals with their commits.
+    fn repeated(&self, state: &State, to: ReplicaId) -> Vec<Frame> {
         let mut out = Vec::new();
-        if self.behaviours.forge_status
-            && state
-                .last_forged
-                .get(&to)
-                .is_none_or(|at| at.elapsed() >= FORGE_EVERY)
-        {
-            state.last_forged.insert(to, Instant::now());
+        if self.behaviours.forge_status {
             out.push(self.forged_status());
         }
-        match &frame.wire {
-            Wire::Status { .. } => {
-                if !self.behaviours.forge_status {
-                    out.push(frame.clone());
-                }
-                if self.behaviours.equivocate
-                    && (to == self.swing() || self.equivocation_group().contains(&to))
+        if self.behaviours.equivocate
+            && (to == self.swing() || self.equivocation_group().contains(&to))
+        {
+            for treatment in state.treatments.values().rev().take(REPEATED_PROPOSALS) {
+                if let Treatment::Equivocate {
+                    pre_prepare,
+                    commit,
+                } = treatment
                 {
-                    for treatment in state.treatments.values() {
-                        if let Treatment::Equivocate {
-                            pre_prepare,
-                            commit,
-                        } = treatment
-                        {
-                            out.extend([pre_prepare.clone(), commit.clone()]);
-                        }
-                    }
+                    out.extend([pre_prepare.clone(), commit.clone()]);
                 }
             }
+        }
+        out
+    }
+
+    /// What goes to `to` instead of `frame`.
+    fn rewrite(&self, to: ReplicaId, frame: Frame) -> Vec<Frame> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = Vec::new();
+        if state
+            .last_repeated
+            .get(&to)
+            .is_none_or(|at| at.elapsed() >= REPEAT_EVERY)
+        {
+            state.last_repeated.insert(to, Instant::now());
+            out.extend(self.repeated(&state, to));
+        }
+        match &frame.wire {
+            Wire::Status { .. } if self.behaviours.forge_status => {}
             Wire::Blocks(_) if self.behaviours.forge_status => {}
             Wire::Consensus(signed) if signed.from == self.id => {
                 out.extend(self.rewrite_consensus(&mut state, to, &frame, &signed.message));
