@@ -17,6 +17,19 @@ fn bench_merkle(c: &mut Criterion) {
     let mut g = c.benchmark_group("merkle");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("root of 1000 tx ids", |b| b.iter(|| merkle::root(&leaves)));
+    // What each replica computes per pre-prepare and per commit: every entry's bytes hashed,
+    // then the Merkle root over those hashes.
+    let net = TestNet::new(4);
+    let proposal = pbft::Proposal {
+        seq: 1,
+        view: 0,
+        proposer: 0,
+        prev: net.genesis.hash(),
+        requests: (0..1000).map(|i| net.sample_tx(i).to_request()).collect(),
+    };
+    g.bench_function("digest of a 1000-entry proposal", |b| {
+        b.iter(|| ledger::proposal_digest(&proposal))
+    });
     let tree = merkle::MerkleTree::new(&leaves);
     let proof = tree.prove(617).expect("in range");
     let root = tree.root();
@@ -54,8 +67,13 @@ fn bench_signatures(c: &mut Criterion) {
                 .all(|t| t.verify(&keys[t.validator as usize]).is_ok())
         })
     });
-    g.bench_function("batch-verify 1000 transactions", |b| {
-        b.iter(|| crypto::verify_transactions(&keys, &txs).is_ok())
+    let requests: Vec<_> = txs.iter().map(SignedTransaction::to_request).collect();
+    g.bench_function("decode and batch-verify 1000 entries", |b| {
+        b.iter(|| {
+            crypto::check_entries(&keys, &requests)
+                .iter()
+                .all(Result::is_ok)
+        })
     });
     g.finish();
 }
@@ -85,8 +103,9 @@ fn bench_append(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let block = make_block(store.head());
+                let checked = net.check(&block);
                 let started = Instant::now();
-                store.append_block(&block).expect("append");
+                store.append_block(&block, &checked).expect("append");
                 total += started.elapsed();
             }
             total
@@ -104,7 +123,7 @@ fn bench_verify_chain(c: &mut Criterion) {
     {
         let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
         for block in net.chain(BLOCKS, TXS) {
-            store.append_block(&block).expect("append");
+            net.append(&mut store, &block).expect("append");
         }
     }
     let mut g = c.benchmark_group("verify");

@@ -1,20 +1,50 @@
-//! Blocks: a header that is hashed, the transactions it commits to, and the commit certificate.
+//! Blocks: a header that is hashed, the entries it commits to, and the commit certificate.
 //!
 //! PBFT sequence number `s` holds the block at height `s`, and the PBFT digest of a proposal is
 //! the hash of the block it becomes (docs/ARCHITECTURE.md, "One digest"). [`BlockHeader::build`]
-//! is the one function that makes a header, from a proposal ([`proposal_digest`]) and from a
-//! committed proposal ([`Block::from_committed`]) alike, so the two cannot drift apart.
-use borsh::{BorshDeserialize, BorshSerialize};
+//! is the one function that makes a header, from a proposal ([`proposal_digest`]), from a
+//! committed proposal ([`Block::from_committed`]), and to check a block on append and on
+//! verification, so none of them can drift apart.
+//!
+//! A block's entries are the requests exactly as consensus ordered them: id, timestamp and
+//! payload bytes. The Merkle root is over [`entry_hash`]es, which cover all three, so the block
+//! hash (and so the digest replicas prepare and commit) binds every byte of every payload,
+//! signatures included: a certificate for one digest cannot be carried into a view change with
+//! other bytes (issue 8, finding 1). Whether an entry's payload is a valid transaction is the
+//! state machine's verdict ([`crate::tx::Checked`]), not a property of the block: an invalid
+//! entry is kept and rejected, so the hash chain stays intact.
+use std::sync::Arc;
 
-use crate::tx::SignedTransaction;
+use borsh::{BorshDeserialize, BorshSerialize};
+use sha2::{Digest, Sha256};
+
 use crate::{Error, Hash, Result, merkle};
+
+/// A block entry: a request as consensus ordered it.
+pub type Entry = pbft::Request;
+
+/// Domain tag of an entry hash, so that it can be taken for no other hash (a transaction id is
+/// SHA-256 of borsh bytes that never start with it).
+const ENTRY_TAG: &[u8] = b"medchain/entry/v1";
+
+/// The Merkle leaf of an entry: `SHA-256(tag || id || timestamp_ms (LE) || payload)`. The id
+/// and timestamp have fixed sizes, so the payload is the rest and the encoding is unambiguous.
+/// For a valid transaction it is [`crate::SignedTransaction::entry_hash`].
+pub fn entry_hash(entry: &Entry) -> Hash {
+    let mut h = Sha256::new();
+    h.update(ENTRY_TAG);
+    h.update(entry.id);
+    h.update(entry.timestamp_ms.to_le_bytes());
+    h.update(&entry.payload[..]);
+    h.finalize().into()
+}
 
 /// Everything a block hash covers. The certificate is outside: it signs this hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct BlockHeader {
     pub height: u64,
     pub prev_hash: Hash,
-    /// The latest timestamp of the block's transactions (0 for an empty block): a pure function
+    /// The latest timestamp of the block's entries (0 for an empty block): a pure function
     /// of the proposal, so every replica computes the same digest without reading a clock.
     pub timestamp_ms: u64,
     /// The view in which the block was first proposed.
@@ -22,26 +52,26 @@ pub struct BlockHeader {
     /// The PBFT sequence number; always equal to `height`, kept so a header says both.
     pub seq: u64,
     pub proposer: u32,
-    /// RFC 6962 root over the transaction ids, in block order.
+    /// RFC 6962 root over the [`entry_hash`]es, in block order.
     pub merkle_root: Hash,
 }
 
 impl BlockHeader {
-    /// The header of the block at `height` holding transactions with these `(id, timestamp_ms)`,
-    /// in order. The only place a non-genesis header is made.
-    pub fn build(
+    /// The header of the block at `height` holding `entries`, in order. The only place a
+    /// non-genesis header is made.
+    pub fn build<'a>(
         height: u64,
         view: u64,
         proposer: u32,
         prev_hash: Hash,
-        transactions: impl IntoIterator<Item = (Hash, u64)>,
+        entries: impl IntoIterator<Item = &'a Entry>,
     ) -> Self {
         let mut timestamp_ms = 0;
-        let ids = transactions.into_iter().map(|(id, ts)| {
-            timestamp_ms = timestamp_ms.max(ts);
-            id
+        let leaves = entries.into_iter().map(|entry| {
+            timestamp_ms = timestamp_ms.max(entry.timestamp_ms);
+            entry_hash(entry)
         });
-        let merkle_root = merkle::root_from_iter(ids.collect::<Vec<_>>());
+        let merkle_root = merkle::root_from_iter(leaves.collect::<Vec<_>>());
         BlockHeader {
             height,
             prev_hash,
@@ -55,12 +85,18 @@ impl BlockHeader {
 
     /// The header a proposal becomes.
     pub fn from_proposal(p: &pbft::Proposal) -> Self {
+        BlockHeader::build(p.seq, p.view, p.proposer, p.prev, &p.requests)
+    }
+
+    /// The header that `entries` give this header's height, view, proposer and previous hash:
+    /// equal to `self` exactly when its Merkle root and timestamp are those of `entries`.
+    pub fn rebuilt<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) -> Self {
         BlockHeader::build(
-            p.seq,
-            p.view,
-            p.proposer,
-            p.prev,
-            p.requests.iter().map(|r| (r.id, r.timestamp_ms)),
+            self.height,
+            self.view,
+            self.proposer,
+            self.prev_hash,
+            entries,
         )
     }
 
@@ -111,7 +147,8 @@ impl Certificate {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Block {
     pub header: BlockHeader,
-    pub transactions: Vec<SignedTransaction>,
+    /// The requests exactly as consensus ordered them, valid transactions or not.
+    pub entries: Vec<Entry>,
     pub certificate: Certificate,
 }
 
@@ -124,10 +161,10 @@ impl Block {
         self.header.height
     }
 
-    /// The block a committed proposal becomes. Decodes every request (refusing a payload whose
-    /// id is not its request's) and refuses a committed digest that is not this block's hash.
-    /// Signatures are not checked here: the node checked transactions before pre-preparing and
-    /// commit signatures on receipt; [`crate::verify`] checks both again from the store.
+    /// The block a committed proposal becomes, refusing a committed digest that is not this
+    /// block's hash. Nothing is decoded: what each entry carries is decided by
+    /// [`crate::crypto::check_entries`] (or by the node, which checked the requests as they
+    /// arrived), and an entry that is no valid transaction is rejected, not refused.
     pub fn from_committed(committed: pbft::Committed) -> Result<Block> {
         let header = BlockHeader::from_proposal(&committed.proposal);
         let hash = header.hash();
@@ -137,15 +174,13 @@ impl Block {
                 actual: hex::encode(hash),
             });
         }
-        let transactions = committed
-            .proposal
-            .requests
-            .iter()
-            .map(SignedTransaction::from_request)
-            .collect::<Result<Vec<_>>>()?;
+        let entries = match Arc::try_unwrap(committed.proposal) {
+            Ok(proposal) => proposal.requests,
+            Err(shared) => shared.requests.clone(),
+        };
         Ok(Block {
             header,
-            transactions,
+            entries,
             certificate: Certificate {
                 view: committed.commit_view,
                 signatures: committed
@@ -157,24 +192,16 @@ impl Block {
         })
     }
 
-    /// The Merkle root over this block's transactions, as its header should state it.
-    pub fn computed_merkle_root(&self) -> Hash {
-        merkle::root_from_iter(
-            self.transactions
-                .iter()
-                .map(SignedTransaction::id)
-                .collect::<Vec<_>>(),
-        )
+    /// The block's entry ids (the request ids consensus deduplicates by), in order.
+    pub fn ids(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.entries.iter().map(|e| e.id)
     }
 
-    /// An inclusion proof of transaction `index`, checkable against `header.merkle_root`.
+    /// An inclusion proof of entry `index`, checkable with its [`entry_hash`] against
+    /// `header.merkle_root`.
     pub fn prove(&self, index: usize) -> Option<merkle::Proof> {
-        let ids: Vec<Hash> = self
-            .transactions
-            .iter()
-            .map(SignedTransaction::id)
-            .collect();
-        merkle::MerkleTree::new(&ids).prove(index)
+        let leaves: Vec<Hash> = self.entries.iter().map(entry_hash).collect();
+        merkle::MerkleTree::new(&leaves).prove(index)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -196,7 +223,7 @@ mod tests {
     use ed25519_dalek::SigningKey;
 
     use super::*;
-    use crate::tx::Transaction;
+    use crate::tx::{SignedTransaction, Transaction};
 
     fn tx(i: u64) -> SignedTransaction {
         SignedTransaction::sign(
@@ -240,7 +267,7 @@ mod tests {
             assert_eq!(block.header.seq, 3);
             assert_eq!(block.header.view, 1);
             assert_eq!(block.header.prev_hash, [9; 32]);
-            assert_eq!(block.header.merkle_root, block.computed_merkle_root());
+            assert_eq!(block.header, block.header.rebuilt(&block.entries));
             let expected_ts = (0..n).map(|i| tx(i).timestamp_ms).max().unwrap_or(0);
             assert_eq!(block.header.timestamp_ms, expected_ts);
             assert_eq!(block.certificate.view, 2);
@@ -257,6 +284,26 @@ mod tests {
                 block.certificate
             );
         }
+    }
+
+    /// Issue 8, finding 1: a view-change certificate could carry the agreed ids and digest with
+    /// other payload bytes. The digest must change with any byte of any payload, the signature
+    /// bytes included.
+    #[test]
+    fn finding_1_substituted_payload_changes_digest() {
+        let p = proposal(3);
+        let digest = proposal_digest(&p);
+        let len = p.requests[1].payload.len();
+        for offset in [0, len / 2, len - 64, len - 1] {
+            let mut substituted = p.clone();
+            let mut bytes = substituted.requests[1].payload.to_vec();
+            bytes[offset] ^= 1;
+            substituted.requests[1].payload = Arc::from(bytes);
+            assert_ne!(proposal_digest(&substituted), digest, "byte {offset}");
+        }
+        let mut garbage = p.clone();
+        garbage.requests[2].payload = Arc::from(&b"garbage"[..]);
+        assert_ne!(proposal_digest(&garbage), digest);
     }
 
     #[test]
@@ -316,8 +363,14 @@ mod tests {
         .expect("builds");
         for i in 0..7 {
             let proof = block.prove(i).expect("in range");
-            let id = block.transactions[i].id();
-            assert!(merkle::verify(&block.header.merkle_root, &id, &proof));
+            let leaf = entry_hash(&block.entries[i]);
+            assert!(merkle::verify(&block.header.merkle_root, &leaf, &proof));
+            assert_eq!(tx(i as u64).entry_hash(), leaf);
+            assert!(!merkle::verify(
+                &block.header.merkle_root,
+                &block.entries[i].id,
+                &proof
+            ));
         }
     }
 }

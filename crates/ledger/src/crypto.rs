@@ -13,20 +13,18 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::rngs::OsRng;
 
 use crate::block::Certificate;
-use crate::tx::{self, SignedTransaction};
+use crate::tx::{self, Checked, Invalid, SignedTransaction};
 use crate::{CertError, Error, Hash, Result};
 
-/// The number of faulty validators `n` validators tolerate: `f = (n - 1) / 3`.
+/// The number of faulty validators `n` validators tolerate, and the signers a commit certificate
+/// needs: pbft's one quorum rule ([`pbft::quorum`]), taken over validator-list lengths.
 pub fn max_faulty(n: usize) -> usize {
-    n.saturating_sub(1) / 3
+    pbft::max_faulty(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
-/// The number of distinct validators a commit certificate needs: `floor((n + f) / 2) + 1`, the
-/// same quorum as pbft's, so that any two quorums intersect in at least `f + 1` validators (one
-/// of them honest). It is `2f + 1` when `n = 3f + 1`; for other `n`, `2f + 1` would be unsafe
-/// (with `n = 5`, two sets of 3 meet in one validator, who may be the faulty one).
+/// See [`max_faulty`]: `2f + 1` when `n = 3f + 1`, and any two quorums share `f + 1` validators.
 pub fn quorum(n: usize) -> usize {
-    (n + max_faulty(n)) / 2 + 1
+    pbft::quorum(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// A fresh validator key from the operating system's random source.
@@ -201,57 +199,76 @@ pub(crate) fn check_batch(
     messages: &[&[u8]],
     items: &[(VerifyingKey, Signature)],
 ) -> Result<(), usize> {
+    match bad_signatures(messages, items).first() {
+        Some(&i) => Err(i),
+        None => Ok(()),
+    }
+}
+
+/// The indices of the signatures that do not verify: none if the batch verifies, else each
+/// checked alone with `verify_strict`, whose verdict is the rule. (A batch can only fail if some
+/// signature alone fails: each one satisfying the verification equation makes any linear
+/// combination of them satisfy it.)
+fn bad_signatures(messages: &[&[u8]], items: &[(VerifyingKey, Signature)]) -> Vec<usize> {
     if items.is_empty() {
-        return Ok(());
+        return Vec::new();
     }
     let keys: Vec<VerifyingKey> = items.iter().map(|(k, _)| *k).collect();
     let sigs: Vec<Signature> = items.iter().map(|(_, s)| *s).collect();
     if ed25519_dalek::verify_batch(messages, &sigs, &keys).is_ok() {
-        return Ok(());
+        return Vec::new();
     }
-    for (i, ((key, sig), msg)) in items.iter().zip(messages).enumerate() {
-        if key.verify_strict(msg, sig).is_err() {
-            return Err(i);
+    items
+        .iter()
+        .zip(messages)
+        .enumerate()
+        .filter(|(_, ((key, sig), msg))| key.verify_strict(msg, sig).is_err())
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// What each of `entries` carries ([`Checked`]): each is decoded (its id and timestamp must be
+/// its request's) and the signatures of those that decode are checked in one batch. The verdict
+/// of every entry depends on its bytes and `validators` alone, never on the others in the call.
+pub fn check_entries<'a>(
+    validators: &[VerifyingKey],
+    entries: impl IntoIterator<Item = &'a pbft::Request>,
+) -> Vec<Checked> {
+    let entries: Vec<&pbft::Request> = entries.into_iter().collect();
+    let mut checked: Vec<Checked> = entries
+        .iter()
+        .map(|entry| SignedTransaction::from_request(entry))
+        .collect();
+    check_signatures(validators, entries.iter().map(|e| &e.id), &mut checked);
+    checked
+}
+
+/// Checks, in one batch, the signatures of the transactions decoded in `checked` (entries with
+/// ids `ids`, as [`SignedTransaction::from_request`] decoded them): each whose validator is not
+/// in `validators`, or whose signature does not verify, becomes invalid.
+pub fn check_signatures<'a>(
+    validators: &[VerifyingKey],
+    ids: impl IntoIterator<Item = &'a Hash>,
+    checked: &mut [Checked],
+) {
+    let mut messages = Vec::new();
+    let mut items = Vec::new();
+    let mut owners = Vec::new();
+    for (index, (id, verdict)) in ids.into_iter().zip(checked.iter_mut()).enumerate() {
+        let Ok(t) = verdict else { continue };
+        match validators.get(t.validator as usize) {
+            Some(key) => {
+                messages.push(tx::signing_bytes(id));
+                items.push((*key, Signature::from_bytes(&t.signature)));
+                owners.push(index);
+            }
+            None => *verdict = Err(Invalid::UnknownValidator),
         }
     }
-    // The batch failed but each signature alone verifies (possible only for crafted
-    // signatures with small-order components): refuse, pointing at the first.
-    Err(0)
-}
-
-/// The messages and keys for checking `txs`' signatures, refusing an unknown validator.
-pub(crate) fn transaction_items(
-    validators: &[VerifyingKey],
-    txs: &[SignedTransaction],
-    ids: &[Hash],
-) -> Result<(Vec<Vec<u8>>, Vec<SignatureItem>)> {
-    let mut messages = Vec::with_capacity(txs.len());
-    let mut items = Vec::with_capacity(txs.len());
-    for (index, (tx, id)) in txs.iter().zip(ids).enumerate() {
-        let key = validators
-            .get(tx.validator as usize)
-            .ok_or_else(|| Error::BadTransaction {
-                index,
-                id: hex::encode(id),
-                reason: format!("validator {} is not in the genesis set", tx.validator),
-            })?;
-        messages.push(tx::signing_bytes(id));
-        items.push((*key, Signature::from_bytes(&tx.signature)));
-    }
-    Ok((messages, items))
-}
-
-/// Verifies every transaction's signature by its accepting validator in one batch; on failure,
-/// names the first bad transaction.
-pub fn verify_transactions(validators: &[VerifyingKey], txs: &[SignedTransaction]) -> Result<()> {
-    let ids: Vec<Hash> = txs.iter().map(SignedTransaction::id).collect();
-    let (messages, items) = transaction_items(validators, txs, &ids)?;
     let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    check_batch(&refs, &items).map_err(|index| Error::BadTransaction {
-        index,
-        id: hex::encode(ids[index]),
-        reason: "signature does not verify".into(),
-    })
+    for bad in bad_signatures(&refs, &items) {
+        checked[owners[bad]] = Err(Invalid::BadSignature);
+    }
 }
 
 /// Writes a secret key as hex to a new file readable only by its owner (mode 0600), refusing to
@@ -315,23 +332,9 @@ mod tests {
     }
 
     #[test]
-    fn quorum_is_2f_plus_1_when_n_is_3f_plus_1_and_always_intersects_in_f_plus_1() {
-        assert_eq!(quorum(1), 1);
-        assert_eq!(quorum(4), 3);
-        assert_eq!(quorum(5), 4);
-        assert_eq!(quorum(6), 4);
-        assert_eq!(quorum(7), 5);
-        assert_eq!(quorum(10), 7);
-        for n in 1..=100 {
-            let f = max_faulty(n);
-            if n == 3 * f + 1 {
-                assert_eq!(quorum(n), 2 * f + 1, "n = {n}");
-            }
-            assert!(2 * quorum(n) > n + f, "n = {n}: quorums must share f + 1");
-            assert!(
-                quorum(n) <= n - f,
-                "n = {n}: a quorum must be reachable without the faulty"
-            );
+    fn quorum_is_pbfts() {
+        for n in 1..=20 {
+            assert_eq!(quorum(n), pbft::quorum(n as u32), "n = {n}");
         }
     }
 
@@ -429,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn batch_verification_finds_the_bad_transaction() {
+    fn entry_check_names_every_bad_transaction() {
         let (sk, vk) = keys(4);
         let mut txs: Vec<SignedTransaction> = (0..50u32)
             .map(|i| {
@@ -446,22 +449,42 @@ mod tests {
                 )
             })
             .collect();
-        verify_transactions(&vk, &txs).expect("all valid");
+        let requests = |txs: &[SignedTransaction]| -> Vec<pbft::Request> {
+            txs.iter().map(SignedTransaction::to_request).collect()
+        };
+        let verdicts = check_entries(&vk, &requests(&txs));
+        assert!(verdicts.iter().zip(&txs).all(|(v, t)| v.as_ref() == Ok(t)));
+
         txs[37].signature[10] ^= 0x40;
-        match verify_transactions(&vk, &txs) {
-            Err(Error::BadTransaction { index, .. }) => assert_eq!(index, 37),
-            other => panic!("expected transaction 37 named, got {other:?}"),
-        }
-        txs[37].signature[10] ^= 0x40;
+        txs[41].signature[0] ^= 0x01;
         txs[12].validator = 9;
-        match verify_transactions(&vk, &txs) {
-            Err(Error::BadTransaction { index, reason, .. }) => {
-                assert_eq!(index, 12);
-                assert!(reason.contains("not in the genesis set"), "{reason}");
-            }
-            other => panic!("expected transaction 12 named, got {other:?}"),
-        }
-        verify_transactions(&vk, &[]).expect("nothing to check");
+        let mut entries = requests(&txs);
+        entries[3].payload = std::sync::Arc::from(&b"garbage"[..]);
+        entries[5].timestamp_ms += 1;
+        entries[6].id[0] ^= 1;
+        let verdicts = check_entries(&vk, &entries);
+        let invalid: Vec<(usize, Invalid)> = verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().err().map(|e| (i, *e)))
+            .collect();
+        assert_eq!(
+            invalid,
+            [
+                (3, Invalid::Undecodable),
+                (5, Invalid::TimestampMismatch),
+                (6, Invalid::IdMismatch),
+                (12, Invalid::UnknownValidator),
+                (37, Invalid::BadSignature),
+                (41, Invalid::BadSignature),
+            ]
+        );
+        // A verdict does not depend on the company an entry keeps.
+        assert_eq!(
+            check_entries(&vk, &entries[37..38]),
+            [Err(Invalid::BadSignature)]
+        );
+        assert!(check_entries(&vk, &[]).is_empty());
     }
 
     #[test]

@@ -12,13 +12,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A pbft request whose payload is a transaction with a different id or timestamp: the
-    /// request would be ordered under one identity and applied under another.
-    #[error("request {request} carries transaction {payload} ({what} differs)")]
-    RequestMismatch {
-        request: String,
-        payload: String,
-        what: &'static str,
+    /// A request that carries no valid transaction (refused at the edge; in a committed block
+    /// the same verdict rejects the entry instead).
+    #[error("request {id}: {invalid}")]
+    InvalidRequest {
+        id: String,
+        invalid: crate::tx::Invalid,
     },
     /// A committed proposal whose digest is not the hash of the block built from it.
     #[error("committed digest {expected} is not the block hash {actual}")]
@@ -61,6 +60,19 @@ pub enum Error {
         path: PathBuf,
         found: i64,
         supported: i64,
+    },
+    /// The store holds a chain of an older format than this program reads: not tampered, but
+    /// unreadable, and no migration can re-sign its blocks.
+    #[error(
+        "{path} has format {found}; this medchain needs format {needed}: the chain format changed \
+         before the first deployment (block hashes now cover every byte of every transaction); \
+         run `medchain init --force` again to start a new chain",
+        path = .path.display()
+    )]
+    FormatTooOld {
+        path: PathBuf,
+        found: i64,
+        needed: i64,
     },
     /// Verification found the chain in `path` wrong at `height`.
     #[error("{path}: block {height}: {fault}", path = .path.display())]

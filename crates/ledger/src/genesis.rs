@@ -111,7 +111,7 @@ impl Genesis {
         };
         let block = Block {
             header,
-            transactions: Vec::new(),
+            entries: Vec::new(),
             certificate: Certificate::default(),
         };
         let hash = header.hash();
@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(again.hash(), g.hash());
         assert_eq!(g.block().hash(), g.hash());
         assert_eq!(g.block().header.height, 0);
-        assert!(g.block().transactions.is_empty());
+        assert!(g.block().entries.is_empty());
         assert!(g.block().certificate.signatures.is_empty());
         assert_eq!(g.quorum(), 3);
         assert_eq!(g.index_of("v2"), Some(2));

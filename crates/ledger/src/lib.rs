@@ -19,15 +19,15 @@ pub mod testkit;
 pub mod tx;
 pub mod verify;
 
-pub use block::{Block, BlockHeader, Certificate, proposal_digest};
+pub use block::{Block, BlockHeader, Certificate, Entry, entry_hash, proposal_digest};
 pub use error::{CertError, Error, Fault, Result};
 pub use genesis::{Genesis, ValidatorInfo};
 pub use init::{init_network, validator_names};
 pub use store::{
-    AccessRow, Applied, BlockSummary, CommittedTx, ConsentRow, OpenOptions, Reader, RecordRow,
-    Store, TxStatus,
+    AccessRow, Applied, BlockSummary, CommittedTx, ConsentRow, INVALID_KIND, OpenOptions, Reader,
+    RecordRow, Store, TxStatus,
 };
-pub use tx::{SignedTransaction, Transaction};
+pub use tx::{Checked, Invalid, SignedTransaction, Transaction};
 
 /// A SHA-256 digest: transaction ids, block hashes, Merkle roots, consent hashes.
 pub type Hash = [u8; 32];

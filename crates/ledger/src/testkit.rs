@@ -7,10 +7,10 @@ use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 
-use crate::block::{Block, BlockHeader, Certificate};
+use crate::block::{Block, BlockHeader, Certificate, Entry};
 use crate::genesis::{Genesis, ValidatorInfo};
-use crate::store::{OpenOptions, Store};
-use crate::tx::{SignedTransaction, Transaction};
+use crate::store::{Applied, OpenOptions, Store};
+use crate::tx::{Checked, SignedTransaction, Transaction};
 use crate::{Hash, Result, crypto, sha256};
 
 /// The creation time of every test genesis (2023-11-14).
@@ -134,19 +134,35 @@ impl TestNet {
     /// The block after `(height, hash)` holding `transactions`, proposed in view 0 by the
     /// primary of view 0 and certified by a quorum.
     pub fn next_block(&self, prev: (u64, Hash), transactions: Vec<SignedTransaction>) -> Block {
-        let header = BlockHeader::build(
-            prev.0 + 1,
-            0,
-            0,
-            prev.1,
-            transactions.iter().map(|t| (t.id(), t.timestamp_ms)),
-        );
+        self.block_of_entries(
+            prev,
+            transactions
+                .iter()
+                .map(SignedTransaction::to_request)
+                .collect(),
+        )
+    }
+
+    /// The block after `(height, hash)` holding `entries` as they are (valid transactions or
+    /// not), proposed in view 0 by the primary of view 0 and certified by a quorum.
+    pub fn block_of_entries(&self, prev: (u64, Hash), entries: Vec<Entry>) -> Block {
+        let header = BlockHeader::build(prev.0 + 1, 0, 0, prev.1, &entries);
         let certificate = self.certify(&header, 0);
         Block {
             header,
-            transactions,
+            entries,
             certificate,
         }
+    }
+
+    /// What each entry of `block` carries, as a node decides it before appending.
+    pub fn check(&self, block: &Block) -> Vec<Checked> {
+        crypto::check_entries(self.genesis.keys(), &block.entries)
+    }
+
+    /// Appends `block` to `store` with the verdicts [`TestNet::check`] gives.
+    pub fn append(&self, store: &mut Store, block: &Block) -> Result<Applied> {
+        store.append_block(block, &self.check(block))
     }
 
     /// `blocks` blocks after genesis (heights 1..=blocks) of `txs_per_block` sample transactions.
@@ -173,7 +189,7 @@ impl TestNet {
             .into_iter()
             .skip(head as usize)
         {
-            store.append_block(&block)?;
+            self.append(&mut store, &block)?;
         }
         Ok(store)
     }

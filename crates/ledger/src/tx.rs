@@ -127,7 +127,7 @@ impl SignedTransaction {
     }
 
     /// Checks the signature against the accepting validator's key. Checking many at once is
-    /// [`crate::crypto::verify_transactions`], which batches.
+    /// [`crate::crypto::check_entries`], which batches.
     pub fn verify(&self, key: &VerifyingKey) -> Result<()> {
         let id = self.id();
         let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
@@ -151,6 +151,13 @@ impl SignedTransaction {
         })
     }
 
+    /// The Merkle leaf of this transaction in a block: [`crate::block::entry_hash`] of
+    /// [`SignedTransaction::to_request`], so a client holding the transaction can check an
+    /// inclusion proof.
+    pub fn entry_hash(&self) -> Hash {
+        crate::block::entry_hash(&self.to_request())
+    }
+
     /// The pbft request that orders this transaction: its id, timestamp and canonical bytes.
     pub fn to_request(&self) -> pbft::Request {
         pbft::Request {
@@ -162,24 +169,77 @@ impl SignedTransaction {
 
     /// Decodes a request's payload, refusing one whose transaction has another id or timestamp
     /// than the request: consensus orders and deduplicates by the request's fields, the block is
-    /// built from the transaction's, and the two must be the same.
-    pub fn from_request(request: &pbft::Request) -> Result<Self> {
-        let tx = SignedTransaction::from_bytes(&request.payload)?;
-        let id = tx.id();
-        let mismatch = |what| Error::RequestMismatch {
-            request: hex::encode(request.id),
-            payload: hex::encode(id),
-            what,
-        };
-        if id != request.id {
-            return Err(mismatch("id"));
+    /// built from the transaction's, and the two must be the same. The signature is not checked
+    /// here ([`crate::crypto::check_entries`] checks many at once).
+    pub fn from_request(request: &pbft::Request) -> Result<Self, Invalid> {
+        let tx =
+            SignedTransaction::from_bytes(&request.payload).map_err(|_| Invalid::Undecodable)?;
+        if tx.id() != request.id {
+            return Err(Invalid::IdMismatch);
         }
         if tx.timestamp_ms != request.timestamp_ms {
-            return Err(mismatch("timestamp"));
+            return Err(Invalid::TimestampMismatch);
         }
         Ok(tx)
     }
 }
+
+/// Why a block entry carries no transaction that may be applied. The verdict is a pure function
+/// of the entry's bytes and the genesis keys, so every replica (and `medchain verify`) derives
+/// the same one; [`Invalid::reason`] is what the store keeps in the entry's `rejected` column.
+///
+/// Correct replicas check every request before they pre-prepare or accept it, so an invalid
+/// entry commits only if more than f validators are faulty; it is then rejected like a
+/// duplicate, not a reason for a replica to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// The payload is not the borsh of a signed transaction.
+    Undecodable,
+    /// The payload's transaction has another id than the request that ordered it.
+    IdMismatch,
+    /// The payload's transaction has another timestamp than the request that ordered it.
+    TimestampMismatch,
+    /// The accepting validator is not in the genesis set.
+    UnknownValidator,
+    /// The accepting validator's signature does not verify (`verify_strict`).
+    BadSignature,
+}
+
+impl Invalid {
+    pub const ALL: [Invalid; 5] = [
+        Invalid::Undecodable,
+        Invalid::IdMismatch,
+        Invalid::TimestampMismatch,
+        Invalid::UnknownValidator,
+        Invalid::BadSignature,
+    ];
+
+    /// The rejection reason stored with the entry.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Invalid::Undecodable => "invalid: payload does not decode as a signed transaction",
+            Invalid::IdMismatch => "invalid: payload's transaction id is not the request's",
+            Invalid::TimestampMismatch => "invalid: payload's timestamp is not the request's",
+            Invalid::UnknownValidator => "invalid: accepting validator is not in the genesis set",
+            Invalid::BadSignature => "invalid: signature does not verify",
+        }
+    }
+
+    /// The verdict a stored reason names, if it names one.
+    pub fn from_reason(reason: &str) -> Option<Invalid> {
+        Invalid::ALL.into_iter().find(|i| i.reason() == reason)
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// A block entry as the state machine takes it: the transaction it carries (decoded, its id and
+/// timestamp the request's, its signature checked), or why it carries none.
+pub type Checked = std::result::Result<SignedTransaction, Invalid>;
 
 /// The bytes a validator signs for a transaction with id `id`.
 pub fn signing_bytes(id: &Hash) -> Vec<u8> {
@@ -287,24 +347,25 @@ mod tests {
         let tx = SignedTransaction::sign(samples().remove(1), 5, [0; 16], 0, &key());
         let mut request = tx.to_request();
         request.id[0] ^= 1;
-        assert!(matches!(
+        assert_eq!(
             SignedTransaction::from_request(&request),
-            Err(Error::RequestMismatch { what: "id", .. })
-        ));
+            Err(Invalid::IdMismatch)
+        );
         let mut request = tx.to_request();
         request.timestamp_ms += 1;
-        assert!(matches!(
+        assert_eq!(
             SignedTransaction::from_request(&request),
-            Err(Error::RequestMismatch {
-                what: "timestamp",
-                ..
-            })
-        ));
+            Err(Invalid::TimestampMismatch)
+        );
         let mut request = tx.to_request();
         request.payload = Arc::from(&request.payload[..10]);
-        assert!(matches!(
+        assert_eq!(
             SignedTransaction::from_request(&request),
-            Err(Error::Decode { .. })
-        ));
+            Err(Invalid::Undecodable)
+        );
+        for invalid in Invalid::ALL {
+            assert_eq!(Invalid::from_reason(invalid.reason()), Some(invalid));
+        }
+        assert_eq!(Invalid::from_reason(crate::store::DUPLICATE), None);
     }
 }

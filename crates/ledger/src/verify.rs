@@ -3,10 +3,13 @@
 //! For each block in height order: the stored bytes decode; the header's hash is the stored hash;
 //! heights are consecutive and `seq` equals the height; each block's `prev_hash` is the hash of
 //! the block before; the genesis block is exactly the one `genesis.toml` derives; the Merkle root
-//! and timestamp match the transactions; every transaction's signature verifies under its
-//! validator's genesis key; the commit certificate holds a quorum (2f+1 when n = 3f+1) of distinct genesis validators' valid
-//! signatures over the block hash; and replaying the state machine gives the stored verdicts and
-//! the stored derived tables (records, consents, accesses).
+//! and timestamp match the entries (so every byte of an entry's id, timestamp and payload is
+//! covered by the block hash); the commit certificate holds a quorum (2f+1 when n = 3f+1) of
+//! distinct genesis validators' valid signatures over the block hash; and replaying the state
+//! machine gives the stored verdicts and the stored derived tables (records, consents,
+//! accesses). The replay derives each entry's verdict from its bytes again: an entry stored as
+//! a transaction must decode as its request's and its signature must verify under its
+//! validator's genesis key; an entry stored as invalid must be invalid for the stored reason.
 //!
 //! Signatures are checked in batches that span blocks (much faster than one by one); when a batch
 //! fails, the signatures are checked singly to name the first bad one, and any pending batch is
@@ -16,12 +19,12 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signature, VerifyingKey};
 use rusqlite::Connection;
 
-use crate::block::{BlockHeader, Certificate};
+use crate::block::{BlockHeader, Certificate, Entry};
 use crate::crypto::{self, SignatureItem};
 use crate::genesis::Genesis;
 use crate::store::state::Replay;
-use crate::tx::{self, SignedTransaction};
-use crate::{Block, Error, Fault, Hash, Result, merkle, short_hex};
+use crate::tx::{self, Checked, Invalid, SignedTransaction};
+use crate::{Block, Error, Fault, Hash, Result, short_hex};
 
 /// How far verification has come, for a progress bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +84,8 @@ impl Pending {
                 height,
                 Fault::Transaction {
                     index,
-                    reason: "signature does not verify".into(),
+                    reason: "stored as a valid transaction, but its signature does not verify"
+                        .into(),
                 },
             )),
             Some((height, Owner::Certificate(signer))) => Err((
@@ -93,18 +97,16 @@ impl Pending {
 }
 
 /// The checks of one non-genesis block that need no other block: `seq`, proposer, Merkle root,
-/// timestamp, certificate signers; its signatures are queued on `pending`.
+/// timestamp, certificate signers; the certificate's signatures are queued on `pending`.
 fn check_contents(
     keys: &[VerifyingKey],
     genesis_hash: &Hash,
     header: &BlockHeader,
-    txs: &[SignedTransaction],
-    ids: &[Hash],
+    entries: &[Entry],
     certificate: &Certificate,
     pending: &mut Pending,
 ) -> Result<(), Fault> {
     let height = header.height;
-    let hash = &header.hash();
     if header.seq != height {
         return Err(Fault::SeqNotHeight {
             seq: header.seq,
@@ -114,68 +116,55 @@ fn check_contents(
     if header.proposer as usize >= keys.len() {
         return Err(Fault::UnknownProposer(header.proposer));
     }
-    let computed = merkle::root(ids);
-    if computed != header.merkle_root {
+    let computed = header.rebuilt(entries);
+    if computed.merkle_root != header.merkle_root {
         return Err(Fault::MerkleRoot {
             in_header: short_hex(&header.merkle_root),
-            computed: short_hex(&computed),
+            computed: short_hex(&computed.merkle_root),
         });
     }
-    let latest = txs.iter().map(|t| t.timestamp_ms).max().unwrap_or(0);
-    if latest != header.timestamp_ms {
+    if computed.timestamp_ms != header.timestamp_ms {
         return Err(Fault::Timestamp {
             in_header: header.timestamp_ms,
-            computed: latest,
+            computed: computed.timestamp_ms,
         });
     }
     let signers = crypto::certificate_items(keys, certificate).map_err(Fault::Certificate)?;
-    for (index, (t, id)) in txs.iter().zip(ids).enumerate() {
-        let key = keys
-            .get(t.validator as usize)
-            .ok_or_else(|| Fault::Transaction {
-                index,
-                reason: format!("validator {} is not in the genesis set", t.validator),
-            })?;
-        pending.push(
-            height,
-            Owner::Transaction(index),
-            tx::signing_bytes(id),
-            (*key, Signature::from_bytes(&t.signature)),
-        );
-    }
-    let message = crypto::certificate_signing_bytes(genesis_hash, certificate.view, height, hash);
+    let message =
+        crypto::certificate_signing_bytes(genesis_hash, certificate.view, height, &header.hash());
     for ((signer, _), item) in certificate.signatures.iter().zip(signers) {
         pending.push(height, Owner::Certificate(*signer), message.clone(), item);
     }
     Ok(())
 }
 
-/// Checks a block received from a peer (state transfer) on its own: Merkle root, timestamp,
-/// transaction signatures and commit certificate. Whether it extends the chain is the caller's
-/// check (its height and `prev_hash` against the head).
-pub fn check_block(keys: &[VerifyingKey], genesis_hash: &Hash, block: &Block) -> Result<()> {
+/// Checks a block received from a peer (state transfer) on its own: Merkle root, timestamp and
+/// commit certificate; returns what each entry carries, for [`crate::Store::append_block`] (an
+/// invalid entry is the state machine's to reject, not a reason to refuse a certified block).
+/// Whether it extends the chain is the caller's check (its height and `prev_hash` against the
+/// head).
+pub fn check_block(
+    keys: &[VerifyingKey],
+    genesis_hash: &Hash,
+    block: &Block,
+) -> Result<Vec<Checked>> {
     let height = block.header.height;
     let invalid = |fault| Error::InvalidBlock { height, fault };
     if height == 0 {
         return Err(invalid(Fault::Genesis));
     }
-    let ids: Vec<Hash> = block
-        .transactions
-        .iter()
-        .map(SignedTransaction::id)
-        .collect();
     let mut pending = Pending::default();
     check_contents(
         keys,
         genesis_hash,
         &block.header,
-        &block.transactions,
-        &ids,
+        &block.entries,
         &block.certificate,
         &mut pending,
     )
     .map_err(invalid)?;
-    pending.settle().map_err(|(_, fault)| invalid(fault))
+    pending.settle().map_err(|(_, fault)| invalid(fault))?;
+    Ok(crypto::check_entries(keys, &block.entries))
 }
 
 /// Verifies the chain in the store at `path` against `genesis`, read-only.
@@ -334,8 +323,7 @@ impl Walk<'_> {
         }
 
         // This block's transaction rows, in order; a stray row is a fault of this block.
-        let mut txs = Vec::new();
-        let mut ids = Vec::new();
+        let mut entries = Vec::new();
         let mut stored = Vec::new();
         loop {
             match tx_rows.peek() {
@@ -346,7 +334,7 @@ impl Walk<'_> {
             let Some(r) = tx_rows.next().transpose()? else {
                 break;
             };
-            let index = txs.len();
+            let index = entries.len();
             if r.height < expected as i64 || r.idx != index as i64 {
                 return Err(Fault::Transaction {
                     index,
@@ -354,35 +342,20 @@ impl Walk<'_> {
                 }
                 .into());
             }
-            let t = SignedTransaction::from_bytes(&r.body).map_err(|e| Fault::Transaction {
+            // A wrong id, timestamp or body changes the entry hash: the Merkle root names it.
+            let id: Hash = r.id.as_slice().try_into().map_err(|_| Fault::Transaction {
                 index,
-                reason: e.to_string(),
+                reason: Fault::Column("id").to_string(),
             })?;
-            let id = t.id();
-            let column = if r.id.as_slice() != id {
-                Some("id")
-            } else if r.kind != t.body.kind() {
-                Some("kind")
-            } else if r.patient_id != t.body.patient_id() {
-                Some("patient_id")
-            } else if r.timestamp_ms != t.timestamp_ms as i64 {
-                Some("timestamp_ms")
-            } else {
-                None
-            };
-            if let Some(column) = column {
-                return Err(Fault::Transaction {
-                    index,
-                    reason: Fault::Column(column).to_string(),
-                }
-                .into());
-            }
-            txs.push(t);
-            ids.push(id);
-            stored.push((r.row, r.rejected));
+            entries.push(Entry {
+                id,
+                timestamp_ms: r.timestamp_ms as u64,
+                payload: r.body.into(),
+            });
+            stored.push((r.row, r.kind, r.patient_id, r.rejected));
         }
         let columns = (
-            txs.len() as i64,
+            entries.len() as i64,
             header.timestamp_ms as i64,
             header.proposer as i64,
             header.view as i64,
@@ -393,7 +366,7 @@ impl Walk<'_> {
 
         if expected == 0 {
             let g = self.genesis.block();
-            if header != g.header || !txs.is_empty() || certificate != g.certificate {
+            if header != g.header || !entries.is_empty() || certificate != g.certificate {
                 return Err(Fault::Genesis.into());
             }
         } else {
@@ -401,15 +374,24 @@ impl Walk<'_> {
                 self.genesis.keys(),
                 &self.genesis.hash(),
                 &header,
-                &txs,
-                &ids,
+                &entries,
                 &certificate,
                 &mut self.pending,
             )?;
         }
 
-        for (index, ((t, id), (row, rejected))) in txs.iter().zip(&ids).zip(&stored).enumerate() {
-            let verdict = self.replay.apply(*row, id, &t.body);
+        for (index, (entry, (row, kind, patient_id, rejected))) in
+            entries.iter().zip(&stored).enumerate()
+        {
+            let content = self.content(expected, index, entry, rejected.as_deref());
+            if (kind.as_str(), patient_id.as_str()) != crate::store::indexed_columns(&content) {
+                return Err(Fault::Transaction {
+                    index,
+                    reason: Fault::Column("kind/patient_id").to_string(),
+                }
+                .into());
+            }
+            let verdict = self.replay.apply(*row, &entry.id, &content);
             if verdict != rejected.as_deref() {
                 return Err(Fault::State(format!(
                     "transaction {index} is stored as {}, the state machine says {}",
@@ -419,9 +401,41 @@ impl Walk<'_> {
                 .into());
             }
         }
-        self.transactions += txs.len() as u64;
+        self.transactions += entries.len() as u64;
         self.prev = hash;
         Ok(())
+    }
+}
+
+impl Walk<'_> {
+    /// What entry `index` of the block at `height` carries, derived from its bytes. Signatures
+    /// are checked in batches that span blocks, so the stored verdict decides which way each is
+    /// confirmed: an entry stored as a bad signature is checked now (and must fail); any other
+    /// is queued and must verify, or the batch names it.
+    fn content(
+        &mut self,
+        height: u64,
+        index: usize,
+        entry: &Entry,
+        rejected: Option<&str>,
+    ) -> Checked {
+        let t = SignedTransaction::from_request(entry)?;
+        let key = *self
+            .genesis
+            .keys()
+            .get(t.validator as usize)
+            .ok_or(Invalid::UnknownValidator)?;
+        let message = tx::signing_bytes(&entry.id);
+        let signature = Signature::from_bytes(&t.signature);
+        if rejected == Some(Invalid::BadSignature.reason()) {
+            if key.verify_strict(&message, &signature).is_err() {
+                return Err(Invalid::BadSignature);
+            }
+        } else {
+            self.pending
+                .push(height, Owner::Transaction(index), message, (key, signature));
+        }
+        Ok(t)
     }
 }
 

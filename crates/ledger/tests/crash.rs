@@ -33,7 +33,7 @@ fn crash_child() {
             .map(|i| net.sample_tx(head * TXS_PER_BLOCK + i))
             .collect();
         let block = net.next_block((head, hash), txs);
-        store.append_block(&block).expect("child appends");
+        net.append(&mut store, &block).expect("child appends");
     }
 }
 

@@ -17,7 +17,7 @@ fn blocks_and_queries_round_trip() {
         let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
         assert_eq!(store.head(), (0, net.genesis.hash()));
         for b in &blocks {
-            let applied = store.append_block(b).expect("append");
+            let applied = net.append(&mut store, b).expect("append");
             assert!(applied.rejected.is_empty(), "{applied:?}");
         }
         assert_eq!(store.head(), (12, blocks[11].hash()));
@@ -57,7 +57,7 @@ fn blocks_and_queries_round_trip() {
     );
 
     assert_eq!(reader.transaction_count().expect("count"), 96);
-    let t = &blocks[4].transactions[3];
+    let t = &net.sample_tx(4 * 8 + 3);
     assert_eq!(
         reader.tx_status(&t.id()).expect("status"),
         TxStatus::Committed {
@@ -81,7 +81,7 @@ fn blocks_and_queries_round_trip() {
     // i % 4 == 0).
     let records = reader.records_by_patient("p001").expect("records");
     assert_eq!(records.len(), 5);
-    let first = &blocks[0].transactions[0];
+    let first = &net.sample_tx(0);
     assert_eq!(records[0].tx_id, first.id());
     assert_eq!(records[0].height, 1);
     assert_eq!(records[0].timestamp_ms, first.timestamp_ms);
@@ -167,14 +167,14 @@ fn the_state_machine_rejects_replays_and_reused_consents_deterministically() {
         store.head(),
         vec![grant(1), used(1), record(1), record(1), record(2)],
     );
-    let applied = store.append_block(&b1).expect("append");
+    let applied = net.append(&mut store, &b1).expect("append");
     assert_eq!(
         applied.rejected,
         vec![(3, DUPLICATE), (4, CONSENT_RECORDED)]
     );
 
     let b2 = net.next_block(store.head(), vec![record(1), grant(2), used(2), record(3)]);
-    let applied = store.append_block(&b2).expect("append");
+    let applied = net.append(&mut store, &b2).expect("append");
     assert_eq!(
         applied.rejected,
         vec![
@@ -220,24 +220,24 @@ fn append_refuses_blocks_that_do_not_extend_the_head() {
     .expect("open");
     let blocks = net.chain(3, 2);
     assert!(matches!(
-        store.append_block(&blocks[1]),
+        net.append(&mut store, &blocks[1]),
         Err(Error::NotNext { height: 2, .. })
     ));
     let mut wrong_prev = blocks[0].clone();
     wrong_prev.header.prev_hash = [1; 32];
     assert!(matches!(
-        store.append_block(&wrong_prev),
+        net.append(&mut store, &wrong_prev),
         Err(Error::NotNext { height: 1, .. })
     ));
     let mut wrong_root = blocks[0].clone();
-    wrong_root.transactions.pop();
+    wrong_root.entries.pop();
     assert!(matches!(
-        store.append_block(&wrong_root),
+        net.append(&mut store, &wrong_root),
         Err(Error::NotNext { height: 1, .. })
     ));
-    store.append_block(&blocks[0]).expect("the right block");
+    net.append(&mut store, &blocks[0]).expect("the right block");
     assert!(matches!(
-        store.append_block(&blocks[0]),
+        net.append(&mut store, &blocks[0]),
         Err(Error::NotNext { height: 1, .. })
     ));
     assert_eq!(store.head().0, 1);
@@ -275,7 +275,7 @@ fn replays_are_found_in_large_blocks_across_lookup_chunks() {
     )
     .expect("open");
     let first = net.next_block(store.head(), (0..300).map(|i| net.sample_tx(i)).collect());
-    store.append_block(&first).expect("append");
+    net.append(&mut store, &first).expect("append");
     // 300 new transactions, with replays of earlier ones at positions in the 1st, 2nd and 3rd
     // lookup chunk, and a replay of one of this block's own.
     let mut txs: Vec<_> = (1000..1300).map(|i| net.sample_tx(i)).collect();
@@ -284,7 +284,7 @@ fn replays_are_found_in_large_blocks_across_lookup_chunks() {
     txs[290] = net.sample_tx(0);
     txs[299] = net.sample_tx(1010);
     let second = net.next_block(store.head(), txs);
-    let applied = store.append_block(&second).expect("append");
+    let applied = net.append(&mut store, &second).expect("append");
     assert_eq!(
         applied.rejected,
         vec![

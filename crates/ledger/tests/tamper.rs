@@ -168,6 +168,22 @@ fn edits_to_columns_and_derived_state_are_named() {
             3,
         ),
         ("UPDATE transactions SET rejected = 'no' WHERE tx = 33", 6),
+        // The entry's timestamp is under the block hash (its Merkle leaf), like its id and body.
+        (
+            "UPDATE transactions SET timestamp_ms = timestamp_ms + 1 WHERE tx = 15",
+            3,
+        ),
+        // A valid transaction cannot be passed off as an invalid entry, nor the reverse.
+        (
+            "UPDATE transactions SET kind = 'invalid', patient_id = '',
+             rejected = 'invalid: signature does not verify' WHERE tx = 40",
+            7,
+        ),
+        (
+            "UPDATE transactions SET rejected = 'invalid: payload does not decode as a signed \
+             transaction' WHERE tx = 45",
+            8,
+        ),
         // Row 1 (block 1) is the record of sample 0 for p001: move it to another patient.
         ("UPDATE records SET patient_id = 'p002' WHERE tx = 1", 1),
         ("DELETE FROM records WHERE tx = 25", 5),
@@ -192,13 +208,13 @@ fn a_certificate_from_too_few_or_foreign_signers_is_named() {
     let path = dir.path().join("chain.db");
     let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
     for b in net.chain(3, 2) {
-        store.append_block(&b).expect("append");
+        net.append(&mut store, &b).expect("append");
     }
     // Block 4 certified by only two validators: the store takes it (certificates are the
     // node's to check), verification does not.
     let mut block = net.next_block(store.head(), vec![net.sample_tx(100)]);
     block.certificate = net.certify_by(&block.header, 0, &[1, 3]);
-    store.append_block(&block).expect("append");
+    net.append(&mut store, &block).expect("append");
     drop(store);
     assert_names(&path, &net, 4, "two signers");
 }
@@ -217,10 +233,10 @@ fn replicas_must_agree_block_by_block() {
     // c forks at height 3: same first two blocks, then other transactions.
     let mut store = Store::open(&c, &net.genesis, OpenOptions::default()).expect("c");
     for block in net.chain(2, 3) {
-        store.append_block(&block).expect("append");
+        net.append(&mut store, &block).expect("append");
     }
     let fork = net.next_block(store.head(), vec![net.sample_tx(1000)]);
-    store.append_block(&fork).expect("append");
+    net.append(&mut store, &fork).expect("append");
     drop(store);
     match verify_replicas(&[a.clone(), b, c.clone()], &net.genesis, &mut |_, _| {}) {
         Err(Error::Disagree { height: 3, b, .. }) => assert_eq!(b, c),

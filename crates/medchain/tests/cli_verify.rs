@@ -3,7 +3,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use ledger::block::{Block, BlockHeader, Certificate};
-use ledger::crypto::{read_key_file, sign_commit};
+use ledger::crypto::{check_entries, read_key_file, sign_commit};
 use ledger::{Genesis, OpenOptions, SignedTransaction, Store, Transaction};
 
 fn medchain(args: &[&str]) -> Output {
@@ -71,13 +71,8 @@ fn grow(dir: &Path, genesis: &Genesis, blocks: u64, fork: Option<(&str, u64)>) {
                     )
                 })
                 .collect();
-            let header = BlockHeader::build(
-                head + 1,
-                0,
-                0,
-                prev,
-                txs.iter().map(|t| (t.id(), t.timestamp_ms)),
-            );
+            let entries: Vec<_> = txs.iter().map(SignedTransaction::to_request).collect();
+            let header = BlockHeader::build(head + 1, 0, 0, prev, &entries);
             let hash = header.hash();
             let certificate = Certificate {
                 view: 0,
@@ -89,13 +84,13 @@ fn grow(dir: &Path, genesis: &Genesis, blocks: u64, fork: Option<(&str, u64)>) {
                     })
                     .collect(),
             };
-            store
-                .append_block(&Block {
-                    header,
-                    transactions: txs,
-                    certificate,
-                })
-                .expect("append");
+            let block = Block {
+                header,
+                entries,
+                certificate,
+            };
+            let checked = check_entries(genesis.keys(), &block.entries);
+            store.append_block(&block, &checked).expect("append");
         }
     }
 }

@@ -38,7 +38,7 @@ use pbft::{
 };
 
 use crate::transport::Transport;
-use crate::wire::{Envelope, Frame, Wire};
+use crate::wire::{Frame, Wire};
 
 /// Pre-prepares sent honestly at the start of each view it leads, so that the network has
 /// committed something (and the censor has something to hide behind) before the attacks.
@@ -180,10 +180,7 @@ impl ByzantineTransport {
     }
 
     fn frame(&self, wire: Wire) -> Frame {
-        Frame::new(Envelope {
-            from: self.id,
-            wire,
-        })
+        Frame::new(wire)
     }
 
     fn signed(&self, message: Message) -> Frame {
@@ -266,7 +263,7 @@ impl ByzantineTransport {
             state.last_repeated.insert(to, Instant::now());
             out.extend(self.repeated(&state, to));
         }
-        match &frame.wire {
+        match &*frame {
             Wire::Status { .. } if self.behaviours.forge_status => {}
             Wire::Blocks(_) if self.behaviours.forge_status => {}
             Wire::Consensus(signed) if signed.from == self.id => {

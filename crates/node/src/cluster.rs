@@ -67,8 +67,8 @@ impl Cluster {
         );
         options.watts_per_core = self.watts_per_core;
         let network = self.network.clone();
-        Node::start(options, self.genesis.clone(), move |inbox| {
-            network.attach(id, inbox);
+        Node::start(options, self.genesis.clone(), move |wiring| {
+            network.attach(id, wiring.inbox);
             network.set_disconnected(id, false);
             Ok(Box::new(network.endpoint(id)) as Box<dyn Transport>)
         })

@@ -10,6 +10,8 @@ pub enum NodeError {
     Config(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("validator channel: {0}")]
+    Channel(String),
     #[error("{0}")]
     Corrupt(String),
     #[error("the validator is overloaded; retry shortly")]
@@ -18,6 +20,8 @@ pub enum NodeError {
     Stopped,
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    #[error("a transaction of {bytes} bytes is over the {limit} a validator accepts")]
+    TooLarge { bytes: usize, limit: usize },
     #[error("no pending records to validate")]
     NothingPending,
 }

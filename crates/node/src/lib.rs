@@ -14,6 +14,7 @@ mod local_store;
 mod metrics;
 mod node;
 mod runtime;
+mod state_transfer;
 mod status;
 pub mod transport;
 mod verify;
@@ -27,4 +28,7 @@ pub use metrics::BlockMetric;
 pub use node::{DEFAULT_WATTS_PER_CORE, Node, NodeOptions, validator_dir};
 pub use runtime::{CutOutcome, Event};
 pub use status::{NodeStatus, Shared};
-pub use wire::{Envelope, Frame, Wire};
+pub use wire::{
+    FETCH_REPLY_BYTES, Frame, FrameKind, FrameLimits, MAX_TRANSACTION_BYTES,
+    MAX_VIEW_CHANGE_FRAME_BYTES, Wire,
+};

@@ -46,7 +46,8 @@ const FORMAT_RECORD: i64 = 2;
 /// record is never durable without its proposal), and joined back on restore.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 enum Record {
-    /// `View`, `ViewChange` and `StableCheckpoint`, which carry no proposal.
+    /// Every other record (`View`, `ViewChange`, `StableCheckpoint` and `Recovery` carry no
+    /// proposal; `NewView`, written once per view change of a primary, keeps its O set inside).
     Whole(Durable),
     PrePrepare {
         view: View,

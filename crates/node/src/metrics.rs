@@ -94,7 +94,7 @@ impl Metrics {
         self.committed_blocks += 1;
         // A block learned by state transfer was never proposed here: count it attempted too.
         self.attempted = self.attempted.max(self.committed_blocks);
-        self.window.push_back((now, block.transactions.len()));
+        self.window.push_back((now, block.entries.len()));
         while self
             .window
             .front()
@@ -120,9 +120,9 @@ impl Metrics {
             energy_joules: self.cpu_since_block.as_secs_f64() * self.watts_per_core,
             attempted_blocks: self.attempted,
             success_blocks: self.committed_blocks,
-            tx_count: block.transactions.len(),
+            tx_count: block.entries.len(),
             votes,
-            required_votes: 2 * ((validators - 1) / 3) + 1,
+            required_votes: pbft::quorum(u32::try_from(validators).unwrap_or(u32::MAX)),
             validators,
         };
         self.cpu_since_block = Duration::ZERO;

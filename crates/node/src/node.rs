@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use ledger::{Genesis, OpenOptions, Store, crypto};
@@ -14,10 +14,11 @@ use crate::error::NodeError;
 use crate::handle::NodeHandle;
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
-use crate::runtime::{Event, Runtime};
+use crate::runtime::Runtime;
 use crate::status::Shared;
-use crate::transport::Transport;
+use crate::transport::{Transport, ValidatorIdentity, Wiring};
 use crate::verify::Authenticator;
+use crate::wire::FrameLimits;
 
 /// The energy estimate's default draw of one busy core: a mid-range server core under load.
 pub const DEFAULT_WATTS_PER_CORE: f64 = 15.0;
@@ -64,11 +65,12 @@ pub struct Node {
 impl Node {
     /// Opens the validator's stores (verifying its chain; a tampered store is refused, naming
     /// the bad block), restores its replica and starts its thread. `transport` is given the
-    /// inbox that frames from peers must be delivered to.
+    /// inbox that frames from peers must be delivered to, the identity its channels prove and
+    /// check, and the bounds of what peers may send.
     pub fn start(
         options: NodeOptions,
         genesis: Arc<Genesis>,
-        transport: impl FnOnce(SyncSender<Event>) -> Result<Box<dyn Transport>, NodeError>,
+        transport: impl FnOnce(Wiring) -> Result<Box<dyn Transport>, NodeError>,
     ) -> Result<Self, NodeError> {
         let id = genesis.index_of(&options.name).ok_or_else(|| {
             NodeError::Config(format!(
@@ -97,10 +99,21 @@ impl Node {
             pbft::Restored {
                 last_executed: (height, hash),
                 durable,
+                recovering: false,
+                nonce: 0,
             },
         );
         let (inbox_sender, inbox) = mpsc::sync_channel(INBOX_EVENTS);
-        let transport = transport(inbox_sender.clone())?;
+        let transport = transport(Wiring {
+            inbox: inbox_sender.clone(),
+            identity: ValidatorIdentity {
+                id,
+                key: key.clone(),
+                genesis_hash: genesis.hash(),
+                validators: genesis.keys().into(),
+            },
+            limits: FrameLimits::for_timing(n, &options.timing),
+        })?;
         #[cfg(feature = "byzantine")]
         let transport = match options.byzantine.clone() {
             Some(behaviours) => crate::byzantine::ByzantineTransport::wrap(

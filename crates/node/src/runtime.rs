@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ledger::crypto::SigningKey;
-use ledger::{Block, Hash, SignedTransaction, Store, Transaction};
+use ledger::{Block, Checked, Hash, SignedTransaction, Store, Transaction};
 use pbft::{Action, Durable, Input, Message, ReplicaId, Signed};
 use rand::RngCore;
 use tokio::sync::oneshot;
@@ -18,14 +18,21 @@ use crate::config::Timing;
 use crate::error::NodeError;
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
+use crate::state_transfer::{Answer, FetchRequest, StateTransfer};
 use crate::status::Shared;
-use crate::transport::Transport;
+use crate::transport::{InboundCredit, Transport};
 use crate::verify::Authenticator;
-use crate::wire::{Envelope, Frame, Wire};
+use crate::wire::{FETCH_REPLY_BYTES, Frame, MAX_TRANSACTION_BYTES, Wire};
 
 /// What a node's thread is asked to do.
 pub enum Event {
-    Network(Frame),
+    /// A frame from validator `from`, as the transport authenticated it. `credit` holds the
+    /// frame's share of its sender's inbound budget until the frame is handled.
+    Network {
+        from: ReplicaId,
+        frame: Frame,
+        credit: InboundCredit,
+    },
     Submit {
         transaction: Transaction,
         reply: oneshot::Sender<Result<Hash, NodeError>>,
@@ -50,8 +57,13 @@ pub struct CutOutcome {
 
 /// Events handled per loop turn at most, so that ticks and persistence keep their pace.
 const MAX_EVENTS_PER_TURN: usize = 4096;
-/// Blocks asked for in one state-transfer request.
+/// Blocks asked for in one state-transfer request (the answer also stops at
+/// [`FETCH_REPLY_BYTES`]).
 const FETCH_BLOCKS: u32 = 256;
+/// How long a state-transfer request may go unanswered before another peer is asked: twice the
+/// view-change timeout (an answer of `FETCH_REPLY_BYTES` has time to arrive), within these.
+const FETCH_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+const FETCH_TIMEOUT_MAX: Duration = Duration::from_secs(10);
 /// How often a node tells its peers its head.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long a cut waits for its block before giving up.
@@ -82,9 +94,8 @@ pub(crate) struct Runtime {
     cut_waiters: Vec<CutWaiter>,
     /// Inputs produced while executing actions (our own broadcasts looped back).
     loopback: VecDeque<Input>,
-    /// The height state transfer is fetching up to, and from whom.
-    fetching: Option<(u64, ReplicaId)>,
-    fetch_rotation: usize,
+    /// Whom state transfer asks for blocks, and until when it waits.
+    transfer: StateTransfer,
     last_status_sent: Instant,
     /// How long an acknowledged transaction may wait for its block before it is broadcast to
     /// every validator.
@@ -135,8 +146,11 @@ impl Runtime {
             metrics,
             cut_waiters: Vec::new(),
             loopback: VecDeque::new(),
-            fetching: None,
-            fetch_rotation: 0,
+            transfer: StateTransfer::new(
+                id,
+                n,
+                (timing.view_change_timeout * 2).clamp(FETCH_TIMEOUT_MIN, FETCH_TIMEOUT_MAX),
+            ),
             last_status_sent: Instant::now(),
             resend_after: timing.batch_window + timing.view_change_timeout,
             max_batch: timing.max_batch,
@@ -223,7 +237,7 @@ impl Runtime {
         let mut submits = Vec::new();
         for event in events {
             match event {
-                Event::Network(frame) => self.on_frame(frame, &mut actions)?,
+                Event::Network { from, frame, .. } => self.on_frame(from, frame, &mut actions)?,
                 Event::Submit { transaction, reply } => submits.push((transaction, reply)),
                 Event::Cut { reply } => self.on_cut(reply, &mut actions),
                 Event::Shutdown => {}
@@ -236,6 +250,9 @@ impl Runtime {
             self.step(Input::Tick, &mut actions);
         }
         self.execute(std::mem::take(&mut actions))?;
+        let (head, _) = self.chain.head();
+        let retry = self.transfer.poll(head, Instant::now());
+        self.fetch(retry);
         if self.last_resend_check.elapsed() >= self.resend_after / 4 {
             self.last_resend_check = Instant::now();
             self.resend_stalled(&mut actions);
@@ -273,10 +290,19 @@ impl Runtime {
             let nonce: [u8; 16] = nonce.try_into().unwrap_or_default();
             let tx = SignedTransaction::sign(transaction, timestamp_ms, nonce, self.id, &self.key);
             // Encoded once: the request's payload is also what node.db keeps.
+            let payload = tx.to_bytes();
+            // Frame bounds between validators assume no larger transaction (wire.rs).
+            if payload.len() > MAX_TRANSACTION_BYTES {
+                let _ = reply.send(Err(NodeError::TooLarge {
+                    bytes: payload.len(),
+                    limit: MAX_TRANSACTION_BYTES,
+                }));
+                continue;
+            }
             let request = pbft::Request {
                 id: tx.id(),
                 timestamp_ms: tx.timestamp_ms,
-                payload: Arc::from(tx.to_bytes()),
+                payload: Arc::from(payload),
             };
             self.auth.remember(request.id, tx.signature);
             self.auth.keep_decoded(&request, tx);
@@ -363,14 +389,19 @@ impl Runtime {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame, actions: &mut Vec<Action>) -> Result<(), NodeError> {
-        let from = frame.from;
+    /// A frame from `from`, authenticated by the transport (the channel's proven peer).
+    fn on_frame(
+        &mut self,
+        from: ReplicaId,
+        frame: Frame,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
         if from as usize >= self.n || from == self.id {
             self.metrics.rejected += 1;
             return Ok(());
         }
         self.shared.touch_peer(from);
-        match &frame.wire {
+        match &*frame {
             Wire::Consensus(signed) => {
                 if signed.from != from {
                     self.metrics.rejected += 1;
@@ -391,33 +422,58 @@ impl Runtime {
             }
             Wire::Status { height, .. } => {
                 let (head, _) = self.chain.head();
-                if *height > head && self.fetching.is_none() {
-                    self.fetch_from(from, *height);
-                }
+                let request = self.transfer.on_claim(from, *height, head, Instant::now());
+                self.fetch(request);
             }
             Wire::FetchBlocks { from_height, limit } => {
-                let blocks = self
-                    .chain
-                    .blocks_from(*from_height, (*limit).min(FETCH_BLOCKS) as usize)?;
-                if !blocks.is_empty() {
-                    self.send_frame(from, Wire::Blocks(blocks));
+                self.serve_blocks(from, *from_height, *limit)?
+            }
+            Wire::Blocks(blocks) => {
+                // Unasked-for blocks are not even verified: checking certificates costs CPU.
+                if self.transfer.awaits(from) {
+                    self.on_blocks(from, blocks, actions)?;
                 }
             }
-            Wire::Blocks(blocks) => self.on_blocks(from, blocks, actions)?,
         }
         Ok(())
     }
 
-    fn fetch_from(&mut self, peer: ReplicaId, target: u64) {
-        let (head, _) = self.chain.head();
-        self.fetching = Some((target, peer));
-        self.send_frame(
-            peer,
-            Wire::FetchBlocks {
-                from_height: head + 1,
-                limit: FETCH_BLOCKS,
-            },
-        );
+    fn fetch(&mut self, request: Option<FetchRequest>) {
+        if let Some(FetchRequest { peer, from_height }) = request {
+            self.send_frame(
+                peer,
+                Wire::FetchBlocks {
+                    from_height,
+                    limit: FETCH_BLOCKS,
+                },
+            );
+        }
+    }
+
+    /// Answers a `FetchBlocks`, always (with no blocks when it has none from there), so that
+    /// the asker moves on without waiting out its timeout; at most [`FETCH_REPLY_BYTES`] of
+    /// blocks, or one block if that is larger.
+    fn serve_blocks(
+        &mut self,
+        to: ReplicaId,
+        from_height: u64,
+        limit: u32,
+    ) -> Result<(), NodeError> {
+        let mut blocks = self
+            .chain
+            .blocks_from(from_height, limit.min(FETCH_BLOCKS) as usize)?;
+        let mut bytes = 0;
+        let keep = blocks
+            .iter()
+            .take_while(|block| {
+                bytes += borsh::object_length(block).unwrap_or(usize::MAX);
+                bytes <= FETCH_REPLY_BYTES
+            })
+            .count()
+            .max(1);
+        blocks.truncate(keep);
+        self.send_frame(to, Wire::Blocks(blocks));
+        Ok(())
     }
 
     /// State transfer: blocks from a peer are applied only if each extends our head and carries
@@ -438,19 +494,22 @@ impl Runtime {
             if block.header.height != head + 1 || block.header.prev_hash != head_hash {
                 break;
             }
-            if let Err(error) = self.auth.check_block(block) {
-                warn!(from, height = block.header.height, %error, "refused a transferred block");
-                self.metrics.rejected += 1;
-                self.fetching = None;
-                return Ok(());
-            }
-            self.chain.append_block(block)?;
-            let ids = block
-                .transactions
-                .iter()
-                .map(SignedTransaction::id)
-                .collect();
-            request_ids.extend(self.on_committed_block(block, ids));
+            let contents = match self.auth.check_block(block) {
+                Ok(contents) => contents,
+                Err(error) => {
+                    warn!(from, height = block.header.height, %error, "refused a transferred block");
+                    self.metrics.rejected += 1;
+                    let (head, _) = self.chain.head();
+                    let retry =
+                        self.transfer
+                            .on_answer(from, Answer::Invalid, head, Instant::now());
+                    self.fetch(retry);
+                    return Ok(());
+                }
+            };
+            self.chain.append_block(block, &contents)?;
+            self.note_invalid(block, &contents);
+            request_ids.extend(self.on_committed_block(block, block.ids().collect()));
             applied += 1;
         }
         let (head, hash) = self.chain.head();
@@ -465,10 +524,13 @@ impl Runtime {
                 actions,
             );
         }
-        match self.fetching {
-            Some((target, peer)) if head < target && applied > 0 => self.fetch_from(peer, target),
-            _ => self.fetching = None,
-        }
+        let answer = if applied > 0 {
+            Answer::Applied
+        } else {
+            Answer::Nothing
+        };
+        let next = self.transfer.on_answer(from, answer, head, Instant::now());
+        self.fetch(next);
         Ok(())
     }
 
@@ -519,11 +581,12 @@ impl Runtime {
                         self.apply(committed)?;
                     }
                     Action::FetchState { seq, peers, .. } => {
-                        if self.fetching.is_none() && !peers.is_empty() {
-                            self.fetch_rotation = (self.fetch_rotation + 1) % peers.len();
-                            self.fetch_from(peers[self.fetch_rotation], seq);
-                        }
+                        let (head, _) = self.chain.head();
+                        let request = self.transfer.on_claims(&peers, seq, head, Instant::now());
+                        self.fetch(request);
                     }
+                    // Counted by the replica (`log_stats().alarms`) for the metrics.
+                    Action::Alarm(alarm) => warn!(%alarm, "consensus alarm"),
                 }
             }
             self.flush_records(&mut records)?;
@@ -566,6 +629,9 @@ impl Runtime {
         }
     }
 
+    /// Stores a committed block. Its entries were checked as they arrived (or are checked
+    /// now, see [`Authenticator::block_of`]); one that carries no valid transaction is stored
+    /// and rejected by the state machine like a duplicate: only storage failing stops us.
     fn apply(&mut self, committed: pbft::Committed) -> Result<(), NodeError> {
         let seq = committed.proposal.seq;
         let (head, _) = self.chain.head();
@@ -573,45 +639,25 @@ impl Runtime {
             // Already applied through state transfer.
             return Ok(());
         }
-        let ids: Vec<Hash> = committed.proposal.requests.iter().map(|r| r.id).collect();
-        let block = self.block_of(committed)?;
-        self.chain.append_block(&block)?;
-        self.on_committed_block(&block, ids);
+        let (block, contents) = self.auth.block_of(committed)?;
+        self.chain.append_block(&block, &contents)?;
+        self.note_invalid(&block, &contents);
+        self.on_committed_block(&block, block.ids().collect());
         Ok(())
     }
 
-    /// `Block::from_committed`, taking each transaction from the authenticator when its payload
-    /// was already decoded here (accepted here, or checked when it arrived) instead of
-    /// decoding and re-hashing it again.
-    fn block_of(&mut self, committed: pbft::Committed) -> Result<Block, NodeError> {
-        let header = ledger::BlockHeader::from_proposal(&committed.proposal);
-        let hash = header.hash();
-        if hash != committed.digest {
-            return Err(ledger::Error::DigestMismatch {
-                expected: hex::encode(committed.digest),
-                actual: hex::encode(hash),
+    /// Invalid entries commit only when more than f validators misbehave: say so loudly.
+    fn note_invalid(&self, block: &Block, contents: &[Checked]) {
+        for (index, content) in contents.iter().enumerate() {
+            if let Err(invalid) = content {
+                warn!(
+                    height = block.header.height,
+                    index,
+                    %invalid,
+                    "a committed entry carries no valid transaction; rejected"
+                );
             }
-            .into());
         }
-        let mut transactions = Vec::with_capacity(committed.proposal.requests.len());
-        for request in &committed.proposal.requests {
-            transactions.push(match self.auth.take_decoded(request) {
-                Some(transaction) => transaction,
-                None => SignedTransaction::from_request(request)?,
-            });
-        }
-        Ok(Block {
-            header,
-            transactions,
-            certificate: ledger::Certificate {
-                view: committed.commit_view,
-                signatures: committed
-                    .signatures
-                    .into_iter()
-                    .map(|(id, signature)| (id, signature.0))
-                    .collect(),
-            },
-        })
     }
 
     /// Bookkeeping after a block is on disk: acknowledged transactions leave the mempool, waiting
@@ -632,7 +678,7 @@ impl Runtime {
             hash: block.hash(),
             votes,
             validators: self.n,
-            tx_count: block.transactions.len(),
+            tx_count: block.entries.len(),
         };
         let mut still_waiting = Vec::new();
         for mut waiter in self.cut_waiters.drain(..) {
@@ -662,25 +708,14 @@ impl Runtime {
     }
 
     fn send_frame(&self, to: ReplicaId, wire: Wire) {
-        self.transport.send(
-            to,
-            Frame::new(Envelope {
-                from: self.id,
-                wire,
-            }),
-        );
+        self.transport.send(to, Frame::new(wire));
     }
 
     fn broadcast_frame(&self, wire: Wire) {
-        let frame = Frame::new(Envelope {
-            from: self.id,
-            wire,
-        });
-        for peer in 0..self.n as ReplicaId {
-            if peer != self.id {
-                self.transport.send(peer, frame.clone());
-            }
-        }
+        let peers: Vec<ReplicaId> = (0..self.n as ReplicaId)
+            .filter(|peer| *peer != self.id)
+            .collect();
+        self.transport.broadcast(&peers, Frame::new(wire));
     }
 
     fn publish_status(&self) {

@@ -1,10 +1,16 @@
-//! What validators say to each other. Consensus messages are signed by their sender; blocks
-//! carry their own commit certificates; everything else is a hint that cannot do harm if forged.
+//! What validators say to each other, and how large each kind of frame may legitimately be.
+//!
+//! Who sent a frame is never a field of the frame: it is the validator at the other end of the
+//! authenticated channel it arrived on (see `transport::channel`), or, in the embedded cluster,
+//! the in-process sender the memory transport knows. Consensus messages are also signed by their
+//! sender; blocks carry their own commit certificates.
 
 use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use pbft::{Message, ReplicaId, Signed};
+use pbft::{Message, Signed};
+
+use crate::config::Timing;
 
 #[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
 pub enum Wire {
@@ -14,7 +20,8 @@ pub enum Wire {
         from_height: u64,
         limit: u32,
     },
-    /// Committed blocks, consecutive, each with its certificate (answer to `FetchBlocks`).
+    /// Committed blocks, consecutive, each with its certificate (answer to `FetchBlocks`; empty
+    /// when the answering validator has nothing from that height on).
     Blocks(Vec<ledger::Block>),
     /// Heartbeat with the sender's head, so that a validator that was away notices it is behind.
     Status {
@@ -25,12 +32,176 @@ pub enum Wire {
     Cut,
 }
 
-/// A frame between validators. `from` is authenticated only inside `Wire::Consensus`; for the
-/// other kinds it only says whom to answer.
-#[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
-pub struct Envelope {
-    pub from: ReplicaId,
-    pub wire: Wire,
+/// A frame between validators, shared by every peer it is sent to.
+pub type Frame = Arc<Wire>;
+
+/// Largest encoded transaction a validator accepts from a client: the HTTP edge's body limit
+/// (64 KiB) bounds a record's fields, and the signature, nonce and ids add less than 256 bytes.
+/// Every frame bound below follows from it.
+pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024 + 256;
+/// A request around a transaction: its id, timestamp and the payload's length prefix.
+const REQUEST_OVERHEAD_BYTES: usize = 64;
+/// A proposal's fixed fields, a pre-prepare's view and digest, an outer signature: well under.
+const MESSAGE_OVERHEAD_BYTES: usize = 4 * 1024;
+/// One signed vote or checkpoint: sender (4), tag (1), view and sequence (16), digest (32),
+/// signature (64), with room to spare.
+const SIGNED_VOTE_BYTES: usize = 160;
+/// Bytes of blocks one `Blocks` answer aims at (it always holds at least one block).
+pub const FETCH_REPLY_BYTES: usize = 16 * 1024 * 1024;
+/// View-changes and new-views carry whole prepared batches (a deviation from the paper, whose
+/// certificates carry digests only); their computed bound is cut to this, which also holds the
+/// largest new-view of a cluster at the default settings with typical (1 KiB) transactions.
+pub const MAX_VIEW_CHANGE_FRAME_BYTES: usize = 256 * 1024 * 1024;
+
+/// The kinds of frame with different size bounds. The sender names the kind in the frame's
+/// header, the receiver refuses a frame longer than its kind allows before buffering it, and
+/// after decoding checks the kind named was the kind sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Prepare, commit, checkpoint, status, fetch request, cut.
+    Small = 0,
+    /// A pre-prepare or a forward: at most one batch of requests.
+    Batch = 1,
+    /// A view-change or a new-view.
+    ViewChange = 2,
+    /// An answer to `FetchBlocks`.
+    Blocks = 3,
 }
 
-pub type Frame = Arc<Envelope>;
+impl FrameKind {
+    pub fn of(wire: &Wire) -> Self {
+        match wire {
+            Wire::Consensus(signed) => match &signed.message {
+                Message::Forward(_) | Message::PrePrepare(_) => FrameKind::Batch,
+                Message::ViewChange(_) | Message::NewView(_) => FrameKind::ViewChange,
+                Message::Prepare(_)
+                | Message::Commit(_)
+                | Message::Checkpoint(_)
+                | Message::RecoveryQuery(_)
+                | Message::RecoveryAnswer(_) => FrameKind::Small,
+            },
+            Wire::Blocks(_) => FrameKind::Blocks,
+            Wire::FetchBlocks { .. } | Wire::Status { .. } | Wire::Cut => FrameKind::Small,
+        }
+    }
+
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        [
+            FrameKind::Small,
+            FrameKind::Batch,
+            FrameKind::ViewChange,
+            FrameKind::Blocks,
+        ]
+        .into_iter()
+        .find(|kind| *kind as u8 == byte)
+    }
+}
+
+/// The largest encoded frame of each kind that a correct validator sends, computed from the
+/// cluster's settings. A frame above its bound is refused unread and the connection dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLimits {
+    pub small_bytes: usize,
+    pub batch_bytes: usize,
+    pub view_change_bytes: usize,
+    pub blocks_bytes: usize,
+}
+
+impl FrameLimits {
+    /// For `n` validators batching `max_batch` transactions with a log window of
+    /// `watermark_window` sequence numbers (the paper's L):
+    /// - a batch: `max_batch` requests of at most [`MAX_TRANSACTION_BYTES`];
+    /// - a block: a batch and a certificate of `n` signatures; an answer to `FetchBlocks`
+    ///   holds [`FETCH_REPLY_BYTES`] of blocks, or one block if that is larger;
+    /// - a view-change: a prepared certificate (a batch and 2f prepares) for each of L sequence
+    ///   numbers, and a checkpoint proof; a new-view: n view-changes and L pre-prepares; both
+    ///   cut to [`MAX_VIEW_CHANGE_FRAME_BYTES`].
+    pub fn new(n: usize, max_batch: usize, watermark_window: u64) -> Self {
+        let window = usize::try_from(watermark_window).unwrap_or(usize::MAX);
+        let votes = n.saturating_mul(SIGNED_VOTE_BYTES);
+        let batch = max_batch
+            .saturating_mul(MAX_TRANSACTION_BYTES + REQUEST_OVERHEAD_BYTES)
+            .saturating_add(MESSAGE_OVERHEAD_BYTES);
+        let view_change = window
+            .saturating_mul(batch.saturating_add(votes))
+            .saturating_add(votes)
+            .saturating_add(MESSAGE_OVERHEAD_BYTES);
+        let new_view = n
+            .saturating_mul(view_change)
+            .saturating_add(window.saturating_mul(batch));
+        Self {
+            small_bytes: 1024,
+            batch_bytes: batch,
+            view_change_bytes: new_view.min(MAX_VIEW_CHANGE_FRAME_BYTES),
+            blocks_bytes: FETCH_REPLY_BYTES.max(batch.saturating_add(votes))
+                + MESSAGE_OVERHEAD_BYTES,
+        }
+    }
+
+    /// The bounds for a cluster of `n` validators with `timing`'s settings (the log window is
+    /// twice the checkpoint interval, as `node::replica_config` sets it).
+    pub fn for_timing(n: usize, timing: &Timing) -> Self {
+        Self::new(
+            n,
+            timing.max_batch,
+            timing.checkpoint_interval.saturating_mul(2),
+        )
+    }
+
+    pub fn max_bytes(&self, kind: FrameKind) -> usize {
+        match kind {
+            FrameKind::Small => self.small_bytes,
+            FrameKind::Batch => self.batch_bytes,
+            FrameKind::ViewChange => self.view_change_bytes,
+            FrameKind::Blocks => self.blocks_bytes,
+        }
+    }
+
+    /// The largest frame of any kind.
+    pub fn largest_bytes(&self) -> usize {
+        self.small_bytes
+            .max(self.batch_bytes)
+            .max(self.view_change_bytes)
+            .max(self.blocks_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_fit_a_full_batch_of_the_largest_transactions() {
+        let limits = FrameLimits::for_timing(4, &Timing::default());
+        // 1,000 transactions of 64 KiB: about 64 MiB, far under the 256 MiB of old.
+        assert!(limits.batch_bytes >= 1000 * MAX_TRANSACTION_BYTES);
+        assert!(limits.batch_bytes < 80 * 1024 * 1024);
+        assert_eq!(limits.view_change_bytes, MAX_VIEW_CHANGE_FRAME_BYTES);
+        assert!(limits.blocks_bytes > limits.batch_bytes);
+        assert_eq!(limits.max_bytes(FrameKind::Small), 1024);
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_its_byte() {
+        for kind in [
+            FrameKind::Small,
+            FrameKind::Batch,
+            FrameKind::ViewChange,
+            FrameKind::Blocks,
+        ] {
+            assert_eq!(FrameKind::from_byte(kind as u8), Some(kind));
+        }
+        assert_eq!(FrameKind::from_byte(9), None);
+    }
+
+    #[test]
+    fn small_frames_fit_the_small_bound() {
+        let status = Wire::Status {
+            height: u64::MAX,
+            hash: [7; 32],
+        };
+        assert_eq!(FrameKind::of(&status), FrameKind::Small);
+        let bytes = borsh::to_vec(&status).unwrap();
+        assert!(bytes.len() <= FrameLimits::new(4, 1, 2).small_bytes);
+    }
+}

@@ -67,7 +67,7 @@ fn committed_ids(handle: &NodeHandle) -> Vec<[u8; 32]> {
         .unwrap();
     blocks
         .iter()
-        .flat_map(|block| block.transactions.iter().map(ledger::SignedTransaction::id))
+        .flat_map(|block| block.ids().collect::<Vec<_>>())
         .collect()
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::ProtocolError;
 use crate::durable::Durable;
-use crate::io::Action;
+use crate::io::{Action, Alarm};
 use crate::message::{Checkpoint, Message, Signed};
 use crate::replica::{FetchTarget, Replica, Status};
 use crate::types::{Digest, ReplicaId, SeqNo};
@@ -87,6 +87,7 @@ impl Replica {
             {
                 // 2f+1 replicas (f+1 honest) vouch for a state this replica did not reach:
                 // impossible unless more than f are faulty. Do not take it as our own.
+                self.checkpoint_mismatch(seq, actions);
                 return;
             }
             self.stabilize(Checkpoint { seq, digest }, proof, actions);
@@ -125,7 +126,10 @@ impl Replica {
         actions: &mut Vec<Action>,
     ) {
         let seq = checkpoint.seq;
-        assert!(seq > self.low && seq <= self.last_executed.0);
+        if seq <= self.low || seq > self.last_executed.0 {
+            // Every caller checks this: the watermark never moves back, nor past execution.
+            return;
+        }
         self.low = seq;
         self.low_digest = checkpoint.digest;
         self.low_proof = proof.clone();
@@ -142,8 +146,19 @@ impl Replica {
             *table = table.split_off(&(seq + 1));
         }
         self.checkpoints.retain(|_, t| !t.is_empty());
+        // Ids of proposals at or below the checkpoint that never executed here (abandoned, or
+        // skipped by a state transfer that did not name them) would otherwise stay forever.
+        self.in_log.retain(|_, s| *s > seq);
         if self.fetch.as_ref().is_some_and(|f| f.seq <= seq) {
             self.fetch = None;
+        }
+    }
+
+    /// Raises [`Alarm::CheckpointMismatch`] once per sequence number.
+    pub(crate) fn checkpoint_mismatch(&mut self, seq: SeqNo, actions: &mut Vec<Action>) {
+        if seq > self.checkpoint_alarmed {
+            self.checkpoint_alarmed = seq;
+            self.raise(Alarm::CheckpointMismatch { seq }, actions);
         }
     }
 
@@ -229,19 +244,7 @@ impl Replica {
         for id in request_ids {
             self.remember_executed(id);
         }
-        // Slots above the new head that do not chain to it can never execute here.
-        if let Some(next) = self
-            .slots
-            .get(&(seq + 1))
-            .and_then(|s| s.pre_prepare.as_ref())
-            && next.proposal.prev != digest
-        {
-            for slot in self.slots.range_mut(seq + 1..) {
-                slot.1.pre_prepare = None;
-                slot.1.prepared = false;
-            }
-            self.waiting.clear();
-        }
+        self.abandon_unchained_slots();
         self.backoff = 0;
         self.progress();
         if seq.is_multiple_of(self.cfg.checkpoint_interval) {
@@ -252,12 +255,16 @@ impl Replica {
         }
         if let Some(f) = self.fetch.take() {
             if f.seq <= seq {
-                if let Some(proof) = f.proof
+                let mismatch = self
+                    .executed_digests
+                    .get(&f.seq)
+                    .is_some_and(|d| *d != f.digest);
+                if mismatch && f.proof.is_some() {
+                    // The caller applied blocks that end elsewhere than the proven checkpoint.
+                    self.checkpoint_mismatch(f.seq, actions);
+                } else if let Some(proof) = f.proof
                     && f.seq > self.low
-                    && self
-                        .executed_digests
-                        .get(&f.seq)
-                        .is_none_or(|d| *d == f.digest)
+                    && !mismatch
                 {
                     self.stabilize(
                         Checkpoint {

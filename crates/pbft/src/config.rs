@@ -36,11 +36,9 @@ pub struct Config {
     /// At most this many sequence numbers pre-prepared but not executed at once (pipelining).
     pub max_in_flight: u64,
     /// The view-change timer T (§4.4); doubled on each consecutive view change without an
-    /// execution in between.
+    /// execution in between, without a cap (§4.5.2: the timeout must grow until it covers the
+    /// network's real delay; it only saturates at `u64::MAX` ticks).
     pub view_change_timeout_ticks: u64,
-    /// Cap on the doubling: the timeout never exceeds `T << max_backoff_doublings`, so that a
-    /// long partition does not make recovery arbitrarily slow (the paper does not cap it).
-    pub max_backoff_doublings: u32,
     /// How often a stalled replica retransmits its view of the in-flight slots, its
     /// view-change, and its status claim (lost messages are otherwise never resent).
     pub retransmit_ticks: u64,
@@ -71,7 +69,6 @@ impl Config {
             batch_window_ticks: 5,
             max_in_flight: 8,
             view_change_timeout_ticks: 200,
-            max_backoff_doublings: 5,
             retransmit_ticks: 50,
             max_pending: 100_000,
             executed_window: 100_000,
@@ -83,14 +80,14 @@ impl Config {
         }
     }
 
-    /// The number of faults tolerated, f = floor((n - 1) / 3).
+    /// The number of faults tolerated, [`max_faulty`]`(n)`.
     pub fn f(&self) -> usize {
-        (self.n.saturating_sub(1) / 3) as usize
+        max_faulty(self.n)
     }
 
-    /// Size of a quorum: any two intersect in at least f+1 replicas (2f+1 when n = 3f+1).
+    /// The size of a quorum, [`quorum`]`(n)`.
     pub fn quorum(&self) -> usize {
-        (self.n as usize + self.f()) / 2 + 1
+        quorum(self.n)
     }
 
     /// The primary of view `v` is `v mod n` (§4.1).
@@ -115,12 +112,36 @@ impl Config {
     }
 }
 
+/// The number of faulty replicas a cluster of `n` tolerates: f = floor((n - 1) / 3) (§3).
+pub fn max_faulty(n: u32) -> usize {
+    (n.saturating_sub(1) / 3) as usize
+}
+
+/// The size of a quorum of `n` replicas, the one rule of the whole project (prepared and
+/// committed certificates, checkpoint proofs, view-changes in a new-view, a block's commit
+/// certificate, the votes metrics report): `(n + f) / 2 + 1`, which is 2f+1 when n = 3f+1.
+/// Any two quorums intersect in at least f+1 replicas, so in at least one correct one (§4.2),
+/// and n - f correct replicas always form a quorum, so f faults cannot block progress.
+pub fn quorum(n: u32) -> usize {
+    (n as usize + max_faulty(n)) / 2 + 1
+}
+
 /// What a replica restarts from: the head of the application's executed chain and the durable
 /// records it persisted, in order (possibly compacted with [`Durable::compact`]).
 #[derive(Clone, Debug)]
 pub struct Restored {
     pub last_executed: (SeqNo, Digest),
     pub durable: Vec<Durable>,
+    /// The durable records may be incomplete: they were lost, deleted, or restored from a
+    /// backup, so the replica may have sent messages it does not remember. It then recovers
+    /// before it votes again (crate docs, "Recovering from lost state"). A deleted store looks
+    /// like a first start, so the caller must know this by other means (a marker written when
+    /// the validator is created). Once the replica persisted [`Durable::Recovery`] (the first
+    /// thing it persists), its records say it is recovering and later starts may pass `false`.
+    pub recovering: bool,
+    /// A number the caller draws at random at each start (the core has no randomness): it tags
+    /// this start's recovery query, so that answers to an earlier one cannot be replayed.
+    pub nonce: u64,
 }
 
 impl Restored {
@@ -129,6 +150,8 @@ impl Restored {
         Restored {
             last_executed: (0, genesis),
             durable: Vec::new(),
+            recovering: false,
+            nonce: 0,
         }
     }
 }
@@ -168,4 +191,33 @@ pub enum ProtocolError {
     StaleCheckpoint,
     #[error("state transfer to {seq} is not beyond the executed head")]
     StaleStateTransfer { seq: SeqNo },
+    #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
+    UnexpectedRecoveryAnswer,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{max_faulty, quorum};
+
+    #[test]
+    fn quorums_intersect_in_f_plus_1_and_f_faults_cannot_block_one() {
+        let expected = [
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (4, 3),
+            (5, 4),
+            (6, 4),
+            (7, 5),
+            (10, 7),
+        ];
+        for (n, q) in expected {
+            assert_eq!(quorum(n), q, "n = {n}");
+        }
+        for n in 1..=100u32 {
+            let (n_, f, q) = (n as usize, max_faulty(n), quorum(n));
+            assert!(2 * q - n_ > f, "n = {n}: two quorums share f+1");
+            assert!(q <= n_ - f, "n = {n}: n - f replicas form a quorum");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! What a replica must remember across a restart so that it never contradicts itself.
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use crate::message::{Checkpoint, PrePrepare, PreparedCertificate, Signed};
+use crate::message::{Checkpoint, NewView, PrePrepare, PreparedCertificate, Signed};
 use crate::types::{SeqNo, View};
 
 /// A record the caller must store durably (fsync) before executing any later action of the
@@ -18,11 +18,18 @@ use crate::types::{SeqNo, View};
 ///   commit that depends on it, so that every later view-change carries the certificate
 ///   (§4.4's safety argument relies on f+1 honest committers reporting it).
 /// - [`Durable::StableCheckpoint`]: the low watermark and its proof, which view-changes carry.
+/// - [`Durable::Recovery`]: the replica lost its records and must stay passive until it can
+///   no longer contradict a message it may have sent before (crate docs, "Recovering from
+///   lost state"); a restart during recovery must not forget that.
+/// - [`Durable::NewView`]: the new-view a primary sent, so that after a restart it can still
+///   hand it to a replica that missed it (§4.5.2's retransmission; without it such a replica
+///   waits a doubled timeout or sits in a higher view).
 ///
 /// Pruning: [`Durable::compact`] drops every record that a later one makes useless: all but
 /// the last view record, pre-prepares of older views, pre-prepares and prepared certificates at
-/// or below the latest stable checkpoint, older checkpoints, and prepared certificates
-/// superseded by one of a higher view for the same sequence number. The node may run it (or
+/// or below the latest stable checkpoint, older checkpoints, prepared certificates
+/// superseded by one of a higher view for the same sequence number, and new-views of views
+/// other than the last one. The node may run it (or
 /// its own SQL equivalent) whenever it persists a `StableCheckpoint`.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Durable {
@@ -39,13 +46,24 @@ pub enum Durable {
         checkpoint: Checkpoint,
         proof: Vec<Signed<Checkpoint>>,
     },
+    /// The new-view this replica sent as the primary of `view` (persisted right after the
+    /// `View` record of that view, before it is sent).
+    NewView(NewView),
+    /// The replica is recovering from lost state: `bound` is `None` until 2f+1 replicas
+    /// answered its query, then `(view, seq)`: it takes part again once it is in a view of at
+    /// least `view` with a stable checkpoint of at least `seq`. Persisted first thing when a
+    /// recovery starts, and again when the bound is known.
+    Recovery { bound: Option<(View, SeqNo)> },
 }
 
 impl Durable {
     /// The sequence number a record is about, if any.
     pub fn seq(&self) -> Option<SeqNo> {
         match self {
-            Durable::View(_) | Durable::ViewChange(_) => None,
+            Durable::View(_)
+            | Durable::ViewChange(_)
+            | Durable::NewView(_)
+            | Durable::Recovery { .. } => None,
             Durable::PrePrepare(pp) => Some(pp.proposal.seq),
             Durable::Prepared(c) => Some(c.pre_prepare.proposal.seq),
             Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
@@ -83,6 +101,20 @@ impl Durable {
                 }
             }
         }
+        let last_new_view_index = records
+            .iter()
+            .rposition(|r| matches!(r, Durable::NewView(nv) if nv.view == view));
+        // The last recovery record decides (a bound supersedes the query before it; a new
+        // query keeps the replica passive whatever came before); once met, it is useless.
+        let last_recovery_index = records
+            .iter()
+            .rposition(|r| matches!(r, Durable::Recovery { .. }))
+            .filter(|i| match &records[*i] {
+                Durable::Recovery {
+                    bound: Some((v, s)),
+                } => *v > view || *s > stable,
+                _ => true,
+            });
         let mut stable_kept = false;
         let mut index = records.len();
         // Walk backwards so that "the latest" is the first one met.
@@ -101,6 +133,8 @@ impl Durable {
                     stable_kept |= keep;
                     keep
                 }
+                Durable::NewView(_) => Some(index) == last_new_view_index,
+                Durable::Recovery { .. } => Some(index) == last_recovery_index,
             };
         }
         let mut i = 0;

@@ -1,7 +1,7 @@
 //! What goes into a replica and what comes out.
 
 use crate::message::{Message, Signed};
-use crate::types::{Committed, Digest, ReplicaId, Request, SeqNo};
+use crate::types::{Committed, Digest, ReplicaId, Request, SeqNo, View};
 
 /// One input to [`crate::Replica::step`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,4 +51,31 @@ pub enum Action {
         digest: Digest,
         peers: Vec<ReplicaId>,
     },
+    /// Log and count this (see [`Alarm`]); nothing else to do.
+    Alarm(Alarm),
+}
+
+/// Something that cannot happen with at most f faulty replicas and a consistent caller (its
+/// stores intact), seen by this replica. The replica reports it and goes on (it recovers what
+/// it can by state transfer or a view change) instead of stopping; the caller logs it and
+/// counts it in its metrics, because it means the fault model was exceeded or this replica's
+/// stores are damaged. [`crate::LogStats::alarms`] counts every alarm, including those raised
+/// while rejecting an input (which carries no action).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Alarm {
+    /// 2f+1 replicas committed a proposal at `seq` whose `prev` is not this replica's executed
+    /// head: its chain and the quorum's differ. The slot is abandoned (never executed here)
+    /// and the committed blocks are fetched by state transfer from the committers.
+    #[error("committed proposal at {seq} (view {view}) does not chain to the executed head")]
+    CommittedOffChain { seq: SeqNo, view: View },
+    /// 2f+1 checkpoint messages vouch for a digest at `seq` other than the one this replica
+    /// executed there; it does not take it as its own stable checkpoint.
+    #[error("2f+1 replicas vouch for a checkpoint at {seq} that this replica did not execute")]
+    CheckpointMismatch { seq: SeqNo },
+    /// As the primary of `view`, the O set its 2f+1 view-changes yield conflicts with a
+    /// proposal this replica executed at `seq`: it cannot send that new-view without
+    /// contradicting its own execution, so it moves on to the next view (whose primary may
+    /// hold other view-changes) instead of stalling silently.
+    #[error("the new-view for view {view} conflicts with the proposal executed at {seq}")]
+    NewViewConflictsWithExecuted { view: View, seq: SeqNo },
 }

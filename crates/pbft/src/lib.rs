@@ -52,7 +52,11 @@
 //!    they were persisted. Records may be pruned with [`Durable::compact`] (or the same rule
 //!    in SQL: keep the last view record, the latest stable checkpoint, and pre-prepares of the
 //!    last view and highest-view prepared certificates above it). Requests pending before the
-//!    crash are lost from the replica; the node's mempool re-submits them.
+//!    crash are lost from the replica; the node's mempool re-submits them. If the records may
+//!    be incomplete (lost, deleted, restored from a backup), set [`Restored::recovering`], and
+//!    always pass a fresh random [`Restored::nonce`] (see "Recovering from lost state").
+//! 9. **Alarms.** Log and count every [`Action::Alarm`] (also [`LogStats::alarms`]): each one
+//!    means the fault model was exceeded or this replica's stores are damaged.
 //! 7. **Requests are deduplicated** by id (pending, in the log, or among the last
 //!    `executed_window` executed); a request can still be ordered twice after a restart or a
 //!    Byzantine primary, so the application must also skip ids it already applied.
@@ -70,6 +74,8 @@
 //!   besides `View`.
 //! - A [`Checkpoint`] message at a sequence number that is not a multiple of K is a status
 //!   claim (sent by a stalled replica), used only to detect that a replica is behind.
+//! - [`Durable::NewView`] (a primary's new-view, resent after a restart) and
+//!   [`Durable::Recovery`]; [`Action::Alarm`]; [`RecoveryQuery`] and [`RecoveryAnswer`].
 //!
 //! # Deviations from the paper, and why
 //!
@@ -77,7 +83,6 @@
 //!   before it, commits `s` only when everything up to `s` is prepared, and a new-view's O set
 //!   ends at the first gap instead of filling it with null requests (see
 //!   [`Replica`]'s `plan_new_view` docs and `docs/ARCHITECTURE.md`).
-//! - Timeout doubling is capped ([`Config::max_backoff_doublings`]).
 //! - The view-change timer starts once 2f+1 replicas ask for this view *or a higher one* (the
 //!   paper: this view), and view-changes are kept per sender for up to
 //!   [`VIEW_CHANGES_PER_SENDER`] views (not only the latest): both close liveness gaps the
@@ -89,22 +94,87 @@
 //!   if those never execute and re-forward them to the next primary if a view change drops
 //!   them.
 //! - Stalled replicas retransmit (§5 leaves retransmission to the implementation).
-//! - State transfer is the caller's: it fetches certified blocks, not a state snapshot.
+//! - State transfer is the caller's: it fetches certified blocks, not a state snapshot. A slot
+//!   whose pre-prepare no longer chains to the head a state transfer brought is *abandoned*,
+//!   not cleared: it stays blocked until the next view change, so that a correct replica never
+//!   sends two different prepares or commits for one (view, seq).
+//! - Every batch (in a pre-prepare, a forward, a prepared certificate) is refused if it has
+//!   more than `max_batch` requests or names one twice; a new-view's lists are bounded by n and
+//!   L before they are checked. Only accepted messages count for the f+1 rule.
+//! - What cannot happen with at most f faults (2f+1 commits for a proposal that does not follow
+//!   the executed head, a stable checkpoint this replica executed differently, an O set that
+//!   contradicts its execution) raises an [`Alarm`] and is recovered from where possible
+//!   (state transfer, the next view), never a panic.
+//! - Recovery from lost state replaces proactive recovery (TOCS'02 §4.3.2), see below.
+//!
+//! # Recovering from lost state
+//!
+//! A replica whose durable records were lost (deleted, or restored from an older backup) may
+//! have sent prepares, commits, pre-prepares, view-changes or a new-view it no longer
+//! remembers; sending a different one for the same (view, seq) or view could fork the chain
+//! when a faulty primary exploits it. The caller says so ([`Restored::recovering`]; a deleted
+//! store looks like a first start, so the node must know it from elsewhere). The replica then
+//! persists [`Durable::Recovery`] first thing (later restarts find it) and is *passive*: it
+//! sends no pre-prepare, prepare, commit, view-change or new-view, starts no view change and
+//! proposes nothing; it still accepts messages, executes what 2f+1 others commit, fetches
+//! state, sends checkpoints of what it executed, status claims, forwards and recovery messages.
+//!
+//! 1. It broadcasts a [`RecoveryQuery`] with the caller's nonce (resent every
+//!    `retransmit_ticks`). Every replica answers the querier alone with a [`RecoveryAnswer`]:
+//!    the nonce, its current view, the highest view it saw from the querier, its last executed
+//!    sequence number. The answer is signed like every message, and the nonce and querier make
+//!    an answer to another query useless.
+//! 2. With answers from 2f+1 *other* replicas it takes V = the highest view reported (current
+//!    or seen from it) and H = the highest executed sequence number reported plus L, and
+//!    persists the bound `(V, H)`. It reaches the cluster's view by the f+1 rule (§4.5.2), not
+//!    by jumping to V, so that an inflated V cannot strand it in a view nobody else is in.
+//! 3. It stays passive until it is in a view of at least V with a stable checkpoint of at
+//!    least H (and, if it is changing to a view up to V that it leads, until the next view:
+//!    it may have sent that view's new-view before), then takes part as usual (at the next
+//!    tick it retransmits what it held back).
+//!
+//! Why it cannot contradict itself afterwards. Every prepare, commit or pre-prepare it sent
+//! before was for a sequence number within its watermarks then, so at most `h + L` where `h`
+//! was its stable checkpoint; 2f+1 replicas had sent checkpoints at `h`, so had executed
+//! through it, and execution only moves forward. The 2f+1 answerers and those 2f+1 signers
+//! (less the querier) share at least f+1 replicas, one of them correct even with f faulty
+//! replicas besides the querier: its reported execution is at least `h`, so H >= h + L. After
+//! recovery its stable checkpoint is at least H, and it never again sends a vote at or below
+//! it. Likewise a view in which it took part was entered with 2f+1 view-changes (or is view
+//! 0), and a correct one of their senders answers with a view at least that high, so V covers
+//! every view it voted in; a view-change it sent that reached a correct answerer is covered by
+//! "seen from the querier". Its view-changes after recovery carry a checkpoint at least H, so
+//! they cover everything it prepared before.
+//!
+//! Limits. A recovering replica counts towards f (with n = 4, a faulty primary plus a
+//! recovering replica is beyond the fault model: safety still holds by the argument above,
+//! liveness is not owed). A faulty answerer can only raise V and H: the replica then stays
+//! passive longer, for good if the cluster never reaches them, which costs the cluster that
+//! replica but never safety. A view-change it sent that reached only replicas which do not
+//! answer is not covered by V; its later votes are still at sequence numbers above H, so they
+//! contradict no vote, only that view-change's promise (§4.4) to stay out of lower views.
+//! The cluster must advance L sequence numbers past its highest execution before the replica
+//! votes again. With n <= 2 there are not 2f+1 other replicas to ask: the flag is ignored.
+//! TOCS'02 §4.3.2's proactive recovery differs: there a replica keeps its log, reboots from a
+//! trusted copy, refreshes its keys, and estimates its high watermark from 2f+1 answers in
+//! the same way; here the log itself is lost, so the replica also stays out of the views it
+//! may have voted in, and no key refresh is needed because the caller's nonce defeats replays.
 
 mod checkpoint;
 mod config;
 mod durable;
 mod io;
 mod message;
+mod recovery;
 mod replica;
 mod types;
 mod view_change;
 
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
-pub use config::{Config, ProtocolError, Restored};
+pub use config::{Config, ProtocolError, Restored, max_faulty, quorum};
 pub use durable::Durable;
-pub use io::{Action, Input};
+pub use io::{Action, Alarm, Input};
 pub use message::*;
 pub use replica::{LogStats, Replica, VIEW_CHANGES_PER_SENDER};
 pub use types::*;

@@ -68,6 +68,29 @@ pub struct NewView {
     pub pre_prepares: Vec<PrePrepare>,
 }
 
+/// A replica that lost its durable state asks the others where the cluster is (see the crate
+/// docs, "Recovering from lost state"). `nonce` is drawn by its caller at this start, so that
+/// answers to an earlier query cannot be replayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct RecoveryQuery {
+    pub nonce: u64,
+}
+
+/// One replica's answer to a [`RecoveryQuery`], sent to the querier only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct RecoveryAnswer {
+    /// The query's nonce.
+    pub nonce: u64,
+    /// Who asked: an answer is only valid for that replica.
+    pub querier: ReplicaId,
+    /// The answerer's current view.
+    pub view: View,
+    /// The highest view the answerer has seen in a message of the querier.
+    pub querier_view: View,
+    /// The answerer's last executed sequence number.
+    pub last_executed: SeqNo,
+}
+
 /// The messages of §4. A [`Checkpoint`] at a sequence number that is not a multiple of the
 /// checkpoint interval is a status claim ("I have executed up to here"): it never becomes stable
 /// but lets a lagging replica learn that f+1 replicas are ahead of it and fetch state.
@@ -81,6 +104,9 @@ pub enum Message {
     Checkpoint(Checkpoint),
     ViewChange(ViewChange),
     NewView(NewView),
+    /// Not in the paper's normal protocol: recovery from lost state (crate docs).
+    RecoveryQuery(RecoveryQuery),
+    RecoveryAnswer(RecoveryAnswer),
 }
 
 /// Domain tags keep a signature on one kind of message from being replayed as another.
@@ -91,6 +117,8 @@ const TAG_COMMIT: u8 = 3;
 const TAG_CHECKPOINT: u8 = 4;
 const TAG_VIEW_CHANGE: u8 = 5;
 const TAG_NEW_VIEW: u8 = 6;
+const TAG_RECOVERY_QUERY: u8 = 7;
+const TAG_RECOVERY_ANSWER: u8 = 8;
 
 impl Message {
     /// The view a message belongs to (for a view-change, the view it asks to move to).
@@ -100,7 +128,10 @@ impl Message {
             Message::Prepare(v) | Message::Commit(v) => Some(v.view),
             Message::ViewChange(vc) => Some(vc.new_view),
             Message::NewView(nv) => Some(nv.view),
-            Message::Forward(_) | Message::Checkpoint(_) => None,
+            Message::Forward(_)
+            | Message::Checkpoint(_)
+            | Message::RecoveryQuery(_)
+            | Message::RecoveryAnswer(_) => None,
         }
     }
 
@@ -157,6 +188,8 @@ impl Message {
             }
             Message::ViewChange(vc) => tagged_borsh(TAG_VIEW_CHANGE, vc),
             Message::NewView(nv) => tagged_borsh(TAG_NEW_VIEW, nv),
+            Message::RecoveryQuery(q) => tagged_borsh(TAG_RECOVERY_QUERY, q),
+            Message::RecoveryAnswer(a) => tagged_borsh(TAG_RECOVERY_ANSWER, a),
         }
     }
 }

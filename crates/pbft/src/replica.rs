@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use crate::config::{Config, ProtocolError, Restored};
 use crate::durable::Durable;
-use crate::io::{Action, Input};
+use crate::io::{Action, Alarm, Input};
 use crate::message::{
     Checkpoint, Message, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange, Vote,
 };
+use crate::recovery::Recovery;
 use crate::types::{Committed, Digest, Proposal, ReplicaId, Request, SeqNo, View};
 
 /// How many view-changes (of distinct views) are kept per sender.
@@ -35,6 +36,11 @@ pub(crate) struct Slot {
     pub(crate) commits: BTreeMap<ReplicaId, Signed<Vote>>,
     pub(crate) prepared: bool,
     pub(crate) commit_sent: bool,
+    /// The pre-prepare cannot execute here in this view: it does not chain to the head a state
+    /// transfer brought. The slot is kept (never cleared) so that this replica never accepts,
+    /// prepares or commits another proposal at this (view, seq) (§4.2); a view change clears
+    /// it with the rest of the log.
+    pub(crate) abandoned: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +84,9 @@ pub struct LogStats {
     pub checkpoint_messages: usize,
     /// View-changes kept: at most `n * VIEW_CHANGES_PER_SENDER` (4).
     pub view_changes: usize,
+    /// Alarms raised since start (see [`crate::Alarm`]): zero unless the fault model was
+    /// exceeded or this replica's stores are damaged. Not a size: export it as a counter.
+    pub alarms: u64,
 }
 
 /// A PBFT replica (Castro and Liskov, OSDI'99 §4 / TOCS'02 §4). See the crate docs for the
@@ -91,7 +100,8 @@ pub struct Replica {
     /// Consecutive view changes without an execution: the timeout is T << backoff (§4.5.2).
     pub(crate) backoff: u32,
     /// Deadline of the view-change timer, if running. In normal status it runs while a request
-    /// is pending (§4.4); in view-change status once 2f+1 view-changes arrived (§4.5.2).
+    /// is pending and follows the oldest one (`timed_request`, §4.4); in view-change status it
+    /// runs once 2f+1 view-changes arrived (§4.5.2).
     pub(crate) timer: Option<u64>,
 
     /// Low watermark h: the stable checkpoint, which this replica has executed through.
@@ -114,6 +124,13 @@ pub struct Replica {
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
     /// Arrival order of pending requests, for fair batching (lazily cleaned).
     pub(crate) queue: VecDeque<Digest>,
+    /// Arrival order of pending requests (lazily cleaned): the first one still pending is the
+    /// oldest request this replica waits on, which the view-change timer follows (§4.4).
+    pub(crate) arrivals: VecDeque<Digest>,
+    /// The request the running normal-status timer follows (§4.4, §4.5.2: the timer is not
+    /// reset when *other* requests execute, so a primary cannot censor one request by
+    /// committing others).
+    pub(crate) timed_request: Option<Digest>,
     /// Request ids in accepted, not yet executed pre-prepares of the current view.
     ///
     /// `in_log` and `executed_ids` are hash tables: they are only probed, inserted into and
@@ -143,10 +160,17 @@ pub struct Replica {
     /// Messages of views not entered yet, per sender (bounded per sender).
     pub(crate) future: BTreeMap<ReplicaId, VecDeque<Signed<Message>>>,
 
+    /// Alarms raised (see [`crate::Alarm`]).
+    pub(crate) alarms: u64,
+    /// The highest sequence number a `CheckpointMismatch` alarm was raised for (raised once).
+    pub(crate) checkpoint_alarmed: SeqNo,
+
     pub(crate) last_progress: u64,
     pub(crate) last_retransmit: u64,
     /// Retransmit on the first tick after a restart.
     pub(crate) restarted: bool,
+    /// Recovery from lost state, while it lasts (passive meanwhile; `recovery.rs`).
+    pub(crate) recovery: Option<Recovery>,
 }
 
 impl Replica {
@@ -175,6 +199,8 @@ impl Replica {
             last_proposed: genesis,
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            timed_request: None,
             in_log: HashMap::new(),
             executed_ids: HashSet::new(),
             executed_order: VecDeque::new(),
@@ -185,12 +211,18 @@ impl Replica {
             max_view_seen: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
+            alarms: 0,
+            checkpoint_alarmed: 0,
             last_progress: 0,
             last_retransmit: 0,
             restarted: !restored.durable.is_empty() || restored.last_executed.0 > 0,
+            recovery: None,
             cfg: config,
         };
         let mut pre_prepares = Vec::new();
+        let mut sent_new_view = None;
+        let mut recovery_query_open = false;
+        let mut recovery_bound: (View, SeqNo) = (0, 0);
         for record in restored.durable {
             match record {
                 Durable::View(v) => {
@@ -214,8 +246,19 @@ impl Replica {
                         r.low_proof = proof;
                     }
                 }
+                Durable::NewView(nv) => sent_new_view = Some(nv),
+                Durable::Recovery { bound } => {
+                    recovery_query_open = bound.is_none();
+                    if let Some((view, seq)) = bound {
+                        recovery_bound = (recovery_bound.0.max(view), recovery_bound.1.max(seq));
+                    }
+                }
             }
         }
+        // A primary keeps resending the new-view of its view to replicas that missed it.
+        r.last_new_view = sent_new_view.filter(|nv| {
+            nv.view == r.view && r.status == Status::Normal && r.cfg.primary(nv.view) == r.cfg.id
+        });
         let low = r.low;
         r.prepared_certs.retain(|seq, _| *seq > low);
         r.executed_digests
@@ -260,6 +303,7 @@ impl Replica {
                     }
                 }
             }
+            r.abandon_unchained_slots();
         }
         // A primary continues after its last pre-prepare of this view (never reassigning one).
         let (seq, digest) = r
@@ -271,6 +315,19 @@ impl Replica {
             .unwrap_or(r.last_executed);
         r.next_seq = seq + 1;
         r.last_proposed = digest;
+        if r.can_recover() {
+            if restored.recovering || recovery_query_open {
+                r.recovery = Some(Recovery::querying(
+                    restored.nonce,
+                    recovery_bound,
+                    restored.recovering,
+                ));
+            } else if recovery_bound.0 > r.view || recovery_bound.1 > r.low {
+                let mut recovery = Recovery::querying(0, recovery_bound, false);
+                recovery.query = None;
+                r.recovery = Some(recovery);
+            }
+        }
         r
     }
 
@@ -321,6 +378,7 @@ impl Replica {
             future_buffered: self.future.values().map(VecDeque::len).sum(),
             checkpoint_messages: self.checkpoints.values().map(BTreeMap::len).sum(),
             view_changes: self.view_changes.values().map(BTreeMap::len).sum(),
+            alarms: self.alarms,
         }
     }
 
@@ -330,8 +388,14 @@ impl Replica {
     pub(crate) fn quorum(&self) -> usize {
         self.cfg.quorum()
     }
+    /// T << backoff (§4.5.2), saturating instead of overflowing.
     pub(crate) fn timeout(&self) -> u64 {
-        self.cfg.view_change_timeout_ticks << self.backoff.min(self.cfg.max_backoff_doublings)
+        let base = self.cfg.view_change_timeout_ticks;
+        if self.backoff > base.leading_zeros() {
+            u64::MAX
+        } else {
+            base << self.backoff
+        }
     }
 
     // ----- step --------------------------------------------------------------------------
@@ -365,6 +429,8 @@ impl Replica {
                 mark,
                 "an error must not leave actions behind"
             );
+        } else {
+            self.recovery_after_step(mark, actions);
         }
         result
     }
@@ -378,12 +444,9 @@ impl Replica {
         if from >= self.cfg.n {
             return Err(ProtocolError::UnknownSender(from));
         }
-        if let Some(v) = m.message.view()
-            && from != self.cfg.id
-        {
-            let seen = self.max_view_seen.entry(from).or_insert(0);
-            *seen = (*seen).max(v);
-        }
+        // Only messages the replica accepts count for the f+1 rule (§4.5.2): a malformed one
+        // must not change its state.
+        let shown_view = m.message.view().filter(|_| from != self.cfg.id);
         let Signed {
             from,
             message,
@@ -434,8 +497,14 @@ impl Replica {
                 actions,
             ),
             Message::NewView(nv) => self.on_new_view(from, nv, actions),
+            Message::RecoveryQuery(q) => self.on_recovery_query(from, q, actions),
+            Message::RecoveryAnswer(a) => self.on_recovery_answer(from, a, actions),
         };
         if result.is_ok() {
+            if let Some(v) = shown_view {
+                let seen = self.max_view_seen.entry(from).or_insert(0);
+                *seen = (*seen).max(v);
+            }
             self.join_higher_view(actions);
         }
         result
@@ -458,6 +527,7 @@ impl Replica {
         }
         self.retransmit(actions);
         self.maybe_fetch(actions);
+        self.maybe_query(actions);
     }
 
     /// Retransmission (§5 assumes lost messages are resent): a replica that made no progress
@@ -484,7 +554,7 @@ impl Replica {
                 let view = self.view;
                 let first = self.last_executed.0 + 1;
                 for (seq, slot) in self.slots.range(first..) {
-                    let Some(pp) = &slot.pre_prepare else {
+                    let Some(pp) = slot.pre_prepare.as_ref().filter(|_| !slot.abandoned) else {
                         continue;
                     };
                     if primary {
@@ -524,18 +594,47 @@ impl Replica {
         }
     }
 
+    /// §4.4: a backup waiting on a request starts its timer if it is not running; the timer
+    /// follows the oldest request waited on.
     pub(crate) fn arm_timer(&mut self) {
-        if self.status == Status::Normal && self.timer.is_none() && !self.pending.is_empty() {
-            self.timer = Some(self.now + self.timeout());
+        // A recovering replica follows the others' views; it does not start view changes.
+        if self.status != Status::Normal || self.timer.is_some() || self.recovery.is_some() {
+            return;
+        }
+        if let Some(oldest) = self.oldest_pending() {
+            self.timed_request = Some(oldest);
+            self.timer = Some(self.now.saturating_add(self.timeout()));
         }
     }
 
+    fn oldest_pending(&mut self) -> Option<Digest> {
+        while let Some(id) = self.arrivals.front() {
+            if self.pending.contains_key(id) {
+                return Some(*id);
+            }
+            self.arrivals.pop_front();
+        }
+        None
+    }
+
+    /// Something executed. §4.4/§4.5.2: the timer stops only when the request it follows is
+    /// no longer waited on, and then restarts (with a full timeout) for the oldest request
+    /// still waited on; executing other requests leaves it running.
     pub(crate) fn progress(&mut self) {
         self.last_progress = self.now;
-        if self.status == Status::Normal {
-            self.timer = None;
+        if self.status == Status::Normal
+            && self
+                .timed_request
+                .is_none_or(|id| !self.pending.contains_key(&id))
+        {
+            self.stop_timer();
             self.arm_timer();
         }
+    }
+
+    pub(crate) fn stop_timer(&mut self) {
+        self.timer = None;
+        self.timed_request = None;
     }
 
     // ----- requests (§4.1) -----------------------------------------------------------------
@@ -553,7 +652,13 @@ impl Replica {
         if self.pending.len() >= self.cfg.max_pending {
             return Err(ProtocolError::PendingFull);
         }
+        self.insert_pending(request);
+        Ok(())
+    }
+
+    fn insert_pending(&mut self, request: Request) {
         self.queue.push_back(request.id);
+        self.arrivals.push_back(request.id);
         self.pending.insert(
             request.id,
             PendingRequest {
@@ -561,7 +666,6 @@ impl Replica {
                 since: self.now,
             },
         );
-        Ok(())
     }
 
     fn on_request(
@@ -588,9 +692,7 @@ impl Replica {
         requests: Vec<Request>,
         actions: &mut Vec<Action>,
     ) -> Result<(), ProtocolError> {
-        if requests.len() > self.cfg.max_batch {
-            return Err(ProtocolError::Malformed("forward larger than a batch"));
-        }
+        self.check_batch(&requests)?;
         let fresh: Vec<Request> = requests
             .into_iter()
             .filter(|r| self.add_pending(r.clone()).is_ok())
@@ -630,9 +732,12 @@ impl Replica {
                 }
             }
         }
-        if self.queue.len() > 2 * self.pending.len() + 64 {
-            let pending = &self.pending;
-            self.queue.retain(|id| pending.contains_key(id));
+        let bound = 2 * self.pending.len() + 64;
+        let pending = &self.pending;
+        for ids in [&mut self.queue, &mut self.arrivals] {
+            if ids.len() > bound {
+                ids.retain(|id| pending.contains_key(id));
+            }
         }
     }
 
@@ -642,6 +747,9 @@ impl Replica {
     /// is full, when its oldest request waited `batch_window_ticks`, or on [`Input::Cut`].
     pub(crate) fn try_propose(&mut self, cut: bool, actions: &mut Vec<Action>) {
         debug_assert!(self.status == Status::Normal && self.is_primary());
+        if self.recovery.is_some() {
+            return; // a recovering primary proposes nothing; the backups replace it
+        }
         loop {
             let in_flight = self.next_seq.saturating_sub(self.last_executed.0 + 1);
             if in_flight >= self.cfg.max_in_flight || self.next_seq > self.high() {
@@ -651,6 +759,16 @@ impl Replica {
                 // Only after a state transfer past our own proposals: continue from the head.
                 self.next_seq = self.last_executed.0 + 1;
                 self.last_proposed = self.last_executed.1;
+            }
+            if self
+                .slots
+                .get(&(self.next_seq - 1))
+                .is_some_and(|s| s.abandoned)
+            {
+                // Our own proposals were abandoned: their sequence numbers cannot be assigned
+                // again in this view (§4.2), so nothing after them can execute; wait for the
+                // view change.
+                return;
             }
             while let Some(id) = self.queue.front() {
                 if self.pending.contains_key(id) && !self.in_log.contains_key(id) {
@@ -716,6 +834,23 @@ impl Replica {
         self.check_prepared(seq, actions);
     }
 
+    /// A batch a correct primary could have built: at most `max_batch` requests, no id twice.
+    /// Checked wherever a batch arrives (pre-prepares, forwards, prepared certificates), before
+    /// anything is stored, so that no peer can make this replica hold more than that.
+    pub(crate) fn check_batch(&self, requests: &[Request]) -> Result<(), ProtocolError> {
+        if requests.len() > self.cfg.max_batch {
+            return Err(ProtocolError::Malformed("batch larger than max_batch"));
+        }
+        let mut ids: Vec<&Digest> = requests.iter().map(|r| &r.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ProtocolError::Malformed(
+                "the same request twice in a batch",
+            ));
+        }
+        Ok(())
+    }
+
     // ----- backup: accepting a pre-prepare (§4.2) ------------------------------------------
 
     /// The digest this replica holds for `seq`, to check a successor's `prev` against.
@@ -731,8 +866,40 @@ impl Replica {
         }
         self.slots
             .get(&seq)
+            .filter(|s| !s.abandoned)
             .and_then(|s| s.pre_prepare.as_ref())
             .map(|pp| pp.digest)
+    }
+
+    /// Marks abandoned every slot above the executed head from the first whose pre-prepare
+    /// does not chain to the head (after a state transfer, or a restart on a ledger that
+    /// moved on): they can never execute here in this view, and their requests become
+    /// proposable again. They are not cleared: a correct replica never sends two different
+    /// prepares or commits for one (view, seq) (§4.2), so those sequence numbers stay blocked
+    /// until a view change.
+    pub(crate) fn abandon_unchained_slots(&mut self) {
+        let (head, mut prev) = self.last_executed;
+        let mut broken = false;
+        for (seq, slot) in self.slots.range_mut(head + 1..) {
+            let Some(pp) = &slot.pre_prepare else {
+                continue;
+            };
+            broken |= slot.abandoned || pp.proposal.prev != prev;
+            prev = pp.digest;
+            if !broken {
+                continue;
+            }
+            slot.abandoned = true;
+            slot.prepared = false;
+            for r in &pp.proposal.requests {
+                if self.in_log.get(&r.id) == Some(seq) {
+                    self.in_log.remove(&r.id);
+                }
+            }
+        }
+        if broken {
+            self.waiting.clear();
+        }
     }
 
     fn on_pre_prepare(
@@ -756,6 +923,7 @@ impl Replica {
                 current: self.view,
             });
         }
+        self.check_batch(&pp.proposal.requests)?;
         if pp.view > self.view || self.status == Status::ViewChange {
             return self.buffer_future(signed);
         }
@@ -827,14 +995,7 @@ impl Replica {
                         && !self.executed_ids.contains(&r.id)
                         && self.pending.len() < self.cfg.max_pending
                     {
-                        self.queue.push_back(r.id);
-                        self.pending.insert(
-                            r.id,
-                            PendingRequest {
-                                request: r.clone(),
-                                since: self.now,
-                            },
-                        );
+                        self.insert_pending(r.clone());
                     }
                 }
             }
@@ -923,7 +1084,7 @@ impl Replica {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
         };
-        if slot.prepared {
+        if slot.prepared || slot.abandoned {
             return;
         }
         let Some(pp) = &slot.pre_prepare else { return };
@@ -1031,11 +1192,16 @@ impl Replica {
             if signatures.len() < needed {
                 break;
             }
-            assert_eq!(
-                pp.proposal.prev, self.last_executed.1,
-                "replica {}: executing seq {seq} that does not chain to the executed head",
-                self.cfg.id
-            );
+            if pp.proposal.prev != self.last_executed.1 {
+                let digest = pp.digest;
+                let peers = signatures
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id != self.cfg.id)
+                    .collect();
+                self.committed_off_chain(seq, digest, peers, actions);
+                break;
+            }
             let committed = Committed {
                 proposal: pp.proposal.clone(),
                 digest: pp.digest,
@@ -1048,6 +1214,37 @@ impl Replica {
         if executed && self.status == Status::Normal && self.is_primary() {
             self.try_propose(false, actions);
         }
+    }
+
+    /// 2f+1 replicas committed a proposal at `seq` that does not follow this replica's
+    /// executed head: raise the alarm, never execute it here (the slot and those above are
+    /// abandoned), and fetch what the committers executed.
+    fn committed_off_chain(
+        &mut self,
+        seq: SeqNo,
+        digest: Digest,
+        committers: Vec<ReplicaId>,
+        actions: &mut Vec<Action>,
+    ) {
+        let view = self.view;
+        self.raise(Alarm::CommittedOffChain { seq, view }, actions);
+        self.abandon_unchained_slots();
+        if self.fetch.as_ref().is_none_or(|f| f.seq < seq) {
+            self.fetch = Some(FetchTarget {
+                seq,
+                digest,
+                proof: None,
+                peers: committers,
+                since: self.now,
+                requested_at: None,
+            });
+        }
+    }
+
+    /// Reports an [`Alarm`] to the caller and counts it.
+    pub(crate) fn raise(&mut self, alarm: Alarm, actions: &mut Vec<Action>) {
+        self.alarms += 1;
+        actions.push(Action::Alarm(alarm));
     }
 
     fn execute(&mut self, committed: Committed, actions: &mut Vec<Action>) {

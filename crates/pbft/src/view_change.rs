@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::ProtocolError;
 use crate::durable::Durable;
-use crate::io::Action;
+use crate::io::{Action, Alarm};
 use crate::message::{Checkpoint, Message, NewView, PrePrepare, Signed, ViewChange, Vote};
 use crate::replica::{FetchTarget, Replica, Status};
 use crate::types::{Digest, ReplicaId, SeqNo, View};
@@ -40,7 +40,7 @@ impl Replica {
         self.view = view;
         self.status = Status::ViewChange;
         self.backoff = self.backoff.saturating_add(1);
-        self.timer = None;
+        self.stop_timer();
         self.slots.clear();
         self.waiting.clear();
         self.in_log.clear();
@@ -99,6 +99,9 @@ impl Replica {
             if !ck.seq.is_multiple_of(k) {
                 return Err(Bad("checkpoint not at a multiple of K"));
             }
+            if vc.checkpoint_proof.len() > self.cfg.n as usize {
+                return Err(Bad("checkpoint proof"));
+            }
             let mut signers = BTreeSet::new();
             for c in &vc.checkpoint_proof {
                 if c.from >= self.cfg.n || c.message != ck || !signers.insert(c.from) {
@@ -124,6 +127,9 @@ impl Replica {
             if pp.view >= vc.new_view || pp.proposal.view > pp.view {
                 return Err(Bad("prepared certificate view"));
             }
+            if self.check_batch(&pp.proposal.requests).is_err() {
+                return Err(Bad("prepared certificate batch"));
+            }
             if (self.cfg.digest)(&pp.proposal) != pp.digest {
                 return Err(Bad("prepared certificate digest"));
             }
@@ -133,6 +139,9 @@ impl Replica {
                 seq,
                 digest: pp.digest,
             };
+            if cert.prepares.len() > self.cfg.n as usize {
+                return Err(Bad("prepared certificate prepares"));
+            }
             let mut signers = BTreeSet::new();
             for p in &cert.prepares {
                 if p.from >= self.cfg.n
@@ -225,17 +234,20 @@ impl Replica {
             .filter(|table| table.keys().next_back().is_some_and(|v| *v >= view))
             .count();
         if changing >= self.quorum() && self.timer.is_none() {
-            self.timer = Some(self.now + self.timeout());
+            self.timer = Some(self.now.saturating_add(self.timeout()));
         }
         if chosen.len() < self.quorum() {
             return;
         }
-        if self.cfg.primary(view) != self.cfg.id {
+        if self.cfg.primary(view) != self.cfg.id || self.recovery.is_some() {
             return;
         }
         let plan = self.plan_new_view(view, chosen.iter().map(|vc| &vc.message));
-        if self.conflicts_with_executed(&plan.pre_prepares) {
-            // Impossible with at most f faults; never propose against our own execution.
+        if let Some(seq) = self.conflicts_with_executed(&plan.pre_prepares) {
+            // Impossible with at most f faults; never propose against our own execution. Say
+            // so, and hand the view to the next primary rather than stall in this one.
+            self.raise(Alarm::NewViewConflictsWithExecuted { view, seq }, actions);
+            self.start_view_change(view + 1, actions);
             return;
         }
         let nv = NewView {
@@ -311,12 +323,15 @@ impl Replica {
         }
     }
 
-    fn conflicts_with_executed(&self, o: &[PrePrepare]) -> bool {
-        o.iter().any(|pp| {
-            self.executed_digests
-                .get(&pp.proposal.seq)
-                .is_some_and(|d| *d != pp.digest)
-        })
+    /// The first sequence number where the O set contradicts what this replica executed.
+    fn conflicts_with_executed(&self, o: &[PrePrepare]) -> Option<SeqNo> {
+        o.iter()
+            .find(|pp| {
+                self.executed_digests
+                    .get(&pp.proposal.seq)
+                    .is_some_and(|d| *d != pp.digest)
+            })
+            .map(|pp| pp.proposal.seq)
     }
 
     /// §4.4: a backup accepts a new-view for a higher view (or the one it is changing to) from
@@ -350,6 +365,12 @@ impl Replica {
         if nv.view == 0 {
             return Err(Bad("new-view for view 0"));
         }
+        // Bounded before anything is checked one by one (n senders, an O set within L).
+        if nv.view_changes.len() > self.cfg.n as usize
+            || nv.pre_prepares.len() as u64 > self.cfg.watermark_window
+        {
+            return Err(Bad("more view-changes or pre-prepares than can be valid"));
+        }
         let mut senders = BTreeSet::new();
         for vc in &nv.view_changes {
             if vc.from >= self.cfg.n || !senders.insert(vc.from) {
@@ -368,7 +389,10 @@ impl Replica {
         if plan.pre_prepares != nv.pre_prepares {
             return Err(Bad("O set does not match the view-changes"));
         }
-        if self.conflicts_with_executed(&plan.pre_prepares) {
+        if self.conflicts_with_executed(&plan.pre_prepares).is_some() {
+            // A valid new-view against our own execution: beyond the fault model (an error
+            // carries no action, so it is only counted; the view-change timer moves us on).
+            self.alarms += 1;
             return Err(Bad("O set conflicts with executed proposals"));
         }
         self.enter_view(nv.view, plan, None, actions);
@@ -386,7 +410,7 @@ impl Replica {
     ) {
         self.view = view;
         self.status = Status::Normal;
-        self.timer = None;
+        self.stop_timer();
         self.slots.clear();
         self.waiting.clear();
         self.in_log.clear();
@@ -394,6 +418,9 @@ impl Replica {
             self.last_new_view = None;
         }
         actions.push(Action::Persist(Durable::View(view)));
+        if let Some(nv) = &new_view {
+            actions.push(Action::Persist(Durable::NewView(nv.clone())));
+        }
         let ck = plan.checkpoint;
         if ck.seq > self.low {
             if ck.seq <= self.last_executed.0 {
@@ -403,6 +430,8 @@ impl Replica {
                     .is_none_or(|d| *d == ck.digest)
                 {
                     self.stabilize(ck, plan.proof, actions);
+                } else {
+                    self.checkpoint_mismatch(ck.seq, actions);
                 }
             } else if self.fetch.as_ref().is_none_or(|f| f.seq < ck.seq) {
                 let peers = plan.proof.iter().map(|c| c.from).collect();

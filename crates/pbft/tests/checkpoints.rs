@@ -207,6 +207,7 @@ fn durable_records_compact_below_the_stable_checkpoint() {
         Restored {
             last_executed: head,
             durable: full,
+            ..Restored::genesis(GENESIS)
         },
     );
     let b = Replica::new(
@@ -214,9 +215,186 @@ fn durable_records_compact_below_the_stable_checkpoint() {
         Restored {
             last_executed: head,
             durable: compacted,
+            ..Restored::genesis(GENESIS)
         },
     );
     assert_eq!(a.stable_checkpoint(), b.stable_checkpoint());
     assert_eq!(a.view(), b.view());
     assert_eq!(a.log_stats(), b.log_stats());
+}
+
+/// Finding 6 (§4.2): a correct backup never sends two different prepares for one (view, seq).
+/// Replica 2 prepares A at 1 and 2 of view 0; a state transfer then brings the committed B at
+/// 1, so its A at 2 can never execute here. When the (equivocating) primary offers B's
+/// successor at 2, the backup refuses it: it already prepared A at (0, 2). Only a view change
+/// frees that sequence number.
+#[test]
+fn finding_6_state_transfer_never_leads_to_a_second_prepare() {
+    let mut r = replica(2);
+    let a1 = pre_prepare(1, 0, GENESIS, vec![request(1)]);
+    let a2 = pre_prepare(2, 0, a1.digest, vec![request(2)]);
+    step(&mut r, msg(0, Message::PrePrepare(a1)));
+    let sent = step(&mut r, msg(0, Message::PrePrepare(a2.clone())));
+    assert!(sent.contains(&Action::Broadcast(Message::Prepare(vote(0, 2, a2.digest)))));
+    let b1 = pre_prepare(1, 0, GENESIS, vec![request(3)]);
+    step(
+        &mut r,
+        Input::StateTransferred {
+            seq: 1,
+            digest: b1.digest,
+            request_ids: vec![[3; 32]],
+        },
+    );
+    let b2 = pre_prepare(2, 0, b1.digest, vec![request(4)]);
+    assert_eq!(
+        step_err(&mut r, msg(0, Message::PrePrepare(b2.clone()))),
+        ProtocolError::Conflicting
+    );
+    // Nor does it commit or execute the abandoned A at 2.
+    let v = vote(0, 2, a2.digest);
+    let mut out = Vec::new();
+    for from in [1, 3] {
+        let _ = r.step(msg(from, Message::Prepare(v)), &mut out);
+    }
+    for from in [0, 1, 3] {
+        let _ = r.step(msg(from, Message::Commit(v)), &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r.last_executed(), (1, b1.digest));
+    // Its request is waited on again (it did not execute), so the replica will time out.
+    assert_eq!(r.pending_len(), 2);
+}
+
+/// A view-change from `from` to `view` with the given checkpoint, its proof signed by
+/// `proof_from`, and prepared certificates (prepares from replicas 2 and 3 of view 0).
+fn view_change_from(
+    view: View,
+    checkpoint: Checkpoint,
+    proof_from: &[ReplicaId],
+    prepared: &[PrePrepare],
+) -> ViewChange {
+    ViewChange {
+        new_view: view,
+        checkpoint,
+        checkpoint_proof: proof_from.iter().map(|f| signed(*f, checkpoint)).collect(),
+        prepared: prepared
+            .iter()
+            .map(|pp| PreparedCertificate {
+                pre_prepare: pp.clone(),
+                prepares: [2, 3]
+                    .iter()
+                    .map(|f| signed(*f, vote(pp.view, pp.proposal.seq, pp.digest)))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Finding 9: state that cannot occur with at most f faults is reported and recovered from,
+/// never a panic. Replica 2 executed A1..A4; 2f+1 (forged, beyond the fault model) replicas
+/// then carry it into view 1 from a checkpoint B4 it did not execute and commit B5 on top:
+/// it raises a checkpoint alarm, refuses to execute B5 (which does not follow its head; this
+/// used to be an assert), raises an alarm for it and asks for a state transfer.
+#[test]
+fn finding_9_off_chain_commit_raises_alarms_instead_of_panicking() {
+    let mut r = replica(2);
+    for pp in chain(4) {
+        commit(&mut r, &pp);
+    }
+    let a4 = r.last_executed();
+    let b4 = Checkpoint {
+        seq: 4,
+        digest: [4; 32],
+    };
+    let b5 = pre_prepare(5, 0, b4.digest, vec![request(5)]);
+    let vcs: Vec<Signed<ViewChange>> = [0, 1, 3]
+        .iter()
+        .map(|f| {
+            signed(
+                *f,
+                view_change_from(1, b4, &[0, 1, 3], std::slice::from_ref(&b5)),
+            )
+        })
+        .collect();
+    let o = PrePrepare {
+        view: 1,
+        digest: b5.digest,
+        proposal: b5.proposal.clone(),
+    };
+    let nv = NewView {
+        view: 1,
+        view_changes: vcs,
+        pre_prepares: vec![o.clone()],
+    };
+    let mut actions = step(&mut r, msg(1, Message::NewView(nv)));
+    let v = vote(1, 5, b5.digest);
+    for from in [0, 3] {
+        actions.extend(step(&mut r, msg(from, Message::Prepare(v))));
+    }
+    for from in [0, 1, 3] {
+        actions.extend(step(&mut r, msg(from, Message::Commit(v))));
+    }
+    let alarms: Vec<&Action> = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Alarm(_)))
+        .collect();
+    assert_eq!(
+        alarms,
+        vec![
+            &Action::Alarm(Alarm::CheckpointMismatch { seq: 4 }),
+            &Action::Alarm(Alarm::CommittedOffChain { seq: 5, view: 1 }),
+        ]
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Execute(_))));
+    assert_eq!(r.last_executed(), a4);
+    assert_eq!(r.log_stats().alarms, 2);
+    // It fetches what the committers executed.
+    let fetched: Vec<Action> = (0..1_000)
+        .flat_map(|_| step(&mut r, Input::Tick))
+        .filter(|a| matches!(a, Action::FetchState { .. }))
+        .take(1)
+        .collect();
+    assert_eq!(
+        fetched,
+        vec![Action::FetchState {
+            seq: 5,
+            digest: b5.digest,
+            peers: vec![0, 1, 3]
+        }]
+    );
+}
+
+/// Finding 9: a new primary whose 2f+1 view-changes yield an O set that conflicts with what it
+/// executed does not stall silently: it raises an alarm and moves on to the next view.
+#[test]
+fn finding_9_conflicting_new_primary_raises_an_alarm_and_moves_on() {
+    let mut r = replica(1);
+    let a1 = chain(1).remove(0);
+    commit(&mut r, &a1);
+    assert_eq!(r.last_executed(), (1, a1.digest));
+    let b1 = pre_prepare(1, 0, GENESIS, vec![request(9)]);
+    let genesis = Checkpoint {
+        seq: 0,
+        digest: GENESIS,
+    };
+    let mut actions = Vec::new();
+    for from in [0, 2, 3] {
+        let vc = view_change_from(1, genesis, &[], std::slice::from_ref(&b1));
+        actions.extend(step(&mut r, msg(from, Message::ViewChange(vc))));
+    }
+    assert!(
+        actions.contains(&Action::Alarm(Alarm::NewViewConflictsWithExecuted {
+            view: 1,
+            seq: 1
+        })),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&Action::Persist(Durable::ViewChange(2))));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Broadcast(Message::NewView(_))))
+    );
+    assert_eq!(r.view(), 2);
+    assert_eq!(r.log_stats().alarms, 1);
 }

@@ -87,7 +87,7 @@ fn rejects_each_kind_of_bad_message() {
     let forward = Message::Forward(vec![request(7); 3]);
     assert_eq!(
         step_err(&mut r, msg(3, forward)),
-        ProtocolError::Malformed("forward larger than a batch")
+        ProtocolError::Malformed("batch larger than max_batch")
     );
 }
 
@@ -175,6 +175,7 @@ fn restart_never_contradicts_persisted_records() {
         Restored {
             last_executed: (0, GENESIS),
             durable,
+            ..Restored::genesis(GENESIS)
         },
     );
     step(&mut p, Input::Request(request(2)));
@@ -198,6 +199,7 @@ fn restart_never_contradicts_persisted_records() {
         Restored {
             last_executed: (0, GENESIS),
             durable,
+            ..Restored::genesis(GENESIS)
         },
     );
     let other = pre_prepare(1, 0, GENESIS, vec![request(9)]);
@@ -205,4 +207,69 @@ fn restart_never_contradicts_persisted_records() {
         step_err(&mut b, msg(0, Message::PrePrepare(other))),
         ProtocolError::Conflicting
     );
+}
+
+/// Finding 5: every batch is bounded where it arrives. With max_batch = 2, a pre-prepare of
+/// 1,000 copies of one request is refused (for the current view and for a future one, which
+/// would otherwise be buffered), as are batches that repeat a request, forwards that do, and
+/// view-changes whose prepared certificates carry such batches.
+#[test]
+fn finding_5_oversized_and_duplicate_batches_are_refused() {
+    let mut r = replica(1);
+    let flood = pre_prepare(1, 0, GENESIS, vec![request(1); 1_000]);
+    assert_eq!(
+        step_err(&mut r, msg(0, Message::PrePrepare(flood))),
+        ProtocolError::Malformed("batch larger than max_batch")
+    );
+    let future = pre_prepare(1, 4, GENESIS, vec![request(1); 1_000]);
+    assert_eq!(
+        step_err(&mut r, msg(0, Message::PrePrepare(future))),
+        ProtocolError::Malformed("batch larger than max_batch")
+    );
+    let twice = pre_prepare(1, 0, GENESIS, vec![request(1), request(1)]);
+    assert_eq!(
+        step_err(&mut r, msg(0, Message::PrePrepare(twice.clone()))),
+        ProtocolError::Malformed("the same request twice in a batch")
+    );
+    assert_eq!(
+        step_err(
+            &mut r,
+            msg(3, Message::Forward(vec![request(2), request(2)]))
+        ),
+        ProtocolError::Malformed("the same request twice in a batch")
+    );
+    let cert = PreparedCertificate {
+        pre_prepare: twice.clone(),
+        prepares: [2, 3]
+            .iter()
+            .map(|f| signed(*f, vote(0, 1, twice.digest)))
+            .collect(),
+    };
+    let vc = ViewChange {
+        new_view: 1,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: vec![],
+        prepared: vec![cert],
+    };
+    assert_eq!(
+        step_err(&mut r, msg(2, Message::ViewChange(vc))),
+        ProtocolError::InvalidViewChange("prepared certificate batch")
+    );
+    let stats = r.log_stats();
+    assert_eq!(
+        (
+            stats.slots,
+            stats.waiting,
+            stats.future_buffered,
+            stats.pending
+        ),
+        (0, 0, 0, 0)
+    );
+    // A batch within the bounds is still accepted.
+    let fine = pre_prepare(1, 0, GENESIS, vec![request(1), request(2)]);
+    step(&mut r, msg(0, Message::PrePrepare(fine)));
+    assert_eq!(r.log_stats().slots, 1);
 }

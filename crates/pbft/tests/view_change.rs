@@ -110,6 +110,7 @@ fn new_primary_sends_new_view_with_o_set_truncated_at_gap() {
         actions,
         vec![
             Action::Persist(Durable::View(1)),
+            Action::Persist(Durable::NewView(nv.clone())),
             Action::Persist(Durable::PrePrepare(o.clone())),
             Action::Broadcast(Message::NewView(nv.clone())),
         ]
@@ -234,6 +235,67 @@ fn cluster_survives_primary_crash() {
     }
 }
 
+/// Finding 7 (§4.5.2): the new-view a primary sent is persisted, so that after a restart it
+/// still hands it to a replica that missed it (here replica 3, which sent its view-change for
+/// view 1 and retransmits it), and that replica enters the view.
+#[test]
+fn finding_7_restarted_primary_resends_its_new_view() {
+    let vcs: Vec<Signed<ViewChange>> = [1, 2, 3]
+        .iter()
+        .map(|f| signed(*f, view_change(1, vec![])))
+        .collect();
+    let mut p = replica(1);
+    let mut actions = Vec::new();
+    for vc in [&vcs[1], &vcs[2], &vcs[0]] {
+        actions.extend(step(&mut p, Input::Message(vc.clone().map())));
+    }
+    let Some(nv) = actions.iter().find_map(|a| match a {
+        Action::Broadcast(Message::NewView(nv)) => Some(nv.clone()),
+        _ => None,
+    }) else {
+        panic!("no new-view: {actions:?}")
+    };
+    let durable: Vec<Durable> = actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Persist(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    // Replica 3 changes to view 1 but the new-view never reaches it.
+    let mut b = replica(3);
+    for vc in &vcs[..2] {
+        step(&mut b, Input::Message(vc.clone().map()));
+    }
+    assert!(b.in_view_change() && b.view() == 1);
+    // The primary crashes and restarts from what it persisted (compacted).
+    let mut compacted = durable.clone();
+    Durable::compact(&mut compacted);
+    assert_eq!(
+        compacted,
+        durable[1..].to_vec(),
+        "only the view-change record goes"
+    );
+    let mut p = Replica::new(
+        config(1, 4),
+        Restored {
+            last_executed: (0, GENESIS),
+            durable: compacted,
+            ..Restored::genesis(GENESIS)
+        },
+    );
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 1);
+    assert_eq!(
+        step(&mut p, Input::Message(vcs[2].clone().map())),
+        vec![Action::Send {
+            to: 3,
+            message: Message::NewView(nv.clone())
+        }]
+    );
+    step(&mut b, msg(1, Message::NewView(nv)));
+    assert!(!b.in_view_change() && b.view() == 1);
+}
+
 trait MapSigned {
     fn map(self) -> Signed<Message>;
 }
@@ -244,5 +306,111 @@ impl MapSigned for Signed<ViewChange> {
             message: Message::ViewChange(self.message),
             signature: self.signature,
         }
+    }
+}
+
+/// Finding 8 (§4.5.2): the timeout doubles on every view change that does not lead to an
+/// execution, without a cap, so that it eventually exceeds the network's real delay. Here a
+/// partition holds every message for 40 T (as a transport retrying through it would), longer
+/// than the old cap of 32 T: the replicas keep changing views until their timeout covers the
+/// delay, then commit; once the partition heals, they commit promptly again.
+#[test]
+fn finding_8_partition_longer_than_32_timeouts_heals() {
+    let timeout = config(0, 4).view_change_timeout_ticks;
+    let mut c = Cluster::new(4);
+    c.latency_ticks = 40 * timeout;
+    for id in 0..4 {
+        c.input(id, Input::Request(request(1)));
+    }
+    c.run();
+    let mut ticks = 0;
+    while (0..4).any(|id| c.executed_ids(id).is_empty()) {
+        assert!(
+            ticks < 2_000 * timeout,
+            "no commit while the partition lasts"
+        );
+        c.tick_all(timeout);
+        ticks += timeout;
+    }
+    assert!(c.replicas.iter().all(|r| r.view() > 0));
+    // The partition heals: a new request commits within a few timeouts.
+    c.latency_ticks = 0;
+    c.tick_all(c.delayed.back().map_or(0, |(at, _, _)| at - c.now));
+    for id in 0..4 {
+        c.input(id, Input::Request(request(2)));
+    }
+    c.run();
+    c.tick_all(4 * timeout);
+    for id in 0..4 {
+        assert_eq!(c.executed_ids(id), vec![[1; 32], [2; 32]], "replica {id}");
+    }
+}
+
+/// Finding 8: with no cap, the doubled timeout saturates at `u64::MAX` ticks instead of
+/// overflowing (which would wrap it to a timer that fires at once).
+#[test]
+fn timeout_doubling_saturates_instead_of_overflowing() {
+    let mut cfg = config(3, 4);
+    cfg.view_change_timeout_ticks = 1 << 62;
+    let mut r = Replica::new(cfg, Restored::genesis(GENESIS));
+    for view in 1..=4 {
+        for from in [0, 1, 2] {
+            let _ = r.step(
+                msg(from, Message::ViewChange(view_change(view, vec![]))),
+                &mut Vec::new(),
+            );
+        }
+        assert_eq!(r.view(), view);
+    }
+    for _ in 0..1_000 {
+        let actions = step(&mut r, Input::Tick);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Persist(_))));
+    }
+    assert_eq!(r.view(), 4);
+}
+
+/// Finding 3 (§4.4, §4.5.2): the view-change timer follows the oldest request a backup waits
+/// on and is not reset when other requests execute. The primary of view 0 keeps committing
+/// every request but one (it never lets the censored one into a batch); the backups time out
+/// on that one, replace the primary, and the next primary executes it.
+#[test]
+fn finding_3_censored_request_replaces_primary() {
+    const CENSORED: Digest = [1; 32];
+    let mut c = Cluster::new(4);
+    // Replica 0 never hears of the censored request: to the backups this is exactly a primary
+    // that drops it.
+    c.filter = Box::new(|_, to, m| match m {
+        Message::Forward(requests) if to == 0 => {
+            let kept: Vec<Request> = requests.into_iter().filter(|r| r.id != CENSORED).collect();
+            (!kept.is_empty()).then_some(Message::Forward(kept))
+        }
+        m => Some(m),
+    });
+    for id in 1..4 {
+        c.input(id, Input::Request(request(1)));
+    }
+    c.run();
+    // A request every 5 ticks, each committed within a few ticks: far more often than T = 20.
+    for i in 10..60 {
+        c.input(0, Input::Request(request(i)));
+        c.run();
+        c.tick_all(5);
+        if i == 12 {
+            assert!(
+                c.executed_ids(1).contains(&[10; 32]),
+                "others commit meanwhile"
+            );
+        }
+    }
+    for id in 0..4 {
+        assert!(
+            c.replicas[id].view() >= 1,
+            "replica {id} replaced the primary"
+        );
+        assert!(
+            c.executed_ids(id as ReplicaId).contains(&CENSORED),
+            "replica {id} executed the censored request"
+        );
+        assert_eq!(c.executed_ids(id as ReplicaId).len(), 51, "replica {id}");
     }
 }

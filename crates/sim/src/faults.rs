@@ -250,10 +250,15 @@ impl World {
 
     /// Restarts from the ledger head and the durable records, as the node does.
     pub(crate) fn restart(&mut self, id: ReplicaId) {
+        // A replica that lost its durable state may have voted before: it restarts recovering
+        // (the node knows this from the marker `init` writes beside its key).
+        let nonce = self.rng.r#gen::<u64>();
         let node = &mut self.nodes[id as usize];
         let restored = Restored {
             last_executed: node.app.head(),
             durable: node.durable.clone(),
+            recovering: node.amnesia > 0 && node.durable.is_empty(),
+            nonce,
         };
         node.replica = Some(Replica::new(
             replica_config(id, self.n, self.cfg.planted_bug),

@@ -36,6 +36,11 @@ pub fn message(m: &Message) -> String {
                 .map(|pp| (pp.proposal.seq, short(&pp.digest)))
                 .collect::<Vec<_>>()
         ),
+        Message::RecoveryQuery(q) => format!("RecoveryQuery({:x})", q.nonce),
+        Message::RecoveryAnswer(a) => format!(
+            "RecoveryAnswer(v{} seen v{} s{})",
+            a.view, a.querier_view, a.last_executed
+        ),
     }
 }
 
@@ -79,5 +84,6 @@ pub fn action(a: &Action) -> String {
             c.proposal.requests.len()
         ),
         Action::FetchState { seq, peers, .. } => format!("fetch state to s{seq} from {peers:?}"),
+        Action::Alarm(alarm) => format!("ALARM {alarm}"),
     }
 }

@@ -5,24 +5,7 @@ use sim::{Profile, RunConfig};
 /// Profiles whose adversary finds a pbft bug that is not fixed yet (see crates/sim/FOUND.md):
 /// skipped here so that main stays green; remove an entry when its fix lands (the finding's
 /// profile must then pass these seeds and the 10,000-seed run).
-pub const KNOWN_OPEN: &[(Profile, &str)] = &[
-    (
-        Profile::Substitution,
-        "finding 1: payload substitution through a view change",
-    ),
-    (
-        Profile::Amnesia,
-        "finding 2: a replica restored from nothing votes twice",
-    ),
-    (
-        Profile::Censor,
-        "finding 3: censorship; the timer follows executions",
-    ),
-    (
-        Profile::Flood,
-        "finding 5: oversized and duplicate batches accepted",
-    ),
-];
+pub const KNOWN_OPEN: &[(Profile, &str)] = &[];
 
 /// Seeds per (profile, n) pair.
 const SEEDS_PER_PAIR: u64 = 12;

@@ -17,8 +17,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::block::{Block, BlockHeader, Certificate};
 use crate::genesis::Genesis;
-use crate::tx::{SignedTransaction, Transaction};
-use crate::{Error, Hash, Result, merkle};
+use crate::tx::{Checked, SignedTransaction, Transaction};
+use crate::{Error, Hash, Result};
 
 mod schema;
 pub(crate) mod state;
@@ -145,12 +145,17 @@ impl Store {
         self.head
     }
 
-    /// Appends the next block durably: the block, its transactions and the state they derive,
-    /// in one SQLite transaction. Refuses a block that does not extend the head or whose header
-    /// does not match its transactions. Commit certificates and transaction signatures are the
-    /// caller's to check before ([`crate::verify::check_block`]): the node checks them as the
-    /// messages arrive, and verification on opening checks them again.
-    pub fn append_block(&mut self, block: &Block) -> Result<Applied> {
+    /// Appends the next block durably: the block, its entries and the state they derive, in
+    /// one SQLite transaction. Refuses a block that does not extend the head or whose header
+    /// is not the one its entries build ([`BlockHeader::rebuilt`]).
+    ///
+    /// `checked` is what each entry carries, in order: what [`crate::crypto::check_entries`]
+    /// decides for `block.entries` (the node decides it with fewer checks for requests it
+    /// checked as they arrived). The store trusts it, as it trusts that the certificate was
+    /// checked ([`crate::verify::check_block`]); verification on opening derives both again from
+    /// the stored bytes. An invalid entry is stored as it came, rejected with its
+    /// [`crate::tx::Invalid::reason`], and changes nothing but the ids seen (its request was executed).
+    pub fn append_block(&mut self, block: &Block, checked: &[Checked]) -> Result<Applied> {
         let (head, head_hash) = self.head;
         let h = block.header.height;
         let not_next = |reason: String| Error::NotNext { height: h, reason };
@@ -170,64 +175,50 @@ impl Store {
                 block.header.seq
             )));
         }
-        // borsh of a signed transaction is the borsh of what its id covers followed by the
-        // 64-byte signature, so one encoding gives both the stored bytes and the id.
-        let encoded: Vec<(Vec<u8>, Hash)> = block
-            .transactions
-            .iter()
-            .map(|t| {
-                let bytes = t.to_bytes();
-                let id = crate::sha256(&bytes[..bytes.len() - 64]);
-                (bytes, id)
-            })
-            .collect();
-        let root = merkle::root_from_iter(encoded.iter().map(|(_, id)| *id).collect::<Vec<_>>());
-        if root != block.header.merkle_root {
-            return Err(not_next(
-                "the merkle root does not match its transactions".into(),
-            ));
+        if checked.len() != block.entries.len() {
+            return Err(not_next(format!(
+                "{} verdicts for {} entries",
+                checked.len(),
+                block.entries.len()
+            )));
         }
-        let latest = block
-            .transactions
-            .iter()
-            .map(|t| t.timestamp_ms)
-            .max()
-            .unwrap_or(0);
-        if latest != block.header.timestamp_ms {
+        if block.header.rebuilt(&block.entries) != block.header {
             return Err(not_next(
-                "the timestamp is not its latest transaction's".into(),
+                "the merkle root or timestamp does not match its entries".into(),
             ));
         }
 
         let hash = block.hash();
-        let ids: Vec<Hash> = encoded.iter().map(|(_, id)| *id).collect();
+        let ids: Vec<Hash> = block.ids().collect();
         let mut applied = Applied::default();
         let tx = self.conn.transaction()?;
         // The state machine's verdicts, decided in memory over what the chain already holds
         // (fetched in a few batched queries rather than a few thousand point queries).
-        let mut state = prefetch_state(&tx, &ids, &block.transactions)?;
+        let mut state = prefetch_state(&tx, &ids, checked)?;
         insert_block(&tx, block, &hash)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO transactions (height, idx, id, kind, patient_id, timestamp_ms, body, rejected)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            for (index, (t, (bytes, id))) in block.transactions.iter().zip(&encoded).enumerate() {
-                let rejected = state.apply(0, id, &t.body);
+            for (index, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
+                let rejected = state.apply(0, &entry.id, content);
+                let (kind, patient_id) = indexed_columns(content);
                 insert.execute(params![
                     h as i64,
                     index as i64,
-                    id.as_slice(),
-                    t.body.kind(),
-                    t.body.patient_id(),
-                    t.timestamp_ms as i64,
-                    bytes,
+                    entry.id.as_slice(),
+                    kind,
+                    patient_id,
+                    entry.timestamp_ms as i64,
+                    &entry.payload[..],
                     rejected,
                 ])?;
                 let row = tx.last_insert_rowid();
-                match rejected {
-                    Some(reason) => applied.rejected.push((index, reason)),
-                    None => apply_effects(&tx, row, &t.body)?,
+                match (rejected, content) {
+                    (Some(reason), _) => applied.rejected.push((index, reason)),
+                    (None, Ok(t)) => apply_effects(&tx, row, &t.body)?,
+                    (None, Err(_)) => {}
                 }
             }
         }
@@ -253,7 +244,7 @@ fn insert_block(conn: &Connection, block: &Block, hash: &Hash) -> Result<()> {
         hash.as_slice(),
         header.to_bytes(),
         block.certificate.to_bytes(),
-        block.transactions.len() as i64,
+        block.entries.len() as i64,
         header.timestamp_ms as i64,
         header.proposer,
         header.view as i64,
@@ -350,13 +341,21 @@ fn lookup<T>(
     Ok(found)
 }
 
-/// The part of the chain's state that `txs` (with ids `ids`) can touch: which ids were seen,
-/// which consents have a record, which were granted or used.
-fn prefetch_state(
-    conn: &Connection,
-    ids: &[Hash],
-    txs: &[SignedTransaction],
-) -> Result<state::Replay> {
+/// The `kind` and `patient_id` columns of an entry: its transaction's, or [`INVALID_KIND`] and
+/// no patient for an invalid entry, whose content no validator vouches for.
+pub(crate) fn indexed_columns(content: &Checked) -> (&str, &str) {
+    match content {
+        Ok(t) => (t.body.kind(), t.body.patient_id()),
+        Err(_) => (INVALID_KIND, ""),
+    }
+}
+
+/// The `kind` of an entry that carries no valid transaction ([`crate::tx::Invalid`]).
+pub const INVALID_KIND: &str = "invalid";
+
+/// The part of the chain's state that the entries with ids `ids` and verdicts `checked` can
+/// touch: which ids were seen, which consents have a record, which were granted or used.
+fn prefetch_state(conn: &Connection, ids: &[Hash], checked: &[Checked]) -> Result<state::Replay> {
     let mut state = state::Replay::default();
     let hash = |r: &rusqlite::Row<'_>, i| -> rusqlite::Result<Hash> {
         let bytes: Vec<u8> = r.get(i)?;
@@ -376,7 +375,7 @@ fn prefetch_state(
     // consent's row: each hash is looked up only where its transaction's rule looks.
     let mut record_consents = Vec::new();
     let mut consents = Vec::new();
-    for t in txs {
+    for t in checked.iter().flatten() {
         match &t.body {
             Transaction::AddRecord { consent_hash, .. } => record_consents.push(*consent_hash),
             Transaction::ConsentGranted { consent_hash, .. }
@@ -423,11 +422,13 @@ impl Reader {
         busy_timeout(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        schema::check_version(version, path)?;
         if version != schema::VERSION {
+            // A store not yet migrated by the program that writes it.
             return Err(Error::Io {
                 path: path.to_path_buf(),
                 source: std::io::Error::other(format!(
-                    "schema version {version}, this program reads {}",
+                    "schema version {version}, this program reads {}; open it with its node first",
                     schema::VERSION
                 )),
             });
@@ -602,12 +603,13 @@ macro_rules! read_queries {
                 Ok(page)
             }
 
-            /// The first occurrence on chain of transaction `id`.
+            /// The first occurrence on chain of transaction `id` (an invalid entry under that
+            /// id carries no transaction and is skipped; [`Self::tx_status`] names it).
             pub fn transaction(&self, id: &Hash) -> Result<Option<CommittedTx>> {
                 query::tx_where(
                     &self.conn,
-                    "substr(id, 1, 8) = ?1 AND id = ?2",
-                    &[&key_prefix(id), &id.as_slice()],
+                    "substr(id, 1, 8) = ?1 AND id = ?2 AND kind != ?3",
+                    &[&key_prefix(id), &id.as_slice(), &INVALID_KIND],
                 )
             }
 
@@ -635,13 +637,24 @@ macro_rules! read_queries {
                     .map(|h| h as u64))
             }
 
-            /// Committed at a height (and applied or not), or unknown.
+            /// Committed at a height (and applied or not), or unknown: the first entry on
+            /// chain under `id`, whatever it carries.
             pub fn tx_status(&self, id: &Hash) -> Result<TxStatus> {
-                Ok(match self.transaction(id)? {
-                    Some(c) => TxStatus::Committed {
-                        height: c.height,
-                        index: c.index,
-                        rejected: c.rejected,
+                let row: Option<(i64, i64, Option<String>)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT height, idx, rejected FROM transactions
+                         WHERE substr(id, 1, 8) = ?1 AND id = ?2 ORDER BY tx LIMIT 1",
+                    )?
+                    .query_row([key_prefix(id), id.as_slice()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                Ok(match row {
+                    Some((height, index, rejected)) => TxStatus::Committed {
+                        height: height as u64,
+                        index: index as u64,
+                        rejected,
                     },
                     None => TxStatus::Unknown,
                 })
@@ -748,7 +761,7 @@ macro_rules! read_queries {
                 }))
             }
 
-            /// The number of transactions on chain (applied or not).
+            /// The number of entries on chain (applied or not, valid or not).
             pub fn transaction_count(&self) -> Result<u64> {
                 let n: i64 = self
                     .conn
@@ -788,17 +801,22 @@ pub(crate) mod query {
         let Some((header, certificate)) = row else {
             return Ok(None);
         };
-        let mut stmt =
-            conn.prepare_cached("SELECT body FROM transactions WHERE height = ?1 ORDER BY idx")?;
-        let mut transactions = Vec::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, timestamp_ms, body FROM transactions WHERE height = ?1 ORDER BY idx",
+        )?;
+        let mut entries = Vec::new();
         let mut rows = stmt.query([height as i64])?;
         while let Some(row) = rows.next()? {
-            let body: Vec<u8> = row.get(0)?;
-            transactions.push(SignedTransaction::from_bytes(&body)?);
+            let body: Vec<u8> = row.get(2)?;
+            entries.push(pbft::Request {
+                id: hash(row.get(0)?, "transaction id")?,
+                timestamp_ms: row.get::<_, i64>(1)? as u64,
+                payload: body.into(),
+            });
         }
         Ok(Some(Block {
             header: BlockHeader::from_bytes(&header)?,
-            transactions,
+            entries,
             certificate: Certificate::from_bytes(&certificate)?,
         }))
     }

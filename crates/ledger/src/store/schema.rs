@@ -2,6 +2,10 @@
 //!
 //! A migration is appended, never edited: a store written by version `k` is brought up to date
 //! by running migrations `k+1..` in order, each in the same transaction as its version bump.
+//!
+//! The version also names the chain format. A migration can move rows, never re-sign a block: a
+//! store whose version is below [`FORMAT_SINCE`] holds blocks hashed in an older format, and is
+//! refused at open ([`Error::FormatTooOld`]) with what to do, rather than reported as tampered.
 use rusqlite::Connection;
 
 use crate::{Error, Result};
@@ -111,14 +115,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE consents_v2 RENAME TO consents;
     CREATE INDEX consents_by_prefix ON consents(substr(consent_hash, 1, 8));
     ",
+    // 3: chain format 3 (issue 8, finding 1). A block's Merkle leaves are the hashes of its
+    // entries' exact bytes (request id, timestamp and payload, signature included) instead of
+    // the transaction ids, and an entry that carries no valid transaction is stored as it came
+    // with `kind = 'invalid'` and its reason in `rejected`. The tables are unchanged; stores of
+    // earlier versions are refused (see `FORMAT_SINCE`).
+    "
+    SELECT 1;
+    ",
 ];
+
+/// The first schema version of the chain format this program reads: block hashes commit to
+/// every byte of every entry since version 3.
+pub const FORMAT_SINCE: i64 = 3;
 
 /// The schema version this program writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Brings the schema up to [`VERSION`], refusing a store from a newer program.
-pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+/// Refuses a store whose schema `found` this program cannot read: one from a newer program, or
+/// one of an older chain format. Version 0 is a new, empty file.
+pub fn check_version(found: i64, path: &std::path::Path) -> Result<()> {
     if found > VERSION {
         return Err(Error::SchemaTooNew {
             path: path.to_path_buf(),
@@ -126,6 +142,20 @@ pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
             supported: VERSION,
         });
     }
+    if found != 0 && found < FORMAT_SINCE {
+        return Err(Error::FormatTooOld {
+            path: path.to_path_buf(),
+            found,
+            needed: FORMAT_SINCE,
+        });
+    }
+    Ok(())
+}
+
+/// Brings the schema up to [`VERSION`], refusing a store [`check_version`] refuses.
+pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    check_version(found, path)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -143,7 +173,7 @@ mod tests {
     /// are copied, not emptied).
     #[test]
     fn migration_2_keeps_the_rows_of_a_version_1_store() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         conn.execute_batch(
@@ -153,11 +183,9 @@ mod tests {
              INSERT INTO consents (consent_hash, granted_tx, used_tx) VALUES (x'0303', 7, 9);",
         )
         .unwrap();
-        migrate(&mut conn, std::path::Path::new("test.db")).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, VERSION);
+        // Version 1 is of an older chain format, which `migrate` refuses; the migration itself
+        // is checked here.
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
         let tx: i64 = conn
             .query_row(
                 "SELECT tx FROM transactions WHERE substr(id, 1, 8) = x'0101010101010101'",

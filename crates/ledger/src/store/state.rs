@@ -7,12 +7,16 @@
 //! - a transaction whose id appeared earlier in the chain (or earlier in its block) is a replay;
 //! - an `AddRecord` whose consent hash authorised an earlier record: one consent, one record;
 //! - a `ConsentGranted` for a consent hash already granted;
-//! - a `ConsentUsed` for a consent hash already used.
+//! - a `ConsentUsed` for a consent hash already used;
+//! - an entry that carries no valid transaction ([`crate::tx::Invalid`]: its payload does not
+//!   decode, has another id or timestamp than its request, or its signature does not verify).
+//!   It changes no state but the ids seen: pbft executed its request id, so a later entry
+//!   under that id is a duplicate, on every replica alike.
 //!
 //! Business rules that need a clock or secrets (OTP checks, expiry at the time of use) are the
 //! application's, before it submits a transaction; the state machine only enforces what must
 //! hold on every replica and can be decided from the chain alone.
-use crate::tx::Transaction;
+use crate::tx::{Checked, Transaction};
 use crate::{Hash, Result};
 
 pub const DUPLICATE: &str = "duplicate of an earlier transaction";
@@ -79,8 +83,16 @@ impl StateView for Replay {
 }
 
 impl Replay {
-    /// Decides and applies one transaction at row `tx`; returns the rejection reason if any.
-    pub fn apply(&mut self, tx: i64, id: &Hash, body: &Transaction) -> Option<&'static str> {
+    /// Decides and applies the entry with id `id` and verdict `content` at row `tx`; returns
+    /// the rejection reason if any.
+    pub fn apply(&mut self, tx: i64, id: &Hash, content: &Checked) -> Option<&'static str> {
+        let body = match content {
+            Ok(t) => &t.body,
+            Err(invalid) => {
+                self.seen.insert(*id);
+                return Some(invalid.reason());
+            }
+        };
         let outcome = decide(self, id, body).unwrap_or_default();
         self.seen.insert(*id);
         if outcome.is_none() {

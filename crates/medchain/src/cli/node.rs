@@ -13,8 +13,8 @@ use node::{Node, NodeConfig, NodeOptions, transport::TcpTransport};
 
 use super::service;
 
-/// Runs one validator: it talks TCP to its peers (every message signed, peers identified by the
-/// genesis keys, reconnecting with backoff) and serves this hospital's web UI and API. Logs to
+/// Runs one validator: it talks TCP to its peers over an encrypted channel on which each side
+/// proves its genesis key (every consensus message also signed; reconnecting with backoff) and serves this hospital's web UI and API. Logs to
 /// stderr (RUST_LOG=debug for more); stops cleanly on SIGTERM or Ctrl-C. A validator whose
 /// chain fails verification refuses to start and names the bad block.
 #[derive(Args, Debug)]
@@ -100,8 +100,8 @@ pub async fn start_validator_with(
     );
     options.watts_per_core = config.watts_per_core;
     adjust(&mut options);
-    let node = Node::start(options, genesis, move |inbox| {
-        Ok(Box::new(TcpTransport::start(listener, peers, inbox))
+    let node = Node::start(options, genesis, move |wiring| {
+        Ok(Box::new(TcpTransport::start(listener, peers, wiring))
             as Box<dyn node::transport::Transport>)
     })
     .with_context(|| format!("validator '{}' cannot start", config.name))?;

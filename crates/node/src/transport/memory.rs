@@ -1,5 +1,6 @@
 //! The embedded cluster's network: each node's inbox, shared by reference counting (a
-//! pre-prepare's batch is never copied).
+//! pre-prepare's batch is never copied). Every validator runs in this one process, so the
+//! sender the endpoint names is the sender: nothing here needs a handshake.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -7,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use pbft::ReplicaId;
 
-use super::{Transport, deliver};
+use super::{InboundCredit, Transport, deliver};
 use crate::runtime::Event;
 use crate::wire::Frame;
 
@@ -78,7 +79,7 @@ impl Transport for MemoryEndpoint {
             return;
         }
         if let Some(inbox) = links.get(to as usize).and_then(|link| link.inbox.as_ref()) {
-            deliver(inbox, frame);
+            deliver(inbox, self.from, frame, InboundCredit::default());
         }
     }
 }

@@ -1,27 +1,89 @@
-//! Moving frames between validators: in memory for the embedded cluster, TCP between processes.
+//! Moving frames between validators: in memory for the embedded cluster, over an authenticated
+//! and encrypted channel on TCP between processes (`channel`, `tcp`).
 //! Sending never blocks the replica's thread; a full queue drops the frame, which PBFT
 //! tolerates (it is a lossy network to the protocol).
+//!
+//! Every frame reaches the runtime with the validator it came from, as the transport knows it:
+//! the authenticated peer of the TCP channel, or the sending endpoint in memory.
 
+mod channel;
 mod memory;
 mod tcp;
 
+use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 
+pub use channel::{Channel, HANDSHAKE_TIMEOUT};
+use ledger::Hash;
+use ledger::crypto::{SigningKey, VerifyingKey};
 pub use memory::MemoryNetwork;
 use pbft::ReplicaId;
 pub use tcp::TcpTransport;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::runtime::Event;
-use crate::wire::Frame;
+use crate::wire::{Frame, FrameLimits};
 
 pub trait Transport: Send + Sync + 'static {
     /// Queues `frame` for `to`; drops it when that peer's queue is full or it is unreachable.
     fn send(&self, to: ReplicaId, frame: Frame);
+
+    /// Queues `frame` for every peer in `to`.
+    fn broadcast(&self, to: &[ReplicaId], frame: Frame) {
+        for peer in to {
+            self.send(*peer, frame.clone());
+        }
+    }
+}
+
+/// Who this validator is to the others, and who they are: what the channel's handshake proves
+/// and checks (every key comes from the genesis file).
+#[derive(Clone)]
+pub struct ValidatorIdentity {
+    pub id: ReplicaId,
+    pub key: SigningKey,
+    pub genesis_hash: Hash,
+    /// Every validator's key, by replica id.
+    pub validators: Arc<[VerifyingKey]>,
+}
+
+/// What `Node::start` gives the transport it builds.
+pub struct Wiring {
+    /// Where frames for this validator go.
+    pub inbox: SyncSender<Event>,
+    pub identity: ValidatorIdentity,
+    /// How large each kind of frame from a peer may be.
+    pub limits: FrameLimits,
+}
+
+/// Holds a share of one peer's inbound budget while its frame waits in the inbox; dropping the
+/// event returns it, so a peer that sends faster than the validator handles has its connection
+/// paused instead of filling memory.
+#[derive(Default)]
+pub struct InboundCredit {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl InboundCredit {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: Some(permit),
+        }
+    }
 }
 
 /// Hands an arrived frame to a node's inbox; drops it when the inbox is full.
-pub(crate) fn deliver(inbox: &SyncSender<Event>, frame: Frame) -> bool {
-    match inbox.try_send(Event::Network(frame)) {
+pub(crate) fn deliver(
+    inbox: &SyncSender<Event>,
+    from: ReplicaId,
+    frame: Frame,
+    credit: InboundCredit,
+) -> bool {
+    match inbox.try_send(Event::Network {
+        from,
+        frame,
+        credit,
+    }) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
     }

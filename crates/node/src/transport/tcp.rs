@@ -1,39 +1,71 @@
-//! TCP between validator processes: length-delimited frames of borsh-encoded envelopes. Each
-//! node dials every peer for what it sends and accepts connections for what it receives;
-//! dialling retries with exponential backoff, so peers may start in any order.
+//! TCP between validator processes, over the authenticated and encrypted channel of
+//! [`super::channel`]. Each node dials every peer for what it sends and accepts connections for
+//! what it receives; dialling retries with exponential backoff, so peers may start in any order.
+//!
+//! Bounded everywhere a peer could make us hold memory: frames by kind ([`FrameLimits`]), one
+//! inbound connection per validator (a newer one replaces it), a few handshakes at a time, each
+//! within [`HANDSHAKE_TIMEOUT`], and per peer a byte budget for frames waiting in the inbox (the
+//! connection pauses when it is spent) and for frames waiting to be sent (new ones are dropped).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::mpsc::SyncSender;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use borsh::BorshDeserialize;
-use futures::{SinkExt, StreamExt};
+use bytes::Bytes;
 use pbft::ReplicaId;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
-use super::{Transport, deliver};
+use super::channel::{Channel, HANDSHAKE_TIMEOUT};
+use super::{InboundCredit, Transport, ValidatorIdentity, Wiring, deliver};
+use crate::error::NodeError;
 use crate::runtime::Event;
-use crate::wire::{Envelope, Frame};
+use crate::wire::{Frame, FrameKind, FrameLimits, Wire};
 
-/// The largest frame accepted: a full batch of large records fits with room to spare.
-const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 /// Frames queued for one peer before new ones are dropped.
 const PEER_QUEUE_FRAMES: usize = 8192;
+/// Bytes queued for one peer (to send, or received and waiting for the validator's thread)
+/// before new frames wait or are dropped. A frame larger than this still passes alone.
+pub const PEER_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Each frame waiting in the inbox is charged this much on top of its bytes, so that a peer's
+/// budget also bounds how many of its frames wait (at most 16,384).
+const FRAME_CHARGE_BYTES: usize = 4096;
+/// Connections accepted but not yet authenticated, at most; more are closed at once.
+const MAX_HANDSHAKES: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME_BYTES)
-        .new_codec()
+struct Encoded {
+    kind: FrameKind,
+    bytes: Bytes,
+}
+
+struct PeerQueue {
+    frames: mpsc::Sender<Encoded>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 pub struct TcpTransport {
-    queues: BTreeMap<ReplicaId, mpsc::Sender<Frame>>,
+    queues: BTreeMap<ReplicaId, PeerQueue>,
+    inbound: Arc<Inbound>,
+    accepting: AbortHandle,
+}
+
+/// A stopped validator stops listening and reading at once (its diallers end with their
+/// queues), so that its address is free for a restart.
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        if let Ok(mut readers) = self.inbound.readers.lock() {
+            for reader in std::mem::take(&mut *readers).into_values() {
+                reader.abort();
+            }
+        }
+    }
 }
 
 impl TcpTransport {
@@ -42,72 +74,213 @@ impl TcpTransport {
     pub fn start(
         listener: TcpListener,
         peers: BTreeMap<ReplicaId, SocketAddr>,
-        inbox: SyncSender<Event>,
+        wiring: Wiring,
     ) -> Self {
-        tokio::spawn(accept_loop(listener, inbox));
+        let n = wiring.identity.validators.len();
+        let inbound = Arc::new(Inbound {
+            inbox: wiring.inbox,
+            identity: wiring.identity.clone(),
+            limits: wiring.limits,
+            credits: (0..n)
+                .map(|_| Arc::new(Semaphore::new(PEER_QUEUE_BYTES)))
+                .collect(),
+            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            readers: Mutex::new(BTreeMap::new()),
+        });
+        let accepting = tokio::spawn(accept_loop(listener, inbound.clone())).abort_handle();
         let mut queues = BTreeMap::new();
         for (id, addr) in peers {
             let (sender, receiver) = mpsc::channel(PEER_QUEUE_FRAMES);
-            tokio::spawn(dial_loop(id, addr, receiver));
-            queues.insert(id, sender);
+            let queued_bytes = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(dial_loop(
+                id,
+                addr,
+                wiring.identity.clone(),
+                receiver,
+                queued_bytes.clone(),
+            ));
+            queues.insert(
+                id,
+                PeerQueue {
+                    frames: sender,
+                    queued_bytes,
+                },
+            );
         }
-        Self { queues }
+        Self {
+            queues,
+            inbound,
+            accepting,
+        }
+    }
+
+    fn enqueue(&self, to: ReplicaId, kind: FrameKind, bytes: &Bytes) {
+        let Some(queue) = self.queues.get(&to) else {
+            return;
+        };
+        let queued = queue.queued_bytes.load(Ordering::Relaxed);
+        if queued > 0 && queued + bytes.len() > PEER_QUEUE_BYTES {
+            // The peer reads slower than we send (far behind, or not reading at all): drop, as a
+            // lossy link would, rather than hold its frames in memory.
+            return;
+        }
+        queue.queued_bytes.fetch_add(bytes.len(), Ordering::Relaxed);
+        let frame = Encoded {
+            kind,
+            bytes: bytes.clone(),
+        };
+        if queue.frames.try_send(frame).is_err() {
+            queue.queued_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+fn encode(frame: &Wire) -> Option<(FrameKind, Bytes)> {
+    match borsh::to_vec(frame) {
+        Ok(bytes) => Some((FrameKind::of(frame), Bytes::from(bytes))),
+        Err(error) => {
+            warn!(%error, "could not encode a frame");
+            None
+        }
     }
 }
 
 impl Transport for TcpTransport {
     fn send(&self, to: ReplicaId, frame: Frame) {
-        if let Some(queue) = self.queues.get(&to) {
-            // A full queue means the peer is far behind or gone: drop, as a lossy link would.
-            let _ = queue.try_send(frame);
+        if let Some((kind, bytes)) = encode(&frame) {
+            self.enqueue(to, kind, &bytes);
+        }
+    }
+
+    /// Encodes once for every peer.
+    fn broadcast(&self, to: &[ReplicaId], frame: Frame) {
+        if let Some((kind, bytes)) = encode(&frame) {
+            for peer in to {
+                self.enqueue(*peer, kind, &bytes);
+            }
         }
     }
 }
 
-async fn accept_loop(listener: TcpListener, inbox: SyncSender<Event>) {
+/// The receiving side, shared by the accept loop and every connection's reader.
+struct Inbound {
+    inbox: std::sync::mpsc::SyncSender<Event>,
+    identity: ValidatorIdentity,
+    limits: FrameLimits,
+    /// Per validator: bytes of its frames that may wait in the inbox.
+    credits: Vec<Arc<Semaphore>>,
+    handshakes: Arc<Semaphore>,
+    /// The reader of each validator's current connection.
+    readers: Mutex<BTreeMap<ReplicaId, AbortHandle>>,
+}
+
+async fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                debug!(%addr, "peer connected");
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(read_loop(stream, addr, inbox.clone()));
-            }
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 warn!(%error, "accepting a peer connection failed");
                 tokio::time::sleep(BACKOFF_MIN).await;
+                continue;
             }
-        }
+        };
+        let Ok(permit) = inbound.handshakes.clone().try_acquire_owned() else {
+            warn!(%addr, "refused a connection: too many handshakes under way");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                Channel::respond(stream, &inbound.identity),
+            )
+            .await;
+            drop(permit);
+            let channel = match handshake {
+                Ok(Ok(channel)) => channel,
+                Ok(Err(error)) => {
+                    warn!(%addr, %error, "refused a connection at the handshake");
+                    return;
+                }
+                Err(_) => {
+                    warn!(%addr, "refused a connection that did not finish its handshake in time");
+                    return;
+                }
+            };
+            let peer = channel.peer();
+            debug!(peer, %addr, "validator connected");
+            let reader = tokio::spawn(read_loop(channel, addr, inbound.clone()));
+            let replaced = inbound
+                .readers
+                .lock()
+                .ok()
+                .and_then(|mut readers| readers.insert(peer, reader.abort_handle()));
+            if let Some(old) = replaced {
+                old.abort();
+            }
+        });
     }
 }
 
-async fn read_loop(stream: TcpStream, addr: SocketAddr, inbox: SyncSender<Event>) {
-    let mut frames = Framed::new(stream, codec());
-    while let Some(frame) = frames.next().await {
-        let bytes = match frame {
-            Ok(bytes) => bytes,
+async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: Arc<Inbound>) {
+    let peer = channel.peer();
+    let Some(credits) = inbound.credits.get(peer as usize).cloned() else {
+        return;
+    };
+    loop {
+        let (kind, bytes) = match channel.recv(&inbound.limits).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                debug!(peer, %addr, "peer connection closed");
+                return;
+            }
             Err(error) => {
-                debug!(%addr, %error, "peer connection closed");
+                warn!(peer, %addr, %error, "dropping a peer connection");
                 return;
             }
         };
-        match Envelope::try_from_slice(&bytes) {
-            Ok(envelope) => {
-                // A full inbox drops the frame: the replica is saturated and PBFT recovers.
-                deliver(&inbox, Frame::new(envelope));
-            }
-            Err(error) => {
-                warn!(%addr, %error, "dropping a connection that sent an undecodable frame");
+        let wire: Wire = match borsh::from_slice(&bytes) {
+            Ok(wire) if FrameKind::of(&wire) == kind => wire,
+            Ok(_) => {
+                warn!(peer, %addr, "dropping a connection whose frame is not of the kind it named");
                 return;
             }
-        }
+            Err(error) => {
+                warn!(peer, %addr, %error, "dropping a connection that sent an undecodable frame");
+                return;
+            }
+        };
+        // A decoded frame holds about its encoded size.
+        let charge = (FRAME_CHARGE_BYTES + bytes.len()).min(PEER_QUEUE_BYTES);
+        drop(bytes);
+        // Waits while this peer's earlier frames fill its share of the inbox: TCP then slows
+        // the peer down, and other peers are not affected.
+        let Ok(permit) = credits.clone().acquire_many_owned(charge as u32).await else {
+            return;
+        };
+        // A full inbox drops the frame: the replica is saturated and PBFT recovers.
+        deliver(
+            &inbound.inbox,
+            peer,
+            Frame::new(wire),
+            InboundCredit::new(permit),
+        );
     }
 }
 
-async fn dial_loop(peer: ReplicaId, addr: SocketAddr, mut queue: mpsc::Receiver<Frame>) {
+async fn dial_loop(
+    peer: ReplicaId,
+    addr: SocketAddr,
+    identity: ValidatorIdentity,
+    mut queue: mpsc::Receiver<Encoded>,
+    queued_bytes: Arc<AtomicUsize>,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let stream = match TcpStream::connect(addr).await {
-            Ok(stream) => stream,
+        let channel = match connect(peer, addr, &identity).await {
+            Ok(channel) => channel,
+            Err(_) if queue.is_closed() => return,
             Err(error) => {
                 debug!(peer, %addr, %error, ?backoff, "peer unreachable, retrying");
                 tokio::time::sleep(backoff).await;
@@ -117,23 +290,44 @@ async fn dial_loop(peer: ReplicaId, addr: SocketAddr, mut queue: mpsc::Receiver<
         };
         info!(peer, %addr, "connected to peer");
         backoff = BACKOFF_MIN;
-        let _ = stream.set_nodelay(true);
-        let mut frames = Framed::new(stream, codec());
-        while let Some(frame) = queue.recv().await {
-            let bytes = match borsh::to_vec(frame.as_ref()) {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    warn!(%error, "could not encode a frame");
-                    continue;
-                }
-            };
-            if let Err(error) = frames.send(bytes::Bytes::from(bytes)).await {
-                warn!(peer, %addr, %error, "lost the connection to a peer; reconnecting");
-                break;
-            }
+        if let Err(error) = send_queued(channel, &mut queue, &queued_bytes).await {
+            warn!(peer, %addr, %error, "lost the connection to a peer; reconnecting");
         }
         if queue.is_closed() {
             return;
         }
     }
+}
+
+async fn connect(
+    peer: ReplicaId,
+    addr: SocketAddr,
+    identity: &ValidatorIdentity,
+) -> Result<Channel<TcpStream>, NodeError> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, Channel::initiate(stream, identity, peer))
+        .await
+        .map_err(|_| NodeError::Timeout("the peer's handshake"))?
+}
+
+/// Sends queued frames until the queue closes (Ok) or the connection fails.
+async fn send_queued(
+    mut channel: Channel<TcpStream>,
+    queue: &mut mpsc::Receiver<Encoded>,
+    queued_bytes: &AtomicUsize,
+) -> Result<(), NodeError> {
+    while let Some(mut frame) = queue.recv().await {
+        // Whatever else is queued goes out in the same write.
+        loop {
+            queued_bytes.fetch_sub(frame.bytes.len(), Ordering::Relaxed);
+            channel.feed(frame.kind, &frame.bytes).await?;
+            match queue.try_recv() {
+                Ok(next) => frame = next,
+                Err(_) => break,
+            }
+        }
+        channel.flush().await?;
+    }
+    Ok(())
 }

@@ -95,8 +95,13 @@ pub fn step_err(r: &mut Replica, input: Input) -> ProtocolError {
     e
 }
 
+/// Rewrites (or, returning `None`, drops) a message from one replica to another: partitions
+/// and Byzantine behaviour in tests.
+pub type Filter = Box<dyn FnMut(ReplicaId, ReplicaId, Message) -> Option<Message>>;
+
 /// Four (or n) replicas wired together: broadcasts go to everyone (including the sender),
 /// sends to one, in FIFO order. Records executions and persisted records per replica.
+/// Messages between distinct replicas pass `filter` and take `latency_ticks` ticks to arrive.
 pub struct Cluster {
     pub replicas: Vec<Replica>,
     pub up: Vec<bool>,
@@ -104,6 +109,15 @@ pub struct Cluster {
     pub executed: Vec<Vec<Committed>>,
     pub durable: Vec<Vec<Durable>>,
     pub fetches: Vec<Vec<Action>>,
+    pub alarms: Vec<Vec<Alarm>>,
+    /// Every message each replica sent (before the filter), across restarts.
+    pub sent: Vec<Vec<Message>>,
+    pub filter: Filter,
+    pub latency_ticks: u64,
+    /// Ticks seen by `tick_all`.
+    pub now: u64,
+    /// Messages in flight: (arrival tick, recipient, message).
+    pub delayed: VecDeque<(u64, ReplicaId, Signed<Message>)>,
 }
 
 impl Cluster {
@@ -117,7 +131,38 @@ impl Cluster {
             executed: vec![Vec::new(); n as usize],
             durable: vec![Vec::new(); n as usize],
             fetches: vec![Vec::new(); n as usize],
+            alarms: vec![Vec::new(); n as usize],
+            sent: vec![Vec::new(); n as usize],
+            filter: Box::new(|_, _, m| Some(m)),
+            latency_ticks: 0,
+            now: 0,
+            delayed: VecDeque::new(),
         }
+    }
+
+    /// Sends `message` from `from` to `to` through the filter and the latency.
+    pub fn send(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
+        if from == to {
+            self.queue.push_back((to, signed(from, message)));
+            return;
+        }
+        let Some(message) = (self.filter)(from, to, message) else {
+            return;
+        };
+        if self.latency_ticks == 0 {
+            self.queue.push_back((to, signed(from, message)));
+        } else {
+            let at = self.now + self.latency_ticks;
+            self.delayed.push_back((at, to, signed(from, message)));
+        }
+    }
+
+    /// Executed request ids of replica `id`, in order.
+    pub fn executed_ids(&self, id: ReplicaId) -> Vec<Digest> {
+        self.executed[id as usize]
+            .iter()
+            .flat_map(|c| c.proposal.requests.iter().map(|r| r.id))
+            .collect()
     }
 
     pub fn input(&mut self, id: ReplicaId, input: Input) {
@@ -128,15 +173,20 @@ impl Cluster {
         let _ = self.replicas[id as usize].step(input, &mut actions);
         for a in actions {
             match a {
-                Action::Send { to, message } => self.queue.push_back((to, signed(id, message))),
+                Action::Send { to, message } => {
+                    self.sent[id as usize].push(message.clone());
+                    self.send(id, to, message);
+                }
                 Action::Broadcast(message) => {
+                    self.sent[id as usize].push(message.clone());
                     for to in 0..self.replicas.len() as ReplicaId {
-                        self.queue.push_back((to, signed(id, message.clone())));
+                        self.send(id, to, message.clone());
                     }
                 }
                 Action::Persist(d) => self.durable[id as usize].push(d),
                 Action::Execute(c) => self.executed[id as usize].push(c),
                 f @ Action::FetchState { .. } => self.fetches[id as usize].push(f),
+                Action::Alarm(alarm) => self.alarms[id as usize].push(alarm),
             }
         }
     }
@@ -154,6 +204,13 @@ impl Cluster {
 
     pub fn tick_all(&mut self, ticks: u64) {
         for _ in 0..ticks {
+            self.now += 1;
+            let now = self.now;
+            while self.delayed.front().is_some_and(|(at, _, _)| *at <= now) {
+                if let Some((_, to, m)) = self.delayed.pop_front() {
+                    self.queue.push_back((to, m));
+                }
+            }
             for id in 0..self.replicas.len() as ReplicaId {
                 self.input(id, Input::Tick);
             }

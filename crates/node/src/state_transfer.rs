@@ -1,0 +1,254 @@
+//! Which peer a validator that is behind fetches committed blocks from, and when it gives up on
+//! one (PBFT's state transfer, §5.3 of the TOCS paper, with whole certified blocks as the state).
+//!
+//! Nothing a single peer says can switch state transfer off: a claim ("I have height h") is only
+//! a hint that makes its sender a candidate; every request has a deadline; a peer that does not
+//! answer in time, answers with nothing new, or sends blocks that fail verification loses its
+//! claim (the last also for [`SKIP_INVALID`]) and the next candidate is asked, in rotation. A
+//! Byzantine peer claiming a huge height costs one timeout per claim. Blocks are applied only
+//! with a valid certificate (`Runtime::on_blocks`), so no peer can make a validator apply what a
+//! quorum did not commit.
+
+use std::time::{Duration, Instant};
+
+use pbft::ReplicaId;
+use tracing::debug;
+
+/// How long a peer whose blocks failed verification is not asked again.
+pub const SKIP_INVALID: Duration = Duration::from_secs(60);
+
+/// A request to send: `FetchBlocks` from `from_height` to `peer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub peer: ReplicaId,
+    pub from_height: u64,
+}
+
+/// What an awaited answer did for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Some blocks extended our chain.
+    Applied,
+    /// Nothing that extends our chain (empty, or blocks we have).
+    Nothing,
+    /// A block failed verification.
+    Invalid,
+}
+
+struct InFlight {
+    peer: ReplicaId,
+    deadline: Instant,
+}
+
+pub struct StateTransfer {
+    me: ReplicaId,
+    timeout: Duration,
+    /// The height each peer last claimed; a hint, never trusted beyond choosing whom to ask.
+    claims: Vec<u64>,
+    skipped_until: Vec<Option<Instant>>,
+    in_flight: Option<InFlight>,
+    /// The peer tried first next time, so that retries rotate through the candidates.
+    cursor: usize,
+}
+
+impl StateTransfer {
+    pub fn new(me: ReplicaId, n: usize, timeout: Duration) -> Self {
+        Self {
+            me,
+            timeout,
+            claims: vec![0; n],
+            skipped_until: vec![None; n],
+            in_flight: None,
+            cursor: (me as usize + 1) % n.max(1),
+        }
+    }
+
+    /// Whether a request is out.
+    #[cfg(test)]
+    pub fn is_fetching(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Whether `peer`'s blocks are the answer we wait for (others' are ignored unread).
+    pub fn awaits(&self, peer: ReplicaId) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|request| request.peer == peer)
+    }
+
+    /// `peer` says it has `height` (its status heartbeat).
+    pub fn on_claim(
+        &mut self,
+        peer: ReplicaId,
+        height: u64,
+        head: u64,
+        now: Instant,
+    ) -> Option<FetchRequest> {
+        if let Some(claim) = self.claims.get_mut(peer as usize) {
+            *claim = height;
+        }
+        self.next(head, now)
+    }
+
+    /// The replica learned that `peers` are at `seq` or beyond (f+1 checkpoint claims).
+    pub fn on_claims(
+        &mut self,
+        peers: &[ReplicaId],
+        seq: u64,
+        head: u64,
+        now: Instant,
+    ) -> Option<FetchRequest> {
+        for peer in peers {
+            if let Some(claim) = self.claims.get_mut(*peer as usize) {
+                *claim = (*claim).max(seq);
+            }
+        }
+        self.next(head, now)
+    }
+
+    /// Called every turn: a request past its deadline is given up and the next peer asked.
+    pub fn poll(&mut self, head: u64, now: Instant) -> Option<FetchRequest> {
+        if let Some(request) = &self.in_flight
+            && request.deadline <= now
+        {
+            let peer = request.peer;
+            debug!(
+                peer,
+                "state transfer request timed out; asking another peer"
+            );
+            self.in_flight = None;
+            self.forget_claim(peer, head);
+        }
+        self.next(head, now)
+    }
+
+    /// The awaited answer from `peer` arrived; `head` is our height after applying it.
+    pub fn on_answer(
+        &mut self,
+        peer: ReplicaId,
+        answer: Answer,
+        head: u64,
+        now: Instant,
+    ) -> Option<FetchRequest> {
+        if !self.awaits(peer) {
+            return None;
+        }
+        self.in_flight = None;
+        match answer {
+            // A peer that delivers is asked first for the rest.
+            Answer::Applied => self.cursor = peer as usize,
+            Answer::Nothing => self.forget_claim(peer, head),
+            Answer::Invalid => {
+                self.forget_claim(peer, 0);
+                if let Some(until) = self.skipped_until.get_mut(peer as usize) {
+                    *until = Some(now + SKIP_INVALID);
+                }
+            }
+        }
+        self.next(head, now)
+    }
+
+    /// A peer that did not deliver is not asked again until it claims a height anew.
+    fn forget_claim(&mut self, peer: ReplicaId, head: u64) {
+        if let Some(claim) = self.claims.get_mut(peer as usize) {
+            *claim = (*claim).min(head);
+        }
+    }
+
+    /// The next request, if none is out and some peer claims more than `head`: the first such
+    /// peer from the cursor on, skipping those that sent invalid blocks lately.
+    fn next(&mut self, head: u64, now: Instant) -> Option<FetchRequest> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let n = self.claims.len();
+        let peer = (0..n)
+            .map(|offset| ((self.cursor + offset) % n) as ReplicaId)
+            .find(|&peer| {
+                peer != self.me
+                    && self.claims[peer as usize] > head
+                    && self.skipped_until[peer as usize].is_none_or(|until| until <= now)
+            })?;
+        self.cursor = (peer as usize + 1) % n;
+        self.in_flight = Some(InFlight {
+            peer,
+            deadline: now + self.timeout,
+        });
+        Some(FetchRequest {
+            peer,
+            from_height: head + 1,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_forged_claim_costs_one_timeout_then_an_honest_peer_is_asked() {
+        let now = Instant::now();
+        let mut transfer = StateTransfer::new(0, 4, TIMEOUT);
+        let first = transfer.on_claim(1, u64::MAX, 5, now).unwrap();
+        assert_eq!(first.peer, 1);
+        assert_eq!(first.from_height, 6);
+        // An honest claim while the forged one is out waits for it.
+        assert_eq!(transfer.on_claim(2, 9, 5, now), None);
+        assert_eq!(transfer.poll(5, now + TIMEOUT / 2), None);
+        let retry = transfer.poll(5, now + TIMEOUT).unwrap();
+        assert_eq!(retry.peer, 2);
+    }
+
+    #[test]
+    fn an_empty_answer_moves_on_at_once_and_a_new_claim_revives_the_peer() {
+        let now = Instant::now();
+        let mut transfer = StateTransfer::new(3, 4, TIMEOUT);
+        assert_eq!(transfer.on_claim(0, 7, 2, now).unwrap().peer, 0);
+        transfer.on_claims(&[1], 7, 2, now);
+        let next = transfer.on_answer(0, Answer::Nothing, 2, now).unwrap();
+        assert_eq!(next.peer, 1);
+        assert_eq!(transfer.on_answer(1, Answer::Nothing, 2, now), None);
+        assert!(!transfer.is_fetching());
+        assert_eq!(transfer.on_claim(0, 7, 2, now).unwrap().peer, 0);
+    }
+
+    #[test]
+    fn a_peer_that_delivers_is_asked_again_and_one_that_lies_is_skipped() {
+        let now = Instant::now();
+        let mut transfer = StateTransfer::new(0, 4, TIMEOUT);
+        transfer.on_claims(&[1, 2, 3], 100, 0, now);
+        assert!(transfer.awaits(1));
+        let again = transfer.on_answer(1, Answer::Applied, 50, now).unwrap();
+        assert_eq!(
+            again,
+            FetchRequest {
+                peer: 1,
+                from_height: 51
+            }
+        );
+        let next = transfer.on_answer(1, Answer::Invalid, 50, now).unwrap();
+        assert_eq!(next.peer, 2);
+        // Its fresh claim does not bring it back while it is skipped.
+        transfer.on_answer(2, Answer::Nothing, 50, now);
+        transfer.on_claim(1, 100, 50, now);
+        assert!(transfer.awaits(3));
+        transfer.on_answer(3, Answer::Nothing, 50, now);
+        assert!(!transfer.is_fetching());
+        assert!(
+            transfer
+                .poll(50, now + SKIP_INVALID)
+                .is_some_and(|r| r.peer == 1)
+        );
+    }
+
+    #[test]
+    fn answers_from_peers_not_asked_are_ignored() {
+        let now = Instant::now();
+        let mut transfer = StateTransfer::new(0, 4, TIMEOUT);
+        transfer.on_claim(2, 10, 0, now);
+        assert_eq!(transfer.on_answer(3, Answer::Applied, 10, now), None);
+        assert!(transfer.awaits(2));
+    }
+}

@@ -1,0 +1,390 @@
+//! The channel between two validators: a Noise XX handshake (`snow`, pure Rust), then each side
+//! signs the handshake hash with its Ed25519 node key and the other checks that signature against
+//! the genesis file's key for the replica id it claims. Everything after the handshake is a Noise
+//! transport message: encrypted and authenticated, in order, never replayable into another
+//! connection. See "Validator channel" in docs/ARCHITECTURE.md.
+//!
+//! On the socket, each Noise message is prefixed by its length (two bytes, big-endian), as the
+//! Noise specification suggests. A frame longer than one Noise message (65,535 bytes) is cut in
+//! chunks; the first chunk starts with the frame's length (u32, little-endian) and kind, so the
+//! receiver refuses an oversized frame before buffering it.
+
+use std::time::Duration;
+
+use ed25519_dalek::{Signature, Signer};
+use futures::{SinkExt, StreamExt};
+use pbft::ReplicaId;
+use snow::{HandshakeState, TransportState};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use super::ValidatorIdentity;
+use crate::error::NodeError;
+use crate::wire::{FrameKind, FrameLimits};
+
+const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+/// Mixed into the handshake: two ends of different chains (or protocol versions) fail the
+/// handshake itself.
+const PROLOGUE_TAG: &[u8] = b"medchain validator channel v1";
+/// What a validator signs to prove it holds its node key on this connection. The tag keeps this
+/// signature from being mistaken for any other signature a node key makes.
+const AUTH_TAG: &[u8] = b"medchain validator channel v1: handshake hash";
+const NOISE_MAX_MESSAGE_BYTES: usize = 65_535;
+const NOISE_TAG_BYTES: usize = 16;
+const CHUNK_PLAINTEXT_BYTES: usize = NOISE_MAX_MESSAGE_BYTES - NOISE_TAG_BYTES;
+/// The first chunk's header: the frame's length (u32) and kind (u8).
+const FRAME_HEADER_BYTES: usize = 5;
+/// How long a connection may take from accept to authenticated, after which it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Initiator = 0,
+    Responder = 1,
+}
+
+/// One authenticated, encrypted connection to validator `peer`.
+pub struct Channel<S> {
+    socket: Framed<S, LengthDelimitedCodec>,
+    noise: TransportState,
+    peer: ReplicaId,
+    buffer: Vec<u8>,
+}
+
+fn noise_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(2)
+        .max_frame_length(NOISE_MAX_MESSAGE_BYTES)
+        .new_codec()
+}
+
+fn refused(reason: impl Into<String>) -> NodeError {
+    NodeError::Channel(reason.into())
+}
+
+fn noise_error(error: snow::Error) -> NodeError {
+    refused(format!("noise: {error}"))
+}
+
+/// The bytes a validator signs on a connection: tag, chain, its role, the handshake hash.
+fn auth_bytes(genesis_hash: &[u8; 32], role: Role, handshake_hash: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(AUTH_TAG.len() + 32 + 1 + handshake_hash.len());
+    bytes.extend_from_slice(AUTH_TAG);
+    bytes.extend_from_slice(genesis_hash);
+    bytes.push(role as u8);
+    bytes.extend_from_slice(handshake_hash);
+    bytes
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
+    /// Dials side: completes the handshake with the validator expected at this address and
+    /// refuses any other.
+    pub async fn initiate(
+        socket: S,
+        identity: &ValidatorIdentity,
+        expected: ReplicaId,
+    ) -> Result<Self, NodeError> {
+        let channel = Self::handshake(socket, identity, Role::Initiator).await?;
+        if channel.peer != expected {
+            return Err(refused(format!(
+                "expected validator {expected}, the peer proved it is validator {}",
+                channel.peer
+            )));
+        }
+        Ok(channel)
+    }
+
+    /// Accepting side: completes the handshake with whichever validator proves its key.
+    pub async fn respond(socket: S, identity: &ValidatorIdentity) -> Result<Self, NodeError> {
+        Self::handshake(socket, identity, Role::Responder).await
+    }
+
+    async fn handshake(
+        socket: S,
+        identity: &ValidatorIdentity,
+        role: Role,
+    ) -> Result<Self, NodeError> {
+        let mut socket = Framed::new(socket, noise_codec());
+        let params = NOISE_PARAMS
+            .parse()
+            .map_err(|error: snow::Error| refused(format!("noise parameters: {error}")))?;
+        let mut prologue = PROLOGUE_TAG.to_vec();
+        prologue.extend_from_slice(&identity.genesis_hash);
+        let builder = snow::Builder::new(params);
+        // The Noise static key is fresh per connection: the node key's signature over the
+        // handshake hash, not the static key, is what identifies a validator.
+        let static_key = builder.generate_keypair().map_err(noise_error)?;
+        let builder = builder
+            .local_private_key(&static_key.private)
+            .map_err(noise_error)?
+            .prologue(&prologue)
+            .map_err(noise_error)?;
+        let mut handshake = match role {
+            Role::Initiator => builder.build_initiator(),
+            Role::Responder => builder.build_responder(),
+        }
+        .map_err(noise_error)?;
+        // XX: -> e; <- e, ee, s, es; -> s, se.
+        let mut buffer = vec![0u8; NOISE_MAX_MESSAGE_BYTES];
+        while !handshake.is_handshake_finished() {
+            if handshake.is_my_turn() {
+                let len = handshake
+                    .write_message(&[], &mut buffer)
+                    .map_err(noise_error)?;
+                socket
+                    .send(bytes::Bytes::copy_from_slice(&buffer[..len]))
+                    .await?;
+            } else {
+                let message = next_message(&mut socket).await?;
+                handshake
+                    .read_message(&message, &mut buffer)
+                    .map_err(noise_error)?;
+            }
+        }
+        let handshake_hash = handshake.get_handshake_hash().to_vec();
+        let noise = into_transport(handshake)?;
+        let mut channel = Self {
+            socket,
+            noise,
+            // Set once the peer has proved who it is.
+            peer: identity.id,
+            buffer,
+        };
+        let signature =
+            identity
+                .key
+                .sign(&auth_bytes(&identity.genesis_hash, role, &handshake_hash));
+        let mut proof = identity.id.to_le_bytes().to_vec();
+        proof.extend_from_slice(&signature.to_bytes());
+        channel.send_chunk(&proof).await?;
+
+        let proof = channel.recv_chunk().await?;
+        let (id, signature) = proof
+            .split_first_chunk::<4>()
+            .ok_or_else(|| refused("short proof of identity"))?;
+        let peer = ReplicaId::from_le_bytes(*id);
+        let signature: [u8; 64] = signature
+            .try_into()
+            .map_err(|_| refused("malformed proof of identity"))?;
+        let key = identity
+            .validators
+            .get(peer as usize)
+            .filter(|_| peer != identity.id)
+            .ok_or_else(|| refused(format!("validator {peer} is not a peer of this chain")))?;
+        let peer_role = match role {
+            Role::Initiator => Role::Responder,
+            Role::Responder => Role::Initiator,
+        };
+        key.verify_strict(
+            &auth_bytes(&identity.genesis_hash, peer_role, &handshake_hash),
+            &Signature::from_bytes(&signature),
+        )
+        .map_err(|_| refused(format!("wrong key for validator {peer}")))?;
+        channel.peer = peer;
+        Ok(channel)
+    }
+
+    /// The validator at the other end, as its handshake proved.
+    pub fn peer(&self) -> ReplicaId {
+        self.peer
+    }
+
+    /// Encrypts and queues one frame of `kind`; [`Channel::flush`] sends what is queued.
+    pub async fn feed(&mut self, kind: FrameKind, frame: &[u8]) -> Result<(), NodeError> {
+        let len = u32::try_from(frame.len()).map_err(|_| refused("frame over 4 GiB"))?;
+        let mut first =
+            Vec::with_capacity(CHUNK_PLAINTEXT_BYTES.min(FRAME_HEADER_BYTES + frame.len()));
+        first.extend_from_slice(&len.to_le_bytes());
+        first.push(kind as u8);
+        let split = frame.len().min(CHUNK_PLAINTEXT_BYTES - FRAME_HEADER_BYTES);
+        first.extend_from_slice(&frame[..split]);
+        self.feed_chunk(&first).await?;
+        for chunk in frame[split..].chunks(CHUNK_PLAINTEXT_BYTES) {
+            self.feed_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), NodeError> {
+        Ok(SinkExt::<bytes::Bytes>::flush(&mut self.socket).await?)
+    }
+
+    /// The next frame, refused (with the connection) when it is larger than `limits` allow
+    /// for its kind; `None` when the peer closed the connection.
+    pub async fn recv(
+        &mut self,
+        limits: &FrameLimits,
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, NodeError> {
+        let first = match self.socket.next().await {
+            None => return Ok(None),
+            Some(message) => self.decrypt(&message?)?,
+        };
+        let (header, data) = first
+            .split_first_chunk::<FRAME_HEADER_BYTES>()
+            .ok_or_else(|| refused("frame without a header"))?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = FrameKind::from_byte(header[4])
+            .ok_or_else(|| refused(format!("unknown frame kind {}", header[4])))?;
+        if len > limits.max_bytes(kind) {
+            return Err(refused(format!(
+                "a {kind:?} frame of {len} bytes is over the {} allowed",
+                limits.max_bytes(kind)
+            )));
+        }
+        if data.len() > len {
+            return Err(refused("frame longer than its header says"));
+        }
+        // Grown as chunks arrive: a peer that names a large frame and stalls holds little.
+        let mut frame = Vec::with_capacity(len.min(1 << 20));
+        frame.extend_from_slice(data);
+        while frame.len() < len {
+            let chunk = self.recv_chunk().await?;
+            if frame.len() + chunk.len() > len {
+                return Err(refused("frame longer than its header says"));
+            }
+            frame.extend_from_slice(&chunk);
+        }
+        Ok(Some((kind, frame)))
+    }
+
+    async fn feed_chunk(&mut self, plaintext: &[u8]) -> Result<(), NodeError> {
+        let len = self
+            .noise
+            .write_message(plaintext, &mut self.buffer)
+            .map_err(noise_error)?;
+        self.socket
+            .feed(bytes::Bytes::copy_from_slice(&self.buffer[..len]))
+            .await?;
+        Ok(())
+    }
+
+    async fn send_chunk(&mut self, plaintext: &[u8]) -> Result<(), NodeError> {
+        self.feed_chunk(plaintext).await?;
+        self.flush().await
+    }
+
+    async fn recv_chunk(&mut self) -> Result<Vec<u8>, NodeError> {
+        let message = next_message(&mut self.socket).await?;
+        self.decrypt(&message)
+    }
+
+    fn decrypt(&mut self, message: &[u8]) -> Result<Vec<u8>, NodeError> {
+        let len = self
+            .noise
+            .read_message(message, &mut self.buffer)
+            .map_err(noise_error)?;
+        Ok(self.buffer[..len].to_vec())
+    }
+}
+
+fn into_transport(handshake: HandshakeState) -> Result<TransportState, NodeError> {
+    handshake.into_transport_mode().map_err(noise_error)
+}
+
+async fn next_message<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut Framed<S, LengthDelimitedCodec>,
+) -> Result<bytes::BytesMut, NodeError> {
+    match socket.next().await {
+        Some(message) => Ok(message?),
+        None => Err(refused("the peer closed the connection")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ledger::crypto;
+
+    use super::*;
+
+    fn identities(n: usize) -> Vec<ValidatorIdentity> {
+        let keys: Vec<_> = (0..n).map(|_| crypto::generate_key()).collect();
+        let validators: Arc<[_]> = keys.iter().map(|key| key.verifying_key()).collect();
+        keys.into_iter()
+            .enumerate()
+            .map(|(id, key)| ValidatorIdentity {
+                id: id as ReplicaId,
+                key,
+                genesis_hash: [9; 32],
+                validators: validators.clone(),
+            })
+            .collect()
+    }
+
+    fn connect(
+        dialer: ValidatorIdentity,
+        expected: ReplicaId,
+        listener: ValidatorIdentity,
+    ) -> (
+        Result<Channel<tokio::io::DuplexStream>, NodeError>,
+        Result<Channel<tokio::io::DuplexStream>, NodeError>,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            tokio::join!(
+                Channel::initiate(a, &dialer, expected),
+                Channel::respond(b, &listener)
+            )
+        })
+    }
+
+    #[test]
+    fn validators_prove_their_genesis_keys_and_frames_of_any_size_pass() {
+        let ids = identities(4);
+        let (dialer, listener) = connect(ids[1].clone(), 2, ids[2].clone());
+        let (mut dialer, mut listener) = (dialer.unwrap(), listener.unwrap());
+        assert_eq!(dialer.peer(), 2);
+        assert_eq!(listener.peer(), 1);
+        let limits = FrameLimits::new(4, 100, 4);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let large: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+            let sending = async {
+                dialer.feed(FrameKind::Batch, &large).await.unwrap();
+                dialer.feed(FrameKind::Small, b"").await.unwrap();
+                dialer.flush().await.unwrap();
+            };
+            let receiving = async {
+                let first = listener.recv(&limits).await.unwrap().unwrap();
+                let second = listener.recv(&limits).await.unwrap().unwrap();
+                (first, second)
+            };
+            let ((), (first, second)) = tokio::join!(sending, receiving);
+            assert_eq!(first, (FrameKind::Batch, large.clone()));
+            assert_eq!(second, (FrameKind::Small, Vec::new()));
+        });
+    }
+
+    #[test]
+    fn a_key_outside_the_genesis_is_refused() {
+        let ids = identities(4);
+        let mut outsider = ids[3].clone();
+        outsider.key = crypto::generate_key();
+        let (_, listener) = connect(outsider, 0, ids[0].clone());
+        assert!(listener.is_err());
+    }
+
+    #[test]
+    fn the_dialler_refuses_a_validator_other_than_the_one_it_called() {
+        let ids = identities(4);
+        let (dialer, _) = connect(ids[0].clone(), 3, ids[2].clone());
+        assert!(dialer.is_err());
+    }
+
+    #[test]
+    fn another_chain_fails_the_handshake() {
+        let ids = identities(4);
+        let mut other_chain = ids[1].clone();
+        other_chain.genesis_hash = [1; 32];
+        let (dialer, listener) = connect(other_chain, 0, ids[0].clone());
+        assert!(dialer.is_err() && listener.is_err());
+    }
+}

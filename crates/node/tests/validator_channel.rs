@@ -1,0 +1,459 @@
+//! The channel between validator processes (issue 8, findings 4 and 5): real TCP on loopback,
+//! real keys from a real genesis, each validator with its own tokio runtime as it would have in
+//! its own process. The Byzantine peers below hold a validator's real key (or none) and speak
+//! the channel by hand.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ledger::{Genesis, Transaction, crypto};
+use node::transport::{Channel, TcpTransport, Transport, ValidatorIdentity};
+use node::{FrameKind, FrameLimits, Node, NodeHandle, NodeOptions, Timing, Wire, validator_dir};
+use pbft::ReplicaId;
+use tokio::net::TcpStream;
+
+const NAMES: [&str; 4] = ["hospital", "clinic", "pharmacy", "insurance"];
+
+fn timing() -> Timing {
+    Timing {
+        batch_window: Duration::from_millis(10),
+        view_change_timeout: Duration::from_millis(500),
+        checkpoint_interval: 8,
+        max_batch: 4,
+        ..Timing::default()
+    }
+}
+
+fn record(i: usize, diagnosis: &str) -> Transaction {
+    Transaction::AddRecord {
+        patient_id: format!("p{i:03}"),
+        doctor_id: "d001".into(),
+        department: "Cardiology".into(),
+        diagnosis: diagnosis.into(),
+        prescription: "rest".into(),
+        notes: String::new(),
+        consent_hash: ledger::sha256(format!("consent {i}").as_bytes()),
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// One validator "process": its own runtime, its node, listening on its address.
+struct Process {
+    runtime: tokio::runtime::Runtime,
+    node: Option<Node>,
+}
+
+impl Process {
+    fn handle(&self) -> NodeHandle {
+        self.node.as_ref().unwrap().handle().clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop();
+        }
+    }
+}
+
+struct Net {
+    dir: tempfile::TempDir,
+    genesis: Arc<Genesis>,
+    /// Where each validator listens for its peers.
+    listen: Vec<SocketAddr>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = Arc::new(ledger::init_network(dir.path(), &NAMES, false).unwrap());
+        let listen = NAMES.iter().map(|_| free_addr()).collect();
+        Self {
+            dir,
+            genesis,
+            listen,
+        }
+    }
+
+    fn key(&self, id: ReplicaId) -> crypto::SigningKey {
+        crypto::read_key_file(&self.dir(id).join("node.key")).unwrap()
+    }
+
+    fn dir(&self, id: ReplicaId) -> std::path::PathBuf {
+        validator_dir(self.dir.path(), NAMES[id as usize])
+    }
+
+    fn identity(&self, id: ReplicaId, key: crypto::SigningKey) -> ValidatorIdentity {
+        ValidatorIdentity {
+            id,
+            key,
+            genesis_hash: self.genesis.hash(),
+            validators: self.genesis.keys().into(),
+        }
+    }
+
+    /// Starts validator `id`, which reaches peer `p` at `peers[p]` (its listening address
+    /// unless a test puts something in between).
+    fn start_with(&self, id: ReplicaId, peers: &[SocketAddr]) -> Process {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(self.listen[id as usize]))
+            .unwrap();
+        let peers: BTreeMap<ReplicaId, SocketAddr> = (0..NAMES.len() as ReplicaId)
+            .filter(|peer| *peer != id)
+            .map(|peer| (peer, peers[peer as usize]))
+            .collect();
+        let options = NodeOptions::new(self.dir(id), NAMES[id as usize], timing());
+        let _entered = runtime.enter();
+        let node = Node::start(options, self.genesis.clone(), move |wiring| {
+            Ok(Box::new(TcpTransport::start(listener, peers, wiring)) as Box<dyn Transport>)
+        })
+        .unwrap();
+        drop(_entered);
+        Process {
+            runtime,
+            node: Some(node),
+        }
+    }
+
+    fn start(&self, id: ReplicaId) -> Process {
+        self.start_with(id, &self.listen)
+    }
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn commit(process: &Process, count: usize, diagnosis: &str) {
+    let handle = process.handle();
+    process.runtime.block_on(async {
+        for i in 0..count {
+            handle.submit(record(i, diagnosis)).await.unwrap();
+        }
+    });
+    wait_until(Duration::from_secs(20), "transactions to commit", || {
+        handle.status().pending == 0
+    });
+}
+
+fn heard_from(handle: &NodeHandle, peer: ReplicaId) -> bool {
+    handle.shared().peer_last_contact()[peer as usize].is_some()
+}
+
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Whether the validator at the other end closed `channel` within `limit`.
+async fn closed_within(channel: &mut Channel<TcpStream>, limit: Duration) -> bool {
+    let limits = FrameLimits::new(4, 1, 1);
+    match tokio::time::timeout(limit, channel.recv(&limits)).await {
+        Ok(Ok(None)) | Ok(Err(_)) => true,
+        Ok(Ok(Some(_))) | Err(_) => false,
+    }
+}
+
+fn status_frame(height: u64) -> Vec<u8> {
+    borsh::to_vec(&Wire::Status {
+        height,
+        hash: [0; 32],
+    })
+    .unwrap()
+}
+
+#[test]
+fn finding_4_outsider_is_refused_at_handshake() {
+    let net = Net::new();
+    let hospital = net.start(0);
+    let handle = hospital.handle();
+    let rt = client_runtime();
+
+    // A process that speaks no Noise at all: the old plaintext frame, claiming to be the clinic.
+    let mut plain = std::net::TcpStream::connect(net.listen[0]).unwrap();
+    let frame = status_frame(1_000_000);
+    let mut old_frame = vec![1, 0, 0, 0]; // from: the clinic
+    old_frame.extend_from_slice(&frame);
+    let _ = plain.write_all(&(old_frame.len() as u32).to_be_bytes());
+    let _ = plain.write_all(&old_frame);
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    // The node drops the connection (read ends) rather than taking the frame.
+    let _ = plain.read_to_end(&mut rest);
+
+    // A Noise peer with a key that is not in the genesis file, claiming to be the clinic.
+    let impostor = net.identity(1, crypto::generate_key());
+    rt.block_on(async {
+        let stream = TcpStream::connect(net.listen[0]).await.unwrap();
+        // Its own side of the handshake may finish; the node checks its proof and hangs up.
+        if let Ok(mut channel) = Channel::initiate(stream, &impostor, 0).await {
+            let _ = channel
+                .feed(FrameKind::Small, &status_frame(1_000_000))
+                .await;
+            let _ = channel.flush().await;
+            assert!(
+                closed_within(&mut channel, Duration::from_secs(10)).await,
+                "the node kept a connection whose key is not the clinic's"
+            );
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !heard_from(&handle, 1),
+        "a frame from a process outside the validator set was accepted"
+    );
+
+    // The clinic's real key is let in: the refusals above were about the key, not the frame.
+    let clinic = net.identity(1, net.key(1));
+    rt.block_on(async {
+        let stream = TcpStream::connect(net.listen[0]).await.unwrap();
+        let mut channel = Channel::initiate(stream, &clinic, 0).await.unwrap();
+        channel
+            .feed(FrameKind::Small, &status_frame(0))
+            .await
+            .unwrap();
+        channel.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    assert!(heard_from(&handle, 1), "the clinic's own key was refused");
+}
+
+/// Records every byte that passes from `listen` to `target`.
+fn recording_proxy(listen: std::net::TcpListener, target: SocketAddr) -> Arc<Mutex<Vec<u8>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    std::thread::spawn(move || {
+        for inbound in listen.incoming() {
+            let Ok(mut inbound) = inbound else { return };
+            let Ok(mut outbound) = std::net::TcpStream::connect(target) else {
+                continue;
+            };
+            let (mut back_in, mut back_out) =
+                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut back_out, &mut back_in);
+            });
+            let recorded = recorded.clone();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 16 * 1024];
+                while let Ok(len) = inbound.read(&mut buffer) {
+                    if len == 0 || outbound.write_all(&buffer[..len]).is_err() {
+                        break;
+                    }
+                    recorded.lock().unwrap().extend_from_slice(&buffer[..len]);
+                }
+            });
+        }
+    });
+    seen
+}
+
+#[test]
+fn finding_4_wire_is_encrypted() {
+    let net = Net::new();
+    // The hospital reaches the clinic through a proxy that records what it sends.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut hospital_peers = net.listen.clone();
+    hospital_peers[1] = proxy.local_addr().unwrap();
+    let seen = recording_proxy(proxy, net.listen[1]);
+    let others: Vec<Process> = (1..4).map(|id| net.start(id)).collect();
+    let hospital = net.start_with(0, &hospital_peers);
+
+    let secret = "Diagnosis: stage II carcinoma, patient 4711";
+    commit(&hospital, 3, secret);
+    // The hospital is the primary of view 0: its pre-prepares carry the records to the clinic,
+    // through the proxy, and the clinic commits them.
+    let clinic = others[0].handle();
+    let height = hospital.handle().status().height;
+    wait_until(Duration::from_secs(10), "the clinic to commit", || {
+        clinic.status().height >= height
+    });
+    let captured = seen.lock().unwrap().clone();
+    assert!(
+        captured.len() > 1000,
+        "too little went through the proxy ({} bytes)",
+        captured.len()
+    );
+    let found = captured
+        .windows(secret.len())
+        .any(|window| window == secret.as_bytes());
+    assert!(
+        !found,
+        "the diagnosis crossed the network in plaintext ({} bytes seen)",
+        captured.len()
+    );
+    for marker in [&b"Cardiology"[..], b"p000", b"d001"] {
+        assert!(
+            !captured
+                .windows(marker.len())
+                .any(|window| window == marker),
+            "{} crossed the network in plaintext",
+            String::from_utf8_lossy(marker)
+        );
+    }
+}
+
+/// Validator 3 played by the test: it holds its real key, answers handshakes at its address,
+/// never answers a `FetchBlocks`, and tells validator `victim` it has a huge height.
+fn byzantine_claimer(net: &Net, victim: ReplicaId) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let identity = net.identity(3, net.key(3));
+    let listen = net.listen[3];
+    let victim_addr = net.listen[victim as usize];
+    let listening = identity.clone();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let identity = listening.clone();
+            tokio::spawn(async move {
+                // Reads and ignores every request: a dropped reply, each time.
+                if let Ok(mut channel) = Channel::respond(stream, &identity).await {
+                    let limits = FrameLimits::new(4, 1000, 1000);
+                    while let Ok(Some(_)) = channel.recv(&limits).await {}
+                }
+            });
+        }
+    });
+    runtime.spawn(async move {
+        loop {
+            if let Ok(stream) = TcpStream::connect(victim_addr).await
+                && let Ok(mut channel) = Channel::initiate(stream, &identity, victim).await
+            {
+                loop {
+                    let forged = status_frame(u64::MAX / 2);
+                    if channel.feed(FrameKind::Small, &forged).await.is_err()
+                        || channel.flush().await.is_err()
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    runtime
+}
+
+#[test]
+fn finding_4_forged_status_does_not_disable_state_transfer() {
+    let net = Net::new();
+    // Validator 3 is Byzantine from the start; the other three commit without it.
+    let byzantine = byzantine_claimer(&net, 2);
+    let mut honest: Vec<Process> = (0..3).map(|id| net.start(id)).collect();
+    commit(&honest[0], 12, "chest pain");
+    // Twelve transactions in blocks of at most four: three blocks or more.
+    let primary = honest[0].handle();
+    wait_until(Duration::from_secs(10), "three blocks", || {
+        primary.status().height >= 3
+    });
+    let head = primary.status().height;
+    drop(honest);
+
+    // The pharmacy loses its stores, and comes back alone first: the only peer it hears is
+    // validator 3, which claims a huge height and never answers.
+    for file in ["chain.db", "chain.db-wal", "chain.db-shm"] {
+        let _ = std::fs::remove_file(net.dir(2).join(file));
+    }
+    for file in ["node.db", "node.db-wal", "node.db-shm"] {
+        let _ = std::fs::remove_file(net.dir(2).join(file));
+    }
+    let pharmacy = net.start(2);
+    let lagging = pharmacy.handle();
+    wait_until(Duration::from_secs(10), "the forged status", || {
+        heard_from(&lagging, 3)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Then its honest peers return, and it must catch up from them.
+    honest = (0..2).map(|id| net.start(id)).collect();
+    wait_until(
+        Duration::from_secs(20),
+        "the pharmacy to catch up from its honest peers",
+        || lagging.status().height >= head,
+    );
+    let expected = honest[0]
+        .handle()
+        .read(|reader| reader.blocks_from(head, 1))
+        .unwrap();
+    let transferred = lagging.read(|reader| reader.blocks_from(head, 1)).unwrap();
+    assert_eq!(transferred[0].hash(), expected[0].hash());
+    drop(byzantine);
+}
+
+#[test]
+fn finding_5_oversized_frame_is_refused() {
+    let net = Net::new();
+    let hospital = net.start(0);
+    let handle = hospital.handle();
+    let limits = FrameLimits::for_timing(4, &timing());
+    let clinic = net.identity(1, net.key(1));
+    let rt = client_runtime();
+    rt.block_on(async {
+        // A frame of the right size is taken.
+        let stream = TcpStream::connect(net.listen[0]).await.unwrap();
+        let mut channel = Channel::initiate(stream, &clinic, 0).await.unwrap();
+        channel
+            .feed(FrameKind::Small, &status_frame(0))
+            .await
+            .unwrap();
+        channel.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(heard_from(&handle, 1), "a legitimate frame was refused");
+
+        // A status is tiny; a "small" frame one byte over its bound is refused unread.
+        let oversized = vec![0u8; limits.small_bytes + 1];
+        channel.feed(FrameKind::Small, &oversized).await.unwrap();
+        channel.flush().await.unwrap();
+        assert!(
+            closed_within(&mut channel, Duration::from_secs(5)).await,
+            "the node kept reading an oversized frame"
+        );
+
+        // A batch larger than max_batch requests of the largest transaction, likewise.
+        let stream = TcpStream::connect(net.listen[0]).await.unwrap();
+        let mut channel = Channel::initiate(stream, &clinic, 0).await.unwrap();
+        let oversized = vec![0u8; limits.batch_bytes + 1];
+        let _ = channel.feed(FrameKind::Batch, &oversized).await;
+        let _ = channel.flush().await;
+        assert!(
+            closed_within(&mut channel, Duration::from_secs(5)).await,
+            "the node accepted a batch over its bound"
+        );
+    });
+    assert!(
+        limits.largest_bytes() < 256 * 1024 * 1024 + 1,
+        "frame bound above the old 256 MiB"
+    );
+}

@@ -1,0 +1,185 @@
+//! Recovering from lost durable state (issue 8, finding 2; compare TOCS'02 §4.3.2, proactive
+//! recovery). The argument is in the crate docs, "Recovering from lost state".
+
+use std::collections::BTreeMap;
+
+use crate::config::ProtocolError;
+use crate::durable::Durable;
+use crate::io::Action;
+use crate::message::{Message, RecoveryAnswer, RecoveryQuery};
+use crate::replica::{Replica, Status};
+use crate::types::{ReplicaId, SeqNo, View};
+
+/// A recovery in progress: the replica is passive (it sends no pre-prepare, prepare, commit,
+/// view-change or new-view) until it is in a view of at least `bound.0` with a stable
+/// checkpoint of at least `bound.1`.
+#[derive(Clone, Debug)]
+pub(crate) struct Recovery {
+    /// This start's query, while fewer than 2f+1 other replicas answered it.
+    pub(crate) query: Option<Query>,
+    /// The bound known so far (from earlier records; raised when the query completes).
+    pub(crate) bound: (View, SeqNo),
+    /// `Durable::Recovery { bound: None }` is still to be persisted (first thing).
+    pub(crate) record_due: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Query {
+    pub(crate) nonce: u64,
+    pub(crate) answers: BTreeMap<ReplicaId, RecoveryAnswer>,
+    pub(crate) sent_at: Option<u64>,
+}
+
+impl Recovery {
+    pub(crate) fn querying(nonce: u64, bound: (View, SeqNo), record_due: bool) -> Self {
+        Recovery {
+            query: Some(Query {
+                nonce,
+                answers: BTreeMap::new(),
+                sent_at: None,
+            }),
+            bound,
+            record_due,
+        }
+    }
+}
+
+/// The messages by which a replica could contradict one it sent before losing its state.
+fn may_contradict(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::PrePrepare(_)
+            | Message::Prepare(_)
+            | Message::Commit(_)
+            | Message::ViewChange(_)
+            | Message::NewView(_)
+    )
+}
+
+impl Replica {
+    /// Whether the replica is recovering from lost state (passive, see the crate docs).
+    pub fn is_recovering(&self) -> bool {
+        self.recovery.is_some()
+    }
+
+    /// A recovery needs 2f+1 answers from *other* replicas, which n <= 2 does not have (and
+    /// with f = 0 no fault, amnesia included, is tolerated anyway).
+    pub(crate) fn can_recover(&self) -> bool {
+        self.cfg.quorum() < self.cfg.n as usize
+    }
+
+    /// Sends this start's query, and again every `retransmit_ticks` until answered.
+    pub(crate) fn maybe_query(&mut self, actions: &mut Vec<Action>) {
+        let (now, interval) = (self.now, self.cfg.retransmit_ticks);
+        let Some(query) = self.recovery.as_mut().and_then(|r| r.query.as_mut()) else {
+            return;
+        };
+        if query
+            .sent_at
+            .is_none_or(|at| now >= at.saturating_add(interval))
+        {
+            query.sent_at = Some(now);
+            actions.push(Action::Broadcast(Message::RecoveryQuery(RecoveryQuery {
+                nonce: query.nonce,
+            })));
+        }
+    }
+
+    /// Every replica answers a query, with the nonce, to the querier only.
+    pub(crate) fn on_recovery_query(
+        &mut self,
+        from: ReplicaId,
+        query: RecoveryQuery,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        if from == self.cfg.id {
+            return Ok(()); // our own query, looped back
+        }
+        actions.push(Action::Send {
+            to: from,
+            message: Message::RecoveryAnswer(RecoveryAnswer {
+                nonce: query.nonce,
+                querier: from,
+                view: self.view,
+                querier_view: self.max_view_seen.get(&from).copied().unwrap_or(0),
+                last_executed: self.last_executed.0,
+            }),
+        });
+        Ok(())
+    }
+
+    /// With 2f+1 answers from other replicas, the bound is the highest view reported (as
+    /// anyone's current view or as seen from this replica) and the highest executed sequence
+    /// number reported plus L.
+    pub(crate) fn on_recovery_answer(
+        &mut self,
+        from: ReplicaId,
+        answer: RecoveryAnswer,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let (id, quorum, window) = (self.cfg.id, self.cfg.quorum(), self.cfg.watermark_window);
+        let Some(recovery) = self.recovery.as_mut() else {
+            return Err(ProtocolError::UnexpectedRecoveryAnswer);
+        };
+        let Some(query) = recovery.query.as_mut() else {
+            return Err(ProtocolError::UnexpectedRecoveryAnswer);
+        };
+        if from == id || answer.querier != id || answer.nonce != query.nonce {
+            return Err(ProtocolError::UnexpectedRecoveryAnswer);
+        }
+        if query.answers.insert(from, answer).is_some() {
+            return Err(ProtocolError::Duplicate);
+        }
+        if query.answers.len() < quorum {
+            return Ok(());
+        }
+        let answers = query.answers.values();
+        let view = answers
+            .clone()
+            .map(|a| a.view.max(a.querier_view))
+            .max()
+            .unwrap_or(0);
+        let executed = answers.map(|a| a.last_executed).max().unwrap_or(0);
+        let bound = (
+            recovery.bound.0.max(view),
+            recovery.bound.1.max(executed.saturating_add(window)),
+        );
+        recovery.bound = bound;
+        recovery.query = None;
+        // The replica does not jump to V: it reaches the cluster's view by the f+1 rule
+        // (§4.5.2), so an inflated V from a faulty answerer only keeps it passive, it never
+        // strands it in a view nobody else is in.
+        actions.push(Action::Persist(Durable::Recovery { bound: Some(bound) }));
+        Ok(())
+    }
+
+    /// After each accepted input: while recovering, persist the recovery record first thing,
+    /// drop every message that could contradict one sent before the state was lost, and end
+    /// the recovery once the bound is met (retransmitting at the next tick what it held back).
+    pub(crate) fn recovery_after_step(&mut self, mark: usize, actions: &mut Vec<Action>) {
+        let leads_view_change = self.status == Status::ViewChange && self.is_primary();
+        let Some(recovery) = self.recovery.as_mut() else {
+            return;
+        };
+        let tail = actions.split_off(mark);
+        if recovery.record_due {
+            recovery.record_due = false;
+            actions.push(Action::Persist(Durable::Recovery { bound: None }));
+        }
+        actions.extend(tail.into_iter().filter(|a| match a {
+            Action::Send { message, .. } | Action::Broadcast(message) => !may_contradict(message),
+            _ => true,
+        }));
+        // A primary changing to a view up to V may have sent that view's new-view before: it
+        // must not build another one, so it waits for the next view.
+        let may_have_led = leads_view_change && self.view <= recovery.bound.0;
+        if recovery.query.is_none()
+            && self.view >= recovery.bound.0
+            && self.low >= recovery.bound.1
+            && !may_have_led
+        {
+            self.recovery = None;
+            self.restarted = true;
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Recovery from lost durable state (issue 8, finding 2): a replica that may have voted before
+//! stays passive until it can no longer contradict itself, then takes part again.
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use pbft::*;
+
+/// The votes a replica sent, per (kind, view, seq): more than one digest is a contradiction.
+fn votes(sent: &[Message]) -> BTreeMap<(&'static str, View, SeqNo), BTreeSet<Digest>> {
+    let mut out: BTreeMap<_, BTreeSet<Digest>> = BTreeMap::new();
+    for m in sent {
+        let (kind, v) = match m {
+            Message::Prepare(v) => ("prepare", v),
+            Message::Commit(v) => ("commit", v),
+            _ => continue,
+        };
+        out.entry((kind, v.view, v.seq))
+            .or_default()
+            .insert(v.digest);
+    }
+    out
+}
+
+fn count_votes(sent: &[Message]) -> usize {
+    sent.iter()
+        .filter(|m| matches!(m, Message::Prepare(_) | Message::Commit(_)))
+        .count()
+}
+
+/// The replica restarts with nothing (its stores deleted), knowing it may have voted.
+fn amnesia(c: &mut Cluster, id: ReplicaId, last_executed: (SeqNo, Digest)) {
+    c.replicas[id as usize] = Replica::new(
+        config(id, 4),
+        Restored {
+            last_executed,
+            durable: Vec::new(),
+            recovering: true,
+            nonce: 0x5eed,
+        },
+    );
+}
+
+/// Finding 2, the fork of the issue at the core level. The primary (0) is Byzantine: it
+/// pre-prepares A at (0, 1) to replicas 1 and 3 and B to replica 2, and sends its commit for
+/// whichever each one holds. 1 and 3 prepare, commit and execute A. Replica 3 then loses all
+/// its state and restarts; the primary hands it B and replays 2's prepare for B. Restarted from nothing it would prepare
+/// and commit B (its votes for A never reached 2), completing B's certificates at replica 2:
+/// 1 and 2 would execute different blocks at sequence number 1. Recovering, it sends no vote,
+/// and nothing forks.
+#[test]
+fn finding_2_restored_replica_cannot_vote_twice() {
+    let a = pre_prepare(1, 0, GENESIS, vec![request(1)]);
+    let b = pre_prepare(1, 0, GENESIS, vec![request(2)]);
+    let (a_digest, b_for_2) = (a.digest, b.clone());
+    let mut c = Cluster::new(4);
+    c.filter = Box::new(move |from, to, m| match m {
+        Message::PrePrepare(pp) if from == 0 && to == 2 && pp.digest == a_digest => {
+            Some(Message::PrePrepare(b_for_2.clone()))
+        }
+        Message::Commit(v) if from == 0 && to == 2 && v.digest == a_digest => {
+            Some(Message::Commit(vote(0, 1, b_for_2.digest)))
+        }
+        // Replica 3's votes for A happen to be lost on their way to 2 (else 2 would keep
+        // them and refuse 3's second votes as conflicting).
+        Message::Prepare(v) | Message::Commit(v)
+            if from == 3 && to == 2 && v.digest == a_digest =>
+        {
+            None
+        }
+        m => Some(m),
+    });
+    c.input(0, Input::Request(request(1)));
+    c.input(0, Input::Cut);
+    c.run();
+    for id in [1, 3] {
+        assert_eq!(
+            c.executed[id][0].digest, a.digest,
+            "replica {id} executed A"
+        );
+    }
+    assert!(c.executed[2].is_empty());
+
+    amnesia(&mut c, 3, (0, GENESIS));
+    c.input(3, msg(0, Message::PrePrepare(b.clone())));
+    c.input(3, msg(0, Message::Commit(vote(0, 1, b.digest))));
+    // The primary also relays replica 2's signed prepare for B (a replay it can make).
+    c.input(3, msg(2, Message::Prepare(vote(0, 1, b.digest))));
+    c.run();
+    c.tick_all(200);
+
+    for (key, digests) in votes(&c.sent[3]) {
+        assert_eq!(digests.len(), 1, "replica 3 contradicted itself at {key:?}");
+    }
+    for seq in 0..c.executed[1].len().min(c.executed[2].len()) {
+        assert_eq!(
+            c.executed[1][seq].digest, c.executed[2][seq].digest,
+            "fork at {seq}"
+        );
+    }
+    assert!(
+        c.executed.iter().flatten().all(|x| x.digest != b.digest),
+        "B never committed"
+    );
+    assert!(c.replicas[3].is_recovering());
+}
+
+/// Finding 2: a recovering replica asks the others where they are, stays passive (executing
+/// what commits, sending checkpoints but no vote) until its stable checkpoint passes every
+/// sequence number it could have voted at, then votes again.
+#[test]
+fn finding_2_recovering_replica_resumes_voting_once_safe() {
+    let mut c = Cluster::new(4);
+    let block = |c: &mut Cluster| {
+        let next = c.executed[0].len() as u8 + 1;
+        c.input(0, Input::Request(request(next)));
+        c.input(0, Input::Cut);
+        c.run();
+        c.tick_all(1);
+    };
+    for _ in 0..3 {
+        block(&mut c);
+    }
+    // Replica 3 loses its protocol records (its ledger, at 3, survives).
+    let head = c.replicas[3].last_executed();
+    assert_eq!(head.0, 3);
+    amnesia(&mut c, 3, head);
+    c.tick_all(1);
+    let recovered_from = c.sent[3].len();
+    assert_eq!(
+        c.durable[3].last(),
+        Some(&Durable::Recovery {
+            bound: Some((0, 3 + 8))
+        }),
+        "2f+1 answers: view 0, executed 3, plus L = 8"
+    );
+    // Passive: it executes blocks 4..=12 and sends checkpoints, but no vote, until the
+    // checkpoint at 12 (>= 11) is stable.
+    while c.replicas[3].is_recovering() {
+        assert!(c.executed[0].len() < 20, "recovery never ends");
+        assert_eq!(count_votes(&c.sent[3][recovered_from..]), 0);
+        block(&mut c);
+    }
+    assert_eq!(c.replicas[3].stable_checkpoint().0, 12);
+    let passive_until = c.sent[3].len();
+    for _ in 0..3 {
+        block(&mut c);
+    }
+    assert!(count_votes(&c.sent[3][passive_until..]) > 0, "votes again");
+    let chain: Vec<Digest> = c.executed[0].iter().map(|x| x.digest).collect();
+    assert_eq!(chain.len(), 15);
+    assert_eq!(
+        c.executed[3].iter().map(|x| x.digest).collect::<Vec<_>>(),
+        chain,
+        "replica 3 executed every block, in both lives"
+    );
+    for (key, digests) in votes(&c.sent[3]) {
+        assert_eq!(digests.len(), 1, "replica 3 contradicted itself at {key:?}");
+    }
+}
+
+/// A restart during recovery stays passive (the records say so, whatever the caller passes),
+/// and compaction keeps the recovery record only while it matters.
+#[test]
+fn recovery_survives_a_restart_until_its_bound_is_met() {
+    let start = |durable: Vec<Durable>| {
+        Replica::new(
+            config(3, 4),
+            Restored {
+                durable,
+                nonce: 9,
+                ..Restored::genesis(GENESIS)
+            },
+        )
+    };
+    let querying = vec![Durable::Recovery { bound: None }];
+    assert!(start(querying.clone()).is_recovering());
+    let bounded = vec![
+        Durable::Recovery { bound: None },
+        Durable::Recovery {
+            bound: Some((0, 8)),
+        },
+    ];
+    let mut compacted = bounded.clone();
+    Durable::compact(&mut compacted);
+    assert_eq!(compacted, bounded[1..]);
+    let mut r = start(compacted);
+    assert!(r.is_recovering());
+    // A restart mid-query asks again, with this start's nonce.
+    let mut q = start(querying);
+    assert!(
+        step(&mut q, Input::Tick).contains(&Action::Broadcast(Message::RecoveryQuery(
+            RecoveryQuery { nonce: 9 }
+        )))
+    );
+    // An answer to another nonce or querier is refused.
+    let answer = RecoveryAnswer {
+        nonce: 8,
+        querier: 3,
+        view: 0,
+        querier_view: 0,
+        last_executed: 0,
+    };
+    assert_eq!(
+        step_err(&mut q, msg(0, Message::RecoveryAnswer(answer))),
+        ProtocolError::UnexpectedRecoveryAnswer
+    );
+    // Once the stable checkpoint passes the bound, the record is dropped.
+    let stable = Checkpoint {
+        seq: 8,
+        digest: [8; 32],
+    };
+    let mut met = vec![
+        Durable::Recovery {
+            bound: Some((0, 8)),
+        },
+        Durable::StableCheckpoint {
+            checkpoint: stable,
+            proof: [0, 1, 2].iter().map(|f| signed(*f, stable)).collect(),
+        },
+    ];
+    Durable::compact(&mut met);
+    assert_eq!(met.len(), 1);
+    r = Replica::new(
+        config(3, 4),
+        Restored {
+            last_executed: (8, [8; 32]),
+            durable: met,
+            ..Restored::genesis(GENESIS)
+        },
+    );
+    assert!(!r.is_recovering());
+}
