@@ -15,3 +15,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --locked "$@"
+# The Byzantine validator exists only with the `byzantine` feature (never in a release build).
+cargo test -p medchain --features byzantine --test byzantine --locked "$@"

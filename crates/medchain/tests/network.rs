@@ -9,21 +9,12 @@ mod common_net;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common_net::{Ack, Load, Net, output_text, wait_for};
+use common_net::{Ack, Load, Net, output_text, wait_committed, wait_for};
 
 /// Time between two records of the load (each record also costs an Argon2id check).
 const PAUSE: Duration = Duration::from_millis(150);
 /// Deadline for anything the network must do while it has a quorum.
 const PROGRESS: Duration = Duration::from_secs(30);
-
-/// Waits until each of `acks` is committed, asking the node that acknowledged it.
-fn wait_committed(net: &Net, acks: &[Ack], limit: Duration, what: &str) {
-    let mut left: Vec<&Ack> = acks.iter().collect();
-    wait_for(limit, what, || {
-        left.retain(|ack| net.tx_status(ack.node, &ack.tx_id).as_deref() != Some("committed"));
-        left.is_empty().then_some(())
-    });
-}
 
 /// The primary every node reports, and its view; all running nodes must agree.
 fn current_primary(net: &Net) -> (usize, u64) {

@@ -3,6 +3,8 @@
 //! serves the embedded cluster (all validators in one process, in-memory transport) and
 //! distributed validators (one per process, TCP).
 
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
 mod cluster;
 mod config;
 mod error;

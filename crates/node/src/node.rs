@@ -37,6 +37,9 @@ pub struct NodeOptions {
     pub watts_per_core: f64,
     /// Requests the replica may hold before new submissions are refused as busy.
     pub max_pending: usize,
+    /// Makes this validator Byzantine (tests of issue 8 only).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<crate::byzantine::Behaviours>,
 }
 
 impl NodeOptions {
@@ -47,6 +50,8 @@ impl NodeOptions {
             timing,
             watts_per_core: DEFAULT_WATTS_PER_CORE,
             max_pending: 200_000,
+            #[cfg(feature = "byzantine")]
+            byzantine: None,
         }
     }
 }
@@ -109,6 +114,19 @@ impl Node {
             },
             limits: FrameLimits::for_timing(n, &options.timing),
         })?;
+        #[cfg(feature = "byzantine")]
+        let transport = match options.byzantine.clone() {
+            Some(behaviours) => crate::byzantine::ByzantineTransport::wrap(
+                transport,
+                behaviours,
+                key.clone(),
+                genesis.hash(),
+                id,
+                n,
+                options.timing.max_batch,
+            ),
+            None => transport,
+        };
         let shared = Arc::new(Shared::new(
             id,
             options.name.clone(),
@@ -130,6 +148,10 @@ impl Node {
             shared.clone(),
             metrics,
         );
+        #[cfg(feature = "byzantine")]
+        {
+            runtime.byzantine = options.byzantine.clone();
+        }
         runtime.resume_pending()?;
         let handle = NodeHandle::new(
             id,

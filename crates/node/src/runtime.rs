@@ -103,6 +103,9 @@ pub(crate) struct Runtime {
     max_batch: usize,
     last_resend_check: Instant,
     last_commit_at: Instant,
+    /// Makes this validator Byzantine (tests of issue 8 only; see `byzantine.rs`).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<crate::byzantine::Behaviours>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -153,6 +156,8 @@ impl Runtime {
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
             last_commit_at: Instant::now(),
+            #[cfg(feature = "byzantine")]
+            byzantine: None,
         }
     }
 
@@ -530,6 +535,10 @@ impl Runtime {
     }
 
     fn step(&mut self, input: Input, actions: &mut Vec<Action>) {
+        #[cfg(feature = "byzantine")]
+        let Some(input) = crate::byzantine::censor(self.byzantine.as_ref(), input) else {
+            return;
+        };
         if let Err(error) = self.replica.step(input, actions) {
             self.metrics.rejected += 1;
             debug!(%error, "replica rejected an input");

@@ -28,6 +28,11 @@ pub struct NodeArgs {
     /// Create the seed's sample accounts if missing, whatever the config says. Never in production.
     #[arg(long)]
     demo: bool,
+    /// Make this validator Byzantine (test builds with the `byzantine` feature only), e.g.
+    /// `substitute-payloads,flood-pre-prepares,forge-status,equivocate,censor-patient=p001`.
+    #[cfg(feature = "byzantine")]
+    #[arg(long, value_name = "BEHAVIOURS")]
+    byzantine: Option<node::byzantine::Behaviours>,
 }
 
 impl super::Run for NodeArgs {
@@ -36,6 +41,12 @@ impl super::Run for NodeArgs {
         let config = NodeConfig::load(&self.config)?;
         let runtime = service::runtime()?;
         let served = runtime.block_on(async {
+            #[cfg(feature = "byzantine")]
+            let node = start_validator_with(&config, |options| {
+                options.byzantine = self.byzantine.clone();
+            })
+            .await?;
+            #[cfg(not(feature = "byzantine"))]
             let node = start_validator(&config).await?;
             let handle = node.handle().clone();
             tracing::info!(
@@ -59,6 +70,14 @@ impl super::Run for NodeArgs {
 /// Starts the validator `config` describes, listening for its peers. Must run inside the
 /// tokio runtime (the TCP transport's tasks live there).
 pub async fn start_validator(config: &NodeConfig) -> anyhow::Result<Node> {
+    start_validator_with(config, |_| {}).await
+}
+
+/// [`start_validator`], with `adjust` applied to the validator's options.
+pub async fn start_validator_with(
+    config: &NodeConfig,
+    adjust: impl FnOnce(&mut NodeOptions),
+) -> anyhow::Result<Node> {
     let genesis = Arc::new(Genesis::load(&config.genesis)?);
     let mut peers = BTreeMap::new();
     for peer in &config.peers {
@@ -80,6 +99,7 @@ pub async fn start_validator(config: &NodeConfig) -> anyhow::Result<Node> {
         config.timing()?,
     );
     options.watts_per_core = config.watts_per_core;
+    adjust(&mut options);
     let node = Node::start(options, genesis, move |wiring| {
         Ok(Box::new(TcpTransport::start(listener, peers, wiring))
             as Box<dyn node::transport::Transport>)

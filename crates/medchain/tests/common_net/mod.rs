@@ -40,6 +40,15 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Optio
     }
 }
 
+/// Waits until each of `acks` is committed, asking the node that acknowledged it.
+pub fn wait_committed(net: &Net, acks: &[Ack], limit: Duration, what: &str) {
+    let mut left: Vec<&Ack> = acks.iter().collect();
+    wait_for(limit, what, || {
+        left.retain(|ack| net.tx_status(ack.node, &ack.tx_id).as_deref() != Some("committed"));
+        left.is_empty().then_some(())
+    });
+}
+
 /// One HTTP/1.1 request (`Connection: close`); the status and the JSON body (`Null` if empty).
 pub fn http(
     addr: SocketAddr,
@@ -135,6 +144,8 @@ pub struct NodeProc {
     pub config: PathBuf,
     pub dir: PathBuf,
     pub api: SocketAddr,
+    /// Extra arguments of `medchain node` (e.g. `--byzantine ..`).
+    pub args: Vec<String>,
     child: Option<Child>,
     starts: usize,
 }
@@ -200,6 +211,7 @@ impl Net {
                     config,
                     dir: node_dir,
                     api,
+                    args: Vec::new(),
                     child: None,
                     starts: 0,
                 }
@@ -209,6 +221,29 @@ impl Net {
             dir,
             nodes,
             tokens: Vec::new(),
+        }
+    }
+
+    /// Sets `key = value` in every node.toml (the line `key = ..` that testnet wrote).
+    pub fn set_setting(&self, key: &str, value: &str) {
+        for node in &self.nodes {
+            let text = std::fs::read_to_string(&node.config).expect("read node.toml");
+            let prefix = format!("{key} = ");
+            assert!(
+                text.lines().any(|line| line.starts_with(&prefix)),
+                "node.toml has no {key}"
+            );
+            let text: Vec<String> = text
+                .lines()
+                .map(|line| {
+                    if line.starts_with(&prefix) {
+                        format!("{prefix}{value}")
+                    } else {
+                        line.to_string()
+                    }
+                })
+                .collect();
+            std::fs::write(&node.config, text.join("\n") + "\n").expect("write node.toml");
         }
     }
 
@@ -240,6 +275,7 @@ impl Net {
             .arg("--config")
             .arg(&node.config)
             .arg("--demo")
+            .args(&node.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
@@ -300,6 +336,14 @@ impl Net {
                 body["token"].as_str().expect("token").to_string()
             })
             .collect();
+    }
+
+    /// Whether node `i`'s process is still running (it was started and has not exited).
+    pub fn alive(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// SIGKILL, and reap.
@@ -392,10 +436,15 @@ impl Net {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].running())
             .collect();
+        self.wait_converged_among(&running, limit)
+    }
+
+    /// [`Net::wait_converged`] for the nodes `running` only.
+    pub fn wait_converged_among(&self, running: &[usize], limit: Duration) -> (u64, String) {
         let mut last: Option<(u64, String)> = None;
         wait_for(limit, "every node to reach the same head", || {
             let mut heads = BTreeSet::new();
-            for &i in &running {
+            for &i in running {
                 let status = self.status(i)?;
                 if status["pending"].as_u64() != Some(0) {
                     return None;
@@ -436,6 +485,43 @@ impl Net {
                     .expect("head")
             })
             .collect()
+    }
+
+    /// Panics if two of the stopped stores of `nodes` hold different blocks at a height they
+    /// both have (a fork); returns each one's head height.
+    pub fn assert_no_fork(&self, nodes: &[usize]) -> Vec<u64> {
+        let readers: Vec<_> = nodes
+            .iter()
+            .map(|&i| {
+                ledger::store::Reader::open(&self.nodes[i].dir.join("chain.db"))
+                    .expect("open chain.db")
+            })
+            .collect();
+        let heads: Vec<u64> = readers
+            .iter()
+            .map(|reader| reader.head().expect("head").0)
+            .collect();
+        let shared = heads.iter().copied().min().unwrap_or(0);
+        for height in 1..=shared {
+            let hashes: Vec<_> = readers
+                .iter()
+                .map(|reader| {
+                    reader
+                        .block(height)
+                        .expect("read block")
+                        .map(|block| hex::encode(block.hash()))
+                })
+                .collect();
+            assert!(
+                hashes.windows(2).all(|w| w[0] == w[1]),
+                "FORK at height {height}: the stores of {:?} hold {hashes:?}",
+                nodes
+                    .iter()
+                    .map(|&i| self.nodes[i].name.as_str())
+                    .collect::<Vec<_>>()
+            );
+        }
+        heads
     }
 
     /// The patient's committed record diagnoses in node `i`'s stopped store.
@@ -536,6 +622,17 @@ pub struct Load {
 impl Load {
     /// Starts submitting to the nodes `targets`, pausing `pause` between records.
     pub fn start(net: &Net, targets: Vec<usize>, tag: &str, pause: Duration) -> Load {
+        Load::start_for(net, targets, tag, pause, (PATIENT, PATIENT_PASSWORD))
+    }
+
+    /// [`Load::start`] with records of `patient` (id, password).
+    pub fn start_for(
+        net: &Net,
+        targets: Vec<usize>,
+        tag: &str,
+        pause: Duration,
+        patient: (&'static str, &'static str),
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let lone_grants = Arc::new(Mutex::new(Vec::new()));
@@ -552,7 +649,7 @@ impl Load {
                     let node = targets[n % targets.len()];
                     let diagnosis = format!("{tag} record {n}");
                     n += 1;
-                    match add_record(apis[node], &tokens[node], &diagnosis) {
+                    match add_record_for(apis[node], &tokens[node], patient, &diagnosis) {
                         (Some(grant_tx_id), Some(tx_id)) => acks.lock().unwrap().push(Ack {
                             diagnosis,
                             tx_id,
@@ -618,28 +715,44 @@ pub fn add_record(
     token: &str,
     diagnosis: &str,
 ) -> (Option<Option<String>>, Option<String>) {
+    add_record_for(api, token, (PATIENT, PATIENT_PASSWORD), diagnosis)
+}
+
+/// [`add_record`] for `patient` (id, password).
+pub fn add_record_for(
+    api: SocketAddr,
+    token: &str,
+    (patient, password): (&str, &str),
+    diagnosis: &str,
+) -> (Option<Option<String>>, Option<String>) {
     let Ok((200, consent)) = http(
         api,
         "POST",
         "/api/request_consent",
         Some(token),
-        Some(&json!({"patientId": PATIENT, "password": PATIENT_PASSWORD})),
+        Some(&json!({"patientId": patient, "password": password})),
     ) else {
         return (None, None);
     };
     let grant = consent["grantTxId"].as_str().map(str::to_string);
     let otp = consent["otp"].as_str().expect("otp");
-    (Some(grant), record(api, token, otp, diagnosis))
+    (Some(grant), record(api, token, patient, otp, diagnosis))
 }
 
-fn record(api: SocketAddr, token: &str, otp: &str, diagnosis: &str) -> Option<String> {
+fn record(
+    api: SocketAddr,
+    token: &str,
+    patient: &str,
+    otp: &str,
+    diagnosis: &str,
+) -> Option<String> {
     let (status, body) = http(
         api,
         "POST",
         "/api/add_record",
         Some(token),
         Some(&json!({
-            "patientId": PATIENT,
+            "patientId": patient,
             "otp": otp,
             "medical_data": {"diagnosis": diagnosis, "prescription": "rest"},
         })),
