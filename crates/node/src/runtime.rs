@@ -103,6 +103,8 @@ pub(crate) struct Runtime {
     max_batch: usize,
     last_resend_check: Instant,
     last_commit_at: Instant,
+    /// The replica was recovering from lost state at the end of the last turn.
+    recovering: bool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -128,6 +130,7 @@ impl Runtime {
         shared: Arc<Shared>,
         metrics: Metrics,
     ) -> Self {
+        let replica_recovering = replica.is_recovering();
         Self {
             id,
             n,
@@ -153,6 +156,7 @@ impl Runtime {
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
             last_commit_at: Instant::now(),
+            recovering: replica_recovering,
         }
     }
 
@@ -260,6 +264,7 @@ impl Runtime {
             self.expire_cut_waiters();
         }
         self.metrics.add_cpu(started.elapsed());
+        self.note_recovery_end();
         self.publish_status();
         Ok(())
     }
@@ -709,8 +714,23 @@ impl Runtime {
         self.transport.broadcast(&peers, Frame::new(wire));
     }
 
+    /// Says once when a recovery from lost state ends (it started with a warning in
+    /// `Node::start`).
+    fn note_recovery_end(&mut self) {
+        let recovering = self.replica.is_recovering();
+        if self.recovering && !recovering {
+            let (height, _) = self.chain.head();
+            info!(
+                view = self.replica.view(),
+                height, "recovery finished: this validator votes again"
+            );
+        }
+        self.recovering = recovering;
+    }
+
     fn publish_status(&self) {
         let (height, hash) = self.chain.head();
+        let alarms = self.replica.log_stats().alarms;
         self.shared.update(|status| {
             status.view = self.replica.view();
             status.primary = self.replica.primary();
@@ -718,6 +738,8 @@ impl Runtime {
             status.head_hash = hash;
             status.replica_pending = self.replica.pending_len();
             status.view_changing = self.replica.in_view_change();
+            status.recovering = self.recovering;
+            status.alarms = alarms;
             status.rejected_messages = self.metrics.rejected;
         });
     }
