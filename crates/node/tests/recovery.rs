@@ -9,48 +9,16 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ledger::Transaction;
-use node::{Cluster, NodeHandle, Timing, Wire, validator_dir};
+mod common;
+
+use common::{fast_timing, record, runtime};
+use node::{Cluster, NodeHandle, Wire, validator_dir};
 use pbft::{Digest, Message, ReplicaId, SeqNo, View};
 
-/// Checkpoints every 8 sequence numbers: the log window L is 16.
-const CHECKPOINT_INTERVAL: u64 = 8;
-const WATERMARK_WINDOW: u64 = 2 * CHECKPOINT_INTERVAL;
+/// The log window L of `fast_timing`.
+const WATERMARK_WINDOW: u64 = 16;
 /// A backup in view 0 (the primary is validator 0).
 const VICTIM: ReplicaId = 3;
-
-fn fast_timing() -> Timing {
-    Timing {
-        batch_window: Duration::from_millis(10),
-        view_change_timeout: Duration::from_millis(500),
-        checkpoint_interval: CHECKPOINT_INTERVAL,
-        ..Timing::default()
-    }
-}
-
-fn record(i: usize) -> Transaction {
-    Transaction::AddRecord {
-        patient_id: format!("p{:03}", i % 7),
-        doctor_id: "d001".into(),
-        department: "Cardiology".into(),
-        diagnosis: format!("diagnosis {i}"),
-        prescription: "rest".into(),
-        notes: String::new(),
-        consent_hash: ledger::sha256(format!("consent {i}").as_bytes()),
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
