@@ -321,6 +321,13 @@ fn a_deleted_store_is_restored_from_peers() {
         let status = net.status(victim)?;
         (status["height"].as_u64()? >= head.0).then_some(())
     });
+    // It may have voted before and no longer knows how (issue 8, finding 2): it recovers, and
+    // sends no vote until the others are past every vote it could have cast.
+    assert_eq!(
+        net.status(victim).map(|s| s["recovering"].clone()),
+        Some(serde_json::Value::Bool(true)),
+        "a validator restored from its peers starts recovering"
+    );
 
     // It takes part again: records submitted through it and the others commit.
     let load = Load::start(&net, vec![victim, 0, 2, 3], "restored", PAUSE);

@@ -39,7 +39,7 @@ impl Cluster {
     ) -> Result<Self, NodeError> {
         let genesis_path = data_dir.join("genesis.toml");
         if !genesis_path.exists() {
-            ledger::init_network(data_dir, &EMBEDDED_VALIDATORS, false)?;
+            crate::incarnation::init_network(data_dir, &EMBEDDED_VALIDATORS, false)?;
         }
         let genesis = Arc::new(Genesis::load(&genesis_path)?);
         let network = MemoryNetwork::new(genesis.len());
@@ -72,6 +72,11 @@ impl Cluster {
             network.set_disconnected(id, false);
             Ok(Box::new(network.endpoint(id)) as Box<dyn Transport>)
         })
+    }
+
+    /// The in-memory network between the validators (tests observe what they send).
+    pub fn network(&self) -> &MemoryNetwork {
+        &self.network
     }
 
     pub fn genesis(&self) -> &Genesis {

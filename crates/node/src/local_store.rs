@@ -33,6 +33,11 @@ const MIGRATIONS: &[&str] = &[
          seq INTEGER NOT NULL,
          body BLOB NOT NULL
      );",
+    // v3: the validator's incarnation, the copy of its marker's counter (`incarnation.rs`).
+    "CREATE TABLE incarnation (
+         one INTEGER PRIMARY KEY CHECK (one = 1),
+         incarnation INTEGER NOT NULL
+     );",
 ];
 
 /// `durable.format` of a row holding a borsh [`Record`].
@@ -162,6 +167,35 @@ impl LocalStore {
         let mut store = Self { conn };
         store.upgrade_v1_records()?;
         Ok(store)
+    }
+
+    /// The incarnation recorded by the last start (`None`: node.db never started a validator).
+    pub fn incarnation(&self) -> Result<Option<u64>, NodeError> {
+        let stored: Option<i64> = self
+            .conn
+            .query_row("SELECT incarnation FROM incarnation", [], |row| row.get(0))
+            .optional()?;
+        Ok(stored.map(|n| n as u64))
+    }
+
+    /// Records this start's incarnation and, if the replica starts recovering, the
+    /// `Durable::Recovery` record that makes every later start recover too until it is done, in
+    /// one SQLite transaction (one fsync).
+    pub fn begin_incarnation(
+        &mut self,
+        incarnation: u64,
+        recovering: bool,
+    ) -> Result<(), NodeError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO incarnation (one, incarnation) VALUES (1, ?1)",
+            [incarnation as i64],
+        )?;
+        if recovering {
+            insert_records(&tx, &[Durable::Recovery { bound: None }])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Durably records accepted transactions (encoded), in one SQLite transaction.

@@ -7,11 +7,13 @@ use std::thread::JoinHandle;
 
 use ledger::{Genesis, OpenOptions, Store, crypto};
 use pbft::{Durable, ReplicaId};
-use tracing::info;
+use rand::RngCore;
+use tracing::{info, warn};
 
 use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::NodeHandle;
+use crate::incarnation;
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -29,7 +31,7 @@ const INBOX_EVENTS: usize = 65_536;
 /// Everything one validator needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
-    /// The validator's folder: node.key, chain.db, node.db.
+    /// The validator's folder: node.key, node.incarnation, chain.db, node.db.
     pub dir: PathBuf,
     pub name: String,
     pub timing: Timing,
@@ -88,10 +90,13 @@ impl Node {
         }
         let chain_path = options.dir.join("chain.db");
         let chain = Store::open(&chain_path, &genesis, OpenOptions::default())?;
-        let local = LocalStore::open(&options.dir.join("node.db"))?;
+        let mut local = LocalStore::open(&options.dir.join("node.db"))?;
+        // Before anything is sent: whether this replica may have voted in a state its node.db
+        // no longer holds (deleted, or restored from a backup), recorded durably.
+        let start = incarnation::begin(&options.dir, &genesis.hash(), &mut local)?;
         let durable = restore_durable(&local)?;
         let (height, hash) = chain.head();
-        info!(validator = %options.name, height, "chain verified");
+        info!(validator = %options.name, height, incarnation = start.incarnation, "chain verified");
 
         let n = genesis.len();
         let replica = pbft::Replica::new(
@@ -99,10 +104,31 @@ impl Node {
             pbft::Restored {
                 last_executed: (height, hash),
                 durable,
-                recovering: false,
-                nonce: 0,
+                recovering: start.recovering.is_some(),
+                // Tags this start's recovery query, so that answers to an earlier one (which
+                // an attacker may have kept) cannot be replayed.
+                nonce: rand::rngs::OsRng.next_u64(),
             },
         );
+        match (&start.recovering, replica.is_recovering()) {
+            (Some(reason), true) => warn!(
+                validator = %options.name,
+                %reason,
+                "starting recovering: no prepare, commit or view-change until the others show \
+                 this validator can no longer contradict a vote it may have sent"
+            ),
+            (None, true) => warn!(
+                validator = %options.name,
+                "resuming the recovery of an earlier start (its records say it is not done)"
+            ),
+            (Some(reason), false) => warn!(
+                validator = %options.name,
+                %reason,
+                "this validator may have lost its votes, but a network of {n} cannot recover it \
+                 (it needs 2f+1 other validators); it takes part at once"
+            ),
+            (None, false) => {}
+        }
         let (inbox_sender, inbox) = mpsc::sync_channel(INBOX_EVENTS);
         let transport = transport(Wiring {
             inbox: inbox_sender.clone(),
@@ -133,6 +159,8 @@ impl Node {
             n,
             options.max_pending,
         ));
+        let recovering = replica.is_recovering();
+        shared.update(|status| status.recovering = recovering);
         let metrics = Metrics::new(shared.clone(), options.watts_per_core);
         let mut runtime = Runtime::new(
             id,

@@ -106,6 +106,8 @@ pub(crate) struct Runtime {
     /// Makes this validator Byzantine (tests of issue 8 only; see `byzantine.rs`).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<crate::byzantine::Behaviours>,
+    /// The replica was recovering from lost state at the end of the last turn.
+    recovering: bool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -131,6 +133,7 @@ impl Runtime {
         shared: Arc<Shared>,
         metrics: Metrics,
     ) -> Self {
+        let replica_recovering = replica.is_recovering();
         Self {
             id,
             n,
@@ -158,6 +161,7 @@ impl Runtime {
             last_commit_at: Instant::now(),
             #[cfg(feature = "byzantine")]
             byzantine: None,
+            recovering: replica_recovering,
         }
     }
 
@@ -265,6 +269,7 @@ impl Runtime {
             self.expire_cut_waiters();
         }
         self.metrics.add_cpu(started.elapsed());
+        self.note_recovery_end();
         self.publish_status();
         Ok(())
     }
@@ -718,8 +723,23 @@ impl Runtime {
         self.transport.broadcast(&peers, Frame::new(wire));
     }
 
+    /// Says once when a recovery from lost state ends (it started with a warning in
+    /// `Node::start`).
+    fn note_recovery_end(&mut self) {
+        let recovering = self.replica.is_recovering();
+        if self.recovering && !recovering {
+            let (height, _) = self.chain.head();
+            info!(
+                view = self.replica.view(),
+                height, "recovery finished: this validator votes again"
+            );
+        }
+        self.recovering = recovering;
+    }
+
     fn publish_status(&self) {
         let (height, hash) = self.chain.head();
+        let alarms = self.replica.log_stats().alarms;
         self.shared.update(|status| {
             status.view = self.replica.view();
             status.primary = self.replica.primary();
@@ -727,6 +747,8 @@ impl Runtime {
             status.head_hash = hash;
             status.replica_pending = self.replica.pending_len();
             status.view_changing = self.replica.in_view_change();
+            status.recovering = self.recovering;
+            status.alarms = alarms;
             status.rejected_messages = self.metrics.rejected;
         });
     }

@@ -22,6 +22,12 @@ pub struct NodeStatus {
     /// Requests the replica holds, including those forwarded by others.
     pub replica_pending: usize,
     pub view_changing: bool,
+    /// The replica lost durable state and sends no vote until it cannot contradict one it may
+    /// have sent before (issue 8, finding 2; `incarnation.rs`).
+    pub recovering: bool,
+    /// Consensus alarms since start: each means the fault model was exceeded or this
+    /// validator's stores are damaged (`pbft::Alarm`).
+    pub alarms: u64,
     pub rejected_messages: u64,
     /// Set when the validator stopped on an error it cannot recover from.
     pub failed: Option<String>,

@@ -2,41 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use ledger::Transaction;
+mod common;
+
+use common::{fast_timing, record, runtime};
 use node::{Cluster, NodeHandle, Timing};
-
-fn fast_timing() -> Timing {
-    Timing {
-        batch_window: Duration::from_millis(10),
-        view_change_timeout: Duration::from_millis(500),
-        checkpoint_interval: 8,
-        ..Timing::default()
-    }
-}
-
-fn record(i: usize) -> Transaction {
-    Transaction::AddRecord {
-        patient_id: format!("p{:03}", i % 7),
-        doctor_id: "d001".into(),
-        department: "Cardiology".into(),
-        diagnosis: format!("diagnosis {i}"),
-        prescription: "rest".into(),
-        notes: String::new(),
-        consent_hash: ledger::sha256(format!("consent {i}").as_bytes()),
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Waits until every handle's head is at least `height` and all heads agree.
 fn wait_agreed(handles: &[NodeHandle], height: u64, within: Duration) -> [u8; 32] {

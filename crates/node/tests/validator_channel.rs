@@ -78,7 +78,7 @@ impl Net {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap();
-        let genesis = Arc::new(ledger::init_network(dir.path(), &NAMES, false).unwrap());
+        let genesis = Arc::new(node::init_network(dir.path(), &NAMES, false).unwrap());
         let listen = NAMES.iter().map(|_| free_addr()).collect();
         Self {
             dir,

@@ -7,7 +7,9 @@ use clap::Args;
 
 /// Writes DIR/genesis.toml (chain id, creation time, validators' names and public keys) and, for
 /// each validator, DIR/<name>/node.key (its Ed25519 secret key, readable only by you) and
-/// DIR/<name>/chain.db (its chain, holding the genesis block). The first four validators are
+/// DIR/<name>/chain.db (its chain, holding the genesis block) and DIR/<name>/node.incarnation
+/// (how often it started: a validator whose node.db is later missing or older than this marker
+/// starts recovering, so that it cannot vote twice). The first four validators are
 /// named hospital, clinic, pharmacy and insurance, then validator-5, validator-6, ...
 #[derive(Args, Debug)]
 #[command(
@@ -22,7 +24,8 @@ pub struct InitArgs {
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
     /// Replace an existing genesis.toml. This deletes the validators' keys, chains and
-    /// consensus logs (node.key, chain.db, node.db) in DIR: the old chain is gone.
+    /// consensus logs (node.key, chain.db, node.db) in DIR and writes new incarnation markers:
+    /// the old chain is gone.
     #[arg(long)]
     force: bool,
 }
@@ -31,7 +34,7 @@ impl super::Run for InitArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         let names = ledger::validator_names(self.validators as usize);
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let genesis = ledger::init_network(&self.dir, &refs, self.force)
+        let genesis = node::init_network(&self.dir, &refs, self.force)
             .with_context(|| format!("cannot initialise {}", self.dir.display()))?;
         println!(
             "created chain {} with {} validators in {}",

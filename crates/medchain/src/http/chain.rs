@@ -162,8 +162,11 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
                     "id": id,
                     "name": name,
                     "state": if s.failed.is_some() { "failed" }
+                             else if s.recovering { "recovering" }
                              else if s.view_changing { "view-change" }
                              else { "up" },
+                    "recovering": s.recovering,
+                    "alarms": s.alarms,
                     "height": s.height,
                     "view": s.view,
                     "primary": id == primary,
@@ -224,6 +227,8 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
         "view": local.view,
         "primary": names.get(primary as usize),
         "pending": local.pending,
+        // Lost its durable state: it sends no vote until it cannot contradict an earlier one.
+        "recovering": local.recovering,
         "batch_window_ms": window_ms,
         "next_cut_in_ms": next_cut_in_ms,
         "validators": validators,
@@ -233,6 +238,8 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
             "success_rate": success_rate,
             "tx_count": tx_count,
             "committed_since_start": shared.committed_transactions(),
+            // Consensus alarms since start: the fault model exceeded or a damaged store.
+            "alarms": local.alarms,
         },
     })))
 }

@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use node::NodeError;
+
 use crate::app::{AppError, ConsentError};
 
 #[derive(Debug)]
@@ -26,8 +28,8 @@ pub enum ApiError {
     NotFound(String),
     /// 409: the state does not allow it (a request no longer pending).
     Conflict(String),
-    /// 413: body over the limit.
-    TooLarge,
+    /// 413: a body or a transaction over its limit; the message says the limit.
+    TooLarge(String),
     /// 415: a body that is not JSON.
     UnsupportedMediaType,
     /// 429: too many wrong passwords for one account; wait.
@@ -64,7 +66,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -98,8 +100,8 @@ impl IntoResponse for ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
+            | ApiError::TooLarge(m)
             | ApiError::Unavailable(m) => m,
-            ApiError::TooLarge => "Request body too large".into(),
             ApiError::TooManyAttempts => {
                 "Too many wrong passwords for this account; try again in 15 minutes".into()
             }
@@ -142,6 +144,25 @@ impl From<ConsentError> for ApiError {
     }
 }
 
+/// Maps a validator's error: overload and shutdown are 503 (retry), a transaction over the
+/// validators' limit 413, the rest is internal.
+pub(crate) fn node_error(what: &str, e: NodeError) -> ApiError {
+    match e {
+        NodeError::Busy => {
+            ApiError::Unavailable("The validator is busy; please retry shortly".into())
+        }
+        NodeError::Stopped => ApiError::Unavailable("The validator is not running".into()),
+        NodeError::Timeout(_) => {
+            ApiError::Unavailable("The validators did not answer in time; please retry".into())
+        }
+        NodeError::NothingPending => ApiError::BadRequest("No pending records to validate".into()),
+        NodeError::TooLarge { bytes, limit } => ApiError::TooLarge(format!(
+            "The transaction is {bytes} bytes once signed; validators accept at most {limit} bytes"
+        )),
+        other => ApiError::internal(format!("{what}: {other}")),
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::internal(format!("blocking task failed: {e}"))
@@ -157,3 +178,28 @@ pub(crate) fn capitalise(s: &str) -> String {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transaction_over_the_limit_is_413_and_names_the_limit() {
+        let error = node_error(
+            "add_record",
+            NodeError::TooLarge {
+                bytes: 70_000,
+                limit: 65_792,
+            },
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["success"], json!(false));
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("65792"), "{message}");
+    }
+}

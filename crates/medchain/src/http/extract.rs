@@ -26,7 +26,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let (parts, body) = req.into_parts();
         let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
-            .map_err(|_| ApiError::TooLarge)?;
+            .map_err(|_| {
+                ApiError::TooLarge(format!(
+                    "Request body too large: at most {MAX_BODY_BYTES} bytes"
+                ))
+            })?;
         let empty = bytes.iter().all(u8::is_ascii_whitespace);
         if !empty {
             let is_json = parts

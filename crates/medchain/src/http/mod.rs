@@ -18,11 +18,12 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use node::{NodeError, NodeHandle};
+use node::NodeHandle;
 use tokio::sync::Semaphore;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::app::AppDb;
+pub(crate) use error::node_error;
 pub use error::{ApiError, ApiResult};
 
 /// The Content Security Policy of every response.
@@ -274,21 +275,6 @@ pub async fn serve(
 
 fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
     SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
-}
-
-/// Maps a validator's error: overload and shutdown are 503 (retry), the rest is internal.
-pub(crate) fn node_error(what: &str, e: NodeError) -> ApiError {
-    match e {
-        NodeError::Busy => {
-            ApiError::Unavailable("The validator is busy; please retry shortly".into())
-        }
-        NodeError::Stopped => ApiError::Unavailable("The validator is not running".into()),
-        NodeError::Timeout(_) => {
-            ApiError::Unavailable("The validators did not answer in time; please retry".into())
-        }
-        NodeError::NothingPending => ApiError::BadRequest("No pending records to validate".into()),
-        other => ApiError::internal(format!("{what}: {other}")),
-    }
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -19,10 +19,14 @@ struct Link {
     disconnected: AtomicBool,
 }
 
+/// Sees every frame the network carries: `(from, to, frame)`.
+type Observer = Arc<dyn Fn(ReplicaId, ReplicaId, &Frame) + Send + Sync>;
+
 /// In-process links between the validators of one embedded cluster.
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
     links: Arc<RwLock<Vec<Link>>>,
+    observer: Arc<RwLock<Option<Observer>>>,
 }
 
 impl MemoryNetwork {
@@ -30,6 +34,15 @@ impl MemoryNetwork {
         let links = (0..n).map(|_| Link::default()).collect();
         Self {
             links: Arc::new(RwLock::new(links)),
+            observer: Arc::default(),
+        }
+    }
+
+    /// Calls `observer` with every frame delivered from now on, before it is delivered (tests
+    /// check what a validator sends).
+    pub fn observe(&self, observer: impl Fn(ReplicaId, ReplicaId, &Frame) + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.observer.write() {
+            *slot = Some(Arc::new(observer));
         }
     }
 
@@ -79,6 +92,11 @@ impl Transport for MemoryEndpoint {
             return;
         }
         if let Some(inbox) = links.get(to as usize).and_then(|link| link.inbox.as_ref()) {
+            if let Ok(observer) = self.network.observer.read()
+                && let Some(observer) = observer.as_ref()
+            {
+                observer(self.from, to, &frame);
+            }
             deliver(inbox, self.from, frame, InboundCredit::default());
         }
     }

@@ -1,0 +1,258 @@
+//! How a validator knows that it may have voted before (issue 8, finding 2).
+//!
+//! A replica whose protocol records (node.db) were deleted or restored from an older backup may
+//! have sent prepares, commits or view-changes it no longer remembers; it must start
+//! *recovering* ([`pbft::Restored::recovering`], the pbft crate docs "Recovering from lost
+//! state"). A deleted node.db looks exactly like a first start, so the knowledge lives beside
+//! the key, in the *incarnation marker* `DIR/<name>/node.incarnation`:
+//!
+//! - `medchain init` (and `testnet`, and the embedded `serve` when it creates its network)
+//!   writes it for the new genesis with incarnation 0: "never started". Only a fresh genesis
+//!   (`init --force`) writes it again.
+//! - Every start reads it and node.db's own copy of the counter, then writes the next
+//!   incarnation to the marker (fsync of the file and its folder) and to node.db (one SQLite
+//!   transaction), before the validator sends anything.
+//! - The start is recovering unless node.db holds exactly the marker's incarnation, or the
+//!   marker says "never started" and node.db holds none. A deleted node.db (none, after a
+//!   start), a node.db from an older backup (a lower counter), a missing or unreadable marker,
+//!   or a marker of another genesis all start recovering.
+//!
+//! A crash between the two writes makes the next start recover needlessly (safe, it only costs
+//! the cluster that validator for a while). What this cannot see is the marker restored from
+//! the same backup as node.db: back up chain.db and node.db, never the marker.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ledger::{Genesis, Hash};
+use serde::{Deserialize, Serialize};
+
+use crate::error::NodeError;
+use crate::local_store::LocalStore;
+
+/// The marker's file name in a validator's folder, beside `node.key`.
+pub const MARKER_FILE: &str = "node.incarnation";
+
+/// The marker as written: the genesis it belongs to and how many times the validator started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkerFile {
+    /// Hex of the genesis hash this validator was created for.
+    genesis: String,
+    /// Starts so far (0: created by `init`, never started).
+    incarnation: u64,
+}
+
+/// What the marker and node.db say about this start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Start {
+    /// This start's incarnation (written to the marker and to node.db).
+    pub incarnation: u64,
+    /// Why the replica may have voted in a state it no longer remembers, if it may have.
+    pub recovering: Option<String>,
+}
+
+/// Writes the marker of a validator just created for the genesis `genesis_hash`:
+/// incarnation 0, "never started". Durable (fsync of the file and the folder) on return.
+pub fn write_fresh_marker(validator_dir: &Path, genesis_hash: &Hash) -> Result<(), NodeError> {
+    write_marker(validator_dir, genesis_hash, 0)
+}
+
+/// Creates a network as [`ledger::init_network`] does, and each validator's incarnation
+/// marker: the one way every deployment (CLI, testnet, embedded cluster, tests) creates one.
+/// With `force`, the markers of the new genesis replace the old ones.
+pub fn init_network(dir: &Path, names: &[&str], force: bool) -> Result<Genesis, NodeError> {
+    let genesis = ledger::init_network(dir, names, force)?;
+    for name in names {
+        write_fresh_marker(&crate::node::validator_dir(dir, name), &genesis.hash())?;
+    }
+    Ok(genesis)
+}
+
+/// Decides whether this start recovers, then records its incarnation in the marker (fsync)
+/// and in node.db, with `pbft::Durable::Recovery` beside it if it recovers (so that a crash
+/// before the replica persists anything still restarts recovering).
+pub(crate) fn begin(
+    validator_dir: &Path,
+    genesis_hash: &Hash,
+    local: &mut LocalStore,
+) -> Result<Start, NodeError> {
+    let path = marker_path(validator_dir);
+    let marker = read_marker(&path, genesis_hash);
+    let stored = local.incarnation()?;
+    let recovering = amnesia(&marker, stored);
+    let previous = marker.as_ref().copied().unwrap_or(0);
+    let incarnation = previous.max(stored.unwrap_or(0)).saturating_add(1);
+    write_marker(validator_dir, genesis_hash, incarnation)?;
+    local.begin_incarnation(incarnation, recovering.is_some())?;
+    Ok(Start {
+        incarnation,
+        recovering,
+    })
+}
+
+fn marker_path(validator_dir: &Path) -> PathBuf {
+    validator_dir.join(MARKER_FILE)
+}
+
+/// The marker's incarnation if it is readable, or why it is not usable (the reason to
+/// recover).
+fn read_marker(path: &Path, genesis_hash: &Hash) -> Result<u64, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{} is missing: this validator may have voted before",
+                path.display()
+            ));
+        }
+        Err(error) => return Err(format!("{} is unreadable: {error}", path.display())),
+    };
+    let marker: MarkerFile = toml::from_str(&text)
+        .map_err(|error| format!("{} is unreadable: {error}", path.display()))?;
+    let genesis = hex::decode(&marker.genesis)
+        .ok()
+        .and_then(|bytes| Hash::try_from(bytes).ok())
+        .ok_or_else(|| format!("{} names no genesis hash", path.display()))?;
+    if &genesis != genesis_hash {
+        return Err(format!(
+            "{} belongs to genesis {}, not this network's",
+            path.display(),
+            marker.genesis
+        ));
+    }
+    Ok(marker.incarnation)
+}
+
+/// Why the replica may have voted in a state its node.db no longer holds (`None`: it holds all).
+fn amnesia(marker: &Result<u64, String>, stored: Option<u64>) -> Option<String> {
+    let marked = match marker {
+        Ok(incarnation) => *incarnation,
+        Err(reason) => return Some(reason.clone()),
+    };
+    match stored {
+        Some(stored) if stored == marked => None,
+        None if marked == 0 => None,
+        None => Some(format!(
+            "node.db is new but this validator started {marked} times before (a deleted store)"
+        )),
+        Some(stored) if stored < marked => Some(format!(
+            "node.db is from start {stored} of {marked} (restored from an older backup)"
+        )),
+        Some(stored) => Some(format!(
+            "node.db is from start {stored}, after the marker's {marked} (the marker was restored)"
+        )),
+    }
+}
+
+/// Writes the marker durably: a temporary file, synced, renamed over the marker, and the
+/// folder synced so that the rename itself survives a crash.
+fn write_marker(
+    validator_dir: &Path,
+    genesis_hash: &Hash,
+    incarnation: u64,
+) -> Result<(), NodeError> {
+    let path = marker_path(validator_dir);
+    let text = format!(
+        "# medchain: this validator's starts under its genesis. Never copy or restore this file:\n\
+         # a validator whose node.db is missing or older than it starts recovering (it cannot\n\
+         # contradict a vote it no longer remembers). `medchain init --force` writes a new one.\n{}",
+        toml::to_string(&MarkerFile {
+            genesis: hex::encode(genesis_hash),
+            incarnation,
+        })
+        .map_err(|error| NodeError::Config(format!("{}: {error}", path.display())))?
+    );
+    let tmp = path.with_extension("incarnation.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    sync_dir(validator_dir)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), NodeError> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), NodeError> {
+    Ok(()) // renames are durable once the file is synced on the platforms without dir fsync
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GENESIS: Hash = [7; 32];
+
+    fn start(dir: &Path) -> Start {
+        let mut local = LocalStore::open(&dir.join("node.db")).unwrap();
+        begin(dir, &GENESIS, &mut local).unwrap()
+    }
+
+    #[test]
+    fn first_start_after_init_is_not_recovering_and_restarts_are_not_either() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fresh_marker(dir.path(), &GENESIS).unwrap();
+        assert_eq!(
+            start(dir.path()),
+            Start {
+                incarnation: 1,
+                recovering: None
+            }
+        );
+        assert_eq!(start(dir.path()).recovering, None);
+        assert_eq!(start(dir.path()).incarnation, 3);
+    }
+
+    #[test]
+    fn a_deleted_node_db_starts_recovering_and_says_so_in_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fresh_marker(dir.path(), &GENESIS).unwrap();
+        start(dir.path());
+        std::fs::remove_file(dir.path().join("node.db")).unwrap();
+        let again = start(dir.path());
+        assert!(again.recovering.unwrap().contains("deleted"));
+        assert_eq!(again.incarnation, 2);
+        let local = LocalStore::open(&dir.path().join("node.db")).unwrap();
+        assert_eq!(
+            local.durable().unwrap(),
+            vec![pbft::Durable::Recovery { bound: None }]
+        );
+        // Once it recorded the recovery, the next start is normal again by the marker; the
+        // replica still recovers, from its records.
+        assert_eq!(start(dir.path()).recovering, None);
+    }
+
+    #[test]
+    fn an_older_node_db_starts_recovering() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fresh_marker(dir.path(), &GENESIS).unwrap();
+        start(dir.path());
+        let backup = dir.path().join("backup.db");
+        std::fs::copy(dir.path().join("node.db"), &backup).unwrap();
+        start(dir.path());
+        std::fs::copy(&backup, dir.path().join("node.db")).unwrap();
+        assert!(start(dir.path()).recovering.unwrap().contains("backup"));
+    }
+
+    #[test]
+    fn a_missing_or_foreign_marker_starts_recovering() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(start(dir.path()).recovering.unwrap().contains("missing"));
+        let other = tempfile::tempdir().unwrap();
+        write_fresh_marker(other.path(), &[8; 32]).unwrap();
+        assert!(start(other.path()).recovering.unwrap().contains("genesis"));
+        std::fs::write(other.path().join(MARKER_FILE), "garbage").unwrap();
+        assert!(
+            start(other.path())
+                .recovering
+                .unwrap()
+                .contains("unreadable")
+        );
+    }
+}
