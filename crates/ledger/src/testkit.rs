@@ -108,7 +108,8 @@ impl TestNet {
     /// to the signature's `R` (and `s` computed for that `R`). `[s]B = R + [k]A` fails by that
     /// point, `[8][s]B = [8]R + [8][k]A` holds: the case on which Ed25519 rules disagree
     /// ("Taming the many EdDSAs", Chalkias et al., 2020). Under ZIP-215 it is valid; under
-    /// ed25519-dalek's `verify_strict` it is not, and its cofactored batch check accepts it.
+    /// ed25519-dalek's `verify_strict` it is not, and its batch check (cofactorless, with
+    /// coefficients drawn from the batch) accepts it one time in eight.
     pub fn torsion_tx(&self, i: u64) -> SignedTransaction {
         use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
         use curve25519_dalek::scalar::{Scalar, clamp_integer};
