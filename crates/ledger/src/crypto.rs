@@ -1,5 +1,12 @@
 //! Ed25519 for medchain: validator keys and key files, signing of pbft messages, commit
-//! certificates, and batch verification of transaction signatures.
+//! certificates, and the one rule by which every signature is checked, singly or in batches.
+//!
+//! The rule is ZIP-215 (the `ed25519-zebra` crate): `A` and `R` any encodings of curve points,
+//! `s` canonical, and the cofactored equation `[8][s]B = [8]R + [8][k]A`. Its single and batch
+//! checks agree by construction, so a signature's verdict is a function of its bytes alone,
+//! whichever path checks it and whatever else is in the batch: every validator and
+//! `medchain verify` reach the same one (docs/ARCHITECTURE.md, "Signatures"). Signing stays
+//! with ed25519-dalek; its signatures are standard Ed25519 and valid under the rule.
 //!
 //! Every pbft message is signed over `genesis_hash || message.signing_bytes()`: the genesis hash
 //! names the chain, so a signature from one chain (a test network, an older chain with the same
@@ -10,6 +17,7 @@ use std::path::Path;
 
 use ed25519_dalek::{Signature, Signer};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_zebra::{VerificationKeyBytes, batch};
 use rand::rngs::OsRng;
 
 use crate::block::Certificate;
@@ -68,11 +76,11 @@ pub fn verify_message(
     message: &pbft::Message,
     signature: &pbft::Signature,
 ) -> bool {
-    key.verify_strict(
+    verify_signature(
+        key,
         &message_signing_bytes(genesis_hash, message),
-        &Signature::from_bytes(&signature.0),
+        &signature.0,
     )
-    .is_ok()
 }
 
 /// Checks a signed message from validator `signed.from` of `validators` (the genesis keys in
@@ -101,15 +109,14 @@ pub fn verify_embedded(
     signing_bytes: &[u8],
     signature: &pbft::Signature,
 ) -> Result<()> {
-    let bad = Error::BadMessageSignature { from };
-    let key = validators
-        .get(from as usize)
-        .ok_or(Error::BadMessageSignature { from })?;
-    key.verify_strict(
-        &prefixed(genesis_hash, signing_bytes),
-        &Signature::from_bytes(&signature.0),
-    )
-    .map_err(|_| bad)
+    let valid = validators.get(from as usize).is_some_and(|key| {
+        verify_signature(key, &prefixed(genesis_hash, signing_bytes), &signature.0)
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::BadMessageSignature { from })
+    }
 }
 
 /// The bytes each signature of a block's certificate covers: the commit vote for the block.
@@ -145,9 +152,10 @@ pub fn sign_commit(
 }
 
 /// Checks that `certificate` proves the block at `height` with hash `block_hash` committed:
-/// signatures from at least [`quorum`] (`2f + 1` for `n = 3f + 1`) distinct validators of `validators` (the genesis keys in
-/// order), every one of them valid. A duplicate, an outsider or a bad signature rejects the whole
-/// certificate rather than being skipped: an honest node never builds such a certificate.
+/// signatures from at least [`quorum`] (`2f + 1` for `n = 3f + 1`) distinct validators of
+/// `validators` (the genesis keys in order), every one of them valid. A duplicate, an outsider or
+/// a bad signature rejects the whole certificate rather than being skipped: an honest node never
+/// builds such a certificate.
 pub fn verify_certificate(
     validators: &[VerifyingKey],
     genesis_hash: &Hash,
@@ -156,22 +164,26 @@ pub fn verify_certificate(
     certificate: &Certificate,
 ) -> Result<(), CertError> {
     let message = certificate_signing_bytes(genesis_hash, certificate.view, height, block_hash);
-    let items = certificate_items(validators, certificate)?;
-    let messages = vec![message.as_slice(); items.len()];
-    check_batch(&messages, &items).map_err(|i| CertError::BadSignature(certificate.signatures[i].0))
+    let signers = certificate_signers(validators, certificate)?;
+    let mut batch = SignatureBatch::default();
+    for (key, (_, signature)) in signers.into_iter().zip(&certificate.signatures) {
+        batch.push(key, &message, signature);
+    }
+    match batch.failures().first() {
+        Some(&i) => Err(CertError::BadSignature(certificate.signatures[i].0)),
+        None => Ok(()),
+    }
 }
 
-/// A key and a signature to check against it.
-pub(crate) type SignatureItem = (VerifyingKey, Signature);
-
-/// Checks signers (known, distinct, enough) and returns their keys and signatures, in order.
-pub(crate) fn certificate_items(
-    validators: &[VerifyingKey],
+/// Checks a certificate's signers (known, distinct, enough) and returns their keys, in the
+/// order of its signatures.
+pub(crate) fn certificate_signers<'v>(
+    validators: &'v [VerifyingKey],
     certificate: &Certificate,
-) -> Result<Vec<(VerifyingKey, Signature)>, CertError> {
+) -> Result<Vec<&'v VerifyingKey>, CertError> {
     let mut seen = vec![false; validators.len()];
-    let mut items = Vec::with_capacity(certificate.signatures.len());
-    for (signer, sig) in &certificate.signatures {
+    let mut keys = Vec::with_capacity(certificate.signatures.len());
+    for (signer, _) in &certificate.signatures {
         let key = validators
             .get(*signer as usize)
             .ok_or(CertError::UnknownSigner(*signer))?;
@@ -180,51 +192,77 @@ pub(crate) fn certificate_items(
             return Err(CertError::DuplicateSigner(*signer));
         }
         *slot = true;
-        items.push((*key, Signature::from_bytes(sig)));
+        keys.push(key);
     }
     let need = quorum(validators.len());
-    if items.len() < need {
+    if keys.len() < need {
         return Err(CertError::TooFewSigners {
-            have: items.len(),
+            have: keys.len(),
             need,
         });
     }
-    Ok(items)
+    Ok(keys)
 }
 
-/// Verifies many signatures at once; on failure, finds the first bad one (its index) by
-/// checking them one by one. `ed25519_dalek::verify_batch` derives its random coefficients from
-/// a transcript of its inputs, so every node reaches the same verdict on the same batch.
-pub(crate) fn check_batch(
-    messages: &[&[u8]],
-    items: &[(VerifyingKey, Signature)],
-) -> Result<(), usize> {
-    match bad_signatures(messages, items).first() {
-        Some(&i) => Err(i),
-        None => Ok(()),
-    }
+/// The signature rule (ZIP-215, see the module's doc): whether `signature` is `key`'s over
+/// `message`. Every signature medchain checks is checked by this rule, here or in a
+/// [`SignatureBatch`], whose verdicts are the same.
+pub fn verify_signature(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
+    batch_item(key, message, signature).verify_single().is_ok()
 }
 
-/// The indices of the signatures that do not verify: none if the batch verifies, else each
-/// checked alone with `verify_strict`, whose verdict is the rule. (A batch can only fail if some
-/// signature alone fails: each one satisfying the verification equation makes any linear
-/// combination of them satisfy it.)
-fn bad_signatures(messages: &[&[u8]], items: &[(VerifyingKey, Signature)]) -> Vec<usize> {
-    if items.is_empty() {
-        return Vec::new();
+fn batch_item(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> batch::Item {
+    batch::Item::from((
+        VerificationKeyBytes::from(key.to_bytes()),
+        Signature::from_bytes(signature),
+        message,
+    ))
+}
+
+/// Signatures checked together, much faster than one by one, with the verdicts of
+/// [`verify_signature`]. Under ZIP-215 a batch holding only valid signatures always verifies
+/// (each satisfies the cofactored equation, so any combination of them does); one holding an
+/// invalid signature verifies with probability below 2^-128 over random 128-bit coefficients
+/// (the cofactor clears every small-order part, and what is left of that signature has prime
+/// order). The coefficients come from the thread's CSPRNG, so no signer can aim at them. Then
+/// each signature is checked singly to name the bad ones.
+#[derive(Default)]
+pub struct SignatureBatch {
+    items: Vec<batch::Item>,
+}
+
+impl SignatureBatch {
+    /// Queues `signature` by `key` over `message`.
+    pub fn push(&mut self, key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) {
+        self.items.push(batch_item(key, message, signature));
     }
-    let keys: Vec<VerifyingKey> = items.iter().map(|(k, _)| *k).collect();
-    let sigs: Vec<Signature> = items.iter().map(|(_, s)| *s).collect();
-    if ed25519_dalek::verify_batch(messages, &sigs, &keys).is_ok() {
-        return Vec::new();
+
+    pub fn len(&self) -> usize {
+        self.items.len()
     }
-    items
-        .iter()
-        .zip(messages)
-        .enumerate()
-        .filter(|(_, ((key, sig), msg))| key.verify_strict(msg, sig).is_err())
-        .map(|(i, _)| i)
-        .collect()
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Checks everything queued and empties the batch: the positions, in the order queued, of
+    /// the signatures that break the rule (none if the batch verifies).
+    pub fn failures(&mut self) -> Vec<usize> {
+        let items = std::mem::take(&mut self.items);
+        let mut verifier = batch::Verifier::new();
+        for item in &items {
+            verifier.queue(item.clone());
+        }
+        if verifier.verify(rand::thread_rng()).is_ok() {
+            return Vec::new();
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .filter(|(_, item)| item.clone().verify_single().is_err())
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 /// What each of `entries` carries ([`Checked`]): each is decoded (its id and timestamp must be
@@ -251,22 +289,19 @@ pub fn check_signatures<'a>(
     ids: impl IntoIterator<Item = &'a Hash>,
     checked: &mut [Checked],
 ) {
-    let mut messages = Vec::new();
-    let mut items = Vec::new();
+    let mut batch = SignatureBatch::default();
     let mut owners = Vec::new();
     for (index, (id, verdict)) in ids.into_iter().zip(checked.iter_mut()).enumerate() {
         let Ok(t) = verdict else { continue };
         match validators.get(t.validator as usize) {
             Some(key) => {
-                messages.push(tx::signing_bytes(id));
-                items.push((*key, Signature::from_bytes(&t.signature)));
+                batch.push(key, &tx::signing_bytes(id), &t.signature);
                 owners.push(index);
             }
             None => *verdict = Err(Invalid::UnknownValidator),
         }
     }
-    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    for bad in bad_signatures(&refs, &items) {
+    for bad in batch.failures() {
         checked[owners[bad]] = Err(Invalid::BadSignature);
     }
 }
@@ -485,6 +520,58 @@ mod tests {
             [Err(Invalid::BadSignature)]
         );
         assert!(check_entries(&vk, &[]).is_empty());
+    }
+
+    /// `signature` with `l`, the order of the prime subgroup, added to its `s`: the same
+    /// point arithmetic, a non-canonical encoding.
+    fn with_s_plus_l(mut signature: [u8; 64]) -> [u8; 64] {
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (byte, l) in signature[32..].iter_mut().zip(L) {
+            let sum = u16::from(*byte) + u16::from(l) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        signature
+    }
+
+    #[test]
+    fn one_rule_singly_and_in_every_batch() {
+        let net = crate::testkit::TestNet::new(4);
+        let keys = net.genesis.keys();
+        let signed = |t: &SignedTransaction| {
+            let key = keys[t.validator as usize];
+            (key, tx::signing_bytes(&t.id()), t.signature)
+        };
+        let good = signed(&net.sample_tx(1));
+        let bad = (good.0, good.1.clone(), [3; 64]);
+        let torsion = signed(&net.torsion_tx(8));
+        // The case on which Ed25519 rules differ: cofactorless verification refuses it.
+        let strict = torsion
+            .0
+            .verify_strict(&torsion.1, &Signature::from_bytes(&torsion.2));
+        assert!(strict.is_err());
+        let noncanonical = (good.0, good.1.clone(), with_s_plus_l(good.2));
+        for (case, valid) in [(&torsion, true), (&noncanonical, false), (&good, true)] {
+            assert_eq!(verify_signature(&case.0, &case.1, &case.2), valid);
+            for company in [vec![], vec![&good], vec![&bad, &good], vec![&torsion, &bad]] {
+                let mut batch = SignatureBatch::default();
+                for (key, message, signature) in company.iter().copied().chain([case]) {
+                    batch.push(key, message, signature);
+                }
+                let failures = batch.failures();
+                assert!(batch.is_empty());
+                assert_eq!(!failures.contains(&company.len()), valid);
+                let expected: Vec<usize> = (0..company.len())
+                    .filter(|&i| std::ptr::eq(company[i], &bad))
+                    .chain((!valid).then_some(company.len()))
+                    .collect();
+                assert_eq!(failures, expected);
+            }
+        }
     }
 
     #[test]

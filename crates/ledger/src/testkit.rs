@@ -104,6 +104,42 @@ impl TestNet {
         self.sign_tx(body, validator, GENESIS_TIME_MS + 1 + i, nonce)
     }
 
+    /// [`TestNet::sample_tx`] `i` signed again by its validator with a point of order 8 added
+    /// to the signature's `R` (and `s` computed for that `R`). `[s]B = R + [k]A` fails by that
+    /// point, `[8][s]B = [8]R + [8][k]A` holds: the case on which Ed25519 rules disagree
+    /// ("Taming the many EdDSAs", Chalkias et al., 2020). Under ZIP-215 it is valid; under
+    /// ed25519-dalek's `verify_strict` it is not, and its batch check (cofactorless, with
+    /// coefficients drawn from the batch) accepts it one time in eight.
+    pub fn torsion_tx(&self, i: u64) -> SignedTransaction {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::scalar::{Scalar, clamp_integer};
+        use sha2::{Digest, Sha512};
+
+        let mut tx = self.sample_tx(i);
+        let key = &self.keys[tx.validator as usize];
+        // RFC 8032 §5.1.5: the secret scalar is the clamped first half of SHA-512(seed).
+        let expanded = Sha512::digest(key.to_bytes());
+        let mut lower = [0u8; 32];
+        lower.copy_from_slice(&expanded[..32]);
+        let secret = Scalar::from_bytes_mod_order(clamp_integer(lower));
+        let message = crate::tx::signing_bytes(&tx.id());
+        let nonce = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(&expanded[32..])
+                .chain_update(&message),
+        );
+        let r = (ED25519_BASEPOINT_POINT * nonce + EIGHT_TORSION[1]).compress();
+        let k = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(r.as_bytes())
+                .chain_update(key.verifying_key().as_bytes())
+                .chain_update(&message),
+        );
+        tx.signature[..32].copy_from_slice(r.as_bytes());
+        tx.signature[32..].copy_from_slice((nonce + k * secret).as_bytes());
+        tx
+    }
+
     /// The certificate the first quorum of validators give a header in `view`.
     pub fn certify(&self, header: &BlockHeader, view: u64) -> Certificate {
         let signers: Vec<u32> = (0..self.genesis.quorum() as u32).collect();

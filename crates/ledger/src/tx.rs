@@ -130,13 +130,15 @@ impl SignedTransaction {
     /// [`crate::crypto::check_entries`], which batches.
     pub fn verify(&self, key: &VerifyingKey) -> Result<()> {
         let id = self.id();
-        let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
-        key.verify_strict(&signing_bytes(&id), &sig)
-            .map_err(|_| Error::BadTransaction {
+        if crate::crypto::verify_signature(key, &signing_bytes(&id), &self.signature) {
+            Ok(())
+        } else {
+            Err(Error::BadTransaction {
                 index: 0,
                 id: hex::encode(id),
                 reason: "signature does not verify".into(),
             })
+        }
     }
 
     /// The canonical bytes: borsh of the whole signed transaction.
@@ -201,7 +203,8 @@ pub enum Invalid {
     TimestampMismatch,
     /// The accepting validator is not in the genesis set.
     UnknownValidator,
-    /// The accepting validator's signature does not verify (`verify_strict`).
+    /// The accepting validator's signature does not verify
+    /// ([`crate::crypto::verify_signature`], ZIP-215).
     BadSignature,
 }
 

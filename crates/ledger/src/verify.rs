@@ -11,16 +11,17 @@
 //! a transaction must decode as its request's and its signature must verify under its
 //! validator's genesis key; an entry stored as invalid must be invalid for the stored reason.
 //!
-//! Signatures are checked in batches that span blocks (much faster than one by one); when a batch
+//! Signatures are checked in batches that span blocks (much faster than one by one), by the
+//! one rule ([`crypto::verify_signature`]), whose batch and single verdicts agree; when a batch
 //! fails, the signatures are checked singly to name the first bad one, and any pending batch is
 //! settled before a later fault is reported, so the height named is always the first bad one.
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
 
 use crate::block::{BlockHeader, Certificate, Entry};
-use crate::crypto::{self, SignatureItem};
+use crate::crypto::{self, SignatureBatch};
 use crate::genesis::Genesis;
 use crate::store::state::Replay;
 use crate::tx::{self, Checked, Invalid, SignedTransaction};
@@ -49,8 +50,7 @@ pub struct Summary {
 /// Signatures waiting for a batch check, with whose they are.
 #[derive(Default)]
 struct Pending {
-    messages: Vec<Vec<u8>>,
-    items: Vec<SignatureItem>,
+    batch: SignatureBatch,
     owners: Vec<(u64, Owner)>,
 }
 
@@ -64,19 +64,21 @@ enum Owner {
 const BATCH: usize = 1024;
 
 impl Pending {
-    fn push(&mut self, height: u64, owner: Owner, message: Vec<u8>, item: SignatureItem) {
-        self.messages.push(message);
-        self.items.push(item);
+    fn push(
+        &mut self,
+        height: u64,
+        owner: Owner,
+        key: &VerifyingKey,
+        message: &[u8],
+        signature: &[u8; 64],
+    ) {
+        self.batch.push(key, message, signature);
         self.owners.push((height, owner));
     }
 
     /// Checks everything pending; on failure, the first bad signature's height and fault.
     fn settle(&mut self) -> Result<(), (u64, Fault)> {
-        let refs: Vec<&[u8]> = self.messages.iter().map(Vec::as_slice).collect();
-        let outcome = crypto::check_batch(&refs, &self.items);
-        let failure = outcome.err().map(|i| self.owners[i]);
-        self.messages.clear();
-        self.items.clear();
+        let failure = self.batch.failures().first().map(|&i| self.owners[i]);
         self.owners.clear();
         match failure {
             None => Ok(()),
@@ -129,11 +131,17 @@ fn check_contents(
             computed: computed.timestamp_ms,
         });
     }
-    let signers = crypto::certificate_items(keys, certificate).map_err(Fault::Certificate)?;
+    let signers = crypto::certificate_signers(keys, certificate).map_err(Fault::Certificate)?;
     let message =
         crypto::certificate_signing_bytes(genesis_hash, certificate.view, height, &header.hash());
-    for ((signer, _), item) in certificate.signatures.iter().zip(signers) {
-        pending.push(height, Owner::Certificate(*signer), message.clone(), item);
+    for ((signer, signature), key) in certificate.signatures.iter().zip(signers) {
+        pending.push(
+            height,
+            Owner::Certificate(*signer),
+            key,
+            &message,
+            signature,
+        );
     }
     Ok(())
 }
@@ -420,20 +428,24 @@ impl Walk<'_> {
         rejected: Option<&str>,
     ) -> Checked {
         let t = SignedTransaction::from_request(entry)?;
-        let key = *self
+        let key = self
             .genesis
             .keys()
             .get(t.validator as usize)
             .ok_or(Invalid::UnknownValidator)?;
         let message = tx::signing_bytes(&entry.id);
-        let signature = Signature::from_bytes(&t.signature);
         if rejected == Some(Invalid::BadSignature.reason()) {
-            if key.verify_strict(&message, &signature).is_err() {
+            if !crypto::verify_signature(key, &message, &t.signature) {
                 return Err(Invalid::BadSignature);
             }
         } else {
-            self.pending
-                .push(height, Owner::Transaction(index), message, (key, signature));
+            self.pending.push(
+                height,
+                Owner::Transaction(index),
+                key,
+                &message,
+                &t.signature,
+            );
         }
         Ok(t)
     }
@@ -516,7 +528,7 @@ pub(crate) fn verify_connection(
                 });
             }
         }
-        if walk.pending.items.len() >= BATCH {
+        if walk.pending.batch.len() >= BATCH {
             walk.pending.settle().map_err(corrupt)?;
         }
         progress(Progress {

@@ -397,6 +397,113 @@ mod tests {
         }
     }
 
+    /// Issue 8, finding 1, as it stood once the rest was fixed: the verdict on a committed
+    /// entry must be one function of its bytes, whichever path checks it. A signature whose `R`
+    /// carries a point of order 8 meets the cofactored equation and not the cofactorless one.
+    /// ed25519-dalek's `verify_strict` refused it; its batch check (cofactorless, coefficients
+    /// drawn from the batch's contents) let it through one time in eight, depending on the other
+    /// signatures in the batch, and which check ran depended on what a node had seen before.
+    #[test]
+    fn finding_1_batch_and_single_signature_checks_agree() {
+        let net = TestNet::new(4);
+        let keys = net.genesis.keys();
+        let torsions: Vec<SignedTransaction> = (0..16).map(|i| net.torsion_tx(i)).collect();
+        let requests: Vec<Request> = torsions.iter().map(SignedTransaction::to_request).collect();
+        let (good, substitutes) = substitutes(&net);
+        let bad_signature = substitutes[1].clone();
+
+        // The rule: each signature checked on its own.
+        let rule: Vec<bool> = torsions
+            .iter()
+            .map(|t| t.verify(&keys[t.validator as usize]).is_ok())
+            .collect();
+        let verdicts =
+            |checked: &[Checked]| -> Vec<bool> { checked.iter().map(Result::is_ok).collect() };
+
+        // Batches: each alone, each beside a valid request, all together beside a failure.
+        let alone: Vec<bool> = requests
+            .iter()
+            .map(|r| crypto::check_entries(keys, [r])[0].is_ok())
+            .collect();
+        let beside_good: Vec<bool> = requests
+            .iter()
+            .map(|r| crypto::check_entries(keys, [&good, r])[1].is_ok())
+            .collect();
+        let mut entries = vec![bad_signature.clone()];
+        entries.extend(requests.iter().cloned());
+        entries.push(good.clone());
+        let together = verdicts(&crypto::check_entries(keys, &entries)[1..=requests.len()]);
+        assert_eq!(alone, rule, "single and batch checks disagree");
+        assert_eq!(beside_good, rule, "single and batch checks disagree");
+        assert_eq!(together, rule, "single and batch checks disagree");
+
+        // The edge: a forward carrying one of them.
+        let forward = |r: &Request| signed(&net, 2, Message::Forward(vec![r.clone()]), |m| m);
+        let mut seen = Authenticator::new(&net.genesis);
+        let edge: Vec<bool> = requests
+            .iter()
+            .map(|r| seen.authenticate(&forward(r)).is_ok())
+            .collect();
+        assert_eq!(edge, rule, "the edge and the rule disagree");
+
+        // The commit path: on the node that checked them at the edge, on one that decodes them
+        // only now (after a restart), and in a block from a peer.
+        let committed = {
+            let pre_prepare = pre_prepare(&net, entries);
+            pbft::Committed {
+                digest: pre_prepare.digest,
+                proposal: pre_prepare.proposal,
+                commit_view: 0,
+                signatures: vec![],
+            }
+        };
+        let (mut block, after_edge) = seen.block_of(committed.clone()).expect("a block");
+        let (_, after_restart) = Authenticator::new(&net.genesis)
+            .block_of(committed)
+            .expect("a block");
+        block.certificate = net.certify(&block.header, 0);
+        let from_peer = Authenticator::new(&net.genesis)
+            .check_block(&block)
+            .expect("certified");
+        let range = 1..=requests.len();
+        assert_eq!(
+            verdicts(&after_edge[range.clone()]),
+            rule,
+            "commit after the edge"
+        );
+        assert_eq!(
+            verdicts(&after_restart[range.clone()]),
+            rule,
+            "commit after a restart"
+        );
+        assert_eq!(verdicts(&from_peer[range]), rule, "block from a peer");
+
+        // Verification: the store holding these verdicts verifies; one that holds another
+        // verdict for any of them does not.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let verifies = |name: &str, contents: &[Checked]| {
+            let path = dir.path().join(name);
+            let options = ledger::OpenOptions::default();
+            let mut store = ledger::Store::open(&path, &net.genesis, options).expect("open");
+            store.append_block(&block, contents).expect("stored");
+            drop(store);
+            ledger::verify::verify_store(&path, &net.genesis, &mut |_| {}).is_ok()
+        };
+        assert!(
+            verifies("rule.db", &after_restart),
+            "medchain verify refuses"
+        );
+        let mut other = after_restart.clone();
+        other[1] = match &other[1] {
+            Ok(_) => Err(ledger::Invalid::BadSignature),
+            Err(_) => Ok(torsions[0].clone()),
+        };
+        assert!(
+            !verifies("other.db", &other),
+            "the other verdict verifies too"
+        );
+    }
+
     #[test]
     fn finding_1_committed_garbage_payload_is_rejected_not_fatal() {
         let net = TestNet::new(4);
