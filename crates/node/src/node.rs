@@ -284,7 +284,6 @@ mod red_team {
     /// (node.rs, `Restored { recovering: false, nonce: 0 }`): there is no marker, so a validator
     /// whose stores were deleted votes at once, exactly as before the fix.
     #[test]
-    #[ignore = "red team: node never starts a replica recovering (no marker, recovering: false, nonce: 0): finding 2 is unfixed at the process level"]
     fn red_team_deleted_stores_restart_without_recovery() {
         let dir = tempfile::tempdir().expect("tempdir");
         let timing = Timing {
