@@ -10,6 +10,8 @@ pub enum NodeError {
     Config(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("malformed consensus message: {0}")]
+    Protocol(#[from] pbft::ProtocolError),
     #[error("validator channel: {0}")]
     Channel(String),
     #[error("{0}")]

@@ -412,7 +412,13 @@ impl Runtime {
                     self.metrics.rejected += 1;
                     return Ok(());
                 }
-                match self.auth.authenticate(signed) {
+                // Shape before signatures: a message that cannot be valid costs no
+                // signature verification, whatever it repeats.
+                let checked = match self.replica.check_shape(&signed.message) {
+                    Ok(()) => self.auth.authenticate(signed),
+                    Err(error) => Err(error.into()),
+                };
+                match checked {
                     Ok(()) => self.step(Input::Message(signed.clone()), actions),
                     Err(error) => {
                         self.metrics.rejected += 1;

@@ -834,6 +834,25 @@ impl Replica {
         self.check_prepared(seq, actions);
     }
 
+    /// Checks what a message's shape alone can tell, with no state and no signature: batch
+    /// sizes, view-change and new-view structure (sizes bounded by n and L, distinct signers,
+    /// quorums, digests). The caller runs it before verifying the message's signatures, so a
+    /// peer cannot make this validator verify more signatures than a valid message carries
+    /// (issue 8, finding 5). [`Replica::step`] checks the same again.
+    pub fn check_shape(&self, message: &Message) -> Result<(), ProtocolError> {
+        match message {
+            Message::Forward(requests) => self.check_batch(requests),
+            Message::PrePrepare(pp) => self.check_batch(&pp.proposal.requests),
+            Message::ViewChange(vc) => self.validate_view_change(vc),
+            Message::NewView(nv) => self.validate_new_view(nv),
+            Message::Prepare(_)
+            | Message::Commit(_)
+            | Message::Checkpoint(_)
+            | Message::RecoveryQuery(_)
+            | Message::RecoveryAnswer(_) => Ok(()),
+        }
+    }
+
     /// A batch a correct primary could have built: at most `max_batch` requests, no id twice.
     /// Checked wherever a batch arrives (pre-prepares, forwards, prepared certificates), before
     /// anything is stored, so that no peer can make this replica hold more than that.

@@ -159,6 +159,33 @@ impl Replica {
         Ok(())
     }
 
+    /// Checks a new-view's structure without any state: at most n view-changes from distinct
+    /// senders, 2f+1 of them, each for this view and valid, and an O set within L.
+    pub(crate) fn validate_new_view(&self, nv: &NewView) -> Result<(), ProtocolError> {
+        use ProtocolError::InvalidNewView as Bad;
+        // Bounded before anything is checked one by one (n senders, an O set within L).
+        if nv.view_changes.len() > self.cfg.n as usize
+            || nv.pre_prepares.len() as u64 > self.cfg.watermark_window
+        {
+            return Err(Bad("more view-changes or pre-prepares than can be valid"));
+        }
+        let mut senders = BTreeSet::new();
+        for vc in &nv.view_changes {
+            if vc.from >= self.cfg.n || !senders.insert(vc.from) {
+                return Err(Bad("view-change senders"));
+            }
+            if vc.message.new_view != nv.view {
+                return Err(Bad("view-change for another view"));
+            }
+            self.validate_view_change(&vc.message)
+                .map_err(|_| Bad("invalid view-change inside"))?;
+        }
+        if senders.len() < self.quorum() {
+            return Err(Bad("fewer than 2f+1 view-changes"));
+        }
+        Ok(())
+    }
+
     pub(crate) fn on_view_change(
         &mut self,
         vc: Signed<ViewChange>,
@@ -365,26 +392,7 @@ impl Replica {
         if nv.view == 0 {
             return Err(Bad("new-view for view 0"));
         }
-        // Bounded before anything is checked one by one (n senders, an O set within L).
-        if nv.view_changes.len() > self.cfg.n as usize
-            || nv.pre_prepares.len() as u64 > self.cfg.watermark_window
-        {
-            return Err(Bad("more view-changes or pre-prepares than can be valid"));
-        }
-        let mut senders = BTreeSet::new();
-        for vc in &nv.view_changes {
-            if vc.from >= self.cfg.n || !senders.insert(vc.from) {
-                return Err(Bad("view-change senders"));
-            }
-            if vc.message.new_view != nv.view {
-                return Err(Bad("view-change for another view"));
-            }
-            self.validate_view_change(&vc.message)
-                .map_err(|_| Bad("invalid view-change inside"))?;
-        }
-        if senders.len() < self.quorum() {
-            return Err(Bad("fewer than 2f+1 view-changes"));
-        }
+        self.validate_new_view(&nv)?;
         let plan = self.plan_new_view(nv.view, nv.view_changes.iter().map(|vc| &vc.message));
         if plan.pre_prepares != nv.pre_prepares {
             return Err(Bad("O set does not match the view-changes"));

@@ -273,3 +273,46 @@ fn finding_5_oversized_and_duplicate_batches_are_refused() {
     step(&mut r, msg(0, Message::PrePrepare(fine)));
     assert_eq!(r.log_stats().slots, 1);
 }
+
+/// Finding 5 at the edge: the shape of a message is checked without state and before any
+/// signature is verified, so a view-change that repeats one prepare thousands of times, or a
+/// flooded batch, costs the caller no signature work.
+#[test]
+fn finding_5_shape_is_checked_before_signatures() {
+    let r = replica(1);
+    let pp = pre_prepare(1, 0, GENESIS, vec![request(1)]);
+    let stuffed = PreparedCertificate {
+        pre_prepare: pp.clone(),
+        prepares: vec![signed(2, vote(0, 1, pp.digest)); 5_000],
+    };
+    let vc = ViewChange {
+        new_view: 1,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: vec![],
+        prepared: vec![stuffed],
+    };
+    assert!(r.check_shape(&Message::ViewChange(vc)).is_err());
+    let flood = pre_prepare(1, 0, GENESIS, vec![request(1); 1_000]);
+    assert!(r.check_shape(&Message::PrePrepare(flood)).is_err());
+    let honest = PreparedCertificate {
+        pre_prepare: pp.clone(),
+        prepares: [2, 3]
+            .iter()
+            .map(|f| signed(*f, vote(0, 1, pp.digest)))
+            .collect(),
+    };
+    let vc = ViewChange {
+        new_view: 1,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: vec![],
+        prepared: vec![honest],
+    };
+    assert_eq!(r.check_shape(&Message::ViewChange(vc)), Ok(()));
+    assert_eq!(r.check_shape(&Message::PrePrepare(pp)), Ok(()));
+}

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use ed25519_dalek::{Signature, Signer};
+use ed25519_dalek::Signer;
 use futures::{SinkExt, StreamExt};
 use pbft::ReplicaId;
 use snow::{HandshakeState, TransportState};
@@ -175,11 +175,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             Role::Initiator => Role::Responder,
             Role::Responder => Role::Initiator,
         };
-        key.verify_strict(
+        let proven = ledger::crypto::verify_signature(
+            key,
             &auth_bytes(&identity.genesis_hash, peer_role, &handshake_hash),
-            &Signature::from_bytes(&signature),
-        )
-        .map_err(|_| refused(format!("wrong key for validator {peer}")))?;
+            &signature,
+        );
+        if !proven {
+            return Err(refused(format!("wrong key for validator {peer}")));
+        }
         channel.peer = peer;
         Ok(channel)
     }
