@@ -470,19 +470,19 @@ impl Runtime {
         from_height: u64,
         limit: u32,
     ) -> Result<(), NodeError> {
-        let mut blocks = self
-            .chain
-            .blocks_from(from_height, limit.min(FETCH_BLOCKS) as usize)?;
+        // One block at a time, so a request never loads more than the reply may carry.
+        let mut blocks = Vec::new();
         let mut bytes = 0;
-        let keep = blocks
-            .iter()
-            .take_while(|block| {
-                bytes += borsh::object_length(block).unwrap_or(usize::MAX);
-                bytes <= FETCH_REPLY_BYTES
-            })
-            .count()
-            .max(1);
-        blocks.truncate(keep);
+        for height in from_height..from_height.saturating_add(u64::from(limit.min(FETCH_BLOCKS))) {
+            let Some(block) = self.chain.blocks_from(height, 1)?.pop() else {
+                break;
+            };
+            bytes += borsh::object_length(&block).unwrap_or(usize::MAX);
+            if bytes > FETCH_REPLY_BYTES && !blocks.is_empty() {
+                break;
+            }
+            blocks.push(block);
+        }
         self.send_frame(to, Wire::Blocks(blocks));
         Ok(())
     }
