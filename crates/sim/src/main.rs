@@ -52,7 +52,7 @@ fn coverage() -> String {
     text.push_str(
         "\nAt most f replicas are faulty at once (Byzantine, crashed or amnesiac). Invariants:\n  \
          agreement, total order, validity, exact payload, bounded batches, checkpoint agreement,\n  \
-         bounded log, honest votes; liveness: every request executed after healing, and within\n  \
+         bounded log, honest votes, no alarms; liveness: every request executed after healing, and within\n  \
          the censorship bound while clients keep sending.",
     );
     text

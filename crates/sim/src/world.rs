@@ -15,7 +15,7 @@ use crate::adversary::{self, Behavior, Memory, Plot};
 use crate::client::{self, Transactions};
 use crate::crypto::{self, GENESIS};
 use crate::faults::{Clock, Event};
-use crate::invariants::{Checkers, Failure, SentVote};
+use crate::invariants::{Checkers, Failure, RaisedAlarm, SentVote};
 use crate::network::{Network, Packet};
 use crate::profile::Profile;
 use crate::trace;
@@ -222,6 +222,8 @@ pub struct World {
     pub(crate) loopback: VecDeque<(ReplicaId, Signed<Message>)>,
     /// Votes honest replicas sent since the last check.
     pub(crate) sent_votes: Vec<SentVote>,
+    /// Alarms honest replicas raised since the last check.
+    pub(crate) alarms: Vec<RaisedAlarm>,
     txs: Transactions,
     request_times: Vec<u64>,
     checkers: Option<Checkers>,
@@ -275,6 +277,7 @@ impl World {
             events: BTreeMap::new(),
             loopback: VecDeque::new(),
             sent_votes: Vec::new(),
+            alarms: Vec::new(),
             txs: Transactions::new(n, cfg.seed),
             request_times: Vec::new(),
             checkers: Some(Checkers::new(n as usize)),
@@ -445,8 +448,9 @@ impl World {
 
     fn check(&mut self) -> Result<(), Failure> {
         let votes = std::mem::take(&mut self.sent_votes);
+        let alarms = std::mem::take(&mut self.alarms);
         let mut c = self.checkers.take().expect("checkers");
-        let r = c.check(self, &votes);
+        let r = c.check(self, &votes, &alarms);
         self.checkers = Some(c);
         r
     }
@@ -539,7 +543,25 @@ impl World {
         };
         let mut actions = Vec::new();
         let label = self.cfg.trace.then(|| trace::input(&input));
-        if let Err(e) = replica.step(input, &mut actions) {
+        let alarms_before = replica.log_stats().alarms;
+        let result = replica.step(input, &mut actions);
+        let alarms_counted = replica.log_stats().alarms - alarms_before;
+        let raised = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Alarm(_)))
+            .count() as u64;
+        if alarms_counted > raised && node.is_honest() {
+            let what = format!(
+                "{} counted while rejecting an input",
+                alarms_counted - raised
+            );
+            self.alarms.push(RaisedAlarm {
+                id,
+                at: self.now,
+                what,
+            });
+        }
+        if let Err(e) = result {
             self.stats.protocol_errors += 1;
             if let Some(label) = label {
                 self.trace(|| format!("replica {id} rejects {label}: {e}"));
@@ -599,8 +621,15 @@ impl World {
                     self.nodes[id as usize].app.apply(committed, n, q);
                 }
                 Action::FetchState { peers, .. } => self.request_state(id, peers),
-                // Traced above; the replica counts it in its log stats.
-                Action::Alarm(_) => {}
+                Action::Alarm(alarm) => {
+                    if honest {
+                        self.alarms.push(RaisedAlarm {
+                            id,
+                            at: self.now,
+                            what: alarm.to_string(),
+                        });
+                    }
+                }
             }
         }
         if cut.is_some() {

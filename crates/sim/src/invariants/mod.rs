@@ -6,11 +6,13 @@ mod bounded_log;
 mod checkpoint_agreement;
 mod exact_payload;
 mod honest_votes;
+mod no_alarms;
 mod no_censorship;
 mod total_order;
 mod validity;
 
 pub use honest_votes::SentVote;
+pub use no_alarms::RaisedAlarm;
 
 use crate::world::{Node, World};
 
@@ -31,6 +33,7 @@ pub struct Checkers {
     bounded: bounded_log::BoundedLog,
     honest_votes: honest_votes::HonestVotes,
     censorship: no_censorship::NoCensorship,
+    alarms: no_alarms::NoAlarms,
 }
 
 impl Checkers {
@@ -45,13 +48,20 @@ impl Checkers {
             bounded: bounded_log::BoundedLog,
             honest_votes: honest_votes::HonestVotes::default(),
             censorship: no_censorship::NoCensorship,
+            alarms: no_alarms::NoAlarms,
         }
     }
 
-    /// Runs every safety checker on the world and on the votes honest replicas sent since the
-    /// last check; the first violation wins.
-    pub fn check(&mut self, w: &World, votes: &[SentVote]) -> Result<(), Failure> {
+    /// Runs every safety checker on the world and on the votes honest replicas sent and the
+    /// alarms they raised since the last check; the first violation wins.
+    pub fn check(
+        &mut self,
+        w: &World,
+        votes: &[SentVote],
+        alarms: &[RaisedAlarm],
+    ) -> Result<(), Failure> {
         let mut safety = || -> Result<(), String> {
+            self.alarms.check(alarms)?;
             self.honest_votes.check(votes)?;
             self.agreement.check(w)?;
             self.total_order.check(w)?;
