@@ -117,6 +117,10 @@ fn main() -> ExitCode {
         totals.delivered += s.delivered;
         totals.dropped += s.dropped;
         totals.ticks += s.ticks;
+        totals.amnesia_restarts += s.amnesia_restarts;
+        totals.amnesia_behind_view += s.amnesia_behind_view;
+        totals.amnesia_of_primary += s.amnesia_of_primary;
+        totals.crashes_mid_recovery += s.crashes_mid_recovery;
         runs_with_view_change += u64::from(s.max_view > 0);
         runs_with_transfer += u64::from(s.state_transfers > 0);
         if let Some(v) = &outcome.violation {
@@ -158,6 +162,13 @@ fn main() -> ExitCode {
         totals.bad_blocks,
         totals.protocol_errors,
         totals.ticks
+    );
+    println!(
+        "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {})",
+        totals.amnesia_restarts,
+        totals.amnesia_behind_view,
+        totals.amnesia_of_primary,
+        totals.crashes_mid_recovery
     );
     println!("elapsed: {:.1}s", start.elapsed().as_secs_f64());
     println!(

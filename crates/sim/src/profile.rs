@@ -78,7 +78,7 @@ impl Profile {
                 "f replicas with 1-3 of equivocate, silent, wrong-digest, forge-signature, stale-view, replay, hide-prepared"
             }
             Profile::Mixed => {
-                "lossy + partition + crash + byzantine + skew at once, at most f replicas crashed or Byzantine"
+                "lossy + partition + crash + amnesia + skew, and 0..f replicas with 1-3 of every behaviour below; at most f faulty"
             }
             Profile::DoubleVote => {
                 "double-vote alone (f = 1), or f colluders: an equivocating primary, double-voters targeting f honest replicas, a new primary that chooses view-changes"
@@ -97,7 +97,7 @@ impl Profile {
                 "the first f primaries censor one patient's transactions while clients keep sending others"
             }
             Profile::Amnesia => {
-                "replicas lose their durable state and ledger and are restored from peers; with f >= 2 view 0's primary equivocates"
+                "f replicas lose their durable state and ledger (sometimes the primary, after views moved, or crashing again mid-recovery) and are restored from peers; with f >= 2 view 0's primary equivocates"
             }
             Profile::Skew => {
                 "replicas' clocks tick at 1/2, 1, 2 or 3/2 the rate, light network faults"

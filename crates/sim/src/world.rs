@@ -112,6 +112,14 @@ pub struct Stats {
     pub state_transfers: u64,
     pub max_view: u64,
     pub requests: u64,
+    /// Restarts of a replica that lost its state (recovering).
+    pub amnesia_restarts: u64,
+    /// ... while the others were in a view above 0 (recovery learns a higher view).
+    pub amnesia_behind_view: u64,
+    /// ... of the primary of the others' view.
+    pub amnesia_of_primary: u64,
+    /// Crashes of a replica while it was recovering from lost state.
+    pub crashes_mid_recovery: u64,
 }
 
 /// The sim's replica configuration: small K and L so checkpoints and watermarks matter.

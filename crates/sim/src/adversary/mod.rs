@@ -73,7 +73,8 @@ impl Behavior {
         Behavior::Censor,
     ];
 
-    /// The behaviours the `byzantine` and `mixed` profiles draw from: the first seven.
+    /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
+    /// all).
     pub const CLASSIC: &'static [Behavior] = Behavior::ALL.split_at(7).0;
 
     pub fn name(self) -> &'static str {
@@ -193,14 +194,23 @@ pub fn cast(
             }
             for id in &ids[..count] {
                 let mut bs = Vec::new();
+                // `mixed` draws from every behaviour, `byzantine` from the classic ones.
+                let pool = if profile == Profile::Mixed {
+                    &Behavior::ALL[..]
+                } else {
+                    Behavior::CLASSIC
+                };
                 for _ in 0..rng.gen_range(1..=3) {
-                    let b = *Behavior::CLASSIC.choose(rng).unwrap_or(&Behavior::Silent);
+                    let b = *pool.choose(rng).unwrap_or(&Behavior::Silent);
                     if !bs.contains(&b) {
                         bs.push(b);
                     }
                 }
                 bs.sort();
                 set(*id, &bs);
+            }
+            if profile == Profile::Mixed {
+                plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
             }
         }
         Profile::DoubleVote if f >= 2 => {
@@ -470,9 +480,18 @@ impl World {
         !self.behaves(to, Behavior::Censor) || !censor::censored(request, &self.plot.censored)
     }
 
-    /// What Byzantine `id` sends of its own on seeing `m` (a double-voter's extra votes).
+    /// What Byzantine `id` sends of its own on seeing `m` (a double-voter's extra votes). It
+    /// votes on every pre-prepare, and on the votes of honest replicas, not on its colluders'
+    /// votes (two double-voters that also make up digests would echo each other without end).
     pub(crate) fn react(&mut self, id: ReplicaId, m: &Signed<Message>) {
-        if !self.behaves(id, Behavior::DoubleVote) || m.from == id {
+        let from_colluder = self
+            .nodes
+            .get(m.from as usize)
+            .is_none_or(|x| !x.is_honest());
+        if !self.behaves(id, Behavior::DoubleVote)
+            || m.from == id
+            || (from_colluder && !matches!(m.message, Message::PrePrepare(_)))
+        {
             return;
         }
         let n = self.n;
