@@ -34,6 +34,10 @@ pub enum Event {
         crash_again: Option<(u64, u64)>,
     },
     SetLinks(Vec<(ReplicaId, ReplicaId, Link)>),
+    /// Every message takes this many ticks (inclusive range) from now on, into healing.
+    SlowNetwork((u64, u64)),
+    /// The slow network is fast again; every honest replica must have committed while slow.
+    SlowNetworkEnds,
 }
 
 /// A replica's clock: `rate.0` ticks every `rate.1` ticks of the world.
@@ -78,6 +82,11 @@ impl World {
             self.net.delay = (1, rng.gen_range(2..=6));
         } else if profile != Profile::Calm {
             self.net.delay = (1, rng.gen_range(2..=4));
+        }
+        if let Some(delay) =
+            profile.slow_delay(replica_config(0, n, None).view_change_timeout_ticks)
+        {
+            self.schedule(rng.gen_range(10..60), Event::SlowNetwork(delay));
         }
         if profile.partitions() {
             self.plan_partitions(rng);
@@ -176,6 +185,30 @@ impl World {
         } else {
             (id, id == p)
         }
+    }
+
+    /// Whether honest `id`, about to broadcast its new-view, crashes right after sending it
+    /// (finding 7), and if so the replicas that miss it: at least one, at most all but one.
+    /// Only within the budget; it restarts 20-100 ticks later (and must resend its new-view).
+    pub(crate) fn crash_on_new_view(&mut self, id: ReplicaId) -> Option<Vec<ReplicaId>> {
+        let faulty = self
+            .nodes
+            .iter()
+            .filter(|x| !x.is_honest() || x.amnesia > 0 || !x.is_up())
+            .count();
+        if self.healing || self.plot.new_view_crashes == 0 || faulty >= self.f {
+            return None;
+        }
+        self.plot.new_view_crashes -= 1;
+        let mut others: Vec<ReplicaId> = (0..self.n).filter(|o| *o != id).collect();
+        others.shuffle(&mut self.rng);
+        let missed = self.rng.gen_range(1..others.len());
+        others.truncate(missed);
+        let restart = self.now + self.rng.gen_range(20..=100);
+        self.schedule(restart, Event::Restart(id));
+        self.stats.new_view_crashes += 1;
+        self.trace(|| format!("replica {id} will crash after its new-view; {others:?} miss it"));
+        Some(others)
     }
 
     fn isolate(&mut self, r: ReplicaId, start: u64, end: u64) {
@@ -321,6 +354,16 @@ impl World {
                     self.crash(id);
                 }
             }
+            Event::SlowNetwork(delay) => {
+                self.trace(|| format!("the network slows down to {delay:?} ticks per message"));
+                self.net.delay = delay;
+                self.slow = Some(delay);
+            }
+            Event::SlowNetworkEnds => {
+                self.trace(|| "the network is fast again".into());
+                self.net.delay = (1, 3);
+                self.slow_ended = true;
+            }
             Event::SetLinks(changes) => {
                 let now = self.now;
                 self.net.set_links(&mut self.rng, now, &changes);
@@ -374,6 +417,16 @@ impl World {
         self.events.clear();
         let now = self.now;
         self.net.heal(&mut self.rng, now);
+        // A slow network stays slow into healing: only a timeout that grows without a cap
+        // outlasts it.
+        self.executed_at_healing = self.nodes.iter().map(|x| x.app.blocks.len()).collect();
+        if let Some(delay) = self.slow {
+            self.net.delay = delay;
+            self.schedule(
+                now + crate::world::SLOW_HEALING_TICKS,
+                Event::SlowNetworkEnds,
+            );
+        }
         for id in 0..self.n {
             if !self.nodes[id as usize].is_up() {
                 self.restart(id);

@@ -23,10 +23,12 @@ pub enum Profile {
     Censor,
     Amnesia,
     Skew,
+    Slow,
+    NewViewCrash,
 }
 
 impl Profile {
-    pub const ALL: [Profile; 14] = [
+    pub const ALL: [Profile; 16] = [
         Profile::Calm,
         Profile::Lossy,
         Profile::Partition,
@@ -41,6 +43,8 @@ impl Profile {
         Profile::Censor,
         Profile::Amnesia,
         Profile::Skew,
+        Profile::Slow,
+        Profile::NewViewCrash,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,8 @@ impl Profile {
             Profile::Censor => "censor",
             Profile::Amnesia => "amnesia",
             Profile::Skew => "skew",
+            Profile::Slow => "slow",
+            Profile::NewViewCrash => "new-view-crash",
         }
     }
 
@@ -102,6 +108,12 @@ impl Profile {
             Profile::Skew => {
                 "replicas' clocks tick at 1/2, 1, 2 or 3/2 the rate, light network faults"
             }
+            Profile::Slow => {
+                "every message takes 33-36 T (T: the view-change timeout; the old cap was 32 T) from early in the chaos phase through healing: views change until the doubled timeout covers the delay (finding 8)"
+            }
+            Profile::NewViewCrash => {
+                "view 0's primary cut off; each new primary (up to f) crashes right after sending its new-view, which some replicas miss, and restarts later (finding 7)"
+            }
         }
     }
 
@@ -113,6 +125,11 @@ impl Profile {
     }
     pub fn crashes(self) -> bool {
         matches!(self, Profile::Crash | Profile::Mixed)
+    }
+    /// The slow network's delay in ticks for view-change timeout `t` (above the old cap of
+    /// 32 t), or `None`.
+    pub fn slow_delay(self, t: u64) -> Option<(u64, u64)> {
+        (self == Profile::Slow).then_some((33 * t, 36 * t))
     }
     pub fn clock_skew(self) -> bool {
         matches!(self, Profile::Skew | Profile::Mixed)

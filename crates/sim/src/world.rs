@@ -38,13 +38,27 @@ pub struct RunConfig {
     /// After healing, every request must be executed by every honest replica within this many
     /// ticks of its submission (or of healing, if submitted before): no censorship.
     pub censorship_bound_ticks: u64,
+    /// During healing, clients submit one more request every this many ticks while older ones
+    /// are outstanding.
+    pub load_interval_ticks: u64,
 }
+
+/// How long a slow network (the `slow` profile) stays slow after healing: 750 T, time for the
+/// doubled timeout to outgrow the delay; honest replicas must commit again before it ends.
+pub const SLOW_HEALING_TICKS: u64 = 30_000;
 
 /// Chaos ticks of `--long` runs: partitions last far longer than the capped view-change timeout.
 pub const LONG_CHAOS_TICKS: u64 = 1_500;
 
 impl RunConfig {
     pub fn new(n: u32, profile: Profile, seed: u64) -> Self {
+        // A slow network (finding 8) stays slow for `SLOW_HEALING_TICKS` into healing; the
+        // bounds count from healing, so they grow by as much, and clients send less.
+        let (slow, stretch) = if profile.slow_delay(1).is_some() {
+            (SLOW_HEALING_TICKS, 40)
+        } else {
+            (0, 1)
+        };
         RunConfig {
             n,
             profile,
@@ -52,9 +66,10 @@ impl RunConfig {
             trace: false,
             planted_bug: None,
             chaos_ticks: 300,
-            healing_ticks: 4_000,
+            healing_ticks: 4_000 + slow,
             certificate_check: true,
-            censorship_bound_ticks: 2_000,
+            censorship_bound_ticks: 2_000 + slow,
+            load_interval_ticks: 8 * stretch,
         }
     }
 
@@ -120,6 +135,8 @@ pub struct Stats {
     pub amnesia_of_primary: u64,
     /// Crashes of a replica while it was recovering from lost state.
     pub crashes_mid_recovery: u64,
+    /// New primaries that crashed right after sending their new-view (finding 7).
+    pub new_view_crashes: u64,
 }
 
 /// The sim's replica configuration: small K and L so checkpoints and watermarks matter.
@@ -206,9 +223,6 @@ pub struct Submitted {
     last_try: u64,
 }
 
-/// Ticks between background requests during healing (while older requests are outstanding):
-/// a primary that keeps committing others must still not drop one.
-const LOAD_INTERVAL_TICKS: u64 = 8;
 /// A request not executed by f+1 honest replicas is re-sent to every replica after this long.
 const RETRY_TICKS: u64 = 80;
 
@@ -224,6 +238,12 @@ pub struct World {
     pub healing: bool,
     pub healed_at: u64,
     pub plot: Plot,
+    /// The slow network's delay once it slowed down (kept into healing).
+    pub(crate) slow: Option<(u64, u64)>,
+    /// Blocks each replica had executed when healing began (to see commits while slow).
+    pub executed_at_healing: Vec<usize>,
+    /// The slow network just became fast again (checked once, then reset).
+    pub slow_ended: bool,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) net: Network,
     pub(crate) events: BTreeMap<u64, Vec<Event>>,
@@ -281,6 +301,9 @@ impl World {
             healing: false,
             healed_at: 0,
             plot,
+            slow: None,
+            executed_at_healing: Vec::new(),
+            slow_ended: false,
             net: Network::new(n),
             events: BTreeMap::new(),
             loopback: VecDeque::new(),
@@ -474,7 +497,7 @@ impl World {
             self.submit();
         }
         if self.healing
-            && self.now.is_multiple_of(LOAD_INTERVAL_TICKS)
+            && self.now.is_multiple_of(self.cfg.load_interval_ticks)
             && self.now < self.healed_at + self.cfg.censorship_bound_ticks + RETRY_TICKS
             && self
                 .submitted
@@ -584,6 +607,7 @@ impl World {
         let honest = self.nodes[id as usize].is_honest();
         let cut = self.nodes[id as usize].crash_after.take();
         let count = actions.len();
+        let mut crashed_after_new_view = false;
         for (k, action) in actions.into_iter().enumerate() {
             if cut.is_some_and(|c| k >= c) {
                 break;
@@ -608,10 +632,18 @@ impl World {
                     if honest {
                         self.sent_votes.extend(SentVote::of(id, &message));
                     }
+                    let missed = match &message {
+                        Message::NewView(_) if honest => self.crash_on_new_view(id),
+                        _ => None,
+                    };
                     for to in 0..self.n {
-                        if to != id {
+                        if to != id && !missed.as_ref().is_some_and(|m| m.contains(&to)) {
                             self.send(id, to, message.clone());
                         }
+                    }
+                    if missed.is_some() {
+                        crashed_after_new_view = true;
+                        break;
                     }
                     // A Byzantine replica's own view-change is the doctored one, so that its
                     // new-view carries it.
@@ -640,7 +672,7 @@ impl World {
                 }
             }
         }
-        if cut.is_some() {
+        if cut.is_some() || crashed_after_new_view {
             self.trace(|| format!("replica {id} crashed mid-step ({cut:?} of {count} actions)"));
             self.crash(id);
         }

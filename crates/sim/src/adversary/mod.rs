@@ -166,6 +166,8 @@ pub struct Plot {
     pub censored: BTreeSet<Digest>,
     /// Replicas an adversary of the plot isolates for a while (network, not a fault).
     pub isolate: Option<ReplicaId>,
+    /// How many more new primaries crash right after sending their new-view (finding 7).
+    pub new_view_crashes: u32,
 }
 
 /// Who is Byzantine in a run of `profile`, how, and their plan: at most f replicas.
@@ -327,7 +329,14 @@ pub fn cast(
         | Profile::Lossy
         | Profile::Partition
         | Profile::Crash
-        | Profile::Skew => {}
+        | Profile::Skew
+        | Profile::Slow => {}
+        Profile::NewViewCrash => {
+            // View 0's primary is cut off so that views change; the crashes are faults
+            // (`faults.rs`), not Byzantine behaviour.
+            plot.isolate = Some(0);
+            plot.new_view_crashes = f as u32;
+        }
     }
     (behaviors, plot)
 }

@@ -4,6 +4,7 @@ mod agreement;
 mod bounded_batches;
 mod bounded_log;
 mod checkpoint_agreement;
+mod commits_while_slow;
 mod exact_payload;
 mod honest_votes;
 mod no_alarms;
@@ -34,6 +35,7 @@ pub struct Checkers {
     honest_votes: honest_votes::HonestVotes,
     censorship: no_censorship::NoCensorship,
     alarms: no_alarms::NoAlarms,
+    slow: commits_while_slow::CommitsWhileSlow,
 }
 
 impl Checkers {
@@ -49,6 +51,7 @@ impl Checkers {
             honest_votes: honest_votes::HonestVotes::default(),
             censorship: no_censorship::NoCensorship,
             alarms: no_alarms::NoAlarms,
+            slow: commits_while_slow::CommitsWhileSlow,
         }
     }
 
@@ -75,7 +78,8 @@ impl Checkers {
     }
 
     /// The liveness bounds checked while the run goes on (the overall one is the run's end).
-    pub fn check_liveness(&mut self, w: &World) -> Result<(), Failure> {
+    pub fn check_liveness(&mut self, w: &mut World) -> Result<(), Failure> {
+        self.slow.check(w).map_err(Failure::Liveness)?;
         self.censorship.check(w).map_err(Failure::Liveness)
     }
 }
