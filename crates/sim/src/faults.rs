@@ -177,10 +177,9 @@ impl World {
             return (id, false);
         };
         let p = (view % u64::from(self.n)) as ReplicaId;
-        let faulty = |x: &crate::world::Node| !x.is_honest() || x.amnesia > 0 || !x.is_up();
         let node = &self.nodes[p as usize];
-        let room = self.nodes.iter().filter(|x| faulty(x)).count() < self.f;
-        if primary && node.is_honest() && (faulty(node) || room) {
+        let room = self.nodes.iter().filter(|x| x.is_faulty()).count() < self.f;
+        if primary && node.is_honest() && (node.is_faulty() || room) {
             (p, true)
         } else {
             (id, id == p)
@@ -191,11 +190,7 @@ impl World {
     /// (finding 7), and if so the replicas that miss it: at least one, at most all but one.
     /// Only within the budget; it restarts 20-100 ticks later (and must resend its new-view).
     pub(crate) fn crash_on_new_view(&mut self, id: ReplicaId) -> Option<Vec<ReplicaId>> {
-        let faulty = self
-            .nodes
-            .iter()
-            .filter(|x| !x.is_honest() || x.amnesia > 0 || !x.is_up())
-            .count();
+        let faulty = self.nodes.iter().filter(|x| x.is_faulty()).count();
         if self.healing || self.plot.new_view_crashes == 0 || faulty >= self.f {
             return None;
         }

@@ -214,6 +214,10 @@ impl Node {
     pub fn is_up(&self) -> bool {
         self.replica.is_some()
     }
+    /// Counts toward f now: Byzantine, down, or amnesiac (for the rest of the run).
+    pub fn is_faulty(&self) -> bool {
+        !self.is_honest() || self.amnesia > 0 || !self.is_up()
+    }
 }
 
 #[derive(Clone, Debug)]
