@@ -18,12 +18,26 @@ pub enum Event {
         torn: Option<usize>,
     },
     Restart(ReplicaId),
+    /// Crash if the replica is still recovering from lost state.
+    CrashIfRecovering(ReplicaId),
     /// Every replica crashes at once.
     CrashAll,
-    /// The replica crashes and loses its durable records and its ledger; it restarts (on
-    /// `Restart`) from genesis and is restored from its peers by state transfer.
-    Amnesia(ReplicaId),
+    /// A replica crashes and loses its durable records and its ledger; it restarts `down_ticks`
+    /// later from genesis, recovering, and is restored from its peers. The replica is `id`, or
+    /// (`primary`) the primary of the view the cluster is in, when it is honest and may be
+    /// faulty within the budget. `crash_again`: `(after, down)` ticks, it crashes again `after`
+    /// ticks after its restart (mid-recovery) and restarts `down` ticks later.
+    Amnesia {
+        id: ReplicaId,
+        primary: bool,
+        down_ticks: u64,
+        crash_again: Option<(u64, u64)>,
+    },
     SetLinks(Vec<(ReplicaId, ReplicaId, Link)>),
+    /// Every message takes this many ticks (inclusive range) from now on, into healing.
+    SlowNetwork((u64, u64)),
+    /// The slow network is fast again; every honest replica must have committed while slow.
+    SlowNetworkEnds,
 }
 
 /// A replica's clock: `rate.0` ticks every `rate.1` ticks of the world.
@@ -69,6 +83,11 @@ impl World {
         } else if profile != Profile::Calm {
             self.net.delay = (1, rng.gen_range(2..=4));
         }
+        if let Some(delay) =
+            profile.slow_delay(replica_config(0, n, None).view_change_timeout_ticks)
+        {
+            self.schedule(rng.gen_range(10..60), Event::SlowNetwork(delay));
+        }
         if profile.partitions() {
             self.plan_partitions(rng);
         }
@@ -83,24 +102,22 @@ impl World {
             };
             self.isolate(r, start, (start + length).min(chaos));
         }
-        if profile.crashes() && budget > 0 {
-            self.plan_crashes(rng, budget);
+        // Amnesiac replicas count toward f for the whole run: the crash budget is what is left.
+        let amnesiac = match profile {
+            Profile::Amnesia => budget,
+            Profile::Mixed if budget > 0 && rng.gen_bool(0.3) => 1,
+            _ => 0,
+        };
+        if amnesiac > 0 {
+            self.plan_amnesia(rng, amnesiac);
+        }
+        if profile.crashes() && budget > amnesiac {
+            self.plan_crashes(rng, budget - amnesiac);
         }
         if profile == Profile::Crash && rng.gen_bool(0.3) {
             let start = rng.gen_range(1..chaos - 20);
             self.schedule(start, Event::CrashAll);
             for id in 0..n {
-                self.schedule(start + rng.gen_range(5..=60), Event::Restart(id));
-            }
-        }
-        if profile == Profile::Amnesia {
-            let mut honest: Vec<ReplicaId> = (0..n)
-                .filter(|i| self.nodes[*i as usize].is_honest())
-                .collect();
-            honest.shuffle(rng);
-            for id in honest.into_iter().take(budget) {
-                let start = rng.gen_range(20..chaos - 40);
-                self.schedule(start, Event::Amnesia(id));
                 self.schedule(start + rng.gen_range(5..=60), Event::Restart(id));
             }
         }
@@ -111,6 +128,82 @@ impl World {
                     .unwrap_or(&(1, 1));
             }
         }
+    }
+
+    /// `count` amnesia events, each on one replica (so at most `count` replicas lose their
+    /// state). Sometimes view 0's primary is cut off first so that the cluster has moved views
+    /// when a replica forgets (its recovery learns a view above its own); an event may hit the
+    /// current primary, and a recovering replica may crash again.
+    fn plan_amnesia(&mut self, rng: &mut ChaCha8Rng, count: usize) {
+        let chaos = self.cfg.chaos_ticks;
+        let mut honest: Vec<ReplicaId> = (0..self.n)
+            .filter(|i| self.nodes[*i as usize].is_honest())
+            .collect();
+        honest.shuffle(rng);
+        let views_move = rng.gen_bool(0.4);
+        if views_move {
+            let start = rng.gen_range(5..20);
+            self.isolate(0, start, start + rng.gen_range(80..=140));
+        }
+        for id in honest.into_iter().take(count) {
+            let start = if views_move {
+                rng.gen_range(110..chaos - 40)
+            } else {
+                rng.gen_range(20..chaos - 40)
+            };
+            let event = Event::Amnesia {
+                id,
+                primary: rng.gen_bool(0.4),
+                down_ticks: rng.gen_range(5..=60),
+                crash_again: rng
+                    .gen_bool(0.3)
+                    .then(|| (rng.gen_range(1..=20), rng.gen_range(5..=40))),
+            };
+            self.schedule(start, event);
+        }
+    }
+
+    /// The replica an amnesia event hits: the current primary if asked and allowed (honest,
+    /// and faulty already or with room in the budget), else `id`; and whether it is the
+    /// primary.
+    fn amnesia_target(&self, id: ReplicaId, primary: bool) -> (ReplicaId, bool) {
+        let Some(view) = self
+            .nodes
+            .iter()
+            .filter(|x| x.is_honest())
+            .filter_map(|x| x.replica.as_ref().map(|r| r.view()))
+            .max()
+        else {
+            return (id, false);
+        };
+        let p = (view % u64::from(self.n)) as ReplicaId;
+        let node = &self.nodes[p as usize];
+        let room = self.nodes.iter().filter(|x| x.is_faulty()).count() < self.f;
+        if primary && node.is_honest() && (node.is_faulty() || room) {
+            (p, true)
+        } else {
+            (id, id == p)
+        }
+    }
+
+    /// Whether honest `id`, about to broadcast its new-view, crashes right after sending it
+    /// (finding 7), and if so the replicas that miss it: at least one, at most all but one.
+    /// Only within the budget; it restarts 20-100 ticks later (and must resend its new-view).
+    pub(crate) fn crash_on_new_view(&mut self, id: ReplicaId) -> Option<Vec<ReplicaId>> {
+        let faulty = self.nodes.iter().filter(|x| x.is_faulty()).count();
+        if self.healing || self.plot.new_view_crashes == 0 || faulty >= self.f {
+            return None;
+        }
+        self.plot.new_view_crashes -= 1;
+        let mut others: Vec<ReplicaId> = (0..self.n).filter(|o| *o != id).collect();
+        others.shuffle(&mut self.rng);
+        let missed = self.rng.gen_range(1..others.len());
+        others.truncate(missed);
+        let restart = self.now + self.rng.gen_range(20..=100);
+        self.schedule(restart, Event::Restart(id));
+        self.stats.new_view_crashes += 1;
+        self.trace(|| format!("replica {id} will crash after its new-view; {others:?} miss it"));
+        Some(others)
     }
 
     fn isolate(&mut self, r: ReplicaId, start: u64, end: u64) {
@@ -223,7 +316,14 @@ impl World {
                     }
                 }
             }
-            Event::Amnesia(id) => {
+            Event::Amnesia {
+                id,
+                primary,
+                down_ticks,
+                crash_again,
+            } => {
+                let (id, is_primary) = self.amnesia_target(id, primary);
+                self.stats.amnesia_of_primary += u64::from(is_primary);
                 if self.nodes[id as usize].is_up() {
                     self.crash(id);
                 }
@@ -232,6 +332,32 @@ impl World {
                 node.durable.clear();
                 node.app = App::default();
                 node.amnesia += 1;
+                let restart = self.now + down_ticks;
+                self.schedule(restart, Event::Restart(id));
+                if let Some((after, down)) = crash_again {
+                    self.schedule(restart + after, Event::CrashIfRecovering(id));
+                    self.schedule(restart + after + down, Event::Restart(id));
+                }
+            }
+            Event::CrashIfRecovering(id) => {
+                let recovering = self.nodes[id as usize]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.is_recovering());
+                if recovering {
+                    self.stats.crashes_mid_recovery += 1;
+                    self.crash(id);
+                }
+            }
+            Event::SlowNetwork(delay) => {
+                self.trace(|| format!("the network slows down to {delay:?} ticks per message"));
+                self.net.delay = delay;
+                self.slow = Some(delay);
+            }
+            Event::SlowNetworkEnds => {
+                self.trace(|| "the network is fast again".into());
+                self.net.delay = (1, 3);
+                self.slow_ended = true;
             }
             Event::SetLinks(changes) => {
                 let now = self.now;
@@ -253,7 +379,18 @@ impl World {
         // A replica that lost its durable state may have voted before: it restarts recovering
         // (the node knows this from the marker `init` writes beside its key).
         let nonce = self.rng.r#gen::<u64>();
+        let others_view = (0..self.n)
+            .filter(|o| *o != id)
+            .filter_map(|o| self.nodes[o as usize].replica.as_ref().map(|r| r.view()))
+            .max()
+            .unwrap_or(0);
         let node = &mut self.nodes[id as usize];
+        if node.amnesia > 0 && node.durable.is_empty() {
+            self.stats.amnesia_restarts += 1;
+            if others_view > 0 {
+                self.stats.amnesia_behind_view += 1;
+            }
+        }
         let restored = Restored {
             last_executed: node.app.head(),
             durable: node.durable.clone(),
@@ -275,6 +412,16 @@ impl World {
         self.events.clear();
         let now = self.now;
         self.net.heal(&mut self.rng, now);
+        // A slow network stays slow into healing: only a timeout that grows without a cap
+        // outlasts it.
+        self.executed_at_healing = self.nodes.iter().map(|x| x.app.blocks.len()).collect();
+        if let Some(delay) = self.slow {
+            self.net.delay = delay;
+            self.schedule(
+                now + crate::world::SLOW_HEALING_TICKS,
+                Event::SlowNetworkEnds,
+            );
+        }
         for id in 0..self.n {
             if !self.nodes[id as usize].is_up() {
                 self.restart(id);

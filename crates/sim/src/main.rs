@@ -1,6 +1,6 @@
 //! `cargo run --release -p sim -- --seeds 10000`: runs seeds over every fault profile and every
 //! cluster size in `sim::SIZES` (seed i runs combination i mod the number of combinations, so
-//! 10,000 seeds give each of the 70 (profile, n) pairs at least 100), shows progress, and prints
+//! 10,000 seeds give each of the 80 (profile, n) pairs at least 100), shows progress, and prints
 //! the command that replays each failing seed with a trace. `--long` runs long chaos phases.
 use std::process::ExitCode;
 use std::time::Instant;
@@ -52,7 +52,7 @@ fn coverage() -> String {
     text.push_str(
         "\nAt most f replicas are faulty at once (Byzantine, crashed or amnesiac). Invariants:\n  \
          agreement, total order, validity, exact payload, bounded batches, checkpoint agreement,\n  \
-         bounded log, honest votes; liveness: every request executed after healing, and within\n  \
+         bounded log, honest votes, no alarms; liveness: every request executed after healing, and within\n  \
          the censorship bound while clients keep sending.",
     );
     text
@@ -117,6 +117,11 @@ fn main() -> ExitCode {
         totals.delivered += s.delivered;
         totals.dropped += s.dropped;
         totals.ticks += s.ticks;
+        totals.amnesia_restarts += s.amnesia_restarts;
+        totals.amnesia_behind_view += s.amnesia_behind_view;
+        totals.amnesia_of_primary += s.amnesia_of_primary;
+        totals.crashes_mid_recovery += s.crashes_mid_recovery;
+        totals.new_view_crashes += s.new_view_crashes;
         runs_with_view_change += u64::from(s.max_view > 0);
         runs_with_transfer += u64::from(s.state_transfers > 0);
         if let Some(v) = &outcome.violation {
@@ -158,6 +163,14 @@ fn main() -> ExitCode {
         totals.bad_blocks,
         totals.protocol_errors,
         totals.ticks
+    );
+    println!(
+        "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}); new primaries crashed after their new-view: {}",
+        totals.amnesia_restarts,
+        totals.amnesia_behind_view,
+        totals.amnesia_of_primary,
+        totals.crashes_mid_recovery,
+        totals.new_view_crashes
     );
     println!("elapsed: {:.1}s", start.elapsed().as_secs_f64());
     println!(

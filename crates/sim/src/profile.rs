@@ -23,10 +23,12 @@ pub enum Profile {
     Censor,
     Amnesia,
     Skew,
+    Slow,
+    NewViewCrash,
 }
 
 impl Profile {
-    pub const ALL: [Profile; 14] = [
+    pub const ALL: [Profile; 16] = [
         Profile::Calm,
         Profile::Lossy,
         Profile::Partition,
@@ -41,6 +43,8 @@ impl Profile {
         Profile::Censor,
         Profile::Amnesia,
         Profile::Skew,
+        Profile::Slow,
+        Profile::NewViewCrash,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,8 @@ impl Profile {
             Profile::Censor => "censor",
             Profile::Amnesia => "amnesia",
             Profile::Skew => "skew",
+            Profile::Slow => "slow",
+            Profile::NewViewCrash => "new-view-crash",
         }
     }
 
@@ -78,7 +84,7 @@ impl Profile {
                 "f replicas with 1-3 of equivocate, silent, wrong-digest, forge-signature, stale-view, replay, hide-prepared"
             }
             Profile::Mixed => {
-                "lossy + partition + crash + byzantine + skew at once, at most f replicas crashed or Byzantine"
+                "lossy + partition + crash + amnesia + skew, and 0..f replicas with 1-3 of every behaviour below; at most f faulty"
             }
             Profile::DoubleVote => {
                 "double-vote alone (f = 1), or f colluders: an equivocating primary, double-voters targeting f honest replicas, a new primary that chooses view-changes"
@@ -97,10 +103,16 @@ impl Profile {
                 "the first f primaries censor one patient's transactions while clients keep sending others"
             }
             Profile::Amnesia => {
-                "replicas lose their durable state and ledger and are restored from peers; with f >= 2 view 0's primary equivocates"
+                "f replicas lose their durable state and ledger (sometimes the primary, after views moved, or crashing again mid-recovery) and are restored from peers; with f >= 2 view 0's primary equivocates"
             }
             Profile::Skew => {
                 "replicas' clocks tick at 1/2, 1, 2 or 3/2 the rate, light network faults"
+            }
+            Profile::Slow => {
+                "every message takes 33-36 T (T: the view-change timeout; the old cap was 32 T) from early in the chaos phase through healing: views change until the doubled timeout covers the delay (finding 8)"
+            }
+            Profile::NewViewCrash => {
+                "view 0's primary cut off; each new primary (up to f) crashes right after sending its new-view, which some replicas miss, and restarts later (finding 7)"
             }
         }
     }
@@ -113,6 +125,11 @@ impl Profile {
     }
     pub fn crashes(self) -> bool {
         matches!(self, Profile::Crash | Profile::Mixed)
+    }
+    /// The slow network's delay in ticks for view-change timeout `t` (above the old cap of
+    /// 32 t), or `None`.
+    pub fn slow_delay(self, t: u64) -> Option<(u64, u64)> {
+        (self == Profile::Slow).then_some((33 * t, 36 * t))
     }
     pub fn clock_skew(self) -> bool {
         matches!(self, Profile::Skew | Profile::Mixed)

@@ -15,7 +15,7 @@ use crate::adversary::{self, Behavior, Memory, Plot};
 use crate::client::{self, Transactions};
 use crate::crypto::{self, GENESIS};
 use crate::faults::{Clock, Event};
-use crate::invariants::{Checkers, Failure, SentVote};
+use crate::invariants::{Checkers, Failure, RaisedAlarm, SentVote};
 use crate::network::{Network, Packet};
 use crate::profile::Profile;
 use crate::trace;
@@ -38,13 +38,27 @@ pub struct RunConfig {
     /// After healing, every request must be executed by every honest replica within this many
     /// ticks of its submission (or of healing, if submitted before): no censorship.
     pub censorship_bound_ticks: u64,
+    /// During healing, clients submit one more request every this many ticks while older ones
+    /// are outstanding.
+    pub load_interval_ticks: u64,
 }
+
+/// How long a slow network (the `slow` profile) stays slow after healing: 750 T, time for the
+/// doubled timeout to outgrow the delay; honest replicas must commit again before it ends.
+pub const SLOW_HEALING_TICKS: u64 = 30_000;
 
 /// Chaos ticks of `--long` runs: partitions last far longer than the capped view-change timeout.
 pub const LONG_CHAOS_TICKS: u64 = 1_500;
 
 impl RunConfig {
     pub fn new(n: u32, profile: Profile, seed: u64) -> Self {
+        // A slow network (finding 8) stays slow for `SLOW_HEALING_TICKS` into healing; the
+        // bounds count from healing, so they grow by as much, and clients send less.
+        let (slow, stretch) = if profile.slow_delay(1).is_some() {
+            (SLOW_HEALING_TICKS, 40)
+        } else {
+            (0, 1)
+        };
         RunConfig {
             n,
             profile,
@@ -52,9 +66,10 @@ impl RunConfig {
             trace: false,
             planted_bug: None,
             chaos_ticks: 300,
-            healing_ticks: 4_000,
+            healing_ticks: 4_000 + slow,
             certificate_check: true,
-            censorship_bound_ticks: 2_000,
+            censorship_bound_ticks: 2_000 + slow,
+            load_interval_ticks: 8 * stretch,
         }
     }
 
@@ -112,6 +127,16 @@ pub struct Stats {
     pub state_transfers: u64,
     pub max_view: u64,
     pub requests: u64,
+    /// Restarts of a replica that lost its state (recovering).
+    pub amnesia_restarts: u64,
+    /// ... while the others were in a view above 0 (recovery learns a higher view).
+    pub amnesia_behind_view: u64,
+    /// ... of the primary of the others' view.
+    pub amnesia_of_primary: u64,
+    /// Crashes of a replica while it was recovering from lost state.
+    pub crashes_mid_recovery: u64,
+    /// New primaries that crashed right after sending their new-view (finding 7).
+    pub new_view_crashes: u64,
 }
 
 /// The sim's replica configuration: small K and L so checkpoints and watermarks matter.
@@ -189,6 +214,10 @@ impl Node {
     pub fn is_up(&self) -> bool {
         self.replica.is_some()
     }
+    /// Counts toward f now: Byzantine, down, or amnesiac (for the rest of the run).
+    pub fn is_faulty(&self) -> bool {
+        !self.is_honest() || self.amnesia > 0 || !self.is_up()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -198,9 +227,6 @@ pub struct Submitted {
     last_try: u64,
 }
 
-/// Ticks between background requests during healing (while older requests are outstanding):
-/// a primary that keeps committing others must still not drop one.
-const LOAD_INTERVAL_TICKS: u64 = 8;
 /// A request not executed by f+1 honest replicas is re-sent to every replica after this long.
 const RETRY_TICKS: u64 = 80;
 
@@ -216,12 +242,20 @@ pub struct World {
     pub healing: bool,
     pub healed_at: u64,
     pub plot: Plot,
+    /// The slow network's delay once it slowed down (kept into healing).
+    pub(crate) slow: Option<(u64, u64)>,
+    /// Blocks each replica had executed when healing began (to see commits while slow).
+    pub executed_at_healing: Vec<usize>,
+    /// The slow network just became fast again (checked once, then reset).
+    pub slow_ended: bool,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) net: Network,
     pub(crate) events: BTreeMap<u64, Vec<Event>>,
     pub(crate) loopback: VecDeque<(ReplicaId, Signed<Message>)>,
     /// Votes honest replicas sent since the last check.
     pub(crate) sent_votes: Vec<SentVote>,
+    /// Alarms honest replicas raised since the last check.
+    pub(crate) alarms: Vec<RaisedAlarm>,
     txs: Transactions,
     request_times: Vec<u64>,
     checkers: Option<Checkers>,
@@ -271,10 +305,14 @@ impl World {
             healing: false,
             healed_at: 0,
             plot,
+            slow: None,
+            executed_at_healing: Vec::new(),
+            slow_ended: false,
             net: Network::new(n),
             events: BTreeMap::new(),
             loopback: VecDeque::new(),
             sent_votes: Vec::new(),
+            alarms: Vec::new(),
             txs: Transactions::new(n, cfg.seed),
             request_times: Vec::new(),
             checkers: Some(Checkers::new(n as usize)),
@@ -445,8 +483,9 @@ impl World {
 
     fn check(&mut self) -> Result<(), Failure> {
         let votes = std::mem::take(&mut self.sent_votes);
+        let alarms = std::mem::take(&mut self.alarms);
         let mut c = self.checkers.take().expect("checkers");
-        let r = c.check(self, &votes);
+        let r = c.check(self, &votes, &alarms);
         self.checkers = Some(c);
         r
     }
@@ -462,7 +501,7 @@ impl World {
             self.submit();
         }
         if self.healing
-            && self.now.is_multiple_of(LOAD_INTERVAL_TICKS)
+            && self.now.is_multiple_of(self.cfg.load_interval_ticks)
             && self.now < self.healed_at + self.cfg.censorship_bound_ticks + RETRY_TICKS
             && self
                 .submitted
@@ -539,7 +578,25 @@ impl World {
         };
         let mut actions = Vec::new();
         let label = self.cfg.trace.then(|| trace::input(&input));
-        if let Err(e) = replica.step(input, &mut actions) {
+        let alarms_before = replica.log_stats().alarms;
+        let result = replica.step(input, &mut actions);
+        let alarms_counted = replica.log_stats().alarms - alarms_before;
+        let raised = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Alarm(_)))
+            .count() as u64;
+        if alarms_counted > raised && node.is_honest() {
+            let what = format!(
+                "{} counted while rejecting an input",
+                alarms_counted - raised
+            );
+            self.alarms.push(RaisedAlarm {
+                id,
+                at: self.now,
+                what,
+            });
+        }
+        if let Err(e) = result {
             self.stats.protocol_errors += 1;
             if let Some(label) = label {
                 self.trace(|| format!("replica {id} rejects {label}: {e}"));
@@ -554,6 +611,7 @@ impl World {
         let honest = self.nodes[id as usize].is_honest();
         let cut = self.nodes[id as usize].crash_after.take();
         let count = actions.len();
+        let mut crashed_after_new_view = false;
         for (k, action) in actions.into_iter().enumerate() {
             if cut.is_some_and(|c| k >= c) {
                 break;
@@ -578,10 +636,18 @@ impl World {
                     if honest {
                         self.sent_votes.extend(SentVote::of(id, &message));
                     }
+                    let missed = match &message {
+                        Message::NewView(_) if honest => self.crash_on_new_view(id),
+                        _ => None,
+                    };
                     for to in 0..self.n {
-                        if to != id {
+                        if to != id && !missed.as_ref().is_some_and(|m| m.contains(&to)) {
                             self.send(id, to, message.clone());
                         }
+                    }
+                    if missed.is_some() {
+                        crashed_after_new_view = true;
+                        break;
                     }
                     // A Byzantine replica's own view-change is the doctored one, so that its
                     // new-view carries it.
@@ -599,11 +665,18 @@ impl World {
                     self.nodes[id as usize].app.apply(committed, n, q);
                 }
                 Action::FetchState { peers, .. } => self.request_state(id, peers),
-                // Traced above; the replica counts it in its log stats.
-                Action::Alarm(_) => {}
+                Action::Alarm(alarm) => {
+                    if honest {
+                        self.alarms.push(RaisedAlarm {
+                            id,
+                            at: self.now,
+                            what: alarm.to_string(),
+                        });
+                    }
+                }
             }
         }
-        if cut.is_some() {
+        if cut.is_some() || crashed_after_new_view {
             self.trace(|| format!("replica {id} crashed mid-step ({cut:?} of {count} actions)"));
             self.crash(id);
         }

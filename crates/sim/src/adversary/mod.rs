@@ -73,7 +73,8 @@ impl Behavior {
         Behavior::Censor,
     ];
 
-    /// The behaviours the `byzantine` and `mixed` profiles draw from: the first seven.
+    /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
+    /// all).
     pub const CLASSIC: &'static [Behavior] = Behavior::ALL.split_at(7).0;
 
     pub fn name(self) -> &'static str {
@@ -165,6 +166,8 @@ pub struct Plot {
     pub censored: BTreeSet<Digest>,
     /// Replicas an adversary of the plot isolates for a while (network, not a fault).
     pub isolate: Option<ReplicaId>,
+    /// How many more new primaries crash right after sending their new-view (finding 7).
+    pub new_view_crashes: u32,
 }
 
 /// Who is Byzantine in a run of `profile`, how, and their plan: at most f replicas.
@@ -193,14 +196,23 @@ pub fn cast(
             }
             for id in &ids[..count] {
                 let mut bs = Vec::new();
+                // `mixed` draws from every behaviour, `byzantine` from the classic ones.
+                let pool = if profile == Profile::Mixed {
+                    &Behavior::ALL[..]
+                } else {
+                    Behavior::CLASSIC
+                };
                 for _ in 0..rng.gen_range(1..=3) {
-                    let b = *Behavior::CLASSIC.choose(rng).unwrap_or(&Behavior::Silent);
+                    let b = *pool.choose(rng).unwrap_or(&Behavior::Silent);
                     if !bs.contains(&b) {
                         bs.push(b);
                     }
                 }
                 bs.sort();
                 set(*id, &bs);
+            }
+            if profile == Profile::Mixed {
+                plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
             }
         }
         Profile::DoubleVote if f >= 2 => {
@@ -317,7 +329,14 @@ pub fn cast(
         | Profile::Lossy
         | Profile::Partition
         | Profile::Crash
-        | Profile::Skew => {}
+        | Profile::Skew
+        | Profile::Slow => {}
+        Profile::NewViewCrash => {
+            // View 0's primary is cut off so that views change; the crashes are faults
+            // (`faults.rs`), not Byzantine behaviour.
+            plot.isolate = Some(0);
+            plot.new_view_crashes = f as u32;
+        }
     }
     (behaviors, plot)
 }
@@ -470,9 +489,18 @@ impl World {
         !self.behaves(to, Behavior::Censor) || !censor::censored(request, &self.plot.censored)
     }
 
-    /// What Byzantine `id` sends of its own on seeing `m` (a double-voter's extra votes).
+    /// What Byzantine `id` sends of its own on seeing `m` (a double-voter's extra votes). It
+    /// votes on every pre-prepare, and on the votes of honest replicas, not on its colluders'
+    /// votes (two double-voters that also make up digests would echo each other without end).
     pub(crate) fn react(&mut self, id: ReplicaId, m: &Signed<Message>) {
-        if !self.behaves(id, Behavior::DoubleVote) || m.from == id {
+        let from_colluder = self
+            .nodes
+            .get(m.from as usize)
+            .is_none_or(|x| !x.is_honest());
+        if !self.behaves(id, Behavior::DoubleVote)
+            || m.from == id
+            || (from_colluder && !matches!(m.message, Message::PrePrepare(_)))
+        {
             return;
         }
         let n = self.n;

@@ -4,13 +4,16 @@ mod agreement;
 mod bounded_batches;
 mod bounded_log;
 mod checkpoint_agreement;
+mod commits_while_slow;
 mod exact_payload;
 mod honest_votes;
+mod no_alarms;
 mod no_censorship;
 mod total_order;
 mod validity;
 
 pub use honest_votes::SentVote;
+pub use no_alarms::RaisedAlarm;
 
 use crate::world::{Node, World};
 
@@ -31,6 +34,8 @@ pub struct Checkers {
     bounded: bounded_log::BoundedLog,
     honest_votes: honest_votes::HonestVotes,
     censorship: no_censorship::NoCensorship,
+    alarms: no_alarms::NoAlarms,
+    slow: commits_while_slow::CommitsWhileSlow,
 }
 
 impl Checkers {
@@ -45,13 +50,21 @@ impl Checkers {
             bounded: bounded_log::BoundedLog,
             honest_votes: honest_votes::HonestVotes::default(),
             censorship: no_censorship::NoCensorship,
+            alarms: no_alarms::NoAlarms,
+            slow: commits_while_slow::CommitsWhileSlow,
         }
     }
 
-    /// Runs every safety checker on the world and on the votes honest replicas sent since the
-    /// last check; the first violation wins.
-    pub fn check(&mut self, w: &World, votes: &[SentVote]) -> Result<(), Failure> {
+    /// Runs every safety checker on the world and on the votes honest replicas sent and the
+    /// alarms they raised since the last check; the first violation wins.
+    pub fn check(
+        &mut self,
+        w: &World,
+        votes: &[SentVote],
+        alarms: &[RaisedAlarm],
+    ) -> Result<(), Failure> {
         let mut safety = || -> Result<(), String> {
+            self.alarms.check(alarms)?;
             self.honest_votes.check(votes)?;
             self.agreement.check(w)?;
             self.total_order.check(w)?;
@@ -65,7 +78,8 @@ impl Checkers {
     }
 
     /// The liveness bounds checked while the run goes on (the overall one is the run's end).
-    pub fn check_liveness(&mut self, w: &World) -> Result<(), Failure> {
+    pub fn check_liveness(&mut self, w: &mut World) -> Result<(), Failure> {
+        self.slow.check(w).map_err(Failure::Liveness)?;
         self.censorship.check(w).map_err(Failure::Liveness)
     }
 }
