@@ -185,6 +185,20 @@ fn status_frame(height: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// Opens a channel to validator 0 at `addr` as `identity`, sends it a status frame and gives
+/// the validator time to take it.
+async fn send_status(addr: SocketAddr, identity: &ValidatorIdentity) -> Channel<TcpStream> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut channel = Channel::initiate(stream, identity, 0).await.unwrap();
+    channel
+        .feed(FrameKind::Small, &status_frame(0))
+        .await
+        .unwrap();
+    channel.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    channel
+}
+
 #[test]
 fn finding_4_outsider_is_refused_at_handshake() {
     let net = Net::new();
@@ -231,14 +245,7 @@ fn finding_4_outsider_is_refused_at_handshake() {
     // The clinic's real key is let in: the refusals above were about the key, not the frame.
     let clinic = net.identity(1, net.key(1));
     rt.block_on(async {
-        let stream = TcpStream::connect(net.listen[0]).await.unwrap();
-        let mut channel = Channel::initiate(stream, &clinic, 0).await.unwrap();
-        channel
-            .feed(FrameKind::Small, &status_frame(0))
-            .await
-            .unwrap();
-        channel.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        send_status(net.listen[0], &clinic).await;
     });
     assert!(heard_from(&handle, 1), "the clinic's own key was refused");
 }
@@ -422,14 +429,7 @@ fn finding_5_oversized_frame_is_refused() {
     let rt = client_runtime();
     rt.block_on(async {
         // A frame of the right size is taken.
-        let stream = TcpStream::connect(net.listen[0]).await.unwrap();
-        let mut channel = Channel::initiate(stream, &clinic, 0).await.unwrap();
-        channel
-            .feed(FrameKind::Small, &status_frame(0))
-            .await
-            .unwrap();
-        channel.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut channel = send_status(net.listen[0], &clinic).await;
         assert!(heard_from(&handle, 1), "a legitimate frame was refused");
 
         // A status is tiny; a "small" frame one byte over its bound is refused unread.

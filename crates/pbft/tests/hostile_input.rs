@@ -114,33 +114,11 @@ fn stale_views_and_pending_bound() {
     let mut r = replica(3);
     step(
         &mut r,
-        msg(
-            1,
-            Message::ViewChange(ViewChange {
-                new_view: 1,
-                checkpoint: Checkpoint {
-                    seq: 0,
-                    digest: GENESIS,
-                },
-                checkpoint_proof: vec![],
-                prepared: vec![],
-            }),
-        ),
+        msg(1, Message::ViewChange(view_change_to_1(vec![]))),
     );
     step(
         &mut r,
-        msg(
-            2,
-            Message::ViewChange(ViewChange {
-                new_view: 1,
-                checkpoint: Checkpoint {
-                    seq: 0,
-                    digest: GENESIS,
-                },
-                checkpoint_proof: vec![],
-                prepared: vec![],
-            }),
-        ),
+        msg(2, Message::ViewChange(view_change_to_1(vec![]))),
     );
     assert_eq!(r.view(), 1);
     let pp = pre_prepare(1, 0, GENESIS, vec![]);
@@ -238,22 +216,8 @@ fn finding_5_oversized_and_duplicate_batches_are_refused() {
         ),
         ProtocolError::Malformed("the same request twice in a batch")
     );
-    let cert = PreparedCertificate {
-        pre_prepare: twice.clone(),
-        prepares: [2, 3]
-            .iter()
-            .map(|f| signed(*f, vote(0, 1, twice.digest)))
-            .collect(),
-    };
-    let vc = ViewChange {
-        new_view: 1,
-        checkpoint: Checkpoint {
-            seq: 0,
-            digest: GENESIS,
-        },
-        checkpoint_proof: vec![],
-        prepared: vec![cert],
-    };
+    let cert = certificate(&twice, &[2, 3]);
+    let vc = view_change_to_1(vec![cert]);
     assert_eq!(
         step_err(&mut r, msg(2, Message::ViewChange(vc))),
         ProtocolError::InvalidViewChange("prepared certificate batch")
@@ -285,34 +249,36 @@ fn finding_5_shape_is_checked_before_signatures() {
         pre_prepare: pp.clone(),
         prepares: vec![signed(2, vote(0, 1, pp.digest)); 5_000],
     };
-    let vc = ViewChange {
-        new_view: 1,
-        checkpoint: Checkpoint {
-            seq: 0,
-            digest: GENESIS,
-        },
-        checkpoint_proof: vec![],
-        prepared: vec![stuffed],
-    };
+    let vc = view_change_to_1(vec![stuffed]);
     assert!(r.check_shape(&Message::ViewChange(vc)).is_err());
     let flood = pre_prepare(1, 0, GENESIS, vec![request(1); 1_000]);
     assert!(r.check_shape(&Message::PrePrepare(flood)).is_err());
-    let honest = PreparedCertificate {
-        pre_prepare: pp.clone(),
-        prepares: [2, 3]
-            .iter()
-            .map(|f| signed(*f, vote(0, 1, pp.digest)))
-            .collect(),
-    };
-    let vc = ViewChange {
+    let honest = certificate(&pp, &[2, 3]);
+    let vc = view_change_to_1(vec![honest]);
+    assert_eq!(r.check_shape(&Message::ViewChange(vc)), Ok(()));
+    assert_eq!(r.check_shape(&Message::PrePrepare(pp)), Ok(()));
+}
+
+/// A view-change to view 1 from the genesis checkpoint, carrying `prepared`.
+fn view_change_to_1(prepared: Vec<PreparedCertificate>) -> ViewChange {
+    ViewChange {
         new_view: 1,
         checkpoint: Checkpoint {
             seq: 0,
             digest: GENESIS,
         },
         checkpoint_proof: vec![],
-        prepared: vec![honest],
-    };
-    assert_eq!(r.check_shape(&Message::ViewChange(vc)), Ok(()));
-    assert_eq!(r.check_shape(&Message::PrePrepare(pp)), Ok(()));
+        prepared,
+    }
+}
+
+/// `pp` (of view 0, at sequence 1) with prepares from `backups`.
+fn certificate(pp: &PrePrepare, backups: &[ReplicaId]) -> PreparedCertificate {
+    PreparedCertificate {
+        pre_prepare: pp.clone(),
+        prepares: backups
+            .iter()
+            .map(|f| signed(*f, vote(0, 1, pp.digest)))
+            .collect(),
+    }
 }
