@@ -137,40 +137,90 @@ fn byzantine_primary_cannot_halt_fork_or_censor() {
     assert!(out.status.success(), "verify: {}", output_text(&out));
 }
 
-/// The primary equivocates (the upper half of its backups other than the highest get an empty
-/// proposal for every sequence number, with its commit, again every second) and forges status
-/// frames; the highest backup voted with the honest side, then its stores are deleted and it
-/// restarts knowing nothing. It must not vote with the other side: the correct stores never
-/// disagree on a block. With `commits_go_on` (n = 7, f = 2: a Byzantine primary and a
-/// recovering replica are within the fault model), records acknowledged after the restart
-/// commit too.
-fn amnesiac_replica_rejoins_without_fork(n: u16, commits_go_on: bool) {
+/// `exploit-amnesia`'s roles (see byzantine.rs): side A, side B and the swing (the highest
+/// backup, the one whose stores are deleted).
+fn amnesia_sides(n: usize) -> (Vec<usize>, Vec<usize>, usize) {
+    let swing = n - 1;
+    let others: Vec<usize> = (1..swing).collect();
+    let (side_a, side_b) = others.split_at(others.len().div_ceil(2));
+    (side_a.to_vec(), side_b.to_vec(), swing)
+}
+
+/// The sequence number in the first line of `log` that contains `what` (its `seq=` field).
+fn logged_seq(log: &str, what: &str) -> Option<u64> {
+    let line = log.lines().find(|line| line.contains(what))?;
+    let value = line.split("seq=").nth(1)?;
+    value
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The heights of `nodes` now (`None` for a node that does not answer).
+fn heights(net: &Net, nodes: &[usize]) -> Vec<Option<u64>> {
+    nodes
+        .iter()
+        .map(|&i| net.status(i).and_then(|status| status["height"].as_u64()))
+        .collect()
+}
+
+/// A view-change timeout long enough that the Byzantine primary's trap holds while validators
+/// are killed, wiped and restarted (a backup that waits longer on a request moves to the next
+/// view, which ends the trap).
+const TRAP_VIEW_CHANGE_TIMEOUT: &str = "10s";
+/// How much the cluster must grow after the wiped validator's return before that validator can
+/// vote again: its recovery bound is the highest execution it was told of plus L = 2K = 128
+/// (`pbft` crate docs, "Recovering from lost state").
+const RECOVERY_GROWTH: u64 = 128;
+
+/// Finding 2 at the process level. The primary of view 0 runs `exploit-amnesia` under load:
+/// after a few honest blocks it sets a trap (side A and the swing prepare and commit a block
+/// that cannot execute, the primary withholding its commit and hiding its progress; side B gets
+/// another block for the same (view, seq)). Then the swing is SIGKILLed, its chain.db and
+/// node.db (with their WAL files) deleted, and it restarts; with `crash_side_b`, side B is
+/// SIGKILLed with it and restarts with its stores (so that it no longer holds the swing's first
+/// votes, which would make it refuse the second ones). The primary keeps offering the swing the
+/// other block after a replay of what it had accepted, sees it come back, and releases the
+/// withheld commits to side A. A swing that voted as if new would let side B execute the other
+/// block: a fork (with recovery turned off, this test fails so at n = 4, and on the double vote
+/// at n = 7).
+///
+/// Asserted: the primary set its trap, saw the swing come back and released the trap (the
+/// attack ran); the swing restarted recovering; every correct validator reached the trapped
+/// height; no correct validator ever sent two different votes for one (view, seq) (the
+/// primary's observer logs any); the correct stores hold the same block at every height they
+/// share, and `medchain verify` passes on them. With `commits_go_on` (n = 7, f = 2: a
+/// Byzantine primary and a recovering replica are within the fault model) also: records
+/// acknowledged after the return commit, the cluster grows by [`RECOVERY_GROWTH`] past its
+/// height at the return, and the swing catches up and leaves recovery.
+fn wiped_validator_under_amnesia_exploit(n: u16, crash_side_b: bool, commits_go_on: bool) {
     let mut net = Net::setup(n);
-    make_byzantine(&mut net, BYZANTINE, "equivocate,forge-status");
+    net.set_setting(
+        "view_change_timeout",
+        &format!("\"{TRAP_VIEW_CHANGE_TIMEOUT}\""),
+    );
+    make_byzantine(&mut net, BYZANTINE, "exploit-amnesia");
     net.start_all();
     net.login_all();
     let n = n as usize;
-    let amnesiac = n - 1;
-    // The backups that get the honest proposals (see byzantine.rs: the lower half).
-    let honest: Vec<usize> = (1..=(n - 2).div_ceil(2)).collect();
-    let load = Load::start(&net, honest.clone(), "before", PAUSE);
-    wait_for(PROGRESS, "four records acknowledged", || {
-        (load.count() >= 4).then_some(())
-    });
-    let (before, _) = load.finish();
-    wait_committed(
-        &net,
-        &before,
-        PROGRESS,
-        "the records before the amnesia to commit",
-    );
+    let (side_a, side_b, swing) = amnesia_sides(n);
+    let correct: Vec<usize> = (0..n).filter(|&i| i != BYZANTINE).collect();
+    let submitters: Vec<usize> = side_a.iter().chain(&side_b).copied().collect();
 
-    eprintln!("before the amnesia:");
-    print_views(&net, &(1..n).collect::<Vec<_>>());
-    // The amnesiac's stores are deleted (the key and app.db stay), then it restarts.
-    let status = net.stop(amnesiac);
-    assert!(status.success(), "stop: {status}");
-    let node_dir = net.nodes[amnesiac].dir.clone();
+    let load = Load::start(&net, submitters.clone(), "before", PAUSE);
+    let trap_seq = wait_for(PROGRESS, "the Byzantine primary to set its trap", || {
+        logged_seq(&net.log(BYZANTINE), "byzantine trap set")
+    });
+    let mut crashed = vec![swing];
+    if crash_side_b {
+        crashed.extend(&side_b);
+    }
+    for &i in &crashed {
+        net.kill(i);
+    }
+    load.finish();
+    let node_dir = net.nodes[swing].dir.clone();
     for entry in std::fs::read_dir(&node_dir).expect("node dir") {
         let path = entry.expect("entry").path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -178,18 +228,67 @@ fn amnesiac_replica_rejoins_without_fork(n: u16, commits_go_on: bool) {
             std::fs::remove_file(&path).expect("delete");
         }
     }
-    net.start(amnesiac);
-    let restarted_at = Instant::now();
-    let load = Load::start(&net, honest.clone(), "after", PAUSE);
+    eprintln!("trap set at seq {trap_seq}; killed {crashed:?}, wiped validator {swing}");
+    for &i in &crashed {
+        net.spawn(i);
+    }
+    for &i in &crashed {
+        net.wait_healthy(i);
+    }
+    let returned_at = Instant::now();
+    let height_at_return = heights(&net, &side_a)
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+    let recovering = net.status(swing).map(|status| status["recovering"].clone());
+    assert_eq!(
+        recovering,
+        Some(serde_json::Value::Bool(true)),
+        "the wiped validator must restart recovering"
+    );
+    wait_for(
+        PROGRESS,
+        "the Byzantine primary to see the swing return",
+        || {
+            net.log(BYZANTINE)
+                .lines()
+                .any(|line| {
+                    line.contains("came back with nothing")
+                        && line.contains(&format!("peer={swing}"))
+                })
+                .then_some(())
+        },
+    );
+    wait_for(
+        PROGRESS,
+        "the Byzantine primary to release its trap",
+        || {
+            net.log(BYZANTINE)
+                .contains("byzantine trap released")
+                .then_some(())
+        },
+    );
+    let load = Load::start(&net, submitters, "after", PAUSE);
+    wait_for(
+        PROGRESS,
+        "every correct validator to reach the trapped height",
+        || {
+            heights(&net, &correct)
+                .iter()
+                .all(|height| height.is_some_and(|height| height >= trap_seq))
+                .then_some(())
+        },
+    );
     if commits_go_on {
         let after = wait_for(
             PROGRESS,
-            "four records acknowledged after the restart",
+            "four records acknowledged after the return",
             || {
                 let acks: Vec<_> = load
                     .acks()
                     .into_iter()
-                    .filter(|ack| ack.at > restarted_at)
+                    .filter(|ack| ack.at > returned_at)
                     .collect();
                 (acks.len() >= 4).then_some(acks)
             },
@@ -197,30 +296,64 @@ fn amnesiac_replica_rejoins_without_fork(n: u16, commits_go_on: bool) {
         wait_committed(
             &net,
             &after,
-            PROGRESS,
-            "records acknowledged after the amnesiac restarted to commit",
+            PROGRESS * 2,
+            "records acknowledged after the return to commit (a view change away from the \
+             Byzantine primary first)",
         );
-    } else {
-        // Only safety is owed: give the equivocation time to reach the amnesiac.
-        std::thread::sleep(Duration::from_secs(10));
+        let target = height_at_return + RECOVERY_GROWTH;
+        wait_for(
+            Duration::from_secs(150),
+            &format!(
+                "side A and the swing to pass height {target} and the swing to leave recovery"
+            ),
+            || {
+                let status = net.status(swing)?;
+                let height = status["height"].as_u64()?;
+                let side_a_there = heights(&net, &side_a)
+                    .iter()
+                    .all(|height| height.is_some_and(|height| height >= target));
+                (status["recovering"] == false && height >= target && side_a_there).then_some(())
+            },
+        );
+        eprintln!(
+            "the swing left recovery {:?} after its return",
+            returned_at.elapsed()
+        );
     }
     load.finish();
-    let correct: Vec<usize> = (0..n).filter(|&i| i != BYZANTINE).collect();
     assert_up(&mut net, &correct);
     print_views(&net, &correct);
 
+    let byzantine_log = net.log(BYZANTINE);
+    let double_votes: Vec<&str> = byzantine_log
+        .lines()
+        .filter(|line| line.contains("voted twice"))
+        .collect();
     net.kill(BYZANTINE);
     net.stop_all();
-    let heads = net.assert_no_fork(&correct);
-    eprintln!("no fork; the correct stores' heights: {heads:?}");
+    let heights = net.assert_no_fork(&correct);
+    eprintln!("no fork; the correct stores' heights: {heights:?}");
+    assert!(
+        double_votes.is_empty(),
+        "a correct validator voted twice for one (view, seq):\n{}",
+        double_votes.join("\n")
+    );
+    let byzantine_dir = net.nodes[BYZANTINE].dir.clone();
+    std::fs::rename(&byzantine_dir, net.path().join("byzantine-store")).expect("move away");
+    let out = net.verify();
+    assert!(out.status.success(), "verify: {}", output_text(&out));
 }
 
+/// n = 4: a Byzantine primary and a wiped validator are beyond f = 1, so only safety is owed;
+/// side B (one validator) crashes with the swing, without which no fork would be possible.
 #[test]
-fn amnesiac_replica_rejoins_without_fork_n4() {
-    amnesiac_replica_rejoins_without_fork(4, false);
+fn finding_2_wiped_validator_cannot_be_made_to_fork_n4() {
+    wiped_validator_under_amnesia_exploit(4, true, false);
 }
 
+/// n = 7, f = 2: the Byzantine primary and the recovering validator are within the fault
+/// model, so commits go on, and the wiped validator catches up and leaves recovery.
 #[test]
-fn amnesiac_replica_rejoins_without_fork_n7() {
-    amnesiac_replica_rejoins_without_fork(7, true);
+fn finding_2_wiped_validator_rejoins_and_commits_go_on_n7() {
+    wiped_validator_under_amnesia_exploit(7, false, true);
 }

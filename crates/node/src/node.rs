@@ -130,8 +130,17 @@ impl Node {
             (None, false) => {}
         }
         let (inbox_sender, inbox) = mpsc::sync_channel(INBOX_EVENTS);
+        // A Byzantine validator may watch what its peers send (byzantine.rs, `Seen`).
+        #[cfg(feature = "byzantine")]
+        let (peer_inbox, seen) = crate::byzantine::observe_inbox(
+            options.byzantine.as_ref(),
+            inbox_sender.clone(),
+            INBOX_EVENTS,
+        );
+        #[cfg(not(feature = "byzantine"))]
+        let peer_inbox = inbox_sender.clone();
         let transport = transport(Wiring {
-            inbox: inbox_sender.clone(),
+            inbox: peer_inbox,
             identity: ValidatorIdentity {
                 id,
                 key: key.clone(),
@@ -150,6 +159,7 @@ impl Node {
                 id,
                 n,
                 options.timing.max_batch,
+                seen,
             ),
             None => transport,
         };

@@ -559,6 +559,18 @@ impl Net {
         out
     }
 
+    /// Everything node `i` logged so far (stdout and stderr of every start), colours removed.
+    pub fn log(&self, i: usize) -> String {
+        let node = &self.nodes[i];
+        let mut text = String::new();
+        for start in 1..=node.starts {
+            for path in [node.out_log(start), node.err_log(start)] {
+                text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        strip_ansi(&text)
+    }
+
     fn print_logs(&self) {
         for node in &self.nodes {
             for start in 1..=node.starts {
@@ -580,6 +592,24 @@ impl Net {
             }
         }
     }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`), as tracing colours its fields.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Net {
