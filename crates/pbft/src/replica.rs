@@ -857,9 +857,10 @@ impl Replica {
 
     /// Checks what a message's shape alone can tell, with no state and no signature: batch
     /// sizes, view-change and new-view structure (sizes bounded by n and L, distinct signers,
-    /// quorums, digests), a recovery answer's certificate and querier's message. The caller runs it before verifying the message's signatures, so a
-    /// peer cannot make this validator verify more signatures than a valid message carries
-    /// (issue 8, finding 5). [`Replica::step`] checks the same again.
+    /// quorums, digests), a recovery answer's certificate and querier's message. The caller
+    /// runs it before verifying the message's signatures, so a peer cannot make this validator
+    /// verify more signatures than a valid message carries (issue 8, finding 5).
+    /// [`Replica::step`] checks the same again.
     pub fn check_shape(&self, message: &Message) -> Result<(), ProtocolError> {
         match message {
             Message::Forward(requests) => self.check_batch(requests),
