@@ -142,6 +142,23 @@ impl Certificate {
             source,
         })
     }
+
+    /// The certificate of the block at `height` with hash `block_hash` as the signed pbft
+    /// commits it is made of: each signature covers the commit vote's bytes, exactly what
+    /// [`crate::crypto::certificate_signing_bytes`] verifies (what a recovery answer carries).
+    pub fn commit_votes(&self, height: u64, block_hash: &Hash) -> Vec<pbft::Signed<pbft::Vote>> {
+        let vote = pbft::Vote {
+            view: self.view,
+            seq: height,
+            digest: *block_hash,
+        };
+        pbft::commit_votes(
+            vote,
+            self.signatures
+                .iter()
+                .map(|(signer, signature)| (*signer, pbft::Signature(*signature))),
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]

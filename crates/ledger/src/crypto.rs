@@ -380,6 +380,31 @@ mod tests {
         verify_certificate(&vk, &GENESIS, 5, &BLOCK, &cert(&sk, &[3, 1, 0, 2])).expect("valid");
     }
 
+    /// A recovery answer carries a stored certificate as pbft commits, whose signatures the
+    /// receiving edge checks over the commit messages' bytes: they must be the same bytes.
+    #[test]
+    fn certificate_as_commit_votes_verifies_as_embedded_commits() {
+        let (sk, vk) = keys(4);
+        let votes = cert(&sk, &[0, 2, 3]).commit_votes(5, &BLOCK);
+        assert_eq!(votes.len(), 3);
+        for commit in &votes {
+            assert_eq!(
+                commit.message,
+                pbft::Vote {
+                    view: 2,
+                    seq: 5,
+                    digest: BLOCK
+                }
+            );
+            let bytes = pbft::Message::Commit(commit.message).signing_bytes();
+            verify_embedded(&vk, &GENESIS, commit.from, &bytes, &commit.signature)
+                .expect("the certificate's signature is the commit's");
+            assert!(
+                verify_embedded(&vk, &[0; 32], commit.from, &bytes, &commit.signature).is_err()
+            );
+        }
+    }
+
     #[test]
     fn certificate_faults_are_named() {
         let (sk, _) = keys(5);

@@ -556,6 +556,28 @@ impl Runtime {
         }
     }
 
+    /// The caller's duty for a recovery answer (pbft's contract, item 10): claim the chain's
+    /// head with its stored commit certificate, which the querier's edge verifies, or nothing
+    /// (0, no proof) at genesis or if the certificate cannot be read.
+    fn prove_execution(&self, message: Message) -> Message {
+        let Message::RecoveryAnswer(mut answer) = message else {
+            return message;
+        };
+        let (height, hash) = self.chain.head();
+        let certificate = match self.chain.certificate(height) {
+            Ok(certificate) => certificate.filter(|_| height > 0),
+            Err(error) => {
+                warn!(%error, height, "cannot read the head's certificate for a recovery answer");
+                None
+            }
+        };
+        answer.last_executed = certificate.as_ref().map_or(0, |_| height);
+        answer.executed_proof = certificate
+            .map(|certificate| certificate.commit_votes(height, &hash))
+            .unwrap_or_default();
+        Message::RecoveryAnswer(answer)
+    }
+
     /// Executes actions in order. Protocol records are written (one fsync) before the first
     /// send that follows them; sends before them may go first, which is always safe.
     fn execute(&mut self, mut actions: Vec<Action>) -> Result<(), NodeError> {
@@ -577,6 +599,7 @@ impl Runtime {
                     } => forwards.entry(to).or_default().extend(requests),
                     Action::Send { to, message } => {
                         self.flush_records(&mut records)?;
+                        let message = self.prove_execution(message);
                         let signed = self.auth.sign(&self.key, self.id, message);
                         self.send_frame(to, Wire::Consensus(signed));
                     }

@@ -231,6 +231,8 @@ fn embedded_requests<'m>(message: &'m Message, out: &mut Vec<&'m Request>) {
                 view_change(&vc.message, out);
             }
         }
+        // A recovery answer's querier message is read for its view only: nothing in it is
+        // executed (its signature, the querier's, is among the embedded ones checked).
         Message::Prepare(_)
         | Message::Commit(_)
         | Message::Checkpoint(_)

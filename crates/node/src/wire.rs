@@ -62,7 +62,7 @@ pub enum FrameKind {
     Small = 0,
     /// A pre-prepare or a forward: at most one batch of requests.
     Batch = 1,
-    /// A view-change or a new-view.
+    /// A view-change, a new-view, or a recovery answer (which may carry one).
     ViewChange = 2,
     /// An answer to `FetchBlocks`.
     Blocks = 3,
@@ -73,12 +73,15 @@ impl FrameKind {
         match wire {
             Wire::Consensus(signed) => match &signed.message {
                 Message::Forward(_) | Message::PrePrepare(_) => FrameKind::Batch,
-                Message::ViewChange(_) | Message::NewView(_) => FrameKind::ViewChange,
+                // An answer carries a certificate (n signed commits) and may carry the querier's
+                // own view-change or new-view; one per answerer and query.
+                Message::ViewChange(_) | Message::NewView(_) | Message::RecoveryAnswer(_) => {
+                    FrameKind::ViewChange
+                }
                 Message::Prepare(_)
                 | Message::Commit(_)
                 | Message::Checkpoint(_)
-                | Message::RecoveryQuery(_)
-                | Message::RecoveryAnswer(_) => FrameKind::Small,
+                | Message::RecoveryQuery(_) => FrameKind::Small,
             },
             Wire::Blocks(_) => FrameKind::Blocks,
             Wire::FetchBlocks { .. } | Wire::Status { .. } | Wire::Cut => FrameKind::Small,
@@ -192,6 +195,38 @@ mod tests {
             assert_eq!(FrameKind::from_byte(kind as u8), Some(kind));
         }
         assert_eq!(FrameKind::from_byte(9), None);
+    }
+
+    #[test]
+    fn recovery_answer_with_a_full_certificate_fits_its_bound() {
+        let n = 10;
+        let commit = pbft::Vote {
+            view: u64::MAX,
+            seq: u64::MAX,
+            digest: [7; 32],
+        };
+        let answer = pbft::RecoveryAnswer {
+            nonce: u64::MAX,
+            querier: 0,
+            last_executed: u64::MAX,
+            executed_proof: pbft::commit_votes(
+                commit,
+                (0..n).map(|i| (i, pbft::Signature([1; 64]))),
+            ),
+            querier_message: Some(Box::new(Signed {
+                from: 0,
+                message: pbft::ViewMessage::Commit(commit),
+                signature: pbft::Signature([2; 64]),
+            })),
+        };
+        let wire = Wire::Consensus(Signed {
+            from: 1,
+            message: Message::RecoveryAnswer(answer),
+            signature: pbft::Signature([3; 64]),
+        });
+        let kind = FrameKind::of(&wire);
+        let bytes = borsh::to_vec(&wire).unwrap();
+        assert!(bytes.len() <= FrameLimits::new(n as usize, 1, 2).max_bytes(kind));
     }
 
     #[test]

@@ -193,6 +193,8 @@ pub enum ProtocolError {
     StaleStateTransfer { seq: SeqNo },
     #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
     UnexpectedRecoveryAnswer,
+    #[error("invalid recovery answer: {0}")]
+    InvalidRecoveryAnswer(&'static str),
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@
 //!
 //! 1. **Verify before stepping.** Check the outer signature of every message and every
 //!    signature embedded in it ([`Message::embedded_signatures`]: checkpoint proofs and
-//!    prepares inside view-changes, view-changes inside new-views). Drop the message if any
-//!    fails. The replica checks everything else (sender range, views, digests, watermarks,
+//!    prepares inside view-changes, view-changes inside new-views, a recovery answer's commit
+//!    certificate and querier's message). Drop the message if any fails. The replica checks everything else (sender range, views, digests, watermarks,
 //!    quorums, certificates, O sets).
 //! 2. **Execute actions in order.** [`Action::Persist`] must be durable (fsync) before any
 //!    later action of the same step is executed: the replica always emits the persist before
@@ -55,14 +55,22 @@
 //!    crash are lost from the replica; the node's mempool re-submits them. If the records may
 //!    be incomplete (lost, deleted, restored from a backup), set [`Restored::recovering`], and
 //!    always pass a fresh random [`Restored::nonce`] (see "Recovering from lost state").
-//! 9. **Alarms.** Log and count every [`Action::Alarm`] (also [`LogStats::alarms`]): each one
-//!    means the fault model was exceeded or this replica's stores are damaged.
 //! 7. **Requests are deduplicated** by id (pending, in the log, or among the last
 //!    `executed_window` executed); a request can still be ordered twice after a restart or a
 //!    Byzantine primary, so the application must also skip ids it already applied.
 //! 8. **Clients retry.** A request accepted by a replica that then crashes, or by a faulty
 //!    primary that drops it, is lost: if it does not commit in time, submit it again, ideally
 //!    to several replicas.
+//! 9. **Alarms.** Log and count every [`Action::Alarm`] (also [`LogStats::alarms`]): each one
+//!    means the fault model was exceeded or this replica's stores are damaged.
+//! 10. **Prove recovery answers.** Before signing an [`Action::Send`] of a [`RecoveryAnswer`],
+//!     set its `last_executed` to the height of the head of the executed chain and its
+//!     `executed_proof` to that block's commit certificate ([`commit_votes`];
+//!     [`RecoveryAnswer::prove_executed`] from a [`Committed`]), or 0 and no proof when the
+//!     chain holds nothing but genesis. The replica keeps no certificates of what it executed (state transfer and
+//!     restarts bring blocks it never saw commit), so it fills in its own last executed
+//!     sequence number with no proof, which the querier refuses. The chain's head may lag the
+//!     replica's or lead it: either is a true, certified claim.
 //!
 //! # Changes to the original message contract
 //!
@@ -121,13 +129,19 @@
 //!
 //! 1. It broadcasts a [`RecoveryQuery`] with the caller's nonce (resent every
 //!    `retransmit_ticks`). Every replica answers the querier alone with a [`RecoveryAnswer`]:
-//!    the nonce, its current view, the highest view it saw from the querier, its last executed
-//!    sequence number. The answer is signed like every message, and the nonce and querier make
-//!    an answer to another query useless.
-//! 2. With answers from 2f+1 *other* replicas it takes V = the highest view reported (current
-//!    or seen from it) and H = the highest executed sequence number reported plus L, and
-//!    persists the bound `(V, H)`. It reaches the cluster's view by the f+1 rule (§4.5.2), not
-//!    by jumping to V, so that an inflated V cannot strand it in a view nobody else is in.
+//!    the nonce; its executed head with that block's commit certificate (filled in by its
+//!    caller, contract item 10); and the querier's own signed message of the highest view it
+//!    accepted from the querier, if any. The answer is signed like every message, the nonce
+//!    and querier make an answer to another query useless, and the caller verifies every
+//!    embedded signature (item 1).
+//! 2. An answer must prove what it claims: a certificate of at least a quorum of distinct
+//!    replicas' commits of one view and digest at the executed sequence number it names, and
+//!    a message that the querier signed. Otherwise it is refused
+//!    ([`ProtocolError::InvalidRecoveryAnswer`]) and does not count. With proven answers from
+//!    2f+1 *other* replicas it takes V = the highest view among the querier's messages and
+//!    the certificates, and H = the highest certified execution plus L, and persists the
+//!    bound `(V, H)`. It reaches the cluster's view by the f+1 rule (§4.5.2), not by jumping
+//!    to V, so that it is never alone in a view.
 //! 3. It stays passive until it is in a view of at least V with a stable checkpoint of at
 //!    least H (and, if it is changing to a view up to V that it leads, until the next view:
 //!    it may have sent that view's new-view before), then takes part as usual (at the next
@@ -138,27 +152,36 @@
 //! was its stable checkpoint; 2f+1 replicas had sent checkpoints at `h`, so had executed
 //! through it, and execution only moves forward. The 2f+1 answerers and those 2f+1 signers
 //! (less the querier) share at least f+1 replicas, one of them correct even with f faulty
-//! replicas besides the querier: its reported execution is at least `h`, so H >= h + L. After
-//! recovery its stable checkpoint is at least H, and it never again sends a vote at or below
-//! it. Likewise a view in which it took part was entered with 2f+1 view-changes (or is view
-//! 0), and a correct one of their senders answers with a view at least that high, so V covers
-//! every view it voted in; a view-change it sent that reached a correct answerer is covered by
-//! "seen from the querier". Its view-changes after recovery carry a checkpoint at least H, so
-//! they cover everything it prepared before.
+//! replicas besides the querier: it answers with its real head, at least `h`, and that block's
+//! real certificate, so H >= h + L. After recovery its stable checkpoint is at least H, and it
+//! never again sends a vote at or below it: whatever view it votes in, no vote of its lost
+//! life is at the same sequence number. A view-change or new-view it sent that reached a
+//! correct answerer is covered by V: the answerer shows the querier's message of the highest
+//! view it accepted, so V is at least that view-change's view, and the replica does not leave
+//! recovery below it (and does not lead it again, step 3). Its view-changes after recovery
+//! carry a checkpoint at least H, so they cover everything it prepared before.
+//!
+//! Why no faulty answerer can strand it. H is a sequence number 2f+1 replicas committed, and
+//! V a view the replica asked for itself or one in which 2f+1 replicas committed: a faulty
+//! answerer can leave things out (the correct answers cover them), not make them up, since it
+//! can forge neither the querier's signature nor a quorum's. Once the cluster commits L
+//! sequence numbers past its highest execution, the replica takes part again. (If its lost
+//! life had asked alone for a view the others never reached, it waits for them there, as
+//! that life would have.)
 //!
 //! Limits. A recovering replica counts towards f (with n = 4, a faulty primary plus a
 //! recovering replica is beyond the fault model: safety still holds by the argument above,
-//! liveness is not owed). A faulty answerer can only raise V and H: the replica then stays
-//! passive longer, for good if the cluster never reaches them, which costs the cluster that
-//! replica but never safety. A view-change it sent that reached only replicas which do not
-//! answer is not covered by V; its later votes are still at sequence numbers above H, so they
-//! contradict no vote, only that view-change's promise (§4.4) to stay out of lower views.
-//! The cluster must advance L sequence numbers past its highest execution before the replica
-//! votes again. With n <= 2 there are not 2f+1 other replicas to ask: the flag is ignored.
-//! TOCS'02 §4.3.2's proactive recovery differs: there a replica keeps its log, reboots from a
-//! trusted copy, refreshes its keys, and estimates its high watermark from 2f+1 answers in
-//! the same way; here the log itself is lost, so the replica also stays out of the views it
-//! may have voted in, and no key refresh is needed because the caller's nonce defeats replays.
+//! liveness is not owed). Not covered: a view-change or new-view of the lost life that reached
+//! only faulty replicas, or only correct ones that restarted since (what an answerer shows of
+//! the querier is kept in memory). The replica's later votes are still above H, so they
+//! contradict no vote; but a faulty primary of that view-change's view could use it, with its
+//! promise (§4.4) to stay out of lower views, against votes the replica cast in such a lower
+//! view after recovery. TOCS'02 §4.3.2 cures this by refreshing the replica's keys when it
+//! recovers, so that messages of its earlier life are refused; that is the next step here.
+//! With n <= 2 there are not 2f+1 other replicas to ask: the flag is ignored. The rest of
+//! §4.3.2 differs too: there a replica keeps its log, reboots from a trusted copy and
+//! estimates its high watermark from 2f+1 answers in the same way; here the log itself is
+//! lost, and the caller's nonce defeats replayed answers.
 
 mod checkpoint;
 mod config;

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use crate::types::{Digest, Proposal, ReplicaId, Request, SeqNo, Signature, View};
+use crate::types::{Committed, Digest, Proposal, ReplicaId, Request, SeqNo, Signature, View};
 
 /// A message with its sender and the sender's signature over [`Message::signing_bytes`].
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -76,19 +76,130 @@ pub struct RecoveryQuery {
     pub nonce: u64,
 }
 
-/// One replica's answer to a [`RecoveryQuery`], sent to the querier only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+/// One replica's answer to a [`RecoveryQuery`], sent to the querier only. Each claim it makes
+/// is proven by signatures that the caller verifies at the edge
+/// ([`Message::embedded_signatures`]), so a faulty answerer can understate the querier's bound
+/// but never inflate it (see the crate docs, "Recovering from lost state").
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct RecoveryAnswer {
     /// The query's nonce.
     pub nonce: u64,
     /// Who asked: an answer is only valid for that replica.
     pub querier: ReplicaId,
-    /// The answerer's current view.
-    pub view: View,
-    /// The highest view the answerer has seen in a message of the querier.
-    pub querier_view: View,
-    /// The answerer's last executed sequence number.
+    /// The highest sequence number the answerer executed, with `executed_proof`. The replica
+    /// puts its own last executed sequence number here and no proof; the caller replaces both
+    /// with its chain's head and that block's commit certificate before signing (caller's
+    /// contract in the crate docs). 0 with no proof claims nothing.
     pub last_executed: SeqNo,
+    /// The commit certificate of `last_executed`: commits of one view and digest at
+    /// `last_executed` from at least a quorum of distinct replicas (see [`commit_votes`]).
+    pub executed_proof: Vec<Signed<Vote>>,
+    /// The message of the highest view the answerer accepted from the querier, signed by the
+    /// querier: the querier's own word for a view it was in (or asked to move to).
+    pub querier_message: Option<Box<Signed<ViewMessage>>>,
+}
+
+impl RecoveryAnswer {
+    /// The caller's duty (crate docs, contract item 10) for a caller that keeps the
+    /// [`Committed`] blocks it executed: claim the last one, `head`, with its certificate, or
+    /// nothing (0, no proof) if there is none.
+    pub fn prove_executed(&mut self, head: Option<&Committed>) {
+        self.last_executed = head.map_or(0, |c| c.proposal.seq);
+        self.executed_proof = head.map(Committed::commit_votes).unwrap_or_default();
+    }
+}
+
+/// A message that belongs to a view, as a [`RecoveryAnswer`] carries the querier's. Its own
+/// type rather than [`Message`], so that an answer cannot nest answers (decoding depth is
+/// bounded by the type), and a pre-prepare travels as the vote its signature covers, without
+/// its batch.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum ViewMessage {
+    /// A pre-prepare's `(view, seq, digest)`: all its signature covers.
+    PrePrepare(Vote),
+    Prepare(Vote),
+    Commit(Vote),
+    ViewChange(ViewChange),
+    NewView(NewView),
+}
+
+impl ViewMessage {
+    /// The view-carrying part of `message` (`None` for messages without a view); a view-change
+    /// or new-view is cloned whole, since its signature covers every byte.
+    pub fn of(message: &Message) -> Option<ViewMessage> {
+        Some(match message {
+            Message::PrePrepare(pp) => ViewMessage::PrePrepare(Vote {
+                view: pp.view,
+                seq: pp.proposal.seq,
+                digest: pp.digest,
+            }),
+            Message::Prepare(vote) => ViewMessage::Prepare(*vote),
+            Message::Commit(vote) => ViewMessage::Commit(*vote),
+            Message::ViewChange(vc) => ViewMessage::ViewChange(vc.clone()),
+            Message::NewView(nv) => ViewMessage::NewView(nv.clone()),
+            Message::Forward(_)
+            | Message::Checkpoint(_)
+            | Message::RecoveryQuery(_)
+            | Message::RecoveryAnswer(_) => return None,
+        })
+    }
+
+    /// The view, as [`Message::view`] gives it for the message this came from.
+    pub fn view(&self) -> View {
+        match self {
+            ViewMessage::PrePrepare(v) | ViewMessage::Prepare(v) | ViewMessage::Commit(v) => v.view,
+            ViewMessage::ViewChange(vc) => vc.new_view,
+            ViewMessage::NewView(nv) => nv.view,
+        }
+    }
+
+    /// Whether it is a single vote (small), not a view-change or new-view.
+    pub fn is_vote(&self) -> bool {
+        matches!(
+            self,
+            ViewMessage::PrePrepare(_) | ViewMessage::Prepare(_) | ViewMessage::Commit(_)
+        )
+    }
+
+    /// The bytes its sender signed: those of the message it came from.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        match self {
+            ViewMessage::PrePrepare(vote) => vote_bytes(TAG_PRE_PREPARE, vote),
+            ViewMessage::Prepare(vote) => vote_bytes(TAG_PREPARE, vote),
+            ViewMessage::Commit(vote) => commit_signing_bytes(vote),
+            ViewMessage::ViewChange(vc) => tagged_borsh(TAG_VIEW_CHANGE, vc),
+            ViewMessage::NewView(nv) => tagged_borsh(TAG_NEW_VIEW, nv),
+        }
+    }
+}
+
+/// A commit certificate (`signatures` by their signers over
+/// [`commit_signing_bytes`]`(vote)`) as the signed commit votes it is made of.
+pub fn commit_votes(
+    vote: Vote,
+    signatures: impl IntoIterator<Item = (ReplicaId, Signature)>,
+) -> Vec<Signed<Vote>> {
+    signatures
+        .into_iter()
+        .map(|(from, signature)| Signed {
+            from,
+            message: vote,
+            signature,
+        })
+        .collect()
+}
+
+impl Committed {
+    /// Its commit certificate as the signed commits it is made of (what a [`RecoveryAnswer`]
+    /// carries as `executed_proof`).
+    pub fn commit_votes(&self) -> Vec<Signed<Vote>> {
+        let vote = Vote {
+            view: self.commit_view,
+            seq: self.proposal.seq,
+            digest: self.digest,
+        };
+        commit_votes(vote, self.signatures.iter().copied())
+    }
 }
 
 /// The messages of §4. A [`Checkpoint`] at a sequence number that is not a multiple of the
@@ -136,8 +247,8 @@ impl Message {
     }
 
     /// Every signed message embedded in this one, as `(signer, signing bytes, signature)`:
-    /// checkpoint proofs and prepares inside a view-change, and the view-changes inside a
-    /// new-view (recursively). The caller must verify all of them, as it verifies the outer
+    /// checkpoint proofs and prepares inside a view-change, the view-changes inside a
+    /// new-view (recursively), and a recovery answer's commit certificate and querier's message. The caller must verify all of them, as it verifies the outer
     /// signature, before handing the message to the replica: the core never checks signatures.
     pub fn embedded_signatures(&self) -> Vec<(ReplicaId, Vec<u8>, Signature)> {
         let mut out = Vec::new();
@@ -151,6 +262,20 @@ impl Message {
                         vc.signature,
                     ));
                     view_change_signatures(&vc.message, &mut out);
+                }
+            }
+            Message::RecoveryAnswer(answer) => {
+                for commit in &answer.executed_proof {
+                    out.push((
+                        commit.from,
+                        commit_signing_bytes(&commit.message),
+                        commit.signature,
+                    ));
+                }
+                // Only the querier's signature: the querier takes the view it signed, nothing
+                // else from inside (what a view-change carries was checked when it arrived).
+                if let Some(m) = &answer.querier_message {
+                    out.push((m.from, m.message.signing_bytes(), m.signature));
                 }
             }
             _ => {}
@@ -232,4 +357,98 @@ fn tagged_borsh<T: BorshSerialize>(tag: u8, value: &T) -> Vec<u8> {
     // Serialising into a Vec cannot fail.
     value.serialize(&mut bytes).unwrap_or_default();
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(view: View) -> Vote {
+        Vote {
+            view,
+            seq: 3,
+            digest: [4; 32],
+        }
+    }
+
+    /// The querier checks its own signature over a `ViewMessage`'s bytes: they must be the
+    /// bytes it signed when it sent the message, for every kind.
+    #[test]
+    fn view_message_signs_as_the_message_it_came_from() {
+        let pre_prepare = PrePrepare {
+            view: 2,
+            digest: [4; 32],
+            proposal: Arc::new(Proposal {
+                seq: 3,
+                view: 2,
+                proposer: 2,
+                prev: [0; 32],
+                requests: Vec::new(),
+            }),
+        };
+        let view_change = ViewChange {
+            new_view: 5,
+            checkpoint: Checkpoint {
+                seq: 0,
+                digest: [0; 32],
+            },
+            checkpoint_proof: Vec::new(),
+            prepared: Vec::new(),
+        };
+        let new_view = NewView {
+            view: 6,
+            view_changes: Vec::new(),
+            pre_prepares: vec![pre_prepare.clone()],
+        };
+        let messages = [
+            Message::PrePrepare(pre_prepare),
+            Message::Prepare(vote(3)),
+            Message::Commit(vote(4)),
+            Message::ViewChange(view_change),
+            Message::NewView(new_view),
+        ];
+        for message in messages {
+            let shown = ViewMessage::of(&message).expect("has a view");
+            assert_eq!(
+                shown.signing_bytes(),
+                message.signing_bytes(),
+                "{message:?}"
+            );
+            assert_eq!(Some(shown.view()), message.view());
+        }
+        assert_eq!(ViewMessage::of(&Message::Forward(Vec::new())), None);
+    }
+
+    /// The edge verifies every commit of the certificate and the querier's signature.
+    #[test]
+    fn recovery_answer_lists_its_embedded_signatures() {
+        let commit = vote(1);
+        let answer = RecoveryAnswer {
+            nonce: 1,
+            querier: 3,
+            last_executed: 3,
+            executed_proof: commit_votes(commit, [0, 1, 2].map(|i| (i, Signature([i as u8; 64])))),
+            querier_message: Some(Box::new(Signed {
+                from: 3,
+                message: ViewMessage::Prepare(vote(0)),
+                signature: Signature([3; 64]),
+            })),
+        };
+        let listed = Message::RecoveryAnswer(answer).embedded_signatures();
+        let mut expected: Vec<_> = (0..3)
+            .map(|i| {
+                (
+                    i,
+                    Message::Commit(commit).signing_bytes(),
+                    Signature([i as u8; 64]),
+                )
+            })
+            .collect();
+        expected.push((
+            3,
+            Message::Prepare(vote(0)).signing_bytes(),
+            Signature([3; 64]),
+        ));
+        assert_eq!(listed, expected);
+    }
 }

@@ -1,7 +1,7 @@
 //! Recovering from lost durable state (issue 8, finding 2; compare TOCS'02 §4.3.2, proactive
 //! recovery). The argument is in the crate docs, "Recovering from lost state".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::ProtocolError;
 use crate::durable::Durable;
@@ -85,7 +85,10 @@ impl Replica {
         }
     }
 
-    /// Every replica answers a query, with the nonce, to the querier only.
+    /// Every replica answers a query, with the nonce, to the querier only: its last executed
+    /// sequence number (the caller replaces it with its chain's head and adds that block's
+    /// commit certificate, see the crate docs) and the querier's own message of the highest
+    /// view it accepted.
     pub(crate) fn on_recovery_query(
         &mut self,
         from: ReplicaId,
@@ -100,17 +103,68 @@ impl Replica {
             message: Message::RecoveryAnswer(RecoveryAnswer {
                 nonce: query.nonce,
                 querier: from,
-                view: self.view,
-                querier_view: self.max_view_seen.get(&from).copied().unwrap_or(0),
                 last_executed: self.last_executed.0,
+                executed_proof: Vec::new(),
+                querier_message: self.highest_view_shown.get(&from).cloned(),
             }),
         });
         Ok(())
     }
 
-    /// With 2f+1 answers from other replicas, the bound is the highest view reported (as
-    /// anyone's current view or as seen from this replica) and the highest executed sequence
-    /// number reported plus L.
+    /// What an answer proves, from its shape alone (signatures are the caller's): the
+    /// certificate holds commits of one view and digest at `last_executed` from at least a
+    /// quorum of distinct replicas (none for 0), and the querier's message is the querier's.
+    pub(crate) fn validate_recovery_answer(
+        &self,
+        answer: &RecoveryAnswer,
+    ) -> Result<(), ProtocolError> {
+        let invalid = ProtocolError::InvalidRecoveryAnswer;
+        if answer
+            .querier_message
+            .as_ref()
+            .is_some_and(|m| m.from != answer.querier)
+        {
+            return Err(invalid(
+                "the querier's message is signed by another replica",
+            ));
+        }
+        let proof = &answer.executed_proof;
+        let Some(first) = proof.first() else {
+            return match answer.last_executed {
+                0 => Ok(()),
+                _ => Err(invalid(
+                    "an executed sequence number without its certificate",
+                )),
+            };
+        };
+        if answer.last_executed == 0 {
+            return Err(invalid("a certificate for sequence number 0"));
+        }
+        if proof.len() < self.cfg.quorum() || proof.len() > self.cfg.n as usize {
+            return Err(invalid("a certificate not of a quorum of replicas"));
+        }
+        let mut signers = BTreeSet::new();
+        for commit in proof {
+            if commit.from >= self.cfg.n || !signers.insert(commit.from) {
+                return Err(invalid("a certificate with an unknown or repeated signer"));
+            }
+            if commit.message.seq != answer.last_executed
+                || commit.message.view != first.message.view
+                || commit.message.digest != first.message.digest
+            {
+                return Err(invalid(
+                    "a certificate whose commits are not all of one view and digest at its \
+                     sequence number",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// With 2f+1 proven answers from other replicas, the bound is V = the highest view proven
+    /// (by the querier's own messages and the certificates' views) and H = the highest
+    /// certified execution plus L. An answer that proves less than it claims is refused and
+    /// does not count.
     pub(crate) fn on_recovery_answer(
         &mut self,
         from: ReplicaId,
@@ -118,15 +172,21 @@ impl Replica {
         actions: &mut Vec<Action>,
     ) -> Result<(), ProtocolError> {
         let (id, quorum, window) = (self.cfg.id, self.cfg.quorum(), self.cfg.watermark_window);
+        let nonce = self
+            .recovery
+            .as_ref()
+            .and_then(|r| r.query.as_ref())
+            .map(|q| q.nonce);
+        if from == id || answer.querier != id || Some(answer.nonce) != nonce {
+            return Err(ProtocolError::UnexpectedRecoveryAnswer);
+        }
+        self.validate_recovery_answer(&answer)?;
         let Some(recovery) = self.recovery.as_mut() else {
             return Err(ProtocolError::UnexpectedRecoveryAnswer);
         };
         let Some(query) = recovery.query.as_mut() else {
             return Err(ProtocolError::UnexpectedRecoveryAnswer);
         };
-        if from == id || answer.querier != id || answer.nonce != query.nonce {
-            return Err(ProtocolError::UnexpectedRecoveryAnswer);
-        }
         if query.answers.insert(from, answer).is_some() {
             return Err(ProtocolError::Duplicate);
         }
@@ -136,7 +196,11 @@ impl Replica {
         let answers = query.answers.values();
         let view = answers
             .clone()
-            .map(|a| a.view.max(a.querier_view))
+            .flat_map(|a| {
+                let querier = a.querier_message.as_ref().map(|m| m.message.view());
+                let certificate = a.executed_proof.first().map(|c| c.message.view);
+                querier.into_iter().chain(certificate)
+            })
             .max()
             .unwrap_or(0);
         let executed = answers.map(|a| a.last_executed).max().unwrap_or(0);
@@ -147,8 +211,8 @@ impl Replica {
         recovery.bound = bound;
         recovery.query = None;
         // The replica does not jump to V: it reaches the cluster's view by the f+1 rule
-        // (§4.5.2), so an inflated V from a faulty answerer only keeps it passive, it never
-        // strands it in a view nobody else is in.
+        // (§4.5.2); V is the view of a message it signed itself or of a certificate, so the
+        // cluster has been there or it had asked to go there.
         actions.push(Action::Persist(Durable::Recovery { bound: Some(bound) }));
         Ok(())
     }

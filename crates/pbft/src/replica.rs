@@ -9,7 +9,8 @@ use crate::config::{Config, ProtocolError, Restored};
 use crate::durable::Durable;
 use crate::io::{Action, Alarm, Input};
 use crate::message::{
-    Checkpoint, Message, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange, Vote,
+    Checkpoint, Message, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange, ViewMessage,
+    Vote,
 };
 use crate::recovery::Recovery;
 use crate::types::{Committed, Digest, Proposal, ReplicaId, Request, SeqNo, View};
@@ -153,8 +154,10 @@ pub struct Replica {
     /// `VIEW_CHANGES_PER_SENDER` (the highest views) per sender. Several views are kept
     /// because a replica that timed out into v+1 must still count towards v's new-view.
     pub(crate) view_changes: BTreeMap<ReplicaId, BTreeMap<View, Signed<ViewChange>>>,
-    /// The highest view each sender has shown in any message (for the f+1 rule, §4.5.2).
-    pub(crate) max_view_seen: BTreeMap<ReplicaId, View>,
+    /// The accepted message of the highest view from each sender, signed by it: its view
+    /// drives the f+1 rule (§4.5.2), and a recovering sender is shown it as proof of a view it
+    /// was in (`recovery.rs`). Of one view, a vote is kept rather than a view-change (smaller).
+    pub(crate) highest_view_shown: BTreeMap<ReplicaId, Box<Signed<ViewMessage>>>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
     pub(crate) last_new_view: Option<NewView>,
     /// Messages of views not entered yet, per sender (bounded per sender).
@@ -208,7 +211,7 @@ impl Replica {
             claims: BTreeMap::new(),
             fetch: None,
             view_changes: BTreeMap::new(),
-            max_view_seen: BTreeMap::new(),
+            highest_view_shown: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
             alarms: 0,
@@ -446,7 +449,16 @@ impl Replica {
         }
         // Only messages the replica accepts count for the f+1 rule (§4.5.2): a malformed one
         // must not change its state.
-        let shown_view = m.message.view().filter(|_| from != self.cfg.id);
+        let shown = m
+            .message
+            .view()
+            .filter(|_| from != self.cfg.id)
+            .and_then(|view| self.shows_more(from, view, &m.message))
+            .map(|message| Signed {
+                from,
+                message,
+                signature: m.signature,
+            });
         let Signed {
             from,
             message,
@@ -501,13 +513,22 @@ impl Replica {
             Message::RecoveryAnswer(a) => self.on_recovery_answer(from, a, actions),
         };
         if result.is_ok() {
-            if let Some(v) = shown_view {
-                let seen = self.max_view_seen.entry(from).or_insert(0);
-                *seen = (*seen).max(v);
+            if let Some(shown) = shown {
+                self.highest_view_shown.insert(from, Box::new(shown));
             }
             self.join_higher_view(actions);
         }
         result
+    }
+
+    /// `message` (of `view`, from `from`) as it is kept, if it is worth keeping over the one
+    /// kept: a higher view, or a vote where a view-change or new-view of that view is kept.
+    fn shows_more(&self, from: ReplicaId, view: View, message: &Message) -> Option<ViewMessage> {
+        let kept = self.highest_view_shown.get(&from).map(|k| &k.message);
+        if kept.is_some_and(|k| view < k.view() || (view == k.view() && k.is_vote())) {
+            return None;
+        }
+        ViewMessage::of(message).filter(|new| kept.is_none_or(|k| view > k.view() || new.is_vote()))
     }
 
     // ----- time --------------------------------------------------------------------------
@@ -836,20 +857,21 @@ impl Replica {
 
     /// Checks what a message's shape alone can tell, with no state and no signature: batch
     /// sizes, view-change and new-view structure (sizes bounded by n and L, distinct signers,
-    /// quorums, digests). The caller runs it before verifying the message's signatures, so a
-    /// peer cannot make this validator verify more signatures than a valid message carries
-    /// (issue 8, finding 5). [`Replica::step`] checks the same again.
+    /// quorums, digests), a recovery answer's certificate and querier's message. The caller
+    /// runs it before verifying the message's signatures, so a peer cannot make this validator
+    /// verify more signatures than a valid message carries (issue 8, finding 5).
+    /// [`Replica::step`] checks the same again.
     pub fn check_shape(&self, message: &Message) -> Result<(), ProtocolError> {
         match message {
             Message::Forward(requests) => self.check_batch(requests),
             Message::PrePrepare(pp) => self.check_batch(&pp.proposal.requests),
             Message::ViewChange(vc) => self.validate_view_change(vc),
             Message::NewView(nv) => self.validate_new_view(nv),
+            Message::RecoveryAnswer(answer) => self.validate_recovery_answer(answer),
             Message::Prepare(_)
             | Message::Commit(_)
             | Message::Checkpoint(_)
-            | Message::RecoveryQuery(_)
-            | Message::RecoveryAnswer(_) => Ok(()),
+            | Message::RecoveryQuery(_) => Ok(()),
         }
     }
 

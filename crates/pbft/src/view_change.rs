@@ -22,10 +22,14 @@ impl Replica {
     /// join the smallest such view (the (f+1)-th highest view seen).
     pub(crate) fn join_higher_view(&mut self, actions: &mut Vec<Action>) {
         let f = self.cfg.f();
-        if self.max_view_seen.len() <= f {
+        if self.highest_view_shown.len() <= f {
             return;
         }
-        let mut views: Vec<View> = self.max_view_seen.values().copied().collect();
+        let mut views: Vec<View> = self
+            .highest_view_shown
+            .values()
+            .map(|shown| shown.message.view())
+            .collect();
         views.sort_unstable_by(|a, b| b.cmp(a));
         let target = views[f];
         if target > self.view {

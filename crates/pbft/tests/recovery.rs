@@ -198,9 +198,9 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
     let answer = RecoveryAnswer {
         nonce: 8,
         querier: 3,
-        view: 0,
-        querier_view: 0,
         last_executed: 0,
+        executed_proof: Vec::new(),
+        querier_message: None,
     };
     assert_eq!(
         step_err(&mut q, msg(0, Message::RecoveryAnswer(answer))),
@@ -231,4 +231,167 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
         },
     );
     assert!(!r.is_recovering());
+}
+
+/// Replica 3 of four, restarted with nothing and asking (nonce 9).
+fn querier() -> Replica {
+    let mut q = Replica::new(
+        config(3, 4),
+        Restored {
+            recovering: true,
+            nonce: 9,
+            ..Restored::genesis(GENESIS)
+        },
+    );
+    step(&mut q, Input::Tick);
+    q
+}
+
+/// An answer to `querier()` proving execution through `seq` with commits of `view` from
+/// `signers` (none for `seq` 0).
+fn answer(seq: SeqNo, view: View, signers: &[ReplicaId]) -> RecoveryAnswer {
+    let commit = vote(view, seq, [seq as u8; 32]);
+    RecoveryAnswer {
+        nonce: 9,
+        querier: 3,
+        last_executed: seq,
+        executed_proof: commit_votes(commit, signers.iter().map(|s| (*s, sig(*s)))),
+        querier_message: None,
+    }
+}
+
+fn bound(actions: &[Action]) -> Option<(View, SeqNo)> {
+    actions.iter().find_map(|a| match a {
+        Action::Persist(Durable::Recovery { bound }) => *bound,
+        _ => None,
+    })
+}
+
+/// Finding 2: an answer whose executed sequence number its certificate does not prove is
+/// refused, and does not count toward the 2f+1 answers: one liar cannot raise H.
+#[test]
+fn finding_2_unproven_recovery_answers_are_refused_and_do_not_count() {
+    let mut q = querier();
+    let mut mismatched_seq = answer(40, 0, &[0, 1, 2]);
+    mismatched_seq.executed_proof[2].message.seq = 41;
+    let mut mismatched_digest = answer(40, 0, &[0, 1, 2]);
+    mismatched_digest.executed_proof[1].message.digest = [9; 32];
+    let mut mixed_views = answer(40, 0, &[0, 1, 2]);
+    mixed_views.executed_proof[0].message.view = 1;
+    let mut inflated = answer(4, 0, &[0, 1, 2]);
+    inflated.last_executed = 1_000_000;
+    let unproven = [
+        ("short", answer(40, 0, &[0, 1])),
+        ("duplicate signer", answer(40, 0, &[0, 1, 1])),
+        ("unknown signer", answer(40, 0, &[0, 1, 7])),
+        ("mismatched seq", mismatched_seq),
+        ("mismatched digest", mismatched_digest),
+        ("mixed views", mixed_views),
+        ("inflated", inflated),
+        (
+            "no certificate",
+            RecoveryAnswer {
+                executed_proof: Vec::new(),
+                ..answer(40, 0, &[0, 1, 2])
+            },
+        ),
+        (
+            "certificate of 0",
+            RecoveryAnswer {
+                last_executed: 0,
+                ..answer(40, 0, &[0, 1, 2])
+            },
+        ),
+    ];
+    for (what, lie) in unproven {
+        assert!(
+            matches!(
+                step_err(&mut q, msg(0, Message::RecoveryAnswer(lie))),
+                ProtocolError::InvalidRecoveryAnswer(_)
+            ),
+            "{what}"
+        );
+    }
+    // Two proven answers are not 2f+1: the refused ones did not count.
+    for from in [1, 2] {
+        let proven = answer(4, 0, &[0, 1, 2]);
+        assert_eq!(
+            bound(&step(&mut q, msg(from, Message::RecoveryAnswer(proven)))),
+            None
+        );
+    }
+    // The third proven one completes the query: H = the highest proven execution + L.
+    let proven = answer(6, 1, &[0, 1, 3]);
+    assert_eq!(
+        bound(&step(&mut q, msg(0, Message::RecoveryAnswer(proven)))),
+        Some((1, 6 + 8)),
+        "V is the certificate's view, H = 6 + L"
+    );
+}
+
+/// Finding 2: V comes only from messages the querier itself signed (its signature is checked
+/// at the edge like every embedded one) and from certificates: another replica's message
+/// offered as the querier's is refused.
+#[test]
+fn finding_2_recovery_view_comes_from_the_queriers_own_messages() {
+    let mut q = querier();
+    let not_the_queriers = RecoveryAnswer {
+        querier_message: Some(Box::new(signed(
+            0,
+            ViewMessage::Prepare(vote(50, 1, [1; 32])),
+        ))),
+        ..answer(0, 0, &[])
+    };
+    assert!(matches!(
+        step_err(&mut q, msg(0, Message::RecoveryAnswer(not_the_queriers))),
+        ProtocolError::InvalidRecoveryAnswer(_)
+    ));
+    let queriers = RecoveryAnswer {
+        querier_message: Some(Box::new(signed(
+            3,
+            ViewMessage::Commit(vote(5, 2, [2; 32])),
+        ))),
+        ..answer(2, 0, &[0, 1, 2])
+    };
+    step(&mut q, msg(0, Message::RecoveryAnswer(queriers)));
+    step(&mut q, msg(1, Message::RecoveryAnswer(answer(0, 0, &[]))));
+    assert_eq!(
+        bound(&step(
+            &mut q,
+            msg(2, Message::RecoveryAnswer(answer(0, 0, &[])))
+        )),
+        Some((5, 2 + 8)),
+        "V is the view the querier signed"
+    );
+}
+
+/// An answerer shows the querier the message of the highest view it accepted from it,
+/// preferring a vote to a view-change of the same view, and claims its own execution with no
+/// proof (the caller adds the certificate).
+#[test]
+fn answer_carries_the_queriers_highest_view_message() {
+    let mut r = replica(0);
+    let pp = pre_prepare(1, 0, GENESIS, vec![request(1)]);
+    step(&mut r, msg(0, Message::PrePrepare(pp.clone())));
+    step(&mut r, msg(3, Message::Prepare(vote(0, 1, pp.digest))));
+    let actions = step(
+        &mut r,
+        msg(3, Message::RecoveryQuery(RecoveryQuery { nonce: 4 })),
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Send {
+            to: 3,
+            message: Message::RecoveryAnswer(RecoveryAnswer {
+                nonce: 4,
+                querier: 3,
+                last_executed: 0,
+                executed_proof: Vec::new(),
+                querier_message: Some(Box::new(signed(
+                    3,
+                    ViewMessage::Prepare(vote(0, 1, pp.digest))
+                ))),
+            }),
+        }]
+    );
 }

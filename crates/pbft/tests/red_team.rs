@@ -1,5 +1,5 @@
-//! Red-team tests against issue 8's promises. Each one that still breaks is `#[ignore]`d with
-//! the one-line reason; run them with `cargo test -p pbft --test red_team -- --ignored`.
+//! Red-team tests against issue 8's promises. One that still breaks is `#[ignore]`d with the
+//! one-line reason; run those with `cargo test -p pbft --test red_team -- --ignored`.
 mod common;
 
 use common::*;
@@ -14,15 +14,10 @@ fn commit_block(c: &mut Cluster, i: u8) {
 }
 
 /// n = 7 (f = 2): one Byzantine validator (0) plus one recovering validator (6) is within the
-/// fault model. The Byzantine one (0, here also the primary, which is irrelevant) answers 6's recovery query with an absurd executed sequence
-/// number; `on_recovery_answer` takes the *maximum* of the 2f+1 answers, so the bound H
-/// saturates at u64::MAX and replica 6 stays passive for good although every other replica is
-/// correct and the cluster keeps committing. One lie turns a temporary fault into a permanent
-/// one (a later crash then exceeds f and halts the cluster). TOCS'02 §4.3.2 avoids this by
-/// taking only a value that f+1 answers vouch for.
-#[test]
-#[ignore = "red team: one Byzantine answer (max of answers) keeps a recovering replica passive for ever, within the fault model (n = 7)"]
-fn red_team_one_lying_answer_keeps_recovering_replica_passive_forever() {
+/// fault model. Validator 6 restarts with no records after three blocks; 0 rewrites its answer
+/// to 6's recovery query with `lie`; the cluster then commits 57 more blocks (seven windows of
+/// L = 8). Validator 6 must have left recovery and executed everything.
+fn recovering_replica_rejoins_despite(lie: impl Fn(&mut RecoveryAnswer) + 'static) {
     let n = 7;
     let mut c = Cluster::new(n);
     for i in 1..=3 {
@@ -38,9 +33,9 @@ fn red_team_one_lying_answer_keeps_recovering_replica_passive_forever() {
             nonce: 77,
         },
     );
-    c.filter = Box::new(|from, to, m| match m {
+    c.filter = Box::new(move |from, to, m| match m {
         Message::RecoveryAnswer(mut a) if from == 0 && to == 6 => {
-            a.last_executed = u64::MAX / 2;
+            lie(&mut a);
             Some(Message::RecoveryAnswer(a))
         }
         m => Some(m),
@@ -53,9 +48,32 @@ fn red_team_one_lying_answer_keeps_recovering_replica_passive_forever() {
     assert_eq!(c.executed[6].len(), 60, "replica 6 executes too");
     assert!(
         !c.replicas[6].is_recovering(),
-        "57 blocks (seven windows of L = 8) later replica 6 is still passive; its bound: {:?}",
+        "57 blocks later replica 6 is still passive; its bound: {:?}",
         c.durable[6]
             .iter()
             .rfind(|r| matches!(r, Durable::Recovery { .. }))
     );
+}
+
+/// Finding 2 (red team): the answer claims an absurd executed sequence number. Before answers
+/// carried proof, the bound H (the maximum of 2f+1 answers, plus L) saturated and replica 6
+/// stayed passive for good. Now the claim must come with the commit certificate of that
+/// sequence number: the liar's real certificate is for its real head, so the answer is refused
+/// and does not count.
+#[test]
+fn finding_2_lying_recovery_answer_cannot_strand_a_recovering_replica() {
+    recovering_replica_rejoins_despite(|a| a.last_executed = u64::MAX / 2);
+}
+
+/// Finding 2 (red team), the twin: the answer claims an absurd view. Before, any answerer's
+/// word for its current view or the querier's raised V. Now V comes only from messages the
+/// querier itself signed (or from certificates): the liar can offer only its own message.
+#[test]
+fn finding_2_lying_recovery_view_cannot_strand_a_recovering_replica() {
+    recovering_replica_rejoins_despite(|a| {
+        a.querier_message = Some(Box::new(signed(
+            0,
+            ViewMessage::Commit(vote(u64::MAX / 2, 1, [1; 32])),
+        )));
+    });
 }

@@ -52,7 +52,7 @@ fn coverage() -> String {
     text.push_str(
         "\nAt most f replicas are faulty at once (Byzantine, crashed or amnesiac). Invariants:\n  \
          agreement, total order, validity, exact payload, bounded batches, checkpoint agreement,\n  \
-         bounded log, honest votes, no alarms; liveness: every request executed after healing, and within\n  \
+         bounded log, honest votes, no alarms, justified recovery; liveness: every request executed after healing, and within\n  \
          the censorship bound while clients keep sending.",
     );
     text
@@ -122,6 +122,7 @@ fn main() -> ExitCode {
         totals.amnesia_of_primary += s.amnesia_of_primary;
         totals.crashes_mid_recovery += s.crashes_mid_recovery;
         totals.new_view_crashes += s.new_view_crashes;
+        totals.recovery_lies += s.recovery_lies;
         runs_with_view_change += u64::from(s.max_view > 0);
         runs_with_transfer += u64::from(s.state_transfers > 0);
         if let Some(v) = &outcome.violation {
@@ -165,11 +166,12 @@ fn main() -> ExitCode {
         totals.ticks
     );
     println!(
-        "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}); new primaries crashed after their new-view: {}",
+        "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}; lying recovery answers: {}); new primaries crashed after their new-view: {}",
         totals.amnesia_restarts,
         totals.amnesia_behind_view,
         totals.amnesia_of_primary,
         totals.crashes_mid_recovery,
+        totals.recovery_lies,
         totals.new_view_crashes
     );
     println!("elapsed: {:.1}s", start.elapsed().as_secs_f64());

@@ -38,8 +38,10 @@ pub fn message(m: &Message) -> String {
         ),
         Message::RecoveryQuery(q) => format!("RecoveryQuery({:x})", q.nonce),
         Message::RecoveryAnswer(a) => format!(
-            "RecoveryAnswer(v{} seen v{} s{})",
-            a.view, a.querier_view, a.last_executed
+            "RecoveryAnswer(s{} with {} commits, querier's v{:?})",
+            a.last_executed,
+            a.executed_proof.len(),
+            a.querier_message.as_ref().map(|m| m.message.view())
         ),
     }
 }

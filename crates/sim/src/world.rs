@@ -137,6 +137,8 @@ pub struct Stats {
     pub crashes_mid_recovery: u64,
     /// New primaries that crashed right after sending their new-view (finding 7).
     pub new_view_crashes: u64,
+    /// Recovery answers a Byzantine replica rewrote with a lie (finding 2).
+    pub recovery_lies: u64,
 }
 
 /// The sim's replica configuration: small K and L so checkpoints and watermarks matter.
@@ -186,6 +188,18 @@ impl App {
         }
         self.blocks.push(c);
     }
+}
+
+/// The bound a recovering node waits for, once 2f+1 answers gave it (its last recovery record).
+pub fn recovery_bound(node: &Node) -> Option<(pbft::View, pbft::SeqNo)> {
+    node.durable
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            Durable::Recovery { bound } => Some(*bound),
+            _ => None,
+        })
+        .flatten()
 }
 
 #[derive(Debug)]
@@ -417,9 +431,37 @@ impl World {
         (None, Some(self.missing()))
     }
 
-    /// Every request submitted, and executed by every honest replica.
+    /// Every request submitted, and executed by every honest replica; no honest replica
+    /// stranded in recovery.
     fn all_done(&self) -> bool {
-        self.request_times.is_empty() && self.submitted.keys().all(|id| self.done(id))
+        self.request_times.is_empty()
+            && self.submitted.keys().all(|id| self.done(id))
+            && self.stranded_in_recovery().is_empty()
+    }
+
+    /// Honest replicas still recovering from lost state (passive) although the others are in
+    /// a view at least as high as the one they wait for: with load, the cluster then moves L
+    /// past their execution and they must take part again. One whose earlier life asked alone
+    /// for a view the others never reached waits for them there (pbft's crate docs), as that
+    /// life would have: not counted.
+    fn stranded_in_recovery(&self) -> Vec<ReplicaId> {
+        let others_view = |id: ReplicaId| {
+            self.nodes
+                .iter()
+                .filter(|x| x.id != id && x.is_honest())
+                .filter_map(|x| x.replica.as_ref())
+                .filter(|r| !r.is_recovering())
+                .map(Replica::view)
+                .max()
+                .unwrap_or(0)
+        };
+        self.nodes
+            .iter()
+            .filter(|x| x.is_honest())
+            .filter(|x| x.replica.as_ref().is_some_and(Replica::is_recovering))
+            .filter(|x| recovery_bound(x).is_none_or(|(view, _)| view <= others_view(x.id)))
+            .map(|x| x.id)
+            .collect()
     }
 
     /// Executed by every honest replica (up or not).
@@ -448,6 +490,15 @@ impl World {
                     r.map(|r| r.in_view_change()),
                 ));
             }
+        }
+        for id in self.stranded_in_recovery() {
+            let node = &self.nodes[id as usize];
+            parts.push(format!(
+                "replica {id} is still recovering (bound {:?}, view {:?}, executed {})",
+                recovery_bound(node),
+                node.replica.as_ref().map(Replica::view),
+                node.app.head().0,
+            ));
         }
         format!(
             "after {} healing ticks: {}",
@@ -493,8 +544,10 @@ impl World {
     // ----- clients -------------------------------------------------------------------------
 
     /// Clients submit requests during the chaos phase, each to one random replica, and during
-    /// healing keep a background load while older requests are outstanding; a request not
-    /// executed by f+1 honest replicas after a while is re-sent to every replica.
+    /// healing keep a background load while older requests are outstanding or an honest
+    /// replica is recovering (the cluster must move L past its execution for it to vote
+    /// again); a request not executed by f+1 honest replicas after a while is re-sent to every
+    /// replica.
     fn client(&mut self) {
         while self.request_times.first().is_some_and(|t| *t <= self.now) {
             self.request_times.remove(0);
@@ -503,10 +556,11 @@ impl World {
         if self.healing
             && self.now.is_multiple_of(self.cfg.load_interval_ticks)
             && self.now < self.healed_at + self.cfg.censorship_bound_ticks + RETRY_TICKS
-            && self
+            && (self
                 .submitted
                 .iter()
                 .any(|(id, s)| s.at < self.healed_at && !self.done(id))
+                || !self.stranded_in_recovery().is_empty())
         {
             self.submit();
         }
@@ -580,6 +634,8 @@ impl World {
         let label = self.cfg.trace.then(|| trace::input(&input));
         let alarms_before = replica.log_stats().alarms;
         let result = replica.step(input, &mut actions);
+        // Before the actions: a replica that crashes mid-step was in this view all the same.
+        let view = replica.view();
         let alarms_counted = replica.log_stats().alarms - alarms_before;
         let raised = actions
             .iter()
@@ -596,6 +652,7 @@ impl World {
                 what,
             });
         }
+        self.stats.max_view = self.stats.max_view.max(view);
         if let Err(e) = result {
             self.stats.protocol_errors += 1;
             if let Some(label) = label {
@@ -626,9 +683,14 @@ impl World {
                         Durable::compact(&mut node.durable);
                     }
                 }
-                Action::Send { to, message } => {
+                Action::Send { to, mut message } => {
                     if honest {
                         self.sent_votes.extend(SentVote::of(id, &message));
+                    }
+                    // The node's duty: a recovery answer claims the chain's head with its
+                    // certificate (a Byzantine sender's lies are added in `send`).
+                    if let Message::RecoveryAnswer(answer) = &mut message {
+                        answer.prove_executed(self.nodes[id as usize].app.blocks.last());
                     }
                     self.send(id, to, message);
                 }
@@ -679,9 +741,6 @@ impl World {
         if cut.is_some() || crashed_after_new_view {
             self.trace(|| format!("replica {id} crashed mid-step ({cut:?} of {count} actions)"));
             self.crash(id);
-        }
-        if let Some(r) = &self.nodes[id as usize].replica {
-            self.stats.max_view = self.stats.max_view.max(r.view());
         }
     }
 

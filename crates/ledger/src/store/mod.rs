@@ -539,6 +539,16 @@ macro_rules! read_queries {
                 query::block(&self.conn, height)
             }
 
+            /// The commit certificate of the block at `height` (without reading its entries).
+            pub fn certificate(&self, height: u64) -> Result<Option<Certificate>> {
+                let bytes: Option<Vec<u8>> = self
+                    .conn
+                    .prepare_cached("SELECT certificate FROM blocks WHERE height = ?1")?
+                    .query_row([height as i64], |r| r.get(0))
+                    .optional()?;
+                bytes.map(|b| Certificate::from_bytes(&b)).transpose()
+            }
+
             /// The block with hash `hash`.
             pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>> {
                 let height: Option<i64> = self

@@ -174,6 +174,7 @@ impl Cluster {
         for a in actions {
             match a {
                 Action::Send { to, message } => {
+                    let message = self.prove_execution(id, message);
                     self.sent[id as usize].push(message.clone());
                     self.send(id, to, message);
                 }
@@ -189,6 +190,16 @@ impl Cluster {
                 Action::Alarm(alarm) => self.alarms[id as usize].push(alarm),
             }
         }
+    }
+
+    /// The caller's duty for a recovery answer: the head of what `id` executed, with its
+    /// commit certificate (nothing if it executed nothing here, e.g. only by state transfer).
+    pub fn prove_execution(&self, id: ReplicaId, message: Message) -> Message {
+        let Message::RecoveryAnswer(mut answer) = message else {
+            return message;
+        };
+        answer.prove_executed(self.executed[id as usize].last());
+        Message::RecoveryAnswer(answer)
     }
 
     /// Delivers messages until none is left (bounded).

@@ -24,6 +24,7 @@ pub mod equivocate;
 pub mod forge_signature;
 pub mod forge_status;
 pub mod hide_prepared;
+pub mod lie_in_recovery;
 pub mod oversized_batch;
 pub mod replay;
 pub mod silent;
@@ -51,10 +52,11 @@ pub enum Behavior {
     ForgeStatus,
     OversizedBatch,
     Censor,
+    LieInRecovery,
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 16] = [
+    pub const ALL: [Behavior; 17] = [
         Behavior::Equivocate,
         Behavior::Silent,
         Behavior::WrongDigest,
@@ -71,6 +73,7 @@ impl Behavior {
         Behavior::ForgeStatus,
         Behavior::OversizedBatch,
         Behavior::Censor,
+        Behavior::LieInRecovery,
     ];
 
     /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
@@ -95,6 +98,7 @@ impl Behavior {
             Behavior::ForgeStatus => "forge-status",
             Behavior::OversizedBatch => "oversized-batch",
             Behavior::Censor => "censor",
+            Behavior::LieInRecovery => "lie-in-recovery",
         }
     }
 
@@ -134,6 +138,9 @@ impl Behavior {
             }
             Behavior::Censor => {
                 "drops one patient's transactions wherever they reach it (finding 3)"
+            }
+            Behavior::LieInRecovery => {
+                "answers recovery queries with inflated executions or views, forged or short certificates (finding 2)"
             }
         }
     }
@@ -323,7 +330,7 @@ pub fn cast(
             }
             plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
         }
-        Profile::Amnesia if f >= 2 => set(0, &[Behavior::Equivocate]),
+        Profile::Amnesia if f >= 2 => set(0, &[Behavior::Equivocate, Behavior::LieInRecovery]),
         Profile::Amnesia
         | Profile::Calm
         | Profile::Lossy
@@ -431,6 +438,18 @@ impl World {
                     m => m,
                 },
                 Behavior::Censor => censor::message(m, &self.plot.censored)?,
+                Behavior::LieInRecovery => match m {
+                    Message::RecoveryAnswer(answer) => {
+                        self.stats.recovery_lies += 1;
+                        Message::RecoveryAnswer(lie_in_recovery::rewrite(
+                            answer,
+                            from,
+                            self.n,
+                            &mut self.rng,
+                        ))
+                    }
+                    m => m,
+                },
                 Behavior::ForgeSignature
                 | Behavior::Replay
                 | Behavior::ChooseViewChanges

@@ -7,6 +7,7 @@ mod checkpoint_agreement;
 mod commits_while_slow;
 mod exact_payload;
 mod honest_votes;
+mod justified_recovery;
 mod no_alarms;
 mod no_censorship;
 mod total_order;
@@ -33,6 +34,7 @@ pub struct Checkers {
     checkpoints: checkpoint_agreement::CheckpointAgreement,
     bounded: bounded_log::BoundedLog,
     honest_votes: honest_votes::HonestVotes,
+    recovery: justified_recovery::JustifiedRecovery,
     censorship: no_censorship::NoCensorship,
     alarms: no_alarms::NoAlarms,
     slow: commits_while_slow::CommitsWhileSlow,
@@ -49,6 +51,7 @@ impl Checkers {
             checkpoints: checkpoint_agreement::CheckpointAgreement::default(),
             bounded: bounded_log::BoundedLog,
             honest_votes: honest_votes::HonestVotes::default(),
+            recovery: justified_recovery::JustifiedRecovery::default(),
             censorship: no_censorship::NoCensorship,
             alarms: no_alarms::NoAlarms,
             slow: commits_while_slow::CommitsWhileSlow,
@@ -72,7 +75,8 @@ impl Checkers {
             self.exact_payload.check(w)?;
             self.bounded_batches.check(w)?;
             self.checkpoints.check(w, self.agreement.chain())?;
-            self.bounded.check(w)
+            self.bounded.check(w)?;
+            self.recovery.check(w)
         };
         safety().map_err(Failure::Safety)
     }
