@@ -29,7 +29,7 @@ const ENTRY_TAG: &[u8] = b"medchain/entry/v1";
 
 /// The Merkle leaf of an entry: `SHA-256(tag || id || timestamp_ms (LE) || payload)`. The id
 /// and timestamp have fixed sizes, so the payload is the rest and the encoding is unambiguous.
-/// For a valid transaction it is [`crate::SignedTransaction::entry_hash`].
+/// For a valid transaction it is [`crate::SignedTx::entry_hash`].
 pub fn entry_hash(entry: &Entry) -> Hash {
     let mut h = Sha256::new();
     h.update(ENTRY_TAG);
@@ -44,8 +44,9 @@ pub fn entry_hash(entry: &Entry) -> Hash {
 pub struct BlockHeader {
     pub height: u64,
     pub prev_hash: Hash,
-    /// The latest timestamp of the block's entries (0 for an empty block): a pure function
-    /// of the proposal, so every replica computes the same digest without reading a clock.
+    /// The block time `T`: proposed by the primary, checked by the backups against their clocks
+    /// (docs/SECURITY.md, "Block time"), strictly increasing along the chain. Every rule that
+    /// involves time (expiry, pending, recovery) judges by it.
     pub timestamp_ms: u64,
     /// The view in which the block was first proposed.
     pub view: u64,
@@ -57,25 +58,22 @@ pub struct BlockHeader {
 }
 
 impl BlockHeader {
-    /// The header of the block at `height` holding `entries`, in order. The only place a
-    /// non-genesis header is made.
+    /// The header of the block at `height` with block time `time_ms` holding `entries`, in
+    /// order. The only place a non-genesis header is made.
     pub fn build<'a>(
         height: u64,
         view: u64,
         proposer: u32,
         prev_hash: Hash,
+        time_ms: u64,
         entries: impl IntoIterator<Item = &'a Entry>,
     ) -> Self {
-        let mut timestamp_ms = 0;
-        let leaves = entries.into_iter().map(|entry| {
-            timestamp_ms = timestamp_ms.max(entry.timestamp_ms);
-            entry_hash(entry)
-        });
-        let merkle_root = merkle::root_from_iter(leaves.collect::<Vec<_>>());
+        let leaves: Vec<Hash> = entries.into_iter().map(entry_hash).collect();
+        let merkle_root = merkle::root_from_iter(leaves);
         BlockHeader {
             height,
             prev_hash,
-            timestamp_ms,
+            timestamp_ms: time_ms,
             view,
             seq: height,
             proposer,
@@ -84,18 +82,23 @@ impl BlockHeader {
     }
 
     /// The header a proposal becomes.
+    ///
+    /// Until `pbft::Proposal` carries the primary's block time (issue 9, the node's part), the
+    /// time is the latest `created_ms` of the entries; that one line changes then.
     pub fn from_proposal(p: &pbft::Proposal) -> Self {
-        BlockHeader::build(p.seq, p.view, p.proposer, p.prev, &p.requests)
+        let time_ms = p.requests.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+        BlockHeader::build(p.seq, p.view, p.proposer, p.prev, time_ms, &p.requests)
     }
 
-    /// The header that `entries` give this header's height, view, proposer and previous hash:
-    /// equal to `self` exactly when its Merkle root and timestamp are those of `entries`.
+    /// The header that `entries` give this header's height, view, proposer, previous hash and
+    /// time: equal to `self` exactly when its Merkle root is that of `entries`.
     pub fn rebuilt<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) -> Self {
         BlockHeader::build(
             self.height,
             self.view,
             self.proposer,
             self.prev_hash,
+            self.timestamp_ms,
             entries,
         )
     }
@@ -237,33 +240,26 @@ impl Block {
 mod tests {
     use std::sync::Arc;
 
-    use ed25519_dalek::SigningKey;
-
     use super::*;
-    use crate::tx::{SignedTransaction, Transaction};
+    use crate::testkit::TestNet;
+    use crate::tx::SignedTx;
 
-    fn tx(i: u64) -> SignedTransaction {
-        SignedTransaction::sign(
-            Transaction::Access {
-                patient_id: format!("p{i}"),
-                reader_id: "d001".into(),
-                reader_role: "doctor".into(),
-                consent_hash: None,
-            },
-            100 + (i * 7) % 5,
-            [i as u8; 16],
-            0,
-            &SigningKey::from_bytes(&[1; 32]),
-        )
+    fn net() -> TestNet {
+        TestNet::new(4)
+    }
+
+    fn tx(i: u64) -> SignedTx {
+        net().sample_tx(i)
     }
 
     fn proposal(n: u64) -> pbft::Proposal {
+        let g = net().genesis.hash();
         pbft::Proposal {
             seq: 3,
             view: 1,
             proposer: 1,
             prev: [9; 32],
-            requests: (0..n).map(|i| tx(i).to_request()).collect(),
+            requests: (0..n).map(|i| tx(i).to_request(&g)).collect(),
         }
     }
 
@@ -285,7 +281,7 @@ mod tests {
             assert_eq!(block.header.view, 1);
             assert_eq!(block.header.prev_hash, [9; 32]);
             assert_eq!(block.header, block.header.rebuilt(&block.entries));
-            let expected_ts = (0..n).map(|i| tx(i).timestamp_ms).max().unwrap_or(0);
+            let expected_ts = (0..n).map(|i| tx(i).header.created_ms).max().unwrap_or(0);
             assert_eq!(block.header.timestamp_ms, expected_ts);
             assert_eq!(block.certificate.view, 2);
             assert_eq!(
@@ -382,7 +378,7 @@ mod tests {
             let proof = block.prove(i).expect("in range");
             let leaf = entry_hash(&block.entries[i]);
             assert!(merkle::verify(&block.header.merkle_root, &leaf, &proof));
-            assert_eq!(tx(i as u64).entry_hash(), leaf);
+            assert_eq!(tx(i as u64).entry_hash(&net().genesis.hash()), leaf);
             assert!(!merkle::verify(
                 &block.header.merkle_root,
                 &block.entries[i].id,

@@ -21,7 +21,7 @@ use ed25519_zebra::{VerificationKeyBytes, batch};
 use rand::rngs::OsRng;
 
 use crate::block::Certificate;
-use crate::tx::{self, Checked, Invalid, SignedTransaction};
+use crate::tx::{self, Checked, Invalid, SignedTx, Signer as TxSigner};
 use crate::{CertError, Error, Hash, Result};
 
 /// The number of faulty validators `n` validators tolerate, and the signers a commit certificate
@@ -211,9 +211,22 @@ pub fn verify_signature(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]
     batch_item(key, message, signature).verify_single().is_ok()
 }
 
+/// [`verify_signature`] under a key given as bytes (not necessarily a curve point, whose
+/// signatures then fail).
+pub fn verify_signature_bytes(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    batch_item_bytes(key, message, signature)
+        .verify_single()
+        .is_ok()
+}
+
 fn batch_item(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> batch::Item {
+    batch_item_bytes(&key.to_bytes(), message, signature)
+}
+
+/// A key given as bytes need not be a curve point: its signatures then fail, by either path.
+fn batch_item_bytes(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> batch::Item {
     batch::Item::from((
-        VerificationKeyBytes::from(key.to_bytes()),
+        VerificationKeyBytes::from(*key),
         Signature::from_bytes(signature),
         message,
     ))
@@ -235,6 +248,11 @@ impl SignatureBatch {
     /// Queues `signature` by `key` over `message`.
     pub fn push(&mut self, key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) {
         self.items.push(batch_item(key, message, signature));
+    }
+
+    /// Queues `signature` by the key with bytes `key` over `message`.
+    pub fn push_bytes(&mut self, key: &[u8; 32], message: &[u8], signature: &[u8; 64]) {
+        self.items.push(batch_item_bytes(key, message, signature));
     }
 
     pub fn len(&self) -> usize {
@@ -265,44 +283,94 @@ impl SignatureBatch {
     }
 }
 
-/// What each of `entries` carries ([`Checked`]): each is decoded (its id and timestamp must be
-/// its request's) and the signatures of those that decode are checked in one batch. The verdict
-/// of every entry depends on its bytes and `validators` alone, never on the others in the call.
+/// What each of `entries` carries ([`Checked`]): each is decoded and checked without a key
+/// ([`SignedTx::from_request`]), then the signatures of those that pass are checked in one
+/// batch ([`check_signatures`]). The verdict of every entry depends on its bytes, `validators`
+/// and `genesis_hash` alone, never on the others in the call.
 pub fn check_entries<'a>(
     validators: &[VerifyingKey],
+    genesis_hash: &Hash,
     entries: impl IntoIterator<Item = &'a pbft::Request>,
 ) -> Vec<Checked> {
-    let entries: Vec<&pbft::Request> = entries.into_iter().collect();
     let mut checked: Vec<Checked> = entries
-        .iter()
-        .map(|entry| SignedTransaction::from_request(entry))
+        .into_iter()
+        .map(|entry| SignedTx::from_request(entry, genesis_hash))
         .collect();
-    check_signatures(validators, entries.iter().map(|e| &e.id), &mut checked);
+    check_signatures(validators, genesis_hash, &mut checked);
     checked
 }
 
-/// Checks, in one batch, the signatures of the transactions decoded in `checked` (entries with
-/// ids `ids`, as [`SignedTransaction::from_request`] decoded them): each whose validator is not
-/// in `validators`, or whose signature does not verify, becomes invalid.
-pub fn check_signatures<'a>(
+/// One signature to check: the public key (as bytes), the signed bytes, the signature.
+pub type SignatureCheck = ([u8; 32], Vec<u8>, [u8; 64]);
+
+/// The signatures one transaction carries, each as (public key, signed bytes, signature): the
+/// envelope's first (under the key written in it, or the genesis key of a validator signer),
+/// then each new key's proof of possession ([`tx::key_pop_bytes`]).
+pub fn tx_signatures(
     validators: &[VerifyingKey],
-    ids: impl IntoIterator<Item = &'a Hash>,
-    checked: &mut [Checked],
-) {
+    genesis_hash: &Hash,
+    t: &SignedTx,
+) -> Result<Vec<SignatureCheck>, Invalid> {
+    let signer_key = match &t.header.signer {
+        TxSigner::Device { key, .. } | TxSigner::Custodial { key, .. } => *key,
+        TxSigner::Validator { index } => validators
+            .get(*index as usize)
+            .ok_or(Invalid::UnknownValidator)?
+            .to_bytes(),
+    };
+    let mut out = vec![(signer_key, t.signing_bytes(genesis_hash), t.signature)];
+    for (person, new) in t.header.meta.new_keys() {
+        out.push((
+            new.key,
+            tx::key_pop_bytes(genesis_hash, person, &new.key),
+            new.pop,
+        ));
+    }
+    Ok(out)
+}
+
+/// The verdict on a transaction whose signatures ([`tx_signatures`]) failed at `positions`:
+/// the envelope's signature first, then the key proofs.
+pub fn signature_verdict(positions: &[usize]) -> Option<Invalid> {
+    match positions.first() {
+        None => None,
+        Some(0) => Some(Invalid::BadSignature),
+        Some(_) => Some(Invalid::BadKeyProof),
+    }
+}
+
+/// Checks, in one batch, the signatures ([`tx_signatures`]) of the transactions decoded in
+/// `checked`: each with an unknown validator signer, a signature that does not verify or a key
+/// proof that does not verify becomes invalid.
+pub fn check_signatures(validators: &[VerifyingKey], genesis_hash: &Hash, checked: &mut [Checked]) {
     let mut batch = SignatureBatch::default();
     let mut owners = Vec::new();
-    for (index, (id, verdict)) in ids.into_iter().zip(checked.iter_mut()).enumerate() {
+    for (index, verdict) in checked.iter_mut().enumerate() {
         let Ok(t) = verdict else { continue };
-        match validators.get(t.validator as usize) {
-            Some(key) => {
-                batch.push(key, &tx::signing_bytes(id), &t.signature);
-                owners.push(index);
+        match tx_signatures(validators, genesis_hash, t) {
+            Ok(signatures) => {
+                for (position, (key, message, signature)) in signatures.iter().enumerate() {
+                    batch.push_bytes(key, message, signature);
+                    owners.push((index, position));
+                }
             }
-            None => *verdict = Err(Invalid::UnknownValidator),
+            Err(invalid) => *verdict = Err(invalid),
         }
     }
-    for bad in batch.failures() {
-        checked[owners[bad]] = Err(Invalid::BadSignature);
+    let mut failed: Vec<(usize, usize)> = batch.failures().into_iter().map(|i| owners[i]).collect();
+    failed.sort_unstable();
+    let mut i = 0;
+    while i < failed.len() {
+        let index = failed[i].0;
+        let positions: Vec<usize> = failed[i..]
+            .iter()
+            .take_while(|(j, _)| *j == index)
+            .map(|(_, p)| *p)
+            .collect();
+        i += positions.len();
+        if let Some(invalid) = signature_verdict(&positions) {
+            checked[index] = Err(invalid);
+        }
     }
 }
 
@@ -343,7 +411,6 @@ pub fn read_key_file(path: &Path) -> Result<SigningKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tx::Transaction;
 
     fn keys(n: usize) -> (Vec<SigningKey>, Vec<VerifyingKey>) {
         let sk: Vec<SigningKey> = (0..n)
@@ -493,36 +560,32 @@ mod tests {
 
     #[test]
     fn entry_check_names_every_bad_transaction() {
-        let (sk, vk) = keys(4);
-        let mut txs: Vec<SignedTransaction> = (0..50u32)
-            .map(|i| {
-                SignedTransaction::sign(
-                    Transaction::ConsentUsed {
-                        patient_id: "p".into(),
-                        doctor_id: "d".into(),
-                        consent_hash: [i as u8; 32],
-                    },
-                    i as u64,
-                    [0; 16],
-                    i % 4,
-                    &sk[(i % 4) as usize],
-                )
-            })
-            .collect();
-        let requests = |txs: &[SignedTransaction]| -> Vec<pbft::Request> {
-            txs.iter().map(SignedTransaction::to_request).collect()
+        let net = crate::testkit::TestNet::new(4);
+        let (vk, g) = (net.genesis.keys(), net.genesis.hash());
+        let mut txs: Vec<SignedTx> = (0..50).map(|i| net.sample_tx(i)).collect();
+        let requests = |txs: &[SignedTx]| -> Vec<pbft::Request> {
+            txs.iter().map(|t| t.to_request(&g)).collect()
         };
-        let verdicts = check_entries(&vk, &requests(&txs));
+        let verdicts = check_entries(vk, &g, &requests(&txs));
         assert!(verdicts.iter().zip(&txs).all(|(v, t)| v.as_ref() == Ok(t)));
 
         txs[37].signature[10] ^= 0x40;
         txs[41].signature[0] ^= 0x01;
-        txs[12].validator = 9;
+        // Sample 12 is an enrollment, signed by a validator: name one outside the genesis.
+        txs[12].header.signer = TxSigner::Validator { index: 9 };
+        // Sample 2 enrolls a key whose proof of possession is broken, and is signed again.
+        let mut header = txs[2].header.clone();
+        if let tx::Meta::Enroll(e) = &mut header.meta {
+            e.keys[0].pop[5] ^= 1;
+        }
+        txs[2] = net.sign_header(header, Vec::new(), &net.keys[2]);
+        // Another body under a well-signed header.
+        txs[20].body.push(0);
         let mut entries = requests(&txs);
         entries[3].payload = std::sync::Arc::from(&b"garbage"[..]);
         entries[5].timestamp_ms += 1;
         entries[6].id[0] ^= 1;
-        let verdicts = check_entries(&vk, &entries);
+        let verdicts = check_entries(vk, &g, &entries);
         let invalid: Vec<(usize, Invalid)> = verdicts
             .iter()
             .enumerate()
@@ -531,20 +594,69 @@ mod tests {
         assert_eq!(
             invalid,
             [
+                (2, Invalid::BadKeyProof),
                 (3, Invalid::Undecodable),
                 (5, Invalid::TimestampMismatch),
                 (6, Invalid::IdMismatch),
                 (12, Invalid::UnknownValidator),
+                (20, Invalid::BodyMismatch),
                 (37, Invalid::BadSignature),
                 (41, Invalid::BadSignature),
             ]
         );
         // A verdict does not depend on the company an entry keeps.
         assert_eq!(
-            check_entries(&vk, &entries[37..38]),
+            check_entries(vk, &g, &entries[37..38]),
             [Err(Invalid::BadSignature)]
         );
-        assert!(check_entries(&vk, &[]).is_empty());
+        assert_eq!(
+            check_entries(vk, &g, &entries[2..3]),
+            [Err(Invalid::BadKeyProof)]
+        );
+        // Nor is it good on another chain.
+        assert_eq!(
+            check_entries(vk, &[1; 32], &entries[30..31]),
+            [Err(Invalid::IdMismatch)]
+        );
+        assert!(check_entries(vk, &g, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_person_signer_is_checked_under_the_key_in_the_envelope() {
+        let net = crate::testkit::TestNet::new(4);
+        let (vk, g) = (net.genesis.keys(), net.genesis.hash());
+        let patient = net.patient(1, 0);
+        let doctor = net.doctor(2, 0, "Cardiology");
+        let good = net.grant(
+            &patient,
+            &doctor.id,
+            tx::Scope::Write,
+            None,
+            &patient.device(),
+        );
+        // Signed by another key than the one the envelope names.
+        let mut header = good.header.clone();
+        header.nonce[0] ^= 1;
+        let forged = net.sign_header(header, good.body.clone(), &patient.custodial);
+        // Names a key that is no curve point.
+        let mut header = good.header.clone();
+        header.signer = TxSigner::Device {
+            person: patient.id,
+            key: [0xff; 32],
+        };
+        let not_a_point = net.sign_header(header, good.body.clone(), &patient.device);
+        let verdicts = check_entries(
+            vk,
+            &g,
+            &[
+                good.to_request(&g),
+                forged.to_request(&g),
+                not_a_point.to_request(&g),
+            ],
+        );
+        assert!(verdicts[0].is_ok());
+        assert_eq!(verdicts[1], Err(Invalid::BadSignature));
+        assert_eq!(verdicts[2], Err(Invalid::BadSignature));
     }
 
     /// `signature` with `l`, the order of the prime subgroup, added to its `s`: the same
@@ -566,10 +678,11 @@ mod tests {
     #[test]
     fn one_rule_singly_and_in_every_batch() {
         let net = crate::testkit::TestNet::new(4);
-        let keys = net.genesis.keys();
-        let signed = |t: &SignedTransaction| {
-            let key = keys[t.validator as usize];
-            (key, tx::signing_bytes(&t.id()), t.signature)
+        let signed = |t: &SignedTx| {
+            let (key, message, signature) =
+                tx_signatures(net.genesis.keys(), &net.genesis.hash(), t).expect("known signer")[0]
+                    .clone();
+            (verifying_key(&key).expect("a point"), message, signature)
         };
         let good = signed(&net.sample_tx(1));
         let bad = (good.0, good.1.clone(), [3; 64]);

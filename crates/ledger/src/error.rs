@@ -65,8 +65,8 @@ pub enum Error {
     /// unreadable, and no migration can re-sign its blocks.
     #[error(
         "{path} has format {found}; this medchain needs format {needed}: the chain format changed \
-         before the first deployment (block hashes now cover every byte of every transaction); \
-         run `medchain init --force` again to start a new chain",
+         before the first deployment (transactions are now signed by people's keys and blocks \
+         carry their time); run `medchain init --force` again to start a new chain",
         path = .path.display()
     )]
     FormatTooOld {
@@ -84,6 +84,14 @@ pub enum Error {
     /// A block from a peer that does not prove itself.
     #[error("block {height}: {fault}")]
     InvalidBlock { height: u64, fault: Fault },
+    /// The derived state is not what the rules expect of it (an effect naming a transaction
+    /// that is not applied, an update that matches no row): a bug or an edited store.
+    #[error("derived state: {0}")]
+    State(String),
+    /// A rule read something it did not declare ([`crate::rules::Rule::reads`]): a bug, which
+    /// the rule tests catch.
+    #[error("a rule read {0}, which it does not declare")]
+    UndeclaredRead(String),
     /// Two replicas disagree at `height`.
     #[error("{a} and {b} disagree at block {height}: {what}", a = .a.display(), b = .b.display())]
     Disagree {
@@ -131,8 +139,8 @@ pub enum Fault {
     StoredHash { stored: String, computed: String },
     #[error("merkle root {in_header} in header, {computed} over the transactions")]
     MerkleRoot { in_header: String, computed: String },
-    #[error("header timestamp {in_header} is not the latest transaction timestamp {computed}")]
-    Timestamp { in_header: u64, computed: u64 },
+    #[error("block time {found} is not after the previous block's {previous}")]
+    BlockTime { previous: u64, found: u64 },
     #[error("proposer {0} is not a genesis validator")]
     UnknownProposer(u32),
     #[error("transaction {index}: {reason}")]

@@ -4,10 +4,18 @@
 //! chain_id = "medchain-3f9a1c2e"
 //! created_at_ms = 1767225600000
 //!
+//! [params]                          # optional; these are the defaults
+//! block_time_tolerance_ms = 2000
+//! recovery_wait_ms = 259200000
+//! max_batch = 1000
+//!
 //! [[validators]]
 //! name = "hospital"
 //! public_key = "<64 hex digits>"
 //! ```
+//!
+//! The parameters must be equal on every validator (each bounds what every correct validator
+//! accepts), so they are in the genesis file and covered by its hash.
 //!
 //! A validator's index in `validators` is its pbft replica id. The genesis block has height 0,
 //! a zero previous hash, no transactions and no certificate; its `merkle_root` is a digest of the
@@ -22,7 +30,47 @@ use serde::{Deserialize, Serialize};
 use crate::block::{Block, BlockHeader, Certificate};
 use crate::{Error, Hash, Result, crypto};
 
-const GENESIS_TAG: &[u8] = b"medchain/genesis/v1";
+const GENESIS_TAG: &[u8] = b"medchain/genesis/v2";
+
+/// The chain's parameters: the genesis file's `[params]` table. Every validator must use the
+/// same values, so they are covered by the genesis hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainParams {
+    /// How far a proposal's block time may be from a backup's clock for it to prepare
+    /// (docs/SECURITY.md, "Block time").
+    pub block_time_tolerance_ms: u64,
+    /// How long a recovered key waits before it may sign, during which the person's keys can
+    /// revoke it (72 hours by default).
+    pub recovery_wait_ms: u64,
+    /// Transactions per block at most.
+    pub max_batch: u32,
+}
+
+impl Default for ChainParams {
+    fn default() -> Self {
+        ChainParams {
+            block_time_tolerance_ms: 2_000,
+            recovery_wait_ms: 72 * 3_600_000,
+            max_batch: 1_000,
+        }
+    }
+}
+
+impl ChainParams {
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.block_time_tolerance_ms == 0 {
+            return Err("params.block_time_tolerance_ms must be positive".into());
+        }
+        if self.recovery_wait_ms == 0 {
+            return Err("params.recovery_wait_ms must be positive".into());
+        }
+        if self.max_batch == 0 {
+            return Err("params.max_batch must be positive".into());
+        }
+        Ok(())
+    }
+}
 
 /// One validator as the genesis file lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize)]
@@ -34,9 +82,12 @@ pub struct ValidatorInfo {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize)]
+#[serde(deny_unknown_fields)]
 struct GenesisFile {
     chain_id: String,
     created_at_ms: u64,
+    #[serde(default)]
+    params: ChainParams,
     validators: Vec<ValidatorInfo>,
 }
 
@@ -51,18 +102,30 @@ pub struct Genesis {
 }
 
 impl Genesis {
-    /// Checks and derives: at least one validator, names usable as directory names and distinct,
-    /// keys valid and distinct.
+    /// [`Genesis::with_params`] with the default parameters.
     pub fn new(
         chain_id: impl Into<String>,
         created_at_ms: u64,
         validators: Vec<ValidatorInfo>,
     ) -> std::result::Result<Genesis, String> {
+        Genesis::with_params(chain_id, created_at_ms, ChainParams::default(), validators)
+    }
+
+    /// Checks and derives: at least one validator, names usable as directory names and distinct,
+    /// keys valid and distinct, parameters positive.
+    pub fn with_params(
+        chain_id: impl Into<String>,
+        created_at_ms: u64,
+        params: ChainParams,
+        validators: Vec<ValidatorInfo>,
+    ) -> std::result::Result<Genesis, String> {
         let file = GenesisFile {
             chain_id: chain_id.into(),
             created_at_ms,
+            params,
             validators,
         };
+        file.params.check()?;
         if file.chain_id.trim().is_empty() {
             return Err("chain_id is empty".into());
         }
@@ -130,7 +193,13 @@ impl Genesis {
             reason,
         };
         let file: GenesisFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
-        Genesis::new(file.chain_id, file.created_at_ms, file.validators).map_err(err)
+        Genesis::with_params(
+            file.chain_id,
+            file.created_at_ms,
+            file.params,
+            file.validators,
+        )
+        .map_err(err)
     }
 
     pub fn load(path: &Path) -> Result<Genesis> {
@@ -165,6 +234,26 @@ impl Genesis {
 
     pub fn created_at_ms(&self) -> u64 {
         self.file.created_at_ms
+    }
+
+    /// The chain's parameters (`[params]`).
+    pub fn params(&self) -> &ChainParams {
+        &self.file.params
+    }
+
+    /// How far a block's time may be from a backup's clock ([`ChainParams`]).
+    pub fn block_time_tolerance_ms(&self) -> u64 {
+        self.file.params.block_time_tolerance_ms
+    }
+
+    /// How long a recovered key waits before it may sign ([`ChainParams`]).
+    pub fn recovery_wait_ms(&self) -> u64 {
+        self.file.params.recovery_wait_ms
+    }
+
+    /// Transactions per block at most ([`ChainParams`]).
+    pub fn max_batch(&self) -> usize {
+        self.file.params.max_batch as usize
     }
 
     pub fn validators(&self) -> &[ValidatorInfo] {
@@ -275,6 +364,54 @@ mod tests {
         let mut swapped = validators(4);
         swapped.swap(0, 1);
         assert_ne!(Genesis::new("a", 1, swapped).expect("valid").hash(), base);
+        let params = ChainParams {
+            recovery_wait_ms: 1,
+            ..ChainParams::default()
+        };
+        let other = Genesis::with_params("a", 1, params, validators(4)).expect("valid");
+        assert_ne!(other.hash(), base);
+        assert_eq!(other.recovery_wait_ms(), 1);
+    }
+
+    #[test]
+    fn params_default_when_absent_and_round_trip_when_set() {
+        let path = Path::new("g.toml");
+        let g = Genesis::new("a", 1, validators(1)).expect("valid");
+        assert_eq!(g.block_time_tolerance_ms(), 2_000);
+        assert_eq!(g.recovery_wait_ms(), 259_200_000);
+        assert_eq!(g.max_batch(), 1_000);
+        let without = g.to_toml().replace("[params]", "[ignored]");
+        assert!(
+            Genesis::parse(&without, path).is_err(),
+            "unknown tables are refused"
+        );
+        let text = format!(
+            "chain_id = \"a\"\ncreated_at_ms = 1\n[[validators]]\nname = \"v0\"\npublic_key = \"{}\"\n",
+            hex::encode(validators(1)[0].public_key)
+        );
+        assert_eq!(
+            Genesis::parse(&text, path).expect("defaults").hash(),
+            g.hash()
+        );
+        let tuned = Genesis::with_params(
+            "a",
+            1,
+            ChainParams {
+                block_time_tolerance_ms: 500,
+                recovery_wait_ms: 60_000,
+                max_batch: 10,
+            },
+            validators(1),
+        )
+        .expect("valid");
+        let again = Genesis::parse(&tuned.to_toml(), path).expect("parses");
+        assert_eq!(again, tuned);
+        assert_eq!(again.max_batch(), 10);
+        let zero = ChainParams {
+            max_batch: 0,
+            ..ChainParams::default()
+        };
+        assert!(Genesis::with_params("a", 1, zero, validators(1)).is_err());
     }
 
     #[test]

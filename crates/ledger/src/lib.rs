@@ -1,7 +1,9 @@
 //! The ledger of medchain: what a transaction and a block are, how they are encoded (borsh),
 //! hashed (SHA-256), signed (Ed25519) and chained; the RFC 6962 Merkle tree over a block's
-//! transactions; the genesis file; the deterministic state machine and the SQLite store that
-//! holds a replica's chain (`chain.db`); and the verification that proves a chain untampered.
+//! transactions; the genesis file; the rules of the replicated state machine ([`rules`]: who
+//! may enroll, add keys, grant, write and read, judged at the block's time) and the SQLite
+//! store that holds a replica's chain and the state the rules derive (`chain.db`); and the
+//! verification that replays a chain and proves it untampered.
 //!
 //! The ledger knows nothing of the network. It depends on `pbft` only for plain data types, so
 //! that a proposal and the block it becomes are hashed by one function ([`proposal_digest`]) and
@@ -13,6 +15,7 @@ mod error;
 pub mod genesis;
 mod init;
 pub mod merkle;
+pub mod rules;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -21,15 +24,21 @@ pub mod verify;
 
 pub use block::{Block, BlockHeader, Certificate, Entry, entry_hash, proposal_digest};
 pub use error::{CertError, Error, Fault, Result};
-pub use genesis::{Genesis, ValidatorInfo};
+pub use genesis::{ChainParams, Genesis, ValidatorInfo};
 pub use init::{init_network, validator_names};
-pub use store::{
-    AccessRow, Applied, BlockSummary, CommittedTx, ConsentRow, INVALID_KIND, OpenOptions, Reader,
-    RecordRow, Store, TxStatus,
+pub use rules::{
+    AskRow, GrantRow, KeyRow, LinkRow, PersonRow, RecoveryRow, Reject, RequestRow, StateView,
 };
-pub use tx::{Checked, Invalid, SignedTransaction, Transaction};
+pub use store::{
+    AccessEntry, Applied, BlockSummary, CommittedTx, INVALID_KIND, OpenOptions, Queries, Reader,
+    RecordEntry, Store, TxStatus,
+};
+pub use tx::{
+    Checked, Invalid, Meta, PersonId, PublicKey, SignedTx, Signer, TxHeader, TxId, key_pop_bytes,
+    person_id, signing_bytes,
+};
 
-/// A SHA-256 digest: transaction ids, block hashes, Merkle roots, consent hashes.
+/// A SHA-256 digest: transaction ids, block hashes, Merkle roots.
 pub type Hash = [u8; 32];
 
 /// SHA-256 of `bytes`.

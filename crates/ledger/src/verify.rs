@@ -2,14 +2,17 @@
 //!
 //! For each block in height order: the stored bytes decode; the header's hash is the stored hash;
 //! heights are consecutive and `seq` equals the height; each block's `prev_hash` is the hash of
-//! the block before; the genesis block is exactly the one `genesis.toml` derives; the Merkle root
-//! and timestamp match the entries (so every byte of an entry's id, timestamp and payload is
-//! covered by the block hash); the commit certificate holds a quorum (2f+1 when n = 3f+1) of
-//! distinct genesis validators' valid signatures over the block hash; and replaying the state
-//! machine gives the stored verdicts and the stored derived tables (records, consents,
-//! accesses). The replay derives each entry's verdict from its bytes again: an entry stored as
-//! a transaction must decode as its request's and its signature must verify under its
-//! validator's genesis key; an entry stored as invalid must be invalid for the stored reason.
+//! the block before and its time is later than that block's; the genesis block is exactly the
+//! one `genesis.toml` derives; the Merkle root matches the entries (so every byte of an entry's
+//! id, timestamp and payload is covered by the block hash); the commit certificate holds a
+//! quorum (2f+1 when n = 3f+1) of distinct genesis validators' valid signatures over the block
+//! hash. And every block is replayed, with the same rules and the same apply code as the store
+//! ([`crate::store`]'s `write_block`), into a private temporary SQLite database: each entry's
+//! verdict must be the stored one, and at the end every derived table (persons, keys, links,
+//! asks, requests, grants, recoveries, records, accesses) must equal the store's row for row.
+//! The replay derives each entry's content from its bytes again: an entry stored as a
+//! transaction must decode as its request's and its signatures (the envelope's and every new
+//! key's proof) must verify; an entry stored as invalid must be invalid for the stored reason.
 //!
 //! Signatures are checked in batches that span blocks (much faster than one by one), by the
 //! one rule ([`crypto::verify_signature`]), whose batch and single verdicts agree; when a batch
@@ -19,12 +22,13 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
+use rusqlite::types::Value;
 
 use crate::block::{BlockHeader, Certificate, Entry};
 use crate::crypto::{self, SignatureBatch};
 use crate::genesis::Genesis;
-use crate::store::state::Replay;
-use crate::tx::{self, Checked, Invalid, SignedTransaction};
+use crate::store::{self, DERIVED, Queries};
+use crate::tx::{Checked, Invalid, SignedTx};
 use crate::{Block, Error, Fault, Hash, Result, short_hex};
 
 /// How far verification has come, for a progress bar.
@@ -72,7 +76,18 @@ impl Pending {
         message: &[u8],
         signature: &[u8; 64],
     ) {
-        self.batch.push(key, message, signature);
+        self.push_bytes(height, owner, &key.to_bytes(), message, signature);
+    }
+
+    fn push_bytes(
+        &mut self,
+        height: u64,
+        owner: Owner,
+        key: &[u8; 32],
+        message: &[u8],
+        signature: &[u8; 64],
+    ) {
+        self.batch.push_bytes(key, message, signature);
         self.owners.push((height, owner));
     }
 
@@ -86,7 +101,8 @@ impl Pending {
                 height,
                 Fault::Transaction {
                     index,
-                    reason: "stored as a valid transaction, but its signature does not verify"
+                    reason: "stored as a valid transaction, but a signature of it does not \
+                             verify"
                         .into(),
                 },
             )),
@@ -99,7 +115,7 @@ impl Pending {
 }
 
 /// The checks of one non-genesis block that need no other block: `seq`, proposer, Merkle root,
-/// timestamp, certificate signers; the certificate's signatures are queued on `pending`.
+/// certificate signers; the certificate's signatures are queued on `pending`.
 fn check_contents(
     keys: &[VerifyingKey],
     genesis_hash: &Hash,
@@ -125,12 +141,6 @@ fn check_contents(
             computed: short_hex(&computed.merkle_root),
         });
     }
-    if computed.timestamp_ms != header.timestamp_ms {
-        return Err(Fault::Timestamp {
-            in_header: header.timestamp_ms,
-            computed: computed.timestamp_ms,
-        });
-    }
     let signers = crypto::certificate_signers(keys, certificate).map_err(Fault::Certificate)?;
     let message =
         crypto::certificate_signing_bytes(genesis_hash, certificate.view, height, &header.hash());
@@ -146,11 +156,10 @@ fn check_contents(
     Ok(())
 }
 
-/// Checks a block received from a peer (state transfer) on its own: Merkle root, timestamp and
-/// commit certificate; returns what each entry carries, for [`crate::Store::append_block`] (an
-/// invalid entry is the state machine's to reject, not a reason to refuse a certified block).
-/// Whether it extends the chain is the caller's check (its height and `prev_hash` against the
-/// head).
+/// Checks a block received from a peer (state transfer) on its own: Merkle root and commit
+/// certificate; returns what each entry carries, for [`crate::Store::append_block`] (an invalid
+/// entry is the rules' to reject, not a reason to refuse a certified block). Whether it extends
+/// the chain (its height, `prev_hash` and time against the head's) is checked on append.
 pub fn check_block(
     keys: &[VerifyingKey],
     genesis_hash: &Hash,
@@ -172,7 +181,7 @@ pub fn check_block(
     )
     .map_err(invalid)?;
     pending.settle().map_err(|(_, fault)| invalid(fault))?;
-    Ok(crypto::check_entries(keys, &block.entries))
+    Ok(crypto::check_entries(keys, genesis_hash, &block.entries))
 }
 
 /// Verifies the chain in the store at `path` against `genesis`, read-only.
@@ -237,12 +246,10 @@ fn block_hashes(path: &Path) -> Result<Vec<Hash>> {
 
 /// One transaction row as stored.
 struct TxRow {
-    row: i64,
     height: i64,
     idx: i64,
     id: Vec<u8>,
     kind: String,
-    patient_id: String,
     timestamp_ms: i64,
     body: Vec<u8>,
     rejected: Option<String>,
@@ -276,14 +283,34 @@ impl From<rusqlite::Error> for Stop {
     }
 }
 
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+/// A private temporary database (SQLite's empty file name: on disk, deleted on close) holding
+/// the genesis block, with the store's schema, for the replay. Nothing in it needs to survive,
+/// so it is written without syncing, in one transaction that is never committed.
+fn replay_database(genesis: &Genesis) -> Result<Connection> {
+    let mut conn = Connection::open("")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    store::schema::migrate(&mut conn, Path::new("(replay)"))?;
+    conn.execute_batch("BEGIN")?;
+    store::insert_block(&conn, genesis.block(), &genesis.hash())?;
+    Ok(conn)
+}
+
 /// The state of a walk along the chain.
 struct Walk<'g> {
     genesis: &'g Genesis,
     pending: Pending,
-    replay: Replay,
+    /// The chain replayed so far, with the store's rules and apply code.
+    replay: Connection,
     /// The height the next block must have.
     expected: u64,
     prev: Hash,
+    prev_time_ms: u64,
     transactions: u64,
 }
 
@@ -329,6 +356,13 @@ impl Walk<'_> {
             }
             .into());
         }
+        if expected > 0 && header.timestamp_ms <= self.prev_time_ms {
+            return Err(Fault::BlockTime {
+                previous: self.prev_time_ms,
+                found: header.timestamp_ms,
+            }
+            .into());
+        }
 
         // This block's transaction rows, in order; a stray row is a fault of this block.
         let mut entries = Vec::new();
@@ -360,7 +394,7 @@ impl Walk<'_> {
                 timestamp_ms: r.timestamp_ms as u64,
                 payload: r.body.into(),
             });
-            stored.push((r.row, r.kind, r.patient_id, r.rejected));
+            stored.push((r.kind, r.rejected));
         }
         let columns = (
             entries.len() as i64,
@@ -386,40 +420,49 @@ impl Walk<'_> {
                 &certificate,
                 &mut self.pending,
             )?;
-        }
-
-        for (index, (entry, (row, kind, patient_id, rejected))) in
-            entries.iter().zip(&stored).enumerate()
-        {
-            let content = self.content(expected, index, entry, rejected.as_deref());
-            if (kind.as_str(), patient_id.as_str()) != crate::store::indexed_columns(&content) {
-                return Err(Fault::Transaction {
-                    index,
-                    reason: Fault::Column("kind/patient_id").to_string(),
+            let mut contents = Vec::with_capacity(entries.len());
+            for (index, (entry, (kind, rejected))) in entries.iter().zip(&stored).enumerate() {
+                let content = self.content(expected, index, entry, rejected.as_deref());
+                if kind.as_str() != store::kind_column(&content) {
+                    return Err(Fault::Transaction {
+                        index,
+                        reason: Fault::Column("kind").to_string(),
+                    }
+                    .into());
                 }
-                .into());
+                contents.push(content);
             }
-            let verdict = self.replay.apply(*row, &entry.id, &content);
-            if verdict != rejected.as_deref() {
-                return Err(Fault::State(format!(
-                    "transaction {index} is stored as {}, the state machine says {}",
-                    rejected.as_deref().unwrap_or("applied"),
-                    verdict.unwrap_or("applied")
-                ))
-                .into());
+            let block = Block {
+                header,
+                entries,
+                certificate,
+            };
+            let applied = store::write_block(&self.replay, self.genesis, &block, &hash, &contents)?;
+            let mut verdicts: Vec<Option<&str>> = vec![None; block.entries.len()];
+            for (index, reason) in &applied.rejected {
+                verdicts[*index] = Some(reason);
             }
+            for (index, ((_, rejected), verdict)) in stored.iter().zip(verdicts).enumerate() {
+                if rejected.as_deref() != verdict {
+                    return Err(Fault::State(format!(
+                        "transaction {index} is stored as {}, the rules say {}",
+                        rejected.as_deref().unwrap_or("applied"),
+                        verdict.unwrap_or("applied")
+                    ))
+                    .into());
+                }
+            }
+            self.transactions += block.entries.len() as u64;
         }
-        self.transactions += entries.len() as u64;
         self.prev = hash;
+        self.prev_time_ms = header.timestamp_ms;
         Ok(())
     }
-}
 
-impl Walk<'_> {
     /// What entry `index` of the block at `height` carries, derived from its bytes. Signatures
     /// are checked in batches that span blocks, so the stored verdict decides which way each is
-    /// confirmed: an entry stored as a bad signature is checked now (and must fail); any other
-    /// is queued and must verify, or the batch names it.
+    /// confirmed: an entry stored as a bad signature or key proof is checked now (and must
+    /// fail so); any other is queued and must verify, or the batch names it.
     fn content(
         &mut self,
         height: u64,
@@ -427,25 +470,30 @@ impl Walk<'_> {
         entry: &Entry,
         rejected: Option<&str>,
     ) -> Checked {
-        let t = SignedTransaction::from_request(entry)?;
-        let key = self
-            .genesis
-            .keys()
-            .get(t.validator as usize)
-            .ok_or(Invalid::UnknownValidator)?;
-        let message = tx::signing_bytes(&entry.id);
-        if rejected == Some(Invalid::BadSignature.reason()) {
-            if !crypto::verify_signature(key, &message, &t.signature) {
-                return Err(Invalid::BadSignature);
+        let genesis_hash = self.genesis.hash();
+        let t = SignedTx::from_request(entry, &genesis_hash)?;
+        let signatures = crypto::tx_signatures(self.genesis.keys(), &genesis_hash, &t)?;
+        let stored_bad = matches!(
+            rejected.and_then(Invalid::from_reason),
+            Some(Invalid::BadSignature | Invalid::BadKeyProof)
+        );
+        if stored_bad {
+            let failed: Vec<usize> = signatures
+                .iter()
+                .enumerate()
+                .filter(|(_, (key, message, signature))| {
+                    !crypto::verify_signature_bytes(key, message, signature)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if let Some(invalid) = crypto::signature_verdict(&failed) {
+                return Err(invalid);
             }
         } else {
-            self.pending.push(
-                height,
-                Owner::Transaction(index),
-                key,
-                &message,
-                &t.signature,
-            );
+            for (key, message, signature) in &signatures {
+                self.pending
+                    .push_bytes(height, Owner::Transaction(index), key, message, signature);
+            }
         }
         Ok(t)
     }
@@ -480,21 +528,19 @@ pub(crate) fn verify_connection(
          FROM blocks ORDER BY height",
     )?;
     let mut tx_stmt = snapshot.prepare(
-        "SELECT tx, height, idx, id, kind, patient_id, timestamp_ms, body, rejected
+        "SELECT height, idx, id, kind, timestamp_ms, body, rejected
          FROM transactions ORDER BY height, idx",
     )?;
     let mut tx_rows = tx_stmt
         .query_map([], |r| {
             Ok(TxRow {
-                row: r.get(0)?,
-                height: r.get(1)?,
-                idx: r.get(2)?,
-                id: r.get(3)?,
-                kind: r.get(4)?,
-                patient_id: r.get(5)?,
-                timestamp_ms: r.get(6)?,
-                body: r.get(7)?,
-                rejected: r.get(8)?,
+                height: r.get(0)?,
+                idx: r.get(1)?,
+                id: r.get(2)?,
+                kind: r.get(3)?,
+                timestamp_ms: r.get(4)?,
+                body: r.get(5)?,
+                rejected: r.get(6)?,
             })
         })?
         .peekable();
@@ -502,9 +548,10 @@ pub(crate) fn verify_connection(
     let mut walk = Walk {
         genesis,
         pending: Pending::default(),
-        replay: Replay::default(),
+        replay: replay_database(genesis)?,
         expected: 0,
         prev: [0; 32],
+        prev_time_ms: 0,
         transactions: 0,
     };
     let mut rows = blocks.query([])?;
@@ -565,11 +612,11 @@ pub(crate) fn verify_connection(
     })
 }
 
-/// Compares the derived tables with the replayed state machine; a difference is reported at the
-/// height of the transaction the differing row is about.
-fn check_derived(conn: &Connection, replay: &Replay) -> Result<(), (u64, Fault)> {
+/// Compares every derived table of the store with the replay's, row for row; a difference is
+/// reported at the height of the transaction that made the differing row.
+fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, Fault)> {
     let sql = |e: rusqlite::Error| (0, Fault::State(e.to_string()));
-    let height_of = |row: i64| -> u64 {
+    let height_of = |conn: &Connection, row: i64| -> u64 {
         conn.query_row(
             "SELECT height FROM transactions WHERE tx = ?1",
             [row],
@@ -578,69 +625,41 @@ fn check_derived(conn: &Connection, replay: &Replay) -> Result<(), (u64, Fault)>
         .map(|h| h as u64)
         .unwrap_or(0)
     };
-
-    let mut stmt = conn
-        .prepare("SELECT patient_id, tx, consent_hash FROM records ORDER BY tx")
-        .map_err(sql)?;
-    let records: Vec<(String, i64, Vec<u8>)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(sql)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sql)?;
-    let expected: Vec<(String, i64, Vec<u8>)> = replay
-        .records
-        .iter()
-        .map(|(p, t, c)| (p.clone(), *t, c.to_vec()))
-        .collect();
-    first_difference(&records, &expected, |r| r.1).map_or(Ok(()), |row| {
-        Err((height_of(row), Fault::State("records table differs".into())))
-    })?;
-
-    let mut stmt = conn
-        .prepare("SELECT patient_id, tx FROM accesses ORDER BY tx")
-        .map_err(sql)?;
-    let accesses: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(sql)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sql)?;
-    first_difference(&accesses, &replay.accesses, |r| r.1).map_or(Ok(()), |row| {
-        Err((height_of(row), Fault::State("access log differs".into())))
-    })?;
-
-    let mut stmt = conn
-        .prepare("SELECT consent_hash, granted_tx, used_tx FROM consents ORDER BY consent_hash")
-        .map_err(sql)?;
-    let consents: Vec<(Vec<u8>, Option<i64>, Option<i64>)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(sql)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(sql)?;
-    let expected: Vec<(Vec<u8>, Option<i64>, Option<i64>)> = replay
-        .consents
-        .iter()
-        .map(|(h, (g, u))| (h.to_vec(), *g, *u))
-        .collect();
-    first_difference(&consents, &expected, |r| r.1.or(r.2).unwrap_or(0)).map_or(Ok(()), |row| {
-        Err((
-            height_of(row),
-            Fault::State("consents table differs".into()),
-        ))
-    })
-}
-
-/// The transaction row of the first differing entry of two lists, if they differ.
-fn first_difference<T: PartialEq>(
-    stored: &[T],
-    expected: &[T],
-    row: impl Fn(&T) -> i64,
-) -> Option<i64> {
-    let n = stored.len().max(expected.len());
-    (0..n).find_map(|i| match (stored.get(i), expected.get(i)) {
-        (Some(a), Some(b)) if a == b => None,
-        (Some(a), Some(b)) => Some(row(a).min(row(b))),
-        (Some(a), None) => Some(row(a)),
-        (None, Some(b)) => Some(row(b)),
-        (None, None) => None,
-    })
+    for (table, order) in DERIVED {
+        let query = format!("SELECT * FROM {table} ORDER BY {order}");
+        let read = |conn: &Connection| -> rusqlite::Result<(usize, Vec<Vec<Value>>)> {
+            let mut stmt = conn.prepare(&query)?;
+            let tx_column = stmt.column_index("tx")?;
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())?
+                .collect::<rusqlite::Result<Vec<Vec<Value>>>>()?;
+            Ok((tx_column, rows))
+        };
+        let (tx_column, have) = read(stored).map_err(sql)?;
+        let (_, want) = read(replay).map_err(sql)?;
+        let tx_of = |row: &Vec<Value>| match row.get(tx_column) {
+            Some(Value::Integer(tx)) => *tx,
+            _ => 0,
+        };
+        // The earlier of the two differing rows names the block: a row missing from the store
+        // is named by the replay's, an extra one by the store's.
+        let differs =
+            (0..have.len().max(want.len())).find_map(|i| match (have.get(i), want.get(i)) {
+                (Some(a), Some(b)) if a == b => None,
+                (Some(a), Some(b)) => {
+                    Some(height_of(stored, tx_of(a)).min(height_of(replay, tx_of(b))))
+                }
+                (Some(a), None) => Some(height_of(stored, tx_of(a))),
+                (None, Some(b)) => Some(height_of(replay, tx_of(b))),
+                (None, None) => None,
+            });
+        if let Some(height) = differs {
+            return Err((
+                height,
+                Fault::State(format!("{table} table differs from the replay")),
+            ));
+        }
+    }
+    Ok(())
 }

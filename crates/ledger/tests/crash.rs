@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ledger::testkit::TestNet;
-use ledger::{OpenOptions, Store};
+use ledger::{OpenOptions, Queries, Store};
 use rand::Rng;
 
 const CHILD_ENV: &str = "LEDGER_CRASH_CHILD_STORE";

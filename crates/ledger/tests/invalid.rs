@@ -7,8 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ledger::testkit::TestNet;
+use ledger::tx::{Meta, Scope, Signer};
 use ledger::verify::verify_store;
-use ledger::{Block, Error, Invalid, OpenOptions, Reader, Store, TxStatus, proposal_digest};
+use ledger::{
+    Block, Error, Invalid, OpenOptions, Queries, Reader, Store, TxStatus, proposal_digest,
+};
 use rusqlite::{Connection, params};
 
 /// The block at height 2 of a chain whose block 1 holds samples 0..4: a valid transaction, then
@@ -26,32 +29,61 @@ const WRONG_TIMESTAMP: usize = 3;
 const FOREIGN_ID: usize = 4;
 const UNKNOWN_VALIDATOR: usize = 5;
 const UNDER_GARBAGE_ID: usize = 6;
+const BODY_MISMATCH: usize = 7;
+const BAD_KEY_PROOF: usize = 8;
 
 fn scenario(store: &mut Store) -> Scenario {
     let net = TestNet::new(4);
     let first = net.next_block(store.head(), (0..4).map(|i| net.sample_tx(i)).collect());
     net.append(store, &first).expect("block 1");
+    let request = |t: &ledger::SignedTx| net.request(t);
 
-    let valid = net.sample_tx(10).to_request();
-    let mut garbage = net.sample_tx(11).to_request();
+    let valid = request(&net.sample_tx(10));
+    let mut garbage = request(&net.sample_tx(11));
     garbage.payload = Arc::from(&b"not a transaction at all"[..]);
-    // Decodes, but the signature is not the validator's: the substituted payload of the issue.
-    let mut bad_signature = net.sample_tx(12).to_request();
+    // Decodes, but the signature is not the signer's: the substituted payload of issue 8.
+    let mut bad_signature = request(&net.sample_tx(12));
     let mut bytes = bad_signature.payload.to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x20;
     bad_signature.payload = Arc::from(bytes);
-    let mut wrong_timestamp = net.sample_tx(13).to_request();
+    let mut wrong_timestamp = request(&net.sample_tx(5));
     wrong_timestamp.timestamp_ms += 1;
-    let mut foreign_id = net.sample_tx(14).to_request();
-    foreign_id.id = net.sample_tx(15).id();
-    let mut outsider = net.sample_tx(16);
-    outsider.validator = 7;
-    let unknown_validator = outsider.to_request();
+    let mut foreign_id = request(&net.sample_tx(6));
+    foreign_id.id = net.id(&net.sample_tx(7));
+    // An own read of patient 0 claimed by a validator outside the genesis.
+    let patient = net.sample_patient(0);
+    let mut outsider = net.access(0, &patient.id, &patient.id, None);
+    outsider.header.signer = Signer::Validator { index: 7 };
+    if let Meta::Access(a) = &mut outsider.header.meta {
+        a.serving = 7;
+    }
+    let unknown_validator = request(&outsider);
     // A valid transaction whose id the garbage entry already claimed: pbft executed that request
-    // id, so the state machine calls this one a duplicate, on every replica alike.
-    let mut under_garbage_id = net.sample_tx(11).to_request();
+    // id, so the rules call this one a duplicate, on every replica alike.
+    let mut under_garbage_id = request(&net.sample_tx(11));
     under_garbage_id.id = garbage.id;
+    // A well-signed grant carrying another body than the one it signed.
+    let doctor = net.sample_doctor(0);
+    let mut swapped = net.grant(
+        &patient,
+        &doctor.id,
+        Scope::Write,
+        None,
+        &patient.custodial(),
+    );
+    swapped.body = b"another purpose".to_vec();
+    let body_mismatch = request(&swapped);
+    // A well-signed enrollment of a key whose proof of possession is someone else's.
+    let squatter = net.patient(50, 0);
+    let mut enroll = net.enroll(&squatter);
+    if let Meta::Enroll(e) = &mut enroll.header.meta {
+        e.keys[0].pop = net
+            .new_key(&squatter.id, e.keys[0].kind, &squatter.device)
+            .pop;
+    }
+    let enroll = net.sign_header(enroll.header, Vec::new(), &net.keys[0]);
+    let bad_key_proof = request(&enroll);
 
     let entries = vec![
         valid,
@@ -61,6 +93,8 @@ fn scenario(store: &mut Store) -> Scenario {
         foreign_id,
         unknown_validator,
         under_garbage_id,
+        body_mismatch,
+        bad_key_proof,
     ];
     // The block as a committed proposal becomes it, as a node applies it.
     let proposal = pbft::Proposal {
@@ -78,6 +112,8 @@ fn scenario(store: &mut Store) -> Scenario {
         signatures: vec![],
     })
     .expect("a committed proposal always becomes a block");
+    // The kit's chains are one second a block; the proposal does not carry its time yet.
+    block.header.timestamp_ms = ledger::testkit::block_time(2);
     block.certificate = net.certify(&block.header, 0);
     Scenario { net, block }
 }
@@ -102,17 +138,19 @@ fn finding_1_committed_garbage_payload_is_rejected_not_fatal() {
         (FOREIGN_ID, Invalid::IdMismatch.reason()),
         (UNKNOWN_VALIDATOR, Invalid::UnknownValidator.reason()),
         (UNDER_GARBAGE_ID, ledger::store::DUPLICATE),
+        (BODY_MISMATCH, Invalid::BodyMismatch.reason()),
+        (BAD_KEY_PROOF, Invalid::BadKeyProof.reason()),
     ];
     assert_eq!(applied.rejected, expected, "entry {VALID} alone is applied");
     assert_eq!(store.head(), (2, block.hash()));
 
     // Stored exactly as it came, and the chain goes on after it.
     assert_eq!(store.block(2).expect("query"), Some(block.clone()));
-    let next = net.next_block(store.head(), vec![net.sample_tx(20)]);
+    let next = net.next_block(store.head(), vec![net.sample_tx(4)]);
     net.append(&mut store, &next).expect("block 3");
 
-    // The invalid entries changed no state: sample 12 (a consent use) and 16 (an access) were
-    // not applied; their patients' logs hold only what valid entries did.
+    // The invalid entries changed no state: the outsider's access was not applied, nor the
+    // enrollment with a borrowed key proof.
     let status = store.tx_status(&block.entries[GARBAGE].id).expect("status");
     assert_eq!(
         status,
@@ -129,17 +167,20 @@ fn finding_1_committed_garbage_payload_is_rejected_not_fatal() {
             .is_none(),
         "an invalid entry is no transaction"
     );
-    let p007 = store.accesses_by_patient("p007").expect("accesses");
+    let patient = net.sample_patient(0);
+    let accesses = store.accesses_of(&patient.id).expect("accesses");
     assert!(
-        p007.iter().all(|a| a.height != 2),
-        "the unknown validator's access was applied: {p007:?}"
+        accesses.is_empty(),
+        "the unknown validator's access was applied: {accesses:?}"
     );
+    assert!(store.person(&net.patient(50, 0).id).expect("q").is_none());
+    assert!(store.person(&net.sample_doctor(0).id).expect("q").is_some());
     drop(store);
 
     // Reopening verifies the whole chain: the verdicts are derived again from the bytes.
     let summary = verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
     assert_eq!(summary.head_height, 3);
-    assert_eq!(summary.transactions, 4 + 7 + 1);
+    assert_eq!(summary.transactions, 4 + 9 + 1);
     open(&path, &net);
 }
 
@@ -186,7 +227,13 @@ fn finding_1_tampering_with_an_invalid_entry_is_still_detected() {
     let restore = || std::fs::write(&path, &pristine).expect("restore");
 
     // Every byte of every invalid entry's body is covered by the block hash.
-    for index in [GARBAGE, BAD_SIGNATURE, FOREIGN_ID] {
+    for index in [
+        GARBAGE,
+        BAD_SIGNATURE,
+        FOREIGN_ID,
+        BODY_MISMATCH,
+        BAD_KEY_PROOF,
+    ] {
         let len = block.entries[index].payload.len();
         for offset in 0..len {
             flip_body(&path, index, offset);
@@ -203,7 +250,10 @@ fn finding_1_tampering_with_an_invalid_entry_is_still_detected() {
          WHERE height = 2 AND idx = 1",
         "UPDATE transactions SET rejected = 'invalid: signature does not verify' \
          WHERE height = 2 AND idx = 0",
-        "UPDATE transactions SET kind = 'access', patient_id = 'p003' WHERE height = 2 AND idx = 2",
+        "UPDATE transactions SET kind = 'enroll' WHERE height = 2 AND idx = 2",
+        "UPDATE transactions SET rejected = 'invalid: signature does not verify' \
+         WHERE height = 2 AND idx = 8",
+        "UPDATE transactions SET rejected = NULL WHERE height = 2 AND idx = 7",
         "UPDATE transactions SET timestamp_ms = timestamp_ms - 1 WHERE height = 2 AND idx = 3",
         "UPDATE transactions SET id = zeroblob(32) WHERE height = 2 AND idx = 1",
     ];
@@ -232,6 +282,7 @@ fn finding_1_transferred_block_with_invalid_entries_is_accepted_with_verdicts() 
     assert!(checked[VALID].is_ok());
     assert_eq!(checked[GARBAGE], Err(Invalid::Undecodable));
     assert_eq!(checked[BAD_SIGNATURE], Err(Invalid::BadSignature));
+    assert_eq!(checked[BAD_KEY_PROOF], Err(Invalid::BadKeyProof));
     store.append_block(&block, &checked).expect("stored");
 
     // The certificate still has to hold.
@@ -246,18 +297,18 @@ fn finding_1_old_store_format_is_refused_with_advice() {
     let path = dir.path().join("chain.db");
     let net = TestNet::new(4);
     net.write_chain(&path, 3, 2).expect("write");
-    // A store written by the previous format (schema 2, whose block hashes did not cover the
-    // payloads): its rows are intact, its format is older.
+    // A store written by the previous format (schema 3, whose transactions were signed by the
+    // accepting validator): its rows are intact, its format is older.
     Connection::open(&path)
         .expect("open")
-        .pragma_update(None, "user_version", 2)
+        .pragma_update(None, "user_version", 3)
         .expect("set version");
 
     let advice = |message: String, what: &str| {
         assert!(
             message.contains("chain.db")
-                && message.contains("format 2")
-                && message.contains("needs format 3")
+                && message.contains("format 3")
+                && message.contains("needs format 4")
                 && message.contains("medchain init"),
             "{what}: {message}"
         );
@@ -278,10 +329,10 @@ fn finding_1_old_store_format_is_refused_with_advice() {
         Ok(_) => panic!("a reader opened a store of an older format"),
         Err(e) => advice(e.to_string(), "reader"),
     }
-    // Refused, not changed: the file still says format 2.
+    // Refused, not changed: the file still says format 3.
     let version: i64 = Connection::open(&path)
         .expect("open")
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }

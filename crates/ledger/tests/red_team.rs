@@ -9,7 +9,7 @@ use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::IsIdentity;
 use ledger::testkit::TestNet;
-use ledger::{Block, OpenOptions, SignedTransaction, Store};
+use ledger::{Block, OpenOptions, SignedTx, Store};
 use sha2::{Digest as _, Sha512};
 
 /// A transaction validator `validator` signs with a signature whose R carries the point of
@@ -19,10 +19,10 @@ use sha2::{Digest as _, Sha512};
 /// (random linear combination, coefficients derived from the batch's transcript) passes when
 /// the coefficient of this signature is even: half of all batches, depending on the *other*
 /// signatures in the batch.
-fn torsion_signed(net: &TestNet, validator: u32, grind: u64) -> SignedTransaction {
+fn torsion_signed(net: &TestNet, grind: u64) -> SignedTx {
+    // Sample 1 is an enrollment by validator 1, its home.
     let mut tx = net.sample_tx(1);
-    tx.validator = validator;
-    let key = &net.keys[validator as usize];
+    let key = &net.keys[1];
     let expanded = Sha512::digest(key.to_bytes());
     let mut a_bytes = [0u8; 32];
     a_bytes.copy_from_slice(&expanded[..32]);
@@ -41,7 +41,7 @@ fn torsion_signed(net: &TestNet, validator: u32, grind: u64) -> SignedTransactio
     let big_r = (r * ED25519_BASEPOINT_POINT + torsion)
         .compress()
         .to_bytes();
-    let message = ledger::tx::signing_bytes(&tx.id());
+    let message = tx.signing_bytes(&net.genesis.hash());
     let mut h = Sha512::new();
     h.update(big_r);
     h.update(public);
@@ -54,10 +54,14 @@ fn torsion_signed(net: &TestNet, validator: u32, grind: u64) -> SignedTransactio
 }
 
 fn accepted(net: &TestNet, entries: &[&pbft::Request]) -> Vec<bool> {
-    ledger::crypto::check_entries(net.genesis.keys(), entries.iter().copied())
-        .iter()
-        .map(Result::is_ok)
-        .collect()
+    ledger::crypto::check_entries(
+        net.genesis.keys(),
+        &net.genesis.hash(),
+        entries.iter().copied(),
+    )
+    .iter()
+    .map(Result::is_ok)
+    .collect()
 }
 
 /// Finding 1 promises that an entry's verdict is a pure function of its bytes and the genesis
@@ -71,13 +75,12 @@ fn red_team_entry_verdict_depends_on_its_batch_companions() {
     // Whatever the Byzantine validator grinds, X's verdict next to any companion is its
     // verdict alone: one rule (ZIP-215) for single and batched checks.
     for g in 0..16 {
-        let x = torsion_signed(&net, 1, g).to_request();
+        let x = net.request(&torsion_signed(&net, g));
         let alone = accepted(&net, &[&x])[0];
         for i in 2..18 {
             let mut tx = net.sample_tx(i);
-            tx.validator = 2;
-            let c = SignedTransaction::sign(tx.body, tx.timestamp_ms, tx.nonce, 2, &net.keys[2])
-                .to_request();
+            tx.header.signer = ledger::Signer::Validator { index: 2 };
+            let c = net.request(&net.sign_header(tx.header, tx.body, &net.keys[2]));
             assert_eq!(
                 accepted(&net, &[&x, &c]),
                 [alone, true],
@@ -104,8 +107,8 @@ fn red_team_torsion_signature_makes_an_honest_store_fail_verification() {
     let net = TestNet::new(4);
     let mut tried = 0;
     for grind in 0..64 {
-        let tx = torsion_signed(&net, 1, grind);
-        let x = tx.to_request();
+        let tx = torsion_signed(&net, grind);
+        let x = net.request(&tx);
         if accepted(&net, &[&x]) != [true] {
             continue; // the edge would refuse this one; the attacker grinds on
         }

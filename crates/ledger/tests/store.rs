@@ -1,7 +1,8 @@
-//! The store: what goes in comes out, the state machine's verdicts, and refusals.
-use ledger::store::{CONSENT_GRANTED, CONSENT_RECORDED, CONSENT_USED, DUPLICATE};
-use ledger::testkit::TestNet;
-use ledger::{Error, OpenOptions, Reader, Store, Transaction, TxStatus, sha256};
+//! The store: what goes in comes out, the rules' verdicts, and refusals.
+use ledger::rules::reason::{DUPLICATE, GRANT_USED};
+use ledger::testkit::{self, TestNet};
+use ledger::tx::{RecordBody, Scope, Signer};
+use ledger::{Error, OpenOptions, Queries, Reader, Store, TxStatus};
 
 fn net() -> TestNet {
     TestNet::new(4)
@@ -58,153 +59,135 @@ fn blocks_and_queries_round_trip() {
 
     assert_eq!(reader.transaction_count().expect("count"), 96);
     let t = &net.sample_tx(4 * 8 + 3);
+    let id = net.id(t);
     assert_eq!(
-        reader.tx_status(&t.id()).expect("status"),
+        reader.tx_status(&id).expect("status"),
         TxStatus::Committed {
             height: 5,
             index: 3,
             rejected: None
         }
     );
-    assert_eq!(reader.transaction_height(&t.id()).expect("h"), Some(5));
-    assert!(reader.contains_transaction(&t.id()).expect("c"));
+    assert_eq!(reader.transaction_height(&id).expect("h"), Some(5));
+    assert!(reader.contains_transaction(&id).expect("c"));
     assert_eq!(
         reader.tx_status(&[0; 32]).expect("status"),
         TxStatus::Unknown
     );
+    let committed = reader.transaction(&id).expect("tx").expect("on chain");
+    assert_eq!(committed.tx, t.clone());
+    assert_eq!(committed.id, id);
+    assert_eq!(committed.block_time_ms, testkit::block_time(5));
+
+    // The sample patient 0's records: samples 14, 44 and 74 (rounds 0, 10 and 20).
+    let patient = net.sample_patient(0);
+    let doctor = net.sample_doctor(0);
+    let records = reader.records_of(&patient.id).expect("records");
+    assert_eq!(records.len(), 3);
+    let first = &net.sample_tx(14);
+    assert_eq!(records[0].tx_id, net.id(first));
+    assert_eq!(records[0].height, 2);
+    assert_eq!(records[0].block_time_ms, testkit::block_time(2));
+    assert_eq!(records[0].doctor, doctor.id);
+    assert_eq!(records[0].department, "Cardiology");
+    assert_eq!(records[0].grant, net.id(&net.sample_tx(13)));
+    assert_eq!(records[0].signer, doctor.custodial().signer);
+    assert!(matches!(records[0].signer, Signer::Custodial { .. }));
+    assert_eq!(records[0].origin, Some(doctor.home));
     assert_eq!(
-        reader.transaction(&t.id()).expect("tx").map(|c| c.tx),
-        Some(t.clone())
+        RecordBody::from_bytes(&records[0].body).expect("body"),
+        testkit::sample_record(14)
+    );
+    assert!(reader.records_of(&[9; 16]).expect("q").is_empty());
+
+    let accesses = reader.accesses_of(&patient.id).expect("accesses");
+    assert_eq!(accesses.len(), 3);
+    assert!(
+        accesses
+            .iter()
+            .all(|a| a.reader == patient.id && a.serving == patient.home && a.grant.is_none())
     );
 
-    // Records of p001: sample transactions 0, 20, 40, 60, 80 are its AddRecords (i % 10 == 0,
-    // i % 4 == 0).
-    let records = reader.records_by_patient("p001").expect("records");
-    assert_eq!(records.len(), 5);
-    let first = &net.sample_tx(0);
-    assert_eq!(records[0].tx_id, first.id());
-    assert_eq!(records[0].height, 1);
-    assert_eq!(records[0].timestamp_ms, first.timestamp_ms);
-    match &first.body {
-        Transaction::AddRecord {
-            diagnosis,
-            consent_hash,
-            doctor_id,
-            ..
-        } => {
-            assert_eq!(&records[0].diagnosis, diagnosis);
-            assert_eq!(&records[0].consent_hash, consent_hash);
-            assert_eq!(&records[0].doctor_id, doctor_id);
-        }
-        other => panic!("sample 0 is a record, got {other:?}"),
-    }
-    assert!(reader.records_by_patient("nobody").expect("q").is_empty());
-
-    let accesses = reader.accesses_by_patient("p004").expect("accesses");
-    assert!(!accesses.is_empty());
-    assert!(accesses.iter().all(|a| a.patient_id == "p004"));
-
-    let granted = sha256(b"consent 1");
-    let consent = reader.consent(&granted).expect("consent").expect("known");
-    assert_eq!(consent.granted.as_ref().map(|c| c.height), Some(1));
-    assert_eq!(consent.used.as_ref().map(|c| c.index), Some(2));
-    assert!(reader.consent(&[9; 32]).expect("q").is_none());
+    let person = reader.person(&doctor.id).expect("q").expect("enrolled");
+    assert_eq!(person.department.as_deref(), Some("Cardiology"));
+    assert_eq!(person.enrolled, net.id(&net.sample_tx(10)));
+    let keys = reader.keys_of(&doctor.id).expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].key, testkit::public(&doctor.custodial));
+    let grants = reader.grants_of_patient(&patient.id).expect("grants");
+    assert_eq!(grants.len(), 3);
+    assert!(
+        grants
+            .iter()
+            .all(|g| g.used.is_some() && g.scope == Scope::Write)
+    );
+    assert_eq!(grants[2].used, Some(net.id(first)), "newest first");
+    assert_eq!(
+        reader.grants_of_doctor(&doctor.id, 0).expect("q").len(),
+        (27 / 3 + 1)
+    );
 }
 
 #[test]
-fn the_state_machine_rejects_replays_and_reused_consents_deterministically() {
+fn the_rules_reject_replays_and_reused_grants_deterministically() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("chain.db");
     let net = net();
     let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
-
-    let consent = sha256(b"otp consent");
-    let record = |n: u8| {
-        net.sign_tx(
-            Transaction::AddRecord {
-                patient_id: "p001".into(),
-                doctor_id: "d001".into(),
-                department: "Cardiology".into(),
-                diagnosis: format!("d{n}"),
-                prescription: "rx".into(),
-                notes: String::new(),
-                consent_hash: consent,
-            },
-            1,
-            100 + n as u64,
-            [n; 16],
-        )
-    };
-    let grant = |n: u8| {
-        net.sign_tx(
-            Transaction::ConsentGranted {
-                patient_id: "p001".into(),
-                doctor_id: "d001".into(),
-                department: "Cardiology".into(),
-                purpose: "add_record".into(),
-                consent_hash: consent,
-                expires_at_ms: 1_000,
-            },
-            2,
-            90,
-            [n; 16],
-        )
-    };
-    let used = |n: u8| {
-        net.sign_tx(
-            Transaction::ConsentUsed {
-                patient_id: "p001".into(),
-                doctor_id: "d001".into(),
-                consent_hash: consent,
-            },
-            0,
-            95,
-            [n; 16],
-        )
-    };
+    let patient = net.patient(1, 0);
+    let doctor = net.doctor(2, 1, "Cardiology");
+    let grant = net.grant(
+        &patient,
+        &doctor.id,
+        Scope::Write,
+        None,
+        &patient.custodial(),
+    );
+    let grant_id = net.id(&grant);
+    let record = || net.add_record(&doctor, &patient.id, grant_id, &doctor.custodial());
+    let (r1, r2, r3) = (record(), record(), record());
 
     let b1 = net.next_block(
         store.head(),
-        vec![grant(1), used(1), record(1), record(1), record(2)],
+        vec![
+            net.enroll(&patient),
+            net.enroll(&doctor),
+            grant.clone(),
+            r1.clone(),
+            r1.clone(),
+            r2.clone(),
+        ],
     );
     let applied = net.append(&mut store, &b1).expect("append");
-    assert_eq!(
-        applied.rejected,
-        vec![(3, DUPLICATE), (4, CONSENT_RECORDED)]
-    );
+    assert_eq!(applied.rejected, vec![(4, DUPLICATE), (5, GRANT_USED)]);
 
-    let b2 = net.next_block(store.head(), vec![record(1), grant(2), used(2), record(3)]);
+    let b2 = net.next_block(store.head(), vec![r1.clone(), grant, r3]);
     let applied = net.append(&mut store, &b2).expect("append");
     assert_eq!(
         applied.rejected,
-        vec![
-            (0, DUPLICATE),
-            (1, CONSENT_GRANTED),
-            (2, CONSENT_USED),
-            (3, CONSENT_RECORDED)
-        ]
+        vec![(0, DUPLICATE), (1, DUPLICATE), (2, GRANT_USED)]
     );
     let reader = store.reader().expect("reader");
-    assert_eq!(reader.records_by_patient("p001").expect("q").len(), 1);
+    assert_eq!(reader.records_of(&patient.id).expect("q").len(), 1);
     assert_eq!(
-        reader.tx_status(&record(2).id()).expect("status"),
+        reader.tx_status(&net.id(&r2)).expect("status"),
         TxStatus::Committed {
             height: 1,
-            index: 4,
-            rejected: Some(CONSENT_RECORDED.into())
+            index: 5,
+            rejected: Some(GRANT_USED.into())
         }
     );
     // The first occurrence of a replayed transaction is the one reported.
     assert_eq!(
-        reader.tx_status(&record(1).id()).expect("status"),
+        reader.tx_status(&net.id(&r1)).expect("status"),
         TxStatus::Committed {
             height: 1,
-            index: 2,
+            index: 3,
             rejected: None
         }
     );
     drop(store);
-    // Replaying the state machine during verification agrees with what was stored.
+    // Replaying the rules during verification agrees with what was stored.
     Store::open(&path, &net.genesis, OpenOptions::default()).expect("verifies");
 }
 
@@ -235,6 +218,13 @@ fn append_refuses_blocks_that_do_not_extend_the_head() {
         net.append(&mut store, &wrong_root),
         Err(Error::NotNext { height: 1, .. })
     ));
+    // A block time not after the previous block's (here the genesis time itself).
+    let entries = blocks[0].entries.clone();
+    let stale = net.block_at(store.head(), net.genesis.created_at_ms(), entries);
+    match net.append(&mut store, &stale) {
+        Err(Error::NotNext { height: 1, reason }) => assert!(reason.contains("block time")),
+        other => panic!("expected a refusal of the block time, got {other:?}"),
+    }
     net.append(&mut store, &blocks[0]).expect("the right block");
     assert!(matches!(
         net.append(&mut store, &blocks[0]),

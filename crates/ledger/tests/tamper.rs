@@ -156,17 +156,20 @@ fn edits_to_columns_and_derived_state_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (net, path) = chain(dir.path());
     let pristine = snapshot(&path);
+    // Rows: samples 0 to 12 enroll (rows 1 to 13), then from row 14 a grant, its record and an
+    // own read in turn; six rows per block.
     let edits: &[(&str, u64)] = &[
         ("UPDATE blocks SET hash = zeroblob(32) WHERE height = 5", 5),
         ("UPDATE blocks SET tx_count = 7 WHERE height = 2", 2),
         ("UPDATE blocks SET proposer = 2 WHERE height = 8", 8),
+        (
+            "UPDATE blocks SET timestamp_ms = timestamp_ms + 1 WHERE height = 6",
+            6,
+        ),
         ("DELETE FROM transactions WHERE height = 7 AND idx = 5", 7),
         ("DELETE FROM transactions WHERE height = 3 AND idx = 0", 3),
         ("UPDATE transactions SET id = zeroblob(32) WHERE tx = 13", 3),
-        (
-            "UPDATE transactions SET patient_id = 'p999' WHERE tx = 14",
-            3,
-        ),
+        ("UPDATE transactions SET kind = 'access' WHERE tx = 14", 3),
         ("UPDATE transactions SET rejected = 'no' WHERE tx = 33", 6),
         // The entry's timestamp is under the block hash (its Merkle leaf), like its id and body.
         (
@@ -175,7 +178,7 @@ fn edits_to_columns_and_derived_state_are_named() {
         ),
         // A valid transaction cannot be passed off as an invalid entry, nor the reverse.
         (
-            "UPDATE transactions SET kind = 'invalid', patient_id = '',
+            "UPDATE transactions SET kind = 'invalid',
              rejected = 'invalid: signature does not verify' WHERE tx = 40",
             7,
         ),
@@ -184,11 +187,22 @@ fn edits_to_columns_and_derived_state_are_named() {
              transaction' WHERE tx = 45",
             8,
         ),
-        // Row 1 (block 1) is the record of sample 0 for p001: move it to another patient.
-        ("UPDATE records SET patient_id = 'p002' WHERE tx = 1", 1),
-        ("DELETE FROM records WHERE tx = 25", 5),
-        ("DELETE FROM accesses WHERE tx = 4", 1),
-        ("UPDATE consents SET used_tx = NULL WHERE granted_tx = 2", 1),
+        // Row 15 (block 3) is the first record: move it to another patient.
+        ("UPDATE records SET patient = x'00' WHERE tx = 15", 3),
+        ("DELETE FROM records WHERE tx = 24", 4),
+        ("DELETE FROM accesses WHERE tx = 22", 4),
+        ("UPDATE accesses SET serving = 3 WHERE tx = 22", 4),
+        ("UPDATE grants SET used_tx = NULL WHERE tx = 14", 3),
+        (
+            "UPDATE grants SET expires_ms = expires_ms + 1 WHERE tx = 17",
+            3,
+        ),
+        ("UPDATE persons SET home = 3 WHERE tx = 2", 1),
+        ("UPDATE keys SET revoked_tx = 5 WHERE tx = 7", 2),
+        (
+            "INSERT INTO links (person, validator, tx) VALUES (x'01', 2, 30)",
+            5,
+        ),
         ("DELETE FROM blocks WHERE height = 4", 4),
     ];
     for (sql, height) in edits {

@@ -1,11 +1,14 @@
 //! The SQLite store of one replica's chain (`chain.db`).
 //!
 //! One [`Store`] owns the only writing connection; [`Reader`]s are separate read-only
-//! connections (WAL mode lets them read a consistent snapshot while the writer appends).
-//! [`Store::append_block`] writes a block, its transactions and the state they derive (records,
-//! consents, access log) in one SQLite transaction with `synchronous=FULL`: after a crash at any
-//! instant a block is wholly present or wholly absent, and once `append_block` returns it
-//! survives a power cut.
+//! connections (WAL mode lets them read a consistent snapshot while the writer appends). Both
+//! answer the read queries of [`Queries`].
+//! [`Store::append_block`] writes a block, its entries and the state the rules derive from them
+//! (persons, keys, links, asks, requests, grants, recoveries, records, accesses) in one SQLite
+//! transaction with `synchronous=FULL`: after a crash at any instant a block is wholly present
+//! or wholly absent, and once `append_block` returns it survives a power cut. The rules read
+//! the state through that same transaction ([`state::SqlState`]), so each transaction of a
+//! block sees the effects of the ones before it.
 //!
 //! Opening a store verifies the whole chain against the genesis (unless explicitly told not to,
 //! for benchmarks), and refuses a store that fails, naming the file, the first bad height and
@@ -17,13 +20,19 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::block::{Block, BlockHeader, Certificate};
 use crate::genesis::Genesis;
-use crate::tx::{Checked, SignedTransaction, Transaction};
+use crate::rules::{
+    self, AskRow, Ctx, GrantRow, KeyRow, LinkRow, PersonRow, RecoveryRow, RequestRow, StateView,
+};
+use crate::tx::{Checked, Meta, PersonId, PublicKey, SignedTx, Signer, TxId};
 use crate::{Error, Hash, Result};
 
-mod schema;
-pub(crate) mod state;
+mod apply;
+pub(crate) mod schema;
+pub mod state;
 
-pub use state::{CONSENT_GRANTED, CONSENT_RECORDED, CONSENT_USED, DUPLICATE};
+pub use crate::rules::reason::DUPLICATE;
+pub use schema::{DERIVED, FORMAT_SINCE};
+pub use state::SqlState;
 
 /// How to open a [`Store`].
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +58,7 @@ impl OpenOptions {
 /// What [`Store::append_block`] decided for the block's transactions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// `(index in block, reason)` of every transaction the state machine rejected.
+    /// `(index in block, reason)` of every transaction the rules rejected.
     pub rejected: Vec<(usize, &'static str)>,
 }
 
@@ -57,7 +66,16 @@ pub struct Applied {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    head: (u64, Hash),
+    genesis: Genesis,
+    head: Head,
+}
+
+/// The last block, kept in memory (the store is its only writer).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head {
+    height: u64,
+    hash: Hash,
+    time_ms: u64,
 }
 
 /// A read-only connection to a `chain.db`, for the API and for verification.
@@ -108,7 +126,12 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
-            head: (0, genesis.hash()),
+            genesis: genesis.clone(),
+            head: Head {
+                height: 0,
+                hash: genesis.hash(),
+                time_ms: genesis.created_at_ms(),
+            },
         };
         match has_genesis {
             None => store.write_genesis(genesis)?,
@@ -142,37 +165,56 @@ impl Store {
 
     /// Height and hash of the last block (kept in memory; the store is its only writer).
     pub fn head(&self) -> (u64, Hash) {
-        self.head
+        (self.head.height, self.head.hash)
     }
 
-    /// Appends the next block durably: the block, its entries and the state they derive, in
-    /// one SQLite transaction. Refuses a block that does not extend the head or whose header
-    /// is not the one its entries build ([`BlockHeader::rebuilt`]).
+    /// The time of the last block: the next block's must be later.
+    pub fn head_time_ms(&self) -> u64 {
+        self.head.time_ms
+    }
+
+    /// The genesis this store holds the chain of.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// Appends the next block durably: the block, its entries and the state the rules derive
+    /// from them, in one SQLite transaction. Refuses a block that does not extend the head,
+    /// whose time is not after the head's, or whose header is not the one its entries build
+    /// ([`BlockHeader::rebuilt`]). The rules judge every transaction at the block's time
+    /// (`block.header.timestamp_ms`).
     ///
     /// `checked` is what each entry carries, in order: what [`crate::crypto::check_entries`]
     /// decides for `block.entries` (the node decides it with fewer checks for requests it
     /// checked as they arrived). The store trusts it, as it trusts that the certificate was
     /// checked ([`crate::verify::check_block`]); verification on opening derives both again from
     /// the stored bytes. An invalid entry is stored as it came, rejected with its
-    /// [`crate::tx::Invalid::reason`], and changes nothing but the ids seen (its request was executed).
+    /// [`crate::tx::Invalid::reason`], and changes nothing but the ids seen (its request was
+    /// executed).
     pub fn append_block(&mut self, block: &Block, checked: &[Checked]) -> Result<Applied> {
-        let (head, head_hash) = self.head;
+        let head = self.head;
         let h = block.header.height;
         let not_next = |reason: String| Error::NotNext { height: h, reason };
-        if h != head + 1 {
-            return Err(not_next(format!("the head is at height {head}")));
+        if h != head.height + 1 {
+            return Err(not_next(format!("the head is at height {}", head.height)));
         }
-        if block.header.prev_hash != head_hash {
+        if block.header.prev_hash != head.hash {
             return Err(not_next(format!(
                 "previous hash {} is not the head's hash {}",
                 crate::short_hex(&block.header.prev_hash),
-                crate::short_hex(&head_hash)
+                crate::short_hex(&head.hash)
             )));
         }
         if block.header.seq != h {
             return Err(not_next(format!(
                 "seq {} is not its height",
                 block.header.seq
+            )));
+        }
+        if block.header.timestamp_ms <= head.time_ms {
+            return Err(not_next(format!(
+                "block time {} is not after the head's {}",
+                block.header.timestamp_ms, head.time_ms
             )));
         }
         if checked.len() != block.entries.len() {
@@ -184,46 +226,18 @@ impl Store {
         }
         if block.header.rebuilt(&block.entries) != block.header {
             return Err(not_next(
-                "the merkle root or timestamp does not match its entries".into(),
+                "the merkle root does not match its entries".into(),
             ));
         }
-
         let hash = block.hash();
-        let ids: Vec<Hash> = block.ids().collect();
-        let mut applied = Applied::default();
         let tx = self.conn.transaction()?;
-        // The state machine's verdicts, decided in memory over what the chain already holds
-        // (fetched in a few batched queries rather than a few thousand point queries).
-        let mut state = prefetch_state(&tx, &ids, checked)?;
-        insert_block(&tx, block, &hash)?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO transactions (height, idx, id, kind, patient_id, timestamp_ms, body, rejected)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for (index, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
-                let rejected = state.apply(0, &entry.id, content);
-                let (kind, patient_id) = indexed_columns(content);
-                insert.execute(params![
-                    h as i64,
-                    index as i64,
-                    entry.id.as_slice(),
-                    kind,
-                    patient_id,
-                    entry.timestamp_ms as i64,
-                    &entry.payload[..],
-                    rejected,
-                ])?;
-                let row = tx.last_insert_rowid();
-                match (rejected, content) {
-                    (Some(reason), _) => applied.rejected.push((index, reason)),
-                    (None, Ok(t)) => apply_effects(&tx, row, &t.body)?,
-                    (None, Err(_)) => {}
-                }
-            }
-        }
+        let applied = write_block(&tx, &self.genesis, block, &hash, checked)?;
         tx.commit()?;
-        self.head = (h, hash);
+        self.head = Head {
+            height: h,
+            hash,
+            time_ms: block.header.timestamp_ms,
+        };
         Ok(applied)
     }
 
@@ -233,7 +247,58 @@ impl Store {
     }
 }
 
-fn insert_block(conn: &Connection, block: &Block, hash: &Hash) -> Result<()> {
+/// Writes `block` (with hash `hash`) and its entries through `conn`, deciding and applying each
+/// transaction in order: the one code path of a block's effects, shared by
+/// [`Store::append_block`] and the replay of [`crate::verify`]. `conn` is inside the caller's
+/// transaction.
+pub(crate) fn write_block(
+    conn: &Connection,
+    genesis: &Genesis,
+    block: &Block,
+    hash: &Hash,
+    checked: &[Checked],
+) -> Result<Applied> {
+    insert_block(conn, block, hash)?;
+    let mut applied = Applied::default();
+    let height = block.header.height;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO transactions (height, idx, id, kind, timestamp_ms, body, rejected)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (index, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
+        let outcome = match content {
+            Ok(t) => {
+                let ctx = Ctx {
+                    id: entry.id,
+                    header: &t.header,
+                    block_time_ms: block.header.timestamp_ms,
+                    height,
+                    validators: genesis.len() as u32,
+                    params: genesis.params(),
+                };
+                rules::decide(&ctx, &SqlState::new(conn))?.map_err(|r| r.0)
+            }
+            // Its request was executed: the id is seen, nothing else changes.
+            Err(invalid) => Err(invalid.reason()),
+        };
+        insert.execute(params![
+            height as i64,
+            index as i64,
+            entry.id.as_slice(),
+            kind_column(content),
+            entry.timestamp_ms as i64,
+            &entry.payload[..],
+            outcome.as_ref().err(),
+        ])?;
+        match outcome {
+            Ok(effects) => apply::apply(conn, conn.last_insert_rowid(), &effects)?,
+            Err(reason) => applied.rejected.push((index, reason)),
+        }
+    }
+    Ok(applied)
+}
+
+pub(crate) fn insert_block(conn: &Connection, block: &Block, hash: &Hash) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO blocks (height, hash, header, certificate, tx_count, timestamp_ms, proposer, view)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -252,161 +317,17 @@ fn insert_block(conn: &Connection, block: &Block, hash: &Hash) -> Result<()> {
     Ok(())
 }
 
-fn apply_effects(conn: &Connection, row: i64, body: &Transaction) -> Result<()> {
-    match body {
-        Transaction::AddRecord {
-            patient_id,
-            consent_hash,
-            ..
-        } => {
-            conn.prepare_cached(
-                "INSERT INTO records (patient_id, tx, consent_hash) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![patient_id, row, consent_hash.as_slice()])?;
-        }
-        Transaction::ConsentGranted { consent_hash, .. } => {
-            set_consent_tx(conn, "granted_tx", consent_hash, row)?;
-        }
-        Transaction::ConsentUsed { consent_hash, .. } => {
-            set_consent_tx(conn, "used_tx", consent_hash, row)?;
-        }
-        Transaction::Access { patient_id, .. } => {
-            conn.prepare_cached("INSERT INTO accesses (patient_id, tx) VALUES (?1, ?2)")?
-                .execute(params![patient_id, row])?;
-        }
-    }
-    Ok(())
-}
-
-/// Sets `column` (`granted_tx` or `used_tx`) of a consent's row to `row`. One row per consent
-/// hash, without a unique index (see schema migration 2): update the row if there is one, else
-/// add it.
-fn set_consent_tx(
-    conn: &Connection,
-    column: &'static str,
-    consent_hash: &Hash,
-    row: i64,
-) -> Result<()> {
-    let updated = conn
-        .prepare_cached(&format!(
-            "UPDATE consents SET {column} = ?3
-             WHERE substr(consent_hash, 1, 8) = ?1 AND consent_hash = ?2"
-        ))?
-        .execute(params![
-            key_prefix(consent_hash),
-            consent_hash.as_slice(),
-            row
-        ])?;
-    if updated == 0 {
-        conn.prepare_cached(&format!(
-            "INSERT INTO consents (consent_hash, {column}) VALUES (?1, ?2)"
-        ))?
-        .execute(params![consent_hash.as_slice(), row])?;
-    }
-    Ok(())
-}
-
-/// Lookups per batched query: below SQLite's parameter limit, and one cached statement.
-const LOOKUP_CHUNK: usize = 128;
-
-/// The indexed prefix of a hash key (schema migration 2): `substr(key, 1, 8)` in SQL.
-fn key_prefix(key: &Hash) -> &[u8] {
-    &key[..8]
-}
-
-/// The rows a query `SELECT <key>, ... FROM <table> WHERE substr(<key>, 1, 8) IN (...)` finds
-/// for the prefixes of `keys`, mapped by `row`: a superset of the keys' rows (a prefix may
-/// collide), so the caller matches whole keys. The last chunk is padded by repeating its last
-/// key, so every chunk uses the same cached statement.
-fn lookup<T>(
-    conn: &Connection,
-    select: &str,
-    keys: &[Hash],
-    mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>> {
-    let placeholders = vec!["?"; LOOKUP_CHUNK].join(",");
-    let sql = format!("{select} IN ({placeholders})");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut found = Vec::new();
-    for chunk in keys.chunks(LOOKUP_CHUNK) {
-        let Some(last) = chunk.last() else { continue };
-        let params = rusqlite::params_from_iter(
-            (0..LOOKUP_CHUNK).map(|i| key_prefix(chunk.get(i).unwrap_or(last))),
-        );
-        let mut rows = stmt.query(params)?;
-        while let Some(r) = rows.next()? {
-            found.push(row(r)?);
-        }
-    }
-    Ok(found)
-}
-
-/// The `kind` and `patient_id` columns of an entry: its transaction's, or [`INVALID_KIND`] and
-/// no patient for an invalid entry, whose content no validator vouches for.
-pub(crate) fn indexed_columns(content: &Checked) -> (&str, &str) {
+/// The `kind` column of an entry: its transaction's kind, or [`INVALID_KIND`] for an entry
+/// that carries none (no signer vouches for its content).
+pub(crate) fn kind_column(content: &Checked) -> &'static str {
     match content {
-        Ok(t) => (t.body.kind(), t.body.patient_id()),
-        Err(_) => (INVALID_KIND, ""),
+        Ok(t) => t.meta().kind(),
+        Err(_) => INVALID_KIND,
     }
 }
 
 /// The `kind` of an entry that carries no valid transaction ([`crate::tx::Invalid`]).
 pub const INVALID_KIND: &str = "invalid";
-
-/// The part of the chain's state that the entries with ids `ids` and verdicts `checked` can
-/// touch: which ids were seen, which consents have a record, which were granted or used.
-fn prefetch_state(conn: &Connection, ids: &[Hash], checked: &[Checked]) -> Result<state::Replay> {
-    let mut state = state::Replay::default();
-    let hash = |r: &rusqlite::Row<'_>, i| -> rusqlite::Result<Hash> {
-        let bytes: Vec<u8> = r.get(i)?;
-        Ok(bytes.try_into().unwrap_or([0; 32]))
-    };
-    // Rows whose key only shares the prefix land in the sets under their own (different)
-    // hash, where no lookup of ours will match them.
-    for id in lookup(
-        conn,
-        "SELECT id FROM transactions WHERE substr(id, 1, 8)",
-        ids,
-        |r| hash(r, 0),
-    )? {
-        state.seen.insert(id);
-    }
-    // An AddRecord is decided by whether its consent has a record, a grant or use by the
-    // consent's row: each hash is looked up only where its transaction's rule looks.
-    let mut record_consents = Vec::new();
-    let mut consents = Vec::new();
-    for t in checked.iter().flatten() {
-        match &t.body {
-            Transaction::AddRecord { consent_hash, .. } => record_consents.push(*consent_hash),
-            Transaction::ConsentGranted { consent_hash, .. }
-            | Transaction::ConsentUsed { consent_hash, .. } => consents.push(*consent_hash),
-            Transaction::Access { .. } => {}
-        }
-    }
-    for c in lookup(
-        conn,
-        "SELECT consent_hash FROM records WHERE substr(consent_hash, 1, 8)",
-        &record_consents,
-        |r| hash(r, 0),
-    )? {
-        state.record_consents.insert(c);
-    }
-    for (c, granted, used) in lookup(
-        conn,
-        "SELECT consent_hash, granted_tx, used_tx FROM consents WHERE substr(consent_hash, 1, 8)",
-        &consents,
-        |r| {
-            Ok((
-                hash(r, 0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-            ))
-        },
-    )? {
-        state.consents.insert(c, (granted, used));
-    }
-    Ok(state)
-}
 
 impl Reader {
     /// Opens `path` read-only. The store must exist (a [`Store`] created it).
@@ -445,7 +366,8 @@ impl Reader {
 
     /// Height and hash of the last block.
     pub fn head(&self) -> Result<(u64, Hash)> {
-        query::head(&self.conn)
+        let head = query::head(&self.conn)?;
+        Ok((head.height, head.hash))
     }
 
     /// Verifies the whole chain against `genesis`; see [`crate::verify`].
@@ -486,321 +408,380 @@ pub enum TxStatus {
 /// A committed transaction with its position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedTx {
+    pub id: TxId,
     pub height: u64,
     pub index: u64,
-    pub tx: SignedTransaction,
+    /// The time of its block: the time the rules judged it at.
+    pub block_time_ms: u64,
+    pub tx: SignedTx,
+    /// Why the rules did not apply it, if they did not.
     pub rejected: Option<String>,
 }
 
 /// A medical record as the chain holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordRow {
-    pub tx_id: Hash,
+pub struct RecordEntry {
+    pub tx_id: TxId,
     pub height: u64,
     pub index: u64,
-    pub timestamp_ms: u64,
-    pub validator: u32,
-    pub patient_id: String,
-    pub doctor_id: String,
+    /// The time of its block.
+    pub block_time_ms: u64,
+    pub patient: PersonId,
+    pub doctor: PersonId,
     pub department: String,
-    pub diagnosis: String,
-    pub prescription: String,
-    pub notes: String,
-    pub consent_hash: Hash,
+    /// The write grant it used.
+    pub grant: TxId,
+    /// Who signed it: the doctor's device key, or the custodial key their home holds.
+    pub signer: Signer,
+    /// The signing key's origin (the validator whose page made a device key, or the home).
+    pub origin: Option<u32>,
+    /// The body as stored (this issue: borsh of [`crate::tx::RecordBody`]).
+    pub body: Vec<u8>,
 }
 
 /// One entry of a patient's access log.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccessRow {
-    pub tx_id: Hash,
+pub struct AccessEntry {
+    pub tx_id: TxId,
     pub height: u64,
     pub index: u64,
-    pub timestamp_ms: u64,
-    pub patient_id: String,
-    pub reader_id: String,
-    pub reader_role: String,
-    pub consent_hash: Option<Hash>,
+    /// The time of its block.
+    pub block_time_ms: u64,
+    pub patient: PersonId,
+    /// The authenticated reader: the patient, or a doctor under `grant`.
+    pub reader: PersonId,
+    /// The validator (hospital) that served the read.
+    pub serving: u32,
+    pub grant: Option<TxId>,
 }
 
-/// A consent's life on chain: its grant and its use, each if it happened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConsentRow {
-    pub consent_hash: Hash,
-    pub granted: Option<CommittedTx>,
-    pub used: Option<CommittedTx>,
-}
+/// The read queries, the same on the writer and on a reader: every method is provided over
+/// the connection, as raft-rs's `Storage`. Import the trait to call them.
+pub trait Queries {
+    /// The connection the queries read through.
+    #[doc(hidden)]
+    fn connection(&self) -> &Connection;
 
-/// The read queries, the same on the writer and on a reader.
-macro_rules! read_queries {
-    ($t:ty) => {
-        impl $t {
-            /// The block at `height`.
-            pub fn block(&self, height: u64) -> Result<Option<Block>> {
-                query::block(&self.conn, height)
+    /// The rules' view of the committed state, for a precheck (`rules::decide` at `T = now`).
+    fn state(&self) -> SqlState<'_> {
+        SqlState::new(self.connection())
+    }
+
+    /// The block at `height`.
+    fn block(&self, height: u64) -> Result<Option<Block>> {
+        query::block(self.connection(), height)
+    }
+
+    /// The commit certificate of the block at `height` (without reading its entries).
+    fn certificate(&self, height: u64) -> Result<Option<Certificate>> {
+        let bytes: Option<Vec<u8>> = self
+            .connection()
+            .prepare_cached("SELECT certificate FROM blocks WHERE height = ?1")?
+            .query_row([height as i64], |r| r.get(0))
+            .optional()?;
+        bytes.map(|b| Certificate::from_bytes(&b)).transpose()
+    }
+
+    /// The block with hash `hash`.
+    fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>> {
+        let height: Option<i64> = self
+            .connection()
+            .prepare_cached("SELECT height FROM blocks WHERE hash = ?1")?
+            .query_row([hash.as_slice()], |r| r.get(0))
+            .optional()?;
+        match height {
+            Some(h) => query::block(self.connection(), h as u64),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` blocks from `from` upwards (for state transfer).
+    fn blocks_from(&self, from: u64, limit: usize) -> Result<Vec<Block>> {
+        let mut blocks = Vec::new();
+        for h in from.. {
+            if blocks.len() >= limit {
+                break;
             }
-
-            /// The commit certificate of the block at `height` (without reading its entries).
-            pub fn certificate(&self, height: u64) -> Result<Option<Certificate>> {
-                let bytes: Option<Vec<u8>> = self
-                    .conn
-                    .prepare_cached("SELECT certificate FROM blocks WHERE height = ?1")?
-                    .query_row([height as i64], |r| r.get(0))
-                    .optional()?;
-                bytes.map(|b| Certificate::from_bytes(&b)).transpose()
-            }
-
-            /// The block with hash `hash`.
-            pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>> {
-                let height: Option<i64> = self
-                    .conn
-                    .prepare_cached("SELECT height FROM blocks WHERE hash = ?1")?
-                    .query_row([hash.as_slice()], |r| r.get(0))
-                    .optional()?;
-                match height {
-                    Some(h) => query::block(&self.conn, h as u64),
-                    None => Ok(None),
-                }
-            }
-
-            /// Up to `limit` blocks from `from` upwards (for state transfer).
-            pub fn blocks_from(&self, from: u64, limit: usize) -> Result<Vec<Block>> {
-                let mut blocks = Vec::new();
-                for h in from.. {
-                    if blocks.len() >= limit {
-                        break;
-                    }
-                    match query::block(&self.conn, h)? {
-                        Some(b) => blocks.push(b),
-                        None => break,
-                    }
-                }
-                Ok(blocks)
-            }
-
-            /// Up to `limit` block summaries, newest first, below `before` (or from the head).
-            pub fn blocks_page(
-                &self,
-                before: Option<u64>,
-                limit: usize,
-            ) -> Result<Vec<BlockSummary>> {
-                let before = before.map_or(i64::MAX, |b| b as i64);
-                let mut stmt = self.conn.prepare_cached(
-                    "SELECT height, hash, timestamp_ms, proposer, view, tx_count FROM blocks
-                     WHERE height < ?1 ORDER BY height DESC LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![before, limit as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, u32>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                })?;
-                let mut page = Vec::new();
-                for row in rows {
-                    let (height, hash, ts, proposer, view, tx_count) = row?;
-                    page.push(BlockSummary {
-                        height: height as u64,
-                        hash: query::hash(hash, "block hash")?,
-                        timestamp_ms: ts as u64,
-                        proposer,
-                        view: view as u64,
-                        tx_count: tx_count as u64,
-                    });
-                }
-                Ok(page)
-            }
-
-            /// The first occurrence on chain of transaction `id` (an invalid entry under that
-            /// id carries no transaction and is skipped; [`Self::tx_status`] names it).
-            pub fn transaction(&self, id: &Hash) -> Result<Option<CommittedTx>> {
-                query::tx_where(
-                    &self.conn,
-                    "substr(id, 1, 8) = ?1 AND id = ?2 AND kind != ?3",
-                    &[&key_prefix(id), &id.as_slice(), &INVALID_KIND],
-                )
-            }
-
-            /// Whether transaction `id` is on chain.
-            pub fn contains_transaction(&self, id: &Hash) -> Result<bool> {
-                Ok(self
-                    .conn
-                    .prepare_cached(
-                        "SELECT 1 FROM transactions WHERE substr(id, 1, 8) = ?1 AND id = ?2
-                         LIMIT 1",
-                    )?
-                    .exists([key_prefix(id), id.as_slice()])?)
-            }
-
-            /// The height of the block holding transaction `id`, if on chain.
-            pub fn transaction_height(&self, id: &Hash) -> Result<Option<u64>> {
-                Ok(self
-                    .conn
-                    .prepare_cached(
-                        "SELECT height FROM transactions WHERE substr(id, 1, 8) = ?1 AND id = ?2
-                         ORDER BY tx LIMIT 1",
-                    )?
-                    .query_row([key_prefix(id), id.as_slice()], |r| r.get::<_, i64>(0))
-                    .optional()?
-                    .map(|h| h as u64))
-            }
-
-            /// Committed at a height (and applied or not), or unknown: the first entry on
-            /// chain under `id`, whatever it carries.
-            pub fn tx_status(&self, id: &Hash) -> Result<TxStatus> {
-                let row: Option<(i64, i64, Option<String>)> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT height, idx, rejected FROM transactions
-                         WHERE substr(id, 1, 8) = ?1 AND id = ?2 ORDER BY tx LIMIT 1",
-                    )?
-                    .query_row([key_prefix(id), id.as_slice()], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()?;
-                Ok(match row {
-                    Some((height, index, rejected)) => TxStatus::Committed {
-                        height: height as u64,
-                        index: index as u64,
-                        rejected,
-                    },
-                    None => TxStatus::Unknown,
-                })
-            }
-
-            /// A patient's records, oldest first.
-            pub fn records_by_patient(&self, patient_id: &str) -> Result<Vec<RecordRow>> {
-                let txs = query::txs_joined(
-                    &self.conn,
-                    "SELECT t.height, t.idx, t.body, t.rejected FROM records r
-                     JOIN transactions t ON t.tx = r.tx WHERE r.patient_id = ?1 ORDER BY r.tx",
-                    patient_id,
-                )?;
-                let mut rows = Vec::with_capacity(txs.len());
-                for c in txs {
-                    let tx_id = c.tx.id();
-                    if let Transaction::AddRecord {
-                        patient_id,
-                        doctor_id,
-                        department,
-                        diagnosis,
-                        prescription,
-                        notes,
-                        consent_hash,
-                    } = c.tx.body
-                    {
-                        rows.push(RecordRow {
-                            tx_id,
-                            height: c.height,
-                            index: c.index,
-                            timestamp_ms: c.tx.timestamp_ms,
-                            validator: c.tx.validator,
-                            patient_id,
-                            doctor_id,
-                            department,
-                            diagnosis,
-                            prescription,
-                            notes,
-                            consent_hash,
-                        });
-                    }
-                }
-                Ok(rows)
-            }
-
-            /// Who read a patient's records, oldest first.
-            pub fn accesses_by_patient(&self, patient_id: &str) -> Result<Vec<AccessRow>> {
-                let txs = query::txs_joined(
-                    &self.conn,
-                    "SELECT t.height, t.idx, t.body, t.rejected FROM accesses a
-                     JOIN transactions t ON t.tx = a.tx WHERE a.patient_id = ?1 ORDER BY a.tx",
-                    patient_id,
-                )?;
-                let mut rows = Vec::with_capacity(txs.len());
-                for c in txs {
-                    let tx_id = c.tx.id();
-                    if let Transaction::Access {
-                        patient_id,
-                        reader_id,
-                        reader_role,
-                        consent_hash,
-                    } = c.tx.body
-                    {
-                        rows.push(AccessRow {
-                            tx_id,
-                            height: c.height,
-                            index: c.index,
-                            timestamp_ms: c.tx.timestamp_ms,
-                            patient_id,
-                            reader_id,
-                            reader_role,
-                            consent_hash,
-                        });
-                    }
-                }
-                Ok(rows)
-            }
-
-            /// A consent's grant and use, if the chain knows the hash.
-            pub fn consent(&self, consent_hash: &Hash) -> Result<Option<ConsentRow>> {
-                let refs: Option<(Option<i64>, Option<i64>)> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT granted_tx, used_tx FROM consents
-                         WHERE substr(consent_hash, 1, 8) = ?1 AND consent_hash = ?2",
-                    )?
-                    .query_row([key_prefix(consent_hash), consent_hash.as_slice()], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()?;
-                let Some((granted, used)) = refs else {
-                    return Ok(None);
-                };
-                let by_row = |row: Option<i64>| -> Result<Option<CommittedTx>> {
-                    match row {
-                        Some(row) => query::tx_where(&self.conn, "tx = ?1", &[&row]),
-                        None => Ok(None),
-                    }
-                };
-                Ok(Some(ConsentRow {
-                    consent_hash: *consent_hash,
-                    granted: by_row(granted)?,
-                    used: by_row(used)?,
-                }))
-            }
-
-            /// The number of entries on chain (applied or not, valid or not).
-            pub fn transaction_count(&self) -> Result<u64> {
-                let n: i64 = self
-                    .conn
-                    .query_row("SELECT COUNT(*) FROM transactions", [], |r| r.get(0))?;
-                Ok(n as u64)
+            match query::block(self.connection(), h)? {
+                Some(b) => blocks.push(b),
+                None => break,
             }
         }
-    };
-}
+        Ok(blocks)
+    }
 
-read_queries!(Store);
-read_queries!(Reader);
+    /// Up to `limit` block summaries, newest first, below `before` (or from the head).
+    fn blocks_page(&self, before: Option<u64>, limit: usize) -> Result<Vec<BlockSummary>> {
+        let before = before.map_or(i64::MAX, |b| b as i64);
+        let mut stmt = self.connection().prepare_cached(
+            "SELECT height, hash, timestamp_ms, proposer, view, tx_count FROM blocks
+             WHERE height < ?1 ORDER BY height DESC LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![before, limit as i64])?;
+        let mut page = Vec::new();
+        while let Some(r) = rows.next()? {
+            page.push(BlockSummary {
+                height: r.get::<_, i64>(0)? as u64,
+                hash: state::fixed(r.get(1)?, "block hash")?,
+                timestamp_ms: r.get::<_, i64>(2)? as u64,
+                proposer: r.get(3)?,
+                view: r.get::<_, i64>(4)? as u64,
+                tx_count: r.get::<_, i64>(5)? as u64,
+            });
+        }
+        Ok(page)
+    }
 
-/// Queries shared by the writer and the readers.
-pub(crate) mod query {
-    use super::*;
+    /// The first occurrence on chain of transaction `id` (an invalid entry under that id
+    /// carries no transaction and is skipped; [`Queries::tx_status`] names it).
+    fn transaction(&self, id: &TxId) -> Result<Option<CommittedTx>> {
+        query::tx_where(
+            self.connection(),
+            "substr(t.id, 1, 8) = ?1 AND t.id = ?2 AND t.kind != ?3",
+            &[&state::prefix(id), &id.as_slice(), &INVALID_KIND],
+        )
+    }
 
-    pub fn hash(bytes: Vec<u8>, what: &'static str) -> Result<Hash> {
-        bytes.try_into().map_err(|_| Error::Decode {
-            what,
-            source: std::io::Error::other("not 32 bytes"),
+    /// Whether an entry with id `id` is on chain.
+    fn contains_transaction(&self, id: &TxId) -> Result<bool> {
+        self.state().seen(id)
+    }
+
+    /// The height of the block holding transaction `id`, if on chain.
+    fn transaction_height(&self, id: &TxId) -> Result<Option<u64>> {
+        Ok(match self.tx_status(id)? {
+            TxStatus::Committed { height, .. } => Some(height),
+            TxStatus::Unknown => None,
         })
     }
 
-    pub fn head(conn: &Connection) -> Result<(u64, Hash)> {
-        let (h, bytes): (i64, Vec<u8>) = conn
-            .prepare_cached("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok((h as u64, hash(bytes, "block hash")?))
+    /// Committed at a height (and applied or not, with the reason), or unknown: the first
+    /// entry on chain under `id`, whatever it carries.
+    fn tx_status(&self, id: &TxId) -> Result<TxStatus> {
+        let row: Option<(i64, i64, Option<String>)> = self
+            .connection()
+            .prepare_cached(
+                "SELECT height, idx, rejected FROM transactions
+                 WHERE substr(id, 1, 8) = ?1 AND id = ?2 ORDER BY tx LIMIT 1",
+            )?
+            .query_row(params![state::prefix(id), id.as_slice()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        Ok(match row {
+            Some((height, index, rejected)) => TxStatus::Committed {
+                height: height as u64,
+                index: index as u64,
+                rejected,
+            },
+            None => TxStatus::Unknown,
+        })
+    }
+
+    /// The number of entries on chain (applied or not, valid or not).
+    fn transaction_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .connection()
+            .query_row("SELECT COUNT(*) FROM transactions", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// An enrolled person.
+    fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
+        self.state().person(person)
+    }
+
+    /// A registered key (live, waiting or revoked).
+    fn key(&self, key: &PublicKey) -> Result<Option<KeyRow>> {
+        self.state().key(key)
+    }
+
+    /// Every key of a person, oldest first.
+    fn keys_of(&self, person: &PersonId) -> Result<Vec<KeyRow>> {
+        self.state().keys_of(person)
+    }
+
+    /// The validators a person is linked at (besides their home), oldest first.
+    fn links_of(&self, person: &PersonId) -> Result<Vec<LinkRow>> {
+        state::rows(
+            self.connection(),
+            "SELECT l.person, l.validator, t.id FROM links l JOIN transactions t ON t.tx = l.tx",
+            "l.person = ?1 ORDER BY l.tx",
+            &[&person.as_slice()],
+            |r| {
+                Ok(LinkRow {
+                    person: state::fixed(r.get(0)?, "person id")?,
+                    validator: r.get(1)?,
+                    tx: state::fixed(r.get(2)?, "transaction id")?,
+                })
+            },
+        )
+    }
+
+    fn ask(&self, id: &TxId) -> Result<Option<AskRow>> {
+        self.state().ask(id)
+    }
+
+    /// Asks for a person pending at `at_ms`, newest first.
+    fn pending_asks_for(&self, person: &PersonId, at_ms: u64) -> Result<Vec<AskRow>> {
+        state::rows(
+            self.connection(),
+            state::ASK_SELECT,
+            "a.person = ?1 AND a.expires_ms > ?2 AND a.answered_tx IS NULL ORDER BY a.tx DESC",
+            &[&person.as_slice(), &(at_ms as i64)],
+            state::ask_row,
+        )
+    }
+
+    fn request(&self, id: &TxId) -> Result<Option<RequestRow>> {
+        self.state().request(id)
+    }
+
+    /// Requests to a patient pending at `at_ms`, newest first.
+    fn pending_requests_of(&self, patient: &PersonId, at_ms: u64) -> Result<Vec<RequestRow>> {
+        state::rows(
+            self.connection(),
+            state::REQUEST_SELECT,
+            "q.patient = ?1 AND q.expires_ms > ?2 AND q.answered_tx IS NULL ORDER BY q.tx DESC",
+            &[&patient.as_slice(), &(at_ms as i64)],
+            state::request_row,
+        )
+    }
+
+    fn grant(&self, id: &TxId) -> Result<Option<GrantRow>> {
+        self.state().grant(id)
+    }
+
+    /// Every grant a patient gave, newest first.
+    fn grants_of_patient(&self, patient: &PersonId) -> Result<Vec<GrantRow>> {
+        state::rows(
+            self.connection(),
+            state::GRANT_SELECT,
+            "g.patient = ?1 ORDER BY g.tx DESC",
+            &[&patient.as_slice()],
+            state::grant_row,
+        )
+    }
+
+    /// Grants to a doctor that expire after `after_ms` (0: all), newest first.
+    fn grants_of_doctor(&self, doctor: &PersonId, after_ms: u64) -> Result<Vec<GrantRow>> {
+        state::rows(
+            self.connection(),
+            state::GRANT_SELECT,
+            "g.doctor = ?1 AND g.expires_ms > ?2 ORDER BY g.tx DESC",
+            &[&doctor.as_slice(), &(after_ms as i64)],
+            state::grant_row,
+        )
+    }
+
+    /// Every recovery of a person, newest first.
+    fn recoveries_of(&self, person: &PersonId) -> Result<Vec<RecoveryRow>> {
+        state::rows(
+            self.connection(),
+            state::RECOVERY_SELECT,
+            "v.person = ?1 ORDER BY v.tx DESC",
+            &[&person.as_slice()],
+            state::recovery_row,
+        )
+    }
+
+    /// A patient's records, oldest first, with who signed each and how.
+    fn records_of(&self, patient: &PersonId) -> Result<Vec<RecordEntry>> {
+        let conn = self.connection();
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.id, t.height, t.idx, b.timestamp_ms, t.body, g.id
+             FROM records r JOIN transactions t ON t.tx = r.tx
+             JOIN blocks b ON b.height = t.height
+             JOIN transactions g ON g.tx = r.grant_tx
+             WHERE r.patient = ?1 ORDER BY r.tx",
+        )?;
+        let mut rows = stmt.query([patient.as_slice()])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let payload: Vec<u8> = r.get(4)?;
+            let SignedTx { header, body, .. } = SignedTx::from_bytes(&payload)?;
+            let Meta::AddRecord(meta) = header.meta else {
+                return Err(Error::State(
+                    "a record row names a transaction of another kind".into(),
+                ));
+            };
+            let origin = match header.signer.person_key() {
+                Some((_, key)) => self.state().key(key)?.map(|k| k.origin),
+                None => None,
+            };
+            out.push(RecordEntry {
+                tx_id: state::fixed(r.get(0)?, "transaction id")?,
+                height: r.get::<_, i64>(1)? as u64,
+                index: r.get::<_, i64>(2)? as u64,
+                block_time_ms: r.get::<_, i64>(3)? as u64,
+                patient: meta.patient,
+                doctor: meta.doctor,
+                department: meta.department,
+                grant: state::fixed(r.get(5)?, "transaction id")?,
+                signer: header.signer,
+                origin,
+                body,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Who read a patient's records, and at which hospital, oldest first.
+    fn accesses_of(&self, patient: &PersonId) -> Result<Vec<AccessEntry>> {
+        state::rows(
+            self.connection(),
+            "SELECT t.id, t.height, t.idx, b.timestamp_ms, a.patient, a.reader, a.serving, g.id
+             FROM accesses a JOIN transactions t ON t.tx = a.tx
+             JOIN blocks b ON b.height = t.height
+             LEFT JOIN transactions g ON g.tx = a.grant_tx",
+            "a.patient = ?1 ORDER BY a.tx",
+            &[&patient.as_slice()],
+            |r| {
+                Ok(AccessEntry {
+                    tx_id: state::fixed(r.get(0)?, "transaction id")?,
+                    height: r.get::<_, i64>(1)? as u64,
+                    index: r.get::<_, i64>(2)? as u64,
+                    block_time_ms: r.get::<_, i64>(3)? as u64,
+                    patient: state::fixed(r.get(4)?, "person id")?,
+                    reader: state::fixed(r.get(5)?, "person id")?,
+                    serving: r.get(6)?,
+                    grant: r
+                        .get::<_, Option<Vec<u8>>>(7)?
+                        .map(|g| state::fixed(g, "transaction id"))
+                        .transpose()?,
+                })
+            },
+        )
+    }
+}
+
+impl Queries for Store {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Queries for Reader {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Queries shared by the writer, the readers and verification.
+pub(crate) mod query {
+    use super::*;
+
+    pub fn head(conn: &Connection) -> Result<Head> {
+        let (h, bytes, time): (i64, Vec<u8>, i64) = conn
+            .prepare_cached(
+                "SELECT height, hash, timestamp_ms FROM blocks ORDER BY height DESC LIMIT 1",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(Head {
+            height: h as u64,
+            hash: state::fixed(bytes, "block hash")?,
+            time_ms: time as u64,
+        })
     }
 
     pub fn block(conn: &Connection, height: u64) -> Result<Option<Block>> {
@@ -819,7 +800,7 @@ pub(crate) mod query {
         while let Some(row) = rows.next()? {
             let body: Vec<u8> = row.get(2)?;
             entries.push(pbft::Request {
-                id: hash(row.get(0)?, "transaction id")?,
+                id: state::fixed(row.get(0)?, "transaction id")?,
                 timestamp_ms: row.get::<_, i64>(1)? as u64,
                 payload: body.into(),
             });
@@ -836,38 +817,24 @@ pub(crate) mod query {
         condition: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Option<CommittedTx>> {
-        let sql = format!(
-            "SELECT height, idx, body, rejected FROM transactions WHERE {condition} ORDER BY tx LIMIT 1"
-        );
-        let row = conn
-            .prepare_cached(&sql)?
-            .query_row(args, committed_row)
-            .optional()?;
-        row.map(decode_committed).transpose()
-    }
-
-    type RawCommitted = (i64, i64, Vec<u8>, Option<String>);
-
-    fn committed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCommitted> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    }
-
-    fn decode_committed((height, idx, body, rejected): RawCommitted) -> Result<CommittedTx> {
-        Ok(CommittedTx {
-            height: height as u64,
-            index: idx as u64,
-            tx: SignedTransaction::from_bytes(&body)?,
-            rejected,
-        })
-    }
-
-    pub fn txs_joined(conn: &Connection, sql: &str, key: &str) -> Result<Vec<CommittedTx>> {
-        let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map([key], committed_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(decode_committed(row?)?);
-        }
-        Ok(out)
+        let found = state::rows(
+            conn,
+            "SELECT t.id, t.height, t.idx, b.timestamp_ms, t.body, t.rejected
+             FROM transactions t JOIN blocks b ON b.height = t.height",
+            &format!("{condition} ORDER BY t.tx LIMIT 1"),
+            args,
+            |r| {
+                let body: Vec<u8> = r.get(4)?;
+                Ok(CommittedTx {
+                    id: state::fixed(r.get(0)?, "transaction id")?,
+                    height: r.get::<_, i64>(1)? as u64,
+                    index: r.get::<_, i64>(2)? as u64,
+                    block_time_ms: r.get::<_, i64>(3)? as u64,
+                    tx: SignedTx::from_bytes(&body)?,
+                    rejected: r.get(5)?,
+                })
+            },
+        )?;
+        Ok(found.into_iter().next())
     }
 }

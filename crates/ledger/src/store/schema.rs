@@ -123,11 +123,152 @@ const MIGRATIONS: &[&str] = &[
     "
     SELECT 1;
     ",
+    // 4: chain format 4 (issue 9): transactions are envelopes signed by people's keys (tag
+    // `medchain/tx/v2`), block times are the primary's, and the rules derive identities, keys,
+    // links, asks, requests, grants, recoveries, records and accesses. Stores of earlier
+    // versions are refused (see `FORMAT_SINCE`), so this migration only ever runs on a new,
+    // empty file after migrations 1 to 3: it drops their derived tables and writes the new ones.
+    //
+    // Derived rows are keyed by `tx`, the row of the transaction that made them (appended in
+    // chain order, so an insert touches the rightmost pages only), and found by transaction id
+    // through `transactions_by_id_prefix`, the one index keyed by random ids. References to
+    // other transactions (`used_tx`, `revoked_tx`, ...) are rows as well. The other indexes are
+    // those the rules and the application's queries look up by: a person's keys, asks,
+    // requests, grants, recoveries, records and accesses.
+    "
+    DROP TABLE records;
+    DROP TABLE accesses;
+    DROP TABLE consents;
+    DROP TABLE transactions;
+
+    -- One row per entry of a block, in block order; `kind` is the kind's name or 'invalid';
+    -- `rejected` says why the rules did not apply it (NULL: applied).
+    CREATE TABLE transactions (
+        tx           INTEGER PRIMARY KEY,
+        height       INTEGER NOT NULL,
+        idx          INTEGER NOT NULL,
+        id           BLOB NOT NULL,
+        kind         TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        body         BLOB NOT NULL,
+        rejected     TEXT
+    );
+    CREATE UNIQUE INDEX transactions_by_position ON transactions(height, idx);
+    CREATE INDEX transactions_by_id_prefix ON transactions(substr(id, 1, 8));
+
+    CREATE TABLE persons (
+        person     BLOB PRIMARY KEY,
+        tx         INTEGER NOT NULL,
+        role       INTEGER NOT NULL,
+        department TEXT,
+        name       TEXT,
+        home       INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE keys (
+        key            BLOB PRIMARY KEY,
+        tx             INTEGER NOT NULL,
+        person         BLOB NOT NULL,
+        kind           INTEGER NOT NULL,
+        label          TEXT NOT NULL,
+        origin         INTEGER NOT NULL,
+        added_by       INTEGER NOT NULL,
+        active_from_ms INTEGER NOT NULL,
+        revoked_tx     INTEGER,
+        recovery_tx    INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX keys_by_person ON keys(person);
+
+    CREATE TABLE links (
+        person    BLOB NOT NULL,
+        validator INTEGER NOT NULL,
+        tx        INTEGER NOT NULL,
+        PRIMARY KEY (person, validator)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE asks (
+        tx          INTEGER PRIMARY KEY,
+        person      BLOB NOT NULL,
+        validator   INTEGER NOT NULL,
+        what        BLOB NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        answered_tx INTEGER
+    );
+    CREATE INDEX asks_by_person ON asks(person, expires_ms);
+
+    CREATE TABLE requests (
+        tx            INTEGER PRIMARY KEY,
+        patient       BLOB NOT NULL,
+        doctor        BLOB NOT NULL,
+        doctor_home   INTEGER NOT NULL,
+        scope_read_ms INTEGER,
+        created_ms    INTEGER NOT NULL,
+        expires_ms    INTEGER NOT NULL,
+        answered_tx   INTEGER,
+        answer        INTEGER
+    );
+    CREATE INDEX requests_by_patient ON requests(patient, expires_ms);
+
+    CREATE TABLE grants (
+        tx            INTEGER PRIMARY KEY,
+        patient       BLOB NOT NULL,
+        doctor        BLOB NOT NULL,
+        scope_read_ms INTEGER,
+        attested      INTEGER NOT NULL,
+        request_tx    INTEGER,
+        granted_ms    INTEGER NOT NULL,
+        expires_ms    INTEGER NOT NULL,
+        used_tx       INTEGER,
+        revoked_tx    INTEGER
+    );
+    CREATE INDEX grants_by_patient ON grants(patient);
+    CREATE INDEX grants_by_doctor ON grants(doctor, expires_ms);
+
+    CREATE TABLE recoveries (
+        tx           INTEGER PRIMARY KEY,
+        person       BLOB NOT NULL,
+        key          BLOB NOT NULL,
+        effective_ms INTEGER NOT NULL,
+        cancelled_tx INTEGER
+    );
+    CREATE INDEX recoveries_by_person ON recoveries(person);
+
+    CREATE TABLE records (
+        tx       INTEGER PRIMARY KEY,
+        patient  BLOB NOT NULL,
+        doctor   BLOB NOT NULL,
+        grant_tx INTEGER NOT NULL
+    );
+    CREATE INDEX records_by_patient ON records(patient);
+
+    CREATE TABLE accesses (
+        tx       INTEGER PRIMARY KEY,
+        patient  BLOB NOT NULL,
+        reader   BLOB NOT NULL,
+        serving  INTEGER NOT NULL,
+        grant_tx INTEGER
+    );
+    CREATE INDEX accesses_by_patient ON accesses(patient);
+    ",
 ];
 
-/// The first schema version of the chain format this program reads: block hashes commit to
-/// every byte of every entry since version 3.
-pub const FORMAT_SINCE: i64 = 3;
+/// The derived tables, each with the order verification compares them in: what the rules
+/// write and `medchain verify` derives again.
+pub const DERIVED: &[(&str, &str)] = &[
+    ("persons", "person"),
+    ("keys", "key"),
+    ("links", "person, validator"),
+    ("asks", "tx"),
+    ("requests", "tx"),
+    ("grants", "tx"),
+    ("recoveries", "tx"),
+    ("records", "tx"),
+    ("accesses", "tx"),
+];
+
+/// The first schema version of the chain format this program reads: transactions are
+/// envelopes signed by people's keys, and blocks carry the primary's time, since version 4.
+pub const FORMAT_SINCE: i64 = 4;
 
 /// The schema version this program writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

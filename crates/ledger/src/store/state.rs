@@ -1,121 +1,424 @@
-//! The deterministic state machine: which transactions of a committed block are applied.
+//! The chain's derived state in SQL: the [`StateView`] the rules read through (over the block's
+//! write transaction, so a transaction sees the effects of the ones before it in its block, or
+//! over a reader's snapshot for a precheck), and the row decoding the queries share.
 //!
-//! Every replica decides the same, because the decision depends only on the chain before the
-//! transaction. A transaction that is not applied stays in its block (the block is what was
-//! agreed; removing it would change the hash) and is marked rejected with the reason:
-//!
-//! - a transaction whose id appeared earlier in the chain (or earlier in its block) is a replay;
-//! - an `AddRecord` whose consent hash authorised an earlier record: one consent, one record;
-//! - a `ConsentGranted` for a consent hash already granted;
-//! - a `ConsentUsed` for a consent hash already used;
-//! - an entry that carries no valid transaction ([`crate::tx::Invalid`]: its payload does not
-//!   decode, has another id or timestamp than its request, or its signature does not verify).
-//!   It changes no state but the ids seen: pbft executed its request id, so a later entry
-//!   under that id is a duplicate, on every replica alike.
-//!
-//! Business rules that need a clock or secrets (OTP checks, expiry at the time of use) are the
-//! application's, before it submits a transaction; the state machine only enforces what must
-//! hold on every replica and can be decided from the chain alone.
-use crate::tx::{Checked, Transaction};
-use crate::{Hash, Result};
+//! Derived rows are keyed by `tx`, the row of the transaction that made them in `transactions`
+//! (appended in chain order, so inserts are cheap), and found by transaction id through that
+//! table's one id index; references to other transactions (`used_tx`, `revoked_tx`, ...) are
+//! rows too, joined back to ids when read.
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-pub const DUPLICATE: &str = "duplicate of an earlier transaction";
-pub const CONSENT_RECORDED: &str = "consent already used by another record";
-pub const CONSENT_GRANTED: &str = "consent already granted";
-pub const CONSENT_USED: &str = "consent already used";
+use crate::rules::{
+    Answer, AskRow, GrantRow, KeyRow, PersonRow, RecoveryRow, RequestRow, StateView,
+};
+use crate::tx::{AskWhat, Attested, KeyKind, PersonId, PublicKey, Role, Scope, SignerKind, TxId};
+use crate::{Error, Result};
 
-/// What the state machine needs to know of the chain so far.
-pub trait StateView {
-    fn seen(&mut self, id: &Hash) -> Result<bool>;
-    fn consent_has_record(&mut self, consent: &Hash) -> Result<bool>;
-    /// Whether `consent` was (granted, used).
-    fn consent(&mut self, consent: &Hash) -> Result<(bool, bool)>;
+/// The rules' view of the chain through `conn`.
+pub struct SqlState<'c> {
+    pub(crate) conn: &'c Connection,
 }
 
-/// Decides whether `body` (with id `id`) is applied: `None`, or the reason it is rejected.
-pub fn decide(
-    view: &mut impl StateView,
-    id: &Hash,
-    body: &Transaction,
-) -> Result<Option<&'static str>> {
-    if view.seen(id)? {
-        return Ok(Some(DUPLICATE));
+impl<'c> SqlState<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> Self {
+        SqlState { conn }
     }
-    Ok(match body {
-        Transaction::AddRecord { consent_hash, .. } => view
-            .consent_has_record(consent_hash)?
-            .then_some(CONSENT_RECORDED),
-        Transaction::ConsentGranted { consent_hash, .. } => {
-            view.consent(consent_hash)?.0.then_some(CONSENT_GRANTED)
-        }
-        Transaction::ConsentUsed { consent_hash, .. } => {
-            view.consent(consent_hash)?.1.then_some(CONSENT_USED)
-        }
-        Transaction::Access { .. } => None,
+}
+
+/// The indexed prefix of an id (`substr(id, 1, 8)` in SQL).
+pub(crate) fn prefix(id: &[u8; 32]) -> &[u8] {
+    &id[..8]
+}
+
+pub(crate) fn fixed<const N: usize>(bytes: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
+    bytes.try_into().map_err(|_| Error::Decode {
+        what,
+        source: std::io::Error::other(format!("not {N} bytes")),
     })
 }
 
-/// The state machine over in-memory sets, for verification to replay a chain and compare with
-/// what the store derived.
-#[derive(Default)]
-pub struct Replay {
-    pub seen: std::collections::HashSet<Hash>,
-    pub record_consents: std::collections::HashSet<Hash>,
-    /// Consent hash to the rows of the transactions that granted and used it.
-    pub consents: std::collections::BTreeMap<Hash, (Option<i64>, Option<i64>)>,
-    /// Applied records (patient id, transaction row, consent) and accesses (patient id, row),
-    /// in chain order.
-    pub records: Vec<(String, i64, Hash)>,
-    pub accesses: Vec<(String, i64)>,
+fn opt_fixed<const N: usize>(
+    bytes: Option<Vec<u8>>,
+    what: &'static str,
+) -> Result<Option<[u8; N]>> {
+    bytes.map(|b| fixed(b, what)).transpose()
 }
 
-impl StateView for Replay {
-    fn seen(&mut self, id: &Hash) -> Result<bool> {
-        Ok(self.seen.contains(id))
-    }
-    fn consent_has_record(&mut self, consent: &Hash) -> Result<bool> {
-        Ok(self.record_consents.contains(consent))
-    }
-    fn consent(&mut self, consent: &Hash) -> Result<(bool, bool)> {
-        let (granted, used) = self.consents.get(consent).copied().unwrap_or_default();
-        Ok((granted.is_some(), used.is_some()))
+fn bad(what: &'static str) -> Error {
+    Error::Decode {
+        what,
+        source: std::io::Error::other("unknown code"),
     }
 }
 
-impl Replay {
-    /// Decides and applies the entry with id `id` and verdict `content` at row `tx`; returns
-    /// the rejection reason if any.
-    pub fn apply(&mut self, tx: i64, id: &Hash, content: &Checked) -> Option<&'static str> {
-        let body = match content {
-            Ok(t) => &t.body,
-            Err(invalid) => {
-                self.seen.insert(*id);
-                return Some(invalid.reason());
-            }
-        };
-        let outcome = decide(self, id, body).unwrap_or_default();
-        self.seen.insert(*id);
-        if outcome.is_none() {
-            match body {
-                Transaction::AddRecord {
-                    patient_id,
-                    consent_hash,
-                    ..
-                } => {
-                    self.record_consents.insert(*consent_hash);
-                    self.records.push((patient_id.clone(), tx, *consent_hash));
-                }
-                Transaction::ConsentGranted { consent_hash, .. } => {
-                    self.consents.entry(*consent_hash).or_default().0 = Some(tx);
-                }
-                Transaction::ConsentUsed { consent_hash, .. } => {
-                    self.consents.entry(*consent_hash).or_default().1 = Some(tx);
-                }
-                Transaction::Access { patient_id, .. } => {
-                    self.accesses.push((patient_id.clone(), tx));
-                }
-            }
-        }
-        outcome
+pub(crate) fn role_code(role: Role) -> i64 {
+    match role {
+        Role::Patient => 0,
+        Role::Doctor => 1,
     }
+}
+
+fn role(code: i64) -> Result<Role> {
+    match code {
+        0 => Ok(Role::Patient),
+        1 => Ok(Role::Doctor),
+        _ => Err(bad("role")),
+    }
+}
+
+pub(crate) fn key_kind_code(kind: KeyKind) -> i64 {
+    match kind {
+        KeyKind::Device => 0,
+        KeyKind::Custodial => 1,
+    }
+}
+
+fn key_kind(code: i64) -> Result<KeyKind> {
+    match code {
+        0 => Ok(KeyKind::Device),
+        1 => Ok(KeyKind::Custodial),
+        _ => Err(bad("key kind")),
+    }
+}
+
+pub(crate) fn signer_kind_code(kind: SignerKind) -> i64 {
+    match kind {
+        SignerKind::Device => 0,
+        SignerKind::Custodial => 1,
+        SignerKind::Validator => 2,
+    }
+}
+
+fn signer_kind(code: i64) -> Result<SignerKind> {
+    match code {
+        0 => Ok(SignerKind::Device),
+        1 => Ok(SignerKind::Custodial),
+        2 => Ok(SignerKind::Validator),
+        _ => Err(bad("signer kind")),
+    }
+}
+
+pub(crate) fn attested_code(attested: Attested) -> i64 {
+    match attested {
+        Attested::Device => 0,
+        Attested::InPerson => 1,
+    }
+}
+
+fn attested(code: i64) -> Result<Attested> {
+    match code {
+        0 => Ok(Attested::Device),
+        1 => Ok(Attested::InPerson),
+        _ => Err(bad("attestation")),
+    }
+}
+
+pub(crate) fn answer_code(answer: Answer) -> i64 {
+    match answer {
+        Answer::Granted => 0,
+        Answer::Denied => 1,
+    }
+}
+
+fn answer(code: i64) -> Result<Answer> {
+    match code {
+        0 => Ok(Answer::Granted),
+        1 => Ok(Answer::Denied),
+        _ => Err(bad("answer")),
+    }
+}
+
+/// A scope as a column: NULL for a write grant, else the read duration.
+pub(crate) fn scope_column(scope: Scope) -> Option<i64> {
+    match scope {
+        Scope::Write => None,
+        Scope::Read { duration_ms } => Some(duration_ms as i64),
+    }
+}
+
+fn scope(column: Option<i64>) -> Scope {
+    match column {
+        None => Scope::Write,
+        Some(d) => Scope::Read {
+            duration_ms: d as u64,
+        },
+    }
+}
+
+fn ms(v: i64) -> u64 {
+    v as u64
+}
+
+/// The `WHERE` that finds the rows of transaction `?1`/`?2` (prefix, whole id) as `t`.
+const BY_ID: &str = "substr(t.id, 1, 8) = ?1 AND t.id = ?2";
+
+pub(crate) const PERSON_SELECT: &str = "SELECT p.person, p.role, p.department, p.name, p.home, t.id
+     FROM persons p JOIN transactions t ON t.tx = p.tx";
+
+pub(crate) fn person_row(r: &Row<'_>) -> Result<PersonRow> {
+    Ok(PersonRow {
+        person: fixed(r.get(0)?, "person id")?,
+        role: role(r.get(1)?)?,
+        department: r.get(2)?,
+        name: r.get(3)?,
+        home: r.get(4)?,
+        enrolled: fixed(r.get(5)?, "transaction id")?,
+    })
+}
+
+pub(crate) const KEY_SELECT: &str = "SELECT k.key, k.person, k.kind, k.label, k.origin, t.id,
+            k.added_by, k.active_from_ms, rv.id, rc.id
+     FROM keys k JOIN transactions t ON t.tx = k.tx
+     LEFT JOIN transactions rv ON rv.tx = k.revoked_tx
+     LEFT JOIN transactions rc ON rc.tx = k.recovery_tx";
+
+pub(crate) fn key_row(r: &Row<'_>) -> Result<KeyRow> {
+    Ok(KeyRow {
+        key: fixed(r.get(0)?, "public key")?,
+        person: fixed(r.get(1)?, "person id")?,
+        kind: key_kind(r.get(2)?)?,
+        label: r.get(3)?,
+        origin: r.get(4)?,
+        added: fixed(r.get(5)?, "transaction id")?,
+        added_by: signer_kind(r.get(6)?)?,
+        active_from_ms: ms(r.get(7)?),
+        revoked: opt_fixed(r.get(8)?, "transaction id")?,
+        recovery: opt_fixed(r.get(9)?, "transaction id")?,
+    })
+}
+
+pub(crate) const ASK_SELECT: &str =
+    "SELECT t.id, a.person, a.validator, a.what, a.expires_ms, an.id
+     FROM asks a JOIN transactions t ON t.tx = a.tx
+     LEFT JOIN transactions an ON an.tx = a.answered_tx";
+
+pub(crate) fn ask_row(r: &Row<'_>) -> Result<AskRow> {
+    let what: Vec<u8> = r.get(3)?;
+    Ok(AskRow {
+        id: fixed(r.get(0)?, "transaction id")?,
+        person: fixed(r.get(1)?, "person id")?,
+        validator: r.get(2)?,
+        what: borsh::from_slice::<AskWhat>(&what).map_err(|source| Error::Decode {
+            what: "ask",
+            source,
+        })?,
+        expires_ms: ms(r.get(4)?),
+        answered: opt_fixed(r.get(5)?, "transaction id")?,
+    })
+}
+
+pub(crate) const REQUEST_SELECT: &str =
+    "SELECT t.id, q.patient, q.doctor, q.doctor_home, q.scope_read_ms,
+            q.created_ms, q.expires_ms, an.id, q.answer
+     FROM requests q JOIN transactions t ON t.tx = q.tx
+     LEFT JOIN transactions an ON an.tx = q.answered_tx";
+
+pub(crate) fn request_row(r: &Row<'_>) -> Result<RequestRow> {
+    let answered: Option<[u8; 32]> = opt_fixed(r.get(7)?, "transaction id")?;
+    let answer_code: Option<i64> = r.get(8)?;
+    Ok(RequestRow {
+        id: fixed(r.get(0)?, "transaction id")?,
+        patient: fixed(r.get(1)?, "person id")?,
+        doctor: fixed(r.get(2)?, "person id")?,
+        doctor_home: r.get(3)?,
+        scope: scope(r.get(4)?),
+        created_ms: ms(r.get(5)?),
+        expires_ms: ms(r.get(6)?),
+        answered: match (answered, answer_code) {
+            (Some(id), Some(code)) => Some((id, answer(code)?)),
+            _ => None,
+        },
+    })
+}
+
+pub(crate) const GRANT_SELECT: &str =
+    "SELECT t.id, g.patient, g.doctor, g.scope_read_ms, g.attested, rq.id,
+            g.granted_ms, g.expires_ms, u.id, rv.id
+     FROM grants g JOIN transactions t ON t.tx = g.tx
+     LEFT JOIN transactions rq ON rq.tx = g.request_tx
+     LEFT JOIN transactions u ON u.tx = g.used_tx
+     LEFT JOIN transactions rv ON rv.tx = g.revoked_tx";
+
+pub(crate) fn grant_row(r: &Row<'_>) -> Result<GrantRow> {
+    Ok(GrantRow {
+        id: fixed(r.get(0)?, "transaction id")?,
+        patient: fixed(r.get(1)?, "person id")?,
+        doctor: fixed(r.get(2)?, "person id")?,
+        scope: scope(r.get(3)?),
+        attested: attested(r.get(4)?)?,
+        request: opt_fixed(r.get(5)?, "transaction id")?,
+        granted_ms: ms(r.get(6)?),
+        expires_ms: ms(r.get(7)?),
+        used: opt_fixed(r.get(8)?, "transaction id")?,
+        revoked: opt_fixed(r.get(9)?, "transaction id")?,
+    })
+}
+
+pub(crate) const RECOVERY_SELECT: &str = "SELECT t.id, v.person, v.key, v.effective_ms, c.id
+     FROM recoveries v JOIN transactions t ON t.tx = v.tx
+     LEFT JOIN transactions c ON c.tx = v.cancelled_tx";
+
+pub(crate) fn recovery_row(r: &Row<'_>) -> Result<RecoveryRow> {
+    Ok(RecoveryRow {
+        id: fixed(r.get(0)?, "transaction id")?,
+        person: fixed(r.get(1)?, "person id")?,
+        key: fixed(r.get(2)?, "public key")?,
+        effective_ms: ms(r.get(3)?),
+        cancelled: opt_fixed(r.get(4)?, "transaction id")?,
+    })
+}
+
+/// The rows `select ... WHERE condition` finds, decoded by `decode`.
+pub(crate) fn rows<T>(
+    conn: &Connection,
+    select: &str,
+    condition: &str,
+    args: &[&dyn rusqlite::ToSql],
+    decode: fn(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(&format!("{select} WHERE {condition}"))?;
+    let mut found = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = found.next()? {
+        out.push(decode(r)?);
+    }
+    Ok(out)
+}
+
+/// The row of the applied transaction `id` in `select`'s table, if any.
+fn by_id<T>(
+    conn: &Connection,
+    select: &str,
+    id: &TxId,
+    decode: fn(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    Ok(
+        rows(conn, select, BY_ID, &[&prefix(id), &id.as_slice()], decode)?
+            .into_iter()
+            .next(),
+    )
+}
+
+fn count(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize> {
+    let n: i64 = conn.prepare_cached(sql)?.query_row(args, |r| r.get(0))?;
+    Ok(n as usize)
+}
+
+impl StateView for SqlState<'_> {
+    fn seen(&self, id: &TxId) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM transactions WHERE substr(id, 1, 8) = ?1 AND id = ?2")?
+            .exists(params![prefix(id), id.as_slice()])?)
+    }
+
+    fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
+        Ok(rows(
+            self.conn,
+            PERSON_SELECT,
+            "p.person = ?1",
+            &[&person.as_slice()],
+            person_row,
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn key(&self, key: &PublicKey) -> Result<Option<KeyRow>> {
+        Ok(rows(
+            self.conn,
+            KEY_SELECT,
+            "k.key = ?1",
+            &[&key.as_slice()],
+            key_row,
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn keys_of(&self, person: &PersonId) -> Result<Vec<KeyRow>> {
+        rows(
+            self.conn,
+            KEY_SELECT,
+            "k.person = ?1 ORDER BY k.tx, k.key",
+            &[&person.as_slice()],
+            key_row,
+        )
+    }
+
+    fn linked(&self, person: &PersonId, validator: u32) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM links WHERE person = ?1 AND validator = ?2")?
+            .exists(params![person.as_slice(), validator])?)
+    }
+
+    fn ask(&self, id: &TxId) -> Result<Option<AskRow>> {
+        by_id(self.conn, ASK_SELECT, id, ask_row)
+    }
+
+    fn pending_asks(&self, person: &PersonId, validator: u32, at_ms: u64) -> Result<usize> {
+        count(
+            self.conn,
+            "SELECT COUNT(*) FROM asks WHERE person = ?1 AND validator = ?2 AND expires_ms > ?3
+             AND answered_tx IS NULL",
+            &[&person.as_slice(), &validator, &(at_ms as i64)],
+        )
+    }
+
+    fn request(&self, id: &TxId) -> Result<Option<RequestRow>> {
+        by_id(self.conn, REQUEST_SELECT, id, request_row)
+    }
+
+    fn pending_requests(&self, doctor: &PersonId, patient: &PersonId, at_ms: u64) -> Result<usize> {
+        count(
+            self.conn,
+            "SELECT COUNT(*) FROM requests WHERE patient = ?1 AND expires_ms > ?2
+             AND answered_tx IS NULL AND doctor = ?3",
+            &[&patient.as_slice(), &(at_ms as i64), &doctor.as_slice()],
+        )
+    }
+
+    fn pending_requests_from_hospital_of(
+        &self,
+        doctor: &PersonId,
+        patient: &PersonId,
+        at_ms: u64,
+    ) -> Result<usize> {
+        count(
+            self.conn,
+            "SELECT COUNT(*) FROM requests WHERE patient = ?1 AND expires_ms > ?2
+             AND answered_tx IS NULL
+             AND doctor_home = (SELECT home FROM persons WHERE person = ?3)",
+            &[&patient.as_slice(), &(at_ms as i64), &doctor.as_slice()],
+        )
+    }
+
+    fn grant(&self, id: &TxId) -> Result<Option<GrantRow>> {
+        by_id(self.conn, GRANT_SELECT, id, grant_row)
+    }
+
+    fn pending_recovery(&self, person: &PersonId, at_ms: u64) -> Result<Option<RecoveryRow>> {
+        Ok(rows(
+            self.conn,
+            RECOVERY_SELECT,
+            "v.person = ?1 AND v.effective_ms > ?2 AND v.cancelled_tx IS NULL",
+            &[&person.as_slice(), &(at_ms as i64)],
+            recovery_row,
+        )?
+        .into_iter()
+        .next())
+    }
+}
+
+/// The row in `transactions` of the applied transaction `id` (the one whose effects are in the
+/// derived tables; a later duplicate or an invalid entry under the same id is rejected).
+pub(crate) fn tx_row(conn: &Connection, id: &TxId) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT tx FROM transactions WHERE substr(id, 1, 8) = ?1 AND id = ?2
+             AND rejected IS NULL ORDER BY tx LIMIT 1",
+        )?
+        .query_row(params![prefix(id), id.as_slice()], |r| r.get(0))
+        .optional()?)
 }

@@ -1,0 +1,186 @@
+//! Writes a decision's [`Effect`]s into the derived tables: the one place state changes, used
+//! by the store when it appends a block and by verification when it replays one.
+use rusqlite::{Connection, params};
+
+use super::state::{
+    answer_code, attested_code, key_kind_code, role_code, scope_column, signer_kind_code, tx_row,
+};
+use crate::rules::Effect;
+use crate::tx::TxId;
+use crate::{Error, Result};
+
+/// The row of transaction `id`, which an effect refers to: it was applied (a rule read it).
+fn row_of(conn: &Connection, id: &TxId) -> Result<i64> {
+    tx_row(conn, id)?.ok_or_else(|| {
+        Error::State(format!(
+            "an effect names transaction {}, which is not applied",
+            crate::short_hex(id)
+        ))
+    })
+}
+
+/// Runs `sql` with `args`, which must change exactly one row.
+fn one(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<()> {
+    match conn.prepare_cached(sql)?.execute(args)? {
+        1 => Ok(()),
+        n => Err(Error::State(format!("{n} rows changed by: {sql}"))),
+    }
+}
+
+/// Writes `effects` of the transaction at row `tx` (already in `transactions`), in order.
+pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()> {
+    for effect in effects {
+        match effect {
+            Effect::Person(p) => one(
+                conn,
+                "INSERT INTO persons (person, tx, role, department, name, home)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    p.person.as_slice(),
+                    tx,
+                    role_code(p.role),
+                    p.department,
+                    p.name,
+                    p.home
+                ],
+            )?,
+            Effect::Key(k) => one(
+                conn,
+                "INSERT INTO keys (key, tx, person, kind, label, origin, added_by, active_from_ms,
+                                   recovery_tx)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    k.key.as_slice(),
+                    tx,
+                    k.person.as_slice(),
+                    key_kind_code(k.kind),
+                    k.label,
+                    k.origin,
+                    signer_kind_code(k.added_by),
+                    k.active_from_ms as i64,
+                    k.recovery.map(|_| tx),
+                ],
+            )?,
+            Effect::RevokeKey(key) => one(
+                conn,
+                "UPDATE keys SET revoked_tx = ?2 WHERE key = ?1 AND revoked_tx IS NULL",
+                params![key.as_slice(), tx],
+            )?,
+            Effect::Link(l) => one(
+                conn,
+                "INSERT INTO links (person, validator, tx) VALUES (?1, ?2, ?3)",
+                params![l.person.as_slice(), l.validator, tx],
+            )?,
+            Effect::Ask(a) => one(
+                conn,
+                "INSERT INTO asks (tx, person, validator, what, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    tx,
+                    a.person.as_slice(),
+                    a.validator,
+                    borsh::to_vec(&a.what).unwrap_or_default(),
+                    a.expires_ms as i64
+                ],
+            )?,
+            Effect::AnswerAsk(id) => one(
+                conn,
+                "UPDATE asks SET answered_tx = ?2 WHERE tx = ?1 AND answered_tx IS NULL",
+                params![row_of(conn, id)?, tx],
+            )?,
+            Effect::Request(q) => one(
+                conn,
+                "INSERT INTO requests (tx, patient, doctor, doctor_home, scope_read_ms, created_ms,
+                                       expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    tx,
+                    q.patient.as_slice(),
+                    q.doctor.as_slice(),
+                    q.doctor_home,
+                    scope_column(q.scope),
+                    q.created_ms as i64,
+                    q.expires_ms as i64
+                ],
+            )?,
+            Effect::AnswerRequest(id, answer) => one(
+                conn,
+                "UPDATE requests SET answered_tx = ?2, answer = ?3 WHERE tx = ?1
+                 AND answered_tx IS NULL",
+                params![row_of(conn, id)?, tx, answer_code(*answer)],
+            )?,
+            Effect::Grant(g) => one(
+                conn,
+                "INSERT INTO grants (tx, patient, doctor, scope_read_ms, attested, request_tx,
+                                     granted_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    tx,
+                    g.patient.as_slice(),
+                    g.doctor.as_slice(),
+                    scope_column(g.scope),
+                    attested_code(g.attested),
+                    g.request.map(|r| row_of(conn, &r)).transpose()?,
+                    g.granted_ms as i64,
+                    g.expires_ms as i64
+                ],
+            )?,
+            Effect::UseGrant(id) => one(
+                conn,
+                "UPDATE grants SET used_tx = ?2 WHERE tx = ?1 AND used_tx IS NULL",
+                params![row_of(conn, id)?, tx],
+            )?,
+            Effect::RevokeGrant(id) => one(
+                conn,
+                "UPDATE grants SET revoked_tx = ?2 WHERE tx = ?1 AND revoked_tx IS NULL",
+                params![row_of(conn, id)?, tx],
+            )?,
+            Effect::Recovery(v) => one(
+                conn,
+                "INSERT INTO recoveries (tx, person, key, effective_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    tx,
+                    v.person.as_slice(),
+                    v.key.as_slice(),
+                    v.effective_ms as i64
+                ],
+            )?,
+            Effect::CancelRecovery(id) => one(
+                conn,
+                "UPDATE recoveries SET cancelled_tx = ?2 WHERE tx = ?1 AND cancelled_tx IS NULL",
+                params![row_of(conn, id)?, tx],
+            )?,
+            Effect::Record {
+                patient,
+                doctor,
+                grant,
+            } => one(
+                conn,
+                "INSERT INTO records (tx, patient, doctor, grant_tx) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    tx,
+                    patient.as_slice(),
+                    doctor.as_slice(),
+                    row_of(conn, grant)?
+                ],
+            )?,
+            Effect::Access {
+                patient,
+                reader,
+                serving,
+                grant,
+            } => one(
+                conn,
+                "INSERT INTO accesses (tx, patient, reader, serving, grant_tx)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    tx,
+                    patient.as_slice(),
+                    reader.as_slice(),
+                    serving,
+                    grant.map(|g| row_of(conn, &g)).transpose()?
+                ],
+            )?,
+        }
+    }
+    Ok(())
+}

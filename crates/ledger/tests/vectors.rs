@@ -1,0 +1,146 @@
+//! The test vectors of the transaction format (`tests/vectors/tx_v2.json`): for one `Grant` and
+//! one `AddRecord`, the header, the body, the signed bytes, the id, the signer's public key, the
+//! signature and the stored payload, so that another implementation (the browser's decoder and
+//! signer) can check itself against this one. The file is what this code makes: the test fails
+//! if they differ; `LEDGER_WRITE_VECTORS=1 cargo test -p ledger --test vectors` rewrites it.
+use ledger::testkit::{TestNet, public};
+use ledger::tx::{
+    AddRecord, Attested, Grant, Meta, PurposeBody, RecordBody, Scope, SignedTx, Signer, TxHeader,
+};
+use serde_json::{Value, json};
+
+const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/tx_v2.json");
+
+fn vectors() -> Value {
+    let net = TestNet::new(4);
+    let g = net.genesis.hash();
+    let patient = net.patient(1, 0);
+    let doctor = net.doctor(2, 0, "Cardiology");
+    let grant_header = TxHeader {
+        meta: Meta::Grant(Grant {
+            patient: patient.id,
+            doctor: doctor.id,
+            scope: Scope::Read {
+                duration_ms: 3_600_000,
+            },
+            request: Some([0x5a; 32]),
+            attested: Attested::Device,
+        }),
+        signer: Signer::Device {
+            person: patient.id,
+            key: public(&patient.device),
+        },
+        created_ms: 1_767_225_600_000,
+        not_after_ms: 1_767_229_200_000,
+        nonce: *b"grant-vector-v2!",
+        body_hash: [0; 32],
+    };
+    let grant = SignedTx::sign(
+        grant_header,
+        PurposeBody {
+            purpose: "follow-up of the echocardiogram".into(),
+        }
+        .to_bytes(),
+        &g,
+        &patient.device,
+    );
+    let record_header = TxHeader {
+        meta: Meta::AddRecord(AddRecord {
+            patient: patient.id,
+            doctor: doctor.id,
+            department: "Cardiology".into(),
+            grant: grant.id(&g),
+        }),
+        signer: Signer::Device {
+            person: doctor.id,
+            key: public(&doctor.device),
+        },
+        created_ms: 1_767_225_660_000,
+        not_after_ms: 1_767_225_900_000,
+        nonce: *b"record-vector-v2",
+        body_hash: [0; 32],
+    };
+    let record = SignedTx::sign(
+        record_header,
+        RecordBody {
+            diagnosis: "Hypertension".into(),
+            prescription: "Lisinopril 10mg".into(),
+            notes: "Recheck in 4 weeks".into(),
+        }
+        .to_bytes(),
+        &g,
+        &doctor.device,
+    );
+    let entry = |tx: &SignedTx| {
+        let (_, key) = tx.header.signer.person_key().expect("a person signs");
+        json!({
+            "kind": tx.meta().kind(),
+            "kind_byte": tx.meta().kind_byte(),
+            "header": tx.header,
+            "body_hex": hex::encode(&tx.body),
+            "signing_bytes_hex": hex::encode(tx.signing_bytes(&g)),
+            "id_hex": hex::encode(tx.id(&g)),
+            "public_key_hex": hex::encode(key),
+            "signature_hex": hex::encode(tx.signature),
+            "payload_hex": hex::encode(tx.to_bytes()),
+        })
+    };
+    json!({
+        "format": "medchain/tx/v2",
+        "about": "signing_bytes = ASCII 'medchain/tx/v2' || genesis_hash || borsh(header); \
+                  id = SHA-256(signing_bytes); signature = Ed25519(signing_bytes); \
+                  payload = borsh(header) || u32 LE body length || body || signature; \
+                  header.body_hash = SHA-256(body)",
+        "genesis_hash_hex": hex::encode(g),
+        "transactions": [entry(&grant), entry(&record)],
+    })
+}
+
+#[test]
+fn the_vector_file_is_what_this_code_signs() {
+    let made = vectors();
+    if std::env::var_os("LEDGER_WRITE_VECTORS").is_some() {
+        let text = serde_json::to_string_pretty(&made).expect("json") + "\n";
+        std::fs::write(FILE, text).expect("write the vectors");
+    }
+    let text = std::fs::read_to_string(FILE).expect("tests/vectors/tx_v2.json");
+    let stored: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        stored, made,
+        "rewrite with LEDGER_WRITE_VECTORS=1 if the format changed"
+    );
+}
+
+/// The file checked from its own bytes, as another implementation would: the signed bytes
+/// start with the tag, the genesis hash and the kind byte; the id is their hash; the signature
+/// verifies under the public key; the payload decodes to the header given.
+#[test]
+fn the_vectors_check_from_their_own_bytes() {
+    let text = std::fs::read_to_string(FILE).expect("tests/vectors/tx_v2.json");
+    let file: Value = serde_json::from_str(&text).expect("json");
+    let bytes = |v: &Value| hex::decode(v.as_str().expect("hex string")).expect("hex");
+    let genesis = bytes(&file["genesis_hash_hex"]);
+    let txs = file["transactions"].as_array().expect("list");
+    assert_eq!(txs.len(), 2);
+    for t in txs {
+        let signing = bytes(&t["signing_bytes_hex"]);
+        assert_eq!(&signing[..14], b"medchain/tx/v2");
+        assert_eq!(&signing[14..46], genesis.as_slice());
+        assert_eq!(
+            u64::from(signing[46]),
+            t["kind_byte"].as_u64().expect("byte")
+        );
+        assert_eq!(bytes(&t["id_hex"]), ledger::sha256(&signing));
+        let key: [u8; 32] = bytes(&t["public_key_hex"]).try_into().expect("32 bytes");
+        let signature: [u8; 64] = bytes(&t["signature_hex"]).try_into().expect("64 bytes");
+        assert!(ledger::crypto::verify_signature_bytes(
+            &key, &signing, &signature
+        ));
+        let tx = SignedTx::from_bytes(&bytes(&t["payload_hex"])).expect("payload decodes");
+        let header: TxHeader = serde_json::from_value(t["header"].clone()).expect("header");
+        assert_eq!(tx.header, header);
+        assert_eq!(tx.body, bytes(&t["body_hex"]));
+        assert_eq!(tx.header.body_hash, ledger::sha256(&tx.body));
+        assert_eq!(signing[46..], borsh::to_vec(&header).expect("borsh")[..]);
+    }
+}
