@@ -267,10 +267,8 @@ impl Rule for AddKey {
                 ask.validator
             }
         };
-        check!(ensure(
-            person.role != Role::Doctor || origin == person.home,
-            why::DOCTOR_KEY_NOT_HOME
-        ));
+        // A doctor's device keys are made at the home's page: the `Ask` rule refuses an ask for
+        // a doctor's key from any other validator, and without an ask the origin is the home.
         effects.insert(
             0,
             Effect::Key(new_key_row(ctx, &self.person, &self.key, origin, 0, false)),
