@@ -303,11 +303,13 @@ impl Rule for RevokeKey {
             signer.origin == person.home || signer.origin == target.origin,
             why::REVOKE_OTHER_ORIGIN
         ));
-        let another_live = state
-            .keys_of(&self.person)?
-            .iter()
-            .any(|k| k.key != self.key && k.live_at(t));
-        check!(ensure(another_live, why::WOULD_LEAVE_NO_KEY));
+        if target.live_at(t) {
+            let another_live = state
+                .keys_of(&self.person)?
+                .iter()
+                .any(|k| k.key != self.key && k.live_at(t));
+            check!(ensure(another_live, why::WOULD_LEAVE_NO_KEY));
+        }
         let mut effects = vec![Effect::RevokeKey(self.key)];
         if let Some(recovery) = target.recovery
             && t < target.active_from_ms

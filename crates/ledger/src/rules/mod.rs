@@ -389,14 +389,15 @@ fn common(ctx: &Ctx<'_>, state: &dyn StateView) -> Result<std::result::Result<()
     }
     let rule = header.meta.rule();
     let acts = rule.acts();
+    let kind = usize::from(header.meta.kind_byte());
     match (&header.signer, acts) {
         (Signer::Validator { .. }, Acts::Person(_)) => {
-            return Ok(Err(Reject(reason::NEEDS_PERSON_KEY)));
+            return Ok(Err(Reject(reason::NEEDS_PERSON_KEY[kind])));
         }
         (Signer::Device { .. } | Signer::Custodial { .. }, Acts::Person(_)) => {}
         (Signer::Validator { .. }, _) => {}
         (Signer::Device { .. } | Signer::Custodial { .. }, _) => {
-            return Ok(Err(Reject(reason::NEEDS_VALIDATOR)));
+            return Ok(Err(Reject(reason::NEEDS_VALIDATOR[kind])));
         }
     }
     if let Some((person, key)) = header.signer.person_key()
