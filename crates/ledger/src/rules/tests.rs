@@ -1304,14 +1304,7 @@ fn a_doctors_read_needs_a_live_read_grant_at_their_home() {
 fn an_undeclared_read_is_an_error() {
     let w = world();
     let tx = w.record([0; 32]);
-    let ctx = Ctx {
-        id: w.c.id(&tx),
-        header: &tx.header,
-        block_time_ms: w.c.now,
-        height: 99,
-        validators: 4,
-        params: w.c.net.genesis.params(),
-    };
+    let ctx = Ctx::new(w.c.id(&tx), &tx.header, w.c.now, 99, &w.c.net.genesis);
     let view = w.c.view();
     let declared = Declared::new(&view, &ctx);
     assert!(declared.grant(&[0; 32]).is_ok());
@@ -1328,17 +1321,8 @@ fn a_precheck_decides_as_the_chain_will() {
     let mut w = world();
     let (grant, t) = w.write_grant();
     let record = w.record(grant);
-    let decide_at = |c: &Chain, t: u64| {
-        let ctx = Ctx {
-            id: c.id(&record),
-            header: &record.header,
-            block_time_ms: t,
-            height: 0,
-            validators: 4,
-            params: c.net.genesis.params(),
-        };
-        decide(&ctx, &c.state()).expect("reads")
-    };
+    let decide_at =
+        |c: &Chain, t: u64| precheck(&c.state(), &c.net.genesis, &record, t).expect("reads");
     assert!(decide_at(&w.c, t + 1).is_ok());
     assert_eq!(
         decide_at(&w.c, t + WRITE_GRANT_MS),

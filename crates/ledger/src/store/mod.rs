@@ -233,14 +233,13 @@ pub(crate) fn write_block(
     for (index, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
         let outcome = match content {
             Ok(t) => {
-                let ctx = Ctx {
-                    id: entry.id,
-                    header: &t.header,
-                    block_time_ms: block.header.timestamp_ms,
+                let ctx = Ctx::new(
+                    entry.id,
+                    &t.header,
+                    block.header.timestamp_ms,
                     height,
-                    validators: genesis.len() as u32,
-                    params: genesis.params(),
-                };
+                    genesis,
+                );
                 let state = SqlState::new(conn);
                 // Under test, every rule reads through a view that fails on a read the rule
                 // does not declare next to it.
