@@ -278,12 +278,15 @@ impl From<Error> for Stop {
     }
 }
 
-/// A private temporary database (SQLite's empty file name: on disk, deleted on close) holding
-/// the genesis block, with the store's schema, for the replay. Nothing in it needs to survive,
-/// so it is written without syncing, in one transaction that is never committed.
+/// A private temporary database (SQLite's empty file name: held in the page cache while small,
+/// spilled to a temporary file that is deleted on close when large, so a long chain's replay
+/// does not have to fit in memory) holding the genesis block, with the store's schema, for the
+/// replay. Nothing in it needs to survive, so it is written without syncing, in one transaction
+/// that is never committed.
 fn replay_database(genesis: &Genesis) -> Result<Connection> {
     let mut conn = Connection::open("")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.pragma_update(None, "journal_mode", "MEMORY")?;
     store::schema::migrate(&mut conn, Path::new("(replay)"))?;
     conn.execute_batch("BEGIN")?;
     store::insert_block(&conn, genesis.block(), &genesis.hash())?;
