@@ -8,7 +8,6 @@ pub mod error;
 pub mod extract;
 mod records;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,42 +21,16 @@ use node::NodeHandle;
 use tokio::sync::Semaphore;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::app::flows::Flows;
 use crate::app::AppDb;
 pub(crate) use error::node_error;
+pub use crate::app::Clock;
 pub use error::{ApiError, ApiResult};
 
 /// The Content Security Policy of every response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'self'";
-
-/// Where the time comes from: the system clock, or a hand-moved one for tests.
-#[derive(Clone, Default)]
-pub enum Clock {
-    #[default]
-    System,
-    Manual(Arc<AtomicU64>),
-}
-
-impl Clock {
-    pub fn manual(start_ms: u64) -> Self {
-        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        match self {
-            Clock::System => crate::app::now_ms(),
-            Clock::Manual(t) => t.load(Ordering::SeqCst),
-        }
-    }
-
-    /// Moves a manual clock forward (no effect on the system clock).
-    pub fn advance_ms(&self, ms: u64) {
-        if let Clock::Manual(t) = self {
-            t.fetch_add(ms, Ordering::SeqCst);
-        }
-    }
-}
 
 /// Options of the HTTP layer.
 #[derive(Clone, Debug, Default)]
@@ -90,14 +63,17 @@ impl Chain {
 #[derive(Clone)]
 pub struct AppState {
     pub app: Arc<AppDb>,
+    /// The workflows: every chain step goes through them.
+    pub flows: Arc<Flows>,
     pub chain: Chain,
     pub settings: Arc<Settings>,
     pub clock: Clock,
+    /// The session cookie's name, `medchain_<validator name>`: one per hospital, so that two
+    /// sessions on one host do not overwrite each other.
+    pub cookie: Arc<str>,
     /// Argon2id runs at most this many at once, so that a burst of logins cannot starve the
     /// validators of CPU.
     pub(crate) hashing: Arc<Semaphore>,
-    /// When the oldest transaction submitted here and not yet committed was submitted (ms).
-    pub(crate) pending_since: Arc<Mutex<Option<u64>>>,
     pub(crate) failures: Arc<Failures>,
 }
 
@@ -141,31 +117,18 @@ impl Failures {
 }
 
 impl AppState {
-    pub fn new(app: Arc<AppDb>, chain: Chain, settings: Settings, clock: Clock) -> Self {
+    /// The state of the API of `flows`' hospital, whose status page shows `chain`.
+    pub fn new(flows: Arc<Flows>, chain: Chain, settings: Settings, clock: Clock) -> Self {
         Self {
-            app,
+            app: flows.app().clone(),
+            cookie: Arc::from(format!("medchain_{}", chain.local.name())),
+            flows,
             chain,
             settings: Arc::new(settings),
             clock,
             hashing: Arc::new(Semaphore::new(2)),
-            pending_since: Arc::new(Mutex::new(None)),
             failures: Arc::new(Failures::default()),
         }
-    }
-
-    /// Submits a transaction to the local validator; returns its id once durably accepted.
-    pub(crate) async fn submit(&self, tx: ledger::Transaction) -> ApiResult<ledger::Hash> {
-        let kind = tx.kind();
-        let id = self
-            .chain
-            .local
-            .submit(tx)
-            .await
-            .map_err(|e| node_error(kind, e))?;
-        if let Ok(mut since) = self.pending_since.lock() {
-            since.get_or_insert(crate::app::now_ms());
-        }
-        Ok(id)
     }
 
     /// Runs a read query on the local validator's chain off the async threads.
