@@ -4,13 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The system clock, or a hand-moved one for tests (the same shape as the node's clock, which
-/// the embedded cluster shares with the HTTP layer).
+/// The system clock, or one that tests move by hand.
 #[derive(Clone, Debug, Default)]
 pub enum Clock {
     #[default]
     System,
+    /// A clock that only moves when told to.
     Manual(Arc<AtomicU64>),
+    /// The system clock plus an offset that only grows: it moves on its own (as the
+    /// transactions' timestamps must, while a block's time is its latest entry's) and jumps
+    /// when a test advances it.
+    Ahead(Arc<AtomicU64>),
 }
 
 impl Clock {
@@ -19,11 +23,17 @@ impl Clock {
         Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
     }
 
+    /// The system clock, advanced by tests.
+    pub fn ahead() -> Self {
+        Clock::Ahead(Arc::new(AtomicU64::new(0)))
+    }
+
     /// The time now, in ms since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
         match self {
             Clock::System => super::now_ms(),
             Clock::Manual(t) => t.load(Ordering::SeqCst),
+            Clock::Ahead(offset) => super::now_ms().saturating_add(offset.load(Ordering::SeqCst)),
         }
     }
 
@@ -32,9 +42,10 @@ impl Clock {
     pub fn advance(&self, by: Duration) -> Option<u64> {
         match self {
             Clock::System => None,
-            Clock::Manual(t) => {
+            Clock::Manual(t) | Clock::Ahead(t) => {
                 let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-                Some(t.fetch_add(by, Ordering::SeqCst).saturating_add(by))
+                t.fetch_add(by, Ordering::SeqCst);
+                Some(self.now_ms())
             }
         }
     }

@@ -224,9 +224,8 @@ async fn request_remote(
     }))
 }
 
-/// A grant as the dashboards show it.
+/// A grant as the dashboards show it (snake_case, as the consent views always were).
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct GrantView {
     id: String,
     kind: &'static str,

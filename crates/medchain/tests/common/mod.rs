@@ -1,17 +1,25 @@
-//! Test harness: the real router driven with `oneshot`, no socket.
+//! Test harness: the real router over a real embedded four-validator cluster, driven with
+//! `oneshot` (no socket) or served on a loopback socket; the seed's people enrolled on chain
+//! (`--demo`) before the first request.
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
-use medchain::app::{AppConfig, AppDb};
+use medchain::app::custody::CUSTODY_KEY_FILE;
+use medchain::app::flows::Flows;
+use medchain::app::{AppConfig, AppDb, Custody};
 use medchain::http::{AppState, Chain, Clock, Settings};
 use serde_json::Value;
 use tower::ServiceExt;
 
-pub const T0: u64 = 1_767_225_600_000; // 2026-01-01
+/// The cookie of validator 0 (hospital), where the embedded API runs.
+pub const COOKIE: &str = "medchain_hospital";
 
 pub struct TestApp {
     pub router: Router,
@@ -69,7 +77,7 @@ pub fn request(
         b = b.header("authorization", format!("Bearer {t}"));
     }
     if let Some(c) = cookie {
-        b = b.header("cookie", format!("medchain_session={c}"));
+        b = b.header("cookie", format!("{COOKIE}={c}"));
     }
     match body {
         Some(v) => b
@@ -90,10 +98,40 @@ pub async fn body_of(res: Response<Body>) -> (StatusCode, Value) {
     (status, v)
 }
 
-pub fn app_store(dir: &std::path::Path) -> Arc<AppDb> {
+/// The hospital's application store and custody in `dir` (fast password hashing).
+pub fn app_store(dir: &std::path::Path) -> (Arc<AppDb>, Arc<Custody>) {
     let app = AppDb::open_with(&dir.join("app.db"), AppConfig::fast_hashing_for_tests()).unwrap();
-    app.seed_demo(T0).unwrap();
-    Arc::new(app)
+    let custody = Custody::open(&dir.join(CUSTODY_KEY_FILE), &app).unwrap();
+    (Arc::new(app), Arc::new(custody))
+}
+
+/// The workflows of validator 0 with the seed's people enrolled on chain (as `serve --demo`),
+/// and the outbox drained in the background.
+pub async fn demo_flows(dir: &std::path::Path, node: node::NodeHandle, clock: Clock) -> Arc<Flows> {
+    let (app, custody) = app_store(dir);
+    let flows = Arc::new(Flows::new(app, custody, node, clock));
+    flows.start(true, false).await.unwrap();
+    if !flows.settle_outbox(Duration::from_secs(30)).await.unwrap() {
+        let rows: Vec<String> = flows
+            .app()
+            .outbox()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {} {:?} {:?}", r.kind, r.state.as_str(), r.reason, r.account))
+            .collect();
+        panic!(
+            "the demo people were not enrolled in time: {rows:#?}, validator: {:?}",
+            flows.node().status().failed
+        );
+    }
+    tokio::spawn(flows.clone().run_outbox());
+    flows
+}
+
+/// The application's clock in tests: the real time (block times come from it too), moved
+/// ahead when a test advances it.
+pub fn test_clock() -> Clock {
+    Clock::ahead()
 }
 
 /// Timing of test clusters: blocks are cut by `/api/validate` (the window is long), so that
@@ -108,7 +146,7 @@ pub fn manual_timing() -> node::Timing {
 /// The real router over a real embedded four-validator cluster in a temp dir.
 pub async fn start(timing: node::Timing) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    open_in(dir, timing, Clock::manual(T0)).await
+    open_in(dir, timing, test_clock()).await
 }
 
 /// Opens (or reopens, after a "restart") the service in `dir`.
@@ -121,13 +159,9 @@ pub async fn open_in(dir: tempfile::TempDir, timing: node::Timing, clock: Clock)
             .unwrap()
             .unwrap();
     let handles = cluster.handles();
+    let flows = demo_flows(dir.path(), handles[0].clone(), clock.clone()).await;
     let chain = Chain::new(handles[0].clone(), handles, window);
-    let state = AppState::new(
-        app_store(dir.path()),
-        chain,
-        Settings::default(),
-        clock.clone(),
-    );
+    let state = AppState::new(flows, chain, Settings::default(), clock.clone());
     TestApp {
         router: medchain::http::router(state.clone()),
         state,
@@ -142,7 +176,35 @@ pub async fn app_only() -> TestApp {
     start(manual_timing()).await
 }
 
+/// The API served on a loopback socket until dropped.
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 impl TestApp {
+    /// Serves this app's router on `127.0.0.1:0`, for clients that speak HTTP.
+    pub async fn listen(&self) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(medchain::http::serve(listener, self.state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Served {
+            addr,
+            stop: Some(stop),
+        }
+    }
+
     /// Stops everything and opens it again from the same files.
     pub async fn restart(mut self) -> TestApp {
         let clock = self.clock.clone();
