@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common_net::{Ack, Load, Net, output_text, wait_committed, wait_for};
+use ledger::Queries;
 
 /// Time between two records of the load (each record also costs an Argon2id check).
 const PAUSE: Duration = Duration::from_millis(150);
@@ -348,8 +349,8 @@ fn a_deleted_store_is_restored_from_peers() {
     let restored = ledger::store::Reader::open(&node_dir.join("chain.db")).expect("restored store");
     for height in 1..=old_height {
         assert_eq!(
-            restored.block(height).expect("read").map(|b| b.hash()),
-            copy.block(height).expect("read").map(|b| b.hash()),
+            Queries::block(&restored, height).expect("read").map(|b| b.hash()),
+            Queries::block(&copy, height).expect("read").map(|b| b.hash()),
             "block {height} differs from the deleted store's"
         );
     }

@@ -6,6 +6,7 @@ mod chain;
 mod consent;
 pub mod error;
 pub mod extract;
+mod identity;
 mod records;
 
 use std::sync::{Arc, Mutex};
@@ -193,6 +194,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(consent::router())
+        .merge(identity::router())
         .merge(records::router())
         .merge(chain::router())
         .route("/healthz", get(healthz))

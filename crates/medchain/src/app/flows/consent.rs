@@ -222,12 +222,12 @@ impl Flows {
         duration_ms: Option<u64>,
     ) -> FlowResult<Signing<(TxId, u64)>> {
         let row = self.served_patient(patient).await?;
+        let pending = self.pending_request_of(row.person, request).await?;
         let Who::Device(_) = who else {
             return Err(FlowError::ApproveOnDevice {
                 home: self.hospital(row.home),
             });
         };
-        let pending = self.pending_request_of(row.person, request).await?;
         let scope = match (pending.scope, duration_ms) {
             (Scope::Read { duration_ms: asked }, Some(d)) => Scope::Read {
                 duration_ms: d.min(asked),

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::rules::reason;
-use ledger::{PersonRow, Queries, TxStatus};
+use ledger::tx::{AddKey, Ask, AskWhat, KeyKind, NewKey};
+use ledger::{Meta, PersonRow, PublicKey, Queries, TxId, TxStatus};
 use node::NodeError;
 
-use super::{FlowError, FlowResult, Flows};
-use crate::app::{Account, OutboxState, Role};
+use super::{Action, FlowError, FlowResult, Flows, SIGNATURE_LIFE_MS, Signing, Who};
+use crate::app::{Account, OutboxState, Role, new_header};
 
 /// What [`Flows::start`] did.
 #[derive(Debug, Default)]
@@ -171,4 +172,118 @@ impl Flows {
             tokio::time::sleep(OUTBOX_PERIOD).await;
         }
     }
+}
+
+/// A key added for a page, or the ask another of the person's keys must approve.
+#[derive(Clone, Debug)]
+pub enum KeyAdded {
+    /// Added by the home with the person's custodial key (origin: the home).
+    Added { tx: TxId },
+    /// Asked: approve `code` on a page that holds one of the person's keys.
+    Asked { ask: TxId, code: String },
+}
+
+/// The short code of an ask: `u32_le(SHA-256("medchain/ask-code/v1" || ask id)[0..4]) mod
+/// 1 000 000`, six digits. Derived from a public id: a selector, not a secret.
+pub fn ask_code(ask: &TxId) -> String {
+    let mut bytes = b"medchain/ask-code/v1".to_vec();
+    bytes.extend_from_slice(ask);
+    let digest = ledger::sha256(&bytes);
+    let n = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    format!("{:06}", n % 1_000_000)
+}
+
+impl Flows {
+    /// A page made a device key for the signed-in person (§5.8). At the person's home with
+    /// their custodial key live, the home adds it (`AddKey` signed custodially, origin home);
+    /// elsewhere this validator asks (`Ask`), and the person approves the code on a page that
+    /// holds one of their keys. A doctor's keys are made at their home only.
+    pub async fn add_device_key(
+        &self,
+        account: &Account,
+        key: PublicKey,
+        pop: [u8; 64],
+        label: String,
+    ) -> FlowResult<KeyAdded> {
+        let row = match account.role {
+            Role::Doctor => self.home_doctor(account).await?,
+            Role::Patient => self.served_patient(account).await?,
+        };
+        let new_key = NewKey {
+            key,
+            kind: KeyKind::Device,
+            label,
+            pop,
+        };
+        if !ledger::crypto::verify_signature_bytes(
+            &key,
+            &ledger::key_pop_bytes(&self.here.genesis_hash, &row.person, &key),
+            &pop,
+        ) {
+            return Err(FlowError::Invalid(
+                "The key's proof of possession does not verify".into(),
+            ));
+        }
+        if row.home == self.here.index {
+            let meta = Meta::AddKey(AddKey {
+                person: row.person,
+                key: new_key,
+                ask: None,
+            });
+            let Signing::Done(tx) = self
+                .sign_as(
+                    account,
+                    row.person,
+                    Who::Custodial,
+                    Action::Durable,
+                    meta,
+                    Vec::new(),
+                )
+                .await?
+            else {
+                return Err(FlowError::Invalid("a custodial step is signed here".into()));
+            };
+            let (tx, _) = self.submit_and_apply(tx).await?;
+            return Ok(KeyAdded::Added { tx });
+        }
+        let meta = Meta::Ask(Ask {
+            person: row.person,
+            what: AskWhat::Key(new_key),
+        });
+        let now = self.now_ms();
+        let tx = self.node.sign_as_validator(
+            new_header(meta, now, now.saturating_add(SIGNATURE_LIFE_MS)),
+            Vec::new(),
+        );
+        let (ask, _) = self.submit_and_apply(tx).await?;
+        Ok(KeyAdded::Asked {
+            ask,
+            code: ask_code(&ask),
+        })
+    }
+
+    /// The signed-in person's identity on chain: who they are, where they are linked, their
+    /// keys and any recovery.
+    pub async fn identity(&self, account: &Account) -> FlowResult<IdentityView> {
+        let row = self.person_of(account).await?;
+        let person = row.person;
+        let (links, keys, recoveries) = self
+            .chain(move |r| Ok((r.links_of(&person)?, r.keys_of(&person)?, r.recoveries_of(&person)?)))
+            .await?;
+        Ok(IdentityView {
+            person: row,
+            links,
+            keys,
+            recoveries,
+        })
+    }
+}
+
+/// A person's identity as the chain holds it.
+#[derive(Clone, Debug)]
+pub struct IdentityView {
+    pub person: PersonRow,
+    pub links: Vec<ledger::LinkRow>,
+    pub keys: Vec<ledger::KeyRow>,
+    pub recoveries: Vec<ledger::RecoveryRow>,
 }

@@ -31,7 +31,7 @@ use super::custody::Custody;
 use super::{Account, AppDb, AppError, Clock, CodeError, Here, Role, new_header};
 
 pub use consent::{Consent, GrantInfo, InPersonGrant, PendingRequest, RequestGroup};
-pub use identity::StartReport;
+pub use identity::{IdentityView, KeyAdded, StartReport, ask_code};
 pub use records::{AccessView, AddedRecord, GrantRef, RecordInput, RecordView};
 
 /// How long a flow that waits for its transaction's block waits (then 503).
