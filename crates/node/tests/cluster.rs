@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{fast_timing, record, runtime};
+use common::{enrollment, fast_timing, runtime};
+use ledger::Queries;
 use node::{Cluster, NodeHandle, Timing};
 
 /// Waits until every handle's head is at least `height` and all heads agree.
@@ -51,7 +52,8 @@ fn four_validators_commit_the_same_blocks() {
         let mut ids = Vec::new();
         for i in 0..200 {
             // Submit through every validator: each forwards to the primary.
-            ids.push(handles[i % 4].submit(record(i)).await.unwrap());
+            let via = &handles[i % 4];
+            ids.push(via.submit(enrollment(via)).await.unwrap());
         }
         ids
     });
@@ -102,8 +104,8 @@ fn cut_commits_what_is_pending_and_reports_the_votes() {
             hospital.cut().await,
             Err(node::NodeError::NothingPending)
         ));
-        for i in 0..5 {
-            hospital.submit(record(i)).await.unwrap();
+        for _ in 0..5 {
+            hospital.submit(enrollment(&hospital)).await.unwrap();
         }
         // Two concurrent cuts: one block, no fork, nothing committed twice.
         let (a, b) = tokio::join!(hospital.cut(), hospital.cut());
@@ -126,8 +128,8 @@ fn the_others_replace_a_stopped_primary_and_it_catches_up() {
     let rt = runtime();
     let clinic = cluster.handle(1).unwrap();
     rt.block_on(async {
-        for i in 0..20 {
-            clinic.submit(record(i)).await.unwrap();
+        for _ in 0..20 {
+            clinic.submit(enrollment(&clinic)).await.unwrap();
         }
     });
     wait_agreed(&cluster.handles(), 1, Duration::from_secs(20));
@@ -139,8 +141,8 @@ fn the_others_replace_a_stopped_primary_and_it_catches_up() {
         .find(|h| h.id() != primary)
         .unwrap();
     rt.block_on(async {
-        for i in 20..60 {
-            submitter.submit(record(i)).await.unwrap();
+        for _ in 20..60 {
+            submitter.submit(enrollment(&submitter)).await.unwrap();
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -177,8 +179,8 @@ fn acknowledged_transactions_survive_a_full_restart() {
         let hospital = cluster.handle(0).unwrap();
         runtime().block_on(async {
             let mut ids = Vec::new();
-            for i in 0..10 {
-                ids.push(hospital.submit(record(i)).await.unwrap());
+            for _ in 0..10 {
+                ids.push(hospital.submit(enrollment(&hospital)).await.unwrap());
             }
             ids
         })
