@@ -6,6 +6,7 @@ mod common;
 
 use common::{enrollment, fast_timing, runtime};
 use ledger::Queries;
+use node::load::{LOAD_DOCTORS, LOAD_PATIENTS, Load, drive};
 use node::{Cluster, NodeHandle, Timing};
 
 /// Waits until every handle's head is at least `height` and all heads agree.
@@ -197,4 +198,59 @@ fn acknowledged_transactions_survive_a_full_restart() {
     let mut expected = ids;
     expected.sort();
     assert_eq!(committed, expected);
+}
+
+/// The load generator's workload is the application's: it enrolls its people once, then
+/// every record comes with the in-person grant it uses, all signed with real keys. Every
+/// transaction it had acknowledged commits and applies: none is rejected on chain.
+#[test]
+#[ignore = "waits for the block clock (B2): until a proposal carries its block time, a block's \
+            time is its largest created_ms, which concurrent submitters do not keep increasing, \
+            and the chain stops at the first block whose time is not after its predecessor's"]
+fn the_load_generator_commits_grants_and_the_records_that_use_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let handles = cluster.handles();
+    let load = Load {
+        rate: Some(200),
+        duration: Duration::from_secs(1),
+        concurrency: 1,
+    };
+    let report = runtime()
+        .block_on(drive(&handles, &load, Duration::from_secs(30), |_, _| {}))
+        .unwrap();
+    assert_eq!(report.refused, 0, "{report:?}");
+    assert!(report.acknowledged >= 100, "{report:?}");
+    assert_eq!(
+        report.acknowledged % 2,
+        0,
+        "a record for every grant: {report:?}"
+    );
+    let head = handles[0].status().height;
+    wait_agreed(&handles, head, Duration::from_secs(10));
+    let blocks = handles[0]
+        .read(|reader| reader.blocks_from(1, usize::MAX))
+        .unwrap();
+    let mut kinds = std::collections::BTreeMap::<&str, u64>::new();
+    for block in &blocks {
+        for entry in &block.entries {
+            let status = handles[0].read(|r| r.tx_status(&entry.id)).unwrap();
+            assert!(
+                matches!(status, ledger::TxStatus::Committed { rejected: None, .. }),
+                "{status:?}"
+            );
+            let tx = ledger::SignedTx::from_bytes(&entry.payload).unwrap();
+            *kinds.entry(tx.meta().kind()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        kinds.get("enroll").copied(),
+        Some((LOAD_PATIENTS + LOAD_DOCTORS) as u64)
+    );
+    assert_eq!(kinds.get("grant"), kinds.get("add_record"), "{kinds:?}");
+    assert_eq!(
+        kinds["grant"] + kinds["add_record"],
+        report.acknowledged,
+        "{kinds:?}"
+    );
 }
