@@ -18,7 +18,7 @@ use std::sync::Arc;
 use borsh::{BorshDeserialize, BorshSerialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Hash, Result, merkle};
+use crate::{Error, Fault, Hash, Result, merkle, short_hex};
 
 /// A block entry: a request as consensus ordered it.
 pub type Entry = pbft::Request;
@@ -101,6 +101,55 @@ impl BlockHeader {
             self.timestamp_ms,
             entries,
         )
+    }
+
+    /// The checks of a header against its own entries, shared by append, verification and
+    /// state transfer: `seq` is the height, and the Merkle root is that of `entries` (so the
+    /// block hash covers every byte of every entry).
+    pub fn check_entries<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Result<(), Fault> {
+        if self.seq != self.height {
+            return Err(Fault::SeqNotHeight {
+                seq: self.seq,
+                height: self.height,
+            });
+        }
+        let computed = self.rebuilt(entries);
+        if computed.merkle_root != self.merkle_root {
+            return Err(Fault::MerkleRoot {
+                in_header: short_hex(&self.merkle_root),
+                computed: short_hex(&computed.merkle_root),
+            });
+        }
+        Ok(())
+    }
+
+    /// The checks of a header against the block before it (`prev`, or the genesis block),
+    /// shared by append and verification: the next height, its hash, a later time.
+    pub fn check_follows(&self, prev: &BlockHeader) -> Result<(), Fault> {
+        if self.height != prev.height + 1 {
+            return Err(Fault::Height {
+                expected: prev.height + 1,
+                found: self.height,
+            });
+        }
+        let prev_hash = prev.hash();
+        if self.prev_hash != prev_hash {
+            return Err(Fault::PrevHash {
+                height_before: prev.height,
+                expected: short_hex(&prev_hash),
+                found: short_hex(&self.prev_hash),
+            });
+        }
+        if self.timestamp_ms <= prev.timestamp_ms {
+            return Err(Fault::BlockTime {
+                previous: prev.timestamp_ms,
+                found: self.timestamp_ms,
+            });
+        }
+        Ok(())
     }
 
     /// SHA-256 of the borsh bytes of the header: the block hash.

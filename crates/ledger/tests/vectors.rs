@@ -1,9 +1,10 @@
 //! The test vectors of the transaction format (`tests/vectors/tx_v2.json`): for one `Grant` and
-//! one `AddRecord`, the header, the body, the signed bytes, the id, the signer's public key, the
-//! signature and the stored payload, so that another implementation (the browser's decoder and
-//! signer) can check itself against this one. The file is what this code makes: the test fails
+//! one `AddRecord` (`transactions`), then one transaction of every kind (`kinds`, in kind-byte
+//! order), the header, the body, the signed bytes, the id, the signer's public key, the
+//! signature and the stored payload; and one key's proof of possession (`key_pop`). Another
+//! implementation (the browser's decoder and signer) checks itself against them. The file is what this code makes: the test fails
 //! if they differ; `LEDGER_WRITE_VECTORS=1 cargo test -p ledger --test vectors` rewrites it.
-use ledger::testkit::{TestNet, public};
+use ledger::testkit::{self, TestNet, public};
 use ledger::tx::{
     AddRecord, Attested, Grant, Meta, PurposeBody, RecordBody, Scope, SignedTx, Signer, TxHeader,
 };
@@ -71,8 +72,12 @@ fn vectors() -> Value {
         &g,
         &doctor.device,
     );
+    let new_key = net.new_key(&patient.id, ledger::tx::KeyKind::Device, &patient.device);
     let entry = |tx: &SignedTx| {
-        let (_, key) = tx.header.signer.person_key().expect("a person signs");
+        let key = match tx.header.signer {
+            Signer::Device { key, .. } | Signer::Custodial { key, .. } => key,
+            Signer::Validator { index } => net.genesis.keys()[index as usize].to_bytes(),
+        };
         json!({
             "kind": tx.meta().kind(),
             "kind_byte": tx.meta().kind_byte(),
@@ -93,6 +98,15 @@ fn vectors() -> Value {
                   header.body_hash = SHA-256(body)",
         "genesis_hash_hex": hex::encode(g),
         "transactions": [entry(&grant), entry(&record)],
+        "kinds": testkit::every_kind(&TestNet::new(4)).iter().map(entry).collect::<Vec<_>>(),
+        "key_pop": {
+            "about": "pop = Ed25519 by the new key over ASCII 'medchain/key-pop/v1' || \
+                      genesis_hash || person || key",
+            "person_hex": hex::encode(patient.id),
+            "key_hex": hex::encode(new_key.key),
+            "signed_bytes_hex": hex::encode(ledger::key_pop_bytes(&g, &patient.id, &new_key.key)),
+            "pop_hex": hex::encode(new_key.pop),
+        },
     })
 }
 
@@ -122,7 +136,23 @@ fn the_vectors_check_from_their_own_bytes() {
     let genesis = bytes(&file["genesis_hash_hex"]);
     let txs = file["transactions"].as_array().expect("list");
     assert_eq!(txs.len(), 2);
-    for t in txs {
+    let kinds = file["kinds"].as_array().expect("list");
+    assert_eq!(kinds.len(), 11);
+    for (byte, t) in kinds.iter().enumerate() {
+        assert_eq!(t["kind_byte"].as_u64(), Some(byte as u64));
+    }
+    let pop = &file["key_pop"];
+    let key: [u8; 32] = bytes(&pop["key_hex"]).try_into().expect("32 bytes");
+    let signature: [u8; 64] = bytes(&pop["pop_hex"]).try_into().expect("64 bytes");
+    let mut signed = b"medchain/key-pop/v1".to_vec();
+    signed.extend(&genesis);
+    signed.extend(bytes(&pop["person_hex"]));
+    signed.extend(key);
+    assert_eq!(signed, bytes(&pop["signed_bytes_hex"]));
+    assert!(ledger::crypto::verify_signature_bytes(
+        &key, &signed, &signature
+    ));
+    for t in txs.iter().chain(kinds) {
         let signing = bytes(&t["signing_bytes_hex"]);
         assert_eq!(&signing[..14], b"medchain/tx/v2");
         assert_eq!(&signing[14..46], genesis.as_slice());

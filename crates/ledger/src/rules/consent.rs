@@ -93,16 +93,11 @@ impl Rule for Grant {
         ));
         // The chain records how the patient gave it: a custodial signature is the home's word
         // that the patient was there; a device signature is the patient's own.
-        match ctx.header.signer.kind() {
-            SignerKind::Custodial => check!(ensure(
-                self.attested == Attested::InPerson,
-                why::CUSTODIAL_GRANT_IN_PERSON
-            )),
-            _ => check!(ensure(
-                self.attested == Attested::Device,
-                why::DEVICE_GRANT_ON_DEVICE
-            )),
-        }
+        let expected = match ctx.header.signer.kind() {
+            SignerKind::Custodial => Attested::InPerson,
+            _ => Attested::Device,
+        };
+        check!(ensure(self.attested == expected, why::ATTESTATION_MISMATCH));
         check!(ensure(scope_ok(&self.scope), why::READ_DURATION));
         let mut effects = Vec::with_capacity(2);
         if let Some(request_id) = self.request {

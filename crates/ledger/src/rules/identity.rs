@@ -7,7 +7,7 @@ use super::{
 use crate::Result;
 use crate::tx::{
     AddKey, Ask, AskWhat, Enroll, KeyKind, Link, NewKey, Recover, RevokeKey, Role, Signer,
-    SignerKind, person_id,
+    SignerKind, TxId, person_id,
 };
 
 /// The signing validator's index (the common checks made sure the signer is one).
@@ -39,6 +39,18 @@ fn new_key_row(
         revoked: None,
         recovery: recovery.then_some(ctx.id),
     }
+}
+
+/// The ask `id`, if it is pending at the block's time.
+fn pending_ask(
+    ctx: &Ctx<'_>,
+    state: &dyn StateView,
+    id: &TxId,
+) -> Result<Result<AskRow, Reject>, crate::Error> {
+    Ok(match state.ask(id)? {
+        Some(ask) if ask.pending_at(ctx.block_time_ms) => Ok(ask),
+        _ => Err(Reject(why::ASK_NOT_PENDING)),
+    })
 }
 
 /// Rejects a key registered anywhere already (revoked keys included, for ever).
@@ -187,13 +199,10 @@ impl Rule for Link {
             tx: ctx.id,
         })];
         if let Some(ask_id) = self.ask {
-            let Some(ask) = state.ask(&ask_id)? else {
-                return Ok(Err(Reject(why::ASK_NOT_PENDING)));
+            let ask = match pending_ask(ctx, state, &ask_id)? {
+                Ok(ask) => ask,
+                Err(reject) => return Ok(Err(reject)),
             };
-            check!(ensure(
-                ask.pending_at(ctx.block_time_ms),
-                why::ASK_NOT_PENDING
-            ));
             check!(ensure(
                 ask.what == AskWhat::Link
                     && ask.person == self.person
@@ -245,13 +254,10 @@ impl Rule for AddKey {
                 person.home
             }
             Some(ask_id) => {
-                let Some(ask) = state.ask(&ask_id)? else {
-                    return Ok(Err(Reject(why::ASK_NOT_PENDING)));
+                let ask = match pending_ask(ctx, state, &ask_id)? {
+                    Ok(ask) => ask,
+                    Err(reject) => return Ok(Err(reject)),
                 };
-                check!(ensure(
-                    ask.pending_at(ctx.block_time_ms),
-                    why::ASK_NOT_PENDING
-                ));
                 check!(ensure(
                     ask.person == self.person && ask.what == AskWhat::Key(self.key.clone()),
                     why::ASK_MISMATCH
@@ -267,10 +273,8 @@ impl Rule for AddKey {
                 ask.validator
             }
         };
-        check!(ensure(
-            person.role != Role::Doctor || origin == person.home,
-            why::DOCTOR_KEY_NOT_HOME
-        ));
+        // A doctor's device keys are made at the home's page: the `Ask` rule refuses an ask for
+        // a doctor's key from any other validator, and without an ask the origin is the home.
         effects.insert(
             0,
             Effect::Key(new_key_row(ctx, &self.person, &self.key, origin, 0, false)),
@@ -305,11 +309,13 @@ impl Rule for RevokeKey {
             signer.origin == person.home || signer.origin == target.origin,
             why::REVOKE_OTHER_ORIGIN
         ));
-        let another_live = state
-            .keys_of(&self.person)?
-            .iter()
-            .any(|k| k.key != self.key && k.live_at(t));
-        check!(ensure(another_live, why::WOULD_LEAVE_NO_KEY));
+        if target.live_at(t) {
+            let another_live = state
+                .keys_of(&self.person)?
+                .iter()
+                .any(|k| k.key != self.key && k.live_at(t));
+            check!(ensure(another_live, why::WOULD_LEAVE_NO_KEY));
+        }
         let mut effects = vec![Effect::RevokeKey(self.key)];
         if let Some(recovery) = target.recovery
             && t < target.active_from_ms

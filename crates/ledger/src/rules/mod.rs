@@ -66,11 +66,46 @@ pub struct Ctx<'a> {
     pub header: &'a TxHeader,
     /// `T`: the time of the block holding the transaction (for a precheck, the clock).
     pub block_time_ms: u64,
-    /// The height of that block.
+    /// The height of that block (0 for a precheck).
     pub height: u64,
     /// The number of validators in the genesis.
     pub validators: u32,
     pub params: &'a ChainParams,
+}
+
+impl<'a> Ctx<'a> {
+    /// The context of transaction `id` with `header`, in the block at `height` with time
+    /// `block_time_ms`, on the chain `genesis` starts.
+    pub fn new(
+        id: TxId,
+        header: &'a TxHeader,
+        block_time_ms: u64,
+        height: u64,
+        genesis: &'a crate::Genesis,
+    ) -> Self {
+        Ctx {
+            id,
+            header,
+            block_time_ms,
+            height,
+            validators: genesis.len() as u32,
+            params: genesis.params(),
+        }
+    }
+}
+
+/// Decides `tx` as if it were in a block at time `now_ms` on top of the committed state
+/// `state` (a [`crate::Queries::state`]): the admission check of a node's mempool and the
+/// precheck of the application's flows. The chain may still decide otherwise if something is
+/// ordered before it (a revocation, an expiry).
+pub fn precheck(
+    state: &dyn StateView,
+    genesis: &crate::Genesis,
+    tx: &crate::SignedTx,
+    now_ms: u64,
+) -> Result<Outcome> {
+    let ctx = Ctx::new(tx.id(&genesis.hash()), &tx.header, now_ms, 0, genesis);
+    decide(&ctx, state)
 }
 
 /// Why a transaction does not apply: one of the constants of [`reason`], stored in the entry's
@@ -389,14 +424,15 @@ fn common(ctx: &Ctx<'_>, state: &dyn StateView) -> Result<std::result::Result<()
     }
     let rule = header.meta.rule();
     let acts = rule.acts();
+    let kind = usize::from(header.meta.kind_byte());
     match (&header.signer, acts) {
         (Signer::Validator { .. }, Acts::Person(_)) => {
-            return Ok(Err(Reject(reason::NEEDS_PERSON_KEY)));
+            return Ok(Err(Reject(reason::NEEDS_PERSON_KEY[kind])));
         }
         (Signer::Device { .. } | Signer::Custodial { .. }, Acts::Person(_)) => {}
         (Signer::Validator { .. }, _) => {}
         (Signer::Device { .. } | Signer::Custodial { .. }, _) => {
-            return Ok(Err(Reject(reason::NEEDS_VALIDATOR)));
+            return Ok(Err(Reject(reason::NEEDS_VALIDATOR[kind])));
         }
     }
     if let Some((person, key)) = header.signer.person_key()

@@ -1,11 +1,31 @@
 //! Every reason a transaction is rejected for, exactly as stored in the entry's `rejected`
-//! column and shown by the API (the kind is in the entry's `kind` column beside it).
+//! column and shown by the API. The two that name the kind are tables indexed by the kind byte
+//! ([`crate::tx::Meta::kind_byte`]), so that every reason stays a `&'static str`.
+
+/// `[concat!("enroll ", $reason), ...]`: one reason per kind, in kind-byte order.
+macro_rules! per_kind {
+    ($reason:literal) => {
+        [
+            concat!("enroll ", $reason),
+            concat!("ask ", $reason),
+            concat!("link ", $reason),
+            concat!("add_key ", $reason),
+            concat!("revoke_key ", $reason),
+            concat!("recover ", $reason),
+            concat!("request_grant ", $reason),
+            concat!("grant ", $reason),
+            concat!("revoke ", $reason),
+            concat!("add_record ", $reason),
+            concat!("access ", $reason),
+        ]
+    };
+}
 
 // Checks common to every kind.
 pub const DUPLICATE: &str = "duplicate of an earlier transaction";
 pub const EXPIRED: &str = "expired: block time is after the signature's not_after";
-pub const NEEDS_PERSON_KEY: &str = "must be signed by the person's key";
-pub const NEEDS_VALIDATOR: &str = "must be signed by a validator";
+pub const NEEDS_PERSON_KEY: [&str; 11] = per_kind!("must be signed by the person's key");
+pub const NEEDS_VALIDATOR: [&str; 11] = per_kind!("must be signed by a validator");
 pub const SIGNER_KEY_NOT_OF_PERSON: &str = "signer key is not a key of this person";
 pub const SIGNER_KIND_MISMATCH: &str = "signer kind does not match the key";
 pub const SIGNER_KEY_REVOKED: &str = "signer key is revoked";
@@ -21,7 +41,7 @@ pub const ENROLL_NOT_HOME: &str = "enrollment must be signed by the home validat
 pub const PERSON_ID_NOT_DERIVED: &str = "person id is not derived from the home and nonce";
 pub const PERSON_ENROLLED: &str = "person already enrolled";
 pub const DEPARTMENT: &str = "a doctor has a department of 1 to 64 characters, a patient none";
-pub const DOCTOR_NAME: &str = "a doctor has a public name of 1 to 64 characters, a patient none";
+pub const DOCTOR_NAME: &str = "a doctor has a name of 1 to 64 characters, a patient none";
 pub const ENROLL_KEYS: &str = "an enrollment lists 1 to 8 distinct keys";
 pub const KEY_REGISTERED: &str = "key already registered";
 pub const VALIDATOR_IS_HOME: &str = "validator is the person's home";
@@ -39,7 +59,7 @@ pub const CUSTODIAL_KEY_NEEDS_HOME_ASK: &str =
 pub const KEY_NOT_OF_PERSON: &str = "key is not a key of this person";
 pub const KEY_ALREADY_REVOKED: &str = "key already revoked";
 pub const REVOKE_OTHER_ORIGIN: &str =
-    "a key made at another hospital's page may revoke only keys made at that page";
+    "a key made at another hospital's page revokes only keys made there";
 pub const WOULD_LEAVE_NO_KEY: &str = "would leave the person without a key: use recovery";
 pub const RECOVER_NOT_HOME: &str = "only the home may start a recovery";
 pub const RECOVERY_PENDING: &str = "a recovery is already pending";
@@ -53,10 +73,7 @@ pub const TOO_MANY_REQUESTS_DOCTOR: &str =
     "too many pending requests from this doctor to this patient";
 pub const TOO_MANY_REQUESTS_HOSPITAL: &str =
     "too many pending requests from this hospital to this patient";
-pub const CUSTODIAL_GRANT_IN_PERSON: &str =
-    "a grant signed by the home's custodial key must be attested in person";
-pub const DEVICE_GRANT_ON_DEVICE: &str =
-    "a grant signed on a device must be attested by the device";
+pub const ATTESTATION_MISMATCH: &str = "attested does not match the signing key";
 pub const REQUEST_NOT_PENDING: &str = "request is not pending";
 pub const GRANT_REQUEST_MISMATCH: &str = "grant does not match the request";
 pub const GRANT_USED: &str = "grant already used";
@@ -68,70 +85,76 @@ pub const NO_SUCH_TARGET: &str = "no such grant or pending request of this patie
 pub const NOT_OWN_DEPARTMENT: &str = "department is not the doctor's own";
 pub const NO_SUCH_GRANT: &str = "no such grant";
 pub const NOT_A_WRITE_GRANT: &str = "grant is not a write grant for this patient and doctor";
+pub const GRANT_WAS_REVOKED: &str = "grant revoked";
+pub const GRANT_HAS_EXPIRED: &str = "grant expired";
 pub const ACCESS_NOT_SERVING: &str = "an access entry is signed by the validator that served it";
 pub const OWN_READ_ONLY: &str = "a read without a grant is the patient's own";
 pub const NOT_SERVED_HERE: &str = "serving validator holds no login of this patient";
 pub const DOCTOR_READS_AT_HOME: &str = "a doctor reads through their home validator";
 pub const NOT_A_READ_GRANT: &str = "grant is not a read grant for this patient and reader";
 
-/// Every reason above, for tests that check each is reachable and distinct.
-pub const ALL: &[&str] = &[
-    DUPLICATE,
-    EXPIRED,
-    NEEDS_PERSON_KEY,
-    NEEDS_VALIDATOR,
-    SIGNER_KEY_NOT_OF_PERSON,
-    SIGNER_KIND_MISMATCH,
-    SIGNER_KEY_REVOKED,
-    SIGNER_KEY_WAITING,
-    CUSTODIAL_NOT_HOME,
-    NOT_ACTING_PERSON,
-    LABEL_TOO_LONG,
-    UNKNOWN_PERSON,
-    UNKNOWN_VALIDATOR,
-    ENROLL_NOT_HOME,
-    PERSON_ID_NOT_DERIVED,
-    PERSON_ENROLLED,
-    DEPARTMENT,
-    DOCTOR_NAME,
-    ENROLL_KEYS,
-    KEY_REGISTERED,
-    VALIDATOR_IS_HOME,
-    ALREADY_LINKED,
-    CUSTODIAL_ASK_NOT_HOME,
-    DOCTOR_KEY_NOT_HOME,
-    TOO_MANY_ASKS,
-    ASK_NOT_PENDING,
-    ASK_MISMATCH,
-    TOO_MANY_KEYS,
-    DEVICE_KEY_NEEDS_ASK,
-    CUSTODIAL_KEY_NEEDS_HOME_ASK,
-    KEY_NOT_OF_PERSON,
-    KEY_ALREADY_REVOKED,
-    REVOKE_OTHER_ORIGIN,
-    WOULD_LEAVE_NO_KEY,
-    RECOVER_NOT_HOME,
-    RECOVERY_PENDING,
-    RECOVER_CUSTODIAL_ONLY,
-    NOT_A_PATIENT,
-    NOT_A_DOCTOR,
-    READ_DURATION,
-    TOO_MANY_REQUESTS_DOCTOR,
-    TOO_MANY_REQUESTS_HOSPITAL,
-    CUSTODIAL_GRANT_IN_PERSON,
-    DEVICE_GRANT_ON_DEVICE,
-    REQUEST_NOT_PENDING,
-    GRANT_REQUEST_MISMATCH,
-    GRANT_USED,
-    GRANT_REVOKED,
-    GRANT_EXPIRED,
-    NO_SUCH_TARGET,
-    NOT_OWN_DEPARTMENT,
-    NO_SUCH_GRANT,
-    NOT_A_WRITE_GRANT,
-    ACCESS_NOT_SERVING,
-    OWN_READ_ONLY,
-    NOT_SERVED_HERE,
-    DOCTOR_READS_AT_HOME,
-    NOT_A_READ_GRANT,
-];
+/// Every reason above, for tests that check each is distinct.
+pub fn all() -> Vec<&'static str> {
+    let mut all = vec![
+        DUPLICATE,
+        EXPIRED,
+        SIGNER_KEY_NOT_OF_PERSON,
+        SIGNER_KIND_MISMATCH,
+        SIGNER_KEY_REVOKED,
+        SIGNER_KEY_WAITING,
+        CUSTODIAL_NOT_HOME,
+        NOT_ACTING_PERSON,
+        LABEL_TOO_LONG,
+        UNKNOWN_PERSON,
+        UNKNOWN_VALIDATOR,
+        ENROLL_NOT_HOME,
+        PERSON_ID_NOT_DERIVED,
+        PERSON_ENROLLED,
+        DEPARTMENT,
+        DOCTOR_NAME,
+        ENROLL_KEYS,
+        KEY_REGISTERED,
+        VALIDATOR_IS_HOME,
+        ALREADY_LINKED,
+        CUSTODIAL_ASK_NOT_HOME,
+        DOCTOR_KEY_NOT_HOME,
+        TOO_MANY_ASKS,
+        ASK_NOT_PENDING,
+        ASK_MISMATCH,
+        TOO_MANY_KEYS,
+        DEVICE_KEY_NEEDS_ASK,
+        CUSTODIAL_KEY_NEEDS_HOME_ASK,
+        KEY_NOT_OF_PERSON,
+        KEY_ALREADY_REVOKED,
+        REVOKE_OTHER_ORIGIN,
+        WOULD_LEAVE_NO_KEY,
+        RECOVER_NOT_HOME,
+        RECOVERY_PENDING,
+        RECOVER_CUSTODIAL_ONLY,
+        NOT_A_PATIENT,
+        NOT_A_DOCTOR,
+        READ_DURATION,
+        TOO_MANY_REQUESTS_DOCTOR,
+        TOO_MANY_REQUESTS_HOSPITAL,
+        ATTESTATION_MISMATCH,
+        REQUEST_NOT_PENDING,
+        GRANT_REQUEST_MISMATCH,
+        GRANT_USED,
+        GRANT_REVOKED,
+        GRANT_EXPIRED,
+        NO_SUCH_TARGET,
+        NOT_OWN_DEPARTMENT,
+        NO_SUCH_GRANT,
+        NOT_A_WRITE_GRANT,
+        GRANT_WAS_REVOKED,
+        GRANT_HAS_EXPIRED,
+        ACCESS_NOT_SERVING,
+        OWN_READ_ONLY,
+        NOT_SERVED_HERE,
+        DOCTOR_READS_AT_HOME,
+        NOT_A_READ_GRANT,
+    ];
+    all.extend(NEEDS_PERSON_KEY);
+    all.extend(NEEDS_VALIDATOR);
+    all
+}

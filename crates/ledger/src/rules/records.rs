@@ -30,11 +30,11 @@ impl Rule for AddRecord {
                 && grant.doctor == self.doctor,
             why::NOT_A_WRITE_GRANT
         ));
-        check!(ensure(grant.revoked.is_none(), why::GRANT_REVOKED));
+        check!(ensure(grant.revoked.is_none(), why::GRANT_WAS_REVOKED));
         check!(ensure(grant.used.is_none(), why::GRANT_USED));
         check!(ensure(
             ctx.block_time_ms < grant.expires_ms,
-            why::GRANT_EXPIRED
+            why::GRANT_HAS_EXPIRED
         ));
         Ok(Ok(vec![
             Effect::UseGrant(self.grant),
@@ -93,10 +93,10 @@ impl Rule for Access {
                         && grant.doctor == self.reader,
                     why::NOT_A_READ_GRANT
                 ));
-                check!(ensure(grant.revoked.is_none(), why::GRANT_REVOKED));
+                check!(ensure(grant.revoked.is_none(), why::GRANT_WAS_REVOKED));
                 check!(ensure(
                     ctx.block_time_ms < grant.expires_ms,
-                    why::GRANT_EXPIRED
+                    why::GRANT_HAS_EXPIRED
                 ));
             }
         }

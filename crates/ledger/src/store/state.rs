@@ -51,82 +51,34 @@ fn bad(what: &'static str) -> Error {
     }
 }
 
-pub(crate) fn role_code(role: Role) -> i64 {
-    match role {
-        Role::Patient => 0,
-        Role::Doctor => 1,
-    }
+/// An enum stored as an integer column: `$to` encodes, `$from` decodes (an unknown code is a
+/// decoding error, never a guess).
+macro_rules! column_code {
+    ($t:ty, $what:literal, $to:ident, $from:ident, { $($variant:ident = $code:literal),+ $(,)? }) => {
+        pub(crate) fn $to(value: $t) -> i64 {
+            match value {
+                $(<$t>::$variant => $code,)+
+            }
+        }
+
+        fn $from(code: i64) -> Result<$t> {
+            match code {
+                $($code => Ok(<$t>::$variant),)+
+                _ => Err(bad($what)),
+            }
+        }
+    };
 }
 
-fn role(code: i64) -> Result<Role> {
-    match code {
-        0 => Ok(Role::Patient),
-        1 => Ok(Role::Doctor),
-        _ => Err(bad("role")),
-    }
-}
-
-pub(crate) fn key_kind_code(kind: KeyKind) -> i64 {
-    match kind {
-        KeyKind::Device => 0,
-        KeyKind::Custodial => 1,
-    }
-}
-
-fn key_kind(code: i64) -> Result<KeyKind> {
-    match code {
-        0 => Ok(KeyKind::Device),
-        1 => Ok(KeyKind::Custodial),
-        _ => Err(bad("key kind")),
-    }
-}
-
-pub(crate) fn signer_kind_code(kind: SignerKind) -> i64 {
-    match kind {
-        SignerKind::Device => 0,
-        SignerKind::Custodial => 1,
-        SignerKind::Validator => 2,
-    }
-}
-
-fn signer_kind(code: i64) -> Result<SignerKind> {
-    match code {
-        0 => Ok(SignerKind::Device),
-        1 => Ok(SignerKind::Custodial),
-        2 => Ok(SignerKind::Validator),
-        _ => Err(bad("signer kind")),
-    }
-}
-
-pub(crate) fn attested_code(attested: Attested) -> i64 {
-    match attested {
-        Attested::Device => 0,
-        Attested::InPerson => 1,
-    }
-}
-
-fn attested(code: i64) -> Result<Attested> {
-    match code {
-        0 => Ok(Attested::Device),
-        1 => Ok(Attested::InPerson),
-        _ => Err(bad("attestation")),
-    }
-}
-
-pub(crate) fn answer_code(answer: Answer) -> i64 {
-    match answer {
-        Answer::Granted => 0,
-        Answer::Denied => 1,
-    }
-}
-
-fn answer(code: i64) -> Result<Answer> {
-    match code {
-        0 => Ok(Answer::Granted),
-        1 => Ok(Answer::Denied),
-        _ => Err(bad("answer")),
-    }
-}
+column_code!(Role, "role", role_code, role, { Patient = 0, Doctor = 1 });
+column_code!(KeyKind, "key kind", key_kind_code, key_kind, { Device = 0, Custodial = 1 });
+column_code!(SignerKind, "signer kind", signer_kind_code, signer_kind, {
+    Device = 0,
+    Custodial = 1,
+    Validator = 2,
+});
+column_code!(Attested, "attestation", attested_code, attested, { Device = 0, InPerson = 1 });
+column_code!(Answer, "answer", answer_code, answer, { Granted = 0, Denied = 1 });
 
 /// A scope as a column: NULL for a write grant, else the read duration.
 pub(crate) fn scope_column(scope: Scope) -> Option<i64> {
