@@ -14,29 +14,20 @@
 //!
 //! Ids pending in this validator's mempool are the caller's to check (they are not on chain).
 
-use ledger::rules::{self, Ctx, Reject};
-use ledger::{Genesis, StateView, TxHeader, TxId};
+use ledger::rules::{self, Reject};
+use ledger::{Genesis, SignedTx, StateView};
 
-/// Whether the transaction `id` with `header` may enter the mempool: `Ok(Ok(()))`, or the rule
-/// that rejects it on `state` (the committed chain, whose next block is at `next_height`) at
-/// `now_ms`. `Err` is a failure to read the state, never a verdict.
-pub(crate) fn precheck(
-    genesis: &Genesis,
+/// Whether `tx` may enter the mempool: `Ok(Ok(()))`, or the rule that rejects it at `now_ms`
+/// on `state`, the committed chain ([`ledger::Queries::state`]), as if it were in the next
+/// block (a transaction on chain already is a duplicate). `Err` is a failure to read the
+/// state, never a verdict.
+pub(crate) fn admit(
     state: &dyn StateView,
-    id: &TxId,
-    header: &TxHeader,
+    genesis: &Genesis,
+    tx: &SignedTx,
     now_ms: u64,
-    next_height: u64,
 ) -> Result<Result<(), Reject>, ledger::Error> {
-    let ctx = Ctx {
-        id: *id,
-        header,
-        block_time_ms: now_ms,
-        height: next_height,
-        validators: genesis.len() as u32,
-        params: genesis.params(),
-    };
-    Ok(rules::decide(&ctx, state)?.map(|_effects| ()))
+    Ok(rules::precheck(state, genesis, tx, now_ms)?.map(|_effects| ()))
 }
 
 #[cfg(test)]
@@ -72,17 +63,9 @@ mod tests {
         let record = net.add_record(&doctor, &patient.id, net.id(&grant), &doctor.custodial());
         let now = GENESIS_TIME_MS + 10_000;
         let check = |store: &Store, tx: &ledger::SignedTx| {
-            let (head, _) = store.head();
-            precheck(
-                &net.genesis,
-                &store.state(),
-                &net.id(tx),
-                &tx.header,
-                now,
-                head + 1,
-            )
-            .expect("reads")
-            .map_err(|reject| reject.0)
+            admit(&store.state(), &net.genesis, tx, now)
+                .expect("reads")
+                .map_err(|reject| reject.0)
         };
         assert_eq!(check(&store, &grant), Err(reason::SIGNER_KEY_NOT_OF_PERSON));
         assert_eq!(

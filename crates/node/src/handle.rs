@@ -166,16 +166,8 @@ impl NodeHandle {
         let (request, decoded) = crate::verify::check_submission(self.genesis(), &transaction)?;
         let id = request.id;
         if !self.inner.shared.is_pending(&id) {
-            let next_height = self.status().height + 1;
             let admitted = self.read(|reader| {
-                crate::admission::precheck(
-                    self.genesis(),
-                    &reader.state(),
-                    &id,
-                    &decoded.header,
-                    now_ms(),
-                    next_height,
-                )
+                crate::admission::admit(&reader.state(), self.genesis(), &decoded, now_ms())
             })?;
             if let Err(reject) = admitted {
                 return Err(NodeError::Refused(reject.0.to_string()));

@@ -361,34 +361,33 @@ impl Runtime {
     /// every request of the message before, so each is decoded here already.
     fn admit_forwarded(&mut self, requests: &mut Vec<Request>) -> Result<(), NodeError> {
         let now = now_ms();
-        let (head, _) = self.chain.head();
         let mut refused = 0;
         let mut kept = Vec::with_capacity(requests.len());
         for request in requests.drain(..) {
-            let header = match self.auth.decoded(&request) {
-                Some(tx) => tx.header.clone(),
+            let evicted;
+            let tx = match self.auth.decoded(&request) {
+                Some(tx) => tx,
                 // Evicted from memory since the edge checked it: decode it again.
                 None => match SignedTx::from_bytes(&request.payload) {
-                    Ok(tx) => tx.header,
+                    Ok(tx) => {
+                        evicted = tx;
+                        &evicted
+                    }
                     Err(_) => {
                         refused += 1;
                         continue;
                     }
                 },
             };
-            let admitted = crate::admission::precheck(
-                &self.genesis,
-                &self.chain.state(),
-                &request.id,
-                &header,
-                now,
-                head + 1,
-            )?;
-            match admitted {
+            match crate::admission::admit(&self.chain.state(), &self.genesis, tx, now)? {
                 Ok(()) => kept.push(request),
                 Err(reject) => {
                     refused += 1;
-                    debug!(id = %ledger::short_hex(&request.id), %reject, "refused a forwarded transaction");
+                    debug!(
+                        id = %ledger::short_hex(&request.id),
+                        %reject,
+                        "refused a forwarded transaction"
+                    );
                 }
             }
         }
