@@ -2,7 +2,7 @@
 //! arrives, steps the replica, and executes the replica's actions in order: persist (fsync)
 //! before sending what depends on it, apply committed blocks, answer the clients that wait.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -323,17 +323,25 @@ impl Runtime {
         let accepted_ms = now_ms();
         let mut accepted: Vec<Request> = Vec::with_capacity(submits.len());
         let mut replies = Vec::with_capacity(submits.len());
+        // Submitted twice in this batch: answered once the first copy is durable.
+        let mut again = Vec::new();
+        let mut ids = HashSet::with_capacity(submits.len());
         for Submission {
             request,
             transaction,
             reply,
         } in submits
         {
-            if self.shared.is_pending(&request.id) || accepted.iter().any(|r| r.id == request.id) {
+            if self.shared.is_pending(&request.id) {
                 let _ = reply.send(Ok(request.id));
                 continue;
             }
+            if !ids.insert(request.id) {
+                again.push((request.id, reply));
+                continue;
+            }
             if self.replica.pending_len() + accepted.len() >= self.shared.max_pending {
+                ids.remove(&request.id);
                 let _ = reply.send(Err(NodeError::Busy));
                 continue;
             }
@@ -348,6 +356,14 @@ impl Runtime {
                 .map(|request| (&request.id, accepted_ms, &request.payload[..])),
         )?;
         self.shared.add_pending(accepted.iter().cloned());
+        for (id, reply) in again {
+            let answer = if ids.contains(&id) {
+                Ok(id)
+            } else {
+                Err(NodeError::Busy)
+            };
+            let _ = reply.send(answer);
+        }
         for (request, reply) in accepted.into_iter().zip(replies) {
             let _ = reply.send(Ok(request.id));
             self.step(Input::Request(request), actions);

@@ -170,12 +170,14 @@ fn a_pending_transaction_submitted_again_is_stored_once() {
     let clinic = cluster.handle(1).unwrap();
     let rt = runtime();
     let tx = enrollment(&clinic);
-    let (a, b) = rt.block_on(async {
-        let a = clinic.submit(tx.clone()).await.unwrap();
-        let b = clinic.submit(tx.clone()).await.unwrap();
-        (a, b)
+    let (a, b, c) = rt.block_on(async {
+        // Two at once (most likely in one batch of the validator's thread), then one more.
+        let (a, b) = tokio::join!(clinic.submit(tx.clone()), clinic.submit(tx.clone()));
+        let c = clinic.submit(tx.clone()).await.unwrap();
+        (a.unwrap(), b.unwrap(), c)
     });
     assert_eq!(a, b);
+    assert_eq!(a, c);
     assert_eq!(clinic.status().pending, 1);
     let outcome = rt.block_on(clinic.cut()).unwrap();
     assert_eq!(outcome.tx_count, 1);
