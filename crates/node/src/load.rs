@@ -219,26 +219,30 @@ fn handle_of(handles: &[NodeHandle], id: ReplicaId) -> Result<&NodeHandle, NodeE
 }
 
 /// Enrolls `people` through their homes (each must be among `handles`), asks each home for a
-/// block, and waits until every enrollment is applied (at most `timeout`). A rule rejecting an
-/// enrollment is [`NodeError::Refused`] with its reason.
+/// block, and waits until every enrollment is applied (at most `timeout` for each). A rule
+/// rejecting an enrollment is [`NodeError::Refused`] with its reason.
 pub async fn enroll(
     handles: &[NodeHandle],
     people: &[&Person],
     timeout: Duration,
 ) -> Result<(), NodeError> {
-    let mut submitted: BTreeMap<ReplicaId, Vec<TxId>> = BTreeMap::new();
+    let mut by_home: BTreeMap<ReplicaId, Vec<&Person>> = BTreeMap::new();
     for person in people {
-        let home = handle_of(handles, person.home)?;
-        let tx = home.sign_as_validator(person.enrollment(&home.genesis_hash()), Vec::new());
-        let id = home.submit(tx).await?;
-        submitted.entry(person.home).or_default().push(id);
+        by_home.entry(person.home).or_default().push(person);
     }
-    for (home, ids) in submitted {
+    for (home, people) in by_home {
         let handle = handle_of(handles, home)?;
-        match handle.cut().await {
-            // Committed already (by the batch window, or another's cut).
-            Ok(_) | Err(NodeError::NothingPending) => {}
-            Err(error) => return Err(error),
+        let mut ids = Vec::with_capacity(people.len());
+        let mut last = None;
+        for person in people {
+            let tx =
+                handle.sign_as_validator(person.enrollment(&handle.genesis_hash()), Vec::new());
+            ids.push(handle.submit(tx.clone()).await?);
+            last = Some(tx);
+        }
+        // Pending already: this asks for a block now, holding everything submitted above.
+        if let Some(last) = last {
+            handle.submit_applied(last, timeout).await?;
         }
         for id in ids {
             if let Verdict::Rejected { reason, .. } = handle.wait_applied(id, timeout).await? {
