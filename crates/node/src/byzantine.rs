@@ -19,8 +19,8 @@
 //!   (finding 5).
 //! - `forge-status`: status frames claim a huge height, sent often, and it never answers a
 //!   state-transfer request (finding 4).
-//! - `censor-patient=ID`: it never proposes (or even keeps) a transaction about patient `ID`
-//!   (finding 3).
+//! - `censor-patient=ID`: it never proposes (or even keeps) a transaction about the person
+//!   whose id is `ID` (32 hex digits; the transaction's subject, `Meta::subject`) (finding 3).
 //! - `exploit-amnesia`: as primary, it tries to make a backup that lost its stores vote twice
 //!   (finding 2), against the *swing* backup (the highest, which the tests wipe); the other
 //!   backups are side A (lower half) and side B (upper half). After [`TRAP_AFTER`] honest
@@ -48,7 +48,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ledger::SignedTransaction;
+use ledger::SignedTx;
 use ledger::crypto::SigningKey;
 use pbft::{
     Digest, Input, Message, PrePrepare, Proposal, ReplicaId, Request, SeqNo, Signed, View, Vote,
@@ -121,7 +121,9 @@ impl FromStr for Behaviours {
     }
 }
 
-/// The runtime's hook before the replica sees an input: a censor drops the censored patient's
+/// The runtime's one hook before the replica sees an input: every request handed to the
+/// replica passes here after the edge check and mempool admission (own clients' submissions,
+/// peers' forwards), and so does every other input. A censor drops the censored person's
 /// transactions from what it receives (forwards) or accepts, so it never batches them.
 /// The forward's signature was checked already; the replica does not check it again.
 pub(crate) fn censor(behaviours: Option<&Behaviours>, input: Input) -> Option<Input> {
@@ -129,7 +131,8 @@ pub(crate) fn censor(behaviours: Option<&Behaviours>, input: Input) -> Option<In
         return Some(input);
     };
     let censored = |request: &Request| {
-        SignedTransaction::from_request(request).is_ok_and(|tx| tx.body.patient_id() == patient)
+        SignedTx::from_bytes(&request.payload)
+            .is_ok_and(|tx| hex::encode(tx.meta().subject()).eq_ignore_ascii_case(patient))
     };
     match input {
         Input::Request(request) if censored(&request) => None,
@@ -733,7 +736,7 @@ impl ByzantineTransport {
 fn substitute_payloads(pre_prepare: &mut PrePrepare) {
     let mut proposal = (*pre_prepare.proposal).clone();
     for (index, request) in proposal.requests.iter_mut().enumerate() {
-        let forged = match SignedTransaction::from_request(request) {
+        let forged = match SignedTx::from_bytes(&request.payload) {
             Ok(mut transaction) if index % 2 == 1 => {
                 transaction.signature[0] ^= 0xff;
                 transaction.to_bytes()

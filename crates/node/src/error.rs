@@ -22,8 +22,20 @@ pub enum NodeError {
     Stopped,
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// A transaction, or its body, larger than a validator accepts (`limit` bytes).
     #[error("a transaction of {bytes} bytes is over the {limit} a validator accepts")]
     TooLarge { bytes: usize, limit: usize },
     #[error("no pending records to validate")]
     NothingPending,
+    /// A submitted transaction that fails the check every validator makes at its edge (bad
+    /// signature or key proof, body not matching its hash, unknown validator signer): no
+    /// validator would ever take it. The HTTP layer answers 400.
+    #[error("invalid transaction: {0}")]
+    Invalid(ledger::Invalid),
+    /// Mempool admission refused a submitted transaction: a rule of the state machine rejects
+    /// it on this validator's committed state at the time of submission, or its id is on
+    /// chain already. The rule's reason (a `ledger::rules::reason` constant), before anything
+    /// was stored. The HTTP layer answers 409.
+    #[error("refused: {0}")]
+    Refused(String),
 }

@@ -1,16 +1,25 @@
 //! The handle through which the application talks to one validator, the same for an embedded
 //! node and a distributed one.
+//!
+//! Transactions come signed (by a person's key, or by this validator's with
+//! [`NodeHandle::sign_as_validator`]); the handle checks each as every validator's edge will
+//! ([`crate::verify::check_submission`]) and runs mempool admission on the committed chain
+//! ([`crate::admission`]) in the submitter's thread, then hands it to the validator's thread,
+//! which stores it durably before answering.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use ledger::{Genesis, Hash, Reader, Transaction};
+use ledger::crypto::SigningKey;
+use ledger::rules::reason;
+use ledger::{Genesis, Hash, Queries, Reader, SignedTx, Signer, TxHeader, TxId};
 use pbft::ReplicaId;
 use tokio::sync::oneshot;
 
 use crate::error::NodeError;
-use crate::runtime::{CutOutcome, Event};
+use crate::runtime::{CutOutcome, Event, Submission, now_ms};
 use crate::status::{NodeStatus, Shared};
 
 /// Where a transaction stands, as the validator that accepted it sees it.
@@ -21,9 +30,49 @@ pub enum TxStatus {
     Unknown,
 }
 
+/// What the chain decided for a transaction, once the block holding it is applied at this
+/// validator (appended to its `chain.db`, fsynced, its effects visible to
+/// [`NodeHandle::read`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The rules applied it in the block at `height`, whose time is `block_time_ms`.
+    Applied { height: u64, block_time_ms: u64 },
+    /// It is in the block at `height`, rejected by a rule (or by the edge check, if more than
+    /// f validators let an invalid entry through) for `reason`; it changed nothing else.
+    Rejected { height: u64, reason: String },
+}
+
+/// The verdict on chain for the first entry with id `id`, if there is one.
+pub(crate) fn verdict_on_chain(
+    chain: &impl Queries,
+    id: &TxId,
+) -> Result<Option<Verdict>, ledger::Error> {
+    let ledger::TxStatus::Committed {
+        height, rejected, ..
+    } = chain.tx_status(id)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match rejected {
+        Some(reason) => Verdict::Rejected { height, reason },
+        None => {
+            let block_time_ms = chain
+                .blocks_page(Some(height + 1), 1)?
+                .first()
+                .map_or(0, |block| block.timestamp_ms);
+            Verdict::Applied {
+                height,
+                block_time_ms,
+            }
+        }
+    }))
+}
+
 struct Inner {
     id: ReplicaId,
     name: String,
+    /// This validator's genesis key (`node.key`), for the transactions it signs itself.
+    key: SigningKey,
     inbox: SyncSender<Event>,
     shared: Arc<Shared>,
     genesis: Arc<Genesis>,
@@ -41,6 +90,7 @@ impl NodeHandle {
     pub(crate) fn new(
         id: ReplicaId,
         name: String,
+        key: SigningKey,
         inbox: SyncSender<Event>,
         shared: Arc<Shared>,
         genesis: Arc<Genesis>,
@@ -50,6 +100,7 @@ impl NodeHandle {
             inner: Arc::new(Inner {
                 id,
                 name,
+                key,
                 inbox,
                 shared,
                 genesis,
@@ -59,6 +110,7 @@ impl NodeHandle {
         }
     }
 
+    /// This validator's index in the genesis.
     pub fn id(&self) -> ReplicaId {
         self.inner.id
     }
@@ -71,6 +123,22 @@ impl NodeHandle {
         &self.inner.genesis
     }
 
+    /// The chain's identity: what every signature of this chain covers.
+    pub fn genesis_hash(&self) -> Hash {
+        self.inner.genesis.hash()
+    }
+
+    /// Signs `header` with `body` as this validator (its genesis key, `node.key`): the
+    /// hospital's own statements (an enrollment, an ask, a recovery, "I served this read").
+    /// The header's signer is set to `Signer::Validator` with this validator's index and its
+    /// `body_hash` to the body's hash; everything else is signed as given.
+    pub fn sign_as_validator(&self, mut header: TxHeader, body: Vec<u8>) -> SignedTx {
+        header.signer = Signer::Validator {
+            index: self.inner.id,
+        };
+        SignedTx::sign(header, body, &self.genesis_hash(), &self.inner.key)
+    }
+
     fn send(&self, event: Event) -> Result<(), NodeError> {
         match self.inner.inbox.try_send(event) {
             Ok(()) => Ok(()),
@@ -79,12 +147,76 @@ impl NodeHandle {
         }
     }
 
-    /// Submits a transaction. Returns its id once it is durably stored at this validator: from
-    /// then on it will be committed exactly once, whatever crashes in between.
-    pub async fn submit(&self, transaction: Transaction) -> Result<Hash, NodeError> {
+    /// Submits a signed transaction, in three steps:
+    /// 1. the edge check every validator makes (a failure is [`NodeError::Invalid`]; too large
+    ///    a transaction or body, [`NodeError::TooLarge`]);
+    /// 2. mempool admission: an id already pending here is accepted again as it is (it is
+    ///    durable already); an id on chain, or a transaction a rule rejects at `T = now` on
+    ///    this validator's committed chain, is refused with the rule's reason
+    ///    ([`NodeError::Refused`]); nothing is stored then;
+    /// 3. durable at this validator: `Ok(id)` is answered once the transaction is written in
+    ///    this validator's `node.db` and fsynced. From then on this validator hands it to
+    ///    consensus, broadcasts it again to every validator while its block is slow to come,
+    ///    and resubmits it when it restarts, until a block holding its id is on its chain:
+    ///    unless this validator's disk is lost, the transaction is ordered exactly once (a
+    ///    later entry under the same id is rejected as a duplicate). Durable is not applied:
+    ///    the rules decide again at its place in the chain, on a state admission did not see,
+    ///    and may reject it there ([`NodeHandle::submit_applied`] waits for that verdict).
+    pub async fn submit(&self, transaction: SignedTx) -> Result<TxId, NodeError> {
+        let (request, decoded) = crate::verify::check_submission(self.genesis(), &transaction)?;
+        let id = request.id;
+        if !self.inner.shared.is_pending(&id) {
+            let admitted = self.read(|reader| {
+                crate::admission::admit(&reader.state(), self.genesis(), &decoded, now_ms())
+            })?;
+            if let Err(reject) = admitted {
+                return Err(NodeError::Refused(reject.0.to_string()));
+            }
+        }
         let (reply, answer) = oneshot::channel();
-        self.send(Event::Submit { transaction, reply })?;
+        self.send(Event::Submit(Box::new(Submission {
+            request,
+            transaction: decoded,
+            reply,
+        })))?;
         answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Submits a transaction ([`NodeHandle::submit`]), asks the primary for a block at once,
+    /// and waits (at most `timeout`) until the block holding it is applied at this validator:
+    /// the chain's [`Verdict`]. A transaction already on chain is answered with its verdict
+    /// there. [`NodeError::Timeout`] leaves the transaction durable and pending: it may still
+    /// be applied later ([`NodeHandle::wait_applied`], [`NodeHandle::tx_status`]).
+    pub async fn submit_applied(
+        &self,
+        transaction: SignedTx,
+        timeout: Duration,
+    ) -> Result<Verdict, NodeError> {
+        let id = transaction.id(&self.genesis_hash());
+        match self.submit(transaction).await {
+            Ok(_) => {}
+            // On chain already: its verdict there.
+            Err(NodeError::Refused(why)) if why == reason::DUPLICATE => {}
+            Err(error) => return Err(error),
+        }
+        self.watch(id, true, timeout).await
+    }
+
+    /// Waits (at most `timeout`) until a block holding transaction `id` is applied at this
+    /// validator, and answers the chain's verdict (at once if it is on chain already). It asks
+    /// for no block: the batch window, or another's cut, brings it.
+    pub async fn wait_applied(&self, id: TxId, timeout: Duration) -> Result<Verdict, NodeError> {
+        self.watch(id, false, timeout).await
+    }
+
+    async fn watch(&self, id: TxId, cut: bool, timeout: Duration) -> Result<Verdict, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Event::Watch { id, cut, reply })?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(_)) => Err(NodeError::Stopped),
+            Err(_) => Err(NodeError::Timeout("the transaction's block")),
+        }
     }
 
     /// Asks for a block now and waits until everything pending here when asked is committed.

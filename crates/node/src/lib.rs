@@ -3,6 +3,7 @@
 //! serves the embedded cluster (all validators in one process, in-memory transport) and
 //! distributed validators (one per process, TCP).
 
+mod admission;
 #[cfg(feature = "byzantine")]
 pub mod byzantine;
 mod cluster;
@@ -24,7 +25,7 @@ mod wire;
 pub use cluster::{Cluster, EMBEDDED_VALIDATORS};
 pub use config::{NodeConfig, PeerConfig, Timing, parse_duration};
 pub use error::NodeError;
-pub use handle::{NodeHandle, TxStatus};
+pub use handle::{NodeHandle, TxStatus, Verdict};
 pub use incarnation::{MARKER_FILE, init_network, write_fresh_marker};
 pub use metrics::BlockMetric;
 pub use node::{DEFAULT_WATTS_PER_CORE, Node, NodeOptions, validator_dir};

@@ -1,20 +1,44 @@
-//! A load generator for measuring a cluster: submits records at a fixed rate (open loop) or as
-//! fast as they are acknowledged (closed loop), then waits for everything to commit. Used by
-//! `medchain bench` and by the tests that load validators while they are killed.
+//! A load generator for measuring a cluster: submits transactions at a fixed rate (open loop)
+//! or as fast as they are acknowledged (closed loop), then waits for everything to commit. Used
+//! by `medchain bench` and by the tests that load validators.
+//!
+//! The workload is the application's: a population of patients and doctors is enrolled once by
+//! their home validators (custodial keys, generated and held in memory here as a home holds
+//! them in its custody store), then each record comes with the in-person write grant it uses.
+//! The grant is signed by the patient's custodial key and submitted at the patient's home; once
+//! it is applied, the record is signed by the doctor's custodial key and submitted at the
+//! doctor's home. Both count as transactions. Every signature is real, and every transaction
+//! passes admission and applies.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ledger::Transaction;
+use ledger::crypto::{self, SigningKey};
+use ledger::tx::{
+    AddRecord, Attested, Enroll, Grant, KeyKind, NewKey, PurposeBody, RecordBody, Role, Scope,
+};
+use ledger::{Hash, Meta, PersonId, SignedTx, Signer, TxHeader, TxId, person_id};
+use pbft::ReplicaId;
+use rand::RngCore;
+use tokio::task::JoinHandle;
 
 use crate::error::NodeError;
-use crate::handle::NodeHandle;
+use crate::handle::{NodeHandle, Verdict};
+
+/// Patients the load generator enrolls (spread over the validators it drives).
+pub const LOAD_PATIENTS: usize = 200;
+/// Doctors the load generator enrolls (spread likewise, departments in turn).
+pub const LOAD_DOCTORS: usize = 20;
+/// The departments of the load's doctors, in turn.
+const DEPARTMENTS: [&str; 4] = ["Cardiology", "Oncology", "Neurology", "Pediatrics"];
 
 /// How to load the cluster.
 #[derive(Clone, Debug)]
 pub struct Load {
-    /// Transactions per second in total; `None`: as fast as acknowledgements allow.
+    /// Transactions per second in total (grants and records); `None`: as fast as
+    /// acknowledgements allow.
     pub rate: Option<u64>,
     pub duration: Duration,
     /// Submitters in flight at once when `rate` is `None`.
@@ -23,10 +47,13 @@ pub struct Load {
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
+    /// Grants and records acknowledged (durable at the validator that accepted them).
     pub acknowledged: u64,
+    /// Grants and records refused (busy, or refused by admission), and records not submitted
+    /// because their grant was not applied.
     pub refused: u64,
     pub committed: u64,
-    /// From the first submission to the last commit.
+    /// From the first submission to the last commit (the enrollment before is not counted).
     pub elapsed: Duration,
     pub committed_per_second: f64,
     /// Acknowledgement to commit, at the validator that accepted the transaction.
@@ -35,21 +62,314 @@ pub struct LoadReport {
     pub blocks: u64,
 }
 
+/// The wall clock in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A header for `meta` signed by `signer`: created now, a random nonce, no deadline. The body
+/// hash is set when it is signed ([`SignedTx::sign`]).
+pub fn header(meta: Meta, signer: Signer) -> TxHeader {
+    let mut nonce = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    TxHeader {
+        meta,
+        signer,
+        created_ms: now_ms(),
+        not_after_ms: u64::MAX,
+        nonce,
+        body_hash: [0; 32],
+    }
+}
+
+/// A person whose custodial key is held here, in memory, as their home holds it in its custody
+/// store: for the load generator and for tests.
+#[derive(Clone)]
+pub struct Person {
+    pub id: PersonId,
+    pub home: ReplicaId,
+    pub role: Role,
+    /// A doctor's department.
+    pub department: Option<String>,
+    /// A doctor's public name.
+    pub name: Option<String>,
+    nonce: [u8; 16],
+    custodial: SigningKey,
+}
+
+impl Person {
+    /// A new patient whose home is validator `home` (random id and key).
+    pub fn patient(home: ReplicaId) -> Person {
+        Person::new(home, Role::Patient, None, None)
+    }
+
+    /// A new doctor of `department` named `name`, whose home is validator `home`.
+    pub fn doctor(home: ReplicaId, department: &str, name: &str) -> Person {
+        Person::new(
+            home,
+            Role::Doctor,
+            Some(department.to_string()),
+            Some(name.to_string()),
+        )
+    }
+
+    fn new(
+        home: ReplicaId,
+        role: Role,
+        department: Option<String>,
+        name: Option<String>,
+    ) -> Person {
+        let mut nonce = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        Person {
+            id: person_id(home, &nonce),
+            home,
+            role,
+            department,
+            name,
+            nonce,
+            custodial: crypto::generate_key(),
+        }
+    }
+
+    /// Signing with this person's custodial key.
+    pub fn signer(&self) -> Signer {
+        Signer::Custodial {
+            person: self.id,
+            key: self.custodial.verifying_key().to_bytes(),
+        }
+    }
+
+    /// The header of this person's enrollment with their custodial key (the body is empty), for
+    /// their home to sign ([`NodeHandle::sign_as_validator`]).
+    pub fn enrollment(&self, genesis_hash: &Hash) -> TxHeader {
+        let key = NewKey::prove(
+            genesis_hash,
+            &self.id,
+            KeyKind::Custodial,
+            "held by the load generator",
+            &self.custodial,
+        );
+        let meta = Meta::Enroll(Enroll {
+            person: self.id,
+            nonce: self.nonce,
+            role: self.role,
+            department: self.department.clone(),
+            name: self.name.clone(),
+            home: self.home,
+            keys: vec![key],
+        });
+        header(meta, Signer::Validator { index: self.home })
+    }
+
+    /// `meta` with `body`, signed with this person's custodial key.
+    pub fn sign(&self, genesis_hash: &Hash, meta: Meta, body: Vec<u8>) -> SignedTx {
+        SignedTx::sign(
+            header(meta, self.signer()),
+            body,
+            genesis_hash,
+            &self.custodial,
+        )
+    }
+
+    /// This patient's write grant to `doctor`, attested in person: signed with the custodial
+    /// key, as the home's in-person consent screen signs it.
+    pub fn write_grant(&self, genesis_hash: &Hash, doctor: &PersonId, purpose: &str) -> SignedTx {
+        let meta = Meta::Grant(Grant {
+            patient: self.id,
+            doctor: *doctor,
+            scope: Scope::Write,
+            request: None,
+            attested: Attested::InPerson,
+        });
+        let body = PurposeBody {
+            purpose: purpose.to_string(),
+        };
+        self.sign(genesis_hash, meta, body.to_bytes())
+    }
+
+    /// This doctor's record in `patient`'s history, in the doctor's department, under write
+    /// grant `grant`.
+    pub fn record(
+        &self,
+        genesis_hash: &Hash,
+        patient: &PersonId,
+        grant: TxId,
+        body: &RecordBody,
+    ) -> SignedTx {
+        let meta = Meta::AddRecord(AddRecord {
+            patient: *patient,
+            doctor: self.id,
+            department: self.department.clone().unwrap_or_default(),
+            grant,
+        });
+        self.sign(genesis_hash, meta, body.to_bytes())
+    }
+}
+
+/// The handle of validator `id` among `handles`.
+fn handle_of(handles: &[NodeHandle], id: ReplicaId) -> Result<&NodeHandle, NodeError> {
+    handles
+        .iter()
+        .find(|handle| handle.id() == id)
+        .ok_or_else(|| NodeError::Config(format!("no handle of validator {id}, a home")))
+}
+
+/// Enrolls `people` through their homes (each must be among `handles`), asks each home for a
+/// block, and waits until every enrollment is applied (at most `timeout` for each). A rule
+/// rejecting an enrollment is [`NodeError::Refused`] with its reason.
+pub async fn enroll(
+    handles: &[NodeHandle],
+    people: &[&Person],
+    timeout: Duration,
+) -> Result<(), NodeError> {
+    let mut by_home: BTreeMap<ReplicaId, Vec<&Person>> = BTreeMap::new();
+    for person in people {
+        by_home.entry(person.home).or_default().push(person);
+    }
+    for (home, people) in by_home {
+        let handle = handle_of(handles, home)?;
+        let mut ids = Vec::with_capacity(people.len());
+        let mut last = None;
+        for person in people {
+            let tx =
+                handle.sign_as_validator(person.enrollment(&handle.genesis_hash()), Vec::new());
+            ids.push(handle.submit(tx.clone()).await?);
+            last = Some(tx);
+        }
+        // Pending already: this asks for a block now, holding everything submitted above.
+        if let Some(last) = last {
+            handle.submit_applied(last, timeout).await?;
+        }
+        for id in ids {
+            if let Verdict::Rejected { reason, .. } = handle.wait_applied(id, timeout).await? {
+                return Err(NodeError::Refused(reason));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The people of a load: patients and doctors spread over the validators driven.
+struct Population {
+    genesis_hash: Hash,
+    patients: Vec<Person>,
+    doctors: Vec<Person>,
+}
+
+impl Population {
+    fn new(handles: &[NodeHandle]) -> Population {
+        let home = |i: usize| handles[i % handles.len()].id();
+        Population {
+            genesis_hash: handles[0].genesis_hash(),
+            patients: (0..LOAD_PATIENTS)
+                .map(|i| Person::patient(home(i)))
+                .collect(),
+            doctors: (0..LOAD_DOCTORS)
+                .map(|i| {
+                    Person::doctor(
+                        home(i),
+                        DEPARTMENTS[i % DEPARTMENTS.len()],
+                        &format!("Dr Load {i}"),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn everyone(&self) -> Vec<&Person> {
+        self.patients.iter().chain(&self.doctors).collect()
+    }
+
+    /// The patient and the doctor of record `i`.
+    fn pair(&self, i: u64) -> (&Person, &Person) {
+        let i = i as usize;
+        (
+            &self.patients[i % self.patients.len()],
+            &self.doctors[(i / self.patients.len() + i) % self.doctors.len()],
+        )
+    }
+}
+
 /// A synthetic but realistic record (about the size of a clinic note).
-pub fn sample_record(i: u64) -> Transaction {
-    Transaction::AddRecord {
-        patient_id: format!("p{:05}", i % 10_000),
-        doctor_id: format!("d{:03}", i % 50),
-        department: "Cardiology".into(),
+pub fn sample_record(i: u64) -> RecordBody {
+    RecordBody {
         diagnosis: format!("Stable angina, follow-up {i}"),
         prescription: "Atorvastatin 20 mg once daily; nitroglycerin as needed".into(),
         notes: "Blood pressure 128/82. Advised moderate exercise and a follow-up in 3 months."
             .into(),
-        consent_hash: ledger::sha256(&i.to_le_bytes()),
     }
 }
 
-/// Drives `handles` with `load`, then waits (up to `settle`) until nothing is pending.
+/// What the submitters count, shared between their tasks.
+#[derive(Default)]
+struct Counters {
+    next: AtomicU64,
+    acknowledged: AtomicU64,
+    refused: AtomicU64,
+    /// The second halves of the records (wait for the grant, submit the record), awaited at
+    /// the end.
+    records: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Counters {
+    fn count(&self, submitted: &Result<TxId, NodeError>) {
+        let counter = match submitted {
+            Ok(_) => &self.acknowledged,
+            Err(_) => &self.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Submits the grant of record `i` and returns once it is acknowledged; the record follows,
+/// in a task of its own, once the grant is applied.
+async fn submit_pair(
+    handles: Arc<Vec<NodeHandle>>,
+    people: Arc<Population>,
+    counters: Arc<Counters>,
+    settle: Duration,
+) {
+    let i = counters.next.fetch_add(1, Ordering::Relaxed);
+    let (patient, doctor) = people.pair(i);
+    let (Ok(patient_home), Ok(doctor_home)) = (
+        handle_of(&handles, patient.home),
+        handle_of(&handles, doctor.home),
+    ) else {
+        counters.refused.fetch_add(2, Ordering::Relaxed);
+        return;
+    };
+    let grant = patient.write_grant(&people.genesis_hash, &doctor.id, "follow-up visit");
+    let submitted = patient_home.submit(grant).await;
+    counters.count(&submitted);
+    let Ok(grant) = submitted else {
+        counters.refused.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let (patient_home, doctor_home) = (patient_home.clone(), doctor_home.clone());
+    let (patient_id, doctor) = (patient.id, doctor.clone());
+    let record = {
+        let (people, counters) = (people.clone(), counters.clone());
+        tokio::spawn(async move {
+            let applied = patient_home.wait_applied(grant, settle).await;
+            if !matches!(applied, Ok(Verdict::Applied { .. })) {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let record = doctor.record(&people.genesis_hash, &patient_id, grant, &sample_record(i));
+            counters.count(&doctor_home.submit(record).await);
+        })
+    };
+    if let Ok(mut records) = counters.records.lock() {
+        records.push(record);
+    }
+}
+
+/// Enrolls a population (through `handles`, which must include every home), then drives
+/// `handles` with `load`, then waits (up to `settle`) until nothing is pending.
 pub async fn drive(
     handles: &[NodeHandle],
     load: &Load,
@@ -59,70 +379,68 @@ pub async fn drive(
     if handles.is_empty() {
         return Err(NodeError::Config("no validator to load".into()));
     }
+    let people = Arc::new(Population::new(handles));
+    enroll(handles, &people.everyone(), settle).await?;
     for handle in handles {
         handle.shared().reset_latencies();
     }
     let committed_before: u64 = handles[0].shared().committed_transactions();
     let height_before = handles[0].status().height;
-    let acknowledged = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let counter = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    let shared_handles = Arc::new(handles.to_vec());
+    let counters = Arc::new(Counters::default());
     let submit = {
-        let (acknowledged, refused, counter) =
-            (acknowledged.clone(), refused.clone(), counter.clone());
-        move |handle: NodeHandle| {
-            let (acknowledged, refused, counter) =
-                (acknowledged.clone(), refused.clone(), counter.clone());
-            async move {
-                let i = counter.fetch_add(1, Ordering::Relaxed);
-                match handle.submit(sample_record(i)).await {
-                    Ok(_) => acknowledged.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => refused.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }
+        let (handles, people, counters) = (shared_handles, people.clone(), counters.clone());
+        move || submit_pair(handles.clone(), people.clone(), counters.clone(), settle)
     };
+    let acknowledged = || counters.acknowledged.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
     match load.rate {
         Some(rate) => {
-            // Open loop: a slot every millisecond, each submitting its share of the rate.
+            // Open loop: a slot every millisecond, each starting its share of the records (two
+            // transactions each: a grant and a record).
             let mut interval = tokio::time::interval(Duration::from_millis(1));
             let mut sent = 0u64;
             let mut last_progress = Instant::now();
             while started.elapsed() < load.duration {
                 interval.tick().await;
-                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                let due = (started.elapsed().as_secs_f64() * rate as f64 / 2.0) as u64;
                 while sent < due {
-                    let handle = handles[(sent as usize) % handles.len()].clone();
-                    tasks.push(tokio::spawn(submit(handle)));
+                    tasks.push(tokio::spawn(submit()));
                     sent += 1;
                 }
                 if last_progress.elapsed() >= Duration::from_millis(250) {
                     last_progress = Instant::now();
-                    on_progress(started.elapsed(), acknowledged.load(Ordering::Relaxed));
+                    on_progress(started.elapsed(), acknowledged());
                 }
             }
         }
         None => {
-            for worker in 0..load.concurrency.max(1) {
-                let handle = handles[worker % handles.len()].clone();
+            for _ in 0..load.concurrency.max(1) {
                 let submit = submit.clone();
                 let duration = load.duration;
                 tasks.push(tokio::spawn(async move {
                     while started.elapsed() < duration {
-                        submit(handle.clone()).await;
+                        submit().await;
                     }
                 }));
             }
             while started.elapsed() < load.duration {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                on_progress(started.elapsed(), acknowledged.load(Ordering::Relaxed));
+                on_progress(started.elapsed(), acknowledged());
             }
         }
     }
     for task in tasks {
         let _ = task.await;
+    }
+    let records = counters
+        .records
+        .lock()
+        .map(|mut records| std::mem::take(&mut *records))
+        .unwrap_or_default();
+    for record in records {
+        let _ = record.await;
     }
     let deadline = Instant::now() + settle;
     while handles.iter().any(|handle| handle.status().pending > 0) {
@@ -145,8 +463,8 @@ pub async fn drive(
             .unwrap_or_default()
     };
     Ok(LoadReport {
-        acknowledged: acknowledged.load(Ordering::Relaxed),
-        refused: refused.load(Ordering::Relaxed),
+        acknowledged: acknowledged(),
+        refused: counters.refused.load(Ordering::Relaxed),
         committed,
         elapsed,
         committed_per_second: committed as f64 / elapsed.as_secs_f64(),

@@ -41,6 +41,8 @@ pub struct BlockMetric {
 
 pub struct Metrics {
     pub rejected: u64,
+    /// Forwarded transactions that mempool admission refused (`crate::admission`).
+    pub refused_forwards: u64,
     watts_per_core: f64,
     cpu_since_block: Duration,
     proposals: BTreeMap<SeqNo, Instant>,
@@ -54,6 +56,7 @@ impl Metrics {
     pub fn new(shared: Arc<Shared>, watts_per_core: f64) -> Self {
         Self {
             rejected: 0,
+            refused_forwards: 0,
             watts_per_core,
             cpu_since_block: Duration::ZERO,
             proposals: BTreeMap::new(),

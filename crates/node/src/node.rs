@@ -175,7 +175,8 @@ impl Node {
         let mut runtime = Runtime::new(
             id,
             n,
-            key,
+            key.clone(),
+            genesis.clone(),
             Authenticator::new(&genesis),
             replica,
             chain,
@@ -194,6 +195,7 @@ impl Node {
         let handle = NodeHandle::new(
             id,
             options.name.clone(),
+            key,
             inbox_sender,
             shared,
             genesis,
@@ -275,16 +277,11 @@ mod red_team {
     use super::*;
     use crate::cluster::Cluster;
 
-    fn record(i: usize) -> ledger::Transaction {
-        ledger::Transaction::AddRecord {
-            patient_id: format!("p{i:03}"),
-            doctor_id: "d001".into(),
-            department: "Cardiology".into(),
-            diagnosis: format!("diagnosis {i}"),
-            prescription: "rest".into(),
-            notes: String::new(),
-            consent_hash: ledger::sha256(format!("consent {i}").as_bytes()),
-        }
+    /// A transaction every validator admits and applies, signed by `handle`'s validator: the
+    /// enrollment of a new patient whose home it is.
+    fn enrollment(handle: &NodeHandle) -> ledger::SignedTx {
+        let patient = crate::load::Person::patient(handle.id());
+        handle.sign_as_validator(patient.enrollment(&handle.genesis_hash()), Vec::new())
     }
 
     /// Issue 8, finding 2 at the process level: the documented recovery ("delete a validator's
@@ -310,8 +307,11 @@ mod red_team {
             .expect("runtime");
         let hospital = cluster.handle(0).expect("hospital");
         rt.block_on(async {
-            for i in 0..5 {
-                hospital.submit(record(i)).await.expect("submit");
+            for _ in 0..5 {
+                hospital
+                    .submit(enrollment(&hospital))
+                    .await
+                    .expect("submit");
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -330,8 +330,11 @@ mod red_team {
         }
         cluster.restart(3).expect("restart");
         rt.block_on(async {
-            for i in 5..10 {
-                hospital.submit(record(i)).await.expect("submit");
+            for _ in 5..10 {
+                hospital
+                    .submit(enrollment(&hospital))
+                    .await
+                    .expect("submit");
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);

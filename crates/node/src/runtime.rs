@@ -2,27 +2,27 @@
 //! arrives, steps the replica, and executes the replica's actions in order: persist (fsync)
 //! before sending what depends on it, apply committed blocks, answer the clients that wait.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ledger::crypto::SigningKey;
-use ledger::{Block, Checked, Hash, SignedTransaction, Store, Transaction};
-use pbft::{Action, Durable, Input, Message, ReplicaId, Signed};
-use rand::RngCore;
+use ledger::{Applied, Block, Checked, Genesis, Hash, Queries, SignedTx, Store, TxId};
+use pbft::{Action, Durable, Input, Message, ReplicaId, Request, Signed};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::config::Timing;
 use crate::error::NodeError;
+use crate::handle::{Verdict, verdict_on_chain};
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
 use crate::state_transfer::{Answer, FetchRequest, StateTransfer};
 use crate::status::Shared;
 use crate::transport::{InboundCredit, Transport};
 use crate::verify::Authenticator;
-use crate::wire::{FETCH_REPLY_BYTES, Frame, MAX_TRANSACTION_BYTES, Wire};
+use crate::wire::{FETCH_REPLY_BYTES, Frame, Wire};
 
 /// What a node's thread is asked to do.
 pub enum Event {
@@ -33,14 +33,28 @@ pub enum Event {
         frame: Frame,
         credit: InboundCredit,
     },
-    Submit {
-        transaction: Transaction,
-        reply: oneshot::Sender<Result<Hash, NodeError>>,
+    /// A client's transaction: stored, then answered.
+    Submit(Box<Submission>),
+    /// Answer the verdict on transaction `id` once its block is applied here (at once if it
+    /// is on chain); with `cut`, ask the primary for a block now.
+    Watch {
+        id: TxId,
+        cut: bool,
+        reply: oneshot::Sender<Result<Verdict, NodeError>>,
     },
     Cut {
         reply: oneshot::Sender<Result<CutOutcome, NodeError>>,
     },
     Shutdown,
+}
+
+/// A client's transaction that passed the edge check and admission at the handle.
+pub struct Submission {
+    /// The request that orders it.
+    pub request: Request,
+    /// The transaction, decoded from the request's bytes.
+    pub transaction: SignedTx,
+    pub reply: oneshot::Sender<Result<TxId, NodeError>>,
 }
 
 /// What `/api/validate` reports: the block that committed what was pending when it was asked.
@@ -82,6 +96,7 @@ pub(crate) struct Runtime {
     pub id: ReplicaId,
     pub n: usize,
     pub key: SigningKey,
+    pub genesis: Arc<Genesis>,
     pub auth: Authenticator,
     pub replica: pbft::Replica,
     pub chain: Store,
@@ -92,6 +107,8 @@ pub(crate) struct Runtime {
     pub shared: Arc<Shared>,
     pub metrics: Metrics,
     cut_waiters: Vec<CutWaiter>,
+    /// Who waits for the verdict on which transaction ([`Event::Watch`]).
+    verdict_waiters: HashMap<TxId, Vec<oneshot::Sender<Result<Verdict, NodeError>>>>,
     /// Inputs produced while executing actions (our own broadcasts looped back).
     loopback: VecDeque<Input>,
     /// Whom state transfer asks for blocks, and until when it waits.
@@ -123,6 +140,7 @@ impl Runtime {
         id: ReplicaId,
         n: usize,
         key: SigningKey,
+        genesis: Arc<Genesis>,
         auth: Authenticator,
         replica: pbft::Replica,
         chain: Store,
@@ -138,6 +156,7 @@ impl Runtime {
             id,
             n,
             key,
+            genesis,
             auth,
             replica,
             chain,
@@ -148,6 +167,7 @@ impl Runtime {
             shared,
             metrics,
             cut_waiters: Vec::new(),
+            verdict_waiters: HashMap::new(),
             loopback: VecDeque::new(),
             transfer: StateTransfer::new(
                 id,
@@ -175,9 +195,12 @@ impl Runtime {
                 committed.push(row.id);
                 continue;
             }
-            let transaction = SignedTransaction::from_bytes(&row.body)?;
-            let request = transaction.to_request();
+            // Checked and admitted when it was accepted; it must commit, whatever the state
+            // says now (the rules judge it in its block).
+            let transaction = SignedTx::from_bytes(&row.body)?;
+            let request = transaction.to_request(self.auth.genesis_hash());
             self.auth.remember(request.id, transaction.signature);
+            self.auth.keep_decoded(&request, transaction);
             self.shared.add_pending([request.clone()]);
             self.step(Input::Request(request), &mut actions);
         }
@@ -239,16 +262,27 @@ impl Runtime {
         let started = cpu_time::ThreadTime::now();
         let mut actions = Vec::new();
         let mut submits = Vec::new();
+        let mut cut = false;
         for event in events {
             match event {
                 Event::Network { from, frame, .. } => self.on_frame(from, frame, &mut actions)?,
-                Event::Submit { transaction, reply } => submits.push((transaction, reply)),
+                Event::Submit(submission) => submits.push(*submission),
+                Event::Watch {
+                    id,
+                    cut: now,
+                    reply,
+                } => cut |= self.on_watch(id, now, reply)?,
                 Event::Cut { reply } => self.on_cut(reply, &mut actions),
                 Event::Shutdown => {}
             }
         }
         if !submits.is_empty() {
             self.accept(submits, &mut actions)?;
+        }
+        if cut {
+            // After what this turn accepted is handed to the replica (and forwarded).
+            self.execute(std::mem::take(&mut actions))?;
+            self.propose_now(&mut actions);
         }
         for _ in 0..ticks {
             self.step(Input::Tick, &mut actions);
@@ -267,6 +301,10 @@ impl Runtime {
             let (height, hash) = self.chain.head();
             self.broadcast_frame(Wire::Status { height, hash });
             self.expire_cut_waiters();
+            self.verdict_waiters.retain(|_, waiters| {
+                waiters.retain(|reply| !reply.is_closed());
+                !waiters.is_empty()
+            });
         }
         self.metrics.add_cpu(started.elapsed());
         self.note_recovery_end();
@@ -274,56 +312,103 @@ impl Runtime {
         Ok(())
     }
 
-    /// Accept, persist, then acknowledge: stamps and signs each transaction, writes them all in
-    /// one SQLite transaction (one fsync), then answers and hands them to the replica.
+    /// Persist, then acknowledge: writes the submitted transactions (checked and admitted at
+    /// the handle) in one SQLite transaction (one fsync), then answers and hands them to the
+    /// replica. One already pending here is answered at once: it is durable already.
     fn accept(
         &mut self,
-        submits: Vec<(Transaction, oneshot::Sender<Result<Hash, NodeError>>)>,
+        submits: Vec<Submission>,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
-        let timestamp_ms = now_ms();
-        let mut signed = Vec::with_capacity(submits.len());
+        let accepted_ms = now_ms();
+        let mut accepted: Vec<Request> = Vec::with_capacity(submits.len());
         let mut replies = Vec::with_capacity(submits.len());
-        // One system call for every nonce of the batch rather than one per transaction.
-        let mut nonces = vec![0u8; 16 * submits.len()];
-        rand::rngs::OsRng.fill_bytes(&mut nonces);
-        for ((transaction, reply), nonce) in submits.into_iter().zip(nonces.chunks_exact(16)) {
-            if self.replica.pending_len() + signed.len() >= self.shared.max_pending {
+        // Submitted twice in this batch: answered once the first copy is durable.
+        let mut again = Vec::new();
+        let mut ids = HashSet::with_capacity(submits.len());
+        for Submission {
+            request,
+            transaction,
+            reply,
+        } in submits
+        {
+            if self.shared.is_pending(&request.id) {
+                let _ = reply.send(Ok(request.id));
+                continue;
+            }
+            if !ids.insert(request.id) {
+                again.push((request.id, reply));
+                continue;
+            }
+            if self.replica.pending_len() + accepted.len() >= self.shared.max_pending {
+                ids.remove(&request.id);
                 let _ = reply.send(Err(NodeError::Busy));
                 continue;
             }
-            let nonce: [u8; 16] = nonce.try_into().unwrap_or_default();
-            let tx = SignedTransaction::sign(transaction, timestamp_ms, nonce, self.id, &self.key);
-            // Encoded once: the request's payload is also what node.db keeps.
-            let payload = tx.to_bytes();
-            // Frame bounds between validators assume no larger transaction (wire.rs).
-            if payload.len() > MAX_TRANSACTION_BYTES {
-                let _ = reply.send(Err(NodeError::TooLarge {
-                    bytes: payload.len(),
-                    limit: MAX_TRANSACTION_BYTES,
-                }));
-                continue;
-            }
-            let request = pbft::Request {
-                id: tx.id(),
-                timestamp_ms: tx.timestamp_ms,
-                payload: Arc::from(payload),
-            };
-            self.auth.remember(request.id, tx.signature);
-            self.auth.keep_decoded(&request, tx);
-            signed.push(request);
+            self.auth.remember(request.id, transaction.signature);
+            self.auth.keep_decoded(&request, transaction);
+            accepted.push(request);
             replies.push(reply);
         }
         self.local.add_pending(
-            signed
+            accepted
                 .iter()
-                .map(|request| (&request.id, timestamp_ms, &request.payload[..])),
+                .map(|request| (&request.id, accepted_ms, &request.payload[..])),
         )?;
-        self.shared.add_pending(signed.iter().cloned());
-        for (request, reply) in signed.into_iter().zip(replies) {
+        self.shared.add_pending(accepted.iter().cloned());
+        for (id, reply) in again {
+            let answer = if ids.contains(&id) {
+                Ok(id)
+            } else {
+                Err(NodeError::Busy)
+            };
+            let _ = reply.send(answer);
+        }
+        for (request, reply) in accepted.into_iter().zip(replies) {
             let _ = reply.send(Ok(request.id));
             self.step(Input::Request(request), actions);
         }
+        Ok(())
+    }
+
+    /// Mempool admission of a peer's forward ([`crate::admission`]): the requests whose
+    /// transactions the rules reject at `T = now` on the committed chain, or that are on chain
+    /// already, are dropped (and counted) before the replica sees them. The edge checked
+    /// every request of the message before, so each is decoded here already.
+    fn admit_forwarded(&mut self, requests: &mut Vec<Request>) -> Result<(), NodeError> {
+        let now = now_ms();
+        let mut refused = 0;
+        let mut kept = Vec::with_capacity(requests.len());
+        for request in requests.drain(..) {
+            let evicted;
+            let tx = match self.auth.decoded(&request) {
+                Some(tx) => tx,
+                // Evicted from memory since the edge checked it: decode it again.
+                None => match SignedTx::from_bytes(&request.payload) {
+                    Ok(tx) => {
+                        evicted = tx;
+                        &evicted
+                    }
+                    Err(_) => {
+                        refused += 1;
+                        continue;
+                    }
+                },
+            };
+            match crate::admission::admit(&self.chain.state(), &self.genesis, tx, now)? {
+                Ok(()) => kept.push(request),
+                Err(reject) => {
+                    refused += 1;
+                    debug!(
+                        id = %ledger::short_hex(&request.id),
+                        %reject,
+                        "refused a forwarded transaction"
+                    );
+                }
+            }
+        }
+        *requests = kept;
+        self.metrics.refused_forwards += refused;
         Ok(())
     }
 
@@ -372,12 +457,33 @@ impl Runtime {
             deadline: Instant::now() + CUT_TIMEOUT,
             reply,
         });
+        self.propose_now(actions);
+    }
+
+    /// Asks the primary (this replica, or by a `Cut` frame) to propose what is pending now.
+    fn propose_now(&mut self, actions: &mut Vec<Action>) {
         if self.replica.is_primary() {
             self.step(Input::Cut, actions);
         } else {
             let primary = self.replica.primary();
             self.send_frame(primary, Wire::Cut);
         }
+    }
+
+    /// Registers `reply` for the verdict on `id`, or answers it now if `id` is on chain.
+    /// Whether the caller should ask for a block now.
+    fn on_watch(
+        &mut self,
+        id: TxId,
+        cut: bool,
+        reply: oneshot::Sender<Result<Verdict, NodeError>>,
+    ) -> Result<bool, NodeError> {
+        if let Some(verdict) = verdict_on_chain(&self.chain, &id)? {
+            let _ = reply.send(Ok(verdict));
+            return Ok(false);
+        }
+        self.verdict_waiters.entry(id).or_default().push(reply);
+        Ok(cut)
     }
 
     fn expire_cut_waiters(&mut self) {
@@ -419,7 +525,17 @@ impl Runtime {
                     Err(error) => Err(error.into()),
                 };
                 match checked {
-                    Ok(()) => self.step(Input::Message(signed.clone()), actions),
+                    Ok(()) => {
+                        let mut signed = signed.clone();
+                        if let Message::Forward(requests) = &mut signed.message {
+                            // The replica does not check the forward's signature again.
+                            self.admit_forwarded(requests)?;
+                            if requests.is_empty() {
+                                return Ok(());
+                            }
+                        }
+                        self.step(Input::Message(signed), actions)
+                    }
                     Err(error) => {
                         self.metrics.rejected += 1;
                         debug!(from, %error, "dropped an unauthentic message");
@@ -518,9 +634,9 @@ impl Runtime {
                     return Ok(());
                 }
             };
-            self.chain.append_block(block, &contents)?;
+            let decided = self.chain.append_block(block, &contents)?;
             self.note_invalid(block, &contents);
-            request_ids.extend(self.on_committed_block(block, block.ids().collect()));
+            request_ids.extend(self.on_committed_block(block, &decided));
             applied += 1;
         }
         let (head, hash) = self.chain.head();
@@ -674,9 +790,9 @@ impl Runtime {
             return Ok(());
         }
         let (block, contents) = self.auth.block_of(committed)?;
-        self.chain.append_block(&block, &contents)?;
+        let applied = self.chain.append_block(&block, &contents)?;
         self.note_invalid(&block, &contents);
-        self.on_committed_block(&block, block.ids().collect());
+        self.on_committed_block(&block, &applied);
         Ok(())
     }
 
@@ -694,10 +810,12 @@ impl Runtime {
         }
     }
 
-    /// Bookkeeping after a block is on disk: acknowledged transactions leave the mempool, waiting
-    /// cuts are answered, metrics are recorded.
-    /// `ids` are the block's transaction ids, in order.
-    fn on_committed_block(&mut self, block: &Block, ids: Vec<Hash>) -> Vec<Hash> {
+    /// Bookkeeping after a block is on disk (`applied`: what the rules decided): acknowledged
+    /// transactions leave the mempool, waiting cuts and verdicts are answered, metrics are
+    /// recorded. Returns the block's transaction ids, in order.
+    fn on_committed_block(&mut self, block: &Block, applied: &Applied) -> Vec<Hash> {
+        let ids: Vec<Hash> = block.ids().collect();
+        self.answer_verdicts(block, &ids, applied);
         let latencies = self.shared.take_pending(&ids);
         if !latencies.is_empty()
             && let Err(error) = self.local.remove_pending(ids.iter())
@@ -741,6 +859,32 @@ impl Runtime {
         ids
     }
 
+    /// Answers whoever waits for the verdict on a transaction of `block` (ids `ids`).
+    fn answer_verdicts(&mut self, block: &Block, ids: &[Hash], applied: &Applied) {
+        if self.verdict_waiters.is_empty() {
+            return;
+        }
+        let height = block.header.height;
+        for (index, id) in ids.iter().enumerate() {
+            let Some(waiters) = self.verdict_waiters.remove(id) else {
+                continue;
+            };
+            let verdict = match applied.rejected.iter().find(|(i, _)| *i == index) {
+                Some((_, reason)) => Verdict::Rejected {
+                    height,
+                    reason: reason.to_string(),
+                },
+                None => Verdict::Applied {
+                    height,
+                    block_time_ms: block.header.timestamp_ms,
+                },
+            };
+            for reply in waiters {
+                let _ = reply.send(Ok(verdict.clone()));
+            }
+        }
+    }
+
     fn send_frame(&self, to: ReplicaId, wire: Wire) {
         self.transport.send(to, Frame::new(wire));
     }
@@ -779,6 +923,7 @@ impl Runtime {
             status.recovering = self.recovering;
             status.alarms = alarms;
             status.rejected_messages = self.metrics.rejected;
+            status.refused_forwards = self.metrics.refused_forwards;
         });
     }
 }

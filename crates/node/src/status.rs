@@ -29,6 +29,9 @@ pub struct NodeStatus {
     /// validator's stores are damaged (`pbft::Alarm`).
     pub alarms: u64,
     pub rejected_messages: u64,
+    /// Transactions in peers' forwards that mempool admission refused: a rule rejected them
+    /// on this validator's committed chain, or they were on chain already.
+    pub refused_forwards: u64,
     /// Set when the validator stopped on an error it cannot recover from.
     pub failed: Option<String>,
 }

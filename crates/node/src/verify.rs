@@ -1,11 +1,19 @@
 //! The edge where signatures are made and checked: nothing reaches the replica unauthenticated,
 //! and no block is applied from a peer without its certificate.
+//!
+//! A transaction is checked here from its bytes alone (`ledger::crypto::check_entries`: it
+//! decodes, its id and timestamp are the request's, its body is the one its hash names, its
+//! signature verifies under the key written in its envelope or the genesis key of its validator
+//! signer, and every new key's proof of possession verifies; ZIP-215, batched). That is the
+//! whole of consensus validity: the rules of the state machine are for admission
+//! ([`crate::admission`]) and for the chain.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use ledger::crypto::{self, SigningKey, VerifyingKey};
-use ledger::{Block, Checked, Hash, SignedTransaction};
+use ledger::tx::{MAX_BODY_BYTES, MAX_TX_BYTES};
+use ledger::{Block, Checked, Genesis, Hash, SignedTx};
 use pbft::{Message, ReplicaId, Request, Signed, ViewChange};
 
 use crate::error::NodeError;
@@ -19,14 +27,20 @@ const REMEMBERED_DECODED: usize = 1 << 16;
 /// A transaction decoded at the edge, with the payload it was decoded from.
 struct Decoded {
     payload: Arc<[u8]>,
-    transaction: SignedTransaction,
+    transaction: SignedTx,
 }
+
+/// What one transaction's verdict is remembered by: its id and its signature's bytes. The id
+/// does not cover the signature (docs/SECURITY.md §1), and ZIP-215 accepts several encodings of
+/// one signature, some valid and some not: remembered by id alone, a copy of a checked
+/// transaction with another signature encoding, or a broken signature, would pass unchecked.
+type VerdictKey = (Hash, [u8; 64]);
 
 pub(crate) struct Authenticator {
     genesis_hash: Hash,
     keys: Vec<VerifyingKey>,
-    verified: HashMap<Hash, [u8; 64]>,
-    verified_order: VecDeque<Hash>,
+    verified: HashSet<VerdictKey>,
+    verified_order: VecDeque<VerdictKey>,
     /// Each payload was decoded (and its id checked) when it arrived or was accepted here;
     /// the block that commits it takes it from here instead of decoding it a second time.
     /// Bounded: an evicted entry only costs a decode.
@@ -34,21 +48,53 @@ pub(crate) struct Authenticator {
     decoded_order: VecDeque<Hash>,
 }
 
+/// Checks a transaction a client submits, as every validator's edge would check it, and
+/// bounds its size: the request that orders it, and the transaction as decoded from that
+/// request's bytes. Run by the submitter's thread, not the validator's.
+pub(crate) fn check_submission(
+    genesis: &Genesis,
+    tx: &SignedTx,
+) -> Result<(Request, SignedTx), NodeError> {
+    if tx.body.len() > MAX_BODY_BYTES {
+        return Err(NodeError::TooLarge {
+            bytes: tx.body.len(),
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let request = tx.to_request(&genesis.hash());
+    if request.payload.len() > MAX_TX_BYTES {
+        return Err(NodeError::TooLarge {
+            bytes: request.payload.len(),
+            limit: MAX_TX_BYTES,
+        });
+    }
+    let verdict = crypto::check_entries(genesis.keys(), &genesis.hash(), [&request]).pop();
+    match verdict {
+        Some(Ok(decoded)) => Ok((request, decoded)),
+        Some(Err(invalid)) => Err(NodeError::Invalid(invalid)),
+        None => Err(NodeError::Invalid(ledger::Invalid::Undecodable)),
+    }
+}
+
 impl Authenticator {
     pub fn new(genesis: &ledger::Genesis) -> Self {
         Self {
             genesis_hash: genesis.hash(),
             keys: genesis.keys().to_vec(),
-            verified: HashMap::new(),
+            verified: HashSet::new(),
             verified_order: VecDeque::new(),
             decoded: HashMap::new(),
             decoded_order: VecDeque::new(),
         }
     }
 
+    pub fn genesis_hash(&self) -> &Hash {
+        &self.genesis_hash
+    }
+
     /// Keeps `transaction`, decoded from `request` (whose id and timestamp it matches), for
     /// [`Authenticator::take_decoded`].
-    pub fn keep_decoded(&mut self, request: &Request, transaction: SignedTransaction) {
+    pub fn keep_decoded(&mut self, request: &Request, transaction: SignedTx) {
         self.decoded_order.push_back(request.id);
         if self.decoded_order.len() > REMEMBERED_DECODED
             && let Some(oldest) = self.decoded_order.pop_front()
@@ -65,30 +111,37 @@ impl Authenticator {
     }
 
     /// The transaction `request` carries if it was decoded here before from the same bytes.
-    pub fn take_decoded(&mut self, request: &Request) -> Option<SignedTransaction> {
+    pub fn take_decoded(&mut self, request: &Request) -> Option<SignedTx> {
         match self.decoded.remove(&request.id) {
             Some(known) if known.payload[..] == request.payload[..] => Some(known.transaction),
             _ => None,
         }
     }
 
-    /// Whether `request` is a transaction already decoded and checked here, byte for byte.
-    fn known(&self, request: &Request) -> bool {
+    /// The transaction `request` carries, if it was decoded and checked here from the same
+    /// bytes (and not yet taken by its block).
+    pub fn decoded(&self, request: &Request) -> Option<&SignedTx> {
         self.decoded
             .get(&request.id)
-            .is_some_and(|known| known.payload[..] == request.payload[..])
+            .filter(|known| known.payload[..] == request.payload[..])
+            .map(|known| &known.transaction)
     }
 
-    /// Records a transaction whose signature is known good (checked, or made here).
+    /// Records a transaction whose signatures are known good (checked here or at the
+    /// submitter's edge), by its id and signature bytes.
     pub fn remember(&mut self, id: Hash, signature: [u8; 64]) {
-        if self.verified.insert(id, signature).is_none() {
-            self.verified_order.push_back(id);
+        if self.verified.insert((id, signature)) {
+            self.verified_order.push_back((id, signature));
             if self.verified_order.len() > REMEMBERED_SIGNATURES
                 && let Some(oldest) = self.verified_order.pop_front()
             {
                 self.verified.remove(&oldest);
             }
         }
+    }
+
+    fn is_verified(&self, id: &Hash, signature: &[u8; 64]) -> bool {
+        self.verified.contains(&(*id, *signature))
     }
 
     pub fn sign(&self, key: &SigningKey, from: ReplicaId, message: Message) -> Signed<Message> {
@@ -121,33 +174,34 @@ impl Authenticator {
         self.check_requests(requests)
     }
 
-    /// Every request must be a transaction signed by the validator that accepted it, with the
-    /// id and timestamp the request claims; those not seen before are batch-verified.
-    /// A request whose exact bytes were decoded and checked here before (a forward, then the
-    /// pre-prepare carrying it) is not decoded again, nor is one repeated within the message.
+    /// Every request must carry a transaction that passes the edge check with the id and
+    /// timestamp the request claims; those whose (id, signature) was not checked before are
+    /// batch-verified. A request whose exact bytes were decoded and checked here before (a
+    /// forward, then the pre-prepare carrying it) is not decoded again, nor is one repeated
+    /// within the message.
     fn check_requests(&mut self, requests: Vec<&Request>) -> Result<(), NodeError> {
         let mut in_message: HashMap<Hash, &[u8]> = HashMap::new();
         let mut unchecked = Vec::new();
         let mut decoded = Vec::new();
         let mut checked = Vec::new();
         for request in requests {
-            if self.known(request) {
+            if self.decoded(request).is_some() {
                 continue;
             }
             match in_message.insert(request.id, &request.payload) {
                 Some(earlier) if earlier == &request.payload[..] => continue,
                 _ => {}
             }
-            let transaction = SignedTransaction::from_request(request)
+            let transaction = SignedTx::from_request(request, &self.genesis_hash)
                 .map_err(|invalid| invalid_request(request, invalid))?;
-            if self.verified.get(&request.id) == Some(&transaction.signature) {
+            if self.is_verified(&request.id, &transaction.signature) {
                 checked.push((request, transaction));
             } else {
                 unchecked.push(request);
                 decoded.push(Ok(transaction));
             }
         }
-        crypto::check_signatures(&self.keys, unchecked.iter().map(|r| &r.id), &mut decoded);
+        crypto::check_signatures(&self.keys, &self.genesis_hash, &mut decoded);
         if let Some((request, Err(invalid))) = unchecked
             .iter()
             .zip(&decoded)
@@ -169,7 +223,7 @@ impl Authenticator {
 
     /// The block a committed proposal becomes, with what each entry carries: a request
     /// checked here when it arrived is taken as it was decoded then; any other (after a
-    /// restart, or evicted from memory) is decoded and its signature checked now. An invalid
+    /// restart, or evicted from memory) is decoded and its signatures checked now. An invalid
     /// entry is the state machine's to reject ([`ledger::Store::append_block`]), never a
     /// reason to stop.
     pub fn block_of(
@@ -185,8 +239,11 @@ impl Authenticator {
         let unknown: Vec<usize> = (0..contents.len())
             .filter(|&i| contents[i].is_none())
             .collect();
-        let verdicts =
-            crypto::check_entries(&self.keys, unknown.iter().map(|&i| &block.entries[i]));
+        let verdicts = crypto::check_entries(
+            &self.keys,
+            &self.genesis_hash,
+            unknown.iter().map(|&i| &block.entries[i]),
+        );
         for (i, verdict) in unknown.into_iter().zip(verdicts) {
             contents[i] = Some(verdict);
         }
@@ -337,7 +394,7 @@ mod tests {
     /// The request of a valid transaction, and the same id and timestamp over other bytes: one
     /// that does not decode, and one that decodes with a signature that does not verify.
     fn substitutes(net: &TestNet) -> (Request, Vec<Request>) {
-        let good = net.sample_tx(3).to_request();
+        let good = net.request(&net.sample_tx(3));
         let mut garbage = good.clone();
         garbage.payload = Arc::from(&b"garbage"[..]);
         let mut bad_signature = good.clone();
@@ -414,15 +471,23 @@ mod tests {
     fn finding_1_batch_and_single_signature_checks_agree() {
         let net = TestNet::new(4);
         let keys = net.genesis.keys();
-        let torsions: Vec<SignedTransaction> = (0..16).map(|i| net.torsion_tx(i)).collect();
-        let requests: Vec<Request> = torsions.iter().map(SignedTransaction::to_request).collect();
+        let g = net.genesis.hash();
+        let torsions: Vec<SignedTx> = (0..16).map(|i| net.torsion_tx(i)).collect();
+        let requests: Vec<Request> = torsions.iter().map(|t| net.request(t)).collect();
         let (good, substitutes) = substitutes(&net);
         let bad_signature = substitutes[1].clone();
 
         // The rule: each signature checked on its own.
         let rule: Vec<bool> = torsions
             .iter()
-            .map(|t| t.verify(&keys[t.validator as usize]).is_ok())
+            .map(|t| {
+                crypto::tx_signatures(keys, &g, t)
+                    .expect("a known signer")
+                    .iter()
+                    .all(|(key, message, signature)| {
+                        crypto::verify_signature_bytes(key, message, signature)
+                    })
+            })
             .collect();
         let verdicts =
             |checked: &[Checked]| -> Vec<bool> { checked.iter().map(Result::is_ok).collect() };
@@ -430,16 +495,16 @@ mod tests {
         // Batches: each alone, each beside a valid request, all together beside a failure.
         let alone: Vec<bool> = requests
             .iter()
-            .map(|r| crypto::check_entries(keys, [r])[0].is_ok())
+            .map(|r| crypto::check_entries(keys, &g, [r])[0].is_ok())
             .collect();
         let beside_good: Vec<bool> = requests
             .iter()
-            .map(|r| crypto::check_entries(keys, [&good, r])[1].is_ok())
+            .map(|r| crypto::check_entries(keys, &g, [&good, r])[1].is_ok())
             .collect();
         let mut entries = vec![bad_signature.clone()];
         entries.extend(requests.iter().cloned());
         entries.push(good.clone());
-        let together = verdicts(&crypto::check_entries(keys, &entries)[1..=requests.len()]);
+        let together = verdicts(&crypto::check_entries(keys, &g, &entries)[1..=requests.len()]);
         assert_eq!(alone, rule, "single and batch checks disagree");
         assert_eq!(beside_good, rule, "single and batch checks disagree");
         assert_eq!(together, rule, "single and batch checks disagree");
@@ -524,7 +589,7 @@ mod tests {
             |m| m,
         ))
         .expect("forward");
-        let unknown = net.sample_tx(4).to_request();
+        let unknown = net.request(&net.sample_tx(4));
         let requests = vec![good, bad[0].clone(), unknown, bad[1].clone()];
         let pre_prepare = pre_prepare(&net, requests);
         let committed = pbft::Committed {
@@ -553,5 +618,123 @@ mod tests {
         drop(store);
         ledger::Store::open(&path, &net.genesis, ledger::OpenOptions::default())
             .expect("the store verifies on the next start");
+    }
+
+    /// `signature` with `l`, the order of the prime subgroup, added to its `s`: a second
+    /// encoding of the same signature (same `R`, same `s` modulo `l`), which ZIP-215 refuses
+    /// (`s` must be canonical).
+    fn with_s_plus_l(mut signature: [u8; 64]) -> [u8; 64] {
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (byte, l) in signature[32..].iter_mut().zip(L) {
+            let sum = u16::from(*byte) + u16::from(l) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        signature
+    }
+
+    /// The id of a transaction does not cover its signature, so a copy of a checked
+    /// transaction with its signature encoded again has the same id and other bytes. Were
+    /// verdicts remembered by id alone, the copy would pass unchecked, and a block holding it
+    /// would be applied here while every validator that checks it rejects it.
+    #[test]
+    fn a_second_encoding_of_a_remembered_signature_is_checked_again() {
+        let net = TestNet::new(4);
+        let tx = net.sample_tx(20);
+        let good = net.request(&tx);
+        let mut copy = tx.clone();
+        copy.signature = with_s_plus_l(tx.signature);
+        let reencoded = net.request(&copy);
+        assert_eq!(reencoded.id, good.id, "the id does not cover the signature");
+        assert_ne!(reencoded.payload, good.payload);
+        let forward = |r: &Request| signed(&net, 2, Message::Forward(vec![r.clone()]), |m| m);
+        let pre_prepared = |r: &Request| {
+            signed(
+                &net,
+                0,
+                Message::PrePrepare(pre_prepare(&net, vec![r.clone()])),
+                |m| m,
+            )
+        };
+
+        // Checked at this edge (a forward), then seen again in a forward and a pre-prepare.
+        let mut auth = Authenticator::new(&net.genesis);
+        auth.authenticate(&forward(&good))
+            .expect("the original passes");
+        assert!(
+            auth.authenticate(&forward(&reencoded)).is_err(),
+            "a second encoding passed under a remembered id"
+        );
+        assert!(auth.authenticate(&pre_prepared(&reencoded)).is_err());
+        // Remembered as a client's submission checked at the handle, not decoded here.
+        let mut auth = Authenticator::new(&net.genesis);
+        auth.remember(good.id, tx.signature);
+        assert!(auth.authenticate(&pre_prepared(&reencoded)).is_err());
+        auth.authenticate(&pre_prepared(&good))
+            .expect("the remembered signature still passes");
+        // And a committed block holding the copy carries no transaction for it.
+        let committed = {
+            let pre_prepare = pre_prepare(&net, vec![reencoded]);
+            pbft::Committed {
+                digest: pre_prepare.digest,
+                proposal: pre_prepare.proposal,
+                commit_view: 0,
+                signatures: vec![],
+            }
+        };
+        let (_, contents) = auth.block_of(committed).expect("a block");
+        assert_eq!(contents, [Err(ledger::Invalid::BadSignature)]);
+    }
+
+    #[test]
+    fn submissions_are_checked_and_bounded_as_every_edge_checks_them() {
+        let net = TestNet::new(4);
+        let tx = net.sample_tx(14);
+        let (request, decoded) = check_submission(&net.genesis, &tx).expect("valid");
+        assert_eq!(request, net.request(&tx));
+        assert_eq!(decoded, tx);
+
+        let mut bad = tx.clone();
+        bad.signature[9] ^= 1;
+        assert!(matches!(
+            check_submission(&net.genesis, &bad),
+            Err(NodeError::Invalid(ledger::Invalid::BadSignature))
+        ));
+        // An enrollment whose key proof is broken, well signed by its validator.
+        let enrollment = net.sample_tx(0);
+        let mut header = enrollment.header.clone();
+        if let ledger::Meta::Enroll(e) = &mut header.meta {
+            e.keys[0].pop[0] ^= 1;
+        }
+        let broken = net.sign_header(header, Vec::new(), &net.keys[0]);
+        assert!(matches!(
+            check_submission(&net.genesis, &broken),
+            Err(NodeError::Invalid(ledger::Invalid::BadKeyProof))
+        ));
+        // Another body under a well-signed header.
+        let mut swapped = tx.clone();
+        swapped.body.push(0);
+        assert!(matches!(
+            check_submission(&net.genesis, &swapped),
+            Err(NodeError::Invalid(ledger::Invalid::BodyMismatch))
+        ));
+        // Bodies up to 64 KiB, no larger.
+        let sized =
+            |bytes: usize| net.sign_header(enrollment.header.clone(), vec![7; bytes], &net.keys[0]);
+        let largest = sized(MAX_BODY_BYTES);
+        let (request, _) = check_submission(&net.genesis, &largest)
+            .expect("a 64 KiB body is accepted (its signer is checked by the rules)");
+        assert!(request.payload.len() <= MAX_TX_BYTES);
+        assert!(matches!(
+            check_submission(&net.genesis, &sized(MAX_BODY_BYTES + 1)),
+            Err(NodeError::TooLarge {
+                limit: MAX_BODY_BYTES,
+                ..
+            })
+        ));
     }
 }

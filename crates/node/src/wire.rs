@@ -35,10 +35,11 @@ pub enum Wire {
 /// A frame between validators, shared by every peer it is sent to.
 pub type Frame = Arc<Wire>;
 
-/// Largest encoded transaction a validator accepts from a client: the HTTP edge's body limit
-/// (64 KiB) bounds a record's fields, and the signature, nonce and ids add less than 256 bytes.
-/// Every frame bound below follows from it.
-pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024 + 256;
+/// Largest encoded transaction (`borsh(SignedTx)`) a validator accepts, from a client or a
+/// peer: a body of at most `ledger::tx::MAX_BODY_BYTES` (64 KiB) and 1 KiB of header and
+/// signature (`ledger::tx::MAX_TX_BYTES`; a larger payload is invalid at every edge). Every
+/// frame bound below follows from it.
+pub const MAX_TRANSACTION_BYTES: usize = ledger::tx::MAX_TX_BYTES;
 /// A request around a transaction: its id, timestamp and the payload's length prefix.
 const REQUEST_OVERHEAD_BYTES: usize = 64;
 /// A proposal's fixed fields, a pre-prepare's view and digest, an outer signature: well under.

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{fast_timing, record, runtime};
+use common::{enrollment, fast_timing, runtime};
+use ledger::Queries;
+use node::load::{LOAD_DOCTORS, LOAD_PATIENTS, Load, drive};
 use node::{Cluster, NodeHandle, Timing};
 
 /// Waits until every handle's head is at least `height` and all heads agree.
@@ -51,7 +53,8 @@ fn four_validators_commit_the_same_blocks() {
         let mut ids = Vec::new();
         for i in 0..200 {
             // Submit through every validator: each forwards to the primary.
-            ids.push(handles[i % 4].submit(record(i)).await.unwrap());
+            let via = &handles[i % 4];
+            ids.push(via.submit(enrollment(via)).await.unwrap());
         }
         ids
     });
@@ -102,8 +105,8 @@ fn cut_commits_what_is_pending_and_reports_the_votes() {
             hospital.cut().await,
             Err(node::NodeError::NothingPending)
         ));
-        for i in 0..5 {
-            hospital.submit(record(i)).await.unwrap();
+        for _ in 0..5 {
+            hospital.submit(enrollment(&hospital)).await.unwrap();
         }
         // Two concurrent cuts: one block, no fork, nothing committed twice.
         let (a, b) = tokio::join!(hospital.cut(), hospital.cut());
@@ -126,8 +129,8 @@ fn the_others_replace_a_stopped_primary_and_it_catches_up() {
     let rt = runtime();
     let clinic = cluster.handle(1).unwrap();
     rt.block_on(async {
-        for i in 0..20 {
-            clinic.submit(record(i)).await.unwrap();
+        for _ in 0..20 {
+            clinic.submit(enrollment(&clinic)).await.unwrap();
         }
     });
     wait_agreed(&cluster.handles(), 1, Duration::from_secs(20));
@@ -139,8 +142,8 @@ fn the_others_replace_a_stopped_primary_and_it_catches_up() {
         .find(|h| h.id() != primary)
         .unwrap();
     rt.block_on(async {
-        for i in 20..60 {
-            submitter.submit(record(i)).await.unwrap();
+        for _ in 20..60 {
+            submitter.submit(enrollment(&submitter)).await.unwrap();
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -177,8 +180,8 @@ fn acknowledged_transactions_survive_a_full_restart() {
         let hospital = cluster.handle(0).unwrap();
         runtime().block_on(async {
             let mut ids = Vec::new();
-            for i in 0..10 {
-                ids.push(hospital.submit(record(i)).await.unwrap());
+            for _ in 0..10 {
+                ids.push(hospital.submit(enrollment(&hospital)).await.unwrap());
             }
             ids
         })
@@ -195,4 +198,59 @@ fn acknowledged_transactions_survive_a_full_restart() {
     let mut expected = ids;
     expected.sort();
     assert_eq!(committed, expected);
+}
+
+/// The load generator's workload is the application's: it enrolls its people once, then
+/// every record comes with the in-person grant it uses, all signed with real keys. Every
+/// transaction it had acknowledged commits and applies: none is rejected on chain.
+#[test]
+#[ignore = "waits for the block clock (B2): until a proposal carries its block time, a block's \
+            time is its largest created_ms, which concurrent submitters do not keep increasing, \
+            and the chain stops at the first block whose time is not after its predecessor's"]
+fn the_load_generator_commits_grants_and_the_records_that_use_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let handles = cluster.handles();
+    let load = Load {
+        rate: Some(200),
+        duration: Duration::from_secs(1),
+        concurrency: 1,
+    };
+    let report = runtime()
+        .block_on(drive(&handles, &load, Duration::from_secs(30), |_, _| {}))
+        .unwrap();
+    assert_eq!(report.refused, 0, "{report:?}");
+    assert!(report.acknowledged >= 100, "{report:?}");
+    assert_eq!(
+        report.acknowledged % 2,
+        0,
+        "a record for every grant: {report:?}"
+    );
+    let head = handles[0].status().height;
+    wait_agreed(&handles, head, Duration::from_secs(10));
+    let blocks = handles[0]
+        .read(|reader| reader.blocks_from(1, usize::MAX))
+        .unwrap();
+    let mut kinds = std::collections::BTreeMap::<&str, u64>::new();
+    for block in &blocks {
+        for entry in &block.entries {
+            let status = handles[0].read(|r| r.tx_status(&entry.id)).unwrap();
+            assert!(
+                matches!(status, ledger::TxStatus::Committed { rejected: None, .. }),
+                "{status:?}"
+            );
+            let tx = ledger::SignedTx::from_bytes(&entry.payload).unwrap();
+            *kinds.entry(tx.meta().kind()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        kinds.get("enroll").copied(),
+        Some((LOAD_PATIENTS + LOAD_DOCTORS) as u64)
+    );
+    assert_eq!(kinds.get("grant"), kinds.get("add_record"), "{kinds:?}");
+    assert_eq!(
+        kinds["grant"] + kinds["add_record"],
+        report.acknowledged,
+        "{kinds:?}"
+    );
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{fast_timing, record, runtime};
+use common::{enrollment, fast_timing, runtime};
+use ledger::Queries;
 use node::{Cluster, NodeHandle, Wire, validator_dir};
 use pbft::{Digest, Message, ReplicaId, SeqNo, View};
 
@@ -78,15 +79,16 @@ impl Votes {
     }
 }
 
-/// Submits one record through `via` and waits until every handle in `handles` has it on chain:
-/// one block per call (the batch window is 10 ms).
+/// Submits one transaction (an enrollment, named `i` in messages) through `via` and waits
+/// until every handle in `handles` has it on chain: one block per call (the batch window is
+/// 10 ms).
 fn commit_one(
     rt: &tokio::runtime::Runtime,
     via: &NodeHandle,
     handles: &[NodeHandle],
     i: usize,
 ) -> u64 {
-    let id = rt.block_on(via.submit(record(i))).unwrap();
+    let id = rt.block_on(via.submit(enrollment(via))).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let done = handles.iter().all(|h| {
@@ -100,7 +102,7 @@ fn commit_one(
         }
         assert!(
             Instant::now() < deadline,
-            "record {i} did not commit: {:?}",
+            "transaction {i} did not commit: {:?}",
             handles.iter().map(NodeHandle::status).collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(5));

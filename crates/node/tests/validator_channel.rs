@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ledger::{Genesis, Transaction, crypto};
+use ledger::tx::RecordBody;
+use ledger::{Genesis, Queries, crypto};
+use node::load::{Person, enroll};
 use node::transport::{Channel, TcpTransport, Transport, ValidatorIdentity};
 use node::{FrameKind, FrameLimits, Node, NodeHandle, NodeOptions, Timing, Wire, validator_dir};
 use pbft::ReplicaId;
@@ -24,18 +26,6 @@ fn timing() -> Timing {
         checkpoint_interval: 8,
         max_batch: 4,
         ..Timing::default()
-    }
-}
-
-fn record(i: usize, diagnosis: &str) -> Transaction {
-    Transaction::AddRecord {
-        patient_id: format!("p{i:03}"),
-        doctor_id: "d001".into(),
-        department: "Cardiology".into(),
-        diagnosis: diagnosis.into(),
-        prescription: "rest".into(),
-        notes: String::new(),
-        consent_hash: ledger::sha256(format!("consent {i}").as_bytes()),
     }
 }
 
@@ -145,11 +135,36 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Commits `count` records with `diagnosis` through `process`'s validator, which is home to
+/// their patient and doctor: the two are enrolled, the patient grants in person, the doctor
+/// writes.
 fn commit(process: &Process, count: usize, diagnosis: &str) {
     let handle = process.handle();
+    let genesis_hash = handle.genesis_hash();
+    let patient = Person::patient(handle.id());
+    let doctor = Person::doctor(handle.id(), "Cardiology", "Dr Channel");
     process.runtime.block_on(async {
-        for i in 0..count {
-            handle.submit(record(i, diagnosis)).await.unwrap();
+        enroll(
+            std::slice::from_ref(&handle),
+            &[&patient, &doctor],
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+        let mut grants = Vec::new();
+        for _ in 0..count {
+            let grant = patient.write_grant(&genesis_hash, &doctor.id, "visit");
+            grants.push(handle.submit(grant).await.unwrap());
+        }
+        handle.cut().await.unwrap();
+        let body = RecordBody {
+            diagnosis: diagnosis.into(),
+            prescription: "rest".into(),
+            notes: String::new(),
+        };
+        for grant in grants {
+            let record = doctor.record(&genesis_hash, &patient.id, grant, &body);
+            handle.submit(record).await.unwrap();
         }
     });
     wait_until(Duration::from_secs(20), "transactions to commit", || {
@@ -314,7 +329,7 @@ fn finding_4_wire_is_encrypted() {
         "the diagnosis crossed the network in plaintext ({} bytes seen)",
         captured.len()
     );
-    for marker in [&b"Cardiology"[..], b"p000", b"d001"] {
+    for marker in [&b"Cardiology"[..], b"Dr Channel", b"visit"] {
         assert!(
             !captured
                 .windows(marker.len())

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use ledger::Transaction;
-use node::Timing;
+use ledger::SignedTx;
+use node::load::Person;
+use node::{NodeHandle, Timing};
 
 /// Checkpoints every 8 sequence numbers (the log window L is 16), a 10 ms batch window.
 pub fn fast_timing() -> Timing {
@@ -15,16 +16,12 @@ pub fn fast_timing() -> Timing {
     }
 }
 
-pub fn record(i: usize) -> Transaction {
-    Transaction::AddRecord {
-        patient_id: format!("p{:03}", i % 7),
-        doctor_id: "d001".into(),
-        department: "Cardiology".into(),
-        diagnosis: format!("diagnosis {i}"),
-        prescription: "rest".into(),
-        notes: String::new(),
-        consent_hash: ledger::sha256(format!("consent {i}").as_bytes()),
-    }
+/// A transaction every validator admits and applies, signed by `handle`'s validator (a real
+/// signature, and a real proof of possession of the new key): the enrollment of a new patient
+/// whose home it is.
+pub fn enrollment(handle: &NodeHandle) -> SignedTx {
+    let patient = Person::patient(handle.id());
+    handle.sign_as_validator(patient.enrollment(&handle.genesis_hash()), Vec::new())
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

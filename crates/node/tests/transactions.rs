@@ -1,0 +1,232 @@
+//! Transactions through a validator's handle, on the embedded cluster (real replicas, SQLite
+//! files and signatures): the edge check and mempool admission of a submission, the chain's
+//! verdict once applied, and admission of what peers forward.
+
+use std::time::Duration;
+
+mod common;
+
+use common::{enrollment, fast_timing, runtime};
+use ledger::rules::reason;
+use ledger::tx::RecordBody;
+use ledger::{Queries, TxId};
+use node::load::{Person, enroll};
+use node::transport::Transport;
+use node::{Cluster, Frame, NodeError, NodeHandle, Timing, TxStatus, Verdict, Wire};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn note(text: &str) -> RecordBody {
+    RecordBody {
+        diagnosis: text.into(),
+        prescription: "rest".into(),
+        notes: String::new(),
+    }
+}
+
+/// A patient and a cardiologist whose home is `handle`'s validator, enrolled.
+fn people(rt: &tokio::runtime::Runtime, handle: &NodeHandle) -> (Person, Person) {
+    let patient = Person::patient(handle.id());
+    let doctor = Person::doctor(handle.id(), "Cardiology", "Dr Ada Byron");
+    rt.block_on(enroll(
+        std::slice::from_ref(handle),
+        &[&patient, &doctor],
+        WAIT,
+    ))
+    .expect("enrolled");
+    (patient, doctor)
+}
+
+#[test]
+fn admission_refuses_a_record_without_a_grant_with_the_rules_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let rt = runtime();
+    let (patient, doctor) = people(&rt, &hospital);
+    let genesis_hash = hospital.genesis_hash();
+
+    // A record under a grant that was never given: refused, nothing stored.
+    let made_up: TxId = ledger::sha256(b"no such grant");
+    let record = doctor.record(&genesis_hash, &patient.id, made_up, &note("angina"));
+    let id = record.id(&genesis_hash);
+    match rt.block_on(hospital.submit(record)) {
+        Err(NodeError::Refused(why)) => assert_eq!(why, reason::NO_SUCH_GRANT),
+        other => panic!("a record without a grant was not refused: {other:?}"),
+    }
+    assert_eq!(hospital.tx_status(&id).unwrap(), TxStatus::Unknown);
+    assert_eq!(hospital.status().pending, 0);
+
+    // Under a real grant, in another department than the doctor's: the rule's reason too.
+    let grant = patient.write_grant(&genesis_hash, &doctor.id, "visit");
+    let grant_id = grant.id(&genesis_hash);
+    let applied = rt.block_on(hospital.submit_applied(grant, WAIT)).unwrap();
+    assert!(matches!(applied, Verdict::Applied { .. }), "{applied:?}");
+    let mut elsewhere = doctor.clone();
+    elsewhere.department = Some("Oncology".into());
+    let record = elsewhere.record(&genesis_hash, &patient.id, grant_id, &note("angina"));
+    match rt.block_on(hospital.submit(record)) {
+        Err(NodeError::Refused(why)) => assert_eq!(why, reason::NOT_OWN_DEPARTMENT),
+        other => panic!("a record in another department was not refused: {other:?}"),
+    }
+
+    // The edge refuses a signature that does not verify before admission looks.
+    let mut forged = doctor.record(&genesis_hash, &patient.id, grant_id, &note("angina"));
+    forged.signature[3] ^= 1;
+    assert!(matches!(
+        rt.block_on(hospital.submit(forged)),
+        Err(NodeError::Invalid(ledger::Invalid::BadSignature))
+    ));
+
+    // The lawful record is admitted and applied.
+    let record = doctor.record(&genesis_hash, &patient.id, grant_id, &note("angina"));
+    let verdict = rt.block_on(hospital.submit_applied(record, WAIT)).unwrap();
+    assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+    let records = hospital.read(|r| r.records_of(&patient.id)).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].grant, grant_id);
+}
+
+/// Admission sees the committed chain only: two records under one grant, submitted back to
+/// back, both pass it, and the chain orders them. The first uses the grant up; the second is
+/// in the same block, rejected with the rule's reason, and `submit_applied` says so.
+#[test]
+fn submit_applied_reports_a_rejection_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing commits before a cut: both records wait in one batch.
+    let timing = Timing {
+        batch_window: Duration::from_secs(60),
+        ..fast_timing()
+    };
+    let cluster = Cluster::open(dir.path(), timing).unwrap();
+    // The primary of view 0: its batch keeps the order of submission.
+    let hospital = cluster.handle(0).unwrap();
+    let rt = runtime();
+    let (patient, doctor) = people(&rt, &hospital);
+    let genesis_hash = hospital.genesis_hash();
+    let grant = patient.write_grant(&genesis_hash, &doctor.id, "two notes, one grant");
+    let grant_id = grant.id(&genesis_hash);
+    let Verdict::Applied {
+        height: granted_at,
+        block_time_ms,
+    } = rt.block_on(hospital.submit_applied(grant, WAIT)).unwrap()
+    else {
+        panic!("the grant was not applied");
+    };
+    assert!(block_time_ms > 0);
+
+    let first = doctor.record(&genesis_hash, &patient.id, grant_id, &note("first"));
+    let second = doctor.record(&genesis_hash, &patient.id, grant_id, &note("second"));
+    let (first_id, second_id) = (first.id(&genesis_hash), second.id(&genesis_hash));
+    let (first_verdict, second_verdict) = rt.block_on(async {
+        let id = hospital.submit(first.clone()).await.unwrap();
+        assert_eq!(id, first_id);
+        let second_verdict = hospital.submit_applied(second.clone(), WAIT).await.unwrap();
+        let first_verdict = hospital.wait_applied(first_id, WAIT).await.unwrap();
+        (first_verdict, second_verdict)
+    });
+    let Verdict::Applied { height, .. } = first_verdict else {
+        panic!("the first record was not applied: {first_verdict:?}");
+    };
+    assert!(height > granted_at);
+    assert_eq!(
+        second_verdict,
+        Verdict::Rejected {
+            height,
+            reason: reason::GRANT_USED.into()
+        }
+    );
+    let records = hospital.read(|r| r.records_of(&patient.id)).unwrap();
+    assert_eq!(records.len(), 1, "a rejected record never shows");
+    assert_eq!(records[0].tx_id, first_id);
+
+    // Asked again, the verdicts come from the chain; a submission of an id on chain is refused.
+    rt.block_on(async {
+        assert_eq!(
+            hospital.submit_applied(second, WAIT).await.unwrap(),
+            second_verdict
+        );
+        assert_eq!(
+            hospital.wait_applied(second_id, WAIT).await.unwrap(),
+            second_verdict
+        );
+        match hospital.submit(first).await {
+            Err(NodeError::Refused(why)) => assert_eq!(why, reason::DUPLICATE),
+            other => panic!("a transaction on chain was submitted again: {other:?}"),
+        }
+    });
+}
+
+/// A transaction submitted twice while it waits for its block is stored once: the second
+/// submission is answered with the same id, and one entry commits.
+#[test]
+fn a_pending_transaction_submitted_again_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing = Timing {
+        batch_window: Duration::from_secs(60),
+        ..fast_timing()
+    };
+    let cluster = Cluster::open(dir.path(), timing).unwrap();
+    let clinic = cluster.handle(1).unwrap();
+    let rt = runtime();
+    let tx = enrollment(&clinic);
+    let (a, b, c) = rt.block_on(async {
+        // Two at once (most likely in one batch of the validator's thread), then one more.
+        let (a, b) = tokio::join!(clinic.submit(tx.clone()), clinic.submit(tx.clone()));
+        let c = clinic.submit(tx.clone()).await.unwrap();
+        (a.unwrap(), b.unwrap(), c)
+    });
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(clinic.status().pending, 1);
+    let outcome = rt.block_on(clinic.cut()).unwrap();
+    assert_eq!(outcome.tx_count, 1);
+    let verdict = rt.block_on(clinic.wait_applied(a, WAIT)).unwrap();
+    assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+}
+
+/// Mempool admission of a peer's forward: a record without a grant, well signed by the
+/// doctor's key and forwarded by a validator, is dropped by the primary before its replica
+/// sees it (and counted); an admissible transaction forwarded next commits.
+#[test]
+fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let clinic = cluster.handle(1).unwrap();
+    let rt = runtime();
+    let (patient, doctor) = people(&rt, &hospital);
+    let genesis_hash = hospital.genesis_hash();
+    let clinic_key = ledger::crypto::read_key_file(&dir.path().join("clinic/node.key")).unwrap();
+    // What the clinic forwards to the primary, signed with its key as its runtime signs it.
+    let forward = |tx: &ledger::SignedTx| {
+        let message = pbft::Message::Forward(vec![tx.to_request(&genesis_hash)]);
+        let signature = ledger::crypto::sign_message(&clinic_key, &genesis_hash, &message);
+        let frame = Frame::new(Wire::Consensus(pbft::Signed {
+            from: 1,
+            message,
+            signature,
+        }));
+        cluster.network().endpoint(1).send(0, frame);
+    };
+    assert_eq!(hospital.status().refused_forwards, 0);
+
+    let unlawful = doctor.record(
+        &genesis_hash,
+        &patient.id,
+        ledger::sha256(b"no grant"),
+        &note("forged"),
+    );
+    forward(&unlawful);
+    let lawful = enrollment(&clinic);
+    forward(&lawful);
+    let verdict = rt
+        .block_on(hospital.wait_applied(lawful.id(&genesis_hash), WAIT))
+        .unwrap();
+    assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+    assert_eq!(hospital.status().refused_forwards, 1);
+    assert_eq!(
+        hospital.tx_status(&unlawful.id(&genesis_hash)).unwrap(),
+        TxStatus::Unknown
+    );
+}
