@@ -242,7 +242,11 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
     // A write grant is no read grant; nobody reads without one.
     for d in [&w.d1, &w.d2] {
         let (s, b) = t
-            .post(d, "/api/doctor/patient_records", json!({"patientId": "p001"}))
+            .post(
+                d,
+                "/api/doctor/patient_records",
+                json!({"patientId": "p001"}),
+            )
             .await;
         assert_eq!((s, b["message"].clone()), (F, json!("no live read grant")));
     }
@@ -261,7 +265,11 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
     assert_eq!(b["expiry"], 600);
     let in_person_grant = b["grantTxId"].as_str().unwrap().to_string();
     let (s, b) = t
-        .post(&w.d1, "/api/doctor/patient_records", json!({"patientId": "p001"}))
+        .post(
+            &w.d1,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
         .await;
     assert_eq!(s, OK, "{b}");
     assert_eq!(b["records"][0]["diagnosis"], "Angina");
@@ -272,7 +280,11 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
         .await;
     assert_eq!(s, OK, "{b}");
     let (s, _) = t
-        .post(&w.d2, "/api/doctor/patient_records", json!({"patientId": "p001"}))
+        .post(
+            &w.d2,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
         .await;
     assert_eq!(s, F);
 
@@ -290,12 +302,19 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
     let request = b["consent"]["id"].as_str().unwrap().to_string();
     t.post(&w.d2, "/api/validate", json!({})).await;
     let (s, b) = t
-        .post(&w.p1, &format!("/api/consents/{request}/approve"), json!({}))
+        .post(
+            &w.p1,
+            &format!("/api/consents/{request}/approve"),
+            json!({}),
+        )
         .await;
     assert_eq!(s, F, "{b}");
     assert_eq!(b["error_type"], "approve_on_device");
     assert_eq!(b["home"], "hospital");
-    assert_eq!(b["message"], "approve on your device, or in person at hospital");
+    assert_eq!(
+        b["message"],
+        "approve on your device, or in person at hospital"
+    );
     let device = t.add_device(&w.p1).await;
     let (s, b) = t
         .post_signed(
@@ -308,7 +327,11 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
     assert_eq!(s, OK, "{b}");
     let remote_grant = b["grantTxId"].as_str().unwrap().to_string();
     let (s, b) = t
-        .post(&w.d2, "/api/doctor/patient_records", json!({"patientId": "p001"}))
+        .post(
+            &w.d2,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
         .await;
     assert_eq!(s, OK, "{b}");
     assert_eq!(b["records"][0]["diagnosis"], "Angina");
@@ -320,18 +343,30 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
     let find = |id: &str| grants.iter().find(|g| g["id"] == id).unwrap().clone();
     assert_eq!(find(&in_person_grant)["attested"], "in_person");
     assert_eq!(find(&remote_grant)["attested"], "device");
-    assert_eq!(find(&remote_grant)["duration_ms"], 1_800_000, "the patient's choice");
+    assert_eq!(
+        find(&remote_grant)["duration_ms"],
+        1_800_000,
+        "the patient's choice"
+    );
     assert_eq!(find(&remote_grant)["request"], request.as_str());
     assert_eq!(find(&remote_grant)["doctor_id"], "d002");
 
     // Revoked (custodially, at the home): the next read is refused, no data.
     let (s, b) = t
-        .post(&w.p1, &format!("/api/grants/{remote_grant}/revoke"), json!({}))
+        .post(
+            &w.p1,
+            &format!("/api/grants/{remote_grant}/revoke"),
+            json!({}),
+        )
         .await;
     assert_eq!(s, OK, "{b}");
     t.post(&w.d1, "/api/validate", json!({})).await;
     let (s, b) = t
-        .post(&w.d2, "/api/doctor/patient_records", json!({"patientId": "p001"}))
+        .post(
+            &w.d2,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
         .await;
     assert_eq!(s, F, "{b}");
     assert!(b.get("records").is_none());
@@ -369,7 +404,10 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
         && e["reader_role"] == "patient"
         && e["consent_hash"].is_null()));
     // Newest first.
-    let heights: Vec<u64> = entries.iter().map(|e| e["height"].as_u64().unwrap()).collect();
+    let heights: Vec<u64> = entries
+        .iter()
+        .map(|e| e["height"].as_u64().unwrap())
+        .collect();
     assert!(heights.windows(2).all(|w| w[0] >= w[1]), "{heights:?}");
     // p002's log has nothing of p001's.
     let (_, b) = t.get(&w.p2, "/api/access_log").await;
@@ -384,7 +422,10 @@ async fn blocks_paging_status_and_tx_status() {
     for _ in 0..3 {
         code_for(&t, &w.d1, "p001").await;
         let (s, b) = t.post(&w.d1, "/api/validate", json!({})).await;
-        assert_eq!((s, b["message"].clone()), (BAD, json!("No pending records to validate")));
+        assert_eq!(
+            (s, b["message"].clone()),
+            (BAD, json!("No pending records to validate"))
+        );
     }
     let (_, b) = t.get(&w.p1, "/api/blocks?limit=2").await;
     let blocks = b["blocks"].as_array().unwrap();

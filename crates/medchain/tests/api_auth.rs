@@ -107,9 +107,11 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
 async fn sessions_expire_when_idle() {
     let t = common::app_only().await;
     let p = t.login("p001").await;
-    t.clock.advance(std::time::Duration::from_millis(11 * 3600 * 1000));
+    t.clock
+        .advance(std::time::Duration::from_millis(11 * 3600 * 1000));
     assert_eq!(t.get(&p, "/api/me").await.0, StatusCode::OK);
-    t.clock.advance(std::time::Duration::from_millis(12 * 3600 * 1000 + 1));
+    t.clock
+        .advance(std::time::Duration::from_millis(12 * 3600 * 1000 + 1));
     assert_eq!(t.get(&p, "/api/me").await.0, StatusCode::UNAUTHORIZED);
 }
 
@@ -350,13 +352,23 @@ async fn remote_consent_flow_and_its_rules() {
     );
     let device = t.add_device(&p1).await;
     let (s, b) = t
-        .post_signed(&p1, &device, &format!("/api/consents/{id1}/approve"), json!({}))
+        .post_signed(
+            &p1,
+            &device,
+            &format!("/api/consents/{id1}/approve"),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(b.get("otp").is_none(), "{b}");
     let grant = b["grantTxId"].as_str().unwrap().to_string();
     let (s, b) = t
-        .post_signed(&p1, &device, &format!("/api/consents/{id1}/approve"), json!({}))
+        .post_signed(
+            &p1,
+            &device,
+            &format!("/api/consents/{id1}/approve"),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     // Denying at the home needs no device: the home signs for the patient.
@@ -382,10 +394,12 @@ async fn remote_consent_flow_and_its_rules() {
     assert_eq!(grants[0]["id"], grant.as_str());
     assert_eq!(grants[0]["attested"], "device");
     assert_eq!(grants[0]["state"], "active");
-    assert!(t.get(&p1, "/api/consents/pending").await.1["requests"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(
+        t.get(&p1, "/api/consents/pending").await.1["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// The seed's application let d002 leave 100 requests, and the real one from d001 no longer
@@ -473,9 +487,11 @@ async fn in_person_consent_rules() {
     let (_, list) = t.get(&p1, "/api/consents").await;
     let grants = list["consents"].as_array().unwrap();
     assert_eq!(grants.len(), 2);
-    assert!(grants.iter().all(|c| c["state"] == "active"
-        && c["attested"] == "in_person"
-        && c["scope"] == "write"));
+    assert!(
+        grants.iter().all(|c| c["state"] == "active"
+            && c["attested"] == "in_person"
+            && c["scope"] == "write")
+    );
     // The grant lives 5 minutes on chain.
     let left = grants[0]["time_left_ms"].as_u64().unwrap();
     assert!(left > 290_000 && left <= 300_000, "{left}");
@@ -542,6 +558,7 @@ async fn repeated_wrong_passwords_lock_the_id_for_a_while() {
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     t.login("p002").await;
-    t.clock.advance(std::time::Duration::from_millis(15 * 60 * 1000));
+    t.clock
+        .advance(std::time::Duration::from_millis(15 * 60 * 1000));
     assert_eq!(t.post(&anon(), "/api/login", right).await.0, StatusCode::OK);
 }

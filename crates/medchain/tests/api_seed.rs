@@ -562,7 +562,12 @@ async fn records_added_during_concurrent_cuts_are_all_kept() {
     }
     for task in tasks {
         let (s, b) = task.await.unwrap();
-        assert_eq!(s, StatusCode::OK, "{b} {:?}", t.state.chain.local.status().failed);
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{b} {:?}",
+            t.state.chain.local.status().failed
+        );
     }
     let (s, b) = t.post(&d1, "/api/validate", json!({})).await;
     assert!(

@@ -349,8 +349,12 @@ fn a_deleted_store_is_restored_from_peers() {
     let restored = ledger::store::Reader::open(&node_dir.join("chain.db")).expect("restored store");
     for height in 1..=old_height {
         assert_eq!(
-            Queries::block(&restored, height).expect("read").map(|b| b.hash()),
-            Queries::block(&copy, height).expect("read").map(|b| b.hash()),
+            Queries::block(&restored, height)
+                .expect("read")
+                .map(|b| b.hash()),
+            Queries::block(&copy, height)
+                .expect("read")
+                .map(|b| b.hash()),
             "block {height} differs from the deleted store's"
         );
     }

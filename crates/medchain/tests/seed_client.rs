@@ -50,7 +50,8 @@ async fn the_seed_flow_works_for_a_client_that_signs_nothing() {
     assert_eq!(grants[0]["state"], "used");
     assert_eq!(grants[0]["doctor_id"], "d001");
     assert_eq!(grants[0]["used_by"], record["tx_id"]);
-    t.post(&t.login("d001").await, "/api/validate", json!({})).await;
+    t.post(&t.login("d001").await, "/api/validate", json!({}))
+        .await;
     let (_, b) = t.get(&p1, "/api/access_log").await;
     let entries = b["entries"].as_array().unwrap();
     let read = entries

@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Version};
+use ledger::PersonId;
 use rand::rngs::OsRng;
 use rusqlite::{OptionalExtension, params};
-use ledger::PersonId;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -139,7 +139,10 @@ pub(crate) const ACCOUNT_COLUMNS: &str = "a.id, a.role, a.department, a.person, 
 
 /// An account from the [`ACCOUNT_COLUMNS`] starting at column `at`; `None` for a row whose
 /// role or person id is not one this program writes.
-pub(crate) fn account_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Account>> {
+pub(crate) fn account_from_row(
+    r: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<Option<Account>> {
     let role: String = r.get(at + 1)?;
     let person: Option<Vec<u8>> = r.get(at + 3)?;
     let person = match person {
@@ -266,9 +269,11 @@ impl PersonOf {
     fn columns(&self) -> (Option<PersonId>, Option<u32>, Option<[u8; 16]>) {
         match *self {
             PersonOf::Unassigned => (None, None, None),
-            PersonOf::Enrolled { home, nonce } => {
-                (Some(ledger::person_id(home, &nonce)), Some(home), Some(nonce))
-            }
+            PersonOf::Enrolled { home, nonce } => (
+                Some(ledger::person_id(home, &nonce)),
+                Some(home),
+                Some(nonce),
+            ),
             PersonOf::Linked { person, home } => (Some(person), Some(home), None),
         }
     }
@@ -710,7 +715,8 @@ mod tests {
             db.verify_password("p001", None, "patient123").unwrap(),
             Some(linked)
         );
-        db.create_account(DEMO_ACCOUNTS[1].new_account(), 5).unwrap();
+        db.create_account(DEMO_ACCOUNTS[1].new_account(), 5)
+            .unwrap();
         let unassigned: Vec<String> = db
             .unassigned_accounts()
             .unwrap()

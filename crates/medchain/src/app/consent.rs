@@ -243,9 +243,7 @@ mod tests {
         let (_dir, db) = open();
         let mut seen = std::collections::HashSet::new();
         for i in 0..50u8 {
-            let c = db
-                .issue_code(&grant(i), &P, &D, T0 + 300_000, T0)
-                .unwrap();
+            let c = db.issue_code(&grant(i), &P, &D, T0 + 300_000, T0).unwrap();
             assert_eq!(c.code.len(), 6);
             assert!(c.code.bytes().all(|b| b.is_ascii_digit()));
             seen.insert(c.code.to_string());
@@ -332,7 +330,11 @@ mod tests {
         let barrier = Arc::new(std::sync::Barrier::new(8));
         let handles: Vec<_> = (0..8u8)
             .map(|i| {
-                let db = if i % 2 == 0 { db.clone() } else { other.clone() };
+                let db = if i % 2 == 0 {
+                    db.clone()
+                } else {
+                    other.clone()
+                };
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
                     barrier.wait();

@@ -179,12 +179,7 @@ impl Custody {
         tx.execute(
             "INSERT INTO custody(public_key, person, sealed_secret, created_ms)
              VALUES (?1, ?2, ?3, ?4)",
-            params![
-                &new_key.key[..],
-                &person[..],
-                sealed,
-                to_sql_ms(now_ms)
-            ],
+            params![&new_key.key[..], &person[..], sealed, to_sql_ms(now_ms)],
         )?;
         Ok((secret, new_key))
     }

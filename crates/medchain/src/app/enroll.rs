@@ -26,6 +26,15 @@ pub struct Here {
 /// handle, or the key file read by a command.
 pub type SignAsValidator<'a> = &'a (dyn Fn(TxHeader, Vec<u8>) -> SignedTx + Sync + 'a);
 
+/// What enrolling at this hospital takes: its custody (the new person's custodial key), its
+/// place on the chain, and its validator key (the `Enroll` is the home's statement).
+#[derive(Clone, Copy)]
+pub struct Enroller<'a> {
+    pub custody: &'a Custody,
+    pub here: &'a Here,
+    pub sign: SignAsValidator<'a>,
+}
+
 /// Domain tag of the demo people's nonces.
 const DEMO_NONCE_TAG: &[u8] = b"medchain/demo-person/v1";
 
@@ -92,17 +101,19 @@ impl AppDb {
     /// In the write transaction `tx`: a custodial key for `account` (enrolled here, with its
     /// nonce) and the outbox row of its `Enroll`, then a `Link` to each of `links` signed with
     /// that key (the home approves), waiting for the enrollment. Returns the enrollment's id.
-    #[allow(clippy::too_many_arguments)]
     fn queue_enrollment(
         tx: &rusqlite::Transaction<'_>,
-        custody: &Custody,
-        here: &Here,
+        by: &Enroller<'_>,
         account: &Account,
         nonce: [u8; 16],
-        sign: SignAsValidator<'_>,
         links: &[u32],
         now_ms: u64,
     ) -> Result<TxId, AppError> {
+        let Enroller {
+            custody,
+            here,
+            sign,
+        } = *by;
         let person = ledger::person_id(here.index, &nonce);
         let (secret, key) = custody.create_in(tx, &here.genesis_hash, &person, now_ms)?;
         let name = match account.role {
@@ -153,14 +164,13 @@ impl AppDb {
     /// of its enrollment.
     pub fn add_enrolled(
         &self,
-        custody: &Custody,
-        here: &Here,
+        by: &Enroller<'_>,
         new: NewAccount,
         nonce: Option<[u8; 16]>,
-        sign: SignAsValidator<'_>,
         links: &[u32],
         now_ms: u64,
     ) -> Result<(Account, TxId), AppError> {
+        let here = by.here;
         let valid: ValidAccount = self.validate_account(new)?;
         let nonce = nonce.unwrap_or_else(random_nonce);
         self.db.write(|tx| {
@@ -169,8 +179,7 @@ impl AppDb {
                 nonce,
             };
             let account = Self::insert_account(tx, &valid, person, now_ms)?;
-            let id =
-                Self::queue_enrollment(tx, custody, here, &account, nonce, sign, links, now_ms)?;
+            let id = Self::queue_enrollment(tx, by, &account, nonce, links, now_ms)?;
             Ok((account, id))
         })
     }
@@ -178,14 +187,13 @@ impl AppDb {
     /// Enrolls an existing login that maps to no person yet, here.
     fn enroll_existing(
         &self,
-        custody: &Custody,
-        here: &Here,
+        by: &Enroller<'_>,
         account: &Account,
         nonce: [u8; 16],
-        sign: SignAsValidator<'_>,
         links: &[u32],
         now_ms: u64,
     ) -> Result<TxId, AppError> {
+        let here = by.here;
         self.db.write(|tx| {
             let person = PersonOf::Enrolled {
                 home: here.index,
@@ -201,7 +209,7 @@ impl AppDb {
                 },
                 ..account.clone()
             };
-            Self::queue_enrollment(tx, custody, here, &account, nonce, sign, links, now_ms)
+            Self::queue_enrollment(tx, by, &account, nonce, links, now_ms)
         })
     }
 
@@ -209,14 +217,12 @@ impl AppDb {
     /// or of an earlier chain). Returns the logins enrolled.
     pub fn enroll_unassigned(
         &self,
-        custody: &Custody,
-        here: &Here,
-        sign: SignAsValidator<'_>,
+        by: &Enroller<'_>,
         now_ms: u64,
     ) -> Result<Vec<String>, AppError> {
         let mut enrolled = Vec::new();
         for account in self.unassigned_accounts()? {
-            self.enroll_existing(custody, here, &account, random_nonce(), sign, &[], now_ms)?;
+            self.enroll_existing(by, &account, random_nonce(), &[], now_ms)?;
             enrolled.push(account.id);
         }
         Ok(enrolled)
@@ -228,12 +234,11 @@ impl AppDb {
     /// link. Idempotent. Returns the logins it created.
     pub fn setup_demo(
         &self,
-        custody: &Custody,
-        here: &Here,
-        sign: SignAsValidator<'_>,
+        by: &Enroller<'_>,
         links: &[u32],
         now_ms: u64,
     ) -> Result<Vec<String>, AppError> {
+        let here = by.here;
         let mut created = Vec::new();
         for demo in DEMO_ACCOUNTS {
             let nonce = demo_nonce(&here.genesis_hash, demo.id);
@@ -242,19 +247,11 @@ impl AppDb {
             if here.index == DEMO_HOME {
                 match existing {
                     None => {
-                        self.add_enrolled(
-                            custody,
-                            here,
-                            demo.new_account(),
-                            Some(nonce),
-                            sign,
-                            links,
-                            now_ms,
-                        )?;
+                        self.add_enrolled(by, demo.new_account(), Some(nonce), links, now_ms)?;
                         created.push(demo.id.to_string());
                     }
                     Some(account) if account.person.is_none() => {
-                        self.enroll_existing(custody, here, &account, nonce, sign, links, now_ms)?;
+                        self.enroll_existing(by, &account, nonce, links, now_ms)?;
                     }
                     Some(_) => {}
                 }
@@ -299,8 +296,8 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> (AppDb, Custody) {
-        let app = AppDb::open_with(&dir.join("app.db"), AppConfig::fast_hashing_for_tests())
-            .unwrap();
+        let app =
+            AppDb::open_with(&dir.join("app.db"), AppConfig::fast_hashing_for_tests()).unwrap();
         let custody = Custody::open(&dir.join(CUSTODY_KEY_FILE), &app).unwrap();
         (app, custody)
     }
@@ -328,16 +325,16 @@ mod tests {
             h.signer = Signer::Validator { index: 0 };
             SignedTx::sign(h, b, &GENESIS, &validator)
         };
-        let created = app
-            .setup_demo(&custody, &here(0), &sign, &[1, 2, 3], 10)
-            .unwrap();
+        let here0 = here(0);
+        let by = Enroller {
+            custody: &custody,
+            here: &here0,
+            sign: &sign,
+        };
+        let created = app.setup_demo(&by, &[1, 2, 3], 10).unwrap();
         assert_eq!(created, vec!["p001", "p002", "d001", "d002"]);
         // Again: nothing new.
-        assert!(
-            app.setup_demo(&custody, &here(0), &sign, &[1, 2, 3], 11)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(app.setup_demo(&by, &[1, 2, 3], 11).unwrap().is_empty());
         let rows = app.outbox().unwrap();
         assert_eq!(rows.len(), 4 * 4);
         let d001 = app.account("d001").unwrap().unwrap();
@@ -398,7 +395,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (app, custody) = open(dir.path());
         let sign = |_: TxHeader, _: Vec<u8>| -> SignedTx { panic!("nothing to sign") };
-        app.setup_demo(&custody, &here(2), &sign, &[], 10).unwrap();
+        let here2 = here(2);
+        let by = Enroller {
+            custody: &custody,
+            here: &here2,
+            sign: &sign,
+        };
+        app.setup_demo(&by, &[], 10).unwrap();
         let p001 = app.account("p001").unwrap().unwrap();
         assert_eq!(p001.person, Some(demo_person(&GENESIS, "p001")));
         assert_eq!(p001.home, Some(0));
@@ -417,15 +420,19 @@ mod tests {
         let (app, custody) = open(dir.path());
         let validator = SigningKey::from_bytes(&[8; 32]);
         let sign = |h: TxHeader, b: Vec<u8>| SignedTx::sign(h, b, &GENESIS, &validator);
+        let here0 = here(0);
+        let by = Enroller {
+            custody: &custody,
+            here: &here0,
+            sign: &sign,
+        };
         assert!(!app.bind_chain(&GENESIS).unwrap());
-        app.setup_demo(&custody, &here(0), &sign, &[], 10).unwrap();
+        app.setup_demo(&by, &[], 10).unwrap();
         assert!(!app.bind_chain(&GENESIS).unwrap());
         assert!(app.bind_chain(&[6; 32]).unwrap());
         assert!(app.outbox().unwrap().is_empty());
         assert_eq!(app.unassigned_accounts().unwrap().len(), 4);
-        let enrolled = app
-            .enroll_unassigned(&custody, &here(0), &sign, 20)
-            .unwrap();
+        let enrolled = app.enroll_unassigned(&by, 20).unwrap();
         assert_eq!(enrolled.len(), 4);
         assert!(app.unassigned_accounts().unwrap().is_empty());
         assert_eq!(app.outbox().unwrap().len(), 4);

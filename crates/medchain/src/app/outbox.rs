@@ -167,6 +167,17 @@ impl AppDb {
         )
     }
 
+    /// Rows neither done nor failed (queued, or submitted and waiting for their block).
+    pub fn outbox_open(&self) -> Result<usize, AppError> {
+        self.db.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'submitted')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as usize)
+        })
+    }
+
     /// Records a row's new state (and the reason or height that goes with it).
     pub fn outbox_mark(
         &self,

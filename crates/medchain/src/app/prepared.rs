@@ -119,9 +119,11 @@ mod tests {
     #[test]
     fn an_envelope_is_kept_for_its_login_for_ten_minutes() {
         let dir = tempfile::tempdir().unwrap();
-        let app =
-            AppDb::open_with(&dir.path().join("app.db"), AppConfig::fast_hashing_for_tests())
-                .unwrap();
+        let app = AppDb::open_with(
+            &dir.path().join("app.db"),
+            AppConfig::fast_hashing_for_tests(),
+        )
+        .unwrap();
         app.seed_demo(0).unwrap();
         let header = crate::app::new_header(
             ledger::Meta::Revoke(ledger::tx::Revoke {
@@ -131,7 +133,9 @@ mod tests {
             5,
             99,
         );
-        let id = app.prepare("p001", "revoke", &header, &[1, 2], 1_000).unwrap();
+        let id = app
+            .prepare("p001", "revoke", &header, &[1, 2], 1_000)
+            .unwrap();
         let got = app.prepared(&id, "p001", 2_000).unwrap().unwrap();
         assert_eq!(got.header, header);
         assert_eq!(got.body, vec![1, 2]);

@@ -50,8 +50,7 @@ impl super::Run for ServeArgs {
             .first()
             .cloned()
             .context("the genesis file lists no validator")?;
-        let (app, custody) =
-            service::open_app(&node::validator_dir(&self.data_dir, local.name()))?;
+        let (app, custody) = service::open_app(&node::validator_dir(&self.data_dir, local.name()))?;
         let names: Vec<&str> = handles.iter().map(|h| h.name()).collect();
         println!(
             "medchain: {} validators ({}) in {}",

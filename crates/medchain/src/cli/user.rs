@@ -9,7 +9,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use ledger::{Genesis, SignedTx, Signer, TxHeader};
 use medchain::app::custody::CUSTODY_KEY_FILE;
 use medchain::app::{
-    AppDb, Custody, Here, NewAccount, OutboxState, Role, read_password, validate_account_id,
+    AppDb, Custody, Enroller, Here, NewAccount, OutboxState, Role, read_password,
+    validate_account_id,
 };
 use node::NodeConfig;
 
@@ -133,16 +134,19 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
             bail!("a doctor needs --department (e.g. --department Neurology)")
         }
         (RoleArg::Doctor, _, None) => {
-            bail!("a doctor needs --name, their public professional name (e.g. --name \"Ada Byron\")")
+            bail!(
+                "a doctor needs --name, their public professional name (e.g. --name \"Ada Byron\")"
+            )
         }
         (RoleArg::Patient, None, None) => Role::Patient,
         (RoleArg::Patient, _, _) => bail!("--department and --name are for doctors only"),
     };
     validate_account_id(&args.id)?;
     let validator = args.place.validator()?;
-    let index = validator.genesis.index_of(&validator.name).with_context(|| {
-        format!("{} is not a validator of this chain", validator.name)
-    })?;
+    let index = validator
+        .genesis
+        .index_of(&validator.name)
+        .with_context(|| format!("{} is not a validator of this chain", validator.name))?;
     let key_path = validator.dir.join("node.key");
     let key = ledger::crypto::read_key_file(&key_path)
         .with_context(|| format!("cannot read the validator key {}", key_path.display()))?;
@@ -150,11 +154,7 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     if app.account(&args.id)?.is_some() {
         bail!("login {} already exists", args.id);
     }
-    let password = read_password(&format!(
-        "Password for {} {}: ",
-        role.as_str(),
-        args.id
-    ))?;
+    let password = read_password(&format!("Password for {} {}: ", role.as_str(), args.id))?;
     let here = Here {
         genesis_hash: validator.genesis.hash(),
         index,
@@ -164,10 +164,14 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
         header.signer = Signer::Validator { index };
         SignedTx::sign(header, body, &here.genesis_hash, &key)
     };
+    let by = Enroller {
+        custody: &custody,
+        here: &here,
+        sign: &sign,
+    };
     let (account, enrollment) = app
         .add_enrolled(
-            &custody,
-            &here,
+            &by,
             NewAccount {
                 id: args.id.clone(),
                 role,
@@ -176,7 +180,6 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
                 password,
             },
             None,
-            &sign,
             &[],
             medchain::app::now_ms(),
         )
@@ -215,9 +218,7 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             _ if started.elapsed() > Duration::from_secs(30) => {
-                println!(
-                    "submitted, not applied yet: `medchain user list` shows when it is"
-                );
+                println!("submitted, not applied yet: `medchain user list` shows when it is");
                 return Ok(ExitCode::SUCCESS);
             }
             _ => std::thread::sleep(Duration::from_millis(200)),

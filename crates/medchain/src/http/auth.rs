@@ -164,6 +164,13 @@ async fn logout(
     Ok(res)
 }
 
-async fn me(axum::extract::State(state): axum::extract::State<AppState>, auth: Authed) -> Json<WhoAnswer> {
-    Json(WhoAnswer::of(&state, auth.account(), auth.session.expires_ms))
+async fn me(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    auth: Authed,
+) -> Json<WhoAnswer> {
+    Json(WhoAnswer::of(
+        &state,
+        auth.account(),
+        auth.session.expires_ms,
+    ))
 }

@@ -118,7 +118,7 @@ pub(crate) fn answer<T: Serialize>(outcome: Signing<T>) -> Response {
     match outcome {
         Signing::Done(answer) => Json(answer).into_response(),
         Signing::NeedsSignature(view) => {
-            (StatusCode::ACCEPTED, Json(SignatureNeeded::from(view))).into_response()
+            (StatusCode::ACCEPTED, Json(SignatureNeeded::from(*view))).into_response()
         }
     }
 }
@@ -366,8 +366,9 @@ async fn one(
     let id = consent_id(&id)?;
     let now = state.now_ms();
     let consent = match state.flows.consent(auth.account(), id).await? {
-        Consent::Grant(g) => serde_json::to_value(grant_view(&g, None, now))
-            .map_err(ApiError::internal)?,
+        Consent::Grant(g) => {
+            serde_json::to_value(grant_view(&g, None, now)).map_err(ApiError::internal)?
+        }
         Consent::Request(q) => request_view(&q, now),
     };
     Ok(Json(json!({"success": true, "consent": consent})))

@@ -177,11 +177,11 @@ impl From<FlowError> for ApiError {
             FlowError::ApproveOnDevice { home } => because("approve_on_device", None, Some(home)),
             FlowError::NotLinkedHere { home } => because("not_linked", None, Some(home)),
             FlowError::Department { .. } => because("not_allowed", Some("department"), None),
-            FlowError::NotOnChain => {
-                ApiError::Unavailable("not on chain yet: the enrollment is not applied; retry \
+            FlowError::NotOnChain => ApiError::Unavailable(
+                "not on chain yet: the enrollment is not applied; retry \
                      shortly"
-                    .into())
-            }
+                    .into(),
+            ),
             FlowError::Code(_) => ApiError::Chain(message),
             FlowError::NotFound(m) => ApiError::NotFound(m),
             FlowError::Denied(m) => ApiError::Forbidden(m),

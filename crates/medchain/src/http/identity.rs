@@ -72,7 +72,11 @@ async fn identity(State(state): State<AppState>, auth: Authed) -> ApiResult<Json
         name: view.person.name,
         home: flows.hospital(view.person.home),
         home_here: view.person.home == flows.here().index,
-        links: view.links.iter().map(|l| flows.hospital(l.validator)).collect(),
+        links: view
+            .links
+            .iter()
+            .map(|l| flows.hospital(l.validator))
+            .collect(),
         keys: view
             .keys
             .iter()

@@ -22,10 +22,10 @@ use node::NodeHandle;
 use tokio::sync::Semaphore;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::app::flows::Flows;
 use crate::app::AppDb;
-pub(crate) use error::node_error;
 pub use crate::app::Clock;
+use crate::app::flows::Flows;
+pub(crate) use error::node_error;
 pub use error::{ApiError, ApiResult};
 
 /// The Content Security Policy of every response.

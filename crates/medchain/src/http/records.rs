@@ -13,9 +13,7 @@ use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, required};
 use super::{ApiError, ApiResult, AppState};
-use crate::app::flows::{
-    AddedRecord, GrantRef, RecordInput, RecordView, Signing, parse_tx_id,
-};
+use crate::app::flows::{AddedRecord, GrantRef, RecordInput, RecordView, Signing, parse_tx_id};
 use crate::app::{Account, Role};
 
 pub fn router() -> Router<AppState> {
@@ -199,10 +197,7 @@ async fn patient_records(
         }
         Role::Doctor => {
             let patient_id = required("patientId", body.patient_id, 64)?;
-            let (access, records) = state
-                .flows
-                .read_under_grant(&account, &patient_id)
-                .await?;
+            let (access, records) = state.flows.read_under_grant(&account, &patient_id).await?;
             Ok(Json(RecordsAnswer::of(&state, access, records)))
         }
     }

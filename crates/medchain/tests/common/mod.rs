@@ -128,7 +128,15 @@ pub async fn hospital_flows(
             .outbox()
             .unwrap()
             .iter()
-            .map(|r| format!("{} {} {:?} {:?}", r.kind, r.state.as_str(), r.reason, r.account))
+            .map(|r| {
+                format!(
+                    "{} {} {:?} {:?}",
+                    r.kind,
+                    r.state.as_str(),
+                    r.reason,
+                    r.account
+                )
+            })
             .collect();
         panic!(
             "the demo people were not enrolled in time: {rows:#?}, validator: {:?}",
@@ -181,7 +189,10 @@ pub async fn two_hospitals() -> (TestApp, TestApp) {
         if s == StatusCode::OK {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "p002 at clinic: {s} {b}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "p002 at clinic: {s} {b}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (hospital, clinic)
@@ -283,9 +294,13 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(medchain::http::serve(listener, self.state.clone(), async move {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(medchain::http::serve(
+            listener,
+            self.state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Served {
             addr,
             stop: Some(stop),

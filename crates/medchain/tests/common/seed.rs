@@ -235,7 +235,12 @@ pub fn seed_flow(client: &mut SeedClient, validators: usize, diagnosis: &str) ->
     assert_eq!(b["userType"], "doctor");
     assert_eq!(b["doctorId"], "d001");
     assert!(b.get("patientId").is_none(), "{b}");
-    assert_eq!(client.cookies().len(), 1, "one session cookie: {:?}", client.cookies());
+    assert_eq!(
+        client.cookies().len(),
+        1,
+        "one session cookie: {:?}",
+        client.cookies()
+    );
 
     // request_consent p001 with the patient's password: the code once the grant is on chain.
     let (status, b) = client.request_consent("p001", "patient123");
@@ -296,14 +301,22 @@ pub fn seed_flow(client: &mut SeedClient, validators: usize, diagnosis: &str) ->
         }
         assert_eq!(m["consensus"]["validator_count"], validators, "{m}");
         assert_eq!(m["consensus"]["required_votes"], quorum, "{m}");
-        assert!(m["consensus"]["votes"].as_u64().unwrap() >= quorum as u64, "{m}");
+        assert!(
+            m["consensus"]["votes"].as_u64().unwrap() >= quorum as u64,
+            "{m}"
+        );
     }
 
     // validate_chain: the ledger's verification.
     let (status, b) = client.validate_chain();
     assert_eq!(status, 200, "validate_chain: {b}");
     assert_eq!(b["valid"], true, "{b}");
-    assert!(b["message"].as_str().is_some_and(|m| m.starts_with("Chain valid")), "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Chain valid")),
+        "{b}"
+    );
     assert!(b["block_count"].as_u64().unwrap() >= 3, "{b}");
 
     // login p001: the jar now holds the patient's session.
@@ -319,7 +332,10 @@ pub fn seed_flow(client: &mut SeedClient, validators: usize, diagnosis: &str) ->
     assert_eq!(status, 200, "patient_records: {records}");
     assert_eq!(records["success"], true);
     let list = records["records"].as_array().expect("records");
-    let mine: Vec<&Value> = list.iter().filter(|r| r["diagnosis"] == diagnosis).collect();
+    let mine: Vec<&Value> = list
+        .iter()
+        .filter(|r| r["diagnosis"] == diagnosis)
+        .collect();
     assert_eq!(mine.len(), 1, "{records}");
     let record = mine[0].clone();
     assert!(record["timestamp"].as_f64().unwrap() > 1.6e9, "{record}");
@@ -328,7 +344,10 @@ pub fn seed_flow(client: &mut SeedClient, validators: usize, diagnosis: &str) ->
     assert_eq!(record["diagnosis"], diagnosis);
     assert_eq!(record["prescription"], "Rest");
     assert_eq!(record["notes"], "Seen today");
-    assert_eq!(record["consent_hash"], grant, "the record used the grant: {record}");
+    assert_eq!(
+        record["consent_hash"], grant,
+        "the record used the grant: {record}"
+    );
     SeedFlow {
         otp,
         record,

@@ -188,7 +188,11 @@ impl Net {
             tokens: Vec::new(),
         };
         for i in 0..net.nodes.len() {
-            net.user_add(i, &local_doctor(i), Some(("Cardiology", &format!("Doctor {i}"))));
+            net.user_add(
+                i,
+                &local_doctor(i),
+                Some(("Cardiology", &format!("Doctor {i}"))),
+            );
             net.user_add(i, &local_patient(i), None);
         }
         net
@@ -205,9 +209,14 @@ impl Net {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         match doctor {
-            Some((department, name)) => {
-                command.args(["--role", "doctor", "--department", department, "--name", name])
-            }
+            Some((department, name)) => command.args([
+                "--role",
+                "doctor",
+                "--department",
+                department,
+                "--name",
+                name,
+            ]),
             None => command.args(["--role", "patient"]),
         };
         let mut child = command.spawn().expect("run medchain user add");
@@ -324,13 +333,15 @@ impl Net {
                 let body = json!({
                     "role": "doctor", "doctorId": local_doctor(i), "password": LOCAL_PASSWORD,
                 });
-                wait_for(Duration::from_secs(30), "the local doctor's login", || {
-                    match http(api, "POST", "/api/login", None, Some(&body)) {
+                wait_for(
+                    Duration::from_secs(30),
+                    "the local doctor's login",
+                    || match http(api, "POST", "/api/login", None, Some(&body)) {
                         Ok((200, answer)) => answer["token"].as_str().map(str::to_string),
                         Ok((503, _)) | Err(_) => None,
                         Ok((status, answer)) => panic!("login at {api}: {status} {answer}"),
-                    }
-                })
+                    },
+                )
             })
             .collect();
     }
@@ -528,7 +539,9 @@ impl Net {
         )
         .expect("open chain.db");
         let mut statement = conn
-            .prepare("SELECT t.body FROM records r JOIN transactions t ON t.tx = r.tx ORDER BY r.tx")
+            .prepare(
+                "SELECT t.body FROM records r JOIN transactions t ON t.tx = r.tx ORDER BY r.tx",
+            )
             .expect("prepare");
         let rows = statement
             .query_map([], |r| r.get::<_, Vec<u8>>(0))

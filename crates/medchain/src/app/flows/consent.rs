@@ -95,13 +95,14 @@ impl Flows {
             )
             .await?
         else {
-            return Err(FlowError::Invalid("an in-person grant is signed here".into()));
+            return Err(FlowError::Invalid(
+                "an in-person grant is signed here".into(),
+            ));
         };
         let (grant, expires_ms) = self.submit_grant(tx).await?;
         let code = match scope {
             Scope::Write => {
-                let (patient, doctor, now) =
-                    (patient_row.person, doctor_row.person, self.now_ms());
+                let (patient, doctor, now) = (patient_row.person, doctor_row.person, self.now_ms());
                 let issued = self
                     .store(move |app, _| app.issue_code(&grant, &patient, &doctor, expires_ms, now))
                     .await

@@ -10,7 +10,7 @@ use ledger::{Meta, PersonRow, PublicKey, Queries, TxId, TxStatus};
 use node::NodeError;
 
 use super::{Action, FlowError, FlowResult, Flows, SIGNATURE_LIFE_MS, Signing, Who};
-use crate::app::{Account, OutboxState, Role, new_header};
+use crate::app::{Account, Enroller, NewAccount, OutboxState, Role, new_header};
 
 /// What [`Flows::start`] did.
 #[derive(Debug, Default)]
@@ -51,16 +51,20 @@ impl Flows {
         };
         let report = self
             .store(move |app, custody| {
-                let sign = |header: ledger::TxHeader, body: Vec<u8>| {
-                    node.sign_as_validator(header, body)
+                let sign =
+                    |header: ledger::TxHeader, body: Vec<u8>| node.sign_as_validator(header, body);
+                let by = Enroller {
+                    custody,
+                    here: &here,
+                    sign: &sign,
                 };
                 let reset = app.bind_chain(&here.genesis_hash)?;
                 let demo = if demo {
-                    app.setup_demo(custody, &here, &sign, &links, now)?
+                    app.setup_demo(&by, &links, now)?
                 } else {
                     Vec::new()
                 };
-                let enrolled = app.enroll_unassigned(custody, &here, &sign, now)?;
+                let enrolled = app.enroll_unassigned(&by, now)?;
                 app.outbox_resubmit_all()?;
                 Ok(StartReport {
                     reset,
@@ -72,12 +76,30 @@ impl Flows {
         Ok(report)
     }
 
+    /// Enrolls a new login here (this hospital its home): its custodial key and its `Enroll`,
+    /// queued in the outbox (as `medchain user add` does from the command line).
+    pub async fn enroll(&self, new: NewAccount) -> FlowResult<(Account, TxId)> {
+        let here = self.here;
+        let node = self.node.clone();
+        let now = self.now_ms();
+        self.store(move |app, custody| {
+            let sign =
+                |header: ledger::TxHeader, body: Vec<u8>| node.sign_as_validator(header, body);
+            let by = Enroller {
+                custody,
+                here: &here,
+                sign: &sign,
+            };
+            app.add_enrolled(&by, new, None, &[], now)
+        })
+        .await
+    }
+
     /// One pass over the outbox: submits the rows that are due (the bytes stored, never
     /// signed again) and records the chain's verdict on the submitted ones. Returns how many
-    /// rows are still waiting.
+    /// rows are still open (queued or waiting for their block).
     pub async fn drain_outbox(&self) -> FlowResult<usize> {
         let rows = self.store(|app, _| app.outbox_due()).await?;
-        let mut waiting = 0;
         let mut submitted = false;
         for row in rows {
             let id = row.id;
@@ -89,12 +111,13 @@ impl Flows {
                         (OutboxState::Submitted, None, None)
                     }
                     Err(NodeError::Refused(why)) => (OutboxState::Failed, Some(why), None),
-                    Err(NodeError::Invalid(invalid)) => {
-                        (OutboxState::Failed, Some(invalid.reason().to_string()), None)
-                    }
+                    Err(NodeError::Invalid(invalid)) => (
+                        OutboxState::Failed,
+                        Some(invalid.reason().to_string()),
+                        None,
+                    ),
                     Err(e) => {
                         tracing::debug!(error = %e, "outbox: the node did not take a step yet");
-                        waiting += 1;
                         continue;
                     }
                 },
@@ -111,18 +134,12 @@ impl Flows {
                             rejected: Some(why),
                             ..
                         } => (OutboxState::Failed, Some(why), Some(height)),
-                        TxStatus::Unknown => {
-                            waiting += 1;
-                            continue;
-                        }
+                        TxStatus::Unknown => continue,
                     }
                 }
                 OutboxState::Done | OutboxState::Failed => continue,
             };
-            if state == OutboxState::Submitted {
-                submitted = true;
-                waiting += 1;
-            }
+            submitted |= state == OutboxState::Submitted;
             if state == OutboxState::Failed {
                 tracing::warn!(
                     kind = %row.kind,
@@ -142,7 +159,7 @@ impl Flows {
                 Err(e) => tracing::debug!(error = %e, "outbox: cut failed"),
             }
         }
-        Ok(waiting)
+        self.store(|app, _| app.outbox_open()).await
     }
 
     /// Drains the outbox until nothing is waiting, or `timeout`: serving starts with the demo
@@ -268,7 +285,13 @@ impl Flows {
         let row = self.person_of(account).await?;
         let person = row.person;
         let (links, keys, recoveries) = self
-            .chain(move |r| Ok((r.links_of(&person)?, r.keys_of(&person)?, r.recoveries_of(&person)?)))
+            .chain(move |r| {
+                Ok((
+                    r.links_of(&person)?,
+                    r.keys_of(&person)?,
+                    r.recoveries_of(&person)?,
+                ))
+            })
             .await?;
         Ok(IdentityView {
             person: row,

@@ -53,7 +53,7 @@ pub enum Who {
 #[derive(Debug)]
 pub enum Signing<T> {
     Done(T),
-    NeedsSignature(PreparedView),
+    NeedsSignature(Box<PreparedView>),
 }
 
 /// An envelope shown to the page for signing.
@@ -392,7 +392,9 @@ impl Flows {
         let now = self.now_ms();
         let row = self.chain(move |r| r.key(&key)).await?;
         match row {
-            Some(row) if row.person == person && row.kind == KeyKind::Device && row.live_at(now) => {
+            Some(row)
+                if row.person == person && row.kind == KeyKind::Device && row.live_at(now) =>
+            {
                 Ok(row)
             }
             _ => Err(FlowError::Denied(
@@ -424,7 +426,9 @@ impl Flows {
                         custody.sign(app, &genesis, &person, &key, header, body)
                     })
                     .await?
-                    .ok_or_else(|| FlowError::Denied("This hospital holds no key for this person".into()))?;
+                    .ok_or_else(|| {
+                        FlowError::Denied("This hospital holds no key for this person".into())
+                    })?;
                 Ok(Signing::Done(signed))
             }
             Who::Device(key) => {
@@ -439,12 +443,12 @@ impl Flows {
                         app.prepare(&login, action.as_str(), &kept_header, &kept_body, now)
                     })
                     .await?;
-                Ok(Signing::NeedsSignature(PreparedView {
+                Ok(Signing::NeedsSignature(Box::new(PreparedView {
                     id,
                     signing_bytes,
                     meta: header.meta,
                     body,
-                }))
+                })))
             }
         }
     }
@@ -461,9 +465,13 @@ impl Flows {
         let prepared = self
             .store(move |app, _| app.prepared(&prepared_id, &login, now))
             .await?
-            .ok_or_else(|| FlowError::NotFound("No such envelope waiting for a signature".into()))?;
+            .ok_or_else(|| {
+                FlowError::NotFound("No such envelope waiting for a signature".into())
+            })?;
         let Signer::Device { key, .. } = prepared.header.signer else {
-            return Err(FlowError::Invalid("This envelope is not for a device".into()));
+            return Err(FlowError::Invalid(
+                "This envelope is not for a device".into(),
+            ));
         };
         let tx = SignedTx {
             header: prepared.header,

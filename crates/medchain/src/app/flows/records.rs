@@ -106,7 +106,8 @@ impl Flows {
             }
             GrantRef::Id(id) => id,
         };
-        self.usable_write_grant(grant, patient, doctor_person).await?;
+        self.usable_write_grant(grant, patient, doctor_person)
+            .await?;
         let meta = Meta::AddRecord(AddRecord {
             patient,
             doctor: doctor_person,
@@ -148,7 +149,10 @@ impl Flows {
         if row.used.is_some() {
             return Err(CodeError::AlreadyUsed.into());
         }
-        if let Some(holder) = self.store(move |app, _| app.grant_reservation(&grant)).await? {
+        if let Some(holder) = self
+            .store(move |app, _| app.grant_reservation(&grant))
+            .await?
+        {
             if self.reservation_is_over(holder).await? {
                 self.store(move |app, _| app.release_grant(&grant, &holder))
                     .await?;
@@ -167,7 +171,13 @@ impl Flows {
     /// it has used the grant up; pending, it holds it).
     async fn reservation_is_over(&self, holder: TxId) -> FlowResult<bool> {
         let status = self.chain(move |r| r.tx_status(&holder)).await?;
-        Ok(matches!(status, TxStatus::Committed { rejected: Some(_), .. }))
+        Ok(matches!(
+            status,
+            TxStatus::Committed {
+                rejected: Some(_),
+                ..
+            }
+        ))
     }
 
     /// Reserves the record's grant and submits it; the reservation is released if it cannot
@@ -329,7 +339,11 @@ impl Flows {
 pub(super) struct Logins(HashMap<PersonId, Option<String>>);
 
 impl Logins {
-    pub(super) async fn of(&mut self, flows: &Flows, person: PersonId) -> FlowResult<Option<String>> {
+    pub(super) async fn of(
+        &mut self,
+        flows: &Flows,
+        person: PersonId,
+    ) -> FlowResult<Option<String>> {
         if let Some(login) = self.0.get(&person) {
             return Ok(login.clone());
         }
