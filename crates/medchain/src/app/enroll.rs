@@ -2,7 +2,7 @@
 //! step that puts them on chain, written in one SQLite transaction (docs/SECURITY.md, issue 9,
 //! §5.1), and the seed's sample people for `--demo` (§7).
 
-use ledger::tx::{Enroll, Link};
+use ledger::tx::{Ask, AskWhat, Enroll, Link, Recover};
 use ledger::{Hash, Meta, PersonId, SignedTx, TxHeader, TxId};
 use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
@@ -60,6 +60,17 @@ pub fn demo_person(genesis_hash: &Hash, login: &str) -> PersonId {
 pub const DEMO_HOME: u32 = 0;
 
 const GENESIS_KEY: &str = "genesis_hash";
+
+/// The short code of an ask: `u32_le(SHA-256("medchain/ask-code/v1" || ask id)[0..4]) mod
+/// 1 000 000`, six digits. Derived from a public id: a selector, not a secret.
+pub fn ask_code(ask: &TxId) -> String {
+    let mut h = Sha256::new();
+    h.update(b"medchain/ask-code/v1");
+    h.update(ask);
+    let digest = h.finalize();
+    let n = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    format!("{:06}", n % 1_000_000)
+}
 
 fn random_nonce() -> [u8; 16] {
     use rand::RngCore;
@@ -226,6 +237,78 @@ impl AppDb {
             enrolled.push(account.id);
         }
         Ok(enrolled)
+    }
+
+    /// `medchain user link`: a login here for `person`, whose home is `home`, and this
+    /// hospital's `Ask` to serve them (signed with its validator key), in one transaction.
+    /// The person approves the ask's code with a key they hold. Returns the account and the
+    /// ask's id.
+    pub fn add_linked(
+        &self,
+        by: &Enroller<'_>,
+        new: NewAccount,
+        person: PersonId,
+        home: u32,
+        now_ms: u64,
+    ) -> Result<(Account, TxId), AppError> {
+        let valid = self.validate_account(new)?;
+        self.db.write(|tx| {
+            let account =
+                Self::insert_account(tx, &valid, PersonOf::Linked { person, home }, now_ms)?;
+            let ask = Meta::Ask(Ask {
+                person,
+                what: AskWhat::Link,
+            });
+            let signed = (by.sign)(new_header(ask, now_ms, u64::MAX), Vec::new());
+            let id = signed.id(&by.here.genesis_hash);
+            Self::queue_in(
+                tx,
+                &by.here.genesis_hash,
+                &signed,
+                Some(&account.id),
+                None,
+                now_ms,
+            )?;
+            Ok((account, id))
+        })
+    }
+
+    /// `medchain user recover`: a new custodial key for a person enrolled here (sealed) and
+    /// this hospital's `Recover`, in one transaction. The key signs once the chain's waiting
+    /// period is over, unless one of the person's keys revokes it first. Returns its id.
+    pub fn start_recovery(
+        &self,
+        by: &Enroller<'_>,
+        login: &str,
+        now_ms: u64,
+    ) -> Result<TxId, AppError> {
+        let account = self.account(login)?.ok_or(AppError::NotFound)?;
+        let person = match (account.person, account.home) {
+            (Some(person), Some(home)) if home == by.here.index => person,
+            _ => {
+                return Err(AppError::invalid(
+                    "id",
+                    "only the home hospital recovers a person's identity",
+                ));
+            }
+        };
+        self.db.write(|tx| {
+            let (_, key) = by
+                .custody
+                .create_in(tx, &by.here.genesis_hash, &person, now_ms)?;
+            let recover = Meta::Recover(Recover { person, key });
+            let signed = (by.sign)(new_header(recover, now_ms, u64::MAX), Vec::new());
+            let id = signed.id(&by.here.genesis_hash);
+            Self::queue_in(
+                tx,
+                &by.here.genesis_hash,
+                &signed,
+                Some(login),
+                None,
+                now_ms,
+            )?;
+            Ok(id)
+        })
     }
 
     /// `--demo`: the seed's four sample logins, mapped to the four demo people (home 0). At

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use ledger::{Genesis, SignedTx, Signer, TxHeader};
 use medchain::app::custody::CUSTODY_KEY_FILE;
 use medchain::app::{
-    AppDb, Custody, Enroller, Here, NewAccount, OutboxState, Role, read_password,
+    AppDb, Custody, Enroller, Here, NewAccount, OutboxState, Role, ask_code, read_password,
     validate_account_id,
 };
 use node::NodeConfig;
@@ -27,8 +27,41 @@ enum UserCommand {
     /// password is read from a prompt (not echoed) or, when stdin is not a terminal, from its
     /// first line. The enrollment goes through the running validator, or waits until it starts.
     Add(AddArgs),
+    /// Create a login here for a person enrolled at another hospital, and ask the chain to let
+    /// this hospital serve them: the person approves the printed code with a key they hold
+    /// (on their device, or at their home hospital).
+    Link(LinkArgs),
+    /// Start the recovery of a person whose home is this hospital and who has lost every key:
+    /// a new custodial key, usable after the chain's waiting period (72 h by default) unless
+    /// one of their keys cancels it. Verify who they are in person first.
+    Recover(RecoverArgs),
     /// List the logins, their person ids and where their chain steps stand.
     List(WhereArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Example: medchain user link --id c-0042 --person 0123456789abcdef0123456789abcdef"
+)]
+struct LinkArgs {
+    /// The login the person signs in with at this hospital.
+    #[arg(long)]
+    id: String,
+    /// The person's id (32 hex digits, shown on their dashboard at their home hospital).
+    #[arg(long)]
+    person: String,
+    #[command(flatten)]
+    place: WhereArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example: medchain user recover --id p001")]
+struct RecoverArgs {
+    /// The person's login at this hospital (their home).
+    #[arg(long)]
+    id: String,
+    #[command(flatten)]
+    place: WhereArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -84,6 +117,41 @@ struct Validator {
     name: String,
 }
 
+/// This validator's key and place on its chain, for the steps it signs itself.
+struct ValidatorSigner {
+    key: ed25519_dalek::SigningKey,
+    here: Here,
+}
+
+impl ValidatorSigner {
+    fn sign(&self, mut header: TxHeader, body: Vec<u8>) -> SignedTx {
+        header.signer = Signer::Validator {
+            index: self.here.index,
+        };
+        SignedTx::sign(header, body, &self.here.genesis_hash, &self.key)
+    }
+}
+
+impl Validator {
+    fn signer(&self) -> anyhow::Result<ValidatorSigner> {
+        let index = self
+            .genesis
+            .index_of(&self.name)
+            .with_context(|| format!("{} is not a validator of this chain", self.name))?;
+        let key_path = self.dir.join("node.key");
+        let key = ledger::crypto::read_key_file(&key_path)
+            .with_context(|| format!("cannot read the validator key {}", key_path.display()))?;
+        Ok(ValidatorSigner {
+            key,
+            here: Here {
+                genesis_hash: self.genesis.hash(),
+                index,
+                validators: self.genesis.len() as u32,
+            },
+        })
+    }
+}
+
 impl WhereArgs {
     fn validator(&self) -> anyhow::Result<Validator> {
         let (dir, genesis, name) = match &self.config {
@@ -122,6 +190,8 @@ impl super::Run for UserArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             UserCommand::Add(args) => add(args),
+            UserCommand::Link(args) => link(args),
+            UserCommand::Recover(args) => recover(args),
             UserCommand::List(args) => list(args),
         }
     }
@@ -143,30 +213,16 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     };
     validate_account_id(&args.id)?;
     let validator = args.place.validator()?;
-    let index = validator
-        .genesis
-        .index_of(&validator.name)
-        .with_context(|| format!("{} is not a validator of this chain", validator.name))?;
-    let key_path = validator.dir.join("node.key");
-    let key = ledger::crypto::read_key_file(&key_path)
-        .with_context(|| format!("cannot read the validator key {}", key_path.display()))?;
+    let signer = validator.signer()?;
     let (app, custody) = open(&validator.dir)?;
     if app.account(&args.id)?.is_some() {
         bail!("login {} already exists", args.id);
     }
     let password = read_password(&format!("Password for {} {}: ", role.as_str(), args.id))?;
-    let here = Here {
-        genesis_hash: validator.genesis.hash(),
-        index,
-        validators: validator.genesis.len() as u32,
-    };
-    let sign = |mut header: TxHeader, body: Vec<u8>| {
-        header.signer = Signer::Validator { index };
-        SignedTx::sign(header, body, &here.genesis_hash, &key)
-    };
+    let sign = |header: TxHeader, body: Vec<u8>| signer.sign(header, body);
     let by = Enroller {
         custody: &custody,
-        here: &here,
+        here: &signer.here,
         sign: &sign,
     };
     let (account, enrollment) = app
@@ -193,37 +249,127 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
         println!("queued: enrolled by the validator's outbox");
         return Ok(ExitCode::SUCCESS);
     }
-    // The running validator takes the step from the outbox within half a second.
+    if let Some(height) = wait_applied(&app, &enrollment, "enrollment")? {
+        println!("enrolled: person {person}, block {height}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for the outbox step `id` to apply through the running validator (which takes it
+/// within half a second): its block's height; `None` (said) if the validator is not running
+/// or it is not applied after 30 s; an error with the chain's reason if refused.
+fn wait_applied(app: &AppDb, id: &ledger::TxId, what: &str) -> anyhow::Result<Option<u64>> {
     let started = Instant::now();
     loop {
         let row = app
-            .outbox_row_of(&enrollment)?
-            .context("the enrollment vanished from the outbox")?;
+            .outbox_row_of(id)?
+            .with_context(|| format!("the {what} vanished from the outbox"))?;
         match row.state {
-            OutboxState::Done => {
-                println!(
-                    "enrolled: person {person}, block {}",
-                    row.height.unwrap_or_default()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
+            OutboxState::Done => return Ok(Some(row.height.unwrap_or_default())),
             OutboxState::Failed => {
                 bail!(
-                    "the chain refused the enrollment: {}",
+                    "the chain refused the {what}: {}",
                     row.reason.unwrap_or_default()
                 )
             }
             OutboxState::Queued if started.elapsed() > Duration::from_secs(3) => {
-                println!("queued: enrolled when the node starts");
-                return Ok(ExitCode::SUCCESS);
+                println!("queued: done when the validator starts (`medchain user list` shows it)");
+                return Ok(None);
             }
             _ if started.elapsed() > Duration::from_secs(30) => {
                 println!("submitted, not applied yet: `medchain user list` shows when it is");
-                return Ok(ExitCode::SUCCESS);
+                return Ok(None);
             }
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+fn link(args: LinkArgs) -> anyhow::Result<ExitCode> {
+    validate_account_id(&args.id)?;
+    let person = medchain::app::flows::parse_person(&args.person)
+        .context("--person must be 32 hex digits")?;
+    let validator = args.place.validator()?;
+    let signer = validator.signer()?;
+    let chain = ledger::Reader::open(&validator.dir.join("chain.db"))
+        .context("cannot read this validator's chain (start it once)")?;
+    let row = ledger::Queries::person(&chain, &person)?.with_context(|| {
+        format!(
+            "person {} is not on this validator's chain (yet): check the id, or let the \
+             validator catch up",
+            args.person
+        )
+    })?;
+    if row.home == signer.here.index {
+        bail!(
+            "{} is enrolled here: this hospital is their home",
+            args.person
+        );
+    }
+    let (app, custody) = open(&validator.dir)?;
+    if app.account(&args.id)?.is_some() {
+        bail!("login {} already exists", args.id);
+    }
+    let role = match row.role {
+        ledger::tx::Role::Patient => Role::Patient,
+        ledger::tx::Role::Doctor => Role::Doctor,
+    };
+    let password = read_password(&format!("Password for {} {}: ", role.as_str(), args.id))?;
+    let sign = |header: TxHeader, body: Vec<u8>| signer.sign(header, body);
+    let by = Enroller {
+        custody: &custody,
+        here: &signer.here,
+        sign: &sign,
+    };
+    let new = NewAccount {
+        id: args.id.clone(),
+        role,
+        department: row.department.clone(),
+        name: row.name.clone(),
+        password,
+    };
+    let (_, ask) = app.add_linked(&by, new, person, row.home, medchain::app::now_ms())?;
+    let home = validator
+        .genesis
+        .validators()
+        .get(row.home as usize)
+        .map_or("their home".to_string(), |v| v.name.clone());
+    println!(
+        "created {} at {}, linked once the person approves",
+        args.id, validator.name
+    );
+    if wait_applied(&app, &ask, "ask")?.is_some() {
+        println!(
+            "code {}: the person approves it on a device that holds their key, or at {home}",
+            ask_code(&ask)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
+    let validator = args.place.validator()?;
+    let signer = validator.signer()?;
+    let (app, custody) = open(&validator.dir)?;
+    let sign = |header: TxHeader, body: Vec<u8>| signer.sign(header, body);
+    let by = Enroller {
+        custody: &custody,
+        here: &signer.here,
+        sign: &sign,
+    };
+    let recovery = app
+        .start_recovery(&by, &args.id, medchain::app::now_ms())
+        .with_context(|| format!("cannot recover {}", args.id))?;
+    println!(
+        "recovery of {} queued: its new custodial key signs after the waiting period ({} h) \
+         unless one of the person's keys cancels it; the person is told on every dashboard",
+        args.id,
+        validator.genesis.recovery_wait_ms() / 3_600_000
+    );
+    if let Some(height) = wait_applied(&app, &recovery, "recovery")? {
+        println!("started in block {height}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(args: WhereArgs) -> anyhow::Result<ExitCode> {
@@ -244,6 +390,11 @@ fn list(args: WhereArgs) -> anyhow::Result<ExitCode> {
             .filter(|r| r.account.as_deref() == Some(account.id.as_str()))
             .map(|r| match (&r.state, &r.reason) {
                 (OutboxState::Failed, Some(reason)) => format!("{} failed: {reason}", r.kind),
+                (OutboxState::Done, _) if r.kind == "ask" => format!(
+                    "ask done (block {}): approve code {}",
+                    r.height.unwrap_or_default(),
+                    ask_code(&r.tx_id)
+                ),
                 (OutboxState::Done, _) => {
                     format!("{} done (block {})", r.kind, r.height.unwrap_or_default())
                 }

@@ -175,7 +175,7 @@ impl From<FlowError> for ApiError {
                 because("consent_elsewhere", Some("patientId"), Some(home))
             }
             FlowError::ApproveOnDevice { home } => because("approve_on_device", None, Some(home)),
-            FlowError::NotLinkedHere { home } => because("not_linked", None, Some(home)),
+            FlowError::NotLinkedHere { home, .. } => because("not_linked", None, Some(home)),
             FlowError::Department { .. } => because("not_allowed", Some("department"), None),
             FlowError::NotOnChain => ApiError::Unavailable(
                 "not on chain yet: the enrollment is not applied; retry \
@@ -187,6 +187,7 @@ impl From<FlowError> for ApiError {
             FlowError::Denied(m) => ApiError::Forbidden(m),
             FlowError::Invalid(m) => ApiError::BadRequest(m),
             FlowError::Rejected(m) => ApiError::Conflict(m),
+            FlowError::CodeCollision { .. } => ApiError::Conflict(message),
             FlowError::TooManyPending(m) => ApiError::TooManyPending(m),
             FlowError::Unavailable(m) => ApiError::Unavailable(m),
             FlowError::Node(e) => node_error("flow", e),

@@ -7,14 +7,23 @@ use axum::{Json, Router};
 use ledger::tx::{KeyKind, SignerKind};
 use serde::{Deserialize, Serialize};
 
+use axum::extract::Path;
+use axum::response::Response;
+use ledger::tx::AskWhat;
+use serde_json::{Value, json};
+
+use super::consent::{answer, who_of};
 use super::extract::{ApiJson, Authed, required};
 use super::{ApiError, ApiResult, AppState};
-use crate::app::flows::{KeyAdded, parse_key};
+use crate::app::flows::{KeyAdded, Signing, parse_key};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/identity", get(identity))
         .route("/api/keys", post(add_key))
+        .route("/api/keys/{key}/revoke", post(revoke_key))
+        .route("/api/asks", get(asks))
+        .route("/api/asks/approve", post(approve_ask))
 }
 
 /// One key of the person, as the chain holds it.
@@ -164,5 +173,78 @@ async fn add_key(
             tx_id: hex::encode(ask),
             code: Some(code),
         },
+    }))
+}
+
+/// The signed-in person's pending asks: a hospital that wants to serve them, or a page that
+/// made a key for them, each with its six-digit code.
+async fn asks(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
+    let asks: Vec<Value> = state
+        .flows
+        .asks(auth.account())
+        .await?
+        .into_iter()
+        .map(|a| {
+            let hospital = state.flows.hospital(a.row.validator);
+            let (what, key) = match &a.row.what {
+                AskWhat::Link => ("link", None),
+                AskWhat::Key(k) => ("key", Some(hex::encode(k.key))),
+            };
+            json!({
+                "id": hex::encode(a.row.id),
+                "code": a.code,
+                "hospital": hospital,
+                "what": what,
+                "publicKey": key,
+                "expiresMs": a.row.expires_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"success": true, "asks": asks})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApproveAskBody {
+    code: Option<String>,
+    device_public_key: Option<String>,
+}
+
+/// Approves the one pending ask whose code the person typed (never taken from a URL): a link
+/// or a key. 409 if asks of two hospitals match it.
+async fn approve_ask(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(body): ApiJson<ApproveAskBody>,
+) -> ApiResult<Response> {
+    let code = required("code", body.code, 6)?;
+    let who = who_of(body.device_public_key)?;
+    let outcome = state.flows.approve_ask(auth.account(), who, &code).await?;
+    Ok(answer(match outcome {
+        Signing::Done(tx) => Signing::Done(json!({"success": true, "txId": hex::encode(tx)})),
+        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokeKeyBody {
+    device_public_key: Option<String>,
+}
+
+/// Revokes one of the signed-in person's keys (with a device key, or custodially at the
+/// home); a key waiting for its recovery is cancelled with it.
+async fn revoke_key(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<RevokeKeyBody>,
+) -> ApiResult<Response> {
+    let key = parse_key(&key).ok_or_else(|| ApiError::NotFound("No such key".into()))?;
+    let who = who_of(body.device_public_key)?;
+    let outcome = state.flows.revoke_key(auth.account(), who, key).await?;
+    Ok(answer(match outcome {
+        Signing::Done(tx) => Signing::Done(json!({"success": true, "txId": hex::encode(tx)})),
+        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
     }))
 }

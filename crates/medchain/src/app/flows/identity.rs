@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::rules::reason;
-use ledger::tx::{AddKey, Ask, AskWhat, KeyKind, NewKey};
-use ledger::{Meta, PersonRow, PublicKey, Queries, TxId, TxStatus};
+use ledger::tx::{AddKey, Ask, AskWhat, KeyKind, Link, NewKey, RevokeKey};
+use ledger::{Meta, PersonId, PersonRow, PublicKey, Queries, TxId, TxStatus};
 use node::NodeError;
 
 use super::{Action, FlowError, FlowResult, Flows, SIGNATURE_LIFE_MS, Signing, Who};
-use crate::app::{Account, Enroller, NewAccount, OutboxState, Role, new_header};
+use crate::app::{Account, Enroller, NewAccount, OutboxState, Role, ask_code, new_header};
 
 /// What [`Flows::start`] did.
 #[derive(Debug, Default)]
@@ -91,6 +91,33 @@ impl Flows {
                 sign: &sign,
             };
             app.add_enrolled(&by, new, None, &[], now)
+        })
+        .await
+    }
+
+    /// Links a new login here to `person`, enrolled at another hospital: this hospital's `Ask`
+    /// queued in the outbox (as `medchain user link` does); the person approves its code.
+    pub async fn link_login(
+        &self,
+        new: NewAccount,
+        person: PersonId,
+    ) -> FlowResult<(Account, TxId)> {
+        let row = self
+            .chain(move |r| r.person(&person))
+            .await?
+            .ok_or(FlowError::NotOnChain)?;
+        let here = self.here;
+        let node = self.node.clone();
+        let now = self.now_ms();
+        self.store(move |app, custody| {
+            let sign =
+                |header: ledger::TxHeader, body: Vec<u8>| node.sign_as_validator(header, body);
+            let by = Enroller {
+                custody,
+                here: &here,
+                sign: &sign,
+            };
+            app.add_linked(&by, new, person, row.home, now)
         })
         .await
     }
@@ -200,16 +227,6 @@ pub enum KeyAdded {
     Asked { ask: TxId, code: String },
 }
 
-/// The short code of an ask: `u32_le(SHA-256("medchain/ask-code/v1" || ask id)[0..4]) mod
-/// 1 000 000`, six digits. Derived from a public id: a selector, not a secret.
-pub fn ask_code(ask: &TxId) -> String {
-    let mut bytes = b"medchain/ask-code/v1".to_vec();
-    bytes.extend_from_slice(ask);
-    let digest = ledger::sha256(&bytes);
-    let n = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    format!("{:06}", n % 1_000_000)
-}
-
 impl Flows {
     /// A page made a device key for the signed-in person (§5.8). At the person's home with
     /// their custodial key live, the home adds it (`AddKey` signed custodially, origin home);
@@ -309,4 +326,114 @@ pub struct IdentityView {
     pub links: Vec<ledger::LinkRow>,
     pub keys: Vec<ledger::KeyRow>,
     pub recoveries: Vec<ledger::RecoveryRow>,
+}
+
+/// A pending ask as the person's page shows it.
+#[derive(Clone, Debug)]
+pub struct AskView {
+    pub row: ledger::AskRow,
+    pub code: String,
+}
+
+impl Flows {
+    /// The signed-in person's asks pending on chain (at `T = now`), newest first, each with
+    /// its code.
+    pub async fn asks(&self, account: &Account) -> FlowResult<Vec<AskView>> {
+        let row = self.person_of(account).await?;
+        let (person, now) = (row.person, self.now_ms());
+        let rows = self
+            .chain(move |r| r.pending_asks_for(&person, now))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AskView {
+                code: ask_code(&row.id),
+                row,
+            })
+            .collect())
+    }
+
+    /// The person approves, with a key they hold, the one pending ask whose code they typed
+    /// (§5.7, 5.8): a `Link` to the asking hospital, or an `AddKey` of the key its page made.
+    /// With a device key through a prepared envelope; without one, custodially at the home
+    /// ("the home approves"). A code that matches asks of two hospitals approves neither.
+    pub async fn approve_ask(
+        &self,
+        account: &Account,
+        who: Who,
+        code: &str,
+    ) -> FlowResult<Signing<TxId>> {
+        let row = self.person_of(account).await?;
+        if who == Who::Custodial && row.home != self.here.index {
+            return Err(FlowError::ApproveOnDevice {
+                home: self.hospital(row.home),
+            });
+        }
+        let matching: Vec<AskView> = self
+            .asks(account)
+            .await?
+            .into_iter()
+            .filter(|a| a.code == code.trim())
+            .collect();
+        let mut validators: Vec<u32> = matching.iter().map(|a| a.row.validator).collect();
+        validators.sort_unstable();
+        validators.dedup();
+        if validators.len() > 1 {
+            return Err(FlowError::CodeCollision {
+                validators: validators.iter().map(|v| self.hospital(*v)).collect(),
+            });
+        }
+        let Some(ask) = matching.into_iter().next() else {
+            return Err(FlowError::NotFound(
+                "No request to approve has this code: check it, or ask for a new one".into(),
+            ));
+        };
+        let meta = match ask.row.what {
+            AskWhat::Link => Meta::Link(Link {
+                person: row.person,
+                validator: ask.row.validator,
+                ask: Some(ask.row.id),
+            }),
+            AskWhat::Key(key) => Meta::AddKey(AddKey {
+                person: row.person,
+                key,
+                ask: Some(ask.row.id),
+            }),
+        };
+        match self
+            .sign_as(account, row.person, who, Action::Applied, meta, Vec::new())
+            .await?
+        {
+            Signing::Done(tx) => Ok(Signing::Done(self.submit_and_apply(tx).await?.0)),
+            Signing::NeedsSignature(view) => Ok(Signing::NeedsSignature(view)),
+        }
+    }
+
+    /// The person revokes one of their keys (§5.9); revoking a key that waits for its
+    /// recovery cancels that recovery. With a device key, or custodially at the home. Applied
+    /// before it answers: a key signs nothing after its revocation commits.
+    pub async fn revoke_key(
+        &self,
+        account: &Account,
+        who: Who,
+        key: PublicKey,
+    ) -> FlowResult<Signing<TxId>> {
+        let row = self.person_of(account).await?;
+        if who == Who::Custodial && row.home != self.here.index {
+            return Err(FlowError::ApproveOnDevice {
+                home: self.hospital(row.home),
+            });
+        }
+        let meta = Meta::RevokeKey(RevokeKey {
+            person: row.person,
+            key,
+        });
+        match self
+            .sign_as(account, row.person, who, Action::Applied, meta, Vec::new())
+            .await?
+        {
+            Signing::Done(tx) => Ok(Signing::Done(self.submit_and_apply(tx).await?.0)),
+            Signing::NeedsSignature(view) => Ok(Signing::NeedsSignature(view)),
+        }
+    }
 }

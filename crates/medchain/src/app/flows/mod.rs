@@ -30,8 +30,9 @@ use node::{NodeError, NodeHandle, Verdict};
 use super::custody::Custody;
 use super::{Account, AppDb, AppError, Clock, CodeError, Here, Role, new_header};
 
+pub use crate::app::ask_code;
 pub use consent::{Consent, GrantInfo, InPersonGrant, PendingRequest, RequestGroup};
-pub use identity::{IdentityView, KeyAdded, StartReport, ask_code};
+pub use identity::{AskView, IdentityView, KeyAdded, StartReport};
 pub use records::{AccessView, AddedRecord, GrantRef, RecordInput, RecordView};
 
 /// How long a flow that waits for its transaction's block waits (then 503).
@@ -76,6 +77,8 @@ pub(crate) enum Action {
     Grant,
     /// Anything else the person signs: durable.
     Durable,
+    /// A step whose answer depends on the chain's verdict (a link, a key): applied.
+    Applied,
 }
 
 impl Action {
@@ -84,6 +87,7 @@ impl Action {
             Action::AddRecord => "add_record",
             Action::Grant => "grant",
             Action::Durable => "durable",
+            Action::Applied => "applied",
         }
     }
 
@@ -92,6 +96,7 @@ impl Action {
             "add_record" => Action::AddRecord,
             "grant" => Action::Grant,
             "durable" => Action::Durable,
+            "applied" => Action::Applied,
             _ => return None,
         })
     }
@@ -124,11 +129,21 @@ pub enum FlowError {
     #[error("not on chain yet")]
     NotOnChain,
     /// 403: the person is enrolled, but this hospital is neither their home nor linked.
-    #[error("login not linked yet: approve it on your device or at {home}")]
-    NotLinkedHere { home: String },
+    #[error(
+        "login not linked yet: approve {} on your device or at {home}",
+        code.as_ref().map_or("it".to_string(), |c| format!("code {c}"))
+    )]
+    NotLinkedHere { home: String, code: Option<String> },
     /// 403 `field: department`: a record is for the doctor's own department.
     #[error("department must be your own ({own})")]
     Department { own: String },
+    /// 409: the code matches asks of two hospitals (one ground its ask to copy the other's
+    /// code): neither is approved.
+    #[error(
+        "another hospital tried to take over this code ({}): ask for a new one",
+        validators.join(", ")
+    )]
+    CodeCollision { validators: Vec<String> },
     /// 400 `blockchain_validation`, the seed's messages.
     #[error(transparent)]
     Code(#[from] CodeError),
@@ -344,8 +359,19 @@ impl Flows {
                 .chain(move |r| Ok(r.links_of(&person)?.iter().any(|l| l.validator == me)))
                 .await?;
             if !linked {
+                let login = patient.id.clone();
+                let code = self
+                    .store(move |app, _| {
+                        Ok(app
+                            .outbox()?
+                            .into_iter()
+                            .rfind(|r| r.kind == "ask" && r.account.as_deref() == Some(&login))
+                            .map(|r| ask_code(&r.tx_id)))
+                    })
+                    .await?;
                 return Err(FlowError::NotLinkedHere {
                     home: self.hospital(row.home),
+                    code,
                 });
             }
         }
@@ -497,6 +523,9 @@ impl Flows {
             }
             Action::Durable => Signed::Submitted {
                 tx: self.submit(tx).await?,
+            },
+            Action::Applied => Signed::Submitted {
+                tx: self.submit_and_apply(tx).await?.0,
             },
         };
         let id = prepared.id;
