@@ -186,15 +186,11 @@ impl Flows {
                 Ok(out)
             })
             .await?;
+        let mut logins = Logins::default();
         let mut groups: Vec<RequestGroup> = Vec::new();
         for (row, doctor, purpose) in found {
-            let doctor_person = row.doctor;
-            let login = self
-                .store(move |app, _| app.account_of_person(&doctor_person))
-                .await?
-                .map(|a| a.id);
             let request = PendingRequest {
-                doctor_login: login,
+                doctor_login: logins.of(self, row.doctor).await?,
                 doctor_name: doctor.as_ref().and_then(|d| d.name.clone()),
                 department: doctor.and_then(|d| d.department),
                 purpose,
