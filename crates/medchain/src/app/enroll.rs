@@ -498,6 +498,49 @@ mod tests {
     }
 
     #[test]
+    fn a_recovery_and_a_link_are_queued_with_what_they_need_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, custody) = open(dir.path());
+        let validator = SigningKey::from_bytes(&[8; 32]);
+        let sign = |mut h: TxHeader, b: Vec<u8>| {
+            h.signer = Signer::Validator { index: 0 };
+            SignedTx::sign(h, b, &GENESIS, &validator)
+        };
+        let here0 = here(0);
+        let by = Enroller {
+            custody: &custody,
+            here: &here0,
+            sign: &sign,
+        };
+        app.setup_demo(&by, &[], 10).unwrap();
+        let person = demo_person(&GENESIS, "p001");
+        let recovery = app.start_recovery(&by, "p001", 20).unwrap();
+        let row = app.outbox_row_of(&recovery).unwrap().unwrap();
+        let Meta::Recover(recover) = row.tx.meta() else {
+            panic!("a recovery")
+        };
+        assert_eq!(recover.person, person);
+        assert_eq!(row.tx.header.signer, Signer::Validator { index: 0 });
+        // The new custodial key is held (sealed), newest first.
+        assert_eq!(custody.keys_of(&app, &person).unwrap()[0], recover.key.key);
+        // Only the home recovers.
+        let here2 = here(2);
+        let elsewhere = Enroller { here: &here2, ..by };
+        assert!(app.start_recovery(&elsewhere, "p002", 20).is_err());
+        // A linked login and its ask, signed by this validator.
+        let mut new = DEMO_ACCOUNTS[0].new_account();
+        new.id = "c-0042".into();
+        let (account, ask) = app.add_linked(&elsewhere, new, person, 0, 30).unwrap();
+        assert_eq!(account.person, Some(person));
+        assert_eq!(account.home, Some(0));
+        let row = app.outbox_row_of(&ask).unwrap().unwrap();
+        assert_eq!(row.account.as_deref(), Some("c-0042"));
+        assert!(matches!(row.tx.meta(), Meta::Ask(a) if a.person == person
+            && a.what == AskWhat::Link));
+        assert_eq!(ask_code(&ask).len(), 6);
+    }
+
+    #[test]
     fn a_new_genesis_forgets_the_old_chain_and_logins_are_enrolled_again() {
         let dir = tempfile::tempdir().unwrap();
         let (app, custody) = open(dir.path());
