@@ -10,10 +10,10 @@ use axum::{Json, Router};
 use ledger::rules::{GrantRow, RequestRow};
 use ledger::tx::{Attested, Scope};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, required};
+use super::records::RecordAdded;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
     Consent, GrantInfo, PreparedView, Signed, Signing, Who, parse_key, parse_tx_id,
@@ -93,22 +93,46 @@ struct SignatureNeeded {
     signature_needed: bool,
     prepared_id: String,
     signing_bytes: String,
-    tx: Value,
+    tx: TxPreview,
+}
+
+/// What the page checks against what the user clicked: `{kind, meta}` as the ledger writes a
+/// transaction's metadata in JSON (ids in hex), and the body's bytes in hex.
+#[derive(Serialize)]
+struct TxPreview {
+    #[serde(flatten)]
+    meta: ledger::Meta,
+    body: String,
 }
 
 impl From<PreparedView> for SignatureNeeded {
     fn from(view: PreparedView) -> Self {
-        let meta = serde_json::to_value(&view.meta).unwrap_or(Value::Null);
         SignatureNeeded {
             success: true,
             signature_needed: true,
             prepared_id: view.id,
             signing_bytes: hex::encode(&view.signing_bytes),
-            tx: json!({
-                "kind": meta["kind"],
-                "meta": meta["meta"],
-                "body": hex::encode(&view.body),
-            }),
+            tx: TxPreview {
+                meta: view.meta,
+                body: hex::encode(&view.body),
+            },
+        }
+    }
+}
+
+/// The id of a transaction an action submitted.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TxAnswer {
+    success: bool,
+    tx_id: String,
+}
+
+impl TxAnswer {
+    pub(crate) fn new(tx: ledger::TxId) -> Self {
+        TxAnswer {
+            success: true,
+            tx_id: hex::encode(tx),
         }
     }
 }
@@ -194,13 +218,24 @@ struct RemoteBody {
 #[derive(Serialize)]
 struct RequestAnswer {
     success: bool,
-    consent: Value,
+    consent: RequestSent,
+}
+
+#[derive(Serialize)]
+struct RequestSent {
+    id: String,
+    kind: &'static str,
+    state: &'static str,
 }
 
 fn requested(id: ledger::TxId) -> RequestAnswer {
     RequestAnswer {
         success: true,
-        consent: json!({"id": hex::encode(id), "kind": "request", "state": "requested"}),
+        consent: RequestSent {
+            id: hex::encode(id),
+            kind: "request",
+            state: "requested",
+        },
     }
 }
 
@@ -290,71 +325,148 @@ fn grant_view(row: &GrantRow, info: Option<&GrantInfo>, now: u64) -> GrantView {
     }
 }
 
-fn request_view(row: &RequestRow, now: u64) -> Value {
+/// A request as its doctor or patient sees it.
+#[derive(Serialize)]
+struct RequestView {
+    id: String,
+    kind: &'static str,
+    patient_id: String,
+    doctor_id: String,
+    scope: Scope,
+    requested_ms: u64,
+    expires_ms: u64,
+    /// `requested`, `granted`, `denied` or `request_expired`, at this node's clock.
+    state: &'static str,
+    time_left_ms: u64,
+    /// The grant or revocation that answered it.
+    answer: Option<String>,
+}
+
+fn request_view(row: &RequestRow, now: u64) -> RequestView {
     let state = match row.answered {
         Some((_, ledger::rules::Answer::Granted)) => "granted",
         Some((_, ledger::rules::Answer::Denied)) => "denied",
         None if now >= row.expires_ms => "request_expired",
         None => "requested",
     };
-    json!({
-        "id": hex::encode(row.id),
-        "kind": "request",
-        "patient_id": hex::encode(row.patient),
-        "doctor_id": hex::encode(row.doctor),
-        "scope": row.scope,
-        "requested_ms": row.created_ms,
-        "expires_ms": row.expires_ms,
-        "state": state,
-        "time_left_ms": if state == "requested" { row.expires_ms - now } else { 0 },
-        "answer": row.answered.map(|(tx, _)| hex::encode(tx)),
-    })
+    RequestView {
+        id: hex::encode(row.id),
+        kind: "request",
+        patient_id: hex::encode(row.patient),
+        doctor_id: hex::encode(row.doctor),
+        scope: row.scope,
+        requested_ms: row.created_ms,
+        expires_ms: row.expires_ms,
+        state,
+        time_left_ms: if state == "requested" {
+            row.expires_ms - now
+        } else {
+            0
+        },
+        answer: row.answered.map(|(tx, _)| hex::encode(tx)),
+    }
+}
+
+#[derive(Serialize)]
+struct GrantsAnswer {
+    success: bool,
+    consents: Vec<GrantView>,
 }
 
 /// The caller's grants from the chain: a doctor's (received), a patient's (given).
-async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
+async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<GrantsAnswer>> {
     let now = state.now_ms();
     let grants = state.flows.grants(auth.account()).await?;
-    let views: Vec<GrantView> = grants
-        .iter()
-        .map(|g| grant_view(&g.row, Some(g), now))
-        .collect();
-    Ok(Json(json!({"success": true, "consents": views})))
+    Ok(Json(GrantsAnswer {
+        success: true,
+        consents: grants
+            .iter()
+            .map(|g| grant_view(&g.row, Some(g), now))
+            .collect(),
+    }))
+}
+
+/// A pending request as the patient sees it.
+#[derive(Serialize, Clone)]
+struct PendingView {
+    id: String,
+    doctor_id: String,
+    doctor_name: Option<String>,
+    department: Option<String>,
+    hospital: String,
+    purpose: String,
+    scope: Scope,
+    requested_ms: u64,
+    expires_ms: u64,
+    time_left_ms: u64,
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct PendingGroup {
+    hospital: String,
+    requests: Vec<PendingView>,
+}
+
+#[derive(Serialize)]
+struct PendingAnswer {
+    success: bool,
+    /// Every pending request, newest first within each hospital's group.
+    requests: Vec<PendingView>,
+    groups: Vec<PendingGroup>,
 }
 
 /// The patient's requests pending on chain, grouped by requesting hospital, newest first.
 async fn pending(
     State(state): State<AppState>,
     Patient(patient): Patient,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PendingAnswer>> {
     let now = state.now_ms();
-    let groups = state.flows.pending_requests(&patient).await?;
-    let mut requests = Vec::new();
-    let mut grouped = Vec::new();
-    for group in &groups {
-        let mut items = Vec::new();
-        for r in &group.requests {
-            let item = json!({
-                "id": hex::encode(r.row.id),
-                "doctor_id": r.doctor_login.clone().unwrap_or_else(|| hex::encode(r.row.doctor)),
-                "doctor_name": r.doctor_name,
-                "department": r.department,
-                "hospital": group.hospital_name,
-                "purpose": r.purpose,
-                "scope": r.row.scope,
-                "requested_ms": r.row.created_ms,
-                "expires_ms": r.row.expires_ms,
-                "time_left_ms": r.row.expires_ms.saturating_sub(now),
-                "state": "requested",
-            });
-            items.push(item.clone());
-            requests.push(item);
-        }
-        grouped.push(json!({"hospital": group.hospital_name, "requests": items}));
-    }
-    Ok(Json(
-        json!({"success": true, "requests": requests, "groups": grouped}),
-    ))
+    let groups: Vec<PendingGroup> = state
+        .flows
+        .pending_requests(&patient)
+        .await?
+        .into_iter()
+        .map(|group| PendingGroup {
+            requests: group
+                .requests
+                .into_iter()
+                .map(|r| PendingView {
+                    id: hex::encode(r.row.id),
+                    doctor_id: r.doctor_login.unwrap_or_else(|| hex::encode(r.row.doctor)),
+                    doctor_name: r.doctor_name,
+                    department: r.department,
+                    hospital: group.hospital_name.clone(),
+                    purpose: r.purpose,
+                    scope: r.row.scope,
+                    requested_ms: r.row.created_ms,
+                    expires_ms: r.row.expires_ms,
+                    time_left_ms: r.row.expires_ms.saturating_sub(now),
+                    state: "requested",
+                })
+                .collect(),
+            hospital: group.hospital_name,
+        })
+        .collect();
+    Ok(Json(PendingAnswer {
+        success: true,
+        requests: groups.iter().flat_map(|g| g.requests.clone()).collect(),
+        groups,
+    }))
+}
+
+/// A grant or a request.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ConsentView {
+    Grant(GrantView),
+    Request(RequestView),
+}
+
+#[derive(Serialize)]
+struct ConsentAnswer {
+    success: bool,
+    consent: ConsentView,
 }
 
 /// One grant or request, to its patient or its doctor only.
@@ -362,16 +474,17 @@ async fn one(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ConsentAnswer>> {
     let id = consent_id(&id)?;
     let now = state.now_ms();
     let consent = match state.flows.consent(auth.account(), id).await? {
-        Consent::Grant(g) => {
-            serde_json::to_value(grant_view(&g, None, now)).map_err(ApiError::internal)?
-        }
-        Consent::Request(q) => request_view(&q, now),
+        Consent::Grant(g) => ConsentView::Grant(grant_view(&g, None, now)),
+        Consent::Request(q) => ConsentView::Request(request_view(&q, now)),
     };
-    Ok(Json(json!({"success": true, "consent": consent})))
+    Ok(Json(ConsentAnswer {
+        success: true,
+        consent,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -466,13 +579,22 @@ struct SignBody {
     signature: Option<String>,
 }
 
+/// What a signed envelope did: the answer of the action that prepared it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SignedAnswer {
+    Record(RecordAdded),
+    Grant(GrantAnswer),
+    Tx(TxAnswer),
+}
+
 /// The device signature of a prepared envelope; answers what the action answers.
 async fn sign(
     State(state): State<AppState>,
     auth: Authed,
     Path(prepared): Path<String>,
     ApiJson(body): ApiJson<SignBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SignedAnswer>> {
     let text = required("signature", body.signature, 128)?;
     let mut signature = [0u8; 64];
     hex::decode_to_slice(&text, &mut signature)
@@ -482,17 +604,12 @@ async fn sign(
         .sign_prepared(auth.account(), &prepared, signature)
         .await?;
     Ok(Json(match outcome {
-        Signed::Record(r) => json!({
-            "success": true,
-            "message": "Record added to batch",
-            "txId": hex::encode(r.tx),
-            "consentHash": hex::encode(r.grant),
+        Signed::Record(r) => SignedAnswer::Record(RecordAdded::from(r)),
+        Signed::Grant { grant, expires_ms } => SignedAnswer::Grant(GrantAnswer {
+            success: true,
+            grant_tx_id: hex::encode(grant),
+            expires_at: expires_ms,
         }),
-        Signed::Grant { grant, expires_ms } => json!({
-            "success": true,
-            "grantTxId": hex::encode(grant),
-            "expiresAt": expires_ms,
-        }),
-        Signed::Submitted { tx } => json!({"success": true, "txId": hex::encode(tx)}),
+        Signed::Submitted { tx } => SignedAnswer::Tx(TxAnswer::new(tx)),
     }))
 }

@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 use axum::extract::Path;
 use axum::response::Response;
 use ledger::tx::AskWhat;
-use serde_json::{Value, json};
 
-use super::consent::{answer, who_of};
+use super::consent::{TxAnswer, answer, who_of};
 use super::extract::{ApiJson, Authed, required};
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{KeyAdded, Signing, parse_key};
@@ -176,31 +175,54 @@ async fn add_key(
     }))
 }
 
+/// A pending ask as the person's page shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AskJson {
+    id: String,
+    /// The six digits the person types to approve it.
+    code: String,
+    /// The asking hospital.
+    hospital: String,
+    /// `link` (serve this person) or `key` (a key its page made).
+    what: &'static str,
+    public_key: Option<String>,
+    expires_ms: u64,
+}
+
+#[derive(Serialize)]
+struct AsksAnswer {
+    success: bool,
+    asks: Vec<AskJson>,
+}
+
 /// The signed-in person's pending asks: a hospital that wants to serve them, or a page that
 /// made a key for them, each with its six-digit code.
-async fn asks(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
-    let asks: Vec<Value> = state
+async fn asks(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<AsksAnswer>> {
+    let asks = state
         .flows
         .asks(auth.account())
         .await?
         .into_iter()
         .map(|a| {
-            let hospital = state.flows.hospital(a.row.validator);
-            let (what, key) = match &a.row.what {
+            let (what, public_key) = match &a.row.what {
                 AskWhat::Link => ("link", None),
                 AskWhat::Key(k) => ("key", Some(hex::encode(k.key))),
             };
-            json!({
-                "id": hex::encode(a.row.id),
-                "code": a.code,
-                "hospital": hospital,
-                "what": what,
-                "publicKey": key,
-                "expiresMs": a.row.expires_ms,
-            })
+            AskJson {
+                id: hex::encode(a.row.id),
+                code: a.code,
+                hospital: state.flows.hospital(a.row.validator),
+                what,
+                public_key,
+                expires_ms: a.row.expires_ms,
+            }
         })
         .collect();
-    Ok(Json(json!({"success": true, "asks": asks})))
+    Ok(Json(AsksAnswer {
+        success: true,
+        asks,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -221,7 +243,7 @@ async fn approve_ask(
     let who = who_of(body.device_public_key)?;
     let outcome = state.flows.approve_ask(auth.account(), who, &code).await?;
     Ok(answer(match outcome {
-        Signing::Done(tx) => Signing::Done(json!({"success": true, "txId": hex::encode(tx)})),
+        Signing::Done(tx) => Signing::Done(TxAnswer::new(tx)),
         Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
     }))
 }
@@ -244,7 +266,7 @@ async fn revoke_key(
     let who = who_of(body.device_public_key)?;
     let outcome = state.flows.revoke_key(auth.account(), who, key).await?;
     Ok(answer(match outcome {
-        Signing::Done(tx) => Signing::Done(json!({"success": true, "txId": hex::encode(tx)})),
+        Signing::Done(tx) => Signing::Done(TxAnswer::new(tx)),
         Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
     }))
 }

@@ -8,7 +8,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger::tx::{Attested, RecordBody, SignerKind};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, required};
@@ -308,11 +307,17 @@ struct AccessJson {
     served_by: String,
 }
 
+#[derive(Serialize)]
+struct AccessLogAnswer {
+    success: bool,
+    entries: Vec<AccessJson>,
+}
+
 /// Who read the signed-in patient's records and at which hospital, newest first.
 async fn access_log(
     State(state): State<AppState>,
     Patient(patient): Patient,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AccessLogAnswer>> {
     let entries: Vec<AccessJson> = state
         .flows
         .access_log(&patient)
@@ -329,5 +334,8 @@ async fn access_log(
             served_by: state.flows.hospital(a.serving),
         })
         .collect();
-    Ok(Json(json!({"success": true, "entries": entries})))
+    Ok(Json(AccessLogAnswer {
+        success: true,
+        entries,
+    }))
 }

@@ -369,6 +369,8 @@ impl TestApp {
             return (s, b);
         }
         assert_eq!(b["signatureNeeded"], true, "{b}");
+        assert!(b["tx"]["kind"].is_string() && b["tx"]["meta"].is_object(), "{b}");
+        assert!(b["tx"]["body"].is_string(), "{b}");
         let bytes = hex::decode(b["signingBytes"].as_str().unwrap()).unwrap();
         let genesis = self.state.flows.here().genesis_hash;
         assert!(bytes.starts_with(b"medchain/tx/v2"), "the tag");
