@@ -369,7 +369,10 @@ impl TestApp {
             return (s, b);
         }
         assert_eq!(b["signatureNeeded"], true, "{b}");
-        assert!(b["tx"]["kind"].is_string() && b["tx"]["meta"].is_object(), "{b}");
+        assert!(
+            b["tx"]["kind"].is_string() && b["tx"]["meta"].is_object(),
+            "{b}"
+        );
         assert!(b["tx"]["body"].is_string(), "{b}");
         let bytes = hex::decode(b["signingBytes"].as_str().unwrap()).unwrap();
         let genesis = self.state.flows.here().genesis_hash;
