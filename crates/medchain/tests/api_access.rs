@@ -467,3 +467,55 @@ async fn blocks_paging_status_and_tx_status() {
     assert!(s["height"].as_u64().unwrap() >= 3);
     assert_eq!(s["batch_window_ms"], 600_000);
 }
+
+/// A doctor's device key signs a record (two steps: the envelope, then its signature): the
+/// chain shows it signed on the doctor's device, with the key's origin.
+#[tokio::test]
+async fn a_doctors_device_key_signs_a_record() {
+    let t = common::start(common::manual_timing()).await;
+    let w = everyone(&t).await;
+    let device = t.add_device(&w.d1).await;
+    let otp = code_for(&t, &w.d1, "p001").await;
+    let body = json!({"patientId": "p001", "otp": otp,
+        "medical_data": {"diagnosis": "Signed on a device", "prescription": "Rest"}});
+    // Another login cannot sign the doctor's envelope.
+    let mut with_key = body.clone();
+    with_key["devicePublicKey"] = json!(device.public_hex());
+    let (s, b) = t.post(&w.d1, "/api/add_record", with_key).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["tx"]["kind"], "add_record");
+    let prepared = b["preparedId"].as_str().unwrap().to_string();
+    let (s, _) = t
+        .post(
+            &w.d2,
+            &format!("/api/sign/{prepared}"),
+            json!({"signature": "00".repeat(64)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A signature by another key does not verify.
+    let (s, b) = t
+        .post(
+            &w.d1,
+            &format!("/api/sign/{prepared}"),
+            json!({"signature": "00".repeat(64)}),
+        )
+        .await;
+    assert_eq!(s, BAD, "{b}");
+    // The device signs.
+    let (s, b) = t.post_signed(&w.d1, &device, "/api/add_record", body).await;
+    assert_eq!(s, OK, "{b}");
+    assert_eq!(b["message"], "Record added to batch");
+    t.post(&w.d1, "/api/validate", json!({})).await;
+    let (_, b) = t.post(&w.p1, "/api/patient_records", json!({})).await;
+    let record = b["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["diagnosis"] == "Signed on a device")
+        .unwrap_or_else(|| panic!("{b}"))
+        .clone();
+    assert_eq!(record["signerKind"], "device");
+    assert_eq!(record["origin"], "hospital");
+    assert_eq!(record["doctor_id"], "d001");
+}

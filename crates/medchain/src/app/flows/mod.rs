@@ -516,7 +516,14 @@ impl Flows {
         let action = Action::parse(&prepared.action)
             .ok_or_else(|| FlowError::Invalid("Unknown prepared action".into()))?;
         let outcome = match action {
-            Action::AddRecord => Signed::Record(self.submit_record(tx).await?),
+            Action::AddRecord => {
+                // The grant may have been used or revoked, or come near its end, meanwhile.
+                if let Meta::AddRecord(record) = tx.meta() {
+                    self.usable_write_grant(record.grant, record.patient, record.doctor)
+                        .await?;
+                }
+                Signed::Record(self.submit_record(tx).await?)
+            }
             Action::Grant => {
                 let (grant, expires_ms) = self.submit_grant(tx).await?;
                 Signed::Grant { grant, expires_ms }

@@ -133,7 +133,7 @@ impl Flows {
     /// The seed's checks of a write grant, by this node's clock and reservations: one for
     /// this pair, not used, not held by a record pending here, not revoked, at least
     /// [`GRANT_MARGIN_MS`] left.
-    async fn usable_write_grant(
+    pub(super) async fn usable_write_grant(
         &self,
         grant: TxId,
         patient: PersonId,
