@@ -44,8 +44,9 @@ pub fn entry_hash(entry: &Entry) -> Hash {
 pub struct BlockHeader {
     pub height: u64,
     pub prev_hash: Hash,
-    /// The latest timestamp of the block's entries (0 for an empty block): a pure function
-    /// of the proposal, so every replica computes the same digest without reading a clock.
+    /// The block time: the time its primary proposed (`pbft::Proposal::time_ms`), which the
+    /// backups checked against their clocks (pbft's crate docs, "Block time"). Part of the
+    /// proposal, so every replica computes the same digest without reading a clock.
     pub timestamp_ms: u64,
     /// The view in which the block was first proposed.
     pub view: u64,
@@ -83,21 +84,28 @@ impl BlockHeader {
         }
     }
 
-    /// The header a proposal becomes.
+    /// The header a proposal becomes: its block time is the proposal's, so the digest (the
+    /// block hash) covers it.
     pub fn from_proposal(p: &pbft::Proposal) -> Self {
-        BlockHeader::build(p.seq, p.view, p.proposer, p.prev, &p.requests)
+        BlockHeader {
+            timestamp_ms: p.time_ms,
+            ..BlockHeader::build(p.seq, p.view, p.proposer, p.prev, &p.requests)
+        }
     }
 
-    /// The header that `entries` give this header's height, view, proposer and previous hash:
-    /// equal to `self` exactly when its Merkle root and timestamp are those of `entries`.
+    /// The header that `entries` give this header's height, view, proposer, previous hash and
+    /// block time: equal to `self` exactly when its Merkle root is that of `entries`.
     pub fn rebuilt<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) -> Self {
-        BlockHeader::build(
-            self.height,
-            self.view,
-            self.proposer,
-            self.prev_hash,
-            entries,
-        )
+        BlockHeader {
+            timestamp_ms: self.timestamp_ms,
+            ..BlockHeader::build(
+                self.height,
+                self.view,
+                self.proposer,
+                self.prev_hash,
+                entries,
+            )
+        }
     }
 
     /// SHA-256 of the borsh bytes of the header: the block hash.
@@ -263,6 +271,7 @@ mod tests {
             view: 1,
             proposer: 1,
             prev: [9; 32],
+            time_ms: 1_000 + n,
             requests: (0..n).map(|i| tx(i).to_request()).collect(),
         }
     }
@@ -285,8 +294,7 @@ mod tests {
             assert_eq!(block.header.view, 1);
             assert_eq!(block.header.prev_hash, [9; 32]);
             assert_eq!(block.header, block.header.rebuilt(&block.entries));
-            let expected_ts = (0..n).map(|i| tx(i).timestamp_ms).max().unwrap_or(0);
-            assert_eq!(block.header.timestamp_ms, expected_ts);
+            assert_eq!(block.header.timestamp_ms, 1_000 + n, "the proposal's time");
             assert_eq!(block.certificate.view, 2);
             assert_eq!(
                 Block::from_bytes(&block.to_bytes()).expect("decodes"),

@@ -4,3 +4,6 @@
 pub mod app;
 pub mod http;
 pub mod web;
+
+/// The clock the validators go by (`node::Clock`), for the HTTP layer to share with them.
+pub use node::Clock;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ledger::crypto::SigningKey;
 use ledger::{Block, Checked, Hash, SignedTransaction, Store, Transaction};
@@ -14,6 +14,7 @@ use rand::RngCore;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
 use crate::local_store::LocalStore;
@@ -89,6 +90,8 @@ pub(crate) struct Runtime {
     pub transport: Box<dyn Transport>,
     pub inbox: Receiver<Event>,
     pub tick: Duration,
+    /// Read at every tick (the replica's clock) and for accepted transactions' timestamps.
+    pub clock: Clock,
     pub shared: Arc<Shared>,
     pub metrics: Metrics,
     cut_waiters: Vec<CutWaiter>,
@@ -110,13 +113,6 @@ pub(crate) struct Runtime {
     recovering: bool,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Runtime {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -130,6 +126,7 @@ impl Runtime {
         transport: Box<dyn Transport>,
         inbox: Receiver<Event>,
         timing: &Timing,
+        clock: Clock,
         shared: Arc<Shared>,
         metrics: Metrics,
     ) -> Self {
@@ -145,6 +142,7 @@ impl Runtime {
             transport,
             inbox,
             tick: timing.tick(),
+            clock,
             shared,
             metrics,
             cut_waiters: Vec::new(),
@@ -250,8 +248,11 @@ impl Runtime {
         if !submits.is_empty() {
             self.accept(submits, &mut actions)?;
         }
-        for _ in 0..ticks {
-            self.step(Input::Tick, &mut actions);
+        if ticks > 0 {
+            let now_ms = self.clock.now_ms();
+            for _ in 0..ticks {
+                self.step(Input::Tick { now_ms }, &mut actions);
+            }
         }
         self.execute(std::mem::take(&mut actions))?;
         let (head, _) = self.chain.head();
@@ -281,7 +282,7 @@ impl Runtime {
         submits: Vec<(Transaction, oneshot::Sender<Result<Hash, NodeError>>)>,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
-        let timestamp_ms = now_ms();
+        let timestamp_ms = self.clock.now_ms();
         let mut signed = Vec::with_capacity(submits.len());
         let mut replies = Vec::with_capacity(submits.len());
         // One system call for every nonce of the batch rather than one per transaction.
@@ -497,6 +498,7 @@ impl Runtime {
     ) -> Result<(), NodeError> {
         let mut applied = 0;
         let mut request_ids = Vec::new();
+        let mut head_time_ms = 0;
         for block in blocks {
             let (head, head_hash) = self.chain.head();
             if block.header.height <= head {
@@ -521,6 +523,7 @@ impl Runtime {
             self.chain.append_block(block, &contents)?;
             self.note_invalid(block, &contents);
             request_ids.extend(self.on_committed_block(block, block.ids().collect()));
+            head_time_ms = block.header.timestamp_ms;
             applied += 1;
         }
         let (head, hash) = self.chain.head();
@@ -530,6 +533,7 @@ impl Runtime {
                 Input::StateTransferred {
                     seq: head,
                     digest: hash,
+                    time_ms: head_time_ms,
                     request_ids,
                 },
                 actions,
