@@ -134,6 +134,9 @@ pub struct Replica {
     /// Primary only: the next sequence number to assign and the digest it chains to.
     pub(crate) next_seq: SeqNo,
     pub(crate) last_proposed: Digest,
+    /// Primary only: an [`Input::Cut`] came while the block time had to wait for the clock;
+    /// honoured once it can propose.
+    pub(crate) cut_waiting: bool,
 
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
     /// Arrival order of pending requests, for fair batching (lazily cleaned).
@@ -216,6 +219,7 @@ impl Replica {
             prepared_certs: BTreeMap::new(),
             next_seq: 1,
             last_proposed: genesis,
+            cut_waiting: false,
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
             arrivals: VecDeque::new(),
@@ -831,8 +835,11 @@ impl Replica {
                 return;
             }
             let Some(time_ms) = self.proposal_time() else {
-                return; // waits for its clock (the τ/2 margin) or for the time before
+                // Waits for its clock (the τ/2 margin) or for the time before.
+                self.cut_waiting |= cut;
+                return;
             };
+            let cut = cut || self.cut_waiting;
             while let Some(id) = self.queue.front() {
                 if self.pending.contains_key(id) && !self.in_log.contains_key(id) {
                     break;
@@ -840,6 +847,7 @@ impl Replica {
                 self.queue.pop_front();
             }
             let Some(oldest) = self.queue.front() else {
+                self.cut_waiting = false; // nothing left that the cut was for
                 return;
             };
             let waited = self.now - self.pending[oldest].since;
@@ -867,6 +875,7 @@ impl Replica {
             {
                 return;
             }
+            self.cut_waiting = false;
             self.propose(batch, time_ms, actions);
         }
     }
