@@ -4,6 +4,3 @@
 pub mod app;
 pub mod http;
 pub mod web;
-
-/// The clock the validators go by (`node::Clock`), for the HTTP layer to share with them.
-pub use node::Clock;

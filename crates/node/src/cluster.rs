@@ -43,7 +43,9 @@ impl Cluster {
     }
 
     /// As [`Cluster::open_with`], every validator going by `clock` (a test's manual clock),
-    /// which [`Cluster::clock`] hands on to the HTTP layer.
+    /// which [`Cluster::clock`] hands on to the HTTP layer. The clock must not read earlier than
+    /// the genesis's time minus τ/2 (a new genesis takes the system clock's time): the first
+    /// block's time must be later than the genesis's, and its primary waits for the clock.
     pub fn open_with_clock(
         data_dir: &Path,
         timing: Timing,
