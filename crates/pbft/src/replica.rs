@@ -976,8 +976,8 @@ impl Replica {
     }
 
     /// The block time this replica holds for `seq`: the executed head's, or that of the
-    /// pre-prepare it accepted there. `None` below the head (those blocks are executed) and
-    /// for a stable checkpoint above it.
+    /// pre-prepare it holds there. `None` where it holds neither: below the head once the slot
+    /// is gone (those blocks are executed), and at a stable checkpoint above the head.
     pub(crate) fn time_at(&self, seq: SeqNo) -> Option<u64> {
         if seq == self.last_executed.0 {
             return Some(self.head_time_ms);
