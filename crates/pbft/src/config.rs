@@ -13,6 +13,9 @@ pub enum PlantedBug {
     /// View-changes carry no prepared certificates (§4.4's P set forgotten), so a new primary
     /// may re-assign sequence numbers that already committed.
     ForgetPreparedOnViewChange,
+    /// Backups check no block time (crate docs, "Block time"): a faulty primary's times go
+    /// into the chain, backwards or an hour ahead.
+    IgnoreBlockTime,
 }
 
 /// τ by default: 2 s, well above the skew of clocks kept by NTP and a LAN's message delay.

@@ -994,6 +994,9 @@ impl Replica {
     /// equal one is Byzantine. Passes when that time is unknown ([`Replica::withholds_prepare`]
     /// then holds the prepare back).
     pub(crate) fn check_time_increases(&self, proposal: &Proposal) -> Result<(), ProtocolError> {
+        if self.ignores_block_time() {
+            return Ok(());
+        }
         match self.time_at(proposal.seq - 1) {
             Some(previous_ms) if proposal.time_ms <= previous_ms => {
                 Err(ProtocolError::BlockTimeNotIncreasing {
@@ -1011,8 +1014,20 @@ impl Replica {
     /// was made). Otherwise it keeps the pre-prepare but sends no prepare; if 2f other backups
     /// prepare anyway, f+1 correct replicas found the time fine and it goes on to commit.
     pub(crate) fn withholds_prepare(&self, proposal: &Proposal) -> bool {
+        if self.ignores_block_time() {
+            return false;
+        }
         self.time_at(proposal.seq - 1).is_none()
             || proposal.time_ms.abs_diff(self.clock_ms) > self.cfg.block_time_tolerance_ms
+    }
+
+    /// The planted bug that turns both block-time checks off (the simulator must catch it).
+    fn ignores_block_time(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bug == Some(crate::config::PlantedBug::IgnoreBlockTime) {
+            return true;
+        }
+        false
     }
 
     /// Marks abandoned every slot above the executed head from the first whose pre-prepare

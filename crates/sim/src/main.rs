@@ -30,7 +30,8 @@ struct Args {
     /// Print every step of the run (use with --seed).
     #[arg(long)]
     trace: bool,
-    /// Plant a bug to see the simulator catch it: "commit-2f" or "forget-prepared".
+    /// Plant a bug to see the simulator catch it: "commit-2f", "forget-prepared" or
+    /// "ignore-block-time".
     #[arg(long)]
     planted_bug: Option<String>,
     /// Turn off the application's check of each block's certificate size, so that only the
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
         None => None,
         Some("commit-2f") => Some(pbft::PlantedBug::CommitWithTwoF),
         Some("forget-prepared") => Some(pbft::PlantedBug::ForgetPreparedOnViewChange),
+        Some("ignore-block-time") => Some(pbft::PlantedBug::IgnoreBlockTime),
         Some(other) => {
             eprintln!("unknown planted bug {other:?}");
             return ExitCode::FAILURE;

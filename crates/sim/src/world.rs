@@ -110,6 +110,7 @@ impl RunConfig {
             Some(PlantedBug::ForgetPreparedOnViewChange) => {
                 cmd.push_str(" --planted-bug forget-prepared")
             }
+            Some(PlantedBug::IgnoreBlockTime) => cmd.push_str(" --planted-bug ignore-block-time"),
             None => {}
         }
         if !self.certificate_check {
