@@ -898,6 +898,7 @@ mod tests {
             view: 0,
             proposer: 0,
             prev,
+            time_ms: seq,
             requests: Vec::new(),
         };
         let mut prev = [0; 32];

@@ -129,6 +129,7 @@ fn placeholder(_: &Digest, seq: SeqNo) -> Result<Arc<Proposal>, NodeError> {
         view: 0,
         proposer: 0,
         prev: [0; 32],
+        time_ms: 0,
         requests: Vec::new(),
     }))
 }
@@ -450,6 +451,7 @@ mod tests {
             view: 0,
             proposer: 0,
             prev: [seq as u8; 32],
+            time_ms: seq,
             requests: vec![pbft::Request {
                 id: [seq as u8 + 100; 32],
                 timestamp_ms: seq,

@@ -333,6 +333,7 @@ mod tests {
             view: 0,
             proposer: 0,
             prev: net.genesis.hash(),
+            time_ms: net.genesis.created_at_ms() + 1,
             requests,
         };
         PrePrepare {

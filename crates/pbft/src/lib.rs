@@ -46,10 +46,10 @@
 //! 5. **State transfer.** On [`Action::FetchState`], fetch from `peers` (any of them, or
 //!    others) the committed blocks after the ledger head up to at least `seq`, verify each
 //!    block's certificate and `prev` link, apply them, then input
-//!    [`Input::StateTransferred`] with the new head and the applied request ids. If it cannot
-//!    be served, do nothing: the replica asks again.
-//! 6. **Restart.** Hand [`Replica::new`] the ledger head and the durable records in the order
-//!    they were persisted. Records may be pruned with [`Durable::compact`] (or the same rule
+//!    [`Input::StateTransferred`] with the new head, its block time and the applied request
+//!    ids. If it cannot be served, do nothing: the replica asks again.
+//! 6. **Restart.** Hand [`Replica::new`] the ledger head (with its block time), the clock,
+//!    and the durable records in the order they were persisted. Records may be pruned with [`Durable::compact`] (or the same rule
 //!    in SQL: keep the last view record, the latest stable checkpoint, and pre-prepares of the
 //!    last view and highest-view prepared certificates above it). Requests pending before the
 //!    crash are lost from the replica; the node's mempool re-submits them. If the records may
@@ -71,13 +71,16 @@
 //!     restarts bring blocks it never saw commit), so it fills in its own last executed
 //!     sequence number with no proof, which the querier refuses. The chain's head may lag the
 //!     replica's or lead it: either is a true, certified claim.
+//! 11. **Pass the clock.** Every [`Input::Tick`] carries the caller's clock (`now_ms`, ms since
+//!     the Unix epoch); see "Block time" below.
 //!
 //! # Changes to the original message contract
 //!
 //! - [`PreparedCertificate::pre_prepare`] and [`NewView::pre_prepares`] are unsigned
 //!   [`PrePrepare`]s (the 2f backup prepares prove the former; the new-view's signature covers
 //!   the latter), because the core cannot sign the O set it builds.
-//! - [`Input::StateTransferred`] carries the applied request ids.
+//! - [`Input::StateTransferred`] carries the applied request ids and the head's block time.
+//! - [`Proposal::time_ms`], the block time, and [`Input::Tick`]'s `now_ms` (below).
 //! - [`Durable`] has `ViewChange`, `PrePrepare`, `Prepared` and `StableCheckpoint` records
 //!   besides `View`.
 //! - A [`Checkpoint`] message at a sequence number that is not a multiple of K is a status
@@ -114,6 +117,41 @@
 //!   contradicts its execution) raises an [`Alarm`] and is recovered from where possible
 //!   (state transfer, the next view), never a panic.
 //! - Recovery from lost state replaces proactive recovery (TOCS'02 §4.3.2), see below.
+//! - Each proposal carries a block time that backups check against their clocks before they
+//!   prepare (below).
+//!
+//! # Block time
+//!
+//! The application judges expiries at the block's time, so every replica must see the same
+//! one: the primary chooses it and the three phases make the replicas agree on it, as OSDI'99
+//! §4.6 (non-determinism) does for a value only the primary can choose. There the replicas
+//! must be able to judge a value by themselves; here a backup judges a block time, before it
+//! prepares, by its own clock (the caller's, passed in every [`Input::Tick`]; the core reads
+//! none). τ is [`Config::block_time_tolerance_ms`].
+//!
+//! - **The primary** proposes `time_ms = max(clock, prev + 1)`, with `prev` the time of the
+//!   proposal at `seq - 1`, and waits (proposes nothing yet) while `prev + 1 > clock + τ/2`.
+//!   So its proposals are never more than τ/2 ahead of its clock: right after a faulty
+//!   primary pushed `prev` towards +τ, the next correct one waits instead of proposing a time
+//!   that backups with slower clocks would refuse (and replacing it).
+//! - **A backup**, once it holds the proposal at `seq - 1` (or that is its executed head),
+//!   refuses a pre-prepare whose time is not later than that one's
+//!   ([`ProtocolError::BlockTimeNotIncreasing`]: no correct primary sends it). It keeps a
+//!   pre-prepare whose time is more than τ from its clock but withholds its prepare
+//!   ([`LogStats::withheld_prepares`]); if 2f other backups prepare anyway, it commits and
+//!   executes with them. A time wrong for everyone commits nowhere, and the view changes.
+//! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
+//!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
+//!   (the O set has no null requests before its last entry, so no unchecked time enters).
+//!
+//! The bound this gives (n = 3f+1, correct clocks within ε of real time): a committed block
+//! has its primary's pre-prepare and 2f backup prepares. If the primary is correct, the time
+//! is within τ/2 of its clock; if not, at most f-1 preparing backups are faulty, so f+1 correct
+//! ones each found it within τ of theirs. So **every committed block's time is within τ + ε of
+//! a real instant at which a correct validator accepted or proposed it**, and later than the
+//! block before. The error does not accumulate: each block is checked against clocks, not
+//! against the block before. Liveness needs message delay plus clock skew below τ/2 between
+//! the primary and 2f correct backups.
 //!
 //! # Recovering from lost state
 //!
@@ -195,7 +233,9 @@ mod view_change;
 
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
-pub use config::{Config, ProtocolError, Restored, max_faulty, quorum};
+pub use config::{
+    Config, DEFAULT_BLOCK_TIME_TOLERANCE_MS, ProtocolError, Restored, max_faulty, quorum,
+};
 pub use durable::Durable;
 pub use io::{Action, Alarm, Input};
 pub use message::*;

@@ -383,6 +383,7 @@ mod tests {
                 view: 2,
                 proposer: 2,
                 prev: [0; 32],
+                time_ms: 1,
                 requests: Vec::new(),
             }),
         };

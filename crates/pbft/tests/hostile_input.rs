@@ -153,7 +153,7 @@ fn restart_never_contradicts_persisted_records() {
         Restored {
             last_executed: (0, GENESIS),
             durable,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     step(&mut p, Input::Request(request(2)));
@@ -177,7 +177,7 @@ fn restart_never_contradicts_persisted_records() {
         Restored {
             last_executed: (0, GENESIS),
             durable,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     let other = pre_prepare(1, 0, GENESIS, vec![request(9)]);

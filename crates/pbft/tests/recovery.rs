@@ -35,6 +35,9 @@ fn amnesia(c: &mut Cluster, id: ReplicaId, last_executed: (SeqNo, Digest)) {
         config(id, 4),
         Restored {
             last_executed,
+            // Block times are sequence numbers in these tests (`common::proposal`).
+            head_time_ms: last_executed.0,
+            now_ms: 0,
             durable: Vec::new(),
             recovering: true,
             nonce: 0x5eed,
@@ -170,7 +173,7 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
             Restored {
                 durable,
                 nonce: 9,
-                ..Restored::genesis(GENESIS)
+                ..Restored::genesis(GENESIS, 0, 0)
             },
         )
     };
@@ -190,9 +193,9 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
     // A restart mid-query asks again, with this start's nonce.
     let mut q = start(querying);
     assert!(
-        step(&mut q, Input::Tick).contains(&Action::Broadcast(Message::RecoveryQuery(
-            RecoveryQuery { nonce: 9 }
-        )))
+        step(&mut q, Input::Tick { now_ms: 0 }).contains(&Action::Broadcast(
+            Message::RecoveryQuery(RecoveryQuery { nonce: 9 })
+        ))
     );
     // An answer to another nonce or querier is refused.
     let answer = RecoveryAnswer {
@@ -227,7 +230,7 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
         Restored {
             last_executed: (8, [8; 32]),
             durable: met,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     assert!(!r.is_recovering());
@@ -240,10 +243,10 @@ fn querier() -> Replica {
         Restored {
             recovering: true,
             nonce: 9,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
-    step(&mut q, Input::Tick);
+    step(&mut q, Input::Tick { now_ms: 0 });
     q
 }
 

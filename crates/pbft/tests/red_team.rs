@@ -28,6 +28,8 @@ fn recovering_replica_rejoins_despite(lie: impl Fn(&mut RecoveryAnswer) + 'stati
         config(6, n),
         Restored {
             last_executed: head,
+            head_time_ms: head.0,
+            now_ms: 0,
             durable: Vec::new(),
             recovering: true,
             nonce: 77,

@@ -40,12 +40,23 @@ pub enum Event {
     SlowNetworkEnds,
 }
 
-/// A replica's clock: `rate.0` ticks every `rate.1` ticks of the world.
+/// A replica's clock: `rate.0` ticks every `rate.1` ticks of the world (its timers run fast or
+/// slow), and a wall clock ([`Clock::offset_ms`]) off real time by an amount that goes with the
+/// rate. The wall clock is real time plus a constant offset, not the count of its ticks: NTP
+/// keeps a validator's wall clock within ε of real time however fast its timers run, and a
+/// drifting clock would leave the block-time tolerance in a long run.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     pub rate: (u32, u32),
     carry: u32,
 }
+
+/// The wall clock's offset (ms) per unit of rate away from 1: rates 1/2, 1, 3/2 and 2 give
+/// -200, 0, +200 and +400 ms, a 600 ms spread, well within τ/2 (1 s) with the network delay.
+pub const SKEW_MS_PER_RATE: i64 = 400;
+
+/// The largest offset of an honest replica's wall clock from real time (rate 2).
+pub const MAX_HONEST_SKEW_MS: u64 = SKEW_MS_PER_RATE as u64;
 
 impl Default for Clock {
     fn default() -> Self {
@@ -57,6 +68,11 @@ impl Default for Clock {
 }
 
 impl Clock {
+    /// How far this replica's wall clock is off real time (ms).
+    pub fn offset_ms(&self) -> i64 {
+        SKEW_MS_PER_RATE * i64::from(self.rate.0) / i64::from(self.rate.1) - SKEW_MS_PER_RATE
+    }
+
     /// Ticks of this replica during one tick of the world.
     pub fn advance(&mut self) -> u32 {
         self.carry += self.rate.0;
@@ -379,6 +395,7 @@ impl World {
         // A replica that lost its durable state may have voted before: it restarts recovering
         // (the node knows this from the marker `init` writes beside its key).
         let nonce = self.rng.r#gen::<u64>();
+        let now_ms = self.clock_ms(id);
         let others_view = (0..self.n)
             .filter(|o| *o != id)
             .filter_map(|o| self.nodes[o as usize].replica.as_ref().map(|r| r.view()))
@@ -393,6 +410,8 @@ impl World {
         }
         let restored = Restored {
             last_executed: node.app.head(),
+            head_time_ms: node.app.head_time_ms(),
+            now_ms,
             durable: node.durable.clone(),
             recovering: node.amnesia > 0 && node.durable.is_empty(),
             nonce,

@@ -8,7 +8,6 @@ pub mod error;
 pub mod extract;
 mod records;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,33 +30,9 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
      img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'self'";
 
-/// Where the time comes from: the system clock, or a hand-moved one for tests.
-#[derive(Clone, Default)]
-pub enum Clock {
-    #[default]
-    System,
-    Manual(Arc<AtomicU64>),
-}
-
-impl Clock {
-    pub fn manual(start_ms: u64) -> Self {
-        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        match self {
-            Clock::System => crate::app::now_ms(),
-            Clock::Manual(t) => t.load(Ordering::SeqCst),
-        }
-    }
-
-    /// Moves a manual clock forward (no effect on the system clock).
-    pub fn advance_ms(&self, ms: u64) {
-        if let Clock::Manual(t) = self {
-            t.fetch_add(ms, Ordering::SeqCst);
-        }
-    }
-}
+/// Where the time comes from: the system clock, or a hand-moved one for tests. The validators'
+/// own clock type, so that the HTTP layer and an embedded cluster can share one.
+pub use node::Clock;
 
 /// Options of the HTTP layer.
 #[derive(Clone, Debug, Default)]

@@ -28,6 +28,7 @@ pub mod lie_in_recovery;
 pub mod oversized_batch;
 pub mod replay;
 pub mod silent;
+pub mod skewed_clock;
 pub mod stale_view;
 pub mod substitute_payload;
 pub mod withhold_commits;
@@ -53,10 +54,11 @@ pub enum Behavior {
     OversizedBatch,
     Censor,
     LieInRecovery,
+    SkewedClock,
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 17] = [
+    pub const ALL: [Behavior; 18] = [
         Behavior::Equivocate,
         Behavior::Silent,
         Behavior::WrongDigest,
@@ -74,6 +76,7 @@ impl Behavior {
         Behavior::OversizedBatch,
         Behavior::Censor,
         Behavior::LieInRecovery,
+        Behavior::SkewedClock,
     ];
 
     /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
@@ -99,6 +102,7 @@ impl Behavior {
             Behavior::OversizedBatch => "oversized-batch",
             Behavior::Censor => "censor",
             Behavior::LieInRecovery => "lie-in-recovery",
+            Behavior::SkewedClock => "skewed-clock",
         }
     }
 
@@ -142,6 +146,9 @@ impl Behavior {
             Behavior::LieInRecovery => {
                 "answers recovery queries with inflated executions or views, forged or short certificates (finding 2)"
             }
+            Behavior::SkewedClock => {
+                "block times an hour or about τ ahead of real time (its clock), or as far behind (rewritten)"
+            }
         }
     }
 }
@@ -175,6 +182,9 @@ pub struct Plot {
     pub isolate: Option<ReplicaId>,
     /// How many more new primaries crash right after sending their new-view (finding 7).
     pub new_view_crashes: u32,
+    /// How far skewed-clock replicas are off (ms): positive, their clocks run that far ahead;
+    /// negative, their pre-prepares claim times that far behind their clocks.
+    pub clock_skew_ms: i64,
 }
 
 /// Who is Byzantine in a run of `profile`, how, and their plan: at most f replicas.
@@ -331,6 +341,11 @@ pub fn cast(
             plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
         }
         Profile::Amnesia if f >= 2 => set(0, &[Behavior::Equivocate, Behavior::LieInRecovery]),
+        Profile::BlockTime => {
+            for id in 0..f as u32 {
+                set(id, &[Behavior::SkewedClock]);
+            }
+        }
         Profile::Amnesia
         | Profile::Calm
         | Profile::Lossy
@@ -345,12 +360,30 @@ pub fn cast(
             plot.new_view_crashes = f as u32;
         }
     }
+    if behaviors
+        .iter()
+        .flatten()
+        .any(|b| *b == Behavior::SkewedClock)
+    {
+        let tolerance = crate::world::replica_config(0, n, None).block_time_tolerance_ms;
+        plot.clock_skew_ms = skewed_clock::draw_skew_ms(tolerance, rng);
+    }
     (behaviors, plot)
 }
 
 impl World {
     fn behaves(&self, id: ReplicaId, b: Behavior) -> bool {
         self.nodes[id as usize].byzantine.contains(&b)
+    }
+
+    /// How far replica `id`'s clock runs ahead because it has a skewed clock (0 otherwise, and
+    /// for a skew behind, which its pre-prepares carry instead).
+    pub(crate) fn clock_skew_ms(&self, id: ReplicaId) -> i64 {
+        if self.behaves(id, Behavior::SkewedClock) {
+            self.plot.clock_skew_ms.max(0)
+        } else {
+            0
+        }
     }
 
     fn colluders(&self) -> BTreeSet<ReplicaId> {
@@ -448,6 +481,12 @@ impl World {
                             &mut self.rng,
                         ))
                     }
+                    m => m,
+                },
+                Behavior::SkewedClock => match m {
+                    Message::PrePrepare(pp) if self.plot.clock_skew_ms < 0 => Message::PrePrepare(
+                        skewed_clock::behind(&pp, self.plot.clock_skew_ms.unsigned_abs()),
+                    ),
                     m => m,
                 },
                 Behavior::ForgeSignature
