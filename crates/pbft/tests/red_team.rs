@@ -362,3 +362,247 @@ fn red_team_restart_forgets_that_a_recovering_primary_may_have_led_its_view() {
         );
     }
 }
+
+/// A request whose payload is `bytes` long.
+fn big_request(i: u8, bytes: usize) -> Request {
+    Request {
+        payload: std::sync::Arc::from(vec![i; bytes]),
+        ..request(i)
+    }
+}
+
+/// A view-change to `new_view` from `from` whose P set holds L prepared certificates of full
+/// batches of `bytes`-byte requests (prepared in view 0 by backups 1 and 2): about
+/// L * max_batch * bytes, what a view-change after a window of large blocks carries.
+fn large_view_change(new_view: View, bytes: usize) -> ViewChange {
+    let mut prev = GENESIS;
+    let prepared = (1..=8u8)
+        .map(|seq| {
+            let requests = vec![big_request(2 * seq, bytes), big_request(2 * seq + 1, bytes)];
+            let pre_prepare = pre_prepare(u64::from(seq), 0, prev, requests);
+            prev = pre_prepare.digest;
+            let vote = vote(0, u64::from(seq), pre_prepare.digest);
+            PreparedCertificate {
+                pre_prepare,
+                prepares: vec![signed(1, vote), signed(2, vote)],
+            }
+        })
+        .collect();
+    ViewChange {
+        new_view,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: Vec::new(),
+        prepared,
+    }
+}
+
+/// BREAKS (finding 5's "bound every input, per peer", and "cannot halt"): one Byzantine
+/// validator makes a correct one build, sign and send a view-change-sized answer for every
+/// few bytes it sends. It sends one valid view-change carrying large batches (any prepared
+/// certificates of its past, 1 MiB here; up to the 256 MiB view-change frame in a real
+/// cluster); the victim keeps it as the sender's highest-view message. Then it sends tiny
+/// recovery queries, each with a fresh nonce, although it is not recovering: the victim
+/// answers every one, each answer carrying that view-change (the node clones, borsh-encodes
+/// and signs it, i.e. hashes it twice, per query) and sends it. 50 queries of about 90 bytes
+/// cost 50 MiB of answers here; a peer can send thousands per second, so one Byzantine
+/// validator pins a correct validator's thread (n = 4: with it stalled, no quorum is left).
+///
+/// Minimal fix: answer each querier at most once per `retransmit_ticks` (remember the tick of
+/// the last answer per querier; a correct querier resends its query at that interval anyway),
+/// and check in `check_shape` that a query's sender is not answered more often than that.
+#[test]
+#[ignore = "breaks: recovery queries make a correct validator resend a large view-change each"]
+fn red_team_recovery_queries_amplify_a_large_view_change() {
+    let mut victim = replica(0);
+    let vc = large_view_change(1, 64 * 1024);
+    let vc_bytes = borsh::to_vec(&vc).expect("borsh").len();
+    step(&mut victim, msg(1, Message::ViewChange(vc)));
+    let (mut in_bytes, mut out_bytes, mut answers) = (0, 0, 0);
+    for nonce in 0..50 {
+        let query = signed(1, Message::RecoveryQuery(RecoveryQuery { nonce }));
+        in_bytes += borsh::to_vec(&query).expect("borsh").len();
+        for action in step(&mut victim, Input::Message(query)) {
+            if let Action::Send {
+                to: 1,
+                message: message @ Message::RecoveryAnswer(_),
+            } = action
+            {
+                answers += 1;
+                out_bytes += borsh::to_vec(&message).expect("borsh").len();
+            }
+        }
+    }
+    assert!(
+        answers <= 1,
+        "{answers} answers ({out_bytes} bytes) to {in_bytes} bytes of queries within one \
+         tick; each carries the sender's view-change of {vc_bytes} bytes"
+    );
+}
+
+/// BREAKS (finding 5: "a message's shape is checked before its signatures"): `check_shape`
+/// passes a recovery answer that this replica cannot use, so the node verifies its signatures
+/// first (n + 1 of them, and the querier's over the whole querier message, up to the 256 MiB
+/// view-change frame: borsh-encoded, prefixed, SHA-256'd for the duplicate check, and hashed
+/// again by Ed25519) and only then does the replica refuse it. Two cases: an answer sent to a
+/// replica that asked nothing (querier = the sender itself, whose own signature is genuine:
+/// the victim pays all of it, for a message that is refused at once), and a querier message
+/// whose new-view could never be valid (no view-change inside), which only costs the
+/// recovering querier a failed signature check over it.
+///
+/// Minimal fix: in `check_shape`, refuse an answer whose querier is not this replica or whose
+/// nonce is not the open query's (`UnexpectedRecoveryAnswer`, as `step` does later), and run
+/// `validate_view_change` / `validate_new_view` on a querier message that is a view-change
+/// or new-view.
+#[test]
+#[ignore = "breaks: the shape check passes recovery answers that cannot be used"]
+fn red_team_shape_check_passes_unusable_recovery_answers() {
+    let garbage_new_view = |view| NewView {
+        view,
+        view_changes: Vec::new(),
+        pre_prepares: large_view_change(view, 64 * 1024)
+            .prepared
+            .into_iter()
+            .map(|c| c.pre_prepare)
+            .collect(),
+    };
+    // To a replica that asked nothing: the sender names itself querier and signs its own blob.
+    let bystander = replica(0);
+    let unsolicited = RecoveryAnswer {
+        nonce: 1,
+        querier: 1,
+        last_executed: 0,
+        executed_proof: Vec::new(),
+        querier_message: Some(Box::new(signed(
+            1,
+            ViewMessage::NewView(garbage_new_view(5)),
+        ))),
+    };
+    let unsolicited = bystander.check_shape(&Message::RecoveryAnswer(unsolicited));
+    // To the querier: its "own" new-view with no view-change in it.
+    let mut querier = Replica::new(
+        config(3, 4),
+        Restored {
+            recovering: true,
+            nonce: 9,
+            ..Restored::genesis(GENESIS)
+        },
+    );
+    step(&mut querier, Input::Tick);
+    let malformed = RecoveryAnswer {
+        nonce: 9,
+        querier: 3,
+        last_executed: 0,
+        executed_proof: Vec::new(),
+        querier_message: Some(Box::new(signed(
+            3,
+            ViewMessage::NewView(garbage_new_view(7)),
+        ))),
+    };
+    let malformed = querier.check_shape(&Message::RecoveryAnswer(malformed));
+    assert!(
+        unsolicited.is_err() && malformed.is_err(),
+        "check_shape: unsolicited answer {unsolicited:?}, malformed querier message {malformed:?}"
+    );
+}
+
+/// HELD (finding 2: "a faulty answerer can understate, not deflate the bound below what is
+/// safe"). n = 7, f = 2: validators 0 and 1 are Byzantine and answer 6's query first, each
+/// claiming nothing (sequence number 0, no certificate, no message of 6). With 2f+1 = 5 answers,
+/// three come from correct validators, whose certified heads set H: the bound is the true
+/// head plus L.
+#[test]
+fn red_team_held_f_understating_answerers_do_not_lower_the_bound() {
+    let n = 7;
+    let mut c = Cluster::new(n);
+    for i in 1..=5 {
+        commit_block(&mut c, i);
+    }
+    let head = c.replicas[6].last_executed();
+    assert_eq!(head.0, 5);
+    c.replicas[6] = Replica::new(
+        config(6, n),
+        Restored {
+            last_executed: (0, GENESIS),
+            durable: Vec::new(),
+            recovering: true,
+            nonce: 41,
+        },
+    );
+    c.filter = Box::new(|from, to, m| match m {
+        Message::RecoveryAnswer(a) if from <= 1 && to == 6 => {
+            Some(Message::RecoveryAnswer(RecoveryAnswer {
+                last_executed: 0,
+                executed_proof: Vec::new(),
+                querier_message: None,
+                ..a
+            }))
+        }
+        m => Some(m),
+    });
+    c.tick_all(1);
+    assert_eq!(
+        c.durable[6].last(),
+        Some(&Durable::Recovery {
+            bound: Some((0, 5 + 8))
+        })
+    );
+}
+
+/// HELD ("crash a validator with a malformed answer"): answers naming unknown replicas, with
+/// oversized or inconsistent certificates, or addressed to another querier are errors, from
+/// `check_shape` and from `step`, never a panic; none counts toward the 2f+1.
+#[test]
+fn red_team_held_malformed_recovery_answers_are_errors() {
+    let mut q = Replica::new(
+        config(3, 4),
+        Restored {
+            recovering: true,
+            nonce: 9,
+            ..Restored::genesis(GENESIS)
+        },
+    );
+    step(&mut q, Input::Tick);
+    let commit = vote(0, 4, [4; 32]);
+    let answer = |querier, proof: Vec<ReplicaId>| RecoveryAnswer {
+        nonce: 9,
+        querier,
+        last_executed: 4,
+        executed_proof: commit_votes(commit, proof.into_iter().map(|s| (s, sig(s)))),
+        querier_message: None,
+    };
+    let mut queriers_message_from_nobody = answer(3, vec![0, 1, 2]);
+    queriers_message_from_nobody.querier_message = Some(Box::new(signed(
+        u32::MAX,
+        ViewMessage::Prepare(vote(u64::MAX, u64::MAX, [0; 32])),
+    )));
+    let malformed = [
+        answer(u32::MAX, vec![0, 1, 2]),
+        answer(3, vec![0, 1, u32::MAX]),
+        answer(3, (0..1000).map(|i| i % 4).collect()),
+        answer(3, vec![0; 1000]),
+        queriers_message_from_nobody,
+    ];
+    for a in malformed {
+        let message = Message::RecoveryAnswer(a);
+        let shape = q.check_shape(&message);
+        let stepped = q.step(Input::Message(signed(0, message)), &mut Vec::new());
+        assert!(shape.is_err() || stepped.is_err(), "{shape:?} {stepped:?}");
+        assert!(stepped.is_err());
+    }
+    // None counted: 0's proper answer is not a duplicate, and it takes three.
+    let bound_in = |actions: Vec<Action>| {
+        actions.into_iter().find_map(|a| match a {
+            Action::Persist(Durable::Recovery { bound }) => bound,
+            _ => None,
+        })
+    };
+    for from in [0, 1] {
+        let proper = Message::RecoveryAnswer(answer(3, vec![0, 1, 2]));
+        assert_eq!(bound_in(step(&mut q, msg(from, proper))), None);
+    }
+    let proper = Message::RecoveryAnswer(answer(3, vec![0, 1, 2]));
+    assert_eq!(bound_in(step(&mut q, msg(2, proper))), Some((0, 4 + 8)));
+}
