@@ -251,4 +251,47 @@ mod tests {
         assert_eq!(transfer.on_answer(3, Answer::Applied, 10, now), None);
         assert!(transfer.awaits(2));
     }
+
+    /// BREAKS (finding 4: "time out, retry and rotate peers in state transfer"; the module doc:
+    /// "a Byzantine peer ... costs one timeout per claim"). A Byzantine peer answers every
+    /// `FetchBlocks` with exactly one valid block (it has the real chain), just before the
+    /// deadline. `Answer::Applied` makes it the first one asked again, so the validator that
+    /// is behind is pinned to it and catches up by one block per fetch timeout (2 s at the
+    /// default settings) while two honest peers, each able to serve 256 blocks at once, are
+    /// never asked. A validator back from a crash or a partition stays behind for as long as
+    /// the Byzantine peer likes; with n = 4, that peer then withholding its own votes halts
+    /// the cluster (the catching-up validator is not in the quorum).
+    ///
+    /// Minimal fix: rotate after every answer (`Answer::Applied => cursor = peer + 1`), or keep
+    /// the same peer only when its answer was full (reached the reply budget or the peer's
+    /// claim); either way an honest peer is asked at least every f+1 requests.
+    #[test]
+    #[ignore = "breaks: a peer that trickles one block per fetch timeout is asked forever"]
+    fn red_team_a_peer_trickling_one_block_per_timeout_is_not_asked_forever() {
+        let start = Instant::now();
+        let mut transfer = StateTransfer::new(0, 4, TIMEOUT);
+        let mut request = transfer.on_claims(&[1, 2, 3], 10_000, 0, start);
+        let (mut head, mut now, mut asked) = (0, start, Vec::new());
+        for _ in 0..30 {
+            let Some(FetchRequest { peer, from_height }) = request else {
+                break;
+            };
+            assert_eq!(from_height, head + 1);
+            asked.push(peer);
+            now += TIMEOUT - Duration::from_millis(1);
+            // Honest peers send a full reply; the Byzantine peer 1 sends one block, late.
+            head += if peer == 1 { 1 } else { 256 };
+            assert_eq!(
+                transfer.poll(head, now),
+                None,
+                "answered before the deadline"
+            );
+            request = transfer.on_answer(peer, Answer::Applied, head, now);
+        }
+        assert!(
+            asked.iter().any(|peer| *peer != 1),
+            "30 fetch timeouts later the validator is at {head} of 10,000: every request went \
+             to the peer that sends one block each ({asked:?})"
+        );
+    }
 }
