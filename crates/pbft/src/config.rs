@@ -193,6 +193,8 @@ pub enum ProtocolError {
     StaleStateTransfer { seq: SeqNo },
     #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
     UnexpectedRecoveryAnswer,
+    #[error("recovery query within retransmit_ticks of the last one answered for its sender")]
+    RecoveryQueryTooSoon,
     #[error("invalid recovery answer: {0}")]
     InvalidRecoveryAnswer(&'static str),
 }

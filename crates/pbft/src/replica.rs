@@ -158,6 +158,8 @@ pub struct Replica {
     /// drives the f+1 rule (§4.5.2), and a recovering sender is shown it as proof of a view it
     /// was in (`recovery.rs`). Of one view, a vote is kept rather than a view-change (smaller).
     pub(crate) highest_view_shown: BTreeMap<ReplicaId, Box<Signed<ViewMessage>>>,
+    /// The tick this replica last answered each querier's recovery query (rate limit).
+    pub(crate) recovery_answered: BTreeMap<ReplicaId, u64>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
     pub(crate) last_new_view: Option<NewView>,
     /// Messages of views not entered yet, per sender (bounded per sender).
@@ -212,6 +214,7 @@ impl Replica {
             fetch: None,
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
+            recovery_answered: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
             alarms: 0,
@@ -855,9 +858,10 @@ impl Replica {
         self.check_prepared(seq, actions);
     }
 
-    /// Checks what a message's shape alone can tell, with no state and no signature: batch
-    /// sizes, view-change and new-view structure (sizes bounded by n and L, distinct signers,
-    /// quorums, digests), a recovery answer's certificate and querier's message. The caller
+    /// Checks what a message's shape alone can tell, with no signature: batch sizes,
+    /// view-change and new-view structure (sizes bounded by n and L, distinct signers,
+    /// quorums, digests), and that a recovery answer answers this replica's open query, with a
+    /// well-formed certificate and querier's message. The caller
     /// runs it before verifying the message's signatures, so a peer cannot make this validator
     /// verify more signatures than a valid message carries (issue 8, finding 5).
     /// [`Replica::step`] checks the same again.

@@ -399,23 +399,17 @@ fn large_view_change(new_view: View, bytes: usize) -> ViewChange {
     }
 }
 
-/// BREAKS (finding 5's "bound every input, per peer", and "cannot halt"): one Byzantine
-/// validator makes a correct one build, sign and send a view-change-sized answer for every
-/// few bytes it sends. It sends one valid view-change carrying large batches (any prepared
-/// certificates of its past, 1 MiB here; up to the 256 MiB view-change frame in a real
-/// cluster); the victim keeps it as the sender's highest-view message. Then it sends tiny
-/// recovery queries, each with a fresh nonce, although it is not recovering: the victim
-/// answers every one, each answer carrying that view-change (the node clones, borsh-encodes
-/// and signs it, i.e. hashes it twice, per query) and sends it. 50 queries of about 90 bytes
-/// cost 50 MiB of answers here; a peer can send thousands per second, so one Byzantine
-/// validator pins a correct validator's thread (n = 4: with it stalled, no quorum is left).
-///
-/// Minimal fix: answer each querier at most once per `retransmit_ticks` (remember the tick of
-/// the last answer per querier; a correct querier resends its query at that interval anyway),
-/// and check in `check_shape` that a query's sender is not answered more often than that.
+/// Finding 5 (red team): "bound every input, per peer", and "cannot halt". One Byzantine
+/// validator sends one valid view-change carrying large batches (any prepared certificates of
+/// its past, 1 MiB here; up to the 256 MiB view-change frame in a real cluster), which the
+/// victim keeps as the sender's highest-view message, then tiny recovery queries, each with a
+/// fresh nonce, although it is not recovering. The victim answered every one, each answer
+/// carrying that view-change (the node clones, borsh-encodes and signs it, hashing it twice,
+/// per query): 50 queries of about 90 bytes cost 50 MiB of answers, and a peer can send
+/// thousands per second. Now each querier is answered at most once per `retransmit_ticks`
+/// (a correct querier resends at that interval anyway).
 #[test]
-#[ignore = "breaks: recovery queries make a correct validator resend a large view-change each"]
-fn red_team_recovery_queries_amplify_a_large_view_change() {
+fn finding_5_recovery_queries_do_not_amplify_a_large_view_change() {
     let mut victim = replica(0);
     let vc = large_view_change(1, 64 * 1024);
     let vc_bytes = borsh::to_vec(&vc).expect("borsh").len();
@@ -424,7 +418,10 @@ fn red_team_recovery_queries_amplify_a_large_view_change() {
     for nonce in 0..50 {
         let query = signed(1, Message::RecoveryQuery(RecoveryQuery { nonce }));
         in_bytes += borsh::to_vec(&query).expect("borsh").len();
-        for action in step(&mut victim, Input::Message(query)) {
+        let mut actions = Vec::new();
+        let answered = victim.step(Input::Message(query), &mut actions);
+        assert!(answered.is_ok() || actions.is_empty());
+        for action in actions {
             if let Action::Send {
                 to: 1,
                 message: message @ Message::RecoveryAnswer(_),
@@ -440,25 +437,32 @@ fn red_team_recovery_queries_amplify_a_large_view_change() {
         "{answers} answers ({out_bytes} bytes) to {in_bytes} bytes of queries within one \
          tick; each carries the sender's view-change of {vc_bytes} bytes"
     );
+    // A querier that resends at the interval is answered again.
+    for _ in 0..victim.config().retransmit_ticks {
+        step(&mut victim, Input::Tick);
+    }
+    let query = msg(1, Message::RecoveryQuery(RecoveryQuery { nonce: 50 }));
+    assert!(
+        step(&mut victim, query).iter().any(|a| matches!(
+            a,
+            Action::Send {
+                to: 1,
+                message: Message::RecoveryAnswer(_)
+            }
+        )),
+        "answered again after retransmit_ticks"
+    );
 }
 
-/// BREAKS (finding 5: "a message's shape is checked before its signatures"): `check_shape`
-/// passes a recovery answer that this replica cannot use, so the node verifies its signatures
+/// Finding 5 (red team): "a message's shape is checked before its signatures". `check_shape`
+/// passed recovery answers this replica cannot use, so the node verified their signatures
 /// first (n + 1 of them, and the querier's over the whole querier message, up to the 256 MiB
-/// view-change frame: borsh-encoded, prefixed, SHA-256'd for the duplicate check, and hashed
-/// again by Ed25519) and only then does the replica refuse it. Two cases: an answer sent to a
-/// replica that asked nothing (querier = the sender itself, whose own signature is genuine:
-/// the victim pays all of it, for a message that is refused at once), and a querier message
-/// whose new-view could never be valid (no view-change inside), which only costs the
-/// recovering querier a failed signature check over it.
-///
-/// Minimal fix: in `check_shape`, refuse an answer whose querier is not this replica or whose
-/// nonce is not the open query's (`UnexpectedRecoveryAnswer`, as `step` does later), and run
-/// `validate_view_change` / `validate_new_view` on a querier message that is a view-change
-/// or new-view.
+/// view-change frame) and only then did the replica refuse them. Two cases: an answer sent to
+/// a replica that asked nothing (querier = the sender itself, whose own signature is genuine),
+/// and a querier message whose new-view could never be valid (no view-change inside). Both are
+/// refused by the shape check now.
 #[test]
-#[ignore = "breaks: the shape check passes recovery answers that cannot be used"]
-fn red_team_shape_check_passes_unusable_recovery_answers() {
+fn finding_5_shape_check_refuses_unusable_recovery_answers() {
     let garbage_new_view = |view| NewView {
         view,
         view_changes: Vec::new(),
