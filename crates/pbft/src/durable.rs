@@ -105,14 +105,21 @@ impl Durable {
             .iter()
             .rposition(|r| matches!(r, Durable::NewView(nv) if nv.view == view));
         // The last recovery record decides (a bound supersedes the query before it; a new
-        // query keeps the replica passive whatever came before); once met, it is useless.
+        // query keeps the replica passive whatever came before); once met, it is useless. A
+        // bound of the view being changed to is not met yet: a primary changing to a view up
+        // to the bound's stays passive until the next one (it may have led it in its lost
+        // life), and a restart must remember that.
+        let changing = matches!(
+            last_view_index.map(|i| &records[i]),
+            Some(Durable::ViewChange(_))
+        );
         let last_recovery_index = records
             .iter()
             .rposition(|r| matches!(r, Durable::Recovery { .. }))
             .filter(|i| match &records[*i] {
                 Durable::Recovery {
                     bound: Some((v, s)),
-                } => *v > view || *s > stable,
+                } => *v > view || (*v == view && changing) || *s > stable,
                 _ => true,
             });
         let mut stable_kept = false;

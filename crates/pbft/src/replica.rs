@@ -228,7 +228,7 @@ impl Replica {
         let mut pre_prepares = Vec::new();
         let mut sent_new_view = None;
         let mut recovery_query_open = false;
-        let mut recovery_bound: (View, SeqNo) = (0, 0);
+        let mut recovery_bound: Option<(View, SeqNo)> = None;
         for record in restored.durable {
             match record {
                 Durable::View(v) => {
@@ -256,7 +256,8 @@ impl Replica {
                 Durable::Recovery { bound } => {
                     recovery_query_open = bound.is_none();
                     if let Some((view, seq)) = bound {
-                        recovery_bound = (recovery_bound.0.max(view), recovery_bound.1.max(seq));
+                        let (v, s) = recovery_bound.unwrap_or((0, 0));
+                        recovery_bound = Some((v.max(view), s.max(seq)));
                     }
                 }
             }
@@ -322,14 +323,21 @@ impl Replica {
         r.next_seq = seq + 1;
         r.last_proposed = digest;
         if r.can_recover() {
+            let bound = recovery_bound.unwrap_or((0, 0));
+            // Recovery's step 3 (crate docs): changing to a view up to V that it leads, it may
+            // have sent that view's new-view in its lost life; a restart must not forget it.
+            let may_have_led = recovery_bound.is_some()
+                && r.status == Status::ViewChange
+                && r.is_primary()
+                && r.view <= bound.0;
             if restored.recovering || recovery_query_open {
                 r.recovery = Some(Recovery::querying(
                     restored.nonce,
-                    recovery_bound,
+                    bound,
                     restored.recovering,
                 ));
-            } else if recovery_bound.0 > r.view || recovery_bound.1 > r.low {
-                let mut recovery = Recovery::querying(0, recovery_bound, false);
+            } else if bound.0 > r.view || bound.1 > r.low || may_have_led {
+                let mut recovery = Recovery::querying(0, bound, false);
                 recovery.query = None;
                 r.recovery = Some(recovery);
             }

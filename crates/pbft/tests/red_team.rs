@@ -281,21 +281,16 @@ fn sends_new_view(actions: &[Action]) -> bool {
         .any(|a| matches!(a, Action::Broadcast(Message::NewView(_))))
 }
 
-/// BREAKS (finding 2, the recovery's step 3): "if it is changing to a view up to V that it
+/// Finding 2 (red team), the recovery's step 3: "if it is changing to a view up to V that it
 /// leads, [it stays passive] until the next view: it may have sent that view's new-view
-/// before". That guard lives in memory only. Replica 1 (primary of view 1) recovers with the
-/// bound (1, 8), reaches a stable checkpoint at 8 and changes to view 1: it stays passive and
-/// builds no new-view, as documented. It restarts (a crash, or the operator) with its records:
-/// `Replica::new` sees the bound's view and checkpoint met and drops the recovery (and
-/// `Durable::compact` drops the record for the same reason), so the restarted replica builds
-/// and sends a new-view for view 1, which its lost life may have sent with another O set.
-///
-/// Minimal fix: in `Replica::new`, stay recovering (query done) when the restored status is a
-/// view change to a view `<= bound.0` that this replica leads; in `Durable::compact`, keep the
-/// bounded recovery record while `v >= view` (not only `v > view`).
+/// before". Replica 1 (primary of view 1) recovers with the bound (1, 8), reaches a stable
+/// checkpoint at 8 and changes to view 1: it stays passive and builds no new-view. It then
+/// restarts with its records, full or compacted. The guard lived in memory only: `Replica::new`
+/// saw the bound's view and checkpoint met and dropped the recovery (and `Durable::compact`
+/// dropped the record for the same reason), so the restarted replica sent a new-view for view
+/// 1, which its lost life may have sent with another O set. Now both keep the guard.
 #[test]
-#[ignore = "breaks: a restart forgets the recovering primary's guard and it leads view V again"]
-fn red_team_restart_forgets_that_a_recovering_primary_may_have_led_its_view() {
+fn finding_2_restart_remembers_that_a_recovering_primary_may_have_led_its_view() {
     let head = (8, [8; 32]);
     let bound = Durable::Recovery {
         bound: Some((1, 8)),
