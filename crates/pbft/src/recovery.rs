@@ -72,7 +72,7 @@ impl Replica {
 
     /// Sends this start's query, and again every `retransmit_ticks` until answered.
     pub(crate) fn maybe_query(&mut self, actions: &mut Vec<Action>) {
-        let (now, interval) = (self.now, self.cfg.retransmit_ticks);
+        let (now, interval, incarnation) = (self.now, self.cfg.retransmit_ticks, self.incarnation);
         let Some(query) = self.recovery.as_mut().and_then(|r| r.query.as_mut()) else {
             return;
         };
@@ -83,6 +83,7 @@ impl Replica {
             query.sent_at = Some(now);
             actions.push(Action::Broadcast(Message::RecoveryQuery(RecoveryQuery {
                 nonce: query.nonce,
+                incarnation,
             })));
         }
     }
@@ -112,6 +113,14 @@ impl Replica {
             return Err(ProtocolError::RecoveryQueryTooSoon);
         }
         self.recovery_answered.insert(from, self.now);
+        // From now on this replica refuses the querier's view-changes and new-views of its
+        // earlier lives, also after a restart: persisted before the answer goes out.
+        if self.learn_incarnation(from, query.incarnation) {
+            actions.push(Action::Persist(Durable::Incarnation {
+                replica: from,
+                incarnation: query.incarnation,
+            }));
+        }
         actions.push(Action::Send {
             to: from,
             message: Message::RecoveryAnswer(RecoveryAnswer {

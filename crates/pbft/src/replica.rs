@@ -160,6 +160,11 @@ pub struct Replica {
     pub(crate) highest_view_shown: BTreeMap<ReplicaId, Box<Signed<ViewMessage>>>,
     /// The tick this replica last answered each querier's recovery query (rate limit).
     pub(crate) recovery_answered: BTreeMap<ReplicaId, u64>,
+    /// This life's incarnation ([`Restored::incarnation`]).
+    pub(crate) incarnation: u64,
+    /// The newest incarnation known of each other replica: view-changes and new-views of older
+    /// ones are refused (`view_change.rs`, crate docs).
+    pub(crate) incarnations: BTreeMap<ReplicaId, u64>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
     pub(crate) last_new_view: Option<NewView>,
     /// Messages of views not entered yet, per sender (bounded per sender).
@@ -215,6 +220,8 @@ impl Replica {
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
             recovery_answered: BTreeMap::new(),
+            incarnation: restored.incarnation,
+            incarnations: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
             alarms: 0,
@@ -253,6 +260,12 @@ impl Replica {
                     }
                 }
                 Durable::NewView(nv) => sent_new_view = Some(nv),
+                Durable::Incarnation {
+                    replica,
+                    incarnation,
+                } => {
+                    r.learn_incarnation(replica, incarnation);
+                }
                 Durable::Recovery { bound } => {
                     recovery_query_open = bound.is_none();
                     if let Some((view, seq)) = bound {
@@ -530,6 +543,22 @@ impl Replica {
             self.join_higher_view(actions);
         }
         result
+    }
+
+    /// Keeps a view-change found inside an accepted new-view as its sender's message of the
+    /// highest view, if its view is higher than the one kept: a recovering sender is then
+    /// shown it (`recovery.rs`) even if its view-change reached this replica only that way.
+    pub(crate) fn show_view_change(&mut self, vc: &Signed<ViewChange>) {
+        let kept = self.highest_view_shown.get(&vc.from);
+        if vc.from == self.cfg.id || kept.is_some_and(|k| k.message.view() >= vc.message.new_view) {
+            return;
+        }
+        let shown = Signed {
+            from: vc.from,
+            message: ViewMessage::ViewChange(vc.message.clone()),
+            signature: vc.signature,
+        };
+        self.highest_view_shown.insert(vc.from, Box::new(shown));
     }
 
     /// `message` (of `view`, from `from`) as it is kept, if it is worth keeping over the one

@@ -396,6 +396,9 @@ impl World {
             durable: node.durable.clone(),
             recovering: node.amnesia > 0 && node.durable.is_empty(),
             nonce,
+            // A life after amnesia is a new incarnation (the node counts every start; a plain
+            // restart that keeps its records may keep its incarnation).
+            incarnation: u64::from(node.amnesia),
         };
         node.replica = Some(Replica::new(
             replica_config(id, self.n, self.cfg.planted_bug),
