@@ -24,6 +24,7 @@ pub mod equivocate;
 pub mod forge_signature;
 pub mod forge_status;
 pub mod hide_prepared;
+pub mod keep_lost_life;
 pub mod lie_in_recovery;
 pub mod oversized_batch;
 pub mod replay;
@@ -53,10 +54,11 @@ pub enum Behavior {
     OversizedBatch,
     Censor,
     LieInRecovery,
+    KeepLostLife,
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 17] = [
+    pub const ALL: [Behavior; 18] = [
         Behavior::Equivocate,
         Behavior::Silent,
         Behavior::WrongDigest,
@@ -74,6 +76,7 @@ impl Behavior {
         Behavior::OversizedBatch,
         Behavior::Censor,
         Behavior::LieInRecovery,
+        Behavior::KeepLostLife,
     ];
 
     /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
@@ -99,6 +102,7 @@ impl Behavior {
             Behavior::OversizedBatch => "oversized-batch",
             Behavior::Censor => "censor",
             Behavior::LieInRecovery => "lie-in-recovery",
+            Behavior::KeepLostLife => "keep-lost-life",
         }
     }
 
@@ -142,6 +146,9 @@ impl Behavior {
             Behavior::LieInRecovery => {
                 "answers recovery queries with inflated executions or views, forged or short certificates (finding 2)"
             }
+            Behavior::KeepLostLife => {
+                "ignores recovered replicas' new incarnations; its new-views reuse their lost lives' view-changes (finding 2)"
+            }
         }
     }
 }
@@ -155,6 +162,8 @@ pub struct Memory {
     pub voted: BTreeSet<(bool, View, SeqNo, Digest)>,
     /// Prepared certificates seen (its own and others'), per sequence number and view.
     pub certificates: BTreeMap<SeqNo, BTreeMap<View, PreparedCertificate>>,
+    /// The first incarnation seen of each replica (`keep_lost_life`).
+    pub incarnations: BTreeMap<ReplicaId, u64>,
 }
 
 /// What colluding Byzantine replicas agree on before the run.
@@ -330,7 +339,15 @@ pub fn cast(
             }
             plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
         }
-        Profile::Amnesia if f >= 2 => set(0, &[Behavior::Equivocate, Behavior::LieInRecovery]),
+        // View 0's primary equivocates, or view 1's keeps lost lives' view-changes for its
+        // new-view (the red team's fork); both lie in recovery answers.
+        Profile::Amnesia if f >= 2 => {
+            if rng.gen_bool(0.5) {
+                set(0, &[Behavior::Equivocate, Behavior::LieInRecovery]);
+            } else {
+                set(1, &[Behavior::LieInRecovery, Behavior::KeepLostLife]);
+            }
+        }
         Profile::Amnesia
         | Profile::Calm
         | Profile::Lossy
@@ -450,6 +467,20 @@ impl World {
                     }
                     m => m,
                 },
+                Behavior::KeepLostLife => match m {
+                    Message::NewView(nv) => {
+                        let first_recipient = u32::from(from == 0);
+                        if to == first_recipient
+                            && keep_lost_life::reuses_lost_life(&nv, |id| {
+                                u64::from(self.nodes[id as usize].amnesia)
+                            })
+                        {
+                            self.stats.lost_life_new_views += 1;
+                        }
+                        Message::NewView(nv)
+                    }
+                    m => m,
+                },
                 Behavior::ForgeSignature
                 | Behavior::Replay
                 | Behavior::ChooseViewChanges
@@ -493,6 +524,12 @@ impl World {
                 return None;
             }
         }
+        let node = &mut self.nodes[to as usize];
+        let m = if node.byzantine.contains(&Behavior::KeepLostLife) {
+            keep_lost_life::admit(&mut node.adversary.incarnations, m)?
+        } else {
+            m
+        };
         if self.nodes[to as usize]
             .byzantine
             .contains(&Behavior::Censor)
