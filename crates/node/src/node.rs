@@ -128,6 +128,9 @@ impl Node {
                 // Tags this start's recovery query, so that answers to an earlier one (which
                 // an attacker may have kept) cannot be replayed.
                 nonce: rand::rngs::OsRng.next_u64(),
+                // Every start counts one more (the marker): a life that forgot its records
+                // signs its view-changes with a higher incarnation than the one it forgot.
+                incarnation: start.incarnation,
             },
         );
         match (&start.recovering, replica.is_recovering()) {

@@ -613,6 +613,7 @@ impl Runtime {
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
         let mut applied = 0;
+        let (mut applied_bytes, mut largest_bytes) = (0, 0);
         let mut request_ids = Vec::new();
         let mut head_time_ms = 0;
         for block in blocks {
@@ -641,6 +642,9 @@ impl Runtime {
             request_ids.extend(self.on_committed_block(block, &decided));
             head_time_ms = block.header.timestamp_ms;
             applied += 1;
+            let bytes = borsh::object_length(block).unwrap_or(usize::MAX);
+            applied_bytes = bytes.saturating_add(applied_bytes);
+            largest_bytes = largest_bytes.max(bytes);
         }
         let (head, hash) = self.chain.head();
         if applied > 0 {
@@ -656,7 +660,13 @@ impl Runtime {
             );
         }
         let answer = if applied > 0 {
-            Answer::Applied
+            // Full: as many new blocks as `serve_blocks` sends at most, or so many bytes that
+            // another block as large as the largest would not have fitted. A peer that sends
+            // less (one block per deadline, say) is not asked first again.
+            Answer::Applied {
+                full: applied >= FETCH_BLOCKS
+                    || applied_bytes.saturating_add(largest_bytes) > FETCH_REPLY_BYTES,
+            }
         } else {
             Answer::Nothing
         };

@@ -358,6 +358,7 @@ mod tests {
             .collect();
         let vc = ViewChange {
             new_view: 1,
+            incarnation: 1,
             checkpoint: Checkpoint {
                 seq: 0,
                 digest: net.genesis.hash(),
@@ -378,6 +379,7 @@ mod tests {
     ) -> Signed<Message> {
         let nv = NewView {
             view: 1,
+            incarnation: 1,
             view_changes,
             pre_prepares,
         };

@@ -160,6 +160,11 @@ pub struct Restored {
     /// A number the caller draws at random at each start (the core has no randomness): it tags
     /// this start's recovery query, so that answers to an earlier one cannot be replayed.
     pub nonce: u64,
+    /// This life of the replica: higher than that of every earlier life whose records it may
+    /// not have (the node counts its starts beside its key; 0 on a first start). Signed into
+    /// its view-changes and new-views and announced in its recovery query, so that messages of
+    /// a life it forgot are refused (crate docs, "Recovering from lost state").
+    pub incarnation: u64,
 }
 
 impl Restored {
@@ -173,6 +178,7 @@ impl Restored {
             durable: Vec::new(),
             recovering: false,
             nonce: 0,
+            incarnation: 0,
         }
     }
 }
@@ -222,6 +228,14 @@ pub enum ProtocolError {
     StaleStateTransfer { seq: SeqNo },
     #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
     UnexpectedRecoveryAnswer,
+    #[error("recovery query within retransmit_ticks of the last one answered for its sender")]
+    RecoveryQueryTooSoon,
+    #[error("a message of incarnation {got} of replica {replica}, which is in {known} now")]
+    OlderIncarnation {
+        replica: ReplicaId,
+        got: u64,
+        known: u64,
+    },
     #[error("invalid recovery answer: {0}")]
     InvalidRecoveryAnswer(&'static str),
 }

@@ -174,6 +174,13 @@ pub struct Replica {
     /// drives the f+1 rule (§4.5.2), and a recovering sender is shown it as proof of a view it
     /// was in (`recovery.rs`). Of one view, a vote is kept rather than a view-change (smaller).
     pub(crate) highest_view_shown: BTreeMap<ReplicaId, Box<Signed<ViewMessage>>>,
+    /// The tick this replica last answered each querier's recovery query (rate limit).
+    pub(crate) recovery_answered: BTreeMap<ReplicaId, u64>,
+    /// This life's incarnation ([`Restored::incarnation`]).
+    pub(crate) incarnation: u64,
+    /// The newest incarnation known of each other replica: view-changes and new-views of older
+    /// ones are refused (`view_change.rs`, crate docs).
+    pub(crate) incarnations: BTreeMap<ReplicaId, u64>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
     pub(crate) last_new_view: Option<NewView>,
     /// Messages of views not entered yet, per sender (bounded per sender).
@@ -232,6 +239,9 @@ impl Replica {
             fetch: None,
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
+            recovery_answered: BTreeMap::new(),
+            incarnation: restored.incarnation,
+            incarnations: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
             alarms: 0,
@@ -245,7 +255,7 @@ impl Replica {
         let mut pre_prepares = Vec::new();
         let mut sent_new_view = None;
         let mut recovery_query_open = false;
-        let mut recovery_bound: (View, SeqNo) = (0, 0);
+        let mut recovery_bound: Option<(View, SeqNo)> = None;
         for record in restored.durable {
             match record {
                 Durable::View(v) => {
@@ -270,10 +280,17 @@ impl Replica {
                     }
                 }
                 Durable::NewView(nv) => sent_new_view = Some(nv),
+                Durable::Incarnation {
+                    replica,
+                    incarnation,
+                } => {
+                    r.learn_incarnation(replica, incarnation);
+                }
                 Durable::Recovery { bound } => {
                     recovery_query_open = bound.is_none();
                     if let Some((view, seq)) = bound {
-                        recovery_bound = (recovery_bound.0.max(view), recovery_bound.1.max(seq));
+                        let (v, s) = recovery_bound.unwrap_or((0, 0));
+                        recovery_bound = Some((v.max(view), s.max(seq)));
                     }
                 }
             }
@@ -355,14 +372,21 @@ impl Replica {
         r.next_seq = seq + 1;
         r.last_proposed = digest;
         if r.can_recover() {
+            let bound = recovery_bound.unwrap_or((0, 0));
+            // Recovery's step 3 (crate docs): changing to a view up to V that it leads, it may
+            // have sent that view's new-view in its lost life; a restart must not forget it.
+            let may_have_led = recovery_bound.is_some()
+                && r.status == Status::ViewChange
+                && r.is_primary()
+                && r.view <= bound.0;
             if restored.recovering || recovery_query_open {
                 r.recovery = Some(Recovery::querying(
                     restored.nonce,
-                    recovery_bound,
+                    bound,
                     restored.recovering,
                 ));
-            } else if recovery_bound.0 > r.view || recovery_bound.1 > r.low {
-                let mut recovery = Recovery::querying(0, recovery_bound, false);
+            } else if bound.0 > r.view || bound.1 > r.low || may_have_led {
+                let mut recovery = Recovery::querying(0, bound, false);
                 recovery.query = None;
                 r.recovery = Some(recovery);
             }
@@ -562,6 +586,22 @@ impl Replica {
             self.join_higher_view(actions);
         }
         result
+    }
+
+    /// Keeps a view-change found inside an accepted new-view as its sender's message of the
+    /// highest view, if its view is higher than the one kept: a recovering sender is then
+    /// shown it (`recovery.rs`) even if its view-change reached this replica only that way.
+    pub(crate) fn show_view_change(&mut self, vc: &Signed<ViewChange>) {
+        let kept = self.highest_view_shown.get(&vc.from);
+        if vc.from == self.cfg.id || kept.is_some_and(|k| k.message.view() >= vc.message.new_view) {
+            return;
+        }
+        let shown = Signed {
+            from: vc.from,
+            message: ViewMessage::ViewChange(vc.message.clone()),
+            signature: vc.signature,
+        };
+        self.highest_view_shown.insert(vc.from, Box::new(shown));
     }
 
     /// `message` (of `view`, from `from`) as it is kept, if it is worth keeping over the one
@@ -918,9 +958,10 @@ impl Replica {
         self.check_prepared(seq, actions);
     }
 
-    /// Checks what a message's shape alone can tell, with no state and no signature: batch
-    /// sizes, view-change and new-view structure (sizes bounded by n and L, distinct signers,
-    /// quorums, digests), a recovery answer's certificate and querier's message. The caller
+    /// Checks what a message's shape alone can tell, with no signature: batch sizes,
+    /// view-change and new-view structure (sizes bounded by n and L, distinct signers,
+    /// quorums, digests), and that a recovery answer answers this replica's open query, with a
+    /// well-formed certificate and querier's message. The caller
     /// runs it before verifying the message's signatures, so a peer cannot make this validator
     /// verify more signatures than a valid message carries (issue 8, finding 5).
     /// [`Replica::step`] checks the same again.

@@ -278,6 +278,7 @@ fn view_change_from(
 ) -> ViewChange {
     ViewChange {
         new_view: view,
+        incarnation: 0,
         checkpoint,
         checkpoint_proof: proof_from.iter().map(|f| signed(*f, checkpoint)).collect(),
         prepared: prepared
@@ -326,6 +327,7 @@ fn finding_9_off_chain_commit_raises_alarms_instead_of_panicking() {
     };
     let nv = NewView {
         view: 1,
+        incarnation: 0,
         view_changes: vcs,
         pre_prepares: vec![o.clone()],
     };

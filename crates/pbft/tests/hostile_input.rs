@@ -67,6 +67,7 @@ fn rejects_each_kind_of_bad_message() {
     );
     let bad_vc = ViewChange {
         new_view: 1,
+        incarnation: 0,
         checkpoint: Checkpoint {
             seq: 4,
             digest: [4; 32],
@@ -263,6 +264,7 @@ fn finding_5_shape_is_checked_before_signatures() {
 fn view_change_to_1(prepared: Vec<PreparedCertificate>) -> ViewChange {
     ViewChange {
         new_view: 1,
+        incarnation: 0,
         checkpoint: Checkpoint {
             seq: 0,
             digest: GENESIS,

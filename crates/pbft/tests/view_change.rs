@@ -23,6 +23,7 @@ fn prepares(pp: &PrePrepare, from: &[ReplicaId]) -> Vec<Signed<Vote>> {
 fn view_change(to: View, prepared: Vec<PreparedCertificate>) -> ViewChange {
     ViewChange {
         new_view: to,
+        incarnation: 0,
         checkpoint: Checkpoint {
             seq: 0,
             digest: GENESIS,
@@ -103,6 +104,7 @@ fn new_primary_sends_new_view_with_o_set_truncated_at_gap() {
     let actions = step(&mut r, Input::Message(vcs[0].clone().map()));
     let nv = NewView {
         view: 1,
+        incarnation: 0,
         view_changes: vcs.to_vec(),
         pre_prepares: vec![o.clone()],
     };

@@ -128,6 +128,8 @@ fn main() -> ExitCode {
         totals.recovery_lies += s.recovery_lies;
         totals.withheld_prepares += s.withheld_prepares;
         totals.block_time_refusals += s.block_time_refusals;
+        totals.lost_life_view_changes += s.lost_life_view_changes;
+        totals.lost_life_new_views += s.lost_life_new_views;
         runs_with_view_change += u64::from(s.max_view > 0);
         runs_with_transfer += u64::from(s.state_transfers > 0);
         if let Some(v) = &outcome.violation {
@@ -171,12 +173,14 @@ fn main() -> ExitCode {
         totals.ticks
     );
     println!(
-        "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}; lying recovery answers: {}); new primaries crashed after their new-view: {}",
+        "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}; lying recovery answers: {}; right after a view-change only a keep-lost-life replica got: {}; new-views reusing a lost life's view-change: {}); new primaries crashed after their new-view: {}",
         totals.amnesia_restarts,
         totals.amnesia_behind_view,
         totals.amnesia_of_primary,
         totals.crashes_mid_recovery,
         totals.recovery_lies,
+        totals.lost_life_view_changes,
+        totals.lost_life_new_views,
         totals.new_view_crashes
     );
     println!(

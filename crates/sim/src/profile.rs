@@ -106,7 +106,7 @@ impl Profile {
                 "the first f primaries censor one patient's transactions while clients keep sending others"
             }
             Profile::Amnesia => {
-                "f replicas lose their durable state and ledger (sometimes the primary, after views moved, or crashing again mid-recovery) and are restored from peers; with f >= 2 view 0's primary equivocates and lies in recovery answers"
+                "f replicas lose their durable state and ledger (sometimes the primary, after views moved, or crashing again mid-recovery) and are restored from peers; with f >= 2 view 0's primary equivocates, or view 1's keeps lost lives' view-changes (and amnesia often strikes right after a view-change that reached only it); either lies in recovery answers"
             }
             Profile::Skew => {
                 "replicas' timers tick at 1/2, 1, 2 or 3/2 the rate and their wall clocks are off by -200, 0, +400 or +200 ms, light network faults"

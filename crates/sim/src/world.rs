@@ -161,6 +161,11 @@ pub struct Stats {
     pub withheld_prepares: u64,
     /// Pre-prepares honest replicas refused for a block time not later than the one before.
     pub block_time_refusals: u64,
+    /// Amnesia struck right after a view-change that reached only `keep-lost-life` replicas
+    /// (the rest were still in the victim's send queue).
+    pub lost_life_view_changes: u64,
+    /// New-views a `keep-lost-life` primary built on a view-change of a lost life.
+    pub lost_life_new_views: u64,
 }
 
 /// The sim's replica configuration: small K and L so checkpoints and watermarks matter.
@@ -488,14 +493,15 @@ impl World {
     /// a view at least as high as the one they wait for: with load, the cluster then moves L
     /// past their execution and they must take part again. One whose earlier life asked alone
     /// for a view the others never reached waits for them there (pbft's crate docs), as that
-    /// life would have: not counted.
+    /// life would have: not counted. A replica still changing to a view (no new-view for it
+    /// yet) has not reached it.
     fn stranded_in_recovery(&self) -> Vec<ReplicaId> {
         let others_view = |id: ReplicaId| {
             self.nodes
                 .iter()
                 .filter(|x| x.id != id && x.is_honest())
                 .filter_map(|x| x.replica.as_ref())
-                .filter(|r| !r.is_recovering())
+                .filter(|r| !r.is_recovering() && !r.in_view_change())
                 .map(Replica::view)
                 .max()
                 .unwrap_or(0)

@@ -24,6 +24,7 @@ pub mod equivocate;
 pub mod forge_signature;
 pub mod forge_status;
 pub mod hide_prepared;
+pub mod keep_lost_life;
 pub mod lie_in_recovery;
 pub mod oversized_batch;
 pub mod replay;
@@ -55,10 +56,11 @@ pub enum Behavior {
     Censor,
     LieInRecovery,
     SkewedClock,
+    KeepLostLife,
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 18] = [
+    pub const ALL: [Behavior; 19] = [
         Behavior::Equivocate,
         Behavior::Silent,
         Behavior::WrongDigest,
@@ -77,6 +79,7 @@ impl Behavior {
         Behavior::Censor,
         Behavior::LieInRecovery,
         Behavior::SkewedClock,
+        Behavior::KeepLostLife,
     ];
 
     /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
@@ -103,6 +106,7 @@ impl Behavior {
             Behavior::Censor => "censor",
             Behavior::LieInRecovery => "lie-in-recovery",
             Behavior::SkewedClock => "skewed-clock",
+            Behavior::KeepLostLife => "keep-lost-life",
         }
     }
 
@@ -149,6 +153,9 @@ impl Behavior {
             Behavior::SkewedClock => {
                 "block times an hour or about τ ahead of real time (its clock), or as far behind (rewritten)"
             }
+            Behavior::KeepLostLife => {
+                "ignores recovered replicas' new incarnations; its new-views reuse their lost lives' view-changes (finding 2)"
+            }
         }
     }
 }
@@ -162,6 +169,8 @@ pub struct Memory {
     pub voted: BTreeSet<(bool, View, SeqNo, Digest)>,
     /// Prepared certificates seen (its own and others'), per sequence number and view.
     pub certificates: BTreeMap<SeqNo, BTreeMap<View, PreparedCertificate>>,
+    /// The first incarnation seen of each replica (`keep_lost_life`).
+    pub incarnations: BTreeMap<ReplicaId, u64>,
 }
 
 /// What colluding Byzantine replicas agree on before the run.
@@ -340,7 +349,15 @@ pub fn cast(
             }
             plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
         }
-        Profile::Amnesia if f >= 2 => set(0, &[Behavior::Equivocate, Behavior::LieInRecovery]),
+        // View 0's primary equivocates, or view 1's keeps lost lives' view-changes for its
+        // new-view (the red team's fork); both lie in recovery answers.
+        Profile::Amnesia if f >= 2 => {
+            if rng.gen_bool(0.5) {
+                set(0, &[Behavior::Equivocate, Behavior::LieInRecovery]);
+            } else {
+                set(1, &[Behavior::LieInRecovery, Behavior::KeepLostLife]);
+            }
+        }
         Profile::BlockTime => {
             for id in 0..f as u32 {
                 set(id, &[Behavior::SkewedClock]);
@@ -489,6 +506,20 @@ impl World {
                     ),
                     m => m,
                 },
+                Behavior::KeepLostLife => match m {
+                    Message::NewView(nv) => {
+                        let first_recipient = u32::from(from == 0);
+                        if to == first_recipient
+                            && keep_lost_life::reuses_lost_life(&nv, |id| {
+                                u64::from(self.nodes[id as usize].amnesia)
+                            })
+                        {
+                            self.stats.lost_life_new_views += 1;
+                        }
+                        Message::NewView(nv)
+                    }
+                    m => m,
+                },
                 Behavior::ForgeSignature
                 | Behavior::Replay
                 | Behavior::ChooseViewChanges
@@ -532,6 +563,12 @@ impl World {
                 return None;
             }
         }
+        let node = &mut self.nodes[to as usize];
+        let m = if node.byzantine.contains(&Behavior::KeepLostLife) {
+            keep_lost_life::admit(&mut node.adversary.incarnations, m)?
+        } else {
+            m
+        };
         if self.nodes[to as usize]
             .byzantine
             .contains(&Behavior::Censor)
