@@ -25,6 +25,7 @@ fn bench_merkle(c: &mut Criterion) {
         view: 0,
         proposer: 0,
         prev: net.genesis.hash(),
+        time_ms: net.genesis.created_at_ms() + 1,
         requests: (0..1000).map(|i| net.request(&net.sample_tx(i))).collect(),
     };
     g.bench_function("digest of a 1000-entry proposal", |b| {

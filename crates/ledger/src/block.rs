@@ -81,13 +81,10 @@ impl BlockHeader {
         }
     }
 
-    /// The header a proposal becomes.
-    ///
-    /// Until `pbft::Proposal` carries the primary's block time (issue 9, the node's part), the
-    /// time is the latest `created_ms` of the entries; that one line changes then.
+    /// The header a proposal becomes: its block time is the proposal's (`pbft::Proposal::time_ms`,
+    /// which the backups checked against their clocks), so the digest (the block hash) covers it.
     pub fn from_proposal(p: &pbft::Proposal) -> Self {
-        let time_ms = p.requests.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
-        BlockHeader::build(p.seq, p.view, p.proposer, p.prev, time_ms, &p.requests)
+        BlockHeader::build(p.seq, p.view, p.proposer, p.prev, p.time_ms, &p.requests)
     }
 
     /// The header that `entries` give this header's height, view, proposer, previous hash and
@@ -308,6 +305,7 @@ mod tests {
             view: 1,
             proposer: 1,
             prev: [9; 32],
+            time_ms: 1_000 + n,
             requests: (0..n).map(|i| tx(i).to_request(&g)).collect(),
         }
     }
@@ -330,8 +328,6 @@ mod tests {
             assert_eq!(block.header.view, 1);
             assert_eq!(block.header.prev_hash, [9; 32]);
             assert_eq!(block.header, block.header.rebuilt(&block.entries));
-            let expected_ts = (0..n).map(|i| tx(i).header.created_ms).max().unwrap_or(0);
-            assert_eq!(block.header.timestamp_ms, expected_ts);
             assert_eq!(block.certificate.view, 2);
             assert_eq!(
                 Block::from_bytes(&block.to_bytes()).expect("decodes"),

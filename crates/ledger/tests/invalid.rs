@@ -102,6 +102,7 @@ fn scenario(store: &mut Store) -> Scenario {
         view: 0,
         proposer: 0,
         prev: store.head().1,
+        time_ms: first.header.timestamp_ms + 1,
         requests: entries,
     };
     let digest = proposal_digest(&proposal);

@@ -118,6 +118,7 @@ fn red_team_torsion_signature_makes_an_honest_store_fail_verification() {
             view: 0,
             proposer: 1,
             prev: net.genesis.hash(),
+            time_ms: net.genesis.created_at_ms() + 1,
             requests: vec![x],
         };
         let digest = ledger::proposal_digest(&proposal);

@@ -874,7 +874,13 @@ mod tests {
         seen.observe(1, &status(3));
         seen.observe(
             3,
-            &signed(3, Message::RecoveryQuery(pbft::RecoveryQuery { nonce: 9 })),
+            &signed(
+                3,
+                Message::RecoveryQuery(pbft::RecoveryQuery {
+                    nonce: 9,
+                    incarnation: 2,
+                }),
+            ),
         );
         seen.observe(2, &signed(2, prepare([2; 32])));
         assert_eq!(seen.returned.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
@@ -898,6 +904,7 @@ mod tests {
             view: 0,
             proposer: 0,
             prev,
+            time_ms: seq,
             requests: Vec::new(),
         };
         let mut prev = [0; 32];

@@ -1,5 +1,5 @@
 //! The embedded deployment: every validator of a genesis in one process, each with its own key
-//! and stores under one data directory, linked by the in-memory network.
+//! and stores under one data directory, linked by the in-memory network, going by one clock.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ledger::Genesis;
 use pbft::ReplicaId;
 
+use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::NodeHandle;
@@ -21,6 +22,7 @@ pub struct Cluster {
     genesis: Arc<Genesis>,
     timing: Timing,
     watts_per_core: f64,
+    clock: Clock,
     network: MemoryNetwork,
     nodes: Vec<Option<Node>>,
 }
@@ -37,6 +39,19 @@ impl Cluster {
         timing: Timing,
         watts_per_core: f64,
     ) -> Result<Self, NodeError> {
+        Self::open_with_clock(data_dir, timing, watts_per_core, Clock::System)
+    }
+
+    /// As [`Cluster::open_with`], every validator going by `clock` (a test's manual clock),
+    /// which [`Cluster::clock`] hands on to the HTTP layer. The clock must not read earlier than
+    /// the genesis's time minus τ/2 (a new genesis takes the system clock's time): the first
+    /// block's time must be later than the genesis's, and its primary waits for the clock.
+    pub fn open_with_clock(
+        data_dir: &Path,
+        timing: Timing,
+        watts_per_core: f64,
+        clock: Clock,
+    ) -> Result<Self, NodeError> {
         let genesis_path = data_dir.join("genesis.toml");
         if !genesis_path.exists() {
             crate::incarnation::init_network(data_dir, &EMBEDDED_VALIDATORS, false)?;
@@ -48,6 +63,7 @@ impl Cluster {
             genesis,
             timing,
             watts_per_core,
+            clock,
             network,
             nodes: Vec::new(),
         };
@@ -66,6 +82,7 @@ impl Cluster {
             self.timing.clone(),
         );
         options.watts_per_core = self.watts_per_core;
+        options.clock = self.clock.clone();
         let network = self.network.clone();
         Node::start(options, self.genesis.clone(), move |wiring| {
             network.attach(id, wiring.inbox);
@@ -77,6 +94,11 @@ impl Cluster {
     /// The in-memory network between the validators (tests observe what they send).
     pub fn network(&self) -> &MemoryNetwork {
         &self.network
+    }
+
+    /// The clock every validator of the cluster goes by, for the HTTP layer to share.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn genesis(&self) -> &Genesis {

@@ -18,8 +18,9 @@ use ledger::{Genesis, Hash, Queries, Reader, SignedTx, Signer, TxHeader, TxId};
 use pbft::ReplicaId;
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::error::NodeError;
-use crate::runtime::{CutOutcome, Event, Submission, now_ms};
+use crate::runtime::{CutOutcome, Event, Submission};
 use crate::status::{NodeStatus, Shared};
 
 /// Where a transaction stands, as the validator that accepted it sees it.
@@ -77,6 +78,8 @@ struct Inner {
     shared: Arc<Shared>,
     genesis: Arc<Genesis>,
     chain_path: PathBuf,
+    /// The validator's clock: admission judges the rules at its `now`.
+    clock: Clock,
     /// Idle read-only connections to chain.db, reused across requests.
     readers: Mutex<Vec<Reader>>,
 }
@@ -95,6 +98,7 @@ impl NodeHandle {
         shared: Arc<Shared>,
         genesis: Arc<Genesis>,
         chain_path: PathBuf,
+        clock: Clock,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -105,6 +109,7 @@ impl NodeHandle {
                 shared,
                 genesis,
                 chain_path,
+                clock,
                 readers: Mutex::new(Vec::new()),
             }),
         }
@@ -167,7 +172,12 @@ impl NodeHandle {
         let id = request.id;
         if !self.inner.shared.is_pending(&id) {
             let admitted = self.read(|reader| {
-                crate::admission::admit(&reader.state(), self.genesis(), &decoded, now_ms())
+                crate::admission::admit(
+                    &reader.state(),
+                    self.genesis(),
+                    &decoded,
+                    self.inner.clock.now_ms(),
+                )
             })?;
             if let Err(reject) = admitted {
                 return Err(NodeError::Refused(reject.0.to_string()));

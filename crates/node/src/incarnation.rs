@@ -20,6 +20,10 @@
 //! A crash between the two writes makes the next start recover needlessly (safe, it only costs
 //! the cluster that validator for a while). What this cannot see is the marker restored from
 //! the same backup as node.db: back up chain.db and node.db, never the marker.
+//!
+//! The incarnation is also pbft's [`pbft::Restored::incarnation`], which must outrank every
+//! earlier start's (peers refuse view-changes of older ones): when the marker is lost, the
+//! count starts again from the clock's seconds.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -81,7 +85,10 @@ pub(crate) fn begin(
     let marker = read_marker(&path, genesis_hash);
     let stored = local.incarnation()?;
     let recovering = amnesia(&marker, stored);
-    let previous = marker.as_ref().copied().unwrap_or(0);
+    // The incarnation must outrank every earlier start's (pbft signs it into view-changes, and
+    // peers refuse those of older ones). A lost marker lost the count: start again from the
+    // clock's seconds, above any number of starts a validator makes in the time it ran.
+    let previous = marker.as_ref().copied().unwrap_or_else(|_| unix_seconds());
     let incarnation = previous.max(stored.unwrap_or(0)).saturating_add(1);
     write_marker(validator_dir, genesis_hash, incarnation)?;
     local.begin_incarnation(incarnation, recovering.is_some())?;
@@ -89,6 +96,12 @@ pub(crate) fn begin(
         incarnation,
         recovering,
     })
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn marker_path(validator_dir: &Path) -> PathBuf {
@@ -243,7 +256,12 @@ mod tests {
     #[test]
     fn a_missing_or_foreign_marker_starts_recovering() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(start(dir.path()).recovering.unwrap().contains("missing"));
+        let lost = start(dir.path());
+        assert!(lost.recovering.unwrap().contains("missing"));
+        assert!(
+            lost.incarnation > unix_seconds() - 60,
+            "a lost count starts again from the clock, above the starts it lost"
+        );
         let other = tempfile::tempdir().unwrap();
         write_fresh_marker(other.path(), &[8; 32]).unwrap();
         assert!(start(other.path()).recovering.unwrap().contains("genesis"));

@@ -6,6 +6,7 @@
 mod admission;
 #[cfg(feature = "byzantine")]
 pub mod byzantine;
+mod clock;
 mod cluster;
 mod config;
 mod error;
@@ -22,6 +23,7 @@ pub mod transport;
 mod verify;
 mod wire;
 
+pub use clock::Clock;
 pub use cluster::{Cluster, EMBEDDED_VALIDATORS};
 pub use config::{NodeConfig, PeerConfig, Timing, parse_duration};
 pub use error::NodeError;

@@ -38,6 +38,13 @@ const MIGRATIONS: &[&str] = &[
          one INTEGER PRIMARY KEY CHECK (one = 1),
          incarnation INTEGER NOT NULL
      );",
+    // v4: view-changes and new-views carry their sender's incarnation (issue 8, finding 2), so
+    // a `Durable::NewView` written before (tag 5, whole: `Record::Whole` is tag 0) cannot be
+    // read. It only lets a restarted primary resend its new-view (liveness, never safety):
+    // dropped. No other record holds a view-change or new-view.
+    "DELETE FROM durable
+     WHERE (format = 2 AND substr(record, 1, 2) = x'0005')
+        OR (format = 1 AND substr(record, 1, 1) = x'05');",
 ];
 
 /// `durable.format` of a row holding a borsh [`Record`].
@@ -129,6 +136,7 @@ fn placeholder(_: &Digest, seq: SeqNo) -> Result<Arc<Proposal>, NodeError> {
         view: 0,
         proposer: 0,
         prev: [0; 32],
+        time_ms: 0,
         requests: Vec::new(),
     }))
 }
@@ -450,6 +458,7 @@ mod tests {
             view: 0,
             proposer: 0,
             prev: [seq as u8; 32],
+            time_ms: seq,
             requests: vec![pbft::Request {
                 id: [seq as u8 + 100; 32],
                 timestamp_ms: seq,
@@ -574,6 +583,36 @@ mod tests {
         let store = LocalStore::open(&path).unwrap();
         assert_eq!(store.durable().unwrap(), records);
         assert_eq!(proposal_rows(&store), 1);
+    }
+
+    /// A primary's new-view record of v3 (before view-changes and new-views carried the
+    /// sender's incarnation) would be unreadable: the upgrade drops it and keeps the others.
+    #[test]
+    fn new_view_records_before_incarnations_are_dropped_on_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let kept = vec![Durable::View(1), Durable::PrePrepare(pre_prepare(1))];
+        {
+            let mut store = LocalStore::open(&path).unwrap();
+            store.append_durable(&kept[..1]).unwrap();
+            // Record::Whole(Durable::NewView(NewView { view: 1, view_changes: [], pre_prepares:
+            // [] })) as v3 wrote it: no incarnation after the view.
+            let mut old_new_view = vec![0u8, 5];
+            old_new_view.extend_from_slice(&1u64.to_le_bytes());
+            old_new_view.extend_from_slice(&[0; 8]);
+            store
+                .conn
+                .execute(
+                    "INSERT INTO durable (record, format) VALUES (?1, ?2)",
+                    params![old_new_view, FORMAT_RECORD],
+                )
+                .unwrap();
+            store.append_durable(&kept[1..]).unwrap();
+            assert!(matches!(store.durable(), Err(NodeError::Corrupt(_))));
+            store.conn.pragma_update(None, "user_version", 3).unwrap();
+        }
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(store.durable().unwrap(), kept);
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Metrics {
             .min(TPS_WINDOW);
         let metric = BlockMetric {
             height,
-            timestamp_ms: crate::runtime::now_ms(),
+            timestamp_ms: crate::clock::system_now_ms(),
             latency: proposed
                 .map(|at| now.duration_since(at))
                 .unwrap_or_default(),

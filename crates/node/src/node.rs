@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use ledger::{Genesis, OpenOptions, Store, crypto};
+use ledger::{Genesis, OpenOptions, Queries, Store, crypto};
 use pbft::{Durable, ReplicaId};
 use rand::RngCore;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::NodeHandle;
@@ -39,6 +40,12 @@ pub struct NodeOptions {
     pub watts_per_core: f64,
     /// Requests the replica may hold before new submissions are refused as busy.
     pub max_pending: usize,
+    /// The clock the validator goes by (the system clock, or a test's manual clock).
+    pub clock: Clock,
+    /// τ, how far a proposal's block time may be from this validator's clock (pbft's "Block
+    /// time"); every validator of a network must use the same. Read through
+    /// [`block_time_tolerance_ms`] only.
+    pub block_time_tolerance_ms: u64,
     /// Makes this validator Byzantine (tests of issue 8 only).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<crate::byzantine::Behaviours>,
@@ -52,6 +59,8 @@ impl NodeOptions {
             timing,
             watts_per_core: DEFAULT_WATTS_PER_CORE,
             max_pending: 200_000,
+            clock: Clock::System,
+            block_time_tolerance_ms: pbft::DEFAULT_BLOCK_TIME_TOLERANCE_MS,
             #[cfg(feature = "byzantine")]
             byzantine: None,
         }
@@ -96,18 +105,32 @@ impl Node {
         let start = incarnation::begin(&options.dir, &genesis.hash(), &mut local)?;
         let durable = restore_durable(&local)?;
         let (height, hash) = chain.head();
+        let head_time_ms = chain
+            .block(height)?
+            .map(|block| block.header.timestamp_ms)
+            .ok_or_else(|| {
+                NodeError::Corrupt(format!("chain.db has no block at its head {height}"))
+            })?;
         info!(validator = %options.name, height, incarnation = start.incarnation, "chain verified");
 
         let n = genesis.len();
+        let mut config =
+            replica_config(id, n, &options.timing, genesis.hash(), options.max_pending);
+        config.block_time_tolerance_ms = block_time_tolerance_ms(&options, &genesis);
         let replica = pbft::Replica::new(
-            replica_config(id, n, &options.timing, genesis.hash(), options.max_pending),
+            config,
             pbft::Restored {
                 last_executed: (height, hash),
+                head_time_ms,
+                now_ms: options.clock.now_ms(),
                 durable,
                 recovering: start.recovering.is_some(),
                 // Tags this start's recovery query, so that answers to an earlier one (which
                 // an attacker may have kept) cannot be replayed.
                 nonce: rand::rngs::OsRng.next_u64(),
+                // Every start counts one more (the marker): a life that forgot its records
+                // signs its view-changes with a higher incarnation than the one it forgot.
+                incarnation: start.incarnation,
             },
         );
         match (&start.recovering, replica.is_recovering()) {
@@ -184,6 +207,7 @@ impl Node {
             transport,
             inbox,
             &options.timing,
+            options.clock.clone(),
             shared.clone(),
             metrics,
         );
@@ -200,6 +224,7 @@ impl Node {
             shared,
             genesis,
             chain_path,
+            options.clock.clone(),
         );
         let thread = std::thread::Builder::new()
             .name(format!("validator-{}", options.name))
@@ -235,6 +260,13 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// τ for this validator's replica. THE place to switch to the genesis once it carries τ (the
+/// ledger's issue 9 format): every validator of a network must use the same value, so it
+/// belongs in the genesis; until then it is the node's option (default 2 s).
+fn block_time_tolerance_ms(options: &NodeOptions, _genesis: &Genesis) -> u64 {
+    options.block_time_tolerance_ms
 }
 
 pub(crate) fn restore_durable(local: &LocalStore) -> Result<Vec<Durable>, NodeError> {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ledger::crypto::SigningKey;
 use ledger::{Applied, Block, Checked, Genesis, Hash, Queries, SignedTx, Store, TxId};
@@ -13,6 +13,7 @@ use pbft::{Action, Durable, Input, Message, ReplicaId, Request, Signed};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::{Verdict, verdict_on_chain};
@@ -104,6 +105,8 @@ pub(crate) struct Runtime {
     pub transport: Box<dyn Transport>,
     pub inbox: Receiver<Event>,
     pub tick: Duration,
+    /// Read at every tick (the replica's clock) and for accepted transactions' timestamps.
+    pub clock: Clock,
     pub shared: Arc<Shared>,
     pub metrics: Metrics,
     cut_waiters: Vec<CutWaiter>,
@@ -127,13 +130,6 @@ pub(crate) struct Runtime {
     recovering: bool,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Runtime {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -148,6 +144,7 @@ impl Runtime {
         transport: Box<dyn Transport>,
         inbox: Receiver<Event>,
         timing: &Timing,
+        clock: Clock,
         shared: Arc<Shared>,
         metrics: Metrics,
     ) -> Self {
@@ -164,6 +161,7 @@ impl Runtime {
             transport,
             inbox,
             tick: timing.tick(),
+            clock,
             shared,
             metrics,
             cut_waiters: Vec::new(),
@@ -284,8 +282,11 @@ impl Runtime {
             self.execute(std::mem::take(&mut actions))?;
             self.propose_now(&mut actions);
         }
-        for _ in 0..ticks {
-            self.step(Input::Tick, &mut actions);
+        if ticks > 0 {
+            let now_ms = self.clock.now_ms();
+            for _ in 0..ticks {
+                self.step(Input::Tick { now_ms }, &mut actions);
+            }
         }
         self.execute(std::mem::take(&mut actions))?;
         let (head, _) = self.chain.head();
@@ -320,7 +321,7 @@ impl Runtime {
         submits: Vec<Submission>,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
-        let accepted_ms = now_ms();
+        let accepted_ms = self.clock.now_ms();
         let mut accepted: Vec<Request> = Vec::with_capacity(submits.len());
         let mut replies = Vec::with_capacity(submits.len());
         // Submitted twice in this batch: answered once the first copy is durable.
@@ -376,7 +377,7 @@ impl Runtime {
     /// already, are dropped (and counted) before the replica sees them. The edge checked
     /// every request of the message before, so each is decoded here already.
     fn admit_forwarded(&mut self, requests: &mut Vec<Request>) -> Result<(), NodeError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut refused = 0;
         let mut kept = Vec::with_capacity(requests.len());
         for request in requests.drain(..) {
@@ -612,7 +613,9 @@ impl Runtime {
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
         let mut applied = 0;
+        let (mut applied_bytes, mut largest_bytes) = (0, 0);
         let mut request_ids = Vec::new();
+        let mut head_time_ms = 0;
         for block in blocks {
             let (head, head_hash) = self.chain.head();
             if block.header.height <= head {
@@ -637,7 +640,11 @@ impl Runtime {
             let decided = self.chain.append_block(block, &contents)?;
             self.note_invalid(block, &contents);
             request_ids.extend(self.on_committed_block(block, &decided));
+            head_time_ms = block.header.timestamp_ms;
             applied += 1;
+            let bytes = borsh::object_length(block).unwrap_or(usize::MAX);
+            applied_bytes = bytes.saturating_add(applied_bytes);
+            largest_bytes = largest_bytes.max(bytes);
         }
         let (head, hash) = self.chain.head();
         if applied > 0 {
@@ -646,13 +653,20 @@ impl Runtime {
                 Input::StateTransferred {
                     seq: head,
                     digest: hash,
+                    time_ms: head_time_ms,
                     request_ids,
                 },
                 actions,
             );
         }
         let answer = if applied > 0 {
-            Answer::Applied
+            // Full: as many new blocks as `serve_blocks` sends at most, or so many bytes that
+            // another block as large as the largest would not have fitted. A peer that sends
+            // less (one block per deadline, say) is not asked first again.
+            Answer::Applied {
+                full: applied >= FETCH_BLOCKS
+                    || applied_bytes.saturating_add(largest_bytes) > FETCH_REPLY_BYTES,
+            }
         } else {
             Answer::Nothing
         };

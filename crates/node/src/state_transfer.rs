@@ -5,7 +5,10 @@
 //! a hint that makes its sender a candidate; every request has a deadline; a peer that does not
 //! answer in time, answers with nothing new, or sends blocks that fail verification loses its
 //! claim (the last also for [`SKIP_INVALID`]) and the next candidate is asked, in rotation. A
-//! Byzantine peer claiming a huge height costs one timeout per claim. Blocks are applied only
+//! Byzantine peer claiming a huge height costs one timeout per claim. A peer is asked first
+//! again only after a full answer (as many blocks as a reply may carry); after a partial one the
+//! next candidate is, so a peer trickling one block per timeout is asked once per round and an
+//! honest peer at least every f+1 requests. Blocks are applied only
 //! with a valid certificate (`Runtime::on_blocks`), so no peer can make a validator apply what a
 //! quorum did not commit.
 
@@ -27,8 +30,9 @@ pub struct FetchRequest {
 /// What an awaited answer did for us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// Some blocks extended our chain.
-    Applied,
+    /// Some blocks extended our chain; `full`: as many as a reply may carry (the caller's
+    /// reply budget), so the peer is worth asking first for the rest.
+    Applied { full: bool },
     /// Nothing that extends our chain (empty, or blocks we have).
     Nothing,
     /// A block failed verification.
@@ -135,8 +139,12 @@ impl StateTransfer {
         }
         self.in_flight = None;
         match answer {
-            // A peer that delivers is asked first for the rest.
-            Answer::Applied => self.cursor = peer as usize,
+            // A peer that delivers a full answer (the reply budget, or up to its claim) is
+            // asked first for the rest; after a partial one the next candidate is.
+            // (One that delivered all it claimed is no candidate until it claims more.)
+            Answer::Applied { full } => {
+                self.cursor = (peer as usize + usize::from(!full)) % self.claims.len().max(1);
+            }
             Answer::Nothing => self.forget_claim(peer, head),
             Answer::Invalid => {
                 self.forget_claim(peer, 0);
@@ -215,12 +223,14 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_that_delivers_is_asked_again_and_one_that_lies_is_skipped() {
+    fn a_peer_that_delivers_in_full_is_asked_again_and_one_that_lies_is_skipped() {
         let now = Instant::now();
         let mut transfer = StateTransfer::new(0, 4, TIMEOUT);
         transfer.on_claims(&[1, 2, 3], 100, 0, now);
         assert!(transfer.awaits(1));
-        let again = transfer.on_answer(1, Answer::Applied, 50, now).unwrap();
+        let again = transfer
+            .on_answer(1, Answer::Applied { full: true }, 50, now)
+            .unwrap();
         assert_eq!(
             again,
             FetchRequest {
@@ -228,17 +238,37 @@ mod tests {
                 from_height: 51
             }
         );
-        let next = transfer.on_answer(1, Answer::Invalid, 50, now).unwrap();
-        assert_eq!(next.peer, 2);
+        // A partial answer moves on to the next candidate; the peer keeps its claim.
+        let next = transfer
+            .on_answer(1, Answer::Applied { full: false }, 60, now)
+            .unwrap();
+        assert_eq!(
+            next,
+            FetchRequest {
+                peer: 2,
+                from_height: 61
+            }
+        );
+        assert_eq!(
+            transfer
+                .on_answer(2, Answer::Nothing, 60, now)
+                .unwrap()
+                .peer,
+            3
+        );
+        let next = transfer
+            .on_answer(3, Answer::Applied { full: false }, 70, now)
+            .unwrap();
+        assert_eq!(next.peer, 1, "its turn again, after 2 and 3");
+        let next = transfer.on_answer(1, Answer::Invalid, 70, now).unwrap();
+        assert_eq!(next.peer, 3);
         // Its fresh claim does not bring it back while it is skipped.
-        transfer.on_answer(2, Answer::Nothing, 50, now);
-        transfer.on_claim(1, 100, 50, now);
-        assert!(transfer.awaits(3));
-        transfer.on_answer(3, Answer::Nothing, 50, now);
+        transfer.on_claim(1, 100, 70, now);
+        transfer.on_answer(3, Answer::Nothing, 70, now);
         assert!(!transfer.is_fetching());
         assert!(
             transfer
-                .poll(50, now + SKIP_INVALID)
+                .poll(70, now + SKIP_INVALID)
                 .is_some_and(|r| r.peer == 1)
         );
     }
@@ -248,7 +278,48 @@ mod tests {
         let now = Instant::now();
         let mut transfer = StateTransfer::new(0, 4, TIMEOUT);
         transfer.on_claim(2, 10, 0, now);
-        assert_eq!(transfer.on_answer(3, Answer::Applied, 10, now), None);
+        assert_eq!(
+            transfer.on_answer(3, Answer::Applied { full: true }, 10, now),
+            None
+        );
         assert!(transfer.awaits(2));
+    }
+
+    /// Finding 4 (red team): "time out, retry and rotate peers in state transfer". A Byzantine
+    /// peer answers every `FetchBlocks` with exactly one valid block (it has the real chain),
+    /// just before the deadline. When any delivery made it the first one asked again, the
+    /// validator that is behind was pinned to it and caught up by one block per fetch timeout
+    /// (2 s at the default settings) while two honest peers, each able to serve 256 blocks at
+    /// once, were never asked; with n = 4, that peer then withholding its own votes halts the
+    /// cluster. Now only a full answer keeps a peer first: after a partial one the next
+    /// candidate is asked.
+    #[test]
+    fn finding_4_a_peer_trickling_one_block_per_timeout_is_not_asked_forever() {
+        let start = Instant::now();
+        let mut transfer = StateTransfer::new(0, 4, TIMEOUT);
+        let mut request = transfer.on_claims(&[1, 2, 3], 10_000, 0, start);
+        let (mut head, mut now, mut asked) = (0, start, Vec::new());
+        for _ in 0..30 {
+            let Some(FetchRequest { peer, from_height }) = request else {
+                break;
+            };
+            assert_eq!(from_height, head + 1);
+            asked.push(peer);
+            now += TIMEOUT - Duration::from_millis(1);
+            // Honest peers send a full reply; the Byzantine peer 1 sends one block, late.
+            let full = peer != 1;
+            head += if full { 256 } else { 1 };
+            assert_eq!(
+                transfer.poll(head, now),
+                None,
+                "answered before the deadline"
+            );
+            request = transfer.on_answer(peer, Answer::Applied { full }, head, now);
+        }
+        assert!(
+            asked.iter().filter(|peer| **peer == 1).count() <= 1,
+            "30 fetch timeouts later the validator is at {head} of 10,000: the peer that sends \
+             one block each was asked again and again ({asked:?})"
+        );
     }
 }

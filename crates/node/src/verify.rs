@@ -333,6 +333,7 @@ mod tests {
             view: 0,
             proposer: 0,
             prev: net.genesis.hash(),
+            time_ms: net.genesis.created_at_ms() + 1,
             requests,
         };
         PrePrepare {
@@ -357,6 +358,7 @@ mod tests {
             .collect();
         let vc = ViewChange {
             new_view: 1,
+            incarnation: 1,
             checkpoint: Checkpoint {
                 seq: 0,
                 digest: net.genesis.hash(),
@@ -377,6 +379,7 @@ mod tests {
     ) -> Signed<Message> {
         let nv = NewView {
             view: 1,
+            incarnation: 1,
             view_changes,
             pre_prepares,
         };

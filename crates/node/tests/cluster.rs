@@ -204,9 +204,6 @@ fn acknowledged_transactions_survive_a_full_restart() {
 /// every record comes with the in-person grant it uses, all signed with real keys. Every
 /// transaction it had acknowledged commits and applies: none is rejected on chain.
 #[test]
-#[ignore = "waits for the block clock (B2): until a proposal carries its block time, a block's \
-            time is its largest created_ms, which concurrent submitters do not keep increasing, \
-            and the chain stops at the first block whose time is not after its predecessor's"]
 fn the_load_generator_commits_grants_and_the_records_that_use_them() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();

@@ -47,6 +47,7 @@ fn workload(batch: usize) -> Vec<Input> {
             view: 0,
             proposer: 0,
             prev,
+            time_ms: seq,
             requests,
         });
         let d = digest(&proposal);
@@ -93,7 +94,7 @@ fn bench(c: &mut Criterion) {
                     let mut cfg = Config::new(1, 4, digest, GENESIS);
                     cfg.max_pending = 1_000_000;
                     (
-                        Replica::new(cfg, Restored::genesis(GENESIS)),
+                        Replica::new(cfg, Restored::genesis(GENESIS, 0, 0)),
                         inputs.clone(),
                     )
                 },

@@ -231,6 +231,7 @@ impl Replica {
         &mut self,
         seq: SeqNo,
         digest: Digest,
+        time_ms: u64,
         request_ids: Vec<Digest>,
         actions: &mut Vec<Action>,
     ) -> Result<(), ProtocolError> {
@@ -238,6 +239,7 @@ impl Replica {
             return Err(ProtocolError::StaleStateTransfer { seq });
         }
         self.last_executed = (seq, digest);
+        self.head_time_ms = time_ms;
         if seq <= self.high() {
             self.executed_digests.insert(seq, digest);
         }

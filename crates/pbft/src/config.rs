@@ -13,7 +13,13 @@ pub enum PlantedBug {
     /// View-changes carry no prepared certificates (§4.4's P set forgotten), so a new primary
     /// may re-assign sequence numbers that already committed.
     ForgetPreparedOnViewChange,
+    /// Backups check no block time (crate docs, "Block time"): a faulty primary's times go
+    /// into the chain, backwards or an hour ahead.
+    IgnoreBlockTime,
 }
+
+/// τ by default: 2 s, well above the skew of clocks kept by NTP and a LAN's message delay.
+pub const DEFAULT_BLOCK_TIME_TOLERANCE_MS: u64 = 2_000;
 
 /// Static parameters of one replica. Every replica of a cluster must use the same values except
 /// `id` (and `planted_bug`).
@@ -48,6 +54,10 @@ pub struct Config {
     pub executed_window: usize,
     /// Bound, per sender, on buffered messages of a view this replica has not entered yet.
     pub future_buffer_per_sender: usize,
+    /// τ, how far (ms) a backup lets a proposal's block time be from its own clock before it
+    /// withholds its prepare; the primary keeps its proposals within τ/2 of its clock (crate
+    /// docs, "Block time"). The same at every replica: the network's genesis fixes it.
+    pub block_time_tolerance_ms: u64,
     /// The application's digest of a proposal (the ledger's block hash).
     pub digest: DigestFn,
     /// Digest of the genesis block: the `prev` of sequence number 1 and the checkpoint at 0.
@@ -58,7 +68,7 @@ pub struct Config {
 
 impl Config {
     /// Defaults suited to a real cluster with ticks of about 10 ms: K = 128, L = 256, batches
-    /// of up to 256 requests or 5 ticks, 8 in flight, T = 200 ticks.
+    /// of up to 256 requests or 5 ticks, 8 in flight, T = 200 ticks, τ = 2 s.
     pub fn new(id: ReplicaId, n: u32, digest: DigestFn, genesis: Digest) -> Self {
         Config {
             id,
@@ -73,6 +83,7 @@ impl Config {
             max_pending: 100_000,
             executed_window: 100_000,
             future_buffer_per_sender: 1024,
+            block_time_tolerance_ms: DEFAULT_BLOCK_TIME_TOLERANCE_MS,
             digest,
             genesis,
             #[cfg(feature = "planted-bugs")]
@@ -127,10 +138,17 @@ pub fn quorum(n: u32) -> usize {
 }
 
 /// What a replica restarts from: the head of the application's executed chain and the durable
-/// records it persisted, in order (possibly compacted with [`Durable::compact`]).
+/// records it persisted, in order (possibly compacted with [`Durable::compact`]), and the
+/// caller's clock.
 #[derive(Clone, Debug)]
 pub struct Restored {
     pub last_executed: (SeqNo, Digest),
+    /// The block time of the block at `last_executed` (the genesis time at 0): the next
+    /// proposal's time must be later.
+    pub head_time_ms: u64,
+    /// The caller's clock now (ms since the Unix epoch), so that the replica has a clock before
+    /// its first [`crate::Input::Tick`].
+    pub now_ms: u64,
     pub durable: Vec<Durable>,
     /// The durable records may be incomplete: they were lost, deleted, or restored from a
     /// backup, so the replica may have sent messages it does not remember. It then recovers
@@ -142,16 +160,25 @@ pub struct Restored {
     /// A number the caller draws at random at each start (the core has no randomness): it tags
     /// this start's recovery query, so that answers to an earlier one cannot be replayed.
     pub nonce: u64,
+    /// This life of the replica: higher than that of every earlier life whose records it may
+    /// not have (the node counts its starts beside its key; 0 on a first start). Signed into
+    /// its view-changes and new-views and announced in its recovery query, so that messages of
+    /// a life it forgot are refused (crate docs, "Recovering from lost state").
+    pub incarnation: u64,
 }
 
 impl Restored {
-    /// A replica starting for the first time.
-    pub fn genesis(genesis: Digest) -> Self {
+    /// A replica starting for the first time, from a genesis of time `genesis_time_ms`, at
+    /// `now_ms` by the caller's clock.
+    pub fn genesis(genesis: Digest, genesis_time_ms: u64, now_ms: u64) -> Self {
         Restored {
             last_executed: (0, genesis),
+            head_time_ms: genesis_time_ms,
+            now_ms,
             durable: Vec::new(),
             recovering: false,
             nonce: 0,
+            incarnation: 0,
         }
     }
 }
@@ -177,6 +204,14 @@ pub enum ProtocolError {
     Conflicting,
     #[error("the proposal does not chain to the accepted proposal before it")]
     ChainMismatch,
+    /// A correct primary always proposes a later time than the block before (crate docs,
+    /// "Block time").
+    #[error("block time {time_ms} at {seq} is not later than {previous_ms}, the time before it")]
+    BlockTimeNotIncreasing {
+        seq: SeqNo,
+        time_ms: u64,
+        previous_ms: u64,
+    },
     #[error("malformed message: {0}")]
     Malformed(&'static str),
     #[error("invalid view-change: {0}")]
@@ -193,6 +228,14 @@ pub enum ProtocolError {
     StaleStateTransfer { seq: SeqNo },
     #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
     UnexpectedRecoveryAnswer,
+    #[error("recovery query within retransmit_ticks of the last one answered for its sender")]
+    RecoveryQueryTooSoon,
+    #[error("a message of incarnation {got} of replica {replica}, which is in {known} now")]
+    OlderIncarnation {
+        replica: ReplicaId,
+        got: u64,
+        known: u64,
+    },
     #[error("invalid recovery answer: {0}")]
     InvalidRecoveryAnswer(&'static str),
 }

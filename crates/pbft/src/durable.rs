@@ -2,7 +2,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::message::{Checkpoint, NewView, PrePrepare, PreparedCertificate, Signed};
-use crate::types::{SeqNo, View};
+use crate::types::{ReplicaId, SeqNo, View};
 
 /// A record the caller must store durably (fsync) before executing any later action of the
 /// same step. On restart the caller hands the records back, in the order they were persisted,
@@ -24,12 +24,16 @@ use crate::types::{SeqNo, View};
 /// - [`Durable::NewView`]: the new-view a primary sent, so that after a restart it can still
 ///   hand it to a replica that missed it (§4.5.2's retransmission; without it such a replica
 ///   waits a doubled timeout or sits in a higher view).
+/// - [`Durable::Incarnation`]: the newest incarnation of a recovering replica, persisted before
+///   this replica answers its query, so that it refuses that replica's earlier lives'
+///   view-changes after a restart too (crate docs, "Recovering from lost state").
 ///
 /// Pruning: [`Durable::compact`] drops every record that a later one makes useless: all but
 /// the last view record, pre-prepares of older views, pre-prepares and prepared certificates at
 /// or below the latest stable checkpoint, older checkpoints, prepared certificates
-/// superseded by one of a higher view for the same sequence number, and new-views of views
-/// other than the last one. The node may run it (or
+/// superseded by one of a higher view for the same sequence number, new-views of views
+/// other than the last one, and all but the newest incarnation of each replica. The node may
+/// run it (or
 /// its own SQL equivalent) whenever it persists a `StableCheckpoint`.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Durable {
@@ -54,6 +58,12 @@ pub enum Durable {
     /// least `view` with a stable checkpoint of at least `seq`. Persisted first thing when a
     /// recovery starts, and again when the bound is known.
     Recovery { bound: Option<(View, SeqNo)> },
+    /// `replica` is in `incarnation` (or a later one): its view-changes and new-views of older
+    /// incarnations are refused. Persisted when a recovery query announces a newer one.
+    Incarnation {
+        replica: ReplicaId,
+        incarnation: u64,
+    },
 }
 
 impl Durable {
@@ -63,7 +73,8 @@ impl Durable {
             Durable::View(_)
             | Durable::ViewChange(_)
             | Durable::NewView(_)
-            | Durable::Recovery { .. } => None,
+            | Durable::Recovery { .. }
+            | Durable::Incarnation { .. } => None,
             Durable::PrePrepare(pp) => Some(pp.proposal.seq),
             Durable::Prepared(c) => Some(c.pre_prepare.proposal.seq),
             Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
@@ -105,16 +116,40 @@ impl Durable {
             .iter()
             .rposition(|r| matches!(r, Durable::NewView(nv) if nv.view == view));
         // The last recovery record decides (a bound supersedes the query before it; a new
-        // query keeps the replica passive whatever came before); once met, it is useless.
+        // query keeps the replica passive whatever came before); once met, it is useless. A
+        // bound of the view being changed to is not met yet: a primary changing to a view up
+        // to the bound's stays passive until the next one (it may have led it in its lost
+        // life), and a restart must remember that.
+        let changing = matches!(
+            last_view_index.map(|i| &records[i]),
+            Some(Durable::ViewChange(_))
+        );
         let last_recovery_index = records
             .iter()
             .rposition(|r| matches!(r, Durable::Recovery { .. }))
             .filter(|i| match &records[*i] {
                 Durable::Recovery {
                     bound: Some((v, s)),
-                } => *v > view || *s > stable,
+                } => *v > view || (*v == view && changing) || *s > stable,
                 _ => true,
             });
+        // The newest incarnation of each replica (the last record of the highest).
+        let mut newest_incarnation: std::collections::BTreeMap<ReplicaId, (u64, usize)> =
+            std::collections::BTreeMap::new();
+        for (i, r) in records.iter().enumerate() {
+            if let Durable::Incarnation {
+                replica,
+                incarnation,
+            } = r
+            {
+                let entry = newest_incarnation
+                    .entry(*replica)
+                    .or_insert((*incarnation, i));
+                if *incarnation >= entry.0 {
+                    *entry = (*incarnation, i);
+                }
+            }
+        }
         let mut stable_kept = false;
         let mut index = records.len();
         // Walk backwards so that "the latest" is the first one met.
@@ -135,6 +170,9 @@ impl Durable {
                 }
                 Durable::NewView(_) => Some(index) == last_new_view_index,
                 Durable::Recovery { .. } => Some(index) == last_recovery_index,
+                Durable::Incarnation { replica, .. } => {
+                    newest_incarnation.get(replica).map(|n| n.1) == Some(index)
+                }
             };
         }
         let mut i = 0;

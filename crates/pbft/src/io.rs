@@ -6,8 +6,10 @@ use crate::types::{Committed, Digest, ReplicaId, Request, SeqNo, View};
 /// One input to [`crate::Replica::step`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    /// One unit of logical time; every timeout is counted in ticks.
-    Tick,
+    /// One unit of logical time; every timeout is counted in ticks. `now_ms` is the caller's
+    /// clock (ms since the Unix epoch): the replica keeps it as its clock, to choose and check
+    /// block times (crate docs, "Block time"), and never reads one itself.
+    Tick { now_ms: u64 },
     /// A message whose signature — and every signature embedded in it, see
     /// [`Message::embedded_signatures`] — the caller has checked. The caller also loops every
     /// message this replica broadcasts back to it, signed, so that its own votes count like
@@ -20,11 +22,13 @@ pub enum Input {
     Cut,
     /// The caller fetched, verified and applied the committed blocks up to `seq` (at least the
     /// `seq` of the [`Action::FetchState`], possibly further) and `digest` is the digest of the
-    /// block at `seq`. `request_ids` are the ids of the requests in the applied blocks, so that
-    /// the replica stops waiting for them (it never saw those blocks' pre-prepares).
+    /// block at `seq`, whose block time is `time_ms`. `request_ids` are the ids of the requests
+    /// in the applied blocks, so that the replica stops waiting for them (it never saw those
+    /// blocks' pre-prepares).
     StateTransferred {
         seq: SeqNo,
         digest: Digest,
+        time_ms: u64,
         request_ids: Vec<Digest>,
     },
 }

@@ -46,15 +46,17 @@
 //! 5. **State transfer.** On [`Action::FetchState`], fetch from `peers` (any of them, or
 //!    others) the committed blocks after the ledger head up to at least `seq`, verify each
 //!    block's certificate and `prev` link, apply them, then input
-//!    [`Input::StateTransferred`] with the new head and the applied request ids. If it cannot
-//!    be served, do nothing: the replica asks again.
-//! 6. **Restart.** Hand [`Replica::new`] the ledger head and the durable records in the order
-//!    they were persisted. Records may be pruned with [`Durable::compact`] (or the same rule
+//!    [`Input::StateTransferred`] with the new head, its block time and the applied request
+//!    ids. If it cannot be served, do nothing: the replica asks again.
+//! 6. **Restart.** Hand [`Replica::new`] the ledger head (with its block time), the clock,
+//!    and the durable records in the order they were persisted. Records may be pruned with [`Durable::compact`] (or the same rule
 //!    in SQL: keep the last view record, the latest stable checkpoint, and pre-prepares of the
 //!    last view and highest-view prepared certificates above it). Requests pending before the
 //!    crash are lost from the replica; the node's mempool re-submits them. If the records may
-//!    be incomplete (lost, deleted, restored from a backup), set [`Restored::recovering`], and
-//!    always pass a fresh random [`Restored::nonce`] (see "Recovering from lost state").
+//!    be incomplete (lost, deleted, restored from a backup), set [`Restored::recovering`];
+//!    always pass a fresh random [`Restored::nonce`], and a [`Restored::incarnation`] higher
+//!    than that of any earlier start whose records may be lost (the node counts its starts;
+//!    see "Recovering from lost state").
 //! 7. **Requests are deduplicated** by id (pending, in the log, or among the last
 //!    `executed_window` executed); a request can still be ordered twice after a restart or a
 //!    Byzantine primary, so the application must also skip ids it already applied.
@@ -71,19 +73,25 @@
 //!     restarts bring blocks it never saw commit), so it fills in its own last executed
 //!     sequence number with no proof, which the querier refuses. The chain's head may lag the
 //!     replica's or lead it: either is a true, certified claim.
+//! 11. **Pass the clock.** Every [`Input::Tick`] carries the caller's clock (`now_ms`, ms since
+//!     the Unix epoch); see "Block time" below.
 //!
 //! # Changes to the original message contract
 //!
 //! - [`PreparedCertificate::pre_prepare`] and [`NewView::pre_prepares`] are unsigned
 //!   [`PrePrepare`]s (the 2f backup prepares prove the former; the new-view's signature covers
 //!   the latter), because the core cannot sign the O set it builds.
-//! - [`Input::StateTransferred`] carries the applied request ids.
+//! - [`Input::StateTransferred`] carries the applied request ids and the head's block time.
+//! - [`Proposal::time_ms`], the block time, and [`Input::Tick`]'s `now_ms` (below).
 //! - [`Durable`] has `ViewChange`, `PrePrepare`, `Prepared` and `StableCheckpoint` records
 //!   besides `View`.
 //! - A [`Checkpoint`] message at a sequence number that is not a multiple of K is a status
 //!   claim (sent by a stalled replica), used only to detect that a replica is behind.
-//! - [`Durable::NewView`] (a primary's new-view, resent after a restart) and
-//!   [`Durable::Recovery`]; [`Action::Alarm`]; [`RecoveryQuery`] and [`RecoveryAnswer`].
+//! - [`Durable::NewView`] (a primary's new-view, resent after a restart),
+//!   [`Durable::Recovery`] and [`Durable::Incarnation`]; [`Action::Alarm`]; [`RecoveryQuery`]
+//!   and [`RecoveryAnswer`].
+//! - [`ViewChange`] and [`NewView`] carry their sender's incarnation inside what it signs
+//!   (TOCS'02 §4.3.2 refreshes keys instead, see "Recovering from lost state").
 //!
 //! # Deviations from the paper, and why
 //!
@@ -114,6 +122,41 @@
 //!   contradicts its execution) raises an [`Alarm`] and is recovered from where possible
 //!   (state transfer, the next view), never a panic.
 //! - Recovery from lost state replaces proactive recovery (TOCS'02 §4.3.2), see below.
+//! - Each proposal carries a block time that backups check against their clocks before they
+//!   prepare (below).
+//!
+//! # Block time
+//!
+//! The application judges expiries at the block's time, so every replica must see the same
+//! one: the primary chooses it and the three phases make the replicas agree on it, as OSDI'99
+//! §4.6 (non-determinism) does for a value only the primary can choose. There the replicas
+//! must be able to judge a value by themselves; here a backup judges a block time, before it
+//! prepares, by its own clock (the caller's, passed in every [`Input::Tick`]; the core reads
+//! none). τ is [`Config::block_time_tolerance_ms`].
+//!
+//! - **The primary** proposes `time_ms = max(clock, prev + 1)`, with `prev` the time of the
+//!   proposal at `seq - 1`, and waits (proposes nothing yet) while `prev + 1 > clock + τ/2`.
+//!   So its proposals are never more than τ/2 ahead of its clock: right after a faulty
+//!   primary pushed `prev` towards +τ, the next correct one waits instead of proposing a time
+//!   that backups with slower clocks would refuse (and replacing it).
+//! - **A backup**, once it holds the proposal at `seq - 1` (or that is its executed head),
+//!   refuses a pre-prepare whose time is not later than that one's
+//!   ([`ProtocolError::BlockTimeNotIncreasing`]: no correct primary sends it). It keeps a
+//!   pre-prepare whose time is more than τ from its clock but withholds its prepare
+//!   ([`LogStats::withheld_prepares`]); if 2f other backups prepare anyway, it commits and
+//!   executes with them. A time wrong for everyone commits nowhere, and the view changes.
+//! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
+//!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
+//!   (the O set has no null requests before its last entry, so no unchecked time enters).
+//!
+//! The bound this gives (n = 3f+1, correct clocks within ε of real time): a committed block
+//! has its primary's pre-prepare and 2f backup prepares. If the primary is correct, the time
+//! is within τ/2 of its clock; if not, at most f-1 preparing backups are faulty, so f+1 correct
+//! ones each found it within τ of theirs. So **every committed block's time is within τ + ε of
+//! a real instant at which a correct validator accepted or proposed it**, and later than the
+//! block before. The error does not accumulate: each block is checked against clocks, not
+//! against the block before. Liveness needs message delay plus clock skew below τ/2 between
+//! the primary and 2f correct backups.
 //!
 //! # Recovering from lost state
 //!
@@ -127,13 +170,17 @@
 //! proposes nothing; it still accepts messages, executes what 2f+1 others commit, fetches
 //! state, sends checkpoints of what it executed, status claims, forwards and recovery messages.
 //!
-//! 1. It broadcasts a [`RecoveryQuery`] with the caller's nonce (resent every
-//!    `retransmit_ticks`). Every replica answers the querier alone with a [`RecoveryAnswer`]:
-//!    the nonce; its executed head with that block's commit certificate (filled in by its
-//!    caller, contract item 10); and the querier's own signed message of the highest view it
-//!    accepted from the querier, if any. The answer is signed like every message, the nonce
-//!    and querier make an answer to another query useless, and the caller verifies every
-//!    embedded signature (item 1).
+//! 1. It broadcasts a [`RecoveryQuery`] with the caller's nonce and its incarnation (resent
+//!    every `retransmit_ticks`). Every replica answers the querier alone, at most once per
+//!    `retransmit_ticks`, with a [`RecoveryAnswer`]: the nonce; its executed head with that
+//!    block's commit certificate (filled in by its caller, contract item 10); and the
+//!    querier's own signed message of the highest view it accepted from the querier (directly,
+//!    or as a view-change inside a new-view it accepted), if any. Before answering, it
+//!    persists the incarnation the query announces ([`Durable::Incarnation`]) if it is newer
+//!    than the one it knew. The answer is signed like every message, the nonce and querier
+//!    make an answer to another query useless (the querier's [`Replica::check_shape`] refuses
+//!    it before any signature is checked), and the caller verifies every embedded signature
+//!    (item 1).
 //! 2. An answer must prove what it claims: a certificate of at least a quorum of distinct
 //!    replicas' commits of one view and digest at the executed sequence number it names, and
 //!    a message that the querier signed. Otherwise it is refused
@@ -161,6 +208,23 @@
 //! recovery below it (and does not lead it again, step 3). Its view-changes after recovery
 //! carry a checkpoint at least H, so they cover everything it prepared before.
 //!
+//! Why a view-change of its lost life that reached only faulty replicas cannot be used against
+//! it (TOCS'02 §4.3.2 refreshes the recovering replica's keys for this; here its incarnation
+//! plays that part). Such a view-change, for a view v, promised (§4.4) that the replica takes
+//! no part in views below v, which its new life, not knowing it, may break: a faulty primary
+//! of v could build a new-view on it whose O set leaves out what the replica committed in a
+//! lower view after recovery. Every view-change and new-view carries its sender's incarnation
+//! inside what it signs; every replica keeps, per sender, the newest incarnation it saw (from
+//! any view-change, new-view or recovery query) and refuses a view-change or new-view of an
+//! older one, alone or inside a new-view ([`ProtocolError::OlderIncarnation`]); the replica
+//! refuses its own. For anything to be prepared in v, its primary and 2f backups must accept
+//! that new-view; they share f+1 replicas with the 2f+1 answerers (which exclude the
+//! recovered replica), so at least one correct one, which persisted the new incarnation before
+//! it answered. If it checked the new-view after
+//! answering, it refused it. If it had accepted the new-view before, it kept the lost life's
+//! view-change as the querier's message of the highest view and showed it in its answer, so
+//! V >= v and the replica never voted below v after recovery: the promise was kept.
+//!
 //! Why no faulty answerer can strand it. H is a sequence number 2f+1 replicas committed, and
 //! V a view the replica asked for itself or one in which 2f+1 replicas committed: a faulty
 //! answerer can leave things out (the correct answers cover them), not make them up, since it
@@ -170,15 +234,12 @@
 //! that life would have.)
 //!
 //! Limits. A recovering replica counts towards f (with n = 4, a faulty primary plus a
-//! recovering replica is beyond the fault model: safety still holds by the argument above,
-//! liveness is not owed). Not covered: a view-change or new-view of the lost life that reached
-//! only faulty replicas, or only correct ones that restarted since (what an answerer shows of
-//! the querier is kept in memory). The replica's later votes are still above H, so they
-//! contradict no vote; but a faulty primary of that view-change's view could use it, with its
-//! promise (§4.4) to stay out of lower views, against votes the replica cast in such a lower
-//! view after recovery. TOCS'02 §4.3.2 cures this by refreshing the replica's keys when it
-//! recovers, so that messages of its earlier life are refused; that is the next step here.
-//! With n <= 2 there are not 2f+1 other replicas to ask: the flag is ignored. The rest of
+//! recovering replica is beyond the fault model: safety still holds by the arguments above,
+//! liveness is not owed). The incarnation must grow across every life whose records may be
+//! lost (the caller's duty, contract item 6). What an answerer shows of the querier is kept in
+//! memory: a correct answerer that accepted such a new-view, then restarted, then answered
+//! shows less (the narrow case the last argument leaves open). With n <= 2 there are not 2f+1
+//! other replicas to ask: the flag is ignored. The rest of
 //! §4.3.2 differs too: there a replica keeps its log, reboots from a trusted copy and
 //! estimates its high watermark from 2f+1 answers in the same way; here the log itself is
 //! lost, and the caller's nonce defeats replayed answers.
@@ -195,7 +256,9 @@ mod view_change;
 
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
-pub use config::{Config, ProtocolError, Restored, max_faulty, quorum};
+pub use config::{
+    Config, DEFAULT_BLOCK_TIME_TOLERANCE_MS, ProtocolError, Restored, max_faulty, quorum,
+};
 pub use durable::Durable;
 pub use io::{Action, Alarm, Input};
 pub use message::*;

@@ -51,6 +51,10 @@ pub struct PreparedCertificate {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct ViewChange {
     pub new_view: View,
+    /// The sender's incarnation ([`crate::Restored::incarnation`]): replicas refuse a
+    /// view-change of an older incarnation of its sender than the newest they know (crate
+    /// docs, "Recovering from lost state"; TOCS'02 §4.3.2's key refresh).
+    pub incarnation: u64,
     /// The sender's last stable checkpoint and the 2f+1 checkpoint messages that prove it
     /// (empty for the genesis checkpoint at sequence 0).
     pub checkpoint: Checkpoint,
@@ -61,6 +65,8 @@ pub struct ViewChange {
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct NewView {
     pub view: View,
+    /// The primary's incarnation, as in [`ViewChange::incarnation`].
+    pub incarnation: u64,
     pub view_changes: Vec<Signed<ViewChange>>,
     /// The O set: one pre-prepare per sequence number from just above the chosen checkpoint,
     /// re-issued in `view`, covered by the new-view's own signature. It stops at the first gap
@@ -70,10 +76,12 @@ pub struct NewView {
 
 /// A replica that lost its durable state asks the others where the cluster is (see the crate
 /// docs, "Recovering from lost state"). `nonce` is drawn by its caller at this start, so that
-/// answers to an earlier query cannot be replayed.
+/// answers to an earlier query cannot be replayed; `incarnation` announces this life, so that
+/// every answerer refuses view-changes and new-views of its earlier lives from then on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct RecoveryQuery {
     pub nonce: u64,
+    pub incarnation: u64,
 }
 
 /// One replica's answer to a [`RecoveryQuery`], sent to the querier only. Each claim it makes
@@ -383,11 +391,13 @@ mod tests {
                 view: 2,
                 proposer: 2,
                 prev: [0; 32],
+                time_ms: 1,
                 requests: Vec::new(),
             }),
         };
         let view_change = ViewChange {
             new_view: 5,
+            incarnation: 0,
             checkpoint: Checkpoint {
                 seq: 0,
                 digest: [0; 32],
@@ -397,6 +407,7 @@ mod tests {
         };
         let new_view = NewView {
             view: 6,
+            incarnation: 0,
             view_changes: Vec::new(),
             pre_prepares: vec![pre_prepare.clone()],
         };

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::ProtocolError;
 use crate::durable::Durable;
 use crate::io::Action;
-use crate::message::{Message, RecoveryAnswer, RecoveryQuery};
+use crate::message::{Message, RecoveryAnswer, RecoveryQuery, ViewMessage};
 use crate::replica::{Replica, Status};
 use crate::types::{ReplicaId, SeqNo, View};
 
@@ -26,7 +26,9 @@ pub(crate) struct Recovery {
 #[derive(Clone, Debug)]
 pub(crate) struct Query {
     pub(crate) nonce: u64,
-    pub(crate) answers: BTreeMap<ReplicaId, RecoveryAnswer>,
+    /// What each checked answer proves: the highest view (of the querier's message or the
+    /// certificate) and the certified executed sequence number. Only that is kept.
+    pub(crate) answers: BTreeMap<ReplicaId, (View, SeqNo)>,
     pub(crate) sent_at: Option<u64>,
 }
 
@@ -70,7 +72,7 @@ impl Replica {
 
     /// Sends this start's query, and again every `retransmit_ticks` until answered.
     pub(crate) fn maybe_query(&mut self, actions: &mut Vec<Action>) {
-        let (now, interval) = (self.now, self.cfg.retransmit_ticks);
+        let (now, interval, incarnation) = (self.now, self.cfg.retransmit_ticks, self.incarnation);
         let Some(query) = self.recovery.as_mut().and_then(|r| r.query.as_mut()) else {
             return;
         };
@@ -81,6 +83,7 @@ impl Replica {
             query.sent_at = Some(now);
             actions.push(Action::Broadcast(Message::RecoveryQuery(RecoveryQuery {
                 nonce: query.nonce,
+                incarnation,
             })));
         }
     }
@@ -88,7 +91,10 @@ impl Replica {
     /// Every replica answers a query, with the nonce, to the querier only: its last executed
     /// sequence number (the caller replaces it with its chain's head and adds that block's
     /// commit certificate, see the crate docs) and the querier's own message of the highest
-    /// view it accepted.
+    /// view it accepted. At most once per `retransmit_ticks` per querier (a correct one
+    /// resends its query at that interval): an answer may carry a view-change of up to a
+    /// whole log window, which a faulty replica must not make this one build, sign and send
+    /// for every few bytes of queries.
     pub(crate) fn on_recovery_query(
         &mut self,
         from: ReplicaId,
@@ -97,6 +103,23 @@ impl Replica {
     ) -> Result<(), ProtocolError> {
         if from == self.cfg.id {
             return Ok(()); // our own query, looped back
+        }
+        let interval = self.cfg.retransmit_ticks;
+        if self
+            .recovery_answered
+            .get(&from)
+            .is_some_and(|at| self.now < at.saturating_add(interval))
+        {
+            return Err(ProtocolError::RecoveryQueryTooSoon);
+        }
+        self.recovery_answered.insert(from, self.now);
+        // From now on this replica refuses the querier's view-changes and new-views of its
+        // earlier lives, also after a restart: persisted before the answer goes out.
+        if self.learn_incarnation(from, query.incarnation) {
+            actions.push(Action::Persist(Durable::Incarnation {
+                replica: from,
+                incarnation: query.incarnation,
+            }));
         }
         actions.push(Action::Send {
             to: from,
@@ -111,22 +134,42 @@ impl Replica {
         Ok(())
     }
 
-    /// What an answer proves, from its shape alone (signatures are the caller's): the
-    /// certificate holds commits of one view and digest at `last_executed` from at least a
-    /// quorum of distinct replicas (none for 0), and the querier's message is the querier's.
+    /// Whether an answer is usable here, and what it proves, before any signature is checked
+    /// (signatures are the caller's): it answers this replica's open query (querier and
+    /// nonce); the certificate holds commits of one view and digest at `last_executed` from
+    /// at least a quorum of distinct replicas (none for 0); the querier's message is the
+    /// querier's and, if a view-change or new-view, well formed.
     pub(crate) fn validate_recovery_answer(
         &self,
         answer: &RecoveryAnswer,
     ) -> Result<(), ProtocolError> {
-        let invalid = ProtocolError::InvalidRecoveryAnswer;
-        if answer
-            .querier_message
+        let open_nonce = self
+            .recovery
             .as_ref()
-            .is_some_and(|m| m.from != answer.querier)
-        {
-            return Err(invalid(
-                "the querier's message is signed by another replica",
-            ));
+            .and_then(|r| r.query.as_ref())
+            .map(|q| q.nonce);
+        if answer.querier != self.cfg.id || Some(answer.nonce) != open_nonce {
+            return Err(ProtocolError::UnexpectedRecoveryAnswer);
+        }
+        let invalid = ProtocolError::InvalidRecoveryAnswer;
+        if let Some(shown) = &answer.querier_message {
+            if shown.from != answer.querier {
+                return Err(invalid(
+                    "the querier's message is signed by another replica",
+                ));
+            }
+            let well_formed = match &shown.message {
+                ViewMessage::ViewChange(vc) => self.validate_view_change(vc),
+                ViewMessage::NewView(nv) => self.validate_new_view(nv),
+                ViewMessage::PrePrepare(_) | ViewMessage::Prepare(_) | ViewMessage::Commit(_) => {
+                    Ok(())
+                }
+            };
+            if well_formed.is_err() {
+                return Err(invalid(
+                    "the querier's message is not a valid view-change or new-view",
+                ));
+            }
         }
         let proof = &answer.executed_proof;
         let Some(first) = proof.first() else {
@@ -171,39 +214,29 @@ impl Replica {
         answer: RecoveryAnswer,
         actions: &mut Vec<Action>,
     ) -> Result<(), ProtocolError> {
-        let (id, quorum, window) = (self.cfg.id, self.cfg.quorum(), self.cfg.watermark_window);
-        let nonce = self
-            .recovery
-            .as_ref()
-            .and_then(|r| r.query.as_ref())
-            .map(|q| q.nonce);
-        if from == id || answer.querier != id || Some(answer.nonce) != nonce {
+        let (quorum, window) = (self.cfg.quorum(), self.cfg.watermark_window);
+        if from == self.cfg.id {
             return Err(ProtocolError::UnexpectedRecoveryAnswer);
         }
         self.validate_recovery_answer(&answer)?;
+        let querier = answer.querier_message.as_ref().map(|m| m.message.view());
+        let certificate = answer.executed_proof.first().map(|c| c.message.view);
+        let proven = (querier.max(certificate).unwrap_or(0), answer.last_executed);
         let Some(recovery) = self.recovery.as_mut() else {
             return Err(ProtocolError::UnexpectedRecoveryAnswer);
         };
         let Some(query) = recovery.query.as_mut() else {
             return Err(ProtocolError::UnexpectedRecoveryAnswer);
         };
-        if query.answers.insert(from, answer).is_some() {
+        if query.answers.contains_key(&from) {
             return Err(ProtocolError::Duplicate);
         }
+        query.answers.insert(from, proven);
         if query.answers.len() < quorum {
             return Ok(());
         }
-        let answers = query.answers.values();
-        let view = answers
-            .clone()
-            .flat_map(|a| {
-                let querier = a.querier_message.as_ref().map(|m| m.message.view());
-                let certificate = a.executed_proof.first().map(|c| c.message.view);
-                querier.into_iter().chain(certificate)
-            })
-            .max()
-            .unwrap_or(0);
-        let executed = answers.map(|a| a.last_executed).max().unwrap_or(0);
+        let view = query.answers.values().map(|a| a.0).max().unwrap_or(0);
+        let executed = query.answers.values().map(|a| a.1).max().unwrap_or(0);
         let bound = (
             recovery.bound.0.max(view),
             recovery.bound.1.max(executed.saturating_add(window)),

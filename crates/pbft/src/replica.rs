@@ -42,6 +42,9 @@ pub(crate) struct Slot {
     /// prepares or commits another proposal at this (view, seq) (§4.2); a view change clears
     /// it with the rest of the log.
     pub(crate) abandoned: bool,
+    /// This backup sent no prepare: the proposal's time was more than τ from its clock (or the
+    /// time before it unknown) when it accepted the pre-prepare (crate docs, "Block time").
+    pub(crate) withheld: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +91,10 @@ pub struct LogStats {
     /// Alarms raised since start (see [`crate::Alarm`]): zero unless the fault model was
     /// exceeded or this replica's stores are damaged. Not a size: export it as a counter.
     pub alarms: u64,
+    /// Prepares withheld since start because a proposal's block time was more than τ from
+    /// this replica's clock (crate docs, "Block time"). A counter, like `alarms`: many mean a
+    /// dishonest primary or this validator's clock is wrong.
+    pub withheld_prepares: u64,
 }
 
 /// A PBFT replica (Castro and Liskov, OSDI'99 §4 / TOCS'02 §4). See the crate docs for the
@@ -96,6 +103,12 @@ pub struct LogStats {
 pub struct Replica {
     pub(crate) cfg: Config,
     pub(crate) now: u64,
+    /// The caller's clock (ms) at the last tick, or at the start.
+    pub(crate) clock_ms: u64,
+    /// The block time of the executed head (`last_executed`).
+    pub(crate) head_time_ms: u64,
+    /// Prepares withheld for a block time far from the clock ([`LogStats::withheld_prepares`]).
+    pub(crate) withheld_prepares: u64,
     pub(crate) view: View,
     pub(crate) status: Status,
     /// Consecutive view changes without an execution: the timeout is T << backoff (§4.5.2).
@@ -121,6 +134,9 @@ pub struct Replica {
     /// Primary only: the next sequence number to assign and the digest it chains to.
     pub(crate) next_seq: SeqNo,
     pub(crate) last_proposed: Digest,
+    /// Primary only: an [`Input::Cut`] came while the block time had to wait for the clock;
+    /// honoured once it can propose.
+    pub(crate) cut_waiting: bool,
 
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
     /// Arrival order of pending requests, for fair batching (lazily cleaned).
@@ -158,6 +174,13 @@ pub struct Replica {
     /// drives the f+1 rule (§4.5.2), and a recovering sender is shown it as proof of a view it
     /// was in (`recovery.rs`). Of one view, a vote is kept rather than a view-change (smaller).
     pub(crate) highest_view_shown: BTreeMap<ReplicaId, Box<Signed<ViewMessage>>>,
+    /// The tick this replica last answered each querier's recovery query (rate limit).
+    pub(crate) recovery_answered: BTreeMap<ReplicaId, u64>,
+    /// This life's incarnation ([`Restored::incarnation`]).
+    pub(crate) incarnation: u64,
+    /// The newest incarnation known of each other replica: view-changes and new-views of older
+    /// ones are refused (`view_change.rs`, crate docs).
+    pub(crate) incarnations: BTreeMap<ReplicaId, u64>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
     pub(crate) last_new_view: Option<NewView>,
     /// Messages of views not entered yet, per sender (bounded per sender).
@@ -186,6 +209,9 @@ impl Replica {
         let genesis = config.genesis;
         let mut r = Replica {
             now: 0,
+            clock_ms: restored.now_ms,
+            head_time_ms: restored.head_time_ms,
+            withheld_prepares: 0,
             view: 0,
             status: Status::Normal,
             backoff: 0,
@@ -200,6 +226,7 @@ impl Replica {
             prepared_certs: BTreeMap::new(),
             next_seq: 1,
             last_proposed: genesis,
+            cut_waiting: false,
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
             arrivals: VecDeque::new(),
@@ -212,6 +239,9 @@ impl Replica {
             fetch: None,
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
+            recovery_answered: BTreeMap::new(),
+            incarnation: restored.incarnation,
+            incarnations: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
             alarms: 0,
@@ -225,7 +255,7 @@ impl Replica {
         let mut pre_prepares = Vec::new();
         let mut sent_new_view = None;
         let mut recovery_query_open = false;
-        let mut recovery_bound: (View, SeqNo) = (0, 0);
+        let mut recovery_bound: Option<(View, SeqNo)> = None;
         for record in restored.durable {
             match record {
                 Durable::View(v) => {
@@ -250,10 +280,17 @@ impl Replica {
                     }
                 }
                 Durable::NewView(nv) => sent_new_view = Some(nv),
+                Durable::Incarnation {
+                    replica,
+                    incarnation,
+                } => {
+                    r.learn_incarnation(replica, incarnation);
+                }
                 Durable::Recovery { bound } => {
                     recovery_query_open = bound.is_none();
                     if let Some((view, seq)) = bound {
-                        recovery_bound = (recovery_bound.0.max(view), recovery_bound.1.max(seq));
+                        let (v, s) = recovery_bound.unwrap_or((0, 0));
+                        recovery_bound = Some((v.max(view), s.max(seq)));
                     }
                 }
             }
@@ -307,6 +344,22 @@ impl Replica {
                 }
             }
             r.abandon_unchained_slots();
+            // A backup does not send again, when it retransmits, a prepare for a time it would
+            // not accept now.
+            if !r.is_primary() {
+                let withheld: Vec<SeqNo> = r
+                    .slots
+                    .iter()
+                    .filter_map(|(seq, slot)| slot.pre_prepare.as_ref().map(|pp| (seq, pp)))
+                    .filter(|(_, pp)| r.withholds_prepare(&pp.proposal))
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                for seq in withheld {
+                    if let Some(slot) = r.slots.get_mut(&seq) {
+                        slot.withheld = true;
+                    }
+                }
+            }
         }
         // A primary continues after its last pre-prepare of this view (never reassigning one).
         let (seq, digest) = r
@@ -319,14 +372,21 @@ impl Replica {
         r.next_seq = seq + 1;
         r.last_proposed = digest;
         if r.can_recover() {
+            let bound = recovery_bound.unwrap_or((0, 0));
+            // Recovery's step 3 (crate docs): changing to a view up to V that it leads, it may
+            // have sent that view's new-view in its lost life; a restart must not forget it.
+            let may_have_led = recovery_bound.is_some()
+                && r.status == Status::ViewChange
+                && r.is_primary()
+                && r.view <= bound.0;
             if restored.recovering || recovery_query_open {
                 r.recovery = Some(Recovery::querying(
                     restored.nonce,
-                    recovery_bound,
+                    bound,
                     restored.recovering,
                 ));
-            } else if recovery_bound.0 > r.view || recovery_bound.1 > r.low {
-                let mut recovery = Recovery::querying(0, recovery_bound, false);
+            } else if bound.0 > r.view || bound.1 > r.low || may_have_led {
+                let mut recovery = Recovery::querying(0, bound, false);
                 recovery.query = None;
                 r.recovery = Some(recovery);
             }
@@ -370,6 +430,10 @@ impl Replica {
     pub fn now(&self) -> u64 {
         self.now
     }
+    /// The caller's clock (ms) as of the last tick (or the start).
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
     pub fn log_stats(&self) -> LogStats {
         LogStats {
             slots: self.slots.len(),
@@ -382,6 +446,7 @@ impl Replica {
             checkpoint_messages: self.checkpoints.values().map(BTreeMap::len).sum(),
             view_changes: self.view_changes.values().map(BTreeMap::len).sum(),
             alarms: self.alarms,
+            withheld_prepares: self.withheld_prepares,
         }
     }
 
@@ -408,7 +473,8 @@ impl Replica {
     pub fn step(&mut self, input: Input, actions: &mut Vec<Action>) -> Result<(), ProtocolError> {
         let mark = actions.len();
         let result = match input {
-            Input::Tick => {
+            Input::Tick { now_ms } => {
+                self.clock_ms = now_ms;
                 self.on_tick(actions);
                 Ok(())
             }
@@ -423,8 +489,9 @@ impl Replica {
             Input::StateTransferred {
                 seq,
                 digest,
+                time_ms,
                 request_ids,
-            } => self.on_state_transferred(seq, digest, request_ids, actions),
+            } => self.on_state_transferred(seq, digest, time_ms, request_ids, actions),
         };
         if result.is_err() {
             assert_eq!(
@@ -521,6 +588,22 @@ impl Replica {
         result
     }
 
+    /// Keeps a view-change found inside an accepted new-view as its sender's message of the
+    /// highest view, if its view is higher than the one kept: a recovering sender is then
+    /// shown it (`recovery.rs`) even if its view-change reached this replica only that way.
+    pub(crate) fn show_view_change(&mut self, vc: &Signed<ViewChange>) {
+        let kept = self.highest_view_shown.get(&vc.from);
+        if vc.from == self.cfg.id || kept.is_some_and(|k| k.message.view() >= vc.message.new_view) {
+            return;
+        }
+        let shown = Signed {
+            from: vc.from,
+            message: ViewMessage::ViewChange(vc.message.clone()),
+            signature: vc.signature,
+        };
+        self.highest_view_shown.insert(vc.from, Box::new(shown));
+    }
+
     /// `message` (of `view`, from `from`) as it is kept, if it is worth keeping over the one
     /// kept: a higher view, or a vote where a view-change or new-view of that view is kept.
     fn shows_more(&self, from: ReplicaId, view: View, message: &Message) -> Option<ViewMessage> {
@@ -580,7 +663,7 @@ impl Replica {
                     };
                     if primary {
                         actions.push(Action::Broadcast(Message::PrePrepare(pp.clone())));
-                    } else {
+                    } else if !slot.withheld {
                         actions.push(Action::Broadcast(Message::Prepare(Vote {
                             view,
                             seq: *seq,
@@ -791,6 +874,12 @@ impl Replica {
                 // view change.
                 return;
             }
+            let Some(time_ms) = self.proposal_time() else {
+                // Waits for its clock (the τ/2 margin) or for the time before.
+                self.cut_waiting |= cut;
+                return;
+            };
+            let cut = cut || self.cut_waiting;
             while let Some(id) = self.queue.front() {
                 if self.pending.contains_key(id) && !self.in_log.contains_key(id) {
                     break;
@@ -798,6 +887,7 @@ impl Replica {
                 self.queue.pop_front();
             }
             let Some(oldest) = self.queue.front() else {
+                self.cut_waiting = false; // nothing left that the cut was for
                 return;
             };
             let waited = self.now - self.pending[oldest].since;
@@ -825,17 +915,30 @@ impl Replica {
             {
                 return;
             }
-            self.propose(batch, actions);
+            self.cut_waiting = false;
+            self.propose(batch, time_ms, actions);
         }
     }
 
-    fn propose(&mut self, requests: Vec<Request>, actions: &mut Vec<Action>) {
+    /// The block time of the next proposal, `max(clock, prev + 1)` with `prev` the time of the
+    /// proposal before it, or `None` while the primary must wait: while `prev + 1` is more than
+    /// τ/2 ahead of its clock (after a faulty primary pushed `prev` towards +τ; proposing it now
+    /// would be refused by backups whose clocks are behind, and replace this primary), or while
+    /// the time before is unknown (a stable checkpoint above the executed head).
+    fn proposal_time(&self) -> Option<u64> {
+        let after = self.time_at(self.next_seq - 1)?.saturating_add(1);
+        let margin = self.cfg.block_time_tolerance_ms / 2;
+        (after <= self.clock_ms.saturating_add(margin)).then(|| after.max(self.clock_ms))
+    }
+
+    fn propose(&mut self, requests: Vec<Request>, time_ms: u64, actions: &mut Vec<Action>) {
         let seq = self.next_seq;
         let proposal = Proposal {
             seq,
             view: self.view,
             proposer: self.cfg.id,
             prev: self.last_proposed,
+            time_ms,
             requests,
         };
         let digest = (self.cfg.digest)(&proposal);
@@ -855,9 +958,10 @@ impl Replica {
         self.check_prepared(seq, actions);
     }
 
-    /// Checks what a message's shape alone can tell, with no state and no signature: batch
-    /// sizes, view-change and new-view structure (sizes bounded by n and L, distinct signers,
-    /// quorums, digests), a recovery answer's certificate and querier's message. The caller
+    /// Checks what a message's shape alone can tell, with no signature: batch sizes,
+    /// view-change and new-view structure (sizes bounded by n and L, distinct signers,
+    /// quorums, digests), and that a recovery answer answers this replica's open query, with a
+    /// well-formed certificate and querier's message. The caller
     /// runs it before verifying the message's signatures, so a peer cannot make this validator
     /// verify more signatures than a valid message carries (issue 8, finding 5).
     /// [`Replica::step`] checks the same again.
@@ -910,6 +1014,61 @@ impl Replica {
             .filter(|s| !s.abandoned)
             .and_then(|s| s.pre_prepare.as_ref())
             .map(|pp| pp.digest)
+    }
+
+    /// The block time this replica holds for `seq`: the executed head's, or that of the
+    /// pre-prepare it holds there. `None` where it holds neither: below the head once the slot
+    /// is gone (those blocks are executed), and at a stable checkpoint above the head.
+    pub(crate) fn time_at(&self, seq: SeqNo) -> Option<u64> {
+        if seq == self.last_executed.0 {
+            return Some(self.head_time_ms);
+        }
+        self.slots
+            .get(&seq)
+            .filter(|s| !s.abandoned)
+            .and_then(|s| s.pre_prepare.as_ref())
+            .map(|pp| pp.proposal.time_ms)
+    }
+
+    /// A backup's first check of a block time (crate docs, "Block time"): later than the time
+    /// of the proposal before it, which a correct primary always proposes, so an earlier or
+    /// equal one is Byzantine. Passes when that time is unknown ([`Replica::withholds_prepare`]
+    /// then holds the prepare back).
+    pub(crate) fn check_time_increases(&self, proposal: &Proposal) -> Result<(), ProtocolError> {
+        if self.ignores_block_time() {
+            return Ok(());
+        }
+        match self.time_at(proposal.seq - 1) {
+            Some(previous_ms) if proposal.time_ms <= previous_ms => {
+                Err(ProtocolError::BlockTimeNotIncreasing {
+                    seq: proposal.seq,
+                    time_ms: proposal.time_ms,
+                    previous_ms,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A backup's second check (crate docs, "Block time"): it prepares a proposal only if its
+    /// time is within τ of its own clock (and the time before it is known, so the first check
+    /// was made). Otherwise it keeps the pre-prepare but sends no prepare; if 2f other backups
+    /// prepare anyway, f+1 correct replicas found the time fine and it goes on to commit.
+    pub(crate) fn withholds_prepare(&self, proposal: &Proposal) -> bool {
+        if self.ignores_block_time() {
+            return false;
+        }
+        self.time_at(proposal.seq - 1).is_none()
+            || proposal.time_ms.abs_diff(self.clock_ms) > self.cfg.block_time_tolerance_ms
+    }
+
+    /// The planted bug that turns both block-time checks off (the simulator must catch it).
+    fn ignores_block_time(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bug == Some(crate::config::PlantedBug::IgnoreBlockTime) {
+            return true;
+        }
+        false
     }
 
     /// Marks abandoned every slot above the executed head from the first whose pre-prepare
@@ -1009,6 +1168,7 @@ impl Replica {
         match self.digest_at(seq - 1) {
             Some(prev) if prev != pp.proposal.prev => Err(ProtocolError::ChainMismatch),
             Some(_) => {
+                self.check_time_increases(&pp.proposal)?;
                 self.accept_pre_prepare(pp, actions);
                 Ok(())
             }
@@ -1020,13 +1180,15 @@ impl Replica {
         }
     }
 
-    /// Records an accepted pre-prepare, persists it, and sends the prepare (§4.2); then
-    /// accepts successors that were waiting for it.
+    /// Records an accepted pre-prepare, persists it, and sends the prepare (§4.2) unless its
+    /// block time is too far from this replica's clock; then accepts successors that were
+    /// waiting for it (dropping one whose time is not later: Byzantine).
     pub(crate) fn accept_pre_prepare(&mut self, pp: PrePrepare, actions: &mut Vec<Action>) {
         let mut next = Some(pp);
         while let Some(pp) = next.take() {
             let seq = pp.proposal.seq;
             let digest = pp.digest;
+            let withheld = !self.is_primary() && self.withholds_prepare(&pp.proposal);
             if seq > self.last_executed.0 {
                 for r in &pp.proposal.requests {
                     self.in_log.insert(r.id, seq);
@@ -1040,9 +1202,13 @@ impl Replica {
                     }
                 }
             }
-            self.slots.entry(seq).or_default().pre_prepare = Some(pp.clone());
+            let slot = self.slots.entry(seq).or_default();
+            slot.pre_prepare = Some(pp.clone());
+            slot.withheld = withheld;
             actions.push(Action::Persist(Durable::PrePrepare(pp)));
-            if !self.is_primary() {
+            if withheld {
+                self.withheld_prepares += 1;
+            } else if !self.is_primary() {
                 actions.push(Action::Broadcast(Message::Prepare(Vote {
                     view: self.view,
                     seq,
@@ -1053,6 +1219,7 @@ impl Replica {
             self.check_prepared(seq, actions);
             if let Some(succ) = self.waiting.remove(&(seq + 1))
                 && succ.proposal.prev == digest
+                && self.check_time_increases(&succ.proposal).is_ok()
             {
                 next = Some(succ);
             }
@@ -1292,6 +1459,7 @@ impl Replica {
         let seq = committed.proposal.seq;
         let digest = committed.digest;
         let ids: Vec<Digest> = committed.proposal.requests.iter().map(|r| r.id).collect();
+        self.head_time_ms = committed.proposal.time_ms;
         actions.push(Action::Execute(committed));
         self.last_executed = (seq, digest);
         self.executed_digests.insert(seq, digest);

@@ -42,6 +42,10 @@ pub struct Proposal {
     pub view: View,
     pub proposer: ReplicaId,
     pub prev: Digest,
+    /// The block time (ms since the Unix epoch) the primary chose: its clock, and always later
+    /// than the proposal at `seq - 1` (crate docs, "Block time"). Covered by the digest, so a
+    /// certificate fixes it; a new primary re-issues it unchanged.
+    pub time_ms: u64,
     /// Empty for the null request a new primary puts in a gap (§4.4).
     pub requests: Vec<Request>,
 }

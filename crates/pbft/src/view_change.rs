@@ -18,6 +18,47 @@ pub(crate) struct NewViewPlan {
 }
 
 impl Replica {
+    /// The newest incarnation known of `replica` (this one's own, for itself).
+    pub(crate) fn known_incarnation(&self, replica: ReplicaId) -> u64 {
+        if replica == self.cfg.id {
+            return self.incarnation;
+        }
+        self.incarnations.get(&replica).copied().unwrap_or(0)
+    }
+
+    /// Refuses a view-change or new-view of an older incarnation of its sender than the newest
+    /// known: a message of a life that sender forgot (crate docs, "Recovering from lost
+    /// state").
+    pub(crate) fn check_incarnation(
+        &self,
+        replica: ReplicaId,
+        incarnation: u64,
+    ) -> Result<(), ProtocolError> {
+        let known = self.known_incarnation(replica);
+        if incarnation < known {
+            return Err(ProtocolError::OlderIncarnation {
+                replica,
+                got: incarnation,
+                known,
+            });
+        }
+        Ok(())
+    }
+
+    /// Notes that `replica` is in `incarnation` (signed by it); if that is newer than known,
+    /// forgets the view-changes of its older ones and returns true (the caller decides whether
+    /// to persist it). This replica's own incarnation is the caller's, never learned.
+    pub(crate) fn learn_incarnation(&mut self, replica: ReplicaId, incarnation: u64) -> bool {
+        if replica == self.cfg.id || incarnation <= self.known_incarnation(replica) {
+            return false;
+        }
+        self.incarnations.insert(replica, incarnation);
+        if let Some(table) = self.view_changes.get_mut(&replica) {
+            table.retain(|_, vc| vc.message.incarnation >= incarnation);
+        }
+        true
+    }
+
     /// §4.5.2: if f+1 replicas show views above ours, at least one honest replica is there;
     /// join the smallest such view (the (f+1)-th highest view seen).
     pub(crate) fn join_higher_view(&mut self, actions: &mut Vec<Action>) {
@@ -61,6 +102,7 @@ impl Replica {
         if self.cfg.planted_bug == Some(crate::config::PlantedBug::ForgetPreparedOnViewChange) {
             return ViewChange {
                 new_view: self.view,
+                incarnation: self.incarnation,
                 checkpoint: Checkpoint {
                     seq: self.low,
                     digest: self.low_digest,
@@ -71,6 +113,7 @@ impl Replica {
         }
         ViewChange {
             new_view: self.view,
+            incarnation: self.incarnation,
             checkpoint: Checkpoint {
                 seq: self.low,
                 digest: self.low_digest,
@@ -197,6 +240,8 @@ impl Replica {
     ) -> Result<(), ProtocolError> {
         self.validate_view_change(&vc.message)?;
         let from = vc.from;
+        self.check_incarnation(from, vc.message.incarnation)?;
+        self.learn_incarnation(from, vc.message.incarnation);
         let view = vc.message.new_view;
         if view < self.view || (view == self.view && self.status == Status::Normal) {
             // A replica behind us. If we lead our view, hand it our new-view (§4.5.2's
@@ -283,6 +328,7 @@ impl Replica {
         }
         let nv = NewView {
             view,
+            incarnation: self.incarnation,
             view_changes: chosen,
             pre_prepares: plan.pre_prepares.clone(),
         };
@@ -397,6 +443,13 @@ impl Replica {
             return Err(Bad("new-view for view 0"));
         }
         self.validate_new_view(&nv)?;
+        // A new-view that uses a view-change of a life its sender forgot is refused: with it, a
+        // faulty primary could hold a recovered replica to a promise (§4.4: no part in lower
+        // views) that its new life, not knowing it, did not keep (crate docs).
+        self.check_incarnation(from, nv.incarnation)?;
+        for vc in &nv.view_changes {
+            self.check_incarnation(vc.from, vc.message.incarnation)?;
+        }
         let plan = self.plan_new_view(nv.view, nv.view_changes.iter().map(|vc| &vc.message));
         if plan.pre_prepares != nv.pre_prepares {
             return Err(Bad("O set does not match the view-changes"));
@@ -406,6 +459,11 @@ impl Replica {
             // carries no action, so it is only counted; the view-change timer moves us on).
             self.alarms += 1;
             return Err(Bad("O set conflicts with executed proposals"));
+        }
+        self.learn_incarnation(from, nv.incarnation);
+        for vc in &nv.view_changes {
+            self.learn_incarnation(vc.from, vc.message.incarnation);
+            self.show_view_change(vc);
         }
         self.enter_view(nv.view, plan, None, actions);
         Ok(())

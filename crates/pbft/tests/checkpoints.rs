@@ -114,7 +114,7 @@ fn watermarks_bound_accepted_sequence_numbers() {
 fn state_transfer_after_f_plus_1_checkpoints_ahead() {
     let mut cfg = config(3, 4);
     cfg.retransmit_ticks = 5;
-    let mut r = Replica::new(cfg, Restored::genesis(GENESIS));
+    let mut r = Replica::new(cfg, Restored::genesis(GENESIS, 0, 0));
     let c = Checkpoint {
         seq: 8,
         digest: [8; 32],
@@ -124,7 +124,7 @@ fn state_transfer_after_f_plus_1_checkpoints_ahead() {
     let mut fetched = Vec::new();
     for _ in 0..5 {
         fetched.extend(
-            step(&mut r, Input::Tick)
+            step(&mut r, Input::Tick { now_ms: 0 })
                 .into_iter()
                 .filter(|a| matches!(a, Action::FetchState { .. })),
         );
@@ -143,6 +143,7 @@ fn state_transfer_after_f_plus_1_checkpoints_ahead() {
             Input::StateTransferred {
                 seq: 8,
                 digest: [8; 32],
+                time_ms: 8,
                 request_ids: vec![[1; 32]],
             }
         ),
@@ -169,6 +170,7 @@ fn state_transfer_after_f_plus_1_checkpoints_ahead() {
             Input::StateTransferred {
                 seq: 8,
                 digest: [8; 32],
+                time_ms: 8,
                 request_ids: vec![]
             }
         ),
@@ -207,7 +209,7 @@ fn durable_records_compact_below_the_stable_checkpoint() {
         Restored {
             last_executed: head,
             durable: full,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     let b = Replica::new(
@@ -215,7 +217,7 @@ fn durable_records_compact_below_the_stable_checkpoint() {
         Restored {
             last_executed: head,
             durable: compacted,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     assert_eq!(a.stable_checkpoint(), b.stable_checkpoint());
@@ -242,6 +244,7 @@ fn finding_6_state_transfer_never_leads_to_a_second_prepare() {
         Input::StateTransferred {
             seq: 1,
             digest: b1.digest,
+            time_ms: 1,
             request_ids: vec![[3; 32]],
         },
     );
@@ -275,6 +278,7 @@ fn view_change_from(
 ) -> ViewChange {
     ViewChange {
         new_view: view,
+        incarnation: 0,
         checkpoint,
         checkpoint_proof: proof_from.iter().map(|f| signed(*f, checkpoint)).collect(),
         prepared: prepared
@@ -323,6 +327,7 @@ fn finding_9_off_chain_commit_raises_alarms_instead_of_panicking() {
     };
     let nv = NewView {
         view: 1,
+        incarnation: 0,
         view_changes: vcs,
         pre_prepares: vec![o.clone()],
     };
@@ -350,7 +355,7 @@ fn finding_9_off_chain_commit_raises_alarms_instead_of_panicking() {
     assert_eq!(r.log_stats().alarms, 2);
     // It fetches what the committers executed.
     let fetched: Vec<Action> = (0..1_000)
-        .flat_map(|_| step(&mut r, Input::Tick))
+        .flat_map(|_| step(&mut r, Input::Tick { now_ms: 0 }))
         .filter(|a| matches!(a, Action::FetchState { .. }))
         .take(1)
         .collect();

@@ -67,6 +67,7 @@ fn rejects_each_kind_of_bad_message() {
     );
     let bad_vc = ViewChange {
         new_view: 1,
+        incarnation: 0,
         checkpoint: Checkpoint {
             seq: 4,
             digest: [4; 32],
@@ -153,7 +154,7 @@ fn restart_never_contradicts_persisted_records() {
         Restored {
             last_executed: (0, GENESIS),
             durable,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     step(&mut p, Input::Request(request(2)));
@@ -177,7 +178,7 @@ fn restart_never_contradicts_persisted_records() {
         Restored {
             last_executed: (0, GENESIS),
             durable,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     let other = pre_prepare(1, 0, GENESIS, vec![request(9)]);
@@ -263,6 +264,7 @@ fn finding_5_shape_is_checked_before_signatures() {
 fn view_change_to_1(prepared: Vec<PreparedCertificate>) -> ViewChange {
     ViewChange {
         new_view: 1,
+        incarnation: 0,
         checkpoint: Checkpoint {
             seq: 0,
             digest: GENESIS,

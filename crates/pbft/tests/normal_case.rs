@@ -63,9 +63,9 @@ fn backup_forwards_request_and_times_out() {
         ProtocolError::DuplicateRequest
     );
     for _ in 0..19 {
-        assert_eq!(step(&mut r, Input::Tick), vec![]);
+        assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![]);
     }
-    let actions = step(&mut r, Input::Tick);
+    let actions = step(&mut r, Input::Tick { now_ms: 0 });
     assert_eq!(actions[0], Action::Persist(Durable::ViewChange(1)));
     assert!(matches!(&actions[1], Action::Broadcast(Message::ViewChange(vc)) if vc.new_view == 1));
     assert!(r.in_view_change());
@@ -76,8 +76,8 @@ fn backup_forwards_request_and_times_out() {
 fn primary_batches_by_size_window_and_cut() {
     let mut r = replica(0);
     assert_eq!(step(&mut r, Input::Request(request(1))), vec![]);
-    assert_eq!(step(&mut r, Input::Tick), vec![]);
-    let actions = step(&mut r, Input::Tick);
+    assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![]);
+    let actions = step(&mut r, Input::Tick { now_ms: 0 });
     let pp1 = pre_prepare(1, 0, GENESIS, vec![request(1)]);
     assert_eq!(
         actions,

@@ -35,9 +35,13 @@ fn amnesia(c: &mut Cluster, id: ReplicaId, last_executed: (SeqNo, Digest)) {
         config(id, 4),
         Restored {
             last_executed,
+            // Block times are sequence numbers in these tests (`common::proposal`).
+            head_time_ms: last_executed.0,
+            now_ms: 0,
             durable: Vec::new(),
             recovering: true,
             nonce: 0x5eed,
+            incarnation: 1,
         },
     );
 }
@@ -170,7 +174,7 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
             Restored {
                 durable,
                 nonce: 9,
-                ..Restored::genesis(GENESIS)
+                ..Restored::genesis(GENESIS, 0, 0)
             },
         )
     };
@@ -190,9 +194,12 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
     // A restart mid-query asks again, with this start's nonce.
     let mut q = start(querying);
     assert!(
-        step(&mut q, Input::Tick).contains(&Action::Broadcast(Message::RecoveryQuery(
-            RecoveryQuery { nonce: 9 }
-        )))
+        step(&mut q, Input::Tick { now_ms: 0 }).contains(&Action::Broadcast(
+            Message::RecoveryQuery(RecoveryQuery {
+                nonce: 9,
+                incarnation: 0
+            })
+        ))
     );
     // An answer to another nonce or querier is refused.
     let answer = RecoveryAnswer {
@@ -227,7 +234,7 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
         Restored {
             last_executed: (8, [8; 32]),
             durable: met,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     assert!(!r.is_recovering());
@@ -240,10 +247,10 @@ fn querier() -> Replica {
         Restored {
             recovering: true,
             nonce: 9,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
-    step(&mut q, Input::Tick);
+    step(&mut q, Input::Tick { now_ms: 0 });
     q
 }
 
@@ -376,7 +383,13 @@ fn answer_carries_the_queriers_highest_view_message() {
     step(&mut r, msg(3, Message::Prepare(vote(0, 1, pp.digest))));
     let actions = step(
         &mut r,
-        msg(3, Message::RecoveryQuery(RecoveryQuery { nonce: 4 })),
+        msg(
+            3,
+            Message::RecoveryQuery(RecoveryQuery {
+                nonce: 4,
+                incarnation: 0,
+            }),
+        ),
     );
     assert_eq!(
         actions,
@@ -393,5 +406,144 @@ fn answer_carries_the_queriers_highest_view_message() {
                 ))),
             }),
         }]
+    );
+}
+
+/// Replica 3's view-change to view 1 in incarnation `incarnation`, with nothing prepared.
+fn view_change_of(incarnation: u64) -> ViewChange {
+    ViewChange {
+        new_view: 1,
+        incarnation,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: Vec::new(),
+        prepared: Vec::new(),
+    }
+}
+
+/// Finding 2 (the incarnation): an answerer persists the incarnation a query announces before
+/// it answers, and from then on refuses the querier's view-changes of older incarnations,
+/// alone or inside a new-view, also after a restart from its (compacted) records; the querier's
+/// view-changes of the new incarnation count as usual.
+#[test]
+fn an_answerer_refuses_a_forgotten_lifes_view_change_across_a_restart() {
+    let mut r = replica(0);
+    let query = |incarnation| {
+        msg(
+            3,
+            Message::RecoveryQuery(RecoveryQuery {
+                nonce: 4,
+                incarnation,
+            }),
+        )
+    };
+    let actions = step(&mut r, query(2));
+    let record = Durable::Incarnation {
+        replica: 3,
+        incarnation: 2,
+    };
+    assert_eq!(actions[0], Action::Persist(record.clone()));
+    assert!(matches!(
+        actions[1],
+        Action::Send {
+            to: 3,
+            message: Message::RecoveryAnswer(_)
+        }
+    ));
+    let mut records = vec![
+        Durable::Incarnation {
+            replica: 3,
+            incarnation: 1,
+        },
+        Durable::Incarnation {
+            replica: 2,
+            incarnation: 5,
+        },
+        record,
+    ];
+    Durable::compact(&mut records);
+    assert_eq!(records.len(), 2, "the newest incarnation of each replica");
+    let mut restarted = Replica::new(
+        config(0, 4),
+        Restored {
+            durable: records,
+            ..Restored::genesis(GENESIS, 0, 0)
+        },
+    );
+    for r in [&mut r, &mut restarted] {
+        let old = msg(3, Message::ViewChange(view_change_of(1)));
+        assert_eq!(
+            step_err(r, old),
+            ProtocolError::OlderIncarnation {
+                replica: 3,
+                got: 1,
+                known: 2
+            }
+        );
+        // Inside a new-view (view 1's primary is 1), with 0's and 1's view-changes.
+        let view_changes = [(0, 0), (1, 0), (3, 1)]
+            .map(|(from, incarnation)| {
+                signed(
+                    from,
+                    ViewChange {
+                        incarnation,
+                        ..view_change_of(0)
+                    },
+                )
+            })
+            .to_vec();
+        let new_view = NewView {
+            view: 1,
+            incarnation: 0,
+            view_changes,
+            pre_prepares: Vec::new(),
+        };
+        assert!(matches!(
+            step_err(r, msg(1, Message::NewView(new_view))),
+            ProtocolError::OlderIncarnation { replica: 3, .. }
+        ));
+        step(r, msg(3, Message::ViewChange(view_change_of(2))));
+    }
+}
+
+/// A querier's view-change that an answerer saw only inside a new-view it accepted is shown to
+/// the querier like one it received directly: the querier's bound then covers that view (the
+/// case where the new-view was accepted before the answerer learned the new incarnation).
+#[test]
+fn an_answer_shows_the_queriers_view_change_seen_inside_a_new_view() {
+    let mut r = replica(2);
+    let view_changes = [0, 1, 3]
+        .map(|from| signed(from, view_change_of(0)))
+        .to_vec();
+    let new_view = NewView {
+        view: 1,
+        incarnation: 0,
+        view_changes,
+        pre_prepares: Vec::new(),
+    };
+    step(&mut r, msg(1, Message::NewView(new_view)));
+    assert_eq!(r.view(), 1);
+    let query = RecoveryQuery {
+        nonce: 4,
+        incarnation: 1,
+    };
+    let answer = step(&mut r, msg(3, Message::RecoveryQuery(query)))
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send {
+                message: Message::RecoveryAnswer(answer),
+                ..
+            } => Some(answer),
+            _ => None,
+        })
+        .expect("an answer");
+    assert_eq!(
+        answer.querier_message,
+        Some(Box::new(signed(
+            3,
+            ViewMessage::ViewChange(view_change_of(0))
+        )))
     );
 }

@@ -23,6 +23,7 @@ fn prepares(pp: &PrePrepare, from: &[ReplicaId]) -> Vec<Signed<Vote>> {
 fn view_change(to: View, prepared: Vec<PreparedCertificate>) -> ViewChange {
     ViewChange {
         new_view: to,
+        incarnation: 0,
         checkpoint: Checkpoint {
             seq: 0,
             digest: GENESIS,
@@ -35,7 +36,7 @@ fn view_change(to: View, prepared: Vec<PreparedCertificate>) -> ViewChange {
 fn expire(r: &mut Replica, ticks: u64) -> Vec<Action> {
     let mut last = Vec::new();
     for _ in 0..ticks {
-        last = step(r, Input::Tick);
+        last = step(r, Input::Tick { now_ms: 0 });
     }
     last
 }
@@ -103,6 +104,7 @@ fn new_primary_sends_new_view_with_o_set_truncated_at_gap() {
     let actions = step(&mut r, Input::Message(vcs[0].clone().map()));
     let nv = NewView {
         view: 1,
+        incarnation: 0,
         view_changes: vcs.to_vec(),
         pre_prepares: vec![o.clone()],
     };
@@ -281,7 +283,7 @@ fn finding_7_restarted_primary_resends_its_new_view() {
         Restored {
             last_executed: (0, GENESIS),
             durable: compacted,
-            ..Restored::genesis(GENESIS)
+            ..Restored::genesis(GENESIS, 0, 0)
         },
     );
     assert!(p.is_primary() && !p.in_view_change() && p.view() == 1);
@@ -352,7 +354,7 @@ fn finding_8_partition_longer_than_32_timeouts_heals() {
 fn timeout_doubling_saturates_instead_of_overflowing() {
     let mut cfg = config(3, 4);
     cfg.view_change_timeout_ticks = 1 << 62;
-    let mut r = Replica::new(cfg, Restored::genesis(GENESIS));
+    let mut r = Replica::new(cfg, Restored::genesis(GENESIS, 0, 0));
     for view in 1..=4 {
         for from in [0, 1, 2] {
             let _ = r.step(
@@ -363,7 +365,7 @@ fn timeout_doubling_saturates_instead_of_overflowing() {
         assert_eq!(r.view(), view);
     }
     for _ in 0..1_000 {
-        let actions = step(&mut r, Input::Tick);
+        let actions = step(&mut r, Input::Tick { now_ms: 0 });
         assert!(!actions.iter().any(|a| matches!(a, Action::Persist(_))));
     }
     assert_eq!(r.view(), 4);

@@ -1,12 +1,13 @@
 //! The faults a run's chaos phase injects besides Byzantine replicas: network faults, partitions,
 //! crashes (torn steps, all replicas at once), amnesia and clock skew; and the healing that ends
 //! them. A crashed or amnesiac replica counts toward f with the Byzantine ones.
-use pbft::{Replica, ReplicaId, Restored};
+use pbft::{Message, Replica, ReplicaId, Restored};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::network::{Link, with};
+use crate::adversary::Behavior;
+use crate::network::{Envelope, Link, Packet, with};
 use crate::profile::Profile;
 use crate::world::{App, World, replica_config};
 
@@ -27,11 +28,15 @@ pub enum Event {
     /// (`primary`) the primary of the view the cluster is in, when it is honest and may be
     /// faulty within the budget. `crash_again`: `(after, down)` ticks, it crashes again `after`
     /// ticks after its restart (mid-recovery) and restarts `down` ticks later.
+    /// `after_view_change`: wait up to that many ticks for the replica to have a view-change in
+    /// flight, and strike then: it reaches only `keep-lost-life` replicas (the rest were still
+    /// in its send queue), the red team's scenario for finding 2.
     Amnesia {
         id: ReplicaId,
         primary: bool,
         down_ticks: u64,
         crash_again: Option<(u64, u64)>,
+        after_view_change: Option<u64>,
     },
     SetLinks(Vec<(ReplicaId, ReplicaId, Link)>),
     /// Every message takes this many ticks (inclusive range) from now on, into healing.
@@ -40,12 +45,23 @@ pub enum Event {
     SlowNetworkEnds,
 }
 
-/// A replica's clock: `rate.0` ticks every `rate.1` ticks of the world.
+/// A replica's clock: `rate.0` ticks every `rate.1` ticks of the world (its timers run fast or
+/// slow), and a wall clock ([`Clock::offset_ms`]) off real time by an amount that goes with the
+/// rate. The wall clock is real time plus a constant offset, not the count of its ticks: NTP
+/// keeps a validator's wall clock within ε of real time however fast its timers run, and a
+/// drifting clock would leave the block-time tolerance in a long run.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     pub rate: (u32, u32),
     carry: u32,
 }
+
+/// The wall clock's offset (ms) per unit of rate away from 1: rates 1/2, 1, 3/2 and 2 give
+/// -200, 0, +200 and +400 ms, a 600 ms spread, well within τ/2 (1 s) with the network delay.
+pub const SKEW_MS_PER_RATE: i64 = 400;
+
+/// The largest offset of an honest replica's wall clock from real time (rate 2).
+pub const MAX_HONEST_SKEW_MS: u64 = SKEW_MS_PER_RATE as u64;
 
 impl Default for Clock {
     fn default() -> Self {
@@ -57,6 +73,11 @@ impl Default for Clock {
 }
 
 impl Clock {
+    /// How far this replica's wall clock is off real time (ms).
+    pub fn offset_ms(&self) -> i64 {
+        SKEW_MS_PER_RATE * i64::from(self.rate.0) / i64::from(self.rate.1) - SKEW_MS_PER_RATE
+    }
+
     /// Ticks of this replica during one tick of the world.
     pub fn advance(&mut self) -> u32 {
         self.carry += self.rate.0;
@@ -141,6 +162,10 @@ impl World {
             .collect();
         honest.shuffle(rng);
         let views_move = rng.gen_bool(0.4);
+        let keeper = self
+            .nodes
+            .iter()
+            .any(|x| x.byzantine.contains(&Behavior::KeepLostLife));
         if views_move {
             let start = rng.gen_range(5..20);
             self.isolate(0, start, start + rng.gen_range(80..=140));
@@ -158,6 +183,7 @@ impl World {
                 crash_again: rng
                     .gen_bool(0.3)
                     .then(|| (rng.gen_range(1..=20), rng.gen_range(5..=40))),
+                after_view_change: (keeper && rng.gen_bool(0.5)).then_some(60),
             };
             self.schedule(start, event);
         }
@@ -284,6 +310,30 @@ impl World {
         }
     }
 
+    /// If `id` has a view-change in flight, loses it on the way to every replica but the
+    /// `keep-lost-life` ones (it was still in `id`'s send queue) and returns true.
+    fn lose_view_change(&mut self, id: ReplicaId) -> bool {
+        let from_id = |e: &Envelope| {
+            e.from == id
+                && matches!(&e.packet, Packet::Pbft(m) if matches!(m.message, Message::ViewChange(_)))
+        };
+        if !self.net.in_flight(from_id) {
+            return false;
+        }
+        let keepers: Vec<ReplicaId> = (0..self.n)
+            .filter(|x| {
+                self.nodes[*x as usize]
+                    .byzantine
+                    .contains(&Behavior::KeepLostLife)
+            })
+            .collect();
+        self.net
+            .lose_in_flight(|e| from_id(e) && !keepers.contains(&e.to));
+        self.stats.lost_life_view_changes += 1;
+        self.trace(|| format!("replica {id}'s last view-change reaches only {keepers:?}"));
+        true
+    }
+
     pub(crate) fn schedule(&mut self, at: u64, event: Event) {
         self.events.entry(at).or_default().push(event);
     }
@@ -321,7 +371,25 @@ impl World {
                 primary,
                 down_ticks,
                 crash_again,
+                after_view_change,
             } => {
+                let (target, _) = self.amnesia_target(id, primary);
+                if let Some(patience) = after_view_change
+                    && !self.lose_view_change(target)
+                {
+                    let after_view_change = patience.checked_sub(1);
+                    let event = Event::Amnesia {
+                        id,
+                        primary,
+                        down_ticks,
+                        crash_again,
+                        after_view_change: after_view_change.filter(|p| *p > 0),
+                    };
+                    if !self.healing && after_view_change.is_some_and(|p| p > 0) {
+                        self.schedule(self.now + 1, event);
+                        return;
+                    }
+                }
                 let (id, is_primary) = self.amnesia_target(id, primary);
                 self.stats.amnesia_of_primary += u64::from(is_primary);
                 if self.nodes[id as usize].is_up() {
@@ -379,6 +447,7 @@ impl World {
         // A replica that lost its durable state may have voted before: it restarts recovering
         // (the node knows this from the marker `init` writes beside its key).
         let nonce = self.rng.r#gen::<u64>();
+        let now_ms = self.clock_ms(id);
         let others_view = (0..self.n)
             .filter(|o| *o != id)
             .filter_map(|o| self.nodes[o as usize].replica.as_ref().map(|r| r.view()))
@@ -393,9 +462,14 @@ impl World {
         }
         let restored = Restored {
             last_executed: node.app.head(),
+            head_time_ms: node.app.head_time_ms(),
+            now_ms,
             durable: node.durable.clone(),
             recovering: node.amnesia > 0 && node.durable.is_empty(),
             nonce,
+            // A life after amnesia is a new incarnation (the node counts every start; a plain
+            // restart that keeps its records may keep its incarnation).
+            incarnation: u64::from(node.amnesia),
         };
         node.replica = Some(Replica::new(
             replica_config(id, self.n, self.cfg.planted_bug),

@@ -30,7 +30,8 @@ struct Args {
     /// Print every step of the run (use with --seed).
     #[arg(long)]
     trace: bool,
-    /// Plant a bug to see the simulator catch it: "commit-2f" or "forget-prepared".
+    /// Plant a bug to see the simulator catch it: "commit-2f", "forget-prepared" or
+    /// "ignore-block-time".
     #[arg(long)]
     planted_bug: Option<String>,
     /// Turn off the application's check of each block's certificate size, so that only the
@@ -52,8 +53,9 @@ fn coverage() -> String {
     text.push_str(
         "\nAt most f replicas are faulty at once (Byzantine, crashed or amnesiac). Invariants:\n  \
          agreement, total order, validity, exact payload, bounded batches, checkpoint agreement,\n  \
-         bounded log, honest votes, no alarms, justified recovery; liveness: every request executed after healing, and within\n  \
-         the censorship bound while clients keep sending.",
+         bounded log, honest votes, no alarms, justified recovery, block time (increasing, and within τ + the\n  \
+         largest honest clock skew of when an honest replica accepted it); liveness: every request executed after\n  \
+         healing, and within the censorship bound while clients keep sending. A tick is 1 ms of real time.",
     );
     text
 }
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         None => None,
         Some("commit-2f") => Some(pbft::PlantedBug::CommitWithTwoF),
         Some("forget-prepared") => Some(pbft::PlantedBug::ForgetPreparedOnViewChange),
+        Some("ignore-block-time") => Some(pbft::PlantedBug::IgnoreBlockTime),
         Some(other) => {
             eprintln!("unknown planted bug {other:?}");
             return ExitCode::FAILURE;
@@ -123,6 +126,10 @@ fn main() -> ExitCode {
         totals.crashes_mid_recovery += s.crashes_mid_recovery;
         totals.new_view_crashes += s.new_view_crashes;
         totals.recovery_lies += s.recovery_lies;
+        totals.withheld_prepares += s.withheld_prepares;
+        totals.block_time_refusals += s.block_time_refusals;
+        totals.lost_life_view_changes += s.lost_life_view_changes;
+        totals.lost_life_new_views += s.lost_life_new_views;
         runs_with_view_change += u64::from(s.max_view > 0);
         runs_with_transfer += u64::from(s.state_transfers > 0);
         if let Some(v) = &outcome.violation {
@@ -166,13 +173,20 @@ fn main() -> ExitCode {
         totals.ticks
     );
     println!(
-        "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}; lying recovery answers: {}); new primaries crashed after their new-view: {}",
+        "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}; lying recovery answers: {}; right after a view-change only a keep-lost-life replica got: {}; new-views reusing a lost life's view-change: {}); new primaries crashed after their new-view: {}",
         totals.amnesia_restarts,
         totals.amnesia_behind_view,
         totals.amnesia_of_primary,
         totals.crashes_mid_recovery,
         totals.recovery_lies,
+        totals.lost_life_view_changes,
+        totals.lost_life_new_views,
         totals.new_view_crashes
+    );
+    println!(
+        "block time: prepares withheld by honest replicas for a time more than τ from their \
+         clocks: {}; pre-prepares refused for a time not later than the one before: {}",
+        totals.withheld_prepares, totals.block_time_refusals
     );
     println!("elapsed: {:.1}s", start.elapsed().as_secs_f64());
     println!(

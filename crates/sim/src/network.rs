@@ -156,6 +156,21 @@ impl Network {
         self.set_links(rng, now, &all);
     }
 
+    /// Whether a packet in flight (not held on a clogged link) matches `matches`.
+    pub fn in_flight(&self, matches: impl Fn(&Envelope) -> bool) -> bool {
+        self.heap.iter().any(|Reverse(e)| matches(e))
+    }
+
+    /// Drops the packets in flight that match `lost` (what a crashed sender had not sent yet);
+    /// returns how many.
+    pub fn lose_in_flight(&mut self, lost: impl Fn(&Envelope) -> bool) -> u64 {
+        let before = self.heap.len();
+        self.heap.retain(|Reverse(e)| !lost(e));
+        let dropped = (before - self.heap.len()) as u64;
+        self.dropped += dropped;
+        dropped
+    }
+
     /// The next packet due at or before `now`.
     pub fn pop_due(&mut self, now: u64) -> Option<Envelope> {
         if self.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {

@@ -25,10 +25,11 @@ pub enum Profile {
     Skew,
     Slow,
     NewViewCrash,
+    BlockTime,
 }
 
 impl Profile {
-    pub const ALL: [Profile; 16] = [
+    pub const ALL: [Profile; 17] = [
         Profile::Calm,
         Profile::Lossy,
         Profile::Partition,
@@ -45,6 +46,7 @@ impl Profile {
         Profile::Skew,
         Profile::Slow,
         Profile::NewViewCrash,
+        Profile::BlockTime,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Profile {
             Profile::Skew => "skew",
             Profile::Slow => "slow",
             Profile::NewViewCrash => "new-view-crash",
+            Profile::BlockTime => "block-time",
         }
     }
 
@@ -103,16 +106,19 @@ impl Profile {
                 "the first f primaries censor one patient's transactions while clients keep sending others"
             }
             Profile::Amnesia => {
-                "f replicas lose their durable state and ledger (sometimes the primary, after views moved, or crashing again mid-recovery) and are restored from peers; with f >= 2 view 0's primary equivocates and lies in recovery answers"
+                "f replicas lose their durable state and ledger (sometimes the primary, after views moved, or crashing again mid-recovery) and are restored from peers; with f >= 2 view 0's primary equivocates, or view 1's keeps lost lives' view-changes (and amnesia often strikes right after a view-change that reached only it); either lies in recovery answers"
             }
             Profile::Skew => {
-                "replicas' clocks tick at 1/2, 1, 2 or 3/2 the rate, light network faults"
+                "replicas' timers tick at 1/2, 1, 2 or 3/2 the rate and their wall clocks are off by -200, 0, +400 or +200 ms, light network faults"
             }
             Profile::Slow => {
                 "every message takes 33-36 T (T: the view-change timeout; the old cap was 32 T) from early in the chaos phase through healing: views change until the doubled timeout covers the delay (finding 8)"
             }
             Profile::NewViewCrash => {
                 "view 0's primary cut off; each new primary (up to f) crashes right after sending its new-view, which some replicas miss, and restarts later (finding 7)"
+            }
+            Profile::BlockTime => {
+                "the first f primaries have a skewed-clock (an hour or about τ ahead, or proposing as far behind); clocks skewed as in skew 30% of the time"
             }
         }
     }
@@ -132,7 +138,7 @@ impl Profile {
         (self == Profile::Slow).then_some((33 * t, 36 * t))
     }
     pub fn clock_skew(self) -> bool {
-        matches!(self, Profile::Skew | Profile::Mixed)
+        matches!(self, Profile::Skew | Profile::Mixed | Profile::BlockTime)
     }
 }
 

@@ -11,12 +11,13 @@ pub fn message(m: &Message) -> String {
     match m {
         Message::Forward(r) => format!("Forward({} requests)", r.len()),
         Message::PrePrepare(pp) => format!(
-            "PrePrepare(v{} s{} {} prev {} {} reqs)",
+            "PrePrepare(v{} s{} {} prev {} {} reqs, {} ms)",
             pp.view,
             pp.proposal.seq,
             short(&pp.digest),
             short(&pp.proposal.prev),
-            pp.proposal.requests.len()
+            pp.proposal.requests.len(),
+            pp.proposal.time_ms
         ),
         Message::Prepare(v) => format!("Prepare(v{} s{} {})", v.view, v.seq, short(&v.digest)),
         Message::Commit(v) => format!("Commit(v{} s{} {})", v.view, v.seq, short(&v.digest)),
@@ -60,7 +61,7 @@ pub fn packet(p: &Packet) -> String {
 
 pub fn input(i: &Input) -> String {
     match i {
-        Input::Tick => "Tick".into(),
+        Input::Tick { now_ms } => format!("Tick({now_ms} ms)"),
         Input::Message(m) => format!("{} from {}", message(&m.message), m.from),
         Input::Request(r) => format!("Request({})", short(&r.id)),
         Input::Cut => "Cut".into(),
@@ -79,11 +80,12 @@ pub fn action(a: &Action) -> String {
             d.seq().map_or("view".to_string(), |s| format!("s{s}"))
         ),
         Action::Execute(c) => format!(
-            "EXECUTE s{} {} (view {}, {} reqs)",
+            "EXECUTE s{} {} (view {}, {} reqs, {} ms)",
             c.proposal.seq,
             short(&c.digest),
             c.commit_view,
-            c.proposal.requests.len()
+            c.proposal.requests.len(),
+            c.proposal.time_ms
         ),
         Action::FetchState { seq, peers, .. } => format!("fetch state to s{seq} from {peers:?}"),
         Action::Alarm(alarm) => format!("ALARM {alarm}"),

@@ -100,6 +100,7 @@ impl World {
                 Input::StateTransferred {
                     seq: last.0,
                     digest: last.1,
+                    time_ms: self.nodes[id as usize].app.head_time_ms(),
                     request_ids: ids,
                 },
             );

@@ -43,6 +43,23 @@ pub struct RunConfig {
     pub load_interval_ticks: u64,
 }
 
+/// Real time (ms) one tick of the world stands for. One ms keeps the slow profile's delays
+/// (33-36 T, T = 40 ticks) below τ: a network slower than τ commits nothing by design (a
+/// pre-prepare older than τ is withheld everywhere; pbft's crate docs, "Block time").
+pub const MS_PER_TICK: u64 = 1;
+
+/// Real time (ms since the Unix epoch) at tick 0: far enough from 0 that clocks an hour behind
+/// stay positive.
+pub const START_MS: u64 = 1_000_000_000;
+
+/// The genesis's time: 10 s before the run starts.
+pub const GENESIS_TIME_MS: u64 = START_MS - 10_000;
+
+/// Real time (ms) at world tick `now`.
+pub fn real_ms(now: u64) -> u64 {
+    START_MS + now * MS_PER_TICK
+}
+
 /// How long a slow network (the `slow` profile) stays slow after healing: 750 T, time for the
 /// doubled timeout to outgrow the delay; honest replicas must commit again before it ends.
 pub const SLOW_HEALING_TICKS: u64 = 30_000;
@@ -93,6 +110,7 @@ impl RunConfig {
             Some(PlantedBug::ForgetPreparedOnViewChange) => {
                 cmd.push_str(" --planted-bug forget-prepared")
             }
+            Some(PlantedBug::IgnoreBlockTime) => cmd.push_str(" --planted-bug ignore-block-time"),
             None => {}
         }
         if !self.certificate_check {
@@ -139,6 +157,15 @@ pub struct Stats {
     pub new_view_crashes: u64,
     /// Recovery answers a Byzantine replica rewrote with a lie (finding 2).
     pub recovery_lies: u64,
+    /// Prepares honest replicas withheld for a block time more than τ from their clocks.
+    pub withheld_prepares: u64,
+    /// Pre-prepares honest replicas refused for a block time not later than the one before.
+    pub block_time_refusals: u64,
+    /// Amnesia struck right after a view-change that reached only `keep-lost-life` replicas
+    /// (the rest were still in the victim's send queue).
+    pub lost_life_view_changes: u64,
+    /// New-views a `keep-lost-life` primary built on a view-change of a lost life.
+    pub lost_life_new_views: u64,
 }
 
 /// The sim's replica configuration: small K and L so checkpoints and watermarks matter.
@@ -174,6 +201,13 @@ impl App {
         self.blocks
             .last()
             .map_or((0, GENESIS), |b| (b.proposal.seq, b.digest))
+    }
+
+    /// The block time of the head (the genesis's at 0).
+    pub fn head_time_ms(&self) -> u64 {
+        self.blocks
+            .last()
+            .map_or(GENESIS_TIME_MS, |b| b.proposal.time_ms)
     }
 
     /// Applies a committed block; `quorum` is the certificate size required (0: unchecked).
@@ -292,10 +326,8 @@ impl World {
                 let id = id as ReplicaId;
                 Node {
                     id,
-                    replica: Some(Replica::new(
-                        replica_config(id, n, cfg.planted_bug),
-                        Restored::genesis(GENESIS),
-                    )),
+                    // Started below, once the faults gave it its clock.
+                    replica: None,
                     durable: Vec::new(),
                     app: App::default(),
                     byzantine,
@@ -334,6 +366,13 @@ impl World {
             cfg,
         };
         w.plan_faults(&mut rng, f - byzantine);
+        for id in 0..n {
+            let restored = Restored::genesis(GENESIS, GENESIS_TIME_MS, w.clock_ms(id));
+            w.nodes[id as usize].replica = Some(Replica::new(
+                replica_config(id, n, w.cfg.planted_bug),
+                restored,
+            ));
+        }
         let requests = rng.gen_range(15..=40);
         let chaos = w.cfg.chaos_ticks;
         let mut times: Vec<u64> = (0..requests)
@@ -358,10 +397,21 @@ impl World {
                 w.net.loss,
                 w.net.duplicate,
                 w.net.delay,
-                w.nodes.iter().map(|x| x.clock.rate).collect::<Vec<_>>(),
+                w.nodes
+                    .iter()
+                    .map(|x| (x.clock.rate, x.clock.offset_ms()))
+                    .collect::<Vec<_>>(),
             )
         });
         w
+    }
+
+    /// Replica `id`'s wall clock now (ms): real time plus its offset, and a skewed-clock
+    /// replica's skew (`adversary::skewed_clock`).
+    pub fn clock_ms(&self, id: ReplicaId) -> u64 {
+        let node = &self.nodes[id as usize];
+        let offset = node.clock.offset_ms() + self.clock_skew_ms(id);
+        real_ms(self.now).saturating_add_signed(offset)
     }
 
     pub(crate) fn trace(&self, line: impl FnOnce() -> String) {
@@ -443,14 +493,15 @@ impl World {
     /// a view at least as high as the one they wait for: with load, the cluster then moves L
     /// past their execution and they must take part again. One whose earlier life asked alone
     /// for a view the others never reached waits for them there (pbft's crate docs), as that
-    /// life would have: not counted.
+    /// life would have: not counted. A replica still changing to a view (no new-view for it
+    /// yet) has not reached it.
     fn stranded_in_recovery(&self) -> Vec<ReplicaId> {
         let others_view = |id: ReplicaId| {
             self.nodes
                 .iter()
                 .filter(|x| x.id != id && x.is_honest())
                 .filter_map(|x| x.replica.as_ref())
-                .filter(|r| !r.is_recovering())
+                .filter(|r| !r.is_recovering() && !r.in_view_change())
                 .map(Replica::view)
                 .max()
                 .unwrap_or(0)
@@ -520,7 +571,8 @@ impl World {
         }
         for id in 0..self.n {
             for _ in 0..self.nodes[id as usize].clock.advance() {
-                self.step_node(id, Input::Tick);
+                let now_ms = self.clock_ms(id);
+                self.step_node(id, Input::Tick { now_ms });
                 self.drain_loopback();
             }
         }
@@ -632,11 +684,21 @@ impl World {
         };
         let mut actions = Vec::new();
         let label = self.cfg.trace.then(|| trace::input(&input));
-        let alarms_before = replica.log_stats().alarms;
+        let before = replica.log_stats();
         let result = replica.step(input, &mut actions);
         // Before the actions: a replica that crashes mid-step was in this view all the same.
         let view = replica.view();
-        let alarms_counted = replica.log_stats().alarms - alarms_before;
+        let after = replica.log_stats();
+        let alarms_counted = after.alarms - before.alarms;
+        if node.is_honest() {
+            self.stats.withheld_prepares += after.withheld_prepares - before.withheld_prepares;
+            if matches!(
+                result,
+                Err(pbft::ProtocolError::BlockTimeNotIncreasing { .. })
+            ) {
+                self.stats.block_time_refusals += 1;
+            }
+        }
         let raised = actions
             .iter()
             .filter(|a| matches!(a, Action::Alarm(_)))

@@ -64,12 +64,13 @@ profiles! {
     skew => Profile::Skew,
     slow => Profile::Slow,
     new_view_crash => Profile::NewViewCrash,
+    block_time => Profile::BlockTime,
 }
 
 /// Every profile is tested above (a new one must be added to the list).
 #[test]
 fn every_profile_is_tested() {
-    assert_eq!(Profile::ALL.len(), 16);
+    assert_eq!(Profile::ALL.len(), 17);
 }
 
 /// The first seed (over all profiles and sizes) on which the planted bug is caught.
@@ -137,4 +138,18 @@ fn planted_bug_forgotten_prepared_certificates_is_caught() {
             || violation.contains("checkpoint"),
         "seed {seed}: {violation}"
     );
+}
+
+/// Backups that check no block time let a skewed-clock primary's times into the chain: the
+/// block-time invariant must catch a time an hour ahead, or one going backwards.
+#[test]
+fn planted_bug_ignored_block_time_is_caught() {
+    let caught = first_caught(
+        pbft::PlantedBug::IgnoreBlockTime,
+        &[Profile::BlockTime],
+        true,
+        50,
+    );
+    let (seed, violation) = caught.expect("the simulator must catch unchecked block times");
+    assert!(violation.contains("block time"), "seed {seed}: {violation}");
 }

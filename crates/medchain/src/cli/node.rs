@@ -65,7 +65,7 @@ impl super::Run for NodeArgs {
                 let chain = Chain::new(handle.clone(), vec![handle.clone()], batch_window);
                 let flows =
                     service::start_flows(app, custody, handle, Clock::System, demo, demo).await?;
-                service::serve_http(config.api_addr, flows, chain).await
+                service::serve_http(config.api_addr, flows, chain, Clock::System).await
             }
             .await;
             tokio::task::spawn_blocking(move || node.stop()).await.ok();

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use medchain::app::Clock;
 use medchain::http::Chain;
 
 use super::service;
@@ -63,11 +62,12 @@ impl super::Run for ServeArgs {
             println!("medchain: demo logins: doctor d001 / doctor123, patient p001 / patient123");
         }
         let chain = Chain::new(local.clone(), handles.clone(), self.timing.batch_window);
+        let clock = cluster.clock().clone();
         let served = service::runtime()?.block_on(async {
             // One API, on validator 0: the demo people are its own, and need no links.
             let flows =
-                service::start_flows(app, custody, local, Clock::System, self.demo, false).await?;
-            service::serve_http(self.addr, flows, chain).await
+                service::start_flows(app, custody, local, clock.clone(), self.demo, false).await?;
+            service::serve_http(self.addr, flows, chain, clock).await
         });
         cluster.shutdown();
         served?;

@@ -100,12 +100,18 @@ pub async fn stop_requested() {
     tracing::info!("stopping");
 }
 
-/// Binds `addr` and serves the API and web UI until asked to stop.
-pub async fn serve_http(addr: SocketAddr, flows: Arc<Flows>, chain: Chain) -> anyhow::Result<()> {
+/// Binds `addr` and serves the API and web UI, going by `clock` (the validators'), until asked
+/// to stop.
+pub async fn serve_http(
+    addr: SocketAddr,
+    flows: Arc<Flows>,
+    chain: Chain,
+    clock: Clock,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} (is another medchain running? try --addr)")
     })?;
-    let state = AppState::new(flows, chain, Settings::default(), Clock::System);
+    let state = AppState::new(flows, chain, Settings::default(), clock);
     medchain::http::serve(listener, state, stop_requested())
         .await
         .context("the HTTP server failed")

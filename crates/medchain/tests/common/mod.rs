@@ -147,10 +147,10 @@ pub async fn hospital_flows(
     flows
 }
 
-/// The application's clock in tests: the real time (block times come from it too), moved
-/// ahead when a test advances it.
+/// The clock of a test: manual, shared by the cluster's validators (block times) and the
+/// application (its checks), starting at the real time (a new genesis takes the system's).
 pub fn test_clock() -> Clock {
-    Clock::ahead()
+    Clock::manual(medchain::app::now_ms())
 }
 
 /// Timing of test clusters: blocks are cut by `/api/validate` (the window is long), so that
@@ -211,11 +211,20 @@ async fn open_with(
 ) -> TestApp {
     let window = timing.batch_window;
     let path = dir.path().to_path_buf();
-    let cluster =
-        tokio::task::spawn_blocking(move || node::Cluster::open(&path.join("chain"), timing))
-            .await
-            .unwrap()
-            .unwrap();
+    let cluster = tokio::task::spawn_blocking({
+        let clock = clock.clone();
+        move || {
+            node::Cluster::open_with_clock(
+                &path.join("chain"),
+                timing,
+                node::DEFAULT_WATTS_PER_CORE,
+                clock,
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let handles = cluster.handles();
     let flows = hospital_flows(dir.path(), handles[0].clone(), clock.clone(), links).await;
     let chain = Chain::new(handles[0].clone(), handles, window);

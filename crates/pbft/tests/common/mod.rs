@@ -31,7 +31,7 @@ pub fn config(id: ReplicaId, n: u32) -> Config {
 }
 
 pub fn replica(id: ReplicaId) -> Replica {
-    Replica::new(config(id, 4), Restored::genesis(GENESIS))
+    Replica::new(config(id, 4), Restored::genesis(GENESIS, 0, 0))
 }
 
 pub fn sig(from: ReplicaId) -> Signature {
@@ -64,6 +64,8 @@ pub fn proposal(seq: SeqNo, view: View, prev: Digest, requests: Vec<Request>) ->
         view,
         proposer: (view % 4) as ReplicaId,
         prev,
+        // What a primary whose clock reads 0 proposes on a chain of such proposals.
+        time_ms: seq,
         requests,
     })
 }
@@ -116,6 +118,10 @@ pub struct Cluster {
     pub latency_ticks: u64,
     /// Ticks seen by `tick_all`.
     pub now: u64,
+    /// Each replica's clock (ms), passed in its ticks; `tick_all` advances every clock by
+    /// `ms_per_tick` per tick (0: clocks stand still).
+    pub clocks_ms: Vec<u64>,
+    pub ms_per_tick: u64,
     /// Messages in flight: (arrival tick, recipient, message).
     pub delayed: VecDeque<(u64, ReplicaId, Signed<Message>)>,
 }
@@ -124,7 +130,7 @@ impl Cluster {
     pub fn new(n: u32) -> Self {
         Cluster {
             replicas: (0..n)
-                .map(|i| Replica::new(config(i, n), Restored::genesis(GENESIS)))
+                .map(|i| Replica::new(config(i, n), Restored::genesis(GENESIS, 0, 0)))
                 .collect(),
             up: vec![true; n as usize],
             queue: VecDeque::new(),
@@ -136,6 +142,8 @@ impl Cluster {
             filter: Box::new(|_, _, m| Some(m)),
             latency_ticks: 0,
             now: 0,
+            clocks_ms: vec![0; n as usize],
+            ms_per_tick: 0,
             delayed: VecDeque::new(),
         }
     }
@@ -223,7 +231,9 @@ impl Cluster {
                 }
             }
             for id in 0..self.replicas.len() as ReplicaId {
-                self.input(id, Input::Tick);
+                self.clocks_ms[id as usize] += self.ms_per_tick;
+                let now_ms = self.clocks_ms[id as usize];
+                self.input(id, Input::Tick { now_ms });
             }
             self.run();
         }

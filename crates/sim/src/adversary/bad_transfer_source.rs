@@ -43,6 +43,7 @@ pub fn answer(app: &App, after: SeqNo, server: ReplicaId, rng: &mut ChaCha8Rng) 
                     view: 0,
                     proposer: server,
                     prev,
+                    time_ms: 0,
                     requests: Vec::new(),
                 };
                 let digest = crypto::digest(&proposal);

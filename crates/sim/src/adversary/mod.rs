@@ -24,10 +24,12 @@ pub mod equivocate;
 pub mod forge_signature;
 pub mod forge_status;
 pub mod hide_prepared;
+pub mod keep_lost_life;
 pub mod lie_in_recovery;
 pub mod oversized_batch;
 pub mod replay;
 pub mod silent;
+pub mod skewed_clock;
 pub mod stale_view;
 pub mod substitute_payload;
 pub mod withhold_commits;
@@ -53,10 +55,12 @@ pub enum Behavior {
     OversizedBatch,
     Censor,
     LieInRecovery,
+    SkewedClock,
+    KeepLostLife,
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 17] = [
+    pub const ALL: [Behavior; 19] = [
         Behavior::Equivocate,
         Behavior::Silent,
         Behavior::WrongDigest,
@@ -74,6 +78,8 @@ impl Behavior {
         Behavior::OversizedBatch,
         Behavior::Censor,
         Behavior::LieInRecovery,
+        Behavior::SkewedClock,
+        Behavior::KeepLostLife,
     ];
 
     /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
@@ -99,6 +105,8 @@ impl Behavior {
             Behavior::OversizedBatch => "oversized-batch",
             Behavior::Censor => "censor",
             Behavior::LieInRecovery => "lie-in-recovery",
+            Behavior::SkewedClock => "skewed-clock",
+            Behavior::KeepLostLife => "keep-lost-life",
         }
     }
 
@@ -142,6 +150,12 @@ impl Behavior {
             Behavior::LieInRecovery => {
                 "answers recovery queries with inflated executions or views, forged or short certificates (finding 2)"
             }
+            Behavior::SkewedClock => {
+                "block times an hour or about τ ahead of real time (its clock), or as far behind (rewritten)"
+            }
+            Behavior::KeepLostLife => {
+                "ignores recovered replicas' new incarnations; its new-views reuse their lost lives' view-changes (finding 2)"
+            }
         }
     }
 }
@@ -155,6 +169,8 @@ pub struct Memory {
     pub voted: BTreeSet<(bool, View, SeqNo, Digest)>,
     /// Prepared certificates seen (its own and others'), per sequence number and view.
     pub certificates: BTreeMap<SeqNo, BTreeMap<View, PreparedCertificate>>,
+    /// The first incarnation seen of each replica (`keep_lost_life`).
+    pub incarnations: BTreeMap<ReplicaId, u64>,
 }
 
 /// What colluding Byzantine replicas agree on before the run.
@@ -175,6 +191,9 @@ pub struct Plot {
     pub isolate: Option<ReplicaId>,
     /// How many more new primaries crash right after sending their new-view (finding 7).
     pub new_view_crashes: u32,
+    /// How far skewed-clock replicas are off (ms): positive, their clocks run that far ahead;
+    /// negative, their pre-prepares claim times that far behind their clocks.
+    pub clock_skew_ms: i64,
 }
 
 /// Who is Byzantine in a run of `profile`, how, and their plan: at most f replicas.
@@ -330,7 +349,20 @@ pub fn cast(
             }
             plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
         }
-        Profile::Amnesia if f >= 2 => set(0, &[Behavior::Equivocate, Behavior::LieInRecovery]),
+        // View 0's primary equivocates, or view 1's keeps lost lives' view-changes for its
+        // new-view (the red team's fork); both lie in recovery answers.
+        Profile::Amnesia if f >= 2 => {
+            if rng.gen_bool(0.5) {
+                set(0, &[Behavior::Equivocate, Behavior::LieInRecovery]);
+            } else {
+                set(1, &[Behavior::LieInRecovery, Behavior::KeepLostLife]);
+            }
+        }
+        Profile::BlockTime => {
+            for id in 0..f as u32 {
+                set(id, &[Behavior::SkewedClock]);
+            }
+        }
         Profile::Amnesia
         | Profile::Calm
         | Profile::Lossy
@@ -345,12 +377,30 @@ pub fn cast(
             plot.new_view_crashes = f as u32;
         }
     }
+    if behaviors
+        .iter()
+        .flatten()
+        .any(|b| *b == Behavior::SkewedClock)
+    {
+        let tolerance = crate::world::replica_config(0, n, None).block_time_tolerance_ms;
+        plot.clock_skew_ms = skewed_clock::draw_skew_ms(tolerance, rng);
+    }
     (behaviors, plot)
 }
 
 impl World {
     fn behaves(&self, id: ReplicaId, b: Behavior) -> bool {
         self.nodes[id as usize].byzantine.contains(&b)
+    }
+
+    /// How far replica `id`'s clock runs ahead because it has a skewed clock (0 otherwise, and
+    /// for a skew behind, which its pre-prepares carry instead).
+    pub(crate) fn clock_skew_ms(&self, id: ReplicaId) -> i64 {
+        if self.behaves(id, Behavior::SkewedClock) {
+            self.plot.clock_skew_ms.max(0)
+        } else {
+            0
+        }
     }
 
     fn colluders(&self) -> BTreeSet<ReplicaId> {
@@ -450,6 +500,26 @@ impl World {
                     }
                     m => m,
                 },
+                Behavior::SkewedClock => match m {
+                    Message::PrePrepare(pp) if self.plot.clock_skew_ms < 0 => Message::PrePrepare(
+                        skewed_clock::behind(&pp, self.plot.clock_skew_ms.unsigned_abs()),
+                    ),
+                    m => m,
+                },
+                Behavior::KeepLostLife => match m {
+                    Message::NewView(nv) => {
+                        let first_recipient = u32::from(from == 0);
+                        if to == first_recipient
+                            && keep_lost_life::reuses_lost_life(&nv, |id| {
+                                u64::from(self.nodes[id as usize].amnesia)
+                            })
+                        {
+                            self.stats.lost_life_new_views += 1;
+                        }
+                        Message::NewView(nv)
+                    }
+                    m => m,
+                },
                 Behavior::ForgeSignature
                 | Behavior::Replay
                 | Behavior::ChooseViewChanges
@@ -493,6 +563,12 @@ impl World {
                 return None;
             }
         }
+        let node = &mut self.nodes[to as usize];
+        let m = if node.byzantine.contains(&Behavior::KeepLostLife) {
+            keep_lost_life::admit(&mut node.adversary.incarnations, m)?
+        } else {
+            m
+        };
         if self.nodes[to as usize]
             .byzantine
             .contains(&Behavior::Censor)

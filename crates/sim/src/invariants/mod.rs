@@ -1,6 +1,7 @@
 //! Invariants, checked after every step of every replica. One file each; each keeps a cursor
 //! per replica so a check only looks at what changed (reset when a replica loses its ledger).
 mod agreement;
+mod block_time;
 mod bounded_batches;
 mod bounded_log;
 mod checkpoint_agreement;
@@ -38,6 +39,7 @@ pub struct Checkers {
     censorship: no_censorship::NoCensorship,
     alarms: no_alarms::NoAlarms,
     slow: commits_while_slow::CommitsWhileSlow,
+    block_time: block_time::BlockTime,
 }
 
 impl Checkers {
@@ -55,6 +57,7 @@ impl Checkers {
             censorship: no_censorship::NoCensorship,
             alarms: no_alarms::NoAlarms,
             slow: commits_while_slow::CommitsWhileSlow,
+            block_time: block_time::BlockTime::new(n),
         }
     }
 
@@ -76,6 +79,7 @@ impl Checkers {
             self.bounded_batches.check(w)?;
             self.checkpoints.check(w, self.agreement.chain())?;
             self.bounded.check(w)?;
+            self.block_time.check(w, votes)?;
             self.recovery.check(w)
         };
         safety().map_err(Failure::Safety)

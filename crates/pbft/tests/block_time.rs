@@ -1,0 +1,303 @@
+//! Block time (crate docs, "Block time"; compare OSDI'99 §4.6, non-determinism): the primary
+//! proposes its clock, later than the block before and at most τ/2 ahead; a backup refuses a
+//! time that does not increase and withholds its prepare for one more than τ from its clock.
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use pbft::*;
+
+/// τ in these tests: the default, 2 s.
+const TOLERANCE_MS: u64 = DEFAULT_BLOCK_TIME_TOLERANCE_MS;
+/// An hour, in ms.
+const HOUR_MS: u64 = 3_600_000;
+
+/// A replica of the 4-replica test cluster restarted at `now_ms` on a head of time
+/// `head_time_ms` (genesis).
+fn replica_at(id: ReplicaId, head_time_ms: u64, now_ms: u64) -> Replica {
+    Replica::new(
+        config(id, 4),
+        Restored::genesis(GENESIS, head_time_ms, now_ms),
+    )
+}
+
+/// A pre-prepare of view 0 by replica 0 at `seq` with block time `time_ms`.
+fn timed(seq: SeqNo, prev: Digest, time_ms: u64, requests: Vec<Request>) -> PrePrepare {
+    let proposal = Arc::new(Proposal {
+        seq,
+        view: 0,
+        proposer: 0,
+        prev,
+        time_ms,
+        requests,
+    });
+    PrePrepare {
+        view: 0,
+        digest: digest(&proposal),
+        proposal,
+    }
+}
+
+/// The pre-prepares among `actions`.
+fn proposed(actions: &[Action]) -> Vec<&PrePrepare> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(Message::PrePrepare(pp)) => Some(pp),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `actions` hold a prepare for `seq`.
+fn prepares(actions: &[Action], seq: SeqNo) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Broadcast(Message::Prepare(v)) if v.seq == seq))
+}
+
+/// The primary proposes its clock; a second proposal at the same clock gets the previous time
+/// plus one; a later tick's clock is taken as it is. Every block's time is later than the one
+/// before, and the first is later than the genesis.
+#[test]
+fn primary_proposes_its_clock_and_times_increase() {
+    let mut r = replica_at(0, 1_000, 5_000);
+    step(&mut r, Input::Request(request(1)));
+    let first = step(&mut r, Input::Cut);
+    assert_eq!(proposed(&first)[0].proposal.time_ms, 5_000);
+    step(&mut r, Input::Request(request(2)));
+    let second = step(&mut r, Input::Cut);
+    assert_eq!(proposed(&second)[0].proposal.time_ms, 5_001);
+    step(&mut r, Input::Tick { now_ms: 9_000 });
+    step(&mut r, Input::Request(request(3)));
+    let third = step(&mut r, Input::Cut);
+    assert_eq!(proposed(&third)[0].proposal.time_ms, 9_000);
+
+    // A primary whose clock is behind the genesis (by less than τ/2) proposes a later time.
+    let mut behind = replica_at(0, 5_500, 5_000);
+    step(&mut behind, Input::Request(request(1)));
+    assert_eq!(
+        proposed(&step(&mut behind, Input::Cut))[0].proposal.time_ms,
+        5_501
+    );
+}
+
+/// After a block whose time is τ ahead of the primary's clock (a faulty primary pushed it to
+/// the edge), the next primary waits until `prev + 1` is within τ/2 of its clock, then proposes
+/// `prev + 1`: never more than τ/2 ahead of its clock. A cut made while it waits is honoured
+/// then (its batch window is far from over).
+#[test]
+fn primary_waits_while_the_time_before_is_more_than_half_the_tolerance_ahead() {
+    let clock = 100_000;
+    let prev = clock + TOLERANCE_MS;
+    let mut cfg = config(0, 4);
+    cfg.batch_window_ticks = 1_000;
+    cfg.view_change_timeout_ticks = 10_000;
+    let mut r = Replica::new(cfg, Restored::genesis(GENESIS, prev, clock));
+    step(&mut r, Input::Request(request(1)));
+    assert!(proposed(&step(&mut r, Input::Cut)).is_empty());
+    let ready = prev + 1 - TOLERANCE_MS / 2;
+    assert!(proposed(&step(&mut r, Input::Tick { now_ms: ready - 1 })).is_empty());
+    assert!(proposed(&step(&mut r, Input::Cut)).is_empty());
+    let actions = step(&mut r, Input::Tick { now_ms: ready });
+    let pp = proposed(&actions);
+    assert_eq!(pp.len(), 1, "proposes once its clock allows: {actions:?}");
+    assert_eq!(pp[0].proposal.time_ms, prev + 1);
+    assert_eq!(pp[0].proposal.time_ms - ready, TOLERANCE_MS / 2);
+}
+
+/// A backup keeps a pre-prepare whose time is more than τ ahead of (or behind) its clock but
+/// sends no prepare, and counts it; at exactly τ it prepares. If 2f other backups prepare the
+/// withheld one anyway, it commits and executes it with them.
+#[test]
+fn backup_withholds_its_prepare_for_a_time_far_from_its_clock() {
+    let clock = 50_000;
+    let at_edge = timed(1, GENESIS, clock + TOLERANCE_MS, vec![request(1)]);
+    let mut edge = replica_at(1, 0, clock);
+    assert!(prepares(
+        &step(&mut edge, msg(0, Message::PrePrepare(at_edge))),
+        1
+    ));
+    assert_eq!(edge.log_stats().withheld_prepares, 0);
+
+    for time_ms in [
+        clock + TOLERANCE_MS + 1,
+        clock - TOLERANCE_MS - 1,
+        clock + HOUR_MS,
+    ] {
+        let pp = timed(1, GENESIS, time_ms, vec![request(1)]);
+        // Retransmits often, and does not time out meanwhile.
+        let mut cfg = config(1, 4);
+        cfg.retransmit_ticks = 5;
+        cfg.view_change_timeout_ticks = 1_000;
+        let mut r = Replica::new(cfg, Restored::genesis(GENESIS, 0, clock));
+        assert_eq!(
+            step(&mut r, msg(0, Message::PrePrepare(pp.clone()))),
+            vec![Action::Persist(Durable::PrePrepare(pp.clone()))],
+            "time {time_ms} at clock {clock}: stored, not prepared"
+        );
+        assert_eq!(r.log_stats().withheld_prepares, 1);
+        // Retransmission does not send it either.
+        let retransmitted = (0..20)
+            .flat_map(|_| step(&mut r, Input::Tick { now_ms: clock }))
+            .collect::<Vec<_>>();
+        assert!(!prepares(&retransmitted, 1), "{retransmitted:?}");
+
+        let v = vote(0, 1, pp.digest);
+        assert_eq!(step(&mut r, msg(2, Message::Prepare(v))), vec![]);
+        let actions = step(&mut r, msg(3, Message::Prepare(v)));
+        assert!(
+            actions.contains(&Action::Broadcast(Message::Commit(v))),
+            "2f other backups prepared it: it commits ({actions:?})"
+        );
+        step(&mut r, msg(0, Message::Commit(v)));
+        step(&mut r, msg(2, Message::Commit(v)));
+        let actions = step(&mut r, msg(3, Message::Commit(v)));
+        assert!(matches!(&actions[..], [Action::Execute(c)] if c.proposal.time_ms == time_ms));
+    }
+}
+
+/// A restarted backup does not retransmit a prepare for a time its clock no longer accepts.
+#[test]
+fn restarted_backup_withholds_what_its_clock_no_longer_accepts() {
+    let pp = timed(1, GENESIS, 10_000, vec![request(1)]);
+    let restored = |now_ms| Restored {
+        durable: vec![Durable::PrePrepare(pp.clone())],
+        ..Restored::genesis(GENESIS, 0, now_ms)
+    };
+    for (now_ms, sends) in [(10_000, true), (10_000 + HOUR_MS, false)] {
+        let mut r = Replica::new(config(1, 4), restored(now_ms));
+        let actions = step(&mut r, Input::Tick { now_ms });
+        assert_eq!(prepares(&actions, 1), sends, "clock {now_ms}: {actions:?}");
+        assert_eq!(
+            r.log_stats().withheld_prepares,
+            0,
+            "counted only when received"
+        );
+    }
+}
+
+/// A pre-prepare whose time is not later than the block before it is Byzantine input: refused,
+/// not stored. Also when it waited for its predecessor: it is dropped when that one arrives.
+#[test]
+fn backup_refuses_a_primary_proposing_the_same_or_an_older_time() {
+    let genesis_time = 20_000;
+    for time_ms in [genesis_time, genesis_time - 1] {
+        let mut r = replica_at(1, genesis_time, genesis_time);
+        let pp = timed(1, GENESIS, time_ms, vec![request(1)]);
+        assert_eq!(
+            step_err(&mut r, msg(0, Message::PrePrepare(pp))),
+            ProtocolError::BlockTimeNotIncreasing {
+                seq: 1,
+                time_ms,
+                previous_ms: genesis_time,
+            }
+        );
+    }
+
+    let mut r = replica_at(1, genesis_time, genesis_time);
+    let first = timed(1, GENESIS, genesis_time + 10, vec![request(1)]);
+    let second = timed(2, first.digest, genesis_time + 10, vec![request(2)]);
+    // The second arrives first and waits for its predecessor.
+    assert_eq!(
+        step(&mut r, msg(0, Message::PrePrepare(second.clone()))),
+        vec![]
+    );
+    let actions = step(&mut r, msg(0, Message::PrePrepare(first.clone())));
+    assert!(prepares(&actions, 1));
+    assert!(!prepares(&actions, 2), "{actions:?}");
+    assert!(!actions.contains(&Action::Persist(Durable::PrePrepare(second.clone()))));
+    // Seq 2 stays free for a correct proposal (the dropped one was never accepted).
+    let third = timed(2, first.digest, genesis_time + 11, vec![request(2)]);
+    assert!(prepares(
+        &step(&mut r, msg(0, Message::PrePrepare(third))),
+        2
+    ));
+}
+
+/// A primary whose clock is an hour ahead: every backup withholds its prepare, nothing commits
+/// in view 0, the view changes, and the next primary commits the requests with times from its
+/// own clock. No committed block carries the hour-ahead time.
+#[test]
+fn view_changes_away_from_a_primary_whose_times_are_an_hour_ahead() {
+    let mut c = Cluster::new(4);
+    c.clocks_ms = vec![HOUR_MS + 10_000, 10_000, 10_000, 10_000];
+    c.ms_per_tick = 10;
+    c.tick_all(1);
+    for i in 1..=2 {
+        for id in 0..4 {
+            c.input(id, Input::Request(request(i)));
+        }
+    }
+    c.run();
+    c.tick_all(300);
+    for id in 1..4 {
+        let stats = c.replicas[id].log_stats();
+        assert!(stats.withheld_prepares >= 1, "replica {id}: {stats:?}");
+        assert!(c.replicas[id].view() >= 1, "replica {id} left view 0");
+        let times: Vec<u64> = c.executed[id].iter().map(|b| b.proposal.time_ms).collect();
+        assert_eq!(
+            c.executed_ids(id as ReplicaId).len(),
+            2,
+            "replica {id} executed both"
+        );
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+        let clock = c.clocks_ms[id];
+        assert!(
+            times
+                .iter()
+                .all(|t| t.abs_diff(clock) <= TOLERANCE_MS + 300 * 10),
+            "replica {id}: times {times:?}, clock {clock}"
+        );
+        assert!(
+            c.executed[id].iter().all(|b| b.proposal.view >= 1),
+            "nothing proposed in view 0 commits"
+        );
+    }
+}
+
+/// A faulty primary pushes a block's time to +τ (its clock runs τ ahead) and then stops. The
+/// next primary, whose clock is right, waits out its τ/2 margin and proposes `prev + 1`; the
+/// backups accept it, so it is not replaced (the view stays 1).
+#[test]
+fn next_primary_waits_out_a_time_pushed_to_the_edge_and_is_not_replaced() {
+    let mut c = Cluster::new(4);
+    let start = 100_000;
+    c.clocks_ms = vec![start + TOLERANCE_MS, start, start, start];
+    c.tick_all(1);
+    c.input(0, Input::Request(request(1)));
+    c.input(0, Input::Cut);
+    c.run();
+    for id in 0..4 {
+        assert_eq!(c.executed[id].len(), 1, "replica {id}");
+        assert_eq!(c.executed[id][0].proposal.time_ms, start + TOLERANCE_MS);
+    }
+    // The faulty primary goes silent; clients send to every replica; clocks stand still
+    // while the view changes.
+    c.up[0] = false;
+    for id in 1..4 {
+        c.input(id, Input::Request(request(2)));
+    }
+    c.run();
+    while c.replicas[1].view() < 1 || c.replicas[1].in_view_change() {
+        c.tick_all(1);
+        assert!(c.now < 200, "no view change");
+    }
+    c.tick_all(1);
+    assert_eq!(c.executed[1].len(), 1, "the new primary waits");
+    // Real time goes on: 100 ms a tick, τ/2 is 10 ticks, the (doubled) timeout 40.
+    c.ms_per_tick = 100;
+    c.tick_all(30);
+    for id in 1..4 {
+        assert_eq!(
+            c.replicas[id].view(),
+            1,
+            "replica {id}: the new primary stays"
+        );
+        assert_eq!(c.executed[id].len(), 2, "replica {id}");
+        let block = &c.executed[id][1];
+        assert_eq!(block.proposal.time_ms, start + TOLERANCE_MS + 1);
+        assert_eq!(c.replicas[id].log_stats().withheld_prepares, 0);
+    }
+}

@@ -1,0 +1,42 @@
+//! A replica with a skewed clock (pbft's crate docs, "Block time"): as primary, its proposals
+//! are far ahead of real time or far behind it. Ahead, its replica goes by a clock that far
+//! ahead (so its own chain stays consistent and it keeps proposing, pushing block times to the
+//! edge when the skew is about τ; as a backup it withholds prepares for correct times). Behind,
+//! its pre-prepares are rewritten to claim a time that far behind its clock (a correct
+//! primary's clock never runs behind the time before it, so only a rewrite gets there).
+use std::sync::Arc;
+
+use pbft::PrePrepare;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::crypto;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The plot's skew (ms): an hour, or about τ (within 400 ms of it, either side: accepted by
+/// some correct backups and not others), ahead (positive) or behind (negative).
+pub fn draw_skew_ms(tolerance_ms: u64, rng: &mut ChaCha8Rng) -> i64 {
+    let tolerance = i64::try_from(tolerance_ms).unwrap_or(i64::MAX / 2);
+    let magnitude = if rng.gen_bool(0.3) {
+        HOUR_MS
+    } else {
+        tolerance + rng.gen_range(-400..=400)
+    };
+    if rng.gen_bool(0.6) {
+        magnitude
+    } else {
+        -magnitude
+    }
+}
+
+/// What a skewed-clock primary sends instead of `pp` when its skew is `skew_ms` behind.
+pub fn behind(pp: &PrePrepare, skew_ms: u64) -> PrePrepare {
+    let mut p = (*pp.proposal).clone();
+    p.time_ms = p.time_ms.saturating_sub(skew_ms);
+    PrePrepare {
+        view: pp.view,
+        digest: crypto::digest(&p),
+        proposal: Arc::new(p),
+    }
+}
