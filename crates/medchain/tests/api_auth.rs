@@ -492,7 +492,8 @@ async fn in_person_consent_rules() {
     );
     // The grant lives 5 minutes on chain.
     let left = grants[0]["time_left_ms"].as_u64().unwrap();
-    assert!(left > 290_000 && left <= 300_000, "{left}");
+    // (A block time may be a few ms ahead of the manual clock: each is later than the last.)
+    assert!(left > 290_000 && left <= 301_000, "{left}");
 }
 
 #[tokio::test]

@@ -117,17 +117,28 @@ async fn a_patient_reads_where_linked_and_the_log_names_the_hospital_that_served
     assert_eq!(s, OK, "{b}");
     assert_eq!(b["servedBy"], "clinic");
     let access = b["accessTxId"].as_str().unwrap().to_string();
-    let d1 = hospital.login("d001").await;
-    hospital.post(&d1, "/api/validate", json!({})).await;
+    // Pending at the clinic's validator: a block cut there carries it.
+    let d1_at_clinic = session(&clinic, "doctor", "d001", "doctor123").await;
+    let (s, b) = clinic.post(&d1_at_clinic, "/api/validate", json!({})).await;
+    assert_eq!(s, OK, "{b}");
     let p1 = hospital.login("p001").await;
-    let (_, b) = hospital.get(&p1, "/api/access_log").await;
-    let entry = b["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["tx_id"] == access.as_str())
-        .unwrap_or_else(|| panic!("the read at clinic is in the log: {b}"))
-        .clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let entry = loop {
+        let (_, b) = hospital.get(&p1, "/api/access_log").await;
+        if let Some(entry) = b["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["tx_id"] == access.as_str())
+        {
+            break entry.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read at clinic is in the hospital's log: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(entry["servedBy"], "clinic");
     assert_eq!(entry["reader_id"], "p001");
     // The identity shows the link.
@@ -381,5 +392,58 @@ async fn request_consent_answers_a_code_only_once_its_grant_is_applied() {
         (s, b["message"].clone()),
         (StatusCode::BAD_REQUEST, json!("Expired or invalid consent")),
         "no code was stored for the pair"
+    );
+}
+
+/// Expiry is judged at the block's time, on the clock the validators share with the
+/// application: a record acknowledged with 15 s of its grant left, whose block comes after the
+/// grant's end, is rejected on chain (`grant expired`, shown by `/api/tx`) and never appears in
+/// the history.
+#[tokio::test]
+async fn a_record_whose_block_comes_after_its_grant_is_rejected_on_chain() {
+    let t = common::start(common::manual_timing()).await;
+    let d1 = t.login("d001").await;
+    let (_, b) = t
+        .post(
+            &d1,
+            "/api/request_consent",
+            json!({"patientId": "p001", "password": "patient123"}),
+        )
+        .await;
+    let otp = b["otp"].clone();
+    let left = b["expiresAt"].as_u64().unwrap() - t.clock.now_ms();
+    t.clock.advance_ms(left - 15_000);
+    let (s, b) = t
+        .post(
+            &d1,
+            "/api/add_record",
+            json!({"patientId": "p001", "otp": otp,
+                   "medical_data": {"diagnosis": "Too late", "prescription": "y"}}),
+        )
+        .await;
+    assert_eq!(s, OK, "acknowledged with 15 s left: {b}");
+    let tx = b["txId"].as_str().unwrap().to_string();
+    t.clock.advance_ms(20_000);
+    // The primary proposes at the clock of its last tick (ticks are at most 50 ms apart).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, b) = t.post(&d1, "/api/validate", json!({})).await;
+    assert_eq!(s, OK, "{b}");
+    let (_, b) = t.get(&d1, &format!("/api/tx/{tx}")).await;
+    assert_eq!(b["status"], "rejected", "{b}");
+    assert_eq!(b["reason"], "grant expired");
+    let (_, b) = t
+        .post(
+            &anon(),
+            "/api/patient_records",
+            json!({"patientId": "p001", "password": "patient123"}),
+        )
+        .await;
+    assert!(
+        b["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["diagnosis"] != "Too late"),
+        "{b}"
     );
 }
