@@ -107,9 +107,9 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
 async fn sessions_expire_when_idle() {
     let t = common::app_only().await;
     let p = t.login("p001").await;
-    t.clock.advance_ms(11 * 3600 * 1000);
+    t.advance(11 * 3600 * 1000).await;
     assert_eq!(t.get(&p, "/api/me").await.0, StatusCode::OK);
-    t.clock.advance_ms(12 * 3600 * 1000 + 1);
+    t.advance(12 * 3600 * 1000 + 1).await;
     assert_eq!(t.get(&p, "/api/me").await.0, StatusCode::UNAUTHORIZED);
 }
 
@@ -557,6 +557,6 @@ async fn repeated_wrong_passwords_lock_the_id_for_a_while() {
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     t.login("p002").await;
-    t.clock.advance_ms(15 * 60 * 1000);
+    t.advance(15 * 60 * 1000).await;
     assert_eq!(t.post(&anon(), "/api/login", right).await.0, StatusCode::OK);
 }

@@ -349,7 +349,7 @@ async fn add_record_errors_in_the_seed_shape() {
 
     // Expiry after 300 s.
     let otp2 = consent(&t, &d1, "p001").await;
-    t.clock.advance_ms(300_000);
+    t.advance(300_000).await;
     let (s, b) = t
         .post(&d1, "/api/add_record", record("p001", "d001", &otp2, "x"))
         .await;

@@ -287,6 +287,14 @@ impl TestApp {
         }
     }
 
+    /// Moves the shared clock `ms` forward, then lets every validator tick once: a replica
+    /// proposes and checks block times by the clock of its last tick, and a backup whose last
+    /// tick predates the jump would withhold its prepare for a proposal made after it.
+    pub async fn advance(&self, ms: u64) {
+        self.clock.advance_ms(ms);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     /// The cookie of this app's hospital.
     pub fn cookie_name(&self) -> String {
         self.state.cookie.to_string()
