@@ -13,7 +13,11 @@ fn medchain(args: &[&str], stdin: Option<&str>) -> Output {
         .expect("run medchain");
     if let Some(text) = stdin {
         // A command refused before it reads its password closes stdin: not an error here.
-        let _ = child.stdin.take().expect("stdin").write_all(text.as_bytes());
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes());
     }
     child.wait_with_output().expect("wait")
 }
