@@ -1,11 +1,12 @@
 //! Authorisation of every endpoint against anonymous callers, each patient and each doctor,
-//! with and without consent; doctor reads; the access log; blocks and transaction status.
+//! with and without grants; doctors' reads under read grants (in person, and remote approved
+//! on the patient's device); revocation; the access log; blocks and transaction status.
 
 mod common;
 
 use axum::http::StatusCode;
 use common::{Client, TestApp, anon};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const U: StatusCode = StatusCode::UNAUTHORIZED;
 const F: StatusCode = StatusCode::FORBIDDEN;
@@ -30,6 +31,7 @@ async fn everyone(t: &TestApp) -> Who {
     }
 }
 
+/// An in-person write grant's code (the grant is on chain when it returns).
 async fn code_for(t: &TestApp, doctor: &Client, patient: &str) -> String {
     let (s, b) = t
         .post(
@@ -53,6 +55,7 @@ async fn read_only_endpoints_need_a_session_of_any_role() {
         "/api/blocks",
         "/api/validate_chain",
         "/api/me",
+        "/api/identity",
         "/api/consents",
         &format!("/api/tx/{tx}"),
     ] {
@@ -107,22 +110,24 @@ async fn doctor_only_endpoints() {
             "{path} patient p002"
         );
     }
-    // Doctors, without consent: refused by the consent rules, not by role.
+    // Doctors, without a grant: refused by the consent rules, not by role.
     for d in [&w.d1, &w.d2] {
         let (s, b) = t.post(d, "/api/add_record", rec.clone()).await;
         assert_eq!(
-            (s, b["error_type"].clone()),
-            (BAD, json!("blockchain_validation"))
+            (s, b["error_type"].clone(), b["message"].clone()),
+            (
+                BAD,
+                json!("blockchain_validation"),
+                json!("Expired or invalid consent")
+            ),
+            "{b}"
         );
         let (s, b) = t.post(d, "/api/doctor/patient_records", read.clone()).await;
-        assert_eq!(
-            (s, b["error_type"].clone()),
-            (BAD, json!("blockchain_validation"))
-        );
+        assert_eq!((s, b["message"].clone()), (F, json!("no live read grant")));
         let (s, b) = t
             .post(d, "/api/patient_records", json!({"patientId": "p001"}))
             .await;
-        assert_eq!(s, F, "{b}");
+        assert_eq!((s, b["message"].clone()), (F, json!("no live read grant")));
         assert_eq!(
             t.post(d, "/api/request_consent", consent.clone()).await.0,
             OK
@@ -133,7 +138,7 @@ async fn doctor_only_endpoints() {
         );
     }
     let (s, _) = t.post(&w.d1, "/api/validate", json!({})).await;
-    assert_eq!(s, OK, "grants are pending, so a block is cut");
+    assert_eq!(s, OK, "requests are pending, so a block is cut");
 }
 
 #[tokio::test]
@@ -189,10 +194,25 @@ async fn patient_only_endpoints_and_own_records_only() {
         t.post(&w.anon, "/api/patient_records", json!({})).await.0,
         U
     );
-    // The password path checks the password of the patient named, whatever the session.
+    // A password read under another person's session names no clear reader: refused, even
+    // with the right password; without a session, the password is checked.
+    for c in [&w.p2, &w.d1] {
+        let (s, b) = t
+            .post(
+                c,
+                "/api/patient_records",
+                json!({"patientId": "p001", "password": "patient123"}),
+            )
+            .await;
+        assert_eq!(s, F, "{b}");
+        assert_eq!(
+            b["message"],
+            "A password read must be made without another person's session: sign out first"
+        );
+    }
     assert_eq!(
         t.post(
-            &w.p2,
+            &w.anon,
             "/api/patient_records",
             json!({"patientId": "p001", "password": "patient456"})
         )
@@ -200,20 +220,18 @@ async fn patient_only_endpoints_and_own_records_only() {
         .0,
         U
     );
-    assert_eq!(
-        t.post(
-            &w.d1,
+    let (s, b) = t
+        .post(
+            &w.p1,
             "/api/patient_records",
-            json!({"patientId": "p001", "password": "doctor123"})
+            json!({"patientId": "p001", "password": "patient123"}),
         )
-        .await
-        .0,
-        U
-    );
+        .await;
+    assert_eq!(s, OK, "under one's own session: {b}");
 }
 
 #[tokio::test]
-async fn doctor_reads_under_consent_and_the_patient_sees_it() {
+async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
     let t = common::start(common::manual_timing()).await;
     let w = everyone(&t).await;
     let otp = code_for(&t, &w.d1, "p001").await;
@@ -221,114 +239,193 @@ async fn doctor_reads_under_consent_and_the_patient_sees_it() {
     assert_eq!(s, OK);
     t.post(&w.d1, "/api/validate", json!({})).await;
 
-    // d002 with a code that p001 gave d001: refused.
-    let code_d1 = code_for(&t, &w.d1, "p001").await;
-    let (s, _) = t
+    // A write grant is no read grant; nobody reads without one.
+    for d in [&w.d1, &w.d2] {
+        let (s, b) = t
+            .post(
+                d,
+                "/api/doctor/patient_records",
+                json!({"patientId": "p001"}),
+            )
+            .await;
+        assert_eq!((s, b["message"].clone()), (F, json!("no live read grant")));
+    }
+
+    // In person, a read grant (no code): d001 reads, d002 still does not.
+    let (s, b) = t
         .post(
-            &w.d2,
-            "/api/doctor/patient_records",
-            json!({"patientId": "p001", "otp": code_d1}),
+            &w.d1,
+            "/api/request_consent",
+            json!({"patientId": "p001", "password": "patient123",
+                   "scope": {"read": {"durationMs": 600_000}}}),
         )
         .await;
-    assert_eq!(s, BAD);
-    // d001 with a code for p002: no p001 records.
-    let code_p2 = code_for(&t, &w.d1, "p002").await;
-    let (s, _) = t
+    assert_eq!(s, OK, "{b}");
+    assert!(b["otp"].is_null(), "a read grant has no code: {b}");
+    assert_eq!(b["expiry"], 600);
+    let in_person_grant = b["grantTxId"].as_str().unwrap().to_string();
+    let (s, b) = t
         .post(
             &w.d1,
             "/api/doctor/patient_records",
-            json!({"patientId": "p001", "otp": code_p2}),
-        )
-        .await;
-    assert_eq!(s, BAD);
-
-    // Remote consent: d002 asks, p001 approves, d002 reads.
-    let (_, b) = t
-        .post(
-            &w.d2,
-            "/api/consents/request",
-            json!({"patientId": "p001", "purpose": "Oncology review"}),
-        )
-        .await;
-    let id = b["consent"]["id"].as_str().unwrap().to_string();
-    let (_, b) = t
-        .post(&w.p1, &format!("/api/consents/{id}/approve"), json!({}))
-        .await;
-    let remote_code = b["otp"].as_str().unwrap().to_string();
-    let remote_hash = b["consentHash"].as_str().unwrap().to_string();
-    let (s, b) = t
-        .post(
-            &w.d2,
-            "/api/doctor/patient_records",
-            json!({"patientId": "p001", "otp": remote_code}),
+            json!({"patientId": "p001"}),
         )
         .await;
     assert_eq!(s, OK, "{b}");
     assert_eq!(b["records"][0]["diagnosis"], "Angina");
-    // One read per code.
-    let (_, b) = t
+    let d1_access = b["accessTxId"].as_str().unwrap().to_string();
+    // The seed's path with a doctor's session reads under the grant too.
+    let (s, b) = t
+        .post(&w.d1, "/api/patient_records", json!({"patientId": "p001"}))
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let (s, _) = t
         .post(
             &w.d2,
             "/api/doctor/patient_records",
-            json!({"patientId": "p001", "otp": remote_code}),
+            json!({"patientId": "p001"}),
         )
         .await;
-    assert_eq!(b["message"], "Consent already used");
-    // The seed path with a doctor's session and a code reads too.
+    assert_eq!(s, F);
+
+    // Remote: d002 asks for a read grant; approving needs p001's device key.
     let (s, b) = t
         .post(
-            &w.d1,
-            "/api/patient_records",
-            json!({"patientId": "p001", "otp": code_d1}),
+            &w.d2,
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": "Oncology review",
+                   "scope": {"read": {"durationMs": 3_600_000}}}),
         )
         .await;
     assert_eq!(s, OK, "{b}");
+    assert_eq!(b["consent"]["state"], "requested");
+    let request = b["consent"]["id"].as_str().unwrap().to_string();
+    t.post(&w.d2, "/api/validate", json!({})).await;
+    let (s, b) = t
+        .post(
+            &w.p1,
+            &format!("/api/consents/{request}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, F, "{b}");
+    assert_eq!(b["error_type"], "approve_on_device");
+    assert_eq!(b["home"], "hospital");
+    assert_eq!(
+        b["message"],
+        "approve on your device, or in person at hospital"
+    );
+    let device = t.add_device(&w.p1).await;
+    let (s, b) = t
+        .post_signed(
+            &w.p1,
+            &device,
+            &format!("/api/consents/{request}/approve"),
+            json!({"durationMs": 1_800_000}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let remote_grant = b["grantTxId"].as_str().unwrap().to_string();
+    let (s, b) = t
+        .post(
+            &w.d2,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    assert_eq!(b["records"][0]["diagnosis"], "Angina");
+    let d2_access = b["accessTxId"].as_str().unwrap().to_string();
 
+    // The patient's dashboard shows both grants, as given.
+    let (_, b) = t.get(&w.p1, "/api/consents").await;
+    let grants = b["consents"].as_array().unwrap();
+    let find = |id: &str| grants.iter().find(|g| g["id"] == id).unwrap().clone();
+    assert_eq!(find(&in_person_grant)["attested"], "in_person");
+    assert_eq!(find(&remote_grant)["attested"], "device");
+    assert_eq!(
+        find(&remote_grant)["duration_ms"],
+        1_800_000,
+        "the patient's choice"
+    );
+    assert_eq!(find(&remote_grant)["request"], request.as_str());
+    assert_eq!(find(&remote_grant)["doctor_id"], "d002");
+
+    // Revoked (custodially, at the home): the next read is refused, no data.
+    let (s, b) = t
+        .post(
+            &w.p1,
+            &format!("/api/grants/{remote_grant}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    t.post(&w.d1, "/api/validate", json!({})).await;
+    let (s, b) = t
+        .post(
+            &w.d2,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
+        .await;
+    assert_eq!(s, F, "{b}");
+    assert!(b.get("records").is_none());
+    let (_, b) = t.get(&w.p1, "/api/consents").await;
+    let revoked = b["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == remote_grant.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(revoked["state"], "revoked");
+
+    // The access log: each read, its reader, its grant and the hospital that served it.
+    t.post(&w.p1, "/api/patient_records", json!({})).await;
     t.post(&w.d1, "/api/validate", json!({})).await;
     let (s, b) = t.get(&w.p1, "/api/access_log").await;
     assert_eq!(s, OK);
     let entries = b["entries"].as_array().unwrap();
-    let d2_read: Vec<&Value> = entries
+    let entry = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e["tx_id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {entries:?}"))
+            .clone()
+    };
+    let d2_read = entry(&d2_access);
+    assert_eq!(d2_read["reader_id"], "d002");
+    assert_eq!(d2_read["reader_role"], "doctor");
+    assert_eq!(d2_read["readerName"], "Grace Hopper");
+    assert_eq!(d2_read["consent_hash"], remote_grant.as_str());
+    assert_eq!(d2_read["servedBy"], "hospital");
+    assert_eq!(entry(&d1_access)["consent_hash"], in_person_grant.as_str());
+    assert!(entries.iter().any(|e| e["reader_id"] == "p001"
+        && e["reader_role"] == "patient"
+        && e["consent_hash"].is_null()));
+    // Newest first.
+    let heights: Vec<u64> = entries
         .iter()
-        .filter(|e| e["reader_id"] == "d002")
+        .map(|e| e["height"].as_u64().unwrap())
         .collect();
-    assert_eq!(d2_read.len(), 1, "{entries:?}");
-    assert_eq!(d2_read[0]["reader_role"], "doctor");
-    assert_eq!(d2_read[0]["consent_hash"], remote_hash.as_str());
-    assert!(d2_read[0]["height"].as_u64().unwrap() >= 1);
-    assert!(entries.iter().any(|e| e["reader_id"] == "d001"));
+    assert!(heights.windows(2).all(|w| w[0] >= w[1]), "{heights:?}");
     // p002's log has nothing of p001's.
     let (_, b) = t.get(&w.p2, "/api/access_log").await;
-    assert!(
-        b["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["reader_id"] != "d002")
-    );
-    // The patient's own reads are logged too.
-    t.post(&w.p1, "/api/patient_records", json!({})).await;
-    t.post(&w.d1, "/api/validate", json!({})).await;
-    let (_, b) = t.get(&w.p1, "/api/access_log").await;
-    assert!(
-        b["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["reader_id"] == "p001"
-                && e["reader_role"] == "patient"
-                && e["consent_hash"].is_null())
-    );
+    assert!(b["entries"].as_array().unwrap().is_empty(), "{b}");
 }
 
 #[tokio::test]
 async fn blocks_paging_status_and_tx_status() {
     let t = common::start(common::manual_timing()).await;
     let w = everyone(&t).await;
+    // Each in-person grant commits its own block.
     for _ in 0..3 {
         code_for(&t, &w.d1, "p001").await;
-        let (s, _) = t.post(&w.d1, "/api/validate", json!({})).await;
-        assert_eq!(s, OK);
+        let (s, b) = t.post(&w.d1, "/api/validate", json!({})).await;
+        assert_eq!(
+            (s, b["message"].clone()),
+            (BAD, json!("No pending records to validate"))
+        );
     }
     let (_, b) = t.get(&w.p1, "/api/blocks?limit=2").await;
     let blocks = b["blocks"].as_array().unwrap();
@@ -369,4 +466,56 @@ async fn blocks_paging_status_and_tx_status() {
     assert!(s["metrics"]["tx_count"].as_u64().unwrap() >= 3);
     assert!(s["height"].as_u64().unwrap() >= 3);
     assert_eq!(s["batch_window_ms"], 600_000);
+}
+
+/// A doctor's device key signs a record (two steps: the envelope, then its signature): the
+/// chain shows it signed on the doctor's device, with the key's origin.
+#[tokio::test]
+async fn a_doctors_device_key_signs_a_record() {
+    let t = common::start(common::manual_timing()).await;
+    let w = everyone(&t).await;
+    let device = t.add_device(&w.d1).await;
+    let otp = code_for(&t, &w.d1, "p001").await;
+    let body = json!({"patientId": "p001", "otp": otp,
+        "medical_data": {"diagnosis": "Signed on a device", "prescription": "Rest"}});
+    // Another login cannot sign the doctor's envelope.
+    let mut with_key = body.clone();
+    with_key["devicePublicKey"] = json!(device.public_hex());
+    let (s, b) = t.post(&w.d1, "/api/add_record", with_key).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["tx"]["kind"], "add_record");
+    let prepared = b["preparedId"].as_str().unwrap().to_string();
+    let (s, _) = t
+        .post(
+            &w.d2,
+            &format!("/api/sign/{prepared}"),
+            json!({"signature": "00".repeat(64)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A signature by another key does not verify.
+    let (s, b) = t
+        .post(
+            &w.d1,
+            &format!("/api/sign/{prepared}"),
+            json!({"signature": "00".repeat(64)}),
+        )
+        .await;
+    assert_eq!(s, BAD, "{b}");
+    // The device signs.
+    let (s, b) = t.post_signed(&w.d1, &device, "/api/add_record", body).await;
+    assert_eq!(s, OK, "{b}");
+    assert_eq!(b["message"], "Record added to batch");
+    t.post(&w.d1, "/api/validate", json!({})).await;
+    let (_, b) = t.post(&w.p1, "/api/patient_records", json!({})).await;
+    let record = b["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["diagnosis"] == "Signed on a device")
+        .unwrap_or_else(|| panic!("{b}"))
+        .clone();
+    assert_eq!(record["signerKind"], "device");
+    assert_eq!(record["origin"], "hospital");
+    assert_eq!(record["doctor_id"], "d001");
 }

@@ -69,7 +69,9 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(cookie.starts_with("medchain_session="), "{cookie}");
+    // Named after this hospital's validator: two hospitals' sessions on one host never
+    // overwrite each other.
+    assert!(cookie.starts_with("medchain_hospital="), "{cookie}");
     assert!(
         cookie.contains("HttpOnly")
             && cookie.contains("SameSite=Strict")
@@ -105,9 +107,9 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
 async fn sessions_expire_when_idle() {
     let t = common::app_only().await;
     let p = t.login("p001").await;
-    t.clock.advance_ms(11 * 3600 * 1000);
+    t.advance(11 * 3600 * 1000).await;
     assert_eq!(t.get(&p, "/api/me").await.0, StatusCode::OK);
-    t.clock.advance_ms(12 * 3600 * 1000 + 1);
+    t.advance(12 * 3600 * 1000 + 1).await;
     assert_eq!(t.get(&p, "/api/me").await.0, StatusCode::UNAUTHORIZED);
 }
 
@@ -285,16 +287,23 @@ async fn remote_consent_flow_and_its_rules() {
         )
         .await;
     let id2 = b["consent"]["id"].as_str().unwrap().to_string();
+    // Requests live on chain: the patient sees them once their block commits.
+    t.post(&d1, "/api/validate", json!({})).await;
 
-    // The patient sees both, with who, department, purpose and time left.
+    // The patient sees both, newest first, with who, department, purpose and time left.
     let (s, b) = t.get(&p1, "/api/consents/pending").await;
     assert_eq!(s, StatusCode::OK);
     let reqs = b["requests"].as_array().unwrap();
-    assert_eq!(reqs.len(), 2);
-    assert_eq!(reqs[0]["doctor_id"], "d001");
-    assert_eq!(reqs[0]["department"], "Cardiology");
-    assert_eq!(reqs[0]["purpose"], "Follow-up");
-    assert!(reqs[0]["time_left_ms"].as_u64().unwrap() > 0);
+    assert_eq!(reqs.len(), 2, "{b}");
+    assert_eq!(reqs[1]["id"], id1.as_str());
+    assert_eq!(reqs[1]["doctor_id"], "d001");
+    assert_eq!(reqs[1]["doctor_name"], "Ada Byron");
+    assert_eq!(reqs[1]["department"], "Cardiology");
+    assert_eq!(reqs[1]["hospital"], "hospital");
+    assert_eq!(reqs[1]["purpose"], "Follow-up");
+    assert!(reqs[1]["time_left_ms"].as_u64().unwrap() > 0);
+    assert_eq!(reqs[0]["id"], id2.as_str());
+    assert_eq!(b["groups"][0]["hospital"], "hospital");
     assert_eq!(
         t.get(&p2, "/api/consents/pending").await.1["requests"]
             .as_array()
@@ -331,26 +340,46 @@ async fn remote_consent_flow_and_its_rules() {
         StatusCode::UNAUTHORIZED
     );
 
+    // Approving remotely needs the patient's device key; the grant needs no code.
     let (s, b) = t
         .post(&p1, &format!("/api/consents/{id1}/approve"), json!({}))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let otp = b["otp"].as_str().unwrap();
-    assert_eq!(otp.len(), 6);
-    assert_eq!(b["expiry"], 300);
-    let (s, _) = t
-        .post(&p1, &format!("/api/consents/{id1}/approve"), json!({}))
+    assert_eq!(
+        (s, b["error_type"].clone()),
+        (StatusCode::FORBIDDEN, json!("approve_on_device"))
+    );
+    let device = t.add_device(&p1).await;
+    let (s, b) = t
+        .post_signed(
+            &p1,
+            &device,
+            &format!("/api/consents/{id1}/approve"),
+            json!({}),
+        )
         .await;
-    assert_eq!(s, StatusCode::CONFLICT);
-    let (s, _) = t
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.get("otp").is_none(), "{b}");
+    let grant = b["grantTxId"].as_str().unwrap().to_string();
+    let (s, b) = t
+        .post_signed(
+            &p1,
+            &device,
+            &format!("/api/consents/{id1}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    // Denying at the home needs no device: the home signs for the patient.
+    let (s, b) = t
         .post(&p1, &format!("/api/consents/{id2}/deny"), json!({}))
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{b}");
+    t.post(&d1, "/api/validate", json!({})).await;
 
-    // The doctor sees the answers, never the code.
+    // The doctors see the answers.
     let (_, b) = t.get(&d1, &format!("/api/consents/{id1}")).await;
-    assert_eq!(b["consent"]["state"], "active");
-    assert!(!b.to_string().contains(otp));
+    assert_eq!(b["consent"]["state"], "granted");
+    assert_eq!(b["consent"]["answer"], grant.as_str());
     let (_, b) = t.get(&d2, &format!("/api/consents/{id2}")).await;
     assert_eq!(b["consent"]["state"], "denied");
     assert_eq!(
@@ -358,7 +387,54 @@ async fn remote_consent_flow_and_its_rules() {
         StatusCode::NOT_FOUND
     );
     let (_, b) = t.get(&d1, "/api/consents").await;
-    assert_eq!(b["consents"].as_array().unwrap().len(), 1);
+    let grants = b["consents"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{b}");
+    assert_eq!(grants[0]["id"], grant.as_str());
+    assert_eq!(grants[0]["attested"], "device");
+    assert_eq!(grants[0]["state"], "active");
+    assert!(
+        t.get(&p1, "/api/consents/pending").await.1["requests"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The seed's application let d002 leave 100 requests, and the real one from d001 no longer
+/// showed. A doctor has at most 3 pending requests to a patient (the 4th: 429, by the chain's
+/// rule), and the patient's list shows the newest first, grouped by requesting hospital.
+#[tokio::test]
+async fn pending_requests_are_capped_per_doctor_and_the_newest_show() {
+    let t = common::app_only().await;
+    let d1 = t.login("d001").await;
+    let d2 = t.login("d002").await;
+    let p1 = t.login("p001").await;
+    let ask = |purpose: String| json!({"patientId": "p001", "purpose": purpose});
+    for i in 0..3 {
+        let (s, b) = t
+            .post(&d2, "/api/consents/request", ask(format!("flood {i}")))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    t.post(&d2, "/api/validate", json!({})).await;
+    let (s, b) = t
+        .post(&d2, "/api/consents/request", ask("flood 3".into()))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_eq!(
+        b["message"],
+        "too many pending requests from this doctor to this patient"
+    );
+    let (s, b) = t
+        .post(&d1, "/api/consents/request", ask("The real one".into()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    t.post(&d1, "/api/validate", json!({})).await;
+    let (_, b) = t.get(&p1, "/api/consents/pending").await;
+    let reqs = b["requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 4, "{b}");
+    assert_eq!(reqs[0]["purpose"], "The real one");
+    assert_eq!(reqs[0]["doctor_id"], "d001");
 }
 
 #[tokio::test]
@@ -407,14 +483,17 @@ async fn in_person_consent_rules() {
     let (_, b2) = t.post(&d1, "/api/request_consent", body).await;
     assert_ne!(b2["consentId"], b["consentId"]);
     let (_, list) = t.get(&p1, "/api/consents").await;
-    assert_eq!(list["consents"].as_array().unwrap().len(), 2);
+    let grants = list["consents"].as_array().unwrap();
+    assert_eq!(grants.len(), 2);
     assert!(
-        list["consents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["state"] == "active")
+        grants.iter().all(|c| c["state"] == "active"
+            && c["attested"] == "in_person"
+            && c["scope"] == "write")
     );
+    // The grant lives 5 minutes on chain.
+    let left = grants[0]["time_left_ms"].as_u64().unwrap();
+    // (A block time may be a few ms ahead of the manual clock: each is later than the last.)
+    assert!(left > 290_000 && left <= 301_000, "{left}");
 }
 
 #[tokio::test]
@@ -478,6 +557,6 @@ async fn repeated_wrong_passwords_lock_the_id_for_a_while() {
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     t.login("p002").await;
-    t.clock.advance_ms(15 * 60 * 1000);
+    t.advance(15 * 60 * 1000).await;
     assert_eq!(t.post(&anon(), "/api/login", right).await.0, StatusCode::OK);
 }

@@ -31,12 +31,11 @@ async fn seed_contract_end_to_end() {
     let t = common::start(common::manual_timing()).await;
     let d1 = t.login("d001").await;
 
-    // metrics before any block
+    // metrics: the demo people's enrollment was the first block.
     let (s, b) = t.get(&d1, "/api/metrics").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["success"], true);
-    assert_eq!(b["metrics"], json!([]));
-    assert_eq!(b["message"], "No metrics collected yet");
+    assert_eq!(b["count"], 1, "{b}");
 
     // request_consent
     let (s, b) = t
@@ -193,21 +192,32 @@ async fn seed_contract_end_to_end() {
     assert!(b["block_count"].as_u64().unwrap() >= 2);
 }
 
+/// A record is for the doctor's own department (as enrolled on chain): another is refused with
+/// 403 naming the field; the doctor is the session's, `doctorId` may be omitted.
 #[tokio::test]
-async fn add_record_department_override_and_doctor_id_from_session() {
+async fn add_record_department_is_the_doctors_own_and_doctor_id_from_session() {
     let t = common::start(common::manual_timing()).await;
     let d2 = t.login("d002").await;
     let otp = consent(&t, &d2, "p002").await;
-    let body = json!({"patientId": "p002", "otp": otp, "department": "Radiology",
-        "medical_data": {"diagnosis": "Nodule", "prescription": "CT in 3 months"}});
-    let (s, b) = t.post(&d2, "/api/add_record", body).await;
+    let body = |department: &str| {
+        json!({"patientId": "p002", "otp": otp, "department": department,
+            "medical_data": {"diagnosis": "Nodule", "prescription": "CT in 3 months"}})
+    };
+    let (s, b) = t.post(&d2, "/api/add_record", body("Radiology")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(b["success"], false);
+    assert_eq!(b["field"], "department");
+    assert_eq!(b["message"], "department must be your own (Oncology)");
+    // The code was not spent by the refusal.
+    let (s, b) = t.post(&d2, "/api/add_record", body("Oncology")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     t.post(&d2, "/api/validate", json!({})).await;
     let p2 = t.login("p002").await;
     let (_, b) = t.post(&p2, "/api/patient_records", json!({})).await;
     let r = &b["records"][0];
-    assert_eq!(r["department"], "Radiology");
+    assert_eq!(r["department"], "Oncology");
     assert_eq!(r["doctor_id"], "d002");
+    assert_eq!(r["doctorName"], "Grace Hopper");
     assert_eq!(r["notes"], "");
 }
 
@@ -339,7 +349,7 @@ async fn add_record_errors_in_the_seed_shape() {
 
     // Expiry after 300 s.
     let otp2 = consent(&t, &d1, "p001").await;
-    t.clock.advance_ms(300_000);
+    t.advance(300_000).await;
     let (s, b) = t
         .post(&d1, "/api/add_record", record("p001", "d001", &otp2, "x"))
         .await;
@@ -413,7 +423,7 @@ async fn concurrent_use_of_one_code_adds_one_record() {
 }
 
 #[tokio::test]
-async fn pending_consents_and_records_survive_a_restart() {
+async fn codes_requests_and_records_survive_a_restart() {
     let t = common::start(common::manual_timing()).await;
     let d1 = t.login("d001").await;
     let otp = consent(&t, &d1, "p001").await;
@@ -425,15 +435,19 @@ async fn pending_consents_and_records_survive_a_restart() {
         )
         .await;
     let remote = b["consent"]["id"].as_str().unwrap().to_string();
-    let (s, _) = t
+    let otp_kept = consent(&t, &d1, "p001").await;
+    // Durable, not yet in a block.
+    let (s, b) = t
         .post(
             &d1,
             "/api/add_record",
             record("p001", "d001", &otp, "Before restart"),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
-    let otp_kept = consent(&t, &d1, "p001").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let tx = b["txId"].as_str().unwrap().to_string();
+    let (_, b) = t.get(&d1, &format!("/api/tx/{tx}")).await;
+    assert_eq!(b["status"], "pending");
     let token = d1.bearer.clone().unwrap();
 
     let t = t.restart().await;
@@ -470,10 +484,17 @@ async fn pending_consents_and_records_survive_a_restart() {
     let p2 = t.login("p002").await;
     let (_, b) = t.get(&p2, "/api/consents/pending").await;
     assert_eq!(b["requests"][0]["id"], remote.as_str());
+    let device = t.add_device(&p2).await;
     let (s, b) = t
-        .post(&p2, &format!("/api/consents/{remote}/approve"), json!({}))
+        .post_signed(
+            &p2,
+            &device,
+            &format!("/api/consents/{remote}/approve"),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["grantTxId"].as_str().unwrap().len(), 64);
 }
 
 #[tokio::test]
@@ -524,6 +545,7 @@ async fn records_added_during_concurrent_cuts_are_all_kept() {
             None,
         );
         let cut = common::request("POST", "/api/validate", None, token.as_deref(), None);
+        let node = t.state.chain.local.clone();
         tasks.push(tokio::spawn(async move {
             use tower::ServiceExt;
             let added = common::body_of(router.clone().oneshot(add).await.unwrap()).await;
@@ -531,7 +553,8 @@ async fn records_added_during_concurrent_cuts_are_all_kept() {
                 let (s, b) = common::body_of(router.oneshot(cut).await.unwrap()).await;
                 assert!(
                     s == StatusCode::OK || b["message"] == "No pending records to validate",
-                    "{b}"
+                    "{b} {:?}",
+                    node.status().failed
                 );
             }
             added
@@ -539,7 +562,12 @@ async fn records_added_during_concurrent_cuts_are_all_kept() {
     }
     for task in tasks {
         let (s, b) = task.await.unwrap();
-        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{b} {:?}",
+            t.state.chain.local.status().failed
+        );
     }
     let (s, b) = t.post(&d1, "/api/validate", json!({})).await;
     assert!(

@@ -185,13 +185,9 @@ async fn consent_record_block_and_access_log_in_two_browsers() {
         .unwrap()
         .unwrap();
     let handles = cluster.handles();
+    let flows = common::demo_flows(dir.path(), handles[0].clone(), Clock::System).await;
     let chain = Chain::new(handles[0].clone(), handles, Duration::from_secs(3));
-    let state = AppState::new(
-        common::app_store(dir.path()),
-        chain,
-        Settings::default(),
-        Clock::System,
-    );
+    let state = AppState::new(flows, chain, Settings::default(), Clock::System);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -225,19 +221,32 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
     );
     login(patient, base, "patient", "p001", "patient123").await;
 
-    // 1. The doctor asks remotely.
+    // 1. The doctor asks remotely; the request is on chain once its block commits.
     doctor.find(By::Id("tab-remote")).await?.click().await?;
     fill(doctor, "rc-patient", "p001").await;
     fill(doctor, "rc-purpose", "Follow-up of blood tests").await;
     doctor.find(By::Id("rc-submit")).await?.click().await?;
-    wait_text(doctor, "[data-test=rc-item] [data-test=rc-state]", |t| {
-        t.eq_ignore_ascii_case("requested")
+    doctor.find(By::Id("cut-block")).await?.click().await?;
+    wait_text(doctor, "#cut-result", |t| {
+        t.contains("committed") || t.contains("No pending")
     })
     .await;
 
-    // 2. The patient sees who, department, purpose and time left; approves; reads the code.
-    patient.find(By::Id("refresh")).await?.click().await?;
-    wait_shown(patient, "[data-test=pending-request]").await;
+    // 2. The patient sees who, department, purpose and time left (from the chain). Approving
+    // needs a device key (the page's next step); denying at the home is custodial.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        patient.find(By::Id("refresh")).await?.click().await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !patient
+            .find_all(By::Css("[data-test=pending-request]"))
+            .await?
+            .is_empty()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the request never showed");
+    }
     assert_eq!(
         wait_text(patient, "[data-test=pending-doctor]", |t| !t.is_empty()).await,
         "d001"
@@ -269,18 +278,19 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         .screenshot(&docs_dir().join("screenshot-patient-request.png"))
         .await?;
     patient
-        .find(By::Css("[data-test=pending-request] [data-test=approve]"))
+        .find(By::Css("[data-test=pending-request] [data-test=deny]"))
         .await?
         .click()
         .await?;
-    let code = wait_text(patient, "#approved-code", |t| t.len() == 6).await;
-    assert!(code.bytes().all(|b| b.is_ascii_digit()));
-    wait_text(doctor, "[data-test=rc-item] [data-test=rc-state]", |t| {
-        t.eq_ignore_ascii_case("active")
-    })
-    .await;
 
-    // 3. The doctor adds a record with the code (the diagnosis is an XSS payload) and cuts.
+    // 3. In person: the patient's password on the doctor's screen gives a code once the grant
+    // is on chain; the doctor adds a record with it (the diagnosis is an XSS payload) and cuts.
+    doctor.find(By::Id("tab-inperson")).await?.click().await?;
+    fill(doctor, "ip-patient", "p001").await;
+    fill(doctor, "ip-password", "patient123").await;
+    doctor.find(By::Id("ip-submit")).await?.click().await?;
+    let code = wait_text(doctor, "#ip-code", |t| t.len() == 6).await;
+    assert!(code.bytes().all(|b| b.is_ascii_digit()));
     fill(doctor, "ar-patient", "p001").await;
     fill(doctor, "ar-otp", &code).await;
     fill(doctor, "ar-diagnosis", XSS).await;
@@ -301,27 +311,6 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         cut.contains("validators approved") || cut.contains("No pending"),
         "{cut}"
     );
-
-    // 4. The doctor reads the patient's records under a fresh in-person consent.
-    doctor.find(By::Id("tab-inperson")).await?.click().await?;
-    fill(doctor, "ip-patient", "p001").await;
-    fill(doctor, "ip-password", "patient123").await;
-    doctor.find(By::Id("ip-submit")).await?.click().await?;
-    let code2 = wait_text(doctor, "#ip-code", |t| t.len() == 6).await;
-    fill(doctor, "vr-patient", "p001").await;
-    fill(doctor, "vr-otp", &code2).await;
-    doctor.find(By::Id("vr-submit")).await?.click().await?;
-    assert_eq!(
-        wait_text(doctor, "#vr-records [data-test=r-diagnosis]", |t| !t
-            .is_empty())
-        .await,
-        XSS
-    );
-    doctor.find(By::Id("cut-block")).await?.click().await?;
-    wait_text(doctor, "#cut-result", |t| {
-        t.contains("committed") || t.contains("No pending")
-    })
-    .await;
     wait_shown(doctor, "[data-test=block-row]").await;
     wait_text(doctor, "[data-test=validator] [data-test=primary]", |t| {
         t.eq_ignore_ascii_case("primary")
@@ -339,8 +328,8 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         .screenshot(&docs_dir().join("screenshot-doctor.png"))
         .await?;
 
-    // 5. The patient sees the record, as text, with its block and consent proof, and the read.
-    // Refresh until the doctor's read is committed (the batch window is 3 s).
+    // 4. The patient sees the record, as text, with its block and grant, and their own read,
+    // served here. Refresh until that read is committed (the batch window is 3 s).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         patient.find(By::Id("refresh")).await?.click().await?;
@@ -350,14 +339,14 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
             .find_all(By::Css("[data-test=access-reader]"))
             .await?
         {
-            seen |= r.text().await? == "d001";
+            seen |= r.text().await? == "p001";
         }
         if seen {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the doctor's read never showed in the access log"
+            "the patient's own read never showed in the access log"
         );
     }
     assert_eq!(
@@ -399,7 +388,7 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
             .is_empty(),
         "markup was rendered"
     );
-    wait_text(patient, "[data-test=access-reader]", |t| t == "d001").await;
+    wait_text(patient, "[data-test=access-reader]", |t| t == "p001").await;
     assert!(patient.get_alert_text().await.is_err(), "an alert ran");
     assert!(doctor.get_alert_text().await.is_err(), "an alert ran");
     settle(patient).await;
@@ -407,7 +396,7 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         .screenshot(&docs_dir().join("screenshot-patient.png"))
         .await?;
 
-    // 6. The patient's dashboard on a phone.
+    // 5. The patient's dashboard on a phone.
     patient.set_window_rect(0, 0, 390, 844).await?;
     patient.find(By::Id("refresh")).await?.click().await?;
     wait_text(patient, "#history-list [data-test=r-diagnosis]", |t| {
@@ -419,7 +408,7 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         .screenshot(&docs_dir().join("screenshot-patient-phone.png"))
         .await?;
 
-    // 7. Log out ends the session.
+    // 6. Log out ends the session.
     patient.find(By::Id("logout")).await?.click().await?;
     wait_shown(patient, "#login-view").await;
     Ok(())

@@ -72,7 +72,7 @@ fn byzantine_primary_cannot_halt_fork_or_censor() {
     net.login_all();
     let correct = [1, 2, 3];
     let open = Load::start(&net, correct.to_vec(), "open", PAUSE);
-    let censored = Load::start_for(&net, vec![2, 3, 1], "censored", PAUSE, CENSORED);
+    let censored = Load::start_for(&net, vec![2, 3, 1], "censored", PAUSE, Some(CENSORED));
 
     let under_load_until = Instant::now() + Duration::from_secs(20);
     while Instant::now() < under_load_until {

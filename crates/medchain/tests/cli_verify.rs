@@ -4,7 +4,8 @@ use std::process::{Command, Output};
 
 use ledger::block::{Block, BlockHeader, Certificate};
 use ledger::crypto::{check_entries, read_key_file, sign_commit};
-use ledger::{Genesis, OpenOptions, SignedTransaction, Store, Transaction};
+use ledger::tx::Access;
+use ledger::{Genesis, Meta, OpenOptions, SignedTx, Signer, Store, TxHeader};
 
 fn medchain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_medchain"))
@@ -51,28 +52,31 @@ fn grow(dir: &Path, genesis: &Genesis, blocks: u64, fork: Option<(&str, u64)>) {
         for i in 0..blocks {
             let (head, prev) = store.head();
             let forked = fork.is_some_and(|(name, at)| name == v.name && head + 1 >= at);
-            let txs: Vec<SignedTransaction> = (0..3u8)
+            // Reads "served" by validators for people never enrolled: valid entries that the
+            // rules reject, which is as much a part of the chain as applied ones.
+            let time_ms = genesis.created_at_ms() + (head + 1) * 10;
+            let txs: Vec<SignedTx> = (0..3u8)
                 .map(|k| {
-                    SignedTransaction::sign(
-                        Transaction::Access {
-                            patient_id: format!("p{i}"),
-                            reader_id: if forked {
-                                "intruder".into()
-                            } else {
-                                "d001".into()
-                            },
-                            reader_role: "doctor".into(),
-                            consent_hash: None,
+                    let header = TxHeader {
+                        meta: Meta::Access(Access {
+                            patient: [i as u8; 16],
+                            reader: [if forked { 2 } else { 1 }; 16],
+                            serving: u32::from(k),
+                            grant: None,
+                        }),
+                        signer: Signer::Validator {
+                            index: u32::from(k),
                         },
-                        genesis.created_at_ms() + i * 10 + u64::from(k),
-                        [k; 16],
-                        u32::from(k) % 4,
-                        &keys[usize::from(k) % 4],
-                    )
+                        created_ms: time_ms - 3 + u64::from(k),
+                        not_after_ms: u64::MAX,
+                        nonce: [k; 16],
+                        body_hash: [0; 32],
+                    };
+                    SignedTx::sign(header, Vec::new(), &genesis.hash(), &keys[usize::from(k)])
                 })
                 .collect();
-            let entries: Vec<_> = txs.iter().map(SignedTransaction::to_request).collect();
-            let header = BlockHeader::build(head + 1, 0, 0, prev, &entries);
+            let entries: Vec<_> = txs.iter().map(|t| t.to_request(&genesis.hash())).collect();
+            let header = BlockHeader::build(head + 1, 0, 0, prev, time_ms, &entries);
             let hash = header.hash();
             let certificate = Certificate {
                 view: 0,
@@ -89,7 +93,7 @@ fn grow(dir: &Path, genesis: &Genesis, blocks: u64, fork: Option<(&str, u64)>) {
                 entries,
                 certificate,
             };
-            let checked = check_entries(genesis.keys(), &block.entries);
+            let checked = check_entries(genesis.keys(), &genesis.hash(), &block.entries);
             store.append_block(&block, &checked).expect("append");
         }
     }

@@ -9,7 +9,10 @@ mod common_net;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common_net::{Ack, Load, Net, output_text, wait_committed, wait_for};
+use common_net::seed::{SeedClient, seed_flow};
+use common_net::{Ack, Load, Net, http, output_text, wait_committed, wait_for};
+use ledger::Queries;
+use serde_json::json;
 
 /// Time between two records of the load (each record also costs an Argon2id check).
 const PAUSE: Duration = Duration::from_millis(150);
@@ -348,8 +351,12 @@ fn a_deleted_store_is_restored_from_peers() {
     let restored = ledger::store::Reader::open(&node_dir.join("chain.db")).expect("restored store");
     for height in 1..=old_height {
         assert_eq!(
-            restored.block(height).expect("read").map(|b| b.hash()),
-            copy.block(height).expect("read").map(|b| b.hash()),
+            Queries::block(&restored, height)
+                .expect("read")
+                .map(|b| b.hash()),
+            Queries::block(&copy, height)
+                .expect("read")
+                .map(|b| b.hash()),
             "block {height} differs from the deleted store's"
         );
     }
@@ -398,4 +405,82 @@ fn a_tampered_store_is_refused_naming_the_block() {
         "verify: {}",
         output_text(&out)
     );
+}
+
+/// The seed's contract on a testnet (`--demo`, issue 9 §7): every node computes the four demo
+/// ids, validator 0 enrolls them and links them to every other validator. The seed-contract
+/// client (no signing, one cookie jar) runs the whole seed flow against validator 0; p001 then
+/// reads their records at another node, with that node's own cookie, and the access log names
+/// the hospital that served each read. Each node listens on its own loopback host.
+#[test]
+fn the_seed_flow_works_against_a_testnet() {
+    let mut net = Net::setup(4);
+    // Blocks only when asked, so that `validate` finds the record pending as in the seed.
+    net.set_setting("batch_window", "\"60s\"");
+    net.start_all();
+    for (i, node) in net.nodes.iter().enumerate() {
+        assert_eq!(
+            node.api.ip().to_string(),
+            format!("127.0.0.{}", i + 1),
+            "one loopback host per hospital"
+        );
+    }
+    let login = |i: usize, role: &str, id: &str, password: &str| {
+        let key = if role == "doctor" {
+            "doctorId"
+        } else {
+            "patientId"
+        };
+        http(
+            net.nodes[i].api,
+            "POST",
+            "/api/login",
+            None,
+            Some(&json!({"role": role, key: id, "password": password})),
+        )
+    };
+    wait_for(PROGRESS, "the demo people on chain", || {
+        matches!(login(0, "doctor", "d001", "doctor123"), Ok((200, _))).then_some(())
+    });
+
+    let mut client = SeedClient::new(net.nodes[0].api);
+    let flow = seed_flow(&mut client, 4, "Testnet hypertension");
+    assert_eq!(flow.records["servedBy"], "hospital");
+    assert_eq!(
+        client.cookies().keys().collect::<Vec<_>>(),
+        vec!["medchain_hospital"]
+    );
+
+    // p001 at pharmacy: a linked login, the same person.
+    wait_for(PROGRESS, "p001's link to pharmacy on chain", || {
+        matches!(login(2, "patient", "p001", "patient123"), Ok((200, _))).then_some(())
+    });
+    let mut elsewhere = SeedClient::new(net.nodes[2].api);
+    let (status, b) = elsewhere.login("patient", "p001", "patient123");
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["homeHere"], false);
+    assert_eq!(b["home"], "hospital");
+    assert_eq!(
+        elsewhere.cookies().keys().collect::<Vec<_>>(),
+        vec!["medchain_pharmacy"]
+    );
+    let (status, b) = elsewhere.patient_records("p001", "patient123");
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["servedBy"], "pharmacy");
+    let records = b["records"].as_array().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["diagnosis"] == "Testnet hypertension"),
+        "{b}"
+    );
+    // A doctor signs in at pharmacy but acts only at home.
+    let (status, b) = elsewhere.login("doctor", "d001", "doctor123");
+    assert_eq!(status, 200, "{b}");
+    let (status, b) = elsewhere.request_consent("p001", "patient123");
+    assert_eq!(status, 403, "{b}");
+    assert_eq!(b["error_type"], "wrong_hospital");
+    net.stop_all();
+    let out = net.verify();
+    assert!(out.status.success(), "verify: {}", output_text(&out));
 }

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Version};
+use ledger::PersonId;
 use rand::rngs::OsRng;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -44,12 +45,29 @@ impl std::fmt::Display for Role {
 }
 
 /// An account as the rest of the application sees it (never with its hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
     pub id: String,
     pub role: Role,
     /// A doctor's department; `None` for patients.
     pub department: Option<String>,
+    /// The person this login maps to on chain; `None` until one is assigned (an account made
+    /// before identities were on chain, or of another chain: the outbox enrolls it at start).
+    pub person: Option<PersonId>,
+    /// The person's home validator (the one that enrolled them).
+    pub home: Option<u32>,
+    /// A doctor's public professional name, as enrolled.
+    pub name: Option<String>,
+}
+
+impl Account {
+    /// The role as the chain writes it.
+    pub fn chain_role(&self) -> ledger::tx::Role {
+        match self.role {
+            Role::Patient => ledger::tx::Role::Patient,
+            Role::Doctor => ledger::tx::Role::Doctor,
+        }
+    }
 }
 
 /// What `create_account` needs. The password is zeroized on drop.
@@ -57,16 +75,92 @@ pub struct NewAccount {
     pub id: String,
     pub role: Role,
     pub department: Option<String>,
+    /// A doctor's public professional name (1 to 64 characters), enrolled on chain.
+    pub name: Option<String>,
     pub password: Zeroizing<String>,
 }
 
-/// The seed's sample accounts: (id, role, password, department).
-pub const DEMO_ACCOUNTS: &[(&str, Role, &str, Option<&str>)] = &[
-    ("p001", Role::Patient, "patient123", None),
-    ("p002", Role::Patient, "patient456", None),
-    ("d001", Role::Doctor, "doctor123", Some("Cardiology")),
-    ("d002", Role::Doctor, "doctor456", Some("Oncology")),
+/// One of the seed's sample accounts.
+pub struct DemoAccount {
+    pub id: &'static str,
+    pub role: Role,
+    pub password: &'static str,
+    pub department: Option<&'static str>,
+    /// The public name a demo doctor is enrolled with.
+    pub name: Option<&'static str>,
+}
+
+/// The seed's sample accounts.
+pub const DEMO_ACCOUNTS: &[DemoAccount] = &[
+    DemoAccount {
+        id: "p001",
+        role: Role::Patient,
+        password: "patient123",
+        department: None,
+        name: None,
+    },
+    DemoAccount {
+        id: "p002",
+        role: Role::Patient,
+        password: "patient456",
+        department: None,
+        name: None,
+    },
+    DemoAccount {
+        id: "d001",
+        role: Role::Doctor,
+        password: "doctor123",
+        department: Some("Cardiology"),
+        name: Some("Ada Byron"),
+    },
+    DemoAccount {
+        id: "d002",
+        role: Role::Doctor,
+        password: "doctor456",
+        department: Some("Oncology"),
+        name: Some("Grace Hopper"),
+    },
 ];
+
+impl DemoAccount {
+    pub fn new_account(&self) -> NewAccount {
+        NewAccount {
+            id: self.id.to_string(),
+            role: self.role,
+            department: self.department.map(str::to_string),
+            name: self.name.map(str::to_string),
+            password: Zeroizing::new(self.password.to_string()),
+        }
+    }
+}
+
+/// The columns an [`Account`] is read from (table alias `a`), in [`account_from_row`]'s order.
+pub(crate) const ACCOUNT_COLUMNS: &str = "a.id, a.role, a.department, a.person, a.home, a.name";
+
+/// An account from the [`ACCOUNT_COLUMNS`] starting at column `at`; `None` for a row whose
+/// role or person id is not one this program writes.
+pub(crate) fn account_from_row(
+    r: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<Option<Account>> {
+    let role: String = r.get(at + 1)?;
+    let person: Option<Vec<u8>> = r.get(at + 3)?;
+    let person = match person {
+        None => None,
+        Some(bytes) => match PersonId::try_from(bytes.as_slice()) {
+            Ok(p) => Some(p),
+            Err(_) => return Ok(None),
+        },
+    };
+    Ok(Role::parse(&role).map(|role| Account {
+        id: r.get::<_, String>(at).unwrap_or_default(),
+        role,
+        department: r.get(at + 2).unwrap_or(None),
+        person,
+        home: r.get(at + 4).unwrap_or(None),
+        name: r.get(at + 5).unwrap_or(None),
+    }))
+}
 
 /// An account id: 1 to 32 characters of `A-Z a-z 0-9 _ -`.
 pub fn validate_account_id(id: &str) -> Result<(), AppError> {
@@ -150,6 +244,56 @@ fn dummy_hash(params: &argon2::Params) -> &'static str {
     })
 }
 
+/// An account checked and with its password hashed, ready to be inserted (Argon2id runs
+/// before the write transaction, never inside it).
+pub(crate) struct ValidAccount {
+    pub id: String,
+    pub role: Role,
+    pub department: Option<String>,
+    pub name: Option<String>,
+    hash: String,
+}
+
+/// The person a login maps to when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PersonOf {
+    /// None yet (enrolled later by the outbox).
+    Unassigned,
+    /// Enrolled here: `home` is this validator and the person id derives from `nonce`.
+    Enrolled { home: u32, nonce: [u8; 16] },
+    /// An identity of another home, linked to this login.
+    Linked { person: PersonId, home: u32 },
+}
+
+impl PersonOf {
+    fn columns(&self) -> (Option<PersonId>, Option<u32>, Option<[u8; 16]>) {
+        match *self {
+            PersonOf::Unassigned => (None, None, None),
+            PersonOf::Enrolled { home, nonce } => (
+                Some(ledger::person_id(home, &nonce)),
+                Some(home),
+                Some(nonce),
+            ),
+            PersonOf::Linked { person, home } => (Some(person), Some(home), None),
+        }
+    }
+}
+
+/// A doctor's public name: 1 to 64 printable characters.
+pub fn validate_name(name: &str) -> Result<(), AppError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 64 {
+        return Err(AppError::invalid("name", "must be 1 to 64 characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "name",
+            "may not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
 impl AppDb {
     /// Hashes a password with Argon2id and a random salt (PHC string format).
     pub fn hash_password(&self, password: &str) -> Result<String, AppError> {
@@ -160,8 +304,8 @@ impl AppDb {
             .map_err(|_| AppError::Hash)
     }
 
-    /// Creates an account; fails with `AccountExists` if the id is taken (by either role).
-    pub fn create_account(&self, new: NewAccount, now_ms: u64) -> Result<Account, AppError> {
+    /// Checks `new` and hashes its password.
+    pub(crate) fn validate_account(&self, new: NewAccount) -> Result<ValidAccount, AppError> {
         validate_account_id(&new.id)?;
         validate_password(&new.password)?;
         let department = match (new.role, new.department) {
@@ -183,53 +327,108 @@ impl AppDb {
             }
             (Role::Patient, None) => None,
         };
-        let hash = self.hash_password(&new.password)?;
-        self.db.write(|tx| {
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO accounts(id, role, department, password_hash, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    new.id,
-                    new.role.as_str(),
-                    department,
-                    hash,
-                    to_sql_ms(now_ms)
-                ],
-            )?;
-            if inserted == 0 {
-                return Err(AppError::AccountExists(new.id.clone()));
+        let name = match (new.role, new.name) {
+            (Role::Doctor, Some(n)) => {
+                validate_name(&n)?;
+                Some(n.trim().to_string())
             }
-            Ok(Account {
-                id: new.id.clone(),
-                role: new.role,
-                department: department.clone(),
-            })
+            (Role::Doctor, None) => None,
+            (Role::Patient, Some(_)) => {
+                return Err(AppError::invalid(
+                    "name",
+                    "a patient's name is not enrolled",
+                ));
+            }
+            (Role::Patient, None) => None,
+        };
+        let hash = self.hash_password(&new.password)?;
+        Ok(ValidAccount {
+            id: new.id,
+            role: new.role,
+            department,
+            name,
+            hash,
         })
     }
 
-    /// Creates the seed's sample accounts that are missing; returns the ids it created.
-    pub fn seed_demo(&self, now_ms: u64) -> Result<Vec<String>, AppError> {
-        let mut created = Vec::new();
-        for (id, role, password, department) in DEMO_ACCOUNTS {
-            if self.account(id)?.is_some() {
-                continue;
-            }
-            let result = self.create_account(
-                NewAccount {
-                    id: (*id).to_string(),
-                    role: *role,
-                    department: department.map(str::to_string),
-                    password: Zeroizing::new((*password).to_string()),
-                },
-                now_ms,
-            );
-            match result {
-                Ok(_) => created.push((*id).to_string()),
-                Err(AppError::AccountExists(_)) => {}
-                Err(e) => return Err(e),
-            }
+    /// Inserts `account` mapped to `person` in the write transaction `tx`; `AccountExists` if
+    /// the id is taken (by either role).
+    pub(crate) fn insert_account(
+        tx: &rusqlite::Transaction<'_>,
+        account: &ValidAccount,
+        person: PersonOf,
+        now_ms: u64,
+    ) -> Result<Account, AppError> {
+        let (person_id, home, nonce) = person.columns();
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO accounts(id, role, department, password_hash, created_ms,
+                 person, home, nonce, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                account.id,
+                account.role.as_str(),
+                account.department,
+                account.hash,
+                to_sql_ms(now_ms),
+                person_id.map(|p| p.to_vec()),
+                home,
+                nonce.map(|n| n.to_vec()),
+                account.name,
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(AppError::AccountExists(account.id.clone()));
         }
-        Ok(created)
+        Ok(Account {
+            id: account.id.clone(),
+            role: account.role,
+            department: account.department.clone(),
+            person: person_id,
+            home,
+            name: account.name.clone(),
+        })
+    }
+
+    /// Maps an existing login to `person` (in the write transaction `tx`), and gives a doctor
+    /// without a public name its login id as one.
+    pub(crate) fn assign_person(
+        tx: &rusqlite::Transaction<'_>,
+        id: &str,
+        person: PersonOf,
+    ) -> Result<(), AppError> {
+        let (person_id, home, nonce) = person.columns();
+        let n = tx.execute(
+            "UPDATE accounts SET person = ?2, home = ?3, nonce = ?4,
+                 name = CASE WHEN role = 'doctor' THEN COALESCE(name, id) ELSE NULL END
+             WHERE id = ?1",
+            params![
+                id,
+                person_id.map(|p| p.to_vec()),
+                home,
+                nonce.map(|n| n.to_vec())
+            ],
+        )?;
+        if n == 0 {
+            return Err(AppError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Creates a login mapped to no person yet; `AccountExists` if the id is taken.
+    pub fn create_account(&self, new: NewAccount, now_ms: u64) -> Result<Account, AppError> {
+        self.create_account_as(new, PersonOf::Unassigned, now_ms)
+    }
+
+    /// Creates a login mapped to `person` (without any chain step).
+    pub fn create_account_as(
+        &self,
+        new: NewAccount,
+        person: PersonOf,
+        now_ms: u64,
+    ) -> Result<Account, AppError> {
+        let valid = self.validate_account(new)?;
+        self.db
+            .write(|tx| Self::insert_account(tx, &valid, person, now_ms))
     }
 
     /// Looks an account up by id.
@@ -237,25 +436,54 @@ impl AppDb {
         self.db.read(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT id, role, department FROM accounts WHERE id = ?1",
+                    &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = ?1"),
                     [id],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<String>>(2)?,
-                        ))
-                    },
+                    |r| account_from_row(r, 0),
                 )
                 .optional()?
-                .and_then(|(id, role, department)| {
-                    Some(Account {
-                        id,
-                        role: Role::parse(&role)?,
-                        department,
-                    })
-                }))
+                .flatten())
         })
+    }
+
+    /// The login at this hospital mapped to `person`, if any (the first made).
+    pub fn account_of_person(&self, person: &PersonId) -> Result<Option<Account>, AppError> {
+        self.db.read(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.person = ?1
+                         ORDER BY a.created_ms, a.rowid LIMIT 1"
+                    ),
+                    [&person[..]],
+                    |r| account_from_row(r, 0),
+                )
+                .optional()?
+                .flatten())
+        })
+    }
+
+    /// Every account, by id (for `medchain user list`).
+    pub fn accounts(&self) -> Result<Vec<Account>, AppError> {
+        self.db.read(|conn| {
+            let mut st = conn.prepare(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts a ORDER BY a.id"
+            ))?;
+            let rows = st.query_map([], |r| account_from_row(r, 0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.extend(row?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Accounts mapped to no person yet.
+    pub fn unassigned_accounts(&self) -> Result<Vec<Account>, AppError> {
+        Ok(self
+            .accounts()?
+            .into_iter()
+            .filter(|a| a.person.is_none())
+            .collect())
     }
 
     /// Checks a password. Returns the account only if it exists, has `role` (when given) and
@@ -269,27 +497,16 @@ impl AppDb {
         let row = self.db.read(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT role, department, password_hash FROM accounts WHERE id = ?1",
+                    &format!(
+                        "SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a WHERE a.id = ?1"
+                    ),
                     [id],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, Option<String>>(1)?,
-                            r.get::<_, String>(2)?,
-                        ))
-                    },
+                    |r| Ok((account_from_row(r, 0)?, r.get::<_, String>(6)?)),
                 )
                 .optional()?)
         })?;
         let (account, hash) = match row {
-            Some((role_s, department, hash)) => (
-                Role::parse(&role_s).map(|role| Account {
-                    id: id.to_string(),
-                    role,
-                    department,
-                }),
-                hash,
-            ),
+            Some((account, hash)) => (account, hash),
             None => (None, dummy_hash(&self.config.argon2).to_string()),
         };
         let matches = match PasswordHash::new(&hash) {
@@ -302,32 +519,6 @@ impl AppDb {
             Some(a) if matches && role.is_none_or(|r| r == a.role) => Some(a),
             _ => None,
         })
-    }
-
-    /// `medchain user add`: reads the password (prompt without echo, or the first line of
-    /// stdin) and creates the account.
-    pub fn add_user_interactive(
-        &self,
-        role: Role,
-        id: &str,
-        department: Option<&str>,
-        now_ms: u64,
-    ) -> Result<Account, AppError> {
-        validate_account_id(id)?;
-        if self.account(id)?.is_some() {
-            return Err(AppError::AccountExists(id.to_string()));
-        }
-        let password = read_password(&format!("Password for {role} {id}: "))
-            .map_err(|e| AppError::invalid("password", e.to_string()))?;
-        self.create_account(
-            NewAccount {
-                id: id.to_string(),
-                role,
-                department: department.map(str::to_string),
-                password,
-            },
-            now_ms,
-        )
     }
 
     /// Replaces an account's password (and ends its sessions).
@@ -345,6 +536,22 @@ impl AppDb {
             tx.execute("DELETE FROM sessions WHERE account_id = ?1", [id])?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+impl AppDb {
+    /// The seed's sample logins, mapped to no person: for the tests of this module's neighbours.
+    pub(crate) fn seed_demo(&self, now_ms: u64) -> Result<Vec<String>, AppError> {
+        let mut created = Vec::new();
+        for demo in DEMO_ACCOUNTS {
+            match self.create_account(demo.new_account(), now_ms) {
+                Ok(_) => created.push(demo.id.to_string()),
+                Err(AppError::AccountExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(created)
     }
 }
 
@@ -438,6 +645,7 @@ mod tests {
             id: id.into(),
             role,
             department: dept.map(Into::into),
+            name: None,
             password: Zeroizing::new(pw.into()),
         };
         let d = db
@@ -474,6 +682,48 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_login_maps_to_its_person_and_is_found_by_it() {
+        let (_dir, db) = open();
+        let nonce = [7u8; 16];
+        let person = ledger::person_id(2, &nonce);
+        let mut new = DEMO_ACCOUNTS[2].new_account();
+        new.id = "d009".into();
+        let created = db
+            .create_account_as(new, PersonOf::Enrolled { home: 2, nonce }, 5)
+            .unwrap();
+        assert_eq!(created.person, Some(person));
+        assert_eq!(created.home, Some(2));
+        assert_eq!(created.name.as_deref(), Some("Ada Byron"));
+        assert_eq!(db.account("d009").unwrap().unwrap(), created);
+        assert_eq!(db.account_of_person(&person).unwrap().unwrap(), created);
+        assert!(db.account_of_person(&[0; 16]).unwrap().is_none());
+        let linked = db
+            .create_account_as(
+                DEMO_ACCOUNTS[0].new_account(),
+                PersonOf::Linked {
+                    person: [5; 16],
+                    home: 0,
+                },
+                5,
+            )
+            .unwrap();
+        assert_eq!(linked.person, Some([5; 16]));
+        assert_eq!(
+            db.verify_password("p001", None, "patient123").unwrap(),
+            Some(linked)
+        );
+        db.create_account(DEMO_ACCOUNTS[1].new_account(), 5)
+            .unwrap();
+        let unassigned: Vec<String> = db
+            .unassigned_accounts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(unassigned, vec!["p002"]);
     }
 
     #[test]

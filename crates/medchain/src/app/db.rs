@@ -53,6 +53,64 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX consents_by_patient ON consents(patient_id, status);
     CREATE INDEX consents_by_pair ON consents(patient_id, doctor_id, status);
     "#,
+    // 2: identities, grants and records on chain (issue 9). A login maps to a person id; the
+    // home holds its people's custodial keys (sealed); chain steps queued by commands wait in
+    // the outbox as signed bytes; envelopes wait for a device signature in `prepared`. Grants
+    // and requests now live on chain: `consents` gives way to the in-person write codes
+    // (`codes`, keyed by the grant's id) and the reservations of grants by records pending
+    // here (`grant_uses`).
+    r#"
+    ALTER TABLE accounts ADD COLUMN person BLOB;
+    ALTER TABLE accounts ADD COLUMN home INTEGER;
+    ALTER TABLE accounts ADD COLUMN nonce BLOB;
+    ALTER TABLE accounts ADD COLUMN name TEXT;
+    CREATE INDEX accounts_by_person ON accounts(person);
+    DROP TABLE consents;
+    CREATE TABLE codes (
+        grant_id   BLOB PRIMARY KEY,
+        patient    BLOB NOT NULL,
+        doctor     BLOB NOT NULL,
+        code_mac   BLOB NOT NULL,
+        tries      INTEGER NOT NULL DEFAULT 0,
+        expires_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX codes_by_pair ON codes(patient, doctor, expires_ms);
+    CREATE TABLE grant_uses (
+        grant_id   BLOB PRIMARY KEY,
+        tx         BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE custody (
+        public_key    BLOB PRIMARY KEY,
+        person        BLOB NOT NULL,
+        sealed_secret BLOB NOT NULL,
+        created_ms    INTEGER NOT NULL
+    );
+    CREATE INDEX custody_by_person ON custody(person, created_ms);
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY,
+        tx_id        BLOB NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        account      TEXT,
+        signed       BLOB NOT NULL,
+        after        INTEGER REFERENCES outbox(id),
+        state        TEXT NOT NULL CHECK (state IN ('queued', 'submitted', 'done', 'failed')),
+        reason       TEXT,
+        height       INTEGER,
+        created_ms   INTEGER NOT NULL,
+        submitted_ms INTEGER
+    );
+    CREATE INDEX outbox_by_state ON outbox(state, id);
+    CREATE TABLE prepared (
+        id         TEXT PRIMARY KEY,
+        account    TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        action     TEXT NOT NULL,
+        header     BLOB NOT NULL,
+        body       BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The connections to one `app.db`.
@@ -156,7 +214,7 @@ fn migrate(conn: &mut Connection) -> Result<(), AppError> {
 #[cfg(unix)]
 fn restrict_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    // app.db holds password hashes, session hashes and the consent secret.
+    // app.db holds password hashes, session hashes, the code secret and sealed custodial keys.
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 

@@ -1,13 +1,22 @@
-//! Application-local state of one hospital: accounts, sessions and consents, kept in `app.db`
-//! and never on chain.
+//! Application-local state of one hospital, kept in `app.db`: logins (each mapped to a person
+//! on chain), sessions, the custodial keys it holds for its home people, the outbox of chain
+//! steps queued by commands, envelopes waiting for a device signature, in-person write codes
+//! and grant reservations; and [`flows`], the workflows that pair each local step with its
+//! transaction (docs/SECURITY.md, issue 9, §8).
 //!
 //! Every function that depends on time takes `now_ms` (milliseconds since the Unix epoch) so
 //! that tests control the clock. Every function may block (SQLite, Argon2id): async callers run
 //! them in `tokio::task::spawn_blocking`.
 
 mod accounts;
+mod clock;
 mod consent;
+pub mod custody;
 mod db;
+mod enroll;
+pub mod flows;
+mod outbox;
+mod prepared;
 mod sessions;
 
 use std::path::Path;
@@ -17,12 +26,15 @@ use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
 pub use accounts::{
-    Account, DEMO_ACCOUNTS, NewAccount, Role, read_password, validate_account_id,
-    validate_department, validate_password,
+    Account, DEMO_ACCOUNTS, DemoAccount, NewAccount, PersonOf, Role, read_password,
+    validate_account_id, validate_department, validate_name, validate_password,
 };
-pub use consent::{
-    ConsentError, ConsentState, ConsentView, IssuedCode, UseKind, UsedConsent, consent_hash,
-};
+pub use clock::Clock;
+pub use consent::{CodeError, IssuedCode};
+pub use custody::Custody;
+pub use enroll::{DEMO_HOME, Enroller, Here, SignAsValidator, ask_code, demo_nonce, demo_person};
+pub use outbox::{OutboxRow, OutboxState};
+pub use prepared::{PREPARED_TTL_MS, Prepared};
 pub use sessions::{Session, SessionToken};
 
 /// What went wrong in the application store. The HTTP layer maps these to status codes and
@@ -61,11 +73,7 @@ pub struct AppConfig {
     pub session_idle_ms: u64,
     /// A session ends this long after login, whatever its use.
     pub session_absolute_ms: u64,
-    /// A consent code is valid this long after it is shown (the seed's 300 s).
-    pub consent_ttl_ms: u64,
-    /// A remote consent request waits this long for the patient's answer.
-    pub request_ttl_ms: u64,
-    /// A consent is invalidated after this many wrong codes for it.
+    /// A pair's in-person codes are locked after this many wrong codes.
     pub max_attempts: u32,
 }
 
@@ -76,8 +84,6 @@ impl Default for AppConfig {
             argon2: argon2::Params::new(19 * 1024, 2, 1, None).expect("valid argon2 params"),
             session_idle_ms: 12 * 3600 * 1000,
             session_absolute_ms: 7 * 24 * 3600 * 1000,
-            consent_ttl_ms: 300_000,
-            request_ttl_ms: 15 * 60 * 1000,
             max_attempts: 5,
         }
     }
@@ -141,6 +147,22 @@ impl AppDb {
 
     pub fn config(&self) -> &AppConfig {
         &self.config
+    }
+}
+
+/// A new header for `meta`, stamped `now_ms`, valid until `not_after_ms`, with a fresh random
+/// nonce (two identical actions are two transactions). The signer and body hash are set when
+/// it is signed.
+pub fn new_header(meta: ledger::Meta, now_ms: u64, not_after_ms: u64) -> ledger::TxHeader {
+    let mut nonce = [0u8; 16];
+    OsRng.fill_bytes(&mut nonce);
+    ledger::TxHeader {
+        meta,
+        signer: ledger::Signer::Validator { index: 0 },
+        created_ms: now_ms,
+        not_after_ms,
+        nonce,
+        body_hash: [0; 32],
     }
 }
 

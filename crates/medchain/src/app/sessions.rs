@@ -9,7 +9,8 @@ use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{Account, AppDb, AppError, Role, from_sql_ms, to_sql_ms};
+use super::accounts::{ACCOUNT_COLUMNS, account_from_row};
+use super::{Account, AppDb, AppError, from_sql_ms, to_sql_ms};
 
 /// A session token as handed to the client: 43 characters of base64url.
 pub struct SessionToken(Zeroizing<String>);
@@ -92,27 +93,27 @@ impl AppDb {
         let found = self.db.read(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT a.id, a.role, a.department, s.created_ms, s.last_seen_ms, s.expires_ms
-                     FROM sessions s JOIN accounts a ON a.id = s.account_id
-                     WHERE s.token_hash = ?1",
+                    &format!(
+                        "SELECT {ACCOUNT_COLUMNS}, s.created_ms, s.last_seen_ms, s.expires_ms
+                         FROM sessions s JOIN accounts a ON a.id = s.account_id
+                         WHERE s.token_hash = ?1"
+                    ),
                     [&hash[..]],
                     |r| {
                         Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<String>>(2)?,
-                            from_sql_ms(r.get(3)?),
-                            from_sql_ms(r.get(4)?),
-                            from_sql_ms(r.get(5)?),
+                            account_from_row(r, 0)?,
+                            from_sql_ms(r.get(6)?),
+                            from_sql_ms(r.get(7)?),
+                            from_sql_ms(r.get(8)?),
                         ))
                     },
                 )
                 .optional()?)
         })?;
-        let Some((id, role, department, created_ms, last_seen_ms, expires_ms)) = found else {
+        let Some((account, created_ms, last_seen_ms, expires_ms)) = found else {
             return Ok(None);
         };
-        let Some(role) = Role::parse(&role) else {
+        let Some(account) = account else {
             return Ok(None);
         };
         let hard_end = created_ms.saturating_add(absolute_ms);
@@ -133,11 +134,7 @@ impl AppDb {
             })?;
         }
         Ok(Some(Session {
-            account: Account {
-                id,
-                role,
-                department,
-            },
+            account,
             expires_ms,
         }))
     }

@@ -43,7 +43,7 @@ commands! {
     Serve(serve::ServeArgs),
     /// Run one validator of a distributed network, configured by node.toml.
     Node(node::NodeArgs),
-    /// Start a local network of validator processes on 127.0.0.1.
+    /// Start a local network of validator processes, node i on 127.0.0.(i+1).
     Testnet(testnet::TestnetArgs),
     /// Manage this hospital's accounts.
     User(user::UserArgs),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use ledger::Genesis;
+use medchain::app::Clock;
 use medchain::http::Chain;
 use node::{Node, NodeConfig, NodeOptions, transport::TcpTransport};
 
@@ -55,10 +56,18 @@ impl super::Run for NodeArgs {
                 api = %config.api_addr,
                 "validator running"
             );
-            let app = service::open_app(&config.data_dir.join("app.db"), config.demo || self.demo)?;
-            let batch_window = config.timing()?.batch_window;
-            let chain = Chain::new(handle.clone(), vec![handle], batch_window);
-            let served = service::serve_http(config.api_addr, app, chain).await;
+            // With --demo, validator 0 enrolls the four sample people and links them to every
+            // other validator; the others map the same logins to the same ids.
+            let demo = config.demo || self.demo;
+            let served = async {
+                let (app, custody) = service::open_app(&config.data_dir)?;
+                let batch_window = config.timing()?.batch_window;
+                let chain = Chain::new(handle.clone(), vec![handle.clone()], batch_window);
+                let flows =
+                    service::start_flows(app, custody, handle, Clock::System, demo, demo).await?;
+                service::serve_http(config.api_addr, flows, chain, Clock::System).await
+            }
+            .await;
             tokio::task::spawn_blocking(move || node.stop()).await.ok();
             served
         });

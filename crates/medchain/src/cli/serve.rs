@@ -30,7 +30,8 @@ pub struct ServeArgs {
     /// Watts one busy core draws, for the energy estimate of /api/metrics.
     #[arg(long, value_name = "WATTS", default_value_t = node::DEFAULT_WATTS_PER_CORE)]
     watts_per_core: f64,
-    /// Create the seed's sample accounts (p001, p002, d001, d002) if missing. Never in production.
+    /// Enroll the seed's sample people (p001, p002, d001, d002) if missing, at the hospital
+    /// (validator 0), with well-known passwords. Never in production.
     #[arg(long)]
     demo: bool,
 }
@@ -48,10 +49,7 @@ impl super::Run for ServeArgs {
             .first()
             .cloned()
             .context("the genesis file lists no validator")?;
-        let app = service::open_app(
-            &node::validator_dir(&self.data_dir, local.name()).join("app.db"),
-            self.demo,
-        )?;
+        let (app, custody) = service::open_app(&node::validator_dir(&self.data_dir, local.name()))?;
         let names: Vec<&str> = handles.iter().map(|h| h.name()).collect();
         println!(
             "medchain: {} validators ({}) in {}",
@@ -63,8 +61,14 @@ impl super::Run for ServeArgs {
         if self.demo {
             println!("medchain: demo logins: doctor d001 / doctor123, patient p001 / patient123");
         }
-        let chain = Chain::new(local, handles.clone(), self.timing.batch_window);
-        let served = service::runtime()?.block_on(service::serve_http(self.addr, app, chain));
+        let chain = Chain::new(local.clone(), handles.clone(), self.timing.batch_window);
+        let clock = cluster.clock().clone();
+        let served = service::runtime()?.block_on(async {
+            // One API, on validator 0: the demo people are its own, and need no links.
+            let flows =
+                service::start_flows(app, custody, local, clock.clone(), self.demo, false).await?;
+            service::serve_http(self.addr, flows, chain, clock).await
+        });
         cluster.shutdown();
         served?;
         Ok(ExitCode::SUCCESS)

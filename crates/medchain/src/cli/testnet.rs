@@ -15,7 +15,8 @@ use super::timing::TimingArgs;
 
 /// Writes a genesis file, keys and a commented node.toml per validator under DIR (keeping any
 /// that exist), starts one `medchain node` process per validator on 127.0.0.1, prints each
-/// one's API and peer address, and stops them all on Ctrl-C or SIGTERM.
+/// one's API and peer address, and stops them all on Ctrl-C or SIGTERM. Validator i listens
+/// on its own loopback host 127.0.0.(i+1): one host per hospital, as a deployment needs.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Example: medchain testnet --nodes 4 --dir ./net --demo --batch-window 200ms"
@@ -127,14 +128,13 @@ pub fn write_network(
             .with_context(|| format!("cannot initialise {}", dir.display()))?;
     }
     let genesis = Genesis::load(&genesis_path)?;
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let port = |base: u16, i: usize| -> anyhow::Result<u16> {
         u16::try_from(usize::from(base) + i)
             .context("port numbers run past 65535; choose lower base ports")
     };
     let mut addresses = Vec::new();
     for i in 0..genesis.len() {
-        addresses.push(SocketAddr::new(localhost, port(peer_port, i)?));
+        addresses.push(SocketAddr::new(host_of(i)?, port(peer_port, i)?));
     }
     let mut configs = Vec::new();
     for (i, validator) in genesis.validators().iter().enumerate() {
@@ -145,7 +145,7 @@ pub fn write_network(
                 data_dir: ".".into(),
                 genesis: "../genesis.toml".into(),
                 peer_addr: addresses[i],
-                api_addr: SocketAddr::new(localhost, port(api_port, i)?),
+                api_addr: SocketAddr::new(host_of(i)?, port(api_port, i)?),
                 peers: genesis
                     .validators()
                     .iter()
@@ -169,6 +169,17 @@ pub fn write_network(
         configs.push((path.clone(), NodeConfig::load(&path)?));
     }
     Ok(configs)
+}
+
+/// The loopback host of validator `i`: `127.0.0.(i + 1)`. Each hospital's page gets its own
+/// host, so that cookies (scoped by host, not port) and browser storage (by origin) of one
+/// hospital are never sent to another (docs/SECURITY.md, issue 9, §5.0).
+pub fn host_of(i: usize) -> anyhow::Result<IpAddr> {
+    let last = u8::try_from(i + 1)
+        .ok()
+        .filter(|b| *b < 255)
+        .context("a local testnet gives each validator its own loopback host: at most 254")?;
+    Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
 }
 
 /// Starts `medchain node --config path [--demo]` (this same executable), its log to `log` or

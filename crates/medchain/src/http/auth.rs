@@ -4,11 +4,11 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::extract::{ApiJson, Authed, MaybeAuthed, SESSION_COOKIE, required};
+use super::extract::{ApiJson, Authed, MaybeAuthed, required};
 use super::{ApiError, ApiResult, AppState};
 use crate::app::{Account, Role};
 
@@ -32,22 +32,56 @@ fn invalid_credentials() -> ApiError {
     ApiError::Unauthorized("Invalid credentials".into())
 }
 
-fn account_json(account: &Account) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("success".into(), json!(true));
-    m.insert("userType".into(), json!(account.role.as_str()));
-    let key = match account.role {
-        Role::Patient => "patientId",
-        Role::Doctor => "doctorId",
-    };
-    m.insert(key.into(), json!(account.id));
-    m.insert("id".into(), json!(account.id));
-    if let Some(d) = &account.department {
-        m.insert("department".into(), json!(d));
-    }
-    m
+/// Who is signed in: the seed's fields, then who they are on chain.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WhoAnswer {
+    success: bool,
+    user_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patient_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doctor_id: Option<String>,
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    department: Option<String>,
+    /// A doctor's public name, as enrolled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// The consortium-wide person id (32 hex digits).
+    person_id: Option<String>,
+    /// The home hospital's name.
+    home: Option<String>,
+    /// Whether this hospital is the person's home (a doctor acts only at home).
+    home_here: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    expires_at: u64,
 }
 
+impl WhoAnswer {
+    fn of(state: &AppState, account: &Account, expires_at: u64) -> Self {
+        let id = Some(account.id.clone());
+        WhoAnswer {
+            success: true,
+            user_type: account.role.as_str(),
+            patient_id: id.clone().filter(|_| account.role == Role::Patient),
+            doctor_id: id.filter(|_| account.role == Role::Doctor),
+            id: account.id.clone(),
+            department: account.department.clone(),
+            name: account.name.clone(),
+            person_id: account.person.map(hex::encode),
+            home: account.home.map(|h| state.flows.hospital(h)),
+            home_here: account.home == Some(state.flows.here().index),
+            token: None,
+            expires_at,
+        }
+    }
+}
+
+/// The seed's login. Answers 503 while the person's enrollment (or, at a hospital that is not
+/// their home, a patient's link) is not on chain, 403 for a patient this hospital may not
+/// serve; a doctor may sign in anywhere (the explorer, the status page) but acts only at home.
 async fn login(
     axum::extract::State(state): axum::extract::State<AppState>,
     ApiJson(body): ApiJson<LoginBody>,
@@ -70,18 +104,19 @@ async fn login(
         .verify_password(id, Some(role), password)
         .await?
         .ok_or_else(invalid_credentials)?;
+    state.flows.check_login(&account).await?;
     let (token, session) = state
         .blocking({
             let account = account.clone();
             move |app, now| Ok(app.create_session(&account, now)?)
         })
         .await?;
-    let mut body = account_json(&account);
-    body.insert("token".into(), json!(token.as_str()));
-    body.insert("expiresAt".into(), json!(session.expires_ms));
+    let mut answer = WhoAnswer::of(&state, &account, session.expires_ms);
+    answer.token = Some(token.as_str().to_string());
     let max_age = state.app.config().session_idle_ms / 1000;
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        state.cookie,
         token.as_str(),
         if state.settings.secure_cookie {
             "; Secure"
@@ -89,7 +124,7 @@ async fn login(
             ""
         }
     );
-    let mut res = Json(Value::Object(body)).into_response();
+    let mut res = Json(answer).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
@@ -114,7 +149,8 @@ async fn logout(
         Json(json!({"success": true, "message": if ended { "Logged out" } else { "No session" }}))
             .into_response();
     let cookie = format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        state.cookie,
         if state.settings.secure_cookie {
             "; Secure"
         } else {
@@ -128,8 +164,13 @@ async fn logout(
     Ok(res)
 }
 
-async fn me(auth: Authed) -> Json<Value> {
-    let mut body = account_json(auth.account());
-    body.insert("expiresAt".into(), json!(auth.session.expires_ms));
-    Json(Value::Object(body))
+async fn me(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    auth: Authed,
+) -> Json<WhoAnswer> {
+    Json(WhoAnswer::of(
+        &state,
+        auth.account(),
+        auth.session.expires_ms,
+    ))
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ledger::Queries;
 use serde_json::{Value, json};
 
 use super::extract::{Authed, Doctor};
@@ -33,9 +34,7 @@ async fn validate(
         .cut()
         .await
         .map_err(|e| node_error("cut", e))?;
-    if let Ok(mut since) = state.pending_since.lock() {
-        *since = None;
-    }
+    state.flows.clear_pending();
     let hash = hex::encode(outcome.hash);
     Ok(Json(json!({
         "success": true,
@@ -206,16 +205,12 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
     let window_ms = state.chain.batch_window.as_millis() as u64;
     let next_cut_in_ms = if local.pending > 0 {
         let since = state
-            .pending_since
-            .lock()
-            .ok()
-            .and_then(|s| *s)
+            .flows
+            .pending_since()
             .unwrap_or_else(crate::app::now_ms);
         Some(window_ms.saturating_sub(crate::app::now_ms().saturating_sub(since)))
     } else {
-        if let Ok(mut since) = state.pending_since.lock() {
-            *since = None;
-        }
+        state.flows.clear_pending();
         None
     };
     Ok(Json(json!({

@@ -1,16 +1,24 @@
-//! Consent: in person (the seed's `/api/request_consent`) and remote (a doctor asks, the patient
-//! approves or denies on their dashboard).
+//! Consent: in person at the patient's home (the seed's `/api/request_consent`), remote
+//! requests and the patient's answer, revocation, and the two-step signature of an action by
+//! a device key (`/api/sign/{preparedId}`). Every grant and request lives on chain.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use ledger::rules::{GrantRow, RequestRow};
+use ledger::tx::{Attested, Scope};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::extract::{ApiJson, Authed, Doctor, Patient, account_id, check_len, required};
+use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, required};
+use super::records::RecordAdded;
 use super::{ApiError, ApiResult, AppState};
-use crate::app::{ConsentView, Role};
+use crate::app::flows::{
+    Consent, GrantInfo, PreparedView, Signed, Signing, Who, parse_key, parse_tx_id,
+};
+use crate::app::{Account, Role};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -21,16 +29,34 @@ pub fn router() -> Router<AppState> {
         .route("/api/consents/{id}", get(one))
         .route("/api/consents/{id}/approve", post(approve))
         .route("/api/consents/{id}/deny", post(deny))
+        .route("/api/grants/{id}/revoke", post(revoke))
+        .route("/api/sign/{prepared}", post(sign))
 }
 
 const DEFAULT_PURPOSE: &str = "Consultation";
 
-#[derive(Deserialize)]
+/// The additive `scope` of a grant or request: `"write"` (the default) or
+/// `{"read": {"durationMs": N}}`.
+#[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "camelCase")]
-struct InPersonBody {
-    patient_id: Option<String>,
-    password: Option<Zeroizing<String>>,
-    purpose: Option<String>,
+enum ScopeBody {
+    Write,
+    Read {
+        #[serde(rename = "durationMs")]
+        duration_ms: Option<u64>,
+    },
+}
+
+/// A read grant's default length: one hour.
+pub const DEFAULT_READ_MS: u64 = 3_600_000;
+
+fn scope_of(body: Option<ScopeBody>) -> Scope {
+    match body {
+        None | Some(ScopeBody::Write) => Scope::Write,
+        Some(ScopeBody::Read { duration_ms }) => Scope::Read {
+            duration_ms: duration_ms.unwrap_or(DEFAULT_READ_MS),
+        },
+    }
 }
 
 fn purpose_of(p: Option<String>) -> ApiResult<String> {
@@ -43,79 +69,141 @@ fn purpose_of(p: Option<String>) -> ApiResult<String> {
     }
 }
 
-fn doctor_department(doctor: &crate::app::Account) -> String {
-    doctor
-        .department
-        .clone()
-        .unwrap_or_else(|| "General".to_string())
+/// How the caller signs: with `devicePublicKey` (hex) through a prepared envelope, else
+/// custodially.
+pub(crate) fn who_of(device_public_key: Option<String>) -> ApiResult<Who> {
+    match device_public_key {
+        None => Ok(Who::Custodial),
+        Some(hex) => parse_key(&hex).map(Who::Device).ok_or_else(|| {
+            ApiError::validation("devicePublicKey", "devicePublicKey must be 64 hex digits")
+        }),
+    }
 }
 
-/// The seed's in-person consent: the patient's own password, typed on the doctor's screen.
+fn consent_id(id: &str) -> ApiResult<ledger::TxId> {
+    parse_tx_id(id).ok_or_else(|| ApiError::NotFound("No such consent".into()))
+}
+
+/// `202`: the page must sign `signingBytes` with its device key and post the signature to
+/// `/api/sign/{preparedId}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignatureNeeded {
+    success: bool,
+    signature_needed: bool,
+    prepared_id: String,
+    signing_bytes: String,
+    tx: TxPreview,
+}
+
+/// What the page checks against what the user clicked: `{kind, meta}` as the ledger writes a
+/// transaction's metadata in JSON (ids in hex), and the body's bytes in hex.
+#[derive(Serialize)]
+struct TxPreview {
+    #[serde(flatten)]
+    meta: ledger::Meta,
+    body: String,
+}
+
+impl From<PreparedView> for SignatureNeeded {
+    fn from(view: PreparedView) -> Self {
+        SignatureNeeded {
+            success: true,
+            signature_needed: true,
+            prepared_id: view.id,
+            signing_bytes: hex::encode(&view.signing_bytes),
+            tx: TxPreview {
+                meta: view.meta,
+                body: hex::encode(&view.body),
+            },
+        }
+    }
+}
+
+/// The id of a transaction an action submitted.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TxAnswer {
+    success: bool,
+    tx_id: String,
+}
+
+impl TxAnswer {
+    pub(crate) fn new(tx: ledger::TxId) -> Self {
+        TxAnswer {
+            success: true,
+            tx_id: hex::encode(tx),
+        }
+    }
+}
+
+/// An answer that may first need a device signature.
+pub(crate) fn answer<T: Serialize>(outcome: Signing<T>) -> Response {
+    match outcome {
+        Signing::Done(answer) => Json(answer).into_response(),
+        Signing::NeedsSignature(view) => {
+            (StatusCode::ACCEPTED, Json(SignatureNeeded::from(*view))).into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InPersonBody {
+    patient_id: Option<String>,
+    password: Option<Zeroizing<String>>,
+    purpose: Option<String>,
+    scope: Option<ScopeBody>,
+}
+
+/// The seed's answer to `request_consent`, and what medchain adds.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InPersonAnswer {
+    success: bool,
+    /// A write grant's code, shown once (none for a read grant).
+    otp: Option<String>,
+    /// Seconds the grant lasts (300 for a write grant).
+    expiry: u64,
+    expires_at: u64,
+    consent_id: String,
+    grant_tx_id: String,
+}
+
+/// The seed's in-person consent: the patient's own password, typed on the doctor's screen, at
+/// the node that is home to both. Answers the code only once the grant is applied on chain.
 async fn in_person(
     State(state): State<AppState>,
     Doctor(doctor): Doctor,
     ApiJson(body): ApiJson<InPersonBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InPersonAnswer>> {
     let patient_id = required("patientId", body.patient_id, 64)?;
     let Some(password) = body.password else {
         return Err(ApiError::MissingField("password".into()));
     };
     let purpose = purpose_of(body.purpose)?;
+    let scope = scope_of(body.scope);
     let patient = state
         .verify_password(patient_id, Some(Role::Patient), password)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("Invalid patient credentials".into()))?;
-    let department = doctor_department(&doctor);
-    let (p, d, dep, pur) = (
-        patient.id.clone(),
-        doctor.id.clone(),
-        department.clone(),
-        purpose.clone(),
-    );
-    let issued = state
-        .blocking(move |app, now| Ok(app.grant_in_person(&p, &d, &dep, &pur, now)?))
+    let grant = state
+        .flows
+        .grant_in_person(&doctor, &patient, scope, purpose)
         .await?;
-    let grant = record_grant(&state, &issued, patient.id, doctor.id, department, purpose).await;
-    Ok(Json(code_json(&state, &issued, grant)))
-}
-
-/// Puts the grant on chain (its hash, never the code). A failure here does not take the code
-/// back: the grant is the audit trail, the consent's use is what the chain enforces.
-async fn record_grant(
-    state: &AppState,
-    issued: &crate::app::IssuedCode,
-    patient_id: String,
-    doctor_id: String,
-    department: String,
-    purpose: String,
-) -> Option<String> {
-    let tx = ledger::Transaction::ConsentGranted {
-        patient_id,
-        doctor_id,
-        department,
-        purpose,
-        consent_hash: issued.consent_hash,
-        expires_at_ms: issued.expires_ms,
+    let id = hex::encode(grant.grant);
+    let seconds = match grant.scope {
+        Scope::Write => ledger::rules::WRITE_GRANT_MS / 1000,
+        Scope::Read { duration_ms } => duration_ms / 1000,
     };
-    match state.submit(tx).await {
-        Ok(id) => Some(hex::encode(id)),
-        Err(e) => {
-            tracing::warn!(?e, "consent grant not recorded on chain");
-            None
-        }
-    }
-}
-
-fn code_json(state: &AppState, issued: &crate::app::IssuedCode, grant_tx: Option<String>) -> Value {
-    json!({
-        "success": true,
-        "otp": issued.code.as_str(),
-        "expiry": state.app.config().consent_ttl_ms / 1000,
-        "expiresAt": issued.expires_ms,
-        "consentId": issued.consent_id,
-        "consentHash": hex::encode(issued.consent_hash),
-        "grantTxId": grant_tx,
-    })
+    Ok(Json(InPersonAnswer {
+        success: true,
+        otp: grant.code.map(|c| c.code.to_string()),
+        expiry: seconds,
+        expires_at: grant.expires_ms,
+        consent_id: id.clone(),
+        grant_tx_id: id,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -123,119 +211,405 @@ fn code_json(state: &AppState, issued: &crate::app::IssuedCode, grant_tx: Option
 struct RemoteBody {
     patient_id: Option<String>,
     purpose: Option<String>,
+    scope: Option<ScopeBody>,
+    device_public_key: Option<String>,
 }
 
-/// A doctor asks a patient for consent; the patient answers on their dashboard.
+#[derive(Serialize)]
+struct RequestAnswer {
+    success: bool,
+    consent: RequestSent,
+}
+
+#[derive(Serialize)]
+struct RequestSent {
+    id: String,
+    kind: &'static str,
+    state: &'static str,
+}
+
+fn requested(id: ledger::TxId) -> RequestAnswer {
+    RequestAnswer {
+        success: true,
+        consent: RequestSent {
+            id: hex::encode(id),
+            kind: "request",
+            state: "requested",
+        },
+    }
+}
+
+/// A doctor asks a patient remotely; the patient answers on their dashboard, at any hospital
+/// where they have a login.
 async fn request_remote(
     State(state): State<AppState>,
     Doctor(doctor): Doctor,
     ApiJson(body): ApiJson<RemoteBody>,
-) -> ApiResult<Json<Value>> {
-    let patient_id = account_id("patientId", body.patient_id)?;
+) -> ApiResult<Response> {
+    let patient_id = required("patientId", body.patient_id, 64)?;
     let purpose = required("purpose", body.purpose, 200)?;
-    let department = doctor_department(&doctor);
-    let view = state
-        .blocking(move |app, now| {
-            match app.account(&patient_id)? {
-                Some(a) if a.role == Role::Patient => {}
-                _ => return Err(ApiError::NotFound("No such patient".into())),
-            }
-            Ok(app.request_remote(&patient_id, &doctor.id, &department, &purpose, now)?)
-        })
+    let who = who_of(body.device_public_key)?;
+    let outcome = state
+        .flows
+        .request_grant(&doctor, who, &patient_id, scope_of(body.scope), purpose)
         .await?;
-    Ok(Json(json!({"success": true, "consent": view})))
+    Ok(answer(match outcome {
+        Signing::Done(id) => Signing::Done(requested(id)),
+        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
+    }))
 }
 
-/// The caller's consents: a doctor's requests and grants, or a patient's.
-async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
-    let account = auth.session.account;
-    let consents: Vec<ConsentView> = state
-        .blocking(move |app, now| {
-            Ok(match account.role {
-                Role::Doctor => app.consents_for_doctor(&account.id, now, 50)?,
-                Role::Patient => app.consents_for_patient(&account.id, now, 50)?,
-            })
-        })
-        .await?;
-    Ok(Json(json!({"success": true, "consents": consents})))
+/// A grant as the dashboards show it (snake_case, as the consent views always were).
+#[derive(Serialize)]
+struct GrantView {
+    id: String,
+    kind: &'static str,
+    patient_id: Option<String>,
+    doctor_id: Option<String>,
+    doctor_name: Option<String>,
+    department: Option<String>,
+    /// `write` or `read`.
+    scope: &'static str,
+    duration_ms: Option<u64>,
+    /// `device` (approved on the patient's device) or `in_person` (attested at their home).
+    attested: Attested,
+    request: Option<String>,
+    granted_ms: u64,
+    expires_ms: u64,
+    /// `active`, `used`, `revoked` or `expired`, at this node's clock.
+    state: &'static str,
+    time_left_ms: u64,
+    used_by: Option<String>,
+    revoked_by: Option<String>,
 }
 
-/// The patient's requests waiting for an answer.
+fn grant_view(row: &GrantRow, info: Option<&GrantInfo>, now: u64) -> GrantView {
+    let state = if row.revoked.is_some() {
+        "revoked"
+    } else if row.used.is_some() {
+        "used"
+    } else if now >= row.expires_ms {
+        "expired"
+    } else {
+        "active"
+    };
+    let (scope, duration_ms) = match row.scope {
+        Scope::Write => ("write", None),
+        Scope::Read { duration_ms } => ("read", Some(duration_ms)),
+    };
+    GrantView {
+        id: hex::encode(row.id),
+        kind: "grant",
+        patient_id: info
+            .and_then(|i| i.patient_login.clone())
+            .or_else(|| Some(hex::encode(row.patient))),
+        doctor_id: info
+            .and_then(|i| i.doctor_login.clone())
+            .or_else(|| Some(hex::encode(row.doctor))),
+        doctor_name: info.and_then(|i| i.doctor_name.clone()),
+        department: info.and_then(|i| i.department.clone()),
+        scope,
+        duration_ms,
+        attested: row.attested,
+        request: row.request.map(hex::encode),
+        granted_ms: row.granted_ms,
+        expires_ms: row.expires_ms,
+        state,
+        time_left_ms: if state == "active" {
+            row.expires_ms - now
+        } else {
+            0
+        },
+        used_by: row.used.map(hex::encode),
+        revoked_by: row.revoked.map(hex::encode),
+    }
+}
+
+/// A request as its doctor or patient sees it.
+#[derive(Serialize)]
+struct RequestView {
+    id: String,
+    kind: &'static str,
+    patient_id: String,
+    doctor_id: String,
+    scope: Scope,
+    requested_ms: u64,
+    expires_ms: u64,
+    /// `requested`, `granted`, `denied` or `request_expired`, at this node's clock.
+    state: &'static str,
+    time_left_ms: u64,
+    /// The grant or revocation that answered it.
+    answer: Option<String>,
+}
+
+fn request_view(row: &RequestRow, now: u64) -> RequestView {
+    let state = match row.answered {
+        Some((_, ledger::rules::Answer::Granted)) => "granted",
+        Some((_, ledger::rules::Answer::Denied)) => "denied",
+        None if now >= row.expires_ms => "request_expired",
+        None => "requested",
+    };
+    RequestView {
+        id: hex::encode(row.id),
+        kind: "request",
+        patient_id: hex::encode(row.patient),
+        doctor_id: hex::encode(row.doctor),
+        scope: row.scope,
+        requested_ms: row.created_ms,
+        expires_ms: row.expires_ms,
+        state,
+        time_left_ms: if state == "requested" {
+            row.expires_ms - now
+        } else {
+            0
+        },
+        answer: row.answered.map(|(tx, _)| hex::encode(tx)),
+    }
+}
+
+#[derive(Serialize)]
+struct GrantsAnswer {
+    success: bool,
+    consents: Vec<GrantView>,
+}
+
+/// The caller's grants from the chain: a doctor's (received), a patient's (given).
+async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<GrantsAnswer>> {
+    let now = state.now_ms();
+    let grants = state.flows.grants(auth.account()).await?;
+    Ok(Json(GrantsAnswer {
+        success: true,
+        consents: grants
+            .iter()
+            .map(|g| grant_view(&g.row, Some(g), now))
+            .collect(),
+    }))
+}
+
+/// A pending request as the patient sees it.
+#[derive(Serialize, Clone)]
+struct PendingView {
+    id: String,
+    doctor_id: String,
+    doctor_name: Option<String>,
+    department: Option<String>,
+    hospital: String,
+    purpose: String,
+    scope: Scope,
+    requested_ms: u64,
+    expires_ms: u64,
+    time_left_ms: u64,
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct PendingGroup {
+    hospital: String,
+    requests: Vec<PendingView>,
+}
+
+#[derive(Serialize)]
+struct PendingAnswer {
+    success: bool,
+    /// Every pending request, newest first within each hospital's group.
+    requests: Vec<PendingView>,
+    groups: Vec<PendingGroup>,
+}
+
+/// The patient's requests pending on chain, grouped by requesting hospital, newest first.
 async fn pending(
     State(state): State<AppState>,
     Patient(patient): Patient,
-) -> ApiResult<Json<Value>> {
-    let requests = state
-        .blocking(move |app, now| Ok(app.pending_for_patient(&patient.id, now)?))
-        .await?;
-    Ok(Json(json!({"success": true, "requests": requests})))
+) -> ApiResult<Json<PendingAnswer>> {
+    let now = state.now_ms();
+    let groups: Vec<PendingGroup> = state
+        .flows
+        .pending_requests(&patient)
+        .await?
+        .into_iter()
+        .map(|group| PendingGroup {
+            requests: group
+                .requests
+                .into_iter()
+                .map(|r| PendingView {
+                    id: hex::encode(r.row.id),
+                    doctor_id: r.doctor_login.unwrap_or_else(|| hex::encode(r.row.doctor)),
+                    doctor_name: r.doctor_name,
+                    department: r.department,
+                    hospital: group.hospital_name.clone(),
+                    purpose: r.purpose,
+                    scope: r.row.scope,
+                    requested_ms: r.row.created_ms,
+                    expires_ms: r.row.expires_ms,
+                    time_left_ms: r.row.expires_ms.saturating_sub(now),
+                    state: "requested",
+                })
+                .collect(),
+            hospital: group.hospital_name,
+        })
+        .collect();
+    Ok(Json(PendingAnswer {
+        success: true,
+        requests: groups.iter().flat_map(|g| g.requests.clone()).collect(),
+        groups,
+    }))
 }
 
-fn check_id(id: &str) -> ApiResult<()> {
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::NotFound("No such consent request".into()));
-    }
-    Ok(())
+/// A grant or a request.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ConsentView {
+    Grant(GrantView),
+    Request(RequestView),
 }
 
-/// One consent, to its patient or its doctor only.
+#[derive(Serialize)]
+struct ConsentAnswer {
+    success: bool,
+    consent: ConsentView,
+}
+
+/// One grant or request, to its patient or its doctor only.
 async fn one(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    check_id(&id)?;
-    let account = auth.session.account;
-    let view = state
-        .blocking(move |app, now| Ok(app.consent(&id, now)?))
-        .await?
-        .filter(|v| match account.role {
-            Role::Doctor => v.doctor_id == account.id,
-            Role::Patient => v.patient_id == account.id,
-        })
-        .ok_or_else(|| ApiError::NotFound("No such consent request".into()))?;
-    Ok(Json(json!({"success": true, "consent": view})))
+) -> ApiResult<Json<ConsentAnswer>> {
+    let id = consent_id(&id)?;
+    let now = state.now_ms();
+    let consent = match state.flows.consent(auth.account(), id).await? {
+        Consent::Grant(g) => ConsentView::Grant(grant_view(&g, None, now)),
+        Consent::Request(q) => ConsentView::Request(request_view(&q, now)),
+    };
+    Ok(Json(ConsentAnswer {
+        success: true,
+        consent,
+    }))
 }
 
-/// The patient approves: the code is shown once, in this answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerBody {
+    device_public_key: Option<String>,
+    duration_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantAnswer {
+    success: bool,
+    grant_tx_id: String,
+    expires_at: u64,
+}
+
+/// The patient approves a pending request, with their device key only (else 403
+/// `approve_on_device`).
 async fn approve(
     State(state): State<AppState>,
     Patient(patient): Patient,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    check_id(&id)?;
-    let patient_id = patient.id.clone();
-    let (issued, view) = state
-        .blocking(move |app, now| {
-            let issued = app.approve(&patient_id, &id, now)?;
-            let view = app
-                .consent(&id, now)?
-                .ok_or(ApiError::internal("approved consent vanished"))?;
-            Ok((issued, view))
-        })
+    ApiJson(body): ApiJson<AnswerBody>,
+) -> ApiResult<Response> {
+    let id = consent_id(&id)?;
+    let who = who_of(body.device_public_key)?;
+    let outcome = state
+        .flows
+        .approve_request(&patient, who, id, body.duration_ms)
         .await?;
-    let grant = record_grant(
-        &state,
-        &issued,
-        patient.id,
-        view.doctor_id,
-        view.department,
-        view.purpose,
-    )
-    .await;
-    Ok(Json(code_json(&state, &issued, grant)))
+    Ok(answer(match outcome {
+        Signing::Done((grant, expires_at)) => Signing::Done(GrantAnswer {
+            success: true,
+            grant_tx_id: hex::encode(grant),
+            expires_at,
+        }),
+        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
+    }))
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokeAnswer {
+    success: bool,
+    message: &'static str,
+    tx_id: String,
+}
+
+async fn revoke_target(
+    state: &AppState,
+    patient: &Account,
+    id: &str,
+    body: AnswerBody,
+    message: &'static str,
+) -> ApiResult<Response> {
+    let id = consent_id(id)?;
+    let who = who_of(body.device_public_key)?;
+    let outcome = state.flows.revoke(patient, who, id).await?;
+    Ok(answer(match outcome {
+        Signing::Done(tx) => Signing::Done(RevokeAnswer {
+            success: true,
+            message,
+            tx_id: hex::encode(tx),
+        }),
+        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
+    }))
+}
+
+/// The patient denies a pending request (device key, or custodially at their home).
 async fn deny(
     State(state): State<AppState>,
     Patient(patient): Patient,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    check_id(&id)?;
-    state
-        .blocking(move |app, now| Ok(app.deny(&patient.id, &id, now)?))
+    ApiJson(body): ApiJson<AnswerBody>,
+) -> ApiResult<Response> {
+    revoke_target(&state, &patient, &id, body, "Consent request denied").await
+}
+
+/// The patient revokes a grant not used up (device key, or custodially at their home).
+async fn revoke(
+    State(state): State<AppState>,
+    Patient(patient): Patient,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AnswerBody>,
+) -> ApiResult<Response> {
+    revoke_target(&state, &patient, &id, body, "Grant revoked").await
+}
+
+#[derive(Deserialize)]
+struct SignBody {
+    signature: Option<String>,
+}
+
+/// What a signed envelope did: the answer of the action that prepared it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SignedAnswer {
+    Record(RecordAdded),
+    Grant(GrantAnswer),
+    Tx(TxAnswer),
+}
+
+/// The device signature of a prepared envelope; answers what the action answers.
+async fn sign(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(prepared): Path<String>,
+    ApiJson(body): ApiJson<SignBody>,
+) -> ApiResult<Json<SignedAnswer>> {
+    let text = required("signature", body.signature, 128)?;
+    let mut signature = [0u8; 64];
+    hex::decode_to_slice(&text, &mut signature)
+        .map_err(|_| ApiError::validation("signature", "signature must be 128 hex digits"))?;
+    let outcome = state
+        .flows
+        .sign_prepared(auth.account(), &prepared, signature)
         .await?;
-    Ok(Json(
-        json!({"success": true, "message": "Consent request denied"}),
-    ))
+    Ok(Json(match outcome {
+        Signed::Record(r) => SignedAnswer::Record(RecordAdded::from(r)),
+        Signed::Grant { grant, expires_ms } => SignedAnswer::Grant(GrantAnswer {
+            success: true,
+            grant_tx_id: hex::encode(grant),
+            expires_at: expires_ms,
+        }),
+        Signed::Submitted { tx } => SignedAnswer::Tx(TxAnswer::new(tx)),
+    }))
 }

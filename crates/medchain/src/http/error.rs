@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 
 use node::NodeError;
 
-use crate::app::{AppError, ConsentError};
+use crate::app::AppError;
+use crate::app::flows::FlowError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -24,6 +25,13 @@ pub enum ApiError {
     Unauthorized(String),
     /// 403: authenticated, but not allowed.
     Forbidden(String),
+    /// 403 with a machine-readable `error_type`, and the field or the home hospital it names.
+    ForbiddenBecause {
+        error_type: &'static str,
+        message: String,
+        field: Option<&'static str>,
+        home: Option<String>,
+    },
     /// 404.
     NotFound(String),
     /// 409: the state does not allow it (a request no longer pending).
@@ -34,6 +42,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 429: too many wrong passwords for one account; wait.
     TooManyAttempts,
+    /// 429: over a cap of pending requests; the message names it.
+    TooManyPending(String),
     /// 503: the validator is overloaded or stopped; retry later.
     Unavailable(String),
     /// 500: logged here with its cause; the client only learns that it failed.
@@ -63,11 +73,13 @@ impl ApiError {
             | ApiError::Chain(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenBecause { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts | ApiError::TooManyPending(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,7 +107,23 @@ impl IntoResponse for ApiError {
                 body.insert("error_type".into(), json!("blockchain_validation"));
                 message
             }
+            ApiError::ForbiddenBecause {
+                error_type,
+                message,
+                field,
+                home,
+            } => {
+                body.insert("error_type".into(), json!(error_type));
+                if let Some(field) = field {
+                    body.insert("field".into(), json!(field));
+                }
+                if let Some(home) = home {
+                    body.insert("home".into(), json!(home));
+                }
+                message
+            }
             ApiError::BadRequest(m)
+            | ApiError::TooManyPending(m)
             | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
@@ -131,15 +159,39 @@ impl From<AppError> for ApiError {
     }
 }
 
-impl From<ConsentError> for ApiError {
-    fn from(e: ConsentError) -> Self {
+/// Every flow's failure, mapped in one place (docs/API.md lists each answer).
+impl From<FlowError> for ApiError {
+    fn from(e: FlowError) -> Self {
+        let message = e.to_string();
+        let because = |error_type, field, home| ApiError::ForbiddenBecause {
+            error_type,
+            message: message.clone(),
+            field,
+            home,
+        };
         match e {
-            ConsentError::InvalidCode
-            | ConsentError::AlreadyUsed
-            | ConsentError::ExpiredOrInvalid => ApiError::Chain(e.to_string()),
-            ConsentError::NotFound => ApiError::NotFound(e.to_string()),
-            ConsentError::NotPending => ApiError::Conflict(e.to_string()),
-            ConsentError::Store(inner) => inner.into(),
+            FlowError::NotHome { home, .. } => because("wrong_hospital", None, Some(home)),
+            FlowError::ConsentElsewhere { home, .. } => {
+                because("consent_elsewhere", Some("patientId"), Some(home))
+            }
+            FlowError::ApproveOnDevice { home } => because("approve_on_device", None, Some(home)),
+            FlowError::NotLinkedHere { home, .. } => because("not_linked", None, Some(home)),
+            FlowError::Department { .. } => because("not_allowed", Some("department"), None),
+            FlowError::NotOnChain => ApiError::Unavailable(
+                "not on chain yet: the enrollment is not applied; retry \
+                     shortly"
+                    .into(),
+            ),
+            FlowError::Code(_) => ApiError::Chain(message),
+            FlowError::NotFound(m) => ApiError::NotFound(m),
+            FlowError::Denied(m) => ApiError::Forbidden(m),
+            FlowError::Invalid(m) => ApiError::BadRequest(m),
+            FlowError::Rejected(m) => ApiError::Conflict(m),
+            FlowError::CodeCollision { .. } => ApiError::Conflict(message),
+            FlowError::TooManyPending(m) => ApiError::TooManyPending(m),
+            FlowError::Unavailable(m) => ApiError::Unavailable(m),
+            FlowError::Node(e) => node_error("flow", e),
+            FlowError::Store(e) => e.into(),
         }
     }
 }
@@ -159,6 +211,8 @@ pub(crate) fn node_error(what: &str, e: NodeError) -> ApiError {
         NodeError::TooLarge { bytes, limit } => ApiError::TooLarge(format!(
             "The transaction is {bytes} bytes once signed; validators accept at most {limit} bytes"
         )),
+        NodeError::Refused(why) => ApiError::Conflict(why),
+        NodeError::Invalid(invalid) => ApiError::BadRequest(invalid.reason().to_string()),
         other => ApiError::internal(format!("{what}: {other}")),
     }
 }

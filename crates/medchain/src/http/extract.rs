@@ -13,9 +13,6 @@ use crate::app::{Account, Role, Session};
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "medchain_session";
-
 /// A JSON body. An empty body reads as `{}` (the seed's `/api/validate` sends none).
 pub struct ApiJson<T>(pub T);
 
@@ -92,8 +89,9 @@ fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
     }
 }
 
-/// The session token of a request: `Authorization: Bearer` first, then the cookie.
-pub fn token_of(parts: &Parts) -> Option<String> {
+/// The session token of a request: `Authorization: Bearer` first, then the cookie named
+/// `cookie` (this hospital's; another hospital's on the same host is ignored).
+pub fn token_of(parts: &Parts, cookie: &str) -> Option<String> {
     if let Some(auth) = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -110,7 +108,7 @@ pub fn token_of(parts: &Parts) -> Option<String> {
         };
         for pair in cookies.split(';') {
             if let Some((name, value)) = pair.trim().split_once('=')
-                && name == SESSION_COOKIE
+                && name == cookie
                 && !value.is_empty()
             {
                 return Some(value.to_string());
@@ -133,7 +131,7 @@ impl Authed {
 }
 
 async fn lookup(parts: &Parts, state: &AppState) -> Result<Option<Authed>, ApiError> {
-    let Some(token) = token_of(parts) else {
+    let Some(token) = token_of(parts, &state.cookie) else {
         return Ok(None);
     };
     let app = state.app.clone();

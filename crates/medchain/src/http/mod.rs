@@ -6,6 +6,7 @@ mod chain;
 mod consent;
 pub mod error;
 pub mod extract;
+mod identity;
 mod records;
 
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ use tokio::sync::Semaphore;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::app::AppDb;
+pub use crate::app::Clock;
+use crate::app::flows::Flows;
 pub(crate) use error::node_error;
 pub use error::{ApiError, ApiResult};
 
@@ -29,10 +32,6 @@ pub use error::{ApiError, ApiResult};
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'self'";
-
-/// Where the time comes from: the system clock, or a hand-moved one for tests. The validators'
-/// own clock type, so that the HTTP layer and an embedded cluster can share one.
-pub use node::Clock;
 
 /// Options of the HTTP layer.
 #[derive(Clone, Debug, Default)]
@@ -65,14 +64,17 @@ impl Chain {
 #[derive(Clone)]
 pub struct AppState {
     pub app: Arc<AppDb>,
+    /// The workflows: every chain step goes through them.
+    pub flows: Arc<Flows>,
     pub chain: Chain,
     pub settings: Arc<Settings>,
     pub clock: Clock,
+    /// The session cookie's name, `medchain_<validator name>`: one per hospital, so that two
+    /// sessions on one host do not overwrite each other.
+    pub cookie: Arc<str>,
     /// Argon2id runs at most this many at once, so that a burst of logins cannot starve the
     /// validators of CPU.
     pub(crate) hashing: Arc<Semaphore>,
-    /// When the oldest transaction submitted here and not yet committed was submitted (ms).
-    pub(crate) pending_since: Arc<Mutex<Option<u64>>>,
     pub(crate) failures: Arc<Failures>,
 }
 
@@ -116,31 +118,18 @@ impl Failures {
 }
 
 impl AppState {
-    pub fn new(app: Arc<AppDb>, chain: Chain, settings: Settings, clock: Clock) -> Self {
+    /// The state of the API of `flows`' hospital, whose status page shows `chain`.
+    pub fn new(flows: Arc<Flows>, chain: Chain, settings: Settings, clock: Clock) -> Self {
         Self {
-            app,
+            app: flows.app().clone(),
+            cookie: Arc::from(format!("medchain_{}", chain.local.name())),
+            flows,
             chain,
             settings: Arc::new(settings),
             clock,
             hashing: Arc::new(Semaphore::new(2)),
-            pending_since: Arc::new(Mutex::new(None)),
             failures: Arc::new(Failures::default()),
         }
-    }
-
-    /// Submits a transaction to the local validator; returns its id once durably accepted.
-    pub(crate) async fn submit(&self, tx: ledger::Transaction) -> ApiResult<ledger::Hash> {
-        let kind = tx.kind();
-        let id = self
-            .chain
-            .local
-            .submit(tx)
-            .await
-            .map_err(|e| node_error(kind, e))?;
-        if let Ok(mut since) = self.pending_since.lock() {
-            since.get_or_insert(crate::app::now_ms());
-        }
-        Ok(id)
     }
 
     /// Runs a read query on the local validator's chain off the async threads.
@@ -205,6 +194,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(consent::router())
+        .merge(identity::router())
         .merge(records::router())
         .merge(chain::router())
         .route("/healthz", get(healthz))

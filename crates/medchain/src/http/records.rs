@@ -1,17 +1,19 @@
-//! Medical records: adding one under consent, reading them (the patient's own, or a doctor's
-//! under consent), and the access log. Every read is an access transaction on chain, submitted
-//! before the data is returned: no read goes unlogged.
+//! Medical records: adding one under a write grant, reading them (the patient's own, or a
+//! doctor's under a read grant), and the access log. Every read is an access entry on chain,
+//! durable (own reads) or applied (a doctor's) before the data is returned.
 
 use axum::extract::State;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use ledger::tx::{Attested, RecordBody, SignerKind};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::extract::{ApiJson, MaybeAuthed, Patient, check_len, required};
+use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, required};
 use super::{ApiError, ApiResult, AppState};
-use crate::app::{Account, Role, UseKind, UsedConsent};
+use crate::app::flows::{AddedRecord, GrantRef, RecordInput, RecordView, Signing, parse_tx_id};
+use crate::app::{Account, Role};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,9 +42,11 @@ struct AddRecordBody {
     patient_id: Option<String>,
     doctor_id: Option<String>,
     otp: Option<Zeroizing<String>>,
+    grant_id: Option<String>,
     department: Option<String>,
     #[serde(rename = "medical_data")]
     medical_data: Option<MedicalData>,
+    device_public_key: Option<String>,
 }
 
 fn nonempty(field: &str, label: &str, v: Option<String>, max: usize) -> ApiResult<String> {
@@ -65,44 +69,48 @@ fn own_doctor_id(doctor: &Account, given: Option<String>) -> ApiResult<()> {
     }
 }
 
-async fn use_consent(
-    state: &AppState,
-    patient_id: String,
-    doctor_id: String,
-    otp: Zeroizing<String>,
-    kind: UseKind,
-) -> ApiResult<UsedConsent> {
-    state
-        .blocking(move |app, now| {
-            Ok(app.use_code(&patient_id, &doctor_id, otp.trim(), kind, now)?)
-        })
-        .await
+/// The seed's answer to `add_record`, and what medchain adds.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RecordAdded {
+    success: bool,
+    message: &'static str,
+    tx_id: String,
+    /// The write grant the record uses (the seed's `consent_hash`).
+    consent_hash: String,
 }
 
-/// Gives a consent back when its transaction could not be submitted.
-async fn release(state: &AppState, consent_id: String) {
-    let result = state
-        .blocking(move |app, _| Ok(app.release_use(&consent_id)?))
-        .await;
-    if let Err(e) = result {
-        tracing::warn!(?e, "could not release a consent after a failed submission");
+impl From<AddedRecord> for RecordAdded {
+    fn from(r: AddedRecord) -> Self {
+        RecordAdded {
+            success: true,
+            message: "Record added to batch",
+            tx_id: hex::encode(r.tx),
+            consent_hash: hex::encode(r.grant),
+        }
     }
 }
 
-/// The seed's `add_record`, for the signed-in doctor, under a consent code.
+/// The seed's `add_record`, for the signed-in doctor at their home, under a write grant: the
+/// in-person code (`otp`) or a grant's id (`grantId`).
 async fn add_record(
     State(state): State<AppState>,
     MaybeAuthed(auth): MaybeAuthed,
     ApiJson(body): ApiJson<AddRecordBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let auth = auth.ok_or_else(ApiError::unauthorized)?;
     let doctor = auth.session.account;
     if doctor.role != Role::Doctor {
         return Err(ApiError::Forbidden("Only doctors may add records".into()));
     }
     let patient_id = required("patientId", body.patient_id, 64)?;
-    let Some(otp) = body.otp else {
-        return Err(ApiError::MissingField("otp".into()));
+    let grant = match (body.otp, body.grant_id) {
+        (Some(otp), _) => GrantRef::Code(Zeroizing::new(otp.trim().to_string())),
+        (None, Some(id)) => GrantRef::Id(
+            parse_tx_id(&id)
+                .ok_or_else(|| ApiError::validation("grantId", "grantId must be 64 hex digits"))?,
+        ),
+        (None, None) => return Err(ApiError::MissingField("otp".into())),
     };
     let Some(data) = body.medical_data else {
         return Err(ApiError::MissingField("medical_data".into()));
@@ -120,42 +128,26 @@ async fn add_record(
     let department = match body.department {
         Some(d) if !d.trim().is_empty() => {
             check_len("department", d.trim(), MAX_DEPARTMENT)?;
-            d.trim().to_string()
+            Some(d.trim().to_string())
         }
-        _ => doctor
-            .department
-            .clone()
-            .unwrap_or_else(|| "General".into()),
+        _ => None,
     };
-    let used = use_consent(
-        &state,
-        patient_id.clone(),
-        doctor.id.clone(),
-        otp,
-        UseKind::AddRecord,
-    )
-    .await?;
-    let tx = ledger::Transaction::AddRecord {
-        patient_id,
-        doctor_id: doctor.id.clone(),
+    let who = super::consent::who_of(body.device_public_key)?;
+    let input = RecordInput {
+        patient: patient_id,
+        grant,
         department,
-        diagnosis,
-        prescription,
-        notes,
-        consent_hash: used.consent_hash,
+        body: RecordBody {
+            diagnosis,
+            prescription,
+            notes,
+        },
     };
-    match state.submit(tx).await {
-        Ok(id) => Ok(Json(json!({
-            "success": true,
-            "message": "Record added to batch",
-            "txId": hex::encode(id),
-            "consentHash": hex::encode(used.consent_hash),
-        }))),
-        Err(e) => {
-            release(&state, used.consent_id).await;
-            Err(e)
-        }
-    }
+    let outcome = state.flows.add_record(&doctor, who, input).await?;
+    Ok(super::consent::answer(match outcome {
+        Signing::Done(added) => Signing::Done(RecordAdded::from(added)),
+        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -163,24 +155,32 @@ async fn add_record(
 struct RecordsBody {
     patient_id: Option<String>,
     password: Option<Zeroizing<String>>,
-    otp: Option<Zeroizing<String>>,
 }
 
 /// The seed's `patient_records`: a patient's own records, authenticated by the patient's
-/// password (as in the seed) or by their session; a doctor's session with a consent code reads
-/// under consent.
+/// password (as in the seed, without another person's session) or by their session. The
+/// records leave once the access entry naming this hospital is durable.
 async fn patient_records(
     State(state): State<AppState>,
     MaybeAuthed(auth): MaybeAuthed,
     ApiJson(body): ApiJson<RecordsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecordsAnswer>> {
     if let Some(password) = body.password {
         let id = required("patientId", body.patient_id, 64)?;
+        if let Some(auth) = &auth
+            && auth.account().id != id
+        {
+            return Err(ApiError::Forbidden(
+                "A password read must be made without another person's session: sign out first"
+                    .into(),
+            ));
+        }
         let patient = state
             .verify_password(id, Some(Role::Patient), password)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
-        return own_records(&state, patient).await;
+        let (access, records) = state.flows.read_own(&patient).await?;
+        return Ok(Json(RecordsAnswer::of(&state, access, records)));
     }
     let auth = auth.ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
     let account = auth.session.account;
@@ -191,18 +191,13 @@ async fn patient_records(
                     "A patient may read only their own records".into(),
                 ));
             }
-            own_records(&state, account).await
+            let (access, records) = state.flows.read_own(&account).await?;
+            Ok(Json(RecordsAnswer::of(&state, access, records)))
         }
         Role::Doctor => {
             let patient_id = required("patientId", body.patient_id, 64)?;
-            let Some(otp) = body.otp else {
-                return Err(ApiError::Forbidden(
-                    "A doctor reads a patient's records only with the patient's consent code \
-                     (otp)"
-                        .into(),
-                ));
-            };
-            read_under_consent(&state, account, patient_id, otp).await
+            let (access, records) = state.flows.read_under_grant(&account, &patient_id).await?;
+            Ok(Json(RecordsAnswer::of(&state, access, records)))
         }
     }
 }
@@ -211,134 +206,136 @@ async fn patient_records(
 #[serde(rename_all = "camelCase")]
 struct DoctorReadBody {
     patient_id: Option<String>,
-    otp: Option<Zeroizing<String>>,
 }
 
-/// A doctor reads a patient's committed records under a consent code.
+/// A doctor reads a patient's committed records under a live read grant, at the doctor's
+/// home: served only once the access entry is applied on chain.
 async fn doctor_records(
     State(state): State<AppState>,
-    MaybeAuthed(auth): MaybeAuthed,
+    Doctor(doctor): Doctor,
     ApiJson(body): ApiJson<DoctorReadBody>,
-) -> ApiResult<Json<Value>> {
-    let account = auth.ok_or_else(ApiError::unauthorized)?.session.account;
-    if account.role != Role::Doctor {
-        return Err(ApiError::Forbidden("Only doctors may do this".into()));
-    }
+) -> ApiResult<Json<RecordsAnswer>> {
     let patient_id = required("patientId", body.patient_id, 64)?;
-    let Some(otp) = body.otp else {
-        return Err(ApiError::MissingField("otp".into()));
-    };
-    read_under_consent(&state, account, patient_id, otp).await
+    let (access, records) = state.flows.read_under_grant(&doctor, &patient_id).await?;
+    Ok(Json(RecordsAnswer::of(&state, access, records)))
 }
 
-async fn own_records(state: &AppState, patient: Account) -> ApiResult<Json<Value>> {
-    let access = state
-        .submit(ledger::Transaction::Access {
-            patient_id: patient.id.clone(),
-            reader_id: patient.id.clone(),
-            reader_role: Role::Patient.as_str().into(),
-            consent_hash: None,
-        })
-        .await?;
-    records_json(state, patient.id, access).await
+/// One record: the seed's fields, then who signed it, how and where.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordJson {
+    timestamp: f64,
+    #[serde(rename = "timestamp_ms")]
+    timestamp_ms: u64,
+    #[serde(rename = "doctor_id")]
+    doctor_id: String,
+    department: String,
+    diagnosis: String,
+    prescription: String,
+    notes: String,
+    /// The write grant the record used.
+    #[serde(rename = "consent_hash")]
+    consent_hash: String,
+    height: u64,
+    #[serde(rename = "tx_id")]
+    tx_id: String,
+    doctor_person_id: String,
+    doctor_name: Option<String>,
+    /// `device` (the doctor's device key) or `custodial` (the doctor's home signed for them).
+    signer_kind: SignerKind,
+    /// The hospital whose page made the key, or that holds it.
+    origin: Option<String>,
+    /// How the grant was given: `device` or `in_person`.
+    attested: Option<Attested>,
 }
 
-async fn read_under_consent(
-    state: &AppState,
-    doctor: Account,
-    patient_id: String,
-    otp: Zeroizing<String>,
-) -> ApiResult<Json<Value>> {
-    let used = use_consent(
-        state,
-        patient_id.clone(),
-        doctor.id.clone(),
-        otp,
-        UseKind::ReadRecords,
-    )
-    .await?;
-    let access = state
-        .submit(ledger::Transaction::Access {
-            patient_id: patient_id.clone(),
-            reader_id: doctor.id.clone(),
-            reader_role: Role::Doctor.as_str().into(),
-            consent_hash: Some(used.consent_hash),
-        })
-        .await;
-    let access = match access {
-        Ok(id) => id,
-        Err(e) => {
-            release(state, used.consent_id).await;
-            return Err(e);
+/// The seed's answer to `patient_records`, and the access entry that logged the read.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RecordsAnswer {
+    success: bool,
+    records: Vec<RecordJson>,
+    access_tx_id: String,
+    /// The hospital that served the read (as the access entry names it).
+    served_by: String,
+}
+
+impl RecordsAnswer {
+    fn of(state: &AppState, access: ledger::TxId, records: Vec<RecordView>) -> Self {
+        RecordsAnswer {
+            success: true,
+            records: records
+                .into_iter()
+                .map(|r| RecordJson {
+                    timestamp: r.time_ms as f64 / 1000.0,
+                    timestamp_ms: r.time_ms,
+                    doctor_id: r.doctor_login.unwrap_or_else(|| hex::encode(r.doctor)),
+                    department: r.department,
+                    diagnosis: r.body.diagnosis,
+                    prescription: r.body.prescription,
+                    notes: r.body.notes,
+                    consent_hash: hex::encode(r.grant),
+                    height: r.height,
+                    tx_id: hex::encode(r.tx),
+                    doctor_person_id: hex::encode(r.doctor),
+                    doctor_name: r.doctor_name,
+                    signer_kind: r.signer,
+                    origin: r.origin.map(|o| state.flows.hospital(o)),
+                    attested: r.attested,
+                })
+                .collect(),
+            access_tx_id: hex::encode(access),
+            served_by: state.flows.hospital(state.flows.here().index),
         }
-    };
-    // Mark the consent used on chain too; the access entry above already proves the read.
-    if let Err(e) = state
-        .submit(ledger::Transaction::ConsentUsed {
-            patient_id: patient_id.clone(),
-            doctor_id: doctor.id,
-            consent_hash: used.consent_hash,
-        })
-        .await
-    {
-        tracing::warn!(?e, "consent-used transaction not submitted");
     }
-    records_json(state, patient_id, access).await
 }
 
-async fn records_json(
-    state: &AppState,
-    patient_id: String,
-    access_tx: ledger::Hash,
-) -> ApiResult<Json<Value>> {
-    let rows = state
-        .read_chain(move |r| r.records_by_patient(&patient_id))
-        .await?;
-    let records: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "timestamp": r.timestamp_ms as f64 / 1000.0,
-                "timestamp_ms": r.timestamp_ms,
-                "doctor_id": r.doctor_id,
-                "department": r.department,
-                "diagnosis": r.diagnosis,
-                "prescription": r.prescription,
-                "notes": r.notes,
-                "consent_hash": hex::encode(r.consent_hash),
-                "height": r.height,
-                "tx_id": hex::encode(r.tx_id),
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "success": true,
-        "records": records,
-        "accessTxId": hex::encode(access_tx),
-    })))
+/// One entry of the access log.
+#[derive(Serialize)]
+struct AccessJson {
+    timestamp_ms: u64,
+    reader_id: String,
+    reader_role: Option<ledger::tx::Role>,
+    #[serde(rename = "readerName")]
+    reader_name: Option<String>,
+    /// The grant a doctor read under (none for the patient's own reads).
+    consent_hash: Option<String>,
+    height: u64,
+    tx_id: String,
+    /// The hospital that served the read.
+    #[serde(rename = "servedBy")]
+    served_by: String,
 }
 
-/// Who read the signed-in patient's records, newest first.
+#[derive(Serialize)]
+struct AccessLogAnswer {
+    success: bool,
+    entries: Vec<AccessJson>,
+}
+
+/// Who read the signed-in patient's records and at which hospital, newest first.
 async fn access_log(
     State(state): State<AppState>,
     Patient(patient): Patient,
-) -> ApiResult<Json<Value>> {
-    let rows = state
-        .read_chain(move |r| r.accesses_by_patient(&patient.id))
-        .await?;
-    let entries: Vec<Value> = rows
-        .iter()
-        .rev()
-        .map(|a| {
-            json!({
-                "timestamp_ms": a.timestamp_ms,
-                "reader_id": a.reader_id,
-                "reader_role": a.reader_role,
-                "consent_hash": a.consent_hash.map(hex::encode),
-                "height": a.height,
-                "tx_id": hex::encode(a.tx_id),
-            })
+) -> ApiResult<Json<AccessLogAnswer>> {
+    let entries: Vec<AccessJson> = state
+        .flows
+        .access_log(&patient)
+        .await?
+        .into_iter()
+        .map(|a| AccessJson {
+            timestamp_ms: a.time_ms,
+            reader_id: a.reader_login.unwrap_or_else(|| hex::encode(a.reader)),
+            reader_role: a.reader_role,
+            reader_name: a.reader_name,
+            consent_hash: a.grant.map(hex::encode),
+            height: a.height,
+            tx_id: hex::encode(a.tx),
+            served_by: state.flows.hospital(a.serving),
         })
         .collect();
-    Ok(Json(json!({"success": true, "entries": entries})))
+    Ok(Json(AccessLogAnswer {
+        success: true,
+        entries,
+    }))
 }

@@ -1,17 +1,25 @@
-//! Test harness: the real router driven with `oneshot`, no socket.
+//! Test harness: the real router over a real embedded four-validator cluster, driven with
+//! `oneshot` (no socket) or served on a loopback socket; the seed's people enrolled on chain
+//! (`--demo`) before the first request.
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
-use medchain::app::{AppConfig, AppDb};
+use medchain::app::custody::CUSTODY_KEY_FILE;
+use medchain::app::flows::Flows;
+use medchain::app::{AppConfig, AppDb, Custody};
 use medchain::http::{AppState, Chain, Clock, Settings};
 use serde_json::Value;
 use tower::ServiceExt;
 
-pub const T0: u64 = 1_767_225_600_000; // 2026-01-01
+/// The cookie of validator 0 (hospital), where the embedded API runs.
+pub const COOKIE: &str = "medchain_hospital";
 
 pub struct TestApp {
     pub router: Router,
@@ -69,7 +77,7 @@ pub fn request(
         b = b.header("authorization", format!("Bearer {t}"));
     }
     if let Some(c) = cookie {
-        b = b.header("cookie", format!("medchain_session={c}"));
+        b = b.header("cookie", format!("{COOKIE}={c}"));
     }
     match body {
         Some(v) => b
@@ -90,10 +98,59 @@ pub async fn body_of(res: Response<Body>) -> (StatusCode, Value) {
     (status, v)
 }
 
-pub fn app_store(dir: &std::path::Path) -> Arc<AppDb> {
+/// The hospital's application store and custody in `dir` (fast password hashing).
+pub fn app_store(dir: &std::path::Path) -> (Arc<AppDb>, Arc<Custody>) {
     let app = AppDb::open_with(&dir.join("app.db"), AppConfig::fast_hashing_for_tests()).unwrap();
-    app.seed_demo(T0).unwrap();
-    Arc::new(app)
+    let custody = Custody::open(&dir.join(CUSTODY_KEY_FILE), &app).unwrap();
+    (Arc::new(app), Arc::new(custody))
+}
+
+/// The workflows of validator 0 with the seed's people enrolled on chain (as `serve --demo`),
+/// and the outbox drained in the background.
+pub async fn demo_flows(dir: &std::path::Path, node: node::NodeHandle, clock: Clock) -> Arc<Flows> {
+    hospital_flows(dir, node, clock, false).await
+}
+
+/// The workflows of `node`'s hospital with the demo logins: at validator 0 the seed's people
+/// enrolled (and, with `links`, linked to every other validator); elsewhere, linked logins.
+pub async fn hospital_flows(
+    dir: &std::path::Path,
+    node: node::NodeHandle,
+    clock: Clock,
+    links: bool,
+) -> Arc<Flows> {
+    let (app, custody) = app_store(dir);
+    let flows = Arc::new(Flows::new(app, custody, node, clock));
+    flows.start(true, links).await.unwrap();
+    if !flows.settle_outbox(Duration::from_secs(30)).await.unwrap() {
+        let rows: Vec<String> = flows
+            .app()
+            .outbox()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {:?} {:?}",
+                    r.kind,
+                    r.state.as_str(),
+                    r.reason,
+                    r.account
+                )
+            })
+            .collect();
+        panic!(
+            "the demo people were not enrolled in time: {rows:#?}, validator: {:?}",
+            flows.node().status().failed
+        );
+    }
+    tokio::spawn(flows.clone().run_outbox());
+    flows
+}
+
+/// The clock of a test: manual, shared by the cluster's validators (block times) and the
+/// application (its checks), starting at the real time (a new genesis takes the system's).
+pub fn test_clock() -> Clock {
+    Clock::manual(medchain::app::now_ms())
 }
 
 /// Timing of test clusters: blocks are cut by `/api/validate` (the window is long), so that
@@ -108,26 +165,70 @@ pub fn manual_timing() -> node::Timing {
 /// The real router over a real embedded four-validator cluster in a temp dir.
 pub async fn start(timing: node::Timing) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    open_in(dir, timing, Clock::manual(T0)).await
+    open_in(dir, timing, test_clock()).await
+}
+
+/// Two hospitals of one embedded cluster, each with its own `app.db` and custody: validator 0
+/// (hospital, home of the demo people, linked to every other validator) and validator 1
+/// (clinic, with the demo logins linked). Returns hospital's app and clinic's.
+pub async fn two_hospitals() -> (TestApp, TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = test_clock();
+    let hospital = open_with(dir, manual_timing(), clock.clone(), true).await;
+    let clinic = hospital.hospital(1).await;
+    // The links are on chain (at clinic's validator too) once its demo logins can sign in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, b) = clinic
+            .post(
+                &anon(),
+                "/api/login",
+                serde_json::json!({"role": "patient", "patientId": "p002", "password": "patient456"}),
+            )
+            .await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "p002 at clinic: {s} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (hospital, clinic)
 }
 
 /// Opens (or reopens, after a "restart") the service in `dir`.
 pub async fn open_in(dir: tempfile::TempDir, timing: node::Timing, clock: Clock) -> TestApp {
+    open_with(dir, timing, clock, false).await
+}
+
+async fn open_with(
+    dir: tempfile::TempDir,
+    timing: node::Timing,
+    clock: Clock,
+    links: bool,
+) -> TestApp {
     let window = timing.batch_window;
     let path = dir.path().to_path_buf();
-    let cluster =
-        tokio::task::spawn_blocking(move || node::Cluster::open(&path.join("chain"), timing))
-            .await
-            .unwrap()
-            .unwrap();
+    let cluster = tokio::task::spawn_blocking({
+        let clock = clock.clone();
+        move || {
+            node::Cluster::open_with_clock(
+                &path.join("chain"),
+                timing,
+                node::DEFAULT_WATTS_PER_CORE,
+                clock,
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let handles = cluster.handles();
+    let flows = hospital_flows(dir.path(), handles[0].clone(), clock.clone(), links).await;
     let chain = Chain::new(handles[0].clone(), handles, window);
-    let state = AppState::new(
-        app_store(dir.path()),
-        chain,
-        Settings::default(),
-        clock.clone(),
-    );
+    let state = AppState::new(flows, chain, Settings::default(), clock.clone());
     TestApp {
         router: medchain::http::router(state.clone()),
         state,
@@ -142,7 +243,87 @@ pub async fn app_only() -> TestApp {
     start(manual_timing()).await
 }
 
+/// A device key held by a test, as a browser holds one.
+pub struct Device {
+    pub secret: ed25519_dalek::SigningKey,
+}
+
+impl Device {
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.secret.verifying_key().to_bytes())
+    }
+}
+
+/// The API served on a loopback socket until dropped.
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 impl TestApp {
+    /// The API of validator `i` of this app's cluster, with its own application store (in a
+    /// new directory) and the demo logins linked, sharing this app's clock.
+    pub async fn hospital(&self, i: u32) -> TestApp {
+        let cluster = self.cluster.as_ref().expect("a running cluster");
+        let node = cluster.handle(i).expect("a validator");
+        let dir = tempfile::tempdir().unwrap();
+        let flows = hospital_flows(dir.path(), node.clone(), self.clock.clone(), false).await;
+        let chain = Chain::new(node, cluster.handles(), self.state.chain.batch_window);
+        let state = AppState::new(flows, chain, Settings::default(), self.clock.clone());
+        TestApp {
+            router: medchain::http::router(state.clone()),
+            state,
+            clock: self.clock.clone(),
+            cluster: None,
+            dir,
+        }
+    }
+
+    /// Moves the shared clock `ms` forward, then lets every validator tick once: a replica
+    /// proposes and checks block times by the clock of its last tick, and a backup whose last
+    /// tick predates the jump would withhold its prepare for a proposal made after it.
+    pub async fn advance(&self, ms: u64) {
+        self.clock.advance_ms(ms);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// The cookie of this app's hospital.
+    pub fn cookie_name(&self) -> String {
+        self.state.cookie.to_string()
+    }
+
+    /// Serves this app's router on `127.0.0.1:0`, for clients that speak HTTP.
+    pub async fn listen(&self) -> Served {
+        self.listen_on("127.0.0.1").await
+    }
+
+    /// Serves this app's router on `host:0` (hospital i on `127.0.0.(i+1)`: one host per
+    /// hospital, as their cookies and pages need).
+    pub async fn listen_on(&self, host: &str) -> Served {
+        let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(medchain::http::serve(
+            listener,
+            self.state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Served {
+            addr,
+            stop: Some(stop),
+        }
+    }
+
     /// Stops everything and opens it again from the same files.
     pub async fn restart(mut self) -> TestApp {
         let clock = self.clock.clone();
@@ -158,6 +339,71 @@ impl TestApp {
         drop(state);
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         open_in(dir, manual_timing(), clock).await
+    }
+
+    /// A device key made for the signed-in person of `c` and added on chain at this hospital
+    /// (their home: custodially, origin here).
+    pub async fn add_device(&self, c: &Client) -> Device {
+        let (s, b) = self.get(c, "/api/identity").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let person: [u8; 16] = hex::decode(b["personId"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let public = secret.verifying_key().to_bytes();
+        let genesis = self.state.flows.here().genesis_hash;
+        use ed25519_dalek::Signer as _;
+        let pop = secret.sign(&ledger::key_pop_bytes(&genesis, &person, &public));
+        let (s, b) = self
+            .post(
+                c,
+                "/api/keys",
+                serde_json::json!({
+                    "publicKey": hex::encode(public), "pop": hex::encode(pop.to_bytes()),
+                    "label": "test browser",
+                }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "add key: {b}");
+        assert_eq!(b["status"], "added", "{b}");
+        Device { secret }
+    }
+
+    /// Calls `path` with the device's public key in the body, checks the envelope it is asked
+    /// to sign (the tag, this chain, the device as signer), signs it and posts the signature:
+    /// the action's answer.
+    pub async fn post_signed(
+        &self,
+        c: &Client,
+        device: &Device,
+        path: &str,
+        mut body: Value,
+    ) -> (StatusCode, Value) {
+        body["devicePublicKey"] = Value::String(device.public_hex());
+        let (s, b) = self.post(c, path, body).await;
+        if s != StatusCode::ACCEPTED {
+            return (s, b);
+        }
+        assert_eq!(b["signatureNeeded"], true, "{b}");
+        assert!(
+            b["tx"]["kind"].is_string() && b["tx"]["meta"].is_object(),
+            "{b}"
+        );
+        assert!(b["tx"]["body"].is_string(), "{b}");
+        let bytes = hex::decode(b["signingBytes"].as_str().unwrap()).unwrap();
+        let genesis = self.state.flows.here().genesis_hash;
+        assert!(bytes.starts_with(b"medchain/tx/v2"), "the tag");
+        assert_eq!(&bytes[14..46], &genesis[..], "this chain");
+        use ed25519_dalek::Signer as _;
+        let signature = device.secret.sign(&bytes);
+        let id = b["preparedId"].as_str().unwrap();
+        self.post(
+            c,
+            &format!("/api/sign/{id}"),
+            serde_json::json!({"signature": hex::encode(signature.to_bytes())}),
+        )
+        .await
     }
 
     pub async fn raw(&self, req: Request<Body>) -> Response<Body> {

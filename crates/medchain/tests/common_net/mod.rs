@@ -7,9 +7,12 @@
 //! process still running is killed.
 #![allow(dead_code)]
 
+#[path = "../common/seed.rs"]
+pub mod seed;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,10 +23,20 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
-pub const DOCTOR: &str = "d001";
-pub const DOCTOR_PASSWORD: &str = "doctor123";
-pub const PATIENT: &str = "p001";
-pub const PATIENT_PASSWORD: &str = "patient123";
+/// The password of the people each node enrolls for these tests.
+pub const LOCAL_PASSWORD: &str = "local-password-1";
+
+/// The doctor whose home is node `i` (enrolled by `Net::setup` with `medchain user add`):
+/// records go through every node, each through its own home doctor (a doctor acts only at
+/// their home, and in-person consent is given at the patient's home).
+pub fn local_doctor(i: usize) -> String {
+    format!("dr{i}")
+}
+
+/// The patient whose home is node `i`.
+pub fn local_patient(i: usize) -> String {
+    format!("pt{i}")
+}
 
 /// Polls `probe` every 100 ms until it returns `Some`, or panics naming `what` after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -49,7 +62,8 @@ pub fn wait_committed(net: &Net, acks: &[Ack], limit: Duration, what: &str) {
     });
 }
 
-/// One HTTP/1.1 request (`Connection: close`); the status and the JSON body (`Null` if empty).
+/// One HTTP/1.1 request (`Connection: close`) with a bearer token; the status and the JSON
+/// body (`Null` if empty).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -57,61 +71,12 @@ pub fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, Value)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let text = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    if body.is_some() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{text}", text.len()));
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let bad = |what: &str| std::io::Error::other(format!("{what} from {addr}{path}"));
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut payload = raw[split + 4..].to_vec();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        payload = dechunk(&payload).ok_or_else(|| bad("bad chunked body"))?;
-    }
-    let value = if payload.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&payload)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into()))
-    };
-    Ok((status, value))
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
+    let headers: Vec<(&str, String)> = token
+        .map(|t| ("Authorization", format!("Bearer {t}")))
+        .into_iter()
+        .collect();
+    let answer = seed::exchange(addr, method, path, &headers, body)?;
+    Ok((answer.status, answer.body))
 }
 
 /// Ports handed out in this test process, so parallel tests never pick the same ones.
@@ -217,11 +182,52 @@ impl Net {
                 }
             })
             .collect();
-        Net {
+        let net = Net {
             dir,
             nodes,
             tokens: Vec::new(),
+        };
+        for i in 0..net.nodes.len() {
+            net.user_add(
+                i,
+                &local_doctor(i),
+                Some(("Cardiology", &format!("Doctor {i}"))),
+            );
+            net.user_add(i, &local_patient(i), None);
         }
+        net
+    }
+
+    /// `medchain user add --no-wait` at node `i` (the node need not run): a login whose person
+    /// node `i` enrolls, a doctor with `(department, name)`.
+    pub fn user_add(&self, i: usize, id: &str, doctor: Option<(&str, &str)>) {
+        let mut command = medchain();
+        command
+            .args(["user", "add", "--no-wait", "--id", id, "--config"])
+            .arg(&self.nodes[i].config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match doctor {
+            Some((department, name)) => command.args([
+                "--role",
+                "doctor",
+                "--department",
+                department,
+                "--name",
+                name,
+            ]),
+            None => command.args(["--role", "patient"]),
+        };
+        let mut child = command.spawn().expect("run medchain user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{LOCAL_PASSWORD}\n").as_bytes())
+            .expect("password");
+        let out = child.wait_with_output().expect("user add");
+        assert!(out.status.success(), "user add {id}: {}", output_text(&out));
     }
 
     /// Sets `key = value` in every node.toml (the line `key = ..` that testnet wrote).
@@ -316,24 +322,26 @@ impl Net {
         });
     }
 
-    /// Logs the demo doctor in at every node.
+    /// Logs each node's own doctor in at that node (waiting while their enrollment, queued
+    /// before the node started, is not on chain yet: 503).
     pub fn login_all(&mut self) {
         self.tokens = self
             .apis()
             .into_iter()
-            .map(|api| {
-                let (status, body) = http(
-                    api,
-                    "POST",
-                    "/api/login",
-                    None,
-                    Some(
-                        &json!({"role": "doctor", "doctorId": DOCTOR, "password": DOCTOR_PASSWORD}),
-                    ),
+            .enumerate()
+            .map(|(i, api)| {
+                let body = json!({
+                    "role": "doctor", "doctorId": local_doctor(i), "password": LOCAL_PASSWORD,
+                });
+                wait_for(
+                    Duration::from_secs(30),
+                    "the local doctor's login",
+                    || match http(api, "POST", "/api/login", None, Some(&body)) {
+                        Ok((200, answer)) => answer["token"].as_str().map(str::to_string),
+                        Ok((503, _)) | Err(_) => None,
+                        Ok((status, answer)) => panic!("login at {api}: {status} {answer}"),
+                    },
                 )
-                .expect("login");
-                assert_eq!(status, 200, "login at {api}: {body}");
-                body["token"].as_str().expect("token").to_string()
             })
             .collect();
     }
@@ -506,8 +514,7 @@ impl Net {
             let hashes: Vec<_> = readers
                 .iter()
                 .map(|reader| {
-                    reader
-                        .block(height)
+                    ledger::Queries::block(reader, height)
                         .expect("read block")
                         .map(|block| hex::encode(block.hash()))
                 })
@@ -524,15 +531,28 @@ impl Net {
         heads
     }
 
-    /// The patient's committed record diagnoses in node `i`'s stopped store.
+    /// The diagnoses of every record applied in node `i`'s stopped store, in chain order.
     pub fn store_diagnoses(&self, i: usize) -> Vec<String> {
-        ledger::store::Reader::open(&self.nodes[i].dir.join("chain.db"))
-            .expect("open chain.db")
-            .records_by_patient(PATIENT)
-            .expect("records")
-            .into_iter()
-            .map(|r| r.diagnosis)
-            .collect()
+        let conn = rusqlite::Connection::open_with_flags(
+            self.nodes[i].dir.join("chain.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open chain.db");
+        let mut statement = conn
+            .prepare(
+                "SELECT t.body FROM records r JOIN transactions t ON t.tx = r.tx ORDER BY r.tx",
+            )
+            .expect("prepare");
+        let rows = statement
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .expect("query");
+        rows.map(|row| {
+            let tx = ledger::SignedTx::from_bytes(&row.expect("row")).expect("a stored record");
+            ledger::tx::RecordBody::from_bytes(&tx.body)
+                .expect("a record body")
+                .diagnosis
+        })
+        .collect()
     }
 
     /// Every transaction in node `i`'s stopped store: id (hex) to the rejection reason (`None`:
@@ -639,7 +659,8 @@ pub struct Ack {
 }
 
 /// A steady load: one record at a time through the seed's flow (request_consent with the
-/// patient's password, then add_record with the code), the nodes taken in turn.
+/// patient's password, then add_record with the code), the nodes taken in turn, each with its
+/// own home doctor and patient.
 pub struct Load {
     stop: Arc<AtomicBool>,
     pub acks: Arc<Mutex<Vec<Ack>>>,
@@ -652,16 +673,17 @@ pub struct Load {
 impl Load {
     /// Starts submitting to the nodes `targets`, pausing `pause` between records.
     pub fn start(net: &Net, targets: Vec<usize>, tag: &str, pause: Duration) -> Load {
-        Load::start_for(net, targets, tag, pause, (PATIENT, PATIENT_PASSWORD))
+        Load::start_for(net, targets, tag, pause, None)
     }
 
-    /// [`Load::start`] with records of `patient` (id, password).
+    /// [`Load::start`] with records of `patient` (id, password) at every node, instead of
+    /// each node's own patient.
     pub fn start_for(
         net: &Net,
         targets: Vec<usize>,
         tag: &str,
         pause: Duration,
-        patient: (&'static str, &'static str),
+        patient: Option<(&'static str, &'static str)>,
     ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
@@ -679,6 +701,8 @@ impl Load {
                     let node = targets[n % targets.len()];
                     let diagnosis = format!("{tag} record {n}");
                     n += 1;
+                    let local = local_patient(node);
+                    let patient = patient.unwrap_or((local.as_str(), LOCAL_PASSWORD));
                     match add_record_for(apis[node], &tokens[node], patient, &diagnosis) {
                         (Some(grant_tx_id), Some(tx_id)) => acks.lock().unwrap().push(Ack {
                             diagnosis,
@@ -737,18 +761,9 @@ impl Drop for Load {
     }
 }
 
-/// One record through the seed's flow at `api`: whether request_consent answered 200 (with the
-/// grant's transaction id if it was acknowledged), and the record's transaction id if
-/// add_record answered 200.
-pub fn add_record(
-    api: SocketAddr,
-    token: &str,
-    diagnosis: &str,
-) -> (Option<Option<String>>, Option<String>) {
-    add_record_for(api, token, (PATIENT, PATIENT_PASSWORD), diagnosis)
-}
-
-/// [`add_record`] for `patient` (id, password).
+/// One record of `patient` (id, password) through the seed's flow at `api`: whether
+/// request_consent answered 200 (with the grant's transaction id), and the record's
+/// transaction id if add_record answered 200.
 pub fn add_record_for(
     api: SocketAddr,
     token: &str,

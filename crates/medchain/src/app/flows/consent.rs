@@ -1,0 +1,351 @@
+//! Grants: in person at the patient's home (the seed's `request_consent`), remote requests and
+//! the patient's answer, revocation (docs/SECURITY.md, issue 9, §5.2, 5.3, 5.6).
+
+use ledger::rules::{GrantRow, RequestRow};
+use ledger::tx::{Attested, Grant, PurposeBody, RequestGrant, Revoke, Scope};
+use ledger::{Meta, PersonId, Queries, SignedTx, TxId};
+
+use super::records::Logins;
+use super::{Action, FlowError, FlowResult, Flows, Signing, Who, grant_expiry};
+use crate::app::{Account, IssuedCode};
+
+/// An in-person grant applied on chain.
+#[derive(Debug)]
+pub struct InPersonGrant {
+    pub grant: TxId,
+    pub scope: Scope,
+    /// The grant's expiry on chain: its block's time plus its length.
+    pub expires_ms: u64,
+    /// A write grant's code, shown once.
+    pub code: Option<IssuedCode>,
+}
+
+/// A grant with the names to show.
+#[derive(Clone, Debug)]
+pub struct GrantInfo {
+    pub row: GrantRow,
+    pub patient_login: Option<String>,
+    pub doctor_login: Option<String>,
+    pub doctor_name: Option<String>,
+    pub department: Option<String>,
+}
+
+/// A grant or a request, by id.
+#[derive(Clone, Debug)]
+pub enum Consent {
+    Grant(GrantRow),
+    Request(RequestRow),
+}
+
+/// A request waiting for the patient's answer, as the patient sees it.
+#[derive(Clone, Debug)]
+pub struct PendingRequest {
+    pub row: RequestRow,
+    /// The doctor's login here, if they have one.
+    pub doctor_login: Option<String>,
+    pub doctor_name: Option<String>,
+    pub department: Option<String>,
+    pub purpose: String,
+}
+
+/// A patient's pending requests from one hospital's doctors, newest first.
+#[derive(Clone, Debug)]
+pub struct RequestGroup {
+    pub hospital: u32,
+    pub hospital_name: String,
+    pub requests: Vec<PendingRequest>,
+}
+
+impl Flows {
+    /// The seed's `request_consent` (§5.2): the patient typed their password on the doctor's
+    /// screen (the caller checked it) at a node that is home to both. The patient's custodial
+    /// key signs an in-person grant; once it is applied on chain, a write grant's code is drawn
+    /// and returned once. Not applied in time: 503, no code.
+    pub async fn grant_in_person(
+        &self,
+        doctor: &Account,
+        patient: &Account,
+        scope: Scope,
+        purpose: String,
+    ) -> FlowResult<InPersonGrant> {
+        let doctor_row = self.home_doctor(doctor).await?;
+        let patient_row = self.person_of(patient).await?;
+        if patient_row.home != self.here.index {
+            return Err(FlowError::ConsentElsewhere {
+                patient: patient.id.clone(),
+                home: self.hospital(patient_row.home),
+            });
+        }
+        let meta = Meta::Grant(Grant {
+            patient: patient_row.person,
+            doctor: doctor_row.person,
+            scope,
+            request: None,
+            attested: Attested::InPerson,
+        });
+        let body = PurposeBody { purpose }.to_bytes();
+        let Signing::Done(tx) = self
+            .sign_as(
+                patient,
+                patient_row.person,
+                Who::Custodial,
+                Action::Grant,
+                meta,
+                body,
+            )
+            .await?
+        else {
+            return Err(FlowError::Invalid(
+                "an in-person grant is signed here".into(),
+            ));
+        };
+        let (grant, expires_ms) = self.submit_grant(tx).await?;
+        let code = match scope {
+            Scope::Write => {
+                let (patient, doctor, now) = (patient_row.person, doctor_row.person, self.now_ms());
+                let issued = self
+                    .store(move |app, _| app.issue_code(&grant, &patient, &doctor, expires_ms, now))
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "an applied grant's code could not be stored");
+                        FlowError::Unavailable(
+                            "The consent was recorded but its code could not be stored; please \
+                             retry"
+                                .into(),
+                        )
+                    })?;
+                Some(issued)
+            }
+            Scope::Read { .. } => None,
+        };
+        Ok(InPersonGrant {
+            grant,
+            scope,
+            expires_ms,
+            code,
+        })
+    }
+
+    /// Submits a signed grant and waits until it is applied: its id and expiry.
+    pub(super) async fn submit_grant(&self, tx: SignedTx) -> FlowResult<(TxId, u64)> {
+        let Meta::Grant(grant) = tx.meta().clone() else {
+            return Err(FlowError::Invalid("not a grant".into()));
+        };
+        let (id, block_time_ms) = self.submit_and_apply(tx).await?;
+        Ok((id, grant_expiry(grant.scope, block_time_ms)))
+    }
+
+    /// A doctor asks a patient remotely (§5.3): `RequestGrant` signed by the doctor's key,
+    /// durable here. Over a cap: [`FlowError::TooManyPending`].
+    pub async fn request_grant(
+        &self,
+        doctor: &Account,
+        who: Who,
+        patient: &str,
+        scope: Scope,
+        purpose: String,
+    ) -> FlowResult<Signing<TxId>> {
+        let doctor_row = self.home_doctor(doctor).await?;
+        let (patient, _) = self
+            .resolve_patient(patient)
+            .await?
+            .ok_or_else(|| FlowError::NotFound("No such patient".into()))?;
+        let meta = Meta::RequestGrant(RequestGrant {
+            patient,
+            doctor: doctor_row.person,
+            scope,
+        });
+        let body = PurposeBody { purpose }.to_bytes();
+        match self
+            .sign_as(doctor, doctor_row.person, who, Action::Durable, meta, body)
+            .await?
+        {
+            Signing::Done(tx) => Ok(Signing::Done(self.submit(tx).await?)),
+            Signing::NeedsSignature(view) => Ok(Signing::NeedsSignature(view)),
+        }
+    }
+
+    /// A patient's requests pending on chain (at `T = now`), grouped by requesting hospital
+    /// (so that one hospital's doctors crowd only its own group), newest first in each.
+    pub async fn pending_requests(&self, patient: &Account) -> FlowResult<Vec<RequestGroup>> {
+        let row = self.served_patient(patient).await?;
+        let now = self.now_ms();
+        let person = row.person;
+        let found = self
+            .chain(move |r| {
+                let mut out = Vec::new();
+                for request in r.pending_requests_of(&person, now)? {
+                    let doctor = r.person(&request.doctor)?;
+                    let purpose = r
+                        .transaction(&request.id)?
+                        .and_then(|t| PurposeBody::from_bytes(&t.tx.body).ok())
+                        .map(|b| b.purpose)
+                        .unwrap_or_default();
+                    out.push((request, doctor, purpose));
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut logins = Logins::default();
+        let mut groups: Vec<RequestGroup> = Vec::new();
+        for (row, doctor, purpose) in found {
+            let request = PendingRequest {
+                doctor_login: logins.of(self, row.doctor).await?,
+                doctor_name: doctor.as_ref().and_then(|d| d.name.clone()),
+                department: doctor.and_then(|d| d.department),
+                purpose,
+                row,
+            };
+            let hospital = request.row.doctor_home;
+            match groups.iter_mut().find(|g| g.hospital == hospital) {
+                Some(group) => group.requests.push(request),
+                None => groups.push(RequestGroup {
+                    hospital,
+                    hospital_name: self.hospital(hospital),
+                    requests: vec![request],
+                }),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// The patient approves a pending request (§5.3): only with a device key (a remote
+    /// approval is never custodial); the grant may be shorter than the request asked.
+    pub async fn approve_request(
+        &self,
+        patient: &Account,
+        who: Who,
+        request: TxId,
+        duration_ms: Option<u64>,
+    ) -> FlowResult<Signing<(TxId, u64)>> {
+        let row = self.served_patient(patient).await?;
+        let pending = self.pending_request_of(row.person, request).await?;
+        let Who::Device(_) = who else {
+            return Err(FlowError::ApproveOnDevice {
+                home: self.hospital(row.home),
+            });
+        };
+        let scope = match (pending.scope, duration_ms) {
+            (Scope::Read { duration_ms: asked }, Some(d)) => Scope::Read {
+                duration_ms: d.min(asked),
+            },
+            (scope, _) => scope,
+        };
+        let meta = Meta::Grant(Grant {
+            patient: row.person,
+            doctor: pending.doctor,
+            scope,
+            request: Some(request),
+            attested: Attested::Device,
+        });
+        let body = PurposeBody {
+            purpose: "Approved request".into(),
+        }
+        .to_bytes();
+        match self
+            .sign_as(patient, row.person, who, Action::Grant, meta, body)
+            .await?
+        {
+            Signing::Done(tx) => Ok(Signing::Done(self.submit_grant(tx).await?)),
+            Signing::NeedsSignature(view) => Ok(Signing::NeedsSignature(view)),
+        }
+    }
+
+    async fn pending_request_of(&self, patient: PersonId, id: TxId) -> FlowResult<RequestRow> {
+        let now = self.now_ms();
+        match self.chain(move |r| r.request(&id)).await? {
+            Some(row) if row.patient == patient && row.pending_at(now) => Ok(row),
+            Some(row) if row.patient == patient => Err(FlowError::Rejected(
+                "This consent request is no longer pending".into(),
+            )),
+            _ => Err(FlowError::NotFound("No such consent request".into())),
+        }
+    }
+
+    /// The patient denies a pending request, or revokes a grant not used up (§5.3, 5.6):
+    /// `Revoke`, with their device key, or custodially at their home. Durable here; the chain
+    /// orders it against any use of the grant.
+    pub async fn revoke(
+        &self,
+        patient: &Account,
+        who: Who,
+        target: TxId,
+    ) -> FlowResult<Signing<TxId>> {
+        let row = self.served_patient(patient).await?;
+        if who == Who::Custodial && row.home != self.here.index {
+            return Err(FlowError::ApproveOnDevice {
+                home: self.hospital(row.home),
+            });
+        }
+        let person = row.person;
+        let known = self
+            .chain(move |r| {
+                Ok(r.grant(&target)?.is_some_and(|g| g.patient == person)
+                    || r.request(&target)?.is_some_and(|q| q.patient == person))
+            })
+            .await?;
+        if !known {
+            return Err(FlowError::NotFound("No such grant or request".into()));
+        }
+        let meta = Meta::Revoke(Revoke {
+            patient: person,
+            target,
+        });
+        match self
+            .sign_as(patient, person, who, Action::Durable, meta, Vec::new())
+            .await?
+        {
+            Signing::Done(tx) => Ok(Signing::Done(self.submit(tx).await?)),
+            Signing::NeedsSignature(view) => Ok(Signing::NeedsSignature(view)),
+        }
+    }
+
+    /// The grants of the signed-in person from the chain, newest first: a patient's (given),
+    /// or a doctor's (received), with the names to show.
+    pub async fn grants(&self, account: &Account) -> FlowResult<Vec<GrantInfo>> {
+        let Some(person) = account.person else {
+            return Ok(Vec::new());
+        };
+        let role = account.role;
+        let rows = self
+            .chain(move |r| {
+                let grants = match role {
+                    crate::app::Role::Patient => r.grants_of_patient(&person)?,
+                    crate::app::Role::Doctor => r.grants_of_doctor(&person, 0)?,
+                };
+                let mut out = Vec::with_capacity(grants.len());
+                for grant in grants {
+                    let doctor = r.person(&grant.doctor)?;
+                    out.push((grant, doctor));
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut logins = Logins::default();
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, doctor) in rows {
+            out.push(GrantInfo {
+                patient_login: logins.of(self, row.patient).await?,
+                doctor_login: logins.of(self, row.doctor).await?,
+                doctor_name: doctor.as_ref().and_then(|d| d.name.clone()),
+                department: doctor.and_then(|d| d.department),
+                row,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One grant or request by id, if `account` is its patient or doctor.
+    pub async fn consent(&self, account: &Account, id: TxId) -> FlowResult<Consent> {
+        let person = account.person.ok_or(FlowError::NotOnChain)?;
+        let (grant, request) = self
+            .chain(move |r| Ok((r.grant(&id)?, r.request(&id)?)))
+            .await?;
+        let mine = |patient: PersonId, doctor: PersonId| patient == person || doctor == person;
+        match (grant, request) {
+            (Some(g), _) if mine(g.patient, g.doctor) => Ok(Consent::Grant(g)),
+            (_, Some(q)) if mine(q.patient, q.doctor) => Ok(Consent::Request(q)),
+            _ => Err(FlowError::NotFound("No such consent".into())),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Envelopes waiting for a device signature (docs/SECURITY.md, issue 9, §5.0 "How a browser
+//! signs"): the node builds the header and body of an action, the page checks and signs the
+//! signing bytes, and `POST /api/sign/{id}` brings the signature back. An envelope is bound to
+//! the login that asked for it and lives 10 minutes.
+
+use borsh::BorshDeserialize;
+use ledger::TxHeader;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use rusqlite::{OptionalExtension, params};
+
+use super::{AppDb, AppError, from_sql_ms, to_sql_ms};
+
+/// How long a prepared envelope waits for its signature.
+pub const PREPARED_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// An envelope waiting for a signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    pub id: String,
+    /// The login that asked for it: only its session may sign it.
+    pub account: String,
+    /// What to do once signed (a flow's name).
+    pub action: String,
+    pub header: TxHeader,
+    pub body: Vec<u8>,
+    pub expires_ms: u64,
+}
+
+impl AppDb {
+    /// Keeps `header` and `body` for `account` until signed (or 10 minutes); returns its id.
+    pub fn prepare(
+        &self,
+        account: &str,
+        action: &str,
+        header: &TxHeader,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<String, AppError> {
+        let mut raw = [0u8; 16];
+        OsRng.fill_bytes(&mut raw);
+        let id = hex::encode(raw);
+        let header = borsh::to_vec(header)
+            .map_err(|e| AppError::Storage(format!("cannot encode a header: {e}")))?;
+        self.db.write(|tx| {
+            tx.execute(
+                "DELETE FROM prepared WHERE expires_ms <= ?1",
+                [to_sql_ms(now_ms)],
+            )?;
+            tx.execute(
+                "INSERT INTO prepared(id, account, action, header, body, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id,
+                    account,
+                    action,
+                    header,
+                    body,
+                    to_sql_ms(now_ms.saturating_add(PREPARED_TTL_MS))
+                ],
+            )?;
+            Ok::<_, AppError>(())
+        })?;
+        Ok(id)
+    }
+
+    /// The live envelope `id` of `account`; another login's, or an expired one, is `None`.
+    pub fn prepared(
+        &self,
+        id: &str,
+        account: &str,
+        now_ms: u64,
+    ) -> Result<Option<Prepared>, AppError> {
+        let row = self.db.read(|c| {
+            Ok(c.query_row(
+                "SELECT action, header, body, expires_ms FROM prepared
+                 WHERE id = ?1 AND account = ?2 AND expires_ms > ?3",
+                params![id, account, to_sql_ms(now_ms)],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        from_sql_ms(r.get(3)?),
+                    ))
+                },
+            )
+            .optional()?)
+        })?;
+        let Some((action, header, body, expires_ms)) = row else {
+            return Ok(None);
+        };
+        let header = TxHeader::try_from_slice(&header)
+            .map_err(|e| AppError::Storage(format!("a prepared header does not decode: {e}")))?;
+        Ok(Some(Prepared {
+            id: id.to_string(),
+            account: account.to_string(),
+            action,
+            header,
+            body,
+            expires_ms,
+        }))
+    }
+
+    /// Forgets envelope `id` (signed and submitted, or abandoned).
+    pub fn drop_prepared(&self, id: &str) -> Result<(), AppError> {
+        self.db.write(|tx| {
+            tx.execute("DELETE FROM prepared WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::AppConfig;
+
+    #[test]
+    fn an_envelope_is_kept_for_its_login_for_ten_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = AppDb::open_with(
+            &dir.path().join("app.db"),
+            AppConfig::fast_hashing_for_tests(),
+        )
+        .unwrap();
+        app.seed_demo(0).unwrap();
+        let header = crate::app::new_header(
+            ledger::Meta::Revoke(ledger::tx::Revoke {
+                patient: [1; 16],
+                target: [2; 32],
+            }),
+            5,
+            99,
+        );
+        let id = app
+            .prepare("p001", "revoke", &header, &[1, 2], 1_000)
+            .unwrap();
+        let got = app.prepared(&id, "p001", 2_000).unwrap().unwrap();
+        assert_eq!(got.header, header);
+        assert_eq!(got.body, vec![1, 2]);
+        assert_eq!(got.action, "revoke");
+        assert!(app.prepared(&id, "p002", 2_000).unwrap().is_none());
+        assert!(
+            app.prepared(&id, "p001", 1_000 + PREPARED_TTL_MS)
+                .unwrap()
+                .is_none()
+        );
+        app.drop_prepared(&id).unwrap();
+        assert!(app.prepared(&id, "p001", 2_000).unwrap().is_none());
+    }
+}

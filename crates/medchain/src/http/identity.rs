@@ -1,0 +1,272 @@
+//! Identities: who the signed-in person is on chain, their links and keys, and adding the
+//! device key a page made (docs/SECURITY.md, issue 9, §5.8).
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ledger::tx::{KeyKind, SignerKind};
+use serde::{Deserialize, Serialize};
+
+use axum::extract::Path;
+use axum::response::Response;
+use ledger::tx::AskWhat;
+
+use super::consent::{TxAnswer, answer, who_of};
+use super::extract::{ApiJson, Authed, required};
+use super::{ApiError, ApiResult, AppState};
+use crate::app::flows::{KeyAdded, Signing, parse_key};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/identity", get(identity))
+        .route("/api/keys", post(add_key))
+        .route("/api/keys/{key}/revoke", post(revoke_key))
+        .route("/api/asks", get(asks))
+        .route("/api/asks/approve", post(approve_ask))
+}
+
+/// One key of the person, as the chain holds it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView {
+    public_key: String,
+    kind: KeyKind,
+    /// The hospital whose page made a device key, or that holds a custodial key.
+    origin: String,
+    /// Who signed the transaction that added it: the home's validator, a device, a custodial key.
+    added_by: SignerKind,
+    added_tx: String,
+    /// User text (never the key's origin).
+    label: String,
+    /// `live`, `revoked`, or `waiting` (a recovered key before its waiting period ends).
+    status: &'static str,
+    active_from_ms: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecoveryView {
+    tx: String,
+    public_key: String,
+    effective_ms: u64,
+    cancelled: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityAnswer {
+    success: bool,
+    person_id: String,
+    role: ledger::tx::Role,
+    department: Option<String>,
+    name: Option<String>,
+    home: String,
+    home_here: bool,
+    /// The hospitals, other than the home, that may serve this person.
+    links: Vec<String>,
+    keys: Vec<KeyView>,
+    recoveries: Vec<RecoveryView>,
+}
+
+async fn identity(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<IdentityAnswer>> {
+    let view = state.flows.identity(auth.account()).await?;
+    let now = state.now_ms();
+    let flows = &state.flows;
+    Ok(Json(IdentityAnswer {
+        success: true,
+        person_id: hex::encode(view.person.person),
+        role: view.person.role,
+        department: view.person.department,
+        name: view.person.name,
+        home: flows.hospital(view.person.home),
+        home_here: view.person.home == flows.here().index,
+        links: view
+            .links
+            .iter()
+            .map(|l| flows.hospital(l.validator))
+            .collect(),
+        keys: view
+            .keys
+            .iter()
+            .map(|k| KeyView {
+                public_key: hex::encode(k.key),
+                kind: k.kind,
+                origin: flows.hospital(k.origin),
+                added_by: k.added_by,
+                added_tx: hex::encode(k.added),
+                label: k.label.clone(),
+                status: if k.revoked.is_some() {
+                    "revoked"
+                } else if k.active_from_ms > now {
+                    "waiting"
+                } else {
+                    "live"
+                },
+                active_from_ms: k.active_from_ms,
+            })
+            .collect(),
+        recoveries: view
+            .recoveries
+            .iter()
+            .map(|r| RecoveryView {
+                tx: hex::encode(r.id),
+                public_key: hex::encode(r.key),
+                effective_ms: r.effective_ms,
+                cancelled: r.cancelled.is_some(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddKeyBody {
+    public_key: Option<String>,
+    pop: Option<String>,
+    label: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AddKeyAnswer {
+    success: bool,
+    /// `added` (the home added it) or `asked` (approve `code` on a page with a key of yours).
+    status: &'static str,
+    tx_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+}
+
+/// A page's new device key for the signed-in person.
+async fn add_key(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(body): ApiJson<AddKeyBody>,
+) -> ApiResult<Json<AddKeyAnswer>> {
+    let key = parse_key(&required("publicKey", body.public_key, 64)?)
+        .ok_or_else(|| ApiError::validation("publicKey", "publicKey must be 64 hex digits"))?;
+    let mut pop = [0u8; 64];
+    hex::decode_to_slice(required("pop", body.pop, 128)?, &mut pop)
+        .map_err(|_| ApiError::validation("pop", "pop must be 128 hex digits"))?;
+    let label = match body.label {
+        Some(label) => {
+            super::extract::check_len("label", &label, ledger::rules::MAX_TEXT_CHARS)?;
+            label
+        }
+        None => String::new(),
+    };
+    let added = state
+        .flows
+        .add_device_key(auth.account(), key, pop, label)
+        .await?;
+    Ok(Json(match added {
+        KeyAdded::Added { tx } => AddKeyAnswer {
+            success: true,
+            status: "added",
+            tx_id: hex::encode(tx),
+            code: None,
+        },
+        KeyAdded::Asked { ask, code } => AddKeyAnswer {
+            success: true,
+            status: "asked",
+            tx_id: hex::encode(ask),
+            code: Some(code),
+        },
+    }))
+}
+
+/// A pending ask as the person's page shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AskJson {
+    id: String,
+    /// The six digits the person types to approve it.
+    code: String,
+    /// The asking hospital.
+    hospital: String,
+    /// `link` (serve this person) or `key` (a key its page made).
+    what: &'static str,
+    public_key: Option<String>,
+    expires_ms: u64,
+}
+
+#[derive(Serialize)]
+struct AsksAnswer {
+    success: bool,
+    asks: Vec<AskJson>,
+}
+
+/// The signed-in person's pending asks: a hospital that wants to serve them, or a page that
+/// made a key for them, each with its six-digit code.
+async fn asks(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<AsksAnswer>> {
+    let asks = state
+        .flows
+        .asks(auth.account())
+        .await?
+        .into_iter()
+        .map(|a| {
+            let (what, public_key) = match &a.row.what {
+                AskWhat::Link => ("link", None),
+                AskWhat::Key(k) => ("key", Some(hex::encode(k.key))),
+            };
+            AskJson {
+                id: hex::encode(a.row.id),
+                code: a.code,
+                hospital: state.flows.hospital(a.row.validator),
+                what,
+                public_key,
+                expires_ms: a.row.expires_ms,
+            }
+        })
+        .collect();
+    Ok(Json(AsksAnswer {
+        success: true,
+        asks,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApproveAskBody {
+    code: Option<String>,
+    device_public_key: Option<String>,
+}
+
+/// Approves the one pending ask whose code the person typed (never taken from a URL): a link
+/// or a key. 409 if asks of two hospitals match it.
+async fn approve_ask(
+    State(state): State<AppState>,
+    auth: Authed,
+    ApiJson(body): ApiJson<ApproveAskBody>,
+) -> ApiResult<Response> {
+    let code = required("code", body.code, 6)?;
+    let who = who_of(body.device_public_key)?;
+    let outcome = state.flows.approve_ask(auth.account(), who, &code).await?;
+    Ok(answer(match outcome {
+        Signing::Done(tx) => Signing::Done(TxAnswer::new(tx)),
+        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokeKeyBody {
+    device_public_key: Option<String>,
+}
+
+/// Revokes one of the signed-in person's keys (with a device key, or custodially at the
+/// home); a key waiting for its recovery is cancelled with it.
+async fn revoke_key(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<RevokeKeyBody>,
+) -> ApiResult<Response> {
+    let key = parse_key(&key).ok_or_else(|| ApiError::NotFound("No such key".into()))?;
+    let who = who_of(body.device_public_key)?;
+    let outcome = state.flows.revoke_key(auth.account(), who, key).await?;
+    Ok(answer(match outcome {
+        Signing::Done(tx) => Signing::Done(TxAnswer::new(tx)),
+        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
+    }))
+}
