@@ -90,6 +90,8 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
+    // Called once, by `Node::start`, with what the handle shares with the runtime.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: ReplicaId,
         name: String,
