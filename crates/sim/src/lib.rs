@@ -4,7 +4,7 @@
 //! with logical time: every run is reproducible from `(profile, n, seed)`. Signatures are a
 //! keyed hash per replica, checked at the harness's edge like the node checks Ed25519, so a
 //! forged or missing signature never reaches a replica. Requests are real
-//! `ledger::SignedTransaction`s and digests are the ledger's block hash
+//! `ledger::SignedTx`s and digests are the ledger's block hash
 //! (`ledger::proposal_digest`); the edge checks the transactions of pre-prepares, forwards and
 //! fetched blocks as the node does. State transfer goes over the simulated network.
 //!

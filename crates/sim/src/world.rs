@@ -359,7 +359,7 @@ impl World {
             loopback: VecDeque::new(),
             sent_votes: Vec::new(),
             alarms: Vec::new(),
-            txs: Transactions::new(n, cfg.seed),
+            txs: Transactions::new(n),
             request_times: Vec::new(),
             checkers: Some(Checkers::new(n as usize)),
             rng: ChaCha8Rng::seed_from_u64(0),
@@ -646,8 +646,8 @@ impl World {
     fn submit(&mut self) {
         let i = self.submitted.len() as u64;
         let to = self.rng.gen_range(0..self.n);
-        let (request, patient) = self.txs.request(i, to, self.now);
-        if self.plot.censored_patient.as_deref() == Some(patient.as_str()) {
+        let (request, subject) = self.txs.request(i);
+        if self.plot.censored_patient.as_deref() == Some(subject.as_str()) {
             self.plot.censored.insert(request.id);
         }
         self.submitted.insert(
@@ -659,7 +659,7 @@ impl World {
             },
         );
         self.stats.requests += 1;
-        self.trace(|| format!("client submits request {i} ({patient}) to {to}"));
+        self.trace(|| format!("client submits request {i} ({subject}) to {to}"));
         if self.admit_request(to, &request) {
             self.step_node(to, Input::Request(request));
             self.drain_loopback();

@@ -7,17 +7,17 @@
 //! node's edge check of a pre-prepare's transactions rejects those).
 use std::sync::Arc;
 
-use ledger::SignedTransaction;
+use ledger::SignedTx;
 use pbft::{Proposal, Request, ViewChange};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-/// Other bytes under `r`'s id and timestamp: garbage, or a transaction that decodes but whose
-/// signature is not over it.
+/// Other bytes under `r`'s id and timestamp: garbage, or the same transaction (header and body,
+/// so the same id) with another signature, which the id does not cover.
 pub fn substitute(r: &Request, rng: &mut ChaCha8Rng) -> Request {
-    let payload: Vec<u8> = match SignedTransaction::from_bytes(&r.payload) {
+    let payload: Vec<u8> = match SignedTx::from_bytes(&r.payload) {
         Ok(mut tx) if rng.gen_bool(0.5) => {
-            tx.nonce[15] ^= 0xff;
+            tx.signature[0] ^= 0xff;
             tx.to_bytes()
         }
         _ => (0..r.payload.len().max(1)).map(|_| rng.r#gen()).collect(),
