@@ -43,3 +43,42 @@ pub fn view_change(mut vc: ViewChange, rng: &mut ChaCha8Rng) -> ViewChange {
     }
     vc
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::client::{self, Transactions};
+
+    #[test]
+    fn a_substituted_payload_keeps_the_id_and_fails_the_edge_check() {
+        let txs = Transactions::new(4);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut resigned = 0;
+        for i in 0..40 {
+            let (request, _) = txs.request(i);
+            assert!(txs.authentic(&request), "request {i} as submitted");
+            let other = substitute(&request, &mut rng);
+            assert_eq!(
+                (other.id, other.timestamp_ms),
+                (request.id, request.timestamp_ms)
+            );
+            assert!(!client::same(&other, &request), "request {i}: other bytes");
+            assert!(!txs.authentic(&other), "request {i}: substitute rejected");
+            if let Ok(tx) = SignedTx::from_bytes(&other.payload) {
+                resigned += 1;
+                assert_eq!(
+                    tx.header,
+                    SignedTx::from_bytes(&request.payload)
+                        .expect("decodes")
+                        .header
+                );
+            }
+        }
+        assert!(
+            resigned > 0,
+            "some substitutes decode, with the same header"
+        );
+    }
+}
