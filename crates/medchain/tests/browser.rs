@@ -1,11 +1,23 @@
-//! The issue's flow in headless Debian Chromium, driven through chromedriver: a doctor asks for
-//! consent remotely; the patient, in a second browser session, approves and reads the code; the
-//! doctor adds a record (with an XSS payload) and cuts a block; the patient sees the record, as
-//! text, and the doctor's read in the access log. Screenshots of both dashboards go to `docs/`.
+//! The page in headless Debian Chromium, driven through chromedriver.
+//!
+//! - The issue's flow: a doctor asks for consent remotely; the patient, in a second browser
+//!   session, sees and denies it; in person, the doctor adds a record (with an XSS payload),
+//!   signed on the doctor's device, and cuts a block; the patient sees the record, as text,
+//!   with who signed it, and their own read in the access log. Screenshots go to `docs/`.
+//! - Device keys (docs/SECURITY.md, issue 9, §5.0, 5.3, 5.6-5.8) on two hospitals of one
+//!   embedded cluster, each page on its own loopback host (hospital on 127.0.0.1, clinic on
+//!   127.0.0.2): the doctor's WebCrypto key signs a record, after the page refused bytes that
+//!   were not what the doctor typed; the patient approves remote requests and revokes a grant
+//!   from their own session; a key made at the clinic's page is approved by its code on the
+//!   hospital's page and then signs on chain. Every outcome is checked on chain through the API.
+//! - The page's decoder of signing bytes against ledger's vectors (`tx_v2.json`).
+//!
+//! Chromium counts every `http://127.0.0.0/8` origin as a secure context (checked below for
+//! 127.0.0.1 and 127.0.0.2), so WebCrypto and IndexedDB work there without TLS.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
-//! `chromium-driver`). Without them the test says so and passes, except under CI (`CI=true`),
-//! where it fails.
+//! `chromium-driver`). Without them the tests say so and pass, except under CI (`CI=true`),
+//! where they fail.
 
 mod common;
 
@@ -14,13 +26,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+use common::{Client, Served, TestApp};
 use medchain::http::{AppState, Chain, Clock, Settings};
+use serde_json::{Value, json};
+use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const XSS: &str = "<img src=x onerror=alert(1)>";
 const XSS_NOTES: &str = "<script>alert(2)</script> & more";
+const OK: StatusCode = StatusCode::OK;
+
+/// One browser test at a time: each runs a cluster and a browser on a small machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Driver(Child);
 
@@ -29,6 +49,19 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Whether Chromium and chromedriver are installed; under CI their absence fails the test.
+fn chromium_installed() -> bool {
+    if Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").ok().as_deref() != Some("true"),
+        "CI needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+    );
+    eprintln!("skipped: install chromium and chromium-driver to run the browser tests");
+    false
 }
 
 fn free_port() -> u16 {
@@ -78,16 +111,36 @@ async fn browser(driver_port: u16, profile: &Path, width: u32, height: u32) -> W
         .expect("start a browser session")
 }
 
+/// What the page last said: its toast and any refusal to sign, for failure messages.
+async fn page_says(d: &WebDriver) -> String {
+    d.execute(
+        "return ['toast', 'sign-error'].map((id) => document.getElementById(id).textContent).join(' | ')",
+        Vec::new(),
+    )
+    .await
+    .ok()
+    .and_then(|r| r.convert::<String>().ok())
+    .unwrap_or_default()
+}
+
 async fn wait_text(d: &WebDriver, css: &str, want: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
     loop {
         if let Ok(e) = d.find(By::Css(css)).await
             && let Ok(t) = e.text().await
-            && want(&t)
         {
-            return t;
+            if want(&t) {
+                return t;
+            }
+            last = t;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {css}");
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for {css} (last text: {last:?}; the page says: {})",
+                page_says(d).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
@@ -100,10 +153,12 @@ async fn wait_shown(d: &WebDriver, css: &str) -> WebElement {
         {
             return e;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {css} to show"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for {css} to show (the page says: {})",
+                page_says(d).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
@@ -112,6 +167,21 @@ async fn fill(d: &WebDriver, id: &str, text: &str) {
     let e = d.find(By::Id(id)).await.unwrap();
     e.clear().await.unwrap();
     e.send_keys(text).await.unwrap();
+}
+
+/// Clicks `css` once it shows; the page redraws its lists every few seconds, so an element
+/// gone stale between finding and clicking is found again.
+async fn click(d: &WebDriver, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match wait_shown(d, css).await.click().await {
+            Ok(()) => return,
+            Err(e)
+                if matches!(*e, WebDriverErrorInner::StaleElementReference(..))
+                    && Instant::now() < deadline => {}
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
 }
 
 async fn login(d: &WebDriver, base: &str, role: &str, id: &str, password: &str) {
@@ -132,6 +202,29 @@ async fn login(d: &WebDriver, base: &str, role: &str, id: &str, password: &str) 
         .await
         .unwrap();
     wait_shown(d, &format!("#{role}-view")).await;
+}
+
+/// Waits until this page's device key has `status` (`live`, `asked`, ...), as the page shows
+/// it, and returns the key (64 hex digits) the page keeps in IndexedDB.
+async fn device_key(d: &WebDriver, status: &str) -> String {
+    wait_shown(d, &format!("#key-badge[data-status={status}]")).await;
+    let key = d
+        .execute(
+            "return (async () => {
+               const db = await new Promise((ok, no) => {
+                 const r = indexedDB.open('medchain-device-keys'); r.onsuccess = () => ok(r.result); r.onerror = no; });
+               const all = await new Promise((ok, no) => {
+                 const r = db.transaction('keys').objectStore('keys').getAll(); r.onsuccess = () => ok(r.result); r.onerror = no; });
+               db.close();
+               return all.length === 1 ? all[0].publicKey : `${all.length} keys`;
+             })()",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let key: String = key.convert().unwrap();
+    assert_eq!(key.len(), 64, "one key in this origin's IndexedDB: {key}");
+    key
 }
 
 /// Waits for the toast to go, so that screenshots show the page.
@@ -163,16 +256,84 @@ fn docs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
 }
 
+/// Polls `f` (an API call) until it returns `Some`, for at most 20 s.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Cuts a block at `at` (as a doctor may), or finds nothing pending.
+async fn cut(at: &TestApp, doctor: &Client) {
+    let (s, b) = at.post(doctor, "/api/validate", json!({})).await;
+    assert!(
+        s == OK || b["message"] == "No pending records to validate",
+        "{s} {b}"
+    );
+}
+
+/// `who`'s key `public` as the chain shows it at `at` (`/api/identity`).
+async fn chain_key(at: &TestApp, who: &Client, public: &str) -> Option<Value> {
+    let (s, b) = at.get(who, "/api/identity").await;
+    assert_eq!(s, OK, "{b}");
+    b["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["publicKey"] == public)
+        .cloned()
+}
+
+/// A signed-in patient's grants, from the chain (`/api/consents`).
+async fn grants_of(at: &TestApp, patient: &Client) -> Vec<Value> {
+    let (s, b) = at.get(patient, "/api/consents").await;
+    assert_eq!(s, OK, "{b}");
+    b["consents"].as_array().unwrap().clone()
+}
+
+fn grant_for_request(grants: &[Value], request: &str) -> Option<Value> {
+    grants.iter().find(|g| g["request"] == request).cloned()
+}
+
+/// A doctor's remote request (signed by the hospital for them), on chain once `cut`.
+async fn remote_request(at: &TestApp, doctor: &Client, purpose: &str) -> String {
+    let (s, b) = at
+        .post(
+            doctor,
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": purpose}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    b["consent"]["id"].as_str().unwrap().to_string()
+}
+
+/// Runs `flow` with a chromedriver; the browsers it opens are closed by it.
+async fn with_chromedriver<F, Fut>(flow: F)
+where
+    F: FnOnce(u16, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (_chromedriver, port) = start_chromedriver();
+    let profiles = tempfile::tempdir().unwrap();
+    flow(port, profiles.path().to_path_buf()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_record_block_and_access_log_in_two_browsers() {
-    if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
-        assert!(
-            std::env::var("CI").ok().as_deref() != Some("true"),
-            "CI needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
-        );
-        eprintln!("skipped: install chromium and chromium-driver to run the browser test");
+    if !chromium_installed() {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().await;
     // The service on a real socket, real clock, a 3 s batch window.
     let dir = tempfile::tempdir().unwrap();
     let timing = node::Timing {
@@ -197,8 +358,8 @@ async fn consent_record_block_and_access_log_in_two_browsers() {
 
     let (_chromedriver, port) = start_chromedriver();
     let profiles = tempfile::tempdir().unwrap();
-    let doctor = browser(port, &profiles.path().join("doctor"), 1440, 1640).await;
-    let patient = browser(port, &profiles.path().join("patient"), 1280, 1000).await;
+    let doctor = browser(port, &profiles.path().join("doctor"), 1440, 1800).await;
+    let patient = browser(port, &profiles.path().join("patient"), 1280, 1400).await;
     let result = flow(&doctor, &patient, &base).await;
     let _ = doctor.quit().await;
     let _ = patient.quit().await;
@@ -219,21 +380,26 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
             .as_deref(),
         Some("Cardiology")
     );
+    // At the doctor's home, the page's new key is added at once.
+    device_key(doctor, "live").await;
     login(patient, base, "patient", "p001", "patient123").await;
+    device_key(patient, "live").await;
 
-    // 1. The doctor asks remotely; the request is on chain once its block commits.
+    // 1. The doctor asks remotely (signed on the doctor's device); the request is on chain
+    // once its block commits.
     doctor.find(By::Id("tab-remote")).await?.click().await?;
     fill(doctor, "rc-patient", "p001").await;
     fill(doctor, "rc-purpose", "Follow-up of blood tests").await;
     doctor.find(By::Id("rc-submit")).await?.click().await?;
+    wait_shown(doctor, "[data-test=rc-item]").await;
     doctor.find(By::Id("cut-block")).await?.click().await?;
     wait_text(doctor, "#cut-result", |t| {
         t.contains("committed") || t.contains("No pending")
     })
     .await;
 
-    // 2. The patient sees who, department, purpose and time left (from the chain). Approving
-    // needs a device key (the page's next step); denying at the home is custodial.
+    // 2. The patient sees who, department, purpose and time left (from the chain), and
+    // denies it on their device.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         patient.find(By::Id("refresh")).await?.click().await?;
@@ -282,9 +448,11 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         .await?
         .click()
         .await?;
+    wait_text(patient, "#toast", |t| t.contains("denied")).await;
 
     // 3. In person: the patient's password on the doctor's screen gives a code once the grant
-    // is on chain; the doctor adds a record with it (the diagnosis is an XSS payload) and cuts.
+    // is on chain; the doctor adds a record with it (the diagnosis is an XSS payload), signed
+    // on the doctor's device, and cuts.
     doctor.find(By::Id("tab-inperson")).await?.click().await?;
     fill(doctor, "ip-patient", "p001").await;
     fill(doctor, "ip-password", "patient123").await;
@@ -328,8 +496,9 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         .screenshot(&docs_dir().join("screenshot-doctor.png"))
         .await?;
 
-    // 4. The patient sees the record, as text, with its block and grant, and their own read,
-    // served here. Refresh until that read is committed (the batch window is 3 s).
+    // 4. The patient sees the record, as text, with its block, its grant and who signed it,
+    // and their own read, served here. Refresh until that read is committed (the batch window
+    // is 3 s).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         patient.find(By::Id("refresh")).await?.click().await?;
@@ -363,6 +532,22 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
             .await?,
         XSS_NOTES
     );
+    assert_eq!(
+        patient
+            .find(By::Css("#history-list [data-test=r-signer]"))
+            .await?
+            .text()
+            .await?,
+        "signed on Dr Ada Byron's device (key made at hospital's page)"
+    );
+    assert_eq!(
+        patient
+            .find(By::Css("#history-list [data-test=r-attested]"))
+            .await?
+            .text()
+            .await?,
+        "consent attested in person"
+    );
     assert!(
         patient
             .find(By::Css("#history-list [data-test=r-height]"))
@@ -389,6 +574,14 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         "markup was rendered"
     );
     wait_text(patient, "[data-test=access-reader]", |t| t == "p001").await;
+    assert_eq!(
+        patient
+            .find(By::Css("[data-test=access-served]"))
+            .await?
+            .text()
+            .await?,
+        "hospital"
+    );
     assert!(patient.get_alert_text().await.is_err(), "an alert ran");
     assert!(doctor.get_alert_text().await.is_err(), "an alert ran");
     settle(patient).await;
@@ -412,4 +605,588 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
     patient.find(By::Id("logout")).await?.click().await?;
     wait_shown(patient, "#login-view").await;
     Ok(())
+}
+
+/// Two hospitals of one embedded cluster, each page on its own loopback host: hospital
+/// (validator 0, home of the demo people) on 127.0.0.1, clinic (validator 1, the demo logins
+/// linked) on 127.0.0.2.
+struct TwoPages {
+    hospital: TestApp,
+    clinic: TestApp,
+    hospital_url: String,
+    clinic_url: String,
+    _served: (Served, Served),
+}
+
+async fn two_pages() -> TwoPages {
+    let (hospital, clinic) = common::two_hospitals().await;
+    let h = hospital.listen_on("127.0.0.1").await;
+    let c = clinic.listen_on("127.0.0.2").await;
+    TwoPages {
+        hospital_url: format!("http://{}/", h.addr),
+        clinic_url: format!("http://{}/", c.addr),
+        hospital,
+        clinic,
+        _served: (h, c),
+    }
+}
+
+async fn is_secure_context(d: &WebDriver) -> bool {
+    d.execute("return window.isSecureContext", Vec::new())
+        .await
+        .unwrap()
+        .convert()
+        .unwrap()
+}
+
+/// Makes the page see the bytes it is asked to sign with `from` replaced by `to` (hex), once,
+/// as a node that asks for something else than what the user typed would; counts the page's
+/// posts of signatures in `window.signaturesPosted`.
+async fn tamper_once(d: &WebDriver, from: &str, to: &str) {
+    d.execute(
+        "const [from, to] = arguments;
+         const real = window.fetch;
+         window.signaturesPosted = 0;
+         let armed = true;
+         window.fetch = async (url, opts) => {
+           if (String(url).startsWith('/api/sign/')) window.signaturesPosted += 1;
+           const res = await real(url, opts);
+           if (res.status !== 202 || !armed) return res;
+           const data = await res.clone().json();
+           armed = false;
+           data.signingBytes = data.signingBytes.replace(from, to);
+           return new Response(JSON.stringify(data), { status: 202, headers: { 'Content-Type': 'application/json' } });
+         };",
+        vec![json!(from), json!(to)],
+    )
+    .await
+    .unwrap();
+}
+
+async fn signatures_posted(d: &WebDriver) -> u64 {
+    d.execute("return window.signaturesPosted", Vec::new())
+        .await
+        .unwrap()
+        .convert()
+        .unwrap()
+}
+
+/// (1) The doctor's device key signs a record in Chromium, and the chain shows a device
+/// signature for it. Before that, the page refuses bytes whose department is not the one the
+/// doctor typed, and posts no signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctors_device_key_signs_a_record_in_chromium() {
+    if !chromium_installed() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let t = common::app_only().await;
+    let served = t.listen_on("127.0.0.1").await;
+    let base = format!("http://{}/", served.addr);
+    let d1 = t.login("d001").await;
+    let p1 = t.login("p001").await;
+    with_chromedriver(|port, profiles| async move {
+        let doctor = browser(port, &profiles.join("doctor"), 1440, 1400).await;
+        login(&doctor, &base, "doctor", "d001", "doctor123").await;
+        assert!(is_secure_context(&doctor).await, "http://127.0.0.1 is a secure context");
+
+        // The key: made here, not extractable, added by the doctor's home, live on chain.
+        let key = device_key(&doctor, "live").await;
+        let extractable: Value = doctor
+            .execute(
+                "return (async () => {
+                   const db = await new Promise((ok) => { const r = indexedDB.open('medchain-device-keys'); r.onsuccess = () => ok(r.result); });
+                   const rec = await new Promise((ok) => { const r = db.transaction('keys').objectStore('keys').getAll(); r.onsuccess = () => ok(r.result[0]); });
+                   let exported = true;
+                   try { await crypto.subtle.exportKey('pkcs8', rec.privateKey); } catch (e) { exported = false; }
+                   return { extractable: rec.privateKey.extractable, exported, algorithm: rec.privateKey.algorithm.name };
+                 })()",
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+            .json()
+            .clone();
+        assert_eq!(
+            extractable,
+            json!({"extractable": false, "exported": false, "algorithm": "Ed25519"})
+        );
+        let on_chain = chain_key(&t, &d1, &key).await.expect("the page's key on chain");
+        assert_eq!(on_chain["kind"], "device");
+        assert_eq!(on_chain["status"], "live");
+        assert_eq!(on_chain["origin"], "hospital");
+        assert_eq!(on_chain["addedBy"], "custodial", "added by the home");
+        wait_shown(&doctor, &format!("[data-test=key][data-key='{key}'] [data-test=this-browser]")).await;
+
+        // In person: the code, then a record whose bytes the page checks.
+        fill(&doctor, "ip-patient", "p001").await;
+        fill(&doctor, "ip-password", "patient123").await;
+        click(&doctor, "#ip-submit").await;
+        let code = wait_text(&doctor, "#ip-code", |t| t.len() == 6).await;
+        fill(&doctor, "ar-patient", "p001").await;
+        fill(&doctor, "ar-otp", &code).await;
+        fill(&doctor, "ar-diagnosis", "Atrial fibrillation").await;
+        fill(&doctor, "ar-prescription", "Apixaban 5 mg twice daily").await;
+
+        // A node that asks for another department than the doctor's: refused, nothing signed.
+        tamper_once(&doctor, &hex::encode("Cardiology"), &hex::encode("Psychiatry")).await;
+        click(&doctor, "#ar-submit").await;
+        let refusal = wait_text(&doctor, "#sign-error", |t| !t.is_empty()).await;
+        assert_eq!(
+            refusal,
+            "Refused to sign: its department is not the one you asked for."
+        );
+        assert_eq!(signatures_posted(&doctor).await, 0);
+        assert!(
+            doctor.find(By::Id("ar-result")).await.unwrap().text().await.unwrap().is_empty(),
+            "no record was added"
+        );
+
+        // The same form again: the bytes are what the doctor typed; signed and posted once.
+        click(&doctor, "#ar-submit").await;
+        let added = wait_text(&doctor, "#ar-result", |t| t.contains("Record added to batch")).await;
+        assert_eq!(signatures_posted(&doctor).await, 1);
+        assert!(!doctor.find(By::Id("sign-error")).await.unwrap().is_displayed().await.unwrap());
+        cut(&t, &d1).await;
+
+        // On chain: the record, signed on the doctor's device.
+        let record = eventually("the record is committed", || async {
+            let (s, b) = t.post(&p1, "/api/patient_records", json!({})).await;
+            assert_eq!(s, OK, "{b}");
+            b["records"].as_array().unwrap().first().cloned()
+        })
+        .await;
+        assert_eq!(record["diagnosis"], "Atrial fibrillation");
+        assert_eq!(record["signerKind"], "device");
+        assert_eq!(record["origin"], "hospital");
+        assert_eq!(record["doctorName"], "Ada Byron");
+        assert_eq!(record["attested"], "in_person");
+        let tx = record["tx_id"].as_str().unwrap();
+        assert!(added.contains(&tx[..12]), "{added} names {tx}");
+        let (_, status) = t.get(&d1, &format!("/api/tx/{tx}")).await;
+        assert_eq!(status["status"], "committed", "{status}");
+        // The only device key of the doctor is the page's.
+        let (_, identity) = t.get(&d1, "/api/identity").await;
+        let devices: Vec<&Value> = identity["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["kind"] == "device")
+            .collect();
+        assert_eq!(devices.len(), 1, "{identity}");
+        assert_eq!(devices[0]["publicKey"], key.as_str());
+        let _ = doctor.quit().await;
+    })
+    .await;
+}
+
+/// (2) The patient approves remote requests and revokes a grant from their own browser
+/// session, each signed on their device; the chain shows the grants attested `device` and the
+/// revoked one revoked (a record under it is refused). The dashboard shows how each grant was
+/// given and who signed each record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patient_approves_a_request_and_revokes_a_grant_from_their_browser() {
+    if !chromium_installed() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let t = common::app_only().await;
+    let served = t.listen_on("127.0.0.1").await;
+    let base = format!("http://{}/", served.addr);
+    let d1 = t.login("d001").await;
+    let p1 = t.login("p001").await;
+    let r1 = remote_request(&t, &d1, "Review of the ECG").await;
+    let r2 = remote_request(&t, &d1, "Second opinion").await;
+    cut(&t, &d1).await;
+    with_chromedriver(|port, profiles| async move {
+        let patient = browser(port, &profiles.join("patient"), 1280, 1400).await;
+        login(&patient, &base, "patient", "p001", "patient123").await;
+        let key = device_key(&patient, "live").await;
+
+        // Both requests show; the patient approves each on this device.
+        for (request, purpose) in [(&r1, "Review of the ECG"), (&r2, "Second opinion")] {
+            let item = format!("[data-test=pending-request][data-id='{request}']");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while patient.find_all(By::Css(&item)).await.unwrap().is_empty() {
+                assert!(Instant::now() < deadline, "request {purpose} never showed");
+                click(&patient, "#refresh").await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            assert_eq!(
+                patient
+                    .find(By::Css(format!("{item} [data-test=pending-purpose]")))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+                purpose
+            );
+            click(&patient, &format!("{item} [data-test=approve]")).await;
+            wait_text(&patient, "#approved-doctor", |t| t == "Dr Ada Byron").await;
+            let grant = eventually("the approval is on chain", || async {
+                grant_for_request(&grants_of(&t, &p1).await, request)
+            })
+            .await;
+            assert_eq!(grant["attested"], "device", "{grant}");
+            assert_eq!(grant["state"], "active", "{grant}");
+            assert_eq!(grant["scope"], "write");
+        }
+        assert!(
+            !patient
+                .find(By::Id("sign-error"))
+                .await
+                .unwrap()
+                .is_displayed()
+                .await
+                .unwrap()
+        );
+        let grants = grants_of(&t, &p1).await;
+        let g1 = grant_for_request(&grants, &r1).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let g2 = grant_for_request(&grants, &r2).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // The second grant, revoked from this session (two clicks), then ordered by a block.
+        let revoke = format!("[data-test=grant][data-id='{g2}'] [data-test=revoke-grant]");
+        wait_text(
+            &patient,
+            &format!("[data-test=grant][data-id='{g2}'] [data-test=grant-attested]"),
+            |t| t == "approved on your device",
+        )
+        .await;
+        click(&patient, &revoke).await;
+        click(&patient, &revoke).await;
+        wait_text(&patient, "#toast", |t| t.contains("Revocation")).await;
+        cut(&t, &d1).await;
+        let revoked = eventually("the revocation is on chain", || async {
+            let g = grant_for_request(&grants_of(&t, &p1).await, &r2)?;
+            (g["state"] == "revoked").then_some(g)
+        })
+        .await;
+        let revocation = revoked["revoked_by"].as_str().unwrap();
+        let (_, status) = t.get(&p1, &format!("/api/tx/{revocation}")).await;
+        assert_eq!(status["status"], "committed", "{status}");
+        assert_eq!(
+            grant_for_request(&grants_of(&t, &p1).await, &r1).unwrap()["state"],
+            "active",
+            "the first grant stays live"
+        );
+        wait_text(
+            &patient,
+            &format!("[data-test=grant][data-id='{g2}'] [data-test=grant-state]"),
+            |t| t.eq_ignore_ascii_case("revoked"),
+        )
+        .await;
+
+        // A record under the revoked grant is refused; one under the first grant, signed on
+        // the doctor's device, and one under an in-person grant, signed by the hospital.
+        let record = |grant: &str| {
+            json!({"patientId": "p001", "grantId": grant,
+                   "medical_data": {"diagnosis": "Hypertension", "prescription": "Ramipril 5 mg"}})
+        };
+        let (s, b) = t.post(&d1, "/api/add_record", record(&g2)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        let doctor_device = t.add_device(&d1).await;
+        let (s, b) = t
+            .post_signed(&d1, &doctor_device, "/api/add_record", record(&g1))
+            .await;
+        assert_eq!(s, OK, "{b}");
+        let (s, b) = t
+            .post(
+                &d1,
+                "/api/request_consent",
+                json!({"patientId": "p001", "password": "patient123"}),
+            )
+            .await;
+        assert_eq!(s, OK, "{b}");
+        let (s, b) = t
+            .post(
+                &d1,
+                "/api/add_record",
+                json!({"patientId": "p001", "otp": b["otp"],
+                       "medical_data": {"diagnosis": "Angina", "prescription": "Nitroglycerin"}}),
+            )
+            .await;
+        assert_eq!(s, OK, "{b}");
+        cut(&t, &d1).await;
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let signers = loop {
+            click(&patient, "#refresh").await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut texts = Vec::new();
+            for e in patient
+                .find_all(By::Css("#history-list [data-test=r-signer]"))
+                .await
+                .unwrap()
+            {
+                texts.push(e.text().await.unwrap());
+            }
+            if texts.len() == 2 {
+                break texts;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the records never showed: {texts:?}"
+            );
+        };
+        assert!(
+            signers.contains(
+                &"signed on Dr Ada Byron's device (key made at hospital's page)".to_string()
+            ),
+            "{signers:?}"
+        );
+        assert!(
+            signers.contains(&"signed by hospital for Dr Ada Byron".to_string()),
+            "{signers:?}"
+        );
+        let in_person = grants_of(&t, &p1)
+            .await
+            .into_iter()
+            .find(|g| g["attested"] == "in_person")
+            .expect("the in-person grant");
+        assert_eq!(in_person["state"], "used");
+        wait_text(
+            &patient,
+            &format!(
+                "[data-test=grant][data-id='{}'] [data-test=grant-attested]",
+                in_person["id"].as_str().unwrap()
+            ),
+            |t| t == "attested in person at hospital",
+        )
+        .await;
+        // Still this browser's one key; the patient's identity lists it live.
+        assert_eq!(chain_key(&t, &p1, &key).await.unwrap()["status"], "live");
+        let _ = patient.quit().await;
+    })
+    .await;
+}
+
+/// (3) A key made at the clinic's page (a second origin in the same browser) is added by the
+/// code the clinic shows, approved on the hospital's page, which already holds a key of the
+/// patient's. The key is then live on chain, made at the clinic, added by a device, and signs
+/// an approval at the clinic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
+    if !chromium_installed() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let pages = two_pages().await;
+    let TwoPages {
+        hospital, clinic, ..
+    } = &pages;
+    let p1_home = hospital.login("p001").await;
+    let p1_clinic = clinic.login("p001").await;
+    let d1 = hospital.login("d001").await;
+    let (hospital_url, clinic_url) = (pages.hospital_url.clone(), pages.clinic_url.clone());
+    with_chromedriver(|port, profiles| async move {
+        let d = browser(port, &profiles.join("patient"), 1280, 1400).await;
+        // The first page: the patient's home, where the key is added at once.
+        login(&d, &hospital_url, "patient", "p001", "patient123").await;
+        let home_key = device_key(&d, "live").await;
+        let first = d.window().await.unwrap();
+
+        // The second page, in a new tab: the clinic asks, and shows a code.
+        let second = d.new_tab().await.unwrap();
+        d.switch_to_window(second.clone()).await.unwrap();
+        login(&d, &clinic_url, "patient", "p001", "patient123").await;
+        assert!(
+            is_secure_context(&d).await,
+            "http://127.0.0.2 is a secure context"
+        );
+        let clinic_key = device_key(&d, "asked").await;
+        assert_ne!(clinic_key, home_key, "one key per origin");
+        let code = wait_text(&d, "#device-code", |t| t.len() == 6).await;
+        assert_eq!(
+            chain_key(clinic, &p1_clinic, &clinic_key).await,
+            None,
+            "not a key before it is approved"
+        );
+        // The ask is on chain at the hospital's validator too.
+        eventually("the ask reaches the hospital", || async {
+            let (_, b) = hospital.get(&p1_home, "/api/asks").await;
+            b["asks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["code"] == code.as_str())
+                .then_some(())
+        })
+        .await;
+
+        // The first page: a wrong code finds nothing; the right one states its effect, and
+        // the patient approves it there, signed with the home page's key.
+        d.switch_to_window(first).await.unwrap();
+        let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+        fill(&d, "ask-code", &wrong).await;
+        click(&d, "#ask-find").await;
+        wait_text(&d, "#ask-result", |t| {
+            t.starts_with("No request to approve has this code")
+        })
+        .await;
+        fill(&d, "ask-code", &code).await;
+        click(&d, "#ask-find").await;
+        assert_eq!(
+            wait_text(&d, "#ask-sentence", |t| !t.is_empty()).await,
+            "Let a browser at clinic's page sign as you."
+        );
+        click(&d, "#ask-approve").await;
+        wait_text(&d, "#ask-result", |t| {
+            t == "The browser at clinic's page now signs for you."
+        })
+        .await;
+
+        // On chain, at both validators: the clinic page's key, live, made at the clinic, added
+        // by a device.
+        for (at, who) in [(clinic, &p1_clinic), (hospital, &p1_home)] {
+            let key = eventually("the key is live", || async {
+                chain_key(at, who, &clinic_key)
+                    .await
+                    .filter(|k| k["status"] == "live")
+            })
+            .await;
+            assert_eq!(key["kind"], "device");
+            assert_eq!(key["origin"], "clinic");
+            assert_eq!(key["addedBy"], "device");
+        }
+
+        // The second page sees its key live, and signs with it: it approves a request there.
+        d.switch_to_window(second).await.unwrap();
+        device_key(&d, "live").await;
+        let request = remote_request(hospital, &d1, "Cardiology follow-up").await;
+        cut(hospital, &d1).await;
+        let item = format!("[data-test=pending-request][data-id='{request}']");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.find_all(By::Css(&item)).await.unwrap().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the request never showed at the clinic"
+            );
+            click(&d, "#refresh").await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        click(&d, &format!("{item} [data-test=approve]")).await;
+        wait_text(&d, "#approved-doctor", |t| t == "Dr Ada Byron").await;
+        let grant = eventually("the clinic's approval is on chain", || async {
+            grant_for_request(&grants_of(hospital, &p1_home).await, &request)
+        })
+        .await;
+        assert_eq!(grant["attested"], "device");
+        assert_eq!(grant["state"], "active");
+        let _ = d.quit().await;
+    })
+    .await;
+}
+
+/// The page's decoder reads every kind of ledger's vectors (`tx_v2.json`) exactly as the
+/// ledger wrote them, reads their bodies, builds the proof-of-possession bytes and the ask
+/// codes as the node does, and refuses bytes cut short, lengthened or of an unknown kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reads_signing_bytes_as_the_ledger_vectors_say() {
+    if !chromium_installed() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The page alone: the UI's files on a loopback socket (nothing else is called).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, medchain::web::router::<()>()).await });
+    let vectors: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../ledger/tests/vectors/tx_v2.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    with_chromedriver(|port, profiles| async move {
+        let d = browser(port, &profiles.join("vectors"), 800, 600).await;
+        d.goto(&base).await.unwrap();
+        wait_shown(&d, "#login-view").await;
+        let call = |script: &'static str, args: Vec<Value>| {
+            let d = d.clone();
+            async move { d.execute(script, args).await.map(|r| r.json().clone()) }
+        };
+        let genesis = vectors["genesis_hash_hex"].as_str().unwrap();
+        let mut kinds = Vec::new();
+        for v in vectors["kinds"].as_array().unwrap().iter().chain(vectors["transactions"].as_array().unwrap()) {
+            let bytes = v["signing_bytes_hex"].as_str().unwrap();
+            let decoded = call("return medchainTx.decode(arguments[0])", vec![json!(bytes)]).await.unwrap();
+            assert_eq!(decoded["genesis"], genesis);
+            assert_eq!(decoded["header"], numbers_as_text(&v["header"]), "kind {}", v["kind"]);
+            kinds.push(v["kind"].as_str().unwrap().to_string());
+            let body = call("return medchainTx.body(arguments[0], arguments[1])", vec![v["kind"].clone(), v["body_hex"].clone()])
+                .await
+                .unwrap();
+            let raw = hex::decode(v["body_hex"].as_str().unwrap()).unwrap();
+            let want = match v["kind"].as_str().unwrap() {
+                "add_record" => serde_json::to_value(ledger::tx::RecordBody::from_bytes(&raw).unwrap()).unwrap(),
+                "grant" | "request_grant" => serde_json::to_value(ledger::tx::PurposeBody::from_bytes(&raw).unwrap()).unwrap(),
+                _ => json!({}),
+            };
+            assert_eq!(body, want, "body of {}", v["kind"]);
+            // The node's code for an ask with this id.
+            let id: [u8; 32] = hex::decode(v["id_hex"].as_str().unwrap()).unwrap().try_into().unwrap();
+            let code = call("return medchainTx.askCode(arguments[0])", vec![v["id_hex"].clone()]).await.unwrap();
+            assert_eq!(code, medchain::app::ask_code(&id));
+            // Cut short, lengthened: refused.
+            for bad in [&bytes[..bytes.len() - 2], &format!("{bytes}00")] {
+                let refused = call(
+                    "try { medchainTx.decode(arguments[0]); return 'read'; } catch (e) { return 'refused'; }",
+                    vec![json!(bad)],
+                )
+                .await
+                .unwrap();
+                assert_eq!(refused, "refused", "{} changed", v["kind"]);
+            }
+        }
+        let mut every: Vec<String> = ledger::Meta::KINDS.iter().map(|k| k.to_string()).collect();
+        every.sort();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds, every, "a vector of every kind");
+        // An unknown kind byte (11), and another tag.
+        let enroll = vectors["kinds"][0]["signing_bytes_hex"].as_str().unwrap();
+        let unknown = format!("{}0b{}", &enroll[..92], &enroll[94..]);
+        let other_tag = enroll.replacen(&hex::encode("medchain/tx/v2"), &hex::encode("medchain/tx/v3"), 1);
+        for bad in [unknown, other_tag] {
+            let refused = call(
+                "try { medchainTx.decode(arguments[0]); return 'read'; } catch (e) { return e.message; }",
+                vec![json!(bad)],
+            )
+            .await
+            .unwrap();
+            assert_ne!(refused, "read");
+        }
+        let pop = &vectors["key_pop"];
+        let bytes = call(
+            "return medchainTx.popBytes(arguments[0], arguments[1], arguments[2])",
+            vec![json!(genesis), pop["person_hex"].clone(), pop["key_hex"].clone()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(bytes, pop["signed_bytes_hex"]);
+        let _ = d.quit().await;
+    })
+    .await;
+}
+
+/// The vectors' JSON with every number as decimal text, as the page reports them (a u64 does
+/// not fit a JavaScript number).
+fn numbers_as_text(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Array(a) => Value::Array(a.iter().map(numbers_as_text).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), numbers_as_text(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
