@@ -31,19 +31,6 @@ async fn everyone(t: &TestApp) -> Who {
     }
 }
 
-/// An in-person write grant's code (the grant is on chain when it returns).
-async fn code_for(t: &TestApp, doctor: &Client, patient: &str) -> String {
-    let (s, b) = t
-        .post(
-            doctor,
-            "/api/request_consent",
-            json!({"patientId": patient, "password": common::password_of(patient)}),
-        )
-        .await;
-    assert_eq!(s, OK, "{b}");
-    b["otp"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn read_only_endpoints_need_a_session_of_any_role() {
     let t = common::start(common::manual_timing()).await;
@@ -234,7 +221,7 @@ async fn patient_only_endpoints_and_own_records_only() {
 async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
     let t = common::start(common::manual_timing()).await;
     let w = everyone(&t).await;
-    let otp = code_for(&t, &w.d1, "p001").await;
+    let otp = t.in_person_code(&w.d1, "p001").await;
     let (s, _) = t.post(&w.d1, "/api/add_record", json!({"patientId": "p001", "otp": otp, "medical_data": {"diagnosis": "Angina", "prescription": "Nitro"}})).await;
     assert_eq!(s, OK);
     t.post(&w.d1, "/api/validate", json!({})).await;
@@ -420,7 +407,7 @@ async fn blocks_paging_status_and_tx_status() {
     let w = everyone(&t).await;
     // Each in-person grant commits its own block.
     for _ in 0..3 {
-        code_for(&t, &w.d1, "p001").await;
+        t.in_person_code(&w.d1, "p001").await;
         let (s, b) = t.post(&w.d1, "/api/validate", json!({})).await;
         assert_eq!(
             (s, b["message"].clone()),
@@ -475,7 +462,7 @@ async fn a_doctors_device_key_signs_a_record() {
     let t = common::start(common::manual_timing()).await;
     let w = everyone(&t).await;
     let device = t.add_device(&w.d1).await;
-    let otp = code_for(&t, &w.d1, "p001").await;
+    let otp = t.in_person_code(&w.d1, "p001").await;
     let body = json!({"patientId": "p001", "otp": otp,
         "medical_data": {"diagnosis": "Signed on a device", "prescription": "Rest"}});
     // Another login cannot sign the doctor's envelope.

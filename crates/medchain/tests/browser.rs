@@ -184,6 +184,35 @@ async fn click(d: &WebDriver, css: &str) {
     }
 }
 
+/// Clicks the patient's Refresh until `css` shows (the chain's state reaches the page).
+async fn refresh_until(d: &WebDriver, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.find_all(By::Css(css)).await.unwrap().is_empty() {
+        if Instant::now() >= deadline {
+            panic!("{css} never showed (the page says: {})", page_says(d).await);
+        }
+        click(d, "#refresh").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+}
+
+/// The pending request `request` as the page lists it.
+fn pending_item(request: &str) -> String {
+    format!("[data-test=pending-request][data-id='{request}']")
+}
+
+/// Approves the pending request `request` on the page's device (once the page lists it).
+async fn approve_on_page(d: &WebDriver, request: &str) {
+    let item = pending_item(request);
+    refresh_until(d, &item).await;
+    click(d, &format!("{item} [data-test=approve]")).await;
+    wait_text(d, "#approved-doctor", |t| t == "Dr Ada Byron").await;
+}
+
+async fn text_of(d: &WebDriver, css: &str) -> String {
+    d.find(By::Css(css)).await.unwrap().text().await.unwrap()
+}
+
 async fn login(d: &WebDriver, base: &str, role: &str, id: &str, password: &str) {
     d.goto(base).await.unwrap();
     wait_shown(d, "#login-view").await;
@@ -317,6 +346,22 @@ async fn remote_request(at: &TestApp, doctor: &Client, purpose: &str) -> String 
     b["consent"]["id"].as_str().unwrap().to_string()
 }
 
+/// The turn of a browser test: `None` (skip) without Chromium.
+async fn browser_turn() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    if !chromium_installed() {
+        return None;
+    }
+    Some(ONE_AT_A_TIME.lock().await)
+}
+
+/// One hospital's page on 127.0.0.1 over an embedded cluster, and its address.
+async fn one_page() -> (TestApp, Served, String) {
+    let t = common::app_only().await;
+    let served = t.listen_on("127.0.0.1").await;
+    let base = format!("http://{}/", served.addr);
+    (t, served, base)
+}
+
 /// Runs `flow` with a chromedriver; the browsers it opens are closed by it.
 async fn with_chromedriver<F, Fut>(flow: F)
 where
@@ -330,10 +375,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_record_block_and_access_log_in_two_browsers() {
-    if !chromium_installed() {
+    let Some(_turn) = browser_turn().await else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
+    };
     // The service on a real socket, real clock, a 3 s batch window.
     let dir = tempfile::tempdir().unwrap();
     let timing = node::Timing {
@@ -400,37 +444,17 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
 
     // 2. The patient sees who, department, purpose and time left (from the chain), and
     // denies it on their device.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        patient.find(By::Id("refresh")).await?.click().await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if !patient
-            .find_all(By::Css("[data-test=pending-request]"))
-            .await?
-            .is_empty()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the request never showed");
-    }
+    refresh_until(patient, "[data-test=pending-request]").await;
     assert_eq!(
         wait_text(patient, "[data-test=pending-doctor]", |t| !t.is_empty()).await,
         "d001"
     );
     assert_eq!(
-        patient
-            .find(By::Css("[data-test=pending-department]"))
-            .await?
-            .text()
-            .await?,
+        text_of(patient, "[data-test=pending-department]").await,
         "Cardiology"
     );
     assert_eq!(
-        patient
-            .find(By::Css("[data-test=pending-purpose]"))
-            .await?
-            .text()
-            .await?,
+        text_of(patient, "[data-test=pending-purpose]").await,
         "Follow-up of blood tests"
     );
     wait_text(
@@ -525,44 +549,26 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
         XSS
     );
     assert_eq!(
-        patient
-            .find(By::Css("#history-list [data-test=r-notes]"))
-            .await?
-            .text()
-            .await?,
+        text_of(patient, "#history-list [data-test=r-notes]").await,
         XSS_NOTES
     );
     assert_eq!(
-        patient
-            .find(By::Css("#history-list [data-test=r-signer]"))
-            .await?
-            .text()
-            .await?,
+        text_of(patient, "#history-list [data-test=r-signer]").await,
         "signed on Dr Ada Byron's device (key made at hospital's page)"
     );
     assert_eq!(
-        patient
-            .find(By::Css("#history-list [data-test=r-attested]"))
-            .await?
-            .text()
-            .await?,
+        text_of(patient, "#history-list [data-test=r-attested]").await,
         "consent attested in person"
     );
     assert!(
-        patient
-            .find(By::Css("#history-list [data-test=r-height]"))
-            .await?
-            .text()
-            .await?
+        text_of(patient, "#history-list [data-test=r-height]")
+            .await
             .parse::<u64>()
             .is_ok()
     );
     assert!(
-        patient
-            .find(By::Css("#history-list [data-test=r-consent]"))
-            .await?
-            .text()
-            .await?
+        text_of(patient, "#history-list [data-test=r-consent]")
+            .await
             .len()
             > 10
     );
@@ -575,11 +581,7 @@ async fn flow(doctor: &WebDriver, patient: &WebDriver, base: &str) -> WebDriverR
     );
     wait_text(patient, "[data-test=access-reader]", |t| t == "p001").await;
     assert_eq!(
-        patient
-            .find(By::Css("[data-test=access-served]"))
-            .await?
-            .text()
-            .await?,
+        text_of(patient, "[data-test=access-served]").await,
         "hospital"
     );
     assert!(patient.get_alert_text().await.is_err(), "an alert ran");
@@ -676,13 +678,10 @@ async fn signatures_posted(d: &WebDriver) -> u64 {
 /// doctor typed, and posts no signature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_doctors_device_key_signs_a_record_in_chromium() {
-    if !chromium_installed() {
+    let Some(_turn) = browser_turn().await else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
-    let t = common::app_only().await;
-    let served = t.listen_on("127.0.0.1").await;
-    let base = format!("http://{}/", served.addr);
+    };
+    let (t, _served, base) = one_page().await;
     let d1 = t.login("d001").await;
     let p1 = t.login("p001").await;
     with_chromedriver(|port, profiles| async move {
@@ -738,7 +737,7 @@ async fn the_doctors_device_key_signs_a_record_in_chromium() {
         );
         assert_eq!(signatures_posted(&doctor).await, 0);
         assert!(
-            doctor.find(By::Id("ar-result")).await.unwrap().text().await.unwrap().is_empty(),
+            text_of(&doctor, "#ar-result").await.is_empty(),
             "no record was added"
         );
 
@@ -786,13 +785,10 @@ async fn the_doctors_device_key_signs_a_record_in_chromium() {
 /// given and who signed each record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_patient_approves_a_request_and_revokes_a_grant_from_their_browser() {
-    if !chromium_installed() {
+    let Some(_turn) = browser_turn().await else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
-    let t = common::app_only().await;
-    let served = t.listen_on("127.0.0.1").await;
-    let base = format!("http://{}/", served.addr);
+    };
+    let (t, _served, base) = one_page().await;
     let d1 = t.login("d001").await;
     let p1 = t.login("p001").await;
     let r1 = remote_request(&t, &d1, "Review of the ECG").await;
@@ -805,25 +801,13 @@ async fn the_patient_approves_a_request_and_revokes_a_grant_from_their_browser()
 
         // Both requests show; the patient approves each on this device.
         for (request, purpose) in [(&r1, "Review of the ECG"), (&r2, "Second opinion")] {
-            let item = format!("[data-test=pending-request][data-id='{request}']");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while patient.find_all(By::Css(&item)).await.unwrap().is_empty() {
-                assert!(Instant::now() < deadline, "request {purpose} never showed");
-                click(&patient, "#refresh").await;
-                tokio::time::sleep(Duration::from_millis(400)).await;
-            }
+            let item = pending_item(request);
+            refresh_until(&patient, &item).await;
             assert_eq!(
-                patient
-                    .find(By::Css(format!("{item} [data-test=pending-purpose]")))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap(),
+                text_of(&patient, &format!("{item} [data-test=pending-purpose]")).await,
                 purpose
             );
-            click(&patient, &format!("{item} [data-test=approve]")).await;
-            wait_text(&patient, "#approved-doctor", |t| t == "Dr Ada Byron").await;
+            approve_on_page(&patient, request).await;
             let grant = eventually("the approval is on chain", || async {
                 grant_for_request(&grants_of(&t, &p1).await, request)
             })
@@ -896,19 +880,12 @@ async fn the_patient_approves_a_request_and_revokes_a_grant_from_their_browser()
             .post_signed(&d1, &doctor_device, "/api/add_record", record(&g1))
             .await;
         assert_eq!(s, OK, "{b}");
-        let (s, b) = t
-            .post(
-                &d1,
-                "/api/request_consent",
-                json!({"patientId": "p001", "password": "patient123"}),
-            )
-            .await;
-        assert_eq!(s, OK, "{b}");
+        let otp = t.in_person_code(&d1, "p001").await;
         let (s, b) = t
             .post(
                 &d1,
                 "/api/add_record",
-                json!({"patientId": "p001", "otp": b["otp"],
+                json!({"patientId": "p001", "otp": otp,
                        "medical_data": {"diagnosis": "Angina", "prescription": "Nitroglycerin"}}),
             )
             .await;
@@ -973,10 +950,9 @@ async fn the_patient_approves_a_request_and_revokes_a_grant_from_their_browser()
 /// an approval at the clinic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
-    if !chromium_installed() {
+    let Some(_turn) = browser_turn().await else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
+    };
     let pages = two_pages().await;
     let TwoPages {
         hospital, clinic, ..
@@ -1061,18 +1037,7 @@ async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
         device_key(&d, "live").await;
         let request = remote_request(hospital, &d1, "Cardiology follow-up").await;
         cut(hospital, &d1).await;
-        let item = format!("[data-test=pending-request][data-id='{request}']");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while d.find_all(By::Css(&item)).await.unwrap().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "the request never showed at the clinic"
-            );
-            click(&d, "#refresh").await;
-            tokio::time::sleep(Duration::from_millis(400)).await;
-        }
-        click(&d, &format!("{item} [data-test=approve]")).await;
-        wait_text(&d, "#approved-doctor", |t| t == "Dr Ada Byron").await;
+        approve_on_page(&d, &request).await;
         let grant = eventually("the clinic's approval is on chain", || async {
             grant_for_request(&grants_of(hospital, &p1_home).await, &request)
         })
@@ -1089,10 +1054,9 @@ async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
 /// codes as the node does, and refuses bytes cut short, lengthened or of an unknown kind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_reads_signing_bytes_as_the_ledger_vectors_say() {
-    if !chromium_installed() {
+    let Some(_turn) = browser_turn().await else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
+    };
     // The page alone: the UI's files on a loopback socket (nothing else is called).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/", listener.local_addr().unwrap());

@@ -456,6 +456,19 @@ impl TestApp {
         self.call(c, "POST", path, Some(body)).await
     }
 
+    /// An in-person write grant's code (the grant is on chain when it returns).
+    pub async fn in_person_code(&self, doctor: &Client, patient: &str) -> String {
+        let (s, b) = self
+            .post(
+                doctor,
+                "/api/request_consent",
+                serde_json::json!({"patientId": patient, "password": password_of(patient)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["otp"].as_str().unwrap().to_string()
+    }
+
     /// Logs a demo account in; returns a bearer client.
     pub async fn login(&self, id: &str) -> Client {
         let role = if id.starts_with('d') {
