@@ -517,6 +517,10 @@
             ' ',
             el('span', { class: `badge ${k.status}`, 'data-test': 'key-status', text: k.status }))),
         el('span', { class: 'muted' }, el('code', { title: k.publicKey, text: short(k.publicKey, 16) }), k.label ? ` · ${k.label}` : ''));
+      if (k.kind === 'device' && k.origin === identity.home && k.status !== 'revoked') {
+        // docs/SECURITY.md §10.6: whoever holds it can revoke every other key, for good.
+        item.append(el('span', { class: 'muted', 'data-test': 'home-origin-note', text: "Made at your home's page: it can revoke every other key of yours and cancel a recovery. If this device is lost, revoke it at once." }));
+      }
       if (k.status !== 'revoked') {
         const revoke = el('button', { class: 'btn danger', type: 'button', 'data-test': 'revoke-key' }, armedText(k.publicKey, 'Revoke'));
         revoke.addEventListener('click', () => revokeKey(k, revoke));
