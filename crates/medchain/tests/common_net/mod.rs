@@ -468,16 +468,7 @@ impl Net {
 
     /// `GET /api/tx/{id}` at node `i`: "pending", "committed", "rejected" or "unknown".
     pub fn tx_status(&self, i: usize, id: &str) -> Option<String> {
-        match http(
-            self.nodes[i].api,
-            "GET",
-            &format!("/api/tx/{id}"),
-            Some(&self.tokens[i]),
-            None,
-        ) {
-            Ok((200, body)) => body["status"].as_str().map(str::to_string),
-            _ => None,
-        }
+        self.tx_verdict(i, id).map(|(status, _)| status)
     }
 
     /// `GET /api/tx/{id}` at node `i`: its status and, for a rejected one, the rule's reason.
