@@ -1,11 +1,12 @@
-//! A validator gone bad, for process-level tests of issue 8 only: compiled with the `byzantine`
-//! cargo feature, which nothing in a default or release build enables.
+//! A validator gone bad, for process-level tests of issues 8 and 9 only: compiled with the
+//! `byzantine` cargo feature, which nothing in a default or release build enables.
 //!
-//! It signs everything it sends with its own genesis key (it is a validator, not an outsider)
-//! and keeps its own replica honest: every lie is made on the way out, by a [`Transport`] that
-//! rewrites outgoing frames, so the rest of the node is untouched. The one exception is the
-//! censor, which must act before the replica batches ([`censor`], called where the runtime
-//! steps the replica).
+//! It signs everything it sends with its own genesis key (it is a validator, not an outsider).
+//! Most lies are made on the way out, by a [`Transport`] that rewrites outgoing frames, so the
+//! rest of the node is untouched. The exceptions act on what its replica sees: the censor,
+//! before the replica batches ([`censor`], called where the runtime steps the replica); the
+//! forger, which hands the replica transactions past the edge check and admission
+//! ([`spawn_forger`]); and the skewed clock ([`replica_clock_ms`]).
 //!
 //! Behaviours, chosen at run time (`medchain node --byzantine a,b,..`):
 //! - `substitute-payloads`: in every view-change it sends, each request of its prepared
@@ -41,20 +42,32 @@
 //!   slot), so at n = 4 the fork also needs side B to lose what it received, by a crash (stores
 //!   kept) while the trap is set; at n = 7 side B is too small to prepare anything. Every
 //!   peer's second, different vote for one (view, seq) is logged ("voted twice").
+//! - `forge-from=DIR` (issue 9): every file `DIR/*.tx` (a borsh `SignedTx`, taken in name
+//!   order and deleted) is handed to its replica as if its own client had submitted it, past
+//!   the edge check and mempool admission that a correct validator makes at its handle. The
+//!   forgeries are made by the test with what this validator's operator holds (its `node.key`,
+//!   its custody of its home people's keys, the public chain): records without a grant or
+//!   after its revocation, signatures claimed for other hospitals' people, signatures that do
+//!   not verify (docs/SECURITY.md, issue 9, §6). As primary it proposes them like any request.
+//! - `clock-skew=+MS` (or `-MS`, issue 9): its replica goes by the validator's clock moved by
+//!   `MS`, so as primary it proposes block times that far off, and as backup it judges others'
+//!   by that clock (pbft's "Block time"); the rest of the node (admission, the application)
+//!   keeps the real clock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ledger::SignedTx;
 use ledger::crypto::SigningKey;
+use ledger::{Hash, SignedTx};
 use pbft::{
     Digest, Input, Message, PrePrepare, Proposal, ReplicaId, Request, SeqNo, Signed, View, Vote,
 };
 
-use crate::runtime::Event;
+use crate::runtime::{Event, Submission};
 use crate::transport::Transport;
 use crate::wire::{Frame, Wire};
 
@@ -82,6 +95,8 @@ const FLOOD_MAX_REQUESTS: usize = 2000;
 const FLOOD_COPIES: usize = 3;
 /// Sequence numbers whose treatment is remembered (and votes per peer and kind).
 const REMEMBERED_SLOTS: usize = 256;
+/// `forge-from`: how often the folder is looked at.
+const FORGE_POLL: Duration = Duration::from_millis(50);
 
 /// What a Byzantine validator does; see the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,19 +106,31 @@ pub struct Behaviours {
     pub forge_status: bool,
     pub exploit_amnesia: bool,
     pub censor_patient: Option<String>,
+    /// `forge-from`: the folder the forged transactions are taken from.
+    pub forge_from: Option<PathBuf>,
+    /// `clock-skew`: what is added to the clock its replica goes by, in ms.
+    pub clock_skew_ms: i64,
 }
 
 impl FromStr for Behaviours {
     type Err = String;
 
     /// A comma-separated list: `substitute-payloads,flood-pre-prepares,forge-status,
-    /// exploit-amnesia,censor-patient=p001`.
+    /// exploit-amnesia,censor-patient=ID,forge-from=DIR,clock-skew=+MS`.
     fn from_str(text: &str) -> Result<Self, String> {
         let mut behaviours = Behaviours::default();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match item.split_once('=') {
                 Some(("censor-patient", patient)) if !patient.is_empty() => {
                     behaviours.censor_patient = Some(patient.to_string());
+                }
+                Some(("forge-from", dir)) if !dir.is_empty() => {
+                    behaviours.forge_from = Some(PathBuf::from(dir));
+                }
+                Some(("clock-skew", skew)) => {
+                    behaviours.clock_skew_ms = skew.parse().map_err(|_| {
+                        format!("clock-skew wants a signed number of ms, not '{skew}'")
+                    })?;
                 }
                 None if item == "substitute-payloads" => behaviours.substitute_payloads = true,
                 None if item == "flood-pre-prepares" => behaviours.flood_pre_prepares = true,
@@ -112,7 +139,8 @@ impl FromStr for Behaviours {
                 _ => {
                     return Err(format!(
                         "unknown Byzantine behaviour '{item}' (known: substitute-payloads, \
-                         flood-pre-prepares, forge-status, exploit-amnesia, censor-patient=ID)"
+                         flood-pre-prepares, forge-status, exploit-amnesia, censor-patient=ID, \
+                         forge-from=DIR, clock-skew=+MS)"
                     ));
                 }
             }
@@ -146,6 +174,104 @@ pub(crate) fn censor(behaviours: Option<&Behaviours>, input: Input) -> Option<In
             Some(Input::Message(signed))
         }
         input => Some(input),
+    }
+}
+
+/// `clock-skew`: the time its replica is told at a tick or a restart, for the validator's
+/// clock reading `now_ms`.
+pub(crate) fn replica_clock_ms(behaviours: Option<&Behaviours>, now_ms: u64) -> u64 {
+    let skew_ms = behaviours.map_or(0, |b| b.clock_skew_ms);
+    now_ms.saturating_add_signed(skew_ms)
+}
+
+/// `forge-from`: starts the thread that hands the forged transactions in the folder to the
+/// validator's thread (`inbox`) as accepted submissions: the runtime stores each as pending
+/// and steps it into the replica, exactly as one that passed the handle's edge check and
+/// admission (which are skipped). Nothing without the behaviour.
+pub(crate) fn spawn_forger(
+    behaviours: Option<&Behaviours>,
+    inbox: SyncSender<Event>,
+    genesis_hash: Hash,
+) {
+    let Some(dir) = behaviours.and_then(|b| b.forge_from.clone()) else {
+        return;
+    };
+    tracing::warn!(dir = %dir.display(), "byzantine: forged transactions are taken from here");
+    let spawned = std::thread::Builder::new()
+        .name("byzantine-forger".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(FORGE_POLL);
+                for transaction in take_forged(&dir) {
+                    if !hand_forged(&inbox, &genesis_hash, transaction) {
+                        return; // the validator stopped
+                    }
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "byzantine: no forger thread; nothing is forged");
+    }
+}
+
+/// The transactions in the files `dir/*.tx`, in file-name order; each file is deleted once read
+/// (a file that does not decode is deleted and said).
+fn take_forged(dir: &Path) -> Vec<SignedTx> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "tx"))
+        .collect();
+    files.sort();
+    let mut forged = Vec::with_capacity(files.len());
+    for path in files {
+        let bytes = std::fs::read(&path);
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::error!(%error, path = %path.display(), "byzantine: cannot take a forgery");
+            continue;
+        }
+        match bytes.map(|bytes| SignedTx::from_bytes(&bytes)) {
+            Ok(Ok(transaction)) => forged.push(transaction),
+            Ok(Err(error)) => {
+                tracing::error!(%error, path = %path.display(), "byzantine: not a transaction")
+            }
+            Err(error) => tracing::error!(%error, path = %path.display(), "byzantine: unreadable"),
+        }
+    }
+    forged
+}
+
+/// Hands one forged transaction to the validator's thread and waits until it is stored as
+/// pending (and in the replica). False once the validator has stopped.
+fn hand_forged(inbox: &SyncSender<Event>, genesis_hash: &Hash, transaction: SignedTx) -> bool {
+    let request = transaction.to_request(genesis_hash);
+    let (id, kind) = (hex::encode(request.id), transaction.meta().kind());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let submission = Submission {
+        request,
+        transaction,
+        reply,
+    };
+    if inbox.send(Event::Submit(Box::new(submission))).is_err() {
+        return false;
+    }
+    match answer.blocking_recv() {
+        Ok(Ok(_)) => {
+            tracing::warn!(
+                id,
+                kind,
+                "byzantine: forged transaction handed to the replica"
+            );
+            true
+        }
+        Ok(Err(error)) => {
+            tracing::error!(id, kind, %error, "byzantine: the runtime refused a forgery");
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -806,10 +932,61 @@ mod tests {
                 forge_status: true,
                 exploit_amnesia: true,
                 censor_patient: Some("p002".into()),
+                ..Behaviours::default()
             }
         );
         let error = "forge-status,teleport".parse::<Behaviours>().unwrap_err();
         assert!(error.contains("teleport"), "{error}");
+        let issue_9: Behaviours = "forge-from=/tmp/forged,clock-skew=+3600000"
+            .parse()
+            .unwrap();
+        assert_eq!(issue_9.forge_from, Some(PathBuf::from("/tmp/forged")));
+        assert_eq!(issue_9.clock_skew_ms, 3_600_000);
+        let behind: Behaviours = "clock-skew=-5000".parse().unwrap();
+        assert_eq!(replica_clock_ms(Some(&behind), 1_000_000), 995_000);
+        assert_eq!(replica_clock_ms(Some(&issue_9), 1_000), 3_601_000);
+        assert_eq!(replica_clock_ms(None, 1_000), 1_000);
+        let error = "clock-skew=soon".parse::<Behaviours>().unwrap_err();
+        assert!(error.contains("soon"), "{error}");
+    }
+
+    /// `forge-from`: the forged files are taken in name order and deleted, what does not decode
+    /// is dropped, and each transaction reaches the validator's thread as an accepted submission
+    /// with its own request (id over the signed bytes, whatever the signature).
+    #[test]
+    fn forged_files_reach_the_runtime_as_submissions_in_name_order() {
+        let net = ledger::testkit::TestNet::new(4);
+        let dir = tempfile::tempdir().unwrap();
+        let first = net.sample_tx(1);
+        let mut second = net.sample_tx(2);
+        second.signature[0] ^= 0xff;
+        std::fs::write(dir.path().join("02-second.tx"), second.to_bytes()).unwrap();
+        std::fs::write(dir.path().join("01-first.tx"), first.to_bytes()).unwrap();
+        std::fs::write(dir.path().join("03-garbage.tx"), b"garbage").unwrap();
+        std::fs::write(dir.path().join("04-ignored.tmp"), first.to_bytes()).unwrap();
+        let taken = take_forged(dir.path());
+        assert_eq!(taken, vec![first.clone(), second.clone()]);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "only the .tmp file is left");
+
+        let (inbox, events) = mpsc::sync_channel(4);
+        let genesis_hash = net.genesis.hash();
+        let runtime = std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            for event in events {
+                if let Event::Submit(submission) = event {
+                    ids.push(submission.request.id);
+                    let _ = submission.reply.send(Ok(submission.request.id));
+                }
+            }
+            ids
+        });
+        for transaction in taken {
+            assert!(hand_forged(&inbox, &genesis_hash, transaction));
+        }
+        drop(inbox);
+        let ids = runtime.join().unwrap();
+        assert_eq!(ids, vec![first.id(&genesis_hash), second.id(&genesis_hash)]);
     }
 
     fn transport(n: usize, behaviours: Behaviours) -> ByzantineTransport {

@@ -113,6 +113,10 @@ impl Node {
             })?;
         info!(validator = %options.name, height, incarnation = start.incarnation, "chain verified");
 
+        // The clock the replica goes by (a Byzantine `clock-skew` moves it; see the runtime).
+        let now_ms = options.clock.now_ms();
+        #[cfg(feature = "byzantine")]
+        let now_ms = crate::byzantine::replica_clock_ms(options.byzantine.as_ref(), now_ms);
         let n = genesis.len();
         let mut config =
             replica_config(id, n, &options.timing, genesis.hash(), options.max_pending);
@@ -122,7 +126,7 @@ impl Node {
             pbft::Restored {
                 last_executed: (height, hash),
                 head_time_ms,
-                now_ms: options.clock.now_ms(),
+                now_ms,
                 durable,
                 recovering: start.recovering.is_some(),
                 // Tags this start's recovery query, so that answers to an earlier one (which
@@ -216,6 +220,13 @@ impl Node {
             runtime.byzantine = options.byzantine.clone();
         }
         runtime.resume_pending()?;
+        // A Byzantine validator may hand its replica forged transactions (byzantine.rs).
+        #[cfg(feature = "byzantine")]
+        crate::byzantine::spawn_forger(
+            options.byzantine.as_ref(),
+            inbox_sender.clone(),
+            genesis.hash(),
+        );
         let handle = NodeHandle::new(
             id,
             options.name.clone(),

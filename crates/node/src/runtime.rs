@@ -283,7 +283,7 @@ impl Runtime {
             self.propose_now(&mut actions);
         }
         if ticks > 0 {
-            let now_ms = self.clock.now_ms();
+            let now_ms = self.replica_now_ms();
             for _ in 0..ticks {
                 self.step(Input::Tick { now_ms }, &mut actions);
             }
@@ -673,6 +673,14 @@ impl Runtime {
         let next = self.transfer.on_answer(from, answer, head, Instant::now());
         self.fetch(next);
         Ok(())
+    }
+
+    /// The clock the replica goes by: the validator's (a Byzantine `clock-skew` moves it).
+    fn replica_now_ms(&self) -> u64 {
+        let now_ms = self.clock.now_ms();
+        #[cfg(feature = "byzantine")]
+        let now_ms = crate::byzantine::replica_clock_ms(self.byzantine.as_ref(), now_ms);
+        now_ms
     }
 
     fn step(&mut self, input: Input, actions: &mut Vec<Action>) {

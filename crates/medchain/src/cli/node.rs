@@ -30,7 +30,8 @@ pub struct NodeArgs {
     #[arg(long)]
     demo: bool,
     /// Make this validator Byzantine (test builds with the `byzantine` feature only), e.g.
-    /// `substitute-payloads,flood-pre-prepares,forge-status,exploit-amnesia,censor-patient=p001`.
+    /// `substitute-payloads,flood-pre-prepares,forge-status,exploit-amnesia,censor-patient=ID,
+    /// forge-from=DIR,clock-skew=+MS` (see node::byzantine).
     #[cfg(feature = "byzantine")]
     #[arg(long, value_name = "BEHAVIOURS")]
     byzantine: Option<node::byzantine::Behaviours>,

@@ -7,6 +7,7 @@
 //! process still running is killed.
 #![allow(dead_code)]
 
+pub mod forge;
 #[path = "../common/seed.rs"]
 pub mod seed;
 
@@ -22,6 +23,11 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{Value, json};
+
+/// The batch window and view-change timeout of the networks `Net::setup` writes: a backup
+/// that waits on a request this long (the sum) asks for a view change.
+pub const BATCH_WINDOW_MS: u64 = 50;
+pub const VIEW_CHANGE_TIMEOUT_MS: u64 = 1_000;
 
 /// The password of the people each node enrolls for these tests.
 pub const LOCAL_PASSWORD: &str = "local-password-1";
@@ -132,6 +138,8 @@ pub struct Net {
     pub nodes: Vec<NodeProc>,
     /// The doctor's bearer token at each node (sessions live in each node's app.db).
     pub tokens: Vec<String>,
+    /// The person id (32 hex digits) of each login `Net::setup` enrolled, by login.
+    pub people: BTreeMap<String, String>,
 }
 
 pub fn medchain() -> Command {
@@ -159,7 +167,10 @@ impl Net {
             .arg(dir.path())
             .args(["--peer-port", &base.to_string()])
             .args(["--api-port", &(base + n).to_string()])
-            .args(["--batch-window", "50ms", "--view-change-timeout", "1s"])
+            .arg("--batch-window")
+            .arg(format!("{BATCH_WINDOW_MS}ms"))
+            .arg("--view-change-timeout")
+            .arg(format!("{VIEW_CHANGE_TIMEOUT_MS}ms"))
             .output()
             .expect("run medchain testnet");
         assert!(out.status.success(), "testnet: {}", output_text(&out));
@@ -182,25 +193,35 @@ impl Net {
                 }
             })
             .collect();
-        let net = Net {
+        let mut net = Net {
             dir,
             nodes,
             tokens: Vec::new(),
+            people: BTreeMap::new(),
         };
         for i in 0..net.nodes.len() {
-            net.user_add(
-                i,
-                &local_doctor(i),
-                Some(("Cardiology", &format!("Doctor {i}"))),
-            );
-            net.user_add(i, &local_patient(i), None);
+            for (login, doctor) in [
+                (local_doctor(i), Some(("Cardiology", format!("Doctor {i}")))),
+                (local_patient(i), None),
+            ] {
+                let doctor = doctor.as_ref().map(|(d, name)| (*d, name.as_str()));
+                let person = net.user_add(i, &login, doctor);
+                net.people.insert(login, person);
+            }
         }
         net
     }
 
+    /// The person id (32 hex digits) of login `login`, enrolled by `Net::setup`.
+    pub fn person(&self, login: &str) -> &str {
+        self.people
+            .get(login)
+            .unwrap_or_else(|| panic!("no person {login}"))
+    }
+
     /// `medchain user add --no-wait` at node `i` (the node need not run): a login whose person
-    /// node `i` enrolls, a doctor with `(department, name)`.
-    pub fn user_add(&self, i: usize, id: &str, doctor: Option<(&str, &str)>) {
+    /// node `i` enrolls, a doctor with `(department, name)`. Returns the person id it prints.
+    pub fn user_add(&self, i: usize, id: &str, doctor: Option<(&str, &str)>) -> String {
         let mut command = medchain();
         command
             .args(["user", "add", "--no-wait", "--id", id, "--config"])
@@ -228,6 +249,13 @@ impl Net {
             .expect("password");
         let out = child.wait_with_output().expect("user add");
         assert!(out.status.success(), "user add {id}: {}", output_text(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let person = text
+            .split("(person ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap_or_else(|| panic!("user add {id} printed no person id: {text}"));
+        person.to_string()
     }
 
     /// Sets `key = value` in every node.toml (the line `key = ..` that testnet wrote).
@@ -251,6 +279,12 @@ impl Net {
                 .collect();
             std::fs::write(&node.config, text.join("\n") + "\n").expect("write node.toml");
         }
+    }
+
+    /// The network's genesis, as node 0's configuration names it.
+    pub fn genesis(&self) -> ledger::Genesis {
+        let config = node::NodeConfig::load(&self.nodes[0].config).expect("node.toml");
+        ledger::Genesis::load(&config.genesis).expect("genesis")
     }
 
     pub fn path(&self) -> &Path {
@@ -325,25 +359,33 @@ impl Net {
     /// Logs each node's own doctor in at that node (waiting while their enrollment, queued
     /// before the node started, is not on chain yet: 503).
     pub fn login_all(&mut self) {
-        self.tokens = self
-            .apis()
-            .into_iter()
-            .enumerate()
-            .map(|(i, api)| {
-                let body = json!({
-                    "role": "doctor", "doctorId": local_doctor(i), "password": LOCAL_PASSWORD,
-                });
-                wait_for(
-                    Duration::from_secs(30),
-                    "the local doctor's login",
-                    || match http(api, "POST", "/api/login", None, Some(&body)) {
-                        Ok((200, answer)) => answer["token"].as_str().map(str::to_string),
-                        Ok((503, _)) | Err(_) => None,
-                        Ok((status, answer)) => panic!("login at {api}: {status} {answer}"),
-                    },
-                )
+        self.tokens = (0..self.nodes.len())
+            .map(|i| {
+                let answer = self.login(i, "doctor", &local_doctor(i));
+                answer["token"].as_str().expect("token").to_string()
             })
             .collect();
+    }
+
+    /// Signs `login` (role `role`) in at node `i` with [`LOCAL_PASSWORD`], waiting while the
+    /// person is not on chain yet (503); the login's answer (`token`, `personId`, ...).
+    pub fn login(&self, i: usize, role: &str, login: &str) -> Value {
+        let field = if role == "doctor" {
+            "doctorId"
+        } else {
+            "patientId"
+        };
+        let body = json!({"role": role, field: login, "password": LOCAL_PASSWORD});
+        let api = self.nodes[i].api;
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{login}'s login at node {i}"),
+            || match http(api, "POST", "/api/login", None, Some(&body)) {
+                Ok((200, answer)) => Some(answer),
+                Ok((503, _)) | Err(_) => None,
+                Ok((status, answer)) => panic!("login {login} at {api}: {status} {answer}"),
+            },
+        )
     }
 
     /// Whether node `i`'s process is still running (it was started and has not exited).
@@ -426,6 +468,11 @@ impl Net {
 
     /// `GET /api/tx/{id}` at node `i`: "pending", "committed", "rejected" or "unknown".
     pub fn tx_status(&self, i: usize, id: &str) -> Option<String> {
+        self.tx_verdict(i, id).map(|(status, _)| status)
+    }
+
+    /// `GET /api/tx/{id}` at node `i`: its status and, for a rejected one, the rule's reason.
+    pub fn tx_verdict(&self, i: usize, id: &str) -> Option<(String, Option<String>)> {
         match http(
             self.nodes[i].api,
             "GET",
@@ -433,7 +480,10 @@ impl Net {
             Some(&self.tokens[i]),
             None,
         ) {
-            Ok((200, body)) => body["status"].as_str().map(str::to_string),
+            Ok((200, body)) => Some((
+                body["status"].as_str()?.to_string(),
+                body["reason"].as_str().map(str::to_string),
+            )),
             _ => None,
         }
     }
@@ -761,6 +811,28 @@ impl Drop for Load {
     }
 }
 
+/// `request_consent` for `patient` (id, password) by the doctor of `token` at `api`, once the
+/// grant is applied: its transaction id and the in-person code.
+pub fn consent(
+    api: SocketAddr,
+    token: &str,
+    (patient, password): (&str, &str),
+) -> (String, String) {
+    let (status, answer) = http(
+        api,
+        "POST",
+        "/api/request_consent",
+        Some(token),
+        Some(&json!({"patientId": patient, "password": password})),
+    )
+    .expect("request_consent");
+    assert_eq!(status, 200, "request_consent for {patient}: {answer}");
+    (
+        answer["grantTxId"].as_str().expect("grantTxId").to_string(),
+        answer["otp"].as_str().expect("otp").to_string(),
+    )
+}
+
 /// One record of `patient` (id, password) through the seed's flow at `api`: whether
 /// request_consent answered 200 (with the grant's transaction id), and the record's
 /// transaction id if add_record answered 200.
@@ -784,7 +856,9 @@ pub fn add_record_for(
     (Some(grant), record(api, token, patient, otp, diagnosis))
 }
 
-fn record(
+/// `add_record` of `patient` with the in-person code `otp` by the doctor of `token` at `api`:
+/// the record's transaction id if it answered 200.
+pub fn record(
     api: SocketAddr,
     token: &str,
     patient: &str,
