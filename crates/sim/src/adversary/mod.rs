@@ -15,6 +15,7 @@ use crate::crypto;
 use crate::profile::Profile;
 use crate::world::World;
 
+pub mod announce_lives;
 pub mod bad_transfer_source;
 pub mod censor;
 pub mod choose_view_changes;
@@ -55,10 +56,11 @@ pub enum Behavior {
     Censor,
     LieInRecovery,
     KeepLostLife,
+    AnnounceLives,
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 18] = [
+    pub const ALL: [Behavior; 19] = [
         Behavior::Equivocate,
         Behavior::Silent,
         Behavior::WrongDigest,
@@ -77,6 +79,7 @@ impl Behavior {
         Behavior::Censor,
         Behavior::LieInRecovery,
         Behavior::KeepLostLife,
+        Behavior::AnnounceLives,
     ];
 
     /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
@@ -103,6 +106,7 @@ impl Behavior {
             Behavior::Censor => "censor",
             Behavior::LieInRecovery => "lie-in-recovery",
             Behavior::KeepLostLife => "keep-lost-life",
+            Behavior::AnnounceLives => "announce-lives",
         }
     }
 
@@ -148,6 +152,9 @@ impl Behavior {
             }
             Behavior::KeepLostLife => {
                 "ignores recovered replicas' new incarnations; its new-views reuse their lost lives' view-changes (finding 2)"
+            }
+            Behavior::AnnounceLives => {
+                "view-changes to the new primary only, new incarnations announced to the backups (finding 2's veto)"
             }
         }
     }
@@ -269,7 +276,11 @@ pub fn cast(
         Profile::NewPrimary => {
             set(
                 1,
-                &[Behavior::ChooseViewChanges, Behavior::DoctorCertificates],
+                &[
+                    Behavior::ChooseViewChanges,
+                    Behavior::DoctorCertificates,
+                    Behavior::AnnounceLives,
+                ],
             );
             if f >= 2 {
                 let first = if rng.gen_bool(0.5) {
@@ -481,6 +492,10 @@ impl World {
                     }
                     m => m,
                 },
+                Behavior::AnnounceLives => {
+                    let config = crate::world::replica_config(from, self.n, None);
+                    announce_lives::rewrite(m, to, |view| config.primary(view))
+                }
                 Behavior::ForgeSignature
                 | Behavior::Replay
                 | Behavior::ChooseViewChanges
