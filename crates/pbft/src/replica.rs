@@ -178,9 +178,14 @@ pub struct Replica {
     pub(crate) recovery_answered: BTreeMap<ReplicaId, u64>,
     /// This life's incarnation ([`Restored::incarnation`]).
     pub(crate) incarnation: u64,
-    /// The newest incarnation known of each other replica: view-changes and new-views of older
-    /// ones are refused (`view_change.rs`, crate docs).
+    /// The newest incarnation known of each other replica, learned only from its own recovery
+    /// queries: view-changes and new-views of older ones are refused (`view_change.rs`, crate
+    /// docs).
     pub(crate) incarnations: BTreeMap<ReplicaId, u64>,
+    /// The stable checkpoint at which each replica's incarnation last went up in this life: one
+    /// increase per replica per checkpoint, so that announcing new lives cannot veto view
+    /// changes for ever (`recovery.rs`).
+    pub(crate) incarnation_raised_at: BTreeMap<ReplicaId, SeqNo>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
     pub(crate) last_new_view: Option<NewView>,
     /// Messages of views not entered yet, per sender (bounded per sender).
@@ -242,6 +247,7 @@ impl Replica {
             recovery_answered: BTreeMap::new(),
             incarnation: restored.incarnation,
             incarnations: BTreeMap::new(),
+            incarnation_raised_at: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
             alarms: 0,
