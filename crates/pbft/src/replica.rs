@@ -486,6 +486,10 @@ impl Replica {
             }
             Input::Message(m) => self.on_message(m, actions),
             Input::Request(r) => self.on_request(r, actions),
+            Input::Withdraw(ids) => {
+                self.withdraw(&ids);
+                Ok(())
+            }
             Input::Cut => {
                 if self.status == Status::Normal && self.is_primary() {
                     self.try_propose(true, actions);
@@ -635,6 +639,7 @@ impl Replica {
         if self.status == Status::Normal && self.is_primary() {
             self.try_propose(false, actions);
         }
+        self.reconsider_withheld(actions);
         self.retransmit(actions);
         self.maybe_fetch(actions);
         self.maybe_query(actions);
@@ -736,6 +741,23 @@ impl Replica {
             && self
                 .timed_request
                 .is_none_or(|id| !self.pending.contains_key(&id))
+        {
+            self.stop_timer();
+            self.arm_timer();
+        }
+    }
+
+    /// [`Input::Withdraw`]: forgets pending requests not in the log; the timer, if it followed
+    /// one of them, restarts for the oldest request still waited on (as on progress).
+    fn withdraw(&mut self, ids: &[Digest]) {
+        for id in ids {
+            if !self.in_log.contains_key(id) {
+                self.pending.remove(id);
+            }
+        }
+        if self
+            .timed_request
+            .is_some_and(|id| !self.pending.contains_key(&id))
         {
             self.stop_timer();
             self.arm_timer();
@@ -1066,6 +1088,38 @@ impl Replica {
         }
         self.time_at(proposal.seq - 1).is_none()
             || proposal.time_ms.abs_diff(self.clock_ms) > self.cfg.block_time_tolerance_ms
+    }
+
+    /// A backup's withheld prepares, checked again at each tick: a block time that was too far
+    /// from its clock (or followed a time not known yet) may be fine now that the clock moved
+    /// on (or the time before arrived); then it prepares, as it would have on receipt.
+    fn reconsider_withheld(&mut self, actions: &mut Vec<Action>) {
+        if self.status != Status::Normal || self.is_primary() {
+            return;
+        }
+        let first = self.last_executed.0 + 1;
+        let ready: Vec<(SeqNo, Digest)> = self
+            .slots
+            .range(first..)
+            .filter(|(_, slot)| slot.withheld && !slot.abandoned)
+            .filter_map(|(seq, slot)| slot.pre_prepare.as_ref().map(|pp| (*seq, pp)))
+            .filter(|(_, pp)| {
+                !self.withholds_prepare(&pp.proposal)
+                    && self.check_time_increases(&pp.proposal).is_ok()
+            })
+            .map(|(seq, pp)| (seq, pp.digest))
+            .collect();
+        for (seq, digest) in ready {
+            if let Some(slot) = self.slots.get_mut(&seq) {
+                slot.withheld = false;
+            }
+            actions.push(Action::Broadcast(Message::Prepare(Vote {
+                view: self.view,
+                seq,
+                digest,
+            })));
+            self.check_prepared(seq, actions);
+        }
     }
 
     /// The planted bug that turns both block-time checks off (the simulator must catch it).
