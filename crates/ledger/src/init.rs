@@ -3,7 +3,7 @@ use std::path::Path;
 
 use rand::RngCore;
 
-use crate::genesis::{Genesis, ValidatorInfo};
+use crate::genesis::{ChainParams, Genesis, ValidatorInfo};
 use crate::store::{OpenOptions, Store};
 use crate::{Error, Result, crypto};
 
@@ -34,7 +34,13 @@ const CHAIN_FILES: &[&str] = &[
 /// mode 0600), `DIR/<name>/chain.db` holding the genesis block, and `DIR/genesis.toml`, written
 /// last so that its presence means the rest is complete. Refuses to replace an existing
 /// genesis unless `force`, which first deletes those validators' keys, chains and logs.
-pub fn init_network(dir: &Path, names: &[&str], force: bool) -> Result<Genesis> {
+/// `params` are the chain's (`[params]` of the genesis file).
+pub fn init_network(
+    dir: &Path,
+    names: &[&str],
+    force: bool,
+    params: ChainParams,
+) -> Result<Genesis> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
@@ -77,9 +83,10 @@ pub fn init_network(dir: &Path, names: &[&str], force: bool) -> Result<Genesis> 
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let genesis = Genesis::new(
+    let genesis = Genesis::with_params(
         format!("medchain-{}", hex::encode(id)),
         created_at_ms,
+        params,
         validators,
     )
     .map_err(|reason| Error::Genesis {
@@ -118,7 +125,8 @@ mod tests {
     fn init_writes_keys_stores_and_genesis_and_refuses_to_overwrite() {
         let dir = tempfile::tempdir().expect("tempdir");
         let names = ["a", "b", "c", "d"];
-        let genesis = init_network(dir.path(), &names, false).expect("init");
+        let genesis =
+            init_network(dir.path(), &names, false, ChainParams::default()).expect("init");
         let loaded = Genesis::load(&dir.path().join("genesis.toml")).expect("load");
         assert_eq!(loaded, genesis);
         for (i, name) in names.iter().enumerate() {
@@ -132,8 +140,8 @@ mod tests {
             .expect("verifies");
             assert_eq!(summary.blocks, 1);
         }
-        assert!(init_network(dir.path(), &names, false).is_err());
-        let again = init_network(dir.path(), &names, true).expect("forced");
+        assert!(init_network(dir.path(), &names, false, ChainParams::default()).is_err());
+        let again = init_network(dir.path(), &names, true, ChainParams::default()).expect("forced");
         assert_ne!(again.hash(), genesis.hash());
     }
 }

@@ -54,7 +54,12 @@ impl Cluster {
     ) -> Result<Self, NodeError> {
         let genesis_path = data_dir.join("genesis.toml");
         if !genesis_path.exists() {
-            crate::incarnation::init_network(data_dir, &EMBEDDED_VALIDATORS, false)?;
+            crate::incarnation::init_network(
+                data_dir,
+                &EMBEDDED_VALIDATORS,
+                false,
+                timing.chain_params(),
+            )?;
         }
         let genesis = Arc::new(Genesis::load(&genesis_path)?);
         let network = MemoryNetwork::new(genesis.len());

@@ -38,6 +38,15 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The parameters of a new chain run with this timing: its batch size, the rest default
+    /// (the genesis carries what every validator must agree on).
+    pub fn chain_params(&self) -> ledger::ChainParams {
+        ledger::ChainParams {
+            max_batch: u32::try_from(self.max_batch).unwrap_or(u32::MAX),
+            ..ledger::ChainParams::default()
+        }
+    }
+
     /// The real time one replica tick stands for: fine enough to honour a 10 ms batch window,
     /// coarse enough that an idle validator does not spin.
     pub fn tick(&self) -> Duration {

@@ -65,8 +65,13 @@ pub fn write_fresh_marker(validator_dir: &Path, genesis_hash: &Hash) -> Result<(
 /// Creates a network as [`ledger::init_network`] does, and each validator's incarnation
 /// marker: the one way every deployment (CLI, testnet, embedded cluster, tests) creates one.
 /// With `force`, the markers of the new genesis replace the old ones.
-pub fn init_network(dir: &Path, names: &[&str], force: bool) -> Result<Genesis, NodeError> {
-    let genesis = ledger::init_network(dir, names, force)?;
+pub fn init_network(
+    dir: &Path,
+    names: &[&str],
+    force: bool,
+    params: ledger::ChainParams,
+) -> Result<Genesis, NodeError> {
+    let genesis = ledger::init_network(dir, names, force, params)?;
     for name in names {
         write_fresh_marker(&crate::node::validator_dir(dir, name), &genesis.hash())?;
     }

@@ -42,10 +42,6 @@ pub struct NodeOptions {
     pub max_pending: usize,
     /// The clock the validator goes by (the system clock, or a test's manual clock).
     pub clock: Clock,
-    /// τ, how far a proposal's block time may be from this validator's clock (pbft's "Block
-    /// time"); every validator of a network must use the same. Read through
-    /// [`block_time_tolerance_ms`] only.
-    pub block_time_tolerance_ms: u64,
     /// Makes this validator Byzantine (tests of issue 8 only).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<crate::byzantine::Behaviours>,
@@ -60,7 +56,6 @@ impl NodeOptions {
             watts_per_core: DEFAULT_WATTS_PER_CORE,
             max_pending: 200_000,
             clock: Clock::System,
-            block_time_tolerance_ms: pbft::DEFAULT_BLOCK_TIME_TOLERANCE_MS,
             #[cfg(feature = "byzantine")]
             byzantine: None,
         }
@@ -79,10 +74,19 @@ impl Node {
     /// inbox that frames from peers must be delivered to, the identity its channels prove and
     /// check, and the bounds of what peers may send.
     pub fn start(
-        options: NodeOptions,
+        mut options: NodeOptions,
         genesis: Arc<Genesis>,
         transport: impl FnOnce(Wiring) -> Result<Box<dyn Transport>, NodeError>,
     ) -> Result<Self, NodeError> {
+        // The batch size is the network's (a backup refuses a larger one): the genesis's.
+        if options.timing.max_batch != genesis.max_batch() {
+            info!(
+                configured = options.timing.max_batch,
+                genesis = genesis.max_batch(),
+                "max_batch comes from the genesis file"
+            );
+            options.timing.max_batch = genesis.max_batch();
+        }
         let id = genesis.index_of(&options.name).ok_or_else(|| {
             NodeError::Config(format!(
                 "validator '{}' is not in the genesis file",
@@ -120,7 +124,8 @@ impl Node {
         let n = genesis.len();
         let mut config =
             replica_config(id, n, &options.timing, genesis.hash(), options.max_pending);
-        config.block_time_tolerance_ms = block_time_tolerance_ms(&options, &genesis);
+        // τ is the network's too (every validator must judge block times alike).
+        config.block_time_tolerance_ms = genesis.block_time_tolerance_ms();
         let replica = pbft::Replica::new(
             config,
             pbft::Restored {
@@ -271,13 +276,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.stop_and_join();
     }
-}
-
-/// τ for this validator's replica. THE place to switch to the genesis once it carries τ (the
-/// ledger's issue 9 format): every validator of a network must use the same value, so it
-/// belongs in the genesis; until then it is the node's option (default 2 s).
-fn block_time_tolerance_ms(options: &NodeOptions, _genesis: &Genesis) -> u64 {
-    options.block_time_tolerance_ms
 }
 
 pub(crate) fn restore_durable(local: &LocalStore) -> Result<Vec<Durable>, NodeError> {

@@ -2,6 +2,7 @@
 //! arrives, steps the replica, and executes the replica's actions in order: persist (fsync)
 //! before sending what depends on it, apply committed blocks, answer the clients that wait.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -294,6 +295,7 @@ impl Runtime {
         self.fetch(retry);
         if self.last_resend_check.elapsed() >= self.resend_after / 4 {
             self.last_resend_check = Instant::now();
+            self.withdraw_lost_races(&mut actions)?;
             self.resend_stalled(&mut actions);
             self.execute(std::mem::take(&mut actions))?;
         }
@@ -381,22 +383,11 @@ impl Runtime {
         let mut refused = 0;
         let mut kept = Vec::with_capacity(requests.len());
         for request in requests.drain(..) {
-            let evicted;
-            let tx = match self.auth.decoded(&request) {
-                Some(tx) => tx,
-                // Evicted from memory since the edge checked it: decode it again.
-                None => match SignedTx::from_bytes(&request.payload) {
-                    Ok(tx) => {
-                        evicted = tx;
-                        &evicted
-                    }
-                    Err(_) => {
-                        refused += 1;
-                        continue;
-                    }
-                },
+            let Some(tx) = self.decode(&request) else {
+                refused += 1;
+                continue;
             };
-            match crate::admission::admit(&self.chain.state(), &self.genesis, tx, now)? {
+            match crate::admission::admit(&self.chain.state(), &self.genesis, &tx, now)? {
                 Ok(()) => kept.push(request),
                 Err(reject) => {
                     refused += 1;
@@ -411,6 +402,64 @@ impl Runtime {
         *requests = kept;
         self.metrics.refused_forwards += refused;
         Ok(())
+    }
+
+    /// Own transactions that lost a race: acknowledged (admitted on the chain as it was then)
+    /// but rejected by the rules on the chain as it is now, e.g. a record whose grant another
+    /// record used first. A correct primary refuses them at admission, so they would never
+    /// commit and this replica's timer would replace a correct primary for them: they are
+    /// withdrawn from the replica (pbft's `Input::Withdraw`) before that timer runs out (half
+    /// of it), and no longer resent. They stay acknowledged until their `not_after_ms` has
+    /// passed (no block can apply them then), in case a block still orders them.
+    fn withdraw_lost_races(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+        let now = self.clock.now_ms();
+        let mut lost = Vec::new();
+        for request in self
+            .shared
+            .waiting_longer_than(self.resend_after / 2, self.max_batch)
+        {
+            let Some(tx) = self.decode(&request) else {
+                continue;
+            };
+            if let Err(reject) =
+                crate::admission::admit(&self.chain.state(), &self.genesis, &tx, now)?
+            {
+                info!(
+                    id = %ledger::short_hex(&request.id),
+                    %reject,
+                    "withdrew an own transaction the chain now rejects"
+                );
+                lost.push(request.id);
+            }
+        }
+        if !lost.is_empty() {
+            self.shared.mark_withdrawn(&lost);
+            self.step(Input::Withdraw(lost), actions);
+        }
+        let expired: Vec<[u8; 32]> = self
+            .shared
+            .withdrawn()
+            .iter()
+            .filter(|request| {
+                self.decode(request)
+                    .is_none_or(|tx| tx.header.not_after_ms < now)
+            })
+            .map(|request| request.id)
+            .collect();
+        if !expired.is_empty() {
+            self.shared.take_pending(&expired);
+            self.local.remove_pending(expired.iter())?;
+        }
+        Ok(())
+    }
+
+    /// A request's transaction, from the edge check's memory or (evicted from it since)
+    /// decoded again; `None` if it does not decode.
+    fn decode<'a>(&'a self, request: &Request) -> Option<Cow<'a, SignedTx>> {
+        match self.auth.decoded(request) {
+            Some(tx) => Some(Cow::Borrowed(tx)),
+            None => SignedTx::from_bytes(&request.payload).ok().map(Cow::Owned),
+        }
     }
 
     /// §4.1: a client that gets no reply in time broadcasts its request to every replica, so

@@ -40,6 +40,9 @@ struct PendingTx {
     accepted: Instant,
     /// When it was last handed to the replicas (accepted, or broadcast again since).
     last_sent: Instant,
+    /// Withdrawn from the replica: the rules reject it on the committed chain now (it lost a
+    /// race), so it is not resent (`Runtime::withdraw_lost_races`).
+    withdrawn: bool,
     request: Request,
 }
 
@@ -95,6 +98,7 @@ impl Shared {
                     PendingTx {
                         accepted: now,
                         last_sent: now,
+                        withdrawn: false,
                         request,
                     },
                 )
@@ -110,13 +114,51 @@ impl Shared {
         let now = Instant::now();
         pending
             .values_mut()
-            .filter(|tx| now.duration_since(tx.last_sent) >= older_than)
+            .filter(|tx| !tx.withdrawn && now.duration_since(tx.last_sent) >= older_than)
             .take(limit)
             .map(|tx| {
                 tx.last_sent = now;
                 tx.request.clone()
             })
             .collect()
+    }
+
+    /// At most `limit` requests accepted at least `older_than` ago and not withdrawn.
+    pub(crate) fn waiting_longer_than(&self, older_than: Duration, limit: usize) -> Vec<Request> {
+        let Ok(pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        pending
+            .values()
+            .filter(|tx| !tx.withdrawn && tx.accepted.elapsed() >= older_than)
+            .take(limit)
+            .map(|tx| tx.request.clone())
+            .collect()
+    }
+
+    /// Marks `ids` withdrawn from the replica (kept pending until they commit or expire).
+    pub(crate) fn mark_withdrawn(&self, ids: &[[u8; 32]]) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for id in ids {
+                if let Some(tx) = pending.get_mut(id) {
+                    tx.withdrawn = true;
+                }
+            }
+        }
+    }
+
+    /// The withdrawn requests (to drop those that expired).
+    pub(crate) fn withdrawn(&self) -> Vec<Request> {
+        self.pending
+            .lock()
+            .map(|pending| {
+                pending
+                    .values()
+                    .filter(|tx| tx.withdrawn)
+                    .map(|tx| tx.request.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// How long the oldest acknowledged, uncommitted transaction has waited.

@@ -16,6 +16,19 @@ use node::{Cluster, Frame, NodeError, NodeHandle, Timing, TxStatus, Verdict, Wir
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Waits until `handle`'s validator applied `height`.
+fn wait_height(handle: &NodeHandle, height: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while handle.status().height < height {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not reach height {height}",
+            handle.name()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn note(text: &str) -> RecordBody {
     RecordBody {
         diagnosis: text.into(),
@@ -227,6 +240,59 @@ fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
     assert_eq!(hospital.status().refused_forwards, 1);
     assert_eq!(
         hospital.tx_status(&unlawful.id(&genesis_hash)).unwrap(),
+        TxStatus::Unknown
+    );
+}
+
+/// A transaction that loses a race while its validator is cut off: the clinic accepts a record
+/// whose grant another record, submitted at the hospital, uses first. Back on the network, the
+/// clinic learns the chain; the primary refuses its forward at admission (the grant is used),
+/// so the record can never commit. The clinic withdraws it from its replica instead of timing
+/// out and asking, alone, for a view change against a correct primary.
+#[test]
+fn an_own_transaction_that_lost_a_race_does_not_time_out_a_correct_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing = Timing {
+        view_change_timeout: Duration::from_secs(4),
+        ..fast_timing()
+    };
+    let cluster = Cluster::open(dir.path(), timing).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let clinic = cluster.handle(1).unwrap();
+    let rt = runtime();
+    let (patient, doctor) = people(&rt, &hospital);
+    let genesis_hash = hospital.genesis_hash();
+    let grant = patient.write_grant(&genesis_hash, &doctor.id, "one note");
+    let grant_id = grant.id(&genesis_hash);
+    let applied = rt.block_on(clinic.submit_applied(grant, WAIT)).unwrap();
+    let Verdict::Applied {
+        height: granted_at, ..
+    } = applied
+    else {
+        panic!("the grant was not applied: {applied:?}");
+    };
+    wait_height(&hospital, granted_at);
+    let first = doctor.record(&genesis_hash, &patient.id, grant_id, &note("first"));
+    let second = doctor.record(&genesis_hash, &patient.id, grant_id, &note("second"));
+
+    cluster.network().set_disconnected(1, true);
+    let verdict = rt.block_on(hospital.submit_applied(first, WAIT)).unwrap();
+    let Verdict::Applied { height, .. } = verdict else {
+        panic!("the first record was not applied: {verdict:?}");
+    };
+    rt.block_on(clinic.submit(second.clone()))
+        .expect("the clinic, behind, admits the second record");
+    cluster.network().set_disconnected(1, false);
+    wait_height(&clinic, height);
+    // Twice the clinic's view-change timeout after it accepted the record.
+    std::thread::sleep(Duration::from_secs(8));
+    let status = clinic.status();
+    assert!(
+        status.view == 0 && !status.view_changing,
+        "the clinic asked for a view change against a correct primary: {status:?}"
+    );
+    assert_eq!(
+        hospital.tx_status(&second.id(&genesis_hash)).unwrap(),
         TxStatus::Unknown
     );
 }

@@ -68,7 +68,8 @@ impl Net {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap();
-        let genesis = Arc::new(node::init_network(dir.path(), &NAMES, false).unwrap());
+        let genesis =
+            Arc::new(node::init_network(dir.path(), &NAMES, false, Default::default()).unwrap());
         let listen = NAMES.iter().map(|_| free_addr()).collect();
         Self {
             dir,

@@ -236,6 +236,10 @@ pub enum ProtocolError {
         got: u64,
         known: u64,
     },
+    #[error(
+        "recovery query of replica {replica} announces a new incarnation before this replica's stable checkpoint moved on from the last one"
+    )]
+    IncarnationRaisedTooSoon { replica: ReplicaId },
     #[error("invalid recovery answer: {0}")]
     InvalidRecoveryAnswer(&'static str),
 }

@@ -17,6 +17,11 @@ pub enum Input {
     Message(Signed<Message>),
     /// A client request accepted by this replica's node.
     Request(Request),
+    /// The caller gave up on these pending requests: they can no longer apply (its state
+    /// machine would reject them now, e.g. a transaction that lost a race to a conflicting
+    /// one), so a primary that leaves them out is not to be replaced for it. Requests already
+    /// in the log stay (they are ordered and will execute); unknown ids are ignored.
+    Withdraw(Vec<Digest>),
     /// Propose what is pending now instead of waiting for the batch window (the seed's
     /// `/api/validate`). Ignored by a backup.
     Cut,

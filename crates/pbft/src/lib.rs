@@ -214,16 +214,28 @@
 //! no part in views below v, which its new life, not knowing it, may break: a faulty primary
 //! of v could build a new-view on it whose O set leaves out what the replica committed in a
 //! lower view after recovery. Every view-change and new-view carries its sender's incarnation
-//! inside what it signs; every replica keeps, per sender, the newest incarnation it saw (from
-//! any view-change, new-view or recovery query) and refuses a view-change or new-view of an
-//! older one, alone or inside a new-view ([`ProtocolError::OlderIncarnation`]); the replica
-//! refuses its own. For anything to be prepared in v, its primary and 2f backups must accept
+//! inside what it signs; every replica keeps, per sender, the newest incarnation announced in
+//! that sender's own recovery queries and refuses a view-change or new-view of an older one,
+//! alone or inside a new-view ([`ProtocolError::OlderIncarnation`]); the replica refuses its
+//! own. For anything to be prepared in v, its primary and 2f backups must accept
 //! that new-view; they share f+1 replicas with the 2f+1 answerers (which exclude the
 //! recovered replica), so at least one correct one, which persisted the new incarnation before
 //! it answered. If it checked the new-view after
 //! answering, it refused it. If it had accepted the new-view before, it kept the lost life's
 //! view-change as the querier's message of the highest view and showed it in its answer, so
 //! V >= v and the replica never voted below v after recovery: the promise was kept.
+//!
+//! Why announcing new lives cannot halt the cluster. Incarnations are learned only from
+//! recovery queries, never from view-changes or new-views, and the argument above needs no
+//! more: it rests on the answerers' persisted incarnation. A faulty replica can still send its
+//! view-change to the primary and then a query of a newer incarnation to the backups only,
+//! which then refuse the new-view built on that view-change: a veto, which costs one view
+//! change. A replica accepts at most one new incarnation per sender per advance of its own
+//! stable checkpoint ([`ProtocolError::IncarnationRaisedTooSoon`]; it does not answer such a
+//! query, so the argument above is untouched), so the next view change succeeds and the
+//! cluster commits a checkpoint interval before the faulty replica can veto again. The price:
+//! a correct replica that loses its state twice within one checkpoint interval stays in
+//! recovery until the others reach the next checkpoint.
 //!
 //! Why no faulty answerer can strand it. H is a sequence number 2f+1 replicas committed, and
 //! V a view the replica asked for itself or one in which 2f+1 replicas committed: a faulty

@@ -104,6 +104,20 @@ impl Replica {
         if from == self.cfg.id {
             return Ok(()); // our own query, looped back
         }
+        // One new incarnation per querier per stable checkpoint: a faulty replica announcing a
+        // new life to the backups only makes them refuse the new-view that holds its older
+        // view-change; each veto costs a view change, and a checkpoint must be reached (with
+        // progress made) before the next. A correct querier that lost its state twice within
+        // one checkpoint interval waits for the next checkpoint (crate docs).
+        let raises = query.incarnation > self.known_incarnation(from);
+        if raises
+            && self
+                .incarnation_raised_at
+                .get(&from)
+                .is_some_and(|at| *at >= self.low)
+        {
+            return Err(ProtocolError::IncarnationRaisedTooSoon { replica: from });
+        }
         let interval = self.cfg.retransmit_ticks;
         if self
             .recovery_answered
@@ -116,6 +130,7 @@ impl Replica {
         // From now on this replica refuses the querier's view-changes and new-views of its
         // earlier lives, also after a restart: persisted before the answer goes out.
         if self.learn_incarnation(from, query.incarnation) {
+            self.incarnation_raised_at.insert(from, self.low);
             actions.push(Action::Persist(Durable::Incarnation {
                 replica: from,
                 incarnation: query.incarnation,

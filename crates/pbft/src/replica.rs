@@ -178,9 +178,14 @@ pub struct Replica {
     pub(crate) recovery_answered: BTreeMap<ReplicaId, u64>,
     /// This life's incarnation ([`Restored::incarnation`]).
     pub(crate) incarnation: u64,
-    /// The newest incarnation known of each other replica: view-changes and new-views of older
-    /// ones are refused (`view_change.rs`, crate docs).
+    /// The newest incarnation known of each other replica, learned only from its own recovery
+    /// queries: view-changes and new-views of older ones are refused (`view_change.rs`, crate
+    /// docs).
     pub(crate) incarnations: BTreeMap<ReplicaId, u64>,
+    /// The stable checkpoint at which each replica's incarnation last went up in this life: one
+    /// increase per replica per checkpoint, so that announcing new lives cannot veto view
+    /// changes for ever (`recovery.rs`).
+    pub(crate) incarnation_raised_at: BTreeMap<ReplicaId, SeqNo>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
     pub(crate) last_new_view: Option<NewView>,
     /// Messages of views not entered yet, per sender (bounded per sender).
@@ -242,6 +247,7 @@ impl Replica {
             recovery_answered: BTreeMap::new(),
             incarnation: restored.incarnation,
             incarnations: BTreeMap::new(),
+            incarnation_raised_at: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
             alarms: 0,
@@ -480,6 +486,10 @@ impl Replica {
             }
             Input::Message(m) => self.on_message(m, actions),
             Input::Request(r) => self.on_request(r, actions),
+            Input::Withdraw(ids) => {
+                self.withdraw(&ids);
+                Ok(())
+            }
             Input::Cut => {
                 if self.status == Status::Normal && self.is_primary() {
                     self.try_propose(true, actions);
@@ -629,6 +639,7 @@ impl Replica {
         if self.status == Status::Normal && self.is_primary() {
             self.try_propose(false, actions);
         }
+        self.reconsider_withheld(actions);
         self.retransmit(actions);
         self.maybe_fetch(actions);
         self.maybe_query(actions);
@@ -730,6 +741,23 @@ impl Replica {
             && self
                 .timed_request
                 .is_none_or(|id| !self.pending.contains_key(&id))
+        {
+            self.stop_timer();
+            self.arm_timer();
+        }
+    }
+
+    /// [`Input::Withdraw`]: forgets pending requests not in the log; the timer, if it followed
+    /// one of them, restarts for the oldest request still waited on (as on progress).
+    fn withdraw(&mut self, ids: &[Digest]) {
+        for id in ids {
+            if !self.in_log.contains_key(id) {
+                self.pending.remove(id);
+            }
+        }
+        if self
+            .timed_request
+            .is_some_and(|id| !self.pending.contains_key(&id))
         {
             self.stop_timer();
             self.arm_timer();
@@ -1060,6 +1088,38 @@ impl Replica {
         }
         self.time_at(proposal.seq - 1).is_none()
             || proposal.time_ms.abs_diff(self.clock_ms) > self.cfg.block_time_tolerance_ms
+    }
+
+    /// A backup's withheld prepares, checked again at each tick: a block time that was too far
+    /// from its clock (or followed a time not known yet) may be fine now that the clock moved
+    /// on (or the time before arrived); then it prepares, as it would have on receipt.
+    fn reconsider_withheld(&mut self, actions: &mut Vec<Action>) {
+        if self.status != Status::Normal || self.is_primary() {
+            return;
+        }
+        let first = self.last_executed.0 + 1;
+        let ready: Vec<(SeqNo, Digest)> = self
+            .slots
+            .range(first..)
+            .filter(|(_, slot)| slot.withheld && !slot.abandoned)
+            .filter_map(|(seq, slot)| slot.pre_prepare.as_ref().map(|pp| (*seq, pp)))
+            .filter(|(_, pp)| {
+                !self.withholds_prepare(&pp.proposal)
+                    && self.check_time_increases(&pp.proposal).is_ok()
+            })
+            .map(|(seq, pp)| (seq, pp.digest))
+            .collect();
+        for (seq, digest) in ready {
+            if let Some(slot) = self.slots.get_mut(&seq) {
+                slot.withheld = false;
+            }
+            actions.push(Action::Broadcast(Message::Prepare(Vote {
+                view: self.view,
+                seq,
+                digest,
+            })));
+            self.check_prepared(seq, actions);
+        }
     }
 
     /// The planted bug that turns both block-time checks off (the simulator must catch it).

@@ -45,9 +45,12 @@ impl Replica {
         Ok(())
     }
 
-    /// Notes that `replica` is in `incarnation` (signed by it); if that is newer than known,
-    /// forgets the view-changes of its older ones and returns true (the caller decides whether
-    /// to persist it). This replica's own incarnation is the caller's, never learned.
+    /// Notes that `replica` is in `incarnation` (from its own recovery query, or replayed from
+    /// [`Durable::Incarnation`]); if that is newer than known, forgets the view-changes of its
+    /// older ones and returns true (the caller decides whether to persist it). Never learned
+    /// from view-changes or new-views: a faulty replica could send an older incarnation to the
+    /// primary and a newer one to the backups, and so veto the new-view. This replica's own
+    /// incarnation is the caller's, never learned.
     pub(crate) fn learn_incarnation(&mut self, replica: ReplicaId, incarnation: u64) -> bool {
         if replica == self.cfg.id || incarnation <= self.known_incarnation(replica) {
             return false;
@@ -241,7 +244,6 @@ impl Replica {
         self.validate_view_change(&vc.message)?;
         let from = vc.from;
         self.check_incarnation(from, vc.message.incarnation)?;
-        self.learn_incarnation(from, vc.message.incarnation);
         let view = vc.message.new_view;
         if view < self.view || (view == self.view && self.status == Status::Normal) {
             // A replica behind us. If we lead our view, hand it our new-view (§4.5.2's
@@ -460,9 +462,7 @@ impl Replica {
             self.alarms += 1;
             return Err(Bad("O set conflicts with executed proposals"));
         }
-        self.learn_incarnation(from, nv.incarnation);
         for vc in &nv.view_changes {
-            self.learn_incarnation(vc.from, vc.message.incarnation);
             self.show_view_change(vc);
         }
         self.enter_view(nv.view, plan, None, actions);

@@ -158,6 +158,47 @@ fn backup_withholds_its_prepare_for_a_time_far_from_its_clock() {
     }
 }
 
+/// A withheld prepare is sent once the backup's clock comes within τ of the block time (a
+/// primary whose clock runs a little ahead is not left to 2f others).
+#[test]
+fn backup_prepares_a_withheld_proposal_once_its_clock_catches_up() {
+    let clock = 50_000;
+    let time_ms = clock + TOLERANCE_MS + 500;
+    let pp = timed(1, GENESIS, time_ms, vec![request(1)]);
+    let mut r = replica_at(1, 0, clock);
+    assert!(!prepares(&step(&mut r, msg(0, Message::PrePrepare(pp))), 1));
+    assert!(!prepares(
+        &step(
+            &mut r,
+            Input::Tick {
+                now_ms: clock + 499
+            }
+        ),
+        1
+    ));
+    assert!(prepares(
+        &step(
+            &mut r,
+            Input::Tick {
+                now_ms: clock + 500
+            }
+        ),
+        1
+    ));
+    assert!(
+        !prepares(
+            &step(
+                &mut r,
+                Input::Tick {
+                    now_ms: clock + 501
+                }
+            ),
+            1
+        ),
+        "once"
+    );
+}
+
 /// A restarted backup does not retransmit a prepare for a time its clock no longer accepts.
 #[test]
 fn restarted_backup_withholds_what_its_clock_no_longer_accepts() {

@@ -71,6 +71,31 @@ fn backup_forwards_request_and_times_out() {
     assert!(r.in_view_change());
 }
 
+/// A withdrawn request (its client gave up: the state machine would reject it now) is no
+/// longer waited on: a primary that left it out is not replaced for it; the timer restarts for
+/// the next request still pending.
+#[test]
+fn a_withdrawn_request_does_not_time_out_the_primary() {
+    let mut r = replica(2);
+    step(&mut r, Input::Request(request(9)));
+    for _ in 0..10 {
+        step(&mut r, Input::Tick { now_ms: 0 });
+    }
+    step(&mut r, Input::Request(request(8)));
+    step(&mut r, Input::Withdraw(vec![request(9).id]));
+    assert_eq!(r.pending_len(), 1);
+    for _ in 0..19 {
+        assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![]);
+    }
+    let actions = step(&mut r, Input::Tick { now_ms: 0 });
+    assert_eq!(
+        actions[0],
+        Action::Persist(Durable::ViewChange(1)),
+        "8 timed out"
+    );
+    step(&mut r, Input::Withdraw(vec![[0xee; 32]]));
+}
+
 /// §4.2 with batching: the primary waits for a full batch or the batch window.
 #[test]
 fn primary_batches_by_size_window_and_cut() {

@@ -547,3 +547,60 @@ fn an_answer_shows_the_queriers_view_change_seen_inside_a_new_view() {
         )))
     );
 }
+
+/// Finding 2 (red team): a replica accepts one new incarnation per sender per advance of its
+/// stable checkpoint, and does not answer a query that announces a second one sooner (the
+/// answer would tell the querier its new life was recorded). Otherwise a faulty replica could
+/// announce a new life before every view change and veto each new-view that holds its older
+/// view-change.
+#[test]
+fn a_new_incarnation_is_accepted_once_per_checkpoint() {
+    let mut c = Cluster::new(4);
+    let query = |incarnation| {
+        msg(
+            3,
+            Message::RecoveryQuery(RecoveryQuery {
+                nonce: incarnation,
+                incarnation,
+            }),
+        )
+    };
+    let learned = |c: &Cluster| -> Vec<u64> {
+        c.durable[0]
+            .iter()
+            .filter_map(|d| match d {
+                Durable::Incarnation {
+                    replica: 3,
+                    incarnation,
+                } => Some(*incarnation),
+                _ => None,
+            })
+            .collect()
+    };
+    c.input(0, query(1));
+    assert_eq!(learned(&c), vec![1]);
+    c.tick_all(1_000); // past the per-querier answer interval
+    assert_eq!(
+        step_err(&mut c.replicas[0], query(2)),
+        ProtocolError::IncarnationRaisedTooSoon { replica: 3 }
+    );
+    // The same incarnation again is no new one: answered.
+    let actions = step(&mut c.replicas[0], query(1));
+    assert!(matches!(
+        actions[..],
+        [Action::Send {
+            to: 3,
+            message: Message::RecoveryAnswer(_)
+        }]
+    ));
+    for i in 1..=4 {
+        let primary = c.replicas[0].primary();
+        c.input(primary, Input::Request(request(i)));
+        c.input(primary, Input::Cut);
+        c.run();
+    }
+    assert_eq!(c.replicas[0].stable_checkpoint().0, 4);
+    c.tick_all(1_000);
+    c.input(0, query(2));
+    assert_eq!(learned(&c), vec![1, 2]);
+}

@@ -641,3 +641,69 @@ fn red_team_held_malformed_recovery_answers_are_errors() {
     let proper = Message::RecoveryAnswer(answer(3, vec![0, 1, 2]));
     assert_eq!(bound_in(step(&mut q, msg(2, proper))), Some((0, 4 + 8)));
 }
+
+/// Finding 2 (red team, liveness): one Byzantine validator (3) cannot veto every view change
+/// with incarnations. At each view change it sends its view-change to the new primary and the
+/// same view-change, of a newer life, to the backups; the network loses one correct replica's
+/// view-change to the primary, so the new-view holds 3's older one. 3 takes no part in the
+/// normal case and sends no new-view of its own. When incarnations were learned from
+/// view-changes too, the backups refused every such new-view (`OlderIncarnation`) and the
+/// request was never committed. Now only a recovery query announces a life (and at most one
+/// per sender per stable checkpoint: `a_new_incarnation_is_accepted_once_per_checkpoint`).
+#[test]
+fn finding_2_announcing_new_lives_cannot_veto_every_view_change() {
+    let n = 4;
+    let mut c = Cluster::new(n);
+    commit_block(&mut c, 1);
+    let primary = move |view: View| (view % u64::from(n)) as ReplicaId;
+    // The correct backup (not 3) after the primary.
+    let lost = move |view: View| [1, 2, 0, 0][primary(view) as usize];
+    c.filter = Box::new(move |from, to, m| match m {
+        // The network: 0's proposals are lost for a while, so the backups time out.
+        Message::PrePrepare(pp) if from == 0 && pp.view == 0 => None,
+        // 3, Byzantine.
+        Message::ViewChange(vc) if from == 3 => {
+            let view = vc.new_view;
+            if to == primary(view) {
+                Some(Message::ViewChange(ViewChange {
+                    incarnation: view - 1,
+                    ..vc
+                }))
+            } else {
+                Some(Message::ViewChange(ViewChange {
+                    incarnation: view,
+                    ..vc
+                }))
+            }
+        }
+        Message::Prepare(_) | Message::Commit(_) | Message::NewView(_) if from == 3 => None,
+        // The network loses one correct replica's view-change to the new primary.
+        Message::ViewChange(vc) if to == primary(vc.new_view) && from == lost(vc.new_view) => None,
+        m => Some(m),
+    });
+    for id in 0..3 {
+        c.input(id, Input::Request(request(2)));
+    }
+    c.run();
+    for _ in 0..3_000 {
+        c.tick_all(1);
+        if (0..3).all(|id| c.executed_ids(id).contains(&[2; 32])) {
+            break;
+        }
+    }
+    for id in 0..3 {
+        assert!(
+            c.executed_ids(id).contains(&[2; 32]),
+            "replica {id} never committed the request (view {})",
+            c.replicas[id as usize].view()
+        );
+        let learned = c.durable[id as usize]
+            .iter()
+            .filter(|d| matches!(d, Durable::Incarnation { replica: 3, .. }))
+            .count();
+        assert!(
+            learned <= 1,
+            "replica {id} learned {learned} new lives of 3"
+        );
+    }
+}

@@ -93,7 +93,7 @@ impl Profile {
                 "double-vote alone (f = 1), or f colluders: an equivocating primary, double-voters targeting f honest replicas, a new primary that chooses view-changes"
             }
             Profile::NewPrimary => {
-                "the primary of view 1 chooses view-changes and doctors certificates; view 0's primary equivocates or is silent and withholds commits (or is cut off, f = 1)"
+                "the primary of view 1 chooses view-changes, doctors certificates and announces new lives to veto later new-views; view 0's primary equivocates or is silent and withholds commits (or is cut off, f = 1)"
             }
             Profile::Substitution => {
                 "the primary of view 0 substitutes payloads (view-changes, pre-prepares) and withholds commits; with f >= 2 the next primary colludes"

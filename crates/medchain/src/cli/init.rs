@@ -34,7 +34,7 @@ impl super::Run for InitArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         let names = ledger::validator_names(self.validators as usize);
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let genesis = node::init_network(&self.dir, &refs, self.force)
+        let genesis = node::init_network(&self.dir, &refs, self.force, Default::default())
             .with_context(|| format!("cannot initialise {}", self.dir.display()))?;
         println!(
             "created chain {} with {} validators in {}",

@@ -124,7 +124,7 @@ pub fn write_network(
     if !genesis_path.exists() {
         let names = ledger::validator_names(nodes);
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        node::init_network(dir, &refs, false)
+        node::init_network(dir, &refs, false, timing.timing().chain_params())
             .with_context(|| format!("cannot initialise {}", dir.display()))?;
     }
     let genesis = Genesis::load(&genesis_path)?;

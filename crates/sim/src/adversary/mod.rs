@@ -15,6 +15,7 @@ use crate::crypto;
 use crate::profile::Profile;
 use crate::world::World;
 
+pub mod announce_lives;
 pub mod bad_transfer_source;
 pub mod censor;
 pub mod choose_view_changes;
@@ -57,6 +58,7 @@ pub enum Behavior {
     LieInRecovery,
     SkewedClock,
     KeepLostLife,
+    AnnounceLives,
 }
 
 impl Behavior {
@@ -80,6 +82,7 @@ impl Behavior {
         Behavior::LieInRecovery,
         Behavior::SkewedClock,
         Behavior::KeepLostLife,
+        Behavior::AnnounceLives,
     ];
 
     /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
@@ -107,6 +110,7 @@ impl Behavior {
             Behavior::LieInRecovery => "lie-in-recovery",
             Behavior::SkewedClock => "skewed-clock",
             Behavior::KeepLostLife => "keep-lost-life",
+            Behavior::AnnounceLives => "announce-lives",
         }
     }
 
@@ -155,6 +159,9 @@ impl Behavior {
             }
             Behavior::KeepLostLife => {
                 "ignores recovered replicas' new incarnations; its new-views reuse their lost lives' view-changes (finding 2)"
+            }
+            Behavior::AnnounceLives => {
+                "view-changes to the new primary only, new incarnations announced to the backups (finding 2's veto)"
             }
         }
     }
@@ -279,7 +286,11 @@ pub fn cast(
         Profile::NewPrimary => {
             set(
                 1,
-                &[Behavior::ChooseViewChanges, Behavior::DoctorCertificates],
+                &[
+                    Behavior::ChooseViewChanges,
+                    Behavior::DoctorCertificates,
+                    Behavior::AnnounceLives,
+                ],
             );
             if f >= 2 {
                 let first = if rng.gen_bool(0.5) {
@@ -520,6 +531,10 @@ impl World {
                     }
                     m => m,
                 },
+                Behavior::AnnounceLives => {
+                    let config = crate::world::replica_config(from, self.n, None);
+                    announce_lives::rewrite(m, to, |view| config.primary(view))
+                }
                 Behavior::ForgeSignature
                 | Behavior::Replay
                 | Behavior::ChooseViewChanges
