@@ -1,6 +1,8 @@
-//! Red team, round 9: incarnations learned only from recovery queries, one new one per sender
-//! per stable checkpoint (commit a800353). A test that still breaks is `#[ignore]`d with the
-//! one-line reason; run those with `cargo test -p pbft --test red_team_lives -- --ignored`.
+//! Red team, round 9, against incarnations learned only from recovery queries, one new one per
+//! sender per stable checkpoint (commit a800353). Four breaks were found; each test below
+//! failed then and holds now that lives are signed queries that answers carry, replicas relay
+//! and records keep with the checkpoint they were learned at (crate docs, "Recovering from
+//! lost state").
 mod common;
 
 use std::cell::Cell;
@@ -105,8 +107,11 @@ fn view_change_sent(c: &Cluster, id: ReplicaId) -> ViewChange {
         .expect("a view-change to view 1")
 }
 
-/// BREAK (finding 2, safety; n = 7, f = 2; one Byzantine validator, 1, primary of view 1; at
-/// every moment at most one other validator is recovering, so within the fault model).
+/// Was a BREAK, now held (finding 2, safety; n = 7, f = 2; one Byzantine validator, 1, primary
+/// of view 1; at every moment at most one other validator is recovering, so within the fault
+/// model). Now every answer carries the lives its answerer knows, and a recovering replica
+/// learns them before it takes part: 2, 3 and 4 come back knowing 5's and 6's new lives, and
+/// refuse 1's new-view. The break, as found:
 ///
 /// What a replica knows of a peer's incarnation lives in its own durable records only, and
 /// since a800353 it is learned only from that peer's own recovery query. The answerers of a
@@ -132,8 +137,7 @@ fn view_change_sent(c: &Cluster, id: ReplicaId) -> ViewChange {
 /// a800353 they taught those replicas the new incarnation (and this schedule held); now they
 /// teach nothing.
 #[test]
-#[ignore = "BREAK: answerers that later lose their own stores forget a recovered peer's incarnation; its lost-life view-change then forks (n = 7)"]
-fn red_team_answerers_amnesia_revives_lost_view_changes_and_forks() {
+fn red_team_held_answerers_amnesia_does_not_revive_lost_view_changes() {
     answerers_amnesia_fork(false);
 }
 
@@ -141,8 +145,7 @@ fn red_team_answerers_amnesia_revives_lost_view_changes_and_forks() {
 /// schedule that forks with the code before a800353 too (learning from view-changes only
 /// narrowed the hole).
 #[test]
-#[ignore = "BREAK: as red_team_answerers_amnesia_revives_lost_view_changes_and_forks, with the new lives' view-changes delayed"]
-fn red_team_answerers_amnesia_forks_with_new_lives_delayed() {
+fn red_team_held_answerers_amnesia_with_new_lives_delayed() {
     answerers_amnesia_fork(true);
 }
 
@@ -158,8 +161,11 @@ fn answerers_amnesia_fork(delay_new_lives: bool) {
     c.filter = Box::new(move |from, to, m| {
         let (phase, lost, s) = (p.get(), lost.get(), s_at.get());
         match m {
-            // The network delays every recovery query to 0 (until after the attack).
-            Message::RecoveryQuery(_) if to == 0 => None,
+            // The network delays every recovery query to 0 (until after the attack), and the
+            // lives relayed to it.
+            Message::RecoveryQuery(_) | Message::Lives(_) if to == 0 => None,
+            // 1, Byzantine, ignores relayed lives too.
+            Message::Lives(_) if to == 1 => None,
             // 1, Byzantine: ignores announced lives (keeps the old view-changes to use) and
             // leaves the querier's messages out of its answers.
             Message::RecoveryQuery(q) if to == 1 => Some(Message::RecoveryQuery(RecoveryQuery {
@@ -211,24 +217,19 @@ fn answerers_amnesia_fork(delay_new_lives: bool) {
         );
     }
     let knows_new_life = |c: &Cluster, id: usize| {
-        c.durable[id].iter().any(|d| {
-            matches!(
-                d,
-                Durable::Incarnation {
-                    replica: 5 | 6,
-                    incarnation: 1
-                }
-            )
-        })
+        c.durable[id]
+            .iter()
+            .any(|d| matches!(life_in(d), Some((5 | 6, 1))))
     };
     assert!(knows_new_life(&c, 2) && knows_new_life(&c, 3) && knows_new_life(&c, 4));
     for a in [2, 3, 4] {
         lose_state(&mut c, a, 1);
         next = recover(&mut c, a, next);
     }
+    // Before the fix, answers carried no lives: 2, 3 and 4 came back knowing neither new life.
     assert!(
-        (0..5).all(|id| !knows_new_life(&c, id)),
-        "no replica but 5 and 6 knows of their new lives"
+        [2, 3, 4].iter().all(|id| knows_new_life(&c, *id)),
+        "the answerers learned 5's and 6's new lives again as they recovered"
     );
 
     // Phase 3: block d at s.
@@ -530,7 +531,8 @@ fn red_team_held_adaptive_vetoes_end() {
     }
 }
 
-/// BREAK of the documented bound (docs/SECURITY.md: "Delay one view change per checkpoint
+/// Was a BREAK (now held: a new life heard by one replica is relayed to all, so what they know
+/// no longer differs) of the documented bound (docs/SECURITY.md: "Delay one view change per checkpoint
 /// interval ... so the next view change succeeds"; crate docs, "Why announcing new lives
 /// cannot halt the cluster"). The limit is one new life per sender *per answering replica*:
 /// the vetoer raises a different correct backup each time, and the differences between what
@@ -540,8 +542,7 @@ fn red_team_held_adaptive_vetoes_end() {
 /// correct replica crashed: 8 refused new-views, commit in view 11 at about 2,000 times the
 /// base timeout. Within one checkpoint interval and with no restart.
 #[test]
-#[ignore = "BREAK: the vetoer refuses several new-views in a row, not one per checkpoint interval (n = 4: 4; n = 7 with one crashed: 8)"]
-fn red_team_adaptive_vetoes_exceed_one_per_checkpoint() {
+fn red_team_held_adaptive_vetoes_stay_within_one_per_checkpoint() {
     for (n, byzantine, crashed) in [(4, 3, None), (7, 6, Some(5))] {
         let (refused, view, ticks) = veto_attack(n, byzantine, crashed, true);
         assert!(
@@ -552,7 +553,8 @@ fn red_team_adaptive_vetoes_exceed_one_per_checkpoint() {
     }
 }
 
-/// BREAK (finding 2, liveness, needs restarts of correct replicas): which new lives a replica
+/// Was a BREAK (now held: `Durable::Incarnation` keeps the checkpoint a life was learned at,
+/// and a restart replays it) (finding 2, liveness, needs restarts of correct replicas): which new lives a replica
 /// took since its stable checkpoint (`incarnation_raised_at`) is kept in memory only, so each
 /// restart of a correct replica (records intact: a crash, an upgrade) gives the vetoer one
 /// more announcement there. If the correct replica it raised restarts once after each view
@@ -561,8 +563,7 @@ fn red_team_adaptive_vetoes_exceed_one_per_checkpoint() {
 /// this needs an outside reason for them; persisting the checkpoint with
 /// `Durable::Incarnation` (and replaying it) would close it.
 #[test]
-#[ignore = "BREAK: each restart of a correct replica resets its one-new-life-per-checkpoint limit; a restart per view change lets one validator veto every view change"]
-fn red_team_restarts_renew_the_veto() {
+fn red_team_held_restarts_do_not_renew_the_veto() {
     veto_attack_with_restarts(4, 3, None, true, true);
 }
 
@@ -603,7 +604,7 @@ fn red_team_held_announced_lives_are_bounded_per_checkpoint() {
         let lives = |records: &[Durable]| {
             records
                 .iter()
-                .filter(|d| matches!(d, Durable::Incarnation { replica: 3, .. }))
+                .filter(|d| matches!(life_in(d), Some((3, _))))
                 .count()
         };
         let taken = lives(&c.durable[id]);
