@@ -294,7 +294,8 @@ fn embedded_requests<'m>(message: &'m Message, out: &mut Vec<&'m Request>) {
         | Message::Commit(_)
         | Message::Checkpoint(_)
         | Message::RecoveryQuery(_)
-        | Message::RecoveryAnswer(_) => {}
+        | Message::RecoveryAnswer(_)
+        | Message::Lives(_) => {}
     }
 }
 

@@ -74,11 +74,13 @@ impl FrameKind {
         match wire {
             Wire::Consensus(signed) => match &signed.message {
                 Message::Forward(_) | Message::PrePrepare(_) => FrameKind::Batch,
-                // An answer carries a certificate (n signed commits) and may carry the querier's
-                // own view-change or new-view; one per answerer and query.
-                Message::ViewChange(_) | Message::NewView(_) | Message::RecoveryAnswer(_) => {
-                    FrameKind::ViewChange
-                }
+                // An answer carries a certificate (n signed commits), up to n lives, and may carry
+                // the querier's own view-change or new-view; one per answerer and query. Relayed
+                // lives (up to n signed queries) go with view-changes.
+                Message::ViewChange(_)
+                | Message::NewView(_)
+                | Message::RecoveryAnswer(_)
+                | Message::Lives(_) => FrameKind::ViewChange,
                 Message::Prepare(_)
                 | Message::Commit(_)
                 | Message::Checkpoint(_)
@@ -219,6 +221,16 @@ mod tests {
                 message: pbft::ViewMessage::Commit(commit),
                 signature: pbft::Signature([2; 64]),
             })),
+            lives: (0..n)
+                .map(|from| Signed {
+                    from,
+                    message: pbft::RecoveryQuery {
+                        nonce: u64::MAX,
+                        incarnation: u64::MAX,
+                    },
+                    signature: pbft::Signature([4; 64]),
+                })
+                .collect(),
         };
         let wire = Wire::Consensus(Signed {
             from: 1,

@@ -1,7 +1,7 @@
 //! What a replica must remember across a restart so that it never contradicts itself.
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use crate::message::{Checkpoint, NewView, PrePrepare, PreparedCertificate, Signed};
+use crate::message::{Checkpoint, Life, NewView, PrePrepare, PreparedCertificate, Signed};
 use crate::types::{ReplicaId, SeqNo, View};
 
 /// A record the caller must store durably (fsync) before executing any later action of the
@@ -24,9 +24,10 @@ use crate::types::{ReplicaId, SeqNo, View};
 /// - [`Durable::NewView`]: the new-view a primary sent, so that after a restart it can still
 ///   hand it to a replica that missed it (§4.5.2's retransmission; without it such a replica
 ///   waits a doubled timeout or sits in a higher view).
-/// - [`Durable::Incarnation`]: the newest incarnation of a recovering replica, persisted before
-///   this replica answers its query, so that it refuses that replica's earlier lives'
-///   view-changes after a restart too (crate docs, "Recovering from lost state").
+/// - [`Durable::Incarnation`]: the newest life (signed query) of a replica, persisted before
+///   this replica answers or relays it, so that it refuses that replica's earlier lives'
+///   view-changes after a restart too, and can tell others (crate docs, "Recovering from lost
+///   state").
 ///
 /// Pruning: [`Durable::compact`] drops every record that a later one makes useless: all but
 /// the last view record, pre-prepares of older views, pre-prepares and prepared certificates at
@@ -58,12 +59,10 @@ pub enum Durable {
     /// least `view` with a stable checkpoint of at least `seq`. Persisted first thing when a
     /// recovery starts, and again when the bound is known.
     Recovery { bound: Option<(View, SeqNo)> },
-    /// `replica` is in `incarnation` (or a later one): its view-changes and new-views of older
-    /// incarnations are refused. Persisted when a recovery query announces a newer one.
-    Incarnation {
-        replica: ReplicaId,
-        incarnation: u64,
-    },
+    /// `life.from` is in `life.message.incarnation` (or a later one): its view-changes and
+    /// new-views of older incarnations are refused. Persisted when this replica learns a newer
+    /// life, at stable checkpoint `at` (one new life per replica per checkpoint).
+    Incarnation { life: Life, at: SeqNo },
 }
 
 impl Durable {
@@ -133,20 +132,17 @@ impl Durable {
                 } => *v > view || (*v == view && changing) || *s > stable,
                 _ => true,
             });
-        // The newest incarnation of each replica (the last record of the highest).
+        // The newest life of each replica (the last record of the highest).
         let mut newest_incarnation: std::collections::BTreeMap<ReplicaId, (u64, usize)> =
             std::collections::BTreeMap::new();
         for (i, r) in records.iter().enumerate() {
-            if let Durable::Incarnation {
-                replica,
-                incarnation,
-            } = r
-            {
+            if let Durable::Incarnation { life, .. } = r {
+                let incarnation = life.message.incarnation;
                 let entry = newest_incarnation
-                    .entry(*replica)
-                    .or_insert((*incarnation, i));
-                if *incarnation >= entry.0 {
-                    *entry = (*incarnation, i);
+                    .entry(life.from)
+                    .or_insert((incarnation, i));
+                if incarnation >= entry.0 {
+                    *entry = (incarnation, i);
                 }
             }
         }
@@ -170,8 +166,8 @@ impl Durable {
                 }
                 Durable::NewView(_) => Some(index) == last_new_view_index,
                 Durable::Recovery { .. } => Some(index) == last_recovery_index,
-                Durable::Incarnation { replica, .. } => {
-                    newest_incarnation.get(replica).map(|n| n.1) == Some(index)
+                Durable::Incarnation { life, .. } => {
+                    newest_incarnation.get(&life.from).map(|n| n.1) == Some(index)
                 }
             };
         }

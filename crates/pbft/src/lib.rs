@@ -214,10 +214,12 @@
 //! no part in views below v, which its new life, not knowing it, may break: a faulty primary
 //! of v could build a new-view on it whose O set leaves out what the replica committed in a
 //! lower view after recovery. Every view-change and new-view carries its sender's incarnation
-//! inside what it signs; every replica keeps, per sender, the newest incarnation announced in
-//! that sender's own recovery queries and refuses a view-change or new-view of an older one,
-//! alone or inside a new-view ([`ProtocolError::OlderIncarnation`]); the replica refuses its
-//! own. For anything to be prepared in v, its primary and 2f backups must accept
+//! inside what it signs. A *life* is a replica's own signed recovery query ([`Life`]): every
+//! replica keeps, per sender, the newest life it knows ([`Durable::Incarnation`]), learned from
+//! that sender's query, relayed by others ([`Message::Lives`]) or shown in a recovery answer,
+//! never from a view-change or new-view; it refuses a view-change or new-view of an older
+//! incarnation, alone or inside a new-view ([`ProtocolError::OlderIncarnation`]); the replica
+//! refuses its own. For anything to be prepared in v, its primary and 2f backups must accept
 //! that new-view; they share f+1 replicas with the 2f+1 answerers (which exclude the
 //! recovered replica), so at least one correct one, which persisted the new incarnation before
 //! it answered. If it checked the new-view after
@@ -225,17 +227,28 @@
 //! view-change as the querier's message of the highest view and showed it in its answer, so
 //! V >= v and the replica never voted below v after recovery: the promise was kept.
 //!
-//! Why announcing new lives cannot halt the cluster. Incarnations are learned only from
-//! recovery queries, never from view-changes or new-views, and the argument above needs no
-//! more: it rests on the answerers' persisted incarnation. A faulty replica can still send its
-//! view-change to the primary and then a query of a newer incarnation to the backups only,
-//! which then refuse the new-view built on that view-change: a veto, which costs one view
-//! change. A replica accepts at most one new incarnation per sender per advance of its own
-//! stable checkpoint ([`ProtocolError::IncarnationRaisedTooSoon`]; it does not answer such a
-//! query, so the argument above is untouched), so the next view change succeeds and the
-//! cluster commits a checkpoint interval before the faulty replica can veto again. The price:
-//! a correct replica that loses its state twice within one checkpoint interval stays in
-//! recovery until the others reach the next checkpoint.
+//! Why that knowledge survives the answerers' own amnesia. Each recovery answer carries the
+//! newest life its answerer knows of every replica, and a recovering replica learns them
+//! (persisting each) before it takes part. Let K be the correct replicas that know a life k of
+//! X. When X recovers, its 2f+1 answerers persist k before answering; at most f - 1 of them are
+//! faulty (X itself counts towards f while it recovers), so K holds at least f + 2 of them,
+//! and X. When a member of K loses its state (it then counts towards f), the others of K are
+//! at least f + 2 of the 3f other replicas, its 2f+1 answerers share at least 2 with them, and
+//! a correct answerer shows k: it learns k again before it takes part. So K never drops below
+//! f + 1 correct replicas that take part, and every new-view's 2f+1 acceptors include one.
+//!
+//! Why announcing new lives cannot halt the cluster. A faulty replica can send its view-change
+//! to the primary and a query of a newer incarnation to the backups only, which would then
+//! refuse the new-view built on that view-change: a veto. A replica that learns a life from its
+//! sender's query relays it to every replica at once ([`Message::Lives`]), and a replica
+//! changing views relays every life it knows with its view-change, so what correct replicas
+//! know converges instead of differing. A replica takes at most one new life per sender per
+//! advance of its own stable checkpoint ([`ProtocolError::IncarnationRaisedTooSoon`]; it does
+//! not answer such a query, so the arguments above are untouched), and records that
+//! checkpoint with the life, so a restart does not renew it: the faulty replica gets at most
+//! about one veto per checkpoint interval, and the cluster commits that interval before the
+//! next. The price: a correct replica that loses its state twice within one checkpoint
+//! interval stays in recovery until the others reach the next checkpoint.
 //!
 //! Why no faulty answerer can strand it. H is a sequence number 2f+1 replicas committed, and
 //! V a view the replica asked for itself or one in which 2f+1 replicas committed: a faulty

@@ -84,6 +84,19 @@ pub struct RecoveryQuery {
     pub incarnation: u64,
 }
 
+impl RecoveryQuery {
+    /// The bytes its sender signed, as [`Message::RecoveryQuery`]: a signed query is its
+    /// sender's own word for its life, which any replica may relay ([`Message::Lives`]).
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        tagged_borsh(TAG_RECOVERY_QUERY, self)
+    }
+}
+
+/// A replica's life as its own signed recovery query proves it: the newest one known of each
+/// replica is kept, persisted ([`crate::Durable::Incarnation`]) and relayed (crate docs,
+/// "Recovering from lost state").
+pub type Life = Signed<RecoveryQuery>;
+
 /// One replica's answer to a [`RecoveryQuery`], sent to the querier only. Each claim it makes
 /// is proven by signatures that the caller verifies at the edge
 /// ([`Message::embedded_signatures`]), so a faulty answerer can understate the querier's bound
@@ -105,6 +118,9 @@ pub struct RecoveryAnswer {
     /// The message of the highest view the answerer accepted from the querier, signed by the
     /// querier: the querier's own word for a view it was in (or asked to move to).
     pub querier_message: Option<Box<Signed<ViewMessage>>>,
+    /// The newest life the answerer knows of each replica (its own included): a querier that
+    /// lost its state learns them again before it takes part (crate docs).
+    pub lives: Vec<Life>,
 }
 
 impl RecoveryAnswer {
@@ -148,7 +164,8 @@ impl ViewMessage {
             Message::Forward(_)
             | Message::Checkpoint(_)
             | Message::RecoveryQuery(_)
-            | Message::RecoveryAnswer(_) => return None,
+            | Message::RecoveryAnswer(_)
+            | Message::Lives(_) => return None,
         })
     }
 
@@ -226,6 +243,10 @@ pub enum Message {
     /// Not in the paper's normal protocol: recovery from lost state (crate docs).
     RecoveryQuery(RecoveryQuery),
     RecoveryAnswer(RecoveryAnswer),
+    /// Lives a replica relays (at most one per replica): the one a query just announced to
+    /// it, and all it knows while it changes views, so that every replica learns a new life
+    /// together and one that heard it alone cannot be made to refuse the others' new-views.
+    Lives(Vec<Life>),
 }
 
 /// Domain tags keep a signature on one kind of message from being replayed as another.
@@ -238,6 +259,7 @@ const TAG_VIEW_CHANGE: u8 = 5;
 const TAG_NEW_VIEW: u8 = 6;
 const TAG_RECOVERY_QUERY: u8 = 7;
 const TAG_RECOVERY_ANSWER: u8 = 8;
+const TAG_LIVES: u8 = 9;
 
 impl Message {
     /// The view a message belongs to (for a view-change, the view it asks to move to).
@@ -250,13 +272,15 @@ impl Message {
             Message::Forward(_)
             | Message::Checkpoint(_)
             | Message::RecoveryQuery(_)
-            | Message::RecoveryAnswer(_) => None,
+            | Message::RecoveryAnswer(_)
+            | Message::Lives(_) => None,
         }
     }
 
     /// Every signed message embedded in this one, as `(signer, signing bytes, signature)`:
     /// checkpoint proofs and prepares inside a view-change, the view-changes inside a
-    /// new-view (recursively), and a recovery answer's commit certificate and querier's message. The caller must verify all of them, as it verifies the outer
+    /// new-view (recursively), a recovery answer's commit certificate, querier's message and
+    /// lives, and relayed lives. The caller must verify all of them, as it verifies the outer
     /// signature, before handing the message to the replica: the core never checks signatures.
     pub fn embedded_signatures(&self) -> Vec<(ReplicaId, Vec<u8>, Signature)> {
         let mut out = Vec::new();
@@ -285,7 +309,9 @@ impl Message {
                 if let Some(m) = &answer.querier_message {
                     out.push((m.from, m.message.signing_bytes(), m.signature));
                 }
+                life_signatures(&answer.lives, &mut out);
             }
+            Message::Lives(lives) => life_signatures(lives, &mut out),
             _ => {}
         }
         out
@@ -321,9 +347,16 @@ impl Message {
             }
             Message::ViewChange(vc) => tagged_borsh(TAG_VIEW_CHANGE, vc),
             Message::NewView(nv) => tagged_borsh(TAG_NEW_VIEW, nv),
-            Message::RecoveryQuery(q) => tagged_borsh(TAG_RECOVERY_QUERY, q),
+            Message::RecoveryQuery(q) => q.signing_bytes(),
             Message::RecoveryAnswer(a) => tagged_borsh(TAG_RECOVERY_ANSWER, a),
+            Message::Lives(lives) => tagged_borsh(TAG_LIVES, lives),
         }
+    }
+}
+
+fn life_signatures(lives: &[Life], out: &mut Vec<(ReplicaId, Vec<u8>, Signature)>) {
+    for life in lives {
+        out.push((life.from, life.message.signing_bytes(), life.signature));
     }
 }
 
@@ -430,10 +463,20 @@ mod tests {
         assert_eq!(ViewMessage::of(&Message::Forward(Vec::new())), None);
     }
 
-    /// The edge verifies every commit of the certificate and the querier's signature.
+    /// The edge verifies every commit of the certificate, the querier's signature and every
+    /// life, in an answer or relayed.
     #[test]
     fn recovery_answer_lists_its_embedded_signatures() {
         let commit = vote(1);
+        let query = RecoveryQuery {
+            nonce: 9,
+            incarnation: 2,
+        };
+        let life = Signed {
+            from: 1,
+            message: query,
+            signature: Signature([9; 64]),
+        };
         let answer = RecoveryAnswer {
             nonce: 1,
             querier: 3,
@@ -444,6 +487,7 @@ mod tests {
                 message: ViewMessage::Prepare(vote(0)),
                 signature: Signature([3; 64]),
             })),
+            lives: vec![life.clone()],
         };
         let listed = Message::RecoveryAnswer(answer).embedded_signatures();
         let mut expected: Vec<_> = (0..3)
@@ -460,6 +504,14 @@ mod tests {
             Message::Prepare(vote(0)).signing_bytes(),
             Signature([3; 64]),
         ));
+        let life_signature = (
+            1,
+            Message::RecoveryQuery(query).signing_bytes(),
+            Signature([9; 64]),
+        );
+        expected.push(life_signature.clone());
         assert_eq!(listed, expected);
+        let relayed = Message::Lives(vec![life]).embedded_signatures();
+        assert_eq!(relayed, vec![life_signature]);
     }
 }

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::ProtocolError;
 use crate::durable::Durable;
 use crate::io::Action;
-use crate::message::{Message, RecoveryAnswer, RecoveryQuery, ViewMessage};
+use crate::message::{Life, Message, RecoveryAnswer, RecoveryQuery, Signed, ViewMessage};
 use crate::replica::{Replica, Status};
-use crate::types::{ReplicaId, SeqNo, View};
+use crate::types::{ReplicaId, SeqNo, Signature, View};
 
 /// A recovery in progress: the replica is passive (it sends no pre-prepare, prepare, commit,
 /// view-change or new-view) until it is in a view of at least `bound.0` with a stable
@@ -99,24 +99,20 @@ impl Replica {
         &mut self,
         from: ReplicaId,
         query: RecoveryQuery,
+        signature: Signature,
         actions: &mut Vec<Action>,
     ) -> Result<(), ProtocolError> {
+        let life = Signed {
+            from,
+            message: query,
+            signature,
+        };
         if from == self.cfg.id {
-            return Ok(()); // our own query, looped back
-        }
-        // One new incarnation per querier per stable checkpoint: a faulty replica announcing a
-        // new life to the backups only makes them refuse the new-view that holds its older
-        // view-change; each veto costs a view change, and a checkpoint must be reached (with
-        // progress made) before the next. A correct querier that lost its state twice within
-        // one checkpoint interval waits for the next checkpoint (crate docs).
-        let raises = query.incarnation > self.known_incarnation(from);
-        if raises
-            && self
-                .incarnation_raised_at
-                .get(&from)
-                .is_some_and(|at| *at >= self.low)
-        {
-            return Err(ProtocolError::IncarnationRaisedTooSoon { replica: from });
+            // Our own query, looped back signed: kept, to show in our answers.
+            if self.remember_life(life.clone(), self.low) {
+                actions.push(Action::Persist(Durable::Incarnation { life, at: self.low }));
+            }
+            return Ok(());
         }
         let interval = self.cfg.retransmit_ticks;
         if self
@@ -126,16 +122,13 @@ impl Replica {
         {
             return Err(ProtocolError::RecoveryQueryTooSoon);
         }
-        self.recovery_answered.insert(from, self.now);
         // From now on this replica refuses the querier's view-changes and new-views of its
-        // earlier lives, also after a restart: persisted before the answer goes out.
-        if self.learn_incarnation(from, query.incarnation) {
-            self.incarnation_raised_at.insert(from, self.low);
-            actions.push(Action::Persist(Durable::Incarnation {
-                replica: from,
-                incarnation: query.incarnation,
-            }));
+        // earlier lives, also after a restart: persisted before the answer goes out, and
+        // relayed so that the others learn it with this replica, not after.
+        if self.learn_life(life.clone(), actions)? {
+            actions.push(Action::Broadcast(Message::Lives(vec![life])));
         }
+        self.recovery_answered.insert(from, self.now);
         actions.push(Action::Send {
             to: from,
             message: Message::RecoveryAnswer(RecoveryAnswer {
@@ -144,8 +137,84 @@ impl Replica {
                 last_executed: self.last_executed.0,
                 executed_proof: Vec::new(),
                 querier_message: self.highest_view_shown.get(&from).cloned(),
+                lives: self.known_lives(),
             }),
         });
+        Ok(())
+    }
+
+    /// The newest life known of every replica (this one's own included, if it recovered).
+    pub(crate) fn known_lives(&self) -> Vec<Life> {
+        self.lives.values().map(|(life, _)| life.clone()).collect()
+    }
+
+    /// Keeps `life` as its sender's newest, learned at stable checkpoint `at`, if it is newer
+    /// than the one known, and forgets that sender's view-changes of older lives; returns
+    /// whether it was newer. Unconditional: for lives replayed from [`Durable::Incarnation`]
+    /// and this replica's own; [`Replica::learn_life`] decides for the others'.
+    pub(crate) fn remember_life(&mut self, life: Life, at: SeqNo) -> bool {
+        let (replica, incarnation) = (life.from, life.message.incarnation);
+        if self
+            .lives
+            .get(&replica)
+            .is_some_and(|(known, _)| known.message.incarnation >= incarnation)
+        {
+            return false;
+        }
+        self.lives.insert(replica, (life, at));
+        if replica != self.cfg.id
+            && let Some(table) = self.view_changes.get_mut(&replica)
+        {
+            table.retain(|_, vc| vc.message.incarnation >= incarnation);
+        }
+        true
+    }
+
+    /// Learns another replica's life, from its own query or relayed (in [`Message::Lives`] or
+    /// a recovery answer), persisting it first. At most one new life per replica per advance
+    /// of this replica's stable checkpoint ([`ProtocolError::IncarnationRaisedTooSoon`]): a
+    /// faulty replica announcing lives cannot veto view change after view change (crate docs,
+    /// "Why announcing new lives cannot halt the cluster"). Returns whether it was new.
+    pub(crate) fn learn_life(
+        &mut self,
+        life: Life,
+        actions: &mut Vec<Action>,
+    ) -> Result<bool, ProtocolError> {
+        let replica = life.from;
+        if replica == self.cfg.id || life.message.incarnation <= self.known_incarnation(replica) {
+            return Ok(false);
+        }
+        if self
+            .lives
+            .get(&replica)
+            .is_some_and(|(_, at)| *at >= self.low)
+        {
+            return Err(ProtocolError::IncarnationRaisedTooSoon { replica });
+        }
+        let at = self.low;
+        self.remember_life(life.clone(), at);
+        actions.push(Action::Persist(Durable::Incarnation { life, at }));
+        Ok(true)
+    }
+
+    /// Relayed lives: each is learned as if from its own query (no answer goes out).
+    pub(crate) fn on_lives(&mut self, lives: Vec<Life>, actions: &mut Vec<Action>) {
+        for life in lives {
+            // Refused ones (too soon) are ignored: a correct replica's is relayed again.
+            let _ = self.learn_life(life, actions);
+        }
+    }
+
+    /// At most one life per replica, each of a replica of the cluster.
+    pub(crate) fn check_lives(&self, lives: &[Life]) -> Result<(), ProtocolError> {
+        let mut senders = BTreeSet::new();
+        for life in lives {
+            if life.from >= self.cfg.n || !senders.insert(life.from) {
+                return Err(ProtocolError::Malformed(
+                    "lives of an unknown replica, or two of one",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -166,6 +235,7 @@ impl Replica {
         if answer.querier != self.cfg.id || Some(answer.nonce) != open_nonce {
             return Err(ProtocolError::UnexpectedRecoveryAnswer);
         }
+        self.check_lives(&answer.lives)?;
         let invalid = ProtocolError::InvalidRecoveryAnswer;
         if let Some(shown) = &answer.querier_message {
             if shown.from != answer.querier {
@@ -234,6 +304,17 @@ impl Replica {
             return Err(ProtocolError::UnexpectedRecoveryAnswer);
         }
         self.validate_recovery_answer(&answer)?;
+        let counted = self
+            .recovery
+            .as_ref()
+            .and_then(|r| r.query.as_ref())
+            .is_some_and(|q| q.answers.contains_key(&from));
+        if counted {
+            return Err(ProtocolError::Duplicate);
+        }
+        // What the answerer knows of every replica's life, learned (again) before this replica
+        // takes part: what it knew before it lost its state, among the rest (crate docs).
+        self.on_lives(answer.lives.clone(), actions);
         let querier = answer.querier_message.as_ref().map(|m| m.message.view());
         let certificate = answer.executed_proof.first().map(|c| c.message.view);
         let proven = (querier.max(certificate).unwrap_or(0), answer.last_executed);
@@ -243,9 +324,6 @@ impl Replica {
         let Some(query) = recovery.query.as_mut() else {
             return Err(ProtocolError::UnexpectedRecoveryAnswer);
         };
-        if query.answers.contains_key(&from) {
-            return Err(ProtocolError::Duplicate);
-        }
         query.answers.insert(from, proven);
         if query.answers.len() < quorum {
             return Ok(());

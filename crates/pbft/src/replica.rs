@@ -9,8 +9,8 @@ use crate::config::{Config, ProtocolError, Restored};
 use crate::durable::Durable;
 use crate::io::{Action, Alarm, Input};
 use crate::message::{
-    Checkpoint, Message, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange, ViewMessage,
-    Vote,
+    Checkpoint, Life, Message, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange,
+    ViewMessage, Vote,
 };
 use crate::recovery::Recovery;
 use crate::types::{Committed, Digest, Proposal, ReplicaId, Request, SeqNo, View};
@@ -178,14 +178,11 @@ pub struct Replica {
     pub(crate) recovery_answered: BTreeMap<ReplicaId, u64>,
     /// This life's incarnation ([`Restored::incarnation`]).
     pub(crate) incarnation: u64,
-    /// The newest incarnation known of each other replica, learned only from its own recovery
-    /// queries: view-changes and new-views of older ones are refused (`view_change.rs`, crate
-    /// docs).
-    pub(crate) incarnations: BTreeMap<ReplicaId, u64>,
-    /// The stable checkpoint at which each replica's incarnation last went up in this life: one
-    /// increase per replica per checkpoint, so that announcing new lives cannot veto view
-    /// changes for ever (`recovery.rs`).
-    pub(crate) incarnation_raised_at: BTreeMap<ReplicaId, SeqNo>,
+    /// The newest life known of each replica (its own signed recovery query; this one's own
+    /// too, for answers), with the stable checkpoint at which it was learned: view-changes and
+    /// new-views of older incarnations are refused, and one new life per replica per
+    /// checkpoint is taken (`recovery.rs`, crate docs).
+    pub(crate) lives: BTreeMap<ReplicaId, (Life, SeqNo)>,
     /// The new-view this replica sent as primary of its current view, to resend to laggards.
     pub(crate) last_new_view: Option<NewView>,
     /// Messages of views not entered yet, per sender (bounded per sender).
@@ -246,8 +243,7 @@ impl Replica {
             highest_view_shown: BTreeMap::new(),
             recovery_answered: BTreeMap::new(),
             incarnation: restored.incarnation,
-            incarnations: BTreeMap::new(),
-            incarnation_raised_at: BTreeMap::new(),
+            lives: BTreeMap::new(),
             last_new_view: None,
             future: BTreeMap::new(),
             alarms: 0,
@@ -286,11 +282,8 @@ impl Replica {
                     }
                 }
                 Durable::NewView(nv) => sent_new_view = Some(nv),
-                Durable::Incarnation {
-                    replica,
-                    incarnation,
-                } => {
-                    r.learn_incarnation(replica, incarnation);
+                Durable::Incarnation { life, at } => {
+                    r.remember_life(life, at);
                 }
                 Durable::Recovery { bound } => {
                     recovery_query_open = bound.is_none();
@@ -586,7 +579,11 @@ impl Replica {
                 actions,
             ),
             Message::NewView(nv) => self.on_new_view(from, nv, actions),
-            Message::RecoveryQuery(q) => self.on_recovery_query(from, q, actions),
+            Message::RecoveryQuery(q) => self.on_recovery_query(from, q, signature, actions),
+            Message::Lives(lives) => {
+                self.on_lives(lives, actions);
+                Ok(())
+            }
             Message::RecoveryAnswer(a) => self.on_recovery_answer(from, a, actions),
         };
         if result.is_ok() {
@@ -662,6 +659,11 @@ impl Replica {
             Status::ViewChange => {
                 let vc = self.build_view_change();
                 actions.push(Action::Broadcast(Message::ViewChange(vc)));
+                // A backup that knows a life the new primary does not would refuse its
+                // new-view: what every replica knows converges while views change.
+                if !self.lives.is_empty() {
+                    actions.push(Action::Broadcast(Message::Lives(self.known_lives())));
+                }
             }
             Status::Normal => {
                 self.send_commits(actions);
@@ -1000,6 +1002,7 @@ impl Replica {
             Message::ViewChange(vc) => self.validate_view_change(vc),
             Message::NewView(nv) => self.validate_new_view(nv),
             Message::RecoveryAnswer(answer) => self.validate_recovery_answer(answer),
+            Message::Lives(lives) => self.check_lives(lives),
             Message::Prepare(_)
             | Message::Commit(_)
             | Message::Checkpoint(_)

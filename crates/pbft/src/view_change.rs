@@ -23,7 +23,9 @@ impl Replica {
         if replica == self.cfg.id {
             return self.incarnation;
         }
-        self.incarnations.get(&replica).copied().unwrap_or(0)
+        self.lives
+            .get(&replica)
+            .map_or(0, |(life, _)| life.message.incarnation)
     }
 
     /// Refuses a view-change or new-view of an older incarnation of its sender than the newest
@@ -43,23 +45,6 @@ impl Replica {
             });
         }
         Ok(())
-    }
-
-    /// Notes that `replica` is in `incarnation` (from its own recovery query, or replayed from
-    /// [`Durable::Incarnation`]); if that is newer than known, forgets the view-changes of its
-    /// older ones and returns true (the caller decides whether to persist it). Never learned
-    /// from view-changes or new-views: a faulty replica could send an older incarnation to the
-    /// primary and a newer one to the backups, and so veto the new-view. This replica's own
-    /// incarnation is the caller's, never learned.
-    pub(crate) fn learn_incarnation(&mut self, replica: ReplicaId, incarnation: u64) -> bool {
-        if replica == self.cfg.id || incarnation <= self.known_incarnation(replica) {
-            return false;
-        }
-        self.incarnations.insert(replica, incarnation);
-        if let Some(table) = self.view_changes.get_mut(&replica) {
-            table.retain(|_, vc| vc.message.incarnation >= incarnation);
-        }
-        true
     }
 
     /// §4.5.2: if f+1 replicas show views above ours, at least one honest replica is there;

@@ -208,6 +208,7 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
         last_executed: 0,
         executed_proof: Vec::new(),
         querier_message: None,
+        lives: Vec::new(),
     };
     assert_eq!(
         step_err(&mut q, msg(0, Message::RecoveryAnswer(answer))),
@@ -264,6 +265,7 @@ fn answer(seq: SeqNo, view: View, signers: &[ReplicaId]) -> RecoveryAnswer {
         last_executed: seq,
         executed_proof: commit_votes(commit, signers.iter().map(|s| (*s, sig(*s)))),
         querier_message: None,
+        lives: Vec::new(),
     }
 }
 
@@ -404,6 +406,7 @@ fn answer_carries_the_queriers_highest_view_message() {
                     3,
                     ViewMessage::Prepare(vote(0, 1, pp.digest))
                 ))),
+                lives: Vec::new(),
             }),
         }]
     );
@@ -440,13 +443,25 @@ fn an_answerer_refuses_a_forgotten_lifes_view_change_across_a_restart() {
         )
     };
     let actions = step(&mut r, query(2));
+    let new_life = signed(
+        3,
+        RecoveryQuery {
+            nonce: 4,
+            incarnation: 2,
+        },
+    );
     let record = Durable::Incarnation {
-        replica: 3,
-        incarnation: 2,
+        life: new_life.clone(),
+        at: 0,
     };
     assert_eq!(actions[0], Action::Persist(record.clone()));
-    assert!(matches!(
+    assert_eq!(
         actions[1],
+        Action::Broadcast(Message::Lives(vec![new_life])),
+        "relayed, so that every replica learns it together"
+    );
+    assert!(matches!(
+        actions[2],
         Action::Send {
             to: 3,
             message: Message::RecoveryAnswer(_)
@@ -454,12 +469,12 @@ fn an_answerer_refuses_a_forgotten_lifes_view_change_across_a_restart() {
     ));
     let mut records = vec![
         Durable::Incarnation {
-            replica: 3,
-            incarnation: 1,
+            life: life(3, 1),
+            at: 0,
         },
         Durable::Incarnation {
-            replica: 2,
-            incarnation: 5,
+            life: life(2, 5),
+            at: 0,
         },
         record,
     ];
@@ -568,13 +583,8 @@ fn a_new_incarnation_is_accepted_once_per_checkpoint() {
     let learned = |c: &Cluster| -> Vec<u64> {
         c.durable[0]
             .iter()
-            .filter_map(|d| match d {
-                Durable::Incarnation {
-                    replica: 3,
-                    incarnation,
-                } => Some(*incarnation),
-                _ => None,
-            })
+            .filter_map(|d| life_in(d).filter(|(replica, _)| *replica == 3))
+            .map(|(_, incarnation)| incarnation)
             .collect()
     };
     c.input(0, query(1));

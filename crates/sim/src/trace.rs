@@ -38,6 +38,13 @@ pub fn message(m: &Message) -> String {
                 .collect::<Vec<_>>()
         ),
         Message::RecoveryQuery(q) => format!("RecoveryQuery({:x})", q.nonce),
+        Message::Lives(lives) => format!(
+            "Lives({:?})",
+            lives
+                .iter()
+                .map(|l| (l.from, l.message.incarnation))
+                .collect::<Vec<_>>()
+        ),
         Message::RecoveryAnswer(a) => format!(
             "RecoveryAnswer(s{} with {} commits, querier's v{:?})",
             a.last_executed,

@@ -239,3 +239,22 @@ impl Cluster {
         }
     }
 }
+
+/// `from`'s life `incarnation`, as its recovery query with nonce 0 (fake signature).
+pub fn life(from: ReplicaId, incarnation: u64) -> Life {
+    signed(
+        from,
+        RecoveryQuery {
+            nonce: 0,
+            incarnation,
+        },
+    )
+}
+
+/// The `(replica, incarnation)` a [`Durable::Incarnation`] record is about.
+pub fn life_in(record: &Durable) -> Option<(ReplicaId, u64)> {
+    match record {
+        Durable::Incarnation { life, .. } => Some((life.from, life.message.incarnation)),
+        _ => None,
+    }
+}

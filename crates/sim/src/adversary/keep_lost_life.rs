@@ -1,7 +1,7 @@
 //! Keeping a recovered replica's lost life (issue 8, finding 2; the red team's fork): this
 //! replica never learns that a peer came back in a new incarnation. Its replica sees each
 //! recovery query with the incarnation it first knew of the querier, and no view-change or
-//! new-view of a newer one (dropped), so it keeps the view-changes the peer sent before it lost
+//! new-view of a newer one, nor any relayed life (dropped), so it keeps the view-changes the peer sent before it lost
 //! its state and, as primary, builds its new-views on them. Correct replicas must refuse those
 //! new-views: the old view-change promised that its sender takes no part in lower views, which
 //! its new life, not knowing it, may have broken.
@@ -19,6 +19,8 @@ pub fn admit(known: &mut BTreeMap<ReplicaId, u64>, m: Signed<Message>) -> Option
             let message = Message::RecoveryQuery(RecoveryQuery { incarnation, ..*q });
             return Some(Signed { message, ..m });
         }
+        // Relayed lives would teach it what it ignores.
+        Message::Lives(_) => true,
         Message::ViewChange(vc) => vc.incarnation > first(m.from, vc.incarnation),
         Message::NewView(nv) => {
             nv.incarnation > first(m.from, nv.incarnation)

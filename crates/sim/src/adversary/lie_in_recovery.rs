@@ -59,11 +59,13 @@ pub fn rewrite(
                 signature: crypto::sign_bytes(from, &commit_bytes),
             }));
         }
-        // Understated: claims nothing. Allowed; the correct answers cover what it leaves out.
+        // Understated: claims nothing, shows no life. Allowed; the correct answers cover what
+        // it leaves out.
         _ => {
             answer.last_executed = 0;
             answer.executed_proof.clear();
             answer.querier_message = None;
+            answer.lives.clear();
         }
     }
     answer
