@@ -72,6 +72,7 @@ pub fn input(i: &Input) -> String {
         Input::Message(m) => format!("{} from {}", message(&m.message), m.from),
         Input::Request(r) => format!("Request({})", short(&r.id)),
         Input::Cut => "Cut".into(),
+        Input::Withdraw(ids) => format!("Withdraw({} requests)", ids.len()),
         Input::StateTransferred { seq, digest, .. } => {
             format!("StateTransferred(s{seq} {})", short(digest))
         }

@@ -62,7 +62,7 @@ pub enum Behavior {
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 19] = [
+    pub const ALL: [Behavior; 20] = [
         Behavior::Equivocate,
         Behavior::Silent,
         Behavior::WrongDigest,
