@@ -248,3 +248,99 @@ pub fn life_in(record: &Durable) -> Option<(ReplicaId, u64)> {
         _ => None,
     }
 }
+
+/// Replica `id` loses every durable record (its chain survives) and starts a new life.
+pub fn lose_state(c: &mut Cluster, id: ReplicaId, incarnation: u64) {
+    let n = c.replicas.len() as u32;
+    let head = c.replicas[id as usize].last_executed();
+    c.replicas[id as usize] = Replica::new(
+        config(id, n),
+        Restored {
+            last_executed: head,
+            durable: Vec::new(),
+            recovering: true,
+            nonce: 0x5eed + u64::from(id) * 1_000 + incarnation,
+            incarnation,
+        },
+    );
+    c.durable[id as usize].clear();
+}
+
+/// The primary of the current view (replica 0's idea of it) commits one block of request `i`.
+pub fn commit_block(c: &mut Cluster, i: u8) {
+    let primary = c.replicas[0].primary();
+    c.input(primary, Input::Request(request(i)));
+    c.input(primary, Input::Cut);
+    c.run();
+    c.tick_all(1);
+}
+
+/// The caller's state transfer for `id`: blocks from replica `source`'s executed chain.
+pub fn serve_fetches(c: &mut Cluster, id: ReplicaId, source: ReplicaId) {
+    let fetches = std::mem::take(&mut c.fetches[id as usize]);
+    let Some(Action::FetchState { seq, .. }) = fetches.last() else {
+        return;
+    };
+    let have = c.replicas[id as usize].last_executed().0 as usize;
+    let blocks: Vec<Committed> = c.executed[source as usize]
+        .iter()
+        .filter(|b| b.proposal.seq as usize > have && b.proposal.seq <= *seq)
+        .cloned()
+        .collect();
+    let Some(last) = blocks.last() else {
+        return;
+    };
+    let (seq, digest) = (last.proposal.seq, last.digest);
+    let request_ids = blocks
+        .iter()
+        .flat_map(|b| b.proposal.requests.iter().map(|r| r.id))
+        .collect();
+    c.executed[id as usize].extend(blocks);
+    c.input(
+        id,
+        Input::StateTransferred {
+            seq,
+            digest,
+            request_ids,
+        },
+    );
+    c.run();
+}
+
+/// Commits blocks (ids from `next`) until `id` has left recovery; returns the next free id.
+pub fn recover(c: &mut Cluster, id: ReplicaId, mut next: u8) -> u8 {
+    c.tick_all(1);
+    for _ in 0..40 {
+        if !c.replicas[id as usize].is_recovering() {
+            return next;
+        }
+        commit_block(c, next);
+        next += 1;
+        if c.replicas[id as usize].last_executed() != c.replicas[0].last_executed() {
+            // Behind (its window starts at 0 again): the state transfer after its wait.
+            c.tick_all(c.replicas[0].config().retransmit_ticks + 1);
+            serve_fetches(c, id, 0);
+        }
+    }
+    panic!(
+        "replica {id} never left recovery: {:?}, view {}, low {:?}",
+        c.durable[id as usize]
+            .iter()
+            .filter(|d| matches!(d, Durable::Recovery { .. }))
+            .collect::<Vec<_>>(),
+        c.replicas[id as usize].view(),
+        c.replicas[id as usize].stable_checkpoint()
+    );
+}
+
+/// The view-change to view 1 that `id` sent last.
+pub fn view_change_sent(c: &Cluster, id: ReplicaId) -> ViewChange {
+    c.sent[id as usize]
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            Message::ViewChange(vc) if vc.new_view == 1 => Some(vc.clone()),
+            _ => None,
+        })
+        .expect("a view-change to view 1")
+}
