@@ -266,3 +266,73 @@ fn red_team_held_lives_announced_by_relay_with_node_timing() {
         );
     }
 }
+
+/// BREAK (finding 2, safety premise; no Byzantine replica needed): a replica restored from a
+/// backup (which the issue and contract item 6 count as recovering) does not learn the newest
+/// lives the answers carry when the backup already holds an older life of that replica learned
+/// at the backup's own stable checkpoint: `learn_life` refuses the newer one as
+/// `IncarnationRaisedTooSoon` (the backup's checkpoint has not advanced since). It leaves
+/// recovery knowing the older life and accepts that life's view-changes: exactly what "Why
+/// that knowledge survives the answerers' own amnesia" says cannot happen. (With a Byzantine
+/// primary holding such a view-change this forks as in the break above; here the premise.)
+///
+/// n = 4: 3 loses its stores (life 1); 1 learns life 1 at checkpoint 0, and a backup of 1's
+/// records is taken. 3 later loses its stores again (life 2), 1 learns it. 1's disk dies and
+/// is restored from the backup; it recovers, answered by 0, 2 and 3, who all show life 2.
+#[test]
+#[ignore = "BREAK: a replica restored from a backup that holds an older life learned at its checkpoint refuses the answers' newest life as too soon, and accepts the forgotten life's view-changes"]
+fn red_team_break_restored_backup_keeps_an_older_life() {
+    let mut c = Cluster::new(4);
+    lose_state(&mut c, 3, 1);
+    c.tick_all(1); // 3's query of life 1: 1 learns it at checkpoint 0
+    assert!(knows(&c, 1, 3, 1));
+    let backup = c.durable[1].clone();
+    let mut next = recover(&mut c, 3, 10);
+    lose_state(&mut c, 3, 2);
+    next = recover(&mut c, 3, next);
+    assert!(knows(&c, 1, 3, 2), "1 learned 3's life 2");
+
+    // 1's disk dies: restored from the backup (recovering, its first new life).
+    let head = c.replicas[1].last_executed();
+    c.replicas[1] = Replica::new(
+        config(1, 4),
+        Restored {
+            last_executed: head,
+            durable: backup.clone(),
+            recovering: true,
+            nonce: 0xb4c,
+            incarnation: 1,
+        },
+    );
+    c.durable[1] = backup;
+    recover(&mut c, 1, next);
+    let shown = |c: &Cluster| {
+        c.sent[0].iter().any(|m| match m {
+            Message::RecoveryAnswer(a) => {
+                a.querier == 1
+                    && a.lives
+                        .iter()
+                        .any(|l| l.from == 3 && l.message.incarnation == 2)
+            }
+            _ => false,
+        })
+    };
+    assert!(shown(&c), "the answers showed 3's life 2");
+    let forgotten = ViewChange {
+        new_view: c.replicas[1].view() + 1,
+        incarnation: 1,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: Vec::new(),
+        prepared: Vec::new(),
+    };
+    let mut actions = Vec::new();
+    let accepted = c.replicas[1].step(msg(3, Message::ViewChange(forgotten)), &mut actions);
+    assert!(
+        knows(&c, 1, 3, 2) && accepted.is_err(),
+        "1 left recovery knowing 3's life 2: {}; a view-change of 3's life 1: {accepted:?}",
+        knows(&c, 1, 3, 2)
+    );
+}
