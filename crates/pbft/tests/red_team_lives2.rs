@@ -38,6 +38,11 @@ enum Rewind {
     /// the correct answers that follow are then refused as `IncarnationRaisedTooSoon` (one
     /// new life per sender per checkpoint, and the checkpoint is still 0).
     RelayOldLives,
+    /// No Byzantine relay: the network delays to 0 only what is about 5's and 6's lives 2
+    /// (their queries, and lives relayed with them), so 0, correct, knows their lives 1 and
+    /// answers the recovering replica first (queue order): its stale lives win the one new
+    /// life per checkpoint, and the other answers' lives 2 are refused.
+    StaleCorrectAnswer,
 }
 
 /// BREAK (finding 2, safety; n = 7, f = 2; one Byzantine validator, 1, primary of view 1; at
@@ -69,6 +74,16 @@ fn red_team_break_old_lives_relayed_to_a_recovering_answerer_fork() {
 
 /// Control for the break above: the same schedule without the relayed old lives holds (2, 3
 /// and 4 learn lives 2 from the answers and refuse 1's new-view).
+/// BREAK, the same fork with no Byzantine relay: the stale lives come from a correct answerer
+/// (0) that the network kept from hearing 5's and 6's lives 2, and whose answer is the first
+/// the recovering replicas read. 1 still plays the Byzantine primary of view 1 that holds the
+/// lost-life view-changes.
+#[test]
+#[ignore = "BREAK: the first answer read wins the one new life per checkpoint; a correct answerer's stale lives make 2, 3, 4 refuse the newest and the lost-life view-change forks n = 7"]
+fn red_team_break_stale_correct_answer_first_fork() {
+    old_life_fork(Rewind::StaleCorrectAnswer);
+}
+
 #[test]
 fn red_team_held_recovering_answerers_learn_the_newest_lives() {
     old_life_fork(Rewind::Nothing);
@@ -83,11 +98,33 @@ fn old_life_fork(rewind: Rewind) {
     let lost_life = Rc::new(Cell::new(5 as ReplicaId));
     let s_cell = Rc::new(Cell::new(0u64));
     let (p, lost, s_at) = (phase.clone(), lost_life.clone(), s_cell.clone());
+    let second_life = |from: ReplicaId, incarnation: u64| from >= 5 && incarnation >= 2;
     c.filter = Box::new(move |from, to, m| {
         let (phase, lost, s) = (p.get(), lost.get(), s_at.get());
         match m {
-            // The network delays every recovery query to 0, and the lives relayed to it.
-            Message::RecoveryQuery(_) | Message::Lives(_) if to == 0 => None,
+            Message::RecoveryQuery(q)
+                if to == 0
+                    && rewind == Rewind::StaleCorrectAnswer
+                    && second_life(from, q.incarnation) =>
+            {
+                None
+            }
+            Message::Lives(lives)
+                if to == 0
+                    && rewind == Rewind::StaleCorrectAnswer
+                    && lives
+                        .iter()
+                        .any(|l| second_life(l.from, l.message.incarnation)) =>
+            {
+                None
+            }
+            // Otherwise the network delays every recovery query to 0, and the lives relayed
+            // to it.
+            Message::RecoveryQuery(_) | Message::Lives(_)
+                if to == 0 && rewind != Rewind::StaleCorrectAnswer =>
+            {
+                None
+            }
             // 1, Byzantine, keeps the old view-changes: it ignores new lives, and leaves the
             // querier's messages out of its answers.
             Message::Lives(_) if to == 1 => None,
