@@ -229,7 +229,9 @@
 //!
 //! Why that knowledge survives the answerers' own amnesia. Each recovery answer carries the
 //! newest life its answerer knows of every replica, and a recovering replica learns them
-//! (persisting each) before it takes part. Let K be the correct replicas that know a life k of
+//! (persisting each) before it takes part, with no limit on how many (the limit below is for
+//! replicas that take part): the newest it is shown wins, whichever answer or relay came
+//! first, also when it restarts from an older backup. Let K be the correct replicas that know a life k of
 //! X. When X recovers, its 2f+1 answerers persist k before answering; at most f - 1 of them are
 //! faulty (X itself counts towards f while it recovers), so K holds at least f + 2 of them,
 //! and X. When a member of K loses its state (it then counts towards f), the others of K are
@@ -239,10 +241,11 @@
 //!
 //! Why announcing new lives cannot halt the cluster. A faulty replica can send its view-change
 //! to the primary and a query of a newer incarnation to the backups only, which would then
-//! refuse the new-view built on that view-change: a veto. A replica that learns a life from its
-//! sender's query relays it to every replica at once ([`Message::Lives`]), and a replica
-//! changing views relays every life it knows with its view-change, so what correct replicas
-//! know converges instead of differing. A replica takes at most one new life per sender per
+//! refuse the new-view built on that view-change: a veto. A replica that learns a new life,
+//! from any source, relays it to every replica at once ([`Message::Lives`]; once learned it is
+//! not new, so each replica relays it once), and a replica changing views relays every life it
+//! knows with its view-change (and again as it retransmits), so what correct replicas know
+//! converges instead of differing. A replica takes at most one new life per sender per
 //! advance of its own stable checkpoint ([`ProtocolError::IncarnationRaisedTooSoon`]; it does
 //! not answer such a query, so the arguments above are untouched), and records that
 //! checkpoint with the life, so a restart does not renew it: the faulty replica gets at most

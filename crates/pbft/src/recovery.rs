@@ -123,11 +123,9 @@ impl Replica {
             return Err(ProtocolError::RecoveryQueryTooSoon);
         }
         // From now on this replica refuses the querier's view-changes and new-views of its
-        // earlier lives, also after a restart: persisted before the answer goes out, and
-        // relayed so that the others learn it with this replica, not after.
-        if self.learn_life(life.clone(), actions)? {
-            actions.push(Action::Broadcast(Message::Lives(vec![life])));
-        }
+        // earlier lives, also after a restart: persisted (and relayed) before the answer goes
+        // out.
+        self.learn_life(life, actions)?;
         self.recovery_answered.insert(from, self.now);
         actions.push(Action::Send {
             to: from,
@@ -171,10 +169,14 @@ impl Replica {
     }
 
     /// Learns another replica's life, from its own query or relayed (in [`Message::Lives`] or
-    /// a recovery answer), persisting it first. At most one new life per replica per advance
-    /// of this replica's stable checkpoint ([`ProtocolError::IncarnationRaisedTooSoon`]): a
-    /// faulty replica announcing lives cannot veto view change after view change (crate docs,
-    /// "Why announcing new lives cannot halt the cluster"). Returns whether it was new.
+    /// a recovery answer), persisting it first, and relays a new one to every replica so that
+    /// they learn it together (each relays it once: once learned, it is no longer new). At
+    /// most one new life per replica per advance of this replica's stable checkpoint
+    /// ([`ProtocolError::IncarnationRaisedTooSoon`]), so that a faulty replica announcing lives
+    /// cannot veto view change after view change (crate docs, "Why announcing new lives cannot
+    /// halt the cluster"); but none while recovering: a replica rebuilding what it knew (from
+    /// nothing, or from an older backup) takes the newest life it is shown, whatever arrived
+    /// first, and takes no part meanwhile. Returns whether it was new.
     pub(crate) fn learn_life(
         &mut self,
         life: Life,
@@ -184,17 +186,30 @@ impl Replica {
         if replica == self.cfg.id || life.message.incarnation <= self.known_incarnation(replica) {
             return Ok(false);
         }
-        if self
-            .lives
-            .get(&replica)
-            .is_some_and(|(_, at)| *at >= self.low)
-        {
+        let limited = self.recovery.is_none()
+            && self
+                .lives
+                .get(&replica)
+                .is_some_and(|(_, at)| *at >= self.low);
+        if limited {
             return Err(ProtocolError::IncarnationRaisedTooSoon { replica });
         }
         let at = self.low;
         self.remember_life(life.clone(), at);
-        actions.push(Action::Persist(Durable::Incarnation { life, at }));
+        actions.push(Action::Persist(Durable::Incarnation {
+            life: life.clone(),
+            at,
+        }));
+        actions.push(Action::Broadcast(Message::Lives(vec![life])));
         Ok(true)
+    }
+
+    /// Every life this replica knows, to every replica (when it changes views: a backup that
+    /// knows a life the new primary does not would refuse its new-view).
+    pub(crate) fn relay_lives(&self, actions: &mut Vec<Action>) {
+        if !self.lives.is_empty() {
+            actions.push(Action::Broadcast(Message::Lives(self.known_lives())));
+        }
     }
 
     /// Relayed lives: each is learned as if from its own query (no answer goes out).

@@ -580,10 +580,9 @@ impl Replica {
             ),
             Message::NewView(nv) => self.on_new_view(from, nv, actions),
             Message::RecoveryQuery(q) => self.on_recovery_query(from, q, signature, actions),
-            Message::Lives(lives) => {
-                self.on_lives(lives, actions);
-                Ok(())
-            }
+            Message::Lives(lives) => self
+                .check_lives(&lives)
+                .map(|()| self.on_lives(lives, actions)),
             Message::RecoveryAnswer(a) => self.on_recovery_answer(from, a, actions),
         };
         if result.is_ok() {
@@ -659,11 +658,7 @@ impl Replica {
             Status::ViewChange => {
                 let vc = self.build_view_change();
                 actions.push(Action::Broadcast(Message::ViewChange(vc)));
-                // A backup that knows a life the new primary does not would refuse its
-                // new-view: what every replica knows converges while views change.
-                if !self.lives.is_empty() {
-                    actions.push(Action::Broadcast(Message::Lives(self.known_lives())));
-                }
+                self.relay_lives(actions);
             }
             Status::Normal => {
                 self.send_commits(actions);

@@ -82,6 +82,7 @@ impl Replica {
         actions.push(Action::Persist(Durable::ViewChange(view)));
         let vc = self.build_view_change();
         actions.push(Action::Broadcast(Message::ViewChange(vc)));
+        self.relay_lives(actions);
         self.try_new_view(actions);
     }
 

@@ -5,14 +5,6 @@ mod common;
 use common::*;
 use pbft::*;
 
-fn commit_block(c: &mut Cluster, i: u8) {
-    let primary = c.replicas[0].primary();
-    c.input(primary, Input::Request(request(i)));
-    c.input(primary, Input::Cut);
-    c.run();
-    c.tick_all(1);
-}
-
 /// n = 7 (f = 2): one Byzantine validator (0) plus one recovering validator (6) is within the
 /// fault model. Validator 6 restarts with no records after three blocks; 0 rewrites its answer
 /// to 6's recovery query with `lie`; the cluster then commits 57 more blocks (seven windows of

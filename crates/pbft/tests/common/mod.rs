@@ -3,7 +3,9 @@
 //! broadcast (with loopback) to drive multi-replica scenarios.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use pbft::*;
@@ -257,4 +259,343 @@ pub fn life_in(record: &Durable) -> Option<(ReplicaId, u64)> {
         Durable::Incarnation { life, .. } => Some((life.from, life.message.incarnation)),
         _ => None,
     }
+}
+
+/// Replica `id` loses every durable record (its chain survives) and starts a new life.
+pub fn lose_state(c: &mut Cluster, id: ReplicaId, incarnation: u64) {
+    let n = c.replicas.len() as u32;
+    let head = c.replicas[id as usize].last_executed();
+    c.replicas[id as usize] = Replica::new(
+        config(id, n),
+        Restored {
+            last_executed: head,
+            durable: Vec::new(),
+            recovering: true,
+            nonce: 0x5eed + u64::from(id) * 1_000 + incarnation,
+            incarnation,
+        },
+    );
+    c.durable[id as usize].clear();
+}
+
+/// The primary of the current view (replica 0's idea of it) commits one block of request `i`.
+pub fn commit_block(c: &mut Cluster, i: u8) {
+    let primary = c.replicas[0].primary();
+    c.input(primary, Input::Request(request(i)));
+    c.input(primary, Input::Cut);
+    c.run();
+    c.tick_all(1);
+}
+
+/// The caller's state transfer for `id`: blocks from replica `source`'s executed chain.
+pub fn serve_fetches(c: &mut Cluster, id: ReplicaId, source: ReplicaId) {
+    let fetches = std::mem::take(&mut c.fetches[id as usize]);
+    let Some(Action::FetchState { seq, .. }) = fetches.last() else {
+        return;
+    };
+    let have = c.replicas[id as usize].last_executed().0 as usize;
+    let blocks: Vec<Committed> = c.executed[source as usize]
+        .iter()
+        .filter(|b| b.proposal.seq as usize > have && b.proposal.seq <= *seq)
+        .cloned()
+        .collect();
+    let Some(last) = blocks.last() else {
+        return;
+    };
+    let (seq, digest) = (last.proposal.seq, last.digest);
+    let request_ids = blocks
+        .iter()
+        .flat_map(|b| b.proposal.requests.iter().map(|r| r.id))
+        .collect();
+    c.executed[id as usize].extend(blocks);
+    c.input(
+        id,
+        Input::StateTransferred {
+            seq,
+            digest,
+            request_ids,
+        },
+    );
+    c.run();
+}
+
+/// Commits blocks (ids from `next`) until `id` has left recovery; returns the next free id.
+pub fn recover(c: &mut Cluster, id: ReplicaId, mut next: u8) -> u8 {
+    c.tick_all(1);
+    for _ in 0..40 {
+        if !c.replicas[id as usize].is_recovering() {
+            return next;
+        }
+        commit_block(c, next);
+        next += 1;
+        if c.replicas[id as usize].last_executed() != c.replicas[0].last_executed() {
+            // Behind (its window starts at 0 again): the state transfer after its wait.
+            c.tick_all(c.replicas[0].config().retransmit_ticks + 1);
+            serve_fetches(c, id, 0);
+        }
+    }
+    panic!(
+        "replica {id} never left recovery: {:?}, view {}, low {:?}",
+        c.durable[id as usize]
+            .iter()
+            .filter(|d| matches!(d, Durable::Recovery { .. }))
+            .collect::<Vec<_>>(),
+        c.replicas[id as usize].view(),
+        c.replicas[id as usize].stable_checkpoint()
+    );
+}
+
+/// The view-change to view 1 that `id` sent last.
+pub fn view_change_sent(c: &Cluster, id: ReplicaId) -> ViewChange {
+    c.sent[id as usize]
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            Message::ViewChange(vc) if vc.new_view == 1 => Some(vc.clone()),
+            _ => None,
+        })
+        .expect("a view-change to view 1")
+}
+
+/// What the Byzantine replica knows and has decided in the veto attack.
+pub struct Vetoer {
+    n: u32,
+    byzantine: ReplicaId,
+    crashed: Option<ReplicaId>,
+    /// The incarnation of the Byzantine replica each replica knows (it announced them all).
+    known: Vec<u64>,
+    /// Replicas it has announced a new life to (each takes one per stable checkpoint).
+    raised: Vec<bool>,
+    /// The view in which each was told of a new life (until it restarts).
+    raised_in: Vec<Option<View>>,
+    /// Per view: (the backup that will refuse the new-view, whether it must hear a new life
+    /// first, the correct replica whose view-change the network delays to the primary).
+    plans: BTreeMap<View, Option<(ReplicaId, bool, ReplicaId)>>,
+}
+
+impl Vetoer {
+    fn correct(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        (0..self.n).filter(|id| *id != self.byzantine && Some(*id) != self.crashed)
+    }
+
+    /// The plan for `view` (decided once): a correct backup that already knows a newer life
+    /// than the primary (free), else one not yet raised, raised above every other.
+    fn plan(&mut self, view: View) -> Option<(ReplicaId, bool, ReplicaId)> {
+        if let Some(plan) = self.plans.get(&view) {
+            return *plan;
+        }
+        let primary = (view % u64::from(self.n)) as ReplicaId;
+        let plan = if primary == self.byzantine || Some(primary) == self.crashed {
+            None
+        } else {
+            let backups: Vec<ReplicaId> = self.correct().filter(|id| *id != primary).collect();
+            let known_p = self.known[primary as usize];
+            let free = backups
+                .iter()
+                .copied()
+                .find(|q| self.known[*q as usize] > known_p);
+            let chosen = free.map(|q| (q, false)).or_else(|| {
+                let q = backups
+                    .iter()
+                    .copied()
+                    .find(|q| !self.raised[*q as usize])?;
+                let top = self.known.iter().copied().max().unwrap_or(0);
+                self.known[q as usize] = top + 1;
+                self.raised[q as usize] = true;
+                self.raised_in[q as usize] = Some(view);
+                Some((q, true))
+            });
+            chosen.and_then(|(q, raise)| {
+                let delayed = backups.iter().copied().find(|r| *r != q)?;
+                Some((q, raise, delayed))
+            })
+        };
+        self.plans.insert(view, plan);
+        plan
+    }
+}
+
+/// One Byzantine replica vetoes as many view changes as it can with incarnations: it sends the
+/// new primary its view-change of the life that primary knows, and a backup that knows a newer
+/// life of it (or, the first time, that it tells of a newer one by a recovery query in place
+/// of its view-change) refuses the new-view; the network delays one other correct
+/// view-change to the primary, so the primary takes the Byzantine one. It never votes and
+/// never leads. With `announce` false it announces nothing (the baseline). Returns the views
+/// whose new-view a correct primary sent before the one in which the request committed, that
+/// view, and the ticks it took.
+pub fn veto_attack(
+    n: u32,
+    byzantine: ReplicaId,
+    crashed: Option<ReplicaId>,
+    announce: bool,
+) -> (Vec<View>, View, u64) {
+    let announce = if announce {
+        Announce::Query
+    } else {
+        Announce::Nothing
+    };
+    veto_attack_with(n, byzantine, crashed, announce, false, None)
+}
+
+/// How the vetoer tells a backup of a new life of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Announce {
+    /// It announces nothing (the baseline).
+    Nothing,
+    /// A recovery query of the new life, sent to that backup only.
+    Query,
+    /// The new life (its own signed query) relayed in a `Message::Lives` to that backup only.
+    Lives,
+}
+
+/// `veto_attack`, announcing new lives as `announce` says; with `restart_raised`, each correct
+/// replica told of a new life restarts (records intact, as a node does after a crash or an
+/// upgrade) once it left that view; with `retransmit_ticks`, the replicas retransmit at that
+/// interval instead of the test configuration's (1,000 ticks, where the base view-change
+/// timeout is 20).
+pub fn veto_attack_with(
+    n: u32,
+    byzantine: ReplicaId,
+    crashed: Option<ReplicaId>,
+    announce: Announce,
+    restart_raised: bool,
+    retransmit_ticks: Option<u64>,
+) -> (Vec<View>, View, u64) {
+    let configured = move |id: ReplicaId| {
+        let mut config = config(id, n);
+        if let Some(ticks) = retransmit_ticks {
+            config.retransmit_ticks = ticks;
+        }
+        config
+    };
+    let mut c = Cluster::new(n);
+    c.replicas = (0..n)
+        .map(|id| Replica::new(configured(id), Restored::genesis(GENESIS)))
+        .collect();
+    commit_block(&mut c, 1);
+    if let Some(down) = crashed {
+        c.up[down as usize] = false;
+    }
+    let b = Rc::new(RefCell::new(Vetoer {
+        n,
+        byzantine,
+        crashed,
+        known: vec![0; n as usize],
+        raised: vec![announce == Announce::Nothing; n as usize],
+        raised_in: vec![None; n as usize],
+        plans: BTreeMap::new(),
+    }));
+    let vetoer = b.clone();
+    c.filter = Box::new(move |from, to, m| {
+        let mut b = vetoer.borrow_mut();
+        match m {
+            // The network: the first primary's proposals are lost, so the backups time out.
+            Message::PrePrepare(pp) if from == 0 && pp.view == 0 => None,
+            Message::ViewChange(vc) if from == byzantine => {
+                let view = vc.new_view;
+                let primary = (view % u64::from(n)) as ReplicaId;
+                let plan = b.plan(view);
+                if to == primary {
+                    return Some(Message::ViewChange(ViewChange {
+                        incarnation: b.known[primary as usize],
+                        ..vc
+                    }));
+                }
+                match plan {
+                    Some((q, true, _)) if to == q => {
+                        let query = RecoveryQuery {
+                            nonce: view,
+                            incarnation: b.known[q as usize],
+                        };
+                        Some(match announce {
+                            Announce::Lives => Message::Lives(vec![signed(byzantine, query)]),
+                            _ => Message::RecoveryQuery(query),
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            Message::Prepare(_)
+            | Message::Commit(_)
+            | Message::NewView(_)
+            | Message::PrePrepare(_)
+            | Message::RecoveryAnswer(_)
+                if from == byzantine =>
+            {
+                None
+            }
+            Message::ViewChange(vc) if to == (vc.new_view % u64::from(n)) as ReplicaId => {
+                match b.plan(vc.new_view) {
+                    Some((_, _, delayed)) if delayed == from => None,
+                    _ => Some(Message::ViewChange(vc)),
+                }
+            }
+            m => Some(m),
+        }
+    });
+    let correct: Vec<ReplicaId> = b.borrow().correct().collect();
+    for id in &correct {
+        c.input(*id, Input::Request(request(2)));
+    }
+    c.run();
+    let mut starts = vec![0u64; n as usize];
+    for _ in 0..400_000 {
+        c.tick_all(1);
+        if correct
+            .iter()
+            .all(|id| c.executed_ids(*id).contains(&[2; 32]))
+        {
+            break;
+        }
+        if c.replicas[correct[0] as usize].view() > 16 {
+            break; // 20 << 16 ticks: stopped for good
+        }
+        for q in correct.iter().map(|q| *q as usize) {
+            let left = b.borrow().raised_in[q].is_some_and(|v| c.replicas[q].view() > v);
+            if restart_raised && left {
+                starts[q] += 1;
+                c.replicas[q] = Replica::new(
+                    configured(q as ReplicaId),
+                    Restored {
+                        last_executed: c.replicas[q].last_executed(),
+                        durable: c.durable[q].clone(),
+                        recovering: false,
+                        nonce: starts[q],
+                        incarnation: starts[q],
+                    },
+                );
+                let mut b = b.borrow_mut();
+                b.raised[q] = false;
+                b.raised_in[q] = None;
+            }
+        }
+    }
+    for id in &correct {
+        assert!(
+            c.executed_ids(*id).contains(&[2; 32]),
+            "replica {id} never committed the request (view {}, tick {}); new lives of {byzantine} \
+             each correct replica took: {:?}",
+            c.replicas[*id as usize].view(),
+            c.now,
+            correct
+                .iter()
+                .map(|id| c.durable[*id as usize]
+                    .iter()
+                    .filter(|d| matches!(d, Durable::Incarnation { .. }))
+                    .count())
+                .collect::<Vec<_>>()
+        );
+    }
+    let view = c.replicas[correct[0] as usize].view();
+    let mut refused: Vec<View> = correct
+        .iter()
+        .flat_map(|id| &c.sent[*id as usize])
+        .filter_map(|m| match m {
+            Message::NewView(nv) if nv.view < view => Some(nv.view),
+            _ => None,
+        })
+        .collect();
+    refused.sort_unstable();
+    refused.dedup();
+    (refused, view, c.now)
 }
