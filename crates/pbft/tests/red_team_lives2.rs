@@ -333,6 +333,8 @@ fn red_team_held_restored_backup_learns_the_newest_life() {
         config(1, 4),
         Restored {
             last_executed: head,
+            head_time_ms: c.head_time_ms(1),
+            now_ms: c.clocks_ms[1],
             durable: backup.clone(),
             recovering: true,
             nonce: 0xb4c,
@@ -488,7 +490,7 @@ fn red_team_held_lives_retransmitted_while_changing_views_stay_bounded() {
         c.replicas[id] = {
             let mut config = config(id as ReplicaId, 4);
             config.retransmit_ticks = 10;
-            Replica::new(config, Restored::genesis(GENESIS))
+            Replica::new(config, Restored::genesis(GENESIS, 0, 0))
         };
     }
     for r in 0..4 {

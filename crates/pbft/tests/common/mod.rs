@@ -223,6 +223,13 @@ impl Cluster {
         panic!("message storm");
     }
 
+    /// The block time of the head `id` executed (0 for none).
+    pub fn head_time_ms(&self, id: ReplicaId) -> u64 {
+        self.executed[id as usize]
+            .last()
+            .map_or(0, |block| block.proposal.time_ms)
+    }
+
     pub fn tick_all(&mut self, ticks: u64) {
         for _ in 0..ticks {
             self.now += 1;
@@ -269,6 +276,8 @@ pub fn lose_state(c: &mut Cluster, id: ReplicaId, incarnation: u64) {
         config(id, n),
         Restored {
             last_executed: head,
+            head_time_ms: c.head_time_ms(id),
+            now_ms: c.clocks_ms[id as usize],
             durable: Vec::new(),
             recovering: true,
             nonce: 0x5eed + u64::from(id) * 1_000 + incarnation,
@@ -302,7 +311,7 @@ pub fn serve_fetches(c: &mut Cluster, id: ReplicaId, source: ReplicaId) {
     let Some(last) = blocks.last() else {
         return;
     };
-    let (seq, digest) = (last.proposal.seq, last.digest);
+    let (seq, digest, time_ms) = (last.proposal.seq, last.digest, last.proposal.time_ms);
     let request_ids = blocks
         .iter()
         .flat_map(|b| b.proposal.requests.iter().map(|r| r.id))
@@ -313,6 +322,7 @@ pub fn serve_fetches(c: &mut Cluster, id: ReplicaId, source: ReplicaId) {
         Input::StateTransferred {
             seq,
             digest,
+            time_ms,
             request_ids,
         },
     );
@@ -470,7 +480,7 @@ pub fn veto_attack_with(
     };
     let mut c = Cluster::new(n);
     c.replicas = (0..n)
-        .map(|id| Replica::new(configured(id), Restored::genesis(GENESIS)))
+        .map(|id| Replica::new(configured(id), Restored::genesis(GENESIS, 0, 0)))
         .collect();
     commit_block(&mut c, 1);
     if let Some(down) = crashed {
@@ -558,6 +568,8 @@ pub fn veto_attack_with(
                     configured(q as ReplicaId),
                     Restored {
                         last_executed: c.replicas[q].last_executed(),
+                        head_time_ms: c.head_time_ms(q as ReplicaId),
+                        now_ms: c.clocks_ms[q],
                         durable: c.durable[q].clone(),
                         recovering: false,
                         nonce: starts[q],
