@@ -248,10 +248,18 @@
 //! converges instead of differing. A replica takes at most one new life per sender per
 //! advance of its own stable checkpoint ([`ProtocolError::IncarnationRaisedTooSoon`]; it does
 //! not answer such a query, so the arguments above are untouched), and records that
-//! checkpoint with the life, so a restart does not renew it: the faulty replica gets at most
-//! about one veto per checkpoint interval, and the cluster commits that interval before the
-//! next. The price: a correct replica that loses its state twice within one checkpoint
-//! interval stays in recovery until the others reach the next checkpoint.
+//! checkpoint with the life, so a restart does not renew it. The bound this gives: a faulty
+//! replica that announces one life to some replicas and another to the rest at once keeps
+//! them split until their stable checkpoints move (each relay arrives where the allowance is
+//! spent), and vetoes each new-view of a primary in the older group; the first primary of the
+//! newer group succeeds. So it costs at most one rotation of primaries (n view changes, with
+//! their doubling timeouts) per checkpoint interval, and only when views change for another
+//! reason (one replica cannot start a view change); the cluster then commits that interval
+//! before the next. A recovering replica learns lives without that limit but keeps them in
+//! memory (newest per sender), persisting and relaying them once as it leaves recovery, so a
+//! faulty replica's flood of signed lives costs it neither writes nor messages. The price: a
+//! correct replica that loses its state twice within one checkpoint interval stays in
+//! recovery until the others reach the next checkpoint.
 //!
 //! Why no faulty answerer can strand it. H is a sequence number 2f+1 replicas committed, and
 //! V a view the replica asked for itself or one in which 2f+1 replicas committed: a faulty

@@ -176,7 +176,8 @@ impl Replica {
     /// cannot veto view change after view change (crate docs, "Why announcing new lives cannot
     /// halt the cluster"); but none while recovering: a replica rebuilding what it knew (from
     /// nothing, or from an older backup) takes the newest life it is shown, whatever arrived
-    /// first, and takes no part meanwhile. Returns whether it was new.
+    /// first, and takes no part meanwhile (it persists and relays them as it leaves recovery).
+    /// Returns whether it was new.
     pub(crate) fn learn_life(
         &mut self,
         life: Life,
@@ -196,6 +197,13 @@ impl Replica {
         }
         let at = self.low;
         self.remember_life(life.clone(), at);
+        if self.recovery.is_some() {
+            // Kept in memory only, newest per sender, and persisted and relayed when the
+            // recovery ends (`recovery_after_step`): a faulty replica signing life after life
+            // must not make a recovering replica write and send one record per life. A
+            // restart meanwhile starts the recovery again, which learns them again.
+            return Ok(true);
+        }
         actions.push(Action::Persist(Durable::Incarnation {
             life: life.clone(),
             at,
@@ -385,6 +393,14 @@ impl Replica {
         {
             self.recovery = None;
             self.restarted = true;
+            // What it learned of every replica's life while recovering, before it takes part.
+            for (life, at) in self.lives.values() {
+                actions.push(Action::Persist(Durable::Incarnation {
+                    life: life.clone(),
+                    at: *at,
+                }));
+            }
+            self.relay_lives(actions);
         }
     }
 }
