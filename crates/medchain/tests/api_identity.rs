@@ -234,3 +234,72 @@ async fn a_doctors_key_is_made_at_home_only() {
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     assert_eq!(b["error_type"], "wrong_hospital");
 }
+
+/// Loss and recovery (§5.9): the home hospital starts a recovery (`medchain user recover`'s
+/// flow); the person sees it and its waiting key on their identity, and a device key they
+/// still hold cancels it by revoking that key. A second recovery, not cancelled, makes its key
+/// live once the waiting period (72 hours) has passed on the chain's clock.
+#[tokio::test]
+async fn a_recovery_waits_and_the_persons_device_can_cancel_it() {
+    let (hospital, _clinic) = common::two_hospitals().await;
+    let p1 = hospital.login("p001").await;
+    let device = hospital.add_device(&p1).await;
+    let recovery = |b: &Value, i: usize| b["recoveries"][i].clone();
+    let key_status = |b: &Value, key: &Value| {
+        b["keys"]
+            .as_array()
+            .unwrap_or_else(|| panic!("keys in {b}"))
+            .iter()
+            .find(|k| k["publicKey"] == *key)
+            .unwrap_or_else(|| panic!("{key} in {b}"))["status"]
+            .clone()
+    };
+
+    hospital
+        .state
+        .flows
+        .start_recovery("p001".into())
+        .await
+        .unwrap();
+    settle(&hospital).await;
+    let (s, b) = hospital.get(&p1, "/api/identity").await;
+    assert_eq!(s, OK, "{b}");
+    let first = recovery(&b, 0);
+    assert_eq!(first["cancelled"], false, "{b}");
+    assert_eq!(key_status(&b, &first["publicKey"]), "waiting");
+
+    let (s, b) = hospital
+        .post_signed(
+            &p1,
+            &device,
+            &format!("/api/keys/{}/revoke", first["publicKey"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let (_, b) = hospital.get(&p1, "/api/identity").await;
+    assert_eq!(recovery(&b, 0)["cancelled"], true, "{b}");
+    assert_eq!(key_status(&b, &first["publicKey"]), "revoked");
+
+    hospital
+        .state
+        .flows
+        .start_recovery("p001".into())
+        .await
+        .unwrap();
+    settle(&hospital).await;
+    let (_, b) = hospital.get(&p1, "/api/identity").await;
+    let second = b["recoveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["publicKey"] != first["publicKey"])
+        .unwrap_or_else(|| panic!("a second recovery in {b}"))
+        .clone();
+    assert_eq!(key_status(&b, &second["publicKey"]), "waiting");
+    hospital.advance(72 * 3_600_000 + 1_000).await;
+    let p1 = hospital.login("p001").await; // the session did not last three days
+    let (_, b) = hospital.get(&p1, "/api/identity").await;
+    assert_eq!(key_status(&b, &second["publicKey"]), "live", "{b}");
+    assert_eq!(key_status(&b, &Value::String(device.public_hex())), "live");
+}

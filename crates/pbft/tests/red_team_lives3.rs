@@ -59,7 +59,7 @@ fn split_veto(
         for id in 0..n {
             let mut config = config(id, n);
             config.retransmit_ticks = ticks;
-            c.replicas[id as usize] = Replica::new(config, Restored::genesis(GENESIS));
+            c.replicas[id as usize] = Replica::new(config, Restored::genesis(GENESIS, 0, 0));
         }
     }
     commit_block(&mut c, 1);
@@ -305,6 +305,8 @@ fn red_team_held_recovered_replica_takes_one_life_per_checkpoint_after_recovery(
         config(2, 4),
         Restored {
             last_executed: head,
+            head_time_ms: c.head_time_ms(2),
+            now_ms: c.clocks_ms[2],
             durable: records.clone(),
             recovering: false,
             nonce: 7,

@@ -10,7 +10,9 @@ use ledger::{Meta, PersonId, PersonRow, PublicKey, Queries, TxId, TxStatus};
 use node::NodeError;
 
 use super::{Action, FlowError, FlowResult, Flows, SIGNATURE_LIFE_MS, Signing, Who};
-use crate::app::{Account, Enroller, NewAccount, OutboxState, Role, ask_code, new_header};
+use crate::app::{
+    Account, AppDb, AppError, Enroller, NewAccount, OutboxState, Role, ask_code, new_header,
+};
 
 /// What [`Flows::start`] did.
 #[derive(Debug, Default)]
@@ -79,6 +81,25 @@ impl Flows {
     /// Enrolls a new login here (this hospital its home): its custodial key and its `Enroll`,
     /// queued in the outbox (as `medchain user add` does from the command line).
     pub async fn enroll(&self, new: NewAccount) -> FlowResult<(Account, TxId)> {
+        self.enrolling(move |app, by, now| app.add_enrolled(by, new, None, &[], now))
+            .await
+    }
+
+    /// Starts the recovery of `login`'s identity, enrolled here (§5.9, as `medchain user
+    /// recover` does): a new custodial key and this hospital's `Recover`, queued in the outbox.
+    /// The key signs once the chain's waiting period is over, unless one of the person's keys
+    /// revokes it first.
+    pub async fn start_recovery(&self, login: String) -> FlowResult<TxId> {
+        self.enrolling(move |app, by, now| app.start_recovery(by, &login, now))
+            .await
+    }
+
+    /// Runs `job` on the app store with this hospital's [`Enroller`] (its custody and its
+    /// validator's signature) and the time now.
+    async fn enrolling<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&AppDb, &Enroller<'_>, u64) -> Result<T, AppError> + Send + 'static,
+    ) -> FlowResult<T> {
         let here = self.here;
         let node = self.node.clone();
         let now = self.now_ms();
@@ -90,7 +111,7 @@ impl Flows {
                 here: &here,
                 sign: &sign,
             };
-            app.add_enrolled(&by, new, None, &[], now)
+            job(app, &by, now)
         })
         .await
     }
@@ -106,20 +127,8 @@ impl Flows {
             .chain(move |r| r.person(&person))
             .await?
             .ok_or(FlowError::NotOnChain)?;
-        let here = self.here;
-        let node = self.node.clone();
-        let now = self.now_ms();
-        self.store(move |app, custody| {
-            let sign =
-                |header: ledger::TxHeader, body: Vec<u8>| node.sign_as_validator(header, body);
-            let by = Enroller {
-                custody,
-                here: &here,
-                sign: &sign,
-            };
-            app.add_linked(&by, new, person, row.home, now)
-        })
-        .await
+        self.enrolling(move |app, by, now| app.add_linked(by, new, person, row.home, now))
+            .await
     }
 
     /// One pass over the outbox: submits the rows that are due (the bytes stored, never
