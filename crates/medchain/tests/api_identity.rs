@@ -255,14 +255,18 @@ async fn a_recovery_waits_and_the_persons_device_can_cancel_it() {
             .clone()
     };
 
-    hospital
-        .state
-        .flows
-        .start_recovery("p001".into())
-        .await
-        .unwrap();
-    settle(&hospital).await;
-    let (s, b) = hospital.get(&p1, "/api/identity").await;
+    let recover = || async {
+        hospital
+            .state
+            .flows
+            .start_recovery("p001".into())
+            .await
+            .unwrap();
+        settle(&hospital).await;
+        hospital.get(&p1, "/api/identity").await
+    };
+
+    let (s, b) = recover().await;
     assert_eq!(s, OK, "{b}");
     let first = recovery(&b, 0);
     assert_eq!(first["cancelled"], false, "{b}");
@@ -281,14 +285,7 @@ async fn a_recovery_waits_and_the_persons_device_can_cancel_it() {
     assert_eq!(recovery(&b, 0)["cancelled"], true, "{b}");
     assert_eq!(key_status(&b, &first["publicKey"]), "revoked");
 
-    hospital
-        .state
-        .flows
-        .start_recovery("p001".into())
-        .await
-        .unwrap();
-    settle(&hospital).await;
-    let (_, b) = hospital.get(&p1, "/api/identity").await;
+    let (_, b) = recover().await;
     let second = b["recoveries"]
         .as_array()
         .unwrap()
