@@ -288,6 +288,14 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
     assert_eq!(b["consent"]["state"], "requested");
     let request = b["consent"]["id"].as_str().unwrap().to_string();
     t.post(&w.d2, "/api/validate", json!({})).await;
+    // The doctor sees their request waiting; a patient cannot ask for that list.
+    let (s, b) = t.get(&w.d2, "/api/consents/requested").await;
+    assert_eq!(s, OK, "{b}");
+    assert_eq!(b["requests"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["requests"][0]["id"], request.as_str());
+    assert_eq!(b["requests"][0]["patient_id"], "p001");
+    assert_eq!(b["requests"][0]["purpose"], "Oncology review");
+    assert_eq!(t.get(&w.p1, "/api/consents/requested").await.0, F);
     let (s, b) = t
         .post(
             &w.p1,
@@ -313,6 +321,8 @@ async fn doctors_read_under_read_grants_and_the_patient_sees_each_read() {
         .await;
     assert_eq!(s, OK, "{b}");
     let remote_grant = b["grantTxId"].as_str().unwrap().to_string();
+    let (_, b) = t.get(&w.d2, "/api/consents/requested").await;
+    assert_eq!(b["requests"], json!([]), "answered: no longer waiting");
     let (s, b) = t
         .post(
             &w.d2,
@@ -505,4 +515,28 @@ async fn a_doctors_device_key_signs_a_record() {
     assert_eq!(record["signerKind"], "device");
     assert_eq!(record["origin"], "hospital");
     assert_eq!(record["doctor_id"], "d001");
+
+    // A remote request signed on the device answers as the unsigned one does.
+    let (s, b) = t
+        .post_signed(
+            &w.d1,
+            &device,
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": "Follow-up"}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    assert_eq!(b["consent"]["kind"], "request", "{b}");
+    assert_eq!(b["consent"]["state"], "requested");
+    let id = b["consent"]["id"].as_str().unwrap().to_string();
+    t.post(&w.d1, "/api/validate", json!({})).await;
+    let (_, b) = t.get(&w.d1, "/api/consents/requested").await;
+    assert!(
+        b["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str()),
+        "{b}"
+    );
 }

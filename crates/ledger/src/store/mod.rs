@@ -617,6 +617,17 @@ pub trait Queries {
         )
     }
 
+    /// Requests a doctor made that are pending at `at_ms`, newest first.
+    fn pending_requests_by(&self, doctor: &PersonId, at_ms: u64) -> Result<Vec<RequestRow>> {
+        state::rows(
+            self.connection(),
+            state::REQUEST_SELECT,
+            "q.doctor = ?1 AND q.expires_ms > ?2 AND q.answered_tx IS NULL ORDER BY q.tx DESC",
+            &[&doctor.as_slice(), &(at_ms as i64)],
+            state::request_row,
+        )
+    }
+
     fn grant(&self, id: &TxId) -> Result<Option<GrantRow>> {
         self.state().grant(id)
     }

@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/consents", get(list))
         .route("/api/consents/request", post(request_remote))
         .route("/api/consents/pending", get(pending))
+        .route("/api/consents/requested", get(requests_made))
         .route("/api/consents/{id}", get(one))
         .route("/api/consents/{id}/approve", post(approve))
         .route("/api/consents/{id}/deny", post(deny))
@@ -455,6 +456,55 @@ async fn pending(
     }))
 }
 
+/// A request a doctor made, as the doctor sees it.
+#[derive(Serialize)]
+struct RequestedView {
+    id: String,
+    patient_id: String,
+    purpose: String,
+    scope: Scope,
+    requested_ms: u64,
+    expires_ms: u64,
+    time_left_ms: u64,
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct RequestedAnswer {
+    success: bool,
+    requests: Vec<RequestedView>,
+}
+
+/// The doctor's own requests still waiting for their patients' answers, newest first.
+async fn requests_made(
+    State(state): State<AppState>,
+    Doctor(doctor): Doctor,
+) -> ApiResult<Json<RequestedAnswer>> {
+    let now = state.now_ms();
+    let requests = state
+        .flows
+        .requests_made(&doctor)
+        .await?
+        .into_iter()
+        .map(|r| RequestedView {
+            id: hex::encode(r.row.id),
+            patient_id: r
+                .patient_login
+                .unwrap_or_else(|| hex::encode(r.row.patient)),
+            purpose: r.purpose,
+            scope: r.row.scope,
+            requested_ms: r.row.created_ms,
+            expires_ms: r.row.expires_ms,
+            time_left_ms: r.row.expires_ms.saturating_sub(now),
+            state: "requested",
+        })
+        .collect();
+    Ok(Json(RequestedAnswer {
+        success: true,
+        requests,
+    }))
+}
+
 /// A grant or a request.
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -585,6 +635,7 @@ struct SignBody {
 enum SignedAnswer {
     Record(RecordAdded),
     Grant(GrantAnswer),
+    Requested(RequestAnswer),
     Tx(TxAnswer),
 }
 
@@ -610,6 +661,7 @@ async fn sign(
             grant_tx_id: hex::encode(grant),
             expires_at: expires_ms,
         }),
+        Signed::Requested { request } => SignedAnswer::Requested(requested(request)),
         Signed::Submitted { tx } => SignedAnswer::Tx(TxAnswer::new(tx)),
     }))
 }

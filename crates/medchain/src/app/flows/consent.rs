@@ -48,6 +48,15 @@ pub struct PendingRequest {
     pub purpose: String,
 }
 
+/// A request a doctor made that waits for the patient's answer, as the doctor sees it.
+#[derive(Clone, Debug)]
+pub struct MadeRequest {
+    pub row: RequestRow,
+    /// The patient's login here, if they have one.
+    pub patient_login: Option<String>,
+    pub purpose: String,
+}
+
 /// A patient's pending requests from one hospital's doctors, newest first.
 #[derive(Clone, Debug)]
 pub struct RequestGroup {
@@ -167,6 +176,37 @@ impl Flows {
 
     /// A patient's requests pending on chain (at `T = now`), grouped by requesting hospital
     /// (so that one hospital's doctors crowd only its own group), newest first in each.
+    /// The requests `doctor` made that are still pending on chain, newest first (what their
+    /// patients have not answered yet).
+    pub async fn requests_made(&self, doctor: &Account) -> FlowResult<Vec<MadeRequest>> {
+        let row = self.person_of(doctor).await?;
+        let now = self.now_ms();
+        let found = self
+            .chain(move |r| {
+                let mut out = Vec::new();
+                for request in r.pending_requests_by(&row.person, now)? {
+                    let purpose = r
+                        .transaction(&request.id)?
+                        .and_then(|t| PurposeBody::from_bytes(&t.tx.body).ok())
+                        .map(|b| b.purpose)
+                        .unwrap_or_default();
+                    out.push((request, purpose));
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut logins = Logins::default();
+        let mut made = Vec::with_capacity(found.len());
+        for (row, purpose) in found {
+            made.push(MadeRequest {
+                patient_login: logins.of(self, row.patient).await?,
+                purpose,
+                row,
+            });
+        }
+        Ok(made)
+    }
+
     pub async fn pending_requests(&self, patient: &Account) -> FlowResult<Vec<RequestGroup>> {
         let row = self.served_patient(patient).await?;
         let now = self.now_ms();

@@ -106,8 +106,17 @@ impl Action {
 #[derive(Clone, Debug)]
 pub enum Signed {
     Record(AddedRecord),
-    Grant { grant: TxId, expires_ms: u64 },
-    Submitted { tx: TxId },
+    Grant {
+        grant: TxId,
+        expires_ms: u64,
+    },
+    /// A remote request, durable here (answered as `POST /api/consents/request` answers).
+    Requested {
+        request: TxId,
+    },
+    Submitted {
+        tx: TxId,
+    },
 }
 
 /// Why a flow did not happen. Each variant is one answer of the API (mapped in
@@ -528,6 +537,9 @@ impl Flows {
                 let (grant, expires_ms) = self.submit_grant(tx).await?;
                 Signed::Grant { grant, expires_ms }
             }
+            Action::Durable if matches!(tx.meta(), Meta::RequestGrant(_)) => Signed::Requested {
+                request: self.submit(tx).await?,
+            },
             Action::Durable => Signed::Submitted {
                 tx: self.submit(tx).await?,
             },
