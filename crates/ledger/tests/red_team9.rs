@@ -660,3 +660,58 @@ fn red_team_break_verify_misses_renumbered_transaction_rows() {
         verified.map(|s| s.head_height)
     );
 }
+
+/// (12) A key nobody holds, which everybody can use. The all-zero public key is a point of
+/// order 4; ZIP-215 verification (cofactored, small-order keys allowed) accepts the all-zero
+/// signature under it for every message. So its "proof of possession" is 64 zero bytes, the
+/// edge check passes, and once it is P's device key (added at P's home, or approved at some
+/// page), any validator, here validator 2 that has nothing to do with P, signs a
+/// device-attested grant for P to its own doctor, and a record under it, shown as "approved on
+/// P's device". The pop, edge and key rules must refuse small-order (weak) keys.
+#[test]
+#[ignore = "BREAK: weak (small-order) keys pass pop and signature checks (crypto.rs verify_signature, ZIP-215): anyone signs as that key"]
+fn red_team_break_a_small_order_key_lets_anyone_sign() {
+    let mut c = Chain::new();
+    let weak = ledger::tx::NewKey {
+        key: [0; 32],
+        kind: KeyKind::Device,
+        label: "weak".into(),
+        pop: [0; 64],
+    };
+    let add = c.net.add_key(&c.p, weak, None, &c.p.custodial());
+    let registered = c.block(&[&add])[0];
+    let w_doctor = c.net.doctor(9, 2, "Oncology");
+    assert_eq!(c.one(&c.net.enroll(&w_doctor)), None);
+    // Validator 2 signs as P's device with a signature it computed without any secret.
+    let header = c.net.header(
+        ledger::Meta::Grant(ledger::tx::Grant {
+            patient: c.p.id,
+            doctor: w_doctor.id,
+            scope: Scope::Write,
+            attested: ledger::tx::Attested::Device,
+            request: None,
+        }),
+        ledger::Signer::Device {
+            person: c.p.id,
+            key: [0; 32],
+        },
+    );
+    let mut forged = c.net.sign_header(header, Vec::new(), &key_from("unused"));
+    forged.signature = [0; 64];
+    let request = c.net.request(&forged);
+    let edge = ledger::crypto::check_entries(
+        c.net.genesis.keys(),
+        &c.net.genesis.hash(),
+        std::iter::once(&request),
+    );
+    let verdict = if edge[0].is_ok() {
+        c.one(&forged)
+    } else {
+        Some("invalid at the edge")
+    };
+    assert!(
+        registered.is_some() || verdict.is_some(),
+        "a key nobody holds was registered ({registered:?}) and validator 2 forged P's device \
+         grant with it ({verdict:?})"
+    );
+}
