@@ -318,8 +318,14 @@ pub fn tx_signatures(
             .ok_or(Invalid::UnknownValidator)?
             .to_bytes(),
     };
+    if !is_strong_key(&signer_key) {
+        return Err(Invalid::BadSignature);
+    }
     let mut out = vec![(signer_key, t.signing_bytes(genesis_hash), t.signature)];
     for (person, new) in t.header.meta.new_keys() {
+        if !is_strong_key(&new.key) {
+            return Err(Invalid::BadKeyProof);
+        }
         out.push((
             new.key,
             tx::key_pop_bytes(genesis_hash, person, &new.key),
@@ -327,6 +333,15 @@ pub fn tx_signatures(
         ));
     }
     Ok(out)
+}
+
+/// Whether `key` may sign for a person: a canonical curve point of large order. Under ZIP-215
+/// a key of small order (the identity, or a point of order 2, 4 or 8) "verifies" signatures
+/// that nobody made (the all-zero signature under the all-zero key verifies every message),
+/// so its proof of possession proves nothing; such keys are never registered and never sign.
+/// A pure function of the bytes: every validator decides alike.
+pub fn is_strong_key(key: &[u8; 32]) -> bool {
+    VerifyingKey::from_bytes(key).is_ok_and(|key| !key.is_weak())
 }
 
 /// The verdict on a transaction whose signatures ([`tx_signatures`]) failed at `positions`:

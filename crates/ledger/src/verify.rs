@@ -605,6 +605,26 @@ fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, F
         .map(|h| h as u64)
         .unwrap_or(0)
     };
+    // The derived tables name transactions by their row number: it must be the replay's too
+    // (with the verdict), or a swap of two rows' numbers would move a rejected transaction's
+    // payload under an applied one's derived row.
+    let numbering = |conn: &Connection| -> rusqlite::Result<Vec<(i64, i64, i64, Option<String>)>> {
+        let mut stmt =
+            conn.prepare("SELECT tx, height, idx, rejected FROM transactions ORDER BY tx")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        rows.collect()
+    };
+    let (have, want) = (
+        numbering(stored).map_err(sql)?,
+        numbering(replay).map_err(sql)?,
+    );
+    if let Some(i) = (0..have.len().max(want.len())).find(|i| have.get(*i) != want.get(*i)) {
+        let height = have.get(i).or(want.get(i)).map_or(0, |row| row.1 as u64);
+        return Err((
+            height,
+            Fault::State("transactions are numbered unlike the replay".into()),
+        ));
+    }
     for (table, order) in DERIVED {
         let query = format!("SELECT * FROM {table} ORDER BY {order}");
         let read = |conn: &Connection| -> rusqlite::Result<(usize, Vec<Vec<Value>>)> {

@@ -335,8 +335,7 @@ async fn red_team_held_bad_input_is_a_client_error() {
 /// person's device: device-attested grants, records by a doctor who registered one, each
 /// labelled "signed on <person>'s device". `POST /api/keys` must refuse it (400).
 #[tokio::test]
-#[ignore = "BREAK: small-order key with a zero pop is registered (flows/identity.rs add_device_key; ledger pop/signature checks accept weak keys)"]
-async fn red_team_break_a_key_nobody_holds_is_registered() {
+async fn red_team_held_was_break_a_key_nobody_holds_is_registered() {
     let app = common::app_only().await;
     let d1 = app.login("d001").await;
     let zeros = "0".repeat(64);

@@ -336,6 +336,7 @@ impl Rule for Recover {
             Read::Person(self.person),
             Read::PendingRecovery(self.person),
             Read::Key(self.key.key),
+            Read::KeysOf(self.person),
         ]
     }
 
@@ -353,6 +354,14 @@ impl Rule for Recover {
             why::RECOVERY_PENDING
         ));
         check!(unregistered(state, &self.key.key)?);
+        // One key past the cap: a person who lost every key (all still unrevoked) must still be
+        // recoverable, and revokes the lost ones with the recovered key; never more than one.
+        let unrevoked = state
+            .keys_of(&self.person)?
+            .iter()
+            .filter(|k| k.revoked.is_none())
+            .count();
+        check!(ensure(unrevoked <= MAX_KEYS, why::TOO_MANY_KEYS));
         let effective_ms = t.saturating_add(ctx.params.recovery_wait_ms);
         Ok(Ok(vec![
             Effect::Recovery(RecoveryRow {
