@@ -594,6 +594,9 @@ pub(crate) fn verify_connection(
 
 /// Compares every derived table of the store with the replay's, row for row; a difference is
 /// reported at the height of the transaction that made the differing row.
+/// A transaction's row number, height, index in its block and verdict (the rejection reason).
+type Numbered = (i64, i64, i64, Option<String>);
+
 fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, Fault)> {
     let sql = |e: rusqlite::Error| (0, Fault::State(e.to_string()));
     let height_of = |conn: &Connection, row: i64| -> u64 {
@@ -608,7 +611,7 @@ fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, F
     // The derived tables name transactions by their row number: it must be the replay's too
     // (with the verdict), or a swap of two rows' numbers would move a rejected transaction's
     // payload under an applied one's derived row.
-    let numbering = |conn: &Connection| -> rusqlite::Result<Vec<(i64, i64, i64, Option<String>)>> {
+    let numbering = |conn: &Connection| -> rusqlite::Result<Vec<Numbered>> {
         let mut stmt =
             conn.prepare("SELECT tx, height, idx, rejected FROM transactions ORDER BY tx")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
