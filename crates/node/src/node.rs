@@ -299,8 +299,10 @@ pub(crate) fn replica_config(
     // A backup's timer runs while the primary legitimately waits out its batch window.
     config.view_change_timeout_ticks =
         timing.ticks(timing.batch_window + timing.view_change_timeout);
-    // Resend lost protocol messages a few times per view-change timeout.
-    config.retransmit_ticks = (config.view_change_timeout_ticks / 4).max(1);
+    // Resend lost protocol messages a few times per view-change timeout, not per batch window:
+    // a pre-prepare lost to backups that were down waits for no batch window (with a window of
+    // 600 s its resend came after 150 s, and the block with it).
+    config.retransmit_ticks = (timing.ticks(timing.view_change_timeout) / 4).max(1);
     config.max_pending = max_pending;
     config.executed_window = max_pending;
     config

@@ -200,6 +200,54 @@ fn acknowledged_transactions_survive_a_full_restart() {
     assert_eq!(committed, expected);
 }
 
+/// A block the primary proposed while its three backups were down is resent once they are back,
+/// within a view-change timeout, however long the batch window: the primary's retransmission
+/// of a lost pre-prepare does not wait out a batch window (with the window of 600 s, it used
+/// to come after 150 s, and the transaction stayed pending).
+#[test]
+fn a_proposal_lost_to_restarted_backups_is_resent_within_a_view_change_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing = Timing {
+        batch_window: Duration::from_secs(600),
+        ..fast_timing()
+    };
+    let view_change_timeout = timing.view_change_timeout;
+    let mut cluster = Cluster::open(dir.path(), timing).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let rt = runtime();
+    let first = rt.block_on(async {
+        hospital.submit(enrollment(&hospital)).await.unwrap();
+        hospital.cut().await.unwrap()
+    });
+    wait_agreed(&cluster.handles(), first.height, Duration::from_secs(10));
+    for id in 1..4 {
+        cluster.stop(id);
+    }
+    // Proposed (the cut) while no backup can receive it: the block cannot commit.
+    let id = rt.block_on(async {
+        let id = hospital.submit(enrollment(&hospital)).await.unwrap();
+        let refused = hospital.submit_applied(enrollment(&hospital), Duration::from_millis(300));
+        assert!(matches!(refused.await, Err(node::NodeError::Timeout(_))));
+        id
+    });
+    assert_eq!(hospital.tx_status(&id).unwrap(), node::TxStatus::Pending);
+    for id in 1..4 {
+        cluster.restart(id).unwrap();
+    }
+    let verdict = rt.block_on(hospital.wait_applied(id, 6 * view_change_timeout));
+    assert!(
+        matches!(verdict, Ok(node::Verdict::Applied { .. })),
+        "{verdict:?}: {:?}",
+        hospital.status()
+    );
+    wait_agreed(
+        &cluster.handles(),
+        first.height + 1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(hospital.status().view, 0, "no view change was needed");
+}
+
 /// The load generator's workload is the application's: it enrolls its people once, then
 /// every record comes with the in-person grant it uses, all signed with real keys. Every
 /// transaction it had acknowledged commits and applies: none is rejected on chain.

@@ -687,10 +687,16 @@ impl Replica {
                     }
                 }
                 if !primary {
+                    // Only what the primary should have proposed by now (it waited a batch
+                    // window): the retransmission interval is shorter than a long window, and a
+                    // forward costs the primary an admission check.
+                    let window = self.cfg.batch_window_ticks;
                     let unproposed: Vec<Request> = self
                         .pending
                         .iter()
-                        .filter(|(id, _)| !self.in_log.contains_key(*id))
+                        .filter(|(id, p)| {
+                            !self.in_log.contains_key(*id) && self.now - p.since >= window
+                        })
                         .map(|(_, p)| p.request.clone())
                         .collect();
                     self.forward(unproposed, actions);

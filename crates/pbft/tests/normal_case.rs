@@ -71,6 +71,32 @@ fn backup_forwards_request_and_times_out() {
     assert!(r.in_view_change());
 }
 
+/// Retransmission (§5): a stalled backup forwards a pending request to the primary again only
+/// once it waited a batch window (the primary legitimately holds it until then).
+#[test]
+fn a_backup_forwards_again_only_what_waited_a_batch_window() {
+    let mut cfg = config(2, 4);
+    cfg.batch_window_ticks = 6;
+    cfg.retransmit_ticks = 4;
+    cfg.view_change_timeout_ticks = 100;
+    let mut r = Replica::new(cfg, Restored::genesis(GENESIS, 0, 0));
+    let forward = Action::Send {
+        to: 0,
+        message: Message::Forward(vec![request(9)]),
+    };
+    assert_eq!(
+        step(&mut r, Input::Request(request(9))),
+        vec![forward.clone()]
+    );
+    for _ in 0..4 {
+        assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![], "too early");
+    }
+    for _ in 0..3 {
+        assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![]);
+    }
+    assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![forward]);
+}
+
 /// A withdrawn request (its client gave up: the state machine would reject it now) is no
 /// longer waited on: a primary that left it out is not replaced for it; the timer restarts for
 /// the next request still pending.
