@@ -115,7 +115,7 @@ fn planted_bug_commit_with_2f_is_caught_by_agreement_without_certificate_check()
         pbft::PlantedBug::CommitWithTwoF,
         &[Profile::DoubleVote],
         false,
-        100,
+        400,
     );
     let (seed, violation) = caught.expect("double-voting colluders must expose the 2f-commit bug");
     assert!(violation.contains("agreement"), "seed {seed}: {violation}");
