@@ -21,7 +21,7 @@ use ed25519_zebra::{VerificationKeyBytes, batch};
 use rand::rngs::OsRng;
 
 use crate::block::Certificate;
-use crate::tx::{self, Checked, Invalid, SignedTx, Signer as TxSigner};
+use crate::tx::{Checked, Invalid, SignedTx, Signer as TxSigner};
 use crate::{CertError, Error, Hash, Result};
 
 /// The number of faulty validators `n` validators tolerate, and the signers a commit certificate
@@ -305,7 +305,7 @@ pub type SignatureCheck = ([u8; 32], Vec<u8>, [u8; 64]);
 
 /// The signatures one transaction carries, each as (public key, signed bytes, signature): the
 /// envelope's first (under the key written in it, or the genesis key of a validator signer),
-/// then each new key's proof of possession ([`tx::key_pop_bytes`]).
+/// then each new key's proof of possession ([`crate::tx::key_pop_bytes`]).
 pub fn tx_signatures(
     validators: &[VerifyingKey],
     genesis_hash: &Hash,
@@ -326,11 +326,7 @@ pub fn tx_signatures(
         if !is_strong_key(&new.key) {
             return Err(Invalid::BadKeyProof);
         }
-        out.push((
-            new.key,
-            tx::key_pop_bytes(genesis_hash, person, &new.key),
-            new.pop,
-        ));
+        out.push((new.key, new.pop_bytes(genesis_hash, person), new.pop));
     }
     Ok(out)
 }
@@ -590,7 +586,7 @@ mod tests {
         txs[12].header.signer = TxSigner::Validator { index: 9 };
         // Sample 2 enrolls a key whose proof of possession is broken, and is signed again.
         let mut header = txs[2].header.clone();
-        if let tx::Meta::Enroll(e) = &mut header.meta {
+        if let crate::tx::Meta::Enroll(e) = &mut header.meta {
             e.keys[0].pop[5] ^= 1;
         }
         txs[2] = net.sign_header(header, Vec::new(), &net.keys[2]);
@@ -645,7 +641,7 @@ mod tests {
         let good = net.grant(
             &patient,
             &doctor.id,
-            tx::Scope::Write,
+            crate::tx::Scope::Write,
             None,
             &patient.device(),
         );

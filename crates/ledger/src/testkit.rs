@@ -184,9 +184,23 @@ impl TestNet {
         }
     }
 
-    /// `secret`'s public key as a new key of `person`, with its proof of possession.
-    pub fn new_key(&self, person: &PersonId, kind: KeyKind, secret: &SigningKey) -> NewKey {
-        NewKey::prove(&self.genesis_hash(), person, kind, "test key", secret)
+    /// `secret`'s public key as a new key of `person` made by validator `origin`, with its
+    /// proof of possession.
+    pub fn new_key(
+        &self,
+        person: &PersonId,
+        kind: KeyKind,
+        origin: u32,
+        secret: &SigningKey,
+    ) -> NewKey {
+        NewKey::prove(
+            &self.genesis_hash(),
+            person,
+            kind,
+            origin,
+            "test key",
+            secret,
+        )
     }
 
     /// A header for `meta` signed by `signer`: the next nonce and `created_ms` of this net,
@@ -240,7 +254,7 @@ impl TestNet {
             department: p.department.clone(),
             name: p.name.clone(),
             home: p.home,
-            keys: vec![self.new_key(&p.id, KeyKind::Custodial, &p.custodial)],
+            keys: vec![self.new_key(&p.id, KeyKind::Custodial, p.home, &p.custodial)],
         }
     }
 
@@ -640,9 +654,14 @@ pub fn every_kind(net: &TestNet) -> Vec<SignedTx> {
     let patient = net.patient(1, 0);
     let doctor = net.doctor(2, 0, "Cardiology");
     let device = key_from("testkit every kind device");
-    let new_device = net.new_key(&patient.id, KeyKind::Device, &device);
+    let new_device = net.new_key(&patient.id, KeyKind::Device, 1, &device);
     let ask = net.ask_key(&patient, 1, new_device.clone());
-    let recovered = net.new_key(&patient.id, KeyKind::Custodial, &key_from("recovered"));
+    let recovered = net.new_key(
+        &patient.id,
+        KeyKind::Custodial,
+        patient.home,
+        &key_from("recovered"),
+    );
     let grant = net.grant(&patient, &doctor.id, Scope::Write, None, &patient.device());
     vec![
         net.enroll(&patient),

@@ -26,7 +26,7 @@ use crate::{Error, Hash, Result};
 pub const TX_SIGNING_TAG: &[u8] = b"medchain/tx/v2";
 
 /// Domain tag of a new key's proof of possession ([`key_pop_bytes`]).
-pub const KEY_POP_TAG: &[u8] = b"medchain/key-pop/v1";
+pub const KEY_POP_TAG: &[u8] = b"medchain/key-pop/v2";
 
 /// Domain tag of a person id's derivation ([`person_id`]).
 pub const PERSON_TAG: &[u8] = b"medchain/person/v1";
@@ -165,21 +165,29 @@ pub struct NewKey {
     #[serde(with = "hex_bytes")]
     pub key: PublicKey,
     pub kind: KeyKind,
+    /// The validator whose page or custody made the key: the person's home for a custodial
+    /// key and a device key made at the home's page, the asking validator for a key made at
+    /// another hospital's page. The rules check it against the transaction ([`crate::rules`]),
+    /// and the key's row keeps it (which keys it may revoke).
+    pub origin: u32,
     /// Text from the page or the hospital that made the key (at most 64 characters); shown
     /// only as secondary text, never as the key's origin.
     pub label: String,
-    /// The new key's signature over [`key_pop_bytes`]`(genesis, person, key)`: nobody can
-    /// register a key they do not hold (and so squat another's key).
+    /// The new key's signature over [`key_pop_bytes`]`(genesis, person, key, kind, origin)`:
+    /// nobody can register a key they do not hold, nor register a key seen in another
+    /// validator's transaction as a key of another kind or origin.
     #[serde(with = "hex_bytes")]
     pub pop: [u8; 64],
 }
 
 impl NewKey {
-    /// A new key of `person`, its proof of possession signed with `secret`.
+    /// A new key of `person` made by validator `origin`'s page or custody, its proof of
+    /// possession signed with `secret`.
     pub fn prove(
         genesis_hash: &Hash,
         person: &PersonId,
         kind: KeyKind,
+        origin: u32,
         label: impl Into<String>,
         secret: &SigningKey,
     ) -> NewKey {
@@ -187,11 +195,17 @@ impl NewKey {
         NewKey {
             key,
             kind,
+            origin,
             label: label.into(),
             pop: secret
-                .sign(&key_pop_bytes(genesis_hash, person, &key))
+                .sign(&key_pop_bytes(genesis_hash, person, &key, kind, origin))
                 .to_bytes(),
         }
+    }
+
+    /// The bytes this key's [`NewKey::pop`] signs, for `person`.
+    pub fn pop_bytes(&self, genesis_hash: &Hash, person: &PersonId) -> Vec<u8> {
+        key_pop_bytes(genesis_hash, person, &self.key, self.kind, self.origin)
     }
 }
 
@@ -209,14 +223,25 @@ pub fn person_id(home: u32, nonce: &[u8; 16]) -> PersonId {
     id
 }
 
-/// What a new key signs to prove it is held by whoever registers it:
-/// `"medchain/key-pop/v1" || genesis_hash || person || key`.
-pub fn key_pop_bytes(genesis_hash: &Hash, person: &PersonId, key: &PublicKey) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(KEY_POP_TAG.len() + 32 + 16 + 32);
+/// What a new key signs to prove it is held by whoever registers it, as what kind and made
+/// by which validator: `"medchain/key-pop/v2" || genesis_hash || person || key || kind (1 byte:
+/// 0 device, 1 custodial) || origin (u32 LE)`. The kind and origin are bound so that a
+/// validator that sees a key go by (in another hospital's public `Ask`) cannot register it
+/// first under its own origin or as a custodial key.
+pub fn key_pop_bytes(
+    genesis_hash: &Hash,
+    person: &PersonId,
+    key: &PublicKey,
+    kind: KeyKind,
+    origin: u32,
+) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(KEY_POP_TAG.len() + 32 + 16 + 32 + 1 + 4);
     bytes.extend_from_slice(KEY_POP_TAG);
     bytes.extend_from_slice(genesis_hash);
     bytes.extend_from_slice(person);
     bytes.extend_from_slice(key);
+    bytes.push(kind as u8);
+    bytes.extend_from_slice(&origin.to_le_bytes());
     bytes
 }
 
@@ -887,18 +912,35 @@ mod tests {
     }
 
     #[test]
-    fn a_key_proof_binds_chain_person_and_key() {
+    fn a_key_proof_binds_chain_person_key_kind_and_origin() {
         let secret = SigningKey::from_bytes(&[3; 32]);
         let person = [5; 16];
-        let new = NewKey::prove(&GENESIS, &person, KeyKind::Device, "phone", &secret);
+        let new = NewKey::prove(&GENESIS, &person, KeyKind::Device, 1, "phone", &secret);
         let verify = |g: &Hash, p: &PersonId, k: &NewKey| {
             let Ok(vk) = crate::crypto::verifying_key(&k.key) else {
                 return false;
             };
-            crate::crypto::verify_signature(&vk, &key_pop_bytes(g, p, &k.key), &k.pop)
+            crate::crypto::verify_signature(&vk, &k.pop_bytes(g, p), &k.pop)
         };
         assert!(verify(&GENESIS, &person, &new));
         assert!(!verify(&[8; 32], &person, &new));
         assert!(!verify(&GENESIS, &[6; 16], &new));
+        let custodial = NewKey {
+            kind: KeyKind::Custodial,
+            ..new.clone()
+        };
+        assert!(!verify(&GENESIS, &person, &custodial));
+        let elsewhere = NewKey {
+            origin: 0,
+            ..new.clone()
+        };
+        assert!(!verify(&GENESIS, &person, &elsewhere));
+        let mut bytes = b"medchain/key-pop/v2".to_vec();
+        bytes.extend_from_slice(&GENESIS);
+        bytes.extend_from_slice(&person);
+        bytes.extend_from_slice(&new.key);
+        bytes.push(0);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        assert_eq!(new.pop_bytes(&GENESIS, &person), bytes);
     }
 }

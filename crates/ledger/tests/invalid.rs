@@ -79,7 +79,12 @@ fn scenario(store: &mut Store) -> Scenario {
     let mut enroll = net.enroll(&squatter);
     if let Meta::Enroll(e) = &mut enroll.header.meta {
         e.keys[0].pop = net
-            .new_key(&squatter.id, e.keys[0].kind, &squatter.device)
+            .new_key(
+                &squatter.id,
+                e.keys[0].kind,
+                e.keys[0].origin,
+                &squatter.device,
+            )
             .pop;
     }
     let enroll = net.sign_header(enroll.header, Vec::new(), &net.keys[0]);

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use ed25519_dalek::SigningKey;
 use ledger::rules::reason as why;
 use ledger::testkit::{GENESIS_TIME_MS, TestNet, TestPerson, key_from, public};
-use ledger::tx::{KeyKind, Scope};
+use ledger::tx::{KeyKind, NewKey, Scope};
 use ledger::verify::verify_store;
 use ledger::{OpenOptions, Queries, SignedTx, StateView, Store, TxId};
 use rusqlite::Connection;
@@ -148,7 +148,7 @@ fn red_team_held_record_by_another_hospitals_doctor() {
         .add_record(&c.d, &c.p.id, grant, &c.d.device_with(&forged_key));
     assert_eq!(c.one(&r2), Some(why::SIGNER_KEY_NOT_OF_PERSON));
     // V asks to add its key to D (a doctor's keys come from the home's page only).
-    let new = c.net.new_key(&c.d.id, KeyKind::Device, &forged_key);
+    let new = c.net.new_key(&c.d.id, KeyKind::Device, V, &forged_key);
     let ask = c.net.ask_key(&c.d, V, new);
     assert_eq!(c.one(&ask), Some(why::DOCTOR_KEY_NOT_HOME));
     // E (V's own doctor, same department) uses D's grant.
@@ -187,7 +187,7 @@ fn red_team_held_grant_for_another_hospitals_patient() {
         .net
         .grant(&c.p, &c.e.id, Scope::Write, None, &c.q.custodial());
     assert_eq!(c.one(&g3), Some(why::NOT_ACTING_PERSON));
-    let custodial_for_p = c.net.new_key(&c.p.id, KeyKind::Custodial, &forged);
+    let custodial_for_p = c.net.new_key(&c.p.id, KeyKind::Custodial, V, &forged);
     let ask = c.net.ask_key(&c.p, V, custodial_for_p.clone());
     assert_eq!(c.one(&ask), Some(why::CUSTODIAL_ASK_NOT_HOME));
     let recover = c.net.sign(
@@ -405,7 +405,7 @@ fn red_team_held_keys_and_links_for_someone_else() {
     assert_eq!(c.one(&answer), Some(why::NEEDS_PERSON_KEY[2]));
     // P approves a device key made at V's page (P used V's page once).
     let v_device: SigningKey = key_from("P's device at V's page");
-    let new = c.net.new_key(&c.p.id, KeyKind::Device, &v_device);
+    let new = c.net.new_key(&c.p.id, KeyKind::Device, V, &v_device);
     let ask = c.net.ask_key(&c.p, V, new.clone());
     assert_eq!(c.one(&ask), None);
     let add = c.net.add_key(&c.p, new, Some(c.id(&ask)), &c.p.custodial());
@@ -419,7 +419,7 @@ fn red_team_held_keys_and_links_for_someone_else() {
     let fresh = key_from("P's recovered key");
     let recover = c
         .net
-        .recover(&c.p, c.net.new_key(&c.p.id, KeyKind::Custodial, &fresh));
+        .recover(&c.p, c.net.new_key(&c.p.id, KeyKind::Custodial, 0, &fresh));
     assert_eq!(c.one(&recover), None);
     let cancel = c
         .net
@@ -429,7 +429,7 @@ fn red_team_held_keys_and_links_for_someone_else() {
     let other = key_from("another key");
     let add2 = c.net.add_key(
         &c.p,
-        c.net.new_key(&c.p.id, KeyKind::Device, &other),
+        c.net.new_key(&c.p.id, KeyKind::Device, 0, &other),
         None,
         &c.p.device_with(&v_device),
     );
@@ -444,7 +444,7 @@ fn red_team_held_recovery_waits_to_the_millisecond() {
     let fresh = key_from("P's recovered key");
     let recover = c
         .net
-        .recover(&c.p, c.net.new_key(&c.p.id, KeyKind::Custodial, &fresh));
+        .recover(&c.p, c.net.new_key(&c.p.id, KeyKind::Custodial, 0, &fresh));
     assert_eq!(c.one(&recover), None);
     let effective = c.block_time_of(&c.id(&recover)) + c.net.genesis.params().recovery_wait_ms;
     let by_fresh = ledger::testkit::Signing {
@@ -457,7 +457,7 @@ fn red_team_held_recovery_waits_to_the_millisecond() {
     let dev = key_from("a device");
     let early = c.net.add_key(
         &c.p,
-        c.net.new_key(&c.p.id, KeyKind::Device, &dev),
+        c.net.new_key(&c.p.id, KeyKind::Device, 0, &dev),
         None,
         &by_fresh,
     );
@@ -488,9 +488,9 @@ fn red_team_held_no_replay_across_chains_or_domains() {
         checked[0].as_ref().err(),
         Some(&ledger::Invalid::BadSignature)
     );
-    // A key proof (signed by the key over "medchain/key-pop/v1" || ...) as a transaction
+    // A key proof (signed by the key over "medchain/key-pop/v2" || ...) as a transaction
     // signature by that key: the tags differ, so it never verifies.
-    let new = c.net.new_key(&c.p.id, KeyKind::Device, &c.p.device);
+    let new = c.net.new_key(&c.p.id, KeyKind::Device, 0, &c.p.device);
     let mut tx = c
         .net
         .grant(&c.p, &c.d.id, Scope::Write, None, &c.p.device());
@@ -519,7 +519,7 @@ fn red_team_held_recover_exceeds_the_key_cap_by_one_at_most() {
         let k = key_from(&format!("device {i}"));
         let add = c.net.add_key(
             &c.p,
-            c.net.new_key(&c.p.id, KeyKind::Device, &k),
+            c.net.new_key(&c.p.id, KeyKind::Device, 0, &k),
             None,
             &c.p.custodial(),
         );
@@ -528,7 +528,7 @@ fn red_team_held_recover_exceeds_the_key_cap_by_one_at_most() {
     let ninth = key_from("ninth");
     let add = c.net.add_key(
         &c.p,
-        c.net.new_key(&c.p.id, KeyKind::Device, &ninth),
+        c.net.new_key(&c.p.id, KeyKind::Device, 0, &ninth),
         None,
         &c.p.custodial(),
     );
@@ -546,14 +546,14 @@ fn red_team_held_recover_exceeds_the_key_cap_by_one_at_most() {
     };
     let recover = c
         .net
-        .recover(&c.p, c.net.new_key(&c.p.id, KeyKind::Custodial, &ninth));
+        .recover(&c.p, c.net.new_key(&c.p.id, KeyKind::Custodial, 0, &ninth));
     assert_eq!(c.one(&recover), None, "recoverable with every key lost");
     assert_eq!(unrevoked(&c), ledger::rules::MAX_KEYS + 1);
     let effective = c.block_time_of(&c.id(&recover)) + c.net.genesis.params().recovery_wait_ms;
     let tenth = key_from("tenth");
     let again = c
         .net
-        .recover(&c.p, c.net.new_key(&c.p.id, KeyKind::Custodial, &tenth));
+        .recover(&c.p, c.net.new_key(&c.p.id, KeyKind::Custodial, 0, &tenth));
     assert_eq!(
         c.block_at(effective, &[&again]),
         vec![Some(why::TOO_MANY_KEYS)],
@@ -563,34 +563,59 @@ fn red_team_held_recover_exceeds_the_key_cap_by_one_at_most() {
 }
 
 /// (10) "Nobody can register a key they do not hold, so a validator that sees a key go by
-/// cannot squat it" (§1, proof of possession). The proof binds chain, person and key, but not
-/// the key's kind nor the transaction: P's home can copy the proof out of another hospital's
-/// public `Ask` (a device key made at that hospital's page, whose secret the home never held)
-/// into its own `Recover`, registering that key as P's custodial key. The other hospital's
-/// `AddKey` then fails `key already registered`, and once the wait ends, the key that page's
-/// script holds is a live custodial, home-origin key of P's.
+/// cannot squat it" (§1, proof of possession). Was a BREAK: the proof (`key-pop/v1`) bound
+/// chain, person and key, but not the key's kind nor its origin, so P's home could copy the
+/// proof out of another hospital's public `Ask` (a device key made at that hospital's page,
+/// whose secret the home never held) into its own `Recover` as a custodial key, or its own
+/// `AddKey`, registering it first: the other hospital's `AddKey` then failed `key already
+/// registered`. Now the proof (`key-pop/v2`) binds the kind and the origin validator, and the
+/// rules check the origin against the transaction: a copied proof verifies only as a device
+/// key made at V's page, which only V may ask for.
 #[test]
-#[ignore = "BREAK: key pop does not bind kind/tx (tx.rs key_pop_bytes): the home squats another page's device key via Recover"]
-fn red_team_break_home_squats_a_key_seen_in_another_hospitals_ask() {
+fn red_team_held_was_break_home_cannot_squat_a_key_seen_in_another_hospitals_ask() {
     let mut c = Chain::new();
     // P (home 0) makes a device key at V's page (validator 1); V asks for it, publicly.
     let at_v: SigningKey = key_from("P's key at V's page");
-    let new = c.net.new_key(&c.p.id, KeyKind::Device, &at_v);
+    let new = c.net.new_key(&c.p.id, KeyKind::Device, V, &at_v);
     let ask = c.net.ask_key(&c.p, V, new.clone());
     assert_eq!(c.one(&ask), None);
-    // The home copies the public key and proof into a Recover, as a custodial key.
-    let mut squat = new.clone();
-    squat.kind = KeyKind::Custodial;
-    let recover = c.net.recover(&c.p, squat);
-    let squatted = c.one(&recover);
-    // P approves V's ask.
+    let bad_proof = Some(ledger::Invalid::BadKeyProof.reason());
+    // The home copies the public key and proof into a Recover, as a custodial key, of V's
+    // origin or of its own: the proof no longer verifies.
+    for origin in [V, 0] {
+        let squat = NewKey {
+            kind: KeyKind::Custodial,
+            origin,
+            ..new.clone()
+        };
+        let recover = c.net.recover(&c.p, squat);
+        assert_eq!(
+            c.one(&recover),
+            bad_proof,
+            "recover as custodial of {origin}"
+        );
+    }
+    // As it is (a device key of V's origin): a recovery re-enrolls only a custodial key, and
+    // the home adds only keys of its own origin.
+    let recover = c.net.recover(&c.p, new.clone());
+    assert_eq!(c.one(&recover), Some(why::RECOVER_CUSTODIAL_ONLY));
+    let add = c.net.add_key(&c.p, new.clone(), None, &c.p.custodial());
+    assert_eq!(c.one(&add), Some(why::KEY_ORIGIN));
+    let as_home = NewKey {
+        origin: 0,
+        ..new.clone()
+    };
+    let add = c.net.add_key(&c.p, as_home, None, &c.p.custodial());
+    assert_eq!(c.one(&add), bad_proof);
+    // Another validator asks for the same key: it was not made at its page.
+    let ask_2 = c.net.ask_key(&c.p, 2, new.clone());
+    assert_eq!(c.one(&ask_2), Some(why::KEY_ORIGIN));
+    // P approves V's ask: the key is P's device key, of V's origin.
     let add = c.net.add_key(&c.p, new, Some(c.id(&ask)), &c.p.custodial());
-    let approved = c.one(&add);
-    assert!(
-        squatted.is_some() && approved.is_none(),
-        "the home registered a key it does not hold (recover: {squatted:?}); P's approval of \
-         the page's key: {approved:?}"
-    );
+    assert_eq!(c.one(&add), None, "P's approval of the page's key");
+    let reader = c.store.reader().unwrap();
+    let row = reader.key(&public(&at_v)).unwrap().expect("registered");
+    assert_eq!((row.kind, row.origin), (KeyKind::Device, V));
 }
 
 /// (11) `medchain verify` against its own operator: a store whose operator renumbers two rows
@@ -681,6 +706,7 @@ fn red_team_held_was_break_a_small_order_key_lets_anyone_sign() {
     let weak = ledger::tx::NewKey {
         key: [0; 32],
         kind: KeyKind::Device,
+        origin: 0,
         label: "weak".into(),
         pop: [0; 64],
     };

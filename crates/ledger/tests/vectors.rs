@@ -72,7 +72,8 @@ fn vectors() -> Value {
         &g,
         &doctor.device,
     );
-    let new_key = net.new_key(&patient.id, ledger::tx::KeyKind::Device, &patient.device);
+    // A device key made at validator 1's page.
+    let new_key = net.new_key(&patient.id, ledger::tx::KeyKind::Device, 1, &patient.device);
     let entry = |tx: &SignedTx| {
         let key = match tx.header.signer {
             Signer::Device { key, .. } | Signer::Custodial { key, .. } => key,
@@ -100,11 +101,15 @@ fn vectors() -> Value {
         "transactions": [entry(&grant), entry(&record)],
         "kinds": testkit::every_kind(&TestNet::new(4)).iter().map(entry).collect::<Vec<_>>(),
         "key_pop": {
-            "about": "pop = Ed25519 by the new key over ASCII 'medchain/key-pop/v1' || \
-                      genesis_hash || person || key",
+            "about": "pop = Ed25519 by the new key over ASCII 'medchain/key-pop/v2' || \
+                      genesis_hash || person || key || kind (1 byte: 0 device, 1 custodial) || \
+                      origin (u32 LE)",
             "person_hex": hex::encode(patient.id),
             "key_hex": hex::encode(new_key.key),
-            "signed_bytes_hex": hex::encode(ledger::key_pop_bytes(&g, &patient.id, &new_key.key)),
+            "kind": new_key.kind,
+            "kind_byte": new_key.kind as u8,
+            "origin": new_key.origin,
+            "signed_bytes_hex": hex::encode(new_key.pop_bytes(&g, &patient.id)),
             "pop_hex": hex::encode(new_key.pop),
         },
     })
@@ -144,10 +149,13 @@ fn the_vectors_check_from_their_own_bytes() {
     let pop = &file["key_pop"];
     let key: [u8; 32] = bytes(&pop["key_hex"]).try_into().expect("32 bytes");
     let signature: [u8; 64] = bytes(&pop["pop_hex"]).try_into().expect("64 bytes");
-    let mut signed = b"medchain/key-pop/v1".to_vec();
+    let mut signed = b"medchain/key-pop/v2".to_vec();
     signed.extend(&genesis);
     signed.extend(bytes(&pop["person_hex"]));
     signed.extend(key);
+    signed.push(u8::try_from(pop["kind_byte"].as_u64().expect("kind")).expect("byte"));
+    let origin = u32::try_from(pop["origin"].as_u64().expect("origin")).expect("u32");
+    signed.extend(origin.to_le_bytes());
     assert_eq!(signed, bytes(&pop["signed_bytes_hex"]));
     assert!(ledger::crypto::verify_signature_bytes(
         &key, &signed, &signature

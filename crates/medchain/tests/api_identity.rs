@@ -122,9 +122,16 @@ async fn a_key_made_at_another_hospitals_page_is_approved_from_a_device_at_home(
         .unwrap();
     let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let public = secret.verifying_key().to_bytes();
-    let genesis = clinic.state.flows.here().genesis_hash;
+    let here = clinic.state.flows.here();
     use ed25519_dalek::Signer as _;
-    let pop = secret.sign(&ledger::key_pop_bytes(&genesis, &person, &public));
+    // Made at the clinic's page: a device key of the clinic's origin.
+    let pop = secret.sign(&ledger::key_pop_bytes(
+        &here.genesis_hash,
+        &person,
+        &public,
+        ledger::tx::KeyKind::Device,
+        here.index,
+    ));
     let (s, b) = clinic
         .post(
             &p1_clinic,
@@ -143,6 +150,25 @@ async fn a_key_made_at_another_hospitals_page_is_approved_from_a_device_at_home(
             &p1_clinic,
             "/api/keys",
             json!({"publicKey": hex::encode([7u8; 32]), "pop": hex::encode(pop.to_bytes())}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // So is a pop that says the key was made at another hospital's page (here, the home's).
+    let other = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let other_public = other.verifying_key().to_bytes();
+    let elsewhere = other.sign(&ledger::key_pop_bytes(
+        &here.genesis_hash,
+        &person,
+        &other_public,
+        ledger::tx::KeyKind::Device,
+        hospital.state.flows.here().index,
+    ));
+    let (s, _) = clinic
+        .post(
+            &p1_clinic,
+            "/api/keys",
+            json!({"publicKey": hex::encode(other_public),
+                   "pop": hex::encode(elsewhere.to_bytes())}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);

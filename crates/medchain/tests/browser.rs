@@ -1129,8 +1129,14 @@ async fn the_page_reads_signing_bytes_as_the_ledger_vectors_say() {
         }
         let pop = &vectors["key_pop"];
         let bytes = call(
-            "return medchainTx.popBytes(arguments[0], arguments[1], arguments[2])",
-            vec![json!(genesis), pop["person_hex"].clone(), pop["key_hex"].clone()],
+            "return medchainTx.popBytes(arguments[0], arguments[1], arguments[2], arguments[3], arguments[4])",
+            vec![
+                json!(genesis),
+                pop["person_hex"].clone(),
+                pop["key_hex"].clone(),
+                pop["kind"].clone(),
+                pop["origin"].clone(),
+            ],
         )
         .await
         .unwrap();

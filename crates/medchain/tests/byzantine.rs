@@ -527,6 +527,7 @@ fn dishonest_validator_cannot_forge_consent_or_authorship() {
         &forger.genesis_hash(),
         &pt1,
         KeyKind::Device,
+        1,
         "pt1's browser",
         &device,
     );

@@ -115,7 +115,7 @@
   // ---------- bytes: what the chain signs (docs/SECURITY.md §1, ledger's tx_v2 vectors) ----------
   const utf8 = new TextEncoder();
   const TX_TAG = utf8.encode('medchain/tx/v2');
-  const POP_TAG = utf8.encode('medchain/key-pop/v1');
+  const POP_TAG = utf8.encode('medchain/key-pop/v2');
   const ASK_CODE_TAG = utf8.encode('medchain/ask-code/v1');
   const KINDS = ['enroll', 'ask', 'link', 'add_key', 'revoke_key', 'recover', 'request_grant', 'grant', 'revoke', 'add_record', 'access'];
   const HOUR_MS = 3600000n;
@@ -174,7 +174,8 @@
     }
     end() { if (this.i !== this.b.length) throw new Error('bytes left over'); }
   }
-  const newKey = (r) => ({ key: r.hex(32), kind: r.variant(['device', 'custodial']), label: r.string(), pop: r.hex(64) });
+  const KEY_KINDS = ['device', 'custodial'];
+  const newKey = (r) => ({ key: r.hex(32), kind: r.variant(KEY_KINDS), origin: r.u32(), label: r.string(), pop: r.hex(64) });
   const scope = (r) => (r.variant(['write', 'read']) === 'write' ? 'write' : { read: { duration_ms: r.u64() } });
   const txId = (r) => r.hex(32);
   // Each kind's metadata, in the field order of `ledger::tx` (object literals evaluate in order).
@@ -226,7 +227,16 @@
     r.end();
     return body;
   }
-  function popBytes(genesis, person, key) { return concat(POP_TAG, fromHex(genesis, 32), fromHex(person, 16), fromHex(key, 32)); }
+  // `"medchain/key-pop/v2" || genesis_hash || person || key || kind (u8) || origin (u32 LE)`: a
+  // key made at this page is a device key of this page's validator (its origin).
+  function popBytes(genesis, person, key, kind, origin) {
+    const kindByte = KEY_KINDS.indexOf(kind);
+    if (kindByte < 0) throw new Error('unknown key kind');
+    if (!Number.isInteger(origin) || origin < 0 || origin > 0xffffffff) throw new Error('no validator index');
+    const originBytes = new Uint8Array(4);
+    new DataView(originBytes.buffer).setUint32(0, origin, true);
+    return concat(POP_TAG, fromHex(genesis, 32), fromHex(person, 16), fromHex(key, 32), Uint8Array.of(kindByte), originBytes);
+  }
   // The six digits of an ask (§5.7), computed here from its id rather than taken from the node.
   async function askCode(idHex) {
     const d = await sha256(concat(ASK_CODE_TAG, fromHex(idHex, 32)));
@@ -244,7 +254,7 @@
   window.medchainTx = Object.freeze({
     decode: (hex) => { const d = decodeSigningBytes(fromHex(hex)); return plain({ genesis: d.genesis, header: d.header }); },
     body: (kind, hex) => decodeBody(kind, fromHex(hex)),
-    popBytes: (genesis, person, key) => toHex(popBytes(genesis, person, key)),
+    popBytes: (genesis, person, key, kind, origin) => toHex(popBytes(genesis, person, key, kind, origin)),
     askCode,
   });
 
@@ -334,7 +344,7 @@
       return setDevice({ status: 'unavailable', message: 'This browser cannot make Ed25519 keys, so this page signs nothing; your home hospital signs for you where it may.' });
     }
     const publicKey = toHex(new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey)));
-    const pop = new Uint8Array(await crypto.subtle.sign({ name: 'Ed25519' }, pair.privateKey, popBytes(genesis, me.personId, publicKey)));
+    const pop = new Uint8Array(await crypto.subtle.sign({ name: 'Ed25519' }, pair.privateKey, popBytes(genesis, me.personId, publicKey, 'device', me.validator)));
     const rec = { id, genesis, person: me.personId, publicKey, privateKey: pair.privateKey, status: 'new', createdMs: Date.now() };
     await keys.put(rec);
     const r = await api('POST', '/api/keys', { publicKey, pop: toHex(pop), label: 'web browser' });
@@ -461,7 +471,7 @@
   function whoFrom(d) {
     return {
       userType: d.userType, id: d.id || d.patientId || d.doctorId, department: d.department, name: d.name,
-      personId: d.personId, home: d.home, homeHere: d.homeHere,
+      personId: d.personId, home: d.home, homeHere: d.homeHere, validator: d.validator,
     };
   }
 
@@ -589,7 +599,7 @@
       kind: ask.what === 'link' ? 'link' : 'add_key',
       check: (m, body) => (ask.what === 'link'
         ? differs(['person', m.person, me.personId], ['ask', m.ask, ask.id], ['hospital', m.validator, validator])
-        : differs(['person', m.person, me.personId], ['ask', m.ask, ask.id], ['key', m.key && m.key.key, ask.publicKey])) || noBody(body),
+        : differs(['person', m.person, me.personId], ['ask', m.ask, ask.id], ['key', m.key && m.key.key, ask.publicKey], ['origin', m.key && m.key.origin, validator])) || noBody(body),
     });
     if (!r.ok) { if (!r.refused) result('ask-result', r.data.message || 'Failed', true); return; }
     show('ask-match', false);

@@ -150,6 +150,7 @@ impl Person {
             genesis_hash,
             &self.id,
             KeyKind::Custodial,
+            self.home,
             "held by the load generator",
             &self.custodial,
         );

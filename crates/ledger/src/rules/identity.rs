@@ -18,12 +18,12 @@ fn signing_validator(ctx: &Ctx<'_>) -> u32 {
     }
 }
 
-/// The row of a key added by this transaction.
+/// The row of a key added by this transaction, of the origin its proof of possession binds
+/// (checked by each rule against the transaction: the home, or the asking validator).
 fn new_key_row(
     ctx: &Ctx<'_>,
     person: &[u8; 16],
     new: &NewKey,
-    origin: u32,
     active_from_ms: u64,
     recovery: bool,
 ) -> KeyRow {
@@ -32,7 +32,7 @@ fn new_key_row(
         person: *person,
         kind: new.kind,
         label: new.label.clone(),
-        origin,
+        origin: new.origin,
         added: ctx.id,
         added_by: ctx.header.signer.kind(),
         active_from_ms,
@@ -96,6 +96,7 @@ impl Rule for Enroll {
         ));
         for k in &self.keys {
             check!(unregistered(state, &k.key)?);
+            check!(ensure(k.origin == self.home, why::KEY_ORIGIN));
         }
         let mut effects = vec![Effect::Person(PersonRow {
             person: self.person,
@@ -108,7 +109,7 @@ impl Rule for Enroll {
         effects.extend(
             self.keys
                 .iter()
-                .map(|k| Effect::Key(new_key_row(ctx, &self.person, k, self.home, 0, false))),
+                .map(|k| Effect::Key(new_key_row(ctx, &self.person, k, 0, false))),
         );
         Ok(Ok(effects))
     }
@@ -149,6 +150,9 @@ impl Rule for Ask {
                     person.role != Role::Doctor || v == person.home,
                     why::DOCTOR_KEY_NOT_HOME
                 ));
+                // The key was made at the asking validator's page (or custody), and its proof
+                // says so: no validator can ask for a key another's page made.
+                check!(ensure(k.origin == v, why::KEY_ORIGIN));
             }
         }
         check!(ensure(
@@ -275,9 +279,12 @@ impl Rule for AddKey {
         };
         // A doctor's device keys are made at the home's page: the `Ask` rule refuses an ask for
         // a doctor's key from any other validator, and without an ask the origin is the home.
+        // The origin is bound by the key's proof, so a key seen in another validator's ask
+        // cannot be added here as the home's.
+        check!(ensure(self.key.origin == origin, why::KEY_ORIGIN));
         effects.insert(
             0,
-            Effect::Key(new_key_row(ctx, &self.person, &self.key, origin, 0, false)),
+            Effect::Key(new_key_row(ctx, &self.person, &self.key, 0, false)),
         );
         Ok(Ok(effects))
     }
@@ -354,6 +361,7 @@ impl Rule for Recover {
             why::RECOVERY_PENDING
         ));
         check!(unregistered(state, &self.key.key)?);
+        check!(ensure(self.key.origin == person.home, why::KEY_ORIGIN));
         // One key past the cap: a person who lost every key (all still unrevoked) must still be
         // recoverable, and revokes the lost ones with the recovered key; never more than one.
         let unrevoked = state
@@ -375,7 +383,6 @@ impl Rule for Recover {
                 ctx,
                 &self.person,
                 &self.key,
-                person.home,
                 effective_ms,
                 true,
             )),

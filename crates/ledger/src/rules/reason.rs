@@ -56,6 +56,8 @@ pub const DEVICE_KEY_NEEDS_ASK: &str =
     "a key added with a device key needs an ask from the page that made it";
 pub const CUSTODIAL_KEY_NEEDS_HOME_ASK: &str =
     "a custodial key is added with a device key, answering the home's ask";
+pub const KEY_ORIGIN: &str =
+    "a new key's origin is the validator that made it: the home, or the asking validator";
 pub const KEY_NOT_OF_PERSON: &str = "key is not a key of this person";
 pub const KEY_ALREADY_REVOKED: &str = "key already revoked";
 pub const REVOKE_OTHER_ORIGIN: &str =
@@ -124,6 +126,7 @@ pub fn all() -> Vec<&'static str> {
         TOO_MANY_KEYS,
         DEVICE_KEY_NEEDS_ASK,
         CUSTODIAL_KEY_NEEDS_HOME_ASK,
+        KEY_ORIGIN,
         KEY_NOT_OF_PERSON,
         KEY_ALREADY_REVOKED,
         REVOKE_OTHER_ORIGIN,

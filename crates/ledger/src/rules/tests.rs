@@ -130,7 +130,7 @@ impl World {
         let key = self
             .c
             .net
-            .new_key(&self.p.id, KeyKind::Device, &self.p.device);
+            .new_key(&self.p.id, KeyKind::Device, 0, &self.p.device);
         let tx = self.c.net.add_key(&self.p, key, None, &self.p.custodial());
         self.c.ok(&tx);
     }
@@ -216,7 +216,7 @@ fn each_kind_needs_its_kind_of_signer() {
         department: None,
         name: None,
         home: 0,
-        keys: vec![w.c.net.new_key(&r.id, KeyKind::Custodial, &r.custodial)],
+        keys: vec![w.c.net.new_key(&r.id, KeyKind::Custodial, 0, &r.custodial)],
     });
     let tx = w.c.net.sign(meta, &w.p.custodial(), Vec::new());
     assert_eq!(w.c.now(&tx), Err(NEEDS_VALIDATOR[0]));
@@ -287,7 +287,7 @@ fn a_custodial_key_signs_only_while_its_holder_is_the_home() {
 #[test]
 fn a_new_keys_label_is_at_most_64_characters() {
     let mut w = world();
-    let mut key = w.c.net.new_key(&w.p.id, KeyKind::Device, &w.p.device);
+    let mut key = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &w.p.device);
     key.label = "é".repeat(65);
     let tx = w.c.net.add_key(&w.p, key.clone(), None, &w.p.custodial());
     assert_eq!(w.c.now(&tx), Err(LABEL_TOO_LONG));
@@ -328,7 +328,10 @@ fn enroll_with(c: &Chain, r: &TestPerson, signer: u32, edit: impl FnOnce(&mut En
         department: r.department.clone(),
         name: r.name.clone(),
         home: r.home,
-        keys: vec![c.net.new_key(&r.id, KeyKind::Custodial, &r.custodial)],
+        keys: vec![
+            c.net
+                .new_key(&r.id, KeyKind::Custodial, r.home, &r.custodial),
+        ],
     };
     edit(&mut meta);
     c.net
@@ -386,6 +389,7 @@ fn enroll_rejects_each_malformed_enrollment() {
                         &w.c.net.genesis.hash(),
                         &r.id,
                         KeyKind::Device,
+                        2,
                         "",
                         &extra,
                     ));
@@ -396,7 +400,10 @@ fn enroll_rejects_each_malformed_enrollment() {
         // p's custodial key, proven for r by its holder (the home of p).
         (
             enroll_with(&w.c, &r, 2, |m| {
-                m.keys = vec![w.c.net.new_key(&r.id, KeyKind::Custodial, &w.p.custodial)]
+                m.keys = vec![
+                    w.c.net
+                        .new_key(&r.id, KeyKind::Custodial, 2, &w.p.custodial),
+                ]
             }),
             KEY_REGISTERED,
         ),
@@ -409,7 +416,8 @@ fn enroll_rejects_each_malformed_enrollment() {
     let eight = enroll_with(&w.c, &r, 2, |m| {
         for i in 0..7 {
             let extra = key_from(&format!("extra {i}"));
-            m.keys.push(w.c.net.new_key(&r.id, KeyKind::Device, &extra));
+            m.keys
+                .push(w.c.net.new_key(&r.id, KeyKind::Device, 2, &extra));
         }
     });
     w.c.ok(&eight);
@@ -440,14 +448,14 @@ fn attack_4_a_key_is_registered_only_with_its_proof_of_possession() {
     let r = w.c.net.patient(31, 2);
     // Validator 2 squats p's future device key, which it saw in an ask; it cannot prove it.
     let squat = enroll_with(&w.c, &r, 2, |m| {
-        let mut key = w.c.net.new_key(&r.id, KeyKind::Device, &w.p.device);
-        key.pop = w.c.net.new_key(&r.id, KeyKind::Device, &r.device).pop;
+        let mut key = w.c.net.new_key(&r.id, KeyKind::Device, 2, &w.p.device);
+        key.pop = w.c.net.new_key(&r.id, KeyKind::Device, 2, &r.device).pop;
         m.keys.push(key);
     });
     assert_eq!(w.c.now(&squat), Err(crate::Invalid::BadKeyProof.reason()));
     // A proof for another person does not carry over either.
     let squat = enroll_with(&w.c, &r, 2, |m| {
-        let mut key = w.c.net.new_key(&w.p.id, KeyKind::Device, &w.p.device);
+        let mut key = w.c.net.new_key(&w.p.id, KeyKind::Device, 2, &w.p.device);
         key.label = "copied from p's ask".into();
         m.keys.push(key);
     });
@@ -498,10 +506,12 @@ fn ask_rejects_asks_it_cannot_answer() {
     assert_eq!(w.c.now(&tx), Err(UNKNOWN_PERSON));
     let tx = w.c.net.ask_link(&w.p, 0);
     assert_eq!(w.c.now(&tx), Err(VALIDATOR_IS_HOME));
-    let taken = w.c.net.new_key(&w.p.id, KeyKind::Device, &w.q.custodial);
+    let taken = w.c.net.new_key(&w.p.id, KeyKind::Device, 2, &w.q.custodial);
     let tx = w.c.net.ask_key(&w.p, 2, taken);
     assert_eq!(w.c.now(&tx), Err(KEY_REGISTERED));
-    let custodial = w.c.net.new_key(&w.p.id, KeyKind::Custodial, &key_from("c"));
+    let custodial =
+        w.c.net
+            .new_key(&w.p.id, KeyKind::Custodial, 0, &key_from("c"));
     let tx = w.c.net.ask_key(&w.p, 2, custodial.clone());
     assert_eq!(w.c.now(&tx), Err(CUSTODIAL_ASK_NOT_HOME));
     let tx = w.c.net.ask_key(&w.p, 0, custodial);
@@ -512,7 +522,7 @@ fn ask_rejects_asks_it_cannot_answer() {
 #[test]
 fn attack_8_a_doctors_key_is_asked_for_by_the_home_only() {
     let mut w = world();
-    let key = w.c.net.new_key(&w.d.id, KeyKind::Device, &w.d.device);
+    let key = w.c.net.new_key(&w.d.id, KeyKind::Device, 0, &w.d.device);
     let tx = w.c.net.ask_key(&w.d, 2, key.clone());
     assert_eq!(w.c.now(&tx), Err(DOCTOR_KEY_NOT_HOME));
     let tx = w.c.net.ask_key(&w.d, 0, key);
@@ -525,7 +535,7 @@ fn at_most_two_asks_per_validator_and_person_are_pending() {
     let first = w.c.net.ask_link(&w.p, 2);
     let t1 = w.c.now;
     w.c.ok(&first);
-    let key = w.c.net.new_key(&w.p.id, KeyKind::Device, &w.p.device);
+    let key = w.c.net.new_key(&w.p.id, KeyKind::Device, 2, &w.p.device);
     let second = w.c.net.ask_key(&w.p, 2, key);
     w.c.ok(&second);
     let third = w.c.net.ask_link(&w.p, 2);
@@ -553,7 +563,7 @@ fn link_rejects_each_bad_link() {
     let ask_id = w.c.ok(&ask);
     let tx = w.c.net.link(&w.p, 3, Some(ask_id), &w.p.custodial());
     assert_eq!(w.c.now(&tx), Err(ASK_MISMATCH));
-    let key = w.c.net.new_key(&w.p.id, KeyKind::Device, &w.p.device);
+    let key = w.c.net.new_key(&w.p.id, KeyKind::Device, 3, &w.p.device);
     let key_ask = w.c.net.ask_key(&w.p, 3, key);
     let key_ask_id = w.c.ok(&key_ask);
     let tx = w.c.net.link(&w.p, 3, Some(key_ask_id), &w.p.custodial());
@@ -593,7 +603,7 @@ fn add_key_with_and_without_an_ask() {
     );
     // A key made at validator 2's page, asked by 2, approved on p's device.
     let phone = key_from("p's phone at clinic 2");
-    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, &phone);
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 2, &phone);
     let ask = w.c.net.ask_key(&w.p, 2, new.clone());
     let ask_id = w.c.ok(&ask);
     let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device());
@@ -609,7 +619,7 @@ fn add_key_with_and_without_an_ask() {
     );
     // The home offers a custodial key back; the person's device accepts it.
     let custody = key_from("p's second custodial key");
-    let new = w.c.net.new_key(&w.p.id, KeyKind::Custodial, &custody);
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
     let ask = w.c.net.ask_key(&w.p, 0, new.clone());
     let ask_id = w.c.ok(&ask);
     let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device());
@@ -622,13 +632,13 @@ fn add_key_rejects_each_bad_key() {
     let mut w = world();
     w.p_device();
     let phone = key_from("phone");
-    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, &phone);
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &phone);
     // A device key added on a device without an ask from the page that made it.
     let tx = w.c.net.add_key(&w.p, new.clone(), None, &w.p.device());
     assert_eq!(w.c.now(&tx), Err(DEVICE_KEY_NEEDS_ASK));
     // A custodial key without an ask, or answering the home's ask custodially.
     let custody = key_from("custody 2");
-    let new_custodial = w.c.net.new_key(&w.p.id, KeyKind::Custodial, &custody);
+    let new_custodial = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
     let tx =
         w.c.net
             .add_key(&w.p, new_custodial.clone(), None, &w.p.custodial());
@@ -642,7 +652,7 @@ fn add_key_rejects_each_bad_key() {
     // An ask for another key, or none at all.
     let other =
         w.c.net
-            .new_key(&w.p.id, KeyKind::Device, &key_from("other"));
+            .new_key(&w.p.id, KeyKind::Device, 2, &key_from("other"));
     let ask = w.c.net.ask_key(&w.p, 2, other);
     let ask_id = w.c.ok(&ask);
     let tx =
@@ -652,7 +662,7 @@ fn add_key_rejects_each_bad_key() {
     let tx = w.c.net.add_key(&w.p, new, Some([3; 32]), &w.p.device());
     assert_eq!(w.c.now(&tx), Err(ASK_NOT_PENDING));
     // A key registered already (to anyone, revoked ones included).
-    let taken = w.c.net.new_key(&w.p.id, KeyKind::Device, &w.q.custodial);
+    let taken = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &w.q.custodial);
     let tx = w.c.net.add_key(&w.p, taken, None, &w.p.custodial());
     assert_eq!(w.c.now(&tx), Err(KEY_REGISTERED));
 }
@@ -663,11 +673,13 @@ fn a_person_holds_at_most_eight_unrevoked_keys() {
     for i in 0..7 {
         let new =
             w.c.net
-                .new_key(&w.p.id, KeyKind::Device, &key_from(&format!("k{i}")));
+                .new_key(&w.p.id, KeyKind::Device, 0, &key_from(&format!("k{i}")));
         let tx = w.c.net.add_key(&w.p, new, None, &w.p.custodial());
         w.c.ok(&tx);
     }
-    let ninth = w.c.net.new_key(&w.p.id, KeyKind::Device, &key_from("k9"));
+    let ninth =
+        w.c.net
+            .new_key(&w.p.id, KeyKind::Device, 0, &key_from("k9"));
     let tx = w.c.net.add_key(&w.p, ninth.clone(), None, &w.p.custodial());
     assert_eq!(w.c.now(&tx), Err(TOO_MANY_KEYS));
     let revoke =
@@ -719,7 +731,7 @@ fn attack_2_a_key_of_another_origin_cannot_revoke_the_homes_keys() {
     let mut at_clinic = Vec::new();
     for name in ["clinic phone", "clinic laptop"] {
         let secret = key_from(name);
-        let new = w.c.net.new_key(&w.p.id, KeyKind::Device, &secret);
+        let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 2, &secret);
         let ask = w.c.net.ask_key(&w.p, 2, new.clone());
         let ask_id = w.c.ok(&ask);
         let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device());
@@ -749,7 +761,7 @@ fn a_recovered_key_signs_from_its_effective_time_unless_revoked_before() {
         let mut w = world();
         w.p_device();
         let custody = key_from("recovered custody");
-        let new = w.c.net.new_key(&w.p.id, KeyKind::Custodial, &custody);
+        let new = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
         let recover = w.c.net.recover(&w.p, new);
         let t = w.c.now;
         let recovery = w.c.ok(&recover);
@@ -800,7 +812,8 @@ fn recover_rejects_each_bad_recovery() {
     let mut w = world();
     let stranger = w.c.net.patient(50, 0);
     let new = |w: &World, person: &PersonId, seed: &str| {
-        w.c.net.new_key(person, KeyKind::Custodial, &key_from(seed))
+        w.c.net
+            .new_key(person, KeyKind::Custodial, 0, &key_from(seed))
     };
     let tx = w.c.net.recover(&stranger, new(&w, &stranger.id, "s"));
     assert_eq!(w.c.now(&tx), Err(UNKNOWN_PERSON));
@@ -811,10 +824,12 @@ fn recover_rejects_each_bad_recovery() {
     });
     let tx = w.c.net.sign(meta, &w.c.net.validator(1), Vec::new());
     assert_eq!(w.c.now(&tx), Err(RECOVER_NOT_HOME));
-    let device = w.c.net.new_key(&w.p.id, KeyKind::Device, &key_from("d"));
+    let device = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &key_from("d"));
     let tx = w.c.net.recover(&w.p, device);
     assert_eq!(w.c.now(&tx), Err(RECOVER_CUSTODIAL_ONLY));
-    let taken = w.c.net.new_key(&w.p.id, KeyKind::Custodial, &w.q.custodial);
+    let taken =
+        w.c.net
+            .new_key(&w.p.id, KeyKind::Custodial, 0, &w.q.custodial);
     let tx = w.c.net.recover(&w.p, taken);
     assert_eq!(w.c.now(&tx), Err(KEY_REGISTERED));
     let first = w.c.net.recover(&w.p, new(&w, &w.p.id, "b"));
@@ -825,6 +840,46 @@ fn recover_rejects_each_bad_recovery() {
     assert_eq!(w.c.at(effective - 1, &second), Err(RECOVERY_PENDING));
     let second = w.c.net.recover(&w.p, new(&w, &w.p.id, "c"));
     assert_eq!(w.c.at(effective, &second), Ok(()));
+}
+
+/// A new key's origin, bound by its proof of possession (`key-pop/v2`), is the validator that
+/// made it: the home for an enrollment, a recovery or a key the home adds without an ask; the
+/// asking validator for a key asked for. The key's row keeps it.
+#[test]
+fn a_new_keys_origin_is_the_validator_that_made_it() {
+    let mut w = world();
+    let r = w.c.net.patient(60, 2);
+    let tx = enroll_with(&w.c, &r, 2, |m| {
+        m.keys = vec![w.c.net.new_key(&r.id, KeyKind::Custodial, 0, &r.custodial)]
+    });
+    assert_eq!(w.c.now(&tx), Err(KEY_ORIGIN), "enrolled by 2, made at 0");
+    let phone = key_from("p's phone at clinic 2");
+    let at = |w: &World, origin: u32| w.c.net.new_key(&w.p.id, KeyKind::Device, origin, &phone);
+    let tx = w.c.net.ask_key(&w.p, 2, at(&w, 3));
+    assert_eq!(w.c.now(&tx), Err(KEY_ORIGIN), "asked by 2, made at 3");
+    let tx = w.c.net.add_key(&w.p, at(&w, 2), None, &w.p.custodial());
+    assert_eq!(
+        w.c.now(&tx),
+        Err(KEY_ORIGIN),
+        "added by the home, made at 2"
+    );
+    let custody =
+        w.c.net
+            .new_key(&w.p.id, KeyKind::Custodial, 1, &key_from("custody"));
+    let tx = w.c.net.recover(&w.p, custody);
+    assert_eq!(
+        w.c.now(&tx),
+        Err(KEY_ORIGIN),
+        "recovered by the home, made at 1"
+    );
+    let ask = w.c.net.ask_key(&w.p, 2, at(&w, 2));
+    let ask_id = w.c.ok(&ask);
+    let add =
+        w.c.net
+            .add_key(&w.p, at(&w, 2), Some(ask_id), &w.p.custodial());
+    w.c.ok(&add);
+    let key = w.c.key(&public(&phone)).expect("q").expect("added");
+    assert_eq!(key.origin, 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1205,7 +1260,7 @@ fn revocation_and_use_are_ordered_by_the_chain() {
 #[test]
 fn a_record_signed_on_the_doctors_device() {
     let mut w = world();
-    let key = w.c.net.new_key(&w.d.id, KeyKind::Device, &w.d.device);
+    let key = w.c.net.new_key(&w.d.id, KeyKind::Device, 0, &w.d.device);
     let tx = w.c.net.add_key(&w.d, key, None, &w.d.custodial());
     w.c.ok(&tx);
     let (grant, _) = w.write_grant();

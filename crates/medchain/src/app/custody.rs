@@ -22,7 +22,7 @@ use rand::rngs::OsRng;
 use rusqlite::{OptionalExtension, Transaction, params};
 use zeroize::Zeroizing;
 
-use super::{AppDb, AppError, to_sql_ms};
+use super::{AppDb, AppError, Here, to_sql_ms};
 
 /// The file name of the sealing key, beside `node.key`.
 pub const CUSTODY_KEY_FILE: &str = "custody.key";
@@ -157,21 +157,23 @@ impl Custody {
         Ok(secret)
     }
 
-    /// Makes a new custodial key for `person` on the chain `genesis_hash` names, with its
-    /// proof of possession, and stores it sealed in the write transaction `tx` (so that the
-    /// secret is kept exactly when the step that registers it is queued).
+    /// Makes a new custodial key for `person` on the chain `here` names, with its proof of
+    /// possession (of this validator's origin: the custody that holds it), and stores it sealed
+    /// in the write transaction `tx` (so that the secret is kept exactly when the step that
+    /// registers it is queued).
     pub(crate) fn create_in(
         &self,
         tx: &Transaction<'_>,
-        genesis_hash: &Hash,
+        here: &Here,
         person: &PersonId,
         now_ms: u64,
     ) -> Result<(SigningKey, NewKey), AppError> {
         let secret = SigningKey::generate(&mut OsRng);
         let new_key = NewKey::prove(
-            genesis_hash,
+            &here.genesis_hash,
             person,
             KeyKind::Custodial,
+            here.index,
             CUSTODIAL_LABEL,
             &secret,
         );
@@ -331,16 +333,22 @@ mod tests {
             let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let genesis = [9u8; 32];
+        let here = Here {
+            genesis_hash: [9u8; 32],
+            index: 2,
+            validators: 4,
+        };
+        let genesis = here.genesis_hash;
         let person = [1u8; 16];
         let (secret, new_key) = app
             .db
-            .write(|tx| custody.create_in(tx, &genesis, &person, 5))
+            .write(|tx| custody.create_in(tx, &here, &person, 5))
             .unwrap();
         assert_eq!(new_key.key, secret.verifying_key().to_bytes());
+        assert_eq!((new_key.kind, new_key.origin), (KeyKind::Custodial, 2));
         assert!(ledger::crypto::verify_signature_bytes(
             &new_key.key,
-            &ledger::key_pop_bytes(&genesis, &person, &new_key.key),
+            &new_key.pop_bytes(&genesis, &person),
             &new_key.pop
         ));
         // The secret is not in app.db in the clear.
@@ -392,7 +400,14 @@ mod tests {
         let key_path = dir.path().join(CUSTODY_KEY_FILE);
         let custody = Custody::open(&key_path, &app).unwrap();
         app.db
-            .write(|tx| custody.create_in(tx, &[0; 32], &[1; 16], 5))
+            .write(|tx| {
+                let here = Here {
+                    genesis_hash: [0; 32],
+                    index: 0,
+                    validators: 4,
+                };
+                custody.create_in(tx, &here, &[1; 16], 5)
+            })
             .unwrap();
         app.db
             .write(|tx| {

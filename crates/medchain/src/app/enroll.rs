@@ -126,7 +126,7 @@ impl AppDb {
             sign,
         } = *by;
         let person = ledger::person_id(here.index, &nonce);
-        let (secret, key) = custody.create_in(tx, &here.genesis_hash, &person, now_ms)?;
+        let (secret, key) = custody.create_in(tx, here, &person, now_ms)?;
         let name = match account.role {
             Role::Doctor => Some(account.name.clone().unwrap_or_else(|| account.id.clone())),
             Role::Patient => None,
@@ -293,9 +293,7 @@ impl AppDb {
             }
         };
         self.db.write(|tx| {
-            let (_, key) = by
-                .custody
-                .create_in(tx, &by.here.genesis_hash, &person, now_ms)?;
+            let (_, key) = by.custody.create_in(tx, by.here, &person, now_ms)?;
             let recover = Meta::Recover(Recover { person, key });
             let signed = (by.sign)(new_header(recover, now_ms, u64::MAX), Vec::new());
             let id = signed.id(&by.here.genesis_hash);

@@ -54,6 +54,9 @@ pub(crate) struct WhoAnswer {
     home: Option<String>,
     /// Whether this hospital is the person's home (a doctor acts only at home).
     home_here: bool,
+    /// This hospital's validator index: the origin of a key made at this page, which its
+    /// proof of possession binds (`key-pop/v2`).
+    validator: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
     expires_at: u64,
@@ -73,6 +76,7 @@ impl WhoAnswer {
             person_id: account.person.map(hex::encode),
             home: account.home.map(|h| state.flows.hospital(h)),
             home_here: account.home == Some(state.flows.here().index),
+            validator: state.flows.here().index,
             token: None,
             expires_at,
         }

@@ -352,9 +352,15 @@ impl TestApp {
             .unwrap();
         let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let public = secret.verifying_key().to_bytes();
-        let genesis = self.state.flows.here().genesis_hash;
+        let here = self.state.flows.here();
         use ed25519_dalek::Signer as _;
-        let pop = secret.sign(&ledger::key_pop_bytes(&genesis, &person, &public));
+        let pop = secret.sign(&ledger::key_pop_bytes(
+            &here.genesis_hash,
+            &person,
+            &public,
+            ledger::tx::KeyKind::Device,
+            here.index,
+        ));
         let (s, b) = self
             .post(
                 c,

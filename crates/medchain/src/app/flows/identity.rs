@@ -252,15 +252,18 @@ impl Flows {
             Role::Doctor => self.home_doctor(account).await?,
             Role::Patient => self.served_patient(account).await?,
         };
+        // Made at this validator's page: its origin is this validator, the home (which adds
+        // it) or the validator that asks for it.
         let new_key = NewKey {
             key,
             kind: KeyKind::Device,
+            origin: self.here.index,
             label,
             pop,
         };
         if !ledger::crypto::verify_signature_bytes(
             &key,
-            &ledger::key_pop_bytes(&self.here.genesis_hash, &row.person, &key),
+            &new_key.pop_bytes(&self.here.genesis_hash, &row.person),
             &pop,
         ) {
             return Err(FlowError::Invalid(
