@@ -120,23 +120,14 @@ async fn a_key_made_at_another_hospitals_page_is_approved_from_a_device_at_home(
         .unwrap()
         .try_into()
         .unwrap();
-    let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let public = secret.verifying_key().to_bytes();
-    let here = clinic.state.flows.here();
-    use ed25519_dalek::Signer as _;
     // Made at the clinic's page: a device key of the clinic's origin.
-    let pop = secret.sign(&ledger::key_pop_bytes(
-        &here.genesis_hash,
-        &person,
-        &public,
-        ledger::tx::KeyKind::Device,
-        here.index,
-    ));
+    let (made_here, pop) = clinic.page_key(&person);
+    let public = made_here.secret.verifying_key().to_bytes();
     let (s, b) = clinic
         .post(
             &p1_clinic,
             "/api/keys",
-            json!({"publicKey": hex::encode(public), "pop": hex::encode(pop.to_bytes()),
+            json!({"publicKey": hex::encode(public), "pop": pop,
                    "label": "clinic kiosk"}),
         )
         .await;
@@ -149,26 +140,17 @@ async fn a_key_made_at_another_hospitals_page_is_approved_from_a_device_at_home(
         .post(
             &p1_clinic,
             "/api/keys",
-            json!({"publicKey": hex::encode([7u8; 32]), "pop": hex::encode(pop.to_bytes())}),
+            json!({"publicKey": hex::encode([7u8; 32]), "pop": pop}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // So is a pop that says the key was made at another hospital's page (here, the home's).
-    let other = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let other_public = other.verifying_key().to_bytes();
-    let elsewhere = other.sign(&ledger::key_pop_bytes(
-        &here.genesis_hash,
-        &person,
-        &other_public,
-        ledger::tx::KeyKind::Device,
-        hospital.state.flows.here().index,
-    ));
+    let (other, elsewhere) = hospital.page_key(&person);
     let (s, _) = clinic
         .post(
             &p1_clinic,
             "/api/keys",
-            json!({"publicKey": hex::encode(other_public),
-                   "pop": hex::encode(elsewhere.to_bytes())}),
+            json!({"publicKey": other.public_hex(), "pop": elsewhere}),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);

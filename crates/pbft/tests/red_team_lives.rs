@@ -137,45 +137,7 @@ fn answerers_amnesia_fork(delay_new_lives: bool) {
     );
 
     // Phase 3: block d at s.
-    phase.set(3);
-    let s = c.replicas[0].last_executed().0 + 1;
-    s_cell.set(s);
-    c.input(0, Input::Request(request(200)));
-    c.input(0, Input::Cut);
-    c.run();
-    let d = c.sent[0]
-        .iter()
-        .rev()
-        .find_map(|m| match m {
-            Message::PrePrepare(pp) if pp.proposal.seq == s => Some(pp.digest),
-            _ => None,
-        })
-        .expect("0 proposed d");
-    // 1 adds its prepare (to 2, 3, 5, 6) and its commit (to 5) for d.
-    for id in [2, 3, 5, 6] {
-        c.input(id, msg(1, Message::Prepare(vote(0, s, d))));
-    }
-    c.run();
-    c.input(5, msg(1, Message::Commit(vote(0, s, d))));
-    c.run();
-    assert_eq!(c.replicas[5].last_executed(), (s, d), "5 executed d at s");
-
-    // Phase 4: the view change to 1.
-    phase.set(4);
-    c.input(1, Input::Request(request(250))); // what 1 will put at s
-    for id in 2..n {
-        c.input(id, Input::Request(request(201)));
-    }
-    c.run();
-    for _ in 0..300 {
-        c.tick_all(1);
-        if [0, 2, 3, 4]
-            .iter()
-            .all(|id| c.replicas[*id].last_executed().0 >= s)
-        {
-            break;
-        }
-    }
+    let (s, d) = block_d_then_view_change(&mut c, n, &phase, &s_cell);
     let new_view = c.sent[1]
         .iter()
         .find_map(|m| match m {
@@ -189,16 +151,7 @@ fn answerers_amnesia_fork(delay_new_lives: bool) {
             "1's new-view carries the lost-life view-changes"
         );
     }
-    let mut forked = Vec::new();
-    for id in [0, 2, 3, 4] {
-        let Some(at_s) = c.executed[id].iter().find(|b| b.proposal.seq == s) else {
-            continue;
-        };
-        if at_s.digest != d {
-            let requests: Vec<u8> = at_s.proposal.requests.iter().map(|r| r.id[0]).collect();
-            forked.push((id, requests, at_s.commit_view));
-        }
-    }
+    let forked = forked_at(&c, s, d);
     assert!(
         forked.is_empty(),
         "fork at {s}: 5 executed d (request 200, view 0); (replica, requests, view) of the others: \

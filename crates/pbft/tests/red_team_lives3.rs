@@ -15,13 +15,6 @@ use std::collections::BTreeMap;
 use common::*;
 use pbft::*;
 
-/// Whether replica `id`'s records hold life `incarnation` of `of`.
-fn knows(c: &Cluster, id: ReplicaId, of: ReplicaId, incarnation: u64) -> bool {
-    c.durable[id as usize]
-        .iter()
-        .any(|d| life_in(d) == Some((of, incarnation)))
-}
-
 /// The `Durable::Incarnation` records of `of` in `records`.
 fn lives_of(records: &[Durable], of: ReplicaId) -> usize {
     records

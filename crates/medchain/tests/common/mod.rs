@@ -350,30 +350,37 @@ impl TestApp {
             .unwrap()
             .try_into()
             .unwrap();
-        let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let public = secret.verifying_key().to_bytes();
-        let here = self.state.flows.here();
-        use ed25519_dalek::Signer as _;
-        let pop = secret.sign(&ledger::key_pop_bytes(
-            &here.genesis_hash,
-            &person,
-            &public,
-            ledger::tx::KeyKind::Device,
-            here.index,
-        ));
+        let (device, pop) = self.page_key(&person);
         let (s, b) = self
             .post(
                 c,
                 "/api/keys",
                 serde_json::json!({
-                    "publicKey": hex::encode(public), "pop": hex::encode(pop.to_bytes()),
+                    "publicKey": device.public_hex(), "pop": pop,
                     "label": "test browser",
                 }),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "add key: {b}");
         assert_eq!(b["status"], "added", "{b}");
-        Device { secret }
+        device
+    }
+
+    /// A fresh device key for `person` as this hospital's page makes it (kind device, origin
+    /// here), with its proof of possession in hex.
+    pub fn page_key(&self, person: &[u8; 16]) -> (Device, String) {
+        let secret = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let public = secret.verifying_key().to_bytes();
+        let here = self.state.flows.here();
+        use ed25519_dalek::Signer as _;
+        let pop = secret.sign(&ledger::key_pop_bytes(
+            &here.genesis_hash,
+            person,
+            &public,
+            ledger::tx::KeyKind::Device,
+            here.index,
+        ));
+        (Device { secret }, hex::encode(pop.to_bytes()))
     }
 
     /// Calls `path` with the device's public key in the body, checks the envelope it is asked

@@ -611,3 +611,78 @@ pub fn veto_attack_with(
     refused.dedup();
     (refused, view, c.now)
 }
+
+/// Phases 3 and 4 of the n = 7 lost-life fork scenarios (`red_team_lives*.rs`), whose filter
+/// reads `phase` and `s_cell`: 0 proposes block d (request 200) at the next sequence number s;
+/// Byzantine 1 adds its prepare (to 2, 3, 5, 6) and its commit (to 5), and 5 executes d; then
+/// the view change to 1, until 0, 2, 3 and 4 executed s (300 ticks at most). Returns (s, d).
+pub fn block_d_then_view_change(
+    c: &mut Cluster,
+    n: u32,
+    phase: &std::cell::Cell<u8>,
+    s_cell: &std::cell::Cell<SeqNo>,
+) -> (SeqNo, Digest) {
+    phase.set(3);
+    let s = c.replicas[0].last_executed().0 + 1;
+    s_cell.set(s);
+    c.input(0, Input::Request(request(200)));
+    c.input(0, Input::Cut);
+    c.run();
+    let d = c.sent[0]
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            Message::PrePrepare(pp) if pp.proposal.seq == s => Some(pp.digest),
+            _ => None,
+        })
+        .expect("0 proposed d");
+    // 1 adds its prepare (to 2, 3, 5, 6) and its commit (to 5) for d.
+    for id in [2, 3, 5, 6] {
+        c.input(id, msg(1, Message::Prepare(vote(0, s, d))));
+    }
+    c.run();
+    c.input(5, msg(1, Message::Commit(vote(0, s, d))));
+    c.run();
+    assert_eq!(c.replicas[5].last_executed(), (s, d), "5 executed d at s");
+
+    // Phase 4: the view change to 1.
+    phase.set(4);
+    c.input(1, Input::Request(request(250))); // what 1 will put at s
+    for id in 2..n {
+        c.input(id, Input::Request(request(201)));
+    }
+    c.run();
+    for _ in 0..300 {
+        c.tick_all(1);
+        if [0, 2, 3, 4]
+            .iter()
+            .all(|id| c.replicas[*id].last_executed().0 >= s)
+        {
+            break;
+        }
+    }
+    (s, d)
+}
+
+/// The replicas among 0, 2, 3 and 4 that executed something else than `d` at `s`: (replica,
+/// the first byte of each request id, commit view).
+pub fn forked_at(c: &Cluster, s: SeqNo, d: Digest) -> Vec<(usize, Vec<u8>, View)> {
+    let mut forked = Vec::new();
+    for id in [0, 2, 3, 4] {
+        let Some(at_s) = c.executed[id].iter().find(|b| b.proposal.seq == s) else {
+            continue;
+        };
+        if at_s.digest != d {
+            let requests: Vec<u8> = at_s.proposal.requests.iter().map(|r| r.id[0]).collect();
+            forked.push((id, requests, at_s.commit_view));
+        }
+    }
+    forked
+}
+
+/// Whether replica `id`'s records hold life `incarnation` of `of`.
+pub fn knows(c: &Cluster, id: ReplicaId, of: ReplicaId, incarnation: u64) -> bool {
+    c.durable[id as usize]
+        .iter()
+        .any(|d| life_in(d) == Some((of, incarnation)))
+}
