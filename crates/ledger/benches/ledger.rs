@@ -107,6 +107,12 @@ fn bench_signatures(c: &mut Criterion) {
             })
         },
     );
+    // The edge's check that a signer or new key is not of small order (one decompression
+    // each), against the batch's cost per signature above.
+    let signer_keys: Vec<[u8; 32]> = signed.iter().map(|(key, ..)| key.to_bytes()).collect();
+    g.bench_function("is_strong_key: 1000 signer keys", |b| {
+        b.iter(|| signer_keys.iter().all(crypto::is_strong_key))
+    });
     let requests: Vec<_> = txs.iter().map(|t| net.request(t)).collect();
     g.bench_function("decode and batch-verify 1000 entries", |b| {
         b.iter(|| {
