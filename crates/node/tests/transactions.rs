@@ -261,6 +261,8 @@ fn an_own_transaction_that_lost_a_race_does_not_time_out_a_correct_primary() {
     let clinic = cluster.handle(1).unwrap();
     let rt = runtime();
     let (patient, doctor) = people(&rt, &hospital);
+    // The clinic admits the grant against its own chain: it must know the people first.
+    wait_height(&clinic, hospital.status().height);
     let genesis_hash = hospital.genesis_hash();
     let grant = patient.write_grant(&genesis_hash, &doctor.id, "one note");
     let grant_id = grant.id(&genesis_hash);
