@@ -16,6 +16,7 @@ pub mod genesis;
 mod init;
 pub mod merkle;
 pub mod rules;
+pub mod seal;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
