@@ -118,7 +118,7 @@ impl SealedBody {
         let n = body.ciphertext.len();
         let framed = body.version == SEAL_VERSION
             && n >= PAD_UNIT_BYTES + TAG_BYTES
-            && (n - TAG_BYTES) % PAD_UNIT_BYTES == 0;
+            && (n - TAG_BYTES).is_multiple_of(PAD_UNIT_BYTES);
         if framed {
             Ok(body)
         } else {
