@@ -11,6 +11,7 @@
 
 pub mod block;
 pub mod crypto;
+pub mod entitled;
 mod error;
 pub mod genesis;
 mod init;

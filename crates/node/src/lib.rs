@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod handle;
 mod incarnation;
+pub mod keys;
 pub mod load;
 mod local_store;
 mod metrics;
@@ -29,11 +30,12 @@ pub use config::{NodeConfig, PeerConfig, Timing, parse_duration};
 pub use error::NodeError;
 pub use handle::{NodeHandle, TxStatus, Verdict};
 pub use incarnation::{MARKER_FILE, init_network, write_fresh_marker};
+pub use keys::{KeyCounters, KeyStatus, KeystoreKey, OpenState, Opened};
 pub use metrics::BlockMetric;
 pub use node::{DEFAULT_WATTS_PER_CORE, Node, NodeOptions, validator_dir};
 pub use runtime::{CutOutcome, Event};
 pub use status::{NodeStatus, Shared};
 pub use wire::{
-    FETCH_REPLY_BYTES, Frame, FrameKind, FrameLimits, MAX_TRANSACTION_BYTES,
-    MAX_VIEW_CHANGE_FRAME_BYTES, Wire,
+    FETCH_REPLY_BYTES, Frame, FrameKind, FrameLimits, KeyFrame, KeyReply, MAX_KEY_FRAME_BYTES,
+    MAX_KEY_REQUEST_IDS, MAX_TRANSACTION_BYTES, MAX_VIEW_CHANGE_FRAME_BYTES, Wire, WireKey,
 };

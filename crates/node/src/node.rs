@@ -15,6 +15,7 @@ use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::NodeHandle;
 use crate::incarnation;
+use crate::keys::KeystoreKey;
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -42,6 +43,10 @@ pub struct NodeOptions {
     pub max_pending: usize,
     /// The clock the validator goes by (the system clock, or a test's manual clock).
     pub clock: Clock,
+    /// The key that seals `keys.db`'s rows, derived from the operator key (docs/SECURITY.md
+    /// §3.3). `None` (development only, until the operator key is wired in): derived from
+    /// `node.key`, which protects nothing against a thief of the data directory.
+    pub keystore_key: Option<KeystoreKey>,
     /// Makes this validator Byzantine (tests of issue 8 only).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<crate::byzantine::Behaviours>,
@@ -56,6 +61,7 @@ impl NodeOptions {
             watts_per_core: DEFAULT_WATTS_PER_CORE,
             max_pending: 200_000,
             clock: Clock::System,
+            keystore_key: None,
             #[cfg(feature = "byzantine")]
             byzantine: None,
         }

@@ -592,6 +592,8 @@ impl Runtime {
                     }
                 }
             }
+            // The transport hands key frames to the key service, never here.
+            Wire::Keys(_) => self.metrics.rejected += 1,
             Wire::Cut => {
                 if self.replica.is_primary() {
                     self.step(Input::Cut, actions);

@@ -30,6 +30,69 @@ pub enum Wire {
     },
     /// Asks the primary to propose what is pending now (the seed's `/api/validate`).
     Cut,
+    /// The key service's pull of data keys (docs/SECURITY.md, "Confidential records", §5.3).
+    Keys(KeyFrame),
+}
+
+/// Ids asked in one key request, at most (a full request is 32 KiB).
+pub const MAX_KEY_REQUEST_IDS: usize = 1024;
+/// The bound of a [`FrameKind::Keys`] frame: a full request is 32 KiB, a full answer 34 KiB.
+pub const MAX_KEY_FRAME_BYTES: usize = 64 * 1024;
+
+/// A key request or its answer, between two validators' key services.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum KeyFrame {
+    /// Asks for the data keys of `txs` (1 to [`MAX_KEY_REQUEST_IDS`] ids).
+    Request {
+        request: u64,
+        txs: Vec<ledger::TxId>,
+    },
+    /// One reply per asked id, in the same order; `height` is the answerer's processed height.
+    Answer {
+        request: u64,
+        height: u64,
+        replies: Vec<KeyReply>,
+    },
+}
+
+/// The answer for one asked id.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum KeyReply {
+    /// The data key.
+    Key(WireKey),
+    NotHeld,
+    /// The asker is not entitled to it at the answerer's state (or the answerer is not the
+    /// patient's home, the one distributor to grantees).
+    NotEntitled,
+    Erased,
+    /// Not applied on the answerer's chain (not yet, or rejected).
+    NotOnChain,
+    /// Above the asker's rate, or the answerer is catching up: ask again later.
+    Busy,
+}
+
+/// A data key on the wire: 32 bytes, never printed, zeroed when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WireKey(pub ledger::seal::DataKey);
+
+impl std::fmt::Debug for WireKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireKey(..)")
+    }
+}
+
+impl BorshSerialize for WireKey {
+    fn serialize<W: std::io::Write>(&self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(self.0.as_bytes())
+    }
+}
+
+impl BorshDeserialize for WireKey {
+    fn deserialize_reader<R: std::io::Read>(reader: &mut R) -> std::io::Result<Self> {
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        reader.read_exact(bytes.as_mut())?;
+        Ok(WireKey(ledger::seal::DataKey::from_bytes(*bytes)))
+    }
 }
 
 /// A frame between validators, shared by every peer it is sent to.
@@ -67,6 +130,8 @@ pub enum FrameKind {
     ViewChange = 2,
     /// An answer to `FetchBlocks`.
     Blocks = 3,
+    /// A key request or answer ([`KeyFrame`]).
+    Keys = 4,
 }
 
 impl FrameKind {
@@ -87,6 +152,7 @@ impl FrameKind {
                 | Message::RecoveryQuery(_) => FrameKind::Small,
             },
             Wire::Blocks(_) => FrameKind::Blocks,
+            Wire::Keys(_) => FrameKind::Keys,
             Wire::FetchBlocks { .. } | Wire::Status { .. } | Wire::Cut => FrameKind::Small,
         }
     }
@@ -97,6 +163,7 @@ impl FrameKind {
             FrameKind::Batch,
             FrameKind::ViewChange,
             FrameKind::Blocks,
+            FrameKind::Keys,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == byte)
@@ -111,6 +178,7 @@ pub struct FrameLimits {
     pub batch_bytes: usize,
     pub view_change_bytes: usize,
     pub blocks_bytes: usize,
+    pub keys_bytes: usize,
 }
 
 impl FrameLimits {
@@ -141,6 +209,7 @@ impl FrameLimits {
             view_change_bytes: new_view.min(MAX_VIEW_CHANGE_FRAME_BYTES),
             blocks_bytes: FETCH_REPLY_BYTES.max(batch.saturating_add(votes))
                 + MESSAGE_OVERHEAD_BYTES,
+            keys_bytes: MAX_KEY_FRAME_BYTES,
         }
     }
 
@@ -160,6 +229,7 @@ impl FrameLimits {
             FrameKind::Batch => self.batch_bytes,
             FrameKind::ViewChange => self.view_change_bytes,
             FrameKind::Blocks => self.blocks_bytes,
+            FrameKind::Keys => self.keys_bytes,
         }
     }
 
@@ -169,6 +239,7 @@ impl FrameLimits {
             .max(self.batch_bytes)
             .max(self.view_change_bytes)
             .max(self.blocks_bytes)
+            .max(self.keys_bytes)
     }
 }
 
@@ -194,6 +265,7 @@ mod tests {
             FrameKind::Batch,
             FrameKind::ViewChange,
             FrameKind::Blocks,
+            FrameKind::Keys,
         ] {
             assert_eq!(FrameKind::from_byte(kind as u8), Some(kind));
         }
@@ -251,5 +323,49 @@ mod tests {
         assert_eq!(FrameKind::of(&status), FrameKind::Small);
         let bytes = borsh::to_vec(&status).unwrap();
         assert!(bytes.len() <= FrameLimits::new(4, 1, 2).small_bytes);
+    }
+}
+
+#[cfg(test)]
+mod key_frames {
+    use super::*;
+
+    #[test]
+    fn a_full_key_request_and_a_full_answer_fit_their_bound() {
+        let request = Wire::Keys(KeyFrame::Request {
+            request: u64::MAX,
+            txs: vec![[7; 32]; MAX_KEY_REQUEST_IDS],
+        });
+        let answer = Wire::Keys(KeyFrame::Answer {
+            request: u64::MAX,
+            height: u64::MAX,
+            replies: vec![
+                KeyReply::Key(WireKey(ledger::seal::DataKey::from_bytes([1; 32])));
+                MAX_KEY_REQUEST_IDS
+            ],
+        });
+        let limits = FrameLimits::new(4, 1, 2);
+        for wire in [request, answer] {
+            assert_eq!(FrameKind::of(&wire), FrameKind::Keys);
+            let bytes = borsh::to_vec(&wire).unwrap();
+            assert!(
+                bytes.len() <= limits.max_bytes(FrameKind::Keys),
+                "{}",
+                bytes.len()
+            );
+            let Wire::Keys(decoded) = borsh::from_slice::<Wire>(&bytes).unwrap() else {
+                panic!("not a key frame");
+            };
+            let Wire::Keys(sent) = &wire else {
+                unreachable!()
+            };
+            assert_eq!(&decoded, sent);
+        }
+    }
+
+    #[test]
+    fn a_key_on_the_wire_prints_nothing() {
+        let reply = KeyReply::Key(WireKey(ledger::seal::DataKey::from_bytes([0xab; 32])));
+        assert_eq!(format!("{reply:?}"), "Key(WireKey(..))");
     }
 }
