@@ -16,7 +16,7 @@ use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, required};
 use super::records::RecordAdded;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
-    Consent, GrantInfo, PreparedView, Signed, Signing, Who, parse_key, parse_tx_id,
+    Consent, Content, GrantInfo, PreparedView, Signed, Signing, Who, parse_key, parse_tx_id,
 };
 use crate::app::{Account, Role};
 
@@ -98,12 +98,24 @@ struct SignatureNeeded {
 }
 
 /// What the page checks against what the user clicked: `{kind, meta}` as the ledger writes a
-/// transaction's metadata in JSON (ids in hex), and the body's bytes in hex.
+/// transaction's metadata in JSON (ids in hex), the body's bytes in hex (sealed, for a sealed
+/// kind) and, for a sealed kind, `plain`: the content as typed, from this request, never
+/// stored (docs/SECURITY.md §1.2).
 #[derive(Serialize)]
 struct TxPreview {
     #[serde(flatten)]
     meta: ledger::Meta,
     body: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plain: Option<serde_json::Value>,
+}
+
+fn plain_json(content: &Content) -> Option<serde_json::Value> {
+    match content {
+        Content::Empty => None,
+        Content::Record(record) => serde_json::to_value(record).ok(),
+        Content::Purpose(purpose) => serde_json::to_value(purpose).ok(),
+    }
 }
 
 impl From<PreparedView> for SignatureNeeded {
@@ -114,6 +126,7 @@ impl From<PreparedView> for SignatureNeeded {
             prepared_id: view.id,
             signing_bytes: hex::encode(&view.signing_bytes),
             tx: TxPreview {
+                plain: plain_json(&view.plain),
                 meta: view.meta,
                 body: hex::encode(&view.body),
             },

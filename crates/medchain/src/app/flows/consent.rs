@@ -6,7 +6,7 @@ use ledger::tx::{Attested, Grant, PurposeBody, RequestGrant, Revoke, Scope};
 use ledger::{Meta, PersonId, Queries, SignedTx, TxId};
 
 use super::records::Logins;
-use super::{Action, FlowError, FlowResult, Flows, Signing, Who, grant_expiry};
+use super::{Action, Content, FlowError, FlowResult, Flows, Signing, Who, grant_expiry};
 use crate::app::{Account, IssuedCode};
 
 /// An in-person grant applied on chain.
@@ -92,7 +92,7 @@ impl Flows {
             request: None,
             attested: Attested::InPerson,
         });
-        let body = PurposeBody { purpose }.to_bytes();
+        let body = Content::Purpose(PurposeBody { purpose });
         let Signing::Done(tx) = self
             .sign_as(
                 patient,
@@ -164,7 +164,7 @@ impl Flows {
             doctor: doctor_row.person,
             scope,
         });
-        let body = PurposeBody { purpose }.to_bytes();
+        let body = Content::Purpose(PurposeBody { purpose });
         match self
             .sign_as(doctor, doctor_row.person, who, Action::Durable, meta, body)
             .await?
@@ -278,10 +278,9 @@ impl Flows {
             request: Some(request),
             attested: Attested::Device,
         });
-        let body = PurposeBody {
+        let body = Content::Purpose(PurposeBody {
             purpose: "Approved request".into(),
-        }
-        .to_bytes();
+        });
         match self
             .sign_as(patient, row.person, who, Action::Grant, meta, body)
             .await?
@@ -332,7 +331,7 @@ impl Flows {
             target,
         });
         match self
-            .sign_as(patient, person, who, Action::Durable, meta, Vec::new())
+            .sign_as(patient, person, who, Action::Durable, meta, Content::Empty)
             .await?
         {
             Signing::Done(tx) => Ok(Signing::Done(self.submit(tx).await?)),

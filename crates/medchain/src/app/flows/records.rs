@@ -8,7 +8,7 @@ use ledger::tx::{Access, AddRecord, Attested, RecordBody, Role as ChainRole, Sco
 use ledger::{Meta, PersonId, Queries, SignedTx, TxId, TxStatus};
 use zeroize::Zeroizing;
 
-use super::{Action, FlowError, FlowResult, Flows, Signing, Who};
+use super::{Action, Content, FlowError, FlowResult, Flows, Signing, Who};
 use crate::app::{Account, CodeError, new_header};
 
 /// A record is refused when less than this is left of its grant by this node's clock: the
@@ -121,7 +121,7 @@ impl Flows {
                 who,
                 Action::AddRecord,
                 meta,
-                input.body.to_bytes(),
+                Content::Record(input.body),
             )
             .await?
         {
