@@ -528,7 +528,7 @@ fn dishonest_validator_cannot_forge_consent_or_authorship() {
         &pt1,
         KeyKind::Device,
         1,
-        "pt1's browser",
+        "web browser",
         &device,
     );
     let body = json!({

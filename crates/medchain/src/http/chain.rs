@@ -88,15 +88,38 @@ async fn validate_chain(State(state): State<AppState>, _auth: Authed) -> ApiResu
     }))
 }
 
-/// The seed's `/api/metrics`: the last 100 committed blocks' measurements.
+/// The key service's state and counters, for operators: on `/api/metrics` only, never on
+/// `/api/status` (docs/SECURITY.md §16.14).
+fn key_metrics(status: &node::KeyStatus) -> Value {
+    let c = &status.counters;
+    json!({
+        "processed_height": status.processed_height,
+        "waiting": status.waiting,
+        "held": status.held,
+        "received": c.keys_received,
+        "served": c.keys_served,
+        "refused_wrong": c.keys_refused_wrong,
+        "refused_reused": c.keys_refused_reused,
+        "refused_unentitled": c.keys_refused_unentitled,
+        "requests_dropped": c.keys_requests_dropped,
+        "requests_busy": c.keys_requests_busy,
+        "requests_not_entitled": c.keys_requests_not_entitled,
+        "answers_dropped": c.keys_answers_dropped,
+    })
+}
+
+/// The seed's `/api/metrics`: the last 100 committed blocks' measurements, and the key
+/// service's counters (`keys`).
 async fn metrics(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<Value>> {
     let blocks = state.chain.local.shared().block_metrics();
+    let keys = key_metrics(&state.chain.local.key_status());
     if blocks.is_empty() {
         return Ok(Json(json!({
             "success": true,
             "metrics": [],
             "count": 0,
             "message": "No metrics collected yet",
+            "keys": keys,
         })));
     }
     let entries: Vec<Value> = blocks
@@ -131,6 +154,7 @@ async fn metrics(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json
         "count": entries.len(),
         "latest": latest,
         "metrics": entries,
+        "keys": keys,
     })))
 }
 
@@ -189,6 +213,7 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
         })
         .collect();
     let shared = state.chain.local.shared();
+    let keys = state.chain.local.key_status();
     let blocks = shared.block_metrics();
     let latencies = shared.latencies();
     let median_latency_ms = median_ms(&latencies);
@@ -225,6 +250,10 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
         // Lost its durable state: it sends no vote until it cannot contradict an earlier one.
         "recovering": local.recovering,
         "batch_window_ms": window_ms,
+        // Every applied block up to here has been processed by the key service; keys this
+        // validator is entitled to and still waits for (its counters: `/api/metrics`).
+        "keysProcessedHeight": keys.processed_height,
+        "keysWaiting": keys.waiting,
         "next_cut_in_ms": next_cut_in_ms,
         "validators": validators,
         "metrics": {

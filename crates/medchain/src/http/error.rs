@@ -212,6 +212,9 @@ pub(crate) fn node_error(what: &str, e: NodeError) -> ApiError {
             "The transaction is {bytes} bytes once signed; validators accept at most {limit} bytes"
         )),
         NodeError::Refused(why) => ApiError::Conflict(why),
+        // The key service has not processed the height a read needs yet (§6.1).
+        NodeError::KeysCatchingUp => ApiError::Unavailable("keys catching up".into()),
+        NodeError::Seal(why) => ApiError::TooLarge(format!("The content cannot be sealed: {why}")),
         NodeError::Invalid(invalid) => ApiError::BadRequest(invalid.reason().to_string()),
         other => ApiError::internal(format!("{what}: {other}")),
     }

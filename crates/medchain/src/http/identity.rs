@@ -118,6 +118,9 @@ async fn identity(State(state): State<AppState>, auth: Authed) -> ApiResult<Json
     }))
 }
 
+/// The one label of a key made at a page: labels are on chain, in clear, for every validator.
+pub const PAGE_KEY_LABEL: &str = "web browser";
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AddKeyBody {
@@ -148,13 +151,20 @@ async fn add_key(
     let mut pop = [0u8; 64];
     hex::decode_to_slice(required("pop", body.pop, 128)?, &mut pop)
         .map_err(|_| ApiError::validation("pop", "pop must be 128 hex digits"))?;
-    let label = match body.label {
-        Some(label) => {
-            super::extract::check_len("label", &label, ledger::rules::MAX_TEXT_CHARS)?;
-            label
+    // A label is user text every validator sees in clear: only the generic one is accepted
+    // (docs/SECURITY.md §2, §16.14).
+    match body.label.as_deref() {
+        None | Some(PAGE_KEY_LABEL) => {}
+        Some(_) => {
+            return Err(ApiError::validation(
+                "label",
+                format!(
+                    "A key made at a page is labelled \"{PAGE_KEY_LABEL}\" (or the label omitted)"
+                ),
+            ));
         }
-        None => String::new(),
-    };
+    }
+    let label = PAGE_KEY_LABEL.to_string();
     let added = state
         .flows
         .add_device_key(auth.account(), key, pop, label)

@@ -61,6 +61,21 @@ fn nonempty(field: &str, label: &str, v: Option<String>, max: usize) -> ApiResul
     Ok(v)
 }
 
+/// A record fits a sealed body: at most `ledger::seal::MAX_PLAIN_BYTES` once encoded, the
+/// validators' body limit less the sealing overhead (docs/SECURITY.md §16.24); else 413.
+fn check_sealable(record: &RecordBody) -> ApiResult<()> {
+    let bytes = record.to_bytes().len();
+    if bytes > ledger::seal::MAX_PLAIN_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "The record is {bytes} bytes encoded; a record carries at most {} bytes: the \
+             validators' {}-byte body limit less what sealing it adds",
+            ledger::seal::MAX_PLAIN_BYTES,
+            ledger::tx::MAX_BODY_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// A doctor's `doctorId` must be their own; omitted, it is taken from the session.
 fn own_doctor_id(doctor: &Account, given: Option<String>) -> ApiResult<()> {
     match given {
@@ -133,15 +148,17 @@ async fn add_record(
         _ => None,
     };
     let who = super::consent::who_of(body.device_public_key)?;
+    let record = RecordBody {
+        diagnosis,
+        prescription,
+        notes,
+    };
+    check_sealable(&record)?;
     let input = RecordInput {
         patient: patient_id,
         grant,
         department,
-        body: RecordBody {
-            diagnosis,
-            prescription,
-            notes,
-        },
+        body: record,
     };
     let outcome = state.flows.add_record(&doctor, who, input).await?;
     Ok(super::consent::answer(match outcome {
@@ -338,4 +355,34 @@ async fn access_log(
         success: true,
         entries,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_over_what_a_sealed_body_carries_is_413_and_says_why() {
+        let fits = RecordBody {
+            diagnosis: "d".into(),
+            prescription: "p".into(),
+            notes: "n".repeat(ledger::seal::MAX_PLAIN_BYTES - 3 * 4 - 2),
+        };
+        assert_eq!(fits.to_bytes().len(), ledger::seal::MAX_PLAIN_BYTES);
+        assert!(check_sealable(&fits).is_ok());
+        let over = RecordBody {
+            notes: format!("{}n", fits.notes),
+            ..fits
+        };
+        let error = check_sealable(&over).unwrap_err();
+        assert_eq!(error.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        let ApiError::TooLarge(message) = error else {
+            unreachable!()
+        };
+        assert!(
+            message.contains(&ledger::seal::MAX_PLAIN_BYTES.to_string())
+                && message.contains("sealing"),
+            "{message}"
+        );
+    }
 }

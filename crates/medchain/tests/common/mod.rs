@@ -357,7 +357,7 @@ impl TestApp {
                 "/api/keys",
                 serde_json::json!({
                     "publicKey": device.public_hex(), "pop": pop,
-                    "label": "test browser",
+                    "label": "web browser",
                 }),
             )
             .await;
