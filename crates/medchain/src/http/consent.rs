@@ -408,7 +408,11 @@ struct PendingView {
     doctor_name: Option<String>,
     department: Option<String>,
     hospital: String,
+    /// The purpose, or, where this hospital cannot open it, the notice saying so.
     purpose: String,
+    /// Whether the purpose opens here; a request whose purpose does not is approved at the
+    /// patient's home (403 `approve_at_home`).
+    purpose_opens: bool,
     scope: Scope,
     requested_ms: u64,
     expires_ms: u64,
@@ -452,6 +456,7 @@ async fn pending(
                     department: r.department,
                     hospital: group.hospital_name.clone(),
                     purpose: r.purpose,
+                    purpose_opens: r.purpose_opens,
                     scope: r.row.scope,
                     requested_ms: r.row.created_ms,
                     expires_ms: r.row.expires_ms,

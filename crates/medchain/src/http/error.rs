@@ -175,6 +175,7 @@ impl From<FlowError> for ApiError {
                 because("consent_elsewhere", Some("patientId"), Some(home))
             }
             FlowError::ApproveOnDevice { home } => because("approve_on_device", None, Some(home)),
+            FlowError::ApproveAtHome { home } => because("approve_at_home", None, Some(home)),
             FlowError::NotLinkedHere { home, .. } => because("not_linked", None, Some(home)),
             FlowError::Department { .. } => because("not_allowed", Some("department"), None),
             FlowError::NotOnChain => ApiError::Unavailable(

@@ -12,7 +12,9 @@ use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, required};
 use super::{ApiError, ApiResult, AppState};
-use crate::app::flows::{AddedRecord, GrantRef, RecordInput, RecordView, Signing, parse_tx_id};
+use crate::app::flows::{
+    AddedRecord, GrantRef, Readable, ReaderRole, RecordInput, RecordView, Signing, parse_tx_id,
+};
 use crate::app::{Account, Role};
 
 pub fn router() -> Router<AppState> {
@@ -197,7 +199,12 @@ async fn patient_records(
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
         let (access, records) = state.flows.read_own(&patient).await?;
-        return Ok(Json(RecordsAnswer::of(&state, access, records)));
+        return Ok(Json(RecordsAnswer::of(
+            &state,
+            ReaderRole::Patient,
+            access,
+            records,
+        )));
     }
     let auth = auth.ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
     let account = auth.session.account;
@@ -209,12 +216,22 @@ async fn patient_records(
                 ));
             }
             let (access, records) = state.flows.read_own(&account).await?;
-            Ok(Json(RecordsAnswer::of(&state, access, records)))
+            Ok(Json(RecordsAnswer::of(
+                &state,
+                ReaderRole::Patient,
+                access,
+                records,
+            )))
         }
         Role::Doctor => {
             let patient_id = required("patientId", body.patient_id, 64)?;
             let (access, records) = state.flows.read_under_grant(&account, &patient_id).await?;
-            Ok(Json(RecordsAnswer::of(&state, access, records)))
+            Ok(Json(RecordsAnswer::of(
+                &state,
+                ReaderRole::Doctor,
+                access,
+                records,
+            )))
         }
     }
 }
@@ -234,7 +251,12 @@ async fn doctor_records(
 ) -> ApiResult<Json<RecordsAnswer>> {
     let patient_id = required("patientId", body.patient_id, 64)?;
     let (access, records) = state.flows.read_under_grant(&doctor, &patient_id).await?;
-    Ok(Json(RecordsAnswer::of(&state, access, records)))
+    Ok(Json(RecordsAnswer::of(
+        &state,
+        ReaderRole::Doctor,
+        access,
+        records,
+    )))
 }
 
 /// One record: the seed's fields, then who signed it, how and where.
@@ -247,9 +269,16 @@ struct RecordJson {
     #[serde(rename = "doctor_id")]
     doctor_id: String,
     department: String,
+    /// For a record that does not open here, its notice (so that a client that knows only
+    /// the seed's fields shows it), and `prescription` and `notes` empty.
     diagnosis: String,
     prescription: String,
     notes: String,
+    /// `open`, `erased`, `waiting`, `elsewhere` or `broken` (docs/SECURITY.md, issue 10,
+    /// §6.2).
+    state: &'static str,
+    /// What is shown instead of the content; null when it is open.
+    notice: Option<String>,
     /// The write grant the record used.
     #[serde(rename = "consent_hash")]
     consent_hash: String,
@@ -278,27 +307,45 @@ pub(crate) struct RecordsAnswer {
 }
 
 impl RecordsAnswer {
-    fn of(state: &AppState, access: ledger::TxId, records: Vec<RecordView>) -> Self {
+    fn of(
+        state: &AppState,
+        reader: ReaderRole,
+        access: ledger::TxId,
+        records: Vec<RecordView>,
+    ) -> Self {
         RecordsAnswer {
             success: true,
             records: records
                 .into_iter()
-                .map(|r| RecordJson {
-                    timestamp: r.time_ms as f64 / 1000.0,
-                    timestamp_ms: r.time_ms,
-                    doctor_id: r.doctor_login.unwrap_or_else(|| hex::encode(r.doctor)),
-                    department: r.department,
-                    diagnosis: r.body.diagnosis,
-                    prescription: r.body.prescription,
-                    notes: r.body.notes,
-                    consent_hash: hex::encode(r.grant),
-                    height: r.height,
-                    tx_id: hex::encode(r.tx),
-                    doctor_person_id: hex::encode(r.doctor),
-                    doctor_name: r.doctor_name,
-                    signer_kind: r.signer,
-                    origin: r.origin.map(|o| state.flows.hospital(o)),
-                    attested: r.attested,
+                .map(|r| {
+                    let notice = r.content.notice(&state.flows, reader, "record");
+                    let state_name = r.content.state();
+                    let body = match r.content {
+                        Readable::Open(body) => body,
+                        _ => RecordBody {
+                            diagnosis: notice.clone().unwrap_or_default(),
+                            ..RecordBody::default()
+                        },
+                    };
+                    RecordJson {
+                        timestamp: r.time_ms as f64 / 1000.0,
+                        timestamp_ms: r.time_ms,
+                        doctor_id: r.doctor_login.unwrap_or_else(|| hex::encode(r.doctor)),
+                        department: r.department,
+                        diagnosis: body.diagnosis,
+                        prescription: body.prescription,
+                        notes: body.notes,
+                        state: state_name,
+                        notice,
+                        consent_hash: hex::encode(r.grant),
+                        height: r.height,
+                        tx_id: hex::encode(r.tx),
+                        doctor_person_id: hex::encode(r.doctor),
+                        doctor_name: r.doctor_name,
+                        signer_kind: r.signer,
+                        origin: r.origin.map(|o| state.flows.hospital(o)),
+                        attested: r.attested,
+                    }
                 })
                 .collect(),
             access_tx_id: hex::encode(access),

@@ -18,6 +18,7 @@
 mod consent;
 mod identity;
 mod records;
+mod sealed;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use crate::app::ask_code;
 pub use consent::{Consent, GrantInfo, InPersonGrant, PendingRequest, RequestGroup};
 pub use identity::{AskView, IdentityView, KeyAdded, StartReport};
 pub use records::{AccessView, AddedRecord, GrantRef, RecordInput, RecordView};
+pub use sealed::{Readable, ReaderRole, date_of};
 
 /// How long a flow that waits for its transaction's block waits (then 503).
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,6 +162,10 @@ pub enum FlowError {
     /// 403 `approve_on_device`: a remote approval needs the patient's device key.
     #[error("approve on your device, or in person at {home}")]
     ApproveOnDevice { home: String },
+    /// 403 `approve_at_home`: a read approval away from the patient's home, or of a request
+    /// whose purpose this hospital cannot open (docs/SECURITY.md §4.2, §16.15).
+    #[error("approve this at your home hospital, {home}")]
+    ApproveAtHome { home: String },
     /// 503: the person's enrollment (or link) is not on this validator's chain yet.
     #[error("not on chain yet")]
     NotOnChain,
