@@ -141,7 +141,6 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 /// writes.
 fn commit(process: &Process, count: usize, diagnosis: &str) {
     let handle = process.handle();
-    let genesis_hash = handle.genesis_hash();
     let patient = Person::patient(handle.id());
     let doctor = Person::doctor(handle.id(), "Cardiology", "Dr Channel");
     process.runtime.block_on(async {
@@ -154,7 +153,10 @@ fn commit(process: &Process, count: usize, diagnosis: &str) {
         .unwrap();
         let mut grants = Vec::new();
         for _ in 0..count {
-            let grant = patient.write_grant(&genesis_hash, &doctor.id, "visit");
+            let grant = patient
+                .write_grant(&handle, &doctor.id, "visit")
+                .await
+                .unwrap();
             grants.push(handle.submit(grant).await.unwrap());
         }
         handle.cut().await.unwrap();
@@ -164,7 +166,10 @@ fn commit(process: &Process, count: usize, diagnosis: &str) {
             notes: String::new(),
         };
         for grant in grants {
-            let record = doctor.record(&genesis_hash, &patient.id, grant, &body);
+            let record = doctor
+                .record(&handle, &patient.id, grant, &body)
+                .await
+                .unwrap();
             handle.submit(record).await.unwrap();
         }
     });
