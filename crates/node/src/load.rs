@@ -190,12 +190,19 @@ impl Person {
 
     /// `meta` with `body`, signed with this person's custodial key.
     pub fn sign(&self, genesis_hash: &Hash, meta: Meta, body: Vec<u8>) -> SignedTx {
-        SignedTx::sign(
-            header(meta, self.signer()),
-            body,
-            genesis_hash,
-            &self.custodial,
-        )
+        self.sign_header(genesis_hash, header(meta, self.signer()), body)
+    }
+
+    /// `header` with `body` as given, signed with this person's custodial key (its signer set
+    /// to that key): for tests that build a body by hand.
+    pub fn sign_header(
+        &self,
+        genesis_hash: &Hash,
+        mut header: TxHeader,
+        body: Vec<u8>,
+    ) -> SignedTx {
+        header.signer = self.signer();
+        SignedTx::sign(header, body, genesis_hash, &self.custodial)
     }
 
     /// `meta` with `content` sealed at this person's home `home` (which stores the data key,
