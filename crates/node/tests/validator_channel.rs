@@ -478,3 +478,41 @@ fn finding_5_oversized_frame_is_refused() {
         "frame bound above the old 256 MiB"
     );
 }
+
+/// A key frame is bounded by its own kind (64 KiB: a full request is 32 KiB, a full answer 34
+/// KiB): one a byte over is refused unread with the connection, whatever the other bounds.
+#[test]
+fn a_key_frame_above_its_bound_is_refused() {
+    let net = Net::new();
+    let hospital = net.start(0);
+    let handle = hospital.handle();
+    let clinic = net.identity(1, net.key(1));
+    let rt = client_runtime();
+    rt.block_on(async {
+        let stream = TcpStream::connect(net.listen[0]).await.unwrap();
+        let mut channel = Channel::initiate(stream, &clinic, 0).await.unwrap();
+        // A full request is taken (and answered: the hospital's key service counts it).
+        let full = borsh::to_vec(&Wire::Keys(node::KeyFrame::Request {
+            request: 1,
+            txs: vec![[7; 32]; node::MAX_KEY_REQUEST_IDS],
+        }))
+        .unwrap();
+        channel.feed(FrameKind::Keys, &full).await.unwrap();
+        channel.flush().await.unwrap();
+        assert!(
+            !closed_within(&mut channel, Duration::from_millis(500)).await,
+            "a full key request was refused"
+        );
+
+        let oversized = vec![0u8; node::MAX_KEY_FRAME_BYTES + 1];
+        channel.feed(FrameKind::Keys, &oversized).await.unwrap();
+        channel.flush().await.unwrap();
+        assert!(
+            closed_within(&mut channel, Duration::from_secs(5)).await,
+            "the node kept reading a key frame over its bound"
+        );
+    });
+    // The full request reached the key service, not the runtime.
+    assert_eq!(handle.status().rejected_messages, 0);
+    assert!(node::FrameLimits::for_timing(4, &timing()).max_bytes(FrameKind::Keys) < 65 * 1024);
+}

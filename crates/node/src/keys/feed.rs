@@ -301,3 +301,133 @@ impl Service {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ledger::entitled::AppliedEntry;
+    use ledger::tx::AddRecord;
+    use ledger::{OpenOptions, Reader, Signer, Store};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::keys::store::KeyStore;
+    use crate::keys::{KeyInbox, KeyServiceConfig, KeystoreKey, SealRequest};
+    use crate::status::Shared;
+    use crate::transport::Transport;
+    use crate::wire::Frame;
+
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _: ReplicaId, _: Frame) {}
+    }
+
+    /// A key service of validator 0 of a new chain, not started (the test drives it).
+    fn service(dir: &std::path::Path) -> Service {
+        let genesis = Arc::new(
+            crate::incarnation::init_network(dir, &["a", "b", "c", "d"], false, Default::default())
+                .unwrap(),
+        );
+        let folder = dir.join("a");
+        Store::open(&folder.join("chain.db"), &genesis, OpenOptions::default()).unwrap();
+        let key = KeystoreKey::generate();
+        let store = KeyStore::open(&folder.join("keys.db"), genesis.hash(), key.clone()).unwrap();
+        let chain = Reader::open(&folder.join("chain.db")).unwrap();
+        let config = KeyServiceConfig {
+            id: 0,
+            n: 4,
+            dir: folder,
+            genesis,
+            key,
+            clock: Clock::manual(1_000),
+            shared: Arc::new(Shared::new(0, "a".into(), 4, 100)),
+        };
+        Service::new(config, store, chain, KeyInbox::new(), Arc::new(Nowhere)).unwrap()
+    }
+
+    fn record(nonce: u8) -> (TxId, TxHeader) {
+        let header = TxHeader {
+            meta: Meta::AddRecord(AddRecord {
+                patient: [1; 16],
+                doctor: [2; 16],
+                department: "Oncology".into(),
+                grant: [3; 32],
+            }),
+            signer: Signer::Validator { index: 0 },
+            created_ms: 1,
+            not_after_ms: u64::MAX,
+            nonce: [nonce; 16],
+            body_hash: [0; 32],
+        };
+        (header.id(&[0; 32]), header)
+    }
+
+    fn block(height: u64, entries: &[(&(TxId, TxHeader), EntryVerdict)]) -> AppliedBlock {
+        AppliedBlock {
+            height,
+            time_ms: 1_000 + height,
+            entries: entries
+                .iter()
+                .map(|((id, header), verdict)| AppliedEntry {
+                    id: *id,
+                    header: Some(header.clone()),
+                    verdict: *verdict,
+                })
+                .collect(),
+        }
+    }
+
+    /// §16.18: only a pending key whose transaction was rejected (not as a duplicate) goes; a
+    /// replay of an applied transaction, rejected as a duplicate in a later block, deletes
+    /// nothing, whatever the key's state.
+    #[test]
+    fn a_duplicate_never_deletes_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(dir.path());
+        let (applied, replayed, rejected) = (record(1), record(2), record(3));
+        let mut replies = Vec::new();
+        let seals = [&applied, &replayed, &rejected]
+            .into_iter()
+            .map(|(tx, _)| {
+                let (reply, answer) = oneshot::channel();
+                replies.push(answer);
+                SealRequest {
+                    tx: *tx,
+                    patient: [1; 16],
+                    not_after_ms: u64::MAX,
+                    key: ledger::seal::DataKey::generate(),
+                    reply,
+                }
+            })
+            .collect();
+        service.store_seals(seals).unwrap();
+        for mut reply in replies {
+            assert!(matches!(reply.try_recv(), Ok(Ok(()))));
+        }
+        use EntryVerdict::{Applied, Duplicate, Rejected};
+        service
+            .process_blocks(vec![
+                block(1, &[(&applied, Applied)]),
+                block(2, &[(&applied, Duplicate), (&replayed, Duplicate)]),
+                block(3, &[(&rejected, Rejected), (&applied, Rejected)]),
+            ])
+            .unwrap();
+        assert_eq!(service.processed, 3);
+        let rows = service.store.rows();
+        assert!(rows.key(&applied.0).unwrap().is_some(), "an applied key");
+        assert!(
+            rows.key(&replayed.0).unwrap().is_some(),
+            "a duplicate deleted a key"
+        );
+        assert!(
+            rows.key(&rejected.0).unwrap().is_none(),
+            "a rejected seal's key stayed"
+        );
+        assert_eq!(rows.pending().unwrap().len(), 1);
+        assert_eq!(rows.pending().unwrap()[0].0, replayed.0);
+        assert_eq!(service.held, 2);
+    }
+}
