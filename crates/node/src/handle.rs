@@ -379,6 +379,18 @@ impl NodeHandle {
             .collect())
     }
 
+    /// Writes a consistent copy of this validator's key store to `dest`, a new file, while it
+    /// runs (`medchain backup --keys`, docs/SECURITY.md §5.6): still sealed under the operator
+    /// key, readable by its owner only, without the freed pages of erased keys.
+    pub async fn backup_keys(&self, dest: &std::path::Path) -> Result<(), NodeError> {
+        let (reply, done) = oneshot::channel();
+        self.inner.keys.backup(crate::keys::BackupRequest {
+            dest: dest.to_path_buf(),
+            reply,
+        })?;
+        done.await.map_err(|_| NodeError::Stopped)?
+    }
+
     /// The key service's processed height, waiting keys and counters.
     pub fn key_status(&self) -> KeyStatus {
         self.inner.keys.status()

@@ -904,3 +904,168 @@ fn a_reused_key_commitment_is_broken() {
     assert!(!w.key_rows(HOSPITAL).contains(&second));
     dishonest.end();
 }
+
+/// Red team finding 6: `keys.db` is copied while the node runs, consistently and still
+/// sealed; a node whose store is lost is restored from the copy and opens what it held.
+#[test]
+fn backup_keys_copies_a_running_store() {
+    let mut w = World::new();
+    let patient = Person::patient(PHARMACY);
+    let author = Person::doctor(PHARMACY, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &author]);
+    let record = w.record(&author, &patient, "Osteosarcoma");
+    let backup = w.dir.path().join("pharmacy-keys.backup");
+    w.rt.block_on(w.node(PHARMACY).backup_keys(&backup))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let copied: Vec<Vec<u8>> = {
+        let conn = rusqlite::Connection::open(&backup).unwrap();
+        let mut stmt = conn.prepare("SELECT tx FROM data_keys").unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert!(copied.contains(&record.to_vec()));
+    assert!(
+        w.rt.block_on(w.node(PHARMACY).backup_keys(&backup))
+            .is_err(),
+        "a backup overwrote a file"
+    );
+
+    // The store is lost; the copy is put back: the record opens, no key fetched.
+    w.cluster.stop(PHARMACY);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", w.keys_db(PHARMACY).display()));
+    }
+    std::fs::copy(&backup, w.keys_db(PHARMACY)).unwrap();
+    w.cluster.restart(PHARMACY).unwrap();
+    assert_eq!(
+        diagnosis(&w.wait_state(PHARMACY, &record, OpenState::Open)),
+        "Osteosarcoma"
+    );
+    assert_eq!(w.node(PHARMACY).key_status().counters.keys_received, 0);
+}
+
+/// Red team finding 4: a sealer that lost its key store gets its own records' keys back as a
+/// party, and a read grant to one of its doctors, begun and ended while it waits, does not
+/// make them a grantee's (dropped at the grant's end).
+#[test]
+fn a_sealer_that_lost_its_store_keeps_its_own_keys_after_a_grant_ends() {
+    let mut w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &author]);
+    let record = w.record(&author, &patient, "Retinoblastoma");
+    w.wait_state(HOSPITAL, &record, OpenState::Open);
+
+    w.cluster.stop(CLINIC);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", w.keys_db(CLINIC).display()));
+    }
+    let withheld = Impersonation::new(w.network(), HOSPITAL, CLINIC);
+    w.cluster.restart(CLINIC).unwrap();
+    w.wait_state(
+        CLINIC,
+        &record,
+        OpenState::Waiting {
+            from: HOSPITAL,
+            since_ms: w.clock.now_ms(),
+        },
+    );
+    let grant = w.read_grant(&patient, &author, HOUR_MS);
+    w.revoke(&patient, grant);
+    assert!(matches!(
+        w.open(CLINIC, &record).state,
+        OpenState::Waiting { from: HOSPITAL, .. }
+    ));
+    withheld.end();
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
+        "Retinoblastoma"
+    );
+}
+
+/// Red team finding 12: a home restored from an old backup, in which a revoked grant is still
+/// live, answers `Busy` to the former grantee while it is below the checkpoint the others
+/// report, and `NotEntitled` once it has caught up: it never hands the key out.
+#[test]
+fn a_restored_home_answers_no_key_before_it_has_caught_up() {
+    let mut w = World::new();
+    let patient = Person::patient(PHARMACY);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
+    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &author, &reader]);
+    let grant = w.read_grant(&patient, &reader, HOUR_MS);
+    let record = w.record(&author, &patient, "Wilms tumour");
+    w.wait_state(CLINIC, &record, OpenState::Open);
+    w.wait_state(PHARMACY, &record, OpenState::Open);
+
+    // The pharmacy's folder is backed up, stopped.
+    let folder = w.dir.path().join("pharmacy");
+    let backup = w.dir.path().join("pharmacy-backup");
+    w.cluster.stop(PHARMACY);
+    copy_folder(&folder, &backup);
+    w.cluster.restart(PHARMACY).unwrap();
+    w.revoke(&patient, grant);
+    w.wait_state(CLINIC, &record, OpenState::Elsewhere { home: PHARMACY });
+
+    // Restored from the backup, it hears the others' checkpoints but gets no block.
+    w.cluster.stop(PHARMACY);
+    std::fs::remove_dir_all(&folder).unwrap();
+    copy_folder(&backup, &folder);
+    w.network()
+        .filter(|_, to, frame| !(to == PHARMACY && matches!(**frame, Wire::Blocks(_))));
+    let answers = record_answers(w.network());
+    w.cluster.restart(PHARMACY).unwrap();
+    let pharmacy = w.node(PHARMACY);
+    let hospital = w.node(HOSPITAL);
+    wait_until("the pharmacy to learn it is behind", || {
+        // A block, not awaited by the pharmacy, which cannot apply it.
+        w.rt.block_on(hospital.submit_applied(enrollment(&hospital), WAIT))
+            .unwrap();
+        let status = pharmacy.status();
+        status.recovering || status.reported_checkpoint > pharmacy.key_status().processed_height
+    });
+    let ask = |id: u64| {
+        assert!(
+            w.network()
+                .inject(CLINIC, PHARMACY, request(id, vec![record]))
+        );
+        wait_until("the answer", || {
+            answers
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, _, request, _)| *request == id)
+        });
+        let answers = answers.lock().unwrap();
+        let (_, _, _, replies) = answers
+            .iter()
+            .find(|(_, _, request, _)| *request == id)
+            .unwrap();
+        replies.clone()
+    };
+    assert_eq!(
+        ask(501),
+        vec![KeyReply::Busy],
+        "a restored home answered before catching up"
+    );
+
+    w.network().clear_filter();
+    let head = hospital.status().height;
+    wait_until("the pharmacy to catch up", || {
+        pharmacy.key_status().processed_height >= head && !pharmacy.status().recovering
+    });
+    assert_eq!(ask(502), vec![KeyReply::NotEntitled]);
+}
+
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}

@@ -184,6 +184,12 @@ pub(crate) struct OpenRequest {
     pub reply: oneshot::Sender<Result<Vec<Lookup>, NodeError>>,
 }
 
+/// An online copy of `keys.db` to write at `dest` (still sealed under the key-store key).
+pub(crate) struct BackupRequest {
+    pub dest: std::path::PathBuf,
+    pub reply: oneshot::Sender<Result<(), NodeError>>,
+}
+
 /// A key frame from a peer, with its share of the peer's inbound budget.
 struct PeerFrame {
     from: ReplicaId,
@@ -198,6 +204,7 @@ struct Queues {
     /// A block did not fit in `blocks`: read what is missing from `chain.db`.
     behind: bool,
     opens: Vec<OpenRequest>,
+    backups: Vec<BackupRequest>,
     peers: VecDeque<PeerFrame>,
     /// Requests queued per peer.
     queued_requests: HashMap<ReplicaId, usize>,
@@ -212,6 +219,7 @@ struct Turn {
     blocks: Vec<AppliedBlock>,
     behind: bool,
     opens: Vec<OpenRequest>,
+    backups: Vec<BackupRequest>,
     peer: Option<PeerFrame>,
     dropped_requests: u64,
     stopped: bool,
@@ -250,7 +258,7 @@ impl KeyInbox {
         if queues.stopped {
             return Err(NodeError::Stopped);
         }
-        if queues.seals.len() + queues.opens.len() >= LOCAL_REQUESTS {
+        if queues.seals.len() + queues.opens.len() + queues.backups.len() >= LOCAL_REQUESTS {
             return Err(NodeError::Busy);
         }
         if push(&mut queues) {
@@ -269,6 +277,13 @@ impl KeyInbox {
     pub(crate) fn open(&self, request: OpenRequest) -> Result<(), NodeError> {
         self.push_local(|queues| {
             queues.opens.push(request);
+            true
+        })
+    }
+
+    pub(crate) fn backup(&self, request: BackupRequest) -> Result<(), NodeError> {
+        self.push_local(|queues| {
+            queues.backups.push(request);
             true
         })
     }
@@ -326,6 +341,7 @@ impl KeyInbox {
             blocks: Vec::new(),
             behind: false,
             opens: Vec::new(),
+            backups: Vec::new(),
             peer: None,
             dropped_requests: 0,
             stopped: true,
@@ -339,6 +355,7 @@ impl KeyInbox {
                 && q.blocks.is_empty()
                 && !q.behind
                 && q.opens.is_empty()
+                && q.backups.is_empty()
                 && q.peers.is_empty()
         };
         if idle(&queues) {
@@ -359,6 +376,7 @@ impl KeyInbox {
             blocks: queues.blocks.drain(..).collect(),
             behind: std::mem::take(&mut queues.behind),
             opens: std::mem::take(&mut queues.opens),
+            backups: std::mem::take(&mut queues.backups),
             peer,
             dropped_requests: std::mem::take(&mut queues.dropped_requests),
             stopped: queues.stopped,
@@ -372,6 +390,7 @@ impl KeyInbox {
                 || !q.blocks.is_empty()
                 || q.behind
                 || !q.opens.is_empty()
+                || !q.backups.is_empty()
                 || !q.peers.is_empty()
         })
     }
@@ -383,6 +402,7 @@ impl KeyInbox {
                 let _ = seal.reply.send(Err(NodeError::Stopped));
             }
             queues.opens.clear();
+            queues.backups.clear();
             queues.peers.clear();
         }
         self.inner.ready.notify_all();
@@ -694,6 +714,9 @@ impl Service {
         self.waiting_opens
             .extend(turn.opens.into_iter().map(|open| (open, deadline)));
         self.answer_opens()?;
+        for backup in turn.backups {
+            let _ = backup.reply.send(self.store.backup(&backup.dest));
+        }
         if let Some(peer) = turn.peer {
             self.on_frame(peer.from, &peer.frame)?;
         }

@@ -221,6 +221,24 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Writes a consistent copy of the store to `dest` (a new file, created readable by its
+    /// owner only), while the node runs: SQLite's `VACUUM INTO`, which also leaves out every
+    /// freed page. Its rows stay sealed under the key-store key.
+    pub fn backup(&self, dest: &Path) -> Result<(), NodeError> {
+        if std::fs::metadata(dest).is_ok_and(|meta| meta.len() > 0) {
+            return Err(NodeError::Config(format!(
+                "{} exists: a backup is written to a new file",
+                dest.display()
+            )));
+        }
+        create_private_file(dest)?;
+        let dest_text = dest
+            .to_str()
+            .ok_or_else(|| NodeError::Config(format!("{} is not a UTF-8 path", dest.display())))?;
+        self.conn.execute("VACUUM INTO ?1", [dest_text])?;
+        Ok(())
+    }
+
     /// Starts the SQLite transaction that [`KeyStore::commit`] ends (one fsync). The caller
     /// reads and writes through [`KeyStore::rows`] in between, and calls
     /// [`KeyStore::rollback`] if it fails.
