@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::NodeHandle;
+use crate::keys::KeystoreKey;
 use crate::node::{Node, NodeOptions, validator_dir};
 use crate::transport::{MemoryNetwork, Transport};
 
@@ -24,6 +25,8 @@ pub struct Cluster {
     watts_per_core: f64,
     clock: Clock,
     network: MemoryNetwork,
+    /// Each validator's key-store key (`None`: derived from its node key, development only).
+    keystore_keys: Vec<Option<KeystoreKey>>,
     nodes: Vec<Option<Node>>,
 }
 
@@ -52,6 +55,19 @@ impl Cluster {
         watts_per_core: f64,
         clock: Clock,
     ) -> Result<Self, NodeError> {
+        Self::open_with_keys(data_dir, timing, watts_per_core, clock, Vec::new())
+    }
+
+    /// As [`Cluster::open_with_clock`], validator `i` sealing its `keys.db` under
+    /// `keystore_keys[i]` (the key derived from its operator key; missing ones are derived from
+    /// the node key, for development). The keys are kept for [`Cluster::restart`].
+    pub fn open_with_keys(
+        data_dir: &Path,
+        timing: Timing,
+        watts_per_core: f64,
+        clock: Clock,
+        keystore_keys: Vec<KeystoreKey>,
+    ) -> Result<Self, NodeError> {
         let genesis_path = data_dir.join("genesis.toml");
         if !genesis_path.exists() {
             crate::incarnation::init_network(
@@ -70,6 +86,7 @@ impl Cluster {
             watts_per_core,
             clock,
             network,
+            keystore_keys: keystore_keys.into_iter().map(Some).collect(),
             nodes: Vec::new(),
         };
         for id in 0..cluster.genesis.len() as ReplicaId {
@@ -88,9 +105,10 @@ impl Cluster {
         );
         options.watts_per_core = self.watts_per_core;
         options.clock = self.clock.clone();
+        options.keystore_key = self.keystore_keys.get(id as usize).cloned().flatten();
         let network = self.network.clone();
         Node::start(options, self.genesis.clone(), move |wiring| {
-            network.attach(id, wiring.inbox);
+            network.attach(id, wiring.inbox, wiring.keys);
             network.set_disconnected(id, false);
             Ok(Box::new(network.endpoint(id)) as Box<dyn Transport>)
         })

@@ -20,6 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::error::NodeError;
+use crate::keys::{
+    KeyInbox, KeyStatus, Lookup, LookupItem, OpenRequest, OpenState, Opened, SealRequest,
+};
 use crate::runtime::{CutOutcome, Event, Submission};
 use crate::status::{NodeStatus, Shared};
 
@@ -82,6 +85,8 @@ struct Inner {
     clock: Clock,
     /// Idle read-only connections to chain.db, reused across requests.
     readers: Mutex<Vec<Reader>>,
+    /// The key service: seals, opens, its status.
+    keys: KeyInbox,
 }
 
 #[derive(Clone)]
@@ -101,6 +106,7 @@ impl NodeHandle {
         genesis: Arc<Genesis>,
         chain_path: PathBuf,
         clock: Clock,
+        keys: KeyInbox,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -113,6 +119,7 @@ impl NodeHandle {
                 chain_path,
                 clock,
                 readers: Mutex::new(Vec::new()),
+                keys,
             }),
         }
     }
@@ -287,30 +294,106 @@ impl NodeHandle {
     /// transaction that commits always has its key at its sealer.
     pub async fn seal(
         &self,
-        header: TxHeader,
+        mut header: TxHeader,
         content: &[u8],
     ) -> Result<(TxHeader, Vec<u8>), NodeError> {
-        let _ = (header, content);
-        Err(NodeError::Stopped)
+        if !ledger::seal::is_sealed_kind(&header.meta) {
+            return Err(NodeError::Seal(format!(
+                "a {} carries no content",
+                header.meta.kind()
+            )));
+        }
+        let (key, stored) = ledger::seal::seal(&self.genesis_hash(), &mut header, content)
+            .map_err(|error| NodeError::Seal(error.to_string()))?;
+        let (reply, stored_key) = oneshot::channel();
+        self.inner.keys.seal(SealRequest {
+            tx: header.id(&self.genesis_hash()),
+            patient: *header.meta.subject(),
+            not_after_ms: header.not_after_ms,
+            key,
+            reply,
+        })?;
+        stored_key.await.map_err(|_| NodeError::Stopped)??;
+        Ok((header, stored))
     }
 
     /// Opens sealed transactions read from the chain snapshot at `at_height` (§6.1, §16.19):
     /// waits until the key service has processed that height (so every erasure committed
-    /// before it is applied here), at most 10 s, else [`NodeError::KeysCatchingUp`]; then
-    /// answers each transaction's state (§6.2), with its content when it opens. The bodies are
-    /// opened in the caller's thread.
+    /// before it is applied here), at most [`crate::keys::OPEN_WAIT`], else
+    /// [`NodeError::KeysCatchingUp`]; then answers each transaction's state (§6.2), in order,
+    /// with its content when it opens. The bodies are opened in the caller's thread.
     pub async fn open(
         &self,
         at_height: u64,
         sealed: &[(TxHeader, Vec<u8>)],
-    ) -> Result<Vec<crate::keys::Opened>, NodeError> {
-        let _ = (at_height, sealed);
-        Err(NodeError::Stopped)
+    ) -> Result<Vec<Opened>, NodeError> {
+        let genesis_hash = self.genesis_hash();
+        let items = sealed
+            .iter()
+            .map(|(header, stored)| LookupItem {
+                tx: header.id(&genesis_hash),
+                header: header.clone(),
+                key_commit: ledger::seal::key_commitment(stored).ok(),
+            })
+            .collect::<Vec<_>>();
+        let ids: Vec<TxId> = items.iter().map(|item| item.tx).collect();
+        let (reply, answer) = oneshot::channel();
+        self.inner.keys.open(OpenRequest {
+            at_height,
+            items,
+            reply,
+        })?;
+        let lookups =
+            match tokio::time::timeout(crate::keys::OPEN_WAIT + Duration::from_secs(1), answer)
+                .await
+            {
+                Ok(Ok(lookups)) => lookups?,
+                Ok(Err(_)) => return Err(NodeError::Stopped),
+                Err(_) => return Err(NodeError::KeysCatchingUp),
+            };
+        Ok(sealed
+            .iter()
+            .zip(ids)
+            .zip(lookups)
+            .map(|(((header, stored), tx), lookup)| match lookup {
+                Lookup::Held { key, sealer } => {
+                    match ledger::seal::open(&genesis_hash, header, stored, &key) {
+                        Ok(plain) => Opened {
+                            tx,
+                            state: OpenState::Open,
+                            plain: Some(plain),
+                        },
+                        Err(_) => Opened {
+                            tx,
+                            state: OpenState::Broken { sealer },
+                            plain: None,
+                        },
+                    }
+                }
+                Lookup::State(state) => Opened {
+                    tx,
+                    state,
+                    plain: None,
+                },
+            })
+            .collect())
+    }
+
+    /// Writes a consistent copy of this validator's key store to `dest`, a new file, while it
+    /// runs (`medchain backup --keys`, docs/SECURITY.md §5.6): still sealed under the operator
+    /// key, readable by its owner only, without the freed pages of erased keys.
+    pub async fn backup_keys(&self, dest: &std::path::Path) -> Result<(), NodeError> {
+        let (reply, done) = oneshot::channel();
+        self.inner.keys.backup(crate::keys::BackupRequest {
+            dest: dest.to_path_buf(),
+            reply,
+        })?;
+        done.await.map_err(|_| NodeError::Stopped)?
     }
 
     /// The key service's processed height, waiting keys and counters.
-    pub fn key_status(&self) -> crate::keys::KeyStatus {
-        crate::keys::KeyStatus::default()
+    pub fn key_status(&self) -> KeyStatus {
+        self.inner.keys.status()
     }
 
     /// Stops the validator's thread after the current turn.

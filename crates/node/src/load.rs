@@ -5,10 +5,11 @@
 //! The workload is the application's: a population of patients and doctors is enrolled once by
 //! their home validators (custodial keys, generated and held in memory here as a home holds
 //! them in its custody store), then each record comes with the in-person write grant it uses.
-//! The grant is signed by the patient's custodial key and submitted at the patient's home; once
-//! it is applied, the record is signed by the doctor's custodial key and submitted at the
-//! doctor's home. Both count as transactions. Every signature is real, and every transaction
-//! passes admission and applies.
+//! The grant is sealed by the patient's home ([`NodeHandle::seal`]: its purpose is encrypted and
+//! its data key stored there), signed by the patient's custodial key and submitted there; once
+//! it is applied, the record is sealed at the doctor's home, signed by the doctor's custodial
+//! key and submitted there. Both count as transactions. Every signature and every seal is real,
+//! and every transaction passes admission and applies.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +99,9 @@ pub struct Person {
     pub name: Option<String>,
     nonce: [u8; 16],
     custodial: SigningKey,
+    /// A key of the person's own browser, made at the home's page (origin: the home), enrolled
+    /// with the custodial key: what signs a read grant to another hospital's doctor.
+    device: SigningKey,
 }
 
 impl Person {
@@ -132,6 +136,7 @@ impl Person {
             name,
             nonce,
             custodial: crypto::generate_key(),
+            device: crypto::generate_key(),
         }
     }
 
@@ -143,16 +148,33 @@ impl Person {
         }
     }
 
-    /// The header of this person's enrollment with their custodial key (the body is empty), for
-    /// their home to sign ([`NodeHandle::sign_as_validator`]).
+    /// Signing with this person's device key.
+    pub fn device_signer(&self) -> Signer {
+        Signer::Device {
+            person: self.id,
+            key: self.device.verifying_key().to_bytes(),
+        }
+    }
+
+    /// The header of this person's enrollment with their custodial key and a device key made at
+    /// the home's page (the body is empty), for their home to sign
+    /// ([`NodeHandle::sign_as_validator`]).
     pub fn enrollment(&self, genesis_hash: &Hash) -> TxHeader {
-        let key = NewKey::prove(
+        let custodial = NewKey::prove(
             genesis_hash,
             &self.id,
             KeyKind::Custodial,
             self.home,
             "held by the load generator",
             &self.custodial,
+        );
+        let device = NewKey::prove(
+            genesis_hash,
+            &self.id,
+            KeyKind::Device,
+            self.home,
+            "web browser",
+            &self.device,
         );
         let meta = Meta::Enroll(Enroll {
             person: self.id,
@@ -161,24 +183,61 @@ impl Person {
             department: self.department.clone(),
             name: self.name.clone(),
             home: self.home,
-            keys: vec![key],
+            keys: vec![custodial, device],
         });
         header(meta, Signer::Validator { index: self.home })
     }
 
     /// `meta` with `body`, signed with this person's custodial key.
     pub fn sign(&self, genesis_hash: &Hash, meta: Meta, body: Vec<u8>) -> SignedTx {
-        SignedTx::sign(
-            header(meta, self.signer()),
-            body,
-            genesis_hash,
-            &self.custodial,
-        )
+        self.sign_header(genesis_hash, header(meta, self.signer()), body)
     }
 
-    /// This patient's write grant to `doctor`, attested in person: signed with the custodial
-    /// key, as the home's in-person consent screen signs it.
-    pub fn write_grant(&self, genesis_hash: &Hash, doctor: &PersonId, purpose: &str) -> SignedTx {
+    /// `header` with `body` as given, signed with this person's custodial key (its signer set
+    /// to that key): for tests that build a body by hand.
+    pub fn sign_header(
+        &self,
+        genesis_hash: &Hash,
+        mut header: TxHeader,
+        body: Vec<u8>,
+    ) -> SignedTx {
+        header.signer = self.signer();
+        SignedTx::sign(header, body, genesis_hash, &self.custodial)
+    }
+
+    /// `meta` with `content` sealed at this person's home `home` (which stores the data key,
+    /// [`NodeHandle::seal`]), signed with the custodial key, or the device key if `device`.
+    pub async fn sealed(
+        &self,
+        home: &NodeHandle,
+        meta: Meta,
+        content: &[u8],
+        device: bool,
+    ) -> Result<SignedTx, NodeError> {
+        if home.id() != self.home {
+            return Err(NodeError::Config(format!(
+                "validator {} seals for its own people; this person's home is {}",
+                home.id(),
+                self.home
+            )));
+        }
+        let (signer, key) = if device {
+            (self.device_signer(), &self.device)
+        } else {
+            (self.signer(), &self.custodial)
+        };
+        let (header, stored) = home.seal(header(meta, signer), content).await?;
+        Ok(SignedTx::sign(header, stored, &home.genesis_hash(), key))
+    }
+
+    /// This patient's write grant to `doctor`, attested in person: sealed at the home `home`
+    /// and signed with the custodial key, as the home's in-person consent screen does.
+    pub async fn write_grant(
+        &self,
+        home: &NodeHandle,
+        doctor: &PersonId,
+        purpose: &str,
+    ) -> Result<SignedTx, NodeError> {
         let meta = Meta::Grant(Grant {
             patient: self.id,
             doctor: *doctor,
@@ -189,25 +248,61 @@ impl Person {
         let body = PurposeBody {
             purpose: purpose.to_string(),
         };
-        self.sign(genesis_hash, meta, body.to_bytes())
+        self.sealed(home, meta, &body.to_bytes(), false).await
+    }
+
+    /// This patient's read grant to `doctor` for `duration_ms`, given on their own device (a
+    /// key of their home's page): sealed at the home `home`.
+    pub async fn read_grant(
+        &self,
+        home: &NodeHandle,
+        doctor: &PersonId,
+        duration_ms: u64,
+        purpose: &str,
+    ) -> Result<SignedTx, NodeError> {
+        let meta = Meta::Grant(Grant {
+            patient: self.id,
+            doctor: *doctor,
+            scope: Scope::Read { duration_ms },
+            request: None,
+            attested: Attested::Device,
+        });
+        let body = PurposeBody {
+            purpose: purpose.to_string(),
+        };
+        self.sealed(home, meta, &body.to_bytes(), true).await
+    }
+
+    /// This patient revokes `grant`, on their own device.
+    pub fn revoke(&self, genesis_hash: &Hash, grant: TxId) -> SignedTx {
+        let meta = Meta::Revoke(ledger::tx::Revoke {
+            patient: self.id,
+            target: grant,
+        });
+        SignedTx::sign(
+            header(meta, self.device_signer()),
+            Vec::new(),
+            genesis_hash,
+            &self.device,
+        )
     }
 
     /// This doctor's record in `patient`'s history, in the doctor's department, under write
-    /// grant `grant`.
-    pub fn record(
+    /// grant `grant`: sealed at the doctor's home `home`, signed with the custodial key.
+    pub async fn record(
         &self,
-        genesis_hash: &Hash,
+        home: &NodeHandle,
         patient: &PersonId,
         grant: TxId,
         body: &RecordBody,
-    ) -> SignedTx {
+    ) -> Result<SignedTx, NodeError> {
         let meta = Meta::AddRecord(AddRecord {
             patient: *patient,
             doctor: self.id,
             department: self.department.clone().unwrap_or_default(),
             grant,
         });
-        self.sign(genesis_hash, meta, body.to_bytes())
+        self.sealed(home, meta, &body.to_bytes(), false).await
     }
 }
 
@@ -256,7 +351,6 @@ pub async fn enroll(
 
 /// The people of a load: patients and doctors spread over the validators driven.
 struct Population {
-    genesis_hash: Hash,
     patients: Vec<Person>,
     doctors: Vec<Person>,
 }
@@ -265,7 +359,6 @@ impl Population {
     fn new(handles: &[NodeHandle]) -> Population {
         let home = |i: usize| handles[i % handles.len()].id();
         Population {
-            genesis_hash: handles[0].genesis_hash(),
             patients: (0..LOAD_PATIENTS)
                 .map(|i| Person::patient(home(i)))
                 .collect(),
@@ -343,8 +436,13 @@ async fn submit_pair(
         counters.refused.fetch_add(2, Ordering::Relaxed);
         return;
     };
-    let grant = patient.write_grant(&people.genesis_hash, &doctor.id, "follow-up visit");
-    let submitted = patient_home.submit(grant).await;
+    let submitted = match patient
+        .write_grant(patient_home, &doctor.id, "follow-up visit")
+        .await
+    {
+        Ok(grant) => patient_home.submit(grant).await,
+        Err(error) => Err(error),
+    };
     counters.count(&submitted);
     let Ok(grant) = submitted else {
         counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -353,15 +451,21 @@ async fn submit_pair(
     let (patient_home, doctor_home) = (patient_home.clone(), doctor_home.clone());
     let (patient_id, doctor) = (patient.id, doctor.clone());
     let record = {
-        let (people, counters) = (people.clone(), counters.clone());
+        let counters = counters.clone();
         tokio::spawn(async move {
             let applied = patient_home.wait_applied(grant, settle).await;
             if !matches!(applied, Ok(Verdict::Applied { .. })) {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let record = doctor.record(&people.genesis_hash, &patient_id, grant, &sample_record(i));
-            counters.count(&doctor_home.submit(record).await);
+            let submitted = match doctor
+                .record(&doctor_home, &patient_id, grant, &sample_record(i))
+                .await
+            {
+                Ok(record) => doctor_home.submit(record).await,
+                Err(error) => Err(error),
+            };
+            counters.count(&submitted);
         })
     };
     if let Ok(mut records) = counters.records.lock() {

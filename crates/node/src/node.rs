@@ -15,7 +15,7 @@ use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::NodeHandle;
 use crate::incarnation;
-use crate::keys::KeystoreKey;
+use crate::keys::{KeyInbox, KeyService, KeyServiceConfig, KeystoreKey};
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -72,6 +72,7 @@ impl NodeOptions {
 pub struct Node {
     handle: NodeHandle,
     thread: Option<JoinHandle<()>>,
+    keys: Option<KeyService>,
 }
 
 impl Node {
@@ -167,6 +168,13 @@ impl Node {
             ),
             (None, false) => {}
         }
+        let shared = Arc::new(Shared::new(
+            id,
+            options.name.clone(),
+            n,
+            options.max_pending,
+        ));
+        let keys_inbox = KeyInbox::new();
         let (inbox_sender, inbox) = mpsc::sync_channel(INBOX_EVENTS);
         // A Byzantine validator may watch what its peers send (byzantine.rs, `Seen`).
         #[cfg(feature = "byzantine")]
@@ -179,6 +187,7 @@ impl Node {
         let peer_inbox = inbox_sender.clone();
         let transport = transport(Wiring {
             inbox: peer_inbox,
+            keys: keys_inbox.clone(),
             identity: ValidatorIdentity {
                 id,
                 key: key.clone(),
@@ -201,15 +210,36 @@ impl Node {
             ),
             None => transport,
         };
-        let shared = Arc::new(Shared::new(
-            id,
-            options.name.clone(),
-            n,
-            options.max_pending,
-        ));
+        let transport: Arc<dyn Transport> = Arc::from(transport);
+        let keystore_key = match options.keystore_key.clone() {
+            Some(key) => key,
+            None => {
+                warn!(
+                    validator = %options.name,
+                    "keys.db is sealed under a key derived from node.key: development only, a \
+                     copy of the data directory opens it"
+                );
+                development_keystore_key(&key)
+            }
+        };
         let recovering = replica.is_recovering();
         shared.update(|status| status.recovering = recovering);
         let metrics = Metrics::new(shared.clone(), options.watts_per_core);
+        // Before the runtime applies a block: the service processes everything from its
+        // processed height on, from chain.db, and then what the runtime hands it.
+        let keys = KeyService::start(
+            KeyServiceConfig {
+                id,
+                n,
+                dir: options.dir.clone(),
+                genesis: genesis.clone(),
+                key: keystore_key,
+                clock: options.clock.clone(),
+                shared: shared.clone(),
+            },
+            keys_inbox.clone(),
+            transport.clone(),
+        )?;
         let mut runtime = Runtime::new(
             id,
             n,
@@ -220,6 +250,7 @@ impl Node {
             chain,
             local,
             transport,
+            keys_inbox.clone(),
             inbox,
             &options.timing,
             options.clock.clone(),
@@ -247,6 +278,7 @@ impl Node {
             genesis,
             chain_path,
             options.clock.clone(),
+            keys_inbox,
         );
         let thread = std::thread::Builder::new()
             .name(format!("validator-{}", options.name))
@@ -254,6 +286,7 @@ impl Node {
         Ok(Self {
             handle,
             thread: Some(thread),
+            keys: Some(keys),
         })
     }
 
@@ -275,6 +308,9 @@ impl Node {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        if let Some(mut keys) = self.keys.take() {
+            keys.stop();
+        }
     }
 }
 
@@ -282,6 +318,15 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// The key-store key of a node started without one (development only): derived from its
+/// node key, so that it survives a restart; it protects nothing against a copy of the data
+/// directory, which holds `node.key` (docs/SECURITY.md §3.3 derives it from the operator key).
+fn development_keystore_key(node_key: &crypto::SigningKey) -> KeystoreKey {
+    let mut bytes = zeroize::Zeroizing::new(b"medchain/keystore-development/v1".to_vec());
+    bytes.extend_from_slice(&node_key.to_bytes());
+    KeystoreKey::new(zeroize::Zeroizing::new(ledger::sha256(&bytes)))
 }
 
 pub(crate) fn restore_durable(local: &LocalStore) -> Result<Vec<Durable>, NodeError> {

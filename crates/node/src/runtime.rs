@@ -18,6 +18,7 @@ use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::{Verdict, verdict_on_chain};
+use crate::keys::KeyInbox;
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
 use crate::state_transfer::{Answer, FetchRequest, StateTransfer};
@@ -103,7 +104,9 @@ pub(crate) struct Runtime {
     pub replica: pbft::Replica,
     pub chain: Store,
     pub local: LocalStore,
-    pub transport: Box<dyn Transport>,
+    pub transport: Arc<dyn Transport>,
+    /// The key service, handed every applied block.
+    pub keys: KeyInbox,
     pub inbox: Receiver<Event>,
     pub tick: Duration,
     /// Read at every tick (the replica's clock) and for accepted transactions' timestamps.
@@ -129,6 +132,8 @@ pub(crate) struct Runtime {
     pub byzantine: Option<crate::byzantine::Behaviours>,
     /// The replica was recovering from lost state at the end of the last turn.
     recovering: bool,
+    /// The highest checkpoint the replica was told is stable by others (`Action::FetchState`).
+    reported_checkpoint: u64,
 }
 
 impl Runtime {
@@ -142,7 +147,8 @@ impl Runtime {
         replica: pbft::Replica,
         chain: Store,
         local: LocalStore,
-        transport: Box<dyn Transport>,
+        transport: Arc<dyn Transport>,
+        keys: KeyInbox,
         inbox: Receiver<Event>,
         timing: &Timing,
         clock: Clock,
@@ -160,6 +166,7 @@ impl Runtime {
             chain,
             local,
             transport,
+            keys,
             inbox,
             tick: timing.tick(),
             clock,
@@ -181,6 +188,7 @@ impl Runtime {
             #[cfg(feature = "byzantine")]
             byzantine: None,
             recovering: replica_recovering,
+            reported_checkpoint: 0,
         }
     }
 
@@ -690,7 +698,7 @@ impl Runtime {
             };
             let decided = self.chain.append_block(block, &contents)?;
             self.note_invalid(block, &contents);
-            request_ids.extend(self.on_committed_block(block, &decided));
+            request_ids.extend(self.on_committed_block(block, &contents, &decided));
             head_time_ms = block.header.timestamp_ms;
             applied += 1;
             let bytes = borsh::object_length(block).unwrap_or(usize::MAX);
@@ -804,6 +812,9 @@ impl Runtime {
                         self.apply(committed)?;
                     }
                     Action::FetchState { seq, peers, .. } => {
+                        // f+1 validators reported a stable checkpoint at `seq`: below it, the
+                        // key service gives no key (§5.6 of docs/SECURITY.md, issue 10).
+                        self.reported_checkpoint = self.reported_checkpoint.max(seq);
                         let (head, _) = self.chain.head();
                         let request = self.transfer.on_claims(&peers, seq, head, Instant::now());
                         self.fetch(request);
@@ -865,7 +876,7 @@ impl Runtime {
         let (block, contents) = self.auth.block_of(committed)?;
         let applied = self.chain.append_block(&block, &contents)?;
         self.note_invalid(&block, &contents);
-        self.on_committed_block(&block, &applied);
+        self.on_committed_block(&block, &contents, &applied);
         Ok(())
     }
 
@@ -885,8 +896,15 @@ impl Runtime {
 
     /// Bookkeeping after a block is on disk (`applied`: what the rules decided): acknowledged
     /// transactions leave the mempool, waiting cuts and verdicts are answered, metrics are
-    /// recorded. Returns the block's transaction ids, in order.
-    fn on_committed_block(&mut self, block: &Block, applied: &Applied) -> Vec<Hash> {
+    /// recorded, and the key service is handed the block (`contents`: its decoded entries).
+    /// Returns the block's transaction ids, in order.
+    fn on_committed_block(
+        &mut self,
+        block: &Block,
+        contents: &[Checked],
+        applied: &Applied,
+    ) -> Vec<Hash> {
+        self.keys.applied(block, contents, applied);
         let ids: Vec<Hash> = block.ids().collect();
         self.answer_verdicts(block, &ids, applied);
         let latencies = self.shared.take_pending(&ids);
@@ -994,6 +1012,9 @@ impl Runtime {
             status.replica_pending = self.replica.pending_len();
             status.view_changing = self.replica.in_view_change();
             status.recovering = self.recovering;
+            status.reported_checkpoint = self
+                .reported_checkpoint
+                .max(self.replica.stable_checkpoint().0);
             status.alarms = alarms;
             status.rejected_messages = self.metrics.rejected;
             status.refused_forwards = self.metrics.refused_forwards;

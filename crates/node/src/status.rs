@@ -25,6 +25,9 @@ pub struct NodeStatus {
     /// The replica lost durable state and sends no vote until it cannot contradict one it may
     /// have sent before (issue 8, finding 2; `incarnation.rs`).
     pub recovering: bool,
+    /// The highest stable checkpoint this validator knows of, its own or one f+1 others
+    /// reported: a key service processed below it is catching up and gives no key.
+    pub reported_checkpoint: u64,
     /// Consensus alarms since start: each means the fault model was exceeded or this
     /// validator's stores are damaged (`pbft::Alarm`).
     pub alarms: u64,

@@ -61,7 +61,9 @@ fn admission_refuses_a_record_without_a_grant_with_the_rules_reason() {
 
     // A record under a grant that was never given: refused, nothing stored.
     let made_up: TxId = ledger::sha256(b"no such grant");
-    let record = doctor.record(&genesis_hash, &patient.id, made_up, &note("angina"));
+    let record = rt
+        .block_on(doctor.record(&hospital, &patient.id, made_up, &note("angina")))
+        .unwrap();
     let id = record.id(&genesis_hash);
     match rt.block_on(hospital.submit(record)) {
         Err(NodeError::Refused(why)) => assert_eq!(why, reason::NO_SUCH_GRANT),
@@ -71,20 +73,26 @@ fn admission_refuses_a_record_without_a_grant_with_the_rules_reason() {
     assert_eq!(hospital.status().pending, 0);
 
     // Under a real grant, in another department than the doctor's: the rule's reason too.
-    let grant = patient.write_grant(&genesis_hash, &doctor.id, "visit");
+    let grant = rt
+        .block_on(patient.write_grant(&hospital, &doctor.id, "visit"))
+        .unwrap();
     let grant_id = grant.id(&genesis_hash);
     let applied = rt.block_on(hospital.submit_applied(grant, WAIT)).unwrap();
     assert!(matches!(applied, Verdict::Applied { .. }), "{applied:?}");
     let mut elsewhere = doctor.clone();
     elsewhere.department = Some("Oncology".into());
-    let record = elsewhere.record(&genesis_hash, &patient.id, grant_id, &note("angina"));
+    let record = rt
+        .block_on(elsewhere.record(&hospital, &patient.id, grant_id, &note("angina")))
+        .unwrap();
     match rt.block_on(hospital.submit(record)) {
         Err(NodeError::Refused(why)) => assert_eq!(why, reason::NOT_OWN_DEPARTMENT),
         other => panic!("a record in another department was not refused: {other:?}"),
     }
 
     // The edge refuses a signature that does not verify before admission looks.
-    let mut forged = doctor.record(&genesis_hash, &patient.id, grant_id, &note("angina"));
+    let mut forged = rt
+        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("angina")))
+        .unwrap();
     forged.signature[3] ^= 1;
     assert!(matches!(
         rt.block_on(hospital.submit(forged)),
@@ -92,7 +100,9 @@ fn admission_refuses_a_record_without_a_grant_with_the_rules_reason() {
     ));
 
     // The lawful record is admitted and applied.
-    let record = doctor.record(&genesis_hash, &patient.id, grant_id, &note("angina"));
+    let record = rt
+        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("angina")))
+        .unwrap();
     let verdict = rt.block_on(hospital.submit_applied(record, WAIT)).unwrap();
     assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
     let records = hospital.read(|r| r.records_of(&patient.id)).unwrap();
@@ -117,7 +127,9 @@ fn submit_applied_reports_a_rejection_at_commit() {
     let rt = runtime();
     let (patient, doctor) = people(&rt, &hospital);
     let genesis_hash = hospital.genesis_hash();
-    let grant = patient.write_grant(&genesis_hash, &doctor.id, "two notes, one grant");
+    let grant = rt
+        .block_on(patient.write_grant(&hospital, &doctor.id, "two notes, one grant"))
+        .unwrap();
     let grant_id = grant.id(&genesis_hash);
     let Verdict::Applied {
         height: granted_at,
@@ -128,8 +140,12 @@ fn submit_applied_reports_a_rejection_at_commit() {
     };
     assert!(block_time_ms > 0);
 
-    let first = doctor.record(&genesis_hash, &patient.id, grant_id, &note("first"));
-    let second = doctor.record(&genesis_hash, &patient.id, grant_id, &note("second"));
+    let first = rt
+        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("first")))
+        .unwrap();
+    let second = rt
+        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("second")))
+        .unwrap();
     let (first_id, second_id) = (first.id(&genesis_hash), second.id(&genesis_hash));
     let (first_verdict, second_verdict) = rt.block_on(async {
         let id = hospital.submit(first.clone()).await.unwrap();
@@ -224,12 +240,14 @@ fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
     };
     assert_eq!(hospital.status().refused_forwards, 0);
 
-    let unlawful = doctor.record(
-        &genesis_hash,
-        &patient.id,
-        ledger::sha256(b"no grant"),
-        &note("forged"),
-    );
+    let unlawful = rt
+        .block_on(doctor.record(
+            &hospital,
+            &patient.id,
+            ledger::sha256(b"no grant"),
+            &note("forged"),
+        ))
+        .unwrap();
     forward(&unlawful);
     let lawful = enrollment(&clinic);
     forward(&lawful);
@@ -264,7 +282,9 @@ fn an_own_transaction_that_lost_a_race_does_not_time_out_a_correct_primary() {
     // The clinic admits the grant against its own chain: it must know the people first.
     wait_height(&clinic, hospital.status().height);
     let genesis_hash = hospital.genesis_hash();
-    let grant = patient.write_grant(&genesis_hash, &doctor.id, "one note");
+    let grant = rt
+        .block_on(patient.write_grant(&hospital, &doctor.id, "one note"))
+        .unwrap();
     let grant_id = grant.id(&genesis_hash);
     let applied = rt.block_on(clinic.submit_applied(grant, WAIT)).unwrap();
     let Verdict::Applied {
@@ -274,8 +294,12 @@ fn an_own_transaction_that_lost_a_race_does_not_time_out_a_correct_primary() {
         panic!("the grant was not applied: {applied:?}");
     };
     wait_height(&hospital, granted_at);
-    let first = doctor.record(&genesis_hash, &patient.id, grant_id, &note("first"));
-    let second = doctor.record(&genesis_hash, &patient.id, grant_id, &note("second"));
+    let first = rt
+        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("first")))
+        .unwrap();
+    let second = rt
+        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("second")))
+        .unwrap();
 
     cluster.network().set_disconnected(1, true);
     let verdict = rt.block_on(hospital.submit_applied(first, WAIT)).unwrap();

@@ -141,7 +141,6 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 /// writes.
 fn commit(process: &Process, count: usize, diagnosis: &str) {
     let handle = process.handle();
-    let genesis_hash = handle.genesis_hash();
     let patient = Person::patient(handle.id());
     let doctor = Person::doctor(handle.id(), "Cardiology", "Dr Channel");
     process.runtime.block_on(async {
@@ -154,7 +153,10 @@ fn commit(process: &Process, count: usize, diagnosis: &str) {
         .unwrap();
         let mut grants = Vec::new();
         for _ in 0..count {
-            let grant = patient.write_grant(&genesis_hash, &doctor.id, "visit");
+            let grant = patient
+                .write_grant(&handle, &doctor.id, "visit")
+                .await
+                .unwrap();
             grants.push(handle.submit(grant).await.unwrap());
         }
         handle.cut().await.unwrap();
@@ -164,7 +166,10 @@ fn commit(process: &Process, count: usize, diagnosis: &str) {
             notes: String::new(),
         };
         for grant in grants {
-            let record = doctor.record(&genesis_hash, &patient.id, grant, &body);
+            let record = doctor
+                .record(&handle, &patient.id, grant, &body)
+                .await
+                .unwrap();
             handle.submit(record).await.unwrap();
         }
     });
@@ -472,4 +477,42 @@ fn finding_5_oversized_frame_is_refused() {
         limits.largest_bytes() < 256 * 1024 * 1024 + 1,
         "frame bound above the old 256 MiB"
     );
+}
+
+/// A key frame is bounded by its own kind (64 KiB: a full request is 32 KiB, a full answer 34
+/// KiB): one a byte over is refused unread with the connection, whatever the other bounds.
+#[test]
+fn a_key_frame_above_its_bound_is_refused() {
+    let net = Net::new();
+    let hospital = net.start(0);
+    let handle = hospital.handle();
+    let clinic = net.identity(1, net.key(1));
+    let rt = client_runtime();
+    rt.block_on(async {
+        let stream = TcpStream::connect(net.listen[0]).await.unwrap();
+        let mut channel = Channel::initiate(stream, &clinic, 0).await.unwrap();
+        // A full request is taken (and answered: the hospital's key service counts it).
+        let full = borsh::to_vec(&Wire::Keys(node::KeyFrame::Request {
+            request: 1,
+            txs: vec![[7; 32]; node::MAX_KEY_REQUEST_IDS],
+        }))
+        .unwrap();
+        channel.feed(FrameKind::Keys, &full).await.unwrap();
+        channel.flush().await.unwrap();
+        assert!(
+            !closed_within(&mut channel, Duration::from_millis(500)).await,
+            "a full key request was refused"
+        );
+
+        let oversized = vec![0u8; node::MAX_KEY_FRAME_BYTES + 1];
+        channel.feed(FrameKind::Keys, &oversized).await.unwrap();
+        channel.flush().await.unwrap();
+        assert!(
+            closed_within(&mut channel, Duration::from_secs(5)).await,
+            "the node kept reading a key frame over its bound"
+        );
+    });
+    // The full request reached the key service, not the runtime.
+    assert_eq!(handle.status().rejected_messages, 0);
+    assert!(node::FrameLimits::for_timing(4, &timing()).max_bytes(FrameKind::Keys) < 65 * 1024);
 }

@@ -8,9 +8,32 @@
 //! read from `chain.db`), key frames from peers (routed here by the transport), seals and opens
 //! from the application (through [`crate::NodeHandle`], served before any peer), and a timer.
 
+mod exchange;
+mod feed;
+mod store;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ledger::entitled::{AppliedBlock, AppliedEntry, EntryVerdict, Parties};
+use ledger::seal::DataKey;
+use ledger::{
+    Applied, Block, Checked, Genesis, Hash, PersonId, PublicKey, Queries, Reader, TxHeader, TxId,
+};
+use pbft::ReplicaId;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use ledger::TxId;
+use crate::clock::Clock;
+use crate::error::NodeError;
+use crate::status::Shared;
+use crate::transport::{InboundCredit, Transport};
+use crate::wire::{Frame, KeyFrame, Wire};
+use exchange::Exchange;
+use store::KeyStore;
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
 /// (§3.3). Never printed, zeroed when dropped.
@@ -111,9 +134,769 @@ pub struct KeyCounters {
 pub struct KeyStatus {
     /// Every applied block up to here has been processed (§5.4).
     pub processed_height: u64,
+    /// The processed height `keys.db` held when this start began: a restart resumes from it.
+    pub resumed_from: u64,
     /// Keys this validator is entitled to and waits for (`wanted` rows).
     pub waiting: u64,
     /// Keys held (`data_keys` rows, pending seals included).
     pub held: u64,
     pub counters: KeyCounters,
+}
+
+/// Applied blocks queued for the service; beyond, it is marked behind and reads the blocks it
+/// missed from `chain.db`.
+const FEED_BLOCKS: usize = 256;
+/// Seals and opens queued at most; beyond, the application is told the validator is busy.
+const LOCAL_REQUESTS: usize = 65_536;
+/// Key requests from one peer queued at most (§5.3); more are dropped and counted.
+pub(crate) const PEER_REQUESTS_QUEUED: usize = 4;
+/// How long `open` waits for the key service to reach the height it needs (§6.1).
+pub const OPEN_WAIT: Duration = Duration::from_secs(10);
+/// The service's timer: retries, and grants ended by the clock (§5.1).
+const TIMER: Duration = Duration::from_millis(250);
+
+/// A seal's key, to be stored durably before the seal returns.
+pub(crate) struct SealRequest {
+    pub tx: TxId,
+    pub patient: PersonId,
+    pub not_after_ms: u64,
+    pub key: DataKey,
+    pub reply: oneshot::Sender<Result<(), NodeError>>,
+}
+
+/// What the service knows of one sealed transaction an `open` asks about.
+pub(crate) enum Lookup {
+    Held { key: DataKey, sealer: u32 },
+    State(OpenState),
+}
+
+/// One sealed transaction an `open` asks about.
+pub(crate) struct LookupItem {
+    pub tx: TxId,
+    pub header: TxHeader,
+    /// The body's key commitment, `None` if the body is not a sealed body.
+    pub key_commit: Option<Hash>,
+}
+
+pub(crate) struct OpenRequest {
+    pub at_height: u64,
+    pub items: Vec<LookupItem>,
+    pub reply: oneshot::Sender<Result<Vec<Lookup>, NodeError>>,
+}
+
+/// An online copy of `keys.db` to write at `dest` (still sealed under the key-store key).
+pub(crate) struct BackupRequest {
+    pub dest: std::path::PathBuf,
+    pub reply: oneshot::Sender<Result<(), NodeError>>,
+}
+
+/// A key frame from a peer, with its share of the peer's inbound budget.
+struct PeerFrame {
+    from: ReplicaId,
+    frame: Frame,
+    _credit: InboundCredit,
+}
+
+#[derive(Default)]
+struct Queues {
+    seals: Vec<SealRequest>,
+    blocks: VecDeque<AppliedBlock>,
+    /// A block did not fit in `blocks`: read what is missing from `chain.db`.
+    behind: bool,
+    opens: Vec<OpenRequest>,
+    backups: Vec<BackupRequest>,
+    peers: VecDeque<PeerFrame>,
+    /// Requests queued per peer.
+    queued_requests: HashMap<ReplicaId, usize>,
+    dropped_requests: u64,
+    stopped: bool,
+}
+
+/// What the service takes from its queues in one turn: every local input, and at most one
+/// peer frame (local work first, §5.3).
+struct Turn {
+    seals: Vec<SealRequest>,
+    blocks: Vec<AppliedBlock>,
+    behind: bool,
+    opens: Vec<OpenRequest>,
+    backups: Vec<BackupRequest>,
+    peer: Option<PeerFrame>,
+    dropped_requests: u64,
+    stopped: bool,
+}
+
+struct Inbox {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+    status: Mutex<KeyStatus>,
+}
+
+/// The way into a validator's key service, shared by the runtime (applied blocks), the
+/// transport (key frames) and the handle (seals and opens).
+#[derive(Clone)]
+pub struct KeyInbox {
+    inner: Arc<Inbox>,
+}
+
+impl KeyInbox {
+    pub(crate) fn new() -> Self {
+        KeyInbox {
+            inner: Arc::new(Inbox {
+                queues: Mutex::new(Queues::default()),
+                ready: Condvar::new(),
+                status: Mutex::new(KeyStatus::default()),
+            }),
+        }
+    }
+
+    fn queues(&self) -> Option<MutexGuard<'_, Queues>> {
+        self.inner.queues.lock().ok()
+    }
+
+    fn push_local(&self, push: impl FnOnce(&mut Queues) -> bool) -> Result<(), NodeError> {
+        let mut queues = self.queues().ok_or(NodeError::Stopped)?;
+        if queues.stopped {
+            return Err(NodeError::Stopped);
+        }
+        if queues.seals.len() + queues.opens.len() + queues.backups.len() >= LOCAL_REQUESTS {
+            return Err(NodeError::Busy);
+        }
+        if push(&mut queues) {
+            self.inner.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn seal(&self, request: SealRequest) -> Result<(), NodeError> {
+        self.push_local(|queues| {
+            queues.seals.push(request);
+            true
+        })
+    }
+
+    pub(crate) fn open(&self, request: OpenRequest) -> Result<(), NodeError> {
+        self.push_local(|queues| {
+            queues.opens.push(request);
+            true
+        })
+    }
+
+    pub(crate) fn backup(&self, request: BackupRequest) -> Result<(), NodeError> {
+        self.push_local(|queues| {
+            queues.backups.push(request);
+            true
+        })
+    }
+
+    /// Hands an applied block (its decoded entries and verdicts, no second decode) to the
+    /// service; when its queue is full, marks it behind instead (it reads the block from
+    /// `chain.db`). Never blocks the runtime.
+    pub(crate) fn applied(&self, block: &Block, contents: &[Checked], applied: &Applied) {
+        let Some(mut queues) = self.queues() else {
+            return;
+        };
+        if queues.stopped {
+            return;
+        }
+        if queues.blocks.len() >= FEED_BLOCKS || queues.behind {
+            queues.behind = true;
+        } else {
+            queues
+                .blocks
+                .push_back(applied_block(block, contents, applied));
+        }
+        self.inner.ready.notify_one();
+    }
+
+    /// A key frame from `from`, as the transport authenticated it. At most
+    /// [`PEER_REQUESTS_QUEUED`] requests of one peer wait; more are dropped and counted.
+    pub(crate) fn deliver(&self, from: ReplicaId, frame: Frame, credit: InboundCredit) -> bool {
+        let Some(mut queues) = self.queues() else {
+            return false;
+        };
+        if queues.stopped {
+            return false;
+        }
+        if let Wire::Keys(KeyFrame::Request { .. }) = &*frame {
+            let queued = queues.queued_requests.entry(from).or_default();
+            if *queued >= PEER_REQUESTS_QUEUED {
+                queues.dropped_requests += 1;
+                return false;
+            }
+            *queued += 1;
+        }
+        queues.peers.push_back(PeerFrame {
+            from,
+            frame,
+            _credit: credit,
+        });
+        self.inner.ready.notify_one();
+        true
+    }
+
+    /// Waits (at most `timeout`) for work, and takes it.
+    fn take(&self, timeout: Duration) -> Turn {
+        let stopped = Turn {
+            seals: Vec::new(),
+            blocks: Vec::new(),
+            behind: false,
+            opens: Vec::new(),
+            backups: Vec::new(),
+            peer: None,
+            dropped_requests: 0,
+            stopped: true,
+        };
+        let Some(mut queues) = self.queues() else {
+            return stopped;
+        };
+        let idle = |q: &Queues| {
+            !q.stopped
+                && q.seals.is_empty()
+                && q.blocks.is_empty()
+                && !q.behind
+                && q.opens.is_empty()
+                && q.backups.is_empty()
+                && q.peers.is_empty()
+        };
+        if idle(&queues) {
+            queues = match self.inner.ready.wait_timeout(queues, timeout) {
+                Ok((queues, _)) => queues,
+                Err(_) => return stopped,
+            };
+        }
+        let peer = queues.peers.pop_front();
+        if let Some(PeerFrame { from, frame, .. }) = &peer
+            && let Wire::Keys(KeyFrame::Request { .. }) = &**frame
+            && let Some(queued) = queues.queued_requests.get_mut(from)
+        {
+            *queued = queued.saturating_sub(1);
+        }
+        Turn {
+            seals: std::mem::take(&mut queues.seals),
+            blocks: queues.blocks.drain(..).collect(),
+            behind: std::mem::take(&mut queues.behind),
+            opens: std::mem::take(&mut queues.opens),
+            backups: std::mem::take(&mut queues.backups),
+            peer,
+            dropped_requests: std::mem::take(&mut queues.dropped_requests),
+            stopped: queues.stopped,
+        }
+    }
+
+    /// Local and peer work waits. Whether any does (the service then skips its sleep).
+    fn has_work(&self) -> bool {
+        self.queues().is_some_and(|q| {
+            !q.seals.is_empty()
+                || !q.blocks.is_empty()
+                || q.behind
+                || !q.opens.is_empty()
+                || !q.backups.is_empty()
+                || !q.peers.is_empty()
+        })
+    }
+
+    pub(crate) fn stop(&self) {
+        if let Some(mut queues) = self.queues() {
+            queues.stopped = true;
+            for seal in queues.seals.drain(..) {
+                let _ = seal.reply.send(Err(NodeError::Stopped));
+            }
+            queues.opens.clear();
+            queues.backups.clear();
+            queues.peers.clear();
+        }
+        self.inner.ready.notify_all();
+    }
+
+    pub(crate) fn status(&self) -> KeyStatus {
+        self.inner
+            .status
+            .lock()
+            .map(|status| status.clone())
+            .unwrap_or_default()
+    }
+
+    fn publish(&self, status: KeyStatus) {
+        if let Ok(mut slot) = self.inner.status.lock() {
+            *slot = status;
+        }
+    }
+}
+
+/// The key service's view of an applied block: entries with their headers and verdicts.
+fn applied_block(block: &Block, contents: &[Checked], applied: &Applied) -> AppliedBlock {
+    let entries = block
+        .entries
+        .iter()
+        .zip(contents)
+        .enumerate()
+        .map(|(index, (entry, content))| {
+            let rejected = applied
+                .rejected
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, reason)| *reason);
+            AppliedEntry {
+                id: entry.id,
+                header: content.as_ref().ok().map(|tx| tx.header.clone()),
+                verdict: EntryVerdict::of(rejected),
+            }
+        })
+        .collect();
+    AppliedBlock {
+        height: block.header.height,
+        time_ms: block.header.timestamp_ms,
+        entries,
+    }
+}
+
+/// What a running key service needs from its node.
+pub(crate) struct KeyServiceConfig {
+    pub id: ReplicaId,
+    pub n: usize,
+    pub dir: std::path::PathBuf,
+    pub genesis: Arc<Genesis>,
+    pub key: KeystoreKey,
+    pub clock: Clock,
+    /// The node's status: whether the replica recovers or is behind (§5.6).
+    pub shared: Arc<Shared>,
+}
+
+/// A running key service: its thread, stopped and joined when dropped.
+pub(crate) struct KeyService {
+    inbox: KeyInbox,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KeyService {
+    /// Opens `keys.db` (refusing a wrong key or another chain's store) and starts the service's
+    /// thread, which first processes every block applied since its processed height, then
+    /// serves. `transport` carries its frames to peers.
+    pub fn start(
+        config: KeyServiceConfig,
+        inbox: KeyInbox,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, NodeError> {
+        let store = KeyStore::open(
+            &config.dir.join("keys.db"),
+            config.genesis.hash(),
+            config.key.clone(),
+        )?;
+        let chain = Reader::open(&config.dir.join("chain.db"))?;
+        let service = Service::new(config, store, chain, inbox.clone(), transport)?;
+        let thread = std::thread::Builder::new()
+            .name(format!("keys-{}", service.me))
+            .spawn(move || service.run())?;
+        Ok(KeyService {
+            inbox,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        self.inbox.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for KeyService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A wanted key, as the service schedules its pulls.
+#[derive(Clone, Debug)]
+struct Wanted {
+    patient: PersonId,
+    /// The validator asked first (§5.2).
+    source: u32,
+    since_ms: u64,
+    tries: u32,
+    /// Entitled as a grantee only: asked of the patient's home only (§5.2).
+    as_grantee: bool,
+    /// Not asked again before then.
+    next_try: Instant,
+}
+
+/// What never changes once on chain, kept in memory once read: a person's home, a key's
+/// origin.
+#[derive(Default)]
+struct Directory {
+    homes: HashMap<PersonId, u32>,
+    origins: HashMap<PublicKey, u32>,
+}
+
+impl Directory {
+    fn home(&mut self, chain: &Reader, person: &PersonId) -> Result<Option<u32>, NodeError> {
+        if let Some(home) = self.homes.get(person) {
+            return Ok(Some(*home));
+        }
+        let home = chain.person(person)?.map(|row| row.home);
+        if let Some(home) = home {
+            self.homes.insert(*person, home);
+        }
+        Ok(home)
+    }
+
+    fn parties(&mut self, chain: &Reader, header: &TxHeader) -> Result<Option<Parties>, NodeError> {
+        let Directory { homes, origins } = self;
+        Ok(ledger::entitled::parties_with(
+            header,
+            &mut |person| {
+                if let Some(home) = homes.get(person) {
+                    return Ok(Some(*home));
+                }
+                let home = chain.person(person)?.map(|row| row.home);
+                if let Some(home) = home {
+                    homes.insert(*person, home);
+                }
+                Ok(home)
+            },
+            &mut |key| {
+                if let Some(origin) = origins.get(key) {
+                    return Ok(Some(*origin));
+                }
+                let origin = chain.key(key)?.map(|row| row.origin);
+                if let Some(origin) = origin {
+                    origins.insert(*key, origin);
+                }
+                Ok(origin)
+            },
+        )?)
+    }
+}
+
+/// The key service: one thread, owning `keys.db`'s connection and a read connection to the
+/// chain.
+struct Service {
+    me: ReplicaId,
+    n: usize,
+    clock: Clock,
+    shared: Arc<Shared>,
+    store: KeyStore,
+    chain: Reader,
+    inbox: KeyInbox,
+    exchange: Exchange,
+    directory: Directory,
+    processed: u64,
+    /// The time of the last processed block: `T` of "live now" (§4.1).
+    block_time_ms: u64,
+    /// Own seals not yet seen on chain, with their `not_after_ms`.
+    pending: HashMap<TxId, u64>,
+    /// Live read grants of patients to this validator's doctors.
+    read_grants: BTreeMap<TxId, store::ReadGrantRow>,
+    wanted: BTreeMap<TxId, Wanted>,
+    /// Opens waiting for the processed height they need, with their deadlines.
+    waiting_opens: Vec<(OpenRequest, Instant)>,
+    /// Rows of `data_keys`.
+    held: u64,
+    counters: KeyCounters,
+    next_timer: Instant,
+}
+
+impl Service {
+    fn new(
+        config: KeyServiceConfig,
+        store: KeyStore,
+        chain: Reader,
+        inbox: KeyInbox,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, NodeError> {
+        let processed = store.processed_height()?;
+        let rows = store.rows();
+        let pending = rows.pending()?.into_iter().collect();
+        let read_grants = rows
+            .read_grants()?
+            .into_iter()
+            .map(|grant| (grant.grant, grant))
+            .collect();
+        let held = rows.key_count()?;
+        let wanted_rows = rows.wanted()?;
+        let block_time_ms =
+            ledger::entitled::applied_block(&chain, processed)?.map_or(0, |block| block.time_ms);
+        let mut service = Service {
+            me: config.id,
+            n: config.n,
+            clock: config.clock,
+            shared: config.shared,
+            store,
+            chain,
+            inbox,
+            exchange: Exchange::new(config.id, config.n, transport),
+            directory: Directory::default(),
+            processed,
+            block_time_ms,
+            pending,
+            read_grants,
+            wanted: BTreeMap::new(),
+            waiting_opens: Vec::new(),
+            held,
+            counters: KeyCounters::default(),
+            next_timer: Instant::now(),
+        };
+        for row in wanted_rows {
+            let as_grantee = match service.chain.transaction(&row.tx)? {
+                Some(committed) => !service
+                    .directory
+                    .parties(&service.chain, &committed.tx.header)?
+                    .is_some_and(|parties| parties.includes(service.me)),
+                None => false,
+            };
+            service.wanted.insert(
+                row.tx,
+                Wanted {
+                    patient: row.patient,
+                    source: row.source,
+                    since_ms: row.since_ms,
+                    tries: row.tries,
+                    as_grantee,
+                    next_try: Instant::now(),
+                },
+            );
+        }
+        service.publish(processed);
+        Ok(service)
+    }
+
+    fn run(mut self) {
+        let resumed_from = self.processed;
+        // Every block applied since the processed height, before anything is answered (§5.6).
+        if let Err(error) = self.catch_up() {
+            warn!(%error, "key service stopping: cannot process the chain");
+            self.shared.set_failed(format!("key service: {error}"));
+            return;
+        }
+        info!(
+            validator = self.me,
+            processed = self.processed,
+            resumed_from,
+            "key service ready"
+        );
+        self.publish(resumed_from);
+        loop {
+            let timeout = self.next_timer.saturating_duration_since(Instant::now());
+            let turn = self.inbox.take(timeout);
+            if turn.stopped {
+                break;
+            }
+            if let Err(error) = self.turn(turn) {
+                warn!(%error, "key service stopping after a storage error");
+                self.shared.set_failed(format!("key service: {error}"));
+                break;
+            }
+            self.publish(resumed_from);
+        }
+        for (open, _) in self.waiting_opens.drain(..) {
+            let _ = open.reply.send(Err(NodeError::Stopped));
+        }
+    }
+
+    fn turn(&mut self, turn: Turn) -> Result<(), NodeError> {
+        self.counters.keys_requests_dropped += turn.dropped_requests;
+        if !turn.seals.is_empty() {
+            self.store_seals(turn.seals)?;
+        }
+        if !turn.blocks.is_empty() || turn.behind {
+            self.process_blocks(turn.blocks)?;
+            if turn.behind {
+                self.catch_up()?;
+            }
+            self.pull()?;
+        }
+        if Instant::now() >= self.next_timer {
+            self.next_timer = Instant::now() + TIMER;
+            self.on_timer()?;
+        }
+        let deadline = Instant::now() + OPEN_WAIT;
+        self.waiting_opens
+            .extend(turn.opens.into_iter().map(|open| (open, deadline)));
+        self.answer_opens()?;
+        for backup in turn.backups {
+            let _ = backup.reply.send(self.store.backup(&backup.dest));
+        }
+        if let Some(peer) = turn.peer {
+            self.on_frame(peer.from, &peer.frame)?;
+        }
+        Ok(())
+    }
+
+    fn publish(&self, resumed_from: u64) {
+        self.inbox.publish(KeyStatus {
+            processed_height: self.processed,
+            resumed_from,
+            waiting: self.wanted.len() as u64,
+            held: self.held,
+            counters: self.counters.clone(),
+        });
+    }
+
+    /// Runs `write` in one `keys.db` transaction (one fsync), rolled back if it fails (the
+    /// service then stops: its memory may be ahead of the file).
+    fn in_write<T>(
+        &mut self,
+        write: impl FnOnce(&mut Self) -> Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
+        self.store.begin()?;
+        match write(self) {
+            Ok(value) => {
+                self.store.commit()?;
+                Ok(value)
+            }
+            Err(error) => {
+                self.store.rollback();
+                Err(error)
+            }
+        }
+    }
+
+    /// The timer: grants ended by the clock, blocks the feed did not bring (the chain is the
+    /// source), expired requests, retries.
+    fn on_timer(&mut self) -> Result<(), NodeError> {
+        let now_ms = self.clock.now_ms();
+        let ended: Vec<_> = self
+            .read_grants
+            .values()
+            .filter(|grant| now_ms >= grant.expires_ms)
+            .map(|grant| grant.grant)
+            .collect();
+        if !ended.is_empty() {
+            self.in_write(|service| {
+                for grant in &ended {
+                    service.end_grant(grant)?;
+                }
+                Ok(())
+            })?;
+        }
+        if !self.inbox.has_work() {
+            self.catch_up()?;
+        }
+        self.exchange.expire_requests(Instant::now());
+        self.pull()
+    }
+
+    /// Stores the keys of concurrent seals in one SQLite transaction (one fsync), then answers
+    /// each (§5.5).
+    fn store_seals(&mut self, seals: Vec<SealRequest>) -> Result<(), NodeError> {
+        let written = self.in_write(|service| {
+            for seal in &seals {
+                let inserted = service.store.rows().insert_key(
+                    &seal.tx,
+                    &seal.patient,
+                    &seal.key,
+                    false,
+                    seal.not_after_ms,
+                )?;
+                if inserted == store::Inserted::Stored {
+                    service.held += 1;
+                    service.pending.insert(seal.tx, seal.not_after_ms);
+                }
+            }
+            Ok(())
+        });
+        let failed = written.as_ref().err().map(ToString::to_string);
+        for seal in seals {
+            let answer = match &failed {
+                None => Ok(()),
+                Some(error) => Err(NodeError::Corrupt(format!("keys.db: {error}"))),
+            };
+            let _ = seal.reply.send(answer);
+        }
+        written
+    }
+
+    fn parties(&mut self, header: &TxHeader) -> Result<Option<Parties>, NodeError> {
+        self.directory.parties(&self.chain, header)
+    }
+
+    /// Whether a read grant of `patient` to a doctor here is live now (§4.1).
+    fn grantee_of(&self, patient: &PersonId) -> bool {
+        let now_ms = self.clock.now_ms();
+        self.read_grants.values().any(|grant| {
+            grant.patient == *patient
+                && self.block_time_ms < grant.expires_ms
+                && now_ms < grant.expires_ms
+        })
+    }
+
+    /// Whether this validator is entitled to `header`'s key now, at its own state: a party,
+    /// or a grantee of an `AddRecord` (§4.1).
+    fn entitled(&mut self, header: &TxHeader) -> Result<Option<(Parties, bool)>, NodeError> {
+        let Some(parties) = self.parties(header)? else {
+            return Ok(None);
+        };
+        if parties.includes(self.me) {
+            return Ok(Some((parties, false)));
+        }
+        let grantee = matches!(header.meta, ledger::Meta::AddRecord(_))
+            && self.grantee_of(header.meta.subject());
+        Ok(grantee.then_some((parties, true)))
+    }
+
+    /// Answers the opens whose height is processed; the others wait, at most [`OPEN_WAIT`].
+    fn answer_opens(&mut self) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let mut still = Vec::new();
+        for (open, deadline) in std::mem::take(&mut self.waiting_opens) {
+            if open.reply.is_closed() {
+                continue;
+            }
+            if open.at_height <= self.processed {
+                let answer = self.lookup(&open.items);
+                let _ = open.reply.send(answer);
+            } else if now >= deadline {
+                let _ = open.reply.send(Err(NodeError::KeysCatchingUp));
+            } else {
+                still.push((open, deadline));
+            }
+        }
+        self.waiting_opens = still;
+        Ok(())
+    }
+
+    /// What this validator holds or knows of each item (§6.2); the caller opens the bodies.
+    fn lookup(&mut self, items: &[LookupItem]) -> Result<Vec<Lookup>, NodeError> {
+        let mut answers = Vec::with_capacity(items.len());
+        for item in items {
+            let parties = self.parties(&item.header)?;
+            let sealer = match (parties, item.header.signer) {
+                (Some(parties), _) => parties.sealer,
+                (None, ledger::Signer::Validator { index }) => index,
+                (None, _) => u32::MAX,
+            };
+            if let Some(key) = self.store.rows().key(&item.tx)? {
+                answers.push(Lookup::Held { key, sealer });
+                continue;
+            }
+            let state = match (parties, item.key_commit) {
+                (None, _) | (_, None) => OpenState::Broken { sealer },
+                (Some(parties), Some(commit)) => {
+                    if ledger::entitled::erased(&self.chain, &item.tx)?.is_some() {
+                        OpenState::Erased
+                    } else if self.store.rows().key_commit_holder(&commit)?.is_some() {
+                        OpenState::Broken { sealer }
+                    } else if let Some((_, as_grantee)) = self.entitled(&item.header)? {
+                        match self.wanted.get(&item.tx) {
+                            Some(wanted) => OpenState::Waiting {
+                                from: wanted.source,
+                                since_ms: wanted.since_ms,
+                            },
+                            None => OpenState::Waiting {
+                                from: feed::first_source(&parties, as_grantee, self.me, self.n),
+                                since_ms: 0,
+                            },
+                        }
+                    } else {
+                        OpenState::Elsewhere {
+                            home: parties.patient_home,
+                        }
+                    }
+                }
+            };
+            answers.push(Lookup::State(state));
+        }
+        Ok(answers)
+    }
 }

@@ -9,12 +9,13 @@ use std::sync::{Arc, RwLock};
 use pbft::ReplicaId;
 
 use super::{InboundCredit, Transport, deliver};
+use crate::keys::KeyInbox;
 use crate::runtime::Event;
 use crate::wire::Frame;
 
 #[derive(Default)]
 struct Link {
-    inbox: Option<SyncSender<Event>>,
+    inbox: Option<(SyncSender<Event>, KeyInbox)>,
     /// A disconnected node neither sends nor receives (used to take one down in tests).
     disconnected: AtomicBool,
 }
@@ -22,11 +23,15 @@ struct Link {
 /// Sees every frame the network carries: `(from, to, frame)`.
 type Observer = Arc<dyn Fn(ReplicaId, ReplicaId, &Frame) + Send + Sync>;
 
+/// Decides whether a frame is delivered: `(from, to, frame)`, true to deliver.
+type Filter = Arc<dyn Fn(ReplicaId, ReplicaId, &Frame) -> bool + Send + Sync>;
+
 /// In-process links between the validators of one embedded cluster.
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
     links: Arc<RwLock<Vec<Link>>>,
     observer: Arc<RwLock<Option<Observer>>>,
+    filter: Arc<RwLock<Option<Filter>>>,
 }
 
 impl MemoryNetwork {
@@ -35,6 +40,36 @@ impl MemoryNetwork {
         Self {
             links: Arc::new(RwLock::new(links)),
             observer: Arc::default(),
+            filter: Arc::default(),
+        }
+    }
+
+    /// Delivers from now on only the frames `filter` lets through (tests withhold what a
+    /// validator sends, as a dishonest one would); [`MemoryNetwork::clear_filter`] ends it.
+    pub fn filter(
+        &self,
+        filter: impl Fn(ReplicaId, ReplicaId, &Frame) -> bool + Send + Sync + 'static,
+    ) {
+        if let Ok(mut slot) = self.filter.write() {
+            *slot = Some(Arc::new(filter));
+        }
+    }
+
+    pub fn clear_filter(&self) {
+        if let Ok(mut slot) = self.filter.write() {
+            *slot = None;
+        }
+    }
+
+    /// Delivers `frame` to `to` as if validator `from` had sent it, past the filter and
+    /// whether `from` runs or not: a test playing a dishonest `from`. Whether it was taken.
+    pub fn inject(&self, from: ReplicaId, to: ReplicaId, frame: Frame) -> bool {
+        let Ok(links) = self.links.read() else {
+            return false;
+        };
+        match links.get(to as usize).and_then(|link| link.inbox.as_ref()) {
+            Some((inbox, keys)) => deliver(inbox, keys, from, frame, InboundCredit::default()),
+            None => false,
         }
     }
 
@@ -46,12 +81,13 @@ impl MemoryNetwork {
         }
     }
 
-    /// Connects node `id`'s inbox, replacing an earlier one (a restarted node).
-    pub fn attach(&self, id: ReplicaId, inbox: SyncSender<Event>) {
+    /// Connects node `id`'s inboxes (its runtime's and its key service's), replacing earlier
+    /// ones (a restarted node).
+    pub fn attach(&self, id: ReplicaId, inbox: SyncSender<Event>, keys: KeyInbox) {
         if let Ok(mut links) = self.links.write()
             && let Some(link) = links.get_mut(id as usize)
         {
-            link.inbox = Some(inbox);
+            link.inbox = Some((inbox, keys));
         }
     }
 
@@ -91,13 +127,19 @@ impl Transport for MemoryEndpoint {
         if cut(self.from) || cut(to) {
             return;
         }
-        if let Some(inbox) = links.get(to as usize).and_then(|link| link.inbox.as_ref()) {
+        if let Ok(filter) = self.network.filter.read()
+            && let Some(filter) = filter.as_ref()
+            && !filter(self.from, to, &frame)
+        {
+            return;
+        }
+        if let Some((inbox, keys)) = links.get(to as usize).and_then(|link| link.inbox.as_ref()) {
             if let Ok(observer) = self.network.observer.read()
                 && let Some(observer) = observer.as_ref()
             {
                 observer(self.from, to, &frame);
             }
-            deliver(inbox, self.from, frame, InboundCredit::default());
+            deliver(inbox, keys, self.from, frame, InboundCredit::default());
         }
     }
 }

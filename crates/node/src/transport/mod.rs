@@ -21,8 +21,9 @@ use pbft::ReplicaId;
 pub use tcp::TcpTransport;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::keys::KeyInbox;
 use crate::runtime::Event;
-use crate::wire::{Frame, FrameLimits};
+use crate::wire::{Frame, FrameLimits, Wire};
 
 pub trait Transport: Send + Sync + 'static {
     /// Queues `frame` for `to`; drops it when that peer's queue is full or it is unreachable.
@@ -51,6 +52,8 @@ pub struct ValidatorIdentity {
 pub struct Wiring {
     /// Where frames for this validator go.
     pub inbox: SyncSender<Event>,
+    /// Where its key frames go: the key service's inbox, not the runtime's.
+    pub keys: KeyInbox,
     pub identity: ValidatorIdentity,
     /// How large each kind of frame from a peer may be.
     pub limits: FrameLimits,
@@ -72,13 +75,18 @@ impl InboundCredit {
     }
 }
 
-/// Hands an arrived frame to a node's inbox; drops it when the inbox is full.
+/// Hands an arrived frame to a node's inbox (a key frame to its key service's), holding the
+/// frame's share of its sender's budget until it is handled; drops it when the inbox is full.
 pub(crate) fn deliver(
     inbox: &SyncSender<Event>,
+    keys: &KeyInbox,
     from: ReplicaId,
     frame: Frame,
     credit: InboundCredit,
 ) -> bool {
+    if let Wire::Keys(_) = &*frame {
+        return keys.deliver(from, frame, credit);
+    }
     match inbox.try_send(Event::Network {
         from,
         frame,

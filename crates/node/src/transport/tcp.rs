@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::channel::{Channel, HANDSHAKE_TIMEOUT};
 use super::{InboundCredit, Transport, ValidatorIdentity, Wiring, deliver};
 use crate::error::NodeError;
+use crate::keys::KeyInbox;
 use crate::runtime::Event;
 use crate::wire::{Frame, FrameKind, FrameLimits, Wire};
 
@@ -79,6 +80,7 @@ impl TcpTransport {
         let n = wiring.identity.validators.len();
         let inbound = Arc::new(Inbound {
             inbox: wiring.inbox,
+            keys: wiring.keys,
             identity: wiring.identity.clone(),
             limits: wiring.limits,
             credits: (0..n)
@@ -165,6 +167,7 @@ impl Transport for TcpTransport {
 /// The receiving side, shared by the accept loop and every connection's reader.
 struct Inbound {
     inbox: std::sync::mpsc::SyncSender<Event>,
+    keys: KeyInbox,
     identity: ValidatorIdentity,
     limits: FrameLimits,
     /// Per validator: bytes of its frames that may wait in the inbox.
@@ -262,6 +265,7 @@ async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: A
         // A full inbox drops the frame: the replica is saturated and PBFT recovers.
         deliver(
             &inbound.inbox,
+            &inbound.keys,
             peer,
             Frame::new(wire),
             InboundCredit::new(permit),

@@ -1,0 +1,460 @@
+//! Keys between validators (docs/SECURITY.md, "Confidential records", §5.2-5.3, §5.6): pull
+//! by the node that needs a key, answered by a holder that checks entitlement on its own state.
+//!
+//! - A party (sealer, patient's home, doctor's home) asks the sealer; after 3 unanswered tries
+//!   the patient's home too; when both are itself (it lost its store), every other validator in
+//!   turn. A grantee asks the patient's home only: the one distributor to other hospitals.
+//! - A holder answers a request for `t` by `R` with the key iff it holds it, `t` is applied and
+//!   not erased at its state, and `R` is a party, or the holder is the patient's home and `R`
+//!   a live grantee (one chain snapshot, §16.19). Otherwise it says why not.
+//! - The requester checks the key against the body's commitment on its own chain and its own
+//!   entitlement before it stores it; a wrong key is dropped and counted.
+//! - Bounds: at most 4 open requests per holder and 4 queued per asker; a token bucket per
+//!   asker (4,096 ids per second, burst 8,192), ids beyond answered `Busy` without a lookup;
+//!   a node that is catching up answers `Busy` to everything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger::entitled;
+use ledger::seal::{DataKey, is_sealed_kind, key_commitment};
+use ledger::{Meta, Queries, Reader, TxId};
+use pbft::ReplicaId;
+use tracing::debug;
+
+use super::store::{Inserted, KeyStore};
+use super::{Directory, Service};
+use crate::error::NodeError;
+use crate::transport::Transport;
+use crate::wire::{Frame, KeyFrame, KeyReply, MAX_KEY_REQUEST_IDS, Wire, WireKey};
+
+/// Requests a node keeps open per holder, at most.
+const OPEN_PER_HOLDER: usize = 4;
+/// An unanswered request is forgotten after this (its ids are asked again after their backoff).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The backoff of a wanted key: 250 ms, doubling per try up to 10 s.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Tries of the sealer alone before the patient's home is asked too.
+const SEALER_TRIES: u32 = 3;
+/// Asked ids answered per second per peer, and the burst.
+const RATE_IDS_PER_S: f64 = 4096.0;
+const BURST_IDS: f64 = 8192.0;
+
+/// The wait before the next try, after `tries` tries.
+fn backoff(tries: u32) -> Duration {
+    BACKOFF_MIN
+        .saturating_mul(1 << tries.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+/// A peer's allowance of asked ids.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes up to `want` tokens; how many were taken.
+    fn take(&mut self, want: usize, now: Instant) -> usize {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * RATE_IDS_PER_S).min(BURST_IDS);
+        self.at = now;
+        let taken = (want as f64).min(self.tokens.floor());
+        self.tokens -= taken;
+        taken as usize
+    }
+}
+
+/// A request this node sent and waits an answer for.
+struct OpenPull {
+    holder: ReplicaId,
+    txs: Vec<TxId>,
+    deadline: Instant,
+}
+
+/// The exchange's own state: requests out, buckets of askers, and the way to peers.
+pub(super) struct Exchange {
+    transport: Arc<dyn Transport>,
+    next_request: u64,
+    open: HashMap<u64, OpenPull>,
+    buckets: Vec<Bucket>,
+}
+
+impl Exchange {
+    pub fn new(_me: ReplicaId, n: usize, transport: Arc<dyn Transport>) -> Self {
+        let now = Instant::now();
+        Exchange {
+            transport,
+            next_request: rand::random(),
+            open: HashMap::new(),
+            buckets: (0..n)
+                .map(|_| Bucket {
+                    tokens: BURST_IDS,
+                    at: now,
+                })
+                .collect(),
+        }
+    }
+
+    fn open_to(&self, holder: ReplicaId) -> usize {
+        self.open
+            .values()
+            .filter(|pull| pull.holder == holder)
+            .count()
+    }
+
+    fn ask(&mut self, holder: ReplicaId, txs: Vec<TxId>, now: Instant) {
+        let request = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        self.transport.send(
+            holder,
+            Frame::new(Wire::Keys(KeyFrame::Request {
+                request,
+                txs: txs.clone(),
+            })),
+        );
+        self.open.insert(
+            request,
+            OpenPull {
+                holder,
+                txs,
+                deadline: now + REQUEST_TIMEOUT,
+            },
+        );
+    }
+
+    /// The open request `request` to `holder`, closed.
+    fn answered(&mut self, holder: ReplicaId, request: u64) -> Option<OpenPull> {
+        match self.open.get(&request) {
+            Some(pull) if pull.holder == holder => self.open.remove(&request),
+            _ => None,
+        }
+    }
+
+    pub fn expire_requests(&mut self, now: Instant) {
+        self.open.retain(|_, pull| pull.deadline > now);
+    }
+
+    fn answer(&self, to: ReplicaId, request: u64, height: u64, replies: Vec<KeyReply>) {
+        self.transport.send(
+            to,
+            Frame::new(Wire::Keys(KeyFrame::Answer {
+                request,
+                height,
+                replies,
+            })),
+        );
+    }
+}
+
+/// What a holder answers `asker` for `tx` (§5.2), reading one chain snapshot.
+#[allow(clippy::too_many_arguments)]
+fn answer_one(
+    me: ReplicaId,
+    chain: &Reader,
+    directory: &mut Directory,
+    store: &KeyStore,
+    head_time_ms: u64,
+    now_ms: u64,
+    asker: ReplicaId,
+    tx: &TxId,
+) -> Result<KeyReply, NodeError> {
+    let Some(committed) = chain.transaction(tx)? else {
+        return Ok(KeyReply::NotOnChain);
+    };
+    let header = &committed.tx.header;
+    if committed.rejected.is_some() || !is_sealed_kind(&header.meta) {
+        return Ok(KeyReply::NotOnChain);
+    }
+    let Some(parties) = directory.parties(chain, header)? else {
+        return Ok(KeyReply::NotEntitled);
+    };
+    let entitled = parties.includes(asker)
+        || (parties.patient_home == me
+            && matches!(header.meta, Meta::AddRecord(_))
+            && !entitled::live_read_grants(
+                chain,
+                header.meta.subject(),
+                asker,
+                head_time_ms,
+                now_ms,
+            )?
+            .is_empty());
+    if !entitled {
+        return Ok(KeyReply::NotEntitled);
+    }
+    if entitled::erased(chain, tx)?.is_some() {
+        return Ok(KeyReply::Erased);
+    }
+    Ok(match store.rows().key(tx)? {
+        Some(key) => KeyReply::Key(WireKey(key)),
+        None => KeyReply::NotHeld,
+    })
+}
+
+impl Service {
+    /// A key frame from `from` (the transport's authenticated peer).
+    pub(super) fn on_frame(&mut self, from: ReplicaId, frame: &Frame) -> Result<(), NodeError> {
+        if from as usize >= self.n || from == self.me {
+            return Ok(());
+        }
+        match &**frame {
+            Wire::Keys(KeyFrame::Request { request, txs }) => self.on_request(from, *request, txs),
+            Wire::Keys(KeyFrame::Answer {
+                request,
+                height,
+                replies,
+            }) => self.on_answer(from, *request, *height, replies),
+            _ => Ok(()),
+        }
+    }
+
+    /// Catching up: the replica recovers, or this service is below the highest stable
+    /// checkpoint f+1 validators reported (§5.6): it gives no key.
+    fn catching_up(&self) -> bool {
+        let status = self.shared.status();
+        status.recovering || self.processed < status.reported_checkpoint
+    }
+
+    fn on_request(&mut self, from: ReplicaId, request: u64, txs: &[TxId]) -> Result<(), NodeError> {
+        if txs.is_empty() || txs.len() > MAX_KEY_REQUEST_IDS {
+            self.counters.keys_requests_dropped += 1;
+            return Ok(());
+        }
+        let now = Instant::now();
+        let allowed = if self.catching_up() {
+            0
+        } else {
+            self.buckets_take(from, txs.len(), now)
+        };
+        let mut replies = Vec::with_capacity(txs.len());
+        if allowed > 0 {
+            let now_ms = self.clock.now_ms();
+            let (me, store, directory) = (self.me, &self.store, &mut self.directory);
+            replies = entitled::in_snapshot(&self.chain, |chain| {
+                let head_time_ms = chain
+                    .blocks_page(None, 1)?
+                    .first()
+                    .map_or(0, |head| head.timestamp_ms);
+                let mut replies = Vec::with_capacity(txs.len());
+                for tx in &txs[..allowed] {
+                    let reply =
+                        answer_one(me, chain, directory, store, head_time_ms, now_ms, from, tx)
+                            .map_err(|error| ledger::Error::State(error.to_string()))?;
+                    replies.push(reply);
+                }
+                Ok(replies)
+            })?;
+        }
+        for reply in &replies {
+            match reply {
+                KeyReply::Key(_) => self.counters.keys_served += 1,
+                KeyReply::NotEntitled => self.counters.keys_requests_not_entitled += 1,
+                _ => {}
+            }
+        }
+        let busy = txs.len() - replies.len();
+        self.counters.keys_requests_busy += busy as u64;
+        replies.resize(txs.len(), KeyReply::Busy);
+        self.exchange.answer(from, request, self.processed, replies);
+        Ok(())
+    }
+
+    fn buckets_take(&mut self, from: ReplicaId, want: usize, now: Instant) -> usize {
+        self.exchange
+            .buckets
+            .get_mut(from as usize)
+            .map_or(0, |bucket| bucket.take(want, now))
+    }
+
+    fn on_answer(
+        &mut self,
+        from: ReplicaId,
+        request: u64,
+        height: u64,
+        replies: &[KeyReply],
+    ) -> Result<(), NodeError> {
+        let Some(pull) = self.exchange.answered(from, request) else {
+            self.counters.keys_answers_dropped += 1;
+            return Ok(());
+        };
+        if replies.len() != pull.txs.len() {
+            self.counters.keys_answers_dropped += 1;
+            return Ok(());
+        }
+        let mut keys = Vec::new();
+        let now = Instant::now();
+        for (tx, reply) in pull.txs.iter().zip(replies) {
+            match reply {
+                KeyReply::Key(WireKey(key)) => keys.push((*tx, key.clone())),
+                // The holder is at or past this node's state and still says no: the two
+                // disagree only while one is behind; ask at the slowest pace.
+                KeyReply::NotEntitled | KeyReply::NotOnChain if height >= self.processed => {
+                    if let Some(wanted) = self.wanted.get_mut(tx) {
+                        wanted.next_try = now + BACKOFF_MAX;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !keys.is_empty() {
+            self.in_write(|service| service.receive(from, keys))?;
+        }
+        Ok(())
+    }
+
+    /// Keys from `from`: each stored only if this node wants it, it matches the commitment of
+    /// the body on this node's chain, this node is still entitled and the record is not
+    /// erased here (§5.2), and no other transaction's key has its commitment (§16.13).
+    fn receive(&mut self, from: ReplicaId, keys: Vec<(TxId, DataKey)>) -> Result<(), NodeError> {
+        for (tx, key) in keys {
+            if !self.wanted.contains_key(&tx) {
+                continue;
+            }
+            let Some(committed) = self.chain.transaction(&tx)? else {
+                continue;
+            };
+            let Ok(commit) = key_commitment(&committed.tx.body) else {
+                continue;
+            };
+            if key.commitment() != commit {
+                debug!(from, tx = %ledger::short_hex(&tx), "refused a key that does not match its body");
+                self.counters.keys_refused_wrong += 1;
+                continue;
+            }
+            let header = committed.tx.header;
+            let entitled = committed.rejected.is_none()
+                && self.entitled(&header)?.is_some()
+                && entitled::erased(&self.chain, &tx)?.is_none();
+            if !entitled {
+                self.counters.keys_refused_unentitled += 1;
+                continue;
+            }
+            let inserted = self.store.rows().insert_key(
+                &tx,
+                header.meta.subject(),
+                &key,
+                true,
+                header.not_after_ms,
+            )?;
+            match inserted {
+                Inserted::Stored => {
+                    self.held += 1;
+                    self.counters.keys_received += 1;
+                }
+                Inserted::Held => {}
+                Inserted::CommitmentTaken => self.counters.keys_refused_reused += 1,
+            }
+            self.wanted.remove(&tx);
+            self.store.rows().unwant(&tx)?;
+        }
+        Ok(())
+    }
+
+    /// The holder to ask for a wanted key now (§5.2).
+    fn holder_for(&mut self, tx: &TxId) -> Result<Option<ReplicaId>, NodeError> {
+        let Some(wanted) = self.wanted.get(tx).cloned() else {
+            return Ok(None);
+        };
+        if wanted.as_grantee {
+            return Ok(Some(wanted.source));
+        }
+        let mut candidates = Vec::with_capacity(2);
+        if wanted.source != self.me {
+            candidates.push(wanted.source);
+        }
+        if wanted.tries >= SEALER_TRIES
+            && let Some(home) = self.directory.home(&self.chain, &wanted.patient)?
+            && home != self.me
+            && home != wanted.source
+        {
+            candidates.push(home);
+        }
+        if candidates.is_empty() {
+            // Sealer and home are this node (it lost its store): any holder answers a party.
+            let others = self.n.saturating_sub(1).max(1) as u32;
+            let step = 1 + wanted.tries % others;
+            return Ok(Some((self.me + step) % self.n.max(1) as u32));
+        }
+        Ok(Some(candidates[wanted.tries as usize % candidates.len()]))
+    }
+
+    /// Asks for the wanted keys that are due, batched per holder, at most
+    /// [`OPEN_PER_HOLDER`] requests open per holder.
+    pub(super) fn pull(&mut self) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let due: Vec<TxId> = self
+            .wanted
+            .iter()
+            .filter(|(_, wanted)| wanted.next_try <= now)
+            .map(|(tx, _)| *tx)
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut by_holder: BTreeMap<ReplicaId, Vec<TxId>> = BTreeMap::new();
+        for tx in due {
+            if let Some(holder) = self.holder_for(&tx)? {
+                by_holder.entry(holder).or_default().push(tx);
+            }
+        }
+        let mut tried = Vec::new();
+        for (holder, txs) in by_holder {
+            for chunk in txs.chunks(MAX_KEY_REQUEST_IDS) {
+                if self.exchange.open_to(holder) >= OPEN_PER_HOLDER {
+                    break;
+                }
+                self.exchange.ask(holder, chunk.to_vec(), now);
+                for tx in chunk {
+                    if let Some(wanted) = self.wanted.get_mut(tx) {
+                        wanted.tries = wanted.tries.saturating_add(1);
+                        wanted.next_try = now + backoff(wanted.tries);
+                        tried.push((*tx, wanted.tries, backoff(wanted.tries)));
+                    }
+                }
+            }
+        }
+        if tried.is_empty() {
+            return Ok(());
+        }
+        let now_ms = self.clock.now_ms();
+        self.in_write(|service| {
+            for (tx, tries, wait) in &tried {
+                let next_try_ms = now_ms.saturating_add(wait.as_millis() as u64);
+                service.store.rows().tried(tx, *tries, next_try_ms)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket {
+            tokens: BURST_IDS,
+            at: start,
+        };
+        assert_eq!(bucket.take(8192, start), 8192);
+        assert_eq!(bucket.take(1, start), 0);
+        assert_eq!(
+            bucket.take(10_000, start + Duration::from_millis(500)),
+            2048
+        );
+        assert_eq!(bucket.take(100_000, start + Duration::from_secs(60)), 8192);
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_ten_seconds() {
+        assert_eq!(backoff(1), Duration::from_millis(250));
+        assert_eq!(backoff(2), Duration::from_millis(500));
+        assert_eq!(backoff(7), BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+}

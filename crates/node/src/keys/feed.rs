@@ -1,0 +1,433 @@
+//! What each applied block changes in the key store (docs/SECURITY.md, "Confidential records",
+//! §5.4), in one `keys.db` transaction with the processed height, so that a restart resumes
+//! exactly (§5.6). Blocks come from the runtime in height order; those the service missed
+//! (its queue was full, or it starts) are read from `chain.db` through the same function.
+//!
+//! | event in the block | what this node does |
+//! |---|---|
+//! | a sealed transaction it sealed | its pending row becomes `on_chain` |
+//! | a sealed transaction it is a party to and does not hold | a `wanted` row |
+//! | a read grant to one of its doctors | a `read_grants` row; `wanted` rows for the patient's applied records it is not a party to (none at the patient's home) |
+//! | a record of a patient with a live read grant here | a `wanted` row, from the patient's home |
+//! | a revocation, or the grant's end by the block's time or the clock | if no other grant of the patient here is live: delete every key and wanted row of the patient it is not a party to |
+//! | a rejected transaction whose pending key it holds (not as a duplicate); a pending key whose `not_after_ms` has passed | delete the row |
+
+use std::time::Instant;
+
+use ledger::entitled::{self, AppliedBlock, EntryVerdict, Parties};
+use ledger::seal::is_sealed_kind;
+use ledger::tx::{Grant, Scope};
+use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
+use pbft::ReplicaId;
+
+use super::store::{ReadGrantRow, WantedRow};
+use super::{Service, Wanted};
+use crate::error::NodeError;
+
+/// Blocks read from `chain.db` per keys.db transaction while catching up.
+const CATCH_UP_BLOCKS: u64 = 256;
+
+/// The validator a node entitled to a key asks first (§5.2): a grantee asks the patient's
+/// home; a party asks the sealer, or (it lost its store) the patient's home, or the doctor's,
+/// or, when all of them are itself, the next validator.
+pub(super) fn first_source(parties: &Parties, as_grantee: bool, me: ReplicaId, n: usize) -> u32 {
+    if as_grantee {
+        return parties.patient_home;
+    }
+    [parties.sealer, parties.patient_home, parties.doctor_home]
+        .into_iter()
+        .find(|validator| *validator != me)
+        .unwrap_or((me + 1) % n.max(1) as u32)
+}
+
+impl Service {
+    /// Processes every block applied since the processed height, from `chain.db`.
+    pub(super) fn catch_up(&mut self) -> Result<(), NodeError> {
+        loop {
+            let (head, _) = self.chain.head()?;
+            if head <= self.processed {
+                return Ok(());
+            }
+            let last = head.min(self.processed + CATCH_UP_BLOCKS);
+            let mut blocks = Vec::new();
+            for height in self.processed + 1..=last {
+                match entitled::applied_block(&self.chain, height)? {
+                    Some(block) => blocks.push(block),
+                    None => break,
+                }
+            }
+            if blocks.is_empty() {
+                return Ok(());
+            }
+            self.process_blocks(blocks)?;
+        }
+    }
+
+    /// Processes `blocks` (in height order; those at or below the processed height skipped,
+    /// those missing in between read from `chain.db`) in one `keys.db` transaction.
+    pub(super) fn process_blocks(&mut self, blocks: Vec<AppliedBlock>) -> Result<(), NodeError> {
+        let mut todo = Vec::with_capacity(blocks.len());
+        let mut next = self.processed + 1;
+        for block in blocks {
+            while next < block.height {
+                match entitled::applied_block(&self.chain, next)? {
+                    Some(missed) => todo.push(missed),
+                    None => break,
+                }
+                next += 1;
+            }
+            if block.height == next {
+                todo.push(block);
+                next += 1;
+            }
+        }
+        let Some(last) = todo.last().map(|block| block.height) else {
+            return Ok(());
+        };
+        let erased = self.in_write(|service| {
+            let mut erased = false;
+            for block in &todo {
+                erased |= service.apply(block)?;
+            }
+            service.store.rows().set_processed_height(last)?;
+            Ok(erased)
+        })?;
+        self.processed = last;
+        if erased {
+            self.store.truncate_wal()?;
+        }
+        Ok(())
+    }
+
+    /// One block's effects (inside the caller's transaction). Whether a key was erased.
+    fn apply(&mut self, block: &AppliedBlock) -> Result<bool, NodeError> {
+        self.block_time_ms = block.time_ms;
+        // A grant is live while T < expires_ms: those that end by this block's time end first.
+        let ended: Vec<TxId> = self
+            .read_grants
+            .values()
+            .filter(|grant| block.time_ms >= grant.expires_ms)
+            .map(|grant| grant.grant)
+            .collect();
+        for grant in &ended {
+            self.end_grant(grant)?;
+        }
+        let erased = false;
+        for entry in &block.entries {
+            let Some(header) = &entry.header else {
+                continue;
+            };
+            let sealed = is_sealed_kind(&header.meta);
+            match entry.verdict {
+                // A duplicate says nothing of the first copy: it never deletes a key (§16.18).
+                EntryVerdict::Duplicate => continue,
+                EntryVerdict::Rejected => {
+                    if sealed && self.pending.remove(&entry.id).is_some() {
+                        self.delete_key(&entry.id)?;
+                    }
+                    continue;
+                }
+                EntryVerdict::Applied => {}
+            }
+            match &header.meta {
+                Meta::Grant(grant) if matches!(grant.scope, Scope::Read { .. }) => {
+                    self.on_read_grant(block, &entry.id, grant)?
+                }
+                Meta::Revoke(revoke) if self.read_grants.contains_key(&revoke.target) => {
+                    self.end_grant(&revoke.target)?
+                }
+                _ => {}
+            }
+            if sealed {
+                self.on_sealed(&entry.id, header)?;
+            }
+        }
+        // A key for nothing: its transaction can no longer be applied.
+        let expired: Vec<TxId> = self
+            .pending
+            .iter()
+            .filter(|(_, not_after_ms)| **not_after_ms < block.time_ms)
+            .map(|(tx, _)| *tx)
+            .collect();
+        for tx in expired {
+            self.pending.remove(&tx);
+            self.delete_key(&tx)?;
+        }
+        Ok(erased)
+    }
+
+    fn delete_key(&mut self, tx: &TxId) -> Result<(), NodeError> {
+        let deleted = self.store.rows().delete_key(tx, None)?;
+        self.held = self.held.saturating_sub(deleted as u64);
+        Ok(())
+    }
+
+    /// An applied sealed transaction: its pending row goes on chain, or it is wanted if this
+    /// validator is entitled and does not hold it.
+    fn on_sealed(&mut self, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
+        if self.pending.remove(tx).is_some() {
+            return self.store.rows().set_on_chain(tx);
+        }
+        let Some((parties, as_grantee)) = self.entitled(header)? else {
+            return Ok(());
+        };
+        let source = first_source(&parties, as_grantee, self.me, self.n);
+        self.want(tx, header.meta.subject(), source, as_grantee)
+    }
+
+    /// Wants `tx`'s key unless it is held or wanted already (an existing row keeps its source).
+    fn want(
+        &mut self,
+        tx: &TxId,
+        patient: &PersonId,
+        source: u32,
+        as_grantee: bool,
+    ) -> Result<(), NodeError> {
+        if self.wanted.contains_key(tx) || self.store.rows().has_key(tx)? {
+            return Ok(());
+        }
+        let since_ms = self.clock.now_ms();
+        self.store.rows().want(&WantedRow {
+            tx: *tx,
+            patient: *patient,
+            source,
+            since_ms,
+            tries: 0,
+        })?;
+        self.wanted.insert(
+            *tx,
+            Wanted {
+                patient: *patient,
+                source,
+                since_ms,
+                tries: 0,
+                as_grantee,
+                next_try: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// A read grant applied in `block`: if its doctor is one of this validator's and it is
+    /// live now, it is kept, and the patient's history (records applied up to this block that
+    /// this validator is not a party to) is wanted from the patient's home: the history
+    /// arrives when the grant commits.
+    fn on_read_grant(
+        &mut self,
+        block: &AppliedBlock,
+        id: &TxId,
+        grant: &Grant,
+    ) -> Result<(), NodeError> {
+        let Scope::Read { duration_ms } = grant.scope else {
+            return Ok(());
+        };
+        if self.directory.home(&self.chain, &grant.doctor)? != Some(self.me) {
+            return Ok(());
+        }
+        let expires_ms = block.time_ms.saturating_add(duration_ms);
+        if self.clock.now_ms() >= expires_ms {
+            // Ended by the clock already (a block processed late, or at a late start).
+            return Ok(());
+        }
+        let row = ReadGrantRow {
+            grant: *id,
+            patient: grant.patient,
+            expires_ms,
+        };
+        self.store.rows().add_read_grant(&row)?;
+        self.read_grants.insert(*id, row);
+        let Some(patient_home) = self.directory.home(&self.chain, &grant.patient)? else {
+            return Ok(());
+        };
+        if patient_home == self.me {
+            // The home is a party to every record of its patients.
+            return Ok(());
+        }
+        for record in self.chain.records_of(&grant.patient)? {
+            if record.height > block.height
+                || self.wanted.contains_key(&record.tx_id)
+                || entitled::erased(&self.chain, &record.tx_id)?.is_some()
+            {
+                continue;
+            }
+            let Some(committed) = self.chain.transaction(&record.tx_id)? else {
+                continue;
+            };
+            let parties = self.parties(&committed.tx.header)?;
+            if parties.is_some_and(|parties| parties.includes(self.me)) {
+                // Wanted, if need be, as a party at its own block.
+                continue;
+            }
+            self.want(&record.tx_id, &grant.patient, patient_home, true)?;
+        }
+        Ok(())
+    }
+
+    /// A read grant to a doctor here ends (revoked, or expired by the block time or the
+    /// clock). If no other grant of the patient to a doctor here is live, every key and
+    /// wanted row of the patient this validator is not a party to goes: a correct grantee
+    /// drops what it received, and a party never loses a key it is entitled to for itself
+    /// (whether it is a party is computed per row from its header, §3.2).
+    pub(super) fn end_grant(&mut self, grant: &TxId) -> Result<(), NodeError> {
+        let Some(row) = self.read_grants.remove(grant) else {
+            return Ok(());
+        };
+        self.store.rows().remove_read_grant(grant)?;
+        if self.grantee_of(&row.patient) {
+            return Ok(());
+        }
+        for tx in self.store.rows().keys_of(&row.patient)? {
+            let Some(committed) = self.chain.transaction(&tx)? else {
+                // Sealed here and not on chain yet: this validator is its sealer.
+                continue;
+            };
+            let party = self
+                .parties(&committed.tx.header)?
+                .is_some_and(|parties| parties.includes(self.me));
+            if !party {
+                self.delete_key(&tx)?;
+            }
+        }
+        let dropped: Vec<TxId> = self
+            .wanted
+            .iter()
+            .filter(|(_, wanted)| wanted.patient == row.patient && wanted.as_grantee)
+            .map(|(tx, _)| *tx)
+            .collect();
+        for tx in dropped {
+            self.wanted.remove(&tx);
+            self.store.rows().unwant(&tx)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ledger::entitled::AppliedEntry;
+    use ledger::tx::AddRecord;
+    use ledger::{OpenOptions, Reader, Signer, Store};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::keys::store::KeyStore;
+    use crate::keys::{KeyInbox, KeyServiceConfig, KeystoreKey, SealRequest};
+    use crate::status::Shared;
+    use crate::transport::Transport;
+    use crate::wire::Frame;
+
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _: ReplicaId, _: Frame) {}
+    }
+
+    /// A key service of validator 0 of a new chain, not started (the test drives it).
+    fn service(dir: &std::path::Path) -> Service {
+        let genesis = Arc::new(
+            crate::incarnation::init_network(dir, &["a", "b", "c", "d"], false, Default::default())
+                .unwrap(),
+        );
+        let folder = dir.join("a");
+        Store::open(&folder.join("chain.db"), &genesis, OpenOptions::default()).unwrap();
+        let key = KeystoreKey::generate();
+        let store = KeyStore::open(&folder.join("keys.db"), genesis.hash(), key.clone()).unwrap();
+        let chain = Reader::open(&folder.join("chain.db")).unwrap();
+        let config = KeyServiceConfig {
+            id: 0,
+            n: 4,
+            dir: folder,
+            genesis,
+            key,
+            clock: Clock::manual(1_000),
+            shared: Arc::new(Shared::new(0, "a".into(), 4, 100)),
+        };
+        Service::new(config, store, chain, KeyInbox::new(), Arc::new(Nowhere)).unwrap()
+    }
+
+    fn record(nonce: u8) -> (TxId, TxHeader) {
+        let header = TxHeader {
+            meta: Meta::AddRecord(AddRecord {
+                patient: [1; 16],
+                doctor: [2; 16],
+                department: "Oncology".into(),
+                grant: [3; 32],
+            }),
+            signer: Signer::Validator { index: 0 },
+            created_ms: 1,
+            not_after_ms: u64::MAX,
+            nonce: [nonce; 16],
+            body_hash: [0; 32],
+        };
+        (header.id(&[0; 32]), header)
+    }
+
+    fn block(height: u64, entries: &[(&(TxId, TxHeader), EntryVerdict)]) -> AppliedBlock {
+        AppliedBlock {
+            height,
+            time_ms: 1_000 + height,
+            entries: entries
+                .iter()
+                .map(|((id, header), verdict)| AppliedEntry {
+                    id: *id,
+                    header: Some(header.clone()),
+                    verdict: *verdict,
+                })
+                .collect(),
+        }
+    }
+
+    /// §16.18: only a pending key whose transaction was rejected (not as a duplicate) goes; a
+    /// replay of an applied transaction, rejected as a duplicate in a later block, deletes
+    /// nothing, whatever the key's state.
+    #[test]
+    fn a_duplicate_never_deletes_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(dir.path());
+        let (applied, replayed, rejected) = (record(1), record(2), record(3));
+        let mut replies = Vec::new();
+        let seals = [&applied, &replayed, &rejected]
+            .into_iter()
+            .map(|(tx, _)| {
+                let (reply, answer) = oneshot::channel();
+                replies.push(answer);
+                SealRequest {
+                    tx: *tx,
+                    patient: [1; 16],
+                    not_after_ms: u64::MAX,
+                    key: ledger::seal::DataKey::generate(),
+                    reply,
+                }
+            })
+            .collect();
+        service.store_seals(seals).unwrap();
+        for mut reply in replies {
+            assert!(matches!(reply.try_recv(), Ok(Ok(()))));
+        }
+        use EntryVerdict::{Applied, Duplicate, Rejected};
+        service
+            .process_blocks(vec![
+                block(1, &[(&applied, Applied)]),
+                block(2, &[(&applied, Duplicate), (&replayed, Duplicate)]),
+                block(3, &[(&rejected, Rejected), (&applied, Rejected)]),
+            ])
+            .unwrap();
+        assert_eq!(service.processed, 3);
+        let rows = service.store.rows();
+        assert!(rows.key(&applied.0).unwrap().is_some(), "an applied key");
+        assert!(
+            rows.key(&replayed.0).unwrap().is_some(),
+            "a duplicate deleted a key"
+        );
+        assert!(
+            rows.key(&rejected.0).unwrap().is_none(),
+            "a rejected seal's key stayed"
+        );
+        assert_eq!(rows.pending().unwrap().len(), 1);
+        assert_eq!(rows.pending().unwrap()[0].0, replayed.0);
+        assert_eq!(service.held, 2);
+    }
+}

@@ -1,0 +1,652 @@
+//! `keys.db`: the data keys this validator holds, the ones it waits for, and its doctors' live
+//! read grants (docs/SECURITY.md, "Confidential records", §3.2 and §16.13).
+//!
+//! One connection, the key service's: every read and write goes through it, so a checkpoint is
+//! never held up by a reader. WAL with `synchronous=FULL` (a seal is on disk before the
+//! transaction it seals leaves the node, §5.5) and `secure_delete=ON` (a deleted key's bytes
+//! are overwritten with zeros in the file); after an erasure, and at every start,
+//! `wal_checkpoint(TRUNCATE)` leaves no WAL frame holding a deleted row's old page (§7.2,
+//! §16.17). Each row's data key is sealed with XChaCha20-Poly1305 under the key-store key, its
+//! associated data binding the chain and the transaction: a copy of the file without the
+//! operator key opens nothing, and a row moved to another transaction does not open.
+
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ledger::seal::DataKey;
+use ledger::{Hash, PersonId, TxId};
+use rand::RngCore;
+use rusqlite::{Connection, OptionalExtension, params};
+use zeroize::Zeroizing;
+
+use super::KeystoreKey;
+use crate::error::NodeError;
+
+/// Domain tag of a row's associated data.
+const ROW_AD_TAG: &[u8] = b"medchain/keystore/v1";
+/// The "transaction" whose sealed row proves at start that the key-store key is the one the
+/// file was written with (no transaction id is all ones: it is a SHA-256 digest).
+const KEY_CHECK_TX: TxId = [0xff; 32];
+const NONCE_BYTES: usize = 24;
+
+const SCHEMA: &str = "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE data_keys (
+        tx           BLOB PRIMARY KEY,
+        patient      BLOB NOT NULL,
+        key_commit   BLOB NOT NULL UNIQUE,
+        on_chain     INTEGER NOT NULL,
+        not_after_ms INTEGER NOT NULL,
+        sealed_key   BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX data_keys_by_patient ON data_keys(patient);
+    CREATE TABLE wanted (
+        tx          BLOB PRIMARY KEY,
+        patient     BLOB NOT NULL,
+        source      INTEGER NOT NULL,
+        since_ms    INTEGER NOT NULL,
+        tries       INTEGER NOT NULL,
+        next_try_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX wanted_by_patient ON wanted(patient);
+    CREATE TABLE read_grants (
+        grant_tx   BLOB PRIMARY KEY,
+        patient    BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+";
+
+/// A key this validator is entitled to and does not hold yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WantedRow {
+    pub tx: TxId,
+    pub patient: PersonId,
+    /// The validator to ask first (§5.2).
+    pub source: u32,
+    /// When it became wanted, by the node's clock.
+    pub since_ms: u64,
+    pub tries: u32,
+}
+
+/// A live read grant of a patient to one of this validator's doctors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReadGrantRow {
+    pub grant: TxId,
+    pub patient: PersonId,
+    pub expires_ms: u64,
+}
+
+/// What inserting a key did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    Stored,
+    /// The transaction's key is held already.
+    Held,
+    /// Another transaction's key has the same commitment (§16.13): nothing stored.
+    CommitmentTaken,
+}
+
+/// Creates `path` readable by its owner only, whatever the umask, before SQLite opens it (SQLite
+/// gives its `-wal` and `-shm` files the database file's mode).
+fn create_private_file(path: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+pub(crate) struct KeyStore {
+    conn: Connection,
+    path: PathBuf,
+    genesis_hash: Hash,
+    key: KeystoreKey,
+}
+
+impl KeyStore {
+    /// Opens (creating if absent) the key store at `path` for the chain `genesis_hash`, sealed
+    /// under `key`. Refuses a store of another chain, and one `key` does not open. Truncates
+    /// the WAL before anything is answered (an erasure's checkpoint survives a crash, §16.17).
+    pub fn open(path: &Path, genesis_hash: Hash, key: KeystoreKey) -> Result<Self, NodeError> {
+        create_private_file(path)?;
+        let conn = Connection::open(path)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(NodeError::Config(format!(
+                "{}: cannot use WAL (journal mode {mode})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        match version {
+            0 => {
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", 1)?;
+                tx.commit()?;
+            }
+            1 => {}
+            newer => {
+                return Err(NodeError::Config(format!(
+                    "{} has schema version {newer}, newer than this medchain (1); upgrade medchain",
+                    path.display()
+                )));
+            }
+        }
+        let store = Self {
+            conn,
+            path: path.to_path_buf(),
+            genesis_hash,
+            key,
+        };
+        store.check_identity()?;
+        store.truncate_wal()?;
+        Ok(store)
+    }
+
+    /// Records the chain and a sealed check value in a new store; refuses another chain's
+    /// store, and a key that does not open the check value.
+    fn check_identity(&self) -> Result<(), NodeError> {
+        let stored: Option<Vec<u8>> = self.meta("genesis_hash")?;
+        match stored {
+            None => {
+                let check = self.seal_row(&KEY_CHECK_TX, &DataKey::from_bytes([0; 32]));
+                let tx = self.conn.unchecked_transaction()?;
+                set_meta(&tx, "genesis_hash", &self.genesis_hash)?;
+                set_meta(&tx, "key_check", &check)?;
+                set_meta(&tx, "processed_height", &0u64.to_le_bytes())?;
+                tx.commit()?;
+            }
+            Some(hash) if hash == self.genesis_hash => {
+                let check = self.meta("key_check")?.unwrap_or_default();
+                self.open_row(&KEY_CHECK_TX, &check).map_err(|_| {
+                    NodeError::Config(format!(
+                        "this key does not open {}: it was written under another operator key",
+                        self.path.display()
+                    ))
+                })?;
+            }
+            Some(_) => {
+                return Err(NodeError::Config(format!(
+                    "{} belongs to another chain",
+                    self.path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The height up to which every applied block has been processed.
+    pub fn processed_height(&self) -> Result<u64, NodeError> {
+        let bytes = self.meta("processed_height")?.unwrap_or_default();
+        let bytes: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| NodeError::Corrupt(format!("{}: bad processed_height", self.path())))?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Moves every WAL frame into the database and empties the WAL file, so that no frame
+    /// keeps a deleted row's page.
+    pub fn truncate_wal(&self) -> Result<(), NodeError> {
+        let (busy, _, _): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        if busy != 0 {
+            return Err(NodeError::Corrupt(format!(
+                "{}: the WAL checkpoint was blocked",
+                self.path()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the store to `dest` (a new file, created readable by its
+    /// owner only), while the node runs: SQLite's `VACUUM INTO`, which also leaves out every
+    /// freed page. Its rows stay sealed under the key-store key.
+    pub fn backup(&self, dest: &Path) -> Result<(), NodeError> {
+        if std::fs::metadata(dest).is_ok_and(|meta| meta.len() > 0) {
+            return Err(NodeError::Config(format!(
+                "{} exists: a backup is written to a new file",
+                dest.display()
+            )));
+        }
+        create_private_file(dest)?;
+        let dest_text = dest
+            .to_str()
+            .ok_or_else(|| NodeError::Config(format!("{} is not a UTF-8 path", dest.display())))?;
+        self.conn.execute("VACUUM INTO ?1", [dest_text])?;
+        Ok(())
+    }
+
+    /// Starts the SQLite transaction that [`KeyStore::commit`] ends (one fsync). The caller
+    /// reads and writes through [`KeyStore::rows`] in between, and calls
+    /// [`KeyStore::rollback`] if it fails.
+    pub fn begin(&self) -> Result<(), NodeError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<(), NodeError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    pub fn rollback(&self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
+    /// The rows, read or written inside the current transaction (or alone, outside one).
+    pub fn rows(&self) -> Rows<'_> {
+        Rows {
+            conn: &self.conn,
+            store: RowKey {
+                genesis_hash: &self.genesis_hash,
+                key: &self.key,
+            },
+        }
+    }
+
+    fn seal_row(&self, tx: &TxId, key: &DataKey) -> Vec<u8> {
+        RowKey {
+            genesis_hash: &self.genesis_hash,
+            key: &self.key,
+        }
+        .seal(tx, key)
+    }
+
+    fn open_row(&self, tx: &TxId, sealed: &[u8]) -> Result<DataKey, NodeError> {
+        RowKey {
+            genesis_hash: &self.genesis_hash,
+            key: &self.key,
+        }
+        .open(tx, sealed)
+    }
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &[u8]) -> Result<(), NodeError> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+        .execute(params![key, value])?;
+    Ok(())
+}
+
+/// What seals a row: the key-store key, with the chain and the transaction as associated data.
+#[derive(Clone, Copy)]
+struct RowKey<'a> {
+    genesis_hash: &'a Hash,
+    key: &'a KeystoreKey,
+}
+
+impl RowKey<'_> {
+    fn ad(&self, tx: &TxId) -> Vec<u8> {
+        let mut ad = Vec::with_capacity(ROW_AD_TAG.len() + 64);
+        ad.extend_from_slice(ROW_AD_TAG);
+        ad.extend_from_slice(self.genesis_hash);
+        ad.extend_from_slice(tx);
+        ad
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.key.as_bytes().into())
+    }
+
+    /// `nonce (24) || XChaCha20-Poly1305(key-store key, nonce, ad).encrypt(data key)`.
+    fn seal(&self, tx: &TxId, key: &DataKey) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ad = self.ad(tx);
+        let sealed = self
+            .cipher()
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: key.as_bytes(),
+                    aad: &ad,
+                },
+            )
+            // Encrypting 32 bytes cannot exceed the cipher's limits.
+            .unwrap_or_default();
+        let mut row = nonce.to_vec();
+        row.extend_from_slice(&sealed);
+        row
+    }
+
+    fn open(&self, tx: &TxId, row: &[u8]) -> Result<DataKey, NodeError> {
+        let corrupt = || {
+            NodeError::Corrupt(format!(
+                "the key row of {} in keys.db does not open under this key",
+                ledger::short_hex(tx)
+            ))
+        };
+        if row.len() < NONCE_BYTES {
+            return Err(corrupt());
+        }
+        let (nonce, sealed) = row.split_at(NONCE_BYTES);
+        let ad = self.ad(tx);
+        let plain = Zeroizing::new(
+            self.cipher()
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: &ad,
+                    },
+                )
+                .map_err(|_| corrupt())?,
+        );
+        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| corrupt())?;
+        Ok(DataKey::from_bytes(bytes))
+    }
+}
+
+/// The rows of `keys.db`, read or written inside one transaction.
+pub(crate) struct Rows<'a> {
+    conn: &'a Connection,
+    store: RowKey<'a>,
+}
+
+fn person(bytes: Vec<u8>) -> Result<PersonId, NodeError> {
+    bytes
+        .try_into()
+        .map_err(|_| NodeError::Corrupt("keys.db: a person id is not 16 bytes".into()))
+}
+
+fn tx_id(bytes: Vec<u8>) -> Result<TxId, NodeError> {
+    bytes
+        .try_into()
+        .map_err(|_| NodeError::Corrupt("keys.db: a transaction id is not 32 bytes".into()))
+}
+
+impl Rows<'_> {
+    pub fn set_processed_height(&self, height: u64) -> Result<(), NodeError> {
+        set_meta(self.conn, "processed_height", &height.to_le_bytes())
+    }
+
+    /// Stores `tx`'s data key, sealed; `on_chain` false for a seal whose transaction is not
+    /// on chain yet (§5.5).
+    pub fn insert_key(
+        &self,
+        tx: &TxId,
+        patient: &PersonId,
+        key: &DataKey,
+        on_chain: bool,
+        not_after_ms: u64,
+    ) -> Result<Inserted, NodeError> {
+        if self.has_key(tx)? {
+            return Ok(Inserted::Held);
+        }
+        let commit = key.commitment();
+        if self.key_commit_holder(&commit)?.is_some() {
+            return Ok(Inserted::CommitmentTaken);
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO data_keys (tx, patient, key_commit, on_chain, not_after_ms, sealed_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                tx.as_slice(),
+                patient.as_slice(),
+                commit.as_slice(),
+                on_chain,
+                not_after_ms.min(i64::MAX as u64) as i64,
+                self.store.seal(tx, key),
+            ])?;
+        Ok(Inserted::Stored)
+    }
+
+    pub fn has_key(&self, tx: &TxId) -> Result<bool, NodeError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM data_keys WHERE tx = ?1")?
+            .query_row([tx.as_slice()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// `tx`'s data key, if held.
+    pub fn key(&self, tx: &TxId) -> Result<Option<DataKey>, NodeError> {
+        let sealed: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT sealed_key FROM data_keys WHERE tx = ?1")?
+            .query_row([tx.as_slice()], |r| r.get(0))
+            .optional()?;
+        sealed.map(|row| self.store.open(tx, &row)).transpose()
+    }
+
+    /// The transaction whose held key has commitment `commit`.
+    pub fn key_commit_holder(&self, commit: &Hash) -> Result<Option<TxId>, NodeError> {
+        let holder: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT tx FROM data_keys WHERE key_commit = ?1")?
+            .query_row([commit.as_slice()], |r| r.get(0))
+            .optional()?;
+        holder.map(tx_id).transpose()
+    }
+
+    pub fn set_on_chain(&self, tx: &TxId) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached("UPDATE data_keys SET on_chain = 1 WHERE tx = ?1")?
+            .execute([tx.as_slice()])?;
+        Ok(())
+    }
+
+    /// Deletes `tx`'s key and any key whose commitment is `commit` (a body that names an erased
+    /// record's commitment opens with that record's key, §16.13); the rows deleted.
+    pub fn delete_key(&self, tx: &TxId, commit: Option<&Hash>) -> Result<usize, NodeError> {
+        let mut deleted = self
+            .conn
+            .prepare_cached("DELETE FROM data_keys WHERE tx = ?1")?
+            .execute([tx.as_slice()])?;
+        if let Some(commit) = commit {
+            deleted += self
+                .conn
+                .prepare_cached("DELETE FROM data_keys WHERE key_commit = ?1")?
+                .execute([commit.as_slice()])?;
+        }
+        Ok(deleted)
+    }
+
+    /// The transactions of `patient`'s held keys.
+    pub fn keys_of(&self, patient: &PersonId) -> Result<Vec<TxId>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT tx FROM data_keys WHERE patient = ?1")?;
+        let mut rows = stmt.query([patient.as_slice()])?;
+        let mut txs = Vec::new();
+        while let Some(row) = rows.next()? {
+            txs.push(tx_id(row.get(0)?)?);
+        }
+        Ok(txs)
+    }
+
+    /// Seals not yet seen on chain: `(tx, not_after_ms)`.
+    pub fn pending(&self) -> Result<Vec<(TxId, u64)>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT tx, not_after_ms FROM data_keys WHERE on_chain = 0")?;
+        let mut rows = stmt.query([])?;
+        let mut pending = Vec::new();
+        while let Some(row) = rows.next()? {
+            pending.push((tx_id(row.get(0)?)?, row.get::<_, i64>(1)? as u64));
+        }
+        Ok(pending)
+    }
+
+    pub fn key_count(&self) -> Result<u64, NodeError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM data_keys")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Inserts a wanted row unless one exists (its source and age are kept).
+    pub fn want(&self, row: &WantedRow) -> Result<bool, NodeError> {
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO wanted (tx, patient, source, since_ms, tries, next_try_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            )?
+            .execute(params![
+                row.tx.as_slice(),
+                row.patient.as_slice(),
+                row.source,
+                row.since_ms as i64,
+                row.tries,
+            ])?;
+        Ok(inserted > 0)
+    }
+
+    pub fn unwant(&self, tx: &TxId) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached("DELETE FROM wanted WHERE tx = ?1")?
+            .execute([tx.as_slice()])?;
+        Ok(())
+    }
+
+    /// Records one more try of `tx` and when the next is due.
+    pub fn tried(&self, tx: &TxId, tries: u32, next_try_ms: u64) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached("UPDATE wanted SET tries = ?2, next_try_ms = ?3 WHERE tx = ?1")?
+            .execute(params![tx.as_slice(), tries, next_try_ms as i64])?;
+        Ok(())
+    }
+
+    pub fn wanted(&self) -> Result<Vec<WantedRow>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT tx, patient, source, since_ms, tries FROM wanted")?;
+        let mut rows = stmt.query([])?;
+        let mut wanted = Vec::new();
+        while let Some(row) = rows.next()? {
+            wanted.push(WantedRow {
+                tx: tx_id(row.get(0)?)?,
+                patient: person(row.get(1)?)?,
+                source: row.get(2)?,
+                since_ms: row.get::<_, i64>(3)? as u64,
+                tries: row.get(4)?,
+            });
+        }
+        Ok(wanted)
+    }
+
+    pub fn add_read_grant(&self, grant: &ReadGrantRow) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO read_grants (grant_tx, patient, expires_ms)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                grant.grant.as_slice(),
+                grant.patient.as_slice(),
+                grant.expires_ms.min(i64::MAX as u64) as i64,
+            ])?;
+        Ok(())
+    }
+
+    pub fn remove_read_grant(&self, grant: &TxId) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached("DELETE FROM read_grants WHERE grant_tx = ?1")?
+            .execute([grant.as_slice()])?;
+        Ok(())
+    }
+
+    pub fn read_grants(&self) -> Result<Vec<ReadGrantRow>, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT grant_tx, patient, expires_ms FROM read_grants")?;
+        let mut rows = stmt.query([])?;
+        let mut grants = Vec::new();
+        while let Some(row) = rows.next()? {
+            grants.push(ReadGrantRow {
+                grant: tx_id(row.get(0)?)?,
+                patient: person(row.get(1)?)?,
+                expires_ms: row.get::<_, i64>(2)? as u64,
+            });
+        }
+        Ok(grants)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, key: &KeystoreKey) -> Result<KeyStore, NodeError> {
+        KeyStore::open(&dir.join("keys.db"), [7; 32], key.clone())
+    }
+
+    #[test]
+    fn a_row_opens_under_its_key_and_transaction_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let store = open(dir.path(), &key).unwrap();
+        let data = DataKey::generate();
+        let (tx, patient) = ([1; 32], [2; 16]);
+        store
+            .rows()
+            .insert_key(&tx, &patient, &data, false, 99)
+            .unwrap();
+        assert_eq!(store.rows().key(&tx).unwrap(), Some(data.clone()));
+        assert_eq!(store.rows().pending().unwrap(), vec![(tx, 99)]);
+        // The row moved to another transaction does not open.
+        store
+            .conn
+            .execute("UPDATE data_keys SET tx = ?1", [[3u8; 32].as_slice()])
+            .unwrap();
+        assert!(store.rows().key(&[3; 32]).is_err());
+        drop(store);
+        // Another key does not open the store at all.
+        match open(dir.path(), &KeystoreKey::generate()) {
+            Err(NodeError::Config(why)) => assert!(why.contains("does not open"), "{why}"),
+            other => panic!("a wrong key opened keys.db: {:?}", other.map(|_| ())),
+        }
+        assert!(open(dir.path(), &key).is_ok());
+        let mode = std::fs::metadata(dir.path().join("keys.db")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_commitment_is_held_for_one_transaction_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &KeystoreKey::generate()).unwrap();
+        let data = DataKey::generate();
+        let rows = store.rows();
+        let inserted = [
+            rows.insert_key(&[1; 32], &[2; 16], &data, true, 0).unwrap(),
+            rows.insert_key(&[1; 32], &[2; 16], &data, true, 0).unwrap(),
+            rows.insert_key(&[4; 32], &[2; 16], &data, true, 0).unwrap(),
+        ];
+        assert_eq!(
+            inserted,
+            [Inserted::Stored, Inserted::Held, Inserted::CommitmentTaken]
+        );
+        // Erasing by commitment deletes the one row that opens it, whatever its transaction.
+        let deleted = rows.delete_key(&[4; 32], Some(&data.commitment())).unwrap();
+        assert_eq!(deleted, 1);
+        assert_eq!(rows.key_count().unwrap(), 0);
+    }
+}

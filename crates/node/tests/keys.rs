@@ -1,0 +1,1071 @@
+//! The key service on the embedded cluster (docs/SECURITY.md, "Confidential records", §3.2,
+//! §5, §6.1): real replicas, SQLite files, signatures and seals; each validator's `keys.db`
+//! sealed under its own random key-store key; a manual clock where time matters. The test
+//! plays a dishonest validator by withholding its frames and injecting its own
+//! (`MemoryNetwork::filter`, `inject`).
+//!
+//! Validators: 0 hospital, 1 clinic, 2 pharmacy, 3 insurance.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{enrollment, fast_timing, runtime};
+use ledger::seal::{DataKey, SealedBody};
+use ledger::tx::{AddRecord, RecordBody};
+use ledger::{Meta, Queries, SignedTx, TxId};
+use node::load::{Person, enroll, header};
+use node::transport::MemoryNetwork;
+use node::{
+    Clock, Cluster, DEFAULT_WATTS_PER_CORE, Frame, KeyFrame, KeyReply, KeystoreKey, NodeHandle,
+    OpenState, Opened, Timing, Verdict, Wire, WireKey,
+};
+use pbft::ReplicaId;
+
+const WAIT: Duration = Duration::from_secs(20);
+const HOSPITAL: ReplicaId = 0;
+const CLINIC: ReplicaId = 1;
+const PHARMACY: ReplicaId = 2;
+const INSURANCE: ReplicaId = 3;
+const HOUR_MS: u64 = 3_600_000;
+
+/// Four validators going by one manual clock, each with its own key-store key.
+struct World {
+    dir: tempfile::TempDir,
+    cluster: Cluster,
+    rt: tokio::runtime::Runtime,
+    clock: Clock,
+}
+
+impl World {
+    fn new() -> Self {
+        Self::with_timing(fast_timing())
+    }
+
+    fn with_timing(timing: Timing) -> Self {
+        let rt = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual(Clock::System.now_ms());
+        let keys = (0..4).map(|_| KeystoreKey::generate()).collect();
+        let cluster = Cluster::open_with_keys(
+            dir.path(),
+            timing,
+            DEFAULT_WATTS_PER_CORE,
+            clock.clone(),
+            keys,
+        )
+        .unwrap();
+        World {
+            dir,
+            cluster,
+            rt,
+            clock,
+        }
+    }
+
+    fn node(&self, id: ReplicaId) -> NodeHandle {
+        self.cluster.handle(id).expect("the validator runs")
+    }
+
+    fn network(&self) -> &MemoryNetwork {
+        self.cluster.network()
+    }
+
+    fn genesis_hash(&self) -> ledger::Hash {
+        self.cluster.genesis().hash()
+    }
+
+    fn enroll(&self, people: &[&Person]) {
+        self.rt
+            .block_on(enroll(&self.cluster.handles(), people, WAIT))
+            .expect("enrolled");
+        self.settle();
+    }
+
+    /// Waits until every running validator has applied what the furthest one has.
+    fn settle(&self) {
+        let height = self
+            .cluster
+            .handles()
+            .iter()
+            .map(|h| h.status().height)
+            .max()
+            .unwrap_or(0);
+        self.settle_to(height);
+    }
+
+    /// Waits until every running validator has applied `height`.
+    fn settle_to(&self, height: u64) {
+        let handles = self.cluster.handles();
+        wait_until("every validator to apply the head", || {
+            handles.iter().all(|h| h.status().height >= height)
+        });
+    }
+
+    /// Submits `tx` at validator `at` and waits until it is applied everywhere.
+    fn applied(&self, at: ReplicaId, tx: SignedTx) -> TxId {
+        let id = tx.id(&self.genesis_hash());
+        let verdict = self
+            .rt
+            .block_on(self.node(at).submit_applied(tx, WAIT))
+            .expect("submitted");
+        let Verdict::Applied { height, .. } = verdict else {
+            panic!("not applied: {verdict:?}");
+        };
+        self.settle_to(height);
+        id
+    }
+
+    /// A record by `doctor` in `patient`'s history: the patient's write grant sealed and
+    /// submitted at their home, the record sealed and submitted at the doctor's.
+    fn record(&self, doctor: &Person, patient: &Person, diagnosis: &str) -> TxId {
+        let grant = self
+            .rt
+            .block_on(patient.write_grant(&self.node(patient.home), &doctor.id, "a visit"))
+            .unwrap();
+        let grant = self.applied(patient.home, grant);
+        let record = self
+            .rt
+            .block_on(doctor.record(
+                &self.node(doctor.home),
+                &patient.id,
+                grant,
+                &note(diagnosis),
+            ))
+            .unwrap();
+        self.applied(doctor.home, record)
+    }
+
+    /// `patient`'s read grant to `doctor` for `duration_ms`, on the patient's device.
+    fn sealed_read_grant(&self, patient: &Person, doctor: &Person, duration_ms: u64) -> SignedTx {
+        self.rt
+            .block_on(patient.read_grant(
+                &self.node(patient.home),
+                &doctor.id,
+                duration_ms,
+                "a second opinion",
+            ))
+            .unwrap()
+    }
+
+    fn read_grant(&self, patient: &Person, doctor: &Person, duration_ms: u64) -> TxId {
+        let grant = self.sealed_read_grant(patient, doctor, duration_ms);
+        self.applied(patient.home, grant)
+    }
+
+    fn revoke(&self, patient: &Person, grant: TxId) {
+        let revoke = patient.revoke(&self.genesis_hash(), grant);
+        self.applied(patient.home, revoke);
+    }
+
+    /// `tx` as validator `at` opens it now, from its chain's head (`None`: not on its chain).
+    fn try_open(&self, at: ReplicaId, tx: &TxId) -> Option<Opened> {
+        let node = self.node(at);
+        let (height, committed) = node
+            .read(|chain| Ok((chain.head()?.0, chain.transaction(tx)?)))
+            .unwrap();
+        let committed = committed?;
+        let mut opened = self
+            .rt
+            .block_on(node.open(height, &[(committed.tx.header, committed.tx.body)]))
+            .expect("opened");
+        opened.pop()
+    }
+
+    fn open(&self, at: ReplicaId, tx: &TxId) -> Opened {
+        self.try_open(at, tx)
+            .expect("the transaction is on this validator's chain")
+    }
+
+    /// Waits until validator `at` has `tx` on its chain and sees it in `state`.
+    fn wait_state(&self, at: ReplicaId, tx: &TxId, state: OpenState) -> Opened {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let opened = self.try_open(at, tx);
+            match opened {
+                Some(opened) if opened.state == state => return opened,
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "validator {at} sees {:?}, not {state:?}",
+                    opened.map(|o| o.state)
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The transactions whose keys validator `at`'s `keys.db` holds, read from the file.
+    fn key_rows(&self, at: ReplicaId) -> Vec<TxId> {
+        let conn = rusqlite::Connection::open(self.keys_db(at)).unwrap();
+        let mut stmt = conn.prepare("SELECT tx FROM data_keys").unwrap();
+        stmt.query_map([], |row| row.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|tx| tx.unwrap().try_into().unwrap())
+            .collect()
+    }
+
+    fn keys_db(&self, at: ReplicaId) -> PathBuf {
+        let name = &self.cluster.genesis().validators()[at as usize].name;
+        self.dir.path().join(name).join("keys.db")
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn note(diagnosis: &str) -> RecordBody {
+    RecordBody {
+        diagnosis: diagnosis.into(),
+        prescription: "R-CHOP".into(),
+        notes: String::new(),
+    }
+}
+
+fn diagnosis(opened: &Opened) -> String {
+    let plain = opened.plain.as_ref().expect("opened");
+    RecordBody::from_bytes(plain).unwrap().diagnosis
+}
+
+/// Every key answer the network carries: `(from, to, asked ids' replies)`.
+type Answers = Arc<Mutex<Vec<(ReplicaId, ReplicaId, u64, Vec<KeyReply>)>>>;
+
+fn record_answers(network: &MemoryNetwork) -> Answers {
+    let answers: Answers = Arc::default();
+    let seen = answers.clone();
+    network.observe(move |from, to, frame| {
+        if let Wire::Keys(KeyFrame::Answer {
+            request, replies, ..
+        }) = &**frame
+        {
+            seen.lock()
+                .unwrap()
+                .push((from, to, *request, replies.clone()));
+        }
+    });
+    answers
+}
+
+fn keys_sent(answers: &Answers, from: ReplicaId, to: ReplicaId) -> usize {
+    answers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(f, t, _, _)| *f == from && *t == to)
+        .flat_map(|(_, _, _, replies)| replies)
+        .filter(|reply| matches!(reply, KeyReply::Key(_)))
+        .count()
+}
+
+fn request(request: u64, txs: Vec<TxId>) -> Frame {
+    Frame::new(Wire::Keys(KeyFrame::Request { request, txs }))
+}
+
+/// The test plays validator `author`'s key service toward `victim`: the author's own key
+/// frames to the victim are withheld, and the victim's requests to it are handed to the test.
+struct Impersonation {
+    network: MemoryNetwork,
+    author: ReplicaId,
+    victim: ReplicaId,
+    requests: mpsc::Receiver<(u64, Vec<TxId>)>,
+}
+
+impl Impersonation {
+    fn new(network: &MemoryNetwork, author: ReplicaId, victim: ReplicaId) -> Self {
+        network.filter(move |from, to, frame| {
+            !(from == author && to == victim && matches!(**frame, Wire::Keys(_)))
+        });
+        let (sender, requests) = mpsc::channel();
+        let sender = Mutex::new(sender);
+        network.observe(move |from, to, frame| {
+            if from == victim
+                && to == author
+                && let Wire::Keys(KeyFrame::Request { request, txs }) = &**frame
+            {
+                let _ = sender.lock().unwrap().send((*request, txs.clone()));
+            }
+        });
+        Impersonation {
+            network: network.clone(),
+            author,
+            victim,
+            requests,
+        }
+    }
+
+    /// Answers the victim's next request that asks for `tx`, each asked id with `reply`.
+    fn answer(&self, tx: &TxId, reply: impl Fn(&TxId) -> KeyReply) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (request, txs) = self
+                .requests
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the victim asks the author");
+            if txs.contains(tx) {
+                let replies = txs.iter().map(reply).collect();
+                let frame = Frame::new(Wire::Keys(KeyFrame::Answer {
+                    request,
+                    height: u64::MAX,
+                    replies,
+                }));
+                assert!(self.network.inject(self.author, self.victim, frame));
+                return;
+            }
+        }
+    }
+
+    fn end(self) {
+        self.network.clear_filter();
+    }
+}
+
+#[test]
+fn the_author_delivers_a_record_key_to_the_home() {
+    let w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &author]);
+    let record = w.record(&author, &patient, "Lymphoma, stage II");
+
+    let opened = w.wait_state(HOSPITAL, &record, OpenState::Open);
+    assert_eq!(diagnosis(&opened), "Lymphoma, stage II");
+    assert_eq!(w.open(CLINIC, &record).state, OpenState::Open, "the author");
+    for other in [PHARMACY, INSURANCE] {
+        assert_eq!(
+            w.open(other, &record).state,
+            OpenState::Elsewhere { home: HOSPITAL }
+        );
+        assert!(
+            w.key_rows(other).is_empty(),
+            "validator {other} holds a key"
+        );
+        assert_eq!(w.node(other).key_status().held, 0);
+    }
+    assert!(w.key_rows(HOSPITAL).contains(&record));
+    assert!(w.node(CLINIC).key_status().counters.keys_served >= 1);
+    assert!(w.node(HOSPITAL).key_status().counters.keys_received >= 1);
+    // Nothing but ciphertext went into the blocks.
+    for file in ["chain.db", "chain.db-wal"] {
+        let bytes = std::fs::read(w.dir.path().join("insurance").join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(8).any(|window| window == b"Lymphoma"),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn a_read_grant_brings_the_history_to_the_grantee() {
+    let w = World::new();
+    let answers = record_answers(w.network());
+    let patient = Person::patient(HOSPITAL);
+    let home_doctor = Person::doctor(HOSPITAL, "Cardiology", "Dr Home");
+    let other_author = Person::doctor(PHARMACY, "Oncology", "Dr Elsewhere");
+    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &home_doctor, &other_author, &reader]);
+    let written_home = w.record(&home_doctor, &patient, "Angina");
+    let written_elsewhere = w.record(&other_author, &patient, "Lymphoma");
+    for record in [&written_home, &written_elsewhere] {
+        assert_eq!(
+            w.open(CLINIC, record).state,
+            OpenState::Elsewhere { home: HOSPITAL },
+            "before the grant"
+        );
+    }
+
+    let grant = w.read_grant(&patient, &reader, HOUR_MS);
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &written_home, OpenState::Open)),
+        "Angina"
+    );
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &written_elsewhere, OpenState::Open)),
+        "Lymphoma"
+    );
+    // The grant's purpose too: the reader's hospital is a party to it.
+    w.wait_state(CLINIC, &grant, OpenState::Open);
+    // The home is the one distributor: the author gave the grantee nothing.
+    assert_eq!(keys_sent(&answers, PHARMACY, CLINIC), 0);
+    assert!(keys_sent(&answers, HOSPITAL, CLINIC) >= 2);
+    assert_eq!(
+        w.open(INSURANCE, &written_home).state,
+        OpenState::Elsewhere { home: HOSPITAL }
+    );
+    assert!(w.key_rows(INSURANCE).is_empty());
+}
+
+#[test]
+fn a_record_added_while_a_grant_lives_reaches_the_grantee() {
+    let w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(PHARMACY, "Oncology", "Dr Author");
+    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &author, &reader]);
+    w.read_grant(&patient, &reader, HOUR_MS);
+    let record = w.record(&author, &patient, "Glioma");
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
+        "Glioma"
+    );
+    assert!(w.key_rows(CLINIC).contains(&record));
+}
+
+#[test]
+fn revocation_and_expiry_stop_deliveries_and_drop_received_keys() {
+    let w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
+    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &author, &reader]);
+
+    // Revocation: the grantee drops what it received.
+    let grant = w.read_grant(&patient, &reader, HOUR_MS);
+    let first = w.record(&author, &patient, "Melanoma");
+    w.wait_state(CLINIC, &first, OpenState::Open);
+    w.revoke(&patient, grant);
+    w.wait_state(CLINIC, &first, OpenState::Elsewhere { home: HOSPITAL });
+    assert!(!w.key_rows(CLINIC).contains(&first));
+    // Its hospital stays a party to the grant itself.
+    w.wait_state(CLINIC, &grant, OpenState::Open);
+
+    // Expiry by the clock, with no block after it: the same.
+    w.read_grant(&patient, &reader, 60_000);
+    let second = w.record(&author, &patient, "Sarcoma");
+    w.wait_state(CLINIC, &first, OpenState::Open);
+    w.wait_state(CLINIC, &second, OpenState::Open);
+    w.clock.advance_ms(61_000);
+    w.wait_state(CLINIC, &second, OpenState::Elsewhere { home: HOSPITAL });
+    w.wait_state(CLINIC, &first, OpenState::Elsewhere { home: HOSPITAL });
+    let rows = w.key_rows(CLINIC);
+    assert!(
+        !rows.contains(&first) && !rows.contains(&second),
+        "{rows:?}"
+    );
+    // The home keeps every key of its patient.
+    for record in [&first, &second] {
+        assert_eq!(w.open(HOSPITAL, record).state, OpenState::Open);
+    }
+}
+
+#[test]
+fn a_record_added_after_the_grant_ends_never_reaches_the_grantee() {
+    let w = World::new();
+    let answers = record_answers(w.network());
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(PHARMACY, "Oncology", "Dr Author");
+    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &author, &reader]);
+
+    w.read_grant(&patient, &reader, 60_000);
+    w.clock.advance_ms(61_000);
+    let after_expiry = w.record(&author, &patient, "Leukaemia");
+    let grant = w.read_grant(&patient, &reader, HOUR_MS);
+    w.revoke(&patient, grant);
+    let after_revocation = w.record(&author, &patient, "Myeloma");
+    for record in [&after_expiry, &after_revocation] {
+        w.wait_state(HOSPITAL, record, OpenState::Open);
+    }
+    // Time for a grantee's pull, had there been one.
+    std::thread::sleep(Duration::from_millis(1_000));
+    for record in [&after_expiry, &after_revocation] {
+        assert_eq!(
+            w.open(CLINIC, record).state,
+            OpenState::Elsewhere { home: HOSPITAL }
+        );
+    }
+    let rows = w.key_rows(CLINIC);
+    assert!(!rows.contains(&after_expiry) && !rows.contains(&after_revocation));
+    assert_eq!(keys_sent(&answers, PHARMACY, CLINIC), 0);
+}
+
+/// Red team finding 4: a home doctor's read grant at the patient's home, begun and ended while
+/// the author withholds a record's key, must not turn the home's own wait into a grantee's
+/// (asked of itself, dropped at the grant's end): once the author answers, the home opens it.
+#[test]
+fn a_read_grant_at_the_home_does_not_cost_the_home_a_waiting_key() {
+    let w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
+    let home_doctor = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
+    w.enroll(&[&patient, &author, &home_doctor]);
+    let withheld = Impersonation::new(w.network(), CLINIC, HOSPITAL);
+    let record = w.record(&author, &patient, "Hodgkin lymphoma");
+    assert_eq!(
+        w.open(HOSPITAL, &record).state,
+        OpenState::Waiting {
+            from: CLINIC,
+            since_ms: w.clock.now_ms()
+        }
+    );
+    let grant = w.read_grant(&patient, &home_doctor, HOUR_MS);
+    w.revoke(&patient, grant);
+    assert!(matches!(
+        w.open(HOSPITAL, &record).state,
+        OpenState::Waiting { from: CLINIC, .. }
+    ));
+    withheld.end();
+    assert_eq!(
+        diagnosis(&w.wait_state(HOSPITAL, &record, OpenState::Open)),
+        "Hodgkin lymphoma"
+    );
+}
+
+#[test]
+fn while_the_home_is_down_the_grant_waits() {
+    let mut w = World::new();
+    let patient = Person::patient(PHARMACY);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
+    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &author, &reader]);
+    let record = w.record(&author, &patient, "Mesothelioma");
+    w.wait_state(PHARMACY, &record, OpenState::Open);
+    // The patient approves on their device at their home, which then goes down.
+    let grant = w.sealed_read_grant(&patient, &reader, HOUR_MS);
+    w.cluster.stop(PHARMACY);
+    w.applied(CLINIC, grant);
+    let waiting = w.open(CLINIC, &record).state;
+    assert!(
+        matches!(waiting, OpenState::Waiting { from: PHARMACY, since_ms } if since_ms > 0),
+        "{waiting:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert!(matches!(
+        w.open(CLINIC, &record).state,
+        OpenState::Waiting { from: PHARMACY, .. }
+    ));
+    assert!(w.node(CLINIC).key_status().waiting >= 1);
+    // The author holds it, but gives a grantee nothing behind the home's back.
+    assert!(!w.key_rows(CLINIC).contains(&record));
+
+    w.cluster.restart(PHARMACY).unwrap();
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
+        "Mesothelioma"
+    );
+}
+
+#[test]
+fn a_peer_that_is_not_entitled_gets_no_key() {
+    let w = World::new();
+    let answers = record_answers(w.network());
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
+    let reader = Person::doctor(PHARMACY, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &author, &reader]);
+    let record = w.record(&author, &patient, "Carcinoma");
+    w.read_grant(&patient, &reader, HOUR_MS);
+    w.wait_state(PHARMACY, &record, OpenState::Open);
+
+    let asks = [
+        // The insurer, entitled to nothing, asks the home and the author.
+        (INSURANCE, HOSPITAL, 901),
+        (INSURANCE, CLINIC, 902),
+        // A grantee asks the author: only the home hands records to grantees.
+        (PHARMACY, CLINIC, 903),
+    ];
+    for (asker, holder, id) in asks {
+        assert!(w.network().inject(asker, holder, request(id, vec![record])));
+    }
+    let unknown = ledger::sha256(b"not on chain");
+    assert!(
+        w.network()
+            .inject(INSURANCE, HOSPITAL, request(904, vec![unknown]))
+    );
+    wait_until("the four answers", || {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, id, _)| (901..=904).contains(id))
+            .count()
+            == 4
+    });
+    for (from, to, id, replies) in answers.lock().unwrap().iter() {
+        let expected = match id {
+            901..=903 => KeyReply::NotEntitled,
+            904 => KeyReply::NotOnChain,
+            _ => continue,
+        };
+        assert_eq!(replies, &vec![expected], "{from} to {to}, request {id}");
+    }
+    assert!(w.key_rows(INSURANCE).is_empty());
+    assert!(
+        w.node(HOSPITAL)
+            .key_status()
+            .counters
+            .keys_requests_not_entitled
+            >= 1
+    );
+    assert!(
+        w.node(CLINIC)
+            .key_status()
+            .counters
+            .keys_requests_not_entitled
+            >= 2
+    );
+    // The answers reached validators that had asked nothing: dropped unread.
+    assert!(w.node(INSURANCE).key_status().counters.keys_answers_dropped >= 2);
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_counted() {
+    let w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &author]);
+    let dishonest = Impersonation::new(w.network(), CLINIC, HOSPITAL);
+    let record = w.record(&author, &patient, "Neuroblastoma");
+    dishonest.answer(&record, |_| KeyReply::Key(WireKey(DataKey::generate())));
+    wait_until("the wrong key to be counted", || {
+        w.node(HOSPITAL).key_status().counters.keys_refused_wrong >= 1
+    });
+    assert!(matches!(
+        w.open(HOSPITAL, &record).state,
+        OpenState::Waiting { from: CLINIC, .. }
+    ));
+    assert!(!w.key_rows(HOSPITAL).contains(&record));
+    // The honest answer, after the backoff, is taken.
+    dishonest.end();
+    w.wait_state(HOSPITAL, &record, OpenState::Open);
+}
+
+#[test]
+fn a_restart_resumes_from_the_processed_height() {
+    let mut w = World::new();
+    let patient = Person::patient(PHARMACY);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &author]);
+    let first = w.record(&author, &patient, "Thymoma");
+    w.wait_state(PHARMACY, &first, OpenState::Open);
+    let grant =
+        w.rt.block_on(patient.write_grant(&w.node(PHARMACY), &author.id, "while away"))
+            .unwrap();
+    let processed = w.node(PHARMACY).key_status().processed_height;
+    assert!(processed > 0);
+    w.cluster.stop(PHARMACY);
+
+    // While it is down: a grant it sealed before, and a record under it.
+    let grant = w.applied(HOSPITAL, grant);
+    let record =
+        w.rt.block_on(author.record(
+            &w.node(HOSPITAL),
+            &patient.id,
+            grant,
+            &note("Thymic carcinoma"),
+        ))
+        .unwrap();
+    let second = w.applied(HOSPITAL, record);
+
+    w.cluster.restart(PHARMACY).unwrap();
+    let status = w.node(PHARMACY).key_status();
+    assert!(
+        status.resumed_from >= processed,
+        "resumed from {} below {processed}",
+        status.resumed_from
+    );
+    assert_eq!(
+        diagnosis(&w.wait_state(PHARMACY, &second, OpenState::Open)),
+        "Thymic carcinoma"
+    );
+    assert_eq!(w.open(PHARMACY, &first).state, OpenState::Open);
+    assert_eq!(
+        w.node(PHARMACY).key_status().counters.keys_received,
+        1,
+        "only the new record's key is fetched again"
+    );
+}
+
+/// Red team finding 11: ids asked above a peer's rate are answered `Busy` without a lookup,
+/// and a seal waits for no queued peer request.
+#[test]
+fn a_peer_above_its_rate_is_answered_busy_and_seals_go_first() {
+    let w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &author]);
+    let record = w.record(&author, &patient, "Chondrosarcoma");
+    let (answered, busy, looked_up) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    {
+        let (answered, busy, looked_up) = (answered.clone(), busy.clone(), looked_up.clone());
+        w.network().observe(move |from, to, frame| {
+            if from == HOSPITAL
+                && to == INSURANCE
+                && let Wire::Keys(KeyFrame::Answer { replies, .. }) = &**frame
+            {
+                for reply in replies {
+                    match reply {
+                        KeyReply::Busy => busy.fetch_add(1, Ordering::SeqCst),
+                        _ => looked_up.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    let full = || request(7, vec![record; node::MAX_KEY_REQUEST_IDS]);
+    let started = Instant::now();
+    // Four full requests queued (the most a peer may have waiting), then a seal.
+    for _ in 0..4 {
+        assert!(w.network().inject(INSURANCE, HOSPITAL, full()));
+    }
+    let meta = Meta::AddRecord(AddRecord {
+        patient: patient.id,
+        doctor: author.id,
+        department: "Oncology".into(),
+        grant: [0; 32],
+    });
+    w.rt.block_on(
+        w.node(HOSPITAL)
+            .seal(header(meta, author.signer()), &note("x").to_bytes()),
+    )
+    .unwrap();
+    let before_seal = answered.load(Ordering::SeqCst);
+    assert!(
+        before_seal <= 2,
+        "the seal waited for {before_seal} of 4 queued peer requests"
+    );
+    // Never more than four queued below: none is dropped.
+    let dropped_before = w.node(HOSPITAL).key_status().counters.keys_requests_dropped;
+    // More than the burst, a few requests at a time.
+    let mut sent = 4;
+    while sent < 24 {
+        if sent - answered.load(Ordering::SeqCst) < 4 {
+            assert!(w.network().inject(INSURANCE, HOSPITAL, full()));
+            sent += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    wait_until("every answer", || answered.load(Ordering::SeqCst) == 24);
+    let elapsed = started.elapsed().as_secs_f64();
+    let (busy, looked_up) = (
+        busy.load(Ordering::SeqCst),
+        looked_up.load(Ordering::SeqCst),
+    );
+    assert_eq!(busy + looked_up, 24 * node::MAX_KEY_REQUEST_IDS as u64);
+    assert!(busy > 0, "no id was answered busy in {elapsed:.2} s");
+    let allowed = 8192.0 + 4096.0 * elapsed;
+    assert!(
+        (looked_up as f64) <= allowed + 1.0,
+        "{looked_up} ids looked up in {elapsed:.2} s, above the rate"
+    );
+    let counters = w.node(HOSPITAL).key_status().counters;
+    assert_eq!(counters.keys_requests_busy, busy);
+    assert_eq!(counters.keys_requests_dropped, dropped_before);
+}
+
+#[test]
+fn a_key_request_of_more_than_1024_ids_or_none_is_dropped_and_counted() {
+    let w = World::new();
+    let answers = record_answers(w.network());
+    let too_many = vec![[1; 32]; node::MAX_KEY_REQUEST_IDS + 1];
+    assert!(w.network().inject(CLINIC, HOSPITAL, request(1, too_many)));
+    assert!(w.network().inject(CLINIC, HOSPITAL, request(2, Vec::new())));
+    wait_until("both requests dropped", || {
+        w.node(HOSPITAL).key_status().counters.keys_requests_dropped == 2
+    });
+    assert!(
+        answers.lock().unwrap().is_empty(),
+        "a malformed request was answered"
+    );
+}
+
+#[test]
+fn a_rejected_sealed_transaction_leaves_no_key() {
+    // Nothing commits before a cut: both records under one grant wait in one batch.
+    let w = World::with_timing(Timing {
+        batch_window: Duration::from_secs(60),
+        ..fast_timing()
+    });
+    let patient = Person::patient(CLINIC);
+    let doctor = Person::doctor(CLINIC, "Cardiology", "Dr Twice");
+    w.enroll(&[&patient, &doctor]);
+    let clinic = w.node(CLINIC);
+    let grant =
+        w.rt.block_on(patient.write_grant(&clinic, &doctor.id, "one note"))
+            .unwrap();
+    let grant = w.applied(CLINIC, grant);
+    let records: Vec<SignedTx> = ["first", "second"]
+        .iter()
+        .map(|text| {
+            w.rt.block_on(doctor.record(&clinic, &patient.id, grant, &note(text)))
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<TxId> = records.iter().map(|r| r.id(&w.genesis_hash())).collect();
+    assert!(
+        ids.iter().all(|id| w.key_rows(CLINIC).contains(id)),
+        "sealed, durable"
+    );
+    let verdicts = w.rt.block_on(async {
+        for record in &records {
+            clinic.submit(record.clone()).await.unwrap();
+        }
+        clinic.cut().await.unwrap();
+        let mut verdicts = Vec::new();
+        for id in &ids {
+            verdicts.push(clinic.wait_applied(*id, WAIT).await.unwrap());
+        }
+        verdicts
+    });
+    let applied: Vec<bool> = verdicts
+        .iter()
+        .map(|v| matches!(v, Verdict::Applied { .. }))
+        .collect();
+    assert_eq!(applied.iter().filter(|a| **a).count(), 1, "{verdicts:?}");
+    w.settle();
+    wait_until("the rejected record's key to go", || {
+        let rows = w.key_rows(CLINIC);
+        ids.iter()
+            .zip(&applied)
+            .all(|(id, applied)| rows.contains(id) == *applied)
+    });
+
+    // A seal whose transaction is never submitted goes once its deadline passes.
+    let meta = Meta::AddRecord(AddRecord {
+        patient: patient.id,
+        doctor: doctor.id,
+        department: "Cardiology".into(),
+        grant,
+    });
+    let mut unsent = header(meta, doctor.signer());
+    unsent.not_after_ms = w.clock.now_ms() + 1_000;
+    let (unsent, _) =
+        w.rt.block_on(clinic.seal(unsent, &note("never sent").to_bytes()))
+            .unwrap();
+    let unsent = unsent.id(&w.genesis_hash());
+    assert!(w.key_rows(CLINIC).contains(&unsent));
+    w.clock.advance_ms(2_000);
+    // The replicas read the clock at their next tick.
+    std::thread::sleep(Duration::from_millis(300));
+    w.applied(CLINIC, enrollment(&clinic));
+    wait_until("the expired seal's key to go", || {
+        !w.key_rows(CLINIC).contains(&unsent)
+    });
+}
+
+/// §16.13: a body that names the commitment of another transaction's key opens with that key;
+/// a node holding the first never stores it for the second, and shows the second `broken`.
+#[test]
+fn a_reused_key_commitment_is_broken() {
+    let w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(CLINIC, "Oncology", "Dr Reuse");
+    w.enroll(&[&patient, &author]);
+    let dishonest = Impersonation::new(w.network(), CLINIC, HOSPITAL);
+    let genesis_hash = w.genesis_hash();
+    // The author seals two records by hand, the second naming the first's key; the home is
+    // answered each in turn with the first's key.
+    let record = |text: &str, reuse: Option<&DataKey>| {
+        let grant =
+            w.rt.block_on(patient.write_grant(&w.node(HOSPITAL), &author.id, "visit"))
+                .unwrap();
+        let grant = w.applied(HOSPITAL, grant);
+        let meta = Meta::AddRecord(AddRecord {
+            patient: patient.id,
+            doctor: author.id,
+            department: "Oncology".into(),
+            grant,
+        });
+        let mut header = header(meta, author.signer());
+        let (key, mut body) =
+            ledger::seal::seal(&genesis_hash, &mut header, &note(text).to_bytes()).unwrap();
+        if let Some(first) = reuse {
+            let mut reused = SealedBody::from_bytes(&body).unwrap();
+            reused.key_commit = first.commitment();
+            body = reused.to_bytes();
+        }
+        let id = w.applied(CLINIC, author.sign_header(&genesis_hash, header, body));
+        (id, key)
+    };
+    let (first, first_key) = record("Ependymoma", None);
+    dishonest.answer(&first, |_| KeyReply::Key(WireKey(first_key.clone())));
+    w.wait_state(HOSPITAL, &first, OpenState::Open);
+    let (second, _) = record("copy", Some(&first_key));
+    dishonest.answer(&second, |_| KeyReply::Key(WireKey(first_key.clone())));
+    wait_until("the reused key to be refused", || {
+        w.node(HOSPITAL).key_status().counters.keys_refused_reused == 1
+    });
+    assert_eq!(
+        w.open(HOSPITAL, &second).state,
+        OpenState::Broken { sealer: CLINIC }
+    );
+    assert!(!w.key_rows(HOSPITAL).contains(&second));
+    dishonest.end();
+}
+
+/// Red team finding 6: `keys.db` is copied while the node runs, consistently and still
+/// sealed; a node whose store is lost is restored from the copy and opens what it held.
+#[test]
+fn backup_keys_copies_a_running_store() {
+    let mut w = World::new();
+    let patient = Person::patient(PHARMACY);
+    let author = Person::doctor(PHARMACY, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &author]);
+    let record = w.record(&author, &patient, "Osteosarcoma");
+    let backup = w.dir.path().join("pharmacy-keys.backup");
+    w.rt.block_on(w.node(PHARMACY).backup_keys(&backup))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let copied: Vec<Vec<u8>> = {
+        let conn = rusqlite::Connection::open(&backup).unwrap();
+        let mut stmt = conn.prepare("SELECT tx FROM data_keys").unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert!(copied.contains(&record.to_vec()));
+    assert!(
+        w.rt.block_on(w.node(PHARMACY).backup_keys(&backup))
+            .is_err(),
+        "a backup overwrote a file"
+    );
+
+    // The store is lost; the copy is put back: the record opens, no key fetched.
+    w.cluster.stop(PHARMACY);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", w.keys_db(PHARMACY).display()));
+    }
+    std::fs::copy(&backup, w.keys_db(PHARMACY)).unwrap();
+    w.cluster.restart(PHARMACY).unwrap();
+    assert_eq!(
+        diagnosis(&w.wait_state(PHARMACY, &record, OpenState::Open)),
+        "Osteosarcoma"
+    );
+    assert_eq!(w.node(PHARMACY).key_status().counters.keys_received, 0);
+}
+
+/// Red team finding 4: a sealer that lost its key store gets its own records' keys back as a
+/// party, and a read grant to one of its doctors, begun and ended while it waits, does not
+/// make them a grantee's (dropped at the grant's end).
+#[test]
+fn a_sealer_that_lost_its_store_keeps_its_own_keys_after_a_grant_ends() {
+    let mut w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &author]);
+    let record = w.record(&author, &patient, "Retinoblastoma");
+    w.wait_state(HOSPITAL, &record, OpenState::Open);
+
+    w.cluster.stop(CLINIC);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", w.keys_db(CLINIC).display()));
+    }
+    let withheld = Impersonation::new(w.network(), HOSPITAL, CLINIC);
+    w.cluster.restart(CLINIC).unwrap();
+    w.wait_state(
+        CLINIC,
+        &record,
+        OpenState::Waiting {
+            from: HOSPITAL,
+            since_ms: w.clock.now_ms(),
+        },
+    );
+    let grant = w.read_grant(&patient, &author, HOUR_MS);
+    w.revoke(&patient, grant);
+    assert!(matches!(
+        w.open(CLINIC, &record).state,
+        OpenState::Waiting { from: HOSPITAL, .. }
+    ));
+    withheld.end();
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
+        "Retinoblastoma"
+    );
+}
+
+/// Red team finding 12: a home restored from an old backup, in which a revoked grant is still
+/// live, answers `Busy` to the former grantee while it is below the checkpoint the others
+/// report, and `NotEntitled` once it has caught up: it never hands the key out.
+#[test]
+fn a_restored_home_answers_no_key_before_it_has_caught_up() {
+    let mut w = World::new();
+    let patient = Person::patient(PHARMACY);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
+    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &author, &reader]);
+    let grant = w.read_grant(&patient, &reader, HOUR_MS);
+    let record = w.record(&author, &patient, "Wilms tumour");
+    w.wait_state(CLINIC, &record, OpenState::Open);
+    w.wait_state(PHARMACY, &record, OpenState::Open);
+
+    // The pharmacy's folder is backed up, stopped.
+    let folder = w.dir.path().join("pharmacy");
+    let backup = w.dir.path().join("pharmacy-backup");
+    w.cluster.stop(PHARMACY);
+    copy_folder(&folder, &backup);
+    w.cluster.restart(PHARMACY).unwrap();
+    w.revoke(&patient, grant);
+    w.wait_state(CLINIC, &record, OpenState::Elsewhere { home: PHARMACY });
+
+    // Restored from the backup, it hears the others' checkpoints but gets no block.
+    w.cluster.stop(PHARMACY);
+    std::fs::remove_dir_all(&folder).unwrap();
+    copy_folder(&backup, &folder);
+    w.network()
+        .filter(|_, to, frame| !(to == PHARMACY && matches!(**frame, Wire::Blocks(_))));
+    let answers = record_answers(w.network());
+    w.cluster.restart(PHARMACY).unwrap();
+    let pharmacy = w.node(PHARMACY);
+    let hospital = w.node(HOSPITAL);
+    wait_until("the pharmacy to learn it is behind", || {
+        // A block, not awaited by the pharmacy, which cannot apply it.
+        w.rt.block_on(hospital.submit_applied(enrollment(&hospital), WAIT))
+            .unwrap();
+        let status = pharmacy.status();
+        status.recovering || status.reported_checkpoint > pharmacy.key_status().processed_height
+    });
+    let ask = |id: u64| {
+        assert!(
+            w.network()
+                .inject(CLINIC, PHARMACY, request(id, vec![record]))
+        );
+        wait_until("the answer", || {
+            answers
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, _, request, _)| *request == id)
+        });
+        let answers = answers.lock().unwrap();
+        let (_, _, _, replies) = answers
+            .iter()
+            .find(|(_, _, request, _)| *request == id)
+            .unwrap();
+        replies.clone()
+    };
+    assert_eq!(
+        ask(501),
+        vec![KeyReply::Busy],
+        "a restored home answered before catching up"
+    );
+
+    w.network().clear_filter();
+    let head = hospital.status().height;
+    wait_until("the pharmacy to catch up", || {
+        pharmacy.key_status().processed_height >= head && !pharmacy.status().recovering
+    });
+    assert_eq!(ask(502), vec![KeyReply::NotEntitled]);
+}
+
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
