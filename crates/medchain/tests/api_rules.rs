@@ -117,10 +117,13 @@ async fn a_patient_reads_where_linked_and_the_log_names_the_hospital_that_served
     assert_eq!(s, OK, "{b}");
     assert_eq!(b["servedBy"], "clinic");
     let access = b["accessTxId"].as_str().unwrap().to_string();
-    // Pending at the clinic's validator: a block cut there carries it.
+    // Applied at the clinic before the records were answered (docs/SECURITY.md, issue 10,
+    // §6.1): nothing is left for a block to carry.
     let d1_at_clinic = session(&clinic, "doctor", "d001", "doctor123").await;
-    let (s, b) = clinic.post(&d1_at_clinic, "/api/validate", json!({})).await;
-    assert_eq!(s, OK, "{b}");
+    let (s, b) = clinic
+        .get(&d1_at_clinic, &format!("/api/tx/{access}"))
+        .await;
+    assert_eq!((s, b["status"].clone()), (OK, json!("committed")), "{b}");
     let p1 = hospital.login("p001").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let entry = loop {

@@ -947,7 +947,8 @@ async fn the_patient_approves_a_request_and_revokes_a_grant_from_their_browser()
 /// (3) A key made at the clinic's page (a second origin in the same browser) is added by the
 /// code the clinic shows, approved on the hospital's page, which already holds a key of the
 /// patient's. The key is then live on chain, made at the clinic, added by a device, and signs
-/// an approval at the clinic.
+/// at the clinic: a denial (an approval of a request whose purpose the clinic cannot open is
+/// sent to the patient's home).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
     let Some(_turn) = browser_turn().await else {
@@ -1032,18 +1033,39 @@ async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
             assert_eq!(key["addedBy"], "device");
         }
 
-        // The second page sees its key live, and signs with it: it approves a request there.
+        // The second page sees its key live, and signs with it. The clinic holds no key of
+        // the hospital doctor's request (its purpose is sealed for the doctor's home and the
+        // patient's): approving it there sends the patient home (docs/SECURITY.md §16.15),
+        // and the clinic's key denies it instead.
         d.switch_to_window(second).await.unwrap();
         device_key(&d, "live").await;
         let request = remote_request(hospital, &d1, "Cardiology follow-up").await;
         cut(hospital, &d1).await;
-        approve_on_page(&d, &request).await;
-        let grant = eventually("the clinic's approval is on chain", || async {
-            grant_for_request(&grants_of(hospital, &p1_home).await, &request)
+        let item = pending_item(&request);
+        refresh_until(&d, &item).await;
+        assert_eq!(
+            text_of(&d, &format!("{item} [data-test=pending-purpose]")).await,
+            "purpose readable at your home hospital, hospital"
+        );
+        click(&d, &format!("{item} [data-test=approve]")).await;
+        wait_text(&d, "#toast", |t| {
+            t.contains("approve this at your home hospital, hospital")
         })
         .await;
-        assert_eq!(grant["attested"], "device");
-        assert_eq!(grant["state"], "active");
+        click(&d, &format!("{item} [data-test=deny]")).await;
+        wait_text(&d, "#toast", |t| t.contains("denied")).await;
+        let d1_at_clinic = clinic.login("d001").await;
+        cut(clinic, &d1_at_clinic).await;
+        let denied = eventually("the clinic's denial is on chain", || async {
+            let (s, b) = hospital
+                .get(&p1_home, &format!("/api/consents/{request}"))
+                .await;
+            assert_eq!(s, OK, "{b}");
+            (b["consent"]["state"] == "denied").then_some(b)
+        })
+        .await;
+        assert!(grant_for_request(&grants_of(hospital, &p1_home).await, &request).is_none());
+        assert!(denied["consent"]["answer"].is_string(), "{denied}");
         let _ = d.quit().await;
     })
     .await;

@@ -68,8 +68,8 @@ fn assert_final_state(net: &Net, head: &(u64, String), acks: &[Ack], txs: &[Stri
             );
         }
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for diagnosis in net.store_diagnoses(i) {
-            *counts.entry(diagnosis).or_default() += 1;
+        for record in net.store_records(i) {
+            *counts.entry(record).or_default() += 1;
         }
         let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
         assert!(
@@ -79,7 +79,7 @@ fn assert_final_state(net: &Net, head: &(u64, String), acks: &[Ack], txs: &[Stri
         );
         let lost: Vec<&str> = acks
             .iter()
-            .filter(|ack| !counts.contains_key(&ack.diagnosis))
+            .filter(|ack| !counts.contains_key(&ack.tx_id))
             .map(|ack| ack.diagnosis.as_str())
             .collect();
         assert!(
@@ -464,16 +464,24 @@ fn the_seed_flow_works_against_a_testnet() {
         elsewhere.cookies().keys().collect::<Vec<_>>(),
         vec!["medchain_pharmacy"]
     );
+    // Pharmacy holds no key of p001's records (a link entitles nothing): the record is
+    // shown with its notice, in the seed's fields too, and never its content.
     let (status, b) = elsewhere.patient_records("p001", "patient123");
     assert_eq!(status, 200, "{b}");
     assert_eq!(b["servedBy"], "pharmacy");
     let records = b["records"].as_array().unwrap();
-    assert!(
-        records
-            .iter()
-            .any(|r| r["diagnosis"] == "Testnet hypertension"),
+    let record = records
+        .iter()
+        .find(|r| r["tx_id"] == flow.record["tx_id"])
+        .unwrap_or_else(|| panic!("the record is listed at pharmacy: {b}"));
+    assert_eq!(record["state"], "elsewhere", "{b}");
+    assert_eq!(
+        record["diagnosis"], "readable at your home hospital, hospital",
         "{b}"
     );
+    assert_eq!(record["notice"], record["diagnosis"], "{b}");
+    assert_eq!(record["prescription"], "", "{b}");
+    assert!(!b.to_string().contains("Testnet hypertension"), "{b}");
     // A doctor signs in at pharmacy but acts only at home.
     let (status, b) = elsewhere.login("doctor", "d001", "doctor123");
     assert_eq!(status, 200, "{b}");
