@@ -27,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{Client, Served, TestApp};
+use common::{Client, Served, TestApp, eventually};
 use medchain::http::{AppState, Chain, Clock, Settings};
 use serde_json::{Value, json};
 use thirtyfour::error::WebDriverErrorInner;
@@ -283,22 +283,6 @@ async fn settle(d: &WebDriver) {
 
 fn docs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
-}
-
-/// Polls `f` (an API call) until it returns `Some`, for at most 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Cuts a block at `at` (as a doctor may), or finds nothing pending.

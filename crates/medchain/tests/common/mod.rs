@@ -238,6 +238,22 @@ async fn open_with(
     }
 }
 
+/// Polls `f` until it answers `Some` (at most 20 s, else the test fails naming `what`).
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The tests of sessions and consents use the same harness: a cluster is cheap.
 pub async fn app_only() -> TestApp {
     start(manual_timing()).await
@@ -480,6 +496,48 @@ impl TestApp {
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
         b["otp"].as_str().unwrap().to_string()
+    }
+
+    /// Enrolls `id` here (its home), as `medchain user add` does, with the password
+    /// `long-password`, and waits for it on chain.
+    pub async fn enroll(&self, id: &str, doctor: Option<(&str, &str)>) {
+        let new = medchain::app::NewAccount {
+            id: id.into(),
+            role: if doctor.is_some() {
+                medchain::app::Role::Doctor
+            } else {
+                medchain::app::Role::Patient
+            },
+            department: doctor.map(|d| d.0.to_string()),
+            name: doctor.map(|d| d.1.to_string()),
+            password: zeroize::Zeroizing::new("long-password".into()),
+        };
+        self.state.flows.enroll(new).await.unwrap();
+        assert!(
+            self.state
+                .flows
+                .settle_outbox(Duration::from_secs(20))
+                .await
+                .unwrap()
+        );
+    }
+
+    /// Logs `id` in here with `password`; a bearer client.
+    pub async fn session(&self, role: &str, id: &str, password: &str) -> Client {
+        let key = if role == "doctor" {
+            "doctorId"
+        } else {
+            "patientId"
+        };
+        let (s, b) = self
+            .post(
+                &anon(),
+                "/api/login",
+                serde_json::json!({"role": role, key: id, "password": password}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "login {id}: {b}");
+        Client::bearer(b["token"].as_str().unwrap())
     }
 
     /// Logs a demo account in; returns a bearer client.

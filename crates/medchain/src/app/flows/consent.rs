@@ -233,8 +233,8 @@ impl Flows {
                 doctor_login: logins.of(self, row.doctor).await?,
                 doctor_name: doctor.as_ref().and_then(|d| d.name.clone()),
                 department: doctor.and_then(|d| d.department),
+                purpose_opens: purpose.state == Readable::Open(()),
                 purpose: purpose.text,
-                purpose_opens: purpose.opens,
                 row,
             };
             let hospital = request.row.doctor_home;
@@ -279,17 +279,13 @@ impl Flows {
             .into_iter()
             .map(|readable| {
                 let notice = readable.notice(self, reader, "purpose");
-                match (readable, notice) {
-                    (Readable::Open(text), _) => Purpose { text, opens: true },
-                    (Readable::Broken { .. }, notice) => Purpose {
-                        text: notice.unwrap_or_default(),
-                        opens: false,
-                    },
-                    (_, notice) => Purpose {
-                        text: format!("purpose {}", notice.unwrap_or_default()),
-                        opens: false,
-                    },
-                }
+                let state = readable.without_content();
+                let text = match (readable, notice) {
+                    (Readable::Open(text), _) => text,
+                    (Readable::Broken { .. }, notice) => notice.unwrap_or_default(),
+                    (_, notice) => format!("purpose {}", notice.unwrap_or_default()),
+                };
+                Purpose { text, state }
             })
             .collect();
         Ok((items, purposes))
@@ -319,8 +315,14 @@ impl Flows {
         if matches!(pending.scope, Scope::Read { .. }) && row.home != self.here.index {
             return Err(at_home);
         }
-        if !self.purpose_opens(request, pending.doctor_home).await? {
-            return Err(at_home);
+        let purpose = self.purpose_of(request, pending.doctor_home).await?;
+        match purpose.state {
+            Readable::Open(()) => {}
+            Readable::Elsewhere { .. } => return Err(at_home),
+            Readable::Waiting { .. } => return Err(FlowError::Unavailable(purpose.text)),
+            Readable::Erased { .. } | Readable::Broken { .. } => {
+                return Err(FlowError::Rejected(purpose.text));
+            }
         }
         let scope = match (pending.scope, duration_ms) {
             (Scope::Read { duration_ms: asked }, Some(d)) => Scope::Read {
@@ -347,13 +349,16 @@ impl Flows {
         }
     }
 
-    /// Whether the purpose of request `id` opens at this hospital.
-    async fn purpose_opens(&self, id: TxId, sealer: u32) -> FlowResult<bool> {
+    /// The purpose of request `id` as this hospital opens it.
+    async fn purpose_of(&self, id: TxId, sealer: u32) -> FlowResult<Purpose> {
         let (height, found) = self
             .snapshot(move |r| Ok(vec![((), sealed_of(r, &id, sealer)?)]))
             .await?;
         let (_, purposes) = self.purposes(height, found, ReaderRole::Patient).await?;
-        Ok(purposes.first().is_some_and(|p| p.opens))
+        purposes
+            .into_iter()
+            .next()
+            .ok_or_else(|| FlowError::NotFound("No such consent request".into()))
     }
 
     async fn pending_request_of(&self, patient: PersonId, id: TxId) -> FlowResult<RequestRow> {
@@ -458,7 +463,8 @@ impl Flows {
 /// A purpose as a reader sees it: its text, or the notice of why it does not open here.
 struct Purpose {
     text: String,
-    opens: bool,
+    /// Its state, without the text.
+    state: Readable<()>,
 }
 
 /// The sealed transaction `id` as the chain holds it, to open; `sealer` named if its content

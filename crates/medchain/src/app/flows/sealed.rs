@@ -52,6 +52,17 @@ impl<T> Readable<T> {
         }
     }
 
+    /// The same state without its content.
+    pub fn without_content(&self) -> Readable<()> {
+        match *self {
+            Readable::Open(_) => Readable::Open(()),
+            Readable::Erased { on_ms } => Readable::Erased { on_ms },
+            Readable::Waiting { from } => Readable::Waiting { from },
+            Readable::Elsewhere { home } => Readable::Elsewhere { home },
+            Readable::Broken { sealer } => Readable::Broken { sealer },
+        }
+    }
+
     pub fn content(&self) -> Option<&T> {
         match self {
             Readable::Open(content) => Some(content),

@@ -1,0 +1,594 @@
+//! Confidential records through the API (docs/SECURITY.md, "Confidential records (issue 10)",
+//! §4, §6 and §14 task C), on one embedded cluster whose validators each serve their own API:
+//! hospital (validator 0, home of the demo people, who are linked everywhere), clinic (1) and
+//! insurance (3). Who learns what is decided by keys: each test asserts what an API answers
+//! and what a validator's `keys.db` holds.
+
+mod common;
+
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use common::{Client, TestApp, anon, eventually};
+use serde_json::{Value, json};
+
+const OK: StatusCode = StatusCode::OK;
+const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
+
+/// A record's three fields, unique to one test run, so that a search for them in any answer
+/// finds only what the API really served.
+struct Secret {
+    diagnosis: String,
+    prescription: String,
+    notes: String,
+}
+
+impl Secret {
+    fn new(tag: &str) -> Self {
+        let nonce = hex::encode(rand::random::<[u8; 6]>());
+        Secret {
+            diagnosis: format!("Lymphoma {tag} {nonce}"),
+            prescription: format!("R-CHOP {tag} {nonce}"),
+            notes: format!("Stage II {tag} {nonce}"),
+        }
+    }
+
+    fn medical_data(&self) -> Value {
+        json!({"diagnosis": self.diagnosis, "prescription": self.prescription,
+               "notes": self.notes})
+    }
+
+    /// Whether any of the three is in `answer`.
+    fn leaked_in(&self, answer: &Value) -> bool {
+        let text = answer.to_string();
+        [&self.diagnosis, &self.prescription, &self.notes]
+            .iter()
+            .any(|s| text.contains(s.as_str()))
+    }
+}
+
+/// Hospital and clinic of one cluster (`common::two_hospitals`) and the insurer's API, each
+/// serving the demo logins (p001 linked at clinic and insurance).
+async fn three_hospitals() -> (TestApp, TestApp, TestApp) {
+    let (hospital, clinic) = common::two_hospitals().await;
+    let insurer = hospital.hospital(3).await;
+    eventually("p001's link to the insurer on chain", || async {
+        let (s, _) = insurer
+            .post(
+                &anon(),
+                "/api/login",
+                json!({"role": "patient", "patientId": "p001", "password": "patient123"}),
+            )
+            .await;
+        (s == OK).then_some(())
+    })
+    .await;
+    (hospital, clinic, insurer)
+}
+
+/// Cuts a block at `at` now (as a doctor there).
+async fn cut(at: &TestApp, doctor: &Client) {
+    let (s, b) = at.post(doctor, "/api/validate", json!({})).await;
+    assert!(
+        s == OK || b["message"] == "No pending records to validate",
+        "{s} {b}"
+    );
+}
+
+/// A record by `doctor` (at `at`, the patient's home and the doctor's) for `patient`, under an
+/// in-person code, cut into a block: its transaction id.
+async fn record_in_person(at: &TestApp, doctor: &Client, patient: &str, secret: &Secret) -> String {
+    let code = at.in_person_code(doctor, patient).await;
+    let (s, b) = at
+        .post(
+            doctor,
+            "/api/add_record",
+            json!({"patientId": patient, "otp": code, "medical_data": secret.medical_data()}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let tx = b["txId"].as_str().unwrap().to_string();
+    cut(at, doctor).await;
+    tx
+}
+
+/// Waits until transaction `tx` is committed at `at`'s validator.
+async fn committed_at(at: &TestApp, who: &Client, tx: &str) {
+    eventually(
+        &format!("{tx} committed at {}", at.cookie_name()),
+        || async {
+            let (_, b) = at.get(who, &format!("/api/tx/{tx}")).await;
+            (b["status"] == "committed").then_some(())
+        },
+    )
+    .await;
+}
+
+/// A remote request of `doctor` (at `at`, their home) to p001, cut into a block there and
+/// listed at p001's home with its purpose open: its id.
+async fn request(
+    at: &TestApp,
+    doctor: &Client,
+    scope: Value,
+    home: &TestApp,
+    p1_home: &Client,
+) -> String {
+    let (s, b) = at
+        .post(
+            doctor,
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": "Second opinion", "scope": scope}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let id = b["consent"]["id"].as_str().unwrap().to_string();
+    cut(at, doctor).await;
+    eventually(
+        "the request listed at the home, its purpose open",
+        || async {
+            let (_, b) = home.get(p1_home, "/api/consents/pending").await;
+            b["requests"]
+                .as_array()?
+                .iter()
+                .find(|r| r["id"] == id.as_str() && r["purpose_opens"] == true)
+                .map(|r| assert_eq!(r["purpose"], "Second opinion", "{b}"))
+        },
+    )
+    .await;
+    id
+}
+
+/// p001's history as `who` reads it at `at` (`/api/patient_records`, `body`).
+async fn history(at: &TestApp, who: &Client, body: Value) -> (StatusCode, Value) {
+    at.post(who, "/api/patient_records", body).await
+}
+
+/// A doctor's read of p001's history at `at`, repeated until every record opens (the keys
+/// travel after the grant commits): the records.
+async fn read_until_open(at: &TestApp, doctor: &Client, records: &[&str]) -> Value {
+    eventually("every record open at the grantee", || async {
+        let (s, b) = at
+            .post(
+                doctor,
+                "/api/doctor/patient_records",
+                json!({"patientId": "p001"}),
+            )
+            .await;
+        assert_eq!(s, OK, "{b}");
+        let all = b["records"].as_array().unwrap();
+        let open = records.iter().all(|id| {
+            all.iter()
+                .any(|r| r["tx_id"] == *id && r["state"] == "open")
+        });
+        open.then_some(b)
+    })
+    .await
+}
+
+/// `validator`'s `keys.db` in the cluster `owner` runs.
+fn keys_db(owner: &TestApp, validator: &str) -> PathBuf {
+    owner
+        .dir
+        .path()
+        .join("chain")
+        .join(validator)
+        .join("keys.db")
+}
+
+/// Rows of `validator`'s key store (held keys and wanted ones) for the transactions `txs`.
+fn key_rows(owner: &TestApp, validator: &str, txs: &[&str]) -> usize {
+    let conn = rusqlite::Connection::open_with_flags(
+        keys_db(owner, validator),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open keys.db");
+    let mut rows = 0;
+    for tx in txs {
+        let id = hex::decode(tx).unwrap();
+        for table in ["data_keys", "wanted"] {
+            let n: i64 = conn
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE tx = ?1"),
+                    [&id],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            rows += n as usize;
+        }
+    }
+    rows
+}
+
+/// The insurer's API, asked with every kind of session, serves no diagnosis of p001 (whose home
+/// is the hospital), and its key store holds no key of p001's record: no session; its own
+/// patient's; p001's linked session and password; its doctor without a grant, and with a
+/// write grant (which entitles it to what its doctor writes, nothing else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_insurer_serves_no_diagnosis_of_another_homes_patient_with_any_session() {
+    let (hospital, _clinic, insurer) = three_hospitals().await;
+    let d1 = hospital.login("d001").await;
+    let p1_home = hospital.login("p001").await;
+    let secret = Secret::new("insurer");
+    let record = record_in_person(&hospital, &d1, "p001", &secret).await;
+    // The home serves it.
+    let (s, b) = history(&hospital, &p1_home, json!({})).await;
+    assert_eq!(s, OK, "{b}");
+    assert!(secret.leaked_in(&b), "the home opens it: {b}");
+
+    insurer
+        .enroll("i-doc", Some(("Claims", "Ida Claims")))
+        .await;
+    insurer.enroll("i-pat", None).await;
+    let i_doc = insurer.session("doctor", "i-doc", "long-password").await;
+    let i_pat = insurer.session("patient", "i-pat", "long-password").await;
+    let p1_insurer = insurer.login("p001").await;
+    committed_at(&insurer, &i_doc, &record).await;
+
+    let mut answers: Vec<(String, StatusCode, Value)> = Vec::new();
+    let mut ask = |what: &str, s: StatusCode, b: Value| answers.push((what.to_string(), s, b));
+
+    // No session.
+    let (s, b) = history(&insurer, &anon(), json!({"patientId": "p001"})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    ask("no session", s, b);
+    // p001's password at the insurer (the seed's read): a linked login, served with notices.
+    let (s, b) = history(
+        &insurer,
+        &anon(),
+        json!({"patientId": "p001", "password": "patient123"}),
+    )
+    .await;
+    assert_eq!(s, OK, "{b}");
+    let shown = b["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tx_id"] == record.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("the record is listed: {b}"));
+    assert_eq!(shown["state"], "elsewhere", "{b}");
+    assert_eq!(
+        shown["diagnosis"], "readable at your home hospital, hospital",
+        "{b}"
+    );
+    assert_eq!(shown["department"], "Cardiology", "metadata is public: {b}");
+    ask("p001's password", s, b);
+    // p001's session at the insurer, on every route a patient has.
+    for path in [
+        "/api/consents",
+        "/api/consents/pending",
+        "/api/access_log",
+        "/api/identity",
+    ] {
+        let (s, b) = insurer.get(&p1_insurer, path).await;
+        assert_eq!(s, OK, "{path}: {b}");
+        ask(path, s, b);
+    }
+    let (s, b) = history(&insurer, &p1_insurer, json!({})).await;
+    assert_eq!(s, OK, "{b}");
+    ask("p001's session", s, b);
+    // Its own patient: their own history only.
+    let (s, b) = history(&insurer, &i_pat, json!({"patientId": "p001"})).await;
+    assert_eq!(s, FORBIDDEN, "{b}");
+    ask("its patient, p001's history", s, b);
+    let (s, b) = history(&insurer, &i_pat, json!({})).await;
+    assert_eq!((s, b["records"].clone()), (OK, json!([])), "{b}");
+    ask("its patient, own history", s, b);
+    // Its doctor, without a grant.
+    for path in ["/api/doctor/patient_records", "/api/patient_records"] {
+        let (s, b) = insurer
+            .post(&i_doc, path, json!({"patientId": "p001"}))
+            .await;
+        assert_eq!(s, FORBIDDEN, "{path}: {b}");
+        assert_eq!(b["message"], "no live read grant", "{b}");
+        ask(path, s, b);
+    }
+    // Its doctor with a write grant, approved by p001 at home.
+    let device = hospital.add_device(&p1_home).await;
+    let write = request(&insurer, &i_doc, json!("write"), &hospital, &p1_home).await;
+    let (s, b) = hospital
+        .post_signed(
+            &p1_home,
+            &device,
+            &format!("/api/consents/{write}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let grant = b["grantTxId"].as_str().unwrap().to_string();
+    committed_at(&insurer, &i_doc, &grant).await;
+    let (s, b) = insurer
+        .post(
+            &i_doc,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
+        .await;
+    assert_eq!(s, FORBIDDEN, "{b}");
+    ask("its doctor with a write grant", s, b);
+    for path in [
+        "/api/consents",
+        "/api/consents/requested",
+        "/api/blocks",
+        &format!("/api/tx/{record}"),
+    ] {
+        let (s, b) = insurer.get(&i_doc, path).await;
+        assert_eq!(s, OK, "{path}: {b}");
+        ask(path, s, b);
+    }
+
+    for (what, status, answer) in &answers {
+        assert!(
+            !secret.leaked_in(answer),
+            "{what} ({status}) served p001's record: {answer}"
+        );
+    }
+    // Decided by keys, not by a handler: the insurer holds no key of the record, nor waits
+    // for one, while the home holds it.
+    assert_eq!(key_rows(&hospital, "insurance", &[&record]), 0);
+    assert_eq!(key_rows(&hospital, "hospital", &[&record]), 1);
+}
+
+/// A clinic doctor reads a hospital patient's history only under a live read grant: 403
+/// before; every record open once the grant commits (and one added while it lives); after it
+/// expires (by the manual clock), and after a revocation, nothing is served there, a record
+/// added later never reaches the clinic, and the clinic drops the keys it received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_doctor_reads_a_hospital_patients_history_only_under_a_live_grant() {
+    let (hospital, clinic) = common::two_hospitals().await;
+    // A key of the home, older than the wait of a key added on a password (§4.2).
+    let device = hospital.add_device(&hospital.login("p001").await).await;
+    let wait_ms = hospital.state.flows.node().genesis().recovery_wait_ms();
+    hospital.advance(wait_ms + 60_000).await;
+    let d1 = hospital.login("d001").await;
+    let p1_home = hospital.login("p001").await;
+    clinic
+        .enroll("c-doc", Some(("Neurology", "Alan Turing")))
+        .await;
+    let c_doc = clinic.session("doctor", "c-doc", "long-password").await;
+    let before = Secret::new("before");
+    let first = record_in_person(&hospital, &d1, "p001", &before).await;
+    committed_at(&clinic, &c_doc, &first).await;
+
+    // Before any grant: 403, and no key at the clinic.
+    let (s, b) = clinic
+        .post(
+            &c_doc,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].clone()),
+        (FORBIDDEN, json!("no live read grant"))
+    );
+    assert_eq!(key_rows(&hospital, "clinic", &[&first]), 0);
+
+    // A one-minute read grant, approved at home on p001's device.
+    let read = request(
+        &clinic,
+        &c_doc,
+        json!({"read": {"durationMs": 60_000}}),
+        &hospital,
+        &p1_home,
+    )
+    .await;
+    let approve = format!("/api/consents/{read}/approve");
+    let (s, b) = hospital
+        .post_signed(&p1_home, &device, &approve, json!({}))
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let grant = b["grantTxId"].as_str().unwrap().to_string();
+    committed_at(&clinic, &c_doc, &grant).await;
+    let b = read_until_open(&clinic, &c_doc, &[&first]).await;
+    assert!(
+        b.to_string().contains(&before.diagnosis),
+        "the history arrives when the grant commits: {b}"
+    );
+    // A record added while the grant lives reaches the clinic.
+    let during = Secret::new("during");
+    let second = record_in_person(&hospital, &d1, "p001", &during).await;
+    let b = read_until_open(&clinic, &c_doc, &[&first, &second]).await;
+    assert!(b.to_string().contains(&during.notes), "{b}");
+
+    // The grant expires by the clock; a record added after never reaches the clinic.
+    hospital.advance(61_000).await;
+    let after = Secret::new("after");
+    let third = record_in_person(&hospital, &d1, "p001", &after).await;
+    committed_at(&clinic, &c_doc, &third).await;
+    let (s, b) = clinic
+        .post(
+            &c_doc,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
+        .await;
+    assert_eq!(s, FORBIDDEN, "{b}");
+    for secret in [&before, &during, &after] {
+        assert!(!secret.leaked_in(&b), "{b}");
+    }
+    eventually("the clinic drops the keys at the grant's end", || async {
+        (key_rows(&hospital, "clinic", &[&first, &second, &third]) == 0).then_some(())
+    })
+    .await;
+
+    // A second grant, then revoked: the same.
+    let p1_home = hospital.login("p001").await;
+    let c_doc = clinic.session("doctor", "c-doc", "long-password").await;
+    let read = request(
+        &clinic,
+        &c_doc,
+        json!({"read": {"durationMs": 3_600_000}}),
+        &hospital,
+        &p1_home,
+    )
+    .await;
+    let (s, b) = hospital
+        .post_signed(
+            &p1_home,
+            &device,
+            &format!("/api/consents/{read}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let grant = b["grantTxId"].as_str().unwrap().to_string();
+    committed_at(&clinic, &c_doc, &grant).await;
+    read_until_open(&clinic, &c_doc, &[&first, &second, &third]).await;
+    let (s, b) = hospital
+        .post_signed(
+            &p1_home,
+            &device,
+            &format!("/api/grants/{grant}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let revocation = b["txId"].as_str().unwrap().to_string();
+    cut(&hospital, &d1).await;
+    committed_at(&clinic, &c_doc, &revocation).await;
+    let late = Secret::new("late");
+    let fourth = record_in_person(&hospital, &d1, "p001", &late).await;
+    committed_at(&clinic, &c_doc, &fourth).await;
+    let (s, b) = clinic
+        .post(
+            &c_doc,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
+        .await;
+    assert_eq!(s, FORBIDDEN, "{b}");
+    assert!(!late.leaked_in(&b), "{b}");
+    eventually("the clinic drops the keys at the revocation", || async {
+        (key_rows(&hospital, "clinic", &[&first, &second, &third, &fourth]) == 0).then_some(())
+    })
+    .await;
+}
+
+/// At a linked hospital the patient sees what that hospital may open (a record its own doctor
+/// wrote) and a notice for the rest, in the seed's fields too; a request whose purpose it
+/// cannot open shows a notice, and approving it there sends the patient home. At home, both
+/// records open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_node_shows_notices_for_what_it_cannot_open() {
+    let (hospital, clinic) = common::two_hospitals().await;
+    let d1 = hospital.login("d001").await;
+    let p1_home = hospital.login("p001").await;
+    let at_home = Secret::new("home");
+    let home_record = record_in_person(&hospital, &d1, "p001", &at_home).await;
+
+    // The clinic's doctor writes a record under a write grant p001 approved at home.
+    clinic
+        .enroll("c-doc", Some(("Neurology", "Alan Turing")))
+        .await;
+    let c_doc = clinic.session("doctor", "c-doc", "long-password").await;
+    let device = hospital.add_device(&p1_home).await;
+    let write = request(&clinic, &c_doc, json!("write"), &hospital, &p1_home).await;
+    let (s, b) = hospital
+        .post_signed(
+            &p1_home,
+            &device,
+            &format!("/api/consents/{write}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let grant = b["grantTxId"].as_str().unwrap().to_string();
+    committed_at(&clinic, &c_doc, &grant).await;
+    let at_clinic = Secret::new("clinic");
+    let (s, b) = clinic
+        .post(
+            &c_doc,
+            "/api/add_record",
+            json!({"patientId": "p001", "grantId": grant,
+                   "medical_data": at_clinic.medical_data()}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let clinic_record = b["txId"].as_str().unwrap().to_string();
+    cut(&clinic, &c_doc).await;
+    committed_at(&clinic, &c_doc, &home_record).await;
+
+    // At the clinic: its own doctor's record opens, the home's shows its notice.
+    let (s, b) = history(
+        &clinic,
+        &anon(),
+        json!({"patientId": "p001", "password": "patient123"}),
+    )
+    .await;
+    assert_eq!(s, OK, "{b}");
+    let records = b["records"].as_array().unwrap();
+    let of = |tx: &str| {
+        records
+            .iter()
+            .find(|r| r["tx_id"] == tx)
+            .cloned()
+            .unwrap_or_else(|| panic!("{tx} listed: {b}"))
+    };
+    let home_shown = of(&home_record);
+    assert_eq!(home_shown["state"], "elsewhere");
+    assert_eq!(
+        home_shown["notice"],
+        "readable at your home hospital, hospital"
+    );
+    assert_eq!(home_shown["diagnosis"], home_shown["notice"]);
+    assert_eq!(
+        (&home_shown["prescription"], &home_shown["notes"]),
+        (&json!(""), &json!(""))
+    );
+    assert_eq!(home_shown["doctor_id"], "d001", "{home_shown}");
+    assert!(!at_home.leaked_in(&b), "{b}");
+    let clinic_shown = of(&clinic_record);
+    assert_eq!(clinic_shown["state"], "open", "{clinic_shown}");
+    assert_eq!(clinic_shown["notice"], Value::Null);
+    assert_eq!(clinic_shown["diagnosis"], at_clinic.diagnosis.as_str());
+    assert_eq!(clinic_shown["notes"], at_clinic.notes.as_str());
+
+    // A request of the hospital's doctor, listed at the clinic with a notice for its purpose;
+    // approving it there sends p001 home.
+    let (s, b) = hospital
+        .post(
+            &d1,
+            "/api/consents/request",
+            json!({"patientId": "p001", "purpose": "Echocardiogram review"}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let asked = b["consent"]["id"].as_str().unwrap().to_string();
+    cut(&hospital, &d1).await;
+    let p1_clinic = clinic.login("p001").await;
+    let listed = eventually("the request listed at the clinic", || async {
+        let (_, b) = clinic.get(&p1_clinic, "/api/consents/pending").await;
+        b["requests"]
+            .as_array()?
+            .iter()
+            .find(|r| r["id"] == asked.as_str())
+            .cloned()
+    })
+    .await;
+    assert_eq!(listed["purpose_opens"], false, "{listed}");
+    assert_eq!(
+        listed["purpose"], "purpose readable at your home hospital, hospital",
+        "{listed}"
+    );
+    let (s, b) = clinic
+        .post(
+            &p1_clinic,
+            &format!("/api/consents/{asked}/approve"),
+            json!({"devicePublicKey": "11".repeat(32)}),
+        )
+        .await;
+    assert_eq!(s, FORBIDDEN, "{b}");
+    assert_eq!(
+        (b["error_type"].clone(), b["home"].clone()),
+        (json!("approve_at_home"), json!("hospital"))
+    );
+
+    // At home, both open (the clinic's record once the home pulled its key).
+    eventually("both records open at home", || async {
+        let (s, b) = history(&hospital, &p1_home, json!({})).await;
+        assert_eq!(s, OK, "{b}");
+        (at_home.leaked_in(&b) && b.to_string().contains(&at_clinic.prescription)).then_some(())
+    })
+    .await;
+}
