@@ -529,16 +529,27 @@ struct Directory {
     origins: HashMap<PublicKey, u32>,
 }
 
+/// `cache`'s value for `key`, read by `read` and kept if it is not there.
+fn cached<K: Copy + Eq + std::hash::Hash>(
+    cache: &mut HashMap<K, u32>,
+    key: &K,
+    read: impl FnOnce(&K) -> Result<Option<u32>, ledger::Error>,
+) -> Result<Option<u32>, ledger::Error> {
+    if let Some(value) = cache.get(key) {
+        return Ok(Some(*value));
+    }
+    let value = read(key)?;
+    if let Some(value) = value {
+        cache.insert(*key, value);
+    }
+    Ok(value)
+}
+
 impl Directory {
     fn home(&mut self, chain: &Reader, person: &PersonId) -> Result<Option<u32>, NodeError> {
-        if let Some(home) = self.homes.get(person) {
-            return Ok(Some(*home));
-        }
-        let home = chain.person(person)?.map(|row| row.home);
-        if let Some(home) = home {
-            self.homes.insert(*person, home);
-        }
-        Ok(home)
+        Ok(cached(&mut self.homes, person, |person| {
+            Ok(chain.person(person)?.map(|row| row.home))
+        })?)
     }
 
     fn parties(&mut self, chain: &Reader, header: &TxHeader) -> Result<Option<Parties>, NodeError> {
@@ -546,24 +557,14 @@ impl Directory {
         Ok(ledger::entitled::parties_with(
             header,
             &mut |person| {
-                if let Some(home) = homes.get(person) {
-                    return Ok(Some(*home));
-                }
-                let home = chain.person(person)?.map(|row| row.home);
-                if let Some(home) = home {
-                    homes.insert(*person, home);
-                }
-                Ok(home)
+                cached(homes, person, |person| {
+                    Ok(chain.person(person)?.map(|row| row.home))
+                })
             },
             &mut |key| {
-                if let Some(origin) = origins.get(key) {
-                    return Ok(Some(*origin));
-                }
-                let origin = chain.key(key)?.map(|row| row.origin);
-                if let Some(origin) = origin {
-                    origins.insert(*key, origin);
-                }
-                Ok(origin)
+                cached(origins, key, |key| {
+                    Ok(chain.key(key)?.map(|row| row.origin))
+                })
             },
         )?)
     }
