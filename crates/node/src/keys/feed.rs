@@ -84,17 +84,45 @@ impl Service {
         let Some(last) = todo.last().map(|block| block.height) else {
             return Ok(());
         };
-        let erased = self.in_write(|service| {
-            let mut erased = false;
-            for block in &todo {
-                erased |= service.apply(block)?;
+        // Blocks that change nothing here are not worth an fsync of their own: their height is
+        // written with the next change, or by the timer. Processed again after a crash, they
+        // change nothing again (what they read is what the last write left).
+        self.store.begin()?;
+        let before = self.store.total_changes();
+        let applied = todo
+            .iter()
+            .try_fold(false, |erased, block| Ok(self.apply(block)? || erased));
+        let erased = match applied {
+            Ok(erased) => erased,
+            Err(error) => {
+                self.store.rollback();
+                return Err(error);
             }
-            service.store.rows().set_processed_height(last)?;
-            Ok(erased)
-        })?;
+        };
+        if self.store.total_changes() == before {
+            self.store.rollback();
+        } else {
+            let written = self.store.rows().set_processed_height(last);
+            if let Err(error) = written.and_then(|()| self.store.commit()) {
+                self.store.rollback();
+                return Err(error);
+            }
+            self.processed_saved = last;
+        }
         self.processed = last;
         if erased {
             self.store.truncate_wal()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the processed height if blocks that changed nothing moved it since the last
+    /// write, so that a restart does not process them again.
+    pub(super) fn save_processed(&mut self) -> Result<(), NodeError> {
+        if self.processed_saved < self.processed {
+            let height = self.processed;
+            self.in_write(|service| service.store.rows().set_processed_height(height))?;
+            self.processed_saved = height;
         }
         Ok(())
     }

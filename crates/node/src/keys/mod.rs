@@ -583,6 +583,8 @@ struct Service {
     exchange: Exchange,
     directory: Directory,
     processed: u64,
+    /// The processed height `keys.db` holds.
+    processed_saved: u64,
     /// The time of the last processed block: `T` of "live now" (§4.1).
     block_time_ms: u64,
     /// Own seals not yet seen on chain, with their `not_after_ms`.
@@ -629,6 +631,7 @@ impl Service {
             exchange: Exchange::new(config.id, config.n, transport),
             directory: Directory::default(),
             processed,
+            processed_saved: processed,
             block_time_ms,
             pending,
             read_grants,
@@ -692,6 +695,9 @@ impl Service {
         }
         for (open, _) in self.waiting_opens.drain(..) {
             let _ = open.reply.send(Err(NodeError::Stopped));
+        }
+        if let Err(error) = self.save_processed() {
+            warn!(%error, "could not write the processed height at shutdown");
         }
     }
 
@@ -773,6 +779,7 @@ impl Service {
         }
         if !self.inbox.has_work() {
             self.catch_up()?;
+            self.save_processed()?;
         }
         self.exchange.expire_requests(Instant::now());
         self.pull()

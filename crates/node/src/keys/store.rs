@@ -256,6 +256,11 @@ impl KeyStore {
         let _ = self.conn.execute_batch("ROLLBACK");
     }
 
+    /// Rows changed through this connection since it opened.
+    pub fn total_changes(&self) -> u64 {
+        self.conn.total_changes()
+    }
+
     /// The rows, read or written inside the current transaction (or alone, outside one).
     pub fn rows(&self) -> Rows<'_> {
         Rows {
