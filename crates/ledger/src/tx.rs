@@ -659,9 +659,10 @@ pub fn signing_bytes(genesis_hash: &Hash, header: &TxHeader) -> Vec<u8> {
     bytes
 }
 
-/// A body of a record (`AddRecord`), borsh-encoded. Read by the application, never by the rules.
+/// A body of a record (`AddRecord`), borsh-encoded, then sealed ([`crate::seal`]). Read by the
+/// application, never by the rules. `Debug` prints lengths only, so no log holds a diagnosis.
 #[derive(
-    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+    Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct RecordBody {
     pub diagnosis: String,
@@ -669,12 +670,31 @@ pub struct RecordBody {
     pub notes: String,
 }
 
-/// The body of a `RequestGrant` or a `Grant`: why, in the patient's words or the doctor's.
+/// The body of a `RequestGrant` or a `Grant`: why, in the patient's words or the doctor's;
+/// sealed like a record. `Debug` prints its length only.
 #[derive(
-    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+    Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct PurposeBody {
     pub purpose: String,
+}
+
+impl std::fmt::Debug for RecordBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordBody")
+            .field("diagnosis_bytes", &self.diagnosis.len())
+            .field("prescription_bytes", &self.prescription.len())
+            .field("notes_bytes", &self.notes.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PurposeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PurposeBody")
+            .field("purpose_bytes", &self.purpose.len())
+            .finish()
+    }
 }
 
 macro_rules! body_bytes {
@@ -974,6 +994,25 @@ mod tests {
             assert_eq!(Invalid::from_reason(invalid.reason()), Some(invalid));
         }
         assert_eq!(Invalid::from_reason(crate::rules::reason::DUPLICATE), None);
+    }
+
+    /// docs/SECURITY.md, "Confidential records", §8: a body logged by mistake shows its
+    /// lengths, not what it says.
+    #[test]
+    fn bodies_print_their_lengths_only() {
+        let record = RecordBody {
+            diagnosis: "Lymphoma".into(),
+            prescription: "R-CHOP".into(),
+            notes: String::new(),
+        };
+        let purpose = PurposeBody {
+            purpose: "Oncology review".into(),
+        };
+        let printed = format!("{record:?} {purpose:?}");
+        for secret in ["Lymphoma", "R-CHOP", "Oncology"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("diagnosis_bytes: 8"), "{printed}");
     }
 
     #[test]
