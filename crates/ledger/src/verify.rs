@@ -9,7 +9,8 @@
 //! hash. And every block is replayed, with the same rules and the same apply code as the store
 //! ([`crate::store`]'s `write_block`), into a private temporary SQLite database: each entry's
 //! verdict must be the stored one, and at the end every derived table (persons, keys, links,
-//! asks, requests, grants, recoveries, records, accesses) must equal the store's row for row.
+//! asks, requests, grants, recoveries, records, accesses, erasures) must equal the store's row
+//! for row.
 //! The replay derives each entry's content from its bytes again: an entry stored as a
 //! transaction must decode as its request's and its signatures (the envelope's and every new
 //! key's proof) must verify; an entry stored as invalid must be invalid for the stored reason.

@@ -4,8 +4,8 @@
 //! connections (WAL mode lets them read a consistent snapshot while the writer appends). Both
 //! answer the read queries of [`Queries`].
 //! [`Store::append_block`] writes a block, its entries and the state the rules derive from them
-//! (persons, keys, links, asks, requests, grants, recoveries, records, accesses) in one SQLite
-//! transaction with `synchronous=FULL`: after a crash at any instant a block is wholly present
+//! (persons, keys, links, asks, requests, grants, recoveries, records, accesses, erasures) in one
+//! SQLite transaction with `synchronous=FULL`: after a crash at any instant a block is wholly present
 //! or wholly absent, and once `append_block` returns it survives a power cut. The rules read
 //! the state through that same transaction ([`state::SqlState`]), so each transaction of a
 //! block sees the effects of the ones before it.
