@@ -5,9 +5,9 @@
 //! answer the read queries of [`Queries`].
 //! [`Store::append_block`] writes a block, its entries and the state the rules derive from them
 //! (persons, keys, links, asks, requests, grants, recoveries, records, accesses, erasures) in one
-//! SQLite transaction with `synchronous=FULL`: after a crash at any instant a block is wholly present
-//! or wholly absent, and once `append_block` returns it survives a power cut. The rules read
-//! the state through that same transaction ([`state::SqlState`]), so each transaction of a
+//! SQLite transaction with `synchronous=FULL`: after a crash at any instant a block is wholly
+//! present or wholly absent, and once `append_block` returns it survives a power cut. The rules
+//! read the state through that same transaction ([`state::SqlState`]), so each transaction of a
 //! block sees the effects of the ones before it.
 //!
 //! Opening a store verifies the whole chain against the genesis (unless explicitly told not to,
