@@ -778,18 +778,26 @@ mod tests {
     use crate::testkit::{self, TestNet};
     use crate::tx::{Decision, Meta, Scope};
 
-    /// A store at `path` with patient `p` (home 0) and Dr `e` (Oncology, home 1) enrolled, and
-    /// `txs` appended one block each.
+    /// A store at `path` with patient `p` (home 0) and Dr `e` (Oncology, home 1) enrolled,
+    /// appended to one transaction a block.
     struct Written {
         net: TestNet,
         store: Store,
+        p: testkit::TestPerson,
+        e: testkit::TestPerson,
     }
 
     impl Written {
         fn new(path: &Path) -> Written {
             let net = TestNet::new(4);
             let store = Store::open(path, &net.genesis, OpenOptions::default()).expect("store");
-            Written { net, store }
+            let (p, e) = (net.patient(1, 0), net.doctor(2, 1, "Oncology"));
+            let mut w = Written { net, store, p, e };
+            for person in [w.p.clone(), w.e.clone()] {
+                let tx = w.net.enroll(&person);
+                w.ok(&tx);
+            }
+            w
         }
 
         /// `tx` alone in the next block, which must apply it; its id.
@@ -808,11 +816,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("chain.db");
         let mut w = Written::new(&path);
-        let (p, e) = (w.net.patient(1, 0), w.net.doctor(2, 1, "Oncology"));
-        for person in [&p, &e] {
-            let tx = w.net.enroll(person);
-            w.ok(&tx);
-        }
+        let (p, e) = (w.p.clone(), w.e.clone());
         let grant = w.net.grant(&p, &e.id, Scope::Write, None, &p.custodial());
         let grant_id = w.ok(&grant);
         let record = w.net.add_record(&e, &p.id, grant_id, &e.custodial());
@@ -861,11 +865,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("chain.db");
         let mut w = Written::new(&path);
-        let (p, e) = (w.net.patient(1, 0), w.net.doctor(2, 1, "Oncology"));
-        for person in [&p, &e] {
-            let tx = w.net.enroll(person);
-            w.ok(&tx);
-        }
+        let (p, e) = (w.p.clone(), w.e.clone());
         let mut records = Vec::new();
         for _ in 0..2 {
             let grant = w.net.grant(&p, &e.id, Scope::Write, None, &p.custodial());
