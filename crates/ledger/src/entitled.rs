@@ -297,6 +297,7 @@ mod tests {
             expires_ms: 61_000,
             used: None,
             revoked: None,
+            sealer: 1,
         };
         assert!(read_grant_live(&grant, 1_000, 60_999));
         assert!(!read_grant_live(&grant, 61_000, 2_000), "by the chain");
