@@ -838,8 +838,10 @@ impl Service {
         if parties.includes(self.me) {
             return Ok(Some((parties, false)));
         }
-        let grantee = matches!(header.meta, ledger::Meta::AddRecord(_))
-            && self.grantee_of(header.meta.subject());
+        let grantee = match &header.meta {
+            ledger::Meta::AddRecord(record) => self.grantee_of(&record.patient),
+            _ => false,
+        };
         Ok(grantee.then_some((parties, true)))
     }
 
@@ -881,7 +883,7 @@ impl Service {
             let state = match (parties, item.key_commit) {
                 (None, _) | (_, None) => OpenState::Broken { sealer },
                 (Some(parties), Some(commit)) => {
-                    if ledger::entitled::erased(&self.chain, &item.tx)?.is_some() {
+                    if self.chain.is_erased(&item.tx)? {
                         OpenState::Erased
                     } else if self.store.rows().key_commit_holder(&commit)?.is_some() {
                         OpenState::Broken { sealer }
