@@ -1,4 +1,5 @@
-//! Ledger benchmarks: hashing, signatures, durable appends and whole-chain verification.
+//! Ledger benchmarks: hashing, signatures, sealed bodies, durable appends and whole-chain
+//! verification.
 //!
 //! Stores live under cargo's target tmp directory (a real disk, not tmpfs), so "durable" means
 //! a real fsync.
@@ -185,10 +186,70 @@ fn bench_verify_chain(c: &mut Criterion) {
     g.finish();
 }
 
+/// docs/SECURITY.md, "Confidential records", §12: the cryptography a sealed body adds, per
+/// body, for 1,000 record bodies of the sample stream's size: sealing (a fresh key and nonce,
+/// the key commitment, XChaCha20-Poly1305 over the padded content), opening (commitment check
+/// and decryption) and the edge check of the framing.
+fn bench_seal(c: &mut Criterion) {
+    let net = TestNet::new(4);
+    let genesis_hash = net.genesis.hash();
+    let records: Vec<SignedTx> = (0..3000)
+        .map(|i| net.sample_tx(i))
+        .filter(|t| matches!(t.meta(), ledger::Meta::AddRecord(_)))
+        .take(1000)
+        .collect();
+    let contents: Vec<Vec<u8>> = (0..records.len() as u64)
+        .map(|i| ledger::testkit::sample_record(i).to_bytes())
+        .collect();
+    let sealed: Vec<(ledger::TxHeader, ledger::seal::DataKey, Vec<u8>)> = records
+        .iter()
+        .zip(&contents)
+        .map(|(t, content)| {
+            let mut header = t.header.clone();
+            let (key, stored) =
+                ledger::seal::seal(&genesis_hash, &mut header, content).expect("sealed");
+            (header, key, stored)
+        })
+        .collect();
+    let mut g = c.benchmark_group("seal");
+    g.throughput(Throughput::Elements(records.len() as u64));
+    g.bench_function("seal 1000 record bodies", |b| {
+        b.iter(|| {
+            records
+                .iter()
+                .zip(&contents)
+                .map(|(t, content)| {
+                    let mut header = t.header.clone();
+                    ledger::seal::seal(&genesis_hash, &mut header, content).expect("sealed")
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("open 1000 record bodies", |b| {
+        b.iter(|| {
+            sealed
+                .iter()
+                .map(|(header, key, stored)| {
+                    ledger::seal::open(&genesis_hash, header, stored, key).expect("opens")
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("check the format of 1000 record bodies", |b| {
+        b.iter(|| {
+            sealed.iter().all(|(header, _, stored)| {
+                ledger::seal::check_body_format(&header.meta, stored).is_ok()
+            })
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_merkle,
     bench_signatures,
+    bench_seal,
     bench_append,
     bench_verify_chain
 );

@@ -109,12 +109,6 @@ pub fn live_read_grants<Q: Queries + ?Sized>(
     Ok(live)
 }
 
-/// Whether transaction `tx` is erased on chain, and at which height. Schema 4 has no erasure
-/// kinds: nothing is erased yet (the erasure queries of schema 5 answer here).
-pub fn erased<Q: Queries + ?Sized>(_queries: &Q, _tx: &TxId) -> Result<Option<u64>> {
-    Ok(None)
-}
-
 /// What the chain decided for one entry of a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryVerdict {
@@ -297,6 +291,7 @@ mod tests {
             expires_ms: 61_000,
             used: None,
             revoked: None,
+            sealer: 1,
         };
         assert!(read_grant_live(&grant, 1_000, 60_999));
         assert!(!read_grant_live(&grant, 61_000, 2_000), "by the chain");

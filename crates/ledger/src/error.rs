@@ -64,9 +64,10 @@ pub enum Error {
     /// The store holds a chain of an older format than this program reads: not tampered, but
     /// unreadable, and no migration can re-sign its blocks.
     #[error(
-        "{path} has format {found}; this medchain needs format {needed}: the chain format changed \
-         before the first deployment (transactions are now signed by people's keys and blocks \
-         carry their time); run `medchain init --force` again to start a new chain",
+        "{path}: format {found} is older than this program's {needed}: run `medchain init \
+         --force` to start a new chain (records are sealed since format 5; a validator that held \
+         plaintext moves to a fresh volume or wipes the old one: deleting files is not erasing \
+         them)",
         path = .path.display()
     )]
     FormatTooOld {

@@ -29,15 +29,16 @@ pub use error::{CertError, Error, Fault, Result};
 pub use genesis::{ChainParams, Genesis, ValidatorInfo};
 pub use init::{init_network, validator_names};
 pub use rules::{
-    AskRow, GrantRow, KeyRow, LinkRow, PersonRow, RecoveryRow, Reject, RequestRow, StateView,
+    AskRow, ErasureAnswer, ErasureRow, GrantRow, KeyRow, LinkRow, PersonRow, RecoveryRow, Reject,
+    RequestRow, SealedRow, StateView,
 };
 pub use store::{
-    AccessEntry, Applied, BlockSummary, CommittedTx, INVALID_KIND, OpenOptions, Queries, Reader,
-    RecordEntry, Store, TxStatus,
+    AccessEntry, Applied, BlockSummary, CommittedTx, Erased, INVALID_KIND, OpenOptions, Queries,
+    Reader, RecordEntry, Store, TxStatus,
 };
 pub use tx::{
-    Checked, Invalid, Meta, PersonId, PublicKey, SignedTx, Signer, TxHeader, TxId, key_pop_bytes,
-    person_id, signing_bytes,
+    Checked, Decision, Invalid, Meta, PersonId, PublicKey, Refusal, SignedTx, Signer, TxHeader,
+    TxId, key_pop_bytes, person_id, signing_bytes,
 };
 
 /// A SHA-256 digest: transaction ids, block hashes, Merkle roots.

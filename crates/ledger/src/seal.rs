@@ -183,6 +183,23 @@ pub fn seal(
     header: &mut TxHeader,
     content: &[u8],
 ) -> Result<(DataKey, Vec<u8>), SealError> {
+    let key = DataKey::generate();
+    let mut nonce = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let stored = seal_with(genesis_hash, header, content, &key, nonce)?;
+    Ok((key, stored))
+}
+
+/// [`seal`] under a given key and nonce: for [`seal`] itself, and for test vectors and test
+/// chains, which must be the same on every run. A key seals one body: never call it twice with
+/// one key outside tests.
+pub fn seal_with(
+    genesis_hash: &Hash,
+    header: &mut TxHeader,
+    content: &[u8],
+    key: &DataKey,
+    nonce: [u8; 24],
+) -> Result<Vec<u8>, SealError> {
     if content.len() > MAX_PLAIN_BYTES {
         return Err(SealError::TooLarge);
     }
@@ -194,11 +211,8 @@ pub fn seal(
         })
         .unwrap_or_default(),
     );
-    let key = DataKey::generate();
-    let mut nonce = [0u8; 24];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
     let ad = seal_ad(genesis_hash, header);
-    let ciphertext = cipher(&key)
+    let ciphertext = cipher(key)
         .encrypt(
             XNonce::from_slice(&nonce),
             Payload {
@@ -215,7 +229,7 @@ pub fn seal(
     }
     .to_bytes();
     header.body_hash = crate::sha256(&stored);
-    Ok((key, stored))
+    Ok(stored)
 }
 
 /// Opens the stored body of the transaction `header` names with `key`: checks the key against

@@ -2,19 +2,25 @@
 //! of blocks whose certificates verify, for the tests of ledger, node and sim.
 //!
 //! Everything is deterministic (keys from fixed seeds, fixed times), so a failing test names
-//! the same heights and hashes on every run.
+//! the same heights and hashes on every run. Bodies of sealed kinds are sealed
+//! ([`crate::seal`]) under a data key derived from their header ([`TestNet::data_key`]), not
+//! drawn at random: a test chain is the same on every run, and any test can open any of its
+//! bodies. (Anyone can: these keys protect nothing, and nothing outside tests derives a key.)
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ed25519_dalek::{Signer as _, SigningKey};
+use zeroize::Zeroizing;
 
 use crate::block::{Block, BlockHeader, Certificate, Entry};
 use crate::genesis::{Genesis, ValidatorInfo};
+use crate::seal::{self, DataKey, SealError};
 use crate::store::{Applied, OpenOptions, Store};
 use crate::tx::{
-    Access, AddKey, AddRecord, Ask, AskWhat, Attested, Checked, Enroll, Grant, KeyKind, Link, Meta,
-    NewKey, PersonId, PublicKey, PurposeBody, RecordBody, Recover, RequestGrant, Revoke, RevokeKey,
-    Role, Scope, SignedTx, Signer, TxHeader, TxId, person_id,
+    Access, AddKey, AddRecord, AnswerErasure, Ask, AskWhat, Attested, Checked, Decision, Enroll,
+    Grant, KeyKind, Link, Meta, NewKey, PersonId, PublicKey, PurposeBody, RecordBody, Recover,
+    Refusal, RequestErasure, RequestGrant, Revoke, RevokeKey, Role, Scope, SignedTx, Signer,
+    TxHeader, TxId, person_id,
 };
 use crate::{Hash, Result, crypto, sha256};
 
@@ -25,6 +31,10 @@ pub const GENESIS_TIME_MS: u64 = 1_700_000_000_000;
 pub fn block_time(height: u64) -> u64 {
     GENESIS_TIME_MS + height * 1_000
 }
+
+/// Domain tags of the test chains' data keys and seal nonces ([`TestNet::data_key`]).
+const TEST_KEY_TAG: &[u8] = b"medchain/testkit/data-key";
+const TEST_NONCE_TAG: &[u8] = b"medchain/testkit/seal-nonce";
 
 /// The departments of the sample doctors, in turn.
 pub const DEPARTMENTS: [&str; 3] = ["Cardiology", "Oncology", "Neurology"];
@@ -220,14 +230,60 @@ impl TestNet {
         }
     }
 
-    /// `header` and `body` signed with `key` on this chain.
+    /// `header` and `body` signed with `key` on this chain, the body as it is (not sealed).
     pub fn sign_header(&self, header: TxHeader, body: Vec<u8>, key: &SigningKey) -> SignedTx {
         SignedTx::sign(header, body, &self.genesis_hash(), key)
     }
 
-    /// `meta` with `body`, signed by `by`.
-    pub fn sign(&self, meta: Meta, by: &Signing, body: Vec<u8>) -> SignedTx {
-        self.sign_header(self.header(meta, by.signer), body, &by.key)
+    /// `header` with `content` as its body, sealed if its kind is sealed (the data key is
+    /// [`TestNet::data_key`]), signed with `key`.
+    pub fn seal_and_sign(
+        &self,
+        mut header: TxHeader,
+        content: Vec<u8>,
+        key: &SigningKey,
+    ) -> SignedTx {
+        let body = if seal::is_sealed_kind(&header.meta) {
+            self.seal(&mut header, &content)
+        } else {
+            content
+        };
+        self.sign_header(header, body, key)
+    }
+
+    /// `meta` with `content`, sealed if its kind is sealed, signed by `by`.
+    pub fn sign(&self, meta: Meta, by: &Signing, content: Vec<u8>) -> SignedTx {
+        self.seal_and_sign(self.header(meta, by.signer), content, &by.key)
+    }
+
+    /// The data key of the sealed body of a transaction with `header` on this chain: derived
+    /// from the header (without its body hash) so that test chains are the same on every run.
+    pub fn data_key(&self, header: &TxHeader) -> DataKey {
+        let ad = seal::seal_ad(&self.genesis_hash(), header);
+        DataKey::from_bytes(sha256(&[TEST_KEY_TAG, &ad].concat()))
+    }
+
+    /// `tx` with the data key of its sealed body.
+    pub fn with_key(&self, tx: SignedTx) -> (SignedTx, DataKey) {
+        let key = self.data_key(&tx.header);
+        (tx, key)
+    }
+
+    /// Seals `content` for `header` under [`TestNet::data_key`] (setting its body hash): the
+    /// stored body.
+    pub fn seal(&self, header: &mut TxHeader, content: &[u8]) -> Vec<u8> {
+        let ad = seal::seal_ad(&self.genesis_hash(), header);
+        let mut nonce = [0u8; 24];
+        nonce.copy_from_slice(&sha256(&[TEST_NONCE_TAG, &ad].concat())[..24]);
+        let key = self.data_key(header);
+        seal::seal_with(&self.genesis_hash(), header, content, &key, nonce)
+            .unwrap_or_else(|e| panic!("testkit seal: {e}"))
+    }
+
+    /// The content of the sealed body `stored` of the transaction with `header`, opened with
+    /// its [`TestNet::data_key`].
+    pub fn open(&self, header: &TxHeader, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        seal::open(&self.genesis_hash(), header, stored, &self.data_key(header))
     }
 
     /// The id of `tx` on this chain.
@@ -392,6 +448,21 @@ impl TestNet {
         self.sign(meta, by, sample_record(0).to_bytes())
     }
 
+    /// `patient` asks to erase their sealed transaction `tx`.
+    pub fn request_erasure(&self, patient: &TestPerson, tx: TxId, by: &Signing) -> SignedTx {
+        let meta = Meta::RequestErasure(RequestErasure {
+            patient: patient.id,
+            tx,
+        });
+        self.sign(meta, by, Vec::new())
+    }
+
+    /// Validator `hospital` answers the erasure request `request`.
+    pub fn answer_erasure(&self, hospital: u32, request: TxId, decision: Decision) -> SignedTx {
+        let meta = Meta::AnswerErasure(AnswerErasure { request, decision });
+        self.sign(meta, &self.validator(hospital), Vec::new())
+    }
+
     /// Validator `serving` served `reader` the records of `patient`.
     pub fn access(
         &self,
@@ -498,7 +569,7 @@ impl TestNet {
             nonce,
             body_hash: [0; 32],
         };
-        self.sign_header(header, body, &by.key)
+        self.seal_and_sign(header, body, &by.key)
     }
 
     /// [`TestNet::sample_tx`] `i` signed again by its signer with a point of order 8 added to
@@ -663,6 +734,7 @@ pub fn every_kind(net: &TestNet) -> Vec<SignedTx> {
         &key_from("recovered"),
     );
     let grant = net.grant(&patient, &doctor.id, Scope::Write, None, &patient.device());
+    let erasure = net.request_erasure(&patient, net.id(&grant), &patient.custodial());
     vec![
         net.enroll(&patient),
         ask.clone(),
@@ -682,6 +754,15 @@ pub fn every_kind(net: &TestNet) -> Vec<SignedTx> {
         net.revoke(&patient, net.id(&grant), &patient.device()),
         net.add_record(&doctor, &patient.id, net.id(&grant), &doctor.device()),
         net.access(0, &patient.id, &doctor.id, Some(net.id(&grant))),
+        erasure.clone(),
+        net.answer_erasure(
+            0,
+            net.id(&erasure),
+            Decision::Refuse {
+                reason: Refusal::RetentionPeriod,
+                until_ms: Some(2_000_000_000_000),
+            },
+        ),
     ]
 }
 

@@ -412,6 +412,69 @@ pub struct Access {
     pub grant: Option<TxId>,
 }
 
+/// The patient asks for sealed transaction `tx` of theirs (a record, a request or a grant, whose
+/// purpose is sealed) to be erased (GDPR Art. 17): its sealer answers with an
+/// [`AnswerErasure`]. The body is empty.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RequestErasure {
+    #[serde(with = "hex_bytes")]
+    pub patient: PersonId,
+    #[serde(with = "hex_bytes")]
+    pub tx: TxId,
+}
+
+/// The hospital that sealed the transaction an erasure request names answers it. The body is
+/// empty.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct AnswerErasure {
+    /// The `RequestErasure`.
+    #[serde(with = "hex_bytes")]
+    pub request: TxId,
+    pub decision: Decision,
+}
+
+/// What a hospital decides on an erasure request.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Every correct validator deletes the keys that open the transaction's body.
+    Erase,
+    /// Kept, for a reason the patient sees, until `until_ms` if the reason has an end (a
+    /// retention period). A refused request may be made again.
+    Refuse {
+        reason: Refusal,
+        until_ms: Option<u64>,
+    },
+}
+
+/// Why an erasure is refused: the exceptions of GDPR Art. 17(3), as codes (free text about a
+/// record could say what the record says).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// A legal obligation to keep medical records for a period (Art. 17(3)(b)).
+    RetentionPeriod,
+    /// Needed for the patient's ongoing care (Art. 17(3)(c), Art. 9(2)(h)).
+    OngoingCare,
+    /// Needed to establish, exercise or defend legal claims (Art. 17(3)(e)).
+    LegalClaims,
+    /// Public health (Art. 17(3)(c), Art. 9(2)(i)).
+    PublicHealth,
+}
+
 /// The kind of a transaction and its metadata: the variant index is the kind byte of the
 /// signed bytes. Append-only: a variant is never renumbered or removed.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -428,11 +491,13 @@ pub enum Meta {
     Revoke(Revoke),
     AddRecord(AddRecord),
     Access(Access),
+    RequestErasure(RequestErasure),
+    AnswerErasure(AnswerErasure),
 }
 
 impl Meta {
     /// Every kind's name, in kind-byte order: the `kind` column of the store.
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 13] = [
         "enroll",
         "ask",
         "link",
@@ -444,6 +509,8 @@ impl Meta {
         "revoke",
         "add_record",
         "access",
+        "request_erasure",
+        "answer_erasure",
     ];
 
     /// The kind byte (the borsh variant index).
@@ -460,6 +527,8 @@ impl Meta {
             Meta::Revoke(_) => 8,
             Meta::AddRecord(_) => 9,
             Meta::Access(_) => 10,
+            Meta::RequestErasure(_) => 11,
+            Meta::AnswerErasure(_) => 12,
         }
     }
 
@@ -468,10 +537,10 @@ impl Meta {
         Meta::KINDS[self.kind_byte() as usize]
     }
 
-    /// The person the transaction is about (the patient of a grant, record or access): the
-    /// `person` column of the store, which a patient's history and log are found by.
-    pub fn subject(&self) -> &PersonId {
-        match self {
+    /// The person the transaction is about (the patient of a grant, record, access or erasure
+    /// request), if its metadata names one: an erasure's answer names only the request.
+    pub fn subject(&self) -> Option<&PersonId> {
+        Some(match self {
             Meta::Enroll(m) => &m.person,
             Meta::Ask(m) => &m.person,
             Meta::Link(m) => &m.person,
@@ -483,7 +552,9 @@ impl Meta {
             Meta::Revoke(m) => &m.patient,
             Meta::AddRecord(m) => &m.patient,
             Meta::Access(m) => &m.patient,
-        }
+            Meta::RequestErasure(m) => &m.patient,
+            Meta::AnswerErasure(_) => return None,
+        })
     }
 
     /// The keys this transaction registers, with the person each is for: each carries a
@@ -588,9 +659,10 @@ pub fn signing_bytes(genesis_hash: &Hash, header: &TxHeader) -> Vec<u8> {
     bytes
 }
 
-/// A body of a record (`AddRecord`), borsh-encoded. Read by the application, never by the rules.
+/// A body of a record (`AddRecord`), borsh-encoded, then sealed ([`crate::seal`]). Read by the
+/// application, never by the rules. `Debug` prints lengths only, so no log holds a diagnosis.
 #[derive(
-    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+    Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct RecordBody {
     pub diagnosis: String,
@@ -598,12 +670,31 @@ pub struct RecordBody {
     pub notes: String,
 }
 
-/// The body of a `RequestGrant` or a `Grant`: why, in the patient's words or the doctor's.
+/// The body of a `RequestGrant` or a `Grant`: why, in the patient's words or the doctor's;
+/// sealed like a record. `Debug` prints its length only.
 #[derive(
-    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+    Clone, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
 pub struct PurposeBody {
     pub purpose: String,
+}
+
+impl std::fmt::Debug for RecordBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordBody")
+            .field("diagnosis_bytes", &self.diagnosis.len())
+            .field("prescription_bytes", &self.prescription.len())
+            .field("notes_bytes", &self.notes.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PurposeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PurposeBody")
+            .field("purpose_bytes", &self.purpose.len())
+            .finish()
+    }
 }
 
 macro_rules! body_bytes {
@@ -745,10 +836,14 @@ pub enum Invalid {
     BadSignature,
     /// A new key's proof of possession does not verify under that key.
     BadKeyProof,
+    /// A sealed kind's body is not a sealed body of the current framing, or another kind's
+    /// body is not empty ([`crate::seal::check_body_format`], docs/SECURITY.md, "Confidential
+    /// records", §1.3).
+    BodyFormat,
 }
 
 impl Invalid {
-    pub const ALL: [Invalid; 8] = [
+    pub const ALL: [Invalid; 9] = [
         Invalid::TooLarge,
         Invalid::Undecodable,
         Invalid::IdMismatch,
@@ -757,6 +852,7 @@ impl Invalid {
         Invalid::UnknownValidator,
         Invalid::BadSignature,
         Invalid::BadKeyProof,
+        Invalid::BodyFormat,
     ];
 
     /// The rejection reason stored with the entry.
@@ -770,6 +866,7 @@ impl Invalid {
             Invalid::UnknownValidator => "invalid: signing validator is not in the genesis set",
             Invalid::BadSignature => "invalid: signature does not verify",
             Invalid::BadKeyProof => "invalid: a new key's proof of possession does not verify",
+            Invalid::BodyFormat => "invalid: body is not in its kind's format",
         }
     }
 
@@ -804,7 +901,7 @@ mod tests {
         let mut kinds: Vec<u8> = samples.iter().map(|t| t.meta().kind_byte()).collect();
         kinds.sort();
         kinds.dedup();
-        assert_eq!(kinds, (0..11).collect::<Vec<u8>>(), "every kind is sampled");
+        assert_eq!(kinds, (0..13).collect::<Vec<u8>>(), "every kind is sampled");
         for tx in samples {
             let decoded = SignedTx::from_bytes(&tx.to_bytes()).expect("decodes");
             assert_eq!(decoded, tx);
@@ -897,6 +994,25 @@ mod tests {
             assert_eq!(Invalid::from_reason(invalid.reason()), Some(invalid));
         }
         assert_eq!(Invalid::from_reason(crate::rules::reason::DUPLICATE), None);
+    }
+
+    /// docs/SECURITY.md, "Confidential records", §8: a body logged by mistake shows its
+    /// lengths, not what it says.
+    #[test]
+    fn bodies_print_their_lengths_only() {
+        let record = RecordBody {
+            diagnosis: "Lymphoma".into(),
+            prescription: "R-CHOP".into(),
+            notes: String::new(),
+        };
+        let purpose = PurposeBody {
+            purpose: "Oncology review".into(),
+        };
+        let printed = format!("{record:?} {purpose:?}");
+        for secret in ["Lymphoma", "R-CHOP", "Oncology"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("diagnosis_bytes: 8"), "{printed}");
     }
 
     #[test]

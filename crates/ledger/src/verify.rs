@@ -9,7 +9,8 @@
 //! hash. And every block is replayed, with the same rules and the same apply code as the store
 //! ([`crate::store`]'s `write_block`), into a private temporary SQLite database: each entry's
 //! verdict must be the stored one, and at the end every derived table (persons, keys, links,
-//! asks, requests, grants, recoveries, records, accesses) must equal the store's row for row.
+//! asks, requests, grants, recoveries, records, accesses, erasures) must equal the store's row
+//! for row.
 //! The replay derives each entry's content from its bytes again: an entry stored as a
 //! transaction must decode as its request's and its signatures (the envelope's and every new
 //! key's proof) must verify; an entry stored as invalid must be invalid for the stored reason.
@@ -18,6 +19,11 @@
 //! one rule ([`crypto::verify_signature`]), whose batch and single verdicts agree; when a batch
 //! fails, the signatures are checked singly to name the first bad one, and any pending batch is
 //! settled before a later fault is reported, so the height named is always the first bad one.
+//!
+//! Verification holds no data key and opens no body (docs/SECURITY.md, "Confidential records",
+//! §9): the rules read metadata only, so the replay, erasures included, needs none. What it can
+//! see of sealed bodies without a key it reports as [`Finding`]s, which do not make a chain
+//! invalid: two applied transactions whose bodies commit to one data key (§16 item 13).
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
@@ -27,9 +33,10 @@ use rusqlite::types::Value;
 use crate::block::{BlockHeader, Certificate, Entry};
 use crate::crypto::{self, SignatureBatch};
 use crate::genesis::Genesis;
-use crate::store::{self, DERIVED, Queries};
-use crate::tx::{Checked, Invalid, SignedTx};
-use crate::{Block, Error, Fault, Hash, Result, short_hex};
+use crate::rules::StateView;
+use crate::store::{self, DERIVED, Queries, SqlState};
+use crate::tx::{Checked, Invalid, SignedTx, TxId};
+use crate::{Block, Error, Fault, Hash, Result, seal, short_hex};
 
 /// How far verification has come, for a progress bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +56,49 @@ pub struct Summary {
     pub transactions: u64,
     pub head_height: u64,
     pub head_hash: Hash,
+    /// What is wrong with some transactions without making the chain invalid, in chain order.
+    pub findings: Vec<Finding>,
+}
+
+/// What verification reports about a valid chain: the work of a faulty validator that the
+/// rules cannot refuse, because they never read a body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// The sealed body of applied transaction `second` commits to the same data key as the
+    /// earlier `first`'s (docs/SECURITY.md, "Confidential records", §16 item 13). A correct
+    /// sealer draws a fresh key for every body, so `sealer` reused one: key stores keep the
+    /// first's key only (one key, one transaction) and show `second` as broken, so that
+    /// erasing `first` leaves no key that opens it.
+    DuplicateKeyCommitment {
+        first: TxId,
+        second: TxId,
+        /// Where `second` is.
+        height: u64,
+        index: usize,
+        /// The validator that sealed `second`.
+        sealer: u32,
+    },
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::DuplicateKeyCommitment {
+                first,
+                second,
+                height,
+                index,
+                sealer,
+            } => write!(
+                f,
+                "block {height}: transaction {index} ({}) commits to the data key of transaction \
+                 {} already: validator {sealer}, its sealer, reused a key; key stores keep the \
+                 first transaction's key only and show this one as broken",
+                short_hex(second),
+                short_hex(first)
+            ),
+        }
+    }
 }
 
 /// Signatures waiting for a batch check, with whose they are.
@@ -288,7 +338,15 @@ fn replay_database(genesis: &Genesis) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "OFF")?;
     conn.pragma_update(None, "journal_mode", "MEMORY")?;
     store::schema::migrate(&mut conn, Path::new("(replay)"))?;
-    conn.execute_batch("BEGIN")?;
+    // The key commitment of every applied sealed body, for [`Finding::DuplicateKeyCommitment`]
+    // (in the replay database rather than in memory: a long chain's do not have to fit).
+    conn.execute_batch(
+        "CREATE TABLE verify_commitments (
+             commitment BLOB PRIMARY KEY,
+             id         BLOB NOT NULL
+         ) WITHOUT ROWID;
+         BEGIN",
+    )?;
     store::insert_block(&conn, genesis.block(), &genesis.hash())?;
     Ok(conn)
 }
@@ -304,6 +362,7 @@ struct Walk<'g> {
     /// The header of the block before it.
     prev: Option<BlockHeader>,
     transactions: u64,
+    findings: Vec<Finding>,
 }
 
 impl Walk<'_> {
@@ -424,6 +483,11 @@ impl Walk<'_> {
             for (index, reason) in &applied.rejected {
                 verdicts[*index] = Some(reason);
             }
+            for (index, content) in contents.iter().enumerate() {
+                if let (Ok(tx), None) = (content, verdicts[index]) {
+                    self.commitment(expected, index, &block.entries[index].id, tx)?;
+                }
+            }
             for (index, ((_, rejected), verdict)) in stored.iter().zip(verdicts).enumerate() {
                 if rejected.as_deref() != verdict {
                     return Err(Fault::State(format!(
@@ -437,6 +501,43 @@ impl Walk<'_> {
             self.transactions += block.entries.len() as u64;
         }
         self.prev = Some(header);
+        Ok(())
+    }
+
+    /// Records the key commitment of applied transaction `tx` (entry `index` of the block at
+    /// `height`, id `id`) if its body is sealed, and reports one seen before. A body that is
+    /// not a sealed body has none (the edge check of its format is `Invalid::BodyFormat`).
+    fn commitment(&mut self, height: u64, index: usize, id: &TxId, tx: &SignedTx) -> Result<()> {
+        if !seal::is_sealed_kind(tx.meta()) {
+            return Ok(());
+        }
+        let Ok(commitment) = seal::key_commitment(&tx.body) else {
+            return Ok(());
+        };
+        let inserted = self
+            .replay
+            .prepare_cached(
+                "INSERT INTO verify_commitments (commitment, id) VALUES (?1, ?2)
+                 ON CONFLICT (commitment) DO NOTHING",
+            )?
+            .execute(rusqlite::params![commitment.as_slice(), id.as_slice()])?;
+        if inserted == 0 {
+            let first: Vec<u8> = self.replay.query_row(
+                "SELECT id FROM verify_commitments WHERE commitment = ?1",
+                [commitment.as_slice()],
+                |r| r.get(0),
+            )?;
+            let sealer = SqlState::new(&self.replay)
+                .sealed(id)?
+                .map_or(u32::MAX, |s| s.sealer);
+            self.findings.push(Finding::DuplicateKeyCommitment {
+                first: store::state::fixed(first, "transaction id")?,
+                second: *id,
+                height,
+                index,
+                sealer,
+            });
+        }
         Ok(())
     }
 
@@ -533,6 +634,7 @@ pub(crate) fn verify_connection(
         expected: 0,
         prev: None,
         transactions: 0,
+        findings: Vec::new(),
     };
     let mut rows = blocks.query([])?;
     while let Some(row) = rows.next()? {
@@ -569,6 +671,7 @@ pub(crate) fn verify_connection(
         replay,
         prev,
         transactions,
+        findings,
         ..
     } = walk;
     pending.settle().map_err(corrupt)?;
@@ -589,6 +692,7 @@ pub(crate) fn verify_connection(
         transactions,
         head_height: head,
         head_hash: prev.map_or([0; 32], |h| h.hash()),
+        findings,
     })
 }
 
@@ -672,6 +776,134 @@ mod tests {
     use super::*;
     use crate::store::{OpenOptions, Store};
     use crate::testkit::{self, TestNet};
+    use crate::tx::{Decision, Meta, Scope};
+
+    /// A store at `path` with patient `p` (home 0) and Dr `e` (Oncology, home 1) enrolled,
+    /// appended to one transaction a block.
+    struct Written {
+        net: TestNet,
+        store: Store,
+        p: testkit::TestPerson,
+        e: testkit::TestPerson,
+    }
+
+    impl Written {
+        fn new(path: &Path) -> Written {
+            let net = TestNet::new(4);
+            let store = Store::open(path, &net.genesis, OpenOptions::default()).expect("store");
+            let (p, e) = (net.patient(1, 0), net.doctor(2, 1, "Oncology"));
+            let mut w = Written { net, store, p, e };
+            for person in [w.p.clone(), w.e.clone()] {
+                let tx = w.net.enroll(&person);
+                w.ok(&tx);
+            }
+            w
+        }
+
+        /// `tx` alone in the next block, which must apply it; its id.
+        fn ok(&mut self, tx: &SignedTx) -> TxId {
+            let block = self.net.next_block(self.store.head(), vec![tx.clone()]);
+            let applied = self.net.append(&mut self.store, &block).expect("appended");
+            assert_eq!(applied.rejected, [], "{:?}", tx.meta());
+            self.net.id(tx)
+        }
+    }
+
+    /// docs/SECURITY.md, "Confidential records", §9: the replay covers erasures (the rules read
+    /// metadata only, so it needs no data key), and an erasure edited in the store is found.
+    #[test]
+    fn verify_replays_erasures_without_any_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chain.db");
+        let mut w = Written::new(&path);
+        let (p, e) = (w.p.clone(), w.e.clone());
+        let grant = w.net.grant(&p, &e.id, Scope::Write, None, &p.custodial());
+        let grant_id = w.ok(&grant);
+        let record = w.net.add_record(&e, &p.id, grant_id, &e.custodial());
+        let record_id = w.ok(&record);
+        let request = w.net.request_erasure(&p, record_id, &p.custodial());
+        let request_id = w.ok(&request);
+        let answer = w.net.answer_erasure(1, request_id, Decision::Erase);
+        w.ok(&answer);
+        assert!(w.store.is_erased(&record_id).expect("q"));
+        let summary = verify_store(&path, &w.net.genesis, &mut |_| {}).expect("verifies");
+        assert_eq!((summary.head_height, summary.findings), (6, vec![]));
+        drop(w.store);
+
+        // The erasure turned into a refusal, or removed, behind the rules' back.
+        for edit in [
+            "UPDATE erasures SET decision = 1, reason = 0",
+            "DELETE FROM erasures",
+        ] {
+            let copy = dir.path().join("edited.db");
+            std::fs::copy(&path, &copy).expect("copy");
+            let conn = Connection::open(&copy).expect("open");
+            conn.execute_batch(edit).expect("edit");
+            assert!(
+                !crate::Reader::open(&copy)
+                    .expect("reader")
+                    .is_erased(&record_id)
+                    .expect("q")
+            );
+            drop(conn);
+            match verify_store(&copy, &w.net.genesis, &mut |_| {}) {
+                Err(Error::Corrupt {
+                    height: 5,
+                    fault: Fault::State(what),
+                    ..
+                }) => assert!(what.contains("erasures"), "{edit}: {what}"),
+                other => panic!("{edit}: expected the erasure's block named, got {other:?}"),
+            }
+        }
+    }
+
+    /// §16 item 13: a sealer that seals a second body under a data key it used already makes a
+    /// valid chain (the rules never read a body) that `medchain verify` reports from the chain
+    /// alone, naming both transactions and the sealer.
+    #[test]
+    fn verify_reports_duplicate_key_commitments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chain.db");
+        let mut w = Written::new(&path);
+        let (p, e) = (w.p.clone(), w.e.clone());
+        let mut records = Vec::new();
+        for _ in 0..2 {
+            let grant = w.net.grant(&p, &e.id, Scope::Write, None, &p.custodial());
+            let grant_id = w.ok(&grant);
+            records.push(w.net.add_record(&e, &p.id, grant_id, &e.custodial()));
+        }
+        let first_id = w.ok(&records[0]);
+        // The second record sealed again under the first one's key (it still opens, under its
+        // own header, with that key).
+        let key = w.net.data_key(&records[0].header);
+        let mut header = records[1].header.clone();
+        let content = testkit::sample_record(7).to_bytes();
+        let body = seal::seal_with(&w.net.genesis.hash(), &mut header, &content, &key, [5; 24])
+            .expect("sealed");
+        assert!(matches!(header.meta, Meta::AddRecord(_)));
+        let reused = w.net.sign_header(header, body, &e.custodial);
+        let second_id = w.ok(&reused);
+        // A replay of the first in a later block is a duplicate, not a second transaction.
+        let block = w.net.next_block(w.store.head(), vec![records[0].clone()]);
+        w.net.append(&mut w.store, &block).expect("appended");
+
+        let summary = verify_store(&path, &w.net.genesis, &mut |_| {}).expect("a valid chain");
+        assert_eq!(
+            summary.findings,
+            [Finding::DuplicateKeyCommitment {
+                first: first_id,
+                second: second_id,
+                height: 6,
+                index: 0,
+                sealer: 1,
+            }]
+        );
+        let message = summary.findings[0].to_string();
+        assert!(
+            message.contains("block 6") && message.contains("validator 1"),
+            "{message}"
+        );
+    }
 
     /// A certified block whose time is not after its predecessor's is refused on append, and a
     /// store that holds one anyway (written behind the store's back) fails verification there.

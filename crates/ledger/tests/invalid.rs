@@ -303,19 +303,18 @@ fn finding_1_old_store_format_is_refused_with_advice() {
     let path = dir.path().join("chain.db");
     let net = TestNet::new(4);
     net.write_chain(&path, 3, 2).expect("write");
-    // A store written by the previous format (schema 3, whose transactions were signed by the
-    // accepting validator): its rows are intact, its format is older.
+    // A store written by the previous format (schema 4, whose bodies were in plaintext): its
+    // rows are intact, its format is older.
     Connection::open(&path)
         .expect("open")
-        .pragma_update(None, "user_version", 3)
+        .pragma_update(None, "user_version", 4)
         .expect("set version");
 
     let advice = |message: String, what: &str| {
         assert!(
             message.contains("chain.db")
-                && message.contains("format 3")
-                && message.contains("needs format 4")
-                && message.contains("medchain init"),
+                && message.contains("format 4 is older than this program's 5")
+                && message.contains("medchain init --force"),
             "{what}: {message}"
         );
         assert!(
@@ -335,10 +334,10 @@ fn finding_1_old_store_format_is_refused_with_advice() {
         Ok(_) => panic!("a reader opened a store of an older format"),
         Err(e) => advice(e.to_string(), "reader"),
     }
-    // Refused, not changed: the file still says format 3.
+    // Refused, not changed: the file still says format 4.
     let version: i64 = Connection::open(&path)
         .expect("open")
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }

@@ -307,7 +307,7 @@ fn red_team_held_expiry_edges() {
         c.d.custodial().signer,
     );
     h.not_after_ms = t + 1_000;
-    let late = c.net.sign_header(h, Vec::new(), &c.d.custodial);
+    let late = c.net.seal_and_sign(h, Vec::new(), &c.d.custodial);
     assert_eq!(c.block_at(t + 1_001, &[&late]), vec![Some(why::EXPIRED)]);
     c.verify().expect("verify passes");
 }
@@ -644,7 +644,9 @@ fn red_team_held_was_break_verify_misses_renumbered_transaction_rows() {
         prescription: "none".into(),
         notes: String::new(),
     };
-    let forged = c.net.sign_header(h, forged_body.to_bytes(), &c.d.custodial);
+    let forged = c
+        .net
+        .seal_and_sign(h, forged_body.to_bytes(), &c.d.custodial);
     assert_eq!(c.one(&forged), Some(why::GRANT_USED));
     let (honest_id, forged_id) = (c.id(&honest), c.id(&forged));
     let patient = c.p.id;
@@ -677,8 +679,9 @@ fn red_team_held_was_break_verify_misses_renumbered_transaction_rows() {
         .records_of(&patient)
         .unwrap();
     assert_eq!(shown.len(), 1);
+    let opened = c.net.open(&shown[0].header, &shown[0].body).unwrap();
     assert_eq!(
-        ledger::tx::RecordBody::from_bytes(&shown[0].body)
+        ledger::tx::RecordBody::from_bytes(&opened)
             .unwrap()
             .diagnosis,
         "FORGED: terminal illness",
@@ -728,7 +731,7 @@ fn red_team_held_was_break_a_small_order_key_lets_anyone_sign() {
             key: [0; 32],
         },
     );
-    let mut forged = c.net.sign_header(header, Vec::new(), &key_from("unused"));
+    let mut forged = c.net.seal_and_sign(header, Vec::new(), &key_from("unused"));
     forged.signature = [0; 64];
     let request = c.net.request(&forged);
     let edge = ledger::crypto::check_entries(

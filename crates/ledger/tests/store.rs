@@ -94,9 +94,21 @@ fn blocks_and_queries_round_trip() {
     assert_eq!(records[0].signer, doctor.custodial().signer);
     assert!(matches!(records[0].signer, Signer::Custodial { .. }));
     assert_eq!(records[0].origin, Some(doctor.home));
+    // The body is sealed: it opens with its data key, under its own header.
+    assert_eq!(records[0].header, first.header);
+    assert_eq!(records[0].body, first.body);
+    assert_eq!(records[0].hospital, doctor.home);
+    assert_eq!(records[0].erased, None);
+    let content = net
+        .open(&records[0].header, &records[0].body)
+        .expect("opens");
     assert_eq!(
-        RecordBody::from_bytes(&records[0].body).expect("body"),
+        RecordBody::from_bytes(&content).expect("body"),
         testkit::sample_record(14)
+    );
+    assert!(
+        RecordBody::from_bytes(&records[0].body).is_err(),
+        "no plaintext on chain"
     );
     assert!(reader.records_of(&[9; 16]).expect("q").is_empty());
 

@@ -1,9 +1,12 @@
 //! The test vectors of the transaction format (`tests/vectors/tx_v2.json`): for one `Grant` and
 //! one `AddRecord` (`transactions`), then one transaction of every kind (`kinds`, in kind-byte
 //! order), the header, the body, the signed bytes, the id, the signer's public key, the
-//! signature and the stored payload; and one key's proof of possession (`key_pop`). Another
-//! implementation (the browser's decoder and signer) checks itself against them. The file is what this code makes: the test fails
-//! if they differ; `LEDGER_WRITE_VECTORS=1 cargo test -p ledger --test vectors` rewrites it.
+//! signature and the stored payload, and for a sealed kind (docs/SECURITY.md, "Confidential
+//! records", §1) its content, data key and the associated data it is sealed under; and one
+//! key's proof of possession (`key_pop`). Another implementation (the browser's decoder and
+//! signer) checks itself against them. The file is what this code makes: the test fails if
+//! they differ; `LEDGER_WRITE_VECTORS=1 cargo test -p ledger --test vectors` rewrites it.
+use ledger::seal;
 use ledger::testkit::{self, TestNet, public};
 use ledger::tx::{
     AddRecord, Attested, Grant, Meta, PurposeBody, RecordBody, Scope, SignedTx, Signer, TxHeader,
@@ -36,13 +39,12 @@ fn vectors() -> Value {
         nonce: *b"grant-vector-v2!",
         body_hash: [0; 32],
     };
-    let grant = SignedTx::sign(
+    let grant = net.seal_and_sign(
         grant_header,
         PurposeBody {
             purpose: "follow-up of the echocardiogram".into(),
         }
         .to_bytes(),
-        &g,
         &patient.device,
     );
     let record_header = TxHeader {
@@ -61,7 +63,7 @@ fn vectors() -> Value {
         nonce: *b"record-vector-v2",
         body_hash: [0; 32],
     };
-    let record = SignedTx::sign(
+    let record = net.seal_and_sign(
         record_header,
         RecordBody {
             diagnosis: "Hypertension".into(),
@@ -69,7 +71,6 @@ fn vectors() -> Value {
             notes: "Recheck in 4 weeks".into(),
         }
         .to_bytes(),
-        &g,
         &doctor.device,
     );
     // A device key made at validator 1's page.
@@ -79,7 +80,7 @@ fn vectors() -> Value {
             Signer::Device { key, .. } | Signer::Custodial { key, .. } => key,
             Signer::Validator { index } => net.genesis.keys()[index as usize].to_bytes(),
         };
-        json!({
+        let mut entry = json!({
             "kind": tx.meta().kind(),
             "kind_byte": tx.meta().kind_byte(),
             "header": tx.header,
@@ -89,14 +90,27 @@ fn vectors() -> Value {
             "public_key_hex": hex::encode(key),
             "signature_hex": hex::encode(tx.signature),
             "payload_hex": hex::encode(tx.to_bytes()),
-        })
+        });
+        if seal::is_sealed_kind(tx.meta()) {
+            let content = net.open(&tx.header, &tx.body).expect("a test body opens");
+            entry["sealed"] = json!({
+                "content_hex": hex::encode(&*content),
+                "data_key_hex": hex::encode(net.data_key(&tx.header).as_bytes()),
+                "ad_hex": hex::encode(seal::seal_ad(&g, &tx.header)),
+            });
+        }
+        entry
     };
     json!({
         "format": "medchain/tx/v2",
         "about": "signing_bytes = ASCII 'medchain/tx/v2' || genesis_hash || borsh(header); \
                   id = SHA-256(signing_bytes); signature = Ed25519(signing_bytes); \
                   payload = borsh(header) || u32 LE body length || body || signature; \
-                  header.body_hash = SHA-256(body)",
+                  header.body_hash = SHA-256(body); a sealed kind's body = borsh(SealedBody \
+                  { version: 1, key_commit: SHA-256('medchain/seal-key/v1' || data_key), \
+                  nonce (24), ciphertext }), ciphertext = XChaCha20-Poly1305(data_key, nonce, \
+                  ad = 'medchain/seal/v1' || genesis_hash || borsh(header with body_hash = 0)) \
+                  of borsh(SealedPlain { content, zero padding to a multiple of 256 bytes })",
         "genesis_hash_hex": hex::encode(g),
         "transactions": [entry(&grant), entry(&record)],
         "kinds": testkit::every_kind(&TestNet::new(4)).iter().map(entry).collect::<Vec<_>>(),
@@ -139,10 +153,11 @@ fn the_vectors_check_from_their_own_bytes() {
     let file: Value = serde_json::from_str(&text).expect("json");
     let bytes = |v: &Value| hex::decode(v.as_str().expect("hex string")).expect("hex");
     let genesis = bytes(&file["genesis_hash_hex"]);
+    let genesis_hash: [u8; 32] = genesis.clone().try_into().expect("32 bytes");
     let txs = file["transactions"].as_array().expect("list");
     assert_eq!(txs.len(), 2);
     let kinds = file["kinds"].as_array().expect("list");
-    assert_eq!(kinds.len(), 11);
+    assert_eq!(kinds.len(), 13);
     for (byte, t) in kinds.iter().enumerate() {
         assert_eq!(t["kind_byte"].as_u64(), Some(byte as u64));
     }
@@ -179,6 +194,24 @@ fn the_vectors_check_from_their_own_bytes() {
         assert_eq!(tx.header, header);
         assert_eq!(tx.body, bytes(&t["body_hex"]));
         assert_eq!(tx.header.body_hash, ledger::sha256(&tx.body));
+        // A sealed body opens with its data key under its header's associated data, and only
+        // under the header the file gives for it.
+        if let Some(sealed) = t.get("sealed") {
+            let key: [u8; 32] = bytes(&sealed["data_key_hex"]).try_into().expect("32 bytes");
+            let key = seal::DataKey::from_bytes(key);
+            assert_eq!(
+                seal::key_commitment(&tx.body).expect("a sealed body"),
+                key.commitment()
+            );
+            assert_eq!(
+                bytes(&sealed["ad_hex"]),
+                seal::seal_ad(&genesis_hash, &tx.header)
+            );
+            let content = seal::open(&genesis_hash, &tx.header, &tx.body, &key).expect("opens");
+            assert_eq!(*content, bytes(&sealed["content_hex"]));
+        } else {
+            assert!(tx.body.is_empty(), "{}", t["kind"]);
+        }
         assert_eq!(signing[46..], borsh::to_vec(&header).expect("borsh")[..]);
     }
 }

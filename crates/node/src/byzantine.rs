@@ -159,8 +159,11 @@ pub(crate) fn censor(behaviours: Option<&Behaviours>, input: Input) -> Option<In
         return Some(input);
     };
     let censored = |request: &Request| {
-        SignedTx::from_bytes(&request.payload)
-            .is_ok_and(|tx| hex::encode(tx.meta().subject()).eq_ignore_ascii_case(patient))
+        SignedTx::from_bytes(&request.payload).is_ok_and(|tx| {
+            tx.meta()
+                .subject()
+                .is_some_and(|s| hex::encode(s).eq_ignore_ascii_case(patient))
+        })
     };
     match input {
         Input::Request(request) if censored(&request) => None,

@@ -303,12 +303,18 @@ impl NodeHandle {
                 header.meta.kind()
             )));
         }
+        let Some(patient) = header.meta.subject().copied() else {
+            return Err(NodeError::Seal(format!(
+                "a {} names no patient",
+                header.meta.kind()
+            )));
+        };
         let (key, stored) = ledger::seal::seal(&self.genesis_hash(), &mut header, content)
             .map_err(|error| NodeError::Seal(error.to_string()))?;
         let (reply, stored_key) = oneshot::channel();
         self.inner.keys.seal(SealRequest {
             tx: header.id(&self.genesis_hash()),
-            patient: *header.meta.subject(),
+            patient,
             not_after_ms: header.not_after_ms,
             key,
             reply,

@@ -230,29 +230,45 @@ impl Person {
         Ok(SignedTx::sign(header, stored, &home.genesis_hash(), key))
     }
 
-    /// This patient's write grant to `doctor`, attested in person: sealed at the home `home`
-    /// and signed with the custodial key, as the home's in-person consent screen does.
+    /// This patient's grant of `scope` to `doctor`, sealed at the home `home`: a write grant
+    /// attested in person (signed with the custodial key, as the home's in-person consent
+    /// screen does), a read grant on the patient's own device (a key of the home's page).
+    pub async fn grant(
+        &self,
+        home: &NodeHandle,
+        doctor: &PersonId,
+        scope: Scope,
+        purpose: &str,
+    ) -> Result<SignedTx, NodeError> {
+        let device = matches!(scope, Scope::Read { .. });
+        let meta = Meta::Grant(Grant {
+            patient: self.id,
+            doctor: *doctor,
+            scope,
+            request: None,
+            attested: if device {
+                Attested::Device
+            } else {
+                Attested::InPerson
+            },
+        });
+        let body = PurposeBody {
+            purpose: purpose.to_string(),
+        };
+        self.sealed(home, meta, &body.to_bytes(), device).await
+    }
+
+    /// This patient's write grant to `doctor` ([`Person::grant`]).
     pub async fn write_grant(
         &self,
         home: &NodeHandle,
         doctor: &PersonId,
         purpose: &str,
     ) -> Result<SignedTx, NodeError> {
-        let meta = Meta::Grant(Grant {
-            patient: self.id,
-            doctor: *doctor,
-            scope: Scope::Write,
-            request: None,
-            attested: Attested::InPerson,
-        });
-        let body = PurposeBody {
-            purpose: purpose.to_string(),
-        };
-        self.sealed(home, meta, &body.to_bytes(), false).await
+        self.grant(home, doctor, Scope::Write, purpose).await
     }
 
-    /// This patient's read grant to `doctor` for `duration_ms`, given on their own device (a
-    /// key of their home's page): sealed at the home `home`.
+    /// This patient's read grant to `doctor` for `duration_ms` ([`Person::grant`]).
     pub async fn read_grant(
         &self,
         home: &NodeHandle,
@@ -260,17 +276,8 @@ impl Person {
         duration_ms: u64,
         purpose: &str,
     ) -> Result<SignedTx, NodeError> {
-        let meta = Meta::Grant(Grant {
-            patient: self.id,
-            doctor: *doctor,
-            scope: Scope::Read { duration_ms },
-            request: None,
-            attested: Attested::Device,
-        });
-        let body = PurposeBody {
-            purpose: purpose.to_string(),
-        };
-        self.sealed(home, meta, &body.to_bytes(), true).await
+        self.grant(home, doctor, Scope::Read { duration_ms }, purpose)
+            .await
     }
 
     /// This patient revokes `grant`, on their own device.

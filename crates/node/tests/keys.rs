@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{enrollment, fast_timing, runtime};
+use common::{enrollment, fast_timing, note, runtime};
 use ledger::seal::{DataKey, SealedBody};
 use ledger::tx::{AddRecord, RecordBody};
 use ledger::{Meta, Queries, SignedTx, TxId};
@@ -76,6 +76,21 @@ impl World {
 
     fn genesis_hash(&self) -> ledger::Hash {
         self.cluster.genesis().hash()
+    }
+
+    /// A patient, an oncologist who writes in their history and a neurologist who may read
+    /// it, each enrolled at the home given.
+    fn cast(
+        &self,
+        patient: ReplicaId,
+        author: ReplicaId,
+        reader: ReplicaId,
+    ) -> (Person, Person, Person) {
+        let patient = Person::patient(patient);
+        let author = Person::doctor(author, "Oncology", "Dr Author");
+        let reader = Person::doctor(reader, "Neurology", "Dr Reader");
+        self.enroll(&[&patient, &author, &reader]);
+        (patient, author, reader)
     }
 
     fn enroll(&self, people: &[&Person]) {
@@ -221,14 +236,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn note(diagnosis: &str) -> RecordBody {
-    RecordBody {
-        diagnosis: diagnosis.into(),
-        prescription: "R-CHOP".into(),
-        notes: String::new(),
-    }
-}
-
 fn diagnosis(opened: &Opened) -> String {
     let plain = opened.plain.as_ref().expect("opened");
     RecordBody::from_bytes(plain).unwrap().diagnosis
@@ -329,9 +336,7 @@ impl Impersonation {
 #[test]
 fn the_author_delivers_a_record_key_to_the_home() {
     let w = World::new();
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
-    w.enroll(&[&patient, &author]);
+    let (patient, author, _) = w.cast(HOSPITAL, CLINIC, INSURANCE);
     let record = w.record(&author, &patient, "Lymphoma, stage II");
 
     let opened = w.wait_state(HOSPITAL, &record, OpenState::Open);
@@ -404,10 +409,7 @@ fn a_read_grant_brings_the_history_to_the_grantee() {
 #[test]
 fn a_record_added_while_a_grant_lives_reaches_the_grantee() {
     let w = World::new();
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(PHARMACY, "Oncology", "Dr Author");
-    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
-    w.enroll(&[&patient, &author, &reader]);
+    let (patient, author, reader) = w.cast(HOSPITAL, PHARMACY, CLINIC);
     w.read_grant(&patient, &reader, HOUR_MS);
     let record = w.record(&author, &patient, "Glioma");
     assert_eq!(
@@ -420,10 +422,7 @@ fn a_record_added_while_a_grant_lives_reaches_the_grantee() {
 #[test]
 fn revocation_and_expiry_stop_deliveries_and_drop_received_keys() {
     let w = World::new();
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
-    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
-    w.enroll(&[&patient, &author, &reader]);
+    let (patient, author, reader) = w.cast(HOSPITAL, HOSPITAL, CLINIC);
 
     // Revocation: the grantee drops what it received.
     let grant = w.read_grant(&patient, &reader, HOUR_MS);
@@ -458,10 +457,7 @@ fn revocation_and_expiry_stop_deliveries_and_drop_received_keys() {
 fn a_record_added_after_the_grant_ends_never_reaches_the_grantee() {
     let w = World::new();
     let answers = record_answers(w.network());
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(PHARMACY, "Oncology", "Dr Author");
-    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
-    w.enroll(&[&patient, &author, &reader]);
+    let (patient, author, reader) = w.cast(HOSPITAL, PHARMACY, CLINIC);
 
     w.read_grant(&patient, &reader, 60_000);
     w.clock.advance_ms(61_000);
@@ -504,26 +500,44 @@ fn a_read_grant_at_the_home_does_not_cost_the_home_a_waiting_key() {
             since_ms: w.clock.now_ms()
         }
     );
-    let grant = w.read_grant(&patient, &home_doctor, HOUR_MS);
-    w.revoke(&patient, grant);
-    assert!(matches!(
-        w.open(HOSPITAL, &record).state,
-        OpenState::Waiting { from: CLINIC, .. }
-    ));
-    withheld.end();
+    grant_ends_while_waiting(
+        &w,
+        &patient,
+        &home_doctor,
+        (HOSPITAL, CLINIC),
+        &record,
+        withheld,
+    );
     assert_eq!(
         diagnosis(&w.wait_state(HOSPITAL, &record, OpenState::Open)),
         "Hodgkin lymphoma"
     );
 }
 
+/// While validator `at` waits for `record`'s key from `from` (withheld), a read grant of
+/// `patient` to `doctor` begins and ends: the wait stays, and the withholding ends.
+fn grant_ends_while_waiting(
+    w: &World,
+    patient: &Person,
+    doctor: &Person,
+    (at, from): (ReplicaId, ReplicaId),
+    record: &TxId,
+    withheld: Impersonation,
+) {
+    let grant = w.read_grant(patient, doctor, HOUR_MS);
+    w.revoke(patient, grant);
+    let state = w.open(at, record).state;
+    assert!(
+        matches!(state, OpenState::Waiting { from: source, .. } if source == from),
+        "{state:?}"
+    );
+    withheld.end();
+}
+
 #[test]
 fn while_the_home_is_down_the_grant_waits() {
     let mut w = World::new();
-    let patient = Person::patient(PHARMACY);
-    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
-    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
-    w.enroll(&[&patient, &author, &reader]);
+    let (patient, author, reader) = w.cast(PHARMACY, HOSPITAL, CLINIC);
     let record = w.record(&author, &patient, "Mesothelioma");
     w.wait_state(PHARMACY, &record, OpenState::Open);
     // The patient approves on their device at their home, which then goes down.
@@ -555,10 +569,7 @@ fn while_the_home_is_down_the_grant_waits() {
 fn a_peer_that_is_not_entitled_gets_no_key() {
     let w = World::new();
     let answers = record_answers(w.network());
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
-    let reader = Person::doctor(PHARMACY, "Neurology", "Dr Reader");
-    w.enroll(&[&patient, &author, &reader]);
+    let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
     let record = w.record(&author, &patient, "Carcinoma");
     w.read_grant(&patient, &reader, HOUR_MS);
     w.wait_state(PHARMACY, &record, OpenState::Open);
@@ -617,9 +628,7 @@ fn a_peer_that_is_not_entitled_gets_no_key() {
 #[test]
 fn a_wrong_key_is_refused_and_counted() {
     let w = World::new();
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
-    w.enroll(&[&patient, &author]);
+    let (patient, author, _) = w.cast(HOSPITAL, CLINIC, INSURANCE);
     let dishonest = Impersonation::new(w.network(), CLINIC, HOSPITAL);
     let record = w.record(&author, &patient, "Neuroblastoma");
     dishonest.answer(&record, |_| KeyReply::Key(WireKey(DataKey::generate())));
@@ -639,9 +648,7 @@ fn a_wrong_key_is_refused_and_counted() {
 #[test]
 fn a_restart_resumes_from_the_processed_height() {
     let mut w = World::new();
-    let patient = Person::patient(PHARMACY);
-    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
-    w.enroll(&[&patient, &author]);
+    let (patient, author, _) = w.cast(PHARMACY, HOSPITAL, INSURANCE);
     let first = w.record(&author, &patient, "Thymoma");
     w.wait_state(PHARMACY, &first, OpenState::Open);
     let grant =
@@ -687,9 +694,7 @@ fn a_restart_resumes_from_the_processed_height() {
 #[test]
 fn a_peer_above_its_rate_is_answered_busy_and_seals_go_first() {
     let w = World::new();
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
-    w.enroll(&[&patient, &author]);
+    let (patient, author, _) = w.cast(HOSPITAL, HOSPITAL, INSURANCE);
     let record = w.record(&author, &patient, "Chondrosarcoma");
     let (answered, busy, looked_up) = (
         Arc::new(AtomicUsize::new(0)),
@@ -910,9 +915,7 @@ fn a_reused_key_commitment_is_broken() {
 #[test]
 fn backup_keys_copies_a_running_store() {
     let mut w = World::new();
-    let patient = Person::patient(PHARMACY);
-    let author = Person::doctor(PHARMACY, "Oncology", "Dr Author");
-    w.enroll(&[&patient, &author]);
+    let (patient, author, _) = w.cast(PHARMACY, PHARMACY, INSURANCE);
     let record = w.record(&author, &patient, "Osteosarcoma");
     let backup = w.dir.path().join("pharmacy-keys.backup");
     w.rt.block_on(w.node(PHARMACY).backup_keys(&backup))
@@ -955,9 +958,7 @@ fn backup_keys_copies_a_running_store() {
 #[test]
 fn a_sealer_that_lost_its_store_keeps_its_own_keys_after_a_grant_ends() {
     let mut w = World::new();
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(CLINIC, "Oncology", "Dr Author");
-    w.enroll(&[&patient, &author]);
+    let (patient, author, _) = w.cast(HOSPITAL, CLINIC, INSURANCE);
     let record = w.record(&author, &patient, "Retinoblastoma");
     w.wait_state(HOSPITAL, &record, OpenState::Open);
 
@@ -975,13 +976,7 @@ fn a_sealer_that_lost_its_store_keeps_its_own_keys_after_a_grant_ends() {
             since_ms: w.clock.now_ms(),
         },
     );
-    let grant = w.read_grant(&patient, &author, HOUR_MS);
-    w.revoke(&patient, grant);
-    assert!(matches!(
-        w.open(CLINIC, &record).state,
-        OpenState::Waiting { from: HOSPITAL, .. }
-    ));
-    withheld.end();
+    grant_ends_while_waiting(&w, &patient, &author, (CLINIC, HOSPITAL), &record, withheld);
     assert_eq!(
         diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
         "Retinoblastoma"
@@ -994,10 +989,7 @@ fn a_sealer_that_lost_its_store_keeps_its_own_keys_after_a_grant_ends() {
 #[test]
 fn a_restored_home_answers_no_key_before_it_has_caught_up() {
     let mut w = World::new();
-    let patient = Person::patient(PHARMACY);
-    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Author");
-    let reader = Person::doctor(CLINIC, "Neurology", "Dr Reader");
-    w.enroll(&[&patient, &author, &reader]);
+    let (patient, author, reader) = w.cast(PHARMACY, HOSPITAL, CLINIC);
     let grant = w.read_grant(&patient, &reader, HOUR_MS);
     let record = w.record(&author, &patient, "Wilms tumour");
     w.wait_state(CLINIC, &record, OpenState::Open);

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 mod common;
 
-use common::{enrollment, fast_timing, runtime};
+use common::{enrollment, fast_timing, note, runtime};
 use ledger::rules::reason;
-use ledger::tx::RecordBody;
 use ledger::{Queries, TxId};
 use node::load::{Person, enroll};
 use node::transport::Transport;
@@ -29,14 +28,6 @@ fn wait_height(handle: &NodeHandle, height: u64) {
     }
 }
 
-fn note(text: &str) -> RecordBody {
-    RecordBody {
-        diagnosis: text.into(),
-        prescription: "rest".into(),
-        notes: String::new(),
-    }
-}
-
 /// A patient and a cardiologist whose home is `handle`'s validator, enrolled.
 fn people(rt: &tokio::runtime::Runtime, handle: &NodeHandle) -> (Person, Person) {
     let patient = Person::patient(handle.id());
@@ -48,6 +39,22 @@ fn people(rt: &tokio::runtime::Runtime, handle: &NodeHandle) -> (Person, Person)
     ))
     .expect("enrolled");
     (patient, doctor)
+}
+
+/// Two records of `doctor` in `patient`'s history under the one write grant `grant`, sealed at
+/// `home`.
+fn two_records(
+    rt: &tokio::runtime::Runtime,
+    home: &NodeHandle,
+    doctor: &Person,
+    patient: &Person,
+    grant: TxId,
+) -> (ledger::SignedTx, ledger::SignedTx) {
+    let record = |text| {
+        rt.block_on(doctor.record(home, &patient.id, grant, &note(text)))
+            .unwrap()
+    };
+    (record("first"), record("second"))
 }
 
 #[test]
@@ -140,12 +147,7 @@ fn submit_applied_reports_a_rejection_at_commit() {
     };
     assert!(block_time_ms > 0);
 
-    let first = rt
-        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("first")))
-        .unwrap();
-    let second = rt
-        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("second")))
-        .unwrap();
+    let (first, second) = two_records(&rt, &hospital, &doctor, &patient, grant_id);
     let (first_id, second_id) = (first.id(&genesis_hash), second.id(&genesis_hash));
     let (first_verdict, second_verdict) = rt.block_on(async {
         let id = hospital.submit(first.clone()).await.unwrap();
@@ -294,12 +296,7 @@ fn an_own_transaction_that_lost_a_race_does_not_time_out_a_correct_primary() {
         panic!("the grant was not applied: {applied:?}");
     };
     wait_height(&hospital, granted_at);
-    let first = rt
-        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("first")))
-        .unwrap();
-    let second = rt
-        .block_on(doctor.record(&hospital, &patient.id, grant_id, &note("second")))
-        .unwrap();
+    let (first, second) = two_records(&rt, &hospital, &doctor, &patient, grant_id);
 
     cluster.network().set_disconnected(1, true);
     let verdict = rt.block_on(hospital.submit_applied(first, WAIT)).unwrap();

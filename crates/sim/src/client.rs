@@ -39,9 +39,10 @@ impl Transactions {
     /// them, so which validator a client sends a request to does not change its bytes.
     pub fn request(&self, i: u64) -> (Request, String) {
         let tx = self.net.sample_tx(i);
-        let subject = self
-            .names
-            .get(tx.meta().subject())
+        let subject = tx
+            .meta()
+            .subject()
+            .and_then(|s| self.names.get(s))
             .cloned()
             .unwrap_or_default();
         (tx.to_request(&self.genesis_hash), subject)

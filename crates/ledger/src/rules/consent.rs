@@ -3,10 +3,10 @@ use super::reason as why;
 use super::{
     Acts, Answer, Ctx, Effect, GrantRow, MAX_PENDING_PER_DOCTOR, MAX_PENDING_PER_HOSPITAL, Outcome,
     READ_GRANT_MAX_MS, READ_GRANT_MIN_MS, REQUEST_MS, Read, Reject, RequestRow, Rule, StateView,
-    WRITE_GRANT_MS, ensure, person_with_role,
+    WRITE_GRANT_MS, ensure, person_with_role, signer_key,
 };
 use crate::Result;
-use crate::tx::{Attested, Grant, RequestGrant, Revoke, Role, Scope, SignerKind};
+use crate::tx::{Attested, Grant, KeyKind, RequestGrant, Revoke, Role, Scope, SignerKind};
 
 /// A read grant lasts 1 minute to 30 days.
 fn scope_ok(scope: &Scope) -> bool {
@@ -83,14 +83,12 @@ impl Rule for Grant {
 
     fn decide(&self, ctx: &Ctx<'_>, state: &dyn StateView) -> Result<Outcome> {
         let t = ctx.block_time_ms;
-        check!(ensure(
-            person_with_role(state, &self.patient, Role::Patient)?.is_some(),
-            why::NOT_A_PATIENT
-        ));
-        check!(ensure(
-            person_with_role(state, &self.doctor, Role::Doctor)?.is_some(),
-            why::NOT_A_DOCTOR
-        ));
+        let Some(patient) = person_with_role(state, &self.patient, Role::Patient)? else {
+            return Ok(Err(Reject(why::NOT_A_PATIENT)));
+        };
+        let Some(doctor) = person_with_role(state, &self.doctor, Role::Doctor)? else {
+            return Ok(Err(Reject(why::NOT_A_DOCTOR)));
+        };
         // The chain records how the patient gave it: a custodial signature is the home's word
         // that the patient was there; a device signature is the patient's own.
         let expected = match ctx.header.signer.kind() {
@@ -118,6 +116,26 @@ impl Rule for Grant {
             ));
             effects.push(Effect::AnswerRequest(request_id, Answer::Granted));
         }
+        // The signing key's origin seals the grant's purpose (docs/SECURITY.md, "Confidential
+        // records", §1).
+        let key = signer_key(ctx, state)?;
+        if matches!(self.scope, Scope::Read { .. }) {
+            // Keys follow read grants (ibid. §4.2): a read grant is the confidentiality gate,
+            // so it takes a key of the patient's home: not a device key another hospital's
+            // page made (that hospital could grant itself the history), not the in-person
+            // screen for another hospital's doctor, not a key added on a password alone before
+            // its wait for another hospital's doctor.
+            let home_doctor = doctor.home == patient.home;
+            check!(ensure(
+                key.origin == patient.home,
+                why::READ_GRANT_NOT_HOME_KEY
+            ));
+            check!(ensure(
+                key.kind != KeyKind::Custodial || home_doctor,
+                why::READ_GRANT_IN_PERSON_NOT_HOME_DOCTOR
+            ));
+            check!(ensure(home_doctor || !key.young_at(t), why::YOUNG_KEY));
+        }
         let expires_ms = t.saturating_add(match self.scope {
             Scope::Write => WRITE_GRANT_MS,
             Scope::Read { duration_ms } => duration_ms,
@@ -133,6 +151,7 @@ impl Rule for Grant {
                 request: self.request,
                 granted_ms: t,
                 expires_ms,
+                sealer: key.origin,
                 used: None,
                 revoked: None,
             }),

@@ -3,20 +3,13 @@ use super::reason as why;
 use super::{
     ASK_MS, Acts, AskRow, Ctx, Effect, KeyRow, LinkRow, MAX_KEYS, MAX_PENDING_ASKS, Outcome,
     PersonRow, Read, RecoveryRow, Reject, Rule, StateView, ensure, is_display_text, signer_key,
+    signing_validator,
 };
 use crate::Result;
 use crate::tx::{
-    AddKey, Ask, AskWhat, Enroll, KeyKind, Link, NewKey, Recover, RevokeKey, Role, Signer,
-    SignerKind, TxId, person_id,
+    AddKey, Ask, AskWhat, Enroll, KeyKind, Link, NewKey, Recover, RevokeKey, Role, SignerKind,
+    TxId, person_id,
 };
-
-/// The signing validator's index (the common checks made sure the signer is one).
-fn signing_validator(ctx: &Ctx<'_>) -> u32 {
-    match ctx.header.signer {
-        Signer::Validator { index } => index,
-        _ => u32::MAX,
-    }
-}
 
 /// The row of a key added by this transaction, of the origin its proof of possession binds
 /// (checked by each rule against the transaction: the home, or the asking validator).
@@ -24,6 +17,7 @@ fn new_key_row(
     ctx: &Ctx<'_>,
     person: &[u8; 16],
     new: &NewKey,
+    young_until_ms: u64,
     active_from_ms: u64,
     recovery: bool,
 ) -> KeyRow {
@@ -35,6 +29,8 @@ fn new_key_row(
         origin: new.origin,
         added: ctx.id,
         added_by: ctx.header.signer.kind(),
+        added_ms: ctx.block_time_ms,
+        young_until_ms,
         active_from_ms,
         revoked: None,
         recovery: recovery.then_some(ctx.id),
@@ -109,7 +105,7 @@ impl Rule for Enroll {
         effects.extend(
             self.keys
                 .iter()
-                .map(|k| Effect::Key(new_key_row(ctx, &self.person, k, 0, false))),
+                .map(|k| Effect::Key(new_key_row(ctx, &self.person, k, 0, 0, false))),
         );
         Ok(Ok(effects))
     }
@@ -282,9 +278,27 @@ impl Rule for AddKey {
         // The origin is bound by the key's proof, so a key seen in another validator's ask
         // cannot be added here as the home's.
         check!(ensure(self.key.origin == origin, why::KEY_ORIGIN));
+        // A key added on a password alone (the custodial key signs what a password at the
+        // home allows) waits before it can share the history with another hospital
+        // (docs/SECURITY.md, "Confidential records", §4.2); a key a young key approves waits
+        // as long, or the wait could be skipped by adding a second key with the first.
+        let t = ctx.block_time_ms;
+        let young_until_ms = match signer {
+            SignerKind::Custodial => t.saturating_add(ctx.params.recovery_wait_ms),
+            _ => Some(signer_key(ctx, state)?)
+                .filter(|by| by.young_at(t))
+                .map_or(0, |by| by.young_until_ms),
+        };
         effects.insert(
             0,
-            Effect::Key(new_key_row(ctx, &self.person, &self.key, 0, false)),
+            Effect::Key(new_key_row(
+                ctx,
+                &self.person,
+                &self.key,
+                young_until_ms,
+                0,
+                false,
+            )),
         );
         Ok(Ok(effects))
     }
@@ -383,6 +397,7 @@ impl Rule for Recover {
                 ctx,
                 &self.person,
                 &self.key,
+                0,
                 effective_ms,
                 true,
             )),

@@ -15,8 +15,8 @@
 //! store's one `apply`, so the next transaction of the block sees them.
 use crate::genesis::ChainParams;
 use crate::tx::{
-    AskWhat, Attested, KeyKind, Meta, NewKey, PersonId, PublicKey, Role, Scope, Signer, SignerKind,
-    TxHeader, TxId,
+    AskWhat, Attested, Decision, KeyKind, Meta, NewKey, PersonId, PublicKey, Role, Scope, Signer,
+    SignerKind, TxHeader, TxId,
 };
 use crate::{Error, Result};
 
@@ -30,6 +30,7 @@ macro_rules! check {
 }
 
 mod consent;
+mod erasure;
 mod identity;
 pub mod reason;
 mod records;
@@ -158,6 +159,13 @@ pub struct KeyRow {
     pub added: TxId,
     /// Who signed that transaction: the home's validator, a device or a custodial key.
     pub added_by: SignerKind,
+    /// The block time of that transaction.
+    pub added_ms: u64,
+    /// A key added on a password alone (an `AddKey` signed by the custodial key), or approved
+    /// by such a key while it was young, is **young** until this time: it signs no read grant
+    /// to a doctor of another hospital and no erasure request before (docs/SECURITY.md,
+    /// "Confidential records", §4.2). 0 for a key that never was young.
+    pub young_until_ms: u64,
     /// 0, or the time its recovery takes effect: it signs nothing before.
     pub active_from_ms: u64,
     /// The `RevokeKey` that revoked it.
@@ -170,6 +178,12 @@ impl KeyRow {
     /// Not revoked, and past its recovery wait.
     pub fn live_at(&self, t_ms: u64) -> bool {
         self.revoked.is_none() && self.active_from_ms <= t_ms
+    }
+
+    /// Still waiting, at `t_ms`, before it may share the person's history with another
+    /// hospital (see [`KeyRow::young_until_ms`]).
+    pub fn young_at(&self, t_ms: u64) -> bool {
+        t_ms < self.young_until_ms
     }
 }
 
@@ -242,6 +256,9 @@ pub struct GrantRow {
     /// The block time of the grant.
     pub granted_ms: u64,
     pub expires_ms: u64,
+    /// The validator that sealed it: the origin of the patient's signing key (the home for a
+    /// custodial key; the page that made a device key).
+    pub sealer: u32,
     /// The `AddRecord` that used it (write grants).
     pub used: Option<TxId>,
     /// The `Revoke` that revoked it.
@@ -274,6 +291,58 @@ impl RecoveryRow {
     }
 }
 
+/// An applied transaction of a sealed kind (`AddRecord`, `RequestGrant`, `Grant`), as an
+/// erasure request names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedRow {
+    pub id: TxId,
+    pub patient: PersonId,
+    /// The validator that sealed it, which answers an erasure of it: the origin of its signing
+    /// key (for a record or a request, the doctor's home).
+    pub sealer: u32,
+}
+
+/// A patient's request to erase a sealed transaction, and its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErasureRow {
+    /// The `RequestErasure`.
+    pub id: TxId,
+    pub patient: PersonId,
+    /// The sealed transaction to erase.
+    pub target: TxId,
+    /// The hospital that answers: the target's sealer.
+    pub hospital: u32,
+    /// How the request was signed: in person at the home (custodial) or on the patient's
+    /// device.
+    pub requested_by: SignerKind,
+    /// The block time of the request.
+    pub requested_ms: u64,
+    pub answer: Option<ErasureAnswer>,
+}
+
+/// The `AnswerErasure` of an erasure request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErasureAnswer {
+    pub tx: TxId,
+    /// Its block time: when the target was erased, or refused.
+    pub block_time_ms: u64,
+    pub decision: Decision,
+}
+
+impl ErasureRow {
+    /// Not answered yet (a request has no expiry).
+    pub fn pending(&self) -> bool {
+        self.answer.is_none()
+    }
+
+    /// The answer that erased the target, if it was erased.
+    pub fn erased(&self) -> Option<&ErasureAnswer> {
+        self.answer
+            .as_ref()
+            .filter(|a| a.decision == Decision::Erase)
+    }
+}
+
 /// One read a rule may make: what [`Rule::reads`] declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Read {
@@ -288,6 +357,9 @@ pub enum Read {
     PendingRequestsFromHospitalOf { doctor: PersonId, patient: PersonId },
     Grant(TxId),
     PendingRecovery(PersonId),
+    Sealed(TxId),
+    Erasure(TxId),
+    ErasureOf(TxId),
 }
 
 /// Reads over the chain's state, as of the transaction being decided.
@@ -316,6 +388,12 @@ pub trait StateView {
     fn grant(&self, id: &TxId) -> Result<Option<GrantRow>>;
     /// The person's recovery pending at `at_ms`, if any.
     fn pending_recovery(&self, person: &PersonId, at_ms: u64) -> Result<Option<RecoveryRow>>;
+    /// The applied transaction `id` if it is of a sealed kind.
+    fn sealed(&self, id: &TxId) -> Result<Option<SealedRow>>;
+    /// The erasure request `id`.
+    fn erasure(&self, id: &TxId) -> Result<Option<ErasureRow>>;
+    /// The latest erasure request of transaction `target` (pending, refused or erasing it).
+    fn erasure_of(&self, target: &TxId) -> Result<Option<ErasureRow>>;
 }
 
 /// A change to the state, written by the store's `apply` in the order listed; `by` of an update
@@ -339,12 +417,21 @@ pub enum Effect {
         patient: PersonId,
         doctor: PersonId,
         grant: TxId,
+        /// The sealer: the doctor's home, the origin of their signing key.
+        hospital: u32,
     },
     Access {
         patient: PersonId,
         reader: PersonId,
         serving: u32,
         grant: Option<TxId>,
+    },
+    Erasure(ErasureRow),
+    AnswerErasure {
+        request: TxId,
+        decision: Decision,
+        /// The answer's block time.
+        at_ms: u64,
     },
 }
 
@@ -387,6 +474,8 @@ impl Meta {
             Meta::Revoke(m) => m,
             Meta::AddRecord(m) => m,
             Meta::Access(m) => m,
+            Meta::RequestErasure(m) => m,
+            Meta::AnswerErasure(m) => m,
         }
     }
 }
@@ -522,6 +611,14 @@ pub(crate) fn signer_key(ctx: &Ctx<'_>, state: &dyn StateView) -> Result<KeyRow>
         .ok_or_else(|| Error::State("the signer's key vanished".into()))
 }
 
+/// The signing validator's index (the common checks made sure the signer is one).
+pub(crate) fn signing_validator(ctx: &Ctx<'_>) -> u32 {
+    match ctx.header.signer {
+        Signer::Validator { index } => index,
+        _ => u32::MAX,
+    }
+}
+
 /// The enrolled person `person`, if they have `role`.
 pub(crate) fn person_with_role(
     state: &dyn StateView,
@@ -615,5 +712,17 @@ impl StateView for Declared<'_> {
     fn pending_recovery(&self, person: &PersonId, at_ms: u64) -> Result<Option<RecoveryRow>> {
         self.allow(Read::PendingRecovery(*person))?;
         self.inner.pending_recovery(person, at_ms)
+    }
+    fn sealed(&self, id: &TxId) -> Result<Option<SealedRow>> {
+        self.allow(Read::Sealed(*id))?;
+        self.inner.sealed(id)
+    }
+    fn erasure(&self, id: &TxId) -> Result<Option<ErasureRow>> {
+        self.allow(Read::Erasure(*id))?;
+        self.inner.erasure(id)
+    }
+    fn erasure_of(&self, target: &TxId) -> Result<Option<ErasureRow>> {
+        self.allow(Read::ErasureOf(*target))?;
+        self.inner.erasure_of(target)
     }
 }

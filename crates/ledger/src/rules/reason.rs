@@ -17,6 +17,8 @@ macro_rules! per_kind {
             concat!("revoke ", $reason),
             concat!("add_record ", $reason),
             concat!("access ", $reason),
+            concat!("request_erasure ", $reason),
+            concat!("answer_erasure ", $reason),
         ]
     };
 }
@@ -24,8 +26,8 @@ macro_rules! per_kind {
 // Checks common to every kind.
 pub const DUPLICATE: &str = "duplicate of an earlier transaction";
 pub const EXPIRED: &str = "expired: block time is after the signature's not_after";
-pub const NEEDS_PERSON_KEY: [&str; 11] = per_kind!("must be signed by the person's key");
-pub const NEEDS_VALIDATOR: [&str; 11] = per_kind!("must be signed by a validator");
+pub const NEEDS_PERSON_KEY: [&str; 13] = per_kind!("must be signed by the person's key");
+pub const NEEDS_VALIDATOR: [&str; 13] = per_kind!("must be signed by a validator");
 pub const SIGNER_KEY_NOT_OF_PERSON: &str = "signer key is not a key of this person";
 pub const SIGNER_KIND_MISMATCH: &str = "signer kind does not match the key";
 pub const SIGNER_KEY_REVOKED: &str = "signer key is revoked";
@@ -82,6 +84,14 @@ pub const GRANT_USED: &str = "grant already used";
 pub const GRANT_REVOKED: &str = "grant already revoked";
 pub const GRANT_EXPIRED: &str = "grant already expired";
 pub const NO_SUCH_TARGET: &str = "no such grant or pending request of this patient";
+// Read grants and erasure requests leave the home only through a key of the home
+// (docs/SECURITY.md, "Confidential records", §4.2). The stored reason is fixed; the date the
+// wait of a young key ends is its `KeyRow::young_until_ms`, which the API shows with it.
+pub const READ_GRANT_NOT_HOME_KEY: &str = "a read grant is signed with a key of the patient's home";
+pub const READ_GRANT_IN_PERSON_NOT_HOME_DOCTOR: &str =
+    "a read grant in person is for a doctor of the patient's home";
+pub const YOUNG_KEY: &str =
+    "a key added on a password alone shares nothing with another hospital before its wait ends";
 
 // Records: AddRecord, Access.
 pub const NOT_OWN_DEPARTMENT: &str = "department is not the doctor's own";
@@ -94,6 +104,15 @@ pub const OWN_READ_ONLY: &str = "a read without a grant is the patient's own";
 pub const NOT_SERVED_HERE: &str = "serving validator holds no login of this patient";
 pub const DOCTOR_READS_AT_HOME: &str = "a doctor reads through their home validator";
 pub const NOT_A_READ_GRANT: &str = "grant is not a read grant for this patient and reader";
+
+// Erasure: RequestErasure, AnswerErasure.
+pub const ERASURE_NOT_HOME_KEY: &str = "an erasure is requested with a key of the patient's home";
+pub const NO_SUCH_SEALED: &str = "no such sealed transaction of this patient";
+pub const ALREADY_ERASED: &str = "transaction already erased";
+pub const ERASURE_PENDING: &str = "an erasure of this transaction is already pending";
+pub const ERASURE_NOT_PENDING: &str = "erasure request is not pending";
+pub const ERASURE_NOT_SEALER: &str =
+    "an erasure is answered by the hospital that sealed the transaction";
 
 /// Every reason above, for tests that check each is distinct.
 pub fn all() -> Vec<&'static str> {
@@ -156,6 +175,15 @@ pub fn all() -> Vec<&'static str> {
         NOT_SERVED_HERE,
         DOCTOR_READS_AT_HOME,
         NOT_A_READ_GRANT,
+        READ_GRANT_NOT_HOME_KEY,
+        READ_GRANT_IN_PERSON_NOT_HOME_DOCTOR,
+        YOUNG_KEY,
+        ERASURE_NOT_HOME_KEY,
+        NO_SUCH_SEALED,
+        ALREADY_ERASED,
+        ERASURE_PENDING,
+        ERASURE_NOT_PENDING,
+        ERASURE_NOT_SEALER,
     ];
     all.extend(NEEDS_PERSON_KEY);
     all.extend(NEEDS_VALIDATOR);

@@ -1,6 +1,8 @@
 //! Records and reads: `AddRecord`, `Access`.
 use super::reason as why;
-use super::{Acts, Ctx, Effect, Outcome, Read, Reject, Rule, StateView, ensure, person_with_role};
+use super::{
+    Acts, Ctx, Effect, Outcome, Read, Reject, Rule, StateView, ensure, person_with_role, signer_key,
+};
 use crate::Result;
 use crate::tx::{Access, AddRecord, Role, Scope};
 
@@ -36,12 +38,16 @@ impl Rule for AddRecord {
             ctx.block_time_ms < grant.expires_ms,
             why::GRANT_HAS_EXPIRED
         ));
+        // The sealer is the origin of the doctor's signing key: their home, where every key of
+        // a doctor is made.
+        let hospital = signer_key(ctx, state)?.origin;
         Ok(Ok(vec![
             Effect::UseGrant(self.grant),
             Effect::Record {
                 patient: self.patient,
                 doctor: self.doctor,
                 grant: self.grant,
+                hospital,
             },
         ]))
     }

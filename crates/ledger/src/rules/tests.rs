@@ -10,6 +10,7 @@
 //! finding N of the attack on the design.
 use std::path::Path;
 
+use ed25519_dalek::SigningKey;
 use rusqlite::Connection;
 
 use super::reason::*;
@@ -18,6 +19,8 @@ use crate::Hash;
 use crate::store::{self, Queries, SqlState};
 use crate::testkit::{self, TestNet, TestPerson, key_from, public};
 use crate::tx::{Access, AddRecord, Enroll, Grant, Meta, SignedTx, Signer};
+
+mod erasure;
 
 const T0: u64 = testkit::GENESIS_TIME_MS + 10_000;
 const HOUR: u64 = 3_600_000;
@@ -135,6 +138,39 @@ impl World {
         self.c.ok(&tx);
     }
 
+    /// `p`'s device key added by the home custodially: young (docs/SECURITY.md, "Confidential
+    /// records", §4.2) until the time returned.
+    fn p_device_young(&mut self) -> u64 {
+        let added_ms = self.c.now;
+        self.p_device();
+        added_ms + self.c.net.genesis.recovery_wait_ms()
+    }
+
+    /// `p`'s device key added by the home, and the clock past its wait: a key of the home that
+    /// may share the history with any hospital.
+    fn p_device_aged(&mut self) {
+        let until = self.p_device_young();
+        self.c.now = self.c.now.max(until);
+    }
+
+    /// A device key of `p` made at validator `origin`'s page (asked by `origin`, approved in
+    /// person at the home): its secret.
+    fn p_key_from(&mut self, origin: u32) -> SigningKey {
+        let secret = key_from(&format!("p's key made at {origin}'s page"));
+        let new = self
+            .c
+            .net
+            .new_key(&self.p.id, KeyKind::Device, origin, &secret);
+        let ask = self.c.net.ask_key(&self.p, origin, new.clone());
+        let ask_id = self.c.ok(&ask);
+        let add = self
+            .c
+            .net
+            .add_key(&self.p, new, Some(ask_id), &self.p.custodial());
+        self.c.ok(&add);
+        secret
+    }
+
     /// A write grant from `p` to `d`, in person; its id and its block's time.
     fn write_grant(&mut self) -> (TxId, u64) {
         let tx = self
@@ -180,7 +216,7 @@ fn a_signature_is_good_until_its_not_after() {
             w.p.custodial().signer,
         );
         header.not_after_ms = not_after_ms;
-        w.c.net.sign_header(header, Vec::new(), &w.p.custodial)
+        w.c.net.seal_and_sign(header, Vec::new(), &w.p.custodial)
     };
     let t = w.c.now;
     let late = make(&w, t - 1);
@@ -892,7 +928,7 @@ fn read(duration_ms: u64) -> Scope {
 #[test]
 fn a_request_is_answered_by_a_matching_grant() {
     let mut w = world();
-    w.p_device();
+    w.p_device_aged();
     let request =
         w.c.net
             .request_grant(&w.e, &w.p.id, read(2 * HOUR), &w.e.custodial());
@@ -1161,6 +1197,151 @@ fn revoke_rejects_each_bad_revocation() {
     assert_eq!(w.c.now(&deny), Err(NO_SUCH_TARGET));
 }
 
+/// docs/SECURITY.md, "Confidential records", §4.2: keys follow read grants, so a read grant is
+/// signed with a key of the patient's home. A device key made at another hospital's page signs
+/// write grants as before, not read grants.
+#[test]
+fn a_read_grant_needs_a_key_of_the_patients_home() {
+    let mut w = world();
+    w.p_device_aged();
+    let elsewhere = w.p_key_from(2);
+    let by_2 = w.p.device_with(&elsewhere);
+    w.c.now += w.c.net.genesis.recovery_wait_ms();
+    for doctor in [w.d.id, w.e.id] {
+        let tx = w.c.net.grant(&w.p, &doctor, read(HOUR), None, &by_2);
+        assert_eq!(w.c.now(&tx), Err(READ_GRANT_NOT_HOME_KEY));
+    }
+    let tx = w.c.net.grant(&w.p, &w.e.id, Scope::Write, None, &by_2);
+    let write = w.c.ok(&tx);
+    assert_eq!(w.c.grant(&write).expect("q").expect("g").sealer, 2);
+    // The home's device key to any hospital's doctor; the home's custody to its own doctor.
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device());
+    let read_id = w.c.ok(&tx);
+    assert_eq!(w.c.grant(&read_id).expect("q").expect("g").sealer, 0);
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.d.id, read(HOUR), None, &w.p.custodial());
+    w.c.ok(&tx);
+}
+
+/// docs/SECURITY.md, "Confidential records", §4.2: the custodial key (the in-person screen,
+/// also a password typed at the home) grants reads only to the home's own doctors, whose
+/// hospital holds every key of the patient already.
+#[test]
+fn a_read_grant_in_person_is_for_a_home_doctor() {
+    let mut w = world();
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.custodial());
+    assert_eq!(w.c.now(&tx), Err(READ_GRANT_IN_PERSON_NOT_HOME_DOCTOR));
+    // Answering the doctor's request changes nothing.
+    let request =
+        w.c.net
+            .request_grant(&w.e, &w.p.id, read(HOUR), &w.e.custodial());
+    let request_id = w.c.ok(&request);
+    let tx = w.c.net.grant(
+        &w.p,
+        &w.e.id,
+        read(HOUR),
+        Some(request_id),
+        &w.p.custodial(),
+    );
+    assert_eq!(w.c.now(&tx), Err(READ_GRANT_IN_PERSON_NOT_HOME_DOCTOR));
+    assert!(
+        w.c.request(&request_id)
+            .expect("q")
+            .expect("r")
+            .pending_at(w.c.now)
+    );
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.d.id, read(HOUR), None, &w.p.custodial());
+    w.c.ok(&tx);
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.e.id, Scope::Write, None, &w.p.custodial());
+    w.c.ok(&tx);
+}
+
+/// Finding 2 of the attack on "Confidential records" (§4.2): a key added on a password alone
+/// (custodially, without an ask) shares nothing with another hospital before
+/// `added_ms + recovery_wait_ms`: no read grant to another hospital's doctor (a home doctor's
+/// is fine), no erasure request. A key approved by a key past its wait is not young.
+#[test]
+fn a_young_key_shares_nothing_with_another_hospital_before_its_wait() {
+    let mut w = world();
+    let until = w.p_device_young();
+    let key = w.c.key(&public(&w.p.device)).expect("q").expect("key");
+    assert_eq!(key.young_until_ms, until);
+    assert_eq!(key.added_ms + w.c.net.genesis.recovery_wait_ms(), until);
+    let to_e = |w: &World| {
+        w.c.net
+            .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device())
+    };
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.d.id, read(HOUR), None, &w.p.device());
+    assert_eq!(w.c.now(&tx), Ok(()), "a home doctor's read grant");
+    let (write, _) = w.write_grant();
+    let record = w.record(write);
+    let record_id = w.c.ok(&record);
+    let erase = w.c.net.request_erasure(&w.p, record_id, &w.p.device());
+    assert_eq!(w.c.now(&erase), Err(YOUNG_KEY));
+    let tx = to_e(&w);
+    assert_eq!(w.c.at(until - 1, &tx), Err(YOUNG_KEY), "T = until - 1");
+    let tx = to_e(&w);
+    let t = w.c.now.max(until);
+    assert_eq!(w.c.at(t, &tx), Ok(()), "T = until");
+    let erase = w.c.net.request_erasure(&w.p, record_id, &w.p.device());
+    assert_eq!(w.c.now(&erase), Ok(()));
+
+    // A key the aged device key approves (answering the home's ask) shares at once.
+    let phone = key_from("p's phone, approved on the aged device");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &phone);
+    let ask = w.c.net.ask_key(&w.p, 0, new.clone());
+    let ask_id = w.c.ok(&ask);
+    let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device());
+    w.c.ok(&add);
+    assert_eq!(
+        w.c.key(&public(&phone))
+            .expect("q")
+            .expect("key")
+            .young_until_ms,
+        0
+    );
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device_with(&phone));
+    assert_eq!(w.c.now(&tx), Ok(()));
+}
+
+/// A young key cannot launder its wait by approving a second key: the key it approves is young
+/// until the same time (otherwise a password thief would add a key custodially, approve the
+/// home's ask for a second key with it, and share the history at once).
+#[test]
+fn a_key_approved_by_a_young_key_waits_as_long() {
+    let mut w = world();
+    let until = w.p_device_young();
+    let second = key_from("approved by the young key");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &second);
+    let ask = w.c.net.ask_key(&w.p, 0, new.clone());
+    let ask_id = w.c.ok(&ask);
+    let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device());
+    w.c.ok(&add);
+    let row = w.c.key(&public(&second)).expect("q").expect("key");
+    assert_eq!(
+        (row.added_by, row.young_until_ms),
+        (SignerKind::Device, until)
+    );
+    let by = w.p.device_with(&second);
+    let tx = w.c.net.grant(&w.p, &w.e.id, read(HOUR), None, &by);
+    assert_eq!(w.c.at(until - 1, &tx), Err(YOUNG_KEY));
+    let tx = w.c.net.grant(&w.p, &w.e.id, read(HOUR), None, &by);
+    assert_eq!(w.c.at(until, &tx), Ok(()));
+}
+
 // ---------------------------------------------------------------------------------------------
 // AddRecord and Access.
 
@@ -1308,18 +1489,20 @@ fn own_reads_are_served_by_the_home_or_a_linked_validator() {
 fn a_doctors_read_needs_a_live_read_grant_at_their_home() {
     for (delay, verdict) in [(HOUR - 1, Ok(())), (HOUR, Err(GRANT_HAS_EXPIRED))] {
         let mut w = world();
+        w.p_device_aged();
         let grant =
             w.c.net
-                .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.custodial());
+                .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device());
         let t = w.c.now;
         let grant_id = w.c.ok(&grant);
         let tx = w.c.net.access(1, &w.p.id, &w.e.id, Some(grant_id));
         assert_eq!(w.c.at(t + delay, &tx), verdict, "T = grant + {delay}");
     }
     let mut w = world();
+    w.p_device_aged();
     let grant =
         w.c.net
-            .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.custodial());
+            .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device());
     let grant_id = w.c.ok(&grant);
     // At another hospital than the doctor's home; for another reader; as a patient.
     let tx = w.c.net.access(0, &w.p.id, &w.e.id, Some(grant_id));

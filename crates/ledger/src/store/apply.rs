@@ -3,7 +3,8 @@
 use rusqlite::{Connection, params};
 
 use super::state::{
-    answer_code, attested_code, key_kind_code, role_code, scope_column, signer_kind_code, tx_row,
+    answer_code, attested_code, decision_columns, key_kind_code, role_code, scope_column,
+    signer_kind_code, tx_row,
 };
 use crate::rules::Effect;
 use crate::tx::TxId;
@@ -47,8 +48,8 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
             Effect::Key(k) => one(
                 conn,
                 "INSERT INTO keys (key, tx, person, kind, label, origin, added_by, active_from_ms,
-                                   recovery_tx)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                   recovery_tx, added_ms, young_until_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     k.key.as_slice(),
                     tx,
@@ -59,6 +60,8 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                     signer_kind_code(k.added_by),
                     k.active_from_ms as i64,
                     k.recovery.map(|_| tx),
+                    k.added_ms as i64,
+                    k.young_until_ms as i64,
                 ],
             )?,
             Effect::RevokeKey(key) => one(
@@ -111,8 +114,8 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
             Effect::Grant(g) => one(
                 conn,
                 "INSERT INTO grants (tx, patient, doctor, scope_read_ms, attested, request_tx,
-                                     granted_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                     granted_ms, expires_ms, sealer)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     tx,
                     g.patient.as_slice(),
@@ -121,7 +124,8 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                     attested_code(g.attested),
                     g.request.map(|r| row_of(conn, &r)).transpose()?,
                     g.granted_ms as i64,
-                    g.expires_ms as i64
+                    g.expires_ms as i64,
+                    g.sealer
                 ],
             )?,
             Effect::UseGrant(id) => one(
@@ -153,14 +157,17 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                 patient,
                 doctor,
                 grant,
+                hospital,
             } => one(
                 conn,
-                "INSERT INTO records (tx, patient, doctor, grant_tx) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO records (tx, patient, doctor, grant_tx, hospital)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     tx,
                     patient.as_slice(),
                     doctor.as_slice(),
-                    row_of(conn, grant)?
+                    row_of(conn, grant)?,
+                    hospital
                 ],
             )?,
             Effect::Access {
@@ -180,6 +187,41 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                     grant.map(|g| row_of(conn, &g)).transpose()?
                 ],
             )?,
+            Effect::Erasure(e) => one(
+                conn,
+                "INSERT INTO erasures (tx, patient, target_tx, hospital, requested_by,
+                                       requested_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    tx,
+                    e.patient.as_slice(),
+                    row_of(conn, &e.target)?,
+                    e.hospital,
+                    signer_kind_code(e.requested_by),
+                    e.requested_ms as i64
+                ],
+            )?,
+            Effect::AnswerErasure {
+                request,
+                decision,
+                at_ms,
+            } => {
+                let (code, reason, until_ms) = decision_columns(*decision);
+                one(
+                    conn,
+                    "UPDATE erasures SET answered_tx = ?2, answered_ms = ?3, decision = ?4,
+                                         reason = ?5, until_ms = ?6
+                     WHERE tx = ?1 AND answered_tx IS NULL",
+                    params![
+                        row_of(conn, request)?,
+                        tx,
+                        *at_ms as i64,
+                        code,
+                        reason,
+                        until_ms
+                    ],
+                )?
+            }
         }
     }
     Ok(())

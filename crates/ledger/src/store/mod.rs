@@ -4,10 +4,10 @@
 //! connections (WAL mode lets them read a consistent snapshot while the writer appends). Both
 //! answer the read queries of [`Queries`].
 //! [`Store::append_block`] writes a block, its entries and the state the rules derive from them
-//! (persons, keys, links, asks, requests, grants, recoveries, records, accesses) in one SQLite
-//! transaction with `synchronous=FULL`: after a crash at any instant a block is wholly present
-//! or wholly absent, and once `append_block` returns it survives a power cut. The rules read
-//! the state through that same transaction ([`state::SqlState`]), so each transaction of a
+//! (persons, keys, links, asks, requests, grants, recoveries, records, accesses, erasures) in one
+//! SQLite transaction with `synchronous=FULL`: after a crash at any instant a block is wholly
+//! present or wholly absent, and once `append_block` returns it survives a power cut. The rules
+//! read the state through that same transaction ([`state::SqlState`]), so each transaction of a
 //! block sees the effects of the ones before it.
 //!
 //! Opening a store verifies the whole chain against the genesis (unless explicitly told not to,
@@ -21,9 +21,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::block::{Block, BlockHeader, Certificate};
 use crate::genesis::Genesis;
 use crate::rules::{
-    self, AskRow, Ctx, GrantRow, KeyRow, LinkRow, PersonRow, RecoveryRow, RequestRow, StateView,
+    self, AskRow, Ctx, ErasureRow, GrantRow, KeyRow, LinkRow, PersonRow, RecoveryRow, RequestRow,
+    SealedRow, StateView,
 };
-use crate::tx::{Checked, Meta, PersonId, PublicKey, SignedTx, Signer, TxId};
+use crate::tx::{Checked, Meta, PersonId, PublicKey, SignedTx, Signer, TxHeader, TxId};
 use crate::{Error, Hash, Result};
 
 mod apply;
@@ -404,8 +405,27 @@ pub struct RecordEntry {
     pub signer: Signer,
     /// The signing key's origin (the validator whose page made a device key, or the home).
     pub origin: Option<u32>,
-    /// The body as stored (this issue: borsh of [`crate::tx::RecordBody`]).
+    /// The hospital that sealed it (the doctor's home): the one that answers an erasure of it.
+    pub hospital: u32,
+    /// Its header, whose associated data its sealed body opens under ([`crate::seal::open`]).
+    pub header: TxHeader,
+    /// The body as stored: a sealed body ([`crate::seal::SealedBody`]) of the borsh of a
+    /// [`crate::tx::RecordBody`].
     pub body: Vec<u8>,
+    /// The erasure that erased it, if one did: it shows as erased at the patient's request on
+    /// the answer's block date, and no correct validator holds its key since.
+    pub erased: Option<Erased>,
+}
+
+/// When and by which transactions a sealed transaction was erased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erased {
+    /// The patient's `RequestErasure`.
+    pub request: TxId,
+    /// The sealer's `AnswerErasure` that erased it.
+    pub answer: TxId,
+    /// The answer's block time.
+    pub block_time_ms: u64,
 }
 
 /// One entry of a patient's access log.
@@ -665,14 +685,20 @@ pub trait Queries {
         )
     }
 
-    /// A patient's records, oldest first, with who signed each and how.
+    /// A patient's records, oldest first, with who signed each and how, and whether each was
+    /// erased.
     fn records_of(&self, patient: &PersonId) -> Result<Vec<RecordEntry>> {
         let conn = self.connection();
+        // At most one erasure of a transaction erases it (the rule refuses any request after).
         let mut stmt = conn.prepare_cached(
-            "SELECT t.id, t.height, t.idx, b.timestamp_ms, t.body, g.id
+            "SELECT t.id, t.height, t.idx, b.timestamp_ms, t.body, g.id, r.hospital,
+                    er.id, ea.id, e.answered_ms
              FROM records r JOIN transactions t ON t.tx = r.tx
              JOIN blocks b ON b.height = t.height
              JOIN transactions g ON g.tx = r.grant_tx
+             LEFT JOIN erasures e ON e.target_tx = r.tx AND e.decision = 0
+             LEFT JOIN transactions er ON er.tx = e.tx
+             LEFT JOIN transactions ea ON ea.tx = e.answered_tx
              WHERE r.patient = ?1 ORDER BY r.tx",
         )?;
         let mut rows = stmt.query([patient.as_slice()])?;
@@ -680,7 +706,7 @@ pub trait Queries {
         while let Some(r) = rows.next()? {
             let payload: Vec<u8> = r.get(4)?;
             let SignedTx { header, body, .. } = SignedTx::from_bytes(&payload)?;
-            let Meta::AddRecord(meta) = header.meta else {
+            let Meta::AddRecord(meta) = header.meta.clone() else {
                 return Err(Error::State(
                     "a record row names a transaction of another kind".into(),
                 ));
@@ -700,10 +726,68 @@ pub trait Queries {
                 grant: state::fixed(r.get(5)?, "transaction id")?,
                 signer: header.signer,
                 origin,
+                hospital: r.get(6)?,
+                header,
                 body,
+                erased: match (
+                    r.get::<_, Option<Vec<u8>>>(7)?,
+                    r.get::<_, Option<Vec<u8>>>(8)?,
+                ) {
+                    (Some(request), Some(answer)) => Some(Erased {
+                        request: state::fixed(request, "transaction id")?,
+                        answer: state::fixed(answer, "transaction id")?,
+                        block_time_ms: r.get::<_, i64>(9)? as u64,
+                    }),
+                    _ => None,
+                },
             });
         }
         Ok(out)
+    }
+
+    /// The applied transaction `id`, if it is of a sealed kind (a record, a request or a
+    /// grant), with its patient and sealer.
+    fn sealed(&self, id: &TxId) -> Result<Option<SealedRow>> {
+        self.state().sealed(id)
+    }
+
+    /// The erasure request `id`, with its answer if it has one.
+    fn erasure(&self, id: &TxId) -> Result<Option<ErasureRow>> {
+        self.state().erasure(id)
+    }
+
+    /// The latest erasure request of the sealed transaction `target`: pending, refused, or the
+    /// one that erased it (after which no request is accepted).
+    fn erasure_of(&self, target: &TxId) -> Result<Option<ErasureRow>> {
+        self.state().erasure_of(target)
+    }
+
+    /// Whether transaction `tx` was erased (an erasure of it was answered `Erase`).
+    fn is_erased(&self, tx: &TxId) -> Result<bool> {
+        Ok(self.erasure_of(tx)?.is_some_and(|e| e.erased().is_some()))
+    }
+
+    /// Every erasure request a patient made, newest first.
+    fn erasures_of_patient(&self, patient: &PersonId) -> Result<Vec<ErasureRow>> {
+        state::rows(
+            self.connection(),
+            state::ERASURE_SELECT,
+            "e.patient = ?1 ORDER BY e.tx DESC",
+            &[&patient.as_slice()],
+            state::erasure_row,
+        )
+    }
+
+    /// The erasure requests validator `hospital` has to answer (of transactions it sealed),
+    /// oldest first.
+    fn pending_erasures_for(&self, hospital: u32) -> Result<Vec<ErasureRow>> {
+        state::rows(
+            self.connection(),
+            state::ERASURE_SELECT,
+            "e.hospital = ?1 AND e.answered_tx IS NULL ORDER BY e.tx",
+            &[&hospital],
+            state::erasure_row,
+        )
     }
 
     /// Who read a patient's records, and at which hospital, oldest first.

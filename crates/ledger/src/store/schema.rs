@@ -250,6 +250,80 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX accesses_by_patient ON accesses(patient);
     ",
+    // 5: chain format 5 (issue 10, docs/SECURITY.md "Confidential records", §13): bodies of
+    // records, requests and grants are sealed, two kinds ask for and answer an erasure, a read
+    // grant takes a key of the patient's home. Stores of earlier versions are refused (see
+    // `FORMAT_SINCE`), so this migration only ever runs on a new, empty file after migrations
+    // 1 to 4: it rewrites the tables that gain columns rather than altering them.
+    //
+    // `keys` gains when a key was added and until when it is young (§4.2); `grants` and
+    // `records` the validator that sealed them (`requests` has it: `doctor_home`), so that an
+    // erasure request reads one row to learn who answers it. `erasures` holds every request
+    // and its answer; a transaction is erased iff an erasure of it was answered `Erase`
+    // (`decision = 0`), so no `erased` column elsewhere can disagree with it.
+    "
+    DROP TABLE keys;
+    CREATE TABLE keys (
+        key            BLOB PRIMARY KEY,
+        tx             INTEGER NOT NULL,
+        person         BLOB NOT NULL,
+        kind           INTEGER NOT NULL,
+        label          TEXT NOT NULL,
+        origin         INTEGER NOT NULL,
+        added_by       INTEGER NOT NULL,
+        added_ms       INTEGER NOT NULL,
+        young_until_ms INTEGER NOT NULL,
+        active_from_ms INTEGER NOT NULL,
+        revoked_tx     INTEGER,
+        recovery_tx    INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX keys_by_person ON keys(person);
+
+    DROP TABLE grants;
+    CREATE TABLE grants (
+        tx            INTEGER PRIMARY KEY,
+        patient       BLOB NOT NULL,
+        doctor        BLOB NOT NULL,
+        scope_read_ms INTEGER,
+        attested      INTEGER NOT NULL,
+        request_tx    INTEGER,
+        granted_ms    INTEGER NOT NULL,
+        expires_ms    INTEGER NOT NULL,
+        sealer        INTEGER NOT NULL,
+        used_tx       INTEGER,
+        revoked_tx    INTEGER
+    );
+    CREATE INDEX grants_by_patient ON grants(patient);
+    CREATE INDEX grants_by_doctor ON grants(doctor, expires_ms);
+
+    DROP TABLE records;
+    CREATE TABLE records (
+        tx       INTEGER PRIMARY KEY,
+        patient  BLOB NOT NULL,
+        doctor   BLOB NOT NULL,
+        grant_tx INTEGER NOT NULL,
+        hospital INTEGER NOT NULL
+    );
+    CREATE INDEX records_by_patient ON records(patient);
+
+    -- `decision`: NULL while pending, 0 erase, 1 refuse (with `reason` and `until_ms`).
+    CREATE TABLE erasures (
+        tx           INTEGER PRIMARY KEY,
+        patient      BLOB NOT NULL,
+        target_tx    INTEGER NOT NULL,
+        hospital     INTEGER NOT NULL,
+        requested_by INTEGER NOT NULL,
+        requested_ms INTEGER NOT NULL,
+        answered_tx  INTEGER,
+        answered_ms  INTEGER,
+        decision     INTEGER,
+        reason       INTEGER,
+        until_ms     INTEGER
+    );
+    CREATE INDEX erasures_by_patient ON erasures(patient);
+    CREATE INDEX erasures_by_hospital ON erasures(hospital, answered_tx);
+    CREATE INDEX erasures_by_target ON erasures(target_tx);
+    ",
 ];
 
 /// The derived tables, each with the order verification compares them in: what the rules
@@ -264,11 +338,14 @@ pub const DERIVED: &[(&str, &str)] = &[
     ("recoveries", "tx"),
     ("records", "tx"),
     ("accesses", "tx"),
+    ("erasures", "tx"),
 ];
 
-/// The first schema version of the chain format this program reads: transactions are
-/// envelopes signed by people's keys, and blocks carry the primary's time, since version 4.
-pub const FORMAT_SINCE: i64 = 4;
+/// The first schema version of the chain format this program reads: records, requests and
+/// grants carry sealed bodies, erasures are on chain and read grants take a key of the
+/// patient's home since version 5 (transactions are envelopes signed by people's keys, and
+/// blocks carry the primary's time, since version 4).
+pub const FORMAT_SINCE: i64 = 5;
 
 /// The schema version this program writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -9,9 +9,13 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::rules::{
-    Answer, AskRow, GrantRow, KeyRow, PersonRow, RecoveryRow, RequestRow, StateView,
+    Answer, AskRow, ErasureAnswer, ErasureRow, GrantRow, KeyRow, PersonRow, RecoveryRow,
+    RequestRow, SealedRow, StateView,
 };
-use crate::tx::{AskWhat, Attested, KeyKind, PersonId, PublicKey, Role, Scope, SignerKind, TxId};
+use crate::tx::{
+    AskWhat, Attested, Decision, KeyKind, PersonId, PublicKey, Refusal, Role, Scope, SignerKind,
+    TxId,
+};
 use crate::{Error, Result};
 
 /// The rules' view of the chain through `conn`.
@@ -79,6 +83,34 @@ column_code!(SignerKind, "signer kind", signer_kind_code, signer_kind, {
 });
 column_code!(Attested, "attestation", attested_code, attested, { Device = 0, InPerson = 1 });
 column_code!(Answer, "answer", answer_code, answer, { Granted = 0, Denied = 1 });
+column_code!(Refusal, "refusal", refusal_code, refusal, {
+    RetentionPeriod = 0,
+    OngoingCare = 1,
+    LegalClaims = 2,
+    PublicHealth = 3,
+});
+
+/// A decision as the columns `(decision, reason, until_ms)`: 0 erase; 1 refuse, with the
+/// refusal's code and its end if it has one.
+pub(crate) fn decision_columns(decision: Decision) -> (i64, Option<i64>, Option<i64>) {
+    match decision {
+        Decision::Erase => (0, None, None),
+        Decision::Refuse { reason, until_ms } => {
+            (1, Some(refusal_code(reason)), until_ms.map(|u| u as i64))
+        }
+    }
+}
+
+fn decision(code: i64, reason: Option<i64>, until_ms: Option<i64>) -> Result<Decision> {
+    match (code, reason) {
+        (0, None) => Ok(Decision::Erase),
+        (1, Some(reason)) => Ok(Decision::Refuse {
+            reason: refusal(reason)?,
+            until_ms: until_ms.map(ms),
+        }),
+        _ => Err(bad("erasure decision")),
+    }
+}
 
 /// A scope as a column: NULL for a write grant, else the read duration.
 pub(crate) fn scope_column(scope: Scope) -> Option<i64> {
@@ -119,7 +151,7 @@ pub(crate) fn person_row(r: &Row<'_>) -> Result<PersonRow> {
 }
 
 pub(crate) const KEY_SELECT: &str = "SELECT k.key, k.person, k.kind, k.label, k.origin, t.id,
-            k.added_by, k.active_from_ms, rv.id, rc.id
+            k.added_by, k.active_from_ms, rv.id, rc.id, k.added_ms, k.young_until_ms
      FROM keys k JOIN transactions t ON t.tx = k.tx
      LEFT JOIN transactions rv ON rv.tx = k.revoked_tx
      LEFT JOIN transactions rc ON rc.tx = k.recovery_tx";
@@ -133,6 +165,8 @@ pub(crate) fn key_row(r: &Row<'_>) -> Result<KeyRow> {
         origin: r.get(4)?,
         added: fixed(r.get(5)?, "transaction id")?,
         added_by: signer_kind(r.get(6)?)?,
+        added_ms: ms(r.get(10)?),
+        young_until_ms: ms(r.get(11)?),
         active_from_ms: ms(r.get(7)?),
         revoked: opt_fixed(r.get(8)?, "transaction id")?,
         recovery: opt_fixed(r.get(9)?, "transaction id")?,
@@ -185,7 +219,7 @@ pub(crate) fn request_row(r: &Row<'_>) -> Result<RequestRow> {
 
 pub(crate) const GRANT_SELECT: &str =
     "SELECT t.id, g.patient, g.doctor, g.scope_read_ms, g.attested, rq.id,
-            g.granted_ms, g.expires_ms, u.id, rv.id
+            g.granted_ms, g.expires_ms, u.id, rv.id, g.sealer
      FROM grants g JOIN transactions t ON t.tx = g.tx
      LEFT JOIN transactions rq ON rq.tx = g.request_tx
      LEFT JOIN transactions u ON u.tx = g.used_tx
@@ -201,6 +235,7 @@ pub(crate) fn grant_row(r: &Row<'_>) -> Result<GrantRow> {
         request: opt_fixed(r.get(5)?, "transaction id")?,
         granted_ms: ms(r.get(6)?),
         expires_ms: ms(r.get(7)?),
+        sealer: r.get(10)?,
         used: opt_fixed(r.get(8)?, "transaction id")?,
         revoked: opt_fixed(r.get(9)?, "transaction id")?,
     })
@@ -219,6 +254,47 @@ pub(crate) fn recovery_row(r: &Row<'_>) -> Result<RecoveryRow> {
         cancelled: opt_fixed(r.get(4)?, "transaction id")?,
     })
 }
+
+pub(crate) const ERASURE_SELECT: &str =
+    "SELECT t.id, e.patient, tg.id, e.hospital, e.requested_by, e.requested_ms,
+            an.id, e.answered_ms, e.decision, e.reason, e.until_ms
+     FROM erasures e JOIN transactions t ON t.tx = e.tx
+     JOIN transactions tg ON tg.tx = e.target_tx
+     LEFT JOIN transactions an ON an.tx = e.answered_tx";
+
+pub(crate) fn erasure_row(r: &Row<'_>) -> Result<ErasureRow> {
+    let answered: Option<[u8; 32]> = opt_fixed(r.get(6)?, "transaction id")?;
+    let answer = match (answered, r.get::<_, Option<i64>>(7)?, r.get(8)?) {
+        (Some(tx), Some(at), Some(code)) => Some(ErasureAnswer {
+            tx,
+            block_time_ms: ms(at),
+            decision: decision(code, r.get(9)?, r.get(10)?)?,
+        }),
+        (None, None, None) => None,
+        _ => return Err(bad("erasure answer")),
+    };
+    Ok(ErasureRow {
+        id: fixed(r.get(0)?, "transaction id")?,
+        patient: fixed(r.get(1)?, "person id")?,
+        target: fixed(r.get(2)?, "transaction id")?,
+        hospital: r.get(3)?,
+        requested_by: signer_kind(r.get(4)?)?,
+        requested_ms: ms(r.get(5)?),
+        answer,
+    })
+}
+
+/// The applied sealed transactions: records, requests and grants, with their patient and
+/// sealer, as `(id, patient, sealer)` rows found by the transaction's id (`?1`, `?2`).
+const SEALED_BY_ID: &str = "
+    SELECT t.id, r.patient, r.hospital FROM records r JOIN transactions t ON t.tx = r.tx
+     WHERE substr(t.id, 1, 8) = ?1 AND t.id = ?2
+    UNION ALL
+    SELECT t.id, q.patient, q.doctor_home FROM requests q JOIN transactions t ON t.tx = q.tx
+     WHERE substr(t.id, 1, 8) = ?1 AND t.id = ?2
+    UNION ALL
+    SELECT t.id, g.patient, g.sealer FROM grants g JOIN transactions t ON t.tx = g.tx
+     WHERE substr(t.id, 1, 8) = ?1 AND t.id = ?2";
 
 /// The rows `select ... WHERE condition` finds, decoded by `decode`.
 pub(crate) fn rows<T>(
@@ -357,6 +433,35 @@ impl StateView for SqlState<'_> {
             "v.person = ?1 AND v.effective_ms > ?2 AND v.cancelled_tx IS NULL",
             &[&person.as_slice(), &(at_ms as i64)],
             recovery_row,
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn sealed(&self, id: &TxId) -> Result<Option<SealedRow>> {
+        let mut stmt = self.conn.prepare_cached(SEALED_BY_ID)?;
+        let mut found = stmt.query(params![prefix(id), id.as_slice()])?;
+        let Some(r) = found.next()? else {
+            return Ok(None);
+        };
+        Ok(Some(SealedRow {
+            id: fixed(r.get(0)?, "transaction id")?,
+            patient: fixed(r.get(1)?, "person id")?,
+            sealer: r.get(2)?,
+        }))
+    }
+
+    fn erasure(&self, id: &TxId) -> Result<Option<ErasureRow>> {
+        by_id(self.conn, ERASURE_SELECT, id, erasure_row)
+    }
+
+    fn erasure_of(&self, target: &TxId) -> Result<Option<ErasureRow>> {
+        Ok(rows(
+            self.conn,
+            ERASURE_SELECT,
+            "substr(tg.id, 1, 8) = ?1 AND tg.id = ?2 ORDER BY e.tx DESC LIMIT 1",
+            &[&prefix(target), &target.as_slice()],
+            erasure_row,
         )?
         .into_iter()
         .next())

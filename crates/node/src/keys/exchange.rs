@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use ledger::entitled;
 use ledger::seal::{DataKey, is_sealed_kind, key_commitment};
+use ledger::tx::AddRecord;
 use ledger::{Meta, Queries, Reader, TxId};
 use pbft::ReplicaId;
 use tracing::debug;
@@ -171,21 +172,19 @@ fn answer_one(
     let Some(parties) = directory.parties(chain, header)? else {
         return Ok(KeyReply::NotEntitled);
     };
+    let grantee = |record: &AddRecord| {
+        entitled::live_read_grants(chain, &record.patient, asker, head_time_ms, now_ms)
+            .map(|grants| !grants.is_empty())
+    };
     let entitled = parties.includes(asker)
-        || (parties.patient_home == me
-            && matches!(header.meta, Meta::AddRecord(_))
-            && !entitled::live_read_grants(
-                chain,
-                header.meta.subject(),
-                asker,
-                head_time_ms,
-                now_ms,
-            )?
-            .is_empty());
+        || match &header.meta {
+            Meta::AddRecord(record) if parties.patient_home == me => grantee(record)?,
+            _ => false,
+        };
     if !entitled {
         return Ok(KeyReply::NotEntitled);
     }
-    if entitled::erased(chain, tx)?.is_some() {
+    if chain.is_erased(tx)? {
         return Ok(KeyReply::Erased);
     }
     Ok(match store.rows().key(tx)? {
@@ -325,20 +324,20 @@ impl Service {
                 continue;
             }
             let header = committed.tx.header;
+            let Some(patient) = header.meta.subject().copied() else {
+                continue;
+            };
             let entitled = committed.rejected.is_none()
                 && self.entitled(&header)?.is_some()
-                && entitled::erased(&self.chain, &tx)?.is_none();
+                && !self.chain.is_erased(&tx)?;
             if !entitled {
                 self.counters.keys_refused_unentitled += 1;
                 continue;
             }
-            let inserted = self.store.rows().insert_key(
-                &tx,
-                header.meta.subject(),
-                &key,
-                true,
-                header.not_after_ms,
-            )?;
+            let inserted =
+                self.store
+                    .rows()
+                    .insert_key(&tx, &patient, &key, true, header.not_after_ms)?;
             match inserted {
                 Inserted::Stored => {
                     self.held += 1;

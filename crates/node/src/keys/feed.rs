@@ -10,13 +10,15 @@
 //! | a read grant to one of its doctors | a `read_grants` row; `wanted` rows for the patient's applied records it is not a party to (none at the patient's home) |
 //! | a record of a patient with a live read grant here | a `wanted` row, from the patient's home |
 //! | a revocation, or the grant's end by the block's time or the clock | if no other grant of the patient here is live: delete every key and wanted row of the patient it is not a party to |
+//! | an accepted erasure of a transaction | delete its key (and any holding its commitment) and its wanted row; then empty the WAL |
 //! | a rejected transaction whose pending key it holds (not as a duplicate); a pending key whose `not_after_ms` has passed | delete the row |
 
 use std::time::Instant;
 
 use ledger::entitled::{self, AppliedBlock, EntryVerdict, Parties};
 use ledger::seal::is_sealed_kind;
-use ledger::tx::{Grant, Scope};
+use ledger::seal::key_commitment;
+use ledger::tx::{AnswerErasure, Decision, Grant, Scope};
 use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
 
@@ -84,17 +86,45 @@ impl Service {
         let Some(last) = todo.last().map(|block| block.height) else {
             return Ok(());
         };
-        let erased = self.in_write(|service| {
-            let mut erased = false;
-            for block in &todo {
-                erased |= service.apply(block)?;
+        // Blocks that change nothing here are not worth an fsync of their own: their height is
+        // written with the next change, or by the timer. Processed again after a crash, they
+        // change nothing again (what they read is what the last write left).
+        self.store.begin()?;
+        let before = self.store.total_changes();
+        let applied = todo
+            .iter()
+            .try_fold(false, |erased, block| Ok(self.apply(block)? || erased));
+        let erased = match applied {
+            Ok(erased) => erased,
+            Err(error) => {
+                self.store.rollback();
+                return Err(error);
             }
-            service.store.rows().set_processed_height(last)?;
-            Ok(erased)
-        })?;
+        };
+        if self.store.total_changes() == before {
+            self.store.rollback();
+        } else {
+            let written = self.store.rows().set_processed_height(last);
+            if let Err(error) = written.and_then(|()| self.store.commit()) {
+                self.store.rollback();
+                return Err(error);
+            }
+            self.processed_saved = last;
+        }
         self.processed = last;
         if erased {
             self.store.truncate_wal()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the processed height if blocks that changed nothing moved it since the last
+    /// write, so that a restart does not process them again.
+    pub(super) fn save_processed(&mut self) -> Result<(), NodeError> {
+        if self.processed_saved < self.processed {
+            let height = self.processed;
+            self.in_write(|service| service.store.rows().set_processed_height(height))?;
+            self.processed_saved = height;
         }
         Ok(())
     }
@@ -112,7 +142,7 @@ impl Service {
         for grant in &ended {
             self.end_grant(grant)?;
         }
-        let erased = false;
+        let mut erased = false;
         for entry in &block.entries {
             let Some(header) = &entry.header else {
                 continue;
@@ -136,6 +166,10 @@ impl Service {
                 Meta::Revoke(revoke) if self.read_grants.contains_key(&revoke.target) => {
                     self.end_grant(&revoke.target)?
                 }
+                Meta::AnswerErasure(AnswerErasure {
+                    request,
+                    decision: Decision::Erase,
+                }) => erased |= self.erase(request)?,
                 _ => {}
             }
             if sealed {
@@ -156,6 +190,27 @@ impl Service {
         Ok(erased)
     }
 
+    /// An accepted erasure (§7.2 step 3): the key of the transaction the request `request`
+    /// names is deleted, with any key holding its commitment (§16.13), and no longer wanted.
+    /// Whether a key was deleted (the WAL is then emptied after the commit).
+    fn erase(&mut self, request: &TxId) -> Result<bool, NodeError> {
+        let Some(erasure) = self.chain.erasure(request)? else {
+            return Ok(false);
+        };
+        let target = erasure.target;
+        let commit = self
+            .chain
+            .transaction(&target)?
+            .and_then(|committed| key_commitment(&committed.tx.body).ok());
+        let deleted = self.store.rows().delete_key(&target, commit.as_ref())?;
+        self.held = self.held.saturating_sub(deleted as u64);
+        self.pending.remove(&target);
+        if self.wanted.remove(&target).is_some() {
+            self.store.rows().unwant(&target)?;
+        }
+        Ok(deleted > 0)
+    }
+
     fn delete_key(&mut self, tx: &TxId) -> Result<(), NodeError> {
         let deleted = self.store.rows().delete_key(tx, None)?;
         self.held = self.held.saturating_sub(deleted as u64);
@@ -171,8 +226,11 @@ impl Service {
         let Some((parties, as_grantee)) = self.entitled(header)? else {
             return Ok(());
         };
+        let Some(patient) = header.meta.subject().copied() else {
+            return Ok(());
+        };
         let source = first_source(&parties, as_grantee, self.me, self.n);
-        self.want(tx, header.meta.subject(), source, as_grantee)
+        self.want(tx, &patient, source, as_grantee)
     }
 
     /// Wants `tx`'s key unless it is held or wanted already (an existing row keeps its source).
@@ -245,15 +303,12 @@ impl Service {
         }
         for record in self.chain.records_of(&grant.patient)? {
             if record.height > block.height
+                || record.erased.is_some()
                 || self.wanted.contains_key(&record.tx_id)
-                || entitled::erased(&self.chain, &record.tx_id)?.is_some()
             {
                 continue;
             }
-            let Some(committed) = self.chain.transaction(&record.tx_id)? else {
-                continue;
-            };
-            let parties = self.parties(&committed.tx.header)?;
+            let parties = self.parties(&record.header)?;
             if parties.is_some_and(|parties| parties.includes(self.me)) {
                 // Wanted, if need be, as a party at its own block.
                 continue;

@@ -529,16 +529,27 @@ struct Directory {
     origins: HashMap<PublicKey, u32>,
 }
 
+/// `cache`'s value for `key`, read by `read` and kept if it is not there.
+fn cached<K: Copy + Eq + std::hash::Hash>(
+    cache: &mut HashMap<K, u32>,
+    key: &K,
+    read: impl FnOnce(&K) -> Result<Option<u32>, ledger::Error>,
+) -> Result<Option<u32>, ledger::Error> {
+    if let Some(value) = cache.get(key) {
+        return Ok(Some(*value));
+    }
+    let value = read(key)?;
+    if let Some(value) = value {
+        cache.insert(*key, value);
+    }
+    Ok(value)
+}
+
 impl Directory {
     fn home(&mut self, chain: &Reader, person: &PersonId) -> Result<Option<u32>, NodeError> {
-        if let Some(home) = self.homes.get(person) {
-            return Ok(Some(*home));
-        }
-        let home = chain.person(person)?.map(|row| row.home);
-        if let Some(home) = home {
-            self.homes.insert(*person, home);
-        }
-        Ok(home)
+        Ok(cached(&mut self.homes, person, |person| {
+            Ok(chain.person(person)?.map(|row| row.home))
+        })?)
     }
 
     fn parties(&mut self, chain: &Reader, header: &TxHeader) -> Result<Option<Parties>, NodeError> {
@@ -546,24 +557,14 @@ impl Directory {
         Ok(ledger::entitled::parties_with(
             header,
             &mut |person| {
-                if let Some(home) = homes.get(person) {
-                    return Ok(Some(*home));
-                }
-                let home = chain.person(person)?.map(|row| row.home);
-                if let Some(home) = home {
-                    homes.insert(*person, home);
-                }
-                Ok(home)
+                cached(homes, person, |person| {
+                    Ok(chain.person(person)?.map(|row| row.home))
+                })
             },
             &mut |key| {
-                if let Some(origin) = origins.get(key) {
-                    return Ok(Some(*origin));
-                }
-                let origin = chain.key(key)?.map(|row| row.origin);
-                if let Some(origin) = origin {
-                    origins.insert(*key, origin);
-                }
-                Ok(origin)
+                cached(origins, key, |key| {
+                    Ok(chain.key(key)?.map(|row| row.origin))
+                })
             },
         )?)
     }
@@ -582,6 +583,8 @@ struct Service {
     exchange: Exchange,
     directory: Directory,
     processed: u64,
+    /// The processed height `keys.db` holds.
+    processed_saved: u64,
     /// The time of the last processed block: `T` of "live now" (§4.1).
     block_time_ms: u64,
     /// Own seals not yet seen on chain, with their `not_after_ms`.
@@ -628,6 +631,7 @@ impl Service {
             exchange: Exchange::new(config.id, config.n, transport),
             directory: Directory::default(),
             processed,
+            processed_saved: processed,
             block_time_ms,
             pending,
             read_grants,
@@ -691,6 +695,9 @@ impl Service {
         }
         for (open, _) in self.waiting_opens.drain(..) {
             let _ = open.reply.send(Err(NodeError::Stopped));
+        }
+        if let Err(error) = self.save_processed() {
+            warn!(%error, "could not write the processed height at shutdown");
         }
     }
 
@@ -772,6 +779,7 @@ impl Service {
         }
         if !self.inbox.has_work() {
             self.catch_up()?;
+            self.save_processed()?;
         }
         self.exchange.expire_requests(Instant::now());
         self.pull()
@@ -830,8 +838,10 @@ impl Service {
         if parties.includes(self.me) {
             return Ok(Some((parties, false)));
         }
-        let grantee = matches!(header.meta, ledger::Meta::AddRecord(_))
-            && self.grantee_of(header.meta.subject());
+        let grantee = match &header.meta {
+            ledger::Meta::AddRecord(record) => self.grantee_of(&record.patient),
+            _ => false,
+        };
         Ok(grantee.then_some((parties, true)))
     }
 
@@ -873,7 +883,7 @@ impl Service {
             let state = match (parties, item.key_commit) {
                 (None, _) | (_, None) => OpenState::Broken { sealer },
                 (Some(parties), Some(commit)) => {
-                    if ledger::entitled::erased(&self.chain, &item.tx)?.is_some() {
+                    if self.chain.is_erased(&item.tx)? {
                         OpenState::Erased
                     } else if self.store.rows().key_commit_holder(&commit)?.is_some() {
                         OpenState::Broken { sealer }

@@ -256,6 +256,11 @@ impl KeyStore {
         let _ = self.conn.execute_batch("ROLLBACK");
     }
 
+    /// Rows changed through this connection since it opened.
+    pub fn total_changes(&self) -> u64 {
+        self.conn.total_changes()
+    }
+
     /// The rows, read or written inside the current transaction (or alone, outside one).
     pub fn rows(&self) -> Rows<'_> {
         Rows {
@@ -378,6 +383,22 @@ fn tx_id(bytes: Vec<u8>) -> Result<TxId, NodeError> {
 }
 
 impl Rows<'_> {
+    /// Every row `sql` selects with `args`, each read by `read`.
+    fn select<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        mut read: impl FnMut(&rusqlite::Row<'_>) -> Result<T, NodeError>,
+    ) -> Result<Vec<T>, NodeError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(args)?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next()? {
+            found.push(read(row)?);
+        }
+        Ok(found)
+    }
+
     pub fn set_processed_height(&self, height: u64) -> Result<(), NodeError> {
         set_meta(self.conn, "processed_height", &height.to_le_bytes())
     }
@@ -469,28 +490,20 @@ impl Rows<'_> {
 
     /// The transactions of `patient`'s held keys.
     pub fn keys_of(&self, patient: &PersonId) -> Result<Vec<TxId>, NodeError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT tx FROM data_keys WHERE patient = ?1")?;
-        let mut rows = stmt.query([patient.as_slice()])?;
-        let mut txs = Vec::new();
-        while let Some(row) = rows.next()? {
-            txs.push(tx_id(row.get(0)?)?);
-        }
-        Ok(txs)
+        self.select(
+            "SELECT tx FROM data_keys WHERE patient = ?1",
+            [patient.as_slice()],
+            |row| tx_id(row.get(0)?),
+        )
     }
 
     /// Seals not yet seen on chain: `(tx, not_after_ms)`.
     pub fn pending(&self) -> Result<Vec<(TxId, u64)>, NodeError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT tx, not_after_ms FROM data_keys WHERE on_chain = 0")?;
-        let mut rows = stmt.query([])?;
-        let mut pending = Vec::new();
-        while let Some(row) = rows.next()? {
-            pending.push((tx_id(row.get(0)?)?, row.get::<_, i64>(1)? as u64));
-        }
-        Ok(pending)
+        self.select(
+            "SELECT tx, not_after_ms FROM data_keys WHERE on_chain = 0",
+            [],
+            |row| Ok((tx_id(row.get(0)?)?, row.get::<_, i64>(1)? as u64)),
+        )
     }
 
     pub fn key_count(&self) -> Result<u64, NodeError> {
@@ -535,21 +548,19 @@ impl Rows<'_> {
     }
 
     pub fn wanted(&self) -> Result<Vec<WantedRow>, NodeError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT tx, patient, source, since_ms, tries FROM wanted")?;
-        let mut rows = stmt.query([])?;
-        let mut wanted = Vec::new();
-        while let Some(row) = rows.next()? {
-            wanted.push(WantedRow {
-                tx: tx_id(row.get(0)?)?,
-                patient: person(row.get(1)?)?,
-                source: row.get(2)?,
-                since_ms: row.get::<_, i64>(3)? as u64,
-                tries: row.get(4)?,
-            });
-        }
-        Ok(wanted)
+        self.select(
+            "SELECT tx, patient, source, since_ms, tries FROM wanted",
+            [],
+            |row| {
+                Ok(WantedRow {
+                    tx: tx_id(row.get(0)?)?,
+                    patient: person(row.get(1)?)?,
+                    source: row.get(2)?,
+                    since_ms: row.get::<_, i64>(3)? as u64,
+                    tries: row.get(4)?,
+                })
+            },
+        )
     }
 
     pub fn add_read_grant(&self, grant: &ReadGrantRow) -> Result<(), NodeError> {
@@ -574,19 +585,17 @@ impl Rows<'_> {
     }
 
     pub fn read_grants(&self) -> Result<Vec<ReadGrantRow>, NodeError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT grant_tx, patient, expires_ms FROM read_grants")?;
-        let mut rows = stmt.query([])?;
-        let mut grants = Vec::new();
-        while let Some(row) = rows.next()? {
-            grants.push(ReadGrantRow {
-                grant: tx_id(row.get(0)?)?,
-                patient: person(row.get(1)?)?,
-                expires_ms: row.get::<_, i64>(2)? as u64,
-            });
-        }
-        Ok(grants)
+        self.select(
+            "SELECT grant_tx, patient, expires_ms FROM read_grants",
+            [],
+            |row| {
+                Ok(ReadGrantRow {
+                    grant: tx_id(row.get(0)?)?,
+                    patient: person(row.get(1)?)?,
+                    expires_ms: row.get::<_, i64>(2)? as u64,
+                })
+            },
+        )
     }
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use ledger::SignedTx;
+use ledger::tx::RecordBody;
 use node::load::Person;
 use node::{NodeHandle, Timing};
 
@@ -34,4 +35,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A record's content with `diagnosis`.
+#[allow(dead_code)] // Not every test file writes records.
+pub fn note(diagnosis: &str) -> RecordBody {
+    RecordBody {
+        diagnosis: diagnosis.into(),
+        prescription: "rest".into(),
+        notes: String::new(),
+    }
 }
