@@ -199,6 +199,16 @@ fn key_rows(owner: &TestApp, validator: &str, txs: &[&str]) -> usize {
     rows
 }
 
+/// The person id (hex) of the signed-in person of `who` at `at`.
+async fn person_of(at: &TestApp, who: &Client) -> [u8; 16] {
+    let (s, b) = at.get(who, "/api/identity").await;
+    assert_eq!(s, OK, "{b}");
+    hex::decode(b["personId"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
 /// The insurer's API, asked with every kind of session, serves no diagnosis of p001 (whose home
 /// is the hospital), and its key store holds no key of p001's record: no session; its own
 /// patient's; p001's linked session and password; its doctor without a grant, and with a
@@ -327,6 +337,188 @@ async fn the_insurer_serves_no_diagnosis_of_another_homes_patient_with_any_sessi
     // for one, while the home holds it.
     assert_eq!(key_rows(&hospital, "insurance", &[&record]), 0);
     assert_eq!(key_rows(&hospital, "hospital", &[&record]), 1);
+}
+
+/// A read grant signed with a device key made at the insurer's page (not a key of p001's
+/// home) is refused: the insurer's API sends the patient home (403 `approve_at_home`), and a
+/// dishonest insurer that signs it anyway with that key is refused by the chain's rule
+/// (docs/SECURITY.md §4.2). The insurer never holds a key of p001's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_grant_signed_at_the_insurers_page_is_rejected() {
+    let (hospital, _clinic, insurer) = three_hospitals().await;
+    let d1 = hospital.login("d001").await;
+    let p1_home = hospital.login("p001").await;
+    let secret = Secret::new("page");
+    let record = record_in_person(&hospital, &d1, "p001", &secret).await;
+    insurer
+        .enroll("i-doc", Some(("Claims", "Ida Claims")))
+        .await;
+    let i_doc = insurer.session("doctor", "i-doc", "long-password").await;
+    let p1_insurer = insurer.login("p001").await;
+    let person = person_of(&hospital, &p1_home).await;
+
+    // A key made at the insurer's page, approved by p001's home key (an ask).
+    let home_device = hospital.add_device(&p1_home).await;
+    let (insurer_device, pop) = insurer.page_key(&person);
+    let (s, b) = insurer
+        .post(
+            &p1_insurer,
+            "/api/keys",
+            json!({"publicKey": insurer_device.public_hex(), "pop": pop}),
+        )
+        .await;
+    assert_eq!((s, b["status"].clone()), (OK, json!("asked")), "{b}");
+    let code = b["code"].as_str().unwrap().to_string();
+    eventually("the ask listed at the home", || async {
+        let (_, b) = hospital.get(&p1_home, "/api/asks").await;
+        b["asks"]
+            .as_array()?
+            .iter()
+            .any(|a| a["code"] == code.as_str())
+            .then_some(())
+    })
+    .await;
+    let (s, b) = hospital
+        .post_signed(
+            &p1_home,
+            &home_device,
+            "/api/asks/approve",
+            json!({"code": code}),
+        )
+        .await;
+    assert_eq!(s, OK, "{b}");
+    eventually("the insurer's page key live at the insurer", || async {
+        let (_, b) = insurer.get(&p1_insurer, "/api/identity").await;
+        b["keys"]
+            .as_array()?
+            .iter()
+            .any(|k| k["publicKey"] == insurer_device.public_hex() && k["status"] == "live")
+            .then_some(())
+    })
+    .await;
+
+    // The insurer's doctor asks to read; the insurer's page cannot approve it.
+    let read = request(
+        &insurer,
+        &i_doc,
+        json!({"read": {"durationMs": 3_600_000}}),
+        &hospital,
+        &p1_home,
+    )
+    .await;
+    let (s, b) = insurer
+        .post_signed(
+            &p1_insurer,
+            &insurer_device,
+            &format!("/api/consents/{read}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, FORBIDDEN, "{b}");
+    assert_eq!(b["error_type"], "approve_at_home", "{b}");
+    assert_eq!(b["home"], "hospital", "{b}");
+
+    // A dishonest insurer signs the grant with that key anyway (its page's script holds it).
+    let read_id: [u8; 32] = hex::decode(&read).unwrap().try_into().unwrap();
+    let doctor = person_of(&insurer, &i_doc).await;
+    let node = insurer.state.chain.local.clone();
+    let now = insurer.clock.now_ms();
+    let mut header = medchain::app::new_header(
+        ledger::Meta::Grant(ledger::tx::Grant {
+            patient: person,
+            doctor,
+            scope: ledger::tx::Scope::Read {
+                duration_ms: 3_600_000,
+            },
+            request: Some(read_id),
+            attested: ledger::tx::Attested::Device,
+        }),
+        now,
+        now + 3_600_000,
+    );
+    header.signer = ledger::Signer::Device {
+        person,
+        key: insurer_device.secret.verifying_key().to_bytes(),
+    };
+    let purpose = ledger::tx::PurposeBody {
+        purpose: "Approved request".into(),
+    };
+    let (header, body) = node.seal(header, &purpose.to_bytes()).await.unwrap();
+    use ed25519_dalek::Signer as _;
+    let signature = insurer_device
+        .secret
+        .sign(&header.signing_bytes(&node.genesis_hash()))
+        .to_bytes();
+    let forged = ledger::SignedTx {
+        header,
+        body,
+        signature,
+    };
+    match node.submit(forged).await {
+        Err(node::NodeError::Refused(why)) => {
+            assert_eq!(why, ledger::rules::reason::READ_GRANT_NOT_HOME_KEY)
+        }
+        other => panic!("a read grant signed at the insurer's page: {other:?}"),
+    }
+    let (s, b) = insurer
+        .post(
+            &i_doc,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
+        .await;
+    assert_eq!(s, FORBIDDEN, "{b}");
+    assert!(!secret.leaked_in(&b), "{b}");
+    assert_eq!(key_rows(&hospital, "insurance", &[&record]), 0);
+}
+
+/// Finding 2 of the red team, its exact sequence: the insurer's doctor asks to read p001's
+/// history; p001's password at the home gets a key added custodially (no other key of theirs
+/// approved it); that key's read grant to the insurer's doctor is rejected until its wait
+/// ends, and the insurer's key store holds no row of p001's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_grant_from_a_key_added_on_a_password_waits() {
+    let (hospital, _clinic, insurer) = three_hospitals().await;
+    let d1 = hospital.login("d001").await;
+    let secret = Secret::new("young");
+    let record = record_in_person(&hospital, &d1, "p001", &secret).await;
+    insurer
+        .enroll("i-doc", Some(("Claims", "Ida Claims")))
+        .await;
+    let i_doc = insurer.session("doctor", "i-doc", "long-password").await;
+
+    // Whoever holds p001's password signs in at the home, where the page's key is added
+    // custodially: a young key.
+    let thief = hospital.login("p001").await;
+    let young = hospital.add_device(&thief).await;
+    let read = request(
+        &insurer,
+        &i_doc,
+        json!({"read": {"durationMs": 3_600_000}}),
+        &hospital,
+        &thief,
+    )
+    .await;
+    let (s, b) = hospital
+        .post_signed(
+            &thief,
+            &young,
+            &format!("/api/consents/{read}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["message"], ledger::rules::reason::YOUNG_KEY, "{b}");
+    let (s, b) = insurer
+        .post(
+            &i_doc,
+            "/api/doctor/patient_records",
+            json!({"patientId": "p001"}),
+        )
+        .await;
+    assert_eq!(s, FORBIDDEN, "{b}");
+    assert!(!secret.leaked_in(&b), "{b}");
+    assert_eq!(key_rows(&hospital, "insurance", &[&record]), 0);
 }
 
 /// A clinic doctor reads a hospital patient's history only under a live read grant: 403

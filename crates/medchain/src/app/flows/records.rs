@@ -278,34 +278,32 @@ impl Flows {
                 for entry in r.records_of(&patient)? {
                     let attested = r.grant(&entry.grant)?.map(|g| g.attested);
                     let doctor = r.person(&entry.doctor)?;
-                    let header = r.transaction(&entry.tx_id)?.map(|t| t.tx.header);
-                    out.push((entry, attested, doctor, header));
+                    out.push((entry, attested, doctor));
                 }
                 Ok(out)
             })
             .await?;
-        let mut sealed = Vec::with_capacity(rows.len());
-        let mut found = Vec::with_capacity(rows.len());
-        for (entry, attested, doctor, header) in rows {
-            let Some(header) = header else {
-                return Err(FlowError::Unavailable(
-                    "a record's transaction is missing from this validator's chain".into(),
-                ));
-            };
-            let sealer = doctor.as_ref().map_or(self.here.index, |d| d.home);
-            sealed.push(ToOpen {
-                header,
+        let sealed = rows
+            .iter()
+            .map(|(entry, _, _)| ToOpen {
+                header: entry.header.clone(),
                 body: entry.body.clone(),
-                sealer,
-            });
-            found.push((entry, attested, doctor));
-        }
+                sealer: entry.hospital,
+            })
+            .collect();
         let opened = self
             .open_sealed(height, sealed, |plain| RecordBody::from_bytes(plain).ok())
             .await?;
         let mut logins = Logins::default();
-        let mut views = Vec::with_capacity(found.len());
-        for ((entry, attested, doctor), content) in found.into_iter().zip(opened) {
+        let mut views = Vec::with_capacity(rows.len());
+        for ((entry, attested, doctor), content) in rows.into_iter().zip(opened) {
+            // The chain dates an erasure; the key service only knows the key is gone.
+            let content = match (content, &entry.erased) {
+                (Readable::Erased { .. }, Some(erased)) => Readable::Erased {
+                    on_ms: Some(erased.block_time_ms),
+                },
+                (content, _) => content,
+            };
             views.push(RecordView {
                 tx: entry.tx_id,
                 height: entry.height,
