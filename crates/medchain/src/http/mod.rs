@@ -4,6 +4,7 @@
 mod auth;
 mod chain;
 mod consent;
+mod erasure;
 pub mod error;
 pub mod extract;
 mod identity;
@@ -194,6 +195,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(consent::router())
+        .merge(erasure::router())
         .merge(identity::router())
         .merge(records::router())
         .merge(chain::router())

@@ -3,6 +3,7 @@
 //! (`--demo`) before the first request.
 #![allow(dead_code)]
 
+pub mod records;
 pub mod seed;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@
 //! only once its access entry applied.
 
 mod consent;
+pub mod erasure;
 mod identity;
 mod records;
 mod sealed;
