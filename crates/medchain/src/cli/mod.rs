@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod erasure;
 mod init;
 mod node;
 mod serve;
@@ -47,6 +48,8 @@ commands! {
     Testnet(testnet::TestnetArgs),
     /// Manage this hospital's accounts.
     User(user::UserArgs),
+    /// Answer patients' requests to erase what this hospital's doctors wrote.
+    Erasure(erasure::ErasureArgs),
     /// Create a new network: validator keys, genesis.toml and each validator's chain.
     Init(init::InitArgs),
     /// Verify every replica's chain in a data directory, and that the replicas agree.

@@ -72,7 +72,7 @@ enum RoleArg {
 
 /// Which validator's store: the embedded deployment's hospital, or a validator's config.
 #[derive(Args, Debug)]
-struct WhereArgs {
+pub(super) struct WhereArgs {
     /// The data directory of `medchain serve` (its logins live in DIR/hospital/app.db).
     #[arg(
         long,
@@ -111,20 +111,20 @@ struct AddArgs {
 }
 
 /// One validator's folder, genesis and name, as a command finds them.
-struct Validator {
-    dir: PathBuf,
-    genesis: Genesis,
-    name: String,
+pub(super) struct Validator {
+    pub(super) dir: PathBuf,
+    pub(super) genesis: Genesis,
+    pub(super) name: String,
 }
 
 /// This validator's key and place on its chain, for the steps it signs itself.
-struct ValidatorSigner {
+pub(super) struct ValidatorSigner {
     key: ed25519_dalek::SigningKey,
-    here: Here,
+    pub(super) here: Here,
 }
 
 impl ValidatorSigner {
-    fn sign(&self, mut header: TxHeader, body: Vec<u8>) -> SignedTx {
+    pub(super) fn sign(&self, mut header: TxHeader, body: Vec<u8>) -> SignedTx {
         header.signer = Signer::Validator {
             index: self.here.index,
         };
@@ -133,7 +133,7 @@ impl ValidatorSigner {
 }
 
 impl Validator {
-    fn signer(&self) -> anyhow::Result<ValidatorSigner> {
+    pub(super) fn signer(&self) -> anyhow::Result<ValidatorSigner> {
         let index = self
             .genesis
             .index_of(&self.name)
@@ -153,7 +153,7 @@ impl Validator {
 }
 
 impl WhereArgs {
-    fn validator(&self) -> anyhow::Result<Validator> {
+    pub(super) fn validator(&self) -> anyhow::Result<Validator> {
         let (dir, genesis, name) = match &self.config {
             Some(config) => {
                 let config = NodeConfig::load(config)?;
@@ -178,7 +178,7 @@ impl WhereArgs {
     }
 }
 
-fn open(dir: &Path) -> anyhow::Result<(AppDb, Custody)> {
+pub(super) fn open(dir: &Path) -> anyhow::Result<(AppDb, Custody)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("app.db");
     let app = AppDb::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -258,7 +258,11 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
 /// Waits for the outbox step `id` to apply through the running validator (which takes it
 /// within half a second): its block's height; `None` (said) if the validator is not running
 /// or it is not applied after 30 s; an error with the chain's reason if refused.
-fn wait_applied(app: &AppDb, id: &ledger::TxId, what: &str) -> anyhow::Result<Option<u64>> {
+pub(super) fn wait_applied(
+    app: &AppDb,
+    id: &ledger::TxId,
+    what: &str,
+) -> anyhow::Result<Option<u64>> {
     let started = Instant::now();
     loop {
         let row = app
