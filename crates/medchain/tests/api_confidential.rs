@@ -135,6 +135,14 @@ async fn the_insurer_serves_no_diagnosis_of_another_homes_patient_with_any_sessi
         ask(path, s, b);
     }
 
+    // Key traffic is for this hospital's staff: a linked patient sees none of it (§16.14).
+    let (s, b) = insurer.get(&p1_insurer, "/api/metrics").await;
+    assert_eq!((s, b["keys"].clone()), (OK, Value::Null), "{b}");
+    let (s, b) = insurer.get(&i_doc, "/api/metrics").await;
+    assert_eq!(s, OK, "{b}");
+    assert!(b["keys"]["processed_height"].as_u64().unwrap() > 0, "{b}");
+    let (_, b) = insurer.get(&p1_insurer, "/api/status").await;
+    assert!(!b.to_string().contains("keys"), "{b}");
     for (what, status, answer) in &answers {
         assert!(
             !secret.leaked_in(answer),

@@ -88,8 +88,9 @@ async fn validate_chain(State(state): State<AppState>, _auth: Authed) -> ApiResu
     }))
 }
 
-/// The key service's state and counters, for operators: on `/api/metrics` only, never on
-/// `/api/status` (docs/SECURITY.md §16.14).
+/// The key service's state and counters, for this hospital's own staff: on `/api/metrics`
+/// only, never on `/api/status`, which any session reads (a spike of keys pulled shows a
+/// history moving after a grant: docs/SECURITY.md §16.14).
 fn key_metrics(status: &node::KeyStatus) -> Value {
     let c = &status.counters;
     json!({
@@ -108,11 +109,18 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
     })
 }
 
-/// The seed's `/api/metrics`: the last 100 committed blocks' measurements, and the key
-/// service's counters (`keys`).
-async fn metrics(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<Value>> {
+/// The seed's `/api/metrics`: the last 100 committed blocks' measurements, and, to a doctor of
+/// this hospital, the key service's state and counters (`keys`).
+async fn metrics(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
     let blocks = state.chain.local.shared().block_metrics();
-    let keys = key_metrics(&state.chain.local.key_status());
+    let account = auth.account();
+    let staff =
+        account.role == crate::app::Role::Doctor && account.home == Some(state.flows.here().index);
+    let keys = if staff {
+        key_metrics(&state.chain.local.key_status())
+    } else {
+        Value::Null
+    };
     if blocks.is_empty() {
         return Ok(Json(json!({
             "success": true,
@@ -213,7 +221,6 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
         })
         .collect();
     let shared = state.chain.local.shared();
-    let keys = state.chain.local.key_status();
     let blocks = shared.block_metrics();
     let latencies = shared.latencies();
     let median_latency_ms = median_ms(&latencies);
@@ -250,10 +257,6 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
         // Lost its durable state: it sends no vote until it cannot contradict an earlier one.
         "recovering": local.recovering,
         "batch_window_ms": window_ms,
-        // Every applied block up to here has been processed by the key service; keys this
-        // validator is entitled to and still waits for (its counters: `/api/metrics`).
-        "keysProcessedHeight": keys.processed_height,
-        "keysWaiting": keys.waiting,
         "next_cut_in_ms": next_cut_in_ms,
         "validators": validators,
         "metrics": {
