@@ -63,13 +63,6 @@ impl<T> Readable<T> {
         }
     }
 
-    pub fn content(&self) -> Option<&T> {
-        match self {
-            Readable::Open(content) => Some(content),
-            _ => None,
-        }
-    }
-
     /// What a reader is shown instead of the content (§6.2); none when it is open. `noun`
     /// names the thing (`record`, `purpose`).
     pub fn notice(&self, flows: &Flows, reader: ReaderRole, noun: &str) -> Option<String> {
