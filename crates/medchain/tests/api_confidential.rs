@@ -8,8 +8,9 @@ mod common;
 
 use axum::http::StatusCode;
 use common::records::{
-    Secret, committed_at, cut, history, key_rows, person_of, read_until_open, record_in_person,
-    request, three_hospitals,
+    Secret, aged_home_key, approve, committed_at, cut, doctor_read, granted, history,
+    insurer_and_a_record, key_rows, nothing_served, person_of, read_until_open, record_in,
+    record_in_person, request, three_hospitals,
 };
 use common::{anon, eventually};
 use serde_json::{Value, json};
@@ -33,11 +34,8 @@ async fn the_insurer_serves_no_diagnosis_of_another_homes_patient_with_any_sessi
     assert_eq!(s, OK, "{b}");
     assert!(secret.leaked_in(&b), "the home opens it: {b}");
 
-    insurer
-        .enroll("i-doc", Some(("Claims", "Ida Claims")))
-        .await;
+    let i_doc = insurer.new_doctor("i-doc", "Claims", "Ida Claims").await;
     insurer.enroll("i-pat", None).await;
-    let i_doc = insurer.session("doctor", "i-doc", "long-password").await;
     let i_pat = insurer.session("patient", "i-pat", "long-password").await;
     let p1_insurer = insurer.login("p001").await;
     committed_at(&insurer, &i_doc, &record).await;
@@ -57,13 +55,7 @@ async fn the_insurer_serves_no_diagnosis_of_another_homes_patient_with_any_sessi
     )
     .await;
     assert_eq!(s, OK, "{b}");
-    let shown = b["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["tx_id"] == record.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("the record is listed: {b}"));
+    let shown = record_in(&b, &record);
     assert_eq!(shown["state"], "elsewhere", "{b}");
     assert_eq!(
         shown["diagnosis"], "readable at your home hospital, hospital",
@@ -103,25 +95,9 @@ async fn the_insurer_serves_no_diagnosis_of_another_homes_patient_with_any_sessi
     }
     // Its doctor with a write grant, approved by p001 at home.
     let device = hospital.add_device(&p1_home).await;
-    let write = request(&insurer, &i_doc, json!("write"), &hospital, &p1_home).await;
-    let (s, b) = hospital
-        .post_signed(
-            &p1_home,
-            &device,
-            &format!("/api/consents/{write}/approve"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, OK, "{b}");
-    let grant = b["grantTxId"].as_str().unwrap().to_string();
-    committed_at(&insurer, &i_doc, &grant).await;
-    let (s, b) = insurer
-        .post(
-            &i_doc,
-            "/api/doctor/patient_records",
-            json!({"patientId": "p001"}),
-        )
-        .await;
+    let home = (&hospital, &p1_home, &device);
+    granted(&insurer, &i_doc, json!("write"), home).await;
+    let (s, b) = doctor_read(&insurer, &i_doc).await;
     assert_eq!(s, FORBIDDEN, "{b}");
     ask("its doctor with a write grant", s, b);
     for path in [
@@ -161,15 +137,8 @@ async fn the_insurer_serves_no_diagnosis_of_another_homes_patient_with_any_sessi
 /// (docs/SECURITY.md §4.2). The insurer never holds a key of p001's record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_grant_signed_at_the_insurers_page_is_rejected() {
-    let (hospital, _clinic, insurer) = three_hospitals().await;
-    let d1 = hospital.login("d001").await;
+    let (hospital, insurer, i_doc, record, secret) = insurer_and_a_record("page").await;
     let p1_home = hospital.login("p001").await;
-    let secret = Secret::new("page");
-    let record = record_in_person(&hospital, &d1, "p001", &secret).await;
-    insurer
-        .enroll("i-doc", Some(("Claims", "Ida Claims")))
-        .await;
-    let i_doc = insurer.session("doctor", "i-doc", "long-password").await;
     let p1_insurer = insurer.login("p001").await;
     let person = person_of(&hospital, &p1_home).await;
 
@@ -276,16 +245,13 @@ async fn a_read_grant_signed_at_the_insurers_page_is_rejected() {
         }
         other => panic!("a read grant signed at the insurer's page: {other:?}"),
     }
-    let (s, b) = insurer
-        .post(
-            &i_doc,
-            "/api/doctor/patient_records",
-            json!({"patientId": "p001"}),
-        )
-        .await;
-    assert_eq!(s, FORBIDDEN, "{b}");
-    assert!(!secret.leaked_in(&b), "{b}");
-    assert_eq!(key_rows(&hospital, "insurance", &[&record]), 0);
+    nothing_served(
+        &insurer,
+        &i_doc,
+        &secret,
+        (&hospital, "insurance", &[&record]),
+    )
+    .await;
 }
 
 /// Finding 2 of the red team, its exact sequence: the insurer's doctor asks to read p001's
@@ -294,14 +260,7 @@ async fn a_read_grant_signed_at_the_insurers_page_is_rejected() {
 /// ends, and the insurer's key store holds no row of p001's record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_grant_from_a_key_added_on_a_password_waits() {
-    let (hospital, _clinic, insurer) = three_hospitals().await;
-    let d1 = hospital.login("d001").await;
-    let secret = Secret::new("young");
-    let record = record_in_person(&hospital, &d1, "p001", &secret).await;
-    insurer
-        .enroll("i-doc", Some(("Claims", "Ida Claims")))
-        .await;
-    let i_doc = insurer.session("doctor", "i-doc", "long-password").await;
+    let (hospital, insurer, i_doc, record, secret) = insurer_and_a_record("young").await;
 
     // Whoever holds p001's password signs in at the home, where the page's key is added
     // custodially: a young key.
@@ -315,26 +274,16 @@ async fn a_read_grant_from_a_key_added_on_a_password_waits() {
         &thief,
     )
     .await;
-    let (s, b) = hospital
-        .post_signed(
-            &thief,
-            &young,
-            &format!("/api/consents/{read}/approve"),
-            json!({}),
-        )
-        .await;
+    let (s, b) = approve(&hospital, &thief, &young, &read).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["message"], ledger::rules::reason::YOUNG_KEY, "{b}");
-    let (s, b) = insurer
-        .post(
-            &i_doc,
-            "/api/doctor/patient_records",
-            json!({"patientId": "p001"}),
-        )
-        .await;
-    assert_eq!(s, FORBIDDEN, "{b}");
-    assert!(!secret.leaked_in(&b), "{b}");
-    assert_eq!(key_rows(&hospital, "insurance", &[&record]), 0);
+    nothing_served(
+        &insurer,
+        &i_doc,
+        &secret,
+        (&hospital, "insurance", &[&record]),
+    )
+    .await;
 }
 
 /// A clinic doctor reads a hospital patient's history only under a live read grant: 403
@@ -344,50 +293,26 @@ async fn a_read_grant_from_a_key_added_on_a_password_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clinic_doctor_reads_a_hospital_patients_history_only_under_a_live_grant() {
     let (hospital, clinic) = common::two_hospitals().await;
-    // A key of the home, older than the wait of a key added on a password (§4.2).
-    let device = hospital.add_device(&hospital.login("p001").await).await;
-    let wait_ms = hospital.state.flows.node().genesis().recovery_wait_ms();
-    hospital.advance(wait_ms + 60_000).await;
+    let device = aged_home_key(&hospital).await;
     let d1 = hospital.login("d001").await;
     let p1_home = hospital.login("p001").await;
-    clinic
-        .enroll("c-doc", Some(("Neurology", "Alan Turing")))
-        .await;
-    let c_doc = clinic.session("doctor", "c-doc", "long-password").await;
+    let c_doc = clinic.new_doctor("c-doc", "Neurology", "Alan Turing").await;
     let before = Secret::new("before");
     let first = record_in_person(&hospital, &d1, "p001", &before).await;
     committed_at(&clinic, &c_doc, &first).await;
 
     // Before any grant: 403, and no key at the clinic.
-    let (s, b) = clinic
-        .post(
-            &c_doc,
-            "/api/doctor/patient_records",
-            json!({"patientId": "p001"}),
-        )
-        .await;
-    assert_eq!(
-        (s, b["message"].clone()),
-        (FORBIDDEN, json!("no live read grant"))
-    );
-    assert_eq!(key_rows(&hospital, "clinic", &[&first]), 0);
+    nothing_served(&clinic, &c_doc, &before, (&hospital, "clinic", &[&first])).await;
 
     // A one-minute read grant, approved at home on p001's device.
-    let read = request(
+    let home = (&hospital, &p1_home, &device);
+    granted(
         &clinic,
         &c_doc,
         json!({"read": {"durationMs": 60_000}}),
-        &hospital,
-        &p1_home,
+        home,
     )
     .await;
-    let approve = format!("/api/consents/{read}/approve");
-    let (s, b) = hospital
-        .post_signed(&p1_home, &device, &approve, json!({}))
-        .await;
-    assert_eq!(s, OK, "{b}");
-    let grant = b["grantTxId"].as_str().unwrap().to_string();
-    committed_at(&clinic, &c_doc, &grant).await;
     let b = read_until_open(&clinic, &c_doc, &[&first]).await;
     assert!(
         b.to_string().contains(&before.diagnosis),
@@ -404,13 +329,7 @@ async fn a_clinic_doctor_reads_a_hospital_patients_history_only_under_a_live_gra
     let after = Secret::new("after");
     let third = record_in_person(&hospital, &d1, "p001", &after).await;
     committed_at(&clinic, &c_doc, &third).await;
-    let (s, b) = clinic
-        .post(
-            &c_doc,
-            "/api/doctor/patient_records",
-            json!({"patientId": "p001"}),
-        )
-        .await;
+    let (s, b) = doctor_read(&clinic, &c_doc).await;
     assert_eq!(s, FORBIDDEN, "{b}");
     for secret in [&before, &during, &after] {
         assert!(!secret.leaked_in(&b), "{b}");
@@ -423,25 +342,9 @@ async fn a_clinic_doctor_reads_a_hospital_patients_history_only_under_a_live_gra
     // A second grant, then revoked: the same.
     let p1_home = hospital.login("p001").await;
     let c_doc = clinic.session("doctor", "c-doc", "long-password").await;
-    let read = request(
-        &clinic,
-        &c_doc,
-        json!({"read": {"durationMs": 3_600_000}}),
-        &hospital,
-        &p1_home,
-    )
-    .await;
-    let (s, b) = hospital
-        .post_signed(
-            &p1_home,
-            &device,
-            &format!("/api/consents/{read}/approve"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, OK, "{b}");
-    let grant = b["grantTxId"].as_str().unwrap().to_string();
-    committed_at(&clinic, &c_doc, &grant).await;
+    let home = (&hospital, &p1_home, &device);
+    let hour = json!({"read": {"durationMs": 3_600_000}});
+    let grant = granted(&clinic, &c_doc, hour, home).await;
     read_until_open(&clinic, &c_doc, &[&first, &second, &third]).await;
     let (s, b) = hospital
         .post_signed(
@@ -458,13 +361,7 @@ async fn a_clinic_doctor_reads_a_hospital_patients_history_only_under_a_live_gra
     let late = Secret::new("late");
     let fourth = record_in_person(&hospital, &d1, "p001", &late).await;
     committed_at(&clinic, &c_doc, &fourth).await;
-    let (s, b) = clinic
-        .post(
-            &c_doc,
-            "/api/doctor/patient_records",
-            json!({"patientId": "p001"}),
-        )
-        .await;
+    let (s, b) = doctor_read(&clinic, &c_doc).await;
     assert_eq!(s, FORBIDDEN, "{b}");
     assert!(!late.leaked_in(&b), "{b}");
     eventually("the clinic drops the keys at the revocation", || async {
@@ -486,23 +383,10 @@ async fn a_linked_node_shows_notices_for_what_it_cannot_open() {
     let home_record = record_in_person(&hospital, &d1, "p001", &at_home).await;
 
     // The clinic's doctor writes a record under a write grant p001 approved at home.
-    clinic
-        .enroll("c-doc", Some(("Neurology", "Alan Turing")))
-        .await;
-    let c_doc = clinic.session("doctor", "c-doc", "long-password").await;
+    let c_doc = clinic.new_doctor("c-doc", "Neurology", "Alan Turing").await;
     let device = hospital.add_device(&p1_home).await;
-    let write = request(&clinic, &c_doc, json!("write"), &hospital, &p1_home).await;
-    let (s, b) = hospital
-        .post_signed(
-            &p1_home,
-            &device,
-            &format!("/api/consents/{write}/approve"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, OK, "{b}");
-    let grant = b["grantTxId"].as_str().unwrap().to_string();
-    committed_at(&clinic, &c_doc, &grant).await;
+    let home = (&hospital, &p1_home, &device);
+    let grant = granted(&clinic, &c_doc, json!("write"), home).await;
     let at_clinic = Secret::new("clinic");
     let (s, b) = clinic
         .post(

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::records::{
-    Secret, committed_at, history, key_rows, read_until_open, record_in_person, request,
+    Secret, aged_home_key, committed_at, doctor_read, granted, history, key_rows, read_until_open,
+    record_in, record_in_person,
 };
 use common::{TestApp, eventually};
 use ledger::tx::{Decision, Refusal};
@@ -66,38 +67,16 @@ async fn erasure_in(at: &TestApp, patient: &common::Client, id: &str, state: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_end_to_end_over_the_api() {
     let (hospital, clinic) = common::two_hospitals().await;
-    // p001's home key, older than the wait of a key added on a password (§4.2).
-    let device = hospital.add_device(&hospital.login("p001").await).await;
-    let wait_ms = hospital.state.flows.node().genesis().recovery_wait_ms();
-    hospital.advance(wait_ms + 60_000).await;
+    let device = aged_home_key(&hospital).await;
     let d1 = hospital.login("d001").await;
     let p1 = hospital.login("p001").await;
     let secret = Secret::new("erasure");
     let record = record_in_person(&hospital, &d1, "p001", &secret).await;
 
     // A grantee: the clinic's doctor reads it under a live read grant.
-    clinic
-        .enroll("c-doc", Some(("Neurology", "Alan Turing")))
-        .await;
-    let c_doc = clinic.session("doctor", "c-doc", "long-password").await;
-    let read = request(
-        &clinic,
-        &c_doc,
-        json!({"read": {"durationMs": 3_600_000}}),
-        &hospital,
-        &p1,
-    )
-    .await;
-    let (s, b) = hospital
-        .post_signed(
-            &p1,
-            &device,
-            &format!("/api/consents/{read}/approve"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, OK, "{b}");
-    committed_at(&clinic, &c_doc, b["grantTxId"].as_str().unwrap()).await;
+    let c_doc = clinic.new_doctor("c-doc", "Neurology", "Alan Turing").await;
+    let hour = json!({"read": {"durationMs": 3_600_000}});
+    granted(&clinic, &c_doc, hour, (&hospital, &p1, &device)).await;
     let b = read_until_open(&clinic, &c_doc, &[&record]).await;
     assert!(secret.leaked_in(&b), "the grantee reads it: {b}");
 
@@ -174,13 +153,7 @@ async fn erasure_end_to_end_over_the_api() {
     // Shown erased at the home and at the grantee: the notice in the seed's fields, nothing
     // of the content; and neither holds its key any more.
     let erased_in = |b: &Value| {
-        let r = b["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["tx_id"] == record.as_str())
-            .cloned()
-            .unwrap_or_else(|| panic!("the record is listed: {b}"));
+        let r = record_in(b, &record);
         assert_eq!(r["state"], "erased", "{b}");
         assert_eq!(r["notice"], notice.as_str(), "{b}");
         assert_eq!(r["diagnosis"], notice.as_str(), "{b}");
@@ -198,13 +171,7 @@ async fn erasure_end_to_end_over_the_api() {
     erased_in(&b);
     committed_at(&clinic, &c_doc, &second).await;
     let b = eventually("the grantee shows it erased", || async {
-        let (s, b) = clinic
-            .post(
-                &c_doc,
-                "/api/doctor/patient_records",
-                json!({"patientId": "p001"}),
-            )
-            .await;
+        let (s, b) = doctor_read(&clinic, &c_doc).await;
         assert_eq!(s, OK, "{b}");
         b.to_string().contains("\"erased\"").then_some(b)
     })

@@ -157,11 +157,12 @@ async fn in_person_consent_is_given_at_the_patients_home_and_elsewhere_a_remote_
     assert_eq!(s, OK, "{b}");
     clinic.post(&doc, "/api/validate", json!({})).await;
     let p1 = hospital.login("p001").await;
-    // Once the block is applied at the hospital's validator too.
+    // Once the block is applied at the hospital's validator too, and the hospital holds the
+    // key of its sealed purpose (pulled from the clinic, which sealed it).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let b = loop {
         let (_, b) = hospital.get(&p1, "/api/consents/pending").await;
-        if !b["groups"].as_array().unwrap().is_empty() {
+        if b["groups"][0]["requests"][0]["purpose_opens"] == true {
             break b;
         }
         assert!(std::time::Instant::now() < deadline, "{b}");

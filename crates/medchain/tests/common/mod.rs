@@ -523,6 +523,12 @@ impl TestApp {
         );
     }
 
+    /// A doctor enrolled here (their home) in `department` as `name`, signed in.
+    pub async fn new_doctor(&self, id: &str, department: &str, name: &str) -> Client {
+        self.enroll(id, Some((department, name))).await;
+        self.session("doctor", id, "long-password").await
+    }
+
     /// Logs `id` in here with `password`; a bearer client.
     pub async fn session(&self, role: &str, id: &str, password: &str) -> Client {
         let key = if role == "doctor" {
@@ -548,19 +554,6 @@ impl TestApp {
         } else {
             "patient"
         };
-        let key = if role == "doctor" {
-            "doctorId"
-        } else {
-            "patientId"
-        };
-        let (s, b) = self
-            .post(
-                &anon(),
-                "/api/login",
-                serde_json::json!({"role": role, key: id, "password": password_of(id)}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "login {id}: {b}");
-        Client::bearer(b["token"].as_str().unwrap())
+        self.session(role, id, password_of(id)).await
     }
 }

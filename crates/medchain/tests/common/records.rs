@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Client, TestApp, anon, eventually};
+use super::{Client, Device, TestApp, anon, eventually};
 
 const OK: StatusCode = StatusCode::OK;
 
@@ -148,13 +148,7 @@ pub async fn history(at: &TestApp, who: &Client, body: Value) -> (StatusCode, Va
 /// travel after the grant commits): the records.
 pub async fn read_until_open(at: &TestApp, doctor: &Client, records: &[&str]) -> Value {
     eventually("every record open at the grantee", || async {
-        let (s, b) = at
-            .post(
-                doctor,
-                "/api/doctor/patient_records",
-                json!({"patientId": "p001"}),
-            )
-            .await;
+        let (s, b) = doctor_read(at, doctor).await;
         assert_eq!(s, OK, "{b}");
         let all = b["records"].as_array().unwrap();
         let open = records.iter().all(|id| {
@@ -208,4 +202,92 @@ pub async fn person_of(at: &TestApp, who: &Client) -> [u8; 16] {
         .unwrap()
         .try_into()
         .unwrap()
+}
+
+/// `doctor`'s read of p001's history at `at` (`/api/doctor/patient_records`).
+pub async fn doctor_read(at: &TestApp, doctor: &Client) -> (StatusCode, Value) {
+    at.post(
+        doctor,
+        "/api/doctor/patient_records",
+        json!({"patientId": "p001"}),
+    )
+    .await
+}
+
+/// p001's approval at their home (`home`, session `p1`) of request `id`, signed on `device`.
+pub async fn approve(
+    home: &TestApp,
+    p1: &Client,
+    device: &Device,
+    id: &str,
+) -> (StatusCode, Value) {
+    home.post_signed(
+        p1,
+        device,
+        &format!("/api/consents/{id}/approve"),
+        json!({}),
+    )
+    .await
+}
+
+/// A grant of p001's to `doctor` of `at`: requested there with `scope`, approved at the home on
+/// `device` and committed at `at`. Its id.
+pub async fn granted(
+    at: &TestApp,
+    doctor: &Client,
+    scope: Value,
+    (home, p1, device): (&TestApp, &Client, &Device),
+) -> String {
+    let id = request(at, doctor, scope, home, p1).await;
+    let (s, b) = approve(home, p1, device, &id).await;
+    assert_eq!(s, OK, "{b}");
+    let grant = b["grantTxId"].as_str().unwrap().to_string();
+    committed_at(at, doctor, &grant).await;
+    grant
+}
+
+/// A device key of p001's made at their home's page and older than the wait of a key added on
+/// a password (docs/SECURITY.md §4.2): the shared clock is moved past the wait, so sessions
+/// made before have ended.
+pub async fn aged_home_key(home: &TestApp) -> Device {
+    let device = home.add_device(&home.login("p001").await).await;
+    let wait_ms = home.state.flows.node().genesis().recovery_wait_ms();
+    home.advance(wait_ms + 60_000).await;
+    device
+}
+
+/// `doctor` of `at` is refused p001's history, sees nothing of `secret`, and `at`'s validator
+/// (`validator` of the cluster `owner` runs) holds no key of `records`.
+pub async fn nothing_served(
+    at: &TestApp,
+    doctor: &Client,
+    secret: &Secret,
+    (owner, validator, records): (&TestApp, &str, &[&str]),
+) {
+    let (s, b) = doctor_read(at, doctor).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(!secret.leaked_in(&b), "{b}");
+    assert_eq!(key_rows(owner, validator, records), 0);
+}
+
+/// Record `tx` as history answer `b` lists it.
+pub fn record_in(b: &Value, tx: &str) -> Value {
+    b["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tx_id"] == tx)
+        .cloned()
+        .unwrap_or_else(|| panic!("record {tx} is listed: {b}"))
+}
+
+/// The insurer's cast (`three_hospitals`): the hospital, the insurer, the insurer's doctor
+/// `i-doc`, and p001's record written at the hospital (its id, its unique content).
+pub async fn insurer_and_a_record(tag: &str) -> (TestApp, TestApp, Client, String, Secret) {
+    let (hospital, _clinic, insurer) = three_hospitals().await;
+    let d1 = hospital.login("d001").await;
+    let secret = Secret::new(tag);
+    let record = record_in_person(&hospital, &d1, "p001", &secret).await;
+    let i_doc = insurer.new_doctor("i-doc", "Claims", "Ida Claims").await;
+    (hospital, insurer, i_doc, record, secret)
 }
