@@ -295,12 +295,25 @@ struct RecordJson {
     attested: Option<Attested>,
 }
 
+/// Records whose keys this hospital waits for from one validator (docs/SECURITY.md §5.4):
+/// "3 records wait for their keys from hospital, asked since 10:02".
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WaitingJson {
+    from: String,
+    count: usize,
+    /// When this hospital first asked (ms; 0: not asked yet).
+    since_ms: u64,
+}
+
 /// The seed's answer to `patient_records`, and the access entry that logged the read.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RecordsAnswer {
     success: bool,
     records: Vec<RecordJson>,
+    /// The records shown `waiting`, by the validator they wait for.
+    waiting: Vec<WaitingJson>,
     access_tx_id: String,
     /// The hospital that served the read (as the access entry names it).
     served_by: String,
@@ -313,8 +326,29 @@ impl RecordsAnswer {
         access: ledger::TxId,
         records: Vec<RecordView>,
     ) -> Self {
+        let mut waiting: Vec<WaitingJson> = Vec::new();
+        for r in &records {
+            if let Readable::Waiting { from, since_ms } = r.content {
+                let from = state.flows.hospital(from);
+                match waiting.iter_mut().find(|w| w.from == from) {
+                    Some(w) => {
+                        w.count += 1;
+                        // The earliest ask (0, not asked yet, counts for nothing).
+                        if w.since_ms == 0 || (since_ms != 0 && since_ms < w.since_ms) {
+                            w.since_ms = since_ms;
+                        }
+                    }
+                    None => waiting.push(WaitingJson {
+                        from,
+                        count: 1,
+                        since_ms,
+                    }),
+                }
+            }
+        }
         RecordsAnswer {
             success: true,
+            waiting,
             records: records
                 .into_iter()
                 .map(|r| {

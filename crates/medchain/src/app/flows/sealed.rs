@@ -19,9 +19,11 @@ pub enum Readable<T> {
     Erased {
         on_ms: Option<u64>,
     },
-    /// This hospital is entitled to its key and waits for it from validator `from`.
+    /// This hospital is entitled to its key and waits for it from validator `from`, since
+    /// `since_ms` (0: not asked yet).
     Waiting {
         from: u32,
+        since_ms: u64,
     },
     /// This hospital is not entitled: the patient's home, `home`, can open it.
     Elsewhere {
@@ -57,7 +59,7 @@ impl<T> Readable<T> {
         match *self {
             Readable::Open(_) => Readable::Open(()),
             Readable::Erased { on_ms } => Readable::Erased { on_ms },
-            Readable::Waiting { from } => Readable::Waiting { from },
+            Readable::Waiting { from, since_ms } => Readable::Waiting { from, since_ms },
             Readable::Elsewhere { home } => Readable::Elsewhere { home },
             Readable::Broken { sealer } => Readable::Broken { sealer },
         }
@@ -72,7 +74,7 @@ impl<T> Readable<T> {
                 format!("erased at the patient's request on {}", date_of(*ms))
             }
             Readable::Erased { on_ms: None } => "erased at the patient's request".to_string(),
-            Readable::Waiting { from } => {
+            Readable::Waiting { from, .. } => {
                 format!("waiting for its key from {}", flows.hospital(*from))
             }
             Readable::Elsewhere { home } => match reader {
@@ -156,12 +158,15 @@ impl Flows {
                         None => Readable::Broken { sealer },
                     },
                     OpenState::Erased => Readable::Erased { on_ms: None },
-                    OpenState::Waiting { from, .. } => Readable::Waiting { from },
+                    OpenState::Waiting { from, since_ms } => Readable::Waiting { from, since_ms },
                     OpenState::Elsewhere { home } => Readable::Elsewhere { home },
                     OpenState::Broken { sealer } => Readable::Broken { sealer },
                 },
                 // Not answered: shown as waiting at its sealer, never guessed at.
-                None => Readable::Waiting { from: sealer },
+                None => Readable::Waiting {
+                    from: sealer,
+                    since_ms: 0,
+                },
             })
             .collect())
     }
