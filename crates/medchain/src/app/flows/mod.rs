@@ -7,13 +7,16 @@
 //! nothing: the seed's contract, scripts, the in-person screen), or by their device key, in
 //! two steps: the flow keeps the envelope ([`Signing::NeedsSignature`]) and
 //! [`Flows::sign_prepared`] brings the page's signature back. A hospital's own statement (an
-//! enrollment, "I served this read") is signed by this validator's key.
+//! enrollment, "I served this read") is signed by this validator's key. Content (a record, a
+//! purpose) is sealed by this validator on the one signing path, after the signer is set and
+//! before anything is signed or prepared (issue 10, §1.1, §5.5); the page is shown the content
+//! it typed (`plain`) from the request, never from a store.
 //!
 //! What each waits for: *durable* (accepted and fsynced at this validator, ordered exactly once
 //! from then on) where the chain cannot reject it later or a later rejection is harmless and
 //! shown; *applied* (its block is on this validator's chain) where what is answered depends on
-//! the chain's verdict: a code is drawn only for a grant that applied, a doctor's read is served
-//! only once its access entry applied.
+//! the chain's verdict: a code is drawn only for a grant that applied, a read (a doctor's or the
+//! patient's own) is opened only once its access entry applied.
 
 mod consent;
 pub mod erasure;

@@ -1,6 +1,8 @@
 //! Records: adding one under a write grant, and reading a history, the patient's own or a
 //! doctor's under a read grant, each read logged on chain before the data leaves this node
-//! (docs/SECURITY.md, issue 9, §5.4, 5.5).
+//! (docs/SECURITY.md, issue 9, §5.4, 5.5). A record is sealed by this validator before it is
+//! signed, and a history is opened only once the read's access entry is applied here, from one
+//! snapshot of the chain (issue 10, §1, §6).
 
 use std::collections::HashMap;
 
