@@ -1,6 +1,6 @@
 //! Medical records: adding one under a write grant, reading them (the patient's own, or a
 //! doctor's under a read grant), and the access log. Every read is an access entry on chain,
-//! durable (own reads) or applied (a doctor's) before the data is returned.
+//! applied before the records are opened and returned (docs/SECURITY.md, issue 10, §6.1).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -178,7 +178,7 @@ struct RecordsBody {
 
 /// The seed's `patient_records`: a patient's own records, authenticated by the patient's
 /// password (as in the seed, without another person's session) or by their session. The
-/// records leave once the access entry naming this hospital is durable.
+/// records are opened once the access entry naming this hospital is applied.
 async fn patient_records(
     State(state): State<AppState>,
     MaybeAuthed(auth): MaybeAuthed,
