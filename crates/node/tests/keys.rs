@@ -262,6 +262,21 @@ impl World {
         let name = &self.cluster.genesis().validators()[at as usize].name;
         self.dir.path().join(name).join("keys.db")
     }
+
+    /// The files of validator `at`'s key store: the database, its WAL and shared memory.
+    fn keys_db_files(&self, at: ReplicaId) -> Vec<PathBuf> {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| PathBuf::from(format!("{}{suffix}", self.keys_db(at).display())))
+            .collect()
+    }
+
+    /// Validator `at`, stopped, loses its key store.
+    fn lose_keys_db(&self, at: ReplicaId) {
+        for file in self.keys_db_files(at) {
+            let _ = std::fs::remove_file(file);
+        }
+    }
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -993,9 +1008,7 @@ fn backup_keys_copies_a_running_store() {
 
     // The store is lost; the copy is put back: the record opens, no key fetched.
     w.cluster.stop(PHARMACY);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", w.keys_db(PHARMACY).display()));
-    }
+    w.lose_keys_db(PHARMACY);
     std::fs::copy(&backup, w.keys_db(PHARMACY)).unwrap();
     w.cluster.restart(PHARMACY).unwrap();
     assert_eq!(
@@ -1016,9 +1029,7 @@ fn a_sealer_that_lost_its_store_keeps_its_own_keys_after_a_grant_ends() {
     w.wait_state(HOSPITAL, &record, OpenState::Open);
 
     w.cluster.stop(CLINIC);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", w.keys_db(CLINIC).display()));
-    }
+    w.lose_keys_db(CLINIC);
     let withheld = Impersonation::new(w.network(), HOSPITAL, CLINIC);
     w.cluster.restart(CLINIC).unwrap();
     w.wait_state(
