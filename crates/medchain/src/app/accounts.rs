@@ -565,6 +565,7 @@ mod tests {
         let db = AppDb::open_with(
             &dir.path().join("app.db"),
             AppConfig::fast_hashing_for_tests(),
+            &crate::app::test_key(1),
         )
         .unwrap();
         (dir, db)

@@ -122,6 +122,7 @@ mod tests {
         let app = AppDb::open_with(
             &dir.path().join("app.db"),
             AppConfig::fast_hashing_for_tests(),
+            &crate::app::test_key(1),
         )
         .unwrap();
         app.seed_demo(0).unwrap();

@@ -158,6 +158,7 @@ mod tests {
         let db = AppDb::open_with(
             &dir.path().join("app.db"),
             AppConfig::fast_hashing_for_tests(),
+            &crate::app::test_key(1),
         )
         .unwrap();
         db.seed_demo(0).unwrap();
@@ -238,12 +239,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.db");
         let token = {
-            let db = AppDb::open_with(&path, AppConfig::fast_hashing_for_tests()).unwrap();
+            let db = AppDb::open_with(
+                &path,
+                AppConfig::fast_hashing_for_tests(),
+                &crate::app::test_key(1),
+            )
+            .unwrap();
             db.seed_demo(0).unwrap();
             let acc = db.account("d002").unwrap().unwrap();
             db.create_session(&acc, 0).unwrap().0
         };
-        let db = AppDb::open_with(&path, AppConfig::fast_hashing_for_tests()).unwrap();
+        let db = AppDb::open_with(
+            &path,
+            AppConfig::fast_hashing_for_tests(),
+            &crate::app::test_key(1),
+        )
+        .unwrap();
         let s = db.session(token.as_str(), 5).unwrap().unwrap();
         assert_eq!(s.account.id, "d002");
     }
