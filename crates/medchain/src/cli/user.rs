@@ -201,13 +201,17 @@ impl WhereArgs {
     }
 }
 
-/// The validator's application store and custody, opened with its operator key.
+/// The validator's application store, bound to its chain (as the node binds it at start: what
+/// belonged to an older chain is forgotten), and its custody, opened with its operator key.
 fn open(validator: &Validator) -> anyhow::Result<(AppDb, Custody)> {
     let dir = &validator.dir;
     ledger::files::private_dir(dir)?;
     let path = dir.join("app.db");
     let app = AppDb::open(&path, &validator.operator_key)
         .with_context(|| format!("cannot open {}", path.display()))?;
+    if app.bind_chain(&validator.genesis.hash())? {
+        println!("app.db belonged to another chain: its logins are enrolled again on this one");
+    }
     let custody = Custody::open(&validator.operator_key, &app)?;
     Ok((app, custody))
 }
