@@ -216,12 +216,7 @@ mod tests {
     use std::sync::Arc;
 
     fn open_at(path: &std::path::Path) -> AppDb {
-        AppDb::open_with(
-            path,
-            AppConfig::fast_hashing_for_tests(),
-            &crate::app::test_key(1),
-        )
-        .unwrap()
+        crate::app::test_db(path)
     }
 
     fn open() -> (tempfile::TempDir, AppDb) {

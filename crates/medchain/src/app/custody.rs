@@ -261,15 +261,10 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::app::{AppConfig, test_key};
+    use crate::app::test_key;
 
     fn open(dir: &Path) -> AppDb {
-        AppDb::open_with(
-            &dir.join("app.db"),
-            AppConfig::fast_hashing_for_tests(),
-            &crate::app::test_key(1),
-        )
-        .unwrap()
+        crate::app::test_db(&dir.join("app.db"))
     }
 
     fn header() -> TxHeader {

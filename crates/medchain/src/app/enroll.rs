@@ -379,7 +379,6 @@ impl AppDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::AppConfig;
     use crate::app::outbox::OutboxState;
     use ed25519_dalek::SigningKey;
     use ledger::Signer;
@@ -395,12 +394,7 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> (AppDb, Custody) {
-        let app = AppDb::open_with(
-            &dir.join("app.db"),
-            AppConfig::fast_hashing_for_tests(),
-            &crate::app::test_key(1),
-        )
-        .unwrap();
+        let app = crate::app::test_db(&dir.join("app.db"));
         let custody = Custody::open(&crate::app::test_key(1), &app).unwrap();
         (app, custody)
     }

@@ -141,6 +141,13 @@ pub(crate) fn test_key(n: u8) -> MasterKey {
     MasterKey::from_bytes(Zeroizing::new([n; 32]))
 }
 
+/// The application store at `path` for unit tests: cheap password hashing, operator key
+/// [`test_key`]`(1)`.
+#[cfg(test)]
+pub(crate) fn test_db(path: &Path) -> AppDb {
+    AppDb::open_with(path, AppConfig::fast_hashing_for_tests(), &test_key(1)).expect("app.db")
+}
+
 /// A new header for `meta`, stamped `now_ms`, valid until `not_after_ms`, with a fresh random
 /// nonce (two identical actions are two transactions). The signer and body hash are set when
 /// it is signed.
