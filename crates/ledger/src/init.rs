@@ -32,7 +32,8 @@ const KEPT_BY_FORCE: &[&str] = &["node.toml"];
 /// and `DIR/genesis.toml`, written last so that its presence means the rest is complete; every
 /// folder 0700 and file 0600. It writes no secret. Refuses to replace an existing genesis
 /// unless `force`, which first empties each validator's folder of everything of the old chain
-/// (see [`KEPT_BY_FORCE`]). `params` are the chain's (`[params]` of the genesis file).
+/// but its `node.toml` and a sealed `node.key` of its new entry. `params` are the chain's
+/// (`[params]` of the genesis file).
 pub fn init_from_public_keys(
     dir: &Path,
     validators: Vec<ValidatorInfo>,
