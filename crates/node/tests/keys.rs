@@ -20,8 +20,8 @@ use ledger::{Meta, Queries, SignedTx, TxId};
 use node::load::{Person, enroll, header};
 use node::transport::MemoryNetwork;
 use node::{
-    Clock, Cluster, DEFAULT_WATTS_PER_CORE, Frame, KeyFrame, KeyReply, KeystoreKey, NodeHandle,
-    OpenState, Opened, Timing, Verdict, Wire, WireKey,
+    Clock, Cluster, ClusterOptions, Frame, KeyFrame, KeyReply, NodeHandle, OpenState, Opened,
+    Timing, Verdict, Wire, WireKey,
 };
 use pbft::ReplicaId;
 
@@ -32,9 +32,10 @@ const PHARMACY: ReplicaId = 2;
 const INSURANCE: ReplicaId = 3;
 const HOUR_MS: u64 = 3_600_000;
 
-/// Four validators going by one manual clock, each with its own key-store key.
+/// Four validators going by one manual clock, each with its own operator key (hence key-store
+/// key).
 struct World {
-    dir: tempfile::TempDir,
+    dir: common::DataDir,
     cluster: Cluster,
     rt: tokio::runtime::Runtime,
     clock: Clock,
@@ -47,16 +48,12 @@ impl World {
 
     fn with_timing(timing: Timing) -> Self {
         let rt = runtime();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::data_dir();
         let clock = Clock::manual(Clock::System.now_ms());
-        let keys = (0..4).map(|_| KeystoreKey::generate()).collect();
-        let cluster = Cluster::open_with_keys(
-            dir.path(),
-            timing,
-            DEFAULT_WATTS_PER_CORE,
-            clock.clone(),
-            keys,
-        )
+        let cluster = Cluster::start(ClusterOptions {
+            clock: clock.clone(),
+            ..ClusterOptions::new(dir.path(), timing)
+        })
         .unwrap();
         World {
             dir,
