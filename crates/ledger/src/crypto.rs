@@ -1,4 +1,4 @@
-//! Ed25519 for medchain: validator keys and key files, signing of pbft messages, commit
+//! Ed25519 for medchain: validator keys (their files are sealed: [`crate::master`]), signing of pbft messages, commit
 //! certificates, and the one rule by which every signature is checked, singly or in batches.
 //!
 //! The rule is ZIP-215 (the `ed25519-zebra` crate): `A` and `R` any encodings of curve points,
@@ -12,9 +12,6 @@
 //! names the chain, so a signature from one chain (a test network, an older chain with the same
 //! keys) cannot be replayed on another. The node signs with [`sign_message`] and the certificate
 //! check uses the same composition, so the two cannot drift apart.
-use std::io::Write;
-use std::path::Path;
-
 use ed25519_dalek::{Signature, Signer};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use ed25519_zebra::{VerificationKeyBytes, batch};
@@ -385,40 +382,6 @@ pub fn check_signatures(validators: &[VerifyingKey], genesis_hash: &Hash, checke
     }
 }
 
-/// Writes a secret key as hex to a new file readable only by its owner (mode 0600), refusing to
-/// overwrite an existing key: losing a validator key is not something to do by accident.
-pub fn write_key_file(path: &Path, key: &SigningKey) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(io)?;
-    let mut text = hex::encode(key.to_bytes());
-    text.push('\n');
-    file.write_all(text.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)
-}
-
-/// Reads a key written by [`write_key_file`].
-pub fn read_key_file(path: &Path) -> Result<SigningKey> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bytes: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::InvalidKey(format!("{}: not 32 bytes of hex", path.display())))?;
-    Ok(SigningKey::from_bytes(&bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,29 +684,5 @@ mod tests {
                 assert_eq!(failures, expected);
             }
         }
-    }
-
-    #[test]
-    fn key_file_round_trips_with_owner_only_mode() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("node.key");
-        let key = generate_key();
-        write_key_file(&path, &key).expect("writes");
-        assert_eq!(
-            read_key_file(&path).expect("reads").to_bytes(),
-            key.to_bytes()
-        );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        assert!(
-            write_key_file(&path, &key).is_err(),
-            "never overwrites a key"
-        );
-        std::fs::write(&path, "zz").expect("write");
-        assert!(read_key_file(&path).is_err());
     }
 }

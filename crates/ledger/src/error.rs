@@ -38,6 +38,10 @@ pub enum Error {
     /// A key given as bytes or hex that is not an Ed25519 key.
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// The operator key, or a secret sealed under it, cannot be used (docs/SECURITY.md,
+    /// "Confidential records", §3.3): the message says why and what to do.
+    #[error("{0}")]
+    OperatorKey(String),
     /// The genesis file is unreadable or inconsistent.
     #[error("genesis {path}: {reason}", path = .path.display())]
     Genesis { path: PathBuf, reason: String },

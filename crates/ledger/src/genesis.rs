@@ -72,6 +72,21 @@ impl ChainParams {
     }
 }
 
+/// A validator's name is also the name of its folder (and of its development key file): 1-64 of
+/// `[A-Za-z0-9_-]`.
+pub fn check_validator_name(name: &str) -> std::result::Result<(), String> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if name_ok {
+        Ok(())
+    } else {
+        Err(format!("name {name:?} must be 1-64 of [A-Za-z0-9_-]"))
+    }
+}
+
 /// One validator as the genesis file lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize)]
 pub struct ValidatorInfo {
@@ -137,17 +152,7 @@ impl Genesis {
         }
         let mut keys = Vec::with_capacity(file.validators.len());
         for (i, v) in file.validators.iter().enumerate() {
-            let name_ok = !v.name.is_empty()
-                && v.name.len() <= 64
-                && v.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !name_ok {
-                return Err(format!(
-                    "validator {i}: name {:?} must be 1-64 of [A-Za-z0-9_-]",
-                    v.name
-                ));
-            }
+            check_validator_name(&v.name).map_err(|e| format!("validator {i}: {e}"))?;
             if file.validators[..i].iter().any(|w| w.name == v.name) {
                 return Err(format!("validator name {:?} appears twice", v.name));
             }
@@ -214,18 +219,9 @@ impl Genesis {
         toml::to_string(&self.file).unwrap_or_default()
     }
 
-    /// Writes the file durably (written to a temporary name, synced, renamed).
+    /// Writes the file durably and privately (0600: a temporary file, synced, renamed).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, self.to_toml()).map_err(io)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::files::write_private_file(path, self.to_toml().as_bytes())
     }
 
     pub fn chain_id(&self) -> &str {

@@ -13,8 +13,10 @@ pub mod block;
 pub mod crypto;
 pub mod entitled;
 mod error;
+pub mod files;
 pub mod genesis;
 mod init;
+pub mod master;
 pub mod merkle;
 pub mod rules;
 pub mod seal;
@@ -27,7 +29,7 @@ pub mod verify;
 pub use block::{Block, BlockHeader, Certificate, Entry, entry_hash, proposal_digest};
 pub use error::{CertError, Error, Fault, Result};
 pub use genesis::{ChainParams, Genesis, ValidatorInfo};
-pub use init::{init_network, validator_names};
+pub use init::{init_dev_network, init_from_public_keys, validator_names};
 pub use rules::{
     AskRow, ErasureAnswer, ErasureRow, GrantRow, KeyRow, LinkRow, PersonRow, RecoveryRow, Reject,
     RequestRow, SealedRow, StateView,

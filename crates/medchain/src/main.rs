@@ -3,5 +3,39 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    if let Err(error) = harden_process() {
+        eprintln!("error: cannot protect this process's secrets: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
     cli::main()
+}
+
+/// Before any secret is read (docs/SECURITY.md, "Confidential records", §8 and §16.9): files no
+/// code names (SQLite's temporary files) are private (umask 0o077), and no core dump or
+/// debugger of another user may copy the operator key, data keys or plaintext out of memory
+/// (`RLIMIT_CORE` 0, not dumpable).
+fn harden_process() -> nix::Result<()> {
+    use nix::sys::resource::{Resource, setrlimit};
+    use nix::sys::stat::{Mode, umask};
+    umask(Mode::from_bits_truncate(0o077));
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    #[cfg(target_os = "linux")]
+    nix::sys::prctl::set_dumpable(false)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// §16.9: after hardening, no core dump can be written and the process is not dumpable.
+    #[test]
+    fn the_process_writes_no_core_dump() {
+        super::harden_process().expect("hardening");
+        let (soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE)
+            .expect("getrlimit");
+        assert_eq!((soft, hard), (0, 0));
+        #[cfg(target_os = "linux")]
+        assert!(!nix::sys::prctl::get_dumpable().expect("get_dumpable"));
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        assert_eq!(old.bits() & 0o777, 0o077);
+    }
 }

@@ -374,7 +374,7 @@ async fn consent_record_block_and_access_log_in_two_browsers() {
         .unwrap()
         .unwrap();
     let handles = cluster.handles();
-    let flows = common::demo_flows(dir.path(), handles[0].clone(), Clock::System).await;
+    let flows = common::demo_flows(dir.path(), &cluster, Clock::System).await;
     let chain = Chain::new(handles[0].clone(), handles, Duration::from_secs(3));
     let state = AppState::new(flows, chain, Settings::default(), Clock::System);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,41 +1,14 @@
 //! `medchain user` as a person runs it: enrollment queued in the outbox while the validator is
 //! not running, listed with its person id; a doctor needs a department and a public name.
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common_cli;
 
-fn medchain(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_medchain"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run medchain");
-    if let Some(text) = stdin {
-        // A command refused before it reads its password closes stdin: not an error here.
-        let _ = child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes());
-    }
-    child.wait_with_output().expect("wait")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common_cli::{Consortium, medchain, text};
 
 #[test]
 fn user_add_queues_the_enrollment_until_the_validator_runs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path().display().to_string();
-    let out = medchain(&["init", "--validators", "4", "--dir", &d], None);
-    assert!(out.status.success(), "init: {}", text(&out));
+    let root = tempfile::tempdir().expect("tempdir");
+    let net = Consortium::create(root.path());
+    let d = net.dir.display().to_string();
 
     let out = medchain(
         &[
@@ -83,15 +56,9 @@ fn user_add_queues_the_enrollment_until_the_validator_runs() {
         .to_string();
     assert_eq!(person.len(), 32, "{report}");
 
-    // The custody key was made beside node.key, for its owner only.
-    let key = dir.path().join("hospital/custody.key");
-    assert!(key.exists());
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
+    // The custodial key is sealed in app.db under the operator key (in DATA_DIR.keys by
+    // default): no custody.key sits beside node.key any more.
+    assert!(!net.dir.join("hospital/custody.key").exists());
 
     let out = medchain(&["user", "list", "--data-dir", &d], None);
     assert!(out.status.success(), "user list: {}", text(&out));

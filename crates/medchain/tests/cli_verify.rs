@@ -1,46 +1,27 @@
 //! `medchain init` and `medchain verify` as a person runs them: real processes, real files.
-use std::path::Path;
-use std::process::{Command, Output};
+mod common_cli;
 
+use std::path::Path;
+use std::process::Output;
+
+use common_cli::{Consortium, medchain, text};
 use ledger::block::{Block, BlockHeader, Certificate};
-use ledger::crypto::{check_entries, read_key_file, sign_commit};
+use ledger::crypto::{check_entries, sign_commit};
 use ledger::tx::Access;
 use ledger::{Genesis, Meta, OpenOptions, SignedTx, Signer, Store, TxHeader};
 
-fn medchain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medchain"))
-        .args(args)
-        .output()
-        .expect("run medchain")
+fn verify(dir: &Path) -> Output {
+    medchain(&["verify", "--data-dir", &dir.display().to_string()], None)
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn init(dir: &Path) -> Genesis {
-    let out = medchain(&[
-        "init",
-        "--validators",
-        "4",
-        "--dir",
-        &dir.display().to_string(),
-    ]);
-    assert!(out.status.success(), "init: {}", text(&out));
-    Genesis::load(&dir.join("genesis.toml")).expect("genesis written")
-}
-
-/// Appends `blocks` blocks to every replica, signed with the keys `init` wrote; `fork_at`
+/// Appends `blocks` blocks to every replica, signed with the keys `keygen` made; `fork_at`
 /// makes the replica named `fork` hold a different block from that height on.
-fn grow(dir: &Path, genesis: &Genesis, blocks: u64, fork: Option<(&str, u64)>) {
+fn grow(net: &Consortium, blocks: u64, fork: Option<(&str, u64)>) {
+    let (dir, genesis) = (net.dir.as_path(), &net.genesis);
     let keys: Vec<_> = genesis
         .validators()
         .iter()
-        .map(|v| read_key_file(&dir.join(&v.name).join("node.key")).expect("key"))
+        .map(|v| net.node_key(&v.name))
         .collect();
     for v in genesis.validators() {
         let mut store = Store::open(
@@ -101,10 +82,10 @@ fn grow(dir: &Path, genesis: &Genesis, blocks: u64, fork: Option<(&str, u64)>) {
 
 #[test]
 fn init_then_verify_passes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let genesis = init(dir.path());
+    let root = tempfile::tempdir().expect("tempdir");
+    let net = Consortium::create(root.path());
     assert_eq!(
-        genesis
+        net.genesis
             .validators()
             .iter()
             .map(|v| v.name.as_str())
@@ -114,18 +95,18 @@ fn init_then_verify_passes() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("clinic/node.key"))
+        let mode = std::fs::metadata(net.dir.join("clinic/node.key"))
             .expect("key")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "key files are for their owner only");
     }
-    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    let out = verify(&net.dir);
     assert!(out.status.success(), "verify: {}", text(&out));
     assert!(text(&out).contains("4 replica(s)"), "{}", text(&out));
 
-    grow(dir.path(), &genesis, 6, None);
-    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    grow(&net, 6, None);
+    let out = verify(&net.dir);
     assert!(out.status.success(), "verify: {}", text(&out));
     let report = text(&out);
     assert!(report.contains("28 blocks, 72 transactions"), "{report}");
@@ -133,32 +114,40 @@ fn init_then_verify_passes() {
 
 #[test]
 fn init_refuses_to_overwrite_without_force() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let first = init(dir.path());
-    let d = dir.path().display().to_string();
-    let out = medchain(&["init", "--validators", "4", "--dir", &d]);
+    let root = tempfile::tempdir().expect("tempdir");
+    let net = Consortium::create(root.path());
+    let d = net.dir.display().to_string();
+    let validators = net.validators.display().to_string();
+    let out = medchain(&["init", "--validators", &validators, "--dir", &d], None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("already exists"), "{}", text(&out));
     assert_eq!(
-        Genesis::load(&dir.path().join("genesis.toml")).expect("kept"),
-        first
+        Genesis::load(&net.dir.join("genesis.toml")).expect("kept"),
+        net.genesis
     );
-    let out = medchain(&["init", "--validators", "4", "--dir", &d, "--force"]);
+    let out = medchain(
+        &["init", "--validators", &validators, "--dir", &d, "--force"],
+        None,
+    );
     assert!(out.status.success(), "{}", text(&out));
-    let out = medchain(&["verify", "--data-dir", &d]);
+    let out = verify(&net.dir);
     assert!(
         out.status.success(),
         "a forced init verifies: {}",
         text(&out)
     );
+    assert!(
+        net.dir.join("hospital/node.key").exists(),
+        "the keys keygen made for these entries stay"
+    );
 }
 
 #[test]
 fn tampering_makes_verify_fail_naming_file_and_height() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let genesis = init(dir.path());
-    grow(dir.path(), &genesis, 5, None);
-    let path = dir.path().join("pharmacy/chain.db");
+    let root = tempfile::tempdir().expect("tempdir");
+    let net = Consortium::create(root.path());
+    grow(&net, 5, None);
+    let path = net.dir.join("pharmacy/chain.db");
     let conn = rusqlite::Connection::open(&path).expect("plain sqlite");
     let mut body: Vec<u8> = conn
         .query_row(
@@ -175,7 +164,7 @@ fn tampering_makes_verify_fail_naming_file_and_height() {
     .expect("tamper");
     drop(conn);
 
-    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    let out = verify(&net.dir);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = text(&out);
     assert!(report.contains("pharmacy/chain.db"), "{report}");
@@ -184,10 +173,10 @@ fn tampering_makes_verify_fail_naming_file_and_height() {
 
 #[test]
 fn diverging_replicas_make_verify_fail() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let genesis = init(dir.path());
-    grow(dir.path(), &genesis, 4, Some(("insurance", 3)));
-    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    let root = tempfile::tempdir().expect("tempdir");
+    let net = Consortium::create(root.path());
+    grow(&net, 4, Some(("insurance", 3)));
+    let out = verify(&net.dir);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = text(&out);
     assert!(report.contains("insurance/chain.db"), "{report}");
@@ -197,7 +186,7 @@ fn diverging_replicas_make_verify_fail() {
 #[test]
 fn verify_without_a_network_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = medchain(&["verify", "--data-dir", &dir.path().display().to_string()]);
+    let out = verify(dir.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("genesis.toml"), "{}", text(&out));
 }

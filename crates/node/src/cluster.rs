@@ -1,39 +1,72 @@
 //! The embedded deployment: every validator of a genesis in one process, each with its own key
-//! and stores under one data directory, linked by the in-memory network, going by one clock.
+//! and stores under one data directory and its operator key in a key directory beside it,
+//! linked by the in-memory network, going by one clock.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ledger::Genesis;
+use ledger::master::MasterKey;
 use pbft::ReplicaId;
+use tracing::warn;
 
 use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
 use crate::handle::NodeHandle;
-use crate::keys::KeystoreKey;
 use crate::node::{Node, NodeOptions, validator_dir};
 use crate::transport::{MemoryNetwork, Transport};
 
 /// The seed's four validators.
 pub const EMBEDDED_VALIDATORS: [&str; 4] = ["hospital", "clinic", "pharmacy", "insurance"];
 
+/// Where and how an embedded cluster runs.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The network's folder: genesis.toml and one folder per validator.
+    pub data_dir: PathBuf,
+    /// The validators' operator keys, `<name>.key`, made on first start (default: `DIR.keys`,
+    /// beside the data directory; never inside it).
+    pub key_dir: PathBuf,
+    pub timing: Timing,
+    /// Watts one busy core draws, for the energy estimate.
+    pub watts_per_core: f64,
+    /// The clock every validator goes by.
+    pub clock: Clock,
+}
+
+impl ClusterOptions {
+    /// A cluster in `data_dir` with its keys in `DIR.keys`, the default wattage and the
+    /// system clock.
+    pub fn new(data_dir: &Path, timing: Timing) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            key_dir: ledger::master::default_key_dir(data_dir),
+            timing,
+            watts_per_core: crate::node::DEFAULT_WATTS_PER_CORE,
+            clock: Clock::System,
+        }
+    }
+}
+
 pub struct Cluster {
     data_dir: PathBuf,
+    key_dir: PathBuf,
     genesis: Arc<Genesis>,
+    /// Each validator's operator key, in genesis order.
+    operator_keys: Vec<MasterKey>,
     timing: Timing,
     watts_per_core: f64,
     clock: Clock,
     network: MemoryNetwork,
-    /// Each validator's key-store key (`None`: derived from its node key, development only).
-    keystore_keys: Vec<Option<KeystoreKey>>,
     nodes: Vec<Option<Node>>,
 }
 
 impl Cluster {
-    /// Opens the cluster in `data_dir`, creating its genesis, keys and stores on first use.
+    /// Opens the cluster in `data_dir`, creating its genesis, keys and stores on first use; the
+    /// operator keys live in `DIR.keys`.
     pub fn open(data_dir: &Path, timing: Timing) -> Result<Self, NodeError> {
-        Self::open_with(data_dir, timing, crate::node::DEFAULT_WATTS_PER_CORE)
+        Self::start(ClusterOptions::new(data_dir, timing))
     }
 
     /// As [`Cluster::open`], with the wattage per busy core of the energy estimate.
@@ -42,7 +75,10 @@ impl Cluster {
         timing: Timing,
         watts_per_core: f64,
     ) -> Result<Self, NodeError> {
-        Self::open_with_clock(data_dir, timing, watts_per_core, Clock::System)
+        Self::start(ClusterOptions {
+            watts_per_core,
+            ..ClusterOptions::new(data_dir, timing)
+        })
     }
 
     /// As [`Cluster::open_with`], every validator going by `clock` (a test's manual clock),
@@ -55,38 +91,61 @@ impl Cluster {
         watts_per_core: f64,
         clock: Clock,
     ) -> Result<Self, NodeError> {
-        Self::open_with_keys(data_dir, timing, watts_per_core, clock, Vec::new())
+        Self::start(ClusterOptions {
+            watts_per_core,
+            clock,
+            ..ClusterOptions::new(data_dir, timing)
+        })
     }
 
-    /// As [`Cluster::open_with_clock`], validator `i` sealing its `keys.db` under
-    /// `keystore_keys[i]` (the key derived from its operator key; missing ones are derived from
-    /// the node key, for development). The keys are kept for [`Cluster::restart`].
-    pub fn open_with_keys(
-        data_dir: &Path,
-        timing: Timing,
-        watts_per_core: f64,
-        clock: Clock,
-        keystore_keys: Vec<KeystoreKey>,
-    ) -> Result<Self, NodeError> {
+    /// Opens the cluster `options` describe. A new one (no genesis.toml yet) is a development
+    /// network: every validator's operator key is made in the key directory, and logged with
+    /// the reminder that it is to be backed up apart from the data; a key on the data's disk is
+    /// a warning (docs/SECURITY.md, "Confidential records", §16.10).
+    pub fn start(options: ClusterOptions) -> Result<Self, NodeError> {
+        let ClusterOptions {
+            data_dir,
+            key_dir,
+            timing,
+            watts_per_core,
+            clock,
+        } = options;
         let genesis_path = data_dir.join("genesis.toml");
         if !genesis_path.exists() {
-            crate::incarnation::init_network(
-                data_dir,
+            let (_, keys) = crate::incarnation::init_dev_network(
+                &data_dir,
+                &key_dir,
                 &EMBEDDED_VALIDATORS,
-                false,
                 timing.chain_params(),
             )?;
+            for key in keys.iter().filter(|key| key.created) {
+                warn!(
+                    path = %key.path.display(),
+                    "made an operator key: back it up apart from the data directory (without \
+                     it nothing there opens)"
+                );
+            }
         }
         let genesis = Arc::new(Genesis::load(&genesis_path)?);
+        let mut operator_keys = Vec::with_capacity(genesis.len());
+        for validator in genesis.validators() {
+            let path = ledger::master::dev_key_path(&key_dir, &validator.name);
+            let (key, warning) = MasterKey::from_key_file(&path, &data_dir, false)?;
+            if let Some(warning) = warning {
+                warn!("{warning}");
+            }
+            operator_keys.push(key);
+        }
         let network = MemoryNetwork::new(genesis.len());
         let mut cluster = Self {
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
+            key_dir,
             genesis,
+            operator_keys,
             timing,
             watts_per_core,
             clock,
             network,
-            keystore_keys: keystore_keys.into_iter().map(Some).collect(),
             nodes: Vec::new(),
         };
         for id in 0..cluster.genesis.len() as ReplicaId {
@@ -102,16 +161,26 @@ impl Cluster {
             validator_dir(&self.data_dir, &name),
             name,
             self.timing.clone(),
+            self.operator_keys[id as usize].clone(),
         );
         options.watts_per_core = self.watts_per_core;
         options.clock = self.clock.clone();
-        options.keystore_key = self.keystore_keys.get(id as usize).cloned().flatten();
         let network = self.network.clone();
         Node::start(options, self.genesis.clone(), move |wiring| {
             network.attach(id, wiring.inbox, wiring.keys);
             network.set_disconnected(id, false);
             Ok(Box::new(network.endpoint(id)) as Box<dyn Transport>)
         })
+    }
+
+    /// The operator key of validator `id` (its application store's secrets derive from it).
+    pub fn operator_key(&self, id: ReplicaId) -> Option<&MasterKey> {
+        self.operator_keys.get(id as usize)
+    }
+
+    /// The folder of the validators' operator keys.
+    pub fn key_dir(&self) -> &Path {
+        &self.key_dir
     }
 
     /// The in-memory network between the validators (tests observe what they send).

@@ -73,8 +73,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct NodeConfig {
     /// This validator's name in the genesis file.
     pub name: String,
-    /// Folder with this validator's key (node.key) and stores (chain.db, node.db, app.db).
+    /// Folder with this validator's sealed key (node.key) and stores (chain.db, node.db,
+    /// app.db, keys.db).
     pub data_dir: PathBuf,
+    /// The operator key file (32 random bytes in hex, owner-only), outside `data_dir` and on
+    /// another filesystem (docs/SECURITY.md, "Confidential records", §3.3); or none, and the
+    /// operator gives `--key-file` or `--passphrase` at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
     /// The network's genesis file, the same at every validator.
     pub genesis: PathBuf,
     /// Where the other validators connect to this one.
@@ -131,6 +137,7 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = base.join(&config.data_dir);
         config.genesis = base.join(&config.genesis);
+        config.key_file = config.key_file.map(|key_file| base.join(key_file));
         config.timing()?;
         Ok(config)
     }
@@ -165,8 +172,13 @@ impl NodeConfig {
              \n\
              # This validator's name in the genesis file.\n\
              name = {name:?}\n\
-             # Folder with this validator's key (node.key) and stores (chain.db, node.db, app.db).\n\
+             # Folder with this validator's sealed key (node.key) and stores (chain.db, node.db,\n\
+             # app.db, keys.db).\n\
              data_dir = {data_dir:?}\n\
+             # The operator key file (32 random bytes in hex, owner-only), kept outside data_dir on\n\
+             # another volume, or where a secret manager or systemd's LoadCredential= puts it.\n\
+             # Without it, give --key-file or --passphrase to `medchain node`.\n\
+             {key_file}\n\
              # The network's genesis file, identical at every validator.\n\
              genesis = {genesis:?}\n\
              # Where the other validators connect to this one.\n\
@@ -187,6 +199,10 @@ impl NodeConfig {
              # Every other validator, by its genesis name.{peers}",
             name = self.name,
             data_dir = self.data_dir.display().to_string(),
+            key_file = match &self.key_file {
+                Some(path) => format!("key_file = {:?}", path.display().to_string()),
+                None => "# key_file = \"/etc/medchain/operator.key\"".into(),
+            },
             genesis = self.genesis.display().to_string(),
             peer_addr = self.peer_addr,
             api_addr = self.api_addr,
@@ -208,6 +224,7 @@ mod tests {
         let config = NodeConfig {
             name: "clinic".into(),
             data_dir: "clinic".into(),
+            key_file: Some("../keys/clinic.key".into()),
             genesis: "genesis.toml".into(),
             peer_addr: "127.0.0.1:7002".parse().unwrap(),
             api_addr: "127.0.0.1:5002".parse().unwrap(),
@@ -227,6 +244,11 @@ mod tests {
         let read = NodeConfig::load(&path).unwrap();
         assert_eq!(read.name, "clinic");
         assert_eq!(read.data_dir, dir.path().join("clinic"));
+        assert_eq!(read.key_file, Some(dir.path().join("../keys/clinic.key")));
+        let mut without = config.clone();
+        without.key_file = None;
+        std::fs::write(&path, without.to_commented_toml()).unwrap();
+        assert_eq!(NodeConfig::load(&path).unwrap().key_file, None);
         assert_eq!(read.peers, config.peers);
         assert_eq!(
             read.timing().unwrap().batch_window,

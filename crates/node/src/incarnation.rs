@@ -6,7 +6,8 @@
 //! state"). A deleted node.db looks exactly like a first start, so the knowledge lives beside
 //! the key, in the *incarnation marker* `DIR/<name>/node.incarnation`:
 //!
-//! - `medchain init` (and `testnet`, and the embedded `serve` when it creates its network)
+//! - `medchain init --validators` (and `testnet`, and the embedded `serve` when it creates its
+//!   network)
 //!   writes it for the new genesis with incarnation 0: "never started". Only a fresh genesis
 //!   (`init --force`) writes it again.
 //! - Every start reads it and node.db's own copy of the counter, then writes the next
@@ -25,7 +26,6 @@
 //! earlier start's (peers refuse view-changes of older ones): when the marker is lost, the
 //! count starts again from the clock's seconds.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ledger::{Genesis, Hash};
@@ -58,24 +58,47 @@ pub(crate) struct Start {
 
 /// Writes the marker of a validator just created for the genesis `genesis_hash`:
 /// incarnation 0, "never started". Durable (fsync of the file and the folder) on return.
-pub fn write_fresh_marker(validator_dir: &Path, genesis_hash: &Hash) -> Result<(), NodeError> {
+fn write_fresh_marker(validator_dir: &Path, genesis_hash: &Hash) -> Result<(), NodeError> {
     write_marker(validator_dir, genesis_hash, 0)
 }
 
-/// Creates a network as [`ledger::init_network`] does, and each validator's incarnation
-/// marker: the one way every deployment (CLI, testnet, embedded cluster, tests) creates one.
-/// With `force`, the markers of the new genesis replace the old ones.
-pub fn init_network(
+/// Creates a network from its validators' public keys as [`ledger::init_from_public_keys`]
+/// does (`medchain init --validators`), and each validator's incarnation marker. With `force`,
+/// the markers of the new genesis replace the old ones.
+pub fn init_from_public_keys(
     dir: &Path,
-    names: &[&str],
+    validators: Vec<ledger::ValidatorInfo>,
     force: bool,
     params: ledger::ChainParams,
 ) -> Result<Genesis, NodeError> {
-    let genesis = ledger::init_network(dir, names, force, params)?;
-    for name in names {
-        write_fresh_marker(&crate::node::validator_dir(dir, name), &genesis.hash())?;
-    }
+    let genesis = ledger::init_from_public_keys(dir, validators, force, params)?;
+    write_fresh_markers(dir, &genesis)?;
     Ok(genesis)
+}
+
+/// Creates a development network, every key in one place, as [`ledger::init_dev_network`]
+/// does (operator keys in `key_dir`), and each validator's incarnation marker: the one way
+/// `serve`, `testnet`, the embedded cluster and the tests create one. Returns the genesis and
+/// the operator keys in the order of `names`.
+pub fn init_dev_network(
+    dir: &Path,
+    key_dir: &Path,
+    names: &[&str],
+    params: ledger::ChainParams,
+) -> Result<(Genesis, Vec<ledger::master::DevKey>), NodeError> {
+    let (genesis, keys) = ledger::init_dev_network(dir, key_dir, names, params)?;
+    write_fresh_markers(dir, &genesis)?;
+    Ok((genesis, keys))
+}
+
+fn write_fresh_markers(dir: &Path, genesis: &Genesis) -> Result<(), NodeError> {
+    for validator in genesis.validators() {
+        write_fresh_marker(
+            &crate::node::validator_dir(dir, &validator.name),
+            &genesis.hash(),
+        )?;
+    }
+    Ok(())
 }
 
 /// Decides whether this start recovers, then records its incarnation in the marker (fsync)
@@ -181,24 +204,8 @@ fn write_marker(
         })
         .map_err(|error| NodeError::Config(format!("{}: {error}", path.display())))?
     );
-    let tmp = path.with_extension("incarnation.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, &path)?;
-    sync_dir(validator_dir)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<(), NodeError> {
-    std::fs::File::open(dir)?.sync_all()?;
+    ledger::files::write_private_file(&path, text.as_bytes())?;
     Ok(())
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<(), NodeError> {
-    Ok(()) // renames are durable once the file is synced on the platforms without dir fsync
 }
 
 #[cfg(test)]

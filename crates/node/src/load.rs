@@ -280,18 +280,33 @@ impl Person {
             .await
     }
 
-    /// This patient revokes `grant`, on their own device.
-    pub fn revoke(&self, genesis_hash: &Hash, grant: TxId) -> SignedTx {
-        let meta = Meta::Revoke(ledger::tx::Revoke {
-            patient: self.id,
-            target: grant,
-        });
+    /// `meta`, whose body is empty, signed on this person's own device.
+    pub fn sign_on_device(&self, genesis_hash: &Hash, meta: Meta) -> SignedTx {
         SignedTx::sign(
             header(meta, self.device_signer()),
             Vec::new(),
             genesis_hash,
             &self.device,
         )
+    }
+
+    /// This patient revokes `grant`, on their own device.
+    pub fn revoke(&self, genesis_hash: &Hash, grant: TxId) -> SignedTx {
+        let meta = Meta::Revoke(ledger::tx::Revoke {
+            patient: self.id,
+            target: grant,
+        });
+        self.sign_on_device(genesis_hash, meta)
+    }
+
+    /// This patient asks, on their own device (a key of their home's page), for the sealed
+    /// transaction `tx` of theirs to be erased.
+    pub fn request_erasure(&self, genesis_hash: &Hash, tx: TxId) -> SignedTx {
+        let meta = Meta::RequestErasure(ledger::tx::RequestErasure {
+            patient: self.id,
+            tx,
+        });
+        self.sign_on_device(genesis_hash, meta)
     }
 
     /// This doctor's record in `patient`'s history, in the doctor's department, under write

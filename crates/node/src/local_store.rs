@@ -155,6 +155,7 @@ pub struct LocalStore {
 
 impl LocalStore {
     pub fn open(path: &Path) -> Result<Self, NodeError> {
+        ledger::files::prepare_sqlite_file(path)?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

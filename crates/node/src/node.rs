@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use ledger::{Genesis, OpenOptions, Queries, Store, crypto};
+use ledger::master::{self, MasterKey, Purpose};
+use ledger::{Genesis, OpenOptions, Queries, Store};
 use pbft::{Durable, ReplicaId};
 use rand::RngCore;
 use tracing::{info, warn};
+use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::config::Timing;
@@ -31,11 +33,15 @@ pub const DEFAULT_WATTS_PER_CORE: f64 = 15.0;
 const INBOX_EVENTS: usize = 65_536;
 
 /// Everything one validator needs to start.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeOptions {
-    /// The validator's folder: node.key, node.incarnation, chain.db, node.db.
+    /// The validator's folder: node.key, node.incarnation, chain.db, node.db, keys.db.
     pub dir: PathBuf,
     pub name: String,
+    /// The operator key (docs/SECURITY.md, "Confidential records", §3.3): it opens node.key.
+    pub operator_key: MasterKey,
+    /// The operator key's [`Purpose::Keystore`] subkey, which seals the rows of keys.db.
+    pub keystore_key: Zeroizing<[u8; 32]>,
     pub timing: Timing,
     /// Watts one busy core draws, for the energy estimate of `/api/metrics`.
     pub watts_per_core: f64,
@@ -43,25 +49,42 @@ pub struct NodeOptions {
     pub max_pending: usize,
     /// The clock the validator goes by (the system clock, or a test's manual clock).
     pub clock: Clock,
-    /// The key that seals `keys.db`'s rows, derived from the operator key (docs/SECURITY.md
-    /// §3.3). `None` (development only, until the operator key is wired in): derived from
-    /// `node.key`, which protects nothing against a thief of the data directory.
-    pub keystore_key: Option<KeystoreKey>,
     /// Makes this validator Byzantine (tests of issue 8 only).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<crate::byzantine::Behaviours>,
 }
 
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The keys are left out: their bytes must never reach a log.
+        f.debug_struct("NodeOptions")
+            .field("dir", &self.dir)
+            .field("name", &self.name)
+            .field("timing", &self.timing)
+            .field("watts_per_core", &self.watts_per_core)
+            .field("max_pending", &self.max_pending)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NodeOptions {
-    pub fn new(dir: impl Into<PathBuf>, name: impl Into<String>, timing: Timing) -> Self {
+    /// The options of validator `name` in folder `dir`, its secrets opened with
+    /// `operator_key`.
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        name: impl Into<String>,
+        timing: Timing,
+        operator_key: MasterKey,
+    ) -> Self {
         Self {
             dir: dir.into(),
             name: name.into(),
+            keystore_key: operator_key.subkey(Purpose::Keystore),
+            operator_key,
             timing,
             watts_per_core: DEFAULT_WATTS_PER_CORE,
             max_pending: 200_000,
             clock: Clock::System,
-            keystore_key: None,
             #[cfg(feature = "byzantine")]
             byzantine: None,
         }
@@ -100,11 +123,14 @@ impl Node {
                 options.name
             ))
         })?;
-        let key = crypto::read_key_file(&options.dir.join("node.key"))?;
+        // Whatever an older medchain or a hand left looser than 0700/0600 is tightened first.
+        ledger::files::tighten(&options.dir)?;
+        let key_path = options.dir.join(master::NODE_KEY_FILE);
+        let key = master::read_node_key(&key_path, &options.operator_key, &options.name)?;
         if key.verifying_key() != genesis.keys()[id as usize] {
             return Err(NodeError::Config(format!(
-                "{}: this key is not validator '{}''s key in the genesis file",
-                options.dir.join("node.key").display(),
+                "{}: node.key does not match this validator's entry in genesis.toml ('{}')",
+                key_path.display(),
                 options.name
             )));
         }
@@ -211,17 +237,7 @@ impl Node {
             None => transport,
         };
         let transport: Arc<dyn Transport> = Arc::from(transport);
-        let keystore_key = match options.keystore_key.clone() {
-            Some(key) => key,
-            None => {
-                warn!(
-                    validator = %options.name,
-                    "keys.db is sealed under a key derived from node.key: development only, a \
-                     copy of the data directory opens it"
-                );
-                development_keystore_key(&key)
-            }
-        };
+        let keystore_key = KeystoreKey::new(options.keystore_key.clone());
         let recovering = replica.is_recovering();
         shared.update(|status| status.recovering = recovering);
         let metrics = Metrics::new(shared.clone(), options.watts_per_core);
@@ -320,15 +336,6 @@ impl Drop for Node {
     }
 }
 
-/// The key-store key of a node started without one (development only): derived from its
-/// node key, so that it survives a restart; it protects nothing against a copy of the data
-/// directory, which holds `node.key` (docs/SECURITY.md §3.3 derives it from the operator key).
-fn development_keystore_key(node_key: &crypto::SigningKey) -> KeystoreKey {
-    let mut bytes = zeroize::Zeroizing::new(b"medchain/keystore-development/v1".to_vec());
-    bytes.extend_from_slice(&node_key.to_bytes());
-    KeystoreKey::new(zeroize::Zeroizing::new(ledger::sha256(&bytes)))
-}
-
 pub(crate) fn restore_durable(local: &LocalStore) -> Result<Vec<Durable>, NodeError> {
     local.durable()
 }
@@ -386,14 +393,15 @@ mod red_team {
     /// whose stores were deleted votes at once, exactly as before the fix.
     #[test]
     fn red_team_deleted_stores_restart_without_recovery() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("data");
         let timing = Timing {
             batch_window: Duration::from_millis(10),
             view_change_timeout: Duration::from_millis(500),
             checkpoint_interval: 8,
             ..Timing::default()
         };
-        let mut cluster = Cluster::open(dir.path(), timing).expect("cluster");
+        let mut cluster = Cluster::open(&dir, timing).expect("cluster");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -415,7 +423,7 @@ mod red_team {
         }
         // Insurance has voted. Its stores are deleted (the documented recovery).
         cluster.stop(3);
-        let insurance = validator_dir(dir.path(), "insurance");
+        let insurance = validator_dir(&dir, "insurance");
         for entry in std::fs::read_dir(&insurance).expect("dir").flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("chain.db") || name.starts_with("node.db") {

@@ -134,6 +134,9 @@ pub(crate) struct Runtime {
     recovering: bool,
     /// The highest checkpoint the replica was told is stable by others (`Action::FetchState`).
     reported_checkpoint: u64,
+    /// The head each peer last claimed in its status (a hint: f+1 of them bound what is
+    /// committed, as one of any f+1 is correct).
+    peer_heads: Vec<Option<u64>>,
 }
 
 impl Runtime {
@@ -180,7 +183,11 @@ impl Runtime {
                 n,
                 (timing.view_change_timeout * 2).clamp(FETCH_TIMEOUT_MIN, FETCH_TIMEOUT_MAX),
             ),
-            last_status_sent: Instant::now(),
+            // The first turn tells the peers this validator's head: they learn at once that
+            // it is back (and its key service, that f+1 of them are not ahead of it).
+            last_status_sent: Instant::now()
+                .checked_sub(STATUS_EVERY)
+                .unwrap_or_else(Instant::now),
             resend_after: timing.batch_window + timing.view_change_timeout,
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
@@ -189,6 +196,7 @@ impl Runtime {
             byzantine: None,
             recovering: replica_recovering,
             reported_checkpoint: 0,
+            peer_heads: vec![None; n],
         }
     }
 
@@ -608,6 +616,9 @@ impl Runtime {
                 }
             }
             Wire::Status { height, .. } => {
+                if let Some(claim) = self.peer_heads.get_mut(from as usize) {
+                    *claim = Some(*height);
+                }
                 let (head, _) = self.chain.head();
                 let request = self.transfer.on_claim(from, *height, head, Instant::now());
                 self.fetch(request);
@@ -1001,6 +1012,15 @@ impl Runtime {
         self.recovering = recovering;
     }
 
+    /// The (f+1)-th highest head the peers claimed: at least one correct validator has it,
+    /// so the chain has it (`None` until f+1 peers have said).
+    fn peers_head(&self) -> Option<u64> {
+        let mut claims: Vec<u64> = self.peer_heads.iter().flatten().copied().collect();
+        claims.sort_unstable_by(|a, b| b.cmp(a));
+        let f = self.n.saturating_sub(1) / 3;
+        claims.get(f).copied()
+    }
+
     fn publish_status(&self) {
         let (height, hash) = self.chain.head();
         let alarms = self.replica.log_stats().alarms;
@@ -1015,6 +1035,7 @@ impl Runtime {
             status.reported_checkpoint = self
                 .reported_checkpoint
                 .max(self.replica.stable_checkpoint().0);
+            status.peers_head = self.peers_head();
             status.alarms = alarms;
             status.rejected_messages = self.metrics.rejected;
             status.refused_forwards = self.metrics.refused_forwards;

@@ -28,6 +28,9 @@ pub struct NodeStatus {
     /// The highest stable checkpoint this validator knows of, its own or one f+1 others
     /// reported: a key service processed below it is catching up and gives no key.
     pub reported_checkpoint: u64,
+    /// The highest head f+1 peers claimed in their status frames (`None`: fewer than f+1 have
+    /// said): the chain is at least that long.
+    pub peers_head: Option<u64>,
     /// Consensus alarms since start: each means the fault model was exceeded or this
     /// validator's stores are damaged (`pbft::Alarm`).
     pub alarms: u64,

@@ -46,7 +46,7 @@ fn wait_height(handles: &[NodeHandle], height: u64) {
 /// it moves (five minutes, as a grant's code).
 #[test]
 fn blocks_take_the_time_of_the_clusters_clock() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let start = Clock::System.now_ms() + 24 * 3_600_000;
     let clock = Clock::manual(start);
     let cluster = Cluster::open_with_clock(
@@ -74,7 +74,7 @@ fn blocks_take_the_time_of_the_clusters_clock() {
 /// behind it (a clock stepped back), the next block is one ms after the head, never before.
 #[test]
 fn a_restarted_cluster_continues_after_its_head_time() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let start = Clock::System.now_ms() + 3_600_000;
     let head_time = {
         let cluster = Cluster::open_with_clock(

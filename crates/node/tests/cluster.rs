@@ -44,7 +44,7 @@ fn committed_ids(handle: &NodeHandle) -> Vec<[u8; 32]> {
 
 #[test]
 fn four_validators_commit_the_same_blocks() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let handles = cluster.handles();
     assert_eq!(handles.len(), 4);
@@ -92,7 +92,7 @@ fn four_validators_commit_the_same_blocks() {
 
 #[test]
 fn cut_commits_what_is_pending_and_reports_the_votes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let timing = Timing {
         batch_window: Duration::from_secs(60),
         ..fast_timing()
@@ -124,7 +124,7 @@ fn cut_commits_what_is_pending_and_reports_the_votes() {
 
 #[test]
 fn the_others_replace_a_stopped_primary_and_it_catches_up() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let rt = runtime();
     let clinic = cluster.handle(1).unwrap();
@@ -170,7 +170,7 @@ fn the_others_replace_a_stopped_primary_and_it_catches_up() {
 
 #[test]
 fn acknowledged_transactions_survive_a_full_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let timing = Timing {
         batch_window: Duration::from_secs(3600),
         ..fast_timing()
@@ -206,7 +206,7 @@ fn acknowledged_transactions_survive_a_full_restart() {
 /// to come after 150 s, and the transaction stayed pending).
 #[test]
 fn a_proposal_lost_to_restarted_backups_is_resent_within_a_view_change_timeout() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let timing = Timing {
         batch_window: Duration::from_secs(600),
         ..fast_timing()
@@ -253,7 +253,7 @@ fn a_proposal_lost_to_restarted_backups_is_resent_within_a_view_change_timeout()
 /// transaction it had acknowledged commits and applies: none is rejected on chain.
 #[test]
 fn the_load_generator_commits_grants_and_the_records_that_use_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let handles = cluster.handles();
     let load = Load {

@@ -15,13 +15,13 @@ mod common;
 
 use common::{enrollment, fast_timing, note, runtime};
 use ledger::seal::{DataKey, SealedBody};
-use ledger::tx::{AddRecord, RecordBody};
+use ledger::tx::{AddRecord, AnswerErasure, Decision, RecordBody};
 use ledger::{Meta, Queries, SignedTx, TxId};
 use node::load::{Person, enroll, header};
 use node::transport::MemoryNetwork;
 use node::{
-    Clock, Cluster, DEFAULT_WATTS_PER_CORE, Frame, KeyFrame, KeyReply, KeystoreKey, NodeHandle,
-    OpenState, Opened, Timing, Verdict, Wire, WireKey,
+    Clock, Cluster, ClusterOptions, Frame, KeyFrame, KeyReply, NodeHandle, OpenState, Opened,
+    Timing, Verdict, Wire, WireKey,
 };
 use pbft::ReplicaId;
 
@@ -32,9 +32,10 @@ const PHARMACY: ReplicaId = 2;
 const INSURANCE: ReplicaId = 3;
 const HOUR_MS: u64 = 3_600_000;
 
-/// Four validators going by one manual clock, each with its own key-store key.
+/// Four validators going by one manual clock, each with its own operator key (hence key-store
+/// key).
 struct World {
-    dir: tempfile::TempDir,
+    dir: common::DataDir,
     cluster: Cluster,
     rt: tokio::runtime::Runtime,
     clock: Clock,
@@ -47,16 +48,12 @@ impl World {
 
     fn with_timing(timing: Timing) -> Self {
         let rt = runtime();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::data_dir();
         let clock = Clock::manual(Clock::System.now_ms());
-        let keys = (0..4).map(|_| KeystoreKey::generate()).collect();
-        let cluster = Cluster::open_with_keys(
-            dir.path(),
-            timing,
-            DEFAULT_WATTS_PER_CORE,
-            clock.clone(),
-            keys,
-        )
+        let cluster = Cluster::start(ClusterOptions {
+            clock: clock.clone(),
+            ..ClusterOptions::new(dir.path(), timing)
+        })
         .unwrap();
         World {
             dir,
@@ -123,6 +120,12 @@ impl World {
     /// Submits `tx` at validator `at` and waits until it is applied everywhere.
     fn applied(&self, at: ReplicaId, tx: SignedTx) -> TxId {
         let id = tx.id(&self.genesis_hash());
+        self.applied_at(at, tx);
+        id
+    }
+
+    /// [`World::applied`], answering the height of the block that applied it.
+    fn applied_at(&self, at: ReplicaId, tx: SignedTx) -> u64 {
         let verdict = self
             .rt
             .block_on(self.node(at).submit_applied(tx, WAIT))
@@ -131,7 +134,37 @@ impl World {
             panic!("not applied: {verdict:?}");
         };
         self.settle_to(height);
-        id
+        height
+    }
+
+    /// `patient` asks, on their device at their home, for `tx` to be erased, and its sealer
+    /// `sealer` answers `Erase`: the height of the answer's block.
+    fn erase(&self, patient: &Person, tx: TxId, sealer: ReplicaId) -> u64 {
+        let request = self.applied(
+            patient.home,
+            patient.request_erasure(&self.genesis_hash(), tx),
+        );
+        let node = self.node(sealer);
+        let meta = Meta::AnswerErasure(AnswerErasure {
+            request,
+            decision: Decision::Erase,
+        });
+        let answer = node.sign_as_validator(
+            header(meta, ledger::Signer::Validator { index: sealer }),
+            Vec::new(),
+        );
+        self.applied_at(sealer, answer)
+    }
+
+    /// The sealed key column of `tx`'s row in validator `at`'s `keys.db`.
+    fn sealed_row(&self, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
+        let conn = rusqlite::Connection::open(self.keys_db(at)).unwrap();
+        conn.query_row(
+            "SELECT sealed_key FROM data_keys WHERE tx = ?1",
+            [tx.as_slice()],
+            |row| row.get(0),
+        )
+        .ok()
     }
 
     /// A record by `doctor` in `patient`'s history: the patient's write grant sealed and
@@ -225,6 +258,21 @@ impl World {
     fn keys_db(&self, at: ReplicaId) -> PathBuf {
         let name = &self.cluster.genesis().validators()[at as usize].name;
         self.dir.path().join(name).join("keys.db")
+    }
+
+    /// The files of validator `at`'s key store: the database, its WAL and shared memory.
+    fn keys_db_files(&self, at: ReplicaId) -> Vec<PathBuf> {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| PathBuf::from(format!("{}{suffix}", self.keys_db(at).display())))
+            .collect()
+    }
+
+    /// Validator `at`, stopped, loses its key store.
+    fn lose_keys_db(&self, at: ReplicaId) {
+        for file in self.keys_db_files(at) {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
@@ -718,6 +766,19 @@ fn a_peer_above_its_rate_is_answered_busy_and_seals_go_first() {
             }
         });
     }
+    // Once the hospital looks ids up (it answers busy while it is not sure it has caught up).
+    wait_until("the hospital to answer", || {
+        let before = looked_up.load(Ordering::SeqCst);
+        assert!(
+            w.network()
+                .inject(INSURANCE, HOSPITAL, request(6, vec![record]))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        looked_up.load(Ordering::SeqCst) > before
+    });
+    let probes = answered.swap(0, Ordering::SeqCst);
+    let busy_probes = busy.swap(0, Ordering::SeqCst);
+    looked_up.store(0, Ordering::SeqCst);
     let full = || request(7, vec![record; node::MAX_KEY_REQUEST_IDS]);
     let started = Instant::now();
     // Four full requests queued (the most a peer may have waiting), then a seal.
@@ -766,7 +827,11 @@ fn a_peer_above_its_rate_is_answered_busy_and_seals_go_first() {
         "{looked_up} ids looked up in {elapsed:.2} s, above the rate"
     );
     let counters = w.node(HOSPITAL).key_status().counters;
-    assert_eq!(counters.keys_requests_busy, busy);
+    assert_eq!(
+        counters.keys_requests_busy,
+        busy + busy_probes,
+        "{probes} probes"
+    );
     assert_eq!(counters.keys_requests_dropped, dropped_before);
 }
 
@@ -940,9 +1005,7 @@ fn backup_keys_copies_a_running_store() {
 
     // The store is lost; the copy is put back: the record opens, no key fetched.
     w.cluster.stop(PHARMACY);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", w.keys_db(PHARMACY).display()));
-    }
+    w.lose_keys_db(PHARMACY);
     std::fs::copy(&backup, w.keys_db(PHARMACY)).unwrap();
     w.cluster.restart(PHARMACY).unwrap();
     assert_eq!(
@@ -963,9 +1026,7 @@ fn a_sealer_that_lost_its_store_keeps_its_own_keys_after_a_grant_ends() {
     w.wait_state(HOSPITAL, &record, OpenState::Open);
 
     w.cluster.stop(CLINIC);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", w.keys_db(CLINIC).display()));
-    }
+    w.lose_keys_db(CLINIC);
     let withheld = Impersonation::new(w.network(), HOSPITAL, CLINIC);
     w.cluster.restart(CLINIC).unwrap();
     w.wait_state(
@@ -1060,4 +1121,121 @@ fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+/// §7.2 step 3: once the author's `Erase` is applied, every correct validator that held the
+/// record's key deletes it, and its sealed row's bytes are in no file of its key store (secure
+/// delete, and a truncated WAL); every validator shows the record erased and answers `Erased`.
+#[test]
+fn erasure_deletes_the_key_on_every_correct_validator() {
+    let w = World::new();
+    let answers = record_answers(w.network());
+    let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
+    w.read_grant(&patient, &reader, HOUR_MS);
+    let record = w.record(&author, &patient, "Lymphoma, stage II");
+    let holders = [HOSPITAL, CLINIC, PHARMACY];
+    let mut rows = Vec::new();
+    for at in holders {
+        w.wait_state(at, &record, OpenState::Open);
+        rows.push(w.sealed_row(at, &record).expect("a sealed row"));
+    }
+
+    w.erase(&patient, record, CLINIC);
+    for at in [HOSPITAL, CLINIC, PHARMACY, INSURANCE] {
+        let opened = w.wait_state(at, &record, OpenState::Erased);
+        assert!(opened.plain.is_none());
+    }
+    for (at, row) in holders.into_iter().zip(&rows) {
+        assert!(!w.key_rows(at).contains(&record));
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", w.keys_db(at).display());
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !bytes
+                    .windows(row.len())
+                    .any(|window| window == row.as_slice()),
+                "validator {at}: the erased key's sealed row is still in {file}"
+            );
+        }
+    }
+    // A party asking for it now is told it is erased.
+    assert!(
+        w.network()
+            .inject(CLINIC, HOSPITAL, request(77, vec![record]))
+    );
+    wait_until("the answer", || {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, id, replies)| *id == 77 && replies == &vec![KeyReply::Erased])
+    });
+    // The chain still verifies from genesis, without any key.
+    for handle in w.cluster.handles() {
+        handle
+            .read(|chain| chain.verify(w.cluster.genesis(), &mut |_| {}))
+            .unwrap();
+    }
+}
+
+/// §7.2: a grantee that was down during the erasure catches up before it opens anything: a
+/// read at the erasure's height (or later) waits until its key service has processed it, and
+/// then finds the record erased, its key gone.
+#[test]
+fn a_validator_down_during_an_erasure_catches_up_before_it_serves() {
+    let mut w = World::new();
+    let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
+    w.read_grant(&patient, &reader, HOUR_MS);
+    let record = w.record(&author, &patient, "Hepatoblastoma");
+    w.wait_state(PHARMACY, &record, OpenState::Open);
+    assert!(w.key_rows(PHARMACY).contains(&record));
+    w.cluster.stop(PHARMACY);
+    let erased_at = w.erase(&patient, record, CLINIC);
+
+    w.cluster.restart(PHARMACY).unwrap();
+    let committed = w
+        .node(HOSPITAL)
+        .read(|chain| chain.transaction(&record))
+        .unwrap()
+        .unwrap();
+    let opened =
+        w.rt.block_on(
+            w.node(PHARMACY)
+                .open(erased_at, &[(committed.tx.header, committed.tx.body)]),
+        )
+        .unwrap();
+    assert_eq!(opened[0].state, OpenState::Erased);
+    assert!(opened[0].plain.is_none());
+    assert!(w.node(PHARMACY).key_status().processed_height >= erased_at);
+    assert!(!w.key_rows(PHARMACY).contains(&record));
+}
+
+/// §7.2: a grantee restored from a backup taken before the erasure holds the key again; at
+/// start it processes every block from the backup's processed height on, and deletes it.
+#[test]
+fn a_validator_restored_from_an_earlier_backup_reapplies_the_erasure() {
+    let mut w = World::new();
+    let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
+    w.read_grant(&patient, &reader, HOUR_MS);
+    let record = w.record(&author, &patient, "Nephroblastoma");
+    w.wait_state(PHARMACY, &record, OpenState::Open);
+    let folder = w.dir.path().join("pharmacy");
+    let backup = w.dir.path().join("pharmacy-backup");
+    w.cluster.stop(PHARMACY);
+    copy_folder(&folder, &backup);
+    w.cluster.restart(PHARMACY).unwrap();
+    let erased_at = w.erase(&patient, record, CLINIC);
+    w.wait_state(PHARMACY, &record, OpenState::Erased);
+
+    w.cluster.stop(PHARMACY);
+    std::fs::remove_dir_all(&folder).unwrap();
+    copy_folder(&backup, &folder);
+    assert!(
+        w.key_rows(PHARMACY).contains(&record),
+        "the backup holds the key"
+    );
+    w.cluster.restart(PHARMACY).unwrap();
+    w.settle_to(erased_at);
+    w.wait_state(PHARMACY, &record, OpenState::Erased);
+    assert!(!w.key_rows(PHARMACY).contains(&record));
 }

@@ -216,7 +216,7 @@ fn assert_recovers_without_contradicting(
 
 #[test]
 fn finding_2_node_with_deleted_store_starts_recovering() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let votes = Votes::watch(&cluster);
     let rt = runtime();
@@ -242,7 +242,7 @@ fn finding_2_node_with_deleted_store_starts_recovering() {
 
 #[test]
 fn finding_2_restored_backup_of_node_db_is_recovering() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let votes = Votes::watch(&cluster);
     let rt = runtime();
@@ -275,7 +275,7 @@ fn finding_2_restored_backup_of_node_db_is_recovering() {
 
 #[test]
 fn first_start_after_init_is_not_recovering() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     assert!(
         cluster

@@ -59,7 +59,7 @@ fn two_records(
 
 #[test]
 fn admission_refuses_a_record_without_a_grant_with_the_rules_reason() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let hospital = cluster.handle(0).unwrap();
     let rt = runtime();
@@ -122,7 +122,7 @@ fn admission_refuses_a_record_without_a_grant_with_the_rules_reason() {
 /// in the same block, rejected with the rule's reason, and `submit_applied` says so.
 #[test]
 fn submit_applied_reports_a_rejection_at_commit() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     // Nothing commits before a cut: both records wait in one batch.
     let timing = Timing {
         batch_window: Duration::from_secs(60),
@@ -192,7 +192,7 @@ fn submit_applied_reports_a_rejection_at_commit() {
 /// submission is answered with the same id, and one entry commits.
 #[test]
 fn a_pending_transaction_submitted_again_is_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let timing = Timing {
         batch_window: Duration::from_secs(60),
         ..fast_timing()
@@ -221,14 +221,19 @@ fn a_pending_transaction_submitted_again_is_stored_once() {
 /// sees it (and counted); an admissible transaction forwarded next commits.
 #[test]
 fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let hospital = cluster.handle(0).unwrap();
     let clinic = cluster.handle(1).unwrap();
     let rt = runtime();
     let (patient, doctor) = people(&rt, &hospital);
     let genesis_hash = hospital.genesis_hash();
-    let clinic_key = ledger::crypto::read_key_file(&dir.path().join("clinic/node.key")).unwrap();
+    let clinic_key = ledger::master::read_node_key(
+        &dir.path().join("clinic/node.key"),
+        cluster.operator_key(1).unwrap(),
+        "clinic",
+    )
+    .unwrap();
     // What the clinic forwards to the primary, signed with its key as its runtime signs it.
     let forward = |tx: &ledger::SignedTx| {
         let message = pbft::Message::Forward(vec![tx.to_request(&genesis_hash)]);
@@ -271,7 +276,7 @@ fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
 /// out and asking, alone, for a view change against a correct primary.
 #[test]
 fn an_own_transaction_that_lost_a_race_does_not_time_out_a_correct_primary() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let timing = Timing {
         view_change_timeout: Duration::from_secs(4),
         ..fast_timing()

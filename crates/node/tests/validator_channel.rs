@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ledger::master::MasterKey;
 use ledger::tx::RecordBody;
 use ledger::{Genesis, Queries, crypto};
 use node::load::{Person, enroll};
@@ -55,8 +56,10 @@ impl Drop for Process {
 }
 
 struct Net {
-    dir: tempfile::TempDir,
+    /// `ROOT/net` holds the network, `ROOT/keys` its operator keys.
+    root: tempfile::TempDir,
     genesis: Arc<Genesis>,
+    operator_keys: Vec<MasterKey>,
     /// Where each validator listens for its peers.
     listen: Vec<SocketAddr>,
 }
@@ -67,23 +70,34 @@ impl Net {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let dir = tempfile::tempdir().unwrap();
-        let genesis =
-            Arc::new(node::init_network(dir.path(), &NAMES, false, Default::default()).unwrap());
+        let root = tempfile::tempdir().unwrap();
+        let (genesis, keys) = node::init_dev_network(
+            &root.path().join("net"),
+            &root.path().join("keys"),
+            &NAMES,
+            Default::default(),
+        )
+        .unwrap();
         let listen = NAMES.iter().map(|_| free_addr()).collect();
         Self {
-            dir,
-            genesis,
+            root,
+            genesis: Arc::new(genesis),
+            operator_keys: keys.into_iter().map(|key| key.key).collect(),
             listen,
         }
     }
 
     fn key(&self, id: ReplicaId) -> crypto::SigningKey {
-        crypto::read_key_file(&self.dir(id).join("node.key")).unwrap()
+        ledger::master::read_node_key(
+            &self.dir(id).join("node.key"),
+            &self.operator_keys[id as usize],
+            NAMES[id as usize],
+        )
+        .unwrap()
     }
 
     fn dir(&self, id: ReplicaId) -> std::path::PathBuf {
-        validator_dir(self.dir.path(), NAMES[id as usize])
+        validator_dir(&self.root.path().join("net"), NAMES[id as usize])
     }
 
     fn identity(&self, id: ReplicaId, key: crypto::SigningKey) -> ValidatorIdentity {
@@ -110,7 +124,12 @@ impl Net {
             .filter(|peer| *peer != id)
             .map(|peer| (peer, peers[peer as usize]))
             .collect();
-        let options = NodeOptions::new(self.dir(id), NAMES[id as usize], timing());
+        let options = NodeOptions::new(
+            self.dir(id),
+            NAMES[id as usize],
+            timing(),
+            self.operator_keys[id as usize].clone(),
+        );
         let _entered = runtime.enter();
         let node = Node::start(options, self.genesis.clone(), move |wiring| {
             Ok(Box::new(TcpTransport::start(listener, peers, wiring)) as Box<dyn Transport>)

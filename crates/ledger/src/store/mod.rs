@@ -89,6 +89,7 @@ impl Store {
     /// schema, writes the genesis block into a new store, refuses a store of another chain, and
     /// verifies the chain unless `options` says not to.
     pub fn open(path: &Path, genesis: &Genesis, options: OpenOptions) -> Result<Store> {
+        crate::files::prepare_sqlite_file(path)?;
         let mut conn = Connection::open(path).map_err(|e| match e {
             rusqlite::Error::SqliteFailure(..) => Error::Io {
                 path: path.to_path_buf(),

@@ -562,11 +562,7 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, AppDb) {
         let dir = tempfile::tempdir().unwrap();
-        let db = AppDb::open_with(
-            &dir.path().join("app.db"),
-            AppConfig::fast_hashing_for_tests(),
-        )
-        .unwrap();
+        let db = crate::app::test_db(&dir.path().join("app.db"));
         (dir, db)
     }
 

@@ -216,7 +216,7 @@ mod tests {
     use std::sync::Arc;
 
     fn open_at(path: &std::path::Path) -> AppDb {
-        AppDb::open_with(path, AppConfig::fast_hashing_for_tests()).unwrap()
+        crate::app::test_db(path)
     }
 
     fn open() -> (tempfile::TempDir, AppDb) {
@@ -351,6 +351,8 @@ mod tests {
         assert!(db.reserve_grant(&grant(1), &[50; 32], T0).unwrap());
     }
 
+    /// The code secret is the operator key's: the same across restarts, another operator
+    /// key's elsewhere, and never in `app.db` (there is no copy to find beside the codes).
     #[test]
     fn codes_and_secret_survive_restart_and_differ_between_stores() {
         let dir = tempfile::tempdir().unwrap();
@@ -373,7 +375,13 @@ mod tests {
             db.grant_of_code(&P, &D, &code, T0).unwrap(),
             Err(CodeError::ExpiredOrInvalid)
         );
-        let (_d2, b) = open();
+        let other = tempfile::tempdir().unwrap();
+        let b = AppDb::open_with(
+            &other.path().join("app.db"),
+            AppConfig::fast_hashing_for_tests(),
+            &crate::app::test_key(2),
+        )
+        .unwrap();
         assert_ne!(*b.consent_key, key);
         assert_ne!(db.mac(&grant(1), "123456"), b.mac(&grant(1), "123456"));
     }

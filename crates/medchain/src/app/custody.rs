@@ -2,19 +2,17 @@
 //! that signs nothing (the seed's HTTP contract, scripts, the in-person screen) is still served
 //! by a signature of the person's (docs/SECURITY.md, issue 9, §5.0).
 //!
-//! Each secret is stored in `app.db` (`custody`) sealed with ChaCha20-Poly1305 under the
-//! 32-byte key in `DIR/<name>/custody.key` (mode 0600, never in `app.db`), so that a copy of
-//! `app.db` alone signs nothing. The associated data binds a sealed secret to its public key
-//! and person: a row moved to another person does not open. A `custody.key` that does not
-//! open the rows of its `app.db` stops the node at start; a new one is made only while there
-//! are no rows. This is the place to plug a hospital's HSM.
-
-use std::io::Write;
-use std::path::{Path, PathBuf};
+//! Each secret is stored in `app.db` (`custody`) sealed with XChaCha20-Poly1305 under the
+//! operator key's custody subkey ([`Purpose::Custody`], docs/SECURITY.md, "Confidential
+//! records", §3.3), which is never stored: a copy of the data directory alone signs nothing.
+//! The associated data binds a sealed secret to its chain, person and public key: a row moved
+//! to another person or chain does not open. An operator key that does not open the rows of
+//! its `app.db` stops the node at start. This is the place to plug a hospital's HSM.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::SigningKey;
+use ledger::master::{MasterKey, Purpose};
 use ledger::tx::{KeyKind, NewKey};
 use ledger::{Hash, PersonId, PublicKey, SignedTx, Signer, TxHeader};
 use rand::RngCore;
@@ -24,40 +22,40 @@ use zeroize::Zeroizing;
 
 use super::{AppDb, AppError, Here, to_sql_ms};
 
-/// The file name of the sealing key, beside `node.key`.
-pub const CUSTODY_KEY_FILE: &str = "custody.key";
+/// Associated data of every sealed secret: the format, then the chain, person and public key.
+const SEAL_TAG: &[u8] = b"medchain/custody/v2";
 
-/// Associated data of every sealed secret: the format, then the public key and person.
-const SEAL_TAG: &[u8] = b"medchain/custody/v1";
+/// Bytes of the random nonce before each sealed secret.
+const NONCE_BYTES: usize = 24;
 
 /// The label a custodial key is registered with on chain (user text, shown second).
 pub const CUSTODIAL_LABEL: &str = "held by the home hospital";
 
 /// The sealing key of one hospital's custody store.
 pub struct Custody {
-    cipher: ChaCha20Poly1305,
-    path: PathBuf,
+    cipher: XChaCha20Poly1305,
 }
 
 impl std::fmt::Debug for Custody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Custody").field("path", &self.path).finish()
+        f.write_str("Custody(..)")
     }
 }
 
-fn associated_data(public_key: &PublicKey, person: &PersonId) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(SEAL_TAG.len() + 48);
+fn associated_data(genesis_hash: &Hash, person: &PersonId, public_key: &PublicKey) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(SEAL_TAG.len() + 80);
     ad.extend_from_slice(SEAL_TAG);
-    ad.extend_from_slice(public_key);
+    ad.extend_from_slice(genesis_hash);
     ad.extend_from_slice(person);
+    ad.extend_from_slice(public_key);
     ad
 }
 
 impl Custody {
-    /// Opens the custody of `app` with the key at `path`. A missing key file is created (32
-    /// random bytes, mode 0600, fsynced) only while `app.db` holds no custodial secret; a key
-    /// that does not open every stored secret is refused, naming the file.
-    pub fn open(path: &Path, app: &AppDb) -> Result<Custody, AppError> {
+    /// Opens the custody of `app` under `operator_key`'s custody subkey. Every stored secret
+    /// must open (under the chain `app` is bound to): an operator key that is not the one they
+    /// were sealed under is refused.
+    pub fn open(operator_key: &MasterKey, app: &AppDb) -> Result<Custody, AppError> {
         let rows = app.db.read(|c| {
             let mut st = c.prepare("SELECT public_key, person, sealed_secret FROM custody")?;
             let rows = st.query_map([], |r| {
@@ -69,22 +67,16 @@ impl Custody {
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
-        let key = match read_key(path)? {
-            Some(key) => key,
-            None if rows.is_empty() => create_key(path)?,
-            None => {
-                return Err(AppError::Storage(format!(
-                    "{} is missing but app.db holds {} custodial key(s) sealed under it: restore \
-                     it from your backup (a new one would open none of them)",
-                    path.display(),
-                    rows.len()
-                )));
-            }
-        };
+        let subkey = operator_key.subkey(Purpose::Custody);
         let custody = Custody {
-            cipher: ChaCha20Poly1305::new((&*key).into()),
-            path: path.to_path_buf(),
+            cipher: XChaCha20Poly1305::new(subkey.as_ref().into()),
         };
+        if rows.is_empty() {
+            return Ok(custody);
+        }
+        let genesis_hash = app.bound_chain()?.ok_or_else(|| {
+            AppError::Storage("app.db holds custodial keys but names no chain".into())
+        })?;
         for (public_key, person, sealed) in rows {
             let (Ok(public_key), Ok(person)) = (
                 PublicKey::try_from(public_key.as_slice()),
@@ -92,33 +84,37 @@ impl Custody {
             ) else {
                 return Err(AppError::Storage("a custody row is malformed".into()));
             };
-            if custody.open_secret(&public_key, &person, &sealed).is_err() {
-                return Err(AppError::Storage(format!(
-                    "{} does not open the custodial keys in app.db: it is not the key they were \
-                     sealed with (restore the right custody.key from your backup)",
-                    path.display()
-                )));
+            if custody
+                .open_secret(&genesis_hash, &public_key, &person, &sealed)
+                .is_err()
+            {
+                return Err(AppError::Storage(
+                    "this operator key does not open the custodial keys in app.db: it is not \
+                     the key they were sealed under (give the validator's own key file or \
+                     passphrase)"
+                        .into(),
+                ));
             }
         }
         Ok(custody)
     }
 
-    /// Where the sealing key lives.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn seal(&self, secret: &SigningKey, person: &PersonId) -> Result<Vec<u8>, AppError> {
+    fn seal(
+        &self,
+        genesis_hash: &Hash,
+        secret: &SigningKey,
+        person: &PersonId,
+    ) -> Result<Vec<u8>, AppError> {
         let public_key = secret.verifying_key().to_bytes();
-        let mut nonce = [0u8; 12];
+        let mut nonce = [0u8; NONCE_BYTES];
         OsRng.fill_bytes(&mut nonce);
         let sealed = self
             .cipher
             .encrypt(
-                Nonce::from_slice(&nonce),
+                XNonce::from_slice(&nonce),
                 Payload {
                     msg: secret.as_bytes(),
-                    aad: &associated_data(&public_key, person),
+                    aad: &associated_data(genesis_hash, person, &public_key),
                 },
             )
             .map_err(|_| AppError::Storage("cannot seal a custodial key".into()))?;
@@ -129,22 +125,23 @@ impl Custody {
 
     fn open_secret(
         &self,
+        genesis_hash: &Hash,
         public_key: &PublicKey,
         person: &PersonId,
         sealed: &[u8],
     ) -> Result<SigningKey, AppError> {
         let bad = || AppError::Storage("a custodial key does not open".into());
-        if sealed.len() < 12 {
+        if sealed.len() < NONCE_BYTES {
             return Err(bad());
         }
-        let (nonce, ciphertext) = sealed.split_at(12);
+        let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
         let plain = Zeroizing::new(
             self.cipher
                 .decrypt(
-                    Nonce::from_slice(nonce),
+                    XNonce::from_slice(nonce),
                     Payload {
                         msg: ciphertext,
-                        aad: &associated_data(public_key, person),
+                        aad: &associated_data(genesis_hash, person, public_key),
                     },
                 )
                 .map_err(|_| bad())?,
@@ -177,7 +174,7 @@ impl Custody {
             CUSTODIAL_LABEL,
             &secret,
         );
-        let sealed = self.seal(&secret, person)?;
+        let sealed = self.seal(&here.genesis_hash, &secret, person)?;
         tx.execute(
             "INSERT INTO custody(public_key, person, sealed_secret, created_ms)
              VALUES (?1, ?2, ?3, ?4)",
@@ -204,10 +201,12 @@ impl Custody {
         })
     }
 
-    /// The secret of custodial key `public_key` of `person`, if this hospital holds it.
+    /// The secret of custodial key `public_key` of `person` on the chain `genesis_hash`
+    /// names, if this hospital holds it.
     fn secret(
         &self,
         app: &AppDb,
+        genesis_hash: &Hash,
         person: &PersonId,
         public_key: &PublicKey,
     ) -> Result<Option<SigningKey>, AppError> {
@@ -220,7 +219,7 @@ impl Custody {
             .optional()?)
         })?;
         sealed
-            .map(|s| self.open_secret(public_key, person, &s))
+            .map(|s| self.open_secret(genesis_hash, public_key, person, &s))
             .transpose()
     }
 
@@ -235,7 +234,7 @@ impl Custody {
         header: TxHeader,
         body: Vec<u8>,
     ) -> Result<Option<SignedTx>, AppError> {
-        let Some(secret) = self.secret(app, person, public_key)? else {
+        let Some(secret) = self.secret(app, genesis_hash, person, public_key)? else {
             return Ok(None);
         };
         Ok(Some(sign_with(&secret, person, genesis_hash, header, body)))
@@ -257,54 +256,15 @@ pub(crate) fn sign_with(
     SignedTx::sign(header, body, genesis_hash, secret)
 }
 
-fn read_key(path: &Path) -> Result<Option<Zeroizing<[u8; 32]>>, AppError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => Zeroizing::new(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(AppError::Storage(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    let mut key = Zeroizing::new([0u8; 32]);
-    hex::decode_to_slice(text.trim(), key.as_mut()).map_err(|_| {
-        AppError::Storage(format!("{} does not hold 32 bytes of hex", path.display()))
-    })?;
-    Ok(Some(key))
-}
-
-fn create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, AppError> {
-    let io = |e: std::io::Error| AppError::Storage(format!("cannot write {}: {e}", path.display()));
-    let mut key = Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(key.as_mut());
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(io)?;
-    let text = Zeroizing::new(format!("{}\n", hex::encode(key.as_ref())));
-    file.write_all(text.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    if let Some(dir) = path.parent()
-        && let Ok(dir) = std::fs::File::open(dir)
-    {
-        let _ = dir.sync_all();
-    }
-    Ok(key)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
-    use crate::app::AppConfig;
+    use crate::app::test_key;
 
     fn open(dir: &Path) -> AppDb {
-        AppDb::open_with(&dir.join("app.db"), AppConfig::fast_hashing_for_tests()).unwrap()
+        crate::app::test_db(&dir.join("app.db"))
     }
 
     fn header() -> TxHeader {
@@ -322,23 +282,17 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_sealed_signs_and_needs_its_custody_key() {
+    fn a_key_is_sealed_signs_and_needs_its_operator_key() {
         let dir = tempfile::tempdir().unwrap();
         let app = open(dir.path());
-        let key_path = dir.path().join(CUSTODY_KEY_FILE);
-        let custody = Custody::open(&key_path, &app).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
         let here = Here {
             genesis_hash: [9u8; 32],
             index: 2,
             validators: 4,
         };
         let genesis = here.genesis_hash;
+        app.bind_chain(&genesis).unwrap();
+        let custody = Custody::open(&test_key(1), &app).unwrap();
         let person = [1u8; 16];
         let (secret, new_key) = app
             .db
@@ -374,22 +328,21 @@ mod tests {
             &signed.signing_bytes(&genesis),
             &signed.signature
         ));
-        // Another person's row does not sign.
+        // Another person's row does not sign; on another chain the row does not open.
         assert!(
             custody
                 .sign(&app, &genesis, &[2; 16], &new_key.key, header(), vec![])
                 .unwrap()
                 .is_none()
         );
-        // Reopened with the same key: fine. Without it: refused, never replaced.
-        assert!(Custody::open(&key_path, &app).is_ok());
-        std::fs::rename(&key_path, dir.path().join("kept")).unwrap();
-        let error = Custody::open(&key_path, &app).unwrap_err().to_string();
-        assert!(error.contains("is missing"), "{error}");
-        assert!(!key_path.exists());
-        // With another key: refused.
-        create_key(&key_path).unwrap();
-        let error = Custody::open(&key_path, &app).unwrap_err().to_string();
+        assert!(
+            custody
+                .sign(&app, &[8; 32], &person, &new_key.key, header(), vec![])
+                .is_err()
+        );
+        // Reopened with the same operator key: fine. With another: refused.
+        assert!(Custody::open(&test_key(1), &app).is_ok());
+        let error = Custody::open(&test_key(2), &app).unwrap_err().to_string();
         assert!(error.contains("does not open"), "{error}");
     }
 
@@ -397,8 +350,8 @@ mod tests {
     fn a_row_moved_to_another_person_does_not_open() {
         let dir = tempfile::tempdir().unwrap();
         let app = open(dir.path());
-        let key_path = dir.path().join(CUSTODY_KEY_FILE);
-        let custody = Custody::open(&key_path, &app).unwrap();
+        app.bind_chain(&[0; 32]).unwrap();
+        let custody = Custody::open(&test_key(1), &app).unwrap();
         app.db
             .write(|tx| {
                 let here = Here {
@@ -409,12 +362,13 @@ mod tests {
                 custody.create_in(tx, &here, &[1; 16], 5)
             })
             .unwrap();
+        assert!(Custody::open(&test_key(1), &app).is_ok());
         app.db
             .write(|tx| {
                 tx.execute("UPDATE custody SET person = ?1", [&[2u8; 16][..]])?;
                 Ok::<_, AppError>(())
             })
             .unwrap();
-        assert!(Custody::open(&key_path, &app).is_err());
+        assert!(Custody::open(&test_key(1), &app).is_err());
     }
 }

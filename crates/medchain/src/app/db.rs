@@ -111,6 +111,12 @@ const MIGRATIONS: &[&str] = &[
         expires_ms INTEGER NOT NULL
     );
     "#,
+    // 3: the in-person codes' HMAC key is derived from the operator key, never stored beside
+    // the codes (docs/SECURITY.md, "Confidential records", §3.3); an older copy is deleted
+    // (`secure_delete` overwrites its page).
+    r#"
+    DELETE FROM meta WHERE key = 'consent_hmac_key';
+    "#,
 ];
 
 /// The connections to one `app.db`.
@@ -123,14 +129,15 @@ pub struct Db {
 const MAX_IDLE_READERS: usize = 8;
 
 impl Db {
-    /// Opens (creating if needed) the file and brings its schema up to date.
+    /// Opens (creating if needed, 0600: it holds password and session hashes and sealed
+    /// custodial keys) the file and brings its schema up to date. Deleted rows are overwritten
+    /// (`secure_delete`): a session, code or custodial key that is gone leaves no copy in a
+    /// free page.
     pub fn open(path: &Path) -> Result<Self, AppError> {
-        let existed = path.exists();
+        ledger::files::prepare_sqlite_file(path).map_err(|e| AppError::Storage(e.to_string()))?;
         let mut conn = Connection::open(path)?;
-        if !existed {
-            restrict_permissions(path);
-        }
         conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -210,13 +217,3 @@ fn migrate(conn: &mut Connection) -> Result<(), AppError> {
     }
     Ok(())
 }
-
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // app.db holds password hashes, session hashes, the code secret and sealed custodial keys.
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) {}

@@ -80,6 +80,24 @@ fn random_nonce() -> [u8; 16] {
 }
 
 impl AppDb {
+    /// The chain this store is bound to, if it was ever bound.
+    pub(crate) fn bound_chain(&self) -> Result<Option<Hash>, AppError> {
+        let stored: Option<Vec<u8>> = self.db.read(|c| {
+            Ok(c.query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [GENESIS_KEY],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })?;
+        stored
+            .map(|bytes| {
+                Hash::try_from(bytes.as_slice())
+                    .map_err(|_| AppError::Storage("app.db names a malformed chain".into()))
+            })
+            .transpose()
+    }
+
     /// Binds this store to the chain `genesis_hash` names. A store bound to another chain
     /// (a new genesis) forgets what belonged to the old one: every login's person, the
     /// custodial keys, the outbox, codes, reservations and prepared envelopes; its logins are
@@ -362,7 +380,6 @@ impl AppDb {
 mod tests {
     use super::*;
     use crate::app::outbox::OutboxState;
-    use crate::app::{AppConfig, custody::CUSTODY_KEY_FILE};
     use ed25519_dalek::SigningKey;
     use ledger::Signer;
 
@@ -377,9 +394,8 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> (AppDb, Custody) {
-        let app =
-            AppDb::open_with(&dir.join("app.db"), AppConfig::fast_hashing_for_tests()).unwrap();
-        let custody = Custody::open(&dir.join(CUSTODY_KEY_FILE), &app).unwrap();
+        let app = crate::app::test_db(&dir.join("app.db"));
+        let custody = Custody::open(&crate::app::test_key(1), &app).unwrap();
         (app, custody)
     }
 

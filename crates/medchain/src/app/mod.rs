@@ -21,6 +21,7 @@ mod sessions;
 
 use std::path::Path;
 
+use ledger::master::{MasterKey, Purpose};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use zeroize::Zeroizing;
@@ -104,50 +105,47 @@ impl AppConfig {
 pub struct AppDb {
     db: db::Db,
     config: AppConfig,
+    /// The HMAC key of the in-person codes: the operator key's [`Purpose::CodeMac`] subkey,
+    /// never stored (the codes' MACs are in `app.db`; their key is not beside them).
     consent_key: Zeroizing<[u8; 32]>,
 }
 
-const CONSENT_KEY: &str = "consent_hmac_key";
-
 impl AppDb {
-    /// Opens `path` with the default configuration.
-    pub fn open(path: &Path) -> Result<Self, AppError> {
-        Self::open_with(path, AppConfig::default())
+    /// Opens `path` with the default configuration; its secrets derive from `operator_key`.
+    pub fn open(path: &Path, operator_key: &MasterKey) -> Result<Self, AppError> {
+        Self::open_with(path, AppConfig::default(), operator_key)
     }
 
-    /// Opens (creating on first start) `path`; the consent HMAC secret is generated on first
-    /// start and kept in the file.
-    pub fn open_with(path: &Path, config: AppConfig) -> Result<Self, AppError> {
-        let db = db::Db::open(path)?;
-        let consent_key = db.write(|tx| {
-            let mut fresh = Zeroizing::new([0u8; 32]);
-            OsRng.fill_bytes(fresh.as_mut());
-            tx.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
-                rusqlite::params![CONSENT_KEY, &fresh[..]],
-            )?;
-            let stored: Vec<u8> = tx.query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                [CONSENT_KEY],
-                |r| r.get(0),
-            )?;
-            let stored = Zeroizing::new(stored);
-            let key: [u8; 32] = stored
-                .as_slice()
-                .try_into()
-                .map_err(|_| AppError::Storage("consent key has the wrong length".into()))?;
-            Ok::<_, AppError>(Zeroizing::new(key))
-        })?;
+    /// Opens (creating on first start) `path`, 0600, with `secure_delete` on; the code HMAC key
+    /// is derived from `operator_key` (docs/SECURITY.md, "Confidential records", §3.3).
+    pub fn open_with(
+        path: &Path,
+        config: AppConfig,
+        operator_key: &MasterKey,
+    ) -> Result<Self, AppError> {
         Ok(Self {
-            db,
+            db: db::Db::open(path)?,
             config,
-            consent_key,
+            consent_key: operator_key.subkey(Purpose::CodeMac),
         })
     }
 
     pub fn config(&self) -> &AppConfig {
         &self.config
     }
+}
+
+/// A fixed operator key `[n; 32]` for unit tests.
+#[cfg(test)]
+pub(crate) fn test_key(n: u8) -> MasterKey {
+    MasterKey::from_bytes(Zeroizing::new([n; 32]))
+}
+
+/// The application store at `path` for unit tests: cheap password hashing, operator key
+/// [`test_key`]`(1)`.
+#[cfg(test)]
+pub(crate) fn test_db(path: &Path) -> AppDb {
+    AppDb::open_with(path, AppConfig::fast_hashing_for_tests(), &test_key(1)).expect("app.db")
 }
 
 /// A new header for `meta`, stamped `now_ms`, valid until `not_after_ms`, with a fresh random

@@ -114,16 +114,11 @@ impl AppDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::AppConfig;
 
     #[test]
     fn an_envelope_is_kept_for_its_login_for_ten_minutes() {
         let dir = tempfile::tempdir().unwrap();
-        let app = AppDb::open_with(
-            &dir.path().join("app.db"),
-            AppConfig::fast_hashing_for_tests(),
-        )
-        .unwrap();
+        let app = crate::app::test_db(&dir.path().join("app.db"));
         app.seed_demo(0).unwrap();
         let header = crate::app::new_header(
             ledger::Meta::Revoke(ledger::tx::Revoke {

@@ -151,15 +151,10 @@ impl AppDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::AppConfig;
 
     fn open() -> (tempfile::TempDir, AppDb) {
         let dir = tempfile::tempdir().unwrap();
-        let db = AppDb::open_with(
-            &dir.path().join("app.db"),
-            AppConfig::fast_hashing_for_tests(),
-        )
-        .unwrap();
+        let db = crate::app::test_db(&dir.path().join("app.db"));
         db.seed_demo(0).unwrap();
         (dir, db)
     }
@@ -238,12 +233,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.db");
         let token = {
-            let db = AppDb::open_with(&path, AppConfig::fast_hashing_for_tests()).unwrap();
+            let db = crate::app::test_db(&path);
             db.seed_demo(0).unwrap();
             let acc = db.account("d002").unwrap().unwrap();
             db.create_session(&acc, 0).unwrap().0
         };
-        let db = AppDb::open_with(&path, AppConfig::fast_hashing_for_tests()).unwrap();
+        let db = crate::app::test_db(&path);
         let s = db.session(token.as_str(), 5).unwrap().unwrap();
         assert_eq!(s.account.id, "d002");
     }

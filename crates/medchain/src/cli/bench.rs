@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Where to create the cluster (default: a temporary directory, removed afterwards).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the validators' operator keys live (default: DATA_DIR.keys, beside it).
+    #[arg(long, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
     #[command(flatten)]
     timing: TimingArgs,
 }
@@ -67,7 +70,11 @@ impl super::Run for BenchArgs {
         let dir = self
             .data_dir
             .clone()
-            .unwrap_or_else(|| temp.path().to_path_buf());
+            .unwrap_or_else(|| temp.path().join("data"));
+        let key_dir = self
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| ledger::master::default_key_dir(&dir));
         println!("{}", self.describe());
         let load = Load {
             rate: self.rate,
@@ -86,17 +93,23 @@ impl super::Run for BenchArgs {
         let settle = Duration::from_secs(120);
         let runtime = super::service::runtime()?;
         let report = if self.processes {
-            let configs = write_network(&dir, 4, 17101, 15101, &self.timing, false)?;
+            let configs = write_network(&dir, &key_dir, 4, 17101, 15101, &self.timing, false)?;
             let mut children = Vec::new();
             for (path, config) in &configs[1..] {
                 let log = path.with_file_name("node.log");
                 children.push((
                     config.name.clone(),
-                    spawn_validator(path, Some(&log), false)?,
+                    spawn_validator(path, &key_dir, Some(&log), false)?,
                 ));
             }
+            let first = &configs[0].1;
+            let (operator_key, _) = ledger::master::MasterKey::from_key_file(
+                &ledger::master::dev_key_path(&key_dir, &first.name),
+                &first.data_dir,
+                false,
+            )?;
             let result = runtime.block_on(async {
-                let node = start_validator(&configs[0].1).await?;
+                let node = start_validator(first, operator_key).await?;
                 let handles = vec![node.handle().clone()];
                 let report = drive(&handles, &load, settle, progress).await;
                 tokio::task::spawn_blocking(move || node.stop()).await.ok();
@@ -108,7 +121,9 @@ impl super::Run for BenchArgs {
             }
             result?
         } else {
-            let cluster = node::Cluster::open(&dir, self.timing.timing())?;
+            let mut options = node::ClusterOptions::new(&dir, self.timing.timing());
+            options.key_dir = key_dir;
+            let cluster = node::Cluster::start(options)?;
             let handles = cluster.handles();
             runtime.block_on(drive(&handles, &load, settle, progress))?
         };

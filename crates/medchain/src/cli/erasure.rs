@@ -127,7 +127,7 @@ fn list(place: WhereArgs) -> anyhow::Result<ExitCode> {
         );
     }
     // Answers queued here and not applied yet (the validator submits them when it runs).
-    let (app, _) = open(&validator.dir)?;
+    let (app, _) = open(&validator)?;
     for row in app.outbox()? {
         if row.kind == "answer_erasure" && row.state != OutboxState::Done {
             println!(
@@ -154,7 +154,7 @@ fn answer(args: AnswerArgs) -> anyhow::Result<ExitCode> {
     };
     let validator = args.place.validator()?;
     let signer = validator.signer()?;
-    let (app, _) = open(&validator.dir)?;
+    let (app, _) = open(&validator)?;
     let chain = ledger::Reader::open(&validator.dir.join("chain.db"))
         .context("cannot read this validator's chain (start it once)")?;
     let sign = |header: TxHeader, body: Vec<u8>| signer.sign(header, body);

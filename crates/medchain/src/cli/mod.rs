@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod erasure;
 mod init;
+mod keygen;
 mod node;
 mod serve;
 mod service;
@@ -50,7 +51,9 @@ commands! {
     User(user::UserArgs),
     /// Answer patients' requests to erase what this hospital's doctors wrote.
     Erasure(erasure::ErasureArgs),
-    /// Create a new network: validator keys, genesis.toml and each validator's chain.
+    /// Make this hospital's validator key, sealed under its operator key (prints the public key).
+    Keygen(keygen::KeygenArgs),
+    /// Create a new network from its validators' public keys: genesis.toml and each chain.
     Init(init::InitArgs),
     /// Verify every replica's chain in a data directory, and that the replicas agree.
     Verify(verify::VerifyArgs),

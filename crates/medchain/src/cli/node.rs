@@ -8,13 +8,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use ledger::Genesis;
+use ledger::master::MasterKey;
 use medchain::app::Clock;
 use medchain::http::Chain;
 use node::{Node, NodeConfig, NodeOptions, transport::TcpTransport};
 
 use super::service;
 
-/// Runs one validator: it talks TCP to its peers over an encrypted channel on which each side
+/// Runs one validator: its secrets open with the operator key (--key-file, --passphrase, or
+/// key_file in node.toml; a key file on the data's filesystem is refused). It talks TCP to its peers over an encrypted channel on which each side
 /// proves its genesis key (every consensus message also signed; reconnecting with backoff) and serves this hospital's web UI and API. Logs to
 /// stderr (RUST_LOG=debug for more); stops cleanly on SIGTERM or Ctrl-C. A validator whose
 /// chain fails verification refuses to start and names the bad block.
@@ -26,6 +28,8 @@ pub struct NodeArgs {
     /// The validator's configuration file (every setting is documented in it).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    #[command(flatten)]
+    keys: service::KeyArgs,
     /// Create the seed's sample accounts if missing, whatever the config says. Never in production.
     #[arg(long)]
     demo: bool,
@@ -41,15 +45,21 @@ impl super::Run for NodeArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         service::init_logging();
         let config = NodeConfig::load(&self.config)?;
+        let operator_key = self.keys.operator_key(
+            config.key_file.as_deref(),
+            None,
+            &config.name,
+            &config.data_dir,
+        )?;
         let runtime = service::runtime()?;
         let served = runtime.block_on(async {
             #[cfg(feature = "byzantine")]
-            let node = start_validator_with(&config, |options| {
+            let node = start_validator_with(&config, operator_key.clone(), |options| {
                 options.byzantine = self.byzantine.clone();
             })
             .await?;
             #[cfg(not(feature = "byzantine"))]
-            let node = start_validator(&config).await?;
+            let node = start_validator(&config, operator_key.clone()).await?;
             let handle = node.handle().clone();
             tracing::info!(
                 validator = %config.name,
@@ -61,7 +71,7 @@ impl super::Run for NodeArgs {
             // other validator; the others map the same logins to the same ids.
             let demo = config.demo || self.demo;
             let served = async {
-                let (app, custody) = service::open_app(&config.data_dir)?;
+                let (app, custody) = service::open_app(&config.data_dir, &operator_key)?;
                 let batch_window = config.timing()?.batch_window;
                 let chain = Chain::new(handle.clone(), vec![handle.clone()], batch_window);
                 let flows =
@@ -77,15 +87,16 @@ impl super::Run for NodeArgs {
     }
 }
 
-/// Starts the validator `config` describes, listening for its peers. Must run inside the
-/// tokio runtime (the TCP transport's tasks live there).
-pub async fn start_validator(config: &NodeConfig) -> anyhow::Result<Node> {
-    start_validator_with(config, |_| {}).await
+/// Starts the validator `config` describes, its secrets opened with `operator_key`, listening
+/// for its peers. Must run inside the tokio runtime (the TCP transport's tasks live there).
+pub async fn start_validator(config: &NodeConfig, operator_key: MasterKey) -> anyhow::Result<Node> {
+    start_validator_with(config, operator_key, |_| {}).await
 }
 
 /// [`start_validator`], with `adjust` applied to the validator's options.
 pub async fn start_validator_with(
     config: &NodeConfig,
+    operator_key: MasterKey,
     adjust: impl FnOnce(&mut NodeOptions),
 ) -> anyhow::Result<Node> {
     let genesis = Arc::new(Genesis::load(&config.genesis)?);
@@ -107,6 +118,7 @@ pub async fn start_validator_with(
         config.data_dir.clone(),
         config.name.clone(),
         config.timing()?,
+        operator_key,
     );
     options.watts_per_core = config.watts_per_core;
     adjust(&mut options);

@@ -13,15 +13,21 @@ use super::timing::TimingArgs;
 
 /// Runs the four validators (hospital, clinic, pharmacy, insurance) in this process, each with
 /// its own key and SQLite files under DATA_DIR, agreeing on every block by PBFT, and serves the
-/// web UI and the API on one port. Stops cleanly on Ctrl-C or SIGTERM.
+/// web UI and the API on one port. Stops cleanly on Ctrl-C or SIGTERM. A development network:
+/// one operator holds every validator's operator key (in DATA_DIR.keys by default; a real
+/// consortium uses `medchain keygen` and `medchain init --validators`).
 #[derive(Args, Debug)]
 #[command(
     after_help = "Example: medchain serve --demo   (then open http://127.0.0.1:5000 and log in as d001 / doctor123)"
 )]
 pub struct ServeArgs {
-    /// Where the validators' keys and stores live; created with fresh keys on first start.
+    /// Where the validators' sealed keys and stores live; created with fresh keys on first start.
     #[arg(long, value_name = "DIR", default_value = "medchain-data")]
     data_dir: PathBuf,
+    /// Where the validators' operator keys live, made on first start; back them up apart from
+    /// the data (default: DATA_DIR.keys, beside it).
+    #[arg(long, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
     /// Address of the web UI and the API. Loopback by default: expose it through a TLS proxy.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
     addr: SocketAddr,
@@ -39,22 +45,37 @@ pub struct ServeArgs {
 impl super::Run for ServeArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         service::init_logging();
-        let mut cluster =
-            node::Cluster::open_with(&self.data_dir, self.timing.timing(), self.watts_per_core)
-                .with_context(|| {
-                    format!("cannot start the validators in {}", self.data_dir.display())
-                })?;
+        let mut options = node::ClusterOptions::new(&self.data_dir, self.timing.timing());
+        options.watts_per_core = self.watts_per_core;
+        if let Some(key_dir) = &self.key_dir {
+            options.key_dir = key_dir.clone();
+        }
+        let mut cluster = node::Cluster::start(options).with_context(|| {
+            format!("cannot start the validators in {}", self.data_dir.display())
+        })?;
         let handles = cluster.handles();
         let local = handles
             .first()
             .cloned()
             .context("the genesis file lists no validator")?;
-        let (app, custody) = service::open_app(&node::validator_dir(&self.data_dir, local.name()))?;
+        let operator_key = cluster
+            .operator_key(local.id())
+            .context("validator 0 has no operator key")?;
+        let (app, custody) = service::open_app(
+            &node::validator_dir(&self.data_dir, local.name()),
+            operator_key,
+        )?;
         let names: Vec<&str> = handles.iter().map(|h| h.name()).collect();
         println!(
             "medchain: {} validators ({}) in {}",
             handles.len(),
             names.join(", "),
+            self.data_dir.display()
+        );
+        println!(
+            "medchain: development network; operator keys in {} (back them up apart from {}: \
+             without them nothing there opens)",
+            cluster.key_dir().display(),
             self.data_dir.display()
         );
         println!("medchain: open http://{} in a browser", self.addr);

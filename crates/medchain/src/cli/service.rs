@@ -1,17 +1,98 @@
-//! What `serve` and `node` share: logging, the application store, the HTTP server, and
-//! stopping cleanly on Ctrl-C or SIGTERM.
+//! What the commands that run or open a validator share: the operator key's arguments,
+//! logging, the application store, the HTTP server, and stopping cleanly on Ctrl-C or SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use medchain::app::custody::CUSTODY_KEY_FILE;
+use clap::Args;
+use ledger::master::{self, MasterKey};
 use medchain::app::flows::Flows;
 use medchain::app::{AppDb, Clock, Custody};
 use medchain::http::{AppState, Chain, Settings};
 use node::NodeHandle;
+use zeroize::Zeroizing;
+
+/// The environment variable a passphrase may come from (never a command-line argument, which
+/// other users of the machine can read in the process list).
+pub const PASSPHRASE_ENV: &str = "MEDCHAIN_PASSPHRASE";
+
+/// How the operator supplies a validator's operator key (docs/SECURITY.md, "Confidential
+/// records", §3.3): a key file, a passphrase, or a development network's key directory.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeyArgs {
+    /// The operator key file: 32 random bytes in hex, owner-only, outside the data directory
+    /// and on another volume (or where a secret manager or systemd's LoadCredential= puts it).
+    /// Overrides node.toml's key_file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["passphrase", "key_dir"])]
+    pub key_file: Option<PathBuf>,
+    /// Derive the operator key from a passphrase (12 characters or more) and the validator's
+    /// master.salt: prompted on the terminal, or read from MEDCHAIN_PASSPHRASE.
+    #[arg(long, conflicts_with = "key_dir")]
+    pub passphrase: bool,
+    /// A development network's key directory (made by `serve` and `testnet`, default DIR.keys
+    /// beside the data directory), holding <name>.key per validator.
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The operator key of validator `name`, whose folder is `validator_dir`: from the flags,
+    /// else from `configured` (node.toml's key_file), else from `default_key_dir` (a
+    /// development network's). A key file is checked strictly (§16.10: refused on the data's
+    /// filesystem or with a second hard link); a development key only warns.
+    pub fn operator_key(
+        &self,
+        configured: Option<&Path>,
+        default_key_dir: Option<&Path>,
+        name: &str,
+        validator_dir: &Path,
+    ) -> anyhow::Result<MasterKey> {
+        if self.passphrase {
+            let passphrase = read_passphrase(false)?;
+            return Ok(MasterKey::from_passphrase(
+                &passphrase,
+                &validator_dir.join(master::SALT_FILE),
+            )?);
+        }
+        let (path, strict) = match (&self.key_file, &self.key_dir, configured, default_key_dir) {
+            (Some(file), ..) => (file.clone(), true),
+            (None, Some(dir), ..) => (master::dev_key_path(dir, name), false),
+            (None, None, Some(file), _) => (file.to_path_buf(), true),
+            (None, None, None, Some(dir)) => (master::dev_key_path(dir, name), false),
+            (None, None, None, None) => anyhow::bail!(
+                "no operator key: give --key-file FILE or --passphrase (or key_file in \
+                 node.toml; a testnet's nodes take --key-dir DIR.keys)"
+            ),
+        };
+        let (key, warning) = MasterKey::from_key_file(&path, validator_dir, strict)?;
+        if let Some(warning) = warning {
+            eprintln!("warning: {warning}");
+        }
+        Ok(key)
+    }
+}
+
+/// The operator's passphrase: `MEDCHAIN_PASSPHRASE` if set, else prompted on the terminal
+/// (twice with `confirm`, when it is being chosen).
+pub fn read_passphrase(confirm: bool) -> anyhow::Result<Zeroizing<String>> {
+    if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(Zeroizing::new(passphrase));
+    }
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "--passphrase needs a terminal to prompt on, or {PASSPHRASE_ENV} set"
+    );
+    let first = Zeroizing::new(rpassword::prompt_password("Operator passphrase: ")?);
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("Repeat the passphrase: ")?);
+        anyhow::ensure!(*first == *again, "the passphrases differ");
+    }
+    Ok(first)
+}
 
 /// Logs to stderr; `RUST_LOG` refines it (default: info). Never logs request bodies.
 pub fn init_logging() {
@@ -23,12 +104,16 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Opens the hospital's application store (`DIR/app.db`) and its custody (`DIR/custody.key`)
-/// in the validator's folder `dir`.
-pub fn open_app(dir: &Path) -> anyhow::Result<(Arc<AppDb>, Arc<Custody>)> {
+/// Opens the hospital's application store (`DIR/app.db`) and its custody in the validator's
+/// folder `dir`, their secrets derived from `operator_key`.
+pub fn open_app(
+    dir: &Path,
+    operator_key: &MasterKey,
+) -> anyhow::Result<(Arc<AppDb>, Arc<Custody>)> {
     let path = dir.join("app.db");
-    let app = AppDb::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let custody = Custody::open(&dir.join(CUSTODY_KEY_FILE), &app)
+    let app = AppDb::open(&path, operator_key)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let custody = Custody::open(operator_key, &app)
         .context("cannot open the custody of this hospital's people")?;
     Ok((Arc::new(app), Arc::new(custody)))
 }

@@ -16,7 +16,9 @@ use super::timing::TimingArgs;
 /// Writes a genesis file, keys and a commented node.toml per validator under DIR (keeping any
 /// that exist), starts one `medchain node` process per validator on 127.0.0.1, prints each
 /// one's API and peer address, and stops them all on Ctrl-C or SIGTERM. Validator i listens
-/// on its own loopback host 127.0.0.(i+1): one host per hospital, as a deployment needs.
+/// on its own loopback host 127.0.0.(i+1): one host per hospital, as a deployment needs. A
+/// development network: every validator's operator key is made in one key directory
+/// (DIR.keys by default); a real consortium uses `medchain keygen` and `init --validators`.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Example: medchain testnet --nodes 4 --dir ./net --demo --batch-window 200ms"
@@ -29,6 +31,10 @@ pub struct TestnetArgs {
     /// Directory of the network (genesis.toml and one folder per validator).
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// Where the validators' operator keys live, made on first start; back them up apart from
+    /// the data (default: DIR.keys, beside it).
+    #[arg(long, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
     /// Peer port of the first validator; the others take the next ones.
     #[arg(long, value_name = "PORT", default_value_t = 7101)]
     peer_port: u16,
@@ -47,14 +53,25 @@ pub struct TestnetArgs {
 
 impl super::Run for TestnetArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
+        let key_dir = self
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| ledger::master::default_key_dir(&self.dir));
         let configs = write_network(
             &self.dir,
+            &key_dir,
             self.nodes as usize,
             self.peer_port,
             self.api_port,
             &self.timing,
             self.demo,
         )?;
+        println!(
+            "development network in {}; operator keys in {} (back them up apart from the data: \
+             without them nothing there opens)",
+            self.dir.display(),
+            key_dir.display()
+        );
         if self.setup_only {
             for (path, config) in &configs {
                 println!(
@@ -69,7 +86,7 @@ impl super::Run for TestnetArgs {
         }
         let mut children = Vec::new();
         for (path, config) in &configs {
-            let child = spawn_validator(path, None, self.demo)?;
+            let child = spawn_validator(path, &key_dir, None, self.demo)?;
             println!(
                 "{:<12} pid {:<7} api http://{:<21} peers {}",
                 config.name,
@@ -110,10 +127,11 @@ async fn first_exit(children: &mut [(String, Child)]) -> String {
     }
 }
 
-/// Creates what is missing of a local network in `dir` and returns each validator's config
-/// file and contents.
+/// Creates what is missing of a local network in `dir`, its operator keys in `key_dir`, and
+/// returns each validator's config file and contents.
 pub fn write_network(
     dir: &Path,
+    key_dir: &Path,
     nodes: usize,
     peer_port: u16,
     api_port: u16,
@@ -124,10 +142,22 @@ pub fn write_network(
     if !genesis_path.exists() {
         let names = ledger::validator_names(nodes);
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        node::init_network(dir, &refs, false, timing.timing().chain_params())
+        let (_, keys) = node::init_dev_network(dir, key_dir, &refs, timing.timing().chain_params())
             .with_context(|| format!("cannot initialise {}", dir.display()))?;
+        if let Some(warning) = keys.first().and_then(|key| key.warning.as_ref()) {
+            eprintln!("warning: {warning}");
+        }
     }
     let genesis = Genesis::load(&genesis_path)?;
+    for validator in genesis.validators() {
+        let path = ledger::master::dev_key_path(key_dir, &validator.name);
+        anyhow::ensure!(
+            path.exists(),
+            "{} is missing: the network in {} was made with another key directory (--key-dir)",
+            path.display(),
+            dir.display()
+        );
+    }
     let port = |base: u16, i: usize| -> anyhow::Result<u16> {
         u16::try_from(usize::from(base) + i)
             .context("port numbers run past 65535; choose lower base ports")
@@ -143,6 +173,7 @@ pub fn write_network(
             let config = NodeConfig {
                 name: validator.name.clone(),
                 data_dir: ".".into(),
+                key_file: None,
                 genesis: "../genesis.toml".into(),
                 peer_addr: addresses[i],
                 api_addr: SocketAddr::new(host_of(i)?, port(api_port, i)?),
@@ -163,8 +194,7 @@ pub fn write_network(
                 demo,
                 watts_per_core: node::DEFAULT_WATTS_PER_CORE,
             };
-            std::fs::write(&path, config.to_commented_toml())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            ledger::files::write_private_file(&path, config.to_commented_toml().as_bytes())?;
         }
         configs.push((path.clone(), NodeConfig::load(&path)?));
     }
@@ -182,22 +212,28 @@ pub fn host_of(i: usize) -> anyhow::Result<IpAddr> {
     Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
 }
 
-/// Starts `medchain node --config path [--demo]` (this same executable), its log to `log` or
-/// inherited.
-pub fn spawn_validator(config: &Path, log: Option<&Path>, demo: bool) -> anyhow::Result<Child> {
+/// Starts `medchain node --config path --key-dir key_dir [--demo]` (this same executable), its
+/// log to the private file `log` or inherited.
+pub fn spawn_validator(
+    config: &Path,
+    key_dir: &Path,
+    log: Option<&Path>,
+    demo: bool,
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the medchain executable")?;
     let mut command = Command::new(exe);
     command
         .arg("node")
         .arg("--config")
         .arg(config)
+        .arg("--key-dir")
+        .arg(key_dir)
         .stdin(Stdio::null());
     if demo {
         command.arg("--demo");
     }
     if let Some(log) = log {
-        let file = std::fs::File::create(log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
+        let file = ledger::files::private_log_file(log)?;
         command.stdout(file.try_clone()?).stderr(file);
     }
     command

@@ -1,13 +1,13 @@
 //! `medchain user`: this hospital's logins, and the people they are on chain.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use ledger::master::MasterKey;
 use ledger::{Genesis, SignedTx, Signer, TxHeader};
-use medchain::app::custody::CUSTODY_KEY_FILE;
 use medchain::app::{
     AppDb, Custody, Enroller, Here, NewAccount, OutboxState, Role, ask_code, read_password,
     validate_account_id,
@@ -84,6 +84,9 @@ pub(super) struct WhereArgs {
     /// A distributed validator's config instead: its logins live in its data_dir.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The validator's operator key (with --data-dir, by default DIR.keys/hospital.key).
+    #[command(flatten)]
+    keys: super::service::KeyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -110,11 +113,12 @@ struct AddArgs {
     place: WhereArgs,
 }
 
-/// One validator's folder, genesis and name, as a command finds them.
+/// One validator's folder, genesis, name and operator key, as a command finds them.
 pub(super) struct Validator {
     pub(super) dir: PathBuf,
     pub(super) genesis: Genesis,
     pub(super) name: String,
+    operator_key: MasterKey,
 }
 
 /// This validator's key and place on its chain, for the steps it signs itself.
@@ -138,9 +142,9 @@ impl Validator {
             .genesis
             .index_of(&self.name)
             .with_context(|| format!("{} is not a validator of this chain", self.name))?;
-        let key_path = self.dir.join("node.key");
-        let key = ledger::crypto::read_key_file(&key_path)
-            .with_context(|| format!("cannot read the validator key {}", key_path.display()))?;
+        let key_path = self.dir.join(ledger::master::NODE_KEY_FILE);
+        let key = ledger::master::read_node_key(&key_path, &self.operator_key, &self.name)
+            .with_context(|| format!("cannot open the validator key {}", key_path.display()))?;
         Ok(ValidatorSigner {
             key,
             here: Here {
@@ -154,10 +158,16 @@ impl Validator {
 
 impl WhereArgs {
     pub(super) fn validator(&self) -> anyhow::Result<Validator> {
-        let (dir, genesis, name) = match &self.config {
+        let (dir, genesis, name, configured_key, default_key_dir) = match &self.config {
             Some(config) => {
                 let config = NodeConfig::load(config)?;
-                (config.data_dir, config.genesis, config.name)
+                (
+                    config.data_dir,
+                    config.genesis,
+                    config.name,
+                    config.key_file,
+                    None,
+                )
             }
             None => {
                 let name = node::EMBEDDED_VALIDATORS[0].to_string();
@@ -165,6 +175,8 @@ impl WhereArgs {
                     node::validator_dir(&self.data_dir, &name),
                     self.data_dir.join("genesis.toml"),
                     name,
+                    None,
+                    Some(ledger::master::default_key_dir(&self.data_dir)),
                 )
             }
         };
@@ -174,15 +186,33 @@ impl WhereArgs {
                 genesis.display()
             )
         })?;
-        Ok(Validator { dir, genesis, name })
+        let operator_key = self.keys.operator_key(
+            configured_key.as_deref(),
+            default_key_dir.as_deref(),
+            &name,
+            &dir,
+        )?;
+        Ok(Validator {
+            dir,
+            genesis,
+            name,
+            operator_key,
+        })
     }
 }
 
-pub(super) fn open(dir: &Path) -> anyhow::Result<(AppDb, Custody)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// The validator's application store, bound to its chain (as the node binds it at start: what
+/// belonged to an older chain is forgotten), and its custody, opened with its operator key.
+pub(super) fn open(validator: &Validator) -> anyhow::Result<(AppDb, Custody)> {
+    let dir = &validator.dir;
+    ledger::files::private_dir(dir)?;
     let path = dir.join("app.db");
-    let app = AppDb::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let custody = Custody::open(&dir.join(CUSTODY_KEY_FILE), &app)?;
+    let app = AppDb::open(&path, &validator.operator_key)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if app.bind_chain(&validator.genesis.hash())? {
+        println!("app.db belonged to another chain: its logins are enrolled again on this one");
+    }
+    let custody = Custody::open(&validator.operator_key, &app)?;
     Ok((app, custody))
 }
 
@@ -214,7 +244,7 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     validate_account_id(&args.id)?;
     let validator = args.place.validator()?;
     let signer = validator.signer()?;
-    let (app, custody) = open(&validator.dir)?;
+    let (app, custody) = open(&validator)?;
     if app.account(&args.id)?.is_some() {
         bail!("login {} already exists", args.id);
     }
@@ -310,7 +340,7 @@ fn link(args: LinkArgs) -> anyhow::Result<ExitCode> {
             args.person
         );
     }
-    let (app, custody) = open(&validator.dir)?;
+    let (app, custody) = open(&validator)?;
     if app.account(&args.id)?.is_some() {
         bail!("login {} already exists", args.id);
     }
@@ -354,7 +384,7 @@ fn link(args: LinkArgs) -> anyhow::Result<ExitCode> {
 fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
     let validator = args.place.validator()?;
     let signer = validator.signer()?;
-    let (app, custody) = open(&validator.dir)?;
+    let (app, custody) = open(&validator)?;
     let sign = |header: TxHeader, body: Vec<u8>| signer.sign(header, body);
     let by = Enroller {
         custody: &custody,
@@ -378,7 +408,7 @@ fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
 
 fn list(args: WhereArgs) -> anyhow::Result<ExitCode> {
     let validator = args.validator()?;
-    let (app, _) = open(&validator.dir)?;
+    let (app, _) = open(&validator)?;
     let outbox = app.outbox()?;
     println!(
         "{:<16} {:<8} {:<34} {:<12} chain steps",

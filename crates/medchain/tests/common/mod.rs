@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
-use medchain::app::custody::CUSTODY_KEY_FILE;
+use ledger::master::MasterKey;
 use medchain::app::flows::Flows;
 use medchain::app::{AppConfig, AppDb, Custody};
 use medchain::http::{AppState, Chain, Clock, Settings};
@@ -99,17 +99,28 @@ pub async fn body_of(res: Response<Body>) -> (StatusCode, Value) {
     (status, v)
 }
 
-/// The hospital's application store and custody in `dir` (fast password hashing).
-pub fn app_store(dir: &std::path::Path) -> (Arc<AppDb>, Arc<Custody>) {
-    let app = AppDb::open_with(&dir.join("app.db"), AppConfig::fast_hashing_for_tests()).unwrap();
-    let custody = Custody::open(&dir.join(CUSTODY_KEY_FILE), &app).unwrap();
+/// The hospital's application store and custody in `dir` (fast password hashing), their
+/// secrets derived from `operator_key`.
+pub fn app_store(dir: &std::path::Path, operator_key: &MasterKey) -> (Arc<AppDb>, Arc<Custody>) {
+    let app = AppDb::open_with(
+        &dir.join("app.db"),
+        AppConfig::fast_hashing_for_tests(),
+        operator_key,
+    )
+    .unwrap();
+    let custody = Custody::open(operator_key, &app).unwrap();
     (Arc::new(app), Arc::new(custody))
 }
 
-/// The workflows of validator 0 with the seed's people enrolled on chain (as `serve --demo`),
-/// and the outbox drained in the background.
-pub async fn demo_flows(dir: &std::path::Path, node: node::NodeHandle, clock: Clock) -> Arc<Flows> {
-    hospital_flows(dir, node, clock, false).await
+/// The workflows of validator 0 of `cluster` with the seed's people enrolled on chain (as
+/// `serve --demo`), and the outbox drained in the background.
+pub async fn demo_flows(
+    dir: &std::path::Path,
+    cluster: &node::Cluster,
+    clock: Clock,
+) -> Arc<Flows> {
+    let node = cluster.handle(0).unwrap();
+    hospital_flows(dir, node, cluster.operator_key(0).unwrap(), clock, false).await
 }
 
 /// The workflows of `node`'s hospital with the demo logins: at validator 0 the seed's people
@@ -117,10 +128,11 @@ pub async fn demo_flows(dir: &std::path::Path, node: node::NodeHandle, clock: Cl
 pub async fn hospital_flows(
     dir: &std::path::Path,
     node: node::NodeHandle,
+    operator_key: &MasterKey,
     clock: Clock,
     links: bool,
 ) -> Arc<Flows> {
-    let (app, custody) = app_store(dir);
+    let (app, custody) = app_store(dir, operator_key);
     let flows = Arc::new(Flows::new(app, custody, node, clock));
     flows.start(true, links).await.unwrap();
     if !flows.settle_outbox(Duration::from_secs(30)).await.unwrap() {
@@ -227,7 +239,15 @@ async fn open_with(
     .unwrap()
     .unwrap();
     let handles = cluster.handles();
-    let flows = hospital_flows(dir.path(), handles[0].clone(), clock.clone(), links).await;
+    let operator_key = cluster.operator_key(0).unwrap();
+    let flows = hospital_flows(
+        dir.path(),
+        handles[0].clone(),
+        operator_key,
+        clock.clone(),
+        links,
+    )
+    .await;
     let chain = Chain::new(handles[0].clone(), handles, window);
     let state = AppState::new(flows, chain, Settings::default(), clock.clone());
     TestApp {
@@ -292,7 +312,15 @@ impl TestApp {
         let cluster = self.cluster.as_ref().expect("a running cluster");
         let node = cluster.handle(i).expect("a validator");
         let dir = tempfile::tempdir().unwrap();
-        let flows = hospital_flows(dir.path(), node.clone(), self.clock.clone(), false).await;
+        let operator_key = cluster.operator_key(i).expect("an operator key");
+        let flows = hospital_flows(
+            dir.path(),
+            node.clone(),
+            operator_key,
+            self.clock.clone(),
+            false,
+        )
+        .await;
         let chain = Chain::new(node, cluster.handles(), self.state.chain.batch_window);
         let state = AppState::new(flows, chain, Settings::default(), self.clock.clone());
         TestApp {

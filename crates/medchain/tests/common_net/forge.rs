@@ -1,7 +1,7 @@
 //! What a dishonest validator's operator can sign, and how it hands that to its own validator
 //! (`medchain node --byzantine forge-from=DIR`, see crates/node/src/byzantine.rs): with its
-//! `node.key`, with the custodial keys it holds for its home people (its `custody.key` and
-//! `app.db`), and with nothing but the public chain for everyone else (docs/SECURITY.md,
+//! `node.key`, with the custodial keys it holds for its home people (its `app.db`, opened with
+//! its operator key), and with nothing but the public chain for everyone else (docs/SECURITY.md,
 //! issue 9, §6).
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use ledger::crypto::SigningKey;
 use ledger::tx::{AddRecord, Attested, Grant, PurposeBody, RecordBody, Scope};
 use ledger::{Hash, Meta, PersonId, PublicKey, SignedTx, Signer, TxHeader, TxId};
-use medchain::app::custody::CUSTODY_KEY_FILE;
 use medchain::app::{AppDb, Custody};
 
 use super::Net;
@@ -55,12 +54,19 @@ impl Forger {
     pub fn of(net: &Net, i: usize, dir: &Path) -> Forger {
         let node = &net.nodes[i];
         let genesis = net.genesis();
-        let app = AppDb::open(&node.dir.join("app.db")).expect("the validator's app.db");
-        let custody = Custody::open(&node.dir.join(CUSTODY_KEY_FILE), &app).expect("custody");
+        let operator_key = net.operator_key(i);
+        let app =
+            AppDb::open(&node.dir.join("app.db"), &operator_key).expect("the validator's app.db");
+        let custody = Custody::open(&operator_key, &app).expect("custody");
         Forger {
             genesis_hash: genesis.hash(),
             index: genesis.index_of(&node.name).expect("in the genesis"),
-            node_key: ledger::crypto::read_key_file(&node.dir.join("node.key")).expect("node.key"),
+            node_key: ledger::master::read_node_key(
+                &node.dir.join("node.key"),
+                &operator_key,
+                &node.name,
+            )
+            .expect("node.key"),
             app,
             custody,
             dir: dir.to_path_buf(),

@@ -14,7 +14,7 @@ pub mod seed;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -134,7 +134,8 @@ impl NodeProc {
 }
 
 pub struct Net {
-    pub dir: tempfile::TempDir,
+    /// `ROOT/net` holds the network, `ROOT/net.keys` its operator keys (testnet's default).
+    pub root: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
     /// The doctor's bearer token at each node (sessions live in each node's app.db).
     pub tokens: Vec<String>,
@@ -158,13 +159,14 @@ impl Net {
     /// Writes a network of `n` validators (`medchain testnet --setup-only --demo`) with a short
     /// batch window and view-change timeout.
     pub fn setup(n: u16) -> Net {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("net");
         let base = free_ports(n);
         let out = medchain()
             .args(["testnet", "--setup-only", "--demo", "--nodes"])
             .arg(n.to_string())
             .arg("--dir")
-            .arg(dir.path())
+            .arg(&dir)
             .args(["--peer-port", &base.to_string()])
             .args(["--api-port", &(base + n).to_string()])
             .arg("--batch-window")
@@ -177,7 +179,7 @@ impl Net {
         let nodes = ledger::validator_names(n as usize)
             .into_iter()
             .map(|name| {
-                let node_dir = dir.path().join(&name);
+                let node_dir = dir.join(&name);
                 let config = node_dir.join("node.toml");
                 let api = node::NodeConfig::load(&config)
                     .expect("node.toml written")
@@ -194,7 +196,7 @@ impl Net {
             })
             .collect();
         let mut net = Net {
-            dir,
+            root,
             nodes,
             tokens: Vec::new(),
             people: BTreeMap::new(),
@@ -226,6 +228,8 @@ impl Net {
         command
             .args(["user", "add", "--no-wait", "--id", id, "--config"])
             .arg(&self.nodes[i].config)
+            .arg("--key-dir")
+            .arg(self.key_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -287,8 +291,22 @@ impl Net {
         ledger::Genesis::load(&config.genesis).expect("genesis")
     }
 
-    pub fn path(&self) -> &Path {
-        self.dir.path()
+    /// The network's directory.
+    pub fn path(&self) -> PathBuf {
+        self.root.path().join("net")
+    }
+
+    /// The operator keys of the network's validators (`medchain testnet`'s `DIR.keys`).
+    pub fn key_dir(&self) -> PathBuf {
+        self.root.path().join("net.keys")
+    }
+
+    /// Validator `i`'s operator key.
+    pub fn operator_key(&self, i: usize) -> ledger::master::MasterKey {
+        let path = ledger::master::dev_key_path(&self.key_dir(), &self.nodes[i].name);
+        ledger::master::MasterKey::from_key_file(&path, &self.path(), false)
+            .expect("the operator key testnet made")
+            .0
     }
 
     pub fn apis(&self) -> Vec<SocketAddr> {
@@ -302,9 +320,10 @@ impl Net {
             .unwrap_or_else(|| panic!("no validator named {name}"))
     }
 
-    /// Spawns `medchain node --config DIR/<name>/node.toml --demo`, its output to a fresh pair of
+    /// Spawns `medchain node --config DIR/<name>/node.toml --key-dir DIR.keys --demo`, its output to a fresh pair of
     /// log files.
     pub fn spawn(&mut self, i: usize) {
+        let key_dir = self.key_dir();
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "{} is already running", node.name);
         node.starts += 1;
@@ -314,6 +333,8 @@ impl Net {
             .arg("node")
             .arg("--config")
             .arg(&node.config)
+            .arg("--key-dir")
+            .arg(key_dir)
             .arg("--demo")
             .args(&node.args)
             .env("RUST_LOG", "info")

@@ -382,10 +382,15 @@ mod tests {
 
     /// A key service of validator 0 of a new chain, not started (the test drives it).
     fn service(dir: &std::path::Path) -> Service {
-        let genesis = Arc::new(
-            crate::incarnation::init_network(dir, &["a", "b", "c", "d"], false, Default::default())
-                .unwrap(),
-        );
+        let keys = tempfile::tempdir().unwrap();
+        let (genesis, _) = crate::incarnation::init_dev_network(
+            dir,
+            keys.path(),
+            &["a", "b", "c", "d"],
+            Default::default(),
+        )
+        .unwrap();
+        let genesis = Arc::new(genesis);
         let folder = dir.join("a");
         Store::open(&folder.join("chain.db"), &genesis, OpenOptions::default()).unwrap();
         let key = KeystoreKey::generate();

@@ -87,19 +87,6 @@ pub(crate) enum Inserted {
     CommitmentTaken,
 }
 
-/// Creates `path` readable by its owner only, whatever the umask, before SQLite opens it (SQLite
-/// gives its `-wal` and `-shm` files the database file's mode).
-fn create_private_file(path: &Path) -> Result<(), NodeError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
-}
-
 pub(crate) struct KeyStore {
     conn: Connection,
     path: PathBuf,
@@ -112,7 +99,7 @@ impl KeyStore {
     /// under `key`. Refuses a store of another chain, and one `key` does not open. Truncates
     /// the WAL before anything is answered (an erasure's checkpoint survives a crash, §16.17).
     pub fn open(path: &Path, genesis_hash: Hash, key: KeystoreKey) -> Result<Self, NodeError> {
-        create_private_file(path)?;
+        ledger::files::prepare_sqlite_file(path)?;
         let conn = Connection::open(path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -225,13 +212,8 @@ impl KeyStore {
     /// owner only), while the node runs: SQLite's `VACUUM INTO`, which also leaves out every
     /// freed page. Its rows stay sealed under the key-store key.
     pub fn backup(&self, dest: &Path) -> Result<(), NodeError> {
-        if std::fs::metadata(dest).is_ok_and(|meta| meta.len() > 0) {
-            return Err(NodeError::Config(format!(
-                "{} exists: a backup is written to a new file",
-                dest.display()
-            )));
-        }
-        create_private_file(dest)?;
+        // A new file: an existing one is refused, not replaced.
+        ledger::files::create_private_file(dest)?;
         let dest_text = dest
             .to_str()
             .ok_or_else(|| NodeError::Config(format!("{} is not a UTF-8 path", dest.display())))?;

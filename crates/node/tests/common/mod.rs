@@ -1,5 +1,6 @@
 //! Helpers shared by the embedded-cluster tests.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ledger::SignedTx;
@@ -45,4 +46,23 @@ pub fn note(diagnosis: &str) -> RecordBody {
         prescription: "rest".into(),
         notes: String::new(),
     }
+}
+
+/// A cluster's data directory `ROOT/data` in a temporary folder `ROOT`, so that its key
+/// directory (`data.keys`, beside it) is removed with it.
+pub struct DataDir {
+    _root: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl DataDir {
+    pub fn path(&self) -> &Path {
+        &self.data
+    }
+}
+
+pub fn data_dir() -> DataDir {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    DataDir { _root: root, data }
 }
