@@ -534,6 +534,8 @@ fn erasure_is_answered_with_the_command_line_of_the_hospital_that_wrote_it() {
             .args(args)
             .arg("--config")
             .arg(&net.nodes[i].config)
+            .arg("--key-dir")
+            .arg(net.key_dir())
             .output()
             .expect("run medchain erasure");
         (out.status.success(), output_text(&out))
