@@ -13,6 +13,9 @@ pub mod block;
 pub mod crypto;
 pub mod entitled;
 mod error;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod genesis;
 mod init;
 pub mod merkle;

@@ -125,7 +125,12 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path).map_err(|error| {
             NodeError::Config(format!("cannot read {}: {error}", path.display()))
         })?;
-        let mut config: NodeConfig = toml::from_str(&text)
+        Self::parse(&text, path)
+    }
+
+    /// The text of the file at `path`, as [`NodeConfig::load`] reads it.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, NodeError> {
+        let mut config: NodeConfig = toml::from_str(text)
             .map_err(|error| NodeError::Config(format!("{}: {error}", path.display())))?;
         // Relative paths are relative to the config file, so a node folder can be moved whole.
         let base = path.parent().unwrap_or(Path::new("."));

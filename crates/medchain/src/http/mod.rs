@@ -6,6 +6,8 @@ mod chain;
 mod consent;
 pub mod error;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod records;
 
