@@ -81,7 +81,9 @@ pub struct NodeConfig {
     pub peer_addr: SocketAddr,
     /// Where the HTTP API and web UI listen.
     pub api_addr: SocketAddr,
-    /// Each other validator's name (as in the genesis file) and peer address.
+    /// Each other validator's name (as in the genesis file) and peer address; none in a
+    /// network of one (the commented file then lists no `[[peers]]`).
+    #[serde(default)]
     pub peers: Vec<PeerConfig>,
     /// Longest a transaction waits before it is proposed, like "6s" or "10ms".
     #[serde(default = "default_batch_window")]
@@ -238,6 +240,18 @@ mod tests {
             Duration::from_millis(10)
         );
         assert_eq!(read.timing().unwrap().max_batch, 500);
+    }
+
+    /// Found by the `node_toml` fuzz target: a validator with no peers (a network of one)
+    /// read its file, but the file it wrote had no `peers` key and did not read back.
+    #[test]
+    fn a_configuration_without_peers_writes_a_file_that_reads_back() {
+        let text = "name = \"solo\"\ndata_dir = \"solo\"\ngenesis = \"genesis.toml\"\n\
+                    peer_addr = \"127.0.0.1:7001\"\napi_addr = \"127.0.0.1:5001\"\npeers = []\n";
+        let path = Path::new("node.toml");
+        let config = NodeConfig::parse(text, path).unwrap();
+        let again = NodeConfig::parse(&config.to_commented_toml(), path).unwrap();
+        assert_eq!(again, config);
     }
 
     #[test]

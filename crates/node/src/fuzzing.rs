@@ -21,7 +21,7 @@ use crate::verify::Authenticator;
 use crate::wire::{self, FrameKind, FrameLimits, Wire};
 
 /// The validator that receives the fuzzer's bytes; the fuzzer may claim to be any other.
-pub const RECEIVER: ReplicaId = 0;
+pub const RECEIVER: ReplicaId = 3;
 
 /// The handshake hash the proofs of identity of `channel_handshake` are made for.
 pub const HANDSHAKE_HASH: [u8; 32] = [0x48; 32];

@@ -21,8 +21,8 @@ use crate::{
 /// The genesis digest of the test and fuzzing configuration.
 pub const GENESIS: Digest = [7; 32];
 
-/// The replica the fuzzer talks to; the others are the fuzzer.
-const FUZZED: ReplicaId = 1;
+/// The replica the fuzzer talks to (the primary of view 3); the others are the fuzzer.
+pub const FUZZED: ReplicaId = 3;
 
 /// Messages handled per input at most, looped-back broadcasts included: bounds one run.
 const MAX_STEPS: usize = 4096;
@@ -50,7 +50,7 @@ pub fn config(id: ReplicaId, n: u32) -> Config {
     }
 }
 
-/// Feeds `bytes`, a sequence of borsh-encoded `Signed<Message>`s from peers, to replica 1 of 4,
+/// Feeds `bytes`, a sequence of borsh-encoded `Signed<Message>`s from peers, to replica 3 of 4,
 /// with a tick after each, as the node would. Asserts that each decoded message re-encodes to
 /// its own bytes (borsh is canonical: a signature covers one encoding), that executions come in
 /// sequence, and that the records it persisted decode again and restart a replica. Returns
