@@ -1,7 +1,7 @@
 //! The fuzz corpora, replayed: every file under `fuzz/corpus/<target>/` goes through the check
 //! its fuzz target runs (`fuzz/fuzz_targets/<target>.rs` calls the same function), so that
 //! `cargo test` on the stable toolchain keeps every input the fuzzers found or were seeded
-//! with passing. How to fuzz and add a crash: docs/TESTING.md, "Fuzzing".
+//! with passing. How to fuzz and add a crash: README.md, "Fuzzing".
 //!
 //! `cargo test -p medchain --test fuzz_corpus -- --ignored` (re)writes the seeds this file makes
 //! from the code (real frames, messages, transactions, blocks, files and bodies); minimise
