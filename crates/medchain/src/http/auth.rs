@@ -181,7 +181,6 @@ async fn me(
 
 /// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
 /// (the `api_json` fuzz target, `http::fuzzing`).
-#[doc(hidden)]
 pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
     vec![parse_body::<LoginBody>(bytes).map(drop)]
 }

@@ -668,7 +668,6 @@ async fn sign(
 
 /// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
 /// (the `api_json` fuzz target, `http::fuzzing`).
-#[doc(hidden)]
 pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
     vec![
         parse_body::<InPersonBody>(bytes).map(drop),

@@ -342,7 +342,6 @@ async fn access_log(
 
 /// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
 /// (the `api_json` fuzz target, `http::fuzzing`).
-#[doc(hidden)]
 pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
     vec![
         parse_body::<AddRecordBody>(bytes).map(drop),
