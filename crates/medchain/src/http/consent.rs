@@ -12,7 +12,7 @@ use ledger::tx::{Attested, Scope};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, required};
+use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, parse_body, required};
 use super::records::RecordAdded;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
@@ -682,4 +682,15 @@ async fn sign(
         Signed::Requested { request } => SignedAnswer::Requested(requested(request)),
         Signed::Submitted { tx } => SignedAnswer::Tx(TxAnswer::new(tx)),
     }))
+}
+
+/// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
+/// (the `api_json` fuzz target, `http::fuzzing`).
+pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
+    vec![
+        parse_body::<InPersonBody>(bytes).map(drop),
+        parse_body::<RemoteBody>(bytes).map(drop),
+        parse_body::<AnswerBody>(bytes).map(drop),
+        parse_body::<SignBody>(bytes).map(drop),
+    ]
 }

@@ -28,8 +28,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     "Request body too large: at most {MAX_BODY_BYTES} bytes"
                 ))
             })?;
-        let empty = bytes.iter().all(u8::is_ascii_whitespace);
-        if !empty {
+        if !is_blank(&bytes) {
             let is_json = parts
                 .headers
                 .get(header::CONTENT_TYPE)
@@ -43,9 +42,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 return Err(ApiError::UnsupportedMediaType);
             }
         }
-        let slice: &[u8] = if empty { b"{}" } else { &bytes };
-        parse_json(slice).map(ApiJson)
+        parse_body(&bytes).map(ApiJson)
     }
+}
+
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+/// A request body of JSON type as [`ApiJson`] reads it: a blank body reads as `{}`.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json(if is_blank(bytes) { b"{}" } else { bytes })
 }
 
 /// Parses `bytes` as a `T`, mapping errors to messages that name the field.

@@ -12,7 +12,7 @@ use axum::response::Response;
 use ledger::tx::AskWhat;
 
 use super::consent::{TxAnswer, answer, who_of};
-use super::extract::{ApiJson, Authed, required};
+use super::extract::{ApiJson, Authed, parse_body, required};
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{KeyAdded, Signing, parse_key};
 
@@ -279,4 +279,14 @@ async fn revoke_key(
         Signing::Done(tx) => Signing::Done(TxAnswer::new(tx)),
         Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
     }))
+}
+
+/// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
+/// (the `api_json` fuzz target, `http::fuzzing`).
+pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
+    vec![
+        parse_body::<AddKeyBody>(bytes).map(drop),
+        parse_body::<ApproveAskBody>(bytes).map(drop),
+        parse_body::<RevokeKeyBody>(bytes).map(drop),
+    ]
 }

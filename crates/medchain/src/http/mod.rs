@@ -7,6 +7,8 @@ mod consent;
 mod erasure;
 pub mod error;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod records;
 

@@ -10,7 +10,7 @@ use ledger::tx::{Attested, RecordBody, SignerKind};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, required};
+use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_body, required};
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
     AddedRecord, GrantRef, Readable, ReaderRole, RecordInput, RecordView, Signing, parse_tx_id,
@@ -436,6 +436,16 @@ async fn access_log(
         success: true,
         entries,
     }))
+}
+
+/// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
+/// (the `api_json` fuzz target, `http::fuzzing`).
+pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
+    vec![
+        parse_body::<AddRecordBody>(bytes).map(drop),
+        parse_body::<RecordsBody>(bytes).map(drop),
+        parse_body::<DoctorReadBody>(bytes).map(drop),
+    ]
 }
 
 #[cfg(test)]
