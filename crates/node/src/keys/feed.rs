@@ -129,7 +129,9 @@ impl Service {
         Ok(())
     }
 
-    /// One block's effects (inside the caller's transaction). Whether a key was erased.
+    /// One block's effects (inside the caller's transaction). Whether a key was dropped (an
+    /// erasure, or a grant's end): the WAL is then emptied after the commit, so that no frame
+    /// keeps the deleted row.
     fn apply(&mut self, block: &AppliedBlock) -> Result<bool, NodeError> {
         self.block_time_ms = block.time_ms;
         // A grant is live while T < expires_ms: those that end by this block's time end first.
@@ -139,10 +141,10 @@ impl Service {
             .filter(|grant| block.time_ms >= grant.expires_ms)
             .map(|grant| grant.grant)
             .collect();
-        for grant in &ended {
-            self.end_grant(grant)?;
-        }
         let mut erased = false;
+        for grant in &ended {
+            erased |= self.end_grant(grant)?;
+        }
         for entry in &block.entries {
             let Some(header) = &entry.header else {
                 continue;
@@ -164,7 +166,7 @@ impl Service {
                     self.on_read_grant(block, &entry.id, grant)?
                 }
                 Meta::Revoke(revoke) if self.read_grants.contains_key(&revoke.target) => {
-                    self.end_grant(&revoke.target)?
+                    erased |= self.end_grant(&revoke.target)?
                 }
                 Meta::AnswerErasure(AnswerErasure {
                     request,
@@ -322,15 +324,17 @@ impl Service {
     /// clock). If no other grant of the patient to a doctor here is live, every key and
     /// wanted row of the patient this validator is not a party to goes: a correct grantee
     /// drops what it received, and a party never loses a key it is entitled to for itself
-    /// (whether it is a party is computed per row from its header, §3.2).
-    pub(super) fn end_grant(&mut self, grant: &TxId) -> Result<(), NodeError> {
+    /// (whether it is a party is computed per row from its header, §3.2). Whether a key was
+    /// deleted.
+    pub(super) fn end_grant(&mut self, grant: &TxId) -> Result<bool, NodeError> {
         let Some(row) = self.read_grants.remove(grant) else {
-            return Ok(());
+            return Ok(false);
         };
         self.store.rows().remove_read_grant(grant)?;
         if self.grantee_of(&row.patient) {
-            return Ok(());
+            return Ok(false);
         }
+        let mut deleted = false;
         for tx in self.store.rows().keys_of(&row.patient)? {
             let Some(committed) = self.chain.transaction(&tx)? else {
                 // Sealed here and not on chain yet: this validator is its sealer.
@@ -341,6 +345,7 @@ impl Service {
                 .is_some_and(|parties| parties.includes(self.me));
             if !party {
                 self.delete_key(&tx)?;
+                deleted = true;
             }
         }
         let dropped: Vec<TxId> = self
@@ -353,7 +358,7 @@ impl Service {
             self.wanted.remove(&tx);
             self.store.rows().unwant(&tx)?;
         }
-        Ok(())
+        Ok(deleted)
     }
 }
 

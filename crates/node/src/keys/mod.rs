@@ -775,12 +775,17 @@ impl Service {
             .map(|grant| grant.grant)
             .collect();
         if !ended.is_empty() {
-            self.in_write(|service| {
+            let deleted = self.in_write(|service| {
+                let mut deleted = false;
                 for grant in &ended {
-                    service.end_grant(grant)?;
+                    deleted |= service.end_grant(grant)?;
                 }
-                Ok(())
+                Ok(deleted)
             })?;
+            // No WAL frame keeps a dropped key (as after an erasure).
+            if deleted {
+                self.store.truncate_wal()?;
+            }
         }
         if !self.inbox.has_work() {
             self.catch_up()?;
