@@ -577,3 +577,46 @@ fn held_10_duplicate_commitments_and_garbage_bodies_do_not_stop_a_store() {
     let summary = verify_store(&path, &c.net.genesis, &mut |_| {}).expect("valid");
     assert_eq!(summary.findings.len(), 1, "{:?}", summary.findings);
 }
+
+/// (11) A crash while a new `chain.db` is being created (`medchain init`, a node's first
+/// start). `schema::migrate` runs each migration in its own SQLite transaction, so a store
+/// created from nothing passes through versions 1 to 4 on disk; killed after migration 4
+/// committed and before 5 did, it holds `user_version = 4` and no block, and every later open
+/// refuses it for good as a chain of format 4 ("run `medchain init --force`", which removes the
+/// validator's whole folder, §16.7), instead of finishing its creation. The crash is stood in
+/// for by making migration 5 fail (a stray `erasures` table in the new file): what is on disk
+/// afterwards is the same, migrations 1 to 4 committed and 5 not.
+#[test]
+#[ignore = "BREAK 11: a store interrupted between its first migrations is refused as format 4"]
+fn break_11_a_store_interrupted_while_created_is_refused_as_an_old_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chain.db");
+    let net = TestNet::new(4);
+    let conn = Connection::open(&path).expect("new file");
+    conn.execute_batch("CREATE TABLE erasures (x)")
+        .expect("stray");
+    drop(conn);
+    assert!(
+        Store::open(&path, &net.genesis, OpenOptions::default()).is_err(),
+        "migration 5 fails: the crash"
+    );
+    let conn = Connection::open(&path).expect("reopen");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    let blocks: i64 = conn
+        .query_row("SELECT COUNT(*) FROM blocks", [], |r| r.get(0))
+        .expect("blocks");
+    assert_eq!(
+        (version, blocks),
+        (4, 0),
+        "migrations 1 to 4 on disk, no block"
+    );
+    conn.execute_batch("DROP TABLE erasures")
+        .expect("the stray table gone");
+    drop(conn);
+    match Store::open(&path, &net.genesis, OpenOptions::default()) {
+        Ok(store) => assert_eq!(store.head().0, 0),
+        Err(e) => panic!("a store that never held a block is refused: {e}"),
+    }
+}
