@@ -109,10 +109,18 @@ pub fn live_read_grants<Q: Queries + ?Sized>(
     Ok(live)
 }
 
-/// Whether transaction `tx` is erased on chain, and at which height. Schema 4 has no erasure
-/// kinds: nothing is erased yet (the erasure queries of schema 5 answer here).
-pub fn erased<Q: Queries + ?Sized>(_queries: &Q, _tx: &TxId) -> Result<Option<u64>> {
-    Ok(None)
+/// Whether transaction `tx` is erased on chain, and at which height: that of the
+/// `AnswerErasure` that erased it (docs/SECURITY.md, "Confidential records", §7). From then on
+/// nobody is entitled to its key.
+pub fn erased<Q: Queries + ?Sized>(queries: &Q, tx: &TxId) -> Result<Option<u64>> {
+    match queries
+        .erasure_of(tx)?
+        .as_ref()
+        .and_then(rules::ErasureRow::erased)
+    {
+        Some(answer) => queries.transaction_height(&answer.tx),
+        None => Ok(None),
+    }
 }
 
 /// What the chain decided for one entry of a block.

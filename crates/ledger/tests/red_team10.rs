@@ -329,7 +329,6 @@ fn break_4_a_copied_key_commitment_ordered_first_blames_the_honest_record() {
 /// a key service that asks it keeps, fetches and serves the keys of erased records. (No caller
 /// yet: the node's key service is still to be built on `ledger::entitled`.)
 #[test]
-#[ignore = "BREAK 5: entitled::erased answers None for an erased record"]
 fn break_5_entitled_erased_does_not_see_erasures() {
     let mut c = Chain::new();
     let (_, record) = c.record_by(&c.e.clone());
