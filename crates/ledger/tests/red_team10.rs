@@ -196,7 +196,6 @@ fn break_1_unsealed_and_stray_bodies_pass_the_edge() {
 /// password the custodial key may revoke itself while another key remains) and a key of P
 /// made at V's page more than the wait ago (P once used V's page). No 72 h wait, no notice.
 #[test]
-#[ignore = "BREAK 2: a key of another origin approves a home-origin key that is not young"]
 fn break_2_a_key_made_at_the_insurers_page_approves_a_home_key_that_shares_at_once() {
     let mut c = Chain::new();
     let (_, _record) = c.record_by(&c.d.clone());

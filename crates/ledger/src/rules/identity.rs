@@ -278,16 +278,20 @@ impl Rule for AddKey {
         // The origin is bound by the key's proof, so a key seen in another validator's ask
         // cannot be added here as the home's.
         check!(ensure(self.key.origin == origin, why::KEY_ORIGIN));
-        // A key added on a password alone (the custodial key signs what a password at the
-        // home allows) waits before it can share the history with another hospital
-        // (docs/SECURITY.md, "Confidential records", §4.2); a key a young key approves waits
-        // as long, or the wait could be skipped by adding a second key with the first.
+        // A new key may share the history with another hospital at once only if the key that
+        // vouches for it could itself (docs/SECURITY.md, "Confidential records", §4.2). Any
+        // other waits its full wait, and at least as long as its approver: a key added on a
+        // password alone (the custodial key signs what a password at the home allows); a key
+        // made at another hospital's page approving a key the home's page made (else that
+        // hospital, with the password, mints a home key that shares at once: red team of the
+        // code, break 2); a young key approving a second one (else the wait is skipped).
         let t = ctx.block_time_ms;
-        let young_until_ms = match signer {
-            SignerKind::Custodial => t.saturating_add(ctx.params.recovery_wait_ms),
-            _ => Some(signer_key(ctx, state)?)
-                .filter(|by| by.young_at(t))
-                .map_or(0, |by| by.young_until_ms),
+        let approver = signer_key(ctx, state)?;
+        let young_until_ms = if approver.shares_history_at(person.home, t) {
+            0
+        } else {
+            t.saturating_add(ctx.params.recovery_wait_ms)
+                .max(approver.young_until_ms)
         };
         effects.insert(
             0,

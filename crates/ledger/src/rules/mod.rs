@@ -161,9 +161,10 @@ pub struct KeyRow {
     pub added_by: SignerKind,
     /// The block time of that transaction.
     pub added_ms: u64,
-    /// A key added on a password alone (an `AddKey` signed by the custodial key), or approved
-    /// by such a key while it was young, is **young** until this time: it signs no read grant
-    /// to a doctor of another hospital and no erasure request before (docs/SECURITY.md,
+    /// A key added by an `AddKey` whose signer could not itself share the history with
+    /// another hospital (the custodial key, i.e. a password at the home; a key made at another
+    /// hospital's page; a young key) is **young** until this time: it signs no read grant to a
+    /// doctor of another hospital and no erasure request before (docs/SECURITY.md,
     /// "Confidential records", §4.2). 0 for a key that never was young.
     pub young_until_ms: u64,
     /// 0, or the time its recovery takes effect: it signs nothing before.
@@ -185,6 +186,14 @@ impl KeyRow {
     pub fn young_at(&self, t_ms: u64) -> bool {
         t_ms < self.young_until_ms
     }
+
+    /// Could sign, at `t_ms`, a read grant to a doctor of any hospital for a person whose home
+    /// is `home`: a device key made at the home's page, past its wait (the `Grant` rule's
+    /// checks). Only such a key vouches for a new key that is not young.
+    pub fn shares_history_at(&self, home: u32, t_ms: u64) -> bool {
+        self.kind == KeyKind::Device && self.origin == home && !self.young_at(t_ms)
+    }
+
 }
 
 /// Validator `validator` may serve `person`.

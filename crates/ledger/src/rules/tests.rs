@@ -1318,18 +1318,21 @@ fn a_young_key_shares_nothing_with_another_hospital_before_its_wait() {
 }
 
 /// A young key cannot launder its wait by approving a second key: the key it approves is young
-/// until the same time (otherwise a password thief would add a key custodially, approve the
-/// home's ask for a second key with it, and share the history at once).
+/// for its own full wait, hence at least as long (otherwise a password thief would add a key
+/// custodially, approve the home's ask for a second key with it, and share the history at once).
 #[test]
-fn a_key_approved_by_a_young_key_waits_as_long() {
+fn a_key_approved_by_a_young_key_waits_at_least_as_long() {
     let mut w = world();
-    let until = w.p_device_young();
+    let first_until = w.p_device_young();
     let second = key_from("approved by the young key");
     let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &second);
     let ask = w.c.net.ask_key(&w.p, 0, new.clone());
     let ask_id = w.c.ok(&ask);
     let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device());
+    let added_ms = w.c.now;
     w.c.ok(&add);
+    let until = added_ms + w.c.net.genesis.recovery_wait_ms();
+    assert!(until > first_until);
     let row = w.c.key(&public(&second)).expect("q").expect("key");
     assert_eq!(
         (row.added_by, row.young_until_ms),
@@ -1340,6 +1343,31 @@ fn a_key_approved_by_a_young_key_waits_as_long() {
     assert_eq!(w.c.at(until - 1, &tx), Err(YOUNG_KEY));
     let tx = w.c.net.grant(&w.p, &w.e.id, read(HOUR), None, &by);
     assert_eq!(w.c.at(until, &tx), Ok(()));
+}
+
+/// Red team of the code, break 2 (§4.2): only a key that could itself share the history with
+/// another hospital (a device key of the home's page past its wait) vouches for a key that is
+/// not young. A key made at another hospital's page, past its wait, approving the home's ask,
+/// and the custodial key approving another hospital's ask, both add a key that waits.
+#[test]
+fn only_a_key_that_shares_vouches_for_a_key_that_shares() {
+    let mut w = world();
+    let at_clinic = w.p_key_from(2);
+    w.c.now += w.c.net.genesis.recovery_wait_ms();
+    let wait = w.c.net.genesis.recovery_wait_ms();
+    let clinic = w.c.key(&public(&at_clinic)).expect("q").expect("key");
+    assert!(clinic.young_until_ms > 0, "approved in person");
+    assert!(!clinic.young_at(w.c.now));
+    let home_key = key_from("made at the home's page, approved at the clinic's");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &home_key);
+    let ask_id = w.c.ok(&w.c.net.ask_key(&w.p, 0, new.clone()));
+    let added_ms = w.c.now;
+    let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device_with(&at_clinic));
+    w.c.ok(&add);
+    let row = w.c.key(&public(&home_key)).expect("q").expect("key");
+    assert_eq!(row.young_until_ms, added_ms + wait);
+    let tx = w.c.net.grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device_with(&home_key));
+    assert_eq!(w.c.now(&tx), Err(YOUNG_KEY));
 }
 
 // ---------------------------------------------------------------------------------------------
