@@ -231,7 +231,6 @@ fn break_2_a_key_made_at_the_insurers_page_approves_a_home_key_that_shares_at_on
 /// the home can do then stops it, and past its wait it signs a read grant to another
 /// hospital's doctor.
 #[test]
-#[ignore = "BREAK 3: a young key revokes the keys that could cancel it, and cancels recoveries"]
 fn break_3_a_young_key_revokes_every_other_key_and_outwaits_the_patient() {
     let mut c = Chain::new();
     let (_, _record) = c.record_by(&c.d.clone());

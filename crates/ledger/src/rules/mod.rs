@@ -164,12 +164,13 @@ pub struct KeyRow {
     /// A key added by an `AddKey` whose signer could not itself share the history with
     /// another hospital (the custodial key, i.e. a password at the home; a key made at another
     /// hospital's page; a young key) is **young** until this time: it signs no read grant to a
-    /// doctor of another hospital and no erasure request before (docs/SECURITY.md,
-    /// "Confidential records", §4.2). 0 for a key that never was young.
+    /// doctor of another hospital and no erasure request, and revokes only itself and other
+    /// young keys, before (docs/SECURITY.md, "Confidential records", §4.2). 0 for a key that
+    /// never was young.
     pub young_until_ms: u64,
     /// 0, or the time its recovery takes effect: it signs nothing before.
     pub active_from_ms: u64,
-    /// The `RevokeKey` that revoked it.
+    /// The `RevokeKey` that revoked it, or for a young key the `Recover` that did.
     pub revoked: Option<TxId>,
     /// The `Recover` that added it.
     pub recovery: Option<TxId>,
@@ -194,6 +195,11 @@ impl KeyRow {
         self.kind == KeyKind::Device && self.origin == home && !self.young_at(t_ms)
     }
 
+    /// Could revoke, at `t_ms`, any key of a person whose home is `home` (a key of the home's
+    /// origin past its wait): what a person keeps while one of their keys is young.
+    pub fn cancels_young_keys_at(&self, home: u32, t_ms: u64) -> bool {
+        self.live_at(t_ms) && self.origin == home && !self.young_at(t_ms)
+    }
 }
 
 /// Validator `validator` may serve `person`.

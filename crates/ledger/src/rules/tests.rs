@@ -795,7 +795,8 @@ fn attack_2_a_key_of_another_origin_cannot_revoke_the_homes_keys() {
 fn a_recovered_key_signs_from_its_effective_time_unless_revoked_before() {
     for (revoke_at, cancels) in [(Some(-1i64), true), (Some(0), false), (None, false)] {
         let mut w = world();
-        w.p_device();
+        // Past its wait: a recovery revokes young keys, and a young key cancels no recovery.
+        w.p_device_aged();
         let custody = key_from("recovered custody");
         let new = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
         let recover = w.c.net.recover(&w.p, new);
@@ -1362,12 +1363,112 @@ fn only_a_key_that_shares_vouches_for_a_key_that_shares() {
     let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &home_key);
     let ask_id = w.c.ok(&w.c.net.ask_key(&w.p, 0, new.clone()));
     let added_ms = w.c.now;
-    let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device_with(&at_clinic));
+    let add =
+        w.c.net
+            .add_key(&w.p, new, Some(ask_id), &w.p.device_with(&at_clinic));
     w.c.ok(&add);
     let row = w.c.key(&public(&home_key)).expect("q").expect("key");
     assert_eq!(row.young_until_ms, added_ms + wait);
-    let tx = w.c.net.grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device_with(&home_key));
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device_with(&home_key));
     assert_eq!(w.c.now(&tx), Err(YOUNG_KEY));
+}
+
+/// Red team of the code, break 3 (§4.2): before its wait ends a young key revokes only itself
+/// and other young keys: not the custodial key, not a key past its wait, not a recovering key
+/// (so it cancels no recovery).
+#[test]
+fn a_young_key_revokes_only_itself_and_other_young_keys() {
+    let mut w = world();
+    let phone = key_from("p's phone, past its wait");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &phone);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    w.c.now += w.c.net.genesis.recovery_wait_ms();
+    w.p_device_young();
+    let other_young = key_from("another young key");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &other_young);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    for target in [public(&w.p.custodial), public(&phone)] {
+        let tx = w.c.net.revoke_key(&w.p, target, &w.p.device());
+        assert_eq!(w.c.now(&tx), Err(YOUNG_KEY_REVOKES_YOUNG_ONLY));
+    }
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&other_young), &w.p.device());
+    assert_eq!(w.c.now(&tx), Ok(()), "another young key");
+    let tx = w.c.net.revoke_key(&w.p, public(&w.p.device), &w.p.device());
+    assert_eq!(w.c.now(&tx), Ok(()), "itself");
+    // A recovering key is never young: a young key cannot cancel the recovery.
+    let young = key_from("young while the home recovers");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &young);
+    let custody = key_from("recovering custody");
+    let recovering = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
+    let recover = w.c.net.recover(&w.p, recovering);
+    let recovery = w.c.ok(&recover);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&custody), &w.p.device_with(&young));
+    assert_eq!(w.c.now(&tx), Err(YOUNG_KEY_REVOKES_YOUNG_ONLY));
+    assert_eq!(w.c.recoveries_of(&w.p.id).expect("q")[0].id, recovery);
+    assert_eq!(w.c.recoveries_of(&w.p.id).expect("q")[0].cancelled, None);
+}
+
+/// Red team of the code, break 3 and weakness W2 (§4.2): while a young key is live the person
+/// keeps a live key of the home past its wait, which can revoke it. The custodial key (a
+/// password at the home) does not revoke itself then, unless another such key stays; once the
+/// young key is revoked or past its wait, it may.
+#[test]
+fn while_a_young_key_waits_the_last_key_that_cancels_it_stays() {
+    let mut w = world();
+    let until = w.p_device_young();
+    let custodial = public(&w.p.custodial);
+    let tx = w.c.net.revoke_key(&w.p, custodial, &w.p.custodial());
+    assert_eq!(w.c.now(&tx), Err(KEEPS_KEY_THAT_CANCELS));
+    let tx = w.c.net.revoke_key(&w.p, custodial, &w.p.custodial());
+    assert_eq!(w.c.at(until, &tx), Ok(()), "T = until: no key is young");
+
+    let mut w = world();
+    let phone = key_from("p's phone, past its wait");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &phone);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    w.c.now += w.c.net.genesis.recovery_wait_ms();
+    w.p_device_young();
+    let tx = w.c.net.revoke_key(&w.p, custodial, &w.p.custodial());
+    assert_eq!(w.c.now(&tx), Ok(()), "the phone stays");
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&phone), &w.p.device_with(&phone));
+    assert_eq!(w.c.now(&tx), Err(KEEPS_KEY_THAT_CANCELS));
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&w.p.device), &w.p.device_with(&phone));
+    assert_eq!(w.c.now(&tx), Ok(()), "the phone cancels the young key");
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&phone), &w.p.device_with(&phone));
+    assert_eq!(w.c.now(&tx), Err(WOULD_LEAVE_NO_KEY));
+}
+
+/// Red team of the code, break 3 (§4.2): a recovery revokes every young key of the person at
+/// once, so a key added on a password, or approved by a key of another hospital's page, cannot
+/// outwait the recovery that answers its theft; keys past their wait stay.
+#[test]
+fn a_recovery_revokes_the_young_keys() {
+    let mut w = world();
+    w.p_device_aged();
+    let young = key_from("added on a password");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &young);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    let custody = key_from("recovered custody");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
+    let recovery = w.c.ok(&w.c.net.recover(&w.p, new));
+    let revoked =
+        |w: &World, key: &SigningKey| w.c.key(&public(key)).expect("q").expect("key").revoked;
+    assert_eq!(revoked(&w, &young), Some(recovery));
+    assert_eq!(revoked(&w, &w.p.device), None);
+    assert_eq!(revoked(&w, &w.p.custodial), None);
 }
 
 // ---------------------------------------------------------------------------------------------
