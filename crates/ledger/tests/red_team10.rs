@@ -19,7 +19,7 @@ use ledger::rules::reason as why;
 use ledger::seal::{self, SealError, SealedBody};
 use ledger::testkit::{GENESIS_TIME_MS, TestNet, TestPerson, key_from, public};
 use ledger::tx::{KeyKind, RecordBody, RequestGrant, Scope};
-use ledger::verify::{Finding, verify_store};
+use ledger::verify::verify_store;
 use ledger::{
     Decision, Error, Fault, Invalid, Meta, OpenOptions, Queries, Refusal, SignedTx, Store, TxId,
 };
@@ -278,20 +278,24 @@ fn break_3_a_young_key_revokes_every_other_key_and_outwaits_the_patient() {
 /// `second` as broken"). A key commitment is in clear in the body; V, as primary, sees a
 /// correct hospital's record before it orders it, copies its commitment into a sealed body of
 /// its own (a `RequestGrant` by its doctor: any enrolled doctor may send one to any patient)
-/// and orders its copy first. `medchain verify` then names the correct record as the one
-/// that reused a key and its correct sealer as the culprit; and by §16.13 every key store
-/// keeps the copy's place and shows the correct record `broken`, its key never stored: V can
-/// destroy any record it sees pending.
+/// and orders its copy first. `medchain verify` then named the correct record as the one that
+/// reused a key and its correct sealer as the culprit; and by §16.13 every key store kept the
+/// copy's place and showed the correct record `broken`, its key never stored: V could destroy
+/// any record it saw pending.
+///
+/// Fixed at the root: the commitment is bound to its transaction (`SHA-256("medchain/seal-key/
+/// v2" || seal_ad(genesis_hash, header) || key)`), so the copy names no key: the record's key
+/// neither matches nor opens it, the record's key still matches and opens the record, and the
+/// key's id in a key store (unbound, `seal::key_id`) belongs to the record alone. Verify has no
+/// duplicate finding any more; the chain is valid.
 #[test]
-#[ignore = "BREAK 4: a copied commitment, ordered first, blames the honest sealer"]
-fn break_4_a_copied_key_commitment_ordered_first_blames_the_honest_record() {
+fn break_4_a_copied_key_commitment_opens_nothing_and_collides_with_nothing() {
     let mut c = Chain::new();
     let grant = c
         .net
         .grant(&c.p, &c.d.id, Scope::Write, None, &c.p.custodial());
     let grant = c.ok(&grant);
     let honest = c.net.add_record(&c.d, &c.p.id, grant, &c.d.custodial());
-    let honest_id = c.net.id(&honest);
     let commitment = seal::key_commitment(&honest.body).expect("sealed");
     let copy = SealedBody {
         version: seal::SEAL_VERSION,
@@ -307,19 +311,32 @@ fn break_4_a_copied_key_commitment_ordered_first_blames_the_honest_record() {
     let header = c.net.header(meta, c.e.custodial().signer);
     let front_run = c.net.sign_header(header, copy.to_bytes(), &c.e.custodial);
     assert_eq!(c.block(&[&front_run, &honest]), [None, None]);
-    let summary = c.verify().expect("a valid chain");
-    let blamed: Vec<&Finding> = summary
-        .findings
-        .iter()
-        .filter(
-            |f| matches!(f, Finding::DuplicateKeyCommitment { second, .. } if *second == honest_id),
-        )
-        .collect();
-    assert!(
-        blamed.is_empty(),
-        "the correct record is reported as reusing a key: {}",
-        blamed[0]
+    let g = c.net.genesis.hash();
+    let key = c.net.data_key(&honest.header);
+    assert_eq!(
+        seal::open(&g, &front_run.header, &front_run.body, &key),
+        Err(SealError::WrongKey),
+        "the record's key is refused by the copy's commitment before any decryption"
     );
+    assert_eq!(
+        seal::check_key(&g, &front_run.header, &front_run.body, &key),
+        Err(SealError::WrongKey)
+    );
+    assert_ne!(key.commitment(&g, &front_run.header), commitment);
+    assert_eq!(
+        seal::check_key(&g, &honest.header, &honest.body, &key),
+        Ok(())
+    );
+    assert!(seal::open(&g, &honest.header, &honest.body, &key).is_ok());
+    // The one key whose id a key store keys the record by: no other transaction's key (the
+    // copy has none that matches) can claim it.
+    let other = c.net.data_key(&front_run.header);
+    assert_ne!(seal::key_id(&key), seal::key_id(&other));
+    assert_eq!(
+        seal::check_key(&g, &front_run.header, &front_run.body, &other),
+        Err(SealError::WrongKey)
+    );
+    c.verify().expect("a valid chain");
 }
 
 /// (5) `ledger::entitled::erased` ("whether transaction `tx` is erased on chain, and at which
@@ -506,9 +523,9 @@ fn held_8_edited_sealers_and_young_keys_are_found_by_verify() {
 
 /// (9) Held: a sealed body bound to its transaction. The body of H's record, copied by its
 /// sealer into another sealed transaction (a request by the same doctor to the same patient),
-/// does not open there under the record's key (the associated data is the other header), and
-/// the key of that header is refused by the commitment before any decryption; the record
-/// replayed in a later block is a duplicate, not a second record.
+/// does not open there: under the record's key it is refused by the commitment, which is bound
+/// to the record's header (since break 4; before, by the associated data), and so is the key of
+/// that header; the record replayed in a later block is a duplicate, not a second record.
 #[test]
 fn held_9_a_sealed_body_opens_only_in_its_own_transaction() {
     let mut c = Chain::new();
@@ -529,7 +546,7 @@ fn held_9_a_sealed_body_opens_only_in_its_own_transaction() {
     assert_eq!(c.one(&moved), None, "a well-framed body of its sealer's");
     assert_eq!(
         seal::open(&g, &moved.header, &moved.body, &key),
-        Err(SealError::DoesNotOpen)
+        Err(SealError::WrongKey)
     );
     assert_eq!(
         seal::open(
@@ -544,9 +561,10 @@ fn held_9_a_sealed_body_opens_only_in_its_own_transaction() {
     assert_eq!(c.store.records_of(&c.p.id).expect("q").len(), 1);
 }
 
-/// (10) Held: a chain holding what the rules cannot refuse in bodies (two applied bodies that
-/// commit to one key, and a well-framed body of garbage) is a valid chain: `Store::open`, which
-/// verifies it, opens it and reports the duplicate as a finding, not a fault.
+/// (10) Held: a chain holding what the rules cannot refuse in bodies (a body carrying another
+/// body's commitment, and a well-framed body of garbage) is a valid chain: `Store::open`, which
+/// verifies it, opens it. (Since break 4 a copied commitment is no finding: bound to its
+/// transaction, it names no key in another.)
 #[test]
 fn held_10_duplicate_commitments_and_garbage_bodies_do_not_stop_a_store() {
     let mut c = Chain::new();
@@ -571,8 +589,7 @@ fn held_10_duplicate_commitments_and_garbage_bodies_do_not_stop_a_store() {
     drop(c.store);
     let store = Store::open(&path, &c.net.genesis, OpenOptions::default()).expect("opens");
     assert_eq!(store.records_of(&c.p.id).expect("q").len(), 1);
-    let summary = verify_store(&path, &c.net.genesis, &mut |_| {}).expect("valid");
-    assert_eq!(summary.findings.len(), 1, "{:?}", summary.findings);
+    verify_store(&path, &c.net.genesis, &mut |_| {}).expect("valid");
 }
 
 /// (11) A crash while a new `chain.db` is being created (`medchain init`, a node's first
