@@ -148,7 +148,7 @@ impl Chain {
 /// hash only. A record whose diagnosis is in clear, and an access entry carrying free text,
 /// apply on every validator and stay in the chain for ever, unerasable.
 #[test]
-#[ignore = "BREAK 1: check_body_format is never called at the edge"]
+#[ignore = "BREAK 1: switched on by the lead once every producer seals"]
 fn break_1_unsealed_and_stray_bodies_pass_the_edge() {
     let mut c = Chain::new();
     let grant = c
