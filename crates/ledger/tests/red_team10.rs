@@ -143,12 +143,12 @@ impl Chain {
 
 /// (1) §1.3 and §11 ("V cannot put an unsealed or malformed body, or a body on a kind without
 /// one, into a block past correct validators: `BodyFormat` at every edge"). `Invalid::BodyFormat`
-/// exists and `seal::check_body_format` is written, but nothing calls it: `SignedTx::from_request`
-/// (the edge check shared by every validator, batches and `medchain verify`) checks the body's
-/// hash only. A record whose diagnosis is in clear, and an access entry carrying free text,
-/// apply on every validator and stay in the chain for ever, unerasable.
+/// existed and `seal::check_body_format` was written, but nothing called it:
+/// `SignedTx::from_request` (the edge check shared by every validator, batches and `medchain
+/// verify`) checked the body's hash only, so a record whose diagnosis is in clear, and an
+/// access entry carrying free text, applied on every validator and stayed in the chain for
+/// ever, unerasable. Fixed: `from_request` checks the framing after the body's hash.
 #[test]
-#[ignore = "BREAK 1: switched on by the lead once every producer seals"]
 fn break_1_unsealed_and_stray_bodies_pass_the_edge() {
     let mut c = Chain::new();
     let grant = c
