@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::entitled;
-use ledger::seal::{DataKey, is_sealed_kind, key_commitment};
+use ledger::seal::{DataKey, check_key, is_sealed_kind};
 use ledger::tx::AddRecord;
 use ledger::{Meta, Queries, Reader, TxId};
 use pbft::ReplicaId;
 use tracing::debug;
 
-use super::store::{Inserted, KeyStore};
-use super::{Directory, Service};
+use super::store::KeyStore;
+use super::{Directory, Kept, Service};
 use crate::error::NodeError;
 use crate::transport::Transport;
 use crate::wire::{Frame, KeyFrame, KeyReply, MAX_KEY_REQUEST_IDS, Wire, WireKey};
@@ -311,7 +311,7 @@ impl Service {
 
     /// Keys from `from`: each stored only if this node wants it, it matches the commitment of
     /// the body on this node's chain, this node is still entitled and the record is not
-    /// erased here (§5.2), and no other transaction's key has its commitment (§16.13).
+    /// erased here (§5.2), and it is not held for an earlier transaction (§16.13).
     fn receive(&mut self, from: ReplicaId, keys: Vec<(TxId, DataKey)>) -> Result<(), NodeError> {
         for (tx, key) in keys {
             if !self.wanted.contains_key(&tx) {
@@ -320,36 +320,28 @@ impl Service {
             let Some(committed) = self.chain.transaction(&tx)? else {
                 continue;
             };
-            let Ok(commit) = key_commitment(&committed.tx.body) else {
-                continue;
-            };
-            if key.commitment() != commit {
+            let header = &committed.tx.header;
+            if check_key(&self.genesis_hash, header, &committed.tx.body, &key).is_err() {
                 debug!(from, tx = %ledger::short_hex(&tx), "refused a key that does not match its body");
                 self.counters.keys_refused_wrong += 1;
                 continue;
             }
-            let header = committed.tx.header;
             let Some(patient) = header.meta.subject().copied() else {
                 continue;
             };
             let entitled = committed.rejected.is_none()
-                && self.entitled(&header)?.is_some()
+                && self.entitled(header)?.is_some()
                 && !self.chain.is_erased(&tx)?;
             if !entitled {
                 self.counters.keys_refused_unentitled += 1;
                 continue;
             }
-            let inserted =
-                self.store
-                    .rows()
-                    .insert_key(&tx, &patient, &key, true, header.not_after_ms)?;
-            match inserted {
-                Inserted::Stored => {
-                    self.held += 1;
-                    self.counters.keys_received += 1;
-                }
-                Inserted::Held => {}
-                Inserted::CommitmentTaken => self.counters.keys_refused_reused += 1,
+            let position = Some((committed.height, committed.index));
+            let kept = self.keep_key(&tx, &patient, &key, position, header.not_after_ms)?;
+            match kept {
+                Kept::Stored => self.counters.keys_received += 1,
+                Kept::Held => {}
+                Kept::Broken => self.counters.keys_refused_reused += 1,
             }
             self.wanted.remove(&tx);
             self.store.rows().unwant(&tx)?;

@@ -10,14 +10,13 @@
 //! | a read grant to one of its doctors | a `read_grants` row; `wanted` rows for the patient's applied records it is not a party to (none at the patient's home) |
 //! | a record of a patient with a live read grant here | a `wanted` row, from the patient's home |
 //! | a revocation, or the grant's end by the block's time or the clock | if no other grant of the patient here is live: delete every key and wanted row of the patient it is not a party to |
-//! | an accepted erasure of a transaction | delete its key (and any holding its commitment) and its wanted row; then empty the WAL |
+//! | an accepted erasure of a transaction | delete its key (and any row of the same key) and its wanted row; then empty the WAL |
 //! | a rejected transaction whose pending key it holds (not as a duplicate); a pending key whose `not_after_ms` has passed | delete the row |
 
 use std::time::Instant;
 
 use ledger::entitled::{self, AppliedBlock, EntryVerdict, Parties};
 use ledger::seal::is_sealed_kind;
-use ledger::seal::key_commitment;
 use ledger::tx::{AnswerErasure, Decision, Grant, Scope};
 use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
@@ -193,18 +192,16 @@ impl Service {
     }
 
     /// An accepted erasure (§7.2 step 3): the key of the transaction the request `request`
-    /// names is deleted, with any key holding its commitment (§16.13), and no longer wanted.
-    /// Whether a key was deleted (the WAL is then emptied after the commit).
+    /// names is deleted, with any row of the same key (held for another transaction, it opens
+    /// the erased body too, §16.13), and no longer wanted. Whether a key was deleted (the WAL
+    /// is then emptied after the commit).
     fn erase(&mut self, request: &TxId) -> Result<bool, NodeError> {
         let Some(erasure) = self.chain.erasure(request)? else {
             return Ok(false);
         };
         let target = erasure.target;
-        let commit = self
-            .chain
-            .transaction(&target)?
-            .and_then(|committed| key_commitment(&committed.tx.body).ok());
-        let deleted = self.store.rows().delete_key(&target, commit.as_ref())?;
+        let id = self.store.rows().key_id_of(&target)?;
+        let deleted = self.store.rows().delete_key(&target, id.as_ref())?;
         self.held = self.held.saturating_sub(deleted as u64);
         self.pending.remove(&target);
         if self.wanted.remove(&target).is_some() {
@@ -235,7 +232,8 @@ impl Service {
         self.want(tx, &patient, source, as_grantee)
     }
 
-    /// Wants `tx`'s key unless it is held or wanted already (an existing row keeps its source).
+    /// Wants `tx`'s key unless it is held, wanted already (an existing row keeps its source)
+    /// or broken (§16.13).
     fn want(
         &mut self,
         tx: &TxId,
@@ -243,7 +241,8 @@ impl Service {
         source: u32,
         as_grantee: bool,
     ) -> Result<(), NodeError> {
-        if self.wanted.contains_key(tx) || self.store.rows().has_key(tx)? {
+        let rows = self.store.rows();
+        if self.wanted.contains_key(tx) || rows.has_key(tx)? || rows.is_broken(tx)? {
             return Ok(());
         }
         let since_ms = self.clock.now_ms();
