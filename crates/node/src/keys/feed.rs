@@ -194,6 +194,10 @@ impl Service {
     /// names is deleted, with any key holding its commitment (§16.13), and no longer wanted.
     /// Whether a key was deleted (the WAL is then emptied after the commit).
     fn erase(&mut self, request: &TxId) -> Result<bool, NodeError> {
+        #[cfg(feature = "byzantine")]
+        if self.keeps_keys("an erasure") {
+            return Ok(false);
+        }
         let Some(erasure) = self.chain.erasure(request)? else {
             return Ok(false);
         };
@@ -220,6 +224,8 @@ impl Service {
     /// An applied sealed transaction: its pending row goes on chain, or it is wanted if this
     /// validator is entitled and does not hold it.
     fn on_sealed(&mut self, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
+        #[cfg(feature = "byzantine")]
+        self.covet(tx);
         if self.pending.remove(tx).is_some() {
             return self.store.rows().set_on_chain(tx);
         }
@@ -331,6 +337,10 @@ impl Service {
         if self.grantee_of(&row.patient) {
             return Ok(());
         }
+        #[cfg(feature = "byzantine")]
+        if self.keeps_keys("a read grant's end") {
+            return Ok(());
+        }
         for tx in self.store.rows().keys_of(&row.patient)? {
             let Some(committed) = self.chain.transaction(&tx)? else {
                 // Sealed here and not on chain yet: this validator is its sealer.
@@ -404,6 +414,8 @@ mod tests {
             key,
             clock: Clock::manual(1_000),
             shared: Arc::new(Shared::new(0, "a".into(), 4, 100)),
+            #[cfg(feature = "byzantine")]
+            byzantine: None,
         };
         Service::new(config, store, chain, KeyInbox::new(), Arc::new(Nowhere)).unwrap()
     }
