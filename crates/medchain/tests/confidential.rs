@@ -14,7 +14,8 @@ use std::sync::Mutex;
 
 use axum::http::StatusCode;
 use common::records::{
-    Secret, aged_home_key, approve, committed_at, cut, history, read_until_open, record_in_person,
+    Secret, aged_home_key, approve, committed_at, cut, granted, history, key_rows, keys_db,
+    read_until_open, record_in, record_in_person,
 };
 use common::secrets::{assert_nowhere, files_under, search};
 use common::{TestApp, eventually};
@@ -196,4 +197,58 @@ async fn records_are_in_no_file_of_the_embedded_cluster_running_stopped_or_backe
         1,
         "the log searched is this cluster's"
     );
+}
+
+/// A home that lost its key store (docs/SECURITY.md, "Confidential records", §5.2, §5.6): for
+/// a record its own doctor wrote, every party is itself, so it asks every other validator in
+/// turn, and gets the key back from a grantee that holds it (the pharmacy, whose doctor reads
+/// under a live read grant). Before the fix it asked the next validator (the clinic, which is
+/// not entitled) and nobody else, forever, and showed the record waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_that_lost_its_key_store_gets_its_records_back_from_a_grantee() {
+    let (mut hospital, clinic) = common::two_hospitals().await;
+    let device = aged_home_key(&hospital).await;
+    let d1 = hospital.login("d001").await;
+    let p1 = hospital.login("p001").await;
+    let secret = Secret::new("lost store");
+    let record = record_in_person(&hospital, &d1, "p001", &secret).await;
+    let pharmacy = hospital.hospital(2).await;
+    let reader = pharmacy
+        .new_doctor("ph-doc", "Pharmacology", "Paul Ehrlich")
+        .await;
+    let hour = json!({"read": {"durationMs": 3_600_000}});
+    granted(&pharmacy, &reader, hour, (&hospital, &p1, &device)).await;
+    read_until_open(&pharmacy, &reader, &[&record]).await;
+    drop((pharmacy, clinic));
+
+    // Every validator stops; the hospital's key store is lost; they start again.
+    let clock = hospital.clock.clone();
+    let mut cluster = hospital.cluster.take().expect("the cluster");
+    let keys_db = keys_db(&hospital, "hospital");
+    tokio::task::spawn_blocking(move || cluster.shutdown())
+        .await
+        .unwrap();
+    let TestApp { dir, .. } = hospital;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", keys_db.display()));
+    }
+    let hospital = common::open_in(dir, common::manual_timing(), clock).await;
+    assert_eq!(
+        key_rows(&hospital, "hospital", &[&record]),
+        1,
+        "wanted again"
+    );
+    assert_eq!(
+        key_rows(&hospital, "pharmacy", &[&record]),
+        1,
+        "the grantee holds it"
+    );
+    let p1 = hospital.login("p001").await;
+    let b = eventually("the record open at its home again", || async {
+        let (s, b) = history(&hospital, &p1, json!({})).await;
+        assert_eq!(s, OK, "{b}");
+        (record_in(&b, &record)["state"] == "open").then_some(b)
+    })
+    .await;
+    assert!(secret.all_in(&b), "{b}");
 }

@@ -31,15 +31,16 @@ const CATCH_UP_BLOCKS: u64 = 256;
 
 /// The validator a node entitled to a key asks first (§5.2): a grantee asks the patient's
 /// home; a party asks the sealer, or (it lost its store) the patient's home, or the doctor's,
-/// or, when all of them are itself, the next validator.
-pub(super) fn first_source(parties: &Parties, as_grantee: bool, me: ReplicaId, n: usize) -> u32 {
+/// or, when all of them are itself, itself: then it asks every other validator in turn
+/// (`holder_for`), since any holder, a grantee too, answers a party.
+pub(super) fn first_source(parties: &Parties, as_grantee: bool, me: ReplicaId) -> u32 {
     if as_grantee {
         return parties.patient_home;
     }
     [parties.sealer, parties.patient_home, parties.doctor_home]
         .into_iter()
         .find(|validator| *validator != me)
-        .unwrap_or((me + 1) % n.max(1) as u32)
+        .unwrap_or(me)
 }
 
 impl Service {
@@ -235,7 +236,7 @@ impl Service {
         let Some(patient) = header.meta.subject().copied() else {
             return Ok(());
         };
-        let source = first_source(&parties, as_grantee, self.me, self.n);
+        let source = first_source(&parties, as_grantee, self.me);
         self.want(tx, &patient, source, as_grantee)
     }
 

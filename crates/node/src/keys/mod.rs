@@ -904,7 +904,7 @@ impl Service {
                                 since_ms: wanted.since_ms,
                             },
                             None => OpenState::Waiting {
-                                from: feed::first_source(&parties, as_grantee, self.me, self.n),
+                                from: feed::first_source(&parties, as_grantee, self.me),
                                 since_ms: 0,
                             },
                         }
