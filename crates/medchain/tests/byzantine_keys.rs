@@ -108,7 +108,7 @@ fn correct_validators_give_ask_keys_nothing_refuse_wrong_keys_and_erase_despite_
 
     // keep-keys: p001 asks to erase it; the clinic, its author, erases it.
     let home_row = sealed_row(&net, 0, &r2).expect("the home holds the key");
-    let request = request_erasure(&net, &p1, &r2);
+    let request = request_erasure(&net, 0, &p1.token, &r2);
     common_net::confidential::committed_at(&net, BYZANTINE, &request);
     erase(&net, BYZANTINE, &request);
     for i in CORRECT {

@@ -135,7 +135,7 @@ fn records_are_in_no_file_of_a_testnet_and_erasure_survives_a_crash_and_a_restor
     copy_files(&net.nodes[1].dir, &backup, |_| false);
     net.start(1);
 
-    let request = request_erasure(&net, &p1, &r2);
+    let request = request_erasure(&net, 0, &p1.token, &r2);
     committed_at(&net, 1, &request);
     net.kill(0);
     erase(&net, 1, &request);

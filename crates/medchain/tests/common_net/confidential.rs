@@ -338,13 +338,14 @@ pub fn holding(files: &[PathBuf], bytes: &[u8]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// p001 (`p1`, at home) asks for `tx` to be erased: the request's id, once applied at home.
-pub fn request_erasure(net: &Net, p1: &Session, tx: &str) -> String {
+/// The patient of `token`, at their home (node `home`), asks for `tx` to be erased: the
+/// request's id, once applied there.
+pub fn request_erasure(net: &Net, home: usize, token: &str, tx: &str) -> String {
     let (status, answer) = http(
-        net.nodes[0].api,
+        net.nodes[home].api,
         "POST",
         &format!("/api/records/{tx}/erasure"),
-        Some(&p1.token),
+        Some(token),
         Some(&json!({})),
     )
     .expect("request an erasure");
@@ -391,22 +392,16 @@ pub fn copy_files(from: &Path, to: &Path, skip: impl Fn(&str) -> bool) {
 /// its stores and their side files come back; its incarnation marker does not (nor its logs,
 /// which are this run's record).
 pub fn restore(net: &Net, i: usize, backup: &Path) {
+    const STORES: [&str; 4] = ["chain.db", "node.db", "keys.db", "app.db"];
     let dir = &net.nodes[i].dir;
-    let store = |name: &str| {
-        ["chain.db", "node.db", "keys.db", "app.db"]
-            .iter()
-            .any(|db| name.starts_with(db))
-    };
-    for entry in std::fs::read_dir(dir).expect("node folder") {
-        let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if store(&name) {
-            std::fs::remove_file(&path).expect("remove a store");
+    for store in STORES {
+        for side in ["", "-wal", "-shm"] {
+            let file = dir.join(format!("{store}{side}"));
+            if file.exists() {
+                std::fs::remove_file(&file).expect("remove a store");
+            }
         }
     }
+    let store = |name: &str| STORES.iter().any(|db| name.starts_with(db));
     copy_files(backup, dir, |name| !store(name));
 }
