@@ -16,4 +16,4 @@ fi
 
 cargo test --workspace --locked "$@"
 # The Byzantine validator exists only with the `byzantine` feature (never in a release build).
-cargo test -p medchain --features byzantine --test byzantine --locked "$@"
+cargo test -p medchain --features byzantine --test byzantine --test byzantine_keys --locked "$@"

@@ -106,7 +106,7 @@ impl Exchange {
             .count()
     }
 
-    fn ask(&mut self, holder: ReplicaId, txs: Vec<TxId>, now: Instant) {
+    pub(super) fn ask(&mut self, holder: ReplicaId, txs: Vec<TxId>, now: Instant) {
         let request = self.next_request;
         self.next_request = self.next_request.wrapping_add(1);
         self.transport.send(
@@ -262,6 +262,8 @@ impl Service {
         let busy = txs.len() - replies.len();
         self.counters.keys_requests_busy += busy as u64;
         replies.resize(txs.len(), KeyReply::Busy);
+        #[cfg(feature = "byzantine")]
+        self.lie_in_answer(&mut replies);
         self.exchange.answer(from, request, self.processed, replies);
         Ok(())
     }
@@ -315,23 +317,19 @@ impl Service {
     fn receive(&mut self, from: ReplicaId, keys: Vec<(TxId, DataKey)>) -> Result<(), NodeError> {
         for (tx, key) in keys {
             if !self.wanted.contains_key(&tx) {
+                #[cfg(feature = "byzantine")]
+                self.keep_any_key(from, &tx, &key)?;
                 continue;
             }
-            let Some(committed) = self.chain.transaction(&tx)? else {
+            let Some(committed) = self.checked_key(from, &tx, &key)? else {
                 continue;
             };
-            let header = &committed.tx.header;
-            if check_key(&self.genesis_hash, header, &committed.tx.body, &key).is_err() {
-                debug!(from, tx = %ledger::short_hex(&tx), "refused a key that does not match its body");
-                self.counters.keys_refused_wrong += 1;
-                continue;
-            }
+            let (header, rejected) = (&committed.tx.header, committed.rejected.is_some());
             let Some(patient) = header.meta.subject().copied() else {
                 continue;
             };
-            let entitled = committed.rejected.is_none()
-                && self.entitled(header)?.is_some()
-                && !self.chain.is_erased(&tx)?;
+            let entitled =
+                !rejected && self.entitled(header)?.is_some() && !self.chain.is_erased(&tx)?;
             if !entitled {
                 self.counters.keys_refused_unentitled += 1;
                 continue;
@@ -347,6 +345,26 @@ impl Service {
             self.store.rows().unwant(&tx)?;
         }
         Ok(())
+    }
+
+    /// `tx` as committed on this node's chain, if `key` (sent by `from`) matches its body's
+    /// commitment (bound to its header, §1.1); a key that does not is counted.
+    pub(super) fn checked_key(
+        &mut self,
+        from: ReplicaId,
+        tx: &TxId,
+        key: &DataKey,
+    ) -> Result<Option<ledger::CommittedTx>, NodeError> {
+        let Some(committed) = self.chain.transaction(tx)? else {
+            return Ok(None);
+        };
+        let header = &committed.tx.header;
+        if check_key(&self.genesis_hash, header, &committed.tx.body, key).is_err() {
+            debug!(from, tx = %ledger::short_hex(tx), "refused a key that does not match its body");
+            self.counters.keys_refused_wrong += 1;
+            return Ok(None);
+        }
+        Ok(Some(committed))
     }
 
     /// The holder to ask for a wanted key now (§5.2).
@@ -381,6 +399,8 @@ impl Service {
     /// [`OPEN_PER_HOLDER`] requests open per holder.
     pub(super) fn pull(&mut self) -> Result<(), NodeError> {
         let now = Instant::now();
+        #[cfg(feature = "byzantine")]
+        self.ask_everyone(now)?;
         let due: Vec<TxId> = self
             .wanted
             .iter()

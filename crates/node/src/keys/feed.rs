@@ -30,15 +30,16 @@ const CATCH_UP_BLOCKS: u64 = 256;
 
 /// The validator a node entitled to a key asks first (§5.2): a grantee asks the patient's
 /// home; a party asks the sealer, or (it lost its store) the patient's home, or the doctor's,
-/// or, when all of them are itself, the next validator.
-pub(super) fn first_source(parties: &Parties, as_grantee: bool, me: ReplicaId, n: usize) -> u32 {
+/// or, when all of them are itself, itself: then it asks every other validator in turn
+/// (`holder_for`), since any holder, a grantee too, answers a party.
+pub(super) fn first_source(parties: &Parties, as_grantee: bool, me: ReplicaId) -> u32 {
     if as_grantee {
         return parties.patient_home;
     }
     [parties.sealer, parties.patient_home, parties.doctor_home]
         .into_iter()
         .find(|validator| *validator != me)
-        .unwrap_or((me + 1) % n.max(1) as u32)
+        .unwrap_or(me)
 }
 
 impl Service {
@@ -196,6 +197,10 @@ impl Service {
     /// the erased body too, §16.13), and no longer wanted. Whether a key was deleted (the WAL
     /// is then emptied after the commit).
     fn erase(&mut self, request: &TxId) -> Result<bool, NodeError> {
+        #[cfg(feature = "byzantine")]
+        if self.keeps_keys("an erasure") {
+            return Ok(false);
+        }
         let Some(erasure) = self.chain.erasure(request)? else {
             return Ok(false);
         };
@@ -219,6 +224,8 @@ impl Service {
     /// An applied sealed transaction: its pending row goes on chain, or it is wanted if this
     /// validator is entitled and does not hold it.
     fn on_sealed(&mut self, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
+        #[cfg(feature = "byzantine")]
+        self.covet(tx);
         if self.pending.remove(tx).is_some() {
             return self.store.rows().set_on_chain(tx);
         }
@@ -228,7 +235,7 @@ impl Service {
         let Some(patient) = header.meta.subject().copied() else {
             return Ok(());
         };
-        let source = first_source(&parties, as_grantee, self.me, self.n);
+        let source = first_source(&parties, as_grantee, self.me);
         self.want(tx, &patient, source, as_grantee)
     }
 
@@ -333,6 +340,10 @@ impl Service {
         if self.grantee_of(&row.patient) {
             return Ok(false);
         }
+        #[cfg(feature = "byzantine")]
+        if self.keeps_keys("a read grant's end") {
+            return Ok(false);
+        }
         let mut deleted = false;
         for tx in self.store.rows().keys_of(&row.patient)? {
             let Some(committed) = self.chain.transaction(&tx)? else {
@@ -408,6 +419,8 @@ mod tests {
             key,
             clock: Clock::manual(1_000),
             shared: Arc::new(Shared::new(0, "a".into(), 4, 100)),
+            #[cfg(feature = "byzantine")]
+            byzantine: None,
         };
         Service::new(config, store, chain, KeyInbox::new(), Arc::new(Nowhere)).unwrap()
     }

@@ -8,6 +8,8 @@
 //! read from `chain.db`), key frames from peers (routed here by the transport), seals and opens
 //! from the application (through [`crate::NodeHandle`], served before any peer), and a timer.
 
+#[cfg(feature = "byzantine")]
+mod byzantine;
 mod exchange;
 mod feed;
 mod store;
@@ -461,6 +463,9 @@ pub(crate) struct KeyServiceConfig {
     pub clock: Clock,
     /// The node's status: whether the replica recovers or is behind (§5.6).
     pub shared: Arc<Shared>,
+    /// What a Byzantine validator's key service does (tests only; see `crate::byzantine`).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<crate::byzantine::Behaviours>,
 }
 
 /// A running key service: its thread, stopped and joined when dropped.
@@ -612,6 +617,9 @@ struct Service {
     held: u64,
     counters: KeyCounters,
     next_timer: Instant,
+    /// A Byzantine validator's behaviours (tests only; see `crate::byzantine`).
+    #[cfg(feature = "byzantine")]
+    lies: byzantine::Lies,
 }
 
 impl Service {
@@ -656,6 +664,8 @@ impl Service {
             held,
             counters: KeyCounters::default(),
             next_timer: Instant::now(),
+            #[cfg(feature = "byzantine")]
+            lies: byzantine::Lies::new(config.byzantine),
         };
         for row in wanted_rows {
             let as_grantee = match service.chain.transaction(&row.tx)? {
@@ -976,7 +986,7 @@ impl Service {
                                 since_ms: wanted.since_ms,
                             },
                             None => OpenState::Waiting {
-                                from: feed::first_source(&parties, as_grantee, self.me, self.n),
+                                from: feed::first_source(&parties, as_grantee, self.me),
                                 since_ms: 0,
                             },
                         }
