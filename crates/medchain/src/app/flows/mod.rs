@@ -514,7 +514,7 @@ impl Flows {
                 Some(reserved.ok_or_else(|| {
                     FlowError::TooManyPending(format!(
                         "{MAX_PREPARED_PER_ACCOUNT} actions already wait for your device's \
-                         signature: sign or cancel them first"
+                         signature: sign them, or wait until they expire (10 minutes)"
                     ))
                 })?)
             }
