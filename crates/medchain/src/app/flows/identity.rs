@@ -412,20 +412,7 @@ impl Flows {
                 ask: Some(ask.row.id),
             }),
         };
-        match self
-            .sign_as(
-                account,
-                row.person,
-                who,
-                Action::Applied,
-                meta,
-                Content::Empty,
-            )
-            .await?
-        {
-            Signing::Done(tx) => Ok(Signing::Done(self.submit_and_apply(tx).await?.0)),
-            Signing::NeedsSignature(view) => Ok(Signing::NeedsSignature(view)),
-        }
+        self.sign_and_apply(account, row.person, who, meta).await
     }
 
     /// The person revokes one of their keys (§5.9); revoking a key that waits for its
@@ -447,15 +434,20 @@ impl Flows {
             person: row.person,
             key,
         });
+        self.sign_and_apply(account, row.person, who, meta).await
+    }
+
+    /// Signs `meta` (no content) as `person`: custodially, submitted and applied before it
+    /// answers; with a device key, prepared for its signature (applied once signed).
+    async fn sign_and_apply(
+        &self,
+        account: &Account,
+        person: PersonId,
+        who: Who,
+        meta: Meta,
+    ) -> FlowResult<Signing<TxId>> {
         match self
-            .sign_as(
-                account,
-                row.person,
-                who,
-                Action::Applied,
-                meta,
-                Content::Empty,
-            )
+            .sign_as(account, person, who, Action::Applied, meta, Content::Empty)
             .await?
         {
             Signing::Done(tx) => Ok(Signing::Done(self.submit_and_apply(tx).await?.0)),
