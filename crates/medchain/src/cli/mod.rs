@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod bench;
 mod init;
 mod keygen;
@@ -56,6 +57,10 @@ commands! {
     Verify(verify::VerifyArgs),
     /// Measure committed transactions per second and commit latency under load.
     Bench(bench::BenchArgs),
+    /// Copy a validator's stores into one file while it runs (never its incarnation marker).
+    Backup(backup::BackupArgs),
+    /// Put a backup back into a stopped validator's folder; it then recovers from its peers.
+    Restore(backup::RestoreArgs),
 }
 
 /// medchain: a permissioned blockchain for medical records, ordered by PBFT among a fixed set
