@@ -11,6 +11,7 @@ mod keygen;
 mod node;
 mod serve;
 mod service;
+mod soak;
 mod testnet;
 mod timing;
 mod user;
@@ -61,6 +62,9 @@ commands! {
     Backup(backup::BackupArgs),
     /// Put a backup back into a stopped validator's folder; it then recovers from its peers.
     Restore(backup::RestoreArgs),
+    /// Run four validator processes under load, SIGKILL up to f of them at random moments and
+    /// restart them; then check that nothing acknowledged was lost or committed twice.
+    Soak(soak::SoakArgs),
 }
 
 /// medchain: a permissioned blockchain for medical records, ordered by PBFT among a fixed set

@@ -359,9 +359,21 @@ impl Fleet {
         &self.members[i].name
     }
 
+    /// The process id of validator `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
     /// How many validators run (as last reaped).
     pub fn running(&self) -> usize {
         self.members.iter().filter(|m| m.child.is_some()).count()
+    }
+
+    /// The log file of validator `i`'s latest start (with logs).
+    pub fn log_path(&self, i: usize) -> Option<PathBuf> {
+        let member = &self.members[i];
+        (self.logs && member.starts > 0)
+            .then(|| member.folder.join(format!("node-{}.log", member.starts)))
     }
 
     /// Starts validator `i`; its pid.
@@ -381,6 +393,17 @@ impl Fleet {
         let pid = child.id();
         member.child = Some(child);
         Ok(pid)
+    }
+
+    /// SIGKILLs validator `i` and reaps it: a crash, as power loss would make it.
+    pub fn kill(&mut self, i: usize) -> anyhow::Result<ExitStatus> {
+        let member = &mut self.members[i];
+        let mut child = member
+            .child
+            .take()
+            .with_context(|| format!("{} is not running", member.name))?;
+        child.kill()?;
+        Ok(child.wait()?)
     }
 
     /// The validators that exited since the last call (they are no longer running).
