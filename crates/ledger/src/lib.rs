@@ -14,6 +14,9 @@ pub mod crypto;
 pub mod entitled;
 mod error;
 pub mod files;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod genesis;
 mod init;
 pub mod master;

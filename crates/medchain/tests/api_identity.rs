@@ -123,12 +123,24 @@ async fn a_key_made_at_another_hospitals_page_is_approved_from_a_device_at_home(
     // Made at the clinic's page: a device key of the clinic's origin.
     let (made_here, pop) = clinic.page_key(&person);
     let public = made_here.secret.verifying_key().to_bytes();
+    // A label is on chain in clear: only the generic one is accepted (§16.14).
     let (s, b) = clinic
         .post(
             &p1_clinic,
             "/api/keys",
             json!({"publicKey": hex::encode(public), "pop": pop,
-                   "label": "clinic kiosk"}),
+                   "label": "Jane Doe's phone"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["field"], "label", "{b}");
+    assert!(!b["message"].as_str().unwrap().contains("Jane"), "{b}");
+    let (s, b) = clinic
+        .post(
+            &p1_clinic,
+            "/api/keys",
+            json!({"publicKey": hex::encode(public), "pop": pop,
+                   "label": "web browser"}),
         )
         .await;
     assert_eq!(s, OK, "{b}");
@@ -194,7 +206,7 @@ async fn a_key_made_at_another_hospitals_page_is_approved_from_a_device_at_home(
     assert_eq!(made_at_clinic["origin"], "clinic");
     assert_eq!(made_at_clinic["addedBy"], "device");
     assert_eq!(made_at_clinic["status"], "live");
-    assert_eq!(made_at_clinic["label"], "clinic kiosk");
+    assert_eq!(made_at_clinic["label"], "web browser");
     let made_at_home = key(&home_device.public_hex());
     assert_eq!(made_at_home["origin"], "hospital");
     assert_eq!(made_at_home["addedBy"], "custodial", "added by the home");

@@ -27,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{Client, Served, TestApp};
+use common::{Client, Served, TestApp, eventually};
 use medchain::http::{AppState, Chain, Clock, Settings};
 use serde_json::{Value, json};
 use thirtyfour::error::WebDriverErrorInner;
@@ -283,22 +283,6 @@ async fn settle(d: &WebDriver) {
 
 fn docs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
-}
-
-/// Polls `f` (an API call) until it returns `Some`, for at most 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Cuts a block at `at` (as a doctor may), or finds nothing pending.
@@ -947,7 +931,8 @@ async fn the_patient_approves_a_request_and_revokes_a_grant_from_their_browser()
 /// (3) A key made at the clinic's page (a second origin in the same browser) is added by the
 /// code the clinic shows, approved on the hospital's page, which already holds a key of the
 /// patient's. The key is then live on chain, made at the clinic, added by a device, and signs
-/// an approval at the clinic.
+/// at the clinic: a denial (an approval of a request whose purpose the clinic cannot open is
+/// sent to the patient's home).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
     let Some(_turn) = browser_turn().await else {
@@ -1032,18 +1017,39 @@ async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
             assert_eq!(key["addedBy"], "device");
         }
 
-        // The second page sees its key live, and signs with it: it approves a request there.
+        // The second page sees its key live, and signs with it. The clinic holds no key of
+        // the hospital doctor's request (its purpose is sealed for the doctor's home and the
+        // patient's): approving it there sends the patient home (docs/SECURITY.md §16.15),
+        // and the clinic's key denies it instead.
         d.switch_to_window(second).await.unwrap();
         device_key(&d, "live").await;
         let request = remote_request(hospital, &d1, "Cardiology follow-up").await;
         cut(hospital, &d1).await;
-        approve_on_page(&d, &request).await;
-        let grant = eventually("the clinic's approval is on chain", || async {
-            grant_for_request(&grants_of(hospital, &p1_home).await, &request)
+        let item = pending_item(&request);
+        refresh_until(&d, &item).await;
+        assert_eq!(
+            text_of(&d, &format!("{item} [data-test=pending-purpose]")).await,
+            "purpose readable at your home hospital, hospital"
+        );
+        click(&d, &format!("{item} [data-test=approve]")).await;
+        wait_text(&d, "#toast", |t| {
+            t.contains("approve this at your home hospital, hospital")
         })
         .await;
-        assert_eq!(grant["attested"], "device");
-        assert_eq!(grant["state"], "active");
+        click(&d, &format!("{item} [data-test=deny]")).await;
+        wait_text(&d, "#toast", |t| t.contains("denied")).await;
+        let d1_at_clinic = clinic.login("d001").await;
+        cut(clinic, &d1_at_clinic).await;
+        let denied = eventually("the clinic's denial is on chain", || async {
+            let (s, b) = hospital
+                .get(&p1_home, &format!("/api/consents/{request}"))
+                .await;
+            assert_eq!(s, OK, "{b}");
+            (b["consent"]["state"] == "denied").then_some(b)
+        })
+        .await;
+        assert!(grant_for_request(&grants_of(hospital, &p1_home).await, &request).is_none());
+        assert!(denied["consent"]["answer"].is_string(), "{denied}");
         let _ = d.quit().await;
     })
     .await;
@@ -1084,10 +1090,12 @@ async fn the_page_reads_signing_bytes_as_the_ledger_vectors_say() {
             assert_eq!(decoded["genesis"], genesis);
             assert_eq!(decoded["header"], numbers_as_text(&v["header"]), "kind {}", v["kind"]);
             kinds.push(v["kind"].as_str().unwrap().to_string());
-            let body = call("return medchainTx.body(arguments[0], arguments[1])", vec![v["kind"].clone(), v["body_hex"].clone()])
+            // A sealed kind's content is what the page reads (as `plain`), never its sealed body.
+            let content = if v["sealed"].is_object() { &v["sealed"]["content_hex"] } else { &v["body_hex"] };
+            let body = call("return medchainTx.body(arguments[0], arguments[1])", vec![v["kind"].clone(), content.clone()])
                 .await
                 .unwrap();
-            let raw = hex::decode(v["body_hex"].as_str().unwrap()).unwrap();
+            let raw = hex::decode(content.as_str().unwrap()).unwrap();
             let want = match v["kind"].as_str().unwrap() {
                 "add_record" => serde_json::to_value(ledger::tx::RecordBody::from_bytes(&raw).unwrap()).unwrap(),
                 "grant" | "request_grant" => serde_json::to_value(ledger::tx::PurposeBody::from_bytes(&raw).unwrap()).unwrap(),
@@ -1114,9 +1122,10 @@ async fn the_page_reads_signing_bytes_as_the_ledger_vectors_say() {
         kinds.sort();
         kinds.dedup();
         assert_eq!(kinds, every, "a vector of every kind");
-        // An unknown kind byte (11), and another tag.
+        // An unknown kind byte (13, one past the last), and another tag.
         let enroll = vectors["kinds"][0]["signing_bytes_hex"].as_str().unwrap();
-        let unknown = format!("{}0b{}", &enroll[..92], &enroll[94..]);
+        assert_eq!(ledger::Meta::KINDS.len(), 13);
+        let unknown = format!("{}0d{}", &enroll[..92], &enroll[94..]);
         let other_tag = enroll.replacen(&hex::encode("medchain/tx/v2"), &hex::encode("medchain/tx/v3"), 1);
         for bad in [unknown, other_tag] {
             let refused = call(

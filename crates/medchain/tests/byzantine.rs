@@ -528,7 +528,7 @@ fn dishonest_validator_cannot_forge_consent_or_authorship() {
         &pt1,
         KeyKind::Device,
         1,
-        "pt1's browser",
+        "web browser",
         &device,
     );
     let body = json!({
@@ -818,11 +818,11 @@ fn dishonest_validator_cannot_forge_consent_or_authorship() {
         for (what, id) in &unverified {
             assert!(!chain.contains_key(id), "{name}: {what} is in its chain");
         }
-        let diagnoses = net.store_diagnoses(i);
+        let records = net.store_records(i);
         assert!(
-            diagnoses.contains(&real.to_string())
-                && !diagnoses.iter().any(|d| d.starts_with("FORGED")),
-            "{name}'s records: {diagnoses:?}"
+            records.contains(&real_record)
+                && !records.iter().any(|r| forged_ids.contains(r.as_str())),
+            "{name}'s records: {records:?}"
         );
     }
     verify_correct_stores(&net);

@@ -68,8 +68,8 @@ fn assert_final_state(net: &Net, head: &(u64, String), acks: &[Ack], txs: &[Stri
             );
         }
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for diagnosis in net.store_diagnoses(i) {
-            *counts.entry(diagnosis).or_default() += 1;
+        for record in net.store_records(i) {
+            *counts.entry(record).or_default() += 1;
         }
         let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
         assert!(
@@ -79,7 +79,7 @@ fn assert_final_state(net: &Net, head: &(u64, String), acks: &[Ack], txs: &[Stri
         );
         let lost: Vec<&str> = acks
             .iter()
-            .filter(|ack| !counts.contains_key(&ack.diagnosis))
+            .filter(|ack| !counts.contains_key(&ack.tx_id))
             .map(|ack| ack.diagnosis.as_str())
             .collect();
         assert!(
@@ -464,22 +464,165 @@ fn the_seed_flow_works_against_a_testnet() {
         elsewhere.cookies().keys().collect::<Vec<_>>(),
         vec!["medchain_pharmacy"]
     );
+    // Pharmacy holds no key of p001's records (a link entitles nothing): the record is
+    // shown with its notice, in the seed's fields too, and never its content.
     let (status, b) = elsewhere.patient_records("p001", "patient123");
     assert_eq!(status, 200, "{b}");
     assert_eq!(b["servedBy"], "pharmacy");
     let records = b["records"].as_array().unwrap();
-    assert!(
-        records
-            .iter()
-            .any(|r| r["diagnosis"] == "Testnet hypertension"),
+    let record = records
+        .iter()
+        .find(|r| r["tx_id"] == flow.record["tx_id"])
+        .unwrap_or_else(|| panic!("the record is listed at pharmacy: {b}"));
+    assert_eq!(record["state"], "elsewhere", "{b}");
+    assert_eq!(
+        record["diagnosis"], "readable at your home hospital, hospital",
         "{b}"
     );
+    assert_eq!(record["notice"], record["diagnosis"], "{b}");
+    assert_eq!(record["prescription"], "", "{b}");
+    assert!(!b.to_string().contains("Testnet hypertension"), "{b}");
     // A doctor signs in at pharmacy but acts only at home.
     let (status, b) = elsewhere.login("doctor", "d001", "doctor123");
     assert_eq!(status, 200, "{b}");
     let (status, b) = elsewhere.request_consent("p001", "patient123");
     assert_eq!(status, 403, "{b}");
     assert_eq!(b["error_type"], "wrong_hospital");
+    net.stop_all();
+    let out = net.verify();
+    assert!(out.status.success(), "verify: {}", output_text(&out));
+}
+
+/// Erasure with the command line of the hospital that wrote the record (docs/SECURITY.md,
+/// issue 10, §7.2): the patient asks through the API at their home; `medchain erasure list`
+/// shows the request with the record's metadata and never its content; another hospital
+/// cannot answer it; `medchain erasure answer` refuses it (the patient sees the reason), then,
+/// asked again, erases it, each through the running validator's outbox; the record shows
+/// erased, and the chain still verifies offline.
+#[test]
+fn erasure_is_answered_with_the_command_line_of_the_hospital_that_wrote_it() {
+    let mut net = Net::setup(4);
+    net.start_all();
+    net.login_all();
+    let api = net.nodes[1].api;
+    let diagnosis = "Erasable lymphoma 7f3c";
+    let (_, code) = common_net::consent(api, &net.tokens[1], ("pt1", common_net::LOCAL_PASSWORD));
+    let record =
+        common_net::record(api, &net.tokens[1], "pt1", &code, diagnosis).expect("pt1's record");
+    wait_for(PROGRESS, "the record on chain", || {
+        (net.tx_status(1, &record).as_deref() == Some("committed")).then_some(())
+    });
+    let patient = net.login(1, "patient", "pt1")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let ask = |net: &Net| {
+        let (status, answer) = http(
+            net.nodes[1].api,
+            "POST",
+            &format!("/api/records/{record}/erasure"),
+            Some(&patient),
+            Some(&json!({})),
+        )
+        .expect("request an erasure");
+        assert_eq!(status, 200, "{answer}");
+        answer["txId"].as_str().expect("txId").to_string()
+    };
+    let erasure_cli = |i: usize, args: &[&str]| {
+        let out = common_net::medchain()
+            .arg("erasure")
+            .args(args)
+            .arg("--config")
+            .arg(&net.nodes[i].config)
+            .arg("--key-dir")
+            .arg(net.key_dir())
+            .output()
+            .expect("run medchain erasure");
+        (out.status.success(), output_text(&out))
+    };
+    let erasures = |net: &Net| {
+        let (status, answer) = http(
+            net.nodes[1].api,
+            "GET",
+            "/api/erasures",
+            Some(&patient),
+            None,
+        )
+        .expect("erasures");
+        assert_eq!(status, 200, "{answer}");
+        answer["erasures"].clone()
+    };
+
+    let first = ask(&net);
+    let (ok, listed) = erasure_cli(1, &["list"]);
+    assert!(ok, "{listed}");
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&first))
+        .unwrap_or_else(|| panic!("the request is listed: {listed}"));
+    assert!(
+        line.contains("add_record") && line.contains("Cardiology") && line.contains("Doctor 1"),
+        "{line}"
+    );
+    assert!(!listed.contains(diagnosis), "{listed}");
+    // Not another hospital's to answer.
+    let (ok, refused) = erasure_cli(2, &["answer", "--request", &first, "--erase"]);
+    assert!(!ok, "{refused}");
+    assert!(
+        refused.contains(ledger::rules::reason::ERASURE_NOT_SEALER),
+        "{refused}"
+    );
+
+    let (ok, answered) = erasure_cli(
+        1,
+        &[
+            "answer",
+            "--request",
+            &first,
+            "--refuse",
+            "retention-period",
+            "--until",
+            "2035-01-01",
+        ],
+    );
+    assert!(ok && answered.contains("refused in block"), "{answered}");
+    let shown = erasures(&net);
+    assert_eq!(shown[0]["state"], "refused", "{shown}");
+    assert_eq!(shown[0]["reason"], "retention_period", "{shown}");
+    assert!(
+        shown[0]["notice"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("a legal retention period, until 2035-01-01")),
+        "{shown}"
+    );
+
+    let second = ask(&net);
+    let (ok, answered) = erasure_cli(1, &["answer", "--request", &second, "--erase"]);
+    assert!(ok && answered.contains("erased in block"), "{answered}");
+    let (ok, listed) = erasure_cli(1, &["list"]);
+    assert!(
+        ok && listed.contains("no erasure request waits"),
+        "{listed}"
+    );
+    let (status, history) = http(
+        api,
+        "POST",
+        "/api/patient_records",
+        Some(&patient),
+        Some(&json!({})),
+    )
+    .expect("history");
+    assert_eq!(status, 200, "{history}");
+    let shown = history["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["tx_id"] == record.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("the record is listed: {history}"));
+    assert_eq!(shown["state"], "erased", "{history}");
+    assert!(!history.to_string().contains(diagnosis), "{history}");
+
     net.stop_all();
     let out = net.verify();
     assert!(out.status.success(), "verify: {}", output_text(&out));

@@ -343,7 +343,7 @@ async fn red_team_held_was_break_a_key_nobody_holds_is_registered() {
         .post(
             &d1,
             "/api/keys",
-            json!({"publicKey": zeros, "pop": "00".repeat(64), "label": "weak"}),
+            json!({"publicKey": zeros, "pop": "00".repeat(64), "label": "web browser"}),
         )
         .await;
     assert!(

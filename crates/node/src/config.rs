@@ -87,7 +87,9 @@ pub struct NodeConfig {
     pub peer_addr: SocketAddr,
     /// Where the HTTP API and web UI listen.
     pub api_addr: SocketAddr,
-    /// Each other validator's name (as in the genesis file) and peer address.
+    /// Each other validator's name (as in the genesis file) and peer address; none in a
+    /// network of one (the commented file then lists no `[[peers]]`).
+    #[serde(default)]
     pub peers: Vec<PeerConfig>,
     /// Longest a transaction waits before it is proposed, like "6s" or "10ms".
     #[serde(default = "default_batch_window")]
@@ -131,7 +133,12 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path).map_err(|error| {
             NodeError::Config(format!("cannot read {}: {error}", path.display()))
         })?;
-        let mut config: NodeConfig = toml::from_str(&text)
+        Self::parse(&text, path)
+    }
+
+    /// The text of the file at `path`, as [`NodeConfig::load`] reads it.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, NodeError> {
+        let mut config: NodeConfig = toml::from_str(text)
             .map_err(|error| NodeError::Config(format!("{}: {error}", path.display())))?;
         // Relative paths are relative to the config file, so a node folder can be moved whole.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -162,8 +169,9 @@ impl NodeConfig {
             .iter()
             .map(|peer| {
                 format!(
-                    "\n[[peers]]\nname = {:?}\naddr = \"{}\"\n",
-                    peer.name, peer.addr
+                    "\n[[peers]]\nname = {}\naddr = \"{}\"\n",
+                    toml_value(peer.name.as_str()),
+                    peer.addr
                 )
             })
             .collect();
@@ -171,48 +179,54 @@ impl NodeConfig {
             "# medchain validator configuration. Relative paths are relative to this file.\n\
              \n\
              # This validator's name in the genesis file.\n\
-             name = {name:?}\n\
+             name = {name}\n\
              # Folder with this validator's sealed key (node.key) and stores (chain.db, node.db,\n\
              # app.db, keys.db).\n\
-             data_dir = {data_dir:?}\n\
+             data_dir = {data_dir}\n\
              # The operator key file (32 random bytes in hex, owner-only), kept outside data_dir on\n\
              # another volume, or where a secret manager or systemd's LoadCredential= puts it.\n\
              # Without it, give --key-file or --passphrase to `medchain node`.\n\
              {key_file}\n\
              # The network's genesis file, identical at every validator.\n\
-             genesis = {genesis:?}\n\
+             genesis = {genesis}\n\
              # Where the other validators connect to this one.\n\
              peer_addr = \"{peer_addr}\"\n\
              # Where the HTTP API and the web UI listen.\n\
              api_addr = \"{api_addr}\"\n\
              # Longest a transaction waits before the primary proposes it (e.g. \"6s\", \"10ms\").\n\
-             batch_window = {batch_window:?}\n\
+             batch_window = {batch_window}\n\
              # Most transactions in one block; a full batch is proposed at once.\n\
              max_batch = {max_batch}\n\
              # How long backups wait on a stalled primary before replacing it (doubles each time).\n\
-             view_change_timeout = {view_change_timeout:?}\n\
+             view_change_timeout = {view_change_timeout}\n\
              # Create the seed's sample accounts if missing. Never in production.\n\
              demo = {demo}\n\
              # Watts one busy core draws, for the energy estimate of /api/metrics.\n\
-             watts_per_core = {watts_per_core:?}\n\
+             watts_per_core = {watts_per_core}\n\
              \n\
              # Every other validator, by its genesis name.{peers}",
-            name = self.name,
-            data_dir = self.data_dir.display().to_string(),
+            name = toml_value(self.name.as_str()),
+            data_dir = toml_value(self.data_dir.display().to_string()),
             key_file = match &self.key_file {
-                Some(path) => format!("key_file = {:?}", path.display().to_string()),
+                Some(path) => format!("key_file = {}", toml_value(path.display().to_string())),
                 None => "# key_file = \"/etc/medchain/operator.key\"".into(),
             },
-            genesis = self.genesis.display().to_string(),
+            genesis = toml_value(self.genesis.display().to_string()),
             peer_addr = self.peer_addr,
             api_addr = self.api_addr,
-            batch_window = self.batch_window,
+            batch_window = toml_value(self.batch_window.as_str()),
             max_batch = self.max_batch,
-            view_change_timeout = self.view_change_timeout,
+            view_change_timeout = toml_value(self.view_change_timeout.as_str()),
             demo = self.demo,
-            watts_per_core = self.watts_per_core,
+            watts_per_core = toml_value(self.watts_per_core),
         )
     }
+}
+
+/// `value` as TOML writes it: a string quoted and escaped the TOML way (Rust's `{:?}` escapes
+/// control characters as `\u{1}`, which TOML refuses), a float as TOML spells it (`nan`).
+fn toml_value(value: impl Into<toml::Value>) -> String {
+    value.into().to_string()
 }
 
 #[cfg(test)]
@@ -255,6 +269,34 @@ mod tests {
             Duration::from_millis(10)
         );
         assert_eq!(read.timing().unwrap().max_batch, 500);
+    }
+
+    /// Found by the `node_toml` fuzz target: a validator with no peers (a network of one)
+    /// read its file, but the file it wrote had no `peers` key and did not read back.
+    #[test]
+    fn a_configuration_without_peers_writes_a_file_that_reads_back() {
+        let text = "name = \"solo\"\ndata_dir = \"solo\"\ngenesis = \"genesis.toml\"\n\
+                    peer_addr = \"127.0.0.1:7001\"\napi_addr = \"127.0.0.1:5001\"\npeers = []\n";
+        let path = Path::new("node.toml");
+        let config = NodeConfig::parse(text, path).unwrap();
+        let again = NodeConfig::parse(&config.to_commented_toml(), path).unwrap();
+        assert_eq!(again, config);
+    }
+
+    /// Found by the `node_toml` fuzz target: the file was written with Rust's escapes, so a
+    /// name with a control character (or a `nan` wattage) wrote a file that did not read back.
+    #[test]
+    fn a_configuration_with_a_control_character_or_nan_reads_back() {
+        let text = "name = \"a\\u0001b\"\ndata_dir = \"d\\\"ir\"\ngenesis = \"g.toml\"\n\
+                    peer_addr = \"127.0.0.1:7001\"\napi_addr = \"127.0.0.1:5001\"\n\
+                    watts_per_core = nan\n";
+        let path = Path::new("node.toml");
+        let config = NodeConfig::parse(text, path).unwrap();
+        assert_eq!(config.name, "a\u{1}b");
+        let again = NodeConfig::parse(&config.to_commented_toml(), path).unwrap();
+        assert_eq!(again.name, config.name);
+        assert_eq!(again.data_dir, config.data_dir);
+        assert!(again.watts_per_core.is_nan());
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod clock;
 mod cluster;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod incarnation;
 pub mod keys;

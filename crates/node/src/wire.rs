@@ -11,6 +11,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use pbft::{Message, Signed};
 
 use crate::config::Timing;
+use crate::error::NodeError;
 
 #[derive(Clone, Debug, BorshSerialize, BorshDeserialize)]
 pub enum Wire {
@@ -168,6 +169,21 @@ impl FrameKind {
         .into_iter()
         .find(|kind| *kind as u8 == byte)
     }
+}
+
+/// A received frame: `bytes` must be the borsh of a [`Wire`] of the `kind` its header named
+/// (what the receiver bounded its size by). Anything else is the peer's fault, and the
+/// connection is dropped.
+pub fn decode(kind: FrameKind, bytes: &[u8]) -> Result<Wire, NodeError> {
+    let wire: Wire = borsh::from_slice(bytes)
+        .map_err(|error| NodeError::Channel(format!("an undecodable frame: {error}")))?;
+    if FrameKind::of(&wire) != kind {
+        return Err(NodeError::Channel(format!(
+            "a frame named {kind:?} that is {:?}",
+            FrameKind::of(&wire)
+        )));
+    }
+    Ok(wire)
 }
 
 /// The largest encoded frame of each kind that a correct validator sends, computed from the

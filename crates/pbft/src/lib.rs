@@ -283,6 +283,8 @@
 mod checkpoint;
 mod config;
 mod durable;
+#[doc(hidden)]
+pub mod fuzzing;
 mod io;
 mod message;
 mod recovery;

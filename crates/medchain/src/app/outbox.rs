@@ -1,5 +1,5 @@
-//! The outbox: chain steps that a command queues (`medchain user add`, `--demo`), kept as the
-//! signed transaction itself (docs/SECURITY.md, issue 9, §5.0).
+//! The outbox: chain steps that a command queues (`medchain user add`, `medchain erasure
+//! answer`, `--demo`), kept as the signed transaction itself (docs/SECURITY.md, issue 9, §5.0).
 //!
 //! A step is signed once (with `not_after_ms = u64::MAX`, so that it applies whenever it
 //! commits) and its bytes are written to `app.db` (fsynced) before anything is submitted; the
@@ -119,6 +119,20 @@ impl AppDb {
             ],
         )?;
         Ok(tx.last_insert_rowid())
+    }
+
+    /// Queues one signed step of this hospital's own (`medchain erasure answer`'s answer):
+    /// stored (fsynced) before anything is submitted; the running validator submits it.
+    /// Returns its transaction id.
+    pub fn queue_step(
+        &self,
+        genesis_hash: &Hash,
+        signed: &SignedTx,
+        now_ms: u64,
+    ) -> Result<TxId, AppError> {
+        self.db
+            .write(|tx| Self::queue_in(tx, genesis_hash, signed, None, None, now_ms))?;
+        Ok(signed.id(genesis_hash))
     }
 
     fn outbox_where(

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod backup;
 mod bench;
+mod erasure;
 mod init;
 mod keygen;
 mod node;
@@ -50,6 +51,8 @@ commands! {
     Testnet(testnet::TestnetArgs),
     /// Manage this hospital's accounts.
     User(user::UserArgs),
+    /// Answer patients' requests to erase what this hospital's doctors wrote.
+    Erasure(erasure::ErasureArgs),
     /// Make this hospital's validator key, sealed under its operator key (prints the public key).
     Keygen(keygen::KeygenArgs),
     /// Create a new network from its validators' public keys: genesis.toml and each chain.

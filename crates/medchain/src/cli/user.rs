@@ -72,7 +72,7 @@ enum RoleArg {
 
 /// Which validator's store: the embedded deployment's hospital, or a validator's config.
 #[derive(Args, Debug)]
-struct WhereArgs {
+pub(super) struct WhereArgs {
     /// The data directory of `medchain serve` (its logins live in DIR/hospital/app.db).
     #[arg(
         long,
@@ -114,21 +114,21 @@ struct AddArgs {
 }
 
 /// One validator's folder, genesis, name and operator key, as a command finds them.
-struct Validator {
-    dir: PathBuf,
-    genesis: Genesis,
-    name: String,
+pub(super) struct Validator {
+    pub(super) dir: PathBuf,
+    pub(super) genesis: Genesis,
+    pub(super) name: String,
     operator_key: MasterKey,
 }
 
 /// This validator's key and place on its chain, for the steps it signs itself.
-struct ValidatorSigner {
+pub(super) struct ValidatorSigner {
     key: ed25519_dalek::SigningKey,
-    here: Here,
+    pub(super) here: Here,
 }
 
 impl ValidatorSigner {
-    fn sign(&self, mut header: TxHeader, body: Vec<u8>) -> SignedTx {
+    pub(super) fn sign(&self, mut header: TxHeader, body: Vec<u8>) -> SignedTx {
         header.signer = Signer::Validator {
             index: self.here.index,
         };
@@ -137,7 +137,7 @@ impl ValidatorSigner {
 }
 
 impl Validator {
-    fn signer(&self) -> anyhow::Result<ValidatorSigner> {
+    pub(super) fn signer(&self) -> anyhow::Result<ValidatorSigner> {
         let index = self
             .genesis
             .index_of(&self.name)
@@ -157,7 +157,7 @@ impl Validator {
 }
 
 impl WhereArgs {
-    fn validator(&self) -> anyhow::Result<Validator> {
+    pub(super) fn validator(&self) -> anyhow::Result<Validator> {
         let (dir, genesis, name, configured_key, default_key_dir) = match &self.config {
             Some(config) => {
                 let config = NodeConfig::load(config)?;
@@ -203,7 +203,7 @@ impl WhereArgs {
 
 /// The validator's application store, bound to its chain (as the node binds it at start: what
 /// belonged to an older chain is forgotten), and its custody, opened with its operator key.
-fn open(validator: &Validator) -> anyhow::Result<(AppDb, Custody)> {
+pub(super) fn open(validator: &Validator) -> anyhow::Result<(AppDb, Custody)> {
     let dir = &validator.dir;
     ledger::files::private_dir(dir)?;
     let path = dir.join("app.db");
@@ -288,7 +288,11 @@ fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
 /// Waits for the outbox step `id` to apply through the running validator (which takes it
 /// within half a second): its block's height; `None` (said) if the validator is not running
 /// or it is not applied after 30 s; an error with the chain's reason if refused.
-fn wait_applied(app: &AppDb, id: &ledger::TxId, what: &str) -> anyhow::Result<Option<u64>> {
+pub(super) fn wait_applied(
+    app: &AppDb,
+    id: &ledger::TxId,
+    what: &str,
+) -> anyhow::Result<Option<u64>> {
     let started = Instant::now();
     loop {
         let row = app

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::extract::{ApiJson, Authed, MaybeAuthed, required};
+use super::extract::{ApiJson, Authed, MaybeAuthed, parse_body, required};
 use super::{ApiError, ApiResult, AppState};
 use crate::app::{Account, Role};
 
@@ -177,4 +177,10 @@ async fn me(
         auth.account(),
         auth.session.expires_ms,
     ))
+}
+
+/// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
+/// (the `api_json` fuzz target, `http::fuzzing`).
+pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
+    vec![parse_body::<LoginBody>(bytes).map(drop)]
 }

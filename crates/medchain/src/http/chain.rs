@@ -88,15 +88,46 @@ async fn validate_chain(State(state): State<AppState>, _auth: Authed) -> ApiResu
     }))
 }
 
-/// The seed's `/api/metrics`: the last 100 committed blocks' measurements.
-async fn metrics(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<Value>> {
+/// The key service's state and counters, for this hospital's own staff: on `/api/metrics`
+/// only, never on `/api/status`, which any session reads (a spike of keys pulled shows a
+/// history moving after a grant: docs/SECURITY.md §16.14).
+fn key_metrics(status: &node::KeyStatus) -> Value {
+    let c = &status.counters;
+    json!({
+        "processed_height": status.processed_height,
+        "waiting": status.waiting,
+        "held": status.held,
+        "received": c.keys_received,
+        "served": c.keys_served,
+        "refused_wrong": c.keys_refused_wrong,
+        "refused_reused": c.keys_refused_reused,
+        "refused_unentitled": c.keys_refused_unentitled,
+        "requests_dropped": c.keys_requests_dropped,
+        "requests_busy": c.keys_requests_busy,
+        "requests_not_entitled": c.keys_requests_not_entitled,
+        "answers_dropped": c.keys_answers_dropped,
+    })
+}
+
+/// The seed's `/api/metrics`: the last 100 committed blocks' measurements, and, to a doctor of
+/// this hospital, the key service's state and counters (`keys`).
+async fn metrics(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
     let blocks = state.chain.local.shared().block_metrics();
+    let account = auth.account();
+    let staff =
+        account.role == crate::app::Role::Doctor && account.home == Some(state.flows.here().index);
+    let keys = if staff {
+        key_metrics(&state.chain.local.key_status())
+    } else {
+        Value::Null
+    };
     if blocks.is_empty() {
         return Ok(Json(json!({
             "success": true,
             "metrics": [],
             "count": 0,
             "message": "No metrics collected yet",
+            "keys": keys,
         })));
     }
     let entries: Vec<Value> = blocks
@@ -131,6 +162,7 @@ async fn metrics(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json
         "count": entries.len(),
         "latest": latest,
         "metrics": entries,
+        "keys": keys,
     })))
 }
 

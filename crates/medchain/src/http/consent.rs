@@ -12,11 +12,11 @@ use ledger::tx::{Attested, Scope};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, required};
+use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, parse_body, required};
 use super::records::RecordAdded;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
-    Consent, GrantInfo, PreparedView, Signed, Signing, Who, parse_key, parse_tx_id,
+    Consent, Content, GrantInfo, PreparedView, Signed, Signing, Who, parse_key, parse_tx_id,
 };
 use crate::app::{Account, Role};
 
@@ -98,12 +98,24 @@ struct SignatureNeeded {
 }
 
 /// What the page checks against what the user clicked: `{kind, meta}` as the ledger writes a
-/// transaction's metadata in JSON (ids in hex), and the body's bytes in hex.
+/// transaction's metadata in JSON (ids in hex), the body's bytes in hex (sealed, for a sealed
+/// kind) and, for a sealed kind, `plain`: the content as typed, from this request, never
+/// stored (docs/SECURITY.md §1.2).
 #[derive(Serialize)]
 struct TxPreview {
     #[serde(flatten)]
     meta: ledger::Meta,
     body: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plain: Option<serde_json::Value>,
+}
+
+fn plain_json(content: &Content) -> Option<serde_json::Value> {
+    match content {
+        Content::Empty => None,
+        Content::Record(record) => serde_json::to_value(record).ok(),
+        Content::Purpose(purpose) => serde_json::to_value(purpose).ok(),
+    }
 }
 
 impl From<PreparedView> for SignatureNeeded {
@@ -114,6 +126,7 @@ impl From<PreparedView> for SignatureNeeded {
             prepared_id: view.id,
             signing_bytes: hex::encode(&view.signing_bytes),
             tx: TxPreview {
+                plain: plain_json(&view.plain),
                 meta: view.meta,
                 body: hex::encode(&view.body),
             },
@@ -395,7 +408,11 @@ struct PendingView {
     doctor_name: Option<String>,
     department: Option<String>,
     hospital: String,
+    /// The purpose, or, where this hospital cannot open it, the notice saying so.
     purpose: String,
+    /// Whether the purpose opens here; a request whose purpose does not is approved at the
+    /// patient's home (403 `approve_at_home`).
+    purpose_opens: bool,
     scope: Scope,
     requested_ms: u64,
     expires_ms: u64,
@@ -439,6 +456,7 @@ async fn pending(
                     department: r.department,
                     hospital: group.hospital_name.clone(),
                     purpose: r.purpose,
+                    purpose_opens: r.purpose_opens,
                     scope: r.row.scope,
                     requested_ms: r.row.created_ms,
                     expires_ms: r.row.expires_ms,
@@ -664,4 +682,15 @@ async fn sign(
         Signed::Requested { request } => SignedAnswer::Requested(requested(request)),
         Signed::Submitted { tx } => SignedAnswer::Tx(TxAnswer::new(tx)),
     }))
+}
+
+/// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
+/// (the `api_json` fuzz target, `http::fuzzing`).
+pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
+    vec![
+        parse_body::<InPersonBody>(bytes).map(drop),
+        parse_body::<RemoteBody>(bytes).map(drop),
+        parse_body::<AnswerBody>(bytes).map(drop),
+        parse_body::<SignBody>(bytes).map(drop),
+    ]
 }

@@ -175,6 +175,7 @@ impl From<FlowError> for ApiError {
                 because("consent_elsewhere", Some("patientId"), Some(home))
             }
             FlowError::ApproveOnDevice { home } => because("approve_on_device", None, Some(home)),
+            FlowError::ApproveAtHome { home } => because("approve_at_home", None, Some(home)),
             FlowError::NotLinkedHere { home, .. } => because("not_linked", None, Some(home)),
             FlowError::Department { .. } => because("not_allowed", Some("department"), None),
             FlowError::NotOnChain => ApiError::Unavailable(
@@ -212,6 +213,9 @@ pub(crate) fn node_error(what: &str, e: NodeError) -> ApiError {
             "The transaction is {bytes} bytes once signed; validators accept at most {limit} bytes"
         )),
         NodeError::Refused(why) => ApiError::Conflict(why),
+        // The key service has not processed the height a read needs yet (§6.1).
+        NodeError::KeysCatchingUp => ApiError::Unavailable("keys catching up".into()),
+        NodeError::Seal(why) => ApiError::TooLarge(format!("The content cannot be sealed: {why}")),
         NodeError::Invalid(invalid) => ApiError::BadRequest(invalid.reason().to_string()),
         other => ApiError::internal(format!("{what}: {other}")),
     }

@@ -28,8 +28,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     "Request body too large: at most {MAX_BODY_BYTES} bytes"
                 ))
             })?;
-        let empty = bytes.iter().all(u8::is_ascii_whitespace);
-        if !empty {
+        if !is_blank(&bytes) {
             let is_json = parts
                 .headers
                 .get(header::CONTENT_TYPE)
@@ -43,9 +42,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 return Err(ApiError::UnsupportedMediaType);
             }
         }
-        let slice: &[u8] = if empty { b"{}" } else { &bytes };
-        parse_json(slice).map(ApiJson)
+        parse_body(&bytes).map(ApiJson)
     }
+}
+
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+/// A request body of JSON type as [`ApiJson`] reads it: a blank body reads as `{}`.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json(if is_blank(bytes) { b"{}" } else { bytes })
 }
 
 /// Parses `bytes` as a `T`, mapping errors to messages that name the field.
@@ -84,8 +91,21 @@ fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
             if path == "." || path.is_empty() {
                 return ApiError::BadRequest("The body must be a JSON object".into());
             }
-            ApiError::validation(path, format!("Invalid value for field '{path}': {text}"))
+            ApiError::validation(
+                path,
+                format!("Invalid value for field '{path}': {}", expected(&text)),
+            )
         }
+    }
+}
+
+/// What serde expected, from one of its data errors, without the value it found: serde
+/// quotes the offending value (`invalid type: string "…", expected u64`), and an answer never
+/// echoes what the request carried (it may be a diagnosis; docs/SECURITY.md §8).
+fn expected(serde_text: &str) -> String {
+    match serde_text.rsplit_once(", expected ") {
+        Some((_, expected)) => format!("expected {expected}"),
+        None => "not of the expected type".to_string(),
     }
 }
 
@@ -241,4 +261,52 @@ pub fn account_id(field: &str, value: Option<String>) -> Result<String, ApiError
     crate::app::validate_account_id(&v)
         .map_err(|_| ApiError::validation(field, format!("{field} is not a valid id")))?;
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    #[serde(rename_all = "camelCase")]
+    enum Scope {
+        Write,
+        Read,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        duration_ms: Option<u64>,
+        scope: Option<Scope>,
+        diagnosis: Option<String>,
+    }
+
+    fn message_of(json: &str) -> (String, String) {
+        let error = parse_json::<Body>(json.as_bytes()).unwrap_err();
+        match error {
+            ApiError::Validation { field, message } => (field, message),
+            other => panic!("not a validation error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field_and_what_was_expected_never_the_value() {
+        let (field, message) = message_of(r#"{"durationMs": "Lymphoma, R-CHOP"}"#);
+        assert_eq!(field, "durationMs");
+        assert!(!message.contains("Lymphoma"), "{message}");
+        assert!(message.contains("'durationMs'"), "{message}");
+        assert!(message.contains("expected u64"), "{message}");
+
+        let (field, message) = message_of(r#"{"scope": "Lymphoma"}"#);
+        assert_eq!(field, "scope");
+        assert!(!message.contains("Lymphoma"), "{message}");
+        assert!(message.contains("`write`"), "{message}");
+
+        let (field, message) = message_of(r#"{"diagnosis": 1234567}"#);
+        assert_eq!(field, "diagnosis");
+        assert!(!message.contains("1234567"), "{message}");
+    }
 }

@@ -12,7 +12,7 @@ use axum::response::Response;
 use ledger::tx::AskWhat;
 
 use super::consent::{TxAnswer, answer, who_of};
-use super::extract::{ApiJson, Authed, required};
+use super::extract::{ApiJson, Authed, parse_body, required};
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{KeyAdded, Signing, parse_key};
 
@@ -118,6 +118,9 @@ async fn identity(State(state): State<AppState>, auth: Authed) -> ApiResult<Json
     }))
 }
 
+/// The one label of a key made at a page: labels are on chain, in clear, for every validator.
+pub const PAGE_KEY_LABEL: &str = "web browser";
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AddKeyBody {
@@ -148,13 +151,20 @@ async fn add_key(
     let mut pop = [0u8; 64];
     hex::decode_to_slice(required("pop", body.pop, 128)?, &mut pop)
         .map_err(|_| ApiError::validation("pop", "pop must be 128 hex digits"))?;
-    let label = match body.label {
-        Some(label) => {
-            super::extract::check_len("label", &label, ledger::rules::MAX_TEXT_CHARS)?;
-            label
+    // A label is user text every validator sees in clear: only the generic one is accepted
+    // (docs/SECURITY.md §2, §16.14).
+    match body.label.as_deref() {
+        None | Some(PAGE_KEY_LABEL) => {}
+        Some(_) => {
+            return Err(ApiError::validation(
+                "label",
+                format!(
+                    "A key made at a page is labelled \"{PAGE_KEY_LABEL}\" (or the label omitted)"
+                ),
+            ));
         }
-        None => String::new(),
-    };
+    }
+    let label = PAGE_KEY_LABEL.to_string();
     let added = state
         .flows
         .add_device_key(auth.account(), key, pop, label)
@@ -269,4 +279,14 @@ async fn revoke_key(
         Signing::Done(tx) => Signing::Done(TxAnswer::new(tx)),
         Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
     }))
+}
+
+/// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
+/// (the `api_json` fuzz target, `http::fuzzing`).
+pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
+    vec![
+        parse_body::<AddKeyBody>(bytes).map(drop),
+        parse_body::<ApproveAskBody>(bytes).map(drop),
+        parse_body::<RevokeKeyBody>(bytes).map(drop),
+    ]
 }

@@ -4,8 +4,11 @@
 mod auth;
 mod chain;
 mod consent;
+mod erasure;
 pub mod error;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod records;
 
@@ -194,6 +197,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(consent::router())
+        .merge(erasure::router())
         .merge(identity::router())
         .merge(records::router())
         .merge(chain::router())

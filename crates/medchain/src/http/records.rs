@@ -1,6 +1,6 @@
 //! Medical records: adding one under a write grant, reading them (the patient's own, or a
 //! doctor's under a read grant), and the access log. Every read is an access entry on chain,
-//! durable (own reads) or applied (a doctor's) before the data is returned.
+//! applied before the records are opened and returned (docs/SECURITY.md, issue 10, §6.1).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -10,9 +10,11 @@ use ledger::tx::{Attested, RecordBody, SignerKind};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, required};
+use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_body, required};
 use super::{ApiError, ApiResult, AppState};
-use crate::app::flows::{AddedRecord, GrantRef, RecordInput, RecordView, Signing, parse_tx_id};
+use crate::app::flows::{
+    AddedRecord, GrantRef, Readable, ReaderRole, RecordInput, RecordView, Signing, parse_tx_id,
+};
 use crate::app::{Account, Role};
 
 pub fn router() -> Router<AppState> {
@@ -59,6 +61,21 @@ fn nonempty(field: &str, label: &str, v: Option<String>, max: usize) -> ApiResul
     }
     check_len(field, &v, max)?;
     Ok(v)
+}
+
+/// A record fits a sealed body: at most `ledger::seal::MAX_PLAIN_BYTES` once encoded, the
+/// validators' body limit less the sealing overhead (docs/SECURITY.md §16.24); else 413.
+fn check_sealable(record: &RecordBody) -> ApiResult<()> {
+    let bytes = record.to_bytes().len();
+    if bytes > ledger::seal::MAX_PLAIN_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "The record is {bytes} bytes encoded; a record carries at most {} bytes: the \
+             validators' {}-byte body limit less what sealing it adds",
+            ledger::seal::MAX_PLAIN_BYTES,
+            ledger::tx::MAX_BODY_BYTES
+        )));
+    }
+    Ok(())
 }
 
 /// A doctor's `doctorId` must be their own; omitted, it is taken from the session.
@@ -133,15 +150,17 @@ async fn add_record(
         _ => None,
     };
     let who = super::consent::who_of(body.device_public_key)?;
+    let record = RecordBody {
+        diagnosis,
+        prescription,
+        notes,
+    };
+    check_sealable(&record)?;
     let input = RecordInput {
         patient: patient_id,
         grant,
         department,
-        body: RecordBody {
-            diagnosis,
-            prescription,
-            notes,
-        },
+        body: record,
     };
     let outcome = state.flows.add_record(&doctor, who, input).await?;
     Ok(super::consent::answer(match outcome {
@@ -159,7 +178,7 @@ struct RecordsBody {
 
 /// The seed's `patient_records`: a patient's own records, authenticated by the patient's
 /// password (as in the seed, without another person's session) or by their session. The
-/// records leave once the access entry naming this hospital is durable.
+/// records are opened once the access entry naming this hospital is applied.
 async fn patient_records(
     State(state): State<AppState>,
     MaybeAuthed(auth): MaybeAuthed,
@@ -180,7 +199,12 @@ async fn patient_records(
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
         let (access, records) = state.flows.read_own(&patient).await?;
-        return Ok(Json(RecordsAnswer::of(&state, access, records)));
+        return Ok(Json(RecordsAnswer::of(
+            &state,
+            ReaderRole::Patient,
+            access,
+            records,
+        )));
     }
     let auth = auth.ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
     let account = auth.session.account;
@@ -192,12 +216,22 @@ async fn patient_records(
                 ));
             }
             let (access, records) = state.flows.read_own(&account).await?;
-            Ok(Json(RecordsAnswer::of(&state, access, records)))
+            Ok(Json(RecordsAnswer::of(
+                &state,
+                ReaderRole::Patient,
+                access,
+                records,
+            )))
         }
         Role::Doctor => {
             let patient_id = required("patientId", body.patient_id, 64)?;
             let (access, records) = state.flows.read_under_grant(&account, &patient_id).await?;
-            Ok(Json(RecordsAnswer::of(&state, access, records)))
+            Ok(Json(RecordsAnswer::of(
+                &state,
+                ReaderRole::Doctor,
+                access,
+                records,
+            )))
         }
     }
 }
@@ -217,7 +251,12 @@ async fn doctor_records(
 ) -> ApiResult<Json<RecordsAnswer>> {
     let patient_id = required("patientId", body.patient_id, 64)?;
     let (access, records) = state.flows.read_under_grant(&doctor, &patient_id).await?;
-    Ok(Json(RecordsAnswer::of(&state, access, records)))
+    Ok(Json(RecordsAnswer::of(
+        &state,
+        ReaderRole::Doctor,
+        access,
+        records,
+    )))
 }
 
 /// One record: the seed's fields, then who signed it, how and where.
@@ -230,9 +269,16 @@ struct RecordJson {
     #[serde(rename = "doctor_id")]
     doctor_id: String,
     department: String,
+    /// For a record that does not open here, its notice (so that a client that knows only
+    /// the seed's fields shows it), and `prescription` and `notes` empty.
     diagnosis: String,
     prescription: String,
     notes: String,
+    /// `open`, `erased`, `waiting`, `elsewhere` or `broken` (docs/SECURITY.md, issue 10,
+    /// §6.2).
+    state: &'static str,
+    /// What is shown instead of the content; null when it is open.
+    notice: Option<String>,
     /// The write grant the record used.
     #[serde(rename = "consent_hash")]
     consent_hash: String,
@@ -249,39 +295,91 @@ struct RecordJson {
     attested: Option<Attested>,
 }
 
+/// Records whose keys this hospital waits for from one validator (docs/SECURITY.md §5.4):
+/// "3 records wait for their keys from hospital, asked since 10:02".
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WaitingJson {
+    from: String,
+    count: usize,
+    /// When this hospital first asked (ms; 0: not asked yet).
+    since_ms: u64,
+}
+
 /// The seed's answer to `patient_records`, and the access entry that logged the read.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RecordsAnswer {
     success: bool,
     records: Vec<RecordJson>,
+    /// The records shown `waiting`, by the validator they wait for.
+    waiting: Vec<WaitingJson>,
     access_tx_id: String,
     /// The hospital that served the read (as the access entry names it).
     served_by: String,
 }
 
 impl RecordsAnswer {
-    fn of(state: &AppState, access: ledger::TxId, records: Vec<RecordView>) -> Self {
+    fn of(
+        state: &AppState,
+        reader: ReaderRole,
+        access: ledger::TxId,
+        records: Vec<RecordView>,
+    ) -> Self {
+        let mut waiting: Vec<WaitingJson> = Vec::new();
+        for r in &records {
+            if let Readable::Waiting { from, since_ms } = r.content {
+                let from = state.flows.hospital(from);
+                match waiting.iter_mut().find(|w| w.from == from) {
+                    Some(w) => {
+                        w.count += 1;
+                        // The earliest ask (0, not asked yet, counts for nothing).
+                        if w.since_ms == 0 || (since_ms != 0 && since_ms < w.since_ms) {
+                            w.since_ms = since_ms;
+                        }
+                    }
+                    None => waiting.push(WaitingJson {
+                        from,
+                        count: 1,
+                        since_ms,
+                    }),
+                }
+            }
+        }
         RecordsAnswer {
             success: true,
+            waiting,
             records: records
                 .into_iter()
-                .map(|r| RecordJson {
-                    timestamp: r.time_ms as f64 / 1000.0,
-                    timestamp_ms: r.time_ms,
-                    doctor_id: r.doctor_login.unwrap_or_else(|| hex::encode(r.doctor)),
-                    department: r.department,
-                    diagnosis: r.body.diagnosis,
-                    prescription: r.body.prescription,
-                    notes: r.body.notes,
-                    consent_hash: hex::encode(r.grant),
-                    height: r.height,
-                    tx_id: hex::encode(r.tx),
-                    doctor_person_id: hex::encode(r.doctor),
-                    doctor_name: r.doctor_name,
-                    signer_kind: r.signer,
-                    origin: r.origin.map(|o| state.flows.hospital(o)),
-                    attested: r.attested,
+                .map(|r| {
+                    let notice = r.content.notice(&state.flows, reader, "record");
+                    let state_name = r.content.state();
+                    let body = match r.content {
+                        Readable::Open(body) => body,
+                        _ => RecordBody {
+                            diagnosis: notice.clone().unwrap_or_default(),
+                            ..RecordBody::default()
+                        },
+                    };
+                    RecordJson {
+                        timestamp: r.time_ms as f64 / 1000.0,
+                        timestamp_ms: r.time_ms,
+                        doctor_id: r.doctor_login.unwrap_or_else(|| hex::encode(r.doctor)),
+                        department: r.department,
+                        diagnosis: body.diagnosis,
+                        prescription: body.prescription,
+                        notes: body.notes,
+                        state: state_name,
+                        notice,
+                        consent_hash: hex::encode(r.grant),
+                        height: r.height,
+                        tx_id: hex::encode(r.tx),
+                        doctor_person_id: hex::encode(r.doctor),
+                        doctor_name: r.doctor_name,
+                        signer_kind: r.signer,
+                        origin: r.origin.map(|o| state.flows.hospital(o)),
+                        attested: r.attested,
+                    }
                 })
                 .collect(),
             access_tx_id: hex::encode(access),
@@ -338,4 +436,44 @@ async fn access_log(
         success: true,
         entries,
     }))
+}
+
+/// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it
+/// (the `api_json` fuzz target, `http::fuzzing`).
+pub(super) fn parse_bodies(bytes: &[u8]) -> Vec<Result<(), ApiError>> {
+    vec![
+        parse_body::<AddRecordBody>(bytes).map(drop),
+        parse_body::<RecordsBody>(bytes).map(drop),
+        parse_body::<DoctorReadBody>(bytes).map(drop),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_over_what_a_sealed_body_carries_is_413_and_says_why() {
+        let fits = RecordBody {
+            diagnosis: "d".into(),
+            prescription: "p".into(),
+            notes: "n".repeat(ledger::seal::MAX_PLAIN_BYTES - 3 * 4 - 2),
+        };
+        assert_eq!(fits.to_bytes().len(), ledger::seal::MAX_PLAIN_BYTES);
+        assert!(check_sealable(&fits).is_ok());
+        let over = RecordBody {
+            notes: format!("{}n", fits.notes),
+            ..fits
+        };
+        let error = check_sealable(&over).unwrap_err();
+        assert_eq!(error.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        let ApiError::TooLarge(message) = error else {
+            unreachable!()
+        };
+        assert!(
+            message.contains(&ledger::seal::MAX_PLAIN_BYTES.to_string())
+                && message.contains("sealing"),
+            "{message}"
+        );
+    }
 }

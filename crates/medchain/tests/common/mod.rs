@@ -3,6 +3,7 @@
 //! (`--demo`) before the first request.
 #![allow(dead_code)]
 
+pub mod records;
 pub mod seed;
 
 use std::sync::Arc;
@@ -258,6 +259,22 @@ async fn open_with(
     }
 }
 
+/// Polls `f` until it answers `Some` (at most 20 s, else the test fails naming `what`).
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The tests of sessions and consents use the same harness: a cluster is cheap.
 pub async fn app_only() -> TestApp {
     start(manual_timing()).await
@@ -385,7 +402,7 @@ impl TestApp {
                 "/api/keys",
                 serde_json::json!({
                     "publicKey": device.public_hex(), "pop": pop,
-                    "label": "test browser",
+                    "label": "web browser",
                 }),
             )
             .await;
@@ -510,13 +527,38 @@ impl TestApp {
         b["otp"].as_str().unwrap().to_string()
     }
 
-    /// Logs a demo account in; returns a bearer client.
-    pub async fn login(&self, id: &str) -> Client {
-        let role = if id.starts_with('d') {
-            "doctor"
-        } else {
-            "patient"
+    /// Enrolls `id` here (its home), as `medchain user add` does, with the password
+    /// `long-password`, and waits for it on chain.
+    pub async fn enroll(&self, id: &str, doctor: Option<(&str, &str)>) {
+        let new = medchain::app::NewAccount {
+            id: id.into(),
+            role: if doctor.is_some() {
+                medchain::app::Role::Doctor
+            } else {
+                medchain::app::Role::Patient
+            },
+            department: doctor.map(|d| d.0.to_string()),
+            name: doctor.map(|d| d.1.to_string()),
+            password: zeroize::Zeroizing::new("long-password".into()),
         };
+        self.state.flows.enroll(new).await.unwrap();
+        assert!(
+            self.state
+                .flows
+                .settle_outbox(Duration::from_secs(20))
+                .await
+                .unwrap()
+        );
+    }
+
+    /// A doctor enrolled here (their home) in `department` as `name`, signed in.
+    pub async fn new_doctor(&self, id: &str, department: &str, name: &str) -> Client {
+        self.enroll(id, Some((department, name))).await;
+        self.session("doctor", id, "long-password").await
+    }
+
+    /// Logs `id` in here with `password`; a bearer client.
+    pub async fn session(&self, role: &str, id: &str, password: &str) -> Client {
         let key = if role == "doctor" {
             "doctorId"
         } else {
@@ -526,10 +568,20 @@ impl TestApp {
             .post(
                 &anon(),
                 "/api/login",
-                serde_json::json!({"role": role, key: id, "password": password_of(id)}),
+                serde_json::json!({"role": role, key: id, "password": password}),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "login {id}: {b}");
         Client::bearer(b["token"].as_str().unwrap())
+    }
+
+    /// Logs a demo account in; returns a bearer client.
+    pub async fn login(&self, id: &str) -> Client {
+        let role = if id.starts_with('d') {
+            "doctor"
+        } else {
+            "patient"
+        };
+        self.session(role, id, password_of(id)).await
     }
 }

@@ -602,28 +602,21 @@ impl Net {
         heads
     }
 
-    /// The diagnoses of every record applied in node `i`'s stopped store, in chain order.
-    pub fn store_diagnoses(&self, i: usize) -> Vec<String> {
+    /// The ids (hex) of every record applied in node `i`'s stopped store, in chain order (a
+    /// record's content is sealed: the store shows which records exist, not what they say).
+    pub fn store_records(&self, i: usize) -> Vec<String> {
         let conn = rusqlite::Connection::open_with_flags(
             self.nodes[i].dir.join("chain.db"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .expect("open chain.db");
         let mut statement = conn
-            .prepare(
-                "SELECT t.body FROM records r JOIN transactions t ON t.tx = r.tx ORDER BY r.tx",
-            )
+            .prepare("SELECT t.id FROM records r JOIN transactions t ON t.tx = r.tx ORDER BY r.tx")
             .expect("prepare");
         let rows = statement
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .expect("query");
-        rows.map(|row| {
-            let tx = ledger::SignedTx::from_bytes(&row.expect("row")).expect("a stored record");
-            ledger::tx::RecordBody::from_bytes(&tx.body)
-                .expect("a record body")
-                .diagnosis
-        })
-        .collect()
+        rows.map(|row| hex::encode(row.expect("row"))).collect()
     }
 
     /// Every transaction in node `i`'s stopped store: id (hex) to the rejection reason (`None`:

@@ -583,6 +583,8 @@ struct Service {
     exchange: Exchange,
     directory: Directory,
     processed: u64,
+    /// The processed height `keys.db` held when this start began.
+    resumed_from: u64,
     /// The processed height `keys.db` holds.
     processed_saved: u64,
     /// The time of the last processed block: `T` of "live now" (§4.1).
@@ -631,6 +633,7 @@ impl Service {
             exchange: Exchange::new(config.id, config.n, transport),
             directory: Directory::default(),
             processed,
+            resumed_from: processed,
             processed_saved: processed,
             block_time_ms,
             pending,
@@ -661,12 +664,12 @@ impl Service {
                 },
             );
         }
-        service.publish(processed);
+        service.publish();
         Ok(service)
     }
 
     fn run(mut self) {
-        let resumed_from = self.processed;
+        let resumed_from = self.resumed_from;
         // Every block applied since the processed height, before anything is answered (§5.6).
         if let Err(error) = self.catch_up() {
             warn!(%error, "key service stopping: cannot process the chain");
@@ -679,7 +682,7 @@ impl Service {
             resumed_from,
             "key service ready"
         );
-        self.publish(resumed_from);
+        self.publish();
         loop {
             let timeout = self.next_timer.saturating_duration_since(Instant::now());
             let turn = self.inbox.take(timeout);
@@ -691,7 +694,7 @@ impl Service {
                 self.shared.set_failed(format!("key service: {error}"));
                 break;
             }
-            self.publish(resumed_from);
+            self.publish();
         }
         for (open, _) in self.waiting_opens.drain(..) {
             let _ = open.reply.send(Err(NodeError::Stopped));
@@ -717,6 +720,8 @@ impl Service {
             self.next_timer = Instant::now() + TIMER;
             self.on_timer()?;
         }
+        // What an answered open's caller reads next must already show the height it waited for.
+        self.publish();
         let deadline = Instant::now() + OPEN_WAIT;
         self.waiting_opens
             .extend(turn.opens.into_iter().map(|open| (open, deadline)));
@@ -730,10 +735,10 @@ impl Service {
         Ok(())
     }
 
-    fn publish(&self, resumed_from: u64) {
+    fn publish(&self) {
         self.inbox.publish(KeyStatus {
             processed_height: self.processed,
-            resumed_from,
+            resumed_from: self.resumed_from,
             waiting: self.wanted.len() as u64,
             held: self.held,
             counters: self.counters.clone(),

@@ -38,7 +38,7 @@ const FRAME_HEADER_BYTES: usize = 5;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     Initiator = 0,
     Responder = 1,
 }
@@ -74,6 +74,56 @@ fn auth_bytes(genesis_hash: &[u8; 32], role: Role, handshake_hash: &[u8]) -> Vec
     bytes.push(role as u8);
     bytes.extend_from_slice(handshake_hash);
     bytes
+}
+
+/// What the side in `role` sends once the Noise handshake with hash `handshake_hash` is done:
+/// its replica id (u32, little-endian) and its node key's signature of [`auth_bytes`].
+pub(crate) fn proof_of_identity(
+    identity: &ValidatorIdentity,
+    role: Role,
+    handshake_hash: &[u8],
+) -> Vec<u8> {
+    let signature = identity
+        .key
+        .sign(&auth_bytes(&identity.genesis_hash, role, handshake_hash));
+    let mut proof = identity.id.to_le_bytes().to_vec();
+    proof.extend_from_slice(&signature.to_bytes());
+    proof
+}
+
+/// The peer's [`proof_of_identity`], received by the side in `role`: the validator it proves
+/// to be, another one of this chain than this side.
+pub(crate) fn check_proof(
+    identity: &ValidatorIdentity,
+    role: Role,
+    handshake_hash: &[u8],
+    proof: &[u8],
+) -> Result<ReplicaId, NodeError> {
+    let (id, signature) = proof
+        .split_first_chunk::<4>()
+        .ok_or_else(|| refused("short proof of identity"))?;
+    let peer = ReplicaId::from_le_bytes(*id);
+    let signature: [u8; 64] = signature
+        .try_into()
+        .map_err(|_| refused("malformed proof of identity"))?;
+    let key = identity
+        .validators
+        .get(peer as usize)
+        .filter(|_| peer != identity.id)
+        .ok_or_else(|| refused(format!("validator {peer} is not a peer of this chain")))?;
+    let peer_role = match role {
+        Role::Initiator => Role::Responder,
+        Role::Responder => Role::Initiator,
+    };
+    let proven = ledger::crypto::verify_signature(
+        key,
+        &auth_bytes(&identity.genesis_hash, peer_role, handshake_hash),
+        &signature,
+    );
+    if !proven {
+        return Err(refused(format!("wrong key for validator {peer}")));
+    }
+    Ok(peer)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
@@ -150,40 +200,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             peer: identity.id,
             buffer,
         };
-        let signature =
-            identity
-                .key
-                .sign(&auth_bytes(&identity.genesis_hash, role, &handshake_hash));
-        let mut proof = identity.id.to_le_bytes().to_vec();
-        proof.extend_from_slice(&signature.to_bytes());
-        channel.send_chunk(&proof).await?;
-
+        channel
+            .send_chunk(&proof_of_identity(identity, role, &handshake_hash))
+            .await?;
         let proof = channel.recv_chunk().await?;
-        let (id, signature) = proof
-            .split_first_chunk::<4>()
-            .ok_or_else(|| refused("short proof of identity"))?;
-        let peer = ReplicaId::from_le_bytes(*id);
-        let signature: [u8; 64] = signature
-            .try_into()
-            .map_err(|_| refused("malformed proof of identity"))?;
-        let key = identity
-            .validators
-            .get(peer as usize)
-            .filter(|_| peer != identity.id)
-            .ok_or_else(|| refused(format!("validator {peer} is not a peer of this chain")))?;
-        let peer_role = match role {
-            Role::Initiator => Role::Responder,
-            Role::Responder => Role::Initiator,
-        };
-        let proven = ledger::crypto::verify_signature(
-            key,
-            &auth_bytes(&identity.genesis_hash, peer_role, &handshake_hash),
-            &signature,
-        );
-        if !proven {
-            return Err(refused(format!("wrong key for validator {peer}")));
-        }
-        channel.peer = peer;
+        channel.peer = check_proof(identity, role, &handshake_hash, &proof)?;
         Ok(channel)
     }
 
@@ -261,7 +282,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         Ok(())
     }
 
-    async fn send_chunk(&mut self, plaintext: &[u8]) -> Result<(), NodeError> {
+    /// Sends one chunk as it is (a frame's first chunk starts with its header, see
+    /// [`Channel::feed`]).
+    pub(crate) async fn send_chunk(&mut self, plaintext: &[u8]) -> Result<(), NodeError> {
         self.feed_chunk(plaintext).await?;
         self.flush().await
     }

@@ -6,7 +6,7 @@
 //! Every frame reaches the runtime with the validator it came from, as the transport knows it:
 //! the authenticated peer of the TCP channel, or the sending endpoint in memory.
 
-mod channel;
+pub(crate) mod channel;
 mod memory;
 mod tcp;
 

@@ -25,7 +25,7 @@ use super::{InboundCredit, Transport, ValidatorIdentity, Wiring, deliver};
 use crate::error::NodeError;
 use crate::keys::KeyInbox;
 use crate::runtime::Event;
-use crate::wire::{Frame, FrameKind, FrameLimits, Wire};
+use crate::wire::{self, Frame, FrameKind, FrameLimits, Wire};
 
 /// Frames queued for one peer before new ones are dropped.
 const PEER_QUEUE_FRAMES: usize = 8192;
@@ -243,14 +243,10 @@ async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: A
                 return;
             }
         };
-        let wire: Wire = match borsh::from_slice(&bytes) {
-            Ok(wire) if FrameKind::of(&wire) == kind => wire,
-            Ok(_) => {
-                warn!(peer, %addr, "dropping a connection whose frame is not of the kind it named");
-                return;
-            }
+        let wire = match wire::decode(kind, &bytes) {
+            Ok(wire) => wire,
             Err(error) => {
-                warn!(peer, %addr, %error, "dropping a connection that sent an undecodable frame");
+                warn!(peer, %addr, %error, "dropping a connection that sent a bad frame");
                 return;
             }
         };

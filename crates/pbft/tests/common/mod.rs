@@ -9,28 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use pbft::*;
-use sha2::{Digest as _, Sha256};
 
-pub const GENESIS: Digest = [7; 32];
-
-pub fn digest(p: &Proposal) -> Digest {
-    Sha256::digest(borsh::to_vec(p).expect("borsh")).into()
-}
-
-pub fn config(id: ReplicaId, n: u32) -> Config {
-    let mut c = Config::new(id, n, digest, GENESIS);
-    c.checkpoint_interval = 4;
-    c.watermark_window = 8;
-    c.max_batch = 2;
-    c.batch_window_ticks = 2;
-    c.max_in_flight = 3;
-    c.view_change_timeout_ticks = 20;
-    c.retransmit_ticks = 1_000;
-    c.max_pending = 16;
-    c.executed_window = 64;
-    c.future_buffer_per_sender = 8;
-    c
-}
+/// The small configuration (K = 4, L = 8, batches of 2) the fuzz target uses too.
+pub use pbft::fuzzing::{GENESIS, config, digest};
 
 pub fn replica(id: ReplicaId) -> Replica {
     Replica::new(config(id, 4), Restored::genesis(GENESIS, 0, 0))

@@ -6,7 +6,8 @@ use ledger::tx::{Attested, Grant, PurposeBody, RequestGrant, Revoke, Scope};
 use ledger::{Meta, PersonId, Queries, SignedTx, TxId};
 
 use super::records::Logins;
-use super::{Action, FlowError, FlowResult, Flows, Signing, Who, grant_expiry};
+use super::sealed::{Readable, ReaderRole, ToOpen};
+use super::{Action, Content, FlowError, FlowResult, Flows, Signing, Who, grant_expiry};
 use crate::app::{Account, IssuedCode};
 
 /// An in-person grant applied on chain.
@@ -45,7 +46,11 @@ pub struct PendingRequest {
     pub doctor_login: Option<String>,
     pub doctor_name: Option<String>,
     pub department: Option<String>,
+    /// The purpose, or the notice of why it does not open here.
     pub purpose: String,
+    /// Whether the purpose opens here: a request whose purpose does not is approved at the
+    /// patient's home (docs/SECURITY.md §16.15).
+    pub purpose_opens: bool,
 }
 
 /// A request a doctor made that waits for the patient's answer, as the doctor sees it.
@@ -92,7 +97,7 @@ impl Flows {
             request: None,
             attested: Attested::InPerson,
         });
-        let body = PurposeBody { purpose }.to_bytes();
+        let body = Content::Purpose(PurposeBody { purpose });
         let Signing::Done(tx) = self
             .sign_as(
                 patient,
@@ -164,7 +169,7 @@ impl Flows {
             doctor: doctor_row.person,
             scope,
         });
-        let body = PurposeBody { purpose }.to_bytes();
+        let body = Content::Purpose(PurposeBody { purpose });
         match self
             .sign_as(doctor, doctor_row.person, who, Action::Durable, meta, body)
             .await?
@@ -174,66 +179,62 @@ impl Flows {
         }
     }
 
-    /// A patient's requests pending on chain (at `T = now`), grouped by requesting hospital
-    /// (so that one hospital's doctors crowd only its own group), newest first in each.
     /// The requests `doctor` made that are still pending on chain, newest first (what their
-    /// patients have not answered yet).
+    /// patients have not answered yet), each purpose opened here (the doctor's home sealed it).
     pub async fn requests_made(&self, doctor: &Account) -> FlowResult<Vec<MadeRequest>> {
         let row = self.person_of(doctor).await?;
         let now = self.now_ms();
-        let found = self
-            .chain(move |r| {
+        let (height, found) = self
+            .snapshot(move |r| {
                 let mut out = Vec::new();
                 for request in r.pending_requests_by(&row.person, now)? {
-                    let purpose = r
-                        .transaction(&request.id)?
-                        .and_then(|t| PurposeBody::from_bytes(&t.tx.body).ok())
-                        .map(|b| b.purpose)
-                        .unwrap_or_default();
-                    out.push((request, purpose));
+                    let sealed = sealed_of(r, &request.id, request.doctor_home)?;
+                    out.push((request, sealed));
                 }
                 Ok(out)
             })
             .await?;
+        let (found, purposes) = self.purposes(height, found, ReaderRole::Doctor).await?;
         let mut logins = Logins::default();
         let mut made = Vec::with_capacity(found.len());
-        for (row, purpose) in found {
+        for (row, purpose) in found.into_iter().zip(purposes) {
             made.push(MadeRequest {
                 patient_login: logins.of(self, row.patient).await?,
-                purpose,
+                purpose: purpose.text,
                 row,
             });
         }
         Ok(made)
     }
 
+    /// A patient's requests pending on chain (at `T = now`), grouped by requesting hospital
+    /// (so that one hospital's doctors crowd only its own group), newest first in each, each
+    /// purpose opened here or replaced by its notice.
     pub async fn pending_requests(&self, patient: &Account) -> FlowResult<Vec<RequestGroup>> {
         let row = self.served_patient(patient).await?;
         let now = self.now_ms();
         let person = row.person;
-        let found = self
-            .chain(move |r| {
+        let (height, found) = self
+            .snapshot(move |r| {
                 let mut out = Vec::new();
                 for request in r.pending_requests_of(&person, now)? {
+                    let sealed = sealed_of(r, &request.id, request.doctor_home)?;
                     let doctor = r.person(&request.doctor)?;
-                    let purpose = r
-                        .transaction(&request.id)?
-                        .and_then(|t| PurposeBody::from_bytes(&t.tx.body).ok())
-                        .map(|b| b.purpose)
-                        .unwrap_or_default();
-                    out.push((request, doctor, purpose));
+                    out.push(((request, doctor), sealed));
                 }
                 Ok(out)
             })
             .await?;
+        let (found, purposes) = self.purposes(height, found, ReaderRole::Patient).await?;
         let mut logins = Logins::default();
         let mut groups: Vec<RequestGroup> = Vec::new();
-        for (row, doctor, purpose) in found {
+        for ((row, doctor), purpose) in found.into_iter().zip(purposes) {
             let request = PendingRequest {
                 doctor_login: logins.of(self, row.doctor).await?,
                 doctor_name: doctor.as_ref().and_then(|d| d.name.clone()),
                 department: doctor.and_then(|d| d.department),
-                purpose,
+                purpose_opens: purpose.state == Readable::Open(()),
+                purpose: purpose.text,
                 row,
             };
             let hospital = request.row.doctor_home;
@@ -247,6 +248,47 @@ impl Flows {
             }
         }
         Ok(groups)
+    }
+
+    /// Opens the purposes of `found` (each item with its sealed transaction), read from the
+    /// snapshot at `height`: the items, and each purpose's text or notice. A purpose is not
+    /// served under an `Access`: no read barrier beyond the snapshot's height (§6.2).
+    async fn purposes<T>(
+        &self,
+        height: u64,
+        found: Vec<(T, Option<ToOpen>)>,
+        reader: ReaderRole,
+    ) -> FlowResult<(Vec<T>, Vec<Purpose>)> {
+        let mut items = Vec::with_capacity(found.len());
+        let mut sealed = Vec::with_capacity(found.len());
+        for (item, to_open) in found {
+            let Some(to_open) = to_open else {
+                return Err(FlowError::Unavailable(
+                    "a request's transaction is missing from this validator's chain".into(),
+                ));
+            };
+            items.push(item);
+            sealed.push(to_open);
+        }
+        let opened = self
+            .open_sealed(height, sealed, |plain| {
+                PurposeBody::from_bytes(plain).ok().map(|b| b.purpose)
+            })
+            .await?;
+        let purposes = opened
+            .into_iter()
+            .map(|readable| {
+                let notice = readable.notice(self, reader, "purpose");
+                let state = readable.without_content();
+                let text = match (readable, notice) {
+                    (Readable::Open(text), _) => text,
+                    (Readable::Broken { .. }, notice) => notice.unwrap_or_default(),
+                    (_, notice) => format!("purpose {}", notice.unwrap_or_default()),
+                };
+                Purpose { text, state }
+            })
+            .collect();
+        Ok((items, purposes))
     }
 
     /// The patient approves a pending request (§5.3): only with a device key (a remote
@@ -265,6 +307,23 @@ impl Flows {
                 home: self.hospital(row.home),
             });
         };
+        // A read grant is signed with a key of the patient's home (§4.2), and a request whose
+        // purpose this hospital cannot open is approved where it opens (§16.15).
+        let at_home = FlowError::ApproveAtHome {
+            home: self.hospital(row.home),
+        };
+        if matches!(pending.scope, Scope::Read { .. }) && row.home != self.here.index {
+            return Err(at_home);
+        }
+        let purpose = self.purpose_of(request, pending.doctor_home).await?;
+        match purpose.state {
+            Readable::Open(()) => {}
+            Readable::Elsewhere { .. } => return Err(at_home),
+            Readable::Waiting { .. } => return Err(FlowError::Unavailable(purpose.text)),
+            Readable::Erased { .. } | Readable::Broken { .. } => {
+                return Err(FlowError::Rejected(purpose.text));
+            }
+        }
         let scope = match (pending.scope, duration_ms) {
             (Scope::Read { duration_ms: asked }, Some(d)) => Scope::Read {
                 duration_ms: d.min(asked),
@@ -278,10 +337,9 @@ impl Flows {
             request: Some(request),
             attested: Attested::Device,
         });
-        let body = PurposeBody {
+        let body = Content::Purpose(PurposeBody {
             purpose: "Approved request".into(),
-        }
-        .to_bytes();
+        });
         match self
             .sign_as(patient, row.person, who, Action::Grant, meta, body)
             .await?
@@ -289,6 +347,18 @@ impl Flows {
             Signing::Done(tx) => Ok(Signing::Done(self.submit_grant(tx).await?)),
             Signing::NeedsSignature(view) => Ok(Signing::NeedsSignature(view)),
         }
+    }
+
+    /// The purpose of request `id` as this hospital opens it.
+    async fn purpose_of(&self, id: TxId, sealer: u32) -> FlowResult<Purpose> {
+        let (height, found) = self
+            .snapshot(move |r| Ok(vec![((), sealed_of(r, &id, sealer)?)]))
+            .await?;
+        let (_, purposes) = self.purposes(height, found, ReaderRole::Patient).await?;
+        purposes
+            .into_iter()
+            .next()
+            .ok_or_else(|| FlowError::NotFound("No such consent request".into()))
     }
 
     async fn pending_request_of(&self, patient: PersonId, id: TxId) -> FlowResult<RequestRow> {
@@ -332,7 +402,7 @@ impl Flows {
             target,
         });
         match self
-            .sign_as(patient, person, who, Action::Durable, meta, Vec::new())
+            .sign_as(patient, person, who, Action::Durable, meta, Content::Empty)
             .await?
         {
             Signing::Done(tx) => Ok(Signing::Done(self.submit(tx).await?)),
@@ -388,4 +458,21 @@ impl Flows {
             _ => Err(FlowError::NotFound("No such consent".into())),
         }
     }
+}
+
+/// A purpose as a reader sees it: its text, or the notice of why it does not open here.
+struct Purpose {
+    text: String,
+    /// Its state, without the text.
+    state: Readable<()>,
+}
+
+/// The sealed transaction `id` as the chain holds it, to open; `sealer` named if its content
+/// does not decode.
+fn sealed_of(r: &ledger::Reader, id: &TxId, sealer: u32) -> ledger::Result<Option<ToOpen>> {
+    Ok(r.transaction(id)?.map(|t| ToOpen {
+        header: t.tx.header,
+        body: t.tx.body,
+        sealer,
+    }))
 }

@@ -9,7 +9,7 @@ use ledger::tx::{AddKey, Ask, AskWhat, KeyKind, Link, NewKey, RevokeKey};
 use ledger::{Meta, PersonId, PersonRow, PublicKey, Queries, TxId, TxStatus};
 use node::NodeError;
 
-use super::{Action, FlowError, FlowResult, Flows, SIGNATURE_LIFE_MS, Signing, Who};
+use super::{Action, Content, FlowError, FlowResult, Flows, SIGNATURE_LIFE_MS, Signing, Who};
 use crate::app::{
     Account, AppDb, AppError, Enroller, NewAccount, OutboxState, Role, ask_code, new_header,
 };
@@ -283,7 +283,7 @@ impl Flows {
                     Who::Custodial,
                     Action::Durable,
                     meta,
-                    Vec::new(),
+                    Content::Empty,
                 )
                 .await?
             else {
@@ -413,7 +413,14 @@ impl Flows {
             }),
         };
         match self
-            .sign_as(account, row.person, who, Action::Applied, meta, Vec::new())
+            .sign_as(
+                account,
+                row.person,
+                who,
+                Action::Applied,
+                meta,
+                Content::Empty,
+            )
             .await?
         {
             Signing::Done(tx) => Ok(Signing::Done(self.submit_and_apply(tx).await?.0)),
@@ -441,7 +448,14 @@ impl Flows {
             key,
         });
         match self
-            .sign_as(account, row.person, who, Action::Applied, meta, Vec::new())
+            .sign_as(
+                account,
+                row.person,
+                who,
+                Action::Applied,
+                meta,
+                Content::Empty,
+            )
             .await?
         {
             Signing::Done(tx) => Ok(Signing::Done(self.submit_and_apply(tx).await?.0)),

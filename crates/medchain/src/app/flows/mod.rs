@@ -7,25 +7,33 @@
 //! nothing: the seed's contract, scripts, the in-person screen), or by their device key, in
 //! two steps: the flow keeps the envelope ([`Signing::NeedsSignature`]) and
 //! [`Flows::sign_prepared`] brings the page's signature back. A hospital's own statement (an
-//! enrollment, "I served this read") is signed by this validator's key.
+//! enrollment, "I served this read") is signed by this validator's key. Content (a record, a
+//! purpose) is sealed by this validator on the one signing path, after the signer is set and
+//! before anything is signed or prepared (issue 10, §1.1, §5.5); the page is shown the content
+//! it typed (`plain`) from the request, never from a store.
 //!
 //! What each waits for: *durable* (accepted and fsynced at this validator, ordered exactly once
 //! from then on) where the chain cannot reject it later or a later rejection is harmless and
 //! shown; *applied* (its block is on this validator's chain) where what is answered depends on
-//! the chain's verdict: a code is drawn only for a grant that applied, a doctor's read is served
-//! only once its access entry applied.
+//! the chain's verdict: a code is drawn only for a grant that applied, a read (a doctor's or the
+//! patient's own) is opened only once its access entry applied.
 
 mod consent;
+pub mod erasure;
 mod identity;
 mod records;
+mod sealed;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ledger::rules::KeyRow;
-use ledger::tx::{KeyKind, Scope};
-use ledger::{Meta, PersonId, PersonRow, PublicKey, Queries, Reader, SignedTx, Signer, TxId};
+use ledger::tx::{KeyKind, PurposeBody, RecordBody, Scope};
+use ledger::{
+    Meta, PersonId, PersonRow, PublicKey, Queries, Reader, SignedTx, Signer, TxHeader, TxId,
+};
 use node::{NodeError, NodeHandle, Verdict};
+use zeroize::Zeroizing;
 
 use super::custody::Custody;
 use super::{Account, AppDb, AppError, Clock, CodeError, Here, Role, new_header};
@@ -34,6 +42,7 @@ pub use crate::app::ask_code;
 pub use consent::{Consent, GrantInfo, InPersonGrant, PendingRequest, RequestGroup};
 pub use identity::{AskView, IdentityView, KeyAdded, StartReport};
 pub use records::{AccessView, AddedRecord, GrantRef, RecordInput, RecordView};
+pub use sealed::{Readable, ReaderRole, date_of};
 
 /// How long a flow that waits for its transaction's block waits (then 503).
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,9 +72,32 @@ pub struct PreparedView {
     pub id: String,
     /// `"medchain/tx/v2" || genesis_hash || borsh(header)`: what the device signs.
     pub signing_bytes: Vec<u8>,
-    /// The kind, metadata and body, for the page to check against what the user clicked.
+    /// The kind, metadata and body (sealed, for a sealed kind), for the page to check
+    /// against what the user clicked.
     pub meta: Meta,
     pub body: Vec<u8>,
+    /// What a sealed body carries, as the person typed it: answered to the page from the
+    /// request in memory, never stored (docs/SECURITY.md §1.2).
+    pub plain: Content,
+}
+
+/// What a transaction carries: nothing, or content that is sealed (docs/SECURITY.md §1.1).
+#[derive(Clone, Debug)]
+pub enum Content {
+    Empty,
+    Record(RecordBody),
+    Purpose(PurposeBody),
+}
+
+impl Content {
+    /// The content's bytes (borsh), the plaintext of a sealed body; empty for none.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(match self {
+            Content::Empty => Vec::new(),
+            Content::Record(record) => record.to_bytes(),
+            Content::Purpose(purpose) => purpose.to_bytes(),
+        })
+    }
 }
 
 /// What a prepared envelope does once signed.
@@ -134,6 +166,10 @@ pub enum FlowError {
     /// 403 `approve_on_device`: a remote approval needs the patient's device key.
     #[error("approve on your device, or in person at {home}")]
     ApproveOnDevice { home: String },
+    /// 403 `approve_at_home`: a read approval away from the patient's home, or of a request
+    /// whose purpose this hospital cannot open (docs/SECURITY.md §4.2, §16.15).
+    #[error("approve this at your home hospital, {home}")]
+    ApproveAtHome { home: String },
     /// 503: the person's enrollment (or link) is not on this validator's chain yet.
     #[error("not on chain yet")]
     NotOnChain,
@@ -438,8 +474,11 @@ impl Flows {
         }
     }
 
-    /// Signs `meta` with `body` as `person`, as `who` says: custodially now, or prepared for a
-    /// device signature (kept for `account`'s session, to do `action` once signed).
+    /// Signs `meta` with `content` as `person`, as `who` says: custodially now, or prepared
+    /// for a device signature (kept for `account`'s session, to do `action` once signed). The
+    /// one path every person's transaction takes: the header is fixed with its signer, a
+    /// sealed kind's content is sealed by this validator (its key durable here before anything
+    /// is signed, docs/SECURITY.md §1.1, §5.5), then it is signed or prepared.
     #[allow(clippy::too_many_arguments)]
     async fn sign_as(
         &self,
@@ -448,13 +487,23 @@ impl Flows {
         who: Who,
         action: Action,
         meta: Meta,
-        body: Vec<u8>,
+        content: Content,
     ) -> FlowResult<Signing<SignedTx>> {
         let now = self.now_ms();
         let mut header = new_header(meta, now, now.saturating_add(SIGNATURE_LIFE_MS));
-        match who {
-            Who::Custodial => {
-                let key = self.custodial_key(person).await?;
+        header.signer = match who {
+            Who::Custodial => Signer::Custodial {
+                person,
+                key: self.custodial_key(person).await?,
+            },
+            Who::Device(key) => {
+                self.device_key(person, key).await?;
+                Signer::Device { person, key }
+            }
+        };
+        let (header, body) = self.seal(header, &content).await?;
+        match header.signer {
+            Signer::Custodial { key, .. } => {
                 let genesis = self.here.genesis_hash;
                 let signed = self
                     .store(move |app, custody| {
@@ -466,13 +515,12 @@ impl Flows {
                     })?;
                 Ok(Signing::Done(signed))
             }
-            Who::Device(key) => {
-                self.device_key(person, key).await?;
-                header.signer = Signer::Device { person, key };
-                header.body_hash = ledger::sha256(&body);
+            _ => {
                 let signing_bytes = header.signing_bytes(&self.here.genesis_hash);
                 let (login, kept_header, kept_body) =
                     (account.id.clone(), header.clone(), body.clone());
+                // The sealed body and the header only: `plain` is answered from `content`,
+                // in memory, and never stored (§1.2).
                 let id = self
                     .store(move |app, _| {
                         app.prepare(&login, action.as_str(), &kept_header, &kept_body, now)
@@ -483,9 +531,28 @@ impl Flows {
                     signing_bytes,
                     meta: header.meta,
                     body,
+                    plain: content,
                 })))
             }
         }
+    }
+
+    /// `header`'s body: a sealed kind's content sealed by this validator (which sets
+    /// `body_hash`), any other kind's empty.
+    async fn seal(&self, header: TxHeader, content: &Content) -> FlowResult<(TxHeader, Vec<u8>)> {
+        let plain = content.to_bytes();
+        if ledger::seal::is_sealed_kind(&header.meta) {
+            return Ok(self.node.seal(header, &plain).await?);
+        }
+        if !plain.is_empty() {
+            return Err(FlowError::Invalid(format!(
+                "a {} carries no content",
+                header.meta.kind()
+            )));
+        }
+        let mut header = header;
+        header.body_hash = ledger::sha256(&[]);
+        Ok((header, Vec::new()))
     }
 
     /// `POST /api/sign/{id}`: the device signature of envelope `id`, prepared for `account`.

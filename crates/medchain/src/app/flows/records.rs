@@ -1,6 +1,8 @@
 //! Records: adding one under a write grant, and reading a history, the patient's own or a
 //! doctor's under a read grant, each read logged on chain before the data leaves this node
-//! (docs/SECURITY.md, issue 9, §5.4, 5.5).
+//! (docs/SECURITY.md, issue 9, §5.4, 5.5). A record is sealed by this validator before it is
+//! signed, and a history is opened only once the read's access entry is applied here, from one
+//! snapshot of the chain (issue 10, §1, §6).
 
 use std::collections::HashMap;
 
@@ -8,7 +10,8 @@ use ledger::tx::{Access, AddRecord, Attested, RecordBody, Role as ChainRole, Sco
 use ledger::{Meta, PersonId, Queries, SignedTx, TxId, TxStatus};
 use zeroize::Zeroizing;
 
-use super::{Action, FlowError, FlowResult, Flows, Signing, Who};
+use super::sealed::{Readable, ToOpen};
+use super::{Action, Content, FlowError, FlowResult, Flows, Signing, Who};
 use crate::app::{Account, CodeError, new_header};
 
 /// A record is refused when less than this is left of its grant by this node's clock: the
@@ -53,7 +56,8 @@ pub struct RecordView {
     pub doctor_login: Option<String>,
     pub doctor_name: Option<String>,
     pub department: String,
-    pub body: RecordBody,
+    /// Its content, if it opens here; else why not (docs/SECURITY.md, issue 10, §6.2).
+    pub content: Readable<RecordBody>,
     pub grant: TxId,
     /// How the grant was given, on chain.
     pub attested: Option<Attested>,
@@ -121,7 +125,7 @@ impl Flows {
                 who,
                 Action::AddRecord,
                 meta,
-                input.body.to_bytes(),
+                Content::Record(input.body),
             )
             .await?
         {
@@ -209,9 +213,10 @@ impl Flows {
     }
 
     /// A patient reads their own records here (§5.5): this hospital signs `Access` (it served
-    /// the read), and the records leave only once that entry is durable here. It cannot be
-    /// rejected later: this hospital is the patient's home or linked, and links are never
-    /// removed.
+    /// the read), and the records are opened once that entry is applied here, so that every
+    /// erasure committed before the read is applied first (docs/SECURITY.md, issue 10, §6.1).
+    /// It cannot be rejected: this hospital is the patient's home or linked, and links are
+    /// never removed.
     pub async fn read_own(&self, patient: &Account) -> FlowResult<(TxId, Vec<RecordView>)> {
         let row = self.served_patient(patient).await?;
         let meta = Meta::Access(Access {
@@ -223,12 +228,12 @@ impl Flows {
         let tx = self
             .node
             .sign_as_validator(new_header(meta, self.now_ms(), u64::MAX), Vec::new());
-        let access = self.submit(tx).await?;
+        let (access, _) = self.submit_and_apply(tx).await?;
         Ok((access, self.records(row.person).await?))
     }
 
     /// A doctor reads a patient's records under a live read grant, at the doctor's home
-    /// (§5.5): the records are served only once the access entry is applied on chain; if the
+    /// (§5.5): the records are opened only once the access entry is applied on chain; if the
     /// chain rejected it (the grant was revoked or expired first), nothing is served.
     pub async fn read_under_grant(
         &self,
@@ -265,10 +270,12 @@ impl Flows {
         }
     }
 
-    /// A patient's committed records, oldest first, with who signed each.
-    pub async fn records(&self, patient: PersonId) -> FlowResult<Vec<RecordView>> {
-        let rows = self
-            .chain(move |r| {
+    /// A patient's committed records, oldest first, with who signed each, read from one
+    /// snapshot of the chain and opened at its height (§16.19). Callers serve them only
+    /// after the read's own `Access` is applied (§6.1).
+    async fn records(&self, patient: PersonId) -> FlowResult<Vec<RecordView>> {
+        let (height, rows) = self
+            .snapshot(move |r| {
                 let mut out = Vec::new();
                 for entry in r.records_of(&patient)? {
                     let attested = r.grant(&entry.grant)?.map(|g| g.attested);
@@ -278,9 +285,27 @@ impl Flows {
                 Ok(out)
             })
             .await?;
+        let sealed = rows
+            .iter()
+            .map(|(entry, _, _)| ToOpen {
+                header: entry.header.clone(),
+                body: entry.body.clone(),
+                sealer: entry.hospital,
+            })
+            .collect();
+        let opened = self
+            .open_sealed(height, sealed, |plain| RecordBody::from_bytes(plain).ok())
+            .await?;
         let mut logins = Logins::default();
         let mut views = Vec::with_capacity(rows.len());
-        for (entry, attested, doctor) in rows {
+        for ((entry, attested, doctor), content) in rows.into_iter().zip(opened) {
+            // The chain dates an erasure; the key service only knows the key is gone.
+            let content = match (content, &entry.erased) {
+                (Readable::Erased { .. }, Some(erased)) => Readable::Erased {
+                    on_ms: Some(erased.block_time_ms),
+                },
+                (content, _) => content,
+            };
             views.push(RecordView {
                 tx: entry.tx_id,
                 height: entry.height,
@@ -289,8 +314,7 @@ impl Flows {
                 doctor_login: logins.of(self, entry.doctor).await?,
                 doctor_name: doctor.and_then(|d| d.name),
                 department: entry.department,
-                // A body that does not decode is shown empty, never guessed at.
-                body: RecordBody::from_bytes(&entry.body).unwrap_or_default(),
+                content,
                 grant: entry.grant,
                 attested,
                 signer: entry.signer.kind(),
