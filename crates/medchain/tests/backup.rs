@@ -1,9 +1,10 @@
 //! `medchain backup` and `medchain restore` against a running network (issue 12): a
 //! consistent copy of a validator's stores taken under load, in one private file without the
 //! incarnation marker or any secret in clear; the validator, killed later and restored from
-//! that old copy, recovers: it catches up from its peers, and sends no commit for any sequence
-//! number it may have voted on before (none in any block's certificate until the others are
-//! past the bound of its recovery), then takes part again.
+//! that old copy, recovers: it re-applies the erasure committed since before it serves the
+//! record, catches up from its peers, and sends no commit for any sequence number it may have
+//! voted on before (none in any block's certificate until the others are past the bound of
+//! its recovery), then takes part again.
 mod common_net;
 
 use std::collections::BTreeMap;
@@ -12,7 +13,9 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common_net::{Ack, Load, Net, medchain, output_text, wait_committed, wait_for};
+use common_net::{
+    Ack, LOCAL_PASSWORD, Load, Net, consent, http, medchain, output_text, wait_committed, wait_for,
+};
 use ledger::Queries;
 
 /// Time between two records of the steady load (each record also costs an Argon2id check).
@@ -22,6 +25,8 @@ const PROGRESS: Duration = Duration::from_secs(30);
 /// pbft's log window L (twice the checkpoint interval of 64): a recovering validator votes
 /// only above the others' certified head, as it answered its query, plus L.
 const LOG_WINDOW: u64 = 128;
+/// The record erased after the backup was taken.
+const DIAGNOSIS: &str = "Restorable sarcoma 41c2";
 
 fn backup(net: &Net, i: usize, to: &Path) -> Output {
     medchain()
@@ -69,7 +74,7 @@ fn status_of(net: &Net, i: usize, field: &str) -> Option<serde_json::Value> {
 }
 
 #[test]
-fn a_validator_restored_from_an_old_backup_recovers_and_votes_nowhere_it_may_have_voted() {
+fn a_validator_restored_from_an_old_backup_reapplies_the_erasure_and_votes_nowhere_it_may_have_voted() {
     let mut net = Net::setup(4);
     net.start_all();
     net.login_all();
@@ -78,9 +83,30 @@ fn a_validator_restored_from_an_old_backup_recovers_and_votes_nowhere_it_may_hav
         (load.count() >= 8).then_some(())
     });
     wait_committed(&net, &load.acks(), PROGRESS, "the first records to commit");
-    let primary = status_of(&net, 0, "primary").expect("status");
-    let victim = (net.index_of(primary.as_str().expect("primary")) + 1) % 4;
+    // The clinic: home of the doctor and the patient of a record whose key only it holds.
+    let victim = 1;
     let name = net.nodes[victim].name.clone();
+    let patient = net.login(victim, "patient", "pt1")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (_, code) = consent(
+        net.nodes[victim].api,
+        &net.tokens[victim],
+        ("pt1", LOCAL_PASSWORD),
+    );
+    let record = common_net::record(
+        net.nodes[victim].api,
+        &net.tokens[victim],
+        "pt1",
+        &code,
+        DIAGNOSIS,
+    )
+    .expect("the record to erase later");
+    wait_for(PROGRESS, "the record to open at its home", || {
+        let shown = history(&net, victim, &patient)?;
+        (shown["state"] == "open" && shown.to_string().contains(DIAGNOSIS)).then_some(())
+    });
 
     // The backup, taken while the validator runs under load.
     let file = net.root.path().join(format!("{name}.tar"));
@@ -117,6 +143,16 @@ fn a_validator_restored_from_an_old_backup_recovers_and_votes_nowhere_it_may_hav
     )
     .expect("node.key");
     let all: Vec<u8> = std::fs::read(&file).expect("read");
+    assert!(!contains(&all, DIAGNOSIS.as_bytes()), "a record in clear");
+    assert_eq!(
+        key_rows(
+            &archive[&format!("{name}/keys.db")],
+            &net.root.path().join("keys.copy"),
+            &record
+        ),
+        1,
+        "the backup holds the record's key (sealed)"
+    );
     assert!(!contains(&all, operator_key_hex.trim().as_bytes()));
     assert!(!contains(&all, &signing_key.to_bytes()));
     assert!(!contains(
@@ -146,6 +182,36 @@ fn a_validator_restored_from_an_old_backup_recovers_and_votes_nowhere_it_may_hav
         (acks.len() >= 24).then_some(acks)
     });
     wait_committed(&net, &past_backup, PROGRESS, "records after the backup");
+    // The record is erased after the backup, which still holds its key.
+    let (status, asked) = http(
+        net.nodes[victim].api,
+        "POST",
+        &format!("/api/records/{record}/erasure"),
+        Some(&patient),
+        Some(&serde_json::json!({})),
+    )
+    .expect("request the erasure");
+    assert_eq!(status, 200, "{asked}");
+    let request = asked["txId"].as_str().expect("txId");
+    let out = medchain()
+        .args([
+            "erasure",
+            "answer",
+            "--erase",
+            "--request",
+            request,
+            "--config",
+        ])
+        .arg(&net.nodes[victim].config)
+        .arg("--key-dir")
+        .arg(net.key_dir())
+        .output()
+        .expect("run medchain erasure answer");
+    assert!(
+        out.status.success() && output_text(&out).contains("erased in block"),
+        "{}",
+        output_text(&out)
+    );
     let marker = net.nodes[victim].dir.join(node::MARKER_FILE);
     let marker_before = std::fs::read(&marker).expect("marker");
     net.kill(victim);
@@ -183,6 +249,36 @@ fn a_validator_restored_from_an_old_backup_recovers_and_votes_nowhere_it_may_hav
         Some(serde_json::Value::Bool(true)),
         "a validator restored from a backup starts recovering"
     );
+    // Whatever it answers from its first moment, the erased record is never served again:
+    // it applies the erasure (its old keys.db still holds the key) before it opens anything.
+    let mut answers = 0;
+    wait_for(
+        PROGRESS * 2,
+        "the restored validator to show the record erased",
+        || {
+            let answer = http(
+                net.nodes[victim].api,
+                "POST",
+                "/api/patient_records",
+                Some(&patient),
+                Some(&serde_json::json!({})),
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            let (status, body) = answer.ok()?;
+            answers += 1;
+            assert!(
+                !body.to_string().contains(DIAGNOSIS),
+                "{name}, restored, served the erased record ({status}): {body}"
+            );
+            let shown = body["records"]
+                .as_array()?
+                .iter()
+                .find(|r| r["tx_id"] == record.as_str())?
+                .clone();
+            (shown["state"] == "erased").then_some(())
+        },
+    );
+    eprintln!("{name} answered {answers} reads before and once the erasure applied");
     wait_for(PROGRESS, "the restored validator to catch up", || {
         let height = status_of(&net, victim, "height")?.as_u64()?;
         (height >= head_before).then_some(())
@@ -253,4 +349,41 @@ fn a_validator_restored_from_an_old_backup_recovers_and_votes_nowhere_it_may_hav
     }
     let out = net.verify();
     assert!(out.status.success(), "verify: {}", output_text(&out));
+    let restored_keys = std::fs::read(net.nodes[victim].dir.join("keys.db")).expect("keys.db");
+    assert_eq!(
+        key_rows(&restored_keys, &net.root.path().join("keys.after"), &record),
+        0,
+        "{name} still holds the erased record's key"
+    );
+}
+
+/// The rows of a copy of keys.db (`bytes`, written to `path`) that hold transaction `tx`'s key.
+fn key_rows(bytes: &[u8], path: &Path, tx: &str) -> i64 {
+    std::fs::write(path, bytes).expect("write the copy");
+    rusqlite::Connection::open(path)
+        .expect("keys.db")
+        .query_row(
+            "SELECT count(*) FROM data_keys WHERE tx = ?1",
+            [hex::decode(tx).expect("hex")],
+            |r| r.get(0),
+        )
+        .expect("query keys.db")
+}
+
+/// The record's entry in `token`'s patient's history at node `i`, if it answers.
+fn history(net: &Net, i: usize, token: &str) -> Option<serde_json::Value> {
+    let (status, body) = http(
+        net.nodes[i].api,
+        "POST",
+        "/api/patient_records",
+        Some(token),
+        Some(&serde_json::json!({})),
+    )
+    .ok()?;
+    (status == 200).then_some(())?;
+    body["records"]
+        .as_array()?
+        .iter()
+        .find(|r| r.to_string().contains(DIAGNOSIS))
+        .cloned()
 }
