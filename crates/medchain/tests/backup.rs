@@ -74,7 +74,8 @@ fn status_of(net: &Net, i: usize, field: &str) -> Option<serde_json::Value> {
 }
 
 #[test]
-fn a_validator_restored_from_an_old_backup_reapplies_the_erasure_and_votes_nowhere_it_may_have_voted() {
+fn a_validator_restored_from_an_old_backup_reapplies_the_erasure_and_votes_nowhere_it_may_have_voted()
+ {
     let mut net = Net::setup(4);
     net.start_all();
     net.login_all();

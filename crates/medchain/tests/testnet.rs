@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common_net::{Ack, Load, Net, medchain, wait_committed, wait_for};
+use common_net::{Load, Net, medchain, wait_committed, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -185,17 +185,12 @@ fn kill_one_under_load(extra: &[&str], tag: &str) -> (Net, Testnet, Load, usize,
     assert!(testnet.running(), "testnet stopped with one validator dead");
 
     // The other three keep committing what they acknowledge after the kill.
-    let after_kill = wait_for(
+    let after_kill = load.wait_acks(
         PROGRESS,
         "three records acknowledged after the kill",
-        || {
-            let acks: Vec<Ack> = load
-                .acks()
-                .into_iter()
-                .filter(|ack| ack.at > killed_at && ack.node != victim)
-                .collect();
-            (acks.len() >= 3).then_some(acks)
-        },
+        3,
+        killed_at,
+        |node| node != victim,
     );
     wait_committed(
         &net,
@@ -221,14 +216,13 @@ fn kill_one_under_load(extra: &[&str], tag: &str) -> (Net, Testnet, Load, usize,
 fn caught_up(net: &mut Net, load: Load, victim: usize) {
     net.wait_healthy(victim);
     let back_at = Instant::now();
-    let through_victim = wait_for(PROGRESS, "records acknowledged by the victim", || {
-        let acks: Vec<Ack> = load
-            .acks()
-            .into_iter()
-            .filter(|ack| ack.node == victim && ack.at > back_at)
-            .collect();
-        (acks.len() >= 2).then_some(acks)
-    });
+    let through_victim = load.wait_acks(
+        PROGRESS,
+        "records acknowledged by the victim",
+        2,
+        back_at,
+        |node| node == victim,
+    );
     wait_committed(
         net,
         &through_victim,

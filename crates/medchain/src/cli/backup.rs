@@ -54,18 +54,8 @@ const FILES: [&str; 3] = [NODE_KEY_FILE, SALT_FILE, CONFIG_FILE];
     after_help = "Examples:\n  medchain backup --config /srv/medchain/hospital/node.toml --to /backup/hospital-$(date +%F).tar\n  medchain backup --data-dir medchain-data --to serve.tar     # every validator of `medchain serve`"
 )]
 pub struct BackupArgs {
-    /// The data directory of `medchain serve` or of a testnet (every validator under it), or
-    /// one validator's folder.
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "config",
-        conflicts_with = "config"
-    )]
-    data_dir: Option<PathBuf>,
-    /// A distributed validator's node.toml instead: the validator of its data_dir.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    place: Which,
     /// The backup file to write: a tar archive, readable by its owner only. An existing file
     /// is never replaced.
     #[arg(long, value_name = "FILE")]
@@ -89,9 +79,16 @@ pub struct RestoreArgs {
     /// The backup file (`medchain backup --to`).
     #[arg(long, value_name = "FILE")]
     from: PathBuf,
-    /// The data directory of `medchain serve` or of a testnet: every validator in the backup
-    /// goes back to its folder there (genesis.toml is written if missing); or the folder of
-    /// the one validator the backup holds.
+    #[command(flatten)]
+    place: Which,
+}
+
+/// Which validators: every one of a network's directory, one validator's folder, or the one
+/// of a node.toml. A restore writes a missing genesis.toml into a network's directory.
+#[derive(Args, Debug)]
+struct Which {
+    /// The data directory of `medchain serve` or of a testnet (every validator under it), or
+    /// one validator's folder.
     #[arg(
         long,
         value_name = "DIR",
@@ -182,7 +179,7 @@ impl Place {
 impl super::Run for BackupArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
-        let place = Place::find(self.data_dir.as_deref(), self.config.as_deref())?;
+        let place = Place::find(self.place.data_dir.as_deref(), self.place.config.as_deref())?;
         let genesis = Genesis::load(&place.genesis)?;
         ensure!(
             !place.validators.is_empty(),
@@ -403,7 +400,7 @@ impl super::Run for RestoreArgs {
             .get(Path::new(GENESIS_FILE))
             .context("the backup holds no genesis.toml")?;
         // Where each validator goes, and the genesis it must belong to.
-        let (genesis_path, targets): (PathBuf, Vec<(String, PathBuf)>) = match &self.config {
+        let (genesis_path, targets): (PathBuf, Vec<(String, PathBuf)>) = match &self.place.config {
             Some(config) => {
                 let config = NodeConfig::load(config)?;
                 ensure!(
@@ -416,6 +413,7 @@ impl super::Run for RestoreArgs {
             }
             None => {
                 let dir = self
+                    .place
                     .data_dir
                     .clone()
                     .context("give --data-dir or --config")?;
