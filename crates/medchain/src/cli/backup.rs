@@ -11,9 +11,8 @@
 //! validator"), and the copy of node.db is marked so that it does whatever marker it finds
 //! ([`node::mark_backup_copy`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -329,24 +328,12 @@ fn write_archive(path: &Path, work: &Path, manifest: &Manifest) -> anyhow::Resul
             toml::to_string(manifest)?
         );
         append(&mut tar, MANIFEST, text.as_bytes(), 0o600, now)?;
-        append(
-            &mut tar,
-            GENESIS_FILE,
-            &std::fs::read(work.join(GENESIS_FILE))?,
-            0o600,
-            now,
-        )?;
+        append_file(&mut tar, GENESIS_FILE, &work.join(GENESIS_FILE), now)?;
         for saved in &manifest.validators {
             append(&mut tar, &format!("{}/", saved.name), &[], 0o700, now)?;
             for file in &saved.files {
-                let bytes = std::fs::read(work.join(&saved.name).join(file))?;
-                append(
-                    &mut tar,
-                    &format!("{}/{file}", saved.name),
-                    &bytes,
-                    0o600,
-                    now,
-                )?;
+                let name = format!("{}/{file}", saved.name);
+                append_file(&mut tar, &name, &work.join(&saved.name).join(file), now)?;
             }
         }
         Ok(tar.into_inner()?)
@@ -380,25 +367,53 @@ fn append(
     mode: u32,
     mtime: u64,
 ) -> anyhow::Result<()> {
+    let mut header = entry_header(name, bytes.len() as u64, mode, mtime);
+    tar.append_data(&mut header, name, bytes)?;
+    Ok(())
+}
+
+/// Appends the file `path` as the entry `name` (0600), streamed: a store may be large.
+fn append_file(
+    tar: &mut tar::Builder<File>,
+    name: &str,
+    path: &Path,
+    mtime: u64,
+) -> anyhow::Result<()> {
+    let file = File::open(path)?;
+    let mut header = entry_header(name, file.metadata()?.len(), 0o600, mtime);
+    tar.append_data(&mut header, name, file)?;
+    Ok(())
+}
+
+fn entry_header(name: &str, size: u64, mode: u32, mtime: u64) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(if name.ends_with('/') {
         tar::EntryType::Directory
     } else {
         tar::EntryType::Regular
     });
-    header.set_size(bytes.len() as u64);
+    header.set_size(size);
     header.set_mode(mode);
     header.set_mtime(mtime);
-    tar.append_data(&mut header, name, bytes)?;
-    Ok(())
+    header
 }
 
 impl super::Run for RestoreArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
-        let (manifest, files) = read_archive(&self.from)?;
-        let genesis_text = files
-            .get(Path::new(GENESIS_FILE))
-            .context("the backup holds no genesis.toml")?;
+        let root = match (&self.place.config, &self.place.data_dir) {
+            (Some(config), _) => NodeConfig::load(config)?.data_dir,
+            (None, Some(dir)) => dir.clone(),
+            (None, None) => bail!("give --data-dir DIR or --config FILE"),
+        };
+        ledger::files::private_dir(&root)?;
+        // Unpacked first into a private folder on the validators' disk, from which each store
+        // is renamed into place (a store may be large: never held in memory).
+        let unpacked = tempfile::Builder::new()
+            .prefix(".medchain-restore-")
+            .tempdir_in(&root)
+            .with_context(|| format!("cannot write in {}", root.display()))?;
+        let manifest = unpack(&self.from, unpacked.path())?;
+        let file_of = |name: &str, file: &str| unpacked.path().join(name).join(file);
         // Where each validator goes, and the genesis it must belong to.
         let (genesis_path, targets): (PathBuf, Vec<(String, PathBuf)>) = match &self.place.config {
             Some(config) => {
@@ -411,30 +426,24 @@ impl super::Run for RestoreArgs {
                 );
                 (config.genesis, vec![(config.name, config.data_dir)])
             }
-            None => {
-                let dir = self
-                    .place
-                    .data_dir
-                    .clone()
-                    .context("give --data-dir or --config")?;
-                match manifest.validators.as_slice() {
-                    // One validator's folder, as `backup --data-dir` took it.
-                    [only] if dir.file_name().is_some_and(|n| *n == *only.name) => (
-                        dir.join("..").join(GENESIS_FILE),
-                        vec![(only.name.clone(), dir)],
-                    ),
-                    _ => {
-                        ledger::files::private_dir(&dir)?;
-                        let targets = manifest
-                            .validators
-                            .iter()
-                            .map(|v| (v.name.clone(), node::validator_dir(&dir, &v.name)))
-                            .collect();
-                        (dir.join(GENESIS_FILE), targets)
-                    }
+            None => match manifest.validators.as_slice() {
+                // One validator's folder, as `backup --data-dir` took it.
+                [only] if root.file_name().is_some_and(|n| *n == *only.name) => (
+                    root.join("..").join(GENESIS_FILE),
+                    vec![(only.name.clone(), root.clone())],
+                ),
+                _ => {
+                    let targets = manifest
+                        .validators
+                        .iter()
+                        .map(|v| (v.name.clone(), node::validator_dir(&root, &v.name)))
+                        .collect();
+                    (root.join(GENESIS_FILE), targets)
                 }
-            }
+            },
         };
+        let genesis_text = std::fs::read(unpacked.path().join(GENESIS_FILE))
+            .context("the backup holds no genesis.toml")?;
         if genesis_path.exists() {
             let here = hex::encode(Genesis::load(&genesis_path)?.hash());
             ensure!(
@@ -444,7 +453,7 @@ impl super::Run for RestoreArgs {
                 genesis_path.display()
             );
         } else {
-            ledger::files::write_new_private_file(&genesis_path, genesis_text)?;
+            ledger::files::write_new_private_file(&genesis_path, &genesis_text)?;
             ensure!(
                 hex::encode(Genesis::load(&genesis_path)?.hash()) == manifest.genesis,
                 "the backup's genesis.toml is not the chain its manifest names"
@@ -465,11 +474,11 @@ impl super::Run for RestoreArgs {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let saved_key = files.get(&Path::new(name).join(NODE_KEY_FILE));
+            let saved_key = file_of(name, NODE_KEY_FILE);
             let key = folder.join(NODE_KEY_FILE);
-            if let (Some(saved), true) = (saved_key, key.exists()) {
+            if saved_key.exists() && key.exists() {
                 ensure!(
-                    std::fs::read(&key)? == *saved,
+                    std::fs::read(&key)? == std::fs::read(&saved_key)?,
                     "{} is not the node.key in the backup: a backup restores the validator it \
                      was taken of",
                     key.display()
@@ -485,17 +494,15 @@ impl super::Run for RestoreArgs {
                 .context("a validator of the backup")?;
             let mut restored = Vec::new();
             for file in &saved.files {
-                let bytes = files
-                    .get(&Path::new(name).join(file))
-                    .with_context(|| format!("the backup lacks {name}/{file}"))?;
+                let source = file_of(name, file);
                 let target = folder.join(file);
                 if STORES.contains(&file.as_str()) {
-                    put_store(&target, bytes)?;
+                    put_store(&target, &source)?;
                     restored.push(file.clone());
                 } else if !target.exists() {
-                    ledger::files::write_new_private_file(&target, bytes)?;
+                    ledger::files::write_new_private_file(&target, &std::fs::read(&source)?)?;
                     restored.push(file.clone());
-                } else if std::fs::read(&target)? != *bytes {
+                } else if std::fs::read(&target)? != std::fs::read(&source)? {
                     println!(
                         "{name}: kept {} (it differs from the backup's)",
                         target.display()
@@ -535,26 +542,28 @@ fn names(manifest: &Manifest) -> String {
         .join(", ")
 }
 
-/// Reads a backup: its manifest and every file it holds, by path. Refuses an archive that is
-/// not one (an entry outside the layout, such as an incarnation marker added by hand).
-fn read_archive(path: &Path) -> anyhow::Result<(Manifest, BTreeMap<PathBuf, Vec<u8>>)> {
+/// Unpacks a backup into the private folder `into` (each file 0600, synced) and returns its
+/// manifest. Refuses an archive that is not one: an entry outside the layout (such as an
+/// incarnation marker added by hand), or files that do not match the manifest.
+fn unpack(path: &Path, into: &Path) -> anyhow::Result<Manifest> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut archive = tar::Archive::new(file);
-    let mut files = BTreeMap::new();
     let mut folders = BTreeSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.into_owned();
-        let parts: Vec<&str> = name
+        let parts: Vec<String> = name
             .components()
             .map(|c| match c {
-                Component::Normal(part) => part.to_str(),
+                Component::Normal(part) => part.to_str().map(str::to_string),
                 _ => None,
             })
             .collect::<Option<_>>()
             .with_context(|| format!("{}: an entry outside the backup's layout", name.display()))?;
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         match (entry.header().entry_type(), parts.as_slice()) {
             (tar::EntryType::Directory, [folder]) => {
+                ledger::files::private_dir(&into.join(folder))?;
                 folders.insert(folder.to_string());
             }
             (tar::EntryType::Regular, [MANIFEST | GENESIS_FILE])
@@ -570,21 +579,25 @@ fn read_archive(path: &Path) -> anyhow::Result<(Manifest, BTreeMap<PathBuf, Vec<
                         ""
                     }
                 );
-                let mut bytes = Vec::new();
-                std::io::copy(&mut entry, &mut bytes)?;
-                files.insert(name, bytes);
+                let target = into.join(&name);
+                if let Some(folder) = target.parent() {
+                    ledger::files::private_dir(folder)?;
+                }
+                let mut out = ledger::files::create_private_file(&target)?;
+                std::io::copy(&mut entry, &mut out)?;
+                out.sync_all()?;
             }
             _ => bail!("{}: an entry outside the backup's layout", name.display()),
         }
     }
-    let text = files.get(Path::new(MANIFEST)).with_context(|| {
+    let text = std::fs::read_to_string(into.join(MANIFEST)).with_context(|| {
         format!(
             "{} is not a medchain backup (no {MANIFEST})",
             path.display()
         )
     })?;
-    let manifest: Manifest = toml::from_str(std::str::from_utf8(text)?)
-        .with_context(|| format!("{MANIFEST} is unreadable"))?;
+    let manifest: Manifest =
+        toml::from_str(&text).with_context(|| format!("{MANIFEST} is unreadable"))?;
     ensure!(
         manifest.format == FORMAT,
         "backup format {} (this medchain reads {FORMAT})",
@@ -597,26 +610,18 @@ fn read_archive(path: &Path) -> anyhow::Result<(Manifest, BTreeMap<PathBuf, Vec<
                 && saved
                     .files
                     .iter()
-                    .all(|f| files.contains_key(&Path::new(&saved.name).join(f))),
+                    .all(|f| into.join(&saved.name).join(f).is_file()),
             "the backup's files do not match its manifest ({})",
             saved.name
         );
     }
-    Ok((manifest, files))
+    Ok(manifest)
 }
 
-/// Replaces the SQLite store `target` with `bytes`: written beside it and synced, its old
-/// side files (-wal, -shm, -journal) removed (a stale WAL would be replayed into the restored
-/// store), then renamed over it and the folder synced.
-fn put_store(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut incoming = target.as_os_str().to_owned();
-    incoming.push(".restoring");
-    let incoming = PathBuf::from(incoming);
-    let _ = std::fs::remove_file(&incoming);
-    let mut file = ledger::files::create_private_file(&incoming)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
+/// Replaces the SQLite store `target` with the synced file `source`: its old side files (-wal,
+/// -shm, -journal) removed first (a stale WAL would be replayed into the restored store), then
+/// `source` renamed over it (copied if it lies on another disk) and the folder synced.
+fn put_store(target: &Path, source: &Path) -> anyhow::Result<()> {
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut side = target.as_os_str().to_owned();
         side.push(suffix);
@@ -625,7 +630,16 @@ fn put_store(target: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    std::fs::rename(&incoming, target)?;
+    if std::fs::rename(source, target).is_err() {
+        let mut incoming = target.as_os_str().to_owned();
+        incoming.push(".restoring");
+        let incoming = PathBuf::from(incoming);
+        let _ = std::fs::remove_file(&incoming);
+        let mut out = ledger::files::create_private_file(&incoming)?;
+        std::io::copy(&mut File::open(source)?, &mut out)?;
+        out.sync_all()?;
+        std::fs::rename(&incoming, target)?;
+    }
     ledger::files::sync_parent(target)?;
     Ok(())
 }
