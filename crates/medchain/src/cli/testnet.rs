@@ -632,3 +632,44 @@ fn stop_child(child: &Child) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_doubling_and_stop_at_the_limit_of_a_minute() {
+        let policy = RestartPolicy::TESTNET;
+        let mut restarts = Restarts::default();
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let scheduled: Vec<_> = (0..5)
+            .map(|k| restarts.schedule(t0 + secs(k), &policy))
+            .collect();
+        assert_eq!(
+            scheduled,
+            [1, 2, 4, 8, 16]
+                .iter()
+                .zip(1..)
+                .map(|(delay, count)| Some((secs(*delay), count)))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(restarts.due, Some(t0 + secs(4 + 16)));
+        assert_eq!(restarts.schedule(t0 + secs(30), &policy), None);
+        // The restarts of 0+1, 1+2 and 2+4 s are more than a minute old at 70 s.
+        assert_eq!(
+            restarts.schedule(t0 + secs(70), &policy),
+            Some((secs(4), 3))
+        );
+    }
+
+    #[test]
+    fn a_printed_command_reads_back_as_its_words() {
+        assert_eq!(
+            shell_word("/srv/net/clinic/node.toml"),
+            "/srv/net/clinic/node.toml"
+        );
+        assert_eq!(shell_word("/my net/it's"), r"'/my net/it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+}
