@@ -109,6 +109,20 @@ pub fn live_read_grants<Q: Queries + ?Sized>(
     Ok(live)
 }
 
+/// Whether transaction `tx` is erased on chain, and at which height: that of the
+/// `AnswerErasure` that erased it (docs/SECURITY.md, "Confidential records", §7). From then on
+/// nobody is entitled to its key.
+pub fn erased<Q: Queries + ?Sized>(queries: &Q, tx: &TxId) -> Result<Option<u64>> {
+    match queries
+        .erasure_of(tx)?
+        .as_ref()
+        .and_then(rules::ErasureRow::erased)
+    {
+        Some(answer) => queries.transaction_height(&answer.tx),
+        None => Ok(None),
+    }
+}
+
 /// What the chain decided for one entry of a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryVerdict {

@@ -5,9 +5,12 @@
 //! its own (32 random bytes, one per transaction, §3.1). The associated data is the chain's
 //! genesis hash and the transaction's header without its `body_hash`, so a body moved into
 //! another transaction, kind or chain does not open. The stored body carries a commitment to
-//! its key (SHA-256 of a tag and the key): ChaCha20-Poly1305 is not key-committing, and the
-//! commitment makes a body open to one plaintext for every reader. The plaintext is padded to
-//! a multiple of [`PAD_UNIT_BYTES`] so that only a body's length band is visible.
+//! its key, bound to its transaction (SHA-256 of a tag, the same associated data and the key):
+//! ChaCha20-Poly1305 is not key-committing, and the commitment makes a body open to one
+//! plaintext for every reader; bound, a commitment copied into another transaction matches no
+//! key there (red team of the code, break 4). Whether one key sealed two transactions is seen
+//! by each key store through [`key_id`], never on chain. The plaintext is padded to a multiple
+//! of [`PAD_UNIT_BYTES`] so that only a body's length band is visible.
 //!
 //! The rules never read a body; [`check_body_format`] looks at its framing only, at the edge,
 //! so that no plaintext body can reach a block by a correct node's bug.
@@ -32,8 +35,11 @@ pub const TAG_BYTES: usize = 16;
 /// Domain tag of a sealed body's associated data.
 const AD_TAG: &[u8] = b"medchain/seal/v1";
 
-/// Domain tag of a data key's commitment.
-const COMMIT_TAG: &[u8] = b"medchain/seal-key/v1";
+/// Domain tag of a data key's commitment (v2: bound to its transaction).
+const COMMIT_TAG: &[u8] = b"medchain/seal-key/v2";
+
+/// Domain tag of a data key's id in a key store.
+const KEY_ID_TAG: &[u8] = b"medchain/key-id/v1";
 
 /// Bytes of a [`SealedBody`] around its ciphertext: version (1), commitment (32), nonce (24)
 /// and the ciphertext's borsh length (4).
@@ -70,13 +76,35 @@ impl DataKey {
         &self.0
     }
 
-    /// The commitment a sealed body carries: `SHA-256("medchain/seal-key/v1" || key)`.
-    pub fn commitment(&self) -> Hash {
-        let mut bytes = Zeroizing::new(Vec::with_capacity(COMMIT_TAG.len() + 32));
+    /// The commitment the sealed body of `header`'s transaction, on the chain `genesis_hash`
+    /// names, carries when this key seals it: `SHA-256("medchain/seal-key/v2" ||
+    /// seal_ad(genesis_hash, header) || key)`. Bound to the transaction, so a commitment
+    /// copied into another transaction's body is the commitment of no key there.
+    pub fn commitment(&self, genesis_hash: &Hash, header: &TxHeader) -> Hash {
+        self.commitment_under(&seal_ad(genesis_hash, header))
+    }
+
+    /// [`DataKey::commitment`] for the associated data `ad` of its transaction.
+    fn commitment_under(&self, ad: &[u8]) -> Hash {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(COMMIT_TAG.len() + ad.len() + 32));
         bytes.extend_from_slice(COMMIT_TAG);
+        bytes.extend_from_slice(ad);
         bytes.extend_from_slice(self.as_bytes());
         crate::sha256(&bytes)
     }
+}
+
+/// The id of a data key in a key store: `SHA-256("medchain/key-id/v1" || key)`, bound to
+/// nothing, so the same key has the same id whichever transaction names it. A key store keeps
+/// it UNIQUE and refuses a second transaction sealed under a key it holds (docs/SECURITY.md,
+/// "Confidential records", §16 item 13): the chain cannot show key reuse, since a body's
+/// commitment is bound to its own transaction. Never put on chain or sent: it is for local
+/// lookups only (the hash of a 256-bit random key reveals nothing of it).
+pub fn key_id(key: &DataKey) -> Hash {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_ID_TAG.len() + 32));
+    bytes.extend_from_slice(KEY_ID_TAG);
+    bytes.extend_from_slice(key.as_bytes());
+    crate::sha256(&bytes)
 }
 
 impl std::fmt::Debug for DataKey {
@@ -90,7 +118,8 @@ impl std::fmt::Debug for DataKey {
 pub struct SealedBody {
     /// [`SEAL_VERSION`].
     pub version: u8,
-    /// [`DataKey::commitment`] of the key that opens it.
+    /// [`DataKey::commitment`] of the key that opens it, bound to this body's transaction
+    /// (genesis hash and header): it names the key only together with that header.
     pub key_commit: Hash,
     pub nonce: [u8; 24],
     /// XChaCha20-Poly1305 of `borsh(SealedPlain)`, tag appended.
@@ -144,8 +173,8 @@ pub enum SealError {
     /// The key is not the one the body commits to.
     #[error("key does not match the body's commitment")]
     WrongKey,
-    /// The key matches but the ciphertext does not open under this header: sealed wrongly, or
-    /// moved from another transaction.
+    /// The key matches the commitment but the ciphertext does not open under this header: sealed
+    /// wrongly (a body moved from another transaction fails the bound commitment first).
     #[error("sealed body does not open under its transaction's header")]
     DoesNotOpen,
     /// The content is larger than [`MAX_PLAIN_BYTES`].
@@ -212,6 +241,7 @@ pub fn seal_with(
         .unwrap_or_default(),
     );
     let ad = seal_ad(genesis_hash, header);
+    let key_commit = key.commitment_under(&ad);
     let ciphertext = cipher(key)
         .encrypt(
             XNonce::from_slice(&nonce),
@@ -223,7 +253,7 @@ pub fn seal_with(
         .map_err(|_| SealError::TooLarge)?;
     let stored = SealedBody {
         version: SEAL_VERSION,
-        key_commit: key.commitment(),
+        key_commit,
         nonce,
         ciphertext,
     }
@@ -232,8 +262,29 @@ pub fn seal_with(
     Ok(stored)
 }
 
+/// Checks `key` against the commitment of the stored body of the transaction `header` names:
+/// what a node does with a key it receives before it stores it ([`open`] does it too).
+pub fn check_key(
+    genesis_hash: &Hash,
+    header: &TxHeader,
+    stored: &[u8],
+    key: &DataKey,
+) -> Result<(), SealError> {
+    let body = SealedBody::from_bytes(stored)?;
+    committed(&body, &seal_ad(genesis_hash, header), key)
+}
+
+/// Whether `body` commits to `key` under its transaction's associated data `ad`.
+fn committed(body: &SealedBody, ad: &[u8], key: &DataKey) -> Result<(), SealError> {
+    if body.key_commit == key.commitment_under(ad) {
+        Ok(())
+    } else {
+        Err(SealError::WrongKey)
+    }
+}
+
 /// Opens the stored body of the transaction `header` names with `key`: checks the key against
-/// the body's commitment, then decrypts under the header's associated data.
+/// the body's commitment under the header, then decrypts under the header's associated data.
 pub fn open(
     genesis_hash: &Hash,
     header: &TxHeader,
@@ -241,10 +292,8 @@ pub fn open(
     key: &DataKey,
 ) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let body = SealedBody::from_bytes(stored)?;
-    if body.key_commit != key.commitment() {
-        return Err(SealError::WrongKey);
-    }
     let ad = seal_ad(genesis_hash, header);
+    committed(&body, &ad, key)?;
     let plain = Zeroizing::new(
         cipher(key)
             .decrypt(
@@ -262,8 +311,9 @@ pub fn open(
     Ok(Zeroizing::new(body))
 }
 
-/// The key commitment of a stored sealed body, if it is one: what a node checks a received key
-/// against before it stores it.
+/// The key commitment a stored sealed body carries, if it is one: the value stored, which a
+/// key matches only together with its transaction's header ([`DataKey::commitment`],
+/// [`check_key`]).
 pub fn key_commitment(stored: &[u8]) -> Result<Hash, SealError> {
     SealedBody::from_bytes(stored).map(|b| b.key_commit)
 }
@@ -323,7 +373,50 @@ mod tests {
             content("Lymphoma")
         );
         assert!(!stored.windows(8).any(|w| w == b"Lymphoma"));
-        assert_eq!(key_commitment(&stored).unwrap(), key.commitment());
+        assert_eq!(
+            key_commitment(&stored).unwrap(),
+            key.commitment(&GENESIS, &header)
+        );
+        assert_eq!(check_key(&GENESIS, &header, &stored, &key), Ok(()));
+    }
+
+    /// Red team of the code, break 4: the commitment is bound to its transaction, so a body
+    /// moved, or a commitment copied, into another header names no key there, and the key's
+    /// id in a key store is the same whichever transaction names it.
+    #[test]
+    fn a_commitment_names_its_key_only_under_its_own_header() {
+        let mut header = record_header();
+        let (key, stored) = seal(&GENESIS, &mut header, &content("Lymphoma")).unwrap();
+        let mut other = header.clone();
+        other.nonce[0] ^= 1;
+        assert_ne!(
+            key.commitment(&GENESIS, &other),
+            key_commitment(&stored).unwrap()
+        );
+        assert_ne!(
+            key.commitment(&[8; 32], &header),
+            key.commitment(&GENESIS, &header)
+        );
+        assert_eq!(
+            check_key(&GENESIS, &other, &stored, &key),
+            Err(SealError::WrongKey)
+        );
+        assert_eq!(
+            open(&GENESIS, &other, &stored, &key),
+            Err(SealError::WrongKey)
+        );
+        // The same key sealing a second transaction (a sealer's bug): another commitment, the
+        // same id.
+        let mut second = record_header();
+        second.created_ms += 1;
+        let again = seal_with(&GENESIS, &mut second, &content("x"), &key, [3; 24]).unwrap();
+        assert_ne!(
+            key_commitment(&again).unwrap(),
+            key_commitment(&stored).unwrap()
+        );
+        assert_eq!(key_id(&key), key_id(&key.clone()));
+        assert_ne!(key_id(&key), key_id(&DataKey::generate()));
+        assert_ne!(key_id(&key), key_commitment(&stored).unwrap());
     }
 
     #[test]
@@ -332,21 +425,23 @@ mod tests {
         let (key, stored) = seal(&GENESIS, &mut header, &content("Lymphoma")).unwrap();
         let mut other = header.clone();
         other.nonce[0] ^= 1;
-        assert_eq!(
-            open(&GENESIS, &other, &stored, &key),
-            Err(SealError::DoesNotOpen)
-        );
-        assert_eq!(
-            open(&[8; 32], &header, &stored, &key),
-            Err(SealError::DoesNotOpen),
-            "another chain"
-        );
         let mut signer = header.clone();
         signer.created_ms += 1;
-        assert_eq!(
-            open(&GENESIS, &signer, &stored, &key),
-            Err(SealError::DoesNotOpen)
-        );
+        for (genesis, header) in [(GENESIS, &other), ([8; 32], &header), (GENESIS, &signer)] {
+            // The commitment is bound to the header: refused before decryption.
+            assert_eq!(
+                open(&genesis, header, &stored, &key),
+                Err(SealError::WrongKey)
+            );
+            // With a commitment made for the other header, the AEAD's associated data still
+            // refuses the ciphertext.
+            let mut forged = SealedBody::from_bytes(&stored).unwrap();
+            forged.key_commit = key.commitment(&genesis, header);
+            assert_eq!(
+                open(&genesis, header, &forged.to_bytes(), &key),
+                Err(SealError::DoesNotOpen)
+            );
+        }
     }
 
     #[test]

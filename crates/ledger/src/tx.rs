@@ -805,6 +805,10 @@ impl SignedTx {
         if crate::sha256(&tx.body) != tx.header.body_hash {
             return Err(Invalid::BodyMismatch);
         }
+        // Framing only, never content: no plaintext body reaches a block by a correct node's
+        // bug, and no kind without content carries free text (docs/SECURITY.md, §1.3).
+        crate::seal::check_body_format(&tx.header.meta, &tx.body)
+            .map_err(|_| Invalid::BodyFormat)?;
         Ok(tx)
     }
 }

@@ -21,9 +21,10 @@
 //! settled before a later fault is reported, so the height named is always the first bad one.
 //!
 //! Verification holds no data key and opens no body (docs/SECURITY.md, "Confidential records",
-//! §9): the rules read metadata only, so the replay, erasures included, needs none. What it can
-//! see of sealed bodies without a key it reports as [`Finding`]s, which do not make a chain
-//! invalid: two applied transactions whose bodies commit to one data key (§16 item 13).
+//! §9): the rules read metadata only, so the replay, erasures included, needs none. Nor can it
+//! see from the chain that one key sealed two transactions: a body's key commitment is bound to
+//! its own transaction, so equal keys have unequal commitments (each key store finds reuse by
+//! the key's id, §16 item 13).
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
@@ -33,10 +34,9 @@ use rusqlite::types::Value;
 use crate::block::{BlockHeader, Certificate, Entry};
 use crate::crypto::{self, SignatureBatch};
 use crate::genesis::Genesis;
-use crate::rules::StateView;
-use crate::store::{self, DERIVED, Queries, SqlState};
-use crate::tx::{Checked, Invalid, SignedTx, TxId};
-use crate::{Block, Error, Fault, Hash, Result, seal, short_hex};
+use crate::store::{self, DERIVED, Queries};
+use crate::tx::{Checked, Invalid, SignedTx};
+use crate::{Block, Error, Fault, Hash, Result, short_hex};
 
 /// How far verification has come, for a progress bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,49 +56,6 @@ pub struct Summary {
     pub transactions: u64,
     pub head_height: u64,
     pub head_hash: Hash,
-    /// What is wrong with some transactions without making the chain invalid, in chain order.
-    pub findings: Vec<Finding>,
-}
-
-/// What verification reports about a valid chain: the work of a faulty validator that the
-/// rules cannot refuse, because they never read a body.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Finding {
-    /// The sealed body of applied transaction `second` commits to the same data key as the
-    /// earlier `first`'s (docs/SECURITY.md, "Confidential records", §16 item 13). A correct
-    /// sealer draws a fresh key for every body, so `sealer` reused one: key stores keep the
-    /// first's key only (one key, one transaction) and show `second` as broken, so that
-    /// erasing `first` leaves no key that opens it.
-    DuplicateKeyCommitment {
-        first: TxId,
-        second: TxId,
-        /// Where `second` is.
-        height: u64,
-        index: usize,
-        /// The validator that sealed `second`.
-        sealer: u32,
-    },
-}
-
-impl std::fmt::Display for Finding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Finding::DuplicateKeyCommitment {
-                first,
-                second,
-                height,
-                index,
-                sealer,
-            } => write!(
-                f,
-                "block {height}: transaction {index} ({}) commits to the data key of transaction \
-                 {} already: validator {sealer}, its sealer, reused a key; key stores keep the \
-                 first transaction's key only and show this one as broken",
-                short_hex(second),
-                short_hex(first)
-            ),
-        }
-    }
 }
 
 /// Signatures waiting for a batch check, with whose they are.
@@ -338,15 +295,7 @@ fn replay_database(genesis: &Genesis) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "OFF")?;
     conn.pragma_update(None, "journal_mode", "MEMORY")?;
     store::schema::migrate(&mut conn, Path::new("(replay)"))?;
-    // The key commitment of every applied sealed body, for [`Finding::DuplicateKeyCommitment`]
-    // (in the replay database rather than in memory: a long chain's do not have to fit).
-    conn.execute_batch(
-        "CREATE TABLE verify_commitments (
-             commitment BLOB PRIMARY KEY,
-             id         BLOB NOT NULL
-         ) WITHOUT ROWID;
-         BEGIN",
-    )?;
+    conn.execute_batch("BEGIN")?;
     store::insert_block(&conn, genesis.block(), &genesis.hash())?;
     Ok(conn)
 }
@@ -362,7 +311,6 @@ struct Walk<'g> {
     /// The header of the block before it.
     prev: Option<BlockHeader>,
     transactions: u64,
-    findings: Vec<Finding>,
 }
 
 impl Walk<'_> {
@@ -483,11 +431,6 @@ impl Walk<'_> {
             for (index, reason) in &applied.rejected {
                 verdicts[*index] = Some(reason);
             }
-            for (index, content) in contents.iter().enumerate() {
-                if let (Ok(tx), None) = (content, verdicts[index]) {
-                    self.commitment(expected, index, &block.entries[index].id, tx)?;
-                }
-            }
             for (index, ((_, rejected), verdict)) in stored.iter().zip(verdicts).enumerate() {
                 if rejected.as_deref() != verdict {
                     return Err(Fault::State(format!(
@@ -501,43 +444,6 @@ impl Walk<'_> {
             self.transactions += block.entries.len() as u64;
         }
         self.prev = Some(header);
-        Ok(())
-    }
-
-    /// Records the key commitment of applied transaction `tx` (entry `index` of the block at
-    /// `height`, id `id`) if its body is sealed, and reports one seen before. A body that is
-    /// not a sealed body has none (the edge check of its format is `Invalid::BodyFormat`).
-    fn commitment(&mut self, height: u64, index: usize, id: &TxId, tx: &SignedTx) -> Result<()> {
-        if !seal::is_sealed_kind(tx.meta()) {
-            return Ok(());
-        }
-        let Ok(commitment) = seal::key_commitment(&tx.body) else {
-            return Ok(());
-        };
-        let inserted = self
-            .replay
-            .prepare_cached(
-                "INSERT INTO verify_commitments (commitment, id) VALUES (?1, ?2)
-                 ON CONFLICT (commitment) DO NOTHING",
-            )?
-            .execute(rusqlite::params![commitment.as_slice(), id.as_slice()])?;
-        if inserted == 0 {
-            let first: Vec<u8> = self.replay.query_row(
-                "SELECT id FROM verify_commitments WHERE commitment = ?1",
-                [commitment.as_slice()],
-                |r| r.get(0),
-            )?;
-            let sealer = SqlState::new(&self.replay)
-                .sealed(id)?
-                .map_or(u32::MAX, |s| s.sealer);
-            self.findings.push(Finding::DuplicateKeyCommitment {
-                first: store::state::fixed(first, "transaction id")?,
-                second: *id,
-                height,
-                index,
-                sealer,
-            });
-        }
         Ok(())
     }
 
@@ -634,7 +540,6 @@ pub(crate) fn verify_connection(
         expected: 0,
         prev: None,
         transactions: 0,
-        findings: Vec::new(),
     };
     let mut rows = blocks.query([])?;
     while let Some(row) = rows.next()? {
@@ -671,7 +576,6 @@ pub(crate) fn verify_connection(
         replay,
         prev,
         transactions,
-        findings,
         ..
     } = walk;
     pending.settle().map_err(corrupt)?;
@@ -692,7 +596,6 @@ pub(crate) fn verify_connection(
         transactions,
         head_height: head,
         head_hash: prev.map_or([0; 32], |h| h.hash()),
-        findings,
     })
 }
 
@@ -776,7 +679,7 @@ mod tests {
     use super::*;
     use crate::store::{OpenOptions, Store};
     use crate::testkit::{self, TestNet};
-    use crate::tx::{Decision, Meta, Scope};
+    use crate::tx::{Decision, Scope, TxId};
 
     /// A store at `path` with patient `p` (home 0) and Dr `e` (Oncology, home 1) enrolled,
     /// appended to one transaction a block.
@@ -827,7 +730,7 @@ mod tests {
         w.ok(&answer);
         assert!(w.store.is_erased(&record_id).expect("q"));
         let summary = verify_store(&path, &w.net.genesis, &mut |_| {}).expect("verifies");
-        assert_eq!((summary.head_height, summary.findings), (6, vec![]));
+        assert_eq!(summary.head_height, 6);
         drop(w.store);
 
         // The erasure turned into a refusal, or removed, behind the rules' back.
@@ -855,54 +758,6 @@ mod tests {
                 other => panic!("{edit}: expected the erasure's block named, got {other:?}"),
             }
         }
-    }
-
-    /// §16 item 13: a sealer that seals a second body under a data key it used already makes a
-    /// valid chain (the rules never read a body) that `medchain verify` reports from the chain
-    /// alone, naming both transactions and the sealer.
-    #[test]
-    fn verify_reports_duplicate_key_commitments() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("chain.db");
-        let mut w = Written::new(&path);
-        let (p, e) = (w.p.clone(), w.e.clone());
-        let mut records = Vec::new();
-        for _ in 0..2 {
-            let grant = w.net.grant(&p, &e.id, Scope::Write, None, &p.custodial());
-            let grant_id = w.ok(&grant);
-            records.push(w.net.add_record(&e, &p.id, grant_id, &e.custodial()));
-        }
-        let first_id = w.ok(&records[0]);
-        // The second record sealed again under the first one's key (it still opens, under its
-        // own header, with that key).
-        let key = w.net.data_key(&records[0].header);
-        let mut header = records[1].header.clone();
-        let content = testkit::sample_record(7).to_bytes();
-        let body = seal::seal_with(&w.net.genesis.hash(), &mut header, &content, &key, [5; 24])
-            .expect("sealed");
-        assert!(matches!(header.meta, Meta::AddRecord(_)));
-        let reused = w.net.sign_header(header, body, &e.custodial);
-        let second_id = w.ok(&reused);
-        // A replay of the first in a later block is a duplicate, not a second transaction.
-        let block = w.net.next_block(w.store.head(), vec![records[0].clone()]);
-        w.net.append(&mut w.store, &block).expect("appended");
-
-        let summary = verify_store(&path, &w.net.genesis, &mut |_| {}).expect("a valid chain");
-        assert_eq!(
-            summary.findings,
-            [Finding::DuplicateKeyCommitment {
-                first: first_id,
-                second: second_id,
-                height: 6,
-                index: 0,
-                sealer: 1,
-            }]
-        );
-        let message = summary.findings[0].to_string();
-        assert!(
-            message.contains("block 6") && message.contains("validator 1"),
-            "{message}"
-        );
     }
 
     /// A certified block whose time is not after its predecessor's is refused on append, and a

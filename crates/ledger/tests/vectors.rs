@@ -107,7 +107,7 @@ fn vectors() -> Value {
                   id = SHA-256(signing_bytes); signature = Ed25519(signing_bytes); \
                   payload = borsh(header) || u32 LE body length || body || signature; \
                   header.body_hash = SHA-256(body); a sealed kind's body = borsh(SealedBody \
-                  { version: 1, key_commit: SHA-256('medchain/seal-key/v1' || data_key), \
+                  { version: 1, key_commit: SHA-256('medchain/seal-key/v2' || ad || data_key), \
                   nonce (24), ciphertext }), ciphertext = XChaCha20-Poly1305(data_key, nonce, \
                   ad = 'medchain/seal/v1' || genesis_hash || borsh(header with body_hash = 0)) \
                   of borsh(SealedPlain { content, zero padding to a multiple of 256 bytes })",
@@ -199,13 +199,12 @@ fn the_vectors_check_from_their_own_bytes() {
         if let Some(sealed) = t.get("sealed") {
             let key: [u8; 32] = bytes(&sealed["data_key_hex"]).try_into().expect("32 bytes");
             let key = seal::DataKey::from_bytes(key);
+            let ad = bytes(&sealed["ad_hex"]);
+            assert_eq!(ad, seal::seal_ad(&genesis_hash, &tx.header));
+            let committed = [b"medchain/seal-key/v2".as_slice(), &ad, key.as_bytes()].concat();
             assert_eq!(
                 seal::key_commitment(&tx.body).expect("a sealed body"),
-                key.commitment()
-            );
-            assert_eq!(
-                bytes(&sealed["ad_hex"]),
-                seal::seal_ad(&genesis_hash, &tx.header)
+                ledger::sha256(&committed)
             );
             let content = seal::open(&genesis_hash, &tx.header, &tx.body, &key).expect("opens");
             assert_eq!(*content, bytes(&sealed["content_hex"]));

@@ -9,6 +9,7 @@ mod common_net;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common_net::confidential::{erasure_cli, request_erasure};
 use common_net::seed::{SeedClient, seed_flow};
 use common_net::{Ack, Load, Net, http, output_text, wait_committed, wait_for};
 use ledger::Queries;
@@ -506,30 +507,8 @@ fn erasure_is_answered_with_the_command_line_of_the_hospital_that_wrote_it() {
         .as_str()
         .expect("token")
         .to_string();
-    let ask = |net: &Net| {
-        let (status, answer) = http(
-            net.nodes[1].api,
-            "POST",
-            &format!("/api/records/{record}/erasure"),
-            Some(&patient),
-            Some(&json!({})),
-        )
-        .expect("request an erasure");
-        assert_eq!(status, 200, "{answer}");
-        answer["txId"].as_str().expect("txId").to_string()
-    };
-    let erasure_cli = |i: usize, args: &[&str]| {
-        let out = common_net::medchain()
-            .arg("erasure")
-            .args(args)
-            .arg("--config")
-            .arg(&net.nodes[i].config)
-            .arg("--key-dir")
-            .arg(net.key_dir())
-            .output()
-            .expect("run medchain erasure");
-        (out.status.success(), output_text(&out))
-    };
+    let ask = |net: &Net| request_erasure(net, 1, &patient, &record);
+    let erasure_cli = |i: usize, args: &[&str]| erasure_cli(&net, i, args);
     let erasures = |net: &Net| {
         let (status, answer) = http(
             net.nodes[1].api,

@@ -1,4 +1,4 @@
-//! A validator gone bad, for process-level tests of issues 8 and 9 only: compiled with the
+//! A validator gone bad, for process-level tests of issues 8, 9 and 10 only: compiled with the
 //! `byzantine` cargo feature, which nothing in a default or release build enables.
 //!
 //! It signs everything it sends with its own genesis key (it is a validator, not an outsider).
@@ -53,6 +53,19 @@
 //!   `MS`, so as primary it proposes block times that far off, and as backup it judges others'
 //!   by that clock (pbft's "Block time"); the rest of the node (admission, the application)
 //!   keeps the real clock.
+//! - `ask-keys` (issue 10): its key service asks every other validator for the key of every
+//!   sealed transaction it applies and does not hold, a few times each, and keeps whatever key
+//!   it is given that matches the body's commitment, entitled or not (docs/SECURITY.md,
+//!   "Confidential records", §11: "ask any holder for any key"). A correct holder answers
+//!   `NotEntitled` and counts it (`keys_requests_not_entitled`).
+//! - `wrong-keys` (issue 10): its key service answers every key request, whatever it holds,
+//!   with a fresh random key for each id asked. A correct requester checks each against the
+//!   body's commitment, refuses it and counts it (`keys_refused_wrong`).
+//! - `keep-keys` (issue 10): its key service ignores grant ends and accepted erasures: it keeps
+//!   every key row it has (§7.2: "a dishonest validator may keep copies it already had").
+//!
+//! The key behaviours act inside the key service (`crate::keys`, its `byzantine` module), which
+//! owns `keys.db`; the rest of the node is untouched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -110,13 +123,20 @@ pub struct Behaviours {
     pub forge_from: Option<PathBuf>,
     /// `clock-skew`: what is added to the clock its replica goes by, in ms.
     pub clock_skew_ms: i64,
+    /// `ask-keys`: asks everyone for every sealed key, keeps any that matches.
+    pub ask_keys: bool,
+    /// `wrong-keys`: answers every key request with random keys.
+    pub wrong_keys: bool,
+    /// `keep-keys`: deletes no key at a grant's end or an erasure.
+    pub keep_keys: bool,
 }
 
 impl FromStr for Behaviours {
     type Err = String;
 
     /// A comma-separated list: `substitute-payloads,flood-pre-prepares,forge-status,
-    /// exploit-amnesia,censor-patient=ID,forge-from=DIR,clock-skew=+MS`.
+    /// exploit-amnesia,censor-patient=ID,forge-from=DIR,clock-skew=+MS,ask-keys,wrong-keys,
+    /// keep-keys`.
     fn from_str(text: &str) -> Result<Self, String> {
         let mut behaviours = Behaviours::default();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -136,11 +156,14 @@ impl FromStr for Behaviours {
                 None if item == "flood-pre-prepares" => behaviours.flood_pre_prepares = true,
                 None if item == "forge-status" => behaviours.forge_status = true,
                 None if item == "exploit-amnesia" => behaviours.exploit_amnesia = true,
+                None if item == "ask-keys" => behaviours.ask_keys = true,
+                None if item == "wrong-keys" => behaviours.wrong_keys = true,
+                None if item == "keep-keys" => behaviours.keep_keys = true,
                 _ => {
                     return Err(format!(
                         "unknown Byzantine behaviour '{item}' (known: substitute-payloads, \
                          flood-pre-prepares, forge-status, exploit-amnesia, censor-patient=ID, \
-                         forge-from=DIR, clock-skew=+MS)"
+                         forge-from=DIR, clock-skew=+MS, ask-keys, wrong-keys, keep-keys)"
                     ));
                 }
             }
@@ -951,6 +974,16 @@ mod tests {
         assert_eq!(replica_clock_ms(None, 1_000), 1_000);
         let error = "clock-skew=soon".parse::<Behaviours>().unwrap_err();
         assert!(error.contains("soon"), "{error}");
+        let issue_10: Behaviours = "ask-keys,wrong-keys,keep-keys".parse().unwrap();
+        assert_eq!(
+            issue_10,
+            Behaviours {
+                ask_keys: true,
+                wrong_keys: true,
+                keep_keys: true,
+                ..Behaviours::default()
+            }
+        );
     }
 
     /// `forge-from`: the forged files are taken in name order and deleted, what does not decode

@@ -252,6 +252,8 @@ impl Node {
                 key: keystore_key,
                 clock: options.clock.clone(),
                 shared: shared.clone(),
+                #[cfg(feature = "byzantine")]
+                byzantine: options.byzantine.clone(),
             },
             keys_inbox.clone(),
             transport.clone(),

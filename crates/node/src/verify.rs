@@ -726,13 +726,16 @@ mod tests {
             check_submission(&net.genesis, &swapped),
             Err(NodeError::Invalid(ledger::Invalid::BodyMismatch))
         ));
-        // Bodies up to 64 KiB, no larger.
+        // Bodies up to 64 KiB pass the size check (an enrollment's must then be empty: its
+        // framing is refused), no larger.
         let sized =
             |bytes: usize| net.sign_header(enrollment.header.clone(), vec![7; bytes], &net.keys[0]);
         let largest = sized(MAX_BODY_BYTES);
-        let (request, _) = check_submission(&net.genesis, &largest)
-            .expect("a 64 KiB body is accepted (its signer is checked by the rules)");
-        assert!(request.payload.len() <= MAX_TX_BYTES);
+        assert!(matches!(
+            check_submission(&net.genesis, &largest),
+            Err(NodeError::Invalid(ledger::Invalid::BodyFormat))
+        ));
+        assert!(largest.to_request(&net.genesis.hash()).payload.len() <= MAX_TX_BYTES);
         assert!(matches!(
             check_submission(&net.genesis, &sized(MAX_BODY_BYTES + 1)),
             Err(NodeError::TooLarge {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{enrollment, fast_timing, note, runtime};
-use ledger::seal::{DataKey, SealedBody};
+use ledger::seal::{DataKey, seal_with};
 use ledger::tx::{AddRecord, AnswerErasure, Decision, RecordBody};
 use ledger::{Meta, Queries, SignedTx, TxId};
 use node::load::{Person, enroll, header};
@@ -925,19 +925,21 @@ fn a_rejected_sealed_transaction_leaves_no_key() {
     });
 }
 
-/// §16.13: a body that names the commitment of another transaction's key opens with that key;
-/// a node holding the first never stores it for the second, and shows the second `broken`.
+/// §16.13 as amended: one key sealing two transactions (a dishonest author, finding 13) is
+/// found by its id in each key store, and the LATER of the two in chain order is `broken`,
+/// its key never stored, whichever key arrives first: when the later's arrives first and is
+/// stored, the earlier's replaces it. Both arrival orders, each with its own pair of records.
 #[test]
-fn a_reused_key_commitment_is_broken() {
+fn a_reused_key_is_broken_for_the_later_transaction() {
     let w = World::new();
     let patient = Person::patient(HOSPITAL);
     let author = Person::doctor(CLINIC, "Oncology", "Dr Reuse");
     w.enroll(&[&patient, &author]);
     let dishonest = Impersonation::new(w.network(), CLINIC, HOSPITAL);
     let genesis_hash = w.genesis_hash();
-    // The author seals two records by hand, the second naming the first's key; the home is
-    // answered each in turn with the first's key.
-    let record = |text: &str, reuse: Option<&DataKey>| {
+    // The author seals each record by hand, under `key`, and submits it: applied in turn, so
+    // the first of a pair is the earlier in chain order.
+    let record = |text: &str, key: &DataKey| {
         let grant =
             w.rt.block_on(patient.write_grant(&w.node(HOSPITAL), &author.id, "visit"))
                 .unwrap();
@@ -949,29 +951,69 @@ fn a_reused_key_commitment_is_broken() {
             grant,
         });
         let mut header = header(meta, author.signer());
-        let (key, mut body) =
-            ledger::seal::seal(&genesis_hash, &mut header, &note(text).to_bytes()).unwrap();
-        if let Some(first) = reuse {
-            let mut reused = SealedBody::from_bytes(&body).unwrap();
-            reused.key_commit = first.commitment();
-            body = reused.to_bytes();
-        }
-        let id = w.applied(CLINIC, author.sign_header(&genesis_hash, header, body));
-        (id, key)
+        let body = seal_with(
+            &genesis_hash,
+            &mut header,
+            &note(text).to_bytes(),
+            key,
+            rand::random(),
+        )
+        .unwrap();
+        w.applied(CLINIC, author.sign_header(&genesis_hash, header, body))
     };
-    let (first, first_key) = record("Ependymoma", None);
-    dishonest.answer(&first, |_| KeyReply::Key(WireKey(first_key.clone())));
-    w.wait_state(HOSPITAL, &first, OpenState::Open);
-    let (second, _) = record("copy", Some(&first_key));
-    dishonest.answer(&second, |_| KeyReply::Key(WireKey(first_key.clone())));
-    wait_until("the reused key to be refused", || {
-        w.node(HOSPITAL).key_status().counters.keys_refused_reused == 1
-    });
+    // Answers the home's next request that asks for `tx` with `key` for `tx` alone.
+    let deliver = |tx: TxId, key: &DataKey| {
+        dishonest.answer(&tx, |asked| {
+            if *asked == tx {
+                KeyReply::Key(WireKey(key.clone()))
+            } else {
+                KeyReply::NotHeld
+            }
+        })
+    };
+    let reused = |refused: u64| {
+        wait_until("the reused key to be refused", || {
+            w.node(HOSPITAL).key_status().counters.keys_refused_reused == refused
+        })
+    };
+
+    // The earlier's key arrives first: the later's is refused.
+    let key = DataKey::generate();
+    let (earlier, later) = (record("Ependymoma", &key), record("copy", &key));
+    deliver(earlier, &key);
+    w.wait_state(HOSPITAL, &earlier, OpenState::Open);
+    deliver(later, &key);
+    reused(1);
     assert_eq!(
-        w.open(HOSPITAL, &second).state,
+        w.open(HOSPITAL, &later).state,
         OpenState::Broken { sealer: CLINIC }
     );
-    assert!(!w.key_rows(HOSPITAL).contains(&second));
+    assert_eq!(w.open(HOSPITAL, &earlier).state, OpenState::Open);
+    assert!(!w.key_rows(HOSPITAL).contains(&later));
+
+    // The later's key arrives first and is stored; the earlier's replaces it, and the later
+    // is broken from then on.
+    let key = DataKey::generate();
+    let (earlier, later) = (record("Medulloblastoma", &key), record("copy", &key));
+    deliver(later, &key);
+    w.wait_state(HOSPITAL, &later, OpenState::Open);
+    deliver(earlier, &key);
+    w.wait_state(HOSPITAL, &earlier, OpenState::Open);
+    assert_eq!(diagnosis(&w.open(HOSPITAL, &earlier)), "Medulloblastoma");
+    assert_eq!(
+        w.open(HOSPITAL, &later).state,
+        OpenState::Broken { sealer: CLINIC }
+    );
+    let rows = w.key_rows(HOSPITAL);
+    assert!(
+        rows.contains(&earlier) && !rows.contains(&later),
+        "{rows:?}"
+    );
+    // Refused, not counted as received twice: the replacement is one key kept.
+    assert_eq!(
+        w.node(HOSPITAL).key_status().counters.keys_refused_reused,
+        1
+    );
     dishonest.end();
 }
 

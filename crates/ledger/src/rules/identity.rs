@@ -278,16 +278,20 @@ impl Rule for AddKey {
         // The origin is bound by the key's proof, so a key seen in another validator's ask
         // cannot be added here as the home's.
         check!(ensure(self.key.origin == origin, why::KEY_ORIGIN));
-        // A key added on a password alone (the custodial key signs what a password at the
-        // home allows) waits before it can share the history with another hospital
-        // (docs/SECURITY.md, "Confidential records", §4.2); a key a young key approves waits
-        // as long, or the wait could be skipped by adding a second key with the first.
+        // A new key may share the history with another hospital at once only if the key that
+        // vouches for it could itself (docs/SECURITY.md, "Confidential records", §4.2). Any
+        // other waits its full wait, and at least as long as its approver: a key added on a
+        // password alone (the custodial key signs what a password at the home allows); a key
+        // made at another hospital's page approving a key the home's page made (else that
+        // hospital, with the password, mints a home key that shares at once: red team of the
+        // code, break 2); a young key approving a second one (else the wait is skipped).
         let t = ctx.block_time_ms;
-        let young_until_ms = match signer {
-            SignerKind::Custodial => t.saturating_add(ctx.params.recovery_wait_ms),
-            _ => Some(signer_key(ctx, state)?)
-                .filter(|by| by.young_at(t))
-                .map_or(0, |by| by.young_until_ms),
+        let approver = signer_key(ctx, state)?;
+        let young_until_ms = if approver.shares_history_at(person.home, t) {
+            0
+        } else {
+            t.saturating_add(ctx.params.recovery_wait_ms)
+                .max(approver.young_until_ms)
         };
         effects.insert(
             0,
@@ -330,12 +334,30 @@ impl Rule for RevokeKey {
             signer.origin == person.home || signer.origin == target.origin,
             why::REVOKE_OTHER_ORIGIN
         ));
+        // A young key's wait is visible and cancellable (docs/SECURITY.md, "Confidential
+        // records", §4.2; red team of the code, break 3): before its wait ends it revokes only
+        // itself and other young keys (so neither the keys that could cancel it nor a
+        // recovering key, which is never young), and while any young key is live the person
+        // keeps a key of the home past its wait, which can revoke it.
+        check!(ensure(
+            !signer.young_at(t) || target.young_at(t) || target.key == signer.key,
+            why::YOUNG_KEY_REVOKES_YOUNG_ONLY
+        ));
+        let others: Vec<KeyRow> = state
+            .keys_of(&self.person)?
+            .into_iter()
+            .filter(|k| k.key != self.key && k.live_at(t))
+            .collect();
         if target.live_at(t) {
-            let another_live = state
-                .keys_of(&self.person)?
-                .iter()
-                .any(|k| k.key != self.key && k.live_at(t));
-            check!(ensure(another_live, why::WOULD_LEAVE_NO_KEY));
+            check!(ensure(!others.is_empty(), why::WOULD_LEAVE_NO_KEY));
+        }
+        if target.cancels_young_keys_at(person.home, t) && others.iter().any(|k| k.young_at(t)) {
+            check!(ensure(
+                others
+                    .iter()
+                    .any(|k| k.cancels_young_keys_at(person.home, t)),
+                why::KEEPS_KEY_THAT_CANCELS
+            ));
         }
         let mut effects = vec![Effect::RevokeKey(self.key)];
         if let Some(recovery) = target.recovery
@@ -378,14 +400,20 @@ impl Rule for Recover {
         check!(ensure(self.key.origin == person.home, why::KEY_ORIGIN));
         // One key past the cap: a person who lost every key (all still unrevoked) must still be
         // recoverable, and revokes the lost ones with the recovered key; never more than one.
-        let unrevoked = state
-            .keys_of(&self.person)?
-            .iter()
-            .filter(|k| k.revoked.is_none())
-            .count();
+        let keys = state.keys_of(&self.person)?;
+        let unrevoked = keys.iter().filter(|k| k.revoked.is_none()).count();
         check!(ensure(unrevoked <= MAX_KEYS, why::TOO_MANY_KEYS));
         let effective_ms = t.saturating_add(ctx.params.recovery_wait_ms);
-        Ok(Ok(vec![
+        // A recovery revokes every young key of the person at once (docs/SECURITY.md,
+        // "Confidential records", §4.2): a key added on a password, or approved by a key made
+        // at another hospital's page, must not outwait the recovery that answers its theft
+        // where the person holds no key of the home that could revoke it.
+        let mut effects: Vec<Effect> = keys
+            .into_iter()
+            .filter(|k| k.live_at(t) && k.young_at(t))
+            .map(|k| Effect::RevokeKey(k.key))
+            .collect();
+        effects.extend([
             Effect::Recovery(RecoveryRow {
                 id: ctx.id,
                 person: self.person,
@@ -401,6 +429,7 @@ impl Rule for Recover {
                 effective_ms,
                 true,
             )),
-        ]))
+        ]);
+        Ok(Ok(effects))
     }
 }

@@ -161,14 +161,16 @@ pub struct KeyRow {
     pub added_by: SignerKind,
     /// The block time of that transaction.
     pub added_ms: u64,
-    /// A key added on a password alone (an `AddKey` signed by the custodial key), or approved
-    /// by such a key while it was young, is **young** until this time: it signs no read grant
-    /// to a doctor of another hospital and no erasure request before (docs/SECURITY.md,
-    /// "Confidential records", §4.2). 0 for a key that never was young.
+    /// A key added by an `AddKey` whose signer could not itself share the history with
+    /// another hospital (the custodial key, i.e. a password at the home; a key made at another
+    /// hospital's page; a young key) is **young** until this time: it signs no read grant to a
+    /// doctor of another hospital and no erasure request, and revokes only itself and other
+    /// young keys, before (docs/SECURITY.md, "Confidential records", §4.2). 0 for a key that
+    /// never was young.
     pub young_until_ms: u64,
     /// 0, or the time its recovery takes effect: it signs nothing before.
     pub active_from_ms: u64,
-    /// The `RevokeKey` that revoked it.
+    /// The `RevokeKey` that revoked it, or for a young key the `Recover` that did.
     pub revoked: Option<TxId>,
     /// The `Recover` that added it.
     pub recovery: Option<TxId>,
@@ -184,6 +186,19 @@ impl KeyRow {
     /// hospital (see [`KeyRow::young_until_ms`]).
     pub fn young_at(&self, t_ms: u64) -> bool {
         t_ms < self.young_until_ms
+    }
+
+    /// Could sign, at `t_ms`, a read grant to a doctor of any hospital for a person whose home
+    /// is `home`: a device key made at the home's page, past its wait (the `Grant` rule's
+    /// checks). Only such a key vouches for a new key that is not young.
+    pub fn shares_history_at(&self, home: u32, t_ms: u64) -> bool {
+        self.kind == KeyKind::Device && self.origin == home && !self.young_at(t_ms)
+    }
+
+    /// Could revoke, at `t_ms`, any key of a person whose home is `home` (a key of the home's
+    /// origin past its wait): what a person keeps while one of their keys is young.
+    pub fn cancels_young_keys_at(&self, home: u32, t_ms: u64) -> bool {
+        self.live_at(t_ms) && self.origin == home && !self.young_at(t_ms)
     }
 }
 

@@ -65,6 +65,11 @@ pub const KEY_ALREADY_REVOKED: &str = "key already revoked";
 pub const REVOKE_OTHER_ORIGIN: &str =
     "a key made at another hospital's page revokes only keys made there";
 pub const WOULD_LEAVE_NO_KEY: &str = "would leave the person without a key: use recovery";
+// A young key's wait stays cancellable (docs/SECURITY.md, "Confidential records", §4.2).
+pub const YOUNG_KEY_REVOKES_YOUNG_ONLY: &str =
+    "a key added on a password alone revokes only waiting keys before its wait ends";
+pub const KEEPS_KEY_THAT_CANCELS: &str =
+    "while a new key waits, the last key of the home that can revoke it stays";
 pub const RECOVER_NOT_HOME: &str = "only the home may start a recovery";
 pub const RECOVERY_PENDING: &str = "a recovery is already pending";
 pub const RECOVER_CUSTODIAL_ONLY: &str = "a recovery re-enrolls a custodial key";
@@ -150,6 +155,8 @@ pub fn all() -> Vec<&'static str> {
         KEY_ALREADY_REVOKED,
         REVOKE_OTHER_ORIGIN,
         WOULD_LEAVE_NO_KEY,
+        YOUNG_KEY_REVOKES_YOUNG_ONLY,
+        KEEPS_KEY_THAT_CANCELS,
         RECOVER_NOT_HOME,
         RECOVERY_PENDING,
         RECOVER_CUSTODIAL_ONLY,

@@ -795,7 +795,8 @@ fn attack_2_a_key_of_another_origin_cannot_revoke_the_homes_keys() {
 fn a_recovered_key_signs_from_its_effective_time_unless_revoked_before() {
     for (revoke_at, cancels) in [(Some(-1i64), true), (Some(0), false), (None, false)] {
         let mut w = world();
-        w.p_device();
+        // Past its wait: a recovery revokes young keys, and a young key cancels no recovery.
+        w.p_device_aged();
         let custody = key_from("recovered custody");
         let new = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
         let recover = w.c.net.recover(&w.p, new);
@@ -1318,18 +1319,21 @@ fn a_young_key_shares_nothing_with_another_hospital_before_its_wait() {
 }
 
 /// A young key cannot launder its wait by approving a second key: the key it approves is young
-/// until the same time (otherwise a password thief would add a key custodially, approve the
-/// home's ask for a second key with it, and share the history at once).
+/// for its own full wait, hence at least as long (otherwise a password thief would add a key
+/// custodially, approve the home's ask for a second key with it, and share the history at once).
 #[test]
-fn a_key_approved_by_a_young_key_waits_as_long() {
+fn a_key_approved_by_a_young_key_waits_at_least_as_long() {
     let mut w = world();
-    let until = w.p_device_young();
+    let first_until = w.p_device_young();
     let second = key_from("approved by the young key");
     let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &second);
     let ask = w.c.net.ask_key(&w.p, 0, new.clone());
     let ask_id = w.c.ok(&ask);
     let add = w.c.net.add_key(&w.p, new, Some(ask_id), &w.p.device());
+    let added_ms = w.c.now;
     w.c.ok(&add);
+    let until = added_ms + w.c.net.genesis.recovery_wait_ms();
+    assert!(until > first_until);
     let row = w.c.key(&public(&second)).expect("q").expect("key");
     assert_eq!(
         (row.added_by, row.young_until_ms),
@@ -1340,6 +1344,131 @@ fn a_key_approved_by_a_young_key_waits_as_long() {
     assert_eq!(w.c.at(until - 1, &tx), Err(YOUNG_KEY));
     let tx = w.c.net.grant(&w.p, &w.e.id, read(HOUR), None, &by);
     assert_eq!(w.c.at(until, &tx), Ok(()));
+}
+
+/// Red team of the code, break 2 (§4.2): only a key that could itself share the history with
+/// another hospital (a device key of the home's page past its wait) vouches for a key that is
+/// not young. A key made at another hospital's page, past its wait, approving the home's ask,
+/// and the custodial key approving another hospital's ask, both add a key that waits.
+#[test]
+fn only_a_key_that_shares_vouches_for_a_key_that_shares() {
+    let mut w = world();
+    let at_clinic = w.p_key_from(2);
+    w.c.now += w.c.net.genesis.recovery_wait_ms();
+    let wait = w.c.net.genesis.recovery_wait_ms();
+    let clinic = w.c.key(&public(&at_clinic)).expect("q").expect("key");
+    assert!(clinic.young_until_ms > 0, "approved in person");
+    assert!(!clinic.young_at(w.c.now));
+    let home_key = key_from("made at the home's page, approved at the clinic's");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &home_key);
+    let ask_id = w.c.ok(&w.c.net.ask_key(&w.p, 0, new.clone()));
+    let added_ms = w.c.now;
+    let add =
+        w.c.net
+            .add_key(&w.p, new, Some(ask_id), &w.p.device_with(&at_clinic));
+    w.c.ok(&add);
+    let row = w.c.key(&public(&home_key)).expect("q").expect("key");
+    assert_eq!(row.young_until_ms, added_ms + wait);
+    let tx =
+        w.c.net
+            .grant(&w.p, &w.e.id, read(HOUR), None, &w.p.device_with(&home_key));
+    assert_eq!(w.c.now(&tx), Err(YOUNG_KEY));
+}
+
+/// Red team of the code, break 3 (§4.2): before its wait ends a young key revokes only itself
+/// and other young keys: not the custodial key, not a key past its wait, not a recovering key
+/// (so it cancels no recovery).
+#[test]
+fn a_young_key_revokes_only_itself_and_other_young_keys() {
+    let mut w = world();
+    let phone = key_from("p's phone, past its wait");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &phone);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    w.c.now += w.c.net.genesis.recovery_wait_ms();
+    w.p_device_young();
+    let other_young = key_from("another young key");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &other_young);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    for target in [public(&w.p.custodial), public(&phone)] {
+        let tx = w.c.net.revoke_key(&w.p, target, &w.p.device());
+        assert_eq!(w.c.now(&tx), Err(YOUNG_KEY_REVOKES_YOUNG_ONLY));
+    }
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&other_young), &w.p.device());
+    assert_eq!(w.c.now(&tx), Ok(()), "another young key");
+    let tx = w.c.net.revoke_key(&w.p, public(&w.p.device), &w.p.device());
+    assert_eq!(w.c.now(&tx), Ok(()), "itself");
+    // A recovering key is never young: a young key cannot cancel the recovery.
+    let young = key_from("young while the home recovers");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &young);
+    let custody = key_from("recovering custody");
+    let recovering = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
+    let recover = w.c.net.recover(&w.p, recovering);
+    let recovery = w.c.ok(&recover);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&custody), &w.p.device_with(&young));
+    assert_eq!(w.c.now(&tx), Err(YOUNG_KEY_REVOKES_YOUNG_ONLY));
+    assert_eq!(w.c.recoveries_of(&w.p.id).expect("q")[0].id, recovery);
+    assert_eq!(w.c.recoveries_of(&w.p.id).expect("q")[0].cancelled, None);
+}
+
+/// Red team of the code, break 3 and weakness W2 (§4.2): while a young key is live the person
+/// keeps a live key of the home past its wait, which can revoke it. The custodial key (a
+/// password at the home) does not revoke itself then, unless another such key stays; once the
+/// young key is revoked or past its wait, it may.
+#[test]
+fn while_a_young_key_waits_the_last_key_that_cancels_it_stays() {
+    let mut w = world();
+    let until = w.p_device_young();
+    let custodial = public(&w.p.custodial);
+    let tx = w.c.net.revoke_key(&w.p, custodial, &w.p.custodial());
+    assert_eq!(w.c.now(&tx), Err(KEEPS_KEY_THAT_CANCELS));
+    let tx = w.c.net.revoke_key(&w.p, custodial, &w.p.custodial());
+    assert_eq!(w.c.at(until, &tx), Ok(()), "T = until: no key is young");
+
+    let mut w = world();
+    let phone = key_from("p's phone, past its wait");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &phone);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    w.c.now += w.c.net.genesis.recovery_wait_ms();
+    w.p_device_young();
+    let tx = w.c.net.revoke_key(&w.p, custodial, &w.p.custodial());
+    assert_eq!(w.c.now(&tx), Ok(()), "the phone stays");
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&phone), &w.p.device_with(&phone));
+    assert_eq!(w.c.now(&tx), Err(KEEPS_KEY_THAT_CANCELS));
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&w.p.device), &w.p.device_with(&phone));
+    assert_eq!(w.c.now(&tx), Ok(()), "the phone cancels the young key");
+    let tx =
+        w.c.net
+            .revoke_key(&w.p, public(&phone), &w.p.device_with(&phone));
+    assert_eq!(w.c.now(&tx), Err(WOULD_LEAVE_NO_KEY));
+}
+
+/// Red team of the code, break 3 (§4.2): a recovery revokes every young key of the person at
+/// once, so a key added on a password, or approved by a key of another hospital's page, cannot
+/// outwait the recovery that answers its theft; keys past their wait stay.
+#[test]
+fn a_recovery_revokes_the_young_keys() {
+    let mut w = world();
+    w.p_device_aged();
+    let young = key_from("added on a password");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Device, 0, &young);
+    w.c.ok(&w.c.net.add_key(&w.p, new, None, &w.p.custodial()));
+    let custody = key_from("recovered custody");
+    let new = w.c.net.new_key(&w.p.id, KeyKind::Custodial, 0, &custody);
+    let recovery = w.c.ok(&w.c.net.recover(&w.p, new));
+    let revoked =
+        |w: &World, key: &SigningKey| w.c.key(&public(key)).expect("q").expect("key").revoked;
+    assert_eq!(revoked(&w, &young), Some(recovery));
+    assert_eq!(revoked(&w, &w.p.device), None);
+    assert_eq!(revoked(&w, &w.p.custodial), None);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 //! The schema of `chain.db`, as numbered migrations recorded in `PRAGMA user_version`.
 //!
 //! A migration is appended, never edited: a store written by version `k` is brought up to date
-//! by running migrations `k+1..` in order, each in the same transaction as its version bump.
+//! by running migrations `k+1..` in order, all in one transaction with the version bump, so a
+//! crash leaves the store at `k`, never between. A new store passes through no version on disk
+//! but 0 and [`VERSION`]: interrupted while created, it is still new, not a store of an older
+//! format (red team of issue 10, break 11).
 //!
 //! The version also names the chain format. A migration can move rows, never re-sign a block: a
 //! store whose version is below [`FORMAT_SINCE`] holds blocks hashed in an older format, and is
@@ -374,12 +377,15 @@ pub fn check_version(found: i64, path: &std::path::Path) -> Result<()> {
 pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     check_version(found, path)?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
+    if found == VERSION {
+        return Ok(());
     }
+    let tx = conn.transaction()?;
+    for sql in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 

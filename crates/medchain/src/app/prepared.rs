@@ -14,6 +14,10 @@ use super::{AppDb, AppError, from_sql_ms, to_sql_ms};
 /// How long a prepared envelope waits for its signature.
 pub const PREPARED_TTL_MS: u64 = 10 * 60 * 1000;
 
+/// Unsigned envelopes one login may hold at once (docs/SECURITY.md §5.3): each sealed one
+/// cost a `keys.db` row and an fsync at the key service, which serves seals before peers.
+pub const MAX_PREPARED_PER_ACCOUNT: usize = 8;
+
 /// An envelope waiting for a signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prepared {
@@ -28,7 +32,62 @@ pub struct Prepared {
 }
 
 impl AppDb {
-    /// Keeps `header` and `body` for `account` until signed (or 10 minutes); returns its id.
+    /// Reserves a slot for an envelope of `account` (to do `action`), before anything is
+    /// sealed for it: `None` when the login already holds [`MAX_PREPARED_PER_ACCOUNT`] live
+    /// ones. Counted and reserved in one write, so concurrent requests cannot pass together.
+    /// [`AppDb::fill_prepared`] then keeps the header and body; until then the slot is empty.
+    pub fn reserve_prepared(
+        &self,
+        account: &str,
+        action: &str,
+        now_ms: u64,
+    ) -> Result<Option<String>, AppError> {
+        let mut raw = [0u8; 16];
+        OsRng.fill_bytes(&mut raw);
+        let id = hex::encode(raw);
+        self.db.write(|tx| {
+            tx.execute(
+                "DELETE FROM prepared WHERE expires_ms <= ?1",
+                [to_sql_ms(now_ms)],
+            )?;
+            let held: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM prepared WHERE account = ?1",
+                [account],
+                |r| r.get(0),
+            )?;
+            if held as usize >= MAX_PREPARED_PER_ACCOUNT {
+                return Ok::<_, AppError>(None);
+            }
+            tx.execute(
+                "INSERT INTO prepared(id, account, action, header, body, expires_ms)
+                 VALUES (?1, ?2, ?3, x'', x'', ?4)",
+                params![
+                    id,
+                    account,
+                    action,
+                    to_sql_ms(now_ms.saturating_add(PREPARED_TTL_MS))
+                ],
+            )?;
+            Ok(Some(id.clone()))
+        })
+    }
+
+    /// Keeps `header` and `body` in the slot `id` reserved by [`AppDb::reserve_prepared`],
+    /// until signed (or its 10 minutes end).
+    pub fn fill_prepared(&self, id: &str, header: &TxHeader, body: &[u8]) -> Result<(), AppError> {
+        let header = borsh::to_vec(header)
+            .map_err(|e| AppError::Storage(format!("cannot encode a header: {e}")))?;
+        self.db.write(|tx| {
+            tx.execute(
+                "UPDATE prepared SET header = ?2, body = ?3 WHERE id = ?1",
+                params![id, header, body],
+            )?;
+            Ok::<_, AppError>(())
+        })
+    }
+
+    /// Keeps `header` and `body` for `account` until signed (or 10 minutes); returns its id,
+    /// or `None` when the login holds [`MAX_PREPARED_PER_ACCOUNT`] envelopes already.
     pub fn prepare(
         &self,
         account: &str,
@@ -36,32 +95,12 @@ impl AppDb {
         header: &TxHeader,
         body: &[u8],
         now_ms: u64,
-    ) -> Result<String, AppError> {
-        let mut raw = [0u8; 16];
-        OsRng.fill_bytes(&mut raw);
-        let id = hex::encode(raw);
-        let header = borsh::to_vec(header)
-            .map_err(|e| AppError::Storage(format!("cannot encode a header: {e}")))?;
-        self.db.write(|tx| {
-            tx.execute(
-                "DELETE FROM prepared WHERE expires_ms <= ?1",
-                [to_sql_ms(now_ms)],
-            )?;
-            tx.execute(
-                "INSERT INTO prepared(id, account, action, header, body, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    id,
-                    account,
-                    action,
-                    header,
-                    body,
-                    to_sql_ms(now_ms.saturating_add(PREPARED_TTL_MS))
-                ],
-            )?;
-            Ok::<_, AppError>(())
-        })?;
-        Ok(id)
+    ) -> Result<Option<String>, AppError> {
+        let Some(id) = self.reserve_prepared(account, action, now_ms)? else {
+            return Ok(None);
+        };
+        self.fill_prepared(&id, header, body)?;
+        Ok(Some(id))
     }
 
     /// The live envelope `id` of `account`; another login's, or an expired one, is `None`.
@@ -90,6 +129,10 @@ impl AppDb {
         let Some((action, header, body, expires_ms)) = row else {
             return Ok(None);
         };
+        if header.is_empty() {
+            // Reserved, not filled yet (or its sealing failed).
+            return Ok(None);
+        }
         let header = TxHeader::try_from_slice(&header)
             .map_err(|e| AppError::Storage(format!("a prepared header does not decode: {e}")))?;
         Ok(Some(Prepared {
@@ -130,6 +173,7 @@ mod tests {
         );
         let id = app
             .prepare("p001", "revoke", &header, &[1, 2], 1_000)
+            .unwrap()
             .unwrap();
         let got = app.prepared(&id, "p001", 2_000).unwrap().unwrap();
         assert_eq!(got.header, header);
@@ -143,5 +187,39 @@ mod tests {
         );
         app.drop_prepared(&id).unwrap();
         assert!(app.prepared(&id, "p001", 2_000).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_login_holds_at_most_eight_unsigned_envelopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::app::test_db(&dir.path().join("app.db"));
+        app.seed_demo(0).unwrap();
+        let mut slots = Vec::new();
+        while let Some(id) = app.reserve_prepared("d001", "add_record", 1_000).unwrap() {
+            slots.push(id);
+            assert!(slots.len() <= MAX_PREPARED_PER_ACCOUNT);
+        }
+        assert_eq!(slots.len(), MAX_PREPARED_PER_ACCOUNT);
+        assert!(
+            app.prepared(&slots[0], "d001", 1_000).unwrap().is_none(),
+            "empty slot"
+        );
+        assert!(
+            app.reserve_prepared("d002", "add_record", 1_000)
+                .unwrap()
+                .is_some()
+        );
+        app.drop_prepared(&slots[0]).unwrap();
+        assert!(
+            app.reserve_prepared("d001", "add_record", 1_000)
+                .unwrap()
+                .is_some()
+        );
+        let later = 1_000 + PREPARED_TTL_MS;
+        assert!(
+            app.reserve_prepared("d001", "add_record", later)
+                .unwrap()
+                .is_some()
+        );
     }
 }

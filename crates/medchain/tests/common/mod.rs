@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod records;
+pub mod secrets;
 pub mod seed;
 
 use std::sync::Arc;
@@ -185,7 +186,12 @@ pub async fn start(timing: node::Timing) -> TestApp {
 /// (hospital, home of the demo people, linked to every other validator) and validator 1
 /// (clinic, with the demo logins linked). Returns hospital's app and clinic's.
 pub async fn two_hospitals() -> (TestApp, TestApp) {
-    let dir = tempfile::tempdir().unwrap();
+    two_hospitals_in(tempfile::tempdir().unwrap()).await
+}
+
+/// [`two_hospitals`] with the cluster (`DIR/chain`, its keys in `DIR/chain.keys`) and the
+/// hospital's `app.db` in `dir`.
+pub async fn two_hospitals_in(dir: tempfile::TempDir) -> (TestApp, TestApp) {
     let clock = test_clock();
     let hospital = open_with(dir, manual_timing(), clock.clone(), true).await;
     let clinic = hospital.hospital(1).await;

@@ -7,41 +7,10 @@ use std::path::PathBuf;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+pub use super::secrets::Secret;
 use super::{Client, Device, TestApp, anon, eventually};
 
 const OK: StatusCode = StatusCode::OK;
-
-/// A record's three fields, unique to one test run, so that a search for them in any answer
-/// finds only what the API really served.
-pub struct Secret {
-    pub diagnosis: String,
-    pub prescription: String,
-    pub notes: String,
-}
-
-impl Secret {
-    pub fn new(tag: &str) -> Self {
-        let nonce = hex::encode(rand::random::<[u8; 6]>());
-        Secret {
-            diagnosis: format!("Lymphoma {tag} {nonce}"),
-            prescription: format!("R-CHOP {tag} {nonce}"),
-            notes: format!("Stage II {tag} {nonce}"),
-        }
-    }
-
-    pub fn medical_data(&self) -> Value {
-        json!({"diagnosis": self.diagnosis, "prescription": self.prescription,
-               "notes": self.notes})
-    }
-
-    /// Whether any of the three is in `answer`.
-    pub fn leaked_in(&self, answer: &Value) -> bool {
-        let text = answer.to_string();
-        [&self.diagnosis, &self.prescription, &self.notes]
-            .iter()
-            .any(|s| text.contains(s.as_str()))
-    }
-}
 
 /// Hospital and clinic of one cluster (`super::two_hospitals`) and the insurer's API, each
 /// serving the demo logins (p001 linked at clinic and insurance).

@@ -88,20 +88,31 @@ impl Forger {
         medchain::app::new_header(meta, now_ms, now_ms + VALID_MS)
     }
 
+    /// `header`'s body for `content`: sealed, under a key nobody keeps, if its kind is sealed
+    /// (a body in clear is refused at every edge, docs/SECURITY.md §1.3, before any rule the
+    /// forgery aims at); as it is otherwise. The signer must be set.
+    fn body(&self, header: &mut TxHeader, content: Vec<u8>) -> Vec<u8> {
+        if !ledger::seal::is_sealed_kind(&header.meta) {
+            return content;
+        }
+        let (_, sealed) =
+            ledger::seal::seal(&self.genesis_hash, header, &content).expect("the content fits");
+        sealed
+    }
+
     /// `meta` signed by the custodial key this validator holds for `person`, one of its home
     /// people: a signature that verifies, for whatever `meta` says.
-    pub fn custodial(&self, person: &PersonId, meta: Meta, body: Vec<u8>) -> SignedTx {
+    pub fn custodial(&self, person: &PersonId, meta: Meta, content: Vec<u8>) -> SignedTx {
         let keys = self.custody.keys_of(&self.app, person).expect("custody");
         let key = keys.first().expect("a custodial key held for this person");
+        let mut header = Self::header(meta);
+        header.signer = Signer::Custodial {
+            person: *person,
+            key: *key,
+        };
+        let body = self.body(&mut header, content);
         self.custody
-            .sign(
-                &self.app,
-                &self.genesis_hash,
-                person,
-                key,
-                Self::header(meta),
-                body,
-            )
+            .sign(&self.app, &self.genesis_hash, person, key, header, body)
             .expect("custody signs")
             .expect("held")
     }
@@ -109,9 +120,10 @@ impl Forger {
     /// `meta` claiming `signer`, signed with the validator's `node.key`: a signature that
     /// verifies when `signer` names [`Forger::own_key`] (or this validator), and one that does
     /// not when it names anyone else's key.
-    pub fn claiming(&self, signer: Signer, meta: Meta, body: Vec<u8>) -> SignedTx {
+    pub fn claiming(&self, signer: Signer, meta: Meta, content: Vec<u8>) -> SignedTx {
         let mut header = Self::header(meta);
         header.signer = signer;
+        let body = self.body(&mut header, content);
         SignedTx::sign(header, body, &self.genesis_hash, &self.node_key)
     }
 

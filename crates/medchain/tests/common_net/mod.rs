@@ -7,7 +7,10 @@
 //! process still running is killed.
 #![allow(dead_code)]
 
+pub mod confidential;
 pub mod forge;
+#[path = "../common/secrets.rs"]
+pub mod secrets;
 #[path = "../common/seed.rs"]
 pub mod seed;
 

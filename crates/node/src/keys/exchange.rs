@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::entitled;
-use ledger::seal::{DataKey, is_sealed_kind, key_commitment};
+use ledger::seal::{DataKey, check_key, is_sealed_kind};
 use ledger::tx::AddRecord;
 use ledger::{Meta, Queries, Reader, TxId};
 use pbft::ReplicaId;
 use tracing::debug;
 
-use super::store::{Inserted, KeyStore};
-use super::{Directory, Service};
+use super::store::KeyStore;
+use super::{Directory, Kept, Service};
 use crate::error::NodeError;
 use crate::transport::Transport;
 use crate::wire::{Frame, KeyFrame, KeyReply, MAX_KEY_REQUEST_IDS, Wire, WireKey};
@@ -106,7 +106,7 @@ impl Exchange {
             .count()
     }
 
-    fn ask(&mut self, holder: ReplicaId, txs: Vec<TxId>, now: Instant) {
+    pub(super) fn ask(&mut self, holder: ReplicaId, txs: Vec<TxId>, now: Instant) {
         let request = self.next_request;
         self.next_request = self.next_request.wrapping_add(1);
         self.transport.send(
@@ -262,6 +262,8 @@ impl Service {
         let busy = txs.len() - replies.len();
         self.counters.keys_requests_busy += busy as u64;
         replies.resize(txs.len(), KeyReply::Busy);
+        #[cfg(feature = "byzantine")]
+        self.lie_in_answer(&mut replies);
         self.exchange.answer(from, request, self.processed, replies);
         Ok(())
     }
@@ -311,50 +313,58 @@ impl Service {
 
     /// Keys from `from`: each stored only if this node wants it, it matches the commitment of
     /// the body on this node's chain, this node is still entitled and the record is not
-    /// erased here (§5.2), and no other transaction's key has its commitment (§16.13).
+    /// erased here (§5.2), and it is not held for an earlier transaction (§16.13).
     fn receive(&mut self, from: ReplicaId, keys: Vec<(TxId, DataKey)>) -> Result<(), NodeError> {
         for (tx, key) in keys {
             if !self.wanted.contains_key(&tx) {
+                #[cfg(feature = "byzantine")]
+                self.keep_any_key(from, &tx, &key)?;
                 continue;
             }
-            let Some(committed) = self.chain.transaction(&tx)? else {
+            let Some(committed) = self.checked_key(from, &tx, &key)? else {
                 continue;
             };
-            let Ok(commit) = key_commitment(&committed.tx.body) else {
-                continue;
-            };
-            if key.commitment() != commit {
-                debug!(from, tx = %ledger::short_hex(&tx), "refused a key that does not match its body");
-                self.counters.keys_refused_wrong += 1;
-                continue;
-            }
-            let header = committed.tx.header;
+            let (header, rejected) = (&committed.tx.header, committed.rejected.is_some());
             let Some(patient) = header.meta.subject().copied() else {
                 continue;
             };
-            let entitled = committed.rejected.is_none()
-                && self.entitled(&header)?.is_some()
-                && !self.chain.is_erased(&tx)?;
+            let entitled =
+                !rejected && self.entitled(header)?.is_some() && !self.chain.is_erased(&tx)?;
             if !entitled {
                 self.counters.keys_refused_unentitled += 1;
                 continue;
             }
-            let inserted =
-                self.store
-                    .rows()
-                    .insert_key(&tx, &patient, &key, true, header.not_after_ms)?;
-            match inserted {
-                Inserted::Stored => {
-                    self.held += 1;
-                    self.counters.keys_received += 1;
-                }
-                Inserted::Held => {}
-                Inserted::CommitmentTaken => self.counters.keys_refused_reused += 1,
+            let position = Some((committed.height, committed.index));
+            let kept = self.keep_key(&tx, &patient, &key, position, header.not_after_ms)?;
+            match kept {
+                Kept::Stored => self.counters.keys_received += 1,
+                Kept::Held => {}
+                Kept::Broken => self.counters.keys_refused_reused += 1,
             }
             self.wanted.remove(&tx);
             self.store.rows().unwant(&tx)?;
         }
         Ok(())
+    }
+
+    /// `tx` as committed on this node's chain, if `key` (sent by `from`) matches its body's
+    /// commitment (bound to its header, §1.1); a key that does not is counted.
+    pub(super) fn checked_key(
+        &mut self,
+        from: ReplicaId,
+        tx: &TxId,
+        key: &DataKey,
+    ) -> Result<Option<ledger::CommittedTx>, NodeError> {
+        let Some(committed) = self.chain.transaction(tx)? else {
+            return Ok(None);
+        };
+        let header = &committed.tx.header;
+        if check_key(&self.genesis_hash, header, &committed.tx.body, key).is_err() {
+            debug!(from, tx = %ledger::short_hex(tx), "refused a key that does not match its body");
+            self.counters.keys_refused_wrong += 1;
+            return Ok(None);
+        }
+        Ok(Some(committed))
     }
 
     /// The holder to ask for a wanted key now (§5.2).
@@ -389,6 +399,8 @@ impl Service {
     /// [`OPEN_PER_HOLDER`] requests open per holder.
     pub(super) fn pull(&mut self) -> Result<(), NodeError> {
         let now = Instant::now();
+        #[cfg(feature = "byzantine")]
+        self.ask_everyone(now)?;
         let due: Vec<TxId> = self
             .wanted
             .iter()

@@ -10,14 +10,13 @@
 //! | a read grant to one of its doctors | a `read_grants` row; `wanted` rows for the patient's applied records it is not a party to (none at the patient's home) |
 //! | a record of a patient with a live read grant here | a `wanted` row, from the patient's home |
 //! | a revocation, or the grant's end by the block's time or the clock | if no other grant of the patient here is live: delete every key and wanted row of the patient it is not a party to |
-//! | an accepted erasure of a transaction | delete its key (and any holding its commitment) and its wanted row; then empty the WAL |
+//! | an accepted erasure of a transaction | delete its key (and any row of the same key) and its wanted row; then empty the WAL |
 //! | a rejected transaction whose pending key it holds (not as a duplicate); a pending key whose `not_after_ms` has passed | delete the row |
 
 use std::time::Instant;
 
 use ledger::entitled::{self, AppliedBlock, EntryVerdict, Parties};
 use ledger::seal::is_sealed_kind;
-use ledger::seal::key_commitment;
 use ledger::tx::{AnswerErasure, Decision, Grant, Scope};
 use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
@@ -31,15 +30,16 @@ const CATCH_UP_BLOCKS: u64 = 256;
 
 /// The validator a node entitled to a key asks first (§5.2): a grantee asks the patient's
 /// home; a party asks the sealer, or (it lost its store) the patient's home, or the doctor's,
-/// or, when all of them are itself, the next validator.
-pub(super) fn first_source(parties: &Parties, as_grantee: bool, me: ReplicaId, n: usize) -> u32 {
+/// or, when all of them are itself, itself: then it asks every other validator in turn
+/// (`holder_for`), since any holder, a grantee too, answers a party.
+pub(super) fn first_source(parties: &Parties, as_grantee: bool, me: ReplicaId) -> u32 {
     if as_grantee {
         return parties.patient_home;
     }
     [parties.sealer, parties.patient_home, parties.doctor_home]
         .into_iter()
         .find(|validator| *validator != me)
-        .unwrap_or((me + 1) % n.max(1) as u32)
+        .unwrap_or(me)
 }
 
 impl Service {
@@ -129,7 +129,9 @@ impl Service {
         Ok(())
     }
 
-    /// One block's effects (inside the caller's transaction). Whether a key was erased.
+    /// One block's effects (inside the caller's transaction). Whether a key was dropped (an
+    /// erasure, or a grant's end): the WAL is then emptied after the commit, so that no frame
+    /// keeps the deleted row.
     fn apply(&mut self, block: &AppliedBlock) -> Result<bool, NodeError> {
         self.block_time_ms = block.time_ms;
         // A grant is live while T < expires_ms: those that end by this block's time end first.
@@ -139,10 +141,10 @@ impl Service {
             .filter(|grant| block.time_ms >= grant.expires_ms)
             .map(|grant| grant.grant)
             .collect();
-        for grant in &ended {
-            self.end_grant(grant)?;
-        }
         let mut erased = false;
+        for grant in &ended {
+            erased |= self.end_grant(grant)?;
+        }
         for entry in &block.entries {
             let Some(header) = &entry.header else {
                 continue;
@@ -164,7 +166,7 @@ impl Service {
                     self.on_read_grant(block, &entry.id, grant)?
                 }
                 Meta::Revoke(revoke) if self.read_grants.contains_key(&revoke.target) => {
-                    self.end_grant(&revoke.target)?
+                    erased |= self.end_grant(&revoke.target)?
                 }
                 Meta::AnswerErasure(AnswerErasure {
                     request,
@@ -191,18 +193,20 @@ impl Service {
     }
 
     /// An accepted erasure (§7.2 step 3): the key of the transaction the request `request`
-    /// names is deleted, with any key holding its commitment (§16.13), and no longer wanted.
-    /// Whether a key was deleted (the WAL is then emptied after the commit).
+    /// names is deleted, with any row of the same key (held for another transaction, it opens
+    /// the erased body too, §16.13), and no longer wanted. Whether a key was deleted (the WAL
+    /// is then emptied after the commit).
     fn erase(&mut self, request: &TxId) -> Result<bool, NodeError> {
+        #[cfg(feature = "byzantine")]
+        if self.keeps_keys("an erasure") {
+            return Ok(false);
+        }
         let Some(erasure) = self.chain.erasure(request)? else {
             return Ok(false);
         };
         let target = erasure.target;
-        let commit = self
-            .chain
-            .transaction(&target)?
-            .and_then(|committed| key_commitment(&committed.tx.body).ok());
-        let deleted = self.store.rows().delete_key(&target, commit.as_ref())?;
+        let id = self.store.rows().key_id_of(&target)?;
+        let deleted = self.store.rows().delete_key(&target, id.as_ref())?;
         self.held = self.held.saturating_sub(deleted as u64);
         self.pending.remove(&target);
         if self.wanted.remove(&target).is_some() {
@@ -220,6 +224,8 @@ impl Service {
     /// An applied sealed transaction: its pending row goes on chain, or it is wanted if this
     /// validator is entitled and does not hold it.
     fn on_sealed(&mut self, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
+        #[cfg(feature = "byzantine")]
+        self.covet(tx);
         if self.pending.remove(tx).is_some() {
             return self.store.rows().set_on_chain(tx);
         }
@@ -229,11 +235,12 @@ impl Service {
         let Some(patient) = header.meta.subject().copied() else {
             return Ok(());
         };
-        let source = first_source(&parties, as_grantee, self.me, self.n);
+        let source = first_source(&parties, as_grantee, self.me);
         self.want(tx, &patient, source, as_grantee)
     }
 
-    /// Wants `tx`'s key unless it is held or wanted already (an existing row keeps its source).
+    /// Wants `tx`'s key unless it is held, wanted already (an existing row keeps its source)
+    /// or broken (§16.13).
     fn want(
         &mut self,
         tx: &TxId,
@@ -241,7 +248,8 @@ impl Service {
         source: u32,
         as_grantee: bool,
     ) -> Result<(), NodeError> {
-        if self.wanted.contains_key(tx) || self.store.rows().has_key(tx)? {
+        let rows = self.store.rows();
+        if self.wanted.contains_key(tx) || rows.has_key(tx)? || rows.is_broken(tx)? {
             return Ok(());
         }
         let since_ms = self.clock.now_ms();
@@ -322,15 +330,21 @@ impl Service {
     /// clock). If no other grant of the patient to a doctor here is live, every key and
     /// wanted row of the patient this validator is not a party to goes: a correct grantee
     /// drops what it received, and a party never loses a key it is entitled to for itself
-    /// (whether it is a party is computed per row from its header, §3.2).
-    pub(super) fn end_grant(&mut self, grant: &TxId) -> Result<(), NodeError> {
+    /// (whether it is a party is computed per row from its header, §3.2). Whether a key was
+    /// deleted.
+    pub(super) fn end_grant(&mut self, grant: &TxId) -> Result<bool, NodeError> {
         let Some(row) = self.read_grants.remove(grant) else {
-            return Ok(());
+            return Ok(false);
         };
         self.store.rows().remove_read_grant(grant)?;
         if self.grantee_of(&row.patient) {
-            return Ok(());
+            return Ok(false);
         }
+        #[cfg(feature = "byzantine")]
+        if self.keeps_keys("a read grant's end") {
+            return Ok(false);
+        }
+        let mut deleted = false;
         for tx in self.store.rows().keys_of(&row.patient)? {
             let Some(committed) = self.chain.transaction(&tx)? else {
                 // Sealed here and not on chain yet: this validator is its sealer.
@@ -341,6 +355,7 @@ impl Service {
                 .is_some_and(|parties| parties.includes(self.me));
             if !party {
                 self.delete_key(&tx)?;
+                deleted = true;
             }
         }
         let dropped: Vec<TxId> = self
@@ -353,7 +368,7 @@ impl Service {
             self.wanted.remove(&tx);
             self.store.rows().unwant(&tx)?;
         }
-        Ok(())
+        Ok(deleted)
     }
 }
 
@@ -404,6 +419,8 @@ mod tests {
             key,
             clock: Clock::manual(1_000),
             shared: Arc::new(Shared::new(0, "a".into(), 4, 100)),
+            #[cfg(feature = "byzantine")]
+            byzantine: None,
         };
         Service::new(config, store, chain, KeyInbox::new(), Arc::new(Nowhere)).unwrap()
     }

@@ -8,6 +8,8 @@
 //! read from `chain.db`), key frames from peers (routed here by the transport), seals and opens
 //! from the application (through [`crate::NodeHandle`], served before any peer), and a timer.
 
+#[cfg(feature = "byzantine")]
+mod byzantine;
 mod exchange;
 mod feed;
 mod store;
@@ -83,7 +85,8 @@ pub enum OpenState {
     /// This validator is not entitled: the patient's home, `home`, can open it.
     Elsewhere { home: u32 },
     /// The key does not match the body's commitment, the body does not open under its key, or
-    /// its commitment is another transaction's: its sealer, `sealer`, sealed it wrongly.
+    /// its key also sealed an earlier transaction (§16.13): its sealer, `sealer`, sealed it
+    /// wrongly.
     Broken { sealer: u32 },
 }
 
@@ -114,7 +117,7 @@ pub struct KeyCounters {
     pub keys_served: u64,
     /// Keys from peers that did not match their body's commitment: dropped.
     pub keys_refused_wrong: u64,
-    /// Keys from peers whose commitment is another transaction's (§16.13): never stored.
+    /// Keys from peers that also sealed an earlier transaction (§16.13): never stored.
     pub keys_refused_reused: u64,
     /// Keys from peers this validator is not (or no longer) entitled to: dropped.
     pub keys_refused_unentitled: u64,
@@ -460,6 +463,9 @@ pub(crate) struct KeyServiceConfig {
     pub clock: Clock,
     /// The node's status: whether the replica recovers or is behind (§5.6).
     pub shared: Arc<Shared>,
+    /// What a Byzantine validator's key service does (tests only; see `crate::byzantine`).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<crate::byzantine::Behaviours>,
 }
 
 /// A running key service: its thread, stopped and joined when dropped.
@@ -505,6 +511,16 @@ impl Drop for KeyService {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What keeping a key did (§16.13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kept {
+    Stored,
+    /// Held already for this transaction.
+    Held,
+    /// The transaction is broken: its key sealed an earlier one too. Nothing stored.
+    Broken,
 }
 
 /// A wanted key, as the service schedules its pulls.
@@ -575,6 +591,7 @@ impl Directory {
 struct Service {
     me: ReplicaId,
     n: usize,
+    genesis_hash: Hash,
     clock: Clock,
     shared: Arc<Shared>,
     store: KeyStore,
@@ -600,6 +617,9 @@ struct Service {
     held: u64,
     counters: KeyCounters,
     next_timer: Instant,
+    /// A Byzantine validator's behaviours (tests only; see `crate::byzantine`).
+    #[cfg(feature = "byzantine")]
+    lies: byzantine::Lies,
 }
 
 impl Service {
@@ -625,6 +645,7 @@ impl Service {
         let mut service = Service {
             me: config.id,
             n: config.n,
+            genesis_hash: config.genesis.hash(),
             clock: config.clock,
             shared: config.shared,
             store,
@@ -643,6 +664,8 @@ impl Service {
             held,
             counters: KeyCounters::default(),
             next_timer: Instant::now(),
+            #[cfg(feature = "byzantine")]
+            lies: byzantine::Lies::new(config.byzantine),
         };
         for row in wanted_rows {
             let as_grantee = match service.chain.transaction(&row.tx)? {
@@ -775,12 +798,17 @@ impl Service {
             .map(|grant| grant.grant)
             .collect();
         if !ended.is_empty() {
-            self.in_write(|service| {
+            let deleted = self.in_write(|service| {
+                let mut deleted = false;
                 for grant in &ended {
-                    service.end_grant(grant)?;
+                    deleted |= service.end_grant(grant)?;
                 }
-                Ok(())
+                Ok(deleted)
             })?;
+            // No WAL frame keeps a dropped key (as after an erasure).
+            if deleted {
+                self.store.truncate_wal()?;
+            }
         }
         if !self.inbox.has_work() {
             self.catch_up()?;
@@ -791,33 +819,92 @@ impl Service {
     }
 
     /// Stores the keys of concurrent seals in one SQLite transaction (one fsync), then answers
-    /// each (§5.5).
+    /// each (§5.5). A seal whose key is held already is refused: it would be the later of the
+    /// two (§16.13).
     fn store_seals(&mut self, seals: Vec<SealRequest>) -> Result<(), NodeError> {
         let written = self.in_write(|service| {
+            let mut kept = Vec::with_capacity(seals.len());
             for seal in &seals {
-                let inserted = service.store.rows().insert_key(
+                let outcome = service.keep_key(
                     &seal.tx,
                     &seal.patient,
                     &seal.key,
-                    false,
+                    None,
                     seal.not_after_ms,
                 )?;
-                if inserted == store::Inserted::Stored {
-                    service.held += 1;
+                if outcome == Kept::Stored {
                     service.pending.insert(seal.tx, seal.not_after_ms);
                 }
+                kept.push(outcome);
             }
-            Ok(())
+            Ok(kept)
         });
         let failed = written.as_ref().err().map(ToString::to_string);
-        for seal in seals {
-            let answer = match &failed {
-                None => Ok(()),
-                Some(error) => Err(NodeError::Corrupt(format!("keys.db: {error}"))),
+        for (i, seal) in seals.into_iter().enumerate() {
+            let answer = match (&failed, &written) {
+                (Some(error), _) => Err(NodeError::Corrupt(format!("keys.db: {error}"))),
+                (None, Ok(kept)) if kept[i] == Kept::Broken => Err(NodeError::Seal(
+                    "the data key already sealed another transaction".into(),
+                )),
+                (None, _) => Ok(()),
             };
             let _ = seal.reply.send(answer);
         }
-        written
+        written.map(|_| ())
+    }
+
+    /// Stores `tx`'s key unless `tx` is broken. `position` is its height and index on chain;
+    /// `None` for a seal not on chain yet, which comes after everything on chain. When the
+    /// same key is held for another transaction, the later of the two in chain order is
+    /// broken and its key never stored, whichever arrived first (§16.13): a held row of the
+    /// later makes way for the earlier, so erasing the earlier leaves no key that opens the
+    /// later. Inside the caller's `keys.db` transaction.
+    fn keep_key(
+        &mut self,
+        tx: &TxId,
+        patient: &PersonId,
+        key: &DataKey,
+        position: Option<(u64, u64)>,
+        not_after_ms: u64,
+    ) -> Result<Kept, NodeError> {
+        let rows = self.store.rows();
+        if rows.is_broken(tx)? {
+            return Ok(Kept::Broken);
+        }
+        let on_chain = position.is_some();
+        let holder = match rows.insert_key(tx, patient, key, on_chain, not_after_ms)? {
+            store::Inserted::Stored => {
+                self.held += 1;
+                return Ok(Kept::Stored);
+            }
+            store::Inserted::Held => return Ok(Kept::Held),
+            store::Inserted::KeyTaken { holder } => holder,
+        };
+        let id = ledger::seal::key_id(key);
+        let holder_position = self
+            .chain
+            .transaction(&holder)?
+            .map(|committed| (committed.height, committed.index));
+        let order = |position: Option<(u64, u64)>| position.unwrap_or((u64::MAX, u64::MAX));
+        let broken = if order(position) < order(holder_position) {
+            rows.delete_key(&holder, None)?;
+            rows.mark_broken(&holder, &id)?;
+            self.pending.remove(&holder);
+            rows.insert_key(tx, patient, key, on_chain, not_after_ms)?;
+            holder
+        } else {
+            rows.mark_broken(tx, &id)?;
+            *tx
+        };
+        warn!(
+            broken = %ledger::short_hex(&broken),
+            "one data key sealed two transactions: the later is broken"
+        );
+        Ok(if broken == *tx {
+            Kept::Broken
+        } else {
+            Kept::Stored
+        })
     }
 
     fn parties(&mut self, header: &TxHeader) -> Result<Option<Parties>, NodeError> {
@@ -887,10 +974,10 @@ impl Service {
             }
             let state = match (parties, item.key_commit) {
                 (None, _) | (_, None) => OpenState::Broken { sealer },
-                (Some(parties), Some(commit)) => {
+                (Some(parties), Some(_)) => {
                     if self.chain.is_erased(&item.tx)? {
                         OpenState::Erased
-                    } else if self.store.rows().key_commit_holder(&commit)?.is_some() {
+                    } else if self.store.rows().is_broken(&item.tx)? {
                         OpenState::Broken { sealer }
                     } else if let Some((_, as_grantee)) = self.entitled(&item.header)? {
                         match self.wanted.get(&item.tx) {
@@ -899,7 +986,7 @@ impl Service {
                                 since_ms: wanted.since_ms,
                             },
                             None => OpenState::Waiting {
-                                from: feed::first_source(&parties, as_grantee, self.me, self.n),
+                                from: feed::first_source(&parties, as_grantee, self.me),
                                 since_ms: 0,
                             },
                         }

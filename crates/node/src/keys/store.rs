@@ -9,12 +9,17 @@
 //! §16.17). Each row's data key is sealed with XChaCha20-Poly1305 under the key-store key, its
 //! associated data binding the chain and the transaction: a copy of the file without the
 //! operator key opens nothing, and a row moved to another transaction does not open.
+//!
+//! Each row carries its key's id ([`ledger::seal::key_id`], UNIQUE): one key opens one
+//! transaction's body here. A transaction whose key is already held for another, and that is
+//! the later of the two in chain order, is marked `broken` and its key never stored
+//! (§16.13); the service decides which is later ([`super::Service`]).
 
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use ledger::seal::DataKey;
+use ledger::seal::{DataKey, key_id};
 use ledger::{Hash, PersonId, TxId};
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -35,7 +40,7 @@ const SCHEMA: &str = "
     CREATE TABLE data_keys (
         tx           BLOB PRIMARY KEY,
         patient      BLOB NOT NULL,
-        key_commit   BLOB NOT NULL UNIQUE,
+        key_id       BLOB NOT NULL UNIQUE,
         on_chain     INTEGER NOT NULL,
         not_after_ms INTEGER NOT NULL,
         sealed_key   BLOB NOT NULL
@@ -50,6 +55,10 @@ const SCHEMA: &str = "
         next_try_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX wanted_by_patient ON wanted(patient);
+    CREATE TABLE broken (
+        tx     BLOB PRIMARY KEY,
+        key_id BLOB NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE read_grants (
         grant_tx   BLOB PRIMARY KEY,
         patient    BLOB NOT NULL,
@@ -83,8 +92,10 @@ pub(crate) enum Inserted {
     Stored,
     /// The transaction's key is held already.
     Held,
-    /// Another transaction's key has the same commitment (§16.13): nothing stored.
-    CommitmentTaken,
+    /// The same key is held for the transaction `holder` (§16.13): nothing stored.
+    KeyTaken {
+        holder: TxId,
+    },
 }
 
 pub(crate) struct KeyStore {
@@ -401,19 +412,19 @@ impl Rows<'_> {
         if self.has_key(tx)? {
             return Ok(Inserted::Held);
         }
-        let commit = key.commitment();
-        if self.key_commit_holder(&commit)?.is_some() {
-            return Ok(Inserted::CommitmentTaken);
+        let id = key_id(key);
+        if let Some(holder) = self.key_id_holder(&id)? {
+            return Ok(Inserted::KeyTaken { holder });
         }
         self.conn
             .prepare_cached(
-                "INSERT INTO data_keys (tx, patient, key_commit, on_chain, not_after_ms, sealed_key)
+                "INSERT INTO data_keys (tx, patient, key_id, on_chain, not_after_ms, sealed_key)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 tx.as_slice(),
                 patient.as_slice(),
-                commit.as_slice(),
+                id.as_slice(),
                 on_chain,
                 not_after_ms.min(i64::MAX as u64) as i64,
                 self.store.seal(tx, key),
@@ -440,14 +451,49 @@ impl Rows<'_> {
         sealed.map(|row| self.store.open(tx, &row)).transpose()
     }
 
-    /// The transaction whose held key has commitment `commit`.
-    pub fn key_commit_holder(&self, commit: &Hash) -> Result<Option<TxId>, NodeError> {
+    /// The transaction whose held key has the id `id`.
+    pub fn key_id_holder(&self, id: &Hash) -> Result<Option<TxId>, NodeError> {
         let holder: Option<Vec<u8>> = self
             .conn
-            .prepare_cached("SELECT tx FROM data_keys WHERE key_commit = ?1")?
-            .query_row([commit.as_slice()], |r| r.get(0))
+            .prepare_cached("SELECT tx FROM data_keys WHERE key_id = ?1")?
+            .query_row([id.as_slice()], |r| r.get(0))
             .optional()?;
         holder.map(tx_id).transpose()
+    }
+
+    /// The id of `tx`'s key: of its held row, or of its broken mark.
+    pub fn key_id_of(&self, tx: &TxId) -> Result<Option<Hash>, NodeError> {
+        let id: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT key_id FROM data_keys WHERE tx = ?1
+                 UNION ALL SELECT key_id FROM broken WHERE tx = ?1",
+            )?
+            .query_row([tx.as_slice()], |r| r.get(0))
+            .optional()?;
+        id.map(|id| {
+            id.try_into()
+                .map_err(|_| NodeError::Corrupt("keys.db: a key id is not 32 bytes".into()))
+        })
+        .transpose()
+    }
+
+    /// Marks `tx` broken: sealed under the key `id` names, held for an earlier transaction
+    /// (§16.13). Its key is never stored.
+    pub fn mark_broken(&self, tx: &TxId, id: &Hash) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO broken (tx, key_id) VALUES (?1, ?2)")?
+            .execute([tx.as_slice(), id.as_slice()])?;
+        Ok(())
+    }
+
+    pub fn is_broken(&self, tx: &TxId) -> Result<bool, NodeError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM broken WHERE tx = ?1")?
+            .query_row([tx.as_slice()], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     pub fn set_on_chain(&self, tx: &TxId) -> Result<(), NodeError> {
@@ -457,18 +503,18 @@ impl Rows<'_> {
         Ok(())
     }
 
-    /// Deletes `tx`'s key and any key whose commitment is `commit` (a body that names an erased
-    /// record's commitment opens with that record's key, §16.13); the rows deleted.
-    pub fn delete_key(&self, tx: &TxId, commit: Option<&Hash>) -> Result<usize, NodeError> {
+    /// Deletes `tx`'s key and any key whose id is `id` (a body sealed under an erased
+    /// record's key opens with it, §16.13); the rows deleted.
+    pub fn delete_key(&self, tx: &TxId, id: Option<&Hash>) -> Result<usize, NodeError> {
         let mut deleted = self
             .conn
             .prepare_cached("DELETE FROM data_keys WHERE tx = ?1")?
             .execute([tx.as_slice()])?;
-        if let Some(commit) = commit {
+        if let Some(id) = id {
             deleted += self
                 .conn
-                .prepare_cached("DELETE FROM data_keys WHERE key_commit = ?1")?
-                .execute([commit.as_slice()])?;
+                .prepare_cached("DELETE FROM data_keys WHERE key_id = ?1")?
+                .execute([id.as_slice()])?;
         }
         Ok(deleted)
     }
@@ -624,7 +670,7 @@ mod tests {
     }
 
     #[test]
-    fn a_commitment_is_held_for_one_transaction_only() {
+    fn a_key_is_held_for_one_transaction_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), &KeystoreKey::generate()).unwrap();
         let data = DataKey::generate();
@@ -636,10 +682,21 @@ mod tests {
         ];
         assert_eq!(
             inserted,
-            [Inserted::Stored, Inserted::Held, Inserted::CommitmentTaken]
+            [
+                Inserted::Stored,
+                Inserted::Held,
+                Inserted::KeyTaken { holder: [1; 32] }
+            ]
         );
-        // Erasing by commitment deletes the one row that opens it, whatever its transaction.
-        let deleted = rows.delete_key(&[4; 32], Some(&data.commitment())).unwrap();
+        rows.mark_broken(&[4; 32], &key_id(&data)).unwrap();
+        assert!(rows.is_broken(&[4; 32]).unwrap());
+        assert!(!rows.is_broken(&[1; 32]).unwrap());
+        assert_eq!(rows.key_id_of(&[4; 32]).unwrap(), Some(key_id(&data)));
+        assert_eq!(rows.key_id_of(&[1; 32]).unwrap(), Some(key_id(&data)));
+        // Erasing the broken transaction deletes the one row its key opens, whatever its
+        // transaction.
+        let id = rows.key_id_of(&[4; 32]).unwrap();
+        let deleted = rows.delete_key(&[4; 32], id.as_ref()).unwrap();
         assert_eq!(deleted, 1);
         assert_eq!(rows.key_count().unwrap(), 0);
     }

@@ -36,6 +36,7 @@ use node::{NodeError, NodeHandle, Verdict};
 use zeroize::Zeroizing;
 
 use super::custody::Custody;
+use super::prepared::MAX_PREPARED_PER_ACCOUNT;
 use super::{Account, AppDb, AppError, Clock, CodeError, Here, Role, new_header};
 
 pub use crate::app::ask_code;
@@ -501,7 +502,32 @@ impl Flows {
                 Signer::Device { person, key }
             }
         };
-        let (header, body) = self.seal(header, &content).await?;
+        // A device signature waits in an envelope: its slot is reserved before anything is
+        // sealed, so one login cannot make the key service seal without bound (§5.3).
+        let slot = match who {
+            Who::Custodial => None,
+            Who::Device(_) => {
+                let (login, action) = (account.id.clone(), action.as_str());
+                let reserved = self
+                    .store(move |app, _| app.reserve_prepared(&login, action, now))
+                    .await?;
+                Some(reserved.ok_or_else(|| {
+                    FlowError::TooManyPending(format!(
+                        "{MAX_PREPARED_PER_ACCOUNT} actions already wait for your device's \
+                         signature: sign or cancel them first"
+                    ))
+                })?)
+            }
+        };
+        let (header, body) = match self.seal(header, &content).await {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                if let Some(id) = slot {
+                    self.store(move |app, _| app.drop_prepared(&id)).await?;
+                }
+                return Err(error);
+            }
+        };
         match header.signer {
             Signer::Custodial { key, .. } => {
                 let genesis = self.here.genesis_hash;
@@ -517,14 +543,14 @@ impl Flows {
             }
             _ => {
                 let signing_bytes = header.signing_bytes(&self.here.genesis_hash);
-                let (login, kept_header, kept_body) =
-                    (account.id.clone(), header.clone(), body.clone());
+                let (kept_header, kept_body) = (header.clone(), body.clone());
+                let id = slot.ok_or_else(|| {
+                    FlowError::Unavailable("a device signature without its envelope".into())
+                })?;
+                let kept_id = id.clone();
                 // The sealed body and the header only: `plain` is answered from `content`,
                 // in memory, and never stored (§1.2).
-                let id = self
-                    .store(move |app, _| {
-                        app.prepare(&login, action.as_str(), &kept_header, &kept_body, now)
-                    })
+                self.store(move |app, _| app.fill_prepared(&kept_id, &kept_header, &kept_body))
                     .await?;
                 Ok(Signing::NeedsSignature(Box::new(PreparedView {
                     id,
