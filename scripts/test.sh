@@ -17,3 +17,7 @@ fi
 cargo test --workspace --locked "$@"
 # The Byzantine validator exists only with the `byzantine` feature (never in a release build).
 cargo test -p medchain --features byzantine --test byzantine --test byzantine_keys --locked "$@"
+# Four validator processes under load for two minutes, up to f of them SIGKILLed and restarted at
+# random; then every acknowledged transaction is checked, once, at every validator. The long run is
+# `cargo run --release -- soak --duration 1h` (README, "Tests and benchmarks").
+cargo run -q -p medchain --locked -- soak --duration 2m

@@ -133,17 +133,12 @@ fn kill_round(net: &mut Net, load: &Load, victim: Victim, round: usize) -> (Vec<
     );
 
     // The other three keep committing what they acknowledge after the kill.
-    let after_kill = wait_for(
+    let after_kill = load.wait_acks(
         PROGRESS,
         "three records acknowledged after the kill",
-        || {
-            let acks: Vec<Ack> = load
-                .acks()
-                .into_iter()
-                .filter(|ack| ack.at > killed_at)
-                .collect();
-            (acks.len() >= 3).then_some(acks)
-        },
+        3,
+        killed_at,
+        |_| true,
     );
     assert!(after_kill.iter().all(|ack| ack.node != victim_id));
     wait_committed(
@@ -170,17 +165,12 @@ fn kill_round(net: &mut Net, load: &Load, victim: Victim, round: usize) -> (Vec<
     // The victim restarts, catches up and takes records again.
     net.start(victim_id);
     let restarted_at = Instant::now();
-    let at_victim = wait_for(
+    let at_victim = load.wait_acks(
         PROGRESS,
         "two records acknowledged by the restarted node",
-        || {
-            let acks: Vec<Ack> = load
-                .acks()
-                .into_iter()
-                .filter(|ack| ack.node == victim_id && ack.at > restarted_at)
-                .collect();
-            (acks.len() >= 2).then_some(acks)
-        },
+        2,
+        restarted_at,
+        |node| node == victim_id,
     );
     wait_committed(
         net,

@@ -126,6 +126,22 @@ pub(crate) fn begin(
     })
 }
 
+/// Makes `node_db`, a copy of a validator's node.db taken for a backup (`medchain backup`,
+/// while the validator may run), start its validator recovering wherever it is restored. The
+/// copy is of some start k, and the validator may go on voting in that same start after the
+/// copy was taken: the marker of start k would take the restored copy for current and let it
+/// contradict those votes. So the copy's counter is set to k - 1 (every marker of that
+/// validator now shows an older node.db), and a `Durable::Recovery` record is added (so that a
+/// marker saying "never started", copied from the network's creation, cannot let it vote at
+/// once either). A copy of a node.db that never started a validator holds no vote: left as it is.
+pub fn mark_backup_copy(node_db: &Path) -> Result<(), NodeError> {
+    let mut local = LocalStore::open(node_db)?;
+    if let Some(start) = local.incarnation()? {
+        local.begin_incarnation(start.saturating_sub(1), true)?;
+    }
+    Ok(())
+}
+
 fn unix_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -263,6 +279,40 @@ mod tests {
         start(dir.path());
         std::fs::copy(&backup, dir.path().join("node.db")).unwrap();
         assert!(start(dir.path()).recovering.unwrap().contains("backup"));
+    }
+
+    /// A backup is taken while the validator runs, and it goes on voting in the same start:
+    /// restored under the marker of that very start, the copy still recovers, and so it does
+    /// under a marker that says "never started".
+    #[test]
+    fn a_backup_copy_of_the_current_start_recovers_when_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fresh_marker(dir.path(), &GENESIS).unwrap();
+        start(dir.path());
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(dir.path().join("node.db"), &copy).unwrap();
+        mark_backup_copy(&copy).unwrap();
+        let recovers = |marker: Option<u64>| {
+            if let Some(count) = marker {
+                write_marker(dir.path(), &GENESIS, count).unwrap();
+            }
+            std::fs::copy(&copy, dir.path().join("node.db")).unwrap();
+            let again = start(dir.path());
+            let local = LocalStore::open(&dir.path().join("node.db")).unwrap();
+            let records = local.durable().unwrap();
+            (again.recovering, records.last().cloned())
+        };
+        let (reason, last) = recovers(None);
+        assert!(reason.unwrap().contains("older backup"));
+        assert_eq!(last, Some(pbft::Durable::Recovery { bound: None }));
+        // A marker copied from the network's creation: the record still makes it recover.
+        let (reason, last) = recovers(Some(0));
+        assert_eq!(reason, None);
+        assert_eq!(last, Some(pbft::Durable::Recovery { bound: None }));
+        // Without the mark, a copy of the current start is taken for current: the hole.
+        std::fs::copy(dir.path().join("node.db"), &copy).unwrap();
+        std::fs::copy(&copy, dir.path().join("node.db")).unwrap();
+        assert_eq!(start(dir.path()).recovering, None);
     }
 
     #[test]

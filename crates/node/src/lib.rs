@@ -31,7 +31,7 @@ pub use cluster::{Cluster, ClusterOptions, EMBEDDED_VALIDATORS};
 pub use config::{NodeConfig, PeerConfig, Timing, parse_duration};
 pub use error::NodeError;
 pub use handle::{NodeHandle, TxStatus, Verdict};
-pub use incarnation::{MARKER_FILE, init_dev_network, init_from_public_keys};
+pub use incarnation::{MARKER_FILE, init_dev_network, init_from_public_keys, mark_backup_copy};
 pub use keys::{KeyCounters, KeyStatus, KeystoreKey, OpenState, Opened};
 pub use metrics::BlockMetric;
 pub use node::{DEFAULT_WATTS_PER_CORE, Node, NodeOptions, validator_dir};

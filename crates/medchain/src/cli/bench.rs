@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use node::load::{Load, LoadReport, drive};
 
 use super::node::start_validator;
-use super::testnet::{spawn_validator, stop_child, write_network};
+use super::testnet::{Fleet, write_network};
 use super::timing::TimingArgs;
 
 /// Loads a fresh four-validator cluster with signed records (every signature checked, every
@@ -94,13 +94,10 @@ impl super::Run for BenchArgs {
         let runtime = super::service::runtime()?;
         let report = if self.processes {
             let configs = write_network(&dir, &key_dir, 4, 17101, 15101, &self.timing, false)?;
-            let mut children = Vec::new();
-            for (path, config) in &configs[1..] {
-                let log = path.with_file_name("node.log");
-                children.push((
-                    config.name.clone(),
-                    spawn_validator(path, &key_dir, Some(&log), false)?,
-                ));
+            // Their logs in each validator's folder, node-1.log.
+            let mut children = Fleet::new(&configs[1..], &key_dir, false, true)?;
+            for i in 0..children.len() {
+                children.start(i)?;
             }
             let first = &configs[0].1;
             let (operator_key, _) = ledger::master::MasterKey::from_key_file(
@@ -115,10 +112,7 @@ impl super::Run for BenchArgs {
                 tokio::task::spawn_blocking(move || node.stop()).await.ok();
                 report.map_err(anyhow::Error::from)
             });
-            for (_, child) in &mut children {
-                stop_child(child);
-                let _ = child.wait();
-            }
+            children.stop_all();
             result?
         } else {
             let mut options = node::ClusterOptions::new(&dir, self.timing.timing());

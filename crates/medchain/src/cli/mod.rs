@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod bench;
 mod erasure;
 mod init;
@@ -11,6 +12,7 @@ mod keygen;
 mod node;
 mod serve;
 mod service;
+mod soak;
 mod testnet;
 mod timing;
 mod user;
@@ -59,6 +61,13 @@ commands! {
     Verify(verify::VerifyArgs),
     /// Measure committed transactions per second and commit latency under load.
     Bench(bench::BenchArgs),
+    /// Copy a validator's stores into one file while it runs (never its incarnation marker).
+    Backup(backup::BackupArgs),
+    /// Put a backup back into a stopped validator's folder; it then recovers from its peers.
+    Restore(backup::RestoreArgs),
+    /// Run four validator processes under load, SIGKILL up to f of them at random moments and
+    /// restart them; then check that nothing acknowledged was lost or committed twice.
+    Soak(soak::SoakArgs),
 }
 
 /// medchain: a permissioned blockchain for medical records, ordered by PBFT among a fixed set

@@ -800,6 +800,26 @@ impl Load {
         self.acks.lock().unwrap().clone()
     }
 
+    /// Waits (at most `limit`) until `count` records acknowledged after `since` by nodes that
+    /// `by` accepts are in; all of those so far.
+    pub fn wait_acks(
+        &self,
+        limit: Duration,
+        what: &str,
+        count: usize,
+        since: Instant,
+        by: impl Fn(usize) -> bool,
+    ) -> Vec<Ack> {
+        wait_for(limit, what, || {
+            let acks: Vec<Ack> = self
+                .acks()
+                .into_iter()
+                .filter(|ack| ack.at > since && by(ack.node))
+                .collect();
+            (acks.len() >= count).then_some(acks)
+        })
+    }
+
     /// Acknowledged records so far.
     pub fn count(&self) -> usize {
         self.acks.lock().unwrap().len()

@@ -121,6 +121,9 @@ impl KeyStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
+        // `medchain backup` reads the store from another process: the WAL's truncation waits
+        // for that reader (seconds at most) instead of failing and stopping the service.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(32);
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         match version {
