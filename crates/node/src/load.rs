@@ -60,7 +60,13 @@ pub struct LoadReport {
     /// Acknowledgement to commit, at the validator that accepted the transaction.
     pub commit_latency_p50: Duration,
     pub commit_latency_p99: Duration,
+    /// A grant from the start of its seal (the data key drawn, its row made durable in
+    /// `keys.db`) to applied at the patient's home: what a person waits, sealing included.
+    pub grant_latency_p50: Duration,
+    pub grant_latency_p99: Duration,
     pub blocks: u64,
+    /// The key services' counters, summed over the validators driven.
+    pub keys: crate::KeyCounters,
 }
 
 /// The wall clock in milliseconds since the Unix epoch.
@@ -429,6 +435,8 @@ struct Counters {
     /// The second halves of the records (wait for the grant, submit the record), awaited at
     /// the end.
     records: Mutex<Vec<JoinHandle<()>>>,
+    /// Each applied grant's time from the start of its seal to applied at the patient's home.
+    grant_latencies: Mutex<Vec<Duration>>,
 }
 
 impl Counters {
@@ -450,6 +458,7 @@ async fn submit_pair(
     settle: Duration,
 ) {
     let i = counters.next.fetch_add(1, Ordering::Relaxed);
+    let sealing = Instant::now();
     let (patient, doctor) = people.pair(i);
     let (Ok(patient_home), Ok(doctor_home)) = (
         handle_of(&handles, patient.home),
@@ -479,6 +488,9 @@ async fn submit_pair(
             if !matches!(applied, Ok(Verdict::Applied { .. })) {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
                 return;
+            }
+            if let Ok(mut latencies) = counters.grant_latencies.lock() {
+                latencies.push(sealing.elapsed());
             }
             let submitted = match doctor
                 .record(&doctor_home, &patient_id, grant, &sample_record(i))
@@ -583,20 +595,35 @@ pub async fn drive(
         latencies.extend(handle.shared().latencies());
     }
     latencies.sort_unstable();
-    let percentile = |p: f64| {
-        latencies
-            .get(((p / 100.0) * latencies.len().saturating_sub(1) as f64).round() as usize)
-            .copied()
-            .unwrap_or_default()
-    };
+    let mut grant_latencies = counters
+        .grant_latencies
+        .lock()
+        .map(|mut latencies| std::mem::take(&mut *latencies))
+        .unwrap_or_default();
+    grant_latencies.sort_unstable();
+    let mut keys = crate::KeyCounters::default();
+    for handle in handles {
+        keys.add(&handle.key_status().counters);
+    }
     Ok(LoadReport {
         acknowledged: acknowledged(),
         refused: counters.refused.load(Ordering::Relaxed),
         committed,
         elapsed,
         committed_per_second: committed as f64 / elapsed.as_secs_f64(),
-        commit_latency_p50: percentile(50.0),
-        commit_latency_p99: percentile(99.0),
+        commit_latency_p50: percentile(&latencies, 50.0),
+        commit_latency_p99: percentile(&latencies, 99.0),
+        grant_latency_p50: percentile(&grant_latencies, 50.0),
+        grant_latency_p99: percentile(&grant_latencies, 99.0),
         blocks: handles[0].status().height - height_before,
+        keys,
     })
+}
+
+/// The `p`th percentile of `sorted`, zero when it is empty.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((p / 100.0) * sorted.len().saturating_sub(1) as f64).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }

@@ -142,4 +142,22 @@ fn print_report(report: &LoadReport) {
         report.commit_latency_p50.as_secs_f64() * 1e3,
         report.commit_latency_p99.as_secs_f64() * 1e3,
     );
+    println!(
+        "grant latency (seal started to applied at the patient's home): p50 {:.1} ms, p99 {:.1} ms",
+        report.grant_latency_p50.as_secs_f64() * 1e3,
+        report.grant_latency_p99.as_secs_f64() * 1e3,
+    );
+    let keys = &report.keys;
+    println!(
+        "key service: {} keys received, {} served; refused {} wrong, {} reused, {} unentitled; \
+         requests {} dropped, {} busy, {} not entitled",
+        keys.keys_received,
+        keys.keys_served,
+        keys.keys_refused_wrong,
+        keys.keys_refused_reused,
+        keys.keys_refused_unentitled,
+        keys.keys_requests_dropped,
+        keys.keys_requests_busy,
+        keys.keys_requests_not_entitled,
+    );
 }

@@ -132,6 +132,21 @@ pub struct KeyCounters {
     pub keys_answers_dropped: u64,
 }
 
+impl KeyCounters {
+    /// Adds `other`'s counts to these (a sum over validators).
+    pub fn add(&mut self, other: &KeyCounters) {
+        self.keys_received += other.keys_received;
+        self.keys_served += other.keys_served;
+        self.keys_refused_wrong += other.keys_refused_wrong;
+        self.keys_refused_reused += other.keys_refused_reused;
+        self.keys_refused_unentitled += other.keys_refused_unentitled;
+        self.keys_requests_dropped += other.keys_requests_dropped;
+        self.keys_requests_busy += other.keys_requests_busy;
+        self.keys_requests_not_entitled += other.keys_requests_not_entitled;
+        self.keys_answers_dropped += other.keys_answers_dropped;
+    }
+}
+
 /// The key service's state, for the application and the metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyStatus {
