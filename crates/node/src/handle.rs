@@ -72,6 +72,9 @@ pub(crate) fn verdict_on_chain(
     }))
 }
 
+/// How often [`NodeHandle::caught_up`] looks at the status again.
+const CAUGHT_UP_POLL: Duration = Duration::from_millis(20);
+
 struct Inner {
     id: ReplicaId,
     name: String,
@@ -383,6 +386,26 @@ impl NodeHandle {
                 },
             })
             .collect())
+    }
+
+    /// Waits (at most `timeout`) until this validator is not behind the chain
+    /// ([`NodeStatus::behind`]: it has applied the head f+1 peers claimed lately, and neither
+    /// recovers nor lies below a reported checkpoint), and answers the height it has applied
+    /// then: a snapshot read after this holds every block committed a few seconds before the
+    /// call, hence every erasure (docs/SECURITY.md, issue 10, §16.25). Still behind at the
+    /// deadline: [`NodeError::Behind`].
+    pub async fn caught_up(&self, timeout: Duration) -> Result<u64, NodeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            if !status.behind(status.height) {
+                return Ok(status.height);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Behind);
+            }
+            tokio::time::sleep(CAUGHT_UP_POLL).await;
+        }
     }
 
     /// Writes a consistent copy of this validator's key store to `dest`, a new file, while it

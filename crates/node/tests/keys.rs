@@ -1157,6 +1157,24 @@ fn a_restored_home_answers_no_key_before_it_has_caught_up() {
     assert_eq!(ask(502), vec![KeyReply::NotEntitled]);
 }
 
+/// A validator cut off from every peer takes itself for behind once their last claims are a
+/// few seconds old (docs/SECURITY.md §16.25): a partition does not leave it answering keys, or
+/// opening purposes, from its old state as if it were current.
+#[test]
+fn a_validator_cut_off_from_its_peers_takes_itself_for_behind() {
+    let w = World::new();
+    let insurance = w.node(INSURANCE);
+    let behind = || {
+        let status = insurance.status();
+        status.behind(status.height)
+    };
+    wait_until("the insurer to hear its peers", || !behind());
+    w.network().filter(|_, to, _| to != INSURANCE);
+    wait_until("the insurer, cut off, to take itself for behind", behind);
+    w.network().clear_filter();
+    wait_until("the insurer to hear its peers again", || !behind());
+}
+
 fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -210,16 +210,15 @@ impl Service {
         }
     }
 
-    /// Catching up: the replica recovers, or this service is below the highest stable
-    /// checkpoint f+1 validators reported (§5.6), or below the head f+1 peers claim, or has
-    /// not heard f+1 peers since it started (a node restored from an old backup must not
-    /// answer from its old state in the moment before it learns it is behind): it gives no
-    /// key.
+    /// Catching up: the processed height may lack committed blocks ([`NodeStatus::behind`]:
+    /// the replica recovers, or it is below the highest stable checkpoint f+1 validators
+    /// reported, §5.6, or below the head f+1 peers claim, or f+1 peers have not said lately: a
+    /// node restored from an old backup must not answer from its old state in the moment
+    /// before it learns it is behind): it gives no key.
+    ///
+    /// [`NodeStatus::behind`]: crate::NodeStatus::behind
     fn catching_up(&self) -> bool {
-        let status = self.shared.status();
-        status.recovering
-            || self.processed < status.reported_checkpoint
-            || status.peers_head.is_none_or(|head| self.processed < head)
+        self.shared.status().behind(self.processed)
     }
 
     fn on_request(&mut self, from: ReplicaId, request: u64, txs: &[TxId]) -> Result<(), NodeError> {

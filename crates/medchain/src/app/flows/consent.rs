@@ -185,7 +185,7 @@ impl Flows {
         let row = self.person_of(doctor).await?;
         let now = self.now_ms();
         let (height, found) = self
-            .snapshot(move |r| {
+            .current_snapshot(move |r| {
                 let mut out = Vec::new();
                 for request in r.pending_requests_by(&row.person, now)? {
                     let sealed = sealed_of(r, &request.id, request.doctor_home)?;
@@ -215,7 +215,7 @@ impl Flows {
         let now = self.now_ms();
         let person = row.person;
         let (height, found) = self
-            .snapshot(move |r| {
+            .current_snapshot(move |r| {
                 let mut out = Vec::new();
                 for request in r.pending_requests_of(&person, now)? {
                     let sealed = sealed_of(r, &request.id, request.doctor_home)?;
@@ -252,7 +252,8 @@ impl Flows {
 
     /// Opens the purposes of `found` (each item with its sealed transaction), read from the
     /// snapshot at `height`: the items, and each purpose's text or notice. A purpose is not
-    /// served under an `Access`: no read barrier beyond the snapshot's height (§6.2).
+    /// served under an `Access`: its barrier is the snapshot's, taken once this validator is
+    /// not behind the chain ([`Flows::current_snapshot`], §16.25).
     async fn purposes<T>(
         &self,
         height: u64,
@@ -352,7 +353,7 @@ impl Flows {
     /// The purpose of request `id` as this hospital opens it.
     async fn purpose_of(&self, id: TxId, sealer: u32) -> FlowResult<Purpose> {
         let (height, found) = self
-            .snapshot(move |r| Ok(vec![((), sealed_of(r, &id, sealer)?)]))
+            .current_snapshot(move |r| Ok(vec![((), sealed_of(r, &id, sealer)?)]))
             .await?;
         let (_, purposes) = self.purposes(height, found, ReaderRole::Patient).await?;
         purposes
