@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use ledger::crypto::SigningKey;
 use ledger::rules::reason;
-use ledger::{Genesis, Hash, Queries, Reader, SignedTx, Signer, TxHeader, TxId};
+use ledger::{Genesis, Hash, PersonId, Queries, Reader, SignedTx, Signer, TxHeader, TxId};
 use pbft::ReplicaId;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::error::NodeError;
 use crate::keys::{
-    KeyInbox, KeyStatus, Lookup, LookupItem, OpenRequest, OpenState, Opened, SealRequest,
+    KeyInbox, KeyStatus, LocalQuery, Lookup, LookupItem, OpenRequest, OpenState, Opened,
+    PatientKeys, SealRequest,
 };
 use crate::runtime::{CutOutcome, Event, Submission};
 use crate::status::{NodeStatus, Shared};
@@ -413,11 +414,23 @@ impl NodeHandle {
     /// key, readable by its owner only, without the freed pages of erased keys.
     pub async fn backup_keys(&self, dest: &std::path::Path) -> Result<(), NodeError> {
         let (reply, done) = oneshot::channel();
-        self.inner.keys.backup(crate::keys::BackupRequest {
+        self.inner.keys.query(LocalQuery::Backup {
             dest: dest.to_path_buf(),
             reply,
         })?;
         done.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// How the keys of `patient`'s records stand at this validator (docs/SECURITY.md §13: a
+    /// read grant's key status): how many it holds, how many it waits for, from whom and since
+    /// when. Counted from the key service's memory; nothing is opened.
+    pub async fn patient_keys(&self, patient: &PersonId) -> Result<PatientKeys, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.keys.query(LocalQuery::PatientKeys {
+            patient: *patient,
+            reply,
+        })?;
+        answer.await.map_err(|_| NodeError::Stopped)
     }
 
     /// The key service's processed height, waiting keys and counters.

@@ -603,6 +603,12 @@ fn while_the_home_is_down_the_grant_waits() {
         OpenState::Waiting { from: PHARMACY, .. }
     ));
     assert!(w.node(CLINIC).key_status().waiting >= 1);
+    // The grant's key status (§13): one record waits for the home, none held.
+    let keys =
+        w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
+            .unwrap();
+    assert_eq!((keys.held, keys.waiting, keys.from), (0, 1, Some(PHARMACY)));
+    assert!(keys.since_ms.is_some_and(|since| since > 0));
     // The author holds it, but gives a grantee nothing behind the home's back.
     assert!(!w.key_rows(CLINIC).contains(&record));
 
@@ -611,6 +617,10 @@ fn while_the_home_is_down_the_grant_waits() {
         diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
         "Mesothelioma"
     );
+    let keys =
+        w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
+            .unwrap();
+    assert_eq!((keys.held, keys.waiting, keys.since_ms), (1, 0, None));
 }
 
 #[test]
@@ -649,7 +659,8 @@ fn a_peer_that_is_not_entitled_gets_no_key() {
     for (from, to, id, replies) in answers.lock().unwrap().iter() {
         let expected = match id {
             901..=903 => KeyReply::NotEntitled,
-            904 => KeyReply::NotOnChain,
+            // No key held for it: answered from memory, without looking at the chain (W4).
+            904 => KeyReply::NotHeld,
             _ => continue,
         };
         assert_eq!(replies, &vec![expected], "{from} to {to}, request {id}");
@@ -671,6 +682,60 @@ fn a_peer_that_is_not_entitled_gets_no_key() {
     );
     // The answers reached validators that had asked nothing: dropped unread.
     assert!(w.node(INSURANCE).key_status().counters.keys_answers_dropped >= 2);
+}
+
+/// §5.3 (red team of the code, W4): a holder answers ids it holds no key for, and held ones
+/// the asker is not entitled to, from its in-memory index, without a chain read per id; only
+/// an id it holds for an asker the index finds entitled is checked against the chain.
+#[test]
+fn unknown_and_unentitled_ids_are_answered_from_memory() {
+    let w = World::new();
+    let answers = record_answers(w.network());
+    let (patient, author, _) = w.cast(HOSPITAL, CLINIC, INSURANCE);
+    let record = w.record(&author, &patient, "Mesothelioma");
+    w.wait_state(HOSPITAL, &record, OpenState::Open);
+    let hospital = w.node(HOSPITAL);
+    let before = hospital.key_status().counters;
+
+    // The insurer asks the home for the record and 1,023 ids of nothing.
+    let mut txs = vec![record];
+    txs.extend((0..1023u32).map(|i| ledger::sha256(&i.to_le_bytes())));
+    assert!(w.network().inject(INSURANCE, HOSPITAL, request(911, txs)));
+    // The author, a party, asks the home for it.
+    assert!(
+        w.network()
+            .inject(CLINIC, HOSPITAL, request(912, vec![record]))
+    );
+    let replies_to = |id: u64| {
+        wait_until("the answer", || {
+            answers
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, _, request, _)| *request == id)
+        });
+        let answers = answers.lock().unwrap();
+        answers
+            .iter()
+            .find(|(_, _, request, _)| *request == id)
+            .map(|(_, _, _, replies)| replies.clone())
+            .unwrap()
+    };
+    let replies = replies_to(911);
+    assert_eq!(replies.len(), 1024);
+    assert_eq!(replies[0], KeyReply::NotEntitled);
+    assert!(replies[1..].iter().all(|reply| *reply == KeyReply::NotHeld));
+    assert!(matches!(replies_to(912)[..], [KeyReply::Key(_)]));
+    let after = hospital.key_status().counters;
+    assert_eq!(
+        after.keys_requests_checked - before.keys_requests_checked,
+        1,
+        "only the author's id was checked on chain"
+    );
+    assert_eq!(
+        after.keys_requests_not_entitled - before.keys_requests_not_entitled,
+        1
+    );
 }
 
 #[test]
@@ -735,6 +800,39 @@ fn a_restart_resumes_from_the_processed_height() {
         1,
         "only the new record's key is fetched again"
     );
+}
+
+/// The in-memory index is rebuilt at start (§5.3, W4): a home restarted after a read grant
+/// still hands its grantee the records added after, and still answers `Erased` for a record
+/// erased before it stopped; neither is read from the chain per asked id.
+#[test]
+fn a_restarted_home_answers_from_its_rebuilt_index() {
+    let mut w = World::new();
+    let answers = record_answers(w.network());
+    let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
+    w.read_grant(&patient, &reader, HOUR_MS);
+    let erased = w.record(&author, &patient, "Sarcoma");
+    w.wait_state(HOSPITAL, &erased, OpenState::Open);
+    w.erase(&patient, erased, CLINIC);
+
+    w.cluster.stop(HOSPITAL);
+    w.cluster.restart(HOSPITAL).unwrap();
+    let later = w.record(&author, &patient, "Sarcoma, in remission");
+    assert_eq!(
+        diagnosis(&w.wait_state(PHARMACY, &later, OpenState::Open)),
+        "Sarcoma, in remission"
+    );
+    assert!(
+        w.network()
+            .inject(CLINIC, HOSPITAL, request(921, vec![erased]))
+    );
+    wait_until("the home to answer Erased", || {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, id, replies)| *id == 921 && replies == &vec![KeyReply::Erased])
+    });
 }
 
 /// Red team finding 11: ids asked above a peer's rate are answered `Busy` without a lookup,

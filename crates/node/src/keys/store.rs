@@ -504,19 +504,29 @@ impl Rows<'_> {
     }
 
     /// Deletes `tx`'s key and any key whose id is `id` (a body sealed under an erased
-    /// record's key opens with it, §16.13); the rows deleted.
-    pub fn delete_key(&self, tx: &TxId, id: Option<&Hash>) -> Result<usize, NodeError> {
-        let mut deleted = self
-            .conn
-            .prepare_cached("DELETE FROM data_keys WHERE tx = ?1")?
-            .execute([tx.as_slice()])?;
+    /// record's key opens with it, §16.13): the transactions whose rows were deleted.
+    pub fn delete_key(&self, tx: &TxId, id: Option<&Hash>) -> Result<Vec<TxId>, NodeError> {
+        let mut deleted = self.select(
+            "DELETE FROM data_keys WHERE tx = ?1 RETURNING tx",
+            [tx.as_slice()],
+            |row| tx_id(row.get(0)?),
+        )?;
         if let Some(id) = id {
-            deleted += self
-                .conn
-                .prepare_cached("DELETE FROM data_keys WHERE key_id = ?1")?
-                .execute([id.as_slice()])?;
+            deleted.extend(self.select(
+                "DELETE FROM data_keys WHERE key_id = ?1 RETURNING tx",
+                [id.as_slice()],
+                |row| tx_id(row.get(0)?),
+            )?);
         }
         Ok(deleted)
+    }
+
+    /// Every held key's transaction, patient, and whether it is on chain: what the service's
+    /// index is rebuilt from at open.
+    pub fn held(&self) -> Result<Vec<(TxId, PersonId, bool)>, NodeError> {
+        self.select("SELECT tx, patient, on_chain FROM data_keys", [], |row| {
+            Ok((tx_id(row.get(0)?)?, person(row.get(1)?)?, row.get(2)?))
+        })
     }
 
     /// The transactions of `patient`'s held keys.
@@ -535,14 +545,6 @@ impl Rows<'_> {
             [],
             |row| Ok((tx_id(row.get(0)?)?, row.get::<_, i64>(1)? as u64)),
         )
-    }
-
-    pub fn key_count(&self) -> Result<u64, NodeError> {
-        let n: i64 = self
-            .conn
-            .prepare_cached("SELECT COUNT(*) FROM data_keys")?
-            .query_row([], |r| r.get(0))?;
-        Ok(n as u64)
     }
 
     /// Inserts a wanted row unless one exists (its source and age are kept).
@@ -697,7 +699,7 @@ mod tests {
         // transaction.
         let id = rows.key_id_of(&[4; 32]).unwrap();
         let deleted = rows.delete_key(&[4; 32], id.as_ref()).unwrap();
-        assert_eq!(deleted, 1);
-        assert_eq!(rows.key_count().unwrap(), 0);
+        assert_eq!(deleted, vec![[1; 32]]);
+        assert!(rows.held().unwrap().is_empty());
     }
 }
