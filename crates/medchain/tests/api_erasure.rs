@@ -10,46 +10,17 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::records::{
-    Secret, aged_home_key, committed_at, doctor_read, granted, history, key_rows, read_until_open,
-    record_in, record_in_person, request,
+    Secret, aged_home_key, answer_erasure as answer, committed_at, doctor_read, granted, history,
+    key_rows, read_until_open, record_in, record_in_person, request,
 };
 use common::{TestApp, eventually};
 use ledger::Meta;
 use ledger::tx::{AnswerErasure, Decision, Refusal};
 use medchain::app::flows::date_of;
-use medchain::app::flows::erasure::queue_answer;
 use medchain::app::new_header;
 use serde_json::{Value, json};
 
 const OK: StatusCode = StatusCode::OK;
-
-/// `at`'s hospital answers erasure request `request` with `decision`, as `medchain erasure
-/// answer` does: queued in its outbox, signed by its validator key, submitted by the running
-/// validator (the test app runs its outbox).
-fn answer(at: &TestApp, request: &str, decision: Decision) {
-    let flows = &at.state.flows;
-    let node = flows.node().clone();
-    let request: [u8; 32] = hex::decode(request).unwrap().try_into().unwrap();
-    let chain = ledger::Reader::open(
-        &at.dir
-            .path()
-            .join("chain")
-            .join(node.name())
-            .join("chain.db"),
-    )
-    .unwrap();
-    let sign = |header, body| node.sign_as_validator(header, body);
-    queue_answer(
-        flows.app(),
-        &chain,
-        flows.here(),
-        &sign,
-        request,
-        decision,
-        flows.now_ms(),
-    )
-    .unwrap();
-}
 
 /// The patient's erasure request `id` once it is in `state` at `at`.
 async fn erasure_in(at: &TestApp, patient: &common::Client, id: &str, state: &str) -> Value {
