@@ -280,6 +280,7 @@ impl Service {
             match reply {
                 KeyReply::Key(_) => self.counters.keys_served += 1,
                 KeyReply::NotEntitled => self.counters.keys_requests_not_entitled += 1,
+                KeyReply::NotHeld => self.counters.keys_requests_not_held += 1,
                 _ => {}
             }
         }

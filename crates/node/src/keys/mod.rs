@@ -130,6 +130,8 @@ pub struct KeyCounters {
     pub keys_requests_busy: u64,
     /// Asked ids answered `NotEntitled`.
     pub keys_requests_not_entitled: u64,
+    /// Asked ids answered `NotHeld`: no key held for them here (told from memory, §5.3).
+    pub keys_requests_not_held: u64,
     /// Asked ids checked against the chain: those the in-memory index found held and the
     /// asker entitled to (§5.3); every other id is answered from memory.
     pub keys_requests_checked: u64,
