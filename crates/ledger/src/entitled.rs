@@ -109,6 +109,40 @@ pub fn live_read_grants<Q: Queries + ?Sized>(
     Ok(live)
 }
 
+/// The read grants of patients whose home is `home`, not revoked and ending after
+/// `after_ms`, oldest first: what a home's key service keeps in memory to answer grantees
+/// (§5.3).
+pub fn read_grants_of_home<Q: Queries + ?Sized>(
+    queries: &Q,
+    home: u32,
+    after_ms: u64,
+) -> Result<Vec<rules::GrantRow>> {
+    crate::store::state::rows(
+        queries.connection(),
+        crate::store::state::GRANT_SELECT,
+        "g.scope_read_ms IS NOT NULL AND g.revoked_tx IS NULL AND g.expires_ms > ?2
+         AND g.patient IN (SELECT person FROM persons WHERE home = ?1) ORDER BY g.tx",
+        &[&home, &(after_ms.min(i64::MAX as u64) as i64)],
+        crate::store::state::grant_row,
+    )
+}
+
+/// Every transaction erased on chain (an accepted erasure names it), oldest erasure first:
+/// what a key service keeps in memory to answer `Erased` without a read per asked id (§5.3).
+pub fn erased_transactions<Q: Queries + ?Sized>(queries: &Q) -> Result<Vec<TxId>> {
+    Ok(crate::store::state::rows(
+        queries.connection(),
+        crate::store::state::ERASURE_SELECT,
+        "e.answered_tx IS NOT NULL ORDER BY e.answered_tx",
+        &[],
+        crate::store::state::erasure_row,
+    )?
+    .into_iter()
+    .filter(|row| row.erased().is_some())
+    .map(|row| row.target)
+    .collect())
+}
+
 /// Whether transaction `tx` is erased on chain, and at which height: that of the
 /// `AnswerErasure` that erased it (docs/SECURITY.md, "Confidential records", §7). From then on
 /// nobody is entitled to its key.

@@ -484,3 +484,69 @@ async fn a_linked_node_shows_notices_for_what_it_cannot_open() {
     })
     .await;
 }
+
+/// A grant's key status (docs/SECURITY.md §5.4, §13): the clinic's doctor sees, beside their
+/// live read grant, how many of p001's records the clinic holds keys for and how many wait for
+/// the home. While the home withholds its answers the records wait, from the hospital and since
+/// when; once it answers, every record is held and none waits. No record is opened to count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_grant_shows_how_the_patients_keys_stand() {
+    let (hospital, clinic) = common::two_hospitals().await;
+    let device = aged_home_key(&hospital).await;
+    let d1 = hospital.login("d001").await;
+    let p1 = hospital.login("p001").await;
+    let records = [
+        record_in_person(&hospital, &d1, "p001", &Secret::new("keys-1")).await,
+        record_in_person(&hospital, &d1, "p001", &Secret::new("keys-2")).await,
+    ];
+    // The home's key answers to the clinic are withheld: the history waits.
+    let network = hospital.cluster.as_ref().unwrap().network().clone();
+    network.filter(|from, to, frame| {
+        !(from == 0
+            && to == 1
+            && matches!(**frame, node::Wire::Keys(node::KeyFrame::Answer { .. })))
+    });
+    let c_doc = clinic.new_doctor("c-doc", "Neurology", "Alan Turing").await;
+    let hour = json!({"read": {"durationMs": 3_600_000}});
+    let grant = granted(&clinic, &c_doc, hour, (&hospital, &p1, &device)).await;
+    let keys_of = |b: &Value| {
+        b["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == grant.as_str())
+            .map(|g| g["keys"].clone())
+            .unwrap_or_else(|| panic!("the grant is listed: {b}"))
+    };
+    let waiting = eventually("the records to wait for the home", || async {
+        let (s, b) = clinic.get(&c_doc, "/api/consents").await;
+        assert_eq!(s, OK, "{b}");
+        let keys = keys_of(&b);
+        (keys["waiting"] == 2).then_some(keys)
+    })
+    .await;
+    assert_eq!(waiting["held"], 0, "{waiting}");
+    assert_eq!(waiting["from"], "hospital", "{waiting}");
+    assert!(waiting["since_ms"].as_u64().unwrap() > 0, "{waiting}");
+    // Nothing is said to the patient, nor to a doctor away from the grantee's home.
+    let (_, b) = hospital.get(&p1, "/api/consents").await;
+    assert!(
+        b["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g.get("keys").is_none()),
+        "{b}"
+    );
+
+    network.clear_filter();
+    let held = eventually("every record held", || async {
+        let (_, b) = clinic.get(&c_doc, "/api/consents").await;
+        let keys = keys_of(&b);
+        (keys["held"] == records.len()).then_some(keys)
+    })
+    .await;
+    assert_eq!(held["waiting"], 0, "{held}");
+    assert_eq!(held["since_ms"], Value::Null, "{held}");
+    assert_eq!(held["from"], "hospital", "{held}");
+}

@@ -10,44 +10,17 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::records::{
-    Secret, aged_home_key, committed_at, doctor_read, granted, history, key_rows, read_until_open,
-    record_in, record_in_person,
+    Secret, aged_home_key, answer_erasure as answer, committed_at, doctor_read, granted, history,
+    key_rows, read_until_open, record_in, record_in_person, request,
 };
 use common::{TestApp, eventually};
-use ledger::tx::{Decision, Refusal};
+use ledger::Meta;
+use ledger::tx::{AnswerErasure, Decision, Refusal};
 use medchain::app::flows::date_of;
-use medchain::app::flows::erasure::queue_answer;
+use medchain::app::new_header;
 use serde_json::{Value, json};
 
 const OK: StatusCode = StatusCode::OK;
-
-/// `at`'s hospital answers erasure request `request` with `decision`, as `medchain erasure
-/// answer` does: queued in its outbox, signed by its validator key, submitted by the running
-/// validator (the test app runs its outbox).
-fn answer(at: &TestApp, request: &str, decision: Decision) {
-    let flows = &at.state.flows;
-    let node = flows.node().clone();
-    let request: [u8; 32] = hex::decode(request).unwrap().try_into().unwrap();
-    let chain = ledger::Reader::open(
-        &at.dir
-            .path()
-            .join("chain")
-            .join(node.name())
-            .join("chain.db"),
-    )
-    .unwrap();
-    let sign = |header, body| node.sign_as_validator(header, body);
-    queue_answer(
-        flows.app(),
-        &chain,
-        flows.here(),
-        &sign,
-        request,
-        decision,
-        flows.now_ms(),
-    )
-    .unwrap();
-}
 
 /// The patient's erasure request `id` once it is in `state` at `at`.
 async fn erasure_in(at: &TestApp, patient: &common::Client, id: &str, state: &str) -> Value {
@@ -189,4 +162,94 @@ async fn erasure_end_to_end_over_the_api() {
     let (s, b) = hospital.post(&p1, &path, json!({})).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["message"], ledger::rules::reason::ALREADY_ERASED, "{b}");
+}
+
+/// The doctor's pending request `id` in `/api/consents/requested` answer `b`.
+fn made_request(b: &Value, id: &str) -> Option<Value> {
+    b["requests"]
+        .as_array()?
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+}
+
+/// A validator behind an erasure opens no purpose (red team of the code, W3; docs/SECURITY.md
+/// §16.25): purposes are not read under an `Access` of their own, so a validator that has not
+/// applied the erasure of a request, and knows the others are ahead, answers 503 instead of
+/// the purpose; once caught up it shows the purpose erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_behind_an_erasure_does_not_open_the_erased_purpose() {
+    let (hospital, clinic) = common::two_hospitals().await;
+    let p1 = hospital.login("p001").await;
+    let c_doc = clinic.new_doctor("c-doc", "Neurology", "Alan Turing").await;
+    // The clinic's doctor asks p001; the clinic sealed the purpose and opens it.
+    let id = request(&clinic, &c_doc, json!("write"), &hospital, &p1).await;
+    let (s, b) = clinic.get(&c_doc, "/api/consents/requested").await;
+    assert_eq!(s, OK, "{b}");
+    assert_eq!(made_request(&b, &id).unwrap()["purpose"], "Second opinion");
+
+    // p001 asks, in person at home, for the request to be erased; the clinic sees it.
+    let (s, b) = hospital
+        .post(&p1, &format!("/api/records/{id}/erasure"), json!({}))
+        .await;
+    assert_eq!(s, OK, "{b}");
+    let erasure: [u8; 32] = hex::decode(b["txId"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    committed_at(&clinic, &c_doc, &hex::encode(erasure)).await;
+
+    // The clinic falls behind: blocks and votes to it are withheld, status frames pass.
+    let network = hospital.cluster.as_ref().unwrap().network().clone();
+    network.filter(|_, to, frame| {
+        !(to == 1 && matches!(**frame, node::Wire::Consensus(_) | node::Wire::Blocks(_)))
+    });
+    // The clinic's validator answers Erase; the others commit it without the clinic.
+    let meta = Meta::AnswerErasure(AnswerErasure {
+        request: erasure,
+        decision: Decision::Erase,
+    });
+    let clinic_node = clinic.state.flows.node().clone();
+    let signed = clinic_node.sign_as_validator(
+        new_header(meta, clinic.state.flows.now_ms(), u64::MAX),
+        Vec::new(),
+    );
+    let hospital_node = hospital.state.flows.node().clone();
+    let verdict = hospital_node
+        .submit_applied(signed, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let node::Verdict::Applied { height, .. } = verdict else {
+        panic!("the answer is applied: {verdict:?}");
+    };
+    // The clinic has not applied it, and hears that the others have.
+    eventually("the clinic knows it is behind", || async {
+        let status = clinic_node.status();
+        (status.height < height && status.behind(status.height)).then_some(())
+    })
+    .await;
+    let (s, b) = clinic.get(&c_doc, "/api/consents/requested").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(!b.to_string().contains("Second opinion"), "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("catching up"),
+        "{b}"
+    );
+
+    // Caught up, it shows the purpose erased.
+    network.clear_filter();
+    let b = eventually("the clinic shows the purpose erased", || async {
+        let (s, b) = clinic.get(&c_doc, "/api/consents/requested").await;
+        (s == OK).then_some(b)
+    })
+    .await;
+    let made = made_request(&b, &id).unwrap();
+    assert!(
+        made["purpose"]
+            .as_str()
+            .unwrap()
+            .contains("erased at the patient's request"),
+        "{b}"
+    );
+    assert!(!b.to_string().contains("Second opinion"), "{b}");
 }

@@ -27,7 +27,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use common::records::{Secret, answer_erasure, record_in_person};
 use common::{Client, Served, TestApp, eventually};
+use ledger::tx::{Decision, Refusal};
 use medchain::http::{AppState, Chain, Clock, Settings};
 use serde_json::{Value, json};
 use thirtyfour::error::WebDriverErrorInner;
@@ -184,13 +186,15 @@ async fn click(d: &WebDriver, css: &str) {
     }
 }
 
-/// Clicks the patient's Refresh until `css` shows (the chain's state reaches the page).
+/// Clicks the patient's Refresh until `css` shows (the chain's state reaches the page). The
+/// page is scrolled to its top first: scrolled down, the sticky top bar covers the button.
 async fn refresh_until(d: &WebDriver, css: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while d.find_all(By::Css(css)).await.unwrap().is_empty() {
         if Instant::now() >= deadline {
             panic!("{css} never showed (the page says: {})", page_says(d).await);
         }
+        let _ = d.execute("window.scrollTo(0, 0);", Vec::new()).await;
         click(d, "#refresh").await;
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
@@ -1058,6 +1062,161 @@ async fn a_key_at_the_second_hospitals_page_is_approved_by_code_on_the_first() {
 /// The page's decoder reads every kind of ledger's vectors (`tx_v2.json`) exactly as the
 /// ledger wrote them, reads their bodies, builds the proof-of-possession bytes and the ask
 /// codes as the node does, and refuses bytes cut short, lengthened or of an unknown kind.
+/// The patient's erasure requests and a key added with their password, on the home's page
+/// (docs/SECURITY.md, issue 10, §4.2, §7): the page tells of a key added with the password,
+/// when it may share the history, and what to do if it was not them; the patient asks on a
+/// record for its erasure, sees the hospital's refusal with its reason, asks again, and sees
+/// the record erased "at the patient's request" with the date, its content gone from the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patient_asks_for_an_erasure_and_is_told_of_a_key_added_with_their_password() {
+    let Some(_turn) = browser_turn().await else {
+        return;
+    };
+    let (t, _served, base) = one_page().await;
+    let d1 = t.login("d001").await;
+    let p1 = t.login("p001").await;
+    let secret = Secret::new("page");
+    let record = record_in_person(&t, &d1, "p001", &secret).await;
+    // A key added with p001's password at the home (custodially), in no browser of theirs.
+    let other = t.add_device(&p1).await.public_hex();
+    let young_until = chain_key(&t, &p1, &other).await.unwrap()["youngUntilMs"]
+        .as_u64()
+        .expect("a key added with the password is young");
+    with_chromedriver(|port, profiles| async move {
+        let patient = browser(port, &profiles.join("patient"), 1280, 1600).await;
+        login(&patient, &base, "patient", "p001", "patient123").await;
+        device_key(&patient, "live").await;
+
+        // The notice of the key added with the password.
+        let notice = format!("[data-test=young-key-notice][data-key='{other}']");
+        wait_shown(&patient, &notice).await;
+        let until = patient
+            .find(By::Css(&notice))
+            .await
+            .unwrap()
+            .attr("data-until")
+            .await
+            .unwrap();
+        assert_eq!(until, Some(young_until.to_string()));
+        assert!(
+            text_of(&patient, &format!("{notice} [data-test=young-key-added]"))
+                .await
+                .contains("added for you at hospital"),
+        );
+        assert!(
+            text_of(&patient, &format!("{notice} [data-test=young-key-added]"))
+                .await
+                .ends_with("with your password.")
+        );
+        assert!(
+            text_of(&patient, &format!("{notice} [data-test=young-key-until]"))
+                .await
+                .starts_with("It cannot share your history with another hospital")
+        );
+        assert!(
+            text_of(&patient, &format!("{notice} [data-test=young-key-not-you]"))
+                .await
+                .starts_with("Not you? Revoke it now")
+        );
+
+        // An erasure requested on the record (two clicks), waiting for the hospital.
+        let item = format!("[data-test=record][data-tx='{record}']");
+        let button = format!("{item} [data-test=request-erasure]");
+        refresh_until(&patient, &button).await;
+        click(&patient, &button).await;
+        click(&patient, &button).await;
+        wait_text(&patient, "#toast", |t| t.contains("Erasure requested")).await;
+        let listed = format!("[data-test=erasure][data-tx='{record}']");
+        wait_text(
+            &patient,
+            &format!("{listed} [data-test=erasure-notice]"),
+            |t| t.starts_with("waiting for hospital's answer since"),
+        )
+        .await;
+        wait_text(&patient, &format!("{item} [data-test=r-erasure]"), |t| {
+            t.starts_with("Erasure requested: waiting for hospital's answer")
+        })
+        .await;
+        let first = erasures_of(&t, &p1).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // Refused, with its reason; the record stays, and may be asked for again.
+        answer_erasure(
+            &t,
+            &first,
+            Decision::Refuse {
+                reason: Refusal::RetentionPeriod,
+                until_ms: Some(2_051_222_400_000),
+            },
+        );
+        let refused = format!("[data-test=erasure][data-id='{first}']");
+        wait_text(
+            &patient,
+            &format!("{refused} [data-test=erasure-state]"),
+            |t| t.eq_ignore_ascii_case("refused"),
+        )
+        .await;
+        assert!(
+            text_of(&patient, &format!("{refused} [data-test=erasure-notice]"))
+                .await
+                .ends_with(": a legal retention period, until 2035-01-01")
+        );
+        click(&patient, &button).await;
+        click(&patient, &button).await;
+        let second = eventually("the second request", || async {
+            let all = erasures_of(&t, &p1).await;
+            (all.len() == 2).then(|| all[0]["id"].as_str().unwrap().to_string())
+        })
+        .await;
+
+        // Erased: the list says so, and the record, read again, shows the notice only.
+        answer_erasure(&t, &second, Decision::Erase);
+        let erased = format!("[data-test=erasure][data-id='{second}']");
+        let said = wait_text(
+            &patient,
+            &format!("{erased} [data-test=erasure-notice]"),
+            |t| t.starts_with("erased at the patient's request on"),
+        )
+        .await;
+        let erased_record = format!("{item}[data-state=erased]");
+        refresh_until(&patient, &erased_record).await;
+        assert_eq!(
+            text_of(
+                &patient,
+                &format!("{erased_record} [data-test=r-diagnosis]")
+            )
+            .await,
+            said
+        );
+        assert!(
+            !patient
+                .find(By::Css(format!("{erased_record} .r-actions")))
+                .await
+                .unwrap()
+                .is_displayed()
+                .await
+                .unwrap(),
+            "an erased record offers no erasure"
+        );
+        let page = patient.source().await.unwrap();
+        assert!(
+            secret.texts().iter().all(|s| !page.contains(s)),
+            "the erased record's content is on the page"
+        );
+        let _ = patient.quit().await;
+    })
+    .await;
+}
+
+/// A signed-in patient's erasure requests, newest first (`/api/erasures`).
+async fn erasures_of(at: &TestApp, patient: &Client) -> Vec<Value> {
+    let (s, b) = at.get(patient, "/api/erasures").await;
+    assert_eq!(s, OK, "{b}");
+    b["erasures"].as_array().unwrap().clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_reads_signing_bytes_as_the_ledger_vectors_say() {
     let Some(_turn) = browser_turn().await else {

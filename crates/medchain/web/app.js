@@ -13,6 +13,7 @@
     me: null, timers: [], countdowns: new Map(), blocksBefore: [], blocksNext: null,
     genesis: null, device: { status: 'none' }, deviceSetup: null, identity: null,
     codeGrants: new Map(), doctorGrants: [], sentRequests: [], validators: null,
+    history: [], erasures: [],
   };
 
   // ---------- helpers ----------
@@ -575,6 +576,28 @@
         el('span', { class: 'muted', text: "If you did not ask for it, cancel it from a key made at your home's page." }),
         el('div', { class: 'item-actions' }, cancel)));
     }
+    renderYoungKeys();
+  }
+  // A live key added with the password alone waits before it shares the history with another
+  // hospital (docs/SECURITY.md, issue 10, §4.2): the patient is told, and told what to do if it
+  // was not them.
+  function renderYoungKeys() {
+    const box = $('young-keys');
+    clear(box);
+    const identity = state.identity;
+    if (!identity || !state.me || state.me.userType !== 'patient') return;
+    const mine = state.device.rec && state.device.rec.publicKey;
+    const now = Date.now();
+    for (const k of (identity.keys || []).filter((x) => x.youngUntilMs && x.youngUntilMs > now)) {
+      const how = k.addedBy === 'custodial' ? 'with your password' : 'on the approval of a key that cannot vouch for it yet';
+      const whose = k.publicKey === mine ? "This browser's key was" : 'A key was';
+      box.append(el('li', { class: 'item warn', 'data-test': 'young-key-notice', 'data-key': k.publicKey, 'data-until': k.youngUntilMs },
+        el('strong', { 'data-test': 'young-key-added', text: `${whose} added for you at ${k.origin} on ${fmtTime(k.addedMs)} ${how}.` }),
+        el('span', { 'data-test': 'young-key-until', text: `It cannot share your history with another hospital, nor ask for an erasure, until ${fmtTime(k.youngUntilMs)}.` }),
+        k.publicKey === mine
+          ? el('span', { class: 'muted', text: 'If you just signed in here, there is nothing to do.' })
+          : el('span', { class: 'muted', 'data-test': 'young-key-not-you', text: `Not you? Revoke it now under “Keys and signatures” (any key of yours can), and tell ${identity.home}: someone knows your password.` })));
+    }
   }
   async function revokeKey(k, button) {
     const me = state.me;
@@ -674,11 +697,13 @@
     render();
   }
   function clearSensitive() {
-    for (const id of ['vr-records', 'history-list', 'access-body', 'pending-list', 'rc-list', 'dg-list', 'grant-list', 'blocks-body', 'keys-list', 'recoveries']) clear($(id));
+    for (const id of ['vr-records', 'history-list', 'access-body', 'pending-list', 'rc-list', 'dg-list', 'grant-list', 'blocks-body', 'keys-list', 'recoveries', 'erasure-list', 'young-keys']) clear($(id));
     for (const id of ['ip-result', 'approved', 'ar-result', 'cut-result', 'sign-error', 'ask-result', 'ask-match']) $(id).hidden = true;
     document.querySelectorAll('input:not([type=radio]), textarea').forEach((i) => { i.value = ''; });
     state.codeGrants.clear();
     state.sentRequests = [];
+    state.history = [];
+    state.erasures = [];
   }
 
   // ---------- doctor ----------
@@ -787,6 +812,7 @@
             ' ',
             el('span', { class: `badge ${g.state}`, 'data-test': 'dg-state', text: g.state }))),
         el('span', { class: 'muted', 'data-test': 'dg-attested', text: g.attested === 'device' ? `approved on ${g.patient_id}'s device` : 'attested in person at the patient\'s home' }),
+        g.keys ? el('span', { class: 'muted', 'data-test': 'dg-keys', text: keysText(g.keys) }) : '',
         g.time_left_ms > 0 ? el('span', { class: 'muted' }, 'for ', el('span', { 'data-countdown': `dg-${g.id}` })) : ''));
       if (g.time_left_ms > 0) countdown(`dg-${g.id}`, now + g.time_left_ms);
     }
@@ -794,6 +820,12 @@
       select.append(el('option', { value: g.id, 'data-patient': g.patient_id, text: `${g.patient_id} · ${g.attested === 'device' ? 'approved on device' : 'in person'} · ${short(g.id, 8)}` }));
     }
     if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  }
+  // A read grant's key status (docs/SECURITY.md §13): what this hospital can open, what waits.
+  function keysText(k) {
+    const held = `${k.held} record${k.held === 1 ? '' : 's'} readable here`;
+    if (!k.waiting) return held;
+    return `${held}; ${k.waiting} wait${k.waiting === 1 ? 's' : ''} for ${k.waiting === 1 ? 'its key' : 'their keys'} from ${k.from} since ${fmtTime(k.since_ms)}: they arrive when it is reachable`;
   }
   async function onGrantChosen() {
     const o = $('ar-grant').selectedOptions[0];
@@ -916,9 +948,10 @@
     refreshPatient();
     every(4000, refreshPending);
     every(4000, refreshGrants);
+    every(4000, refreshErasures);
   }
   async function refreshPatient() {
-    await Promise.all([refreshPending(), refreshGrants(), refreshHistory(), refreshAccessLog(), refreshIdentity()]);
+    await Promise.all([refreshPending(), refreshGrants(), refreshHistory(), refreshAccessLog(), refreshIdentity(), refreshErasures()]);
   }
   async function refreshPending() {
     const r = await api('GET', '/api/consents/pending');
@@ -1020,14 +1053,59 @@
     toast(`Revocation of Dr ${g.doctor_name || g.doctor_id}'s grant sent: the chain orders it before any later use`);
     refreshGrants();
   }
+  // Each read of the history is logged on chain: it is read on Refresh only, and drawn again
+  // from memory when the erasure requests change.
   async function refreshHistory() {
     const r = await api('POST', '/api/patient_records', {});
     if (!r.ok) return;
+    state.history = (r.data.records || []).slice().reverse();
+    renderHistory();
+  }
+  function renderHistory() {
     const list = $('history-list');
     clear(list);
-    const records = r.data.records || [];
-    show('history-empty', records.length === 0);
-    renderRecords(list, records.slice().reverse(), true);
+    show('history-empty', state.history.length === 0);
+    renderRecords(list, state.history, true);
+  }
+  // The patient's erasure requests and the hospitals' answers, from the chain.
+  async function refreshErasures() {
+    const r = await api('GET', '/api/erasures');
+    if (!r.ok) return;
+    const erasures = r.data.erasures || [];
+    const changed = JSON.stringify(erasures) !== JSON.stringify(state.erasures);
+    state.erasures = erasures;
+    const list = $('erasure-list');
+    clear(list);
+    show('erasures-empty', erasures.length === 0);
+    for (const e of erasures) {
+      const what = e.kind === 'add_record' ? `${e.department || 'A'} record of ${fmtTime(e.writtenMs)}`
+        : e.kind === 'request_grant' ? `A consent request of ${fmtTime(e.writtenMs)}` : `A grant of ${fmtTime(e.writtenMs)}`;
+      list.append(el('li', { class: 'item', 'data-test': 'erasure', 'data-id': e.id, 'data-tx': e.tx, 'data-state': e.state },
+        el('div', { class: 'item-head' },
+          el('strong', {}, what, e.doctorName ? ` by Dr ${e.doctorName}` : ''),
+          el('span', { class: `badge ${e.state}`, 'data-test': 'erasure-state', text: e.state })),
+        el('span', { 'data-test': 'erasure-notice', text: e.notice }),
+        el('span', { class: 'muted', 'data-test': 'erasure-how', text: `${e.requestedHow}, ${fmtTime(e.requestedMs)}` })));
+    }
+    if (changed && state.history.length) renderHistory();
+  }
+  // Asks the record's hospital to erase it: on this browser's key, or, while that key is in
+  // its wait (§4.2), in person here, signed by the home (the API's custodial path).
+  async function requestErasure(rec, button) {
+    const me = state.me;
+    if (!secondClick(`erase-${rec.tx_id}`, button)) return;
+    const device = liveDevice();
+    const own = device && state.identity && (state.identity.keys || []).find((k) => k.publicKey === device.publicKey);
+    const young = !device || !own || (own.youngUntilMs && own.youngUntilMs > Date.now());
+    const path = `/api/records/${encodeURIComponent(rec.tx_id)}/erasure`;
+    const r = young ? await api('POST', path, {}) : await act(path, {}, {
+      kind: 'request_erasure',
+      check: (m, body) => differs(['patient', m.patient, me.personId], ['record', m.tx, rec.tx_id]) || noBody(body),
+    });
+    if (!r.ok) { if (!r.refused) toast(r.data.message || 'Failed', true); renderHistory(); return; }
+    toast(`Erasure requested: ${rec.origin || 'the hospital that wrote it'} answers`);
+    await refreshErasures();
+    renderHistory();
   }
   // Who signed a record, from the chain: the doctor's device, or their home for them.
   function signerText(rec) {
@@ -1041,10 +1119,15 @@
     for (const rec of records) {
       const li = tpl.content.firstElementChild.cloneNode(true);
       const put = (cls, v) => { li.querySelector(cls).textContent = v === undefined || v === null || v === '' ? '–' : String(v); };
-      put('.r-diagnosis', rec.diagnosis);
+      const opened = !rec.state || rec.state === 'open';
+      li.dataset.tx = rec.tx_id || '';
+      li.dataset.state = rec.state || 'open';
+      // Not open here: the notice says why (erased, waiting for its key, readable elsewhere).
+      put('.r-diagnosis', opened ? rec.diagnosis : rec.notice || rec.diagnosis);
       put('.r-department', rec.department);
       put('.r-prescription', rec.prescription);
       put('.r-notes', rec.notes);
+      if (!opened) li.querySelector('.r-prescription').parentElement.hidden = true;
       if (!rec.notes) li.querySelector('.r-notes-line').hidden = true;
       put('.r-doctor', `Dr ${rec.doctorName || rec.doctor_id}`);
       put('.r-time', fmtTime(rec.timestamp_ms));
@@ -1054,8 +1137,26 @@
       put('.r-signer', signerText(rec));
       li.querySelector('.r-signer').dataset.kind = rec.signerKind || '';
       put('.r-attested', rec.attested === 'device' ? `consent approved on ${own ? 'your' : "the patient's"} device` : 'consent attested in person');
+      if (own) erasureOf(li, rec);
       list.append(li);
     }
+  }
+  // On the patient's own record: its pending erasure request, or the button to ask for one
+  // (at the home only: a request is signed with a key of the home, §7.1).
+  function erasureOf(li, rec) {
+    if (rec.state === 'erased') return;
+    const pending = state.erasures.find((e) => e.tx === rec.tx_id && e.state === 'pending');
+    if (pending) {
+      const note = li.querySelector('.r-erasure');
+      note.textContent = `Erasure requested: ${pending.notice}`;
+      note.hidden = false;
+      return;
+    }
+    if (!state.me.homeHere) return;
+    const button = li.querySelector('.r-erase');
+    button.textContent = armedText(`erase-${rec.tx_id}`, 'Request erasure');
+    button.addEventListener('click', () => requestErasure(rec, button));
+    li.querySelector('.r-actions').hidden = false;
   }
   async function refreshAccessLog() {
     const r = await api('GET', '/api/access_log');

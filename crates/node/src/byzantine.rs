@@ -57,7 +57,8 @@
 //!   sealed transaction it applies and does not hold, a few times each, and keeps whatever key
 //!   it is given that matches the body's commitment, entitled or not (docs/SECURITY.md,
 //!   "Confidential records", §11: "ask any holder for any key"). A correct holder answers
-//!   `NotEntitled` and counts it (`keys_requests_not_entitled`).
+//!   `NotEntitled` for a key it holds and counts it (`keys_requests_not_entitled`), and
+//!   `NotHeld` for one it does not (`keys_requests_not_held`).
 //! - `wrong-keys` (issue 10): its key service answers every key request, whatever it holds,
 //!   with a fresh random key for each id asked. A correct requester checks each against the
 //!   body's commitment, refuses it and counts it (`keys_refused_wrong`).

@@ -42,6 +42,11 @@ pub enum NodeError {
     /// after a start or a state transfer): the HTTP layer answers 503 `keys catching up`.
     #[error("keys catching up")]
     KeysCatchingUp,
+    /// This validator may lack blocks the others committed ([`crate::NodeStatus::behind`]) and
+    /// did not catch up in time: an answer from its state might miss an erasure. The HTTP
+    /// layer answers 503 `catching up`.
+    #[error("catching up with the chain")]
+    Behind,
     /// Content that cannot be sealed: larger than a sealed body may carry
     /// (`ledger::seal::MAX_PLAIN_BYTES`), or for a kind that carries none.
     #[error("cannot seal: {0}")]

@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use ledger::crypto::SigningKey;
 use ledger::rules::reason;
-use ledger::{Genesis, Hash, Queries, Reader, SignedTx, Signer, TxHeader, TxId};
+use ledger::{Genesis, Hash, PersonId, Queries, Reader, SignedTx, Signer, TxHeader, TxId};
 use pbft::ReplicaId;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::error::NodeError;
 use crate::keys::{
-    KeyInbox, KeyStatus, Lookup, LookupItem, OpenRequest, OpenState, Opened, SealRequest,
+    KeyInbox, KeyStatus, LocalQuery, Lookup, LookupItem, OpenRequest, OpenState, Opened,
+    PatientKeys, SealRequest,
 };
 use crate::runtime::{CutOutcome, Event, Submission};
 use crate::status::{NodeStatus, Shared};
@@ -71,6 +72,9 @@ pub(crate) fn verdict_on_chain(
         }
     }))
 }
+
+/// How often [`NodeHandle::caught_up`] looks at the status again.
+const CAUGHT_UP_POLL: Duration = Duration::from_millis(20);
 
 struct Inner {
     id: ReplicaId,
@@ -385,16 +389,48 @@ impl NodeHandle {
             .collect())
     }
 
+    /// Waits (at most `timeout`) until this validator is not behind the chain
+    /// ([`NodeStatus::behind`]: it has applied the head f+1 peers claimed lately, and neither
+    /// recovers nor lies below a reported checkpoint), and answers the height it has applied
+    /// then: a snapshot read after this holds every block committed a few seconds before the
+    /// call, hence every erasure (docs/SECURITY.md, issue 10, §16.25). Still behind at the
+    /// deadline: [`NodeError::Behind`].
+    pub async fn caught_up(&self, timeout: Duration) -> Result<u64, NodeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            if !status.behind(status.height) {
+                return Ok(status.height);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Behind);
+            }
+            tokio::time::sleep(CAUGHT_UP_POLL).await;
+        }
+    }
+
     /// Writes a consistent copy of this validator's key store to `dest`, a new file, while it
     /// runs (`medchain backup --keys`, docs/SECURITY.md §5.6): still sealed under the operator
     /// key, readable by its owner only, without the freed pages of erased keys.
     pub async fn backup_keys(&self, dest: &std::path::Path) -> Result<(), NodeError> {
         let (reply, done) = oneshot::channel();
-        self.inner.keys.backup(crate::keys::BackupRequest {
+        self.inner.keys.query(LocalQuery::Backup {
             dest: dest.to_path_buf(),
             reply,
         })?;
         done.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// How the keys of `patient`'s records stand at this validator (docs/SECURITY.md §13: a
+    /// read grant's key status): how many it holds, how many it waits for, from whom and since
+    /// when. Counted from the key service's memory; nothing is opened.
+    pub async fn patient_keys(&self, patient: &PersonId) -> Result<PatientKeys, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.keys.query(LocalQuery::PatientKeys {
+            patient: *patient,
+            reply,
+        })?;
+        answer.await.map_err(|_| NodeError::Stopped)
     }
 
     /// The key service's processed height, waiting keys and counters.

@@ -83,6 +83,10 @@ const FETCH_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 const FETCH_TIMEOUT_MAX: Duration = Duration::from_secs(10);
 /// How often a node tells its peers its head.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// A peer's claimed head counts toward `peers_head` for this long after it arrived (five
+/// status intervals): a validator cut off from its peers stops taking itself for caught up
+/// (docs/SECURITY.md, issue 10, §16.25).
+const CLAIM_FRESH: Duration = Duration::from_secs(5);
 /// How long a cut waits for its block before giving up.
 const CUT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -134,9 +138,9 @@ pub(crate) struct Runtime {
     recovering: bool,
     /// The highest checkpoint the replica was told is stable by others (`Action::FetchState`).
     reported_checkpoint: u64,
-    /// The head each peer last claimed in its status (a hint: f+1 of them bound what is
-    /// committed, as one of any f+1 is correct).
-    peer_heads: Vec<Option<u64>>,
+    /// The head each peer last claimed in its status, and when it arrived (a hint: f+1 of
+    /// them bound what is committed, as one of any f+1 is correct).
+    peer_heads: Vec<Option<(u64, Instant)>>,
 }
 
 impl Runtime {
@@ -617,7 +621,7 @@ impl Runtime {
             }
             Wire::Status { height, .. } => {
                 if let Some(claim) = self.peer_heads.get_mut(from as usize) {
-                    *claim = Some(*height);
+                    *claim = Some((*height, Instant::now()));
                 }
                 let (head, _) = self.chain.head();
                 let request = self.transfer.on_claim(from, *height, head, Instant::now());
@@ -1012,10 +1016,20 @@ impl Runtime {
         self.recovering = recovering;
     }
 
-    /// The (f+1)-th highest head the peers claimed: at least one correct validator has it,
-    /// so the chain has it (`None` until f+1 peers have said).
+    /// The (f+1)-th highest head the peers claimed in the last [`CLAIM_FRESH`]: at least one
+    /// correct validator has it, so the chain has it (`None` while fewer than f+1 peers have
+    /// said lately). A lone validator's own head is the chain's.
     fn peers_head(&self) -> Option<u64> {
-        let mut claims: Vec<u64> = self.peer_heads.iter().flatten().copied().collect();
+        if self.n == 1 {
+            return Some(self.chain.head().0);
+        }
+        let mut claims: Vec<u64> = self
+            .peer_heads
+            .iter()
+            .flatten()
+            .filter(|(_, at)| at.elapsed() < CLAIM_FRESH)
+            .map(|(height, _)| *height)
+            .collect();
         claims.sort_unstable_by(|a, b| b.cmp(a));
         let f = self.n.saturating_sub(1) / 3;
         claims.get(f).copied()

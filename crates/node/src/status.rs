@@ -28,8 +28,8 @@ pub struct NodeStatus {
     /// The highest stable checkpoint this validator knows of, its own or one f+1 others
     /// reported: a key service processed below it is catching up and gives no key.
     pub reported_checkpoint: u64,
-    /// The highest head f+1 peers claimed in their status frames (`None`: fewer than f+1 have
-    /// said): the chain is at least that long.
+    /// The highest head f+1 peers claimed in their status frames in the last few seconds
+    /// (`None`: fewer than f+1 have said lately): the chain is at least that long.
     pub peers_head: Option<u64>,
     /// Consensus alarms since start: each means the fault model was exceeded or this
     /// validator's stores are damaged (`pbft::Alarm`).
@@ -40,6 +40,20 @@ pub struct NodeStatus {
     pub refused_forwards: u64,
     /// Set when the validator stopped on an error it cannot recover from.
     pub failed: Option<String>,
+}
+
+impl NodeStatus {
+    /// Whether a state at `height` may lack blocks the validators committed: the replica
+    /// recovers, or `height` is below the highest stable checkpoint f+1 validators reported,
+    /// or below the head f+1 peers claimed lately, or fewer than f+1 peers have said lately
+    /// (a validator restored from an old backup, or cut off, must not take itself for caught
+    /// up). A validator behind may miss an erasure: it gives no key (docs/SECURITY.md, issue
+    /// 10, §5.6) and opens no purpose (§16.25).
+    pub fn behind(&self, height: u64) -> bool {
+        self.recovering
+            || height < self.reported_checkpoint
+            || self.peers_head.is_none_or(|head| height < head)
+    }
 }
 
 struct PendingTx {

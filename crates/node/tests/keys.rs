@@ -6,318 +6,23 @@
 //!
 //! Validators: 0 hospital, 1 clinic, 2 pharmacy, 3 insurance.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{enrollment, fast_timing, note, runtime};
-use ledger::seal::{DataKey, seal_with};
-use ledger::tx::{AddRecord, AnswerErasure, Decision, RecordBody};
-use ledger::{Meta, Queries, SignedTx, TxId};
-use node::load::{Person, enroll, header};
-use node::transport::MemoryNetwork;
-use node::{
-    Clock, Cluster, ClusterOptions, Frame, KeyFrame, KeyReply, NodeHandle, OpenState, Opened,
-    Timing, Verdict, Wire, WireKey,
+use common::world::{
+    CLINIC, HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, WAIT, World, diagnosis, wait_until,
 };
+use common::{enrollment, fast_timing, note};
+use ledger::seal::{DataKey, seal_with};
+use ledger::tx::AddRecord;
+use ledger::{Meta, SignedTx, TxId};
+use node::load::{Person, header};
+use node::transport::MemoryNetwork;
+use node::{Frame, KeyFrame, KeyReply, OpenState, Timing, Verdict, Wire, WireKey};
 use pbft::ReplicaId;
-
-const WAIT: Duration = Duration::from_secs(20);
-const HOSPITAL: ReplicaId = 0;
-const CLINIC: ReplicaId = 1;
-const PHARMACY: ReplicaId = 2;
-const INSURANCE: ReplicaId = 3;
-const HOUR_MS: u64 = 3_600_000;
-
-/// Four validators going by one manual clock, each with its own operator key (hence key-store
-/// key).
-struct World {
-    dir: common::DataDir,
-    cluster: Cluster,
-    rt: tokio::runtime::Runtime,
-    clock: Clock,
-}
-
-impl World {
-    fn new() -> Self {
-        Self::with_timing(fast_timing())
-    }
-
-    fn with_timing(timing: Timing) -> Self {
-        let rt = runtime();
-        let dir = common::data_dir();
-        let clock = Clock::manual(Clock::System.now_ms());
-        let cluster = Cluster::start(ClusterOptions {
-            clock: clock.clone(),
-            ..ClusterOptions::new(dir.path(), timing)
-        })
-        .unwrap();
-        World {
-            dir,
-            cluster,
-            rt,
-            clock,
-        }
-    }
-
-    fn node(&self, id: ReplicaId) -> NodeHandle {
-        self.cluster.handle(id).expect("the validator runs")
-    }
-
-    fn network(&self) -> &MemoryNetwork {
-        self.cluster.network()
-    }
-
-    fn genesis_hash(&self) -> ledger::Hash {
-        self.cluster.genesis().hash()
-    }
-
-    /// A patient, an oncologist who writes in their history and a neurologist who may read
-    /// it, each enrolled at the home given.
-    fn cast(
-        &self,
-        patient: ReplicaId,
-        author: ReplicaId,
-        reader: ReplicaId,
-    ) -> (Person, Person, Person) {
-        let patient = Person::patient(patient);
-        let author = Person::doctor(author, "Oncology", "Dr Author");
-        let reader = Person::doctor(reader, "Neurology", "Dr Reader");
-        self.enroll(&[&patient, &author, &reader]);
-        (patient, author, reader)
-    }
-
-    fn enroll(&self, people: &[&Person]) {
-        self.rt
-            .block_on(enroll(&self.cluster.handles(), people, WAIT))
-            .expect("enrolled");
-        self.settle();
-    }
-
-    /// Waits until every running validator has applied what the furthest one has.
-    fn settle(&self) {
-        let height = self
-            .cluster
-            .handles()
-            .iter()
-            .map(|h| h.status().height)
-            .max()
-            .unwrap_or(0);
-        self.settle_to(height);
-    }
-
-    /// Waits until every running validator has applied `height`.
-    fn settle_to(&self, height: u64) {
-        let handles = self.cluster.handles();
-        wait_until("every validator to apply the head", || {
-            handles.iter().all(|h| h.status().height >= height)
-        });
-    }
-
-    /// Submits `tx` at validator `at` and waits until it is applied everywhere.
-    fn applied(&self, at: ReplicaId, tx: SignedTx) -> TxId {
-        let id = tx.id(&self.genesis_hash());
-        self.applied_at(at, tx);
-        id
-    }
-
-    /// [`World::applied`], answering the height of the block that applied it.
-    fn applied_at(&self, at: ReplicaId, tx: SignedTx) -> u64 {
-        let verdict = self
-            .rt
-            .block_on(self.node(at).submit_applied(tx, WAIT))
-            .expect("submitted");
-        let Verdict::Applied { height, .. } = verdict else {
-            panic!("not applied: {verdict:?}");
-        };
-        self.settle_to(height);
-        height
-    }
-
-    /// `patient` asks, on their device at their home, for `tx` to be erased, and its sealer
-    /// `sealer` answers `Erase`: the height of the answer's block.
-    fn erase(&self, patient: &Person, tx: TxId, sealer: ReplicaId) -> u64 {
-        let request = self.applied(
-            patient.home,
-            patient.request_erasure(&self.genesis_hash(), tx),
-        );
-        let node = self.node(sealer);
-        let meta = Meta::AnswerErasure(AnswerErasure {
-            request,
-            decision: Decision::Erase,
-        });
-        let answer = node.sign_as_validator(
-            header(meta, ledger::Signer::Validator { index: sealer }),
-            Vec::new(),
-        );
-        self.applied_at(sealer, answer)
-    }
-
-    /// The sealed key column of `tx`'s row in validator `at`'s `keys.db`.
-    fn sealed_row(&self, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
-        let conn = rusqlite::Connection::open(self.keys_db(at)).unwrap();
-        conn.query_row(
-            "SELECT sealed_key FROM data_keys WHERE tx = ?1",
-            [tx.as_slice()],
-            |row| row.get(0),
-        )
-        .ok()
-    }
-
-    /// A record by `doctor` in `patient`'s history: the patient's write grant sealed and
-    /// submitted at their home, the record sealed and submitted at the doctor's.
-    fn record(&self, doctor: &Person, patient: &Person, diagnosis: &str) -> TxId {
-        let grant = self
-            .rt
-            .block_on(patient.write_grant(&self.node(patient.home), &doctor.id, "a visit"))
-            .unwrap();
-        let grant = self.applied(patient.home, grant);
-        let record = self
-            .rt
-            .block_on(doctor.record(
-                &self.node(doctor.home),
-                &patient.id,
-                grant,
-                &note(diagnosis),
-            ))
-            .unwrap();
-        self.applied(doctor.home, record)
-    }
-
-    /// `patient`'s read grant to `doctor` for `duration_ms`, on the patient's device.
-    fn sealed_read_grant(&self, patient: &Person, doctor: &Person, duration_ms: u64) -> SignedTx {
-        self.rt
-            .block_on(patient.read_grant(
-                &self.node(patient.home),
-                &doctor.id,
-                duration_ms,
-                "a second opinion",
-            ))
-            .unwrap()
-    }
-
-    fn read_grant(&self, patient: &Person, doctor: &Person, duration_ms: u64) -> TxId {
-        let grant = self.sealed_read_grant(patient, doctor, duration_ms);
-        self.applied(patient.home, grant)
-    }
-
-    fn revoke(&self, patient: &Person, grant: TxId) {
-        let revoke = patient.revoke(&self.genesis_hash(), grant);
-        self.applied(patient.home, revoke);
-    }
-
-    /// `tx` as validator `at` opens it now, from its chain's head (`None`: not on its chain).
-    fn try_open(&self, at: ReplicaId, tx: &TxId) -> Option<Opened> {
-        let node = self.node(at);
-        let (height, committed) = node
-            .read(|chain| Ok((chain.head()?.0, chain.transaction(tx)?)))
-            .unwrap();
-        let committed = committed?;
-        let mut opened = self
-            .rt
-            .block_on(node.open(height, &[(committed.tx.header, committed.tx.body)]))
-            .expect("opened");
-        opened.pop()
-    }
-
-    fn open(&self, at: ReplicaId, tx: &TxId) -> Opened {
-        self.try_open(at, tx)
-            .expect("the transaction is on this validator's chain")
-    }
-
-    /// Waits until validator `at` has `tx` on its chain and sees it in `state`.
-    fn wait_state(&self, at: ReplicaId, tx: &TxId, state: OpenState) -> Opened {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let opened = self.try_open(at, tx);
-            match opened {
-                Some(opened) if opened.state == state => return opened,
-                _ => assert!(
-                    Instant::now() < deadline,
-                    "validator {at} sees {:?}, not {state:?}",
-                    opened.map(|o| o.state)
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The transactions whose keys validator `at`'s `keys.db` holds, read from the file.
-    fn key_rows(&self, at: ReplicaId) -> Vec<TxId> {
-        let conn = rusqlite::Connection::open(self.keys_db(at)).unwrap();
-        let mut stmt = conn.prepare("SELECT tx FROM data_keys").unwrap();
-        stmt.query_map([], |row| row.get::<_, Vec<u8>>(0))
-            .unwrap()
-            .map(|tx| tx.unwrap().try_into().unwrap())
-            .collect()
-    }
-
-    fn keys_db(&self, at: ReplicaId) -> PathBuf {
-        let name = &self.cluster.genesis().validators()[at as usize].name;
-        self.dir.path().join(name).join("keys.db")
-    }
-
-    /// The files of validator `at`'s key store: the database, its WAL and shared memory.
-    fn keys_db_files(&self, at: ReplicaId) -> Vec<PathBuf> {
-        ["", "-wal", "-shm"]
-            .iter()
-            .map(|suffix| PathBuf::from(format!("{}{suffix}", self.keys_db(at).display())))
-            .collect()
-    }
-
-    /// Validator `at`, stopped, loses its key store.
-    fn lose_keys_db(&self, at: ReplicaId) {
-        for file in self.keys_db_files(at) {
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn diagnosis(opened: &Opened) -> String {
-    let plain = opened.plain.as_ref().expect("opened");
-    RecordBody::from_bytes(plain).unwrap().diagnosis
-}
-
-/// Every key answer the network carries: `(from, to, asked ids' replies)`.
-type Answers = Arc<Mutex<Vec<(ReplicaId, ReplicaId, u64, Vec<KeyReply>)>>>;
-
-fn record_answers(network: &MemoryNetwork) -> Answers {
-    let answers: Answers = Arc::default();
-    let seen = answers.clone();
-    network.observe(move |from, to, frame| {
-        if let Wire::Keys(KeyFrame::Answer {
-            request, replies, ..
-        }) = &**frame
-        {
-            seen.lock()
-                .unwrap()
-                .push((from, to, *request, replies.clone()));
-        }
-    });
-    answers
-}
-
-fn keys_sent(answers: &Answers, from: ReplicaId, to: ReplicaId) -> usize {
-    answers
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(f, t, _, _)| *f == from && *t == to)
-        .flat_map(|(_, _, _, replies)| replies)
-        .filter(|reply| matches!(reply, KeyReply::Key(_)))
-        .count()
-}
 
 fn request(request: u64, txs: Vec<TxId>) -> Frame {
     Frame::new(Wire::Keys(KeyFrame::Request { request, txs }))
@@ -417,7 +122,6 @@ fn the_author_delivers_a_record_key_to_the_home() {
 #[test]
 fn a_read_grant_brings_the_history_to_the_grantee() {
     let w = World::new();
-    let answers = record_answers(w.network());
     let patient = Person::patient(HOSPITAL);
     let home_doctor = Person::doctor(HOSPITAL, "Cardiology", "Dr Home");
     let other_author = Person::doctor(PHARMACY, "Oncology", "Dr Elsewhere");
@@ -445,8 +149,8 @@ fn a_read_grant_brings_the_history_to_the_grantee() {
     // The grant's purpose too: the reader's hospital is a party to it.
     w.wait_state(CLINIC, &grant, OpenState::Open);
     // The home is the one distributor: the author gave the grantee nothing.
-    assert_eq!(keys_sent(&answers, PHARMACY, CLINIC), 0);
-    assert!(keys_sent(&answers, HOSPITAL, CLINIC) >= 2);
+    assert_eq!(w.keys_sent(PHARMACY, CLINIC), 0);
+    assert!(w.keys_sent(HOSPITAL, CLINIC) >= 2);
     assert_eq!(
         w.open(INSURANCE, &written_home).state,
         OpenState::Elsewhere { home: HOSPITAL }
@@ -504,7 +208,6 @@ fn revocation_and_expiry_stop_deliveries_and_drop_received_keys() {
 #[test]
 fn a_record_added_after_the_grant_ends_never_reaches_the_grantee() {
     let w = World::new();
-    let answers = record_answers(w.network());
     let (patient, author, reader) = w.cast(HOSPITAL, PHARMACY, CLINIC);
 
     w.read_grant(&patient, &reader, 60_000);
@@ -526,7 +229,7 @@ fn a_record_added_after_the_grant_ends_never_reaches_the_grantee() {
     }
     let rows = w.key_rows(CLINIC);
     assert!(!rows.contains(&after_expiry) && !rows.contains(&after_revocation));
-    assert_eq!(keys_sent(&answers, PHARMACY, CLINIC), 0);
+    assert_eq!(w.keys_sent(PHARMACY, CLINIC), 0);
 }
 
 /// Red team finding 4: a home doctor's read grant at the patient's home, begun and ended while
@@ -603,6 +306,12 @@ fn while_the_home_is_down_the_grant_waits() {
         OpenState::Waiting { from: PHARMACY, .. }
     ));
     assert!(w.node(CLINIC).key_status().waiting >= 1);
+    // The grant's key status (§13): one record waits for the home, none held.
+    let keys =
+        w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
+            .unwrap();
+    assert_eq!((keys.held, keys.waiting, keys.from), (0, 1, Some(PHARMACY)));
+    assert!(keys.since_ms.is_some_and(|since| since > 0));
     // The author holds it, but gives a grantee nothing behind the home's back.
     assert!(!w.key_rows(CLINIC).contains(&record));
 
@@ -611,48 +320,33 @@ fn while_the_home_is_down_the_grant_waits() {
         diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
         "Mesothelioma"
     );
+    let keys =
+        w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
+            .unwrap();
+    assert_eq!((keys.held, keys.waiting, keys.since_ms), (1, 0, None));
 }
 
 #[test]
 fn a_peer_that_is_not_entitled_gets_no_key() {
     let w = World::new();
-    let answers = record_answers(w.network());
     let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
     let record = w.record(&author, &patient, "Carcinoma");
     w.read_grant(&patient, &reader, HOUR_MS);
     w.wait_state(PHARMACY, &record, OpenState::Open);
 
+    let unknown = ledger::sha256(b"not on chain");
     let asks = [
         // The insurer, entitled to nothing, asks the home and the author.
-        (INSURANCE, HOSPITAL, 901),
-        (INSURANCE, CLINIC, 902),
+        (INSURANCE, HOSPITAL, 901, record, KeyReply::NotEntitled),
+        (INSURANCE, CLINIC, 902, record, KeyReply::NotEntitled),
         // A grantee asks the author: only the home hands records to grantees.
-        (PHARMACY, CLINIC, 903),
+        (PHARMACY, CLINIC, 903, record, KeyReply::NotEntitled),
+        // No key held for it: answered from memory, without looking at the chain (W4).
+        (INSURANCE, HOSPITAL, 904, unknown, KeyReply::NotHeld),
     ];
-    for (asker, holder, id) in asks {
-        assert!(w.network().inject(asker, holder, request(id, vec![record])));
-    }
-    let unknown = ledger::sha256(b"not on chain");
-    assert!(
-        w.network()
-            .inject(INSURANCE, HOSPITAL, request(904, vec![unknown]))
-    );
-    wait_until("the four answers", || {
-        answers
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, _, id, _)| (901..=904).contains(id))
-            .count()
-            == 4
-    });
-    for (from, to, id, replies) in answers.lock().unwrap().iter() {
-        let expected = match id {
-            901..=903 => KeyReply::NotEntitled,
-            904 => KeyReply::NotOnChain,
-            _ => continue,
-        };
-        assert_eq!(replies, &vec![expected], "{from} to {to}, request {id}");
+    for (asker, holder, id, tx, expected) in asks {
+        let replies = w.ask(asker, holder, id, vec![tx]);
+        assert_eq!(replies, vec![expected], "{asker} to {holder}, request {id}");
     }
     assert!(w.key_rows(INSURANCE).is_empty());
     assert!(
@@ -671,6 +365,42 @@ fn a_peer_that_is_not_entitled_gets_no_key() {
     );
     // The answers reached validators that had asked nothing: dropped unread.
     assert!(w.node(INSURANCE).key_status().counters.keys_answers_dropped >= 2);
+}
+
+/// §5.3 (red team of the code, W4): a holder answers ids it holds no key for, and held ones
+/// the asker is not entitled to, from its in-memory index, without a chain read per id; only
+/// an id it holds for an asker the index finds entitled is checked against the chain.
+#[test]
+fn unknown_and_unentitled_ids_are_answered_from_memory() {
+    let w = World::new();
+    let (patient, author, _) = w.cast(HOSPITAL, CLINIC, INSURANCE);
+    let record = w.record(&author, &patient, "Mesothelioma");
+    w.wait_state(HOSPITAL, &record, OpenState::Open);
+    let hospital = w.node(HOSPITAL);
+    let before = hospital.key_status().counters;
+
+    // The insurer asks the home for the record and 1,023 ids of nothing.
+    let mut txs = vec![record];
+    txs.extend((0..1023u32).map(|i| ledger::sha256(&i.to_le_bytes())));
+    let replies = w.ask(INSURANCE, HOSPITAL, 911, txs);
+    assert_eq!(replies.len(), 1024);
+    assert_eq!(replies[0], KeyReply::NotEntitled);
+    assert!(replies[1..].iter().all(|reply| *reply == KeyReply::NotHeld));
+    // The author, a party, asks the home for it.
+    assert!(matches!(
+        w.ask(CLINIC, HOSPITAL, 912, vec![record])[..],
+        [KeyReply::Key(_)]
+    ));
+    let after = hospital.key_status().counters;
+    assert_eq!(
+        after.keys_requests_checked - before.keys_requests_checked,
+        1,
+        "only the author's id was checked on chain"
+    );
+    assert_eq!(
+        after.keys_requests_not_entitled - before.keys_requests_not_entitled,
+        1
+    );
 }
 
 #[test]
@@ -734,6 +464,31 @@ fn a_restart_resumes_from_the_processed_height() {
         w.node(PHARMACY).key_status().counters.keys_received,
         1,
         "only the new record's key is fetched again"
+    );
+}
+
+/// The in-memory index is rebuilt at start (§5.3, W4): a home restarted after a read grant
+/// still hands its grantee the records added after, and still answers `Erased` for a record
+/// erased before it stopped; neither is read from the chain per asked id.
+#[test]
+fn a_restarted_home_answers_from_its_rebuilt_index() {
+    let mut w = World::new();
+    let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
+    w.read_grant(&patient, &reader, HOUR_MS);
+    let erased = w.record(&author, &patient, "Sarcoma");
+    w.wait_state(HOSPITAL, &erased, OpenState::Open);
+    w.erase(&patient, erased, CLINIC);
+
+    w.cluster.stop(HOSPITAL);
+    w.cluster.restart(HOSPITAL).unwrap();
+    let later = w.record(&author, &patient, "Sarcoma, in remission");
+    assert_eq!(
+        diagnosis(&w.wait_state(PHARMACY, &later, OpenState::Open)),
+        "Sarcoma, in remission"
+    );
+    assert_eq!(
+        w.ask(CLINIC, HOSPITAL, 921, vec![erased]),
+        vec![KeyReply::Erased]
     );
 }
 
@@ -838,17 +593,13 @@ fn a_peer_above_its_rate_is_answered_busy_and_seals_go_first() {
 #[test]
 fn a_key_request_of_more_than_1024_ids_or_none_is_dropped_and_counted() {
     let w = World::new();
-    let answers = record_answers(w.network());
     let too_many = vec![[1; 32]; node::MAX_KEY_REQUEST_IDS + 1];
     assert!(w.network().inject(CLINIC, HOSPITAL, request(1, too_many)));
     assert!(w.network().inject(CLINIC, HOSPITAL, request(2, Vec::new())));
     wait_until("both requests dropped", || {
         w.node(HOSPITAL).key_status().counters.keys_requests_dropped == 2
     });
-    assert!(
-        answers.lock().unwrap().is_empty(),
-        "a malformed request was answered"
-    );
+    assert!(w.answers().is_empty(), "a malformed request was answered");
 }
 
 #[test]
@@ -1113,7 +864,6 @@ fn a_restored_home_answers_no_key_before_it_has_caught_up() {
     copy_folder(&backup, &folder);
     w.network()
         .filter(|_, to, frame| !(to == PHARMACY && matches!(**frame, Wire::Blocks(_))));
-    let answers = record_answers(w.network());
     w.cluster.restart(PHARMACY).unwrap();
     let pharmacy = w.node(PHARMACY);
     let hospital = w.node(HOSPITAL);
@@ -1124,25 +874,7 @@ fn a_restored_home_answers_no_key_before_it_has_caught_up() {
         let status = pharmacy.status();
         status.recovering || status.reported_checkpoint > pharmacy.key_status().processed_height
     });
-    let ask = |id: u64| {
-        assert!(
-            w.network()
-                .inject(CLINIC, PHARMACY, request(id, vec![record]))
-        );
-        wait_until("the answer", || {
-            answers
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(_, _, request, _)| *request == id)
-        });
-        let answers = answers.lock().unwrap();
-        let (_, _, _, replies) = answers
-            .iter()
-            .find(|(_, _, request, _)| *request == id)
-            .unwrap();
-        replies.clone()
-    };
+    let ask = |id: u64| w.ask(CLINIC, PHARMACY, id, vec![record]);
     assert_eq!(
         ask(501),
         vec![KeyReply::Busy],
@@ -1155,6 +887,24 @@ fn a_restored_home_answers_no_key_before_it_has_caught_up() {
         pharmacy.key_status().processed_height >= head && !pharmacy.status().recovering
     });
     assert_eq!(ask(502), vec![KeyReply::NotEntitled]);
+}
+
+/// A validator cut off from every peer takes itself for behind once their last claims are a
+/// few seconds old (docs/SECURITY.md §16.25): a partition does not leave it answering keys, or
+/// opening purposes, from its old state as if it were current.
+#[test]
+fn a_validator_cut_off_from_its_peers_takes_itself_for_behind() {
+    let w = World::new();
+    let insurance = w.node(INSURANCE);
+    let behind = || {
+        let status = insurance.status();
+        status.behind(status.height)
+    };
+    wait_until("the insurer to hear its peers", || !behind());
+    w.network().filter(|_, to, _| to != INSURANCE);
+    wait_until("the insurer, cut off, to take itself for behind", behind);
+    w.network().clear_filter();
+    wait_until("the insurer to hear its peers again", || !behind());
 }
 
 fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
@@ -1171,7 +921,6 @@ fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn erasure_deletes_the_key_on_every_correct_validator() {
     let w = World::new();
-    let answers = record_answers(w.network());
     let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
     w.read_grant(&patient, &reader, HOUR_MS);
     let record = w.record(&author, &patient, "Lymphoma, stage II");
@@ -1201,17 +950,10 @@ fn erasure_deletes_the_key_on_every_correct_validator() {
         }
     }
     // A party asking for it now is told it is erased.
-    assert!(
-        w.network()
-            .inject(CLINIC, HOSPITAL, request(77, vec![record]))
+    assert_eq!(
+        w.ask(CLINIC, HOSPITAL, 77, vec![record]),
+        vec![KeyReply::Erased]
     );
-    wait_until("the answer", || {
-        answers
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, _, id, replies)| *id == 77 && replies == &vec![KeyReply::Erased])
-    });
     // The chain still verifies from genesis, without any key.
     for handle in w.cluster.handles() {
         handle
@@ -1235,19 +977,9 @@ fn a_validator_down_during_an_erasure_catches_up_before_it_serves() {
     let erased_at = w.erase(&patient, record, CLINIC);
 
     w.cluster.restart(PHARMACY).unwrap();
-    let committed = w
-        .node(HOSPITAL)
-        .read(|chain| chain.transaction(&record))
-        .unwrap()
-        .unwrap();
-    let opened =
-        w.rt.block_on(
-            w.node(PHARMACY)
-                .open(erased_at, &[(committed.tx.header, committed.tx.body)]),
-        )
-        .unwrap();
-    assert_eq!(opened[0].state, OpenState::Erased);
-    assert!(opened[0].plain.is_none());
+    let opened = w.open_at(PHARMACY, &record, erased_at);
+    assert_eq!(opened.state, OpenState::Erased);
+    assert!(opened.plain.is_none());
     assert!(w.node(PHARMACY).key_status().processed_height >= erased_at);
     assert!(!w.key_rows(PHARMACY).contains(&record));
 }

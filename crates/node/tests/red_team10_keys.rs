@@ -8,140 +8,21 @@
 //! Validators: 0 hospital, 1 clinic, 2 pharmacy, 3 insurance.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[allow(dead_code)] // Helpers shared with the other cluster tests.
 mod common;
 
-use common::{fast_timing, note, runtime};
+use common::note;
+use common::world::{CLINIC, HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, World, diagnosis, wait_until};
 use ledger::seal::DataKey;
-use ledger::tx::{AddRecord, AnswerErasure, Decision, RecordBody};
-use ledger::{Meta, Queries, SignedTx, TxId};
-use node::load::{Person, enroll, header};
-use node::transport::MemoryNetwork;
-use node::{
-    Clock, Cluster, ClusterOptions, Frame, KeyFrame, KeyReply, NodeHandle, OpenState, Opened,
-    Verdict, Wire, WireKey,
-};
+use ledger::tx::AddRecord;
+use ledger::{Meta, Queries, TxId};
+use node::load::{Person, header};
+use node::{Frame, KeyFrame, KeyReply, OpenState, Wire, WireKey};
 use pbft::ReplicaId;
 
-const WAIT: Duration = Duration::from_secs(20);
-const HOSPITAL: ReplicaId = 0;
-const CLINIC: ReplicaId = 1;
-const PHARMACY: ReplicaId = 2;
-const INSURANCE: ReplicaId = 3;
-const HOUR_MS: u64 = 3_600_000;
-
-/// Every key frame the network carries, and the ones a test withholds: `(from, to, frame)`.
-type Seen = Arc<Mutex<Vec<(ReplicaId, ReplicaId, Frame)>>>;
-
-struct World {
-    dir: common::DataDir,
-    cluster: Cluster,
-    rt: tokio::runtime::Runtime,
-    clock: Clock,
-    seen: Seen,
-}
-
 impl World {
-    fn new() -> Self {
-        let rt = runtime();
-        let dir = common::data_dir();
-        let clock = Clock::manual(Clock::System.now_ms());
-        let cluster = Cluster::start(ClusterOptions {
-            clock: clock.clone(),
-            ..ClusterOptions::new(dir.path(), fast_timing())
-        })
-        .unwrap();
-        let seen: Seen = Arc::default();
-        let log = seen.clone();
-        cluster.network().observe(move |from, to, frame| {
-            if matches!(**frame, Wire::Keys(_)) {
-                log.lock().unwrap().push((from, to, frame.clone()));
-            }
-        });
-        World {
-            dir,
-            cluster,
-            rt,
-            clock,
-            seen,
-        }
-    }
-
-    fn node(&self, id: ReplicaId) -> NodeHandle {
-        self.cluster.handle(id).expect("the validator runs")
-    }
-
-    fn network(&self) -> &MemoryNetwork {
-        self.cluster.network()
-    }
-
-    fn genesis_hash(&self) -> ledger::Hash {
-        self.cluster.genesis().hash()
-    }
-
-    fn enroll(&self, people: &[&Person]) {
-        self.rt
-            .block_on(enroll(&self.cluster.handles(), people, WAIT))
-            .expect("enrolled");
-        self.settle();
-    }
-
-    fn settle(&self) {
-        let handles = self.cluster.handles();
-        let height = handles.iter().map(|h| h.status().height).max().unwrap_or(0);
-        wait_until("every validator to apply the head", || {
-            handles.iter().all(|h| h.status().height >= height)
-        });
-    }
-
-    /// Submits `tx` at `at`, waits until every running validator applied it: its block height.
-    fn applied_at(&self, at: ReplicaId, tx: SignedTx) -> u64 {
-        let verdict = self
-            .rt
-            .block_on(self.node(at).submit_applied(tx, WAIT))
-            .expect("submitted");
-        let Verdict::Applied { height, .. } = verdict else {
-            panic!("not applied: {verdict:?}");
-        };
-        let handles = self.cluster.handles();
-        wait_until("every validator to apply it", || {
-            handles.iter().all(|h| h.status().height >= height)
-        });
-        height
-    }
-
-    fn applied(&self, at: ReplicaId, tx: SignedTx) -> TxId {
-        let id = tx.id(&self.genesis_hash());
-        self.applied_at(at, tx);
-        id
-    }
-
-    fn write_grant(&self, patient: &Person, doctor: &Person) -> TxId {
-        let grant = self
-            .rt
-            .block_on(patient.write_grant(&self.node(patient.home), &doctor.id, "a visit"))
-            .unwrap();
-        self.applied(patient.home, grant)
-    }
-
-    /// A record sealed by its author's node (which stores the key) and committed.
-    fn record(&self, doctor: &Person, patient: &Person, diagnosis: &str) -> TxId {
-        let grant = self.write_grant(patient, doctor);
-        let record = self
-            .rt
-            .block_on(doctor.record(
-                &self.node(doctor.home),
-                &patient.id,
-                grant,
-                &note(diagnosis),
-            ))
-            .unwrap();
-        self.applied(doctor.home, record)
-    }
-
     /// A record sealed by the test, playing its author's validator: the data key stays with
     /// the test (no node stores it), the author's node only submits it.
     fn record_keyed_here(
@@ -168,165 +49,19 @@ impl World {
         (self.applied(doctor.home, tx), key)
     }
 
-    fn read_grant(&self, patient: &Person, doctor: &Person, duration_ms: u64) -> TxId {
-        let grant = self
-            .rt
-            .block_on(patient.read_grant(
-                &self.node(patient.home),
-                &doctor.id,
-                duration_ms,
-                "a second opinion",
-            ))
-            .unwrap();
-        self.applied(patient.home, grant)
-    }
-
-    fn revoke(&self, patient: &Person, grant: TxId) {
-        self.applied(patient.home, patient.revoke(&self.genesis_hash(), grant));
-    }
-
-    fn erase(&self, patient: &Person, tx: TxId, sealer: ReplicaId) -> u64 {
-        let request = self.applied(
-            patient.home,
-            patient.request_erasure(&self.genesis_hash(), tx),
-        );
-        let meta = Meta::AnswerErasure(AnswerErasure {
-            request,
-            decision: Decision::Erase,
-        });
-        let node = self.node(sealer);
-        let answer = node.sign_as_validator(
-            header(meta, ledger::Signer::Validator { index: sealer }),
-            Vec::new(),
-        );
-        self.applied_at(sealer, answer)
-    }
-
-    fn try_open(&self, at: ReplicaId, tx: &TxId) -> Option<Opened> {
-        let node = self.node(at);
-        let (height, committed) = node
-            .read(|chain| Ok((chain.head()?.0, chain.transaction(tx)?)))
-            .unwrap();
-        let committed = committed?;
-        self.rt
-            .block_on(node.open(height, &[(committed.tx.header, committed.tx.body)]))
-            .expect("opened")
-            .pop()
-    }
-
-    fn wait_state(&self, at: ReplicaId, tx: &TxId, state: OpenState) -> Opened {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let opened = self.try_open(at, tx);
-            match opened {
-                Some(opened) if opened.state == state => return opened,
-                _ => assert!(
-                    Instant::now() < deadline,
-                    "validator {at} sees {:?}, not {state:?}",
-                    opened.map(|o| o.state)
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn keys_db(&self, at: ReplicaId) -> PathBuf {
-        let name = &self.cluster.genesis().validators()[at as usize].name;
-        self.dir.path().join(name).join("keys.db")
-    }
-
-    fn sealed_row(&self, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
-        let conn = rusqlite::Connection::open(self.keys_db(at)).unwrap();
-        conn.query_row(
-            "SELECT sealed_key FROM data_keys WHERE tx = ?1",
-            [tx.as_slice()],
-            |row| row.get(0),
-        )
-        .ok()
-    }
-
     /// The files of `at`'s key store in which `bytes` occur.
     fn files_holding(&self, at: ReplicaId, bytes: &[u8]) -> Vec<String> {
-        ["", "-wal", "-shm"]
-            .iter()
-            .map(|suffix| format!("{}{suffix}", self.keys_db(at).display()))
+        self.keys_db_files(at)
+            .into_iter()
             .filter(|file| {
                 std::fs::read(file)
                     .unwrap_or_default()
                     .windows(bytes.len())
                     .any(|window| window == bytes)
             })
+            .map(|file| file.display().to_string())
             .collect()
     }
-
-    /// `asker` (played by the test) asks `holder` for `txs` under request id `id`: the
-    /// holder's replies.
-    fn ask(&self, asker: ReplicaId, holder: ReplicaId, id: u64, txs: Vec<TxId>) -> Vec<KeyReply> {
-        let frame = Frame::new(Wire::Keys(KeyFrame::Request { request: id, txs }));
-        assert!(self.network().inject(asker, holder, frame));
-        let mut replies = None;
-        wait_until("the holder's answer", || {
-            replies = self.answer_of(holder, asker, id);
-            replies.is_some()
-        });
-        replies.unwrap()
-    }
-
-    fn answer_of(&self, from: ReplicaId, to: ReplicaId, id: u64) -> Option<Vec<KeyReply>> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|(f, t, frame)| match &**frame {
-                Wire::Keys(KeyFrame::Answer {
-                    request, replies, ..
-                }) if *f == from && *t == to && *request == id => Some(replies.clone()),
-                _ => None,
-            })
-    }
-
-    /// The next request `victim` sends to `holder` asking for `tx`, seen after `after` frames.
-    fn request_for(
-        &self,
-        victim: ReplicaId,
-        holder: ReplicaId,
-        tx: &TxId,
-        after: usize,
-    ) -> (u64, Vec<TxId>) {
-        let mut found = None;
-        wait_until("the victim to ask", || {
-            found = self.seen.lock().unwrap()[after..]
-                .iter()
-                .find_map(|(f, t, frame)| match &**frame {
-                    Wire::Keys(KeyFrame::Request { request, txs })
-                        if *f == victim && *t == holder && txs.contains(tx) =>
-                    {
-                        Some((*request, txs.clone()))
-                    }
-                    _ => None,
-                });
-            found.is_some()
-        });
-        found.unwrap()
-    }
-
-    fn frames_seen(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn diagnosis(opened: &Opened) -> String {
-    RecordBody::from_bytes(opened.plain.as_ref().expect("opened"))
-        .unwrap()
-        .diagnosis
 }
 
 fn answer(request: u64, replies: Vec<KeyReply>) -> Frame {
@@ -547,18 +282,8 @@ fn held_3_a_key_store_restored_behind_its_chain_reapplies_the_erasure() {
     );
     w.cluster.restart(PHARMACY).unwrap();
     // The first open, at the erasure's height, already finds it erased.
-    let committed = w
-        .node(HOSPITAL)
-        .read(|chain| chain.transaction(&record))
-        .unwrap()
-        .unwrap();
-    let opened =
-        w.rt.block_on(
-            w.node(PHARMACY)
-                .open(erased_at, &[(committed.tx.header, committed.tx.body)]),
-        )
-        .unwrap();
-    assert_eq!(opened[0].state, OpenState::Erased);
+    let opened = w.open_at(PHARMACY, &record, erased_at);
+    assert_eq!(opened.state, OpenState::Erased);
     assert!(w.sealed_row(PHARMACY, &record).is_none());
     assert_eq!(w.files_holding(PHARMACY, &row), Vec::<String>::new());
     // Asked by a party (the author), once it answers at all, it says erased.

@@ -105,6 +105,8 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
         "requests_dropped": c.keys_requests_dropped,
         "requests_busy": c.keys_requests_busy,
         "requests_not_entitled": c.keys_requests_not_entitled,
+        "requests_not_held": c.keys_requests_not_held,
+        "requests_checked": c.keys_requests_checked,
         "answers_dropped": c.keys_answers_dropped,
     })
 }

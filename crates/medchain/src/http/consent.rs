@@ -295,6 +295,21 @@ struct GrantView {
     time_left_ms: u64,
     used_by: Option<String>,
     revoked_by: Option<String>,
+    /// A doctor's live read grant, at their home: how the keys of the patient's records stand
+    /// here (docs/SECURITY.md §13).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<KeysView>,
+}
+
+/// `{held, waiting, from, since_ms}`: records of the patient whose keys this hospital holds,
+/// those it waits for, the hospital it waits for (the patient's home, when none waits), and
+/// since when the longest-waiting one has waited (null when none waits).
+#[derive(Serialize)]
+struct KeysView {
+    held: u64,
+    waiting: u64,
+    from: String,
+    since_ms: Option<u64>,
 }
 
 fn grant_view(row: &GrantRow, info: Option<&GrantInfo>, now: u64) -> GrantView {
@@ -336,6 +351,7 @@ fn grant_view(row: &GrantRow, info: Option<&GrantInfo>, now: u64) -> GrantView {
         },
         used_by: row.used.map(hex::encode),
         revoked_by: row.revoked.map(hex::encode),
+        keys: None,
     }
 }
 
@@ -395,7 +411,15 @@ async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Gra
         success: true,
         consents: grants
             .iter()
-            .map(|g| grant_view(&g.row, Some(g), now))
+            .map(|g| GrantView {
+                keys: g.keys.map(|keys| KeysView {
+                    held: keys.held,
+                    waiting: keys.waiting,
+                    from: state.flows.hospital(keys.from),
+                    since_ms: keys.since_ms,
+                }),
+                ..grant_view(&g.row, Some(g), now)
+            })
             .collect(),
     }))
 }

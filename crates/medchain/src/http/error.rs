@@ -215,6 +215,10 @@ pub(crate) fn node_error(what: &str, e: NodeError) -> ApiError {
         NodeError::Refused(why) => ApiError::Conflict(why),
         // The key service has not processed the height a read needs yet (§6.1).
         NodeError::KeysCatchingUp => ApiError::Unavailable("keys catching up".into()),
+        // It may lack an erasure the others applied: nothing sealed is opened (§16.25).
+        NodeError::Behind => {
+            ApiError::Unavailable("catching up with the chain; please retry shortly".into())
+        }
         NodeError::Seal(why) => ApiError::TooLarge(format!("The content cannot be sealed: {why}")),
         NodeError::Invalid(invalid) => ApiError::BadRequest(invalid.reason().to_string()),
         other => ApiError::internal(format!("{what}: {other}")),

@@ -41,6 +41,12 @@ struct KeyView {
     /// `live`, `revoked`, or `waiting` (a recovered key before its waiting period ends).
     status: &'static str,
     active_from_ms: u64,
+    /// When it was added (its block's time).
+    added_ms: u64,
+    /// A live key added with the password alone (or vouched for by a key that could not
+    /// vouch): until this time it shares the history with no other hospital and requests no
+    /// erasure (docs/SECURITY.md, "Confidential records", §4.2). Null when it is not young.
+    young_until_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -103,6 +109,9 @@ async fn identity(State(state): State<AppState>, auth: Authed) -> ApiResult<Json
                     "live"
                 },
                 active_from_ms: k.active_from_ms,
+                added_ms: k.added_ms,
+                young_until_ms: (k.revoked.is_none() && k.young_at(now))
+                    .then_some(k.young_until_ms),
             })
             .collect(),
         recoveries: view

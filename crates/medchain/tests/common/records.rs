@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use axum::http::StatusCode;
+use ledger::tx::Decision;
+use medchain::app::flows::erasure::queue_answer;
 use serde_json::{Value, json};
 
 pub use super::secrets::Secret;
@@ -259,4 +261,32 @@ pub async fn insurer_and_a_record(tag: &str) -> (TestApp, TestApp, Client, Strin
     let record = record_in_person(&hospital, &d1, "p001", &secret).await;
     let i_doc = insurer.new_doctor("i-doc", "Claims", "Ida Claims").await;
     (hospital, insurer, i_doc, record, secret)
+}
+
+/// `at`'s hospital answers erasure request `request` (hex) with `decision`, as `medchain
+/// erasure answer` does: queued in its outbox, signed by its validator key, submitted by the
+/// running validator (the test app runs its outbox).
+pub fn answer_erasure(at: &TestApp, request: &str, decision: Decision) {
+    let flows = &at.state.flows;
+    let node = flows.node().clone();
+    let request: [u8; 32] = hex::decode(request).unwrap().try_into().unwrap();
+    let chain = ledger::Reader::open(
+        &at.dir
+            .path()
+            .join("chain")
+            .join(node.name())
+            .join("chain.db"),
+    )
+    .unwrap();
+    let sign = |header, body| node.sign_as_validator(header, body);
+    queue_answer(
+        flows.app(),
+        &chain,
+        flows.here(),
+        &sign,
+        request,
+        decision,
+        flows.now_ms(),
+    )
+    .unwrap();
 }

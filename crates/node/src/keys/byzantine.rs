@@ -110,7 +110,8 @@ impl Service {
                 .rows()
                 .insert_key(tx, &patient, key, true, header.not_after_ms)?;
         if inserted == Inserted::Stored {
-            self.held += 1;
+            let on_chain = self.on_chain_of(&header)?;
+            self.index.hold(*tx, super::HeldTx { patient, on_chain });
             self.counters.keys_received += 1;
             warn!(
                 from,

@@ -11,7 +11,9 @@
 //!   entitlement before it stores it; a wrong key is dropped and counted.
 //! - Bounds: at most 4 open requests per holder and 4 queued per asker; a token bucket per
 //!   asker (4,096 ids per second, burst 8,192), ids beyond answered `Busy` without a lookup;
-//!   a node that is catching up answers `Busy` to everything.
+//!   a node that is catching up answers `Busy` to everything. Ids it holds no key for, and
+//!   held ones the asker is not entitled to, are answered from the in-memory index without a
+//!   SQLite read (`super::index`, W4).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use ledger::{Meta, Queries, Reader, TxId};
 use pbft::ReplicaId;
 use tracing::debug;
 
+use super::index::{HeldTx, OnChain};
 use super::store::KeyStore;
 use super::{Directory, Kept, Service};
 use crate::error::NodeError;
@@ -150,7 +153,9 @@ impl Exchange {
     }
 }
 
-/// What a holder answers `asker` for `tx` (§5.2), reading one chain snapshot.
+/// What a holder answers `asker` for `tx` (§5.2), reading one chain snapshot: for an id its
+/// in-memory index found held, for an asker the index found entitled (the index follows the
+/// processed height; the chain decides).
 #[allow(clippy::too_many_arguments)]
 fn answer_one(
     me: ReplicaId,
@@ -210,16 +215,15 @@ impl Service {
         }
     }
 
-    /// Catching up: the replica recovers, or this service is below the highest stable
-    /// checkpoint f+1 validators reported (§5.6), or below the head f+1 peers claim, or has
-    /// not heard f+1 peers since it started (a node restored from an old backup must not
-    /// answer from its old state in the moment before it learns it is behind): it gives no
-    /// key.
+    /// Catching up: the processed height may lack committed blocks ([`NodeStatus::behind`]:
+    /// the replica recovers, or it is below the highest stable checkpoint f+1 validators
+    /// reported, §5.6, or below the head f+1 peers claim, or f+1 peers have not said lately: a
+    /// node restored from an old backup must not answer from its old state in the moment
+    /// before it learns it is behind): it gives no key.
+    ///
+    /// [`NodeStatus::behind`]: crate::NodeStatus::behind
     fn catching_up(&self) -> bool {
-        let status = self.shared.status();
-        status.recovering
-            || self.processed < status.reported_checkpoint
-            || status.peers_head.is_none_or(|head| self.processed < head)
+        self.shared.status().behind(self.processed)
     }
 
     fn on_request(&mut self, from: ReplicaId, request: u64, txs: &[TxId]) -> Result<(), NodeError> {
@@ -233,29 +237,50 @@ impl Service {
         } else {
             self.buckets_take(from, txs.len(), now)
         };
-        let mut replies = Vec::with_capacity(txs.len());
-        if allowed > 0 {
-            let now_ms = self.clock.now_ms();
+        // From memory where it can (§5.3); the ids it finds held for an entitled asker are
+        // checked on one chain snapshot.
+        let now_ms = self.clock.now_ms();
+        let mut replies: Vec<Option<KeyReply>> = txs[..allowed]
+            .iter()
+            .map(|tx| {
+                self.index
+                    .answer(self.me, from, tx, self.block_time_ms, now_ms)
+            })
+            .collect();
+        let to_check: Vec<TxId> = txs[..allowed]
+            .iter()
+            .zip(&replies)
+            .filter(|(_, reply)| reply.is_none())
+            .map(|(tx, _)| *tx)
+            .collect();
+        if !to_check.is_empty() {
+            self.counters.keys_requests_checked += to_check.len() as u64;
             let (me, store, directory) = (self.me, &self.store, &mut self.directory);
-            replies = entitled::in_snapshot(&self.chain, |chain| {
+            let mut checked = entitled::in_snapshot(&self.chain, |chain| {
                 let head_time_ms = chain
                     .blocks_page(None, 1)?
                     .first()
                     .map_or(0, |head| head.timestamp_ms);
-                let mut replies = Vec::with_capacity(txs.len());
-                for tx in &txs[..allowed] {
+                let mut checked = Vec::with_capacity(to_check.len());
+                for tx in &to_check {
                     let reply =
                         answer_one(me, chain, directory, store, head_time_ms, now_ms, from, tx)
                             .map_err(|error| ledger::Error::State(error.to_string()))?;
-                    replies.push(reply);
+                    checked.push(reply);
                 }
-                Ok(replies)
-            })?;
+                Ok(checked)
+            })?
+            .into_iter();
+            for reply in replies.iter_mut().filter(|reply| reply.is_none()) {
+                *reply = checked.next();
+            }
         }
+        let mut replies: Vec<KeyReply> = replies.into_iter().flatten().collect();
         for reply in &replies {
             match reply {
                 KeyReply::Key(_) => self.counters.keys_served += 1,
                 KeyReply::NotEntitled => self.counters.keys_requests_not_entitled += 1,
+                KeyReply::NotHeld => self.counters.keys_requests_not_held += 1,
                 _ => {}
             }
         }
@@ -328,14 +353,23 @@ impl Service {
             let Some(patient) = header.meta.subject().copied() else {
                 continue;
             };
-            let entitled =
-                !rejected && self.entitled(header)?.is_some() && !self.chain.is_erased(&tx)?;
-            if !entitled {
+            let entitled = match self.entitled(header)? {
+                Some((parties, _)) if !rejected && !self.chain.is_erased(&tx)? => Some(parties),
+                _ => None,
+            };
+            let Some(parties) = entitled else {
                 self.counters.keys_refused_unentitled += 1;
                 continue;
-            }
+            };
             let position = Some((committed.height, committed.index));
-            let kept = self.keep_key(&tx, &patient, &key, position, header.not_after_ms)?;
+            let held = HeldTx {
+                patient,
+                on_chain: Some(OnChain {
+                    parties,
+                    record: matches!(header.meta, Meta::AddRecord(_)),
+                }),
+            };
+            let kept = self.keep_key(&tx, held, &key, position, header.not_after_ms)?;
             match kept {
                 Kept::Stored => self.counters.keys_received += 1,
                 Kept::Held => {}

@@ -8,6 +8,7 @@
 //! | a sealed transaction it sealed | its pending row becomes `on_chain` |
 //! | a sealed transaction it is a party to and does not hold | a `wanted` row |
 //! | a read grant to one of its doctors | a `read_grants` row; `wanted` rows for the patient's applied records it is not a party to (none at the patient's home) |
+//! | a read grant of a patient whose home it is | kept in the in-memory index, until revoked or ended, to answer the grantee (§5.3) |
 //! | a record of a patient with a live read grant here | a `wanted` row, from the patient's home |
 //! | a revocation, or the grant's end by the block's time or the clock | if no other grant of the patient here is live: delete every key and wanted row of the patient it is not a party to |
 //! | an accepted erasure of a transaction | delete its key (and any row of the same key) and its wanted row; then empty the WAL |
@@ -145,6 +146,7 @@ impl Service {
         for grant in &ended {
             erased |= self.end_grant(grant)?;
         }
+        self.index.expire_home_grants(block.time_ms);
         for entry in &block.entries {
             let Some(header) = &entry.header else {
                 continue;
@@ -165,8 +167,12 @@ impl Service {
                 Meta::Grant(grant) if matches!(grant.scope, Scope::Read { .. }) => {
                     self.on_read_grant(block, &entry.id, grant)?
                 }
-                Meta::Revoke(revoke) if self.read_grants.contains_key(&revoke.target) => {
-                    erased |= self.end_grant(&revoke.target)?
+                Meta::Revoke(revoke) => {
+                    self.index
+                        .revoke_home_grant(&revoke.patient, &revoke.target);
+                    if self.read_grants.contains_key(&revoke.target) {
+                        erased |= self.end_grant(&revoke.target)?
+                    }
                 }
                 Meta::AnswerErasure(AnswerErasure {
                     request,
@@ -205,19 +211,23 @@ impl Service {
             return Ok(false);
         };
         let target = erasure.target;
+        self.index.erase(target);
         let id = self.store.rows().key_id_of(&target)?;
         let deleted = self.store.rows().delete_key(&target, id.as_ref())?;
-        self.held = self.held.saturating_sub(deleted as u64);
+        for tx in &deleted {
+            self.index.release(tx);
+        }
         self.pending.remove(&target);
         if self.wanted.remove(&target).is_some() {
             self.store.rows().unwant(&target)?;
         }
-        Ok(deleted > 0)
+        Ok(!deleted.is_empty())
     }
 
     fn delete_key(&mut self, tx: &TxId) -> Result<(), NodeError> {
-        let deleted = self.store.rows().delete_key(tx, None)?;
-        self.held = self.held.saturating_sub(deleted as u64);
+        for deleted in self.store.rows().delete_key(tx, None)? {
+            self.index.release(&deleted);
+        }
         Ok(())
     }
 
@@ -226,6 +236,14 @@ impl Service {
     fn on_sealed(&mut self, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
         #[cfg(feature = "byzantine")]
         self.covet(tx);
+        if self
+            .index
+            .get(tx)
+            .is_some_and(|held| held.on_chain.is_none())
+            && let Some(on_chain) = self.on_chain_of(header)?
+        {
+            self.index.on_chain(tx, on_chain);
+        }
         if self.pending.remove(tx).is_some() {
             return self.store.rows().set_on_chain(tx);
         }
@@ -236,17 +254,19 @@ impl Service {
             return Ok(());
         };
         let source = first_source(&parties, as_grantee, self.me);
-        self.want(tx, &patient, source, as_grantee)
+        let record = matches!(header.meta, Meta::AddRecord(_));
+        self.want(tx, &patient, source, as_grantee, record)
     }
 
-    /// Wants `tx`'s key unless it is held, wanted already (an existing row keeps its source)
-    /// or broken (§16.13).
+    /// Wants `tx`'s key (`record`: an `AddRecord`'s) unless it is held, wanted already (an
+    /// existing row keeps its source) or broken (§16.13).
     fn want(
         &mut self,
         tx: &TxId,
         patient: &PersonId,
         source: u32,
         as_grantee: bool,
+        record: bool,
     ) -> Result<(), NodeError> {
         let rows = self.store.rows();
         if self.wanted.contains_key(tx) || rows.has_key(tx)? || rows.is_broken(tx)? {
@@ -268,6 +288,7 @@ impl Service {
                 since_ms,
                 tries: 0,
                 as_grantee,
+                record,
                 next_try: Instant::now(),
             },
         );
@@ -287,10 +308,12 @@ impl Service {
         let Scope::Read { duration_ms } = grant.scope else {
             return Ok(());
         };
+        let expires_ms = block.time_ms.saturating_add(duration_ms);
+        // At the patient's home: whom it answers for the patient's records (§5.3).
+        self.home_grant(&grant.patient, *id, &grant.doctor, expires_ms)?;
         if self.directory.home(&self.chain, &grant.doctor)? != Some(self.me) {
             return Ok(());
         }
-        let expires_ms = block.time_ms.saturating_add(duration_ms);
         if self.clock.now_ms() >= expires_ms {
             // Ended by the clock already (a block processed late, or at a late start).
             return Ok(());
@@ -321,7 +344,7 @@ impl Service {
                 // Wanted, if need be, as a party at its own block.
                 continue;
             }
-            self.want(&record.tx_id, &grant.patient, patient_home, true)?;
+            self.want(&record.tx_id, &grant.patient, patient_home, true, true)?;
         }
         Ok(())
     }
@@ -505,6 +528,6 @@ mod tests {
         );
         assert_eq!(rows.pending().unwrap().len(), 1);
         assert_eq!(rows.pending().unwrap()[0].0, replayed.0);
-        assert_eq!(service.held, 2);
+        assert_eq!(service.index.len(), 2);
     }
 }

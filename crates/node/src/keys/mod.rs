@@ -12,6 +12,7 @@
 mod byzantine;
 mod exchange;
 mod feed;
+mod index;
 mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -35,6 +36,7 @@ use crate::status::Shared;
 use crate::transport::{InboundCredit, Transport};
 use crate::wire::{Frame, KeyFrame, Wire};
 use exchange::Exchange;
+use index::{HeldTx, Index, OnChain};
 use store::KeyStore;
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
@@ -128,6 +130,11 @@ pub struct KeyCounters {
     pub keys_requests_busy: u64,
     /// Asked ids answered `NotEntitled`.
     pub keys_requests_not_entitled: u64,
+    /// Asked ids answered `NotHeld`: no key held for them here (told from memory, §5.3).
+    pub keys_requests_not_held: u64,
+    /// Asked ids checked against the chain: those the in-memory index found held and the
+    /// asker entitled to (§5.3); every other id is answered from memory.
+    pub keys_requests_checked: u64,
     /// Answers to no open request of this validator: dropped unread.
     pub keys_answers_dropped: u64,
 }
@@ -202,10 +209,34 @@ pub(crate) struct OpenRequest {
     pub reply: oneshot::Sender<Result<Vec<Lookup>, NodeError>>,
 }
 
-/// An online copy of `keys.db` to write at `dest` (still sealed under the key-store key).
-pub(crate) struct BackupRequest {
-    pub dest: std::path::PathBuf,
-    pub reply: oneshot::Sender<Result<(), NodeError>>,
+/// A question of the application, answered in the service's turn after the seals, blocks and
+/// opens it took.
+pub(crate) enum LocalQuery {
+    /// An online copy of `keys.db` to write at `dest` (still sealed under the key-store key).
+    Backup {
+        dest: std::path::PathBuf,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    /// How the keys of `patient`'s records stand here (§13).
+    PatientKeys {
+        patient: PersonId,
+        reply: oneshot::Sender<PatientKeys>,
+    },
+}
+
+/// How the keys of one patient's records stand at this validator, at its processed height
+/// (docs/SECURITY.md, "Confidential records", §5.4, §13): counted from the key service's
+/// memory, no record opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PatientKeys {
+    /// Records of the patient on chain whose keys this validator holds.
+    pub held: u64,
+    /// Records of the patient this validator is entitled to and waits for.
+    pub waiting: u64,
+    /// The validator asked for the record that has waited longest.
+    pub from: Option<u32>,
+    /// Since when (ms, by this validator's clock) that record has waited.
+    pub since_ms: Option<u64>,
 }
 
 /// A key frame from a peer, with its share of the peer's inbound budget.
@@ -222,7 +253,7 @@ struct Queues {
     /// A block did not fit in `blocks`: read what is missing from `chain.db`.
     behind: bool,
     opens: Vec<OpenRequest>,
-    backups: Vec<BackupRequest>,
+    queries: Vec<LocalQuery>,
     peers: VecDeque<PeerFrame>,
     /// Requests queued per peer.
     queued_requests: HashMap<ReplicaId, usize>,
@@ -237,7 +268,7 @@ struct Turn {
     blocks: Vec<AppliedBlock>,
     behind: bool,
     opens: Vec<OpenRequest>,
-    backups: Vec<BackupRequest>,
+    queries: Vec<LocalQuery>,
     peer: Option<PeerFrame>,
     dropped_requests: u64,
     stopped: bool,
@@ -276,7 +307,7 @@ impl KeyInbox {
         if queues.stopped {
             return Err(NodeError::Stopped);
         }
-        if queues.seals.len() + queues.opens.len() + queues.backups.len() >= LOCAL_REQUESTS {
+        if queues.seals.len() + queues.opens.len() + queues.queries.len() >= LOCAL_REQUESTS {
             return Err(NodeError::Busy);
         }
         if push(&mut queues) {
@@ -299,9 +330,9 @@ impl KeyInbox {
         })
     }
 
-    pub(crate) fn backup(&self, request: BackupRequest) -> Result<(), NodeError> {
+    pub(crate) fn query(&self, query: LocalQuery) -> Result<(), NodeError> {
         self.push_local(|queues| {
-            queues.backups.push(request);
+            queues.queries.push(query);
             true
         })
     }
@@ -359,7 +390,7 @@ impl KeyInbox {
             blocks: Vec::new(),
             behind: false,
             opens: Vec::new(),
-            backups: Vec::new(),
+            queries: Vec::new(),
             peer: None,
             dropped_requests: 0,
             stopped: true,
@@ -373,7 +404,7 @@ impl KeyInbox {
                 && q.blocks.is_empty()
                 && !q.behind
                 && q.opens.is_empty()
-                && q.backups.is_empty()
+                && q.queries.is_empty()
                 && q.peers.is_empty()
         };
         if idle(&queues) {
@@ -394,7 +425,7 @@ impl KeyInbox {
             blocks: queues.blocks.drain(..).collect(),
             behind: std::mem::take(&mut queues.behind),
             opens: std::mem::take(&mut queues.opens),
-            backups: std::mem::take(&mut queues.backups),
+            queries: std::mem::take(&mut queues.queries),
             peer,
             dropped_requests: std::mem::take(&mut queues.dropped_requests),
             stopped: queues.stopped,
@@ -408,7 +439,7 @@ impl KeyInbox {
                 || !q.blocks.is_empty()
                 || q.behind
                 || !q.opens.is_empty()
-                || !q.backups.is_empty()
+                || !q.queries.is_empty()
                 || !q.peers.is_empty()
         })
     }
@@ -420,7 +451,7 @@ impl KeyInbox {
                 let _ = seal.reply.send(Err(NodeError::Stopped));
             }
             queues.opens.clear();
-            queues.backups.clear();
+            queues.queries.clear();
             queues.peers.clear();
         }
         self.inner.ready.notify_all();
@@ -548,6 +579,8 @@ struct Wanted {
     tries: u32,
     /// Entitled as a grantee only: asked of the patient's home only (§5.2).
     as_grantee: bool,
+    /// An `AddRecord` (counted in a grant's key status, §13).
+    record: bool,
     /// Not asked again before then.
     next_try: Instant,
 }
@@ -628,8 +661,8 @@ struct Service {
     wanted: BTreeMap<TxId, Wanted>,
     /// Opens waiting for the processed height they need, with their deadlines.
     waiting_opens: Vec<(OpenRequest, Instant)>,
-    /// Rows of `data_keys`.
-    held: u64,
+    /// The held keys' transactions and the home's live read grants, in memory (§5.3).
+    index: Index,
     counters: KeyCounters,
     next_timer: Instant,
     /// A Byzantine validator's behaviours (tests only; see `crate::byzantine`).
@@ -653,7 +686,7 @@ impl Service {
             .into_iter()
             .map(|grant| (grant.grant, grant))
             .collect();
-        let held = rows.key_count()?;
+        let held_rows = rows.held()?;
         let wanted_rows = rows.wanted()?;
         let block_time_ms =
             ledger::entitled::applied_block(&chain, processed)?.map_or(0, |block| block.time_ms);
@@ -676,20 +709,32 @@ impl Service {
             read_grants,
             wanted: BTreeMap::new(),
             waiting_opens: Vec::new(),
-            held,
+            index: Index::default(),
             counters: KeyCounters::default(),
             next_timer: Instant::now(),
             #[cfg(feature = "byzantine")]
             lies: byzantine::Lies::new(config.byzantine),
         };
-        for row in wanted_rows {
-            let as_grantee = match service.chain.transaction(&row.tx)? {
-                Some(committed) => !service
-                    .directory
-                    .parties(&service.chain, &committed.tx.header)?
-                    .is_some_and(|parties| parties.includes(service.me)),
-                None => false,
+        // The index: one chain read per held key, one query each for the home's grants and the
+        // erased transactions.
+        for (tx, patient, on_chain) in held_rows {
+            let on_chain = match on_chain {
+                true => service.on_chain(&tx)?,
+                false => None,
             };
+            service.index.hold(tx, HeldTx { patient, on_chain });
+        }
+        for tx in ledger::entitled::erased_transactions(&service.chain)? {
+            service.index.erase(tx);
+        }
+        for grant in
+            ledger::entitled::read_grants_of_home(&service.chain, service.me, block_time_ms)?
+        {
+            service.home_grant(&grant.patient, grant.id, &grant.doctor, grant.expires_ms)?;
+        }
+        for row in wanted_rows {
+            let on_chain = service.on_chain(&row.tx)?;
+            let as_grantee = on_chain.is_some_and(|c| !c.parties.includes(service.me));
             service.wanted.insert(
                 row.tx,
                 Wanted {
@@ -698,12 +743,51 @@ impl Service {
                     since_ms: row.since_ms,
                     tries: row.tries,
                     as_grantee,
+                    record: on_chain.is_some_and(|c| c.record),
                     next_try: Instant::now(),
                 },
             );
         }
         service.publish();
         Ok(service)
+    }
+
+    /// What the chain says of `tx` for the index, if it is applied on this validator's chain.
+    fn on_chain(&mut self, tx: &TxId) -> Result<Option<OnChain>, NodeError> {
+        let Some(committed) = self.chain.transaction(tx)? else {
+            return Ok(None);
+        };
+        if committed.rejected.is_some() {
+            return Ok(None);
+        }
+        self.on_chain_of(&committed.tx.header)
+    }
+
+    /// What `header` says for the index: its parties and whether it is a record.
+    fn on_chain_of(&mut self, header: &TxHeader) -> Result<Option<OnChain>, NodeError> {
+        Ok(self.parties(header)?.map(|parties| OnChain {
+            parties,
+            record: matches!(header.meta, ledger::Meta::AddRecord(_)),
+        }))
+    }
+
+    /// Keeps in the index a read grant of `patient` to `doctor` until `expires_ms`, if this
+    /// validator is the patient's home (it then answers the doctor's home for the records).
+    fn home_grant(
+        &mut self,
+        patient: &PersonId,
+        grant: TxId,
+        doctor: &PersonId,
+        expires_ms: u64,
+    ) -> Result<(), NodeError> {
+        if self.directory.home(&self.chain, patient)? != Some(self.me) {
+            return Ok(());
+        }
+        if let Some(grantee) = self.directory.home(&self.chain, doctor)? {
+            self.index
+                .add_home_grant(*patient, grant, grantee, expires_ms);
+        }
+        Ok(())
     }
 
     fn run(mut self) {
@@ -764,8 +848,15 @@ impl Service {
         self.waiting_opens
             .extend(turn.opens.into_iter().map(|open| (open, deadline)));
         self.answer_opens()?;
-        for backup in turn.backups {
-            let _ = backup.reply.send(self.store.backup(&backup.dest));
+        for query in turn.queries {
+            match query {
+                LocalQuery::Backup { dest, reply } => {
+                    let _ = reply.send(self.store.backup(&dest));
+                }
+                LocalQuery::PatientKeys { patient, reply } => {
+                    let _ = reply.send(self.patient_keys(&patient));
+                }
+            }
         }
         if let Some(peer) = turn.peer {
             self.on_frame(peer.from, &peer.frame)?;
@@ -773,12 +864,28 @@ impl Service {
         Ok(())
     }
 
+    /// How the keys of `patient`'s records stand here: held ones from the index, waiting ones
+    /// from the wanted rows, the oldest with its source.
+    fn patient_keys(&self, patient: &PersonId) -> PatientKeys {
+        let waiting = self
+            .wanted
+            .values()
+            .filter(|wanted| wanted.patient == *patient && wanted.record);
+        let oldest = waiting.clone().min_by_key(|wanted| wanted.since_ms);
+        PatientKeys {
+            held: self.index.records_held(patient),
+            waiting: waiting.count() as u64,
+            from: oldest.map(|wanted| wanted.source),
+            since_ms: oldest.map(|wanted| wanted.since_ms),
+        }
+    }
+
     fn publish(&self) {
         self.inbox.publish(KeyStatus {
             processed_height: self.processed,
             resumed_from: self.resumed_from,
             waiting: self.wanted.len() as u64,
-            held: self.held,
+            held: self.index.len() as u64,
             counters: self.counters.clone(),
         });
     }
@@ -840,13 +947,12 @@ impl Service {
         let written = self.in_write(|service| {
             let mut kept = Vec::with_capacity(seals.len());
             for seal in &seals {
-                let outcome = service.keep_key(
-                    &seal.tx,
-                    &seal.patient,
-                    &seal.key,
-                    None,
-                    seal.not_after_ms,
-                )?;
+                let held = HeldTx {
+                    patient: seal.patient,
+                    on_chain: None,
+                };
+                let outcome =
+                    service.keep_key(&seal.tx, held, &seal.key, None, seal.not_after_ms)?;
                 if outcome == Kept::Stored {
                     service.pending.insert(seal.tx, seal.not_after_ms);
                 }
@@ -868,8 +974,9 @@ impl Service {
         written.map(|_| ())
     }
 
-    /// Stores `tx`'s key unless `tx` is broken. `position` is its height and index on chain;
-    /// `None` for a seal not on chain yet, which comes after everything on chain. When the
+    /// Stores `tx`'s key unless `tx` is broken, and keeps `held` in the index. `position` is
+    /// its height and index on chain; `None` for a seal not on chain yet, which comes after
+    /// everything on chain. When the
     /// same key is held for another transaction, the later of the two in chain order is
     /// broken and its key never stored, whichever arrived first (§16.13): a held row of the
     /// later makes way for the earlier, so erasing the earlier leaves no key that opens the
@@ -877,7 +984,7 @@ impl Service {
     fn keep_key(
         &mut self,
         tx: &TxId,
-        patient: &PersonId,
+        held: HeldTx,
         key: &DataKey,
         position: Option<(u64, u64)>,
         not_after_ms: u64,
@@ -887,9 +994,10 @@ impl Service {
             return Ok(Kept::Broken);
         }
         let on_chain = position.is_some();
+        let patient = &held.patient;
         let holder = match rows.insert_key(tx, patient, key, on_chain, not_after_ms)? {
             store::Inserted::Stored => {
-                self.held += 1;
+                self.index.hold(*tx, held);
                 return Ok(Kept::Stored);
             }
             store::Inserted::Held => return Ok(Kept::Held),
@@ -905,7 +1013,9 @@ impl Service {
             rows.delete_key(&holder, None)?;
             rows.mark_broken(&holder, &id)?;
             self.pending.remove(&holder);
+            self.index.release(&holder);
             rows.insert_key(tx, patient, key, on_chain, not_after_ms)?;
+            self.index.hold(*tx, held);
             holder
         } else {
             rows.mark_broken(tx, &id)?;

@@ -34,6 +34,10 @@ const ROW_AD_TAG: &[u8] = b"medchain/keystore/v1";
 /// file was written with (no transaction id is all ones: it is a SHA-256 digest).
 const KEY_CHECK_TX: TxId = [0xff; 32];
 const NONCE_BYTES: usize = 24;
+/// The schema below, as `PRAGMA user_version`. 1 named two schemas of unreleased builds: the
+/// first indexed keys by an unbound `key_commit` (refused at open), the second is this one
+/// (renumbered at open).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -125,22 +129,7 @@ impl KeyStore {
         // for that reader (seconds at most) instead of failing and stopping the service.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(32);
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        match version {
-            0 => {
-                let tx = conn.unchecked_transaction()?;
-                tx.execute_batch(SCHEMA)?;
-                tx.pragma_update(None, "user_version", 1)?;
-                tx.commit()?;
-            }
-            1 => {}
-            newer => {
-                return Err(NodeError::Config(format!(
-                    "{} has schema version {newer}, newer than this medchain (1); upgrade medchain",
-                    path.display()
-                )));
-            }
-        }
+        migrate(&conn, path)?;
         let store = Self {
             conn,
             path: path.to_path_buf(),
@@ -282,6 +271,50 @@ impl KeyStore {
             key: &self.key,
         }
         .open(tx, sealed)
+    }
+}
+
+/// Creates the schema in a new store, or checks an existing one's version: a store of another
+/// schema is refused with what to do about it (never read as this one: its columns differ).
+fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let refuse = |why: String| Err(NodeError::Config(format!("{}: {why}", path.display())));
+    let columns = |table: &str| -> Result<Vec<String>, NodeError> {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    };
+    match version {
+        0 if columns("data_keys")?.is_empty() => {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+            Ok(())
+        }
+        0 => refuse(
+            "a key store without a schema version: not made by medchain; move it away".into(),
+        ),
+        // Schema 1 of an earlier build of this schema: the same tables, renumbered.
+        1 if columns("data_keys")?.iter().any(|c| c == "key_id")
+            && !columns("broken")?.is_empty() =>
+        {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            Ok(())
+        }
+        1 => refuse(
+            "made by an earlier development build of medchain (keys indexed by key_commit, \
+             before key ids): this build cannot read it, nor check its chain's sealed bodies \
+             (their key commitments are not bound to their transactions). Make the network \
+             anew (`medchain init --force`, or remove a testnet's or serve's directory and its \
+             keys), or run the build that made it"
+                .into(),
+        ),
+        SCHEMA_VERSION => Ok(()),
+        newer => refuse(format!(
+            "key store schema {newer}, newer than this medchain's ({SCHEMA_VERSION}): upgrade \
+             medchain"
+        )),
     }
 }
 
@@ -504,19 +537,29 @@ impl Rows<'_> {
     }
 
     /// Deletes `tx`'s key and any key whose id is `id` (a body sealed under an erased
-    /// record's key opens with it, §16.13); the rows deleted.
-    pub fn delete_key(&self, tx: &TxId, id: Option<&Hash>) -> Result<usize, NodeError> {
-        let mut deleted = self
-            .conn
-            .prepare_cached("DELETE FROM data_keys WHERE tx = ?1")?
-            .execute([tx.as_slice()])?;
+    /// record's key opens with it, §16.13): the transactions whose rows were deleted.
+    pub fn delete_key(&self, tx: &TxId, id: Option<&Hash>) -> Result<Vec<TxId>, NodeError> {
+        let mut deleted = self.select(
+            "DELETE FROM data_keys WHERE tx = ?1 RETURNING tx",
+            [tx.as_slice()],
+            |row| tx_id(row.get(0)?),
+        )?;
         if let Some(id) = id {
-            deleted += self
-                .conn
-                .prepare_cached("DELETE FROM data_keys WHERE key_id = ?1")?
-                .execute([id.as_slice()])?;
+            deleted.extend(self.select(
+                "DELETE FROM data_keys WHERE key_id = ?1 RETURNING tx",
+                [id.as_slice()],
+                |row| tx_id(row.get(0)?),
+            )?);
         }
         Ok(deleted)
+    }
+
+    /// Every held key's transaction, patient, and whether it is on chain: what the service's
+    /// index is rebuilt from at open.
+    pub fn held(&self) -> Result<Vec<(TxId, PersonId, bool)>, NodeError> {
+        self.select("SELECT tx, patient, on_chain FROM data_keys", [], |row| {
+            Ok((tx_id(row.get(0)?)?, person(row.get(1)?)?, row.get(2)?))
+        })
     }
 
     /// The transactions of `patient`'s held keys.
@@ -535,14 +578,6 @@ impl Rows<'_> {
             [],
             |row| Ok((tx_id(row.get(0)?)?, row.get::<_, i64>(1)? as u64)),
         )
-    }
-
-    pub fn key_count(&self) -> Result<u64, NodeError> {
-        let n: i64 = self
-            .conn
-            .prepare_cached("SELECT COUNT(*) FROM data_keys")?
-            .query_row([], |r| r.get(0))?;
-        Ok(n as u64)
     }
 
     /// Inserts a wanted row unless one exists (its source and age are kept).
@@ -697,7 +732,82 @@ mod tests {
         // transaction.
         let id = rows.key_id_of(&[4; 32]).unwrap();
         let deleted = rows.delete_key(&[4; 32], id.as_ref()).unwrap();
-        assert_eq!(deleted, 1);
-        assert_eq!(rows.key_count().unwrap(), 0);
+        assert_eq!(deleted, vec![[1; 32]]);
+        assert!(rows.held().unwrap().is_empty());
+    }
+
+    /// `keys.db`'s schema as an earlier development build made it (schema 1, before key ids:
+    /// keys indexed by an unbound `key_commit`, no `broken` table).
+    const SCHEMA_KEY_COMMIT: &str = "
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE data_keys (
+            tx BLOB PRIMARY KEY, patient BLOB NOT NULL, key_commit BLOB NOT NULL UNIQUE,
+            on_chain INTEGER NOT NULL, not_after_ms INTEGER NOT NULL, sealed_key BLOB NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE wanted (
+            tx BLOB PRIMARY KEY, patient BLOB NOT NULL, source INTEGER NOT NULL,
+            since_ms INTEGER NOT NULL, tries INTEGER NOT NULL, next_try_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE read_grants (
+            grant_tx BLOB PRIMARY KEY, patient BLOB NOT NULL, expires_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        PRAGMA user_version = 1;
+    ";
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A key store's schema version is checked at open: a store of an earlier development
+    /// build (the same version number, another schema) or of a newer medchain is refused with
+    /// what to do; one of this schema under the earlier number is taken as it is.
+    #[test]
+    fn a_key_store_of_another_schema_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let path = dir.path().join("keys.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(SCHEMA_KEY_COMMIT)
+            .unwrap();
+        match open(dir.path(), &key) {
+            Err(NodeError::Config(why)) => {
+                assert!(why.contains("earlier development build"), "{why}");
+                assert!(why.contains("medchain init --force"), "{why}");
+            }
+            other => panic!("an old key store opened: {:?}", other.map(|_| ())),
+        }
+
+        // This schema under the number 1 (main before the version was raised): kept, renumbered.
+        let current = tempfile::tempdir().unwrap();
+        let store = open(current.path(), &key).unwrap();
+        store
+            .rows()
+            .insert_key(&[1; 32], &[2; 16], &DataKey::generate(), true, 0)
+            .unwrap();
+        drop(store);
+        let path = current.path().join("keys.db");
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 1)
+            .unwrap();
+        let store = open(current.path(), &key).unwrap();
+        assert!(store.rows().key(&[1; 32]).unwrap().is_some());
+        drop(store);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+
+        // A newer medchain's.
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        match open(current.path(), &key) {
+            Err(NodeError::Config(why)) => assert!(why.contains("upgrade medchain"), "{why}"),
+            other => panic!("a newer key store opened: {:?}", other.map(|_| ())),
+        }
     }
 }

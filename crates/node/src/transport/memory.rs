@@ -30,7 +30,7 @@ type Filter = Arc<dyn Fn(ReplicaId, ReplicaId, &Frame) -> bool + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
     links: Arc<RwLock<Vec<Link>>>,
-    observer: Arc<RwLock<Option<Observer>>>,
+    observers: Arc<RwLock<Vec<Observer>>>,
     filter: Arc<RwLock<Option<Filter>>>,
 }
 
@@ -39,7 +39,7 @@ impl MemoryNetwork {
         let links = (0..n).map(|_| Link::default()).collect();
         Self {
             links: Arc::new(RwLock::new(links)),
-            observer: Arc::default(),
+            observers: Arc::default(),
             filter: Arc::default(),
         }
     }
@@ -74,10 +74,10 @@ impl MemoryNetwork {
     }
 
     /// Calls `observer` with every frame delivered from now on, before it is delivered (tests
-    /// check what a validator sends).
+    /// check what a validator sends), besides the observers given before.
     pub fn observe(&self, observer: impl Fn(ReplicaId, ReplicaId, &Frame) + Send + Sync + 'static) {
-        if let Ok(mut slot) = self.observer.write() {
-            *slot = Some(Arc::new(observer));
+        if let Ok(mut observers) = self.observers.write() {
+            observers.push(Arc::new(observer));
         }
     }
 
@@ -134,10 +134,10 @@ impl Transport for MemoryEndpoint {
             return;
         }
         if let Some((inbox, keys)) = links.get(to as usize).and_then(|link| link.inbox.as_ref()) {
-            if let Ok(observer) = self.network.observer.read()
-                && let Some(observer) = observer.as_ref()
-            {
-                observer(self.from, to, &frame);
+            if let Ok(observers) = self.network.observers.read() {
+                for observer in observers.iter() {
+                    observer(self.from, to, &frame);
+                }
             }
             deliver(inbox, keys, self.from, frame, InboundCredit::default());
         }

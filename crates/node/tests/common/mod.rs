@@ -1,4 +1,6 @@
-//! Helpers shared by the embedded-cluster tests.
+//! Helpers shared by the embedded-cluster tests; `world` is the cluster of the key tests.
+
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -29,6 +29,25 @@ pub struct GrantInfo {
     pub doctor_login: Option<String>,
     pub doctor_name: Option<String>,
     pub department: Option<String>,
+    /// For a doctor's live read grant, at their home: how the keys of the patient's records
+    /// stand here.
+    pub keys: Option<GrantKeys>,
+}
+
+/// How the keys of a read grant's patient's records stand at the grantee's hospital
+/// (docs/SECURITY.md, "Confidential records", §5.4, §13), from its key service's memory: no
+/// record is opened to count them (that would be a read without an `Access`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantKeys {
+    /// Records of the patient whose keys this hospital holds.
+    pub held: u64,
+    /// Records of the patient whose keys it waits for.
+    pub waiting: u64,
+    /// The hospital asked for the record that has waited longest; when none waits, the
+    /// patient's home (the one that hands a history to grantees, §5.2).
+    pub from: u32,
+    /// Since when (ms) the longest-waiting record has waited; `None` when none waits.
+    pub since_ms: Option<u64>,
 }
 
 /// A grant or a request, by id.
@@ -185,7 +204,7 @@ impl Flows {
         let row = self.person_of(doctor).await?;
         let now = self.now_ms();
         let (height, found) = self
-            .snapshot(move |r| {
+            .current_snapshot(move |r| {
                 let mut out = Vec::new();
                 for request in r.pending_requests_by(&row.person, now)? {
                     let sealed = sealed_of(r, &request.id, request.doctor_home)?;
@@ -215,7 +234,7 @@ impl Flows {
         let now = self.now_ms();
         let person = row.person;
         let (height, found) = self
-            .snapshot(move |r| {
+            .current_snapshot(move |r| {
                 let mut out = Vec::new();
                 for request in r.pending_requests_of(&person, now)? {
                     let sealed = sealed_of(r, &request.id, request.doctor_home)?;
@@ -252,7 +271,8 @@ impl Flows {
 
     /// Opens the purposes of `found` (each item with its sealed transaction), read from the
     /// snapshot at `height`: the items, and each purpose's text or notice. A purpose is not
-    /// served under an `Access`: no read barrier beyond the snapshot's height (§6.2).
+    /// served under an `Access`: its barrier is the snapshot's, taken once this validator is
+    /// not behind the chain ([`Flows::current_snapshot`], §16.25).
     async fn purposes<T>(
         &self,
         height: u64,
@@ -352,7 +372,7 @@ impl Flows {
     /// The purpose of request `id` as this hospital opens it.
     async fn purpose_of(&self, id: TxId, sealer: u32) -> FlowResult<Purpose> {
         let (height, found) = self
-            .snapshot(move |r| Ok(vec![((), sealed_of(r, &id, sealer)?)]))
+            .current_snapshot(move |r| Ok(vec![((), sealed_of(r, &id, sealer)?)]))
             .await?;
         let (_, purposes) = self.purposes(height, found, ReaderRole::Patient).await?;
         purposes
@@ -411,7 +431,8 @@ impl Flows {
     }
 
     /// The grants of the signed-in person from the chain, newest first: a patient's (given),
-    /// or a doctor's (received), with the names to show.
+    /// or a doctor's (received), with the names to show; a doctor's live read grants at their
+    /// home with the key status of the patient's records ([`GrantKeys`]).
     pub async fn grants(&self, account: &Account) -> FlowResult<Vec<GrantInfo>> {
         let Some(person) = account.person else {
             return Ok(Vec::new());
@@ -426,19 +447,37 @@ impl Flows {
                 let mut out = Vec::with_capacity(grants.len());
                 for grant in grants {
                     let doctor = r.person(&grant.doctor)?;
-                    out.push((grant, doctor));
+                    let patient_home = r.person(&grant.patient)?.map(|p| p.home);
+                    out.push((grant, doctor, patient_home));
                 }
                 Ok(out)
             })
             .await?;
+        // Keys come to the doctor's home: elsewhere there is nothing to say.
+        let grantee_here =
+            role == crate::app::Role::Doctor && account.home == Some(self.here.index);
+        let now = self.now_ms();
         let mut logins = Logins::default();
         let mut out = Vec::with_capacity(rows.len());
-        for (row, doctor) in rows {
+        for (row, doctor, patient_home) in rows {
+            let keys = match (grantee_here, row.scope, patient_home) {
+                (true, Scope::Read { .. }, Some(home)) if row.live_at(now) => {
+                    let keys = self.node.patient_keys(&row.patient).await?;
+                    Some(GrantKeys {
+                        held: keys.held,
+                        waiting: keys.waiting,
+                        from: keys.from.unwrap_or(home),
+                        since_ms: keys.since_ms,
+                    })
+                }
+                _ => None,
+            };
             out.push(GrantInfo {
                 patient_login: logins.of(self, row.patient).await?,
                 doctor_login: logins.of(self, row.doctor).await?,
                 doctor_name: doctor.as_ref().and_then(|d| d.name.clone()),
                 department: doctor.and_then(|d| d.department),
+                keys,
                 row,
             });
         }

@@ -40,7 +40,7 @@ use super::prepared::MAX_PREPARED_PER_ACCOUNT;
 use super::{Account, AppDb, AppError, Clock, CodeError, Here, Role, new_header};
 
 pub use crate::app::ask_code;
-pub use consent::{Consent, GrantInfo, InPersonGrant, PendingRequest, RequestGroup};
+pub use consent::{Consent, GrantInfo, GrantKeys, InPersonGrant, PendingRequest, RequestGroup};
 pub use identity::{AskView, IdentityView, KeyAdded, StartReport};
 pub use records::{AccessView, AddedRecord, GrantRef, RecordInput, RecordView};
 pub use sealed::{Readable, ReaderRole, date_of};

@@ -10,6 +10,10 @@ use node::OpenState;
 
 use super::{FlowResult, Flows};
 
+/// How long a read of purposes waits for this validator to catch up with the chain before it
+/// answers 503 (§16.25): a few blocks' time, and less than a client's patience.
+pub const CAUGHT_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How one sealed transaction stands at this hospital (§6.2): its content `T` when it opens
 /// here.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +125,18 @@ impl Flows {
             })
         })
         .await
+    }
+
+    /// [`Flows::snapshot`] once this validator is not behind the chain (at most
+    /// [`CAUGHT_UP_WAIT`], else 503 `catching up`): what is opened from it without an `Access`
+    /// of its own (a purpose) is then read after every erasure committed a few seconds before
+    /// the request, at this validator as at the others (docs/SECURITY.md, issue 10, §16.25).
+    pub(super) async fn current_snapshot<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Reader) -> ledger::Result<T> + Send + 'static,
+    ) -> FlowResult<(u64, T)> {
+        self.node.caught_up(CAUGHT_UP_WAIT).await?;
+        self.snapshot(query).await
     }
 
     /// Opens `sealed`, read from the snapshot at `height`, each decoded by `decode` when it
