@@ -28,10 +28,10 @@ struct LoginBody {
     #[schema(value_type = super::openapi::RoleName, required = true)]
     role: Option<String>,
     /// The patient's login at this hospital (with `role: patient`).
-    #[schema(value_type = String, required = false, max_length = 64, example = "p001")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 64, example = "p001")]
     patient_id: Option<String>,
     /// The doctor's login at this hospital (with `role: doctor`).
-    #[schema(value_type = String, required = false, max_length = 64, example = "d001")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 64, example = "d001")]
     doctor_id: Option<String>,
     #[schema(value_type = String, required = true, example = "patient123")]
     password: Option<Zeroizing<String>>,

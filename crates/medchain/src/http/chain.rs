@@ -438,7 +438,8 @@ async fn blocks(
 #[utoipa::path(
     get, path = "/api/tx/{id}", tag = "chain",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, description = "The transaction's id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The transaction's id (64 hex digits)")),
     responses(
         (status = 200, description = "Its status", body = answers::TxStatus),
         (status = 400, description = "`id` is not 64 hex digits", body = ErrorBody),

@@ -48,6 +48,7 @@ enum ScopeBody {
     /// Reads for `durationMs` (1 minute to 30 days; default 1 hour) from the grant's block.
     Read {
         #[serde(rename = "durationMs")]
+        #[schema(minimum = 60_000, maximum = 2_592_000_000_u64)]
         duration_ms: Option<u64>,
     },
 }
@@ -173,10 +174,10 @@ pub(crate) fn answer<T: Serialize>(outcome: Signing<T>) -> Response {
 #[serde(rename_all = "camelCase")]
 struct InPersonBody {
     /// The patient's login here, or their person id (32 hex digits).
-    #[schema(value_type = String, required = true, max_length = 64)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, example = "p001")]
     patient_id: Option<String>,
     /// The patient's own password, typed by the patient.
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = String, required = true, example = "patient123")]
     password: Option<Zeroizing<String>>,
     /// Default `Consultation`.
     #[schema(max_length = 200)]
@@ -258,12 +259,13 @@ async fn in_person(
 #[serde(rename_all = "camelCase")]
 struct RemoteBody {
     /// The patient's login here, or their person id (32 hex digits).
-    #[schema(value_type = String, required = true, max_length = 64)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, example = "p001")]
     patient_id: Option<String>,
-    #[schema(value_type = String, required = true, max_length = 200)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     purpose: Option<String>,
     scope: Option<ScopeBody>,
     /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
@@ -640,7 +642,7 @@ struct ConsentAnswer {
 #[utoipa::path(
     get, path = "/api/consents/{id}", tag = "consent",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     responses(
         (status = 200, description = "The grant or the request", body = ConsentAnswer),
         (status = 401, description = "No (valid) session", body = ErrorBody),
@@ -671,6 +673,7 @@ async fn one(
 #[serde(rename_all = "camelCase")]
 struct AnswerBody {
     /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
     /// An approval's read duration, in place of the request's.
     duration_ms: Option<u64>,
@@ -689,7 +692,7 @@ struct GrantAnswer {
 #[utoipa::path(
     post, path = "/api/consents/{id}/approve", tag = "consent",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     request_body = AnswerBody,
     responses(
         (status = 200, description = "The grant is applied", body = GrantAnswer),
@@ -763,7 +766,7 @@ async fn revoke_target(
 #[utoipa::path(
     post, path = "/api/consents/{id}/deny", tag = "consent",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     request_body = AnswerBody,
     responses(
         (status = 200, description = "Denied on chain", body = RevokeAnswer),
@@ -795,7 +798,7 @@ async fn deny(
 #[utoipa::path(
     post, path = "/api/grants/{id}/revoke", tag = "consent",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, description = "The grant's id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The grant's id (64 hex digits)")),
     request_body = AnswerBody,
     responses(
         (status = 200, description = "Revoked on chain", body = RevokeAnswer),
@@ -826,7 +829,7 @@ async fn revoke(
 #[derive(Deserialize, ToSchema)]
 struct SignBody {
     /// The device key's Ed25519 signature of `signingBytes` (128 hex digits).
-    #[schema(value_type = String, required = true, min_length = 128, max_length = 128)]
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{128}$")]
     signature: Option<String>,
 }
 

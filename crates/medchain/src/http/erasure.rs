@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
 #[serde(rename_all = "camelCase")]
 struct RequestBody {
     /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
@@ -36,7 +37,7 @@ struct RequestBody {
 #[utoipa::path(
     post, path = "/api/records/{id}/erasure", tag = "erasure",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, description = "The record's (or request's, grant's) transaction id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The record's (or request's, grant's) transaction id (64 hex digits)")),
     request_body = RequestBody,
     responses(
         (status = 200, description = "The erasure request is applied on chain", body = TxAnswer),

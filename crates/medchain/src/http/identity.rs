@@ -142,11 +142,11 @@ pub const PAGE_KEY_LABEL: &str = "web browser";
 #[serde(rename_all = "camelCase")]
 struct AddKeyBody {
     /// The new key (64 hex digits).
-    #[schema(value_type = String, required = true, min_length = 64, max_length = 64)]
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{64}$")]
     public_key: Option<String>,
     /// The key's signature over `"medchain/key-pop/v2" || genesis_hash || person || key || kind
     /// || origin` (128 hex digits).
-    #[schema(value_type = String, required = true, min_length = 128, max_length = 128)]
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{128}$")]
     pop: Option<String>,
     /// `web browser`, or omitted: labels are on chain in clear.
     label: Option<String>,
@@ -293,9 +293,10 @@ async fn asks(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Ask
 #[serde(rename_all = "camelCase")]
 struct ApproveAskBody {
     /// The six digits of the ask, as typed.
-    #[schema(value_type = String, required = true, max_length = 6)]
+    #[schema(value_type = String, required = true, pattern = "^[0-9]{6}$")]
     code: Option<String>,
     /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
@@ -340,6 +341,7 @@ async fn approve_ask(
 #[serde(rename_all = "camelCase")]
 struct RevokeKeyBody {
     /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
@@ -348,7 +350,7 @@ struct RevokeKeyBody {
 #[utoipa::path(
     post, path = "/api/keys/{key}/revoke", tag = "identity",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("key" = String, Path, description = "The public key (64 hex digits)")),
+    params(("key" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The public key (64 hex digits)")),
     request_body = RevokeKeyBody,
     responses(
         (status = 200, description = "Revoked on chain", body = TxAnswer),

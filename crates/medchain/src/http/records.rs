@@ -36,9 +36,9 @@ pub const MAX_DEPARTMENT: usize = 64;
 
 #[derive(Deserialize, ToSchema)]
 struct MedicalData {
-    #[schema(value_type = String, required = true, max_length = 2000)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 2000)]
     diagnosis: Option<String>,
-    #[schema(value_type = String, required = true, max_length = 2000)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 2000)]
     prescription: Option<String>,
     #[schema(max_length = 10000)]
     notes: Option<String>,
@@ -49,14 +49,15 @@ struct MedicalData {
 #[serde(rename_all = "camelCase")]
 struct AddRecordBody {
     /// The patient's login here, or their person id (32 hex digits).
-    #[schema(value_type = String, required = true, max_length = 64)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, example = "p001")]
     patient_id: Option<String>,
     /// The caller's own id, if given.
     doctor_id: Option<String>,
     /// The six-digit in-person code.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{6}$")]
     otp: Option<Zeroizing<String>>,
     /// A write grant's id (64 hex digits), in place of `otp`.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     grant_id: Option<String>,
     /// The doctor's own department, if given (default: as enrolled).
     #[schema(max_length = 64)]
@@ -65,6 +66,7 @@ struct AddRecordBody {
     #[schema(required = true)]
     medical_data: Option<MedicalData>,
     /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
@@ -306,7 +308,7 @@ async fn patient_records(
 #[serde(rename_all = "camelCase")]
 struct DoctorReadBody {
     /// The patient's login here, or their person id (32 hex digits).
-    #[schema(value_type = String, required = true, max_length = 64)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, example = "p001")]
     patient_id: Option<String>,
 }
 
