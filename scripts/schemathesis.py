@@ -2,11 +2,13 @@
 """Runs schemathesis against a live `medchain serve` (issue 12, "a contract machines can read").
 
 Starts `medchain serve --demo` on a free loopback port with a temporary data directory, signs in
-as the demo doctor and the demo patient, and runs `schemathesis run` against /api/openapi.json
-with their session cookies: every answer must be no 5xx, a status the document lists, of the
-content type and the schema it gives. Then the server must still serve (/healthz and a signed-in
-call), and it is stopped. The whole schemathesis part is bounded by BUDGET_S; generation is
-seeded and deterministic, and the examples per operation bounded, so that runs repeat.
+as the demo doctor and the demo patient, gives the run something to find (a record, grants, a
+pending request), and runs `schemathesis run` against /api/openapi.json with each session's
+cookie: every answer must be no 5xx, a status the document lists, with the content type, headers
+and schema it gives, and a method a path does not serve 405 with `Allow`. Then the server must
+still serve (/healthz and a signed-in call), and it is stopped. The whole schemathesis part is
+bounded by BUDGET_S; generation is deterministic, with one worker and a bounded number of cases
+per operation, so that a run repeats the last.
 
 Usage: schemathesis.py MEDCHAIN_BINARY SCHEMATHESIS_BINARY
 """
@@ -26,7 +28,6 @@ import time
 BUDGET_S = 120
 # Cases per operation in the fuzzing phase; the examples and coverage phases add their own.
 MAX_EXAMPLES = 150
-SEED = 12
 CHECKS = ",".join(
     [
         "not_a_server_error",
@@ -174,8 +175,8 @@ def seed(port, doctor, patient):
 
 
 def config(path, cookie, ids):
-    """A schemathesis.toml: the session cookie, and ids that exist for the operations that take
-    one (one operation each, so that a state change stays within it)."""
+    """A schemathesis.toml: the session cookie, and, for the operations that take an id, one that
+    exists (else every case is a 404 before the handler's own answers)."""
     by_path = {
         "/api/tx/{id}": ids["record"],
         "/api/consents/{id}": ids["read"],
@@ -209,9 +210,7 @@ def schemathesis(binary, port, config_path, filters, seconds_left, report_dir, n
         "examples,coverage,fuzzing,stateful",
         "--max-examples",
         str(MAX_EXAMPLES),
-        "--seed",
-        str(SEED),
-        # Seeded, no example database: a run repeats the last one.
+        # No randomness and no example database: a run repeats the last one.
         "--generation-deterministic",
         # The session from the config file, never one generated from the document's schemes.
         "--generation-with-security-parameters",
@@ -234,7 +233,8 @@ def schemathesis(binary, port, config_path, filters, seconds_left, report_dir, n
     print(f"schemathesis ({name}): {' '.join(cmd[1:])}", flush=True)
     started = time.monotonic()
     try:
-        done = subprocess.run(cmd, timeout=max(seconds_left, 1))
+        # In the run's folder: schemathesis keeps state (`.schemathesis/`) in its working directory.
+        done = subprocess.run(cmd, timeout=max(seconds_left, 1), cwd=report_dir)
     except subprocess.TimeoutExpired:
         raise SystemExit(
             f"schemathesis ({name}) went over the {BUDGET_S} s budget: lower MAX_EXAMPLES"
