@@ -241,8 +241,8 @@ struct RecordsBody {
             patient naming another; a doctor without a live read grant (`no live read grant`) \
             or away from home", body = ErrorBody),
         (status = 404, description = "No such patient (a doctor's read)", body = ErrorBody),
-        (status = 429, description = "Too many wrong passwords for this account; wait",
-            body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords, or too many reads, for this \
+            account; wait", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; `keys catching up`; retry", body = ErrorBody),
     )
@@ -325,6 +325,7 @@ struct DoctorReadBody {
         (status = 403, description = "Not a doctor; `wrong_hospital`; `no live read grant` or the \
             chain's reason", body = ErrorBody),
         (status = 404, description = "No such patient", body = ErrorBody),
+        (status = 429, description = "Too many reads for this account; wait", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; `keys catching up`; retry", body = ErrorBody),
     )
