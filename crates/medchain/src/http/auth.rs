@@ -28,10 +28,12 @@ struct LoginBody {
     #[schema(value_type = super::openapi::RoleName, required = true)]
     role: Option<String>,
     /// The patient's login at this hospital (with `role: patient`).
-    #[schema(value_type = String, required = false, min_length = 1, max_length = 64, example = "p001")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
     /// The doctor's login at this hospital (with `role: doctor`).
-    #[schema(value_type = String, required = false, min_length = 1, max_length = 64, example = "d001")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 64)]
+    #[schema(example = "d001")]
     doctor_id: Option<String>,
     #[schema(value_type = String, required = true, example = "patient123")]
     password: Option<Zeroizing<String>>,
@@ -174,8 +176,8 @@ async fn login(
     security((), ("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The session (if any) ended; the cookie cleared",
-            body = super::openapi::answers::Logout, headers(("set-cookie" = String, description = "The cookie, \
-                emptied (`Max-Age=0`)"))),
+            body = super::openapi::answers::Logout,
+            headers(("set-cookie" = String, description = "The cookie, emptied (`Max-Age=0`)"))),
     )
 )]
 async fn logout(
@@ -216,7 +218,6 @@ async fn logout(
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = WhoAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
     )
 )]
 async fn me(

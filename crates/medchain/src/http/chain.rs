@@ -30,7 +30,6 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "The block committed", body = answers::Validated),
         (status = 400, description = "`No pending records to validate`", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a doctor", body = ErrorBody),
         (status = 503, description = "The validators did not commit in time, or the validator \
             is busy or stopped; retry", body = ErrorBody),
@@ -73,7 +72,6 @@ async fn validate(
     responses(
         (status = 200, description = "The verdict (an invalid chain is a 200 with `valid: false`)",
             body = answers::ChainVerdict),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
     )
 )]
@@ -139,7 +137,6 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The last 100 blocks' measurements", body = answers::Metrics),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
     )
 )]
 async fn metrics(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
@@ -203,7 +200,6 @@ async fn metrics(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The validators and the chain", body = answers::Status),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
     )
 )]
@@ -365,7 +361,6 @@ fn page_params(query: Option<String>) -> ApiResult<(Option<u64>, usize)> {
         (status = 200, description = "One page of blocks, newest first", body = answers::Blocks),
         (status = 400, description = "`before` is not a height, or `limit` not 1 to 100",
             body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
     )
 )]
@@ -443,7 +438,6 @@ async fn blocks(
     responses(
         (status = 200, description = "Its status", body = answers::TxStatus),
         (status = 400, description = "`id` is not 64 hex digits", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
     )
 )]

@@ -174,7 +174,8 @@ pub(crate) fn answer<T: Serialize>(outcome: Signing<T>) -> Response {
 #[serde(rename_all = "camelCase")]
 struct InPersonBody {
     /// The patient's login here, or their person id (32 hex digits).
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, example = "p001")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
     /// The patient's own password, typed by the patient.
     #[schema(value_type = String, required = true, example = "patient123")]
@@ -259,7 +260,8 @@ async fn in_person(
 #[serde(rename_all = "camelCase")]
 struct RemoteBody {
     /// The patient's login here, or their person id (32 hex digits).
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, example = "p001")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
     #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     purpose: Option<String>,
@@ -302,16 +304,14 @@ fn requested(id: ledger::TxId) -> RequestAnswer {
     responses(
         (status = 200, description = "Requested: durable here, on chain within the batch \
             window", body = RequestAnswer),
-        (status = 202, description = "With `devicePublicKey`: sign `signingBytes` and post \
-            the signature to `/api/sign/{preparedId}`", body = SignatureNeeded),
         (status = 400, description = "A missing or invalid field", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a doctor, `wrong_hospital`, or a device key that is \
             not a live key of the caller", body = ErrorBody),
         (status = 404, description = "No such patient", body = ErrorBody),
         (status = 409, description = "The chain refused it (its rule's reason)", body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason), or of unsigned envelopes of this login (8)", body = ErrorBody),
+        (status = 429, description = "Over a cap of pending requests (3 per doctor and \
+            patient, 10 per requesting hospital and patient; the message is the chain's reason)",
+            body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )
@@ -457,7 +457,6 @@ struct GrantsAnswer {
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Grants, newest first", body = GrantsAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "`wrong_hospital`, or a login this hospital may not serve",
             body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
@@ -517,7 +516,6 @@ struct PendingAnswer {
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Pending requests", body = PendingAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a patient, or a login this hospital may not serve",
             body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
@@ -589,7 +587,6 @@ struct RequestedAnswer {
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The doctor's pending requests", body = RequestedAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a doctor, or `wrong_hospital`", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
@@ -642,10 +639,10 @@ struct ConsentAnswer {
 #[utoipa::path(
     get, path = "/api/consents/{id}", tag = "consent",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     responses(
         (status = 200, description = "The grant or the request", body = ConsentAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "A login this hospital may not serve", body = ErrorBody),
         (status = 404, description = "No such consent of the caller's", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
@@ -692,22 +689,18 @@ struct GrantAnswer {
 #[utoipa::path(
     post, path = "/api/consents/{id}/approve", tag = "consent",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     request_body = AnswerBody,
     responses(
         (status = 200, description = "The grant is applied", body = GrantAnswer),
-        (status = 202, description = "With `devicePublicKey`: sign `signingBytes` and post \
-            the signature to `/api/sign/{preparedId}`", body = SignatureNeeded),
         (status = 400, description = "An invalid field", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a patient; `approve_on_device` (without a device \
             key); `approve_at_home` (a read request away from home, or a purpose this hospital \
             cannot open)", body = ErrorBody),
         (status = 404, description = "No such request of the caller's", body = ErrorBody),
         (status = 409, description = "No longer pending, or the chain refused it",
             body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason), or of unsigned envelopes of this login (8)", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )
@@ -766,21 +759,17 @@ async fn revoke_target(
 #[utoipa::path(
     post, path = "/api/consents/{id}/deny", tag = "consent",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     request_body = AnswerBody,
     responses(
         (status = 200, description = "Denied on chain", body = RevokeAnswer),
-        (status = 202, description = "With `devicePublicKey`: sign `signingBytes` and post \
-            the signature to `/api/sign/{preparedId}`", body = SignatureNeeded),
         (status = 400, description = "An invalid field", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a patient, or `approve_on_device` (custodially only \
             at the patient's home)", body = ErrorBody),
         (status = 404, description = "No such request of the caller's", body = ErrorBody),
         (status = 409, description = "No longer pending, or the chain refused it",
             body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason), or of unsigned envelopes of this login (8)", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )
@@ -798,21 +787,17 @@ async fn deny(
 #[utoipa::path(
     post, path = "/api/grants/{id}/revoke", tag = "consent",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The grant's id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The grant's id (64 hex digits)")),
     request_body = AnswerBody,
     responses(
         (status = 200, description = "Revoked on chain", body = RevokeAnswer),
-        (status = 202, description = "With `devicePublicKey`: sign `signingBytes` and post \
-            the signature to `/api/sign/{preparedId}`", body = SignatureNeeded),
         (status = 400, description = "An invalid field", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a patient, or `approve_on_device` (custodially only \
             at the patient's home)", body = ErrorBody),
         (status = 404, description = "No such grant of the caller's", body = ErrorBody),
         (status = 409, description = "The chain refused it (`grant already used`, ...)",
             body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason), or of unsigned envelopes of this login (8)", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )
@@ -880,7 +865,6 @@ impl ToSchema for SignedAnswer {
             body = SignedAnswer),
         (status = 400, description = "A missing or malformed signature, or one that does not \
             verify under the device key", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "The device key is no longer a live key of the caller, or \
             a refusal of the action (as it answers)", body = ErrorBody),
         (status = 404, description = "No such envelope waiting for this login's signature",

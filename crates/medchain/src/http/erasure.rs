@@ -10,7 +10,7 @@ use ledger::tx::{Decision, SignerKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::consent::{SignatureNeeded, TxAnswer, answer, who_of};
+use super::consent::{TxAnswer, answer, who_of};
 use super::extract::{ApiJson, Patient};
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
@@ -37,14 +37,12 @@ struct RequestBody {
 #[utoipa::path(
     post, path = "/api/records/{id}/erasure", tag = "erasure",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The record's (or request's, grant's) transaction id (64 hex digits)")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The record's (or request's, grant's) transaction id (64 hex digits)")),
     request_body = RequestBody,
     responses(
         (status = 200, description = "The erasure request is applied on chain", body = TxAnswer),
-        (status = 202, description = "With `devicePublicKey`: sign `signingBytes` and post \
-            the signature to `/api/sign/{preparedId}`", body = SignatureNeeded),
         (status = 400, description = "An invalid field", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a patient; `approve_at_home` (only a key of the home \
             signs it); a device key too young or not the caller's", body = ErrorBody),
         (status = 404, description = "No such record, request or grant of the caller's",
@@ -52,8 +50,6 @@ struct RequestBody {
         (status = 409, description = "The chain refused it (`an erasure of this transaction is \
             already pending`, `transaction already erased`, a young key's wait)",
             body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason), or of unsigned envelopes of this login (8)", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )
@@ -120,7 +116,6 @@ struct ErasuresAnswer {
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The caller's erasure requests", body = ErasuresAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a patient, or a login this hospital may not serve",
             body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \

@@ -12,7 +12,7 @@ use axum::extract::Path;
 use axum::response::Response;
 use ledger::tx::AskWhat;
 
-use super::consent::{SignatureNeeded, TxAnswer, answer, who_of};
+use super::consent::{TxAnswer, answer, who_of};
 use super::extract::{ApiJson, Authed, parse_body, required};
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
@@ -79,10 +79,9 @@ struct IdentityAnswer {
     responses(
         (status = 200, description = "The caller on chain: links, keys, recoveries",
             body = IdentityAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "A login this hospital may not serve", body = ErrorBody),
-        (status = 503, description = "`not on chain yet`, or the validator is busy, stopped, or did not apply the \
-            step in time; retry", body = ErrorBody),
+        (status = 503, description = "`not on chain yet`, or the validator is busy or stopped; \
+            retry", body = ErrorBody),
     )
 )]
 async fn identity(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<IdentityAnswer>> {
@@ -174,12 +173,9 @@ struct AddKeyAnswer {
             body = AddKeyAnswer),
         (status = 400, description = "A missing or invalid field, or a `pop` that does not \
             verify", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "`wrong_hospital` (a doctor's keys are made at home), or a \
             login this hospital may not serve", body = ErrorBody),
         (status = 409, description = "The chain refused it (its rule's reason)", body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason)", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )
@@ -256,7 +252,6 @@ struct AsksAnswer {
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Pending asks", body = AsksAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "A login this hospital may not serve", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
@@ -308,17 +303,12 @@ struct ApproveAskBody {
     request_body = ApproveAskBody,
     responses(
         (status = 200, description = "Approved on chain", body = TxAnswer),
-        (status = 202, description = "With `devicePublicKey`: sign `signingBytes` and post \
-            the signature to `/api/sign/{preparedId}`", body = SignatureNeeded),
         (status = 400, description = "A missing or invalid field", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "A device key that is not a live key of the caller, or \
             custodially away from home", body = ErrorBody),
         (status = 404, description = "No pending ask has this code", body = ErrorBody),
         (status = 409, description = "Asks of two hospitals match the code, or the chain refused \
             it", body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason), or of unsigned envelopes of this login (8)", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )
@@ -350,20 +340,16 @@ struct RevokeKeyBody {
 #[utoipa::path(
     post, path = "/api/keys/{key}/revoke", tag = "identity",
     security(("session_cookie" = []), ("bearer" = [])),
-    params(("key" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The public key (64 hex digits)")),
+    params(("key" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The public key (64 hex digits)")),
     request_body = RevokeKeyBody,
     responses(
         (status = 200, description = "Revoked on chain", body = TxAnswer),
-        (status = 202, description = "With `devicePublicKey`: sign `signingBytes` and post \
-            the signature to `/api/sign/{preparedId}`", body = SignatureNeeded),
         (status = 400, description = "An invalid field", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "A device key that is not a live key of the caller, or \
             custodially away from home", body = ErrorBody),
         (status = 404, description = "No such key of the caller's", body = ErrorBody),
         (status = 409, description = "The chain refused it (its rule's reason)", body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason), or of unsigned envelopes of this login (8)", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )

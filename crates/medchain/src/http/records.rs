@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::consent::SignatureNeeded;
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_body, required};
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
@@ -49,7 +48,8 @@ struct MedicalData {
 #[serde(rename_all = "camelCase")]
 struct AddRecordBody {
     /// The patient's login here, or their person id (32 hex digits).
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, example = "p001")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
     /// The caller's own id, if given.
     doctor_id: Option<String>,
@@ -136,20 +136,15 @@ impl From<AddedRecord> for RecordAdded {
     responses(
         (status = 200, description = "Durable here, sealed and submitted; committed within the \
             batch window", body = RecordAdded),
-        (status = 202, description = "With `devicePublicKey`: sign `signingBytes` and post \
-            the signature to `/api/sign/{preparedId}`", body = SignatureNeeded),
         (status = 400, description = "`missing_field`, `validation` (with `field`), or \
             `blockchain_validation` (`Invalid OTP`, `Consent already used`, `Expired or invalid \
             consent`)", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a doctor; `doctorId` not the caller's; \
             `wrong_hospital`; `not_allowed` (`field: department`)", body = ErrorBody),
         (status = 404, description = "No such patient", body = ErrorBody),
         (status = 409, description = "The chain refused it (its rule's reason)", body = ErrorBody),
         (status = 413, description = "The record is over what a sealed body carries",
             body = ErrorBody),
-        (status = 429, description = "Over a cap: of pending requests (the message is the \
-            chain's reason), or of unsigned envelopes of this login (8)", body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \
             step in time; retry", body = ErrorBody),
     )
@@ -308,7 +303,8 @@ async fn patient_records(
 #[serde(rename_all = "camelCase")]
 struct DoctorReadBody {
     /// The patient's login here, or their person id (32 hex digits).
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, example = "p001")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
 }
 
@@ -321,7 +317,6 @@ struct DoctorReadBody {
     responses(
         (status = 200, description = "The patient's committed records", body = RecordsAnswer),
         (status = 400, description = "A missing or invalid field", body = ErrorBody),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a doctor; `wrong_hospital`; `no live read grant` or the \
             chain's reason", body = ErrorBody),
         (status = 404, description = "No such patient", body = ErrorBody),
@@ -506,7 +501,6 @@ struct AccessLogAnswer {
     security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The access log, newest first", body = AccessLogAnswer),
-        (status = 401, description = "No (valid) session", body = ErrorBody),
         (status = 403, description = "Not a patient, or a login this hospital may not serve",
             body = ErrorBody),
         (status = 503, description = "The validator is busy, stopped, or did not apply the \

@@ -3,10 +3,12 @@
 //! [`OPENAPI_PATH`], and a Swagger UI at [`DOCS_PATH`] whose files are in the binary
 //! (utoipa-swagger-ui's `vendored` feature: nothing is fetched at build or run time).
 //!
-//! What every handler of a kind can answer is added here, from the extractors, so that no
-//! annotation forgets it: a JSON body ([`super::extract::ApiJson`]) can be refused with 400,
-//! 413 or 415, any `POST` from another origin with 403 (`same_origin_writes`), and any API call
-//! can fail with 500. Each annotation lists what its handler adds.
+//! What every handler of a kind can answer is added here, from the extractors and the body, so
+//! that no annotation forgets it: a JSON body ([`super::extract::ApiJson`]) can be refused with
+//! 400, 413 or 415; a call that needs a session with 401; any `POST` from another origin with
+//! 403 (`same_origin_writes`); a body with `devicePublicKey` is answered 202 with the bytes to
+//! sign ([`super::consent::SignatureNeeded`]), or 429 while eight envelopes of the login wait;
+//! and any API call can fail with 500. Each annotation lists what its handler adds.
 
 pub mod answers;
 
@@ -24,8 +26,11 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::collections::BTreeMap;
+
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{AnyOfBuilder, Ref, Schema};
+use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -173,6 +178,11 @@ struct FromExtractors;
 
 impl Modify for FromExtractors {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let mut signature_needed = Vec::new();
+        collect::<super::consent::SignatureNeeded>(&mut signature_needed);
+        components.schemas.extend(signature_needed);
+        let schemas = components.schemas.clone();
         for (path, item) in doc.paths.paths.iter_mut() {
             let api = path.starts_with("/api/") && path != OPENAPI_PATH;
             let methods = [
@@ -193,6 +203,34 @@ impl Modify for FromExtractors {
                     refusal(operation, 413, "The body is over 64 KiB");
                     refusal(operation, 415, "The body is not JSON (`Content-Type`)");
                 }
+                if needs_session(operation) {
+                    refusal(operation, 401, "No (valid) session");
+                }
+                if body_has(operation, &schemas, "devicePublicKey") {
+                    let to_sign = ResponseBuilder::new()
+                        .description(
+                            "With `devicePublicKey`: sign `signingBytes` with the device key and \
+                             post the signature to `/api/sign/{preparedId}`",
+                        )
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name(
+                                    super::consent::SignatureNeeded::name(),
+                                )))
+                                .build(),
+                        )
+                        .build();
+                    operation
+                        .responses
+                        .responses
+                        .insert("202".into(), RefOr::T(to_sign));
+                    refusal(
+                        operation,
+                        429,
+                        "Eight actions of this login already wait for its device's signature",
+                    );
+                }
                 if writes {
                     refusal(
                         operation,
@@ -210,6 +248,35 @@ impl Modify for FromExtractors {
             }
         }
     }
+}
+
+/// Whether `operation` needs a session: it names schemes, and none of its alternatives is
+/// "none" (`security(())`).
+fn needs_session(operation: &Operation) -> bool {
+    operation.security.as_ref().is_some_and(|alternatives| {
+        !alternatives.is_empty() && !alternatives.contains(&SecurityRequirement::default())
+    })
+}
+
+/// Whether `operation`'s JSON body (a schema among `schemas`) has the property `name`.
+fn body_has(operation: &Operation, schemas: &BTreeMap<String, RefOr<Schema>>, name: &str) -> bool {
+    let Some(body) = &operation.request_body else {
+        return false;
+    };
+    let Some(RefOr::Ref(reference)) = body
+        .content
+        .get("application/json")
+        .and_then(|content| content.schema.as_ref())
+    else {
+        return false;
+    };
+    let schema_name = reference
+        .ref_location
+        .trim_start_matches("#/components/schemas/");
+    matches!(
+        schemas.get(schema_name),
+        Some(RefOr::T(Schema::Object(object))) if object.properties.contains_key(name)
+    )
 }
 
 /// Adds `status` with an [`ErrorBody`] to `operation`, or, if its annotation lists the status
@@ -320,6 +387,33 @@ mod tests {
         assert!(me.get("500").is_some());
         let health = &doc["paths"]["/healthz"]["get"]["responses"];
         assert!(health.get("500").is_none());
+        // A session is needed: 401; optional (logout): none.
+        assert!(me.get("401").is_some());
+        assert!(
+            doc["paths"]["/api/logout"]["post"]["responses"]
+                .get("401")
+                .is_none()
+        );
+        // A body with `devicePublicKey`: 202 with the bytes to sign, and the envelopes' cap.
+        for (path, device) in [
+            ("/api/add_record", true),
+            ("/api/records/{id}/erasure", true),
+            ("/api/keys/{key}/revoke", true),
+            ("/api/keys", false),
+            ("/api/sign/{prepared}", false),
+        ] {
+            let responses = &doc["paths"][path]["post"]["responses"];
+            assert_eq!(responses.get("202").is_some(), device, "{path}");
+            if device {
+                assert_eq!(
+                    responses["202"]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/SignatureNeeded"
+                );
+                let cap = responses["429"]["description"].as_str().unwrap();
+                assert!(cap.contains("device's signature"), "{path}: {cap}");
+            }
+        }
+        assert!(doc["components"]["schemas"]["TxPreview"].is_object());
     }
 
     /// Every `error_type` an answer can carry is one the document lists.
