@@ -102,6 +102,7 @@ impl WhoAnswer {
 /// serve; a doctor may sign in anywhere (the explorer, the status page) but acts only at home.
 #[utoipa::path(
     post, path = "/api/login", tag = "session",
+    security(()),
     request_body = LoginBody,
     responses(
         (status = 200, description = "Signed in: the session token, also set as this hospital's \
@@ -215,7 +216,6 @@ async fn logout(
 /// The signed-in person, as login answers (without `token`).
 #[utoipa::path(
     get, path = "/api/me", tag = "session",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = WhoAnswer),
     )

@@ -26,7 +26,6 @@ pub fn router() -> Router<AppState> {
 /// The seed's `/api/validate`: propose a block now and wait for its commit.
 #[utoipa::path(
     post, path = "/api/validate", tag = "chain",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The block committed", body = answers::Validated),
         (status = 400, description = "`No pending records to validate`", body = ErrorBody),
@@ -68,7 +67,6 @@ async fn validate(
 /// The seed's `/api/validate_chain`: the ledger's full verification of the local chain.
 #[utoipa::path(
     get, path = "/api/validate_chain", tag = "chain",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The verdict (an invalid chain is a 200 with `valid: false`)",
             body = answers::ChainVerdict),
@@ -134,7 +132,6 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
 /// this hospital, the key service's state and counters (`keys`).
 #[utoipa::path(
     get, path = "/api/metrics", tag = "chain",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The last 100 blocks' measurements", body = answers::Metrics),
     )
@@ -197,7 +194,6 @@ async fn metrics(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<
 /// Validators' state, the primary, throughput, latency, and the countdown to the next block.
 #[utoipa::path(
     get, path = "/api/status", tag = "chain",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The validators and the chain", body = answers::Status),
         (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
@@ -351,7 +347,6 @@ fn page_params(query: Option<String>) -> ApiResult<(Option<u64>, usize)> {
 /// The block explorer: newest first, `limit` per page, below `before`.
 #[utoipa::path(
     get, path = "/api/blocks", tag = "chain",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(
         ("before" = Option<u64>, Query, description = "Only blocks below this height"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100,
@@ -432,7 +427,6 @@ async fn blocks(
 /// Where a transaction stands: pending at this validator, committed at a height, or unknown.
 #[utoipa::path(
     get, path = "/api/tx/{id}", tag = "chain",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
         description = "The transaction's id (64 hex digits)")),
     responses(

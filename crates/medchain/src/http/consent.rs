@@ -204,7 +204,6 @@ struct InPersonAnswer {
 /// the node that is home to both. Answers the code only once the grant is applied on chain.
 #[utoipa::path(
     post, path = "/api/request_consent", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     request_body = InPersonBody,
     responses(
         (status = 200, description = "The grant is applied on chain: a write grant's code \
@@ -299,7 +298,6 @@ fn requested(id: ledger::TxId) -> RequestAnswer {
 /// where they have a login.
 #[utoipa::path(
     post, path = "/api/consents/request", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     request_body = RemoteBody,
     responses(
         (status = 200, description = "Requested: durable here, on chain within the batch \
@@ -454,7 +452,6 @@ struct GrantsAnswer {
 /// The caller's grants from the chain: a doctor's (received), a patient's (given).
 #[utoipa::path(
     get, path = "/api/consents", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Grants, newest first", body = GrantsAnswer),
         (status = 403, description = "`wrong_hospital`, or a login this hospital may not serve",
@@ -513,7 +510,6 @@ struct PendingAnswer {
 /// The patient's requests pending on chain, grouped by requesting hospital, newest first.
 #[utoipa::path(
     get, path = "/api/consents/pending", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Pending requests", body = PendingAnswer),
         (status = 403, description = "Not a patient, or a login this hospital may not serve",
@@ -584,7 +580,6 @@ struct RequestedAnswer {
 /// The doctor's own requests still waiting for their patients' answers, newest first.
 #[utoipa::path(
     get, path = "/api/consents/requested", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The doctor's pending requests", body = RequestedAnswer),
         (status = 403, description = "Not a doctor, or `wrong_hospital`", body = ErrorBody),
@@ -638,7 +633,6 @@ struct ConsentAnswer {
 /// One grant or request, to its patient or its doctor only.
 #[utoipa::path(
     get, path = "/api/consents/{id}", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
         description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     responses(
@@ -688,7 +682,6 @@ struct GrantAnswer {
 /// `approve_on_device`).
 #[utoipa::path(
     post, path = "/api/consents/{id}/approve", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
         description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     request_body = AnswerBody,
@@ -758,7 +751,6 @@ async fn revoke_target(
 /// The patient denies a pending request (device key, or custodially at their home).
 #[utoipa::path(
     post, path = "/api/consents/{id}/deny", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
         description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
     request_body = AnswerBody,
@@ -786,7 +778,6 @@ async fn deny(
 /// The patient revokes a grant not used up (device key, or custodially at their home).
 #[utoipa::path(
     post, path = "/api/grants/{id}/revoke", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
         description = "The grant's id (64 hex digits)")),
     request_body = AnswerBody,
@@ -857,7 +848,6 @@ impl ToSchema for SignedAnswer {
 /// The device signature of a prepared envelope; answers what the action answers.
 #[utoipa::path(
     post, path = "/api/sign/{prepared}", tag = "consent",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(("prepared" = String, Path, description = "`preparedId` of the 202 answer")),
     request_body = SignBody,
     responses(

@@ -36,7 +36,6 @@ struct RequestBody {
 /// `approve_at_home` elsewhere). Answers once the request is applied on chain.
 #[utoipa::path(
     post, path = "/api/records/{id}/erasure", tag = "erasure",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
         description = "The record's (or request's, grant's) transaction id (64 hex digits)")),
     request_body = RequestBody,
@@ -113,7 +112,6 @@ struct ErasuresAnswer {
 /// The signed-in patient's erasure requests and their answers, newest first.
 #[utoipa::path(
     get, path = "/api/erasures", tag = "erasure",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The caller's erasure requests", body = ErasuresAnswer),
         (status = 403, description = "Not a patient, or a login this hospital may not serve",

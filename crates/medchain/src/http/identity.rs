@@ -75,7 +75,6 @@ struct IdentityAnswer {
 
 #[utoipa::path(
     get, path = "/api/identity", tag = "identity",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The caller on chain: links, keys, recoveries",
             body = IdentityAnswer),
@@ -165,7 +164,6 @@ struct AddKeyAnswer {
 /// A page's new device key for the signed-in person.
 #[utoipa::path(
     post, path = "/api/keys", tag = "identity",
-    security(("session_cookie" = []), ("bearer" = [])),
     request_body = AddKeyBody,
     responses(
         (status = 200, description = "`added` at the person's home (applied); elsewhere `asked`, \
@@ -249,7 +247,6 @@ struct AsksAnswer {
 /// made a key for them, each with its six-digit code.
 #[utoipa::path(
     get, path = "/api/asks", tag = "identity",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Pending asks", body = AsksAnswer),
         (status = 403, description = "A login this hospital may not serve", body = ErrorBody),
@@ -299,7 +296,6 @@ struct ApproveAskBody {
 /// or a key. 409 if asks of two hospitals match it.
 #[utoipa::path(
     post, path = "/api/asks/approve", tag = "identity",
-    security(("session_cookie" = []), ("bearer" = [])),
     request_body = ApproveAskBody,
     responses(
         (status = 200, description = "Approved on chain", body = TxAnswer),
@@ -339,7 +335,6 @@ struct RevokeKeyBody {
 /// home); a key waiting for its recovery is cancelled with it.
 #[utoipa::path(
     post, path = "/api/keys/{key}/revoke", tag = "identity",
-    security(("session_cookie" = []), ("bearer" = [])),
     params(("key" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
         description = "The public key (64 hex digits)")),
     request_body = RevokeKeyBody,

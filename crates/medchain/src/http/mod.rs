@@ -251,6 +251,7 @@ fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer
 
 #[utoipa::path(
     get, path = "/healthz", tag = "service",
+    security(()),
     responses((status = 200, description = "The service answers", body = openapi::answers::Health)),
 )]
 async fn healthz() -> impl IntoResponse {

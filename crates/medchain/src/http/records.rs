@@ -131,7 +131,6 @@ impl From<AddedRecord> for RecordAdded {
 /// in-person code (`otp`) or a grant's id (`grantId`).
 #[utoipa::path(
     post, path = "/api/add_record", tag = "records",
-    security(("session_cookie" = []), ("bearer" = [])),
     request_body = AddRecordBody,
     responses(
         (status = 200, description = "Durable here, sealed and submitted; committed within the \
@@ -312,7 +311,6 @@ struct DoctorReadBody {
 /// home: served only once the access entry is applied on chain.
 #[utoipa::path(
     post, path = "/api/doctor/patient_records", tag = "records",
-    security(("session_cookie" = []), ("bearer" = [])),
     request_body = DoctorReadBody,
     responses(
         (status = 200, description = "The patient's committed records", body = RecordsAnswer),
@@ -498,7 +496,6 @@ struct AccessLogAnswer {
 /// Who read the signed-in patient's records and at which hospital, newest first.
 #[utoipa::path(
     get, path = "/api/access_log", tag = "records",
-    security(("session_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The access log, newest first", body = AccessLogAnswer),
         (status = 403, description = "Not a patient, or a login this hospital may not serve",

@@ -90,6 +90,9 @@ pub const BEARER_SCHEME: &str = "bearer";
         super::chain::blocks,
         super::chain::tx_status,
     ),
+    // Every call needs a session but those whose annotation says `security(())` (none) or
+    // `security((), ...)` (optional).
+    security(("session_cookie" = []), ("bearer" = [])),
     modifiers(&FromExtractors),
     tags(
         (name = "session", description = "Signing in and out"),
@@ -155,6 +158,7 @@ struct Document(Bytes);
 /// This document.
 #[utoipa::path(
     get, path = "/api/openapi.json", tag = "service",
+    security(()),
     responses((status = 200, description = "This OpenAPI document", body = Object)),
 )]
 async fn openapi_json(State(Document(json)): State<Document>) -> Response {
@@ -183,6 +187,7 @@ impl Modify for FromExtractors {
         collect::<super::consent::SignatureNeeded>(&mut signature_needed);
         components.schemas.extend(signature_needed);
         let schemas = components.schemas.clone();
+        let global = doc.security.clone().unwrap_or_default();
         for (path, item) in doc.paths.paths.iter_mut() {
             let api = path.starts_with("/api/") && path != OPENAPI_PATH;
             let methods = [
@@ -203,7 +208,7 @@ impl Modify for FromExtractors {
                     refusal(operation, 413, "The body is over 64 KiB");
                     refusal(operation, 415, "The body is not JSON (`Content-Type`)");
                 }
-                if needs_session(operation) {
+                if needs_session(operation.security.as_ref().unwrap_or(&global)) {
                     refusal(operation, 401, "No (valid) session");
                 }
                 if body_has(operation, &schemas, "devicePublicKey") {
@@ -250,12 +255,10 @@ impl Modify for FromExtractors {
     }
 }
 
-/// Whether `operation` needs a session: it names schemes, and none of its alternatives is
-/// "none" (`security(())`).
-fn needs_session(operation: &Operation) -> bool {
-    operation.security.as_ref().is_some_and(|alternatives| {
-        !alternatives.is_empty() && !alternatives.contains(&SecurityRequirement::default())
-    })
+/// Whether an operation whose security is `alternatives` needs a session: it names schemes,
+/// and none of them is "none" (`security(())`).
+fn needs_session(alternatives: &[SecurityRequirement]) -> bool {
+    !alternatives.is_empty() && !alternatives.contains(&SecurityRequirement::default())
 }
 
 /// Whether `operation`'s JSON body (a schema among `schemas`) has the property `name`.
