@@ -246,7 +246,8 @@ def schemathesis(binary, port, config_path, filters, seconds_left, report_dir, n
 def main():
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
-    medchain, st = sys.argv[1], sys.argv[2]
+    # Absolute: schemathesis runs in the run's folder.
+    medchain, st = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     work = tempfile.mkdtemp(prefix="medchain-schemathesis-")
     port = free_port()
     log_path = os.path.join(work, "serve.log")
