@@ -17,6 +17,10 @@ fi
 cargo test --workspace --locked "$@"
 # The Byzantine validator exists only with the `byzantine` feature (never in a release build).
 cargo test -p medchain --features byzantine --test byzantine --test byzantine_keys --locked "$@"
+# schemathesis (pinned, from PyPI, in a virtual environment it creates under the target
+# directory) against a live `medchain serve` with a doctor's and a patient's session: no 5xx,
+# every answer as /api/openapi.json says, the server still serving after; 2 minutes at most.
+./scripts/schemathesis.sh
 # Four validator processes under load for two minutes, up to f of them SIGKILLed and restarted at
 # random; then every acknowledged transaction is checked, once, at every validator. The long run is
 # `cargo run --release -- soak --duration 1h` (README, "Tests and benchmarks").

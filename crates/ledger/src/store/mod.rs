@@ -502,7 +502,9 @@ pub trait Queries {
 
     /// Up to `limit` block summaries, newest first, below `before` (or from the head).
     fn blocks_page(&self, before: Option<u64>, limit: usize) -> Result<Vec<BlockSummary>> {
-        let before = before.map_or(i64::MAX, |b| b as i64);
+        // SQLite's integers are i64: a bound past every height is the newest page, never a
+        // negative height (`as` wrapped 2^63 and above to an empty page).
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         let mut stmt = self.connection().prepare_cached(
             "SELECT height, hash, timestamp_ms, proposer, view, tx_count FROM blocks
              WHERE height < ?1 ORDER BY height DESC LIMIT ?2",

@@ -6,9 +6,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Authed, MaybeAuthed, parse_body, required};
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::{Account, Role};
 
@@ -19,12 +21,21 @@ pub fn router() -> Router<AppState> {
         .route("/api/me", get(me))
 }
 
-#[derive(Deserialize)]
+/// The seed's login: `patientId` with `role: patient`, `doctorId` with `role: doctor`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LoginBody {
+    #[schema(value_type = super::openapi::RoleName, required = true)]
     role: Option<String>,
+    /// The patient's login at this hospital (with `role: patient`).
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
+    /// The doctor's login at this hospital (with `role: doctor`).
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 64)]
+    #[schema(example = "d001")]
     doctor_id: Option<String>,
+    #[schema(value_type = String, required = true, example = "patient123")]
     password: Option<Zeroizing<String>>,
 }
 
@@ -33,10 +44,11 @@ fn invalid_credentials() -> ApiError {
 }
 
 /// Who is signed in: the seed's fields, then who they are on chain.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WhoAnswer {
     success: bool,
+    #[schema(value_type = super::openapi::RoleName)]
     user_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     patient_id: Option<String>,
@@ -57,8 +69,10 @@ pub(crate) struct WhoAnswer {
     /// This hospital's validator index: the origin of a key made at this page, which its
     /// proof of possession binds (`key-pop/v2`).
     validator: u32,
+    /// The session token, for `Authorization: Bearer` (login only; `/api/me` omits it).
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    /// When the session ends (ms since the epoch) unless used sooner.
     expires_at: u64,
 }
 
@@ -86,6 +100,27 @@ impl WhoAnswer {
 /// The seed's login. Answers 503 while the person's enrollment (or, at a hospital that is not
 /// their home, a patient's link) is not on chain, 403 for a patient this hospital may not
 /// serve; a doctor may sign in anywhere (the explorer, the status page) but acts only at home.
+#[utoipa::path(
+    post, path = "/api/login", tag = "session",
+    security(()),
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in: the session token, also set as this hospital's \
+            session cookie", body = WhoAnswer,
+            headers(("set-cookie" = String, description = "`medchain_<validator>=<token>; Path=/; \
+                HttpOnly; SameSite=Strict; Max-Age=<idle seconds>`, `; Secure` with \
+                `--secure-cookie`"))),
+        (status = 400, description = "A missing or invalid field (`role`, the id, `password`)",
+            body = ErrorBody),
+        (status = 401, description = "`Invalid credentials`", body = ErrorBody),
+        (status = 403, description = "`not_linked`: a patient this hospital may not serve yet \
+            (`home` names their home)", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords for this account; wait",
+            body = ErrorBody),
+        (status = 503, description = "`not on chain yet`: the person's enrollment (or link) is \
+            not applied on this validator's chain", body = ErrorBody),
+    )
+)]
 async fn login(
     axum::extract::State(state): axum::extract::State<AppState>,
     ApiJson(body): ApiJson<LoginBody>,
@@ -136,6 +171,16 @@ async fn login(
     Ok(res)
 }
 
+/// Ends the caller's session, if any, and clears the cookie.
+#[utoipa::path(
+    post, path = "/api/logout", tag = "session",
+    security((), ("session_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The session (if any) ended; the cookie cleared",
+            body = super::openapi::answers::Logout,
+            headers(("set-cookie" = String, description = "The cookie, emptied (`Max-Age=0`)"))),
+    )
+)]
 async fn logout(
     axum::extract::State(state): axum::extract::State<AppState>,
     MaybeAuthed(auth): MaybeAuthed,
@@ -168,6 +213,13 @@ async fn logout(
     Ok(res)
 }
 
+/// The signed-in person, as login answers (without `token`).
+#[utoipa::path(
+    get, path = "/api/me", tag = "session",
+    responses(
+        (status = 200, description = "The caller", body = WhoAnswer),
+    )
+)]
 async fn me(
     axum::extract::State(state): axum::extract::State<AppState>,
     auth: Authed,

@@ -10,6 +10,7 @@ use ledger::Queries;
 use serde_json::{Value, json};
 
 use super::extract::{Authed, Doctor};
+use super::openapi::{ErrorBody, answers};
 use super::{ApiError, ApiResult, AppState, node_error};
 
 pub fn router() -> Router<AppState> {
@@ -23,6 +24,16 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The seed's `/api/validate`: propose a block now and wait for its commit.
+#[utoipa::path(
+    post, path = "/api/validate", tag = "chain",
+    responses(
+        (status = 200, description = "The block committed", body = answers::Validated),
+        (status = 400, description = "`No pending records to validate`", body = ErrorBody),
+        (status = 403, description = "Not a doctor", body = ErrorBody),
+        (status = 503, description = "The validators did not commit in time, or the validator \
+            is busy or stopped; retry", body = ErrorBody),
+    )
+)]
 async fn validate(
     State(state): State<AppState>,
     Doctor(_doctor): Doctor,
@@ -54,6 +65,14 @@ async fn validate(
 }
 
 /// The seed's `/api/validate_chain`: the ledger's full verification of the local chain.
+#[utoipa::path(
+    get, path = "/api/validate_chain", tag = "chain",
+    responses(
+        (status = 200, description = "The verdict (an invalid chain is a 200 with `valid: false`)",
+            body = answers::ChainVerdict),
+        (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
+    )
+)]
 async fn validate_chain(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<Value>> {
     let genesis = state.chain.local.genesis().clone();
     let result = state
@@ -113,6 +132,12 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
 
 /// The seed's `/api/metrics`: the last 100 committed blocks' measurements, and, to a doctor of
 /// this hospital, the key service's state and counters (`keys`).
+#[utoipa::path(
+    get, path = "/api/metrics", tag = "chain",
+    responses(
+        (status = 200, description = "The last 100 blocks' measurements", body = answers::Metrics),
+    )
+)]
 async fn metrics(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Value>> {
     let blocks = state.chain.local.shared().block_metrics();
     let account = auth.account();
@@ -169,6 +194,13 @@ async fn metrics(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<
 }
 
 /// Validators' state, the primary, throughput, latency, and the countdown to the next block.
+#[utoipa::path(
+    get, path = "/api/status", tag = "chain",
+    responses(
+        (status = 200, description = "The validators and the chain", body = answers::Status),
+        (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
+    )
+)]
 async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<Value>> {
     let local = state.chain.local.status();
     let genesis = state.chain.local.genesis();
@@ -315,6 +347,20 @@ fn page_params(query: Option<String>) -> ApiResult<(Option<u64>, usize)> {
 }
 
 /// The block explorer: newest first, `limit` per page, below `before`.
+#[utoipa::path(
+    get, path = "/api/blocks", tag = "chain",
+    params(
+        ("before" = Option<u64>, Query, description = "Only blocks below this height"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100,
+            description = "Blocks per page (default 20)"),
+    ),
+    responses(
+        (status = 200, description = "One page of blocks, newest first", body = answers::Blocks),
+        (status = 400, description = "`before` is not a height, or `limit` not 1 to 100",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
+    )
+)]
 async fn blocks(
     State(state): State<AppState>,
     _auth: Authed,
@@ -381,6 +427,16 @@ async fn blocks(
 }
 
 /// Where a transaction stands: pending at this validator, committed at a height, or unknown.
+#[utoipa::path(
+    get, path = "/api/tx/{id}", tag = "chain",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The transaction's id (64 hex digits)")),
+    responses(
+        (status = 200, description = "Its status", body = answers::TxStatus),
+        (status = 400, description = "`id` is not 64 hex digits", body = ErrorBody),
+        (status = 503, description = "The validator is busy or stopped", body = ErrorBody),
+    )
+)]
 async fn tx_status(
     State(state): State<AppState>,
     _auth: Authed,

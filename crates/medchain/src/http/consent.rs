@@ -10,9 +10,11 @@ use axum::{Json, Router};
 use ledger::rules::{GrantRow, RequestRow};
 use ledger::tx::{Attested, Scope};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, parse_body, required};
+use super::openapi::{ErrorBody, ScopeSchema};
 use super::records::RecordAdded;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
@@ -38,12 +40,15 @@ const DEFAULT_PURPOSE: &str = "Consultation";
 
 /// The additive `scope` of a grant or request: `"write"` (the default) or
 /// `{"read": {"durationMs": N}}`.
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy, ToSchema)]
 #[serde(rename_all = "camelCase")]
 enum ScopeBody {
+    /// One record, within 5 minutes of the grant's block.
     Write,
+    /// Reads for `durationMs` (1 minute to 30 days; default 1 hour) from the grant's block.
     Read {
         #[serde(rename = "durationMs")]
+        #[schema(minimum = 60_000, maximum = 2_592_000_000_u64)]
         duration_ms: Option<u64>,
     },
 }
@@ -87,9 +92,9 @@ fn consent_id(id: &str) -> ApiResult<ledger::TxId> {
 
 /// `202`: the page must sign `signingBytes` with its device key and post the signature to
 /// `/api/sign/{preparedId}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SignatureNeeded {
+pub(super) struct SignatureNeeded {
     success: bool,
     signature_needed: bool,
     prepared_id: String,
@@ -101,12 +106,16 @@ struct SignatureNeeded {
 /// transaction's metadata in JSON (ids in hex), the body's bytes in hex (sealed, for a sealed
 /// kind) and, for a sealed kind, `plain`: the content as typed, from this request, never
 /// stored (docs/SECURITY.md §1.2).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TxPreview {
     #[serde(flatten)]
+    #[schema(value_type = super::openapi::TxMeta)]
     meta: ledger::Meta,
+    /// The body's bytes (hex): sealed, for a kind with content.
     body: String,
+    /// The content as typed (`{diagnosis, prescription, notes}` or `{purpose}`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
     plain: Option<serde_json::Value>,
 }
 
@@ -135,7 +144,7 @@ impl From<PreparedView> for SignatureNeeded {
 }
 
 /// The id of a transaction an action submitted.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TxAnswer {
     success: bool,
@@ -161,17 +170,24 @@ pub(crate) fn answer<T: Serialize>(outcome: Signing<T>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct InPersonBody {
+    /// The patient's login here, or their person id (32 hex digits).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
+    /// The patient's own password, typed by the patient.
+    #[schema(value_type = String, required = true, example = "patient123")]
     password: Option<Zeroizing<String>>,
+    /// Default `Consultation`.
+    #[schema(max_length = 200)]
     purpose: Option<String>,
     scope: Option<ScopeBody>,
 }
 
 /// The seed's answer to `request_consent`, and what medchain adds.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct InPersonAnswer {
     success: bool,
@@ -186,6 +202,25 @@ struct InPersonAnswer {
 
 /// The seed's in-person consent: the patient's own password, typed on the doctor's screen, at
 /// the node that is home to both. Answers the code only once the grant is applied on chain.
+#[utoipa::path(
+    post, path = "/api/request_consent", tag = "consent",
+    request_body = InPersonBody,
+    responses(
+        (status = 200, description = "The grant is applied on chain: a write grant's code \
+            (`otp`), shown once", body = InPersonAnswer),
+        (status = 400, description = "A missing or invalid field", body = ErrorBody),
+        (status = 401, description = "No (valid) session, or `Invalid patient credentials`",
+            body = ErrorBody),
+        (status = 403, description = "Not a doctor; `wrong_hospital` (a doctor acts at home); \
+            `consent_elsewhere` (not the patient's home)", body = ErrorBody),
+        (status = 409, description = "The chain refused the grant (its rule's reason)",
+            body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords for this patient; wait",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn in_person(
     State(state): State<AppState>,
     Doctor(doctor): Doctor,
@@ -220,22 +255,28 @@ async fn in_person(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RemoteBody {
+    /// The patient's login here, or their person id (32 hex digits).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     purpose: Option<String>,
     scope: Option<ScopeBody>,
+    /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RequestAnswer {
     success: bool,
     consent: RequestSent,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RequestSent {
     id: String,
     kind: &'static str,
@@ -255,6 +296,24 @@ fn requested(id: ledger::TxId) -> RequestAnswer {
 
 /// A doctor asks a patient remotely; the patient answers on their dashboard, at any hospital
 /// where they have a login.
+#[utoipa::path(
+    post, path = "/api/consents/request", tag = "consent",
+    request_body = RemoteBody,
+    responses(
+        (status = 200, description = "Requested: durable here, on chain within the batch \
+            window", body = RequestAnswer),
+        (status = 400, description = "A missing or invalid field", body = ErrorBody),
+        (status = 403, description = "Not a doctor, `wrong_hospital`, or a device key that is \
+            not a live key of the caller", body = ErrorBody),
+        (status = 404, description = "No such patient", body = ErrorBody),
+        (status = 409, description = "The chain refused it (its rule's reason)", body = ErrorBody),
+        (status = 429, description = "Over a cap of pending requests (3 per doctor and \
+            patient, 10 per requesting hospital and patient; the message is the chain's reason)",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn request_remote(
     State(state): State<AppState>,
     Doctor(doctor): Doctor,
@@ -274,7 +333,7 @@ async fn request_remote(
 }
 
 /// A grant as the dashboards show it (snake_case, as the consent views always were).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GrantView {
     id: String,
     kind: &'static str,
@@ -283,9 +342,11 @@ struct GrantView {
     doctor_name: Option<String>,
     department: Option<String>,
     /// `write` or `read`.
+    #[schema(value_type = super::openapi::ScopeName)]
     scope: &'static str,
     duration_ms: Option<u64>,
     /// `device` (approved on the patient's device) or `in_person` (attested at their home).
+    #[schema(value_type = super::openapi::AttestedName)]
     attested: Attested,
     request: Option<String>,
     granted_ms: u64,
@@ -356,12 +417,13 @@ fn grant_view(row: &GrantRow, info: Option<&GrantInfo>, now: u64) -> GrantView {
 }
 
 /// A request as its doctor or patient sees it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RequestView {
     id: String,
     kind: &'static str,
     patient_id: String,
     doctor_id: String,
+    #[schema(value_type = ScopeSchema)]
     scope: Scope,
     requested_ms: u64,
     expires_ms: u64,
@@ -397,13 +459,23 @@ fn request_view(row: &RequestRow, now: u64) -> RequestView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GrantsAnswer {
     success: bool,
     consents: Vec<GrantView>,
 }
 
 /// The caller's grants from the chain: a doctor's (received), a patient's (given).
+#[utoipa::path(
+    get, path = "/api/consents", tag = "consent",
+    responses(
+        (status = 200, description = "Grants, newest first", body = GrantsAnswer),
+        (status = 403, description = "`wrong_hospital`, or a login this hospital may not serve",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<GrantsAnswer>> {
     let now = state.now_ms();
     let grants = state.flows.grants(auth.account()).await?;
@@ -425,7 +497,7 @@ async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Gra
 }
 
 /// A pending request as the patient sees it.
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, ToSchema)]
 struct PendingView {
     id: String,
     doctor_id: String,
@@ -437,6 +509,7 @@ struct PendingView {
     /// Whether the purpose opens here; a request whose purpose does not is approved at the
     /// patient's home (403 `approve_at_home`).
     purpose_opens: bool,
+    #[schema(value_type = ScopeSchema)]
     scope: Scope,
     requested_ms: u64,
     expires_ms: u64,
@@ -444,13 +517,13 @@ struct PendingView {
     state: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PendingGroup {
     hospital: String,
     requests: Vec<PendingView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PendingAnswer {
     success: bool,
     /// Every pending request, newest first within each hospital's group.
@@ -459,6 +532,16 @@ struct PendingAnswer {
 }
 
 /// The patient's requests pending on chain, grouped by requesting hospital, newest first.
+#[utoipa::path(
+    get, path = "/api/consents/pending", tag = "consent",
+    responses(
+        (status = 200, description = "Pending requests", body = PendingAnswer),
+        (status = 403, description = "Not a patient, or a login this hospital may not serve",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn pending(
     State(state): State<AppState>,
     Patient(patient): Patient,
@@ -499,11 +582,12 @@ async fn pending(
 }
 
 /// A request a doctor made, as the doctor sees it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RequestedView {
     id: String,
     patient_id: String,
     purpose: String,
+    #[schema(value_type = ScopeSchema)]
     scope: Scope,
     requested_ms: u64,
     expires_ms: u64,
@@ -511,13 +595,22 @@ struct RequestedView {
     state: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RequestedAnswer {
     success: bool,
     requests: Vec<RequestedView>,
 }
 
 /// The doctor's own requests still waiting for their patients' answers, newest first.
+#[utoipa::path(
+    get, path = "/api/consents/requested", tag = "consent",
+    responses(
+        (status = 200, description = "The doctor's pending requests", body = RequestedAnswer),
+        (status = 403, description = "Not a doctor, or `wrong_hospital`", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn requests_made(
     State(state): State<AppState>,
     Doctor(doctor): Doctor,
@@ -548,20 +641,32 @@ async fn requests_made(
 }
 
 /// A grant or a request.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 enum ConsentView {
     Grant(GrantView),
     Request(RequestView),
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ConsentAnswer {
     success: bool,
     consent: ConsentView,
 }
 
 /// One grant or request, to its patient or its doctor only.
+#[utoipa::path(
+    get, path = "/api/consents/{id}", tag = "consent",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    responses(
+        (status = 200, description = "The grant or the request", body = ConsentAnswer),
+        (status = 403, description = "A login this hospital may not serve", body = ErrorBody),
+        (status = 404, description = "No such consent of the caller's", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn one(
     State(state): State<AppState>,
     auth: Authed,
@@ -579,14 +684,17 @@ async fn one(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AnswerBody {
+    /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
+    /// An approval's read duration, in place of the request's.
     duration_ms: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct GrantAnswer {
     success: bool,
@@ -596,6 +704,24 @@ struct GrantAnswer {
 
 /// The patient approves a pending request, with their device key only (else 403
 /// `approve_on_device`).
+#[utoipa::path(
+    post, path = "/api/consents/{id}/approve", tag = "consent",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    request_body = AnswerBody,
+    responses(
+        (status = 200, description = "The grant is applied", body = GrantAnswer),
+        (status = 400, description = "An invalid field", body = ErrorBody),
+        (status = 403, description = "Not a patient; `approve_on_device` (without a device \
+            key); `approve_at_home` (a read request away from home, or a purpose this hospital \
+            cannot open)", body = ErrorBody),
+        (status = 404, description = "No such request of the caller's", body = ErrorBody),
+        (status = 409, description = "No longer pending, or the chain refused it",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn approve(
     State(state): State<AppState>,
     Patient(patient): Patient,
@@ -618,7 +744,7 @@ async fn approve(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RevokeAnswer {
     success: bool,
@@ -647,6 +773,23 @@ async fn revoke_target(
 }
 
 /// The patient denies a pending request (device key, or custodially at their home).
+#[utoipa::path(
+    post, path = "/api/consents/{id}/deny", tag = "consent",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The consent's id: a grant's or a request's transaction id (64 hex digits)")),
+    request_body = AnswerBody,
+    responses(
+        (status = 200, description = "Denied on chain", body = RevokeAnswer),
+        (status = 400, description = "An invalid field", body = ErrorBody),
+        (status = 403, description = "Not a patient, or `approve_on_device` (custodially only \
+            at the patient's home)", body = ErrorBody),
+        (status = 404, description = "No such request of the caller's", body = ErrorBody),
+        (status = 409, description = "No longer pending, or the chain refused it",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn deny(
     State(state): State<AppState>,
     Patient(patient): Patient,
@@ -657,6 +800,23 @@ async fn deny(
 }
 
 /// The patient revokes a grant not used up (device key, or custodially at their home).
+#[utoipa::path(
+    post, path = "/api/grants/{id}/revoke", tag = "consent",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The grant's id (64 hex digits)")),
+    request_body = AnswerBody,
+    responses(
+        (status = 200, description = "Revoked on chain", body = RevokeAnswer),
+        (status = 400, description = "An invalid field", body = ErrorBody),
+        (status = 403, description = "Not a patient, or `approve_on_device` (custodially only \
+            at the patient's home)", body = ErrorBody),
+        (status = 404, description = "No such grant of the caller's", body = ErrorBody),
+        (status = 409, description = "The chain refused it (`grant already used`, ...)",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     Patient(patient): Patient,
@@ -666,8 +826,10 @@ async fn revoke(
     revoke_target(&state, &patient, &id, body, "Grant revoked").await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct SignBody {
+    /// The device key's Ed25519 signature of `signingBytes` (128 hex digits).
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{128}$")]
     signature: Option<String>,
 }
 
@@ -681,7 +843,54 @@ enum SignedAnswer {
     Tx(TxAnswer),
 }
 
+/// Any of the four: a JSON object may match more than one (`anyOf`, not `oneOf`).
+impl utoipa::PartialSchema for SignedAnswer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::openapi::any_of([
+            RecordAdded::name(),
+            GrantAnswer::name(),
+            RequestAnswer::name(),
+            TxAnswer::name(),
+        ])
+    }
+}
+
+impl ToSchema for SignedAnswer {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        super::openapi::collect::<RecordAdded>(schemas);
+        super::openapi::collect::<GrantAnswer>(schemas);
+        super::openapi::collect::<RequestAnswer>(schemas);
+        super::openapi::collect::<TxAnswer>(schemas);
+    }
+}
+
 /// The device signature of a prepared envelope; answers what the action answers.
+#[utoipa::path(
+    post, path = "/api/sign/{prepared}", tag = "consent",
+    params(("prepared" = String, Path, description = "`preparedId` of the 202 answer")),
+    request_body = SignBody,
+    responses(
+        (status = 200, description = "What the action that prepared the envelope answers",
+            body = SignedAnswer),
+        (status = 400, description = "A missing or malformed signature, or one that does not \
+            verify under the device key", body = ErrorBody),
+        (status = 403, description = "The device key is no longer a live key of the caller, or \
+            a refusal of the action (as it answers)", body = ErrorBody),
+        (status = 404, description = "No such envelope waiting for this login's signature",
+            body = ErrorBody),
+        (status = 409, description = "The chain refused the transaction", body = ErrorBody),
+        (status = 413, description = "The transaction is over the validators' limit",
+            body = ErrorBody),
+        (status = 429, description = "Over a cap of pending requests", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn sign(
     State(state): State<AppState>,
     auth: Authed,

@@ -8,9 +8,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger::tx::{Decision, SignerKind};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::consent::{TxAnswer, answer, who_of};
 use super::extract::{ApiJson, Patient};
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::erasure::ErasureView;
 use crate::app::flows::{Signing, parse_tx_id};
@@ -21,15 +23,36 @@ pub fn router() -> Router<AppState> {
         .route("/api/erasures", get(list))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RequestBody {
+    /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
 /// The patient asks for record `id` (or a request or grant of theirs) to be erased: with
 /// their device key (202, then `/api/sign`), or custodially, at their home only (403
 /// `approve_at_home` elsewhere). Answers once the request is applied on chain.
+#[utoipa::path(
+    post, path = "/api/records/{id}/erasure", tag = "erasure",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The record's (or request's, grant's) transaction id (64 hex digits)")),
+    request_body = RequestBody,
+    responses(
+        (status = 200, description = "The erasure request is applied on chain", body = TxAnswer),
+        (status = 400, description = "An invalid field", body = ErrorBody),
+        (status = 403, description = "Not a patient; `approve_at_home` (only a key of the home \
+            signs it); a device key too young or not the caller's", body = ErrorBody),
+        (status = 404, description = "No such record, request or grant of the caller's",
+            body = ErrorBody),
+        (status = 409, description = "The chain refused it (`an erasure of this transaction is \
+            already pending`, `transaction already erased`, a young key's wait)",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn request(
     State(state): State<AppState>,
     Patient(patient): Patient,
@@ -46,7 +69,7 @@ async fn request(
 }
 
 /// One erasure request as its patient sees it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ErasureJson {
     /// The `RequestErasure`.
@@ -62,6 +85,7 @@ struct ErasureJson {
     /// The hospital that answers: the one whose doctor wrote it.
     hospital: String,
     /// `device` or `custodial` (in person at the home).
+    #[schema(value_type = super::openapi::SignerKindName)]
     requested_by: SignerKind,
     requested_how: String,
     requested_ms: u64,
@@ -70,6 +94,7 @@ struct ErasureJson {
     answered_ms: Option<u64>,
     /// A refusal's reason code (`retention_period`, `ongoing_care`, `legal_claims`,
     /// `public_health`) and, for a retention period, until when.
+    #[schema(value_type = Option<super::openapi::RefusalName>)]
     reason: Option<ledger::tx::Refusal>,
     until_ms: Option<u64>,
     /// What the patient is told: `waiting for <hospital>'s answer since <date>`, `erased at the
@@ -78,13 +103,23 @@ struct ErasureJson {
     notice: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ErasuresAnswer {
     success: bool,
     erasures: Vec<ErasureJson>,
 }
 
 /// The signed-in patient's erasure requests and their answers, newest first.
+#[utoipa::path(
+    get, path = "/api/erasures", tag = "erasure",
+    responses(
+        (status = 200, description = "The caller's erasure requests", body = ErasuresAnswer),
+        (status = 403, description = "Not a patient, or a login this hospital may not serve",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Patient(patient): Patient,

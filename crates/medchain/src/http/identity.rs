@@ -6,6 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger::tx::{KeyKind, SignerKind};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use axum::extract::Path;
 use axum::response::Response;
@@ -13,6 +14,7 @@ use ledger::tx::AskWhat;
 
 use super::consent::{TxAnswer, answer, who_of};
 use super::extract::{ApiJson, Authed, parse_body, required};
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{KeyAdded, Signing, parse_key};
 
@@ -26,14 +28,16 @@ pub fn router() -> Router<AppState> {
 }
 
 /// One key of the person, as the chain holds it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct KeyView {
     public_key: String,
+    #[schema(value_type = super::openapi::KeyKindName)]
     kind: KeyKind,
     /// The hospital whose page made a device key, or that holds a custodial key.
     origin: String,
     /// Who signed the transaction that added it: the home's validator, a device, a custodial key.
+    #[schema(value_type = super::openapi::SignerKindName)]
     added_by: SignerKind,
     added_tx: String,
     /// User text (never the key's origin).
@@ -49,7 +53,7 @@ struct KeyView {
     young_until_ms: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RecoveryView {
     tx: String,
@@ -58,11 +62,12 @@ struct RecoveryView {
     cancelled: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct IdentityAnswer {
     success: bool,
     person_id: String,
+    #[schema(value_type = super::openapi::RoleName)]
     role: ledger::tx::Role,
     department: Option<String>,
     name: Option<String>,
@@ -74,6 +79,16 @@ struct IdentityAnswer {
     recoveries: Vec<RecoveryView>,
 }
 
+#[utoipa::path(
+    get, path = "/api/identity", tag = "identity",
+    responses(
+        (status = 200, description = "The caller on chain: links, keys, recoveries",
+            body = IdentityAnswer),
+        (status = 403, description = "A login this hospital may not serve", body = ErrorBody),
+        (status = 503, description = "`not on chain yet`, or the validator is busy or stopped; \
+            retry", body = ErrorBody),
+    )
+)]
 async fn identity(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<IdentityAnswer>> {
     let view = state.flows.identity(auth.account()).await?;
     let now = state.now_ms();
@@ -130,15 +145,21 @@ async fn identity(State(state): State<AppState>, auth: Authed) -> ApiResult<Json
 /// The one label of a key made at a page: labels are on chain, in clear, for every validator.
 pub const PAGE_KEY_LABEL: &str = "web browser";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AddKeyBody {
+    /// The new key (64 hex digits).
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{64}$")]
     public_key: Option<String>,
+    /// The key's signature over `"medchain/key-pop/v2" || genesis_hash || person || key || kind
+    /// || origin` (128 hex digits).
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{128}$")]
     pop: Option<String>,
+    /// `web browser`, or omitted: labels are on chain in clear.
     label: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AddKeyAnswer {
     success: bool,
@@ -150,6 +171,22 @@ struct AddKeyAnswer {
 }
 
 /// A page's new device key for the signed-in person.
+#[utoipa::path(
+    post, path = "/api/keys", tag = "identity",
+    request_body = AddKeyBody,
+    responses(
+        (status = 200, description = "`added` at the person's home (applied); elsewhere `asked`, \
+            with the code to approve on a page holding one of the person's keys",
+            body = AddKeyAnswer),
+        (status = 400, description = "A missing or invalid field, or a `pop` that does not \
+            verify", body = ErrorBody),
+        (status = 403, description = "`wrong_hospital` (a doctor's keys are made at home), or a \
+            login this hospital may not serve", body = ErrorBody),
+        (status = 409, description = "The chain refused it (its rule's reason)", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn add_key(
     State(state): State<AppState>,
     auth: Authed,
@@ -195,7 +232,7 @@ async fn add_key(
 }
 
 /// A pending ask as the person's page shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AskJson {
     id: String,
@@ -209,7 +246,7 @@ struct AskJson {
     expires_ms: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AsksAnswer {
     success: bool,
     asks: Vec<AskJson>,
@@ -217,6 +254,15 @@ struct AsksAnswer {
 
 /// The signed-in person's pending asks: a hospital that wants to serve them, or a page that
 /// made a key for them, each with its six-digit code.
+#[utoipa::path(
+    get, path = "/api/asks", tag = "identity",
+    responses(
+        (status = 200, description = "Pending asks", body = AsksAnswer),
+        (status = 403, description = "A login this hospital may not serve", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn asks(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<AsksAnswer>> {
     let asks = state
         .flows
@@ -244,15 +290,34 @@ async fn asks(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<Ask
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ApproveAskBody {
+    /// The six digits of the ask, as typed.
+    #[schema(value_type = String, required = true, pattern = "^[0-9]{6}$")]
     code: Option<String>,
+    /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
 /// Approves the one pending ask whose code the person typed (never taken from a URL): a link
 /// or a key. 409 if asks of two hospitals match it.
+#[utoipa::path(
+    post, path = "/api/asks/approve", tag = "identity",
+    request_body = ApproveAskBody,
+    responses(
+        (status = 200, description = "Approved on chain", body = TxAnswer),
+        (status = 400, description = "A missing or invalid field", body = ErrorBody),
+        (status = 403, description = "A device key that is not a live key of the caller, or \
+            custodially away from home", body = ErrorBody),
+        (status = 404, description = "No pending ask has this code", body = ErrorBody),
+        (status = 409, description = "Asks of two hospitals match the code, or the chain refused \
+            it", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn approve_ask(
     State(state): State<AppState>,
     auth: Authed,
@@ -267,14 +332,32 @@ async fn approve_ask(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RevokeKeyBody {
+    /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
 /// Revokes one of the signed-in person's keys (with a device key, or custodially at the
 /// home); a key waiting for its recovery is cancelled with it.
+#[utoipa::path(
+    post, path = "/api/keys/{key}/revoke", tag = "identity",
+    params(("key" = String, Path, pattern = "^[0-9a-fA-F]{64}$",
+        description = "The public key (64 hex digits)")),
+    request_body = RevokeKeyBody,
+    responses(
+        (status = 200, description = "Revoked on chain", body = TxAnswer),
+        (status = 400, description = "An invalid field", body = ErrorBody),
+        (status = 403, description = "A device key that is not a live key of the caller, or \
+            custodially away from home", body = ErrorBody),
+        (status = 404, description = "No such key of the caller's", body = ErrorBody),
+        (status = 409, description = "The chain refused it (its rule's reason)", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn revoke_key(
     State(state): State<AppState>,
     auth: Authed,

@@ -10,6 +10,7 @@ pub mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 mod identity;
+pub mod openapi;
 mod records;
 
 use std::sync::{Arc, Mutex};
@@ -194,6 +195,7 @@ impl AppState {
 
 /// The whole service: API, health check, UI, security headers, body limit, request log.
 pub fn router(state: AppState) -> Router {
+    let docs = openapi::router(&state.cookie);
     let api = Router::new()
         .merge(auth::router())
         .merge(consent::router())
@@ -202,6 +204,7 @@ pub fn router(state: AppState) -> Router {
         .merge(records::router())
         .merge(chain::router())
         .route("/healthz", get(healthz))
+        .merge(docs)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
@@ -246,6 +249,11 @@ fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer
     SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
 }
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "service",
+    security(()),
+    responses((status = 200, description = "The service answers", body = openapi::answers::Health)),
+)]
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"success": true, "status": "ok"}))
 }

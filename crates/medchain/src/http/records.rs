@@ -8,9 +8,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger::tx::{Attested, RecordBody, SignerKind};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_body, required};
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
     AddedRecord, GrantRef, Readable, ReaderRole, RecordInput, RecordView, Signing, parse_tx_id,
@@ -31,23 +33,40 @@ pub const MAX_PRESCRIPTION: usize = 2000;
 pub const MAX_NOTES: usize = 10_000;
 pub const MAX_DEPARTMENT: usize = 64;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct MedicalData {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 2000)]
     diagnosis: Option<String>,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 2000)]
     prescription: Option<String>,
+    #[schema(max_length = 10000)]
     notes: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The seed's `add_record`: under the in-person code (`otp`) or a write grant (`grantId`).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AddRecordBody {
+    /// The patient's login here, or their person id (32 hex digits).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
+    /// The caller's own id, if given.
     doctor_id: Option<String>,
+    /// The six-digit in-person code.
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{6}$")]
     otp: Option<Zeroizing<String>>,
+    /// A write grant's id (64 hex digits), in place of `otp`.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     grant_id: Option<String>,
+    /// The doctor's own department, if given (default: as enrolled).
+    #[schema(max_length = 64)]
     department: Option<String>,
     #[serde(rename = "medical_data")]
+    #[schema(required = true)]
     medical_data: Option<MedicalData>,
+    /// Sign with this device key (64 hex digits): answers 202 with the bytes to sign.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     device_public_key: Option<String>,
 }
 
@@ -87,7 +106,7 @@ fn own_doctor_id(doctor: &Account, given: Option<String>) -> ApiResult<()> {
 }
 
 /// The seed's answer to `add_record`, and what medchain adds.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RecordAdded {
     success: bool,
@@ -110,6 +129,25 @@ impl From<AddedRecord> for RecordAdded {
 
 /// The seed's `add_record`, for the signed-in doctor at their home, under a write grant: the
 /// in-person code (`otp`) or a grant's id (`grantId`).
+#[utoipa::path(
+    post, path = "/api/add_record", tag = "records",
+    request_body = AddRecordBody,
+    responses(
+        (status = 200, description = "Durable here, sealed and submitted; committed within the \
+            batch window", body = RecordAdded),
+        (status = 400, description = "`missing_field`, `validation` (with `field`), or \
+            `blockchain_validation` (`Invalid OTP`, `Consent already used`, `Expired or invalid \
+            consent`)", body = ErrorBody),
+        (status = 403, description = "Not a doctor; `doctorId` not the caller's; \
+            `wrong_hospital`; `not_allowed` (`field: department`)", body = ErrorBody),
+        (status = 404, description = "No such patient", body = ErrorBody),
+        (status = 409, description = "The chain refused it (its rule's reason)", body = ErrorBody),
+        (status = 413, description = "The record is over what a sealed body carries",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn add_record(
     State(state): State<AppState>,
     MaybeAuthed(auth): MaybeAuthed,
@@ -169,16 +207,40 @@ async fn add_record(
     }))
 }
 
-#[derive(Deserialize)]
+/// The seed's read by password (`patientId` and `password`, without another person's session),
+/// or, with a session, the patient's own records or (a doctor's) a patient's under a read grant.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RecordsBody {
+    #[schema(max_length = 64, example = "p001")]
     patient_id: Option<String>,
+    #[schema(value_type = Option<String>, example = "patient123")]
     password: Option<Zeroizing<String>>,
 }
 
 /// The seed's `patient_records`: a patient's own records, authenticated by the patient's
 /// password (as in the seed, without another person's session) or by their session. The
 /// records are opened once the access entry naming this hospital is applied.
+#[utoipa::path(
+    post, path = "/api/patient_records", tag = "records",
+    security((), ("session_cookie" = []), ("bearer" = [])),
+    request_body = RecordsBody,
+    responses(
+        (status = 200, description = "The committed records, oldest first, read once the \
+            access entry is applied", body = RecordsAnswer),
+        (status = 400, description = "A missing or invalid field", body = ErrorBody),
+        (status = 401, description = "`Unauthorized`: a wrong password, or no password and no \
+            session", body = ErrorBody),
+        (status = 403, description = "A password read with another person's session; a \
+            patient naming another; a doctor without a live read grant (`no live read grant`) \
+            or away from home", body = ErrorBody),
+        (status = 404, description = "No such patient (a doctor's read)", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords, or too many reads, for this \
+            account; wait", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; `keys catching up`; retry", body = ErrorBody),
+    )
+)]
 async fn patient_records(
     State(state): State<AppState>,
     MaybeAuthed(auth): MaybeAuthed,
@@ -236,14 +298,31 @@ async fn patient_records(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DoctorReadBody {
+    /// The patient's login here, or their person id (32 hex digits).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    #[schema(example = "p001")]
     patient_id: Option<String>,
 }
 
 /// A doctor reads a patient's committed records under a live read grant, at the doctor's
 /// home: served only once the access entry is applied on chain.
+#[utoipa::path(
+    post, path = "/api/doctor/patient_records", tag = "records",
+    request_body = DoctorReadBody,
+    responses(
+        (status = 200, description = "The patient's committed records", body = RecordsAnswer),
+        (status = 400, description = "A missing or invalid field", body = ErrorBody),
+        (status = 403, description = "Not a doctor; `wrong_hospital`; `no live read grant` or the \
+            chain's reason", body = ErrorBody),
+        (status = 404, description = "No such patient", body = ErrorBody),
+        (status = 429, description = "Too many reads for this account; wait", body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; `keys catching up`; retry", body = ErrorBody),
+    )
+)]
 async fn doctor_records(
     State(state): State<AppState>,
     Doctor(doctor): Doctor,
@@ -260,7 +339,7 @@ async fn doctor_records(
 }
 
 /// One record: the seed's fields, then who signed it, how and where.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RecordJson {
     timestamp: f64,
@@ -288,16 +367,18 @@ struct RecordJson {
     doctor_person_id: String,
     doctor_name: Option<String>,
     /// `device` (the doctor's device key) or `custodial` (the doctor's home signed for them).
+    #[schema(value_type = super::openapi::SignerKindName)]
     signer_kind: SignerKind,
     /// The hospital whose page made the key, or that holds it.
     origin: Option<String>,
     /// How the grant was given: `device` or `in_person`.
+    #[schema(value_type = Option<super::openapi::AttestedName>)]
     attested: Option<Attested>,
 }
 
 /// Records whose keys this hospital waits for from one validator (docs/SECURITY.md §5.4):
 /// "3 records wait for their keys from hospital, asked since 10:02".
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WaitingJson {
     from: String,
@@ -307,7 +388,7 @@ struct WaitingJson {
 }
 
 /// The seed's answer to `patient_records`, and the access entry that logged the read.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RecordsAnswer {
     success: bool,
@@ -389,10 +470,11 @@ impl RecordsAnswer {
 }
 
 /// One entry of the access log.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AccessJson {
     timestamp_ms: u64,
     reader_id: String,
+    #[schema(value_type = Option<super::openapi::RoleName>)]
     reader_role: Option<ledger::tx::Role>,
     #[serde(rename = "readerName")]
     reader_name: Option<String>,
@@ -405,13 +487,23 @@ struct AccessJson {
     served_by: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AccessLogAnswer {
     success: bool,
     entries: Vec<AccessJson>,
 }
 
 /// Who read the signed-in patient's records and at which hospital, newest first.
+#[utoipa::path(
+    get, path = "/api/access_log", tag = "records",
+    responses(
+        (status = 200, description = "The access log, newest first", body = AccessLogAnswer),
+        (status = 403, description = "Not a patient, or a login this hospital may not serve",
+            body = ErrorBody),
+        (status = 503, description = "The validator is busy, stopped, or did not apply the \
+            step in time; retry", body = ErrorBody),
+    )
+)]
 async fn access_log(
     State(state): State<AppState>,
     Patient(patient): Patient,
