@@ -365,7 +365,7 @@ struct GrantView {
 /// `{held, waiting, from, since_ms}`: records of the patient whose keys this hospital holds,
 /// those it waits for, the hospital it waits for (the patient's home, when none waits), and
 /// since when the longest-waiting one has waited (null when none waits).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct KeysView {
     held: u64,
     waiting: u64,

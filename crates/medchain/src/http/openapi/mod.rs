@@ -249,6 +249,12 @@ impl Modify for FromExtractors {
                         500,
                         "Internal error (logged here, never detailed)",
                     );
+                    refusal(
+                        operation,
+                        503,
+                        "The validator is busy, stopping, or catching up with the chain: retry \
+                         shortly",
+                    );
                 }
             }
         }
