@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::client::ClientAddr;
 use super::extract::{ApiJson, Authed, MaybeAuthed, parse_body, required};
 use super::{ApiError, ApiResult, AppState};
 use crate::app::{Account, Role};
@@ -88,6 +89,7 @@ impl WhoAnswer {
 /// serve; a doctor may sign in anywhere (the explorer, the status page) but acts only at home.
 async fn login(
     axum::extract::State(state): axum::extract::State<AppState>,
+    client: ClientAddr,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
     let role_s = required("role", body.role, 16)?;
@@ -105,7 +107,7 @@ async fn login(
         return Err(invalid_credentials());
     }
     let account = state
-        .verify_password(id, Some(role), password)
+        .verify_password(client, id, Some(role), password)
         .await?
         .ok_or_else(invalid_credentials)?;
     state.flows.check_login(&account).await?;

@@ -12,6 +12,7 @@ use ledger::tx::{Attested, Scope};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::client::ClientAddr;
 use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, parse_body, required};
 use super::records::RecordAdded;
 use super::{ApiError, ApiResult, AppState};
@@ -188,6 +189,7 @@ struct InPersonAnswer {
 /// the node that is home to both. Answers the code only once the grant is applied on chain.
 async fn in_person(
     State(state): State<AppState>,
+    client: ClientAddr,
     Doctor(doctor): Doctor,
     ApiJson(body): ApiJson<InPersonBody>,
 ) -> ApiResult<Json<InPersonAnswer>> {
@@ -198,7 +200,7 @@ async fn in_person(
     let purpose = purpose_of(body.purpose)?;
     let scope = scope_of(body.scope);
     let patient = state
-        .verify_password(patient_id, Some(Role::Patient), password)
+        .verify_password(client, patient_id, Some(Role::Patient), password)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("Invalid patient credentials".into()))?;
     let grant = state

@@ -10,6 +10,7 @@ use ledger::tx::{Attested, RecordBody, SignerKind};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::client::ClientAddr;
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_body, required};
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
@@ -181,6 +182,7 @@ struct RecordsBody {
 /// records are opened once the access entry naming this hospital is applied.
 async fn patient_records(
     State(state): State<AppState>,
+    client: ClientAddr,
     MaybeAuthed(auth): MaybeAuthed,
     ApiJson(body): ApiJson<RecordsBody>,
 ) -> ApiResult<Json<RecordsAnswer>> {
@@ -195,9 +197,10 @@ async fn patient_records(
             ));
         }
         let patient = state
-            .verify_password(id, Some(Role::Patient), password)
+            .verify_password(client, id, Some(Role::Patient), password)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
+        state.spend_read(&patient)?;
         let (access, records) = state.flows.read_own(&patient).await?;
         return Ok(Json(RecordsAnswer::of(
             &state,
@@ -215,6 +218,7 @@ async fn patient_records(
                     "A patient may read only their own records".into(),
                 ));
             }
+            state.spend_read(&account)?;
             let (access, records) = state.flows.read_own(&account).await?;
             Ok(Json(RecordsAnswer::of(
                 &state,
@@ -225,6 +229,7 @@ async fn patient_records(
         }
         Role::Doctor => {
             let patient_id = required("patientId", body.patient_id, 64)?;
+            state.spend_read(&account)?;
             let (access, records) = state.flows.read_under_grant(&account, &patient_id).await?;
             Ok(Json(RecordsAnswer::of(
                 &state,
@@ -250,6 +255,7 @@ async fn doctor_records(
     ApiJson(body): ApiJson<DoctorReadBody>,
 ) -> ApiResult<Json<RecordsAnswer>> {
     let patient_id = required("patientId", body.patient_id, 64)?;
+    state.spend_read(&doctor)?;
     let (access, records) = state.flows.read_under_grant(&doctor, &patient_id).await?;
     Ok(Json(RecordsAnswer::of(
         &state,
