@@ -16,28 +16,28 @@ pub struct ServingArgs {
     secure_cookie: bool,
     /// A Host name served, as NAME (any port) or NAME:PORT; repeat for more. The API's own
     /// address, localhost, 127.0.0.1 and [::1] with its port are always served; a request
-    /// naming any other Host is refused (421), against DNS rebinding. [http.allowed_hosts]
+    /// naming any other Host is refused (421), against DNS rebinding. [node.toml: http.allowed_hosts]
     #[arg(long, value_name = "NAME")]
     allowed_host: Vec<String>,
     /// A proxy whose X-Forwarded-For names the client (the rightmost address that is not a
     /// trusted proxy), for the login throttle; repeat for more. From other peers the header is
-    /// ignored. [http.trusted_proxies]
+    /// ignored. [node.toml: http.trusted_proxies]
     #[arg(long, value_name = "ADDR")]
     trusted_proxy: Vec<IpAddr>,
     /// Longest a client may take to send a request's headers, or its first request on a new
-    /// connection [default: 10s] [http.header_timeout]
+    /// connection [default: 10s] [node.toml: http.header_timeout]
     #[arg(long, value_name = "DURATION", value_parser = node::parse_duration)]
     header_timeout: Option<Duration>,
     /// Longest a client may take to send a request's body (408 beyond) [default: 30s]
-    /// [http.body_timeout]
+    /// [node.toml: http.body_timeout]
     #[arg(long, value_name = "DURATION", value_parser = node::parse_duration)]
     body_timeout: Option<Duration>,
     /// Longest a kept-alive connection may wait idle for its next request [default: 60s]
-    /// [http.idle_timeout]
+    /// [node.toml: http.idle_timeout]
     #[arg(long, value_name = "DURATION", value_parser = node::parse_duration)]
     idle_timeout: Option<Duration>,
     /// Connections served at once; more wait to be accepted [default: 1024]
-    /// [http.max_connections]
+    /// [node.toml: http.max_connections]
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 }
