@@ -183,6 +183,15 @@ async fn the_connection_cap_holds_and_the_server_serves_after() {
     still_serves(addr).await;
 }
 
+/// A request (method, path, extra headers, body) and the status it must get.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<serde_json::Value>,
+    u16,
+);
+
 /// Every refusal a client can provoke is the API's JSON, those hyper makes before any request
 /// reaches the router (a head too large, an unparsable one) included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +229,7 @@ async fn every_refusal_is_json() {
     .into_bytes())
     .await;
     assert_json_refusal(&answer, 413);
-    let cases: [(&str, &str, &[(&str, &str)], Option<serde_json::Value>, u16); 5] = [
+    let cases: [Case; 5] = [
         ("GET", "/api/no-such-endpoint", &[], None, 404),
         ("GET", "/api/login", &[], None, 405),
         ("GET", "/api/me", &[], None, 401),

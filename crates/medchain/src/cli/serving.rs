@@ -16,7 +16,8 @@ pub struct ServingArgs {
     secure_cookie: bool,
     /// A Host name served, as NAME (any port) or NAME:PORT; repeat for more. The API's own
     /// address, localhost, 127.0.0.1 and [::1] with its port are always served; a request
-    /// naming any other Host is refused (421), against DNS rebinding. [node.toml: http.allowed_hosts]
+    /// naming any other Host is refused (421), against DNS rebinding.
+    /// [node.toml: http.allowed_hosts]
     #[arg(long, value_name = "NAME")]
     allowed_host: Vec<String>,
     /// A proxy whose X-Forwarded-For names the client (the rightmost address that is not a

@@ -56,7 +56,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let limits = state.settings.limits;
+    let limits = state
+        .settings
+        .limits
+        .checked()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let app = super::router(state.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopped) = watch::channel(false);
@@ -139,6 +143,7 @@ async fn connection(
         let exchange = exchange.clone();
         async move {
             let Ok(response) = app.oneshot(req).await;
+            exchange.active(Instant::now());
             Ok::<_, Infallible>(response.map(|body| Tracked { body, exchange }))
         }
     });
@@ -225,7 +230,9 @@ impl Exchange {
         }
     }
 
-    fn wrote_some(&self, now: Instant) {
+    /// Bytes written, or a response ready (a handler may have waited long on the chain: the
+    /// client's silence meanwhile is not idleness).
+    fn active(&self, now: Instant) {
         self.state().last_active = now;
     }
 
@@ -414,7 +421,7 @@ impl AsyncWrite for Guarded {
         }
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
-                this.exchange.wrote_some(Instant::now());
+                this.exchange.active(Instant::now());
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
