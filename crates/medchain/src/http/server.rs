@@ -236,11 +236,15 @@ impl Exchange {
         self.state().last_active = now;
     }
 
-    fn flushed(&self) {
+    /// Every byte written is out. Returns whether that ends the last response: the
+    /// connection is now idle.
+    fn flushed(&self) -> bool {
         let mut s = self.state();
-        if s.requests == s.responses {
+        let ended = s.requests == s.responses && !s.between_messages;
+        if ended {
             s.between_messages = true;
         }
+        ended
     }
 
     fn between_messages(&self) -> bool {
@@ -442,8 +446,12 @@ impl AsyncWrite for Guarded {
         let this = self.get_mut();
         ready!(this.poll_refusal(cx))?;
         ready!(Pin::new(&mut this.stream).poll_flush(cx))?;
-        // hyper flushes its socket only once its buffer is written out.
-        this.exchange.flushed();
+        // hyper flushes its socket only once its buffer is written out. Its last read was
+        // while the request was served, without a deadline: hyper does not read again on its
+        // own, so wake it to read, and arm the idle timer.
+        if this.exchange.flushed() {
+            cx.waker().wake_by_ref();
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -598,7 +606,11 @@ mod tests {
         // Only once flushed after its last response does a connection take writes as
         // hyper's own.
         assert!(!exchange.between_messages());
-        exchange.flushed();
+        assert!(exchange.flushed());
         assert!(exchange.between_messages());
+        assert!(
+            !exchange.flushed(),
+            "only the first flush after a response ends it"
+        );
     }
 }
