@@ -5,7 +5,7 @@
 //! every read served still has its own access entry.
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -22,6 +22,22 @@ const ATTACKER: &str = "203.0.113.66";
 
 fn login_body(id: &str, password: &str) -> serde_json::Value {
     json!({"role": "patient", "patientId": id, "password": password})
+}
+
+/// p001's login with `password`, as a socket from `from` would send it: the status and body.
+async fn login_from(
+    t: &common::TestApp,
+    from: &str,
+    password: &str,
+) -> (StatusCode, serde_json::Value) {
+    t.call_from(
+        from,
+        &anon(),
+        "POST",
+        "/api/login",
+        Some(login_body("p001", password)),
+    )
+    .await
 }
 
 /// The race of issue 12: 100 logins for one account on pre-opened connections, the last with
@@ -87,27 +103,13 @@ async fn a_burst_of_logins_has_at_most_the_free_attempts_judged() {
     assert_eq!(answer.status, 200, "{:?}", answer.body);
 }
 
-/// A `tracing` writer into a buffer the test reads.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// "Anyone can lock anyone out" (issue 12): 10 wrong passwords for a patient gave the real
 /// patient 429 on login and on their records, and refused a doctor's in-person consent. Now
 /// the attacker's address is slowed (and the lockout logged with it), while the patient from
 /// their address signs in and reads, and the doctor from the desk is granted consent.
 #[tokio::test]
 async fn the_attacker_is_slowed_from_their_address_and_no_one_else_is() {
-    let log = Captured::default();
+    let log = common::LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer({
             let log = log.clone();
@@ -117,12 +119,9 @@ async fn the_attacker_is_slowed_from_their_address_and_no_one_else_is() {
         .finish();
     let _logging = tracing::subscriber::set_default(subscriber);
     let t = common::app_only().await;
-    let wrong = login_body("p001", "guess");
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        let (s, b) = t
-            .call_from(ATTACKER, &anon(), "POST", "/api/login", Some(wrong.clone()))
-            .await;
+        let (s, b) = login_from(&t, ATTACKER, "guess").await;
         assert_eq!(b["success"], false);
         statuses.push(s);
     }
@@ -131,17 +130,9 @@ async fn the_attacker_is_slowed_from_their_address_and_no_one_else_is() {
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
     assert_eq!(slowed, 10 - FREE_ATTEMPTS as usize, "{statuses:?}");
-    let (s, _) = t
-        .call_from(
-            ATTACKER,
-            &anon(),
-            "POST",
-            "/api/login",
-            Some(login_body("p001", "patient123")),
-        )
-        .await;
+    let (s, _) = login_from(&t, ATTACKER, "patient123").await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "the attacker waits");
-    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let logged = log.text();
     let lockout = logged
         .lines()
         .find(|l| l.contains("login slowed"))
@@ -150,15 +141,7 @@ async fn the_attacker_is_slowed_from_their_address_and_no_one_else_is() {
 
     // The patient, from home: signs in and reads (by session, and the seed's password way).
     let home = "198.51.100.10";
-    let (s, b) = t
-        .call_from(
-            home,
-            &anon(),
-            "POST",
-            "/api/login",
-            Some(login_body("p001", "patient123")),
-        )
-        .await;
+    let (s, b) = login_from(&t, home, "patient123").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let patient = common::Client::bearer(b["token"].as_str().unwrap());
     let (s, b) = t
@@ -264,37 +247,15 @@ async fn a_forwarded_address_counts_only_from_a_trusted_proxy() {
 async fn the_throttle_survives_a_restart() {
     let t = common::app_only().await;
     for _ in 0..FREE_ATTEMPTS {
-        let (s, _) = t
-            .call_from(
-                ATTACKER,
-                &anon(),
-                "POST",
-                "/api/login",
-                Some(login_body("p001", "guess")),
-            )
-            .await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            login_from(&t, ATTACKER, "guess").await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let t = t.restart().await;
-    let (s, b) = t
-        .call_from(
-            ATTACKER,
-            &anon(),
-            "POST",
-            "/api/login",
-            Some(login_body("p001", "patient123")),
-        )
-        .await;
+    let (s, b) = login_from(&t, ATTACKER, "patient123").await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
-    let (s, b) = t
-        .call_from(
-            "198.51.100.10",
-            &anon(),
-            "POST",
-            "/api/login",
-            Some(login_body("p001", "patient123")),
-        )
-        .await;
+    let (s, b) = login_from(&t, "198.51.100.10", "patient123").await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
 

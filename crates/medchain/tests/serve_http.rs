@@ -6,7 +6,6 @@ mod common_net;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common_net::{http, medchain, output_text, wait_for};
@@ -54,20 +53,18 @@ fn serve_takes_its_http_flags() {
     let root = tempfile::tempdir().expect("tempdir");
     let addr = free_addr();
     let log = root.path().join("serve.log");
-    let file = std::fs::File::create(&log).expect("log");
-    let mut child = medchain()
-        .args(["serve", "--demo", "--batch-window", "10ms"])
-        .args(["--secure-cookie", "--allowed-host", "medchain.example.org"])
-        .args(["--header-timeout", "1s"])
-        .arg("--data-dir")
-        .arg(root.path().join("data"))
-        .arg("--addr")
-        .arg(addr.to_string())
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("log"))
-        .stderr(file)
-        .spawn()
-        .expect("medchain serve");
+    let mut child = common_net::serve_process(
+        &root.path().join("data"),
+        addr,
+        &log,
+        &[
+            "--secure-cookie",
+            "--allowed-host",
+            "medchain.example.org",
+            "--header-timeout",
+            "1s",
+        ],
+    );
     let run = std::panic::catch_unwind(|| {
         wait_for(Duration::from_secs(60), "serve to answer", || {
             matches!(http(addr, "GET", "/healthz", None, None), Ok((200, _))).then_some(())

@@ -426,8 +426,12 @@ mod tests {
     }
 
     fn throttle(dir: &std::path::Path) -> Arc<LoginThrottle> {
+        throttle_of(dir, MAX_TRACKED)
+    }
+
+    fn throttle_of(dir: &std::path::Path, capacity: usize) -> Arc<LoginThrottle> {
         let app = Arc::new(crate::app::test_db(&dir.join("app.db")));
-        Arc::new(LoginThrottle::open(app, T0))
+        Arc::new(LoginThrottle::open_with(app, T0, capacity))
     }
 
     #[test]
@@ -532,8 +536,7 @@ mod tests {
         );
         // When every pair is slowed, the oldest of all goes (never the whole table).
         let other = tempfile::tempdir().unwrap();
-        let app = Arc::new(crate::app::test_db(&other.path().join("app.db")));
-        let small = Arc::new(LoginThrottle::open_with(app, T0, 2));
+        let small = throttle_of(other.path(), 2);
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
             for _ in 0..FREE_ATTEMPTS {
                 small.attempt(id, attacker, T0 + i as u64).unwrap();

@@ -32,6 +32,27 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
 }
 
+/// A `tracing` writer into a buffer a test reads (`.with_writer(move || buffer.clone())`).
+#[derive(Clone, Default)]
+pub struct LogBuffer(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How a request authenticates.
 #[derive(Clone, Default)]
 pub struct Client {

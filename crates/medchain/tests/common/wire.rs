@@ -45,16 +45,7 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> Vec<u8> {
-    let text = body.map(Value::to_string).unwrap_or_default();
-    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if body.is_some() {
-        out.push_str("Content-Type: application/json\r\n");
-    }
-    out.push_str(&format!("Content-Length: {}\r\n\r\n{text}", text.len()));
-    out.into_bytes()
+    super::seed::request_bytes(addr, method, path, headers, body, false)
 }
 
 /// Reads one answer (its body by `Content-Length`), at most `within`. `None` if the
