@@ -380,8 +380,9 @@ impl AsyncRead for Guarded {
                 if !this.expired(deadline, cx) {
                     return Poll::Pending;
                 }
-                if why == (Expired::Head { partial: true }) {
-                    // Best effort: the client is not reading much either.
+                if why == (Expired::Head { partial: true }) && this.exchange.between_messages() {
+                    // Best effort (the client is not reading much either), and only with no
+                    // response of hyper's left unwritten.
                     let answer = refusal_bytes(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(
