@@ -473,6 +473,9 @@ async fn in_person_consent_rules() {
         (s, b["message"].as_str().unwrap()),
         (StatusCode::UNAUTHORIZED, "Invalid patient credentials")
     );
+    // The patient retypes (a right password within a second of a wrong one at the same desk
+    // is a burst to the throttle, which then waits a second).
+    t.advance(medchain::http::throttle::FIRST_DELAY_MS).await;
     let (s, b) = t.post(&d1, "/api/request_consent", body.clone()).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["success"], true);
@@ -533,18 +536,33 @@ async fn cross_origin_writes_are_refused_and_wrong_methods_are_json() {
     assert_eq!(b["success"], false);
 }
 
+/// Wrong passwords for one id slow that id from that address (the throttle of
+/// `medchain::http::throttle`, whose address tests are in api_limits.rs): the free attempts,
+/// then 429 with Retry-After on every password path, doubling delays; other ids are
+/// unaffected, and the right password after the delay starts afresh.
 #[tokio::test]
-async fn repeated_wrong_passwords_lock_the_id_for_a_while() {
+async fn repeated_wrong_passwords_slow_the_id_for_a_while() {
+    use medchain::http::throttle::{FIRST_DELAY_MS, FREE_ATTEMPTS};
     let t = common::app_only().await;
     let wrong = json!({"role": "patient", "patientId": "p001", "password": "guess"});
-    for _ in 0..10 {
+    for _ in 0..FREE_ATTEMPTS {
         assert_eq!(
             t.post(&anon(), "/api/login", wrong.clone()).await.0,
             StatusCode::UNAUTHORIZED
         );
     }
     let right = json!({"role": "patient", "patientId": "p001", "password": "patient123"});
-    let (s, b) = t.post(&anon(), "/api/login", right.clone()).await;
+    let refused = t
+        .raw(common::request(
+            "POST",
+            "/api/login",
+            Some(right.clone()),
+            None,
+            None,
+        ))
+        .await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let (s, b) = body_of(refused).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(b["success"], false);
     // The seed's password paths count too; other accounts are unaffected.
@@ -557,6 +575,24 @@ async fn repeated_wrong_passwords_lock_the_id_for_a_while() {
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     t.login("p002").await;
-    t.advance(15 * 60 * 1000).await;
+    // After the delay, one more wrong guess: then twice the delay.
+    t.advance(FIRST_DELAY_MS).await;
+    assert_eq!(
+        t.post(&anon(), "/api/login", wrong.clone()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    t.advance(FIRST_DELAY_MS).await;
+    assert_eq!(
+        t.post(&anon(), "/api/login", right.clone()).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    t.advance(FIRST_DELAY_MS).await;
     assert_eq!(t.post(&anon(), "/api/login", right).await.0, StatusCode::OK);
+    // The right password cleared the count: the free attempts again.
+    for _ in 0..FREE_ATTEMPTS {
+        assert_eq!(
+            t.post(&anon(), "/api/login", wrong.clone()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
 }

@@ -84,6 +84,7 @@ fn node_toml(net: &Consortium, name: &str) -> PathBuf {
         view_change_timeout: "1s".into(),
         demo: false,
         watts_per_core: 15.0,
+        http: node::HttpConfig::default(),
     };
     let path = net.dir.join(name).join("node.toml");
     std::fs::write(&path, config.to_commented_toml()).expect("node.toml");

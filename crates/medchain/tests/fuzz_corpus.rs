@@ -442,6 +442,12 @@ fn node_toml_seeds() -> Vec<String> {
         view_change_timeout: "250ms".into(),
         demo: true,
         watts_per_core: 12.5,
+        http: node::HttpConfig {
+            secure_cookie: true,
+            allowed_hosts: vec!["clinic.example.org".into()],
+            trusted_proxies: vec!["127.0.0.1".parse().expect("addr")],
+            ..node::HttpConfig::default()
+        },
     };
     let minimal = "name = \"a\"\ndata_dir = \"a\"\ngenesis = \"g.toml\"\n\
                    peer_addr = \"127.0.0.1:1\"\napi_addr = \"127.0.0.1:2\"\npeers = []\n";

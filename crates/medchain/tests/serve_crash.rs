@@ -6,7 +6,7 @@ mod common_net;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,23 +26,7 @@ const PAIRS: [(&str, &str, &str, &str); 2] = [
 
 /// `medchain serve --demo` on `dir`, its output appended to `log`.
 fn serve(dir: &Path, addr: SocketAddr, log: &Path) -> Child {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log");
-    medchain()
-        .args(["serve", "--demo", "--batch-window", "10ms"])
-        .args(["--view-change-timeout", "1s"])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--addr")
-        .arg(addr.to_string())
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("log"))
-        .stderr(file)
-        .spawn()
-        .expect("run medchain serve")
+    common_net::serve_process(dir, addr, log, &["--view-change-timeout", "1s"])
 }
 
 /// A doctor's bearer token (sessions live in app.db: they outlive a crash, but a login that

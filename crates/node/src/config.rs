@@ -1,7 +1,7 @@
 //! Settings of one validator: the timing of consensus, and for a distributed node the file
 //! `medchain node --config node.toml` reads.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,6 +106,114 @@ pub struct NodeConfig {
     /// Watts one busy core draws, for the energy estimate of `/api/metrics`.
     #[serde(default = "default_watts_per_core")]
     pub watts_per_core: f64,
+    /// How the HTTP API treats its clients (the `[http]` table; every key optional).
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The `[http]` table of node.toml: the deployment of the API (behind a TLS proxy or not) and
+/// its limits on slow or numerous clients. `medchain node`'s flags of the same names override
+/// it (lists add to it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Served over HTTPS (by a TLS proxy): the session cookie gets `Secure`, and answers carry
+    /// `Strict-Transport-Security`.
+    pub secure_cookie: bool,
+    /// Host names served besides the address a client connected to, `localhost`, `127.0.0.1`
+    /// and `[::1]` with the API's port: `name` (any port) or `name:port`. A request naming
+    /// another host is refused (421), against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (the rightmost address that is not a
+    /// trusted proxy); from any other peer the header is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Longest a client may take to send a request's headers (and to start one on a new
+    /// connection), like "10s".
+    pub header_timeout: String,
+    /// Longest a client may take to send a request's body.
+    pub body_timeout: String,
+    /// Longest a kept-alive connection may wait idle for its next request.
+    pub idle_timeout: String,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let limits = ConnectionLimits::default();
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        Self {
+            secure_cookie: false,
+            allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+            header_timeout: text(limits.header_timeout),
+            body_timeout: text(limits.body_timeout),
+            idle_timeout: text(limits.idle_timeout),
+            max_connections: limits.max_connections,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The limits this table sets, checked.
+    pub fn limits(&self) -> Result<ConnectionLimits, NodeError> {
+        let duration = |key: &str, text: &str| {
+            let value = parse_duration(text).map_err(NodeError::Config)?;
+            if value.is_zero() {
+                return Err(NodeError::Config(format!("http.{key} must be above zero")));
+            }
+            Ok(value)
+        };
+        ConnectionLimits {
+            header_timeout: duration("header_timeout", &self.header_timeout)?,
+            body_timeout: duration("body_timeout", &self.body_timeout)?,
+            idle_timeout: duration("idle_timeout", &self.idle_timeout)?,
+            max_connections: self.max_connections,
+        }
+        .checked()
+    }
+}
+
+/// How long the API waits on a client, and how many it serves at once (slow clients must not
+/// hold its connections).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From a connection's start, or a request's first byte, to the end of its headers.
+    pub header_timeout: Duration,
+    /// From the end of a request's headers to the end of its body.
+    pub body_timeout: Duration,
+    /// From the end of a response to the first byte of the next request.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Connections served at once, at most (a semaphore's permits; far above what one
+    /// process's file descriptors allow anyway).
+    pub const MAX_CONNECTIONS: usize = 1 << 20;
+
+    /// These limits, or why they cannot be served.
+    pub fn checked(self) -> Result<Self, NodeError> {
+        if !(1..=Self::MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(NodeError::Config(format!(
+                "max_connections must be between 1 and {}",
+                Self::MAX_CONNECTIONS
+            )));
+        }
+        Ok(self)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +254,7 @@ impl NodeConfig {
         config.genesis = base.join(&config.genesis);
         config.key_file = config.key_file.map(|key_file| base.join(key_file));
         config.timing()?;
+        config.http.limits()?;
         Ok(config)
     }
 
@@ -204,6 +313,23 @@ impl NodeConfig {
              # Watts one busy core draws, for the energy estimate of /api/metrics.\n\
              watts_per_core = {watts_per_core}\n\
              \n\
+             # The HTTP API's deployment and its limits on clients (`medchain node --help`).\n\
+             [http]\n\
+             # Served over HTTPS by a TLS proxy: the session cookie gets Secure, answers HSTS.\n\
+             secure_cookie = {secure_cookie}\n\
+             # Host names served (\"name\" or \"name:port\") besides this API's own address,\n\
+             # localhost, 127.0.0.1 and [::1] with its port; other Hosts are refused (421).\n\
+             allowed_hosts = {allowed_hosts}\n\
+             # Proxies whose X-Forwarded-For names the client (for the login throttle).\n\
+             trusted_proxies = {trusted_proxies}\n\
+             # Longest a client may take to send a request's headers, then its body.\n\
+             header_timeout = {header_timeout}\n\
+             body_timeout = {body_timeout}\n\
+             # Longest a kept-alive connection may wait for its next request.\n\
+             idle_timeout = {idle_timeout}\n\
+             # Connections served at once; more wait to be accepted.\n\
+             max_connections = {max_connections}\n\
+             \n\
              # Every other validator, by its genesis name.{peers}",
             name = toml_value(self.name.as_str()),
             data_dir = toml_value(self.data_dir.display().to_string()),
@@ -219,6 +345,19 @@ impl NodeConfig {
             view_change_timeout = toml_value(self.view_change_timeout.as_str()),
             demo = self.demo,
             watts_per_core = toml_value(self.watts_per_core),
+            secure_cookie = self.http.secure_cookie,
+            allowed_hosts = toml_value(self.http.allowed_hosts.clone()),
+            trusted_proxies = toml_value(
+                self.http
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            header_timeout = toml_value(self.http.header_timeout.as_str()),
+            body_timeout = toml_value(self.http.body_timeout.as_str()),
+            idle_timeout = toml_value(self.http.idle_timeout.as_str()),
+            max_connections = self.http.max_connections,
         )
     }
 }
@@ -251,6 +390,14 @@ mod tests {
             view_change_timeout: "1s".into(),
             demo: true,
             watts_per_core: 12.5,
+            http: HttpConfig {
+                secure_cookie: true,
+                allowed_hosts: vec!["clinic.example.org".into(), "10.0.0.2:443".into()],
+                trusted_proxies: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+                header_timeout: "5s".into(),
+                max_connections: 64,
+                ..HttpConfig::default()
+            },
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
@@ -269,6 +416,40 @@ mod tests {
             Duration::from_millis(10)
         );
         assert_eq!(read.timing().unwrap().max_batch, 500);
+        assert_eq!(read.http, config.http);
+        let limits = read.http.limits().unwrap();
+        assert_eq!(limits.header_timeout, Duration::from_secs(5));
+        assert_eq!(
+            limits.idle_timeout,
+            ConnectionLimits::default().idle_timeout
+        );
+        assert_eq!(limits.max_connections, 64);
+    }
+
+    #[test]
+    fn a_file_without_an_http_table_has_the_default_limits() {
+        let text = "name = \"solo\"\ndata_dir = \"solo\"\ngenesis = \"genesis.toml\"\n\
+                    peer_addr = \"127.0.0.1:7001\"\napi_addr = \"127.0.0.1:5001\"\n";
+        let config = NodeConfig::parse(text, Path::new("node.toml")).unwrap();
+        assert_eq!(config.http, HttpConfig::default());
+        assert_eq!(config.http.limits().unwrap(), ConnectionLimits::default());
+        assert!(!config.http.secure_cookie);
+    }
+
+    #[test]
+    fn zero_timeouts_and_connections_are_refused() {
+        let base = "name = \"solo\"\ndata_dir = \"solo\"\ngenesis = \"genesis.toml\"\n\
+                    peer_addr = \"127.0.0.1:7001\"\napi_addr = \"127.0.0.1:5001\"\n";
+        for (table, what) in [
+            ("[http]\nbody_timeout = \"0s\"\n", "body_timeout"),
+            ("[http]\nmax_connections = 0\n", "max_connections"),
+            ("[http]\nsecure_cokie = true\n", "secure_cokie"),
+        ] {
+            let error = NodeConfig::parse(&format!("{base}{table}"), Path::new("node.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(what), "{error}");
+        }
     }
 
     /// Found by the `node_toml` fuzz target: a validator with no peers (a network of one)

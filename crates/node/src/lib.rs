@@ -28,7 +28,7 @@ mod wire;
 
 pub use clock::Clock;
 pub use cluster::{Cluster, ClusterOptions, EMBEDDED_VALIDATORS};
-pub use config::{NodeConfig, PeerConfig, Timing, parse_duration};
+pub use config::{ConnectionLimits, HttpConfig, NodeConfig, PeerConfig, Timing, parse_duration};
 pub use error::NodeError;
 pub use handle::{NodeHandle, TxStatus, Verdict};
 pub use incarnation::{MARKER_FILE, init_dev_network, init_from_public_keys, mark_backup_copy};

@@ -117,6 +117,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DELETE FROM meta WHERE key = 'consent_hmac_key';
     "#,
+    // 4: the login throttle's wrong-password counts per (login id, client address), so that
+    // a restart does not give an attacker fresh attempts (issue 12).
+    r#"
+    CREATE TABLE login_failures (
+        account  TEXT NOT NULL,
+        client   TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        next_ms  INTEGER NOT NULL,
+        last_ms  INTEGER NOT NULL,
+        PRIMARY KEY (account, client)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The connections to one `app.db`.

@@ -12,6 +12,7 @@ mod keygen;
 mod node;
 mod serve;
 mod service;
+mod serving;
 mod soak;
 mod testnet;
 mod timing;

@@ -14,6 +14,7 @@ use medchain::http::Chain;
 use node::{Node, NodeConfig, NodeOptions, transport::TcpTransport};
 
 use super::service;
+use super::serving::ServingArgs;
 
 /// Runs one validator: its secrets open with the operator key (--key-file, --passphrase, or
 /// key_file in node.toml; a key file on the data's filesystem is refused). It talks TCP to its peers over an encrypted channel on which each side
@@ -30,6 +31,8 @@ pub struct NodeArgs {
     config: PathBuf,
     #[command(flatten)]
     keys: service::KeyArgs,
+    #[command(flatten)]
+    serving: ServingArgs,
     /// Create the seed's sample accounts if missing, whatever the config says. Never in production.
     #[arg(long)]
     demo: bool,
@@ -45,6 +48,7 @@ impl super::Run for NodeArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         service::init_logging();
         let config = NodeConfig::load(&self.config)?;
+        let settings = self.serving.settings(&config.http)?;
         let operator_key = self.keys.operator_key(
             config.key_file.as_deref(),
             None,
@@ -76,7 +80,7 @@ impl super::Run for NodeArgs {
                 let chain = Chain::new(handle.clone(), vec![handle.clone()], batch_window);
                 let flows =
                     service::start_flows(app, custody, handle, Clock::System, demo, demo).await?;
-                service::serve_http(config.api_addr, flows, chain, Clock::System).await
+                service::serve_http(config.api_addr, settings, flows, chain, Clock::System).await
             }
             .await;
             tokio::task::spawn_blocking(move || node.stop()).await.ok();

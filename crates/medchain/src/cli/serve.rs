@@ -9,6 +9,7 @@ use clap::Args;
 use medchain::http::Chain;
 
 use super::service;
+use super::serving::ServingArgs;
 use super::timing::TimingArgs;
 
 /// Runs the four validators (hospital, clinic, pharmacy, insurance) in this process, each with
@@ -33,6 +34,8 @@ pub struct ServeArgs {
     addr: SocketAddr,
     #[command(flatten)]
     timing: TimingArgs,
+    #[command(flatten)]
+    serving: ServingArgs,
     /// Watts one busy core draws, for the energy estimate of /api/metrics.
     #[arg(long, value_name = "WATTS", default_value_t = node::DEFAULT_WATTS_PER_CORE)]
     watts_per_core: f64,
@@ -45,6 +48,7 @@ pub struct ServeArgs {
 impl super::Run for ServeArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         service::init_logging();
+        let settings = self.serving.settings(&node::HttpConfig::default())?;
         let mut options = node::ClusterOptions::new(&self.data_dir, self.timing.timing());
         options.watts_per_core = self.watts_per_core;
         if let Some(key_dir) = &self.key_dir {
@@ -88,7 +92,7 @@ impl super::Run for ServeArgs {
             // One API, on validator 0: the demo people are its own, and need no links.
             let flows =
                 service::start_flows(app, custody, local, clock.clone(), self.demo, false).await?;
-            service::serve_http(self.addr, flows, chain, clock).await
+            service::serve_http(self.addr, settings, flows, chain, clock).await
         });
         cluster.shutdown();
         served?;

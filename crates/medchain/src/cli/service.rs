@@ -185,10 +185,11 @@ pub async fn stop_requested() {
     tracing::info!("stopping");
 }
 
-/// Binds `addr` and serves the API and web UI, going by `clock` (the validators'), until asked
-/// to stop.
+/// Binds `addr` and serves the API and web UI with `settings`, going by `clock` (the
+/// validators'), until asked to stop.
 pub async fn serve_http(
     addr: SocketAddr,
+    settings: Settings,
     flows: Arc<Flows>,
     chain: Chain,
     clock: Clock,
@@ -196,7 +197,7 @@ pub async fn serve_http(
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} (is another medchain running? try --addr)")
     })?;
-    let state = AppState::new(flows, chain, Settings::default(), clock);
+    let state = AppState::new(flows, chain, settings, clock);
     medchain::http::serve(listener, state, stop_requested())
         .await
         .context("the HTTP server failed")

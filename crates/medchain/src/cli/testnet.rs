@@ -575,6 +575,7 @@ pub fn write_network(
                     .to_string(),
                 demo,
                 watts_per_core: node::DEFAULT_WATTS_PER_CORE,
+                http: node::HttpConfig::default(),
             };
             ledger::files::write_private_file(&path, config.to_commented_toml().as_bytes())?;
         }

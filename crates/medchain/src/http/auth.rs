@@ -9,6 +9,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
+use super::client::ClientAddr;
 use super::extract::{ApiJson, Authed, MaybeAuthed, parse_body, required};
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
@@ -123,6 +124,7 @@ impl WhoAnswer {
 )]
 async fn login(
     axum::extract::State(state): axum::extract::State<AppState>,
+    client: ClientAddr,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
     let role_s = required("role", body.role, 16)?;
@@ -140,7 +142,7 @@ async fn login(
         return Err(invalid_credentials());
     }
     let account = state
-        .verify_password(id, Some(role), password)
+        .verify_password(client, id, Some(role), password)
         .await?
         .ok_or_else(invalid_credentials)?;
     state.flows.check_login(&account).await?;

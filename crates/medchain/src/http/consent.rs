@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
+use super::client::ClientAddr;
 use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, parse_body, required};
 use super::openapi::{ErrorBody, ScopeSchema};
 use super::records::RecordAdded;
@@ -223,6 +224,7 @@ struct InPersonAnswer {
 )]
 async fn in_person(
     State(state): State<AppState>,
+    client: ClientAddr,
     Doctor(doctor): Doctor,
     ApiJson(body): ApiJson<InPersonBody>,
 ) -> ApiResult<Json<InPersonAnswer>> {
@@ -233,7 +235,7 @@ async fn in_person(
     let purpose = purpose_of(body.purpose)?;
     let scope = scope_of(body.scope);
     let patient = state
-        .verify_password(patient_id, Some(Role::Patient), password)
+        .verify_password(client, patient_id, Some(Role::Patient), password)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("Invalid patient credentials".into()))?;
     let grant = state

@@ -2,7 +2,7 @@
 //! `{success: false, message, ...}`. Internal details are logged (without secrets), never sent.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -40,8 +40,12 @@ pub enum ApiError {
     TooLarge(String),
     /// 415: a body that is not JSON.
     UnsupportedMediaType,
-    /// 429: too many wrong passwords for one account; wait.
-    TooManyAttempts,
+    /// 429 with `Retry-After`: over a rate limit (wrong passwords for one account from one
+    /// address, or record reads); the message says which, and when to retry.
+    RateLimited { message: String, retry_after_s: u64 },
+    /// A refusal of the HTTP exchange itself (408 too slow, 421 a Host not served here, 431
+    /// headers too large, 400 an unparsable request), answered like every other error.
+    Refused { status: StatusCode, message: String },
     /// 429: over a cap of pending requests; the message names it.
     TooManyPending(String),
     /// 503: the validator is overloaded or stopped; retry later.
@@ -77,9 +81,10 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyAttempts | ApiError::TooManyPending(_) => {
+            ApiError::RateLimited { .. } | ApiError::TooManyPending(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            ApiError::Refused { status, .. } => *status,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -89,6 +94,24 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after_s = match &self {
+            ApiError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
+        let (status, body) = self.into_json();
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl ApiError {
+    /// The status and the JSON body of this error, as [`IntoResponse`] sends them.
+    pub(crate) fn into_json(self) -> (StatusCode, Value) {
         let status = self.status();
         let mut body = Map::new();
         body.insert("success".into(), Value::Bool(false));
@@ -129,10 +152,9 @@ impl IntoResponse for ApiError {
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::TooLarge(m)
-            | ApiError::Unavailable(m) => m,
-            ApiError::TooManyAttempts => {
-                "Too many wrong passwords for this account; try again in 15 minutes".into()
-            }
+            | ApiError::Unavailable(m)
+            | ApiError::RateLimited { message: m, .. }
+            | ApiError::Refused { message: m, .. } => m,
             ApiError::UnsupportedMediaType => {
                 "Expected a JSON body (Content-Type: application/json)".into()
             }
@@ -142,7 +164,7 @@ impl IntoResponse for ApiError {
             }
         };
         body.insert("message".into(), Value::String(message));
-        (status, Json(Value::Object(body))).into_response()
+        (status, Value::Object(body))
     }
 }
 

@@ -23,11 +23,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let (parts, body) = req.into_parts();
         let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
-            .map_err(|_| {
-                ApiError::TooLarge(format!(
-                    "Request body too large: at most {MAX_BODY_BYTES} bytes"
-                ))
-            })?;
+            .map_err(|_| body_too_large())?;
         if !is_blank(&bytes) {
             let is_json = parts
                 .headers
@@ -44,6 +40,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
         parse_body(&bytes).map(ApiJson)
     }
+}
+
+/// 413 for a body over [`MAX_BODY_BYTES`].
+pub(crate) fn body_too_large() -> ApiError {
+    ApiError::TooLarge(format!(
+        "Request body too large: at most {MAX_BODY_BYTES} bytes"
+    ))
 }
 
 fn is_blank(bytes: &[u8]) -> bool {

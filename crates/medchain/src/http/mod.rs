@@ -3,6 +3,7 @@
 
 mod auth;
 mod chain;
+pub mod client;
 mod consent;
 mod erasure;
 pub mod error;
@@ -11,9 +12,13 @@ pub mod extract;
 pub mod fuzzing;
 mod identity;
 pub mod openapi;
+pub mod read_limit;
 mod records;
+pub mod server;
+pub mod throttle;
 
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -37,11 +42,23 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
      img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'self'";
 
-/// Options of the HTTP layer.
+/// `Strict-Transport-Security` when served over HTTPS: a year, this host only (other hosts
+/// of the domain may not speak HTTPS).
+pub const HSTS: &str = "max-age=31536000";
+
+/// Options of the HTTP layer (`medchain serve`'s and `node`'s flags, node.toml's `[http]`).
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
-    /// Add `Secure` to the session cookie (set when served over HTTPS, e.g. behind a proxy).
+    /// Served over HTTPS (e.g. by a TLS proxy): the session cookie gets `Secure`, and every
+    /// answer `Strict-Transport-Security`.
     pub secure_cookie: bool,
+    /// Host names served besides the connection's own address and the loopback names with
+    /// its port ([`client::host_served`]); any other Host is refused (421).
+    pub allowed_hosts: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client ([`client::ClientAddr`]).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Timeouts and the cap on connections ([`server`]).
+    pub limits: node::ConnectionLimits,
 }
 
 /// The chain side: the validator this hospital submits to and reads from, and every validator
@@ -79,51 +96,16 @@ pub struct AppState {
     /// Argon2id runs at most this many at once, so that a burst of logins cannot starve the
     /// validators of CPU.
     pub(crate) hashing: Arc<Semaphore>,
-    pub(crate) failures: Arc<Failures>,
-}
-
-/// Wrong passwords per account id before that id is refused for the rest of the window.
-pub const MAX_PASSWORD_FAILURES: u32 = 10;
-/// The window over which wrong passwords are counted.
-pub const FAILURE_WINDOW_MS: u64 = 15 * 60 * 1000;
-/// Ids tracked at most (the oldest windows are dropped first).
-const MAX_TRACKED_IDS: usize = 10_000;
-
-/// Wrong-password counts per account id: (failures, start of the window).
-#[derive(Default)]
-pub(crate) struct Failures(Mutex<std::collections::HashMap<String, (u32, u64)>>);
-
-impl Failures {
-    fn blocked(&self, id: &str, now: u64) -> bool {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id).is_some_and(|(n, since)| {
-            *n >= MAX_PASSWORD_FAILURES && now < since.saturating_add(FAILURE_WINDOW_MS)
-        })
-    }
-
-    fn record(&self, id: String, now: u64) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED_IDS {
-            map.retain(|_, (_, since)| now < since.saturating_add(FAILURE_WINDOW_MS));
-            if map.len() >= MAX_TRACKED_IDS {
-                map.clear();
-            }
-        }
-        let entry = map.entry(id).or_insert((0, now));
-        if now >= entry.1.saturating_add(FAILURE_WINDOW_MS) {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-    }
-
-    fn clear(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
+    /// Wrong passwords per (login id, client address).
+    pub(crate) logins: Arc<throttle::LoginThrottle>,
+    /// Record reads per account.
+    pub(crate) reads: Arc<read_limit::ReadLimiter>,
 }
 
 impl AppState {
     /// The state of the API of `flows`' hospital, whose status page shows `chain`.
     pub fn new(flows: Arc<Flows>, chain: Chain, settings: Settings, clock: Clock) -> Self {
+        let logins = throttle::LoginThrottle::open(flows.app().clone(), clock.now_ms());
         Self {
             app: flows.app().clone(),
             cookie: Arc::from(format!("medchain_{}", chain.local.name())),
@@ -132,7 +114,8 @@ impl AppState {
             settings: Arc::new(settings),
             clock,
             hashing: Arc::new(Semaphore::new(2)),
-            failures: Arc::new(Failures::default()),
+            logins: Arc::new(logins),
+            reads: Arc::new(read_limit::ReadLimiter::default()),
         }
     }
 
@@ -151,19 +134,17 @@ impl AppState {
         self.clock.now_ms()
     }
 
-    /// Checks a password off the async threads, at most two at a time. After
-    /// [`MAX_PASSWORD_FAILURES`] wrong passwords for one id within [`FAILURE_WINDOW_MS`], that id
-    /// is refused (429) until the window ends, so guessing is slow even beyond Argon2id's cost.
+    /// Checks a password of `id` typed at `client`, off the async threads, at most two at a
+    /// time. The attempt is counted by the [`throttle`] before it queues for the hash, so a
+    /// burst has no more judged than the throttle allows (429 beyond).
     pub(crate) async fn verify_password(
         &self,
+        client: client::ClientAddr,
         id: String,
         role: Option<crate::app::Role>,
         password: zeroize::Zeroizing<String>,
     ) -> ApiResult<Option<crate::app::Account>> {
-        let now = self.now_ms();
-        if self.failures.blocked(&id, now) {
-            return Err(ApiError::TooManyAttempts);
-        }
+        self.logins.attempt(&id, client.0, self.now_ms())?;
         let _permit = self
             .hashing
             .clone()
@@ -176,10 +157,23 @@ impl AppState {
             tokio::task::spawn_blocking(move || app.verify_password(&id, role, &password))
                 .await??;
         match &account {
-            Some(_) => self.failures.clear(&key),
-            None => self.failures.record(key, now),
+            Some(_) => self.logins.succeeded(&key, client.0, self.now_ms()),
+            None => self.logins.failed(&key, client.0, self.now_ms()),
         }
         Ok(account)
+    }
+
+    /// Writes what is kept in memory for a while (the login throttle's last counts): when the
+    /// server stops.
+    pub async fn write_pending(&self) -> ApiResult<()> {
+        let logins = self.logins.clone();
+        tokio::task::spawn_blocking(move || logins.flush()).await??;
+        Ok(())
+    }
+
+    /// Takes one record read of `account` ([`read_limit`]: 429 beyond the rate).
+    pub(crate) fn spend_read(&self, account: &crate::app::Account) -> ApiResult<()> {
+        self.reads.spend(&account.id, self.now_ms())
     }
 
     /// Runs a blocking application-store call off the async threads.
@@ -193,9 +187,11 @@ impl AppState {
     }
 }
 
-/// The whole service: API, health check, UI, security headers, body limit, request log.
+/// The whole service: API, health check, UI, security headers, Host check, body limit and
+/// timeout, request log.
 pub fn router(state: AppState) -> Router {
     let docs = openapi::router(&state.cookie);
+    let settings = state.settings.clone();
     let api = Router::new()
         .merge(auth::router())
         .merge(consent::router())
@@ -208,9 +204,18 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    Router::new()
+    let mut app = Router::new()
         .merge(crate::web::router())
         .merge(api)
+        .layer(middleware::from_fn_with_state(
+            settings.limits,
+            server::read_body_in_time,
+        ))
+        // Before the body is read.
+        .layer(middleware::from_fn_with_state(
+            settings.clone(),
+            client::check_host,
+        ))
         .layer(middleware::from_fn(no_store_for_api))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(header_layer(header::CONTENT_SECURITY_POLICY, CSP))
@@ -229,21 +234,14 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("permissions-policy"),
             "camera=(), microphone=(), geolocation=(), payment=()",
         ))
-        .layer(middleware::from_fn(same_origin_writes))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(same_origin_writes));
+    if settings.secure_cookie {
+        app = app.layer(header_layer(header::STRICT_TRANSPORT_SECURITY, HSTS));
+    }
+    app.layer(middleware::from_fn(log_request))
 }
 
-/// Serves the router on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight. `main` binds the listener (127.0.0.1:5000 by default).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+pub use server::serve;
 
 fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
     SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
+use super::client::ClientAddr;
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_body, required};
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
@@ -243,6 +244,7 @@ struct RecordsBody {
 )]
 async fn patient_records(
     State(state): State<AppState>,
+    client: ClientAddr,
     MaybeAuthed(auth): MaybeAuthed,
     ApiJson(body): ApiJson<RecordsBody>,
 ) -> ApiResult<Json<RecordsAnswer>> {
@@ -257,9 +259,10 @@ async fn patient_records(
             ));
         }
         let patient = state
-            .verify_password(id, Some(Role::Patient), password)
+            .verify_password(client, id, Some(Role::Patient), password)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
+        state.spend_read(&patient)?;
         let (access, records) = state.flows.read_own(&patient).await?;
         return Ok(Json(RecordsAnswer::of(
             &state,
@@ -277,6 +280,7 @@ async fn patient_records(
                     "A patient may read only their own records".into(),
                 ));
             }
+            state.spend_read(&account)?;
             let (access, records) = state.flows.read_own(&account).await?;
             Ok(Json(RecordsAnswer::of(
                 &state,
@@ -287,6 +291,7 @@ async fn patient_records(
         }
         Role::Doctor => {
             let patient_id = required("patientId", body.patient_id, 64)?;
+            state.spend_read(&account)?;
             let (access, records) = state.flows.read_under_grant(&account, &patient_id).await?;
             Ok(Json(RecordsAnswer::of(
                 &state,
@@ -329,6 +334,7 @@ async fn doctor_records(
     ApiJson(body): ApiJson<DoctorReadBody>,
 ) -> ApiResult<Json<RecordsAnswer>> {
     let patient_id = required("patientId", body.patient_id, 64)?;
+    state.spend_read(&doctor)?;
     let (access, records) = state.flows.read_under_grant(&doctor, &patient_id).await?;
     Ok(Json(RecordsAnswer::of(
         &state,

@@ -6,6 +6,7 @@
 pub mod records;
 pub mod secrets;
 pub mod seed;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,27 @@ pub struct TestApp {
     pub clock: Clock,
     pub cluster: Option<node::Cluster>,
     pub dir: tempfile::TempDir,
+}
+
+/// A `tracing` writer into a buffer a test reads (`.with_writer(move || buffer.clone())`).
+#[derive(Clone, Default)]
+pub struct LogBuffer(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How a request authenticates.
@@ -359,20 +381,60 @@ impl TestApp {
     /// Serves this app's router on `host:0` (hospital i on `127.0.0.(i+1)`: one host per
     /// hospital, as their cookies and pages need).
     pub async fn listen_on(&self, host: &str) -> Served {
+        self.serve_with(host, self.state.clone()).await.0
+    }
+
+    /// Serves this app on `127.0.0.1:0` with `settings`; the server's task ends once the
+    /// [`Served`] is dropped and its connections have ended.
+    pub async fn listen_with(
+        &self,
+        settings: Settings,
+    ) -> (Served, tokio::task::JoinHandle<std::io::Result<()>>) {
+        self.serve_with("127.0.0.1", self.with_settings(settings))
+            .await
+    }
+
+    async fn serve_with(
+        &self,
+        host: &str,
+        state: AppState,
+    ) -> (Served, tokio::task::JoinHandle<std::io::Result<()>>) {
         let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(medchain::http::serve(
-            listener,
-            self.state.clone(),
-            async move {
-                let _ = stopped.await;
+        let server = tokio::spawn(medchain::http::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        (
+            Served {
+                addr,
+                stop: Some(stop),
             },
-        ));
-        Served {
-            addr,
-            stop: Some(stop),
-        }
+            server,
+        )
+    }
+
+    /// This app's state with other HTTP settings (the same stores and throttles).
+    pub fn with_settings(&self, settings: Settings) -> AppState {
+        let mut state = self.state.clone();
+        state.settings = Arc::new(settings);
+        state
+    }
+
+    /// A request as the router sees it from a socket whose peer is `from` (an IP address).
+    pub async fn call_from(
+        &self,
+        from: &str,
+        c: &Client,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = request(method, path, body, c.bearer.as_deref(), c.cookie.as_deref());
+        let peer = std::net::SocketAddr::new(from.parse().unwrap(), 40_000);
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        body_of(self.raw(req).await).await
     }
 
     /// Stops everything and opens it again from the same files.
@@ -386,6 +448,8 @@ impl TestApp {
         let TestApp {
             dir, state, router, ..
         } = self;
+        // As `serve` does when it stops.
+        state.write_pending().await.unwrap();
         drop(router);
         drop(state);
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -24,6 +24,31 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// The bytes of an HTTP/1.1 request to `addr` with `headers` (and a JSON `body`); with
+/// `close`, `Connection: close`.
+pub fn request_bytes<V: AsRef<str>>(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, V)],
+    body: Option<&Value>,
+    close: bool,
+) -> Vec<u8> {
+    let text = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if close {
+        request.push_str("Connection: close\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {}\r\n", value.as_ref()));
+    }
+    if body.is_some() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{text}", text.len()));
+    request.into_bytes()
+}
+
 /// One HTTP/1.1 exchange (`Connection: close`) with `headers` added.
 pub fn exchange(
     addr: SocketAddr,
@@ -35,16 +60,7 @@ pub fn exchange(
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let text = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if body.is_some() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{text}", text.len()));
-    stream.write_all(request.as_bytes())?;
+    stream.write_all(&request_bytes(addr, method, path, headers, body, true))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let bad = |what: &str| std::io::Error::other(format!("{what} from {addr}{path}"));

@@ -146,6 +146,33 @@ pub struct Net {
     pub people: BTreeMap<String, String>,
 }
 
+/// `medchain serve --demo --batch-window 10ms` on `dir` and `addr` with `extra` arguments, its
+/// output appended to `log`.
+pub fn serve_process(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    medchain()
+        .args(["serve", "--demo", "--batch-window", "10ms"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--addr")
+        .arg(addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .spawn()
+        .expect("run medchain serve")
+}
+
 pub fn medchain() -> Command {
     Command::new(env!("CARGO_BIN_EXE_medchain"))
 }

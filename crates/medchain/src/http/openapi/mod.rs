@@ -249,6 +249,18 @@ impl Modify for FromExtractors {
                         500,
                         "Internal error (logged here, never detailed)",
                     );
+                    // The edge's refusals (http::server and http::client), before any route.
+                    refusal(
+                        operation,
+                        408,
+                        "The request's head or body did not arrive in time",
+                    );
+                    refusal(
+                        operation,
+                        421,
+                        "The `Host` is not one this server serves (`--allowed-host`)",
+                    );
+                    refusal(operation, 431, "The request's headers are too large");
                     refusal(
                         operation,
                         503,

@@ -1,0 +1,617 @@
+//! The HTTP server around the router: slow and numerous clients cannot hold its connections
+//! (issue 12), and what hyper refuses by itself is answered as JSON like the rest of the API.
+//!
+//! `axum::serve` sets no timeouts, and hyper's `header_read_timeout` is one timer that runs
+//! from the end of a response to the end of the next request's headers, so an idle keep-alive
+//! connection and a partial head get the same bound. Each connection here is one hyper HTTP/1.1
+//! connection over a [`Guarded`] socket that, as Envoy does, tells them apart:
+//!
+//! - headers: from a connection's start, or a request's first byte, to the end of its head,
+//!   at most `header_timeout`; then the connection closes (with a 408 if part of a head came);
+//! - body: from the end of the head to the end of the body, at most `body_timeout`
+//!   ([`read_body_in_time`], which answers 408, or 413 past [`MAX_BODY_BYTES`]);
+//! - idle: from the end of a response (or the last byte a stalled reader took) to the next
+//!   request's first byte, at most `idle_timeout`;
+//! - at most `max_connections` at once: beyond, the listener accepts nothing until one ends
+//!   (clients wait in the kernel's backlog).
+//!
+//! A stop finishes the requests in flight, closes idle connections, and waits for every
+//! connection to end; then the login throttle's last counts are written.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use node::ConnectionLimits;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+use super::client::ServedAt;
+use super::extract::{MAX_BODY_BYTES, body_too_large};
+use super::{ApiError, AppState};
+
+/// Largest request head (request line and headers), in bytes; beyond it, 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Serves the router on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight. `main` binds the listener (127.0.0.1:5000 by default).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let limits = state
+        .settings
+        .limits
+        .checked()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let app = super::router(state.clone());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopped) = watch::channel(false);
+    let mut http = http1::Builder::new();
+    http.header_read_timeout(None) // ours, apart from the idle timeout: see `Guarded`
+        .max_header_size(MAX_HEADER_BYTES)
+        // One contiguous write per flush, so that hyper's own refusals are recognised whole.
+        .writev(false);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.map_err(io::Error::other)?,
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::error!(target: "medchain::http", error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        tokio::spawn(connection(
+            stream,
+            peer,
+            http.clone(),
+            app.clone(),
+            limits,
+            stopped.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Each connection holds a slot until it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ended = slots.acquire_many(all).await;
+    if let Err(e) = state.write_pending().await {
+        tracing::error!(error = ?e, "cannot write the login throttle's counts");
+    }
+    Ok(())
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection until it ends, or until a stop and its request in flight ends.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    http: http1::Builder,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stopped: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let served_at = stream.local_addr().ok();
+    let exchange = Arc::new(Exchange::new(Instant::now()));
+    let io = TokioIo::new(Guarded::new(stream, exchange.clone(), limits));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        exchange.request_started();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(served_at) = served_at {
+            req.extensions_mut().insert(ServedAt(served_at));
+        }
+        let app = app.clone();
+        let exchange = exchange.clone();
+        async move {
+            let Ok(response) = app.oneshot(req).await;
+            exchange.active(Instant::now());
+            Ok::<_, Infallible>(response.map(|body| Tracked { body, exchange }))
+        }
+    });
+    let conn = http.serve_connection(io, service);
+    tokio::pin!(conn);
+    let stop = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = stop => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(target: "medchain::http", %peer, error = %e, "connection ended");
+    }
+}
+
+/// What one connection is doing, as its socket and its service see it.
+struct Exchange(Mutex<ExchangeState>);
+
+struct ExchangeState {
+    /// Requests handed to the router, and responses whose body hyper has dropped (written
+    /// into its buffer, or abandoned).
+    requests: u64,
+    responses: u64,
+    /// Every response is out (flushed since the last one ended): bytes hyper writes now
+    /// answer no request of ours, so they are hyper's own refusal of one it could not parse.
+    between_messages: bool,
+    /// When the head being waited for began: the connection's start, or the first byte of a
+    /// request after the last response. `None` while idle.
+    head_started: Option<Instant>,
+    /// Whether any byte of that head came.
+    head_bytes: bool,
+    /// The last byte read or written.
+    last_active: Instant,
+}
+
+/// Why a connection is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    Head { partial: bool },
+    Idle,
+}
+
+impl Exchange {
+    fn new(now: Instant) -> Self {
+        Self(Mutex::new(ExchangeState {
+            requests: 0,
+            responses: 0,
+            between_messages: true,
+            head_started: Some(now),
+            head_bytes: false,
+            last_active: now,
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, ExchangeState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn request_started(&self) {
+        let mut s = self.state();
+        s.requests += 1;
+        s.between_messages = false;
+        s.head_started = None;
+        s.head_bytes = false;
+    }
+
+    fn response_ended(&self) {
+        let mut s = self.state();
+        s.responses += 1;
+        s.last_active = Instant::now();
+    }
+
+    fn read_some(&self, now: Instant) {
+        let mut s = self.state();
+        s.last_active = now;
+        if s.requests == s.responses {
+            s.head_started.get_or_insert(now);
+            s.head_bytes = true;
+        }
+    }
+
+    /// Bytes written, or a response ready (a handler may have waited long on the chain: the
+    /// client's silence meanwhile is not idleness).
+    fn active(&self, now: Instant) {
+        self.state().last_active = now;
+    }
+
+    /// Every byte written is out. Returns whether that ends the last response: the
+    /// connection is now idle.
+    fn flushed(&self) -> bool {
+        let mut s = self.state();
+        let ended = s.requests == s.responses && !s.between_messages;
+        if ended {
+            s.between_messages = true;
+        }
+        ended
+    }
+
+    fn between_messages(&self) -> bool {
+        self.state().between_messages
+    }
+
+    /// When a connection waiting to read expires: none while a request is being served (its
+    /// body has the body timeout, its handler no limit).
+    fn read_deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, Expired)> {
+        let s = self.state();
+        if s.requests > s.responses {
+            return None;
+        }
+        Some(match s.head_started {
+            Some(start) => (
+                start + limits.header_timeout,
+                Expired::Head {
+                    partial: s.head_bytes,
+                },
+            ),
+            None => (s.last_active + limits.idle_timeout, Expired::Idle),
+        })
+    }
+
+    /// When a connection whose client takes nothing of its response expires.
+    fn write_deadline(&self, limits: &ConnectionLimits) -> Instant {
+        self.state().last_active + limits.idle_timeout
+    }
+}
+
+/// A response body that tells its connection when hyper is done with it.
+struct Tracked {
+    body: Body,
+    exchange: Arc<Exchange>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.exchange.response_ended();
+    }
+}
+
+/// A connection's socket with its header and idle deadlines, which rewrites hyper's own
+/// refusals (400, 414, 431: written without a body, before any request reaches the router) as
+/// the API's JSON.
+struct Guarded {
+    stream: TcpStream,
+    exchange: Arc<Exchange>,
+    limits: ConnectionLimits,
+    timer: Pin<Box<Sleep>>,
+    /// hyper's refusal as JSON, and how much of it is written.
+    refusal: Vec<u8>,
+    refusal_written: usize,
+    /// After a refusal, hyper's own bytes are dropped.
+    refused: bool,
+}
+
+impl Guarded {
+    fn new(stream: TcpStream, exchange: Arc<Exchange>, limits: ConnectionLimits) -> Self {
+        Self {
+            stream,
+            exchange,
+            limits,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            refusal: Vec::new(),
+            refusal_written: 0,
+            refused: false,
+        }
+    }
+
+    /// Whether `deadline` has passed (else the task wakes when it does).
+    fn expired(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.refusal_written < self.refusal.len() {
+            let n = ready!(
+                Pin::new(&mut self.stream).poll_write(cx, &self.refusal[self.refusal_written..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.refusal_written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.exchange.read_some(Instant::now());
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some((deadline, why)) = this.exchange.read_deadline(&this.limits) else {
+                    return Poll::Pending;
+                };
+                if !this.expired(deadline, cx) {
+                    return Poll::Pending;
+                }
+                if why == (Expired::Head { partial: true }) && this.exchange.between_messages() {
+                    // Best effort (the client is not reading much either), and only with no
+                    // response of hyper's left unwritten.
+                    let answer = refusal_bytes(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "The request headers did not arrive within {} s",
+                            this.limits.header_timeout.as_secs_f64()
+                        ),
+                    );
+                    let _ = this.stream.try_write(&answer);
+                }
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    match why {
+                        Expired::Head { .. } => "header timeout",
+                        Expired::Idle => "idle timeout",
+                    },
+                )))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.refused {
+            ready!(this.poll_refusal(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if this.exchange.between_messages() && buf.starts_with(b"HTTP/1.") {
+            this.refusal = hyper_refusal(buf);
+            this.refused = true;
+            if let Poll::Ready(Err(e)) = this.poll_refusal(cx) {
+                return Poll::Ready(Err(e));
+            }
+            // The rest goes out on flush.
+            return Poll::Ready(Ok(buf.len()));
+        }
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                this.exchange.active(Instant::now());
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let deadline = this.exchange.write_deadline(&this.limits);
+                if this.expired(deadline, cx) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client reads nothing of its response",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_refusal(cx))?;
+        ready!(Pin::new(&mut this.stream).poll_flush(cx))?;
+        // hyper flushes its socket only once its buffer is written out. Its last read was
+        // while the request was served, without a deadline: hyper does not read again on its
+        // own, so wake it to read, and arm the idle timer.
+        if this.exchange.flushed() {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_refusal(cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+/// hyper's refusal `head` (`HTTP/1.1 431 ...`, no body) as the API answers it.
+fn hyper_refusal(head: &[u8]) -> Vec<u8> {
+    let status = head
+        .get(9..12)
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::BAD_REQUEST);
+    let message = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            format!("Request headers too large: at most {MAX_HEADER_BYTES} bytes")
+        }
+        StatusCode::URI_TOO_LONG => "Request target too long".to_string(),
+        _ => "Malformed HTTP request".to_string(),
+    };
+    refusal_bytes(status, message)
+}
+
+/// A whole HTTP/1.1 answer that closes the connection: `status` with the API's JSON body.
+fn refusal_bytes(status: StatusCode, message: String) -> Vec<u8> {
+    let (status, body) = ApiError::Refused { status, message }.into_json();
+    let body = body.to_string();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\n\r\n\
+         {body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+    )
+    .into_bytes()
+}
+
+/// Reads a request's whole body within the body timeout before the router sees it: 408 if
+/// it is too slow, 413 past [`MAX_BODY_BYTES`] (refused on its `Content-Length` before a byte
+/// is read), 400 if it breaks off. Each closes the connection, whose rest is unread.
+pub(crate) async fn read_body_in_time(
+    State(limits): State<ConnectionLimits>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let refused = match tokio::time::timeout(limits.body_timeout, collect(body)).await {
+        Ok(Ok(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+        }
+        Ok(Err(refused)) => refused,
+        Err(_elapsed) => ApiError::Refused {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "The request body did not arrive within {} s",
+                limits.body_timeout.as_secs_f64()
+            ),
+        },
+    };
+    let mut response = refused.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+async fn collect(mut body: Body) -> Result<Bytes, ApiError> {
+    let limit = MAX_BODY_BYTES as u64;
+    if body.size_hint().lower() > limit {
+        return Err(body_too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame =
+            frame.map_err(|_| ApiError::BadRequest("The request body could not be read".into()))?;
+        if let Ok(data) = frame.into_data() {
+            if (bytes.len() + data.len()) as u64 > limit {
+                return Err(body_too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_refusals_become_the_api_json() {
+        let answer = hyper_refusal(b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n");
+        let text = String::from_utf8(answer).unwrap();
+        assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["success"], false);
+        assert!(
+            body["message"].as_str().unwrap().contains("16384"),
+            "{body}"
+        );
+        let text = String::from_utf8(hyper_refusal(b"HTTP/1.1 400 Bad Request\r\n")).unwrap();
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    }
+
+    #[test]
+    fn the_header_timer_runs_from_the_first_byte_and_idle_from_the_last_response() {
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ..ConnectionLimits::default()
+        };
+        let t0 = Instant::now();
+        let exchange = Exchange::new(t0);
+        // A new connection must send its first head within the header timeout.
+        assert_eq!(
+            exchange.read_deadline(&limits),
+            Some((t0 + limits.header_timeout, Expired::Head { partial: false }))
+        );
+        exchange.read_some(t0 + Duration::from_secs(1));
+        exchange.request_started();
+        assert_eq!(exchange.read_deadline(&limits), None, "a request in flight");
+        exchange.response_ended();
+        let ended = exchange.state().last_active;
+        assert_eq!(
+            exchange.read_deadline(&limits),
+            Some((ended + limits.idle_timeout, Expired::Idle))
+        );
+        let first_byte = ended + Duration::from_secs(30);
+        exchange.read_some(first_byte);
+        exchange.read_some(first_byte + Duration::from_secs(5));
+        assert_eq!(
+            exchange.read_deadline(&limits),
+            Some((
+                first_byte + limits.header_timeout,
+                Expired::Head { partial: true }
+            ))
+        );
+        // Only once flushed after its last response does a connection take writes as
+        // hyper's own.
+        assert!(!exchange.between_messages());
+        assert!(exchange.flushed());
+        assert!(exchange.between_messages());
+        assert!(
+            !exchange.flushed(),
+            "only the first flush after a response ends it"
+        );
+    }
+}
