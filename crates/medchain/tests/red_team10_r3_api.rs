@@ -14,7 +14,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::records::{Secret, record_in_person};
+use common::eventually;
+use common::records::{Secret, aged_home_key, granted, read_until_open, record_in_person};
 use node::OpenState;
 use node::load::Person;
 use node_common::world::{CLINIC, World, diagnosis, wait_until};
@@ -161,4 +162,50 @@ async fn red_team_held_nobody_but_the_patient_at_home_asks_for_an_erasure() {
     let (s, b) = hospital.post(&p1, "/api/patient_records", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(secret.leaked_in(&b), "{b}");
+}
+
+/// WEAKNESS 4 (key counters to every doctor of the hospital). §16.14: "Key counters appear only
+/// on `/api/metrics` (for operators)", because "a spike of keys pulled shows a history moving
+/// after a grant". `/api/metrics` shows them to any doctor whose home is this hospital
+/// (`chain.rs` `metrics`: `staff` is every doctor), and there is no operator role in the API.
+/// A clinic doctor with no grant of anyone's watches `keys.received` step by the size of p001's
+/// history when a colleague's read grant commits: whom the colleague treats is not on their
+/// screen, but when and how much is, and beside the colleague's schedule it names the patient.
+/// Low: a count, to staff of a hospital that is entitled. Fix: counters only to a role the
+/// operator gives (or on the operator's own socket), or say "to the hospital's doctors".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "WEAKNESS: /api/metrics shows every doctor of a hospital the keys a colleague's grant pulled"]
+async fn weakness_4_any_doctor_of_the_grantee_sees_how_many_keys_a_colleagues_grant_pulled() {
+    let (hospital, clinic) = common::two_hospitals().await;
+    let device = aged_home_key(&hospital).await;
+    let d1 = hospital.login("d001").await;
+    let p1 = hospital.login("p001").await;
+    let records = [
+        record_in_person(&hospital, &d1, "p001", &Secret::new("count-1")).await,
+        record_in_person(&hospital, &d1, "p001", &Secret::new("count-2")).await,
+        record_in_person(&hospital, &d1, "p001", &Secret::new("count-3")).await,
+    ];
+    let onlooker = clinic
+        .new_doctor("c-onlooker", "Radiology", "Ada Byron")
+        .await;
+    let received = |b: &serde_json::Value| b["keys"]["received"].as_u64();
+    let (s, b) = clinic.get(&onlooker, "/api/metrics").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let before = received(&b);
+
+    let c_doc = clinic.new_doctor("c-doc", "Neurology", "Alan Turing").await;
+    let hour = json!({"read": {"durationMs": 3_600_000}});
+    granted(&clinic, &c_doc, hour, (&hospital, &p1, &device)).await;
+    let ids: Vec<&str> = records.iter().map(String::as_str).collect();
+    read_until_open(&clinic, &c_doc, &ids).await;
+    let after = eventually("the onlooker's metrics", || async {
+        let (s, b) = clinic.get(&onlooker, "/api/metrics").await;
+        (s == StatusCode::OK).then(|| received(&b))
+    })
+    .await;
+    assert!(
+        before.is_none() && after.is_none(),
+        "a doctor with no grant sees the keys the clinic received go from {before:?} to \
+         {after:?}: the size of p001's history, when a colleague's grant committed"
+    );
 }
