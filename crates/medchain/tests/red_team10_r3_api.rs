@@ -1,0 +1,211 @@
+//! Third red-team round on issue 10 (confidential records), through the product's commands and
+//! API: `medchain backup` and `medchain restore` on the embedded cluster of the node tests
+//! (their `World`, shared by path), and hostile API clients against erasure and the per-grant
+//! key status. `red_team_held_*` tests pass: a defence that held; `#[ignore = "BREAK: .."]`
+//! tests fail on the code as it is (run them with `--ignored`).
+
+mod common;
+#[allow(dead_code)]
+#[path = "../../node/tests/common/mod.rs"]
+mod node_common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::eventually;
+use common::records::{Secret, aged_home_key, granted, read_until_open, record_in_person};
+use node::OpenState;
+use node::load::Person;
+use node_common::world::{CLINIC, World, diagnosis, wait_until};
+use serde_json::json;
+
+fn medchain(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medchain"))
+        .args(args)
+        .output()
+        .expect("run medchain")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `medchain backup --data-dir FOLDER --to FILE` of one validator's folder (it may run).
+fn backup(folder: &Path, file: &Path) {
+    let out = medchain(&[
+        "backup".as_ref(),
+        "--data-dir".as_ref(),
+        folder.as_os_str(),
+        "--to".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert!(out.status.success(), "backup: {}", text(&out));
+}
+
+/// `medchain restore --from FILE --data-dir FOLDER` into a stopped validator's folder.
+fn restore(folder: &Path, file: &Path) {
+    let out = medchain(&[
+        "restore".as_ref(),
+        "--from".as_ref(),
+        file.as_os_str(),
+        "--data-dir".as_ref(),
+        folder.as_os_str(),
+    ]);
+    assert!(out.status.success(), "restore: {}", text(&out));
+}
+
+/// BREAK 3 (a restore destroys the newer key store, and with it acknowledged records). The
+/// README's restore "puts the stores back" and the restored validator "fetches what it
+/// missed"; §5.6 says a record a home's doctor wrote for a home patient has one key holder,
+/// the home. `medchain restore` replaces `keys.db` with the backup's whatever the store in
+/// place holds (`put_store`, for every store of the archive): a validator restored because its
+/// `chain.db` or `node.db` was damaged, its `keys.db` intact, loses the key of every record it
+/// sealed after the backup. The chain brings those records back (state transfer), the key
+/// nobody else holds does not: they show `waiting` at their home for good. Here the clinic is
+/// home to a patient and their doctor; a record written after the backup, committed and open,
+/// never opens again after the restore.
+///
+/// Smallest fix: `restore` keeps a `keys.db` in place that opens under this chain (same
+/// genesis) and whose processed height is at least the backup's (a newer key store is always
+/// right: deletions there only ran ahead, §5.6), restoring the backup's only when the store is
+/// missing, unreadable, or the operator says `--replace-keys`; and the README says so.
+#[test]
+#[ignore = "BREAK: medchain restore overwrites a newer keys.db: records sealed since the backup lose their only key"]
+fn break_3_a_restore_overwrites_the_newer_key_store_and_loses_acknowledged_records() {
+    let mut w = World::new();
+    let patient = Person::patient(CLINIC);
+    let author = Person::doctor(CLINIC, "Oncology", "Dr Clinic");
+    w.enroll(&[&patient, &author]);
+    let before = w.record(&author, &patient, "Ewing sarcoma 3f9a");
+    w.wait_state(CLINIC, &before, OpenState::Open);
+    let folder = w.dir.path().join("clinic");
+    let file = w.dir.path().with_extension("clinic.tar");
+    backup(&folder, &file);
+
+    // Written, committed and open at its home after the backup: acknowledged.
+    let after = w.record(&author, &patient, "Osteosarcoma 8b21");
+    w.wait_state(CLINIC, &after, OpenState::Open);
+    assert!(w.key_rows(CLINIC).contains(&after));
+
+    // The clinic is stopped and restored from the backup (say its chain.db was damaged).
+    w.cluster.stop(CLINIC);
+    restore(&folder, &file);
+    w.cluster.restart(CLINIC).unwrap();
+    let head = w.node(0).status().height;
+    wait_until("the restored clinic to process the chain", || {
+        w.node(CLINIC).key_status().processed_height >= head
+    });
+    w.wait_state(CLINIC, &before, OpenState::Open);
+
+    // The record written after the backup: the clinic pulls its key from every other
+    // validator in turn; nobody holds it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        let state = w.open(CLINIC, &after).state;
+        if state == OpenState::Open || Instant::now() >= deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        state,
+        OpenState::Open,
+        "a record acknowledged before the restore stays {state:?} at its only holder"
+    );
+    assert_eq!(diagnosis(&w.open(CLINIC, &after)), "Osteosarcoma 8b21");
+}
+
+/// (b) Hostile API clients against erasure, the one API of issue 10 that changes what every
+/// validator holds: nobody but the record's patient, signed in at their home, asks for it. The
+/// record's own author (d001, a doctor of the home: finding 5, an author erasing its record
+/// without the patient), another patient of the same home, and an anonymous caller are refused
+/// before anything is signed; the other patient's list of erasures says nothing of p001's
+/// request, and p001's record still opens at the home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_team_held_nobody_but_the_patient_at_home_asks_for_an_erasure() {
+    let hospital = common::app_only().await;
+    let d1 = hospital.login("d001").await;
+    let p1 = hospital.login("p001").await;
+    let p2 = hospital.login("p002").await;
+    let secret = Secret::new("erasure-abuse");
+    let record = record_in_person(&hospital, &d1, "p001", &secret).await;
+    let path = format!("/api/records/{record}/erasure");
+
+    let (s, b) = hospital.post(&common::anon(), &path, json!({})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, b) = hospital.post(&d1, &path, json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "the author: {b}");
+    let (s, b) = hospital.post(&p2, &path, json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another patient: {b}");
+    let (s, b) = hospital.get(&p2, "/api/erasures").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["erasures"], json!([]), "{b}");
+
+    // p001's own request, in person at home, is listed to p001 only.
+    let (s, b) = hospital.post(&p1, &path, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b) = hospital.get(&p2, "/api/erasures").await;
+    assert_eq!(b["erasures"], json!([]), "p002 sees p001's request: {b}");
+    let (_, b) = hospital.get(&d1, "/api/erasures").await;
+    assert!(!b.to_string().contains(&record), "the doctor sees it: {b}");
+    let (s, b) = hospital.get(&p1, "/api/erasures").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["erasures"][0]["tx"], record.as_str(), "{b}");
+    assert_eq!(b["erasures"][0]["state"], "pending", "{b}");
+    // Requested, not erased: the record still opens.
+    let (s, b) = hospital.post(&p1, "/api/patient_records", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(secret.leaked_in(&b), "{b}");
+}
+
+/// WEAKNESS 4 (key counters to every doctor of the hospital). §16.14: "Key counters appear only
+/// on `/api/metrics` (for operators)", because "a spike of keys pulled shows a history moving
+/// after a grant". `/api/metrics` shows them to any doctor whose home is this hospital
+/// (`chain.rs` `metrics`: `staff` is every doctor), and there is no operator role in the API.
+/// A clinic doctor with no grant of anyone's watches `keys.received` step by the size of p001's
+/// history when a colleague's read grant commits: whom the colleague treats is not on their
+/// screen, but when and how much is, and beside the colleague's schedule it names the patient.
+/// Low: a count, to staff of a hospital that is entitled. Fix: counters only to a role the
+/// operator gives (or on the operator's own socket), or say "to the hospital's doctors".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "WEAKNESS: /api/metrics shows every doctor of a hospital the keys a colleague's grant pulled"]
+async fn weakness_4_any_doctor_of_the_grantee_sees_how_many_keys_a_colleagues_grant_pulled() {
+    let (hospital, clinic) = common::two_hospitals().await;
+    let device = aged_home_key(&hospital).await;
+    let d1 = hospital.login("d001").await;
+    let p1 = hospital.login("p001").await;
+    let records = [
+        record_in_person(&hospital, &d1, "p001", &Secret::new("count-1")).await,
+        record_in_person(&hospital, &d1, "p001", &Secret::new("count-2")).await,
+        record_in_person(&hospital, &d1, "p001", &Secret::new("count-3")).await,
+    ];
+    let onlooker = clinic
+        .new_doctor("c-onlooker", "Radiology", "Ada Byron")
+        .await;
+    let received = |b: &serde_json::Value| b["keys"]["received"].as_u64();
+    let (s, b) = clinic.get(&onlooker, "/api/metrics").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let before = received(&b);
+
+    let c_doc = clinic.new_doctor("c-doc", "Neurology", "Alan Turing").await;
+    let hour = json!({"read": {"durationMs": 3_600_000}});
+    granted(&clinic, &c_doc, hour, (&hospital, &p1, &device)).await;
+    let ids: Vec<&str> = records.iter().map(String::as_str).collect();
+    read_until_open(&clinic, &c_doc, &ids).await;
+    let after = eventually("the onlooker's metrics", || async {
+        let (s, b) = clinic.get(&onlooker, "/api/metrics").await;
+        (s == StatusCode::OK).then(|| received(&b))
+    })
+    .await;
+    assert!(
+        before.is_none() && after.is_none(),
+        "a doctor with no grant sees the keys the clinic received go from {before:?} to \
+         {after:?}: the size of p001's history, when a colleague's grant committed"
+    );
+}
