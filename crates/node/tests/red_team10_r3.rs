@@ -57,7 +57,7 @@ fn key_sent(w: &World, holder: ReplicaId, asker: ReplicaId, tx: &TxId) -> DataKe
         .expect("the holder sent the asker the key")
 }
 
-/// BREAK 1 (erasure of a broken copy erases the original). docs/SECURITY.md §16.13 stores no
+/// Was a BREAK (round 3, break 1: erasure of a broken copy erased the original). docs/SECURITY.md §16.13 stores no
 /// key for the later of two transactions sealed under one key and marks it `broken`, keeping
 /// its key's id "so that erasing a broken transaction still deletes the row of its key: an
 /// accepted erasure of either transaction deletes every row of that key id"; §11 says a
@@ -78,12 +78,10 @@ fn key_sent(w: &World, holder: ReplicaId, asker: ReplicaId, tx: &TxId) -> DataKe
 ///    home for good (no `wanted` row is made again, and nobody correct holds it any more), its
 ///    patient asked for nothing, and the chain shows only the erasure of V's grant.
 ///
-/// Smallest fix: erasing a transaction deletes its own row and the rows of its key id only
-/// when it holds that key itself (`key_id_of` from `data_keys`, not from `broken`): a broken
-/// transaction's sealer is dishonest by §16.13, and its body is its own to publish.
+/// Fixed: an erasure deletes the erased transaction's own key row only; a broken transaction
+/// has none, so its erasure deletes nothing (`node::keys::feed` `erase`).
 #[test]
-#[ignore = "BREAK: erasing a broken copy deletes the key of the honest record it copied"]
-fn break_1_erasing_a_broken_copy_erases_the_honest_record_it_copied() {
+fn red_team_held_erasing_a_broken_copy_keeps_the_honest_record_it_copied() {
     let w = World::new();
     let patient = Person::patient(HOSPITAL);
     let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");

@@ -199,9 +199,10 @@ impl Service {
     }
 
     /// An accepted erasure (§7.2 step 3): the key of the transaction the request `request`
-    /// names is deleted, with any row of the same key (held for another transaction, it opens
-    /// the erased body too, §16.13), and no longer wanted. Whether a key was deleted (the WAL
-    /// is then emptied after the commit).
+    /// names is deleted, and no longer wanted. Whether a key was deleted (the WAL is then
+    /// emptied after the commit). A broken transaction (§16.13) has no row of its own: its
+    /// erasure deletes nothing, never the row of the earlier transaction whose key it copied
+    /// (red team round 3, break 1: that let a dishonest sealer erase an honest record).
     fn erase(&mut self, request: &TxId) -> Result<bool, NodeError> {
         #[cfg(feature = "byzantine")]
         if self.keeps_keys("an erasure") {
@@ -212,23 +213,21 @@ impl Service {
         };
         let target = erasure.target;
         self.index.erase(target);
-        let id = self.store.rows().key_id_of(&target)?;
-        let deleted = self.store.rows().delete_key(&target, id.as_ref())?;
-        for tx in &deleted {
-            self.index.release(tx);
-        }
+        let deleted = self.delete_key(&target)?;
         self.pending.remove(&target);
         if self.wanted.remove(&target).is_some() {
             self.store.rows().unwant(&target)?;
         }
-        Ok(!deleted.is_empty())
+        Ok(deleted)
     }
 
-    fn delete_key(&mut self, tx: &TxId) -> Result<(), NodeError> {
-        for deleted in self.store.rows().delete_key(tx, None)? {
-            self.index.release(&deleted);
+    /// Deletes `tx`'s key row; whether there was one.
+    fn delete_key(&mut self, tx: &TxId) -> Result<bool, NodeError> {
+        let deleted = self.store.rows().delete_key(tx)?;
+        if deleted {
+            self.index.release(tx);
         }
-        Ok(())
+        Ok(deleted)
     }
 
     /// An applied sealed transaction: its pending row goes on chain, or it is wanted if this

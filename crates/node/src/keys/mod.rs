@@ -1010,7 +1010,7 @@ impl Service {
             .map(|committed| (committed.height, committed.index));
         let order = |position: Option<(u64, u64)>| position.unwrap_or((u64::MAX, u64::MAX));
         let broken = if order(position) < order(holder_position) {
-            rows.delete_key(&holder, None)?;
+            rows.delete_key(&holder)?;
             rows.mark_broken(&holder, &id)?;
             self.pending.remove(&holder);
             self.index.release(&holder);

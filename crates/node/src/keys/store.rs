@@ -494,23 +494,6 @@ impl Rows<'_> {
         holder.map(tx_id).transpose()
     }
 
-    /// The id of `tx`'s key: of its held row, or of its broken mark.
-    pub fn key_id_of(&self, tx: &TxId) -> Result<Option<Hash>, NodeError> {
-        let id: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached(
-                "SELECT key_id FROM data_keys WHERE tx = ?1
-                 UNION ALL SELECT key_id FROM broken WHERE tx = ?1",
-            )?
-            .query_row([tx.as_slice()], |r| r.get(0))
-            .optional()?;
-        id.map(|id| {
-            id.try_into()
-                .map_err(|_| NodeError::Corrupt("keys.db: a key id is not 32 bytes".into()))
-        })
-        .transpose()
-    }
-
     /// Marks `tx` broken: sealed under the key `id` names, held for an earlier transaction
     /// (§16.13). Its key is never stored.
     pub fn mark_broken(&self, tx: &TxId, id: &Hash) -> Result<(), NodeError> {
@@ -536,22 +519,13 @@ impl Rows<'_> {
         Ok(())
     }
 
-    /// Deletes `tx`'s key and any key whose id is `id` (a body sealed under an erased
-    /// record's key opens with it, §16.13): the transactions whose rows were deleted.
-    pub fn delete_key(&self, tx: &TxId, id: Option<&Hash>) -> Result<Vec<TxId>, NodeError> {
-        let mut deleted = self.select(
-            "DELETE FROM data_keys WHERE tx = ?1 RETURNING tx",
-            [tx.as_slice()],
-            |row| tx_id(row.get(0)?),
-        )?;
-        if let Some(id) = id {
-            deleted.extend(self.select(
-                "DELETE FROM data_keys WHERE key_id = ?1 RETURNING tx",
-                [id.as_slice()],
-                |row| tx_id(row.get(0)?),
-            )?);
-        }
-        Ok(deleted)
+    /// Deletes `tx`'s key: whether it was held.
+    pub fn delete_key(&self, tx: &TxId) -> Result<bool, NodeError> {
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM data_keys WHERE tx = ?1")?
+            .execute([tx.as_slice()])?
+            > 0)
     }
 
     /// Every held key's transaction, patient, and whether it is on chain: what the service's
@@ -726,13 +700,11 @@ mod tests {
         rows.mark_broken(&[4; 32], &key_id(&data)).unwrap();
         assert!(rows.is_broken(&[4; 32]).unwrap());
         assert!(!rows.is_broken(&[1; 32]).unwrap());
-        assert_eq!(rows.key_id_of(&[4; 32]).unwrap(), Some(key_id(&data)));
-        assert_eq!(rows.key_id_of(&[1; 32]).unwrap(), Some(key_id(&data)));
-        // Erasing the broken transaction deletes the one row its key opens, whatever its
-        // transaction.
-        let id = rows.key_id_of(&[4; 32]).unwrap();
-        let deleted = rows.delete_key(&[4; 32], id.as_ref()).unwrap();
-        assert_eq!(deleted, vec![[1; 32]]);
+        // Erasing the broken transaction deletes no row: the earlier transaction keeps its
+        // key (red team round 3, break 1).
+        assert!(!rows.delete_key(&[4; 32]).unwrap());
+        assert_eq!(rows.held().unwrap().len(), 1);
+        assert!(rows.delete_key(&[1; 32]).unwrap());
         assert!(rows.held().unwrap().is_empty());
     }
 
