@@ -1,10 +1,10 @@
 //! `medchain backup` and `medchain restore` against a running network (issue 12): a
 //! consistent copy of a validator's stores taken under load, in one private file without the
 //! incarnation marker or any secret in clear; the validator, killed later and restored from
-//! that old copy, recovers: it re-applies the erasure committed since before it serves the
-//! record, catches up from its peers, and sends no commit for any sequence number it may have
-//! voted on before (none in any block's certificate until the others are past the bound of
-//! its recovery), then takes part again.
+//! that old copy (its keys.db too, with `--replace-keys`), recovers: it re-applies the erasure
+//! committed since before it serves the record, catches up from its peers, and sends no commit
+//! for any sequence number it may have voted on before (none in any block's certificate until
+//! the others are past the bound of its recovery), then takes part again.
 mod common_net;
 
 use std::collections::BTreeMap;
@@ -39,13 +39,14 @@ fn backup(net: &Net, i: usize, to: &Path) -> Output {
         .expect("run medchain backup")
 }
 
-fn restore(net: &Net, i: usize, from: &Path) -> Output {
+fn restore(net: &Net, i: usize, from: &Path, extra: &[&str]) -> Output {
     medchain()
         .arg("restore")
         .arg("--from")
         .arg(from)
         .arg("--config")
         .arg(&net.nodes[i].config)
+        .args(extra)
         .output()
         .expect("run medchain restore")
 }
@@ -170,7 +171,7 @@ fn a_validator_restored_from_an_old_backup_reapplies_the_erasure_and_votes_nowhe
     // A backup never replaces a file; a restore never touches a running validator's stores.
     let again = backup(&net, victim, &file);
     assert!(!again.status.success(), "a backup replaced a file");
-    let refused = restore(&net, victim, &file);
+    let refused = restore(&net, victim, &file, &[]);
     assert!(
         !refused.status.success() && output_text(&refused).contains("stop the validator first"),
         "a restore under a running validator: {}",
@@ -217,11 +218,20 @@ fn a_validator_restored_from_an_old_backup_reapplies_the_erasure_and_votes_nowhe
     let marker_before = std::fs::read(&marker).expect("marker");
     net.kill(victim);
 
-    let restored = restore(&net, victim, &file);
+    // Its keys.db, newer than the backup's, would be kept: `--replace-keys` puts the old one
+    // back, the erased record's key with it.
+    let restored = restore(&net, victim, &file, &["--replace-keys"]);
     assert!(
-        restored.status.success(),
+        restored.status.success()
+            && output_text(&restored).contains("restoring the backup's keys.db: --replace-keys"),
         "restore: {}",
         output_text(&restored)
+    );
+    let old_keys = std::fs::read(net.nodes[victim].dir.join("keys.db")).expect("keys.db");
+    assert_eq!(
+        key_rows(&old_keys, &net.root.path().join("keys.restored"), &record),
+        1,
+        "the backup's keys.db, holding the erased record's key, is in place"
     );
     assert_eq!(
         std::fs::read(&marker).expect("marker"),

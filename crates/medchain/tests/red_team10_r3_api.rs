@@ -9,13 +9,13 @@ mod common;
 #[path = "../../node/tests/common/mod.rs"]
 mod node_common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::eventually;
 use common::records::{Secret, aged_home_key, granted, read_until_open, record_in_person};
+use ledger::TxId;
 use node::OpenState;
 use node::load::Person;
 use node_common::world::{CLINIC, World, diagnosis, wait_until};
@@ -48,77 +48,201 @@ fn backup(folder: &Path, file: &Path) {
     assert!(out.status.success(), "backup: {}", text(&out));
 }
 
-/// `medchain restore --from FILE --data-dir FOLDER` into a stopped validator's folder.
-fn restore(folder: &Path, file: &Path) {
-    let out = medchain(&[
+/// `medchain restore --from FILE --data-dir FOLDER [extra..]` into a stopped validator's
+/// folder: what it printed.
+fn restore(folder: &Path, file: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
         "restore".as_ref(),
         "--from".as_ref(),
         file.as_os_str(),
         "--data-dir".as_ref(),
         folder.as_os_str(),
-    ]);
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let out = medchain(&args);
     assert!(out.status.success(), "restore: {}", text(&out));
+    text(&out)
 }
 
-/// BREAK 3 (a restore destroys the newer key store, and with it acknowledged records). The
-/// README's restore "puts the stores back" and the restored validator "fetches what it
-/// missed"; §5.6 says a record a home's doctor wrote for a home patient has one key holder,
-/// the home. `medchain restore` replaces `keys.db` with the backup's whatever the store in
-/// place holds (`put_store`, for every store of the archive): a validator restored because its
-/// `chain.db` or `node.db` was damaged, its `keys.db` intact, loses the key of every record it
-/// sealed after the backup. The chain brings those records back (state transfer), the key
-/// nobody else holds does not: they show `waiting` at their home for good. Here the clinic is
-/// home to a patient and their doctor; a record written after the backup, committed and open,
-/// never opens again after the restore.
-///
-/// Smallest fix: `restore` keeps a `keys.db` in place that opens under this chain (same
-/// genesis) and whose processed height is at least the backup's (a newer key store is always
-/// right: deletions there only ran ahead, §5.6), restoring the backup's only when the store is
-/// missing, unreadable, or the operator says `--replace-keys`; and the README says so.
-#[test]
-#[ignore = "BREAK: medchain restore overwrites a newer keys.db: records sealed since the backup lose their only key"]
-fn break_3_a_restore_overwrites_the_newer_key_store_and_loses_acknowledged_records() {
-    let mut w = World::new();
-    let patient = Person::patient(CLINIC);
-    let author = Person::doctor(CLINIC, "Oncology", "Dr Clinic");
-    w.enroll(&[&patient, &author]);
-    let before = w.record(&author, &patient, "Ewing sarcoma 3f9a");
-    w.wait_state(CLINIC, &before, OpenState::Open);
-    let folder = w.dir.path().join("clinic");
-    let file = w.dir.path().with_extension("clinic.tar");
-    backup(&folder, &file);
+/// Waits until validator `at` has applied the head the hospital has now.
+fn caught_up(w: &World, at: u32) {
+    let head = w.node(0).status().height;
+    wait_until("the restored validator to catch up", || {
+        w.node(at).status().height >= head && w.node(at).key_status().processed_height >= head
+    });
+}
 
+/// The embedded cluster with a patient of the clinic and their doctor there, and a backup of
+/// the clinic's folder taken once a first record of theirs (`before`) was open at the clinic.
+struct BackedUp {
+    w: World,
+    patient: Person,
+    author: Person,
+    before: TxId,
+    folder: PathBuf,
+    /// `<test dir>.<name>.tar`.
+    file: PathBuf,
+}
+
+impl BackedUp {
+    fn new(name: &str) -> Self {
+        let w = World::new();
+        let patient = Person::patient(CLINIC);
+        let author = Person::doctor(CLINIC, "Oncology", "Dr Clinic");
+        w.enroll(&[&patient, &author]);
+        let before = open_record(&w, &author, &patient, "Ewing sarcoma 3f9a");
+        let folder = w.dir.path().join("clinic");
+        let file = w.dir.path().with_extension(format!("{name}.tar"));
+        backup(&folder, &file);
+        BackedUp {
+            w,
+            patient,
+            author,
+            before,
+            folder,
+            file,
+        }
+    }
+
+    fn record(&self, diagnosis: &str) -> TxId {
+        open_record(&self.w, &self.author, &self.patient, diagnosis)
+    }
+}
+
+/// A record by `author` in `patient`'s history, committed and open at the clinic.
+fn open_record(w: &World, author: &Person, patient: &Person, diagnosis: &str) -> TxId {
+    let record = w.record(author, patient, diagnosis);
+    w.wait_state(CLINIC, &record, OpenState::Open);
+    record
+}
+
+/// Was a BREAK (3: a restore destroyed the newer key store, and with it acknowledged records),
+/// fixed by `medchain restore` keeping a `keys.db` in place that belongs to the chain and has
+/// processed it at least as far as the backup's (`keys_choice` in `cli/backup.rs`), and by the
+/// key service waiting for a chain restored behind its `keys.db` before it gives any key
+/// (docs/SECURITY.md §5.6). The README's restore "puts the stores back" and the restored
+/// validator "fetches what it missed"; §5.6 says a record a home's doctor wrote for a home
+/// patient has one key holder, the home. `restore` replaced `keys.db` with the backup's
+/// whatever the store in place held: a validator restored because its `chain.db` or `node.db`
+/// was damaged, its `keys.db` intact, lost the key of every record it sealed after the backup.
+/// The chain brings those records back (state transfer), the key nobody else holds did not:
+/// they showed `waiting` at their home for good. Here the clinic is home to a patient and
+/// their doctor; a record written after the backup, committed and open, opens again after the
+/// restore, and the restore says it kept keys.db and why.
+#[test]
+fn red_team_held_a_restore_keeps_the_newer_key_store_and_its_acknowledged_records() {
+    let clinic = BackedUp::new("clinic");
     // Written, committed and open at its home after the backup: acknowledged.
-    let after = w.record(&author, &patient, "Osteosarcoma 8b21");
-    w.wait_state(CLINIC, &after, OpenState::Open);
+    let after = clinic.record("Osteosarcoma 8b21");
+    let BackedUp {
+        mut w,
+        before,
+        folder,
+        file,
+        ..
+    } = clinic;
     assert!(w.key_rows(CLINIC).contains(&after));
 
     // The clinic is stopped and restored from the backup (say its chain.db was damaged).
     w.cluster.stop(CLINIC);
-    restore(&folder, &file);
-    w.cluster.restart(CLINIC).unwrap();
-    let head = w.node(0).status().height;
-    wait_until("the restored clinic to process the chain", || {
-        w.node(CLINIC).key_status().processed_height >= head
-    });
-    w.wait_state(CLINIC, &before, OpenState::Open);
-
-    // The record written after the backup: the clinic pulls its key from every other
-    // validator in turn; nobody holds it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let state = loop {
-        let state = w.open(CLINIC, &after).state;
-        if state == OpenState::Open || Instant::now() >= deadline {
-            break state;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(
-        state,
-        OpenState::Open,
-        "a record acknowledged before the restore stays {state:?} at its only holder"
+    let said = restore(&folder, &file, &[]);
+    assert!(
+        said.contains("kept the keys.db in place") && said.contains("restored chain.db, node.db"),
+        "{said}"
     );
-    assert_eq!(diagnosis(&w.open(CLINIC, &after)), "Osteosarcoma 8b21");
+    assert!(w.key_rows(CLINIC).contains(&after));
+    w.cluster.restart(CLINIC).unwrap();
+    caught_up(&w, CLINIC);
+    w.wait_state(CLINIC, &before, OpenState::Open);
+    let opened = w.wait_state(CLINIC, &after, OpenState::Open);
+    assert_eq!(diagnosis(&opened), "Osteosarcoma 8b21");
+}
+
+/// `medchain restore` replaces the `keys.db` in place when the operator says `--replace-keys`,
+/// when it is older than the backup's, damaged, or missing, and says why each time; it keeps
+/// one that is newer, also when it is another store of the same chain (it cannot tell without
+/// the operator key whether that one opens, and says so). The clinic, restored in the end
+/// from the newer backup, opens the record sealed between the two backups.
+#[test]
+fn a_restore_replaces_keys_db_when_told_or_older_and_says_why() {
+    let clinic = BackedUp::new("older");
+    let between = clinic.record("Osteosarcoma 8b21");
+    let BackedUp {
+        mut w,
+        before,
+        folder,
+        file: older,
+        ..
+    } = clinic;
+    let newer = w.dir.path().with_extension("newer.tar");
+    backup(&folder, &newer);
+    w.cluster.stop(CLINIC);
+    let held = |w: &World| {
+        let rows = w.key_rows(CLINIC);
+        (rows.contains(&before), rows.contains(&between))
+    };
+
+    let said = restore(&folder, &older, &["--replace-keys"]);
+    assert!(
+        said.contains("restoring the backup's keys.db: --replace-keys"),
+        "{said}"
+    );
+    assert_eq!(
+        held(&w),
+        (true, false),
+        "the older backup's keys.db is in place"
+    );
+    let said = restore(&folder, &newer, &[]);
+    assert!(said.contains("the one in place is older"), "{said}");
+    assert_eq!(held(&w), (true, true));
+    let said = restore(&folder, &older, &[]);
+    assert!(said.contains("kept the keys.db in place"), "{said}");
+    assert_eq!(held(&w), (true, true));
+
+    // Another store of the same chain, newer (the hospital's, copied): kept, and said so.
+    let keys_db = w.keys_db(CLINIC);
+    let newer_height = node::KeyStoreFacts::read(&keys_db)
+        .unwrap()
+        .processed_height;
+    wait_until(
+        "the hospital's keys.db to record its processed height",
+        || {
+            node::KeyStoreFacts::read(&w.keys_db(0))
+                .is_ok_and(|f| f.processed_height >= newer_height)
+        },
+    );
+    let hospital = rusqlite::Connection::open_with_flags(
+        w.keys_db(0),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    std::fs::remove_file(&keys_db).unwrap();
+    hospital.backup(rusqlite::MAIN_DB, &keys_db, None).unwrap();
+    drop(hospital);
+    let said = restore(&folder, &newer, &[]);
+    assert!(
+        said.contains("kept the keys.db in place") && said.contains("not a copy of the backup's"),
+        "{said}"
+    );
+    // Damaged, then missing: replaced.
+    let mut bytes = std::fs::read(&keys_db).unwrap();
+    let half = bytes.len() / 2;
+    bytes.truncate(half);
+    std::fs::write(&keys_db, bytes).unwrap();
+    let said = restore(&folder, &newer, &[]);
+    assert!(said.contains("the one in place does not open"), "{said}");
+    assert_eq!(held(&w), (true, true));
+    std::fs::remove_file(&keys_db).unwrap();
+    let said = restore(&folder, &older, &[]);
+    assert!(said.contains("there is none in place"), "{said}");
+    assert_eq!(held(&w), (true, false));
+    let said = restore(&folder, &newer, &[]);
+    assert!(said.contains("the one in place is older"), "{said}");
+
+    w.cluster.restart(CLINIC).unwrap();
+    caught_up(&w, CLINIC);
+    let opened = w.wait_state(CLINIC, &between, OpenState::Open);
+    assert_eq!(diagnosis(&opened), "Osteosarcoma 8b21");
 }
 
 /// (b) Hostile API clients against erasure, the one API of issue 10 that changes what every

@@ -32,7 +32,9 @@ pub use config::{ConnectionLimits, HttpConfig, NodeConfig, PeerConfig, Timing, p
 pub use error::NodeError;
 pub use handle::{NodeHandle, TxStatus, Verdict};
 pub use incarnation::{MARKER_FILE, init_dev_network, init_from_public_keys, mark_backup_copy};
-pub use keys::{KeyCounters, KeyStatus, KeystoreKey, OpenState, Opened, PatientKeys};
+pub use keys::{
+    KeyCounters, KeyStatus, KeyStoreFacts, KeystoreKey, OpenState, Opened, PatientKeys,
+};
 pub use metrics::BlockMetric;
 pub use node::{DEFAULT_WATTS_PER_CORE, Node, NodeOptions, validator_dir};
 pub use runtime::{CutOutcome, Event};

@@ -889,6 +889,88 @@ fn a_restored_home_answers_no_key_before_it_has_caught_up() {
     assert_eq!(ask(502), vec![KeyReply::NotEntitled]);
 }
 
+/// §5.6: a validator restored with an old `chain.db` and `node.db` but its own newer `keys.db`
+/// (what `medchain restore` keeps) holds the keys of records sealed since, ahead of its chain.
+/// It gives no key while its chain is behind the store (it cannot tell yet what they are), and
+/// once the chain has caught up it serves them like any other: here the patient's home, which
+/// lost its own store meanwhile, gets back a record whose only other holder is the restored
+/// sealer, and an erasure applied in the store before the restore is answered `Erased`.
+#[test]
+fn a_key_store_ahead_of_its_chain_waits_for_the_chain_then_gives_its_keys() {
+    let mut w = World::new();
+    let (patient, author, _) = w.cast(PHARMACY, CLINIC, INSURANCE);
+    let erased = w.record(&author, &patient, "Chondrosarcoma");
+    w.wait_state(PHARMACY, &erased, OpenState::Open);
+
+    // The clinic's chain.db and node.db, copied while it is stopped.
+    let folder = w.dir.path().join("clinic");
+    let backup = w.dir.path().join("clinic-backup");
+    w.cluster.stop(CLINIC);
+    copy_folder(&folder, &backup);
+    w.cluster.restart(CLINIC).unwrap();
+    let backup_height = ledger::Reader::open(&backup.join("chain.db"))
+        .unwrap()
+        .head()
+        .unwrap()
+        .0;
+
+    // After the copy: a record whose key the clinic seals, and an erasure.
+    let record = w.record(&author, &patient, "Ewing sarcoma");
+    w.wait_state(PHARMACY, &record, OpenState::Open);
+    w.erase(&patient, erased, CLINIC);
+    w.wait_state(CLINIC, &erased, OpenState::Erased);
+    let head = w.node(HOSPITAL).status().height;
+
+    // The clinic gets the old chain.db and node.db back, keeps its keys.db; the pharmacy loses
+    // its keys.db, so that the clinic is the record's only holder.
+    w.cluster.stop(CLINIC);
+    for store in ["chain.db", "node.db"] {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(folder.join(format!("{store}{suffix}")));
+        }
+        std::fs::copy(backup.join(store), folder.join(store)).unwrap();
+    }
+    let kept = node::KeyStoreFacts::read(&w.keys_db(CLINIC)).unwrap();
+    assert!(kept.processed_height >= head && head > backup_height);
+    w.cluster.stop(PHARMACY);
+    w.lose_keys_db(PHARMACY);
+    w.cluster.restart(PHARMACY).unwrap();
+
+    // Restarted, its chain held back: it gives nothing.
+    w.network()
+        .filter(|_, to, frame| !(to == CLINIC && matches!(**frame, Wire::Blocks(_))));
+    w.cluster.restart(CLINIC).unwrap();
+    let clinic = w.node(CLINIC);
+    assert_eq!(clinic.key_status().resumed_from, kept.processed_height);
+    assert!(clinic.status().height < head);
+    assert_eq!(
+        w.ask(PHARMACY, CLINIC, 601, vec![record]),
+        vec![KeyReply::Busy]
+    );
+
+    // The chain catches up (and the clinic ends its recovery): the pharmacy gets the key.
+    w.network().clear_filter();
+    let hospital = w.node(HOSPITAL);
+    wait_until("the clinic to catch up", || {
+        w.rt.block_on(hospital.submit_applied(enrollment(&hospital), WAIT))
+            .unwrap();
+        clinic.status().height >= head && !clinic.status().recovering
+    });
+    assert_eq!(
+        diagnosis(&w.wait_state(PHARMACY, &record, OpenState::Open)),
+        "Ewing sarcoma"
+    );
+    let replies = w.ask(PHARMACY, CLINIC, 602, vec![erased, record]);
+    assert!(
+        matches!(replies.as_slice(), [KeyReply::Erased, KeyReply::Key(_)]),
+        "{replies:?}"
+    );
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
+        "Ewing sarcoma"
+    );
+}
+
 /// A validator cut off from every peer takes itself for behind once their last claims are a
 /// few seconds old (docs/SECURITY.md §16.25): a partition does not leave it answering keys, or
 /// opening purposes, from its old state as if it were current.

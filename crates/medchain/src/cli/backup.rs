@@ -9,7 +9,9 @@
 //! operator key, which is never in a backup. Never the incarnation marker either: a validator
 //! restored from a backup must start recovering (issue 8, docs/ARCHITECTURE.md "Files of one
 //! validator"), and the copy of node.db is marked so that it does whatever marker it finds
-//! ([`node::mark_backup_copy`]).
+//! ([`node::mark_backup_copy`]). A restore keeps a keys.db in place that is newer than the
+//! backup's ([`keys_choice`]): it holds the keys of the records sealed since (red team of
+//! issue 10, round 3, break 3).
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -67,12 +69,14 @@ pub struct BackupArgs {
 
 /// Puts a backup's stores back into a stopped validator's folder (its incarnation marker is
 /// left as it is): the SQLite files are replaced, their old -wal and -shm removed; a missing
-/// node.key, master.salt or node.toml is written from the backup. At its next start the
-/// validator recovers: it catches up from its peers, and votes only once they are past every
-/// vote it may have cast before ("recovering": true in /api/status until then).
+/// node.key, master.salt or node.toml is written from the backup. A keys.db in place that is
+/// at least as new as the backup's is kept (it holds the keys of records sealed since, which
+/// may have no other holder). At its next start the validator recovers: it catches up from
+/// its peers, and votes only once they are past every vote it may have cast before
+/// ("recovering": true in /api/status until then).
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Example: medchain restore --from /backup/hospital-2026-12-01.tar --config /srv/medchain/hospital/node.toml"
+    after_help = "keys.db is kept, not replaced, when the one in place belongs to this chain and has processed the chain at least as far as the backup's: the data keys of records sealed since the backup are in it alone (a record a hospital's doctor wrote for one of its own patients has no other holder). It is replaced when missing, unreadable or damaged, of another chain, older than the backup's, or with --replace-keys.\n\nExample: medchain restore --from /backup/hospital-2026-12-01.tar --config /srv/medchain/hospital/node.toml"
 )]
 pub struct RestoreArgs {
     /// The backup file (`medchain backup --to`).
@@ -80,6 +84,10 @@ pub struct RestoreArgs {
     from: PathBuf,
     #[command(flatten)]
     place: Which,
+    /// Put the backup's keys.db back even over a newer one: the keys of records sealed since
+    /// the backup that no other validator holds are lost (their records stay "waiting").
+    #[arg(long)]
+    replace_keys: bool,
 }
 
 /// Which validators: every one of a network's directory, one validator's folder, or the one
@@ -496,6 +504,14 @@ impl super::Run for RestoreArgs {
             for file in &saved.files {
                 let source = file_of(name, file);
                 let target = folder.join(file);
+                if file == KEYS_DB {
+                    let choice =
+                        keys_choice(&target, &source, &manifest.genesis, self.replace_keys);
+                    println!("{name}: {choice}");
+                    if let KeysChoice::Keep(_) = choice {
+                        continue;
+                    }
+                }
                 if STORES.contains(&file.as_str()) {
                     put_store(&target, &source)?;
                     restored.push(file.clone());
@@ -512,7 +528,11 @@ impl super::Run for RestoreArgs {
             let marker = folder.join(node::MARKER_FILE);
             println!(
                 "{name}: restored {} (chain at height {}) from the backup of {}; {}",
-                restored.join(", "),
+                if restored.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    restored.join(", ")
+                },
                 saved
                     .height
                     .map_or_else(|| "?".to_string(), |h| h.to_string()),
@@ -531,6 +551,77 @@ impl super::Run for RestoreArgs {
         );
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// What a restore does with keys.db, and why.
+#[derive(Debug, PartialEq, Eq)]
+enum KeysChoice {
+    /// The one in place stays, its -wal and -shm untouched.
+    Keep(String),
+    /// The backup's goes in its place.
+    Replace(String),
+}
+
+impl std::fmt::Display for KeysChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeysChoice::Keep(why) => write!(f, "kept the keys.db in place: {why}"),
+            KeysChoice::Replace(why) => write!(f, "restoring the backup's keys.db: {why}"),
+        }
+    }
+}
+
+/// Whether the backup's keys.db (`saved`) replaces the one at `in_place`, for the chain whose
+/// genesis hash is `genesis` (hex). A key store only deletes what the chain tells it to (an
+/// erasure, a grant's end), so a copy of the same store that has processed the chain further
+/// holds every key the older one should: a newer store is kept unless `replace` (the
+/// operator's `--replace-keys`). Read without the operator key (restore has none): a store
+/// made anew since the backup cannot be proven to open, and is kept too when newer, saying so.
+fn keys_choice(in_place: &Path, saved: &Path, genesis: &str, replace: bool) -> KeysChoice {
+    use KeysChoice::{Keep, Replace};
+    if replace {
+        return Replace("--replace-keys".into());
+    }
+    if !in_place.exists() {
+        return Replace("there is none in place".into());
+    }
+    let here = match node::KeyStoreFacts::read(in_place) {
+        Ok(here) => here,
+        Err(error) => return Replace(format!("the one in place does not open ({error})")),
+    };
+    if hex::encode(here.genesis_hash) != genesis {
+        return Replace("the one in place belongs to another chain".into());
+    }
+    let saved = match node::KeyStoreFacts::read(saved) {
+        Ok(saved) => saved,
+        Err(error) => {
+            return Keep(format!(
+                "the backup's does not open ({error}); the one in place has processed the \
+                 chain to height {}",
+                here.processed_height
+            ));
+        }
+    };
+    let heights = format!(
+        "it has processed the chain to height {}, the backup's to {}",
+        here.processed_height, saved.processed_height
+    );
+    if here.processed_height < saved.processed_height {
+        return Replace(format!("the one in place is older ({heights})"));
+    }
+    if !here.same_store_as(&saved) {
+        return Keep(format!(
+            "{heights}. It is not a copy of the backup's store (made anew since?): without the \
+             operator key this restore cannot check that it opens, and keys it lost when it \
+             was made are in the backup only. If the validator refuses it at start, or to put \
+             the backup's back (losing the keys sealed since), run restore again with \
+             --replace-keys"
+        ));
+    }
+    Keep(format!(
+        "{heights}; it holds every key sealed since the backup, and lacks only keys the chain \
+         had it delete since (erasures, ended grants). --replace-keys puts the backup's back"
+    ))
 }
 
 fn names(manifest: &Manifest) -> String {

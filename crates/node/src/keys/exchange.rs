@@ -219,11 +219,12 @@ impl Service {
     /// the replica recovers, or it is below the highest stable checkpoint f+1 validators
     /// reported, §5.6, or below the head f+1 peers claim, or f+1 peers have not said lately: a
     /// node restored from an old backup must not answer from its old state in the moment
-    /// before it learns it is behind): it gives no key.
+    /// before it learns it is behind), or the chain is behind the processed height (its index
+    /// is not whole yet, [`Service::load`]): it gives no key.
     ///
     /// [`NodeStatus::behind`]: crate::NodeStatus::behind
     fn catching_up(&self) -> bool {
-        self.shared.status().behind(self.processed)
+        self.waits_for_chain || self.shared.status().behind(self.processed)
     }
 
     fn on_request(&mut self, from: ReplicaId, request: u64, txs: &[TxId]) -> Result<(), NodeError> {

@@ -38,6 +38,7 @@ use crate::wire::{Frame, KeyFrame, Wire};
 use exchange::Exchange;
 use index::{HeldTx, Index, OnChain};
 use store::KeyStore;
+pub use store::KeyStoreFacts;
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
 /// (§3.3). Never printed, zeroed when dropped.
@@ -652,6 +653,9 @@ struct Service {
     resumed_from: u64,
     /// The processed height `keys.db` holds.
     processed_saved: u64,
+    /// The chain is behind the processed height (a `keys.db` kept newer than a restored
+    /// `chain.db`, §5.6): no key is given until it has reached it.
+    waits_for_chain: bool,
     /// The time of the last processed block: `T` of "live now" (§4.1).
     block_time_ms: u64,
     /// Own seals not yet seen on chain, with their `not_after_ms`.
@@ -679,17 +683,6 @@ impl Service {
         transport: Arc<dyn Transport>,
     ) -> Result<Self, NodeError> {
         let processed = store.processed_height()?;
-        let rows = store.rows();
-        let pending = rows.pending()?.into_iter().collect();
-        let read_grants = rows
-            .read_grants()?
-            .into_iter()
-            .map(|grant| (grant.grant, grant))
-            .collect();
-        let held_rows = rows.held()?;
-        let wanted_rows = rows.wanted()?;
-        let block_time_ms =
-            ledger::entitled::applied_block(&chain, processed)?.map_or(0, |block| block.time_ms);
         let mut service = Service {
             me: config.id,
             n: config.n,
@@ -704,9 +697,10 @@ impl Service {
             processed,
             resumed_from: processed,
             processed_saved: processed,
-            block_time_ms,
-            pending,
-            read_grants,
+            waits_for_chain: false,
+            block_time_ms: 0,
+            pending: HashMap::new(),
+            read_grants: BTreeMap::new(),
             wanted: BTreeMap::new(),
             waiting_opens: Vec::new(),
             index: Index::default(),
@@ -715,27 +709,55 @@ impl Service {
             #[cfg(feature = "byzantine")]
             lies: byzantine::Lies::new(config.byzantine),
         };
+        service.load()?;
+        service.publish();
+        Ok(service)
+    }
+
+    /// Reads what the service keeps in memory from `keys.db` and the chain: its own seals not
+    /// yet on chain, its doctors' read grants, its wanted keys, and the index (§5.3). A chain
+    /// behind the processed height (a `keys.db` kept newer than a restored `chain.db`, §5.6)
+    /// cannot say yet what the latest held keys' transactions are, which grants were revoked
+    /// or what was erased since: the service then waits for it, giving no key, and loads again
+    /// once it has reached the processed height ([`Service::rejoin_chain`]).
+    fn load(&mut self) -> Result<(), NodeError> {
+        let rows = self.store.rows();
+        self.pending = rows.pending()?.into_iter().collect();
+        self.read_grants = rows
+            .read_grants()?
+            .into_iter()
+            .map(|grant| (grant.grant, grant))
+            .collect();
+        let held_rows = rows.held()?;
+        let wanted_rows = rows.wanted()?;
+        let (head, _) = self.chain.head()?;
+        self.waits_for_chain = head < self.processed;
+        self.block_time_ms =
+            ledger::entitled::applied_block(&self.chain, self.processed.min(head))?
+                .map_or(0, |block| block.time_ms);
         // The index: one chain read per held key, one query each for the home's grants and the
         // erased transactions.
+        self.index = Index::default();
         for (tx, patient, on_chain) in held_rows {
             let on_chain = match on_chain {
-                true => service.on_chain(&tx)?,
+                true => self.on_chain(&tx)?,
                 false => None,
             };
-            service.index.hold(tx, HeldTx { patient, on_chain });
+            self.index.hold(tx, HeldTx { patient, on_chain });
         }
-        for tx in ledger::entitled::erased_transactions(&service.chain)? {
-            service.index.erase(tx);
+        for tx in ledger::entitled::erased_transactions(&self.chain)? {
+            self.index.erase(tx);
         }
         for grant in
-            ledger::entitled::read_grants_of_home(&service.chain, service.me, block_time_ms)?
+            ledger::entitled::read_grants_of_home(&self.chain, self.me, self.block_time_ms)?
         {
-            service.home_grant(&grant.patient, grant.id, &grant.doctor, grant.expires_ms)?;
+            self.home_grant(&grant.patient, grant.id, &grant.doctor, grant.expires_ms)?;
         }
+        self.wanted = BTreeMap::new();
         for row in wanted_rows {
-            let on_chain = service.on_chain(&row.tx)?;
-            let as_grantee = on_chain.is_some_and(|c| !c.parties.includes(service.me));
-            service.wanted.insert(
+            let on_chain = self.on_chain(&row.tx)?;
+            let as_grantee = on_chain.is_some_and(|c| !c.parties.includes(self.me));
+            self.wanted.insert(
                 row.tx,
                 Wanted {
                     patient: row.patient,
@@ -748,8 +770,23 @@ impl Service {
                 },
             );
         }
-        service.publish();
-        Ok(service)
+        Ok(())
+    }
+
+    /// Loads again what the chain said nothing of at start ([`Service::load`]) once a chain
+    /// that was behind the processed height has reached it; until then, blocks at or below
+    /// the processed height change nothing here (`keys.db` processed them before).
+    fn rejoin_chain(&mut self) -> Result<(), NodeError> {
+        if !self.waits_for_chain || self.chain.head()?.0 < self.processed {
+            return Ok(());
+        }
+        self.load()?;
+        info!(
+            validator = self.me,
+            processed = self.processed,
+            "the chain has reached the key store's processed height: keys are given again"
+        );
+        Ok(())
     }
 
     /// What the chain says of `tx` for the index, if it is applied on this validator's chain.
@@ -792,6 +829,14 @@ impl Service {
 
     fn run(mut self) {
         let resumed_from = self.resumed_from;
+        if self.waits_for_chain {
+            info!(
+                validator = self.me,
+                processed = self.processed,
+                "the key store is ahead of the chain (restored?): no key is given until the \
+                 chain reaches its processed height"
+            );
+        }
         // Every block applied since the processed height, before anything is answered (§5.6).
         if let Err(error) = self.catch_up() {
             warn!(%error, "key service stopping: cannot process the chain");
@@ -828,6 +873,7 @@ impl Service {
 
     fn turn(&mut self, turn: Turn) -> Result<(), NodeError> {
         self.counters.keys_requests_dropped += turn.dropped_requests;
+        self.rejoin_chain()?;
         if !turn.seals.is_empty() {
             self.store_seals(turn.seals)?;
         }

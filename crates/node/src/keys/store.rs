@@ -274,9 +274,18 @@ impl KeyStore {
     }
 }
 
-/// Creates the schema in a new store, or checks an existing one's version: a store of another
-/// schema is refused with what to do about it (never read as this one: its columns differ).
-fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
+/// What an existing file holds, as [`migrate`] and [`KeyStoreFacts::read`] see it.
+enum Schema {
+    /// No schema yet: a new store.
+    Empty,
+    /// This schema under the number an earlier build gave it.
+    Renumber,
+    Current,
+}
+
+/// The schema of the store `conn` opened: a store of another schema is refused with what to
+/// do about it (never read as this one: its columns differ).
+fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let refuse = |why: String| Err(NodeError::Config(format!("{}: {why}", path.display())));
     let columns = |table: &str| -> Result<Vec<String>, NodeError> {
@@ -285,13 +294,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
         Ok(names.collect::<Result<_, _>>()?)
     };
     match version {
-        0 if columns("data_keys")?.is_empty() => {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-            Ok(())
-        }
+        0 if columns("data_keys")?.is_empty() => Ok(Schema::Empty),
         0 => refuse(
             "a key store without a schema version: not made by medchain; move it away".into(),
         ),
@@ -299,8 +302,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
         1 if columns("data_keys")?.iter().any(|c| c == "key_id")
             && !columns("broken")?.is_empty() =>
         {
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            Ok(())
+            Ok(Schema::Renumber)
         }
         1 => refuse(
             "made by an earlier development build of medchain (keys indexed by key_commit, \
@@ -310,11 +312,82 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
              keys), or run the build that made it"
                 .into(),
         ),
-        SCHEMA_VERSION => Ok(()),
+        SCHEMA_VERSION => Ok(Schema::Current),
         newer => refuse(format!(
             "key store schema {newer}, newer than this medchain's ({SCHEMA_VERSION}): upgrade \
              medchain"
         )),
+    }
+}
+
+/// Creates the schema in a new store, or checks an existing one's version ([`schema`]).
+fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
+    match schema(conn, path)? {
+        Schema::Empty => {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        Schema::Renumber => conn.pragma_update(None, "user_version", SCHEMA_VERSION)?,
+        Schema::Current => {}
+    }
+    Ok(())
+}
+
+/// What can be read of a `keys.db` without the operator key (its rows stay sealed): the chain
+/// it belongs to, how far it has processed the chain, and which store it is a copy of. `medchain
+/// restore` decides from them whether the store in place is newer than a backup's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStoreFacts {
+    pub genesis_hash: Hash,
+    /// Every applied block up to here has been processed (§5.4).
+    pub processed_height: u64,
+    /// The sealed check value, written once when the store was made (a random nonce): equal in
+    /// two files only if they are copies of one store, hence sealed under one key-store key.
+    key_check: Vec<u8>,
+}
+
+impl KeyStoreFacts {
+    /// Reads the facts of the key store at `path`, read-only: its WAL is read, never
+    /// checkpointed or removed. An error if it is not a store this medchain opens: it fails
+    /// SQLite's quick check, is of another schema, or records no chain.
+    pub fn read(path: &Path) -> Result<Self, NodeError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        let corrupt = |what: &str| NodeError::Corrupt(format!("{}: {what}", path.display()));
+        if check != "ok" {
+            return Err(corrupt(&format!("damaged ({check})")));
+        }
+        if let Schema::Empty = schema(&conn, path)? {
+            return Err(corrupt("holds no key store"));
+        }
+        let meta = |key: &str| -> Result<Vec<u8>, NodeError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| corrupt(&format!("no {key}")))
+        };
+        let genesis_hash = meta("genesis_hash")?
+            .try_into()
+            .map_err(|_| corrupt("bad genesis_hash"))?;
+        let processed: [u8; 8] = meta("processed_height")?
+            .try_into()
+            .map_err(|_| corrupt("bad processed_height"))?;
+        Ok(KeyStoreFacts {
+            genesis_hash,
+            processed_height: u64::from_le_bytes(processed),
+            key_check: meta("key_check")?,
+        })
+    }
+
+    /// Whether `other` is a copy of the same store (at any height): sealed under the same
+    /// key-store key, its deletions on the same line.
+    pub fn same_store_as(&self, other: &KeyStoreFacts) -> bool {
+        self.key_check == other.key_check
     }
 }
 
@@ -706,6 +779,52 @@ mod tests {
         assert_eq!(rows.held().unwrap().len(), 1);
         assert!(rows.delete_key(&[1; 32]).unwrap());
         assert!(rows.held().unwrap().is_empty());
+    }
+
+    /// What `medchain restore` reads of a key store without its key: the chain, the processed
+    /// height (its WAL read, not removed), and whether two files are copies of one store. A
+    /// file that is not a key store, or is damaged, is an error.
+    #[test]
+    fn a_key_stores_facts_read_without_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &KeystoreKey::generate()).unwrap();
+        store.rows().set_processed_height(41).unwrap();
+        let path = dir.path().join("keys.db");
+        let wal = dir.path().join("keys.db-wal");
+        let wal_bytes = std::fs::read(&wal).unwrap();
+        assert!(!wal_bytes.is_empty(), "the height is in the WAL");
+        let facts = KeyStoreFacts::read(&path).unwrap();
+        assert_eq!((facts.genesis_hash, facts.processed_height), ([7; 32], 41));
+        assert_eq!(
+            std::fs::read(&wal).unwrap(),
+            wal_bytes,
+            "the WAL is untouched"
+        );
+        let copy = dir.path().join("copy.db");
+        store.backup(&copy).unwrap();
+        store.rows().set_processed_height(50).unwrap();
+        let older = KeyStoreFacts::read(&copy).unwrap();
+        assert_eq!(older.processed_height, 41);
+        assert!(older.same_store_as(&KeyStoreFacts::read(&path).unwrap()));
+        drop(store);
+
+        let other = tempfile::tempdir().unwrap();
+        drop(open(other.path(), &KeystoreKey::generate()).unwrap());
+        let another = KeyStoreFacts::read(&other.path().join("keys.db")).unwrap();
+        assert!(!another.same_store_as(&facts));
+
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(KeyStoreFacts::read(&empty).is_err());
+        let garbage = dir.path().join("garbage.db");
+        std::fs::write(&garbage, [0x5a; 8192]).unwrap();
+        assert!(KeyStoreFacts::read(&garbage).is_err());
+        // A page of the store overwritten: damaged.
+        let mut bytes = std::fs::read(&copy).unwrap();
+        let last = bytes.len() - 4096;
+        bytes[last..].fill(0xa5);
+        std::fs::write(&copy, bytes).unwrap();
+        assert!(KeyStoreFacts::read(&copy).is_err());
     }
 
     /// `keys.db`'s schema as an earlier development build made it (schema 1, before key ids:
