@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::wire::{self, Answer, closed_within, connect_from, read_answer};
+use common::wire::{self, closed_within, connect_from, read_answer};
 use medchain::http::Settings;
 use node::ConnectionLimits;
 use serde_json::json;
@@ -36,18 +36,6 @@ async fn connect(addr: SocketAddr) -> TcpStream {
     connect_from("127.0.0.1", addr).await
 }
 
-/// The API's error shape: JSON, `success: false`, a message.
-fn assert_json_refusal(answer: &Answer, status: u16) {
-    assert_eq!(answer.status, status, "{answer:?}");
-    assert_eq!(
-        answer.header("content-type").as_deref(),
-        Some("application/json"),
-        "{answer:?}"
-    );
-    assert_eq!(answer.body["success"], false, "{answer:?}");
-    assert!(answer.body["message"].is_string(), "{answer:?}");
-}
-
 async fn still_serves(addr: SocketAddr) {
     let answer = wire::exchange_from("127.0.0.1", addr, "GET", "/healthz", &[], None).await;
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -68,7 +56,7 @@ async fn partial_headers_and_silent_connections_are_closed_after_the_header_time
     let answer = read_answer(&mut partial, Duration::from_secs(10))
         .await
         .expect("a 408 before the close");
-    assert_json_refusal(&answer, 408);
+    answer.assert_json_refusal(408);
     assert!(closed_within(&mut partial, Duration::from_secs(5)).await);
     assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
     let waited = began.elapsed();
@@ -100,7 +88,7 @@ async fn a_partial_body_is_answered_408_after_the_body_timeout() {
         .await
         .expect("an answer");
     assert!(began.elapsed() >= Duration::from_millis(900));
-    assert_json_refusal(&answer, 408);
+    answer.assert_json_refusal(408);
     assert_eq!(answer.header("connection").as_deref(), Some("close"));
     assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
     still_serves(addr).await;
@@ -214,11 +202,11 @@ async fn every_refusal_is_json() {
         None,
     ))
     .await;
-    assert_json_refusal(&answer, 431);
+    answer.assert_json_refusal(431);
     // 400: a head that does not parse (hyper's own).
     let answer =
         raw(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nno colon here\r\n\r\n").into_bytes()).await;
-    assert_json_refusal(&answer, 400);
+    answer.assert_json_refusal(400);
     // 413: a body over the limit, refused on its length.
     let answer = raw(format!(
         "POST /api/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
@@ -226,7 +214,7 @@ async fn every_refusal_is_json() {
     )
     .into_bytes())
     .await;
-    assert_json_refusal(&answer, 413);
+    answer.assert_json_refusal(413);
     let cases: [Case; 5] = [
         ("GET", "/api/no-such-endpoint", &[], None, 404),
         ("GET", "/api/login", &[], None, 405),
@@ -250,7 +238,7 @@ async fn every_refusal_is_json() {
                 .into_bytes();
         }
         let answer = raw(bytes).await;
-        assert_json_refusal(&answer, status);
+        answer.assert_json_refusal(status);
     }
     // 415: a body that is not JSON.
     let answer = raw(format!(
@@ -259,7 +247,7 @@ async fn every_refusal_is_json() {
     )
     .into_bytes())
     .await;
-    assert_json_refusal(&answer, 415);
+    answer.assert_json_refusal(415);
     // 429 (with Retry-After): the throttle, over the socket.
     let wrong = json!({"role": "patient", "patientId": "p002", "password": "guess"});
     let mut last = None;
@@ -267,7 +255,7 @@ async fn every_refusal_is_json() {
         last = Some(raw(wire::request(addr, "POST", "/api/login", &[], Some(&wrong))).await);
     }
     let answer = last.unwrap();
-    assert_json_refusal(&answer, 429);
+    answer.assert_json_refusal(429);
     assert!(answer.header("retry-after").is_some(), "{answer:?}");
     still_serves(addr).await;
 }
@@ -315,7 +303,7 @@ async fn hosts_not_served_are_refused_and_secure_cookie_brings_hsts() {
         "medchain.example.org".to_string(),
     ] {
         let answer = with_host(addr, Some(host.clone()), "/").await;
-        assert_json_refusal(&answer, 421);
+        answer.assert_json_refusal(421);
     }
     let login = json!({"role": "patient", "patientId": "p001", "password": "patient123"});
     let answer =
@@ -341,7 +329,7 @@ async fn hosts_not_served_are_refused_and_secure_cookie_brings_hsts() {
         Some(medchain::http::HSTS)
     );
     let answer = with_host(addr, Some("medchain.example.org.evil.example".into()), "/").await;
-    assert_json_refusal(&answer, 421);
+    answer.assert_json_refusal(421);
     let answer =
         wire::exchange_from("127.0.0.1", addr, "POST", "/api/login", &[], Some(&login)).await;
     assert_eq!(answer.status, 200);

@@ -39,17 +39,6 @@ fn limits(header_s: u64, body_s: u64, idle_s: u64, max_connections: usize) -> Se
     }
 }
 
-fn assert_json_refusal(answer: &Answer, status: u16) {
-    assert_eq!(answer.status, status, "{answer:?}");
-    assert_eq!(
-        answer.header("content-type").as_deref(),
-        Some("application/json"),
-        "{answer:?}"
-    );
-    assert_eq!(answer.body["success"], false, "{answer:?}");
-    assert!(answer.body["message"].is_string(), "{answer:?}");
-}
-
 /// Everything the server sends on `stream` until it closes (or `within` passes).
 async fn read_to_close(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
     let mut all = Vec::new();
@@ -527,7 +516,7 @@ async fn red_team_weakness_http11_without_host_is_served() {
     let t = common::app_only().await;
     let (served, _server) = t.listen_with(Settings::default()).await;
     let answer = raw_answer(served.addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
-    assert_json_refusal(&answer, 400);
+    answer.assert_json_refusal(400);
 }
 
 /// Slow clients: a header trickled a byte at a time under the header timeout, a chunked
@@ -593,7 +582,7 @@ async fn red_team_held_slow_clients_are_closed_in_time() {
     assert!(began.elapsed() < Duration::from_secs(5));
     let (answer, at) = drip.await.unwrap();
     let answer = answer.expect("a 408 for the endless chunked body");
-    assert_json_refusal(&answer, 408);
+    answer.assert_json_refusal(408);
     assert!(at < Duration::from_secs(7), "{at:?}");
     let trickled = trickle.await.unwrap();
     assert!(

@@ -26,6 +26,18 @@ impl Answer {
             (n.trim() == name).then(|| v.trim().to_string())
         })
     }
+
+    /// Asserts the API's error shape: `status`, JSON, `success: false`, a message.
+    pub fn assert_json_refusal(&self, status: u16) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/json"),
+            "{self:?}"
+        );
+        assert_eq!(self.body["success"], false, "{self:?}");
+        assert!(self.body["message"].is_string(), "{self:?}");
+    }
 }
 
 /// A connection to `addr` from the loopback address `source` (any of 127.0.0.0/8 on Linux).
