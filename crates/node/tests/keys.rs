@@ -6,6 +6,7 @@
 //!
 //! Validators: 0 hospital, 1 clinic, 2 pharmacy, 3 insurance.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -850,18 +851,12 @@ fn a_restored_home_answers_no_key_before_it_has_caught_up() {
     w.wait_state(PHARMACY, &record, OpenState::Open);
 
     // The pharmacy's folder is backed up, stopped.
-    let folder = w.dir.path().join("pharmacy");
-    let backup = w.dir.path().join("pharmacy-backup");
-    w.cluster.stop(PHARMACY);
-    copy_folder(&folder, &backup);
-    w.cluster.restart(PHARMACY).unwrap();
+    let (folder, backup) = copy_while_stopped(&mut w, PHARMACY);
     w.revoke(&patient, grant);
     w.wait_state(CLINIC, &record, OpenState::Elsewhere { home: PHARMACY });
 
     // Restored from the backup, it hears the others' checkpoints but gets no block.
-    w.cluster.stop(PHARMACY);
-    std::fs::remove_dir_all(&folder).unwrap();
-    copy_folder(&backup, &folder);
+    put_back_stopped(&mut w, PHARMACY, &folder, &backup);
     w.network()
         .filter(|_, to, frame| !(to == PHARMACY && matches!(**frame, Wire::Blocks(_))));
     w.cluster.restart(PHARMACY).unwrap();
@@ -903,11 +898,7 @@ fn a_key_store_ahead_of_its_chain_waits_for_the_chain_then_gives_its_keys() {
     w.wait_state(PHARMACY, &erased, OpenState::Open);
 
     // The clinic's chain.db and node.db, copied while it is stopped.
-    let folder = w.dir.path().join("clinic");
-    let backup = w.dir.path().join("clinic-backup");
-    w.cluster.stop(CLINIC);
-    copy_folder(&folder, &backup);
-    w.cluster.restart(CLINIC).unwrap();
+    let (folder, backup) = copy_while_stopped(&mut w, CLINIC);
     let backup_height = ledger::Reader::open(&backup.join("chain.db"))
         .unwrap()
         .head()
@@ -989,7 +980,28 @@ fn a_validator_cut_off_from_its_peers_takes_itself_for_behind() {
     wait_until("the insurer to hear its peers again", || !behind());
 }
 
-fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+/// Stops `at`, copies its folder beside it (`<name>-backup`) and restarts it: the folder and
+/// the copy.
+fn copy_while_stopped(w: &mut World, at: ReplicaId) -> (PathBuf, PathBuf) {
+    let folder = w.keys_db(at).parent().unwrap().to_path_buf();
+    let backup = folder.with_file_name(format!(
+        "{}-backup",
+        folder.file_name().unwrap().to_string_lossy()
+    ));
+    w.cluster.stop(at);
+    copy_folder(&folder, &backup);
+    w.cluster.restart(at).unwrap();
+    (folder, backup)
+}
+
+/// Stops `at` and puts the copy `backup` in place of its `folder` (left stopped).
+fn put_back_stopped(w: &mut World, at: ReplicaId, folder: &Path, backup: &Path) {
+    w.cluster.stop(at);
+    std::fs::remove_dir_all(folder).unwrap();
+    copy_folder(backup, folder);
+}
+
+fn copy_folder(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -1075,17 +1087,11 @@ fn a_validator_restored_from_an_earlier_backup_reapplies_the_erasure() {
     w.read_grant(&patient, &reader, HOUR_MS);
     let record = w.record(&author, &patient, "Nephroblastoma");
     w.wait_state(PHARMACY, &record, OpenState::Open);
-    let folder = w.dir.path().join("pharmacy");
-    let backup = w.dir.path().join("pharmacy-backup");
-    w.cluster.stop(PHARMACY);
-    copy_folder(&folder, &backup);
-    w.cluster.restart(PHARMACY).unwrap();
+    let (folder, backup) = copy_while_stopped(&mut w, PHARMACY);
     let erased_at = w.erase(&patient, record, CLINIC);
     w.wait_state(PHARMACY, &record, OpenState::Erased);
 
-    w.cluster.stop(PHARMACY);
-    std::fs::remove_dir_all(&folder).unwrap();
-    copy_folder(&backup, &folder);
+    put_back_stopped(&mut w, PHARMACY, &folder, &backup);
     assert!(
         w.key_rows(PHARMACY).contains(&record),
         "the backup holds the key"
