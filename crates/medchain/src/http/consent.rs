@@ -328,10 +328,7 @@ async fn request_remote(
         .flows
         .request_grant(&doctor, who, &patient_id, scope_of(body.scope), purpose)
         .await?;
-    Ok(answer(match outcome {
-        Signing::Done(id) => Signing::Done(requested(id)),
-        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
-    }))
+    Ok(answer(outcome.map(requested)))
 }
 
 /// A grant as the dashboards show it (snake_case, as the consent views always were).
@@ -736,14 +733,11 @@ async fn approve(
         .flows
         .approve_request(&patient, who, id, body.duration_ms)
         .await?;
-    Ok(answer(match outcome {
-        Signing::Done((grant, expires_at)) => Signing::Done(GrantAnswer {
-            success: true,
-            grant_tx_id: hex::encode(grant),
-            expires_at,
-        }),
-        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
-    }))
+    Ok(answer(outcome.map(|(grant, expires_at)| GrantAnswer {
+        success: true,
+        grant_tx_id: hex::encode(grant),
+        expires_at,
+    })))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -764,14 +758,11 @@ async fn revoke_target(
     let id = consent_id(id)?;
     let who = who_of(body.device_public_key)?;
     let outcome = state.flows.revoke(patient, who, id).await?;
-    Ok(answer(match outcome {
-        Signing::Done(tx) => Signing::Done(RevokeAnswer {
-            success: true,
-            message,
-            tx_id: hex::encode(tx),
-        }),
-        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
-    }))
+    Ok(answer(outcome.map(|tx| RevokeAnswer {
+        success: true,
+        message,
+        tx_id: hex::encode(tx),
+    })))
 }
 
 /// The patient denies a pending request (device key, or custodially at their home).

@@ -15,7 +15,7 @@ use super::extract::{ApiJson, Patient};
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::erasure::ErasureView;
-use crate::app::flows::{Signing, parse_tx_id};
+use crate::app::flows::parse_tx_id;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -62,10 +62,7 @@ async fn request(
     let tx = parse_tx_id(&id).ok_or_else(|| ApiError::NotFound("No such record".into()))?;
     let who = who_of(body.device_public_key)?;
     let outcome = state.flows.request_erasure(&patient, who, tx).await?;
-    Ok(answer(match outcome {
-        Signing::Done(request) => Signing::Done(TxAnswer::new(request)),
-        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
-    }))
+    Ok(answer(outcome.map(TxAnswer::new)))
 }
 
 /// One erasure request as its patient sees it.

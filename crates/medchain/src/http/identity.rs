@@ -16,7 +16,7 @@ use super::consent::{TxAnswer, answer, who_of};
 use super::extract::{ApiJson, Authed, parse_body, required};
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
-use crate::app::flows::{KeyAdded, Signing, parse_key};
+use crate::app::flows::{KeyAdded, parse_key};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -326,10 +326,7 @@ async fn approve_ask(
     let code = required("code", body.code, 6)?;
     let who = who_of(body.device_public_key)?;
     let outcome = state.flows.approve_ask(auth.account(), who, &code).await?;
-    Ok(answer(match outcome {
-        Signing::Done(tx) => Signing::Done(TxAnswer::new(tx)),
-        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
-    }))
+    Ok(answer(outcome.map(TxAnswer::new)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -367,10 +364,7 @@ async fn revoke_key(
     let key = parse_key(&key).ok_or_else(|| ApiError::NotFound("No such key".into()))?;
     let who = who_of(body.device_public_key)?;
     let outcome = state.flows.revoke_key(auth.account(), who, key).await?;
-    Ok(answer(match outcome {
-        Signing::Done(tx) => Signing::Done(TxAnswer::new(tx)),
-        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
-    }))
+    Ok(answer(outcome.map(TxAnswer::new)))
 }
 
 /// `bytes` parsed as each JSON body of this area's handlers, as their [`ApiJson`] parses it

@@ -16,7 +16,7 @@ use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_bod
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
-    AddedRecord, GrantRef, Readable, ReaderRole, RecordInput, RecordView, Signing, parse_tx_id,
+    AddedRecord, GrantRef, Readable, ReaderRole, RecordInput, RecordView, parse_tx_id,
 };
 use crate::app::{Account, Role};
 
@@ -202,10 +202,7 @@ async fn add_record(
         body: record,
     };
     let outcome = state.flows.add_record(&doctor, who, input).await?;
-    Ok(super::consent::answer(match outcome {
-        Signing::Done(added) => Signing::Done(RecordAdded::from(added)),
-        Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
-    }))
+    Ok(super::consent::answer(outcome.map(RecordAdded::from)))
 }
 
 /// The seed's read by password (`patientId` and `password`, without another person's session),

@@ -67,6 +67,16 @@ pub enum Signing<T> {
     NeedsSignature(Box<PreparedView>),
 }
 
+impl<T> Signing<T> {
+    /// The same outcome with what was done turned into `f`'s answer.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Signing<U> {
+        match self {
+            Signing::Done(done) => Signing::Done(f(done)),
+            Signing::NeedsSignature(view) => Signing::NeedsSignature(view),
+        }
+    }
+}
+
 /// An envelope shown to the page for signing.
 #[derive(Clone, Debug)]
 pub struct PreparedView {
