@@ -4,7 +4,7 @@
 //! resolves to 127.0.0.1 must not read the API with the browser's help).
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -59,6 +59,19 @@ impl ClientAddr {
             }
         }
         ClientAddr(client)
+    }
+}
+
+/// A client's network, as the per-client limits (the login throttle, connections) key it: an
+/// IPv6 client by its /64, which one subscriber usually holds whole (its other addresses are
+/// free to it); an IPv4-mapped address as IPv4.
+pub fn network_of(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 

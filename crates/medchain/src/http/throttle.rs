@@ -39,6 +39,7 @@ use std::time::Duration;
 use crate::app::{AppDb, AppError, CountKey, CountKind, LoginCount};
 
 use super::ApiError;
+use super::client::network_of;
 
 /// Wrong passwords of one (login id, client) pair judged without delay.
 pub const FREE_ATTEMPTS: u32 = 5;
@@ -80,30 +81,6 @@ pub(crate) enum Asker {
     /// against guesses from everywhere, does not refuse the patient in person. The pair's
     /// limit (the desk's address) still holds.
     PatientAtDoctorsDesk,
-}
-
-/// The client's network, as counts are keyed: an IPv6 client by its /64, which one subscriber
-/// usually holds whole (its other addresses are free to it).
-fn network_of(client: IpAddr) -> IpAddr {
-    match client {
-        IpAddr::V4(_) => client,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let segments = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(
-                    segments[0],
-                    segments[1],
-                    segments[2],
-                    segments[3],
-                    0,
-                    0,
-                    0,
-                    0,
-                ))
-            }
-        },
-    }
 }
 
 /// A (login id, client network) pair.
