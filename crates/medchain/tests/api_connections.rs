@@ -37,6 +37,32 @@ async fn connect(addr: SocketAddr) -> TcpStream {
     connect_from("127.0.0.1", addr).await
 }
 
+/// A connection from `from` in the middle of a request's head (the server waits for the
+/// rest until the header timeout).
+async fn mid_request(from: &str, addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, addr).await;
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
+/// A connection from `from` served once, then idle.
+async fn served_once(from: &str, addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, addr).await;
+    stream
+        .write_all(&wire::request(addr, "GET", "/healthz", &[], None))
+        .await
+        .unwrap();
+    assert!(
+        read_answer(&mut stream, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    stream
+}
+
 async fn still_serves(addr: SocketAddr) {
     let answer = wire::exchange_from("127.0.0.1", addr, "GET", "/healthz", &[], None).await;
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -136,15 +162,10 @@ async fn the_connection_cap_holds_and_the_server_serves_after() {
     };
     let (served, _server) = t.listen_with(settings(limits)).await;
     let addr = served.addr;
-    let mut holders = Vec::new();
-    for from in ["127.0.0.11", "127.0.0.12"] {
-        let mut stream = connect_from(from, addr).await;
-        stream
-            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
-            .await
-            .unwrap();
-        holders.push(stream);
-    }
+    let mut holders = vec![
+        mid_request("127.0.0.11", addr).await,
+        mid_request("127.0.0.12", addr).await,
+    ];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut third = connect_from("127.0.0.3", addr).await;
     third
@@ -182,23 +203,10 @@ async fn at_the_cap_the_connection_idle_longest_makes_room() {
     let (served, _server) = t.listen_with(settings(limits)).await;
     let addr = served.addr;
     // A client mid-request, then two idle ones (served once), the older first.
-    let mut busy = connect_from("127.0.0.1", addr).await;
-    busy.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
-        .await
-        .unwrap();
+    let mut busy = mid_request("127.0.0.1", addr).await;
     let mut idle = Vec::new();
     for from in ["127.0.0.2", "127.0.0.3"] {
-        let mut stream = connect_from(from, addr).await;
-        stream
-            .write_all(&wire::request(addr, "GET", "/healthz", &[], None))
-            .await
-            .unwrap();
-        assert!(
-            read_answer(&mut stream, Duration::from_secs(10))
-                .await
-                .is_some()
-        );
-        idle.push(stream);
+        idle.push(served_once(from, addr).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let began = Instant::now();
@@ -246,13 +254,10 @@ async fn one_client_gets_its_share_of_connections_and_a_proxy_is_not_held_to_it(
         })
         .await;
     let addr = served.addr;
-    let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n");
-    let mut busy = Vec::new();
-    for _ in 0..2 {
-        let mut stream = connect_from("127.0.0.5", addr).await;
-        stream.write_all(head.as_bytes()).await.unwrap();
-        busy.push(stream);
-    }
+    let mut busy = [
+        mid_request("127.0.0.5", addr).await,
+        mid_request("127.0.0.5", addr).await,
+    ];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answer = wire::exchange_from("127.0.0.5", addr, "GET", "/healthz", &[], None).await;
     answer.assert_json_refusal(429);
@@ -270,9 +275,7 @@ async fn one_client_gets_its_share_of_connections_and_a_proxy_is_not_held_to_it(
     // The proxy holds more than a client's share.
     let mut through_proxy = Vec::new();
     for _ in 0..4 {
-        let mut stream = connect_from("127.0.0.9", addr).await;
-        stream.write_all(head.as_bytes()).await.unwrap();
-        through_proxy.push(stream);
+        through_proxy.push(mid_request("127.0.0.9", addr).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answer = wire::exchange_from("127.0.0.9", addr, "GET", "/healthz", &[], None).await;

@@ -27,6 +27,19 @@ fn login_body(id: &str, password: &str) -> serde_json::Value {
     json!({"role": "patient", "patientId": id, "password": password})
 }
 
+/// p001's login with `password`, on a new connection from `from`: its answer.
+async fn login_at(from: &str, addr: SocketAddr, password: &str) -> Answer {
+    wire::exchange_from(
+        from,
+        addr,
+        "POST",
+        "/api/login",
+        &[],
+        Some(&login_body("p001", password)),
+    )
+    .await
+}
+
 fn limits(header_s: u64, body_s: u64, idle_s: u64, max_connections: usize) -> Settings {
     Settings {
         limits: ConnectionLimits {
@@ -267,29 +280,13 @@ async fn red_team_held_many_addresses_do_not_multiply_guesses() {
     let addr = served.addr;
     // The real person signed in from home once before.
     let home = "127.0.0.3";
-    let answer = wire::exchange_from(
-        home,
-        addr,
-        "POST",
-        "/api/login",
-        &[],
-        Some(&login_body("p001", "patient123")),
-    )
-    .await;
+    let answer = login_at(home, addr, "patient123").await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let mut judged = 0;
     for host in 10..30 {
         let from = format!("127.0.0.{host}");
         for _ in 0..FREE_ATTEMPTS {
-            let answer = wire::exchange_from(
-                &from,
-                addr,
-                "POST",
-                "/api/login",
-                &[],
-                Some(&login_body("p001", "guess")),
-            )
-            .await;
+            let answer = login_at(&from, addr, "guess").await;
             if answer.status == 401 {
                 judged += 1;
             }
@@ -299,25 +296,9 @@ async fn red_team_held_many_addresses_do_not_multiply_guesses() {
         judged <= ACCOUNT_FREE_ATTEMPTS,
         "{judged} wrong passwords for one account judged across 20 addresses"
     );
-    let answer = wire::exchange_from(
-        "127.0.0.40",
-        addr,
-        "POST",
-        "/api/login",
-        &[],
-        Some(&login_body("p001", "patient123")),
-    )
-    .await;
+    let answer = login_at("127.0.0.40", addr, "patient123").await;
     answer.assert_json_refusal(429);
-    let answer = wire::exchange_from(
-        home,
-        addr,
-        "POST",
-        "/api/login",
-        &[],
-        Some(&login_body("p001", "patient123")),
-    )
-    .await;
+    let answer = login_at(home, addr, "patient123").await;
     assert_eq!(answer.status, 200, "the real person, from home: {answer:?}");
 }
 
@@ -352,15 +333,7 @@ async fn red_team_held_forged_forwarded_for_without_a_trusted_proxy() {
         2,
         "{statuses:?}"
     );
-    let answer = wire::exchange_from(
-        "127.0.0.6",
-        addr,
-        "POST",
-        "/api/login",
-        &[],
-        Some(&login_body("p001", "patient123")),
-    )
-    .await;
+    let answer = login_at("127.0.0.6", addr, "patient123").await;
     assert_eq!(answer.status, 200, "{answer:?}");
 }
 
