@@ -134,7 +134,8 @@ pub struct HttpConfig {
     pub body_timeout: String,
     /// Longest a kept-alive connection may wait idle for its next request.
     pub idle_timeout: String,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once: at the cap, the one idle longest is closed for a newcomer;
+    /// with none idle, more wait to be accepted.
     pub max_connections: usize,
     /// Connections served at once to one client (an IPv6 client by its /64); absent: an
     /// eighth of `max_connections`. A trusted proxy is not held to it.
@@ -357,7 +358,8 @@ impl NodeConfig {
              body_timeout = {body_timeout}\n\
              # Longest a kept-alive connection may wait for its next request.\n\
              idle_timeout = {idle_timeout}\n\
-             # Connections served at once; more wait to be accepted.\n\
+             # Connections served at once: at the cap, the one idle longest is closed for a\n\
+             # newcomer; with none idle, more wait to be accepted.\n\
              max_connections = {max_connections}\n\
              # Connections served at once to one client address (an IPv6 client by its /64);\n\
              # when its connections are all busy, another is refused (429). Unset: an eighth\n\

@@ -37,7 +37,8 @@ pub struct ServingArgs {
     /// [node.toml: http.idle_timeout]
     #[arg(long, value_name = "DURATION", value_parser = node::parse_duration)]
     idle_timeout: Option<Duration>,
-    /// Connections served at once; more wait to be accepted [default: 1024]
+    /// Connections served at once: at the cap, the one idle longest is closed for a
+    /// newcomer; with none idle, more wait to be accepted [default: 1024]
     /// [node.toml: http.max_connections]
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,

@@ -111,7 +111,7 @@ pub async fn serve(
             // At the cap: the connection idle longest makes room. None idle: the newcomer
             // waits for one to end (and the clients after it in the kernel's backlog).
             Err(_) => loop {
-                if !served.closing_any() {
+                if !served.closing_lately() {
                     served.close_idlest(None);
                 }
                 tokio::select! {
@@ -246,8 +246,8 @@ struct Open {
     client: IpAddr,
     exchange: Arc<Exchange>,
     close: Arc<Notify>,
-    /// Asked to make room: it ends once what it is doing is done.
-    closing: bool,
+    /// When it was asked to make room: it ends once what it is doing is done.
+    closing: Option<Instant>,
 }
 
 /// A connection's place among those served, given back when it ends.
@@ -273,7 +273,7 @@ impl Served {
                 client,
                 exchange,
                 close: close.clone(),
-                closing: false,
+                closing: None,
             },
         );
         *s.serving.entry(client).or_default() += 1;
@@ -289,8 +289,14 @@ impl Served {
         self.state().serving.get(&client).copied().unwrap_or(0)
     }
 
-    fn closing_any(&self) -> bool {
-        self.state().open.values().any(|open| open.closing)
+    /// Whether a connection was asked to make room within [`ANSWER_GRACE`]: room is coming
+    /// (one that takes longer, finishing a request, does not stop another being asked).
+    fn closing_lately(&self) -> bool {
+        let now = Instant::now();
+        self.state()
+            .open
+            .values()
+            .any(|open| open.closing.is_some_and(|since| now < since + ANSWER_GRACE))
     }
 
     /// Asks the connection idle longest (of `client`, if given) to close; false if none is
@@ -300,7 +306,7 @@ impl Served {
         let idlest = s
             .open
             .iter()
-            .filter(|(_, open)| !open.closing && client.is_none_or(|c| c == open.client))
+            .filter(|(_, open)| open.closing.is_none() && client.is_none_or(|c| c == open.client))
             .filter_map(|(id, open)| Some((open.exchange.idle_since()?, *id)))
             .min();
         let Some((_, id)) = idlest else {
@@ -310,7 +316,7 @@ impl Served {
         let Some(open) = open.get_mut(&id) else {
             return false;
         };
-        open.closing = true;
+        open.closing = Some(Instant::now());
         open.close.notify_one();
         if let Some(count) = serving.get_mut(&open.client) {
             *count = count.saturating_sub(1);
@@ -325,7 +331,7 @@ impl Drop for Admitted {
         let Some(open) = s.open.remove(&self.id) else {
             return;
         };
-        if !open.closing
+        if open.closing.is_none()
             && let Some(count) = s.serving.get_mut(&open.client)
         {
             *count = count.saturating_sub(1);
@@ -819,20 +825,20 @@ mod tests {
         let _other = served.admit(b, other);
         assert_eq!(served.serving(a), 3);
         assert!(served.close_idlest(Some(a)));
-        assert!(served.state().open[&older.id].closing);
+        assert!(served.state().open[&older.id].closing.is_some());
         assert_eq!(
             served.serving(a),
             2,
             "a closing connection is no longer the client's"
         );
-        assert!(served.closing_any());
+        assert!(served.closing_lately());
         assert!(served.close_idlest(Some(a)));
-        assert!(served.state().open[&newer.id].closing);
+        assert!(served.state().open[&newer.id].closing.is_some());
         assert!(!served.close_idlest(Some(a)), "only a busy one is left");
         drop(older);
         drop(newer);
         assert_eq!(served.serving(a), 1);
-        assert!(!served.closing_any());
+        assert!(!served.closing_lately());
         // Another client's is left for the cap.
         assert!(served.close_idlest(None));
         assert_eq!(served.serving(b), 0);
