@@ -123,8 +123,7 @@ pub async fn serve(
                 }
             },
         };
-        let exchange = Arc::new(Exchange::new(Instant::now()));
-        let admitted = served.admit(client, exchange.clone());
+        let admitted = served.admit(client, slot);
         tokio::spawn(connection(
             stream,
             peer,
@@ -132,7 +131,7 @@ pub async fn serve(
             app.clone(),
             limits,
             stopped.clone(),
-            (exchange, admitted, slot),
+            admitted,
         ));
     }
     drop(listener);
@@ -164,8 +163,9 @@ async fn connection(
     app: Router,
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
-    (exchange, admitted, _slot): (Arc<Exchange>, Admitted, OwnedSemaphorePermit),
+    admitted: Admitted,
 ) {
+    let exchange = admitted.exchange.clone();
     let _ = stream.set_nodelay(true);
     let served_at = stream.local_addr().ok();
     let io = TokioIo::new(Guarded::new(stream, exchange.clone(), limits));
@@ -250,11 +250,14 @@ struct Open {
     closing: Option<Instant>,
 }
 
-/// A connection's place among those served, given back when it ends.
+/// A connection's place among those served, and its slot of the cap: given back when it
+/// ends.
 struct Admitted {
     served: Arc<Served>,
     id: u64,
+    exchange: Arc<Exchange>,
     close: Arc<Notify>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Served {
@@ -262,7 +265,8 @@ impl Served {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn admit(self: &Arc<Self>, client: IpAddr, exchange: Arc<Exchange>) -> Admitted {
+    fn admit(self: &Arc<Self>, client: IpAddr, slot: OwnedSemaphorePermit) -> Admitted {
+        let exchange = Arc::new(Exchange::new(Instant::now()));
         let mut s = self.state();
         let id = s.next_id;
         s.next_id += 1;
@@ -271,7 +275,7 @@ impl Served {
             id,
             Open {
                 client,
-                exchange,
+                exchange: exchange.clone(),
                 close: close.clone(),
                 closing: None,
             },
@@ -280,7 +284,9 @@ impl Served {
         Admitted {
             served: self.clone(),
             id,
+            exchange,
             close,
+            _slot: slot,
         }
     }
 
@@ -811,18 +817,16 @@ mod tests {
 
     #[test]
     fn the_connection_waiting_longest_of_a_client_makes_room_never_a_busy_one() {
-        let t0 = Instant::now();
         let served = Arc::new(Served::default());
+        let slots = Arc::new(Semaphore::new(4));
+        let slot = || slots.clone().try_acquire_owned().unwrap();
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let busy = Arc::new(Exchange::new(t0));
-        busy.read_some(t0);
-        let older = Arc::new(Exchange::new(t0));
-        let newer = Arc::new(Exchange::new(t0 + Duration::from_secs(1)));
-        let other = Arc::new(Exchange::new(t0));
-        let _busy = served.admit(a, busy);
-        let older = served.admit(a, older);
-        let newer = served.admit(a, newer);
-        let _other = served.admit(b, other);
+        // Admitted in this order: the older waits longer (a tie goes to the older, too).
+        let busy = served.admit(a, slot());
+        busy.exchange.read_some(Instant::now());
+        let older = served.admit(a, slot());
+        let newer = served.admit(a, slot());
+        let _other = served.admit(b, slot());
         assert_eq!(served.serving(a), 3);
         assert!(served.close_idlest(Some(a)));
         assert!(served.state().open[&older.id].closing.is_some());
@@ -837,6 +841,7 @@ mod tests {
         assert!(!served.close_idlest(Some(a)), "only a busy one is left");
         drop(older);
         drop(newer);
+        assert_eq!(slots.available_permits(), 2, "their slots are back");
         assert_eq!(served.serving(a), 1);
         assert!(!served.closing_lately());
         // Another client's is left for the cap.
