@@ -29,11 +29,38 @@ fn short() -> ConnectionLimits {
         body_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(3),
         max_connections: 64,
+        max_connections_per_client: None,
     }
 }
 
 async fn connect(addr: SocketAddr) -> TcpStream {
     connect_from("127.0.0.1", addr).await
+}
+
+/// A connection from `from` in the middle of a request's head (the server waits for the
+/// rest until the header timeout).
+async fn mid_request(from: &str, addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, addr).await;
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
+/// A connection from `from` served once, then idle.
+async fn served_once(from: &str, addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, addr).await;
+    stream
+        .write_all(&wire::request(addr, "GET", "/healthz", &[], None))
+        .await
+        .unwrap();
+    assert!(
+        read_answer(&mut stream, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    stream
 }
 
 async fn still_serves(addr: SocketAddr) {
@@ -121,6 +148,9 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     still_serves(addr).await;
 }
 
+/// The cap holds against busy connections: two clients each in the middle of a request's
+/// headers hold both slots, and a third waits (the kernel takes its connection, the server
+/// does not) until one of them ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_holds_and_the_server_serves_after() {
     let t = common::app_only().await;
@@ -132,23 +162,12 @@ async fn the_connection_cap_holds_and_the_server_serves_after() {
     };
     let (served, _server) = t.listen_with(settings(limits)).await;
     let addr = served.addr;
-    // Two clients hold both slots (served once, then idle).
-    let mut holders = Vec::new();
-    for _ in 0..2 {
-        let mut stream = connect(addr).await;
-        stream
-            .write_all(&wire::request(addr, "GET", "/healthz", &[], None))
-            .await
-            .unwrap();
-        assert!(
-            read_answer(&mut stream, Duration::from_secs(10))
-                .await
-                .is_some()
-        );
-        holders.push(stream);
-    }
-    // A third waits: the kernel takes its connection, the server does not.
-    let mut third = connect(addr).await;
+    let mut holders = vec![
+        mid_request("127.0.0.11", addr).await,
+        mid_request("127.0.0.12", addr).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut third = connect_from("127.0.0.3", addr).await;
     third
         .write_all(&wire::request(addr, "GET", "/healthz", &[], None))
         .await
@@ -167,6 +186,105 @@ async fn the_connection_cap_holds_and_the_server_serves_after() {
     assert_eq!(answer.status, 200);
     drop(third);
     still_serves(addr).await;
+}
+
+/// Keep-alive hogging (issue 12's red team): at the cap, the connection idle longest is
+/// closed to admit a newcomer, rather than the newcomer waiting for it to time out. A client
+/// in the middle of a request is never closed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_the_connection_idle_longest_makes_room() {
+    let t = common::app_only().await;
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(20),
+        max_connections: 3,
+        ..short()
+    };
+    let (served, _server) = t.listen_with(settings(limits)).await;
+    let addr = served.addr;
+    // A client mid-request, then two idle ones (served once), the older first.
+    let mut busy = mid_request("127.0.0.1", addr).await;
+    let mut idle = Vec::new();
+    for from in ["127.0.0.2", "127.0.0.3"] {
+        idle.push(served_once(from, addr).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let began = Instant::now();
+    let answer = wire::exchange_from("127.0.0.4", addr, "GET", "/healthz", &[], None).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        closed_within(&mut idle[0], Duration::from_secs(2)).await,
+        "the connection idle longest was closed"
+    );
+    assert!(
+        !closed_within(&mut idle[1], Duration::from_millis(300)).await,
+        "only one was closed"
+    );
+    // The client mid-request finishes it.
+    busy.write_all(b"\r\n").await.unwrap();
+    let answer = read_answer(&mut busy, Duration::from_secs(10))
+        .await
+        .expect("the busy client is served");
+    assert_eq!(answer.status, 200);
+}
+
+/// One client gets a share of the connections (`--max-connections-per-client`): beyond it,
+/// its own idle connection makes room for its new one; with all of them busy, the new one is
+/// refused (429, as JSON) while other clients are served. A trusted proxy, which carries
+/// every client, is not held to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_gets_its_share_of_connections_and_a_proxy_is_not_held_to_it() {
+    let t = common::app_only().await;
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(20),
+        max_connections: 16,
+        max_connections_per_client: Some(2),
+        ..short()
+    };
+    let (served, _server) = t
+        .listen_with(Settings {
+            trusted_proxies: vec!["127.0.0.9".parse().unwrap()],
+            ..settings(limits)
+        })
+        .await;
+    let addr = served.addr;
+    let mut busy = [
+        mid_request("127.0.0.5", addr).await,
+        mid_request("127.0.0.5", addr).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = wire::exchange_from("127.0.0.5", addr, "GET", "/healthz", &[], None).await;
+    answer.assert_json_refusal(429);
+    still_serves(addr).await;
+    // One of its connections is served and then idle: the client's next one takes its place.
+    busy[0].write_all(b"\r\n").await.unwrap();
+    assert!(
+        read_answer(&mut busy[0], Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    let answer = wire::exchange_from("127.0.0.5", addr, "GET", "/healthz", &[], None).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(closed_within(&mut busy[0], Duration::from_secs(2)).await);
+    // The proxy holds more than a client's share.
+    let mut through_proxy = Vec::new();
+    for _ in 0..4 {
+        through_proxy.push(mid_request("127.0.0.9", addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = wire::exchange_from("127.0.0.9", addr, "GET", "/healthz", &[], None).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    for mut stream in through_proxy {
+        stream.write_all(b"\r\n").await.unwrap();
+        let answer = read_answer(&mut stream, Duration::from_secs(10)).await;
+        assert_eq!(answer.map(|a| a.status), Some(200));
+    }
 }
 
 /// A request (method, path, extra headers, body) and the status it must get.
@@ -261,8 +379,9 @@ async fn every_refusal_is_json() {
 }
 
 /// DNS rebinding: a page of another name resolving to this server gets 421. Served by
-/// default: the address connected to, localhost, 127.0.0.1 and [::1] with the port (and no
-/// Host at all); with `--allowed-host`, that name too. `--secure-cookie` brings HSTS and the
+/// default: the address connected to, localhost, 127.0.0.1 and [::1] with the port; with
+/// `--allowed-host`, that name too. HTTP/1.1 without a Host is 400 (RFC 9112 §3.2; the
+/// red team's `red_team_held_http11_without_host_is_refused` has HTTP/1.0). `--secure-cookie` brings HSTS and the
 /// cookie's Secure flag; without it, neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_not_served_are_refused_and_secure_cookie_brings_hsts() {
@@ -296,7 +415,9 @@ async fn hosts_not_served_are_refused_and_secure_cookie_brings_hsts() {
             "{host}"
         );
     }
-    assert_eq!(with_host(addr, None, "/healthz").await.status, 200);
+    with_host(addr, None, "/healthz")
+        .await
+        .assert_json_refusal(400);
     for host in [
         format!("evil.example:{port}"),
         format!("127.0.0.1:{}", port.wrapping_add(1)),

@@ -134,8 +134,13 @@ pub struct HttpConfig {
     pub body_timeout: String,
     /// Longest a kept-alive connection may wait idle for its next request.
     pub idle_timeout: String,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once: at the cap, the one idle longest is closed for a newcomer;
+    /// with none idle, more wait to be accepted.
     pub max_connections: usize,
+    /// Connections served at once to one client (an IPv6 client by its /64); absent: an
+    /// eighth of `max_connections`. A trusted proxy is not held to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl Default for HttpConfig {
@@ -150,6 +155,7 @@ impl Default for HttpConfig {
             body_timeout: text(limits.body_timeout),
             idle_timeout: text(limits.idle_timeout),
             max_connections: limits.max_connections,
+            max_connections_per_client: limits.max_connections_per_client,
         }
     }
 }
@@ -169,6 +175,7 @@ impl HttpConfig {
             body_timeout: duration("body_timeout", &self.body_timeout)?,
             idle_timeout: duration("idle_timeout", &self.idle_timeout)?,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
         }
         .checked()
     }
@@ -186,6 +193,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once to one client (an IPv6 client by its /64); `None`:
+    /// [`Self::default_per_client`]. A trusted proxy is not held to it.
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl Default for ConnectionLimits {
@@ -195,6 +205,7 @@ impl Default for ConnectionLimits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_connections_per_client: None,
         }
     }
 }
@@ -204,12 +215,32 @@ impl ConnectionLimits {
     /// process's file descriptors allow anyway).
     pub const MAX_CONNECTIONS: usize = 1 << 20;
 
+    /// Connections served at once to one client unless set: an eighth of `max_connections`
+    /// (at least one), so that one client cannot hold every slot.
+    pub fn default_per_client(max_connections: usize) -> usize {
+        (max_connections / 8).max(1)
+    }
+
+    /// Connections served at once to one client.
+    pub fn per_client(&self) -> usize {
+        self.max_connections_per_client
+            .unwrap_or(Self::default_per_client(self.max_connections))
+    }
+
     /// These limits, or why they cannot be served.
     pub fn checked(self) -> Result<Self, NodeError> {
         if !(1..=Self::MAX_CONNECTIONS).contains(&self.max_connections) {
             return Err(NodeError::Config(format!(
                 "max_connections must be between 1 and {}",
                 Self::MAX_CONNECTIONS
+            )));
+        }
+        if let Some(per_client) = self.max_connections_per_client
+            && !(1..=self.max_connections).contains(&per_client)
+        {
+            return Err(NodeError::Config(format!(
+                "max_connections_per_client must be between 1 and max_connections ({})",
+                self.max_connections
             )));
         }
         Ok(self)
@@ -327,8 +358,13 @@ impl NodeConfig {
              body_timeout = {body_timeout}\n\
              # Longest a kept-alive connection may wait for its next request.\n\
              idle_timeout = {idle_timeout}\n\
-             # Connections served at once; more wait to be accepted.\n\
+             # Connections served at once: at the cap, the one idle longest is closed for a\n\
+             # newcomer; with none idle, more wait to be accepted.\n\
              max_connections = {max_connections}\n\
+             # Connections served at once to one client address (an IPv6 client by its /64);\n\
+             # when its connections are all busy, another is refused (429). Unset: an eighth\n\
+             # of max_connections. A trusted proxy is not held to it.\n\
+             {max_connections_per_client}\n\
              \n\
              # Every other validator, by its genesis name.{peers}",
             name = toml_value(self.name.as_str()),
@@ -358,6 +394,13 @@ impl NodeConfig {
             body_timeout = toml_value(self.http.body_timeout.as_str()),
             idle_timeout = toml_value(self.http.idle_timeout.as_str()),
             max_connections = self.http.max_connections,
+            max_connections_per_client = match self.http.max_connections_per_client {
+                Some(n) => format!("max_connections_per_client = {n}"),
+                None => format!(
+                    "# max_connections_per_client = {}",
+                    ConnectionLimits::default_per_client(self.http.max_connections)
+                ),
+            },
         )
     }
 }
@@ -396,6 +439,7 @@ mod tests {
                 trusted_proxies: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
                 header_timeout: "5s".into(),
                 max_connections: 64,
+                max_connections_per_client: Some(4),
                 ..HttpConfig::default()
             },
         };
@@ -424,6 +468,13 @@ mod tests {
             ConnectionLimits::default().idle_timeout
         );
         assert_eq!(limits.max_connections, 64);
+        assert_eq!(limits.per_client(), 4);
+        let mut unset = config.clone();
+        unset.http.max_connections_per_client = None;
+        std::fs::write(&path, unset.to_commented_toml()).unwrap();
+        let read = NodeConfig::load(&path).unwrap();
+        assert_eq!(read.http, unset.http);
+        assert_eq!(read.http.limits().unwrap().per_client(), 8);
     }
 
     #[test]
@@ -443,6 +494,14 @@ mod tests {
         for (table, what) in [
             ("[http]\nbody_timeout = \"0s\"\n", "body_timeout"),
             ("[http]\nmax_connections = 0\n", "max_connections"),
+            (
+                "[http]\nmax_connections = 8\nmax_connections_per_client = 9\n",
+                "max_connections_per_client",
+            ),
+            (
+                "[http]\nmax_connections_per_client = 0\n",
+                "max_connections_per_client",
+            ),
             ("[http]\nsecure_cokie = true\n", "secure_cokie"),
         ] {
             let error = NodeConfig::parse(&format!("{base}{table}"), Path::new("node.toml"))

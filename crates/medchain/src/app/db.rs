@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use super::AppError;
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a shipped entry: append.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: accounts, sessions, consents, and the server's secrets.
     r#"
     CREATE TABLE meta (
@@ -128,6 +128,23 @@ const MIGRATIONS: &[&str] = &[
         last_ms  INTEGER NOT NULL,
         PRIMARY KEY (account, client)
     ) WITHOUT ROWID;
+    "#,
+    // 5: the login throttle keeps more than pairs (issue 12's red team): failures of pairs
+    // pushed out of a full table, per client; failures per login id across clients; and the
+    // clients each login id signed in from. An empty `account` or `client` is a kind without it.
+    r#"
+    CREATE TABLE login_counts (
+        kind     TEXT NOT NULL CHECK (kind IN ('pair', 'client', 'account', 'known')),
+        account  TEXT NOT NULL,
+        client   TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        next_ms  INTEGER NOT NULL,
+        last_ms  INTEGER NOT NULL,
+        PRIMARY KEY (kind, account, client)
+    ) WITHOUT ROWID;
+    INSERT INTO login_counts (kind, account, client, failures, next_ms, last_ms)
+        SELECT 'pair', account, client, failures, next_ms, last_ms FROM login_failures;
+    DROP TABLE login_failures;
     "#,
 ];
 

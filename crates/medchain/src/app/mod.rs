@@ -38,7 +38,7 @@ pub use enroll::{DEMO_HOME, Enroller, Here, SignAsValidator, ask_code, demo_nonc
 pub use outbox::{OutboxRow, OutboxState};
 pub use prepared::{PREPARED_TTL_MS, Prepared};
 pub use sessions::{Session, SessionToken};
-pub use throttle::FailureRow;
+pub use throttle::{CountKey, CountKind, LoginCount};
 
 /// What went wrong in the application store. The HTTP layer maps these to status codes and
 /// never shows the `Storage`/`Db` text to a client.

@@ -37,10 +37,17 @@ pub struct ServingArgs {
     /// [node.toml: http.idle_timeout]
     #[arg(long, value_name = "DURATION", value_parser = node::parse_duration)]
     idle_timeout: Option<Duration>,
-    /// Connections served at once; more wait to be accepted [default: 1024]
+    /// Connections served at once: at the cap, the one idle longest is closed for a
+    /// newcomer; with none idle, more wait to be accepted [default: 1024]
     /// [node.toml: http.max_connections]
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Connections served at once to one client address (an IPv6 client by its /64): past
+    /// it, the client's idle connection is closed for its new one, or if none is idle the
+    /// new one is refused (429). A trusted proxy is not held to it
+    /// [default: an eighth of --max-connections] [node.toml: http.max_connections_per_client]
+    #[arg(long, value_name = "N")]
+    max_connections_per_client: Option<usize>,
 }
 
 impl ServingArgs {
@@ -72,6 +79,9 @@ impl ServingArgs {
         }
         if let Some(max) = self.max_connections {
             limits.max_connections = max;
+        }
+        if let Some(max) = self.max_connections_per_client {
+            limits.max_connections_per_client = Some(max);
         }
         let limits = limits.checked()?;
         let mut allowed_hosts = file.allowed_hosts.clone();
@@ -137,11 +147,23 @@ mod tests {
         assert_eq!(settings.limits.header_timeout, Duration::from_secs(3));
         assert_eq!(settings.limits.idle_timeout, Duration::from_secs(120));
         assert_eq!(settings.limits.max_connections, 8);
+        assert_eq!(settings.limits.per_client(), 1, "an eighth of 8");
+        let settings = parse(&["--max-connections-per-client", "3"])
+            .settings(&file)
+            .unwrap();
+        assert_eq!(settings.limits.per_client(), 3);
         let defaults = parse(&[]).settings(&HttpConfig::default()).unwrap();
         assert!(!defaults.secure_cookie);
         assert_eq!(defaults.limits, node::ConnectionLimits::default());
         for bad in [
             &["--max-connections", "0"][..],
+            &["--max-connections-per-client", "0"],
+            &[
+                "--max-connections",
+                "8",
+                "--max-connections-per-client",
+                "9",
+            ],
             &["--body-timeout", "0s"],
             &["--allowed-host", "evil example"],
         ] {

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::client::ClientAddr;
 use super::extract::{ApiJson, Authed, MaybeAuthed, parse_body, required};
 use super::openapi::ErrorBody;
+use super::throttle::Asker;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::{Account, Role};
 
@@ -142,7 +143,7 @@ async fn login(
         return Err(invalid_credentials());
     }
     let account = state
-        .verify_password(client, id, Some(role), password)
+        .verify_password(client, Asker::Anyone, id, Some(role), password)
         .await?
         .ok_or_else(invalid_credentials)?;
     state.flows.check_login(&account).await?;

@@ -4,12 +4,12 @@
 //! resolves to 127.0.0.1 must not read the API with the browser's help).
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -32,6 +32,9 @@ impl ClientAddr {
 
     /// The client of a request from `peer` with `headers`, trusting `X-Forwarded-For` only
     /// from `trusted` proxies. A malformed hop ends the walk at the proxy that passed it on.
+    /// Hops are split from the header's bytes: a byte outside ASCII (obs-text, which hyper
+    /// accepts) in the client's own part spoils that hop only, not the line the proxy
+    /// appended its hop to.
     pub fn of(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Self {
         let Some(peer) = peer.map(|p| p.to_canonical()) else {
             return ClientAddr(Self::IN_PROCESS);
@@ -40,12 +43,11 @@ impl ClientAddr {
         if !trusted.contains(&client) {
             return ClientAddr(client);
         }
-        let hops: Vec<&str> = headers
+        let hops: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
+            .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+            .map(<[u8]>::trim_ascii)
             .collect();
         for hop in hops.into_iter().rev() {
             let Some(address) = parse_hop(hop) else {
@@ -60,8 +62,22 @@ impl ClientAddr {
     }
 }
 
+/// A client's network, as the per-client limits (the login throttle, connections) key it: an
+/// IPv6 client by its /64, which one subscriber usually holds whole (its other addresses are
+/// free to it); an IPv4-mapped address as IPv4.
+pub fn network_of(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// One `X-Forwarded-For` hop: an address, with or without a port.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?;
     hop.parse::<IpAddr>()
         .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
         .ok()
@@ -119,14 +135,23 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     (name, port.map(|p| p.parse().unwrap_or(0)))
 }
 
-/// Refuses (421) a request whose Host this server does not serve. Requests without a socket
-/// (in-process callers) and without a Host (HTTP/1.0; browsers always send one) pass.
+/// Refuses (421) a request whose Host this server does not serve, and (400, RFC 9112 §3.2)
+/// one with two Host headers or an HTTP/1.1 request without one: a proxy in front that routes
+/// on another Host than the one checked here would disagree with the check. Requests without a
+/// socket (in-process callers) and HTTP/1.0 without a Host pass.
 pub(crate) async fn check_host(
     State(settings): State<Arc<Settings>>,
     req: Request,
     next: Next,
 ) -> Response {
     if let Some(ServedAt(served_at)) = req.extensions().get::<ServedAt>().copied() {
+        let hosts = req.headers().get_all(header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && req.version() >= Version::HTTP_11) {
+            return ApiError::BadRequest(
+                "A request names its host in exactly one Host header (RFC 9112 §3.2)".into(),
+            )
+            .into_response();
+        }
         let host = req
             .uri()
             .authority()
@@ -194,6 +219,16 @@ mod tests {
             )
             .0,
             ip("2001:db8::1")
+        );
+        // A byte outside ASCII spoils only its own hop: the proxy's hop after it counts.
+        let mut obs_text = HeaderMap::new();
+        obs_text.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"\xff, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(
+            ClientAddr::of(Some(proxy), &obs_text, &[proxy]).0,
+            ip("203.0.113.9")
         );
         // Garbage stops the walk at the proxy that passed it on; no header: the proxy.
         assert_eq!(

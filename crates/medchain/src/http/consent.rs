@@ -17,6 +17,7 @@ use super::client::ClientAddr;
 use super::extract::{ApiJson, Authed, Doctor, Patient, check_len, parse_body, required};
 use super::openapi::{ErrorBody, ScopeSchema};
 use super::records::RecordAdded;
+use super::throttle::Asker;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
     Consent, Content, GrantInfo, PreparedView, Signed, Signing, Who, parse_key, parse_tx_id,
@@ -235,7 +236,13 @@ async fn in_person(
     let purpose = purpose_of(body.purpose)?;
     let scope = scope_of(body.scope);
     let patient = state
-        .verify_password(client, patient_id, Some(Role::Patient), password)
+        .verify_password(
+            client,
+            Asker::PatientAtDoctorsDesk,
+            patient_id,
+            Some(Role::Patient),
+            password,
+        )
         .await?
         .ok_or_else(|| ApiError::Unauthorized("Invalid patient credentials".into()))?;
     let grant = state

@@ -96,7 +96,7 @@ pub struct AppState {
     /// Argon2id runs at most this many at once, so that a burst of logins cannot starve the
     /// validators of CPU.
     pub(crate) hashing: Arc<Semaphore>,
-    /// Wrong passwords per (login id, client address).
+    /// Wrong passwords per (login id, client address), per address and per login id.
     pub(crate) logins: Arc<throttle::LoginThrottle>,
     /// Record reads per account.
     pub(crate) reads: Arc<read_limit::ReadLimiter>,
@@ -134,17 +134,18 @@ impl AppState {
         self.clock.now_ms()
     }
 
-    /// Checks a password of `id` typed at `client`, off the async threads, at most two at a
-    /// time. The attempt is counted by the [`throttle`] before it queues for the hash, so a
-    /// burst has no more judged than the throttle allows (429 beyond).
+    /// Checks a password of `id` typed at `client` by `asker`, off the async threads, at most
+    /// two at a time. The attempt is counted by the [`throttle`] before it queues for the
+    /// hash, so a burst has no more judged than the throttle allows (429 beyond).
     pub(crate) async fn verify_password(
         &self,
         client: client::ClientAddr,
+        asker: throttle::Asker,
         id: String,
         role: Option<crate::app::Role>,
         password: zeroize::Zeroizing<String>,
     ) -> ApiResult<Option<crate::app::Account>> {
-        self.logins.attempt(&id, client.0, self.now_ms())?;
+        let attempt = self.logins.attempt(&id, client.0, asker, self.now_ms())?;
         let _permit = self
             .hashing
             .clone()
@@ -152,13 +153,12 @@ impl AppState {
             .await
             .map_err(ApiError::internal)?;
         let app = self.app.clone();
-        let key = id.clone();
         let account =
             tokio::task::spawn_blocking(move || app.verify_password(&id, role, &password))
                 .await??;
         match &account {
-            Some(_) => self.logins.succeeded(&key, client.0, self.now_ms()),
-            None => self.logins.failed(&key, client.0, self.now_ms()),
+            Some(_) => self.logins.succeeded(&attempt, self.now_ms()),
+            None => self.logins.failed(&attempt, self.now_ms()),
         }
         Ok(account)
     }

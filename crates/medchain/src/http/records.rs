@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::client::ClientAddr;
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_body, required};
 use super::openapi::ErrorBody;
+use super::throttle::Asker;
 use super::{ApiError, ApiResult, AppState};
 use crate::app::flows::{
     AddedRecord, GrantRef, Readable, ReaderRole, RecordInput, RecordView, parse_tx_id,
@@ -256,7 +257,7 @@ async fn patient_records(
             ));
         }
         let patient = state
-            .verify_password(client, id, Some(Role::Patient), password)
+            .verify_password(client, Asker::Anyone, id, Some(Role::Patient), password)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
         state.spend_read(&patient)?;

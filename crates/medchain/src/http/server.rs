@@ -12,16 +12,25 @@
 //!   ([`read_body_in_time`], which answers 408, or 413 past [`MAX_BODY_BYTES`]);
 //! - idle: from the end of a response (or the last byte a stalled reader took) to the next
 //!   request's first byte, at most `idle_timeout`;
-//! - at most `max_connections` at once: beyond, the listener accepts nothing until one ends
-//!   (clients wait in the kernel's backlog).
+//! - at most `max_connections` at once. At the cap, the connection that has waited on its
+//!   client longest (idle, or never sent a request) is closed to admit a newcomer, as its idle
+//!   timeout would have closed it later: a client that keeps connections alive with cheap
+//!   requests cannot hold every slot. With none waiting (all mid-request), the newcomer waits
+//!   for one to end, and the clients after it wait in the kernel's backlog;
+//! - at most `max_connections_per_client` at once from one client address (an IPv6 client by
+//!   its /64; by default an eighth of the cap): beyond, that client's own longest-waiting
+//!   connection makes room, or if all of them are mid-request the new one is refused (429,
+//!   JSON). A `--trusted-proxy` carries every client's connections, so it is held only to the
+//!   global cap (per-client limits are then the proxy's job).
 //!
 //! A stop finishes the requests in flight, closes idle connections, and waits for every
 //! connection to end; then the login throttle's last counts are written.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
@@ -36,13 +45,13 @@ use axum::response::{IntoResponse, Response};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use node::ConnectionLimits;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use super::client::ServedAt;
+use super::client::{ServedAt, network_of};
 use super::extract::{MAX_BODY_BYTES, body_too_large};
 use super::{ApiError, AppState};
 
@@ -61,8 +70,11 @@ pub async fn serve(
         .limits
         .checked()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let per_client = limits.per_client();
     let app = super::router(state.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let served = Arc::new(Served::default());
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let (stop, stopped) = watch::channel(false);
     let mut http = http1::Builder::new();
     http.header_read_timeout(None) // ours, apart from the idle timeout: see `Guarded`
@@ -70,11 +82,7 @@ pub async fn serve(
         // One contiguous write per flush, so that hyper's own refusals are recognised whole.
         .writev(false);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.map_err(io::Error::other)?,
-            () = &mut shutdown => break,
-        };
+    'accept: loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -89,6 +97,33 @@ pub async fn serve(
                 continue;
             }
         };
+        let client = network_of(peer.ip());
+        let proxy = state
+            .settings
+            .trusted_proxies
+            .contains(&peer.ip().to_canonical());
+        if !proxy && served.serving(client) >= per_client && !served.close_idlest(Some(client)) {
+            refuse_over_share(stream, peer, per_client, &refusing);
+            continue;
+        }
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            // At the cap: the connection idle longest makes room. None idle: the newcomer
+            // waits for one to end (and the clients after it in the kernel's backlog).
+            Err(_) => loop {
+                if !served.closing_lately() {
+                    served.close_idlest(None);
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => {
+                        break slot.map_err(io::Error::other)?;
+                    }
+                    () = tokio::time::sleep(ROOM_RETRY) => {}
+                    () = &mut shutdown => break 'accept,
+                }
+            },
+        };
+        let admitted = served.admit(client, slot);
         tokio::spawn(connection(
             stream,
             peer,
@@ -96,7 +131,7 @@ pub async fn serve(
             app.clone(),
             limits,
             stopped.clone(),
-            permit,
+            admitted,
         ));
     }
     drop(listener);
@@ -119,7 +154,8 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection until it ends, or until a stop and its request in flight ends.
+/// Serves one connection until it ends, or until a stop and its request in flight ends, or
+/// until it is asked to make room for another (then at once if it is idle).
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -127,24 +163,27 @@ async fn connection(
     app: Router,
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    admitted: Admitted,
 ) {
+    let exchange = admitted.exchange.clone();
     let _ = stream.set_nodelay(true);
     let served_at = stream.local_addr().ok();
-    let exchange = Arc::new(Exchange::new(Instant::now()));
     let io = TokioIo::new(Guarded::new(stream, exchange.clone(), limits));
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-        exchange.request_started();
-        req.extensions_mut().insert(ConnectInfo(peer));
-        if let Some(served_at) = served_at {
-            req.extensions_mut().insert(ServedAt(served_at));
-        }
-        let app = app.clone();
+    let service = hyper::service::service_fn({
         let exchange = exchange.clone();
-        async move {
-            let Ok(response) = app.oneshot(req).await;
-            exchange.active(Instant::now());
-            Ok::<_, Infallible>(response.map(|body| Tracked { body, exchange }))
+        move |mut req: hyper::Request<_>| {
+            exchange.request_started();
+            req.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(served_at) = served_at {
+                req.extensions_mut().insert(ServedAt(served_at));
+            }
+            let app = app.clone();
+            let exchange = exchange.clone();
+            async move {
+                let Ok(response) = app.oneshot(req).await;
+                exchange.active(Instant::now());
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, exchange }))
+            }
         }
     });
     let conn = http.serve_connection(io, service);
@@ -158,10 +197,185 @@ async fn connection(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        () = admitted.close.notified() => {
+            tracing::debug!(target: "medchain::http", %peer, "connection closed to make room");
+            conn.as_mut().graceful_shutdown();
+            match exchange.activity() {
+                // Closed now: a client that never sent a request would otherwise hold it
+                // until the header timeout.
+                Activity::Idle => return,
+                // The rest of an answer, for a client that takes it.
+                Activity::Answering => match tokio::time::timeout(ANSWER_GRACE, conn).await {
+                    Ok(ended) => ended,
+                    Err(_) => return,
+                },
+                Activity::Serving => conn.await,
+            }
+        }
     };
     if let Err(e) = ended {
         tracing::debug!(target: "medchain::http", %peer, error = %e, "connection ended");
     }
+}
+
+/// How long a connection asked to make room may take to write the rest of an answer.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+/// How often a newcomer waiting at the cap looks again for an idle connection to close.
+const ROOM_RETRY: Duration = Duration::from_millis(100);
+/// Refusals of clients over their share being written at once; beyond, such a connection is
+/// closed without an answer.
+const MAX_REFUSING: usize = 64;
+/// How long a refused connection is read from (and what it sent dropped) after its answer,
+/// so that closing it does not reset the connection before the client reads the answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// The connections being served, by client network: whom a client's share counts, and which
+/// connection may be closed to make room.
+#[derive(Default)]
+struct Served(Mutex<ServedState>);
+
+#[derive(Default)]
+struct ServedState {
+    next_id: u64,
+    open: HashMap<u64, Open>,
+    /// Connections per client that are not closing.
+    serving: HashMap<IpAddr, usize>,
+}
+
+struct Open {
+    client: IpAddr,
+    exchange: Arc<Exchange>,
+    close: Arc<Notify>,
+    /// When it was asked to make room: it ends once what it is doing is done.
+    closing: Option<Instant>,
+}
+
+/// A connection's place among those served, and its slot of the cap: given back when it
+/// ends.
+struct Admitted {
+    served: Arc<Served>,
+    id: u64,
+    exchange: Arc<Exchange>,
+    close: Arc<Notify>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Served {
+    fn state(&self) -> MutexGuard<'_, ServedState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn admit(self: &Arc<Self>, client: IpAddr, slot: OwnedSemaphorePermit) -> Admitted {
+        let exchange = Arc::new(Exchange::new(Instant::now()));
+        let mut s = self.state();
+        let id = s.next_id;
+        s.next_id += 1;
+        let close = Arc::new(Notify::new());
+        s.open.insert(
+            id,
+            Open {
+                client,
+                exchange: exchange.clone(),
+                close: close.clone(),
+                closing: None,
+            },
+        );
+        *s.serving.entry(client).or_default() += 1;
+        Admitted {
+            served: self.clone(),
+            id,
+            exchange,
+            close,
+            _slot: slot,
+        }
+    }
+
+    /// Connections of `client` served and not closing.
+    fn serving(&self, client: IpAddr) -> usize {
+        self.state().serving.get(&client).copied().unwrap_or(0)
+    }
+
+    /// Whether a connection was asked to make room within [`ANSWER_GRACE`]: room is coming
+    /// (one that takes longer, finishing a request, does not stop another being asked).
+    fn closing_lately(&self) -> bool {
+        let now = Instant::now();
+        self.state()
+            .open
+            .values()
+            .any(|open| open.closing.is_some_and(|since| now < since + ANSWER_GRACE))
+    }
+
+    /// Asks the connection idle longest (of `client`, if given) to close; false if none is
+    /// idle.
+    fn close_idlest(&self, client: Option<IpAddr>) -> bool {
+        let mut s = self.state();
+        let idlest = s
+            .open
+            .iter()
+            .filter(|(_, open)| open.closing.is_none() && client.is_none_or(|c| c == open.client))
+            .filter_map(|(id, open)| Some((open.exchange.idle_since()?, *id)))
+            .min();
+        let Some((_, id)) = idlest else {
+            return false;
+        };
+        let ServedState { open, serving, .. } = &mut *s;
+        let Some(open) = open.get_mut(&id) else {
+            return false;
+        };
+        open.closing = Some(Instant::now());
+        open.close.notify_one();
+        if let Some(count) = serving.get_mut(&open.client) {
+            *count = count.saturating_sub(1);
+        }
+        true
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut s = self.served.state();
+        let Some(open) = s.open.remove(&self.id) else {
+            return;
+        };
+        if open.closing.is_none()
+            && let Some(count) = s.serving.get_mut(&open.client)
+        {
+            *count = count.saturating_sub(1);
+        }
+        if s.serving.get(&open.client) == Some(&0) {
+            s.serving.remove(&open.client);
+        }
+    }
+}
+
+/// Answers 429 to a client over its share of connections, all of them busy, and closes:
+/// nothing of its request is served.
+fn refuse_over_share(
+    stream: TcpStream,
+    peer: SocketAddr,
+    per_client: usize,
+    refusing: &Arc<Semaphore>,
+) {
+    tracing::debug!(target: "medchain::http", %peer, per_client, "connection refused: over its client's share");
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return; // dropped: closed without an answer
+    };
+    let answer = refusal_bytes(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("Too many connections from your address: at most {per_client} at once"),
+    );
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            stream.write_all(&answer).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, io::Error>(())
+        })
+        .await;
+    });
 }
 
 /// What one connection is doing, as its socket and its service see it.
@@ -182,6 +396,17 @@ struct ExchangeState {
     head_bytes: bool,
     /// The last byte read or written.
     last_active: Instant,
+}
+
+/// What a connection is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Activity {
+    /// Waiting for a request: none yet, or every answer out.
+    Idle,
+    /// Every request answered; the last answer may still be being written.
+    Answering,
+    /// A request in flight, or arriving.
+    Serving,
 }
 
 /// Why a connection is closed.
@@ -249,6 +474,25 @@ impl Exchange {
 
     fn between_messages(&self) -> bool {
         self.state().between_messages
+    }
+
+    /// Since when the connection has waited on its client: every request answered (its
+    /// answer written out, or being written), no byte of a next one (a new connection: none
+    /// yet). `None` while a request is in flight or arriving.
+    fn idle_since(&self) -> Option<Instant> {
+        let s = self.state();
+        (s.requests == s.responses && !s.head_bytes).then_some(s.last_active)
+    }
+
+    fn activity(&self) -> Activity {
+        let s = self.state();
+        if s.requests > s.responses || s.head_bytes {
+            Activity::Serving
+        } else if s.between_messages {
+            Activity::Idle
+        } else {
+            Activity::Answering
+        }
     }
 
     /// When a connection waiting to read expires: none while a request is being served (its
@@ -569,6 +813,40 @@ mod tests {
         );
         let text = String::from_utf8(hyper_refusal(b"HTTP/1.1 400 Bad Request\r\n")).unwrap();
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    }
+
+    #[test]
+    fn the_connection_waiting_longest_of_a_client_makes_room_never_a_busy_one() {
+        let served = Arc::new(Served::default());
+        let slots = Arc::new(Semaphore::new(4));
+        let slot = || slots.clone().try_acquire_owned().unwrap();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        // Admitted in this order: the older waits longer (a tie goes to the older, too).
+        let busy = served.admit(a, slot());
+        busy.exchange.read_some(Instant::now());
+        let older = served.admit(a, slot());
+        let newer = served.admit(a, slot());
+        let _other = served.admit(b, slot());
+        assert_eq!(served.serving(a), 3);
+        assert!(served.close_idlest(Some(a)));
+        assert!(served.state().open[&older.id].closing.is_some());
+        assert_eq!(
+            served.serving(a),
+            2,
+            "a closing connection is no longer the client's"
+        );
+        assert!(served.closing_lately());
+        assert!(served.close_idlest(Some(a)));
+        assert!(served.state().open[&newer.id].closing.is_some());
+        assert!(!served.close_idlest(Some(a)), "only a busy one is left");
+        drop(older);
+        drop(newer);
+        assert_eq!(slots.available_permits(), 2, "their slots are back");
+        assert_eq!(served.serving(a), 1);
+        assert!(!served.closing_lately());
+        // Another client's is left for the cap.
+        assert!(served.close_idlest(None));
+        assert_eq!(served.serving(b), 0);
     }
 
     #[test]
