@@ -980,6 +980,67 @@ fn a_validator_cut_off_from_its_peers_takes_itself_for_behind() {
     wait_until("the insurer to hear its peers again", || !behind());
 }
 
+/// §12: every `keys.db` commit but a seal's is written without an fsync, so a crash of the
+/// machine may lose a tail of them (never a seal: a seal's fsync makes every earlier commit
+/// durable too). A grantee's `keys.db` put back as it was before a read grant, while its
+/// `chain.db` keeps the blocks since (the tail it lost: the grant, the keys it received, an
+/// erasure), re-derives all of it at start: it processes the blocks again from `chain.db`
+/// before it opens anything, pulls the keys again, and the erased record stays erased.
+#[test]
+fn a_key_store_that_lost_its_applied_tail_derives_it_again_from_the_chain() {
+    let mut w = World::new();
+    let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
+    let history = w.record(&author, &patient, "Glioma");
+    w.settle();
+    // The store as a crash could leave it: before everything below.
+    w.cluster.stop(PHARMACY);
+    let kept = w.dir.path().join("pharmacy-keys-before");
+    std::fs::create_dir_all(&kept).unwrap();
+    for file in w.keys_db_files(PHARMACY) {
+        if file.exists() {
+            std::fs::copy(&file, kept.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    w.cluster.restart(PHARMACY).unwrap();
+    let lost_from = w.node(PHARMACY).key_status().processed_height;
+
+    let grant = w.read_grant(&patient, &reader, HOUR_MS);
+    let later = w.record(&author, &patient, "Glioma, grade II");
+    let erased = w.record(&author, &patient, "Glioma, grade III");
+    for tx in [&history, &later, &erased] {
+        w.wait_state(PHARMACY, tx, OpenState::Open);
+    }
+    let erased_at = w.erase(&patient, erased, CLINIC);
+    w.wait_state(PHARMACY, &erased, OpenState::Erased);
+
+    w.cluster.stop(PHARMACY);
+    for file in w.keys_db_files(PHARMACY) {
+        let _ = std::fs::remove_file(&file);
+        let before = kept.join(file.file_name().unwrap());
+        if before.exists() {
+            std::fs::copy(&before, &file).unwrap();
+        }
+    }
+    assert!(!w.key_rows(PHARMACY).contains(&history), "the tail is lost");
+    w.cluster.restart(PHARMACY).unwrap();
+    let status = w.node(PHARMACY).key_status();
+    assert_eq!(status.resumed_from, lost_from, "resumed from the kept store");
+    // A read at the erasure's height waits until the lost blocks are processed again.
+    assert_eq!(w.open_at(PHARMACY, &erased, erased_at).state, OpenState::Erased);
+    assert!(w.node(PHARMACY).key_status().processed_height >= erased_at);
+    for (tx, text) in [(&history, "Glioma"), (&later, "Glioma, grade II")] {
+        assert_eq!(diagnosis(&w.wait_state(PHARMACY, tx, OpenState::Open)), text);
+    }
+    w.wait_state(PHARMACY, &grant, OpenState::Open);
+    assert_eq!(
+        w.node(PHARMACY).key_status().counters.keys_received,
+        3,
+        "the grant's and the two records' keys are pulled again, the erased one's is not"
+    );
+    let rows = w.key_rows(PHARMACY);
+    assert!(rows.contains(&history) && rows.contains(&later) && !rows.contains(&erased));
+}
+
 /// Stops `at`, copies its folder beside it (`<name>-backup`) and restarts it: the folder and
 /// the copy.
 fn copy_while_stopped(w: &mut World, at: ReplicaId) -> (PathBuf, PathBuf) {

@@ -27,7 +27,7 @@ use pbft::ReplicaId;
 use tracing::debug;
 
 use super::index::{HeldTx, OnChain};
-use super::store::KeyStore;
+use super::store::{Durability, KeyStore};
 use super::{Directory, Kept, Service};
 use crate::error::NodeError;
 use crate::transport::Transport;
@@ -332,7 +332,8 @@ impl Service {
             }
         }
         if !keys.is_empty() {
-            self.in_write(|service| service.receive(from, keys))?;
+            // Lost in a crash, they are wanted and pulled again after the restart.
+            self.in_write(Durability::Deferred, |service| service.receive(from, keys))?;
         }
         Ok(())
     }
@@ -471,7 +472,7 @@ impl Service {
             return Ok(());
         }
         let now_ms = self.clock.now_ms();
-        self.in_write(|service| {
+        self.in_write(Durability::Deferred, |service| {
             for (tx, tries, wait) in &tried {
                 let next_try_ms = now_ms.saturating_add(wait.as_millis() as u64);
                 service.store.rows().tried(tx, *tries, next_try_ms)?;

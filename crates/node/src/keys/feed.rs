@@ -22,7 +22,7 @@ use ledger::tx::{AnswerErasure, Decision, Grant, Scope};
 use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
 
-use super::store::{ReadGrantRow, WantedRow};
+use super::store::{Durability, ReadGrantRow, WantedRow};
 use super::{Service, Wanted};
 use crate::error::NodeError;
 
@@ -87,10 +87,13 @@ impl Service {
         let Some(last) = todo.last().map(|block| block.height) else {
             return Ok(());
         };
-        // Blocks that change nothing here are not worth an fsync of their own: their height is
+        // Blocks that change nothing here are not worth a commit of their own: their height is
         // written with the next change, or by the timer. Processed again after a crash, they
-        // change nothing again (what they read is what the last write left).
-        self.store.begin()?;
+        // change nothing again (what they read is what the last write left). Not synced: a
+        // crash that loses this commit loses the processed height with it, and the blocks are
+        // processed again from `chain.db` at start (§12); an erasure's deletion is synced by
+        // the checkpoint below.
+        self.store.begin(Durability::Deferred)?;
         let before = self.store.total_changes();
         let applied = todo
             .iter()
@@ -124,7 +127,9 @@ impl Service {
     pub(super) fn save_processed(&mut self) -> Result<(), NodeError> {
         if self.processed_saved < self.processed {
             let height = self.processed;
-            self.in_write(|service| service.store.rows().set_processed_height(height))?;
+            self.in_write(Durability::Deferred, |service| {
+                service.store.rows().set_processed_height(height)
+            })?;
             self.processed_saved = height;
         }
         Ok(())

@@ -37,7 +37,7 @@ use crate::transport::{InboundCredit, Transport};
 use crate::wire::{Frame, KeyFrame, Wire};
 use exchange::Exchange;
 use index::{HeldTx, Index, OnChain};
-use store::KeyStore;
+use store::{Durability, KeyStore};
 pub use store::KeyStoreFacts;
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
@@ -936,13 +936,14 @@ impl Service {
         });
     }
 
-    /// Runs `write` in one `keys.db` transaction (one fsync), rolled back if it fails (the
-    /// service then stops: its memory may be ahead of the file).
+    /// Runs `write` in one `keys.db` transaction, durable as `durability` says, rolled back if
+    /// it fails (the service then stops: its memory may be ahead of the file).
     fn in_write<T>(
         &mut self,
+        durability: Durability,
         write: impl FnOnce(&mut Self) -> Result<T, NodeError>,
     ) -> Result<T, NodeError> {
-        self.store.begin()?;
+        self.store.begin(durability)?;
         match write(self) {
             Ok(value) => {
                 self.store.commit()?;
@@ -966,7 +967,8 @@ impl Service {
             .map(|grant| grant.grant)
             .collect();
         if !ended.is_empty() {
-            let deleted = self.in_write(|service| {
+            // Lost in a crash, the grants end again by the clock after the restart.
+            let deleted = self.in_write(Durability::Deferred, |service| {
                 let mut deleted = false;
                 for grant in &ended {
                     deleted |= service.end_grant(grant)?;
@@ -986,11 +988,11 @@ impl Service {
         self.pull()
     }
 
-    /// Stores the keys of concurrent seals in one SQLite transaction (one fsync), then answers
-    /// each (§5.5). A seal whose key is held already is refused: it would be the later of the
-    /// two (§16.13).
+    /// Stores the keys of concurrent seals in one SQLite transaction (one fsync: nothing else
+    /// could give a seal's key back), then answers each (§5.5). A seal whose key is held
+    /// already is refused: it would be the later of the two (§16.13).
     fn store_seals(&mut self, seals: Vec<SealRequest>) -> Result<(), NodeError> {
-        let written = self.in_write(|service| {
+        let written = self.in_write(Durability::Synced, |service| {
             let mut kept = Vec::with_capacity(seals.len());
             for seal in &seals {
                 let held = HeldTx {

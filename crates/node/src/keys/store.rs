@@ -2,9 +2,11 @@
 //! read grants (docs/SECURITY.md, "Confidential records", §3.2 and §16.13).
 //!
 //! One connection, the key service's: every read and write goes through it, so a checkpoint is
-//! never held up by a reader. WAL with `synchronous=FULL` (a seal is on disk before the
-//! transaction it seals leaves the node, §5.5) and `secure_delete=ON` (a deleted key's bytes
-//! are overwritten with zeros in the file); after an erasure, and at every start,
+//! never held up by a reader. WAL; a seal's commit is `synchronous=FULL` (on disk before the
+//! transaction it seals leaves the node, §5.5), every other commit `synchronous=NORMAL` (what
+//! a crash may lose of those, the chain gives back at start, §12; [`Durability`]);
+//! `secure_delete=ON` (a deleted key's bytes are overwritten with zeros in the file); after an
+//! erasure, and at every start,
 //! `wal_checkpoint(TRUNCATE)` leaves no WAL frame holding a deleted row's old page (§7.2,
 //! §16.17). Each row's data key is sealed with XChaCha20-Poly1305 under the key-store key, its
 //! associated data binding the chain and the transaction: a copy of the file without the
@@ -15,6 +17,7 @@
 //! the later of the two in chain order, is marked `broken` and its key never stored
 //! (§16.13); the service decides which is later ([`super::Service`]).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -102,11 +105,40 @@ pub(crate) enum Inserted {
     },
 }
 
+/// How a `keys.db` transaction reaches the disk (docs/SECURITY.md, "Confidential records",
+/// §12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// On disk when its commit returns (`synchronous=FULL`, the WAL fsynced): a seal's key,
+    /// which nothing else could give back (§5.5). It also makes every earlier commit durable
+    /// (the WAL is written in order).
+    Synced,
+    /// In the WAL when its commit returns, on disk at the next synced commit or checkpoint
+    /// (`synchronous=NORMAL`): what a block, a received key or the timer changed. A crash of
+    /// the machine may lose a tail of these commits, never a part of one: the processed height
+    /// is written with the changes it covers, so the store is as it was at an earlier commit,
+    /// and at start the key service processes again, from `chain.db`, every block after it
+    /// (§5.6) and pulls again the keys it lost.
+    Deferred,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Synced => "FULL",
+            Durability::Deferred => "NORMAL",
+        }
+    }
+}
+
 pub(crate) struct KeyStore {
     conn: Connection,
     path: PathBuf,
     genesis_hash: Hash,
     key: KeystoreKey,
+    /// The connection's `synchronous` level, set before each transaction (SQLite refuses to
+    /// change it inside one).
+    durability: Cell<Durability>,
 }
 
 impl KeyStore {
@@ -135,6 +167,7 @@ impl KeyStore {
             path: path.to_path_buf(),
             genesis_hash,
             key,
+            durability: Cell::new(Durability::Synced),
         };
         store.check_identity()?;
         store.truncate_wal()?;
@@ -224,10 +257,15 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Starts the SQLite transaction that [`KeyStore::commit`] ends (one fsync). The caller
-    /// reads and writes through [`KeyStore::rows`] in between, and calls
-    /// [`KeyStore::rollback`] if it fails.
-    pub fn begin(&self) -> Result<(), NodeError> {
+    /// Starts the SQLite transaction that [`KeyStore::commit`] ends, durable as `durability`
+    /// says (one fsync when [`Durability::Synced`]). The caller reads and writes through
+    /// [`KeyStore::rows`] in between, and calls [`KeyStore::rollback`] if it fails.
+    pub fn begin(&self, durability: Durability) -> Result<(), NodeError> {
+        if self.durability.get() != durability {
+            self.conn
+                .pragma_update(None, "synchronous", durability.pragma())?;
+            self.durability.set(durability);
+        }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         Ok(())
     }
