@@ -327,6 +327,46 @@ fn while_the_home_is_down_the_grant_waits() {
     assert_eq!((keys.held, keys.waiting, keys.since_ms), (1, 0, None));
 }
 
+/// §12.1: wanted keys are kept in memory only. A grantee restarted while it waits (the home
+/// is down) wants them again at start, from the blocks since the lowest height it wanted,
+/// although its processed height is past the grant, and gets them once the home is back.
+#[test]
+fn a_grantee_restarted_while_it_waits_wants_the_keys_again() {
+    let mut w = World::new();
+    let (patient, author, reader) = w.cast(PHARMACY, HOSPITAL, CLINIC);
+    let record = w.record(&author, &patient, "Mesothelioma");
+    w.wait_state(PHARMACY, &record, OpenState::Open);
+    let grant = w.sealed_read_grant(&patient, &reader, HOUR_MS);
+    w.cluster.stop(PHARMACY);
+    let granted_at = w.applied_at(CLINIC, grant);
+    assert!(matches!(
+        w.open(CLINIC, &record).state,
+        OpenState::Waiting { from: PHARMACY, .. }
+    ));
+    // The processed height is written past the grant (by the timer) before the restart.
+    wait_until("the grantee's keys.db to record the grant's height", || {
+        node::KeyStoreFacts::read(&w.keys_db(CLINIC))
+            .is_ok_and(|facts| facts.processed_height >= granted_at)
+    });
+    w.cluster.stop(CLINIC);
+    w.cluster.restart(CLINIC).unwrap();
+    assert!(w.node(CLINIC).key_status().resumed_from >= granted_at);
+    let keys =
+        w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
+            .unwrap();
+    assert_eq!((keys.held, keys.waiting, keys.from), (0, 1, Some(PHARMACY)));
+    assert!(matches!(
+        w.open(CLINIC, &record).state,
+        OpenState::Waiting { from: PHARMACY, .. }
+    ));
+
+    w.cluster.restart(PHARMACY).unwrap();
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
+        "Mesothelioma"
+    );
+}
+
 #[test]
 fn a_peer_that_is_not_entitled_gets_no_key() {
     let w = World::new();
@@ -1024,12 +1064,21 @@ fn a_key_store_that_lost_its_applied_tail_derives_it_again_from_the_chain() {
     assert!(!w.key_rows(PHARMACY).contains(&history), "the tail is lost");
     w.cluster.restart(PHARMACY).unwrap();
     let status = w.node(PHARMACY).key_status();
-    assert_eq!(status.resumed_from, lost_from, "resumed from the kept store");
+    assert_eq!(
+        status.resumed_from, lost_from,
+        "resumed from the kept store"
+    );
     // A read at the erasure's height waits until the lost blocks are processed again.
-    assert_eq!(w.open_at(PHARMACY, &erased, erased_at).state, OpenState::Erased);
+    assert_eq!(
+        w.open_at(PHARMACY, &erased, erased_at).state,
+        OpenState::Erased
+    );
     assert!(w.node(PHARMACY).key_status().processed_height >= erased_at);
     for (tx, text) in [(&history, "Glioma"), (&later, "Glioma, grade II")] {
-        assert_eq!(diagnosis(&w.wait_state(PHARMACY, tx, OpenState::Open)), text);
+        assert_eq!(
+            diagnosis(&w.wait_state(PHARMACY, tx, OpenState::Open)),
+            text
+        );
     }
     w.wait_state(PHARMACY, &grant, OpenState::Open);
     assert_eq!(

@@ -378,7 +378,6 @@ impl Service {
                 Kept::Broken => self.counters.keys_refused_reused += 1,
             }
             self.wanted.remove(&tx);
-            self.store.rows().unwant(&tx)?;
         }
         Ok(())
     }
@@ -452,7 +451,6 @@ impl Service {
                 by_holder.entry(holder).or_default().push(tx);
             }
         }
-        let mut tried = Vec::new();
         for (holder, txs) in by_holder {
             for chunk in txs.chunks(MAX_KEY_REQUEST_IDS) {
                 if self.exchange.open_to(holder) >= OPEN_PER_HOLDER {
@@ -463,22 +461,11 @@ impl Service {
                     if let Some(wanted) = self.wanted.get_mut(tx) {
                         wanted.tries = wanted.tries.saturating_add(1);
                         wanted.next_try = now + backoff(wanted.tries);
-                        tried.push((*tx, wanted.tries, backoff(wanted.tries)));
                     }
                 }
             }
         }
-        if tried.is_empty() {
-            return Ok(());
-        }
-        let now_ms = self.clock.now_ms();
-        self.in_write(Durability::Deferred, |service| {
-            for (tx, tries, wait) in &tried {
-                let next_try_ms = now_ms.saturating_add(wait.as_millis() as u64);
-                service.store.rows().tried(tx, *tries, next_try_ms)?;
-            }
-            Ok(())
-        })
+        Ok(())
     }
 }
 

@@ -111,6 +111,11 @@ impl Index {
         self.erased.insert(tx);
     }
 
+    /// Whether `tx` was erased on chain (as processed, or read at start).
+    pub fn is_erased(&self, tx: &TxId) -> bool {
+        self.erased.contains(tx)
+    }
+
     /// Records of `patient` on chain whose keys are held.
     pub fn records_held(&self, patient: &PersonId) -> u64 {
         self.records_held.get(patient).copied().unwrap_or(0)

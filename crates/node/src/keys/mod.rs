@@ -37,8 +37,8 @@ use crate::transport::{InboundCredit, Transport};
 use crate::wire::{Frame, KeyFrame, Wire};
 use exchange::Exchange;
 use index::{HeldTx, Index, OnChain};
-use store::{Durability, KeyStore};
 pub use store::KeyStoreFacts;
+use store::{Durability, KeyStore};
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
 /// (§3.3). Never printed, zeroed when dropped.
@@ -162,7 +162,7 @@ pub struct KeyStatus {
     pub processed_height: u64,
     /// The processed height `keys.db` held when this start began: a restart resumes from it.
     pub resumed_from: u64,
-    /// Keys this validator is entitled to and waits for (`wanted` rows).
+    /// Keys this validator is entitled to and waits for (wanted, in memory).
     pub waiting: u64,
     /// Keys held (`data_keys` rows, pending seals included).
     pub held: u64,
@@ -570,10 +570,13 @@ enum Kept {
     Broken,
 }
 
-/// A wanted key, as the service schedules its pulls.
+/// A wanted key, as the service schedules its pulls. Kept in memory only: what is wanted is a
+/// function of the chain and the keys held, read again at start (§12.1).
 #[derive(Clone, Debug)]
 struct Wanted {
     patient: PersonId,
+    /// The height of the transaction's block.
+    height: u64,
     /// The validator asked first (§5.2).
     source: u32,
     since_ms: u64,
@@ -715,7 +718,9 @@ impl Service {
     }
 
     /// Reads what the service keeps in memory from `keys.db` and the chain: its own seals not
-    /// yet on chain, its doctors' read grants, its wanted keys, and the index (§5.3). A chain
+    /// yet on chain, its doctors' read grants, the index (§5.3), and its wanted keys (read
+    /// again from the blocks since the lowest height wanted when the store was written,
+    /// §12.1). A chain
     /// behind the processed height (a `keys.db` kept newer than a restored `chain.db`, §5.6)
     /// cannot say yet what the latest held keys' transactions are, which grants were revoked
     /// or what was erased since: the service then waits for it, giving no key, and loads again
@@ -729,7 +734,8 @@ impl Service {
             .map(|grant| (grant.grant, grant))
             .collect();
         let held_rows = rows.held()?;
-        let wanted_rows = rows.wanted()?;
+        // A store written before the height was kept: every block is read again.
+        let wanted_from = self.store.wanted_from()?.unwrap_or(1);
         let (head, _) = self.chain.head()?;
         self.waits_for_chain = head < self.processed;
         self.block_time_ms =
@@ -754,23 +760,18 @@ impl Service {
             self.home_grant(&grant.patient, grant.id, &grant.doctor, grant.expires_ms)?;
         }
         self.wanted = BTreeMap::new();
-        for row in wanted_rows {
-            let on_chain = self.on_chain(&row.tx)?;
-            let as_grantee = on_chain.is_some_and(|c| !c.parties.includes(self.me));
-            self.wanted.insert(
-                row.tx,
-                Wanted {
-                    patient: row.patient,
-                    source: row.source,
-                    since_ms: row.since_ms,
-                    tries: row.tries,
-                    as_grantee,
-                    record: on_chain.is_some_and(|c| c.record),
-                    next_try: Instant::now(),
-                },
-            );
-        }
-        Ok(())
+        self.want_again(wanted_from, self.processed.min(head))
+    }
+
+    /// The lowest height of a wanted transaction, or the block after `processed` if none is
+    /// wanted: where a restart starts reading blocks again to want what is still missing
+    /// (§12.1).
+    fn wanted_from(&self, processed: u64) -> u64 {
+        self.wanted
+            .values()
+            .map(|wanted| wanted.height)
+            .min()
+            .unwrap_or(processed + 1)
     }
 
     /// Loads again what the chain said nothing of at start ([`Service::load`]) once a chain

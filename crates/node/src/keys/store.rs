@@ -1,5 +1,5 @@
-//! `keys.db`: the data keys this validator holds, the ones it waits for, and its doctors' live
-//! read grants (docs/SECURITY.md, "Confidential records", §3.2 and §16.13).
+//! `keys.db`: the data keys this validator holds, the transactions it broke, its doctors' live
+//! read grants, and how far it has processed the chain (docs/SECURITY.md, "Confidential records", §3.2 and §16.13).
 //!
 //! One connection, the key service's: every read and write goes through it, so a checkpoint is
 //! never held up by a reader. WAL; a seal's commit is `synchronous=FULL` (on disk before the
@@ -53,6 +53,7 @@ const SCHEMA: &str = "
         sealed_key   BLOB NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX data_keys_by_patient ON data_keys(patient);
+    -- Not written since wanted keys are kept in memory (docs/SECURITY.md, §12.1).
     CREATE TABLE wanted (
         tx          BLOB PRIMARY KEY,
         patient     BLOB NOT NULL,
@@ -72,18 +73,6 @@ const SCHEMA: &str = "
         expires_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
 ";
-
-/// A key this validator is entitled to and does not hold yet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct WantedRow {
-    pub tx: TxId,
-    pub patient: PersonId,
-    /// The validator to ask first (§5.2).
-    pub source: u32,
-    /// When it became wanted, by the node's clock.
-    pub since_ms: u64,
-    pub tries: u32,
-}
 
 /// A live read grant of a patient to one of this validator's doctors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,11 +205,26 @@ impl KeyStore {
 
     /// The height up to which every applied block has been processed.
     pub fn processed_height(&self) -> Result<u64, NodeError> {
-        let bytes = self.meta("processed_height")?.unwrap_or_default();
+        self.height("processed_height")?
+            .ok_or_else(|| NodeError::Corrupt(format!("{}: no processed_height", self.path())))
+    }
+
+    /// The lowest height of a transaction that was wanted, and not held, when the processed
+    /// height was last written (`None` in a store written before it was kept): the blocks
+    /// from there to the processed height are read again at start to want what is still
+    /// missing (§12.1).
+    pub fn wanted_from(&self) -> Result<Option<u64>, NodeError> {
+        self.height("wanted_from")
+    }
+
+    fn height(&self, key: &str) -> Result<Option<u64>, NodeError> {
+        let Some(bytes) = self.meta(key)? else {
+            return Ok(None);
+        };
         let bytes: [u8; 8] = bytes
             .try_into()
-            .map_err(|_| NodeError::Corrupt(format!("{}: bad processed_height", self.path())))?;
-        Ok(u64::from_le_bytes(bytes))
+            .map_err(|_| NodeError::Corrupt(format!("{}: bad {key}", self.path())))?;
+        Ok(Some(u64::from_le_bytes(bytes)))
     }
 
     fn path(&self) -> String {
@@ -543,6 +547,13 @@ impl Rows<'_> {
         set_meta(self.conn, "processed_height", &height.to_le_bytes())
     }
 
+    /// Writes the processed height and the lowest height of a transaction wanted then
+    /// ([`KeyStore::wanted_from`]), in the caller's transaction.
+    pub fn set_processed(&self, height: u64, wanted_from: u64) -> Result<(), NodeError> {
+        self.set_processed_height(height)?;
+        set_meta(self.conn, "wanted_from", &wanted_from.to_le_bytes())
+    }
+
     /// Stores `tx`'s data key, sealed; `on_chain` false for a seal whose transaction is not
     /// on chain yet (§5.5).
     pub fn insert_key(
@@ -662,55 +673,6 @@ impl Rows<'_> {
             "SELECT tx, not_after_ms FROM data_keys WHERE on_chain = 0",
             [],
             |row| Ok((tx_id(row.get(0)?)?, row.get::<_, i64>(1)? as u64)),
-        )
-    }
-
-    /// Inserts a wanted row unless one exists (its source and age are kept).
-    pub fn want(&self, row: &WantedRow) -> Result<bool, NodeError> {
-        let inserted = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO wanted (tx, patient, source, since_ms, tries, next_try_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-            )?
-            .execute(params![
-                row.tx.as_slice(),
-                row.patient.as_slice(),
-                row.source,
-                row.since_ms as i64,
-                row.tries,
-            ])?;
-        Ok(inserted > 0)
-    }
-
-    pub fn unwant(&self, tx: &TxId) -> Result<(), NodeError> {
-        self.conn
-            .prepare_cached("DELETE FROM wanted WHERE tx = ?1")?
-            .execute([tx.as_slice()])?;
-        Ok(())
-    }
-
-    /// Records one more try of `tx` and when the next is due.
-    pub fn tried(&self, tx: &TxId, tries: u32, next_try_ms: u64) -> Result<(), NodeError> {
-        self.conn
-            .prepare_cached("UPDATE wanted SET tries = ?2, next_try_ms = ?3 WHERE tx = ?1")?
-            .execute(params![tx.as_slice(), tries, next_try_ms as i64])?;
-        Ok(())
-    }
-
-    pub fn wanted(&self) -> Result<Vec<WantedRow>, NodeError> {
-        self.select(
-            "SELECT tx, patient, source, since_ms, tries FROM wanted",
-            [],
-            |row| {
-                Ok(WantedRow {
-                    tx: tx_id(row.get(0)?)?,
-                    patient: person(row.get(1)?)?,
-                    source: row.get(2)?,
-                    since_ms: row.get::<_, i64>(3)? as u64,
-                    tries: row.get(4)?,
-                })
-            },
         )
     }
 
