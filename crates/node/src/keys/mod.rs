@@ -133,8 +133,8 @@ pub struct KeyCounters {
     pub keys_requests_not_entitled: u64,
     /// Asked ids answered `NotHeld`: no key held for them here (told from memory, §5.3).
     pub keys_requests_not_held: u64,
-    /// Asked ids checked against the chain: those the in-memory index found held and the
-    /// asker entitled to (§5.3); every other id is answered from memory.
+    /// Asked ids the in-memory index found held for an entitled asker, whose keys were read
+    /// to be sent (§5.3, §12.1); every other id is answered from memory alone.
     pub keys_requests_checked: u64,
     /// Answers to no open request of this validator: dropped unread.
     pub keys_answers_dropped: u64,
