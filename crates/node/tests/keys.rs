@@ -721,6 +721,60 @@ fn a_rejected_sealed_transaction_leaves_no_key() {
     });
 }
 
+/// §12.1 item 4: `keys.db` no longer marks a seal's row when its transaction is applied; at
+/// start a held key is pending (a seal of this validator not yet on chain, deleted once its
+/// deadline passes) iff its transaction is not applied on chain. A sealer restarted with an
+/// applied record and a seal never sent, both with near deadlines: once they pass, the unsent
+/// seal's key goes and the record's stays.
+#[test]
+fn after_a_restart_only_a_seal_not_on_chain_expires() {
+    let mut w = World::new();
+    let patient = Person::patient(CLINIC);
+    let doctor = Person::doctor(CLINIC, "Cardiology", "Dr Soon");
+    w.enroll(&[&patient, &doctor]);
+    let grant =
+        w.rt.block_on(patient.write_grant(&w.node(CLINIC), &doctor.id, "a near deadline"))
+            .unwrap();
+    let grant = w.applied(CLINIC, grant);
+    let meta = Meta::AddRecord(AddRecord {
+        patient: patient.id,
+        doctor: doctor.id,
+        department: "Cardiology".into(),
+        grant,
+    });
+    let mut sealed = Vec::new();
+    for text in ["applied", "never sent"] {
+        let mut near = header(meta.clone(), doctor.signer());
+        near.not_after_ms = w.clock.now_ms() + 1_000;
+        let (near, stored) =
+            w.rt.block_on(w.node(CLINIC).seal(near, &note(text).to_bytes()))
+                .unwrap();
+        sealed.push(doctor.sign_header(&w.genesis_hash(), near, stored));
+    }
+    let unsent = sealed.pop().unwrap().id(&w.genesis_hash());
+    let applied = w.applied(CLINIC, sealed.pop().unwrap());
+    w.settle();
+    w.cluster.stop(CLINIC);
+    w.cluster.restart(CLINIC).unwrap();
+    let rows = w.key_rows(CLINIC);
+    assert!(rows.contains(&applied) && rows.contains(&unsent));
+
+    w.clock.advance_ms(2_000);
+    // The replicas read the clock at their next tick.
+    std::thread::sleep(Duration::from_millis(300));
+    let clinic = w.node(CLINIC);
+    let later = w.applied_at(CLINIC, enrollment(&clinic));
+    w.wait_state(CLINIC, &applied, OpenState::Open);
+    wait_until("the expired seal's key to go", || {
+        !w.key_rows(CLINIC).contains(&unsent)
+    });
+    assert!(clinic.key_status().processed_height >= later);
+    assert!(
+        w.key_rows(CLINIC).contains(&applied),
+        "an applied record's key is not a pending seal's"
+    );
+}
+
 /// §16.13 as amended: one key sealing two transactions (a dishonest author, finding 13) is
 /// found by its id in each key store, and the LATER of the two in chain order is `broken`,
 /// its key never stored, whichever key arrives first: when the later's arrives first and is

@@ -727,7 +727,6 @@ impl Service {
     /// once it has reached the processed height ([`Service::rejoin_chain`]).
     fn load(&mut self) -> Result<(), NodeError> {
         let rows = self.store.rows();
-        self.pending = rows.pending()?.into_iter().collect();
         self.read_grants = rows
             .read_grants()?
             .into_iter()
@@ -742,12 +741,19 @@ impl Service {
             ledger::entitled::applied_block(&self.chain, self.processed.min(head))?
                 .map_or(0, |block| block.time_ms);
         // The index: one chain read per held key, one query each for the home's grants and the
-        // erased transactions.
+        // erased transactions. A held key whose transaction is not applied on chain is a seal
+        // of this validator that is not yet (§5.5).
         self.index = Index::default();
-        for (tx, patient, on_chain) in held_rows {
-            let on_chain = match on_chain {
-                true => self.on_chain(&tx)?,
-                false => None,
+        self.pending = HashMap::new();
+        for (tx, patient, not_after_ms) in held_rows {
+            let on_chain = match self.chain.transaction(&tx)? {
+                Some(committed) if committed.rejected.is_none() => {
+                    self.on_chain_of(&committed.tx.header)?
+                }
+                _ => {
+                    self.pending.insert(tx, not_after_ms);
+                    None
+                }
             };
             self.index.hold(tx, HeldTx { patient, on_chain });
         }
@@ -788,17 +794,6 @@ impl Service {
             "the chain has reached the key store's processed height: keys are given again"
         );
         Ok(())
-    }
-
-    /// What the chain says of `tx` for the index, if it is applied on this validator's chain.
-    fn on_chain(&mut self, tx: &TxId) -> Result<Option<OnChain>, NodeError> {
-        let Some(committed) = self.chain.transaction(tx)? else {
-            return Ok(None);
-        };
-        if committed.rejected.is_some() {
-            return Ok(None);
-        }
-        self.on_chain_of(&committed.tx.header)
     }
 
     /// What `header` says for the index: its parties and whether it is a record.
@@ -1042,9 +1037,8 @@ impl Service {
         if rows.is_broken(tx)? {
             return Ok(Kept::Broken);
         }
-        let on_chain = position.is_some();
         let patient = &held.patient;
-        let holder = match rows.insert_key(tx, patient, key, on_chain, not_after_ms)? {
+        let holder = match rows.insert_key(tx, patient, key, not_after_ms)? {
             store::Inserted::Stored => {
                 self.index.hold(*tx, held);
                 return Ok(Kept::Stored);
@@ -1063,7 +1057,7 @@ impl Service {
             rows.mark_broken(&holder, &id)?;
             self.pending.remove(&holder);
             self.index.release(&holder);
-            rows.insert_key(tx, patient, key, on_chain, not_after_ms)?;
+            rows.insert_key(tx, patient, key, not_after_ms)?;
             self.index.hold(*tx, held);
             holder
         } else {

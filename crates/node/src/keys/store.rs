@@ -17,7 +17,8 @@
 //! the later of the two in chain order, is marked `broken` and its key never stored
 //! (§16.13); the service decides which is later ([`super::Service`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -38,31 +39,26 @@ const ROW_AD_TAG: &[u8] = b"medchain/keystore/v1";
 const KEY_CHECK_TX: TxId = [0xff; 32];
 const NONCE_BYTES: usize = 24;
 /// The schema below, as `PRAGMA user_version`. 1 named two schemas of unreleased builds: the
-/// first indexed keys by an unbound `key_commit` (refused at open), the second is this one
-/// (renumbered at open).
-const SCHEMA_VERSION: i64 = 2;
+/// first indexed keys by an unbound `key_commit` (refused at open), the second is schema 2
+/// (renumbered at open). 2 kept `data_keys` in three B-trees (by transaction, key id and
+/// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_TO_3`]).
+const SCHEMA_VERSION: i64 = 3;
 
+/// `data_keys` is a rowid table indexed by nothing else: a new key's row goes at the end of
+/// its last page, where a B-tree keyed by a random transaction id or key id takes a page
+/// write at a random place per key, for each of them (docs/SECURITY.md, §12.1). The key
+/// service finds a row by transaction and by key id in memory ([`Locations`]), read from the
+/// table at open.
 const SCHEMA: &str = "
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
     CREATE TABLE data_keys (
-        tx           BLOB PRIMARY KEY,
+        seq          INTEGER PRIMARY KEY,
+        tx           BLOB NOT NULL,
         patient      BLOB NOT NULL,
-        key_id       BLOB NOT NULL UNIQUE,
-        on_chain     INTEGER NOT NULL,
+        key_id       BLOB NOT NULL,
         not_after_ms INTEGER NOT NULL,
         sealed_key   BLOB NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX data_keys_by_patient ON data_keys(patient);
-    -- Not written since wanted keys are kept in memory (docs/SECURITY.md, §12.1).
-    CREATE TABLE wanted (
-        tx          BLOB PRIMARY KEY,
-        patient     BLOB NOT NULL,
-        source      INTEGER NOT NULL,
-        since_ms    INTEGER NOT NULL,
-        tries       INTEGER NOT NULL,
-        next_try_ms INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX wanted_by_patient ON wanted(patient);
+    );
     CREATE TABLE broken (
         tx     BLOB PRIMARY KEY,
         key_id BLOB NOT NULL
@@ -72,6 +68,26 @@ const SCHEMA: &str = "
         patient    BLOB NOT NULL,
         expires_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
+";
+
+/// Schema 2 to 3, in one SQLite transaction with the version: the rows copied in their order,
+/// the old table and its indexes dropped (their freed pages zeroed: `secure_delete`), and
+/// `wanted`, now kept in memory, dropped. Whether a key's transaction is on chain is read from
+/// the chain at start since schema 3.
+const MIGRATE_TO_3: &str = "
+    CREATE TABLE data_keys_3 (
+        seq          INTEGER PRIMARY KEY,
+        tx           BLOB NOT NULL,
+        patient      BLOB NOT NULL,
+        key_id       BLOB NOT NULL,
+        not_after_ms INTEGER NOT NULL,
+        sealed_key   BLOB NOT NULL
+    );
+    INSERT INTO data_keys_3 (tx, patient, key_id, not_after_ms, sealed_key)
+        SELECT tx, patient, key_id, not_after_ms, sealed_key FROM data_keys;
+    DROP TABLE data_keys;
+    ALTER TABLE data_keys_3 RENAME TO data_keys;
+    DROP TABLE wanted;
 ";
 
 /// A live read grant of a patient to one of this validator's doctors.
@@ -128,6 +144,7 @@ pub(crate) struct KeyStore {
     /// The connection's `synchronous` level, set before each transaction (SQLite refuses to
     /// change it inside one).
     durability: Cell<Durability>,
+    locations: RefCell<Locations>,
 }
 
 impl KeyStore {
@@ -151,12 +168,14 @@ impl KeyStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&conn, path)?;
+        let locations = RefCell::new(Locations::read(&conn, path)?);
         let store = Self {
             conn,
             path: path.to_path_buf(),
             genesis_hash,
             key,
             durability: Cell::new(Durability::Synced),
+            locations,
         };
         store.check_identity()?;
         store.truncate_wal()?;
@@ -296,6 +315,7 @@ impl KeyStore {
                 genesis_hash: &self.genesis_hash,
                 key: &self.key,
             },
+            locations: &self.locations,
         }
     }
 
@@ -320,8 +340,8 @@ impl KeyStore {
 enum Schema {
     /// No schema yet: a new store.
     Empty,
-    /// This schema under the number an earlier build gave it.
-    Renumber,
+    /// Schema 2, or schema 2 under the number 1 an earlier build gave it: migrated at open.
+    Two,
     Current,
 }
 
@@ -340,11 +360,11 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
         0 => refuse(
             "a key store without a schema version: not made by medchain; move it away".into(),
         ),
-        // Schema 1 of an earlier build of this schema: the same tables, renumbered.
+        // Schema 1 of an earlier build of schema 2: the same tables.
         1 if columns("data_keys")?.iter().any(|c| c == "key_id")
             && !columns("broken")?.is_empty() =>
         {
-            Ok(Schema::Renumber)
+            Ok(Schema::Two)
         }
         1 => refuse(
             "made by an earlier development build of medchain (keys indexed by key_commit, \
@@ -354,6 +374,7 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
              keys), or run the build that made it"
                 .into(),
         ),
+        2 => Ok(Schema::Two),
         SCHEMA_VERSION => Ok(Schema::Current),
         newer => refuse(format!(
             "key store schema {newer}, newer than this medchain's ({SCHEMA_VERSION}): upgrade \
@@ -362,18 +383,18 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
     }
 }
 
-/// Creates the schema in a new store, or checks an existing one's version ([`schema`]).
+/// Creates the schema in a new store, migrates one of schema 2, or checks an existing one's
+/// version ([`schema`]).
 fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
-    match schema(conn, path)? {
-        Schema::Empty => {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        }
-        Schema::Renumber => conn.pragma_update(None, "user_version", SCHEMA_VERSION)?,
-        Schema::Current => {}
-    }
+    let sql = match schema(conn, path)? {
+        Schema::Empty => SCHEMA,
+        Schema::Two => MIGRATE_TO_3,
+        Schema::Current => return Ok(()),
+    };
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(sql)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -512,6 +533,48 @@ impl RowKey<'_> {
 pub(crate) struct Rows<'a> {
     conn: &'a Connection,
     store: RowKey<'a>,
+    locations: &'a RefCell<Locations>,
+}
+
+/// Where each held key's row is, by transaction and by key id: what schema 3's `data_keys`
+/// does not index (§12.1), read from the table at open and kept with every insert and delete.
+/// About 100 bytes a held key.
+#[derive(Default)]
+struct Locations {
+    by_tx: HashMap<TxId, i64>,
+    by_key_id: HashMap<Hash, i64>,
+}
+
+impl Locations {
+    /// Every row of `conn`'s `data_keys`; a transaction or key id held twice is an error (the
+    /// key service never stores one so).
+    fn read(conn: &Connection, path: &Path) -> Result<Self, NodeError> {
+        let mut locations = Locations::default();
+        let mut stmt = conn.prepare("SELECT seq, tx, key_id FROM data_keys")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: Vec<u8> = row.get(2)?;
+            let id: Hash = id.try_into().map_err(|_| {
+                NodeError::Corrupt(format!("{}: a key id is not 32 bytes", path.display()))
+            })?;
+            locations
+                .add(tx_id(row.get(1)?)?, id, row.get(0)?)
+                .map_err(|error| NodeError::Corrupt(format!("{}: {error}", path.display())))?;
+        }
+        Ok(locations)
+    }
+
+    fn add(&mut self, tx: TxId, id: Hash, seq: i64) -> Result<(), NodeError> {
+        if self.by_tx.contains_key(&tx) || self.by_key_id.contains_key(&id) {
+            return Err(NodeError::Corrupt(format!(
+                "keys.db: two rows of transaction {} or of its key",
+                ledger::short_hex(&tx)
+            )));
+        }
+        self.by_tx.insert(tx, seq);
+        self.by_key_id.insert(id, seq);
+        Ok(())
+    }
 }
 
 fn person(bytes: Vec<u8>) -> Result<PersonId, NodeError> {
@@ -554,66 +617,61 @@ impl Rows<'_> {
         set_meta(self.conn, "wanted_from", &wanted_from.to_le_bytes())
     }
 
-    /// Stores `tx`'s data key, sealed; `on_chain` false for a seal whose transaction is not
-    /// on chain yet (§5.5).
+    /// Stores `tx`'s data key, sealed, at the end of the table: unless a key is held for `tx`
+    /// already, or this key is held for another transaction (§16.13).
     pub fn insert_key(
         &self,
         tx: &TxId,
         patient: &PersonId,
         key: &DataKey,
-        on_chain: bool,
         not_after_ms: u64,
     ) -> Result<Inserted, NodeError> {
-        if self.has_key(tx)? {
+        if self.has_key(tx) {
             return Ok(Inserted::Held);
         }
         let id = key_id(key);
-        if let Some(holder) = self.key_id_holder(&id)? {
-            return Ok(Inserted::KeyTaken { holder });
+        let taken = self.locations.borrow().by_key_id.get(&id).copied();
+        if let Some(seq) = taken {
+            let holder: Vec<u8> = self
+                .conn
+                .prepare_cached("SELECT tx FROM data_keys WHERE seq = ?1")?
+                .query_row([seq], |r| r.get(0))?;
+            return Ok(Inserted::KeyTaken {
+                holder: tx_id(holder)?,
+            });
         }
         self.conn
             .prepare_cached(
-                "INSERT INTO data_keys (tx, patient, key_id, on_chain, not_after_ms, sealed_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO data_keys (tx, patient, key_id, not_after_ms, sealed_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
                 tx.as_slice(),
                 patient.as_slice(),
                 id.as_slice(),
-                on_chain,
                 not_after_ms.min(i64::MAX as u64) as i64,
                 self.store.seal(tx, key),
             ])?;
+        self.locations
+            .borrow_mut()
+            .add(*tx, id, self.conn.last_insert_rowid())?;
         Ok(Inserted::Stored)
     }
 
-    pub fn has_key(&self, tx: &TxId) -> Result<bool, NodeError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM data_keys WHERE tx = ?1")?
-            .query_row([tx.as_slice()], |_| Ok(()))
-            .optional()?
-            .is_some())
+    pub fn has_key(&self, tx: &TxId) -> bool {
+        self.locations.borrow().by_tx.contains_key(tx)
     }
 
     /// `tx`'s data key, if held.
     pub fn key(&self, tx: &TxId) -> Result<Option<DataKey>, NodeError> {
-        let sealed: Option<Vec<u8>> = self
+        let Some(seq) = self.locations.borrow().by_tx.get(tx).copied() else {
+            return Ok(None);
+        };
+        let sealed: Vec<u8> = self
             .conn
-            .prepare_cached("SELECT sealed_key FROM data_keys WHERE tx = ?1")?
-            .query_row([tx.as_slice()], |r| r.get(0))
-            .optional()?;
-        sealed.map(|row| self.store.open(tx, &row)).transpose()
-    }
-
-    /// The transaction whose held key has the id `id`.
-    pub fn key_id_holder(&self, id: &Hash) -> Result<Option<TxId>, NodeError> {
-        let holder: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached("SELECT tx FROM data_keys WHERE key_id = ?1")?
-            .query_row([id.as_slice()], |r| r.get(0))
-            .optional()?;
-        holder.map(tx_id).transpose()
+            .prepare_cached("SELECT sealed_key FROM data_keys WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
+        self.store.open(tx, &sealed).map(Some)
     }
 
     /// Marks `tx` broken: sealed under the key `id` names, held for an earlier transaction
@@ -634,45 +692,34 @@ impl Rows<'_> {
             .is_some())
     }
 
-    pub fn set_on_chain(&self, tx: &TxId) -> Result<(), NodeError> {
-        self.conn
-            .prepare_cached("UPDATE data_keys SET on_chain = 1 WHERE tx = ?1")?
-            .execute([tx.as_slice()])?;
-        Ok(())
-    }
-
-    /// Deletes `tx`'s key: whether it was held.
+    /// Deletes `tx`'s key (its bytes zeroed in the file: `secure_delete`): whether it was held.
     pub fn delete_key(&self, tx: &TxId) -> Result<bool, NodeError> {
-        Ok(self
+        let Some(seq) = self.locations.borrow().by_tx.get(tx).copied() else {
+            return Ok(false);
+        };
+        let id: Vec<u8> = self
             .conn
-            .prepare_cached("DELETE FROM data_keys WHERE tx = ?1")?
-            .execute([tx.as_slice()])?
-            > 0)
+            .prepare_cached("DELETE FROM data_keys WHERE seq = ?1 RETURNING key_id")?
+            .query_row([seq], |r| r.get(0))?;
+        let mut locations = self.locations.borrow_mut();
+        locations.by_tx.remove(tx);
+        locations.by_key_id.remove(id.as_slice());
+        Ok(true)
     }
 
-    /// Every held key's transaction, patient, and whether it is on chain: what the service's
-    /// index is rebuilt from at open.
-    pub fn held(&self) -> Result<Vec<(TxId, PersonId, bool)>, NodeError> {
-        self.select("SELECT tx, patient, on_chain FROM data_keys", [], |row| {
-            Ok((tx_id(row.get(0)?)?, person(row.get(1)?)?, row.get(2)?))
-        })
-    }
-
-    /// The transactions of `patient`'s held keys.
-    pub fn keys_of(&self, patient: &PersonId) -> Result<Vec<TxId>, NodeError> {
+    /// Every held key's transaction, patient and `not_after_ms`: what the service's index is
+    /// rebuilt from at open.
+    pub fn held(&self) -> Result<Vec<(TxId, PersonId, u64)>, NodeError> {
         self.select(
-            "SELECT tx FROM data_keys WHERE patient = ?1",
-            [patient.as_slice()],
-            |row| tx_id(row.get(0)?),
-        )
-    }
-
-    /// Seals not yet seen on chain: `(tx, not_after_ms)`.
-    pub fn pending(&self) -> Result<Vec<(TxId, u64)>, NodeError> {
-        self.select(
-            "SELECT tx, not_after_ms FROM data_keys WHERE on_chain = 0",
+            "SELECT tx, patient, not_after_ms FROM data_keys",
             [],
-            |row| Ok((tx_id(row.get(0)?)?, row.get::<_, i64>(1)? as u64)),
+            |row| {
+                Ok((
+                    tx_id(row.get(0)?)?,
+                    person(row.get(1)?)?,
+                    row.get::<_, i64>(2)? as u64,
+                ))
+            },
         )
     }
 
@@ -727,18 +774,18 @@ mod tests {
         let store = open(dir.path(), &key).unwrap();
         let data = DataKey::generate();
         let (tx, patient) = ([1; 32], [2; 16]);
-        store
-            .rows()
-            .insert_key(&tx, &patient, &data, false, 99)
-            .unwrap();
+        store.rows().insert_key(&tx, &patient, &data, 99).unwrap();
         assert_eq!(store.rows().key(&tx).unwrap(), Some(data.clone()));
-        assert_eq!(store.rows().pending().unwrap(), vec![(tx, 99)]);
+        assert_eq!(store.rows().held().unwrap(), vec![(tx, patient, 99)]);
         // The row moved to another transaction does not open.
         store
             .conn
             .execute("UPDATE data_keys SET tx = ?1", [[3u8; 32].as_slice()])
             .unwrap();
+        drop(store);
+        let store = open(dir.path(), &key).unwrap();
         assert!(store.rows().key(&[3; 32]).is_err());
+        assert_eq!(store.rows().key(&tx).unwrap(), None);
         drop(store);
         // Another key does not open the store at all.
         match open(dir.path(), &KeystoreKey::generate()) {
@@ -758,9 +805,9 @@ mod tests {
         let data = DataKey::generate();
         let rows = store.rows();
         let inserted = [
-            rows.insert_key(&[1; 32], &[2; 16], &data, true, 0).unwrap(),
-            rows.insert_key(&[1; 32], &[2; 16], &data, true, 0).unwrap(),
-            rows.insert_key(&[4; 32], &[2; 16], &data, true, 0).unwrap(),
+            rows.insert_key(&[1; 32], &[2; 16], &data, 0).unwrap(),
+            rows.insert_key(&[1; 32], &[2; 16], &data, 0).unwrap(),
+            rows.insert_key(&[4; 32], &[2; 16], &data, 0).unwrap(),
         ];
         assert_eq!(
             inserted,
@@ -852,9 +899,47 @@ mod tests {
             .unwrap()
     }
 
+    /// Puts the store at `path` back in schema 2 (its rows in the three B-trees, `on_chain`,
+    /// `wanted`), numbered `version`, as main before §12.1 left it.
+    fn back_to_schema_2(path: &Path, version: i64) {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE data_keys_2 (
+                    tx BLOB PRIMARY KEY, patient BLOB NOT NULL, key_id BLOB NOT NULL UNIQUE,
+                    on_chain INTEGER NOT NULL, not_after_ms INTEGER NOT NULL,
+                    sealed_key BLOB NOT NULL
+                ) WITHOUT ROWID;
+                INSERT INTO data_keys_2
+                    SELECT tx, patient, key_id, 1, not_after_ms, sealed_key FROM data_keys;
+                DROP TABLE data_keys;
+                ALTER TABLE data_keys_2 RENAME TO data_keys;
+                CREATE INDEX data_keys_by_patient ON data_keys(patient);
+                CREATE TABLE wanted (
+                    tx BLOB PRIMARY KEY, patient BLOB NOT NULL, source INTEGER NOT NULL,
+                    since_ms INTEGER NOT NULL, tries INTEGER NOT NULL,
+                    next_try_ms INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                PRAGMA user_version = {version};"
+            ))
+            .unwrap();
+    }
+
+    fn columns(path: &Path, table: &str) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     /// A key store's schema version is checked at open: a store of an earlier development
     /// build (the same version number, another schema) or of a newer medchain is refused with
-    /// what to do; one of this schema under the earlier number is taken as it is.
+    /// what to do; one of schema 2 (numbered 2, or 1 by an earlier build) is migrated to 3 at
+    /// open, its keys kept.
     #[test]
     fn a_key_store_of_another_schema_is_refused_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
@@ -872,24 +957,45 @@ mod tests {
             other => panic!("an old key store opened: {:?}", other.map(|_| ())),
         }
 
-        // This schema under the number 1 (main before the version was raised): kept, renumbered.
+        // Schema 2, numbered 2 or 1: migrated, its keys kept.
         let current = tempfile::tempdir().unwrap();
         let store = open(current.path(), &key).unwrap();
+        let data = DataKey::generate();
         store
             .rows()
-            .insert_key(&[1; 32], &[2; 16], &DataKey::generate(), true, 0)
+            .insert_key(&[1; 32], &[2; 16], &data, 0)
             .unwrap();
         drop(store);
         let path = current.path().join("keys.db");
         assert_eq!(user_version(&path), SCHEMA_VERSION);
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", 1)
-            .unwrap();
-        let store = open(current.path(), &key).unwrap();
-        assert!(store.rows().key(&[1; 32]).unwrap().is_some());
-        drop(store);
-        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        for version in [2, 1] {
+            back_to_schema_2(&path, version);
+            assert!(columns(&path, "data_keys").contains(&"on_chain".to_string()));
+            let store = open(current.path(), &key).unwrap();
+            assert_eq!(store.rows().key(&[1; 32]).unwrap(), Some(data.clone()));
+            // The same key for another transaction is still refused.
+            assert_eq!(
+                store
+                    .rows()
+                    .insert_key(&[4; 32], &[2; 16], &data, 0)
+                    .unwrap(),
+                Inserted::KeyTaken { holder: [1; 32] }
+            );
+            drop(store);
+            assert_eq!(user_version(&path), SCHEMA_VERSION);
+            assert_eq!(
+                columns(&path, "data_keys"),
+                [
+                    "seq",
+                    "tx",
+                    "patient",
+                    "key_id",
+                    "not_after_ms",
+                    "sealed_key"
+                ]
+            );
+            assert!(columns(&path, "wanted").is_empty(), "wanted is dropped");
+        }
 
         // A newer medchain's.
         Connection::open(&path)
