@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::world::{
-    CLINIC, HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, WAIT, World, diagnosis, wait_until,
+    CLINIC, HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, WAIT, World, diagnosis, record_meta, wait_until,
 };
 use common::{enrollment, fast_timing, note};
 use ledger::seal::{DataKey, seal_with};
@@ -286,16 +286,23 @@ fn grant_ends_while_waiting(
     withheld.end();
 }
 
-#[test]
-fn while_the_home_is_down_the_grant_waits() {
-    let mut w = World::new();
+/// A record by a hospital doctor of a pharmacy patient, held by the patient's home; the
+/// patient approves a clinic doctor's read grant on their device at their home, which then
+/// goes down before the grant is applied: the patient, the record and the grant's height.
+fn grant_while_the_home_is_down(w: &mut World) -> (Person, TxId, u64) {
     let (patient, author, reader) = w.cast(PHARMACY, HOSPITAL, CLINIC);
     let record = w.record(&author, &patient, "Mesothelioma");
     w.wait_state(PHARMACY, &record, OpenState::Open);
-    // The patient approves on their device at their home, which then goes down.
     let grant = w.sealed_read_grant(&patient, &reader, HOUR_MS);
     w.cluster.stop(PHARMACY);
-    w.applied(CLINIC, grant);
+    let granted_at = w.applied_at(CLINIC, grant);
+    (patient, record, granted_at)
+}
+
+#[test]
+fn while_the_home_is_down_the_grant_waits() {
+    let mut w = World::new();
+    let (patient, record, _) = grant_while_the_home_is_down(&mut w);
     let waiting = w.open(CLINIC, &record).state;
     assert!(
         matches!(waiting, OpenState::Waiting { from: PHARMACY, since_ms } if since_ms > 0),
@@ -333,12 +340,7 @@ fn while_the_home_is_down_the_grant_waits() {
 #[test]
 fn a_grantee_restarted_while_it_waits_wants_the_keys_again() {
     let mut w = World::new();
-    let (patient, author, reader) = w.cast(PHARMACY, HOSPITAL, CLINIC);
-    let record = w.record(&author, &patient, "Mesothelioma");
-    w.wait_state(PHARMACY, &record, OpenState::Open);
-    let grant = w.sealed_read_grant(&patient, &reader, HOUR_MS);
-    w.cluster.stop(PHARMACY);
-    let granted_at = w.applied_at(CLINIC, grant);
+    let (patient, record, granted_at) = grant_while_the_home_is_down(&mut w);
     assert!(matches!(
         w.open(CLINIC, &record).state,
         OpenState::Waiting { from: PHARMACY, .. }
@@ -699,13 +701,7 @@ fn a_rejected_sealed_transaction_leaves_no_key() {
     });
 
     // A seal whose transaction is never submitted goes once its deadline passes.
-    let meta = Meta::AddRecord(AddRecord {
-        patient: patient.id,
-        doctor: doctor.id,
-        department: "Cardiology".into(),
-        grant,
-    });
-    let mut unsent = header(meta, doctor.signer());
+    let mut unsent = header(record_meta(&patient, &doctor, grant), doctor.signer());
     unsent.not_after_ms = w.clock.now_ms() + 1_000;
     let (unsent, _) =
         w.rt.block_on(clinic.seal(unsent, &note("never sent").to_bytes()))
@@ -732,16 +728,7 @@ fn after_a_restart_only_a_seal_not_on_chain_expires() {
     let patient = Person::patient(CLINIC);
     let doctor = Person::doctor(CLINIC, "Cardiology", "Dr Soon");
     w.enroll(&[&patient, &doctor]);
-    let grant =
-        w.rt.block_on(patient.write_grant(&w.node(CLINIC), &doctor.id, "a near deadline"))
-            .unwrap();
-    let grant = w.applied(CLINIC, grant);
-    let meta = Meta::AddRecord(AddRecord {
-        patient: patient.id,
-        doctor: doctor.id,
-        department: "Cardiology".into(),
-        grant,
-    });
+    let meta = record_meta(&patient, &doctor, w.write_grant(&patient, &doctor));
     let mut sealed = Vec::new();
     for text in ["applied", "never sent"] {
         let mut near = header(meta.clone(), doctor.signer());
@@ -790,16 +777,7 @@ fn a_reused_key_is_broken_for_the_later_transaction() {
     // The author seals each record by hand, under `key`, and submits it: applied in turn, so
     // the first of a pair is the earlier in chain order.
     let record = |text: &str, key: &DataKey| {
-        let grant =
-            w.rt.block_on(patient.write_grant(&w.node(HOSPITAL), &author.id, "visit"))
-                .unwrap();
-        let grant = w.applied(HOSPITAL, grant);
-        let meta = Meta::AddRecord(AddRecord {
-            patient: patient.id,
-            doctor: author.id,
-            department: "Oncology".into(),
-            grant,
-        });
+        let meta = record_meta(&patient, &author, w.write_grant(&patient, &author));
         let mut header = header(meta, author.signer());
         let body = seal_with(
             &genesis_hash,

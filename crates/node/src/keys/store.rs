@@ -44,22 +44,29 @@ const NONCE_BYTES: usize = 24;
 /// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_TO_3`]).
 const SCHEMA_VERSION: i64 = 3;
 
-/// `data_keys` is a rowid table indexed by nothing else: a new key's row goes at the end of
-/// its last page, where a B-tree keyed by a random transaction id or key id takes a page
-/// write at a random place per key, for each of them (docs/SECURITY.md, §12.1). The key
-/// service finds a row by transaction and by key id in memory ([`Locations`]), read from the
-/// table at open.
-const SCHEMA: &str = "
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-    CREATE TABLE data_keys (
-        seq          INTEGER PRIMARY KEY,
-        tx           BLOB NOT NULL,
-        patient      BLOB NOT NULL,
-        key_id       BLOB NOT NULL,
-        not_after_ms INTEGER NOT NULL,
-        sealed_key   BLOB NOT NULL
-    );
-    CREATE TABLE broken (
+/// `data_keys`'s columns (schema 3), for [`SCHEMA`] and [`MIGRATE_TO_3`]: a rowid table
+/// indexed by nothing else, so that a new key's row goes at the end of its last page, where a
+/// B-tree keyed by a random transaction id or key id takes a page write at a random place per
+/// key, for each of them (docs/SECURITY.md, §12.1). The key service finds a row by transaction
+/// and by key id in memory ([`Locations`]), read from the table at open.
+macro_rules! data_keys_columns {
+    () => {
+        "(
+            seq          INTEGER PRIMARY KEY,
+            tx           BLOB NOT NULL,
+            patient      BLOB NOT NULL,
+            key_id       BLOB NOT NULL,
+            not_after_ms INTEGER NOT NULL,
+            sealed_key   BLOB NOT NULL
+        );"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE data_keys ",
+    data_keys_columns!(),
+    "CREATE TABLE broken (
         tx     BLOB PRIMARY KEY,
         key_id BLOB NOT NULL
     ) WITHOUT ROWID;
@@ -67,28 +74,22 @@ const SCHEMA: &str = "
         grant_tx   BLOB PRIMARY KEY,
         patient    BLOB NOT NULL,
         expires_ms INTEGER NOT NULL
-    ) WITHOUT ROWID;
-";
+    ) WITHOUT ROWID;"
+);
 
 /// Schema 2 to 3, in one SQLite transaction with the version: the rows copied in their order,
 /// the old table and its indexes dropped (their freed pages zeroed: `secure_delete`), and
 /// `wanted`, now kept in memory, dropped. Whether a key's transaction is on chain is read from
 /// the chain at start since schema 3.
-const MIGRATE_TO_3: &str = "
-    CREATE TABLE data_keys_3 (
-        seq          INTEGER PRIMARY KEY,
-        tx           BLOB NOT NULL,
-        patient      BLOB NOT NULL,
-        key_id       BLOB NOT NULL,
-        not_after_ms INTEGER NOT NULL,
-        sealed_key   BLOB NOT NULL
-    );
-    INSERT INTO data_keys_3 (tx, patient, key_id, not_after_ms, sealed_key)
+const MIGRATE_TO_3: &str = concat!(
+    "CREATE TABLE data_keys_3 ",
+    data_keys_columns!(),
+    "INSERT INTO data_keys_3 (tx, patient, key_id, not_after_ms, sealed_key)
         SELECT tx, patient, key_id, not_after_ms, sealed_key FROM data_keys;
     DROP TABLE data_keys;
     ALTER TABLE data_keys_3 RENAME TO data_keys;
-    DROP TABLE wanted;
-";
+    DROP TABLE wanted;"
+);
 
 /// A live read grant of a patient to one of this validator's doctors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
