@@ -11,7 +11,7 @@
 //! The first three, the [`Parties`], never change once the transaction is on chain (a person's
 //! home and a key's origin are fixed), so a node keeps them in memory ([`parties_with`] takes
 //! its caches). A grantee's entitlement changes with the clock and the chain
-//! ([`live_read_grants`]). This module also reads what the node's key service needs from a
+//! ([`read_grant_live`]). This module also reads what the node's key service needs from a
 //! block it missed ([`applied_block`]): the same entries and verdicts the runtime hands it.
 use rusqlite::OptionalExtension;
 
@@ -87,26 +87,6 @@ pub fn read_grant_live(grant: &rules::GrantRow, block_time_ms: u64, now_ms: u64)
         && grant.revoked.is_none()
         && block_time_ms < grant.expires_ms
         && now_ms < grant.expires_ms
-}
-
-/// The read grants of `patient` to doctors whose home is `validator` that are live now
-/// ([`read_grant_live`]), newest first.
-pub fn live_read_grants<Q: Queries + ?Sized>(
-    queries: &Q,
-    patient: &PersonId,
-    validator: u32,
-    block_time_ms: u64,
-    now_ms: u64,
-) -> Result<Vec<rules::GrantRow>> {
-    let mut live = Vec::new();
-    for grant in queries.grants_of_patient(patient)? {
-        if read_grant_live(&grant, block_time_ms, now_ms)
-            && queries.person(&grant.doctor)?.map(|p| p.home) == Some(validator)
-        {
-            live.push(grant);
-        }
-    }
-    Ok(live)
 }
 
 /// The read grants of patients whose home is `home`, not revoked and ending after

@@ -110,7 +110,7 @@ fn vectors() -> Value {
                   { version: 1, key_commit: SHA-256('medchain/seal-key/v2' || ad || data_key), \
                   nonce (24), ciphertext }), ciphertext = XChaCha20-Poly1305(data_key, nonce, \
                   ad = 'medchain/seal/v1' || genesis_hash || borsh(header with body_hash = 0)) \
-                  of borsh(SealedPlain { content, zero padding to a multiple of 256 bytes })",
+                  of borsh(SealedPlain { content, zero padding to a multiple of 64 bytes })",
         "genesis_hash_hex": hex::encode(g),
         "transactions": [entry(&grant), entry(&record)],
         "kinds": testkit::every_kind(&TestNet::new(4)).iter().map(entry).collect::<Vec<_>>(),

@@ -51,19 +51,25 @@ async fn break_1_a_session_prepares_unbounded_sealed_envelopes() {
     );
 }
 
-/// Keys sealed at the hospital and not on chain yet.
+/// Keys sealed at the hospital and not on chain yet: its key rows whose transactions its
+/// chain does not hold (`keys.db` keeps no flag for them, docs/SECURITY.md §12.1 item 4).
 fn pending_keys(hospital: &common::TestApp) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        keys_db(hospital, "hospital"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.query_row(
-        "SELECT COUNT(*) FROM data_keys WHERE on_chain = 0",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+    use ledger::Queries;
+    let keys = keys_db(hospital, "hospital");
+    let conn =
+        rusqlite::Connection::open_with_flags(&keys, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let chain = ledger::Reader::open(&keys.with_file_name("chain.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT tx FROM data_keys").unwrap();
+    let txs = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+    let mut pending = 0;
+    for tx in txs {
+        let tx: ledger::TxId = tx.unwrap().try_into().unwrap();
+        if chain.transaction(&tx).unwrap().is_none() {
+            pending += 1;
+        }
+    }
+    pending
 }
 
 /// The clinic holds p001's keys because one of its doctors has a live read grant: a colleague

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::world::{
-    CLINIC, HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, WAIT, World, diagnosis, wait_until,
+    CLINIC, HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, WAIT, World, diagnosis, record_meta, wait_until,
 };
 use common::{enrollment, fast_timing, note};
 use ledger::seal::{DataKey, seal_with};
@@ -286,16 +286,23 @@ fn grant_ends_while_waiting(
     withheld.end();
 }
 
-#[test]
-fn while_the_home_is_down_the_grant_waits() {
-    let mut w = World::new();
+/// A record by a hospital doctor of a pharmacy patient, held by the patient's home; the
+/// patient approves a clinic doctor's read grant on their device at their home, which then
+/// goes down before the grant is applied: the patient, the record and the grant's height.
+fn grant_while_the_home_is_down(w: &mut World) -> (Person, TxId, u64) {
     let (patient, author, reader) = w.cast(PHARMACY, HOSPITAL, CLINIC);
     let record = w.record(&author, &patient, "Mesothelioma");
     w.wait_state(PHARMACY, &record, OpenState::Open);
-    // The patient approves on their device at their home, which then goes down.
     let grant = w.sealed_read_grant(&patient, &reader, HOUR_MS);
     w.cluster.stop(PHARMACY);
-    w.applied(CLINIC, grant);
+    let granted_at = w.applied_at(CLINIC, grant);
+    (patient, record, granted_at)
+}
+
+#[test]
+fn while_the_home_is_down_the_grant_waits() {
+    let mut w = World::new();
+    let (patient, record, _) = grant_while_the_home_is_down(&mut w);
     let waiting = w.open(CLINIC, &record).state;
     assert!(
         matches!(waiting, OpenState::Waiting { from: PHARMACY, since_ms } if since_ms > 0),
@@ -325,6 +332,41 @@ fn while_the_home_is_down_the_grant_waits() {
         w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
             .unwrap();
     assert_eq!((keys.held, keys.waiting, keys.since_ms), (1, 0, None));
+}
+
+/// §12.1: wanted keys are kept in memory only. A grantee restarted while it waits (the home
+/// is down) wants them again at start, from the blocks since the lowest height it wanted,
+/// although its processed height is past the grant, and gets them once the home is back.
+#[test]
+fn a_grantee_restarted_while_it_waits_wants_the_keys_again() {
+    let mut w = World::new();
+    let (patient, record, granted_at) = grant_while_the_home_is_down(&mut w);
+    assert!(matches!(
+        w.open(CLINIC, &record).state,
+        OpenState::Waiting { from: PHARMACY, .. }
+    ));
+    // The processed height is written past the grant (by the timer) before the restart.
+    wait_until("the grantee's keys.db to record the grant's height", || {
+        node::KeyStoreFacts::read(&w.keys_db(CLINIC))
+            .is_ok_and(|facts| facts.processed_height >= granted_at)
+    });
+    w.cluster.stop(CLINIC);
+    w.cluster.restart(CLINIC).unwrap();
+    assert!(w.node(CLINIC).key_status().resumed_from >= granted_at);
+    let keys =
+        w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
+            .unwrap();
+    assert_eq!((keys.held, keys.waiting, keys.from), (0, 1, Some(PHARMACY)));
+    assert!(matches!(
+        w.open(CLINIC, &record).state,
+        OpenState::Waiting { from: PHARMACY, .. }
+    ));
+
+    w.cluster.restart(PHARMACY).unwrap();
+    assert_eq!(
+        diagnosis(&w.wait_state(CLINIC, &record, OpenState::Open)),
+        "Mesothelioma"
+    );
 }
 
 #[test]
@@ -370,7 +412,7 @@ fn a_peer_that_is_not_entitled_gets_no_key() {
 
 /// §5.3 (red team of the code, W4): a holder answers ids it holds no key for, and held ones
 /// the asker is not entitled to, from its in-memory index, without a chain read per id; only
-/// an id it holds for an asker the index finds entitled is checked against the chain.
+/// the key of an id it holds for an asker the index finds entitled is read (§12.1).
 #[test]
 fn unknown_and_unentitled_ids_are_answered_from_memory() {
     let w = World::new();
@@ -393,10 +435,14 @@ fn unknown_and_unentitled_ids_are_answered_from_memory() {
         [KeyReply::Key(_)]
     ));
     let after = hospital.key_status().counters;
+    // Only ids whose key left were looked up (the author's, and any key a peer pulled
+    // meanwhile): none of the insurer's.
+    let served = after.keys_served - before.keys_served;
+    assert!(served >= 1);
     assert_eq!(
         after.keys_requests_checked - before.keys_requests_checked,
-        1,
-        "only the author's id was checked on chain"
+        served,
+        "only the ids whose key was sent were looked up"
     );
     assert_eq!(
         after.keys_requests_not_entitled - before.keys_requests_not_entitled,
@@ -655,13 +701,7 @@ fn a_rejected_sealed_transaction_leaves_no_key() {
     });
 
     // A seal whose transaction is never submitted goes once its deadline passes.
-    let meta = Meta::AddRecord(AddRecord {
-        patient: patient.id,
-        doctor: doctor.id,
-        department: "Cardiology".into(),
-        grant,
-    });
-    let mut unsent = header(meta, doctor.signer());
+    let mut unsent = header(record_meta(&patient, &doctor, grant), doctor.signer());
     unsent.not_after_ms = w.clock.now_ms() + 1_000;
     let (unsent, _) =
         w.rt.block_on(clinic.seal(unsent, &note("never sent").to_bytes()))
@@ -675,6 +715,51 @@ fn a_rejected_sealed_transaction_leaves_no_key() {
     wait_until("the expired seal's key to go", || {
         !w.key_rows(CLINIC).contains(&unsent)
     });
+}
+
+/// §12.1 item 4: `keys.db` no longer marks a seal's row when its transaction is applied; at
+/// start a held key is pending (a seal of this validator not yet on chain, deleted once its
+/// deadline passes) iff its transaction is not applied on chain. A sealer restarted with an
+/// applied record and a seal never sent, both with near deadlines: once they pass, the unsent
+/// seal's key goes and the record's stays.
+#[test]
+fn after_a_restart_only_a_seal_not_on_chain_expires() {
+    let mut w = World::new();
+    let patient = Person::patient(CLINIC);
+    let doctor = Person::doctor(CLINIC, "Cardiology", "Dr Soon");
+    w.enroll(&[&patient, &doctor]);
+    let meta = record_meta(&patient, &doctor, w.write_grant(&patient, &doctor));
+    let mut sealed = Vec::new();
+    for text in ["applied", "never sent"] {
+        let mut near = header(meta.clone(), doctor.signer());
+        near.not_after_ms = w.clock.now_ms() + 1_000;
+        let (near, stored) =
+            w.rt.block_on(w.node(CLINIC).seal(near, &note(text).to_bytes()))
+                .unwrap();
+        sealed.push(doctor.sign_header(&w.genesis_hash(), near, stored));
+    }
+    let unsent = sealed.pop().unwrap().id(&w.genesis_hash());
+    let applied = w.applied(CLINIC, sealed.pop().unwrap());
+    w.settle();
+    w.cluster.stop(CLINIC);
+    w.cluster.restart(CLINIC).unwrap();
+    let rows = w.key_rows(CLINIC);
+    assert!(rows.contains(&applied) && rows.contains(&unsent));
+
+    w.clock.advance_ms(2_000);
+    // The replicas read the clock at their next tick.
+    std::thread::sleep(Duration::from_millis(300));
+    let clinic = w.node(CLINIC);
+    let later = w.applied_at(CLINIC, enrollment(&clinic));
+    w.wait_state(CLINIC, &applied, OpenState::Open);
+    wait_until("the expired seal's key to go", || {
+        !w.key_rows(CLINIC).contains(&unsent)
+    });
+    assert!(clinic.key_status().processed_height >= later);
+    assert!(
+        w.key_rows(CLINIC).contains(&applied),
+        "an applied record's key is not a pending seal's"
+    );
 }
 
 /// §16.13 as amended: one key sealing two transactions (a dishonest author, finding 13) is
@@ -692,16 +777,7 @@ fn a_reused_key_is_broken_for_the_later_transaction() {
     // The author seals each record by hand, under `key`, and submits it: applied in turn, so
     // the first of a pair is the earlier in chain order.
     let record = |text: &str, key: &DataKey| {
-        let grant =
-            w.rt.block_on(patient.write_grant(&w.node(HOSPITAL), &author.id, "visit"))
-                .unwrap();
-        let grant = w.applied(HOSPITAL, grant);
-        let meta = Meta::AddRecord(AddRecord {
-            patient: patient.id,
-            doctor: author.id,
-            department: "Oncology".into(),
-            grant,
-        });
+        let meta = record_meta(&patient, &author, w.write_grant(&patient, &author));
         let mut header = header(meta, author.signer());
         let body = seal_with(
             &genesis_hash,
@@ -978,6 +1054,76 @@ fn a_validator_cut_off_from_its_peers_takes_itself_for_behind() {
     wait_until("the insurer, cut off, to take itself for behind", behind);
     w.network().clear_filter();
     wait_until("the insurer to hear its peers again", || !behind());
+}
+
+/// §12: every `keys.db` commit but a seal's is written without an fsync, so a crash of the
+/// machine may lose a tail of them (never a seal: a seal's fsync makes every earlier commit
+/// durable too). A grantee's `keys.db` put back as it was before a read grant, while its
+/// `chain.db` keeps the blocks since (the tail it lost: the grant, the keys it received, an
+/// erasure), re-derives all of it at start: it processes the blocks again from `chain.db`
+/// before it opens anything, pulls the keys again, and the erased record stays erased.
+#[test]
+fn a_key_store_that_lost_its_applied_tail_derives_it_again_from_the_chain() {
+    let mut w = World::new();
+    let (patient, author, reader) = w.cast(HOSPITAL, CLINIC, PHARMACY);
+    let history = w.record(&author, &patient, "Glioma");
+    w.settle();
+    // The store as a crash could leave it: before everything below.
+    w.cluster.stop(PHARMACY);
+    let kept = w.dir.path().join("pharmacy-keys-before");
+    std::fs::create_dir_all(&kept).unwrap();
+    for file in w.keys_db_files(PHARMACY) {
+        if file.exists() {
+            std::fs::copy(&file, kept.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    w.cluster.restart(PHARMACY).unwrap();
+    let lost_from = w.node(PHARMACY).key_status().processed_height;
+
+    let grant = w.read_grant(&patient, &reader, HOUR_MS);
+    let later = w.record(&author, &patient, "Glioma, grade II");
+    let erased = w.record(&author, &patient, "Glioma, grade III");
+    for tx in [&history, &later, &erased] {
+        w.wait_state(PHARMACY, tx, OpenState::Open);
+    }
+    let erased_at = w.erase(&patient, erased, CLINIC);
+    w.wait_state(PHARMACY, &erased, OpenState::Erased);
+
+    w.cluster.stop(PHARMACY);
+    for file in w.keys_db_files(PHARMACY) {
+        let _ = std::fs::remove_file(&file);
+        let before = kept.join(file.file_name().unwrap());
+        if before.exists() {
+            std::fs::copy(&before, &file).unwrap();
+        }
+    }
+    assert!(!w.key_rows(PHARMACY).contains(&history), "the tail is lost");
+    w.cluster.restart(PHARMACY).unwrap();
+    let status = w.node(PHARMACY).key_status();
+    assert_eq!(
+        status.resumed_from, lost_from,
+        "resumed from the kept store"
+    );
+    // A read at the erasure's height waits until the lost blocks are processed again.
+    assert_eq!(
+        w.open_at(PHARMACY, &erased, erased_at).state,
+        OpenState::Erased
+    );
+    assert!(w.node(PHARMACY).key_status().processed_height >= erased_at);
+    for (tx, text) in [(&history, "Glioma"), (&later, "Glioma, grade II")] {
+        assert_eq!(
+            diagnosis(&w.wait_state(PHARMACY, tx, OpenState::Open)),
+            text
+        );
+    }
+    w.wait_state(PHARMACY, &grant, OpenState::Open);
+    assert_eq!(
+        w.node(PHARMACY).key_status().counters.keys_received,
+        3,
+        "the grant's and the two records' keys are pulled again, the erased one's is not"
+    );
+    let rows = w.key_rows(PHARMACY);
+    assert!(rows.contains(&history) && rows.contains(&later) && !rows.contains(&erased));
 }
 
 /// Stops `at`, copies its folder beside it (`<name>-backup`) and restarts it: the folder and

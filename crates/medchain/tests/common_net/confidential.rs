@@ -291,7 +291,8 @@ pub fn key_store_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Rows of node `i`'s key store (held keys and wanted ones) for transaction `tx`.
+/// Rows of node `i`'s key store (held keys: wanted ones are kept in memory, docs/SECURITY.md
+/// §12.1) for transaction `tx`.
 pub fn key_rows(net: &Net, i: usize, tx: &str) -> usize {
     let conn = rusqlite::Connection::open_with_flags(
         keys_db(net, i),
@@ -299,17 +300,10 @@ pub fn key_rows(net: &Net, i: usize, tx: &str) -> usize {
     )
     .expect("open keys.db");
     let id = hex::decode(tx).expect("hex");
-    ["data_keys", "wanted"]
-        .iter()
-        .map(|table| {
-            conn.query_row(
-                &format!("SELECT COUNT(*) FROM {table} WHERE tx = ?1"),
-                [&id],
-                |r| r.get::<_, i64>(0),
-            )
-            .expect("count") as usize
-        })
-        .sum()
+    conn.query_row("SELECT COUNT(*) FROM data_keys WHERE tx = ?1", [&id], |r| {
+        r.get::<_, i64>(0)
+    })
+    .expect("count") as usize
 }
 
 /// The sealed key column of `tx`'s row in node `i`'s key store, if it holds the key.

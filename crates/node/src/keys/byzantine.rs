@@ -65,7 +65,7 @@ impl Service {
             .retain(|_, (rounds, _)| *rounds < ASK_ROUNDS);
         let mut asked = Vec::with_capacity(due.len());
         for tx in due {
-            if !self.store.rows().has_key(&tx)? {
+            if !self.store.rows().has_key(&tx) {
                 asked.push(tx);
             }
         }
@@ -92,7 +92,7 @@ impl Service {
         tx: &TxId,
         key: &DataKey,
     ) -> Result<(), NodeError> {
-        if !self.lies.behaviours.ask_keys || self.store.rows().has_key(tx)? {
+        if !self.lies.behaviours.ask_keys || self.store.rows().has_key(tx) {
             return Ok(());
         }
         let Some(committed) = self.checked_key(from, tx, key)? else {
@@ -105,10 +105,10 @@ impl Service {
         let Some(patient) = header.meta.subject().copied() else {
             return Ok(());
         };
-        let inserted =
-            self.store
-                .rows()
-                .insert_key(tx, &patient, key, true, header.not_after_ms)?;
+        let inserted = self
+            .store
+            .rows()
+            .insert_key(tx, &patient, key, header.not_after_ms)?;
         if inserted == Inserted::Stored {
             let on_chain = self.on_chain_of(&header)?;
             self.index.hold(*tx, super::HeldTx { patient, on_chain });

@@ -6,29 +6,27 @@
 //!   turn. A grantee asks the patient's home only: the one distributor to other hospitals.
 //! - A holder answers a request for `t` by `R` with the key iff it holds it, `t` is applied and
 //!   not erased at its state, and `R` is a party, or the holder is the patient's home and `R`
-//!   a live grantee (one chain snapshot, §16.19). Otherwise it says why not.
+//!   a live grantee. Otherwise it says why not. Its state is its in-memory index, as of its
+//!   processed height: one consistent state (§16.19), read without `chain.db` (§12.1).
 //! - The requester checks the key against the body's commitment on its own chain and its own
 //!   entitlement before it stores it; a wrong key is dropped and counted.
 //! - Bounds: at most 4 open requests per holder and 4 queued per asker; a token bucket per
 //!   asker (4,096 ids per second, burst 8,192), ids beyond answered `Busy` without a lookup;
-//!   a node that is catching up answers `Busy` to everything. Ids it holds no key for, and
-//!   held ones the asker is not entitled to, are answered from the in-memory index without a
-//!   SQLite read (`super::index`, W4).
+//!   a node that is catching up answers `Busy` to everything. Every id is answered from the
+//!   in-memory index (`super::index`, W4); only a key that leaves is read from `keys.db`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger::entitled;
-use ledger::seal::{DataKey, check_key, is_sealed_kind};
-use ledger::tx::AddRecord;
-use ledger::{Meta, Queries, Reader, TxId};
+use ledger::seal::{DataKey, check_key};
+use ledger::{Meta, Queries, TxId};
 use pbft::ReplicaId;
 use tracing::debug;
 
 use super::index::{HeldTx, OnChain};
-use super::store::KeyStore;
-use super::{Directory, Kept, Service};
+use super::store::Durability;
+use super::{Kept, Service};
 use crate::error::NodeError;
 use crate::transport::Transport;
 use crate::wire::{Frame, KeyFrame, KeyReply, MAX_KEY_REQUEST_IDS, Wire, WireKey};
@@ -153,51 +151,6 @@ impl Exchange {
     }
 }
 
-/// What a holder answers `asker` for `tx` (§5.2), reading one chain snapshot: for an id its
-/// in-memory index found held, for an asker the index found entitled (the index follows the
-/// processed height; the chain decides).
-#[allow(clippy::too_many_arguments)]
-fn answer_one(
-    me: ReplicaId,
-    chain: &Reader,
-    directory: &mut Directory,
-    store: &KeyStore,
-    head_time_ms: u64,
-    now_ms: u64,
-    asker: ReplicaId,
-    tx: &TxId,
-) -> Result<KeyReply, NodeError> {
-    let Some(committed) = chain.transaction(tx)? else {
-        return Ok(KeyReply::NotOnChain);
-    };
-    let header = &committed.tx.header;
-    if committed.rejected.is_some() || !is_sealed_kind(&header.meta) {
-        return Ok(KeyReply::NotOnChain);
-    }
-    let Some(parties) = directory.parties(chain, header)? else {
-        return Ok(KeyReply::NotEntitled);
-    };
-    let grantee = |record: &AddRecord| {
-        entitled::live_read_grants(chain, &record.patient, asker, head_time_ms, now_ms)
-            .map(|grants| !grants.is_empty())
-    };
-    let entitled = parties.includes(asker)
-        || match &header.meta {
-            Meta::AddRecord(record) if parties.patient_home == me => grantee(record)?,
-            _ => false,
-        };
-    if !entitled {
-        return Ok(KeyReply::NotEntitled);
-    }
-    if chain.is_erased(tx)? {
-        return Ok(KeyReply::Erased);
-    }
-    Ok(match store.rows().key(tx)? {
-        Some(key) => KeyReply::Key(WireKey(key)),
-        None => KeyReply::NotHeld,
-    })
-}
-
 impl Service {
     /// A key frame from `from` (the transport's authenticated peer).
     pub(super) fn on_frame(&mut self, from: ReplicaId, frame: &Frame) -> Result<(), NodeError> {
@@ -238,45 +191,26 @@ impl Service {
         } else {
             self.buckets_take(from, txs.len(), now)
         };
-        // From memory where it can (§5.3); the ids it finds held for an entitled asker are
-        // checked on one chain snapshot.
+        // From the in-memory index, as of the processed height (§5.3, §12.1 item 3): only the
+        // key of an id it finds held for an entitled asker is read, from `keys.db`.
         let now_ms = self.clock.now_ms();
-        let mut replies: Vec<Option<KeyReply>> = txs[..allowed]
-            .iter()
-            .map(|tx| {
-                self.index
-                    .answer(self.me, from, tx, self.block_time_ms, now_ms)
-            })
-            .collect();
-        let to_check: Vec<TxId> = txs[..allowed]
-            .iter()
-            .zip(&replies)
-            .filter(|(_, reply)| reply.is_none())
-            .map(|(tx, _)| *tx)
-            .collect();
-        if !to_check.is_empty() {
-            self.counters.keys_requests_checked += to_check.len() as u64;
-            let (me, store, directory) = (self.me, &self.store, &mut self.directory);
-            let mut checked = entitled::in_snapshot(&self.chain, |chain| {
-                let head_time_ms = chain
-                    .blocks_page(None, 1)?
-                    .first()
-                    .map_or(0, |head| head.timestamp_ms);
-                let mut checked = Vec::with_capacity(to_check.len());
-                for tx in &to_check {
-                    let reply =
-                        answer_one(me, chain, directory, store, head_time_ms, now_ms, from, tx)
-                            .map_err(|error| ledger::Error::State(error.to_string()))?;
-                    checked.push(reply);
+        let mut replies = Vec::with_capacity(allowed);
+        for tx in &txs[..allowed] {
+            let reply = match self
+                .index
+                .answer(self.me, from, tx, self.block_time_ms, now_ms)
+            {
+                Some(reply) => reply,
+                None => {
+                    self.counters.keys_requests_checked += 1;
+                    match self.store.rows().key(tx)? {
+                        Some(key) => KeyReply::Key(WireKey(key)),
+                        None => KeyReply::NotHeld,
+                    }
                 }
-                Ok(checked)
-            })?
-            .into_iter();
-            for reply in replies.iter_mut().filter(|reply| reply.is_none()) {
-                *reply = checked.next();
-            }
+            };
+            replies.push(reply);
         }
-        let mut replies: Vec<KeyReply> = replies.into_iter().flatten().collect();
         for reply in &replies {
             match reply {
                 KeyReply::Key(_) => self.counters.keys_served += 1,
@@ -332,7 +266,8 @@ impl Service {
             }
         }
         if !keys.is_empty() {
-            self.in_write(|service| service.receive(from, keys))?;
+            // Lost in a crash, they are wanted and pulled again after the restart.
+            self.in_write(Durability::Deferred, |service| service.receive(from, keys))?;
         }
         Ok(())
     }
@@ -377,7 +312,6 @@ impl Service {
                 Kept::Broken => self.counters.keys_refused_reused += 1,
             }
             self.wanted.remove(&tx);
-            self.store.rows().unwant(&tx)?;
         }
         Ok(())
     }
@@ -451,7 +385,6 @@ impl Service {
                 by_holder.entry(holder).or_default().push(tx);
             }
         }
-        let mut tried = Vec::new();
         for (holder, txs) in by_holder {
             for chunk in txs.chunks(MAX_KEY_REQUEST_IDS) {
                 if self.exchange.open_to(holder) >= OPEN_PER_HOLDER {
@@ -462,22 +395,11 @@ impl Service {
                     if let Some(wanted) = self.wanted.get_mut(tx) {
                         wanted.tries = wanted.tries.saturating_add(1);
                         wanted.next_try = now + backoff(wanted.tries);
-                        tried.push((*tx, wanted.tries, backoff(wanted.tries)));
                     }
                 }
             }
         }
-        if tried.is_empty() {
-            return Ok(());
-        }
-        let now_ms = self.clock.now_ms();
-        self.in_write(|service| {
-            for (tx, tries, wait) in &tried {
-                let next_try_ms = now_ms.saturating_add(wait.as_millis() as u64);
-                service.store.rows().tried(tx, *tries, next_try_ms)?;
-            }
-            Ok(())
-        })
+        Ok(())
     }
 }
 

@@ -2,16 +2,18 @@
 //! §5.4), in one `keys.db` transaction with the processed height, so that a restart resumes
 //! exactly (§5.6). Blocks come from the runtime in height order; those the service missed
 //! (its queue was full, or it starts) are read from `chain.db` through the same function.
+//! Wanted keys are kept in memory only: at start, the blocks from the lowest height wanted
+//! when the processed height was written are read again (§12.1, [`Service::want_again`]).
 //!
 //! | event in the block | what this node does |
 //! |---|---|
-//! | a sealed transaction it sealed | its pending row becomes `on_chain` |
-//! | a sealed transaction it is a party to and does not hold | a `wanted` row |
-//! | a read grant to one of its doctors | a `read_grants` row; `wanted` rows for the patient's applied records it is not a party to (none at the patient's home) |
+//! | a sealed transaction it sealed | no longer pending (in memory: at start a key is pending iff its transaction is not applied) |
+//! | a sealed transaction it is a party to and does not hold | wanted |
+//! | a read grant to one of its doctors | a `read_grants` row; the patient's applied records it is not a party to wanted (none at the patient's home) |
 //! | a read grant of a patient whose home it is | kept in the in-memory index, until revoked or ended, to answer the grantee (§5.3) |
-//! | a record of a patient with a live read grant here | a `wanted` row, from the patient's home |
-//! | a revocation, or the grant's end by the block's time or the clock | if no other grant of the patient here is live: delete every key and wanted row of the patient it is not a party to |
-//! | an accepted erasure of a transaction | delete its key (and any row of the same key) and its wanted row; then empty the WAL |
+//! | a record of a patient with a live read grant here | wanted, from the patient's home |
+//! | a revocation, or the grant's end by the block's time or the clock | if no other grant of the patient here is live: delete every key of the patient it is not a party to, and want none |
+//! | an accepted erasure of a transaction | delete its key and want it no more; then empty the WAL |
 //! | a rejected transaction whose pending key it holds (not as a duplicate); a pending key whose `not_after_ms` has passed | delete the row |
 
 use std::time::Instant;
@@ -22,7 +24,7 @@ use ledger::tx::{AnswerErasure, Decision, Grant, Scope};
 use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
 
-use super::store::{ReadGrantRow, WantedRow};
+use super::store::{Durability, ReadGrantRow};
 use super::{Service, Wanted};
 use crate::error::NodeError;
 
@@ -87,10 +89,13 @@ impl Service {
         let Some(last) = todo.last().map(|block| block.height) else {
             return Ok(());
         };
-        // Blocks that change nothing here are not worth an fsync of their own: their height is
+        // Blocks that change nothing here are not worth a commit of their own: their height is
         // written with the next change, or by the timer. Processed again after a crash, they
-        // change nothing again (what they read is what the last write left).
-        self.store.begin()?;
+        // change nothing again (what they read is what the last write left). Not synced: a
+        // crash that loses this commit loses the processed height with it, and the blocks are
+        // processed again from `chain.db` at start (§12); an erasure's deletion is synced by
+        // the checkpoint below.
+        self.store.begin(Durability::Deferred)?;
         let before = self.store.total_changes();
         let applied = todo
             .iter()
@@ -105,7 +110,10 @@ impl Service {
         if self.store.total_changes() == before {
             self.store.rollback();
         } else {
-            let written = self.store.rows().set_processed_height(last);
+            let written = self
+                .store
+                .rows()
+                .set_processed(last, self.wanted_from(last));
             if let Err(error) = written.and_then(|()| self.store.commit()) {
                 self.store.rollback();
                 return Err(error);
@@ -124,7 +132,10 @@ impl Service {
     pub(super) fn save_processed(&mut self) -> Result<(), NodeError> {
         if self.processed_saved < self.processed {
             let height = self.processed;
-            self.in_write(|service| service.store.rows().set_processed_height(height))?;
+            self.in_write(Durability::Deferred, |service| {
+                let wanted_from = service.wanted_from(height);
+                service.store.rows().set_processed(height, wanted_from)
+            })?;
             self.processed_saved = height;
         }
         Ok(())
@@ -181,7 +192,7 @@ impl Service {
                 _ => {}
             }
             if sealed {
-                self.on_sealed(&entry.id, header)?;
+                self.on_sealed(block.height, &entry.id, header)?;
             }
         }
         // A key for nothing: its transaction can no longer be applied.
@@ -215,9 +226,7 @@ impl Service {
         self.index.erase(target);
         let deleted = self.delete_key(&target)?;
         self.pending.remove(&target);
-        if self.wanted.remove(&target).is_some() {
-            self.store.rows().unwant(&target)?;
-        }
+        self.wanted.remove(&target);
         Ok(deleted)
     }
 
@@ -230,9 +239,9 @@ impl Service {
         Ok(deleted)
     }
 
-    /// An applied sealed transaction: its pending row goes on chain, or it is wanted if this
-    /// validator is entitled and does not hold it.
-    fn on_sealed(&mut self, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
+    /// An applied sealed transaction (in the block at `height`): its pending row goes on chain,
+    /// or it is wanted if this validator is entitled and does not hold it.
+    fn on_sealed(&mut self, height: u64, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
         #[cfg(feature = "byzantine")]
         self.covet(tx);
         if self
@@ -244,7 +253,9 @@ impl Service {
             self.index.on_chain(tx, on_chain);
         }
         if self.pending.remove(tx).is_some() {
-            return self.store.rows().set_on_chain(tx);
+            // Its row says nothing of it: at start, a held key is pending iff its transaction
+            // is not applied on chain.
+            return Ok(());
         }
         let Some((parties, as_grantee)) = self.entitled(header)? else {
             return Ok(());
@@ -254,43 +265,75 @@ impl Service {
         };
         let source = first_source(&parties, as_grantee, self.me);
         let record = matches!(header.meta, Meta::AddRecord(_));
-        self.want(tx, &patient, source, as_grantee, record)
+        self.want(tx, &patient, height, source, as_grantee, record)
     }
 
-    /// Wants `tx`'s key (`record`: an `AddRecord`'s) unless it is held, wanted already (an
-    /// existing row keeps its source) or broken (§16.13).
+    /// Wants `tx`'s key (`record`: an `AddRecord`'s; applied at `height`) unless it is held,
+    /// wanted already (an existing entry keeps its source) or broken (§16.13). In memory only:
+    /// a restart reads the blocks again from the lowest height wanted ([`Service::want_again`]).
     fn want(
         &mut self,
         tx: &TxId,
         patient: &PersonId,
+        height: u64,
         source: u32,
         as_grantee: bool,
         record: bool,
     ) -> Result<(), NodeError> {
-        let rows = self.store.rows();
-        if self.wanted.contains_key(tx) || rows.has_key(tx)? || rows.is_broken(tx)? {
+        if self.wanted.contains_key(tx)
+            || self.index.get(tx).is_some()
+            || self.store.rows().is_broken(tx)?
+        {
             return Ok(());
         }
-        let since_ms = self.clock.now_ms();
-        self.store.rows().want(&WantedRow {
-            tx: *tx,
-            patient: *patient,
-            source,
-            since_ms,
-            tries: 0,
-        })?;
         self.wanted.insert(
             *tx,
             Wanted {
                 patient: *patient,
+                height,
                 source,
-                since_ms,
+                since_ms: self.clock.now_ms(),
                 tries: 0,
                 as_grantee,
                 record,
                 next_try: Instant::now(),
             },
         );
+        Ok(())
+    }
+
+    /// Wants again what the blocks `from..=to` made wanted and is still missing: every applied
+    /// sealed transaction this validator is entitled to now, holds no key for, and that is not
+    /// erased or broken (as [`Service::on_sealed`] and [`Service::on_read_grant`] wanted them,
+    /// less what was received or dropped since). Run at start: `wanted` is kept in memory only,
+    /// and `from` is the lowest height wanted when the processed height was written (§12.1).
+    pub(super) fn want_again(&mut self, from: u64, to: u64) -> Result<(), NodeError> {
+        for height in from.max(1)..=to {
+            let Some(block) = entitled::applied_block(&self.chain, height)? else {
+                break;
+            };
+            for entry in &block.entries {
+                let Some(header) = &entry.header else {
+                    continue;
+                };
+                if !matches!(entry.verdict, EntryVerdict::Applied)
+                    || !is_sealed_kind(&header.meta)
+                    || self.index.get(&entry.id).is_some()
+                    || self.index.is_erased(&entry.id)
+                {
+                    continue;
+                }
+                let Some((parties, as_grantee)) = self.entitled(header)? else {
+                    continue;
+                };
+                let Some(patient) = header.meta.subject().copied() else {
+                    continue;
+                };
+                let source = first_source(&parties, as_grantee, self.me);
+                let record = matches!(header.meta, Meta::AddRecord(_));
+                self.want(&entry.id, &patient, height, source, as_grantee, record)?;
+            }
+        }
         Ok(())
     }
 
@@ -343,7 +386,14 @@ impl Service {
                 // Wanted, if need be, as a party at its own block.
                 continue;
             }
-            self.want(&record.tx_id, &grant.patient, patient_home, true, true)?;
+            self.want(
+                &record.tx_id,
+                &grant.patient,
+                record.height,
+                patient_home,
+                true,
+                true,
+            )?;
         }
         Ok(())
     }
@@ -367,7 +417,7 @@ impl Service {
             return Ok(false);
         }
         let mut deleted = false;
-        for tx in self.store.rows().keys_of(&row.patient)? {
+        for tx in self.index.held_of(&row.patient) {
             let Some(committed) = self.chain.transaction(&tx)? else {
                 // Sealed here and not on chain yet: this validator is its sealer.
                 continue;
@@ -388,7 +438,6 @@ impl Service {
             .collect();
         for tx in dropped {
             self.wanted.remove(&tx);
-            self.store.rows().unwant(&tx)?;
         }
         Ok(deleted)
     }
@@ -525,8 +574,7 @@ mod tests {
             rows.key(&rejected.0).unwrap().is_none(),
             "a rejected seal's key stayed"
         );
-        assert_eq!(rows.pending().unwrap().len(), 1);
-        assert_eq!(rows.pending().unwrap()[0].0, replayed.0);
+        assert_eq!(service.pending.keys().collect::<Vec<_>>(), [&replayed.0]);
         assert_eq!(service.index.len(), 2);
     }
 }

@@ -111,6 +111,20 @@ impl Index {
         self.erased.insert(tx);
     }
 
+    /// The transactions of `patient`'s held keys (a scan: a read grant's end only).
+    pub fn held_of(&self, patient: &PersonId) -> Vec<TxId> {
+        self.held
+            .iter()
+            .filter(|(_, held)| held.patient == *patient)
+            .map(|(tx, _)| *tx)
+            .collect()
+    }
+
+    /// Whether `tx` was erased on chain (as processed, or read at start).
+    pub fn is_erased(&self, tx: &TxId) -> bool {
+        self.erased.contains(tx)
+    }
+
     /// Records of `patient` on chain whose keys are held.
     pub fn records_held(&self, patient: &PersonId) -> u64 {
         self.records_held.get(patient).copied().unwrap_or(0)

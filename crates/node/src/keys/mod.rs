@@ -37,8 +37,8 @@ use crate::transport::{InboundCredit, Transport};
 use crate::wire::{Frame, KeyFrame, Wire};
 use exchange::Exchange;
 use index::{HeldTx, Index, OnChain};
-use store::KeyStore;
 pub use store::KeyStoreFacts;
+use store::{Durability, KeyStore};
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
 /// (§3.3). Never printed, zeroed when dropped.
@@ -133,8 +133,8 @@ pub struct KeyCounters {
     pub keys_requests_not_entitled: u64,
     /// Asked ids answered `NotHeld`: no key held for them here (told from memory, §5.3).
     pub keys_requests_not_held: u64,
-    /// Asked ids checked against the chain: those the in-memory index found held and the
-    /// asker entitled to (§5.3); every other id is answered from memory.
+    /// Asked ids the in-memory index found held for an entitled asker, whose keys were read
+    /// to be sent (§5.3, §12.1); every other id is answered from memory alone.
     pub keys_requests_checked: u64,
     /// Answers to no open request of this validator: dropped unread.
     pub keys_answers_dropped: u64,
@@ -162,7 +162,7 @@ pub struct KeyStatus {
     pub processed_height: u64,
     /// The processed height `keys.db` held when this start began: a restart resumes from it.
     pub resumed_from: u64,
-    /// Keys this validator is entitled to and waits for (`wanted` rows).
+    /// Keys this validator is entitled to and waits for (wanted, in memory).
     pub waiting: u64,
     /// Keys held (`data_keys` rows, pending seals included).
     pub held: u64,
@@ -570,10 +570,13 @@ enum Kept {
     Broken,
 }
 
-/// A wanted key, as the service schedules its pulls.
+/// A wanted key, as the service schedules its pulls. Kept in memory only: what is wanted is a
+/// function of the chain and the keys held, read again at start (§12.1).
 #[derive(Clone, Debug)]
 struct Wanted {
     patient: PersonId,
+    /// The height of the transaction's block.
+    height: u64,
     /// The validator asked first (§5.2).
     source: u32,
     since_ms: u64,
@@ -715,33 +718,42 @@ impl Service {
     }
 
     /// Reads what the service keeps in memory from `keys.db` and the chain: its own seals not
-    /// yet on chain, its doctors' read grants, its wanted keys, and the index (§5.3). A chain
+    /// yet on chain, its doctors' read grants, the index (§5.3), and its wanted keys (read
+    /// again from the blocks since the lowest height wanted when the store was written,
+    /// §12.1). A chain
     /// behind the processed height (a `keys.db` kept newer than a restored `chain.db`, §5.6)
     /// cannot say yet what the latest held keys' transactions are, which grants were revoked
     /// or what was erased since: the service then waits for it, giving no key, and loads again
     /// once it has reached the processed height ([`Service::rejoin_chain`]).
     fn load(&mut self) -> Result<(), NodeError> {
         let rows = self.store.rows();
-        self.pending = rows.pending()?.into_iter().collect();
         self.read_grants = rows
             .read_grants()?
             .into_iter()
             .map(|grant| (grant.grant, grant))
             .collect();
         let held_rows = rows.held()?;
-        let wanted_rows = rows.wanted()?;
+        // A store written before the height was kept: every block is read again.
+        let wanted_from = self.store.wanted_from()?.unwrap_or(1);
         let (head, _) = self.chain.head()?;
         self.waits_for_chain = head < self.processed;
         self.block_time_ms =
             ledger::entitled::applied_block(&self.chain, self.processed.min(head))?
                 .map_or(0, |block| block.time_ms);
         // The index: one chain read per held key, one query each for the home's grants and the
-        // erased transactions.
+        // erased transactions. A held key whose transaction is not applied on chain is a seal
+        // of this validator that is not yet (§5.5).
         self.index = Index::default();
-        for (tx, patient, on_chain) in held_rows {
-            let on_chain = match on_chain {
-                true => self.on_chain(&tx)?,
-                false => None,
+        self.pending = HashMap::new();
+        for (tx, patient, not_after_ms) in held_rows {
+            let on_chain = match self.chain.transaction(&tx)? {
+                Some(committed) if committed.rejected.is_none() => {
+                    self.on_chain_of(&committed.tx.header)?
+                }
+                _ => {
+                    self.pending.insert(tx, not_after_ms);
+                    None
+                }
             };
             self.index.hold(tx, HeldTx { patient, on_chain });
         }
@@ -754,23 +766,18 @@ impl Service {
             self.home_grant(&grant.patient, grant.id, &grant.doctor, grant.expires_ms)?;
         }
         self.wanted = BTreeMap::new();
-        for row in wanted_rows {
-            let on_chain = self.on_chain(&row.tx)?;
-            let as_grantee = on_chain.is_some_and(|c| !c.parties.includes(self.me));
-            self.wanted.insert(
-                row.tx,
-                Wanted {
-                    patient: row.patient,
-                    source: row.source,
-                    since_ms: row.since_ms,
-                    tries: row.tries,
-                    as_grantee,
-                    record: on_chain.is_some_and(|c| c.record),
-                    next_try: Instant::now(),
-                },
-            );
-        }
-        Ok(())
+        self.want_again(wanted_from, self.processed.min(head))
+    }
+
+    /// The lowest height of a wanted transaction, or the block after `processed` if none is
+    /// wanted: where a restart starts reading blocks again to want what is still missing
+    /// (§12.1).
+    fn wanted_from(&self, processed: u64) -> u64 {
+        self.wanted
+            .values()
+            .map(|wanted| wanted.height)
+            .min()
+            .unwrap_or(processed + 1)
     }
 
     /// Loads again what the chain said nothing of at start ([`Service::load`]) once a chain
@@ -787,17 +794,6 @@ impl Service {
             "the chain has reached the key store's processed height: keys are given again"
         );
         Ok(())
-    }
-
-    /// What the chain says of `tx` for the index, if it is applied on this validator's chain.
-    fn on_chain(&mut self, tx: &TxId) -> Result<Option<OnChain>, NodeError> {
-        let Some(committed) = self.chain.transaction(tx)? else {
-            return Ok(None);
-        };
-        if committed.rejected.is_some() {
-            return Ok(None);
-        }
-        self.on_chain_of(&committed.tx.header)
     }
 
     /// What `header` says for the index: its parties and whether it is a record.
@@ -936,13 +932,14 @@ impl Service {
         });
     }
 
-    /// Runs `write` in one `keys.db` transaction (one fsync), rolled back if it fails (the
-    /// service then stops: its memory may be ahead of the file).
+    /// Runs `write` in one `keys.db` transaction, durable as `durability` says, rolled back if
+    /// it fails (the service then stops: its memory may be ahead of the file).
     fn in_write<T>(
         &mut self,
+        durability: Durability,
         write: impl FnOnce(&mut Self) -> Result<T, NodeError>,
     ) -> Result<T, NodeError> {
-        self.store.begin()?;
+        self.store.begin(durability)?;
         match write(self) {
             Ok(value) => {
                 self.store.commit()?;
@@ -966,7 +963,8 @@ impl Service {
             .map(|grant| grant.grant)
             .collect();
         if !ended.is_empty() {
-            let deleted = self.in_write(|service| {
+            // Lost in a crash, the grants end again by the clock after the restart.
+            let deleted = self.in_write(Durability::Deferred, |service| {
                 let mut deleted = false;
                 for grant in &ended {
                     deleted |= service.end_grant(grant)?;
@@ -986,11 +984,11 @@ impl Service {
         self.pull()
     }
 
-    /// Stores the keys of concurrent seals in one SQLite transaction (one fsync), then answers
-    /// each (§5.5). A seal whose key is held already is refused: it would be the later of the
-    /// two (§16.13).
+    /// Stores the keys of concurrent seals in one SQLite transaction (one fsync: nothing else
+    /// could give a seal's key back), then answers each (§5.5). A seal whose key is held
+    /// already is refused: it would be the later of the two (§16.13).
     fn store_seals(&mut self, seals: Vec<SealRequest>) -> Result<(), NodeError> {
-        let written = self.in_write(|service| {
+        let written = self.in_write(Durability::Synced, |service| {
             let mut kept = Vec::with_capacity(seals.len());
             for seal in &seals {
                 let held = HeldTx {
@@ -1039,9 +1037,8 @@ impl Service {
         if rows.is_broken(tx)? {
             return Ok(Kept::Broken);
         }
-        let on_chain = position.is_some();
         let patient = &held.patient;
-        let holder = match rows.insert_key(tx, patient, key, on_chain, not_after_ms)? {
+        let holder = match rows.insert_key(tx, patient, key, not_after_ms)? {
             store::Inserted::Stored => {
                 self.index.hold(*tx, held);
                 return Ok(Kept::Stored);
@@ -1060,7 +1057,7 @@ impl Service {
             rows.mark_broken(&holder, &id)?;
             self.pending.remove(&holder);
             self.index.release(&holder);
-            rows.insert_key(tx, patient, key, on_chain, not_after_ms)?;
+            rows.insert_key(tx, patient, key, not_after_ms)?;
             self.index.hold(*tx, held);
             holder
         } else {

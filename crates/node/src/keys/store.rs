@@ -1,10 +1,12 @@
-//! `keys.db`: the data keys this validator holds, the ones it waits for, and its doctors' live
-//! read grants (docs/SECURITY.md, "Confidential records", §3.2 and §16.13).
+//! `keys.db`: the data keys this validator holds, the transactions it broke, its doctors' live
+//! read grants, and how far it has processed the chain (docs/SECURITY.md, "Confidential records", §3.2 and §16.13).
 //!
 //! One connection, the key service's: every read and write goes through it, so a checkpoint is
-//! never held up by a reader. WAL with `synchronous=FULL` (a seal is on disk before the
-//! transaction it seals leaves the node, §5.5) and `secure_delete=ON` (a deleted key's bytes
-//! are overwritten with zeros in the file); after an erasure, and at every start,
+//! never held up by a reader. WAL; a seal's commit is `synchronous=FULL` (on disk before the
+//! transaction it seals leaves the node, §5.5), every other commit `synchronous=NORMAL` (what
+//! a crash may lose of those, the chain gives back at start, §12; [`Durability`]);
+//! `secure_delete=ON` (a deleted key's bytes are overwritten with zeros in the file); after an
+//! erasure, and at every start,
 //! `wal_checkpoint(TRUNCATE)` leaves no WAL frame holding a deleted row's old page (§7.2,
 //! §16.17). Each row's data key is sealed with XChaCha20-Poly1305 under the key-store key, its
 //! associated data binding the chain and the transaction: a copy of the file without the
@@ -15,6 +17,8 @@
 //! the later of the two in chain order, is marked `broken` and its key never stored
 //! (§16.13); the service decides which is later ([`super::Service`]).
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -35,31 +39,34 @@ const ROW_AD_TAG: &[u8] = b"medchain/keystore/v1";
 const KEY_CHECK_TX: TxId = [0xff; 32];
 const NONCE_BYTES: usize = 24;
 /// The schema below, as `PRAGMA user_version`. 1 named two schemas of unreleased builds: the
-/// first indexed keys by an unbound `key_commit` (refused at open), the second is this one
-/// (renumbered at open).
-const SCHEMA_VERSION: i64 = 2;
+/// first indexed keys by an unbound `key_commit` (refused at open), the second is schema 2
+/// (renumbered at open). 2 kept `data_keys` in three B-trees (by transaction, key id and
+/// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_TO_3`]).
+const SCHEMA_VERSION: i64 = 3;
 
-const SCHEMA: &str = "
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-    CREATE TABLE data_keys (
-        tx           BLOB PRIMARY KEY,
-        patient      BLOB NOT NULL,
-        key_id       BLOB NOT NULL UNIQUE,
-        on_chain     INTEGER NOT NULL,
-        not_after_ms INTEGER NOT NULL,
-        sealed_key   BLOB NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX data_keys_by_patient ON data_keys(patient);
-    CREATE TABLE wanted (
-        tx          BLOB PRIMARY KEY,
-        patient     BLOB NOT NULL,
-        source      INTEGER NOT NULL,
-        since_ms    INTEGER NOT NULL,
-        tries       INTEGER NOT NULL,
-        next_try_ms INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX wanted_by_patient ON wanted(patient);
-    CREATE TABLE broken (
+/// `data_keys`'s columns (schema 3), for [`SCHEMA`] and [`MIGRATE_TO_3`]: a rowid table
+/// indexed by nothing else, so that a new key's row goes at the end of its last page, where a
+/// B-tree keyed by a random transaction id or key id takes a page write at a random place per
+/// key, for each of them (docs/SECURITY.md, §12.1). The key service finds a row by transaction
+/// and by key id in memory ([`Locations`]), read from the table at open.
+macro_rules! data_keys_columns {
+    () => {
+        "(
+            seq          INTEGER PRIMARY KEY,
+            tx           BLOB NOT NULL,
+            patient      BLOB NOT NULL,
+            key_id       BLOB NOT NULL,
+            not_after_ms INTEGER NOT NULL,
+            sealed_key   BLOB NOT NULL
+        );"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE data_keys ",
+    data_keys_columns!(),
+    "CREATE TABLE broken (
         tx     BLOB PRIMARY KEY,
         key_id BLOB NOT NULL
     ) WITHOUT ROWID;
@@ -67,20 +74,22 @@ const SCHEMA: &str = "
         grant_tx   BLOB PRIMARY KEY,
         patient    BLOB NOT NULL,
         expires_ms INTEGER NOT NULL
-    ) WITHOUT ROWID;
-";
+    ) WITHOUT ROWID;"
+);
 
-/// A key this validator is entitled to and does not hold yet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct WantedRow {
-    pub tx: TxId,
-    pub patient: PersonId,
-    /// The validator to ask first (§5.2).
-    pub source: u32,
-    /// When it became wanted, by the node's clock.
-    pub since_ms: u64,
-    pub tries: u32,
-}
+/// Schema 2 to 3, in one SQLite transaction with the version: the rows copied in their order,
+/// the old table and its indexes dropped (their freed pages zeroed: `secure_delete`), and
+/// `wanted`, now kept in memory, dropped. Whether a key's transaction is on chain is read from
+/// the chain at start since schema 3.
+const MIGRATE_TO_3: &str = concat!(
+    "CREATE TABLE data_keys_3 ",
+    data_keys_columns!(),
+    "INSERT INTO data_keys_3 (tx, patient, key_id, not_after_ms, sealed_key)
+        SELECT tx, patient, key_id, not_after_ms, sealed_key FROM data_keys;
+    DROP TABLE data_keys;
+    ALTER TABLE data_keys_3 RENAME TO data_keys;
+    DROP TABLE wanted;"
+);
 
 /// A live read grant of a patient to one of this validator's doctors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,11 +111,41 @@ pub(crate) enum Inserted {
     },
 }
 
+/// How a `keys.db` transaction reaches the disk (docs/SECURITY.md, "Confidential records",
+/// §12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// On disk when its commit returns (`synchronous=FULL`, the WAL fsynced): a seal's key,
+    /// which nothing else could give back (§5.5). It also makes every earlier commit durable
+    /// (the WAL is written in order).
+    Synced,
+    /// In the WAL when its commit returns, on disk at the next synced commit or checkpoint
+    /// (`synchronous=NORMAL`): what a block, a received key or the timer changed. A crash of
+    /// the machine may lose a tail of these commits, never a part of one: the processed height
+    /// is written with the changes it covers, so the store is as it was at an earlier commit,
+    /// and at start the key service processes again, from `chain.db`, every block after it
+    /// (§5.6) and pulls again the keys it lost.
+    Deferred,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Synced => "FULL",
+            Durability::Deferred => "NORMAL",
+        }
+    }
+}
+
 pub(crate) struct KeyStore {
     conn: Connection,
     path: PathBuf,
     genesis_hash: Hash,
     key: KeystoreKey,
+    /// The connection's `synchronous` level, set before each transaction (SQLite refuses to
+    /// change it inside one).
+    durability: Cell<Durability>,
+    locations: RefCell<Locations>,
 }
 
 impl KeyStore {
@@ -130,11 +169,14 @@ impl KeyStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&conn, path)?;
+        let locations = RefCell::new(Locations::read(&conn, path)?);
         let store = Self {
             conn,
             path: path.to_path_buf(),
             genesis_hash,
             key,
+            durability: Cell::new(Durability::Synced),
+            locations,
         };
         store.check_identity()?;
         store.truncate_wal()?;
@@ -183,11 +225,26 @@ impl KeyStore {
 
     /// The height up to which every applied block has been processed.
     pub fn processed_height(&self) -> Result<u64, NodeError> {
-        let bytes = self.meta("processed_height")?.unwrap_or_default();
+        self.height("processed_height")?
+            .ok_or_else(|| NodeError::Corrupt(format!("{}: no processed_height", self.path())))
+    }
+
+    /// The lowest height of a transaction that was wanted, and not held, when the processed
+    /// height was last written (`None` in a store written before it was kept): the blocks
+    /// from there to the processed height are read again at start to want what is still
+    /// missing (§12.1).
+    pub fn wanted_from(&self) -> Result<Option<u64>, NodeError> {
+        self.height("wanted_from")
+    }
+
+    fn height(&self, key: &str) -> Result<Option<u64>, NodeError> {
+        let Some(bytes) = self.meta(key)? else {
+            return Ok(None);
+        };
         let bytes: [u8; 8] = bytes
             .try_into()
-            .map_err(|_| NodeError::Corrupt(format!("{}: bad processed_height", self.path())))?;
-        Ok(u64::from_le_bytes(bytes))
+            .map_err(|_| NodeError::Corrupt(format!("{}: bad {key}", self.path())))?;
+        Ok(Some(u64::from_le_bytes(bytes)))
     }
 
     fn path(&self) -> String {
@@ -224,10 +281,15 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Starts the SQLite transaction that [`KeyStore::commit`] ends (one fsync). The caller
-    /// reads and writes through [`KeyStore::rows`] in between, and calls
-    /// [`KeyStore::rollback`] if it fails.
-    pub fn begin(&self) -> Result<(), NodeError> {
+    /// Starts the SQLite transaction that [`KeyStore::commit`] ends, durable as `durability`
+    /// says (one fsync when [`Durability::Synced`]). The caller reads and writes through
+    /// [`KeyStore::rows`] in between, and calls [`KeyStore::rollback`] if it fails.
+    pub fn begin(&self, durability: Durability) -> Result<(), NodeError> {
+        if self.durability.get() != durability {
+            self.conn
+                .pragma_update(None, "synchronous", durability.pragma())?;
+            self.durability.set(durability);
+        }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         Ok(())
     }
@@ -254,6 +316,7 @@ impl KeyStore {
                 genesis_hash: &self.genesis_hash,
                 key: &self.key,
             },
+            locations: &self.locations,
         }
     }
 
@@ -278,8 +341,8 @@ impl KeyStore {
 enum Schema {
     /// No schema yet: a new store.
     Empty,
-    /// This schema under the number an earlier build gave it.
-    Renumber,
+    /// Schema 2, or schema 2 under the number 1 an earlier build gave it: migrated at open.
+    Two,
     Current,
 }
 
@@ -298,11 +361,11 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
         0 => refuse(
             "a key store without a schema version: not made by medchain; move it away".into(),
         ),
-        // Schema 1 of an earlier build of this schema: the same tables, renumbered.
+        // Schema 1 of an earlier build of schema 2: the same tables.
         1 if columns("data_keys")?.iter().any(|c| c == "key_id")
             && !columns("broken")?.is_empty() =>
         {
-            Ok(Schema::Renumber)
+            Ok(Schema::Two)
         }
         1 => refuse(
             "made by an earlier development build of medchain (keys indexed by key_commit, \
@@ -312,6 +375,7 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
              keys), or run the build that made it"
                 .into(),
         ),
+        2 => Ok(Schema::Two),
         SCHEMA_VERSION => Ok(Schema::Current),
         newer => refuse(format!(
             "key store schema {newer}, newer than this medchain's ({SCHEMA_VERSION}): upgrade \
@@ -320,18 +384,18 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
     }
 }
 
-/// Creates the schema in a new store, or checks an existing one's version ([`schema`]).
+/// Creates the schema in a new store, migrates one of schema 2, or checks an existing one's
+/// version ([`schema`]).
 fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
-    match schema(conn, path)? {
-        Schema::Empty => {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        }
-        Schema::Renumber => conn.pragma_update(None, "user_version", SCHEMA_VERSION)?,
-        Schema::Current => {}
-    }
+    let sql = match schema(conn, path)? {
+        Schema::Empty => SCHEMA,
+        Schema::Two => MIGRATE_TO_3,
+        Schema::Current => return Ok(()),
+    };
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(sql)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -470,6 +534,48 @@ impl RowKey<'_> {
 pub(crate) struct Rows<'a> {
     conn: &'a Connection,
     store: RowKey<'a>,
+    locations: &'a RefCell<Locations>,
+}
+
+/// Where each held key's row is, by transaction and by key id: what schema 3's `data_keys`
+/// does not index (§12.1), read from the table at open and kept with every insert and delete.
+/// About 100 bytes a held key.
+#[derive(Default)]
+struct Locations {
+    by_tx: HashMap<TxId, i64>,
+    by_key_id: HashMap<Hash, i64>,
+}
+
+impl Locations {
+    /// Every row of `conn`'s `data_keys`; a transaction or key id held twice is an error (the
+    /// key service never stores one so).
+    fn read(conn: &Connection, path: &Path) -> Result<Self, NodeError> {
+        let mut locations = Locations::default();
+        let mut stmt = conn.prepare("SELECT seq, tx, key_id FROM data_keys")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: Vec<u8> = row.get(2)?;
+            let id: Hash = id.try_into().map_err(|_| {
+                NodeError::Corrupt(format!("{}: a key id is not 32 bytes", path.display()))
+            })?;
+            locations
+                .add(tx_id(row.get(1)?)?, id, row.get(0)?)
+                .map_err(|error| NodeError::Corrupt(format!("{}: {error}", path.display())))?;
+        }
+        Ok(locations)
+    }
+
+    fn add(&mut self, tx: TxId, id: Hash, seq: i64) -> Result<(), NodeError> {
+        if self.by_tx.contains_key(&tx) || self.by_key_id.contains_key(&id) {
+            return Err(NodeError::Corrupt(format!(
+                "keys.db: two rows of transaction {} or of its key",
+                ledger::short_hex(&tx)
+            )));
+        }
+        self.by_tx.insert(tx, seq);
+        self.by_key_id.insert(id, seq);
+        Ok(())
+    }
 }
 
 fn person(bytes: Vec<u8>) -> Result<PersonId, NodeError> {
@@ -505,66 +611,68 @@ impl Rows<'_> {
         set_meta(self.conn, "processed_height", &height.to_le_bytes())
     }
 
-    /// Stores `tx`'s data key, sealed; `on_chain` false for a seal whose transaction is not
-    /// on chain yet (§5.5).
+    /// Writes the processed height and the lowest height of a transaction wanted then
+    /// ([`KeyStore::wanted_from`]), in the caller's transaction.
+    pub fn set_processed(&self, height: u64, wanted_from: u64) -> Result<(), NodeError> {
+        self.set_processed_height(height)?;
+        set_meta(self.conn, "wanted_from", &wanted_from.to_le_bytes())
+    }
+
+    /// Stores `tx`'s data key, sealed, at the end of the table: unless a key is held for `tx`
+    /// already, or this key is held for another transaction (§16.13).
     pub fn insert_key(
         &self,
         tx: &TxId,
         patient: &PersonId,
         key: &DataKey,
-        on_chain: bool,
         not_after_ms: u64,
     ) -> Result<Inserted, NodeError> {
-        if self.has_key(tx)? {
+        if self.has_key(tx) {
             return Ok(Inserted::Held);
         }
         let id = key_id(key);
-        if let Some(holder) = self.key_id_holder(&id)? {
-            return Ok(Inserted::KeyTaken { holder });
+        let taken = self.locations.borrow().by_key_id.get(&id).copied();
+        if let Some(seq) = taken {
+            let holder: Vec<u8> = self
+                .conn
+                .prepare_cached("SELECT tx FROM data_keys WHERE seq = ?1")?
+                .query_row([seq], |r| r.get(0))?;
+            return Ok(Inserted::KeyTaken {
+                holder: tx_id(holder)?,
+            });
         }
         self.conn
             .prepare_cached(
-                "INSERT INTO data_keys (tx, patient, key_id, on_chain, not_after_ms, sealed_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO data_keys (tx, patient, key_id, not_after_ms, sealed_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
                 tx.as_slice(),
                 patient.as_slice(),
                 id.as_slice(),
-                on_chain,
                 not_after_ms.min(i64::MAX as u64) as i64,
                 self.store.seal(tx, key),
             ])?;
+        self.locations
+            .borrow_mut()
+            .add(*tx, id, self.conn.last_insert_rowid())?;
         Ok(Inserted::Stored)
     }
 
-    pub fn has_key(&self, tx: &TxId) -> Result<bool, NodeError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM data_keys WHERE tx = ?1")?
-            .query_row([tx.as_slice()], |_| Ok(()))
-            .optional()?
-            .is_some())
+    pub fn has_key(&self, tx: &TxId) -> bool {
+        self.locations.borrow().by_tx.contains_key(tx)
     }
 
     /// `tx`'s data key, if held.
     pub fn key(&self, tx: &TxId) -> Result<Option<DataKey>, NodeError> {
-        let sealed: Option<Vec<u8>> = self
+        let Some(seq) = self.locations.borrow().by_tx.get(tx).copied() else {
+            return Ok(None);
+        };
+        let sealed: Vec<u8> = self
             .conn
-            .prepare_cached("SELECT sealed_key FROM data_keys WHERE tx = ?1")?
-            .query_row([tx.as_slice()], |r| r.get(0))
-            .optional()?;
-        sealed.map(|row| self.store.open(tx, &row)).transpose()
-    }
-
-    /// The transaction whose held key has the id `id`.
-    pub fn key_id_holder(&self, id: &Hash) -> Result<Option<TxId>, NodeError> {
-        let holder: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached("SELECT tx FROM data_keys WHERE key_id = ?1")?
-            .query_row([id.as_slice()], |r| r.get(0))
-            .optional()?;
-        holder.map(tx_id).transpose()
+            .prepare_cached("SELECT sealed_key FROM data_keys WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
+        self.store.open(tx, &sealed).map(Some)
     }
 
     /// Marks `tx` broken: sealed under the key `id` names, held for an earlier transaction
@@ -585,93 +693,33 @@ impl Rows<'_> {
             .is_some())
     }
 
-    pub fn set_on_chain(&self, tx: &TxId) -> Result<(), NodeError> {
-        self.conn
-            .prepare_cached("UPDATE data_keys SET on_chain = 1 WHERE tx = ?1")?
-            .execute([tx.as_slice()])?;
-        Ok(())
-    }
-
-    /// Deletes `tx`'s key: whether it was held.
+    /// Deletes `tx`'s key (its bytes zeroed in the file: `secure_delete`): whether it was held.
     pub fn delete_key(&self, tx: &TxId) -> Result<bool, NodeError> {
-        Ok(self
+        let Some(seq) = self.locations.borrow().by_tx.get(tx).copied() else {
+            return Ok(false);
+        };
+        let id: Vec<u8> = self
             .conn
-            .prepare_cached("DELETE FROM data_keys WHERE tx = ?1")?
-            .execute([tx.as_slice()])?
-            > 0)
+            .prepare_cached("DELETE FROM data_keys WHERE seq = ?1 RETURNING key_id")?
+            .query_row([seq], |r| r.get(0))?;
+        let mut locations = self.locations.borrow_mut();
+        locations.by_tx.remove(tx);
+        locations.by_key_id.remove(id.as_slice());
+        Ok(true)
     }
 
-    /// Every held key's transaction, patient, and whether it is on chain: what the service's
-    /// index is rebuilt from at open.
-    pub fn held(&self) -> Result<Vec<(TxId, PersonId, bool)>, NodeError> {
-        self.select("SELECT tx, patient, on_chain FROM data_keys", [], |row| {
-            Ok((tx_id(row.get(0)?)?, person(row.get(1)?)?, row.get(2)?))
-        })
-    }
-
-    /// The transactions of `patient`'s held keys.
-    pub fn keys_of(&self, patient: &PersonId) -> Result<Vec<TxId>, NodeError> {
+    /// Every held key's transaction, patient and `not_after_ms`: what the service's index is
+    /// rebuilt from at open.
+    pub fn held(&self) -> Result<Vec<(TxId, PersonId, u64)>, NodeError> {
         self.select(
-            "SELECT tx FROM data_keys WHERE patient = ?1",
-            [patient.as_slice()],
-            |row| tx_id(row.get(0)?),
-        )
-    }
-
-    /// Seals not yet seen on chain: `(tx, not_after_ms)`.
-    pub fn pending(&self) -> Result<Vec<(TxId, u64)>, NodeError> {
-        self.select(
-            "SELECT tx, not_after_ms FROM data_keys WHERE on_chain = 0",
-            [],
-            |row| Ok((tx_id(row.get(0)?)?, row.get::<_, i64>(1)? as u64)),
-        )
-    }
-
-    /// Inserts a wanted row unless one exists (its source and age are kept).
-    pub fn want(&self, row: &WantedRow) -> Result<bool, NodeError> {
-        let inserted = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO wanted (tx, patient, source, since_ms, tries, next_try_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-            )?
-            .execute(params![
-                row.tx.as_slice(),
-                row.patient.as_slice(),
-                row.source,
-                row.since_ms as i64,
-                row.tries,
-            ])?;
-        Ok(inserted > 0)
-    }
-
-    pub fn unwant(&self, tx: &TxId) -> Result<(), NodeError> {
-        self.conn
-            .prepare_cached("DELETE FROM wanted WHERE tx = ?1")?
-            .execute([tx.as_slice()])?;
-        Ok(())
-    }
-
-    /// Records one more try of `tx` and when the next is due.
-    pub fn tried(&self, tx: &TxId, tries: u32, next_try_ms: u64) -> Result<(), NodeError> {
-        self.conn
-            .prepare_cached("UPDATE wanted SET tries = ?2, next_try_ms = ?3 WHERE tx = ?1")?
-            .execute(params![tx.as_slice(), tries, next_try_ms as i64])?;
-        Ok(())
-    }
-
-    pub fn wanted(&self) -> Result<Vec<WantedRow>, NodeError> {
-        self.select(
-            "SELECT tx, patient, source, since_ms, tries FROM wanted",
+            "SELECT tx, patient, not_after_ms FROM data_keys",
             [],
             |row| {
-                Ok(WantedRow {
-                    tx: tx_id(row.get(0)?)?,
-                    patient: person(row.get(1)?)?,
-                    source: row.get(2)?,
-                    since_ms: row.get::<_, i64>(3)? as u64,
-                    tries: row.get(4)?,
-                })
+                Ok((
+                    tx_id(row.get(0)?)?,
+                    person(row.get(1)?)?,
+                    row.get::<_, i64>(2)? as u64,
+                ))
             },
         )
     }
@@ -727,18 +775,18 @@ mod tests {
         let store = open(dir.path(), &key).unwrap();
         let data = DataKey::generate();
         let (tx, patient) = ([1; 32], [2; 16]);
-        store
-            .rows()
-            .insert_key(&tx, &patient, &data, false, 99)
-            .unwrap();
+        store.rows().insert_key(&tx, &patient, &data, 99).unwrap();
         assert_eq!(store.rows().key(&tx).unwrap(), Some(data.clone()));
-        assert_eq!(store.rows().pending().unwrap(), vec![(tx, 99)]);
+        assert_eq!(store.rows().held().unwrap(), vec![(tx, patient, 99)]);
         // The row moved to another transaction does not open.
         store
             .conn
             .execute("UPDATE data_keys SET tx = ?1", [[3u8; 32].as_slice()])
             .unwrap();
+        drop(store);
+        let store = open(dir.path(), &key).unwrap();
         assert!(store.rows().key(&[3; 32]).is_err());
+        assert_eq!(store.rows().key(&tx).unwrap(), None);
         drop(store);
         // Another key does not open the store at all.
         match open(dir.path(), &KeystoreKey::generate()) {
@@ -758,9 +806,9 @@ mod tests {
         let data = DataKey::generate();
         let rows = store.rows();
         let inserted = [
-            rows.insert_key(&[1; 32], &[2; 16], &data, true, 0).unwrap(),
-            rows.insert_key(&[1; 32], &[2; 16], &data, true, 0).unwrap(),
-            rows.insert_key(&[4; 32], &[2; 16], &data, true, 0).unwrap(),
+            rows.insert_key(&[1; 32], &[2; 16], &data, 0).unwrap(),
+            rows.insert_key(&[1; 32], &[2; 16], &data, 0).unwrap(),
+            rows.insert_key(&[4; 32], &[2; 16], &data, 0).unwrap(),
         ];
         assert_eq!(
             inserted,
@@ -852,9 +900,47 @@ mod tests {
             .unwrap()
     }
 
+    /// Puts the store at `path` back in schema 2 (its rows in the three B-trees, `on_chain`,
+    /// `wanted`), numbered `version`, as main before §12.1 left it.
+    fn back_to_schema_2(path: &Path, version: i64) {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE data_keys_2 (
+                    tx BLOB PRIMARY KEY, patient BLOB NOT NULL, key_id BLOB NOT NULL UNIQUE,
+                    on_chain INTEGER NOT NULL, not_after_ms INTEGER NOT NULL,
+                    sealed_key BLOB NOT NULL
+                ) WITHOUT ROWID;
+                INSERT INTO data_keys_2
+                    SELECT tx, patient, key_id, 1, not_after_ms, sealed_key FROM data_keys;
+                DROP TABLE data_keys;
+                ALTER TABLE data_keys_2 RENAME TO data_keys;
+                CREATE INDEX data_keys_by_patient ON data_keys(patient);
+                CREATE TABLE wanted (
+                    tx BLOB PRIMARY KEY, patient BLOB NOT NULL, source INTEGER NOT NULL,
+                    since_ms INTEGER NOT NULL, tries INTEGER NOT NULL,
+                    next_try_ms INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                PRAGMA user_version = {version};"
+            ))
+            .unwrap();
+    }
+
+    fn columns(path: &Path, table: &str) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     /// A key store's schema version is checked at open: a store of an earlier development
     /// build (the same version number, another schema) or of a newer medchain is refused with
-    /// what to do; one of this schema under the earlier number is taken as it is.
+    /// what to do; one of schema 2 (numbered 2, or 1 by an earlier build) is migrated to 3 at
+    /// open, its keys kept.
     #[test]
     fn a_key_store_of_another_schema_is_refused_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
@@ -872,24 +958,45 @@ mod tests {
             other => panic!("an old key store opened: {:?}", other.map(|_| ())),
         }
 
-        // This schema under the number 1 (main before the version was raised): kept, renumbered.
+        // Schema 2, numbered 2 or 1: migrated, its keys kept.
         let current = tempfile::tempdir().unwrap();
         let store = open(current.path(), &key).unwrap();
+        let data = DataKey::generate();
         store
             .rows()
-            .insert_key(&[1; 32], &[2; 16], &DataKey::generate(), true, 0)
+            .insert_key(&[1; 32], &[2; 16], &data, 0)
             .unwrap();
         drop(store);
         let path = current.path().join("keys.db");
         assert_eq!(user_version(&path), SCHEMA_VERSION);
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", 1)
-            .unwrap();
-        let store = open(current.path(), &key).unwrap();
-        assert!(store.rows().key(&[1; 32]).unwrap().is_some());
-        drop(store);
-        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        for version in [2, 1] {
+            back_to_schema_2(&path, version);
+            assert!(columns(&path, "data_keys").contains(&"on_chain".to_string()));
+            let store = open(current.path(), &key).unwrap();
+            assert_eq!(store.rows().key(&[1; 32]).unwrap(), Some(data.clone()));
+            // The same key for another transaction is still refused.
+            assert_eq!(
+                store
+                    .rows()
+                    .insert_key(&[4; 32], &[2; 16], &data, 0)
+                    .unwrap(),
+                Inserted::KeyTaken { holder: [1; 32] }
+            );
+            drop(store);
+            assert_eq!(user_version(&path), SCHEMA_VERSION);
+            assert_eq!(
+                columns(&path, "data_keys"),
+                [
+                    "seq",
+                    "tx",
+                    "patient",
+                    "key_id",
+                    "not_after_ms",
+                    "sealed_key"
+                ]
+            );
+            assert!(columns(&path, "wanted").is_empty(), "wanted is dropped");
+        }
 
         // A newer medchain's.
         Connection::open(&path)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ledger::tx::{AnswerErasure, Decision, RecordBody};
+use ledger::tx::{AddRecord, AnswerErasure, Decision, RecordBody};
 use ledger::{Meta, Queries, SignedTx, TxId};
 use node::load::{Person, enroll, header};
 use node::transport::MemoryNetwork;
@@ -393,6 +393,17 @@ impl World {
             })
             .collect()
     }
+}
+
+/// The metadata of a record by `doctor` (in their department) in `patient`'s history, under
+/// the write grant `grant`: for tests that seal a record by hand.
+pub fn record_meta(patient: &Person, doctor: &Person, grant: TxId) -> Meta {
+    Meta::AddRecord(AddRecord {
+        patient: patient.id,
+        doctor: doctor.id,
+        department: doctor.department.clone().unwrap_or_default(),
+        grant,
+    })
 }
 
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
