@@ -66,6 +66,7 @@ fn bench(dir: &Path, args: &[&str]) -> Value {
     assert!(json["index_write_bytes_per_tx_per_validator"].is_null());
     assert!(json["why_null"]["index_write_bytes_per_tx_per_validator"].is_string());
     assert!(number("peak_rss_bytes_per_validator") > 1e6, "{json}");
+    assert!(number("chain_bytes_per_validator") > 1e5, "{json}");
     let series = json["series"].as_array().unwrap();
     assert!(!series.is_empty(), "{json}");
     let in_series: f64 = series

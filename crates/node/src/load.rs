@@ -685,7 +685,10 @@ async fn submit_pair(
     }
 }
 
-/// Samples the validators' commits into a [`Series`] once a second.
+/// How often the validators' commits are read for the series.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Samples the validators' commits into a [`Series`], every [`SAMPLE_EVERY`] or so.
 struct Sampler<'h> {
     handles: &'h [NodeHandle],
     started: Instant,
@@ -693,7 +696,8 @@ struct Sampler<'h> {
     committed_seen: u64,
     /// Per handle, how many latencies it had recorded when last read.
     latencies_seen: Vec<u64>,
-    last: Instant,
+    /// When the last reading was taken, from the start.
+    last: Duration,
 }
 
 impl<'h> Sampler<'h> {
@@ -704,11 +708,10 @@ impl<'h> Sampler<'h> {
             series: Series::default(),
             committed_seen: 0,
             latencies_seen: vec![0; handles.len()],
-            last: started,
+            last: Duration::ZERO,
         };
         // What was recorded before the run is not the run's.
         sampler.read();
-        sampler.series = Series::default();
         sampler
     }
 
@@ -726,23 +729,27 @@ impl<'h> Sampler<'h> {
         (new, latencies)
     }
 
-    /// Takes a reading if a second has passed since the last.
+    /// Takes a reading if the last is [`SAMPLE_EVERY`] old.
     fn tick(&mut self) {
-        if self.last.elapsed() >= Duration::from_secs(1) {
+        if self.started.elapsed() >= self.last + SAMPLE_EVERY {
             self.sample();
         }
     }
 
+    /// What committed since the last reading counts at the middle of the time between them
+    /// (so a reading taken just after a second ends counts in the second it mostly covers).
     fn sample(&mut self) {
-        self.last = Instant::now();
+        let now = self.started.elapsed();
+        let middle = (self.last + now) / 2;
+        self.last = now;
         let (committed, latencies) = self.read();
-        self.series
-            .add(self.started.elapsed(), committed, &latencies);
+        self.series.add(middle, committed, &latencies);
     }
 
     fn finish(mut self) -> (Vec<Second>, Percentiles) {
         self.sample();
-        self.series.finish(self.started.elapsed())
+        let end = self.last;
+        self.series.finish(end)
     }
 }
 
@@ -804,7 +811,7 @@ pub async fn drive(
                     tasks.push(tokio::spawn(submit()));
                     sent += 1;
                 }
-                if last_progress.elapsed() >= Duration::from_millis(250) {
+                if last_progress.elapsed() >= SAMPLE_EVERY {
                     last_progress = Instant::now();
                     progress(&mut sampler);
                 }
@@ -821,7 +828,7 @@ pub async fn drive(
                 }));
             }
             while started.elapsed() < load.duration {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(SAMPLE_EVERY).await;
                 progress(&mut sampler);
             }
         }

@@ -331,6 +331,11 @@ impl super::Run for BenchArgs {
                 },
             )?,
         };
+        // The chain's size on each validator's disk (they all hold the same chain).
+        report.chain_bytes_per_validator = configs
+            .first()
+            .and_then(|(path, _)| path.parent())
+            .and_then(chain_bytes);
         if self.with_ceiling {
             let ceiling = ceiling::run(
                 &dir,
@@ -354,6 +359,13 @@ impl super::Run for BenchArgs {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The bytes of the chain in the validator folder `dir`: `chain.db` and its WAL.
+fn chain_bytes(dir: &Path) -> Option<u64> {
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len());
+    let main = size("chain.db").ok()?;
+    Some(main + size("chain.db-wal").unwrap_or(0))
 }
 
 /// The load generator's own figures, beyond the table's.

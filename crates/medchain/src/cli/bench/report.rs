@@ -51,6 +51,9 @@ pub struct BenchReport {
     /// Why a figure above is null, by its name.
     pub why_null: BTreeMap<&'static str, &'static str>,
     pub peak_rss_bytes_per_validator: Option<u64>,
+    /// The size of the first validator's chain (`chain.db` and its WAL) at the end of the run:
+    /// what the chain of `prefill` and `committed` transactions takes on each validator's disk.
+    pub chain_bytes_per_validator: Option<u64>,
     /// `committed_tx_per_s` over the ceiling's, run after on as many transactions
     /// (`--with-ceiling`).
     pub efficiency: Option<f64>,
@@ -213,6 +216,17 @@ impl BenchReport {
                     self.peak_rss_bytes_per_validator
                         .map(|b| format!("{:.0} MB", b as f64 / 1e6)),
                 ),
+            ),
+            (
+                "chain.db per validator",
+                or_null(self.chain_bytes_per_validator.map(|b| {
+                    let on_chain = (self.prefill + self.committed).max(1);
+                    format!(
+                        "{:.1} MB ({:.0} bytes per transaction on it)",
+                        b as f64 / 1e6,
+                        b as f64 / on_chain as f64
+                    )
+                })),
             ),
         ];
         if let Some(ceiling) = &self.ceiling {
