@@ -129,6 +129,19 @@ impl Series {
         self.latencies.extend_from_slice(latencies);
     }
 
+    /// What a reading taken at `now` found committed since the one before, taken at `since`:
+    /// counted at the middle of the span, so that a reading taken just after a second ends
+    /// counts in the second it mostly covers.
+    pub fn add_reading(
+        &mut self,
+        since: Duration,
+        now: Duration,
+        committed: u64,
+        latencies: &[Duration],
+    ) {
+        self.add((since + now) / 2, committed, latencies);
+    }
+
     fn close_second(&mut self) {
         let mut latencies = std::mem::take(&mut self.latencies);
         let p99 = Percentiles::of(&mut latencies).p99;
@@ -736,14 +749,11 @@ impl<'h> Sampler<'h> {
         }
     }
 
-    /// What committed since the last reading counts at the middle of the time between them
-    /// (so a reading taken just after a second ends counts in the second it mostly covers).
     fn sample(&mut self) {
-        let now = self.started.elapsed();
-        let middle = (self.last + now) / 2;
+        let (since, now) = (self.last, self.started.elapsed());
         self.last = now;
         let (committed, latencies) = self.read();
-        self.series.add(middle, committed, &latencies);
+        self.series.add_reading(since, now, committed, &latencies);
     }
 
     fn finish(mut self) -> (Vec<Second>, Percentiles) {
@@ -977,6 +987,18 @@ mod tests {
         assert_eq!(points[1].p99, Duration::ZERO);
         assert_eq!(points[2].p99, ms(40));
         assert_eq!((all.p50, all.max), (ms(9), ms(40)), "of 5, 7, 9 and 40 ms");
+    }
+
+    #[test]
+    fn a_reading_just_after_a_second_counts_in_that_second() {
+        let mut series = Series::default();
+        // Readings every 1.05 s of a steady 100 transactions a second.
+        series.add_reading(ms(0), ms(1_050), 105, &[]);
+        series.add_reading(ms(1_050), ms(2_100), 105, &[]);
+        series.add_reading(ms(2_100), ms(3_000), 90, &[]);
+        let (points, _) = series.finish(ms(3_000));
+        let rates: Vec<f64> = points.iter().map(|p| p.committed_tx_per_s).collect();
+        assert_eq!(rates, [105.0, 105.0, 90.0], "none is empty, none doubled");
     }
 
     #[test]
