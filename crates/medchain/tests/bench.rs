@@ -139,3 +139,59 @@ fn validators_as_processes_are_metered_each() {
         (Some(4), Some(4))
     );
 }
+
+/// A prefilled chain is a real one: every block certified by a quorum of the validators' keys,
+/// every transaction's signature valid, and the same at every validator (`medchain verify`),
+/// with the blocks the ceiling applied after it on top; the key services hold every key of it.
+#[test]
+fn a_prefilled_chain_verifies_at_every_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = medchain(
+        &[
+            "bench",
+            "--mode",
+            "ceiling",
+            "--prefill",
+            "3000",
+            "--duration",
+            "1s",
+            "--max-batch",
+            "500",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ],
+        None,
+    );
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("prefilled every validator's chain with 3000 transactions"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("still wait for"),
+        "every key in place: {printed}"
+    );
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/bench.json")).unwrap()).unwrap();
+    assert_eq!(json["prefill"], 3000, "{json}");
+    assert!(json["committed"].as_u64().unwrap() > 0, "{json}");
+    let verified = medchain(
+        &[
+            "verify",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+        ],
+        None,
+    );
+    let said = text(&verified);
+    assert!(verified.status.success(), "{said}");
+    // 3,000 prefilled (enrollment included), then the ceiling's enrollment and blocks.
+    let total = 3000 + 220 + json["committed"].as_u64().unwrap();
+    assert!(
+        said.contains(&total.to_string()),
+        "{total} transactions: {said}"
+    );
+}

@@ -499,7 +499,7 @@ impl Person {
 }
 
 /// The handle of validator `id` among `handles`.
-fn handle_of(handles: &[NodeHandle], id: ReplicaId) -> Result<&NodeHandle, NodeError> {
+pub(crate) fn handle_of(handles: &[NodeHandle], id: ReplicaId) -> Result<&NodeHandle, NodeError> {
     handles
         .iter()
         .find(|handle| handle.id() == id)
@@ -575,12 +575,33 @@ impl Population {
     }
 
     /// The patient and the doctor of record `i`.
-    fn pair(&self, i: u64) -> (&Person, &Person) {
+    pub(crate) fn pair(&self, i: u64) -> (&Person, &Person) {
         let i = i as usize;
         (
             &self.patients[i % self.patients.len()],
             &self.doctors[(i / self.patients.len() + i) % self.doctors.len()],
         )
+    }
+
+    /// Record `i`'s two transactions as the load makes them, its grant and then the record
+    /// under it, each sealed at its home among `handles` (whose key service keeps the data
+    /// key) and signed, neither submitted.
+    pub(crate) async fn sealed_pair(
+        &self,
+        i: u64,
+        handles: &[NodeHandle],
+    ) -> Result<[SignedTx; 2], NodeError> {
+        let (patient, doctor) = self.pair(i);
+        let patient_home = handle_of(handles, patient.home)?;
+        let grant = patient
+            .write_grant(patient_home, &doctor.id, GRANT_PURPOSE)
+            .await?;
+        let doctor_home = handle_of(handles, doctor.home)?;
+        let grant_id = grant.id(&doctor_home.genesis_hash());
+        let record = doctor
+            .record(doctor_home, &patient.id, grant_id, &sample_record(i))
+            .await?;
+        Ok([grant, record])
     }
 
     /// Record `i`'s two transactions as the load makes them, its grant and then the record

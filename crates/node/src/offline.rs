@@ -6,12 +6,11 @@
 //! machine can commit with no consensus at all, each validator applying every block the way it
 //! applies a committed block a peer sends it (`ledger::verify::check_block`: the certificate,
 //! the Merkle root and every transaction signature, batched; then `Store::append_block`: the
-//! rules and one durable SQLite transaction per block). And the prefill ([`prefill`], `medchain
+//! rules and one durable SQLite transaction per block). Its transactions are sealed with their
+//! data keys kept nowhere: no key service takes part. And the prefill ([`prefill`], `medchain
 //! bench --prefill N`): a chain of N transactions made fast, before a measured run, so that a
-//! big chain can be measured without hours of load first.
-//!
-//! The data keys of the sealed bodies are kept nowhere (no home's key service takes part): the
-//! chain is valid and every body is sealed, but nobody can open them.
+//! big chain can be measured without hours of load first; its transactions are sealed at their
+//! homes, whose key services keep the keys, as the load's are.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +21,11 @@ use ledger::crypto::{SigningKey, VerifyingKey};
 use ledger::{Genesis, Hash, OpenOptions, SignedTx, Store};
 use pbft::ReplicaId;
 
+use futures::{StreamExt, TryStreamExt};
+
+use crate::cluster::ClusterOptions;
 use crate::error::NodeError;
+use crate::handle::NodeHandle;
 use crate::load::{Person, Population};
 use crate::node::validator_dir;
 
@@ -341,29 +344,64 @@ pub fn mean_tx_bytes(blocks: &[Made]) -> f64 {
 
 /// Transactions made and stored per round of the prefill (about 10 MB of blocks in memory).
 const PREFILL_ROUND: u64 = 16_000;
+/// Records being sealed at once during a prefill (each a grant and a record: two seals).
+const PREFILL_SEALS_IN_FLIGHT: usize = 1024;
+/// The file the prefill builds its chain in, in the network's folder.
+const PREFILL_FILE: &str = "prefill-chain.db";
+/// How long the key services may fetch no key before the prefill stops waiting for them.
+const KEYS_STALL: Duration = Duration::from_secs(60);
+
+/// How a prefill goes, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub enum PrefillProgress {
+    /// So many transactions on the chain being built.
+    Stored(u64),
+    /// The chain is in place; the key services, catching up, still wait for so many keys.
+    KeysWaiting(u64),
+}
+
+/// What a prefill did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prefilled {
+    /// Transactions added to every validator's chain (the enrollment included).
+    pub transactions: u64,
+    /// Keys the key services were still waiting for when the prefill stopped waiting (they
+    /// fetched none for [`KEYS_STALL`]); zero when every key was in place.
+    pub keys_waiting: u64,
+}
 
 /// Adds a chain of at least `transactions` of the load's transactions (the population's
-/// enrollment, then its grants and records) to every validator of the network in `data_dir`
-/// (none may be running; its operator keys in `key_dir`). The blocks are made here, certified
-/// by a quorum's real keys; they are appended to the first validator's chain with the verdicts
-/// made with them (this made and signed them: checking them again would find the same), and
-/// that chain is then copied to every other validator: the stores are byte for byte what
-/// applying the same blocks would make, as every validator's chain is the same. `progress` is
-/// told the transactions stored so far. Returns the transactions added.
+/// enrollment, then its grants and records) to every validator of the embedded cluster
+/// `options` describes, stopped, whose validators must all be at the same height.
+///
+/// Each transaction is sealed at its home as the load does it, through the running
+/// validators, so that each home's key service keeps its data key; nothing is submitted.
+/// The blocks are made here, certified by a quorum's real keys, and appended to a copy of the
+/// first validator's chain with the verdicts made with them (this made and signed them:
+/// checking them again would find the same). Once the validators are stopped that chain is
+/// copied to every validator: the stores are byte for byte what applying the same blocks
+/// would make, as every validator's chain is the same. The validators are then started once
+/// more, until their key services have processed the new blocks and fetched from each other
+/// the keys they are entitled to, as they would have while the chain grew.
 pub fn prefill(
-    data_dir: &Path,
-    key_dir: &Path,
+    options: ClusterOptions,
     transactions: u64,
-    mut progress: impl FnMut(u64),
-) -> Result<u64, NodeError> {
-    let holder = Holder::open(data_dir, key_dir)?;
-    let first = holder.chain_path(0);
-    let others: Vec<PathBuf> = (1..holder.dirs.len())
+    mut progress: impl FnMut(PrefillProgress),
+) -> Result<Prefilled, NodeError> {
+    let holder = Holder::open(&options.data_dir, &options.key_dir)?;
+    let chains: Vec<PathBuf> = (0..holder.dirs.len())
         .map(|v| holder.chain_path(v))
         .collect();
-    let genesis = holder.genesis.clone();
-    let mut store = Store::open(&first, &genesis, OpenOptions::unverified())?;
+    let head = same_head(&chains, &holder.genesis)?;
+    let building = options.data_dir.join(PREFILL_FILE);
+    copy_chain(&chains[0], &building)?;
+    let mut store = Store::open(&building, &holder.genesis, OpenOptions::unverified())?;
     let mut maker = Maker::new(holder, &store);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cluster = crate::Cluster::start(options.clone())?;
+    let handles = cluster.handles();
     let mut stored = 0;
     let mut blocks = maker.enrollment();
     loop {
@@ -372,32 +410,115 @@ pub fn prefill(
             store.append_block(&made.block, &checked)?;
             stored += checked.len() as u64;
         }
-        progress(stored);
+        progress(PrefillProgress::Stored(stored));
         if stored >= transactions {
             break;
         }
-        blocks = maker.records((transactions - stored).min(PREFILL_ROUND))?;
+        let records = (transactions - stored).min(PREFILL_ROUND).div_ceil(2);
+        let first = maker.next_record;
+        maker.next_record += records;
+        let people = &maker.people;
+        let sealed: Vec<[SignedTx; 2]> = runtime.block_on(
+            futures::stream::iter(first..first + records)
+                .map(|i| people.sealed_pair(i, &handles))
+                .buffered(PREFILL_SEALS_IN_FLIGHT)
+                .try_collect(),
+        )?;
+        blocks = maker.blocks_of(sealed.into_iter().flatten().collect());
     }
+    drop(cluster);
     drop(store);
-    for other in &others {
-        copy_chain(&first, other)?;
+    // Nothing was submitted: had a validator committed anything meanwhile, its chain would no
+    // longer be the one the prefill's was built on.
+    if same_head(&chains, &maker.holder.genesis)? != head {
+        return Err(NodeError::Corrupt(
+            "a validator committed blocks while the prefill ran: its chain was kept".into(),
+        ));
     }
-    Ok(stored)
+    for chain in &chains {
+        copy_chain(&building, chain)?;
+    }
+    remove_chain(&building)?;
+    let keys_waiting = runtime.block_on(keys_in_place(options, &mut progress))?;
+    Ok(Prefilled {
+        transactions: stored,
+        keys_waiting,
+    })
+}
+
+/// The head every chain of `chains` is at, or an error if they differ.
+fn same_head(chains: &[PathBuf], genesis: &Genesis) -> Result<(u64, Hash), NodeError> {
+    let mut heads = Vec::with_capacity(chains.len());
+    for chain in chains {
+        heads.push(Store::open(chain, genesis, OpenOptions::unverified())?.head());
+    }
+    match heads.first() {
+        Some(first) if heads.iter().all(|head| head == first) => Ok(*first),
+        _ => Err(NodeError::Config(format!(
+            "a prefill needs every validator at the same height: {:?}",
+            heads.iter().map(|(height, _)| height).collect::<Vec<_>>()
+        ))),
+    }
+}
+
+/// Starts the cluster and waits until every key service has processed the chain and holds
+/// every key it is entitled to, or has fetched none for [`KEYS_STALL`]; the keys still waited
+/// for then.
+async fn keys_in_place(
+    options: ClusterOptions,
+    progress: &mut impl FnMut(PrefillProgress),
+) -> Result<u64, NodeError> {
+    let cluster = crate::Cluster::start(options)?;
+    let handles = cluster.handles();
+    let head = handles[0].status().height;
+    let (mut fewest, mut since) = (u64::MAX, Instant::now());
+    let waiting = loop {
+        let statuses: Vec<_> = handles.iter().map(NodeHandle::key_status).collect();
+        let waiting: u64 = statuses.iter().map(|status| status.waiting).sum();
+        let processed = statuses
+            .iter()
+            .all(|status| status.processed_height >= head);
+        progress(PrefillProgress::KeysWaiting(waiting));
+        if processed && waiting == 0 {
+            break 0;
+        }
+        if waiting < fewest || !processed {
+            (fewest, since) = (waiting.min(fewest), Instant::now());
+        } else if since.elapsed() > KEYS_STALL {
+            break waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .ok();
+    Ok(waiting)
+}
+
+/// Deletes the closed chain at `path` and its WAL.
+fn remove_chain(path: &Path) -> Result<(), NodeError> {
+    for file in [
+        path.to_path_buf(),
+        with_suffix(path, "-wal"),
+        with_suffix(path, "-shm"),
+    ] {
+        if file.exists() {
+            std::fs::remove_file(&file)?;
+        }
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (SQLite's `-wal`, `-shm`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Replaces the chain at `to` (closed) with a copy of the chain at `from` (closed).
 fn copy_chain(from: &Path, to: &Path) -> Result<(), NodeError> {
-    let with_suffix = |path: &Path, suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    for suffix in ["-wal", "-shm"] {
-        let stale = with_suffix(to, suffix);
-        if stale.exists() {
-            std::fs::remove_file(&stale)?;
-        }
-    }
+    remove_chain(to)?;
     std::fs::copy(from, to)?;
     let wal = with_suffix(from, "-wal");
     if wal.exists() {

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use node::load::{Load, LoadReport, Progress, drive};
+use node::offline::PrefillProgress;
 use node::{NodeConfig, NodeHandle};
 
 use super::node::start_validator;
@@ -204,6 +205,45 @@ impl BenchArgs {
         result
     }
 
+    /// Puts a chain of `--prefill` transactions on every validator of the network in `dir`;
+    /// the transactions it holds.
+    fn prefill(&self, dir: &Path, key_dir: &Path) -> anyhow::Result<u64> {
+        let bar = progress_bar(self.prefill, "prefill {bar:40} {pos}/{len} {msg}");
+        let prefilled = node::offline::prefill(
+            self.cluster_options(dir, key_dir),
+            self.prefill,
+            |progress| match progress {
+                PrefillProgress::Stored(stored) => {
+                    bar.set_position(stored);
+                    bar.set_message("transactions");
+                }
+                PrefillProgress::KeysWaiting(waiting) => {
+                    bar.set_message(format!("on chain; key services fetching {waiting} keys"));
+                }
+            },
+        )?;
+        bar.finish_and_clear();
+        println!(
+            "prefilled every validator's chain with {} transactions",
+            prefilled.transactions
+        );
+        if prefilled.keys_waiting > 0 {
+            println!(
+                "warning: the key services still wait for {} keys of the prefilled chain (none \
+                 came for a minute); they go on asking during the run",
+                prefilled.keys_waiting
+            );
+        }
+        Ok(prefilled.transactions)
+    }
+
+    /// The embedded cluster of the network in `dir`, its operator keys in `key_dir`.
+    fn cluster_options(&self, dir: &Path, key_dir: &Path) -> node::ClusterOptions {
+        let mut options = node::ClusterOptions::new(dir, self.timing.timing());
+        options.key_dir = key_dir.to_path_buf();
+        options
+    }
+
     /// Runs the load on an embedded cluster of the network in `dir`.
     fn ledger_embedded(
         &self,
@@ -212,9 +252,7 @@ impl BenchArgs {
         load: &Load,
         bar: &ProgressBar,
     ) -> anyhow::Result<(LoadReport, Used)> {
-        let mut options = node::ClusterOptions::new(dir, self.timing.timing());
-        options.key_dir = key_dir.to_path_buf();
-        let cluster = node::Cluster::start(options)?;
+        let cluster = node::Cluster::start(self.cluster_options(dir, key_dir))?;
         let runtime = super::service::runtime()?;
         runtime.block_on(measure(&cluster.handles(), load, bar, vec![Process::This]))
     }
@@ -291,13 +329,7 @@ impl super::Run for BenchArgs {
             false,
         )?;
         let prefill = if self.prefill > 0 {
-            let bar = progress_bar(self.prefill, "prefill {bar:40} {pos}/{len} transactions");
-            let stored = node::offline::prefill(&dir, &key_dir, self.prefill, |stored| {
-                bar.set_position(stored)
-            })?;
-            bar.finish_and_clear();
-            println!("prefilled every validator's chain with {stored} transactions");
-            stored
+            self.prefill(&dir, &key_dir)?
         } else {
             0
         };
