@@ -304,9 +304,11 @@ pub(super) fn progress_bar(length: u64, template: &str) -> ProgressBar {
 impl super::Run for BenchArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(
-            self.mode == Mode::Ledger || (self.processes.is_none() && !self.with_ceiling),
-            "--mode ceiling runs its validators in this process, with no protocol: use \
-             --validators, not --processes or --with-ceiling"
+            self.mode == Mode::Ledger
+                || (self.processes.is_none() && !self.with_ceiling && self.rate.is_none()),
+            "--mode ceiling applies blocks as fast as the validators store them, in this \
+             process, with no protocol: use --validators, not --processes, --with-ceiling or \
+             --rate"
         );
         let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
         let dir = self
