@@ -127,15 +127,7 @@ impl Cluster {
             }
         }
         let genesis = Arc::new(Genesis::load(&genesis_path)?);
-        let mut operator_keys = Vec::with_capacity(genesis.len());
-        for validator in genesis.validators() {
-            let path = ledger::master::dev_key_path(&key_dir, &validator.name);
-            let (key, warning) = MasterKey::from_key_file(&path, &data_dir, false)?;
-            if let Some(warning) = warning {
-                warn!("{warning}");
-            }
-            operator_keys.push(key);
-        }
+        let operator_keys = operator_keys(&genesis, &data_dir, &key_dir)?;
         let network = MemoryNetwork::new(genesis.len());
         let mut cluster = Self {
             data_dir,
@@ -243,6 +235,25 @@ impl Cluster {
             self.stop(id);
         }
     }
+}
+
+/// The operator keys of every validator of `genesis`, in genesis order, from the key directory
+/// `key_dir` of the development network in `data_dir` (a key on the data's disk is a warning).
+pub(crate) fn operator_keys(
+    genesis: &Genesis,
+    data_dir: &Path,
+    key_dir: &Path,
+) -> Result<Vec<MasterKey>, NodeError> {
+    let mut keys = Vec::with_capacity(genesis.len());
+    for validator in genesis.validators() {
+        let path = ledger::master::dev_key_path(key_dir, &validator.name);
+        let (key, warning) = MasterKey::from_key_file(&path, data_dir, false)?;
+        if let Some(warning) = warning {
+            warn!("{warning}");
+        }
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 impl Drop for Cluster {

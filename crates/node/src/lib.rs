@@ -19,6 +19,7 @@ pub mod load;
 mod local_store;
 mod metrics;
 mod node;
+pub mod offline;
 mod runtime;
 mod state_transfer;
 mod status;

@@ -70,6 +70,8 @@ struct PendingTx {
 struct MetricsLog {
     blocks: VecDeque<BlockMetric>,
     latencies: VecDeque<Duration>,
+    /// Latencies recorded since start, kept or not (what [`Shared::latencies_since`] counts by).
+    recorded_latencies: u64,
     committed_tx: u64,
 }
 
@@ -252,6 +254,7 @@ impl Shared {
                 log.blocks.pop_front();
             }
             log.latencies.extend(latencies.iter().copied());
+            log.recorded_latencies += latencies.len() as u64;
             while log.latencies.len() > kept_latencies {
                 log.latencies.pop_front();
             }
@@ -280,9 +283,63 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// The latencies recorded after the first `seen` since start (as many as are still kept),
+    /// in commit order, and how many have been recorded since start: a reader that passes back
+    /// that count each time gets every latency once (the bench's per-second series).
+    pub fn latencies_since(&self, seen: u64) -> (Vec<Duration>, u64) {
+        self.metrics
+            .lock()
+            .map(|log| {
+                let new = log.recorded_latencies.saturating_sub(seen);
+                let kept = usize::try_from(new)
+                    .map_or(log.latencies.len(), |new| new.min(log.latencies.len()));
+                let skip = log.latencies.len() - kept;
+                (
+                    log.latencies.iter().skip(skip).copied().collect(),
+                    log.recorded_latencies,
+                )
+            })
+            .unwrap_or_default()
+    }
+
     pub fn reset_latencies(&self) {
         if let Ok(mut log) = self.metrics.lock() {
             log.latencies.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(tx_count: usize) -> BlockMetric {
+        BlockMetric {
+            height: 1,
+            timestamp_ms: 0,
+            latency: Duration::ZERO,
+            tps: 0.0,
+            energy_joules: 0.0,
+            attempted_blocks: 1,
+            success_blocks: 1,
+            tx_count,
+            votes: 3,
+            required_votes: 3,
+            validators: 4,
+        }
+    }
+
+    #[test]
+    fn a_reader_of_latencies_since_gets_each_once_even_past_the_window() {
+        let shared = Shared::new(0, "hospital".into(), 4, 10);
+        let ms = Duration::from_millis;
+        shared.record_block(block(2), &[ms(1), ms(2)], 10, 3);
+        let (first, seen) = shared.latencies_since(0);
+        assert_eq!((first, seen), (vec![ms(1), ms(2)], 2));
+        assert_eq!(shared.latencies_since(seen), (vec![], 2));
+        // Four more, one of which falls out of a window of three before it is read.
+        shared.record_block(block(4), &[ms(3), ms(4), ms(5), ms(6)], 10, 3);
+        assert_eq!(shared.latencies_since(seen), (vec![ms(4), ms(5), ms(6)], 6));
+        assert_eq!(shared.committed_transactions(), 6);
     }
 }

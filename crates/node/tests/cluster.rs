@@ -262,10 +262,14 @@ fn the_load_generator_commits_grants_and_the_records_that_use_them() {
         concurrency: 1,
     };
     let report = runtime()
-        .block_on(drive(&handles, &load, Duration::from_secs(30), |_, _| {}))
+        .block_on(drive(&handles, &load, Duration::from_secs(30), |_| {}))
         .unwrap();
     assert_eq!(report.refused, 0, "{report:?}");
     assert!(report.acknowledged >= 100, "{report:?}");
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.committed, report.acknowledged, "{report:?}");
+    assert!(report.tx_bytes > 200.0, "{report:?}");
+    assert!(!report.series.is_empty(), "{report:?}");
     assert_eq!(
         report.acknowledged % 2,
         0,

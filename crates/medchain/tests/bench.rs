@@ -1,0 +1,197 @@
+//! `medchain bench` as a person runs it: a real cluster under load for two seconds (and the
+//! ceiling of the same validators with no protocol), its figures in `bench.json` and its chart
+//! in `bench.svg`.
+mod common_cli;
+
+use std::path::Path;
+
+use common_cli::{medchain, text};
+use serde_json::Value;
+
+/// Runs `medchain bench --duration 2s --batch-window 10ms --out DIR/out` with `args`; the
+/// bench.json it wrote, after checking what every run must show.
+fn bench(dir: &Path, args: &[&str]) -> Value {
+    let out = dir.join("out");
+    let data = dir.join("data");
+    let mut all = vec![
+        "bench",
+        "--duration",
+        "2s",
+        "--batch-window",
+        "10ms",
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let output = medchain(&all, None);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    for figure in [
+        "committed tx/s",
+        "latency p50/p95/p99/max",
+        "write amplification",
+    ] {
+        assert!(
+            printed.contains(figure),
+            "the table has no {figure:?}: {printed}"
+        );
+    }
+    let json: Value = serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap())
+        .unwrap_or_else(|e| panic!("bench.json: {e}"));
+    let number = |field: &str| {
+        json[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} is not a number: {json}"))
+    };
+    let committed = number("committed");
+    assert!(committed > 0.0, "{json}");
+    assert_eq!(json["lost"], 0, "{json}");
+    assert_eq!(json["acknowledged"], json["committed"], "{json}");
+    assert!(number("committed_tx_per_s") > 0.0, "{json}");
+    let latency = |p: &str| json["latency_ms"][p].as_f64().unwrap();
+    assert!(
+        0.0 < latency("p50")
+            && latency("p50") <= latency("p95")
+            && latency("p95") <= latency("p99")
+            && latency("p99") <= latency("max"),
+        "{json}"
+    );
+    assert!(number("cpu_us_per_tx") > 0.0, "{json}");
+    // A grant or a record: a few hundred bytes, sealed and signed.
+    assert!((200.0..4_000.0).contains(&number("tx_bytes")), "{json}");
+    assert!(number("write_bytes_per_tx_per_validator") > 0.0, "{json}");
+    assert!(number("write_amplification") > 0.0, "{json}");
+    assert!(json["index_write_bytes_per_tx_per_validator"].is_null());
+    assert!(json["why_null"]["index_write_bytes_per_tx_per_validator"].is_string());
+    assert!(number("peak_rss_bytes_per_validator") > 1e6, "{json}");
+    assert!(number("chain_bytes_per_validator") > 1e5, "{json}");
+    let series = json["series"].as_array().unwrap();
+    assert!(!series.is_empty(), "{json}");
+    let in_series: f64 = series
+        .iter()
+        .map(|p| p["committed_tx_per_s"].as_f64().unwrap())
+        .sum();
+    assert!(in_series > 0.0, "{json}");
+    let svg = std::fs::read_to_string(out.join("bench.svg")).unwrap();
+    assert!(
+        svg.contains("<polyline class=\"committed_tx_per_s\""),
+        "{svg}"
+    );
+    json
+}
+
+#[test]
+fn a_ledger_run_reports_every_figure_and_its_efficiency_against_the_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = bench(dir.path(), &["--with-ceiling"]);
+    assert_eq!(json["mode"], "ledger");
+    assert_eq!(
+        (json["validators"].as_u64(), json["processes"].as_u64()),
+        (Some(4), Some(1))
+    );
+    let ceiling = &json["ceiling"];
+    assert_eq!(ceiling["mode"], "ceiling", "{json}");
+    // As many transactions as the run committed (rounded up to a whole grant and record).
+    let (run, applied) = (
+        json["committed"].as_u64().unwrap(),
+        ceiling["committed"].as_u64().unwrap(),
+    );
+    assert!(applied >= run && applied <= run + 1, "{json}");
+    let efficiency = json["efficiency"].as_f64().unwrap();
+    let expected = json["committed_tx_per_s"].as_f64().unwrap()
+        / ceiling["committed_tx_per_s"].as_f64().unwrap();
+    assert!((efficiency - expected).abs() < 1e-9, "{json}");
+}
+
+#[test]
+fn the_ceiling_applies_the_load_with_no_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = bench(
+        dir.path(),
+        &[
+            "--mode",
+            "ceiling",
+            "--validators",
+            "4",
+            "--max-batch",
+            "200",
+        ],
+    );
+    assert_eq!(json["mode"], "ceiling");
+    assert!(json["efficiency"].is_null(), "{json}");
+    assert!(json["duration_s"].as_f64().unwrap() >= 2.0, "{json}");
+}
+
+#[test]
+fn validators_as_processes_are_metered_each() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ports of this test run's own, so that two runs of the suite do not meet.
+    let base = 20_000 + (std::process::id() % 4_000) as u16 * 10;
+    let (peer, api) = (base.to_string(), (base + 5).to_string());
+    let json = bench(
+        dir.path(),
+        &["--processes", "--peer-port", &peer, "--api-port", &api],
+    );
+    assert_eq!(
+        (json["validators"].as_u64(), json["processes"].as_u64()),
+        (Some(4), Some(4))
+    );
+}
+
+/// A prefilled chain is a real one: every block certified by a quorum of the validators' keys,
+/// every transaction's signature valid, and the same at every validator (`medchain verify`),
+/// with the blocks the ceiling applied after it on top; the key services hold every key of it.
+#[test]
+fn a_prefilled_chain_verifies_at_every_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = medchain(
+        &[
+            "bench",
+            "--mode",
+            "ceiling",
+            "--prefill",
+            "3000",
+            "--duration",
+            "1s",
+            "--max-batch",
+            "500",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ],
+        None,
+    );
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("prefilled every validator's chain with 3000 transactions"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("still wait for"),
+        "every key in place: {printed}"
+    );
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/bench.json")).unwrap()).unwrap();
+    assert_eq!(json["prefill"], 3000, "{json}");
+    assert!(json["committed"].as_u64().unwrap() > 0, "{json}");
+    let verified = medchain(
+        &[
+            "verify",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+        ],
+        None,
+    );
+    let said = text(&verified);
+    assert!(verified.status.success(), "{said}");
+    // 3,000 prefilled (enrollment included), then the ceiling's enrollment and blocks.
+    let total = 3000 + 220 + json["committed"].as_u64().unwrap();
+    assert!(
+        said.contains(&total.to_string()),
+        "{total} transactions: {said}"
+    );
+}
