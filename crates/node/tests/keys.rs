@@ -598,11 +598,9 @@ fn a_peer_above_its_rate_is_answered_busy_and_seals_go_first() {
             .seal(header(meta, author.signer()), &note("x").to_bytes()),
     )
     .unwrap();
-    let before_seal = answered.load(Ordering::SeqCst);
-    assert!(
-        before_seal <= 2,
-        "the seal waited for {before_seal} of 4 queued peer requests"
-    );
+    // The seal is done with requests still queued; that it is taken before them, whatever the
+    // answers' speed, is `keys::tests::a_seal_queued_behind_peer_requests_is_taken_in_the_next_turn`
+    // (counting answers here raced them: answered from memory, four can be done first).
     // Never more than four queued below: none is dropped.
     let dropped_before = w.node(HOSPITAL).key_status().counters.keys_requests_dropped;
     // More than the burst, a few requests at a time.

@@ -1170,3 +1170,47 @@ impl Service {
         Ok(answers)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(request: u64) -> Frame {
+        Frame::new(Wire::Keys(KeyFrame::Request {
+            request,
+            txs: vec![[7; 32]],
+        }))
+    }
+
+    /// Local work first (§5.3): a seal that arrives behind a peer's queued requests is taken in
+    /// the next turn, beside at most one of them, whatever the speed of the answers.
+    #[test]
+    fn a_seal_queued_behind_peer_requests_is_taken_in_the_next_turn() {
+        let inbox = KeyInbox::new();
+        for id in 0..PEER_REQUESTS_QUEUED as u64 {
+            assert!(inbox.deliver(2, request(id), InboundCredit::default()));
+        }
+        assert!(
+            !inbox.deliver(2, request(99), InboundCredit::default()),
+            "a fifth queued request of one peer is dropped"
+        );
+        let (reply, _answer) = oneshot::channel();
+        inbox
+            .seal(SealRequest {
+                tx: [1; 32],
+                patient: [3; 16],
+                not_after_ms: 0,
+                key: DataKey::generate(),
+                reply,
+            })
+            .unwrap();
+        let first = inbox.take(Duration::ZERO);
+        assert_eq!(first.seals.len(), 1);
+        assert!(first.peer.is_some());
+        assert_eq!(first.dropped_requests, 1);
+        let second = inbox.take(Duration::ZERO);
+        assert!(second.seals.is_empty());
+        assert!(second.peer.is_some(), "the other requests wait their turn");
+        assert!(inbox.deliver(2, request(5), InboundCredit::default()));
+    }
+}
