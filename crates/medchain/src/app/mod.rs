@@ -34,7 +34,9 @@ pub use accounts::{
 pub use clock::Clock;
 pub use consent::{CodeError, IssuedCode};
 pub use custody::Custody;
-pub use enroll::{DEMO_HOME, Enroller, Here, SignAsValidator, ask_code, demo_nonce, demo_person};
+pub use enroll::{
+    DEMO_HOME, Enroller, GENESIS_KEY, Here, SignAsValidator, ask_code, demo_nonce, demo_person,
+};
 pub use outbox::{OutboxRow, OutboxState};
 pub use prepared::{PREPARED_TTL_MS, Prepared};
 pub use sessions::{Session, SessionToken};
