@@ -879,7 +879,10 @@ mod tests {
         // its (lagging) processed height.
         store.rows().set_processed_height(41).unwrap();
         let data = DataKey::generate();
-        store.rows().insert_key(&[1; 32], &[2; 16], &data, 0).unwrap();
+        store
+            .rows()
+            .insert_key(&[1; 32], &[2; 16], &data, 0)
+            .unwrap();
         store.rows().delete_key(&[1; 32]).unwrap();
         let later = KeyStoreFacts::read(&path).unwrap();
         assert_eq!((later.processed_height, later.keys_stored), (41, 1));
