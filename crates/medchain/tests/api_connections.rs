@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::wire::{self, closed_within, connect_from, read_answer};
+use common::wire::{self, closed_within, connect_from, mid_request, read_answer};
 use medchain::http::Settings;
 use node::ConnectionLimits;
 use serde_json::json;
@@ -35,17 +35,6 @@ fn short() -> ConnectionLimits {
 
 async fn connect(addr: SocketAddr) -> TcpStream {
     connect_from("127.0.0.1", addr).await
-}
-
-/// A connection from `from` in the middle of a request's head (the server waits for the
-/// rest until the header timeout).
-async fn mid_request(from: &str, addr: SocketAddr) -> TcpStream {
-    let mut stream = connect_from(from, addr).await;
-    stream
-        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
-        .await
-        .unwrap();
-    stream
 }
 
 /// A connection from `from` served once, then idle.
