@@ -13,8 +13,8 @@
 //! - idle: from the end of a response (or the last byte a stalled reader took) to the next
 //!   request's first byte, at most `idle_timeout`;
 //! - at most `max_connections` at once. At the cap, the connection that has waited on its
-//!   client longest (idle, never sent a request, or took less than 16 KiB of its answer in
-//!   3 s) is closed to admit a newcomer, as its idle timeout would have closed it later: a
+//!   client longest (idle, never sent a request, or, its socket full, took less than 16 KiB
+//!   of its answer in 3 s) is closed to admit a newcomer, as its idle timeout would have closed it later: a
 //!   client that keeps connections alive with cheap requests cannot hold every slot, and an
 //!   answer its client is taking is never cut. With none waiting (all mid-request, or
 //!   answering), the newcomer waits for one to end, and the clients after it wait in the
@@ -486,6 +486,9 @@ struct ExchangeState {
     /// ready), and what it took since.
     progress_at: Instant,
     progress_bytes: usize,
+    /// The socket took no more of the answer being written at some write: it is larger than
+    /// the socket's buffer, and goes out at the pace its client takes it.
+    write_blocked: bool,
 }
 
 /// What a connection is doing.
@@ -517,6 +520,7 @@ impl Exchange {
             last_active: now,
             progress_at: now,
             progress_bytes: 0,
+            write_blocked: false,
         }))
     }
 
@@ -567,6 +571,11 @@ impl Exchange {
         }
     }
 
+    /// The socket takes no more for now.
+    fn write_blocked(&self) {
+        self.state().write_blocked = true;
+    }
+
     /// Every byte written is out. Returns whether that ends the last response: the
     /// connection is now idle.
     fn flushed(&self) -> bool {
@@ -574,6 +583,7 @@ impl Exchange {
         let ended = s.requests == s.responses && !s.between_messages;
         if ended {
             s.between_messages = true;
+            s.write_blocked = false;
         }
         ended
     }
@@ -583,16 +593,17 @@ impl Exchange {
     }
 
     /// Since when the connection has waited on its client at `now`: every request answered
-    /// and written out, no byte of a next one (a new connection: none yet); or its answer
+    /// and written out (or taken whole by the socket, about to be), no byte of a next one (a
+    /// new connection: none yet); or its answer, larger than the socket takes at once,
     /// stalled, its client having taken less than [`ANSWER_PROGRESS_BYTES`] of it in
-    /// [`ANSWER_STALLED_AFTER`]. `None` while a request is in flight or arriving, or its
-    /// answer is being taken.
+    /// [`ANSWER_STALLED_AFTER`]. `None` while a request is in flight or arriving, or while its
+    /// client takes its answer.
     fn idle_since(&self, now: Instant) -> Option<Instant> {
         let s = self.state();
         if s.requests != s.responses || s.head_bytes {
             return None;
         }
-        if s.between_messages {
+        if s.between_messages || !s.write_blocked {
             return Some(s.last_active);
         }
         (now >= s.progress_at + ANSWER_STALLED_AFTER).then_some(s.progress_at)
@@ -789,6 +800,7 @@ impl AsyncWrite for Guarded {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                this.exchange.write_blocked();
                 let deadline = this.exchange.write_deadline(&this.limits);
                 if this.expired(deadline, cx) {
                     return Poll::Ready(Err(io::Error::new(
@@ -973,8 +985,12 @@ mod tests {
         exchange.response_ended();
         let ready = exchange.state().progress_at;
         let at = |ms: u64| ready + Duration::from_millis(ms);
-        assert_eq!(exchange.idle_since(at(2_000)), None, "being written");
-        // Its client takes 16 KiB every 2 s: busy however long it lasts.
+        // Taken whole by the socket (about to be flushed): it waits on its client.
+        exchange.wrote(1_000, at(1));
+        assert_eq!(exchange.idle_since(at(2)), Some(at(1)));
+        // The socket is full: its client takes 16 KiB every 2 s, busy however long it lasts.
+        exchange.write_blocked();
+        assert_eq!(exchange.idle_since(at(2_000)), None, "being taken");
         for step in 1..=5 {
             exchange.wrote(ANSWER_PROGRESS_BYTES, at(step * 2_000));
             assert_eq!(exchange.idle_since(at(step * 2_000 + 2_999)), None);
@@ -985,7 +1001,6 @@ mod tests {
         assert_eq!(exchange.idle_since(at(13_000)), Some(at(10_000)));
         // Written out: idle since its last byte.
         exchange.wrote(ANSWER_PROGRESS_BYTES, at(14_000));
-        assert_eq!(exchange.idle_since(at(14_001)), None);
         assert!(exchange.flushed());
         assert_eq!(exchange.idle_since(at(14_001)), Some(at(14_000)));
     }
