@@ -131,7 +131,12 @@ async fn login_sets_a_device_cookie_that_a_later_login_renews() {
     };
     let res = login("patient456", None).await;
     let cookie = device_of(&res).expect("a device cookie");
-    for flag in ["HttpOnly", "SameSite=Strict", "Path=/api;", "Max-Age=7776000"] {
+    for flag in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/api;",
+        "Max-Age=7776000",
+    ] {
         assert!(cookie.contains(flag), "{flag}: {cookie}");
     }
     assert!(!cookie.contains("Secure"), "{cookie}");

@@ -168,11 +168,7 @@ async fn login(
         "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         state.cookie,
         token.as_str(),
-        if state.settings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        }
+        state.cookie_secure()
     );
     let mut res = Json(answer).into_response();
     res.headers_mut().insert(
@@ -215,11 +211,7 @@ async fn logout(
     let cookie = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
         state.cookie,
-        if state.settings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        }
+        state.cookie_secure()
     );
     res.headers_mut().insert(
         header::SET_COOKIE,

@@ -112,11 +112,7 @@ pub(crate) fn set_cookie(
         state.device_cookie,
         value(&state.app, &id, expires_ms, account),
         DEVICE_COOKIE_MS / 1000,
-        if state.settings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        }
+        state.cookie_secure()
     );
     HeaderValue::from_str(&cookie).map_err(ApiError::internal)
 }

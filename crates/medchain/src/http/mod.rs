@@ -139,6 +139,15 @@ impl AppState {
         self.clock.now_ms()
     }
 
+    /// What ends each cookie this API sets: `; Secure` when served over HTTPS.
+    pub(crate) fn cookie_secure(&self) -> &'static str {
+        if self.settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        }
+    }
+
     /// Checks a password of `id` typed at `client` by `asker`, off the async threads, at most
     /// two at a time. The attempt is counted by the [`throttle`] before it queues for the
     /// hash, so a burst has no more judged than the throttle allows (429 beyond).
