@@ -109,8 +109,9 @@ impl AppConfig {
 pub struct AppDb {
     db: db::Db,
     config: AppConfig,
-    /// The HMAC key of the in-person codes: the operator key's [`Purpose::CodeMac`] subkey,
-    /// never stored (the codes' MACs are in `app.db`; their key is not beside them).
+    /// The HMAC key of the in-person codes and the device cookies (each MAC with its own
+    /// label: [`AppDb::keyed_mac`]): the operator key's [`Purpose::CodeMac`] subkey, never
+    /// stored (the codes' MACs are in `app.db`; their key is not beside them).
     consent_key: Zeroizing<[u8; 32]>,
 }
 
