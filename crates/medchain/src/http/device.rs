@@ -10,7 +10,11 @@
 //! `Secure` with `--secure-cookie`; it lasts [`DEVICE_COOKIE_MS`] and each login with it
 //! renews it. Its value, `<device: 32 hex>.<expires_ms>.<login id, hex>.<MAC: 64 hex>`, holds
 //! nothing secret: without the operator key no one can make one, nor change the login id it
-//! names. Clients that keep no cookies (the seed's scripts) are counted per address as before.
+//! names. The MAC also covers the login's password hash (salted, new at each change), so a
+//! password change, or an id made anew, ends every cookie minted before: someone who once knew
+//! the password cannot keep a stock of devices, each with its own guesses (red team of issue
+//! 12, round 3). Clients that keep no cookies (the seed's scripts) are counted per address as
+//! before.
 
 use std::convert::Infallible;
 
@@ -33,20 +37,29 @@ pub const DEVICE_COOKIE_MS: u64 = KNOWN_FOR_MS;
 /// The label of the device cookies' MACs.
 const LABEL: &[u8] = b"medchain/device-cookie/v1\0";
 
-fn mac(app: &AppDb, device: &[u8; 16], expires_ms: u64, account: &str) -> [u8; 32] {
+/// The MAC of a cookie of `device` for `account` until `expires_ms`, bound to the login's
+/// `binding` ([`AppDb::device_binding`]); the length prefixes keep the parts apart.
+fn mac(app: &AppDb, device: &[u8; 16], expires_ms: u64, account: &str, binding: &str) -> [u8; 32] {
     app.keyed_mac(
         LABEL,
-        &[device, &expires_ms.to_be_bytes(), account.as_bytes()],
+        &[
+            device,
+            &expires_ms.to_be_bytes(),
+            &(account.len() as u64).to_be_bytes(),
+            account.as_bytes(),
+            binding.as_bytes(),
+        ],
     )
 }
 
-/// The value of a device cookie of `device` for `account`, valid until `expires_ms`.
-fn value(app: &AppDb, device: &[u8; 16], expires_ms: u64, account: &str) -> String {
+/// The value of a device cookie of `device` for `account`, valid until `expires_ms` and while
+/// the login's `binding` stays.
+fn value(app: &AppDb, device: &[u8; 16], expires_ms: u64, account: &str, binding: &str) -> String {
     format!(
         "{}.{expires_ms}.{}.{}",
         hex::encode(device),
         hex::encode(account),
-        hex::encode(mac(app, device, expires_ms, account))
+        hex::encode(mac(app, device, expires_ms, account, binding))
     )
 }
 
@@ -67,7 +80,8 @@ fn device_of(app: &AppDb, value: &str, account: &str, now_ms: u64) -> Option<[u8
     if hex::decode(account_hex).ok()? != account.as_bytes() || expires_ms <= now_ms {
         return None;
     }
-    let expected = mac(app, &device, expires_ms, account);
+    let binding = app.device_binding(account).ok()??;
+    let expected = mac(app, &device, expires_ms, account, &binding);
     bool::from(expected.ct_eq(&presented)).then_some(device)
 }
 
@@ -107,10 +121,14 @@ pub(crate) fn set_cookie(
         OsRng.fill_bytes(&mut id);
     }
     let expires_ms = state.now_ms().saturating_add(DEVICE_COOKIE_MS);
+    let binding = state
+        .app
+        .device_binding(account)?
+        .ok_or_else(|| ApiError::internal("a login signed in without an account row"))?;
     let cookie = format!(
         "{}={}; Path=/api; HttpOnly; SameSite=Strict; Max-Age={}{}",
         state.device_cookie,
-        value(&state.app, &id, expires_ms, account),
+        value(&state.app, &id, expires_ms, account, &binding),
         DEVICE_COOKIE_MS / 1000,
         state.cookie_secure()
     );
@@ -125,8 +143,22 @@ mod tests {
     fn a_device_cookie_holds_only_for_its_login_id_its_key_and_its_time() {
         let dir = tempfile::tempdir().unwrap();
         let app = crate::app::test_db(&dir.path().join("app.db"));
+        for id in ["p001", "p002"] {
+            app.create_account(
+                crate::app::NewAccount {
+                    id: id.into(),
+                    role: crate::app::Role::Patient,
+                    department: None,
+                    name: None,
+                    password: zeroize::Zeroizing::new("correct horse battery".into()),
+                },
+                1,
+            )
+            .unwrap();
+        }
+        let binding = app.device_binding("p001").unwrap().unwrap();
         let device = [7u8; 16];
-        let cookie = value(&app, &device, 2_000, "p001");
+        let cookie = value(&app, &device, 2_000, "p001", &binding);
         assert_eq!(device_of(&app, &cookie, "p001", 1_999), Some(device));
         // Expired; another login id; changed in any part; another operator key.
         assert_eq!(device_of(&app, &cookie, "p001", 2_000), None);
@@ -162,9 +194,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(device_of(&other, &cookie, "p001", 1_000), None);
+        // A password change ends every cookie minted before it.
+        app.set_password("p001", "another horse battery").unwrap();
+        assert_eq!(device_of(&app, &cookie, "p001", 1_000), None);
         // Not a MAC of an in-person code either: its own label.
         assert_ne!(
-            mac(&app, &device, 2_000, "p001"),
+            mac(&app, &device, 2_000, "p001", &binding),
             app.keyed_mac(
                 b"medchain/code/v2\0",
                 &[&device, &2_000u64.to_be_bytes(), b"p001"]
