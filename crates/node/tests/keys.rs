@@ -434,6 +434,10 @@ fn unknown_and_unentitled_ids_are_answered_from_memory() {
         w.ask(CLINIC, HOSPITAL, 912, vec![record])[..],
         [KeyReply::Key(_)]
     ));
+    // The counters are published after the turn that sent the answer.
+    wait_until("the served key in the counters", || {
+        hospital.key_status().counters.keys_served > before.keys_served
+    });
     let after = hospital.key_status().counters;
     // Only ids whose key left were looked up (the author's, and any key a peer pulled
     // meanwhile): none of the insurer's.
