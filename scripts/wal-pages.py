@@ -11,13 +11,15 @@ Usage, on a store whose writer is about to run (BENCHMARKS.md, "Issue 11: where 
     wal-pages.py hold DB &     # a read transaction that keeps every frame of the run in the WAL
     ... run the writer, let it stop ...
     kill -9 %1                 # killed, not closed: a clean close would checkpoint the WAL away
-    wal-pages.py report DB [--checkpoint-frames 4096] [--transactions N] [--wal DB-wal]
+    wal-pages.py report DB [--checkpoint-frames 4096] [--transactions N] [--wal DB-wal] [--skip-commits K]
 
 `report` reads the WAL's raw frames (before opening the database, which would checkpoint it at
 close), then the page-to-B-tree map from dbstat. Holding the read transaction stops checkpoints
 from recycling the WAL, so the writer's own checkpoints do not run during the run: `report`
 models them instead (every `--checkpoint-frames` frames, as `PRAGMA wal_autocheckpoint`), and
-counts each distinct page of each window once.
+counts each distinct page of each window once. `--skip-commits K` leaves out the first K
+commits (a migration run when the writer opened the store, say); `--transactions` should then
+count the rows of the commits kept.
 """
 import collections
 import sqlite3
@@ -84,8 +86,9 @@ def hold(db_path):
         time.sleep(3600)
 
 
-def report(db_path, checkpoint_frames, transactions, wal_path):
+def report(db_path, checkpoint_frames, transactions, wal_path, skip):
     page_size, found = commits(wal_path or db_path + "-wal")
+    found = found[skip:]
     owners = page_owners(db_path)
     if not found:
         sys.exit("no committed frame in the WAL")
@@ -138,6 +141,7 @@ def main():
         int(options.get("--checkpoint-frames", 4096)),
         int(options.get("--transactions", 0)),
         options.get("--wal"),
+        int(options.get("--skip-commits", 0)),
     )
 
 

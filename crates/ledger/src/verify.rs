@@ -306,6 +306,8 @@ struct Walk<'g> {
     pending: Pending,
     /// The chain replayed so far, with the store's rules and apply code.
     replay: Connection,
+    /// The replay's lookups by random key (its own, never the store's).
+    index: store::Index,
     /// The height the next block must have.
     expected: u64,
     /// The header of the block before it.
@@ -426,7 +428,14 @@ impl Walk<'_> {
                 entries,
                 certificate,
             };
-            let applied = store::write_block(&self.replay, self.genesis, &block, &hash, &contents)?;
+            let applied = store::write_block(
+                &self.replay,
+                &self.index,
+                self.genesis,
+                &block,
+                &hash,
+                &contents,
+            )?;
             let mut verdicts: Vec<Option<&str>> = vec![None; block.entries.len()];
             for (index, reason) in &applied.rejected {
                 verdicts[*index] = Some(reason);
@@ -537,6 +546,7 @@ pub(crate) fn verify_connection(
         genesis,
         pending: Pending::default(),
         replay: replay_database(genesis)?,
+        index: store::Index::default(),
         expected: 0,
         prev: None,
         transactions: 0,
@@ -776,7 +786,15 @@ mod tests {
         drop(store);
         let mut conn = Connection::open(&path).expect("open");
         let db = conn.transaction().expect("begin");
-        store::write_block(&db, &net.genesis, &stale, &stale.hash(), &[]).expect("written");
+        store::write_block(
+            &db,
+            &store::Index::default(),
+            &net.genesis,
+            &stale,
+            &stale.hash(),
+            &[],
+        )
+        .expect("written");
         db.commit().expect("commit");
         match verify_store(&path, &net.genesis, &mut |_| {}) {
             Err(Error::Corrupt {

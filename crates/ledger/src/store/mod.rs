@@ -14,6 +14,7 @@
 //! for benchmarks), and refuses a store that fails, naming the file, the first bad height and
 //! the fault: a tampered chain is never served.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -26,12 +27,15 @@ use crate::rules::{
 };
 use crate::tx::{Checked, Meta, PersonId, PublicKey, SignedTx, Signer, TxHeader, TxId};
 use crate::{Error, Hash, Result};
+use index::Tag;
 
 mod apply;
+pub mod index;
 pub(crate) mod schema;
 pub mod state;
 
 pub use crate::rules::reason::DUPLICATE;
+pub use index::Index;
 pub use schema::{DERIVED, FORMAT_SINCE};
 pub use state::SqlState;
 
@@ -71,12 +75,15 @@ pub struct Store {
     /// The last block's header and hash, kept in memory (the store is its only writer).
     head: BlockHeader,
     head_hash: Hash,
+    /// The lookups by random key, shared with the readers of this file in this process.
+    index: Arc<Index>,
 }
 
 /// A read-only connection to a `chain.db`, for the API and for verification.
 pub struct Reader {
     conn: Connection,
     path: PathBuf,
+    index: Arc<Index>,
 }
 
 fn busy_timeout(conn: &Connection) -> Result<()> {
@@ -125,6 +132,7 @@ impl Store {
             genesis: genesis.clone(),
             head: genesis.block().header,
             head_hash: genesis.hash(),
+            index: Index::for_path(path),
         };
         match has_genesis {
             None => store.write_genesis(genesis)?,
@@ -200,9 +208,16 @@ impl Store {
             )));
         }
         let hash = block.hash();
-        let tx = self.conn.transaction()?;
-        let applied = write_block(&tx, &self.genesis, block, &hash, checked)?;
-        tx.commit()?;
+        self.index.catch_up(&self.conn)?;
+        let mark = self.index.mark();
+        let written = (|| -> Result<Applied> {
+            let tx = self.conn.transaction()?;
+            let applied = write_block(&tx, &self.index, &self.genesis, block, &hash, checked)?;
+            tx.commit()?;
+            Ok(applied)
+        })();
+        // The entries of a block that is not on disk are taken back from memory.
+        let applied = written.inspect_err(|_| self.index.truncate(mark))?;
         self.head = block.header;
         self.head_hash = hash;
         Ok(applied)
@@ -218,8 +233,13 @@ impl Store {
 /// transaction in order: the one code path of a block's effects, shared by
 /// [`Store::append_block`] and the replay of [`crate::verify`]. `conn` is inside the caller's
 /// transaction.
+///
+/// `index` must cover every row before the block's ([`Index::catch_up`]); it is given the
+/// block's entries as they are written, and the runs of the epochs the block completes are
+/// written with it ([`Index::close_epochs`]).
 pub(crate) fn write_block(
     conn: &Connection,
+    index: &Index,
     genesis: &Genesis,
     block: &Block,
     hash: &Hash,
@@ -232,7 +252,9 @@ pub(crate) fn write_block(
         "INSERT INTO transactions (height, idx, id, kind, timestamp_ms, body, rejected)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for (index, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
+    let mut seen = conn
+        .prepare_cached("INSERT INTO seen_ids (created_ms, id_prefix, tx) VALUES (?1, ?2, ?3)")?;
+    for (position, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
         let outcome = match content {
             Ok(t) => {
                 let ctx = Ctx::new(
@@ -242,7 +264,7 @@ pub(crate) fn write_block(
                     height,
                     genesis,
                 );
-                let state = SqlState::new(conn);
+                let state = SqlState::writer(conn, index);
                 // Under test, every rule reads through a view that fails on a read the rule
                 // does not declare next to it.
                 #[cfg(test)]
@@ -254,18 +276,31 @@ pub(crate) fn write_block(
         };
         insert.execute(params![
             height as i64,
-            index as i64,
+            position as i64,
             entry.id.as_slice(),
             kind_column(content),
             entry.timestamp_ms as i64,
             &entry.payload[..],
             outcome.as_ref().err(),
         ])?;
-        match outcome {
-            Ok(effects) => apply::apply(conn, conn.last_insert_rowid(), &effects)?,
-            Err(reason) => applied.rejected.push((index, reason)),
+        let tx = conn.last_insert_rowid();
+        let created_ms = content.as_ref().ok().map(|t| t.header.created_ms);
+        seen.execute(params![
+            state::created_column(created_ms),
+            state::id_prefix(&entry.id),
+            tx
+        ])?;
+        let mut values = vec![(index::Tag::Id, entry.id.as_slice())];
+        match &outcome {
+            Ok(effects) => {
+                apply::apply(conn, index, tx, effects)?;
+                values.extend(effects.iter().flat_map(apply::indexed));
+            }
+            Err(reason) => applied.rejected.push((position, reason)),
         }
+        index.add_row(tx, values);
     }
+    index.close_epochs(conn)?;
     Ok(applied)
 }
 
@@ -313,6 +348,7 @@ impl Reader {
         })?;
         busy_timeout(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
+        rusqlite::vtab::array::load_module(&conn)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         schema::check_version(version, path)?;
         if version != schema::VERSION {
@@ -328,6 +364,7 @@ impl Reader {
         Ok(Reader {
             conn,
             path: path.to_path_buf(),
+            index: Index::for_path(path),
         })
     }
 
@@ -452,9 +489,13 @@ pub trait Queries {
     #[doc(hidden)]
     fn connection(&self) -> &Connection;
 
+    /// The lookups by random key of the file read.
+    #[doc(hidden)]
+    fn index(&self) -> &Index;
+
     /// The rules' view of the committed state, for a precheck (`rules::decide` at `T = now`).
     fn state(&self) -> SqlState<'_> {
-        SqlState::new(self.connection())
+        SqlState::reader(self.connection(), self.index())
     }
 
     /// The block at `height`.
@@ -529,14 +570,14 @@ pub trait Queries {
     fn transaction(&self, id: &TxId) -> Result<Option<CommittedTx>> {
         query::tx_where(
             self.connection(),
-            "substr(t.id, 1, 8) = ?1 AND t.id = ?2 AND t.kind != ?3",
-            &[&state::prefix(id), &id.as_slice(), &INVALID_KIND],
+            "t.tx IN rarray(?1) AND t.id = ?2 AND t.kind != ?3",
+            &[&self.state().id_rows(id)?, &id.as_slice(), &INVALID_KIND],
         )
     }
 
     /// Whether an entry with id `id` is on chain.
     fn contains_transaction(&self, id: &TxId) -> Result<bool> {
-        self.state().seen(id)
+        Ok(self.tx_status(id)? != TxStatus::Unknown)
     }
 
     /// The height of the block holding transaction `id`, if on chain.
@@ -554,9 +595,9 @@ pub trait Queries {
             .connection()
             .prepare_cached(
                 "SELECT height, idx, rejected FROM transactions
-                 WHERE substr(id, 1, 8) = ?1 AND id = ?2 ORDER BY tx LIMIT 1",
+                 WHERE tx IN rarray(?1) AND id = ?2 ORDER BY tx LIMIT 1",
             )?
-            .query_row(params![state::prefix(id), id.as_slice()], |r| {
+            .query_row(params![self.state().id_rows(id)?, id.as_slice()], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
@@ -619,8 +660,17 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::ASK_SELECT,
-            "a.person = ?1 AND a.expires_ms > ?2 AND a.answered_tx IS NULL ORDER BY a.tx DESC",
-            &[&person.as_slice(), &(at_ms as i64)],
+            "a.tx IN rarray(?3) AND a.person = ?1 AND a.expires_ms > ?2
+             AND a.answered_tx IS NULL ORDER BY a.tx DESC",
+            &[
+                &person.as_slice(),
+                &(at_ms as i64),
+                &self.state().candidates(
+                    Tag::AskPerson,
+                    person,
+                    state::since(at_ms, rules::ASK_MS),
+                )?,
+            ],
             state::ask_row,
         )
     }
@@ -634,8 +684,17 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::REQUEST_SELECT,
-            "q.patient = ?1 AND q.expires_ms > ?2 AND q.answered_tx IS NULL ORDER BY q.tx DESC",
-            &[&patient.as_slice(), &(at_ms as i64)],
+            "q.tx IN rarray(?3) AND q.patient = ?1 AND q.expires_ms > ?2
+             AND q.answered_tx IS NULL ORDER BY q.tx DESC",
+            &[
+                &patient.as_slice(),
+                &(at_ms as i64),
+                &self.state().candidates(
+                    Tag::RequestPatient,
+                    patient,
+                    state::since(at_ms, rules::REQUEST_MS),
+                )?,
+            ],
             state::request_row,
         )
     }
@@ -645,8 +704,17 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::REQUEST_SELECT,
-            "q.doctor = ?1 AND q.expires_ms > ?2 AND q.answered_tx IS NULL ORDER BY q.tx DESC",
-            &[&doctor.as_slice(), &(at_ms as i64)],
+            "q.tx IN rarray(?3) AND q.doctor = ?1 AND q.expires_ms > ?2
+             AND q.answered_tx IS NULL ORDER BY q.tx DESC",
+            &[
+                &doctor.as_slice(),
+                &(at_ms as i64),
+                &self.state().candidates(
+                    Tag::RequestDoctor,
+                    doctor,
+                    state::since(at_ms, rules::REQUEST_MS),
+                )?,
+            ],
             state::request_row,
         )
     }
@@ -660,8 +728,11 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::GRANT_SELECT,
-            "g.patient = ?1 ORDER BY g.tx DESC",
-            &[&patient.as_slice()],
+            "g.tx IN rarray(?2) AND g.patient = ?1 ORDER BY g.tx DESC",
+            &[
+                &patient.as_slice(),
+                &self.state().candidates(Tag::GrantPatient, patient, None)?,
+            ],
             state::grant_row,
         )
     }
@@ -671,8 +742,20 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::GRANT_SELECT,
-            "g.doctor = ?1 AND g.expires_ms > ?2 ORDER BY g.tx DESC",
-            &[&doctor.as_slice(), &(after_ms as i64)],
+            "g.tx IN rarray(?3) AND g.doctor = ?1 AND g.expires_ms > ?2 ORDER BY g.tx DESC",
+            &[
+                &doctor.as_slice(),
+                &(after_ms as i64),
+                &self.state().candidates(
+                    Tag::GrantDoctor,
+                    doctor,
+                    // No grant lives longer than the longest read grant.
+                    state::since(
+                        after_ms,
+                        rules::READ_GRANT_MAX_MS.max(rules::WRITE_GRANT_MS),
+                    ),
+                )?,
+            ],
             state::grant_row,
         )
     }
@@ -682,8 +765,11 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::RECOVERY_SELECT,
-            "v.person = ?1 ORDER BY v.tx DESC",
-            &[&person.as_slice()],
+            "v.tx IN rarray(?2) AND v.person = ?1 ORDER BY v.tx DESC",
+            &[
+                &person.as_slice(),
+                &self.state().candidates(Tag::RecoveryPerson, person, None)?,
+            ],
             state::recovery_row,
         )
     }
@@ -702,9 +788,10 @@ pub trait Queries {
              LEFT JOIN erasures e ON e.target_tx = r.tx AND e.decision = 0
              LEFT JOIN transactions er ON er.tx = e.tx
              LEFT JOIN transactions ea ON ea.tx = e.answered_tx
-             WHERE r.patient = ?1 ORDER BY r.tx",
+             WHERE r.tx IN rarray(?2) AND r.patient = ?1 ORDER BY r.tx",
         )?;
-        let mut rows = stmt.query([patient.as_slice()])?;
+        let candidates = self.state().candidates(Tag::RecordPatient, patient, None)?;
+        let mut rows = stmt.query(params![patient.as_slice(), candidates])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let payload: Vec<u8> = r.get(4)?;
@@ -775,8 +862,13 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::ERASURE_SELECT,
-            "e.patient = ?1 ORDER BY e.tx DESC",
-            &[&patient.as_slice()],
+            "e.tx IN rarray(?2) AND e.patient = ?1 ORDER BY e.tx DESC",
+            &[
+                &patient.as_slice(),
+                &self
+                    .state()
+                    .candidates(Tag::ErasurePatient, patient, None)?,
+            ],
             state::erasure_row,
         )
     }
@@ -801,8 +893,11 @@ pub trait Queries {
              FROM accesses a JOIN transactions t ON t.tx = a.tx
              JOIN blocks b ON b.height = t.height
              LEFT JOIN transactions g ON g.tx = a.grant_tx",
-            "a.patient = ?1 ORDER BY a.tx",
-            &[&patient.as_slice()],
+            "a.tx IN rarray(?2) AND a.patient = ?1 ORDER BY a.tx",
+            &[
+                &patient.as_slice(),
+                &self.state().candidates(Tag::AccessPatient, patient, None)?,
+            ],
             |r| {
                 Ok(AccessEntry {
                     tx_id: state::fixed(r.get(0)?, "transaction id")?,
@@ -826,11 +921,19 @@ impl Queries for Store {
     fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    fn index(&self) -> &Index {
+        &self.index
+    }
 }
 
 impl Queries for Reader {
     fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    fn index(&self) -> &Index {
+        &self.index
     }
 }
 
