@@ -304,10 +304,10 @@ fn replay_database(genesis: &Genesis) -> Result<Connection> {
 struct Walk<'g> {
     genesis: &'g Genesis,
     pending: Pending,
-    /// The chain replayed so far, with the store's rules and apply code.
-    replay: Connection,
-    /// The replay's lookups by random key (its own, never the store's).
-    index: store::Index,
+    /// The chain replayed so far, with the store's rules and apply code, and the replay's
+    /// lookups by random key (its own, never the store's); `None` when only the blocks of a
+    /// tail are checked ([`verify_tail`]).
+    replay: Option<(Connection, store::Index)>,
     /// The height the next block must have.
     expected: u64,
     /// The header of the block before it.
@@ -423,34 +423,30 @@ impl Walk<'_> {
                 }
                 contents.push(content);
             }
-            let block = Block {
-                header,
-                entries,
-                certificate,
-            };
-            let applied = store::write_block(
-                &self.replay,
-                &self.index,
-                self.genesis,
-                &block,
-                &hash,
-                &contents,
-            )?;
-            let mut verdicts: Vec<Option<&str>> = vec![None; block.entries.len()];
-            for (index, reason) in &applied.rejected {
-                verdicts[*index] = Some(reason);
-            }
-            for (index, ((_, rejected), verdict)) in stored.iter().zip(verdicts).enumerate() {
-                if rejected.as_deref() != verdict {
-                    return Err(Fault::State(format!(
-                        "transaction {index} is stored as {}, the rules say {}",
-                        rejected.as_deref().unwrap_or("applied"),
-                        verdict.unwrap_or("applied")
-                    ))
-                    .into());
+            self.transactions += entries.len() as u64;
+            if let Some((replay, index)) = &self.replay {
+                let block = Block {
+                    header,
+                    entries,
+                    certificate,
+                };
+                let applied =
+                    store::write_block(replay, index, self.genesis, &block, &hash, &contents)?;
+                let mut verdicts: Vec<Option<&str>> = vec![None; block.entries.len()];
+                for (index, reason) in &applied.rejected {
+                    verdicts[*index] = Some(reason);
+                }
+                for (index, ((_, rejected), verdict)) in stored.iter().zip(verdicts).enumerate() {
+                    if rejected.as_deref() != verdict {
+                        return Err(Fault::State(format!(
+                            "transaction {index} is stored as {}, the rules say {}",
+                            rejected.as_deref().unwrap_or("applied"),
+                            verdict.unwrap_or("applied")
+                        ))
+                        .into());
+                    }
                 }
             }
-            self.transactions += block.entries.len() as u64;
         }
         self.prev = Some(header);
         Ok(())
@@ -503,6 +499,33 @@ pub(crate) fn verify_connection(
     genesis: &Genesis,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Summary> {
+    walk_chain(conn, path, genesis, 0, true, progress)
+}
+
+/// Checks the blocks from height `from` to the head as verification does (decoding, stored
+/// hashes, the chain of `prev_hash` and times from the block before `from`, Merkle roots,
+/// certificates, every signature, the stored kind of every entry), without replaying them: the
+/// bounded check of a store at open (docs/STORAGE.md §2). The derived state and the blocks
+/// below `from` are `medchain verify`'s to check.
+pub(crate) fn verify_tail(
+    conn: &Connection,
+    path: &Path,
+    genesis: &Genesis,
+    from: u64,
+) -> Result<Summary> {
+    walk_chain(conn, path, genesis, from, false, &mut |_| {})
+}
+
+/// Walks the chain from height `from` (0: the genesis block compared whole first); with
+/// `replay` (from 0 only), every block is replayed and the derived state compared.
+fn walk_chain(
+    conn: &Connection,
+    path: &Path,
+    genesis: &Genesis,
+    from: u64,
+    replay: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
     let corrupt = |(height, fault): (u64, Fault)| Error::Corrupt {
         path: path.to_path_buf(),
         height,
@@ -520,16 +543,31 @@ pub(crate) fn verify_connection(
     };
     let head = head as u64;
 
+    let from = from.min(head);
+    // The tail's first block follows the stored header before it.
+    let prev = if from == 0 {
+        None
+    } else {
+        let header: Vec<u8> = snapshot.query_row(
+            "SELECT header FROM blocks WHERE height = ?1",
+            [from as i64 - 1],
+            |r| r.get(0),
+        )?;
+        Some(
+            BlockHeader::from_bytes(&header)
+                .map_err(|e| corrupt((from - 1, Fault::Undecodable(e.to_string()))))?,
+        )
+    };
     let mut blocks = snapshot.prepare(
         "SELECT height, hash, header, certificate, tx_count, timestamp_ms, proposer, view
-         FROM blocks ORDER BY height",
+         FROM blocks WHERE height >= ?1 ORDER BY height",
     )?;
     let mut tx_stmt = snapshot.prepare(
         "SELECT height, idx, id, kind, timestamp_ms, body, rejected
-         FROM transactions ORDER BY height, idx",
+         FROM transactions WHERE height >= ?1 ORDER BY height, idx",
     )?;
     let mut tx_rows = tx_stmt
-        .query_map([], |r| {
+        .query_map([from as i64], |r| {
             Ok(TxRow {
                 height: r.get(0)?,
                 idx: r.get(1)?,
@@ -545,13 +583,16 @@ pub(crate) fn verify_connection(
     let mut walk = Walk {
         genesis,
         pending: Pending::default(),
-        replay: replay_database(genesis)?,
-        index: store::Index::default(),
-        expected: 0,
-        prev: None,
+        replay: if replay && from == 0 {
+            Some((replay_database(genesis)?, store::Index::default()))
+        } else {
+            None
+        },
+        expected: from,
+        prev,
         transactions: 0,
     };
-    let mut rows = blocks.query([])?;
+    let mut rows = blocks.query([from as i64])?;
     while let Some(row) = rows.next()? {
         let raw = RawBlock {
             height: row.get(0)?,
@@ -598,7 +639,9 @@ pub(crate) fn verify_connection(
             },
         )));
     }
-    check_derived(&snapshot, &replay).map_err(corrupt)?;
+    if let Some((replay, _)) = &replay {
+        check_derived(&snapshot, replay).map_err(corrupt)?;
+    }
     drop(tx_rows);
     Ok(Summary {
         path: path.to_path_buf(),

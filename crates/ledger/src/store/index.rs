@@ -566,3 +566,49 @@ mod tests {
         }
     }
 }
+
+/// docs/STORAGE.md §2: opening checks the blocks of the last [`EPOCH_ROWS`] transactions, not
+/// the older ones (bounded work on a long chain): a byte flipped in an old block is found by
+/// the full check, one in the tail at open.
+#[cfg(test)]
+mod open_tests {
+    use super::EPOCH_ROWS;
+    use crate::store::{OpenOptions, Store};
+    use crate::testkit::TestNet;
+    use rusqlite::Connection;
+
+    fn flip_header(path: &std::path::Path, height: i64) {
+        let conn = Connection::open(path).unwrap();
+        let mut header: Vec<u8> = conn
+            .query_row(
+                "SELECT header FROM blocks WHERE height = ?1",
+                [height],
+                |r| r.get(0),
+            )
+            .unwrap();
+        header[10] ^= 1;
+        conn.execute(
+            "UPDATE blocks SET header = ?1 WHERE height = ?2",
+            rusqlite::params![header, height],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn open_checks_the_blocks_of_the_last_epoch_of_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let (blocks, per_block): (u64, u64) = (20, 5);
+        let old = dir.path().join("old.db");
+        drop(net.write_chain(&old, blocks, per_block).unwrap());
+        let tail = dir.path().join("tail.db");
+        std::fs::copy(&old, &tail).unwrap();
+        // Block 2 holds rows 6 to 10, far below the last EPOCH_ROWS of 100.
+        assert!(2 * per_block as i64 <= (blocks * per_block) as i64 - EPOCH_ROWS);
+        flip_header(&old, 2);
+        Store::open(&old, &net.genesis, OpenOptions::default()).expect("the tail is intact");
+        assert!(Store::open(&old, &net.genesis, OpenOptions::full()).is_err());
+        flip_header(&tail, blocks as i64 - 1);
+        assert!(Store::open(&tail, &net.genesis, OpenOptions::default()).is_err());
+    }
+}

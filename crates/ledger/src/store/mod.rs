@@ -10,9 +10,11 @@
 //! read the state through that same transaction ([`state::SqlState`]), so each transaction of a
 //! block sees the effects of the ones before it.
 //!
-//! Opening a store verifies the whole chain against the genesis (unless explicitly told not to,
-//! for benchmarks), and refuses a store that fails, naming the file, the first bad height and
-//! the fault: a tampered chain is never served.
+//! Opening a store checks the blocks of its last [`index::EPOCH_ROWS`] transactions as
+//! verification checks blocks (bounded work, whatever the chain's length; [`OpenCheck`]), and
+//! refuses a store that fails, naming the file, the first bad height and the fault. The whole
+//! chain, replayed and compared with the derived state, is checked by `medchain verify` (or at
+//! open with [`OpenOptions::full`]): docs/STORAGE.md §2.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,21 +44,44 @@ pub use state::SqlState;
 /// How to open a [`Store`].
 #[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
-    /// Verify the whole chain before returning the store. On by default; turning it off is for
-    /// benchmarks and tests that check verification separately.
-    pub verify: bool,
+    /// What is checked before the store is returned.
+    pub check: OpenCheck,
+}
+
+/// The checks of a store at open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenCheck {
+    /// None: only for benchmarks and tests that check verification separately.
+    Nothing,
+    /// The blocks of the last [`index::EPOCH_ROWS`] transactions (at least the head block), as
+    /// verification checks blocks, without the replay ([`crate::verify`]): bounded work
+    /// whatever the chain's length. The default; `medchain verify` checks everything.
+    Tail,
+    /// The whole chain, replayed (as `medchain verify`).
+    Full,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { verify: true }
+        OpenOptions {
+            check: OpenCheck::Tail,
+        }
     }
 }
 
 impl OpenOptions {
     /// Opens without verifying the chain: only for benchmarks and tests.
     pub fn unverified() -> Self {
-        OpenOptions { verify: false }
+        OpenOptions {
+            check: OpenCheck::Nothing,
+        }
+    }
+
+    /// Opens after verifying the whole chain.
+    pub fn full() -> Self {
+        OpenOptions {
+            check: OpenCheck::Full,
+        }
     }
 }
 
@@ -146,10 +171,37 @@ impl Store {
             }
         }
         (store.head, store.head_hash) = query::head(&store.conn)?;
-        if options.verify {
-            crate::verify::verify_connection(&store.conn, &store.path, genesis, &mut |_| {})?;
+        match options.check {
+            OpenCheck::Nothing => {}
+            OpenCheck::Tail => {
+                let from = store.tail_start()?;
+                crate::verify::verify_tail(&store.conn, &store.path, genesis, from)?;
+            }
+            OpenCheck::Full => {
+                crate::verify::verify_connection(&store.conn, &store.path, genesis, &mut |_| {})?;
+            }
         }
         Ok(store)
+    }
+
+    /// The first height [`OpenCheck::Tail`] checks: that of the block holding the first of the
+    /// last [`index::EPOCH_ROWS`] transactions, or the head's if it holds none.
+    fn tail_start(&self) -> Result<u64> {
+        let first: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT height FROM transactions
+                 WHERE tx = max(1, (SELECT max(tx) FROM transactions) - ?1 + 1)",
+                [index::EPOCH_ROWS],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match first {
+            // The tail reaches the first transaction: the genesis block is checked too.
+            Some(height) if height <= 1 => 0,
+            Some(height) => (height as u64).min(self.head.height),
+            None => self.head.height,
+        })
     }
 
     fn write_genesis(&mut self, genesis: &Genesis) -> Result<()> {
