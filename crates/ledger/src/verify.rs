@@ -247,7 +247,8 @@ struct TxRow {
     id: Vec<u8>,
     kind: String,
     timestamp_ms: i64,
-    body: Vec<u8>,
+    /// `None`: the row names no body (a fault of its block).
+    body: Option<Vec<u8>>,
     rejected: Option<String>,
 }
 
@@ -380,10 +381,14 @@ impl Walk<'_> {
                 index,
                 reason: Fault::Column("id").to_string(),
             })?;
+            let body = r.body.ok_or_else(|| Fault::Transaction {
+                index,
+                reason: Fault::Column("body_row").to_string(),
+            })?;
             entries.push(Entry {
                 id,
                 timestamp_ms: r.timestamp_ms as u64,
-                payload: r.body.into(),
+                payload: body.into(),
             });
             stored.push((r.kind, r.rejected));
         }
@@ -563,8 +568,9 @@ fn walk_chain(
          FROM blocks WHERE height >= ?1 ORDER BY height",
     )?;
     let mut tx_stmt = snapshot.prepare(
-        "SELECT height, idx, id, kind, timestamp_ms, body, rejected
-         FROM transactions WHERE height >= ?1 ORDER BY height, idx",
+        "SELECT t.height, t.idx, t.id, t.kind, t.timestamp_ms, bd.body, t.rejected
+         FROM transactions t LEFT JOIN bodies bd ON bd.b = t.body_row
+         WHERE t.height >= ?1 ORDER BY t.height, t.idx",
     )?;
     let mut tx_rows = tx_stmt
         .query_map([from as i64], |r| {

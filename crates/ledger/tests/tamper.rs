@@ -35,6 +35,17 @@ fn flip(path: &Path, table: &str, column: &str, key: &str, value: i64, offset: u
     .expect("update");
 }
 
+/// The row of `bodies` that holds the payload of transaction row `tx`.
+fn body_row(path: &Path, tx: i64) -> i64 {
+    let conn = Connection::open(path).expect("open");
+    conn.query_row(
+        "SELECT body_row FROM transactions WHERE tx = ?1",
+        [tx],
+        |r| r.get(0),
+    )
+    .expect("row")
+}
+
 fn blob_len(path: &Path, table: &str, column: &str, key: &str, value: i64) -> usize {
     let conn = Connection::open(path).expect("open");
     conn.query_row(
@@ -115,9 +126,10 @@ fn every_byte_of_a_transaction_is_covered() {
     let pristine = snapshot(&path);
     // Row 20 is transaction 2 of block 4; the last row is in the head block.
     for (row, height) in [(20, 4u64), ((BLOCKS * TXS) as i64, BLOCKS)] {
-        let len = blob_len(&path, "transactions", "body", "tx", row);
+        let body = body_row(&path, row);
+        let len = blob_len(&path, "bodies", "body", "b", body);
         for offset in 0..len {
-            flip(&path, "transactions", "body", "tx", row, offset);
+            flip(&path, "bodies", "body", "b", body, offset);
             assert_names(&path, &net, height, &format!("tx row {row} byte {offset}"));
             restore(&path, &pristine);
         }
@@ -267,9 +279,9 @@ fn a_default_open_checks_the_blocks_of_the_tail() {
     let (net, path) = chain(dir.path());
     let pristine = snapshot(&path);
     let opened = |path: &Path| Store::open(path, &net.genesis, OpenOptions::default());
-    let last = (BLOCKS * TXS) as i64;
-    for offset in [0, 40, blob_len(&path, "transactions", "body", "tx", last) - 1] {
-        flip(&path, "transactions", "body", "tx", last, offset);
+    let last = body_row(&path, (BLOCKS * TXS) as i64);
+    for offset in [0, 40, blob_len(&path, "bodies", "body", "b", last) - 1] {
+        flip(&path, "bodies", "body", "b", last, offset);
         match opened(&path) {
             Err(Error::Corrupt { height, .. }) => assert_eq!(height, BLOCKS),
             Err(other) => panic!("byte {offset} of the head's last entry: {other}"),

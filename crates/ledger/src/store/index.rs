@@ -519,8 +519,19 @@ mod tests {
         let net = TestNet::new(4);
         drop(net.write_chain(&path, 10, 5).unwrap());
         let conn = Connection::open(&path).unwrap();
+        // Schema 5's layout: each payload in its transaction's row.
         conn.execute_batch(
-            "DROP TABLE seen_ids; DROP TABLE index_runs; DROP TABLE index_epochs;
+            "CREATE TABLE transactions_5 (
+                 tx INTEGER PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL,
+                 id BLOB NOT NULL, kind TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
+                 body BLOB NOT NULL, rejected TEXT);
+             INSERT INTO transactions_5
+                 SELECT t.tx, t.height, t.idx, t.id, t.kind, t.timestamp_ms, bd.body, t.rejected
+                 FROM transactions t JOIN bodies bd ON bd.b = t.body_row;
+             DROP TABLE transactions; DROP TABLE bodies; DROP TABLE proposals;
+             ALTER TABLE transactions_5 RENAME TO transactions;
+             CREATE UNIQUE INDEX transactions_by_position ON transactions(height, idx);
+             DROP TABLE seen_ids; DROP TABLE index_runs; DROP TABLE index_epochs;
              CREATE INDEX transactions_by_id_prefix ON transactions(substr(id, 1, 8));
              CREATE INDEX records_by_patient ON records(patient);
              CREATE INDEX accesses_by_patient ON accesses(patient);

@@ -275,6 +275,129 @@ impl Store {
         Ok(applied)
     }
 
+    /// Stages `proposal` durably (one SQLite transaction with `synchronous=FULL`): its entries'
+    /// payloads as rows of `bodies`, the rest in `proposals` under `digest`, which must be its
+    /// digest (the hash of the block it becomes). The block that commits it refers to those
+    /// rows ([`Store::append_block`] finds them by its hash), so a node that persists a
+    /// pre-prepare here before it records it in `node.db` writes each entry's bytes once
+    /// (docs/STORAGE.md §3). Staging a proposal staged or committed already does nothing.
+    pub fn stage_proposal(&mut self, digest: &Hash, proposal: &pbft::Proposal) -> Result<()> {
+        if crate::proposal_digest(proposal) != *digest {
+            return Err(Error::State(format!(
+                "proposal {} is staged under another digest",
+                proposal.seq
+            )));
+        }
+        let tx = self.conn.transaction()?;
+        let known = tx
+            .prepare_cached(
+                "SELECT 1 FROM proposals WHERE digest = ?1
+                 UNION ALL SELECT 1 FROM blocks WHERE hash = ?1",
+            )?
+            .exists([digest.as_slice()])?;
+        if known {
+            return Ok(());
+        }
+        let mut first = None;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO bodies (body) VALUES (?1)")?;
+            for request in &proposal.requests {
+                insert.execute([&request.payload[..]])?;
+                first.get_or_insert(tx.last_insert_rowid());
+            }
+        }
+        let skeleton = pbft::Proposal {
+            requests: proposal
+                .requests
+                .iter()
+                .map(|r| pbft::Request {
+                    payload: Arc::from(&[][..]),
+                    ..r.clone()
+                })
+                .collect(),
+            ..proposal.clone()
+        };
+        tx.prepare_cached(
+            "INSERT INTO proposals (digest, seq, first_body, count, skeleton)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            digest.as_slice(),
+            proposal.seq as i64,
+            first.unwrap_or(0),
+            proposal.requests.len() as i64,
+            borsh::to_vec(&skeleton).map_err(|source| Error::Decode {
+                what: "proposal",
+                source,
+            })?,
+        ])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The proposal with digest `digest`: staged ([`Store::stage_proposal`]) or committed (the
+    /// block with that hash, which it became).
+    pub fn proposal(&self, digest: &Hash) -> Result<Option<pbft::Proposal>> {
+        let staged: Option<(i64, i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT first_body, count, skeleton FROM proposals WHERE digest = ?1")?
+            .query_row([digest.as_slice()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if let Some((first, count, skeleton)) = staged {
+            let mut proposal: pbft::Proposal =
+                borsh::from_slice(&skeleton).map_err(|source| Error::Decode {
+                    what: "staged proposal",
+                    source,
+                })?;
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT body FROM bodies WHERE b >= ?1 AND b < ?2 ORDER BY b")?;
+            let bodies = stmt
+                .query_map([first, first + count], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+            if bodies.len() != proposal.requests.len() {
+                return Err(Error::State(format!(
+                    "staged proposal {} lacks bodies",
+                    proposal.seq
+                )));
+            }
+            for (request, body) in proposal.requests.iter_mut().zip(bodies) {
+                request.payload = body.into();
+            }
+            return Ok(Some(proposal));
+        }
+        let Some(block) = self.block_by_hash(digest)? else {
+            return Ok(None);
+        };
+        Ok(Some(pbft::Proposal {
+            seq: block.header.height,
+            view: block.header.view,
+            proposer: block.header.proposer,
+            prev: block.header.prev_hash,
+            time_ms: block.header.timestamp_ms,
+            requests: block.entries,
+        }))
+    }
+
+    /// Deletes the staged proposals of sequence numbers up to `seq` that no block committed,
+    /// with their bodies (the node's protocol records no longer name them).
+    pub fn drop_proposals_through(&mut self, seq: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached(
+            "DELETE FROM bodies WHERE b IN (
+                 SELECT bd.b FROM proposals p JOIN bodies bd
+                     ON bd.b >= p.first_body AND bd.b < p.first_body + p.count
+                 WHERE p.seq <= ?1)",
+        )?
+        .execute([seq as i64])?;
+        tx.prepare_cached("DELETE FROM proposals WHERE seq <= ?1")?
+            .execute([seq as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// A read-only connection to the same file.
     pub fn reader(&self) -> Result<Reader> {
         Reader::open(&self.path)
@@ -301,9 +424,25 @@ pub(crate) fn write_block(
     let mut applied = Applied::default();
     let height = block.header.height;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO transactions (height, idx, id, kind, timestamp_ms, body, rejected)
+        "INSERT INTO transactions (height, idx, id, kind, timestamp_ms, body_row, rejected)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
+    let mut insert_body = conn.prepare_cached("INSERT INTO bodies (body) VALUES (?1)")?;
+    // The bodies of a proposal staged by the node are there already: the block names them.
+    let staged: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT first_body, count FROM proposals WHERE digest = ?1")?
+        .query_row([hash.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((_, count)) = staged {
+        if count != block.entries.len() as i64 {
+            return Err(Error::State(format!(
+                "the proposal staged for block {height} has {count} entries, the block {}",
+                block.entries.len()
+            )));
+        }
+        conn.prepare_cached("DELETE FROM proposals WHERE digest = ?1")?
+            .execute([hash.as_slice()])?;
+    }
     let mut seen = conn
         .prepare_cached("INSERT INTO seen_ids (created_ms, id_prefix, tx) VALUES (?1, ?2, ?3)")?;
     for (position, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
@@ -326,13 +465,20 @@ pub(crate) fn write_block(
             // Its request was executed: the id is seen, nothing else changes.
             Err(invalid) => Err(invalid.reason()),
         };
+        let body_row = match staged {
+            Some((first, _)) => first + position as i64,
+            None => {
+                insert_body.execute([&entry.payload[..]])?;
+                conn.last_insert_rowid()
+            }
+        };
         insert.execute(params![
             height as i64,
             position as i64,
             entry.id.as_slice(),
             kind_column(content),
             entry.timestamp_ms as i64,
-            &entry.payload[..],
+            body_row,
             outcome.as_ref().err(),
         ])?;
         let tx = conn.last_insert_rowid();
@@ -832,9 +978,10 @@ pub trait Queries {
         let conn = self.connection();
         // At most one erasure of a transaction erases it (the rule refuses any request after).
         let mut stmt = conn.prepare_cached(
-            "SELECT t.id, t.height, t.idx, b.timestamp_ms, t.body, g.id, r.hospital,
+            "SELECT t.id, t.height, t.idx, b.timestamp_ms, bd.body, g.id, r.hospital,
                     er.id, ea.id, e.answered_ms
              FROM records r JOIN transactions t ON t.tx = r.tx
+             JOIN bodies bd ON bd.b = t.body_row
              JOIN blocks b ON b.height = t.height
              JOIN transactions g ON g.tx = r.grant_tx
              LEFT JOIN erasures e ON e.target_tx = r.tx AND e.decision = 0
@@ -1013,7 +1160,8 @@ pub(crate) mod query {
             return Ok(None);
         };
         let mut stmt = conn.prepare_cached(
-            "SELECT id, timestamp_ms, body FROM transactions WHERE height = ?1 ORDER BY idx",
+            "SELECT t.id, t.timestamp_ms, bd.body FROM transactions t
+             JOIN bodies bd ON bd.b = t.body_row WHERE t.height = ?1 ORDER BY t.idx",
         )?;
         let mut entries = Vec::new();
         let mut rows = stmt.query([height as i64])?;
@@ -1039,8 +1187,9 @@ pub(crate) mod query {
     ) -> Result<Option<CommittedTx>> {
         let found = state::rows(
             conn,
-            "SELECT t.id, t.height, t.idx, b.timestamp_ms, t.body, t.rejected
-             FROM transactions t JOIN blocks b ON b.height = t.height",
+            "SELECT t.id, t.height, t.idx, b.timestamp_ms, bd.body, t.rejected
+             FROM transactions t JOIN blocks b ON b.height = t.height
+             JOIN bodies bd ON bd.b = t.body_row",
             &format!("{condition} ORDER BY t.tx LIMIT 1"),
             args,
             |r| {
@@ -1056,5 +1205,99 @@ pub(crate) mod query {
             },
         )?;
         Ok(found.into_iter().next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::TestNet;
+
+    /// The proposal a node would have persisted for `block`.
+    fn proposal_of(block: &Block) -> pbft::Proposal {
+        pbft::Proposal {
+            seq: block.header.height,
+            view: block.header.view,
+            proposer: block.header.proposer,
+            prev: block.header.prev_hash,
+            time_ms: block.header.timestamp_ms,
+            requests: block.entries.clone(),
+        }
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// docs/STORAGE.md §3: a staged proposal survives a restart, and the block it becomes
+    /// names its bodies instead of storing them again; the chain reads and verifies as one
+    /// appended without staging.
+    #[test]
+    fn a_staged_proposal_becomes_its_block_without_a_second_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&path, 3, 4).unwrap();
+        let txs = (12..17).map(|i| net.sample_tx(i)).collect();
+        let block = net.next_block(store.head(), txs);
+        let digest = block.hash();
+        let proposal = proposal_of(&block);
+        assert_eq!(crate::proposal_digest(&proposal), digest);
+        store.stage_proposal(&digest, &proposal).unwrap();
+        store.stage_proposal(&digest, &proposal).unwrap();
+        assert_eq!(count(&store, "bodies"), 12 + 5);
+        drop(store);
+
+        let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        assert_eq!(store.proposal(&digest).unwrap(), Some(proposal.clone()));
+        net.append(&mut store, &block).unwrap();
+        assert_eq!(count(&store, "bodies"), 12 + 5, "no second copy");
+        assert_eq!(count(&store, "proposals"), 0);
+        assert_eq!(store.block(4).unwrap(), Some(block));
+        assert_eq!(store.proposal(&digest).unwrap(), Some(proposal));
+        crate::verify::verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
+    }
+
+    /// Staged proposals no block committed are deleted with their bodies once the node's
+    /// records no longer name them; a committed one's bodies stay.
+    #[test]
+    fn dropping_staged_proposals_keeps_the_bodies_blocks_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&path, 3, 4).unwrap();
+        let txs: Vec<SignedTx> = (12..17).map(|i| net.sample_tx(i)).collect();
+        let committed = net.next_block(store.head(), txs.clone());
+        // Another proposal for the same height (a later view's, say), never committed.
+        let entries = txs[..2].iter().map(|t| net.request(t)).collect();
+        let other = net.block_at(store.head(), crate::testkit::block_time(4) + 7, entries);
+        for block in [&committed, &other] {
+            store
+                .stage_proposal(&block.hash(), &proposal_of(block))
+                .unwrap();
+        }
+        assert_eq!(count(&store, "bodies"), 12 + 5 + 2);
+        net.append(&mut store, &committed).unwrap();
+        store.drop_proposals_through(4).unwrap();
+        assert_eq!(count(&store, "bodies"), 12 + 5);
+        assert_eq!(count(&store, "proposals"), 0);
+        assert_eq!(store.proposal(&other.hash()).unwrap(), None);
+        assert!(store.proposal(&committed.hash()).unwrap().is_some());
+        crate::verify::verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
+    }
+
+    #[test]
+    fn a_proposal_is_staged_only_under_its_own_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&dir.path().join("chain.db"), 2, 2).unwrap();
+        let block = net.next_block(store.head(), vec![net.sample_tx(4)]);
+        let mut proposal = proposal_of(&block);
+        proposal.time_ms += 1;
+        assert!(store.stage_proposal(&block.hash(), &proposal).is_err());
+        assert_eq!(count(&store, "proposals"), 0);
     }
 }

@@ -327,7 +327,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX erasures_by_hospital ON erasures(hospital, answered_tx);
     CREATE INDEX erasures_by_target ON erasures(target_tx);
     ",
-    // 6: lookups by random key without random inserts (issue 11, docs/STORAGE.md §1). The
+    // 6 (issue 11, docs/STORAGE.md): lookups by random key without random inserts (§1), and
+    // each entry's bytes stored once (§3).
+    //
+    // The entries' payloads move to `bodies`, one row each, and `transactions.body_row` names
+    // the row: a node stages the bodies of a proposal when it persists its pre-prepare
+    // (`proposals`, the proposal without its payloads), and the block that commits it refers to
+    // them instead of storing them again.
+    //
+    // Lookups by random key (§1). The
     // indexes keyed by transaction id and by person cost a leaf page per insert once larger
     // than a block; they are replaced by `seen_ids`, ordered by the signer's clock (the
     // duplicate check: honest signers stamp the present, so a block's rows go to the last
@@ -336,7 +344,38 @@ const MIGRATIONS: &[&str] = &[
     // runs of a store of version 5 are filled in by [`fill_version_6`] in this migration's
     // transaction. Blocks hash as before.
     "
-    DROP INDEX transactions_by_id_prefix;
+    CREATE TABLE bodies (
+        b    INTEGER PRIMARY KEY,
+        body BLOB NOT NULL
+    );
+    INSERT INTO bodies (b, body) SELECT tx, body FROM transactions ORDER BY tx;
+    -- `body_row`: the row of `bodies` holding the entry's payload.
+    CREATE TABLE transactions_6 (
+        tx           INTEGER PRIMARY KEY,
+        height       INTEGER NOT NULL,
+        idx          INTEGER NOT NULL,
+        id           BLOB NOT NULL,
+        kind         TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        body_row     INTEGER NOT NULL,
+        rejected     TEXT
+    );
+    INSERT INTO transactions_6 (tx, height, idx, id, kind, timestamp_ms, body_row, rejected)
+        SELECT tx, height, idx, id, kind, timestamp_ms, tx, rejected FROM transactions ORDER BY tx;
+    DROP TABLE transactions;
+    ALTER TABLE transactions_6 RENAME TO transactions;
+    CREATE UNIQUE INDEX transactions_by_position ON transactions(height, idx);
+
+    -- Proposals a node staged and no block has committed yet: the proposal without its
+    -- payloads (`skeleton`, borsh), which are the `count` rows of `bodies` from `first_body`.
+    CREATE TABLE proposals (
+        digest     BLOB PRIMARY KEY,
+        seq        INTEGER NOT NULL,
+        first_body INTEGER NOT NULL,
+        count      INTEGER NOT NULL,
+        skeleton   BLOB NOT NULL
+    );
+
     DROP INDEX records_by_patient;
     DROP INDEX accesses_by_patient;
     DROP INDEX grants_by_patient;
@@ -445,7 +484,10 @@ pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
 /// header, read from its bytes) and the runs of every complete epoch.
 fn fill_version_6(conn: &Connection) -> Result<()> {
     {
-        let mut select = conn.prepare("SELECT tx, id, kind, body FROM transactions ORDER BY tx")?;
+        let mut select = conn.prepare(
+            "SELECT t.tx, t.id, t.kind, bd.body FROM transactions t
+             JOIN bodies bd ON bd.b = t.body_row ORDER BY t.tx",
+        )?;
         let mut insert =
             conn.prepare("INSERT INTO seen_ids (created_ms, id_prefix, tx) VALUES (?1, ?2, ?3)")?;
         let mut rows = select.query([])?;
