@@ -659,10 +659,8 @@ fn walk_chain(
 }
 
 /// Compares every derived table of the store with the replay's, row for row; a difference is
-/// reported at the height of the transaction that made the differing row.
-/// A transaction's row number, height, index in its block and verdict (the rejection reason).
-type Numbered = (i64, i64, i64, Option<String>);
-
+/// reported at the height of the transaction that made the differing row. Both sides are read
+/// in step, one row at a time: memory does not grow with the chain.
 fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, Fault)> {
     let sql = |e: rusqlite::Error| (0, Fault::State(e.to_string()));
     let height_of = |conn: &Connection, row: i64| -> u64 {
@@ -677,18 +675,12 @@ fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, F
     // The derived tables name transactions by their row number: it must be the replay's too
     // (with the verdict), or a swap of two rows' numbers would move a rejected transaction's
     // payload under an applied one's derived row.
-    let numbering = |conn: &Connection| -> rusqlite::Result<Vec<Numbered>> {
-        let mut stmt =
-            conn.prepare("SELECT tx, height, idx, rejected FROM transactions ORDER BY tx")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        rows.collect()
-    };
-    let (have, want) = (
-        numbering(stored).map_err(sql)?,
-        numbering(replay).map_err(sql)?,
-    );
-    if let Some(i) = (0..have.len().max(want.len())).find(|i| have.get(*i) != want.get(*i)) {
-        let height = have.get(i).or(want.get(i)).map_or(0, |row| row.1 as u64);
+    let numbering = "SELECT tx, height, idx, rejected FROM transactions ORDER BY tx";
+    if let Some((have, want)) = first_difference(stored, replay, numbering).map_err(sql)? {
+        let height = have.or(want).map_or(0, |row| match row.get(1) {
+            Some(Value::Integer(height)) => *height as u64,
+            _ => 0,
+        });
         return Err((
             height,
             Fault::State("transactions are numbered unlike the replay".into()),
@@ -696,41 +688,58 @@ fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, F
     }
     for (table, order) in DERIVED {
         let query = format!("SELECT * FROM {table} ORDER BY {order}");
-        let read = |conn: &Connection| -> rusqlite::Result<(usize, Vec<Vec<Value>>)> {
-            let mut stmt = conn.prepare(&query)?;
-            let tx_column = stmt.column_index("tx")?;
-            let n = stmt.column_count();
-            let rows = stmt
-                .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())?
-                .collect::<rusqlite::Result<Vec<Vec<Value>>>>()?;
-            Ok((tx_column, rows))
+        let Some((have, want)) = first_difference(stored, replay, &query).map_err(sql)? else {
+            continue;
         };
-        let (tx_column, have) = read(stored).map_err(sql)?;
-        let (_, want) = read(replay).map_err(sql)?;
+        let tx_column = stored
+            .prepare(&query)
+            .and_then(|stmt| stmt.column_index("tx"))
+            .map_err(sql)?;
         let tx_of = |row: &Vec<Value>| match row.get(tx_column) {
             Some(Value::Integer(tx)) => *tx,
             _ => 0,
         };
         // The earlier of the two differing rows names the block: a row missing from the store
         // is named by the replay's, an extra one by the store's.
-        let differs =
-            (0..have.len().max(want.len())).find_map(|i| match (have.get(i), want.get(i)) {
-                (Some(a), Some(b)) if a == b => None,
-                (Some(a), Some(b)) => {
-                    Some(height_of(stored, tx_of(a)).min(height_of(replay, tx_of(b))))
-                }
-                (Some(a), None) => Some(height_of(stored, tx_of(a))),
-                (None, Some(b)) => Some(height_of(replay, tx_of(b))),
-                (None, None) => None,
-            });
-        if let Some(height) = differs {
-            return Err((
-                height,
-                Fault::State(format!("{table} table differs from the replay")),
-            ));
-        }
+        let height = match (have, want) {
+            (Some(a), Some(b)) => height_of(stored, tx_of(&a)).min(height_of(replay, tx_of(&b))),
+            (Some(a), None) => height_of(stored, tx_of(&a)),
+            (None, Some(b)) => height_of(replay, tx_of(&b)),
+            (None, None) => 0,
+        };
+        return Err((
+            height,
+            Fault::State(format!("{table} table differs from the replay")),
+        ));
     }
     Ok(())
+}
+
+/// A row as a list of values.
+type RowValues = Vec<Value>;
+
+/// The first rows in which `query` answers differently on `stored` and on `replay`, read in
+/// step (`None` on a side that has no more rows), or `None` if the answers are equal.
+fn first_difference(
+    stored: &Connection,
+    replay: &Connection,
+    query: &str,
+) -> rusqlite::Result<Option<(Option<RowValues>, Option<RowValues>)>> {
+    let (mut a, mut b) = (stored.prepare(query)?, replay.prepare(query)?);
+    let n = a.column_count();
+    let (mut have, mut want) = (a.query([])?, b.query([])?);
+    let read = |row: Option<&rusqlite::Row<'_>>| -> rusqlite::Result<Option<RowValues>> {
+        row.map(|r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+            .transpose()
+    };
+    loop {
+        let (x, y) = (read(have.next()?)?, read(want.next()?)?);
+        match (x, y) {
+            (None, None) => return Ok(None),
+            (x, y) if x == y => {}
+            (x, y) => return Ok(Some((x, y))),
+        }
+    }
 }
 
 #[cfg(test)]
