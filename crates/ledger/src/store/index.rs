@@ -290,6 +290,20 @@ impl Index {
         value: &[u8],
         since_ms: Option<u64>,
     ) -> Result<Vec<i64>> {
+        self.rows_until(conn, tag, value, since_ms, |_| Ok(false))
+    }
+
+    /// [`Index::rows`], looked up newest first (memory, then the runs from the newest epoch
+    /// down), stopping as soon as `enough` says the candidates found so far hold what the
+    /// caller looks for: a lookup of a recent row reads no run.
+    pub fn rows_until(
+        &self,
+        conn: &Connection,
+        tag: Tag,
+        value: &[u8],
+        since_ms: Option<u64>,
+        mut enough: impl FnMut(&[i64]) -> Result<bool>,
+    ) -> Result<Vec<i64>> {
         let key = key(tag, value);
         let (mut found, runs) = {
             let recent = self.recent();
@@ -306,18 +320,27 @@ impl Index {
                 .collect();
             (found, runs)
         };
-        if !runs.is_empty() {
-            let mut stmt =
-                conn.prepare_cached("SELECT tx FROM index_runs WHERE epoch = ?1 AND key = ?2")?;
-            for epoch in runs {
-                let mut rows = stmt.query(params![epoch, key])?;
-                while let Some(row) = rows.next()? {
-                    found.push(row.get(0)?);
+        found.sort_unstable();
+        found.dedup();
+        if runs.is_empty() || (!found.is_empty() && enough(&found)?) {
+            return Ok(found);
+        }
+        let mut stmt =
+            conn.prepare_cached("SELECT tx FROM index_runs WHERE epoch = ?1 AND key = ?2")?;
+        for epoch in runs {
+            let before = found.len();
+            let mut rows = stmt.query(params![epoch, key])?;
+            while let Some(row) = rows.next()? {
+                found.push(row.get(0)?);
+            }
+            if found.len() > before {
+                found.sort_unstable();
+                found.dedup();
+                if enough(&found)? {
+                    break;
                 }
             }
         }
-        found.sort_unstable();
-        found.dedup();
         Ok(found)
     }
 
@@ -472,6 +495,30 @@ mod tests {
 
         let reopened = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
         answers_as_the_rows(reopened.index(), reopened.connection());
+    }
+
+    /// A lookup by id reads the runs from the newest down and stops at the id's first
+    /// occurrence: a duplicate in memory does not hide the applied transaction in an old run.
+    #[test]
+    fn a_recent_duplicate_does_not_hide_the_first_occurrence() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&dir.path().join("chain.db"), 20, 5).unwrap();
+        let old = net.sample_tx(3);
+        let id = net.id(&old);
+        let block = net.next_block(store.head(), vec![old.clone(), net.sample_tx(100)]);
+        let applied = net.append(&mut store, &block).unwrap();
+        assert_eq!(applied.rejected, [(0, crate::store::DUPLICATE)]);
+        assert!(runs(store.connection()) > 5);
+        match store.tx_status(&id).unwrap() {
+            crate::store::TxStatus::Committed { height, index, .. } => {
+                assert_eq!((height, index), (1, 3))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.transaction(&id).unwrap().unwrap().height, 1);
+        let row = store.state().tx_row(&id).unwrap();
+        assert_eq!(row, Some(4));
     }
 
     /// A block whose transaction fails leaves no entry behind: memory answers as the rows

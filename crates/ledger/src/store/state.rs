@@ -68,9 +68,30 @@ impl<'c> SqlState<'c> {
         Ok(Rc::new(rows.into_iter().map(Value::Integer).collect()))
     }
 
-    /// The rows of entries with id `id` (candidates: compare `id` on the row).
+    /// The rows of entries with id `id` (candidates: compare `id` on the row), from the
+    /// newest down to the first occurrence of the id: a valid entry not rejected as a duplicate
+    /// (any earlier entry with its id would have made it one), which every lookup by id wants
+    /// or comes after. Lookups of recent transactions read no run.
     pub(crate) fn id_rows(&self, id: &TxId) -> Result<Array> {
-        self.candidates(Tag::Id, id, None)
+        if self.catch_up {
+            self.index.catch_up(self.conn)?;
+        }
+        let mut first = self.conn.prepare_cached(
+            "SELECT 1 FROM transactions WHERE tx IN rarray(?1) AND id = ?2 AND kind != ?3
+             AND (rejected IS NULL OR rejected != ?4)",
+        )?;
+        let rows = self
+            .index
+            .rows_until(self.conn, Tag::Id, id, None, |found| {
+                let found: Array = Rc::new(found.iter().copied().map(Value::Integer).collect());
+                Ok(first.exists(params![
+                    found,
+                    id.as_slice(),
+                    super::INVALID_KIND,
+                    crate::rules::reason::DUPLICATE
+                ])?)
+            })?;
+        Ok(Rc::new(rows.into_iter().map(Value::Integer).collect()))
     }
 }
 
