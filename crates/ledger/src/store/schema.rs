@@ -402,12 +402,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (epoch, key, tx)
     ) WITHOUT ROWID;
 
-    -- Each closed epoch: its last row (`tx`) and the times of its first and last blocks.
+    -- Each closed epoch: its last row (`tx`), the times of its first and last blocks, and the
+    -- Bloom filter of the ids in its run (`store::index::IdFilter`).
     CREATE TABLE index_epochs (
         epoch    INTEGER PRIMARY KEY,
         tx       INTEGER NOT NULL,
         first_ms INTEGER NOT NULL,
-        last_ms  INTEGER NOT NULL
+        last_ms  INTEGER NOT NULL,
+        ids      BLOB NOT NULL
     );
     ",
 ];
