@@ -71,7 +71,10 @@ def call(port, method, path, body=None, cookie=None, timeout=15):
             parsed = json.loads(raw)
         except ValueError:
             parsed = raw.decode(errors="replace")
-        return res.status, dict(res.getheaders()), parsed
+        headers = dict(res.getheaders())
+        # Every Set-Cookie (the session's and the device's), which a dict keeps one of.
+        headers["set-cookies"] = res.headers.get_all("Set-Cookie") or []
+        return res.status, headers, parsed
     finally:
         conn.close()
 
@@ -100,10 +103,11 @@ def login(port, role, login_id, password, deadline_s=60):
             port, "POST", "/api/login", {"role": role, field: login_id, "password": password}
         )
         if status == 200:
-            cookie = headers.get("set-cookie") or headers.get("Set-Cookie")
-            if not cookie:
+            cookies = headers["set-cookies"]
+            if not cookies:
                 raise SystemExit(f"login of {login_id} set no cookie: {headers}")
-            return cookie.split(";", 1)[0]
+            # As a browser sends them back: the session cookie and the device cookie.
+            return "; ".join(c.split(";", 1)[0] for c in cookies)
         if status != 503 or time.monotonic() > end:
             raise SystemExit(f"login of {login_id}: {status} {body}")
         time.sleep(0.5)

@@ -7,7 +7,21 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: cannot protect this process's secrets: {error}");
         return std::process::ExitCode::FAILURE;
     }
+    raise_descriptor_limit();
     cli::main()
+}
+
+/// Raises the soft limit of open files to the hard one (as Go's runtime and nginx do): the
+/// soft limit is often 1024 (systemd's default, most shells), below what the HTTP server's
+/// connections and the stores need together; `http::server` holds its cap of connections
+/// below what is left. Best effort: the server lowers its cap if this fails.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 /// Before any secret is read (docs/SECURITY.md, "Confidential records", §8 and §16.9): files no
@@ -37,5 +51,19 @@ mod tests {
         assert!(!nix::sys::prctl::get_dumpable().expect("get_dumpable"));
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
         assert_eq!(old.bits() & 0o777, 0o077);
+    }
+
+    /// Issue 12's second red team: a soft limit of open files below the hard one is raised.
+    #[test]
+    fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        let lower = hard.min(4096) / 2;
+        setrlimit(Resource::RLIMIT_NOFILE, lower, hard).expect("setrlimit");
+        super::raise_descriptor_limit();
+        assert_eq!(
+            getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit"),
+            (hard, hard)
+        );
     }
 }

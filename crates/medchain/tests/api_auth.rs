@@ -103,6 +103,56 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
     assert_eq!(b["success"], false);
 }
 
+/// The login throttle's device cookie (OWASP's device cookies): set by a right password,
+/// HttpOnly, SameSite=Strict, for `/api` only; a login that presents it gets the same device
+/// back (renewed); a wrong password sets none.
+#[tokio::test]
+async fn login_sets_a_device_cookie_that_a_later_login_renews() {
+    let t = common::app_only().await;
+    let login = |password: &'static str, device: Option<String>| {
+        let mut req = common::request(
+            "POST",
+            "/api/login",
+            Some(json!({"role": "patient", "patientId": "p002", "password": password})),
+            None,
+            None,
+        );
+        if let Some(device) = device {
+            req.headers_mut().insert("cookie", device.parse().unwrap());
+        }
+        t.raw(req)
+    };
+    let device_of = |res: &axum::http::Response<axum::body::Body>| {
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|v| v.starts_with("medchain_hospital_device="))
+    };
+    let res = login("patient456", None).await;
+    let cookie = device_of(&res).expect("a device cookie");
+    for flag in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/api;",
+        "Max-Age=7776000",
+    ] {
+        assert!(cookie.contains(flag), "{flag}: {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let device = |pair: &str| pair.split(['=', '.']).nth(1).unwrap().to_string();
+    let res = login("patient456", Some(pair.clone())).await;
+    let renewed = device_of(&res).expect("renewed");
+    assert_eq!(device(&renewed), device(&pair));
+    // Another login of the same browser without it is another device.
+    let res = login("patient456", None).await;
+    assert_ne!(device(&device_of(&res).unwrap()), device(&pair));
+    let res = login("wrong", Some(pair)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(device_of(&res).is_none());
+}
+
 #[tokio::test]
 async fn sessions_expire_when_idle() {
     let t = common::app_only().await;

@@ -440,7 +440,8 @@ fn the_seed_flow_works_against_a_testnet() {
     assert_eq!(flow.records["servedBy"], "hospital");
     assert_eq!(
         client.cookies().keys().collect::<Vec<_>>(),
-        vec!["medchain_hospital"]
+        vec!["medchain_hospital", "medchain_hospital_device"],
+        "this hospital's session and device cookies"
     );
 
     // p001 at pharmacy: a linked login, the same person.
@@ -454,7 +455,8 @@ fn the_seed_flow_works_against_a_testnet() {
     assert_eq!(b["home"], "hospital");
     assert_eq!(
         elsewhere.cookies().keys().collect::<Vec<_>>(),
-        vec!["medchain_pharmacy"]
+        vec!["medchain_pharmacy", "medchain_pharmacy_device"],
+        "this hospital's session and device cookies"
     );
     // Pharmacy holds no key of p001's records (a link entitles nothing): the record is
     // shown with its notice, in the seed's fields too, and never its content.

@@ -19,10 +19,11 @@ async fn the_seed_flow_works_for_a_client_that_signs_nothing() {
     let flow = tokio::task::spawn_blocking(move || {
         let mut client = SeedClient::new(addr);
         let flow = seed_flow(&mut client, 4, "Hypertension");
+        let device = format!("{}_device", common::COOKIE);
         assert_eq!(
             client.cookies().keys().collect::<Vec<_>>(),
-            vec![common::COOKIE],
-            "one cookie, this hospital's"
+            vec![common::COOKIE, &device],
+            "this hospital's session and device cookies"
         );
         flow
     })

@@ -136,6 +136,8 @@ pub(crate) struct Runtime {
     pub byzantine: Option<crate::byzantine::Behaviours>,
     /// The replica was recovering from lost state at the end of the last turn.
     recovering: bool,
+    /// The view, and whether a view change was under way, at the end of the last turn.
+    view_logged: (u64, bool),
     /// The highest checkpoint the replica was told is stable by others (`Action::FetchState`).
     reported_checkpoint: u64,
     /// The head each peer last claimed in its status, and when it arrived (a hint: f+1 of
@@ -163,6 +165,7 @@ impl Runtime {
         metrics: Metrics,
     ) -> Self {
         let replica_recovering = replica.is_recovering();
+        let view_logged = (replica.view(), replica.in_view_change());
         Self {
             id,
             n,
@@ -199,6 +202,7 @@ impl Runtime {
             #[cfg(feature = "byzantine")]
             byzantine: None,
             recovering: replica_recovering,
+            view_logged,
             reported_checkpoint: 0,
             peer_heads: vec![None; n],
         }
@@ -331,8 +335,31 @@ impl Runtime {
         }
         self.metrics.add_cpu(started.elapsed());
         self.note_recovery_end();
+        self.note_view_change();
         self.publish_status();
         Ok(())
+    }
+
+    /// One line when a view change starts and one when a view is installed (§4.4), for the
+    /// operators' logs (`--log-format json`).
+    fn note_view_change(&mut self) {
+        let now = (self.replica.view(), self.replica.in_view_change());
+        if now == self.view_logged {
+            return;
+        }
+        let (view, changing) = now;
+        if changing {
+            info!(target: "medchain::view", validator = self.id, view, "view change started");
+        } else {
+            info!(
+                target: "medchain::view",
+                validator = self.id,
+                view,
+                primary = self.replica.primary(),
+                "view installed"
+            );
+        }
+        self.view_logged = now;
     }
 
     /// Persist, then acknowledge: writes the submitted transactions (checked and admitted at
@@ -933,6 +960,17 @@ impl Runtime {
         }
         let votes = block.certificate.signatures.len();
         self.metrics.committed(block, votes, self.n, &latencies);
+        // Ids, counts and times only: a block's entries are never logged (nor their purposes).
+        info!(
+            target: "medchain::block",
+            validator = self.id,
+            height = block.header.height,
+            view = block.header.view,
+            txs = block.entries.len(),
+            votes,
+            hash = %ledger::short_hex(&block.hash()),
+            "committed block"
+        );
         let outcome = CutOutcome {
             height: block.header.height,
             hash: block.hash(),

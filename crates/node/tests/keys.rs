@@ -392,22 +392,14 @@ fn a_peer_that_is_not_entitled_gets_no_key() {
         assert_eq!(replies, vec![expected], "{asker} to {holder}, request {id}");
     }
     assert!(w.key_rows(INSURANCE).is_empty());
-    assert!(
-        w.node(HOSPITAL)
-            .key_status()
-            .counters
-            .keys_requests_not_entitled
-            >= 1
-    );
-    assert!(
-        w.node(CLINIC)
-            .key_status()
-            .counters
-            .keys_requests_not_entitled
-            >= 2
-    );
-    // The answers reached validators that had asked nothing: dropped unread.
-    assert!(w.node(INSURANCE).key_status().counters.keys_answers_dropped >= 2);
+    // Counters are published after the turn that answered (or dropped an answer).
+    wait_until("the refusals in the counters", || {
+        let counters = |v| w.node(v).key_status().counters;
+        counters(HOSPITAL).keys_requests_not_entitled >= 1
+            && counters(CLINIC).keys_requests_not_entitled >= 2
+            // The answers reached validators that had asked nothing: dropped unread.
+            && counters(INSURANCE).keys_answers_dropped >= 2
+    });
 }
 
 /// §5.3 (red team of the code, W4): a holder answers ids it holds no key for, and held ones
@@ -434,6 +426,10 @@ fn unknown_and_unentitled_ids_are_answered_from_memory() {
         w.ask(CLINIC, HOSPITAL, 912, vec![record])[..],
         [KeyReply::Key(_)]
     ));
+    // The counters are published after the turn that sent the answer.
+    wait_until("the served key in the counters", || {
+        hospital.key_status().counters.keys_served > before.keys_served
+    });
     let after = hospital.key_status().counters;
     // Only ids whose key left were looked up (the author's, and any key a peer pulled
     // meanwhile): none of the insurer's.
@@ -626,6 +622,10 @@ fn a_peer_above_its_rate_is_answered_busy_and_seals_go_first() {
         (looked_up as f64) <= allowed + 1.0,
         "{looked_up} ids looked up in {elapsed:.2} s, above the rate"
     );
+    // Published after the turn that answered the last request.
+    wait_until("the busy answers in the counters", || {
+        w.node(HOSPITAL).key_status().counters.keys_requests_busy >= busy + busy_probes
+    });
     let counters = w.node(HOSPITAL).key_status().counters;
     assert_eq!(
         counters.keys_requests_busy,

@@ -60,11 +60,20 @@ const RECOGNISE_MS: u64 = 24 * 3600 * 1000;
 
 impl AppDb {
     fn mac(&self, grant: &TxId, code: &str) -> [u8; 32] {
+        self.keyed_mac(b"medchain/code/v2\0", &[grant, code.as_bytes()])
+    }
+
+    /// HMAC-SHA256, under the operator key's [`ledger::master::Purpose::CodeMac`] subkey, of
+    /// `label` (one per use, NUL-terminated, so that a MAC of one use is never valid for
+    /// another) followed by `parts`: the in-person codes, and the login throttle's device
+    /// cookies.
+    pub(crate) fn keyed_mac(&self, label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
         let mut m = <HmacSha256 as Mac>::new_from_slice(self.consent_key.as_ref())
             .expect("HMAC takes any key length");
-        m.update(b"medchain/code/v2\0");
-        m.update(grant);
-        m.update(code.as_bytes());
+        m.update(label);
+        for part in parts {
+            m.update(part);
+        }
         m.finalize().into_bytes().into()
     }
 

@@ -146,6 +146,24 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT 'pair', account, client, failures, next_ms, last_ms FROM login_failures;
     DROP TABLE login_failures;
     "#,
+    // 6: two more kinds of counts (issue 12's second red team): a patient's wrong passwords at
+    // one doctor's desk, and a login id's at one device (its device cookie).
+    r#"
+    CREATE TABLE login_counts_6 (
+        kind     TEXT NOT NULL
+                 CHECK (kind IN ('pair', 'client', 'account', 'known', 'desk', 'device')),
+        account  TEXT NOT NULL,
+        client   TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        next_ms  INTEGER NOT NULL,
+        last_ms  INTEGER NOT NULL,
+        PRIMARY KEY (kind, account, client)
+    ) WITHOUT ROWID;
+    INSERT INTO login_counts_6 SELECT kind, account, client, failures, next_ms, last_ms
+        FROM login_counts;
+    DROP TABLE login_counts;
+    ALTER TABLE login_counts_6 RENAME TO login_counts;
+    "#,
 ];
 
 /// The connections to one `app.db`.

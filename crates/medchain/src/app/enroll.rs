@@ -59,7 +59,8 @@ pub fn demo_person(genesis_hash: &Hash, login: &str) -> PersonId {
 /// The home of the demo people.
 pub const DEMO_HOME: u32 = 0;
 
-const GENESIS_KEY: &str = "genesis_hash";
+/// The `meta` key of the chain this store belongs to (its genesis hash).
+pub const GENESIS_KEY: &str = "genesis_hash";
 
 /// The short code of an ask: `u32_le(SHA-256("medchain/ask-code/v1" || ask id)[0..4]) mod
 /// 1 000 000`, six digits. Derived from a public id: a selector, not a secret.

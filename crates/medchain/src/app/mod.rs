@@ -34,7 +34,9 @@ pub use accounts::{
 pub use clock::Clock;
 pub use consent::{CodeError, IssuedCode};
 pub use custody::Custody;
-pub use enroll::{DEMO_HOME, Enroller, Here, SignAsValidator, ask_code, demo_nonce, demo_person};
+pub use enroll::{
+    DEMO_HOME, Enroller, GENESIS_KEY, Here, SignAsValidator, ask_code, demo_nonce, demo_person,
+};
 pub use outbox::{OutboxRow, OutboxState};
 pub use prepared::{PREPARED_TTL_MS, Prepared};
 pub use sessions::{Session, SessionToken};
@@ -107,8 +109,9 @@ impl AppConfig {
 pub struct AppDb {
     db: db::Db,
     config: AppConfig,
-    /// The HMAC key of the in-person codes: the operator key's [`Purpose::CodeMac`] subkey,
-    /// never stored (the codes' MACs are in `app.db`; their key is not beside them).
+    /// The HMAC key of the in-person codes and the device cookies (each MAC with its own
+    /// label: [`AppDb::keyed_mac`]): the operator key's [`Purpose::CodeMac`] subkey, never
+    /// stored (the codes' MACs are in `app.db`; their key is not beside them).
     consent_key: Zeroizing<[u8; 32]>,
 }
 

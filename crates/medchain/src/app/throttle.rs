@@ -1,7 +1,8 @@
 //! The login throttle's memory in `app.db`: its counts (wrong passwords per (login id, client
-//! address), per client address, per login id, and the addresses each login id signed in from),
-//! written in groups by the HTTP layer's throttle and read back at start, so that a restart
-//! does not hand an attacker fresh attempts.
+//! address), per client address, per login id, per (patient, doctor's desk), per (login id,
+//! device), and the addresses each login id signed in from), written in groups by the HTTP
+//! layer's throttle and read back at start, so that a restart does not hand an attacker fresh
+//! attempts.
 
 use rusqlite::params;
 
@@ -18,6 +19,12 @@ pub enum CountKind {
     Account,
     /// A client the login id signed in from (no failures: `last_ms` is the sign-in).
     Known,
+    /// Wrong passwords of one patient typed at one doctor's desk (in-person consent): `client`
+    /// is the doctor's login id.
+    Desk,
+    /// Wrong passwords of one login id from one device (its device cookie): `client` is the
+    /// device's id.
+    Device,
 }
 
 impl CountKind {
@@ -27,6 +34,8 @@ impl CountKind {
             CountKind::Client => "client",
             CountKind::Account => "account",
             CountKind::Known => "known",
+            CountKind::Desk => "desk",
+            CountKind::Device => "device",
         }
     }
 
@@ -36,6 +45,8 @@ impl CountKind {
             CountKind::Client,
             CountKind::Account,
             CountKind::Known,
+            CountKind::Desk,
+            CountKind::Device,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)
@@ -53,7 +64,8 @@ pub struct LoginCount {
     /// a [`CountKind::Client`] count.
     pub account: String,
     /// The client's address as the throttle keys it (an IPv6 client by its /64); empty for a
-    /// [`CountKind::Account`] count.
+    /// [`CountKind::Account`] count; the doctor's login id for a [`CountKind::Desk`] count, the
+    /// device's id for a [`CountKind::Device`] count.
     pub client: String,
     pub failures: u32,
     /// No attempt this count slows is judged before this time.
@@ -150,6 +162,8 @@ mod tests {
                 row(CountKind::Pair, "p001", 5),
                 row(CountKind::Pair, "ghost", 1),
                 row(CountKind::Known, "p001", 0),
+                row(CountKind::Desk, "p001", 2),
+                row(CountKind::Device, "p001", 3),
             ],
             &[],
         )
@@ -163,6 +177,8 @@ mod tests {
             db.login_counts().unwrap(),
             vec![
                 row(CountKind::Known, "p001", 0),
+                row(CountKind::Desk, "p001", 2),
+                row(CountKind::Device, "p001", 3),
                 row(CountKind::Pair, "p001", 6)
             ]
         );

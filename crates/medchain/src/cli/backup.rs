@@ -11,7 +11,9 @@
 //! validator"), and the copy of node.db is marked so that it does whatever marker it finds
 //! ([`node::mark_backup_copy`]). A restore keeps a keys.db in place that is newer than the
 //! backup's ([`keys_choice`]): it holds the keys of the records sealed since (red team of
-//! issue 10, round 3, break 3).
+//! issue 10, round 3, break 3). An app.db in place that holds every login, custodial key and
+//! queued transaction of the backup's is kept too ([`app_choice`]): the people enrolled and the
+//! transactions acknowledged since are in it alone.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -25,7 +27,7 @@ use ledger::Genesis;
 use ledger::master::{NODE_KEY_FILE, SALT_FILE};
 use node::NodeConfig;
 use rusqlite::backup::StepResult;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// The archive's table of contents, its first entry.
@@ -35,6 +37,7 @@ const FORMAT: u32 = 1;
 const GENESIS_FILE: &str = "genesis.toml";
 const CONFIG_FILE: &str = "node.toml";
 const KEYS_DB: &str = "keys.db";
+const APP_DB: &str = "app.db";
 /// A validator's stores, in the order they are copied. A transaction's steps reach app.db,
 /// then keys.db (its data key, sealed before it leaves), then node.db (accepted), then
 /// chain.db (committed): each store is copied before the ones whose writes come first, so
@@ -45,7 +48,7 @@ const KEYS_DB: &str = "keys.db";
 /// they became, or, dropped by a compaction, they were about decided sequence numbers and are
 /// left out on restore). A transaction accepted after node.db's copy is in neither unless
 /// chain.db's copy holds its block, as one accepted after the last copy always was.
-const STORES: [&str; 4] = ["node.db", "chain.db", KEYS_DB, "app.db"];
+const STORES: [&str; 4] = ["node.db", CHAIN_DB, KEYS_DB, APP_DB];
 /// The store whose presence makes a folder a validator's.
 const CHAIN_DB: &str = "chain.db";
 /// The other files of a validator that a restore on a new disk needs; none is a secret in
@@ -83,7 +86,7 @@ pub struct BackupArgs {
 /// ("recovering": true in /api/status until then).
 #[derive(Args, Debug)]
 #[command(
-    after_help = "keys.db is kept, not replaced, when the one in place belongs to this chain and has processed the chain at least as far as the backup's: the data keys of records sealed since the backup are in it alone (a record a hospital's doctor wrote for one of its own patients has no other holder). It is replaced when missing, unreadable or damaged, of another chain, older than the backup's, or with --replace-keys.\n\nExample: medchain restore --from /backup/hospital-2026-12-01.tar --config /srv/medchain/hospital/node.toml"
+    after_help = "keys.db is kept, not replaced, when the one in place belongs to this chain and has processed the chain at least as far as the backup's: the data keys of records sealed since the backup are in it alone (a record a hospital's doctor wrote for one of its own patients has no other holder). It is replaced when missing, unreadable or damaged, of another chain, older than the backup's, or with --replace-keys.\n\napp.db is kept when the one in place holds every login, custodial key and queued transaction of the backup's (it is newer: people enrolled and transactions acknowledged since are in it alone); replaced when missing, unreadable, of another chain, or a part of the backup's. When each holds rows the other lacks, restore stops before writing anything and says so: choose with --replace-app or --keep-app.\n\nExample: medchain restore --from /backup/hospital-2026-12-01.tar --config /srv/medchain/hospital/node.toml"
 )]
 pub struct RestoreArgs {
     /// The backup file (`medchain backup --to`).
@@ -95,6 +98,14 @@ pub struct RestoreArgs {
     /// the backup that no other validator holds are lost (their records stay "waiting").
     #[arg(long)]
     replace_keys: bool,
+    /// Put the backup's app.db back even over one holding logins, custodial keys or queued
+    /// transactions the backup lacks (they are lost: those people sign in and enrol again).
+    #[arg(long, conflicts_with = "keep_app")]
+    replace_app: bool,
+    /// Keep the app.db in place even when the backup's holds logins, custodial keys or queued
+    /// transactions it lacks.
+    #[arg(long)]
+    keep_app: bool,
 }
 
 /// Which validators: every one of a network's directory, one validator's folder, or the one
@@ -475,7 +486,9 @@ impl super::Run for RestoreArgs {
             );
             println!("wrote {}", genesis_path.display());
         }
-        // Nothing is replaced while a process holds a store open, nor a key by another.
+        // Nothing is replaced while a process holds a store open, nor a key by another, nor an
+        // app.db whose rows the backup's lacks unless the operator chose.
+        let mut app_choices = Vec::new();
         for (name, folder) in &targets {
             let stores: Vec<PathBuf> = STORES.iter().map(|s| folder.join(s)).collect();
             let users = holders(&stores);
@@ -499,8 +512,21 @@ impl super::Run for RestoreArgs {
                     key.display()
                 );
             }
+            let saved_app = file_of(name, APP_DB);
+            let choice = if saved_app.exists() {
+                app_choice(
+                    &folder.join(APP_DB),
+                    &saved_app,
+                    &manifest.genesis,
+                    self.replace_app,
+                    self.keep_app,
+                )?
+            } else {
+                Choice::Keep("the backup holds none".into())
+            };
+            app_choices.push(choice);
         }
-        for (name, folder) in &targets {
+        for ((name, folder), app) in targets.iter().zip(app_choices) {
             ledger::files::private_dir(folder)?;
             let saved = manifest
                 .validators
@@ -511,11 +537,19 @@ impl super::Run for RestoreArgs {
             for file in &saved.files {
                 let source = file_of(name, file);
                 let target = folder.join(file);
-                if file == KEYS_DB {
-                    let choice =
-                        keys_choice(&target, &source, &manifest.genesis, self.replace_keys);
-                    println!("{name}: {choice}");
-                    if let KeysChoice::Keep(_) = choice {
+                let choice = match file.as_str() {
+                    KEYS_DB => Some(keys_choice(
+                        &target,
+                        &source,
+                        &manifest.genesis,
+                        self.replace_keys,
+                    )),
+                    APP_DB => Some(app.clone()),
+                    _ => None,
+                };
+                if let Some(choice) = choice {
+                    println!("{name}: {}", choice.of(file));
+                    if let Choice::Keep(_) = choice {
                         continue;
                     }
                 }
@@ -560,20 +594,21 @@ impl super::Run for RestoreArgs {
     }
 }
 
-/// What a restore does with keys.db, and why.
-#[derive(Debug, PartialEq, Eq)]
-enum KeysChoice {
+/// What a restore does with a store it may keep (keys.db, app.db), and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Choice {
     /// The one in place stays, its -wal and -shm untouched.
     Keep(String),
     /// The backup's goes in its place.
     Replace(String),
 }
 
-impl std::fmt::Display for KeysChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Choice {
+    /// The choice said of `store`.
+    fn of(&self, store: &str) -> String {
         match self {
-            KeysChoice::Keep(why) => write!(f, "kept the keys.db in place: {why}"),
-            KeysChoice::Replace(why) => write!(f, "restoring the backup's keys.db: {why}"),
+            Choice::Keep(why) => format!("kept the {store} in place: {why}"),
+            Choice::Replace(why) => format!("restoring the backup's {store}: {why}"),
         }
     }
 }
@@ -584,8 +619,8 @@ impl std::fmt::Display for KeysChoice {
 /// holds every key the older one should: a newer store is kept unless `replace` (the
 /// operator's `--replace-keys`). Read without the operator key (restore has none): a store
 /// made anew since the backup cannot be proven to open, and is kept too when newer, saying so.
-fn keys_choice(in_place: &Path, saved: &Path, genesis: &str, replace: bool) -> KeysChoice {
-    use KeysChoice::{Keep, Replace};
+fn keys_choice(in_place: &Path, saved: &Path, genesis: &str, replace: bool) -> Choice {
+    use Choice::{Keep, Replace};
     if replace {
         return Replace("--replace-keys".into());
     }
@@ -610,13 +645,26 @@ fn keys_choice(in_place: &Path, saved: &Path, genesis: &str, replace: bool) -> K
         }
     };
     let heights = format!(
-        "it has processed the chain to height {}, the backup's to {}",
-        here.processed_height, saved.processed_height
+        "it has processed the chain to height {} and stored {} keys, the backup's to {} and {}",
+        here.processed_height, here.keys_stored, saved.processed_height, saved.keys_stored
     );
-    if here.processed_height < saved.processed_height {
-        return Replace(format!("the one in place is older ({heights})"));
+    // Key counts compare only copies of one store.
+    let same = here.same_store_as(&saved);
+    let behind = here.processed_height < saved.processed_height
+        || (same && here.keys_stored < saved.keys_stored);
+    let ahead = here.processed_height > saved.processed_height
+        || (same && here.keys_stored > saved.keys_stored);
+    match (behind, ahead) {
+        (true, false) => return Replace(format!("the one in place is older ({heights})")),
+        (true, true) => {
+            return Keep(format!(
+                "{heights}: each went on from a common past (restored once before?), so either \
+                 may hold keys the other lacks. --replace-keys puts the backup's back"
+            ));
+        }
+        _ => {}
     }
-    if !here.same_store_as(&saved) {
+    if !same {
         return Keep(format!(
             "{heights}. It is not a copy of the backup's store (made anew since?): without the \
              operator key this restore cannot check that it opens, and keys it lost when it \
@@ -629,6 +677,112 @@ fn keys_choice(in_place: &Path, saved: &Path, genesis: &str, replace: bool) -> K
         "{heights}; it holds every key sealed since the backup, and lacks only keys the chain \
          had it delete since (erasures, ended grants). --replace-keys puts the backup's back"
     ))
+}
+
+/// What an app.db holds that a restore must not lose: its chain, and the rows never deleted
+/// while it belongs to that chain (logins, custodial keys, the outbox's transactions).
+struct AppFacts {
+    genesis: Option<String>,
+    logins: BTreeSet<String>,
+    custodial_keys: BTreeSet<Vec<u8>>,
+    transactions: BTreeSet<Vec<u8>>,
+}
+
+impl AppFacts {
+    /// Read without the operator key (the custody rows' secrets stay sealed, unread).
+    fn read(path: &Path) -> rusqlite::Result<AppFacts> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let genesis: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [medchain::app::GENESIS_KEY],
+                |r| r.get(0),
+            )
+            .optional()?;
+        fn column<T: rusqlite::types::FromSql + Ord>(
+            conn: &Connection,
+            sql: &str,
+        ) -> rusqlite::Result<BTreeSet<T>> {
+            conn.prepare(sql)?.query_map([], |r| r.get(0))?.collect()
+        }
+        Ok(AppFacts {
+            genesis: genesis.map(hex::encode),
+            logins: column(&conn, "SELECT id FROM accounts")?,
+            custodial_keys: column(&conn, "SELECT public_key FROM custody")?,
+            transactions: column(&conn, "SELECT tx_id FROM outbox")?,
+        })
+    }
+
+    /// How many of `other`'s rows this one lacks: logins, custodial keys, transactions.
+    fn lacks(&self, other: &AppFacts) -> [usize; 3] {
+        [
+            other.logins.difference(&self.logins).count(),
+            other
+                .custodial_keys
+                .difference(&self.custodial_keys)
+                .count(),
+            other.transactions.difference(&self.transactions).count(),
+        ]
+    }
+}
+
+/// "logins: 2, custodial keys: 1, queued transactions: 0".
+fn rows_said([logins, keys, transactions]: [usize; 3]) -> String {
+    format!("logins: {logins}, custodial keys: {keys}, queued transactions: {transactions}")
+}
+
+/// Whether the backup's app.db (`saved`) replaces the one at `in_place`, for the chain whose
+/// genesis hash is `genesis` (hex). Logins, custodial keys and the outbox's transactions are
+/// never deleted while a store belongs to its chain, so one that holds all of the other's is
+/// the same store further on: a newer store in place is kept (it alone holds the people
+/// enrolled and the transactions acknowledged since), an older one replaced. Stores that each
+/// hold rows the other lacks are refused unless the operator chose (`replace`, `keep`).
+fn app_choice(
+    in_place: &Path,
+    saved: &Path,
+    genesis: &str,
+    replace: bool,
+    keep: bool,
+) -> anyhow::Result<Choice> {
+    use Choice::{Keep, Replace};
+    if replace {
+        return Ok(Replace("--replace-app".into()));
+    }
+    if !in_place.exists() {
+        return Ok(Replace("there is none in place".into()));
+    }
+    let here = match AppFacts::read(in_place) {
+        Ok(here) => here,
+        Err(error) => return Ok(Replace(format!("the one in place does not open ({error})"))),
+    };
+    if here.genesis.as_deref().is_some_and(|g| g != genesis) {
+        return Ok(Replace("the one in place belongs to another chain".into()));
+    }
+    if keep {
+        return Ok(Keep("--keep-app".into()));
+    }
+    let backup = AppFacts::read(saved).context("the backup's app.db does not open")?;
+    let (here_lacks, backup_lacks) = (here.lacks(&backup), backup.lacks(&here));
+    if here_lacks == [0; 3] {
+        return Ok(Keep(format!(
+            "it holds every login, custodial key and queued transaction of the backup's, and {}              more (enrolled or acknowledged since)",
+            rows_said(backup_lacks)
+        )));
+    }
+    if backup_lacks == [0; 3] {
+        return Ok(Replace(format!(
+            "the one in place is older (of the backup's rows it lacks {})",
+            rows_said(here_lacks)
+        )));
+    }
+    bail!(
+        "{}: the app.db in place lacks rows of the backup's ({}) and holds rows it lacks ({}); \
+         nothing was restored. Run restore again with --replace-app (the rows only the one in \
+         place holds are lost) or --keep-app (those only the backup holds are)",
+        in_place.display(),
+        rows_said(here_lacks),
+        rows_said(backup_lacks)
+    )
 }
 
 fn names(manifest: &Manifest) -> String {
@@ -773,4 +927,92 @@ fn holders(paths: &[PathBuf]) -> Vec<u32> {
         }
     }
     found.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medchain::app::{AppConfig, AppDb, NewAccount, Role};
+
+    const CHAIN: [u8; 32] = [9; 32];
+
+    /// An app.db of `CHAIN` with the logins `ids` (custody and outbox rows are compared the
+    /// same way).
+    fn app_db(path: &Path, ids: &[&str]) {
+        let operator_key = ledger::master::MasterKey::from_bytes(zeroize::Zeroizing::new([1; 32]));
+        let db =
+            AppDb::open_with(path, AppConfig::fast_hashing_for_tests(), &operator_key).unwrap();
+        db.bind_chain(&CHAIN).unwrap();
+        for id in ids {
+            db.create_account(
+                NewAccount {
+                    id: (*id).into(),
+                    role: Role::Patient,
+                    department: None,
+                    name: None,
+                    password: zeroize::Zeroizing::new("correct horse battery".into()),
+                },
+                1,
+            )
+            .unwrap();
+        }
+    }
+
+    fn choose(here: &[&str], backup: &[&str], replace: bool, keep: bool) -> anyhow::Result<Choice> {
+        let dir = tempfile::tempdir().unwrap();
+        let (in_place, saved) = (dir.path().join("in-place.db"), dir.path().join("saved.db"));
+        app_db(&in_place, here);
+        app_db(&saved, backup);
+        app_choice(&in_place, &saved, &hex::encode(CHAIN), replace, keep)
+    }
+
+    /// The people enrolled since the backup are in the app.db in place alone: it is kept.
+    #[test]
+    fn a_newer_app_db_in_place_is_kept() {
+        let choice = choose(&["pt1", "pt2"], &["pt1"], false, false).unwrap();
+        assert!(
+            matches!(&choice, Choice::Keep(why) if why.contains("logins: 1,")),
+            "{choice:?}"
+        );
+    }
+
+    #[test]
+    fn an_older_app_db_in_place_is_replaced() {
+        let choice = choose(&["pt1"], &["pt1", "pt2"], false, false).unwrap();
+        assert!(matches!(choice, Choice::Replace(_)), "{choice:?}");
+    }
+
+    /// Each holds a login the other lacks: nothing is chosen for the operator.
+    #[test]
+    fn app_dbs_that_diverged_need_the_operators_choice() {
+        let error = choose(&["pt1", "pt2"], &["pt1", "pt3"], false, false).unwrap_err();
+        assert!(error.to_string().contains("--replace-app"), "{error}");
+        assert!(matches!(
+            choose(&["pt1", "pt2"], &["pt1", "pt3"], true, false).unwrap(),
+            Choice::Replace(_)
+        ));
+        assert!(matches!(
+            choose(&["pt1", "pt2"], &["pt1", "pt3"], false, true).unwrap(),
+            Choice::Keep(_)
+        ));
+    }
+
+    #[test]
+    fn an_app_db_of_another_chain_or_unreadable_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (in_place, saved) = (dir.path().join("in-place.db"), dir.path().join("saved.db"));
+        app_db(&in_place, &["pt1", "pt2"]);
+        app_db(&saved, &["pt1"]);
+        let other_chain = hex::encode([8; 32]);
+        assert!(matches!(
+            app_choice(&in_place, &saved, &other_chain, false, false).unwrap(),
+            Choice::Replace(_)
+        ));
+        std::fs::write(&in_place, b"not a database, a torn file").unwrap();
+        let _ = std::fs::remove_file(dir.path().join("in-place.db-wal"));
+        assert!(matches!(
+            app_choice(&in_place, &saved, &hex::encode(CHAIN), false, false).unwrap(),
+            Choice::Replace(_)
+        ));
+    }
 }

@@ -76,12 +76,24 @@ commands! {
 #[derive(Parser, Debug)]
 #[command(name = "medchain", version, propagate_version = true)]
 struct Cli {
+    /// How `node` and `serve` log to stderr: `text` for people, `json` for machines (one
+    /// object a line; a line per committed block and per view change). Validators that
+    /// `testnet`, `bench` and `soak` start log the same way.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = service::LOG_FORMAT_ENV,
+        default_value_t = service::LogFormat::Text
+    )]
+    log_format: service::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    service::set_log_format(cli.log_format);
     match cli.command.run() {
         Ok(code) => code,
         Err(error) => {

@@ -94,14 +94,60 @@ pub fn read_passphrase(confirm: bool) -> anyhow::Result<Zeroizing<String>> {
     Ok(first)
 }
 
-/// Logs to stderr; `RUST_LOG` refines it (default: info). Never logs request bodies.
+/// The environment variable that carries `--log-format` to the validators a command starts.
+pub const LOG_FORMAT_ENV: &str = "MEDCHAIN_LOG_FORMAT";
+
+/// How a process logs ([`init_logging`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people; a committed block is not a line of its own (`RUST_LOG=info` shows them).
+    Text,
+    /// One JSON object a line, a line per committed block and per view change.
+    Json,
+}
+
+impl LogFormat {
+    fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// The format [`init_logging`] uses, from the command line (once, at start).
+pub fn set_log_format(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
+}
+
+/// The format given, for a child validator's command (`MEDCHAIN_LOG_FORMAT`).
+pub fn log_format_env() -> (&'static str, &'static str) {
+    (
+        LOG_FORMAT_ENV,
+        LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text).name(),
+    )
+}
+
+/// Logs to stderr in the format given ([`set_log_format`]); `RUST_LOG` refines what (default:
+/// info, and for text without a line per committed block). Never a request body, a secret or
+/// medical content: what is logged is ids, counts, heights and times.
 pub fn init_logging() {
+    let format = LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text);
+    let default = match format {
+        LogFormat::Text => "info,medchain::block=warn",
+        LogFormat::Json => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Opens the hospital's application store (`DIR/app.db`) and its custody in the validator's
@@ -140,15 +186,21 @@ pub async fn start_flows(
         );
     }
     if !report.demo.is_empty() {
-        eprintln!();
-        eprintln!(
-            "*** DEMO MODE: created the seed's sample accounts {} ***",
-            report.demo.join(", ")
-        );
-        eprintln!(
-            "*** with their well-known passwords and public person ids. Never use --demo with real patients. ***"
-        );
-        eprintln!();
+        let accounts = report.demo.join(", ");
+        if LOG_FORMAT.get() == Some(&LogFormat::Json) {
+            tracing::warn!(
+                %accounts,
+                "demo mode: the seed's sample accounts, with their well-known passwords and \
+                 public person ids; never use --demo with real patients"
+            );
+        } else {
+            eprintln!();
+            eprintln!("*** DEMO MODE: created the seed's sample accounts {accounts} ***");
+            eprintln!(
+                "*** with their well-known passwords and public person ids. Never use --demo with real patients. ***"
+            );
+            eprintln!();
+        }
     }
     if !report.enrolled.is_empty() {
         tracing::info!(logins = %report.enrolled.join(", "), "enrolling logins on chain");

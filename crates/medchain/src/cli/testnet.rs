@@ -604,6 +604,7 @@ fn spawn_validator(
     demo: bool,
 ) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the medchain executable")?;
+    let log_format = super::service::log_format_env();
     let mut command = Command::new(exe);
     command
         .arg("node")
@@ -611,6 +612,7 @@ fn spawn_validator(
         .arg(config)
         .arg("--key-dir")
         .arg(key_dir)
+        .env(log_format.0, log_format.1)
         .stdin(Stdio::null());
     if demo {
         command.arg("--demo");

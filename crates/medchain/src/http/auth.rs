@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::client::ClientAddr;
+use super::device::{self, PresentedDevice};
 use super::extract::{ApiJson, Authed, MaybeAuthed, parse_body, required};
 use super::openapi::ErrorBody;
 use super::throttle::Asker;
@@ -110,8 +111,10 @@ impl WhoAnswer {
         (status = 200, description = "Signed in: the session token, also set as this hospital's \
             session cookie", body = WhoAnswer,
             headers(("set-cookie" = String, description = "`medchain_<validator>=<token>; Path=/; \
-                HttpOnly; SameSite=Strict; Max-Age=<idle seconds>`, `; Secure` with \
-                `--secure-cookie`"))),
+                HttpOnly; SameSite=Strict; Max-Age=<idle seconds>`, and the device cookie \
+                `medchain_<validator>_device=<value>; Path=/api; HttpOnly; SameSite=Strict; \
+                Max-Age=7776000` (a login that presents it is throttled per device, not per \
+                address); each `; Secure` with `--secure-cookie`"))),
         (status = 400, description = "A missing or invalid field (`role`, the id, `password`)",
             body = ErrorBody),
         (status = 401, description = "`Invalid credentials`", body = ErrorBody),
@@ -126,6 +129,7 @@ impl WhoAnswer {
 async fn login(
     axum::extract::State(state): axum::extract::State<AppState>,
     client: ClientAddr,
+    presented: PresentedDevice,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
     let role_s = required("role", body.role, 16)?;
@@ -142,8 +146,12 @@ async fn login(
     if password.len() > 1024 {
         return Err(invalid_credentials());
     }
+    let device = presented.device_for(&state, &id);
+    let asker = Asker::Anyone {
+        device: device.clone(),
+    };
     let account = state
-        .verify_password(client, Asker::Anyone, id, Some(role), password)
+        .verify_password(client, &asker, id, Some(role), password)
         .await?
         .ok_or_else(invalid_credentials)?;
     state.flows.check_login(&account).await?;
@@ -160,16 +168,16 @@ async fn login(
         "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         state.cookie,
         token.as_str(),
-        if state.settings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        }
+        state.cookie_secure()
     );
     let mut res = Json(answer).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    );
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        device::set_cookie(&state, &account.id, device.as_deref())?,
     );
     Ok(res)
 }
@@ -203,11 +211,7 @@ async fn logout(
     let cookie = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
         state.cookie,
-        if state.settings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        }
+        state.cookie_secure()
     );
     res.headers_mut().insert(
         header::SET_COOKIE,

@@ -238,7 +238,9 @@ async fn in_person(
     let patient = state
         .verify_password(
             client,
-            Asker::PatientAtDoctorsDesk,
+            &Asker::PatientAtDesk {
+                doctor: doctor.id.clone(),
+            },
             patient_id,
             Some(Role::Patient),
             password,

@@ -2,8 +2,8 @@
 //! and the session of the caller (cookie or bearer token) with its role.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -125,20 +125,19 @@ pub fn token_of(parts: &Parts, cookie: &str) -> Option<String> {
     {
         return Some(token.trim().to_string());
     }
-    for cookies in parts.headers.get_all(header::COOKIE) {
-        let Ok(cookies) = cookies.to_str() else {
-            continue;
-        };
-        for pair in cookies.split(';') {
-            if let Some((name, value)) = pair.trim().split_once('=')
-                && name == cookie
-                && !value.is_empty()
-            {
-                return Some(value.to_string());
-            }
-        }
-    }
-    None
+    cookie_value(&parts.headers, cookie).map(str::to_string)
+}
+
+/// The value of the cookie `name` in `headers`, if one is set (not empty).
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|cookies| cookies.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, value)| *key == name && !value.is_empty())
+        .map(|(_, value)| value)
 }
 
 /// A caller with a live session (401 otherwise).

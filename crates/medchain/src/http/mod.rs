@@ -5,6 +5,7 @@ mod auth;
 mod chain;
 pub mod client;
 mod consent;
+mod device;
 mod erasure;
 pub mod error;
 pub mod extract;
@@ -93,10 +94,13 @@ pub struct AppState {
     /// The session cookie's name, `medchain_<validator name>`: one per hospital, so that two
     /// sessions on one host do not overwrite each other.
     pub cookie: Arc<str>,
+    /// The device cookie's name, `medchain_<validator name>_device` ([`device`]).
+    pub device_cookie: Arc<str>,
     /// Argon2id runs at most this many at once, so that a burst of logins cannot starve the
     /// validators of CPU.
     pub(crate) hashing: Arc<Semaphore>,
-    /// Wrong passwords per (login id, client address), per address and per login id.
+    /// Wrong passwords per (login id, client address), per device, per address, per login id
+    /// and per (patient, doctor's desk).
     pub(crate) logins: Arc<throttle::LoginThrottle>,
     /// Record reads per account.
     pub(crate) reads: Arc<read_limit::ReadLimiter>,
@@ -109,6 +113,7 @@ impl AppState {
         Self {
             app: flows.app().clone(),
             cookie: Arc::from(format!("medchain_{}", chain.local.name())),
+            device_cookie: Arc::from(format!("medchain_{}_device", chain.local.name())),
             flows,
             chain,
             settings: Arc::new(settings),
@@ -134,13 +139,22 @@ impl AppState {
         self.clock.now_ms()
     }
 
+    /// What ends each cookie this API sets: `; Secure` when served over HTTPS.
+    pub(crate) fn cookie_secure(&self) -> &'static str {
+        if self.settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        }
+    }
+
     /// Checks a password of `id` typed at `client` by `asker`, off the async threads, at most
     /// two at a time. The attempt is counted by the [`throttle`] before it queues for the
     /// hash, so a burst has no more judged than the throttle allows (429 beyond).
     pub(crate) async fn verify_password(
         &self,
         client: client::ClientAddr,
-        asker: throttle::Asker,
+        asker: &throttle::Asker,
         id: String,
         role: Option<crate::app::Role>,
         password: zeroize::Zeroizing<String>,

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::client::ClientAddr;
+use super::device::PresentedDevice;
 use super::extract::{ApiJson, Doctor, MaybeAuthed, Patient, check_len, parse_body, required};
 use super::openapi::ErrorBody;
 use super::throttle::Asker;
@@ -243,6 +244,7 @@ struct RecordsBody {
 async fn patient_records(
     State(state): State<AppState>,
     client: ClientAddr,
+    presented: PresentedDevice,
     MaybeAuthed(auth): MaybeAuthed,
     ApiJson(body): ApiJson<RecordsBody>,
 ) -> ApiResult<Json<RecordsAnswer>> {
@@ -256,8 +258,11 @@ async fn patient_records(
                     .into(),
             ));
         }
+        let asker = Asker::Anyone {
+            device: presented.device_for(&state, &id),
+        };
         let patient = state
-            .verify_password(client, Asker::Anyone, id, Some(Role::Patient), password)
+            .verify_password(client, &asker, id, Some(Role::Patient), password)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Unauthorized".into()))?;
         state.spend_read(&patient)?;

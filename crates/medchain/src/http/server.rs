@@ -13,10 +13,14 @@
 //! - idle: from the end of a response (or the last byte a stalled reader took) to the next
 //!   request's first byte, at most `idle_timeout`;
 //! - at most `max_connections` at once. At the cap, the connection that has waited on its
-//!   client longest (idle, or never sent a request) is closed to admit a newcomer, as its idle
-//!   timeout would have closed it later: a client that keeps connections alive with cheap
-//!   requests cannot hold every slot. With none waiting (all mid-request), the newcomer waits
-//!   for one to end, and the clients after it wait in the kernel's backlog;
+//!   client longest (idle, never sent a request, or, its socket full, took less than 16 KiB
+//!   of its answer in 3 s) is closed to admit a newcomer, as its idle timeout would have closed it later: a
+//!   client that keeps connections alive with cheap requests cannot hold every slot, and an
+//!   answer its client is taking is never cut. With none waiting (all mid-request, or
+//!   answering), the newcomer waits for one to end, and the clients after it wait in the
+//!   kernel's backlog. Out of file descriptors (EMFILE, ENFILE) below the cap counts as the
+//!   cap; and the cap is held below the descriptors the process may open
+//!   ([`fit_to_descriptors`]);
 //! - at most `max_connections_per_client` at once from one client address (an IPv6 client by
 //!   its /64; by default an eighth of the cap): beyond, that client's own longest-waiting
 //!   connection makes room, or if all of them are mid-request the new one is refused (429,
@@ -70,6 +74,7 @@ pub async fn serve(
         .limits
         .checked()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let limits = fit_to_descriptors(limits, descriptors_left());
     let per_client = limits.per_client();
     let app = super::router(state.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -82,6 +87,7 @@ pub async fn serve(
         // One contiguous write per flush, so that hyper's own refusals are recognised whole.
         .writev(false);
     tokio::pin!(shutdown);
+    let mut out_of_descriptors_logged: Option<Instant> = None;
     'accept: loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -90,6 +96,22 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) if is_connection_error(&e) => continue,
+            Err(e) if is_out_of_descriptors(&e) => {
+                // Below the cap, yet out of file descriptors: as at the cap, the connection
+                // idle longest makes room, and the newcomer waits in the backlog meanwhile.
+                if !served.closing_lately()
+                    && !served.close_idlest(None)
+                    && out_of_descriptors_logged.is_none_or(|at| at.elapsed() > LOG_EVERY)
+                {
+                    out_of_descriptors_logged = Some(Instant::now());
+                    tracing::warn!(target: "medchain::http", error = %e, "out of file descriptors, none idle to close: newcomers wait");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(ROOM_RETRY) => {}
+                    () = &mut shutdown => break,
+                }
+                continue;
+            }
             Err(e) => {
                 // Out of file descriptors, say: wait rather than spin.
                 tracing::error!(target: "medchain::http", error = %e, "cannot accept a connection");
@@ -143,6 +165,61 @@ pub async fn serve(
         tracing::error!(error = ?e, "cannot write the login throttle's counts");
     }
     Ok(())
+}
+
+/// Whether `accept` failed for want of a file descriptor (the process's, or the system's).
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::errno::Errno::EMFILE as i32
+            || code == nix::errno::Errno::ENFILE as i32
+    )
+}
+
+/// File descriptors kept for the process's own files beyond those open when serving starts:
+/// its stores' SQLite readers and journals, backups, the validators' links as peers connect.
+const RESERVED_DESCRIPTORS: usize = 64;
+
+/// The file descriptors this process may still open: its soft `RLIMIT_NOFILE` less those
+/// open now (`None` where that cannot be read).
+fn descriptors_left() -> Option<usize> {
+    use nix::sys::resource::{Resource, getrlimit};
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let open = std::fs::read_dir("/proc/self/fd")
+        .or_else(|_| std::fs::read_dir("/dev/fd"))
+        .ok()?
+        .count();
+    Some(
+        usize::try_from(soft)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(open),
+    )
+}
+
+/// `limits` with `max_connections` (and a per-client share set above it) held below `left`
+/// file descriptors, less [`RESERVED_DESCRIPTORS`]: past them `accept` would fail, and a
+/// connection idle longest makes room only at the cap. Logs when it lowers them.
+fn fit_to_descriptors(limits: ConnectionLimits, left: Option<usize>) -> ConnectionLimits {
+    let Some(left) = left else {
+        return limits;
+    };
+    let room = left.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    if limits.max_connections <= room {
+        return limits;
+    }
+    tracing::warn!(
+        target: "medchain::http",
+        configured = limits.max_connections,
+        max_connections = room,
+        descriptors_left = left,
+        "max_connections lowered to fit the open files this process may have (RLIMIT_NOFILE); \
+         raise its hard limit (systemd: LimitNOFILE=) to serve more"
+    );
+    ConnectionLimits {
+        max_connections: room,
+        max_connections_per_client: limits.max_connections_per_client.map(|p| p.min(room)),
+        ..limits
+    }
 }
 
 fn is_connection_error(e: &io::Error) -> bool {
@@ -218,10 +295,18 @@ async fn connection(
     }
 }
 
-/// How long a connection asked to make room may take to write the rest of an answer.
+/// How long a connection asked to make room may take to write the rest of an answer (a
+/// stalled one: [`Exchange::idle_since`]).
 const ANSWER_GRACE: Duration = Duration::from_secs(1);
+/// An answer whose client takes less than [`ANSWER_PROGRESS_BYTES`] of it in this long is
+/// stalled: its connection may make room at the cap, as an idle one does. At least 5 KiB/s
+/// keeps it busy (a slow mobile link takes 20 KiB/s and more).
+const ANSWER_STALLED_AFTER: Duration = Duration::from_secs(3);
+const ANSWER_PROGRESS_BYTES: usize = 16 * 1024;
 /// How often a newcomer waiting at the cap looks again for an idle connection to close.
 const ROOM_RETRY: Duration = Duration::from_millis(100);
+/// How often being out of file descriptors with none idle is logged at most.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Refusals of clients over their share being written at once; beyond, such a connection is
 /// closed without an answer.
 const MAX_REFUSING: usize = 64;
@@ -308,12 +393,13 @@ impl Served {
     /// Asks the connection idle longest (of `client`, if given) to close; false if none is
     /// idle.
     fn close_idlest(&self, client: Option<IpAddr>) -> bool {
+        let now = Instant::now();
         let mut s = self.state();
         let idlest = s
             .open
             .iter()
             .filter(|(_, open)| open.closing.is_none() && client.is_none_or(|c| c == open.client))
-            .filter_map(|(id, open)| Some((open.exchange.idle_since()?, *id)))
+            .filter_map(|(id, open)| Some((open.exchange.idle_since(now)?, *id)))
             .min();
         let Some((_, id)) = idlest else {
             return false;
@@ -396,6 +482,13 @@ struct ExchangeState {
     head_bytes: bool,
     /// The last byte read or written.
     last_active: Instant,
+    /// When the client last took [`ANSWER_PROGRESS_BYTES`] of an answer (or the answer was
+    /// ready), and what it took since.
+    progress_at: Instant,
+    progress_bytes: usize,
+    /// The socket took no more of the answer being written at some write: it is larger than
+    /// the socket's buffer, and goes out at the pace its client takes it.
+    write_blocked: bool,
 }
 
 /// What a connection is doing.
@@ -425,6 +518,9 @@ impl Exchange {
             head_started: Some(now),
             head_bytes: false,
             last_active: now,
+            progress_at: now,
+            progress_bytes: 0,
+            write_blocked: false,
         }))
     }
 
@@ -442,8 +538,11 @@ impl Exchange {
 
     fn response_ended(&self) {
         let mut s = self.state();
+        let now = Instant::now();
         s.responses += 1;
-        s.last_active = Instant::now();
+        s.last_active = now;
+        s.progress_at = now;
+        s.progress_bytes = 0;
     }
 
     fn read_some(&self, now: Instant) {
@@ -455,10 +554,26 @@ impl Exchange {
         }
     }
 
-    /// Bytes written, or a response ready (a handler may have waited long on the chain: the
-    /// client's silence meanwhile is not idleness).
+    /// A response ready (a handler may have waited long on the chain: the client's silence
+    /// meanwhile is not idleness).
     fn active(&self, now: Instant) {
         self.state().last_active = now;
+    }
+
+    /// `bytes` of an answer taken by the socket (so, as its buffer is full, by the client).
+    fn wrote(&self, bytes: usize, now: Instant) {
+        let mut s = self.state();
+        s.last_active = now;
+        s.progress_bytes = s.progress_bytes.saturating_add(bytes);
+        if s.progress_bytes >= ANSWER_PROGRESS_BYTES {
+            s.progress_at = now;
+            s.progress_bytes = 0;
+        }
+    }
+
+    /// The socket takes no more for now.
+    fn write_blocked(&self) {
+        self.state().write_blocked = true;
     }
 
     /// Every byte written is out. Returns whether that ends the last response: the
@@ -468,6 +583,7 @@ impl Exchange {
         let ended = s.requests == s.responses && !s.between_messages;
         if ended {
             s.between_messages = true;
+            s.write_blocked = false;
         }
         ended
     }
@@ -476,12 +592,21 @@ impl Exchange {
         self.state().between_messages
     }
 
-    /// Since when the connection has waited on its client: every request answered (its
-    /// answer written out, or being written), no byte of a next one (a new connection: none
-    /// yet). `None` while a request is in flight or arriving.
-    fn idle_since(&self) -> Option<Instant> {
+    /// Since when the connection has waited on its client at `now`: every request answered
+    /// and written out (or taken whole by the socket, about to be), no byte of a next one (a
+    /// new connection: none yet); or its answer, larger than the socket takes at once,
+    /// stalled, its client having taken less than [`ANSWER_PROGRESS_BYTES`] of it in
+    /// [`ANSWER_STALLED_AFTER`]. `None` while a request is in flight or arriving, or while its
+    /// client takes its answer.
+    fn idle_since(&self, now: Instant) -> Option<Instant> {
         let s = self.state();
-        (s.requests == s.responses && !s.head_bytes).then_some(s.last_active)
+        if s.requests != s.responses || s.head_bytes {
+            return None;
+        }
+        if s.between_messages || !s.write_blocked {
+            return Some(s.last_active);
+        }
+        (now >= s.progress_at + ANSWER_STALLED_AFTER).then_some(s.progress_at)
     }
 
     fn activity(&self) -> Activity {
@@ -670,11 +795,12 @@ impl AsyncWrite for Guarded {
         }
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
-                this.exchange.active(Instant::now());
+                this.exchange.wrote(n, Instant::now());
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                this.exchange.write_blocked();
                 let deadline = this.exchange.write_deadline(&this.limits);
                 if this.expired(deadline, cx) {
                     return Poll::Ready(Err(io::Error::new(
@@ -847,6 +973,56 @@ mod tests {
         // Another client's is left for the cap.
         assert!(served.close_idlest(None));
         assert_eq!(served.serving(b), 0);
+    }
+
+    /// Issue 12's second red team: at the cap, an answer being read was cut after a second.
+    #[test]
+    fn an_answer_being_taken_is_busy_and_a_stalled_one_waits_on_its_client() {
+        let t0 = Instant::now();
+        let exchange = Exchange::new(t0);
+        exchange.read_some(t0);
+        exchange.request_started();
+        exchange.response_ended();
+        let ready = exchange.state().progress_at;
+        let at = |ms: u64| ready + Duration::from_millis(ms);
+        // Taken whole by the socket (about to be flushed): it waits on its client.
+        exchange.wrote(1_000, at(1));
+        assert_eq!(exchange.idle_since(at(2)), Some(at(1)));
+        // The socket is full: its client takes 16 KiB every 2 s, busy however long it lasts.
+        exchange.write_blocked();
+        assert_eq!(exchange.idle_since(at(2_000)), None, "being taken");
+        for step in 1..=5 {
+            exchange.wrote(ANSWER_PROGRESS_BYTES, at(step * 2_000));
+            assert_eq!(exchange.idle_since(at(step * 2_000 + 2_999)), None);
+        }
+        // Then hardly anything: stalled, since its last progress.
+        exchange.wrote(100, at(11_000));
+        assert_eq!(exchange.idle_since(at(12_999)), None);
+        assert_eq!(exchange.idle_since(at(13_000)), Some(at(10_000)));
+        // Written out: idle since its last byte.
+        exchange.wrote(ANSWER_PROGRESS_BYTES, at(14_000));
+        assert!(exchange.flushed());
+        assert_eq!(exchange.idle_since(at(14_001)), Some(at(14_000)));
+    }
+
+    #[test]
+    fn the_cap_is_held_below_the_file_descriptors_left() {
+        let limits = ConnectionLimits {
+            max_connections: 1024,
+            max_connections_per_client: Some(300),
+            ..ConnectionLimits::default()
+        };
+        assert_eq!(fit_to_descriptors(limits, None), limits);
+        assert_eq!(fit_to_descriptors(limits, Some(100_000)), limits);
+        let fitted = fit_to_descriptors(limits, Some(237));
+        assert_eq!(fitted.max_connections, 237 - RESERVED_DESCRIPTORS);
+        assert_eq!(
+            fitted.max_connections_per_client,
+            Some(237 - RESERVED_DESCRIPTORS)
+        );
+        assert_eq!(fitted.header_timeout, limits.header_timeout);
+        assert_eq!(fit_to_descriptors(limits, Some(3)).max_connections, 1);
+        assert!(descriptors_left().is_some_and(|left| left > 0));
     }
 
     #[test]

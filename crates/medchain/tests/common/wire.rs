@@ -49,6 +49,17 @@ pub async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
     socket.connect(addr).await.unwrap()
 }
 
+/// A connection from `from` in the middle of a request's head (the server waits for the
+/// rest until the header timeout; at the cap it is busy, never asked to make room).
+pub async fn mid_request(from: &str, addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, addr).await;
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
 /// The bytes of a request to `addr` with `headers` (and a JSON `body`), kept alive.
 pub fn request(
     addr: SocketAddr,

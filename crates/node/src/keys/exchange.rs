@@ -246,6 +246,12 @@ impl Service {
             self.counters.keys_answers_dropped += 1;
             return Ok(());
         };
+        if self.waits_for_chain {
+            // An older chain cannot tell what the store erased or ended since (§5.6): no key
+            // is stored until it has caught up (red team round 4, break 1).
+            self.counters.keys_answers_dropped += 1;
+            return Ok(());
+        }
         if replies.len() != pull.txs.len() {
             self.counters.keys_answers_dropped += 1;
             return Ok(());
@@ -367,6 +373,10 @@ impl Service {
     /// Asks for the wanted keys that are due, batched per holder, at most
     /// [`OPEN_PER_HOLDER`] requests open per holder.
     pub(super) fn pull(&mut self) -> Result<(), NodeError> {
+        if self.waits_for_chain {
+            // Nothing is wanted, nor stored, until the chain has caught up ([`Service::load`]).
+            return Ok(());
+        }
         let now = Instant::now();
         #[cfg(feature = "byzantine")]
         self.ask_everyone(now)?;

@@ -403,12 +403,17 @@ impl Service {
     /// wanted row of the patient this validator is not a party to goes: a correct grantee
     /// drops what it received, and a party never loses a key it is entitled to for itself
     /// (whether it is a party is computed per row from its header, §3.2). Whether a key was
-    /// deleted.
+    /// deleted. While the chain is behind the store (§5.6), a held key whose transaction it
+    /// lacks may be a seal of this validator or a key received for a later block: the grant's
+    /// `read_grants` row then stays, and the grant ends again, whole, once the chain has caught
+    /// up ([`Service::rejoin_chain`], or by the clock after a restart) (red team round 4, break 2).
     pub(super) fn end_grant(&mut self, grant: &TxId) -> Result<bool, NodeError> {
         let Some(row) = self.read_grants.remove(grant) else {
             return Ok(false);
         };
-        self.store.rows().remove_read_grant(grant)?;
+        if !self.waits_for_chain {
+            self.store.rows().remove_read_grant(grant)?;
+        }
         if self.grantee_of(&row.patient) {
             return Ok(false);
         }
@@ -419,7 +424,8 @@ impl Service {
         let mut deleted = false;
         for tx in self.index.held_of(&row.patient) {
             let Some(committed) = self.chain.transaction(&tx)? else {
-                // Sealed here and not on chain yet: this validator is its sealer.
+                // Sealed here and not on chain yet (this validator is its sealer), or, while
+                // the chain is behind, received for a later block: decided after it catches up.
                 continue;
             };
             let party = self

@@ -405,8 +405,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyStoreFacts {
     pub genesis_hash: Hash,
-    /// Every applied block up to here has been processed (§5.4).
+    /// Every applied block up to here has been processed (§5.4). Written with a change or at
+    /// shutdown, so it may lag: a store that seals but is told of no change keeps an old one.
     pub processed_height: u64,
+    /// Keys ever stored here (seals and keys received), never lowered: with the processed
+    /// height, what tells the later of two copies of one store.
+    pub keys_stored: u64,
     /// The sealed check value, written once when the store was made (a random nonce): equal in
     /// two files only if they are copies of one store, hence sealed under one key-store key.
     key_check: Vec<u8>,
@@ -441,9 +445,18 @@ impl KeyStoreFacts {
         let processed: [u8; 8] = meta("processed_height")?
             .try_into()
             .map_err(|_| corrupt("bad processed_height"))?;
+        // Absent in a store that never stored a key (or was written before it was counted).
+        let keys_stored: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'keys_stored'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         Ok(KeyStoreFacts {
             genesis_hash,
             processed_height: u64::from_le_bytes(processed),
+            keys_stored: keys_stored.unwrap_or(0).max(0) as u64,
             key_check: meta("key_check")?,
         })
     }
@@ -653,6 +666,14 @@ impl Rows<'_> {
                 not_after_ms.min(i64::MAX as u64) as i64,
                 self.store.seal(tx, key),
             ])?;
+        // Never lowered (an erasure deletes rows, not this count): of two copies of one store,
+        // the one that stored more keys is the later (`KeyStoreFacts::keys_stored`).
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('keys_stored', 1)
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            )?
+            .execute([])?;
         self.locations
             .borrow_mut()
             .add(*tx, id, self.conn.last_insert_rowid())?;
@@ -854,6 +875,18 @@ mod tests {
         let older = KeyStoreFacts::read(&copy).unwrap();
         assert_eq!(older.processed_height, 41);
         assert!(older.same_store_as(&KeyStoreFacts::read(&path).unwrap()));
+        // A key stored, then erased: the count still says this copy is the later one, whatever
+        // its (lagging) processed height.
+        store.rows().set_processed_height(41).unwrap();
+        let data = DataKey::generate();
+        store
+            .rows()
+            .insert_key(&[1; 32], &[2; 16], &data, 0)
+            .unwrap();
+        store.rows().delete_key(&[1; 32]).unwrap();
+        let later = KeyStoreFacts::read(&path).unwrap();
+        assert_eq!((later.processed_height, later.keys_stored), (41, 1));
+        assert_eq!(older.keys_stored, 0);
         drop(store);
 
         let other = tempfile::tempdir().unwrap();

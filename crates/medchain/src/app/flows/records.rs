@@ -299,9 +299,10 @@ impl Flows {
         let mut logins = Logins::default();
         let mut views = Vec::with_capacity(rows.len());
         for ((entry, attested, doctor), content) in rows.into_iter().zip(opened) {
-            // The chain dates an erasure; the key service only knows the key is gone.
+            // The chain dates an erasure, and decides it: a record erased on chain shows no
+            // content even if a key is still held for it (docs/SECURITY.md §5.6).
             let content = match (content, &entry.erased) {
-                (Readable::Erased { .. }, Some(erased)) => Readable::Erased {
+                (_, Some(erased)) => Readable::Erased {
                     on_ms: Some(erased.block_time_ms),
                 },
                 (content, _) => content,
