@@ -783,3 +783,56 @@ mod open_tests {
         assert!(Store::open(&tail, &net.genesis, OpenOptions::default()).is_err());
     }
 }
+
+/// Red team of issue 11: the epoch index is shared by path ([`Index::for_path`]), so a
+/// `chain.db` replaced under a live handle (a reader of the API's pool, the key service) leaves
+/// the new file's writer with the old file's memory: its runs' filters and what it covers.
+#[cfg(test)]
+mod red_team11 {
+    use crate::store::{OpenOptions, Queries, Store};
+    use crate::testkit::TestNet;
+
+    fn remove_store(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::remove_file(file).unwrap();
+            }
+        }
+    }
+
+    /// A validator whose chain.db was deleted restarts in the same process (the embedded
+    /// cluster, `a_chain_db_lost_under_its_node_db_restarts_recovering`) while a reader of the
+    /// old file is still held: the new store must answer from its own rows.
+    #[test]
+    #[ignore = "red team 11: a chain.db replaced under a live reader keeps the old file's epoch index"]
+    fn a_replaced_chain_db_does_not_inherit_the_old_files_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let old = TestNet::with_seed(4, 1);
+        let store = old.write_chain(&path, 20, 5).unwrap();
+        let held = store.reader().unwrap();
+        drop(store);
+        remove_store(&path);
+
+        let net = TestNet::with_seed(4, 2);
+        let blocks = net.chain(30, 5);
+        let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        for block in &blocks {
+            net.append(&mut store, block).unwrap();
+        }
+        let missed: Vec<u64> = blocks
+            .iter()
+            .flat_map(|block| block.entries.iter().map(move |e| (block.header.height, e.id)))
+            .filter(|(_, id)| store.transaction(id).unwrap().is_none())
+            .map(|(height, _)| height)
+            .collect();
+        drop(held);
+        let verified = crate::verify::verify_store(&path, &net.genesis, &mut |_| {});
+        assert!(verified.is_ok(), "the writer decided unlike the replay: {verified:?}");
+        assert!(
+            missed.is_empty(),
+            "transactions on chain that the store does not find, at heights {missed:?}"
+        );
+    }
+}
