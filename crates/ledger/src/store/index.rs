@@ -248,20 +248,39 @@ pub struct Index {
     recent: Mutex<Recent>,
 }
 
+/// What tells one file from another: its path and, on Unix, its device and inode. A
+/// `chain.db` deleted and made again at the same path is another file, whose rows the old
+/// one's memory does not describe (its inode cannot be reused while a handle holding that
+/// memory keeps the old file open).
+type FileKey = (PathBuf, u64, u64);
+
+fn file_key(path: &Path) -> FileKey {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    #[cfg(unix)]
+    let (device, inode) = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).map_or((0, 0), |m| (m.dev(), m.ino()))
+    };
+    #[cfg(not(unix))]
+    let (device, inode) = (0, 0);
+    (path, device, inode)
+}
+
 /// One instance per file in this process, shared by the writer and its readers.
-static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Index>>>> = LazyLock::new(Default::default);
+static OPEN: LazyLock<Mutex<HashMap<FileKey, Weak<Index>>>> = LazyLock::new(Default::default);
 
 impl Index {
-    /// The instance of the store at `path`, shared by every connection to it in this process.
+    /// The instance of the store at `path`, shared by every connection to that file in this
+    /// process (the file, not the path: see [`FileKey`]).
     pub fn for_path(path: &Path) -> Arc<Index> {
-        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let key = file_key(path);
         let mut open = OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         open.retain(|_, index| index.strong_count() > 0);
-        if let Some(index) = open.get(&path).and_then(Weak::upgrade) {
+        if let Some(index) = open.get(&key).and_then(Weak::upgrade) {
             return index;
         }
         let index = Arc::new(Index::default());
-        open.insert(path, Arc::downgrade(&index));
+        open.insert(key, Arc::downgrade(&index));
         index
     }
 
@@ -784,9 +803,10 @@ mod open_tests {
     }
 }
 
-/// Red team of issue 11: the epoch index is shared by path ([`Index::for_path`]), so a
-/// `chain.db` replaced under a live handle (a reader of the API's pool, the key service) leaves
-/// the new file's writer with the old file's memory: its runs' filters and what it covers.
+/// Red team of issue 11: the epoch index was shared by path ([`Index::for_path`]), so a
+/// `chain.db` replaced under a live handle (a reader of the API's pool, the key service) left
+/// the new file's writer with the old file's memory (its runs' filters and what it covers):
+/// lookups by id then missed the new file's transactions. Now shared by file ([`FileKey`]).
 #[cfg(test)]
 mod red_team11 {
     use crate::store::{OpenOptions, Queries, Store};
@@ -805,7 +825,6 @@ mod red_team11 {
     /// cluster, `a_chain_db_lost_under_its_node_db_restarts_recovering`) while a reader of the
     /// old file is still held: the new store must answer from its own rows.
     #[test]
-    #[ignore = "red team 11: a chain.db replaced under a live reader keeps the old file's epoch index"]
     fn a_replaced_chain_db_does_not_inherit_the_old_files_index() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chain.db");
