@@ -842,13 +842,21 @@ mod red_team11 {
         }
         let missed: Vec<u64> = blocks
             .iter()
-            .flat_map(|block| block.entries.iter().map(move |e| (block.header.height, e.id)))
+            .flat_map(|block| {
+                block
+                    .entries
+                    .iter()
+                    .map(move |e| (block.header.height, e.id))
+            })
             .filter(|(_, id)| store.transaction(id).unwrap().is_none())
             .map(|(height, _)| height)
             .collect();
         drop(held);
         let verified = crate::verify::verify_store(&path, &net.genesis, &mut |_| {});
-        assert!(verified.is_ok(), "the writer decided unlike the replay: {verified:?}");
+        assert!(
+            verified.is_ok(),
+            "the writer decided unlike the replay: {verified:?}"
+        );
         assert!(
             missed.is_empty(),
             "transactions on chain that the store does not find, at heights {missed:?}"

@@ -526,7 +526,10 @@ fn staged_bodies_are(conn: &Connection, first: i64, entries: &[crate::Entry]) ->
     let mut entries = entries.iter();
     while let Some(row) = rows.next()? {
         let body = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
-        if entries.next().is_none_or(|entry| body != &entry.payload[..]) {
+        if entries
+            .next()
+            .is_none_or(|entry| body != &entry.payload[..])
+        {
             return Ok(false);
         }
     }
