@@ -248,20 +248,39 @@ pub struct Index {
     recent: Mutex<Recent>,
 }
 
+/// What tells one file from another: its path and, on Unix, its device and inode. A
+/// `chain.db` deleted and made again at the same path is another file, whose rows the old
+/// one's memory does not describe (its inode cannot be reused while a handle holding that
+/// memory keeps the old file open).
+type FileKey = (PathBuf, u64, u64);
+
+fn file_key(path: &Path) -> FileKey {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    #[cfg(unix)]
+    let (device, inode) = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).map_or((0, 0), |m| (m.dev(), m.ino()))
+    };
+    #[cfg(not(unix))]
+    let (device, inode) = (0, 0);
+    (path, device, inode)
+}
+
 /// One instance per file in this process, shared by the writer and its readers.
-static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Index>>>> = LazyLock::new(Default::default);
+static OPEN: LazyLock<Mutex<HashMap<FileKey, Weak<Index>>>> = LazyLock::new(Default::default);
 
 impl Index {
-    /// The instance of the store at `path`, shared by every connection to it in this process.
+    /// The instance of the store at `path`, shared by every connection to that file in this
+    /// process (the file, not the path: see [`FileKey`]).
     pub fn for_path(path: &Path) -> Arc<Index> {
-        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let key = file_key(path);
         let mut open = OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         open.retain(|_, index| index.strong_count() > 0);
-        if let Some(index) = open.get(&path).and_then(Weak::upgrade) {
+        if let Some(index) = open.get(&key).and_then(Weak::upgrade) {
             return index;
         }
         let index = Arc::new(Index::default());
-        open.insert(path, Arc::downgrade(&index));
+        open.insert(key, Arc::downgrade(&index));
         index
     }
 
@@ -781,5 +800,66 @@ mod open_tests {
         assert!(Store::open(&old, &net.genesis, OpenOptions::full()).is_err());
         flip_header(&tail, blocks as i64 - 1);
         assert!(Store::open(&tail, &net.genesis, OpenOptions::default()).is_err());
+    }
+}
+
+/// Red team of issue 11: the epoch index was shared by path ([`Index::for_path`]), so a
+/// `chain.db` replaced under a live handle (a reader of the API's pool, the key service) left
+/// the new file's writer with the old file's memory (its runs' filters and what it covers):
+/// lookups by id then missed the new file's transactions. Now shared by file ([`FileKey`]).
+#[cfg(test)]
+mod red_team11 {
+    use crate::store::{OpenOptions, Queries, Store};
+    use crate::testkit::TestNet;
+
+    fn remove_store(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::remove_file(file).unwrap();
+            }
+        }
+    }
+
+    /// A validator whose chain.db was deleted restarts in the same process (the embedded
+    /// cluster, `a_chain_db_lost_under_its_node_db_restarts_recovering`) while a reader of the
+    /// old file is still held: the new store must answer from its own rows.
+    #[test]
+    fn a_replaced_chain_db_does_not_inherit_the_old_files_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let old = TestNet::with_seed(4, 1);
+        let store = old.write_chain(&path, 20, 5).unwrap();
+        let held = store.reader().unwrap();
+        drop(store);
+        remove_store(&path);
+
+        let net = TestNet::with_seed(4, 2);
+        let blocks = net.chain(30, 5);
+        let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        for block in &blocks {
+            net.append(&mut store, block).unwrap();
+        }
+        let missed: Vec<u64> = blocks
+            .iter()
+            .flat_map(|block| {
+                block
+                    .entries
+                    .iter()
+                    .map(move |e| (block.header.height, e.id))
+            })
+            .filter(|(_, id)| store.transaction(id).unwrap().is_none())
+            .map(|(height, _)| height)
+            .collect();
+        drop(held);
+        let verified = crate::verify::verify_store(&path, &net.genesis, &mut |_| {});
+        assert!(
+            verified.is_ok(),
+            "the writer decided unlike the replay: {verified:?}"
+        );
+        assert!(
+            missed.is_empty(),
+            "transactions on chain that the store does not find, at heights {missed:?}"
+        );
     }
 }

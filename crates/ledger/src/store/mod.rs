@@ -336,7 +336,8 @@ impl Store {
     }
 
     /// The proposal with digest `digest`: staged ([`Store::stage_proposal`]) or committed (the
-    /// block with that hash, which it became).
+    /// block with that hash, which it became). A staged one whose bytes no longer hash to
+    /// `digest` is `None`, as a lost one.
     pub fn proposal(&self, digest: &Hash) -> Result<Option<pbft::Proposal>> {
         let staged: Option<(i64, i64, Vec<u8>)> = self
             .conn
@@ -365,6 +366,11 @@ impl Store {
             }
             for (request, body) in proposal.requests.iter_mut().zip(bodies) {
                 request.payload = body.into();
+            }
+            // A staged copy changed on disk is not the proposal of `digest`: as lost (the node
+            // then recovers, docs/STORAGE.md §3).
+            if crate::proposal_digest(&proposal) != *digest {
+                return Ok(None);
             }
             return Ok(Some(proposal));
         }
@@ -443,6 +449,16 @@ pub(crate) fn write_block(
         conn.prepare_cached("DELETE FROM proposals WHERE digest = ?1")?
             .execute([hash.as_slice()])?;
     }
+    // Only if they are the block's bytes (what was certified and is executed now): a staged
+    // copy changed on disk since is dropped, and the block stores its own.
+    let staged = match staged {
+        Some((first, count)) if !staged_bodies_are(conn, first, &block.entries)? => {
+            conn.prepare_cached("DELETE FROM bodies WHERE b >= ?1 AND b < ?2")?
+                .execute([first, first + count])?;
+            None
+        }
+        staged => staged,
+    };
     let mut seen = conn
         .prepare_cached("INSERT INTO seen_ids (created_ms, id_prefix, tx) VALUES (?1, ?2, ?3)")?;
     for (position, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
@@ -500,6 +516,24 @@ pub(crate) fn write_block(
     }
     index.close_epochs(conn)?;
     Ok(applied)
+}
+
+/// Whether the rows of `bodies` from `first` hold exactly the payloads of `entries`, in order.
+fn staged_bodies_are(conn: &Connection, first: i64, entries: &[crate::Entry]) -> Result<bool> {
+    let mut stmt =
+        conn.prepare_cached("SELECT body FROM bodies WHERE b >= ?1 AND b < ?2 ORDER BY b")?;
+    let mut rows = stmt.query([first, first + entries.len() as i64])?;
+    let mut entries = entries.iter();
+    while let Some(row) = rows.next()? {
+        let body = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+        if entries
+            .next()
+            .is_none_or(|entry| body != &entry.payload[..])
+        {
+            return Ok(false);
+        }
+    }
+    Ok(entries.next().is_none())
 }
 
 pub(crate) fn insert_block(conn: &Connection, block: &Block, hash: &Hash) -> Result<()> {
