@@ -191,7 +191,8 @@ pub fn applied_block<Q: Queries + ?Sized>(
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(
-        "SELECT id, body, rejected FROM transactions WHERE height = ?1 ORDER BY idx",
+        "SELECT t.id, bd.body, t.rejected FROM transactions t
+         JOIN bodies bd ON bd.b = t.body_row WHERE t.height = ?1 ORDER BY t.idx",
     )?;
     let mut rows = stmt.query([height as i64])?;
     let mut entries = Vec::new();

@@ -65,12 +65,19 @@ impl ChainParams {
         if self.recovery_wait_ms == 0 {
             return Err("params.recovery_wait_ms must be positive".into());
         }
-        if self.max_batch == 0 {
-            return Err("params.max_batch must be positive".into());
+        if self.max_batch == 0 || self.max_batch > MAX_BATCH_LIMIT {
+            return Err(format!(
+                "params.max_batch must be between 1 and {MAX_BATCH_LIMIT}"
+            ));
         }
         Ok(())
     }
 }
+
+/// The largest `max_batch` a genesis may set: a block then closes at most one epoch of the
+/// store's index (2^16 rows, docs/STORAGE.md §1), which memory drops only after its run is
+/// written.
+pub const MAX_BATCH_LIMIT: u32 = 1 << 16;
 
 /// A validator's name is also the name of its folder (and of its development key file): 1-64 of
 /// `[A-Za-z0-9_-]`.
@@ -408,6 +415,11 @@ mod tests {
             ..ChainParams::default()
         };
         assert!(Genesis::with_params("a", 1, zero, validators(1)).is_err());
+        let huge = ChainParams {
+            max_batch: MAX_BATCH_LIMIT + 1,
+            ..ChainParams::default()
+        };
+        assert!(Genesis::with_params("a", 1, huge, validators(1)).is_err());
     }
 
     #[test]

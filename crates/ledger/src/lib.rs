@@ -38,8 +38,8 @@ pub use rules::{
     RequestRow, SealedRow, StateView,
 };
 pub use store::{
-    AccessEntry, Applied, BlockSummary, CommittedTx, Erased, INVALID_KIND, OpenOptions, Queries,
-    Reader, RecordEntry, Store, TxStatus,
+    AccessEntry, Applied, BlockSummary, CommittedTx, Erased, INVALID_KIND, OpenCheck, OpenOptions,
+    Queries, Reader, RecordEntry, Store, TxStatus,
 };
 pub use tx::{
     Checked, Decision, Invalid, Meta, PersonId, PublicKey, Refusal, SignedTx, Signer, TxHeader,

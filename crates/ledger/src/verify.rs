@@ -247,7 +247,8 @@ struct TxRow {
     id: Vec<u8>,
     kind: String,
     timestamp_ms: i64,
-    body: Vec<u8>,
+    /// `None`: the row names no body (a fault of its block).
+    body: Option<Vec<u8>>,
     rejected: Option<String>,
 }
 
@@ -304,8 +305,10 @@ fn replay_database(genesis: &Genesis) -> Result<Connection> {
 struct Walk<'g> {
     genesis: &'g Genesis,
     pending: Pending,
-    /// The chain replayed so far, with the store's rules and apply code.
-    replay: Connection,
+    /// The chain replayed so far, with the store's rules and apply code, and the replay's
+    /// lookups by random key (its own, never the store's); `None` when only the blocks of a
+    /// tail are checked ([`verify_tail`]).
+    replay: Option<(Connection, store::Index)>,
     /// The height the next block must have.
     expected: u64,
     /// The header of the block before it.
@@ -378,10 +381,14 @@ impl Walk<'_> {
                 index,
                 reason: Fault::Column("id").to_string(),
             })?;
+            let body = r.body.ok_or_else(|| Fault::Transaction {
+                index,
+                reason: Fault::Column("body_row").to_string(),
+            })?;
             entries.push(Entry {
                 id,
                 timestamp_ms: r.timestamp_ms as u64,
-                payload: r.body.into(),
+                payload: body.into(),
             });
             stored.push((r.kind, r.rejected));
         }
@@ -421,27 +428,30 @@ impl Walk<'_> {
                 }
                 contents.push(content);
             }
-            let block = Block {
-                header,
-                entries,
-                certificate,
-            };
-            let applied = store::write_block(&self.replay, self.genesis, &block, &hash, &contents)?;
-            let mut verdicts: Vec<Option<&str>> = vec![None; block.entries.len()];
-            for (index, reason) in &applied.rejected {
-                verdicts[*index] = Some(reason);
-            }
-            for (index, ((_, rejected), verdict)) in stored.iter().zip(verdicts).enumerate() {
-                if rejected.as_deref() != verdict {
-                    return Err(Fault::State(format!(
-                        "transaction {index} is stored as {}, the rules say {}",
-                        rejected.as_deref().unwrap_or("applied"),
-                        verdict.unwrap_or("applied")
-                    ))
-                    .into());
+            self.transactions += entries.len() as u64;
+            if let Some((replay, index)) = &self.replay {
+                let block = Block {
+                    header,
+                    entries,
+                    certificate,
+                };
+                let applied =
+                    store::write_block(replay, index, self.genesis, &block, &hash, &contents)?;
+                let mut verdicts: Vec<Option<&str>> = vec![None; block.entries.len()];
+                for (index, reason) in &applied.rejected {
+                    verdicts[*index] = Some(reason);
+                }
+                for (index, ((_, rejected), verdict)) in stored.iter().zip(verdicts).enumerate() {
+                    if rejected.as_deref() != verdict {
+                        return Err(Fault::State(format!(
+                            "transaction {index} is stored as {}, the rules say {}",
+                            rejected.as_deref().unwrap_or("applied"),
+                            verdict.unwrap_or("applied")
+                        ))
+                        .into());
+                    }
                 }
             }
-            self.transactions += block.entries.len() as u64;
         }
         self.prev = Some(header);
         Ok(())
@@ -494,6 +504,33 @@ pub(crate) fn verify_connection(
     genesis: &Genesis,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Summary> {
+    walk_chain(conn, path, genesis, 0, true, progress)
+}
+
+/// Checks the blocks from height `from` to the head as verification does (decoding, stored
+/// hashes, the chain of `prev_hash` and times from the block before `from`, Merkle roots,
+/// certificates, every signature, the stored kind of every entry), without replaying them: the
+/// bounded check of a store at open (docs/STORAGE.md §2). The derived state and the blocks
+/// below `from` are `medchain verify`'s to check.
+pub(crate) fn verify_tail(
+    conn: &Connection,
+    path: &Path,
+    genesis: &Genesis,
+    from: u64,
+) -> Result<Summary> {
+    walk_chain(conn, path, genesis, from, false, &mut |_| {})
+}
+
+/// Walks the chain from height `from` (0: the genesis block compared whole first); with
+/// `replay` (from 0 only), every block is replayed and the derived state compared.
+fn walk_chain(
+    conn: &Connection,
+    path: &Path,
+    genesis: &Genesis,
+    from: u64,
+    replay: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
     let corrupt = |(height, fault): (u64, Fault)| Error::Corrupt {
         path: path.to_path_buf(),
         height,
@@ -511,16 +548,32 @@ pub(crate) fn verify_connection(
     };
     let head = head as u64;
 
+    let from = from.min(head);
+    // The tail's first block follows the stored header before it.
+    let prev = if from == 0 {
+        None
+    } else {
+        let header: Vec<u8> = snapshot.query_row(
+            "SELECT header FROM blocks WHERE height = ?1",
+            [from as i64 - 1],
+            |r| r.get(0),
+        )?;
+        Some(
+            BlockHeader::from_bytes(&header)
+                .map_err(|e| corrupt((from - 1, Fault::Undecodable(e.to_string()))))?,
+        )
+    };
     let mut blocks = snapshot.prepare(
         "SELECT height, hash, header, certificate, tx_count, timestamp_ms, proposer, view
-         FROM blocks ORDER BY height",
+         FROM blocks WHERE height >= ?1 ORDER BY height",
     )?;
     let mut tx_stmt = snapshot.prepare(
-        "SELECT height, idx, id, kind, timestamp_ms, body, rejected
-         FROM transactions ORDER BY height, idx",
+        "SELECT t.height, t.idx, t.id, t.kind, t.timestamp_ms, bd.body, t.rejected
+         FROM transactions t LEFT JOIN bodies bd ON bd.b = t.body_row
+         WHERE t.height >= ?1 ORDER BY t.height, t.idx",
     )?;
     let mut tx_rows = tx_stmt
-        .query_map([], |r| {
+        .query_map([from as i64], |r| {
             Ok(TxRow {
                 height: r.get(0)?,
                 idx: r.get(1)?,
@@ -536,12 +589,16 @@ pub(crate) fn verify_connection(
     let mut walk = Walk {
         genesis,
         pending: Pending::default(),
-        replay: replay_database(genesis)?,
-        expected: 0,
-        prev: None,
+        replay: if replay && from == 0 {
+            Some((replay_database(genesis)?, store::Index::default()))
+        } else {
+            None
+        },
+        expected: from,
+        prev,
         transactions: 0,
     };
-    let mut rows = blocks.query([])?;
+    let mut rows = blocks.query([from as i64])?;
     while let Some(row) = rows.next()? {
         let raw = RawBlock {
             height: row.get(0)?,
@@ -588,7 +645,9 @@ pub(crate) fn verify_connection(
             },
         )));
     }
-    check_derived(&snapshot, &replay).map_err(corrupt)?;
+    if let Some((replay, _)) = &replay {
+        check_derived(&snapshot, replay).map_err(corrupt)?;
+    }
     drop(tx_rows);
     Ok(Summary {
         path: path.to_path_buf(),
@@ -600,10 +659,8 @@ pub(crate) fn verify_connection(
 }
 
 /// Compares every derived table of the store with the replay's, row for row; a difference is
-/// reported at the height of the transaction that made the differing row.
-/// A transaction's row number, height, index in its block and verdict (the rejection reason).
-type Numbered = (i64, i64, i64, Option<String>);
-
+/// reported at the height of the transaction that made the differing row. Both sides are read
+/// in step, one row at a time: memory does not grow with the chain.
 fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, Fault)> {
     let sql = |e: rusqlite::Error| (0, Fault::State(e.to_string()));
     let height_of = |conn: &Connection, row: i64| -> u64 {
@@ -618,18 +675,12 @@ fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, F
     // The derived tables name transactions by their row number: it must be the replay's too
     // (with the verdict), or a swap of two rows' numbers would move a rejected transaction's
     // payload under an applied one's derived row.
-    let numbering = |conn: &Connection| -> rusqlite::Result<Vec<Numbered>> {
-        let mut stmt =
-            conn.prepare("SELECT tx, height, idx, rejected FROM transactions ORDER BY tx")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        rows.collect()
-    };
-    let (have, want) = (
-        numbering(stored).map_err(sql)?,
-        numbering(replay).map_err(sql)?,
-    );
-    if let Some(i) = (0..have.len().max(want.len())).find(|i| have.get(*i) != want.get(*i)) {
-        let height = have.get(i).or(want.get(i)).map_or(0, |row| row.1 as u64);
+    let numbering = "SELECT tx, height, idx, rejected FROM transactions ORDER BY tx";
+    if let Some((have, want)) = first_difference(stored, replay, numbering).map_err(sql)? {
+        let height = have.or(want).map_or(0, |row| match row.get(1) {
+            Some(Value::Integer(height)) => *height as u64,
+            _ => 0,
+        });
         return Err((
             height,
             Fault::State("transactions are numbered unlike the replay".into()),
@@ -637,41 +688,58 @@ fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, F
     }
     for (table, order) in DERIVED {
         let query = format!("SELECT * FROM {table} ORDER BY {order}");
-        let read = |conn: &Connection| -> rusqlite::Result<(usize, Vec<Vec<Value>>)> {
-            let mut stmt = conn.prepare(&query)?;
-            let tx_column = stmt.column_index("tx")?;
-            let n = stmt.column_count();
-            let rows = stmt
-                .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())?
-                .collect::<rusqlite::Result<Vec<Vec<Value>>>>()?;
-            Ok((tx_column, rows))
+        let Some((have, want)) = first_difference(stored, replay, &query).map_err(sql)? else {
+            continue;
         };
-        let (tx_column, have) = read(stored).map_err(sql)?;
-        let (_, want) = read(replay).map_err(sql)?;
+        let tx_column = stored
+            .prepare(&query)
+            .and_then(|stmt| stmt.column_index("tx"))
+            .map_err(sql)?;
         let tx_of = |row: &Vec<Value>| match row.get(tx_column) {
             Some(Value::Integer(tx)) => *tx,
             _ => 0,
         };
         // The earlier of the two differing rows names the block: a row missing from the store
         // is named by the replay's, an extra one by the store's.
-        let differs =
-            (0..have.len().max(want.len())).find_map(|i| match (have.get(i), want.get(i)) {
-                (Some(a), Some(b)) if a == b => None,
-                (Some(a), Some(b)) => {
-                    Some(height_of(stored, tx_of(a)).min(height_of(replay, tx_of(b))))
-                }
-                (Some(a), None) => Some(height_of(stored, tx_of(a))),
-                (None, Some(b)) => Some(height_of(replay, tx_of(b))),
-                (None, None) => None,
-            });
-        if let Some(height) = differs {
-            return Err((
-                height,
-                Fault::State(format!("{table} table differs from the replay")),
-            ));
-        }
+        let height = match (have, want) {
+            (Some(a), Some(b)) => height_of(stored, tx_of(&a)).min(height_of(replay, tx_of(&b))),
+            (Some(a), None) => height_of(stored, tx_of(&a)),
+            (None, Some(b)) => height_of(replay, tx_of(&b)),
+            (None, None) => 0,
+        };
+        return Err((
+            height,
+            Fault::State(format!("{table} table differs from the replay")),
+        ));
     }
     Ok(())
+}
+
+/// A row as a list of values.
+type RowValues = Vec<Value>;
+
+/// The first rows in which `query` answers differently on `stored` and on `replay`, read in
+/// step (`None` on a side that has no more rows), or `None` if the answers are equal.
+fn first_difference(
+    stored: &Connection,
+    replay: &Connection,
+    query: &str,
+) -> rusqlite::Result<Option<(Option<RowValues>, Option<RowValues>)>> {
+    let (mut a, mut b) = (stored.prepare(query)?, replay.prepare(query)?);
+    let n = a.column_count();
+    let (mut have, mut want) = (a.query([])?, b.query([])?);
+    let read = |row: Option<&rusqlite::Row<'_>>| -> rusqlite::Result<Option<RowValues>> {
+        row.map(|r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+            .transpose()
+    };
+    loop {
+        let (x, y) = (read(have.next()?)?, read(want.next()?)?);
+        match (x, y) {
+            (None, None) => return Ok(None),
+            (x, y) if x == y => {}
+            (x, y) => return Ok(Some((x, y))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -776,7 +844,15 @@ mod tests {
         drop(store);
         let mut conn = Connection::open(&path).expect("open");
         let db = conn.transaction().expect("begin");
-        store::write_block(&db, &net.genesis, &stale, &stale.hash(), &[]).expect("written");
+        store::write_block(
+            &db,
+            &store::Index::default(),
+            &net.genesis,
+            &stale,
+            &stale.hash(),
+            &[],
+        )
+        .expect("written");
         db.commit().expect("commit");
         match verify_store(&path, &net.genesis, &mut |_| {}) {
             Err(Error::Corrupt {

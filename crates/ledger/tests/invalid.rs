@@ -193,17 +193,18 @@ fn finding_1_committed_garbage_payload_is_rejected_not_fatal() {
 /// Flips bit 0 of byte `offset` of the body of entry `index` at height 2.
 fn flip_body(path: &Path, index: usize, offset: usize) {
     let conn = Connection::open(path).expect("open with plain SQLite");
-    let mut body: Vec<u8> = conn
+    let (row, mut body): (i64, Vec<u8>) = conn
         .query_row(
-            "SELECT body FROM transactions WHERE height = 2 AND idx = ?1",
+            "SELECT bd.b, bd.body FROM transactions t JOIN bodies bd ON bd.b = t.body_row
+             WHERE t.height = 2 AND t.idx = ?1",
             [index as i64],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .expect("row");
     body[offset] ^= 1;
     conn.execute(
-        "UPDATE transactions SET body = ?1 WHERE height = 2 AND idx = ?2",
-        params![body, index as i64],
+        "UPDATE bodies SET body = ?1 WHERE b = ?2",
+        params![body, row],
     )
     .expect("update");
 }

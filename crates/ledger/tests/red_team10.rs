@@ -516,7 +516,7 @@ fn held_8_edited_sealers_and_young_keys_are_found_by_verify() {
             }) => {}
             other => panic!("{edit}: expected a state fault, got {other:?}"),
         }
-        assert!(Store::open(&copy, &c.net.genesis, OpenOptions::default()).is_err());
+        assert!(Store::open(&copy, &c.net.genesis, OpenOptions::full()).is_err());
         std::fs::remove_file(&copy).expect("rm");
     }
 }

@@ -693,7 +693,7 @@ fn red_team_held_was_break_verify_misses_renumbered_transaction_rows() {
         "the tampered store shows the rejected record as P's"
     );
     let verified = verify_store(&path, &genesis, &mut |_| {});
-    let opened = Store::open(&path, &genesis, OpenOptions::default());
+    let opened = Store::open(&path, &genesis, OpenOptions::full());
     assert!(
         verified.is_err() && opened.is_err(),
         "verify passed a store that shows a rejected record as applied: {:?}",

@@ -35,6 +35,17 @@ fn flip(path: &Path, table: &str, column: &str, key: &str, value: i64, offset: u
     .expect("update");
 }
 
+/// The row of `bodies` that holds the payload of transaction row `tx`.
+fn body_row(path: &Path, tx: i64) -> i64 {
+    let conn = Connection::open(path).expect("open");
+    conn.query_row(
+        "SELECT body_row FROM transactions WHERE tx = ?1",
+        [tx],
+        |r| r.get(0),
+    )
+    .expect("row")
+}
+
 fn blob_len(path: &Path, table: &str, column: &str, key: &str, value: i64) -> usize {
     let conn = Connection::open(path).expect("open");
     conn.query_row(
@@ -45,7 +56,7 @@ fn blob_len(path: &Path, table: &str, column: &str, key: &str, value: i64) -> us
     .expect("row") as usize
 }
 
-/// Verification (offline, and on opening) fails naming `height`.
+/// Verification (offline, and on opening with the full check) fails naming `height`.
 fn assert_names(path: &Path, net: &TestNet, height: u64, what: &str) {
     match verify_store(path, &net.genesis, &mut |_| {}) {
         Err(Error::Corrupt {
@@ -58,7 +69,7 @@ fn assert_names(path: &Path, net: &TestNet, height: u64, what: &str) {
         Err(e) => panic!("{what}: expected block {height} named, got: {e}"),
         Ok(_) => panic!("{what}: tampering went unnoticed"),
     }
-    match Store::open(path, &net.genesis, OpenOptions::default()) {
+    match Store::open(path, &net.genesis, OpenOptions::full()) {
         Err(e @ Error::Corrupt { .. }) => {
             let message = e.to_string();
             assert!(
@@ -115,9 +126,10 @@ fn every_byte_of_a_transaction_is_covered() {
     let pristine = snapshot(&path);
     // Row 20 is transaction 2 of block 4; the last row is in the head block.
     for (row, height) in [(20, 4u64), ((BLOCKS * TXS) as i64, BLOCKS)] {
-        let len = blob_len(&path, "transactions", "body", "tx", row);
+        let body = body_row(&path, row);
+        let len = blob_len(&path, "bodies", "body", "b", body);
         for offset in 0..len {
-            flip(&path, "transactions", "body", "tx", row, offset);
+            flip(&path, "bodies", "body", "b", body, offset);
             assert_names(&path, &net, height, &format!("tx row {row} byte {offset}"));
             restore(&path, &pristine);
         }
@@ -256,4 +268,34 @@ fn replicas_must_agree_block_by_block() {
         Err(Error::Disagree { height: 3, b, .. }) => assert_eq!(b, c),
         other => panic!("expected disagreement at 3, got {other:?}"),
     }
+}
+
+/// docs/STORAGE.md §2: a store opens after a check of its tail, as verification checks blocks
+/// (every byte of the tail's blocks and entries is covered), not of the state derived from
+/// them: an edited derived row is left to `medchain verify` (and to [`OpenOptions::full`]).
+#[test]
+fn a_default_open_checks_the_blocks_of_the_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, path) = chain(dir.path());
+    let pristine = snapshot(&path);
+    let opened = |path: &Path| Store::open(path, &net.genesis, OpenOptions::default());
+    let last = body_row(&path, (BLOCKS * TXS) as i64);
+    for offset in [0, 40, blob_len(&path, "bodies", "body", "b", last) - 1] {
+        flip(&path, "bodies", "body", "b", last, offset);
+        match opened(&path) {
+            Err(Error::Corrupt { height, .. }) => assert_eq!(height, BLOCKS),
+            Err(other) => panic!("byte {offset} of the head's last entry: {other}"),
+            Ok(_) => panic!("byte {offset} of the head's last entry: opened"),
+        }
+        restore(&path, &pristine);
+    }
+    let conn = Connection::open(&path).expect("open");
+    conn.execute("UPDATE records SET doctor = patient", [])
+        .expect("edit");
+    drop(conn);
+    opened(&path).expect("the derived state is not checked at open");
+    assert!(matches!(
+        verify_store(&path, &net.genesis, &mut |_| {}),
+        Err(Error::Corrupt { .. })
+    ));
 }

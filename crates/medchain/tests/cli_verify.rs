@@ -149,17 +149,18 @@ fn tampering_makes_verify_fail_naming_file_and_height() {
     grow(&net, 5, None);
     let path = net.dir.join("pharmacy/chain.db");
     let conn = rusqlite::Connection::open(&path).expect("plain sqlite");
-    let mut body: Vec<u8> = conn
+    let (row, mut body): (i64, Vec<u8>) = conn
         .query_row(
-            "SELECT body FROM transactions WHERE height = 3 AND idx = 1",
+            "SELECT bd.b, bd.body FROM transactions t JOIN bodies bd ON bd.b = t.body_row
+             WHERE t.height = 3 AND t.idx = 1",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .expect("row");
     body[12] ^= 0x01;
     conn.execute(
-        "UPDATE transactions SET body = ?1 WHERE height = 3 AND idx = 1",
-        [body],
+        "UPDATE bodies SET body = ?1 WHERE b = ?2",
+        rusqlite::params![body, row],
     )
     .expect("tamper");
     drop(conn);

@@ -367,7 +367,8 @@ fn a_tampered_store_is_refused_naming_the_block() {
     let conn = rusqlite::Connection::open(&chain).expect("open chain.db with SQLite");
     let (row, height, mut body): (i64, i64, Vec<u8>) = conn
         .query_row(
-            "SELECT tx, height, body FROM transactions WHERE id = ?1",
+            "SELECT bd.b, t.height, bd.body FROM transactions t
+             JOIN bodies bd ON bd.b = t.body_row WHERE t.id = ?1",
             [&id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -375,7 +376,7 @@ fn a_tampered_store_is_refused_naming_the_block() {
     let offset = body.len() / 2;
     body[offset] ^= 1;
     conn.execute(
-        "UPDATE transactions SET body = ?1 WHERE tx = ?2",
+        "UPDATE bodies SET body = ?1 WHERE b = ?2",
         rusqlite::params![body, row],
     )
     .expect("update");

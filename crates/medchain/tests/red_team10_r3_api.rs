@@ -147,7 +147,7 @@ fn red_team_held_a_restore_keeps_the_newer_key_store_and_its_acknowledged_record
     w.cluster.stop(CLINIC);
     let said = restore(&folder, &file, &[]);
     assert!(
-        said.contains("kept the keys.db in place") && said.contains("restored chain.db, node.db"),
+        said.contains("kept the keys.db in place") && said.contains("restored node.db, chain.db"),
         "{said}"
     );
     assert!(w.key_rows(CLINIC).contains(&after));

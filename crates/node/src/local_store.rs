@@ -3,6 +3,11 @@
 //!
 //! Writes are grouped by the caller: one SQLite transaction (one fsync) per batch of accepted
 //! transactions or per step's protocol records, never one per transaction.
+//!
+//! The proposals that protocol records name are not stored here but in chain.db, staged
+//! ([`Proposals`], docs/STORAGE.md §3): the block a proposal becomes names the same rows, so each
+//! entry's bytes are written once per validator. A proposal is staged (and synced) before the
+//! first record that names it is written, and dropped only after the records that name it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,12 +55,57 @@ const MIGRATIONS: &[&str] = &[
 /// `durable.format` of a row holding a borsh [`Record`].
 const FORMAT_RECORD: i64 = 2;
 
+/// Where the proposals named by protocol records are kept: chain.db's staged proposals
+/// ([`ledger::Store::stage_proposal`]), which become the blocks' bodies.
+pub trait Proposals {
+    /// Stores `proposal` (digest `digest`) durably, if it is not already.
+    fn stage(&mut self, digest: &Digest, proposal: &Proposal) -> Result<(), NodeError>;
+    /// The proposal with digest `digest`, staged or committed.
+    fn get(&self, digest: &Digest) -> Result<Option<Proposal>, NodeError>;
+    /// Forgets the staged proposals of sequence numbers up to `seq` that were not committed.
+    fn drop_through(&mut self, seq: SeqNo) -> Result<(), NodeError>;
+}
+
+impl Proposals for ledger::Store {
+    fn stage(&mut self, digest: &Digest, proposal: &Proposal) -> Result<(), NodeError> {
+        Ok(self.stage_proposal(digest, proposal)?)
+    }
+
+    fn get(&self, digest: &Digest) -> Result<Option<Proposal>, NodeError> {
+        Ok(self.proposal(digest)?)
+    }
+
+    fn drop_through(&mut self, seq: SeqNo) -> Result<(), NodeError> {
+        Ok(self.drop_proposals_through(seq)?)
+    }
+}
+
+/// No proposal anywhere: for reading records that name none.
+#[cfg(test)]
+pub struct NoProposals;
+
+#[cfg(test)]
+impl Proposals for NoProposals {
+    fn stage(&mut self, _: &Digest, _: &Proposal) -> Result<(), NodeError> {
+        Err(NodeError::Corrupt("no place to stage a proposal".into()))
+    }
+
+    fn get(&self, _: &Digest) -> Result<Option<Proposal>, NodeError> {
+        Ok(None)
+    }
+
+    fn drop_through(&mut self, _: SeqNo) -> Result<(), NodeError> {
+        Ok(())
+    }
+}
+
 /// A protocol record as node.db stores it. A pre-prepare and the prepared certificate of the
 /// same sequence number carry the same proposal (about 0.5 MB for a 1,000-transaction block):
 /// storing it inside both records wrote it twice per block and made compaction decode every
-/// block in the log. Here the records name the proposal by digest, and the body is written once
-/// to `proposals`, in the same SQLite transaction as the first record that names it (so a
-/// record is never durable without its proposal), and joined back on restore.
+/// block in the log. Here the records name the proposal by digest; the proposal is staged in
+/// chain.db ([`Proposals`]), synced before the first record that names it is written (so a
+/// record is never durable without its proposal), and joined back on restore. (node.db's own
+/// `proposals` table holds those of records written before, until compaction drops them.)
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 enum Record {
     /// Every other record (`View`, `ViewChange`, `StableCheckpoint` and `Recovery` carry no
@@ -141,6 +191,15 @@ fn placeholder(_: &Digest, seq: SeqNo) -> Result<Arc<Proposal>, NodeError> {
     }))
 }
 
+/// The protocol records read back ([`LocalStore::durable_with`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub records: Vec<Durable>,
+    /// The first sequence number above the chain's head of a record left out because its
+    /// proposal is lost: the replica may have voted by it, and must recover.
+    pub lost_votes: Option<SeqNo>,
+}
+
 /// An acknowledged transaction as stored: its id, when it was accepted, its encoded bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PendingRow {
@@ -201,7 +260,7 @@ impl LocalStore {
             [incarnation as i64],
         )?;
         if recovering {
-            insert_records(&tx, &[Durable::Recovery { bound: None }])?;
+            insert_records(&tx, &[Durable::Recovery { bound: None }], false)?;
         }
         tx.commit()?;
         Ok(())
@@ -276,52 +335,116 @@ impl LocalStore {
         Ok(count as u64)
     }
 
-    /// Appends the replica's protocol records in one SQLite transaction (one fsync), with the
-    /// body of each proposal they name that is not stored yet.
-    pub fn append_durable(&mut self, records: &[Durable]) -> Result<(), NodeError> {
+    /// Appends the replica's protocol records in one SQLite transaction (one fsync), after
+    /// staging in `proposals` (synced first) each proposal they name.
+    pub fn append_durable(
+        &mut self,
+        records: &[Durable],
+        proposals: &mut dyn Proposals,
+    ) -> Result<(), NodeError> {
         if records.is_empty() {
             return Ok(());
         }
+        let mut staged: Vec<Digest> = Vec::new();
+        for durable in records {
+            if let (Record::PrePrepare { digest, .. } | Record::Prepared { digest, .. }, Some(p)) =
+                Record::split(durable)
+                && !staged.contains(&digest)
+            {
+                proposals.stage(&digest, p)?;
+                staged.push(digest);
+            }
+        }
         let tx = self.conn.transaction()?;
-        insert_records(&tx, records)?;
+        insert_records(&tx, records, false)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// The replica's protocol records in the order they were written, with their proposals.
-    pub fn durable(&self) -> Result<Vec<Durable>, NodeError> {
-        let mut proposals: HashMap<Digest, Arc<Proposal>> = HashMap::new();
+    /// The replica's protocol records in the order they were written, with their proposals
+    /// (from node.db for records written before proposals were staged, else from
+    /// `proposals`), and whether records the replica may have voted by were left out.
+    ///
+    /// A record whose proposal is nowhere is left out: one about a sequence number at or below
+    /// `executed` (the chain's head) is about a decided sequence number, whose proposal a
+    /// compaction dropped (a node.db copied before a chain.db); one above it names a proposal
+    /// chain.db lost (a chain.db older than node.db, or deleted), and the replica must then
+    /// recover as one that lost its records ([`Restored::lost_votes`]).
+    pub fn durable_with(
+        &self,
+        proposals: &dyn Proposals,
+        executed: SeqNo,
+    ) -> Result<Restored, NodeError> {
+        let mut found: HashMap<Digest, Option<Arc<Proposal>>> = HashMap::new();
         let mut select = self
             .conn
             .prepare_cached("SELECT seq, body FROM proposals WHERE digest = ?1")?;
-        let mut load = |digest: &Digest, seq: SeqNo| -> Result<Arc<Proposal>, NodeError> {
-            if let Some(p) = proposals.get(digest) {
+        let mut load = |digest: &Digest, seq: SeqNo| -> Result<Option<Arc<Proposal>>, NodeError> {
+            if let Some(p) = found.get(digest) {
                 return Ok(p.clone());
             }
             let row: Option<(i64, Vec<u8>)> = select
                 .query_row([&digest[..]], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            let Some((stored_seq, body)) = row else {
-                return Err(NodeError::Corrupt(format!(
-                    "node.db: the proposal of a protocol record at sequence number {seq} is missing"
-                )));
+            let proposal = match row {
+                Some((stored_seq, body)) => {
+                    let proposal = Proposal::try_from_slice(&body).map_err(|error| {
+                        NodeError::Corrupt(format!(
+                            "node.db: proposal {seq} is unreadable: {error}"
+                        ))
+                    })?;
+                    if stored_seq as u64 != seq {
+                        return Err(NodeError::Corrupt(format!(
+                            "node.db: the proposal stored for sequence number {seq} is another \
+                             one's"
+                        )));
+                    }
+                    Some(proposal)
+                }
+                None => proposals.get(digest)?,
             };
-            let proposal = Proposal::try_from_slice(&body).map_err(|error| {
-                NodeError::Corrupt(format!("node.db: proposal {seq} is unreadable: {error}"))
-            })?;
-            if stored_seq as u64 != seq || proposal.seq != seq {
+            if let Some(proposal) = &proposal
+                && proposal.seq != seq
+            {
                 return Err(NodeError::Corrupt(format!(
-                    "node.db: the proposal stored for sequence number {seq} is another one's"
+                    "the proposal stored for sequence number {seq} is another one's"
                 )));
             }
-            let proposal = Arc::new(proposal);
-            proposals.insert(*digest, proposal.clone());
+            let proposal = proposal.map(Arc::new);
+            found.insert(*digest, proposal.clone());
             Ok(proposal)
         };
-        self.records()?
-            .into_iter()
-            .map(|(_, record)| record.join(&mut load))
-            .collect()
+        let mut restored = Restored::default();
+        for (_, record) in self.records()? {
+            if let Record::PrePrepare { seq, digest, .. } | Record::Prepared { seq, digest, .. } =
+                &record
+                && load(digest, *seq)?.is_none()
+            {
+                if *seq > executed {
+                    restored.lost_votes.get_or_insert(*seq);
+                }
+                continue;
+            }
+            restored.records.push(record.join(|digest, seq| {
+                load(digest, seq)?.ok_or_else(|| {
+                    NodeError::Corrupt(format!("proposal {seq} vanished while read"))
+                })
+            })?);
+        }
+        Ok(restored)
+    }
+
+    /// [`LocalStore::durable_with`] for records that name no proposal staged elsewhere: the
+    /// records, or an error if any was left out.
+    #[cfg(test)]
+    pub fn durable(&self) -> Result<Vec<Durable>, NodeError> {
+        let restored = self.durable_with(&NoProposals, 0)?;
+        match restored.lost_votes {
+            None => Ok(restored.records),
+            Some(seq) => Err(NodeError::Corrupt(format!(
+                "the proposal of a protocol record at sequence number {seq} is missing"
+            ))),
+        }
     }
 
     /// The stored records without their proposals' bodies.
@@ -356,8 +479,9 @@ impl LocalStore {
 
     /// Keeps the protocol log bounded: drops every record a later one makes useless
     /// (`Durable::compact`, applied to the records without their proposals) and the proposals
-    /// at or below the stable checkpoint, atomically.
-    pub fn compact_durable(&mut self) -> Result<(), NodeError> {
+    /// at or below the stable checkpoint, atomically; then, the records that named them gone,
+    /// the staged proposals of `proposals` at or below it.
+    pub fn compact_durable(&mut self, proposals: &mut dyn Proposals) -> Result<(), NodeError> {
         let stored = self.records()?;
         let mut records = stored
             .iter()
@@ -385,7 +509,7 @@ impl LocalStore {
         }
         tx.execute("DELETE FROM proposals WHERE seq <= ?1", [stable as i64])?;
         tx.commit()?;
-        Ok(())
+        proposals.drop_through(stable)
     }
 
     /// Rewrites the records written by v1 (a whole `Durable` each, proposal inside) in the v2
@@ -418,20 +542,27 @@ impl LocalStore {
         }
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM durable", [])?;
-        insert_records(&tx, &records)?;
+        insert_records(&tx, &records, true)?;
         tx.commit()?;
         Ok(())
     }
 }
 
-fn insert_records(tx: &rusqlite::Transaction<'_>, records: &[Durable]) -> Result<(), NodeError> {
+/// Inserts `records`; with `with_proposals`, the bodies of the proposals they name too, into
+/// node.db's own `proposals` (only the upgrade of v1 records: they held their proposals, and
+/// nothing staged them).
+fn insert_records(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[Durable],
+    with_proposals: bool,
+) -> Result<(), NodeError> {
     let mut insert = tx.prepare_cached("INSERT INTO durable (record, format) VALUES (?1, ?2)")?;
     let mut stored = tx.prepare_cached("SELECT 1 FROM proposals WHERE digest = ?1")?;
     let mut insert_proposal =
         tx.prepare_cached("INSERT INTO proposals (digest, seq, body) VALUES (?1, ?2, ?3)")?;
     for durable in records {
         let (record, proposal) = Record::split(durable);
-        if let Some(proposal) = proposal {
+        if let Some(proposal) = proposal.filter(|_| with_proposals) {
             let digest = match &record {
                 Record::PrePrepare { digest, .. } | Record::Prepared { digest, .. } => digest,
                 Record::Whole(_) => unreachable!("only pre-prepares and certificates name one"),
@@ -501,6 +632,26 @@ mod tests {
         }
     }
 
+    /// Staged proposals in memory, as chain.db holds them.
+    #[derive(Default)]
+    struct Staged(HashMap<Digest, Proposal>);
+
+    impl Proposals for Staged {
+        fn stage(&mut self, digest: &Digest, proposal: &Proposal) -> Result<(), NodeError> {
+            self.0.entry(*digest).or_insert_with(|| proposal.clone());
+            Ok(())
+        }
+
+        fn get(&self, digest: &Digest) -> Result<Option<Proposal>, NodeError> {
+            Ok(self.0.get(digest).cloned())
+        }
+
+        fn drop_through(&mut self, seq: SeqNo) -> Result<(), NodeError> {
+            self.0.retain(|_, p| p.seq > seq);
+            Ok(())
+        }
+    }
+
     fn proposal_rows(store: &LocalStore) -> i64 {
         store
             .conn
@@ -518,16 +669,19 @@ mod tests {
             prepared(1),
             Durable::PrePrepare(pre_prepare(2)),
         ];
+        let mut staged = Staged::default();
         {
             let mut store = LocalStore::open(&path).unwrap();
             store
                 .add_pending([(&[1u8; 32], 5, &b"one"[..]), (&[2u8; 32], 3, &b"two"[..])])
                 .unwrap();
-            store.append_durable(&records[..2]).unwrap();
-            store.append_durable(&records[2..]).unwrap();
+            store.append_durable(&records[..2], &mut staged).unwrap();
+            store.append_durable(&records[2..], &mut staged).unwrap();
             store.remove_pending([&[1u8; 32]]).unwrap();
-            // The pre-prepare and the certificate of 1 share one stored proposal.
-            assert_eq!(proposal_rows(&store), 2);
+            // The pre-prepare and the certificate of 1 share one staged proposal, and node.db
+            // keeps none.
+            assert_eq!(staged.0.len(), 2);
+            assert_eq!(proposal_rows(&store), 0);
         }
         let store = LocalStore::open(&path).unwrap();
         let pending = store.pending().unwrap();
@@ -539,25 +693,26 @@ mod tests {
                 body: b"two".to_vec()
             }]
         );
-        assert_eq!(store.durable().unwrap(), records);
+        assert_eq!(store.durable_with(&staged, 0).unwrap().records, records);
     }
 
     #[test]
     fn compaction_drops_records_and_proposals_below_the_stable_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LocalStore::open(&dir.path().join("node.db")).unwrap();
+        let mut staged = Staged::default();
         let mut records = vec![Durable::View(0)];
         for seq in 1..=3 {
             records.push(Durable::PrePrepare(pre_prepare(seq)));
             records.push(prepared(seq));
         }
         records.push(stable(2));
-        store.append_durable(&records).unwrap();
-        store.compact_durable().unwrap();
+        store.append_durable(&records, &mut staged).unwrap();
+        store.compact_durable(&mut staged).unwrap();
         let mut expected = records.clone();
         Durable::compact(&mut expected);
-        assert_eq!(store.durable().unwrap(), expected);
-        assert_eq!(proposal_rows(&store), 1);
+        assert_eq!(store.durable_with(&staged, 0).unwrap().records, expected);
+        assert_eq!(staged.0.len(), 1);
     }
 
     #[test]
@@ -593,9 +748,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
         let kept = vec![Durable::View(1), Durable::PrePrepare(pre_prepare(1))];
+        let mut staged = Staged::default();
         {
             let mut store = LocalStore::open(&path).unwrap();
-            store.append_durable(&kept[..1]).unwrap();
+            store.append_durable(&kept[..1], &mut staged).unwrap();
             // Record::Whole(Durable::NewView(NewView { view: 1, view_changes: [], pre_prepares:
             // [] })) as v3 wrote it: no incarnation after the view.
             let mut old_new_view = vec![0u8, 5];
@@ -608,21 +764,47 @@ mod tests {
                     params![old_new_view, FORMAT_RECORD],
                 )
                 .unwrap();
-            store.append_durable(&kept[1..]).unwrap();
-            assert!(matches!(store.durable(), Err(NodeError::Corrupt(_))));
+            store.append_durable(&kept[1..], &mut staged).unwrap();
+            assert!(matches!(
+                store.durable_with(&staged, 0),
+                Err(NodeError::Corrupt(_))
+            ));
             store.conn.pragma_update(None, "user_version", 3).unwrap();
         }
         let store = LocalStore::open(&path).unwrap();
-        assert_eq!(store.durable().unwrap(), kept);
+        assert_eq!(store.durable_with(&staged, 0).unwrap().records, kept);
     }
 
+    /// A record whose proposal is nowhere is left out: silently if the chain decided its
+    /// sequence number (a node.db restored beside a chain.db whose compaction dropped the
+    /// proposal), else as a vote the replica may have cast and forgot, which makes it recover.
     #[test]
-    fn a_record_without_its_proposal_is_refused() {
+    fn a_record_without_its_proposal_is_a_lost_vote_unless_decided() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LocalStore::open(&dir.path().join("node.db")).unwrap();
-        store.append_durable(&[prepared(1)]).unwrap();
-        store.conn.execute("DELETE FROM proposals", []).unwrap();
-        assert!(matches!(store.durable(), Err(NodeError::Corrupt(_))));
+        let mut staged = Staged::default();
+        let records = [
+            Durable::View(0),
+            prepared(1),
+            Durable::PrePrepare(pre_prepare(2)),
+        ];
+        store.append_durable(&records, &mut staged).unwrap();
+        staged.0.remove(&[1u8; 32]);
+        let kept = vec![records[0].clone(), records[2].clone()];
+        assert_eq!(
+            store.durable_with(&staged, 0).unwrap(),
+            Restored {
+                records: kept.clone(),
+                lost_votes: Some(1),
+            }
+        );
+        assert_eq!(
+            store.durable_with(&staged, 1).unwrap(),
+            Restored {
+                records: kept,
+                lost_votes: None,
+            }
+        );
     }
 
     #[test]

@@ -135,13 +135,26 @@ impl Node {
             )));
         }
         let chain_path = options.dir.join("chain.db");
-        let chain = Store::open(&chain_path, &genesis, OpenOptions::default())?;
+        let mut chain = Store::open(&chain_path, &genesis, OpenOptions::default())?;
         let mut local = LocalStore::open(&options.dir.join("node.db"))?;
         // Before anything is sent: whether this replica may have voted in a state its node.db
         // no longer holds (deleted, or restored from a backup), recorded durably.
-        let start = incarnation::begin(&options.dir, &genesis.hash(), &mut local)?;
-        let durable = restore_durable(&local)?;
+        let mut start = incarnation::begin(&options.dir, &genesis.hash(), &mut local)?;
         let (height, hash) = chain.head();
+        let restored = local.durable_with(&chain, height)?;
+        let mut durable = restored.records;
+        if let Some(seq) = restored.lost_votes {
+            // Records it may have voted by name proposals chain.db no longer holds (a chain.db
+            // older than node.db, or deleted): it recovers as one that lost its node.db, and
+            // records so, durably, before anything is sent.
+            let recovery = Durable::Recovery { bound: None };
+            local.append_durable(std::slice::from_ref(&recovery), &mut chain)?;
+            durable.push(recovery);
+            start.recovering.get_or_insert(format!(
+                "chain.db lacks the proposal of a protocol record at sequence number {seq} \
+                 (older than node.db, or deleted): its votes there are forgotten"
+            ));
+        }
         let head_time_ms = chain
             .block(height)?
             .map(|block| block.header.timestamp_ms)
@@ -338,10 +351,6 @@ impl Drop for Node {
     }
 }
 
-pub(crate) fn restore_durable(local: &LocalStore) -> Result<Vec<Durable>, NodeError> {
-    local.durable()
-}
-
 /// The replica's settings: the validator's timing in ticks.
 pub(crate) fn replica_config(
     id: ReplicaId,
@@ -449,7 +458,16 @@ mod red_team {
         std::thread::sleep(Duration::from_millis(300));
         cluster.stop(3);
         let local = LocalStore::open(&insurance.join("node.db")).expect("node.db");
-        let records = local.durable().expect("records");
+        let chain = Store::open(
+            &insurance.join("chain.db"),
+            cluster.genesis(),
+            Default::default(),
+        )
+        .expect("chain.db");
+        let records = local
+            .durable_with(&chain, chain.head().0)
+            .expect("records")
+            .records;
         assert_eq!(
             records.first(),
             Some(&Durable::Recovery { bound: None }),
@@ -458,6 +476,76 @@ mod red_team {
         assert!(
             !records.iter().any(|r| matches!(r, Durable::Prepared(_))),
             "it prepared (and so voted) at once: {records:?}"
+        );
+    }
+
+    /// docs/STORAGE.md §3: the proposals a validator's protocol records name are staged in
+    /// chain.db. A validator whose chain.db was deleted (or is older than its node.db) lost
+    /// the proposals of votes it may have cast: it starts anyway, recovering as one that lost
+    /// those records, and catches up (before, such records made its start fail).
+    #[test]
+    fn a_chain_db_lost_under_its_node_db_restarts_recovering() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("data");
+        let timing = Timing {
+            batch_window: Duration::from_millis(10),
+            view_change_timeout: Duration::from_millis(500),
+            checkpoint_interval: 64,
+            ..Timing::default()
+        };
+        let mut cluster = Cluster::open(&dir, timing).expect("cluster");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let hospital = cluster.handle(0).expect("hospital");
+        let submit = |range: std::ops::Range<u32>| {
+            rt.block_on(async {
+                for _ in range {
+                    hospital
+                        .submit(enrollment(&hospital))
+                        .await
+                        .expect("submit");
+                }
+            })
+        };
+        let wait_for = |cluster: &Cluster, height: u64| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while cluster.handle(3).expect("insurance").status().height < height {
+                assert!(Instant::now() < deadline, "insurance is not at {height}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        submit(0..5);
+        wait_for(&cluster, 1);
+        cluster.stop(3);
+        let insurance = validator_dir(&dir, "insurance");
+        for entry in std::fs::read_dir(&insurance).expect("dir").flatten() {
+            if entry.file_name().to_string_lossy().starts_with("chain.db") {
+                std::fs::remove_file(entry.path()).expect("delete");
+            }
+        }
+        cluster
+            .restart(3)
+            .expect("a lost chain.db does not stop the validator");
+        submit(5..10);
+        wait_for(&cluster, 2);
+        cluster.stop(3);
+        let local = LocalStore::open(&insurance.join("node.db")).expect("node.db");
+        let chain = Store::open(
+            &insurance.join("chain.db"),
+            cluster.genesis(),
+            Default::default(),
+        )
+        .expect("chain.db");
+        let records = local
+            .durable_with(&chain, chain.head().0)
+            .expect("records")
+            .records;
+        assert!(
+            records.contains(&Durable::Recovery { bound: None }),
+            "it must have recovered: {records:?}"
         );
     }
 }

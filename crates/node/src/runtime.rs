@@ -888,12 +888,14 @@ impl Runtime {
     /// Keeps node.db's protocol log bounded: after a checkpoint becomes stable, everything it
     /// makes useless is dropped (`Durable::compact`, see `LocalStore::compact_durable`).
     fn compact_durable(&mut self) -> Result<(), NodeError> {
-        self.local.compact_durable()
+        self.local.compact_durable(&mut self.chain)
     }
 
+    /// Writes `records`, the proposals they name staged in chain.db first (each entry's bytes
+    /// stored once: the block it becomes names them, docs/STORAGE.md §3).
     fn flush_records(&mut self, records: &mut Vec<Durable>) -> Result<(), NodeError> {
         if !records.is_empty() {
-            self.local.append_durable(records)?;
+            self.local.append_durable(records, &mut self.chain)?;
             records.clear();
         }
         Ok(())

@@ -379,8 +379,9 @@ pub enum Read {
 
 /// Reads over the chain's state, as of the transaction being decided.
 pub trait StateView {
-    /// Whether an entry with this id is already on chain (or earlier in the block).
-    fn seen(&self, id: &TxId) -> Result<bool>;
+    /// Whether an entry with this id is already on chain (or earlier in the block):
+    /// `created_ms` is that of the header the id is the hash of.
+    fn seen(&self, id: &TxId, created_ms: u64) -> Result<bool>;
     fn person(&self, person: &PersonId) -> Result<Option<PersonRow>>;
     fn key(&self, key: &PublicKey) -> Result<Option<KeyRow>>;
     /// Every key of the person, revoked or waiting ones included.
@@ -510,7 +511,7 @@ pub fn reads(ctx: &Ctx<'_>) -> Vec<Read> {
 /// the effects of an applied transaction, or why it is rejected. `Err` is a failure to read
 /// the state (the block cannot be applied now), never a verdict.
 pub fn decide(ctx: &Ctx<'_>, state: &dyn StateView) -> Result<Outcome> {
-    if state.seen(&ctx.id)? {
+    if state.seen(&ctx.id, ctx.header.created_ms)? {
         return Ok(Err(Reject(reason::DUPLICATE)));
     }
     if let Err(reject) = common(ctx, state)? {
@@ -669,8 +670,8 @@ impl<'a> Declared<'a> {
 }
 
 impl StateView for Declared<'_> {
-    fn seen(&self, id: &TxId) -> Result<bool> {
-        self.inner.seen(id)
+    fn seen(&self, id: &TxId, created_ms: u64) -> Result<bool> {
+        self.inner.seen(id, created_ms)
     }
     fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
         self.allow(Read::Person(*person))?;

@@ -29,6 +29,7 @@ const HOUR: u64 = 3_600_000;
 struct Chain {
     net: TestNet,
     conn: Connection,
+    index: store::Index,
     head: (u64, Hash),
     /// The time of the next block [`Chain::ok`] and [`Chain::now`] make.
     now: u64,
@@ -37,6 +38,10 @@ struct Chain {
 impl Queries for Chain {
     fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    fn index(&self) -> &store::Index {
+        &self.index
     }
 }
 
@@ -55,6 +60,7 @@ impl Chain {
             head: (0, net.genesis.hash()),
             net,
             conn,
+            index: store::Index::default(),
             now: T0,
         }
     }
@@ -65,8 +71,15 @@ impl Chain {
         let block = self.net.block_at(self.head, t, entries);
         let checked = self.net.check(&block);
         let db = self.conn.transaction().expect("begin");
-        let applied = store::write_block(&db, &self.net.genesis, &block, &block.hash(), &checked)
-            .expect("the rules read only what they declare");
+        let applied = store::write_block(
+            &db,
+            &self.index,
+            &self.net.genesis,
+            &block,
+            &block.hash(),
+            &checked,
+        )
+        .expect("the rules read only what they declare");
         db.commit().expect("commit");
         self.head = (block.header.height, block.hash());
         self.now = self.now.max(t + 1_000);
@@ -100,7 +113,7 @@ impl Chain {
     }
 
     fn view(&self) -> SqlState<'_> {
-        SqlState::new(&self.conn)
+        self.state()
     }
 }
 

@@ -2,17 +2,47 @@
 //! by the store when it appends a block and by verification when it replays one.
 use rusqlite::{Connection, params};
 
+use super::index::{Index, Tag};
 use super::state::{
-    answer_code, attested_code, decision_columns, key_kind_code, role_code, scope_column,
-    signer_kind_code, tx_row,
+    SqlState, answer_code, attested_code, decision_columns, key_kind_code, role_code, scope_column,
+    signer_kind_code,
 };
 use crate::rules::Effect;
 use crate::tx::TxId;
 use crate::{Error, Result};
 
+/// The values of the epoch index an effect inserts (its derived row's person columns).
+pub(crate) fn indexed(effect: &Effect) -> Vec<(Tag, &[u8])> {
+    match effect {
+        Effect::Record { patient, .. } => vec![(Tag::RecordPatient, patient.as_slice())],
+        Effect::Access { patient, .. } => vec![(Tag::AccessPatient, patient.as_slice())],
+        Effect::Grant(g) => vec![
+            (Tag::GrantPatient, g.patient.as_slice()),
+            (Tag::GrantDoctor, g.doctor.as_slice()),
+        ],
+        Effect::Request(q) => vec![
+            (Tag::RequestPatient, q.patient.as_slice()),
+            (Tag::RequestDoctor, q.doctor.as_slice()),
+        ],
+        Effect::Ask(a) => vec![(Tag::AskPerson, a.person.as_slice())],
+        Effect::Recovery(v) => vec![(Tag::RecoveryPerson, v.person.as_slice())],
+        Effect::Erasure(e) => vec![(Tag::ErasurePatient, e.patient.as_slice())],
+        Effect::Person(_)
+        | Effect::Key(_)
+        | Effect::RevokeKey(_)
+        | Effect::Link(_)
+        | Effect::AnswerAsk(_)
+        | Effect::AnswerRequest(..)
+        | Effect::UseGrant(_)
+        | Effect::RevokeGrant(_)
+        | Effect::CancelRecovery(_)
+        | Effect::AnswerErasure { .. } => Vec::new(),
+    }
+}
+
 /// The row of transaction `id`, which an effect refers to: it was applied (a rule read it).
-fn row_of(conn: &Connection, id: &TxId) -> Result<i64> {
-    tx_row(conn, id)?.ok_or_else(|| {
+fn row_of(conn: &Connection, index: &Index, id: &TxId) -> Result<i64> {
+    SqlState::writer(conn, index).tx_row(id)?.ok_or_else(|| {
         Error::State(format!(
             "an effect names transaction {}, which is not applied",
             crate::short_hex(id)
@@ -29,7 +59,7 @@ fn one(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<()
 }
 
 /// Writes `effects` of the transaction at row `tx` (already in `transactions`), in order.
-pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()> {
+pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect]) -> Result<()> {
     for effect in effects {
         match effect {
             Effect::Person(p) => one(
@@ -88,7 +118,7 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
             Effect::AnswerAsk(id) => one(
                 conn,
                 "UPDATE asks SET answered_tx = ?2 WHERE tx = ?1 AND answered_tx IS NULL",
-                params![row_of(conn, id)?, tx],
+                params![row_of(conn, index, id)?, tx],
             )?,
             Effect::Request(q) => one(
                 conn,
@@ -109,7 +139,7 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                 conn,
                 "UPDATE requests SET answered_tx = ?2, answer = ?3 WHERE tx = ?1
                  AND answered_tx IS NULL",
-                params![row_of(conn, id)?, tx, answer_code(*answer)],
+                params![row_of(conn, index, id)?, tx, answer_code(*answer)],
             )?,
             Effect::Grant(g) => one(
                 conn,
@@ -122,7 +152,7 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                     g.doctor.as_slice(),
                     scope_column(g.scope),
                     attested_code(g.attested),
-                    g.request.map(|r| row_of(conn, &r)).transpose()?,
+                    g.request.map(|r| row_of(conn, index, &r)).transpose()?,
                     g.granted_ms as i64,
                     g.expires_ms as i64,
                     g.sealer
@@ -131,12 +161,12 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
             Effect::UseGrant(id) => one(
                 conn,
                 "UPDATE grants SET used_tx = ?2 WHERE tx = ?1 AND used_tx IS NULL",
-                params![row_of(conn, id)?, tx],
+                params![row_of(conn, index, id)?, tx],
             )?,
             Effect::RevokeGrant(id) => one(
                 conn,
                 "UPDATE grants SET revoked_tx = ?2 WHERE tx = ?1 AND revoked_tx IS NULL",
-                params![row_of(conn, id)?, tx],
+                params![row_of(conn, index, id)?, tx],
             )?,
             Effect::Recovery(v) => one(
                 conn,
@@ -151,7 +181,7 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
             Effect::CancelRecovery(id) => one(
                 conn,
                 "UPDATE recoveries SET cancelled_tx = ?2 WHERE tx = ?1 AND cancelled_tx IS NULL",
-                params![row_of(conn, id)?, tx],
+                params![row_of(conn, index, id)?, tx],
             )?,
             Effect::Record {
                 patient,
@@ -166,7 +196,7 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                     tx,
                     patient.as_slice(),
                     doctor.as_slice(),
-                    row_of(conn, grant)?,
+                    row_of(conn, index, grant)?,
                     hospital
                 ],
             )?,
@@ -184,7 +214,7 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                     patient.as_slice(),
                     reader.as_slice(),
                     serving,
-                    grant.map(|g| row_of(conn, &g)).transpose()?
+                    grant.map(|g| row_of(conn, index, &g)).transpose()?
                 ],
             )?,
             Effect::Erasure(e) => one(
@@ -195,7 +225,7 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                 params![
                     tx,
                     e.patient.as_slice(),
-                    row_of(conn, &e.target)?,
+                    row_of(conn, index, &e.target)?,
                     e.hospital,
                     signer_kind_code(e.requested_by),
                     e.requested_ms as i64
@@ -213,7 +243,7 @@ pub(crate) fn apply(conn: &Connection, tx: i64, effects: &[Effect]) -> Result<()
                                          reason = ?5, until_ms = ?6
                      WHERE tx = ?1 AND answered_tx IS NULL",
                     params![
-                        row_of(conn, request)?,
+                        row_of(conn, index, request)?,
                         tx,
                         *at_ms as i64,
                         code,

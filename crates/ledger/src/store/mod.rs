@@ -10,10 +10,13 @@
 //! read the state through that same transaction ([`state::SqlState`]), so each transaction of a
 //! block sees the effects of the ones before it.
 //!
-//! Opening a store verifies the whole chain against the genesis (unless explicitly told not to,
-//! for benchmarks), and refuses a store that fails, naming the file, the first bad height and
-//! the fault: a tampered chain is never served.
+//! Opening a store checks the blocks of its last [`index::EPOCH_ROWS`] transactions as
+//! verification checks blocks (bounded work, whatever the chain's length; [`OpenCheck`]), and
+//! refuses a store that fails, naming the file, the first bad height and the fault. The whole
+//! chain, replayed and compared with the derived state, is checked by `medchain verify` (or at
+//! open with [`OpenOptions::full`]): docs/STORAGE.md §2.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -26,33 +29,59 @@ use crate::rules::{
 };
 use crate::tx::{Checked, Meta, PersonId, PublicKey, SignedTx, Signer, TxHeader, TxId};
 use crate::{Error, Hash, Result};
+use index::Tag;
 
 mod apply;
+pub mod index;
 pub(crate) mod schema;
 pub mod state;
 
 pub use crate::rules::reason::DUPLICATE;
+pub use index::Index;
 pub use schema::{DERIVED, FORMAT_SINCE};
 pub use state::SqlState;
 
 /// How to open a [`Store`].
 #[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
-    /// Verify the whole chain before returning the store. On by default; turning it off is for
-    /// benchmarks and tests that check verification separately.
-    pub verify: bool,
+    /// What is checked before the store is returned.
+    pub check: OpenCheck,
+}
+
+/// The checks of a store at open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenCheck {
+    /// None: only for benchmarks and tests that check verification separately.
+    Nothing,
+    /// The blocks of the last [`index::EPOCH_ROWS`] transactions (at least the head block), as
+    /// verification checks blocks, without the replay ([`crate::verify`]): bounded work
+    /// whatever the chain's length. The default; `medchain verify` checks everything.
+    Tail,
+    /// The whole chain, replayed (as `medchain verify`).
+    Full,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { verify: true }
+        OpenOptions {
+            check: OpenCheck::Tail,
+        }
     }
 }
 
 impl OpenOptions {
     /// Opens without verifying the chain: only for benchmarks and tests.
     pub fn unverified() -> Self {
-        OpenOptions { verify: false }
+        OpenOptions {
+            check: OpenCheck::Nothing,
+        }
+    }
+
+    /// Opens after verifying the whole chain.
+    pub fn full() -> Self {
+        OpenOptions {
+            check: OpenCheck::Full,
+        }
     }
 }
 
@@ -71,12 +100,15 @@ pub struct Store {
     /// The last block's header and hash, kept in memory (the store is its only writer).
     head: BlockHeader,
     head_hash: Hash,
+    /// The lookups by random key, shared with the readers of this file in this process.
+    index: Arc<Index>,
 }
 
 /// A read-only connection to a `chain.db`, for the API and for verification.
 pub struct Reader {
     conn: Connection,
     path: PathBuf,
+    index: Arc<Index>,
 }
 
 fn busy_timeout(conn: &Connection) -> Result<()> {
@@ -125,6 +157,7 @@ impl Store {
             genesis: genesis.clone(),
             head: genesis.block().header,
             head_hash: genesis.hash(),
+            index: Index::for_path(path),
         };
         match has_genesis {
             None => store.write_genesis(genesis)?,
@@ -138,10 +171,37 @@ impl Store {
             }
         }
         (store.head, store.head_hash) = query::head(&store.conn)?;
-        if options.verify {
-            crate::verify::verify_connection(&store.conn, &store.path, genesis, &mut |_| {})?;
+        match options.check {
+            OpenCheck::Nothing => {}
+            OpenCheck::Tail => {
+                let from = store.tail_start()?;
+                crate::verify::verify_tail(&store.conn, &store.path, genesis, from)?;
+            }
+            OpenCheck::Full => {
+                crate::verify::verify_connection(&store.conn, &store.path, genesis, &mut |_| {})?;
+            }
         }
         Ok(store)
+    }
+
+    /// The first height [`OpenCheck::Tail`] checks: that of the block holding the first of the
+    /// last [`index::EPOCH_ROWS`] transactions, or the head's if it holds none.
+    fn tail_start(&self) -> Result<u64> {
+        let first: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT height FROM transactions
+                 WHERE tx = max(1, (SELECT max(tx) FROM transactions) - ?1 + 1)",
+                [index::EPOCH_ROWS],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match first {
+            // The tail reaches the first transaction: the genesis block is checked too.
+            Some(height) if height <= 1 => 0,
+            Some(height) => (height as u64).min(self.head.height),
+            None => self.head.height,
+        })
     }
 
     fn write_genesis(&mut self, genesis: &Genesis) -> Result<()> {
@@ -200,12 +260,148 @@ impl Store {
             )));
         }
         let hash = block.hash();
-        let tx = self.conn.transaction()?;
-        let applied = write_block(&tx, &self.genesis, block, &hash, checked)?;
-        tx.commit()?;
+        self.index.catch_up(&self.conn)?;
+        let mark = self.index.mark();
+        let written = (|| -> Result<Applied> {
+            let tx = self.conn.transaction()?;
+            let applied = write_block(&tx, &self.index, &self.genesis, block, &hash, checked)?;
+            tx.commit()?;
+            Ok(applied)
+        })();
+        // The entries of a block that is not on disk are taken back from memory.
+        let applied = written.inspect_err(|_| self.index.truncate(mark))?;
         self.head = block.header;
         self.head_hash = hash;
         Ok(applied)
+    }
+
+    /// Stages `proposal` durably (one SQLite transaction with `synchronous=FULL`): its entries'
+    /// payloads as rows of `bodies`, the rest in `proposals` under `digest`, which must be its
+    /// digest (the hash of the block it becomes). The block that commits it refers to those
+    /// rows ([`Store::append_block`] finds them by its hash), so a node that persists a
+    /// pre-prepare here before it records it in `node.db` writes each entry's bytes once
+    /// (docs/STORAGE.md §3). Staging a proposal staged or committed already does nothing.
+    pub fn stage_proposal(&mut self, digest: &Hash, proposal: &pbft::Proposal) -> Result<()> {
+        if crate::proposal_digest(proposal) != *digest {
+            return Err(Error::State(format!(
+                "proposal {} is staged under another digest",
+                proposal.seq
+            )));
+        }
+        let tx = self.conn.transaction()?;
+        let known = tx
+            .prepare_cached(
+                "SELECT 1 FROM proposals WHERE digest = ?1
+                 UNION ALL SELECT 1 FROM blocks WHERE hash = ?1",
+            )?
+            .exists([digest.as_slice()])?;
+        if known {
+            return Ok(());
+        }
+        let mut first = None;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO bodies (body) VALUES (?1)")?;
+            for request in &proposal.requests {
+                insert.execute([&request.payload[..]])?;
+                first.get_or_insert(tx.last_insert_rowid());
+            }
+        }
+        let skeleton = pbft::Proposal {
+            requests: proposal
+                .requests
+                .iter()
+                .map(|r| pbft::Request {
+                    payload: Arc::from(&[][..]),
+                    ..r.clone()
+                })
+                .collect(),
+            ..proposal.clone()
+        };
+        tx.prepare_cached(
+            "INSERT INTO proposals (digest, seq, first_body, count, skeleton)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            digest.as_slice(),
+            proposal.seq as i64,
+            first.unwrap_or(0),
+            proposal.requests.len() as i64,
+            borsh::to_vec(&skeleton).map_err(|source| Error::Decode {
+                what: "proposal",
+                source,
+            })?,
+        ])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The proposal with digest `digest`: staged ([`Store::stage_proposal`]) or committed (the
+    /// block with that hash, which it became). A staged one whose bytes no longer hash to
+    /// `digest` is `None`, as a lost one.
+    pub fn proposal(&self, digest: &Hash) -> Result<Option<pbft::Proposal>> {
+        let staged: Option<(i64, i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT first_body, count, skeleton FROM proposals WHERE digest = ?1")?
+            .query_row([digest.as_slice()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if let Some((first, count, skeleton)) = staged {
+            let mut proposal: pbft::Proposal =
+                borsh::from_slice(&skeleton).map_err(|source| Error::Decode {
+                    what: "staged proposal",
+                    source,
+                })?;
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT body FROM bodies WHERE b >= ?1 AND b < ?2 ORDER BY b")?;
+            let bodies = stmt
+                .query_map([first, first + count], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+            if bodies.len() != proposal.requests.len() {
+                return Err(Error::State(format!(
+                    "staged proposal {} lacks bodies",
+                    proposal.seq
+                )));
+            }
+            for (request, body) in proposal.requests.iter_mut().zip(bodies) {
+                request.payload = body.into();
+            }
+            // A staged copy changed on disk is not the proposal of `digest`: as lost (the node
+            // then recovers, docs/STORAGE.md §3).
+            if crate::proposal_digest(&proposal) != *digest {
+                return Ok(None);
+            }
+            return Ok(Some(proposal));
+        }
+        let Some(block) = self.block_by_hash(digest)? else {
+            return Ok(None);
+        };
+        Ok(Some(pbft::Proposal {
+            seq: block.header.height,
+            view: block.header.view,
+            proposer: block.header.proposer,
+            prev: block.header.prev_hash,
+            time_ms: block.header.timestamp_ms,
+            requests: block.entries,
+        }))
+    }
+
+    /// Deletes the staged proposals of sequence numbers up to `seq` that no block committed,
+    /// with their bodies (the node's protocol records no longer name them).
+    pub fn drop_proposals_through(&mut self, seq: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached(
+            "DELETE FROM bodies WHERE b IN (
+                 SELECT bd.b FROM proposals p JOIN bodies bd
+                     ON bd.b >= p.first_body AND bd.b < p.first_body + p.count
+                 WHERE p.seq <= ?1)",
+        )?
+        .execute([seq as i64])?;
+        tx.prepare_cached("DELETE FROM proposals WHERE seq <= ?1")?
+            .execute([seq as i64])?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// A read-only connection to the same file.
@@ -218,8 +414,13 @@ impl Store {
 /// transaction in order: the one code path of a block's effects, shared by
 /// [`Store::append_block`] and the replay of [`crate::verify`]. `conn` is inside the caller's
 /// transaction.
+///
+/// `index` must cover every row before the block's ([`Index::catch_up`]); it is given the
+/// block's entries as they are written, and the runs of the epochs the block completes are
+/// written with it ([`Index::close_epochs`]).
 pub(crate) fn write_block(
     conn: &Connection,
+    index: &Index,
     genesis: &Genesis,
     block: &Block,
     hash: &Hash,
@@ -229,10 +430,38 @@ pub(crate) fn write_block(
     let mut applied = Applied::default();
     let height = block.header.height;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO transactions (height, idx, id, kind, timestamp_ms, body, rejected)
+        "INSERT INTO transactions (height, idx, id, kind, timestamp_ms, body_row, rejected)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for (index, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
+    let mut insert_body = conn.prepare_cached("INSERT INTO bodies (body) VALUES (?1)")?;
+    // The bodies of a proposal staged by the node are there already: the block names them.
+    let staged: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT first_body, count FROM proposals WHERE digest = ?1")?
+        .query_row([hash.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((_, count)) = staged {
+        if count != block.entries.len() as i64 {
+            return Err(Error::State(format!(
+                "the proposal staged for block {height} has {count} entries, the block {}",
+                block.entries.len()
+            )));
+        }
+        conn.prepare_cached("DELETE FROM proposals WHERE digest = ?1")?
+            .execute([hash.as_slice()])?;
+    }
+    // Only if they are the block's bytes (what was certified and is executed now): a staged
+    // copy changed on disk since is dropped, and the block stores its own.
+    let staged = match staged {
+        Some((first, count)) if !staged_bodies_are(conn, first, &block.entries)? => {
+            conn.prepare_cached("DELETE FROM bodies WHERE b >= ?1 AND b < ?2")?
+                .execute([first, first + count])?;
+            None
+        }
+        staged => staged,
+    };
+    let mut seen = conn
+        .prepare_cached("INSERT INTO seen_ids (created_ms, id_prefix, tx) VALUES (?1, ?2, ?3)")?;
+    for (position, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
         let outcome = match content {
             Ok(t) => {
                 let ctx = Ctx::new(
@@ -242,7 +471,7 @@ pub(crate) fn write_block(
                     height,
                     genesis,
                 );
-                let state = SqlState::new(conn);
+                let state = SqlState::writer(conn, index);
                 // Under test, every rule reads through a view that fails on a read the rule
                 // does not declare next to it.
                 #[cfg(test)]
@@ -252,21 +481,59 @@ pub(crate) fn write_block(
             // Its request was executed: the id is seen, nothing else changes.
             Err(invalid) => Err(invalid.reason()),
         };
+        let body_row = match staged {
+            Some((first, _)) => first + position as i64,
+            None => {
+                insert_body.execute([&entry.payload[..]])?;
+                conn.last_insert_rowid()
+            }
+        };
         insert.execute(params![
             height as i64,
-            index as i64,
+            position as i64,
             entry.id.as_slice(),
             kind_column(content),
             entry.timestamp_ms as i64,
-            &entry.payload[..],
+            body_row,
             outcome.as_ref().err(),
         ])?;
-        match outcome {
-            Ok(effects) => apply::apply(conn, conn.last_insert_rowid(), &effects)?,
-            Err(reason) => applied.rejected.push((index, reason)),
+        let tx = conn.last_insert_rowid();
+        let created_ms = content.as_ref().ok().map(|t| t.header.created_ms);
+        seen.execute(params![
+            state::created_column(created_ms),
+            state::id_prefix(&entry.id),
+            tx
+        ])?;
+        let mut values = vec![(index::Tag::Id, entry.id.as_slice())];
+        match &outcome {
+            Ok(effects) => {
+                apply::apply(conn, index, tx, effects)?;
+                values.extend(effects.iter().flat_map(apply::indexed));
+            }
+            Err(reason) => applied.rejected.push((position, reason)),
+        }
+        index.add_row(tx, values);
+    }
+    index.close_epochs(conn)?;
+    Ok(applied)
+}
+
+/// Whether the rows of `bodies` from `first` hold exactly the payloads of `entries`, in order.
+fn staged_bodies_are(conn: &Connection, first: i64, entries: &[crate::Entry]) -> Result<bool> {
+    let mut stmt =
+        conn.prepare_cached("SELECT body FROM bodies WHERE b >= ?1 AND b < ?2 ORDER BY b")?;
+    let mut rows = stmt.query([first, first + entries.len() as i64])?;
+    let mut entries = entries.iter();
+    while let Some(row) = rows.next()? {
+        let body = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+        if entries
+            .next()
+            .is_none_or(|entry| body != &entry.payload[..])
+        {
+            return Ok(false);
         }
     }
-    Ok(applied)
+    Ok(entries.next().is_none())
 }
 
 pub(crate) fn insert_block(conn: &Connection, block: &Block, hash: &Hash) -> Result<()> {
@@ -313,6 +580,7 @@ impl Reader {
         })?;
         busy_timeout(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
+        rusqlite::vtab::array::load_module(&conn)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         schema::check_version(version, path)?;
         if version != schema::VERSION {
@@ -328,6 +596,7 @@ impl Reader {
         Ok(Reader {
             conn,
             path: path.to_path_buf(),
+            index: Index::for_path(path),
         })
     }
 
@@ -452,9 +721,13 @@ pub trait Queries {
     #[doc(hidden)]
     fn connection(&self) -> &Connection;
 
+    /// The lookups by random key of the file read.
+    #[doc(hidden)]
+    fn index(&self) -> &Index;
+
     /// The rules' view of the committed state, for a precheck (`rules::decide` at `T = now`).
     fn state(&self) -> SqlState<'_> {
-        SqlState::new(self.connection())
+        SqlState::reader(self.connection(), self.index())
     }
 
     /// The block at `height`.
@@ -529,14 +802,14 @@ pub trait Queries {
     fn transaction(&self, id: &TxId) -> Result<Option<CommittedTx>> {
         query::tx_where(
             self.connection(),
-            "substr(t.id, 1, 8) = ?1 AND t.id = ?2 AND t.kind != ?3",
-            &[&state::prefix(id), &id.as_slice(), &INVALID_KIND],
+            "t.tx IN rarray(?1) AND t.id = ?2 AND t.kind != ?3",
+            &[&self.state().id_rows(id)?, &id.as_slice(), &INVALID_KIND],
         )
     }
 
     /// Whether an entry with id `id` is on chain.
     fn contains_transaction(&self, id: &TxId) -> Result<bool> {
-        self.state().seen(id)
+        Ok(self.tx_status(id)? != TxStatus::Unknown)
     }
 
     /// The height of the block holding transaction `id`, if on chain.
@@ -554,9 +827,9 @@ pub trait Queries {
             .connection()
             .prepare_cached(
                 "SELECT height, idx, rejected FROM transactions
-                 WHERE substr(id, 1, 8) = ?1 AND id = ?2 ORDER BY tx LIMIT 1",
+                 WHERE tx IN rarray(?1) AND id = ?2 ORDER BY tx LIMIT 1",
             )?
-            .query_row(params![state::prefix(id), id.as_slice()], |r| {
+            .query_row(params![self.state().id_rows(id)?, id.as_slice()], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
@@ -619,8 +892,17 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::ASK_SELECT,
-            "a.person = ?1 AND a.expires_ms > ?2 AND a.answered_tx IS NULL ORDER BY a.tx DESC",
-            &[&person.as_slice(), &(at_ms as i64)],
+            "a.tx IN rarray(?3) AND a.person = ?1 AND a.expires_ms > ?2
+             AND a.answered_tx IS NULL ORDER BY a.tx DESC",
+            &[
+                &person.as_slice(),
+                &(at_ms as i64),
+                &self.state().candidates(
+                    Tag::AskPerson,
+                    person,
+                    state::since(at_ms, rules::ASK_MS),
+                )?,
+            ],
             state::ask_row,
         )
     }
@@ -634,8 +916,17 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::REQUEST_SELECT,
-            "q.patient = ?1 AND q.expires_ms > ?2 AND q.answered_tx IS NULL ORDER BY q.tx DESC",
-            &[&patient.as_slice(), &(at_ms as i64)],
+            "q.tx IN rarray(?3) AND q.patient = ?1 AND q.expires_ms > ?2
+             AND q.answered_tx IS NULL ORDER BY q.tx DESC",
+            &[
+                &patient.as_slice(),
+                &(at_ms as i64),
+                &self.state().candidates(
+                    Tag::RequestPatient,
+                    patient,
+                    state::since(at_ms, rules::REQUEST_MS),
+                )?,
+            ],
             state::request_row,
         )
     }
@@ -645,8 +936,17 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::REQUEST_SELECT,
-            "q.doctor = ?1 AND q.expires_ms > ?2 AND q.answered_tx IS NULL ORDER BY q.tx DESC",
-            &[&doctor.as_slice(), &(at_ms as i64)],
+            "q.tx IN rarray(?3) AND q.doctor = ?1 AND q.expires_ms > ?2
+             AND q.answered_tx IS NULL ORDER BY q.tx DESC",
+            &[
+                &doctor.as_slice(),
+                &(at_ms as i64),
+                &self.state().candidates(
+                    Tag::RequestDoctor,
+                    doctor,
+                    state::since(at_ms, rules::REQUEST_MS),
+                )?,
+            ],
             state::request_row,
         )
     }
@@ -660,8 +960,11 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::GRANT_SELECT,
-            "g.patient = ?1 ORDER BY g.tx DESC",
-            &[&patient.as_slice()],
+            "g.tx IN rarray(?2) AND g.patient = ?1 ORDER BY g.tx DESC",
+            &[
+                &patient.as_slice(),
+                &self.state().candidates(Tag::GrantPatient, patient, None)?,
+            ],
             state::grant_row,
         )
     }
@@ -671,8 +974,20 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::GRANT_SELECT,
-            "g.doctor = ?1 AND g.expires_ms > ?2 ORDER BY g.tx DESC",
-            &[&doctor.as_slice(), &(after_ms as i64)],
+            "g.tx IN rarray(?3) AND g.doctor = ?1 AND g.expires_ms > ?2 ORDER BY g.tx DESC",
+            &[
+                &doctor.as_slice(),
+                &(after_ms as i64),
+                &self.state().candidates(
+                    Tag::GrantDoctor,
+                    doctor,
+                    // No grant lives longer than the longest read grant.
+                    state::since(
+                        after_ms,
+                        rules::READ_GRANT_MAX_MS.max(rules::WRITE_GRANT_MS),
+                    ),
+                )?,
+            ],
             state::grant_row,
         )
     }
@@ -682,8 +997,11 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::RECOVERY_SELECT,
-            "v.person = ?1 ORDER BY v.tx DESC",
-            &[&person.as_slice()],
+            "v.tx IN rarray(?2) AND v.person = ?1 ORDER BY v.tx DESC",
+            &[
+                &person.as_slice(),
+                &self.state().candidates(Tag::RecoveryPerson, person, None)?,
+            ],
             state::recovery_row,
         )
     }
@@ -694,17 +1012,19 @@ pub trait Queries {
         let conn = self.connection();
         // At most one erasure of a transaction erases it (the rule refuses any request after).
         let mut stmt = conn.prepare_cached(
-            "SELECT t.id, t.height, t.idx, b.timestamp_ms, t.body, g.id, r.hospital,
+            "SELECT t.id, t.height, t.idx, b.timestamp_ms, bd.body, g.id, r.hospital,
                     er.id, ea.id, e.answered_ms
              FROM records r JOIN transactions t ON t.tx = r.tx
+             JOIN bodies bd ON bd.b = t.body_row
              JOIN blocks b ON b.height = t.height
              JOIN transactions g ON g.tx = r.grant_tx
              LEFT JOIN erasures e ON e.target_tx = r.tx AND e.decision = 0
              LEFT JOIN transactions er ON er.tx = e.tx
              LEFT JOIN transactions ea ON ea.tx = e.answered_tx
-             WHERE r.patient = ?1 ORDER BY r.tx",
+             WHERE r.tx IN rarray(?2) AND r.patient = ?1 ORDER BY r.tx",
         )?;
-        let mut rows = stmt.query([patient.as_slice()])?;
+        let candidates = self.state().candidates(Tag::RecordPatient, patient, None)?;
+        let mut rows = stmt.query(params![patient.as_slice(), candidates])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let payload: Vec<u8> = r.get(4)?;
@@ -775,8 +1095,13 @@ pub trait Queries {
         state::rows(
             self.connection(),
             state::ERASURE_SELECT,
-            "e.patient = ?1 ORDER BY e.tx DESC",
-            &[&patient.as_slice()],
+            "e.tx IN rarray(?2) AND e.patient = ?1 ORDER BY e.tx DESC",
+            &[
+                &patient.as_slice(),
+                &self
+                    .state()
+                    .candidates(Tag::ErasurePatient, patient, None)?,
+            ],
             state::erasure_row,
         )
     }
@@ -801,8 +1126,11 @@ pub trait Queries {
              FROM accesses a JOIN transactions t ON t.tx = a.tx
              JOIN blocks b ON b.height = t.height
              LEFT JOIN transactions g ON g.tx = a.grant_tx",
-            "a.patient = ?1 ORDER BY a.tx",
-            &[&patient.as_slice()],
+            "a.tx IN rarray(?2) AND a.patient = ?1 ORDER BY a.tx",
+            &[
+                &patient.as_slice(),
+                &self.state().candidates(Tag::AccessPatient, patient, None)?,
+            ],
             |r| {
                 Ok(AccessEntry {
                     tx_id: state::fixed(r.get(0)?, "transaction id")?,
@@ -826,11 +1154,19 @@ impl Queries for Store {
     fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    fn index(&self) -> &Index {
+        &self.index
+    }
 }
 
 impl Queries for Reader {
     fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    fn index(&self) -> &Index {
+        &self.index
     }
 }
 
@@ -858,7 +1194,8 @@ pub(crate) mod query {
             return Ok(None);
         };
         let mut stmt = conn.prepare_cached(
-            "SELECT id, timestamp_ms, body FROM transactions WHERE height = ?1 ORDER BY idx",
+            "SELECT t.id, t.timestamp_ms, bd.body FROM transactions t
+             JOIN bodies bd ON bd.b = t.body_row WHERE t.height = ?1 ORDER BY t.idx",
         )?;
         let mut entries = Vec::new();
         let mut rows = stmt.query([height as i64])?;
@@ -884,8 +1221,9 @@ pub(crate) mod query {
     ) -> Result<Option<CommittedTx>> {
         let found = state::rows(
             conn,
-            "SELECT t.id, t.height, t.idx, b.timestamp_ms, t.body, t.rejected
-             FROM transactions t JOIN blocks b ON b.height = t.height",
+            "SELECT t.id, t.height, t.idx, b.timestamp_ms, bd.body, t.rejected
+             FROM transactions t JOIN blocks b ON b.height = t.height
+             JOIN bodies bd ON bd.b = t.body_row",
             &format!("{condition} ORDER BY t.tx LIMIT 1"),
             args,
             |r| {
@@ -901,5 +1239,99 @@ pub(crate) mod query {
             },
         )?;
         Ok(found.into_iter().next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::TestNet;
+
+    /// The proposal a node would have persisted for `block`.
+    fn proposal_of(block: &Block) -> pbft::Proposal {
+        pbft::Proposal {
+            seq: block.header.height,
+            view: block.header.view,
+            proposer: block.header.proposer,
+            prev: block.header.prev_hash,
+            time_ms: block.header.timestamp_ms,
+            requests: block.entries.clone(),
+        }
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// docs/STORAGE.md §3: a staged proposal survives a restart, and the block it becomes
+    /// names its bodies instead of storing them again; the chain reads and verifies as one
+    /// appended without staging.
+    #[test]
+    fn a_staged_proposal_becomes_its_block_without_a_second_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&path, 3, 4).unwrap();
+        let txs = (12..17).map(|i| net.sample_tx(i)).collect();
+        let block = net.next_block(store.head(), txs);
+        let digest = block.hash();
+        let proposal = proposal_of(&block);
+        assert_eq!(crate::proposal_digest(&proposal), digest);
+        store.stage_proposal(&digest, &proposal).unwrap();
+        store.stage_proposal(&digest, &proposal).unwrap();
+        assert_eq!(count(&store, "bodies"), 12 + 5);
+        drop(store);
+
+        let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        assert_eq!(store.proposal(&digest).unwrap(), Some(proposal.clone()));
+        net.append(&mut store, &block).unwrap();
+        assert_eq!(count(&store, "bodies"), 12 + 5, "no second copy");
+        assert_eq!(count(&store, "proposals"), 0);
+        assert_eq!(store.block(4).unwrap(), Some(block));
+        assert_eq!(store.proposal(&digest).unwrap(), Some(proposal));
+        crate::verify::verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
+    }
+
+    /// Staged proposals no block committed are deleted with their bodies once the node's
+    /// records no longer name them; a committed one's bodies stay.
+    #[test]
+    fn dropping_staged_proposals_keeps_the_bodies_blocks_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&path, 3, 4).unwrap();
+        let txs: Vec<SignedTx> = (12..17).map(|i| net.sample_tx(i)).collect();
+        let committed = net.next_block(store.head(), txs.clone());
+        // Another proposal for the same height (a later view's, say), never committed.
+        let entries = txs[..2].iter().map(|t| net.request(t)).collect();
+        let other = net.block_at(store.head(), crate::testkit::block_time(4) + 7, entries);
+        for block in [&committed, &other] {
+            store
+                .stage_proposal(&block.hash(), &proposal_of(block))
+                .unwrap();
+        }
+        assert_eq!(count(&store, "bodies"), 12 + 5 + 2);
+        net.append(&mut store, &committed).unwrap();
+        store.drop_proposals_through(4).unwrap();
+        assert_eq!(count(&store, "bodies"), 12 + 5);
+        assert_eq!(count(&store, "proposals"), 0);
+        assert_eq!(store.proposal(&other.hash()).unwrap(), None);
+        assert!(store.proposal(&committed.hash()).unwrap().is_some());
+        crate::verify::verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
+    }
+
+    #[test]
+    fn a_proposal_is_staged_only_under_its_own_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&dir.path().join("chain.db"), 2, 2).unwrap();
+        let block = net.next_block(store.head(), vec![net.sample_tx(4)]);
+        let mut proposal = proposal_of(&block);
+        proposal.time_ms += 1;
+        assert!(store.stage_proposal(&block.hash(), &proposal).is_err());
+        assert_eq!(count(&store, "proposals"), 0);
     }
 }

@@ -327,6 +327,91 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX erasures_by_hospital ON erasures(hospital, answered_tx);
     CREATE INDEX erasures_by_target ON erasures(target_tx);
     ",
+    // 6 (issue 11, docs/STORAGE.md): lookups by random key without random inserts (§1), and
+    // each entry's bytes stored once (§3).
+    //
+    // The entries' payloads move to `bodies`, one row each, and `transactions.body_row` names
+    // the row: a node stages the bodies of a proposal when it persists its pre-prepare
+    // (`proposals`, the proposal without its payloads), and the block that commits it refers to
+    // them instead of storing them again.
+    //
+    // Lookups by random key (§1). The
+    // indexes keyed by transaction id and by person cost a leaf page per insert once larger
+    // than a block; they are replaced by `seen_ids`, ordered by the signer's clock (the
+    // duplicate check: honest signers stamp the present, so a block's rows go to the last
+    // pages), and the epoch index's sorted runs (`store::index`). Both are derived state,
+    // written in each block's transaction and compared by verification; `seen_ids` and the
+    // runs of a store of version 5 are filled in by [`fill_version_6`] in this migration's
+    // transaction. Blocks hash as before.
+    "
+    CREATE TABLE bodies (
+        b    INTEGER PRIMARY KEY,
+        body BLOB NOT NULL
+    );
+    INSERT INTO bodies (b, body) SELECT tx, body FROM transactions ORDER BY tx;
+    -- `body_row`: the row of `bodies` holding the entry's payload.
+    CREATE TABLE transactions_6 (
+        tx           INTEGER PRIMARY KEY,
+        height       INTEGER NOT NULL,
+        idx          INTEGER NOT NULL,
+        id           BLOB NOT NULL,
+        kind         TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        body_row     INTEGER NOT NULL,
+        rejected     TEXT
+    );
+    INSERT INTO transactions_6 (tx, height, idx, id, kind, timestamp_ms, body_row, rejected)
+        SELECT tx, height, idx, id, kind, timestamp_ms, tx, rejected FROM transactions ORDER BY tx;
+    DROP TABLE transactions;
+    ALTER TABLE transactions_6 RENAME TO transactions;
+    CREATE UNIQUE INDEX transactions_by_position ON transactions(height, idx);
+
+    -- Proposals a node staged and no block has committed yet: the proposal without its
+    -- payloads (`skeleton`, borsh), which are the `count` rows of `bodies` from `first_body`.
+    CREATE TABLE proposals (
+        digest     BLOB PRIMARY KEY,
+        seq        INTEGER NOT NULL,
+        first_body INTEGER NOT NULL,
+        count      INTEGER NOT NULL,
+        skeleton   BLOB NOT NULL
+    );
+
+    DROP INDEX records_by_patient;
+    DROP INDEX accesses_by_patient;
+    DROP INDEX grants_by_patient;
+    DROP INDEX grants_by_doctor;
+    DROP INDEX requests_by_patient;
+    DROP INDEX asks_by_person;
+    DROP INDEX recoveries_by_person;
+    DROP INDEX erasures_by_patient;
+
+    -- Every entry of `transactions`, by the `created_ms` of its signed header (-1 for an entry
+    -- that carries no valid transaction) and the first 8 bytes of its id.
+    CREATE TABLE seen_ids (
+        created_ms INTEGER NOT NULL,
+        id_prefix  INTEGER NOT NULL,
+        tx         INTEGER NOT NULL,
+        PRIMARY KEY (created_ms, id_prefix, tx)
+    ) WITHOUT ROWID;
+
+    -- The epoch index's runs: one per closed epoch, its entries sorted by key.
+    CREATE TABLE index_runs (
+        epoch INTEGER NOT NULL,
+        key   INTEGER NOT NULL,
+        tx    INTEGER NOT NULL,
+        PRIMARY KEY (epoch, key, tx)
+    ) WITHOUT ROWID;
+
+    -- Each closed epoch: its last row (`tx`), the times of its first and last blocks, and the
+    -- Bloom filter of the ids in its run (`store::index::IdFilter`).
+    CREATE TABLE index_epochs (
+        epoch    INTEGER PRIMARY KEY,
+        tx       INTEGER NOT NULL,
+        first_ms INTEGER NOT NULL,
+        last_ms  INTEGER NOT NULL,
+        ids      BLOB NOT NULL
+    );
+    ",
 ];
 
 /// The derived tables, each with the order verification compares them in: what the rules
@@ -342,6 +427,9 @@ pub const DERIVED: &[(&str, &str)] = &[
     ("records", "tx"),
     ("accesses", "tx"),
     ("erasures", "tx"),
+    ("seen_ids", "created_ms, id_prefix, tx"),
+    ("index_runs", "epoch, key, tx"),
+    ("index_epochs", "epoch"),
 ];
 
 /// The first schema version of the chain format this program reads: records, requests and
@@ -373,20 +461,54 @@ pub fn check_version(found: i64, path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Brings the schema up to [`VERSION`], refusing a store [`check_version`] refuses.
+/// Brings the schema up to [`VERSION`], refusing a store [`check_version`] refuses, and gives
+/// the connection the `rarray` table function the queries pass candidate rows with.
 pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
+    rusqlite::vtab::array::load_module(conn)?;
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     check_version(found, path)?;
     if found == VERSION {
         return Ok(());
     }
     let tx = conn.transaction()?;
-    for sql in &MIGRATIONS[found as usize..] {
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.execute_batch(sql)?;
+        if index + 1 == 6 {
+            fill_version_6(&tx)?;
+        }
     }
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+/// Migration 6's rows: `seen_ids` from every entry of `transactions` (the `created_ms` of its
+/// header, read from its bytes) and the runs of every complete epoch.
+fn fill_version_6(conn: &Connection) -> Result<()> {
+    {
+        let mut select = conn.prepare(
+            "SELECT t.tx, t.id, t.kind, bd.body FROM transactions t
+             JOIN bodies bd ON bd.b = t.body_row ORDER BY t.tx",
+        )?;
+        let mut insert =
+            conn.prepare("INSERT INTO seen_ids (created_ms, id_prefix, tx) VALUES (?1, ?2, ?3)")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let (tx, id, kind, body): (i64, Vec<u8>, String, Vec<u8>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let created_ms = if kind == super::INVALID_KIND {
+                None
+            } else {
+                Some(crate::SignedTx::from_bytes(&body)?.header.created_ms)
+            };
+            insert.execute(rusqlite::params![
+                super::state::created_column(created_ms),
+                super::state::id_prefix(&id),
+                tx
+            ])?;
+        }
+    }
+    super::index::Index::default().close_epochs(conn)
 }
 
 #[cfg(test)]

@@ -3,14 +3,21 @@
 //! over a reader's snapshot for a precheck), and the row decoding the queries share.
 //!
 //! Derived rows are keyed by `tx`, the row of the transaction that made them in `transactions`
-//! (appended in chain order, so inserts are cheap), and found by transaction id through that
-//! table's one id index; references to other transactions (`used_tx`, `revoked_tx`, ...) are
+//! (appended in chain order, so inserts are cheap), and found by transaction id or by person
+//! through the epoch index ([`super::index`]), whose candidates each query checks against the
+//! whole value on the row; references to other transactions (`used_tx`, `revoked_tx`, ...) are
 //! rows too, joined back to ids when read.
+use std::rc::Rc;
+
+use rusqlite::types::Value;
+use rusqlite::vtab::array::Array;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::index::{Index, Tag};
+
 use crate::rules::{
-    Answer, AskRow, ErasureAnswer, ErasureRow, GrantRow, KeyRow, PersonRow, RecoveryRow,
-    RequestRow, SealedRow, StateView,
+    ASK_MS, Answer, AskRow, ErasureAnswer, ErasureRow, GrantRow, KeyRow, PersonRow, REQUEST_MS,
+    RecoveryRow, RequestRow, SealedRow, StateView,
 };
 use crate::tx::{
     AskWhat, Attested, Decision, KeyKind, PersonId, PublicKey, Refusal, Role, Scope, SignerKind,
@@ -21,17 +28,91 @@ use crate::{Error, Result};
 /// The rules' view of the chain through `conn`.
 pub struct SqlState<'c> {
     pub(crate) conn: &'c Connection,
+    pub(crate) index: &'c Index,
+    /// Through a reader: the index catches up with the committed rows before each lookup (the
+    /// writer's is current: it adds each row as it writes it).
+    catch_up: bool,
 }
 
 impl<'c> SqlState<'c> {
-    pub(crate) fn new(conn: &'c Connection) -> Self {
-        SqlState { conn }
+    /// The view of the writer, inside its block's transaction.
+    pub(crate) fn writer(conn: &'c Connection, index: &'c Index) -> Self {
+        SqlState {
+            conn,
+            index,
+            catch_up: false,
+        }
+    }
+
+    /// The view of the committed state through a reader (or the writer between blocks).
+    pub(crate) fn reader(conn: &'c Connection, index: &'c Index) -> Self {
+        SqlState {
+            conn,
+            index,
+            catch_up: true,
+        }
+    }
+
+    /// The rows whose `tag` column may hold `value` (see [`Index::rows`]), as an `rarray`
+    /// parameter.
+    pub(crate) fn candidates(
+        &self,
+        tag: Tag,
+        value: &[u8],
+        since_ms: Option<u64>,
+    ) -> Result<Array> {
+        if self.catch_up {
+            self.index.catch_up(self.conn)?;
+        }
+        let rows = self.index.rows(self.conn, tag, value, since_ms)?;
+        Ok(Rc::new(rows.into_iter().map(Value::Integer).collect()))
+    }
+
+    /// The rows of entries with id `id` (candidates: compare `id` on the row), from the
+    /// newest down to the first occurrence of the id: a valid entry not rejected as a duplicate
+    /// (any earlier entry with its id would have made it one), which every lookup by id wants
+    /// or comes after. Lookups of recent transactions read no run.
+    pub(crate) fn id_rows(&self, id: &TxId) -> Result<Array> {
+        if self.catch_up {
+            self.index.catch_up(self.conn)?;
+        }
+        let mut first = self.conn.prepare_cached(
+            "SELECT 1 FROM transactions WHERE tx IN rarray(?1) AND id = ?2 AND kind != ?3
+             AND (rejected IS NULL OR rejected != ?4)",
+        )?;
+        let rows = self
+            .index
+            .rows_until(self.conn, Tag::Id, id, None, |found| {
+                let found: Array = Rc::new(found.iter().copied().map(Value::Integer).collect());
+                Ok(first.exists(params![
+                    found,
+                    id.as_slice(),
+                    super::INVALID_KIND,
+                    crate::rules::reason::DUPLICATE
+                ])?)
+            })?;
+        Ok(Rc::new(rows.into_iter().map(Value::Integer).collect()))
     }
 }
 
-/// The indexed prefix of an id (`substr(id, 1, 8)` in SQL).
-pub(crate) fn prefix(id: &[u8; 32]) -> &[u8] {
-    &id[..8]
+/// `seen_ids.created_ms` of an entry: its header's `created_ms`, or -1 for an entry that carries
+/// no valid transaction.
+pub(crate) fn created_column(created_ms: Option<u64>) -> i64 {
+    created_ms.map_or(-1, |ms| ms as i64)
+}
+
+/// `seen_ids.id_prefix`: the id's first 8 bytes.
+pub(crate) fn id_prefix(id: &[u8]) -> i64 {
+    let mut bytes = [0u8; 8];
+    let n = id.len().min(8);
+    bytes[..n].copy_from_slice(&id[..n]);
+    i64::from_be_bytes(bytes)
+}
+
+/// The earliest block time of a row that can still be pending at `at_ms` if rows live `life_ms`
+/// after their block: older epochs' runs need not be read.
+pub(crate) fn since(at_ms: u64, life_ms: u64) -> Option<u64> {
+    Some(at_ms.saturating_sub(life_ms))
 }
 
 pub(crate) fn fixed<const N: usize>(bytes: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
@@ -133,8 +214,8 @@ fn ms(v: i64) -> u64 {
     v as u64
 }
 
-/// The `WHERE` that finds the rows of transaction `?1`/`?2` (prefix, whole id) as `t`.
-const BY_ID: &str = "substr(t.id, 1, 8) = ?1 AND t.id = ?2";
+/// The `WHERE` that finds the rows of transaction `?2` among the candidates `?1` as `t`.
+const BY_ID: &str = "t.tx IN rarray(?1) AND t.id = ?2";
 
 pub(crate) const PERSON_SELECT: &str = "SELECT p.person, p.role, p.department, p.name, p.home, t.id
      FROM persons p JOIN transactions t ON t.tx = p.tx";
@@ -285,16 +366,17 @@ pub(crate) fn erasure_row(r: &Row<'_>) -> Result<ErasureRow> {
 }
 
 /// The applied sealed transactions: records, requests and grants, with their patient and
-/// sealer, as `(id, patient, sealer)` rows found by the transaction's id (`?1`, `?2`).
+/// sealer, as `(id, patient, sealer)` rows found by the transaction's id (`?2`, among the
+/// candidate rows `?1`).
 const SEALED_BY_ID: &str = "
     SELECT t.id, r.patient, r.hospital FROM records r JOIN transactions t ON t.tx = r.tx
-     WHERE substr(t.id, 1, 8) = ?1 AND t.id = ?2
+     WHERE t.tx IN rarray(?1) AND t.id = ?2
     UNION ALL
     SELECT t.id, q.patient, q.doctor_home FROM requests q JOIN transactions t ON t.tx = q.tx
-     WHERE substr(t.id, 1, 8) = ?1 AND t.id = ?2
+     WHERE t.tx IN rarray(?1) AND t.id = ?2
     UNION ALL
     SELECT t.id, g.patient, g.sealer FROM grants g JOIN transactions t ON t.tx = g.tx
-     WHERE substr(t.id, 1, 8) = ?1 AND t.id = ?2";
+     WHERE t.tx IN rarray(?1) AND t.id = ?2";
 
 /// The rows `select ... WHERE condition` finds, decoded by `decode`.
 pub(crate) fn rows<T>(
@@ -315,16 +397,21 @@ pub(crate) fn rows<T>(
 
 /// The row of the applied transaction `id` in `select`'s table, if any.
 fn by_id<T>(
-    conn: &Connection,
+    state: &SqlState<'_>,
     select: &str,
     id: &TxId,
     decode: fn(&Row<'_>) -> Result<T>,
 ) -> Result<Option<T>> {
-    Ok(
-        rows(conn, select, BY_ID, &[&prefix(id), &id.as_slice()], decode)?
-            .into_iter()
-            .next(),
-    )
+    let candidates = state.id_rows(id)?;
+    Ok(rows(
+        state.conn,
+        select,
+        BY_ID,
+        &[&candidates, &id.as_slice()],
+        decode,
+    )?
+    .into_iter()
+    .next())
 }
 
 fn count(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize> {
@@ -333,11 +420,18 @@ fn count(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<
 }
 
 impl StateView for SqlState<'_> {
-    fn seen(&self, id: &TxId) -> Result<bool> {
+    fn seen(&self, id: &TxId, created_ms: u64) -> Result<bool> {
         Ok(self
             .conn
-            .prepare_cached("SELECT 1 FROM transactions WHERE substr(id, 1, 8) = ?1 AND id = ?2")?
-            .exists(params![prefix(id), id.as_slice()])?)
+            .prepare_cached(
+                "SELECT 1 FROM seen_ids s JOIN transactions t ON t.tx = s.tx
+                 WHERE s.created_ms IN (?1, -1) AND s.id_prefix = ?2 AND t.id = ?3",
+            )?
+            .exists(params![
+                created_column(Some(created_ms)),
+                id_prefix(id),
+                id.as_slice()
+            ])?)
     }
 
     fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
@@ -382,28 +476,35 @@ impl StateView for SqlState<'_> {
     }
 
     fn ask(&self, id: &TxId) -> Result<Option<AskRow>> {
-        by_id(self.conn, ASK_SELECT, id, ask_row)
+        by_id(self, ASK_SELECT, id, ask_row)
     }
 
     fn pending_asks(&self, person: &PersonId, validator: u32, at_ms: u64) -> Result<usize> {
+        let candidates = self.candidates(Tag::AskPerson, person, since(at_ms, ASK_MS))?;
         count(
             self.conn,
-            "SELECT COUNT(*) FROM asks WHERE person = ?1 AND validator = ?2 AND expires_ms > ?3
-             AND answered_tx IS NULL",
-            &[&person.as_slice(), &validator, &(at_ms as i64)],
+            "SELECT COUNT(*) FROM asks WHERE tx IN rarray(?4) AND person = ?1 AND validator = ?2
+             AND expires_ms > ?3 AND answered_tx IS NULL",
+            &[&person.as_slice(), &validator, &(at_ms as i64), &candidates],
         )
     }
 
     fn request(&self, id: &TxId) -> Result<Option<RequestRow>> {
-        by_id(self.conn, REQUEST_SELECT, id, request_row)
+        by_id(self, REQUEST_SELECT, id, request_row)
     }
 
     fn pending_requests(&self, doctor: &PersonId, patient: &PersonId, at_ms: u64) -> Result<usize> {
+        let candidates = self.candidates(Tag::RequestPatient, patient, since(at_ms, REQUEST_MS))?;
         count(
             self.conn,
-            "SELECT COUNT(*) FROM requests WHERE patient = ?1 AND expires_ms > ?2
-             AND answered_tx IS NULL AND doctor = ?3",
-            &[&patient.as_slice(), &(at_ms as i64), &doctor.as_slice()],
+            "SELECT COUNT(*) FROM requests WHERE tx IN rarray(?4) AND patient = ?1
+             AND expires_ms > ?2 AND answered_tx IS NULL AND doctor = ?3",
+            &[
+                &patient.as_slice(),
+                &(at_ms as i64),
+                &doctor.as_slice(),
+                &candidates,
+            ],
         )
     }
 
@@ -413,25 +514,34 @@ impl StateView for SqlState<'_> {
         patient: &PersonId,
         at_ms: u64,
     ) -> Result<usize> {
+        let candidates = self.candidates(Tag::RequestPatient, patient, since(at_ms, REQUEST_MS))?;
         count(
             self.conn,
-            "SELECT COUNT(*) FROM requests WHERE patient = ?1 AND expires_ms > ?2
-             AND answered_tx IS NULL
+            "SELECT COUNT(*) FROM requests WHERE tx IN rarray(?4) AND patient = ?1
+             AND expires_ms > ?2 AND answered_tx IS NULL
              AND doctor_home = (SELECT home FROM persons WHERE person = ?3)",
-            &[&patient.as_slice(), &(at_ms as i64), &doctor.as_slice()],
+            &[
+                &patient.as_slice(),
+                &(at_ms as i64),
+                &doctor.as_slice(),
+                &candidates,
+            ],
         )
     }
 
     fn grant(&self, id: &TxId) -> Result<Option<GrantRow>> {
-        by_id(self.conn, GRANT_SELECT, id, grant_row)
+        by_id(self, GRANT_SELECT, id, grant_row)
     }
 
     fn pending_recovery(&self, person: &PersonId, at_ms: u64) -> Result<Option<RecoveryRow>> {
+        // A recovery's wait is the chain's (`recovery_wait_ms`), unknown here: every epoch.
+        let candidates = self.candidates(Tag::RecoveryPerson, person, None)?;
         Ok(rows(
             self.conn,
             RECOVERY_SELECT,
-            "v.person = ?1 AND v.effective_ms > ?2 AND v.cancelled_tx IS NULL",
-            &[&person.as_slice(), &(at_ms as i64)],
+            "v.tx IN rarray(?3) AND v.person = ?1 AND v.effective_ms > ?2
+             AND v.cancelled_tx IS NULL ORDER BY v.tx",
+            &[&person.as_slice(), &(at_ms as i64), &candidates],
             recovery_row,
         )?
         .into_iter()
@@ -439,8 +549,9 @@ impl StateView for SqlState<'_> {
     }
 
     fn sealed(&self, id: &TxId) -> Result<Option<SealedRow>> {
+        let candidates = self.id_rows(id)?;
         let mut stmt = self.conn.prepare_cached(SEALED_BY_ID)?;
-        let mut found = stmt.query(params![prefix(id), id.as_slice()])?;
+        let mut found = stmt.query(params![candidates, id.as_slice()])?;
         let Some(r) = found.next()? else {
             return Ok(None);
         };
@@ -452,15 +563,16 @@ impl StateView for SqlState<'_> {
     }
 
     fn erasure(&self, id: &TxId) -> Result<Option<ErasureRow>> {
-        by_id(self.conn, ERASURE_SELECT, id, erasure_row)
+        by_id(self, ERASURE_SELECT, id, erasure_row)
     }
 
     fn erasure_of(&self, target: &TxId) -> Result<Option<ErasureRow>> {
+        let candidates = self.id_rows(target)?;
         Ok(rows(
             self.conn,
             ERASURE_SELECT,
-            "substr(tg.id, 1, 8) = ?1 AND tg.id = ?2 ORDER BY e.tx DESC LIMIT 1",
-            &[&prefix(target), &target.as_slice()],
+            "tg.tx IN rarray(?1) AND tg.id = ?2 ORDER BY e.tx DESC LIMIT 1",
+            &[&candidates, &target.as_slice()],
             erasure_row,
         )?
         .into_iter()
@@ -468,14 +580,19 @@ impl StateView for SqlState<'_> {
     }
 }
 
-/// The row in `transactions` of the applied transaction `id` (the one whose effects are in the
-/// derived tables; a later duplicate or an invalid entry under the same id is rejected).
-pub(crate) fn tx_row(conn: &Connection, id: &TxId) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT tx FROM transactions WHERE substr(id, 1, 8) = ?1 AND id = ?2
-             AND rejected IS NULL ORDER BY tx LIMIT 1",
-        )?
-        .query_row(params![prefix(id), id.as_slice()], |r| r.get(0))
-        .optional()?)
+impl SqlState<'_> {
+    /// The row in `transactions` of the applied transaction `id` (the one whose effects are in
+    /// the derived tables; a later duplicate or an invalid entry under the same id is
+    /// rejected).
+    pub(crate) fn tx_row(&self, id: &TxId) -> Result<Option<i64>> {
+        let candidates = self.id_rows(id)?;
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT tx FROM transactions WHERE tx IN rarray(?1) AND id = ?2
+                 AND rejected IS NULL ORDER BY tx LIMIT 1",
+            )?
+            .query_row(params![candidates, id.as_slice()], |r| r.get(0))
+            .optional()?)
+    }
 }

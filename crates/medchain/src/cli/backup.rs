@@ -43,7 +43,14 @@ const APP_DB: &str = "app.db";
 /// chain.db (committed): each store is copied before the ones whose writes come first, so
 /// that every step a copy holds has the steps it came from in the copies taken after it, as
 /// after a crash (a keys.db ahead of chain.db is the state §5.6 of docs/SECURITY.md resumes).
-const STORES: [&str; 4] = ["chain.db", "node.db", KEYS_DB, APP_DB];
+/// Except node.db, copied first: its protocol records name proposals staged in chain.db
+/// before them (docs/STORAGE.md §3), which a later copy of chain.db holds (or the blocks
+/// they became, or, dropped by a compaction, they were about decided sequence numbers and are
+/// left out on restore). A transaction accepted after node.db's copy is in neither unless
+/// chain.db's copy holds its block, as one accepted after the last copy always was.
+const STORES: [&str; 4] = ["node.db", CHAIN_DB, KEYS_DB, APP_DB];
+/// The store whose presence makes a folder a validator's.
+const CHAIN_DB: &str = "chain.db";
 /// The other files of a validator that a restore on a new disk needs; none is a secret in
 /// clear (`node.key` is sealed under the operator key).
 const FILES: [&str; 3] = [NODE_KEY_FILE, SALT_FILE, CONFIG_FILE];
@@ -161,7 +168,7 @@ impl Place {
             });
         }
         let dir = data_dir.context("give --data-dir DIR or --config FILE")?;
-        if dir.join(STORES[0]).exists() {
+        if dir.join(CHAIN_DB).exists() {
             let name = dir
                 .canonicalize()?
                 .file_name()

@@ -50,6 +50,7 @@ pub fn run(
     let (mut committed, mut stored_bytes) = (0u64, 0f64);
     let mut used = Used {
         write_bytes: Some(0),
+        written_by_calls: Some(0),
         ..Used::default()
     };
     Process::This.reset_peak_rss();

@@ -48,6 +48,16 @@ pub struct BenchReport {
     /// `write_bytes_per_tx_per_validator` over `tx_bytes`.
     pub write_amplification: Option<f64>,
     pub index_write_bytes_per_tx_per_validator: Option<f64>,
+    /// Bytes handed to `write` and `pwrite` per committed transaction per validator (`wchar` of
+    /// `/proc/<pid>/io`), counted like `write_bytes_per_tx_per_validator`. `write_bytes` is
+    /// counted when a page of the page cache turns dirty, a whole folio at a time: on kernels
+    /// that cache files in large folios (ext4 since Linux 6.x) one 4 KiB page written into a
+    /// file read or written sequentially counts as the whole folio (up to 2 MiB), while only the
+    /// page goes to the disk. Embedded and in the ceiling every such call is to a file; with
+    /// `--processes` the peer sockets' bytes count too.
+    pub call_write_bytes_per_tx_per_validator: Option<f64>,
+    /// `call_write_bytes_per_tx_per_validator` over `tx_bytes`.
+    pub call_write_amplification: Option<f64>,
     /// Why a figure above is null, by its name.
     pub why_null: BTreeMap<&'static str, &'static str>,
     pub peak_rss_bytes_per_validator: Option<u64>,
@@ -114,6 +124,13 @@ impl BenchReport {
             .and_then(|bytes| per_tx(bytes as f64 / validators));
         self.write_amplification = self
             .write_bytes_per_tx_per_validator
+            .filter(|_| self.tx_bytes > 0.0)
+            .map(|bytes| bytes / self.tx_bytes);
+        self.call_write_bytes_per_tx_per_validator = used
+            .written_by_calls
+            .and_then(|bytes| per_tx(bytes as f64 / validators));
+        self.call_write_amplification = self
+            .call_write_bytes_per_tx_per_validator
             .filter(|_| self.tx_bytes > 0.0)
             .map(|bytes| bytes / self.tx_bytes);
         if self.write_bytes_per_tx_per_validator.is_none() {
@@ -202,6 +219,14 @@ impl BenchReport {
             (
                 "write amplification",
                 or_null(self.write_amplification.map(|a| format!("{a:.1}"))),
+            ),
+            (
+                "handed to write calls",
+                or_null(
+                    self.call_write_bytes_per_tx_per_validator
+                        .zip(self.call_write_amplification)
+                        .map(|(b, a)| format!("{b:.0} bytes per tx per validator ({a:.1} x)")),
+                ),
             ),
             (
                 "index bytes per tx per validator",
@@ -468,6 +493,7 @@ mod tests {
         report.set_usage(&super::super::usage::Used {
             cpu: Duration::from_secs(2),
             write_bytes: Some(4 * 12_345 * 3_000),
+            written_by_calls: Some(4 * 12_345 * 1_200),
             peak_rss_bytes: Some(400_000_000),
         });
         report
@@ -512,6 +538,8 @@ mod tests {
         assert!((json["cpu_us_per_tx"].as_f64().unwrap() - 162.0).abs() < 1.0);
         assert_eq!(json["write_bytes_per_tx_per_validator"], 3_000.0);
         assert_eq!(json["write_amplification"], 5.0);
+        assert_eq!(json["call_write_bytes_per_tx_per_validator"], 1_200.0);
+        assert_eq!(json["call_write_amplification"], 2.0);
         assert_eq!(json["peak_rss_bytes_per_validator"], 100_000_000);
         assert!(json["index_write_bytes_per_tx_per_validator"].is_null());
         assert!(json["efficiency"].is_null());

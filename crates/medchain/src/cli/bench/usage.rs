@@ -11,6 +11,9 @@ pub struct Usage {
     pub cpu: Duration,
     /// Bytes the process caused to be sent to storage so far (`write_bytes` of `io`).
     pub write_bytes: Option<u64>,
+    /// Bytes the process handed to `write`-like calls so far (`wchar` of `io`): files, and in
+    /// a validator process its sockets too.
+    pub written_by_calls: Option<u64>,
     /// The peak resident set size (`VmHWM` of `status`).
     pub peak_rss_bytes: Option<u64>,
 }
@@ -33,11 +36,13 @@ impl Process {
     /// What the process has used so far (zero CPU if `/proc` cannot be read).
     pub fn usage(self) -> Usage {
         let read = |file| std::fs::read_to_string(self.path(file)).ok();
+        let io = read("io");
         Usage {
             cpu: read("stat")
                 .and_then(|stat| cpu_of_stat(&stat))
                 .unwrap_or_default(),
-            write_bytes: read("io").and_then(|io| field(&io, "write_bytes:")),
+            write_bytes: io.as_deref().and_then(|io| field(io, "write_bytes:")),
+            written_by_calls: io.as_deref().and_then(|io| field(io, "wchar:")),
             peak_rss_bytes: read("status")
                 .and_then(|status| field(&status, "VmHWM:"))
                 .map(|kib| kib * 1024),
@@ -89,6 +94,8 @@ pub struct Used {
     pub cpu: Duration,
     /// Summed over the processes; `None` if any did not tell.
     pub write_bytes: Option<u64>,
+    /// Summed over the processes; `None` if any did not tell.
+    pub written_by_calls: Option<u64>,
     /// The largest peak among the processes.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -98,10 +105,16 @@ impl Used {
     pub fn add(self, other: Used) -> Used {
         Used {
             cpu: self.cpu + other.cpu,
-            write_bytes: self.write_bytes.zip(other.write_bytes).map(|(a, b)| a + b),
+            write_bytes: sum(self.write_bytes, other.write_bytes),
+            written_by_calls: sum(self.written_by_calls, other.written_by_calls),
             peak_rss_bytes: self.peak_rss_bytes.max(other.peak_rss_bytes),
         }
     }
+}
+
+/// `a + b`, or `None` if either is unknown.
+fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    a.zip(b).map(|(a, b)| a + b)
 }
 
 impl Meter {
@@ -117,15 +130,20 @@ impl Meter {
     pub fn used(&self) -> Used {
         let mut used = Used {
             write_bytes: Some(0),
+            written_by_calls: Some(0),
             ..Used::default()
         };
         for (process, start) in self.processes.iter().zip(&self.at_start) {
             let now = process.usage();
             used.cpu += now.cpu.saturating_sub(start.cpu);
-            used.write_bytes = used
-                .write_bytes
-                .zip(now.write_bytes.zip(start.write_bytes))
-                .map(|(sum, (now, start))| sum + now.saturating_sub(start));
+            let since = |now: Option<u64>, start: Option<u64>| {
+                now.zip(start).map(|(now, start)| now.saturating_sub(start))
+            };
+            used.write_bytes = sum(used.write_bytes, since(now.write_bytes, start.write_bytes));
+            used.written_by_calls = sum(
+                used.written_by_calls,
+                since(now.written_by_calls, start.written_by_calls),
+            );
             used.peak_rss_bytes = used.peak_rss_bytes.max(now.peak_rss_bytes);
         }
         used

@@ -1,0 +1,865 @@
+//! The epoch index: the chain's lookups by random key (a transaction by its id, a person's
+//! records, grants, requests...) without a B-tree that every block inserts into at random
+//! (docs/STORAGE.md §1).
+//!
+//! A key is a [`Tag`] (what is looked up) and the first 7 bytes of a 32-byte value; an entry maps
+//! a key to the row of `transactions` (`tx`) whose derived row holds that value. The rows are cut
+//! into epochs of [`EPOCH_ROWS`]. The entries of the current epoch and of the last closed one
+//! are kept in memory ([`Index`], one per file and process, shared by the writer and the
+//! readers). When an epoch's last row is written, the same block writes the epoch's entries,
+//! read back from the derived rows and sorted, as one run of `index_runs (epoch, key, tx)`: keys
+//! that only grow within a new epoch number, so each page of the run is written once. A lookup
+//! takes the candidates from memory and from the runs of the older epochs, one seek each;
+//! callers compare the whole value on the row, so a prefix shared by two values costs a row
+//! read, never a wrong answer.
+//!
+//! Memory is a cache of rows: an instance covers every row up to [`Recent::covered`] and catches
+//! up from the derived tables ([`Index::catch_up`]), which is also how a store is opened (at
+//! most two epochs of rows read). The writer adds a block's entries as it writes them
+//! ([`Index::add_row`]) and takes them back if the block's transaction fails
+//! ([`Index::truncate`]). The runs are derived state: verification writes them again with the
+//! same code and compares.
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+
+use rusqlite::{Connection, params};
+
+use crate::Result;
+
+/// Rows of `transactions` per epoch.
+#[cfg(not(test))]
+pub const EPOCH_ROWS: i64 = 1 << 16;
+/// Small in this crate's unit tests, so that they close epochs.
+#[cfg(test)]
+pub const EPOCH_ROWS: i64 = 8;
+
+/// What a key looks up: the value's column, by the table it is read from ([`SOURCES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Tag {
+    /// Every entry of `transactions`, by id (applied, rejected or invalid).
+    Id = 0,
+    RecordPatient = 1,
+    AccessPatient = 2,
+    GrantPatient = 3,
+    GrantDoctor = 4,
+    RequestPatient = 5,
+    RequestDoctor = 6,
+    AskPerson = 7,
+    RecoveryPerson = 8,
+    ErasurePatient = 9,
+}
+
+/// Where each tag's values are: `(tag, table, column)`, every table keyed by `tx`.
+const SOURCES: [(Tag, &str, &str); 10] = [
+    (Tag::Id, "transactions", "id"),
+    (Tag::RecordPatient, "records", "patient"),
+    (Tag::AccessPatient, "accesses", "patient"),
+    (Tag::GrantPatient, "grants", "patient"),
+    (Tag::GrantDoctor, "grants", "doctor"),
+    (Tag::RequestPatient, "requests", "patient"),
+    (Tag::RequestDoctor, "requests", "doctor"),
+    (Tag::AskPerson, "asks", "person"),
+    (Tag::RecoveryPerson, "recoveries", "person"),
+    (Tag::ErasurePatient, "erasures", "patient"),
+];
+
+/// The key of `value` under `tag`: the tag in the top byte, the value's first 7 bytes below
+/// (never negative: tags are below 128).
+pub fn key(tag: Tag, value: &[u8]) -> i64 {
+    let mut bytes = [0u8; 8];
+    bytes[0] = tag as u8;
+    let n = value.len().min(7);
+    bytes[1..1 + n].copy_from_slice(&value[..n]);
+    i64::from_be_bytes(bytes)
+}
+
+/// The epoch of row `tx` (rows are numbered from 1).
+fn epoch_of(tx: i64) -> i64 {
+    (tx - 1).max(0) / EPOCH_ROWS
+}
+
+/// A closed epoch's Bloom filter of the ids in its run (bits per id and hashes: about 1 % false
+/// positives): a lookup by id reads the run of an epoch only if its filter may hold the id, so
+/// an id looked up far back (or on chain nowhere) costs a filter check per epoch and about one
+/// seek, not a seek per epoch. Built from the run, stored with the epoch (`index_epochs.ids`),
+/// kept in memory (10 bits per transaction: 12.5 MB at 10,000,000).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdFilter {
+    bits: Vec<u64>,
+}
+
+/// Bits of an [`IdFilter`] per id.
+const FILTER_BITS_PER_ID: usize = 10;
+/// Bit positions an id sets in an [`IdFilter`].
+const FILTER_HASHES: u64 = 7;
+
+impl IdFilter {
+    /// The filter of `keys` (keys of [`Tag::Id`]).
+    fn of(keys: &[i64]) -> IdFilter {
+        let words = (keys.len() * FILTER_BITS_PER_ID).div_ceil(64).max(1);
+        let mut filter = IdFilter {
+            bits: vec![0; words],
+        };
+        for key in keys {
+            for bit in filter.positions(*key) {
+                filter.bits[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        filter
+    }
+
+    /// The bits `key` sets: double hashing over two mixes of the key (a random id's prefix).
+    fn positions(&self, key: i64) -> impl Iterator<Item = usize> + use<> {
+        let m = (self.bits.len() * 64) as u64;
+        let (a, b) = (mix(key as u64), mix(!(key as u64)) | 1);
+        (0..FILTER_HASHES).map(move |i| (a.wrapping_add(i.wrapping_mul(b)) % m) as usize)
+    }
+
+    /// Whether `key` may be in the filter's run (a filter with no bits, stored wrong, says yes:
+    /// the run is read).
+    fn may_hold(&self, key: i64) -> bool {
+        self.bits.is_empty()
+            || self
+                .positions(key)
+                .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        self.bits.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> IdFilter {
+        IdFilter {
+            bits: bytes
+                .chunks(8)
+                .map(|c| {
+                    let mut w = [0u8; 8];
+                    w[..c.len()].copy_from_slice(c);
+                    u64::from_le_bytes(w)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// SplitMix64's finalizer.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What memory keeps of a closed epoch.
+#[derive(Clone, Debug)]
+struct RunInfo {
+    /// The time of its last block.
+    last_ms: i64,
+    ids: IdFilter,
+}
+
+/// The rows of one key in one epoch: most keys (ids) hold one.
+#[derive(Clone, Debug)]
+enum Slot {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+impl Slot {
+    fn push(&mut self, tx: i64) {
+        match self {
+            Slot::One(first) => *self = Slot::Many(vec![*first, tx]),
+            Slot::Many(rows) => rows.push(tx),
+        }
+    }
+
+    fn rows(&self) -> &[i64] {
+        match self {
+            Slot::One(tx) => std::slice::from_ref(tx),
+            Slot::Many(rows) => rows,
+        }
+    }
+}
+
+/// The entries kept in memory and what the runs hold.
+#[derive(Debug, Default)]
+struct Recent {
+    /// The epochs held, oldest first, each a map from key to rows.
+    epochs: VecDeque<(i64, HashMap<i64, Slot>)>,
+    /// Every row up to this one has its entries in memory or in a run.
+    covered: i64,
+    /// Each epoch that has a run (epochs 0 to `len - 1`).
+    runs: Vec<RunInfo>,
+}
+
+impl Recent {
+    /// The first epoch memory answers for: the last one with a run (kept for readers that
+    /// looked before its run was committed) and every later one.
+    fn low(&self) -> i64 {
+        (self.runs.len() as i64 - 1).max(0)
+    }
+
+    fn insert(&mut self, key: i64, tx: i64) {
+        let epoch = epoch_of(tx);
+        let position = match self.epochs.iter().position(|(e, _)| *e == epoch) {
+            Some(position) => position,
+            None => {
+                self.epochs.push_back((epoch, HashMap::new()));
+                self.epochs.make_contiguous().sort_by_key(|(e, _)| *e);
+                self.epochs
+                    .iter()
+                    .position(|(e, _)| *e == epoch)
+                    .unwrap_or_default()
+            }
+        };
+        let map = &mut self.epochs[position].1;
+        match map.get_mut(&key) {
+            Some(slot) => slot.push(tx),
+            None => {
+                map.insert(key, Slot::One(tx));
+            }
+        }
+    }
+
+    /// Notes that epochs `0..count` have runs (`runs`: the later ones) and drops the epochs
+    /// memory no longer answers for.
+    fn runs_written(&mut self, count: usize, runs: impl IntoIterator<Item = RunInfo>) {
+        if count <= self.runs.len() {
+            return;
+        }
+        self.runs.extend(runs);
+        self.runs.truncate(count);
+        let low = self.low();
+        self.epochs.retain(|(epoch, _)| *epoch >= low);
+        self.covered = self.covered.max(low * EPOCH_ROWS);
+    }
+}
+
+/// Where the writer's additions begin, to take them back ([`Index::truncate`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    covered: i64,
+}
+
+/// The epoch index of one `chain.db` (see the module's documentation).
+#[derive(Debug, Default)]
+pub struct Index {
+    recent: Mutex<Recent>,
+}
+
+/// What tells one file from another: its path and, on Unix, its device and inode. A
+/// `chain.db` deleted and made again at the same path is another file, whose rows the old
+/// one's memory does not describe (its inode cannot be reused while a handle holding that
+/// memory keeps the old file open).
+type FileKey = (PathBuf, u64, u64);
+
+fn file_key(path: &Path) -> FileKey {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    #[cfg(unix)]
+    let (device, inode) = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).map_or((0, 0), |m| (m.dev(), m.ino()))
+    };
+    #[cfg(not(unix))]
+    let (device, inode) = (0, 0);
+    (path, device, inode)
+}
+
+/// One instance per file in this process, shared by the writer and its readers.
+static OPEN: LazyLock<Mutex<HashMap<FileKey, Weak<Index>>>> = LazyLock::new(Default::default);
+
+impl Index {
+    /// The instance of the store at `path`, shared by every connection to that file in this
+    /// process (the file, not the path: see [`FileKey`]).
+    pub fn for_path(path: &Path) -> Arc<Index> {
+        let key = file_key(path);
+        let mut open = OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.retain(|_, index| index.strong_count() > 0);
+        if let Some(index) = open.get(&key).and_then(Weak::upgrade) {
+            return index;
+        }
+        let index = Arc::new(Index::default());
+        open.insert(key, Arc::downgrade(&index));
+        index
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        // A panic while the lock was held can leave entries of rows it did not cover: only
+        // candidates, which callers check against the rows.
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads what memory lacks from the committed state `conn` sees: the runs written since,
+    /// and the entries of the rows past [`Recent::covered`].
+    pub fn catch_up(&self, conn: &Connection) -> Result<()> {
+        let head: i64 = conn
+            .prepare_cached("SELECT coalesce(max(tx), 0) FROM transactions")?
+            .query_row([], |r| r.get(0))?;
+        let runs: i64 = conn
+            .prepare_cached("SELECT count(*) FROM index_epochs")?
+            .query_row([], |r| r.get(0))?;
+        let mut recent = self.recent();
+        if runs as usize > recent.runs.len() {
+            let from = recent.runs.len() as i64;
+            let mut stmt = conn.prepare_cached(
+                "SELECT last_ms, ids FROM index_epochs WHERE epoch >= ?1 ORDER BY epoch",
+            )?;
+            let infos = stmt
+                .query_map([from], |r| {
+                    Ok(RunInfo {
+                        last_ms: r.get(0)?,
+                        ids: IdFilter::from_bytes(&r.get::<_, Vec<u8>>(1)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<RunInfo>>>()?;
+            recent.runs_written(runs as usize, infos);
+        }
+        if head <= recent.covered {
+            return Ok(());
+        }
+        let from = recent.covered;
+        for (tag, table, column) in SOURCES {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT tx, {column} FROM {table} WHERE tx > ?1 AND tx <= ?2"
+            ))?;
+            let mut rows = stmt.query(params![from, head])?;
+            while let Some(row) = rows.next()? {
+                let tx: i64 = row.get(0)?;
+                let value: Vec<u8> = row.get(1)?;
+                recent.insert(key(tag, &value), tx);
+            }
+        }
+        recent.covered = head;
+        Ok(())
+    }
+
+    /// Where the writer's next additions begin.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            covered: self.recent().covered,
+        }
+    }
+
+    /// Adds the entries of row `tx`, just written (the rows before it are covered).
+    pub fn add_row<'v>(&self, tx: i64, entries: impl IntoIterator<Item = (Tag, &'v [u8])>) {
+        let mut recent = self.recent();
+        for (tag, value) in entries {
+            recent.insert(key(tag, value), tx);
+        }
+        recent.covered = recent.covered.max(tx);
+    }
+
+    /// Takes back every entry added after `mark` (its block's transaction failed).
+    pub fn truncate(&self, mark: Mark) {
+        let mut recent = self.recent();
+        let first = epoch_of(mark.covered + 1);
+        for (epoch, map) in recent.epochs.iter_mut() {
+            if *epoch < first {
+                continue;
+            }
+            map.retain(|_, slot| {
+                let kept: Vec<i64> = slot
+                    .rows()
+                    .iter()
+                    .copied()
+                    .filter(|tx| *tx <= mark.covered)
+                    .collect();
+                match kept.as_slice() {
+                    [] => false,
+                    [one] => {
+                        *slot = Slot::One(*one);
+                        true
+                    }
+                    _ => {
+                        *slot = Slot::Many(kept);
+                        true
+                    }
+                }
+            });
+        }
+        recent.covered = recent.covered.min(mark.covered);
+    }
+
+    /// The rows whose `tag` column may hold `value`, ascending: memory's, and the runs' of the
+    /// older epochs whose last block is at `since_ms` or later (all of them with `None`).
+    /// Candidates only: the caller compares the whole value on the row.
+    pub fn rows(
+        &self,
+        conn: &Connection,
+        tag: Tag,
+        value: &[u8],
+        since_ms: Option<u64>,
+    ) -> Result<Vec<i64>> {
+        self.rows_until(conn, tag, value, since_ms, |_| Ok(false))
+    }
+
+    /// [`Index::rows`], looked up newest first (memory, then the runs from the newest epoch
+    /// down), stopping as soon as `enough` says the candidates found so far hold what the
+    /// caller looks for: a lookup of a recent row reads no run.
+    pub fn rows_until(
+        &self,
+        conn: &Connection,
+        tag: Tag,
+        value: &[u8],
+        since_ms: Option<u64>,
+        mut enough: impl FnMut(&[i64]) -> Result<bool>,
+    ) -> Result<Vec<i64>> {
+        let key = key(tag, value);
+        let (mut found, runs) = {
+            let recent = self.recent();
+            let found: Vec<i64> = recent
+                .epochs
+                .iter()
+                .filter_map(|(_, map)| map.get(&key))
+                .flat_map(|slot| slot.rows().iter().copied())
+                .collect();
+            let since = since_ms.map_or(i64::MIN, |ms| ms.min(i64::MAX as u64) as i64);
+            let runs: Vec<i64> = (0..recent.low())
+                .rev()
+                .filter(|epoch| {
+                    let run = &recent.runs[*epoch as usize];
+                    run.last_ms >= since && (tag != Tag::Id || run.ids.may_hold(key))
+                })
+                .collect();
+            (found, runs)
+        };
+        found.sort_unstable();
+        found.dedup();
+        if runs.is_empty() || (!found.is_empty() && enough(&found)?) {
+            return Ok(found);
+        }
+        let mut stmt =
+            conn.prepare_cached("SELECT tx FROM index_runs WHERE epoch = ?1 AND key = ?2")?;
+        for epoch in runs {
+            let before = found.len();
+            let mut rows = stmt.query(params![epoch, key])?;
+            while let Some(row) = rows.next()? {
+                found.push(row.get(0)?);
+            }
+            if found.len() > before {
+                found.sort_unstable();
+                found.dedup();
+                if enough(&found)? {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the run of every epoch whose last row is now written (`conn` is inside the
+    /// block's transaction, after its rows), and drops from memory what the runs now answer.
+    pub fn close_epochs(&self, conn: &Connection) -> Result<()> {
+        let head: i64 = conn
+            .prepare_cached("SELECT coalesce(max(tx), 0) FROM transactions")?
+            .query_row([], |r| r.get(0))?;
+        let mut runs: i64 = conn
+            .prepare_cached("SELECT count(*) FROM index_epochs")?
+            .query_row([], |r| r.get(0))?;
+        let first_new = runs;
+        let mut written = Vec::new();
+        while (runs + 1) * EPOCH_ROWS <= head {
+            written.push(write_run(conn, runs)?);
+            runs += 1;
+        }
+        if runs > first_new {
+            self.recent().runs_written(runs as usize, written);
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let recent = self.recent();
+        let entries = recent
+            .epochs
+            .iter()
+            .map(|(_, map)| map.values().map(|slot| slot.rows().len()).sum::<usize>())
+            .sum();
+        (recent.epochs.len(), entries)
+    }
+}
+
+/// Writes the run of epoch `epoch` (its rows are all written), its times and its filter of ids.
+fn write_run(conn: &Connection, epoch: i64) -> Result<RunInfo> {
+    let (first, last) = (epoch * EPOCH_ROWS + 1, (epoch + 1) * EPOCH_ROWS);
+    let mut entries: Vec<(i64, i64)> = Vec::new();
+    for (tag, table, column) in SOURCES {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT tx, {column} FROM {table} WHERE tx >= ?1 AND tx <= ?2"
+        ))?;
+        let mut rows = stmt.query(params![first, last])?;
+        while let Some(row) = rows.next()? {
+            let tx: i64 = row.get(0)?;
+            let value: Vec<u8> = row.get(1)?;
+            entries.push((key(tag, &value), tx));
+        }
+    }
+    entries.sort_unstable();
+    let id_keys: Vec<i64> = entries
+        .iter()
+        .map(|(key, _)| *key)
+        .filter(|key| (*key >> 56) == Tag::Id as i64)
+        .collect();
+    let ids = IdFilter::of(&id_keys);
+    let mut insert =
+        conn.prepare_cached("INSERT INTO index_runs (epoch, key, tx) VALUES (?1, ?2, ?3)")?;
+    for (key, tx) in entries {
+        insert.execute(params![epoch, key, tx])?;
+    }
+    let time_of = |tx: i64| -> Result<i64> {
+        Ok(conn
+            .prepare_cached(
+                "SELECT b.timestamp_ms FROM transactions t JOIN blocks b ON b.height = t.height
+                 WHERE t.tx = ?1",
+            )?
+            .query_row([tx], |r| r.get(0))?)
+    };
+    let (first_ms, last_ms) = (time_of(first)?, time_of(last)?);
+    conn.prepare_cached(
+        "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![epoch, last, first_ms, last_ms, ids.to_bytes()])?;
+    Ok(RunInfo { last_ms, ids })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OpenOptions, Queries, Store};
+    use crate::testkit::TestNet;
+
+    /// Every `(tag, value)` the derived tables hold, with its rows: what a lookup must find.
+    fn truth(conn: &Connection) -> Vec<(Tag, Vec<u8>, Vec<i64>)> {
+        let mut out = Vec::new();
+        for (tag, table, column) in SOURCES {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {column}, group_concat(tx) FROM
+                     (SELECT {column}, tx FROM {table} ORDER BY tx) GROUP BY {column}"
+                ))
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| {
+                    let value: Vec<u8> = r.get(0)?;
+                    let rows: String = r.get(1)?;
+                    Ok((value, rows))
+                })
+                .unwrap();
+            for row in rows {
+                let (value, rows) = row.unwrap();
+                let rows = rows.split(',').map(|tx| tx.parse().unwrap()).collect();
+                out.push((tag, value, rows));
+            }
+        }
+        out
+    }
+
+    /// Asserts that `index`, caught up, finds exactly the rows of every value (the sample
+    /// chain's values share no 7-byte prefix).
+    fn answers_as_the_rows(index: &Index, conn: &Connection) {
+        index.catch_up(conn).unwrap();
+        let truth = truth(conn);
+        assert!(truth.len() > 20, "{} values", truth.len());
+        for (tag, value, rows) in truth {
+            assert_eq!(
+                index.rows(conn, tag, &value, None).unwrap(),
+                rows,
+                "{tag:?} {}",
+                hex::encode(&value[..4])
+            );
+        }
+    }
+
+    fn runs(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM index_epochs", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The writer's memory, an instance caught up from the rows alone (a store opened after a
+    /// crash, or a reader in another process), and the store reopened all answer as the derived
+    /// rows say; memory holds two epochs at most, the runs the rest.
+    #[test]
+    fn an_index_caught_up_from_the_rows_answers_as_the_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let store = net.write_chain(&path, 20, 5).unwrap();
+        let conn = store.connection();
+        // 100 rows: twelve epochs of 8 closed, their runs written.
+        assert_eq!(runs(conn), 12);
+        answers_as_the_rows(store.index(), conn);
+        let (epochs, entries) = store.index().held();
+        assert!(
+            epochs <= 2 && entries <= 3 * 2 * EPOCH_ROWS as usize,
+            "{epochs} {entries}"
+        );
+
+        let fresh = Index::default();
+        fresh.catch_up(conn).unwrap();
+        answers_as_the_rows(&fresh, conn);
+        assert_eq!(fresh.held().0, epochs);
+        drop(store);
+
+        let reopened = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        answers_as_the_rows(reopened.index(), reopened.connection());
+    }
+
+    /// An epoch's filter holds every id of its run, a stored copy reads back equal, and about
+    /// 1 % of other ids pass it (the seeks a lookup wastes).
+    #[test]
+    fn an_id_filter_holds_its_ids_and_few_others() {
+        let ids: Vec<[u8; 32]> = (0..20_000u32)
+            .map(|i| crate::sha256(&i.to_le_bytes()))
+            .collect();
+        let keys: Vec<i64> = ids[..10_000].iter().map(|id| key(Tag::Id, id)).collect();
+        let filter = IdFilter::of(&keys);
+        assert_eq!(IdFilter::from_bytes(&filter.to_bytes()), filter);
+        assert!(keys.iter().all(|k| filter.may_hold(*k)));
+        let passed = ids[10_000..]
+            .iter()
+            .filter(|id| filter.may_hold(key(Tag::Id, *id)))
+            .count();
+        assert!(passed < 250, "{passed} of 10,000 passed");
+    }
+
+    /// A lookup by id reads the runs from the newest down and stops at the id's first
+    /// occurrence: a duplicate in memory does not hide the applied transaction in an old run.
+    #[test]
+    fn a_recent_duplicate_does_not_hide_the_first_occurrence() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let mut store = net
+            .write_chain(&dir.path().join("chain.db"), 20, 5)
+            .unwrap();
+        let old = net.sample_tx(3);
+        let id = net.id(&old);
+        let block = net.next_block(store.head(), vec![old.clone(), net.sample_tx(100)]);
+        let applied = net.append(&mut store, &block).unwrap();
+        assert_eq!(applied.rejected, [(0, crate::store::DUPLICATE)]);
+        assert!(runs(store.connection()) > 5);
+        match store.tx_status(&id).unwrap() {
+            crate::store::TxStatus::Committed { height, index, .. } => {
+                assert_eq!((height, index), (1, 3))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.transaction(&id).unwrap().unwrap().height, 1);
+        let row = store.state().tx_row(&id).unwrap();
+        assert_eq!(row, Some(4));
+    }
+
+    /// A block whose transaction fails leaves no entry behind: memory answers as the rows
+    /// after [`Index::truncate`], and the same block appended again is found.
+    #[test]
+    fn a_failed_block_is_taken_back_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let chain = net.chain(12, 5);
+        let mut store = net
+            .write_chain(&dir.path().join("chain.db"), 11, 5)
+            .unwrap();
+        let block = &chain[11];
+        let mark = store.index.mark();
+        {
+            let tx = store.conn.transaction().unwrap();
+            super::super::write_block(
+                &tx,
+                &store.index,
+                &net.genesis,
+                block,
+                &block.hash(),
+                &net.check(block),
+            )
+            .unwrap();
+            // Dropped: rolled back, as when the commit fails.
+        }
+        store.index.truncate(mark);
+        answers_as_the_rows(&store.index, &store.conn);
+        for entry in &block.entries {
+            let found = store.index.rows(&store.conn, Tag::Id, &entry.id, None);
+            assert_eq!(found.unwrap(), Vec::<i64>::new());
+        }
+        net.append(&mut store, block).unwrap();
+        answers_as_the_rows(&store.index, &store.conn);
+    }
+
+    /// A store of schema 5 (the indexes by id and by person, no runs) is migrated: `seen_ids`
+    /// and the runs are filled from its rows, and verification, which derives them again,
+    /// agrees.
+    #[test]
+    fn a_store_of_version_5_gets_its_runs_and_seen_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        // Schema 5's layout: each payload in its transaction's row.
+        conn.execute_batch(
+            "CREATE TABLE transactions_5 (
+                 tx INTEGER PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL,
+                 id BLOB NOT NULL, kind TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
+                 body BLOB NOT NULL, rejected TEXT);
+             INSERT INTO transactions_5
+                 SELECT t.tx, t.height, t.idx, t.id, t.kind, t.timestamp_ms, bd.body, t.rejected
+                 FROM transactions t JOIN bodies bd ON bd.b = t.body_row;
+             DROP TABLE transactions; DROP TABLE bodies; DROP TABLE proposals;
+             ALTER TABLE transactions_5 RENAME TO transactions;
+             CREATE UNIQUE INDEX transactions_by_position ON transactions(height, idx);
+             DROP TABLE seen_ids; DROP TABLE index_runs; DROP TABLE index_epochs;
+             CREATE INDEX transactions_by_id_prefix ON transactions(substr(id, 1, 8));
+             CREATE INDEX records_by_patient ON records(patient);
+             CREATE INDEX accesses_by_patient ON accesses(patient);
+             CREATE INDEX grants_by_patient ON grants(patient);
+             CREATE INDEX grants_by_doctor ON grants(doctor, expires_ms);
+             CREATE INDEX requests_by_patient ON requests(patient, expires_ms);
+             CREATE INDEX asks_by_person ON asks(person, expires_ms);
+             CREATE INDEX recoveries_by_person ON recoveries(person);
+             CREATE INDEX erasures_by_patient ON erasures(patient);
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        assert_eq!(runs(store.connection()), 6);
+        answers_as_the_rows(store.index(), store.connection());
+        let seen: i64 = store
+            .connection()
+            .query_row("SELECT count(*) FROM seen_ids", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 50);
+    }
+
+    /// The runs are derived state: one edited behind the store's back is found by
+    /// verification, at the block that wrote the row it names.
+    #[test]
+    fn an_edited_run_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM index_runs WHERE epoch = 3 AND tx = 30", [])
+            .unwrap();
+        drop(conn);
+        match crate::verify::verify_store(&path, &net.genesis, &mut |_| {}) {
+            Err(crate::Error::Corrupt {
+                height: 6,
+                fault: crate::Fault::State(what),
+                ..
+            }) => assert!(what.contains("index_runs"), "{what}"),
+            other => panic!("expected the run's block named, got {other:?}"),
+        }
+    }
+}
+
+/// docs/STORAGE.md §2: opening checks the blocks of the last [`EPOCH_ROWS`] transactions, not
+/// the older ones (bounded work on a long chain): a byte flipped in an old block is found by
+/// the full check, one in the tail at open.
+#[cfg(test)]
+mod open_tests {
+    use super::EPOCH_ROWS;
+    use crate::store::{OpenOptions, Store};
+    use crate::testkit::TestNet;
+    use rusqlite::Connection;
+
+    fn flip_header(path: &std::path::Path, height: i64) {
+        let conn = Connection::open(path).unwrap();
+        let mut header: Vec<u8> = conn
+            .query_row(
+                "SELECT header FROM blocks WHERE height = ?1",
+                [height],
+                |r| r.get(0),
+            )
+            .unwrap();
+        header[10] ^= 1;
+        conn.execute(
+            "UPDATE blocks SET header = ?1 WHERE height = ?2",
+            rusqlite::params![header, height],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn open_checks_the_blocks_of_the_last_epoch_of_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let (blocks, per_block): (u64, u64) = (20, 5);
+        let old = dir.path().join("old.db");
+        drop(net.write_chain(&old, blocks, per_block).unwrap());
+        let tail = dir.path().join("tail.db");
+        std::fs::copy(&old, &tail).unwrap();
+        // Block 2 holds rows 6 to 10, far below the last EPOCH_ROWS of 100.
+        assert!(2 * per_block as i64 <= (blocks * per_block) as i64 - EPOCH_ROWS);
+        flip_header(&old, 2);
+        Store::open(&old, &net.genesis, OpenOptions::default()).expect("the tail is intact");
+        assert!(Store::open(&old, &net.genesis, OpenOptions::full()).is_err());
+        flip_header(&tail, blocks as i64 - 1);
+        assert!(Store::open(&tail, &net.genesis, OpenOptions::default()).is_err());
+    }
+}
+
+/// Red team of issue 11: the epoch index was shared by path ([`Index::for_path`]), so a
+/// `chain.db` replaced under a live handle (a reader of the API's pool, the key service) left
+/// the new file's writer with the old file's memory (its runs' filters and what it covers):
+/// lookups by id then missed the new file's transactions. Now shared by file ([`FileKey`]).
+#[cfg(test)]
+mod red_team11 {
+    use crate::store::{OpenOptions, Queries, Store};
+    use crate::testkit::TestNet;
+
+    fn remove_store(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::remove_file(file).unwrap();
+            }
+        }
+    }
+
+    /// A validator whose chain.db was deleted restarts in the same process (the embedded
+    /// cluster, `a_chain_db_lost_under_its_node_db_restarts_recovering`) while a reader of the
+    /// old file is still held: the new store must answer from its own rows.
+    #[test]
+    fn a_replaced_chain_db_does_not_inherit_the_old_files_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let old = TestNet::with_seed(4, 1);
+        let store = old.write_chain(&path, 20, 5).unwrap();
+        let held = store.reader().unwrap();
+        drop(store);
+        remove_store(&path);
+
+        let net = TestNet::with_seed(4, 2);
+        let blocks = net.chain(30, 5);
+        let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        for block in &blocks {
+            net.append(&mut store, block).unwrap();
+        }
+        let missed: Vec<u64> = blocks
+            .iter()
+            .flat_map(|block| {
+                block
+                    .entries
+                    .iter()
+                    .map(move |e| (block.header.height, e.id))
+            })
+            .filter(|(_, id)| store.transaction(id).unwrap().is_none())
+            .map(|(height, _)| height)
+            .collect();
+        drop(held);
+        let verified = crate::verify::verify_store(&path, &net.genesis, &mut |_| {});
+        assert!(
+            verified.is_ok(),
+            "the writer decided unlike the replay: {verified:?}"
+        );
+        assert!(
+            missed.is_empty(),
+            "transactions on chain that the store does not find, at heights {missed:?}"
+        );
+    }
+}
