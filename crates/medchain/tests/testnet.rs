@@ -274,7 +274,14 @@ fn testnet_restart_brings_a_killed_validator_back_and_it_catches_up() {
     let (mut net, mut testnet, load, victim, report) =
         kill_one_under_load(&["--restart"], "restart");
     let name = net.nodes[victim].name.clone();
-    let old_pid = testnet.pid_of(&name);
+    // The killed pid, from the death report: by now testnet may have printed the new one.
+    let death = testnet.lines.lock().unwrap()[report].clone();
+    let old_pid: u32 = death
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in the death report: {death}"));
     let (_, line) = testnet.wait_line(report, "the restart to be announced", |l| {
         l.starts_with(&format!("restarting {name} in "))
     });
