@@ -532,16 +532,27 @@ mod red_team {
             let first = cluster.handle(0).expect("hospital");
             let transactions = first.shared().telemetry().committed_transactions();
             assert!(transactions > 0);
-            assert_eq!(telemetry.committed_transactions(), transactions, "validator {i}");
+            assert_eq!(
+                telemetry.committed_transactions(),
+                transactions,
+                "validator {i}"
+            );
             let text = telemetry.encode();
             let count = text
                 .lines()
                 .find_map(|l| l.strip_prefix("medchain_commit_latency_seconds_count "))
                 .and_then(|v| v.parse::<u64>().ok());
             assert_eq!(count, Some(blocks), "validator {i}: one latency per block");
-            let last = handle.shared().block_metrics().pop().expect("a block metric");
+            let last = handle
+                .shared()
+                .block_metrics()
+                .pop()
+                .expect("a block metric");
             assert!(!last.latency.is_zero(), "validator {i}: a latency of 0");
-            assert_eq!(last.success_blocks, blocks, "/api/metrics reads the counter");
+            assert_eq!(
+                last.success_blocks, blocks,
+                "/api/metrics reads the counter"
+            );
         }
     }
 

@@ -233,7 +233,7 @@ impl Default for Telemetry {
 
 /// A family whose label values are known up front, made once so that bumping one is an atomic
 /// add: its counters in the order of `values`.
-fn labelled<M: Clone + prometheus_client::metrics::TypedMetric + 'static>(
+fn labelled<M>(
     registry: &mut Registry,
     name: &str,
     help: &str,
@@ -243,7 +243,13 @@ fn labelled<M: Clone + prometheus_client::metrics::TypedMetric + 'static>(
     make: fn() -> M,
 ) -> Vec<M>
 where
-    M: prometheus_client::encoding::EncodeMetric + std::fmt::Debug + Send + Sync,
+    M: prometheus_client::encoding::EncodeMetric
+        + prometheus_client::metrics::TypedMetric
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let family =
         Family::<[(&'static str, &'static str); 1], M, fn() -> M>::new_with_constructor(make);
