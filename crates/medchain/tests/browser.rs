@@ -1328,3 +1328,125 @@ fn numbers_as_text(v: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+/// Issue 11, "Observability": the doctor's system status draws committed transactions per
+/// second and commit latency (inline SVG the page draws from `/api/status/series`, the
+/// validator's per-second samples), and a table of each validator's view, height and last
+/// contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_card_charts_throughput_and_latency_and_lists_each_validator() {
+    let Some(_turn) = browser_turn().await else {
+        return;
+    };
+    let (t, _served, base) = one_page().await;
+    let doctor = t.login("d001").await;
+    for i in 0..3 {
+        record_in_person(&t, &doctor, "p001", &Secret::new(&format!("chart {i}"))).await;
+        cut(&t, &doctor).await;
+    }
+    let (s, status) = t.get(&doctor, "/api/status").await;
+    assert_eq!(s, OK, "{status}");
+    let height = status["height"].as_u64().unwrap();
+    assert!(height >= 6, "a grant and a record each time: {status}");
+    with_chromedriver(|port, profiles| async move {
+        let d = browser(port, &profiles.join("doctor"), 1280, 1600).await;
+        login(&d, &base, "doctor", "d001", "doctor123").await;
+        // The lowest point of a chart's line (the y axis points down: the highest value),
+        // once the page has drawn one with at least two points.
+        let lowest_y = |series: &'static str| {
+            let d = d.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let y = d
+                        .execute(
+                            &format!(
+                                "const ys = [...document.querySelectorAll('[data-test={series}]')]
+                                   .flatMap((p) => p.getAttribute('points').trim().split(' '))
+                                   .filter((p) => p).map((p) => Number(p.split(',')[1]));
+                                 return ys.length >= 2 ? Math.min(...ys) : null;"
+                            ),
+                            Vec::new(),
+                        )
+                        .await
+                        .unwrap()
+                        .json()
+                        .as_f64();
+                    if let Some(y) = y {
+                        return y;
+                    }
+                    assert!(Instant::now() < deadline, "no {series} line drawn");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        // The charts' baseline is y = 102 (a 120 high box, 18 for the time axis): the committed
+        // blocks rise above it.
+        let tps = lowest_y("series-tps").await;
+        assert!(tps < 102.0, "throughput drawn flat at zero: {tps}");
+        let latency = lowest_y("series-max").await;
+        assert!(latency < 102.0, "latency drawn flat at zero: {latency}");
+        for chart in ["chart-tps", "chart-latency"] {
+            let svg = d
+                .find(By::Css(format!("svg[data-test={chart}]")))
+                .await
+                .unwrap();
+            assert!(svg.is_displayed().await.unwrap(), "{chart} is hidden");
+            assert!(!svg.find_all(By::Css("polyline")).await.unwrap().is_empty());
+        }
+        let now = text_of(&d, "[data-test=chart-tps-now]").await;
+        assert!(now.ends_with("tx/s"), "{now}");
+
+        // One row per validator, each with its view, height and last contact.
+        wait_text(&d, "[data-test=validator] [data-test=primary]", |t| {
+            t.eq_ignore_ascii_case("primary")
+        })
+        .await;
+        let rows = d.find_all(By::Css("[data-test=validator]")).await.unwrap();
+        assert_eq!(rows.len(), 4);
+        let mut names = Vec::new();
+        for row in rows {
+            let cell = |name: &'static str| {
+                let row = row.clone();
+                async move {
+                    row.find(By::Css(format!("[data-test=validator-{name}]")))
+                        .await
+                        .unwrap()
+                        .text()
+                        .await
+                        .unwrap()
+                }
+            };
+            let view: u64 = cell("view").await.parse().expect("a view");
+            let row_height: u64 = cell("height").await.parse().expect("a height");
+            let contact = cell("contact").await;
+            names.push(
+                row.find(By::Css("strong"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(view, 0);
+            assert!(row_height >= height, "{row_height} < {height}");
+            assert!(
+                contact == "this validator" || contact.ends_with(" ago"),
+                "{contact}"
+            );
+        }
+        assert_eq!(
+            names.iter().map(|n| n.to_lowercase()).collect::<Vec<_>>(),
+            ["hospital", "clinic", "pharmacy", "insurance"]
+        );
+        settle(&d).await;
+        d.find(By::Id("status-card"))
+            .await
+            .unwrap()
+            .screenshot(&docs_dir().join("screenshot-status.png"))
+            .await
+            .unwrap();
+        let _ = d.quit().await;
+    })
+    .await;
+}

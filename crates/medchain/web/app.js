@@ -904,15 +904,19 @@
     setText('st-chain', s.pending !== undefined ? `${s.pending} pending` : '–');
     const list = $('st-validators');
     clear(list);
+    const dash = (x) => (x === undefined || x === null ? '–' : x);
     for (const v of s.validators || []) {
-      list.append(el('li', { class: 'validator', 'data-test': 'validator' },
-        el('strong', { text: v.name }),
-        el('span', {},
-          v.primary ? el('span', { class: 'badge', 'data-test': 'primary', text: 'primary' }) : '',
-          ' ',
-          el('span', { class: `badge ${v.state}`, text: v.state })),
-        el('span', { class: 'muted', text: `height ${v.height} · view ${v.view}` })));
+      const contact = v.name === s.node ? 'this validator' : fmtAgo(v.last_contact_ms);
+      list.append(el('tr', { class: 'validator', 'data-test': 'validator' },
+        el('td', {}, el('strong', { text: v.name })),
+        el('td', {}, el('span', { class: `badge ${v.state}`, text: v.state }),
+          v.primary ? ' ' : '',
+          v.primary ? el('span', { class: 'badge', 'data-test': 'primary', text: 'primary' }) : ''),
+        el('td', { 'data-test': 'validator-view', text: dash(v.view) }),
+        el('td', { 'data-test': 'validator-height', text: dash(v.height) }),
+        el('td', { 'data-test': 'validator-contact', text: contact })));
     }
+    refreshCharts();
     if (typeof s.next_cut_in_ms === 'number' && s.next_cut_in_ms > 0) {
       countdown('next-cut', Date.now() + s.next_cut_in_ms, () => { $('next-cut').textContent = 'any moment'; });
     } else if (typeof s.next_cut_in_ms === 'number') {
@@ -922,6 +926,77 @@
       state.countdowns.delete('next-cut');
       $('next-cut').textContent = 'when a transaction is pending';
     }
+  }
+  function fmtAgo(ms) {
+    if (ms === undefined || ms === null) return 'never';
+    return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s ago`;
+  }
+  // The charts: inline SVG drawn here from the validator's per-second samples.
+  const SVG = 'http://www.w3.org/2000/svg';
+  function svgEl(tag, attrs, text) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    const p = 10 ** Math.floor(Math.log10(v));
+    for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
+    return 10 * p;
+  }
+  // Draws `series` ([{values, cls, join}]) of `samples` into `svg`: time on x (oldest left),
+  // the value on y from 0 to a round maximum. A null breaks the line, unless `join` (latency
+  // is known only in the seconds a block committed); a lone point is drawn as a dot.
+  function drawChart(svg, samples, series) {
+    clear(svg);
+    const W = 320, H = 120, left = 34, right = 6, top = 8, bottom = 18;
+    const values = series.flatMap((s) => s.values).filter((v) => typeof v === 'number');
+    const max = niceMax(Math.max(0, ...values));
+    svg.append(svgEl('line', { class: 'axis', x1: left, y1: H - bottom, x2: W - right, y2: H - bottom }));
+    svg.append(svgEl('line', { class: 'axis', x1: left, y1: top, x2: left, y2: H - bottom }));
+    svg.append(svgEl('text', { class: 'tick', x: left - 4, y: top + 8, 'text-anchor': 'end' }, String(max)));
+    svg.append(svgEl('text', { class: 'tick', x: left - 4, y: H - bottom, 'text-anchor': 'end' }, '0'));
+    if (samples.length < 2) {
+      svg.append(svgEl('text', { class: 'empty', x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'waiting for data'));
+      return;
+    }
+    const t0 = samples[0].t_ms, t1 = samples[samples.length - 1].t_ms;
+    const span = Math.max(1, t1 - t0);
+    const minutes = span / 60000;
+    svg.append(svgEl('text', { class: 'tick', x: left, y: H - 4 },
+      minutes >= 1 ? `-${minutes.toFixed(minutes < 10 ? 1 : 0)} min` : `-${Math.round(span / 1000)} s`));
+    svg.append(svgEl('text', { class: 'tick', x: W - right, y: H - 4, 'text-anchor': 'end' }, 'now'));
+    const x = (t) => left + ((t - t0) / span) * (W - left - right);
+    const y = (v) => H - bottom - (v / max) * (H - bottom - top);
+    for (const s of series) {
+      let run = [];
+      const flush = () => {
+        if (run.length) svg.append(svgEl('polyline', { class: `series ${s.cls}`, 'data-test': `series-${s.cls}`, points: run.map((p) => p.join(',')).join(' ') }));
+        if (run.length === 1) svg.append(svgEl('circle', { class: `dot ${s.cls}`, cx: run[0][0], cy: run[0][1], r: 1.8 }));
+        run = [];
+      };
+      samples.forEach((sample, i) => {
+        const v = s.values[i];
+        if (typeof v === 'number') run.push([x(sample.t_ms).toFixed(1), y(v).toFixed(1)]);
+        else if (!s.join) flush();
+      });
+      flush();
+    }
+  }
+  async function refreshCharts() {
+    const r = await api('GET', '/api/status/series');
+    if (!r.ok) return;
+    const samples = r.data.samples || [];
+    drawChart($('chart-tps'), samples, [{ cls: 'tps', values: samples.map((s) => s.committed_tx_per_s) }]);
+    drawChart($('chart-latency'), samples, [
+      { cls: 'max', join: true, values: samples.map((s) => s.latency_max_ms) },
+      { cls: 'mean', join: true, values: samples.map((s) => s.latency_mean_ms) },
+    ]);
+    const last = samples[samples.length - 1];
+    setText('chart-tps-now', last ? `${last.committed_tx_per_s.toFixed(1)} tx/s` : null);
+    const lat = samples.slice().reverse().find((s) => typeof s.latency_mean_ms === 'number');
+    setText('chart-latency-now', lat ? `${Math.round(lat.latency_mean_ms)} ms` : null);
   }
   async function refreshBlocks() {
     const before = state.blocksBefore.length ? state.blocksBefore[state.blocksBefore.length - 1] : null;

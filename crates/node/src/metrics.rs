@@ -8,6 +8,7 @@ use ledger::Block;
 use pbft::SeqNo;
 
 use crate::status::Shared;
+use crate::telemetry::Sample;
 
 /// Blocks kept for `/api/metrics` (the seed showed the last 100).
 pub const KEPT_BLOCKS: usize = 100;
@@ -39,30 +40,47 @@ pub struct BlockMetric {
     pub validators: usize,
 }
 
+/// The second being sampled for the dashboard ([`Sample`]).
+struct Second {
+    started: Instant,
+    committed_tx: u64,
+    latency_sum: Duration,
+    latency_max: Duration,
+    latencies: u32,
+}
+
+impl Second {
+    fn new(committed_tx: u64) -> Self {
+        Self {
+            started: Instant::now(),
+            committed_tx,
+            latency_sum: Duration::ZERO,
+            latency_max: Duration::ZERO,
+            latencies: 0,
+        }
+    }
+}
+
+/// Kept by the validator's thread: what needs memory between blocks. The counts themselves
+/// are the telemetry's ([`crate::telemetry::Telemetry`]), read by `/metrics` and
+/// `/api/metrics` alike.
 pub struct Metrics {
-    pub rejected: u64,
-    /// Forwarded transactions that mempool admission refused (`crate::admission`).
-    pub refused_forwards: u64,
     watts_per_core: f64,
     cpu_since_block: Duration,
     proposals: BTreeMap<SeqNo, Instant>,
-    attempted: u64,
-    committed_blocks: u64,
     window: VecDeque<(Instant, usize)>,
+    second: Second,
     shared: Arc<Shared>,
 }
 
 impl Metrics {
     pub fn new(shared: Arc<Shared>, watts_per_core: f64) -> Self {
         Self {
-            rejected: 0,
-            refused_forwards: 0,
             watts_per_core,
             cpu_since_block: Duration::ZERO,
             proposals: BTreeMap::new(),
-            attempted: 0,
-            committed_blocks: 0,
             window: VecDeque::new(),
+            second: Second::new(shared.telemetry().committed_transactions()),
             shared,
         }
     }
@@ -74,7 +92,7 @@ impl Metrics {
     /// A pre-prepare for `seq` was sent or first seen.
     pub fn proposed(&mut self, seq: SeqNo) {
         if !self.proposals.contains_key(&seq) {
-            self.attempted += 1;
+            self.shared.telemetry().proposed();
             self.proposals.insert(seq, Instant::now());
             while self.proposals.len() > KEPT_PROPOSALS {
                 self.proposals.pop_first();
@@ -94,9 +112,16 @@ impl Metrics {
         let proposed = self.proposals.remove(&height);
         // Everything below a committed sequence number is settled.
         self.proposals = self.proposals.split_off(&height);
-        self.committed_blocks += 1;
+        let latency = proposed.map(|at| now.duration_since(at));
+        let telemetry = self.shared.telemetry();
+        telemetry.committed(block.entries.len() as u64, latency);
         // A block learned by state transfer was never proposed here: count it attempted too.
-        self.attempted = self.attempted.max(self.committed_blocks);
+        telemetry.settle_proposed();
+        if let Some(latency) = latency {
+            self.second.latency_sum += latency;
+            self.second.latency_max = self.second.latency_max.max(latency);
+            self.second.latencies += 1;
+        }
         self.window.push_back((now, block.entries.len()));
         while self
             .window
@@ -116,13 +141,11 @@ impl Metrics {
         let metric = BlockMetric {
             height,
             timestamp_ms: crate::clock::system_now_ms(),
-            latency: proposed
-                .map(|at| now.duration_since(at))
-                .unwrap_or_default(),
+            latency: latency.unwrap_or_default(),
             tps: in_window as f64 / span.as_secs_f64(),
             energy_joules: self.cpu_since_block.as_secs_f64() * self.watts_per_core,
-            attempted_blocks: self.attempted,
-            success_blocks: self.committed_blocks,
+            attempted_blocks: telemetry.proposed_blocks(),
+            success_blocks: telemetry.committed_blocks(),
             tx_count: block.entries.len(),
             votes,
             required_votes: pbft::quorum(u32::try_from(validators).unwrap_or(u32::MAX)),
@@ -131,5 +154,27 @@ impl Metrics {
         self.cpu_since_block = Duration::ZERO;
         self.shared
             .record_block(metric, latencies, KEPT_BLOCKS, KEPT_LATENCIES);
+    }
+
+    /// Closes the second being sampled once it is over (called every turn): one [`Sample`]
+    /// for the dashboard, however long the turn took.
+    pub fn sample(&mut self, height: u64, view: u64) {
+        let elapsed = self.second.started.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return;
+        }
+        let committed = self.shared.telemetry().committed_transactions();
+        let second = std::mem::replace(&mut self.second, Second::new(committed));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        self.shared.telemetry().push_sample(Sample {
+            t_ms: crate::clock::system_now_ms(),
+            committed_tx_per_s: committed.saturating_sub(second.committed_tx) as f64
+                / elapsed.as_secs_f64(),
+            latency_mean_ms: (second.latencies > 0)
+                .then(|| ms(second.latency_sum) / f64::from(second.latencies)),
+            latency_max_ms: (second.latencies > 0).then(|| ms(second.latency_max)),
+            height,
+            view,
+        });
     }
 }

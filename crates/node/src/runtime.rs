@@ -22,7 +22,9 @@ use crate::keys::KeyInbox;
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
 use crate::state_transfer::{Answer, FetchRequest, StateTransfer};
+use crate::status::PeerClaim;
 use crate::status::Shared;
+use crate::telemetry::{RejectReason, StoreWrite};
 use crate::transport::{InboundCredit, Transport};
 use crate::verify::Authenticator;
 use crate::wire::{FETCH_REPLY_BYTES, Frame, Wire};
@@ -143,6 +145,8 @@ pub(crate) struct Runtime {
     /// The head each peer last claimed in its status, and when it arrived (a hint: f+1 of
     /// them bound what is committed, as one of any f+1 is correct).
     peer_heads: Vec<Option<(u64, Instant)>>,
+    /// The view of each peer's last authentic consensus message (for the dashboard only).
+    peer_views: Vec<Option<u64>>,
 }
 
 impl Runtime {
@@ -205,6 +209,7 @@ impl Runtime {
             view_logged,
             reported_checkpoint: 0,
             peer_heads: vec![None; n],
+            peer_views: vec![None; n],
         }
     }
 
@@ -337,6 +342,8 @@ impl Runtime {
         self.note_recovery_end();
         self.note_view_change();
         self.publish_status();
+        self.metrics
+            .sample(self.chain.head().0, self.replica.view());
         Ok(())
     }
 
@@ -349,6 +356,7 @@ impl Runtime {
         }
         let (view, changing) = now;
         if changing {
+            self.shared.telemetry().view_change_started();
             info!(target: "medchain::view", validator = self.id, view, "view change started");
         } else {
             info!(
@@ -400,11 +408,18 @@ impl Runtime {
             accepted.push(request);
             replies.push(reply);
         }
+        let started = Instant::now();
         self.local.add_pending(
             accepted
                 .iter()
                 .map(|request| (&request.id, accepted_ms, &request.payload[..])),
         )?;
+        if !accepted.is_empty() {
+            let bytes = accepted.iter().map(|r| r.payload.len() as u64).sum();
+            self.shared
+                .telemetry()
+                .stored(StoreWrite::Acknowledged, started.elapsed(), bytes);
+        }
         self.shared.add_pending(accepted.iter().cloned());
         for (id, reply) in again {
             let answer = if ids.contains(&id) {
@@ -447,7 +462,7 @@ impl Runtime {
             }
         }
         *requests = kept;
-        self.metrics.refused_forwards += refused;
+        self.shared.telemetry().refused_forwards(refused);
         Ok(())
     }
 
@@ -604,15 +619,17 @@ impl Runtime {
         frame: Frame,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
+        let telemetry = self.shared.telemetry();
+        telemetry.received(&frame);
         if from as usize >= self.n || from == self.id {
-            self.metrics.rejected += 1;
+            telemetry.rejected(RejectReason::UnknownSender);
             return Ok(());
         }
         self.shared.touch_peer(from);
         match &*frame {
             Wire::Consensus(signed) => {
                 if signed.from != from {
-                    self.metrics.rejected += 1;
+                    telemetry.rejected(RejectReason::WrongSender);
                     return Ok(());
                 }
                 // Shape before signatures: a message that cannot be valid costs no
@@ -623,6 +640,14 @@ impl Runtime {
                 };
                 match checked {
                     Ok(()) => {
+                        if let Some(view) = signed.message.view() {
+                            self.peer_views[from as usize] = Some(view);
+                        }
+                        // A backup's latency runs from the pre-prepare it first sees (one
+                        // of its current view: a stale one is refused by the replica).
+                        if signed.message.view() == Some(self.replica.view()) {
+                            self.note_proposal(signed);
+                        }
                         let mut signed = signed.clone();
                         if let Message::Forward(requests) = &mut signed.message {
                             // The replica does not check the forward's signature again.
@@ -634,13 +659,13 @@ impl Runtime {
                         self.step(Input::Message(signed), actions)
                     }
                     Err(error) => {
-                        self.metrics.rejected += 1;
+                        self.shared.telemetry().rejected(RejectReason::Unauthentic);
                         debug!(from, %error, "dropped an unauthentic message");
                     }
                 }
             }
             // The transport hands key frames to the key service, never here.
-            Wire::Keys(_) => self.metrics.rejected += 1,
+            Wire::Keys(_) => telemetry.rejected(RejectReason::Misrouted),
             Wire::Cut => {
                 if self.replica.is_primary() {
                     self.step(Input::Cut, actions);
@@ -729,7 +754,7 @@ impl Runtime {
                 Ok(contents) => contents,
                 Err(error) => {
                     warn!(from, height = block.header.height, %error, "refused a transferred block");
-                    self.metrics.rejected += 1;
+                    self.shared.telemetry().rejected(RejectReason::InvalidBlock);
                     let (head, _) = self.chain.head();
                     let retry =
                         self.transfer
@@ -738,7 +763,7 @@ impl Runtime {
                     return Ok(());
                 }
             };
-            let decided = self.chain.append_block(block, &contents)?;
+            let decided = self.append_block(block, &contents)?;
             self.note_invalid(block, &contents);
             request_ids.extend(self.on_committed_block(block, &contents, &decided));
             head_time_ms = block.header.timestamp_ms;
@@ -749,6 +774,7 @@ impl Runtime {
         }
         let (head, hash) = self.chain.head();
         if applied > 0 {
+            self.shared.telemetry().state_transferred(applied);
             info!(from, head, "caught up by state transfer");
             self.step(
                 Input::StateTransferred {
@@ -790,7 +816,7 @@ impl Runtime {
             return;
         };
         if let Err(error) = self.replica.step(input, actions) {
-            self.metrics.rejected += 1;
+            self.shared.telemetry().rejected(RejectReason::Protocol);
             debug!(%error, "replica rejected an input");
         }
     }
@@ -895,7 +921,15 @@ impl Runtime {
     /// stored once: the block it becomes names them, docs/STORAGE.md §3).
     fn flush_records(&mut self, records: &mut Vec<Durable>) -> Result<(), NodeError> {
         if !records.is_empty() {
+            let started = Instant::now();
             self.local.append_durable(records, &mut self.chain)?;
+            let bytes = records
+                .iter()
+                .map(|record| borsh::object_length(record).unwrap_or_default() as u64)
+                .sum();
+            self.shared
+                .telemetry()
+                .stored(StoreWrite::Protocol, started.elapsed(), bytes);
             records.clear();
         }
         Ok(())
@@ -918,10 +952,21 @@ impl Runtime {
             return Ok(());
         }
         let (block, contents) = self.auth.block_of(committed)?;
-        let applied = self.chain.append_block(&block, &contents)?;
+        let applied = self.append_block(&block, &contents)?;
         self.note_invalid(&block, &contents);
         self.on_committed_block(&block, &contents, &applied);
         Ok(())
+    }
+
+    /// Appends a committed block to chain.db, timed and counted.
+    fn append_block(&mut self, block: &Block, contents: &[Checked]) -> Result<Applied, NodeError> {
+        let started = Instant::now();
+        let applied = self.chain.append_block(block, contents)?;
+        let bytes = borsh::object_length(block).unwrap_or_default() as u64;
+        self.shared
+            .telemetry()
+            .stored(StoreWrite::Block, started.elapsed(), bytes);
+        Ok(applied)
     }
 
     /// Invalid entries commit only when more than f validators misbehave: say so loudly.
@@ -1078,6 +1123,17 @@ impl Runtime {
     fn publish_status(&self) {
         let (height, hash) = self.chain.head();
         let alarms = self.replica.log_stats().alarms;
+        let telemetry = self.shared.telemetry();
+        telemetry.set_head(height, self.replica.view());
+        let peers = self
+            .peer_heads
+            .iter()
+            .zip(&self.peer_views)
+            .map(|(head, view)| PeerClaim {
+                height: head.map(|(height, _)| height),
+                view: *view,
+            })
+            .collect();
         self.shared.update(|status| {
             status.view = self.replica.view();
             status.primary = self.replica.primary();
@@ -1091,8 +1147,9 @@ impl Runtime {
                 .max(self.replica.stable_checkpoint().0);
             status.peers_head = self.peers_head();
             status.alarms = alarms;
-            status.rejected_messages = self.metrics.rejected;
-            status.refused_forwards = self.metrics.refused_forwards;
+            status.rejected_messages = telemetry.rejected_messages();
+            status.refused_forwards = telemetry.refused_forwards_total();
+            status.peers = peers;
         });
     }
 }

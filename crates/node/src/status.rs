@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use pbft::{ReplicaId, Request, View};
 
 use crate::metrics::BlockMetric;
+use crate::telemetry::Telemetry;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -40,6 +41,17 @@ pub struct NodeStatus {
     pub refused_forwards: u64,
     /// Set when the validator stopped on an error it cannot recover from.
     pub failed: Option<String>,
+    /// What each validator last claimed to this one (by replica id; this one's own slot is
+    /// empty): the head in its status frame, the view of its last authentic consensus
+    /// message. Claims, for the dashboard: a faulty peer may claim anything.
+    pub peers: Vec<PeerClaim>,
+}
+
+/// What a peer last told this validator of its state ([`NodeStatus::peers`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerClaim {
+    pub height: Option<u64>,
+    pub view: Option<View>,
 }
 
 impl NodeStatus {
@@ -72,7 +84,6 @@ struct MetricsLog {
     latencies: VecDeque<Duration>,
     /// Latencies recorded since start, kept or not (what [`Shared::latencies_since`] counts by).
     recorded_latencies: u64,
-    committed_tx: u64,
 }
 
 pub struct Shared {
@@ -82,6 +93,8 @@ pub struct Shared {
     metrics: Mutex<MetricsLog>,
     /// Transactions this validator acknowledged and has not seen committed.
     pending: Mutex<BTreeMap<[u8; 32], PendingTx>>,
+    /// This validator's counters (`GET /metrics`), which `/api/metrics` reads too.
+    telemetry: Telemetry,
 }
 
 impl Shared {
@@ -96,7 +109,12 @@ impl Shared {
             peers: Mutex::new(vec![None; n]),
             metrics: Mutex::new(MetricsLog::default()),
             pending: Mutex::new(BTreeMap::new()),
+            telemetry: Telemetry::new(),
         }
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -125,6 +143,7 @@ impl Shared {
                     },
                 )
             }));
+            self.telemetry.set_pending(pending.len());
         }
     }
 
@@ -194,10 +213,13 @@ impl Shared {
         let Ok(mut pending) = self.pending.lock() else {
             return Vec::new();
         };
-        ids.iter()
+        let waited = ids
+            .iter()
             .filter_map(|id| pending.remove(id))
             .map(|tx| tx.accepted.elapsed())
-            .collect()
+            .collect();
+        self.telemetry.set_pending(pending.len());
+        waited
     }
 
     pub fn is_pending(&self, id: &[u8; 32]) -> bool {
@@ -248,7 +270,6 @@ impl Shared {
         kept_latencies: usize,
     ) {
         if let Ok(mut log) = self.metrics.lock() {
-            log.committed_tx += metric.tx_count as u64;
             log.blocks.push_back(metric);
             while log.blocks.len() > kept_blocks {
                 log.blocks.pop_front();
@@ -271,7 +292,7 @@ impl Shared {
 
     /// Transactions committed since start.
     pub fn committed_transactions(&self) -> u64 {
-        self.metrics.lock().map(|log| log.committed_tx).unwrap_or(0)
+        self.telemetry.committed_transactions()
     }
 
     /// Latencies from acknowledgement to commit of this validator's own transactions, over the
@@ -340,6 +361,5 @@ mod tests {
         // Four more, one of which falls out of a window of three before it is read.
         shared.record_block(block(4), &[ms(3), ms(4), ms(5), ms(6)], 10, 3);
         assert_eq!(shared.latencies_since(seen), (vec![ms(4), ms(5), ms(6)], 6));
-        assert_eq!(shared.committed_transactions(), 6);
     }
 }

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledger::Queries;
@@ -19,6 +21,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/validate_chain", get(validate_chain))
         .route("/api/metrics", get(metrics))
         .route("/api/status", get(status))
+        .route("/api/status/series", get(series))
+        .route("/metrics", get(prometheus))
         .route("/api/blocks", get(blocks))
         .route("/api/tx/{id}", get(tx_status))
 }
@@ -222,6 +226,8 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
         .enumerate()
         .map(|(i, name)| {
             let id = i as u32;
+            let heard = contact.get(i).copied().flatten();
+            let last_contact_ms = heard.map(|d| d.as_millis() as u64);
             match statuses.get(&id) {
                 Some(s) => json!({
                     "id": id,
@@ -236,19 +242,22 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
                     "view": s.view,
                     "primary": id == primary,
                     "pending": s.pending,
+                    "last_contact_ms": last_contact_ms,
                 }),
                 None => {
-                    // Not in this process: judge by when we last heard from it.
-                    let heard = contact.get(i).copied().flatten();
+                    // Not in this process: judge by when we last heard from it, and show what
+                    // it last claimed (its status frame's head, its messages' view).
                     let up = id == local.id
                         || heard.is_some_and(|d| d < std::time::Duration::from_secs(5));
+                    let claim = local.peers.get(i).copied().unwrap_or_default();
                     json!({
                         "id": id,
                         "name": name,
                         "state": if up { "up" } else { "down" },
-                        "height": Value::Null,
-                        "view": Value::Null,
+                        "height": claim.height,
+                        "view": claim.view,
                         "primary": id == primary,
+                        "last_contact_ms": last_contact_ms,
                     })
                 }
             }
@@ -304,6 +313,45 @@ async fn status(State(state): State<AppState>, _auth: Authed) -> ApiResult<Json<
         },
     })))
 }
+
+/// The local validator's last minutes, one sample a second, oldest first: committed
+/// transactions per second, proposal-to-commit latency, height and view (the dashboard's
+/// charts).
+#[utoipa::path(
+    get, path = "/api/status/series", tag = "chain",
+    responses(
+        (status = 200, description = "Per-second samples, at most ten minutes",
+            body = answers::Series),
+    )
+)]
+async fn series(State(state): State<AppState>, _auth: Authed) -> Json<Value> {
+    let samples = state.chain.local.shared().telemetry().samples();
+    Json(json!({
+        "success": true,
+        "interval_ms": 1000,
+        "samples": samples,
+    }))
+}
+
+/// Prometheus' scrape: the local validator's counters (counts only, docs/SECURITY.md
+/// "Metrics"), in the OpenMetrics text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "service",
+    security(()),
+    responses(
+        (status = 200, description = "The counters, OpenMetrics text", body = String,
+            content_type = "application/openmetrics-text"),
+    )
+)]
+async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS)],
+        state.chain.local.shared().telemetry().encode(),
+    )
+}
+
+/// The content type of `/metrics`.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 fn median_ms(latencies: &[std::time::Duration]) -> Option<f64> {
     if latencies.is_empty() {

@@ -206,6 +206,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let docs = openapi::router(&state.cookie);
     let settings = state.settings.clone();
+    let local = state.chain.local.clone();
     let api = Router::new()
         .merge(auth::router())
         .merge(consent::router())
@@ -252,7 +253,7 @@ pub fn router(state: AppState) -> Router {
     if settings.secure_cookie {
         app = app.layer(header_layer(header::STRICT_TRANSPORT_SECURITY, HSTS));
     }
-    app.layer(middleware::from_fn(log_request))
+    app.layer(middleware::from_fn_with_state(local, log_request))
 }
 
 pub use server::serve;
@@ -319,8 +320,13 @@ async fn no_store_for_api(req: Request, next: Next) -> Response {
 }
 
 /// Logs method, route template, status and time: never bodies, queries or headers, which may
-/// carry passwords, codes, tokens or medical data.
-async fn log_request(req: Request, next: Next) -> Response {
+/// carry passwords, codes, tokens or medical data. Counts the request in the local validator's
+/// telemetry by the same route template (never the raw path: the labels stay few).
+async fn log_request(
+    axum::extract::State(local): axum::extract::State<NodeHandle>,
+    req: Request,
+    next: Next,
+) -> Response {
     let method = req.method().clone();
     let route = req
         .extensions()
@@ -329,6 +335,10 @@ async fn log_request(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "(static or unmatched)".to_string());
     let started = Instant::now();
     let res = next.run(req).await;
+    local
+        .shared()
+        .telemetry()
+        .http_request(&route, res.status().as_u16());
     tracing::info!(
         target: "medchain::http",
         %method,

@@ -157,6 +157,7 @@ impl Service {
         if from as usize >= self.n || from == self.me {
             return Ok(());
         }
+        self.shared.telemetry().received(frame);
         match &**frame {
             Wire::Keys(KeyFrame::Request { request, txs }) => self.on_request(from, *request, txs),
             Wire::Keys(KeyFrame::Answer {

@@ -37,6 +37,25 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
+/// Counts what a validator's code sends (runtime and key service alike) in its telemetry,
+/// then hands it to the transport that carries it.
+pub(crate) struct Counted {
+    pub inner: Box<dyn Transport>,
+    pub shared: Arc<crate::status::Shared>,
+}
+
+impl Transport for Counted {
+    fn send(&self, to: ReplicaId, frame: Frame) {
+        self.shared.telemetry().sent(&frame, 1);
+        self.inner.send(to, frame);
+    }
+
+    fn broadcast(&self, to: &[ReplicaId], frame: Frame) {
+        self.shared.telemetry().sent(&frame, to.len() as u64);
+        self.inner.broadcast(to, frame);
+    }
+}
+
 /// Who this validator is to the others, and who they are: what the channel's handshake proves
 /// and checks (every key comes from the genesis file).
 #[derive(Clone)]

@@ -279,6 +279,9 @@ pub struct ValidatorStatus {
     primary: bool,
     #[schema(nullable = false)]
     pending: Option<u64>,
+    /// Milliseconds since this validator last heard from it; null for itself, or never.
+    #[schema(required = true)]
+    last_contact_ms: Option<u64>,
 }
 
 #[derive(ToSchema, Serialize)]
@@ -303,6 +306,31 @@ pub struct StatusMetrics {
     committed_since_start: u64,
     /// Consensus alarms since start: the fault model exceeded, or a damaged store.
     alarms: u64,
+}
+
+/// `GET /api/status/series`.
+#[derive(ToSchema)]
+pub struct Series {
+    success: bool,
+    /// Milliseconds between samples.
+    interval_ms: u64,
+    /// Oldest first, at most ten minutes.
+    samples: Vec<Sample>,
+}
+
+/// One second of the local validator.
+#[derive(ToSchema)]
+pub struct Sample {
+    /// The end of the second, ms since the epoch.
+    t_ms: u64,
+    committed_tx_per_s: f64,
+    /// Mean proposal-to-commit latency of the blocks committed that second; null with none.
+    #[schema(required = true)]
+    latency_mean_ms: Option<f64>,
+    #[schema(required = true)]
+    latency_max_ms: Option<f64>,
+    height: u64,
+    view: u64,
 }
 
 /// `GET /api/blocks`: a page, newest first.

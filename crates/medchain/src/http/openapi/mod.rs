@@ -87,6 +87,8 @@ pub const BEARER_SCHEME: &str = "bearer";
         super::chain::validate_chain,
         super::chain::metrics,
         super::chain::status,
+        super::chain::series,
+        super::chain::prometheus,
         super::chain::blocks,
         super::chain::tx_status,
     ),
