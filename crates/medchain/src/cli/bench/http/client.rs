@@ -84,6 +84,12 @@ impl Connection {
                 .body(Body::from(serde_json::to_vec(body)?))?,
             None => request.body(Body::empty())?,
         };
+        if self.sender.is_closed() {
+            // The server closed it (idle too long, or at its cap): a browser opens another.
+            let cookies = std::mem::take(&mut self.cookies);
+            *self = Connection::open(self.addr).await?;
+            self.cookies = cookies;
+        }
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         for set in response.headers().get_all(header::SET_COOKIE) {
@@ -103,6 +109,9 @@ impl Connection {
         }
         let status = response.status();
         let bytes = axum::body::to_bytes(Body::new(response.into_body()), MAX_ANSWER_BYTES).await?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 }

@@ -35,8 +35,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
-use super::usage::{Meter, Process, Used};
 use super::super::service;
+use super::usage::{Meter, Process, Used};
 use client::Connection;
 
 /// Clients that share one doctor (each with its own connection, as tabs of one browser).
@@ -118,15 +118,9 @@ pub fn run(
             let dir = node::validator_dir(dir, handle.name());
             let (app, custody) = service::open_app(&dir, key)?;
             let clock = cluster.clock().clone();
-            let flows = service::start_flows(
-                app,
-                custody,
-                handle.clone(),
-                clock.clone(),
-                false,
-                false,
-            )
-            .await?;
+            let flows =
+                service::start_flows(app, custody, handle.clone(), clock.clone(), false, false)
+                    .await?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             let chain = Chain::new(handle.clone(), handles.clone(), load.batch_window);
@@ -223,7 +217,10 @@ async fn populate(hospitals: &[Hospital], clients: usize) -> anyhow::Result<Vec<
             enrolled??;
         }
         anyhow::ensure!(
-            hospital.flows.settle_outbox(Duration::from_secs(60)).await?,
+            hospital
+                .flows
+                .settle_outbox(Duration::from_secs(60))
+                .await?,
             "the enrollments at {} did not reach the chain in a minute",
             hospital.validator.name()
         );
@@ -264,7 +261,12 @@ async fn populate(hospitals: &[Hospital], clients: usize) -> anyhow::Result<Vec<
 }
 
 /// A connection to `addr` signed in as `id`.
-async fn login(addr: SocketAddr, role: &str, id: &str, password: &str) -> anyhow::Result<Connection> {
+async fn login(
+    addr: SocketAddr,
+    role: &str,
+    id: &str,
+    password: &str,
+) -> anyhow::Result<Connection> {
     let mut connection = Connection::open(addr).await?;
     let field = if role == "doctor" {
         "doctorId"
@@ -356,17 +358,30 @@ impl Counters {
 
 /// The id field `field` of an answer, as a transaction id.
 fn id_in(answer: &Value, pointer: &str) -> Option<TxId> {
-    answer.pointer(pointer).and_then(Value::as_str).and_then(parse_tx_id)
+    answer
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(parse_tx_id)
 }
 
 impl Client {
     /// Runs records one after another until `until`.
-    async fn run(mut self, started: Instant, until: Instant, settle: Duration, counters: Arc<Counters>) {
+    async fn run(
+        mut self,
+        started: Instant,
+        until: Instant,
+        settle: Duration,
+        counters: Arc<Counters>,
+    ) {
         let mut i = 0u64;
         while Instant::now() < until {
             i += 1;
             if let Err(error) = self.record(i, started, settle, &counters).await {
-                counters.refused("error", StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": error.to_string()}));
+                counters.refused(
+                    "error",
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"message": error.to_string()}),
+                );
                 tokio::time::sleep(RETRY_AFTER).await;
             }
         }
@@ -389,7 +404,8 @@ impl Client {
                 &json!({"patientId": self.patient_id, "purpose": "Follow-up", "scope": "write"}),
             )
             .await?;
-        let Some(request) = id_in(&answer, "/consent/id").filter(|_| status == StatusCode::OK) else {
+        let Some(request) = id_in(&answer, "/consent/id").filter(|_| status == StatusCode::OK)
+        else {
             counters.refused("request", status, &answer);
             tokio::time::sleep(RETRY_AFTER).await;
             return Ok(());
@@ -419,7 +435,8 @@ impl Client {
             .and_then(|hex| hex::decode(hex).ok())
             .context("no signingBytes")?;
         anyhow::ensure!(
-            signing.starts_with(b"medchain/tx/v2") && signing.get(14..46) == Some(&self.genesis[..]),
+            signing.starts_with(b"medchain/tx/v2")
+                && signing.get(14..46) == Some(&self.genesis[..]),
             "an envelope for another chain"
         );
         let prepared = answer["preparedId"].as_str().context("no preparedId")?;
@@ -460,7 +477,9 @@ impl Client {
         };
         let acknowledged_at = Instant::now();
         counters.acknowledge(tx);
-        counters.records_acknowledged.fetch_add(1, Ordering::Relaxed);
+        counters
+            .records_acknowledged
+            .fetch_add(1, Ordering::Relaxed);
         if let Ok(mut records) = counters.records.lock() {
             records.insert(tx);
         }
@@ -492,7 +511,15 @@ async fn measure(
     bar: &ProgressBar,
 ) -> anyhow::Result<(HttpReport, Used)> {
     bar.set_message("enrolling and signing in");
+    let setting_up = Instant::now();
     let clients = populate(hospitals, load.clients).await?;
+    bar.suspend(|| {
+        println!(
+            "{} clients enrolled, signed in and with a device key each in {:.1} s; measuring",
+            clients.len(),
+            setting_up.elapsed().as_secs_f64()
+        )
+    });
     let first = &handles[0];
     // The run's blocks start after every enrollment and device key, at every validator.
     let set_up = handles.iter().map(|h| h.status().height).max().unwrap_or(0);
@@ -582,7 +609,11 @@ async fn measure(
 }
 
 /// Waits (at most `timeout`) until `handle`'s chain is `height` high.
-async fn wait_for_height(handle: &NodeHandle, height: u64, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_for_height(
+    handle: &NodeHandle,
+    height: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while handle.status().height < height {
         anyhow::ensure!(
