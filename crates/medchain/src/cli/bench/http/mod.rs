@@ -130,7 +130,7 @@ pub fn run(
                 let _ = stopped.wait_for(|stop| *stop).await;
             }));
             hospitals.push(Hospital {
-                index: handle.id() as u32,
+                index: handle.id(),
                 addr,
                 validator: handle.clone(),
                 flows,
@@ -356,7 +356,7 @@ impl Counters {
     }
 }
 
-/// The id field `field` of an answer, as a transaction id.
+/// The transaction id at `pointer` in an answer.
 fn id_in(answer: &Value, pointer: &str) -> Option<TxId> {
     answer
         .pointer(pointer)
