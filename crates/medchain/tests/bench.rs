@@ -195,3 +195,41 @@ fn a_prefilled_chain_verifies_at_every_validator() {
         "{total} transactions: {said}"
     );
 }
+
+/// `--mode http`: the seed's flow over each validator's API, doctors and patients signed in,
+/// each record a consent request, the patient's approval signed on their device and an
+/// `add_record`: records commit, none is lost, and bench.json says so.
+#[test]
+fn the_seed_flow_over_http_commits_every_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = bench(dir.path(), &["--mode", "http", "--concurrency", "8"]);
+    assert_eq!(json["mode"], "http");
+    assert_eq!(json["clients"], 8, "{json}");
+    let records = |field: &str| {
+        json[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}: {json}"))
+    };
+    assert!(records("records_committed") > 0, "{json}");
+    assert_eq!(records("records_lost"), 0, "{json}");
+    assert_eq!(
+        records("records_committed"),
+        records("records_acknowledged"),
+        "{json}"
+    );
+    // Three transactions a record: the request, the grant and the record.
+    assert!(
+        records("committed") >= 3 * records("records_committed"),
+        "{json}"
+    );
+    assert!(
+        json["records_committed_per_s"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
+    assert_eq!(json["series_counts"], "records", "{json}");
+    let flow = &json["record_flow_ms"];
+    assert!(
+        flow["p50"].as_f64().unwrap() >= json["latency_ms"]["p50"].as_f64().unwrap(),
+        "a whole flow takes longer than its last step: {json}"
+    );
+}

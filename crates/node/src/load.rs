@@ -922,7 +922,7 @@ pub async fn drive(
         acknowledged: acknowledged(),
         refused: counters.refused.load(Ordering::Relaxed),
         committed,
-        lost: audit.missing,
+        lost: audit.missing.len() as u64,
         elapsed,
         committed_per_second: committed as f64 / elapsed.as_secs_f64(),
         commit_latency,
@@ -938,16 +938,17 @@ pub async fn drive(
 const COUNT_GRACE: Duration = Duration::from_secs(2);
 
 /// What the blocks of a run hold.
-struct Audit {
+pub struct Audit {
     /// Acknowledged transactions not in any of them.
-    missing: u64,
+    pub missing: HashSet<TxId>,
     /// The mean size of their transactions as the chain stores them (each entry's canonical
     /// bytes).
-    mean_tx_bytes: f64,
+    pub mean_tx_bytes: f64,
 }
 
-/// Reads blocks `from..=to` of `handle`'s chain, one at a time.
-fn audit(
+/// Reads blocks `from..=to` of `handle`'s chain, one at a time: which of `acknowledged` none
+/// holds, and the mean size of what they hold.
+pub fn audit(
     handle: &NodeHandle,
     from: u64,
     to: u64,
@@ -964,7 +965,7 @@ fn audit(
         }
     }
     Ok(Audit {
-        missing: acknowledged.len() as u64,
+        missing: acknowledged,
         mean_tx_bytes: if entries == 0 {
             0.0
         } else {

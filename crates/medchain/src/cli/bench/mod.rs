@@ -19,6 +19,7 @@ use report::{BenchReport, LatencyMs, Point};
 use usage::{Meter, Process, Used};
 
 mod ceiling;
+mod http;
 mod report;
 mod usage;
 
@@ -27,19 +28,23 @@ mod usage;
 /// CPU, bytes written and memory per transaction. Embedded by default (four validators, or
 /// --validators); --processes runs them as processes talking TCP on loopback (`medchain node`
 /// children and this process). --mode ceiling applies the same transactions with no protocol
-/// instead: each validator checks and stores every block as it stores a committed one.
+/// instead: each validator checks and stores every block as it stores a committed one. --mode
+/// http runs the seed's flow with remote consent over each validator's HTTP API instead.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   medchain bench --duration 10s                        # throughput, as fast as it goes
   medchain bench --rate 1000 --duration 20s            # latency at 1,000 tx/s
   medchain bench --processes 7 --duration 20s          # seven validator processes
   medchain bench --with-ceiling --out results/         # efficiency; bench.json and bench.svg
-  medchain bench --prefill 1000000 --duration 2m       # on a chain of a million transactions")]
+  medchain bench --prefill 1000000 --duration 2m       # on a chain of a million transactions
+  medchain bench --mode http --duration 20s            # records over HTTP, remote consent")]
 pub struct BenchArgs {
     /// What to measure: `ledger`, the validators committing the load by PBFT; `ceiling`, the
     /// same transactions, signed and sealed alike, in blocks certified by the validators' keys,
     /// applied by the same validators with no protocol (each checks every signature in batch
-    /// and stores each block in one durable write, as it applies a committed block).
+    /// and stores each block in one durable write, as it applies a committed block); `http`,
+    /// the seed's flow over each validator's HTTP API, doctors and patients signed in, each
+    /// record a consent request, the patient's approval on their device and an `add_record`.
     #[arg(long, value_enum, default_value_t = Mode::Ledger)]
     mode: Mode,
     /// Transactions per second to offer; omit to submit as fast as they are acknowledged.
@@ -48,9 +53,10 @@ pub struct BenchArgs {
     /// How long to submit (ceiling: how long to apply blocks).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = node::parse_duration)]
     duration: Duration,
-    /// Submitters in flight at once (without --rate).
-    #[arg(long, value_name = "N", default_value_t = 512)]
-    concurrency: usize,
+    /// Submitters in flight at once (without --rate); --mode http: clients, each a doctor's
+    /// and a patient's kept-alive connection [default: 512; --mode http: 256]
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
     /// Run the validators as N separate processes on loopback TCP (4 without a value).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "4",
           value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -92,6 +98,7 @@ pub struct BenchArgs {
 enum Mode {
     Ledger,
     Ceiling,
+    Http,
 }
 
 impl Mode {
@@ -99,12 +106,16 @@ impl Mode {
         match self {
             Mode::Ledger => "ledger",
             Mode::Ceiling => "ceiling",
+            Mode::Http => "http",
         }
     }
 }
 
 /// What `latency_ms` measures in ledger mode.
 const LEDGER_LATENCY: &str = "acknowledged to committed at the accepting validator";
+
+/// What `latency_ms` measures in http mode.
+const HTTP_LATENCY: &str = "a record: add_record's answer to applied at the doctor's validator";
 
 impl BenchArgs {
     fn validators(&self) -> usize {
@@ -115,11 +126,13 @@ impl BenchArgs {
         let validators = self.validators();
         let how = match (self.mode, self.processes) {
             (Mode::Ceiling, _) => "ceiling (no protocol)".to_string(),
+            (Mode::Http, _) => "embedded, each validator's HTTP API on loopback".to_string(),
             (Mode::Ledger, Some(n)) => format!("{n} processes on loopback TCP"),
             (Mode::Ledger, None) => "embedded".to_string(),
         };
         let offered = match (self.mode, self.rate) {
             (Mode::Ceiling, _) => "blocks applied".to_string(),
+            (Mode::Http, _) => format!("{} clients, closed loop", self.http_clients()),
             (Mode::Ledger, None) => "as fast as acknowledged".to_string(),
             (Mode::Ledger, Some(rate)) => format!("{rate} tx/s offered"),
         };
@@ -167,6 +180,39 @@ impl BenchArgs {
             tx_bytes: load.tx_bytes,
             series: load.series.iter().map(Point::from).collect(),
             ..self.report(Mode::Ledger)
+        };
+        report.set_usage(used);
+        report
+    }
+
+    /// Clients of `--mode http`.
+    fn http_clients(&self) -> usize {
+        self.concurrency.unwrap_or(256).max(1)
+    }
+
+    /// The report of a run over HTTP: transactions as in ledger mode (requests, grants and
+    /// records), and the records apart.
+    fn http_report(&self, prefill: u64, found: &http::HttpReport, used: &Used) -> BenchReport {
+        let seconds = found.elapsed.as_secs_f64().max(1e-9);
+        let mut report = BenchReport {
+            prefill,
+            elapsed_s: found.elapsed.as_secs_f64(),
+            committed: found.committed,
+            acknowledged: found.acknowledged,
+            lost: found.lost,
+            committed_tx_per_s: found.committed as f64 / seconds,
+            latency_is: HTTP_LATENCY,
+            latency_ms: LatencyMs::from(found.record_latency),
+            tx_bytes: found.tx_bytes,
+            series: found.series.iter().map(Point::from).collect(),
+            series_counts: Some("records"),
+            clients: Some(found.clients),
+            records_acknowledged: Some(found.records_acknowledged),
+            records_committed: Some(found.records_committed),
+            records_lost: Some(found.records_lost),
+            records_committed_per_s: Some(found.records_committed as f64 / seconds),
+            record_flow_ms: Some(LatencyMs::from(found.flow_latency)),
+            ..self.report(Mode::Http)
         };
         report.set_usage(used);
         report
@@ -304,11 +350,18 @@ pub(super) fn progress_bar(length: u64, template: &str) -> ProgressBar {
 impl super::Run for BenchArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(
-            self.mode == Mode::Ledger
+            self.mode != Mode::Ceiling
                 || (self.processes.is_none() && !self.with_ceiling && self.rate.is_none()),
             "--mode ceiling applies blocks as fast as the validators store them, in this \
              process, with no protocol: use --validators, not --processes, --with-ceiling or \
              --rate"
+        );
+        anyhow::ensure!(
+            self.mode != Mode::Http
+                || (self.processes.is_none() && !self.with_ceiling && self.rate.is_none()),
+            "--mode http runs embedded validators, each serving its API in this process, in a \
+             closed loop: use --validators and --concurrency, not --processes, --with-ceiling \
+             or --rate"
         );
         let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
         let dir = self
@@ -340,7 +393,7 @@ impl super::Run for BenchArgs {
                 let load = Load {
                     rate: self.rate,
                     duration: self.duration,
-                    concurrency: self.concurrency,
+                    concurrency: self.concurrency.unwrap_or(512),
                 };
                 let bar = progress_bar(
                     self.duration.as_millis() as u64,
@@ -354,6 +407,23 @@ impl super::Run for BenchArgs {
                 bar.finish_and_clear();
                 print_load(&load_report);
                 self.ledger_report(prefill, &load_report, &used)
+            }
+            Mode::Http => {
+                let bar = progress_bar(
+                    self.duration.as_millis() as u64,
+                    "{bar:40} {elapsed_precise} {msg}",
+                );
+                let load = http::HttpLoad {
+                    clients: self.http_clients(),
+                    duration: self.duration,
+                    batch_window: self.timing.batch_window,
+                    settle: SETTLE,
+                };
+                let (found, used) =
+                    http::run(&dir, self.cluster_options(&dir, &key_dir), &load, &bar)?;
+                bar.finish_and_clear();
+                http::print(&found);
+                self.http_report(prefill, &found, &used)
             }
             Mode::Ceiling => ceiling::run(
                 &dir,

@@ -68,6 +68,19 @@ pub struct BenchReport {
     /// (`--with-ceiling`).
     pub efficiency: Option<f64>,
     pub ceiling: Option<Box<BenchReport>>,
+    /// `http`: clients, each a doctor's and a patient's kept-alive connection.
+    pub clients: Option<usize>,
+    /// `http`: records `add_record` acknowledged; of them, those applied on chain, and those
+    /// in no block of the run (each record is three transactions: the request, the grant
+    /// and the record, all counted in `committed`).
+    pub records_acknowledged: Option<u64>,
+    pub records_committed: Option<u64>,
+    pub records_lost: Option<u64>,
+    pub records_committed_per_s: Option<f64>,
+    /// `http`: a record's whole flow, from the doctor's consent request to the record applied.
+    pub record_flow_ms: Option<LatencyMs>,
+    /// What `series` counts: `records` (`http`), or transactions (null).
+    pub series_counts: Option<&'static str>,
     pub series: Vec<Point>,
 }
 
@@ -193,6 +206,29 @@ impl BenchReport {
             ("acknowledged", self.acknowledged.to_string()),
             ("lost", self.lost.to_string()),
             ("committed tx/s", format!("{:.0}", self.committed_tx_per_s)),
+        ];
+        if let (Some(per_s), Some(acknowledged), Some(committed), Some(lost)) = (
+            self.records_committed_per_s,
+            self.records_acknowledged,
+            self.records_committed,
+            self.records_lost,
+        ) {
+            rows.push(("records committed/s", format!("{per_s:.0}")));
+            rows.push((
+                "records",
+                format!("{acknowledged} acknowledged, {committed} committed, {lost} lost"),
+            ));
+        }
+        if let Some(flow) = self.record_flow_ms {
+            rows.push((
+                "record flow p50/p99",
+                format!(
+                    "{:.1} / {:.1} ms (consent request to record applied)",
+                    flow.p50, flow.p99
+                ),
+            ));
+        }
+        rows.extend([
             (
                 "latency p50/p95/p99/max",
                 format!(
@@ -253,7 +289,7 @@ impl BenchReport {
                     )
                 })),
             ),
-        ];
+        ]);
         if let Some(ceiling) = &self.ceiling {
             rows.push((
                 "ceiling tx/s",
