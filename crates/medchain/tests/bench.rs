@@ -196,6 +196,39 @@ fn a_prefilled_chain_verifies_at_every_validator() {
     );
 }
 
+/// A chain prefilled past the watermarks (more blocks than two checkpoint intervals, built
+/// outside the protocol, so no replica ever sent those checkpoints) goes on: each replica
+/// vouches again for the last checkpoint it executed and the window moves (`pbft::Restored`'s
+/// `executed_checkpoint`). Before, the ledger load's first block never committed.
+#[test]
+fn a_chain_prefilled_past_the_watermarks_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = medchain(
+        &[
+            "bench",
+            "--prefill",
+            "3000",
+            "--max-batch",
+            "20",
+            "--duration",
+            "1s",
+            "--batch-window",
+            "10ms",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ],
+        None,
+    );
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/bench.json")).unwrap()).unwrap();
+    assert!(json["committed"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(json["lost"], 0, "{json}");
+}
+
 /// `--mode http`: the seed's flow over each validator's API, doctors and patients signed in,
 /// each record a consent request, the patient's approval signed on their device and an
 /// `add_record`: records commit, none is lost, and bench.json says so.

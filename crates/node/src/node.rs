@@ -155,6 +155,12 @@ impl Node {
                  (older than node.db, or deleted): its votes there are forgotten"
             ));
         }
+        // The last checkpoint executed, for the replica to vouch for again (`pbft::Restored`).
+        let checkpoint_seq = height - height % options.timing.checkpoint_interval.max(1);
+        let executed_checkpoint = match checkpoint_seq {
+            0 => None,
+            seq => chain.block(seq)?.map(|block| (seq, block.hash())),
+        };
         let head_time_ms = chain
             .block(height)?
             .map(|block| block.header.timestamp_ms)
@@ -176,6 +182,7 @@ impl Node {
             config,
             pbft::Restored {
                 last_executed: (height, hash),
+                executed_checkpoint,
                 head_time_ms,
                 now_ms,
                 durable,

@@ -143,6 +143,13 @@ pub fn quorum(n: u32) -> usize {
 #[derive(Clone, Debug)]
 pub struct Restored {
     pub last_executed: (SeqNo, Digest),
+    /// The last checkpoint the application executed (the highest multiple of K at or below
+    /// `last_executed`) with its digest, the block hash there, if above the genesis. A replica
+    /// sends its message again while it is not stable (§4.3): a restart may have come before
+    /// the message went out, and when every replica's chain went past the watermarks outside
+    /// the protocol (a chain built offline, stores put back from backups) nothing else would
+    /// move them.
+    pub executed_checkpoint: Option<(SeqNo, Digest)>,
     /// The block time of the block at `last_executed` (the genesis time at 0): the next
     /// proposal's time must be later.
     pub head_time_ms: u64,
@@ -173,6 +180,7 @@ impl Restored {
     pub fn genesis(genesis: Digest, genesis_time_ms: u64, now_ms: u64) -> Self {
         Restored {
             last_executed: (0, genesis),
+            executed_checkpoint: None,
             head_time_ms: genesis_time_ms,
             now_ms,
             durable: Vec::new(),

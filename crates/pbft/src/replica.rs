@@ -302,6 +302,13 @@ impl Replica {
         r.prepared_certs.retain(|seq, _| *seq > low);
         r.executed_digests
             .insert(r.last_executed.0, r.last_executed.1);
+        if let Some((seq, digest)) = restored.executed_checkpoint
+            && seq > r.low
+            && seq <= r.last_executed.0
+            && seq.is_multiple_of(r.cfg.checkpoint_interval)
+        {
+            r.executed_digests.insert(seq, digest);
+        }
         if r.low <= r.last_executed.0 {
             r.executed_digests.insert(r.low, r.low_digest);
         } else {
@@ -702,6 +709,20 @@ impl Replica {
                     self.forward(unproposed, actions);
                 }
             }
+        }
+        // The last checkpoint executed and not stable yet, again (§4.3; `Restored`'s
+        // `executed_checkpoint` says why).
+        let checkpoint_interval = self.cfg.checkpoint_interval;
+        if let Some((&seq, &digest)) = self
+            .executed_digests
+            .range(self.low + 1..)
+            .rev()
+            .find(|(seq, _)| seq.is_multiple_of(checkpoint_interval))
+        {
+            actions.push(Action::Broadcast(Message::Checkpoint(Checkpoint {
+                seq,
+                digest,
+            })));
         }
         if self.last_executed.0 > 0 {
             // Status claim: lets a replica that missed everything learn it is behind.

@@ -403,3 +403,50 @@ fn finding_9_conflicting_new_primary_raises_an_alarm_and_moves_on() {
     assert_eq!(r.view(), 2);
     assert_eq!(r.log_stats().alarms, 1);
 }
+
+/// Every replica restarted with its chain past the watermarks and no stable checkpoint in its
+/// records (a chain built outside the protocol, or every store put back from a backup whose
+/// protocol records are older than its chain): without `executed_checkpoint` nothing moves the
+/// window, so nothing commits again; with it, each replica vouches again for the last
+/// checkpoint it executed and the chain goes on.
+#[test]
+fn replicas_restarted_past_the_watermarks_vouch_for_their_last_checkpoint_again() {
+    for vouch in [false, true] {
+        let mut c = Cluster::new(4);
+        // A head that is no checkpoint: the status claim at the head vouches for nothing.
+        for i in 1..=14 {
+            commit_block(&mut c, i);
+        }
+        let head = c.replicas[0].last_executed();
+        assert_eq!(head.0, 14, "K = 4, L = 8: the head is past one window");
+        for id in 0..4u32 {
+            let block_at_12 = c.executed[id as usize]
+                .iter()
+                .find(|b| b.proposal.seq == 12)
+                .map(|b| (12, b.digest));
+            c.replicas[id as usize] = Replica::new(
+                config(id, 4),
+                Restored {
+                    last_executed: head,
+                    executed_checkpoint: block_at_12.filter(|_| vouch),
+                    head_time_ms: c.head_time_ms(id),
+                    now_ms: c.clocks_ms[id as usize],
+                    durable: Vec::new(),
+                    recovering: false,
+                    nonce: 0,
+                    incarnation: 0,
+                },
+            );
+        }
+        c.tick_all(1);
+        commit_block(&mut c, 15);
+        c.tick_all(200);
+        let executed = c.executed_ids(0);
+        assert_eq!(
+            executed.contains(&request(15).id),
+            vouch,
+            "vouching again: {vouch}; executed {} requests",
+            executed.len()
+        );
+    }
+}

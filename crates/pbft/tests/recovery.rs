@@ -35,6 +35,7 @@ fn amnesia(c: &mut Cluster, id: ReplicaId, last_executed: (SeqNo, Digest)) {
         config(id, 4),
         Restored {
             last_executed,
+            executed_checkpoint: None,
             // Block times are sequence numbers in these tests (`common::proposal`).
             head_time_ms: last_executed.0,
             now_ms: 0,

@@ -20,6 +20,7 @@ fn recovering_replica_rejoins_despite(lie: impl Fn(&mut RecoveryAnswer) + 'stati
         config(6, n),
         Restored {
             last_executed: head,
+            executed_checkpoint: None,
             head_time_ms: head.0,
             now_ms: 0,
             durable: Vec::new(),
@@ -161,6 +162,7 @@ fn finding_2_lost_view_change_of_a_recovered_replica_cannot_fork_the_chain() {
         config(3, n),
         Restored {
             last_executed: head,
+            executed_checkpoint: None,
             durable: Vec::new(),
             recovering: true,
             nonce: 0x5eed,
@@ -308,6 +310,7 @@ fn finding_2_restart_remembers_that_a_recovering_primary_may_have_led_its_view()
             config(1, 4),
             Restored {
                 last_executed: head,
+                executed_checkpoint: None,
                 durable,
                 recovering: false,
                 nonce: 3,
@@ -553,6 +556,7 @@ fn red_team_held_f_understating_answerers_do_not_lower_the_bound() {
         config(6, n),
         Restored {
             last_executed: (0, GENESIS),
+            executed_checkpoint: None,
             durable: Vec::new(),
             recovering: true,
             nonce: 41,

@@ -279,6 +279,7 @@ fn red_team_held_restored_backup_learns_the_newest_life() {
         config(1, 4),
         Restored {
             last_executed: head,
+            executed_checkpoint: None,
             head_time_ms: c.head_time_ms(1),
             now_ms: c.clocks_ms[1],
             durable: backup.clone(),

@@ -298,6 +298,7 @@ fn red_team_held_recovered_replica_takes_one_life_per_checkpoint_after_recovery(
         config(2, 4),
         Restored {
             last_executed: head,
+            executed_checkpoint: None,
             head_time_ms: c.head_time_ms(2),
             now_ms: c.clocks_ms[2],
             durable: records.clone(),

@@ -462,6 +462,9 @@ impl World {
         }
         let restored = Restored {
             last_executed: node.app.head(),
+            executed_checkpoint: node
+                .app
+                .last_checkpoint(replica_config(id, self.n, None).checkpoint_interval),
             head_time_ms: node.app.head_time_ms(),
             now_ms,
             durable: node.durable.clone(),

@@ -203,6 +203,16 @@ impl App {
             .map_or((0, GENESIS), |b| (b.proposal.seq, b.digest))
     }
 
+    /// The last block at a multiple of `checkpoint_interval`, as `Restored`'s
+    /// `executed_checkpoint`.
+    pub fn last_checkpoint(&self, checkpoint_interval: u64) -> Option<(u64, Digest)> {
+        self.blocks
+            .iter()
+            .rev()
+            .find(|b| b.proposal.seq.is_multiple_of(checkpoint_interval))
+            .map(|b| (b.proposal.seq, b.digest))
+    }
+
     /// The block time of the head (the genesis's at 0).
     pub fn head_time_ms(&self) -> u64 {
         self.blocks

@@ -257,6 +257,7 @@ pub fn lose_state(c: &mut Cluster, id: ReplicaId, incarnation: u64) {
         config(id, n),
         Restored {
             last_executed: head,
+            executed_checkpoint: None,
             head_time_ms: c.head_time_ms(id),
             now_ms: c.clocks_ms[id as usize],
             durable: Vec::new(),
@@ -549,6 +550,7 @@ pub fn veto_attack_with(
                     configured(q as ReplicaId),
                     Restored {
                         last_executed: c.replicas[q].last_executed(),
+                        executed_checkpoint: None,
                         head_time_ms: c.head_time_ms(q as ReplicaId),
                         now_ms: c.clocks_ms[q],
                         durable: c.durable[q].clone(),
