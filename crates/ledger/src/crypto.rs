@@ -308,17 +308,6 @@ pub fn tx_signatures(
     genesis_hash: &Hash,
     t: &SignedTx,
 ) -> Result<Vec<SignatureCheck>, Invalid> {
-    tx_signatures_by(validators, genesis_hash, t, &mut is_strong_key)
-}
-
-/// [`tx_signatures`] with `is_strong` deciding [`is_strong_key`] (a cache of its answers: it
-/// costs a point decompression, a fifth of a replay's time on one thread).
-pub(crate) fn tx_signatures_by(
-    validators: &[VerifyingKey],
-    genesis_hash: &Hash,
-    t: &SignedTx,
-    is_strong: &mut dyn FnMut(&[u8; 32]) -> bool,
-) -> Result<Vec<SignatureCheck>, Invalid> {
     let signer_key = match &t.header.signer {
         TxSigner::Device { key, .. } | TxSigner::Custodial { key, .. } => *key,
         TxSigner::Validator { index } => validators
@@ -326,12 +315,12 @@ pub(crate) fn tx_signatures_by(
             .ok_or(Invalid::UnknownValidator)?
             .to_bytes(),
     };
-    if !is_strong(&signer_key) {
+    if !is_strong_key(&signer_key) {
         return Err(Invalid::BadSignature);
     }
     let mut out = vec![(signer_key, t.signing_bytes(genesis_hash), t.signature)];
     for (person, new) in t.header.meta.new_keys() {
-        if !is_strong(&new.key) {
+        if !is_strong_key(&new.key) {
             return Err(Invalid::BadKeyProof);
         }
         out.push((new.key, new.pop_bytes(genesis_hash, person), new.pop));

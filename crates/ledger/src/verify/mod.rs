@@ -240,30 +240,6 @@ fn replay_database(genesis: &Genesis) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Keys met lately that [`crypto::is_strong_key`] accepts: signers sign many transactions, and
-/// the check costs a point decompression. At most [`StrongKeys::HELD`] are held (then forgotten
-/// at once), so memory stays bounded whatever the chain's length.
-#[derive(Default)]
-struct StrongKeys(std::collections::HashSet<[u8; 32]>);
-
-impl StrongKeys {
-    const HELD: usize = 1 << 16;
-
-    fn is_strong(&mut self, key: &[u8; 32]) -> bool {
-        if self.0.contains(key) {
-            return true;
-        }
-        let strong = crypto::is_strong_key(key);
-        if strong {
-            if self.0.len() >= Self::HELD {
-                self.0.clear();
-            }
-            self.0.insert(*key);
-        }
-        strong
-    }
-}
-
 /// The state of a walk along the chain.
 struct Walk<'g> {
     genesis: &'g Genesis,
@@ -272,7 +248,6 @@ struct Walk<'g> {
     /// lookups by random key (its own, never the store's); `None` when only the blocks of a
     /// tail are checked ([`verify_tail`]).
     replay: Option<(Connection, store::Index)>,
-    strong_keys: StrongKeys,
     /// The height the next block must have.
     expected: u64,
     /// The header of the block before it.
@@ -434,11 +409,7 @@ impl Walk<'_> {
     ) -> Checked {
         let genesis_hash = self.genesis.hash();
         let t = SignedTx::from_request(entry, &genesis_hash)?;
-        let strong_keys = &mut self.strong_keys;
-        let signatures =
-            crypto::tx_signatures_by(self.genesis.keys(), &genesis_hash, &t, &mut |key| {
-                strong_keys.is_strong(key)
-            })?;
+        let signatures = crypto::tx_signatures(self.genesis.keys(), &genesis_hash, &t)?;
         let stored_bad = matches!(
             rejected.and_then(Invalid::from_reason),
             Some(Invalid::BadSignature | Invalid::BadKeyProof)
@@ -612,7 +583,6 @@ fn walk_chain(
         } else {
             None
         },
-        strong_keys: StrongKeys::default(),
         expected: from,
         prev,
         transactions: 0,
