@@ -4,7 +4,7 @@ use std::path::Path;
 
 use ledger::testkit::TestNet;
 use ledger::verify::{verify_replicas, verify_store};
-use ledger::{Error, OpenOptions, Store};
+use ledger::{CertError, Error, Fault, OpenOptions, Store};
 use rusqlite::{Connection, params};
 
 const BLOCKS: u64 = 10;
@@ -298,4 +298,139 @@ fn a_default_open_checks_the_blocks_of_the_tail() {
         verify_store(&path, &net.genesis, &mut |_| {}),
         Err(Error::Corrupt { .. })
     ));
+}
+
+/// Blocks of the long chain below, and its transactions per block: 11 signatures a block
+/// (8 transactions, 3 certificate signers), about 93 blocks to a batch of 1,024, so the chain
+/// spans seven batches checked on worker threads while the walk goes on.
+const LONG_BLOCKS: u64 = 600;
+const LONG_TXS: u64 = 8;
+/// The block holding a transaction whose signature does not verify, stored as applied, and its
+/// index there.
+const BAD_TX_BLOCK: u64 = 250;
+const BAD_TX_INDEX: usize = 5;
+
+/// A chain of [`LONG_BLOCKS`] whose block [`BAD_TX_BLOCK`] holds, at [`BAD_TX_INDEX`], an entry
+/// that decodes but whose signature is not its signer's, written as if it had verified (a
+/// store edited behind the node's back, or a node that skipped the check): its Merkle root and
+/// certificate are right, so only the signature check can find it.
+fn chain_with_a_bad_signature(dir: &Path) -> (TestNet, std::path::PathBuf) {
+    let net = TestNet::new(4);
+    let path = dir.join("chain.db");
+    let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
+    for height in 1..=LONG_BLOCKS {
+        let txs: Vec<_> = (0..LONG_TXS)
+            .map(|i| net.sample_tx(height * LONG_TXS + i))
+            .collect();
+        let good = net.next_block(store.head(), txs);
+        let verdicts = net.check(&good);
+        let block = if height == BAD_TX_BLOCK {
+            let mut entries = good.entries.clone();
+            let mut payload = entries[BAD_TX_INDEX].payload.to_vec();
+            // The payload ends with the envelope's signature.
+            let last = payload.len() - 1;
+            payload[last] ^= 0x20;
+            entries[BAD_TX_INDEX].payload = payload.into();
+            net.block_of_entries(store.head(), entries)
+        } else {
+            good
+        };
+        store.append_block(&block, &verdicts).expect("append");
+    }
+    drop(store);
+    (net, path)
+}
+
+/// Flips a byte of the last signature of block `height`'s certificate (its Merkle root and hash
+/// stay right: only the signature check can find it).
+fn spoil_certificate(path: &Path, height: u64) {
+    let len = blob_len(path, "blocks", "certificate", "height", height as i64);
+    flip(
+        path,
+        "blocks",
+        "certificate",
+        "height",
+        height as i64,
+        len - 2,
+    );
+}
+
+/// Signatures are checked in batches on worker threads while the walk goes on; a batch that
+/// holds a later fault may finish first. The fault named is still the first in chain order, as
+/// when everything ran on one thread: a bad transaction signature deep in the chain before a
+/// bad certificate signature and a column edited further on, a bad certificate signature
+/// before the bad transaction, and in one block the certificate before its transactions.
+#[test]
+fn a_bad_signature_deep_in_the_chain_is_named_at_its_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, path) = chain_with_a_bad_signature(dir.path());
+    let pristine = snapshot(&path);
+    let bad_tx = |fault: &Fault| {
+        matches!(fault, Fault::Transaction { index, reason }
+            if *index == BAD_TX_INDEX && reason.contains("signature"))
+    };
+    let bad_certificate =
+        |fault: &Fault| matches!(fault, Fault::Certificate(CertError::BadSignature(_)));
+    let named = |path: &Path| match verify_store(path, &net.genesis, &mut |_| {}) {
+        Err(Error::Corrupt { height, fault, .. }) => (height, fault),
+        other => panic!("expected a block named, got {other:?}"),
+    };
+
+    let (height, fault) = named(&path);
+    assert!(
+        height == BAD_TX_BLOCK && bad_tx(&fault),
+        "{height}: {fault}"
+    );
+
+    // Later faults, in later batches, one of them found by the walk itself.
+    spoil_certificate(&path, 520);
+    Connection::open(&path)
+        .expect("open")
+        .execute_batch("UPDATE blocks SET proposer = 2 WHERE height = 590")
+        .expect("edit");
+    let (height, fault) = named(&path);
+    assert!(
+        height == BAD_TX_BLOCK && bad_tx(&fault),
+        "{height}: {fault}"
+    );
+    restore(&path, &pristine);
+
+    // An earlier bad certificate signature, two batches before, is named first.
+    spoil_certificate(&path, 60);
+    let (height, fault) = named(&path);
+    assert!(height == 60 && bad_certificate(&fault), "{height}: {fault}");
+    restore(&path, &pristine);
+
+    // In one block, the certificate's signatures are checked before its transactions'.
+    spoil_certificate(&path, BAD_TX_BLOCK);
+    let (height, fault) = named(&path);
+    assert!(
+        height == BAD_TX_BLOCK && bad_certificate(&fault),
+        "{height}: {fault}"
+    );
+    restore(&path, &pristine);
+
+    // A fault the walk finds before the bad signature's block is named, not the signature.
+    Connection::open(&path)
+        .expect("open")
+        .execute_batch("UPDATE blocks SET tx_count = 9 WHERE height = 240")
+        .expect("edit");
+    let (height, fault) = named(&path);
+    assert!(
+        height == 240 && matches!(fault, Fault::Column(_)),
+        "{height}: {fault}"
+    );
+    restore(&path, &pristine);
+
+    // The store's own full check at open names the same block.
+    match Store::open(&path, &net.genesis, OpenOptions::full()) {
+        Err(Error::Corrupt { height, fault, .. }) => {
+            assert!(
+                height == BAD_TX_BLOCK && bad_tx(&fault),
+                "{height}: {fault}"
+            )
+        }
+        Err(e) => panic!("expected the store refused at block {BAD_TX_BLOCK}, got {e}"),
+        Ok(_) => panic!("a store with a bad signature was opened"),
+    }
 }
