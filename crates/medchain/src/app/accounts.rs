@@ -298,10 +298,28 @@ impl AppDb {
     /// Hashes a password with Argon2id and a random salt (PHC string format).
     pub fn hash_password(&self, password: &str) -> Result<String, AppError> {
         let salt = SaltString::generate(&mut OsRng);
-        argon2(&self.config.argon2)
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|_| AppError::Hash)
+        self.one_hash_at_a_time(|| {
+            argon2(&self.config.argon2)
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|_| AppError::Hash)
+        })
+    }
+
+    /// Runs one Argon2id when fewer than [`super::MAX_CONCURRENT_HASHES`] run in this store.
+    fn one_hash_at_a_time<T>(&self, hash: impl FnOnce() -> T) -> T {
+        match self
+            .hashing
+            .with(|| Ok::<_, std::convert::Infallible>(()), |()| hash())
+        {
+            Ok(out) => out,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The most Argon2id computations that ran at once in this store.
+    pub fn peak_concurrent_hashes(&self) -> usize {
+        self.hashing.peak_open()
     }
 
     /// Checks `new` and hashes its password.
@@ -510,9 +528,11 @@ impl AppDb {
             None => (None, dummy_hash(&self.config.argon2).to_string()),
         };
         let matches = match PasswordHash::new(&hash) {
-            Ok(parsed) => argon2(&self.config.argon2)
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
+            Ok(parsed) => self.one_hash_at_a_time(|| {
+                argon2(&self.config.argon2)
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            }),
             Err(_) => false,
         };
         Ok(match account {
@@ -642,6 +662,39 @@ mod tests {
             .unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(!hash.contains("patient123"));
+    }
+
+    #[test]
+    fn sign_ins_at_once_run_no_more_argon2id_than_the_bound() {
+        // Each Argon2id holds 19 MiB at the default strength: 160 sign-ins at once took 3 GB
+        // before the bound. Four times the bound of callers, each verifying twice.
+        let (_dir, db) = open();
+        db.seed_demo(1).unwrap();
+        let db = std::sync::Arc::new(db);
+        let callers: Vec<_> = (0..super::super::MAX_CONCURRENT_HASHES * 4)
+            .map(|i| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let password = if i % 2 == 0 {
+                        "patient123"
+                    } else {
+                        "wrong-one"
+                    };
+                    for _ in 0..2 {
+                        let found = db.verify_password("p001", None, password).unwrap();
+                        assert_eq!(found.is_some(), i % 2 == 0);
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.join().unwrap();
+        }
+        let peak = db.peak_concurrent_hashes();
+        assert!(
+            (1..=super::super::MAX_CONCURRENT_HASHES).contains(&peak),
+            "{peak} Argon2id at once"
+        );
     }
 
     #[test]
