@@ -372,7 +372,7 @@ impl AppDb {
     /// Inserts `account` mapped to `person` in the write transaction `tx`; `AccountExists` if
     /// the id is taken (by either role).
     pub(crate) fn insert_account(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         account: &ValidAccount,
         person: PersonOf,
         now_ms: u64,
@@ -410,7 +410,7 @@ impl AppDb {
     /// Maps an existing login to `person` (in the write transaction `tx`), and gives a doctor
     /// without a public name its login id as one.
     pub(crate) fn assign_person(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         id: &str,
         person: PersonOf,
     ) -> Result<(), AppError> {
