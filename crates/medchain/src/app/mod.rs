@@ -113,9 +113,10 @@ pub struct AppDb {
     /// label: [`AppDb::keyed_mac`]): the operator key's [`Purpose::CodeMac`] subkey, never
     /// stored (the codes' MACs are in `app.db`; their key is not beside them).
     consent_key: Zeroizing<[u8; 32]>,
-    /// The right to run one Argon2id (19 MiB each): at most [`MAX_CONCURRENT_HASHES`] at once,
-    /// so that a burst of sign-ins (or of wrong passwords) costs time, not memory.
-    hashing: ledger::pool::Pool<()>,
+    /// The memories Argon2id runs in (19 MiB each), kept for reuse: at most
+    /// [`MAX_CONCURRENT_HASHES`], so that a burst of sign-ins (or of wrong passwords) costs
+    /// time, not memory.
+    hashing: ledger::pool::Pool<Vec<argon2::Block>>,
 }
 
 /// The most Argon2id hashes or verifications an application store runs at once: one a core
