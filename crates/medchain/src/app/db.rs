@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
+use ledger::pool::Pool;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::AppError;
@@ -182,7 +183,7 @@ pub struct Db {
     waiting: AtomicUsize,
     /// Notified when a group's commit ends.
     committed: Condvar,
-    readers: Mutex<Vec<Connection>>,
+    readers: Pool<Connection>,
 }
 
 struct Writer {
@@ -205,7 +206,8 @@ struct Group {
     outcome: OnceLock<Result<(), String>>,
 }
 
-const MAX_IDLE_READERS: usize = 8;
+/// The most read-only connections to one `app.db`.
+const MAX_READERS: usize = 8;
 
 impl Db {
     /// Opens (creating if needed, 0600: it holds password and session hashes and sealed
@@ -236,7 +238,7 @@ impl Db {
             }),
             waiting: AtomicUsize::new(0),
             committed: Condvar::new(),
-            readers: Mutex::new(Vec::new()),
+            readers: Pool::new(MAX_READERS),
         })
     }
 
@@ -332,32 +334,22 @@ impl Db {
             .commits
     }
 
-    /// Runs `f` on a read-only connection (WAL readers never block the writer).
+    /// Runs `f` on a read-only connection (WAL readers never block the writer): one of at
+    /// most [`MAX_READERS`], kept open (a connection opened and closed per read would read
+    /// its pages again each time); a caller beyond them waits for one.
     pub fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
-        let conn = {
-            let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-            idle.pop()
+        let open = || -> Result<Connection, AppError> {
+            let c = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(Duration::from_secs(10))?;
+            Ok(c)
         };
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                c.busy_timeout(Duration::from_secs(10))?;
-                c
-            }
-        };
-        let out = f(&conn);
-        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
-        }
-        out
+        self.readers.with(open, |conn| f(conn))?
     }
 }
 
