@@ -277,6 +277,23 @@ impl NodeHandle {
         Ok(result?)
     }
 
+    /// The most read-only connections to chain.db that this handle had open at once (never
+    /// more than [`MAX_CHAIN_READERS`]).
+    pub fn chain_readers_peak(&self) -> usize {
+        self.inner.readers.peak_open()
+    }
+
+    /// Runs a long `query` (a whole chain's verification) on a connection of its own, closed
+    /// after: one of the pool's would be held for the whole run, and a few such runs at once
+    /// would leave none for the short reads of every request.
+    pub fn read_apart<T>(
+        &self,
+        query: impl FnOnce(&Reader) -> Result<T, ledger::Error>,
+    ) -> Result<T, NodeError> {
+        let reader = Reader::open(&self.inner.chain_path)?;
+        Ok(query(&reader)?)
+    }
+
     pub fn tx_status(&self, id: &Hash) -> Result<TxStatus, NodeError> {
         if let Some(height) = self.read(|reader| reader.transaction_height(id))? {
             return Ok(TxStatus::Committed { height });
