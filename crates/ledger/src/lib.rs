@@ -21,6 +21,7 @@ pub mod genesis;
 mod init;
 pub mod master;
 pub mod merkle;
+pub mod pool;
 pub mod rules;
 pub mod seal;
 pub mod store;

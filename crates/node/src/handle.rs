@@ -8,11 +8,12 @@
 //! which stores it durably before answering.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ledger::crypto::SigningKey;
+use ledger::pool::Pool;
 use ledger::rules::reason;
 use ledger::{Genesis, Hash, PersonId, Queries, Reader, SignedTx, Signer, TxHeader, TxId};
 use pbft::ReplicaId;
@@ -73,6 +74,11 @@ pub(crate) fn verdict_on_chain(
     }))
 }
 
+/// The most read-only connections to `chain.db` a validator's handle opens: enough for two
+/// cores, and a bound on their memory whatever the number of clients (a caller beyond it waits
+/// for a connection to be given back).
+pub const MAX_CHAIN_READERS: usize = 8;
+
 /// How often [`NodeHandle::caught_up`] looks at the status again.
 const CAUGHT_UP_POLL: Duration = Duration::from_millis(20);
 
@@ -87,8 +93,9 @@ struct Inner {
     chain_path: PathBuf,
     /// The validator's clock: admission judges the rules at its `now`.
     clock: Clock,
-    /// Idle read-only connections to chain.db, reused across requests.
-    readers: Mutex<Vec<Reader>>,
+    /// Read-only connections to chain.db, reused across requests: at most
+    /// [`MAX_CHAIN_READERS`], however many requests read at once (each holds a page cache).
+    readers: Pool<Reader>,
     /// The key service: seals, opens, its status.
     keys: KeyInbox,
 }
@@ -122,7 +129,7 @@ impl NodeHandle {
                 genesis,
                 chain_path,
                 clock,
-                readers: Mutex::new(Vec::new()),
+                readers: Pool::new(MAX_CHAIN_READERS),
                 keys,
             }),
         }
@@ -263,21 +270,28 @@ impl NodeHandle {
         &self,
         query: impl FnOnce(&Reader) -> Result<T, ledger::Error>,
     ) -> Result<T, NodeError> {
-        let pooled = self
-            .inner
-            .readers
-            .lock()
-            .ok()
-            .and_then(|mut idle| idle.pop());
-        let reader = match pooled {
-            Some(reader) => reader,
-            None => Reader::open(&self.inner.chain_path)?,
-        };
-        let result = query(&reader);
-        if let Ok(mut idle) = self.inner.readers.lock() {
-            idle.push(reader);
-        }
+        let result = self.inner.readers.with(
+            || Reader::open(&self.inner.chain_path),
+            |reader| query(reader),
+        )?;
         Ok(result?)
+    }
+
+    /// The most read-only connections to chain.db that this handle had open at once (never
+    /// more than [`MAX_CHAIN_READERS`]).
+    pub fn chain_readers_peak(&self) -> usize {
+        self.inner.readers.peak_open()
+    }
+
+    /// Runs a long `query` (a whole chain's verification) on a connection of its own, closed
+    /// after: one of the pool's would be held for the whole run, and a few such runs at once
+    /// would leave none for the short reads of every request.
+    pub fn read_apart<T>(
+        &self,
+        query: impl FnOnce(&Reader) -> Result<T, ledger::Error>,
+    ) -> Result<T, NodeError> {
+        let reader = Reader::open(&self.inner.chain_path)?;
+        Ok(query(&reader)?)
     }
 
     pub fn tx_status(&self, id: &Hash) -> Result<TxStatus, NodeError> {

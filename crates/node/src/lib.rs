@@ -32,7 +32,7 @@ pub use clock::Clock;
 pub use cluster::{Cluster, ClusterOptions, EMBEDDED_VALIDATORS};
 pub use config::{ConnectionLimits, HttpConfig, NodeConfig, PeerConfig, Timing, parse_duration};
 pub use error::NodeError;
-pub use handle::{NodeHandle, TxStatus, Verdict};
+pub use handle::{MAX_CHAIN_READERS, NodeHandle, TxStatus, Verdict};
 pub use incarnation::{MARKER_FILE, init_dev_network, init_from_public_keys, mark_backup_copy};
 pub use keys::{
     KeyCounters, KeyStatus, KeyStoreFacts, KeystoreKey, OpenState, Opened, PatientKeys,

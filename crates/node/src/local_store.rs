@@ -284,21 +284,29 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Forgets transactions that are now on chain. Not synced on its own account: a crash
-    /// that loses this only leaves ids that the next start finds committed and drops again.
+    /// Forgets transactions that are now on chain. Not synced on its own account
+    /// (`synchronous=NORMAL` for this commit only: no fsync; the WAL's next synced commit
+    /// makes it durable with its own): a crash that loses this only leaves ids that the next
+    /// start finds committed and drops again.
     pub fn remove_pending<'a>(
         &mut self,
         ids: impl IntoIterator<Item = &'a [u8; 32]>,
     ) -> Result<(), NodeError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut delete = tx.prepare_cached("DELETE FROM pending WHERE id = ?1")?;
-            for id in ids {
-                delete.execute([&id[..]])?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let removed = (|| -> Result<(), NodeError> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM pending WHERE id = ?1")?;
+                for id in ids {
+                    delete.execute([&id[..]])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })();
+        // Every other write of node.db is promised durable when it returns.
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        removed
     }
 
     /// Every acknowledged, not yet removed transaction, oldest first.
@@ -657,6 +665,26 @@ mod tests {
             .conn
             .query_row("SELECT COUNT(*) FROM proposals", [], |r| r.get(0))
             .unwrap()
+    }
+
+    #[test]
+    fn forgetting_pending_leaves_the_next_writes_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalStore::open(&dir.path().join("node.db")).unwrap();
+        let synchronous = |store: &LocalStore| -> i64 {
+            store
+                .conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        const FULL: i64 = 2;
+        assert_eq!(synchronous(&store), FULL);
+        store
+            .add_pending([(&[1u8; 32], 5, &b"one"[..]), (&[2u8; 32], 3, &b"two"[..])])
+            .unwrap();
+        store.remove_pending([&[1u8; 32]]).unwrap();
+        assert_eq!(synchronous(&store), FULL);
+        assert_eq!(store.pending_count().unwrap(), 1);
     }
 
     #[test]

@@ -216,6 +216,40 @@ fn a_pending_transaction_submitted_again_is_stored_once() {
     assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
 }
 
+/// However many requests read the chain at once (an HTTP server's blocking pool runs
+/// hundreds), a validator's handle keeps at most `MAX_CHAIN_READERS` connections, each with its
+/// page cache: the rest wait for one. A long read runs on a connection of its own.
+#[test]
+fn reads_at_once_share_a_bounded_set_of_connections() {
+    let dir = common::data_dir();
+    let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let clinic = cluster.handle(1).unwrap();
+    let readers = node::MAX_CHAIN_READERS * 4;
+    let barrier = std::sync::Barrier::new(readers);
+    std::thread::scope(|scope| {
+        for _ in 0..readers {
+            scope.spawn(|| {
+                barrier.wait();
+                for _ in 0..5 {
+                    let head = clinic
+                        .read(|reader| {
+                            std::thread::sleep(Duration::from_millis(2));
+                            reader.head()
+                        })
+                        .unwrap();
+                    assert_eq!(head.0, 0);
+                }
+            });
+        }
+    });
+    assert_eq!(clinic.chain_readers_peak(), 8);
+    let summary = clinic
+        .read_apart(|reader| reader.verify(clinic.genesis(), &mut |_| {}))
+        .unwrap();
+    assert_eq!(summary.blocks, 1);
+    assert_eq!(clinic.chain_readers_peak(), 8);
+}
+
 /// Mempool admission of a peer's forward: a record without a grant, well signed by the
 /// doctor's key and forwarded by a validator, is dropped by the primary before its replica
 /// sees it (and counted); an admissible transaction forwarded next commits.

@@ -17,7 +17,7 @@ use ledger::tx::{KeyKind, NewKey};
 use ledger::{Hash, PersonId, PublicKey, SignedTx, Signer, TxHeader};
 use rand::RngCore;
 use rand::rngs::OsRng;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 use zeroize::Zeroizing;
 
 use super::{AppDb, AppError, Here, to_sql_ms};
@@ -160,7 +160,7 @@ impl Custody {
     /// registers it is queued).
     pub(crate) fn create_in(
         &self,
-        tx: &Transaction<'_>,
+        tx: &rusqlite::Connection,
         here: &Here,
         person: &PersonId,
         now_ms: u64,

@@ -1,11 +1,19 @@
 //! The SQLite file `app.db`: one writer connection behind a mutex, read-only connections for
 //! readers, WAL, `synchronous=FULL`, schema migrations numbered by `PRAGMA user_version`.
+//!
+//! Writes are committed in groups: a write that finds others waiting for the writer leaves its
+//! transaction open for them, and the last of a group commits for all (one fsync), each in
+//! its own savepoint so that one's error undoes only its own changes. Every caller returns
+//! after the commit that holds its write, as before: durable when it returns.
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use ledger::pool::Pool;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::AppError;
 
@@ -169,11 +177,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The connections to one `app.db`.
 pub struct Db {
     path: PathBuf,
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Writer>,
+    /// Callers of [`Db::write`] waiting for the writer: while there are some, a write leaves
+    /// the transaction open for them to join.
+    waiting: AtomicUsize,
+    /// Notified when a group's commit ends.
+    committed: Condvar,
+    readers: Pool<Connection>,
 }
 
-const MAX_IDLE_READERS: usize = 8;
+struct Writer {
+    conn: Connection,
+    /// The group whose transaction is open, if one is.
+    open: Option<Arc<Group>>,
+    /// Groups committed (or failed) since the store was opened.
+    commits: u64,
+}
+
+/// The most writes one commit holds: under a steady stream of writers a group would otherwise
+/// never end, and its first write would wait for ever.
+const MAX_GROUP_WRITES: usize = 32;
+
+/// The writes of one transaction: how many, and how its commit ended (set under the writer's
+/// lock).
+#[derive(Default)]
+struct Group {
+    writes: AtomicUsize,
+    outcome: OnceLock<Result<(), String>>,
+}
+
+/// The most read-only connections to one `app.db`.
+const MAX_READERS: usize = 8;
 
 impl Db {
     /// Opens (creating if needed, 0600: it holds password and session hashes and sealed
@@ -197,52 +231,204 @@ impl Db {
         migrate(&mut conn)?;
         Ok(Self {
             path: path.to_path_buf(),
-            writer: Mutex::new(conn),
-            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(Writer {
+                conn,
+                open: None,
+                commits: 0,
+            }),
+            waiting: AtomicUsize::new(0),
+            committed: Condvar::new(),
+            readers: Pool::new(MAX_READERS),
         })
     }
 
-    /// Runs `f` in an immediate write transaction on the single writer connection and commits
-    /// when it returns `Ok`.
-    pub fn write<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    /// Runs `f` in an immediate write transaction on the single writer connection and returns
+    /// once it is committed, if `f` returns `Ok`; an `Err` (or a panic) undoes `f`'s changes
+    /// only. The transaction may hold the writes of other callers that ran meanwhile (each in
+    /// its own savepoint): one commit, one fsync for all of them.
+    pub fn write<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E>
     where
         E: From<AppError>,
     {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(AppError::from)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(AppError::from)?;
-        Ok(out)
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let group = match &writer.open {
+            Some(group) => group.clone(),
+            None => {
+                writer
+                    .conn
+                    .execute_batch("BEGIN IMMEDIATE")
+                    .map_err(AppError::from)?;
+                let group = Arc::new(Group::default());
+                writer.open = Some(group.clone());
+                group
+            }
+        };
+        let ran = Self::in_savepoint(&writer.conn, f);
+        let writes = group.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.waiting.load(Ordering::SeqCst) == 0 || writes >= MAX_GROUP_WRITES {
+            // Nobody to join: commit the group (this write and those that waited on it).
+            let committed = writer.conn.execute_batch("COMMIT").map_err(|e| {
+                let _ = writer.conn.execute_batch("ROLLBACK");
+                e.to_string()
+            });
+            let _ = group.outcome.set(committed);
+            writer.open = None;
+            writer.commits += 1;
+            self.committed.notify_all();
+        } else {
+            // The next caller joins this transaction; the group's last commits it.
+            while group.outcome.get().is_none() {
+                writer = self
+                    .committed
+                    .wait(writer)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        drop(writer);
+        let out = match ran {
+            Ok(out) => out,
+            Err(panic) => resume_unwind(panic),
+        };
+        match group.outcome.get() {
+            Some(Err(why)) if out.is_ok() => {
+                Err(AppError::Storage(format!("commit failed: {why}")).into())
+            }
+            _ => out,
+        }
     }
 
-    /// Runs `f` on a read-only connection (WAL readers never block the writer).
+    /// Runs `f` in a savepoint of the open transaction, released if `f` returns `Ok`, rolled
+    /// back otherwise (also if it panics: the panic is returned for the caller to resume once
+    /// the group is settled).
+    #[allow(clippy::type_complexity)]
+    fn in_savepoint<T, E>(
+        conn: &Connection,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> std::thread::Result<Result<T, E>>
+    where
+        E: From<AppError>,
+    {
+        if let Err(e) = conn.execute_batch("SAVEPOINT write") {
+            return Ok(Err(AppError::from(e).into()));
+        }
+        let ran = catch_unwind(AssertUnwindSafe(|| f(conn)));
+        let end = match &ran {
+            Ok(Ok(_)) => "RELEASE write",
+            _ => "ROLLBACK TO write; RELEASE write",
+        };
+        match (conn.execute_batch(end), ran) {
+            (Ok(()), ran) => ran,
+            (Err(e), Ok(_)) => Ok(Err(AppError::from(e).into())),
+            (Err(_), Err(panic)) => Err(panic),
+        }
+    }
+
+    /// Commits since the store was opened (each holding one write or more).
+    #[cfg(test)]
+    pub fn commits(&self) -> u64 {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .commits
+    }
+
+    /// Runs `f` on a read-only connection (WAL readers never block the writer): one of at
+    /// most [`MAX_READERS`], kept open (a connection opened and closed per read would read
+    /// its pages again each time); a caller beyond them waits for one.
     pub fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
-        let conn = {
-            let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-            idle.pop()
+        let open = || -> Result<Connection, AppError> {
+            let c = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(Duration::from_secs(10))?;
+            Ok(c)
         };
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                c.busy_timeout(Duration::from_secs(10))?;
-                c
-            }
+        self.readers.with(open, |conn| f(conn))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(dir: &tempfile::TempDir) -> Db {
+        let db = Db::open(&dir.path().join("app.db")).unwrap();
+        db.write(|c| {
+            c.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+                .map_err(AppError::from)
+        })
+        .unwrap();
+        db
+    }
+
+    fn rows(path: &Path) -> Vec<i64> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT n FROM t ORDER BY n").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn writes_at_once_share_commits_and_a_failed_one_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(table(&dir));
+        let before = db.commits();
+        let threads: Vec<_> = (0..24i64)
+            .map(|n| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    db.write(|c| {
+                        c.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                            .map_err(AppError::from)?;
+                        // Long enough for the others to queue behind this write.
+                        std::thread::sleep(Duration::from_millis(2));
+                        if n % 4 == 3 {
+                            return Err(AppError::invalid("n", "refused"));
+                        }
+                        Ok(())
+                    })
+                    .is_ok()
+                })
+            })
+            .collect();
+        let answered: Vec<bool> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        // Once a write is answered, another connection (a restart) sees it: durable.
+        let kept: Vec<i64> = (0..24).filter(|n| n % 4 != 3).collect();
+        assert_eq!(rows(&dir.path().join("app.db")), kept);
+        assert_eq!(answered.iter().filter(|ok| **ok).count(), kept.len());
+        let commits = db.commits() - before;
+        assert!(commits < 24, "{commits} commits for 24 writes");
+    }
+
+    #[test]
+    fn a_panicking_write_leaves_nothing_and_the_next_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(table(&dir));
+        let panicked = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write(|c| -> Result<(), AppError> {
+                    c.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                    panic!("the write fails half way")
+                })
+            })
+            .join()
         };
-        let out = f(&conn);
-        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
-        }
-        out
+        assert!(panicked.is_err());
+        db.write(|c| {
+            c.execute("INSERT INTO t (n) VALUES (2)", [])
+                .map_err(AppError::from)
+        })
+        .unwrap();
+        assert_eq!(rows(&dir.path().join("app.db")), vec![2]);
     }
 }
 

@@ -132,7 +132,7 @@ impl AppDb {
     /// nonce) and the outbox row of its `Enroll`, then a `Link` to each of `links` signed with
     /// that key (the home approves), waiting for the enrollment. Returns the enrollment's id.
     fn queue_enrollment(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         by: &Enroller<'_>,
         account: &Account,
         nonce: [u8; 16],

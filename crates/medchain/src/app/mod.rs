@@ -113,7 +113,15 @@ pub struct AppDb {
     /// label: [`AppDb::keyed_mac`]): the operator key's [`Purpose::CodeMac`] subkey, never
     /// stored (the codes' MACs are in `app.db`; their key is not beside them).
     consent_key: Zeroizing<[u8; 32]>,
+    /// The memories Argon2id runs in (19 MiB each), kept for reuse: at most
+    /// [`MAX_CONCURRENT_HASHES`], so that a burst of sign-ins (or of wrong passwords) costs
+    /// time, not memory.
+    hashing: ledger::pool::Pool<Vec<argon2::Block>>,
 }
+
+/// The most Argon2id hashes or verifications an application store runs at once: one a core
+/// keeps both cores busy; more would only add their 19 MiB each.
+pub const MAX_CONCURRENT_HASHES: usize = 2;
 
 impl AppDb {
     /// Opens `path` with the default configuration; its secrets derive from `operator_key`.
@@ -132,6 +140,7 @@ impl AppDb {
             db: db::Db::open(path)?,
             config,
             consent_key: operator_key.subkey(Purpose::CodeMac),
+            hashing: ledger::pool::Pool::new(MAX_CONCURRENT_HASHES),
         })
     }
 

@@ -9,7 +9,7 @@
 //! for another (`after`): a link is submitted only once the enrollment it needs is applied.
 
 use ledger::{Hash, SignedTx, TxId};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::{AppDb, AppError, from_sql_ms, to_sql_ms};
 
@@ -99,7 +99,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<OutboxRow>> {
 impl AppDb {
     /// Queues the signed step `signed` in the write transaction `tx`; returns the row's id.
     pub(crate) fn queue_in(
-        tx: &Transaction<'_>,
+        tx: &rusqlite::Connection,
         genesis_hash: &Hash,
         signed: &SignedTx,
         account: Option<&str>,
