@@ -353,6 +353,25 @@ impl Db {
     }
 }
 
+fn migrate(conn: &mut Connection) -> Result<(), AppError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = usize::try_from(version)
+        .map_err(|_| AppError::Storage(format!("bad schema version {version}")))?;
+    if version > MIGRATIONS.len() {
+        return Err(AppError::Storage(format!(
+            "app.db has schema version {version}, newer than this binary ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,23 +449,4 @@ mod tests {
         .unwrap();
         assert_eq!(rows(&dir.path().join("app.db")), vec![2]);
     }
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), AppError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let version = usize::try_from(version)
-        .map_err(|_| AppError::Storage(format!("bad schema version {version}")))?;
-    if version > MIGRATIONS.len() {
-        return Err(AppError::Storage(format!(
-            "app.db has schema version {version}, newer than this binary ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
