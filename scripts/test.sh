@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,9 +15,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 
-cargo test --workspace --locked "$@"
-# The Byzantine validator exists only with the `byzantine` feature (never in a release build).
-cargo test -p medchain --features byzantine --test byzantine --test byzantine_keys --locked "$@"
+# Every test target (the benches run once each, as tests) in one build, the test binaries two at
+# a time (scripts/run-tests.py). The `byzantine` feature adds the Byzantine validator that
+# tests/byzantine*.rs start (`medchain node --byzantine ..`); honest validators run the same code
+# with no behaviour set, and it is never in a release build. Arguments go to the test binaries.
+python3 scripts/run-tests.py --workspace --all-targets --locked --features medchain/byzantine -- "$@"
 # schemathesis (pinned, from PyPI, in a virtual environment it creates under the target
 # directory) against a live `medchain serve` with a doctor's and a patient's session: no 5xx,
 # every answer as /api/openapi.json says, the server still serving after; 2 minutes at most.

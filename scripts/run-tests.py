@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Builds every test target once with cargo, then runs the test binaries two at a time.
+
+`cargo test` runs its test binaries one after another; most of ours wait on processes, fsyncs
+and timeouts rather than on the CPU, so two at a time on two cores cuts the wall time without
+crowding either. Each binary runs as cargo would run it (in its package's directory), its output
+printed whole once it ends. Arguments before `--` go to `cargo test --no-run`, those after to
+every test binary (a filter, `--nocapture`). Exit status: non-zero if any binary failed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+# Two lanes: the machine these tests are written for has two cores.
+LANES = int(os.environ.get("MEDCHAIN_TEST_LANES", "2"))
+
+
+def build(cargo_args):
+    """The test executables cargo built, as (package directory, name, path)."""
+    cmd = ["cargo", "test", "--no-run", "--message-format=json-render-diagnostics", *cargo_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    binaries = []
+    for line in proc.stdout:
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
+            continue
+        if not msg["profile"]["test"]:
+            continue  # a binary the tests start, not a test
+        package_dir = os.path.dirname(msg["manifest_path"])
+        target = msg["target"]
+        name = f"{os.path.basename(package_dir)} {target['kind'][0]} {target['name']}"
+        binaries.append((package_dir, name, msg["executable"]))
+    if proc.wait() != 0:
+        sys.exit(proc.returncode)
+    return binaries
+
+
+def run(binary, test_args):
+    package_dir, name, path = binary
+    started = time.monotonic()
+    done = subprocess.run(
+        [path, *test_args], cwd=package_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    return name, done.returncode, done.stdout.decode(errors="replace"), time.monotonic() - started
+
+
+def main():
+    args = sys.argv[1:]
+    split = args.index("--") if "--" in args else len(args)
+    cargo_args, test_args = args[:split], args[split + 1 :]
+    binaries = build(cargo_args)
+    started = time.monotonic()
+    failed = []
+    with ThreadPoolExecutor(max_workers=LANES) as lanes:
+        for name, status, output, seconds in lanes.map(lambda b: run(b, test_args), binaries):
+            print(f"\n===== {name} ({seconds:.1f} s) =====\n{output}", end="", flush=True)
+            if status != 0:
+                failed.append(name)
+    print(f"\n{len(binaries)} test binaries in {time.monotonic() - started:.0f} s, {LANES} at a time")
+    if failed:
+        print("FAILED: " + ", ".join(failed))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
