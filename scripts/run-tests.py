@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Builds every test target once with cargo, then runs the test binaries two at a time.
 
+The benches are built (they must compile and pass the lints) but not run: `cargo bench` does.
+
 `cargo test` runs its test binaries one after another; most of ours wait on processes, fsyncs
 and timeouts rather than on the CPU, so two at a time on two cores cuts the wall time without
 crowding either. Each binary runs as cargo would run it (in its package's directory), its output
@@ -33,8 +35,10 @@ def build(cargo_args):
             continue
         if not msg["profile"]["test"]:
             continue  # a binary the tests start, not a test
-        package_dir = os.path.dirname(msg["manifest_path"])
         target = msg["target"]
+        if target["kind"] == ["bench"]:
+            continue  # built, so linted and kept compiling; `cargo bench` runs them
+        package_dir = os.path.dirname(msg["manifest_path"])
         name = f"{os.path.basename(package_dir)} {target['kind'][0]} {target['name']}"
         binaries.append((package_dir, name, msg["executable"]))
     if proc.wait() != 0:
