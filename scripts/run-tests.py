@@ -66,11 +66,27 @@ def main():
         for name, status, output, seconds in lanes.map(lambda b: run(b, test_args), binaries):
             print(f"\n===== {name} ({seconds:.1f} s) =====\n{output}", end="", flush=True)
             if status != 0:
-                failed.append(name)
+                failed.append((name, output))
+    # The failures again, last, where a reader of a cut log (CI's tail) finds them.
+    for name, output in failed:
+        print(f"\n===== failed: {name} =====\n{failures_of(output)}", end="")
     print(f"\n{len(binaries)} test binaries in {time.monotonic() - started:.0f} s, {LANES} at a time")
     if failed:
-        print("FAILED: " + ", ".join(failed))
+        print("FAILED: " + ", ".join(name for name, _ in failed))
         sys.exit(1)
+
+
+def failures_of(output):
+    """The libtest report of what failed (from its first "failures:"), else the last lines."""
+    at = output.find("\nfailures:\n")
+    report = output[at:] if at >= 0 else "\n".join(output.splitlines()[-200:]) + "\n"
+    # The panics, each with the lines that follow it, after everything a test printed later
+    # (the process tests print their nodes' logs while unwinding).
+    lines = output.splitlines()
+    panics = [
+        "\n".join(lines[i : i + 4]) for i, line in enumerate(lines) if " panicked at " in line
+    ]
+    return report + "".join(f"\n{panic}\n" for panic in panics)
 
 
 if __name__ == "__main__":

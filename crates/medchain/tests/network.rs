@@ -20,24 +20,31 @@ const PAUSE: Duration = Duration::from_millis(150);
 /// Deadline for anything the network must do while it has a quorum.
 const PROGRESS: Duration = Duration::from_secs(30);
 
-/// The primary every node reports, and its view; all running nodes must agree.
+/// The primary every running node reports, and its view, once they agree (a node that has
+/// just restarted may take a moment to learn the view: it must, while the others have a quorum).
 fn current_primary(net: &Net) -> (usize, u64) {
-    let reports: Vec<(String, u64)> = (0..net.nodes.len())
-        .filter(|&i| net.nodes[i].running())
-        .map(|i| {
-            let status = net.status(i).expect("status");
-            (
-                status["primary"].as_str().expect("primary").to_string(),
-                status["view"].as_u64().expect("view"),
-            )
-        })
-        .collect();
-    assert!(
-        reports.windows(2).all(|w| w[0] == w[1]),
-        "the nodes disagree on the primary: {reports:?}"
-    );
-    let (name, view) = &reports[0];
-    (net.index_of(name), *view)
+    let deadline = Instant::now() + PROGRESS;
+    loop {
+        let reports: Vec<(String, u64)> = (0..net.nodes.len())
+            .filter(|&i| net.nodes[i].running())
+            .map(|i| {
+                let status = net.status(i).expect("status");
+                (
+                    status["primary"].as_str().expect("primary").to_string(),
+                    status["view"].as_u64().expect("view"),
+                )
+            })
+            .collect();
+        if reports.windows(2).all(|w| w[0] == w[1]) {
+            let (name, view) = &reports[0];
+            return (net.index_of(name), *view);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes disagree on the primary: {reports:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// After the network is stopped: every store has the head `head`; at every node, every

@@ -229,6 +229,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits, at most `timeout`, until every running validator has executed as far as the
+    /// furthest one, so that a clean stop leaves every store at one head (a quorum commits
+    /// without the slowest validator, which may still be a block behind). Returns whether they
+    /// got there.
+    pub fn converge(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let heights: Vec<u64> = self.handles().iter().map(|h| h.status().height).collect();
+            let furthest = heights.iter().copied().max().unwrap_or(0);
+            if heights.iter().all(|&height| height == furthest) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Stops every validator.
     pub fn shutdown(&mut self) {
         for id in 0..self.nodes.len() as ReplicaId {

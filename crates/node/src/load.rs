@@ -53,6 +53,8 @@ pub struct LoadReport {
     /// Grants and records refused (busy, or refused by admission), and records not submitted
     /// because their grant was not applied.
     pub refused: u64,
+    /// Of `refused`, the submissions a validator turned away as busy (its mempool full).
+    pub refused_busy: u64,
     pub committed: u64,
     /// Acknowledged transactions in no block of the run (read back from the chain once
     /// nothing was pending).
@@ -66,6 +68,9 @@ pub struct LoadReport {
     /// `keys.db`) to applied at the patient's home: what a person waits, sealing included.
     pub grant_latency: Percentiles,
     pub blocks: u64,
+    /// Views the first validator driven moved through during the run (§4.4): a view change
+    /// under load means a primary was suspected while it may have been merely slow.
+    pub view_changes: u64,
     /// The mean size of a committed transaction of the run as the chain stores it (its
     /// canonical bytes).
     pub tx_bytes: f64,
@@ -639,6 +644,7 @@ struct Counters {
     /// The ids of the transactions acknowledged, to find any that did not commit.
     acknowledged_ids: Mutex<HashSet<TxId>>,
     refused: AtomicU64,
+    refused_busy: AtomicU64,
     /// The second halves of the records (wait for the grant, submit the record), awaited at
     /// the end.
     records: Mutex<Vec<JoinHandle<()>>>,
@@ -655,7 +661,12 @@ impl Counters {
                 }
                 &self.acknowledged
             }
-            Err(_) => &self.refused,
+            Err(error) => {
+                if matches!(error, NodeError::Busy) {
+                    self.refused_busy.fetch_add(1, Ordering::Relaxed);
+                }
+                &self.refused
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -810,7 +821,10 @@ pub async fn drive(
     }
     on_progress(Progress::Started);
     let committed_before: u64 = handles[0].shared().committed_transactions();
-    let height_before = handles[0].status().height;
+    let (height_before, view_before) = {
+        let status = handles[0].status();
+        (status.height, status.view)
+    };
     let shared_handles = Arc::new(handles.to_vec());
     let counters = Arc::new(Counters::default());
     let submit = {
@@ -910,7 +924,10 @@ pub async fn drive(
     for handle in handles {
         keys.add(&handle.key_status().counters);
     }
-    let height = handles[0].status().height;
+    let (height, view) = {
+        let status = handles[0].status();
+        (status.height, status.view)
+    };
     on_progress(Progress::Settled);
     let acknowledged_ids = counters
         .acknowledged_ids
@@ -921,6 +938,7 @@ pub async fn drive(
     Ok(LoadReport {
         acknowledged: acknowledged(),
         refused: counters.refused.load(Ordering::Relaxed),
+        refused_busy: counters.refused_busy.load(Ordering::Relaxed),
         committed,
         lost: audit.missing.len() as u64,
         elapsed,
@@ -928,6 +946,7 @@ pub async fn drive(
         commit_latency,
         grant_latency: Percentiles::of(&mut grant_latencies),
         blocks: height - height_before,
+        view_changes: view.saturating_sub(view_before),
         tx_bytes: audit.mean_tx_bytes,
         series,
         keys,

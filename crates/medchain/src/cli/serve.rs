@@ -3,14 +3,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use medchain::http::Chain;
+use tracing::warn;
 
 use super::service;
 use super::serving::ServingArgs;
 use super::timing::TimingArgs;
+
+/// How long a clean stop waits for every validator to reach the furthest one's height.
+const SHUTDOWN_CONVERGE: Duration = Duration::from_secs(5);
 
 /// Runs the four validators (hospital, clinic, pharmacy, insurance) in this process, each with
 /// its own key and SQLite files under DATA_DIR, agreeing on every block by PBFT, and serves the
@@ -94,6 +99,14 @@ impl super::Run for ServeArgs {
                 service::start_flows(app, custody, local, clock.clone(), self.demo, false).await?;
             service::serve_http(self.addr, settings, flows, chain, clock).await
         });
+        // A clean stop leaves the four stores at one head (a lagging one would only catch up
+        // at the next start).
+        if !cluster.converge(SHUTDOWN_CONVERGE) {
+            warn!(
+                "stopping with the validators at different heights: the ones behind catch up at \
+                 the next start"
+            );
+        }
         cluster.shutdown();
         served?;
         Ok(ExitCode::SUCCESS)

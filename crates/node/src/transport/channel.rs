@@ -318,25 +318,9 @@ async fn next_message<S: AsyncRead + AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use ledger::crypto;
 
     use super::*;
-
-    fn identities(n: usize) -> Vec<ValidatorIdentity> {
-        let keys: Vec<_> = (0..n).map(|_| crypto::generate_key()).collect();
-        let validators: Arc<[_]> = keys.iter().map(|key| key.verifying_key()).collect();
-        keys.into_iter()
-            .enumerate()
-            .map(|(id, key)| ValidatorIdentity {
-                id: id as ReplicaId,
-                key,
-                genesis_hash: [9; 32],
-                validators: validators.clone(),
-            })
-            .collect()
-    }
 
     fn connect(
         dialer: ValidatorIdentity,
@@ -361,7 +345,7 @@ mod tests {
 
     #[test]
     fn validators_prove_their_genesis_keys_and_frames_of_any_size_pass() {
-        let ids = identities(4);
+        let ids = ValidatorIdentity::for_tests(4);
         let (dialer, listener) = connect(ids[1].clone(), 2, ids[2].clone());
         let (mut dialer, mut listener) = (dialer.unwrap(), listener.unwrap());
         assert_eq!(dialer.peer(), 2);
@@ -391,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_key_outside_the_genesis_is_refused() {
-        let ids = identities(4);
+        let ids = ValidatorIdentity::for_tests(4);
         let mut outsider = ids[3].clone();
         outsider.key = crypto::generate_key();
         let (_, listener) = connect(outsider, 0, ids[0].clone());
@@ -400,14 +384,14 @@ mod tests {
 
     #[test]
     fn the_dialler_refuses_a_validator_other_than_the_one_it_called() {
-        let ids = identities(4);
+        let ids = ValidatorIdentity::for_tests(4);
         let (dialer, _) = connect(ids[0].clone(), 3, ids[2].clone());
         assert!(dialer.is_err());
     }
 
     #[test]
     fn another_chain_fails_the_handshake() {
-        let ids = identities(4);
+        let ids = ValidatorIdentity::for_tests(4);
         let mut other_chain = ids[1].clone();
         other_chain.genesis_hash = [1; 32];
         let (dialer, listener) = connect(other_chain, 0, ids[0].clone());

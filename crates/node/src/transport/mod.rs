@@ -67,6 +67,24 @@ pub struct ValidatorIdentity {
     pub validators: Arc<[VerifyingKey]>,
 }
 
+#[cfg(test)]
+impl ValidatorIdentity {
+    /// The identities of `n` validators with fresh keys, of one made-up genesis.
+    pub(crate) fn for_tests(n: usize) -> Vec<ValidatorIdentity> {
+        let keys: Vec<_> = (0..n).map(|_| ledger::crypto::generate_key()).collect();
+        let validators: Arc<[_]> = keys.iter().map(|key| key.verifying_key()).collect();
+        keys.into_iter()
+            .enumerate()
+            .map(|(id, key)| ValidatorIdentity {
+                id: id as ReplicaId,
+                key,
+                genesis_hash: [9; 32],
+                validators: validators.clone(),
+            })
+            .collect()
+    }
+}
+
 /// What `Node::start` gives the transport it builds.
 pub struct Wiring {
     /// Where frames for this validator go.

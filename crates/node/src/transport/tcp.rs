@@ -1,6 +1,8 @@
 //! TCP between validator processes, over the authenticated and encrypted channel of
 //! [`super::channel`]. Each node dials every peer for what it sends and accepts connections for
-//! what it receives; dialling retries with exponential backoff, so peers may start in any order.
+//! what it receives; dialling retries with exponential backoff, so peers may start in any order,
+//! and a peer that connects to us is dialled back at once (it is back: what we send it, a
+//! new-view it needs to rejoin, must not wait out a backoff grown while it was down).
 //!
 //! Bounded everywhere a peer could make us hold memory: frames by kind ([`FrameLimits`]), one
 //! inbound connection per validator (a newer one replaces it), a few handshakes at a time, each
@@ -16,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pbft::ReplicaId;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
@@ -37,8 +39,17 @@ pub const PEER_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 const FRAME_CHARGE_BYTES: usize = 4096;
 /// Connections accepted but not yet authenticated, at most; more are closed at once.
 const MAX_HANDSHAKES: usize = 16;
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A dialler's wait between attempts: doubling from `min` to `max`.
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+}
+
+const BACKOFF: Backoff = Backoff {
+    min: Duration::from_millis(50),
+    max: Duration::from_secs(5),
+};
 
 struct Encoded {
     kind: FrameKind,
@@ -88,18 +99,22 @@ impl TcpTransport {
                 .collect(),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             readers: Mutex::new(BTreeMap::new()),
+            redial: (0..n).map(|_| Arc::new(Notify::new())).collect(),
         });
         let accepting = tokio::spawn(accept_loop(listener, inbound.clone())).abort_handle();
         let mut queues = BTreeMap::new();
         for (id, addr) in peers {
             let (sender, receiver) = mpsc::channel(PEER_QUEUE_FRAMES);
             let queued_bytes = Arc::new(AtomicUsize::new(0));
+            let redial = inbound.redial.get(id as usize).cloned().unwrap_or_default();
             tokio::spawn(dial_loop(
                 id,
                 addr,
                 wiring.identity.clone(),
                 receiver,
                 queued_bytes.clone(),
+                redial,
+                BACKOFF,
             ));
             queues.insert(
                 id,
@@ -175,6 +190,8 @@ struct Inbound {
     handshakes: Arc<Semaphore>,
     /// The reader of each validator's current connection.
     readers: Mutex<BTreeMap<ReplicaId, AbortHandle>>,
+    /// Per validator: told when it connects to us, so that our dialler to it stops backing off.
+    redial: Vec<Arc<Notify>>,
 }
 
 async fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
@@ -183,7 +200,7 @@ async fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
             Ok(accepted) => accepted,
             Err(error) => {
                 warn!(%error, "accepting a peer connection failed");
-                tokio::time::sleep(BACKOFF_MIN).await;
+                tokio::time::sleep(BACKOFF.min).await;
                 continue;
             }
         };
@@ -213,6 +230,9 @@ async fn accept_loop(listener: TcpListener, inbound: Arc<Inbound>) {
             };
             let peer = channel.peer();
             debug!(peer, %addr, "validator connected");
+            if let Some(redial) = inbound.redial.get(peer as usize) {
+                redial.notify_one();
+            }
             let reader = tokio::spawn(read_loop(channel, addr, inbound.clone()));
             let replaced = inbound
                 .readers
@@ -275,21 +295,26 @@ async fn dial_loop(
     identity: ValidatorIdentity,
     mut queue: mpsc::Receiver<Encoded>,
     queued_bytes: Arc<AtomicUsize>,
+    redial: Arc<Notify>,
+    limits: Backoff,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = limits.min;
     loop {
         let channel = match connect(peer, addr, &identity).await {
             Ok(channel) => channel,
             Err(_) if queue.is_closed() => return,
             Err(error) => {
                 debug!(peer, %addr, %error, ?backoff, "peer unreachable, retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(limits.max),
+                    // It connected to us: it is up again.
+                    _ = redial.notified() => backoff = limits.min,
+                }
                 continue;
             }
         };
         info!(peer, %addr, "connected to peer");
-        backoff = BACKOFF_MIN;
+        backoff = limits.min;
         if let Err(error) = send_queued(channel, &mut queue, &queued_bytes).await {
             warn!(peer, %addr, %error, "lost the connection to a peer; reconnecting");
         }
@@ -330,4 +355,40 @@ async fn send_queued(
         channel.flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dialler backing off from a peer that was down retries at once when the peer connects
+    /// to us, not when its (here: hour-long) backoff ends.
+    #[tokio::test]
+    async fn a_peer_that_connects_is_dialled_again_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let identity = ValidatorIdentity::for_tests(2).remove(0);
+        let (frames, queue) = mpsc::channel(1);
+        let redial = Arc::new(Notify::new());
+        let hour = Duration::from_secs(3600);
+        tokio::spawn(dial_loop(
+            1,
+            addr,
+            identity,
+            queue,
+            Arc::new(AtomicUsize::new(0)),
+            redial.clone(),
+            Backoff {
+                min: hour,
+                max: hour,
+            },
+        ));
+        // The first attempt fails at the handshake (closed at once): the dialler waits an hour.
+        let (first, _) = listener.accept().await.expect("first attempt");
+        drop(first);
+        redial.notify_one();
+        let again = tokio::time::timeout(Duration::from_secs(60), listener.accept()).await;
+        assert!(again.is_ok(), "the dialler waited out its backoff");
+        drop(frames);
+    }
 }

@@ -174,6 +174,10 @@ impl BenchArgs {
             committed: load.committed,
             acknowledged: load.acknowledged,
             lost: load.lost,
+            refused: Some(load.refused),
+            refused_busy: Some(load.refused_busy),
+            blocks: Some(load.blocks),
+            view_changes: Some(load.view_changes),
             committed_tx_per_s: load.committed_per_second,
             latency_is: LEDGER_LATENCY,
             latency_ms: LatencyMs::from(load.commit_latency),
@@ -475,10 +479,12 @@ fn chain_bytes(dir: &Path) -> Option<u64> {
 /// The load generator's own figures, beyond the table's.
 fn print_load(report: &LoadReport) {
     println!(
-        "{} blocks; {} refused as busy; grant latency (seal started to applied at the \
-         patient's home): p50 {:.1} ms, p99 {:.1} ms",
+        "{} blocks; {} view changes; {} refused ({} as busy); grant latency (seal started to \
+         applied at the patient's home): p50 {:.1} ms, p99 {:.1} ms",
         report.blocks,
+        report.view_changes,
         report.refused,
+        report.refused_busy,
         report::ms(report.grant_latency.p50),
         report::ms(report.grant_latency.p99),
     );

@@ -37,6 +37,14 @@ pub struct BenchReport {
     pub committed: u64,
     pub acknowledged: u64,
     pub lost: u64,
+    /// Submissions refused (busy, by admission, or records whose grant was not applied); of
+    /// them, those refused as busy (null in modes that do not count them).
+    pub refused: Option<u64>,
+    pub refused_busy: Option<u64>,
+    /// Blocks committed over the run, and the views the first validator moved through (a view
+    /// change under load: a primary suspected while it was merely slow).
+    pub blocks: Option<u64>,
+    pub view_changes: Option<u64>,
     pub committed_tx_per_s: f64,
     /// What `latency_ms` measures in this mode.
     pub latency_is: &'static str,
@@ -207,6 +215,9 @@ impl BenchReport {
             ("lost", self.lost.to_string()),
             ("committed tx/s", format!("{:.0}", self.committed_tx_per_s)),
         ];
+        if let (Some(blocks), Some(view_changes)) = (self.blocks, self.view_changes) {
+            rows.push(("blocks", format!("{blocks}, {view_changes} view changes")));
+        }
         if let (Some(per_s), Some(acknowledged), Some(committed), Some(lost)) = (
             self.records_committed_per_s,
             self.records_acknowledged,
