@@ -548,6 +548,8 @@ pub async fn enroll(
 
 /// The purpose of every grant of the load.
 const GRANT_PURPOSE: &str = "follow-up visit";
+/// How long a submitter turned away as busy waits before it tries again, as a client would.
+const BUSY_BACKOFF: Duration = Duration::from_millis(20);
 
 /// The people of a load: patients and doctors spread over the validators driven.
 pub(crate) struct Population {
@@ -698,9 +700,16 @@ async fn submit_pair(
         Err(error) => Err(error),
     };
     counters.count(&submitted);
-    let Ok(grant) = submitted else {
-        counters.refused.fetch_add(1, Ordering::Relaxed);
-        return;
+    let grant = match submitted {
+        Ok(grant) => grant,
+        Err(error) => {
+            // The record is not submitted either.
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            if matches!(error, NodeError::Busy) {
+                tokio::time::sleep(BUSY_BACKOFF).await;
+            }
+            return;
+        }
     };
     let (patient_home, doctor_home) = (patient_home.clone(), doctor_home.clone());
     let (patient_id, doctor) = (patient.id, doctor.clone());
@@ -715,14 +724,30 @@ async fn submit_pair(
             if let Ok(mut latencies) = counters.grant_latencies.lock() {
                 latencies.push(sealing.elapsed());
             }
-            let submitted = match doctor
+            // The doctor's home admits the record on its own chain: it must hold the grant.
+            if doctor_home.id() != patient_home.id() {
+                let applied = doctor_home.wait_applied(grant, settle).await;
+                if !matches!(applied, Ok(Verdict::Applied { .. })) {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            // Its grant is on chain: a busy validator is asked again (each submission counted).
+            let deadline = Instant::now() + settle;
+            match doctor
                 .record(&doctor_home, &patient_id, grant, &sample_record(i))
                 .await
             {
-                Ok(record) => doctor_home.submit(record).await,
-                Err(error) => Err(error),
-            };
-            counters.count(&submitted);
+                Ok(record) => loop {
+                    let submitted = doctor_home.submit(record.clone()).await;
+                    counters.count(&submitted);
+                    if !matches!(submitted, Err(NodeError::Busy)) || Instant::now() > deadline {
+                        break;
+                    }
+                    tokio::time::sleep(BUSY_BACKOFF).await;
+                },
+                Err(error) => counters.count(&Err(error)),
+            }
         })
     };
     if let Ok(mut records) = counters.records.lock() {
@@ -924,10 +949,10 @@ pub async fn drive(
     for handle in handles {
         keys.add(&handle.key_status().counters);
     }
-    let (height, view) = {
-        let status = handles[0].status();
-        (status.height, status.view)
-    };
+    // The chain's head as stored: the status is published at the end of the validator's turn,
+    // after the committed count that ended the wait above.
+    let (height, _) = handles[0].read(|reader| reader.head())?;
+    let view = handles[0].status().view;
     on_progress(Progress::Settled);
     let acknowledged_ids = counters
         .acknowledged_ids

@@ -130,6 +130,12 @@ pub(crate) struct Runtime {
     /// How long an acknowledged transaction may wait for its block before it is broadcast to
     /// every validator.
     resend_after: Duration,
+    /// New submissions are refused as busy while at least `busy_floor` acknowledged
+    /// transactions wait for their block and the oldest has waited `busy_after`: the validators
+    /// are behind, and a queue that grows further would outlast the backups' view-change timers
+    /// (which would replace a primary that is merely slow, and slow everything further).
+    busy_after: Duration,
+    busy_floor: usize,
     max_batch: usize,
     last_resend_check: Instant,
     last_commit_at: Instant,
@@ -200,6 +206,8 @@ impl Runtime {
                 .checked_sub(STATUS_EVERY)
                 .unwrap_or_else(Instant::now),
             resend_after: timing.batch_window + timing.view_change_timeout,
+            busy_after: timing.batch_window + timing.view_change_timeout / 4,
+            busy_floor: (timing.max_batch / 4).max(64),
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
             last_commit_at: Instant::now(),
@@ -372,7 +380,9 @@ impl Runtime {
 
     /// Persist, then acknowledge: writes the submitted transactions (checked and admitted at
     /// the handle) in one SQLite transaction (one fsync), then answers and hands them to the
-    /// replica. One already pending here is answered at once: it is durable already.
+    /// replica. One already pending here is answered at once: it is durable already. New ones
+    /// are refused as busy while this validator is behind (`busy_after`, `busy_floor`) or its
+    /// mempool is full.
     fn accept(
         &mut self,
         submits: Vec<Submission>,
@@ -384,6 +394,11 @@ impl Runtime {
         // Submitted twice in this batch: answered once the first copy is durable.
         let mut again = Vec::new();
         let mut ids = HashSet::with_capacity(submits.len());
+        let behind = self.shared.pending_len() >= self.busy_floor
+            && self
+                .shared
+                .oldest_pending_age()
+                .is_some_and(|age| age >= self.busy_after);
         for Submission {
             request,
             transaction,
@@ -398,7 +413,7 @@ impl Runtime {
                 again.push((request.id, reply));
                 continue;
             }
-            if self.replica.pending_len() + accepted.len() >= self.shared.max_pending {
+            if behind || self.replica.pending_len() + accepted.len() >= self.shared.max_pending {
                 ids.remove(&request.id);
                 let _ = reply.send(Err(NodeError::Busy));
                 continue;
@@ -445,6 +460,10 @@ impl Runtime {
         let mut refused = 0;
         let mut kept = Vec::with_capacity(requests.len());
         for request in requests.drain(..) {
+            if self.replica.knows_request(&request.id) {
+                // A resend of what the replica holds: nothing to judge again.
+                continue;
+            }
             let Some(tx) = self.decode(&request) else {
                 refused += 1;
                 continue;

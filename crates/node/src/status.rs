@@ -202,10 +202,15 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// How long the oldest acknowledged, uncommitted transaction has waited.
+    /// How long the oldest acknowledged, uncommitted transaction that still waits for a block
+    /// has waited (withdrawn ones wait only for their expiry).
     pub(crate) fn oldest_pending_age(&self) -> Option<Duration> {
         let pending = self.pending.lock().ok()?;
-        pending.values().map(|tx| tx.accepted.elapsed()).max()
+        pending
+            .values()
+            .filter(|tx| !tx.withdrawn)
+            .map(|tx| tx.accepted.elapsed())
+            .max()
     }
 
     /// Removes committed transactions; returns how long each of ours waited.

@@ -248,6 +248,56 @@ fn a_proposal_lost_to_restarted_backups_is_resent_within_a_view_change_timeout()
     assert_eq!(hospital.status().view, 0, "no view change was needed");
 }
 
+/// A validator with many acknowledged transactions waiting for their block, the oldest for a
+/// quarter of the view-change timeout past the batch window, refuses new ones as busy, and
+/// takes them again once the chain moves: a queue that outlasted the backups' view-change
+/// timers would have them replace a primary that is merely slow (the embedded bench's
+/// closed loop fell into view change after view change).
+#[test]
+fn a_validator_behind_refuses_submissions_as_busy_until_its_queue_moves() {
+    let dir = common::data_dir();
+    // 64 waiting transactions are "many" with batches of 8.
+    let timing = Timing {
+        max_batch: 8,
+        ..fast_timing()
+    };
+    let busy_after = timing.batch_window + timing.view_change_timeout / 4;
+    let mut cluster = Cluster::open(dir.path(), timing).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let rt = runtime();
+    // Without a quorum nothing commits.
+    cluster.stop(2);
+    cluster.stop(3);
+    let waiting: Vec<_> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for _ in 0..63 {
+            ids.push(hospital.submit(enrollment(&hospital)).await.unwrap());
+        }
+        ids
+    });
+    std::thread::sleep(busy_after * 2);
+    // 63 waiting are not many: taken.
+    let last = rt.block_on(hospital.submit(enrollment(&hospital)));
+    assert!(last.is_ok(), "{last:?}");
+    let refused = rt.block_on(hospital.submit(enrollment(&hospital)));
+    assert!(
+        matches!(refused, Err(node::NodeError::Busy)),
+        "{refused:?}: {:?}",
+        hospital.status()
+    );
+    cluster.restart(2).unwrap();
+    cluster.restart(3).unwrap();
+    for id in &waiting {
+        let verdict = rt.block_on(hospital.wait_applied(*id, Duration::from_secs(30)));
+        assert!(
+            matches!(verdict, Ok(node::Verdict::Applied { .. })),
+            "{verdict:?}"
+        );
+    }
+    let taken = rt.block_on(hospital.submit(enrollment(&hospital)));
+    assert!(taken.is_ok(), "{taken:?}");
+}
+
 /// The load generator's workload is the application's: it enrolls its people once, then
 /// every record comes with the in-person grant it uses, all signed with real keys. Every
 /// transaction it had acknowledged commits and applies: none is rejected on chain.

@@ -432,6 +432,11 @@ impl Replica {
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+    /// Whether this replica holds request `id` already: pending, in its log, or executed within
+    /// its window (a second copy is refused as a duplicate).
+    pub fn knows_request(&self, id: &Digest) -> bool {
+        self.known_request(id)
+    }
     /// Logical time: the number of ticks seen since start.
     pub fn now(&self) -> u64 {
         self.now
