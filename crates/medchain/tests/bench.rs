@@ -8,6 +8,12 @@ use std::path::Path;
 use common_cli::{medchain, text};
 use serde_json::Value;
 
+/// The `bench.json` a run wrote into `out`.
+fn bench_json(out: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(out.join("bench.json")).expect("bench.json"))
+        .unwrap_or_else(|e| panic!("bench.json: {e}"))
+}
+
 /// Runs `medchain bench --duration 2s --batch-window 10ms --out DIR/out` with `args`; the
 /// bench.json it wrote, after checking what every run must show.
 fn bench(dir: &Path, args: &[&str]) -> Value {
@@ -38,8 +44,7 @@ fn bench(dir: &Path, args: &[&str]) -> Value {
             "the table has no {figure:?}: {printed}"
         );
     }
-    let json: Value = serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap())
-        .unwrap_or_else(|e| panic!("bench.json: {e}"));
+    let json = bench_json(&out);
     let number = |field: &str| {
         json[field]
             .as_f64()
@@ -87,6 +92,12 @@ fn a_ledger_run_reports_every_figure_and_its_efficiency_against_the_ceiling() {
     let dir = tempfile::tempdir().unwrap();
     let json = bench(dir.path(), &["--with-ceiling"]);
     assert_eq!(json["mode"], "ledger");
+    assert!(json["blocks"].as_u64().is_some_and(|b| b > 0), "{json}");
+    assert!(json["view_changes"].is_u64(), "{json}");
+    assert!(
+        json["refused_busy"].as_u64() <= json["refused"].as_u64(),
+        "{json}"
+    );
     assert_eq!(
         (json["validators"].as_u64(), json["processes"].as_u64()),
         (Some(4), Some(1))
@@ -174,8 +185,7 @@ fn a_prefilled_chain_verifies_at_every_validator() {
         !printed.contains("still wait for"),
         "every key in place: {printed}"
     );
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("out/bench.json")).unwrap()).unwrap();
+    let json = bench_json(&dir.path().join("out"));
     assert_eq!(json["prefill"], 3000, "{json}");
     assert!(json["committed"].as_u64().unwrap() > 0, "{json}");
     let verified = medchain(
@@ -223,8 +233,7 @@ fn a_chain_prefilled_past_the_watermarks_goes_on() {
     );
     let printed = text(&output);
     assert!(output.status.success(), "{printed}");
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("out/bench.json")).unwrap()).unwrap();
+    let json = bench_json(&dir.path().join("out"));
     assert!(json["committed"].as_u64().unwrap() > 0, "{json}");
     assert_eq!(json["lost"], 0, "{json}");
 }

@@ -5,11 +5,10 @@
 mod common_net;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common_net::{Load, Net, http, wait_committed, wait_for};
+use common_net::{Load, Net, http, raw_get, wait_committed, wait_for};
 
 const PROGRESS: Duration = Duration::from_secs(30);
 
@@ -158,18 +157,7 @@ fn parse_labels(body: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// `GET /metrics` without any credential: the status, content type and body.
 fn scrape(addr: SocketAddr) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    let (head, body) = raw_get(addr, "/metrics", &addr.to_string());
     let status = head
         .split_whitespace()
         .nth(1)
@@ -178,13 +166,12 @@ fn scrape(addr: SocketAddr) -> (u16, String, String) {
     let content_type = head
         .lines()
         .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type:")
+            l.strip_prefix("content-type:")
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_default();
     // The body is sent whole with a content-length (no chunking on a small answer).
-    (status, content_type, body.to_string())
+    (status, content_type, body)
 }
 
 #[test]

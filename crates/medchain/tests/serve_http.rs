@@ -4,33 +4,16 @@
 //! address, and `--help` lists the flags with their node.toml keys.
 mod common_net;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common_net::{http, medchain, output_text, wait_for};
+use common_net::{http, medchain, output_text, raw_get, wait_for};
 use serde_json::json;
 
 fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     listener.local_addr().expect("addr")
-}
-
-/// `GET /healthz` naming `host`: the answer's head (lower case) and body.
-fn get_as(addr: SocketAddr, host: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
-    (head.to_lowercase(), body.to_string())
 }
 
 #[test]
@@ -69,13 +52,13 @@ fn serve_takes_its_http_flags() {
         wait_for(Duration::from_secs(60), "serve to answer", || {
             matches!(http(addr, "GET", "/healthz", None, None), Ok((200, _))).then_some(())
         });
-        let (head, _) = get_as(addr, "medchain.example.org");
+        let (head, _) = raw_get(addr, "/healthz", "medchain.example.org");
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(
             head.contains("strict-transport-security: max-age=31536000"),
             "{head}"
         );
-        let (head, body) = get_as(addr, "evil.example");
+        let (head, body) = raw_get(addr, "/healthz", "evil.example");
         assert!(head.starts_with("http/1.1 421"), "{head}");
         let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(body["success"], false);

@@ -263,6 +263,17 @@ where
     handles
 }
 
+/// Registers `metric` under `name` and hands it back, to be updated through its clone.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms to about 33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -276,35 +287,43 @@ fn write_histogram() -> Histogram {
 impl Telemetry {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("medchain");
-        let committed_transactions = Counter::default();
-        registry.register(
+        let committed_transactions = registered(
+            &mut registry,
             "committed_transactions",
             "Transactions in blocks this validator committed (rejected entries included)",
-            committed_transactions.clone(),
+            Counter::default(),
         );
-        let committed_blocks = Counter::default();
-        registry.register(
+        let committed_blocks = registered(
+            &mut registry,
             "committed_blocks",
             "Blocks this validator committed, by agreement or by state transfer",
-            committed_blocks.clone(),
+            Counter::default(),
         );
-        let proposed_blocks = Counter::default();
-        registry.register(
+        let proposed_blocks = registered(
+            &mut registry,
             "proposed_blocks",
             "Sequence numbers proposed in sight of this validator (pre-prepares sent or first \
              seen), and blocks learned by state transfer",
-            proposed_blocks.clone(),
+            Counter::default(),
         );
-        let pending_transactions = Gauge::default();
-        registry.register(
+        let pending_transactions = registered(
+            &mut registry,
             "pending_transactions",
             "Transactions this validator acknowledged that are not yet committed",
-            pending_transactions.clone(),
+            Gauge::default(),
         );
-        let height = Gauge::default();
-        registry.register("height", "Height of this validator's chain", height.clone());
-        let view = Gauge::default();
-        registry.register("view", "The PBFT view this validator is in", view.clone());
+        let height = registered(
+            &mut registry,
+            "height",
+            "Height of this validator's chain",
+            Gauge::default(),
+        );
+        let view = registered(
+            &mut registry,
+            "view",
+            "The PBFT view this validator is in",
+            Gauge::default(),
+        );
         let commit_latency = latency_histogram();
         registry.register_with_unit(
             "commit_latency",
@@ -312,11 +331,11 @@ impl Telemetry {
             Unit::Seconds,
             commit_latency.clone(),
         );
-        let view_changes = Counter::default();
-        registry.register(
+        let view_changes = registered(
+            &mut registry,
             "view_changes",
             "View changes this validator started (PBFT section 4.4)",
-            view_changes.clone(),
+            Counter::default(),
         );
         let kinds = || MessageKind::ALL.iter().map(|kind| kind.label());
         let sent = labelled(
@@ -346,11 +365,11 @@ impl Telemetry {
             RejectReason::ALL.iter().map(|reason| reason.label()),
             Counter::default,
         );
-        let refused_forwards = Counter::default();
-        registry.register(
+        let refused_forwards = registered(
+            &mut registry,
             "refused_forwards",
             "Transactions in peers' forwards that mempool admission refused",
-            refused_forwards.clone(),
+            Counter::default(),
         );
         let writes = || StoreWrite::ALL.iter().map(|write| write.label());
         let store_write_time = labelled(
@@ -372,23 +391,23 @@ impl Telemetry {
             writes(),
             Counter::default,
         );
-        let state_transfers = Counter::default();
-        registry.register(
+        let state_transfers = registered(
+            &mut registry,
             "state_transfers",
             "Answers to this validator's fetches that brought it new blocks",
-            state_transfers.clone(),
+            Counter::default(),
         );
-        let transferred_blocks = Counter::default();
-        registry.register(
+        let transferred_blocks = registered(
+            &mut registry,
             "state_transfer_blocks",
             "Blocks this validator applied from state transfer",
-            transferred_blocks.clone(),
+            Counter::default(),
         );
-        let http_requests = Family::<RouteLabels, Counter>::default();
-        registry.register(
+        let http_requests = registered(
+            &mut registry,
             "http_requests",
             "HTTP requests answered, by route template and status",
-            http_requests.clone(),
+            Family::<RouteLabels, Counter>::default(),
         );
         Self {
             registry,

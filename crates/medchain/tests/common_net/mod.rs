@@ -15,8 +15,8 @@ pub mod secrets;
 pub mod seed;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,6 +69,25 @@ pub fn wait_committed(net: &Net, acks: &[Ack], limit: Duration, what: &str) {
         left.retain(|ack| net.tx_status(ack.node, &ack.tx_id).as_deref() != Some("committed"));
         left.is_empty().then_some(())
     });
+}
+
+/// A plain HTTP/1.1 GET of `path` with `Host: host`, read to the end of the connection: the
+/// head in lower case and the body (for answers the JSON client does not show: headers, a
+/// refused host, the Prometheus text).
+pub fn raw_get(addr: SocketAddr, path: &str, host: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    (head.to_lowercase(), body.to_string())
 }
 
 /// One HTTP/1.1 request (`Connection: close`) with a bearer token; the status and the JSON
