@@ -33,7 +33,12 @@ fn blocks_and_queries_round_trip() {
             reader.block_by_hash(&b.hash()).expect("query").as_ref(),
             Some(b)
         );
+        assert_eq!(
+            reader.block_hash(b.height()).expect("query"),
+            Some(b.hash())
+        );
     }
+    assert!(reader.block_hash(13).expect("query").is_none());
     assert_eq!(
         reader.block(0).expect("query").as_ref(),
         Some(net.genesis.block())

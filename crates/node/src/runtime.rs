@@ -906,6 +906,11 @@ impl Runtime {
                         let request = self.transfer.on_claims(&peers, seq, head, Instant::now());
                         self.fetch(request);
                     }
+                    Action::ReadExecuted { seq } => {
+                        if let Some(digest) = self.chain.block_hash(seq)? {
+                            self.loopback.push_back(Input::Executed { seq, digest });
+                        }
+                    }
                     // Counted by the replica (`log_stats().alarms`) for the metrics.
                     Action::Alarm(alarm) => warn!(%alarm, "consensus alarm"),
                 }

@@ -48,6 +48,7 @@ impl Replica {
                     table.pop_first();
                 }
             }
+            self.read_executed_if_vouched(seq, digest, actions);
             self.check_stable_at(seq, actions);
             if self.status == Status::Normal && self.is_primary() {
                 // The window may have moved.
@@ -57,6 +58,53 @@ impl Replica {
             return Err(ProtocolError::StaleCheckpoint);
         }
         self.check_behind();
+        Ok(())
+    }
+
+    /// §4.3 after a restart or a state transfer: f+1 replicas (one of them honest) vouch for a
+    /// checkpoint at `seq` that this replica executed without keeping its digest, so it cannot
+    /// vouch too, and without its vouch the checkpoint may never gather 2f+1 (heads restored
+    /// into different checkpoint intervals each vouch for a different one). It asks its caller
+    /// for the digest of its own block there, once per sequence number.
+    fn read_executed_if_vouched(&mut self, seq: SeqNo, digest: Digest, actions: &mut Vec<Action>) {
+        if seq > self.last_executed.0
+            || self.executed_digests.contains_key(&seq)
+            || self.asked_executed.contains(&seq)
+        {
+            return;
+        }
+        let vouching = self
+            .checkpoints
+            .values()
+            .filter(|table| table.get(&seq).is_some_and(|c| c.message.digest == digest))
+            .count();
+        if vouching > self.cfg.f() {
+            self.asked_executed.insert(seq);
+            actions.push(Action::ReadExecuted { seq });
+        }
+    }
+
+    /// [`Input::Executed`]: the caller's digest of its block at `seq`, asked for by
+    /// [`Action::ReadExecuted`]. This replica vouches for it like any checkpoint it executed
+    /// (its own message, looped back, counts towards stability).
+    pub(crate) fn on_executed_digest(
+        &mut self,
+        seq: SeqNo,
+        digest: Digest,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        if !self.asked_executed.contains(&seq)
+            || seq <= self.low
+            || seq > self.last_executed.0
+            || self.executed_digests.contains_key(&seq)
+        {
+            return Err(ProtocolError::StaleCheckpoint);
+        }
+        self.executed_digests.insert(seq, digest);
+        actions.push(Action::Broadcast(Message::Checkpoint(Checkpoint {
+            seq,
+            digest,
+        })));
         Ok(())
     }
 
@@ -142,6 +190,7 @@ impl Replica {
         self.prepared_certs = self.prepared_certs.split_off(&(seq + 1));
         self.executed_digests = self.executed_digests.split_off(&seq);
         self.executed_digests.insert(seq, checkpoint.digest);
+        self.asked_executed = self.asked_executed.split_off(&(seq + 1));
         for table in self.checkpoints.values_mut() {
             *table = table.split_off(&(seq + 1));
         }

@@ -104,7 +104,10 @@ pub fn check_messages(bytes: &[u8]) -> bool {
                         assert_eq!(seq, head.0 + 1, "executed out of order");
                         head = (seq, committed.digest, committed.proposal.time_ms);
                     }
-                    Action::Send { .. } | Action::FetchState { .. } | Action::Alarm(_) => {}
+                    Action::Send { .. }
+                    | Action::FetchState { .. }
+                    | Action::ReadExecuted { .. }
+                    | Action::Alarm(_) => {}
                 }
             }
         }

@@ -36,6 +36,9 @@ pub enum Input {
         time_ms: u64,
         request_ids: Vec<Digest>,
     },
+    /// The answer to [`Action::ReadExecuted`]: `digest` is the digest of the block this
+    /// replica's ledger holds at `seq`.
+    Executed { seq: SeqNo, digest: Digest },
 }
 
 /// One output of [`crate::Replica::step`], to be executed by the caller in order.
@@ -60,6 +63,11 @@ pub enum Action {
         digest: Digest,
         peers: Vec<ReplicaId>,
     },
+    /// Read the digest of the block the ledger holds at `seq` (executed before a restart, or
+    /// reached by state transfer: the replica keeps no digest of it) and input it as
+    /// [`Input::Executed`]. f+1 replicas vouch for a checkpoint at `seq`, and one more vouch
+    /// may make it stable (§4.3). If the ledger has no block there, do nothing.
+    ReadExecuted { seq: SeqNo },
     /// Log and count this (see [`Alarm`]); nothing else to do.
     Alarm(Alarm),
 }

@@ -75,6 +75,10 @@
 //!     replica's or lead it: either is a true, certified claim.
 //! 11. **Pass the clock.** Every [`Input::Tick`] carries the caller's clock (`now_ms`, ms since
 //!     the Unix epoch); see "Block time" below.
+//! 12. **Answer digest reads.** On [`Action::ReadExecuted`], input [`Input::Executed`] with the
+//!     digest of the ledger's block at `seq` (nothing if it has none): a replica restarted, or
+//!     moved by state transfer, past a checkpoint keeps no digest of it, and vouches for it
+//!     only this way once f+1 others do (§4.3).
 //!
 //! # Changes to the original message contract
 //!
@@ -87,6 +91,7 @@
 //!   besides `View`.
 //! - A [`Checkpoint`] message at a sequence number that is not a multiple of K is a status
 //!   claim (sent by a stalled replica), used only to detect that a replica is behind.
+//! - [`Action::ReadExecuted`] and [`Input::Executed`] (item 12).
 //! - [`Durable::NewView`] (a primary's new-view, resent after a restart),
 //!   [`Durable::Recovery`] and [`Durable::Incarnation`]; [`Action::Alarm`]; [`RecoveryQuery`]
 //!   and [`RecoveryAnswer`].

@@ -165,6 +165,10 @@ pub struct Replica {
     /// The highest checkpoint or status claim of each sender.
     pub(crate) claims: BTreeMap<ReplicaId, Checkpoint>,
     pub(crate) fetch: Option<FetchTarget>,
+    /// Checkpoints above h that this replica executed without keeping their digest (before a
+    /// restart, or by state transfer), whose digest it asked its caller for
+    /// ([`Action::ReadExecuted`]); pruned as h advances.
+    pub(crate) asked_executed: BTreeSet<SeqNo>,
 
     /// View-changes per sender and view, for views not below the current one; at most
     /// `VIEW_CHANGES_PER_SENDER` (the highest views) per sender. Several views are kept
@@ -239,6 +243,7 @@ impl Replica {
             checkpoints: BTreeMap::new(),
             claims: BTreeMap::new(),
             fetch: None,
+            asked_executed: BTreeSet::new(),
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
             recovery_answered: BTreeMap::new(),
@@ -300,8 +305,6 @@ impl Replica {
         });
         let low = r.low;
         r.prepared_certs.retain(|seq, _| *seq > low);
-        r.executed_digests
-            .insert(r.last_executed.0, r.last_executed.1);
         if let Some((seq, digest)) = restored.executed_checkpoint
             && seq > r.low
             && seq <= r.last_executed.0
@@ -309,6 +312,9 @@ impl Replica {
         {
             r.executed_digests.insert(seq, digest);
         }
+        // The head's digest wins over a different one named for the same sequence number.
+        r.executed_digests
+            .insert(r.last_executed.0, r.last_executed.1);
         if r.low <= r.last_executed.0 {
             r.executed_digests.insert(r.low, r.low_digest);
         } else {
@@ -507,6 +513,7 @@ impl Replica {
                 time_ms,
                 request_ids,
             } => self.on_state_transferred(seq, digest, time_ms, request_ids, actions),
+            Input::Executed { seq, digest } => self.on_executed_digest(seq, digest, actions),
         };
         if result.is_err() {
             assert_eq!(

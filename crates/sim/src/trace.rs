@@ -73,6 +73,7 @@ pub fn input(i: &Input) -> String {
         Input::Request(r) => format!("Request({})", short(&r.id)),
         Input::Cut => "Cut".into(),
         Input::Withdraw(ids) => format!("Withdraw({} requests)", ids.len()),
+        Input::Executed { seq, digest } => format!("Executed(s{seq} {})", short(digest)),
         Input::StateTransferred { seq, digest, .. } => {
             format!("StateTransferred(s{seq} {})", short(digest))
         }
@@ -96,6 +97,7 @@ pub fn action(a: &Action) -> String {
             c.proposal.time_ms
         ),
         Action::FetchState { seq, peers, .. } => format!("fetch state to s{seq} from {peers:?}"),
+        Action::ReadExecuted { seq } => format!("read the executed digest at s{seq}"),
         Action::Alarm(alarm) => format!("ALARM {alarm}"),
     }
 }

@@ -741,6 +741,7 @@ impl World {
         let cut = self.nodes[id as usize].crash_after.take();
         let count = actions.len();
         let mut crashed_after_new_view = false;
+        let mut reads = Vec::new();
         for (k, action) in actions.into_iter().enumerate() {
             if cut.is_some_and(|c| k >= c) {
                 break;
@@ -799,6 +800,7 @@ impl World {
                     self.nodes[id as usize].app.apply(committed, n, q);
                 }
                 Action::FetchState { peers, .. } => self.request_state(id, peers),
+                Action::ReadExecuted { seq } => reads.push(seq),
                 Action::Alarm(alarm) => {
                     if honest {
                         self.alarms.push(RaisedAlarm {
@@ -813,6 +815,19 @@ impl World {
         if cut.is_some() || crashed_after_new_view {
             self.trace(|| format!("replica {id} crashed mid-step ({cut:?} of {count} actions)"));
             self.crash(id);
+            return;
+        }
+        // The node's answer from its chain (`Action::ReadExecuted`).
+        for seq in reads {
+            let digest = self.nodes[id as usize]
+                .app
+                .blocks
+                .iter()
+                .find(|b| b.proposal.seq == seq)
+                .map(|b| b.digest);
+            if let Some(digest) = digest {
+                self.step_node(id, Input::Executed { seq, digest });
+            }
         }
     }
 

@@ -745,6 +745,18 @@ pub trait Queries {
         bytes.map(|b| Certificate::from_bytes(&b)).transpose()
     }
 
+    /// The hash of the block at `height`, from its header (not the stored hash column).
+    fn block_hash(&self, height: u64) -> Result<Option<Hash>> {
+        let header: Option<Vec<u8>> = self
+            .connection()
+            .prepare_cached("SELECT header FROM blocks WHERE height = ?1")?
+            .query_row([height as i64], |r| r.get(0))
+            .optional()?;
+        header
+            .map(|bytes| Ok(BlockHeader::from_bytes(&bytes)?.hash()))
+            .transpose()
+    }
+
     /// The block with hash `hash`.
     fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>> {
         let height: Option<i64> = self

@@ -162,6 +162,7 @@ impl Cluster {
         }
         let mut actions = Vec::new();
         let _ = self.replicas[id as usize].step(input, &mut actions);
+        let mut reads = Vec::new();
         for a in actions {
             match a {
                 Action::Send { to, message } => {
@@ -178,7 +179,18 @@ impl Cluster {
                 Action::Persist(d) => self.durable[id as usize].push(d),
                 Action::Execute(c) => self.executed[id as usize].push(c),
                 f @ Action::FetchState { .. } => self.fetches[id as usize].push(f),
+                Action::ReadExecuted { seq } => reads.push(seq),
                 Action::Alarm(alarm) => self.alarms[id as usize].push(alarm),
+            }
+        }
+        // The node's answer from its chain.
+        for seq in reads {
+            let digest = self.executed[id as usize]
+                .iter()
+                .find(|b| b.proposal.seq == seq)
+                .map(|b| b.digest);
+            if let Some(digest) = digest {
+                self.input(id, Input::Executed { seq, digest });
             }
         }
     }
