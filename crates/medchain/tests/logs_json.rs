@@ -1,13 +1,13 @@
 //! `--log-format json` (issue 11): a validator's stderr is one JSON object a line, with a line
-//! per committed block (ids, counts and heights, never content), and validators started by
-//! `serve` log the same way.
+//! per committed block (ids, counts and heights, never content) and per view change, and
+//! validators started by `serve` log the same way.
 mod common_net;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common_net::{http, medchain, wait_for};
+use common_net::{Load, Net, http, medchain, wait_for};
 
 #[test]
 fn serve_logs_json_lines_with_one_per_committed_block() {
@@ -80,4 +80,46 @@ fn serve_logs_json_lines_with_one_per_committed_block() {
         eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Four `medchain node` processes logging JSON: the primary of view 0 is killed under load, and
+/// each survivor logs a line when its view change starts and one when view 1 is installed,
+/// naming the validator, the view and the new primary.
+#[test]
+fn a_view_change_is_logged_as_json_lines() {
+    let mut net = Net::setup(4);
+    for node in &mut net.nodes {
+        node.args
+            .extend(["--log-format".to_string(), "json".to_string()]);
+    }
+    net.start_all();
+    net.login_all();
+    net.kill(0);
+    // The survivors' timers run while they wait on requests the dead primary never orders.
+    let load = Load::start(&net, vec![1, 2, 3], "view", Duration::from_millis(100));
+    let lines = |i: usize| -> Vec<serde_json::Value> {
+        net.log(i)
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    let installed = wait_for(Duration::from_secs(60), "a 'view installed' line", || {
+        lines(1)
+            .into_iter()
+            .find(|l| l["message"] == "view installed" && l["view"].as_u64() >= Some(1))
+    });
+    load.finish();
+    assert_eq!(installed["target"], "medchain::view", "{installed}");
+    assert_eq!(installed["validator"], 1, "{installed}");
+    assert!(
+        installed["primary"].as_u64().is_some_and(|p| p != 0),
+        "{installed}"
+    );
+    let started = lines(1)
+        .into_iter()
+        .find(|l| l["message"] == "view change started")
+        .expect("a 'view change started' line before it");
+    assert!(started["view"].as_u64() >= Some(1), "{started}");
+    assert_eq!(started["level"], "INFO", "{started}");
 }
