@@ -76,6 +76,12 @@ pub struct CutOutcome {
 
 /// Events handled per loop turn at most, so that ticks and persistence keep their pace.
 const MAX_EVENTS_PER_TURN: usize = 4096;
+/// Forwarded requests that admission parked (their rule may pass once this validator catches
+/// up), at most; a sender's share is this over the validator count.
+const PARKED_MAX: usize = 4096;
+/// Waiting transactions below which a validator never refuses as busy: a few slow blocks (a
+/// debug build, a loaded machine) with little pending are not a queue worth refusing for.
+const BUSY_FLOOR: usize = 64;
 /// Blocks asked for in one state-transfer request (the answer also stops at
 /// [`FETCH_REPLY_BYTES`]).
 const FETCH_BLOCKS: u32 = 256;
@@ -130,12 +136,11 @@ pub(crate) struct Runtime {
     /// How long an acknowledged transaction may wait for its block before it is broadcast to
     /// every validator.
     resend_after: Duration,
-    /// New submissions are refused as busy while at least `busy_floor` acknowledged
+    /// New submissions are refused as busy while at least [`BUSY_FLOOR`] acknowledged
     /// transactions wait for their block and the oldest has waited `busy_after`: the validators
     /// are behind, and a queue that grows further would outlast the backups' view-change timers
     /// (which would replace a primary that is merely slow, and slow everything further).
     busy_after: Duration,
-    busy_floor: usize,
     max_batch: usize,
     last_resend_check: Instant,
     last_commit_at: Instant,
@@ -153,6 +158,16 @@ pub(crate) struct Runtime {
     peer_heads: Vec<Option<(u64, Instant)>>,
     /// The view of each peer's last authentic consensus message (for the dashboard only).
     peer_views: Vec<Option<u64>>,
+    /// Forwarded requests refused by admission for something not on this chain yet
+    /// (`ledger::rules::reason::may_pass_later`), each a forward of one request as its sender
+    /// signed it, with when it was parked: judged again after each new block, dropped after
+    /// `resend_after` (a backup's timer has run out by then). A primary a block behind the
+    /// validator that admitted a record would otherwise drop it, and that validator's timer
+    /// would replace the primary for it.
+    parked: VecDeque<(Signed<Message>, Instant)>,
+    parked_per_sender: Vec<usize>,
+    /// The height the parked requests were last judged at.
+    parked_judged_at: u64,
 }
 
 impl Runtime {
@@ -207,7 +222,6 @@ impl Runtime {
                 .unwrap_or_else(Instant::now),
             resend_after: timing.batch_window + timing.view_change_timeout,
             busy_after: timing.batch_window + timing.view_change_timeout / 4,
-            busy_floor: (timing.max_batch / 4).max(64),
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
             last_commit_at: Instant::now(),
@@ -218,6 +232,9 @@ impl Runtime {
             reported_checkpoint: 0,
             peer_heads: vec![None; n],
             peer_views: vec![None; n],
+            parked: VecDeque::new(),
+            parked_per_sender: vec![0; n],
+            parked_judged_at: 0,
         }
     }
 
@@ -328,6 +345,11 @@ impl Runtime {
         }
         self.execute(std::mem::take(&mut actions))?;
         let (head, _) = self.chain.head();
+        if head != self.parked_judged_at {
+            self.parked_judged_at = head;
+            self.admit_parked(&mut actions)?;
+            self.execute(std::mem::take(&mut actions))?;
+        }
         let retry = self.transfer.poll(head, Instant::now());
         self.fetch(retry);
         if self.last_resend_check.elapsed() >= self.resend_after / 4 {
@@ -381,7 +403,7 @@ impl Runtime {
     /// Persist, then acknowledge: writes the submitted transactions (checked and admitted at
     /// the handle) in one SQLite transaction (one fsync), then answers and hands them to the
     /// replica. One already pending here is answered at once: it is durable already. New ones
-    /// are refused as busy while this validator is behind (`busy_after`, `busy_floor`) or its
+    /// are refused as busy while this validator is behind (`busy_after`, [`BUSY_FLOOR`]) or its
     /// mempool is full.
     fn accept(
         &mut self,
@@ -394,7 +416,7 @@ impl Runtime {
         // Submitted twice in this batch: answered once the first copy is durable.
         let mut again = Vec::new();
         let mut ids = HashSet::with_capacity(submits.len());
-        let behind = self.shared.pending_len() >= self.busy_floor
+        let behind = self.shared.pending_len() >= BUSY_FLOOR
             && self
                 .shared
                 .oldest_pending_age()
@@ -453,12 +475,17 @@ impl Runtime {
 
     /// Mempool admission of a peer's forward ([`crate::admission`]): the requests whose
     /// transactions the rules reject at `T = now` on the committed chain, or that are on chain
-    /// already, are dropped (and counted) before the replica sees them. The edge checked
-    /// every request of the message before, so each is decoded here already.
-    fn admit_forwarded(&mut self, requests: &mut Vec<Request>) -> Result<(), NodeError> {
+    /// already, are dropped (and counted) before the replica sees them; those rejected for
+    /// something not on this chain yet are parked (see `parked`). The edge checked every
+    /// request of the message before, so each is decoded here already.
+    fn admit_forwarded(&mut self, forward: &mut Signed<Message>) -> Result<(), NodeError> {
+        let Message::Forward(requests) = &mut forward.message else {
+            return Ok(());
+        };
         let now = self.clock.now_ms();
         let mut refused = 0;
         let mut kept = Vec::with_capacity(requests.len());
+        let mut parked = Vec::new();
         for request in requests.drain(..) {
             if self.replica.knows_request(&request.id) {
                 // A resend of what the replica holds: nothing to judge again.
@@ -470,6 +497,9 @@ impl Runtime {
             };
             match crate::admission::admit(&self.chain.state(), &self.genesis, &tx, now)? {
                 Ok(()) => kept.push(request),
+                Err(reject) if ledger::rules::reason::may_pass_later(reject.0) => {
+                    parked.push(request)
+                }
                 Err(reject) => {
                     refused += 1;
                     debug!(
@@ -481,6 +511,79 @@ impl Runtime {
             }
         }
         *requests = kept;
+        let from = forward.from;
+        for request in parked {
+            if !self.park(from, request, forward.signature) {
+                refused += 1;
+            }
+        }
+        self.shared.telemetry().refused_forwards(refused);
+        Ok(())
+    }
+
+    /// Parks `request` from `from` unless its sender's share is full (then it is refused).
+    fn park(&mut self, from: ReplicaId, request: Request, signature: pbft::Signature) -> bool {
+        let share = PARKED_MAX / self.n.max(1);
+        let Some(count) = self.parked_per_sender.get_mut(from as usize) else {
+            return false;
+        };
+        if *count >= share {
+            return false;
+        }
+        *count += 1;
+        let forward = Signed {
+            from,
+            message: Message::Forward(vec![request]),
+            signature,
+        };
+        self.parked.push_back((forward, Instant::now()));
+        true
+    }
+
+    /// Judges the parked requests again on the chain as it is now: those admitted go to the
+    /// replica as their sender forwarded them, those still waiting for something stay until
+    /// `resend_after`, the rest are refused.
+    fn admit_parked(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+        let now = self.clock.now_ms();
+        let mut refused = 0;
+        for (forward, parked_at) in std::mem::take(&mut self.parked) {
+            let from = forward.from as usize;
+            let Message::Forward(requests) = &forward.message else {
+                continue;
+            };
+            let Some(request) = requests.first() else {
+                continue;
+            };
+            if self.replica.knows_request(&request.id) {
+                self.parked_per_sender[from] -= 1;
+                continue;
+            }
+            let verdict = match self.decode(request) {
+                Some(tx) => Some(crate::admission::admit(
+                    &self.chain.state(),
+                    &self.genesis,
+                    &tx,
+                    now,
+                )?),
+                None => None,
+            };
+            match verdict {
+                Some(Ok(())) => {
+                    self.parked_per_sender[from] -= 1;
+                    self.step(Input::Message(forward), actions);
+                }
+                Some(Err(reject))
+                    if ledger::rules::reason::may_pass_later(reject.0)
+                        && parked_at.elapsed() < self.resend_after =>
+                {
+                    self.parked.push_back((forward, parked_at));
+                }
+                _ => {
+                    self.parked_per_sender[from] -= 1;
+                    refused += 1;
+                }
+            }
+        }
         self.shared.telemetry().refused_forwards(refused);
         Ok(())
     }
@@ -668,10 +771,10 @@ impl Runtime {
                             self.note_proposal(signed);
                         }
                         let mut signed = signed.clone();
-                        if let Message::Forward(requests) = &mut signed.message {
+                        if matches!(signed.message, Message::Forward(_)) {
                             // The replica does not check the forward's signature again.
-                            self.admit_forwarded(requests)?;
-                            if requests.is_empty() {
+                            self.admit_forwarded(&mut signed)?;
+                            if matches!(&signed.message, Message::Forward(r) if r.is_empty()) {
                                 return Ok(());
                             }
                         }

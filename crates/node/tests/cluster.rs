@@ -256,11 +256,8 @@ fn a_proposal_lost_to_restarted_backups_is_resent_within_a_view_change_timeout()
 #[test]
 fn a_validator_behind_refuses_submissions_as_busy_until_its_queue_moves() {
     let dir = common::data_dir();
-    // 64 waiting transactions are "many" with batches of 8.
-    let timing = Timing {
-        max_batch: 8,
-        ..fast_timing()
-    };
+    // 64 waiting transactions are "many" (node's `BUSY_FLOOR`).
+    let timing = fast_timing();
     let busy_after = timing.batch_window + timing.view_change_timeout / 4;
     let mut cluster = Cluster::open(dir.path(), timing).unwrap();
     let hospital = cluster.handle(0).unwrap();

@@ -119,6 +119,27 @@ pub const ERASURE_NOT_PENDING: &str = "erasure request is not pending";
 pub const ERASURE_NOT_SEALER: &str =
     "an erasure is answered by the hospital that sealed the transaction";
 
+/// Whether a transaction rejected for `reason` may pass once later blocks reach this chain: it
+/// names something (a person, a key, a grant, a request, an ask, a sealed entry, an erasure
+/// request) that is not on the chain yet. A validator a block behind its peers refuses such a
+/// transaction, which its peer admitted, until it catches up.
+pub fn may_pass_later(reason: &str) -> bool {
+    [
+        SIGNER_KEY_NOT_OF_PERSON,
+        UNKNOWN_PERSON,
+        NOT_A_PATIENT,
+        NOT_A_DOCTOR,
+        KEY_NOT_OF_PERSON,
+        ASK_NOT_PENDING,
+        NO_SUCH_TARGET,
+        REQUEST_NOT_PENDING,
+        NO_SUCH_GRANT,
+        NO_SUCH_SEALED,
+        ERASURE_NOT_PENDING,
+    ]
+    .contains(&reason)
+}
+
 /// Every reason above, for tests that check each is distinct.
 pub fn all() -> Vec<&'static str> {
     let mut all = vec![

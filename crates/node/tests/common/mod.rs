@@ -23,6 +23,7 @@ pub fn fast_timing() -> Timing {
 /// A transaction every validator admits and applies, signed by `handle`'s validator (a real
 /// signature, and a real proof of possession of the new key): the enrollment of a new patient
 /// whose home it is.
+#[allow(dead_code)] // Not every test file enrolls this way.
 pub fn enrollment(handle: &NodeHandle) -> SignedTx {
     let patient = Person::patient(handle.id());
     handle.sign_as_validator(patient.enrollment(&handle.genesis_hash()), Vec::new())

@@ -1,0 +1,63 @@
+//! Mempool admission of peers' forwards (docs/SECURITY.md, "Identities, keys and consent on
+//! chain", §1): a primary a block behind the validator that admitted a record parks the record
+//! (its grant is not on the primary's chain yet) and proposes it once it has caught up, instead
+//! of dropping it and having that validator's timer replace it.
+
+use std::time::Duration;
+
+mod common;
+
+use common::world::{CLINIC, HOSPITAL, World};
+use common::{fast_timing, note};
+
+use node::load::Person;
+use node::{Timing, Verdict, Wire};
+
+#[test]
+fn a_primary_behind_parks_a_forwarded_record_until_it_holds_the_grant() {
+    // A timer long enough that no view change comes while the primary is held back.
+    let w = World::with_timing(Timing {
+        view_change_timeout: Duration::from_secs(5),
+        ..fast_timing()
+    });
+    let patient = Person::patient(CLINIC);
+    let doctor = Person::doctor(CLINIC, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &doctor]);
+    let clinic = w.node(CLINIC);
+    let hospital = w.node(HOSPITAL);
+    assert_eq!(hospital.status().primary, HOSPITAL);
+    // The primary hears no commit: the others commit the grant's block without it.
+    w.network().filter(|_, to, frame| {
+        !(to == HOSPITAL
+            && matches!(&**frame, Wire::Consensus(signed)
+                if matches!(signed.message, pbft::Message::Commit(_))))
+    });
+    let grant =
+        w.rt.block_on(patient.write_grant(&clinic, &doctor.id, "a visit"))
+            .unwrap();
+    let verdict =
+        w.rt.block_on(clinic.submit_applied(grant.clone(), Duration::from_secs(20)))
+            .unwrap();
+    assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+    let grant_id = grant.id(&w.genesis_hash());
+    let record =
+        w.rt.block_on(doctor.record(&clinic, &patient.id, grant_id, &note("seen")))
+            .unwrap();
+    let record_id = w.rt.block_on(clinic.submit(record)).unwrap();
+    // The clinic forwards it to the primary, which does not hold the grant yet: parked, not
+    // refused.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(hospital.status().height < clinic.status().height);
+    assert_eq!(
+        hospital.status().refused_forwards,
+        0,
+        "{:?}",
+        hospital.status()
+    );
+    w.network().clear_filter();
+    let verdict =
+        w.rt.block_on(clinic.wait_applied(record_id, Duration::from_secs(20)))
+            .unwrap();
+    assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+    assert_eq!(clinic.status().view, 0, "no view change was needed");
+}
