@@ -166,6 +166,8 @@ pub(crate) struct Runtime {
     /// would replace the primary for it.
     parked: VecDeque<(Signed<Message>, Instant)>,
     parked_per_sender: Vec<usize>,
+    /// The ids parked: a forward's resends are parked once.
+    parked_ids: HashSet<[u8; 32]>,
     /// The height the parked requests were last judged at.
     parked_judged_at: u64,
 }
@@ -234,6 +236,7 @@ impl Runtime {
             peer_views: vec![None; n],
             parked: VecDeque::new(),
             parked_per_sender: vec![0; n],
+            parked_ids: HashSet::new(),
             parked_judged_at: 0,
         }
     }
@@ -356,6 +359,8 @@ impl Runtime {
             self.last_resend_check = Instant::now();
             self.withdraw_lost_races(&mut actions)?;
             self.resend_stalled(&mut actions);
+            // Parked forwards run out even while no block comes.
+            self.admit_parked(&mut actions)?;
             self.execute(std::mem::take(&mut actions))?;
         }
         if self.last_status_sent.elapsed() >= STATUS_EVERY {
@@ -416,11 +421,10 @@ impl Runtime {
         // Submitted twice in this batch: answered once the first copy is durable.
         let mut again = Vec::new();
         let mut ids = HashSet::with_capacity(submits.len());
-        let behind = self.shared.pending_len() >= BUSY_FLOOR
-            && self
-                .shared
-                .oldest_pending_age()
-                .is_some_and(|age| age >= self.busy_after);
+        let behind = match self.shared.waiting() {
+            (count, Some(oldest)) => count >= BUSY_FLOOR && oldest >= self.busy_after,
+            (_, None) => false,
+        };
         for Submission {
             request,
             transaction,
@@ -521,8 +525,12 @@ impl Runtime {
         Ok(())
     }
 
-    /// Parks `request` from `from` unless its sender's share is full (then it is refused).
+    /// Parks `request` from `from` unless its sender's share is full (then it is refused); one
+    /// parked already is kept once.
     fn park(&mut self, from: ReplicaId, request: Request, signature: pbft::Signature) -> bool {
+        if self.parked_ids.contains(&request.id) {
+            return true;
+        }
         let share = PARKED_MAX / self.n.max(1);
         let Some(count) = self.parked_per_sender.get_mut(from as usize) else {
             return false;
@@ -531,6 +539,7 @@ impl Runtime {
             return false;
         }
         *count += 1;
+        self.parked_ids.insert(request.id);
         let forward = Signed {
             from,
             message: Message::Forward(vec![request]),
@@ -547,41 +556,41 @@ impl Runtime {
         let now = self.clock.now_ms();
         let mut refused = 0;
         for (forward, parked_at) in std::mem::take(&mut self.parked) {
-            let from = forward.from as usize;
             let Message::Forward(requests) = &forward.message else {
                 continue;
             };
             let Some(request) = requests.first() else {
                 continue;
             };
-            if self.replica.knows_request(&request.id) {
-                self.parked_per_sender[from] -= 1;
-                continue;
-            }
-            let verdict = match self.decode(request) {
-                Some(tx) => Some(crate::admission::admit(
-                    &self.chain.state(),
-                    &self.genesis,
-                    &tx,
-                    now,
-                )?),
-                None => None,
+            let verdict = if self.replica.knows_request(&request.id) {
+                None
+            } else {
+                match self.decode(request) {
+                    Some(tx) => Some(crate::admission::admit(
+                        &self.chain.state(),
+                        &self.genesis,
+                        &tx,
+                        now,
+                    )?),
+                    None => Some(Err(ledger::rules::Reject("does not decode"))),
+                }
             };
             match verdict {
-                Some(Ok(())) => {
-                    self.parked_per_sender[from] -= 1;
-                    self.step(Input::Message(forward), actions);
-                }
                 Some(Err(reject))
                     if ledger::rules::reason::may_pass_later(reject.0)
                         && parked_at.elapsed() < self.resend_after =>
                 {
                     self.parked.push_back((forward, parked_at));
+                    continue;
                 }
-                _ => {
-                    self.parked_per_sender[from] -= 1;
-                    refused += 1;
-                }
+                // Held by the replica already.
+                None => {}
+                Some(Ok(())) => self.step(Input::Message(forward.clone()), actions),
+                Some(Err(_)) => refused += 1,
+            }
+            self.parked_ids.remove(&request.id);
+            if let Some(count) = self.parked_per_sender.get_mut(forward.from as usize) {
+                *count = count.saturating_sub(1);
             }
         }
         self.shared.telemetry().refused_forwards(refused);
@@ -655,7 +664,8 @@ impl Runtime {
         let no_progress = self.last_commit_at.elapsed() >= self.resend_after;
         let starved = self
             .shared
-            .oldest_pending_age()
+            .waiting()
+            .1
             .is_some_and(|age| age >= self.resend_after * 4);
         if !(no_progress || starved) {
             return;

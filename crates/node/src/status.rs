@@ -202,15 +202,22 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// How long the oldest acknowledged, uncommitted transaction that still waits for a block
-    /// has waited (withdrawn ones wait only for their expiry).
-    pub(crate) fn oldest_pending_age(&self) -> Option<Duration> {
-        let pending = self.pending.lock().ok()?;
+    /// The acknowledged, uncommitted transactions that still wait for a block (withdrawn ones
+    /// wait only for their expiry): how many, and how long the oldest has waited.
+    pub(crate) fn waiting(&self) -> (usize, Option<Duration>) {
+        let Ok(pending) = self.pending.lock() else {
+            return (0, None);
+        };
         pending
             .values()
             .filter(|tx| !tx.withdrawn)
-            .map(|tx| tx.accepted.elapsed())
-            .max()
+            .fold((0, None), |(count, oldest), tx| {
+                let age = tx.accepted.elapsed();
+                (
+                    count + 1,
+                    Some(oldest.map_or(age, |o: Duration| o.max(age))),
+                )
+            })
     }
 
     /// Removes committed transactions; returns how long each of ours waited.

@@ -251,8 +251,9 @@ fn reads_at_once_share_a_bounded_set_of_connections() {
 }
 
 /// Mempool admission of a peer's forward: a record without a grant, well signed by the
-/// doctor's key and forwarded by a validator, is dropped by the primary before its replica
-/// sees it (and counted); an admissible transaction forwarded next commits.
+/// doctor's key and forwarded by a validator, never reaches the primary's replica: parked
+/// (its grant may be in a block the primary has not applied yet), then dropped and counted
+/// when a backup's timer would have run out; an admissible transaction forwarded next commits.
 #[test]
 fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
     let dir = common::data_dir();
@@ -296,6 +297,10 @@ fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
         .block_on(hospital.wait_applied(lawful.id(&genesis_hash), WAIT))
         .unwrap();
     assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while hospital.status().refused_forwards == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(hospital.status().refused_forwards, 1);
     assert_eq!(
         hospital.tx_status(&unlawful.id(&genesis_hash)).unwrap(),
