@@ -310,6 +310,15 @@ impl Db {
     where
         E: From<AppError>,
     {
+        if conn.is_autocommit() {
+            // SQLite rolled the group's transaction back by itself (an I/O error, a full disk):
+            // a savepoint now would begin a transaction of its own, committed by its release,
+            // while the group's commit fails and this write is told so.
+            return Ok(Err(AppError::Storage(
+                "the group's transaction was rolled back".into(),
+            )
+            .into()));
+        }
         if let Err(e) = conn.execute_batch("SAVEPOINT write") {
             return Ok(Err(AppError::from(e).into()));
         }
@@ -425,6 +434,41 @@ mod tests {
         assert_eq!(answered.iter().filter(|ok| **ok).count(), kept.len());
         let commits = db.commits() - before;
         assert!(commits < 24, "{commits} commits for 24 writes");
+    }
+
+    /// A write that ends the group's transaction (as SQLite does by itself on an I/O error or a
+    /// full disk; here the write rolls back) fails, and so does every write of that group: what
+    /// is on disk is exactly what was answered Ok.
+    #[test]
+    fn a_group_whose_transaction_is_rolled_back_answers_ok_only_for_what_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(table(&dir));
+        let threads: Vec<_> = (0..24i64)
+            .map(|n| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let answered = db.write(|c| -> Result<(), AppError> {
+                        c.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                            .map_err(AppError::from)?;
+                        std::thread::sleep(Duration::from_millis(2));
+                        if n % 6 == 5 {
+                            c.execute_batch("ROLLBACK").map_err(AppError::from)?;
+                        }
+                        Ok(())
+                    });
+                    (n, answered.is_ok())
+                })
+            })
+            .collect();
+        let ok: Vec<i64> = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|(_, ok)| *ok)
+            .map(|(n, _)| n)
+            .collect();
+        let mut ok = ok;
+        ok.sort_unstable();
+        assert_eq!(rows(&dir.path().join("app.db")), ok);
     }
 
     #[test]
