@@ -68,7 +68,7 @@ impl Replica {
     /// for the digest of its own block there, once per sequence number.
     fn read_executed_if_vouched(&mut self, seq: SeqNo, digest: Digest, actions: &mut Vec<Action>) {
         if seq > self.last_executed.0
-            || self.executed_digests.contains_key(&seq)
+            || self.own_digest(seq).is_some()
             || self.asked_executed.contains(&seq)
         {
             return;
@@ -84,6 +84,27 @@ impl Replica {
         }
     }
 
+    /// The digest this replica holds of what it executed at `seq`, if any.
+    pub(crate) fn own_digest(&self, seq: SeqNo) -> Option<Digest> {
+        self.executed_digests
+            .get(&seq)
+            .or_else(|| self.vouched.get(&seq))
+            .copied()
+    }
+
+    /// Keeps the digest of checkpoint `seq`, executed here: with the window's digests if it is
+    /// in the window, else apart (bounded, the lowest dropped first).
+    pub(crate) fn keep_executed_checkpoint(&mut self, seq: SeqNo, digest: Digest) {
+        if seq <= self.high() {
+            self.executed_digests.insert(seq, digest);
+            return;
+        }
+        self.vouched.insert(seq, digest);
+        while self.vouched.len() > crate::replica::VOUCHED_BEYOND_WINDOW {
+            self.vouched.pop_first();
+        }
+    }
+
     /// [`Input::Executed`]: the caller's digest of its block at `seq`, asked for by
     /// [`Action::ReadExecuted`]. This replica vouches for it like any checkpoint it executed
     /// (its own message, looped back, counts towards stability).
@@ -96,11 +117,11 @@ impl Replica {
         if !self.asked_executed.contains(&seq)
             || seq <= self.low
             || seq > self.last_executed.0
-            || self.executed_digests.contains_key(&seq)
+            || self.own_digest(seq).is_some()
         {
             return Err(ProtocolError::StaleCheckpoint);
         }
-        self.executed_digests.insert(seq, digest);
+        self.keep_executed_checkpoint(seq, digest);
         actions.push(Action::Broadcast(Message::Checkpoint(Checkpoint {
             seq,
             digest,
@@ -130,8 +151,8 @@ impl Replica {
         };
         proof.truncate(quorum);
         if seq <= self.last_executed.0 {
-            if let Some(mine) = self.executed_digests.get(&seq)
-                && *mine != digest
+            if let Some(mine) = self.own_digest(seq)
+                && mine != digest
             {
                 // 2f+1 replicas (f+1 honest) vouch for a state this replica did not reach:
                 // impossible unless more than f are faulty. Do not take it as our own.
@@ -191,6 +212,7 @@ impl Replica {
         self.executed_digests = self.executed_digests.split_off(&seq);
         self.executed_digests.insert(seq, checkpoint.digest);
         self.asked_executed = self.asked_executed.split_off(&(seq + 1));
+        self.vouched = self.vouched.split_off(&(seq + 1));
         for table in self.checkpoints.values_mut() {
             *table = table.split_off(&(seq + 1));
         }

@@ -17,6 +17,9 @@ use crate::types::{Committed, Digest, Proposal, ReplicaId, Request, SeqNo, View}
 
 /// How many view-changes (of distinct views) are kept per sender.
 pub const VIEW_CHANGES_PER_SENDER: usize = 4;
+/// Checkpoints above the window a replica keeps a digest of to vouch for (§4.3 after a restart
+/// or a state transfer past the window): the last it executed, and one more read back.
+pub const VOUCHED_BEYOND_WINDOW: usize = 2;
 
 /// Whether the replica takes part in its view's normal case or is changing views (§4.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +172,10 @@ pub struct Replica {
     /// restart, or by state transfer), whose digest it asked its caller for
     /// ([`Action::ReadExecuted`]); pruned as h advances.
     pub(crate) asked_executed: BTreeSet<SeqNo>,
+    /// Checkpoints above h+L this replica executed and vouches for (the last before a restart,
+    /// or one read back for peers' vouches): kept apart from `executed_digests`, which holds
+    /// the window's; at most [`VOUCHED_BEYOND_WINDOW`], pruned as h advances.
+    pub(crate) vouched: BTreeMap<SeqNo, Digest>,
 
     /// View-changes per sender and view, for views not below the current one; at most
     /// `VIEW_CHANGES_PER_SENDER` (the highest views) per sender. Several views are kept
@@ -244,6 +251,7 @@ impl Replica {
             claims: BTreeMap::new(),
             fetch: None,
             asked_executed: BTreeSet::new(),
+            vouched: BTreeMap::new(),
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
             recovery_answered: BTreeMap::new(),
@@ -305,12 +313,13 @@ impl Replica {
         });
         let low = r.low;
         r.prepared_certs.retain(|seq, _| *seq > low);
+        // At the head, the head's own digest stands for it.
         if let Some((seq, digest)) = restored.executed_checkpoint
             && seq > r.low
-            && seq <= r.last_executed.0
+            && seq < r.last_executed.0
             && seq.is_multiple_of(r.cfg.checkpoint_interval)
         {
-            r.executed_digests.insert(seq, digest);
+            r.keep_executed_checkpoint(seq, digest);
         }
         // The head's digest wins over a different one named for the same sequence number.
         r.executed_digests
@@ -725,12 +734,13 @@ impl Replica {
         // The last checkpoint executed and not stable yet, again (§4.3; `Restored`'s
         // `executed_checkpoint` says why).
         let checkpoint_interval = self.cfg.checkpoint_interval;
-        if let Some((&seq, &digest)) = self
+        let in_window = self
             .executed_digests
             .range(self.low + 1..)
             .rev()
-            .find(|(seq, _)| seq.is_multiple_of(checkpoint_interval))
-        {
+            .find(|(seq, _)| seq.is_multiple_of(checkpoint_interval));
+        let beyond = self.vouched.range(self.low + 1..).next_back();
+        if let Some((&seq, &digest)) = in_window.max(beyond) {
             actions.push(Action::Broadcast(Message::Checkpoint(Checkpoint {
                 seq,
                 digest,
