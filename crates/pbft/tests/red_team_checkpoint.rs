@@ -21,6 +21,15 @@ fn executed_at(c: &Cluster, id: ReplicaId, seq: SeqNo) -> Digest {
         .expect("executed")
 }
 
+/// Four replicas that committed blocks 1 to `blocks`.
+fn committed(blocks: u8) -> Cluster {
+    let mut c = Cluster::new(4);
+    for i in 1..=blocks {
+        commit_block(&mut c, i);
+    }
+    c
+}
+
 /// Restarts replica `id` with no protocol records and its chain cut back to `head` (a store put
 /// back from a backup taken when the chain was at `head`), vouching for its last checkpoint the
 /// way the node computes it (`crates/node/src/node.rs`: the highest multiple of K at or below the
@@ -104,10 +113,7 @@ fn checkpoints_sent(c: &Cluster, id: ReplicaId) -> Vec<Checkpoint> {
 /// vouchers, 16 has two: nothing becomes stable, the window never moves, nothing commits.
 #[test]
 fn red_team_break_heads_in_two_checkpoint_intervals_never_commit_again() {
-    let mut c = Cluster::new(4);
-    for i in 1..=18 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(18);
     assert_eq!(c.replicas[0].last_executed().0, 18);
     for id in [0, 1] {
         restart_at(&mut c, id, 14);
@@ -132,10 +138,7 @@ fn red_team_break_heads_in_two_checkpoint_intervals_never_commit_again() {
 /// The control for the test above: the same run with every replica back at 18 commits.
 #[test]
 fn red_team_control_heads_at_one_checkpoint_interval_commit_again() {
-    let mut c = Cluster::new(4);
-    for i in 1..=18 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(18);
     for id in 0..4 {
         restart_at(&mut c, id, 18);
     }
@@ -158,10 +161,7 @@ fn red_team_control_heads_at_one_checkpoint_interval_commit_again() {
 #[test]
 #[ignore = "break: one honest replica ahead alone, f silent: its certified blocks are not fetched"]
 fn red_team_break_one_silent_replica_and_heads_one_interval_apart_never_commit() {
-    let mut c = Cluster::new(4);
-    for i in 1..=18 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(18);
     restart_at(&mut c, 0, 14);
     restart_at(&mut c, 1, 14);
     restart_at(&mut c, 2, 16);
@@ -190,10 +190,7 @@ fn red_team_break_one_silent_replica_and_heads_one_interval_apart_never_commit()
 /// three honest vouchers.
 #[test]
 fn red_team_control_one_silent_replica_and_one_head_commit() {
-    let mut c = Cluster::new(4);
-    for i in 1..=18 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(18);
     for id in 0..3 {
         restart_at(&mut c, id, 14);
     }
@@ -217,10 +214,7 @@ const FORGED: Digest = [0xEE; 32];
 /// the honest one does, with three honest signatures, and the chain goes on.
 #[test]
 fn red_team_forged_checkpoint_paired_with_resent_ones_never_becomes_stable() {
-    let mut c = Cluster::new(4);
-    for i in 1..=14 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(14);
     let honest = executed_at(&c, 0, 12);
     for id in 0..4 {
         restart_at(&mut c, id, 14);
@@ -278,10 +272,7 @@ fn red_team_forged_checkpoint_paired_with_resent_ones_never_becomes_stable() {
 /// with the honest digest, which three honest replicas executed.
 #[test]
 fn red_team_replayed_resent_checkpoint_counts_once() {
-    let mut c = Cluster::new(4);
-    for i in 1..=14 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(14);
     let honest = executed_at(&c, 0, 12);
     let head = c.replicas[0].last_executed();
     restart_at(&mut c, 0, 14);
@@ -350,10 +341,7 @@ fn red_team_replayed_resent_checkpoint_counts_once() {
 /// and a forged one are refused as stale: no watermark moves back, nothing is kept.
 #[test]
 fn red_team_old_resent_checkpoints_replayed_after_the_state_moved_on_are_refused() {
-    let mut c = Cluster::new(4);
-    for i in 1..=14 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(14);
     let honest = executed_at(&c, 0, 12);
     for id in 0..4 {
         restart_at(&mut c, id, 14);
@@ -386,10 +374,7 @@ fn red_team_old_resent_checkpoints_replayed_after_the_state_moved_on_are_refused
 /// as it is not stable.
 #[test]
 fn red_team_resending_is_bounded_per_interval_while_nothing_becomes_stable() {
-    let mut c = Cluster::new(4);
-    for i in 1..=18 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(18);
     restart_at(&mut c, 0, 14);
     restart_at(&mut c, 1, 14);
     restart_at(&mut c, 2, 16);
@@ -421,10 +406,7 @@ fn red_team_resending_is_bounded_per_interval_while_nothing_becomes_stable() {
 /// Once the checkpoint is stable the replica no longer re-sends it (§4.3: it is garbage).
 #[test]
 fn red_team_resending_stops_once_stable() {
-    let mut c = Cluster::new(4);
-    for i in 1..=14 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(14);
     for id in 0..4 {
         restart_at(&mut c, id, 14);
     }
@@ -449,10 +431,7 @@ fn red_team_resending_stops_once_stable() {
 /// vouch is a fault: it uses up the f the consortium tolerates.
 #[test]
 fn red_team_wrong_digest_below_the_head_raises_an_alarm_and_others_go_on() {
-    let mut c = Cluster::new(4);
-    for i in 1..=14 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(14);
     let honest = executed_at(&c, 1, 12);
     let head = c.replicas[0].last_executed();
     for id in 1..4 {
@@ -485,10 +464,7 @@ fn red_team_wrong_digest_below_the_head_raises_an_alarm_and_others_go_on() {
 /// head header's hash differ, which the tail check at open refuses; a library contract gap.
 #[test]
 fn red_team_break_executed_checkpoint_at_the_head_overrides_its_digest() {
-    let mut c = Cluster::new(4);
-    for i in 1..=12 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(12);
     let head = c.replicas[0].last_executed();
     assert_eq!(head.0, 12);
     for id in 1..4 {
@@ -515,10 +491,7 @@ fn red_team_break_executed_checkpoint_at_the_head_overrides_its_digest() {
 /// head, at or below its stable checkpoint. None is sent.
 #[test]
 fn red_team_executed_checkpoint_off_boundary_above_head_or_below_low_is_not_vouched() {
-    let mut c = Cluster::new(4);
-    for i in 1..=14 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(14);
     let head = c.replicas[0].last_executed();
     let low = c.replicas[0].stable_checkpoint();
     assert_eq!(low.0, 12);
@@ -562,10 +535,7 @@ fn red_team_executed_checkpoint_off_boundary_above_head_or_below_low_is_not_vouc
 /// new primary's window covers 15, and the chain goes on in view 1.
 #[test]
 fn red_team_primary_down_view_change_carries_the_resent_checkpoint_proof() {
-    let mut c = Cluster::new(4);
-    for i in 1..=14 {
-        commit_block(&mut c, i);
-    }
+    let mut c = committed(14);
     let honest = executed_at(&c, 1, 12);
     for id in 1..4 {
         restart_at(&mut c, id, 14);
