@@ -1,7 +1,7 @@
 //! Checkpoints, garbage collection and watermarks (§4.3), and state transfer (TOCS'02 §5.3,
 //! here delegated to the caller through [`Action::FetchState`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::ProtocolError;
 use crate::durable::Durable;
@@ -68,6 +68,7 @@ impl Replica {
     /// for the digest of its own block there, once per sequence number.
     fn read_executed_if_vouched(&mut self, seq: SeqNo, digest: Digest, actions: &mut Vec<Action>) {
         if seq > self.last_executed.0
+            || seq <= self.low
             || self.own_digest(seq).is_some()
             || self.asked_executed.contains(&seq)
         {
@@ -352,13 +353,16 @@ impl Replica {
                 self.fetch = Some(f);
             }
         }
-        let candidates: Vec<SeqNo> = self
+        // Vouches that came while this replica was below them: it may now read its own digest
+        // there (the transfer kept none below `seq`) and vouch too, or find them stable.
+        let candidates: BTreeSet<(SeqNo, Digest)> = self
             .checkpoints
             .values()
-            .flat_map(|t| t.keys().copied())
-            .filter(|s| *s <= seq)
+            .flat_map(|t| t.values().map(|c| (c.message.seq, c.message.digest)))
+            .filter(|(s, _)| *s <= seq)
             .collect();
-        for s in candidates {
+        for (s, d) in candidates {
+            self.read_executed_if_vouched(s, d, actions);
             self.check_stable_at(s, actions);
         }
         if self.status == Status::Normal {
