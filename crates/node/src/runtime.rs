@@ -244,22 +244,35 @@ impl Runtime {
     /// Hands the transactions acknowledged before a restart back to the replica.
     pub fn resume_pending(&mut self) -> Result<(), NodeError> {
         let stored = self.local.pending()?;
+        let now = self.clock.now_ms();
         let mut committed = Vec::new();
+        let mut lost = Vec::new();
         let mut actions = Vec::new();
         for row in stored {
             if self.chain.contains_transaction(&row.id)? {
                 committed.push(row.id);
                 continue;
             }
-            // Checked and admitted when it was accepted; it must commit, whatever the state
-            // says now (the rules judge it in its block).
+            // Checked and admitted when it was accepted, so the rules judge it in its block.
+            // One that lost a race before the stop (`withdraw_lost_races`) is withdrawn again
+            // at once: handed to the replica it would count as waiting, and make this
+            // validator refuse submissions as busy, until withdrawn anew. One refused for
+            // something not on this chain yet is handed on: this validator may be behind.
             let transaction = SignedTx::from_bytes(&row.body)?;
             let request = transaction.to_request(self.auth.genesis_hash());
+            let lost_race =
+                crate::admission::admit(&self.chain.state(), &self.genesis, &transaction, now)?
+                    .is_err_and(|reject| !ledger::rules::reason::may_pass_later(reject.0));
             self.auth.remember(request.id, transaction.signature);
             self.auth.keep_decoded(&request, transaction);
             self.shared.add_pending([request.clone()]);
-            self.step(Input::Request(request), &mut actions);
+            if lost_race {
+                lost.push(request.id);
+            } else {
+                self.step(Input::Request(request), &mut actions);
+            }
         }
+        self.shared.mark_withdrawn(&lost);
         self.local.remove_pending(committed.iter())?;
         if self.shared.pending_len() > 0 {
             info!(

@@ -204,7 +204,7 @@ impl Shared {
 
     /// The acknowledged, uncommitted transactions that still wait for a block (withdrawn ones
     /// wait only for their expiry): how many, and how long the oldest has waited.
-    pub(crate) fn waiting(&self) -> (usize, Option<Duration>) {
+    pub fn waiting(&self) -> (usize, Option<Duration>) {
         let Ok(pending) = self.pending.lock() else {
             return (0, None);
         };

@@ -295,6 +295,54 @@ fn a_validator_behind_refuses_submissions_as_busy_until_its_queue_moves() {
     assert!(taken.is_ok(), "{taken:?}");
 }
 
+/// Acknowledged transactions that lost a race before a restart (here: they expired while
+/// nothing committed) are withdrawn again as the validator resumes them, not handed to the
+/// replica as waiting: else they would count towards the busy gate until withdrawn anew.
+#[test]
+fn transactions_that_lost_a_race_are_withdrawn_again_on_restart() {
+    let dir = common::data_dir();
+    let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let rt = runtime();
+    cluster.stop(2);
+    cluster.stop(3);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let soon = now_ms + 1_500;
+    rt.block_on(async {
+        for _ in 0..8 {
+            let patient = node::load::Person::patient(hospital.id());
+            let mut header = patient.enrollment(&hospital.genesis_hash());
+            header.not_after_ms = header.not_after_ms.min(soon);
+            let tx = hospital.sign_as_validator(header, Vec::new());
+            hospital.submit(tx).await.unwrap();
+        }
+    });
+    assert_eq!(hospital.shared().waiting().0, 8);
+    cluster.stop(0);
+    std::thread::sleep(Duration::from_millis(2_000));
+    cluster.restart(0).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    assert_eq!(
+        hospital.status().pending,
+        8,
+        "resumed, acknowledged until they expire"
+    );
+    assert_eq!(
+        hospital.shared().waiting().0,
+        0,
+        "expired: withdrawn at once"
+    );
+    // Gone once the withdrawal check sees them expired.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hospital.status().pending > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(hospital.status().pending, 0);
+}
+
 /// The load generator's workload is the application's: it enrolls its people once, then
 /// every record comes with the in-person grant it uses, all signed with real keys. Every
 /// transaction it had acknowledged commits and applies: none is rejected on chain.
