@@ -254,15 +254,16 @@ impl Runtime {
                 continue;
             }
             // Checked and admitted when it was accepted, so the rules judge it in its block.
-            // One that lost a race before the stop (`withdraw_lost_races`) is withdrawn again
-            // at once: handed to the replica it would count as waiting, and make this
-            // validator refuse submissions as busy, until withdrawn anew. One refused for
-            // something not on this chain yet is handed on: this validator may be behind.
+            // One expired while the validator was down can never commit: it is withdrawn at
+            // once, not handed to the replica, where it would count as waiting (and make this
+            // validator refuse submissions as busy) until withdrawn anew. Any other refusal
+            // may be this validator's stale chain (a count rule a later block relieves): those
+            // are handed on, and `withdraw_lost_races` judges them once it had time to catch up.
             let transaction = SignedTx::from_bytes(&row.body)?;
             let request = transaction.to_request(self.auth.genesis_hash());
             let lost_race =
                 crate::admission::admit(&self.chain.state(), &self.genesis, &transaction, now)?
-                    .is_err_and(|reject| !ledger::rules::reason::may_pass_later(reject.0));
+                    .is_err_and(|reject| reject.0 == ledger::rules::reason::EXPIRED);
             self.auth.remember(request.id, transaction.signature);
             self.auth.keep_decoded(&request, transaction);
             self.shared.add_pending([request.clone()]);

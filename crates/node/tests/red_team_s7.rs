@@ -171,7 +171,6 @@ fn clinic_behind_with_an_acknowledged_fourth_request() -> Behind {
 /// replica, never resent) and waits for its `not_after` (here: never) without committing.
 /// Before 26f15aa4 it went to the replica, was forwarded to the primary, and committed.
 #[test]
-#[ignore = "break: resume_pending withdraws at once, on a stale chain, a transaction refused by a count rule (not in may_pass_later) that the caught-up chain admits"]
 fn red_team_s7_acknowledged_transaction_that_passes_on_the_peers_chain_commits_after_restart() {
     let mut behind = clinic_behind_with_an_acknowledged_fourth_request();
     let id = behind.fourth.id(&behind.genesis);

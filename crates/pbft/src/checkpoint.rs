@@ -74,10 +74,13 @@ impl Replica {
         {
             return;
         }
+        // Others only: its own checkpoint message, looped back, is no vouch for itself.
         let vouching = self
             .checkpoints
-            .values()
-            .filter(|table| table.get(&seq).is_some_and(|c| c.message.digest == digest))
+            .iter()
+            .filter(|(from, table)| {
+                **from != self.cfg.id && table.get(&seq).is_some_and(|c| c.message.digest == digest)
+            })
             .count();
         if vouching > self.cfg.f() {
             self.asked_executed.insert(seq);

@@ -70,7 +70,6 @@ fn loop_back(r: &mut Replica, actions: &[Action]) -> Vec<Action> {
 /// `read_executed_if_vouched` counts that own entry among "f+1 others": one dishonest vouch
 /// at 12 then asks the node for a read (and the answer makes it broadcast its vouch again).
 #[test]
-#[ignore = "break: own looped-back checkpoint counts as a voucher, so one dishonest vouch triggers ReadExecuted at a transferred head beyond the window"]
 fn red_team_s7_one_dishonest_vouch_plus_own_head_triggers_no_read() {
     let mut r = restored(2, None);
     let moved = step(&mut r, transferred(12));
