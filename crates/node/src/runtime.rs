@@ -82,6 +82,9 @@ const PARKED_MAX: usize = 4096;
 /// Waiting transactions below which a validator never refuses as busy: a few slow blocks (a
 /// debug build, a loaded machine) with little pending are not a queue worth refusing for.
 const BUSY_FLOOR: usize = 64;
+/// How many resend intervals an own transaction that lost a race stays acknowledged at most
+/// (`Runtime::withdraw_lost_races`); long enough for a block that still orders it to come.
+const WITHDRAWN_KEPT_RESENDS: u32 = 10;
 /// Blocks asked for in one state-transfer request (the answer also stops at
 /// [`FETCH_REPLY_BYTES`]).
 const FETCH_BLOCKS: u32 = 256;
@@ -617,7 +620,9 @@ impl Runtime {
     /// commit and this replica's timer would replace a correct primary for them: they are
     /// withdrawn from the replica (pbft's `Input::Withdraw`) before that timer runs out (half
     /// of it), and no longer resent. They stay acknowledged until their `not_after_ms` has
-    /// passed (no block can apply them then), in case a block still orders them.
+    /// passed (no block can apply them then), in case a block still orders them, but no longer
+    /// than [`WITHDRAWN_KEPT_RESENDS`] resend intervals: a client may set no expiry, and losers
+    /// kept for ever would fill the mempool and `node.db` (a hostile doctor makes them at will).
     fn withdraw_lost_races(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         let mut lost = Vec::new();
@@ -643,15 +648,18 @@ impl Runtime {
             self.shared.mark_withdrawn(&lost);
             self.step(Input::Withdraw(lost), actions);
         }
+        let kept_longest = self.resend_after * WITHDRAWN_KEPT_RESENDS;
         let expired: Vec<[u8; 32]> = self
             .shared
             .withdrawn()
             .iter()
-            .filter(|request| {
-                self.decode(request)
-                    .is_none_or(|tx| tx.header.not_after_ms < now)
+            .filter(|(request, withdrawn_for)| {
+                *withdrawn_for >= kept_longest
+                    || self
+                        .decode(request)
+                        .is_none_or(|tx| tx.header.not_after_ms < now)
             })
-            .map(|request| request.id)
+            .map(|(request, _)| request.id)
             .collect();
         if !expired.is_empty() {
             self.shared.take_pending(&expired);

@@ -72,9 +72,9 @@ struct PendingTx {
     accepted: Instant,
     /// When it was last handed to the replicas (accepted, or broadcast again since).
     last_sent: Instant,
-    /// Withdrawn from the replica: the rules reject it on the committed chain now (it lost a
-    /// race), so it is not resent (`Runtime::withdraw_lost_races`).
-    withdrawn: bool,
+    /// When it was withdrawn from the replica: the rules reject it on the committed chain now
+    /// (it lost a race), so it is not resent (`Runtime::withdraw_lost_races`).
+    withdrawn: Option<Instant>,
     request: Request,
 }
 
@@ -138,7 +138,7 @@ impl Shared {
                     PendingTx {
                         accepted: now,
                         last_sent: now,
-                        withdrawn: false,
+                        withdrawn: None,
                         request,
                     },
                 )
@@ -155,7 +155,7 @@ impl Shared {
         let now = Instant::now();
         pending
             .values_mut()
-            .filter(|tx| !tx.withdrawn && now.duration_since(tx.last_sent) >= older_than)
+            .filter(|tx| tx.withdrawn.is_none() && now.duration_since(tx.last_sent) >= older_than)
             .take(limit)
             .map(|tx| {
                 tx.last_sent = now;
@@ -171,7 +171,7 @@ impl Shared {
         };
         pending
             .values()
-            .filter(|tx| !tx.withdrawn && tx.accepted.elapsed() >= older_than)
+            .filter(|tx| tx.withdrawn.is_none() && tx.accepted.elapsed() >= older_than)
             .take(limit)
             .map(|tx| tx.request.clone())
             .collect()
@@ -179,24 +179,25 @@ impl Shared {
 
     /// Marks `ids` withdrawn from the replica (kept pending until they commit or expire).
     pub(crate) fn mark_withdrawn(&self, ids: &[[u8; 32]]) {
+        let now = Instant::now();
         if let Ok(mut pending) = self.pending.lock() {
             for id in ids {
                 if let Some(tx) = pending.get_mut(id) {
-                    tx.withdrawn = true;
+                    tx.withdrawn.get_or_insert(now);
                 }
             }
         }
     }
 
-    /// The withdrawn requests (to drop those that expired).
-    pub(crate) fn withdrawn(&self) -> Vec<Request> {
+    /// The withdrawn requests, each with how long ago it was withdrawn (to drop those that
+    /// expired, or were kept long enough).
+    pub(crate) fn withdrawn(&self) -> Vec<(Request, Duration)> {
         self.pending
             .lock()
             .map(|pending| {
                 pending
                     .values()
-                    .filter(|tx| tx.withdrawn)
-                    .map(|tx| tx.request.clone())
+                    .filter_map(|tx| Some((tx.request.clone(), tx.withdrawn?.elapsed())))
                     .collect()
             })
             .unwrap_or_default()
@@ -208,16 +209,16 @@ impl Shared {
         let Ok(pending) = self.pending.lock() else {
             return (0, None);
         };
-        pending
-            .values()
-            .filter(|tx| !tx.withdrawn)
-            .fold((0, None), |(count, oldest), tx| {
+        pending.values().filter(|tx| tx.withdrawn.is_none()).fold(
+            (0, None),
+            |(count, oldest), tx| {
                 let age = tx.accepted.elapsed();
                 (
                     count + 1,
                     Some(oldest.map_or(age, |o: Duration| o.max(age))),
                 )
-            })
+            },
+        )
     }
 
     /// Removes committed transactions; returns how long each of ours waited.

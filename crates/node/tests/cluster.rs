@@ -307,11 +307,7 @@ fn transactions_that_expired_while_down_are_withdrawn_on_restart() {
     let rt = runtime();
     cluster.stop(2);
     cluster.stop(3);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let soon = now_ms + 1_500;
+    let soon = common::now_ms() + 1_500;
     rt.block_on(async {
         for _ in 0..8 {
             let patient = node::load::Person::patient(hospital.id());
@@ -342,6 +338,48 @@ fn transactions_that_expired_while_down_are_withdrawn_on_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(hospital.status().pending, 0);
+}
+
+/// An own transaction that lost a race for good (here: a second enrollment of a person, with
+/// no expiry, at a backup: the primary's admission refuses its forward) is withdrawn, and
+/// dropped after `WITHDRAWN_KEPT_RESENDS` resend intervals: losers kept until an expiry a
+/// client may leave out would fill the mempool and `node.db`.
+#[test]
+fn a_lost_transaction_with_no_expiry_is_dropped_in_time() {
+    let dir = common::data_dir();
+    let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let clinic = cluster.handle(1).unwrap();
+    let rt = runtime();
+    let genesis = clinic.genesis_hash();
+    let patient = node::load::Person::patient(clinic.id());
+    let first = clinic.sign_as_validator(patient.enrollment(&genesis), Vec::new());
+    let id = rt.block_on(clinic.submit(first)).unwrap();
+    let verdict = rt.block_on(clinic.wait_applied(id, Duration::from_secs(30)));
+    assert!(
+        matches!(verdict, Ok(node::Verdict::Applied { .. })),
+        "{verdict:?}"
+    );
+    let mut header = patient.enrollment(&genesis);
+    header.not_after_ms = u64::MAX - 1;
+    let again = clinic.sign_as_validator(header, Vec::new());
+    let name = clinic.status().name;
+    cluster.stop(1);
+    common::acknowledge_offline(node::validator_dir(dir.path(), &name), &again, &genesis);
+    cluster.restart(1).unwrap();
+    let clinic = cluster.handle(1).unwrap();
+    assert_eq!(clinic.status().pending, 1, "resumed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while clinic.status().pending > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(clinic.status().pending, 0, "kept for ever");
+    let again_id = again.to_request(&genesis).id;
+    assert!(
+        !clinic
+            .read(|chain| chain.contains_transaction(&again_id))
+            .unwrap(),
+        "it lost: never on chain"
+    );
 }
 
 /// The load generator's workload is the application's: it enrolls its people once, then

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{fast_timing, runtime};
+use common::{acknowledge_offline, fast_timing, runtime};
 use ledger::tx::{Attested, Grant, PurposeBody, RequestGrant, Scope};
 use ledger::{Meta, Queries, SignedTx, TxId};
 use node::load::{Person, enroll};
@@ -30,20 +30,13 @@ const WAIT: Duration = Duration::from_secs(20);
 const HOSPITAL: pbft::ReplicaId = 0;
 const CLINIC: pbft::ReplicaId = 1;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// What `handle`'s committed chain says of `tx` at `T = now` (mempool admission's rules).
 fn judged(handle: &NodeHandle, tx: &SignedTx) -> Result<(), &'static str> {
     let genesis = handle.genesis().clone();
     handle
         .read(|chain| {
             Ok(
-                ledger::rules::precheck(&chain.state(), &genesis, tx, now_ms())?
+                ledger::rules::precheck(&chain.state(), &genesis, tx, common::now_ms())?
                     .map(|_| ())
                     .map_err(|reject| reject.0),
             )
@@ -75,15 +68,6 @@ fn request(
 }
 
 /// Writes `tx` into the stopped validator's node.db as acknowledged (`LocalStore::add_pending`).
-fn acknowledge_offline(dir: PathBuf, tx: &SignedTx, genesis: &ledger::Hash) {
-    let request = tx.to_request(genesis);
-    let db = rusqlite::Connection::open(dir.join("node.db")).unwrap();
-    db.execute(
-        "INSERT INTO pending (id, accepted_ms, body) VALUES (?1, ?2, ?3)",
-        rusqlite::params![&request.id[..], now_ms() as i64, &request.payload[..]],
-    )
-    .unwrap();
-}
 
 struct Behind {
     dir: common::DataDir,

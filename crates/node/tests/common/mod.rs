@@ -69,3 +69,25 @@ pub fn data_dir() -> DataDir {
     let data = root.path().join("data");
     DataDir { _root: root, data }
 }
+
+/// Milliseconds since the Unix epoch, as the validators' clocks read it.
+#[allow(dead_code)] // Not every test file reads the clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Writes `tx` into the `node.db` of the stopped validator in `dir` as acknowledged, the row
+/// `LocalStore::add_pending` writes: it is resumed when the validator starts again.
+#[allow(dead_code)] // Not every test file stops validators.
+pub fn acknowledge_offline(dir: PathBuf, tx: &SignedTx, genesis: &ledger::Hash) {
+    let request = tx.to_request(genesis);
+    let db = rusqlite::Connection::open(dir.join("node.db")).unwrap();
+    db.execute(
+        "INSERT INTO pending (id, accepted_ms, body) VALUES (?1, ?2, ?3)",
+        rusqlite::params![&request.id[..], now_ms() as i64, &request.payload[..]],
+    )
+    .unwrap();
+}
