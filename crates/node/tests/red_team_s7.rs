@@ -15,7 +15,6 @@
 //! the acknowledged row into the clinic's node.db while it is stopped (the only way to stop
 //! it at that exact moment), exactly as `LocalStore::add_pending` would.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -66,8 +65,6 @@ fn request(
     rt.block_on(doctor.sealed(home, meta, &purpose.to_bytes(), false))
         .unwrap()
 }
-
-/// Writes `tx` into the stopped validator's node.db as acknowledged (`LocalStore::add_pending`).
 
 struct Behind {
     dir: common::DataDir,
