@@ -376,6 +376,10 @@ impl super::Run for BenchArgs {
             .key_dir
             .clone()
             .unwrap_or_else(|| ledger::master::default_key_dir(&dir));
+        // The embedded validators' logs, only when asked for: they would cut through the table.
+        if std::env::var_os("RUST_LOG").is_some() {
+            super::service::init_logging();
+        }
         println!("{}", self.describe());
         // Every mode's network: genesis, keys and a node.toml per validator (used by processes).
         let configs = write_network(
@@ -491,7 +495,7 @@ fn print_load(report: &LoadReport) {
     let keys = &report.keys;
     println!(
         "key service: {} keys received, {} served; refused {} wrong, {} reused, {} unentitled; \
-         requests {} dropped, {} busy, {} not entitled",
+         requests {} dropped, {} busy, {} not entitled; answers {} dropped",
         keys.keys_received,
         keys.keys_served,
         keys.keys_refused_wrong,
@@ -500,5 +504,6 @@ fn print_load(report: &LoadReport) {
         keys.keys_requests_dropped,
         keys.keys_requests_busy,
         keys.keys_requests_not_entitled,
+        keys.keys_answers_dropped,
     );
 }
