@@ -177,7 +177,8 @@ impl Shared {
             .collect()
     }
 
-    /// Marks `ids` withdrawn from the replica (kept pending until they commit or expire).
+    /// Marks `ids` withdrawn from the replica (kept pending until they commit, expire or have
+    /// been withdrawn long enough: `Runtime::withdraw_lost_races`).
     pub(crate) fn mark_withdrawn(&self, ids: &[[u8; 32]]) {
         let now = Instant::now();
         if let Ok(mut pending) = self.pending.lock() {
@@ -204,7 +205,7 @@ impl Shared {
     }
 
     /// The acknowledged, uncommitted transactions that still wait for a block (withdrawn ones
-    /// wait only for their expiry): how many, and how long the oldest has waited.
+    /// only wait to be dropped): how many, and how long the oldest has waited.
     pub fn waiting(&self) -> (usize, Option<Duration>) {
         let Ok(pending) = self.pending.lock() else {
             return (0, None);
