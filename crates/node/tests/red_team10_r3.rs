@@ -19,7 +19,7 @@ use common::world::{
     CLINIC, HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, WAIT, World, diagnosis, wait_until,
 };
 use ledger::seal::{DataKey, seal_with};
-use ledger::tx::{AnswerErasure, Attested, Decision, Grant, PurposeBody, RequestGrant, Scope};
+use ledger::tx::{AnswerErasure, Attested, Decision, Grant, PurposeBody, Scope};
 use ledger::{Meta, Queries, Signer, TxId};
 use node::load::{Person, header};
 use node::{Frame, KeyFrame, KeyReply, NodeError, OpenState, Verdict, Wire, WireKey};
@@ -187,17 +187,13 @@ fn weakness_2_a_cut_off_home_opens_an_erased_purpose_seconds_after_the_erasure()
     let doctor = Person::doctor(CLINIC, "Oncology", "Dr Asker");
     w.enroll(&[&patient, &doctor]);
     let genesis_hash = w.genesis_hash();
-    let meta = Meta::RequestGrant(RequestGrant {
-        patient: patient.id,
-        doctor: doctor.id,
-        scope: Scope::Write,
-    });
-    let purpose = PurposeBody {
-        purpose: "Second opinion on the lymphoma".into(),
-    };
-    let request =
-        w.rt.block_on(doctor.sealed(&w.node(CLINIC), meta, &purpose.to_bytes(), false))
-            .unwrap();
+    let request = common::sealed_write_request(
+        &w.rt,
+        &w.node(CLINIC),
+        &doctor,
+        &patient,
+        "Second opinion on the lymphoma",
+    );
     let request = w.applied(CLINIC, request);
     w.wait_state(PHARMACY, &request, OpenState::Open);
     let home = w.node(PHARMACY);

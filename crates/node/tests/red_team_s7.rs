@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{acknowledge_offline, fast_timing, runtime};
-use ledger::tx::{Attested, Grant, PurposeBody, RequestGrant, Scope};
+use common::{acknowledge_offline, fast_timing, runtime, sealed_write_request};
+use ledger::tx::{Attested, Grant, PurposeBody, Scope};
 use ledger::{Meta, Queries, SignedTx, TxId};
 use node::load::{Person, enroll};
 use node::{Cluster, NodeHandle, Verdict, validator_dir};
@@ -45,25 +45,6 @@ fn judged(handle: &NodeHandle, tx: &SignedTx) -> Result<(), &'static str> {
 
 fn on_chain(handle: &NodeHandle, id: &TxId) -> bool {
     handle.read(|chain| chain.contains_transaction(id)).unwrap()
-}
-
-/// A doctor's write-access request to a patient, its purpose sealed at the doctor's home.
-fn request(
-    rt: &tokio::runtime::Runtime,
-    home: &NodeHandle,
-    doctor: &Person,
-    patient: &Person,
-) -> SignedTx {
-    let meta = Meta::RequestGrant(RequestGrant {
-        patient: patient.id,
-        doctor: doctor.id,
-        scope: Scope::Write,
-    });
-    let purpose = PurposeBody {
-        purpose: "a second opinion".into(),
-    };
-    rt.block_on(doctor.sealed(home, meta, &purpose.to_bytes(), false))
-        .unwrap()
 }
 
 struct Behind {
@@ -91,13 +72,13 @@ fn clinic_behind_with_an_acknowledged_fourth_request() -> Behind {
         .unwrap();
     let mut requests = Vec::new();
     for _ in 0..3 {
-        let tx = request(&rt, &hospital, &doctor, &patient);
+        let tx = sealed_write_request(&rt, &hospital, &doctor, &patient, "a second opinion");
         requests.push(tx.id(&genesis));
         let verdict = rt.block_on(hospital.submit_applied(tx, WAIT)).unwrap();
         assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
     }
     assert!(cluster.converge(WAIT));
-    let fourth = request(&rt, &hospital, &doctor, &patient);
+    let fourth = sealed_write_request(&rt, &hospital, &doctor, &patient, "a second opinion");
     assert_eq!(
         judged(&clinic, &fourth),
         Err(ledger::rules::reason::TOO_MANY_REQUESTS_DOCTOR)

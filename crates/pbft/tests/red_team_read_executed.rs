@@ -6,46 +6,6 @@ mod common;
 use common::*;
 use pbft::*;
 
-fn restored_at_18() -> Replica {
-    Replica::new(
-        config(0, 4),
-        Restored {
-            last_executed: (18, [18; 32]),
-            executed_checkpoint: None,
-            head_time_ms: 18,
-            now_ms: 0,
-            durable: Vec::new(),
-            recovering: false,
-            nonce: 0,
-            incarnation: 0,
-        },
-    )
-}
-
-fn checkpoint(from: ReplicaId, seq: SeqNo, digest: Digest) -> Input {
-    msg(from, Message::Checkpoint(Checkpoint { seq, digest }))
-}
-
-fn reads(actions: &[Action]) -> Vec<SeqNo> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::ReadExecuted { seq } => Some(*seq),
-            _ => None,
-        })
-        .collect()
-}
-
-fn vouches(actions: &[Action]) -> Vec<Checkpoint> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Broadcast(Message::Checkpoint(c)) => Some(*c),
-            _ => None,
-        })
-        .collect()
-}
-
 /// One dishonest replica (f = 1) alone, vouching for every checkpoint at or below the head,
 /// with any digest, as often as it likes: no read. An honest replica's vouch for another
 /// digest does not pair with it either. Two matching vouches (one honest) ask once per seq;
@@ -53,7 +13,7 @@ fn vouches(actions: &[Action]) -> Vec<Checkpoint> {
 /// answer is refused.
 #[test]
 fn red_team_one_dishonest_replica_alone_triggers_no_read_and_reads_are_once_per_seq() {
-    let mut r = restored_at_18();
+    let mut r = restored_at(18, None);
     let mut actions = Vec::new();
     for round in 0..3u8 {
         for seq in [4, 8, 12, 16, 20, 24] {
@@ -135,19 +95,7 @@ fn red_team_one_dishonest_replica_alone_triggers_no_read_and_reads_are_once_per_
 /// with its answer 16 becomes stable.
 #[test]
 fn vouches_that_came_before_a_state_transfer_past_their_checkpoint_are_read_after_it() {
-    let mut r = Replica::new(
-        config(0, 4),
-        Restored {
-            last_executed: (14, [14; 32]),
-            executed_checkpoint: Some((12, [12; 32])),
-            head_time_ms: 14,
-            now_ms: 0,
-            durable: Vec::new(),
-            recovering: false,
-            nonce: 0,
-            incarnation: 0,
-        },
-    );
+    let mut r = restored_at(14, Some(12));
     let mut actions = Vec::new();
     for from in [1, 2] {
         let _ = r.step(checkpoint(from, 16, [16; 32]), &mut actions);

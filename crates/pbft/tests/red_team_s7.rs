@@ -6,26 +6,6 @@ mod common;
 use common::*;
 use pbft::*;
 
-fn restored(last: SeqNo, checkpoint: Option<SeqNo>) -> Replica {
-    Replica::new(
-        config(0, 4),
-        Restored {
-            last_executed: (last, [last as u8; 32]),
-            executed_checkpoint: checkpoint.map(|s| (s, [s as u8; 32])),
-            head_time_ms: last,
-            now_ms: 0,
-            durable: Vec::new(),
-            recovering: false,
-            nonce: 0,
-            incarnation: 0,
-        },
-    )
-}
-
-fn checkpoint(from: ReplicaId, seq: SeqNo, digest: Digest) -> Input {
-    msg(from, Message::Checkpoint(Checkpoint { seq, digest }))
-}
-
 fn transferred(seq: SeqNo) -> Input {
     Input::StateTransferred {
         seq,
@@ -33,26 +13,6 @@ fn transferred(seq: SeqNo) -> Input {
         time_ms: seq,
         request_ids: Vec::new(),
     }
-}
-
-fn reads(actions: &[Action]) -> Vec<SeqNo> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::ReadExecuted { seq } => Some(*seq),
-            _ => None,
-        })
-        .collect()
-}
-
-fn vouches(actions: &[Action]) -> Vec<Checkpoint> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Broadcast(Message::Checkpoint(c)) => Some(*c),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Loops every own checkpoint broadcast back (as the node does), collecting what follows.
@@ -71,7 +31,7 @@ fn loop_back(r: &mut Replica, actions: &[Action]) -> Vec<Action> {
 /// at 12 then asks the node for a read (and the answer makes it broadcast its vouch again).
 #[test]
 fn red_team_s7_one_dishonest_vouch_plus_own_head_triggers_no_read() {
-    let mut r = restored(2, None);
+    let mut r = restored_at(2, None);
     let moved = step(&mut r, transferred(12));
     assert_eq!(
         vouches(&moved),
@@ -96,7 +56,7 @@ fn red_team_s7_one_dishonest_vouch_plus_own_head_triggers_no_read() {
 /// not a safety break.
 #[test]
 fn red_team_s7_dishonest_vouch_at_transferred_head_makes_nothing_stable() {
-    let mut r = restored(2, None);
+    let mut r = restored_at(2, None);
     let moved = step(&mut r, transferred(12));
     let mut actions = loop_back(&mut r, &moved);
     let _ = r.step(checkpoint(3, 12, [12; 32]), &mut actions);
@@ -114,7 +74,7 @@ fn red_team_s7_dishonest_vouch_at_transferred_head_makes_nothing_stable() {
     assert_eq!(r.stable_checkpoint().0, 0, "own + one dishonest < 2f+1");
 
     // Within the window (head 8 <= high 10): its digest is kept, no read at all.
-    let mut r = restored(2, None);
+    let mut r = restored_at(2, None);
     let moved = step(&mut r, transferred(8));
     let mut actions = loop_back(&mut r, &moved);
     let _ = r.step(checkpoint(3, 8, [8; 32]), &mut actions);
@@ -129,7 +89,7 @@ fn red_team_s7_dishonest_vouch_at_transferred_head_makes_nothing_stable() {
 /// transfer, a replay, or the dishonest one's copy.
 #[test]
 fn red_team_s7_reads_after_transfers_need_f_plus_1_others_and_happen_once() {
-    let mut r = restored(2, None);
+    let mut r = restored_at(2, None);
     let mut actions = Vec::new();
     for seq in [4, 8, 12, 16, 20] {
         let _ = r.step(checkpoint(3, seq, [seq as u8; 32]), &mut actions);
@@ -166,7 +126,7 @@ fn red_team_s7_reads_after_transfers_need_f_plus_1_others_and_happen_once() {
 /// refused and nothing is vouched at or below it; the memory of what was asked is pruned.
 #[test]
 fn red_team_s7_no_vouch_at_or_below_the_stable_checkpoint_after_a_transfer() {
-    let mut r = restored(2, None);
+    let mut r = restored_at(2, None);
     let mut actions = Vec::new();
     for seq in [4, 8, 12] {
         for from in [1, 3] {
@@ -207,7 +167,7 @@ fn red_team_s7_no_vouch_at_or_below_the_stable_checkpoint_after_a_transfer() {
 /// of its messages, and asks nothing.
 #[test]
 fn red_team_s7_flooding_vouches_across_transfers_stays_bounded() {
-    let mut r = restored(2, None);
+    let mut r = restored_at(2, None);
     let mut actions = Vec::new();
     let mut head = 2;
     for round in 0..50u64 {

@@ -91,3 +91,24 @@ pub fn acknowledge_offline(dir: PathBuf, tx: &SignedTx, genesis: &ledger::Hash) 
     )
     .unwrap();
 }
+
+/// `doctor`'s write-access request to `patient`, its `purpose` sealed at `home` (the doctor's).
+#[allow(dead_code)] // Not every test file asks for access.
+pub fn sealed_write_request(
+    rt: &tokio::runtime::Runtime,
+    home: &NodeHandle,
+    doctor: &Person,
+    patient: &Person,
+    purpose: &str,
+) -> SignedTx {
+    let meta = ledger::Meta::RequestGrant(ledger::tx::RequestGrant {
+        patient: patient.id,
+        doctor: doctor.id,
+        scope: ledger::tx::Scope::Write,
+    });
+    let purpose = ledger::tx::PurposeBody {
+        purpose: purpose.into(),
+    };
+    rt.block_on(doctor.sealed(home, meta, &purpose.to_bytes(), false))
+        .unwrap()
+}

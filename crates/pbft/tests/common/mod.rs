@@ -73,6 +73,51 @@ pub fn step(r: &mut Replica, input: Input) -> Vec<Action> {
     actions
 }
 
+/// Replica 0 of 4 restored from its stores (no protocol records) with its head at `last` and
+/// its last executed checkpoint at `checkpoint`; the digest of sequence number `s` is `[s; 32]`.
+pub fn restored_at(last: SeqNo, checkpoint: Option<SeqNo>) -> Replica {
+    Replica::new(
+        config(0, 4),
+        Restored {
+            last_executed: (last, [last as u8; 32]),
+            executed_checkpoint: checkpoint.map(|s| (s, [s as u8; 32])),
+            head_time_ms: last,
+            now_ms: 0,
+            durable: Vec::new(),
+            recovering: false,
+            nonce: 0,
+            incarnation: 0,
+        },
+    )
+}
+
+/// A checkpoint message (a vouch, §4.3) from `from`.
+pub fn checkpoint(from: ReplicaId, seq: SeqNo, digest: Digest) -> Input {
+    msg(from, Message::Checkpoint(Checkpoint { seq, digest }))
+}
+
+/// The sequence numbers `actions` ask the node to read (`Action::ReadExecuted`).
+pub fn reads(actions: &[Action]) -> Vec<SeqNo> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ReadExecuted { seq } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The checkpoints `actions` broadcast (this replica's vouches).
+pub fn vouches(actions: &[Action]) -> Vec<Checkpoint> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(Message::Checkpoint(c)) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn step_err(r: &mut Replica, input: Input) -> ProtocolError {
     let mut actions = Vec::new();
     let e = r.step(input, &mut actions).expect_err("must be rejected");
