@@ -381,16 +381,11 @@ impl Service {
         let now = Instant::now();
         #[cfg(feature = "byzantine")]
         self.ask_everyone(now)?;
-        // No more than the holders' open requests can take now, twice over: choosing a holder
-        // for every due key each tick cost a lookup per wanted key (7.5 million on a prefilled
-        // chain of 10,000,000), and the answers expired while the service did it.
-        let room = 2 * OPEN_PER_HOLDER * MAX_KEY_REQUEST_IDS * self.n.saturating_sub(1).max(1);
         let due: Vec<TxId> = self
             .wanted
             .iter()
             .filter(|(_, wanted)| wanted.next_try <= now)
             .map(|(tx, _)| *tx)
-            .take(room)
             .collect();
         if due.is_empty() {
             return Ok(());
