@@ -15,18 +15,19 @@
 //!   a node that is catching up answers `Busy` to everything. Every id is answered from the
 //!   in-memory index (`super::index`, W4); only a key that leaves is read from `keys.db`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::seal::{DataKey, check_key};
-use ledger::{Meta, Queries, TxId};
+use ledger::{Meta, Queries, Reader, TxId};
 use pbft::ReplicaId;
 use tracing::debug;
 
 use super::index::{HeldTx, OnChain};
 use super::store::Durability;
-use super::{Kept, Service};
+use super::wanted::BACKOFF_MAX;
+use super::{Directory, Kept, Service, Wanted};
 use crate::error::NodeError;
 use crate::transport::Transport;
 use crate::wire::{Frame, KeyFrame, KeyReply, MAX_KEY_REQUEST_IDS, Wire, WireKey};
@@ -35,21 +36,11 @@ use crate::wire::{Frame, KeyFrame, KeyReply, MAX_KEY_REQUEST_IDS, Wire, WireKey}
 const OPEN_PER_HOLDER: usize = 4;
 /// An unanswered request is forgotten after this (its ids are asked again after their backoff).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The backoff of a wanted key: 250 ms, doubling per try up to 10 s.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Tries of the sealer alone before the patient's home is asked too.
 const SEALER_TRIES: u32 = 3;
 /// Asked ids answered per second per peer, and the burst.
 const RATE_IDS_PER_S: f64 = 4096.0;
 const BURST_IDS: f64 = 8192.0;
-
-/// The wait before the next try, after `tries` tries.
-fn backoff(tries: u32) -> Duration {
-    BACKOFF_MIN
-        .saturating_mul(1 << tries.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX)
-}
 
 /// A peer's allowance of asked ids.
 struct Bucket {
@@ -265,9 +256,7 @@ impl Service {
                 // The holder is at or past this node's state and still says no: the two
                 // disagree only while one is behind; ask at the slowest pace.
                 KeyReply::NotEntitled | KeyReply::NotOnChain if height >= self.processed => {
-                    if let Some(wanted) = self.wanted.get_mut(tx) {
-                        wanted.next_try = now + BACKOFF_MAX;
-                    }
+                    self.wanted.retry_at(tx, now + BACKOFF_MAX);
                 }
                 _ => {}
             }
@@ -284,7 +273,7 @@ impl Service {
     /// erased here (§5.2), and it is not held for an earlier transaction (§16.13).
     fn receive(&mut self, from: ReplicaId, keys: Vec<(TxId, DataKey)>) -> Result<(), NodeError> {
         for (tx, key) in keys {
-            if !self.wanted.contains_key(&tx) {
+            if !self.wanted.contains(&tx) {
                 #[cfg(feature = "byzantine")]
                 self.keep_any_key(from, &tx, &key)?;
                 continue;
@@ -343,36 +332,8 @@ impl Service {
         Ok(Some(committed))
     }
 
-    /// The holder to ask for a wanted key now (§5.2).
-    fn holder_for(&mut self, tx: &TxId) -> Result<Option<ReplicaId>, NodeError> {
-        let Some(wanted) = self.wanted.get(tx).cloned() else {
-            return Ok(None);
-        };
-        if wanted.as_grantee {
-            return Ok(Some(wanted.source));
-        }
-        let mut candidates = Vec::with_capacity(2);
-        if wanted.source != self.me {
-            candidates.push(wanted.source);
-        }
-        if wanted.tries >= SEALER_TRIES
-            && let Some(home) = self.directory.home(&self.chain, &wanted.patient)?
-            && home != self.me
-            && home != wanted.source
-        {
-            candidates.push(home);
-        }
-        if candidates.is_empty() {
-            // Sealer and home are this node (it lost its store): any holder answers a party.
-            let others = self.n.saturating_sub(1).max(1) as u32;
-            let step = 1 + wanted.tries % others;
-            return Ok(Some((self.me + step) % self.n.max(1) as u32));
-        }
-        Ok(Some(candidates[wanted.tries as usize % candidates.len()]))
-    }
-
     /// Asks for the wanted keys that are due, batched per holder, at most
-    /// [`OPEN_PER_HOLDER`] requests open per holder.
+    /// [`OPEN_PER_HOLDER`] requests open per holder (the schedule: [`super::wanted`]).
     pub(super) fn pull(&mut self) -> Result<(), NodeError> {
         if self.waits_for_chain {
             // Nothing is wanted, nor stored, until the chain has caught up ([`Service::load`]).
@@ -381,37 +342,57 @@ impl Service {
         let now = Instant::now();
         #[cfg(feature = "byzantine")]
         self.ask_everyone(now)?;
-        let due: Vec<TxId> = self
-            .wanted
-            .iter()
-            .filter(|(_, wanted)| wanted.next_try <= now)
-            .map(|(tx, _)| *tx)
-            .collect();
-        if due.is_empty() {
-            return Ok(());
-        }
-        let mut by_holder: BTreeMap<ReplicaId, Vec<TxId>> = BTreeMap::new();
-        for tx in due {
-            if let Some(holder) = self.holder_for(&tx)? {
-                by_holder.entry(holder).or_default().push(tx);
-            }
-        }
-        for (holder, txs) in by_holder {
-            for chunk in txs.chunks(MAX_KEY_REQUEST_IDS) {
-                if self.exchange.open_to(holder) >= OPEN_PER_HOLDER {
-                    break;
-                }
-                self.exchange.ask(holder, chunk.to_vec(), now);
-                for tx in chunk {
-                    if let Some(wanted) = self.wanted.get_mut(tx) {
-                        wanted.tries = wanted.tries.saturating_add(1);
-                        wanted.next_try = now + backoff(wanted.tries);
-                    }
-                }
-            }
+        let Service {
+            me,
+            n,
+            chain,
+            directory,
+            exchange,
+            wanted,
+            ..
+        } = self;
+        let requests = wanted.requests(
+            now,
+            |holder| OPEN_PER_HOLDER.saturating_sub(exchange.open_to(holder)),
+            |wanted| holder_for(wanted, *me, *n, directory, chain),
+        )?;
+        for (holder, txs) in requests {
+            self.exchange.ask(holder, txs, now);
         }
         Ok(())
     }
+}
+
+/// The holder to ask for a wanted key now (§5.2): its source (the sealer, or the patient's
+/// home for a grantee); after [`SEALER_TRIES`], the patient's home in turn with the sealer;
+/// every other validator in turn when both are `me` (it lost its store).
+fn holder_for(
+    wanted: &Wanted,
+    me: ReplicaId,
+    n: usize,
+    directory: &mut Directory,
+    chain: &Reader,
+) -> Result<Option<ReplicaId>, NodeError> {
+    if wanted.as_grantee {
+        return Ok(Some(wanted.source));
+    }
+    let mut candidates = Vec::with_capacity(2);
+    if wanted.source != me {
+        candidates.push(wanted.source);
+    }
+    if wanted.tries >= SEALER_TRIES
+        && let Some(home) = directory.home(chain, &wanted.patient)?
+        && home != me
+        && home != wanted.source
+    {
+        candidates.push(home);
+    }
+    if candidates.is_empty() {
+        let others = n.saturating_sub(1).max(1) as u32;
+        let step = 1 + wanted.tries % others;
+        return Ok(Some((me + step) % n.max(1) as u32));
+    }
+    Ok(Some(candidates[wanted.tries as usize % candidates.len()]))
 }
 
 #[cfg(test)]
@@ -432,13 +413,5 @@ mod tests {
             2048
         );
         assert_eq!(bucket.take(100_000, start + Duration::from_secs(60)), 8192);
-    }
-
-    #[test]
-    fn the_backoff_doubles_up_to_ten_seconds() {
-        assert_eq!(backoff(1), Duration::from_millis(250));
-        assert_eq!(backoff(2), Duration::from_millis(500));
-        assert_eq!(backoff(7), BACKOFF_MAX);
-        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
     }
 }

@@ -280,25 +280,22 @@ impl Service {
         as_grantee: bool,
         record: bool,
     ) -> Result<(), NodeError> {
-        if self.wanted.contains_key(tx)
+        if self.wanted.contains(tx)
             || self.index.get(tx).is_some()
             || self.store.rows().is_broken(tx)?
         {
             return Ok(());
         }
-        self.wanted.insert(
-            *tx,
-            Wanted {
-                patient: *patient,
-                height,
-                source,
-                since_ms: self.clock.now_ms(),
-                tries: 0,
-                as_grantee,
-                record,
-                next_try: Instant::now(),
-            },
+        let wanted = Wanted::new(
+            *patient,
+            height,
+            source,
+            self.clock.now_ms(),
+            as_grantee,
+            record,
+            Instant::now(),
         );
+        self.wanted.insert(*tx, wanted);
         Ok(())
     }
 
@@ -377,7 +374,7 @@ impl Service {
         for record in self.chain.records_of(&grant.patient)? {
             if record.height > block.height
                 || record.erased.is_some()
-                || self.wanted.contains_key(&record.tx_id)
+                || self.wanted.contains(&record.tx_id)
             {
                 continue;
             }

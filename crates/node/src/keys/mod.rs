@@ -14,6 +14,7 @@ mod exchange;
 mod feed;
 mod index;
 mod store;
+mod wanted;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -39,6 +40,7 @@ use exchange::Exchange;
 use index::{HeldTx, Index, OnChain};
 pub use store::KeyStoreFacts;
 use store::{Durability, KeyStore};
+use wanted::{Wanted, WantedKeys};
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
 /// (§3.3). Never printed, zeroed when dropped.
@@ -570,25 +572,6 @@ enum Kept {
     Broken,
 }
 
-/// A wanted key, as the service schedules its pulls. Kept in memory only: what is wanted is a
-/// function of the chain and the keys held, read again at start (§12.1).
-#[derive(Clone, Debug)]
-struct Wanted {
-    patient: PersonId,
-    /// The height of the transaction's block.
-    height: u64,
-    /// The validator asked first (§5.2).
-    source: u32,
-    since_ms: u64,
-    tries: u32,
-    /// Entitled as a grantee only: asked of the patient's home only (§5.2).
-    as_grantee: bool,
-    /// An `AddRecord` (counted in a grant's key status, §13).
-    record: bool,
-    /// Not asked again before then.
-    next_try: Instant,
-}
-
 /// What never changes once on chain, kept in memory once read: a person's home, a key's
 /// origin.
 #[derive(Default)]
@@ -665,7 +648,7 @@ struct Service {
     pending: HashMap<TxId, u64>,
     /// Live read grants of patients to this validator's doctors.
     read_grants: BTreeMap<TxId, store::ReadGrantRow>,
-    wanted: BTreeMap<TxId, Wanted>,
+    wanted: WantedKeys,
     /// Opens waiting for the processed height they need, with their deadlines.
     waiting_opens: Vec<(OpenRequest, Instant)>,
     /// The held keys' transactions and the home's live read grants, in memory (§5.3).
@@ -704,7 +687,7 @@ impl Service {
             block_time_ms: 0,
             pending: HashMap::new(),
             read_grants: BTreeMap::new(),
-            wanted: BTreeMap::new(),
+            wanted: WantedKeys::default(),
             waiting_opens: Vec::new(),
             index: Index::default(),
             counters: KeyCounters::default(),
@@ -765,7 +748,7 @@ impl Service {
         {
             self.home_grant(&grant.patient, grant.id, &grant.doctor, grant.expires_ms)?;
         }
-        self.wanted = BTreeMap::new();
+        self.wanted = WantedKeys::default();
         if self.waits_for_chain {
             // The blocks up to the chain's head predate erasures and revocations the store
             // applied already: read from them, it would want again a key it erased (red team
@@ -779,11 +762,7 @@ impl Service {
     /// wanted: where a restart starts reading blocks again to want what is still missing
     /// (§12.1).
     fn wanted_from(&self, processed: u64) -> u64 {
-        self.wanted
-            .values()
-            .map(|wanted| wanted.height)
-            .min()
-            .unwrap_or(processed + 1)
+        self.wanted.lowest_height().unwrap_or(processed + 1)
     }
 
     /// Loads again what the chain said nothing of at start ([`Service::load`]) once a chain
@@ -919,7 +898,8 @@ impl Service {
     fn patient_keys(&self, patient: &PersonId) -> PatientKeys {
         let waiting = self
             .wanted
-            .values()
+            .iter()
+            .map(|(_, wanted)| wanted)
             .filter(|wanted| wanted.patient == *patient && wanted.record);
         let oldest = waiting.clone().min_by_key(|wanted| wanted.since_ms);
         PatientKeys {
