@@ -111,7 +111,7 @@ impl Service {
             .insert_key(tx, &patient, key, header.not_after_ms)?;
         if inserted == Inserted::Stored {
             let on_chain = self.on_chain_of(&header)?;
-            self.index.hold(*tx, super::HeldTx { patient, on_chain });
+            self.hold(tx, super::HeldTx { patient, on_chain })?;
             self.counters.keys_received += 1;
             warn!(
                 from,

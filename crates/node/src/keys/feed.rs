@@ -7,7 +7,7 @@
 //!
 //! | event in the block | what this node does |
 //! |---|---|
-//! | a sealed transaction it sealed | no longer pending (in memory: at start a key is pending iff its transaction is not applied) |
+//! | a sealed transaction it sealed | no longer pending; what the chain says of it written in its row (at start a key is pending iff its row says nothing and its transaction is not applied) |
 //! | a sealed transaction it is a party to and does not hold | wanted |
 //! | a read grant to one of its doctors | a `read_grants` row; the patient's applied records it is not a party to wanted (none at the patient's home) |
 //! | a read grant of a patient whose home it is | kept in the in-memory index, until revoked or ended, to answer the grantee (§5.3) |
@@ -25,7 +25,7 @@ use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
 
 use super::store::{Durability, ReadGrantRow};
-use super::{Service, Wanted};
+use super::{HeldTx, Service, Wanted};
 use crate::error::NodeError;
 
 /// Blocks read from `chain.db` per keys.db transaction while catching up.
@@ -244,17 +244,14 @@ impl Service {
     fn on_sealed(&mut self, height: u64, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
         #[cfg(feature = "byzantine")]
         self.covet(tx);
-        if self
-            .index
-            .get(tx)
-            .is_some_and(|held| held.on_chain.is_none())
+        if let Some(held) = self.index.get(tx).copied()
+            && held.on_chain.is_none()
             && let Some(on_chain) = self.on_chain_of(header)?
         {
-            self.index.on_chain(tx, on_chain);
+            let on_chain = Some(on_chain);
+            self.hold(tx, HeldTx { on_chain, ..held })?;
         }
         if self.pending.remove(tx).is_some() {
-            // Its row says nothing of it: at start, a held key is pending iff its transaction
-            // is not applied on chain.
             return Ok(());
         }
         let Some((parties, as_grantee)) = self.entitled(header)? else {

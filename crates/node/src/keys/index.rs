@@ -33,6 +33,43 @@ pub(super) struct OnChain {
     pub record: bool,
 }
 
+impl OnChain {
+    /// Its bytes in `keys.db` (`data_keys.on_chain`): the parties' ids, then the record flag.
+    pub fn to_bytes(self) -> [u8; 13] {
+        let mut bytes = [0; 13];
+        let Parties {
+            sealer,
+            patient_home,
+            doctor_home,
+        } = self.parties;
+        for (i, id) in [sealer, patient_home, doctor_home].into_iter().enumerate() {
+            bytes[4 * i..4 * i + 4].copy_from_slice(&id.to_le_bytes());
+        }
+        bytes[12] = u8::from(self.record);
+        bytes
+    }
+
+    /// Read from [`OnChain::to_bytes`]; `None` for bytes it did not write.
+    pub fn from_bytes(bytes: &[u8]) -> Option<OnChain> {
+        let bytes: &[u8; 13] = bytes.try_into().ok()?;
+        let id =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let record = match bytes[12] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        Some(OnChain {
+            parties: Parties {
+                sealer: id(0),
+                patient_home: id(4),
+                doctor_home: id(8),
+            },
+            record,
+        })
+    }
+}
+
 /// A read grant of a patient of this home, not revoked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct HomeGrant {
@@ -75,19 +112,6 @@ impl Index {
     pub fn release(&mut self, tx: &TxId) {
         if let Some(old) = self.held.remove(tx) {
             self.count(&old, false);
-        }
-    }
-
-    /// A held transaction was seen on chain (applied) with these parties.
-    pub fn on_chain(&mut self, tx: &TxId, on_chain: OnChain) {
-        if let Some(held) = self.held.get(tx).copied() {
-            self.hold(
-                *tx,
-                HeldTx {
-                    on_chain: Some(on_chain),
-                    ..held
-                },
-            );
         }
     }
 
@@ -226,6 +250,28 @@ mod tests {
     }
 
     #[test]
+    fn what_the_chain_says_reads_back_from_its_bytes() {
+        let on_chain = OnChain {
+            parties: Parties {
+                sealer: 3,
+                patient_home: 70_000,
+                doctor_home: 0,
+            },
+            record: true,
+        };
+        assert_eq!(OnChain::from_bytes(&on_chain.to_bytes()), Some(on_chain));
+        let grant = OnChain {
+            record: false,
+            ..on_chain
+        };
+        assert_eq!(OnChain::from_bytes(&grant.to_bytes()), Some(grant));
+        let mut bad = on_chain.to_bytes();
+        bad[12] = 2;
+        assert_eq!(OnChain::from_bytes(&bad), None);
+        assert_eq!(OnChain::from_bytes(&bad[..12]), None);
+    }
+
+    #[test]
     fn answers_from_memory_what_it_can() {
         let mut index = Index::default();
         let (held, pending) = ([1; 32], [2; 32]);
@@ -277,7 +323,7 @@ mod tests {
         };
         index.hold([1; 32], pending);
         assert_eq!(index.records_held(&PATIENT), 0, "not on chain yet");
-        index.on_chain(&[1; 32], record(0, 1).on_chain.unwrap());
+        index.hold([1; 32], record(0, 1));
         index.hold([2; 32], record(0, 1));
         index.hold([2; 32], record(0, 1));
         assert_eq!(index.records_held(&PATIENT), 2);

@@ -723,22 +723,44 @@ impl Service {
         self.block_time_ms =
             ledger::entitled::applied_block(&self.chain, self.processed.min(head))?
                 .map_or(0, |block| block.time_ms);
-        // The index: one chain read per held key, one query each for the home's grants and the
-        // erased transactions. A held key whose transaction is not applied on chain is a seal
-        // of this validator that is not yet (§5.5).
+        // The index, from `keys.db`: a row says what the chain says of its transaction once
+        // it is applied. A row that does not (a seal not yet applied, or a row of schema 3) is
+        // looked up on the chain; its transaction not applied there, it is a seal of this
+        // validator that is not yet (§5.5).
         self.index = Index::default();
         self.pending = HashMap::new();
-        for (tx, patient, not_after_ms) in held_rows {
-            let on_chain = match self.chain.transaction(&tx)? {
-                Some(committed) if committed.rejected.is_none() => {
-                    self.on_chain_of(&committed.tx.header)?
-                }
-                _ => {
-                    self.pending.insert(tx, not_after_ms);
-                    None
-                }
+        let mut learned = Vec::new();
+        for row in held_rows {
+            let on_chain = match row.on_chain.as_deref().and_then(OnChain::from_bytes) {
+                Some(on_chain) => Some(on_chain),
+                None => match self.chain.transaction(&row.tx)? {
+                    Some(committed) if committed.rejected.is_none() => {
+                        let on_chain = self.on_chain_of(&committed.tx.header)?;
+                        learned.extend(on_chain.map(|on_chain| (row.tx, on_chain)));
+                        on_chain
+                    }
+                    _ => {
+                        self.pending.insert(row.tx, row.not_after_ms);
+                        None
+                    }
+                },
             };
-            self.index.hold(tx, HeldTx { patient, on_chain });
+            let held = HeldTx {
+                patient: row.patient,
+                on_chain,
+            };
+            self.index.hold(row.tx, held);
+        }
+        if !learned.is_empty() {
+            self.in_write(Durability::Deferred, |service| {
+                let rows = service.store.rows();
+                learned
+                    .iter()
+                    .try_for_each(|(tx, on_chain)| rows.set_on_chain(tx, &on_chain.to_bytes()))
+            })?;
+            // The rows rewritten have their older pages in the file until a checkpoint: as at
+            // open, the store holds one copy of each sealed row once started (§16.17).
+            self.store.truncate_wal()?;
         }
         for tx in ledger::entitled::erased_transactions(&self.chain)? {
             self.index.erase(tx);
@@ -1012,6 +1034,17 @@ impl Service {
         written.map(|_| ())
     }
 
+    /// Keeps `held` in the index, and what the chain says of it in `tx`'s row (if its key is
+    /// held), so that a start reads it from `keys.db` ([`Service::load`]). Inside the caller's
+    /// `keys.db` transaction.
+    fn hold(&mut self, tx: &TxId, held: HeldTx) -> Result<(), NodeError> {
+        if let Some(on_chain) = held.on_chain {
+            self.store.rows().set_on_chain(tx, &on_chain.to_bytes())?;
+        }
+        self.index.hold(*tx, held);
+        Ok(())
+    }
+
     /// Stores `tx`'s key unless `tx` is broken, and keeps `held` in the index. `position` is
     /// its height and index on chain; `None` for a seal not on chain yet, which comes after
     /// everything on chain. When the
@@ -1034,7 +1067,7 @@ impl Service {
         let patient = &held.patient;
         let holder = match rows.insert_key(tx, patient, key, not_after_ms)? {
             store::Inserted::Stored => {
-                self.index.hold(*tx, held);
+                self.hold(tx, held)?;
                 return Ok(Kept::Stored);
             }
             store::Inserted::Held => return Ok(Kept::Held),
@@ -1052,7 +1085,7 @@ impl Service {
             self.pending.remove(&holder);
             self.index.release(&holder);
             rows.insert_key(tx, patient, key, not_after_ms)?;
-            self.index.hold(*tx, held);
+            self.hold(tx, held)?;
             holder
         } else {
             rows.mark_broken(tx, &id)?;

@@ -41,10 +41,11 @@ const NONCE_BYTES: usize = 24;
 /// The schema below, as `PRAGMA user_version`. 1 named two schemas of unreleased builds: the
 /// first indexed keys by an unbound `key_commit` (refused at open), the second is schema 2
 /// (renumbered at open). 2 kept `data_keys` in three B-trees (by transaction, key id and
-/// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_TO_3`]).
-const SCHEMA_VERSION: i64 = 3;
+/// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_FROM_2`]). 3
+/// lacked `data_keys.on_chain` ([`MIGRATE_FROM_3`]).
+const SCHEMA_VERSION: i64 = 4;
 
-/// `data_keys`'s columns (schema 3), for [`SCHEMA`] and [`MIGRATE_TO_3`]: a rowid table
+/// `data_keys`'s columns (schema 3), for [`SCHEMA`] and [`MIGRATE_FROM_2`]: a rowid table
 /// indexed by nothing else, so that a new key's row goes at the end of its last page, where a
 /// B-tree keyed by a random transaction id or key id takes a page write at a random place per
 /// key, for each of them (docs/SECURITY.md, §12.1). The key service finds a row by transaction
@@ -57,7 +58,8 @@ macro_rules! data_keys_columns {
             patient      BLOB NOT NULL,
             key_id       BLOB NOT NULL,
             not_after_ms INTEGER NOT NULL,
-            sealed_key   BLOB NOT NULL
+            sealed_key   BLOB NOT NULL,
+            on_chain     BLOB
         );"
     };
 }
@@ -77,11 +79,11 @@ const SCHEMA: &str = concat!(
     ) WITHOUT ROWID;"
 );
 
-/// Schema 2 to 3, in one SQLite transaction with the version: the rows copied in their order,
+/// Schema 2 to the current one, in one SQLite transaction with the version: the rows copied in their order,
 /// the old table and its indexes dropped (their freed pages zeroed: `secure_delete`), and
 /// `wanted`, now kept in memory, dropped. Whether a key's transaction is on chain is read from
 /// the chain at start since schema 3.
-const MIGRATE_TO_3: &str = concat!(
+const MIGRATE_FROM_2: &str = concat!(
     "CREATE TABLE data_keys_3 ",
     data_keys_columns!(),
     "INSERT INTO data_keys_3 (tx, patient, key_id, not_after_ms, sealed_key)
@@ -91,12 +93,30 @@ const MIGRATE_TO_3: &str = concat!(
     DROP TABLE wanted;"
 );
 
+/// Schema 3 to 4, in one SQLite transaction with the version: what the chain says of a held key's transaction once it is applied (its
+/// parties, whether it is a record: the service's own encoding), kept in its row so that a
+/// start reads the index from `keys.db` alone instead of looking up every held key's
+/// transaction on the chain (minutes at 10,000,000 transactions). `NULL` until known: a seal
+/// not yet applied, or a row written by schema 3 (looked up on the chain at the next start,
+/// then written).
+const MIGRATE_FROM_3: &str = "ALTER TABLE data_keys ADD COLUMN on_chain BLOB;";
+
 /// A live read grant of a patient to one of this validator's doctors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ReadGrantRow {
     pub grant: TxId,
     pub patient: PersonId,
     pub expires_ms: u64,
+}
+
+/// A held key's row, less its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HeldRow {
+    pub tx: TxId,
+    pub patient: PersonId,
+    pub not_after_ms: u64,
+    /// What the chain says of `tx` once applied ([`Rows::set_on_chain`]); `None` until known.
+    pub on_chain: Option<Vec<u8>>,
 }
 
 /// What inserting a key did.
@@ -343,6 +363,7 @@ enum Schema {
     Empty,
     /// Schema 2, or schema 2 under the number 1 an earlier build gave it: migrated at open.
     Two,
+    Three,
     Current,
 }
 
@@ -376,6 +397,7 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
                 .into(),
         ),
         2 => Ok(Schema::Two),
+        3 => Ok(Schema::Three),
         SCHEMA_VERSION => Ok(Schema::Current),
         newer => refuse(format!(
             "key store schema {newer}, newer than this medchain's ({SCHEMA_VERSION}): upgrade \
@@ -384,12 +406,13 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
     }
 }
 
-/// Creates the schema in a new store, migrates one of schema 2, or checks an existing one's
-/// version ([`schema`]).
+/// Creates the schema in a new store, migrates one of schema 2 or 3, or checks an existing
+/// one's version ([`schema`]).
 fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
     let sql = match schema(conn, path)? {
         Schema::Empty => SCHEMA,
-        Schema::Two => MIGRATE_TO_3,
+        Schema::Two => MIGRATE_FROM_2,
+        Schema::Three => MIGRATE_FROM_3,
         Schema::Current => return Ok(()),
     };
     let tx = conn.unchecked_transaction()?;
@@ -729,18 +752,30 @@ impl Rows<'_> {
         Ok(true)
     }
 
-    /// Every held key's transaction, patient and `not_after_ms`: what the service's index is
-    /// rebuilt from at open.
-    pub fn held(&self) -> Result<Vec<(TxId, PersonId, u64)>, NodeError> {
+    /// Keeps in `tx`'s row what the chain says of it once applied (`on_chain`, the service's
+    /// encoding), if its key is held.
+    pub fn set_on_chain(&self, tx: &TxId, on_chain: &[u8]) -> Result<(), NodeError> {
+        let Some(seq) = self.locations.borrow().by_tx.get(tx).copied() else {
+            return Ok(());
+        };
+        self.conn
+            .prepare_cached("UPDATE data_keys SET on_chain = ?2 WHERE seq = ?1")?
+            .execute(params![seq, on_chain])?;
+        Ok(())
+    }
+
+    /// Every held key's row: what the service's index is rebuilt from at open.
+    pub fn held(&self) -> Result<Vec<HeldRow>, NodeError> {
         self.select(
-            "SELECT tx, patient, not_after_ms FROM data_keys",
+            "SELECT tx, patient, not_after_ms, on_chain FROM data_keys",
             [],
             |row| {
-                Ok((
-                    tx_id(row.get(0)?)?,
-                    person(row.get(1)?)?,
-                    row.get::<_, i64>(2)? as u64,
-                ))
+                Ok(HeldRow {
+                    tx: tx_id(row.get(0)?)?,
+                    patient: person(row.get(1)?)?,
+                    not_after_ms: row.get::<_, i64>(2)? as u64,
+                    on_chain: row.get(3)?,
+                })
             },
         )
     }
@@ -798,7 +833,19 @@ mod tests {
         let (tx, patient) = ([1; 32], [2; 16]);
         store.rows().insert_key(&tx, &patient, &data, 99).unwrap();
         assert_eq!(store.rows().key(&tx).unwrap(), Some(data.clone()));
-        assert_eq!(store.rows().held().unwrap(), vec![(tx, patient, 99)]);
+        let row = HeldRow {
+            tx,
+            patient,
+            not_after_ms: 99,
+            on_chain: None,
+        };
+        assert_eq!(store.rows().held().unwrap(), vec![row.clone()]);
+        store.rows().set_on_chain(&tx, &[5; 13]).unwrap();
+        let on_chain = Some(vec![5; 13]);
+        assert_eq!(
+            store.rows().held().unwrap(),
+            vec![HeldRow { on_chain, ..row }]
+        );
         // The row moved to another transaction does not open.
         store
             .conn
@@ -972,7 +1019,7 @@ mod tests {
 
     /// A key store's schema version is checked at open: a store of an earlier development
     /// build (the same version number, another schema) or of a newer medchain is refused with
-    /// what to do; one of schema 2 (numbered 2, or 1 by an earlier build) is migrated to 3 at
+    /// what to do; one of schema 2 (numbered 2, or 1 by an earlier build) or 3 is migrated at
     /// open, its keys kept.
     #[test]
     fn a_key_store_of_another_schema_is_refused_with_what_to_do() {
@@ -1025,11 +1072,27 @@ mod tests {
                     "patient",
                     "key_id",
                     "not_after_ms",
-                    "sealed_key"
+                    "sealed_key",
+                    "on_chain"
                 ]
             );
             assert!(columns(&path, "wanted").is_empty(), "wanted is dropped");
         }
+
+        // Schema 3 (no `on_chain`): the column added, the rows kept, `on_chain` unknown.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "ALTER TABLE data_keys DROP COLUMN on_chain;
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        let store = open(current.path(), &key).unwrap();
+        assert_eq!(store.rows().key(&[1; 32]).unwrap(), Some(data.clone()));
+        assert_eq!(store.rows().held().unwrap()[0].on_chain, None);
+        drop(store);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        assert!(columns(&path, "data_keys").contains(&"on_chain".to_string()));
 
         // A newer medchain's.
         Connection::open(&path)
