@@ -26,7 +26,7 @@ use tracing::debug;
 
 use super::index::{HeldTx, OnChain};
 use super::store::Durability;
-use super::wanted::BACKOFF_MAX;
+use super::wanted::{self, BACKOFF_MAX, LAGGING_AFTER};
 use super::{Directory, Kept, Service, Wanted};
 use crate::error::NodeError;
 use crate::transport::Transport;
@@ -64,7 +64,7 @@ impl Bucket {
 struct OpenPull {
     holder: ReplicaId,
     txs: Vec<TxId>,
-    deadline: Instant,
+    sent: Instant,
 }
 
 /// The exchange's own state: requests out, buckets of askers, and the way to peers.
@@ -73,6 +73,9 @@ pub(super) struct Exchange {
     next_request: u64,
     open: HashMap<u64, OpenPull>,
     buckets: Vec<Bucket>,
+    /// Per holder: when the oldest request it has not answered was sent (open, or timed out
+    /// since its last answer).
+    unanswered_since: Vec<Option<Instant>>,
 }
 
 impl Exchange {
@@ -88,7 +91,17 @@ impl Exchange {
                     at: now,
                 })
                 .collect(),
+            unanswered_since: vec![None; n],
         }
+    }
+
+    /// Whether `holder` has left a request unanswered for [`LAGGING_AFTER`] (§12.1 item 7).
+    pub(super) fn lagging(&self, holder: ReplicaId, now: Instant) -> bool {
+        self.unanswered_since
+            .get(holder as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|since| now.saturating_duration_since(since) >= LAGGING_AFTER)
     }
 
     fn open_to(&self, holder: ReplicaId) -> usize {
@@ -113,21 +126,38 @@ impl Exchange {
             OpenPull {
                 holder,
                 txs,
-                deadline: now + REQUEST_TIMEOUT,
+                sent: now,
             },
         );
-    }
-
-    /// The open request `request` to `holder`, closed.
-    fn answered(&mut self, holder: ReplicaId, request: u64) -> Option<OpenPull> {
-        match self.open.get(&request) {
-            Some(pull) if pull.holder == holder => self.open.remove(&request),
-            _ => None,
+        if let Some(since) = self.unanswered_since.get_mut(holder as usize) {
+            since.get_or_insert(now);
         }
     }
 
+    /// The open request `request` to `holder`, closed.
+    /// The holder is then unanswered since its oldest request still open, if any.
+    fn answered(&mut self, holder: ReplicaId, request: u64) -> Option<OpenPull> {
+        let pull = match self.open.get(&request) {
+            Some(pull) if pull.holder == holder => self.open.remove(&request)?,
+            _ => return None,
+        };
+        let oldest = self
+            .open
+            .values()
+            .filter(|open| open.holder == holder)
+            .map(|open| open.sent)
+            .min();
+        if let Some(since) = self.unanswered_since.get_mut(holder as usize) {
+            *since = oldest;
+        }
+        Some(pull)
+    }
+
+    /// Forgets the requests unanswered for [`REQUEST_TIMEOUT`] (their holders stay
+    /// unanswered since they were sent).
     pub fn expire_requests(&mut self, now: Instant) {
-        self.open.retain(|_, pull| pull.deadline > now);
+        self.open
+            .retain(|_, pull| now.saturating_duration_since(pull.sent) < REQUEST_TIMEOUT);
     }
 
     fn answer(&self, to: ReplicaId, request: u64, height: u64, replies: Vec<KeyReply>) {
@@ -351,11 +381,15 @@ impl Service {
             wanted,
             ..
         } = self;
-        let requests = wanted.requests(
+        let mut holders = Holders {
+            me: *me,
+            n: *n,
+            chain,
+            directory,
+            exchange,
             now,
-            |holder| OPEN_PER_HOLDER.saturating_sub(exchange.open_to(holder)),
-            |wanted| holder_for(wanted, *me, *n, directory, chain),
-        )?;
+        };
+        let requests = wanted.requests(now, &mut holders)?;
         for (holder, txs) in requests {
             self.exchange.ask(holder, txs, now);
         }
@@ -363,15 +397,51 @@ impl Service {
     }
 }
 
+/// The holders as this node sees them now, for [`WantedKeys::requests`].
+struct Holders<'a> {
+    me: ReplicaId,
+    n: usize,
+    chain: &'a Reader,
+    directory: &'a mut Directory,
+    exchange: &'a Exchange,
+    now: Instant,
+}
+
+impl wanted::Holders for Holders<'_> {
+    type Error = NodeError;
+
+    fn room(&mut self, holder: ReplicaId) -> usize {
+        OPEN_PER_HOLDER.saturating_sub(self.exchange.open_to(holder))
+    }
+
+    fn lagging(&self, holder: ReplicaId) -> bool {
+        self.exchange.lagging(holder, self.now)
+    }
+
+    fn holder_for(&mut self, wanted: &Wanted) -> Result<Option<ReplicaId>, NodeError> {
+        let (exchange, now) = (self.exchange, self.now);
+        holder_for(
+            wanted,
+            self.me,
+            self.n,
+            self.directory,
+            self.chain,
+            |holder| exchange.lagging(holder, now),
+        )
+    }
+}
+
 /// The holder to ask for a wanted key now (§5.2): its source (the sealer, or the patient's
-/// home for a grantee); after [`SEALER_TRIES`], the patient's home in turn with the sealer;
-/// every other validator in turn when both are `me` (it lost its store).
+/// home for a grantee); after [`SEALER_TRIES`], or while the sealer lags (§12.1 item 7), the
+/// patient's home in turn with the sealer; every other validator in turn when both are `me`
+/// (it lost its store), a lagging one skipped while another does not lag.
 fn holder_for(
     wanted: &Wanted,
     me: ReplicaId,
     n: usize,
     directory: &mut Directory,
     chain: &Reader,
+    lagging: impl Fn(ReplicaId) -> bool,
 ) -> Result<Option<ReplicaId>, NodeError> {
     if wanted.as_grantee {
         return Ok(Some(wanted.source));
@@ -380,7 +450,7 @@ fn holder_for(
     if wanted.source != me {
         candidates.push(wanted.source);
     }
-    if wanted.tries >= SEALER_TRIES
+    if (wanted.tries >= SEALER_TRIES || candidates.iter().any(|c| lagging(*c)))
         && let Some(home) = directory.home(chain, &wanted.patient)?
         && home != me
         && home != wanted.source
@@ -388,9 +458,14 @@ fn holder_for(
         candidates.push(home);
     }
     if candidates.is_empty() {
-        let others = n.saturating_sub(1).max(1) as u32;
-        let step = 1 + wanted.tries % others;
-        return Ok(Some((me + step) % n.max(1) as u32));
+        let n = n.max(1) as u32;
+        let others = (n - 1).max(1);
+        let turn = |k: u32| (me + 1 + (wanted.tries + k) % others) % n;
+        let next = (0..others)
+            .map(turn)
+            .find(|holder| !lagging(*holder))
+            .unwrap_or(turn(0));
+        return Ok(Some(next));
     }
     Ok(Some(candidates[wanted.tries as usize % candidates.len()]))
 }
