@@ -65,7 +65,7 @@ impl Service {
             .retain(|_, (rounds, _)| *rounds < ASK_ROUNDS);
         let mut asked = Vec::with_capacity(due.len());
         for tx in due {
-            if !self.store.rows().has_key(&tx) {
+            if !self.store.rows().has_key(&tx)? {
                 asked.push(tx);
             }
         }
@@ -92,7 +92,7 @@ impl Service {
         tx: &TxId,
         key: &DataKey,
     ) -> Result<(), NodeError> {
-        if !self.lies.behaviours.ask_keys || self.store.rows().has_key(tx) {
+        if !self.lies.behaviours.ask_keys || self.store.rows().has_key(tx)? {
             return Ok(());
         }
         let Some(committed) = self.checked_key(from, tx, key)? else {
