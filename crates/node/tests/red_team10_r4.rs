@@ -266,20 +266,6 @@ fn red_team_held_an_erased_key_does_not_come_back_into_a_store_ahead_of_its_rest
     );
 }
 
-/// How many times `needle` occurs in validator `at`'s key store files (database, WAL, shm).
-fn occurrences(w: &World, at: ReplicaId, needle: &[u8]) -> usize {
-    w.keys_db_files(at)
-        .iter()
-        .map(|file| {
-            let bytes = std::fs::read(file).unwrap_or_default();
-            bytes
-                .windows(needle.len())
-                .filter(|window| *window == needle)
-                .count()
-        })
-        .sum()
-}
-
 /// Puts the stopped validator `at`'s `keys.db` back in schema 2 as main before §12.1 wrote
 /// it (`data_keys` keyed by transaction, `key_id UNIQUE`, indexed by patient, `on_chain`, a
 /// `wanted` table), then vacuums it so that each row's bytes are in the file once.
@@ -336,7 +322,7 @@ fn red_team_held_a_migrated_schema_2_store_keeps_its_keys_and_leaves_no_copy() {
         .map(|record| w.sealed_row(HOSPITAL, record).expect("a sealed row"))
         .collect();
     // Schema 2's B-tree keyed by random ids leaves stale copies of rows where pages split.
-    let before: usize = rows.iter().map(|row| occurrences(&w, HOSPITAL, row)).sum();
+    let before: usize = rows.iter().map(|row| w.occurrences(HOSPITAL, row)).sum();
     eprintln!(
         "copies of {} rows in the schema 2 file: {before}",
         rows.len()
@@ -350,7 +336,7 @@ fn red_team_held_a_migrated_schema_2_store_keeps_its_keys_and_leaves_no_copy() {
     assert!(expected.iter().all(|record| held.contains(record)));
     for (record, row) in records.iter().zip(&rows) {
         assert_eq!(
-            occurrences(&w, HOSPITAL, row),
+            w.occurrences(HOSPITAL, row),
             1,
             "a second copy of {}'s row after the migration",
             ledger::short_hex(record)
@@ -367,7 +353,7 @@ fn red_team_held_a_migrated_schema_2_store_keeps_its_keys_and_leaves_no_copy() {
         w.erase(&patient, records[i], CLINIC);
         w.wait_state(HOSPITAL, &records[i], OpenState::Erased);
         assert_eq!(
-            occurrences(&w, HOSPITAL, &rows[i]),
+            w.occurrences(HOSPITAL, &rows[i]),
             0,
             "the erased key's sealed row is still in a file of the store"
         );

@@ -397,7 +397,7 @@ impl Service {
     }
 }
 
-/// The holders as this node sees them now, for [`WantedKeys::requests`].
+/// The holders as this node sees them now, for [`super::wanted::WantedKeys::requests`].
 struct Holders<'a> {
     me: ReplicaId,
     n: usize,
@@ -410,6 +410,10 @@ struct Holders<'a> {
 impl wanted::Holders for Holders<'_> {
     type Error = NodeError;
 
+    fn count(&self) -> usize {
+        self.n
+    }
+
     fn room(&mut self, holder: ReplicaId) -> usize {
         OPEN_PER_HOLDER.saturating_sub(self.exchange.open_to(holder))
     }
@@ -418,16 +422,12 @@ impl wanted::Holders for Holders<'_> {
         self.exchange.lagging(holder, self.now)
     }
 
-    fn holder_for(&mut self, wanted: &Wanted) -> Result<Option<ReplicaId>, NodeError> {
-        let (exchange, now) = (self.exchange, self.now);
-        holder_for(
-            wanted,
-            self.me,
-            self.n,
-            self.directory,
-            self.chain,
-            |holder| exchange.lagging(holder, now),
-        )
+    fn holder_for(
+        &mut self,
+        wanted: &Wanted,
+        lagging: &dyn Fn(ReplicaId) -> bool,
+    ) -> Result<Option<ReplicaId>, NodeError> {
+        holder_for(wanted, self.me, self.n, self.directory, self.chain, lagging)
     }
 }
 
@@ -441,7 +441,7 @@ fn holder_for(
     n: usize,
     directory: &mut Directory,
     chain: &Reader,
-    lagging: impl Fn(ReplicaId) -> bool,
+    lagging: &dyn Fn(ReplicaId) -> bool,
 ) -> Result<Option<ReplicaId>, NodeError> {
     if wanted.as_grantee {
         return Ok(Some(wanted.source));
@@ -488,5 +488,142 @@ mod tests {
             2048
         );
         assert_eq!(bucket.take(100_000, start + Duration::from_secs(60)), 8192);
+    }
+}
+
+/// Red team (s8b) against `Exchange::lagging` and `unanswered_since` (commit 6ebe613a): can a
+/// dishonest validator make an honest holder look lagging, or hide its own silence? The
+/// answers here are what `Service::on_answer` hands `answered` (`from` is the transport's
+/// authenticated peer). All held, with one caveat the `wanted` red team shows
+/// (`red_team_s8b::a_sealer_answering_just_under_lagging_after_gates_the_home`): a holder
+/// that answers every request, with anything, within 2 s never lags.
+#[cfg(test)]
+mod red_team_s8b {
+    use super::*;
+
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _: ReplicaId, _: Frame) {}
+    }
+
+    fn exchange() -> Exchange {
+        Exchange::new(0, 4, Arc::new(Nowhere))
+    }
+
+    /// The request ids open to `holder`, oldest first.
+    fn open_to(exchange: &Exchange, holder: ReplicaId) -> Vec<u64> {
+        let mut open: Vec<(Instant, u64)> = exchange
+            .open
+            .iter()
+            .filter(|(_, pull)| pull.holder == holder)
+            .map(|(id, pull)| (pull.sent, *id))
+            .collect();
+        open.sort();
+        open.into_iter().map(|(_, id)| id).collect()
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    /// A dishonest validator answering with the id of a request open to an honest holder
+    /// (ids are sequential from a random start: it can guess them) closes nothing: the honest
+    /// holder's answer still counts, and the dishonest one is not taken as answering.
+    #[test]
+    fn an_answer_under_another_holders_request_id_closes_nothing() {
+        let t0 = Instant::now();
+        let mut exchange = exchange();
+        exchange.ask(1, vec![[1; 32]], t0);
+        exchange.ask(2, vec![[2; 32]], t0);
+        let to_honest = open_to(&exchange, 1)[0];
+        assert!(exchange.answered(2, to_honest).is_none());
+        assert!(
+            exchange.lagging(2, t0 + 2 * S),
+            "the dishonest one still lags"
+        );
+        assert_eq!(open_to(&exchange, 1), vec![to_honest]);
+        assert!(exchange.answered(1, to_honest).is_some());
+        assert!(!exchange.lagging(1, t0 + 2 * S), "the honest one answered");
+    }
+
+    /// Ids never sent, and old requests answered after they timed out, clear nothing: the
+    /// holder lags on.
+    #[test]
+    fn answers_to_nothing_open_do_not_hide_silence() {
+        let t0 = Instant::now();
+        let mut exchange = exchange();
+        exchange.ask(1, vec![[1; 32]], t0);
+        let sent = open_to(&exchange, 1)[0];
+        for guess in [sent.wrapping_add(1), sent.wrapping_sub(1), 0, u64::MAX] {
+            assert!(exchange.answered(1, guess).is_none());
+        }
+        assert!(exchange.lagging(1, t0 + 2 * S));
+        exchange.expire_requests(t0 + 5 * S);
+        assert!(exchange.open.is_empty());
+        assert!(exchange.answered(1, sent).is_none(), "a late answer");
+        assert!(exchange.lagging(1, t0 + 5 * S), "still unanswered since t0");
+        // A new request to it: lagging at once (unanswered since the one that timed out).
+        exchange.ask(1, vec![[1; 32]], t0 + 5 * S);
+        assert!(exchange.lagging(1, t0 + 5 * S));
+        // Its answer clears it.
+        let again = open_to(&exchange, 1)[0];
+        assert!(exchange.answered(1, again).is_some());
+        assert!(!exchange.lagging(1, t0 + 6 * S));
+    }
+
+    /// A holder that answers its newest requests at once and leaves its oldest open lags from
+    /// 2 s after the oldest was sent: answering around it hides nothing.
+    #[test]
+    fn answering_around_the_oldest_request_still_lags() {
+        let t0 = Instant::now();
+        let mut exchange = exchange();
+        exchange.ask(1, vec![[1; 32]], t0);
+        let oldest = open_to(&exchange, 1)[0];
+        for i in 1..=8u32 {
+            let at = t0 + S * i / 4;
+            exchange.ask(1, vec![[2; 32]], at);
+            let newest = *open_to(&exchange, 1).last().unwrap();
+            assert_ne!(newest, oldest);
+            assert!(exchange.answered(1, newest).is_some());
+        }
+        assert!(exchange.lagging(1, t0 + 2 * S));
+        assert!(!exchange.lagging(1, t0 + 2 * S - Duration::from_millis(1)));
+        // Once it has timed out, an answer to a later request clears it (the timed-out one
+        // counted as a try; `unanswered_since` says "since its last answer").
+        exchange.expire_requests(t0 + 5 * S);
+        exchange.ask(1, vec![[3; 32]], t0 + 5 * S);
+        let later = open_to(&exchange, 1)[0];
+        assert!(exchange.answered(1, later).is_some());
+        assert!(!exchange.lagging(1, t0 + 5 * S));
+    }
+
+    /// An answer closes its request whatever its replies (`on_answer` checks their number only
+    /// after `answered`): a holder answering every request with no reply at all looks as
+    /// responsive as one answering `Busy`, and no more (each id asked counted a try, so its
+    /// keys reach the patient's home after SEALER_TRIES, as for `Busy`).
+    #[test]
+    fn an_answer_of_the_wrong_size_counts_as_an_answer() {
+        let t0 = Instant::now();
+        let mut exchange = exchange();
+        exchange.ask(1, vec![[1; 32]; 3], t0);
+        let id = open_to(&exchange, 1)[0];
+        let pull = exchange.answered(1, id).expect("closed");
+        assert_eq!(
+            pull.txs.len(),
+            3,
+            "on_answer then drops a reply count other than 3"
+        );
+        assert!(!exchange.lagging(1, t0 + 3 * S));
+    }
+
+    /// Requests to a peer that is not a validator, or to itself, change no holder's state.
+    #[test]
+    fn out_of_range_holders_are_ignored() {
+        let t0 = Instant::now();
+        let mut exchange = exchange();
+        exchange.ask(7, vec![[1; 32]], t0);
+        for holder in 0..4 {
+            assert!(!exchange.lagging(holder, t0 + 3 * S));
+        }
+        assert!(!exchange.lagging(7, t0 + 3 * S));
     }
 }

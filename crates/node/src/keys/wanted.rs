@@ -30,6 +30,8 @@ pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Keys a pull chooses a holder for at most (due, or parked behind a lagging holder): the
 /// rest wait for the next pull, so that one pull never holds the key service for long.
 const DUE_PER_PULL: usize = 32 * MAX_KEY_REQUEST_IDS;
+/// Keys parked behind a lagging holder a pull looks at at most (a grantee's cost no lookup).
+const MOVED_PER_PULL: usize = 4 * DUE_PER_PULL;
 /// A holder that has left a request unanswered this long lags: its parked keys go to another
 /// holder where there is one. Answers come within a pull or two when a holder keeps up.
 pub(super) const LAGGING_AFTER: Duration = Duration::from_secs(2);
@@ -103,6 +105,8 @@ impl Wanted {
 struct Parked {
     queue: VecDeque<(TxId, u64)>,
     live: usize,
+    /// Since when keys have been parked here without a break.
+    since: Option<Instant>,
 }
 
 impl Parked {
@@ -122,8 +126,11 @@ fn unpark(parked: &mut BTreeMap<ReplicaId, Parked>, wanted: &mut Wanted) -> bool
     };
     if let Some(queue) = parked.get_mut(&parking.holder) {
         queue.live -= 1;
-        if queue.live == 0 && queue.queue.is_empty() {
-            parked.remove(&parking.holder);
+        if queue.live == 0 {
+            queue.since = None;
+            if queue.queue.is_empty() {
+                parked.remove(&parking.holder);
+            }
         }
     }
     true
@@ -141,14 +148,20 @@ pub(super) struct WantedKeys {
     heights: BTreeMap<u64, usize>,
 }
 
-/// What a pull asks of each holder: how many more requests it may have open, whether it lags
-/// ([`LAGGING_AFTER`]), and which holder to ask for a key now (`None`: nobody now; an error
-/// stops the pull, every key it had taken back where it was).
+/// What a pull asks of the holders: how many there are (validators `0..count`), how many more
+/// requests one may have open, whether it has left a request unanswered for [`LAGGING_AFTER`],
+/// and which holder to ask for a key now, given which lag (`None`: nobody now; an error stops
+/// the pull, every key it had taken back where it was).
 pub(super) trait Holders {
     type Error;
+    fn count(&self) -> usize;
     fn room(&mut self, holder: ReplicaId) -> usize;
     fn lagging(&self, holder: ReplicaId) -> bool;
-    fn holder_for(&mut self, wanted: &Wanted) -> Result<Option<ReplicaId>, Self::Error>;
+    fn holder_for(
+        &mut self,
+        wanted: &Wanted,
+        lagging: &dyn Fn(ReplicaId) -> bool,
+    ) -> Result<Option<ReplicaId>, Self::Error>;
 }
 
 /// A pull in progress: the room left per holder, the requests made, and the batch being filled
@@ -158,8 +171,13 @@ struct Pull {
     rooms: BTreeMap<ReplicaId, usize>,
     requests: Vec<(ReplicaId, Vec<TxId>)>,
     filling: BTreeMap<ReplicaId, Vec<TxId>>,
-    /// Holders chosen so far.
+    /// Keys taken and not yet routed.
+    in_hand: Vec<TxId>,
+    /// Holder lookups so far.
     chosen: usize,
+    /// Which holders lag, as of the pull's start: unanswered for [`LAGGING_AFTER`], or with
+    /// keys parked behind them that long.
+    lagging: Vec<bool>,
 }
 
 impl Pull {
@@ -191,11 +209,15 @@ impl Pull {
         true
     }
 
-    /// Every key taken: asked, batched, or in hand (`extra`).
-    fn taken(&self, extra: Option<TxId>) -> Vec<TxId> {
+    /// Every key taken: asked, batched, or in hand.
+    fn taken(&self) -> Vec<TxId> {
         let asked = self.requests.iter().flat_map(|(_, txs)| txs);
         let batched = self.filling.values().flatten();
-        asked.chain(batched).copied().chain(extra).collect()
+        asked.chain(batched).chain(&self.in_hand).copied().collect()
+    }
+
+    fn lags(&self, holder: ReplicaId) -> bool {
+        self.lagging.get(holder as usize).copied().unwrap_or(false)
     }
 }
 
@@ -261,7 +283,7 @@ impl WantedKeys {
     }
 
     /// Parks `tx` (out of `due`) behind `holder`.
-    fn park(&mut self, holder: ReplicaId, tx: TxId) {
+    fn park(&mut self, holder: ReplicaId, tx: TxId, now: Instant) {
         let Some(wanted) = self.keys.get_mut(&tx) else {
             return;
         };
@@ -271,6 +293,7 @@ impl WantedKeys {
         let parked = self.parked.entry(holder).or_default();
         parked.queue.push_back((tx, stamp));
         parked.live += 1;
+        parked.since.get_or_insert(now);
         if parked.queue.len() > 2 * parked.live + MAX_KEY_REQUEST_IDS {
             let keys = &self.keys;
             parked.queue.retain(|(tx, stamp)| {
@@ -355,7 +378,8 @@ impl WantedKeys {
             return Ok(());
         };
         pull.chosen += 1;
-        let Some(holder) = holders.holder_for(wanted)? else {
+        let lagging = |holder: ReplicaId| pull.lags(holder);
+        let Some(holder) = holders.holder_for(wanted, &lagging)? else {
             // Nobody to ask now: due again at the slowest pace.
             let at = now + BACKOFF_MAX;
             if let Some(wanted) = self.keys.get_mut(&tx) {
@@ -367,24 +391,25 @@ impl WantedKeys {
         if pull.add(holders, holder, tx) {
             return Ok(());
         }
-        if holders.lagging(holder)
+        if pull.lags(holder)
+            && pull.chosen < DUE_PER_PULL
             && let Some(wanted) = self.keys.get_mut(&tx)
         {
+            pull.chosen += 1;
             wanted.tries = wanted.tries.saturating_add(1);
-            let next = holders.holder_for(wanted);
-            if next.is_err() {
-                wanted.tries -= 1;
-            }
+            let lagging = |holder: ReplicaId| pull.lags(holder);
+            let next = holders.holder_for(wanted, &lagging);
+            wanted.tries -= 1;
             if let Some(next) = next?.filter(|next| *next != holder)
                 && pull.add(holders, next, tx)
             {
+                if let Some(wanted) = self.keys.get_mut(&tx) {
+                    wanted.tries = wanted.tries.saturating_add(1);
+                }
                 return Ok(());
             }
-            if let Some(wanted) = self.keys.get_mut(&tx) {
-                wanted.tries -= 1;
-            }
         }
-        self.park(holder, tx);
+        self.park(holder, tx, now);
         Ok(())
     }
 
@@ -397,11 +422,14 @@ impl WantedKeys {
         now: Instant,
         holders: &mut H,
     ) -> Result<Vec<(ReplicaId, Vec<TxId>)>, H::Error> {
-        let mut pull = Pull::default();
-        let mut in_hand = None;
-        let routed = self.route_all(&mut pull, holders, now, &mut in_hand);
-        if let Err(error) = routed {
-            self.put_back(pull.taken(in_hand));
+        let mut pull = Pull {
+            lagging: (0..holders.count() as ReplicaId)
+                .map(|holder| holders.lagging(holder) || self.backlogged(holder, now))
+                .collect(),
+            ..Pull::default()
+        };
+        if let Err(error) = self.route_all(&mut pull, holders, now) {
+            self.put_back(pull.taken());
             return Err(error);
         }
         let Pull {
@@ -418,12 +446,21 @@ impl WantedKeys {
         Ok(requests)
     }
 
+    /// Whether keys have been parked behind `holder` for [`LAGGING_AFTER`] without a break: it
+    /// takes less than it is asked (a holder answering just inside any timeout, so never
+    /// unanswered that long, lags this way).
+    fn backlogged(&self, holder: ReplicaId, now: Instant) -> bool {
+        self.parked
+            .get(&holder)
+            .and_then(|parked| parked.since)
+            .is_some_and(|since| now.saturating_duration_since(since) >= LAGGING_AFTER)
+    }
+
     fn route_all<H: Holders>(
         &mut self,
         pull: &mut Pull,
         holders: &mut H,
         now: Instant,
-        in_hand: &mut Option<TxId>,
     ) -> Result<(), H::Error> {
         let parked_behind: Vec<ReplicaId> = self.parked.keys().copied().collect();
         for &holder in &parked_behind {
@@ -444,35 +481,8 @@ impl WantedKeys {
             }
         }
         for &holder in &parked_behind {
-            if !holders.lagging(holder) {
-                continue;
-            }
-            // Moved in chunks while some of a chunk move: keys only this holder may give
-            // (a grantee's, from the patient's home) stay parked, at a chunk a pull.
-            let waiting = self.parked.get(&holder).map_or(0, |p| p.queue.len());
-            let mut drawn_total = 0;
-            while pull.chosen < DUE_PER_PULL && drawn_total < waiting {
-                let count = MAX_KEY_REQUEST_IDS.min(DUE_PER_PULL - pull.chosen);
-                let txs = self.draw_parked(holder, count);
-                if txs.is_empty() {
-                    break;
-                }
-                drawn_total += txs.len();
-                let mut moved = 0;
-                for tx in txs {
-                    self.take(&tx);
-                    *in_hand = Some(tx);
-                    self.route(pull, holders, tx, now)?;
-                    *in_hand = None;
-                    let parked_again = self
-                        .keys
-                        .get(&tx)
-                        .is_some_and(|w| w.parked.is_some_and(|p| p.holder == holder));
-                    moved += usize::from(!parked_again);
-                }
-                if moved == 0 {
-                    break;
-                }
+            if pull.lags(holder) {
+                self.move_off(pull, holders, holder, now)?;
             }
         }
         while pull.chosen < DUE_PER_PULL {
@@ -483,15 +493,54 @@ impl WantedKeys {
                 break;
             }
             self.due.pop_first();
-            *in_hand = Some(tx);
+            pull.in_hand.push(tx);
             self.route(pull, holders, tx, now)?;
-            *in_hand = None;
+            pull.in_hand.clear();
+        }
+        Ok(())
+    }
+
+    /// Moves the keys parked behind the lagging `holder` to another holder where there is one,
+    /// in the order they came, once round its queue at most. A grantee's key (only the
+    /// patient's home may give it) goes back to the end of the queue without a lookup, so that
+    /// the keys another holder would give are reached behind any number of them; the rest cost
+    /// a lookup each, within the pull's budget.
+    fn move_off<H: Holders>(
+        &mut self,
+        pull: &mut Pull,
+        holders: &mut H,
+        holder: ReplicaId,
+        now: Instant,
+    ) -> Result<(), H::Error> {
+        let waiting = self.parked.get(&holder).map_or(0, |p| p.queue.len());
+        let mut seen = 0;
+        while pull.chosen < DUE_PER_PULL && seen < waiting.min(MOVED_PER_PULL) {
+            let count = MAX_KEY_REQUEST_IDS.min(waiting - seen);
+            let txs = self.draw_parked(holder, count);
+            if txs.is_empty() {
+                break;
+            }
+            seen += txs.len();
+            for tx in &txs {
+                self.take(tx);
+            }
+            // In hand last first, so that they are routed in the order they came.
+            pull.in_hand = txs.into_iter().rev().collect();
+            while let Some(tx) = pull.in_hand.last().copied() {
+                let only_here = self.keys.get(&tx).is_some_and(|w| w.as_grantee);
+                if only_here || pull.chosen >= DUE_PER_PULL {
+                    self.park(holder, tx, now);
+                } else {
+                    self.route(pull, holders, tx, now)?;
+                }
+                pull.in_hand.pop();
+            }
         }
         Ok(())
     }
 }
 
-/// [`Holders`] from closures, for the tests.
+/// [`Holders`] from closures, for the tests: four holders; `holder_for` is told which lag.
 #[cfg(test)]
 pub(super) struct Closures<R, L, F, E> {
     pub room: R,
@@ -505,9 +554,13 @@ impl<R, L, F, E> Holders for Closures<R, L, F, E>
 where
     R: FnMut(ReplicaId) -> usize,
     L: Fn(ReplicaId) -> bool,
-    F: FnMut(&Wanted) -> Result<Option<ReplicaId>, E>,
+    F: FnMut(&Wanted, &dyn Fn(ReplicaId) -> bool) -> Result<Option<ReplicaId>, E>,
 {
     type Error = E;
+
+    fn count(&self) -> usize {
+        4
+    }
 
     fn room(&mut self, holder: ReplicaId) -> usize {
         (self.room)(holder)
@@ -517,24 +570,29 @@ where
         (self.lagging)(holder)
     }
 
-    fn holder_for(&mut self, wanted: &Wanted) -> Result<Option<ReplicaId>, E> {
-        (self.holder_for)(wanted)
+    fn holder_for(
+        &mut self,
+        wanted: &Wanted,
+        lagging: &dyn Fn(ReplicaId) -> bool,
+    ) -> Result<Option<ReplicaId>, E> {
+        (self.holder_for)(wanted, lagging)
     }
 }
 
 #[cfg(test)]
 impl WantedKeys {
-    /// [`WantedKeys::requests`] with no holder lagging.
+    /// [`WantedKeys::requests`] with no holder unanswered, and a `holder_for` that needs not
+    /// know which lag.
     pub fn requests_with<E>(
         &mut self,
         now: Instant,
         room: impl FnMut(ReplicaId) -> usize,
-        holder_for: impl FnMut(&Wanted) -> Result<Option<ReplicaId>, E>,
+        mut holder_for: impl FnMut(&Wanted) -> Result<Option<ReplicaId>, E>,
     ) -> Result<Vec<(ReplicaId, Vec<TxId>)>, E> {
         let mut holders = Closures {
             room,
             lagging: |_| false,
-            holder_for,
+            holder_for: |wanted: &Wanted, _: &dyn Fn(ReplicaId) -> bool| holder_for(wanted),
             error: std::marker::PhantomData,
         };
         self.requests(now, &mut holders)
@@ -749,17 +807,17 @@ mod red_team_s8 {
 
     use super::*;
 
-    const OPEN_PER_HOLDER: usize = 4;
-    const TIMEOUT: Duration = Duration::from_secs(5);
-    const TICK: Duration = Duration::from_millis(250);
+    pub(super) const OPEN_PER_HOLDER: usize = 4;
+    pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
+    pub(super) const TICK: Duration = Duration::from_millis(250);
     /// As `exchange::SEALER_TRIES`.
-    const SEALER_TRIES: u32 = 3;
+    pub(super) const SEALER_TRIES: u32 = 3;
     /// The node the tests play.
-    const ME: ReplicaId = 0;
+    pub(super) const ME: ReplicaId = 0;
 
     /// A transaction id: `tag` first (orders ties in `due`: 0 is the lowest a dishonest
     /// validator can grind), then `n`.
-    fn id(tag: u8, n: u32) -> TxId {
+    pub(super) fn id(tag: u8, n: u32) -> TxId {
         let mut tx = [0; 32];
         tx[0] = tag;
         tx[1..5].copy_from_slice(&n.to_be_bytes());
@@ -767,17 +825,17 @@ mod red_team_s8 {
     }
 
     /// A patient whose home is `home` (its first byte, read by [`holder_for`]).
-    fn patient(home: ReplicaId) -> PersonId {
+    pub(super) fn patient(home: ReplicaId) -> PersonId {
         let mut p = [7; 16];
         p[0] = home as u8;
         p
     }
 
-    fn party(source: ReplicaId, home: ReplicaId, height: u64, now: Instant) -> Wanted {
+    pub(super) fn party(source: ReplicaId, home: ReplicaId, height: u64, now: Instant) -> Wanted {
         Wanted::new(patient(home), height, source, 0, false, true, now)
     }
 
-    fn grantee(home: ReplicaId, height: u64, now: Instant) -> Wanted {
+    pub(super) fn grantee(home: ReplicaId, height: u64, now: Instant) -> Wanted {
         Wanted::new(patient(home), height, home, 0, true, true, now)
     }
 
@@ -786,22 +844,28 @@ mod red_team_s8 {
         holder_for_lagging(wanted, &|_| false)
     }
 
-    /// `exchange::holder_for` without a directory: the source; after [`SEALER_TRIES`] or while
-    /// it lags, the patient's home in turn with it; a grantee asks the home only. With
-    /// `source` and home both [`ME`] (a node that lost its store), every other validator of
-    /// four in turn, a lagging one skipped.
-    fn holder_for_lagging(wanted: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool) -> ReplicaId {
+    /// `exchange::holder_for` without a directory (the patient's home is its first byte).
+    pub(super) fn holder_for_lagging(
+        wanted: &Wanted,
+        lagging: &dyn Fn(ReplicaId) -> bool,
+    ) -> ReplicaId {
         if wanted.as_grantee {
             return wanted.source;
         }
         let home = ReplicaId::from(wanted.patient[0]);
-        if wanted.source == ME && home == ME {
+        let mut candidates = Vec::new();
+        if wanted.source != ME {
+            candidates.push(wanted.source);
+        }
+        if (wanted.tries >= SEALER_TRIES || candidates.iter().any(|c| lagging(*c)))
+            && home != ME
+            && home != wanted.source
+        {
+            candidates.push(home);
+        }
+        if candidates.is_empty() {
             let turn = |k: u32| (ME + 1 + (wanted.tries + k) % 3) % 4;
             return (0..3).map(turn).find(|h| !lagging(*h)).unwrap_or(turn(0));
-        }
-        let mut candidates = vec![wanted.source];
-        if (wanted.tries >= SEALER_TRIES || lagging(wanted.source)) && home != wanted.source {
-            candidates.push(home);
         }
         candidates[wanted.tries as usize % candidates.len()]
     }
@@ -816,7 +880,7 @@ mod red_team_s8 {
     }
 
     /// Every invariant between `keys`, `due`, `parked` and `heights`.
-    fn check_invariants(keys: &WantedKeys) {
+    pub(super) fn check_invariants(keys: &WantedKeys) {
         let mut heights: BTreeMap<u64, usize> = BTreeMap::new();
         for wanted in keys.keys.values() {
             *heights.entry(wanted.height).or_default() += 1;
@@ -1157,9 +1221,9 @@ mod red_team_s8 {
                     OPEN_PER_HOLDER.saturating_sub(open.get(&holder).map_or(0, Vec::len))
                 },
                 lagging,
-                holder_for: |w: &Wanted| {
+                holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| {
                     lookups.set(lookups.get() + 1);
-                    Ok::<_, Infallible>(Some(holder_for_lagging(w, &lagging)))
+                    Ok::<_, Infallible>(Some(holder_for_lagging(w, lagging)))
                 },
                 error: std::marker::PhantomData,
             };
@@ -1604,7 +1668,14 @@ mod red_team_s8 {
                         }
                         for tx in txs {
                             let was = before.get(tx).expect("a removed key is never asked");
-                            assert_eq!(lookup(was), Some(*holder), "asked of its holder");
+                            // Or, past a holder whose keys have waited parked for
+                            // LAGGING_AFTER, the next one (the skip counted as a try).
+                            let mut skipped = was.clone();
+                            skipped.tries += 1;
+                            assert!(
+                                lookup(was) == Some(*holder) || lookup(&skipped) == Some(*holder),
+                                "asked of its holder"
+                            );
                             if was.parked.is_none() {
                                 assert!(was.next_try <= now, "a due key not before its time");
                             }
@@ -1680,5 +1751,628 @@ mod red_team_s8 {
         for seed in 0..2 {
             random_run(0x5eed_1000 + seed, true);
         }
+    }
+}
+
+/// Red team (s8b) against commit 6ebe613a's lagging holders (`WantedKeys::requests`, `route`,
+/// `route_all`, with `exchange::holder_for`'s rules copied as in `red_team_s8`): a silent or
+/// slow holder holds back only the keys only it may give, a grantee's keys go to the patient's
+/// home only, no key is lost from the schedule, a pull's cost is bounded, a merely slow honest
+/// holder is not starved of its keys. The tests under "Breaks" each failed on 6ebe613a and pass
+/// since the fixes (a holder with keys parked behind it for `LAGGING_AFTER` lags too; a failed
+/// pull puts back the chunk in hand; a grantee's key is passed over without a lookup; the
+/// second lookup of a skip counts); the others are guarantees that held.
+#[cfg(test)]
+mod red_team_s8b {
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    use super::red_team_s8::{
+        ME, OPEN_PER_HOLDER, TICK, TIMEOUT, check_invariants, grantee,
+        holder_for_lagging as holder_for, id, party,
+    };
+
+    /// A holder as the tests play it: answers after `delay` (`None`: never), giving the keys
+    /// `gives` says it holds (`NotHeld`/`Busy` for the others: nothing happens to them).
+    #[derive(Clone, Copy)]
+    struct Holder {
+        delay: Option<Duration>,
+        gives: fn(&TxId) -> bool,
+    }
+
+    fn everything(_: &TxId) -> bool {
+        true
+    }
+
+    fn nothing(_: &TxId) -> bool {
+        false
+    }
+
+    struct Open {
+        sent: Instant,
+        answer_at: Option<Instant>,
+        txs: Vec<TxId>,
+    }
+
+    /// The service's loop, tick by tick: answers that arrived, requests expired (as
+    /// `Exchange::answered` and `expire_requests`: an answer sets the holder unanswered since
+    /// its oldest open request; an expiry leaves it), then a pull.
+    struct Sim {
+        keys: WantedKeys,
+        holders: BTreeMap<ReplicaId, Holder>,
+        open: BTreeMap<ReplicaId, Vec<Open>>,
+        since: HashMap<ReplicaId, Instant>,
+        received_at: HashMap<TxId, Instant>,
+        asked: HashMap<TxId, Vec<ReplicaId>>,
+        lookups_per_pull: Vec<usize>,
+        /// Each tick lasts TICK plus up to this much (a loaded key service).
+        jitter: Option<(StdRng, Duration)>,
+    }
+
+    impl Sim {
+        fn new(holders: &[(ReplicaId, Holder)]) -> Sim {
+            Sim {
+                keys: WantedKeys::default(),
+                holders: holders.iter().copied().collect(),
+                open: holders.iter().map(|(h, _)| (*h, Vec::new())).collect(),
+                since: HashMap::new(),
+                received_at: HashMap::new(),
+                asked: HashMap::new(),
+                lookups_per_pull: Vec::new(),
+                jitter: None,
+            }
+        }
+
+        fn lagging(since: &HashMap<ReplicaId, Instant>, holder: ReplicaId, now: Instant) -> bool {
+            since
+                .get(&holder)
+                .is_some_and(|at| now.saturating_duration_since(*at) >= LAGGING_AFTER)
+        }
+
+        fn tick(&mut self, now: Instant) {
+            let mut answered = Vec::new();
+            for (holder, opens) in &mut self.open {
+                let before = opens.len();
+                opens.retain(|open| match open.answer_at {
+                    Some(at) if at <= now && at.saturating_duration_since(open.sent) < TIMEOUT => {
+                        answered.push((*holder, open.txs.clone()));
+                        false
+                    }
+                    _ => true,
+                });
+                if opens.len() < before {
+                    match opens.iter().map(|o| o.sent).min() {
+                        Some(oldest) => self.since.insert(*holder, oldest),
+                        None => self.since.remove(holder),
+                    };
+                }
+                opens.retain(|open| now.saturating_duration_since(open.sent) < TIMEOUT);
+            }
+            for (holder, txs) in answered {
+                let gives = self.holders[&holder].gives;
+                for tx in txs {
+                    if gives(&tx) && self.keys.remove(&tx).is_some() {
+                        self.received_at.insert(tx, now);
+                    }
+                }
+            }
+            let open = &self.open;
+            let since = &self.since;
+            let lagging = |holder: ReplicaId| Self::lagging(since, holder, now);
+            let lookups = std::cell::Cell::new(0);
+            let mut holders = Closures {
+                room: |holder| {
+                    OPEN_PER_HOLDER.saturating_sub(open.get(&holder).map_or(0, Vec::len))
+                },
+                lagging,
+                holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| {
+                    lookups.set(lookups.get() + 1);
+                    Ok::<_, Infallible>(Some(holder_for(w, lagging)))
+                },
+                error: std::marker::PhantomData,
+            };
+            let requests = self.keys.requests(now, &mut holders).unwrap();
+            self.lookups_per_pull.push(lookups.get());
+            for (holder, txs) in requests {
+                assert!(!txs.is_empty() && txs.len() <= MAX_KEY_REQUEST_IDS);
+                for tx in &txs {
+                    self.asked.entry(*tx).or_default().push(holder);
+                }
+                let answer_at = self.holders[&holder].delay.map(|delay| now + delay);
+                self.since.entry(holder).or_insert(now);
+                let opens = self.open.get_mut(&holder).unwrap();
+                opens.push(Open {
+                    sent: now,
+                    answer_at,
+                    txs,
+                });
+                assert!(
+                    opens.len() <= OPEN_PER_HOLDER,
+                    "holder {holder} over its window"
+                );
+            }
+        }
+
+        /// Ticks until nothing is wanted or `limit` passed: the time it took.
+        fn run(&mut self, start: Instant, limit: Duration) -> Duration {
+            let mut now = start;
+            while self.keys.len() > 0 && now - start < limit {
+                self.tick(now);
+                now += TICK;
+                if let Some((rng, max)) = &mut self.jitter {
+                    now += Duration::from_micros(rng.gen_range(0..=max.as_micros() as u64));
+                }
+            }
+            now - start
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Breaks
+    // ---------------------------------------------------------------------------------------
+
+    /// A sealer that answers every request `NotHeld` (or `Busy`, or with no reply at all, which
+    /// `Exchange::answered` takes as an answer before `on_answer` drops it) 1.9 s after it was
+    /// sent never lags (`LAGGING_AFTER` is 2 s: its oldest open request is always younger),
+    /// and its window is full all the time: each of its keys must pass SEALER_TRIES times
+    /// through that window (4 x 1,024 ids per ~2 s) before the patient's home, which gives it
+    /// at once, is asked. 16,384 keys: 23.5 s, where a silent sealer costs 3.25 s and one
+    /// answering at 2.1 s 8.25 s (32,768: 47.5 s against 4.25 s); a million keys ~25 min. The "answers just inside the timeout lags too" of §12.1
+    /// item 7 is only true of a timeout of 2 s: a dishonest sealer picks 1.9 s.
+    #[test]
+    fn a_sealer_answering_just_under_lagging_after_gates_the_home() {
+        let count = 4 * OPEN_PER_HOLDER * MAX_KEY_REQUEST_IDS;
+        let mut took = Vec::new();
+        for delay in [None, Some(2_100), Some(1_900)] {
+            let start = Instant::now();
+            let sealer = Holder {
+                delay: delay.map(Duration::from_millis),
+                gives: nothing,
+            };
+            let home = Holder {
+                delay: Some(Duration::from_millis(1)),
+                gives: everything,
+            };
+            let mut sim = Sim::new(&[(1, sealer), (2, home)]);
+            for i in 0..count as u32 {
+                sim.keys.insert(id(1, i), party(1, 2, 3, start));
+            }
+            took.push((delay, sim.run(start, Duration::from_secs(300))));
+        }
+        eprintln!("{count} keys, sealer answering at (ms, None: silent) -> took: {took:?}");
+        assert!(
+            took.iter().all(|(_, t)| *t <= Duration::from_secs(12)),
+            "{count} keys the home gives at once: {took:?}"
+        );
+    }
+
+    /// A pull "chooses a holder for at most DUE_PER_PULL keys", but a key due for a lagging
+    /// holder without room is looked up twice (`route`: `holder_for`, then again with the skip
+    /// counted): when the next holder is full too (or is the same, as for a grantee or a
+    /// sealer that is the patient's home), one pull makes 2 x DUE_PER_PULL lookups, each a
+    /// possible `chain.db` read (`Directory::home`). Bounded, but twice the stated bound.
+    #[test]
+    fn a_pull_past_a_lagging_holder_looks_up_twice_its_budget() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        for i in 0..(2 * DUE_PER_PULL) as u32 {
+            keys.insert(id(1, i), party(1, 2, 3, start));
+        }
+        let lookups = std::cell::Cell::new(0);
+        let lagging = |h: ReplicaId| h == 1;
+        let mut holders = Closures {
+            room: |_| 0,
+            lagging,
+            holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| {
+                lookups.set(lookups.get() + 1);
+                Ok::<_, Infallible>(Some(holder_for(w, lagging)))
+            },
+            error: std::marker::PhantomData,
+        };
+        assert!(keys.requests(start, &mut holders).unwrap().is_empty());
+        check_invariants(&keys);
+        assert!(
+            lookups.get() <= DUE_PER_PULL,
+            "{} holder lookups in one pull (DUE_PER_PULL {DUE_PER_PULL})",
+            lookups.get()
+        );
+    }
+
+    /// `route_all` moves keys parked behind a lagging holder: it draws a chunk from the
+    /// holder's queue (`draw_parked`: out of the queue, each still marked parked), then
+    /// `take`s and routes them one by one. An error from `holder_for` on one key of the chunk
+    /// (the `Directory::home` read of `chain.db`) returns at once: `put_back` gives back the
+    /// key in hand and those batched, but the rest of the chunk is in no queue and still marked
+    /// parked, so never drawn again, never in `due`: lost from the schedule until a restart,
+    /// with `live` counting it and `lowest_height` held at its height. The fix of
+    /// `red_team_s8::an_error_from_holder_for_loses_the_keys_already_taken` misses this path.
+    #[test]
+    fn an_error_while_moving_keys_off_a_lagging_holder_loses_the_rest_of_the_chunk() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        for i in 0..10 {
+            // Key 3's home cannot be read (height 99).
+            let height = if i == 3 { 99 } else { 3 };
+            keys.insert(id(1, i), party(1, 2, height, start));
+        }
+        // Holder 1 full (not lagging yet): every key parked behind it.
+        assert!(
+            keys.requests_with::<Infallible>(start, |_| 0, |w| Ok(Some(holder_for(w, &|_| false))))
+                .unwrap()
+                .is_empty()
+        );
+        check_invariants(&keys);
+        // Holder 1 lags now; the home has room; key 3's lookup fails.
+        let lagging = |h: ReplicaId| h == 1;
+        let mut holders = Closures {
+            room: |h| if h == 1 { 0 } else { OPEN_PER_HOLDER },
+            lagging,
+            holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| {
+                if w.height == 99 {
+                    return Err("chain.db: disk I/O error");
+                }
+                Ok(Some(holder_for(w, lagging)))
+            },
+            error: std::marker::PhantomData,
+        };
+        assert!(keys.requests(start, &mut holders).is_err());
+        // Every key is still wanted: each must be asked again once nothing fails.
+        let mut asked = HashSet::new();
+        let mut now = start;
+        for _ in 0..200 {
+            now += TICK;
+            for (_, txs) in keys
+                .requests_with::<Infallible>(
+                    now,
+                    |_| OPEN_PER_HOLDER,
+                    |w| Ok(Some(holder_for(w, &|_| false))),
+                )
+                .unwrap()
+            {
+                for tx in txs {
+                    asked.insert(tx);
+                    keys.remove(&tx);
+                }
+            }
+        }
+        let lost: Vec<u32> = (0..10).filter(|i| !asked.contains(&id(1, *i))).collect();
+        assert!(
+            lost.is_empty(),
+            "keys {lost:?} never asked again in 50 s after one failed lookup (still wanted: {}, \
+             lowest height {:?})",
+            keys.len(),
+            keys.lowest_height()
+        );
+    }
+
+    /// Keys only a silent holder may give (a grantee's, from the patient's home) parked behind
+    /// it first, then keys it sealed for patients of another home, which that home gives at
+    /// once: once the holder lags, `route_all` draws one chunk of its queue, moves none of it
+    /// (the grantee's keys can go nowhere else) and stops ("while some of a chunk move"); the
+    /// chunk goes to the back. The other home's keys wait until the queue has turned past
+    /// every grantee key, a chunk a pull: with 100,000 grantee keys ahead, ~25 s (~4 min per
+    /// million) for keys the other home gives in one tick. The silent holder holds back keys
+    /// another holder may give, in proportion to the keys only it may give.
+    #[test]
+    fn keys_only_a_lagging_holder_gives_hold_back_the_others_behind_it() {
+        let start = Instant::now();
+        let silent = Holder {
+            delay: None,
+            gives: nothing,
+        };
+        let home = Holder {
+            delay: Some(Duration::from_millis(1)),
+            gives: everything,
+        };
+        let mut sim = Sim::new(&[(1, silent), (2, home)]);
+        let grantee_keys = 100_000u32;
+        for i in 0..grantee_keys {
+            sim.keys.insert(id(1, i), grantee(1, 2, start));
+        }
+        // The silent holder sealed these; the patient's home (2) gives them.
+        let later = start + Duration::from_millis(1);
+        let others = 4 * MAX_KEY_REQUEST_IDS as u32;
+        for i in 0..others {
+            sim.keys.insert(id(2, i), party(1, 2, 3, later));
+        }
+        let mut now = start;
+        while (0..others).any(|i| sim.keys.contains(&id(2, i)))
+            && now - start < Duration::from_secs(120)
+        {
+            sim.tick(now);
+            now += TICK;
+        }
+        let latest = (0..others)
+            .filter_map(|i| sim.received_at.get(&id(2, i)))
+            .max()
+            .map(|at| *at - start);
+        eprintln!("the other home's {others} keys came by {latest:?}");
+        assert!(
+            latest.is_some_and(|t| t <= Duration::from_secs(10)),
+            "the other home's keys behind {grantee_keys} grantee keys of a silent home: {latest:?}"
+        );
+        check_invariants(&sim.keys);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Guarantees tried
+    // ---------------------------------------------------------------------------------------
+
+    /// A slow honest sealer (it answers with the keys 2.5 s after each request: it lags all
+    /// the time, its window full) holds keys the patient's home does not (the home answers
+    /// `NotHeld` at once): every key must still come from the sealer, at about its rate, not
+    /// bounce to the home for ever. With and without jitter on the service's ticks.
+    #[test]
+    fn a_slow_honest_sealer_is_not_starved_by_a_home_answering_not_held() {
+        for jitter in [None, Some(Duration::from_millis(40))] {
+            let start = Instant::now();
+            let sealer = Holder {
+                delay: Some(Duration::from_millis(2_500)),
+                gives: everything,
+            };
+            let home = Holder {
+                delay: Some(Duration::from_millis(1)),
+                gives: nothing,
+            };
+            let mut sim = Sim::new(&[(1, sealer), (2, home)]);
+            sim.jitter = jitter.map(|j| (StdRng::seed_from_u64(7), j));
+            let count = 20_000u32;
+            for i in 0..count {
+                sim.keys.insert(id(1, i), party(1, 2, 3, start));
+            }
+            let took = sim.run(start, Duration::from_secs(600));
+            let bounced = sim
+                .asked
+                .values()
+                .map(|holders| holders.iter().filter(|h| **h == 2).count())
+                .max()
+                .unwrap_or(0);
+            // The sealer gives 4 x 1,024 keys per ~2.75 s: ~13 s for 20,000 at its best.
+            eprintln!(
+                "jitter {jitter:?}: {count} keys of a slow sealer in {took:?}, {} still \
+                 wanted; a key asked of the home up to {bounced} times",
+                sim.keys.len()
+            );
+            assert_eq!(
+                sim.keys.len(),
+                0,
+                "starved after {took:?} (jitter {jitter:?})"
+            );
+            assert!(took <= Duration::from_secs(120), "{took:?}");
+        }
+    }
+
+    /// A single key of a slow honest sealer whose window other keys (of another patient, also
+    /// only the sealer's) keep full: the key is asked of the sealer within a bounded time.
+    #[test]
+    fn one_key_behind_a_busy_slow_sealer_comes() {
+        let start = Instant::now();
+        let sealer = Holder {
+            delay: Some(Duration::from_millis(2_300)),
+            gives: everything,
+        };
+        let home = Holder {
+            delay: Some(Duration::from_millis(1)),
+            gives: nothing,
+        };
+        let mut sim = Sim::new(&[(1, sealer), (2, home), (3, home)]);
+        for i in 0..12_000 {
+            sim.keys.insert(id(1, i), party(1, 2, 3, start));
+        }
+        let late = start + Duration::from_secs(3);
+        let mut now = start;
+        let mut inserted = false;
+        while now - start < Duration::from_secs(120) && sim.keys.len() > 0 {
+            if !inserted && now >= late {
+                sim.keys.insert(id(9, 0), party(1, 3, 3, now));
+                inserted = true;
+            }
+            sim.tick(now);
+            now += TICK;
+        }
+        assert!(
+            sim.received_at.contains_key(&id(9, 0)),
+            "the late key never came (asked of {:?})",
+            sim.asked.get(&id(9, 0))
+        );
+    }
+
+    /// A grantee's keys go to the patient's home only, whether it lags, is full or both, and
+    /// however many tries the skips count; a node that lost its store never asks itself.
+    /// Random operations with random lagging and rooms; every invariant after each step; at
+    /// the end, every holder answering, every key comes.
+    #[test]
+    fn random_lagging_keeps_the_invariants_and_grantee_keys_at_the_home() {
+        for seed in 0..2u64 {
+            let mut rng = StdRng::seed_from_u64(0x5eed_8b00 + seed);
+            let start = Instant::now();
+            let mut now = start;
+            let mut keys = WantedKeys::default();
+            let mut next = 0u32;
+            let mut max_lookups = 0;
+            for _ in 0..200 {
+                match rng.gen_range(0..100) {
+                    0..=29 => {
+                        let count = if rng.gen_bool(0.1) {
+                            rng.gen_range(200..1_500)
+                        } else {
+                            rng.gen_range(1..20)
+                        };
+                        for _ in 0..count {
+                            next += 1;
+                            let home = rng.gen_range(0..4);
+                            let source = rng.gen_range(0..4);
+                            let height = rng.gen_range(1..50);
+                            let wanted = if home != ME && rng.gen_bool(0.3) {
+                                grantee(home, height, now)
+                            } else {
+                                party(source, home, height, now)
+                            };
+                            keys.insert(id(1, next), wanted);
+                        }
+                    }
+                    30..=44 => {
+                        let all: Vec<TxId> = keys.iter().map(|(tx, _)| *tx).collect();
+                        for _ in 0..rng.gen_range(0..300) {
+                            if all.is_empty() {
+                                break;
+                            }
+                            keys.remove(&all[rng.gen_range(0..all.len())]);
+                        }
+                    }
+                    45..=52 => {
+                        let all: Vec<TxId> = keys.iter().map(|(tx, _)| *tx).collect();
+                        if !all.is_empty() {
+                            let tx = all[rng.gen_range(0..all.len())];
+                            keys.retry_at(
+                                &tx,
+                                now + Duration::from_millis(rng.gen_range(0..9_000)),
+                            );
+                        }
+                    }
+                    53..=59 => now += Duration::from_millis(rng.gen_range(0..3_000)),
+                    _ => {
+                        let before: HashMap<TxId, Wanted> =
+                            keys.iter().map(|(tx, w)| (*tx, w.clone())).collect();
+                        let lag: Vec<bool> = (0..4).map(|_| rng.gen_bool(0.4)).collect();
+                        let rooms: Vec<usize> = (0..4)
+                            .map(|_| {
+                                if rng.gen_bool(0.5) {
+                                    0
+                                } else {
+                                    rng.gen_range(1..=OPEN_PER_HOLDER)
+                                }
+                            })
+                            .collect();
+                        let lagging = |h: ReplicaId| lag[h as usize];
+                        // As the pull sees them: unanswered, or with keys parked too long.
+                        let backlog: Vec<bool> = (0..4).map(|h| keys.backlogged(h, now)).collect();
+                        let lags = |h: ReplicaId| lag[h as usize] || backlog[h as usize];
+                        let lookups = std::cell::Cell::new(0);
+                        let mut holders = Closures {
+                            room: |h: ReplicaId| rooms[h as usize],
+                            lagging,
+                            holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| {
+                                lookups.set(lookups.get() + 1);
+                                Ok::<_, Infallible>(Some(holder_for(w, lagging)))
+                            },
+                            error: std::marker::PhantomData,
+                        };
+                        let requests = keys.requests(now, &mut holders).unwrap();
+                        max_lookups = max_lookups.max(lookups.get());
+                        assert!(lookups.get() <= 2 * DUE_PER_PULL);
+                        let mut per_holder = [0usize; 4];
+                        let mut seen = HashSet::new();
+                        for (holder, txs) in &requests {
+                            assert_ne!(*holder, ME, "asked itself");
+                            assert!(!txs.is_empty() && txs.len() <= MAX_KEY_REQUEST_IDS);
+                            per_holder[*holder as usize] += 1;
+                            for tx in txs {
+                                assert!(seen.insert(*tx), "one key twice in a pull");
+                                let was = before.get(tx).expect("a removed key asked");
+                                if was.as_grantee {
+                                    assert_eq!(
+                                        *holder, was.source,
+                                        "a grantee's key asked of {holder}, not the home {}",
+                                        was.source
+                                    );
+                                } else {
+                                    // The holder it gives, or the next (a skip counted).
+                                    let mut skipped = was.clone();
+                                    skipped.tries += 1;
+                                    // Or the one it was parked behind.
+                                    assert!(
+                                        *holder == holder_for(was, &lags)
+                                            || *holder == holder_for(&skipped, &lags)
+                                            || was.parked.is_some_and(|p| p.holder == *holder),
+                                        "asked of {holder}"
+                                    );
+                                }
+                            }
+                        }
+                        for h in 0..4 {
+                            assert!(per_holder[h] <= rooms[h], "holder {h} over its room");
+                        }
+                        for (_, txs) in requests {
+                            if rng.gen_bool(0.3) {
+                                for tx in txs {
+                                    keys.remove(&tx);
+                                }
+                            }
+                        }
+                    }
+                }
+                check_invariants(&keys);
+            }
+            eprintln!(
+                "seed {seed}: {} wanted at the end, at most {max_lookups} lookups a pull",
+                keys.len()
+            );
+            let mut ticks = 0;
+            while keys.len() > 0 {
+                ticks += 1;
+                assert!(ticks < 2_000, "{} keys never asked again", keys.len());
+                now += TICK;
+                for (_, txs) in keys
+                    .requests_with::<Infallible>(
+                        now,
+                        |_| OPEN_PER_HOLDER,
+                        |w| Ok(Some(holder_for(w, &|_| false))),
+                    )
+                    .unwrap()
+                {
+                    for tx in txs {
+                        keys.remove(&tx);
+                    }
+                }
+                check_invariants(&keys);
+            }
+        }
+    }
+
+    /// Grantee keys parked behind a lagging home cost a pull one chunk, not the whole queue,
+    /// and stay parked there (never asked of anyone else).
+    #[test]
+    fn grantee_keys_behind_a_lagging_home_cost_a_chunk_a_pull() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        for i in 0..50_000 {
+            keys.insert(id(1, i), grantee(2, 3, start));
+        }
+        while !keys.due.is_empty() {
+            keys.requests_with::<Infallible>(start, |_| 0, |w| Ok(Some(holder_for(w, &|_| false))))
+                .unwrap();
+        }
+        let lookups = std::cell::Cell::new(0);
+        let lagging = |h: ReplicaId| h == 2;
+        for _ in 0..5 {
+            let mut holders = Closures {
+                room: |_| 0,
+                lagging,
+                holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| {
+                    lookups.set(lookups.get() + 1);
+                    Ok::<_, Infallible>(Some(holder_for(w, lagging)))
+                },
+                error: std::marker::PhantomData,
+            };
+            let requests = keys.requests(start, &mut holders).unwrap();
+            assert!(requests.is_empty());
+            assert!(
+                keys.iter().all(|(_, w)| w.tries == 0),
+                "a skip that went nowhere counted"
+            );
+        }
+        assert!(
+            lookups.get() <= 5 * 2 * MAX_KEY_REQUEST_IDS,
+            "{}",
+            lookups.get()
+        );
+        check_invariants(&keys);
     }
 }

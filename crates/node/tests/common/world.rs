@@ -298,6 +298,20 @@ impl World {
         self.dir.path().join(name).join("keys.db")
     }
 
+    /// How many times `needle` occurs in validator `at`'s key store files (database, WAL, shm).
+    pub fn occurrences(&self, at: ReplicaId, needle: &[u8]) -> usize {
+        self.keys_db_files(at)
+            .iter()
+            .map(|file| {
+                let bytes = std::fs::read(file).unwrap_or_default();
+                bytes
+                    .windows(needle.len())
+                    .filter(|window| *window == needle)
+                    .count()
+            })
+            .sum()
+    }
+
     /// The files of validator `at`'s key store: the database, its WAL and shared memory.
     pub fn keys_db_files(&self, at: ReplicaId) -> Vec<PathBuf> {
         ["", "-wal", "-shm"]
