@@ -503,8 +503,11 @@ impl WantedKeys {
     /// Moves the keys parked behind the lagging `holder` to another holder where there is one,
     /// in the order they came, once round its queue at most. A grantee's key (only the
     /// patient's home may give it) goes back to the end of the queue without a lookup, so that
-    /// the keys another holder would give are reached behind any number of them; the rest cost
-    /// a lookup each, within the pull's budget.
+    /// the keys another holder would give are reached behind any number of them. The others
+    /// cost a lookup each, and the pull stops moving this holder's keys after a chunk of
+    /// lookups that moved none (keys with no other holder: a sealer that is the patient's home,
+    /// a holder every other one lags behind too), so that a lagging holder with a big backlog
+    /// costs a chunk of lookups a pull, not the pull's budget.
     fn move_off<H: Holders>(
         &mut self,
         pull: &mut Pull,
@@ -524,6 +527,7 @@ impl WantedKeys {
             for tx in &txs {
                 self.take(tx);
             }
+            let (mut looked_up, mut moved) = (0, 0);
             // In hand last first, so that they are routed in the order they came.
             pull.in_hand = txs.into_iter().rev().collect();
             while let Some(tx) = pull.in_hand.last().copied() {
@@ -532,8 +536,18 @@ impl WantedKeys {
                     self.park(holder, tx, now);
                 } else {
                     self.route(pull, holders, tx, now)?;
+                    looked_up += 1;
+                    let parked_here = self
+                        .keys
+                        .get(&tx)
+                        .and_then(|w| w.parked)
+                        .is_some_and(|p| p.holder == holder);
+                    moved += usize::from(!parked_here);
                 }
                 pull.in_hand.pop();
+            }
+            if looked_up > 0 && moved == 0 {
+                break;
             }
         }
         Ok(())
@@ -739,6 +753,45 @@ mod tests {
         assert_eq!(looked_up.get(), wanted_count);
         pull(&mut keys, start + backoff(1), 0);
         assert_eq!(looked_up.get(), wanted_count + 2 * MAX_KEY_REQUEST_IDS);
+    }
+
+    /// A holder with a backlog parked behind it for LAGGING_AFTER lags; when its keys have no
+    /// other holder (a sealer that is the patient's home), a pull looks up one chunk of them,
+    /// not its whole budget.
+    #[test]
+    fn a_backlog_with_no_other_holder_costs_a_chunk_of_lookups_a_pull() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        for i in 0..(8 * MAX_KEY_REQUEST_IDS) as u32 {
+            keys.insert(tx(i, 1), wanted(1, 1, start));
+        }
+        let full = |keys: &mut WantedKeys, now| {
+            let looked_up = std::cell::Cell::new(0);
+            keys.requests_with::<Infallible>(
+                now,
+                |_| 0,
+                |wanted| {
+                    looked_up.set(looked_up.get() + 1);
+                    Ok(Some(wanted.source))
+                },
+            )
+            .unwrap();
+            looked_up.get()
+        };
+        assert_eq!(
+            full(&mut keys, start),
+            8 * MAX_KEY_REQUEST_IDS,
+            "all parked"
+        );
+        assert_eq!(full(&mut keys, start), 0, "not lagging yet");
+        // One chunk of keys, each looked up twice (its holder, then the next after the skip).
+        let looked_up = full(&mut keys, start + LAGGING_AFTER);
+        assert_eq!(
+            looked_up,
+            2 * MAX_KEY_REQUEST_IDS,
+            "backlogged: one chunk looked at"
+        );
+        assert_eq!(keys.len(), 8 * MAX_KEY_REQUEST_IDS);
     }
 
     #[test]
