@@ -13,6 +13,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::db::Cached;
 use super::{AppDb, AppError, to_sql_ms};
 
 /// Who an account belongs to.
@@ -451,7 +452,7 @@ impl AppDb {
         now_ms: u64,
     ) -> Result<Account, AppError> {
         let (person_id, home, nonce) = person.columns();
-        let inserted = tx.execute(
+        let inserted = tx.exec(
             "INSERT OR IGNORE INTO accounts(id, role, department, password_hash, created_ms,
                  person, home, nonce, name)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -488,7 +489,7 @@ impl AppDb {
         person: PersonOf,
     ) -> Result<(), AppError> {
         let (person_id, home, nonce) = person.columns();
-        let n = tx.execute(
+        let n = tx.exec(
             "UPDATE accounts SET person = ?2, home = ?3, nonce = ?4,
                  name = CASE WHEN role = 'doctor' THEN COALESCE(name, id) ELSE NULL END
              WHERE id = ?1",
@@ -526,7 +527,7 @@ impl AppDb {
     pub fn account(&self, id: &str) -> Result<Option<Account>, AppError> {
         self.db.read(|conn| {
             Ok(conn
-                .query_row(
+                .row(
                     &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = ?1"),
                     [id],
                     |r| account_from_row(r, 0),
@@ -540,7 +541,7 @@ impl AppDb {
     pub fn account_of_person(&self, person: &PersonId) -> Result<Option<Account>, AppError> {
         self.db.read(|conn| {
             Ok(conn
-                .query_row(
+                .row(
                     &format!(
                         "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.person = ?1
                          ORDER BY a.created_ms, a.rowid LIMIT 1"
@@ -587,7 +588,7 @@ impl AppDb {
     ) -> Result<Option<Account>, AppError> {
         let row = self.db.read(|conn| {
             Ok(conn
-                .query_row(
+                .row(
                     &format!(
                         "SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a WHERE a.id = ?1"
                     ),
@@ -619,7 +620,7 @@ impl AppDb {
     pub fn device_binding(&self, id: &str) -> Result<Option<String>, AppError> {
         self.db.read(|conn| {
             Ok(conn
-                .query_row(
+                .row(
                     "SELECT password_hash FROM accounts WHERE id = ?1",
                     [id],
                     |r| r.get(0),
@@ -633,14 +634,14 @@ impl AppDb {
         validate_password(password)?;
         let hash = self.hash_password(password)?;
         self.db.write(|tx| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE accounts SET password_hash = ?2 WHERE id = ?1",
                 params![id, hash],
             )?;
             if n == 0 {
                 return Err(AppError::NotFound);
             }
-            tx.execute("DELETE FROM sessions WHERE account_id = ?1", [id])?;
+            tx.exec("DELETE FROM sessions WHERE account_id = ?1", [id])?;
             Ok(())
         })
     }

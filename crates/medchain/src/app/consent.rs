@@ -22,6 +22,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::db::Cached;
 use super::{AppDb, AppError, to_sql_ms};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -90,7 +91,7 @@ impl AppDb {
         let code = Zeroizing::new(format!("{:06}", OsRng.gen_range(0..1_000_000u32)));
         let mac = self.mac(grant, &code);
         self.db.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO codes(grant_id, patient, doctor, code_mac, expires_ms, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -162,7 +163,7 @@ impl AppDb {
                 Some((_, tries, _)) if tries >= max => Ok(Err(CodeError::ExpiredOrInvalid)),
                 Some((grant, _, _)) => Ok(Ok(grant)),
                 None => {
-                    let n = tx.execute(
+                    let n = tx.exec(
                         "UPDATE codes SET tries = tries + 1
                          WHERE patient = ?1 AND doctor = ?2 AND expires_ms > ?3 AND tries < ?4",
                         params![&patient[..], &doctor[..], to_sql_ms(now_ms), max],
@@ -186,7 +187,7 @@ impl AppDb {
         now_ms: u64,
     ) -> Result<bool, AppError> {
         self.db.write(|tx| {
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "INSERT OR IGNORE INTO grant_uses(grant_id, tx, created_ms) VALUES (?1, ?2, ?3)",
                 params![&grant[..], &record[..], to_sql_ms(now_ms)],
             )? == 1)
@@ -196,7 +197,7 @@ impl AppDb {
     /// The record that holds `grant`, if one does.
     pub fn grant_reservation(&self, grant: &TxId) -> Result<Option<TxId>, AppError> {
         let row: Option<Vec<u8>> = self.db.read(|c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 "SELECT tx FROM grant_uses WHERE grant_id = ?1",
                 [&grant[..]],
                 |r| r.get(0),
@@ -210,7 +211,7 @@ impl AppDb {
     /// Returns whether there was one.
     pub fn release_grant(&self, grant: &TxId, record: &TxId) -> Result<bool, AppError> {
         self.db.write(|tx| {
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "DELETE FROM grant_uses WHERE grant_id = ?1 AND tx = ?2",
                 params![&grant[..], &record[..]],
             )? == 1)

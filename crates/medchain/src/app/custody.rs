@@ -20,6 +20,7 @@ use rand::rngs::OsRng;
 use rusqlite::{OptionalExtension, params};
 use zeroize::Zeroizing;
 
+use super::db::Cached;
 use super::{AppDb, AppError, Here, to_sql_ms};
 
 /// Associated data of every sealed secret: the format, then the chain, person and public key.
@@ -175,7 +176,7 @@ impl Custody {
             &secret,
         );
         let sealed = self.seal(&here.genesis_hash, &secret, person)?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO custody(public_key, person, sealed_secret, created_ms)
              VALUES (?1, ?2, ?3, ?4)",
             params![&new_key.key[..], &person[..], sealed, to_sql_ms(now_ms)],
@@ -186,7 +187,7 @@ impl Custody {
     /// The public keys held for `person`, newest first.
     pub fn keys_of(&self, app: &AppDb, person: &PersonId) -> Result<Vec<PublicKey>, AppError> {
         app.db.read(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT public_key FROM custody WHERE person = ?1
                  ORDER BY created_ms DESC, rowid DESC",
             )?;
@@ -211,7 +212,7 @@ impl Custody {
         public_key: &PublicKey,
     ) -> Result<Option<SigningKey>, AppError> {
         let sealed: Option<Vec<u8>> = app.db.read(|c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 "SELECT sealed_secret FROM custody WHERE public_key = ?1 AND person = ?2",
                 params![&public_key[..], &person[..]],
                 |r| r.get(0),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use ledger::pool::Pool;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Params, Row, TransactionBehavior};
 
 use super::AppError;
 
@@ -174,6 +174,42 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// Statements each connection keeps compiled: every statement of the application store (a
+/// request runs a few of them; SQLite's parser cost more than most of them ran).
+const STATEMENT_CACHE: usize = 96;
+
+/// `execute` and `query_row` through the connection's statement cache: the same statement is
+/// parsed once per connection, not at each call.
+pub(super) trait Cached {
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Runs one statement without results (`BEGIN`, `COMMIT`, a savepoint) from the cache.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(drop)
+}
+
 /// The connections to one `app.db`.
 pub struct Db {
     path: PathBuf,
@@ -228,6 +264,7 @@ impl Db {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut conn)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -256,10 +293,7 @@ impl Db {
         let group = match &writer.open {
             Some(group) => group.clone(),
             None => {
-                writer
-                    .conn
-                    .execute_batch("BEGIN IMMEDIATE")
-                    .map_err(AppError::from)?;
+                control(&writer.conn, "BEGIN IMMEDIATE").map_err(AppError::from)?;
                 let group = Arc::new(Group::default());
                 writer.open = Some(group.clone());
                 group
@@ -269,7 +303,7 @@ impl Db {
         let writes = group.writes.fetch_add(1, Ordering::SeqCst) + 1;
         if self.waiting.load(Ordering::SeqCst) == 0 || writes >= MAX_GROUP_WRITES {
             // Nobody to join: commit the group (this write and those that waited on it).
-            let committed = writer.conn.execute_batch("COMMIT").map_err(|e| {
+            let committed = control(&writer.conn, "COMMIT").map_err(|e| {
                 let _ = writer.conn.execute_batch("ROLLBACK");
                 e.to_string()
             });
@@ -319,15 +353,15 @@ impl Db {
             )
             .into()));
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT write") {
+        if let Err(e) = control(conn, "SAVEPOINT write") {
             return Ok(Err(AppError::from(e).into()));
         }
         let ran = catch_unwind(AssertUnwindSafe(|| f(conn)));
         let end = match &ran {
-            Ok(Ok(_)) => "RELEASE write",
-            _ => "ROLLBACK TO write; RELEASE write",
+            Ok(Ok(_)) => control(conn, "RELEASE write"),
+            _ => conn.execute_batch("ROLLBACK TO write; RELEASE write"),
         };
-        match (conn.execute_batch(end), ran) {
+        match (end, ran) {
             (Ok(()), ran) => ran,
             (Err(e), Ok(_)) => Ok(Err(AppError::from(e).into())),
             (Err(_), Err(panic)) => Err(panic),
@@ -356,6 +390,7 @@ impl Db {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             c.busy_timeout(Duration::from_secs(10))?;
+            c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             Ok(c)
         };
         self.readers.with(open, |conn| f(conn))?

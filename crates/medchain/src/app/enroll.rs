@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::{DEMO_ACCOUNTS, NewAccount, PersonOf, ValidAccount};
 use super::custody::{Custody, sign_with};
+use super::db::Cached;
 use super::{Account, AppDb, AppError, Role, new_header};
 
 /// This hospital's place on its chain.
@@ -84,7 +85,7 @@ impl AppDb {
     /// The chain this store is bound to, if it was ever bound.
     pub(crate) fn bound_chain(&self) -> Result<Option<Hash>, AppError> {
         let stored: Option<Vec<u8>> = self.db.read(|c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 "SELECT value FROM meta WHERE key = ?1",
                 [GENESIS_KEY],
                 |r| r.get(0),
@@ -106,7 +107,7 @@ impl AppDb {
     pub fn bind_chain(&self, genesis_hash: &Hash) -> Result<bool, AppError> {
         self.db.write(|tx| {
             let stored: Option<Vec<u8>> = tx
-                .query_row(
+                .row(
                     "SELECT value FROM meta WHERE key = ?1",
                     [GENESIS_KEY],
                     |r| r.get(0),
@@ -120,7 +121,7 @@ impl AppDb {
                      DELETE FROM grant_uses; DELETE FROM prepared;",
                 )?;
             }
-            tx.execute(
+            tx.exec(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
                 rusqlite::params![GENESIS_KEY, &genesis_hash[..]],
             )?;

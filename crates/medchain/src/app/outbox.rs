@@ -11,6 +11,7 @@
 use ledger::{Hash, SignedTx, TxId};
 use rusqlite::{OptionalExtension, params};
 
+use super::db::Cached;
 use super::{AppDb, AppError, from_sql_ms, to_sql_ms};
 
 /// Where an outbox row stands.
@@ -106,7 +107,7 @@ impl AppDb {
         after: Option<i64>,
         now_ms: u64,
     ) -> Result<i64, AppError> {
-        tx.execute(
+        tx.exec(
             "INSERT INTO outbox(tx_id, kind, account, signed, after, state, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
             params![
@@ -184,7 +185,7 @@ impl AppDb {
     /// Rows neither done nor failed (queued, or submitted and waiting for their block).
     pub fn outbox_open(&self) -> Result<usize, AppError> {
         self.db.read(|c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'submitted')",
                 [],
                 |r| r.get::<_, i64>(0),
@@ -202,7 +203,7 @@ impl AppDb {
         now_ms: u64,
     ) -> Result<(), AppError> {
         self.db.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE outbox SET state = ?2, reason = ?3, height = COALESCE(?4, height),
                      submitted_ms = CASE WHEN ?2 = 'submitted' THEN ?5 ELSE submitted_ms END
                  WHERE id = ?1",
@@ -216,7 +217,7 @@ impl AppDb {
             )?;
             // A row that failed fails the rows waiting for it.
             if state == OutboxState::Failed {
-                tx.execute(
+                tx.exec(
                     "UPDATE outbox SET state = 'failed', reason = 'an earlier step failed: ' || ?2
                      WHERE after = ?1 AND state = 'queued'",
                     params![id, reason.unwrap_or("")],
@@ -230,7 +231,7 @@ impl AppDb {
     /// same, so a copy already durable or on chain changes nothing).
     pub fn outbox_resubmit_all(&self) -> Result<usize, AppError> {
         self.db.write(|tx| {
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "UPDATE outbox SET state = 'queued' WHERE state = 'submitted'",
                 [],
             )?)
@@ -240,7 +241,7 @@ impl AppDb {
     /// The outbox row that enrolled `account`, if any.
     pub fn enrollment_of(&self, account: &str) -> Result<Option<OutboxRow>, AppError> {
         let id: Option<i64> = self.db.read(|c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 "SELECT id FROM outbox WHERE account = ?1 AND kind = 'enroll'
                  ORDER BY id DESC LIMIT 1",
                 [account],

@@ -9,6 +9,7 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use rusqlite::{OptionalExtension, params};
 
+use super::db::Cached;
 use super::{AppDb, AppError, from_sql_ms, to_sql_ms};
 
 /// How long a prepared envelope waits for its signature.
@@ -46,11 +47,11 @@ impl AppDb {
         OsRng.fill_bytes(&mut raw);
         let id = hex::encode(raw);
         self.db.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "DELETE FROM prepared WHERE expires_ms <= ?1",
                 [to_sql_ms(now_ms)],
             )?;
-            let held: i64 = tx.query_row(
+            let held: i64 = tx.row(
                 "SELECT COUNT(*) FROM prepared WHERE account = ?1",
                 [account],
                 |r| r.get(0),
@@ -58,7 +59,7 @@ impl AppDb {
             if held as usize >= MAX_PREPARED_PER_ACCOUNT {
                 return Ok::<_, AppError>(None);
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO prepared(id, account, action, header, body, expires_ms)
                  VALUES (?1, ?2, ?3, x'', x'', ?4)",
                 params![
@@ -78,7 +79,7 @@ impl AppDb {
         let header = borsh::to_vec(header)
             .map_err(|e| AppError::Storage(format!("cannot encode a header: {e}")))?;
         self.db.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE prepared SET header = ?2, body = ?3 WHERE id = ?1",
                 params![id, header, body],
             )?;
@@ -111,7 +112,7 @@ impl AppDb {
         now_ms: u64,
     ) -> Result<Option<Prepared>, AppError> {
         let row = self.db.read(|c| {
-            Ok(c.query_row(
+            Ok(c.row(
                 "SELECT action, header, body, expires_ms FROM prepared
                  WHERE id = ?1 AND account = ?2 AND expires_ms > ?3",
                 params![id, account, to_sql_ms(now_ms)],
@@ -148,7 +149,7 @@ impl AppDb {
     /// Forgets envelope `id` (signed and submitted, or abandoned).
     pub fn drop_prepared(&self, id: &str) -> Result<(), AppError> {
         self.db.write(|tx| {
-            tx.execute("DELETE FROM prepared WHERE id = ?1", [id])?;
+            tx.exec("DELETE FROM prepared WHERE id = ?1", [id])?;
             Ok(())
         })
     }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::accounts::{ACCOUNT_COLUMNS, account_from_row};
+use super::db::Cached;
 use super::{Account, AppDb, AppError, from_sql_ms, to_sql_ms};
 
 /// A session token as handed to the client: 43 characters of base64url.
@@ -55,14 +56,14 @@ impl AppDb {
         let hash = token_hash(&token);
         self.db.write(|tx| {
             // Opportunistic clean-up of ended sessions.
-            tx.execute(
+            tx.exec(
                 "DELETE FROM sessions WHERE expires_ms <= ?1 OR created_ms < ?2",
                 params![
                     to_sql_ms(now_ms),
                     to_sql_ms(now_ms.saturating_sub(self.config.session_absolute_ms))
                 ],
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO sessions(token_hash, account_id, created_ms, last_seen_ms, expires_ms)
                  VALUES (?1, ?2, ?3, ?3, ?4)",
                 params![
@@ -92,7 +93,7 @@ impl AppDb {
         let absolute_ms = self.config.session_absolute_ms;
         let found = self.db.read(|conn| {
             Ok(conn
-                .query_row(
+                .row(
                     &format!(
                         "SELECT {ACCOUNT_COLUMNS}, s.created_ms, s.last_seen_ms, s.expires_ms
                          FROM sessions s JOIN accounts a ON a.id = s.account_id
@@ -126,7 +127,7 @@ impl AppDb {
                 .saturating_add(self.config.session_idle_ms)
                 .min(hard_end);
             self.db.write(|tx| {
-                tx.execute(
+                tx.exec(
                     "UPDATE sessions SET last_seen_ms = ?2, expires_ms = ?3 WHERE token_hash = ?1",
                     params![&hash[..], to_sql_ms(now_ms), to_sql_ms(expires_ms)],
                 )?;
@@ -142,9 +143,8 @@ impl AppDb {
     /// Ends the session of `token`; returns whether there was one.
     pub fn logout(&self, token: &str) -> Result<bool, AppError> {
         let hash = token_hash(token);
-        self.db.write(|tx| {
-            Ok(tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [&hash[..]])? > 0)
-        })
+        self.db
+            .write(|tx| Ok(tx.exec("DELETE FROM sessions WHERE token_hash = ?1", [&hash[..]])? > 0))
     }
 }
 
