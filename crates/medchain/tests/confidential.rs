@@ -241,6 +241,11 @@ async fn a_home_that_lost_its_key_store_gets_its_records_back_from_a_grantee() {
     let p1 = hospital.login("p001").await;
     let b = eventually("the record open at its home again", || async {
         let (s, b) = history(&hospital, &p1, json!({})).await;
+        // Each read is an access entry, 20 at once then one every 3 s: a slow machine polls
+        // past that while the key travels.
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            return None;
+        }
         assert_eq!(s, OK, "{b}");
         (record_in(&b, &record)["state"] == "open").then_some(b)
     })

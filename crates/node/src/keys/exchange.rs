@@ -284,8 +284,13 @@ impl Service {
             match reply {
                 KeyReply::Key(WireKey(key)) => keys.push((*tx, key.clone())),
                 // The holder is at or past this node's state and still says no: the two
-                // disagree only while one is behind; ask at the slowest pace.
-                KeyReply::NotEntitled | KeyReply::NotOnChain if height >= self.processed => {
+                // disagree only while one is behind; ask at the slowest pace. Not so for a
+                // key this node sealed (it lost its store, §5.6): it asks others in turn, and
+                // one that is no party says no while the next may hold it (a grantee).
+                KeyReply::NotEntitled | KeyReply::NotOnChain
+                    if height >= self.processed
+                        && self.wanted.get(tx).is_some_and(|w| w.source != self.me) =>
+                {
                     self.wanted.retry_at(tx, now + BACKOFF_MAX);
                 }
                 _ => {}
@@ -434,7 +439,7 @@ impl wanted::Holders for Holders<'_> {
 /// The holder to ask for a wanted key now (§5.2): its source (the sealer, or the patient's
 /// home for a grantee); after [`SEALER_TRIES`], or while the sealer lags (§12.1 item 7), the
 /// patient's home in turn with the sealer; every other validator in turn when both are `me`
-/// (it lost its store), a lagging one skipped while another does not lag.
+/// (it lost its store).
 fn holder_for(
     wanted: &Wanted,
     me: ReplicaId,
@@ -460,12 +465,10 @@ fn holder_for(
     if candidates.is_empty() {
         let n = n.max(1) as u32;
         let others = (n - 1).max(1);
-        let turn = |k: u32| (me + 1 + (wanted.tries + k) % others) % n;
-        let next = (0..others)
-            .map(turn)
-            .find(|holder| !lagging(*holder))
-            .unwrap_or(turn(0));
-        return Ok(Some(next));
+        // In turn by tries, a lagging one included: it must still be asked to be heard from
+        // again (a validator that was down lags until it answers); when it is full, the pull
+        // skips it for the next (`WantedKeys::route`).
+        return Ok(Some((me + 1 + wanted.tries % others) % n));
     }
     Ok(Some(candidates[wanted.tries as usize % candidates.len()]))
 }

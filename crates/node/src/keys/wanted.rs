@@ -917,8 +917,7 @@ mod red_team_s8 {
             candidates.push(home);
         }
         if candidates.is_empty() {
-            let turn = |k: u32| (ME + 1 + (wanted.tries + k) % 3) % 4;
-            return (0..3).map(turn).find(|h| !lagging(*h)).unwrap_or(turn(0));
+            return (ME + 1 + wanted.tries % 3) % 4;
         }
         candidates[wanted.tries as usize % candidates.len()]
     }
