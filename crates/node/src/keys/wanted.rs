@@ -9,10 +9,10 @@
 //! - A due key whose holder has its requests all open is parked behind that holder, in the
 //!   order it came, and asked as soon as the holder has room again. A silent or slow holder so
 //!   holds back its own keys only: the keys of other holders go on past it.
-//! - A key parked behind a holder that lags (it has left a request unanswered for
-//!   [`LAGGING_AFTER`]) counts that as a try and goes to the next holder `holder_for` gives,
-//!   if there is one, so that a crashed sealer does not keep the keys its patient's home would
-//!   give behind its window.
+//! - A key due for, or parked behind, a holder that lags (it has left a request unanswered,
+//!   or had keys parked behind it, for [`LAGGING_AFTER`]) counts the skip as a try and goes to
+//!   the next holder `holder_for` gives, if there is one with room, so that a crashed or slow
+//!   sealer does not keep the keys its patient's home would give behind its window.
 //! - The lowest height of a wanted transaction, written with the processed height so that a
 //!   restart knows where to read blocks again (§12.1), is kept as counts per height.
 
@@ -32,8 +32,9 @@ pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const DUE_PER_PULL: usize = 32 * MAX_KEY_REQUEST_IDS;
 /// Keys parked behind a lagging holder a pull looks at at most (a grantee's cost no lookup).
 const MOVED_PER_PULL: usize = 4 * DUE_PER_PULL;
-/// A holder that has left a request unanswered this long lags: its parked keys go to another
-/// holder where there is one. Answers come within a pull or two when a holder keeps up.
+/// A holder that has left a request unanswered this long, or had keys parked behind it this
+/// long, lags: its keys go to another holder where there is one. Answers come within a pull
+/// or two when a holder keeps up.
 pub(super) const LAGGING_AFTER: Duration = Duration::from_secs(2);
 
 /// The wait before the next try, after `tries` tries.
