@@ -64,6 +64,9 @@ pub(super) struct Wanted {
     next_try: Instant,
     /// Parked behind a holder whose requests were all open when the key was due.
     parked: Option<Parking>,
+    /// While parked: moving it off its lagging holder found no other (not looked up again
+    /// until it is asked).
+    stays: bool,
 }
 
 /// Where a key is parked: the holder, and the stamp of its entry in that holder's queue (an
@@ -95,6 +98,7 @@ impl Wanted {
             record,
             next_try: now,
             parked: None,
+            stays: false,
         }
     }
 }
@@ -125,6 +129,7 @@ fn unpark(parked: &mut BTreeMap<ReplicaId, Parked>, wanted: &mut Wanted) -> bool
     let Some(parking) = wanted.parked.take() else {
         return false;
     };
+    wanted.stays = false;
     if let Some(queue) = parked.get_mut(&parking.holder) {
         queue.live -= 1;
         if queue.live == 0 {
@@ -368,15 +373,18 @@ impl WantedKeys {
     /// Sends `tx` (taken) to the holder `holders` gives, batched if it has room; otherwise,
     /// if that holder lags and another would take it, the skip counts as a try and the other
     /// is asked; otherwise parked behind the holder.
+    ///
+    /// Whether the key was asked of, or could have gone to, another holder than the one it
+    /// was parked behind (`false`: no other holder may give it now).
     fn route<H: Holders>(
         &mut self,
         pull: &mut Pull,
         holders: &mut H,
         tx: TxId,
         now: Instant,
-    ) -> Result<(), H::Error> {
+    ) -> Result<bool, H::Error> {
         let Some(wanted) = self.keys.get(&tx) else {
-            return Ok(());
+            return Ok(true);
         };
         pull.chosen += 1;
         let lagging = |holder: ReplicaId| pull.lags(holder);
@@ -387,31 +395,42 @@ impl WantedKeys {
                 wanted.next_try = at;
             }
             self.due.insert((at, tx));
-            return Ok(());
+            return Ok(true);
         };
         if pull.add(holders, holder, tx) {
-            return Ok(());
+            return Ok(true);
         }
-        if pull.lags(holder)
-            && pull.chosen < DUE_PER_PULL
-            && let Some(wanted) = self.keys.get_mut(&tx)
-        {
+        // Past lagging holders in §5.2's order, each skip a try, up to every other holder.
+        let Some(tries) = self.keys.get(&tx).map(|w| w.tries) else {
+            return Ok(true);
+        };
+        let (mut current, mut other) = (holder, false);
+        for skips in 1..holders.count() as u32 {
+            if !pull.lags(current) || pull.chosen >= DUE_PER_PULL {
+                break;
+            }
             pull.chosen += 1;
-            wanted.tries = wanted.tries.saturating_add(1);
+            let Some(wanted) = self.keys.get_mut(&tx) else {
+                return Ok(true);
+            };
+            wanted.tries = tries.saturating_add(skips);
             let lagging = |holder: ReplicaId| pull.lags(holder);
             let next = holders.holder_for(wanted, &lagging);
-            wanted.tries -= 1;
-            if let Some(next) = next?.filter(|next| *next != holder)
-                && pull.add(holders, next, tx)
-            {
+            wanted.tries = tries;
+            let Some(next) = next?.filter(|next| *next != holder) else {
+                break;
+            };
+            other = true;
+            if pull.add(holders, next, tx) {
                 if let Some(wanted) = self.keys.get_mut(&tx) {
-                    wanted.tries = wanted.tries.saturating_add(1);
+                    wanted.tries = tries.saturating_add(skips);
                 }
-                return Ok(());
+                return Ok(true);
             }
+            current = next;
         }
         self.park(holder, tx, now);
-        Ok(())
+        Ok(other)
     }
 
     /// The requests to send now, each to one holder with at most [`MAX_KEY_REQUEST_IDS`] ids,
@@ -502,13 +521,11 @@ impl WantedKeys {
     }
 
     /// Moves the keys parked behind the lagging `holder` to another holder where there is one,
-    /// in the order they came, once round its queue at most. A grantee's key (only the
-    /// patient's home may give it) goes back to the end of the queue without a lookup, so that
-    /// the keys another holder would give are reached behind any number of them. The others
-    /// cost a lookup each, and the pull stops moving this holder's keys after a chunk of
-    /// lookups that moved none (keys with no other holder: a sealer that is the patient's home,
-    /// a holder every other one lags behind too), so that a lagging holder with a big backlog
-    /// costs a chunk of lookups a pull, not the pull's budget.
+    /// in the order they came, once round its queue at most. A key no other holder may give
+    /// (a grantee's: only the patient's home; or one a lookup found no other holder for in an
+    /// earlier pass) goes back to the end of the queue without a lookup, so that the keys
+    /// another holder would give are reached behind any number of them, and each parked key
+    /// costs one lookup at most while it stays parked.
     fn move_off<H: Holders>(
         &mut self,
         pull: &mut Pull,
@@ -525,30 +542,33 @@ impl WantedKeys {
                 break;
             }
             seen += txs.len();
+            let stays: Vec<bool> = txs
+                .iter()
+                .map(|tx| self.keys.get(tx).is_some_and(|w| w.as_grantee || w.stays))
+                .collect();
             for tx in &txs {
                 self.take(tx);
             }
-            let (mut looked_up, mut moved) = (0, 0);
             // In hand last first, so that they are routed in the order they came.
             pull.in_hand = txs.into_iter().rev().collect();
+            let mut stays = stays.into_iter().rev().collect::<Vec<_>>();
             while let Some(tx) = pull.in_hand.last().copied() {
-                let only_here = self.keys.get(&tx).is_some_and(|w| w.as_grantee);
-                if only_here || pull.chosen >= DUE_PER_PULL {
-                    self.park(holder, tx, now);
+                let known = stays.pop().unwrap_or(false);
+                // Marked when a lookup found no other holder at all (one that was full
+                // does not count: it may have room at the next pull).
+                let no_other = if !known && pull.chosen < DUE_PER_PULL {
+                    !self.route(pull, holders, tx, now)?
                 } else {
-                    self.route(pull, holders, tx, now)?;
-                    looked_up += 1;
-                    let parked_here = self
-                        .keys
-                        .get(&tx)
-                        .and_then(|w| w.parked)
-                        .is_some_and(|p| p.holder == holder);
-                    moved += usize::from(!parked_here);
+                    self.park(holder, tx, now);
+                    known
+                };
+                if no_other
+                    && let Some(wanted) = self.keys.get_mut(&tx)
+                    && wanted.parked.is_some_and(|p| p.holder == holder)
+                {
+                    wanted.stays = true;
                 }
                 pull.in_hand.pop();
-            }
-            if looked_up > 0 && moved == 0 {
-                break;
             }
         }
         Ok(())
@@ -757,13 +777,14 @@ mod tests {
     }
 
     /// A holder with a backlog parked behind it for LAGGING_AFTER lags; when its keys have no
-    /// other holder (a sealer that is the patient's home), a pull looks up one chunk of them,
-    /// not its whole budget.
+    /// other holder (a sealer that is the patient's home), each is looked up once while it
+    /// stays parked, within the pull's budget, and never again until it is asked.
     #[test]
-    fn a_backlog_with_no_other_holder_costs_a_chunk_of_lookups_a_pull() {
+    fn a_backlog_with_no_other_holder_is_looked_up_once() {
         let start = Instant::now();
         let mut keys = WantedKeys::default();
-        for i in 0..(8 * MAX_KEY_REQUEST_IDS) as u32 {
+        let count = 8 * MAX_KEY_REQUEST_IDS;
+        for i in 0..count as u32 {
             keys.insert(tx(i, 1), wanted(1, 1, start));
         }
         let full = |keys: &mut WantedKeys, now| {
@@ -779,20 +800,22 @@ mod tests {
             .unwrap();
             looked_up.get()
         };
-        assert_eq!(
-            full(&mut keys, start),
-            8 * MAX_KEY_REQUEST_IDS,
-            "all parked"
-        );
+        assert_eq!(full(&mut keys, start), count, "all parked");
         assert_eq!(full(&mut keys, start), 0, "not lagging yet");
-        // One chunk of keys, each looked up twice (its holder, then the next after the skip).
-        let looked_up = full(&mut keys, start + LAGGING_AFTER);
+        // Each key looked up twice (its holder, then the next after a skip: the same).
+        let lagging = start + LAGGING_AFTER;
         assert_eq!(
-            looked_up,
-            2 * MAX_KEY_REQUEST_IDS,
-            "backlogged: one chunk looked at"
+            full(&mut keys, lagging),
+            2 * count,
+            "backlogged: each looked at"
         );
-        assert_eq!(keys.len(), 8 * MAX_KEY_REQUEST_IDS);
+        assert!(keys.get(&tx(0, 1)).is_some_and(|w| w.stays));
+        assert_eq!(
+            full(&mut keys, lagging),
+            0,
+            "and not again while it stays parked"
+        );
+        assert_eq!(keys.len(), count);
     }
 
     #[test]
@@ -1723,12 +1746,12 @@ mod red_team_s8 {
                             let was = before.get(tx).expect("a removed key is never asked");
                             // Or, past a holder whose keys have waited parked for
                             // LAGGING_AFTER, the next one (the skip counted as a try).
-                            let mut skipped = was.clone();
-                            skipped.tries += 1;
-                            assert!(
-                                lookup(was) == Some(*holder) || lookup(&skipped) == Some(*holder),
-                                "asked of its holder"
-                            );
+                            let asked_of = |skips: u32| {
+                                let mut skipped = was.clone();
+                                skipped.tries += skips;
+                                lookup(&skipped) == Some(*holder)
+                            };
+                            assert!((0..4).any(asked_of), "asked of its holder");
                             if was.parked.is_none() {
                                 assert!(was.next_try <= now, "a due key not before its time");
                             }
@@ -2337,12 +2360,14 @@ mod red_team_s8b {
                                     );
                                 } else {
                                     // The holder it gives, or the next (a skip counted).
-                                    let mut skipped = was.clone();
-                                    skipped.tries += 1;
+                                    let skipped = |skips: u32| {
+                                        let mut skipped = was.clone();
+                                        skipped.tries += skips;
+                                        *holder == holder_for(&skipped, &lags)
+                                    };
                                     // Or the one it was parked behind.
                                     assert!(
-                                        *holder == holder_for(was, &lags)
-                                            || *holder == holder_for(&skipped, &lags)
+                                        (0..4).any(skipped)
                                             || was.parked.is_some_and(|p| p.holder == *holder),
                                         "asked of {holder}"
                                     );
@@ -2427,5 +2452,405 @@ mod red_team_s8b {
             lookups.get()
         );
         check_invariants(&keys);
+    }
+}
+
+/// Red team (s8c) of 169dfbbc (`move_off` stops after a chunk of lookups that moved none) and
+/// c5a3b3fc (a node that lost its store asks every other validator in turn, a lagging one
+/// included; a no no longer holds its own keys 10 s).
+#[cfg(test)]
+mod red_team_s8c {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    use super::red_team_s8::{
+        ME, OPEN_PER_HOLDER, TICK, TIMEOUT, check_invariants, holder_for_lagging, id, party,
+    };
+
+    /// How a holder plays: silent (down) until `up_at` (`None`: for ever), then answers at the
+    /// next tick, giving the keys `gives` says it holds (a no for the others: nothing happens).
+    #[derive(Clone, Copy)]
+    struct Holder {
+        up_at: Option<Duration>,
+        gives: fn(&TxId) -> bool,
+    }
+
+    fn everything(_: &TxId) -> bool {
+        true
+    }
+
+    fn nothing(_: &TxId) -> bool {
+        false
+    }
+
+    const SILENT: Holder = Holder {
+        up_at: None,
+        gives: nothing,
+    };
+    const GIVES: Holder = Holder {
+        up_at: Some(Duration::ZERO),
+        gives: everything,
+    };
+    const SAYS_NO: Holder = Holder {
+        up_at: Some(Duration::ZERO),
+        gives: nothing,
+    };
+
+    struct Open {
+        sent: Instant,
+        txs: Vec<TxId>,
+    }
+
+    /// `Holders` for `n` validators, as `exchange::Holders` (room from the open requests,
+    /// lagging from `unanswered_since`), `holder_for` given.
+    struct Many<'a, F> {
+        n: usize,
+        open: &'a HashMap<ReplicaId, Vec<Open>>,
+        since: &'a HashMap<ReplicaId, Instant>,
+        now: Instant,
+        holder_for: F,
+        lookups: usize,
+    }
+
+    impl<F> Holders for Many<'_, F>
+    where
+        F: FnMut(&Wanted, &dyn Fn(ReplicaId) -> bool) -> ReplicaId,
+    {
+        type Error = Infallible;
+
+        fn count(&self) -> usize {
+            self.n
+        }
+
+        fn room(&mut self, holder: ReplicaId) -> usize {
+            OPEN_PER_HOLDER.saturating_sub(self.open.get(&holder).map_or(0, Vec::len))
+        }
+
+        fn lagging(&self, holder: ReplicaId) -> bool {
+            self.since
+                .get(&holder)
+                .is_some_and(|at| self.now.saturating_duration_since(*at) >= LAGGING_AFTER)
+        }
+
+        fn holder_for(
+            &mut self,
+            wanted: &Wanted,
+            lagging: &dyn Fn(ReplicaId) -> bool,
+        ) -> Result<Option<ReplicaId>, Infallible> {
+            self.lookups += 1;
+            Ok(Some((self.holder_for)(wanted, lagging)))
+        }
+    }
+
+    /// The service's loop, a tick at a time (answers, expiry, pull), over `n` validators.
+    struct Sim {
+        n: usize,
+        start: Instant,
+        keys: WantedKeys,
+        holders: HashMap<ReplicaId, Holder>,
+        open: HashMap<ReplicaId, Vec<Open>>,
+        since: HashMap<ReplicaId, Instant>,
+        received_at: HashMap<TxId, Duration>,
+        asked_of: HashMap<ReplicaId, usize>,
+        /// Asks of each key, by holder, and when.
+        asks: HashMap<TxId, Vec<(ReplicaId, Duration)>>,
+        max_lookups: usize,
+        holder_for: fn(usize, &Wanted, &dyn Fn(ReplicaId) -> bool) -> ReplicaId,
+    }
+
+    impl Sim {
+        fn new(
+            n: usize,
+            holders: &[(ReplicaId, Holder)],
+            holder_for: fn(usize, &Wanted, &dyn Fn(ReplicaId) -> bool) -> ReplicaId,
+        ) -> Sim {
+            Sim {
+                n,
+                start: Instant::now(),
+                keys: WantedKeys::default(),
+                holders: holders.iter().copied().collect(),
+                open: holders.iter().map(|(h, _)| (*h, Vec::new())).collect(),
+                since: HashMap::new(),
+                received_at: HashMap::new(),
+                asked_of: HashMap::new(),
+                asks: HashMap::new(),
+                max_lookups: 0,
+                holder_for,
+            }
+        }
+
+        fn up(&self, holder: ReplicaId, now: Instant) -> bool {
+            self.holders[&holder]
+                .up_at
+                .is_some_and(|at| now >= self.start + at)
+        }
+
+        fn tick(&mut self, now: Instant, track: bool) {
+            let mut answered = Vec::new();
+            let holders: Vec<ReplicaId> = self.open.keys().copied().collect();
+            for holder in holders {
+                let up = self.up(holder, now);
+                let opens = self.open.get_mut(&holder).unwrap();
+                let before = opens.len();
+                // An up holder answers what it was asked (sent a tick ago or more) in time.
+                opens.retain(|open| {
+                    if up && open.sent < now && now.saturating_duration_since(open.sent) < TIMEOUT {
+                        answered.push((holder, open.txs.clone()));
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if opens.len() < before {
+                    match opens.iter().map(|o| o.sent).min() {
+                        Some(oldest) => self.since.insert(holder, oldest),
+                        None => self.since.remove(&holder),
+                    };
+                }
+                opens.retain(|open| now.saturating_duration_since(open.sent) < TIMEOUT);
+            }
+            for (holder, txs) in answered {
+                let gives = self.holders[&holder].gives;
+                for tx in txs {
+                    if gives(&tx) && self.keys.remove(&tx).is_some() {
+                        self.received_at.insert(tx, now - self.start);
+                    }
+                }
+            }
+            let hf = self.holder_for;
+            let n = self.n;
+            let mut holders = Many {
+                n,
+                open: &self.open,
+                since: &self.since,
+                now,
+                holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| hf(n, w, lagging),
+                lookups: 0,
+            };
+            let requests = self.keys.requests(now, &mut holders).unwrap();
+            self.max_lookups = self.max_lookups.max(holders.lookups);
+            for (holder, txs) in requests {
+                assert!(!txs.is_empty() && txs.len() <= MAX_KEY_REQUEST_IDS);
+                *self.asked_of.entry(holder).or_default() += txs.len();
+                if track {
+                    for tx in &txs {
+                        self.asks
+                            .entry(*tx)
+                            .or_default()
+                            .push((holder, now - self.start));
+                    }
+                }
+                self.since.entry(holder).or_insert(now);
+                let opens = self.open.get_mut(&holder).unwrap();
+                opens.push(Open { sent: now, txs });
+                assert!(
+                    opens.len() <= OPEN_PER_HOLDER,
+                    "holder {holder} over its window"
+                );
+            }
+        }
+
+        /// Ticks until `done` or `limit`: the time it took.
+        fn run(&mut self, limit: Duration, track: bool, done: impl Fn(&Sim) -> bool) -> Duration {
+            let mut now = self.start;
+            while !done(self) && now - self.start < limit {
+                self.tick(now, track);
+                now += TICK;
+            }
+            now - self.start
+        }
+    }
+
+    /// `exchange::holder_for` for four validators (the home is the patient's first byte).
+    fn four(_: usize, w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool) -> ReplicaId {
+        holder_for_lagging(w, lagging)
+    }
+
+    /// `exchange::holder_for` for `n` validators, keys this node sealed for its own patients
+    /// (it lost its store): every other validator in turn by tries, a lagging one included.
+    fn lost_store(n: usize, w: &Wanted, _: &dyn Fn(ReplicaId) -> bool) -> ReplicaId {
+        assert_eq!((w.source, w.patient[0] as ReplicaId), (ME, ME));
+        let n = n as u32;
+        let others = n - 1;
+        (ME + 1 + w.tries % others) % n
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // 169dfbbc: the stop rule
+    // ---------------------------------------------------------------------------------------
+
+    /// Keys of a silent sealer (1) parked behind it before it lagged: first `ahead` whose
+    /// patient's home is this node (no other holder: `holder_for` gives only the sealer), then
+    /// 4,096 the patient's home 2 gives at once. Each pull now looks at one chunk of the
+    /// unmovable ones, puts it back at the end, and stops: the keys home 2 gives wait
+    /// `ahead` / 1,024 pulls (less what the silent sealer's own window draws, 4 chunks per 5 s).
+    /// Before 169dfbbc a pull looked at up to 16 chunks (its budget of 32,768 lookups, two a
+    /// key), so they came 16 times sooner.
+    fn keys_another_holder_gives_behind(ahead: u32, party_every: u32) -> (Duration, usize) {
+        let mut sim = Sim::new(4, &[(1, SILENT), (2, GIVES), (3, SAYS_NO)], four);
+        let start = sim.start;
+        for i in 0..ahead {
+            if i % party_every == 0 {
+                sim.keys.insert(id(0, i), party(1, ME, 3, start));
+            } else {
+                sim.keys
+                    .insert(id(0, i), super::red_team_s8::grantee(1, 3, start));
+            }
+        }
+        let movable = 4 * MAX_KEY_REQUEST_IDS as u32;
+        for i in 0..movable {
+            sim.keys.insert(id(1, i), party(1, 2, 3, start));
+        }
+        let took = sim.run(Duration::from_secs(600), false, |sim| {
+            (0..movable).all(|i| !sim.keys.contains(&id(1, i)))
+        });
+        check_invariants(&sim.keys);
+        (took, sim.max_lookups)
+    }
+
+    #[test]
+    fn keys_another_holder_gives_are_held_back_by_unmovable_keys_ahead() {
+        // 2 s to lag; what is parked by then is up to 8 pulls of 32,768 keys.
+        let ahead = 8 * DUE_PER_PULL as u32 - 4 * MAX_KEY_REQUEST_IDS as u32;
+        let (took, lookups) = keys_another_holder_gives_behind(ahead, 1);
+        eprintln!(
+            "{ahead} unmovable keys ahead: the home's 4,096 keys in {took:?}, at most {lookups} lookups a pull"
+        );
+        assert!(
+            took <= Duration::from_secs(10),
+            "{ahead} unmovable keys ahead held 4,096 keys the home gives at once back {took:?}"
+        );
+    }
+
+    /// The same with no unmovable keys ahead: the home's keys come at once (the control).
+    #[test]
+    fn keys_another_holder_gives_come_at_once_with_nothing_ahead() {
+        let (took, _) = keys_another_holder_gives_behind(0, 1);
+        assert!(took <= Duration::from_secs(4), "{took:?}");
+    }
+
+    /// Grantee keys ahead are passed over without a lookup (red_team_s8b), 128 chunks a pull:
+    /// but one party key with no other holder in a chunk of grantee keys (a read grant to this
+    /// node's doctor is such a key: sealed by the patient's home, which is the grantee keys'
+    /// holder too) makes the chunk one "that moved none", and the pull stops there. So the
+    /// pass-over goes at one chunk a pull again, as slow as the unmovable case above.
+    #[test]
+    fn a_party_key_a_chunk_stops_the_grantee_pass_over() {
+        let ahead = 8 * DUE_PER_PULL as u32 - 4 * MAX_KEY_REQUEST_IDS as u32;
+        let (took, _) = keys_another_holder_gives_behind(ahead, MAX_KEY_REQUEST_IDS as u32);
+        eprintln!(
+            "{ahead} grantee keys ahead, a party key a chunk: the home's 4,096 keys in {took:?}"
+        );
+        assert!(took <= Duration::from_secs(10), "{took:?}");
+    }
+
+    /// The control: grantee keys only ahead are passed over at 128 chunks a pull.
+    #[test]
+    fn grantee_keys_alone_ahead_are_passed_over() {
+        let ahead = 8 * DUE_PER_PULL as u32 - 4 * MAX_KEY_REQUEST_IDS as u32;
+        let (took, _) = keys_another_holder_gives_behind(ahead, u32::MAX);
+        eprintln!("{ahead} grantee keys ahead: the home's 4,096 keys in {took:?}");
+        assert!(took <= Duration::from_secs(10), "{took:?}");
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // c5a3b3fc: a node that lost its store
+    // ---------------------------------------------------------------------------------------
+
+    /// Seven validators (f = 2), this node lost its store: the keys it sealed for its own
+    /// patients are asked of every other validator in turn from tries 0, so the first one
+    /// (1) gets them all first. Validators 1 and 2 are down (within f). 1 lags and is full;
+    /// `route`'s skip looks one step on only, to 2, which lags and is full too: the key parks
+    /// behind 1, and `move_off` can move none of them (its chunk moves none: it stops). They
+    /// leave only through the down validators' own windows (4 x 1,024 ids per 5 s timeout
+    /// each; a key asked of 1 then skips 2 for 3): about 1,600 keys a second, 11 minutes a
+    /// million, where one down costs 7.5 s for 65,536. Before c5a3b3fc `holder_for` skipped lagging ones (and starved one down at
+    /// start); with one down only, the skip reaches 2 and they come at once (the control).
+    fn lost_store_keys_with_down(down: &[ReplicaId], count: u32) -> Duration {
+        // Only the grantee 4 holds them (sealer, patient's home and doctor's home are all
+        // this node); the other validators up say no.
+        let mut holders: Vec<(ReplicaId, Holder)> = (1..7).map(|h| (h, SAYS_NO)).collect();
+        holders[3].1 = GIVES;
+        for (h, b) in &mut holders {
+            if down.contains(h) {
+                *b = SILENT;
+            }
+        }
+        let mut sim = Sim::new(7, &holders, lost_store);
+        let start = sim.start;
+        for i in 0..count {
+            sim.keys.insert(id(0, i), party(ME, ME, 3, start));
+        }
+        let took = sim.run(Duration::from_secs(60), false, |sim| sim.keys.len() == 0);
+        check_invariants(&sim.keys);
+        let mut asked: Vec<_> = sim.asked_of.iter().map(|(h, c)| (*h, *c)).collect();
+        asked.sort();
+        eprintln!(
+            "{count} keys with {down:?} down: {took:?}, {} left, asked {asked:?}",
+            sim.keys.len()
+        );
+        took
+    }
+
+    #[test]
+    fn a_lost_store_with_one_validator_down_gets_its_keys_at_once() {
+        let took = lost_store_keys_with_down(&[1], 2 * DUE_PER_PULL as u32);
+        assert!(took <= Duration::from_secs(15), "{took:?}");
+    }
+
+    #[test]
+    #[ignore = "red team, left: a lost store with two validators down in turn (within f of 7) gets 65,536 keys in 50 s (7.5 s with one down): the walk past lagging holders reaches the grantee, but most asks go to validators that say no; to do: prefer the holders that gave keys lately"]
+    fn a_lost_store_with_two_validators_down_in_turn_gets_its_keys_at_one_windows_pace() {
+        let took = lost_store_keys_with_down(&[1, 2], 2 * DUE_PER_PULL as u32);
+        assert!(
+            took <= Duration::from_secs(15),
+            "65,536 keys, their grantee up, took {took:?}"
+        );
+    }
+
+    /// The one holder (a grantee, 1) was down at start (so it lags, full, until it answers):
+    /// it is still asked, in turn, and its keys come once it is up; by then their tries have
+    /// grown and they are asked at 10 s each, every other validator in turn, so they come
+    /// within (n - 1) x 10 s of it coming up, not at once.
+    #[test]
+    fn a_lost_store_gets_its_keys_from_a_grantee_that_was_down() {
+        let grantee = Holder {
+            up_at: Some(Duration::from_secs(60)),
+            gives: everything,
+        };
+        let mut sim = Sim::new(4, &[(1, grantee), (2, SAYS_NO), (3, SAYS_NO)], four);
+        let start = sim.start;
+        for i in 0..4096 {
+            sim.keys.insert(id(0, i), party(ME, ME, 3, start));
+        }
+        let took = sim.run(Duration::from_secs(120), true, |sim| sim.keys.len() == 0);
+        eprintln!("a grantee up at 60 s: every key by {took:?}");
+        assert_eq!(sim.keys.len(), 0);
+        assert!(took <= Duration::from_secs(60 + 31), "{took:?}");
+        // No holder hammered: each key asked of each holder once per 3 tries, at 10 s a try
+        // at most once its tries reached 7.
+        for (tx, asks) in &sim.asks {
+            for holder in [1, 2, 3] {
+                let times: Vec<Duration> = asks
+                    .iter()
+                    .filter(|(h, _)| *h == holder)
+                    .map(|(_, at)| *at)
+                    .collect();
+                for pair in times.windows(2).skip(2) {
+                    assert!(
+                        pair[1] - pair[0] >= Duration::from_secs(20),
+                        "{:?} asked of {holder} at {times:?}",
+                        &tx[..5]
+                    );
+                }
+            }
+            assert!(
+                asks.len() <= 7 + (took.as_secs() as usize) / 10 + 1,
+                "{asks:?}"
+            );
+        }
     }
 }
