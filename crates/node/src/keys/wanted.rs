@@ -257,6 +257,7 @@ impl WantedKeys {
         }
         *self.heights.entry(wanted.height).or_default() += 1;
         wanted.parked = None;
+        wanted.stays = false;
         self.due.insert((wanted.next_try, tx));
         self.keys.insert(tx, wanted);
     }
