@@ -236,9 +236,15 @@ impl Cluster {
     pub fn converge(&self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let heights: Vec<u64> = self.handles().iter().map(|h| h.status().height).collect();
-            let furthest = heights.iter().copied().max().unwrap_or(0);
-            if heights.iter().all(|&height| height == furthest) {
+            // Heights as each store says, not as each status says: a status is published at the
+            // end of its validator's turn, after a verdict may already have gone out.
+            let heights: Vec<Option<u64>> = self
+                .handles()
+                .iter()
+                .map(|h| h.read(|chain| chain.head()).ok().map(|(height, _)| height))
+                .collect();
+            let furthest = heights.iter().copied().max().flatten();
+            if furthest.is_some() && heights.iter().all(|&height| height == furthest) {
                 return true;
             }
             if std::time::Instant::now() >= deadline {
