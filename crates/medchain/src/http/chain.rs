@@ -131,6 +131,7 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
         "refused_unentitled": c.keys_refused_unentitled,
         "requests_dropped": c.keys_requests_dropped,
         "requests_busy": c.keys_requests_busy,
+        "requests_busy_behind": c.keys_requests_busy_behind,
         "requests_not_entitled": c.keys_requests_not_entitled,
         "requests_not_held": c.keys_requests_not_held,
         "requests_checked": c.keys_requests_checked,

@@ -12,7 +12,9 @@
 //!   entitlement before it stores it; a wrong key is dropped and counted.
 //! - Bounds: at most 4 open requests per holder and 4 queued per asker; a token bucket per
 //!   asker (4,096 ids per second, burst 8,192), ids beyond answered `Busy` without a lookup;
-//!   a node that is catching up answers `Busy` to everything. Every id is answered from the
+//!   a node that is catching up answers `Busy` to everything. The asker keeps the same bucket
+//!   per holder and asks within it, and asks a holder nothing for a second after an answer
+//!   that was all `Busy`. Every id is answered from the
 //!   in-memory index (`super::index`, W4); only a key that leaves is read from `keys.db`.
 
 use std::collections::HashMap;
@@ -41,22 +43,55 @@ const SEALER_TRIES: u32 = 3;
 /// Asked ids answered per second per peer, and the burst.
 const RATE_IDS_PER_S: f64 = 4096.0;
 const BURST_IDS: f64 = 8192.0;
+/// How long a node asks a holder nothing after an answer that was `Busy` for every id (the
+/// holder is catching up, §5.6, or its allowance for this node is spent).
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
 
-/// A peer's allowance of asked ids.
+/// An allowance of asked ids: a holder's per asker, and an asker's own mirror of it per holder,
+/// so that it asks no more than the holder answers (each id beyond is a `Busy` both pay for).
 struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    /// Takes up to `want` tokens; how many were taken.
-    fn take(&mut self, want: usize, now: Instant) -> usize {
+    fn full(now: Instant) -> Self {
+        Bucket {
+            tokens: BURST_IDS,
+            at: now,
+        }
+    }
+
+    /// The tokens now, refilled since the last look.
+    fn refill(&mut self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * RATE_IDS_PER_S).min(BURST_IDS);
         self.at = now;
-        let taken = (want as f64).min(self.tokens.floor());
+        self.tokens
+    }
+
+    /// Takes up to `want` tokens; how many were taken.
+    fn take(&mut self, want: usize, now: Instant) -> usize {
+        let taken = (want as f64).min(self.refill(now).floor().max(0.0));
         self.tokens -= taken;
         taken as usize
+    }
+
+    /// Full requests of [`MAX_KEY_REQUEST_IDS`] ids the allowance covers now.
+    fn requests(&mut self, now: Instant) -> usize {
+        (self.refill(now) / MAX_KEY_REQUEST_IDS as f64).max(0.0) as usize
+    }
+
+    /// Spends `ids` tokens; a short request may overdraw (the debt refills first).
+    fn spend(&mut self, ids: usize, now: Instant) {
+        self.refill(now);
+        self.tokens -= ids as f64;
+    }
+
+    /// Empties the allowance for `pause` beyond what it owes already.
+    fn pause(&mut self, pause: Duration, now: Instant) {
+        self.refill(now);
+        self.tokens = self.tokens.min(0.0) - pause.as_secs_f64() * RATE_IDS_PER_S;
     }
 }
 
@@ -72,7 +107,10 @@ pub(super) struct Exchange {
     transport: Arc<dyn Transport>,
     next_request: u64,
     open: HashMap<u64, OpenPull>,
+    /// Per asker: the ids this node answers it.
     buckets: Vec<Bucket>,
+    /// Per holder: the ids this node may ask it (the mirror of the holder's bucket for it).
+    allowances: Vec<Bucket>,
     /// Per holder: when the oldest request it has not answered was sent (open, or timed out
     /// since its last answer).
     unanswered_since: Vec<Option<Instant>>,
@@ -85,12 +123,8 @@ impl Exchange {
             transport,
             next_request: rand::random(),
             open: HashMap::new(),
-            buckets: (0..n)
-                .map(|_| Bucket {
-                    tokens: BURST_IDS,
-                    at: now,
-                })
-                .collect(),
+            buckets: (0..n).map(|_| Bucket::full(now)).collect(),
+            allowances: (0..n).map(|_| Bucket::full(now)).collect(),
             unanswered_since: vec![None; n],
         }
     }
@@ -111,9 +145,21 @@ impl Exchange {
             .count()
     }
 
+    /// How many more requests `holder` may be sent now: at most [`OPEN_PER_HOLDER`] open, and
+    /// no more ids than its allowance for this node covers.
+    fn room(&mut self, holder: ReplicaId, now: Instant) -> usize {
+        let open = OPEN_PER_HOLDER.saturating_sub(self.open_to(holder));
+        let allowed = self
+            .allowances
+            .get_mut(holder as usize)
+            .map_or(0, |allowance| allowance.requests(now));
+        open.min(allowed)
+    }
+
     pub(super) fn ask(&mut self, holder: ReplicaId, txs: Vec<TxId>, now: Instant) {
         let request = self.next_request;
         self.next_request = self.next_request.wrapping_add(1);
+        let txs_len = txs.len();
         self.transport.send(
             holder,
             Frame::new(Wire::Keys(KeyFrame::Request {
@@ -131,6 +177,9 @@ impl Exchange {
         );
         if let Some(since) = self.unanswered_since.get_mut(holder as usize) {
             since.get_or_insert(now);
+        }
+        if let Some(allowance) = self.allowances.get_mut(holder as usize) {
+            allowance.spend(txs_len, now);
         }
     }
 
@@ -158,6 +207,13 @@ impl Exchange {
     pub fn expire_requests(&mut self, now: Instant) {
         self.open
             .retain(|_, pull| now.saturating_duration_since(pull.sent) < REQUEST_TIMEOUT);
+    }
+
+    /// Asks `holder` nothing for [`BUSY_PAUSE`].
+    fn pause(&mut self, holder: ReplicaId, now: Instant) {
+        if let Some(allowance) = self.allowances.get_mut(holder as usize) {
+            allowance.pause(BUSY_PAUSE, now);
+        }
     }
 
     fn answer(&self, to: ReplicaId, request: u64, height: u64, replies: Vec<KeyReply>) {
@@ -208,7 +264,8 @@ impl Service {
             return Ok(());
         }
         let now = Instant::now();
-        let allowed = if self.catching_up() {
+        let catching_up = self.catching_up();
+        let allowed = if catching_up {
             0
         } else {
             self.buckets_take(from, txs.len(), now)
@@ -241,8 +298,11 @@ impl Service {
                 _ => {}
             }
         }
-        let busy = txs.len() - replies.len();
-        self.counters.keys_requests_busy += busy as u64;
+        let busy = (txs.len() - replies.len()) as u64;
+        self.counters.keys_requests_busy += busy;
+        if catching_up {
+            self.counters.keys_requests_busy_behind += busy;
+        }
         replies.resize(txs.len(), KeyReply::Busy);
         #[cfg(feature = "byzantine")]
         self.lie_in_answer(&mut replies);
@@ -278,8 +338,14 @@ impl Service {
             self.counters.keys_answers_dropped += 1;
             return Ok(());
         }
-        let mut keys = Vec::new();
         let now = Instant::now();
+        if replies.iter().all(|reply| matches!(reply, KeyReply::Busy)) {
+            // Asking again at once would be answered the same: its keys park behind it, and
+            // move to another holder if it stays busy (§12.1 item 7).
+            self.exchange.pause(from, now);
+            return Ok(());
+        }
+        let mut keys = Vec::new();
         for (tx, reply) in pull.txs.iter().zip(replies) {
             match reply {
                 KeyReply::Key(WireKey(key)) => keys.push((*tx, key.clone())),
@@ -408,7 +474,7 @@ struct Holders<'a> {
     n: usize,
     chain: &'a Reader,
     directory: &'a mut Directory,
-    exchange: &'a Exchange,
+    exchange: &'a mut Exchange,
     now: Instant,
 }
 
@@ -420,7 +486,7 @@ impl wanted::Holders for Holders<'_> {
     }
 
     fn room(&mut self, holder: ReplicaId) -> usize {
-        OPEN_PER_HOLDER.saturating_sub(self.exchange.open_to(holder))
+        self.exchange.room(holder, self.now)
     }
 
     fn lagging(&self, holder: ReplicaId) -> bool {
@@ -491,6 +557,66 @@ mod tests {
             2048
         );
         assert_eq!(bucket.take(100_000, start + Duration::from_secs(60)), 8192);
+    }
+
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _: ReplicaId, _: Frame) {}
+    }
+
+    /// An asker sends a holder no more ids than the holder's bucket for it answers: its burst,
+    /// then a full request each quarter second (4,096 ids a second).
+    #[test]
+    fn an_asker_asks_within_the_holders_allowance() {
+        let t0 = Instant::now();
+        let mut exchange = Exchange::new(0, 4, Arc::new(Nowhere));
+        let full = vec![[1; 32]; MAX_KEY_REQUEST_IDS];
+        assert_eq!(exchange.room(1, t0), OPEN_PER_HOLDER, "open requests bound first");
+        let mut asked = 0;
+        for _ in 0..OPEN_PER_HOLDER {
+            exchange.ask(1, full.clone(), t0);
+            asked += full.len();
+        }
+        assert_eq!(exchange.room(1, t0), 0);
+        exchange.open.clear();
+        // Half the burst is left: four more full requests, then none.
+        assert_eq!(exchange.room(1, t0), OPEN_PER_HOLDER);
+        for _ in 0..OPEN_PER_HOLDER {
+            exchange.ask(1, full.clone(), t0);
+            asked += full.len();
+        }
+        exchange.open.clear();
+        assert_eq!(asked as f64, BURST_IDS);
+        assert_eq!(exchange.room(1, t0), 0, "the burst is spent");
+        assert_eq!(exchange.room(2, t0), OPEN_PER_HOLDER, "another holder's is not");
+        assert_eq!(exchange.room(1, t0 + Duration::from_millis(240)), 0);
+        assert_eq!(exchange.room(1, t0 + Duration::from_millis(250)), 1);
+        // A short request spends what it asks: room again once that has refilled.
+        exchange.ask(1, vec![[1; 32]; 3], t0 + Duration::from_millis(250));
+        assert_eq!(exchange.room(1, t0 + Duration::from_millis(250)), 0);
+        assert_eq!(exchange.room(1, t0 + Duration::from_millis(251)), 1);
+    }
+
+    /// After an answer that was all `Busy` a holder is asked nothing for [`BUSY_PAUSE`], then
+    /// as its allowance refills.
+    #[test]
+    fn a_busy_holder_is_left_alone_for_a_while() {
+        let t0 = Instant::now();
+        let mut exchange = Exchange::new(0, 4, Arc::new(Nowhere));
+        exchange.pause(1, t0);
+        let refill_one = Duration::from_millis(250);
+        assert_eq!(exchange.room(1, t0 + BUSY_PAUSE), 0);
+        assert_eq!(exchange.room(1, t0 + BUSY_PAUSE + refill_one), 1);
+        assert_eq!(exchange.room(2, t0), OPEN_PER_HOLDER);
+        // A pause on a debt adds to it.
+        exchange.ask(3, vec![[1; 32]; 2 * BURST_IDS as usize], t0);
+        exchange.open.clear();
+        exchange.pause(3, t0);
+        let debt_s = BURST_IDS / RATE_IDS_PER_S;
+        let after = t0 + BUSY_PAUSE + Duration::from_secs_f64(debt_s) + refill_one;
+        assert_eq!(exchange.room(3, after - Duration::from_millis(10)), 0);
+        assert_eq!(exchange.room(3, after + Duration::from_millis(10)), 1);
     }
 }
 

@@ -131,6 +131,8 @@ pub struct KeyCounters {
     pub keys_requests_dropped: u64,
     /// Asked ids answered `Busy` (above the peer's rate, or while catching up).
     pub keys_requests_busy: u64,
+    /// Of those, the ids answered `Busy` because this validator was catching up (§5.6).
+    pub keys_requests_busy_behind: u64,
     /// Asked ids answered `NotEntitled`.
     pub keys_requests_not_entitled: u64,
     /// Asked ids answered `NotHeld`: no key held for them here (told from memory, §5.3).
@@ -152,7 +154,10 @@ impl KeyCounters {
         self.keys_refused_unentitled += other.keys_refused_unentitled;
         self.keys_requests_dropped += other.keys_requests_dropped;
         self.keys_requests_busy += other.keys_requests_busy;
+        self.keys_requests_busy_behind += other.keys_requests_busy_behind;
         self.keys_requests_not_entitled += other.keys_requests_not_entitled;
+        self.keys_requests_not_held += other.keys_requests_not_held;
+        self.keys_requests_checked += other.keys_requests_checked;
         self.keys_answers_dropped += other.keys_answers_dropped;
     }
 }

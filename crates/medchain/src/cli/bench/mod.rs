@@ -495,7 +495,7 @@ fn print_load(report: &LoadReport) {
     let keys = &report.keys;
     println!(
         "key service: {} keys received, {} served; refused {} wrong, {} reused, {} unentitled; \
-         requests {} dropped, {} busy, {} not entitled; answers {} dropped",
+         requests {} dropped, {} busy ({} while catching up), {} not entitled; answers {} dropped",
         keys.keys_received,
         keys.keys_served,
         keys.keys_refused_wrong,
@@ -503,6 +503,7 @@ fn print_load(report: &LoadReport) {
         keys.keys_refused_unentitled,
         keys.keys_requests_dropped,
         keys.keys_requests_busy,
+        keys.keys_requests_busy_behind,
         keys.keys_requests_not_entitled,
         keys.keys_answers_dropped,
     );

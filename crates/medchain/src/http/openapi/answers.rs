@@ -233,7 +233,11 @@ pub struct KeyMetrics {
     refused_unentitled: u64,
     requests_dropped: u64,
     requests_busy: u64,
+    /// Of `requests_busy`, those answered while this validator was catching up.
+    requests_busy_behind: u64,
     requests_not_entitled: u64,
+    requests_not_held: u64,
+    requests_checked: u64,
     answers_dropped: u64,
 }
 
