@@ -105,13 +105,15 @@ impl Service {
         let Some(patient) = header.meta.subject().copied() else {
             return Ok(());
         };
-        let inserted = self
-            .store
-            .rows()
-            .insert_key(tx, &patient, key, header.not_after_ms)?;
+        let on_chain = self.on_chain_of(&header)?.map(super::OnChain::to_bytes);
+        let inserted = self.store.rows().insert_key(
+            tx,
+            &patient,
+            key,
+            header.not_after_ms,
+            on_chain.as_ref().map(|bytes| bytes.as_slice()),
+        )?;
         if inserted == Inserted::Stored {
-            let on_chain = self.on_chain_of(&header)?;
-            self.hold(tx, super::HeldTx { patient, on_chain })?;
             self.counters.keys_received += 1;
             warn!(
                 from,

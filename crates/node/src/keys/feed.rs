@@ -25,7 +25,7 @@ use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
 
 use super::store::{Durability, ReadGrantRow};
-use super::{HeldTx, Service, Wanted};
+use super::{Service, Wanted};
 use crate::error::NodeError;
 
 /// Blocks read from `chain.db` per keys.db transaction while catching up.
@@ -232,11 +232,7 @@ impl Service {
 
     /// Deletes `tx`'s key row; whether there was one.
     fn delete_key(&mut self, tx: &TxId) -> Result<bool, NodeError> {
-        let deleted = self.store.rows().delete_key(tx)?;
-        if deleted {
-            self.index.release(tx);
-        }
-        Ok(deleted)
+        self.store.rows().delete_key(tx)
     }
 
     /// An applied sealed transaction (in the block at `height`): its pending row goes on chain,
@@ -244,12 +240,12 @@ impl Service {
     fn on_sealed(&mut self, height: u64, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
         #[cfg(feature = "byzantine")]
         self.covet(tx);
-        if let Some(held) = self.index.get(tx).copied()
-            && held.on_chain.is_none()
+        // A held row the chain has said nothing of is a pending seal of this validator
+        // ([`Service::load`]): no lookup for every other transaction.
+        if self.pending.contains_key(tx)
             && let Some(on_chain) = self.on_chain_of(header)?
         {
-            let on_chain = Some(on_chain);
-            self.hold(tx, HeldTx { on_chain, ..held })?;
+            self.store.rows().set_on_chain(tx, &on_chain.to_bytes())?;
         }
         if self.pending.remove(tx).is_some() {
             return Ok(());
@@ -278,7 +274,7 @@ impl Service {
         record: bool,
     ) -> Result<(), NodeError> {
         if self.wanted.contains(tx)
-            || self.index.get(tx).is_some()
+            || self.store.rows().has_key(tx)?
             || self.store.rows().is_broken(tx)?
         {
             return Ok(());
@@ -312,8 +308,8 @@ impl Service {
                 };
                 if !matches!(entry.verdict, EntryVerdict::Applied)
                     || !is_sealed_kind(&header.meta)
-                    || self.index.get(&entry.id).is_some()
                     || self.index.is_erased(&entry.id)
+                    || self.store.rows().has_key(&entry.id)?
                 {
                     continue;
                 }
@@ -416,7 +412,8 @@ impl Service {
             return Ok(false);
         }
         let mut deleted = false;
-        for tx in self.index.held_of(&row.patient) {
+        let held = self.store.rows().held_of(&row.patient)?;
+        for tx in held.iter().map(|row| row.tx) {
             let Some(committed) = self.chain.transaction(&tx)? else {
                 // Sealed here and not on chain yet (this validator is its sealer), or, while
                 // the chain is behind, received for a later block: decided after it catches up.
@@ -575,6 +572,6 @@ mod tests {
             "a rejected seal's key stayed"
         );
         assert_eq!(service.pending.keys().collect::<Vec<_>>(), [&replayed.0]);
-        assert_eq!(service.index.len(), 2);
+        assert_eq!(service.store.rows().held_count().unwrap(), 2);
     }
 }

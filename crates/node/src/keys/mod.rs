@@ -13,6 +13,7 @@ mod byzantine;
 mod exchange;
 mod feed;
 mod index;
+mod runs;
 mod store;
 mod wanted;
 
@@ -720,7 +721,7 @@ impl Service {
             .into_iter()
             .map(|grant| (grant.grant, grant))
             .collect();
-        let held_rows = rows.held()?;
+        let unplaced = rows.unplaced()?;
         // A store written before the height was kept: every block is read again.
         let wanted_from = self.store.wanted_from()?.unwrap_or(1);
         let (head, _) = self.chain.head()?;
@@ -728,33 +729,23 @@ impl Service {
         self.block_time_ms =
             ledger::entitled::applied_block(&self.chain, self.processed.min(head))?
                 .map_or(0, |block| block.time_ms);
-        // The index, from `keys.db`: a row says what the chain says of its transaction once
-        // it is applied. A row that does not (a seal not yet applied, or a row of schema 3) is
-        // looked up on the chain; its transaction not applied there, it is a seal of this
-        // validator that is not yet (§5.5).
+        // A row says what the chain says of its transaction once it is applied. A row that
+        // does not (a seal not yet applied, or a row of schema 3) is looked up on the chain;
+        // its transaction not applied there, it is a seal of this validator that is not yet
+        // (§5.5).
         self.index = Index::default();
         self.pending = HashMap::new();
         let mut learned = Vec::new();
-        for row in held_rows {
-            let on_chain = match row.on_chain.as_deref().and_then(OnChain::from_bytes) {
-                Some(on_chain) => Some(on_chain),
-                None => match self.chain.transaction(&row.tx)? {
-                    Some(committed) if committed.rejected.is_none() => {
-                        let on_chain = self.on_chain_of(&committed.tx.header)?;
-                        learned.extend(on_chain.map(|on_chain| (row.tx, on_chain)));
-                        on_chain
-                    }
-                    _ => {
-                        self.pending.insert(row.tx, row.not_after_ms);
-                        None
-                    }
-                },
-            };
-            let held = HeldTx {
-                patient: row.patient,
-                on_chain,
-            };
-            self.index.hold(row.tx, held);
+        for row in unplaced {
+            match self.chain.transaction(&row.tx)? {
+                Some(committed) if committed.rejected.is_none() => {
+                    let on_chain = self.on_chain_of(&committed.tx.header)?;
+                    learned.extend(on_chain.map(|on_chain| (row.tx, on_chain)));
+                }
+                _ => {
+                    self.pending.insert(row.tx, row.not_after_ms);
+                }
+            }
         }
         if !learned.is_empty() {
             self.in_write(Durability::Deferred, |service| {
@@ -929,8 +920,14 @@ impl Service {
             .map(|(_, wanted)| wanted)
             .filter(|wanted| wanted.patient == *patient && wanted.record);
         let oldest = waiting.clone().min_by_key(|wanted| wanted.since_ms);
+        let records = |rows: Vec<store::HeldRow>| {
+            rows.iter()
+                .filter(|row| HeldTx::from(*row).on_chain.is_some_and(|c| c.record))
+                .count() as u64
+        };
         PatientKeys {
-            held: self.index.records_held(patient),
+            // A status, not a decision: a store that cannot be read shows none held.
+            held: self.store.rows().held_of(patient).map_or(0, records),
             waiting: waiting.count() as u64,
             from: oldest.map(|wanted| wanted.source),
             since_ms: oldest.map(|wanted| wanted.since_ms),
@@ -942,7 +939,7 @@ impl Service {
             processed_height: self.processed,
             resumed_from: self.resumed_from,
             waiting: self.wanted.len() as u64,
-            held: self.index.len() as u64,
+            held: self.store.rows().held_count().unwrap_or(0),
             counters: self.counters.clone(),
         });
     }
@@ -1039,15 +1036,9 @@ impl Service {
         written.map(|_| ())
     }
 
-    /// Keeps `held` in the index, and what the chain says of it in `tx`'s row (if its key is
-    /// held), so that a start reads it from `keys.db` ([`Service::load`]). Inside the caller's
-    /// `keys.db` transaction.
-    fn hold(&mut self, tx: &TxId, held: HeldTx) -> Result<(), NodeError> {
-        if let Some(on_chain) = held.on_chain {
-            self.store.rows().set_on_chain(tx, &on_chain.to_bytes())?;
-        }
-        self.index.hold(*tx, held);
-        Ok(())
+    /// What `tx`'s held key's row says of it, if its key is held.
+    fn held(&self, tx: &TxId) -> Result<Option<HeldTx>, NodeError> {
+        Ok(self.store.rows().held(tx)?.as_ref().map(HeldTx::from))
     }
 
     /// Stores `tx`'s key unless `tx` is broken, and keeps `held` in the index. `position` is
@@ -1070,11 +1061,10 @@ impl Service {
             return Ok(Kept::Broken);
         }
         let patient = &held.patient;
-        let holder = match rows.insert_key(tx, patient, key, not_after_ms)? {
-            store::Inserted::Stored => {
-                self.hold(tx, held)?;
-                return Ok(Kept::Stored);
-            }
+        let on_chain = held.on_chain.map(OnChain::to_bytes);
+        let on_chain = on_chain.as_ref().map(|bytes| bytes.as_slice());
+        let holder = match rows.insert_key(tx, patient, key, not_after_ms, on_chain)? {
+            store::Inserted::Stored => return Ok(Kept::Stored),
             store::Inserted::Held => return Ok(Kept::Held),
             store::Inserted::KeyTaken { holder } => holder,
         };
@@ -1088,9 +1078,7 @@ impl Service {
             rows.delete_key(&holder)?;
             rows.mark_broken(&holder, &id)?;
             self.pending.remove(&holder);
-            self.index.release(&holder);
-            rows.insert_key(tx, patient, key, not_after_ms)?;
-            self.hold(tx, held)?;
+            rows.insert_key(tx, patient, key, not_after_ms, on_chain)?;
             holder
         } else {
             rows.mark_broken(tx, &id)?;

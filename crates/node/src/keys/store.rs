@@ -18,7 +18,6 @@
 //! (§16.13); the service decides which is later ([`super::Service`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -27,9 +26,11 @@ use ledger::seal::{DataKey, key_id};
 use ledger::{Hash, PersonId, TxId};
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
+use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use super::KeystoreKey;
+use super::runs::{RowValues, Runs, Tag};
 use crate::error::NodeError;
 
 /// Domain tag of a row's associated data.
@@ -42,14 +43,15 @@ const NONCE_BYTES: usize = 24;
 /// first indexed keys by an unbound `key_commit` (refused at open), the second is schema 2
 /// (renumbered at open). 2 kept `data_keys` in three B-trees (by transaction, key id and
 /// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_FROM_2`]). 3
-/// lacked `data_keys.on_chain` ([`MIGRATE_FROM_3`]).
-const SCHEMA_VERSION: i64 = 4;
+/// lacked `data_keys.on_chain` ([`MIGRATE_FROM_3`]). 4 kept where each row is in memory only
+/// (read from every row at open), without runs ([`MIGRATE_FROM_4`]).
+const SCHEMA_VERSION: i64 = 5;
 
 /// `data_keys`'s columns (schema 3), for [`SCHEMA`] and [`MIGRATE_FROM_2`]: a rowid table
 /// indexed by nothing else, so that a new key's row goes at the end of its last page, where a
 /// B-tree keyed by a random transaction id or key id takes a page write at a random place per
 /// key, for each of them (docs/SECURITY.md, §12.1). The key service finds a row by transaction
-/// and by key id in memory ([`Locations`]), read from the table at open.
+/// by key id and by patient through its epoch index ([`super::runs`]).
 macro_rules! data_keys_columns {
     () => {
         "(
@@ -78,6 +80,11 @@ const SCHEMA: &str = concat!(
         expires_ms INTEGER NOT NULL
     ) WITHOUT ROWID;"
 );
+
+/// The rows whose transaction the chain has said nothing of yet (own seals not applied): few,
+/// by `seq`, so each is written at the end of this index and read at start without a scan.
+const PENDING_INDEX: &str =
+    "CREATE INDEX data_keys_pending ON data_keys (seq) WHERE on_chain IS NULL;";
 
 /// Schema 2 to the current one, in one SQLite transaction with the version: the rows copied in their order,
 /// the old table and its indexes dropped (their freed pages zeroed: `secure_delete`), and
@@ -165,7 +172,7 @@ pub(crate) struct KeyStore {
     /// The connection's `synchronous` level, set before each transaction (SQLite refuses to
     /// change it inside one).
     durability: Cell<Durability>,
-    locations: RefCell<Locations>,
+    runs: RefCell<Runs>,
 }
 
 impl KeyStore {
@@ -189,14 +196,21 @@ impl KeyStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&conn, path)?;
-        let locations = RefCell::new(Locations::read(&conn, path)?);
+        let mut runs = Runs::read(&conn)?;
+        if runs.has_complete(&conn)? {
+            // A store of schema 4: its rows are cut into runs once, here.
+            info!(path = %path.display(), "writing the key store's epoch index (once)");
+            let tx = conn.unchecked_transaction()?;
+            runs.close_complete(&tx)?;
+            tx.commit()?;
+        }
         let store = Self {
             conn,
             path: path.to_path_buf(),
             genesis_hash,
             key,
             durability: Cell::new(Durability::Synced),
-            locations,
+            runs: RefCell::new(runs),
         };
         store.check_identity()?;
         store.truncate_wal()?;
@@ -319,8 +333,14 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Rolls the transaction back, and reads the epoch index's memory again from the tables
+    /// (it may have cut a run the rollback took back).
     pub fn rollback(&self) {
         let _ = self.conn.execute_batch("ROLLBACK");
+        match Runs::read(&self.conn) {
+            Ok(runs) => *self.runs.borrow_mut() = runs,
+            Err(error) => warn!(%error, "keys.db: the epoch index was not read again"),
+        }
     }
 
     /// Rows changed through this connection since it opened.
@@ -336,7 +356,7 @@ impl KeyStore {
                 genesis_hash: &self.genesis_hash,
                 key: &self.key,
             },
-            locations: &self.locations,
+            runs: &self.runs,
         }
     }
 
@@ -364,6 +384,7 @@ enum Schema {
     /// Schema 2, or schema 2 under the number 1 an earlier build gave it: migrated at open.
     Two,
     Three,
+    Four,
     Current,
 }
 
@@ -398,6 +419,7 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
         ),
         2 => Ok(Schema::Two),
         3 => Ok(Schema::Three),
+        4 => Ok(Schema::Four),
         SCHEMA_VERSION => Ok(Schema::Current),
         newer => refuse(format!(
             "key store schema {newer}, newer than this medchain's ({SCHEMA_VERSION}): upgrade \
@@ -406,17 +428,26 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
     }
 }
 
-/// Creates the schema in a new store, migrates one of schema 2 or 3, or checks an existing
-/// one's version ([`schema`]).
+/// Creates the schema in a new store, migrates one of schema 2, 3 or 4, or checks an existing
+/// one's version ([`schema`]), in one SQLite transaction with the version.
 fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
-    let sql = match schema(conn, path)? {
-        Schema::Empty => SCHEMA,
-        Schema::Two => MIGRATE_FROM_2,
-        Schema::Three => MIGRATE_FROM_3,
+    let steps: &[&str] = match schema(conn, path)? {
+        Schema::Empty => &[SCHEMA],
+        Schema::Two => &[MIGRATE_FROM_2],
+        Schema::Three => &[MIGRATE_FROM_3],
+        Schema::Four => &[],
         Schema::Current => return Ok(()),
     };
     let tx = conn.unchecked_transaction()?;
-    tx.execute_batch(sql)?;
+    for sql in steps.iter().chain(&[super::runs::TABLES, PENDING_INDEX]) {
+        tx.execute_batch(sql)?;
+    }
+    // The held keys' count, kept with every insert and delete (a count of the table would
+    // read all of it at each start).
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (key, value) SELECT 'keys_held', count(*) FROM data_keys",
+        [],
+    )?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -570,122 +601,18 @@ impl RowKey<'_> {
 pub(crate) struct Rows<'a> {
     conn: &'a Connection,
     store: RowKey<'a>,
-    locations: &'a RefCell<Locations>,
+    runs: &'a RefCell<Runs>,
 }
 
-/// Rows by a 32-byte value (a transaction id, a key id), kept in memory by the value's first 8
-/// bytes: 16 bytes an entry where the whole value took 40 (issue 11: memory per held key). A
-/// hit is confirmed on the row. A value whose prefix another held value has already (chance,
-/// or a signer grinding ids to collide: about 2^32 tries) is kept whole, apart, so that both
-/// are found.
-#[derive(Default)]
-struct RowsBy {
-    by_prefix: HashMap<u64, i64>,
-    whole: HashMap<Hash, i64>,
-}
-
-fn prefix(value: &Hash) -> u64 {
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&value[..8]);
-    u64::from_le_bytes(bytes)
-}
-
-impl RowsBy {
-    /// The row of `value`; `holds(seq)` says whether row `seq` holds it.
-    fn get(
-        &self,
-        value: &Hash,
-        holds: impl FnOnce(i64) -> Result<bool, NodeError>,
-    ) -> Result<Option<i64>, NodeError> {
-        if let Some(seq) = self.whole.get(value) {
-            return Ok(Some(*seq));
-        }
-        match self.by_prefix.get(&prefix(value)) {
-            Some(&seq) if holds(seq)? => Ok(Some(seq)),
-            _ => Ok(None),
-        }
-    }
-
-    /// `value` (held in no row yet) is in row `seq`.
-    fn insert(&mut self, value: &Hash, seq: i64) {
-        match self.by_prefix.entry(prefix(value)) {
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(seq);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.whole.insert(*value, seq);
-            }
-        }
-    }
-
-    /// Row `seq`, which held `value`, is gone.
-    fn remove(&mut self, value: &Hash, seq: i64) {
-        if self.whole.remove(value).is_none() && self.by_prefix.get(&prefix(value)) == Some(&seq) {
-            self.by_prefix.remove(&prefix(value));
-        }
-    }
-
-    fn shrink(&mut self) {
-        if self.by_prefix.capacity() > 4 * self.by_prefix.len().max(1024) {
-            self.by_prefix.shrink_to(2 * self.by_prefix.len());
-        }
-    }
-}
-
-/// Where each held key's row is, by transaction and by key id: what schema 3's `data_keys`
-/// does not index (§12.1), read from the table at open and kept with every insert and delete.
-/// About 50 bytes a held key.
-#[derive(Default)]
-struct Locations {
-    by_tx: RowsBy,
-    by_key_id: RowsBy,
-}
-
-/// Whether row `seq` of `data_keys` has `value` in `column` (`tx` or `key_id`).
-fn row_has(conn: &Connection, seq: i64, column: &str, value: &Hash) -> Result<bool, NodeError> {
+/// Whether row `seq` of `data_keys` has `value` in `column`.
+fn row_has(conn: &Connection, seq: i64, column: &str, value: &[u8]) -> Result<bool, NodeError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT 1 FROM data_keys WHERE seq = ?1 AND {column} = ?2"
         ))?
-        .query_row(params![seq, value.as_slice()], |_| Ok(()))
+        .query_row(params![seq, value], |_| Ok(()))
         .optional()?
         .is_some())
-}
-
-impl Locations {
-    /// Every row of `conn`'s `data_keys`; a transaction or key id held twice is an error (the
-    /// key service never stores one so).
-    fn read(conn: &Connection, path: &Path) -> Result<Self, NodeError> {
-        let mut locations = Locations::default();
-        let mut stmt = conn.prepare("SELECT seq, tx, key_id FROM data_keys")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: Vec<u8> = row.get(2)?;
-            let id: Hash = id.try_into().map_err(|_| {
-                NodeError::Corrupt(format!("{}: a key id is not 32 bytes", path.display()))
-            })?;
-            locations
-                .add(conn, tx_id(row.get(1)?)?, id, row.get(0)?)
-                .map_err(|error| NodeError::Corrupt(format!("{}: {error}", path.display())))?;
-        }
-        Ok(locations)
-    }
-
-    fn add(&mut self, conn: &Connection, tx: TxId, id: Hash, seq: i64) -> Result<(), NodeError> {
-        let held_tx = self.by_tx.get(&tx, |seq| row_has(conn, seq, "tx", &tx))?;
-        let held_id = self
-            .by_key_id
-            .get(&id, |seq| row_has(conn, seq, "key_id", &id))?;
-        if held_tx.is_some() || held_id.is_some() {
-            return Err(NodeError::Corrupt(format!(
-                "keys.db: two rows of transaction {} or of its key",
-                ledger::short_hex(&tx)
-            )));
-        }
-        self.by_tx.insert(&tx, seq);
-        self.by_key_id.insert(&id, seq);
-        Ok(())
-    }
 }
 
 fn person(bytes: Vec<u8>) -> Result<PersonId, NodeError> {
@@ -728,25 +655,22 @@ impl Rows<'_> {
         set_meta(self.conn, "wanted_from", &wanted_from.to_le_bytes())
     }
 
-    /// Stores `tx`'s data key, sealed, at the end of the table: unless a key is held for `tx`
-    /// already, or this key is held for another transaction (§16.13).
+    /// Stores `tx`'s data key, sealed, at the end of the table, with what the chain says of
+    /// `tx` if it is applied (`on_chain`, the service's encoding): unless a key is held for
+    /// `tx` already, or this key is held for another transaction (§16.13).
     pub fn insert_key(
         &self,
         tx: &TxId,
         patient: &PersonId,
         key: &DataKey,
         not_after_ms: u64,
+        on_chain: Option<&[u8]>,
     ) -> Result<Inserted, NodeError> {
         if self.has_key(tx)? {
             return Ok(Inserted::Held);
         }
         let id = key_id(key);
-        let taken = self
-            .locations
-            .borrow()
-            .by_key_id
-            .get(&id, |seq| row_has(self.conn, seq, "key_id", &id))?;
-        if let Some(seq) = taken {
+        if let Some(&seq) = self.find(Tag::KeyId, &id)?.first() {
             let holder: Vec<u8> = self
                 .conn
                 .prepare_cached("SELECT tx FROM data_keys WHERE seq = ?1")?
@@ -755,17 +679,20 @@ impl Rows<'_> {
                 holder: tx_id(holder)?,
             });
         }
+        let seq = self.runs.borrow().next_seq(self.conn)?;
         self.conn
             .prepare_cached(
-                "INSERT INTO data_keys (tx, patient, key_id, not_after_ms, sealed_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO data_keys (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
+                seq,
                 tx.as_slice(),
                 patient.as_slice(),
                 id.as_slice(),
                 not_after_ms.min(i64::MAX as u64) as i64,
                 self.store.seal(tx, key),
+                on_chain,
             ])?;
         // Never lowered (an erasure deletes rows, not this count): of two copies of one store,
         // the one that stored more keys is the later (`KeyStoreFacts::keys_stored`).
@@ -775,18 +702,48 @@ impl Rows<'_> {
                  ON CONFLICT (key) DO UPDATE SET value = value + 1",
             )?
             .execute([])?;
-        self.locations
-            .borrow_mut()
-            .add(self.conn, *tx, id, self.conn.last_insert_rowid())?;
+        self.count_held(1)?;
+        let values = RowValues {
+            tx,
+            key_id: &id,
+            patient,
+        };
+        self.runs.borrow_mut().add(self.conn, seq, &values)?;
         Ok(Inserted::Stored)
+    }
+
+    fn count_held(&self, change: i64) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'keys_held'")?
+            .execute([change])?;
+        Ok(())
+    }
+
+    /// Keys held (pending seals included).
+    pub fn held_count(&self) -> Result<u64, NodeError> {
+        let held: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'keys_held'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(held.unwrap_or(0).max(0) as u64)
+    }
+
+    /// The rows whose `tag` column holds `value`, oldest last.
+    fn find(&self, tag: Tag, value: &[u8]) -> Result<Vec<i64>, NodeError> {
+        let candidates = self.runs.borrow().candidates(self.conn, tag, value)?;
+        let mut found = Vec::new();
+        for seq in candidates {
+            if !found.contains(&seq) && row_has(self.conn, seq, tag.column(), value)? {
+                found.push(seq);
+            }
+        }
+        Ok(found)
     }
 
     /// The row of `tx`'s key, if held.
     fn seq_of(&self, tx: &TxId) -> Result<Option<i64>, NodeError> {
-        self.locations
-            .borrow()
-            .by_tx
-            .get(tx, |seq| row_has(self.conn, seq, "tx", tx))
+        Ok(self.find(Tag::Tx, tx)?.first().copied())
     }
 
     pub fn has_key(&self, tx: &TxId) -> Result<bool, NodeError> {
@@ -828,18 +785,17 @@ impl Rows<'_> {
         let Some(seq) = self.seq_of(tx)? else {
             return Ok(false);
         };
-        let id: Vec<u8> = self
+        let (id, patient): (Vec<u8>, Vec<u8>) = self
             .conn
-            .prepare_cached("DELETE FROM data_keys WHERE seq = ?1 RETURNING key_id")?
-            .query_row([seq], |r| r.get(0))?;
-        let id: Hash = id
-            .try_into()
-            .map_err(|_| NodeError::Corrupt("keys.db: a key id is not 32 bytes".into()))?;
-        let mut locations = self.locations.borrow_mut();
-        locations.by_tx.remove(tx, seq);
-        locations.by_key_id.remove(&id, seq);
-        locations.by_tx.shrink();
-        locations.by_key_id.shrink();
+            .prepare_cached("DELETE FROM data_keys WHERE seq = ?1 RETURNING key_id, patient")?
+            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        self.count_held(-1)?;
+        let values = RowValues {
+            tx,
+            key_id: &id,
+            patient: &patient,
+        };
+        self.runs.borrow_mut().remove(seq, &values);
         Ok(true)
     }
 
@@ -855,19 +811,49 @@ impl Rows<'_> {
         Ok(())
     }
 
-    /// Every held key's row: what the service's index is rebuilt from at open.
-    pub fn held(&self) -> Result<Vec<HeldRow>, NodeError> {
+    fn held_row(row: &rusqlite::Row<'_>) -> Result<HeldRow, NodeError> {
+        Ok(HeldRow {
+            tx: tx_id(row.get(0)?)?,
+            patient: person(row.get(1)?)?,
+            not_after_ms: row.get::<_, i64>(2)? as u64,
+            on_chain: row.get(3)?,
+        })
+    }
+
+    /// The row of `tx`'s key, less the key, if held.
+    pub fn held(&self, tx: &TxId) -> Result<Option<HeldRow>, NodeError> {
+        let Some(seq) = self.seq_of(tx)? else {
+            return Ok(None);
+        };
+        let mut found = self.select(
+            "SELECT tx, patient, not_after_ms, on_chain FROM data_keys WHERE seq = ?1",
+            [seq],
+            Self::held_row,
+        )?;
+        Ok(found.pop())
+    }
+
+    /// The rows of `patient`'s held keys (one seek per run that may hold one).
+    pub fn held_of(&self, patient: &PersonId) -> Result<Vec<HeldRow>, NodeError> {
+        let mut rows = Vec::new();
+        for seq in self.find(Tag::Patient, patient)? {
+            rows.extend(self.select(
+                "SELECT tx, patient, not_after_ms, on_chain FROM data_keys WHERE seq = ?1",
+                [seq],
+                Self::held_row,
+            )?);
+        }
+        Ok(rows)
+    }
+
+    /// The rows the chain has said nothing of yet (`on_chain` NULL: own seals not applied,
+    /// rows of schema 3), from their index.
+    pub fn unplaced(&self) -> Result<Vec<HeldRow>, NodeError> {
         self.select(
-            "SELECT tx, patient, not_after_ms, on_chain FROM data_keys",
+            "SELECT tx, patient, not_after_ms, on_chain FROM data_keys INDEXED BY data_keys_pending
+             WHERE on_chain IS NULL",
             [],
-            |row| {
-                Ok(HeldRow {
-                    tx: tx_id(row.get(0)?)?,
-                    patient: person(row.get(1)?)?,
-                    not_after_ms: row.get::<_, i64>(2)? as u64,
-                    on_chain: row.get(3)?,
-                })
-            },
+            Self::held_row,
         )
     }
 
@@ -922,7 +908,10 @@ mod tests {
         let store = open(dir.path(), &key).unwrap();
         let data = DataKey::generate();
         let (tx, patient) = ([1; 32], [2; 16]);
-        store.rows().insert_key(&tx, &patient, &data, 99).unwrap();
+        store
+            .rows()
+            .insert_key(&tx, &patient, &data, 99, None)
+            .unwrap();
         assert_eq!(store.rows().key(&tx).unwrap(), Some(data.clone()));
         let row = HeldRow {
             tx,
@@ -930,12 +919,12 @@ mod tests {
             not_after_ms: 99,
             on_chain: None,
         };
-        assert_eq!(store.rows().held().unwrap(), vec![row.clone()]);
+        assert_eq!(store.rows().held(&tx).unwrap(), Some(row.clone()));
         store.rows().set_on_chain(&tx, &[5; 13]).unwrap();
         let on_chain = Some(vec![5; 13]);
         assert_eq!(
-            store.rows().held().unwrap(),
-            vec![HeldRow { on_chain, ..row }]
+            store.rows().held(&tx).unwrap(),
+            Some(HeldRow { on_chain, ..row })
         );
         // The row moved to another transaction does not open.
         store
@@ -974,19 +963,19 @@ mod tests {
         let (a, b) = (DataKey::generate(), DataKey::generate());
         let rows = store.rows();
         assert_eq!(
-            rows.insert_key(&first, &[2; 16], &a, 0).unwrap(),
+            rows.insert_key(&first, &[2; 16], &a, 0, None).unwrap(),
             Inserted::Stored
         );
         assert!(!rows.has_key(&second).unwrap(), "a prefix is not a hit");
         assert_eq!(rows.key(&second).unwrap(), None);
         assert_eq!(
-            rows.insert_key(&second, &[2; 16], &b, 0).unwrap(),
+            rows.insert_key(&second, &[2; 16], &b, 0, None).unwrap(),
             Inserted::Stored
         );
         assert_eq!(rows.key(&first).unwrap(), Some(a.clone()));
         assert_eq!(rows.key(&second).unwrap(), Some(b.clone()));
         assert_eq!(
-            rows.insert_key(&third, &[2; 16], &b, 0).unwrap(),
+            rows.insert_key(&third, &[2; 16], &b, 0, None).unwrap(),
             Inserted::KeyTaken { holder: second }
         );
         drop(store);
@@ -999,7 +988,7 @@ mod tests {
         assert!(rows.delete_key(&second).unwrap());
         assert!(!rows.delete_key(&second).unwrap());
         assert_eq!(
-            rows.insert_key(&third, &[2; 16], &a, 0).unwrap(),
+            rows.insert_key(&third, &[2; 16], &a, 0, None).unwrap(),
             Inserted::Stored
         );
     }
@@ -1011,9 +1000,9 @@ mod tests {
         let data = DataKey::generate();
         let rows = store.rows();
         let inserted = [
-            rows.insert_key(&[1; 32], &[2; 16], &data, 0).unwrap(),
-            rows.insert_key(&[1; 32], &[2; 16], &data, 0).unwrap(),
-            rows.insert_key(&[4; 32], &[2; 16], &data, 0).unwrap(),
+            rows.insert_key(&[1; 32], &[2; 16], &data, 0, None).unwrap(),
+            rows.insert_key(&[1; 32], &[2; 16], &data, 0, None).unwrap(),
+            rows.insert_key(&[4; 32], &[2; 16], &data, 0, None).unwrap(),
         ];
         assert_eq!(
             inserted,
@@ -1029,9 +1018,10 @@ mod tests {
         // Erasing the broken transaction deletes no row: the earlier transaction keeps its
         // key (red team round 3, break 1).
         assert!(!rows.delete_key(&[4; 32]).unwrap());
-        assert_eq!(rows.held().unwrap().len(), 1);
+        assert_eq!(rows.held_count().unwrap(), 1);
         assert!(rows.delete_key(&[1; 32]).unwrap());
-        assert!(rows.held().unwrap().is_empty());
+        assert_eq!(rows.held_count().unwrap(), 0);
+        assert!(rows.held(&[1; 32]).unwrap().is_none());
     }
 
     /// What `medchain restore` reads of a key store without its key: the chain, the processed
@@ -1065,7 +1055,7 @@ mod tests {
         let data = DataKey::generate();
         store
             .rows()
-            .insert_key(&[1; 32], &[2; 16], &data, 0)
+            .insert_key(&[1; 32], &[2; 16], &data, 0, None)
             .unwrap();
         store.rows().delete_key(&[1; 32]).unwrap();
         let later = KeyStoreFacts::read(&path).unwrap();
@@ -1117,9 +1107,25 @@ mod tests {
             .unwrap()
     }
 
+    /// Puts the store at `path` back in schema 4: no epoch index, no pending rows' index, no
+    /// count of held keys.
+    fn back_to_schema_4(path: &Path) {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(
+                "DROP TABLE key_runs;
+                 DROP TABLE key_filters;
+                 DROP INDEX data_keys_pending;
+                 DELETE FROM meta WHERE key = 'keys_held';
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+    }
+
     /// Puts the store at `path` back in schema 2 (its rows in the three B-trees, `on_chain`,
     /// `wanted`), numbered `version`, as main before §12.1 left it.
     fn back_to_schema_2(path: &Path, version: i64) {
+        back_to_schema_4(path);
         Connection::open(path)
             .unwrap()
             .execute_batch(&format!(
@@ -1181,7 +1187,7 @@ mod tests {
         let data = DataKey::generate();
         store
             .rows()
-            .insert_key(&[1; 32], &[2; 16], &data, 0)
+            .insert_key(&[1; 32], &[2; 16], &data, 0, None)
             .unwrap();
         drop(store);
         let path = current.path().join("keys.db");
@@ -1195,7 +1201,7 @@ mod tests {
             assert_eq!(
                 store
                     .rows()
-                    .insert_key(&[4; 32], &[2; 16], &data, 0)
+                    .insert_key(&[4; 32], &[2; 16], &data, 0, None)
                     .unwrap(),
                 Inserted::KeyTaken { holder: [1; 32] }
             );
@@ -1217,6 +1223,7 @@ mod tests {
         }
 
         // Schema 3 (no `on_chain`): the column added, the rows kept, `on_chain` unknown.
+        back_to_schema_4(&path);
         Connection::open(&path)
             .unwrap()
             .execute_batch(
@@ -1226,7 +1233,8 @@ mod tests {
             .unwrap();
         let store = open(current.path(), &key).unwrap();
         assert_eq!(store.rows().key(&[1; 32]).unwrap(), Some(data.clone()));
-        assert_eq!(store.rows().held().unwrap()[0].on_chain, None);
+        assert_eq!(store.rows().held(&[1; 32]).unwrap().unwrap().on_chain, None);
+        assert_eq!(store.rows().unplaced().unwrap().len(), 1);
         drop(store);
         assert_eq!(user_version(&path), SCHEMA_VERSION);
         assert!(columns(&path, "data_keys").contains(&"on_chain".to_string()));
@@ -1239,6 +1247,109 @@ mod tests {
         match open(current.path(), &key) {
             Err(NodeError::Config(why)) => assert!(why.contains("upgrade medchain"), "{why}"),
             other => panic!("a newer key store opened: {:?}", other.map(|_| ())),
+        }
+    }
+
+    /// A store of schema 4 (every row in one uncut table) is cut into runs at its first open:
+    /// every row is found by transaction, key id and patient, the count of held keys is kept,
+    /// and its rows the chain said nothing of are read from their index.
+    #[test]
+    fn a_store_of_schema_4_is_cut_into_runs_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let store = open(dir.path(), &key).unwrap();
+        let rows = store.rows();
+        let tx = |i: u8| [i; 32];
+        let patient = |i: u8| [i % 3; 16];
+        let keys: Vec<DataKey> = (0..30).map(|_| DataKey::generate()).collect();
+        for i in 0..30u8 {
+            let on_chain = (i % 5 != 0).then_some([1u8; 13]);
+            let on_chain = on_chain.as_ref().map(|bytes| bytes.as_slice());
+            rows.insert_key(&tx(i), &patient(i), &keys[i as usize], 0, on_chain)
+                .unwrap();
+        }
+        drop(store);
+        let path = dir.path().join("keys.db");
+        back_to_schema_4(&path);
+        let store = open(dir.path(), &key).unwrap();
+        let rows = store.rows();
+        assert_eq!(rows.held_count().unwrap(), 30);
+        assert_eq!(store.runs.borrow().next_seq(&store.conn).unwrap(), 31);
+        for i in 0..30u8 {
+            assert_eq!(rows.key(&tx(i)).unwrap(), Some(keys[i as usize].clone()));
+            assert_eq!(
+                rows.insert_key(&[99; 32], &patient(i), &keys[i as usize], 0, None)
+                    .unwrap(),
+                Inserted::KeyTaken { holder: tx(i) },
+                "the key id of row {i} is found"
+            );
+        }
+        let of_patient: Vec<TxId> = rows
+            .held_of(&patient(1))
+            .unwrap()
+            .iter()
+            .map(|r| r.tx)
+            .collect();
+        let mut expected: Vec<TxId> = (0..30u8).filter(|i| i % 3 == 1).map(tx).collect();
+        let mut found = of_patient.clone();
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected);
+        let unplaced: Vec<TxId> = rows.unplaced().unwrap().iter().map(|r| r.tx).collect();
+        assert_eq!(
+            unplaced,
+            (0..30u8).filter(|i| i % 5 == 0).map(tx).collect::<Vec<_>>()
+        );
+        // Deleted rows stay deleted across runs; a row stored after is found.
+        assert!(rows.delete_key(&tx(3)).unwrap());
+        assert!(rows.key(&tx(3)).unwrap().is_none());
+        assert_eq!(rows.held_count().unwrap(), 29);
+        rows.insert_key(&tx(200), &patient(0), &DataKey::generate(), 0, None)
+            .unwrap();
+        drop(store);
+        let store = open(dir.path(), &key).unwrap();
+        assert!(store.rows().has_key(&tx(200)).unwrap());
+        assert!(!store.rows().has_key(&tx(3)).unwrap());
+        assert_eq!(store.rows().held_count().unwrap(), 30);
+    }
+
+    /// A rolled-back transaction that cut a run leaves the epoch index as the tables are: every
+    /// committed row is still found.
+    #[test]
+    fn a_rollback_across_a_run_loses_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let store = open(dir.path(), &key).unwrap();
+        for i in 0..6u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &[1; 16], &DataKey::generate(), 0, None)
+                .unwrap();
+        }
+        store.begin(Durability::Deferred).unwrap();
+        for i in 6..12u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &[1; 16], &DataKey::generate(), 0, None)
+                .unwrap();
+        }
+        assert_eq!(store.runs.borrow().covered, super::super::runs::EPOCH_ROWS);
+        store.rollback();
+        for i in 0..6u8 {
+            assert!(store.rows().has_key(&[i; 32]).unwrap(), "row {i}");
+        }
+        for i in 6..12u8 {
+            assert!(!store.rows().has_key(&[i; 32]).unwrap(), "row {i}");
+        }
+        assert_eq!(store.rows().held_count().unwrap(), 6);
+        for i in 6..12u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &[1; 16], &DataKey::generate(), 0, None)
+                .unwrap();
+        }
+        for i in 0..12u8 {
+            assert!(store.rows().has_key(&[i; 32]).unwrap(), "row {i}");
         }
     }
 }
