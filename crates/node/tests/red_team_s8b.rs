@@ -315,7 +315,7 @@ fn a_tampered_schema_4_store_is_not_laundered_by_its_migration() {
 }
 
 /// Held (§16.17 with schema 4): a validator's own seals have their row rewritten by the
-/// block that applies them (`on_sealed` → `set_on_chain`, the row 13 bytes longer, pages
+/// block that applies them (`on_sealed` → `set_facts`, the row 13 bytes longer, pages
 /// split across 24 rows); after a restart each sealed row is in the store's files once, every
 /// row says what the chain says, and an erasure leaves the erased key's sealed bytes in no
 /// file. The records still open after the restart, and a seal made after it is pending until
