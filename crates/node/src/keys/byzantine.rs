@@ -105,13 +105,13 @@ impl Service {
         let Some(patient) = header.meta.subject().copied() else {
             return Ok(());
         };
-        let inserted = self
-            .store
-            .rows()
-            .insert_key(tx, &patient, key, header.not_after_ms)?;
-        if inserted == Inserted::Stored {
-            let on_chain = self.on_chain_of(&header)?;
-            self.hold(tx, super::HeldTx { patient, on_chain })?;
+        let held = super::HeldTx {
+            patient,
+            on_chain: self.on_chain_of(&header)?,
+        };
+        let facts = super::row_facts(&held, header.not_after_ms);
+        if self.store.rows().insert_key(tx, &facts, key)? == Inserted::Stored {
+            self.index.hold(*tx, held);
             self.counters.keys_received += 1;
             warn!(
                 from,

@@ -248,8 +248,13 @@ impl Service {
             && held.on_chain.is_none()
             && let Some(on_chain) = self.on_chain_of(header)?
         {
-            let on_chain = Some(on_chain);
-            self.hold(tx, HeldTx { on_chain, ..held })?;
+            // The chain's patient, not the row's: a pending row whose tag failed at start was
+            // kept as it said (§12.1 item 6).
+            let held = HeldTx {
+                patient: header.meta.subject().copied().unwrap_or(held.patient),
+                on_chain: Some(on_chain),
+            };
+            self.hold(tx, held, header.not_after_ms)?;
         }
         if self.pending.remove(tx).is_some() {
             return Ok(());

@@ -6,9 +6,11 @@
 //! Kept by the service as it stores and deletes keys and processes applied blocks; rebuilt at
 //! open from `keys.db` and the chain.
 //!
-//! The index answers `Erased`, `NotHeld`, `NotOnChain` and `NotEntitled` on its own. An id it holds for an
-//! asker it finds entitled is checked again on one chain snapshot before a key leaves (§16.19):
-//! the index follows the processed height, the chain may be ahead of it.
+//! The index answers `Erased`, `NotHeld`, `NotOnChain` and `NotEntitled` on its own, and an id
+//! it holds for an asker it finds entitled gets its key with no further chain check (§12.1 item
+//! 3; before, §16.19): what it is rebuilt from at start is trusted only as far as each
+//! `keys.db` row's facts hold their tag (§12.1 item 6). It follows the processed height; the
+//! chain may be ahead of it.
 
 use std::collections::{HashMap, HashSet};
 

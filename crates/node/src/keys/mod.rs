@@ -39,7 +39,7 @@ use crate::wire::{Frame, KeyFrame, Wire};
 use exchange::Exchange;
 use index::{HeldTx, Index, OnChain};
 pub use store::KeyStoreFacts;
-use store::{Durability, KeyStore};
+use store::{Durability, Facts, KeyStore, Tag};
 use wanted::{Wanted, WantedKeys};
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
@@ -142,6 +142,11 @@ pub struct KeyCounters {
     pub keys_requests_checked: u64,
     /// Answers to no open request of this validator: dropped unread.
     pub keys_answers_dropped: u64,
+    /// `keys.db` rows whose facts failed their tag when the index was loaded (the file was
+    /// changed without the operator key, or damaged): not trusted, their transactions looked up
+    /// on the chain (docs/SECURITY.md §12.1 item 6). Counted at each load (a start, and again
+    /// when a chain that was behind the store catches up, for a row still not on chain).
+    pub keys_rows_refused: u64,
 }
 
 impl KeyCounters {
@@ -159,6 +164,7 @@ impl KeyCounters {
         self.keys_requests_not_held += other.keys_requests_not_held;
         self.keys_requests_checked += other.keys_requests_checked;
         self.keys_answers_dropped += other.keys_answers_dropped;
+        self.keys_rows_refused += other.keys_rows_refused;
     }
 }
 
@@ -626,6 +632,15 @@ impl Directory {
     }
 }
 
+/// What `held`'s row says of its transaction, whose deadline is `not_after_ms`.
+fn row_facts(held: &HeldTx, not_after_ms: u64) -> Facts {
+    Facts {
+        patient: held.patient,
+        not_after_ms,
+        on_chain: held.on_chain.map(|on_chain| on_chain.to_bytes().to_vec()),
+    }
+}
+
 /// The key service: one thread, owning `keys.db`'s connection and a read connection to the
 /// chain.
 struct Service {
@@ -728,40 +743,83 @@ impl Service {
         self.block_time_ms =
             ledger::entitled::applied_block(&self.chain, self.processed.min(head))?
                 .map_or(0, |block| block.time_ms);
-        // The index, from `keys.db`: a row says what the chain says of its transaction once
-        // it is applied. A row that does not (a seal not yet applied, or a row of schema 3) is
-        // looked up on the chain; its transaction not applied there, it is a seal of this
-        // validator that is not yet (§5.5).
+        // The index, from `keys.db`: a row whose facts hold their tag (§12.1 item 6) says what
+        // the chain says of its transaction once it is applied. Any other row (a seal not yet
+        // applied, a row whose tag fails or that has none) is looked up on the chain, and what
+        // the chain says is written with its tag; its transaction not applied there, it is a
+        // seal of this validator that is not yet (§5.5).
         self.index = Index::default();
         self.pending = HashMap::new();
-        let mut learned = Vec::new();
+        let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
         for row in held_rows {
-            let on_chain = match row.on_chain.as_deref().and_then(OnChain::from_bytes) {
-                Some(on_chain) => Some(on_chain),
-                None => match self.chain.transaction(&row.tx)? {
-                    Some(committed) if committed.rejected.is_none() => {
-                        let on_chain = self.on_chain_of(&committed.tx.header)?;
-                        learned.extend(on_chain.map(|on_chain| (row.tx, on_chain)));
-                        on_chain
+            let trusted = match row.tag {
+                Tag::Valid => row.facts.on_chain.as_deref().and_then(OnChain::from_bytes),
+                Tag::Absent => {
+                    untagged += 1;
+                    None
+                }
+                Tag::Invalid => {
+                    refused += 1;
+                    None
+                }
+            };
+            let held = match trusted {
+                Some(on_chain) => HeldTx {
+                    patient: row.facts.patient,
+                    on_chain: Some(on_chain),
+                },
+                None => match self.chain.transaction(&row.tx)?.as_ref() {
+                    Some(committed)
+                        if committed.rejected.is_none()
+                            && let Some(patient) = committed.tx.header.meta.subject() =>
+                    {
+                        let header = &committed.tx.header;
+                        let held = HeldTx {
+                            patient: *patient,
+                            on_chain: self.on_chain_of(header)?,
+                        };
+                        if held.on_chain.is_some() {
+                            learned.push((row.tx, row_facts(&held, header.not_after_ms)));
+                        }
+                        held
                     }
+                    // Not applied: a pending seal. A row whose tag fails is kept as it says,
+                    // not rewritten: a pending key is given to nobody (`NotOnChain`), its
+                    // deadline only decides when it is deleted, and the block that applies it
+                    // writes the chain's facts ([`Service::hold`]).
                     _ => {
-                        self.pending.insert(row.tx, row.not_after_ms);
-                        None
+                        self.pending.insert(row.tx, row.facts.not_after_ms);
+                        HeldTx {
+                            patient: row.facts.patient,
+                            on_chain: None,
+                        }
                     }
                 },
             };
-            let held = HeldTx {
-                patient: row.patient,
-                on_chain,
-            };
             self.index.hold(row.tx, held);
+        }
+        self.counters.keys_rows_refused += refused;
+        if refused > 0 {
+            warn!(
+                validator = self.me,
+                rows = refused,
+                "keys.db: rows whose facts fail their tag (changed without the operator key, or \
+                 damaged): not trusted, read from the chain"
+            );
+        }
+        if untagged > 0 {
+            info!(
+                validator = self.me,
+                rows = untagged,
+                "keys.db: rows without a tag (written before schema 5): read from the chain"
+            );
         }
         if !learned.is_empty() {
             self.in_write(Durability::Deferred, |service| {
                 let rows = service.store.rows();
                 learned
                     .iter()
-                    .try_for_each(|(tx, on_chain)| rows.set_on_chain(tx, &on_chain.to_bytes()))
+                    .try_for_each(|(tx, facts)| rows.set_facts(tx, facts))
             })?;
             // The rows rewritten have their older pages in the file until a checkpoint: as at
             // open, the store holds one copy of each sealed row once started (§16.17).
@@ -1039,13 +1097,14 @@ impl Service {
         written.map(|_| ())
     }
 
-    /// Keeps `held` in the index, and what the chain says of it in `tx`'s row (if its key is
-    /// held), so that a start reads it from `keys.db` ([`Service::load`]). Inside the caller's
-    /// `keys.db` transaction.
-    fn hold(&mut self, tx: &TxId, held: HeldTx) -> Result<(), NodeError> {
-        if let Some(on_chain) = held.on_chain {
-            self.store.rows().set_on_chain(tx, &on_chain.to_bytes())?;
-        }
+    /// Keeps `held` (what the chain says of `tx`, applied with the deadline `not_after_ms`) in
+    /// the index, and in `tx`'s row with its tag (if its key is held) in place of what the row
+    /// said, so that a start reads it from `keys.db` ([`Service::load`], §12.1 item 6). Inside
+    /// the caller's `keys.db` transaction.
+    fn hold(&mut self, tx: &TxId, held: HeldTx, not_after_ms: u64) -> Result<(), NodeError> {
+        self.store
+            .rows()
+            .set_facts(tx, &row_facts(&held, not_after_ms))?;
         self.index.hold(*tx, held);
         Ok(())
     }
@@ -1069,10 +1128,10 @@ impl Service {
         if rows.is_broken(tx)? {
             return Ok(Kept::Broken);
         }
-        let patient = &held.patient;
-        let holder = match rows.insert_key(tx, patient, key, not_after_ms)? {
+        let facts = row_facts(&held, not_after_ms);
+        let holder = match rows.insert_key(tx, &facts, key)? {
             store::Inserted::Stored => {
-                self.hold(tx, held)?;
+                self.index.hold(*tx, held);
                 return Ok(Kept::Stored);
             }
             store::Inserted::Held => return Ok(Kept::Held),
@@ -1089,8 +1148,8 @@ impl Service {
             rows.mark_broken(&holder, &id)?;
             self.pending.remove(&holder);
             self.index.release(&holder);
-            rows.insert_key(tx, patient, key, not_after_ms)?;
-            self.hold(tx, held)?;
+            rows.insert_key(tx, &facts, key)?;
+            self.index.hold(*tx, held);
             holder
         } else {
             rows.mark_broken(tx, &id)?;
