@@ -8,7 +8,7 @@
 #[allow(dead_code)] // Helpers shared with the other cluster tests.
 mod common;
 
-use common::world::{HOSPITAL, INSURANCE, World, wait_until};
+use common::world::{HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, World, wait_until};
 use ledger::TxId;
 use node::load::Person;
 use node::{KeyReply, OpenState};
@@ -59,16 +59,16 @@ fn settled_reply(
     reply
 }
 
-/// `data_keys.on_chain` is outside the row's sealing (the AEAD binds the key to its
-/// transaction id only, §3.2) and is trusted at start as the transaction's parties: whoever
-/// can write the stopped validator's `keys.db` without the operator key (a backup restored
-/// from an untrusted copy, a tampered disk) names any validator a party of any held key, by
-/// writing 13 bytes or copying another row's, and the validator hands the key to it on
-/// request. Before schema 4 the parties came from `chain.db` at each start, whose blocks are
-/// signed. Here the home's own record (its patient, its doctor: nobody else is entitled)
-/// goes to the insurer, which is refused before the edit.
+/// Fixed (schema 5, docs/SECURITY.md §12.1 item 6). `data_keys.on_chain` was outside the row's
+/// sealing (the AEAD binds the key to its transaction id only, §3.2) and trusted at start as
+/// the transaction's parties: whoever can write the stopped validator's `keys.db` without the
+/// operator key (a backup restored from an untrusted copy, a tampered disk) named any
+/// validator a party of any held key, by writing 13 bytes or copying another row's, and the
+/// validator handed the key to it on request. Here the home's own record (its patient, its
+/// doctor: nobody else is entitled) would go to the insurer, which is refused before the edit.
+/// Now the row's facts fail their tag: the start reads them from the chain, counts the row and
+/// writes it back as the chain says.
 #[test]
-#[ignore = "red team, accepted for now (docs/SECURITY.md §12.1 item 6): an edited data_keys.on_chain (unauthenticated, as the patient column) makes a holder hand a key to a validator that is no party"]
 fn red_team_an_edited_on_chain_column_hands_a_key_to_a_non_party() {
     let mut w = World::new();
     let patient = Person::patient(HOSPITAL);
@@ -102,10 +102,230 @@ fn red_team_an_edited_on_chain_column_hands_a_key_to_a_non_party() {
         !matches!(after, KeyReply::Key(_)),
         "the home gave its own record's key to the insurer, named a party by keys.db alone"
     );
+    wait_until("the row written back as the chain says", || {
+        on_chain_of(&w, HOSPITAL, &record)
+            == Some(on_chain_bytes(HOSPITAL, HOSPITAL, HOSPITAL, true))
+    });
+    assert_eq!(rows_refused(&w, HOSPITAL), 1);
+}
+
+/// A row's facts as `keys.db` holds them: patient, `not_after_ms`, `on_chain`, `facts_tag`.
+type RowFacts = (Vec<u8>, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn facts_of(w: &World, at: ReplicaId, tx: &TxId) -> RowFacts {
+    rusqlite::Connection::open(w.keys_db(at))
+        .unwrap()
+        .query_row(
+            "SELECT patient, not_after_ms, on_chain, facts_tag FROM data_keys WHERE tx = ?1",
+            [tx.as_slice()],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .unwrap()
+}
+
+/// Runs `sql` on the stopped validator `at`'s `keys.db`, as whoever can write the file
+/// without the operator key.
+fn edit(w: &World, at: ReplicaId, sql: &str, params: impl rusqlite::Params) {
+    rusqlite::Connection::open(w.keys_db(at))
+        .unwrap()
+        .execute(sql, params)
+        .unwrap();
+}
+
+/// The rows `at`'s key service refused at its last start, once it has started.
+fn rows_refused(w: &World, at: ReplicaId) -> u64 {
+    w.node(at).key_status().counters.keys_rows_refused
+}
+
+/// Each fact a start trusts is sealed with its transaction id (§12.1 item 6): a row whose
+/// patient, deadline or `on_chain` was edited, or whose facts and tag were copied from another
+/// transaction's row, is refused, counted, and read from the chain. A patient moved to another
+/// patient with a live read grant would hand the record to that patient's grantee; facts
+/// copied from the insurer's own record for the patient would name the insurer a party of the
+/// home's record. After the restart every row is as it was, neither key leaves, and a second
+/// start refuses nothing.
+#[test]
+fn a_start_refuses_facts_edited_or_copied_from_another_row() {
+    let mut w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let other = Person::patient(HOSPITAL);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
+    let insurer = Person::doctor(INSURANCE, "Claims", "Dr Claims");
+    let reader = Person::doctor(PHARMACY, "Neurology", "Dr Reader");
+    w.enroll(&[&patient, &other, &author, &insurer, &reader]);
+    let copied_to = w.record(&author, &patient, "Glioblastoma");
+    let moved = w.record(&author, &patient, "Meningioma");
+    let deadline = w.record(&author, &patient, "Astrocytoma");
+    let insurers = w.record(&insurer, &patient, "Claim");
+    w.read_grant(&other, &reader, HOUR_MS);
+    for record in [copied_to, moved, deadline, insurers] {
+        w.wait_state(HOSPITAL, &record, OpenState::Open);
+    }
+    w.settle();
+    let records = [copied_to, moved, deadline, insurers];
+    let before: Vec<RowFacts> = records.iter().map(|r| facts_of(&w, HOSPITAL, r)).collect();
+    assert!(
+        before.iter().all(|facts| facts.3.is_some()),
+        "every row is tagged"
+    );
+
+    w.cluster.stop(HOSPITAL);
+    edit(
+        &w,
+        HOSPITAL,
+        "UPDATE data_keys SET (patient, not_after_ms, on_chain, facts_tag) =
+            (SELECT patient, not_after_ms, on_chain, facts_tag FROM data_keys WHERE tx = ?2)
+         WHERE tx = ?1",
+        rusqlite::params![copied_to.as_slice(), insurers.as_slice()],
+    );
+    edit(
+        &w,
+        HOSPITAL,
+        "UPDATE data_keys SET patient = ?2 WHERE tx = ?1",
+        rusqlite::params![moved.as_slice(), other.id.as_slice()],
+    );
+    edit(
+        &w,
+        HOSPITAL,
+        "UPDATE data_keys SET not_after_ms = not_after_ms - 1 WHERE tx = ?1",
+        [deadline.as_slice()],
+    );
+    w.cluster.restart(HOSPITAL).unwrap();
+    let asked = settled_reply(&w, INSURANCE, HOSPITAL, copied_to, 1_000);
+    assert!(!matches!(asked, KeyReply::Key(_)), "{asked:?}");
+    let asked = settled_reply(&w, PHARMACY, HOSPITAL, moved, 2_000);
+    assert!(!matches!(asked, KeyReply::Key(_)), "{asked:?}");
+    // Every row is checked after the start, read or not (`Service::check_rows`).
+    wait_until("the rows written back as the chain says", || {
+        let after: Vec<RowFacts> = records.iter().map(|r| facts_of(&w, HOSPITAL, r)).collect();
+        after == before
+    });
+    assert_eq!(rows_refused(&w, HOSPITAL), 3);
+
+    w.cluster.stop(HOSPITAL);
+    w.cluster.restart(HOSPITAL).unwrap();
+    settled_reply(&w, INSURANCE, HOSPITAL, copied_to, 3_000);
+    assert_eq!(rows_refused(&w, HOSPITAL), 0);
+    assert_eq!(
+        common::world::diagnosis(&w.wait_state(HOSPITAL, &moved, OpenState::Open)),
+        "Meningioma"
+    );
+}
+
+/// A seal not yet on chain whose row's deadline was edited fails its tag and is kept as it
+/// says (a pending key is given to nobody; its deadline only decides when it is deleted), not
+/// vouched for: it is refused again at the next start. The block that applies it writes the
+/// chain's facts with their tag.
+#[test]
+fn a_pending_seals_edited_deadline_is_refused_until_its_block_writes_the_chains() {
+    let mut w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
+    w.enroll(&[&patient, &author]);
+    let grant = w.write_grant(&patient, &author);
+    let sealed =
+        w.rt.block_on(author.record(
+            &w.node(HOSPITAL),
+            &patient.id,
+            grant,
+            &common::note("Later"),
+        ))
+        .unwrap();
+    let tx = sealed.id(&w.genesis_hash());
+    let deadline = sealed.header.not_after_ms.min(i64::MAX as u64) as i64;
+    let (_, not_after_ms, on_chain, _) = facts_of(&w, HOSPITAL, &tx);
+    assert_eq!((not_after_ms, on_chain), (deadline, None));
+
+    let edited = deadline - HOUR_MS as i64;
+    for start in 0..2 {
+        w.cluster.stop(HOSPITAL);
+        if start == 0 {
+            edit(
+                &w,
+                HOSPITAL,
+                "UPDATE data_keys SET not_after_ms = ?2 WHERE tx = ?1",
+                rusqlite::params![tx.as_slice(), edited],
+            );
+        }
+        w.cluster.restart(HOSPITAL).unwrap();
+        settled_reply(&w, INSURANCE, HOSPITAL, tx, 1_000 * (start + 1));
+        assert_eq!(rows_refused(&w, HOSPITAL), 1, "start {start}");
+        assert_eq!(facts_of(&w, HOSPITAL, &tx).1, edited, "kept as it says");
+    }
+
+    w.applied(HOSPITAL, sealed);
+    w.wait_state(HOSPITAL, &tx, OpenState::Open);
+    wait_until("the applied seal's row to carry the chain's facts", || {
+        let (_, not_after_ms, on_chain, _) = facts_of(&w, HOSPITAL, &tx);
+        on_chain == Some(on_chain_bytes(HOSPITAL, HOSPITAL, HOSPITAL, true))
+            && not_after_ms == deadline
+    });
+    w.cluster.stop(HOSPITAL);
+    w.cluster.restart(HOSPITAL).unwrap();
+    settled_reply(&w, INSURANCE, HOSPITAL, tx, 3_000);
+    assert_eq!(rows_refused(&w, HOSPITAL), 0);
+}
+
+/// A store of schema 4 is migrated with its rows untagged, never vouched for: what a tampered
+/// schema 4 store says is read from the chain after the first start of schema 5 (every row is
+/// checked then, a slice per timer), as a row whose tag fails is (not counted as refused: it
+/// never had a tag), and written back with its tag.
+#[test]
+fn a_tampered_schema_4_store_is_not_laundered_by_its_migration() {
+    let mut w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
+    w.enroll(&[&patient, &author]);
+    let record = w.record(&author, &patient, "Glioblastoma");
+    w.wait_state(HOSPITAL, &record, OpenState::Open);
+    w.settle();
+    let before = facts_of(&w, HOSPITAL, &record);
+
+    w.cluster.stop(HOSPITAL);
+    edit(
+        &w,
+        HOSPITAL,
+        "UPDATE data_keys SET on_chain = ?2 WHERE tx = ?1",
+        rusqlite::params![
+            record.as_slice(),
+            on_chain_bytes(HOSPITAL, HOSPITAL, INSURANCE, true)
+        ],
+    );
+    rusqlite::Connection::open(w.keys_db(HOSPITAL))
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE key_runs;
+             DROP TABLE key_filters;
+             DROP INDEX data_keys_pending;
+             DELETE FROM meta WHERE key = 'keys_held';
+             ALTER TABLE data_keys DROP COLUMN facts_tag;
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    w.cluster.restart(HOSPITAL).unwrap();
+    let asked = settled_reply(&w, INSURANCE, HOSPITAL, record, 1_000);
+    assert!(!matches!(asked, KeyReply::Key(_)), "{asked:?}");
+    assert_eq!(rows_refused(&w, HOSPITAL), 0);
+    wait_until(
+        "the row read to be written back with the chain's facts",
+        || facts_of(&w, HOSPITAL, &record) == before,
+    );
+    let untagged: i64 = rusqlite::Connection::open(w.keys_db(HOSPITAL))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM data_keys WHERE facts_tag IS NULL",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        untagged, 0,
+        "every row on chain is tagged after the first start"
+    );
 }
 
 /// Held (§16.17 with schema 4): a validator's own seals have their row rewritten by the
-/// block that applies them (`on_sealed` → `set_on_chain`, the row 13 bytes longer, pages
+/// block that applies them (`on_sealed` → `set_facts`, the row 13 bytes longer, pages
 /// split across 24 rows); after a restart each sealed row is in the store's files once, every
 /// row says what the chain says, and an erasure leaves the erased key's sealed bytes in no
 /// file. The records still open after the restart, and a seal made after it is pending until

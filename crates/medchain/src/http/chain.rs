@@ -136,6 +136,7 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
         "requests_not_held": c.keys_requests_not_held,
         "requests_checked": c.keys_requests_checked,
         "answers_dropped": c.keys_answers_dropped,
+        "rows_refused": c.keys_rows_refused,
     })
 }
 

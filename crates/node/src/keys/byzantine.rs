@@ -105,15 +105,12 @@ impl Service {
         let Some(patient) = header.meta.subject().copied() else {
             return Ok(());
         };
-        let on_chain = self.on_chain_of(&header)?.map(super::OnChain::to_bytes);
-        let inserted = self.store.rows().insert_key(
-            tx,
-            &patient,
-            key,
-            header.not_after_ms,
-            on_chain.as_ref().map(|bytes| bytes.as_slice()),
-        )?;
-        if inserted == Inserted::Stored {
+        let held = super::HeldTx {
+            patient,
+            on_chain: self.on_chain_of(&header)?,
+        };
+        let facts = super::row_facts(&held, header.not_after_ms);
+        if self.store.rows().insert_key(tx, &facts, key)? == Inserted::Stored {
             self.counters.keys_received += 1;
             warn!(
                 from,

@@ -277,21 +277,24 @@ impl Service {
         let now_ms = self.clock.now_ms();
         let mut replies = Vec::with_capacity(allowed);
         for tx in &txs[..allowed] {
-            let held = || self.held(tx);
-            let reply =
-                match self
-                    .index
-                    .answer(self.me, from, tx, held, self.block_time_ms, now_ms)?
-                {
-                    Some(reply) => reply,
-                    None => {
-                        self.counters.keys_requests_checked += 1;
-                        match self.store.rows().key(tx)? {
-                            Some(key) => KeyReply::Key(WireKey(key)),
-                            None => KeyReply::NotHeld,
-                        }
+            // That it is erased is on chain for everyone to see (§2): no row read.
+            let answer = if self.index.is_erased(tx) {
+                Some(KeyReply::Erased)
+            } else {
+                let held = self.held(tx)?;
+                self.index
+                    .answer(self.me, from, held, self.block_time_ms, now_ms)
+            };
+            let reply = match answer {
+                Some(reply) => reply,
+                None => {
+                    self.counters.keys_requests_checked += 1;
+                    match self.store.rows().key(tx)? {
+                        Some(key) => KeyReply::Key(WireKey(key)),
+                        None => KeyReply::NotHeld,
                     }
-                };
+                }
+            };
             replies.push(reply);
         }
         for reply in &replies {

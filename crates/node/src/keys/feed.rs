@@ -25,7 +25,7 @@ use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
 
 use super::store::{Durability, ReadGrantRow};
-use super::{Service, Wanted};
+use super::{HeldTx, Service, Wanted};
 use crate::error::NodeError;
 
 /// Blocks read from `chain.db` per keys.db transaction while catching up.
@@ -245,7 +245,16 @@ impl Service {
         if self.pending.contains_key(tx)
             && let Some(on_chain) = self.on_chain_of(header)?
         {
-            self.store.rows().set_on_chain(tx, &on_chain.to_bytes())?;
+            // The chain's facts, not the row's: a pending row whose tag failed at start was
+            // kept as it said (§12.1 item 6).
+            if let Some(patient) = header.meta.subject() {
+                let held = HeldTx {
+                    patient: *patient,
+                    on_chain: Some(on_chain),
+                };
+                let facts = super::row_facts(&held, header.not_after_ms);
+                self.store.rows().set_facts(tx, &facts)?;
+            }
         }
         if self.pending.remove(tx).is_some() {
             return Ok(());

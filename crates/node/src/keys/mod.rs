@@ -40,7 +40,7 @@ use crate::wire::{Frame, KeyFrame, Wire};
 use exchange::Exchange;
 use index::{HeldTx, Index, OnChain};
 pub use store::KeyStoreFacts;
-use store::{Durability, KeyStore};
+use store::{Durability, Facts, KeyStore, Tag};
 use wanted::{Wanted, WantedKeys};
 
 /// The 32-byte key that seals the rows of `keys.db` at rest, derived from the operator key
@@ -143,6 +143,11 @@ pub struct KeyCounters {
     pub keys_requests_checked: u64,
     /// Answers to no open request of this validator: dropped unread.
     pub keys_answers_dropped: u64,
+    /// `keys.db` rows whose facts failed their tag when the index was loaded (the file was
+    /// changed without the operator key, or damaged): not trusted, their transactions looked up
+    /// on the chain (docs/SECURITY.md §12.1 item 6). Counted at each load (a start, and again
+    /// when a chain that was behind the store catches up, for a row still not on chain).
+    pub keys_rows_refused: u64,
 }
 
 impl KeyCounters {
@@ -160,6 +165,7 @@ impl KeyCounters {
         self.keys_requests_not_held += other.keys_requests_not_held;
         self.keys_requests_checked += other.keys_requests_checked;
         self.keys_answers_dropped += other.keys_answers_dropped;
+        self.keys_rows_refused += other.keys_rows_refused;
     }
 }
 
@@ -627,6 +633,15 @@ impl Directory {
     }
 }
 
+/// What `held`'s row says of its transaction, whose deadline is `not_after_ms`.
+fn row_facts(held: &HeldTx, not_after_ms: u64) -> Facts {
+    Facts {
+        patient: held.patient,
+        not_after_ms,
+        on_chain: held.on_chain.map(|on_chain| on_chain.to_bytes().to_vec()),
+    }
+}
+
 /// The key service: one thread, owning `keys.db`'s connection and a read connection to the
 /// chain.
 struct Service {
@@ -652,6 +667,11 @@ struct Service {
     block_time_ms: u64,
     /// Own seals not yet seen on chain, with their `not_after_ms`.
     pending: HashMap<TxId, u64>,
+    /// Facts of held rows that failed their tag (or had none), read from the chain, to be
+    /// written with their tag ([`Service::held`]).
+    relearned: HashMap<TxId, store::Facts>,
+    /// The row after which [`Service::check_rows`] goes on; `None` once every row is checked.
+    checked_to: Option<i64>,
     /// Live read grants of patients to this validator's doctors.
     read_grants: BTreeMap<TxId, store::ReadGrantRow>,
     wanted: WantedKeys,
@@ -692,6 +712,8 @@ impl Service {
             waits_for_chain: false,
             block_time_ms: 0,
             pending: HashMap::new(),
+            relearned: HashMap::new(),
+            checked_to: Some(0),
             read_grants: BTreeMap::new(),
             wanted: WantedKeys::default(),
             waiting_opens: Vec::new(),
@@ -729,30 +751,66 @@ impl Service {
         self.block_time_ms =
             ledger::entitled::applied_block(&self.chain, self.processed.min(head))?
                 .map_or(0, |block| block.time_ms);
-        // A row says what the chain says of its transaction once it is applied. A row that
-        // does not (a seal not yet applied, or a row of schema 3) is looked up on the chain;
-        // its transaction not applied there, it is a seal of this validator that is not yet
-        // (§5.5).
+        // A row says what the chain says of its transaction once it is applied, with a tag
+        // (§12.1 item 6; a row's facts are checked as they are read, [`Service::held`]). A row
+        // that does not (a seal not yet applied, or a row of schema 3) is looked up on the
+        // chain, and what the chain says is written with its tag; its transaction not applied
+        // there, it is a seal of this validator that is not yet (§5.5). A pending seal whose
+        // tag fails is kept as it says, not rewritten: a pending key is given to nobody
+        // (`NotOnChain`), its deadline only decides when it is deleted, and the block that
+        // applies it writes the chain's facts ([`Service::on_sealed`]).
         self.index = Index::default();
         self.pending = HashMap::new();
-        let mut learned = Vec::new();
+        self.relearned = HashMap::new();
+        self.checked_to = Some(0);
+        let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
         for row in unplaced {
-            match self.chain.transaction(&row.tx)? {
-                Some(committed) if committed.rejected.is_none() => {
-                    let on_chain = self.on_chain_of(&committed.tx.header)?;
-                    learned.extend(on_chain.map(|on_chain| (row.tx, on_chain)));
+            match row.tag {
+                Tag::Valid => {}
+                Tag::Absent => untagged += 1,
+                Tag::Invalid => refused += 1,
+            }
+            match self.chain.transaction(&row.tx)?.as_ref() {
+                Some(committed)
+                    if committed.rejected.is_none()
+                        && let Some(patient) = committed.tx.header.meta.subject() =>
+                {
+                    let header = &committed.tx.header;
+                    let held = HeldTx {
+                        patient: *patient,
+                        on_chain: self.on_chain_of(header)?,
+                    };
+                    if held.on_chain.is_some() {
+                        learned.push((row.tx, row_facts(&held, header.not_after_ms)));
+                    }
                 }
                 _ => {
-                    self.pending.insert(row.tx, row.not_after_ms);
+                    self.pending.insert(row.tx, row.facts.not_after_ms);
                 }
             }
+        }
+        self.counters.keys_rows_refused += refused;
+        if refused > 0 {
+            warn!(
+                validator = self.me,
+                rows = refused,
+                "keys.db: rows whose facts fail their tag (changed without the operator key, or \
+                 damaged): not trusted, read from the chain"
+            );
+        }
+        if untagged > 0 {
+            info!(
+                validator = self.me,
+                rows = untagged,
+                "keys.db: rows without a tag (written before schema 5): read from the chain"
+            );
         }
         if !learned.is_empty() {
             self.in_write(Durability::Deferred, |service| {
                 let rows = service.store.rows();
                 learned
                     .iter()
-                    .try_for_each(|(tx, on_chain)| rows.set_on_chain(tx, &on_chain.to_bytes()))
+                    .try_for_each(|(tx, facts)| rows.set_facts(tx, facts))
             })?;
             // The rows rewritten have their older pages in the file until a checkpoint: as at
             // open, the store holds one copy of each sealed row once started (§16.17).
@@ -922,7 +980,8 @@ impl Service {
         let oldest = waiting.clone().min_by_key(|wanted| wanted.since_ms);
         let records = |rows: Vec<store::HeldRow>| {
             rows.iter()
-                .filter(|row| HeldTx::from(*row).on_chain.is_some_and(|c| c.record))
+                .filter(|row| row.tag == Tag::Valid)
+                .filter(|row| HeldTx::from(&row.facts).on_chain.is_some_and(|c| c.record))
                 .count() as u64
         };
         PatientKeys {
@@ -968,6 +1027,8 @@ impl Service {
     /// source), expired requests, retries.
     fn on_timer(&mut self) -> Result<(), NodeError> {
         self.end_grants_by_clock()?;
+        self.check_rows()?;
+        self.write_relearned()?;
         if !self.inbox.has_work() {
             self.catch_up()?;
             self.save_processed()?;
@@ -1036,9 +1097,93 @@ impl Service {
         written.map(|_| ())
     }
 
-    /// What `tx`'s held key's row says of it, if its key is held.
-    fn held(&self, tx: &TxId) -> Result<Option<HeldTx>, NodeError> {
-        Ok(self.store.rows().held(tx)?.as_ref().map(HeldTx::from))
+    /// What `tx`'s held key's row says of it, if its key is held: its facts if they hold their
+    /// tag; else what the chain says (§12.1 item 6), the row to be written with the chain's
+    /// facts and their tag at the next timer ([`Service::write_relearned`]), or, its
+    /// transaction not applied, a pending seal of this validator.
+    fn held(&mut self, tx: &TxId) -> Result<Option<HeldTx>, NodeError> {
+        match self.store.rows().held(tx)? {
+            Some(row) => self.trusted(&row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What `row` says of its transaction, as far as its facts hold their tag (§12.1 item 6);
+    /// else what the chain says, to be written in the row ([`Service::held`]).
+    fn trusted(&mut self, row: &store::HeldRow) -> Result<HeldTx, NodeError> {
+        let tx = &row.tx;
+        if row.tag == Tag::Valid {
+            return Ok(HeldTx::from(&row.facts));
+        }
+        if let Some(facts) = self.relearned.get(tx) {
+            return Ok(HeldTx::from(facts));
+        }
+        // Not applied (or not applicable): a pending seal, given to nobody (`NotOnChain`).
+        let pending = HeldTx {
+            patient: row.facts.patient,
+            on_chain: None,
+        };
+        let Some(committed) = self.chain.transaction(tx)? else {
+            return Ok(pending);
+        };
+        let header = &committed.tx.header;
+        let (Some(patient), None) = (header.meta.subject(), &committed.rejected) else {
+            return Ok(pending);
+        };
+        let held = HeldTx {
+            patient: *patient,
+            on_chain: self.on_chain_of(header)?,
+        };
+        if row.tag == Tag::Invalid {
+            self.counters.keys_rows_refused += 1;
+            warn!(
+                validator = self.me,
+                tx = %ledger::short_hex(tx),
+                "keys.db: a row whose facts fail their tag (changed without the operator key, \
+                 or damaged): not trusted, read from the chain"
+            );
+        }
+        self.relearned
+            .insert(*tx, row_facts(&held, header.not_after_ms));
+        Ok(held)
+    }
+
+    /// Checks the facts of the next rows of `keys.db` against their tag, from where the last
+    /// call stopped: every row is checked once after a start, a slice per timer, so that the
+    /// start reads none (§12.1 item 6; a row read before is checked as it is read). A row
+    /// whose facts fail, or that has no tag (schema 4), is read from the chain and written
+    /// back ([`Service::trusted`]).
+    fn check_rows(&mut self) -> Result<(), NodeError> {
+        const ROWS_PER_TIMER: usize = 32_768;
+        let Some(after) = self.checked_to else {
+            return Ok(());
+        };
+        let rows = self.store.rows().held_after(after, ROWS_PER_TIMER)?;
+        for (_, row) in &rows {
+            // A row the chain has said nothing of was read at start ([`Service::load`]).
+            if row.facts.on_chain.is_some() {
+                self.trusted(row)?;
+            }
+        }
+        self.checked_to = match rows.last() {
+            Some((seq, _)) if rows.len() == ROWS_PER_TIMER => Some(*seq),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// Writes the facts [`Service::held`] read from the chain in their rows, with their tag.
+    fn write_relearned(&mut self) -> Result<(), NodeError> {
+        if self.relearned.is_empty() {
+            return Ok(());
+        }
+        let relearned = std::mem::take(&mut self.relearned);
+        self.in_write(Durability::Deferred, |service| {
+            let rows = service.store.rows();
+            relearned
+                .iter()
+                .try_for_each(|(tx, facts)| rows.set_facts(tx, facts))
+        })
     }
 
     /// Stores `tx`'s key unless `tx` is broken, and keeps `held` in the index. `position` is
@@ -1060,10 +1205,8 @@ impl Service {
         if rows.is_broken(tx)? {
             return Ok(Kept::Broken);
         }
-        let patient = &held.patient;
-        let on_chain = held.on_chain.map(OnChain::to_bytes);
-        let on_chain = on_chain.as_ref().map(|bytes| bytes.as_slice());
-        let holder = match rows.insert_key(tx, patient, key, not_after_ms, on_chain)? {
+        let facts = row_facts(&held, not_after_ms);
+        let holder = match rows.insert_key(tx, &facts, key)? {
             store::Inserted::Stored => return Ok(Kept::Stored),
             store::Inserted::Held => return Ok(Kept::Held),
             store::Inserted::KeyTaken { holder } => holder,
@@ -1078,7 +1221,7 @@ impl Service {
             rows.delete_key(&holder)?;
             rows.mark_broken(&holder, &id)?;
             self.pending.remove(&holder);
-            rows.insert_key(tx, patient, key, not_after_ms, on_chain)?;
+            rows.insert_key(tx, &facts, key)?;
             holder
         } else {
             rows.mark_broken(tx, &id)?;

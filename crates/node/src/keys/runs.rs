@@ -237,10 +237,14 @@ impl Runs {
 
     fn remember(&mut self, seq: i64, values: &RowValues<'_>) {
         for key in values.keys() {
-            let seqs = self.recent.entry(key).or_default();
-            if !seqs.contains(&seq) {
-                seqs.push(seq);
-            }
+            self.remember_key(key, seq);
+        }
+    }
+
+    fn remember_key(&mut self, key: i64, seq: i64) {
+        let seqs = self.recent.entry(key).or_default();
+        if !seqs.contains(&seq) {
+            seqs.push(seq);
         }
     }
 
@@ -269,6 +273,35 @@ impl Runs {
                 }
             }
         }
+    }
+
+    /// Row `seq` now holds `value` under `tag` too (a patient corrected from the chain, §12.1
+    /// item 6: rare), in the caller's transaction: in memory for the open epoch, else an entry
+    /// added to its run and its key to the run's filter.
+    pub fn amend(
+        &mut self,
+        conn: &Connection,
+        seq: i64,
+        tag: Tag,
+        value: &[u8],
+    ) -> Result<(), NodeError> {
+        let key = key(tag, value);
+        if seq > self.covered {
+            self.remember_key(key, seq);
+            return Ok(());
+        }
+        let epoch = (seq - 1).max(0) / EPOCH_ROWS;
+        let Some(filter) = self.filters.get_mut(epoch as usize) else {
+            return Err(corrupt(format!("row {seq} is in no key run")));
+        };
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO key_runs (epoch, key, seq) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![epoch, key, seq])?;
+        filter.insert(key);
+        conn.prepare_cached("UPDATE key_filters SET bits = ?2 WHERE epoch = ?1")?
+            .execute(params![epoch, filter.to_bytes()])?;
+        Ok(())
     }
 
     /// Writes every complete epoch after the last run as a run and a filter, in the caller's

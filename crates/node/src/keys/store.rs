@@ -10,7 +10,11 @@
 //! `wal_checkpoint(TRUNCATE)` leaves no WAL frame holding a deleted row's old page (§7.2,
 //! §16.17). Each row's data key is sealed with XChaCha20-Poly1305 under the key-store key, its
 //! associated data binding the chain and the transaction: a copy of the file without the
-//! operator key opens nothing, and a row moved to another transaction does not open.
+//! operator key opens nothing, and a row moved to another transaction does not open. What the
+//! service trusts of a row at start (its patient, `not_after_ms` and `on_chain`: its facts) is
+//! sealed with the transaction id under a key derived from the key-store key
+//! (`data_keys.facts_tag`, §12.1 item 6): a row whose facts were edited, or copied from another
+//! row, without the operator key is told apart ([`Tag`]) and not trusted.
 //!
 //! Each row carries its key's id ([`ledger::seal::key_id`], UNIQUE): one key opens one
 //! transaction's body here. A transaction whose key is already held for another, and that is
@@ -22,19 +26,28 @@ use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use ledger::seal::{DataKey, key_id};
 use ledger::{Hash, PersonId, TxId};
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Sha256;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use super::KeystoreKey;
-use super::runs::{RowValues, Runs, Tag};
+use super::runs::{RowValues, Runs, Tag as RunTag};
 use crate::error::NodeError;
 
 /// Domain tag of a row's associated data.
 const ROW_AD_TAG: &[u8] = b"medchain/keystore/v1";
+/// What the key that seals a row's facts is derived with from the key-store key (HMAC-SHA256
+/// of this label and the genesis hash): one key, one use, one chain.
+const FACTS_KEY_LABEL: &[u8] = b"medchain/keystore/facts/v1";
+/// A row's facts tag: HMAC-SHA256 truncated to 128 bits, which a forger without the key hits
+/// with chance 2^-128 a try, and a try costs a restart of the validator; half the column of
+/// the whole MAC, read for every held key at start (§12.1 item 6).
+const FACTS_TAG_BYTES: usize = 16;
 /// The "transaction" whose sealed row proves at start that the key-store key is the one the
 /// file was written with (no transaction id is all ones: it is a SHA-256 digest).
 const KEY_CHECK_TX: TxId = [0xff; 32];
@@ -43,8 +56,8 @@ const NONCE_BYTES: usize = 24;
 /// first indexed keys by an unbound `key_commit` (refused at open), the second is schema 2
 /// (renumbered at open). 2 kept `data_keys` in three B-trees (by transaction, key id and
 /// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_FROM_2`]). 3
-/// lacked `data_keys.on_chain` ([`MIGRATE_FROM_3`]). 4 kept where each row is in memory only
-/// (read from every row at open), without runs ([`MIGRATE_FROM_4`]).
+/// lacked `data_keys.on_chain` ([`MIGRATE_FROM_3`]); 4 lacked `data_keys.facts_tag` and the
+/// epoch index (every row's place read into memory at open, [`MIGRATE_FROM_4`]).
 const SCHEMA_VERSION: i64 = 5;
 
 /// `data_keys`'s columns (schema 3), for [`SCHEMA`] and [`MIGRATE_FROM_2`]: a rowid table
@@ -61,7 +74,8 @@ macro_rules! data_keys_columns {
             key_id       BLOB NOT NULL,
             not_after_ms INTEGER NOT NULL,
             sealed_key   BLOB NOT NULL,
-            on_chain     BLOB
+            on_chain     BLOB,
+            facts_tag    BLOB
         );"
     };
 }
@@ -80,11 +94,6 @@ const SCHEMA: &str = concat!(
         expires_ms INTEGER NOT NULL
     ) WITHOUT ROWID;"
 );
-
-/// The rows whose transaction the chain has said nothing of yet (own seals not applied): few,
-/// by `seq`, so each is written at the end of this index and read at start without a scan.
-const PENDING_INDEX: &str =
-    "CREATE INDEX data_keys_pending ON data_keys (seq) WHERE on_chain IS NULL;";
 
 /// Schema 2 to the current one, in one SQLite transaction with the version: the rows copied in their order,
 /// the old table and its indexes dropped (their freed pages zeroed: `secure_delete`), and
@@ -106,7 +115,21 @@ const MIGRATE_FROM_2: &str = concat!(
 /// transaction on the chain (minutes at 10,000,000 transactions). `NULL` until known: a seal
 /// not yet applied, or a row written by schema 3 (looked up on the chain at the next start,
 /// then written).
-const MIGRATE_FROM_3: &str = "ALTER TABLE data_keys ADD COLUMN on_chain BLOB;";
+const MIGRATE_FROM_3: &str = "ALTER TABLE data_keys ADD COLUMN on_chain BLOB;
+    ALTER TABLE data_keys ADD COLUMN facts_tag BLOB;";
+
+/// Schema 4 to 5, in one SQLite transaction with the version: each row's facts sealed with its
+/// transaction id ([`Tag`], §12.1 item 6). `NULL` here, not computed from the rows: schema 4's
+/// facts were never authenticated, so a tag over them would vouch for whatever a tampered store
+/// says. The service reads such a row's facts from the chain at the next start instead, and
+/// writes them with their tag ([`Tag::Absent`]).
+const MIGRATE_FROM_4: &str = "ALTER TABLE data_keys ADD COLUMN facts_tag BLOB;";
+
+/// The rows whose transaction the chain has said nothing of yet (own seals not applied, rows
+/// of schema 3): few, by `seq`, so each is written at the end of this index and read at start
+/// without a scan of the table.
+const PENDING_INDEX: &str =
+    "CREATE INDEX data_keys_pending ON data_keys (seq) WHERE on_chain IS NULL;";
 
 /// A live read grant of a patient to one of this validator's doctors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,14 +139,37 @@ pub(crate) struct ReadGrantRow {
     pub expires_ms: u64,
 }
 
+/// What a held key's row says of its transaction, and the service trusts at start when the
+/// row's [`Tag`] holds (docs/SECURITY.md §12.1 item 6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Facts {
+    pub patient: PersonId,
+    pub not_after_ms: u64,
+    /// What the chain says of the transaction once applied (the service's encoding,
+    /// [`Rows::set_facts`]); `None` until known.
+    pub on_chain: Option<Vec<u8>>,
+}
+
+/// Whether a row's facts are as this validator wrote them for its transaction: `facts_tag`,
+/// HMAC-SHA256 (its first [`FACTS_TAG_BYTES`]) under a key derived from the key-store key and
+/// the chain, of the transaction id and the facts ([`RowKey::facts_mac`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tag {
+    Valid,
+    /// No tag: a row written before schema 5 ([`MIGRATE_FROM_4`]), or whose tag was removed.
+    Absent,
+    /// The tag does not match: the row was changed without the operator key (edited, or its
+    /// facts copied from another row), or damaged.
+    Invalid,
+}
+
 /// A held key's row, less its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct HeldRow {
     pub tx: TxId,
-    pub patient: PersonId,
-    pub not_after_ms: u64,
-    /// What the chain says of `tx` once applied ([`Rows::set_on_chain`]); `None` until known.
-    pub on_chain: Option<Vec<u8>>,
+    pub facts: Facts,
+    /// Whether `facts` may be trusted.
+    pub tag: Tag,
 }
 
 /// What inserting a key did.
@@ -169,6 +215,11 @@ pub(crate) struct KeyStore {
     path: PathBuf,
     genesis_hash: Hash,
     key: KeystoreKey,
+    /// Seals each row's facts: HMAC-SHA256 keyed with the key [`FACTS_KEY_LABEL`] derives,
+    /// cloned per row. Keyed once, a row's tag costs three SHA-256 blocks instead of five (the
+    /// start checks every row: ~0.3 µs a row, §12.1 item 6); the state is the key's
+    /// equivalent, held as long as the key-store key is.
+    facts_mac: Hmac<Sha256>,
     /// The connection's `synchronous` level, set before each transaction (SQLite refuses to
     /// change it inside one).
     durability: Cell<Durability>,
@@ -204,11 +255,21 @@ impl KeyStore {
             runs.close_complete(&tx)?;
             tx.commit()?;
         }
+        let facts_key: Zeroizing<[u8; 32]> = Zeroizing::new(
+            facts_hmac(key.as_bytes())
+                .chain_update(FACTS_KEY_LABEL)
+                .chain_update(genesis_hash)
+                .finalize()
+                .into_bytes()
+                .into(),
+        );
+        let facts_mac = facts_hmac(facts_key.as_slice());
         let store = Self {
             conn,
             path: path.to_path_buf(),
             genesis_hash,
             key,
+            facts_mac,
             durability: Cell::new(Durability::Synced),
             runs: RefCell::new(runs),
         };
@@ -352,28 +413,25 @@ impl KeyStore {
     pub fn rows(&self) -> Rows<'_> {
         Rows {
             conn: &self.conn,
-            store: RowKey {
-                genesis_hash: &self.genesis_hash,
-                key: &self.key,
-            },
+            store: self.row_key(),
             runs: &self.runs,
         }
     }
 
-    fn seal_row(&self, tx: &TxId, key: &DataKey) -> Vec<u8> {
+    fn row_key(&self) -> RowKey<'_> {
         RowKey {
             genesis_hash: &self.genesis_hash,
             key: &self.key,
+            facts_mac: &self.facts_mac,
         }
-        .seal(tx, key)
+    }
+
+    fn seal_row(&self, tx: &TxId, key: &DataKey) -> Vec<u8> {
+        self.row_key().seal(tx, key)
     }
 
     fn open_row(&self, tx: &TxId, sealed: &[u8]) -> Result<DataKey, NodeError> {
-        RowKey {
-            genesis_hash: &self.genesis_hash,
-            key: &self.key,
-        }
-        .open(tx, sealed)
+        self.row_key().open(tx, sealed)
     }
 }
 
@@ -429,21 +487,21 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
 }
 
 /// Creates the schema in a new store, migrates one of schema 2, 3 or 4, or checks an existing
-/// one's version ([`schema`]), in one SQLite transaction with the version.
+/// one's version ([`schema`]), in one SQLite transaction with the version. Every step ends
+/// with the epoch index's tables, the pending rows' index and the count of held keys (a count
+/// of the table would read all of it at each start).
 fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
-    let steps: &[&str] = match schema(conn, path)? {
-        Schema::Empty => &[SCHEMA],
-        Schema::Two => &[MIGRATE_FROM_2],
-        Schema::Three => &[MIGRATE_FROM_3],
-        Schema::Four => &[],
+    let sql = match schema(conn, path)? {
+        Schema::Empty => SCHEMA,
+        Schema::Two => MIGRATE_FROM_2,
+        Schema::Three => MIGRATE_FROM_3,
+        Schema::Four => MIGRATE_FROM_4,
         Schema::Current => return Ok(()),
     };
     let tx = conn.unchecked_transaction()?;
-    for sql in steps.iter().chain(&[super::runs::TABLES, PENDING_INDEX]) {
+    for sql in [sql, super::runs::TABLES, PENDING_INDEX] {
         tx.execute_batch(sql)?;
     }
-    // The held keys' count, kept with every insert and delete (a count of the table would
-    // read all of it at each start).
     tx.execute(
         "INSERT OR IGNORE INTO meta (key, value) SELECT 'keys_held', count(*) FROM data_keys",
         [],
@@ -528,11 +586,19 @@ fn set_meta(conn: &Connection, key: &str, value: &[u8]) -> Result<(), NodeError>
     Ok(())
 }
 
-/// What seals a row: the key-store key, with the chain and the transaction as associated data.
+/// HMAC-SHA256 keyed with `key`.
+fn facts_hmac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes a key of any length: this never fails.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+/// What seals a row: the key-store key, with the chain and the transaction as associated data;
+/// and a key derived from it and the chain, which seals the row's facts with the transaction.
 #[derive(Clone, Copy)]
 struct RowKey<'a> {
     genesis_hash: &'a Hash,
     key: &'a KeystoreKey,
+    facts_mac: &'a Hmac<Sha256>,
 }
 
 impl RowKey<'_> {
@@ -567,6 +633,52 @@ impl RowKey<'_> {
         let mut row = nonce.to_vec();
         row.extend_from_slice(&sealed);
         row
+    }
+
+    /// The MAC of `tx`'s `facts` (on this chain: its key is derived with the genesis hash):
+    /// every field but the last is of fixed length, and `on_chain`'s presence is a byte of its
+    /// own, so no two rows' facts read alike.
+    fn facts_mac(&self, tx: &TxId, facts: &Facts) -> Hmac<Sha256> {
+        let mut mac = self.facts_mac.clone();
+        mac.update(tx);
+        mac.update(&facts.patient);
+        mac.update(&facts.not_after_ms.to_le_bytes());
+        match &facts.on_chain {
+            None => mac.update(&[0]),
+            Some(on_chain) => {
+                mac.update(&[1]);
+                mac.update(on_chain);
+            }
+        }
+        mac
+    }
+
+    /// `facts`' `not_after_ms` as the row stores it, and the tag of the facts as stored.
+    fn stored_facts(&self, tx: &TxId, facts: &Facts) -> (i64, [u8; FACTS_TAG_BYTES]) {
+        let not_after_ms = stored_ms(facts.not_after_ms);
+        // Tagged as it reads back: a later deadline is stored as the latest SQLite holds.
+        let stored = Facts {
+            not_after_ms: not_after_ms as u64,
+            ..facts.clone()
+        };
+        let mac = self.facts_mac(tx, &stored).finalize().into_bytes();
+        let mut tag = [0; FACTS_TAG_BYTES];
+        tag.copy_from_slice(&mac[..FACTS_TAG_BYTES]);
+        (not_after_ms, tag)
+    }
+
+    /// Whether `tag` seals `tx`'s `facts` (compared in constant time).
+    fn check_facts(&self, tx: &TxId, facts: &Facts, tag: Option<&[u8]>) -> Tag {
+        match tag {
+            None => Tag::Absent,
+            Some(tag)
+                if tag.len() == FACTS_TAG_BYTES
+                    && self.facts_mac(tx, facts).verify_truncated_left(tag).is_ok() =>
+            {
+                Tag::Valid
+            }
+            Some(_) => Tag::Invalid,
+        }
     }
 
     fn open(&self, tx: &TxId, row: &[u8]) -> Result<DataKey, NodeError> {
@@ -621,6 +733,11 @@ fn person(bytes: Vec<u8>) -> Result<PersonId, NodeError> {
         .map_err(|_| NodeError::Corrupt("keys.db: a person id is not 16 bytes".into()))
 }
 
+/// A time as SQLite stores it (a signed 64-bit integer): the times of this chain fit.
+fn stored_ms(ms: u64) -> i64 {
+    ms.min(i64::MAX as u64) as i64
+}
+
 fn tx_id(bytes: Vec<u8>) -> Result<TxId, NodeError> {
     bytes
         .try_into()
@@ -655,22 +772,20 @@ impl Rows<'_> {
         set_meta(self.conn, "wanted_from", &wanted_from.to_le_bytes())
     }
 
-    /// Stores `tx`'s data key, sealed, at the end of the table, with what the chain says of
-    /// `tx` if it is applied (`on_chain`, the service's encoding): unless a key is held for
-    /// `tx` already, or this key is held for another transaction (§16.13).
+    /// Stores `tx`'s data key, sealed, at the end of the table, with its facts and their tag:
+    /// unless a key is held for `tx` already, or this key is held for another transaction
+    /// (§16.13).
     pub fn insert_key(
         &self,
         tx: &TxId,
-        patient: &PersonId,
+        facts: &Facts,
         key: &DataKey,
-        not_after_ms: u64,
-        on_chain: Option<&[u8]>,
     ) -> Result<Inserted, NodeError> {
         if self.has_key(tx)? {
             return Ok(Inserted::Held);
         }
         let id = key_id(key);
-        if let Some(&seq) = self.find(Tag::KeyId, &id)?.first() {
+        if let Some(&seq) = self.find(RunTag::KeyId, &id)?.first() {
             let holder: Vec<u8> = self
                 .conn
                 .prepare_cached("SELECT tx FROM data_keys WHERE seq = ?1")?
@@ -679,20 +794,23 @@ impl Rows<'_> {
                 holder: tx_id(holder)?,
             });
         }
+        let (not_after_ms, tag) = self.store.stored_facts(tx, facts);
         let seq = self.runs.borrow().next_seq(self.conn)?;
         self.conn
             .prepare_cached(
-                "INSERT INTO data_keys (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO data_keys
+                    (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 seq,
                 tx.as_slice(),
-                patient.as_slice(),
+                facts.patient.as_slice(),
                 id.as_slice(),
-                not_after_ms.min(i64::MAX as u64) as i64,
+                not_after_ms,
                 self.store.seal(tx, key),
-                on_chain,
+                facts.on_chain,
+                tag.as_slice(),
             ])?;
         // Never lowered (an erasure deletes rows, not this count): of two copies of one store,
         // the one that stored more keys is the later (`KeyStoreFacts::keys_stored`).
@@ -706,7 +824,7 @@ impl Rows<'_> {
         let values = RowValues {
             tx,
             key_id: &id,
-            patient,
+            patient: &facts.patient,
         };
         self.runs.borrow_mut().add(self.conn, seq, &values)?;
         Ok(Inserted::Stored)
@@ -729,8 +847,8 @@ impl Rows<'_> {
         Ok(held.unwrap_or(0).max(0) as u64)
     }
 
-    /// The rows whose `tag` column holds `value`, oldest last.
-    fn find(&self, tag: Tag, value: &[u8]) -> Result<Vec<i64>, NodeError> {
+    /// The rows whose `tag` column holds `value`.
+    fn find(&self, tag: RunTag, value: &[u8]) -> Result<Vec<i64>, NodeError> {
         let candidates = self.runs.borrow().candidates(self.conn, tag, value)?;
         let mut found = Vec::new();
         for seq in candidates {
@@ -743,7 +861,7 @@ impl Rows<'_> {
 
     /// The row of `tx`'s key, if held.
     fn seq_of(&self, tx: &TxId) -> Result<Option<i64>, NodeError> {
-        Ok(self.find(Tag::Tx, tx)?.first().copied())
+        Ok(self.find(RunTag::Tx, tx)?.first().copied())
     }
 
     pub fn has_key(&self, tx: &TxId) -> Result<bool, NodeError> {
@@ -799,25 +917,55 @@ impl Rows<'_> {
         Ok(true)
     }
 
-    /// Keeps in `tx`'s row what the chain says of it once applied (`on_chain`, the service's
-    /// encoding), if its key is held.
-    pub fn set_on_chain(&self, tx: &TxId, on_chain: &[u8]) -> Result<(), NodeError> {
+    /// Writes `facts` in `tx`'s row, with their tag, if its key is held: what the chain says
+    /// of `tx` once applied, in place of what the row said.
+    pub fn set_facts(&self, tx: &TxId, facts: &Facts) -> Result<(), NodeError> {
         let Some(seq) = self.seq_of(tx)? else {
             return Ok(());
         };
+        let (not_after_ms, tag) = self.store.stored_facts(tx, facts);
+        let patient: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT patient FROM data_keys WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
+        if patient != facts.patient {
+            // The chain's patient in place of a row's wrong one (§12.1 item 6): found by it.
+            self.runs
+                .borrow_mut()
+                .amend(self.conn, seq, RunTag::Patient, &facts.patient)?;
+        }
         self.conn
-            .prepare_cached("UPDATE data_keys SET on_chain = ?2 WHERE seq = ?1")?
-            .execute(params![seq, on_chain])?;
+            .prepare_cached(
+                "UPDATE data_keys SET patient = ?2, not_after_ms = ?3, on_chain = ?4,
+                    facts_tag = ?5
+                 WHERE seq = ?1",
+            )?
+            .execute(params![
+                seq,
+                facts.patient.as_slice(),
+                not_after_ms,
+                facts.on_chain,
+                tag.as_slice(),
+            ])?;
         Ok(())
     }
 
-    fn held_row(row: &rusqlite::Row<'_>) -> Result<HeldRow, NodeError> {
-        Ok(HeldRow {
-            tx: tx_id(row.get(0)?)?,
+    /// The rows `sql` selects with `args`, their facts checked against their tag.
+    fn held_rows(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<HeldRow>, NodeError> {
+        self.select(sql, args, |row| self.held_row(row))
+    }
+
+    /// A row of `tx, patient, not_after_ms, on_chain, facts_tag`, its facts checked.
+    fn held_row(&self, row: &rusqlite::Row<'_>) -> Result<HeldRow, NodeError> {
+        let tx = tx_id(row.get(0)?)?;
+        let facts = Facts {
             patient: person(row.get(1)?)?,
             not_after_ms: row.get::<_, i64>(2)? as u64,
             on_chain: row.get(3)?,
-        })
+        };
+        let tag: Option<Vec<u8>> = row.get(4)?;
+        let tag = self.store.check_facts(&tx, &facts, tag.as_deref());
+        Ok(HeldRow { tx, facts, tag })
     }
 
     /// The row of `tx`'s key, less the key, if held.
@@ -825,35 +973,58 @@ impl Rows<'_> {
         let Some(seq) = self.seq_of(tx)? else {
             return Ok(None);
         };
-        let mut found = self.select(
-            "SELECT tx, patient, not_after_ms, on_chain FROM data_keys WHERE seq = ?1",
-            [seq],
-            Self::held_row,
-        )?;
-        Ok(found.pop())
+        Ok(self
+            .held_rows(
+                "SELECT tx, patient, not_after_ms, on_chain, facts_tag FROM data_keys
+                 WHERE seq = ?1",
+                [seq],
+            )?
+            .pop())
     }
 
-    /// The rows of `patient`'s held keys (one seek per run that may hold one).
+    /// At most `limit` rows after row `seq`, in order, with their `seq`.
+    pub fn held_after(&self, seq: i64, limit: usize) -> Result<Vec<(i64, HeldRow)>, NodeError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tx, patient, not_after_ms, on_chain, facts_tag, seq FROM data_keys
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![seq, limit as i64])?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next()? {
+            found.push((row.get(5)?, self.held_row(row)?));
+        }
+        Ok(found)
+    }
+
+    /// The rows of `patient`'s held keys (a seek per run that may hold one).
     pub fn held_of(&self, patient: &PersonId) -> Result<Vec<HeldRow>, NodeError> {
         let mut rows = Vec::new();
-        for seq in self.find(Tag::Patient, patient)? {
-            rows.extend(self.select(
-                "SELECT tx, patient, not_after_ms, on_chain FROM data_keys WHERE seq = ?1",
+        for seq in self.find(RunTag::Patient, patient)? {
+            rows.extend(self.held_rows(
+                "SELECT tx, patient, not_after_ms, on_chain, facts_tag FROM data_keys
+                 WHERE seq = ?1",
                 [seq],
-                Self::held_row,
             )?);
         }
         Ok(rows)
     }
 
+    /// Every held key's row (a scan: tests only).
+    #[cfg(test)]
+    pub fn all_held(&self) -> Result<Vec<HeldRow>, NodeError> {
+        self.held_rows(
+            "SELECT tx, patient, not_after_ms, on_chain, facts_tag FROM data_keys",
+            [],
+        )
+    }
+
     /// The rows the chain has said nothing of yet (`on_chain` NULL: own seals not applied,
     /// rows of schema 3), from their index.
     pub fn unplaced(&self) -> Result<Vec<HeldRow>, NodeError> {
-        self.select(
-            "SELECT tx, patient, not_after_ms, on_chain FROM data_keys INDEXED BY data_keys_pending
-             WHERE on_chain IS NULL",
+        self.held_rows(
+            "SELECT tx, patient, not_after_ms, on_chain, facts_tag
+             FROM data_keys INDEXED BY data_keys_pending WHERE on_chain IS NULL",
             [],
-            Self::held_row,
         )
     }
 
@@ -866,7 +1037,7 @@ impl Rows<'_> {
             .execute(params![
                 grant.grant.as_slice(),
                 grant.patient.as_slice(),
-                grant.expires_ms.min(i64::MAX as u64) as i64,
+                stored_ms(grant.expires_ms),
             ])?;
         Ok(())
     }
@@ -901,6 +1072,15 @@ mod tests {
         KeyStore::open(&dir.join("keys.db"), [7; 32], key.clone())
     }
 
+    /// A pending seal's facts.
+    fn pending(patient: PersonId, not_after_ms: u64) -> Facts {
+        Facts {
+            patient,
+            not_after_ms,
+            on_chain: None,
+        }
+    }
+
     #[test]
     fn a_row_opens_under_its_key_and_transaction_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -910,21 +1090,23 @@ mod tests {
         let (tx, patient) = ([1; 32], [2; 16]);
         store
             .rows()
-            .insert_key(&tx, &patient, &data, 99, None)
+            .insert_key(&tx, &pending(patient, 99), &data)
             .unwrap();
         assert_eq!(store.rows().key(&tx).unwrap(), Some(data.clone()));
         let row = HeldRow {
             tx,
-            patient,
-            not_after_ms: 99,
-            on_chain: None,
+            facts: pending(patient, 99),
+            tag: Tag::Valid,
         };
-        assert_eq!(store.rows().held(&tx).unwrap(), Some(row.clone()));
-        store.rows().set_on_chain(&tx, &[5; 13]).unwrap();
-        let on_chain = Some(vec![5; 13]);
+        assert_eq!(store.rows().all_held().unwrap(), vec![row.clone()]);
+        let facts = Facts {
+            on_chain: Some(vec![5; 13]),
+            ..pending(patient, 99)
+        };
+        store.rows().set_facts(&tx, &facts).unwrap();
         assert_eq!(
-            store.rows().held(&tx).unwrap(),
-            Some(HeldRow { on_chain, ..row })
+            store.rows().all_held().unwrap(),
+            vec![HeldRow { facts, ..row }]
         );
         // The row moved to another transaction does not open.
         store
@@ -947,6 +1129,93 @@ mod tests {
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
     }
 
+    fn tag_of(store: &KeyStore, tx: &TxId) -> Tag {
+        let held = store.rows().all_held().unwrap();
+        held.into_iter().find(|row| row.tx == *tx).unwrap().tag
+    }
+
+    /// Runs `sql` (with `?1` the transaction `tx`) on the store's file, as whoever can write it
+    /// without the operator key.
+    fn edit(store: &KeyStore, sql: &str, tx: &TxId) {
+        store.conn.execute(sql, [tx.as_slice()]).unwrap();
+    }
+
+    /// A row's facts hold their tag only as the service wrote them, for their own transaction
+    /// (docs/SECURITY.md §12.1 item 6): a flipped patient, deadline or `on_chain`, or the facts
+    /// and tag of another row copied over, fail; a row without a tag (schema 4) is told apart;
+    /// the service's rewrite holds again.
+    #[test]
+    fn a_rows_facts_hold_their_tag_only_as_written_for_its_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &KeystoreKey::generate()).unwrap();
+        let (a, b, far) = ([1; 32], [2; 32], [3; 32]);
+        let facts_a = Facts {
+            patient: [4; 16],
+            not_after_ms: 99,
+            on_chain: Some(vec![5; 13]),
+        };
+        let facts_b = Facts {
+            patient: [6; 16],
+            not_after_ms: 77,
+            on_chain: Some(vec![8; 13]),
+        };
+        let rows = store.rows();
+        for (tx, facts) in [
+            (a, &facts_a),
+            (b, &facts_b),
+            (far, &pending([4; 16], u64::MAX)),
+        ] {
+            let inserted = rows.insert_key(&tx, facts, &DataKey::generate()).unwrap();
+            assert_eq!(inserted, Inserted::Stored);
+        }
+        // A deadline beyond SQLite's integers is tagged as it reads back.
+        assert_eq!(tag_of(&store, &far), Tag::Valid);
+        edit(
+            &store,
+            "UPDATE data_keys SET not_after_ms = -1 WHERE tx = ?1",
+            &far,
+        );
+        assert_eq!(tag_of(&store, &far), Tag::Invalid);
+
+        let edits = [
+            "UPDATE data_keys SET patient = x'06060606060606060606060606060606' WHERE tx = ?1",
+            "UPDATE data_keys SET not_after_ms = 100 WHERE tx = ?1",
+            "UPDATE data_keys SET on_chain = x'05050505050505050505050504' WHERE tx = ?1",
+            "UPDATE data_keys SET on_chain = x'0505050505050505050505050500' WHERE tx = ?1",
+            "UPDATE data_keys SET on_chain = NULL WHERE tx = ?1",
+            // Another row's facts with their tag: sealed for another transaction.
+            "UPDATE data_keys SET (patient, not_after_ms, on_chain, facts_tag) =
+                (SELECT patient, not_after_ms, on_chain, facts_tag FROM data_keys
+                 WHERE tx = x'0202020202020202020202020202020202020202020202020202020202020202')
+             WHERE tx = ?1",
+            // Its tag cut short: a prefix is not a tag.
+            "UPDATE data_keys SET facts_tag = substr(facts_tag, 1, 1) WHERE tx = ?1",
+        ];
+        for sql in edits {
+            assert_eq!(tag_of(&store, &a), Tag::Valid, "before {sql}");
+            edit(&store, sql, &a);
+            assert_eq!(tag_of(&store, &a), Tag::Invalid, "after {sql}");
+            assert_eq!(tag_of(&store, &b), Tag::Valid, "the other row, after {sql}");
+            store.rows().set_facts(&a, &facts_a).unwrap();
+        }
+        edit(
+            &store,
+            "UPDATE data_keys SET facts_tag = NULL WHERE tx = ?1",
+            &a,
+        );
+        assert_eq!(tag_of(&store, &a), Tag::Absent);
+        store.rows().set_facts(&a, &facts_a).unwrap();
+        let held = store.rows().all_held().unwrap();
+        assert_eq!(
+            held.iter().find(|row| row.tx == a),
+            Some(&HeldRow {
+                tx: a,
+                facts: facts_a,
+                tag: Tag::Valid
+            })
+        );
+    }
+
     /// Locations keep 8 bytes of each value: transactions and key ids that share them (a
     /// signer grinding ids can make two) are each found, deleted alone, and read back at open.
     #[test]
@@ -963,19 +1232,19 @@ mod tests {
         let (a, b) = (DataKey::generate(), DataKey::generate());
         let rows = store.rows();
         assert_eq!(
-            rows.insert_key(&first, &[2; 16], &a, 0, None).unwrap(),
+            rows.insert_key(&first, &pending([2; 16], 0), &a).unwrap(),
             Inserted::Stored
         );
         assert!(!rows.has_key(&second).unwrap(), "a prefix is not a hit");
         assert_eq!(rows.key(&second).unwrap(), None);
         assert_eq!(
-            rows.insert_key(&second, &[2; 16], &b, 0, None).unwrap(),
+            rows.insert_key(&second, &pending([2; 16], 0), &b).unwrap(),
             Inserted::Stored
         );
         assert_eq!(rows.key(&first).unwrap(), Some(a.clone()));
         assert_eq!(rows.key(&second).unwrap(), Some(b.clone()));
         assert_eq!(
-            rows.insert_key(&third, &[2; 16], &b, 0, None).unwrap(),
+            rows.insert_key(&third, &pending([2; 16], 0), &b).unwrap(),
             Inserted::KeyTaken { holder: second }
         );
         drop(store);
@@ -988,7 +1257,7 @@ mod tests {
         assert!(rows.delete_key(&second).unwrap());
         assert!(!rows.delete_key(&second).unwrap());
         assert_eq!(
-            rows.insert_key(&third, &[2; 16], &a, 0, None).unwrap(),
+            rows.insert_key(&third, &pending([2; 16], 0), &a).unwrap(),
             Inserted::Stored
         );
     }
@@ -1000,9 +1269,12 @@ mod tests {
         let data = DataKey::generate();
         let rows = store.rows();
         let inserted = [
-            rows.insert_key(&[1; 32], &[2; 16], &data, 0, None).unwrap(),
-            rows.insert_key(&[1; 32], &[2; 16], &data, 0, None).unwrap(),
-            rows.insert_key(&[4; 32], &[2; 16], &data, 0, None).unwrap(),
+            rows.insert_key(&[1; 32], &pending([2; 16], 0), &data)
+                .unwrap(),
+            rows.insert_key(&[1; 32], &pending([2; 16], 0), &data)
+                .unwrap(),
+            rows.insert_key(&[4; 32], &pending([2; 16], 0), &data)
+                .unwrap(),
         ];
         assert_eq!(
             inserted,
@@ -1018,10 +1290,9 @@ mod tests {
         // Erasing the broken transaction deletes no row: the earlier transaction keeps its
         // key (red team round 3, break 1).
         assert!(!rows.delete_key(&[4; 32]).unwrap());
-        assert_eq!(rows.held_count().unwrap(), 1);
+        assert_eq!(rows.all_held().unwrap().len(), 1);
         assert!(rows.delete_key(&[1; 32]).unwrap());
-        assert_eq!(rows.held_count().unwrap(), 0);
-        assert!(rows.held(&[1; 32]).unwrap().is_none());
+        assert!(rows.all_held().unwrap().is_empty());
     }
 
     /// What `medchain restore` reads of a key store without its key: the chain, the processed
@@ -1055,7 +1326,7 @@ mod tests {
         let data = DataKey::generate();
         store
             .rows()
-            .insert_key(&[1; 32], &[2; 16], &data, 0, None)
+            .insert_key(&[1; 32], &pending([2; 16], 0), &data)
             .unwrap();
         store.rows().delete_key(&[1; 32]).unwrap();
         let later = KeyStoreFacts::read(&path).unwrap();
@@ -1107,25 +1378,20 @@ mod tests {
             .unwrap()
     }
 
-    /// Puts the store at `path` back in schema 4: no epoch index, no pending rows' index, no
-    /// count of held keys.
-    fn back_to_schema_4(path: &Path) {
-        Connection::open(path)
-            .unwrap()
-            .execute_batch(
-                "DROP TABLE key_runs;
-                 DROP TABLE key_filters;
-                 DROP INDEX data_keys_pending;
-                 DELETE FROM meta WHERE key = 'keys_held';
-                 PRAGMA user_version = 4;",
-            )
-            .unwrap();
-    }
+    /// What schema 5 added besides `facts_tag`: the epoch index, the pending rows' index and
+    /// the count of held keys.
+    const DROP_SCHEMA_5_INDEXES: &str = "DROP TABLE key_runs;
+        DROP TABLE key_filters;
+        DROP INDEX data_keys_pending;
+        DELETE FROM meta WHERE key = 'keys_held';";
 
     /// Puts the store at `path` back in schema 2 (its rows in the three B-trees, `on_chain`,
     /// `wanted`), numbered `version`, as main before §12.1 left it.
     fn back_to_schema_2(path: &Path, version: i64) {
-        back_to_schema_4(path);
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(DROP_SCHEMA_5_INDEXES)
+            .unwrap();
         Connection::open(path)
             .unwrap()
             .execute_batch(&format!(
@@ -1187,7 +1453,7 @@ mod tests {
         let data = DataKey::generate();
         store
             .rows()
-            .insert_key(&[1; 32], &[2; 16], &data, 0, None)
+            .insert_key(&[1; 32], &pending([2; 16], 0), &data)
             .unwrap();
         drop(store);
         let path = current.path().join("keys.db");
@@ -1201,7 +1467,7 @@ mod tests {
             assert_eq!(
                 store
                     .rows()
-                    .insert_key(&[4; 32], &[2; 16], &data, 0, None)
+                    .insert_key(&[4; 32], &pending([2; 16], 0), &data)
                     .unwrap(),
                 Inserted::KeyTaken { holder: [1; 32] }
             );
@@ -1216,28 +1482,55 @@ mod tests {
                     "key_id",
                     "not_after_ms",
                     "sealed_key",
-                    "on_chain"
+                    "on_chain",
+                    "facts_tag"
                 ]
             );
             assert!(columns(&path, "wanted").is_empty(), "wanted is dropped");
         }
 
-        // Schema 3 (no `on_chain`): the column added, the rows kept, `on_chain` unknown.
-        back_to_schema_4(&path);
+        // Schema 3 (no `on_chain`): the columns added, the rows kept, `on_chain` unknown.
         Connection::open(&path)
             .unwrap()
-            .execute_batch(
-                "ALTER TABLE data_keys DROP COLUMN on_chain;
-                 PRAGMA user_version = 3;",
-            )
+            .execute_batch(&format!(
+                "{DROP_SCHEMA_5_INDEXES}
+                 ALTER TABLE data_keys DROP COLUMN facts_tag;
+                 ALTER TABLE data_keys DROP COLUMN on_chain;
+                 PRAGMA user_version = 3;"
+            ))
             .unwrap();
         let store = open(current.path(), &key).unwrap();
         assert_eq!(store.rows().key(&[1; 32]).unwrap(), Some(data.clone()));
-        assert_eq!(store.rows().held(&[1; 32]).unwrap().unwrap().on_chain, None);
-        assert_eq!(store.rows().unplaced().unwrap().len(), 1);
+        let held = store.rows().all_held().unwrap();
+        assert_eq!((&held[0].facts.on_chain, held[0].tag), (&None, Tag::Absent));
         drop(store);
         assert_eq!(user_version(&path), SCHEMA_VERSION);
         assert!(columns(&path, "data_keys").contains(&"on_chain".to_string()));
+
+        // Schema 4 (no `facts_tag`): the column added, the rows kept, their facts as they were
+        // and untagged, not vouched for (§12.1 item 6: the service reads them from the chain).
+        let on_chain = Facts {
+            on_chain: Some(vec![5; 13]),
+            ..pending([2; 16], 0)
+        };
+        let store = open(current.path(), &key).unwrap();
+        store.rows().set_facts(&[1; 32], &on_chain).unwrap();
+        drop(store);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{DROP_SCHEMA_5_INDEXES}
+                 ALTER TABLE data_keys DROP COLUMN facts_tag;
+                 PRAGMA user_version = 4;"
+            ))
+            .unwrap();
+        let store = open(current.path(), &key).unwrap();
+        assert_eq!(store.rows().key(&[1; 32]).unwrap(), Some(data.clone()));
+        let held = store.rows().all_held().unwrap();
+        assert_eq!((&held[0].facts, held[0].tag), (&on_chain, Tag::Absent));
+        drop(store);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        assert!(columns(&path, "data_keys").contains(&"facts_tag".to_string()));
 
         // A newer medchain's.
         Connection::open(&path)
@@ -1261,16 +1554,25 @@ mod tests {
         let rows = store.rows();
         let tx = |i: u8| [i; 32];
         let patient = |i: u8| [i % 3; 16];
+        let facts = |i: u8| Facts {
+            on_chain: (!i.is_multiple_of(5)).then(|| vec![1; 13]),
+            ..pending(patient(i), 0)
+        };
         let keys: Vec<DataKey> = (0..30).map(|_| DataKey::generate()).collect();
         for i in 0..30u8 {
-            let on_chain = (i % 5 != 0).then_some([1u8; 13]);
-            let on_chain = on_chain.as_ref().map(|bytes| bytes.as_slice());
-            rows.insert_key(&tx(i), &patient(i), &keys[i as usize], 0, on_chain)
+            rows.insert_key(&tx(i), &facts(i), &keys[i as usize])
                 .unwrap();
         }
         drop(store);
         let path = dir.path().join("keys.db");
-        back_to_schema_4(&path);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{DROP_SCHEMA_5_INDEXES}
+                 ALTER TABLE data_keys DROP COLUMN facts_tag;
+                 PRAGMA user_version = 4;"
+            ))
+            .unwrap();
         let store = open(dir.path(), &key).unwrap();
         let rows = store.rows();
         assert_eq!(rows.held_count().unwrap(), 30);
@@ -1278,20 +1580,19 @@ mod tests {
         for i in 0..30u8 {
             assert_eq!(rows.key(&tx(i)).unwrap(), Some(keys[i as usize].clone()));
             assert_eq!(
-                rows.insert_key(&[99; 32], &patient(i), &keys[i as usize], 0, None)
+                rows.insert_key(&[99; 32], &facts(i), &keys[i as usize])
                     .unwrap(),
                 Inserted::KeyTaken { holder: tx(i) },
                 "the key id of row {i} is found"
             );
         }
-        let of_patient: Vec<TxId> = rows
+        let mut found: Vec<TxId> = rows
             .held_of(&patient(1))
             .unwrap()
             .iter()
             .map(|r| r.tx)
             .collect();
         let mut expected: Vec<TxId> = (0..30u8).filter(|i| i % 3 == 1).map(tx).collect();
-        let mut found = of_patient.clone();
         found.sort();
         expected.sort();
         assert_eq!(found, expected);
@@ -1304,13 +1605,34 @@ mod tests {
         assert!(rows.delete_key(&tx(3)).unwrap());
         assert!(rows.key(&tx(3)).unwrap().is_none());
         assert_eq!(rows.held_count().unwrap(), 29);
-        rows.insert_key(&tx(200), &patient(0), &DataKey::generate(), 0, None)
+        rows.insert_key(&tx(200), &facts(0), &DataKey::generate())
             .unwrap();
+        // A patient corrected from the chain is found by the new patient, in a run too.
+        let moved = Facts {
+            patient: [7; 16],
+            ..facts(4)
+        };
+        rows.set_facts(&tx(4), &moved).unwrap();
+        let of_moved: Vec<TxId> = rows
+            .held_of(&[7; 16])
+            .unwrap()
+            .iter()
+            .map(|r| r.tx)
+            .collect();
+        assert_eq!(of_moved, vec![tx(4)]);
         drop(store);
         let store = open(dir.path(), &key).unwrap();
         assert!(store.rows().has_key(&tx(200)).unwrap());
         assert!(!store.rows().has_key(&tx(3)).unwrap());
         assert_eq!(store.rows().held_count().unwrap(), 30);
+        let of_moved: Vec<TxId> = store
+            .rows()
+            .held_of(&[7; 16])
+            .unwrap()
+            .iter()
+            .map(|r| r.tx)
+            .collect();
+        assert_eq!(of_moved, vec![tx(4)]);
     }
 
     /// A rolled-back transaction that cut a run leaves the epoch index as the tables are: every
@@ -1320,33 +1642,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = KeystoreKey::generate();
         let store = open(dir.path(), &key).unwrap();
-        for i in 0..6u8 {
+        let insert = |i: u8| {
             store
                 .rows()
-                .insert_key(&[i; 32], &[1; 16], &DataKey::generate(), 0, None)
-                .unwrap();
+                .insert_key(&[i; 32], &pending([1; 16], 0), &DataKey::generate())
+                .unwrap()
+        };
+        for i in 0..6u8 {
+            insert(i);
         }
         store.begin(Durability::Deferred).unwrap();
         for i in 6..12u8 {
-            store
-                .rows()
-                .insert_key(&[i; 32], &[1; 16], &DataKey::generate(), 0, None)
-                .unwrap();
+            insert(i);
         }
         assert_eq!(store.runs.borrow().covered, super::super::runs::EPOCH_ROWS);
         store.rollback();
-        for i in 0..6u8 {
-            assert!(store.rows().has_key(&[i; 32]).unwrap(), "row {i}");
-        }
-        for i in 6..12u8 {
-            assert!(!store.rows().has_key(&[i; 32]).unwrap(), "row {i}");
+        for i in 0..12u8 {
+            assert_eq!(store.rows().has_key(&[i; 32]).unwrap(), i < 6, "row {i}");
         }
         assert_eq!(store.rows().held_count().unwrap(), 6);
         for i in 6..12u8 {
-            store
-                .rows()
-                .insert_key(&[i; 32], &[1; 16], &DataKey::generate(), 0, None)
-                .unwrap();
+            insert(i);
         }
         for i in 0..12u8 {
             assert!(store.rows().has_key(&[i; 32]).unwrap(), "row {i}");

@@ -239,6 +239,9 @@ pub struct KeyMetrics {
     requests_not_held: u64,
     requests_checked: u64,
     answers_dropped: u64,
+    /// `keys.db` rows whose facts failed their tag at start: changed without the operator key
+    /// (docs/SECURITY.md §12.1 item 6).
+    rows_refused: u64,
 }
 
 /// `GET /api/status`.
