@@ -15,12 +15,16 @@
 //!
 //! Memory is a cache of the tables: read at open (the filters and the open epoch's rows) and
 //! again after a rolled-back transaction ([`Runs::read`]). The chain's epoch index
-//! (`ledger::store::index`) is the same idea over `chain.db`'s derived tables, with no filter:
-//! its lookups are of ids that are there, where most of these (a key wanted, an id asked by a
-//! peer, a key id checked for reuse, §16.13) are of ids that are not.
+//! (`ledger::store::index`) is the same idea over `chain.db`'s derived tables, and its keys are
+//! made the same way; its filters are of ids only and classic (a probe a cache line per hash),
+//! where these hold every tag's keys in one 512-bit block per key (one cache line a probe:
+//! most lookups here, a key wanted, an id asked by a peer, a key id checked for reuse §16.13,
+//! are of keys held nowhere, and probe every run). Moving `chain.db`'s filters to this layout
+//! is a change of its stored format, not made.
 
 use std::collections::HashMap;
 
+use ledger::store::index::{mix, tagged_key};
 use rusqlite::{Connection, params};
 
 use crate::error::NodeError;
@@ -64,14 +68,9 @@ impl Tag {
     }
 }
 
-/// The key of `value` under `tag`: the tag in the top byte, the value's first 7 bytes below
-/// (never negative: tags are below 128).
+/// The key of `value` under `tag`, as the chain's epoch index makes its keys.
 fn key(tag: Tag, value: &[u8]) -> i64 {
-    let mut bytes = [0u8; 8];
-    bytes[0] = tag as u8;
-    let n = value.len().min(7);
-    bytes[1..1 + n].copy_from_slice(&value[..n]);
-    i64::from_be_bytes(bytes)
+    tagged_key(tag as u8, value)
 }
 
 /// A row's values, by tag.
@@ -101,14 +100,6 @@ const BLOCK_WORDS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Filter {
     blocks: Vec<[u64; BLOCK_WORDS]>,
-}
-
-/// SplitMix64's finalizer: keys are prefixes of digests and random ids, but a tag byte and a
-/// patient's ids are not spread over every bit.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 impl Filter {
@@ -186,7 +177,8 @@ fn corrupt(why: impl std::fmt::Display) -> NodeError {
 }
 
 impl Runs {
-    /// Reads the filters and the rows after the last run.
+    /// Reads the filters and the rows of the open epoch. Complete epochs without their run (a
+    /// store of schema 4) are not read into memory: [`Runs::close_complete`] writes them.
     pub fn read(conn: &Connection) -> Result<Self, NodeError> {
         let mut filters = Vec::new();
         let mut stmt = conn.prepare("SELECT epoch, bits FROM key_filters ORDER BY epoch")?;
@@ -208,9 +200,10 @@ impl Runs {
             covered: filters.len() as i64 * EPOCH_ROWS,
             filters,
         };
+        let complete = (last_seq(conn)? - runs.covered).max(0) / EPOCH_ROWS * EPOCH_ROWS;
         let mut stmt =
             conn.prepare("SELECT seq, tx, key_id, patient FROM data_keys WHERE seq > ?1")?;
-        let mut rows = stmt.query([runs.covered])?;
+        let mut rows = stmt.query([runs.covered + complete])?;
         while let Some(row) = rows.next()? {
             let (tx, key_id, patient): (Vec<u8>, Vec<u8>, Vec<u8>) =
                 (row.get(1)?, row.get(2)?, row.get(3)?);
