@@ -374,8 +374,15 @@ impl Walk<'_> {
                     entries,
                     certificate,
                 };
-                let applied =
-                    store::write_block(replay, index, self.genesis, &block, &hash, &contents)?;
+                let applied = store::write_block_with(
+                    replay,
+                    index,
+                    self.genesis,
+                    &block,
+                    &hash,
+                    &contents,
+                    store::Payloads::Omit,
+                )?;
                 let mut verdicts: Vec<Option<&str>> = vec![None; block.entries.len()];
                 for (index, reason) in &applied.rejected {
                     verdicts[*index] = Some(reason);
