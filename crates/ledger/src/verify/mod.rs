@@ -406,7 +406,7 @@ impl Walk<'_> {
     /// What entry `index` of the block at `height` carries, derived from its bytes. Signatures
     /// are checked in batches that span blocks, so the stored verdict decides which way each is
     /// confirmed: an entry stored as a bad signature or key proof is checked now (and must
-    /// fail so); any other is queued and must verify, or the batch names it.
+    /// fail so); any other is queued and must verify under strong keys, or the batch names it.
     fn content(
         &mut self,
         height: u64,
@@ -416,12 +416,12 @@ impl Walk<'_> {
     ) -> Checked {
         let genesis_hash = self.genesis.hash();
         let t = SignedTx::from_request(entry, &genesis_hash)?;
-        let signatures = crypto::tx_signatures(self.genesis.keys(), &genesis_hash, &t)?;
         let stored_bad = matches!(
             rejected.and_then(Invalid::from_reason),
             Some(Invalid::BadSignature | Invalid::BadKeyProof)
         );
         if stored_bad {
+            let signatures = crypto::tx_signatures(self.genesis.keys(), &genesis_hash, &t)?;
             let failed: Vec<usize> = signatures
                 .iter()
                 .enumerate()
@@ -434,6 +434,8 @@ impl Walk<'_> {
                 return Err(invalid);
             }
         } else {
+            // The keys' strength is judged with the signatures, on the workers.
+            let signatures = crypto::tx_signature_checks(self.genesis.keys(), &genesis_hash, &t)?;
             for check in signatures {
                 self.pending.push(height, Owner::Transaction(index), check);
             }
