@@ -555,3 +555,53 @@ fn a_weak_key_stored_as_rejected_verifies() {
     let summary = verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
     assert_eq!(summary.head_height, 4);
 }
+
+/// The replay runs on a thread of its own, some blocks behind the walk that reads and checks
+/// them: a fault only the replay finds (a stored verdict that is not the rules') is still named
+/// before a later one the walk finds first, and after an earlier bad signature; in the bad
+/// signature's own block, the replay's is named, as when everything ran on one thread.
+#[test]
+fn a_fault_the_replay_finds_is_named_in_chain_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, path) = chain_with_a_bad_signature(dir.path());
+    let pristine = snapshot(&path);
+    let named = |edits: &str| {
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(edits)
+            .expect("edit");
+        let outcome = match verify_store(&path, &net.genesis, &mut |_| {}) {
+            Err(Error::Corrupt { height, fault, .. }) => (height, fault),
+            other => panic!("{edits}: expected a block named, got {other:?}"),
+        };
+        restore(&path, &pristine);
+        outcome
+    };
+    let unlike_the_rules = |height: u64| {
+        format!("UPDATE transactions SET rejected = 'edited' WHERE height = {height} AND idx = 1;")
+    };
+
+    let (height, fault) =
+        named(&(unlike_the_rules(240) + "UPDATE blocks SET proposer = 2 WHERE height = 245;"));
+    assert!(
+        height == 240 && matches!(fault, Fault::State(_)),
+        "{height}: {fault}"
+    );
+    let (height, fault) = named(&unlike_the_rules(260));
+    assert!(
+        height == BAD_TX_BLOCK
+            && matches!(
+                fault,
+                Fault::Transaction {
+                    index: BAD_TX_INDEX,
+                    ..
+                }
+            ),
+        "{height}: {fault}"
+    );
+    let (height, fault) = named(&unlike_the_rules(BAD_TX_BLOCK));
+    assert!(
+        height == BAD_TX_BLOCK && matches!(fault, Fault::State(_)),
+        "{height}: {fault}"
+    );
+}
