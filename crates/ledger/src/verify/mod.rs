@@ -19,6 +19,9 @@
 //! one rule ([`crypto::verify_signature`]), whose batch and single verdicts agree; when a batch
 //! fails, the signatures are checked singly to name the first bad one, and any pending batch is
 //! settled before a later fault is reported, so the height named is always the first bad one.
+//! The replay runs on a thread of its own, a few blocks behind the walk that reads and checks
+//! them: a fault it finds is earlier than any the walk found meanwhile, and is compared with the
+//! signatures' by height the same way.
 //!
 //! Verification holds no data key and opens no body (docs/SECURITY.md, "Confidential records",
 //! §9): the rules read metadata only, so the replay, erasures included, needs none. Nor can it
