@@ -8,10 +8,13 @@
 #[allow(dead_code)] // Helpers shared with the other cluster tests.
 mod common;
 
-use common::world::{CLINIC, HOSPITAL, HOUR_MS, World, wait_until};
+use std::time::Duration;
+
+use common::world::{CLINIC, HOSPITAL, HOUR_MS, World, record_meta, wait_until};
+use common::{enrollment, note};
 use ledger::TxId;
 use node::OpenState;
-use node::load::Person;
+use node::load::{Person, header};
 use pbft::ReplicaId;
 
 fn patient_of(w: &World, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
@@ -113,5 +116,63 @@ fn red_team_s9_a_grant_ended_and_an_erasure_while_down_leave_no_row() {
         w.occurrences(HOSPITAL, &sealed),
         0,
         "a copy of the erased key"
+    );
+}
+
+/// Break: a pending seal (this validator's, not applied yet) whose row's `on_chain` was
+/// written on disk, without the operator key, to say it is applied is not read at start
+/// (`Rows::unplaced` selects `on_chain IS NULL` only), so it is never in `Service::pending`:
+/// its deadline passes and its key is never deleted (and, applied, its block would not write
+/// the chain's facts: `on_sealed` asks `pending`). SECURITY §12.1 item 6 says such a row is
+/// "kept as it says ... its deadline only decides when it is deleted"; before the epoch index
+/// every row was read at start, its tag failed, the chain lacked the transaction, and it was
+/// pending.
+#[test]
+#[ignore = "break: a pending seal forged applied is never deleted at its deadline (red team s9)"]
+fn red_team_s9_a_pending_seal_forged_applied_is_still_deleted_at_its_deadline() {
+    let mut w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let doctor = Person::doctor(HOSPITAL, "Cardiology", "Dr Soon");
+    w.enroll(&[&patient, &doctor]);
+    let meta = record_meta(&patient, &doctor, w.write_grant(&patient, &doctor));
+    let mut unsent = Vec::new();
+    for text in ["forged applied", "control"] {
+        let mut near = header(meta.clone(), doctor.signer());
+        near.not_after_ms = w.clock.now_ms() + 1_000;
+        let (near, stored) =
+            w.rt.block_on(w.node(HOSPITAL).seal(near, &note(text).to_bytes()))
+                .unwrap();
+        unsent.push(
+            doctor
+                .sign_header(&w.genesis_hash(), near, stored)
+                .id(&w.genesis_hash()),
+        );
+    }
+    let (forged, control) = (unsent[0], unsent[1]);
+
+    w.cluster.stop(HOSPITAL);
+    rusqlite::Connection::open(w.keys_db(HOSPITAL))
+        .unwrap()
+        .execute(
+            "UPDATE data_keys SET on_chain = ?2 WHERE tx = ?1",
+            rusqlite::params![forged.as_slice(), vec![0u8; 13]],
+        )
+        .unwrap();
+    w.cluster.restart(HOSPITAL).unwrap();
+    let rows = w.key_rows(HOSPITAL);
+    assert!(rows.contains(&forged) && rows.contains(&control));
+
+    w.clock.advance_ms(2_000);
+    // The replicas read the clock at their next tick.
+    std::thread::sleep(Duration::from_millis(300));
+    let hospital = w.node(HOSPITAL);
+    let later = w.applied_at(HOSPITAL, enrollment(&hospital));
+    wait_until("the control seal's key to go at its deadline", || {
+        !w.key_rows(HOSPITAL).contains(&control)
+    });
+    assert!(hospital.key_status().processed_height >= later);
+    assert!(
+        !w.key_rows(HOSPITAL).contains(&forged),
+        "a seal's key kept past its deadline: its row's on_chain was forged on disk"
     );
 }
