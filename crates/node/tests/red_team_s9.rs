@@ -176,3 +176,35 @@ fn red_team_s9_a_pending_seal_forged_applied_is_still_deleted_at_its_deadline() 
         "a seal's key kept past its deadline: its row's on_chain was forged on disk"
     );
 }
+
+/// Held: a hostile peer asking for ids that share the index's 7-byte key with a held record
+/// (its tail changed) gets `NotHeld` for each, and the record itself `NotEntitled`, from a
+/// home whose rows are in a closed run or the open epoch alike; the entitled party gets it.
+#[test]
+fn red_team_s9_ids_sharing_a_held_records_prefix_give_nothing() {
+    use common::world::INSURANCE;
+    use node::KeyReply;
+    let w = World::new();
+    let (patient, author, _) = w.cast(HOSPITAL, CLINIC, HOSPITAL);
+    let record = w.record(&author, &patient, "Glioma");
+    w.wait_state(HOSPITAL, &record, OpenState::Open);
+    w.settle();
+    let mut asked = vec![record];
+    for i in 0..64u8 {
+        let mut id = record;
+        id[7 + (i as usize % 25)] ^= i | 1;
+        asked.push(id);
+    }
+    let replies = w.ask(INSURANCE, HOSPITAL, 7_000, asked.clone());
+    assert_eq!(replies[0], KeyReply::NotEntitled, "{:?}", replies[0]);
+    assert!(
+        replies[1..].iter().all(|r| *r == KeyReply::NotHeld),
+        "{replies:?}"
+    );
+    let replies = w.ask(CLINIC, HOSPITAL, 7_001, asked);
+    assert!(matches!(replies[0], KeyReply::Key(_)), "{:?}", replies[0]);
+    assert!(
+        replies[1..].iter().all(|r| *r == KeyReply::NotHeld),
+        "{replies:?}"
+    );
+}
