@@ -42,7 +42,6 @@ fn patient_of(w: &World, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
 /// (SECURITY §12.1 item 6: "what the chain says (patient, ...) replaces it"), and the row was
 /// dropped. The untampered control record is dropped either way.
 #[test]
-#[ignore = "break: a tampered patient column survives a grant's end (red team s9)"]
 fn red_team_s9_a_moved_patient_keeps_a_key_past_its_grants_end() {
     let mut w = World::new();
     let (patient, author, reader) = w.cast(HOSPITAL, HOSPITAL, CLINIC);
@@ -128,7 +127,6 @@ fn red_team_s9_a_grant_ended_and_an_erasure_while_down_leave_no_row() {
 /// every row was read at start, its tag failed, the chain lacked the transaction, and it was
 /// pending.
 #[test]
-#[ignore = "break: a pending seal forged applied is never deleted at its deadline (red team s9)"]
 fn red_team_s9_a_pending_seal_forged_applied_is_still_deleted_at_its_deadline() {
     let mut w = World::new();
     let patient = Person::patient(HOSPITAL);

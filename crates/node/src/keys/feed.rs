@@ -420,8 +420,29 @@ impl Service {
         if self.keeps_keys("a read grant's end") {
             return Ok(false);
         }
+        if self.checked_to.is_some() {
+            // A row whose patient was changed on disk is found by the right one only once the
+            // sweep has corrected it (§12.1 item 8): the patient's keys are dropped again then.
+            self.ended_while_checking.insert(row.patient);
+        }
+        let deleted = self.drop_keys_of(&row.patient)?;
+        let dropped: Vec<TxId> = self
+            .wanted
+            .iter()
+            .filter(|(_, wanted)| wanted.patient == row.patient && wanted.as_grantee)
+            .map(|(tx, _)| *tx)
+            .collect();
+        for tx in dropped {
+            self.wanted.remove(&tx);
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the held keys of `patient`'s transactions this validator is no party of (the
+    /// chain decides): whether any was. Inside the caller's `keys.db` transaction.
+    pub(super) fn drop_keys_of(&mut self, patient: &PersonId) -> Result<bool, NodeError> {
         let mut deleted = false;
-        let held = self.store.rows().held_of(&row.patient)?;
+        let held = self.store.rows().held_of(patient)?;
         for tx in held.iter().map(|row| row.tx) {
             let Some(committed) = self.chain.transaction(&tx)? else {
                 // Sealed here and not on chain yet (this validator is its sealer), or, while
@@ -435,15 +456,6 @@ impl Service {
                 self.delete_key(&tx)?;
                 deleted = true;
             }
-        }
-        let dropped: Vec<TxId> = self
-            .wanted
-            .iter()
-            .filter(|(_, wanted)| wanted.patient == row.patient && wanted.as_grantee)
-            .map(|(tx, _)| *tx)
-            .collect();
-        for tx in dropped {
-            self.wanted.remove(&tx);
         }
         Ok(deleted)
     }

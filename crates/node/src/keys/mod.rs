@@ -674,6 +674,9 @@ struct Service {
     relearned: HashMap<TxId, store::Facts>,
     /// The row after which [`Service::check_rows`] goes on; `None` once every row is checked.
     checked_to: Option<i64>,
+    /// Patients whose grant to this validator ended while rows were being checked: their keys
+    /// are dropped again once every row is ([`Service::end_grant`]).
+    ended_while_checking: std::collections::BTreeSet<PersonId>,
     /// Live read grants of patients to this validator's doctors.
     read_grants: BTreeMap<TxId, store::ReadGrantRow>,
     wanted: WantedKeys,
@@ -716,6 +719,7 @@ impl Service {
             pending: HashMap::new(),
             relearned: HashMap::new(),
             checked_to: Some(0),
+            ended_while_checking: std::collections::BTreeSet::new(),
             read_grants: BTreeMap::new(),
             wanted: WantedKeys::default(),
             waiting_opens: Vec::new(),
@@ -1125,11 +1129,13 @@ impl Service {
             patient: row.facts.patient,
             on_chain: None,
         };
-        let Some(committed) = self.chain.transaction(tx)? else {
+        let Some(committed) = self.chain.transaction(tx)?.filter(|c| c.rejected.is_none()) else {
+            // Its deadline deletes it, as any pending seal's, whatever its row says it is.
+            self.pending.entry(*tx).or_insert(row.facts.not_after_ms);
             return Ok(pending);
         };
         let header = &committed.tx.header;
-        let (Some(patient), None) = (header.meta.subject(), &committed.rejected) else {
+        let Some(patient) = header.meta.subject() else {
             return Ok(pending);
         };
         let held = HeldTx {
@@ -1174,6 +1180,19 @@ impl Service {
                 Some((seq, _)) if rows.len() == ROWS_PER_READ => Some(*seq),
                 _ => None,
             };
+        }
+        if self.checked_to.is_none() && !self.ended_while_checking.is_empty() {
+            // Every row's patient is the chain's now (corrected ones once written).
+            self.write_relearned()?;
+            let patients = std::mem::take(&mut self.ended_while_checking);
+            self.in_write(Durability::Deferred, |service| {
+                for patient in &patients {
+                    if !service.grantee_of(patient) {
+                        service.drop_keys_of(patient)?;
+                    }
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }

@@ -56,9 +56,10 @@ const NONCE_BYTES: usize = 24;
 /// first indexed keys by an unbound `key_commit` (refused at open), the second is schema 2
 /// (renumbered at open). 2 kept `data_keys` in three B-trees (by transaction, key id and
 /// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_FROM_2`]). 3
-/// lacked `data_keys.on_chain` ([`MIGRATE_FROM_3`]); 4 lacked `data_keys.facts_tag` and the
-/// epoch index (every row's place read into memory at open, [`MIGRATE_FROM_4`]).
-const SCHEMA_VERSION: i64 = 5;
+/// lacked `data_keys.on_chain` ([`MIGRATE_FROM_3`]); 4 lacked `data_keys.facts_tag`
+/// ([`MIGRATE_FROM_4`]); 4 and 5 lacked the epoch index (every row's place read into memory at
+/// open: [`migrate`] adds it).
+const SCHEMA_VERSION: i64 = 6;
 
 /// `data_keys`'s columns (schema 3), for [`SCHEMA`] and [`MIGRATE_FROM_2`]: a rowid table
 /// indexed by nothing else, so that a new key's row goes at the end of its last page, where a
@@ -129,7 +130,7 @@ const MIGRATE_FROM_4: &str = "ALTER TABLE data_keys ADD COLUMN facts_tag BLOB;";
 /// of schema 3): few, by `seq`, so each is written at the end of this index and read at start
 /// without a scan of the table.
 const PENDING_INDEX: &str =
-    "CREATE INDEX data_keys_pending ON data_keys (seq) WHERE on_chain IS NULL;";
+    "CREATE INDEX IF NOT EXISTS data_keys_pending ON data_keys (seq) WHERE on_chain IS NULL;";
 
 /// A live read grant of a patient to one of this validator's doctors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,21 +387,21 @@ impl KeyStore {
             self.durability.set(durability);
         }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.runs.borrow_mut().begin();
         Ok(())
     }
 
     pub fn commit(&self) -> Result<(), NodeError> {
         self.conn.execute_batch("COMMIT")?;
+        self.runs.borrow_mut().commit();
         Ok(())
     }
 
-    /// Rolls the transaction back, and reads the epoch index's memory again from the tables
-    /// (it may have cut a run the rollback took back).
+    /// Rolls the transaction back, and the epoch index's memory with it.
     pub fn rollback(&self) {
         let _ = self.conn.execute_batch("ROLLBACK");
-        match Runs::read(&self.conn) {
-            Ok(runs) => *self.runs.borrow_mut() = runs,
-            Err(error) => warn!(%error, "keys.db: the epoch index was not read again"),
+        if let Err(error) = self.runs.borrow_mut().rollback(&self.conn) {
+            warn!(%error, "keys.db: the epoch index was not read again");
         }
     }
 
@@ -443,6 +444,7 @@ enum Schema {
     Two,
     Three,
     Four,
+    Five,
     Current,
 }
 
@@ -478,6 +480,7 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
         2 => Ok(Schema::Two),
         3 => Ok(Schema::Three),
         4 => Ok(Schema::Four),
+        5 => Ok(Schema::Five),
         SCHEMA_VERSION => Ok(Schema::Current),
         newer => refuse(format!(
             "key store schema {newer}, newer than this medchain's ({SCHEMA_VERSION}): upgrade \
@@ -496,6 +499,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
         Schema::Two => MIGRATE_FROM_2,
         Schema::Three => MIGRATE_FROM_3,
         Schema::Four => MIGRATE_FROM_4,
+        Schema::Five => "",
         Schema::Current => return Ok(()),
     };
     let tx = conn.unchecked_transaction()?;
@@ -1697,14 +1701,13 @@ mod red_team_s9 {
         tx
     }
 
-    /// Break: a `keys.db` written by main's build (schema 5: `facts_tag` only, no
+    /// Fixed (schema 6): a `keys.db` written by main's build (schema 5: `facts_tag` only, no
     /// `key_runs`, `key_filters`, `data_keys_pending` nor `keys_held`) is taken for this
     /// build's schema 5 (`Schema::Current`, nothing migrated) and does not open: "no such
     /// table: key_filters". Every store main has written since its schema 5 (80fe824a) stops
     /// its validator at the upgrade. Expected: opens with its keys (a schema 6, or schema 5's
     /// tables created when absent).
     #[test]
-    #[ignore = "break: main's schema 5 store does not open (red team s9)"]
     fn red_team_s9_a_store_of_mains_schema_5_opens_with_its_keys() {
         let dir = tempfile::tempdir().unwrap();
         let key = KeystoreKey::generate();
@@ -1722,7 +1725,8 @@ mod red_team_s9 {
                 "DROP TABLE key_runs;
                  DROP TABLE key_filters;
                  DROP INDEX data_keys_pending;
-                 DELETE FROM meta WHERE key = 'keys_held';",
+                 DELETE FROM meta WHERE key = 'keys_held';
+                 PRAGMA user_version = 5;",
             )
             .unwrap();
         let store = open(dir.path(), &key)
