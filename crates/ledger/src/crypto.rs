@@ -302,8 +302,24 @@ pub type SignatureCheck = ([u8; 32], Vec<u8>, [u8; 64]);
 
 /// The signatures one transaction carries, each as (public key, signed bytes, signature): the
 /// envelope's first (under the key written in it, or the genesis key of a validator signer),
-/// then each new key's proof of possession ([`crate::tx::key_pop_bytes`]).
+/// then each new key's proof of possession ([`crate::tx::key_pop_bytes`]). A weak key
+/// ([`is_strong_key`]) makes the transaction invalid: see [`first_weak_key`].
 pub fn tx_signatures(
+    validators: &[VerifyingKey],
+    genesis_hash: &Hash,
+    t: &SignedTx,
+) -> Result<Vec<SignatureCheck>, Invalid> {
+    let checks = tx_signature_checks(validators, genesis_hash, t)?;
+    match first_weak_key(&checks) {
+        Some(position) => Err(verdict_at(position)),
+        None => Ok(checks),
+    }
+}
+
+/// [`tx_signatures`] with the keys' strength left unjudged, for a caller that checks it
+/// elsewhere ([`first_weak_key`]): verification does it on its signature workers, off the
+/// thread that walks the chain.
+pub fn tx_signature_checks(
     validators: &[VerifyingKey],
     genesis_hash: &Hash,
     t: &SignedTx,
@@ -315,17 +331,18 @@ pub fn tx_signatures(
             .ok_or(Invalid::UnknownValidator)?
             .to_bytes(),
     };
-    if !is_strong_key(&signer_key) {
-        return Err(Invalid::BadSignature);
-    }
     let mut out = vec![(signer_key, t.signing_bytes(genesis_hash), t.signature)];
     for (person, new) in t.header.meta.new_keys() {
-        if !is_strong_key(&new.key) {
-            return Err(Invalid::BadKeyProof);
-        }
         out.push((new.key, new.pop_bytes(genesis_hash, person), new.pop));
     }
     Ok(out)
+}
+
+/// The position in a transaction's signatures ([`tx_signature_checks`]) of the first under a
+/// weak key, which makes it invalid as its signature failing there would
+/// ([`signature_verdict`]): a weak signer key is a bad signature, a weak new key a bad proof.
+pub fn first_weak_key(checks: &[SignatureCheck]) -> Option<usize> {
+    checks.iter().position(|(key, _, _)| !is_strong_key(key))
 }
 
 /// Whether `key` may sign for a person: a canonical curve point of large order. Under ZIP-215
@@ -340,10 +357,15 @@ pub fn is_strong_key(key: &[u8; 32]) -> bool {
 /// The verdict on a transaction whose signatures ([`tx_signatures`]) failed at `positions`:
 /// the envelope's signature first, then the key proofs.
 pub fn signature_verdict(positions: &[usize]) -> Option<Invalid> {
-    match positions.first() {
-        None => None,
-        Some(0) => Some(Invalid::BadSignature),
-        Some(_) => Some(Invalid::BadKeyProof),
+    positions.first().copied().map(verdict_at)
+}
+
+/// The verdict on a transaction whose signature at `position` failed or is under a weak key.
+fn verdict_at(position: usize) -> Invalid {
+    if position == 0 {
+        Invalid::BadSignature
+    } else {
+        Invalid::BadKeyProof
     }
 }
 

@@ -315,6 +315,23 @@ const BAD_TX_INDEX: usize = 5;
 /// store edited behind the node's back, or a node that skipped the check): its Merkle root and
 /// certificate are right, so only the signature check can find it.
 fn chain_with_a_bad_signature(dir: &Path) -> (TestNet, std::path::PathBuf) {
+    chain_with(dir, &[(BAD_TX_BLOCK, BAD_TX_INDEX, Spoiled::BadSignature)])
+}
+
+/// How an entry of [`chain_with`]'s chain is spoiled; either way it is stored with the verdict
+/// of its content alone, as if its signatures had been checked and had verified.
+#[derive(Clone, Copy, Debug)]
+enum Spoiled {
+    /// Its envelope's signature flipped by a bit.
+    BadSignature,
+    /// Replaced by a patient's addition of a weak key (the all-zero key, a point of order 4, with
+    /// the all-zero proof, which ZIP-215 verifies: only the key's strength tells it apart).
+    WeakKey,
+}
+
+/// A chain of [`LONG_BLOCKS`] of [`LONG_TXS`] sample transactions whose entry `index` of block
+/// `height` is spoiled as said, for each `(height, index, how)` of `spoiled`.
+fn chain_with(dir: &Path, spoiled: &[(u64, usize, Spoiled)]) -> (TestNet, std::path::PathBuf) {
     let net = TestNet::new(4);
     let path = dir.join("chain.db");
     let mut store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open");
@@ -323,18 +340,34 @@ fn chain_with_a_bad_signature(dir: &Path) -> (TestNet, std::path::PathBuf) {
             .map(|i| net.sample_tx(height * LONG_TXS + i))
             .collect();
         let good = net.next_block(store.head(), txs);
-        let verdicts = net.check(&good);
-        let block = if height == BAD_TX_BLOCK {
-            let mut entries = good.entries.clone();
-            let mut payload = entries[BAD_TX_INDEX].payload.to_vec();
-            // The payload ends with the envelope's signature.
-            let last = payload.len() - 1;
-            payload[last] ^= 0x20;
-            entries[BAD_TX_INDEX].payload = payload.into();
-            net.block_of_entries(store.head(), entries)
-        } else {
-            good
-        };
+        let mut verdicts = net.check(&good);
+        let mut entries = good.entries.clone();
+        for &(_, index, how) in spoiled.iter().filter(|s| s.0 == height) {
+            match how {
+                Spoiled::BadSignature => {
+                    let mut payload = entries[index].payload.to_vec();
+                    // The payload ends with the envelope's signature.
+                    let last = payload.len() - 1;
+                    payload[last] ^= 0x20;
+                    entries[index].payload = payload.into();
+                }
+                Spoiled::WeakKey => {
+                    let p = net.sample_patient(1);
+                    let weak = ledger::tx::NewKey {
+                        key: [0; 32],
+                        kind: ledger::tx::KeyKind::Device,
+                        origin: p.home,
+                        label: "weak".into(),
+                        pop: [0; 64],
+                    };
+                    entries[index] = net.request(&net.add_key(&p, weak, None, &p.custodial()));
+                    verdicts[index] =
+                        ledger::SignedTx::from_request(&entries[index], &net.genesis.hash());
+                    assert!(verdicts[index].is_ok(), "the weak key's entry decodes");
+                }
+            }
+        }
+        let block = net.block_of_entries(store.head(), entries);
         store.append_block(&block, &verdicts).expect("append");
     }
     drop(store);
@@ -433,4 +466,142 @@ fn a_bad_signature_deep_in_the_chain_is_named_at_its_block() {
         Err(e) => panic!("expected the store refused at block {BAD_TX_BLOCK}, got {e}"),
         Ok(_) => panic!("a store with a bad signature was opened"),
     }
+}
+
+/// A transaction's keys must be strong ([`ledger::crypto::is_strong_key`]); verification judges
+/// that on its signature workers while the replay goes on, and still names the first bad
+/// block in chain order, and in a block the first bad entry: a weak key stored as applied, and
+/// it before or after a bad signature, in the same batch of signatures or the same block.
+#[test]
+fn a_weak_key_is_named_at_its_block_in_chain_order() {
+    use Spoiled::{BadSignature, WeakKey};
+    let named = |spoiled: &[(u64, usize, Spoiled)]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (net, path) = chain_with(dir.path(), spoiled);
+        let verified = match verify_store(&path, &net.genesis, &mut |_| {}) {
+            Err(Error::Corrupt {
+                height,
+                fault: Fault::Transaction { index, reason },
+                ..
+            }) => (height, index, reason),
+            other => panic!("{spoiled:?}: expected an entry named, got {other:?}"),
+        };
+        match Store::open(&path, &net.genesis, OpenOptions::full()) {
+            Err(Error::Corrupt { height, .. }) => assert_eq!(height, verified.0, "{spoiled:?}"),
+            Err(e) => panic!("{spoiled:?}: expected the store refused, got {e}"),
+            Ok(_) => panic!("{spoiled:?}: a spoiled store was opened"),
+        }
+        verified
+    };
+    let weak = |reason: &str| reason.contains("weak key");
+
+    // Alone: its block and entry.
+    let (height, index, reason) = named(&[(250, 3, WeakKey)]);
+    assert!(
+        (height, index) == (250, 3) && weak(&reason),
+        "{height} {index}: {reason}"
+    );
+    // Before a bad signature six blocks on (the same batch of about 93 blocks).
+    let (height, index, reason) = named(&[(250, 5, WeakKey), (256, 1, BadSignature)]);
+    assert!(
+        (height, index) == (250, 5) && weak(&reason),
+        "{height} {index}: {reason}"
+    );
+    // After one.
+    let (height, index, reason) = named(&[(250, 5, BadSignature), (256, 1, WeakKey)]);
+    assert!(
+        (height, index) == (250, 5) && !weak(&reason),
+        "{height} {index}: {reason}"
+    );
+    // In one block, the first entry of the two.
+    let (height, index, reason) = named(&[(250, 2, WeakKey), (250, 6, BadSignature)]);
+    assert!(
+        (height, index) == (250, 2) && weak(&reason),
+        "{height} {index}: {reason}"
+    );
+    let (height, index, reason) = named(&[(250, 2, BadSignature), (250, 6, WeakKey)]);
+    assert!(
+        (height, index) == (250, 2) && !weak(&reason),
+        "{height} {index}: {reason}"
+    );
+}
+
+/// A weak key stored as the rules reject it (a bad key proof: what every node's check gives)
+/// is no fault: verification agrees with the stored verdict.
+#[test]
+fn a_weak_key_stored_as_rejected_verifies() {
+    let net = TestNet::new(4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chain.db");
+    let mut store = net.write_chain(&path, 3, 4).expect("chain");
+    let p = net.sample_patient(1);
+    let weak = ledger::tx::NewKey {
+        key: [0; 32],
+        kind: ledger::tx::KeyKind::Device,
+        origin: p.home,
+        label: "weak".into(),
+        pop: [0; 64],
+    };
+    let block = net.next_block(
+        store.head(),
+        vec![net.add_key(&p, weak, None, &p.custodial())],
+    );
+    let applied = net.append(&mut store, &block).expect("append");
+    assert_eq!(
+        applied.rejected,
+        [(0, ledger::Invalid::BadKeyProof.reason())]
+    );
+    drop(store);
+    let summary = verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
+    assert_eq!(summary.head_height, 4);
+}
+
+/// The replay runs on a thread of its own, some blocks behind the walk that reads and checks
+/// them: a fault only the replay finds (a stored verdict that is not the rules') is still named
+/// before a later one the walk finds first, and after an earlier bad signature; in the bad
+/// signature's own block, the replay's is named, as when everything ran on one thread.
+#[test]
+fn a_fault_the_replay_finds_is_named_in_chain_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (net, path) = chain_with_a_bad_signature(dir.path());
+    let pristine = snapshot(&path);
+    let named = |edits: &str| {
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(edits)
+            .expect("edit");
+        let outcome = match verify_store(&path, &net.genesis, &mut |_| {}) {
+            Err(Error::Corrupt { height, fault, .. }) => (height, fault),
+            other => panic!("{edits}: expected a block named, got {other:?}"),
+        };
+        restore(&path, &pristine);
+        outcome
+    };
+    let unlike_the_rules = |height: u64| {
+        format!("UPDATE transactions SET rejected = 'edited' WHERE height = {height} AND idx = 1;")
+    };
+
+    let (height, fault) =
+        named(&(unlike_the_rules(240) + "UPDATE blocks SET proposer = 2 WHERE height = 245;"));
+    assert!(
+        height == 240 && matches!(fault, Fault::State(_)),
+        "{height}: {fault}"
+    );
+    let (height, fault) = named(&unlike_the_rules(260));
+    assert!(
+        height == BAD_TX_BLOCK
+            && matches!(
+                fault,
+                Fault::Transaction {
+                    index: BAD_TX_INDEX,
+                    ..
+                }
+            ),
+        "{height}: {fault}"
+    );
+    let (height, fault) = named(&unlike_the_rules(BAD_TX_BLOCK));
+    assert!(
+        height == BAD_TX_BLOCK && matches!(fault, Fault::State(_)),
+        "{height}: {fault}"
+    );
 }

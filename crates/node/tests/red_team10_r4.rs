@@ -268,11 +268,14 @@ fn red_team_held_an_erased_key_does_not_come_back_into_a_store_ahead_of_its_rest
 
 /// Puts the stopped validator `at`'s `keys.db` back in schema 2 as main before §12.1 wrote
 /// it (`data_keys` keyed by transaction, `key_id UNIQUE`, indexed by patient, `on_chain`, a
-/// `wanted` table), then vacuums it so that each row's bytes are in the file once.
+/// `wanted` table; no epoch index), then vacuums it so that each row's bytes are in the file once.
 fn to_schema_2(w: &World, at: ReplicaId) {
     let conn = rusqlite::Connection::open(w.keys_db(at)).unwrap();
     conn.execute_batch(
-        "CREATE TABLE data_keys_2 (
+        "DROP TABLE key_runs;
+        DROP TABLE key_filters;
+        DELETE FROM meta WHERE key = 'keys_held';
+        CREATE TABLE data_keys_2 (
             tx BLOB PRIMARY KEY, patient BLOB NOT NULL, key_id BLOB NOT NULL UNIQUE,
             on_chain INTEGER NOT NULL, not_after_ms INTEGER NOT NULL, sealed_key BLOB NOT NULL
         ) WITHOUT ROWID;

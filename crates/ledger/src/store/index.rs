@@ -68,8 +68,14 @@ const SOURCES: [(Tag, &str, &str); 10] = [
 /// The key of `value` under `tag`: the tag in the top byte, the value's first 7 bytes below
 /// (never negative: tags are below 128).
 pub fn key(tag: Tag, value: &[u8]) -> i64 {
+    tagged_key(tag as u8, value)
+}
+
+/// The key of `value` under the tag byte `tag` (below 128): what [`key`] computes, for an epoch
+/// index of another file (`keys.db`'s, in the node).
+pub fn tagged_key(tag: u8, value: &[u8]) -> i64 {
     let mut bytes = [0u8; 8];
-    bytes[0] = tag as u8;
+    bytes[0] = tag & 0x7f;
     let n = value.len().min(7);
     bytes[1..1 + n].copy_from_slice(&value[..n]);
     i64::from_be_bytes(bytes)
@@ -145,7 +151,7 @@ impl IdFilter {
 }
 
 /// SplitMix64's finalizer.
-fn mix(mut x: u64) -> u64 {
+pub fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)

@@ -426,6 +426,30 @@ pub(crate) fn write_block(
     hash: &Hash,
     checked: &[Checked],
 ) -> Result<Applied> {
+    write_block_with(conn, index, genesis, block, hash, checked, Payloads::Keep)
+}
+
+/// Whether [`write_block_with`] stores the entries' payloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Payloads {
+    /// In `bodies` (or staged there already), named by each row's `body_row`: a store.
+    Keep,
+    /// Not at all, every `body_row` 0: the replay of [`crate::verify`], which compares derived
+    /// state only (payloads are not derived, the rules never read them, and verification reads
+    /// them from the store it checks), and saves writing the chain's largest table a second time.
+    Omit,
+}
+
+/// [`write_block`], keeping or omitting the payloads.
+pub(crate) fn write_block_with(
+    conn: &Connection,
+    index: &Index,
+    genesis: &Genesis,
+    block: &Block,
+    hash: &Hash,
+    checked: &[Checked],
+    payloads: Payloads,
+) -> Result<Applied> {
     insert_block(conn, block, hash)?;
     let mut applied = Applied::default();
     let height = block.header.height;
@@ -481,9 +505,10 @@ pub(crate) fn write_block(
             // Its request was executed: the id is seen, nothing else changes.
             Err(invalid) => Err(invalid.reason()),
         };
-        let body_row = match staged {
-            Some((first, _)) => first + position as i64,
-            None => {
+        let body_row = match (payloads, staged) {
+            (Payloads::Omit, _) => 0,
+            (Payloads::Keep, Some((first, _))) => first + position as i64,
+            (Payloads::Keep, None) => {
                 insert_body.execute([&entry.payload[..]])?;
                 conn.last_insert_rowid()
             }

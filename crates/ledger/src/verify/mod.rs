@@ -19,6 +19,9 @@
 //! one rule ([`crypto::verify_signature`]), whose batch and single verdicts agree; when a batch
 //! fails, the signatures are checked singly to name the first bad one, and any pending batch is
 //! settled before a later fault is reported, so the height named is always the first bad one.
+//! The replay runs on a thread of its own, a few blocks behind the walk that reads and checks
+//! them: a fault it finds is earlier than any the walk found meanwhile, and is compared with the
+//! signatures' by height the same way.
 //!
 //! Verification holds no data key and opens no body (docs/SECURITY.md, "Confidential records",
 //! §9): the rules read metadata only, so the replay, erasures included, needs none. Nor can it
@@ -26,6 +29,7 @@
 //! its own transaction, so equal keys have unequal commitments (each key store finds reuse by
 //! the key's id, §16 item 13).
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
@@ -240,14 +244,83 @@ fn replay_database(genesis: &Genesis) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Blocks decoded and waiting for the replay: enough to keep it busy while the walk reads a
+/// block, few enough that memory stays bounded (a block of 1,000 entries, decoded, is about
+/// 2 MB) whatever the chain's length.
+const QUEUED_FOR_REPLAY: usize = 4;
+
+/// A block the walk has checked, for the replay: its entries' contents and stored verdicts.
+struct ToReplay {
+    block: Block,
+    hash: Hash,
+    contents: Vec<Checked>,
+    /// Each entry's stored `rejected` column.
+    rejected: Vec<Option<String>>,
+}
+
+/// The chain replayed so far, with the store's rules and apply code, and the replay's lookups
+/// by random key (its own, never the store's).
+struct Replay {
+    conn: Connection,
+    index: store::Index,
+}
+
+impl Replay {
+    fn new(genesis: &Genesis) -> Result<Replay> {
+        Ok(Replay {
+            conn: replay_database(genesis)?,
+            index: store::Index::default(),
+        })
+    }
+
+    /// Replays `b`, whose verdicts must be the stored ones.
+    fn block(&self, genesis: &Genesis, b: &ToReplay) -> Result<(), Stop> {
+        let applied = store::write_block_with(
+            &self.conn,
+            &self.index,
+            genesis,
+            &b.block,
+            &b.hash,
+            &b.contents,
+            store::Payloads::Omit,
+        )?;
+        let mut verdicts: Vec<Option<&str>> = vec![None; b.block.entries.len()];
+        for (index, reason) in &applied.rejected {
+            verdicts[*index] = Some(reason);
+        }
+        for (index, (rejected, verdict)) in b.rejected.iter().zip(verdicts).enumerate() {
+            if rejected.as_deref() != verdict {
+                return Err(Fault::State(format!(
+                    "transaction {index} is stored as {}, the rules say {}",
+                    rejected.as_deref().unwrap_or("applied"),
+                    verdict.unwrap_or("applied")
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the blocks that come through `blocks`, in order, until they stop (then the
+    /// replay, to compare) or one fails (its height and why). Run on a thread of its own: the
+    /// replay is the longest stage of verification, and everything before it (reading,
+    /// decoding, hashes, Merkle roots, the signatures' messages) goes on beside it.
+    fn run(self, genesis: &Genesis, blocks: Receiver<ToReplay>) -> Result<Replay, (u64, Stop)> {
+        for b in blocks {
+            self.block(genesis, &b)
+                .map_err(|stop| (b.block.header.height, stop))?;
+        }
+        Ok(self)
+    }
+}
+
 /// The state of a walk along the chain.
 struct Walk<'g> {
     genesis: &'g Genesis,
     pending: Pending,
-    /// The chain replayed so far, with the store's rules and apply code, and the replay's
-    /// lookups by random key (its own, never the store's); `None` when only the blocks of a
-    /// tail are checked ([`verify_tail`]).
-    replay: Option<(Connection, store::Index)>,
+    /// Whether the blocks are replayed: not when only the blocks of a tail are checked
+    /// ([`verify_tail`]).
+    replay: bool,
     /// The height the next block must have.
     expected: u64,
     /// The header of the block before it.
@@ -256,12 +329,13 @@ struct Walk<'g> {
 }
 
 impl Walk<'_> {
-    /// Checks the block at `self.expected`, consuming its transaction rows.
+    /// Checks the block at `self.expected`, consuming its transaction rows; the block to
+    /// replay, if the walk replays and it is not genesis (compared whole).
     fn block(
         &mut self,
         raw: RawBlock,
         tx_rows: &mut std::iter::Peekable<impl Iterator<Item = rusqlite::Result<TxRow>>>,
-    ) -> Result<(), Stop> {
+    ) -> Result<Option<ToReplay>, Stop> {
         let expected = self.expected;
         if raw.height as u64 != expected {
             return Err(Fault::Height {
@@ -341,6 +415,7 @@ impl Walk<'_> {
             return Err(Fault::Column("tx_count/timestamp_ms/proposer/view").into());
         }
 
+        let mut replay = None;
         if expected == 0 {
             let g = self.genesis.block();
             if header != g.header || !entries.is_empty() || certificate != g.certificate {
@@ -368,38 +443,27 @@ impl Walk<'_> {
                 contents.push(content);
             }
             self.transactions += entries.len() as u64;
-            if let Some((replay, index)) = &self.replay {
-                let block = Block {
-                    header,
-                    entries,
-                    certificate,
-                };
-                let applied =
-                    store::write_block(replay, index, self.genesis, &block, &hash, &contents)?;
-                let mut verdicts: Vec<Option<&str>> = vec![None; block.entries.len()];
-                for (index, reason) in &applied.rejected {
-                    verdicts[*index] = Some(reason);
-                }
-                for (index, ((_, rejected), verdict)) in stored.iter().zip(verdicts).enumerate() {
-                    if rejected.as_deref() != verdict {
-                        return Err(Fault::State(format!(
-                            "transaction {index} is stored as {}, the rules say {}",
-                            rejected.as_deref().unwrap_or("applied"),
-                            verdict.unwrap_or("applied")
-                        ))
-                        .into());
-                    }
-                }
+            if self.replay {
+                replay = Some(ToReplay {
+                    block: Block {
+                        header,
+                        entries,
+                        certificate,
+                    },
+                    hash,
+                    contents,
+                    rejected: stored.into_iter().map(|(_, rejected)| rejected).collect(),
+                });
             }
         }
         self.prev = Some(header);
-        Ok(())
+        Ok(replay)
     }
 
     /// What entry `index` of the block at `height` carries, derived from its bytes. Signatures
     /// are checked in batches that span blocks, so the stored verdict decides which way each is
     /// confirmed: an entry stored as a bad signature or key proof is checked now (and must
-    /// fail so); any other is queued and must verify, or the batch names it.
+    /// fail so); any other is queued and must verify under strong keys, or the batch names it.
     fn content(
         &mut self,
         height: u64,
@@ -409,12 +473,12 @@ impl Walk<'_> {
     ) -> Checked {
         let genesis_hash = self.genesis.hash();
         let t = SignedTx::from_request(entry, &genesis_hash)?;
-        let signatures = crypto::tx_signatures(self.genesis.keys(), &genesis_hash, &t)?;
         let stored_bad = matches!(
             rejected.and_then(Invalid::from_reason),
             Some(Invalid::BadSignature | Invalid::BadKeyProof)
         );
         if stored_bad {
+            let signatures = crypto::tx_signatures(self.genesis.keys(), &genesis_hash, &t)?;
             let failed: Vec<usize> = signatures
                 .iter()
                 .enumerate()
@@ -427,6 +491,8 @@ impl Walk<'_> {
                 return Err(invalid);
             }
         } else {
+            // The keys' strength is judged with the signatures, on the workers.
+            let signatures = crypto::tx_signature_checks(self.genesis.keys(), &genesis_hash, &t)?;
             for check in signatures {
                 self.pending.push(height, Owner::Transaction(index), check);
             }
@@ -575,57 +641,63 @@ fn walk_chain(
         })?
         .peekable();
 
+    let replay = if replay && from == 0 {
+        Some(Replay::new(genesis)?)
+    } else {
+        None
+    };
     let mut walk = Walk {
         genesis,
         pending: Pending::default(),
-        replay: if replay && from == 0 {
-            Some((replay_database(genesis)?, store::Index::default()))
-        } else {
-            None
-        },
+        replay: replay.is_some(),
         expected: from,
         prev,
         transactions: 0,
     };
     let mut rows = blocks.query([from as i64])?;
-    while let Some(row) = rows.next()? {
-        let raw = RawBlock {
-            height: row.get(0)?,
-            hash: row.get(1)?,
-            header: row.get(2)?,
-            certificate: row.get(3)?,
-            columns: (row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?),
+    let (walked, replayed) = std::thread::scope(|scope| {
+        let (to_replay, replaying) = match replay {
+            Some(replay) => {
+                let (sender, blocks) = mpsc::sync_channel(QUEUED_FOR_REPLAY);
+                let replaying = scope.spawn(move || replay.run(genesis, blocks));
+                (Some(sender), Some(replaying))
+            }
+            None => (None, None),
         };
-        match walk.block(raw, &mut tx_rows) {
-            Ok(()) => {}
-            Err(Stop::Error(e)) => return Err(e),
-            Err(Stop::Fault(fault)) => {
-                let fault = (walk.expected, fault);
-                // A bad signature in an earlier block, still being checked, is the first fault.
-                checker.check(&mut walk.pending);
-                return Err(match checker.finish() {
-                    Err(earlier) if earlier.0 < fault.0 => corrupt(earlier),
-                    _ => corrupt(fault),
-                });
-            }
-        }
-        // Batches are cut between blocks, so a bad signature in a batch sent is always below
-        // the block the walk is at.
-        if walk.pending.len() >= BATCH {
-            checker.check(&mut walk.pending);
-            if checker.failed() {
-                checker.finish().map_err(corrupt)?;
-            }
-        }
-        progress(Progress {
-            height: walk.expected,
+        let walked = walk_blocks(
+            &mut walk,
+            &mut rows,
+            &mut tx_rows,
+            to_replay,
             head,
-        });
-        walk.expected += 1;
+            progress,
+            checker,
+        );
+        // The walk has dropped its sender: the replay ends once it has replayed what it was
+        // sent.
+        let replayed = replaying.map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (walked, replayed)
+    });
+    let walked = walked?;
+    let replay = match replayed {
+        Some(Ok(replay)) => Some(replay),
+        Some(Err((_, Stop::Error(e)))) => return Err(e),
+        // The replay is behind the walk: the fault it found is before any the walk found.
+        Some(Err((height, Stop::Fault(fault)))) => {
+            return Err(first_fault(
+                checker,
+                &mut walk.pending,
+                (height, fault),
+                corrupt,
+            ));
+        }
+        None => None,
+    };
+    if let Some(fault) = walked {
+        return Err(first_fault(checker, &mut walk.pending, fault, corrupt));
     }
     let Walk {
         mut pending,
-        replay,
         prev,
         transactions,
         ..
@@ -641,8 +713,8 @@ fn walk_chain(
             },
         )));
     }
-    if let Some((replay, _)) = &replay {
-        check_derived(&snapshot, replay).map_err(corrupt)?;
+    if let Some(replay) = &replay {
+        check_derived(&snapshot, &replay.conn).map_err(corrupt)?;
     }
     drop(tx_rows);
     Ok(Summary {
@@ -652,6 +724,72 @@ fn walk_chain(
         head_height: head,
         head_hash: prev.map_or([0; 32], |h| h.hash()),
     })
+}
+
+/// Walks the blocks `rows` and `tx_rows` hold, sending each to the replay (if `to_replay`),
+/// until the last, or a fault in one (returned with its height), or the replay stops (on a
+/// fault: it reports it), or a batch of signatures fails. Batches of `pending` signatures go to
+/// `checker` as they fill.
+fn walk_blocks(
+    walk: &mut Walk<'_>,
+    rows: &mut rusqlite::Rows<'_>,
+    tx_rows: &mut std::iter::Peekable<impl Iterator<Item = rusqlite::Result<TxRow>>>,
+    to_replay: Option<SyncSender<ToReplay>>,
+    head: u64,
+    progress: &mut dyn FnMut(Progress),
+    checker: &mut dyn Checker,
+) -> Result<Option<(u64, Fault)>> {
+    while let Some(row) = rows.next()? {
+        let raw = RawBlock {
+            height: row.get(0)?,
+            hash: row.get(1)?,
+            header: row.get(2)?,
+            certificate: row.get(3)?,
+            columns: (row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?),
+        };
+        match walk.block(raw, tx_rows) {
+            Ok(replay) => {
+                if let (Some(to_replay), Some(replay)) = (&to_replay, replay)
+                    && to_replay.send(replay).is_err()
+                {
+                    return Ok(None);
+                }
+            }
+            Err(Stop::Error(e)) => return Err(e),
+            Err(Stop::Fault(fault)) => return Ok(Some((walk.expected, fault))),
+        }
+        // Batches are cut between blocks, so a bad signature in a batch sent is always below
+        // the block the walk is at.
+        if walk.pending.len() >= BATCH {
+            checker.check(&mut walk.pending);
+            if checker.failed() {
+                return Ok(None);
+            }
+        }
+        progress(Progress {
+            height: walk.expected,
+            head,
+        });
+        walk.expected += 1;
+    }
+    Ok(None)
+}
+
+/// The first of `fault`, which the walk or the replay found, and the bad signatures of the
+/// batches before it (checked meanwhile, or now with what is `pending`): a signature's fault
+/// in an earlier block comes first; in the same block, the walk's, as when the signatures
+/// were checked one by one along the walk.
+fn first_fault(
+    checker: &mut dyn Checker,
+    pending: &mut Pending,
+    fault: (u64, Fault),
+    corrupt: impl Fn((u64, Fault)) -> Error,
+) -> Error {
+    checker.check(pending);
+    match checker.finish() {
+        Err(earlier) if earlier.0 < fault.0 => corrupt(earlier),
+        _ => corrupt(fault),
+    }
 }
 
 /// Compares every derived table of the store with the replay's, row for row; a difference is

@@ -3,13 +3,18 @@
 //! of `medchain verify --measure`). Either way the bad signature named is the first in chain
 //! order, whichever batch finishes first: every batch is numbered in the walk's order and holds
 //! its signatures in that order, and a verdict counts by its batch's number, not its arrival.
+//!
+//! The workers also judge the strength of every transaction's keys ([`crypto::is_strong_key`]:
+//! point decompression, as costly as a fifth of the walk): the walk replays a transaction as if
+//! its keys were strong, and a weak one fails its signature's place as a bad signature would,
+//! so it is named at its block, in chain order, like any bad signature.
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
-use crate::crypto::{SignatureBatch, SignatureCheck};
+use crate::crypto::{self, SignatureBatch, SignatureCheck};
 use crate::{CertError, Fault};
 
 /// Signatures checked per batch: large enough to amortise, small enough to stay in cache.
@@ -52,16 +57,54 @@ impl Pending {
     /// Checks everything pending on this thread; on failure, the first bad signature's height
     /// and fault.
     pub(super) fn settle(&mut self) -> Result<(), (u64, Fault)> {
-        let failure = first_failure(&self.checks).map(|i| self.places[i]);
+        let failure = self.first_failure();
+        let place = failure.map(|f| (self.places[f.position], f.weak_key));
         self.checks.clear();
         self.places.clear();
-        failure.map_or(Ok(()), |place| Err(fault_at(place)))
+        place.map_or(Ok(()), |(place, weak_key)| Err(fault_at(place, weak_key)))
+    }
+
+    /// The first signature that breaks the rule or, a transaction's, is under a weak key.
+    fn first_failure(&self) -> Option<Failure> {
+        let weak = self
+            .checks
+            .iter()
+            .zip(&self.places)
+            .position(|((key, _, _), (_, owner))| {
+                matches!(owner, Owner::Transaction(_)) && !crypto::is_strong_key(key)
+            });
+        // Only the signatures before a weak key can fail before it.
+        let checked = &self.checks[..weak.unwrap_or(self.checks.len())];
+        match first_bad_signature(checked) {
+            Some(position) => Some(Failure::signature(position)),
+            None => weak.map(|position| Failure {
+                position,
+                weak_key: true,
+            }),
+        }
+    }
+}
+
+/// Where a batch failed first: the position of the signature, and whether its key is weak
+/// (the signature itself may verify) rather than the signature bad.
+#[derive(Clone, Copy, Debug)]
+struct Failure {
+    position: usize,
+    weak_key: bool,
+}
+
+impl Failure {
+    fn signature(position: usize) -> Failure {
+        Failure {
+            position,
+            weak_key: false,
+        }
     }
 }
 
 /// The position of the first signature of `checks` that breaks the rule, checked as one batch
 /// (then singly, only if the batch fails).
-fn first_failure(checks: &[SignatureCheck]) -> Option<usize> {
+fn first_bad_signature(checks: &[SignatureCheck]) -> Option<usize> {
     let mut batch = SignatureBatch::default();
     for (key, message, signature) in checks {
         batch.push_bytes(key, message, signature);
@@ -69,9 +112,15 @@ fn first_failure(checks: &[SignatureCheck]) -> Option<usize> {
     batch.failures().first().copied()
 }
 
-/// The fault of a bad signature at `place`.
-fn fault_at((height, owner): Place) -> (u64, Fault) {
+/// The fault of a bad signature at `place`, or of one under a weak key.
+fn fault_at((height, owner): Place, weak_key: bool) -> (u64, Fault) {
     let fault = match owner {
+        Owner::Transaction(index) if weak_key => Fault::Transaction {
+            index,
+            reason: "stored as a valid transaction, but it is signed by or adds a weak key \
+                     (of small order: it verifies forgeries)"
+                .into(),
+        },
         Owner::Transaction(index) => Fault::Transaction {
             index,
             reason: "stored as a valid transaction, but a signature of it does not verify".into(),
@@ -96,7 +145,8 @@ pub(super) trait Checker {
 #[derive(Default)]
 struct Verdicts {
     waiting: BTreeMap<u64, Vec<Place>>,
-    first_bad: Option<(u64, Place)>,
+    /// The number of the batch, the place and whether by a weak key.
+    first_bad: Option<(u64, Place, bool)>,
     taken: u64,
 }
 
@@ -109,19 +159,26 @@ impl Verdicts {
         number
     }
 
-    /// Batch `number` verified, or failed first at position `failure`.
+    /// Batch `number` verified, or its signature at position `failure` was the first bad.
     fn answer(&mut self, number: u64, failure: Option<usize>) {
+        self.answer_failure(number, failure.map(Failure::signature));
+    }
+
+    /// Batch `number` verified, or failed first at `failure`.
+    fn answer_failure(&mut self, number: u64, failure: Option<Failure>) {
         let places = self.waiting.remove(&number);
-        if let (Some(i), Some(places)) = (failure, places)
-            && self.first_bad.is_none_or(|(first, _)| number < first)
+        if let (Some(f), Some(places)) = (failure, places)
+            && self.first_bad.is_none_or(|(first, _, _)| number < first)
         {
-            self.first_bad = places.get(i).map(|&place| (number, place));
+            self.first_bad = places
+                .get(f.position)
+                .map(|&place| (number, place, f.weak_key));
         }
     }
 
     fn result(&self) -> Result<(), (u64, Fault)> {
         match (self.first_bad, self.waiting.first_key_value()) {
-            (Some((_, place)), _) => Err(fault_at(place)),
+            (Some((_, place, weak_key)), _) => Err(fault_at(place, weak_key)),
             // Only if a worker died (its panic is raised again when the scope ends): never
             // an unchecked batch passed as good.
             (None, Some((_, places))) => Err((
@@ -134,12 +191,12 @@ impl Verdicts {
 }
 
 /// A batch for a worker: its number and its signatures.
-type Job = (u64, Vec<SignatureCheck>);
+type Job = (u64, Pending);
 
 /// Batches checked on `workers` threads while the walk goes on, through a bounded queue.
 pub(super) struct Pool {
     jobs: Option<SyncSender<Job>>,
-    answers: Receiver<(u64, Option<usize>)>,
+    answers: Receiver<(u64, Option<Failure>)>,
     verdicts: Verdicts,
 }
 
@@ -158,8 +215,8 @@ impl Pool {
                         Ok(queue) => queue.recv(),
                         Err(_) => return,
                     };
-                    let Ok((number, checks)) = job else { return };
-                    if answer.send((number, first_failure(&checks))).is_err() {
+                    let Ok((number, pending)) = job else { return };
+                    if answer.send((number, pending.first_failure())).is_err() {
                         return;
                     }
                 }
@@ -183,18 +240,19 @@ impl Checker for Pool {
         if pending.checks.is_empty() {
             return;
         }
-        let Pending { checks, places } = std::mem::take(pending);
-        let number = self.verdicts.take(places);
+        let pending = std::mem::take(pending);
+        let number = self.verdicts.take(pending.places.clone());
         let sent = match &self.jobs {
-            Some(jobs) => jobs.send((number, checks)).map_err(|e| e.0.1),
-            None => Err(checks),
+            Some(jobs) => jobs.send((number, pending)).map_err(|e| e.0.1),
+            None => Err(pending),
         };
         // No worker left (one died: its panic is raised when the scope ends): check here.
-        if let Err(checks) = sent {
-            self.verdicts.answer(number, first_failure(&checks));
+        if let Err(pending) = sent {
+            self.verdicts
+                .answer_failure(number, pending.first_failure());
         }
         while let Ok((number, failure)) = self.answers.try_recv() {
-            self.verdicts.answer(number, failure);
+            self.verdicts.answer_failure(number, failure);
         }
     }
 
@@ -207,7 +265,7 @@ impl Checker for Pool {
         self.jobs = None;
         while !self.verdicts.waiting.is_empty() {
             match self.answers.recv() {
-                Ok((number, failure)) => self.verdicts.answer(number, failure),
+                Ok((number, failure)) => self.verdicts.answer_failure(number, failure),
                 Err(_) => break,
             }
         }
@@ -217,10 +275,11 @@ impl Checker for Pool {
 
 /// Batches held until each of `threads` threads has [`TIMED_PER_THREAD`] of them, then checked
 /// on those threads while the walk waits, timing the checks alone: the rate of batch signature
-/// verification by itself, over the same signatures in the same batches as verification's.
+/// verification by itself, over the same signatures in the same batches as verification's
+/// (the keys' strength, which the workers also judge, is not part of it).
 pub(super) struct Timed {
     threads: usize,
-    held: Vec<Job>,
+    held: Vec<(u64, Vec<SignatureCheck>)>,
     verdicts: Verdicts,
     /// Signatures checked.
     pub(super) signatures: u64,
@@ -249,7 +308,7 @@ impl Timed {
                 .map(|jobs| {
                     scope.spawn(move || {
                         jobs.iter()
-                            .map(|(number, checks)| (*number, first_failure(checks)))
+                            .map(|(number, checks)| (*number, first_bad_signature(checks)))
                             .collect::<Vec<_>>()
                     })
                 })

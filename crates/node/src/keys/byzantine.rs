@@ -111,7 +111,6 @@ impl Service {
         };
         let facts = super::row_facts(&held, header.not_after_ms);
         if self.store.rows().insert_key(tx, &facts, key)? == Inserted::Stored {
-            self.index.hold(*tx, held);
             self.counters.keys_received += 1;
             warn!(
                 from,

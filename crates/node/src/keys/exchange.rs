@@ -6,16 +6,18 @@
 //!   turn. A grantee asks the patient's home only: the one distributor to other hospitals.
 //! - A holder answers a request for `t` by `R` with the key iff it holds it, `t` is applied and
 //!   not erased at its state, and `R` is a party, or the holder is the patient's home and `R`
-//!   a live grantee. Otherwise it says why not. Its state is its in-memory index, as of its
-//!   processed height: one consistent state (§16.19), read without `chain.db` (§12.1).
+//!   a live grantee. Otherwise it says why not. Its state is its index and its held keys'
+//!   rows, as of its processed height: one consistent state (§16.19), read without
+//!   `chain.db` (§12.1).
 //! - The requester checks the key against the body's commitment on its own chain and its own
 //!   entitlement before it stores it; a wrong key is dropped and counted.
 //! - Bounds: at most 4 open requests per holder and 4 queued per asker; a token bucket per
 //!   asker (4,096 ids per second, burst 8,192), ids beyond answered `Busy` without a lookup;
 //!   a node that is catching up answers `Busy` to everything. The asker keeps the same bucket
 //!   per holder and asks within it, and asks a holder nothing for a second after an answer
-//!   that was all `Busy`. Every id is answered from the
-//!   in-memory index (`super::index`, W4); only a key that leaves is read from `keys.db`.
+//!   that was all `Busy`. An id is answered from the erasures in memory, then from its row
+//!   (`super::index`, W4, §16.26): one filter probe per run of `keys.db`'s epoch index for an
+//!   id held nowhere, a row read for a held one; only a key that leaves is opened.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -270,15 +272,20 @@ impl Service {
         } else {
             self.buckets_take(from, txs.len(), now)
         };
-        // From the in-memory index, as of the processed height (§5.3, §12.1 item 3): only the
-        // key of an id it finds held for an entitled asker is read, from `keys.db`.
+        // From the index and the held key's row, as of the processed height (§5.3, §12.1 item
+        // 3): only the key of an id held for an entitled asker is opened.
         let now_ms = self.clock.now_ms();
         let mut replies = Vec::with_capacity(allowed);
         for tx in &txs[..allowed] {
-            let reply = match self
-                .index
-                .answer(self.me, from, tx, self.block_time_ms, now_ms)
-            {
+            // That it is erased is on chain for everyone to see (§2): no row read.
+            let answer = if self.index.is_erased(tx) {
+                Some(KeyReply::Erased)
+            } else {
+                let held = self.held(tx)?;
+                self.index
+                    .answer(self.me, from, held, self.block_time_ms, now_ms)
+            };
+            let reply = match answer {
                 Some(reply) => reply,
                 None => {
                     self.counters.keys_requests_checked += 1;
@@ -572,7 +579,11 @@ mod tests {
         let t0 = Instant::now();
         let mut exchange = Exchange::new(0, 4, Arc::new(Nowhere));
         let full = vec![[1; 32]; MAX_KEY_REQUEST_IDS];
-        assert_eq!(exchange.room(1, t0), OPEN_PER_HOLDER, "open requests bound first");
+        assert_eq!(
+            exchange.room(1, t0),
+            OPEN_PER_HOLDER,
+            "open requests bound first"
+        );
         let mut asked = 0;
         for _ in 0..OPEN_PER_HOLDER {
             exchange.ask(1, full.clone(), t0);
@@ -589,7 +600,11 @@ mod tests {
         exchange.open.clear();
         assert_eq!(asked as f64, BURST_IDS);
         assert_eq!(exchange.room(1, t0), 0, "the burst is spent");
-        assert_eq!(exchange.room(2, t0), OPEN_PER_HOLDER, "another holder's is not");
+        assert_eq!(
+            exchange.room(2, t0),
+            OPEN_PER_HOLDER,
+            "another holder's is not"
+        );
         assert_eq!(exchange.room(1, t0 + Duration::from_millis(240)), 0);
         assert_eq!(exchange.room(1, t0 + Duration::from_millis(250)), 1);
         // A short request spends what it asks: room again once that has refilled.

@@ -232,11 +232,7 @@ impl Service {
 
     /// Deletes `tx`'s key row; whether there was one.
     fn delete_key(&mut self, tx: &TxId) -> Result<bool, NodeError> {
-        let deleted = self.store.rows().delete_key(tx)?;
-        if deleted {
-            self.index.release(tx);
-        }
-        Ok(deleted)
+        self.store.rows().delete_key(tx)
     }
 
     /// An applied sealed transaction (in the block at `height`): its pending row goes on chain,
@@ -244,17 +240,21 @@ impl Service {
     fn on_sealed(&mut self, height: u64, tx: &TxId, header: &TxHeader) -> Result<(), NodeError> {
         #[cfg(feature = "byzantine")]
         self.covet(tx);
-        if let Some(held) = self.index.get(tx).copied()
-            && held.on_chain.is_none()
+        // A held row the chain has said nothing of is a pending seal of this validator
+        // ([`Service::load`]): no lookup for every other transaction.
+        if self.pending.contains_key(tx)
             && let Some(on_chain) = self.on_chain_of(header)?
         {
-            // The chain's patient, not the row's: a pending row whose tag failed at start was
+            // The chain's facts, not the row's: a pending row whose tag failed at start was
             // kept as it said (§12.1 item 6).
-            let held = HeldTx {
-                patient: header.meta.subject().copied().unwrap_or(held.patient),
-                on_chain: Some(on_chain),
-            };
-            self.hold(tx, held, header.not_after_ms)?;
+            if let Some(patient) = header.meta.subject() {
+                let held = HeldTx {
+                    patient: *patient,
+                    on_chain: Some(on_chain),
+                };
+                let facts = super::row_facts(&held, header.not_after_ms);
+                self.store.rows().set_facts(tx, &facts)?;
+            }
         }
         if self.pending.remove(tx).is_some() {
             return Ok(());
@@ -283,7 +283,7 @@ impl Service {
         record: bool,
     ) -> Result<(), NodeError> {
         if self.wanted.contains(tx)
-            || self.index.get(tx).is_some()
+            || self.store.rows().has_key(tx)?
             || self.store.rows().is_broken(tx)?
         {
             return Ok(());
@@ -317,8 +317,8 @@ impl Service {
                 };
                 if !matches!(entry.verdict, EntryVerdict::Applied)
                     || !is_sealed_kind(&header.meta)
-                    || self.index.get(&entry.id).is_some()
                     || self.index.is_erased(&entry.id)
+                    || self.store.rows().has_key(&entry.id)?
                 {
                     continue;
                 }
@@ -420,8 +420,30 @@ impl Service {
         if self.keeps_keys("a read grant's end") {
             return Ok(false);
         }
+        if self.checked_to.is_some() {
+            // A row whose patient was changed on disk is found by the right one only once the
+            // sweep has corrected it (§12.1 item 8): the patient's keys are dropped again then.
+            self.ended_while_checking.insert(row.patient);
+        }
+        let deleted = self.drop_keys_of(&row.patient)?;
+        let dropped: Vec<TxId> = self
+            .wanted
+            .iter()
+            .filter(|(_, wanted)| wanted.patient == row.patient && wanted.as_grantee)
+            .map(|(tx, _)| *tx)
+            .collect();
+        for tx in dropped {
+            self.wanted.remove(&tx);
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the held keys of `patient`'s transactions this validator is no party of (the
+    /// chain decides): whether any was. Inside the caller's `keys.db` transaction.
+    pub(super) fn drop_keys_of(&mut self, patient: &PersonId) -> Result<bool, NodeError> {
         let mut deleted = false;
-        for tx in self.index.held_of(&row.patient) {
+        let held = self.store.rows().held_of(patient)?;
+        for tx in held.iter().map(|row| row.tx) {
             let Some(committed) = self.chain.transaction(&tx)? else {
                 // Sealed here and not on chain yet (this validator is its sealer), or, while
                 // the chain is behind, received for a later block: decided after it catches up.
@@ -434,15 +456,6 @@ impl Service {
                 self.delete_key(&tx)?;
                 deleted = true;
             }
-        }
-        let dropped: Vec<TxId> = self
-            .wanted
-            .iter()
-            .filter(|(_, wanted)| wanted.patient == row.patient && wanted.as_grantee)
-            .map(|(tx, _)| *tx)
-            .collect();
-        for tx in dropped {
-            self.wanted.remove(&tx);
         }
         Ok(deleted)
     }
@@ -580,6 +593,6 @@ mod tests {
             "a rejected seal's key stayed"
         );
         assert_eq!(service.pending.keys().collect::<Vec<_>>(), [&replayed.0]);
-        assert_eq!(service.index.len(), 2);
+        assert_eq!(service.store.rows().held_count().unwrap(), 2);
     }
 }

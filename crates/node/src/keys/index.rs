@@ -1,22 +1,21 @@
-//! What the key service keeps in memory so that a peer's request costs no SQLite read unless
-//! the peer may get a key (docs/SECURITY.md, "Confidential records", §5.3; red team of the
-//! code, W4): the transactions whose keys this validator holds, each with its patient, whether
-//! it is a record and its parties, the live read grants of the patients whose home it is, and
-//! the erased transactions.
-//! Kept by the service as it stores and deletes keys and processes applied blocks; rebuilt at
-//! open from `keys.db` and the chain.
+//! What the key service decides a peer's request by, besides the held key's row (docs/SECURITY.md,
+//! "Confidential records", §5.3, §16.26): the live read grants of the patients whose home
+//! this validator is, and the erased transactions, in memory; and what a held key's row says
+//! of its transaction ([`HeldTx`], read from `keys.db` through its epoch index).
+//! Kept by the service as it processes applied blocks; rebuilt at open from the chain.
 //!
-//! The index answers `Erased`, `NotHeld`, `NotOnChain` and `NotEntitled` on its own, and an id
-//! it holds for an asker it finds entitled gets its key with no further chain check (§12.1 item
-//! 3; before, §16.19): what it is rebuilt from at start is trusted only as far as each
-//! `keys.db` row's facts hold their tag (§12.1 item 6). It follows the processed height; the
-//! chain may be ahead of it.
+//! [`Index::answer`] says `Erased`, `NotHeld`, `NotOnChain` and `NotEntitled` on its own, and
+//! an id held for an asker it finds entitled gets its key with no further chain check (§12.1
+//! item 3; before, §16.19): a row's facts are trusted only as far as they hold their tag
+//! (§12.1 item 6; the service reads the others from the chain). It follows the processed
+//! height; the chain may be ahead of it.
 
 use std::collections::{HashMap, HashSet};
 
 use ledger::entitled::Parties;
 use ledger::{PersonId, TxId};
 
+use super::store::Facts;
 use crate::wire::KeyReply;
 
 /// A transaction whose key this validator holds.
@@ -25,6 +24,15 @@ pub(super) struct HeldTx {
     pub patient: PersonId,
     /// `None` while it is sealed here and not yet on chain (as processed).
     pub on_chain: Option<OnChain>,
+}
+
+impl From<&Facts> for HeldTx {
+    fn from(facts: &Facts) -> Self {
+        HeldTx {
+            patient: facts.patient,
+            on_chain: facts.on_chain.as_deref().and_then(OnChain::from_bytes),
+        }
+    }
 }
 
 /// What the chain says of a held transaction once it is on chain.
@@ -83,9 +91,6 @@ struct HomeGrant {
 
 #[derive(Default)]
 pub(super) struct Index {
-    held: HashMap<TxId, HeldTx>,
-    /// Records held per patient (on chain), for the per-grant key status (§13).
-    records_held: HashMap<PersonId, u64>,
     /// Read grants of the patients whose home this validator is, by patient.
     home_grants: HashMap<PersonId, Vec<HomeGrant>>,
     /// Transactions erased on chain (as processed): nobody is entitled to their keys.
@@ -93,67 +98,14 @@ pub(super) struct Index {
 }
 
 impl Index {
-    /// Keys held (`data_keys` rows, pending seals included).
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    pub fn get(&self, tx: &TxId) -> Option<&HeldTx> {
-        self.held.get(tx)
-    }
-
-    /// `tx`'s key is held now.
-    pub fn hold(&mut self, tx: TxId, held: HeldTx) {
-        if let Some(old) = self.held.insert(tx, held) {
-            self.count(&old, false);
-        }
-        self.count(&held, true);
-    }
-
-    /// `tx`'s key is no longer held.
-    pub fn release(&mut self, tx: &TxId) {
-        if let Some(old) = self.held.remove(tx) {
-            self.count(&old, false);
-        }
-    }
-
-    fn count(&mut self, held: &HeldTx, added: bool) {
-        if !held.on_chain.is_some_and(|c| c.record) {
-            return;
-        }
-        let count = self.records_held.entry(held.patient).or_default();
-        if added {
-            *count += 1;
-        } else {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.records_held.remove(&held.patient);
-            }
-        }
-    }
-
     /// `tx` was erased on chain.
     pub fn erase(&mut self, tx: TxId) {
         self.erased.insert(tx);
     }
 
-    /// The transactions of `patient`'s held keys (a scan: a read grant's end only).
-    pub fn held_of(&self, patient: &PersonId) -> Vec<TxId> {
-        self.held
-            .iter()
-            .filter(|(_, held)| held.patient == *patient)
-            .map(|(tx, _)| *tx)
-            .collect()
-    }
-
     /// Whether `tx` was erased on chain (as processed, or read at start).
     pub fn is_erased(&self, tx: &TxId) -> bool {
         self.erased.contains(tx)
-    }
-
-    /// Records of `patient` on chain whose keys are held.
-    pub fn records_held(&self, patient: &PersonId) -> u64 {
-        self.records_held.get(patient).copied().unwrap_or(0)
     }
 
     /// A read grant of `patient`, whose home this validator is, to a doctor of `grantee`,
@@ -202,21 +154,18 @@ impl Index {
         })
     }
 
-    /// What validator `me` answers `asker` for `tx` from memory (§5.2), or `None` when the
-    /// index finds the key held and the asker entitled: then the chain decides.
+    /// What validator `me` answers `asker` for a transaction not erased whose key's row says
+    /// `held` (§5.2), or `None` when the key is held and the asker entitled: then the chain
+    /// decides. The caller says `Erased` first, without reading the row.
     pub fn answer(
         &self,
         me: u32,
         asker: u32,
-        tx: &TxId,
+        held: Option<HeldTx>,
         block_time_ms: u64,
         now_ms: u64,
     ) -> Option<KeyReply> {
-        if self.erased.contains(tx) {
-            // That it is erased is on chain for everyone to see (§2).
-            return Some(KeyReply::Erased);
-        }
-        let Some(held) = self.held.get(tx) else {
+        let Some(held) = held else {
             return Some(KeyReply::NotHeld);
         };
         let Some(on_chain) = held.on_chain else {
@@ -274,64 +223,62 @@ mod tests {
     }
 
     #[test]
-    fn answers_from_memory_what_it_can() {
+    fn answers_what_it_can_without_the_chain() {
         let mut index = Index::default();
         let (held, pending) = ([1; 32], [2; 32]);
-        index.hold(held, record(0, 1));
-        index.hold(
-            pending,
-            HeldTx {
-                patient: PATIENT,
-                on_chain: None,
-            },
-        );
-        assert_eq!(index.answer(0, 3, &[9; 32], 0, 0), Some(KeyReply::NotHeld));
+        let rows: HashMap<TxId, HeldTx> = [
+            (held, record(0, 1)),
+            (
+                pending,
+                HeldTx {
+                    patient: PATIENT,
+                    on_chain: None,
+                },
+            ),
+        ]
+        .into();
+        let answer = |index: &Index, me, asker, tx: &TxId, block_ms, now_ms| {
+            index.answer(me, asker, rows.get(tx).copied(), block_ms, now_ms)
+        };
         assert_eq!(
-            index.answer(0, 1, &pending, 0, 0),
+            answer(&index, 0, 3, &[9; 32], 0, 0),
+            Some(KeyReply::NotHeld)
+        );
+        assert_eq!(
+            answer(&index, 0, 1, &pending, 0, 0),
             Some(KeyReply::NotOnChain)
         );
         assert_eq!(
-            index.answer(0, 1, &held, 0, 0),
+            answer(&index, 0, 1, &held, 0, 0),
             None,
             "the author is a party"
         );
-        assert_eq!(index.answer(0, 2, &held, 0, 0), Some(KeyReply::NotEntitled));
+        assert_eq!(
+            answer(&index, 0, 2, &held, 0, 0),
+            Some(KeyReply::NotEntitled)
+        );
         // A grantee of the home, while its grant lives by the chain and by the clock.
         index.add_home_grant(PATIENT, [7; 32], 2, 100);
-        assert_eq!(index.answer(0, 2, &held, 99, 99), None);
+        assert_eq!(answer(&index, 0, 2, &held, 99, 99), None);
         assert_eq!(
-            index.answer(0, 2, &held, 100, 0),
+            answer(&index, 0, 2, &held, 100, 0),
             Some(KeyReply::NotEntitled)
         );
         assert_eq!(
-            index.answer(0, 2, &held, 0, 100),
+            answer(&index, 0, 2, &held, 0, 100),
             Some(KeyReply::NotEntitled)
         );
         // Not at another holder than the home.
-        assert_eq!(index.answer(1, 2, &held, 0, 0), Some(KeyReply::NotEntitled));
+        assert_eq!(
+            answer(&index, 1, 2, &held, 0, 0),
+            Some(KeyReply::NotEntitled)
+        );
         index.revoke_home_grant(&PATIENT, &[7; 32]);
-        assert_eq!(index.answer(0, 2, &held, 0, 0), Some(KeyReply::NotEntitled));
-        index.release(&held);
+        assert_eq!(
+            answer(&index, 0, 2, &held, 0, 0),
+            Some(KeyReply::NotEntitled)
+        );
         index.erase(held);
-        assert_eq!(index.answer(0, 1, &held, 0, 0), Some(KeyReply::Erased));
-    }
-
-    #[test]
-    fn counts_the_records_held_per_patient() {
-        let mut index = Index::default();
-        let pending = HeldTx {
-            patient: PATIENT,
-            on_chain: None,
-        };
-        index.hold([1; 32], pending);
-        assert_eq!(index.records_held(&PATIENT), 0, "not on chain yet");
-        index.hold([1; 32], record(0, 1));
-        index.hold([2; 32], record(0, 1));
-        index.hold([2; 32], record(0, 1));
-        assert_eq!(index.records_held(&PATIENT), 2);
-        index.release(&[1; 32]);
-        index.release(&[1; 32]);
-        assert_eq!(index.records_held(&PATIENT), 1);
-        assert_eq!(index.len(), 1);
+        assert!(index.is_erased(&held));
     }
 }

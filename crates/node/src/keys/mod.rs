@@ -13,6 +13,7 @@ mod byzantine;
 mod exchange;
 mod feed;
 mod index;
+mod runs;
 mod store;
 mod wanted;
 
@@ -193,6 +194,8 @@ pub(crate) const PEER_REQUESTS_QUEUED: usize = 4;
 pub const OPEN_WAIT: Duration = Duration::from_secs(10);
 /// The service's timer: retries, and grants ended by the clock (§5.1).
 const TIMER: Duration = Duration::from_millis(250);
+/// The time a timer gives to checking rows' facts after a start ([`Service::check_rows`]).
+const CHECK_BUDGET: Duration = Duration::from_millis(25);
 
 /// A seal's key, to be stored durably before the seal returns.
 pub(crate) struct SealRequest {
@@ -666,6 +669,14 @@ struct Service {
     block_time_ms: u64,
     /// Own seals not yet seen on chain, with their `not_after_ms`.
     pending: HashMap<TxId, u64>,
+    /// Facts of held rows that failed their tag (or had none), read from the chain, to be
+    /// written with their tag ([`Service::held`]).
+    relearned: HashMap<TxId, store::Facts>,
+    /// The row after which [`Service::check_rows`] goes on; `None` once every row is checked.
+    checked_to: Option<i64>,
+    /// Patients whose grant to this validator ended while rows were being checked: their keys
+    /// are dropped again once every row is ([`Service::end_grant`]).
+    ended_while_checking: std::collections::BTreeSet<PersonId>,
     /// Live read grants of patients to this validator's doctors.
     read_grants: BTreeMap<TxId, store::ReadGrantRow>,
     wanted: WantedKeys,
@@ -706,6 +717,9 @@ impl Service {
             waits_for_chain: false,
             block_time_ms: 0,
             pending: HashMap::new(),
+            relearned: HashMap::new(),
+            checked_to: Some(0),
+            ended_while_checking: std::collections::BTreeSet::new(),
             read_grants: BTreeMap::new(),
             wanted: WantedKeys::default(),
             waiting_opens: Vec::new(),
@@ -735,7 +749,7 @@ impl Service {
             .into_iter()
             .map(|grant| (grant.grant, grant))
             .collect();
-        let held_rows = rows.held()?;
+        let unplaced = rows.unplaced()?;
         // A store written before the height was kept: every block is read again.
         let wanted_from = self.store.wanted_from()?.unwrap_or(1);
         let (head, _) = self.chain.head()?;
@@ -743,60 +757,43 @@ impl Service {
         self.block_time_ms =
             ledger::entitled::applied_block(&self.chain, self.processed.min(head))?
                 .map_or(0, |block| block.time_ms);
-        // The index, from `keys.db`: a row whose facts hold their tag (§12.1 item 6) says what
-        // the chain says of its transaction once it is applied. Any other row (a seal not yet
-        // applied, a row whose tag fails or that has none) is looked up on the chain, and what
-        // the chain says is written with its tag; its transaction not applied there, it is a
-        // seal of this validator that is not yet (§5.5).
+        // A row says what the chain says of its transaction once it is applied, with a tag
+        // (§12.1 item 6; a row's facts are checked as they are read, [`Service::held`]). A row
+        // that does not (a seal not yet applied, or a row of schema 3) is looked up on the
+        // chain, and what the chain says is written with its tag; its transaction not applied
+        // there, it is a seal of this validator that is not yet (§5.5). A pending seal whose
+        // tag fails is kept as it says, not rewritten: a pending key is given to nobody
+        // (`NotOnChain`), its deadline only decides when it is deleted, and the block that
+        // applies it writes the chain's facts ([`Service::on_sealed`]).
         self.index = Index::default();
         self.pending = HashMap::new();
+        self.relearned = HashMap::new();
+        self.checked_to = Some(0);
         let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
-        for row in held_rows {
-            let trusted = match row.tag {
-                Tag::Valid => row.facts.on_chain.as_deref().and_then(OnChain::from_bytes),
-                Tag::Absent => {
-                    untagged += 1;
-                    None
-                }
-                Tag::Invalid => {
-                    refused += 1;
-                    None
-                }
-            };
-            let held = match trusted {
-                Some(on_chain) => HeldTx {
-                    patient: row.facts.patient,
-                    on_chain: Some(on_chain),
-                },
-                None => match self.chain.transaction(&row.tx)?.as_ref() {
-                    Some(committed)
-                        if committed.rejected.is_none()
-                            && let Some(patient) = committed.tx.header.meta.subject() =>
-                    {
-                        let header = &committed.tx.header;
-                        let held = HeldTx {
-                            patient: *patient,
-                            on_chain: self.on_chain_of(header)?,
-                        };
-                        if held.on_chain.is_some() {
-                            learned.push((row.tx, row_facts(&held, header.not_after_ms)));
-                        }
-                        held
+        for row in unplaced {
+            match row.tag {
+                Tag::Valid => {}
+                Tag::Absent => untagged += 1,
+                Tag::Invalid => refused += 1,
+            }
+            match self.chain.transaction(&row.tx)?.as_ref() {
+                Some(committed)
+                    if committed.rejected.is_none()
+                        && let Some(patient) = committed.tx.header.meta.subject() =>
+                {
+                    let header = &committed.tx.header;
+                    let held = HeldTx {
+                        patient: *patient,
+                        on_chain: self.on_chain_of(header)?,
+                    };
+                    if held.on_chain.is_some() {
+                        learned.push((row.tx, row_facts(&held, header.not_after_ms)));
                     }
-                    // Not applied: a pending seal. A row whose tag fails is kept as it says,
-                    // not rewritten: a pending key is given to nobody (`NotOnChain`), its
-                    // deadline only decides when it is deleted, and the block that applies it
-                    // writes the chain's facts ([`Service::hold`]).
-                    _ => {
-                        self.pending.insert(row.tx, row.facts.not_after_ms);
-                        HeldTx {
-                            patient: row.facts.patient,
-                            on_chain: None,
-                        }
-                    }
-                },
-            };
-            self.index.hold(row.tx, held);
+                }
+                _ => {
+                    self.pending.insert(row.tx, row.facts.not_after_ms);
+                }
+            }
         }
         self.counters.keys_rows_refused += refused;
         if refused > 0 {
@@ -987,8 +984,15 @@ impl Service {
             .map(|(_, wanted)| wanted)
             .filter(|wanted| wanted.patient == *patient && wanted.record);
         let oldest = waiting.clone().min_by_key(|wanted| wanted.since_ms);
+        let records = |rows: Vec<store::HeldRow>| {
+            rows.iter()
+                .filter(|row| row.tag == Tag::Valid)
+                .filter(|row| HeldTx::from(&row.facts).on_chain.is_some_and(|c| c.record))
+                .count() as u64
+        };
         PatientKeys {
-            held: self.index.records_held(patient),
+            // A status, not a decision: a store that cannot be read shows none held.
+            held: self.store.rows().held_of(patient).map_or(0, records),
             waiting: waiting.count() as u64,
             from: oldest.map(|wanted| wanted.source),
             since_ms: oldest.map(|wanted| wanted.since_ms),
@@ -1000,7 +1004,7 @@ impl Service {
             processed_height: self.processed,
             resumed_from: self.resumed_from,
             waiting: self.wanted.len() as u64,
-            held: self.index.len() as u64,
+            held: self.store.rows().held_count().unwrap_or(0),
             counters: self.counters.clone(),
         });
     }
@@ -1029,6 +1033,8 @@ impl Service {
     /// source), expired requests, retries.
     fn on_timer(&mut self) -> Result<(), NodeError> {
         self.end_grants_by_clock()?;
+        self.check_rows()?;
+        self.write_relearned()?;
         if !self.inbox.has_work() {
             self.catch_up()?;
             self.save_processed()?;
@@ -1097,16 +1103,112 @@ impl Service {
         written.map(|_| ())
     }
 
-    /// Keeps `held` (what the chain says of `tx`, applied with the deadline `not_after_ms`) in
-    /// the index, and in `tx`'s row with its tag (if its key is held) in place of what the row
-    /// said, so that a start reads it from `keys.db` ([`Service::load`], §12.1 item 6). Inside
-    /// the caller's `keys.db` transaction.
-    fn hold(&mut self, tx: &TxId, held: HeldTx, not_after_ms: u64) -> Result<(), NodeError> {
-        self.store
-            .rows()
-            .set_facts(tx, &row_facts(&held, not_after_ms))?;
-        self.index.hold(*tx, held);
+    /// What `tx`'s held key's row says of it, if its key is held: its facts if they hold their
+    /// tag; else what the chain says (§12.1 item 6), the row to be written with the chain's
+    /// facts and their tag at the next timer ([`Service::write_relearned`]), or, its
+    /// transaction not applied, a pending seal of this validator.
+    fn held(&mut self, tx: &TxId) -> Result<Option<HeldTx>, NodeError> {
+        match self.store.rows().held(tx)? {
+            Some(row) => self.trusted(&row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What `row` says of its transaction, as far as its facts hold their tag (§12.1 item 6);
+    /// else what the chain says, to be written in the row ([`Service::held`]).
+    fn trusted(&mut self, row: &store::HeldRow) -> Result<HeldTx, NodeError> {
+        let tx = &row.tx;
+        if row.tag == Tag::Valid {
+            return Ok(HeldTx::from(&row.facts));
+        }
+        if let Some(facts) = self.relearned.get(tx) {
+            return Ok(HeldTx::from(facts));
+        }
+        // Not applied (or not applicable): a pending seal, given to nobody (`NotOnChain`).
+        let pending = HeldTx {
+            patient: row.facts.patient,
+            on_chain: None,
+        };
+        let Some(committed) = self.chain.transaction(tx)?.filter(|c| c.rejected.is_none()) else {
+            // Its deadline deletes it, as any pending seal's, whatever its row says it is.
+            self.pending.entry(*tx).or_insert(row.facts.not_after_ms);
+            return Ok(pending);
+        };
+        let header = &committed.tx.header;
+        let Some(patient) = header.meta.subject() else {
+            return Ok(pending);
+        };
+        let held = HeldTx {
+            patient: *patient,
+            on_chain: self.on_chain_of(header)?,
+        };
+        if row.tag == Tag::Invalid {
+            self.counters.keys_rows_refused += 1;
+            warn!(
+                validator = self.me,
+                tx = %ledger::short_hex(tx),
+                "keys.db: a row whose facts fail their tag (changed without the operator key, \
+                 or damaged): not trusted, read from the chain"
+            );
+        }
+        self.relearned
+            .insert(*tx, row_facts(&held, header.not_after_ms));
+        Ok(held)
+    }
+
+    /// Checks the facts of the next rows of `keys.db` against their tag, from where the last
+    /// call stopped, for at most [`CHECK_BUDGET`] a timer: every row is checked once after a
+    /// start, so that the start reads none (§12.1 item 8; a row read before is checked as it is
+    /// read). A row whose facts fail, or that has no tag (schema 4), is read from the chain
+    /// and written back ([`Service::trusted`]): about 20 µs a row at 10,000,000 transactions,
+    /// so a store migrated from schema 4 takes minutes of these slices, and the service
+    /// answers its peers in between.
+    fn check_rows(&mut self) -> Result<(), NodeError> {
+        const ROWS_PER_READ: usize = 256;
+        let started = Instant::now();
+        while let Some(after) = self.checked_to
+            && started.elapsed() < CHECK_BUDGET
+        {
+            let rows = self.store.rows().held_after(after, ROWS_PER_READ)?;
+            for (_, row) in &rows {
+                // A row the chain has said nothing of was read at start ([`Service::load`]).
+                if row.facts.on_chain.is_some() {
+                    self.trusted(row)?;
+                }
+            }
+            self.checked_to = match rows.last() {
+                Some((seq, _)) if rows.len() == ROWS_PER_READ => Some(*seq),
+                _ => None,
+            };
+        }
+        if self.checked_to.is_none() && !self.ended_while_checking.is_empty() {
+            // Every row's patient is the chain's now (corrected ones once written).
+            self.write_relearned()?;
+            let patients = std::mem::take(&mut self.ended_while_checking);
+            self.in_write(Durability::Deferred, |service| {
+                for patient in &patients {
+                    if !service.grantee_of(patient) {
+                        service.drop_keys_of(patient)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
         Ok(())
+    }
+
+    /// Writes the facts [`Service::held`] read from the chain in their rows, with their tag.
+    fn write_relearned(&mut self) -> Result<(), NodeError> {
+        if self.relearned.is_empty() {
+            return Ok(());
+        }
+        let relearned = std::mem::take(&mut self.relearned);
+        self.in_write(Durability::Deferred, |service| {
+            let rows = service.store.rows();
+            relearned
+                .iter()
+                .try_for_each(|(tx, facts)| rows.set_facts(tx, facts))
+        })
     }
 
     /// Stores `tx`'s key unless `tx` is broken, and keeps `held` in the index. `position` is
@@ -1130,10 +1232,7 @@ impl Service {
         }
         let facts = row_facts(&held, not_after_ms);
         let holder = match rows.insert_key(tx, &facts, key)? {
-            store::Inserted::Stored => {
-                self.index.hold(*tx, held);
-                return Ok(Kept::Stored);
-            }
+            store::Inserted::Stored => return Ok(Kept::Stored),
             store::Inserted::Held => return Ok(Kept::Held),
             store::Inserted::KeyTaken { holder } => holder,
         };
@@ -1147,9 +1246,7 @@ impl Service {
             rows.delete_key(&holder)?;
             rows.mark_broken(&holder, &id)?;
             self.pending.remove(&holder);
-            self.index.release(&holder);
             rows.insert_key(tx, &facts, key)?;
-            self.index.hold(*tx, held);
             holder
         } else {
             rows.mark_broken(tx, &id)?;

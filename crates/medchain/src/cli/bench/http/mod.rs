@@ -555,9 +555,6 @@ async fn measure(
     }
     let elapsed = started.elapsed();
     let used = meter.used();
-    let height = handles.iter().map(|h| h.status().height).max().unwrap_or(0);
-    wait_for_height(first, height, load.settle).await?;
-    let committed = first.shared().committed_transactions() - committed_before;
     let take = |set: &Mutex<HashSet<TxId>>| {
         set.lock()
             .map(|mut ids| std::mem::take(&mut *ids))
@@ -565,11 +562,23 @@ async fn measure(
     };
     let (acknowledged, records) = (take(&counters.acknowledged), take(&counters.records));
     let acknowledged_count = acknowledged.len() as u64;
-    let first_for_audit = first.clone();
-    let audit = tokio::task::spawn_blocking(move || {
-        node::load::audit(&first_for_audit, height_before + 1, height, acknowledged)
-    })
-    .await??;
+    // Lost: acknowledged and not committed within the settling time. A record whose client
+    // stopped waiting (its own settle) may commit a block after the furthest head seen here.
+    let settled_by = Instant::now() + load.settle;
+    let (audit, height) = loop {
+        let height = handles.iter().map(|h| h.status().height).max().unwrap_or(0);
+        wait_for_height(first, height, load.settle).await?;
+        let (first_for_audit, acknowledged) = (first.clone(), acknowledged.clone());
+        let audit = tokio::task::spawn_blocking(move || {
+            node::load::audit(&first_for_audit, height_before + 1, height, acknowledged)
+        })
+        .await??;
+        if audit.missing.is_empty() || Instant::now() >= settled_by {
+            break (audit, height);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let committed = first.shared().committed_transactions() - committed_before;
     let mut commits = counters
         .commits
         .lock()
