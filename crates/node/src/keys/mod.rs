@@ -1204,10 +1204,22 @@ impl Service {
         }
         let relearned = std::mem::take(&mut self.relearned);
         self.in_write(Durability::Deferred, |service| {
-            let rows = service.store.rows();
-            relearned
-                .iter()
-                .try_for_each(|(tx, facts)| rows.set_facts(tx, facts))
+            for (tx, facts) in &relearned {
+                service.store.rows().set_facts(tx, facts)?;
+                // Judged again by what the chain says: a row whose patient was changed on disk
+                // escaped the end of the true patient's grant to this validator (§12.1 item 8),
+                // whenever that was, restarts included.
+                let held = HeldTx::from(facts);
+                let Some(on_chain) = held.on_chain else {
+                    continue;
+                };
+                let entitled = on_chain.parties.includes(service.me)
+                    || (on_chain.record && service.grantee_of(&held.patient));
+                if !entitled && !service.waits_for_chain {
+                    service.store.rows().delete_key(tx)?;
+                }
+            }
+            Ok(())
         })
     }
 
