@@ -1936,4 +1936,50 @@ mod red_team_s9b {
              one row's seq at 2^62 is 2^46 of them in production"
         );
     }
+
+    /// Held: in a transaction that deletes the open epoch's last row, stores a new row at its
+    /// reused `seq` with the same patient, and corrects another row's patient, then rolls back
+    /// (undone from the log, no run written): the deleted row is found again by transaction,
+    /// key id and patient, the new one by none, the correction is gone; a nested `begin` is
+    /// refused by SQLite before the log is reset, so the outer rollback still undoes it all.
+    #[test]
+    fn red_team_s9b_a_rollback_of_a_reused_seq_and_a_nested_begin_leaves_the_index_as_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let store = KeyStore::open(&dir.path().join("keys.db"), [7; 32], key).unwrap();
+        let facts = |p: u8| Facts {
+            patient: [p; 16],
+            not_after_ms: 0,
+            on_chain: Some(vec![1; 13]),
+        };
+        let keys: Vec<DataKey> = (0..4).map(|_| DataKey::generate()).collect();
+        for i in 0..3u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &facts(1), &keys[i as usize])
+                .unwrap();
+        }
+        store.begin(Durability::Deferred).unwrap();
+        assert!(store.rows().delete_key(&[2; 32]).unwrap());
+        store
+            .rows()
+            .insert_key(&[9; 32], &facts(1), &keys[3])
+            .unwrap();
+        store.rows().set_facts(&[0; 32], &facts(5)).unwrap();
+        assert!(store.begin(Durability::Deferred).is_err(), "a nested begin");
+        store.rollback();
+        let rows = store.rows();
+        assert_eq!(rows.key(&[2; 32]).unwrap(), Some(keys[2].clone()));
+        assert_eq!(rows.key(&[9; 32]).unwrap(), None);
+        assert_eq!(rows.held_of(&[1; 16]).unwrap().len(), 3);
+        assert!(rows.held_of(&[5; 16]).unwrap().is_empty());
+        assert_eq!(
+            rows.insert_key(&[8; 32], &facts(1), &keys[2]).unwrap(),
+            Inserted::KeyTaken { holder: [2; 32] }
+        );
+        assert_eq!(
+            rows.insert_key(&[7; 32], &facts(1), &keys[3]).unwrap(),
+            Inserted::Stored
+        );
+    }
 }
