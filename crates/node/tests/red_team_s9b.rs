@@ -73,7 +73,7 @@ fn add_junk(w: &World, at: ReplicaId, rows: u64) -> i64 {
     first
 }
 
-/// Break: the patients of grants that ended during the sweep (`Service::ended_while_checking`,
+/// Fixed (f03945e: a row read again from the chain is judged again by it, its key deleted if this validator is no party and no live grantee). Was: the patients of grants that ended during the sweep (`Service::ended_while_checking`,
 /// the fix of red team s9's second break) are kept in memory only, while the grant's
 /// `read_grants` row is deleted in the commit that ends it. A writer of the stopped grantee's
 /// `keys.db` without the operator key moves a received record's row to another patient (as in
@@ -87,7 +87,6 @@ fn add_junk(w: &World, at: ReplicaId, rows: u64) -> i64 {
 /// Expected: the patients to drop again kept in `keys.db` with the grant's end (or the grant's
 /// row kept until the sweep is done).
 #[test]
-#[ignore = "break: a restart during the sweep loses the ended grants' patients, the key is kept (red team s9b)"]
 fn red_team_s9b_a_restart_during_the_sweep_keeps_an_ended_grants_key() {
     let mut w = World::new();
     let (patient, author, reader) = w.cast(HOSPITAL, HOSPITAL, CLINIC);
@@ -133,9 +132,9 @@ fn red_team_s9b_a_restart_during_the_sweep_keeps_an_ended_grants_key() {
     w.wait_state(CLINIC, &control, OpenState::Elsewhere { home: HOSPITAL });
     // Several timers: the sweep of the few real rows is done in the first.
     std::thread::sleep(Duration::from_millis(1_500));
-    assert_eq!(
-        patient_of(&w, CLINIC, &moved),
-        Some(patient.id.to_vec()),
+    // Corrected, or (f03945e) deleted as soon as the sweep read it back from the chain.
+    assert!(
+        patient_of(&w, CLINIC, &moved).is_none_or(|p| p == patient.id.to_vec()),
         "the row is the chain's again"
     );
     assert!(
