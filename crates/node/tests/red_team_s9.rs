@@ -18,16 +18,7 @@ use node::load::{Person, header};
 use pbft::ReplicaId;
 
 fn patient_of(w: &World, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
-    use rusqlite::OptionalExtension;
-    rusqlite::Connection::open(w.keys_db(at))
-        .unwrap()
-        .query_row(
-            "SELECT patient FROM data_keys WHERE tx = ?1",
-            [tx.as_slice()],
-            |row| row.get(0),
-        )
-        .optional()
-        .unwrap()
+    w.key_patient(at, tx)
 }
 
 /// Break: a grant's end finds the grantee's keys to drop by the rows' `patient` column

@@ -17,16 +17,7 @@ use node::load::Person;
 use pbft::ReplicaId;
 
 fn patient_of(w: &World, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
-    use rusqlite::OptionalExtension;
-    rusqlite::Connection::open(w.keys_db(at))
-        .unwrap()
-        .query_row(
-            "SELECT patient FROM data_keys WHERE tx = ?1",
-            [tx.as_slice()],
-            |row| row.get(0),
-        )
-        .optional()
-        .unwrap()
+    w.key_patient(at, tx)
 }
 
 fn holds(w: &World, at: ReplicaId, tx: &TxId) -> bool {

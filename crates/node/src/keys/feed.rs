@@ -420,11 +420,9 @@ impl Service {
         if self.keeps_keys("a read grant's end") {
             return Ok(false);
         }
-        if self.checked_to.is_some() {
-            // A row whose patient was changed on disk is found by the right one only once the
-            // sweep has corrected it (§12.1 item 8): the patient's keys are dropped again then.
-            self.ended_while_checking.insert(row.patient);
-        }
+        // A row whose patient was changed on disk is not found by the right one here: the
+        // sweep reads it from the chain later and deletes its key then (§12.1 item 8,
+        // `Service::write_relearned`).
         let deleted = self.drop_keys_of(&row.patient)?;
         let dropped: Vec<TxId> = self
             .wanted
@@ -440,7 +438,7 @@ impl Service {
 
     /// Deletes the held keys of `patient`'s transactions this validator is no party of (the
     /// chain decides): whether any was. Inside the caller's `keys.db` transaction.
-    pub(super) fn drop_keys_of(&mut self, patient: &PersonId) -> Result<bool, NodeError> {
+    fn drop_keys_of(&mut self, patient: &PersonId) -> Result<bool, NodeError> {
         let mut deleted = false;
         let held = self.store.rows().held_of(patient)?;
         for tx in held.iter().map(|row| row.tx) {

@@ -674,9 +674,6 @@ struct Service {
     relearned: HashMap<TxId, store::Facts>,
     /// The row after which [`Service::check_rows`] goes on; `None` once every row is checked.
     checked_to: Option<i64>,
-    /// Patients whose grant to this validator ended while rows were being checked: their keys
-    /// are dropped again once every row is ([`Service::end_grant`]).
-    ended_while_checking: std::collections::BTreeSet<PersonId>,
     /// Live read grants of patients to this validator's doctors.
     read_grants: BTreeMap<TxId, store::ReadGrantRow>,
     wanted: WantedKeys,
@@ -719,7 +716,6 @@ impl Service {
             pending: HashMap::new(),
             relearned: HashMap::new(),
             checked_to: Some(0),
-            ended_while_checking: std::collections::BTreeSet::new(),
             read_grants: BTreeMap::new(),
             wanted: WantedKeys::default(),
             waiting_opens: Vec::new(),
@@ -1180,19 +1176,6 @@ impl Service {
                 Some((seq, _)) if rows.len() == ROWS_PER_READ => Some(*seq),
                 _ => None,
             };
-        }
-        if self.checked_to.is_none() && !self.ended_while_checking.is_empty() {
-            // Every row's patient is the chain's now (corrected ones once written).
-            self.write_relearned()?;
-            let patients = std::mem::take(&mut self.ended_while_checking);
-            self.in_write(Durability::Deferred, |service| {
-                for patient in &patients {
-                    if !service.grantee_of(patient) {
-                        service.drop_keys_of(patient)?;
-                    }
-                }
-                Ok(())
-            })?;
         }
         Ok(())
     }

@@ -453,7 +453,7 @@ mod tests {
     use super::*;
 
     /// A `data_keys` table and the runs' tables in memory.
-    fn conn() -> Connection {
+    pub(super) fn conn() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE data_keys (seq INTEGER PRIMARY KEY, tx BLOB, key_id BLOB, patient BLOB);",
@@ -635,18 +635,8 @@ mod tests {
 /// again from the tables.
 #[cfg(test)]
 mod red_team_s9 {
-    use super::tests::{confirmed, store, value};
+    use super::tests::{confirmed, conn, store, value};
     use super::*;
-
-    fn conn() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE data_keys (seq INTEGER PRIMARY KEY, tx BLOB, key_id BLOB, patient BLOB);",
-        )
-        .unwrap();
-        conn.execute_batch(TABLES).unwrap();
-        conn
-    }
 
     fn insert_rows(conn: &Connection, from: i64, rows: i64) {
         let tx = conn.unchecked_transaction().unwrap();

@@ -972,11 +972,8 @@ impl Rows<'_> {
         Ok(HeldRow { tx, facts, tag })
     }
 
-    /// The row of `tx`'s key, less the key, if held.
-    pub fn held(&self, tx: &TxId) -> Result<Option<HeldRow>, NodeError> {
-        let Some(seq) = self.seq_of(tx)? else {
-            return Ok(None);
-        };
+    /// Row `seq`, less the key.
+    fn held_at(&self, seq: i64) -> Result<Option<HeldRow>, NodeError> {
         Ok(self
             .held_rows(
                 "SELECT tx, patient, not_after_ms, on_chain, facts_tag FROM data_keys
@@ -984,6 +981,14 @@ impl Rows<'_> {
                 [seq],
             )?
             .pop())
+    }
+
+    /// The row of `tx`'s key, less the key, if held.
+    pub fn held(&self, tx: &TxId) -> Result<Option<HeldRow>, NodeError> {
+        match self.seq_of(tx)? {
+            Some(seq) => self.held_at(seq),
+            None => Ok(None),
+        }
     }
 
     /// At most `limit` rows after row `seq`, in order, with their `seq`.
@@ -1004,11 +1009,7 @@ impl Rows<'_> {
     pub fn held_of(&self, patient: &PersonId) -> Result<Vec<HeldRow>, NodeError> {
         let mut rows = Vec::new();
         for seq in self.find(RunTag::Patient, patient)? {
-            rows.extend(self.held_rows(
-                "SELECT tx, patient, not_after_ms, on_chain, facts_tag FROM data_keys
-                 WHERE seq = ?1",
-                [seq],
-            )?);
+            rows.extend(self.held_at(seq)?);
         }
         Ok(rows)
     }

@@ -164,6 +164,20 @@ impl World {
         self.applied_at(sealer, answer)
     }
 
+    /// The `patient` column of `tx`'s row in `at`'s `keys.db`, if it holds the key.
+    pub fn key_patient(&self, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
+        use rusqlite::OptionalExtension;
+        rusqlite::Connection::open(self.keys_db(at))
+            .unwrap()
+            .query_row(
+                "SELECT patient FROM data_keys WHERE tx = ?1",
+                [tx.as_slice()],
+                |row| row.get(0),
+            )
+            .optional()
+            .unwrap()
+    }
+
     /// The sealed key column of `tx`'s row in validator `at`'s `keys.db`.
     pub fn sealed_row(&self, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
         let conn = rusqlite::Connection::open(self.keys_db(at)).unwrap();
