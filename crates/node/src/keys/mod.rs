@@ -1174,7 +1174,14 @@ impl Service {
             }
             self.checked_to = match rows.last() {
                 Some((seq, _)) if rows.len() == ROWS_PER_READ => Some(*seq),
-                _ => None,
+                _ => {
+                    info!(
+                        validator = self.me,
+                        refused = self.counters.keys_rows_refused,
+                        "keys.db: every row checked against its tag since the start"
+                    );
+                    None
+                }
             };
         }
         Ok(())

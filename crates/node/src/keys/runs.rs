@@ -168,8 +168,10 @@ pub(super) struct Runs {
     recent: HashMap<i64, Vec<i64>>,
     /// Rows up to here are in runs: a multiple of [`EPOCH_ROWS`].
     pub(super) covered: i64,
-    /// One per run, by epoch from 0.
-    filters: Vec<Filter>,
+    /// One per run, by epoch, ascending. An epoch with no rows has none: a `seq` ahead of the
+    /// rows (written so on disk) costs nothing, where a filter per epoch up to it would cost
+    /// one per 2^16 of it.
+    filters: Vec<(i64, Filter)>,
     /// Inside a transaction: what it changed of `recent` (key, seq, added), to take back on a
     /// rollback; `None` outside one.
     undo: Option<Vec<(i64, i64, bool)>>,
@@ -186,12 +188,18 @@ impl Runs {
     /// Reads the filters and the rows of the open epoch. Complete epochs without their run (a
     /// store of schema 4) are not read into memory: [`Runs::close_complete`] writes them.
     pub fn read(conn: &Connection) -> Result<Self, NodeError> {
-        let mut filters = Vec::new();
+        let mut filters: Vec<(i64, Filter)> = Vec::new();
         let mut stmt = conn.prepare("SELECT epoch, bits FROM key_filters ORDER BY epoch")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let epoch: i64 = row.get(0)?;
-            if epoch != filters.len() as i64 {
+            // Epochs without a run are skipped only when they have no rows: a filter gone
+            // from the table is found here, not taken for an empty epoch.
+            let after = filters.last().map_or(0, |(last, _)| last + 1);
+            if epoch < after
+                || epoch > i64::MAX / EPOCH_ROWS - 1
+                || (epoch > after && has_rows(conn, after * EPOCH_ROWS, epoch * EPOCH_ROWS)?)
+            {
                 return Err(corrupt(format!(
                     "the filter of key run {epoch} is out of turn"
                 )));
@@ -199,11 +207,13 @@ impl Runs {
             let bits: Vec<u8> = row.get(1)?;
             let filter = Filter::from_bytes(&bits)
                 .ok_or_else(|| corrupt(format!("the filter of key run {epoch} is malformed")))?;
-            filters.push(filter);
+            filters.push((epoch, filter));
         }
         let mut runs = Runs {
             recent: HashMap::new(),
-            covered: filters.len() as i64 * EPOCH_ROWS,
+            covered: filters
+                .last()
+                .map_or(0, |(epoch, _)| (epoch + 1) * EPOCH_ROWS),
             filters,
             undo: None,
             cut: false,
@@ -228,12 +238,16 @@ impl Runs {
     /// Whether epochs are complete and not written as runs yet (a store migrated from schema
     /// 4, whose rows were never cut): [`Runs::close_complete`] writes them.
     pub fn has_complete(&self, conn: &Connection) -> Result<bool, NodeError> {
-        Ok(last_seq(conn)? >= self.covered + EPOCH_ROWS)
+        Ok(last_seq(conn)? - self.covered >= EPOCH_ROWS)
     }
 
     /// The `seq` of the next row: after every row, and after every run.
     pub fn next_seq(&self, conn: &Connection) -> Result<i64, NodeError> {
-        Ok(last_seq(conn)?.max(self.covered) + 1)
+        last_seq(conn)?
+            .max(self.covered)
+            .checked_add(1)
+            .filter(|seq| *seq <= i64::MAX - EPOCH_ROWS)
+            .ok_or_else(|| corrupt("a row's seq is at the end of the numbers"))
     }
 
     fn remember(&mut self, seq: i64, values: &RowValues<'_>) {
@@ -295,7 +309,7 @@ impl Runs {
         values: &RowValues<'_>,
     ) -> Result<(), NodeError> {
         self.remember(seq, values);
-        if seq >= self.covered + EPOCH_ROWS {
+        if seq - self.covered >= EPOCH_ROWS {
             self.close_complete(conn)?;
         }
         Ok(())
@@ -335,9 +349,13 @@ impl Runs {
             return Ok(());
         }
         let epoch = (seq - 1).max(0) / EPOCH_ROWS;
-        let Some(filter) = self.filters.get_mut(epoch as usize) else {
+        let Ok(at) = self
+            .filters
+            .binary_search_by_key(&epoch, |(epoch, _)| *epoch)
+        else {
             return Err(corrupt(format!("row {seq} is in no key run")));
         };
+        let filter = &mut self.filters[at].1;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO key_runs (epoch, key, seq) VALUES (?1, ?2, ?3)",
         )?
@@ -350,13 +368,23 @@ impl Runs {
     }
 
     /// Writes every complete epoch after the last run as a run and a filter, in the caller's
-    /// transaction, and forgets their rows from memory.
+    /// transaction, and forgets their rows from memory. Epochs with no rows are passed over.
     pub fn close_complete(&mut self, conn: &Connection) -> Result<(), NodeError> {
         let last = last_seq(conn)?;
-        while last >= self.covered + EPOCH_ROWS {
-            let epoch = self.covered / EPOCH_ROWS;
+        while last - self.covered >= EPOCH_ROWS {
+            let next: i64 = conn
+                .prepare_cached("SELECT coalesce(min(seq), 0) FROM data_keys WHERE seq > ?1")?
+                .query_row([self.covered], |r| r.get(0))?;
+            let epoch = (next - 1).max(self.covered) / EPOCH_ROWS;
+            if epoch * EPOCH_ROWS != self.covered {
+                self.covered = epoch * EPOCH_ROWS;
+                self.cut = true;
+            }
+            if last - self.covered < EPOCH_ROWS {
+                break;
+            }
             let filter = write_run(conn, epoch)?;
-            self.filters.push(filter);
+            self.filters.push((epoch, filter));
             self.covered += EPOCH_ROWS;
             self.cut = true;
         }
@@ -382,7 +410,7 @@ impl Runs {
         let key = key(tag, value);
         let mut found = self.recent.get(&key).cloned().unwrap_or_default();
         let mut stmt = None;
-        for (epoch, filter) in self.filters.iter().enumerate().rev() {
+        for (epoch, filter) in self.filters.iter().rev() {
             if !filter.may_contain(key) {
                 continue;
             }
@@ -392,13 +420,20 @@ impl Runs {
                     conn.prepare_cached("SELECT seq FROM key_runs WHERE epoch = ?1 AND key = ?2")?,
                 ),
             };
-            let mut rows = stmt.query(params![epoch as i64, key])?;
+            let mut rows = stmt.query(params![epoch, key])?;
             while let Some(row) = rows.next()? {
                 found.push(row.get(0)?);
             }
         }
         Ok(found)
     }
+}
+
+/// Whether `data_keys` has a row with `seq` in `after + 1 ..= to`.
+fn has_rows(conn: &Connection, after: i64, to: i64) -> Result<bool, NodeError> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM data_keys WHERE seq > ?1 AND seq <= ?2)")?
+        .query_row([after, to], |r| r.get(0))?)
 }
 
 fn last_seq(conn: &Connection) -> Result<i64, NodeError> {
@@ -616,14 +651,23 @@ mod tests {
         assert_eq!(Filter::from_bytes(&[]), None);
     }
 
+    /// A filter after an epoch that has rows but no filter is out of turn (a filter deleted);
+    /// after epochs with no rows it is not (a `seq` ahead of the rows).
     #[test]
     fn a_filter_out_of_turn_or_malformed_is_corrupt() {
         let conn = conn();
+        conn.execute(
+            "INSERT INTO data_keys (seq, tx, key_id, patient) VALUES (?1, x'01', x'02', x'03')",
+            [EPOCH_ROWS + 1],
+        )
+        .unwrap();
         conn.execute(
             "INSERT INTO key_filters (epoch, bits) VALUES (1, ?1)",
             [vec![0u8; 64]],
         )
         .unwrap();
+        assert_eq!(Runs::read(&conn).unwrap().covered, 2 * EPOCH_ROWS);
+        conn.execute("UPDATE data_keys SET seq = 1", []).unwrap();
         assert!(matches!(Runs::read(&conn), Err(NodeError::Corrupt(_))));
         conn.execute("UPDATE key_filters SET epoch = 0, bits = x'00'", [])
             .unwrap();

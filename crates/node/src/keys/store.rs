@@ -256,6 +256,9 @@ impl KeyStore {
             runs.close_complete(&tx)?;
             tx.commit()?;
         }
+        // Refused at open, not at the first key stored: a `seq` written at the end of the
+        // numbers on disk.
+        runs.next_seq(&conn)?;
         let facts_key: Zeroizing<[u8; 32]> = Zeroizing::new(
             facts_hmac(key.as_bytes())
                 .chain_update(FACTS_KEY_LABEL)
@@ -1886,7 +1889,8 @@ mod red_team_s9b {
     use super::*;
     use std::time::Instant;
 
-    /// Break: `KeyStore::open` cuts every "complete" epoch up to the largest `seq` in
+    /// Fixed (empty epochs are passed over, `Runs::close_complete`): `KeyStore::open` cut every
+    /// "complete" epoch up to the largest `seq` in
     /// `data_keys` (`Runs::has_complete`, `Runs::close_complete`), one run and one filter per
     /// epoch, empty or not, and keeps every filter in memory. `seq` is a column a writer of
     /// `keys.db` without the operator key sets at will (the threat of §12.1 item 6, whose
@@ -1897,7 +1901,6 @@ mod red_team_s9b {
     /// time measured and 100,000 filters. Expected: a `seq` beyond the rows refused (corrupt)
     /// or the empty epochs skipped, the open bounded by the rows, not by the largest `seq`.
     #[test]
-    #[ignore = "break: one row's seq set on disk makes the open write an epoch per 2^16 of it (red team s9b)"]
     fn red_team_s9b_a_forged_seq_does_not_make_the_open_write_empty_epochs() {
         let dir = tempfile::tempdir().unwrap();
         let key = KeystoreKey::generate();
@@ -1924,7 +1927,7 @@ mod red_team_s9b {
             )
             .unwrap();
         let t = Instant::now();
-        let store = KeyStore::open(&path, [7; 32], key).unwrap();
+        let store = KeyStore::open(&path, [7; 32], key.clone()).unwrap();
         let took = t.elapsed();
         let filters: i64 = store
             .conn
@@ -1936,6 +1939,59 @@ mod red_team_s9b {
             "{filters} runs and filters written (and kept in memory) for 3 rows, in {took:?}: \
              one row's seq at 2^62 is 2^46 of them in production"
         );
+        // The moved row is still found, new rows go after it, and the next open passes the
+        // gap again with nothing written.
+        let found = |store: &KeyStore, tx: [u8; 32]| store.rows().key(&tx).unwrap().is_some();
+        assert!(found(&store, [2; 32]) && found(&store, [0; 32]));
+        store
+            .rows()
+            .insert_key(&[9; 32], &facts, &DataKey::generate())
+            .unwrap();
+        assert_eq!(store.rows().seq_of(&[9; 32]).unwrap(), Some(forged + 1));
+        drop(store);
+        let store = KeyStore::open(&path, [7; 32], key).unwrap();
+        assert!(found(&store, [2; 32]) && found(&store, [9; 32]));
+    }
+
+    /// A `seq` at the end of the numbers (forged on disk) is refused at open, not at the first
+    /// key stored after it; a filter gone from between two runs, whose epoch has rows, is
+    /// refused too, not taken for an empty epoch.
+    #[test]
+    fn a_seq_at_the_end_of_the_numbers_or_a_missing_filter_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let path = dir.path().join("keys.db");
+        let store = KeyStore::open(&path, [7; 32], key.clone()).unwrap();
+        let facts = Facts {
+            patient: [2; 16],
+            not_after_ms: 0,
+            on_chain: Some(vec![1; 13]),
+        };
+        for i in 0..(3 * EPOCH_ROWS) as u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &facts, &DataKey::generate())
+                .unwrap();
+        }
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM key_filters WHERE epoch = 1", [])
+            .unwrap();
+        let refused = |key: &KeystoreKey| {
+            matches!(
+                KeyStore::open(&path, [7; 32], key.clone()),
+                Err(NodeError::Corrupt(_))
+            )
+        };
+        assert!(refused(&key), "a filter gone from between two runs");
+        conn.execute(
+            "UPDATE data_keys SET seq = ?1 WHERE seq = ?2",
+            params![i64::MAX - 1, 3 * EPOCH_ROWS],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM key_filters", []).unwrap();
+        conn.execute("DELETE FROM key_runs", []).unwrap();
+        assert!(refused(&key), "a seq at the end of the numbers");
     }
 
     /// Held: in a transaction that deletes the open epoch's last row, stores a new row at its
