@@ -1889,6 +1889,25 @@ mod red_team_s9b {
     use super::*;
     use std::time::Instant;
 
+    /// A `keys.db` in a new directory with `rows` applied rows of one patient, closed.
+    fn stored_rows(rows: u8) -> (tempfile::TempDir, KeystoreKey, Facts) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let store = KeyStore::open(&dir.path().join("keys.db"), [7; 32], key.clone()).unwrap();
+        let facts = Facts {
+            patient: [2; 16],
+            not_after_ms: 0,
+            on_chain: Some(vec![1; 13]),
+        };
+        for i in 0..rows {
+            store
+                .rows()
+                .insert_key(&[i; 32], &facts, &DataKey::generate())
+                .unwrap();
+        }
+        (dir, key, facts)
+    }
+
     /// Fixed (empty epochs are passed over, `Runs::close_complete`): `KeyStore::open` cut every
     /// "complete" epoch up to the largest `seq` in
     /// `data_keys` (`Runs::has_complete`, `Runs::close_complete`), one run and one filter per
@@ -1902,22 +1921,8 @@ mod red_team_s9b {
     /// or the empty epochs skipped, the open bounded by the rows, not by the largest `seq`.
     #[test]
     fn red_team_s9b_a_forged_seq_does_not_make_the_open_write_empty_epochs() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = KeystoreKey::generate();
+        let (dir, key, facts) = stored_rows(3);
         let path = dir.path().join("keys.db");
-        let store = KeyStore::open(&path, [7; 32], key.clone()).unwrap();
-        let facts = Facts {
-            patient: [2; 16],
-            not_after_ms: 0,
-            on_chain: Some(vec![1; 13]),
-        };
-        for i in 0..3u8 {
-            store
-                .rows()
-                .insert_key(&[i; 32], &facts, &DataKey::generate())
-                .unwrap();
-        }
-        drop(store);
         let forged = EPOCH_ROWS * 100_000 + 1;
         Connection::open(&path)
             .unwrap()
@@ -1958,22 +1963,8 @@ mod red_team_s9b {
     /// refused too, not taken for an empty epoch.
     #[test]
     fn a_seq_at_the_end_of_the_numbers_or_a_missing_filter_is_refused_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = KeystoreKey::generate();
+        let (dir, key, _) = stored_rows(3 * EPOCH_ROWS as u8);
         let path = dir.path().join("keys.db");
-        let store = KeyStore::open(&path, [7; 32], key.clone()).unwrap();
-        let facts = Facts {
-            patient: [2; 16],
-            not_after_ms: 0,
-            on_chain: Some(vec![1; 13]),
-        };
-        for i in 0..(3 * EPOCH_ROWS) as u8 {
-            store
-                .rows()
-                .insert_key(&[i; 32], &facts, &DataKey::generate())
-                .unwrap();
-        }
-        drop(store);
         let conn = Connection::open(&path).unwrap();
         conn.execute("DELETE FROM key_filters WHERE epoch = 1", [])
             .unwrap();
