@@ -618,6 +618,11 @@ impl Signer {
     }
 }
 
+/// How long the signers medchain ships (its HTTP flows, the load generator) leave a transaction
+/// valid for a block to include it (`not_after_ms`): long enough for any queue, short enough
+/// that a seal whose transaction was never submitted, or refused, is deleted within the hour.
+pub const SIGNATURE_LIFE_MS: u64 = 3_600_000;
+
 /// Everything a transaction's signature and id cover (with the tag and the genesis hash).
 /// The borsh field order is the byte order of the signed bytes.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]

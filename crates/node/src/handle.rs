@@ -140,6 +140,11 @@ impl NodeHandle {
         self.inner.id
     }
 
+    /// The time by this validator's clock, which its admission and its blocks go by.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
     pub fn name(&self) -> &str {
         &self.inner.name
     }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ledger::crypto::{self, SigningKey};
 use ledger::tx::{
-    AddRecord, Attested, Enroll, Grant, KeyKind, NewKey, PurposeBody, RecordBody, Role, Scope,
+    AddRecord, Attested, Enroll, Grant, KeyKind, NewKey, PurposeBody, RecordBody, Role,
+    SIGNATURE_LIFE_MS, Scope,
 };
 use ledger::{Hash, Meta, PersonId, Queries, SignedTx, Signer, TxHeader, TxId, person_id};
 use pbft::ReplicaId;
@@ -207,8 +208,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A header for `meta` signed by `signer`: created now, a random nonce, no deadline. The body
-/// hash is set when it is signed ([`SignedTx::sign`]).
+/// A header for `meta` signed by `signer`: created now, a random nonce, no deadline (a test's
+/// clock may run ahead of the system's; [`Person::sealed`] sets one). The body hash is set when
+/// it is signed ([`SignedTx::sign`]).
 pub fn header(meta: Meta, signer: Signer) -> TxHeader {
     let mut nonce = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -352,6 +354,8 @@ impl Person {
 
     /// `meta` with `content` sealed at this person's home `home` (which stores the data key,
     /// [`NodeHandle::seal`]), signed with the custodial key, or the device key if `device`.
+    /// Valid for [`SIGNATURE_LIFE_MS`] by the home's clock, as the HTTP flows' transactions: a
+    /// seal the cluster refused (busy) is deleted at its deadline, not kept pending for good.
     pub async fn sealed(
         &self,
         home: &NodeHandle,
@@ -367,7 +371,9 @@ impl Person {
             )));
         }
         let (signer, key) = self.signing(device);
-        let (header, stored) = home.seal(header(meta, signer), content).await?;
+        let mut header = header(meta, signer);
+        header.not_after_ms = home.now_ms().saturating_add(SIGNATURE_LIFE_MS);
+        let (header, stored) = home.seal(header, content).await?;
         Ok(SignedTx::sign(header, stored, &home.genesis_hash(), key))
     }
 

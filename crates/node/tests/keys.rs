@@ -18,7 +18,7 @@ use common::world::{
 };
 use common::{enrollment, fast_timing, note};
 use ledger::seal::{DataKey, seal_with};
-use ledger::tx::AddRecord;
+use ledger::tx::{AddRecord, SIGNATURE_LIFE_MS};
 use ledger::{Meta, SignedTx, TxId};
 use node::load::{Person, header};
 use node::transport::MemoryNetwork;
@@ -754,6 +754,35 @@ fn a_rejected_sealed_transaction_leaves_no_key() {
     w.applied(CLINIC, enrollment(&clinic));
     wait_until("the expired seal's key to go", || {
         !w.key_rows(CLINIC).contains(&unsent)
+    });
+}
+
+/// The load generator's seals (`Person::sealed`, what `medchain bench` submits) carry a
+/// deadline, [`SIGNATURE_LIFE_MS`] after the home's clock, as the HTTP flows' do: one the
+/// cluster refused (busy) and that is never applied is deleted once it has passed, where a
+/// seal without a deadline stayed pending, and was looked up on chain at every start, for good.
+#[test]
+fn a_load_seal_never_applied_goes_at_its_deadline() {
+    let w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let doctor = Person::doctor(HOSPITAL, "Cardiology", "Dr Late");
+    w.enroll(&[&patient, &doctor]);
+    let hospital = w.node(HOSPITAL);
+    let refused =
+        w.rt.block_on(patient.write_grant(&hospital, &doctor.id, "refused as busy"))
+            .unwrap();
+    assert_eq!(
+        refused.header.not_after_ms,
+        w.clock.now_ms() + SIGNATURE_LIFE_MS
+    );
+    let refused = refused.id(&w.genesis_hash());
+    assert!(w.key_rows(HOSPITAL).contains(&refused));
+    w.clock.advance_ms(SIGNATURE_LIFE_MS + 1);
+    // The replicas read the clock at their next tick.
+    std::thread::sleep(Duration::from_millis(300));
+    w.applied(HOSPITAL, enrollment(&hospital));
+    wait_until("the refused seal's key to go", || {
+        !w.key_rows(HOSPITAL).contains(&refused)
     });
 }
 

@@ -167,7 +167,7 @@ impl Service {
                 // A duplicate says nothing of the first copy: it never deletes a key (§16.18).
                 EntryVerdict::Duplicate => continue,
                 EntryVerdict::Rejected => {
-                    if sealed && self.pending.remove(&entry.id).is_some() {
+                    if sealed && self.pending.remove(&entry.id) {
                         self.delete_key(&entry.id)?;
                     }
                     continue;
@@ -196,14 +196,7 @@ impl Service {
             }
         }
         // A key for nothing: its transaction can no longer be applied.
-        let expired: Vec<TxId> = self
-            .pending
-            .iter()
-            .filter(|(_, not_after_ms)| **not_after_ms < block.time_ms)
-            .map(|(tx, _)| *tx)
-            .collect();
-        for tx in expired {
-            self.pending.remove(&tx);
+        for tx in self.pending.take_expired(block.time_ms) {
             self.delete_key(&tx)?;
         }
         Ok(erased)
@@ -242,7 +235,7 @@ impl Service {
         self.covet(tx);
         // A held row the chain has said nothing of is a pending seal of this validator
         // ([`Service::load`]): no lookup for every other transaction.
-        if self.pending.contains_key(tx)
+        if self.pending.contains(tx)
             && let Some(on_chain) = self.on_chain_of(header)?
         {
             // The chain's facts, not the row's: a pending row whose tag failed at start was
@@ -256,7 +249,7 @@ impl Service {
                 self.store.rows().set_facts(tx, &facts)?;
             }
         }
-        if self.pending.remove(tx).is_some() {
+        if self.pending.remove(tx) {
             return Ok(());
         }
         let Some((parties, as_grantee)) = self.entitled(header)? else {
@@ -590,7 +583,7 @@ mod tests {
             rows.key(&rejected.0).unwrap().is_none(),
             "a rejected seal's key stayed"
         );
-        assert_eq!(service.pending.keys().collect::<Vec<_>>(), [&replayed.0]);
+        assert_eq!(service.pending.txs(), [replayed.0]);
         assert_eq!(service.store.rows().held_count().unwrap(), 2);
     }
 }

@@ -13,6 +13,7 @@ mod byzantine;
 mod exchange;
 mod feed;
 mod index;
+mod pending;
 mod runs;
 mod store;
 mod wanted;
@@ -668,7 +669,7 @@ struct Service {
     /// The time of the last processed block: `T` of "live now" (§4.1).
     block_time_ms: u64,
     /// Own seals not yet seen on chain, with their `not_after_ms`.
-    pending: HashMap<TxId, u64>,
+    pending: pending::Pending,
     /// Facts of held rows that failed their tag (or had none), read from the chain, to be
     /// written with their tag ([`Service::held`]).
     relearned: HashMap<TxId, store::Facts>,
@@ -713,7 +714,7 @@ impl Service {
             processed_saved: processed,
             waits_for_chain: false,
             block_time_ms: 0,
-            pending: HashMap::new(),
+            pending: pending::Pending::default(),
             relearned: HashMap::new(),
             checked_to: Some(0),
             read_grants: BTreeMap::new(),
@@ -762,7 +763,7 @@ impl Service {
         // (`NotOnChain`), its deadline only decides when it is deleted, and the block that
         // applies it writes the chain's facts ([`Service::on_sealed`]).
         self.index = Index::default();
-        self.pending = HashMap::new();
+        self.pending = pending::Pending::default();
         self.relearned = HashMap::new();
         self.checked_to = Some(0);
         let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
@@ -1127,7 +1128,7 @@ impl Service {
         };
         let Some(committed) = self.chain.transaction(tx)?.filter(|c| c.rejected.is_none()) else {
             // Its deadline deletes it, as any pending seal's, whatever its row says it is.
-            self.pending.entry(*tx).or_insert(row.facts.not_after_ms);
+            self.pending.insert_if_absent(*tx, row.facts.not_after_ms);
             return Ok(pending);
         };
         let header = &committed.tx.header;

@@ -48,8 +48,7 @@ pub use sealed::{Readable, ReaderRole, date_of};
 /// How long a flow that waits for its transaction's block waits (then 503).
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a person's signature stays valid for a block to include it (`not_after_ms`).
-pub const SIGNATURE_LIFE_MS: u64 = 3_600_000;
+pub use ledger::tx::SIGNATURE_LIFE_MS;
 
 /// How the acting person signs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
