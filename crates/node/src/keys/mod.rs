@@ -909,6 +909,8 @@ impl Service {
             validator = self.me,
             processed = self.processed,
             resumed_from,
+            wanted = self.wanted.len(),
+            pending_seals = self.pending.len(),
             "key service ready"
         );
         self.publish();

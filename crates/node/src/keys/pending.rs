@@ -37,6 +37,10 @@ impl Pending {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.not_after_ms.len()
+    }
+
     pub fn contains(&self, tx: &TxId) -> bool {
         self.not_after_ms.contains_key(tx)
     }
