@@ -88,4 +88,62 @@ mod tests {
         assert!(pending.take_expired(u64::MAX).is_empty());
         assert_eq!(pending.by_deadline.len(), 0);
     }
+
+    /// Red team s10, held: random inserts (replacing deadlines, with ties and the ends of the
+    /// numbers), `insert_if_absent`, removals and blocks against the map walked as before: the
+    /// same seals expire at each block, the same removals answer, and the map and the set never
+    /// diverge.
+    #[test]
+    fn red_team_s10_held_pending_does_as_the_map_walked_before() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        use std::collections::HashMap;
+        for seed in 0..200u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut pending = Pending::default();
+            let mut before: HashMap<TxId, u64> = HashMap::new();
+            let deadline = |rng: &mut StdRng| match rng.gen_range(0..10) {
+                0 => u64::MAX,
+                1 => 0,
+                _ => rng.gen_range(0..50),
+            };
+            for _ in 0..300 {
+                let tx = [rng.gen_range(0..20u8); 32];
+                match rng.gen_range(0..5) {
+                    0 => {
+                        let d = deadline(&mut rng);
+                        pending.insert(tx, d);
+                        before.insert(tx, d);
+                    }
+                    1 => {
+                        let d = deadline(&mut rng);
+                        pending.insert_if_absent(tx, d);
+                        before.entry(tx).or_insert(d);
+                    }
+                    2 => assert_eq!(pending.remove(&tx), before.remove(&tx).is_some()),
+                    _ => {
+                        let time = match rng.gen_range(0..10) {
+                            0 => u64::MAX,
+                            _ => rng.gen_range(0..60),
+                        };
+                        let mut taken = pending.take_expired(time);
+                        let mut expired: Vec<TxId> = before
+                            .iter()
+                            .filter(|(_, not_after_ms)| **not_after_ms < time)
+                            .map(|(tx, _)| *tx)
+                            .collect();
+                        before.retain(|_, not_after_ms| *not_after_ms >= time);
+                        taken.sort();
+                        expired.sort();
+                        assert_eq!(taken, expired, "seed {seed}");
+                    }
+                }
+                assert_eq!(pending.len(), before.len());
+                assert_eq!(pending.by_deadline.len(), before.len(), "seed {seed}");
+                assert!(before.iter().all(
+                    |(tx, d)| pending.contains(tx) && pending.by_deadline.contains(&(*d, *tx))
+                ));
+            }
+        }
+    }
 }
