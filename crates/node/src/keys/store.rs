@@ -2031,3 +2031,305 @@ mod red_team_s9b {
         );
     }
 }
+
+/// Red team (s10) against the epoch index's gaps (commit eeae4dbc): `seq`s and filters forged
+/// on disk without the operator key.
+#[cfg(test)]
+mod red_team_s10 {
+    use super::super::runs::EPOCH_ROWS;
+    use super::*;
+    use std::time::Duration;
+
+    /// A `keys.db` in a new directory with `rows` applied rows (transaction `[i; 32]`), closed;
+    /// their data keys.
+    fn stored(rows: u8) -> (tempfile::TempDir, KeystoreKey, Vec<DataKey>) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let store = KeyStore::open(&dir.path().join("keys.db"), [7; 32], key.clone()).unwrap();
+        let keys: Vec<DataKey> = (0..rows).map(|_| DataKey::generate()).collect();
+        for (i, data_key) in keys.iter().enumerate() {
+            store
+                .rows()
+                .insert_key(&[i as u8; 32], &facts(), data_key)
+                .unwrap();
+        }
+        (dir, key, keys)
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            patient: [2; 16],
+            not_after_ms: 0,
+            on_chain: Some(vec![1; 13]),
+        }
+    }
+
+    /// Opens `path` on another thread: `None` if the open panicked or did not return in
+    /// `limit`.
+    fn open_within(
+        path: &Path,
+        key: &KeystoreKey,
+        limit: Duration,
+    ) -> Option<Result<(), NodeError>> {
+        let (sent, received) = std::sync::mpsc::channel();
+        let (path, key) = (path.to_path_buf(), key.clone());
+        std::thread::spawn(move || {
+            let _ = sent.send(KeyStore::open(&path, [7; 32], key).map(|_| ()));
+        });
+        match received.recv_timeout(limit) {
+            Ok(opened) => Some(opened),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                eprintln!("the open panicked");
+                None
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                eprintln!("the open did not return in {limit:?}");
+                None
+            }
+        }
+    }
+
+    /// Break (crash or stall at open): every row moved to the bottom of the numbers (`seq`
+    /// from `i64::MIN`), below a run. `Runs::read` computes `last_seq - covered` with the
+    /// largest `seq` under `i64::MIN + covered`: an overflow, a panic in a debug build; in a
+    /// release build (no overflow checks) it wraps, `has_complete` says yes, and
+    /// `close_complete` never ends (`last - covered` wraps on every turn, `next` is 0 so each
+    /// turn writes one more empty run and filter): the stall the gaps' change set out to end,
+    /// now for good, the file and memory growing. Expected: refused (Corrupt), or open and
+    /// working.
+    #[test]
+    #[ignore = "break: a seq near i64::MIN overflows `last_seq - covered` at open: a panic (debug) or an endless run of empty filters (release) (red team s10)"]
+    fn red_team_s10_a_seq_at_the_bottom_of_the_numbers_neither_crashes_nor_stalls_the_open() {
+        let (dir, key, _) = stored(EPOCH_ROWS as u8);
+        let path = dir.path().join("keys.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE data_keys SET seq = (seq - 1) + ?1", [i64::MIN])
+            .unwrap();
+        match open_within(&path, &key, Duration::from_secs(30)) {
+            Some(Ok(())) | Some(Err(NodeError::Corrupt(_))) => {}
+            Some(Err(other)) => panic!("refused, but not as corrupt: {other}"),
+            None => panic!("a seq at i64::MIN crashed or stalled the open of keys.db"),
+        }
+    }
+
+    /// Break (a key hidden, and what hiding it undoes): a row moved, on disk, to `seq` 0 or
+    /// below (never read: `Runs::read` takes rows after `covered` only, runs cover `seq` 1 and
+    /// up), or into an epoch already written as a run (two rows' `seq`s swapped: the run's
+    /// entries name the other row), is neither refused at open nor found: its key is not given
+    /// to an entitled peer, a second row is stored for its transaction, an erasure of it
+    /// deletes nothing (its sealed key stays in the file), and its key id is no longer seen as
+    /// taken, so a later transaction sealed under the same data key is stored, not broken
+    /// (§16.13). The facts tag binds the transaction, not the `seq`, so the sweep
+    /// (`check_rows`, which also starts at `seq` 0) finds nothing. Not introduced today (the
+    /// index came with schema 6), but a forged `seq` the change set out to handle. Expected:
+    /// refused at open (a row at `seq` <= 0: one seek on the primary key), or found.
+    #[test]
+    #[ignore = "break: a row moved to seq <= 0, or swapped into a written run, is neither refused nor found (red team s10)"]
+    fn red_team_s10_a_row_moved_to_seq_zero_or_under_a_run_is_refused_or_found() {
+        // Rows 1..=10: epoch 0 a run, 9 and 10 open.
+        let (dir, key, keys) = stored(EPOCH_ROWS as u8 + 2);
+        let path = dir.path().join("keys.db");
+        let conn = Connection::open(&path).unwrap();
+        // [8; 32] (seq 9) to seq 0; [2; 32] (seq 3, in the run) and [9; 32] (seq 10) swapped.
+        conn.execute_batch(
+            "UPDATE data_keys SET seq = 0 WHERE seq = 9;
+             UPDATE data_keys SET seq = -1 WHERE seq = 3;
+             UPDATE data_keys SET seq = 3 WHERE seq = 10;
+             UPDATE data_keys SET seq = 10 WHERE seq = -1;",
+        )
+        .unwrap();
+        let store = match KeyStore::open(&path, [7; 32], key) {
+            Err(NodeError::Corrupt(_)) => return,
+            opened => opened.unwrap(),
+        };
+        let rows = store.rows();
+        let hidden: Vec<u8> = [2u8, 8, 9]
+            .into_iter()
+            .filter(|i| rows.key(&[*i; 32]).unwrap().is_none())
+            .collect();
+        // What hiding the row of [9; 32] undoes: its key id is free for another transaction,
+        // and an erasure of it deletes nothing.
+        let reused = rows.insert_key(&[99; 32], &facts(), &keys[9]).unwrap();
+        let erased = rows.delete_key(&[9; 32]).unwrap();
+        let left: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM data_keys WHERE tx = ?1",
+                [[9u8; 32].as_slice()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            hidden.is_empty(),
+            "rows of {hidden:?} held but not found; [9; 32]'s key stored again for another \
+             transaction ({reused:?}); its erasure deleted a row: {erased}, {left} left in the file"
+        );
+    }
+
+    /// Break (opens, then refuses every key): `next_seq`'s bound at open leaves no room. A row
+    /// moved to `seq` `i64::MAX - EPOCH_ROWS - 1` (or a filter forged at the top epoch the
+    /// check allows) opens, the next key is stored, and every key after it is refused as
+    /// corrupt: at the first seal after the start, not at the start, the key service stopping
+    /// then (`in_write`). With `EPOCH_ROWS` = 65,536 a forged filter at epoch
+    /// `i64::MAX / 2^16 - 2` opens and lets 65,535 keys in before the same. Expected: refused
+    /// at open whatever leaves less room than any store could use (a `seq` or a filter past,
+    /// say, 2^62), so that a store that opens works.
+    #[test]
+    #[ignore = "break: a seq just under next_seq's bound opens, then the second key is refused as corrupt (red team s10)"]
+    fn red_team_s10_a_store_that_opens_stores_keys() {
+        let (dir, key, _) = stored(3);
+        let path = dir.path().join("keys.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE data_keys SET seq = ?1 WHERE seq = 3",
+                [i64::MAX - EPOCH_ROWS - 1],
+            )
+            .unwrap();
+        let store = match KeyStore::open(&path, [7; 32], key) {
+            Err(NodeError::Corrupt(_)) => return,
+            opened => opened.unwrap(),
+        };
+        for i in 10..13u8 {
+            let stored = store
+                .rows()
+                .insert_key(&[i; 32], &facts(), &DataKey::generate());
+            assert!(
+                stored.is_ok(),
+                "key {} after an open that passed: {stored:?}",
+                i - 9
+            );
+        }
+    }
+
+    /// Break (a panic in the key service, after the open): a row moved to `seq` `i64::MIN`
+    /// with its run entry (`key_runs` is as writable as `data_keys`), and its patient edited,
+    /// opens (the open only reads `max(seq)`) and is found by its transaction; when the chain's
+    /// patient is written back (`set_facts`, what `write_relearned` does for a row whose tag
+    /// failed) `Runs::amend` computes `(seq - 1)` for a `seq` at or under `covered`: an
+    /// overflow, a panic in a debug build (in a release one it wraps to a Corrupt "row in no
+    /// key run", which stops the key service: `in_write`). Expected: the row refused at open,
+    /// or amended; `seq.saturating_sub(1)` or `checked_sub`, and a `seq` < 1 refused.
+    #[test]
+    #[ignore = "break: Runs::amend computes seq - 1 for a row at seq i64::MIN found through its run: overflow panic (red team s10)"]
+    fn red_team_s10_amending_a_row_at_the_bottom_of_the_numbers_does_not_panic() {
+        let (dir, key, _) = stored(EPOCH_ROWS as u8);
+        let path = dir.path().join("keys.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE data_keys SET seq = ?1 WHERE seq = 3", [i64::MIN])
+            .unwrap();
+        conn.execute("UPDATE key_runs SET seq = ?1 WHERE seq = 3", [i64::MIN])
+            .unwrap();
+        let store = match KeyStore::open(&path, [7; 32], key) {
+            Err(NodeError::Corrupt(_)) => return,
+            opened => opened.unwrap(),
+        };
+        assert_eq!(store.rows().seq_of(&[2; 32]).unwrap(), Some(i64::MIN));
+        let corrected = Facts {
+            patient: [5; 16],
+            ..facts()
+        };
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.rows().set_facts(&[2; 32], &corrected)
+        }));
+        assert!(
+            matches!(written, Ok(Ok(())) | Ok(Err(NodeError::Corrupt(_)))),
+            "the chain's patient written to a row at seq i64::MIN: {:?}",
+            written.map_err(|_| "panicked")
+        );
+    }
+
+    /// Held: filters forged on disk. A filter moved down over an epoch that has rows, one
+    /// forged ahead of rows not in a run, a negative one, and one at the top epoch are refused;
+    /// a filter moved into the gap before a run's rows is passed over, the run written again
+    /// at open, every row found; rows forged far ahead are found, new rows go after them, a
+    /// rollback of a transaction that closed the epoch after the gap leaves every row found.
+    #[test]
+    fn red_team_s10_held_forged_filters_and_gaps() {
+        let (dir, key, _) = stored(2 * EPOCH_ROWS as u8 + 3);
+        let path = dir.path().join("keys.db");
+        let conn = Connection::open(&path).unwrap();
+        let open = || KeyStore::open(&path, [7; 32], key.clone());
+        let corrupt =
+            |opened: Result<KeyStore, NodeError>| matches!(opened, Err(NodeError::Corrupt(_)));
+        conn.execute("UPDATE key_filters SET epoch = 5 WHERE epoch = 1", [])
+            .unwrap();
+        assert!(corrupt(open()), "a filter ahead of rows not in a run");
+        conn.execute("UPDATE key_filters SET epoch = -1 WHERE epoch = 5", [])
+            .unwrap();
+        assert!(corrupt(open()), "a negative filter");
+        conn.execute(
+            "UPDATE key_filters SET epoch = ?1 WHERE epoch = -1",
+            [i64::MAX / EPOCH_ROWS],
+        )
+        .unwrap();
+        assert!(corrupt(open()), "a filter at the top");
+        conn.execute(
+            "UPDATE key_filters SET epoch = 1 WHERE epoch = ?1",
+            [i64::MAX / EPOCH_ROWS],
+        )
+        .unwrap();
+        // Rows of epochs 1 and 2 moved far ahead: epoch 0 a run, a gap, then rows.
+        let far = 1_000 * EPOCH_ROWS;
+        conn.execute(
+            "UPDATE data_keys SET seq = seq + ?1 WHERE seq > ?2",
+            params![far, EPOCH_ROWS],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM key_filters WHERE epoch = 1", [])
+            .unwrap();
+        conn.execute("UPDATE key_filters SET epoch = 500 WHERE epoch = 0", [])
+            .unwrap();
+        assert!(corrupt(open()), "epoch 0's filter moved into the gap");
+        conn.execute("UPDATE key_filters SET epoch = 0 WHERE epoch = 500", [])
+            .unwrap();
+        let store = open().unwrap();
+        let all = 2 * EPOCH_ROWS as u8 + 3;
+        let found = |store: &KeyStore| {
+            (0..all)
+                .filter(|i| store.rows().key(&[*i; 32]).unwrap().is_some())
+                .count()
+        };
+        assert_eq!(found(&store), all as usize);
+        // A transaction that fills the epoch after the gap (a run written), rolled back.
+        store.begin(Durability::Deferred).unwrap();
+        for i in 100..100 + EPOCH_ROWS as u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &facts(), &DataKey::generate())
+                .unwrap();
+        }
+        store.rollback();
+        assert_eq!(found(&store), all as usize);
+        for i in 100..100 + EPOCH_ROWS as u8 {
+            assert!(store.rows().key(&[i; 32]).unwrap().is_none());
+        }
+        // Committed this time, then a patient amended in the run after the gap.
+        for i in 100..100 + 2 * EPOCH_ROWS as u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &facts(), &DataKey::generate())
+                .unwrap();
+        }
+        let moved = Facts {
+            patient: [3; 16],
+            ..facts()
+        };
+        store
+            .rows()
+            .set_facts(&[EPOCH_ROWS as u8; 32], &moved)
+            .unwrap();
+        drop(store);
+        let store = open().unwrap();
+        assert_eq!(found(&store), all as usize);
+        assert_eq!(store.rows().held_of(&[3; 16]).unwrap().len(), 1);
+        assert!(
+            (100..100 + 2 * EPOCH_ROWS as u8).all(|i| store
+                .rows()
+                .key(&[i; 32])
+                .unwrap()
+                .is_some())
+        );
+    }
+}
