@@ -1169,11 +1169,31 @@ impl Service {
             && started.elapsed() < CHECK_BUDGET
         {
             let rows = self.store.rows().held_after(after, ROWS_PER_READ)?;
-            for (_, row) in &rows {
+            let mut unindexed = Vec::new();
+            for (seq, row) in &rows {
                 // A row the chain has said nothing of was read at start ([`Service::load`]).
                 if row.facts.on_chain.is_some() {
                     self.trusted(row)?;
                 }
+                if !self.store.rows().unindexed(*seq)?.is_empty() {
+                    unindexed.push(*seq);
+                }
+            }
+            if !unindexed.is_empty() {
+                // Its `seq` changed on disk: the tag binds the transaction, not the number, so
+                // only its run tells (§12.1 item 8). Found by its values again.
+                self.counters.keys_rows_refused += unindexed.len() as u64;
+                warn!(
+                    validator = self.me,
+                    rows = unindexed.len(),
+                    "keys.db: rows not in their epoch's run (numbers changed without the \
+                     operator key, or damaged): indexed again"
+                );
+                self.in_write(Durability::Deferred, |service| {
+                    unindexed
+                        .iter()
+                        .try_for_each(|seq| service.store.rows().reindex(*seq).map(|_| ()))
+                })?;
             }
             self.checked_to = match rows.last() {
                 Some((seq, _)) if rows.len() == ROWS_PER_READ => Some(*seq),

@@ -36,6 +36,10 @@ pub(super) const EPOCH_ROWS: i64 = 1 << 16;
 #[cfg(test)]
 pub(super) const EPOCH_ROWS: i64 = 8;
 
+/// The largest `seq` a store may hold at open: a row's number beyond it (written so on disk)
+/// is refused there, leaving 2^62 numbers for rows stored after (`Runs::next_seq`).
+const MAX_SEQ_AT_OPEN: i64 = 1 << 62;
+
 /// The tables, created with the schema (and by the migration from schema 4).
 pub(super) const TABLES: &str = "
     CREATE TABLE IF NOT EXISTS key_runs (
@@ -188,6 +192,16 @@ impl Runs {
     /// Reads the filters and the rows of the open epoch. Complete epochs without their run (a
     /// store of schema 4) are not read into memory: [`Runs::close_complete`] writes them.
     pub fn read(conn: &Connection) -> Result<Self, NodeError> {
+        let first: i64 = conn
+            .prepare_cached("SELECT coalesce(min(seq), 1) FROM data_keys")?
+            .query_row([], |r| r.get(0))?;
+        let last = last_seq(conn)?;
+        if first < 1 || last > MAX_SEQ_AT_OPEN {
+            return Err(corrupt(format!(
+                "a row is numbered {}, outside 1 to 2^62",
+                if first < 1 { first } else { last }
+            )));
+        }
         let mut filters: Vec<(i64, Filter)> = Vec::new();
         let mut stmt = conn.prepare("SELECT epoch, bits FROM key_filters ORDER BY epoch")?;
         let mut rows = stmt.query([])?;
@@ -197,7 +211,7 @@ impl Runs {
             // from the table is found here, not taken for an empty epoch.
             let after = filters.last().map_or(0, |(last, _)| last + 1);
             if epoch < after
-                || epoch > i64::MAX / EPOCH_ROWS - 1
+                || epoch > MAX_SEQ_AT_OPEN / EPOCH_ROWS
                 || (epoch > after && has_rows(conn, after * EPOCH_ROWS, epoch * EPOCH_ROWS)?)
             {
                 return Err(corrupt(format!(
@@ -218,7 +232,7 @@ impl Runs {
             undo: None,
             cut: false,
         };
-        let complete = (last_seq(conn)? - runs.covered).max(0) / EPOCH_ROWS * EPOCH_ROWS;
+        let complete = (last - runs.covered).max(0) / EPOCH_ROWS * EPOCH_ROWS;
         let mut stmt =
             conn.prepare("SELECT seq, tx, key_id, patient FROM data_keys WHERE seq > ?1")?;
         let mut rows = stmt.query([runs.covered + complete])?;
@@ -348,7 +362,7 @@ impl Runs {
             self.remember_key(key, seq);
             return Ok(());
         }
-        let epoch = (seq - 1).max(0) / EPOCH_ROWS;
+        let epoch = seq.saturating_sub(1).max(0) / EPOCH_ROWS;
         let Ok(at) = self
             .filters
             .binary_search_by_key(&epoch, |(epoch, _)| *epoch)
@@ -365,6 +379,36 @@ impl Runs {
         conn.prepare_cached("UPDATE key_filters SET bits = ?2 WHERE epoch = ?1")?
             .execute(params![epoch, filter.to_bytes()])?;
         Ok(())
+    }
+
+    /// Whether row `seq` is found by `value` under `tag`: in memory for the open epoch, else by
+    /// its entry in its epoch's run (a row whose `seq` was changed on disk into a written
+    /// epoch is not, until [`Runs::amend`] adds it).
+    pub fn has_entry(
+        &self,
+        conn: &Connection,
+        seq: i64,
+        tag: Tag,
+        value: &[u8],
+    ) -> Result<bool, NodeError> {
+        let key = key(tag, value);
+        if seq > self.covered {
+            return Ok(self
+                .recent
+                .get(&key)
+                .is_some_and(|seqs| seqs.contains(&seq)));
+        }
+        let epoch = seq.saturating_sub(1).max(0) / EPOCH_ROWS;
+        let in_filter = self
+            .filters
+            .binary_search_by_key(&epoch, |(epoch, _)| *epoch)
+            .is_ok_and(|at| self.filters[at].1.may_contain(key));
+        Ok(in_filter
+            && conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM key_runs WHERE epoch = ?1 AND key = ?2 AND seq = ?3)",
+                )?
+                .query_row(params![epoch, key, seq], |r| r.get(0))?)
     }
 
     /// Writes every complete epoch after the last run as a run and a filter, in the caller's
