@@ -30,7 +30,7 @@ use tracing::debug;
 
 use super::index::{HeldTx, OnChain};
 use super::store::Durability;
-use super::wanted::{self, LAGGING_AFTER};
+use super::wanted::{self, BACKOFF_MAX, LAGGING_AFTER};
 use super::{Directory, Kept, Service, Wanted};
 use crate::error::NodeError;
 use crate::transport::Transport;
@@ -359,15 +359,12 @@ impl Service {
                 // The holder is at or past this node's state and still says no: the two
                 // disagree only while one is behind; ask at the slowest pace. Not so for a
                 // key this node sealed (it lost its store, §5.6): it asks others in turn, and
-                // one that is no party says no while the next may hold it (a grantee). Nor
-                // for `NotHeld`: the next holder may hold it. Refused again and again, a key
-                // is asked later and later (held nowhere, it would be asked for ever).
-                KeyReply::NotEntitled | KeyReply::NotOnChain | KeyReply::NotHeld
-                    if height >= self.processed =>
+                // one that is no party says no while the next may hold it (a grantee).
+                KeyReply::NotEntitled | KeyReply::NotOnChain
+                    if height >= self.processed
+                        && self.wanted.get(tx).is_some_and(|w| w.source != self.me) =>
                 {
-                    let told_to_wait = !matches!(reply, KeyReply::NotHeld)
-                        && self.wanted.get(tx).is_some_and(|w| w.source != self.me);
-                    self.wanted.refused(tx, now, told_to_wait);
+                    self.wanted.retry_at(tx, now + BACKOFF_MAX);
                 }
                 _ => {}
             }

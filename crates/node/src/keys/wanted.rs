@@ -27,15 +27,6 @@ use crate::wire::MAX_KEY_REQUEST_IDS;
 /// The backoff of a wanted key: 250 ms, doubling per try up to 10 s.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Refusals (a holder at or past this node's state saying it does not hold a key, or that it
-/// is none of its business) a key is retried after at [`BACKOFF_MAX`] at most; past them the
-/// wait doubles every two refusals, up to [`REFUSED_BACKOFF_MAX`]. A key held nowhere (lost at
-/// its only holder) is wanted for good: asked every 10 s, 200,000 of them were 20,000 ids a
-/// second asked of the peers for ever, a third of a core of each idle validator (issue 11,
-/// BENCHMARKS.md "the chain of 10,000,000 once swept").
-const REFUSALS_AT_MAX: u32 = 8;
-const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(300);
-
 /// Keys a pull chooses a holder for at most (due, or parked behind a lagging holder): the
 /// rest wait for the next pull, so that one pull never holds the key service for long.
 const DUE_PER_PULL: usize = 32 * MAX_KEY_REQUEST_IDS;
@@ -53,14 +44,6 @@ fn backoff(tries: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
-/// The wait before asking again a key refused `refusals` times ([`REFUSALS_AT_MAX`]).
-fn refused_backoff(refusals: u32) -> Duration {
-    let doublings = refusals.saturating_sub(REFUSALS_AT_MAX).div_ceil(2).min(16);
-    BACKOFF_MAX
-        .saturating_mul(1 << doublings)
-        .min(REFUSED_BACKOFF_MAX)
-}
-
 /// A wanted key. Kept in memory only: what is wanted is a function of the chain and the keys
 /// held, read again at start (§12.1).
 #[derive(Clone, Debug)]
@@ -73,8 +56,6 @@ pub(super) struct Wanted {
     pub since_ms: u64,
     /// Requests that asked for it, and holders skipped while they lagged.
     pub tries: u32,
-    /// Answers from holders at or past this node's state that gave no key ([`WantedKeys::refused`]).
-    refusals: u32,
     /// Entitled as a grantee only: asked of the patient's home only (§5.2).
     pub as_grantee: bool,
     /// An `AddRecord` (counted in a grant's key status, §13).
@@ -113,7 +94,6 @@ impl Wanted {
             source,
             since_ms,
             tries: 0,
-            refusals: 0,
             as_grantee,
             record,
             next_try: now,
@@ -306,22 +286,6 @@ impl WantedKeys {
         if let Some(wanted) = self.keys.get_mut(tx) {
             wanted.next_try = at;
             self.due.insert((at, *tx));
-        }
-    }
-
-    /// A holder at or past this node's state gave no key for `tx`: asked again after
-    /// [`BACKOFF_MAX`] if `told_to_wait` (a holder that says `tx` is none of its business), or
-    /// once refused more than [`REFUSALS_AT_MAX`] times, later and later
-    /// ([`REFUSED_BACKOFF_MAX`] at most); otherwise on its schedule (the next holder may
-    /// hold it).
-    pub fn refused(&mut self, tx: &TxId, now: Instant, told_to_wait: bool) {
-        let Some(wanted) = self.keys.get_mut(tx) else {
-            return;
-        };
-        wanted.refusals = wanted.refusals.saturating_add(1);
-        if told_to_wait || wanted.refusals > REFUSALS_AT_MAX {
-            let at = now + refused_backoff(wanted.refusals);
-            self.retry_at(tx, at);
         }
     }
 
@@ -892,52 +856,6 @@ mod tests {
         };
         assert!(ask(&mut keys, start + BACKOFF_MAX / 2).is_empty());
         assert_eq!(ask(&mut keys, start + BACKOFF_MAX).len(), 1);
-    }
-
-    /// A key refused by every holder, again and again (held nowhere), is asked at 10 s for
-    /// eight refusals, then later and later, every 5 minutes at most; a refusal that says
-    /// "wait" waits 10 s from the first.
-    #[test]
-    fn a_key_refused_again_and_again_is_asked_later_and_later() {
-        assert_eq!(refused_backoff(1), BACKOFF_MAX);
-        assert_eq!(refused_backoff(REFUSALS_AT_MAX), BACKOFF_MAX);
-        assert_eq!(refused_backoff(REFUSALS_AT_MAX + 1), 2 * BACKOFF_MAX);
-        assert_eq!(refused_backoff(REFUSALS_AT_MAX + 3), 4 * BACKOFF_MAX);
-        assert_eq!(refused_backoff(u32::MAX), REFUSED_BACKOFF_MAX);
-        let start = Instant::now();
-        let mut keys = WantedKeys::default();
-        let (told, free) = (tx(0, 1), tx(0, 2));
-        keys.insert(told, wanted(1, 1, start));
-        keys.insert(free, wanted(1, 1, start));
-        let ask = |keys: &mut WantedKeys, now| {
-            keys.requests_with::<Infallible>(now, |_| 4, |w| Ok(Some(w.source)))
-                .unwrap()
-                .into_iter()
-                .flat_map(|(_, txs)| txs)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(ask(&mut keys, start).len(), 2);
-        keys.refused(&told, start, true);
-        keys.refused(&free, start, false);
-        // Not told to wait: on its schedule (the backoff of one try).
-        assert_eq!(ask(&mut keys, start + backoff(1)), [free]);
-        let before = start + BACKOFF_MAX - Duration::from_millis(1);
-        assert!(!ask(&mut keys, before).contains(&told), "asked before its 10 s");
-        assert!(ask(&mut keys, start + BACKOFF_MAX).contains(&told));
-        // Refused past REFUSALS_AT_MAX: the wait grows whatever the answer said.
-        let mut now = start + BACKOFF_MAX;
-        for _ in 1..=REFUSALS_AT_MAX + 4 {
-            keys.refused(&free, now, false);
-        }
-        let wait = refused_backoff(REFUSALS_AT_MAX + 5);
-        assert_eq!(wait, 8 * BACKOFF_MAX);
-        now += wait - Duration::from_millis(1);
-        assert!(
-            !ask(&mut keys, now).contains(&free),
-            "asked before its wait"
-        );
-        now += Duration::from_millis(1);
-        assert!(ask(&mut keys, now).contains(&free));
     }
 
     #[test]
