@@ -35,26 +35,7 @@ fn patient_of(w: &World, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
 #[test]
 fn red_team_s9_a_moved_patient_keeps_a_key_past_its_grants_end() {
     let mut w = World::new();
-    let (patient, author, reader) = w.cast(HOSPITAL, HOSPITAL, CLINIC);
-    let other = Person::patient(HOSPITAL);
-    w.enroll(&[&other]);
-    w.read_grant(&patient, &reader, 60_000);
-    let control = w.record(&author, &patient, "Melanoma");
-    let moved = w.record(&author, &patient, "Sarcoma");
-    for record in [&control, &moved] {
-        w.wait_state(CLINIC, record, OpenState::Open);
-    }
-    w.settle();
-    assert_eq!(patient_of(&w, CLINIC, &moved), Some(patient.id.to_vec()));
-
-    w.cluster.stop(CLINIC);
-    rusqlite::Connection::open(w.keys_db(CLINIC))
-        .unwrap()
-        .execute(
-            "UPDATE data_keys SET patient = ?2 WHERE tx = ?1",
-            rusqlite::params![moved.as_slice(), other.id.as_slice()],
-        )
-        .unwrap();
+    let (patient, control, moved) = w.stopped_grantee_with_a_moved_row();
     w.clock.advance_ms(61_000);
     w.cluster.restart(CLINIC).unwrap();
     w.wait_state(CLINIC, &control, OpenState::Elsewhere { home: HOSPITAL });

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::world::{CLINIC, HOSPITAL, World, wait_until};
 use ledger::TxId;
 use node::OpenState;
-use node::load::Person;
 use pbft::ReplicaId;
 
 fn patient_of(w: &World, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
@@ -80,26 +79,7 @@ fn add_junk(w: &World, at: ReplicaId, rows: u64) -> i64 {
 #[test]
 fn red_team_s9b_a_restart_during_the_sweep_keeps_an_ended_grants_key() {
     let mut w = World::new();
-    let (patient, author, reader) = w.cast(HOSPITAL, HOSPITAL, CLINIC);
-    let other = Person::patient(HOSPITAL);
-    w.enroll(&[&other]);
-    w.read_grant(&patient, &reader, 60_000);
-    let control = w.record(&author, &patient, "Melanoma");
-    let moved = w.record(&author, &patient, "Sarcoma");
-    for record in [&control, &moved] {
-        w.wait_state(CLINIC, record, OpenState::Open);
-    }
-    w.settle();
-    assert_eq!(patient_of(&w, CLINIC, &moved), Some(patient.id.to_vec()));
-
-    w.cluster.stop(CLINIC);
-    rusqlite::Connection::open(w.keys_db(CLINIC))
-        .unwrap()
-        .execute(
-            "UPDATE data_keys SET patient = ?2 WHERE tx = ?1",
-            rusqlite::params![moved.as_slice(), other.id.as_slice()],
-        )
-        .unwrap();
+    let (patient, control, moved) = w.stopped_grantee_with_a_moved_row();
     let junk = add_junk(&w, CLINIC, 400_000);
     w.clock.advance_ms(61_000);
     w.cluster.restart(CLINIC).unwrap();

@@ -98,6 +98,33 @@ impl World {
         (patient, author, reader)
     }
 
+    /// A hospital patient's two records (`control`, `moved`) held by a clinic neurologist's
+    /// home through a read grant of a minute; the clinic stopped, and the `moved` row's patient
+    /// changed on disk to another patient's (a writer of `keys.db` without the operator key,
+    /// docs/SECURITY.md §12.1 item 8). Answers the patient, `control` and `moved`.
+    pub fn stopped_grantee_with_a_moved_row(&mut self) -> (Person, TxId, TxId) {
+        let (patient, author, reader) = self.cast(HOSPITAL, HOSPITAL, CLINIC);
+        let other = Person::patient(HOSPITAL);
+        self.enroll(&[&other]);
+        self.read_grant(&patient, &reader, 60_000);
+        let control = self.record(&author, &patient, "Melanoma");
+        let moved = self.record(&author, &patient, "Sarcoma");
+        for record in [&control, &moved] {
+            self.wait_state(CLINIC, record, OpenState::Open);
+        }
+        self.settle();
+        assert_eq!(self.key_patient(CLINIC, &moved), Some(patient.id.to_vec()));
+        self.cluster.stop(CLINIC);
+        rusqlite::Connection::open(self.keys_db(CLINIC))
+            .unwrap()
+            .execute(
+                "UPDATE data_keys SET patient = ?2 WHERE tx = ?1",
+                rusqlite::params![moved.as_slice(), other.id.as_slice()],
+            )
+            .unwrap();
+        (patient, control, moved)
+    }
+
     pub fn enroll(&self, people: &[&Person]) {
         self.rt
             .block_on(enroll(&self.cluster.handles(), people, WAIT))
