@@ -70,6 +70,9 @@ pub enum KeyReply {
     NotOnChain,
     /// Above the asker's rate, or the answerer is catching up: ask again later.
     Busy,
+    /// Not held by the answerer, which wants it too (it fetches it itself): ask again later,
+    /// it is not held nowhere.
+    Fetching,
 }
 
 /// A data key on the wire: 32 bytes, never printed, zeroed when dropped.

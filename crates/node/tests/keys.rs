@@ -337,6 +337,33 @@ fn while_the_home_is_down_the_grant_waits() {
 /// §12.1: wanted keys are kept in memory only. A grantee restarted while it waits (the home
 /// is down) wants them again at start, from the blocks since the lowest height it wanted,
 /// although its processed height is past the grant, and gets them once the home is back.
+/// §5.3, "Keys held nowhere": a validator that wants a key it does not hold answers
+/// `Fetching`, not `NotHeld`, so that an asker does not count it a refusal (a key held
+/// nowhere); once it holds the key it gives it to a party.
+#[test]
+fn a_validator_still_fetching_a_key_says_so() {
+    let mut w = World::new();
+    let (_, record, _) = grant_while_the_home_is_down(&mut w);
+    assert!(matches!(
+        w.open(CLINIC, &record).state,
+        OpenState::Waiting { from: PHARMACY, .. }
+    ));
+    let unknown = ledger::sha256(b"wanted by nobody");
+    // The author, a party, asks the grantee, which waits for the key from the home.
+    let replies = w.ask(HOSPITAL, CLINIC, 921, vec![record, unknown]);
+    assert_eq!(replies, vec![KeyReply::Fetching, KeyReply::NotHeld]);
+    wait_until("the answer in the counters", || {
+        let counters = w.node(CLINIC).key_status().counters;
+        counters.keys_requests_fetching >= 1 && counters.keys_requests_not_held >= 1
+    });
+    w.cluster.restart(PHARMACY).unwrap();
+    w.wait_state(CLINIC, &record, OpenState::Open);
+    assert!(matches!(
+        w.ask(HOSPITAL, CLINIC, 922, vec![record])[..],
+        [KeyReply::Key(_)]
+    ));
+}
+
 #[test]
 fn a_grantee_restarted_while_it_waits_wants_the_keys_again() {
     let mut w = World::new();

@@ -134,6 +134,7 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
         "requests_busy_behind": c.keys_requests_busy_behind,
         "requests_not_entitled": c.keys_requests_not_entitled,
         "requests_not_held": c.keys_requests_not_held,
+        "requests_fetching": c.keys_requests_fetching,
         "requests_checked": c.keys_requests_checked,
         "answers_dropped": c.keys_answers_dropped,
         "rows_refused": c.keys_rows_refused,

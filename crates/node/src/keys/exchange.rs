@@ -30,7 +30,7 @@ use tracing::debug;
 
 use super::index::{HeldTx, OnChain};
 use super::store::Durability;
-use super::wanted::{self, BACKOFF_MAX, LAGGING_AFTER};
+use super::wanted::{self, LAGGING_AFTER};
 use super::{Directory, Kept, Service, Wanted};
 use crate::error::NodeError;
 use crate::transport::Transport;
@@ -295,6 +295,12 @@ impl Service {
                     }
                 }
             };
+            // Not held here yet, but wanted: the asker should not take it for "held nowhere"
+            // (§5.3: a grantee asking a home that still fetches the key from its sealer).
+            let reply = match reply {
+                KeyReply::NotHeld if self.wanted.contains(tx) => KeyReply::Fetching,
+                reply => reply,
+            };
             replies.push(reply);
         }
         for reply in &replies {
@@ -302,6 +308,7 @@ impl Service {
                 KeyReply::Key(_) => self.counters.keys_served += 1,
                 KeyReply::NotEntitled => self.counters.keys_requests_not_entitled += 1,
                 KeyReply::NotHeld => self.counters.keys_requests_not_held += 1,
+                KeyReply::Fetching => self.counters.keys_requests_fetching += 1,
                 _ => {}
             }
         }
@@ -331,6 +338,8 @@ impl Service {
         height: u64,
         replies: &[KeyReply],
     ) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let was_lagging = self.exchange.lagging(from, now);
         let Some(pull) = self.exchange.answered(from, request) else {
             self.counters.keys_answers_dropped += 1;
             return Ok(());
@@ -345,7 +354,9 @@ impl Service {
             self.counters.keys_answers_dropped += 1;
             return Ok(());
         }
-        let now = Instant::now();
+        if was_lagging {
+            self.wanted.holder_back(from, now);
+        }
         if replies.iter().all(|reply| matches!(reply, KeyReply::Busy)) {
             // Asking again at once would be answered the same: its keys park behind it, and
             // move to another holder if it stays busy (§12.1 item 7).
@@ -356,15 +367,29 @@ impl Service {
         for (tx, reply) in pull.txs.iter().zip(replies) {
             match reply {
                 KeyReply::Key(WireKey(key)) => keys.push((*tx, key.clone())),
-                // The holder is at or past this node's state and still says no: the two
+                // The holder is at or past this node's state and still gives no key: a
+                // refusal (`WantedKeys::refused`). `NotEntitled` or `NotOnChain`: the two
                 // disagree only while one is behind; ask at the slowest pace. Not so for a
                 // key this node sealed (it lost its store, §5.6): it asks others in turn, and
-                // one that is no party says no while the next may hold it (a grantee).
-                KeyReply::NotEntitled | KeyReply::NotOnChain
-                    if height >= self.processed
-                        && self.wanted.get(tx).is_some_and(|w| w.source != self.me) =>
+                // one that is no party says no while the next may hold it (a grantee). Nor
+                // for `NotHeld`: the next holder may hold it.
+                KeyReply::NotEntitled | KeyReply::NotOnChain | KeyReply::NotHeld
+                    if height >= self.processed =>
                 {
-                    self.wanted.retry_at(tx, now + BACKOFF_MAX);
+                    let Some(wanted) = self.wanted.get(tx) else {
+                        continue;
+                    };
+                    let told_to_wait =
+                        !matches!(reply, KeyReply::NotHeld) && wanted.source != self.me;
+                    let round = holders_of(
+                        wanted,
+                        self.me,
+                        self.n,
+                        &mut self.directory,
+                        &self.chain,
+                        true,
+                    )?;
+                    self.wanted.refused(tx, from, &round, now, told_to_wait);
                 }
                 _ => {}
             }
@@ -521,29 +546,47 @@ fn holder_for(
     chain: &Reader,
     lagging: &dyn Fn(ReplicaId) -> bool,
 ) -> Result<Option<ReplicaId>, NodeError> {
+    let home_too = wanted.tries >= SEALER_TRIES || (wanted.source != me && lagging(wanted.source));
+    let holders = holders_of(wanted, me, n, directory, chain, home_too)?;
+    // In turn by tries, a lagging one included: it must still be asked to be heard from
+    // again (a validator that was down lags until it answers); when it is full, the pull
+    // skips it for the next (`WantedKeys::route`).
+    Ok(holders
+        .get(wanted.tries as usize % holders.len().max(1))
+        .copied())
+}
+
+/// The holders §5.2 asks for a wanted key, in turn: its source (the patient's home alone for
+/// a grantee), then, if `home_too`, the patient's home; every other validator when that
+/// leaves none (it lost its store). A round of refusals is theirs with `home_too`
+/// ([`super::wanted::WantedKeys::refused`]).
+fn holders_of(
+    wanted: &Wanted,
+    me: ReplicaId,
+    n: usize,
+    directory: &mut Directory,
+    chain: &Reader,
+    home_too: bool,
+) -> Result<Vec<ReplicaId>, NodeError> {
     if wanted.as_grantee {
-        return Ok(Some(wanted.source));
+        return Ok(vec![wanted.source]);
     }
-    let mut candidates = Vec::with_capacity(2);
+    let mut holders = Vec::with_capacity(2);
     if wanted.source != me {
-        candidates.push(wanted.source);
+        holders.push(wanted.source);
     }
-    if (wanted.tries >= SEALER_TRIES || candidates.iter().any(|c| lagging(*c)))
+    if home_too
         && let Some(home) = directory.home(chain, &wanted.patient)?
         && home != me
         && home != wanted.source
     {
-        candidates.push(home);
+        holders.push(home);
     }
-    if candidates.is_empty() {
-        let n = n.max(1) as u32;
-        let others = (n - 1).max(1);
-        // In turn by tries, a lagging one included: it must still be asked to be heard from
-        // again (a validator that was down lags until it answers); when it is full, the pull
-        // skips it for the next (`WantedKeys::route`).
-        return Ok(Some((me + 1 + wanted.tries % others) % n));
+    if holders.is_empty() {
+        let n = n.max(1) as ReplicaId;
+        holders = (1..n.max(2)).map(|k| (me + k) % n).collect();
     }
-    Ok(Some(candidates[wanted.tries as usize % candidates.len()]))
+    Ok(holders)
 }
 
 #[cfg(test)]

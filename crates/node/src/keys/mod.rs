@@ -139,6 +139,8 @@ pub struct KeyCounters {
     pub keys_requests_not_entitled: u64,
     /// Asked ids answered `NotHeld`: no key held for them here (told from memory, §5.3).
     pub keys_requests_not_held: u64,
+    /// Asked ids answered `Fetching`: not held here, but wanted (§5.3).
+    pub keys_requests_fetching: u64,
     /// Asked ids the in-memory index found held for an entitled asker, whose keys were read
     /// to be sent (§5.3, §12.1); every other id is answered from memory alone.
     pub keys_requests_checked: u64,
@@ -164,6 +166,7 @@ impl KeyCounters {
         self.keys_requests_busy_behind += other.keys_requests_busy_behind;
         self.keys_requests_not_entitled += other.keys_requests_not_entitled;
         self.keys_requests_not_held += other.keys_requests_not_held;
+        self.keys_requests_fetching += other.keys_requests_fetching;
         self.keys_requests_checked += other.keys_requests_checked;
         self.keys_answers_dropped += other.keys_answers_dropped;
         self.keys_rows_refused += other.keys_rows_refused;

@@ -13,6 +13,12 @@
 //!   or had keys parked behind it, for [`LAGGING_AFTER`]) counts the skip as a try and goes to
 //!   the next holder `holder_for` gives, if there is one with room, so that a crashed or slow
 //!   sealer does not keep the keys its patient's home would give behind its window.
+//! - A key no holder gives is wanted for good (lost at its only holder): once every holder
+//!   §5.2 asks for it has refused it in turn ([`WantedKeys::refused`]), the wait grows, round
+//!   after round, up to [`REFUSED_BACKOFF_MAX`]. A silent holder refuses nothing, so a key it
+//!   may give is never held back by the others' refusals; and a holder heard from again after
+//!   it lagged drops every grown wait back ([`WantedKeys::holder_back`]): it may have come
+//!   back holding more (a store restored from a backup).
 //! - The lowest height of a wanted transaction, written with the processed height so that a
 //!   restart knows where to read blocks again (§12.1), is kept as counts per height.
 
@@ -27,6 +33,12 @@ use crate::wire::MAX_KEY_REQUEST_IDS;
 /// The backoff of a wanted key: 250 ms, doubling per try up to 10 s.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Whole rounds of refusals after which a key is asked at [`BACKOFF_MAX`] still; past them the
+/// wait doubles per round up to [`REFUSED_BACKOFF_MAX`]. Asked every 10 s, 200,000 keys held
+/// nowhere were 20,000 ids a second asked of the peers for ever, a third of a core of each
+/// idle validator (issue 11, BENCHMARKS.md "the chain of 10,000,000 once swept").
+const ROUNDS_AT_MAX: u32 = 3;
+pub(super) const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Keys a pull chooses a holder for at most (due, or parked behind a lagging holder): the
 /// rest wait for the next pull, so that one pull never holds the key service for long.
 const DUE_PER_PULL: usize = 32 * MAX_KEY_REQUEST_IDS;
@@ -44,6 +56,14 @@ fn backoff(tries: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
+/// The wait before asking again a key refused by `rounds` whole rounds of its holders.
+fn refused_backoff(rounds: u32) -> Duration {
+    let doublings = rounds.saturating_sub(ROUNDS_AT_MAX).min(16);
+    BACKOFF_MAX
+        .saturating_mul(1 << doublings)
+        .min(REFUSED_BACKOFF_MAX)
+}
+
 /// A wanted key. Kept in memory only: what is wanted is a function of the chain and the keys
 /// held, read again at start (§12.1).
 #[derive(Clone, Debug)]
@@ -56,6 +76,10 @@ pub(super) struct Wanted {
     pub since_ms: u64,
     /// Requests that asked for it, and holders skipped while they lagged.
     pub tries: u32,
+    /// The holders that refused it in the round under way ([`WantedKeys::refused`]).
+    refused_by: Vec<ReplicaId>,
+    /// Whole rounds of refusals since it was wanted, or since a holder came back.
+    rounds: u32,
     /// Entitled as a grantee only: asked of the patient's home only (§5.2).
     pub as_grantee: bool,
     /// An `AddRecord` (counted in a grant's key status, §13).
@@ -94,6 +118,8 @@ impl Wanted {
             source,
             since_ms,
             tries: 0,
+            refused_by: Vec::new(),
+            rounds: 0,
             as_grantee,
             record,
             next_try: now,
@@ -152,6 +178,8 @@ pub(super) struct WantedKeys {
     next_stamp: u64,
     /// How many wanted keys each height has.
     heights: BTreeMap<u64, usize>,
+    /// When each holder last dropped the grown waits back ([`WantedKeys::holder_back`]).
+    backs: BTreeMap<ReplicaId, Instant>,
 }
 
 /// What a pull asks of the holders: how many there are (validators `0..count`), how many more
@@ -286,6 +314,69 @@ impl WantedKeys {
         if let Some(wanted) = self.keys.get_mut(tx) {
             wanted.next_try = at;
             self.due.insert((at, *tx));
+        }
+    }
+
+    /// `holder`, at or past this node's state, gave no key for `tx`; `round` is every holder
+    /// §5.2 asks for it. Once each of them has refused it (a silent one refuses nothing), the
+    /// round is whole: asked again after [`refused_backoff`], later round after round.
+    /// Otherwise after [`BACKOFF_MAX`] if `told_to_wait` (a holder that says `tx` is none of
+    /// its business), or on its schedule (the next holder may hold it).
+    pub fn refused(
+        &mut self,
+        tx: &TxId,
+        holder: ReplicaId,
+        round: &[ReplicaId],
+        now: Instant,
+        told_to_wait: bool,
+    ) {
+        let Some(wanted) = self.keys.get_mut(tx) else {
+            return;
+        };
+        if !wanted.refused_by.contains(&holder) {
+            wanted.refused_by.push(holder);
+        }
+        let whole = !round.is_empty() && round.iter().all(|h| wanted.refused_by.contains(h));
+        let wait = if whole {
+            wanted.refused_by = Vec::new();
+            wanted.rounds = wanted.rounds.saturating_add(1);
+            refused_backoff(wanted.rounds)
+        } else if told_to_wait {
+            BACKOFF_MAX
+        } else {
+            return;
+        };
+        self.retry_at(tx, now + wait);
+    }
+
+    /// `holder` is heard from again after it lagged: it may hold keys it refused before (a
+    /// store restored from a backup), so every wait that refusals grew drops back, at most
+    /// once per [`REFUSED_BACKOFF_MAX`] per holder (a holder that lags on and off costs no
+    /// more than asking every key at the slowest pace would).
+    pub fn holder_back(&mut self, holder: ReplicaId, now: Instant) {
+        if self
+            .backs
+            .get(&holder)
+            .is_some_and(|at| now.saturating_duration_since(*at) < REFUSED_BACKOFF_MAX)
+        {
+            return;
+        }
+        self.backs.insert(holder, now);
+        let grown: Vec<TxId> = self
+            .keys
+            .iter()
+            .filter(|(_, w)| w.rounds > 0 || !w.refused_by.is_empty())
+            .map(|(tx, _)| *tx)
+            .collect();
+        for tx in grown {
+            let Some(wanted) = self.keys.get_mut(&tx) else {
+                continue;
+            };
+            wanted.rounds = 0;
+            wanted.refused_by = Vec::new();
+            if wanted.parked.is_none() && wanted.next_try > now + BACKOFF_MAX {
+                self.retry_at(&tx, now + BACKOFF_MAX);
+            }
         }
     }
 
@@ -2853,5 +2944,320 @@ mod red_team_s8c {
                 "{asks:?}"
             );
         }
+    }
+}
+
+/// Refusals counted per holder, by whole rounds (issue 11; docs/SECURITY.md §5.3, "Keys held
+/// nowhere"). The red team s10b's cases, which broke the backoff counted per key of 2e608bbb
+/// (reverted), are here as what this design must pass: a key some holder can give arrives
+/// within the usual pace of that holder being able to give it. Each tick, as the service does:
+/// a pull, and each request answered at once by its holder (the key, `Fetching`, a refusal at
+/// or past this node's height, or nothing while it is down).
+#[cfg(test)]
+mod refusals {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use super::red_team_s8::{ME, TICK, check_invariants, grantee, holder_for_lagging, id, party};
+    use super::*;
+
+    /// Every holder §5.2 asks for `w`, four validators (`exchange::holders_of` with the home).
+    fn round_of(w: &Wanted) -> Vec<ReplicaId> {
+        if w.as_grantee {
+            return vec![w.source];
+        }
+        let home = ReplicaId::from(w.patient[0]);
+        let mut round = Vec::new();
+        if w.source != ME {
+            round.push(w.source);
+        }
+        if home != ME && home != w.source {
+            round.push(home);
+        }
+        if round.is_empty() {
+            round = (1..4).collect();
+        }
+        round
+    }
+
+    /// A holder: silent before `up_at`; then the key from `gives_from` (never if `None`), and
+    /// before, `Fetching` if it `fetches` the key itself, else `NotHeld`.
+    #[derive(Clone, Copy)]
+    struct Holder {
+        up_at: Duration,
+        gives_from: Option<Duration>,
+        fetches: bool,
+    }
+
+    const HOLDS_NOTHING: Holder = Holder {
+        up_at: Duration::ZERO,
+        gives_from: None,
+        fetches: false,
+    };
+
+    /// When the key `w` is received asking `holders` from time 0 (`None`: not by `limit`), and
+    /// how many times it was asked.
+    fn received_at(
+        w: Wanted,
+        holders: &BTreeMap<ReplicaId, Holder>,
+        limit: Duration,
+    ) -> (Option<Duration>, usize) {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let tx = id(1, 1);
+        let round = round_of(&w);
+        keys.insert(tx, w);
+        let (mut t, mut asked) = (Duration::ZERO, 0);
+        while t <= limit {
+            let now = start + t;
+            let requests = keys
+                .requests_with::<Infallible>(
+                    now,
+                    |_| 4,
+                    |w| Ok(Some(holder_for_lagging(w, &|_| false))),
+                )
+                .unwrap();
+            for (holder, txs) in requests {
+                asked += txs.len();
+                let h = holders[&holder];
+                if t < h.up_at {
+                    continue;
+                }
+                for tx in txs {
+                    if h.gives_from.is_some_and(|from| from <= t) {
+                        return (Some(t), asked);
+                    }
+                    if !h.fetches {
+                        keys.refused(&tx, holder, &round, now, false);
+                    }
+                }
+            }
+            check_invariants(&keys);
+            t += TICK;
+        }
+        (None, asked)
+    }
+
+    /// Over outages from 30 s to 15 minutes, how long after `can_give` (given the outage) the
+    /// key came at worst: (case, outage, late).
+    fn worst_late(
+        cases: &[(
+            &'static str,
+            Wanted,
+            fn(Duration) -> BTreeMap<ReplicaId, Holder>,
+        )],
+    ) -> Vec<(&'static str, Duration, Duration)> {
+        let mut worst = Vec::new();
+        for (case, wanted, holders) in cases {
+            let mut late = (Duration::ZERO, Duration::ZERO);
+            for down in (30..=900).step_by(15).map(Duration::from_secs) {
+                let (at, _) = received_at(wanted.clone(), &holders(down), 3 * down);
+                let l = at.map_or(Duration::MAX, |at| at - down);
+                if l > late.1 {
+                    late = (down, l);
+                }
+            }
+            worst.push((*case, late.0, late.1));
+        }
+        worst
+    }
+
+    /// (s10b a) A grantee asks the home, which waits for the key from a sealer that is down;
+    /// the home answers `Fetching`, no refusal. The same for a doctor's home asking the down
+    /// sealer and the home in turn. Once the home holds the key, it arrives within the usual
+    /// 10 s (2e608bbb: up to 5 minutes).
+    #[test]
+    fn a_home_still_fetching_a_key_holds_back_none_of_its_askers() {
+        let now = Instant::now();
+        let worst = worst_late(&[
+            ("grantee", grantee(1, 1, now), |down| {
+                let home = Holder {
+                    up_at: Duration::ZERO,
+                    gives_from: Some(down),
+                    fetches: true,
+                };
+                BTreeMap::from([(1, home)])
+            }),
+            ("doctor's home", party(1, 2, 1, now), |down| {
+                let sealer = Holder {
+                    up_at: down,
+                    gives_from: Some(down),
+                    fetches: false,
+                };
+                let home = Holder {
+                    up_at: Duration::ZERO,
+                    gives_from: Some(down),
+                    fetches: true,
+                };
+                BTreeMap::from([(1, sealer), (2, home)])
+            }),
+        ]);
+        assert!(
+            worst.iter().all(|(_, _, l)| *l <= BACKOFF_MAX + TICK),
+            "received this long after a holder could give it (case, outage, late): {worst:?}"
+        );
+    }
+
+    /// (s10b b, c) A validator that lost its store asks the others in turn; the one that holds
+    /// the key restarts for a while, the others say `NotHeld`. And a dishonest sealer answers
+    /// `NotHeld` to everything while the honest home restarts. The silent holder refuses
+    /// nothing, so no round is whole: back up, it is asked within the usual pace (2e608bbb:
+    /// up to 166 s late).
+    #[test]
+    fn refusals_while_the_holder_is_down_never_hold_it_back_once_up() {
+        let now = Instant::now();
+        let worst = worst_late(&[
+            ("lost store", party(ME, ME, 1, now), |down| {
+                let holder = Holder {
+                    up_at: down,
+                    gives_from: Some(Duration::ZERO),
+                    fetches: false,
+                };
+                BTreeMap::from([(1, HOLDS_NOTHING), (2, HOLDS_NOTHING), (3, holder)])
+            }),
+            ("lying sealer", party(1, 2, 1, now), |down| {
+                let home = Holder {
+                    up_at: down,
+                    gives_from: Some(Duration::ZERO),
+                    fetches: false,
+                };
+                BTreeMap::from([(1, HOLDS_NOTHING), (2, home)])
+            }),
+        ]);
+        assert!(
+            worst.iter().all(|(_, _, l)| *l <= 3 * BACKOFF_MAX + TICK),
+            "received this long after its holder was back (case, outage, late): {worst:?}"
+        );
+    }
+
+    /// A key every holder refuses, round after round (held nowhere), is asked at 10 s for three
+    /// rounds, then twice as late each round, every 5 minutes at most: over an hour, a few
+    /// dozen asks where the 10 s pace made hundreds.
+    #[test]
+    fn a_key_held_nowhere_is_asked_later_and_later() {
+        assert_eq!(refused_backoff(1), BACKOFF_MAX);
+        assert_eq!(refused_backoff(ROUNDS_AT_MAX), BACKOFF_MAX);
+        assert_eq!(refused_backoff(ROUNDS_AT_MAX + 1), 2 * BACKOFF_MAX);
+        assert_eq!(refused_backoff(ROUNDS_AT_MAX + 3), 8 * BACKOFF_MAX);
+        assert_eq!(refused_backoff(u32::MAX), REFUSED_BACKOFF_MAX);
+        let hour = Duration::from_secs(3600);
+        let now = Instant::now();
+        for (case, wanted, holders) in [
+            ("grantee", grantee(1, 1, now), vec![1]),
+            ("party", party(1, 2, 1, now), vec![1, 2]),
+            ("lost store", party(ME, ME, 1, now), vec![1, 2, 3]),
+        ] {
+            let round = holders.len();
+            let holders = holders.into_iter().map(|h| (h, HOLDS_NOTHING)).collect();
+            let (at, asked) = received_at(wanted, &holders, hour);
+            assert_eq!(at, None);
+            // Three rounds at 10 s, then 20 + 40 + 80 + 160 s, then every 300 s: about 20
+            // rounds, where the 10 s pace made 360.
+            assert!(
+                (10 * round..=25 * round).contains(&asked),
+                "{case}: asked {asked} times in an hour, {round} holders a round"
+            );
+        }
+    }
+
+    /// A round is whole only once each of its holders has refused: the same holder refusing
+    /// again does not make it. A `told_to_wait` refusal waits 10 s whatever the round.
+    #[test]
+    fn one_holder_refusing_again_and_again_makes_no_round() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let tx = id(1, 1);
+        keys.insert(tx, party(1, 2, 1, start));
+        for _ in 0..100 {
+            keys.refused(&tx, 1, &[1, 2], start, false);
+        }
+        assert_eq!(keys.get(&tx).unwrap().rounds, 0);
+        keys.refused(&tx, 2, &[1, 2], start, true);
+        assert_eq!(keys.get(&tx).unwrap().rounds, 1);
+        assert!(keys.get(&tx).unwrap().refused_by.is_empty());
+        keys.refused(&tx, 2, &[1, 2], start, true);
+        assert_eq!(keys.get(&tx).unwrap().rounds, 1, "a new round began");
+        assert_eq!(keys.get(&tx).unwrap().next_try, start + BACKOFF_MAX);
+        check_invariants(&keys);
+    }
+
+    /// A holder back after it lagged drops every grown wait back to 10 s at most (it may hold
+    /// more now, from a backup), once per 5 minutes per holder.
+    #[test]
+    fn a_holder_back_drops_grown_waits_back() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let (far, near) = (id(1, 1), id(1, 2));
+        keys.insert(far, grantee(1, 1, start));
+        keys.insert(near, grantee(1, 1, start));
+        for _ in 0..20 {
+            keys.refused(&far, 1, &[1], start, false);
+        }
+        assert_eq!(
+            keys.get(&far).unwrap().next_try,
+            start + REFUSED_BACKOFF_MAX
+        );
+        let t = start + Duration::from_secs(1);
+        keys.holder_back(1, t);
+        assert_eq!(keys.get(&far).unwrap().rounds, 0);
+        assert_eq!(keys.get(&far).unwrap().next_try, t + BACKOFF_MAX);
+        assert_eq!(
+            keys.get(&near).unwrap().next_try,
+            start,
+            "never refused: as it was"
+        );
+        check_invariants(&keys);
+        for _ in 0..20 {
+            keys.refused(&far, 1, &[1], t, false);
+        }
+        keys.holder_back(1, t + REFUSED_BACKOFF_MAX - TICK);
+        assert_eq!(
+            keys.get(&far).unwrap().next_try,
+            t + REFUSED_BACKOFF_MAX,
+            "once per 5 min"
+        );
+        keys.holder_back(2, t + TICK);
+        assert_eq!(
+            keys.get(&far).unwrap().rounds,
+            0,
+            "another holder's own 5 minutes"
+        );
+    }
+
+    /// (s10b d) `refused` on a key parked behind a full holder takes it out of the parking and
+    /// schedules it, every invariant kept; on a key no longer wanted it does nothing; the
+    /// rounds saturate and the wait stays 5 minutes.
+    #[test]
+    fn refused_on_parked_removed_and_saturated_keys_keeps_the_invariants() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let (a, b) = (id(1, 1), id(1, 2));
+        keys.insert(a, party(1, 2, 1, start));
+        keys.insert(b, party(1, 2, 1, start));
+        let asked = keys
+            .requests_with::<Infallible>(start, |_| 0, |w| Ok(Some(w.source)))
+            .unwrap();
+        assert!(asked.is_empty());
+        assert!(keys.get(&a).unwrap().parked.is_some());
+        keys.refused(&a, 1, &[1, 2], start, true);
+        check_invariants(&keys);
+        assert!(keys.get(&a).unwrap().parked.is_none());
+        keys.remove(&b);
+        keys.refused(&b, 1, &[1], start, true);
+        check_invariants(&keys);
+        keys.keys.get_mut(&a).unwrap().rounds = u32::MAX - 1;
+        for _ in 0..3 {
+            keys.refused(&a, 1, &[1], start, false);
+        }
+        assert_eq!(keys.get(&a).unwrap().rounds, u32::MAX);
+        assert_eq!(keys.get(&a).unwrap().next_try, start + REFUSED_BACKOFF_MAX);
+        check_invariants(&keys);
+        let ask = |keys: &mut WantedKeys, now| {
+            keys.requests_with::<Infallible>(now, |_| 4, |w| Ok(Some(w.source)))
+                .unwrap()
+        };
+        assert!(ask(&mut keys, start + REFUSED_BACKOFF_MAX - TICK).is_empty());
+        assert_eq!(ask(&mut keys, start + REFUSED_BACKOFF_MAX), [(1, vec![a])]);
     }
 }

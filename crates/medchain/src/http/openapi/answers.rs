@@ -237,6 +237,7 @@ pub struct KeyMetrics {
     requests_busy_behind: u64,
     requests_not_entitled: u64,
     requests_not_held: u64,
+    requests_fetching: u64,
     requests_checked: u64,
     answers_dropped: u64,
     /// `keys.db` rows whose facts failed their tag at start: changed without the operator key
