@@ -219,7 +219,8 @@ impl Runtime {
                 id,
                 n,
                 (timing.view_change_timeout * 2).clamp(FETCH_TIMEOUT_MIN, FETCH_TIMEOUT_MAX),
-            ),
+            )
+            .waiting_out(timing.max_in_flight, 2 * STATUS_EVERY),
             // The first turn tells the peers this validator's head: they learn at once that
             // it is back (and its key service, that f+1 of them are not ahead of it).
             last_status_sent: Instant::now()

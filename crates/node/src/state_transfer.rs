@@ -8,7 +8,11 @@
 //! Byzantine peer claiming a huge height costs one timeout per claim. A peer is asked first
 //! again only after a full answer (as many blocks as a reply may carry); after a partial one the
 //! next candidate is, so a peer trickling one block per timeout is asked once per round and an
-//! honest peer at least every f+1 requests. Blocks are applied only
+//! honest peer at least every f+1 requests. A heartbeat claim a few blocks ahead is what a
+//! validator a step behind its peers sees at every block (the primary commits last, issue 11):
+//! consensus brings those blocks within moments, so such a claim is acted on only once it has
+//! stayed ahead for a grace period (`StateTransfer::waiting_out`); one further ahead, or f+1
+//! stable checkpoints past our head, at once. Blocks are applied only
 //! with a valid certificate (`Runtime::on_blocks`), so no peer can make a validator apply what a
 //! quorum did not commit.
 
@@ -53,6 +57,12 @@ pub struct StateTransfer {
     in_flight: Option<InFlight>,
     /// The peer tried first next time, so that retries rotate through the candidates.
     cursor: usize,
+    /// Per peer: since when its claim may be fetched (`None`: it claims nothing past our
+    /// head).
+    fetchable_at: Vec<Option<Instant>>,
+    /// A heartbeat claim at most this far ahead of our head waits `grace`.
+    near: u64,
+    grace: Duration,
 }
 
 impl StateTransfer {
@@ -64,7 +74,19 @@ impl StateTransfer {
             skipped_until: vec![None; n],
             in_flight: None,
             cursor: (me as usize + 1) % n.max(1),
+            fetchable_at: vec![None; n],
+            near: 0,
+            grace: Duration::ZERO,
         }
+    }
+
+    /// A heartbeat claim at most `near` blocks ahead is fetched only once it has stayed ahead
+    /// for `grace` (consensus brings such blocks first when this validator keeps up: a block
+    /// fetched so is checked in full again, every signature in it).
+    pub fn waiting_out(mut self, near: u64, grace: Duration) -> Self {
+        self.near = near;
+        self.grace = grace;
+        self
     }
 
     /// Whether a request is out.
@@ -91,6 +113,15 @@ impl StateTransfer {
         if let Some(claim) = self.claims.get_mut(peer as usize) {
             *claim = height;
         }
+        if let Some(at) = self.fetchable_at.get_mut(peer as usize) {
+            let wait = if height > head.saturating_add(self.near) {
+                Duration::ZERO
+            } else {
+                self.grace
+            };
+            let at = at.get_or_insert(now + wait);
+            *at = (*at).min(now + wait);
+        }
         self.next(head, now)
     }
 
@@ -105,6 +136,9 @@ impl StateTransfer {
         for peer in peers {
             if let Some(claim) = self.claims.get_mut(*peer as usize) {
                 *claim = (*claim).max(seq);
+            }
+            if let Some(at) = self.fetchable_at.get_mut(*peer as usize) {
+                *at = Some(now);
             }
         }
         self.next(head, now)
@@ -166,6 +200,12 @@ impl StateTransfer {
     /// The next request, if none is out and some peer claims more than `head`: the first such
     /// peer from the cursor on, skipping those that sent invalid blocks lately.
     fn next(&mut self, head: u64, now: Instant) -> Option<FetchRequest> {
+        // A claim our head has reached waits its grace again when it is renewed.
+        for (claim, at) in self.claims.iter().zip(&mut self.fetchable_at) {
+            if *claim <= head {
+                *at = None;
+            }
+        }
         if self.in_flight.is_some() {
             return None;
         }
@@ -175,6 +215,7 @@ impl StateTransfer {
             .find(|&peer| {
                 peer != self.me
                     && self.claims[peer as usize] > head
+                    && self.fetchable_at[peer as usize].is_some_and(|at| at <= now)
                     && self.skipped_until[peer as usize].is_none_or(|until| until <= now)
             })?;
         self.cursor = (peer as usize + 1) % n;
@@ -271,6 +312,34 @@ mod tests {
                 .poll(70, now + SKIP_INVALID)
                 .is_some_and(|r| r.peer == 1)
         );
+    }
+
+    /// A validator a block behind its peers (the primary commits last) fetches nothing its
+    /// consensus brings within the grace; a claim that stays ahead that long, one further
+    /// ahead, or f+1 checkpoints past its head are fetched at once.
+    #[test]
+    fn a_claim_a_step_ahead_waits_out_its_grace() {
+        let grace = Duration::from_secs(2);
+        let start = Instant::now();
+        let mut transfer = StateTransfer::new(0, 4, TIMEOUT).waiting_out(8, grace);
+        // At every block for a minute, a peer claims the block this validator commits next.
+        let mut now = start;
+        for head in 10..70 {
+            assert_eq!(transfer.on_claim(1, head + 1, head, now), None);
+            now += Duration::from_millis(500);
+            assert_eq!(transfer.poll(head + 1, now), None, "fetched at {head}");
+        }
+        // A claim that stays ahead past the grace is fetched.
+        assert_eq!(transfer.on_claim(2, 72, 70, now), None);
+        assert_eq!(transfer.poll(70, now + grace / 2), None);
+        let request = transfer.poll(70, now + grace).unwrap();
+        assert_eq!((request.peer, request.from_height), (2, 71));
+        // Further ahead than `near`: at once.
+        let mut transfer = StateTransfer::new(0, 4, TIMEOUT).waiting_out(8, grace);
+        assert_eq!(transfer.on_claim(3, 79, 70, now).unwrap().peer, 3);
+        // f+1 stable checkpoints past the head: at once.
+        let mut transfer = StateTransfer::new(0, 4, TIMEOUT).waiting_out(8, grace);
+        assert_eq!(transfer.on_claims(&[1, 2], 72, 70, now).unwrap().peer, 1);
     }
 
     #[test]
