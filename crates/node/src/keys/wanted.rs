@@ -3039,14 +3039,13 @@ mod refusals {
         (None, asked)
     }
 
+    /// The holders of a case, given the outage.
+    type HoldersAfter = fn(Duration) -> BTreeMap<ReplicaId, Holder>;
+
     /// Over outages from 30 s to 15 minutes, how long after `can_give` (given the outage) the
     /// key came at worst: (case, outage, late).
     fn worst_late(
-        cases: &[(
-            &'static str,
-            Wanted,
-            fn(Duration) -> BTreeMap<ReplicaId, Holder>,
-        )],
+        cases: &[(&'static str, Wanted, HoldersAfter)],
     ) -> Vec<(&'static str, Duration, Duration)> {
         let mut worst = Vec::new();
         for (case, wanted, holders) in cases {
@@ -3259,5 +3258,428 @@ mod refusals {
         };
         assert!(ask(&mut keys, start + REFUSED_BACKOFF_MAX - TICK).is_empty());
         assert_eq!(ask(&mut keys, start + REFUSED_BACKOFF_MAX), [(1, vec![a])]);
+    }
+}
+
+/// Red team s11, against the refusals counted per holder by whole rounds (bea9ecda; docs/
+/// SECURITY.md §5.3, "Keys held nowhere"). A simulator closer to the service than `refusals`'s:
+/// `n` validators, `exchange::holder_for` and `holders_of` as they are (the patient's home is
+/// its first byte), at most [`OPEN_PER_HOLDER`] requests open per holder, forgotten after
+/// [`TIMEOUT`], and a holder lagging once a request to it has been unanswered for
+/// [`LAGGING_AFTER`] (`Exchange::lagging`), heard from again through `holder_back` as
+/// `Service::on_answer` does. Each tick: a pull, and each request answered at once (or never,
+/// by a silent holder).
+#[cfg(test)]
+mod red_team_s11 {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::red_team_s8::{
+        ME, OPEN_PER_HOLDER, SEALER_TRIES, TICK, TIMEOUT, check_invariants, grantee, id, party,
+    };
+    use super::*;
+
+    /// `exchange::holders_of` for `n` validators (the patient's home is its first byte).
+    fn holders_of(w: &Wanted, n: usize, home_too: bool) -> Vec<ReplicaId> {
+        if w.as_grantee {
+            return vec![w.source];
+        }
+        let home = ReplicaId::from(w.patient[0]);
+        let mut holders = Vec::new();
+        if w.source != ME {
+            holders.push(w.source);
+        }
+        if home_too && home != ME && home != w.source {
+            holders.push(home);
+        }
+        if holders.is_empty() {
+            let n = n.max(1) as ReplicaId;
+            holders = (1..n.max(2)).map(|k| (ME + k) % n).collect();
+        }
+        holders
+    }
+
+    /// `exchange::holder_for` for `n` validators.
+    fn holder_for(w: &Wanted, n: usize, lagging: &dyn Fn(ReplicaId) -> bool) -> Option<ReplicaId> {
+        let home_too = w.tries >= SEALER_TRIES || (w.source != ME && lagging(w.source));
+        let holders = holders_of(w, n, home_too);
+        holders
+            .get(w.tries as usize % holders.len().max(1))
+            .copied()
+    }
+
+    /// What a holder answers (at a height at or past the asker's, `u64::MAX` for a dishonest
+    /// one: every answer without a key is a refusal).
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Says {
+        Silent,
+        Key,
+        Fetching,
+        NotHeld,
+        NotEntitled,
+    }
+
+    /// The exchange's side of the simulated asker: open requests and unanswered holders.
+    struct Net {
+        n: usize,
+        now: Instant,
+        open: Vec<(ReplicaId, Instant)>,
+        unanswered_since: Vec<Option<Instant>>,
+    }
+
+    impl Net {
+        fn lagging(&self, holder: ReplicaId) -> bool {
+            self.unanswered_since[holder as usize]
+                .is_some_and(|since| self.now.saturating_duration_since(since) >= LAGGING_AFTER)
+        }
+    }
+
+    impl Holders for Net {
+        type Error = std::convert::Infallible;
+
+        fn count(&self) -> usize {
+            self.n
+        }
+
+        fn room(&mut self, holder: ReplicaId) -> usize {
+            let open = self.open.iter().filter(|(h, _)| *h == holder).count();
+            OPEN_PER_HOLDER.saturating_sub(open)
+        }
+
+        fn lagging(&self, holder: ReplicaId) -> bool {
+            Net::lagging(self, holder)
+        }
+
+        fn holder_for(
+            &mut self,
+            wanted: &Wanted,
+            lagging: &dyn Fn(ReplicaId) -> bool,
+        ) -> Result<Option<ReplicaId>, Self::Error> {
+            Ok(holder_for(wanted, self.n, lagging))
+        }
+    }
+
+    /// One run: when the key came (`None`: not by the limit), and how many times it was asked
+    /// of each holder.
+    struct Run {
+        received: Option<Duration>,
+        asked: BTreeMap<ReplicaId, usize>,
+    }
+
+    impl Run {
+        fn asked(&self) -> usize {
+            self.asked.values().sum()
+        }
+    }
+
+    /// Asks for `w` among `n` validators from time 0 until `limit`, each holder answering
+    /// `says(holder, t)`; `backs(t)` are the holders heard from again after a lag at `t` that
+    /// the asker's other traffic saw (a backlog: `holder_back`, as `on_answer` calls it).
+    fn run(
+        n: usize,
+        w: Wanted,
+        says: &dyn Fn(ReplicaId, Duration) -> Says,
+        backs: &dyn Fn(Duration) -> Vec<ReplicaId>,
+        limit: Duration,
+    ) -> Run {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let tx = id(1, 1);
+        let round = holders_of(&w, n, true);
+        let told = w.source != ME;
+        keys.insert(tx, w);
+        let mut net = Net {
+            n,
+            now: start,
+            open: Vec::new(),
+            unanswered_since: vec![None; n],
+        };
+        let mut asked = BTreeMap::new();
+        let mut t = Duration::ZERO;
+        while t <= limit {
+            let now = start + t;
+            net.now = now;
+            net.open
+                .retain(|(_, sent)| now.saturating_duration_since(*sent) < TIMEOUT);
+            for holder in backs(t) {
+                keys.holder_back(holder, now);
+            }
+            let requests = keys.requests(now, &mut net).unwrap();
+            for (holder, txs) in requests {
+                *asked.entry(holder).or_default() += txs.len();
+                net.open.push((holder, now));
+                net.unanswered_since[holder as usize].get_or_insert(now);
+                let says = says(holder, t);
+                if says == Says::Silent {
+                    continue;
+                }
+                let was_lagging = net.lagging(holder);
+                if let Some(at) = net.open.iter().position(|o| *o == (holder, now)) {
+                    net.open.remove(at);
+                }
+                net.unanswered_since[holder as usize] = net
+                    .open
+                    .iter()
+                    .filter(|(h, _)| *h == holder)
+                    .map(|(_, sent)| *sent)
+                    .min();
+                if was_lagging {
+                    keys.holder_back(holder, now);
+                }
+                for tx in txs {
+                    match says {
+                        Says::Key => {
+                            return Run {
+                                received: Some(t),
+                                asked,
+                            };
+                        }
+                        Says::NotHeld => keys.refused(&tx, holder, &round, now, false),
+                        Says::NotEntitled => keys.refused(&tx, holder, &round, now, told),
+                        Says::Fetching | Says::Silent => {}
+                    }
+                }
+            }
+            check_invariants(&keys);
+            t += TICK;
+        }
+        Run {
+            received: None,
+            asked,
+        }
+    }
+
+    /// What each holder answers, at each time.
+    type Answers = fn(ReplicaId, Duration) -> Says;
+
+    fn no_backs(_: Duration) -> Vec<ReplicaId> {
+        Vec::new()
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// BREAK. A key lost at its sealer S is wanted by S itself (it lost its store: source =
+    /// itself, §5.6) and by every other party (the patient's home H, a doctor's home) and live
+    /// grantee. Each of them that is asked answers `Fetching` (it wants the key too), which is
+    /// no refusal, so no round is ever whole: every party asks it every 10 s for ever, the
+    /// cost this commit was to remove. Only a key whose round has no party but the asker (a
+    /// validator's own seal of its own patient, its own doctor, no grant) backs off. On
+    /// net10m that is 13,712 records (and their grants) of the hospital's 199,158 wanted keys:
+    /// the other 86 % were lost at another sealer, which wants them too (BENCHMARKS.md, "the
+    /// chain of 10,000,000 once swept").
+    ///
+    /// Measured: 365 asks an hour in each case, as before the commit (the bound, as
+    /// `refusals::a_key_held_nowhere_is_asked_later_and_later`'s: 25 a holder of the round).
+    /// Fix: a `Fetching` holder is no proof the key exists. Count `Fetching` as a refusal when
+    /// the answerer's own wait for it has grown (it answers `NotHeld` once its own rounds
+    /// reach [`ROUNDS_AT_MAX`], so a cycle of askers backs off as soon as the first does), or
+    /// carry in `Fetching` the holders it waits on, a refusal when they are all the asker or
+    /// holders that refused it; and a holder that receives a key it answered `Fetching` for
+    /// lets its askers know (their wait dropped back for that key).
+    #[test]
+    #[ignore = "break: a key held nowhere that its other parties want too (Fetching both ways) is asked every 10 s for ever"]
+    fn keys_held_nowhere_that_their_other_parties_want_too_are_asked_every_10_s_for_ever() {
+        let now = Instant::now();
+        let cases: [(&str, Wanted, Answers); 4] = [
+            // This node sealed it and lost it; the patient's home (1) wants it from here.
+            ("sealer, lost store", party(ME, 1, 1, now), |h, _| {
+                if h == 1 {
+                    Says::Fetching
+                } else {
+                    Says::NotHeld
+                }
+            }),
+            // This node is the home; the sealer (1) lost it and wants it itself.
+            ("patient's home", party(1, ME, 1, now), |_, _| {
+                Says::Fetching
+            }),
+            // A grantee; the home (1) waits for it from the sealer, which lost it.
+            ("grantee", grantee(1, 1, now), |_, _| Says::Fetching),
+            // A doctor's home; the sealer (1) lost it, the home (2) wants it.
+            ("doctor's home", party(1, 2, 1, now), |_, _| Says::Fetching),
+        ];
+        let mut measured = Vec::new();
+        for (case, wanted, says) in cases {
+            let round = holders_of(&wanted, 4, true).len();
+            let run = run(4, wanted, &says, &no_backs, HOUR);
+            assert_eq!(run.received, None);
+            measured.push((case, run.asked(), 25 * round));
+        }
+        assert!(
+            measured.iter().all(|(_, asked, bound)| asked <= bound),
+            "asks in an hour of a key held nowhere (case, asked, bound): {measured:?}"
+        );
+    }
+
+    /// BREAK (in `holder_for` before this commit, kept by `holders_of`'s round). A validator
+    /// that sealed a record and lost its store (§5.6) asks the others in turn for its first
+    /// three tries only (those are its own holders: none), then the patient's home alone for
+    /// good. A grantee or a doctor's home that still holds the key is never asked again, so
+    /// that if the home cannot give it (one dishonest home answering `NotHeld`, or an honest
+    /// home that lost its store too and answers `Fetching`) the key never comes, although an
+    /// honest validator holds it and would give it to this party. With 4 validators: the
+    /// holder restarting (silent) at the one moment it was asked; with 7 or 10: a holder past
+    /// the third in turn, never asked at all. Measured: not received in an hour in each of the
+    /// six cases (4, 7, 10 validators; the home `NotHeld` or `Fetching`); the holder asked
+    /// once (4: while it was down) or never (7, 10).
+    /// Fix: when the sealer is this node, `holders_of` is the home then every other validator
+    /// (the home first, as §5.2 prefers it), in turn by tries, the round being all of them;
+    /// the refusals' backoff keeps the cost of a key held nowhere low.
+    #[test]
+    #[ignore = "break: a sealer that lost its store asks only the patient's home after 3 tries, never the grantee that holds the key"]
+    fn a_sealer_that_lost_its_store_never_asks_again_the_grantee_that_holds_its_key() {
+        let now = Instant::now();
+        let mut missed = Vec::new();
+        for (n, holder, holder_down) in [(4, 3, Duration::from_secs(30)), (7, 5, Duration::ZERO)]
+            .into_iter()
+            .chain([(10, 8, Duration::ZERO)])
+        {
+            for home_says in [Says::NotHeld, Says::Fetching] {
+                let says = move |h: ReplicaId, t: Duration| match h {
+                    _ if h == holder && t < holder_down => Says::Silent,
+                    _ if h == holder => Says::Key,
+                    1 => home_says,
+                    _ => Says::NotHeld,
+                };
+                let run = run(n, party(ME, 1, 1, now), &says, &no_backs, HOUR);
+                if run.received.is_none() {
+                    missed.push((n, home_says, run.asked.get(&holder).copied()));
+                }
+            }
+        }
+        assert!(
+            missed.is_empty(),
+            "never received (validators, the home's answer, times the holder was asked): \
+             {missed:?}"
+        );
+    }
+
+    /// HELD. A validator that lost its store asks, for its own seal of its own patient, every
+    /// other validator in turn, the round being all of them. One dishonest validator answers
+    /// `NotHeld` at `u64::MAX` for everything, the honest non-holders `NotHeld`, and the one
+    /// honest holder is down for a while (silent: it refuses nothing). With 4, 7 and 10
+    /// validators the key comes within the round's pace once the holder is back ((n - 1) tries
+    /// of 10 s, as before this commit: in turn, each holder is asked every (n - 1) tries).
+    /// Measured, worst over outages of 30 s to 15 minutes: 20.75 s (4), 50.75 s (7 and 10).
+    /// The liar answers `NotEntitled` (a lost store's key: not told to wait).
+    #[test]
+    fn a_lost_store_gets_its_key_at_the_pace_of_its_round_whatever_one_liar_says() {
+        let now = Instant::now();
+        for n in [4, 7, 10] {
+            let holder = n as ReplicaId - 1;
+            let mut worst = Duration::ZERO;
+            for down in (30..=900).step_by(45).map(Duration::from_secs) {
+                let says = move |h: ReplicaId, t: Duration| match h {
+                    _ if h == holder && t < down => Says::Silent,
+                    _ if h == holder => Says::Key,
+                    1 => Says::NotEntitled,
+                    _ => Says::NotHeld,
+                };
+                let run = run(n, party(ME, ME, 1, now), &says, &no_backs, 3 * down);
+                let late = run.received.map_or(Duration::MAX, |at| at - down);
+                worst = worst.max(late);
+            }
+            let pace = BACKOFF_MAX * (n as u32 - 1) + BACKOFF_MAX;
+            assert!(
+                worst <= pace,
+                "{n} validators: received {worst:?} after the holder was back (pace {pace:?})"
+            );
+        }
+    }
+
+    /// HELD. One dishonest validator of a round goes silent for a moment every 5 minutes and
+    /// answers again (as seen by the asker's other traffic: `holder_back`), so as to drop the
+    /// grown waits of every key held nowhere back to 10 s again and again: the key is then
+    /// asked more than with no lag, but no more than at the 10 s pace of before this commit.
+    /// Measured (4 validators, a lost store's own seal held nowhere, an hour): 238 asks with
+    /// the liar's lags every 5 minutes, 51 without, 360 before this commit (the bound): the
+    /// liar takes back two thirds of the saving, as §5.3 allows ("within its allowance").
+    #[test]
+    fn a_holder_lagging_on_and_off_costs_no_more_than_the_10_s_pace() {
+        let now = Instant::now();
+        let says = |_: ReplicaId, _: Duration| Says::NotHeld;
+        let quiet = run(4, party(ME, ME, 1, now), &says, &no_backs, HOUR);
+        let every_5_min = |t: Duration| {
+            if t.as_millis() % 300_000 == 125_000 {
+                vec![1]
+            } else {
+                Vec::new()
+            }
+        };
+        let lagging = run(4, party(ME, ME, 1, now), &says, &every_5_min, HOUR);
+        // Before this commit: asked every 10 s, 360 times an hour.
+        let before = (HOUR.as_secs() / BACKOFF_MAX.as_secs()) as usize;
+        assert!(
+            quiet.asked() < lagging.asked() && lagging.asked() <= before,
+            "asked {} times an hour with a holder lagging every 5 minutes, {} without, {} before",
+            lagging.asked(),
+            quiet.asked(),
+            before
+        );
+    }
+
+    /// HELD. `refused` (from any holder, in the round or not, told to wait or not, on keys
+    /// parked, due or gone) and `holder_back` (any holder, any time) mixed with inserts,
+    /// removes and pulls keep every invariant of `WantedKeys`, never ask a key sooner than
+    /// its schedule allowed, and never leave a wait beyond [`REFUSED_BACKOFF_MAX`].
+    #[test]
+    fn refusals_and_holders_back_in_any_order_keep_every_invariant() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let mut t = Duration::ZERO;
+        for step in 0..20_000u32 {
+            let now = start + t;
+            let tx = id(1, rng.gen_range(0..64));
+            match rng.gen_range(0..10) {
+                0 => {
+                    let home = rng.gen_range(0..4);
+                    let w = if rng.gen_bool(0.3) {
+                        grantee(home.max(1), u64::from(step % 7), now)
+                    } else {
+                        party(rng.gen_range(0..4), home, u64::from(step % 7), now)
+                    };
+                    keys.insert(tx, w);
+                }
+                1 => {
+                    keys.remove(&tx);
+                }
+                2..=5 => {
+                    let before = keys.get(&tx).map(|w| w.next_try);
+                    let round: Vec<ReplicaId> = (1..4).filter(|_| rng.gen_bool(0.6)).collect();
+                    keys.refused(&tx, rng.gen_range(0..4), &round, now, rng.gen_bool(0.5));
+                    if let (Some(before), Some(w)) = (before, keys.get(&tx))
+                        && w.parked.is_none()
+                    {
+                        assert!(
+                            w.next_try >= before.min(now + BACKOFF_MAX),
+                            "a refusal never asks a key sooner"
+                        );
+                        assert!(w.next_try <= now.max(before) + REFUSED_BACKOFF_MAX);
+                    }
+                }
+                6 => keys.holder_back(rng.gen_range(0..4), now),
+                _ => {
+                    let room = rng.gen_range(0..3);
+                    keys.requests_with::<std::convert::Infallible>(
+                        now,
+                        |_| room,
+                        |w| Ok(Some(holder_for(w, 4, &|_| false).unwrap_or(1))),
+                    )
+                    .unwrap();
+                }
+            }
+            check_invariants(&keys);
+            for w in keys.keys.values() {
+                assert!(
+                    w.next_try <= now + REFUSED_BACKOFF_MAX,
+                    "a wait past 5 minutes"
+                );
+            }
+            t += Duration::from_millis(rng.gen_range(0..2_000));
+        }
     }
 }
