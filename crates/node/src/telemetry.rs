@@ -45,11 +45,12 @@ pub enum MessageKind {
     Blocks,
     KeyRequest,
     KeyAnswer,
+    KeyOffer,
     Cut,
 }
 
 impl MessageKind {
-    const ALL: [MessageKind; 16] = [
+    const ALL: [MessageKind; 17] = [
         MessageKind::Forward,
         MessageKind::PrePrepare,
         MessageKind::Prepare,
@@ -65,6 +66,7 @@ impl MessageKind {
         MessageKind::Blocks,
         MessageKind::KeyRequest,
         MessageKind::KeyAnswer,
+        MessageKind::KeyOffer,
         MessageKind::Cut,
     ];
 
@@ -87,6 +89,7 @@ impl MessageKind {
             Wire::Blocks(_) => MessageKind::Blocks,
             Wire::Keys(KeyFrame::Request { .. }) => MessageKind::KeyRequest,
             Wire::Keys(KeyFrame::Answer { .. }) => MessageKind::KeyAnswer,
+            Wire::Keys(KeyFrame::Offer { .. }) => MessageKind::KeyOffer,
             Wire::Cut => MessageKind::Cut,
         }
     }
@@ -108,6 +111,7 @@ impl MessageKind {
             MessageKind::Blocks => "blocks",
             MessageKind::KeyRequest => "key_request",
             MessageKind::KeyAnswer => "key_answer",
+            MessageKind::KeyOffer => "key_offer",
             MessageKind::Cut => "cut",
         }
     }

@@ -54,6 +54,9 @@ pub enum KeyFrame {
         height: u64,
         replies: Vec<KeyReply>,
     },
+    /// Keys the sender now holds, after it answered this node `Fetching` for them (1 to
+    /// [`MAX_KEY_REQUEST_IDS`] ids): ask again.
+    Offer { txs: Vec<ledger::TxId> },
 }
 
 /// The answer for one asked id.
@@ -70,8 +73,8 @@ pub enum KeyReply {
     NotOnChain,
     /// Above the asker's rate, or the answerer is catching up: ask again later.
     Busy,
-    /// Not held by the answerer, which wants it too (it fetches it itself): ask again later,
-    /// it is not held nowhere.
+    /// Not held by the answerer, which wants it too (it fetches it itself): a refusal, but the
+    /// answerer offers it once it holds it ([`KeyFrame::Offer`]).
     Fetching,
 }
 

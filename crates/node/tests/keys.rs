@@ -334,14 +334,11 @@ fn while_the_home_is_down_the_grant_waits() {
     assert_eq!((keys.held, keys.waiting, keys.since_ms), (1, 0, None));
 }
 
-/// §12.1: wanted keys are kept in memory only. A grantee restarted while it waits (the home
-/// is down) wants them again at start, from the blocks since the lowest height it wanted,
-/// although its processed height is past the grant, and gets them once the home is back.
 /// §5.3, "Keys held nowhere": a validator that wants a key it does not hold answers
-/// `Fetching`, not `NotHeld`, so that an asker does not count it a refusal (a key held
-/// nowhere); once it holds the key it gives it to a party.
+/// `Fetching`, not `NotHeld`; once it holds the key it offers it to the askers it told so,
+/// and gives it to a party.
 #[test]
-fn a_validator_still_fetching_a_key_says_so() {
+fn a_validator_still_fetching_a_key_says_so_and_offers_it_once_held() {
     let mut w = World::new();
     let (_, record, _) = grant_while_the_home_is_down(&mut w);
     assert!(matches!(
@@ -358,11 +355,22 @@ fn a_validator_still_fetching_a_key_says_so() {
     });
     w.cluster.restart(PHARMACY).unwrap();
     w.wait_state(CLINIC, &record, OpenState::Open);
+    wait_until("the clinic's offer of the key to the hospital", || {
+        w.offers(CLINIC, HOSPITAL).contains(&record)
+    });
+    assert!(
+        !w.offers(CLINIC, HOSPITAL).contains(&unknown),
+        "only what it said it fetched"
+    );
     assert!(matches!(
         w.ask(HOSPITAL, CLINIC, 922, vec![record])[..],
         [KeyReply::Key(_)]
     ));
 }
+
+/// §12.1: wanted keys are kept in memory only. A grantee restarted while it waits (the home
+/// is down) wants them again at start, from the blocks since the lowest height it wanted,
+/// although its processed height is past the grant, and gets them once the home is back.
 
 #[test]
 fn a_grantee_restarted_while_it_waits_wants_the_keys_again() {

@@ -40,8 +40,6 @@ use crate::wire::{Frame, KeyFrame, KeyReply, MAX_KEY_REQUEST_IDS, Wire, WireKey}
 const OPEN_PER_HOLDER: usize = 4;
 /// An unanswered request is forgotten after this (its ids are asked again after their backoff).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Tries of the sealer alone before the patient's home is asked too.
-const SEALER_TRIES: u32 = 3;
 /// Asked ids answered per second per peer, and the burst.
 const RATE_IDS_PER_S: f64 = 4096.0;
 const BURST_IDS: f64 = 8192.0;
@@ -116,6 +114,8 @@ pub(super) struct Exchange {
     /// Per holder: when the oldest request it has not answered was sent (open, or timed out
     /// since its last answer).
     unanswered_since: Vec<Option<Instant>>,
+    /// Keys to offer, per asker told `Fetching` ([`Exchange::send_offers`]).
+    offers: HashMap<ReplicaId, Vec<TxId>>,
 }
 
 impl Exchange {
@@ -128,6 +128,24 @@ impl Exchange {
             buckets: (0..n).map(|_| Bucket::full(now)).collect(),
             allowances: (0..n).map(|_| Bucket::full(now)).collect(),
             unanswered_since: vec![None; n],
+            offers: HashMap::new(),
+        }
+    }
+
+    /// Offers `tx` to `asker` with the next [`Exchange::send_offers`].
+    pub(super) fn offer(&mut self, asker: ReplicaId, tx: TxId) {
+        self.offers.entry(asker).or_default().push(tx);
+    }
+
+    /// Sends the offers gathered, at most [`MAX_KEY_REQUEST_IDS`] ids a frame.
+    pub(super) fn send_offers(&mut self) {
+        for (asker, txs) in std::mem::take(&mut self.offers) {
+            for chunk in txs.chunks(MAX_KEY_REQUEST_IDS) {
+                let offer = KeyFrame::Offer {
+                    txs: chunk.to_vec(),
+                };
+                self.transport.send(asker, Frame::new(Wire::Keys(offer)));
+            }
         }
     }
 
@@ -244,6 +262,10 @@ impl Service {
                 height,
                 replies,
             }) => self.on_answer(from, *request, *height, replies),
+            Wire::Keys(KeyFrame::Offer { txs }) => {
+                self.on_offer(txs);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -298,7 +320,10 @@ impl Service {
             // Not held here yet, but wanted: the asker should not take it for "held nowhere"
             // (§5.3: a grantee asking a home that still fetches the key from its sealer).
             let reply = match reply {
-                KeyReply::NotHeld if self.wanted.contains(tx) => KeyReply::Fetching,
+                KeyReply::NotHeld if self.wanted.contains(tx) => {
+                    self.wanted.told_fetching(tx, from);
+                    KeyReply::Fetching
+                }
                 reply => reply,
             };
             replies.push(reply);
@@ -364,6 +389,7 @@ impl Service {
             return Ok(());
         }
         let mut keys = Vec::new();
+        let mut refused = Vec::new();
         for (tx, reply) in pull.txs.iter().zip(replies) {
             match reply {
                 KeyReply::Key(WireKey(key)) => keys.push((*tx, key.clone())),
@@ -372,24 +398,16 @@ impl Service {
                 // disagree only while one is behind; ask at the slowest pace. Not so for a
                 // key this node sealed (it lost its store, §5.6): it asks others in turn, and
                 // one that is no party says no while the next may hold it (a grantee). Nor
-                // for `NotHeld`: the next holder may hold it.
-                KeyReply::NotEntitled | KeyReply::NotOnChain | KeyReply::NotHeld
+                // for `NotHeld`: the next holder may hold it; nor for `Fetching`: the holder
+                // offers it once it holds it.
+                KeyReply::NotEntitled
+                | KeyReply::NotOnChain
+                | KeyReply::NotHeld
+                | KeyReply::Fetching
                     if height >= self.processed =>
                 {
-                    let Some(wanted) = self.wanted.get(tx) else {
-                        continue;
-                    };
-                    let told_to_wait =
-                        !matches!(reply, KeyReply::NotHeld) && wanted.source != self.me;
-                    let round = holders_of(
-                        wanted,
-                        self.me,
-                        self.n,
-                        &mut self.directory,
-                        &self.chain,
-                        true,
-                    )?;
-                    self.wanted.refused(tx, from, &round, now, told_to_wait);
+                    let told = matches!(reply, KeyReply::NotEntitled | KeyReply::NotOnChain);
+                    refused.push((*tx, told));
                 }
                 _ => {}
             }
@@ -398,7 +416,30 @@ impl Service {
             // Lost in a crash, they are wanted and pulled again after the restart.
             self.in_write(Durability::Deferred, |service| service.receive(from, keys))?;
         }
+        for (tx, told) in refused {
+            let Some(wanted) = self.wanted.get(&tx) else {
+                continue;
+            };
+            let told_to_wait = told && wanted.source != self.me;
+            let home = home_of(wanted, &mut self.directory, &self.chain)?;
+            let round = wanted::holders(wanted, self.me, self.n, home);
+            self.wanted.refused(&tx, from, &round, now, told_to_wait);
+        }
         Ok(())
+    }
+
+    /// `from` offers keys it told this node it was fetching: each wanted here is asked again
+    /// at once (§5.3, "Keys held nowhere"). An offer of anything else changes nothing; a
+    /// dishonest peer's offers make this node ask again what it wants, within its allowance.
+    fn on_offer(&mut self, txs: &[TxId]) {
+        if txs.len() > MAX_KEY_REQUEST_IDS {
+            self.counters.keys_requests_dropped += 1;
+            return;
+        }
+        let now = Instant::now();
+        for tx in txs {
+            self.wanted.offered(tx, now);
+        }
     }
 
     /// Keys from `from`: each stored only if this node wants it, it matches the commitment of
@@ -440,8 +481,15 @@ impl Service {
                 Kept::Held => {}
                 Kept::Broken => self.counters.keys_refused_reused += 1,
             }
-            self.wanted.remove(&tx);
+            if let Some(wanted) = self.wanted.remove(&tx)
+                && !matches!(kept, Kept::Broken)
+            {
+                for asker in wanted.askers {
+                    self.exchange.offer(asker, tx);
+                }
+            }
         }
+        self.exchange.send_offers();
         Ok(())
     }
 
@@ -534,10 +582,7 @@ impl wanted::Holders for Holders<'_> {
     }
 }
 
-/// The holder to ask for a wanted key now (§5.2): its source (the sealer, or the patient's
-/// home for a grantee); after [`SEALER_TRIES`], or while the sealer lags (§12.1 item 7), the
-/// patient's home in turn with the sealer; every other validator in turn when both are `me`
-/// (it lost its store).
+/// The holder to ask for a wanted key now ([`wanted::holder_for`]).
 fn holder_for(
     wanted: &Wanted,
     me: ReplicaId,
@@ -546,47 +591,20 @@ fn holder_for(
     chain: &Reader,
     lagging: &dyn Fn(ReplicaId) -> bool,
 ) -> Result<Option<ReplicaId>, NodeError> {
-    let home_too = wanted.tries >= SEALER_TRIES || (wanted.source != me && lagging(wanted.source));
-    let holders = holders_of(wanted, me, n, directory, chain, home_too)?;
-    // In turn by tries, a lagging one included: it must still be asked to be heard from
-    // again (a validator that was down lags until it answers); when it is full, the pull
-    // skips it for the next (`WantedKeys::route`).
-    Ok(holders
-        .get(wanted.tries as usize % holders.len().max(1))
-        .copied())
+    let home = home_of(wanted, directory, chain)?;
+    Ok(wanted::holder_for(wanted, me, n, home, lagging))
 }
 
-/// The holders §5.2 asks for a wanted key, in turn: its source (the patient's home alone for
-/// a grantee), then, if `home_too`, the patient's home; every other validator when that
-/// leaves none (it lost its store). A round of refusals is theirs with `home_too`
-/// ([`super::wanted::WantedKeys::refused`]).
-fn holders_of(
+/// The patient's home, if `wanted`'s holders may include it (a grantee's source is the home).
+fn home_of(
     wanted: &Wanted,
-    me: ReplicaId,
-    n: usize,
     directory: &mut Directory,
     chain: &Reader,
-    home_too: bool,
-) -> Result<Vec<ReplicaId>, NodeError> {
+) -> Result<Option<ReplicaId>, NodeError> {
     if wanted.as_grantee {
-        return Ok(vec![wanted.source]);
+        return Ok(Some(wanted.source));
     }
-    let mut holders = Vec::with_capacity(2);
-    if wanted.source != me {
-        holders.push(wanted.source);
-    }
-    if home_too
-        && let Some(home) = directory.home(chain, &wanted.patient)?
-        && home != me
-        && home != wanted.source
-    {
-        holders.push(home);
-    }
-    if holders.is_empty() {
-        let n = n.max(1) as ReplicaId;
-        holders = (1..n.max(2)).map(|k| (me + k) % n).collect();
-    }
-    Ok(holders)
+    directory.home(chain, &wanted.patient)
 }
 
 #[cfg(test)]

@@ -379,7 +379,8 @@ impl KeyInbox {
     }
 
     /// A key frame from `from`, as the transport authenticated it. At most
-    /// [`PEER_REQUESTS_QUEUED`] requests of one peer wait; more are dropped and counted.
+    /// [`PEER_REQUESTS_QUEUED`] requests and offers of one peer wait; more are dropped and
+    /// counted.
     pub(crate) fn deliver(&self, from: ReplicaId, frame: Frame, credit: InboundCredit) -> bool {
         let Some(mut queues) = self.queues() else {
             return false;
@@ -387,7 +388,7 @@ impl KeyInbox {
         if queues.stopped {
             return false;
         }
-        if let Wire::Keys(KeyFrame::Request { .. }) = &*frame {
+        if let Wire::Keys(KeyFrame::Request { .. } | KeyFrame::Offer { .. }) = &*frame {
             let queued = queues.queued_requests.entry(from).or_default();
             if *queued >= PEER_REQUESTS_QUEUED {
                 queues.dropped_requests += 1;
@@ -436,7 +437,7 @@ impl KeyInbox {
         }
         let peer = queues.peers.pop_front();
         if let Some(PeerFrame { from, frame, .. }) = &peer
-            && let Wire::Keys(KeyFrame::Request { .. }) = &**frame
+            && let Wire::Keys(KeyFrame::Request { .. } | KeyFrame::Offer { .. }) = &**frame
             && let Some(queued) = queues.queued_requests.get_mut(from)
         {
             *queued = queued.saturating_sub(1);

@@ -434,6 +434,21 @@ impl World {
             .count()
     }
 
+    /// The ids `from` offered `to` so far (`KeyFrame::Offer`).
+    pub fn offers(&self, from: ReplicaId, to: ReplicaId) -> Vec<TxId> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(f, t, _)| (*f, *t) == (from, to))
+            .filter_map(|(_, _, frame)| match &**frame {
+                Wire::Keys(KeyFrame::Offer { txs }) => Some(txs.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Every key answer the network carried so far: `(from, to, request, replies)`.
     pub fn answers(&self) -> Vec<(ReplicaId, ReplicaId, u64, Vec<KeyReply>)> {
         self.seen
