@@ -386,8 +386,32 @@ fn a_grantee_restarted_while_it_waits_wants_the_keys_again() {
             .is_ok_and(|facts| facts.processed_height >= granted_at)
     });
     w.cluster.stop(CLINIC);
+    // Written with the processed height: the start reads the blocks of the keys wanted (the
+    // record's and the grant's), not every block from the lowest (§12.1).
+    let (heights, with_processed) = w.wanted_heights(CLINIC);
+    assert!(with_processed, "{heights:?}");
+    assert!(
+        (1..=2).contains(&heights.len()) && heights.iter().all(|h| *h <= granted_at),
+        "{heights:?}"
+    );
     w.cluster.restart(CLINIC).unwrap();
     assert!(w.node(CLINIC).key_status().resumed_from >= granted_at);
+    let keys =
+        w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
+            .unwrap();
+    assert_eq!((keys.held, keys.waiting, keys.from), (0, 1, Some(PHARMACY)));
+    // A store whose heights were not written with its processed height (an earlier build)
+    // reads every block from the lowest wanted height instead: the same key wanted.
+    w.cluster.stop(CLINIC);
+    rusqlite::Connection::open(w.keys_db(CLINIC))
+        .unwrap()
+        .execute(
+            "UPDATE meta SET value = zeroblob(8) WHERE key = 'wanted_heights_at'",
+            [],
+        )
+        .unwrap();
+    assert!(!w.wanted_heights(CLINIC).1);
+    w.cluster.restart(CLINIC).unwrap();
     let keys =
         w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
             .unwrap();

@@ -16,6 +16,7 @@
 //! | an accepted erasure of a transaction | delete its key and want it no more; then empty the WAL |
 //! | a rejected transaction whose pending key it holds (not as a duplicate); a pending key whose `not_after_ms` has passed | delete the row |
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use ledger::entitled::{self, AppliedBlock, EntryVerdict, Parties};
@@ -110,12 +111,10 @@ impl Service {
         if self.store.total_changes() == before {
             self.store.rollback();
         } else {
-            let written = self
-                .store
-                .rows()
-                .set_processed(last, self.wanted_from(last));
+            let written = self.write_processed(last);
             if let Err(error) = written.and_then(|()| self.store.commit()) {
                 self.store.rollback();
+                self.saved_heights = None;
                 return Err(error);
             }
             self.processed_saved = last;
@@ -132,12 +131,44 @@ impl Service {
     pub(super) fn save_processed(&mut self) -> Result<(), NodeError> {
         if self.processed_saved < self.processed {
             let height = self.processed;
-            self.in_write(Durability::Deferred, |service| {
-                let wanted_from = service.wanted_from(height);
-                service.store.rows().set_processed(height, wanted_from)
-            })?;
+            let written = self.in_write(Durability::Deferred, |service| {
+                service.write_processed(height)
+            });
+            if written.is_err() {
+                self.saved_heights = None;
+            }
+            written?;
             self.processed_saved = height;
         }
+        Ok(())
+    }
+
+    /// Writes the processed `height` with what a restart reads again to want what is still
+    /// missing (§12.1): the lowest wanted height, and the wanted heights (their changes since
+    /// the last write), in the caller's transaction.
+    fn write_processed(&mut self, height: u64) -> Result<(), NodeError> {
+        let rows = self.store.rows();
+        rows.set_processed(height, self.wanted_from(height))?;
+        let unchanged = self.saved_heights.as_ref().is_some_and(|saved| {
+            saved.len() == self.wanted.height_count()
+                && saved.iter().copied().eq(self.wanted.heights())
+        });
+        if unchanged {
+            return rows.set_wanted_heights(&[], &[], false, height);
+        }
+        let now: BTreeSet<u64> = self.wanted.heights().collect();
+        match self.saved_heights.take() {
+            Some(saved) => {
+                let added: Vec<u64> = now.difference(&saved).copied().collect();
+                let removed: Vec<u64> = saved.difference(&now).copied().collect();
+                rows.set_wanted_heights(&added, &removed, false, height)?;
+            }
+            None => {
+                let all: Vec<u64> = now.iter().copied().collect();
+                rows.set_wanted_heights(&all, &[], true, height)?;
+            }
+        }
+        self.saved_heights = Some(now);
         Ok(())
     }
 
@@ -294,13 +325,17 @@ impl Service {
         Ok(())
     }
 
-    /// Wants again what the blocks `from..=to` made wanted and is still missing: every applied
+    /// Wants again what the blocks at `heights` (ascending) made wanted and is still missing: every applied
     /// sealed transaction this validator is entitled to now, holds no key for, and that is not
     /// erased or broken (as [`Service::on_sealed`] and [`Service::on_read_grant`] wanted them,
     /// less what was received or dropped since). Run at start: `wanted` is kept in memory only,
-    /// and `from` is the lowest height wanted when the processed height was written (§12.1).
-    pub(super) fn want_again(&mut self, from: u64, to: u64) -> Result<(), NodeError> {
-        for height in from.max(1)..=to {
+    /// and `heights` are those wanted when the processed height was written, or every one from
+    /// the lowest of them (§12.1).
+    pub(super) fn want_again(
+        &mut self,
+        heights: impl IntoIterator<Item = u64>,
+    ) -> Result<(), NodeError> {
+        for height in heights.into_iter().filter(|height| *height >= 1) {
             let Some(block) = entitled::applied_block(&self.chain, height)? else {
                 break;
             };

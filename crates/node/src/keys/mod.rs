@@ -18,7 +18,7 @@ mod runs;
 mod store;
 mod wanted;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -667,6 +667,8 @@ struct Service {
     resumed_from: u64,
     /// The processed height `keys.db` holds.
     processed_saved: u64,
+    /// The wanted heights as `keys.db` holds them (`None`: unknown, written whole next time).
+    saved_heights: Option<BTreeSet<u64>>,
     /// The chain is behind the processed height (a `keys.db` kept newer than a restored
     /// `chain.db`, §5.6): no key is given until it has reached it.
     waits_for_chain: bool,
@@ -716,6 +718,7 @@ impl Service {
             processed,
             resumed_from: processed,
             processed_saved: processed,
+            saved_heights: None,
             waits_for_chain: false,
             block_time_ms: 0,
             pending: pending::Pending::default(),
@@ -838,7 +841,19 @@ impl Service {
             // round 4, break 1). Wanted keys are read again once the chain has caught up.
             return Ok(());
         }
-        self.want_again(wanted_from, self.processed)
+        // The heights written with the processed height, or every one from the lowest wanted
+        // (a store of an earlier build, or written without them).
+        match self.store.wanted_heights()? {
+            Some(heights) => {
+                let upto = heights.partition_point(|height| *height <= self.processed);
+                self.saved_heights = Some(heights.iter().copied().collect());
+                self.want_again(heights[..upto].iter().copied())
+            }
+            None => {
+                self.saved_heights = None;
+                self.want_again(wanted_from..=self.processed)
+            }
+        }
     }
 
     /// The lowest height of a wanted transaction, or the block after `processed` if none is

@@ -330,6 +330,16 @@ impl WantedKeys {
         self.keys.iter()
     }
 
+    /// The heights of the wanted keys' transactions, ascending.
+    pub fn heights(&self) -> impl Iterator<Item = u64> + '_ {
+        self.heights.keys().copied()
+    }
+
+    /// How many heights have wanted keys.
+    pub fn height_count(&self) -> usize {
+        self.heights.len()
+    }
+
     /// The lowest height of a wanted key's transaction.
     pub fn lowest_height(&self) -> Option<u64> {
         self.heights.keys().next().copied()

@@ -334,6 +334,29 @@ impl World {
             .collect()
     }
 
+    /// The wanted heights validator `at`'s `keys.db` holds, and whether they were written with
+    /// its processed height (so that a start reads those blocks only).
+    pub fn wanted_heights(&self, at: ReplicaId) -> (Vec<u64>, bool) {
+        use rusqlite::OptionalExtension;
+        let conn = rusqlite::Connection::open(self.keys_db(at)).unwrap();
+        let meta = |key: &str| -> Option<Vec<u8>> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .unwrap()
+        };
+        let with_processed = meta("wanted_heights_at").is_some()
+            && meta("wanted_heights_at") == meta("processed_height");
+        let mut stmt = conn
+            .prepare("SELECT height FROM wanted_heights ORDER BY height")
+            .unwrap();
+        let heights = stmt
+            .query_map([], |row| row.get::<_, i64>(0))
+            .unwrap()
+            .map(|height| height.unwrap() as u64)
+            .collect();
+        (heights, with_processed)
+    }
+
     pub fn keys_db(&self, at: ReplicaId) -> PathBuf {
         let name = &self.cluster.genesis().validators()[at as usize].name;
         self.dir.path().join(name).join("keys.db")
