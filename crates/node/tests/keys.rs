@@ -416,6 +416,8 @@ fn a_grantee_restarted_while_it_waits_wants_the_keys_again() {
         w.rt.block_on(w.node(CLINIC).patient_keys(&patient.id))
             .unwrap();
     assert_eq!((keys.held, keys.waiting, keys.from), (0, 1, Some(PHARMACY)));
+    // And writes them at once, for the next start.
+    assert_eq!(w.wanted_heights(CLINIC), (heights, true));
     assert!(matches!(
         w.open(CLINIC, &record).state,
         OpenState::Waiting { from: PHARMACY, .. }

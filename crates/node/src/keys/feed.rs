@@ -146,7 +146,7 @@ impl Service {
     /// Writes the processed `height` with what a restart reads again to want what is still
     /// missing (§12.1): the lowest wanted height, and the wanted heights (their changes since
     /// the last write), in the caller's transaction.
-    fn write_processed(&mut self, height: u64) -> Result<(), NodeError> {
+    pub(super) fn write_processed(&mut self, height: u64) -> Result<(), NodeError> {
         let rows = self.store.rows();
         rows.set_processed(height, self.wanted_from(height))?;
         let unchanged = self.saved_heights.as_ref().is_some_and(|saved| {

@@ -851,7 +851,13 @@ impl Service {
             }
             None => {
                 self.saved_heights = None;
-                self.want_again(wanted_from..=self.processed)
+                self.want_again(wanted_from..=self.processed)?;
+                // Written now, so that the next start reads only those blocks even if no block
+                // comes before it.
+                let processed = self.processed;
+                self.in_write(Durability::Deferred, |service| {
+                    service.write_processed(processed)
+                })
             }
         }
     }
