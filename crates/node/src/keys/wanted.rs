@@ -1070,7 +1070,6 @@ mod red_team_s8 {
     pub(super) const OPEN_PER_HOLDER: usize = 4;
     pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
     pub(super) const TICK: Duration = Duration::from_millis(250);
-    pub(super) use super::SEALER_TRIES;
     /// The node the tests play.
     pub(super) const ME: ReplicaId = 0;
 
@@ -3348,7 +3347,7 @@ mod red_team_s11 {
     use rand::{Rng, SeedableRng};
 
     use super::red_team_s8::{
-        ME, OPEN_PER_HOLDER, SEALER_TRIES, TICK, TIMEOUT, check_invariants, grantee, id, party,
+        ME, OPEN_PER_HOLDER, TICK, TIMEOUT, check_invariants, grantee, id, party,
     };
     use super::*;
 
@@ -3735,5 +3734,767 @@ mod red_team_s11 {
             }
             t += Duration::from_millis(rng.gen_range(0..2_000));
         }
+    }
+}
+
+/// Red team s11b, against `Fetching` as a refusal and `KeyFrame::Offer` (247b719e; docs/
+/// SECURITY.md §5.3, "Keys held nowhere"). A simulator of the whole cluster, one
+/// `WantedKeys` per validator, every one of them asking for the same key as the service does
+/// (`wanted::holder_for`, at most [`OPEN_PER_HOLDER`] requests open per holder, forgotten
+/// after [`TIMEOUT`], `holder_back` when a lagging holder answers again), and answering as
+/// `Service::on_request` does: the key if held, `Fetching` (the asker recorded,
+/// `told_fetching`) if wanted, else `NotHeld`; a validator that receives the key offers it to
+/// its askers (`Service::receive`), at once. A validator that restarts comes back with a new
+/// `WantedKeys` (askers and rounds are in memory only), wanting the key again unless it holds
+/// it (it may come back holding it: a backup restored, §5.6). One tick is one pull (the
+/// service's 250 ms timer).
+#[cfg(test)]
+mod red_team_s11b {
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::red_team_s8::{
+        OPEN_PER_HOLDER, TICK, TIMEOUT, check_invariants, grantee, id, party,
+    };
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn home_of(w: &Wanted) -> ReplicaId {
+        ReplicaId::from(w.patient[0])
+    }
+
+    /// One validator as the simulator sees it.
+    struct Node {
+        keys: WantedKeys,
+        /// What it wants while it does not hold the key (`None`: no party, no grantee).
+        wants: Option<Wanted>,
+        holds: bool,
+        up: bool,
+        open: Vec<(ReplicaId, Instant)>,
+        unanswered_since: Vec<Option<Instant>>,
+        /// Ids it asked, per holder.
+        asked: Vec<usize>,
+        received: Option<Duration>,
+    }
+
+    impl Node {
+        fn asked(&self) -> usize {
+            self.asked.iter().sum()
+        }
+    }
+
+    /// The exchange's side of one validator for a pull.
+    struct View<'a> {
+        me: ReplicaId,
+        n: usize,
+        now: Instant,
+        open: &'a [(ReplicaId, Instant)],
+        unanswered_since: &'a [Option<Instant>],
+    }
+
+    fn lags(unanswered_since: &[Option<Instant>], holder: ReplicaId, now: Instant) -> bool {
+        unanswered_since[holder as usize]
+            .is_some_and(|since| now.saturating_duration_since(since) >= LAGGING_AFTER)
+    }
+
+    impl Holders for View<'_> {
+        type Error = std::convert::Infallible;
+
+        fn count(&self) -> usize {
+            self.n
+        }
+
+        fn room(&mut self, holder: ReplicaId) -> usize {
+            let open = self.open.iter().filter(|(h, _)| *h == holder).count();
+            OPEN_PER_HOLDER.saturating_sub(open)
+        }
+
+        fn lagging(&self, holder: ReplicaId) -> bool {
+            lags(self.unanswered_since, holder, self.now)
+        }
+
+        fn holder_for(
+            &mut self,
+            wanted: &Wanted,
+            lagging: &dyn Fn(ReplicaId) -> bool,
+        ) -> Result<Option<ReplicaId>, Self::Error> {
+            Ok(super::holder_for(
+                wanted,
+                self.me,
+                self.n,
+                Some(home_of(wanted)),
+                lagging,
+            ))
+        }
+    }
+
+    /// What a validator answers `asker` at `t`.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Says {
+        /// As the service does (silent while down).
+        Honest,
+        /// The key (a dishonest holder choosing whom to give it to).
+        Key,
+        NotHeld,
+        Fetching,
+    }
+
+    /// A scenario: `n` validators, each wanting the key (`wants`) or holding it (`holds`).
+    struct Cluster<'a> {
+        n: usize,
+        wants: Vec<Option<Wanted>>,
+        holds: Vec<bool>,
+        /// Whether validator `k` is down at `t` (back up, it has restarted).
+        down: &'a dyn Fn(ReplicaId, Duration) -> bool,
+        /// Whether validator `k`, back up at `t`, holds the key (a backup restored).
+        restored: &'a dyn Fn(ReplicaId, Duration) -> bool,
+        /// What holder `h` answers asker `a` at `t`.
+        says: &'a dyn Fn(ReplicaId, ReplicaId, Duration) -> Says,
+        /// Validators that `k` offers the key to at `t` beyond its askers (a dishonest one).
+        offers: &'a dyn Fn(ReplicaId, Duration) -> Vec<ReplicaId>,
+    }
+
+    fn never(_: ReplicaId, _: Duration) -> bool {
+        false
+    }
+
+    fn honest(_: ReplicaId, _: ReplicaId, _: Duration) -> Says {
+        Says::Honest
+    }
+
+    fn no_offers(_: ReplicaId, _: Duration) -> Vec<ReplicaId> {
+        Vec::new()
+    }
+
+    impl Cluster<'_> {
+        /// Runs until `limit` or until `done`: the validators as they ended.
+        fn run(&self, limit: Duration, done: &dyn Fn(&[Node]) -> bool) -> Vec<Node> {
+            let start = Instant::now();
+            let tx = id(1, 1);
+            let n = self.n;
+            let mut nodes: Vec<Node> = (0..n)
+                .map(|k| {
+                    let mut keys = WantedKeys::default();
+                    if let Some(w) = &self.wants[k]
+                        && !self.holds[k]
+                    {
+                        keys.insert(tx, w.clone());
+                    }
+                    Node {
+                        keys,
+                        wants: self.wants[k].clone(),
+                        holds: self.holds[k],
+                        up: true,
+                        open: Vec::new(),
+                        unanswered_since: vec![None; n],
+                        asked: vec![0; n],
+                        received: None,
+                    }
+                })
+                .collect();
+            let mut t = Duration::ZERO;
+            while t <= limit && !done(&nodes) {
+                let now = start + t;
+                for (k, node) in nodes.iter_mut().enumerate() {
+                    let down = (self.down)(k as ReplicaId, t);
+                    if down {
+                        node.up = false;
+                    } else if !node.up {
+                        // A restart: what was in memory is gone.
+                        node.up = true;
+                        node.holds |= (self.restored)(k as ReplicaId, t);
+                        node.keys = WantedKeys::default();
+                        if let Some(w) = &node.wants
+                            && !node.holds
+                        {
+                            let mut w = w.clone();
+                            w.next_try = now;
+                            node.keys.insert(tx, w);
+                        }
+                        node.open.clear();
+                        node.unanswered_since = vec![None; n];
+                    }
+                }
+                let mut offers: Vec<(ReplicaId, ReplicaId)> = Vec::new();
+                for (k, node) in nodes.iter().enumerate() {
+                    if node.up {
+                        for to in (self.offers)(k as ReplicaId, t) {
+                            offers.push((to, k as ReplicaId));
+                        }
+                    }
+                }
+                for k in 0..n {
+                    deliver(&mut nodes, &mut offers, &tx, now);
+                    let me = k as ReplicaId;
+                    if !nodes[k].up || !nodes[k].keys.contains(&tx) {
+                        continue;
+                    }
+                    let requests = {
+                        let Node {
+                            keys,
+                            open,
+                            unanswered_since,
+                            ..
+                        } = &mut nodes[k];
+                        open.retain(|(_, sent)| now.saturating_duration_since(*sent) < TIMEOUT);
+                        let mut view = View {
+                            me,
+                            n,
+                            now,
+                            open,
+                            unanswered_since,
+                        };
+                        keys.requests(now, &mut view).unwrap()
+                    };
+                    for (holder, txs) in requests {
+                        let h = holder as usize;
+                        nodes[k].asked[h] += txs.len();
+                        nodes[k].open.push((holder, now));
+                        nodes[k].unanswered_since[h].get_or_insert(now);
+                        if !nodes[h].up {
+                            continue;
+                        }
+                        let says = match (self.says)(holder, me, t) {
+                            Says::Honest if nodes[h].holds => Says::Key,
+                            Says::Honest if nodes[h].keys.contains(&tx) => {
+                                nodes[h].keys.told_fetching(&tx, me);
+                                Says::Fetching
+                            }
+                            Says::Honest => Says::NotHeld,
+                            says => says,
+                        };
+                        let node = &mut nodes[k];
+                        let was_lagging = lags(&node.unanswered_since, holder, now);
+                        if let Some(at) = node.open.iter().position(|o| *o == (holder, now)) {
+                            node.open.remove(at);
+                        }
+                        node.unanswered_since[h] = node
+                            .open
+                            .iter()
+                            .filter(|(o, _)| *o == holder)
+                            .map(|(_, sent)| *sent)
+                            .min();
+                        if was_lagging {
+                            node.keys.holder_back(holder, now);
+                        }
+                        if says == Says::Key {
+                            node.holds = true;
+                            node.received = Some(t);
+                            if let Some(w) = node.keys.remove(&tx) {
+                                offers.extend(w.askers.iter().map(|a| (*a, me)));
+                            }
+                            break;
+                        }
+                        let Some(w) = node.keys.get(&tx) else {
+                            break;
+                        };
+                        let round = super::holders(w, me, n, Some(home_of(w)));
+                        node.keys.refused(&tx, holder, &round, now, false);
+                    }
+                    check_invariants(&nodes[k].keys);
+                }
+                deliver(&mut nodes, &mut offers, &tx, now);
+                t += TICK;
+            }
+            nodes
+        }
+    }
+
+    /// Offers delivered at once to the validators up.
+    fn deliver(
+        nodes: &mut [Node],
+        offers: &mut Vec<(ReplicaId, ReplicaId)>,
+        tx: &TxId,
+        now: Instant,
+    ) {
+        for (to, _from) in offers.drain(..) {
+            let node = &mut nodes[to as usize];
+            if node.up {
+                node.keys.offered(tx, now);
+            }
+        }
+    }
+
+    /// The four roles of a record: its sealer `s`, the patient's home `h`, a doctor's home,
+    /// and grantees of `h` (every one wanting the key unless told to hold it).
+    fn parties(n: usize, s: ReplicaId, h: ReplicaId, doctor: ReplicaId) -> Vec<Option<Wanted>> {
+        let now = Instant::now();
+        (0..n as ReplicaId)
+            .map(|k| {
+                if k == s || k == h || k == doctor {
+                    Some(party(s, h, 1, now))
+                } else if k < 7 {
+                    Some(grantee(h, 1, now))
+                } else {
+                    // No party (validators 7.. of 10).
+                    None
+                }
+            })
+            .collect()
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Breaks
+    // -------------------------------------------------------------------------------------
+
+    /// BREAK. A holder that told an asker `Fetching` and restarts forgets the asker
+    /// (`Wanted::askers` is in memory only), so when it gets the key it offers it to nobody,
+    /// and an asker whose wait had grown waits it out: up to 5 minutes after an honest
+    /// holder could give it. No dishonest validator needed.
+    /// (a) A grantee (3) asks the patient's home (1), which waits for the key from the sealer
+    ///     (2), down for maintenance: `Fetching`, round after round, the grantee's wait grows
+    ///     to 5 minutes. The home restarts for 5 s a minute before the sealer is back (the
+    ///     grantee does not ask it while it is down: no lag seen, no `holder_back`). The home
+    ///     has the key within 10 s of the sealer's return; the grantee, much later.
+    /// (b) The sealer (2) lost its store (§5.6): it, the home (1) and a grantee (3) all want
+    ///     the key, `Fetching` every way, and back off together (as designed). The sealer then
+    ///     restores a backup that holds the key (a restart of 20 s): it asked nobody to offer
+    ///     to, the home and the grantee wait out their grown waits.
+    /// Measured, worst over sealer outages of 10 to 30 minutes (30 s steps): (a) 210 s,
+    /// (b) 270 s after the key could be given (without a restart the offers bring it within
+    /// 7.25 s: `a_key_got_by_one_party_of_a_cycle_reaches_every_party_by_offers`).
+    /// Fix: make an asker's wait on a `Fetching` holder survive the holder's restart: the
+    /// holder keeps its askers in `keys.db` (a row per wanted key asked, dropped with it), or
+    /// an asker caps the wait of a key refused with `Fetching` by any holder at the 10 s pace
+    /// for [`ROUNDS_AT_MAX`] rounds only while that holder says it is fetching it (the cycle
+    /// of §5.3 backs off all the same), or peers learn of a restart (a new session of the
+    /// transport, or a boot counter in `Wire::Status`) and call `holder_back` for it.
+    #[test]
+    #[ignore = "break: a holder's restart loses its askers; the asker waits up to 5 minutes"]
+    fn a_holder_that_restarts_forgets_its_askers_and_they_wait_5_minutes() {
+        let now = Instant::now();
+        let mut worst = Vec::new();
+        for restored_case in [false, true] {
+            let mut late = Duration::ZERO;
+            for outage in (600..=1800).step_by(30).map(Duration::from_secs) {
+                let (wants, holds) = if restored_case {
+                    let wants = vec![
+                        None,
+                        Some(party(2, 1, 1, now)),
+                        Some(party(2, 1, 1, now)),
+                        Some(grantee(1, 1, now)),
+                    ];
+                    (wants, vec![false; 4])
+                } else {
+                    let wants = vec![
+                        None,
+                        Some(party(2, 1, 1, now)),
+                        None,
+                        Some(grantee(1, 1, now)),
+                    ];
+                    (wants, vec![false, false, true, false])
+                };
+                let down = move |k: ReplicaId, t: Duration| {
+                    if restored_case {
+                        k == 2 && t + Duration::from_secs(20) >= outage && t < outage
+                    } else {
+                        (k == 2 && t < outage)
+                            || (k == 1 && t + MINUTE >= outage && t + MINUTE < outage + 5 * S)
+                    }
+                };
+                let restored = move |k: ReplicaId, _: Duration| restored_case && k == 2;
+                let cluster = Cluster {
+                    n: 4,
+                    wants,
+                    holds,
+                    down: &down,
+                    restored: &restored,
+                    says: &honest,
+                    offers: &no_offers,
+                };
+                let nodes = cluster.run(outage + 2 * REFUSED_BACKOFF_MAX, &|nodes| {
+                    nodes[3].received.is_some()
+                });
+                let at = nodes[3].received.map_or(Duration::MAX, |at| at - outage);
+                late = late.max(at);
+            }
+            worst.push((if restored_case { "b" } else { "a" }, late));
+        }
+        assert!(
+            worst.iter().all(|(_, late)| *late <= 2 * BACKOFF_MAX),
+            "the grantee's key came this long after the sealer could give it (case, late): \
+             {worst:?}"
+        );
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    /// BREAK. Any peer's `Offer` resets a wanted key's rounds and makes it due at once
+    /// (`WantedKeys::offered`, from `Service::on_offer`, which checks neither that the peer
+    /// answered `Fetching` for it nor how often it offers). A dishonest validator learns the
+    /// ids held nowhere from the requests it gets (a validator that lost its store asks every
+    /// validator in turn), and offers them to every validator at every tick: each key held
+    /// nowhere is asked at every pull, of the honest holders in turn, for ever.
+    /// Four validators; 0 lost its store (its own seal of its own patient: held nowhere); 3 is
+    /// the liar (answers `NotHeld` and offers the key every 250 ms).
+    /// Measured: 0 asks the key 14,401 times in an hour (9,601 of them of the honest
+    /// validators), where it asked 51 without the offers and 360 at the 10 s pace of before
+    /// the work (the bound: the asker's allowance of 4,096 ids a second per holder is no
+    /// bound on a key's pace). With an offer every 10 s: 365 asks, the 10 s pace of before
+    /// (the refusals' backoff never grows: the work undone for any key the liar names).
+    /// Fix: take an offer only from a holder that answered `Fetching` for that key since it
+    /// was last asked (remember it in `Wanted`, consumed by the offer), ask that holder (not
+    /// the next in turn), and leave `rounds` as they were until a key comes: a holder that
+    /// offers and then refuses is not taken at its word again for that key.
+    #[test]
+    #[ignore = "break: a liar's offers make a key held nowhere asked at every pull"]
+    fn a_liar_offering_keys_held_nowhere_makes_them_asked_at_every_pull() {
+        let now = Instant::now();
+        let mut wants = vec![None; 4];
+        wants[0] = Some(party(0, 0, 1, now));
+        let says = |h: ReplicaId, _: ReplicaId, _: Duration| {
+            if h == 3 { Says::NotHeld } else { Says::Honest }
+        };
+        let mut measured = Vec::new();
+        for every in [None, Some(TICK), Some(BACKOFF_MAX)] {
+            let offers = move |k: ReplicaId, t: Duration| match every {
+                Some(every) if k == 3 && t.as_millis().is_multiple_of(every.as_millis()) => vec![0],
+                _ => Vec::new(),
+            };
+            let cluster = Cluster {
+                n: 4,
+                wants: wants.clone(),
+                holds: vec![false; 4],
+                down: &never,
+                restored: &never,
+                says: &says,
+                offers: &offers,
+            };
+            let nodes = cluster.run(HOUR, &|_| false);
+            assert_eq!(nodes[0].received, None);
+            measured.push((
+                every,
+                nodes[0].asked(),
+                nodes[0].asked[1] + nodes[0].asked[2],
+            ));
+        }
+        let before = (HOUR.as_secs() / BACKOFF_MAX.as_secs()) as usize;
+        assert!(
+            measured.iter().all(|(_, asked, _)| *asked <= before),
+            "asks of a key held nowhere in an hour (liar's offers every, asked, of the honest \
+             ones), {before} at the 10 s pace: {measured:?}"
+        );
+    }
+
+    /// BREAK. An offer makes the key due at once, but the pull asks the holder next in turn
+    /// (`holder_for` by tries), not the one that offered it: of a validator that lost its
+    /// store, whose turn goes round every other validator, the offerer is asked only when its
+    /// turn comes, at 10 s a try. The dishonest patient's home (1) gives the key to a grantee
+    /// (`n - 1`) after a while (it said `Fetching` before) and `NotHeld` to the sealer (0,
+    /// store lost), which was told `Fetching` by the grantee: the grantee offers the key at
+    /// once, the sealer asks the others first.
+    /// Measured, worst over the moments the grantee gets it (1 to 10 minutes): 20.25 s (4
+    /// validators), 50.25 s (7), 80.25 s (10) after the offer.
+    /// Fix: `offered(tx, from)` marks `from` as the holder to ask next (`holder_for` returns
+    /// it for the next try, before the turn), as `SEALER_TRIES` does for the sealer.
+    #[test]
+    #[ignore = "break: an offer is asked of the holder next in turn, not of the offerer"]
+    fn an_offered_key_is_asked_of_the_offerer_at_once() {
+        let now = Instant::now();
+        let mut measured = Vec::new();
+        for n in [4usize, 7, 10] {
+            let grantee_id = n as ReplicaId - 1;
+            let mut worst = Duration::ZERO;
+            for gives in (60..=600).step_by(15).map(Duration::from_secs) {
+                let mut wants = vec![None; n];
+                wants[0] = Some(party(0, 1, 1, now));
+                wants[grantee_id as usize] = Some(grantee(1, 1, now));
+                let mut holds = vec![false; n];
+                holds[1] = true;
+                let says = move |h: ReplicaId, a: ReplicaId, t: Duration| match h {
+                    1 if a == grantee_id && t >= gives => Says::Key,
+                    1 if a == grantee_id => Says::Fetching,
+                    1 => Says::NotHeld,
+                    _ => Says::Honest,
+                };
+                // The liar wakes the grantee up when it decides to give.
+                let offers = move |k: ReplicaId, t: Duration| {
+                    if k == 1 && t == gives {
+                        vec![grantee_id]
+                    } else {
+                        Vec::new()
+                    }
+                };
+                let cluster = Cluster {
+                    n,
+                    wants,
+                    holds,
+                    down: &never,
+                    restored: &never,
+                    says: &says,
+                    offers: &offers,
+                };
+                let nodes = cluster.run(gives + 2 * REFUSED_BACKOFF_MAX, &|nodes| {
+                    nodes[0].received.is_some()
+                });
+                let offered = nodes[grantee_id as usize].received.expect("the grantee's");
+                let late = nodes[0].received.map_or(Duration::MAX, |at| at - offered);
+                worst = worst.max(late);
+            }
+            measured.push((n, worst));
+        }
+        assert!(
+            measured.iter().all(|(_, late)| *late <= TICK),
+            "the key came this long after the offer (validators, late): {measured:?}"
+        );
+    }
+
+    /// BREAK. Offers share the per-peer queue of requests (`KeyInbox::deliver`): an honest
+    /// holder that has its [`OPEN_PER_HOLDER`] requests queued at the asker (it asks it for its
+    /// own keys, within its bounds, while the asker's service is busy with a block) has its
+    /// offer dropped, and the asker waits out its grown wait (up to 5 minutes: nothing sends
+    /// the offer again).
+    /// Fix: count offers apart from requests (one queued offer frame per peer, the next merged
+    /// into it up to [`MAX_KEY_REQUEST_IDS`] ids; an offer is never worth dropping for a
+    /// request), or have the holder send offers again until it is asked.
+    #[test]
+    #[ignore = "break: an offer behind the holder's own queued requests is dropped"]
+    fn an_offer_behind_its_holders_queued_requests_is_dropped() {
+        use crate::transport::InboundCredit;
+        use crate::wire::{Frame, KeyFrame, Wire};
+
+        let inbox = super::super::KeyInbox::new();
+        for request in 0..OPEN_PER_HOLDER as u64 {
+            let frame = Frame::new(Wire::Keys(KeyFrame::Request {
+                request,
+                txs: vec![[7; 32]],
+            }));
+            assert!(inbox.deliver(1, frame, InboundCredit::default()));
+        }
+        let offer = Frame::new(Wire::Keys(KeyFrame::Offer {
+            txs: vec![id(1, 1)],
+        }));
+        assert!(
+            inbox.deliver(1, offer, InboundCredit::default()),
+            "the offer of an honest holder with {OPEN_PER_HOLDER} requests open was dropped"
+        );
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Held
+    // -------------------------------------------------------------------------------------
+
+    /// HELD, with a caveat. A key held nowhere that every party wants (the sealer lost its
+    /// store, the patient's home, a doctor's home, and every grantee: `Fetching` every way)
+    /// costs the cluster far less than the 10 s pace, with 4, 7 and 10 validators: no
+    /// `Fetching` resets anybody's rounds, and no offer is sent since nobody receives it.
+    /// Measured, the second hour (asks of all the validators; at the 10 s pace): 4: 82
+    /// (1,440); 7: 142 (2,520); 10: 163 (2,520). The caveat: the sealer that lost its store
+    /// asks every other validator in turn at 10 s each, and only the wait after a whole round
+    /// grows: its own share is 36 (4), 60 (7), 81 (10) asks an hour, up to a quarter of the
+    /// 10 s pace (9 ids every 80 + 300 s with 10 validators), where a party or a grantee asks
+    /// about 1/30 of it. Fix if that matters: grow the wait between the holders of a round
+    /// too once `rounds` passes [`ROUNDS_AT_MAX`] (the round's wait spread over its holders).
+    #[test]
+    fn a_key_every_party_wants_and_nobody_holds_backs_off_for_everyone() {
+        let mut measured = Vec::new();
+        for n in [4usize, 7, 10] {
+            let wants = parties(n, 1, 2, 3);
+            let wanting = wants.iter().filter(|w| w.is_some()).count();
+            let cluster = Cluster {
+                n,
+                wants,
+                holds: vec![false; n],
+                down: &never,
+                restored: &never,
+                says: &honest,
+                offers: &no_offers,
+            };
+            let first = cluster.run(HOUR, &|_| false);
+            let both = cluster.run(2 * HOUR, &|_| false);
+            assert!(both.iter().all(|node| node.received.is_none()));
+            let total = |nodes: &[Node]| nodes.iter().map(Node::asked).sum::<usize>();
+            let second_hour = total(&both) - total(&first);
+            let sealer = both[1].asked() - first[1].asked();
+            measured.push((n, second_hour, sealer, wanting * 360));
+        }
+        assert!(
+            measured
+                .iter()
+                .all(|(_, asked, _, pace)| *asked * 10 <= *pace),
+            "asks in the second hour (validators, all, the sealer's, at the 10 s pace): \
+             {measured:?}"
+        );
+    }
+
+    /// HELD. Once an honest validator of a cycle of `Fetching` parties gets the key (from a
+    /// holder back up after a long outage, no restart of the others), every party gets it
+    /// within a few ticks: the offers go round the askers.
+    #[test]
+    fn a_key_got_by_one_party_of_a_cycle_reaches_every_party_by_offers() {
+        let now = Instant::now();
+        let mut worst = Duration::ZERO;
+        for outage in (600..=1800).step_by(60).map(Duration::from_secs) {
+            // The sealer (1) holds it but is down; the home (2), a doctor's home (3) and a
+            // grantee (0) want it and ask each other (`Fetching`).
+            let wants = vec![
+                Some(grantee(2, 1, now)),
+                Some(party(1, 2, 1, now)),
+                Some(party(1, 2, 1, now)),
+                Some(party(1, 2, 1, now)),
+            ];
+            let down = move |k: ReplicaId, t: Duration| k == 1 && t < outage;
+            let cluster = Cluster {
+                n: 4,
+                wants,
+                holds: vec![false, true, false, false],
+                down: &down,
+                restored: &never,
+                says: &honest,
+                offers: &no_offers,
+            };
+            let nodes = cluster.run(outage + 2 * REFUSED_BACKOFF_MAX, &|nodes| {
+                nodes.iter().all(|n| n.holds)
+            });
+            let last = nodes
+                .iter()
+                .filter_map(|node| node.received)
+                .max()
+                .expect("received");
+            assert!(nodes.iter().all(|node| node.holds), "outage {outage:?}");
+            worst = worst.max(last - outage);
+        }
+        assert!(
+            worst <= 2 * BACKOFF_MAX,
+            "the last party got it {worst:?} after the sealer was back"
+        );
+    }
+
+    /// HELD. `offered` and `told_fetching` from anyone, for any key (wanted or not, parked,
+    /// due, gone), mixed with inserts, removes, refusals, holders back and pulls: every
+    /// invariant of `WantedKeys` holds, `askers` holds each validator at most once (at most
+    /// `n` a key, whatever a peer repeats), an offer never delays a key, and an offer of a
+    /// key not wanted wants nothing.
+    #[test]
+    fn offers_and_fetching_askers_from_anyone_keep_every_invariant_and_stay_bounded() {
+        let mut rng = StdRng::seed_from_u64(0x11b);
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let mut t = Duration::ZERO;
+        let n = 10;
+        for step in 0..30_000u32 {
+            let now = start + t;
+            let tx = id(1, rng.gen_range(0..64));
+            match rng.gen_range(0..12) {
+                0 => {
+                    let home = rng.gen_range(1..n as ReplicaId);
+                    let w = if rng.gen_bool(0.3) {
+                        grantee(home, u64::from(step % 7), now)
+                    } else {
+                        party(rng.gen_range(0..n as ReplicaId), home, 1, now)
+                    };
+                    keys.insert(tx, w);
+                }
+                1 => {
+                    keys.remove(&tx);
+                }
+                2 | 3 => {
+                    let w = keys.get(&tx).cloned();
+                    if let Some(w) = w {
+                        let round = super::holders(&w, 0, n, Some(home_of(&w)));
+                        let holder = rng.gen_range(0..n as ReplicaId);
+                        keys.refused(&tx, holder, &round, now, rng.gen_bool(0.3));
+                    }
+                }
+                4 | 5 => {
+                    let before = keys.get(&tx).map(|w| (w.next_try, w.parked.is_some()));
+                    let len = keys.len();
+                    keys.offered(&tx, now);
+                    assert_eq!(keys.len(), len, "an offer wants nothing");
+                    if let (Some((before, false)), Some(w)) = (before, keys.get(&tx)) {
+                        assert!(w.next_try <= before, "an offer never delays a key");
+                    }
+                }
+                6 | 7 => {
+                    // Any peer, `u32::MAX` too (on_frame drops it; `told_fetching` must not
+                    // care).
+                    let asker = if rng.gen_bool(0.05) {
+                        ReplicaId::MAX
+                    } else {
+                        rng.gen_range(0..n as ReplicaId)
+                    };
+                    let len = keys.len();
+                    keys.told_fetching(&tx, asker);
+                    assert_eq!(keys.len(), len);
+                }
+                8 => keys.holder_back(rng.gen_range(0..n as ReplicaId), now),
+                _ => {
+                    let room = rng.gen_range(0..3);
+                    keys.requests_with::<std::convert::Infallible>(
+                        now,
+                        |_| room,
+                        |w| Ok(super::holder_for(w, 0, n, Some(home_of(w)), &|_| false)),
+                    )
+                    .unwrap();
+                }
+            }
+            check_invariants(&keys);
+            for w in keys.keys.values() {
+                let mut askers = w.askers.clone();
+                askers.sort_unstable();
+                askers.dedup();
+                assert_eq!(askers.len(), w.askers.len(), "an asker once");
+                assert!(w.askers.len() <= n + 1);
+            }
+            t += Duration::from_millis(rng.gen_range(0..2_000));
+        }
+    }
+
+    /// HELD. The wire: a full `Offer` (and an answer of 1,024 `Fetching`) fits
+    /// `MAX_KEY_FRAME_BYTES` and decodes as sent; the new variants are appended (the tags of
+    /// the frames and replies of before are unchanged); a frame that claims more ids than it
+    /// carries, or an unknown tag, is an error and no panic (a frame of a peer at most
+    /// `MAX_KEY_FRAME_BYTES` long is all `decode` reads).
+    #[test]
+    fn offers_and_fetching_on_the_wire_fit_their_bound_and_bad_ones_are_refused() {
+        use crate::wire::{FrameKind, FrameLimits, KeyFrame, KeyReply, MAX_KEY_FRAME_BYTES, Wire};
+
+        let full = Wire::Keys(KeyFrame::Offer {
+            txs: vec![[9; 32]; MAX_KEY_REQUEST_IDS],
+        });
+        let fetching = Wire::Keys(KeyFrame::Answer {
+            request: u64::MAX,
+            height: u64::MAX,
+            replies: vec![KeyReply::Fetching; MAX_KEY_REQUEST_IDS],
+        });
+        let limits = FrameLimits::new(4, 1, 2);
+        for wire in [&full, &fetching] {
+            let bytes = borsh::to_vec(wire).unwrap();
+            assert!(bytes.len() <= limits.max_bytes(FrameKind::Keys));
+            assert!(bytes.len() <= MAX_KEY_FRAME_BYTES);
+            let Wire::Keys(decoded) = crate::wire::decode(FrameKind::Keys, &bytes).unwrap() else {
+                panic!("not a key frame");
+            };
+            let Wire::Keys(sent) = wire else {
+                unreachable!()
+            };
+            assert_eq!(&decoded, sent);
+        }
+        // Tags: Request 0, Answer 1, Offer 2; Fetching the last reply.
+        let offer = borsh::to_vec(&KeyFrame::Offer { txs: vec![] }).unwrap();
+        assert_eq!(offer, [2, 0, 0, 0, 0]);
+        assert_eq!(borsh::to_vec(&KeyReply::NotHeld).unwrap(), [1]);
+        assert_eq!(borsh::to_vec(&KeyReply::Fetching).unwrap(), [6]);
+        // An offer that claims u32::MAX ids in a 64 KiB frame; an unknown frame or reply tag.
+        let mut claims = borsh::to_vec(&full).unwrap();
+        let at = claims.len() - MAX_KEY_REQUEST_IDS * 32 - 4;
+        claims[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(crate::wire::decode(FrameKind::Keys, &claims).is_err());
+        let mut tag = borsh::to_vec(&full).unwrap();
+        let keys_tag = tag.len() - MAX_KEY_REQUEST_IDS * 32 - 5;
+        assert_eq!(tag[keys_tag], 2, "the offer's tag");
+        tag[keys_tag] = 3;
+        assert!(crate::wire::decode(FrameKind::Keys, &tag).is_err());
+        let mut reply = borsh::to_vec(&fetching).unwrap();
+        let last = reply.len() - 1;
+        reply[last] = 7;
+        assert!(crate::wire::decode(FrameKind::Keys, &reply).is_err());
+        // Named as another kind: refused.
+        let bytes = borsh::to_vec(&full).unwrap();
+        assert!(crate::wire::decode(FrameKind::Small, &bytes).is_err());
     }
 }
