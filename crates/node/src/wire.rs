@@ -54,8 +54,9 @@ pub enum KeyFrame {
         height: u64,
         replies: Vec<KeyReply>,
     },
-    /// Keys the sender now holds, after it answered this node `Fetching` for them (1 to
-    /// [`MAX_KEY_REQUEST_IDS`] ids): ask again.
+    /// Keys the sender now holds, after it answered this node `Fetching` for them (at most
+    /// [`MAX_KEY_REQUEST_IDS`] ids): ask again. Empty: the sender (re)started, and forgot
+    /// whom it answered `Fetching`.
     Offer { txs: Vec<ledger::TxId> },
 }
 

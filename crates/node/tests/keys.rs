@@ -366,6 +366,22 @@ fn a_validator_still_fetching_a_key_says_so_and_offers_it_once_held() {
         w.ask(HOSPITAL, CLINIC, 922, vec![record])[..],
         [KeyReply::Key(_)]
     ));
+    // Restarted, it has forgotten whom it told `Fetching`: it says so (an empty offer) before
+    // its first frame to each peer, and they drop the waits their refusals grew.
+    let greeted = w.greetings(CLINIC, HOSPITAL);
+    assert!(greeted >= 1);
+    w.cluster.stop(CLINIC);
+    w.cluster.restart(CLINIC).unwrap();
+    // `Busy` until it knows it is caught up (§5.6).
+    let mut id = 923;
+    wait_until("the restarted clinic's answer with the key", || {
+        id += 1;
+        matches!(
+            w.ask(HOSPITAL, CLINIC, id, vec![record])[..],
+            [KeyReply::Key(_)]
+        )
+    });
+    assert_eq!(w.greetings(CLINIC, HOSPITAL), greeted + 1);
 }
 
 /// §12.1: wanted keys are kept in memory only. A grantee restarted while it waits (the home

@@ -30,7 +30,7 @@ use tracing::debug;
 
 use super::index::{HeldTx, OnChain};
 use super::store::Durability;
-use super::wanted::{self, LAGGING_AFTER};
+use super::wanted::{self, LAGGING_AFTER, Refusal};
 use super::{Directory, Kept, Service, Wanted};
 use crate::error::NodeError;
 use crate::transport::Transport;
@@ -116,6 +116,8 @@ pub(super) struct Exchange {
     unanswered_since: Vec<Option<Instant>>,
     /// Keys to offer, per asker told `Fetching` ([`Exchange::send_offers`]).
     offers: HashMap<ReplicaId, Vec<TxId>>,
+    /// Per peer: whether it was told this node started ([`Exchange::send`]).
+    greeted: Vec<bool>,
 }
 
 impl Exchange {
@@ -129,7 +131,22 @@ impl Exchange {
             allowances: (0..n).map(|_| Bucket::full(now)).collect(),
             unanswered_since: vec![None; n],
             offers: HashMap::new(),
+            greeted: vec![false; n],
         }
+    }
+
+    /// Sends `frame` to `to`, after an empty offer the first time: it tells the peer this node
+    /// (re)started and forgot whom it told `Fetching` (red team s11b: a holder's restart left
+    /// its askers waiting out grown waits, up to 5 minutes).
+    fn send(&mut self, to: ReplicaId, frame: KeyFrame) {
+        if let Some(greeted) = self.greeted.get_mut(to as usize)
+            && !*greeted
+        {
+            *greeted = true;
+            let hello = KeyFrame::Offer { txs: Vec::new() };
+            self.transport.send(to, Frame::new(Wire::Keys(hello)));
+        }
+        self.transport.send(to, Frame::new(Wire::Keys(frame)));
     }
 
     /// Offers `tx` to `asker` with the next [`Exchange::send_offers`].
@@ -144,7 +161,7 @@ impl Exchange {
                 let offer = KeyFrame::Offer {
                     txs: chunk.to_vec(),
                 };
-                self.transport.send(asker, Frame::new(Wire::Keys(offer)));
+                self.send(asker, offer);
             }
         }
     }
@@ -180,12 +197,12 @@ impl Exchange {
         let request = self.next_request;
         self.next_request = self.next_request.wrapping_add(1);
         let txs_len = txs.len();
-        self.transport.send(
+        self.send(
             holder,
-            Frame::new(Wire::Keys(KeyFrame::Request {
+            KeyFrame::Request {
                 request,
                 txs: txs.clone(),
-            })),
+            },
         );
         self.open.insert(
             request,
@@ -236,14 +253,14 @@ impl Exchange {
         }
     }
 
-    fn answer(&self, to: ReplicaId, request: u64, height: u64, replies: Vec<KeyReply>) {
-        self.transport.send(
+    fn answer(&mut self, to: ReplicaId, request: u64, height: u64, replies: Vec<KeyReply>) {
+        self.send(
             to,
-            Frame::new(Wire::Keys(KeyFrame::Answer {
+            KeyFrame::Answer {
                 request,
                 height,
                 replies,
-            })),
+            },
         );
     }
 }
@@ -263,7 +280,7 @@ impl Service {
                 replies,
             }) => self.on_answer(from, *request, *height, replies),
             Wire::Keys(KeyFrame::Offer { txs }) => {
-                self.on_offer(txs);
+                self.on_offer(from, txs);
                 Ok(())
             }
             _ => Ok(()),
@@ -406,8 +423,12 @@ impl Service {
                 | KeyReply::Fetching
                     if height >= self.processed =>
                 {
-                    let told = matches!(reply, KeyReply::NotEntitled | KeyReply::NotOnChain);
-                    refused.push((*tx, told));
+                    let refusal = match reply {
+                        KeyReply::NotEntitled | KeyReply::NotOnChain => Refusal::ToldToWait,
+                        KeyReply::Fetching => Refusal::Fetching,
+                        _ => Refusal::NotHeld,
+                    };
+                    refused.push((*tx, refusal));
                 }
                 _ => {}
             }
@@ -416,29 +437,37 @@ impl Service {
             // Lost in a crash, they are wanted and pulled again after the restart.
             self.in_write(Durability::Deferred, |service| service.receive(from, keys))?;
         }
-        for (tx, told) in refused {
+        for (tx, refusal) in refused {
             let Some(wanted) = self.wanted.get(&tx) else {
                 continue;
             };
-            let told_to_wait = told && wanted.source != self.me;
+            let refusal = match refusal {
+                Refusal::ToldToWait if wanted.source == self.me => Refusal::NotHeld,
+                refusal => refusal,
+            };
             let home = home_of(wanted, &mut self.directory, &self.chain)?;
             let round = wanted::holders(wanted, self.me, self.n, home);
-            self.wanted.refused(&tx, from, &round, now, told_to_wait);
+            self.wanted.refused(&tx, from, &round, now, refusal);
         }
         Ok(())
     }
 
-    /// `from` offers keys it told this node it was fetching: each wanted here is asked again
-    /// at once (§5.3, "Keys held nowhere"). An offer of anything else changes nothing; a
-    /// dishonest peer's offers make this node ask again what it wants, within its allowance.
-    fn on_offer(&mut self, txs: &[TxId]) {
+    /// `from` offers keys it answered `Fetching` for and holds now: each is asked of it at
+    /// once (§5.3, "Keys held nowhere"; an offer of a key it did not say it fetches changes
+    /// nothing). An empty offer says it (re)started, having forgotten whom it told
+    /// `Fetching`: every grown wait drops back ([`wanted::WantedKeys::holder_back`]).
+    fn on_offer(&mut self, from: ReplicaId, txs: &[TxId]) {
+        let now = Instant::now();
+        if txs.is_empty() {
+            self.wanted.holder_back(from, now);
+            return;
+        }
         if txs.len() > MAX_KEY_REQUEST_IDS {
             self.counters.keys_requests_dropped += 1;
             return;
         }
-        let now = Instant::now();
         for tx in txs {
-            self.wanted.offered(tx, now);
+            self.wanted.offered(tx, from, now);
         }
     }
 

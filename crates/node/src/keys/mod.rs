@@ -379,8 +379,9 @@ impl KeyInbox {
     }
 
     /// A key frame from `from`, as the transport authenticated it. At most
-    /// [`PEER_REQUESTS_QUEUED`] requests and offers of one peer wait; more are dropped and
-    /// counted.
+    /// [`PEER_REQUESTS_QUEUED`] requests of one peer wait; more are dropped and counted
+    /// (answers and offers are not: an offer dropped behind requests would never come again,
+    /// red team s11b).
     pub(crate) fn deliver(&self, from: ReplicaId, frame: Frame, credit: InboundCredit) -> bool {
         let Some(mut queues) = self.queues() else {
             return false;
@@ -388,7 +389,7 @@ impl KeyInbox {
         if queues.stopped {
             return false;
         }
-        if let Wire::Keys(KeyFrame::Request { .. } | KeyFrame::Offer { .. }) = &*frame {
+        if let Wire::Keys(KeyFrame::Request { .. }) = &*frame {
             let queued = queues.queued_requests.entry(from).or_default();
             if *queued >= PEER_REQUESTS_QUEUED {
                 queues.dropped_requests += 1;
@@ -437,7 +438,7 @@ impl KeyInbox {
         }
         let peer = queues.peers.pop_front();
         if let Some(PeerFrame { from, frame, .. }) = &peer
-            && let Wire::Keys(KeyFrame::Request { .. } | KeyFrame::Offer { .. }) = &**frame
+            && let Wire::Keys(KeyFrame::Request { .. }) = &**frame
             && let Some(queued) = queues.queued_requests.get_mut(from)
         {
             *queued = queued.saturating_sub(1);

@@ -60,6 +60,18 @@ fn backoff(tries: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
+/// What a holder's answer without a key says ([`WantedKeys::refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// It holds no key for it (the next holder may).
+    NotHeld,
+    /// It says the key is none of its business (or not on chain) at its state: asked again
+    /// after [`BACKOFF_MAX`].
+    ToldToWait,
+    /// It wants the key itself (`Fetching`), and offers it once it holds it.
+    Fetching,
+}
+
 /// The wait before asking again a key refused by `rounds` whole rounds of its holders.
 fn refused_backoff(rounds: u32) -> Duration {
     let doublings = rounds.saturating_sub(ROUNDS_AT_MAX).min(16);
@@ -98,7 +110,8 @@ pub(super) fn holders(
     holders
 }
 
-/// The holder to ask for `wanted` now (§5.2): the sealer alone for its first
+/// The holder to ask for `wanted` now (§5.2): a holder that offered it (it answered
+/// `Fetching`, then held it); else the sealer alone for its first
 /// [`SEALER_TRIES`] tries unless it lags (§12.1 item 7), then its [`holders`] in turn by
 /// tries, a lagging one included (it must still be asked to be heard from again; when it is
 /// full, the pull skips it for the next, `WantedKeys::route`). `None`: nobody to ask.
@@ -109,6 +122,9 @@ pub(super) fn holder_for(
     home: Option<ReplicaId>,
     lagging: &dyn Fn(ReplicaId) -> bool,
 ) -> Option<ReplicaId> {
+    if let Some(offerer) = wanted.offered_by {
+        return Some(offerer);
+    }
     let sealer = !wanted.as_grantee && wanted.source != me;
     if sealer && wanted.tries < SEALER_TRIES && !lagging(wanted.source) {
         return Some(wanted.source);
@@ -137,6 +153,10 @@ pub(super) struct Wanted {
     rounds: u32,
     /// The peers told it is fetched here (`Fetching`): offered it once it is held.
     pub askers: Vec<ReplicaId>,
+    /// The holders that answered `Fetching`: the only ones whose offer of it is taken.
+    offerers: Vec<ReplicaId>,
+    /// A holder that offered it: asked next, once.
+    offered_by: Option<ReplicaId>,
     /// Entitled as a grantee only: asked of the patient's home only (§5.2).
     pub as_grantee: bool,
     /// An `AddRecord` (counted in a grant's key status, §13).
@@ -178,6 +198,8 @@ impl Wanted {
             refused_by: Vec::new(),
             rounds: 0,
             askers: Vec::new(),
+            offerers: Vec::new(),
+            offered_by: None,
             as_grantee,
             record,
             next_try: now,
@@ -388,15 +410,15 @@ impl WantedKeys {
     /// `holder`, at or past this node's state, gave no key for `tx`; `round` is every holder
     /// §5.2 asks for it. Once each of them has refused it (a silent one refuses nothing), the
     /// round is whole: asked again after [`refused_backoff`], later round after round.
-    /// Otherwise after [`BACKOFF_MAX`] if `told_to_wait` (a holder that says `tx` is none of
-    /// its business), or on its schedule (the next holder may hold it).
+    /// Otherwise after [`BACKOFF_MAX`] if told to wait, or on its schedule (the next holder
+    /// may hold it). A holder fetching it may offer it later ([`WantedKeys::offered`]).
     pub fn refused(
         &mut self,
         tx: &TxId,
         holder: ReplicaId,
         round: &[ReplicaId],
         now: Instant,
-        told_to_wait: bool,
+        refusal: Refusal,
     ) {
         let Some(wanted) = self.keys.get_mut(tx) else {
             return;
@@ -404,6 +426,10 @@ impl WantedKeys {
         if !wanted.refused_by.contains(&holder) {
             wanted.refused_by.push(holder);
         }
+        if refusal == Refusal::Fetching && !wanted.offerers.contains(&holder) {
+            wanted.offerers.push(holder);
+        }
+        let told_to_wait = refusal == Refusal::ToldToWait;
         let whole = !round.is_empty() && round.iter().all(|h| wanted.refused_by.contains(h));
         let wait = if whole {
             wanted.refused_by = Vec::new();
@@ -427,23 +453,29 @@ impl WantedKeys {
         }
     }
 
-    /// A holder offers `tx` (it holds it now, after it answered `Fetching`): its grown wait
-    /// drops back, and it is asked at once.
-    pub fn offered(&mut self, tx: &TxId, now: Instant) {
+    /// `holder` offers `tx` (it holds it now): taken only from a holder that answered
+    /// `Fetching` for it, once per such answer (a liar's offers of keys held nowhere would
+    /// make them asked at every pull: red team s11b). That holder is asked next, at once; the
+    /// rounds stay as they are until the key comes.
+    pub fn offered(&mut self, tx: &TxId, holder: ReplicaId, now: Instant) {
         let Some(wanted) = self.keys.get_mut(tx) else {
             return;
         };
-        wanted.rounds = 0;
-        wanted.refused_by = Vec::new();
+        let Some(at) = wanted.offerers.iter().position(|o| *o == holder) else {
+            return;
+        };
+        wanted.offerers.swap_remove(at);
+        wanted.offered_by = Some(holder);
         if wanted.parked.is_none() && wanted.next_try > now {
             self.retry_at(tx, now);
         }
     }
 
-    /// `holder` is heard from again after it lagged: it may hold keys it refused before (a
-    /// store restored from a backup), so every wait that refusals grew drops back, at most
-    /// once per [`REFUSED_BACKOFF_MAX`] per holder (a holder that lags on and off costs no
-    /// more than asking every key at the slowest pace would).
+    /// `holder` is heard from again after it lagged, or says it (re)started: it may hold keys
+    /// it refused before (a store restored from a backup), or have forgotten whom it told
+    /// `Fetching`, so every wait that refusals grew drops back, at most once per
+    /// [`REFUSED_BACKOFF_MAX`] per holder (a holder that lags on and off costs no more than
+    /// asking every key at the slowest pace would).
     pub fn holder_back(&mut self, holder: ReplicaId, now: Instant) {
         if self
             .backs
@@ -540,6 +572,7 @@ impl WantedKeys {
             return;
         };
         wanted.tries = wanted.tries.saturating_add(1);
+        wanted.offered_by = None;
         wanted.next_try = now + backoff(wanted.tries);
         self.due.insert((wanted.next_try, tx));
     }
@@ -3075,7 +3108,7 @@ mod refusals {
             told_fetching.retain(|holder: &ReplicaId| {
                 let gives = holders[holder].gives_from.is_some_and(|from| from <= t);
                 if gives {
-                    keys.offered(&tx, now);
+                    keys.offered(&tx, *holder, now);
                 }
                 !gives
             });
@@ -3096,10 +3129,13 @@ mod refusals {
                     if h.gives_from.is_some_and(|from| from <= t) {
                         return (Some(t), asked);
                     }
-                    if h.fetches {
+                    let refusal = if h.fetches {
                         told_fetching.insert(holder);
-                    }
-                    keys.refused(&tx, holder, &round, now, false);
+                        Refusal::Fetching
+                    } else {
+                        Refusal::NotHeld
+                    };
+                    keys.refused(&tx, holder, &round, now, refusal);
                 }
             }
             check_invariants(&keys);
@@ -3238,13 +3274,13 @@ mod refusals {
         let tx = id(1, 1);
         keys.insert(tx, party(1, 2, 1, start));
         for _ in 0..100 {
-            keys.refused(&tx, 1, &[1, 2], start, false);
+            keys.refused(&tx, 1, &[1, 2], start, Refusal::NotHeld);
         }
         assert_eq!(keys.get(&tx).unwrap().rounds, 0);
-        keys.refused(&tx, 2, &[1, 2], start, true);
+        keys.refused(&tx, 2, &[1, 2], start, Refusal::ToldToWait);
         assert_eq!(keys.get(&tx).unwrap().rounds, 1);
         assert!(keys.get(&tx).unwrap().refused_by.is_empty());
-        keys.refused(&tx, 2, &[1, 2], start, true);
+        keys.refused(&tx, 2, &[1, 2], start, Refusal::ToldToWait);
         assert_eq!(keys.get(&tx).unwrap().rounds, 1, "a new round began");
         assert_eq!(keys.get(&tx).unwrap().next_try, start + BACKOFF_MAX);
         check_invariants(&keys);
@@ -3260,7 +3296,7 @@ mod refusals {
         keys.insert(far, grantee(1, 1, start));
         keys.insert(near, grantee(1, 1, start));
         for _ in 0..20 {
-            keys.refused(&far, 1, &[1], start, false);
+            keys.refused(&far, 1, &[1], start, Refusal::NotHeld);
         }
         assert_eq!(
             keys.get(&far).unwrap().next_try,
@@ -3277,7 +3313,7 @@ mod refusals {
         );
         check_invariants(&keys);
         for _ in 0..20 {
-            keys.refused(&far, 1, &[1], t, false);
+            keys.refused(&far, 1, &[1], t, Refusal::NotHeld);
         }
         keys.holder_back(1, t + REFUSED_BACKOFF_MAX - TICK);
         assert_eq!(
@@ -3308,15 +3344,15 @@ mod refusals {
             .unwrap();
         assert!(asked.is_empty());
         assert!(keys.get(&a).unwrap().parked.is_some());
-        keys.refused(&a, 1, &[1, 2], start, true);
+        keys.refused(&a, 1, &[1, 2], start, Refusal::ToldToWait);
         check_invariants(&keys);
         assert!(keys.get(&a).unwrap().parked.is_none());
         keys.remove(&b);
-        keys.refused(&b, 1, &[1], start, true);
+        keys.refused(&b, 1, &[1], start, Refusal::ToldToWait);
         check_invariants(&keys);
         keys.keys.get_mut(&a).unwrap().rounds = u32::MAX - 1;
         for _ in 0..3 {
-            keys.refused(&a, 1, &[1], start, false);
+            keys.refused(&a, 1, &[1], start, Refusal::NotHeld);
         }
         assert_eq!(keys.get(&a).unwrap().rounds, u32::MAX);
         assert_eq!(keys.get(&a).unwrap().next_try, start + REFUSED_BACKOFF_MAX);
@@ -3487,10 +3523,20 @@ mod red_team_s11 {
                                 asked,
                             };
                         }
-                        Says::NotHeld => keys.refused(&tx, holder, &round, now, false),
-                        Says::NotEntitled => keys.refused(&tx, holder, &round, now, told),
+                        Says::NotHeld => keys.refused(&tx, holder, &round, now, Refusal::NotHeld),
+                        Says::NotEntitled => keys.refused(
+                            &tx,
+                            holder,
+                            &round,
+                            now,
+                            if told {
+                                Refusal::ToldToWait
+                            } else {
+                                Refusal::NotHeld
+                            },
+                        ),
                         // A refusal (and an offer once it holds it: these hold nothing).
-                        Says::Fetching => keys.refused(&tx, holder, &round, now, false),
+                        Says::Fetching => keys.refused(&tx, holder, &round, now, Refusal::Fetching),
                         Says::Silent => {}
                     }
                 }
@@ -3703,7 +3749,9 @@ mod red_team_s11 {
                 2..=5 => {
                     let before = keys.get(&tx).map(|w| w.next_try);
                     let round: Vec<ReplicaId> = (1..4).filter(|_| rng.gen_bool(0.6)).collect();
-                    keys.refused(&tx, rng.gen_range(0..4), &round, now, rng.gen_bool(0.5));
+                    let refusal = [Refusal::NotHeld, Refusal::ToldToWait, Refusal::Fetching]
+                        [rng.gen_range(0..3)];
+                    keys.refused(&tx, rng.gen_range(0..4), &round, now, refusal);
                     if let (Some(before), Some(w)) = (before, keys.get(&tx))
                         && w.parked.is_none()
                     {
@@ -3899,12 +3947,14 @@ mod red_team_s11b {
             let mut t = Duration::ZERO;
             while t <= limit && !done(&nodes) {
                 let now = start + t;
+                let mut restarted = Vec::new();
                 for (k, node) in nodes.iter_mut().enumerate() {
                     let down = (self.down)(k as ReplicaId, t);
                     if down {
                         node.up = false;
                     } else if !node.up {
                         // A restart: what was in memory is gone.
+                        restarted.push(k as ReplicaId);
                         node.up = true;
                         node.holds |= (self.restored)(k as ReplicaId, t);
                         node.keys = WantedKeys::default();
@@ -3917,6 +3967,12 @@ mod red_team_s11b {
                         }
                         node.open.clear();
                         node.unanswered_since = vec![None; n];
+                    }
+                }
+                // Its empty offer says so to every validator up (`Service::greet`).
+                for r in restarted {
+                    for node in nodes.iter_mut().filter(|node| node.up) {
+                        node.keys.holder_back(r, now);
                     }
                 }
                 let mut offers: Vec<(ReplicaId, ReplicaId)> = Vec::new();
@@ -3993,7 +4049,11 @@ mod red_team_s11b {
                             break;
                         };
                         let round = super::holders(w, me, n, Some(home_of(w)));
-                        node.keys.refused(&tx, holder, &round, now, false);
+                        let refusal = match says {
+                            Says::Fetching => Refusal::Fetching,
+                            _ => Refusal::NotHeld,
+                        };
+                        node.keys.refused(&tx, holder, &round, now, refusal);
                     }
                     check_invariants(&nodes[k].keys);
                 }
@@ -4011,10 +4071,10 @@ mod red_team_s11b {
         tx: &TxId,
         now: Instant,
     ) {
-        for (to, _from) in offers.drain(..) {
+        for (to, from) in offers.drain(..) {
             let node = &mut nodes[to as usize];
             if node.up {
-                node.keys.offered(tx, now);
+                node.keys.offered(tx, from, now);
             }
         }
     }
@@ -4041,7 +4101,9 @@ mod red_team_s11b {
     // Breaks
     // -------------------------------------------------------------------------------------
 
-    /// BREAK. A holder that told an asker `Fetching` and restarts forgets the asker
+    /// BREAK, fixed: a restarted holder greets each peer with an empty offer before its first
+    /// frame (`Exchange::send`), and they drop their grown waits (`holder_back`; the
+    /// simulator delivers it at the restart). A holder that told an asker `Fetching` and restarts forgets the asker
     /// (`Wanted::askers` is in memory only), so when it gets the key it offers it to nobody,
     /// and an asker whose wait had grown waits it out: up to 5 minutes after an honest
     /// holder could give it. No dishonest validator needed.
@@ -4064,7 +4126,6 @@ mod red_team_s11b {
     /// of §5.3 backs off all the same), or peers learn of a restart (a new session of the
     /// transport, or a boot counter in `Wire::Status`) and call `holder_back` for it.
     #[test]
-    #[ignore = "break: a holder's restart loses its askers; the asker waits up to 5 minutes"]
     fn a_holder_that_restarts_forgets_its_askers_and_they_wait_5_minutes() {
         let now = Instant::now();
         let mut worst = Vec::new();
@@ -4123,7 +4184,8 @@ mod red_team_s11b {
 
     const S: Duration = Duration::from_secs(1);
 
-    /// BREAK. Any peer's `Offer` resets a wanted key's rounds and makes it due at once
+    /// BREAK, fixed: an offer is taken only from a holder that answered `Fetching` for the
+    /// key, once per answer, and leaves the rounds alone. Any peer's `Offer` reset a wanted key's rounds and made it due at once
     /// (`WantedKeys::offered`, from `Service::on_offer`, which checks neither that the peer
     /// answered `Fetching` for it nor how often it offers). A dishonest validator learns the
     /// ids held nowhere from the requests it gets (a validator that lost its store asks every
@@ -4141,7 +4203,6 @@ mod red_team_s11b {
     /// the next in turn), and leave `rounds` as they were until a key comes: a holder that
     /// offers and then refuses is not taken at its word again for that key.
     #[test]
-    #[ignore = "break: a liar's offers make a key held nowhere asked at every pull"]
     fn a_liar_offering_keys_held_nowhere_makes_them_asked_at_every_pull() {
         let now = Instant::now();
         let mut wants = vec![None; 4];
@@ -4180,7 +4241,7 @@ mod red_team_s11b {
         );
     }
 
-    /// BREAK. An offer makes the key due at once, but the pull asks the holder next in turn
+    /// BREAK, fixed: the offerer is asked next (`Wanted::offered_by`). An offer made the key due at once, but the pull asked the holder next in turn
     /// (`holder_for` by tries), not the one that offered it: of a validator that lost its
     /// store, whose turn goes round every other validator, the offerer is asked only when its
     /// turn comes, at 10 s a try. The dishonest patient's home (1) gives the key to a grantee
@@ -4192,7 +4253,6 @@ mod red_team_s11b {
     /// Fix: `offered(tx, from)` marks `from` as the holder to ask next (`holder_for` returns
     /// it for the next try, before the turn), as `SEALER_TRIES` does for the sealer.
     #[test]
-    #[ignore = "break: an offer is asked of the holder next in turn, not of the offerer"]
     fn an_offered_key_is_asked_of_the_offerer_at_once() {
         let now = Instant::now();
         let mut measured = Vec::new();
@@ -4243,7 +4303,7 @@ mod red_team_s11b {
         );
     }
 
-    /// BREAK. Offers share the per-peer queue of requests (`KeyInbox::deliver`): an honest
+    /// BREAK, fixed: offers are no longer counted with requests in that bound. Offers shared the per-peer queue of requests (`KeyInbox::deliver`): an honest
     /// holder that has its [`OPEN_PER_HOLDER`] requests queued at the asker (it asks it for its
     /// own keys, within its bounds, while the asker's service is busy with a block) has its
     /// offer dropped, and the asker waits out its grown wait (up to 5 minutes: nothing sends
@@ -4252,7 +4312,6 @@ mod red_team_s11b {
     /// into it up to [`MAX_KEY_REQUEST_IDS`] ids; an offer is never worth dropping for a
     /// request), or have the holder send offers again until it is asked.
     #[test]
-    #[ignore = "break: an offer behind the holder's own queued requests is dropped"]
     fn an_offer_behind_its_holders_queued_requests_is_dropped() {
         use crate::transport::InboundCredit;
         use crate::wire::{Frame, KeyFrame, Wire};
@@ -4397,13 +4456,15 @@ mod red_team_s11b {
                     if let Some(w) = w {
                         let round = super::holders(&w, 0, n, Some(home_of(&w)));
                         let holder = rng.gen_range(0..n as ReplicaId);
-                        keys.refused(&tx, holder, &round, now, rng.gen_bool(0.3));
+                        let refusal = [Refusal::NotHeld, Refusal::ToldToWait, Refusal::Fetching]
+                            [rng.gen_range(0..3)];
+                        keys.refused(&tx, holder, &round, now, refusal);
                     }
                 }
                 4 | 5 => {
                     let before = keys.get(&tx).map(|w| (w.next_try, w.parked.is_some()));
                     let len = keys.len();
-                    keys.offered(&tx, now);
+                    keys.offered(&tx, rng.gen_range(0..n as ReplicaId), now);
                     assert_eq!(keys.len(), len, "an offer wants nothing");
                     if let (Some((before, false)), Some(w)) = (before, keys.get(&tx)) {
                         assert!(w.next_try <= before, "an offer never delays a key");

@@ -457,6 +457,20 @@ impl World {
             .count()
     }
 
+    /// The empty offers `from` sent `to` so far: one per start of its key service that
+    /// reached `to` (a greeting before its first frame).
+    pub fn greetings(&self, from: ReplicaId, to: ReplicaId) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(f, t, frame)| {
+                (*f, *t) == (from, to)
+                    && matches!(&**frame, Wire::Keys(KeyFrame::Offer { txs }) if txs.is_empty())
+            })
+            .count()
+    }
+
     /// The ids `from` offered `to` so far (`KeyFrame::Offer`).
     pub fn offers(&self, from: ReplicaId, to: ReplicaId) -> Vec<TxId> {
         self.seen
