@@ -12,6 +12,9 @@
 //! names the chain, so a signature from one chain (a test network, an older chain with the same
 //! keys) cannot be replayed on another. The node signs with [`sign_message`] and the certificate
 //! check uses the same composition, so the two cannot drift apart.
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 use ed25519_dalek::{Signature, Signer};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use ed25519_zebra::{VerificationKeyBytes, batch};
@@ -350,8 +353,31 @@ pub fn first_weak_key(checks: &[SignatureCheck]) -> Option<usize> {
 /// that nobody made (the all-zero signature under the all-zero key verifies every message),
 /// so its proof of possession proves nothing; such keys are never registered and never sign.
 /// A pure function of the bytes: every validator decides alike.
+///
+/// The keys found strong lately are remembered: the same people sign again and again, and a
+/// point decompression per signature was a third of the edge check. A memo of a pure function
+/// of the bytes changes no verdict; it is cleared whenever it holds `STRONG_KEYS_REMEMBERED`.
 pub fn is_strong_key(key: &[u8; 32]) -> bool {
-    VerifyingKey::from_bytes(key).is_ok_and(|key| !key.is_weak())
+    const STRONG_KEYS_REMEMBERED: usize = 1 << 16;
+    static STRONG_KEYS: OnceLock<Mutex<HashSet<[u8; 32]>>> = OnceLock::new();
+    let memo = || {
+        STRONG_KEYS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    };
+    if memo().contains(key) {
+        return true;
+    }
+    let strong = VerifyingKey::from_bytes(key).is_ok_and(|key| !key.is_weak());
+    if strong {
+        let mut known = memo();
+        if known.len() >= STRONG_KEYS_REMEMBERED {
+            known.clear();
+        }
+        known.insert(*key);
+    }
+    strong
 }
 
 /// The verdict on a transaction whose signatures ([`tx_signatures`]) failed at `positions`:

@@ -216,23 +216,6 @@ pub fn applied_block<Q: Queries + ?Sized>(
     }))
 }
 
-/// Runs `read` inside one read transaction of `queries`' connection, so that everything it
-/// reads comes from one snapshot of the chain (a holder decides "applied, not erased, grant
-/// live" from one state, §16.19).
-pub fn in_snapshot<Q: Queries + ?Sized, T>(
-    queries: &Q,
-    read: impl FnOnce(&Q) -> Result<T>,
-) -> Result<T> {
-    let conn = queries.connection();
-    conn.execute_batch("BEGIN DEFERRED")?;
-    let result = read(queries);
-    // A read transaction changes nothing: ending it cannot lose anything.
-    let ended = conn.execute_batch("COMMIT");
-    let value = result?;
-    ended?;
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

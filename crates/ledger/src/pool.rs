@@ -86,7 +86,8 @@ impl<T> Pool<T> {
     }
 }
 
-/// Gives the resource back when the work ends, also when it panics.
+/// Gives the resource back when the work ends. A work that panicked may have left it in any
+/// state (a connection inside a transaction): it is dropped instead, and its place freed.
 struct Lent<'a, T> {
     pool: &'a Pool<T>,
     resource: Option<T>,
@@ -95,7 +96,13 @@ struct Lent<'a, T> {
 impl<T> Drop for Lent<'_, T> {
     fn drop(&mut self) {
         if let Some(resource) = self.resource.take() {
-            self.pool.lock().idle.push(resource);
+            let mut state = self.pool.lock();
+            if std::thread::panicking() {
+                state.open -= 1;
+            } else {
+                state.idle.push(resource);
+            }
+            drop(state);
             self.pool.given_back.notify_one();
         }
     }
@@ -152,15 +159,16 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_open_frees_its_place_and_a_panic_gives_the_resource_back() {
+    fn a_failed_open_or_a_panic_frees_its_place_and_a_panicked_resource_is_not_lent_again() {
         let pool = Pool::<u8>::new(1);
         assert_eq!(pool.with(|| Err::<u8, _>("no"), |_| ()), Err("no"));
+        assert_eq!(pool.with(|| Ok::<_, ()>(7), |r| *r), Ok(7));
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.with(|| Ok::<_, ()>(7), |_| panic!("work failed"))
+            pool.with(|| Ok::<_, ()>(8), |_| panic!("work failed"))
         }));
         assert!(caught.is_err());
-        // The one place is free again and the resource was kept.
-        assert_eq!(pool.with(|| Ok::<_, ()>(9), |r| *r), Ok(7));
+        // The one place is free again, and the resource the panic held (7) was dropped.
+        assert_eq!(pool.with(|| Ok::<_, ()>(9), |r| *r), Ok(9));
         assert_eq!(pool.peak_open(), 1);
     }
 }

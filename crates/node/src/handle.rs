@@ -3,9 +3,10 @@
 //!
 //! Transactions come signed (by a person's key, or by this validator's with
 //! [`NodeHandle::sign_as_validator`]); the handle checks each as every validator's edge will
-//! ([`crate::verify::check_submission`]) and runs mempool admission on the committed chain
-//! ([`crate::admission`]) in the submitter's thread, then hands it to the validator's thread,
-//! which stores it durably before answering.
+//! ([`crate::verify::check_submission`], its signatures batched with others submitted
+//! meanwhile) and runs mempool admission on the committed chain ([`crate::admission`]) in the
+//! submitter's thread, then hands it to the validator's thread, which stores it durably before
+//! answering.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,6 +99,8 @@ struct Inner {
     readers: Pool<Reader>,
     /// The key service: seals, opens, its status.
     keys: KeyInbox,
+    /// The signature checks of submissions, batched.
+    edge: crate::verify::EdgeChecks,
 }
 
 #[derive(Clone)]
@@ -118,6 +121,7 @@ impl NodeHandle {
         chain_path: PathBuf,
         clock: Clock,
         keys: KeyInbox,
+        edge: crate::verify::EdgeChecks,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -131,6 +135,7 @@ impl NodeHandle {
                 clock,
                 readers: Pool::new(MAX_CHAIN_READERS),
                 keys,
+                edge,
             }),
         }
     }
@@ -193,7 +198,8 @@ impl NodeHandle {
     ///    the rules decide again at its place in the chain, on a state admission did not see,
     ///    and may reject it there ([`NodeHandle::submit_applied`] waits for that verdict).
     pub async fn submit(&self, transaction: SignedTx) -> Result<TxId, NodeError> {
-        let (request, decoded) = crate::verify::check_submission(self.genesis(), &transaction)?;
+        let (request, decoded) =
+            crate::verify::check_submission(&self.inner.edge, self.genesis(), &transaction).await?;
         let id = request.id;
         if !self.inner.shared.is_pending(&id) {
             let admitted = self.read(|reader| {
@@ -270,14 +276,15 @@ impl NodeHandle {
         &self.inner.shared
     }
 
-    /// Runs `query` on a read-only connection to this validator's chain.
+    /// Runs `query` on a read-only connection to this validator's chain, in one read
+    /// transaction ([`Queries::snapshot`]): everything it reads comes from one state.
     pub fn read<T>(
         &self,
         query: impl FnOnce(&Reader) -> Result<T, ledger::Error>,
     ) -> Result<T, NodeError> {
         let result = self.inner.readers.with(
             || Reader::open(&self.inner.chain_path),
-            |reader| query(reader),
+            |reader| reader.snapshot(query),
         )?;
         Ok(result?)
     }

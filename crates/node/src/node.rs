@@ -310,6 +310,7 @@ impl Node {
             inbox_sender.clone(),
             genesis.hash(),
         );
+        let edge = crate::verify::EdgeChecks::start(&genesis, &options.name)?;
         let handle = NodeHandle::new(
             id,
             options.name.clone(),
@@ -320,6 +321,7 @@ impl Node {
             chain_path,
             options.clock.clone(),
             keys_inbox,
+            edge,
         );
         let thread = std::thread::Builder::new()
             .name(format!("validator-{}", options.name))

@@ -508,30 +508,35 @@ impl Runtime {
         let mut refused = 0;
         let mut kept = Vec::with_capacity(requests.len());
         let mut parked = Vec::new();
-        for request in requests.drain(..) {
-            if self.replica.knows_request(&request.id) {
-                // A resend of what the replica holds: nothing to judge again.
-                continue;
-            }
-            let Some(tx) = self.decode(&request) else {
-                refused += 1;
-                continue;
-            };
-            match crate::admission::admit(&self.chain.state(), &self.genesis, &tx, now)? {
-                Ok(()) => kept.push(request),
-                Err(reject) if ledger::rules::reason::may_pass_later(reject.0) => {
-                    parked.push(request)
+        // One read transaction for the whole forward (`Queries::snapshot`).
+        self.chain.snapshot(|chain| {
+            let state = chain.state();
+            for request in requests.drain(..) {
+                if self.replica.knows_request(&request.id) {
+                    // A resend of what the replica holds: nothing to judge again.
+                    continue;
                 }
-                Err(reject) => {
+                let Some(tx) = self.decode(&request) else {
                     refused += 1;
-                    debug!(
-                        id = %ledger::short_hex(&request.id),
-                        %reject,
-                        "refused a forwarded transaction"
-                    );
+                    continue;
+                };
+                match crate::admission::admit(&state, &self.genesis, &tx, now)? {
+                    Ok(()) => kept.push(request),
+                    Err(reject) if ledger::rules::reason::may_pass_later(reject.0) => {
+                        parked.push(request)
+                    }
+                    Err(reject) => {
+                        refused += 1;
+                        debug!(
+                            id = %ledger::short_hex(&request.id),
+                            %reject,
+                            "refused a forwarded transaction"
+                        );
+                    }
                 }
             }
-        }
+            Ok(())
+        })?;
         *requests = kept;
         let from = forward.from;
         for request in parked {
@@ -745,7 +750,11 @@ impl Runtime {
         cut: bool,
         reply: oneshot::Sender<Result<Verdict, NodeError>>,
     ) -> Result<bool, NodeError> {
-        if let Some(verdict) = verdict_on_chain(&self.chain, &id)? {
+        // Acknowledged here and not yet in an applied block (both change on this thread): no
+        // need to look on the chain.
+        if !self.shared.is_pending(&id)
+            && let Some(verdict) = verdict_on_chain(&self.chain, &id)?
+        {
             let _ = reply.send(Ok(verdict));
             return Ok(false);
         }

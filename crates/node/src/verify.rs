@@ -50,8 +50,10 @@ pub(crate) struct Authenticator {
 
 /// Checks a transaction a client submits, as every validator's edge would check it, and
 /// bounds its size: the request that orders it, and the transaction as decoded from that
-/// request's bytes. Run by the submitter's thread, not the validator's.
-pub(crate) fn check_submission(
+/// request's bytes. Run by the submitter's task; the signatures by `edge`, in a batch with
+/// whatever else was submitted meanwhile.
+pub(crate) async fn check_submission(
+    edge: &EdgeChecks,
     genesis: &Genesis,
     tx: &SignedTx,
 ) -> Result<(Request, SignedTx), NodeError> {
@@ -68,11 +70,63 @@ pub(crate) fn check_submission(
             limit: MAX_TX_BYTES,
         });
     }
-    let verdict = crypto::check_entries(genesis.keys(), &genesis.hash(), [&request]).pop();
+    let (request, verdict) = edge.check(request).await?;
     match verdict {
-        Some(Ok(decoded)) => Ok((request, decoded)),
-        Some(Err(invalid)) => Err(NodeError::Invalid(invalid)),
-        None => Err(NodeError::Invalid(ledger::Invalid::Undecodable)),
+        Ok(decoded) => Ok((request, decoded)),
+        Err(invalid) => Err(NodeError::Invalid(invalid)),
+    }
+}
+
+/// The most submissions whose signatures one batch checks.
+const EDGE_BATCH: usize = 256;
+
+type EdgeCheck = (Request, tokio::sync::oneshot::Sender<(Request, Checked)>);
+
+/// A validator's edge checks of submitted transactions ([`crypto::check_entries`]), on a thread
+/// of their own that takes every submission waiting when it is free: a batch of one costs about
+/// five times a signature in a batch of hundreds, and submissions come from many clients at
+/// once. Nothing waits to fill a batch, so an idle validator answers as soon as it has checked
+/// the one. A verdict depends on the entry's bytes alone, never on the others in its batch.
+pub(crate) struct EdgeChecks {
+    queue: std::sync::mpsc::Sender<EdgeCheck>,
+}
+
+impl EdgeChecks {
+    /// Starts the checking thread; it ends when the last handle is dropped.
+    pub(crate) fn start(genesis: &Genesis, name: &str) -> std::io::Result<Self> {
+        let (queue, waiting) = std::sync::mpsc::channel::<EdgeCheck>();
+        let keys = genesis.keys().to_vec();
+        let genesis_hash = genesis.hash();
+        std::thread::Builder::new()
+            .name(format!("{name}-edge"))
+            .spawn(move || {
+                while let Ok(first) = waiting.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < EDGE_BATCH
+                        && let Ok(next) = waiting.try_recv()
+                    {
+                        batch.push(next);
+                    }
+                    let verdicts = crypto::check_entries(
+                        &keys,
+                        &genesis_hash,
+                        batch.iter().map(|(request, _)| request),
+                    );
+                    for ((request, reply), verdict) in batch.into_iter().zip(verdicts) {
+                        // A submitter that gave up waiting drops its receiver.
+                        let _ = reply.send((request, verdict));
+                    }
+                }
+            })?;
+        Ok(Self { queue })
+    }
+
+    async fn check(&self, request: Request) -> Result<(Request, Checked), NodeError> {
+        let (reply, verdict) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((request, reply))
+            .map_err(|_| NodeError::Stopped)?;
+        verdict.await.map_err(|_| NodeError::Stopped)
     }
 }
 
@@ -694,18 +748,21 @@ mod tests {
         assert_eq!(contents, [Err(ledger::Invalid::BadSignature)]);
     }
 
-    #[test]
-    fn submissions_are_checked_and_bounded_as_every_edge_checks_them() {
+    #[tokio::test]
+    async fn submissions_are_checked_and_bounded_as_every_edge_checks_them() {
         let net = TestNet::new(4);
+        let edge = EdgeChecks::start(&net.genesis, "test").expect("a thread");
         let tx = net.sample_tx(14);
-        let (request, decoded) = check_submission(&net.genesis, &tx).expect("valid");
+        let (request, decoded) = check_submission(&edge, &net.genesis, &tx)
+            .await
+            .expect("valid");
         assert_eq!(request, net.request(&tx));
         assert_eq!(decoded, tx);
 
         let mut bad = tx.clone();
         bad.signature[9] ^= 1;
         assert!(matches!(
-            check_submission(&net.genesis, &bad),
+            check_submission(&edge, &net.genesis, &bad).await,
             Err(NodeError::Invalid(ledger::Invalid::BadSignature))
         ));
         // An enrollment whose key proof is broken, well signed by its validator.
@@ -716,14 +773,14 @@ mod tests {
         }
         let broken = net.sign_header(header, Vec::new(), &net.keys[0]);
         assert!(matches!(
-            check_submission(&net.genesis, &broken),
+            check_submission(&edge, &net.genesis, &broken).await,
             Err(NodeError::Invalid(ledger::Invalid::BadKeyProof))
         ));
         // Another body under a well-signed header.
         let mut swapped = tx.clone();
         swapped.body.push(0);
         assert!(matches!(
-            check_submission(&net.genesis, &swapped),
+            check_submission(&edge, &net.genesis, &swapped).await,
             Err(NodeError::Invalid(ledger::Invalid::BodyMismatch))
         ));
         // Bodies up to 64 KiB pass the size check (an enrollment's must then be empty: its
@@ -732,16 +789,55 @@ mod tests {
             |bytes: usize| net.sign_header(enrollment.header.clone(), vec![7; bytes], &net.keys[0]);
         let largest = sized(MAX_BODY_BYTES);
         assert!(matches!(
-            check_submission(&net.genesis, &largest),
+            check_submission(&edge, &net.genesis, &largest).await,
             Err(NodeError::Invalid(ledger::Invalid::BodyFormat))
         ));
         assert!(largest.to_request(&net.genesis.hash()).payload.len() <= MAX_TX_BYTES);
         assert!(matches!(
-            check_submission(&net.genesis, &sized(MAX_BODY_BYTES + 1)),
+            check_submission(&edge, &net.genesis, &sized(MAX_BODY_BYTES + 1)).await,
             Err(NodeError::TooLarge {
                 limit: MAX_BODY_BYTES,
                 ..
             })
         ));
+    }
+
+    /// Submissions checked together keep their own verdicts: a bad signature among good ones
+    /// refuses that one alone, and every caller gets the answer for its own transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn submissions_checked_in_one_batch_keep_their_own_verdicts() {
+        let net = TestNet::new(4);
+        let edge = Arc::new(EdgeChecks::start(&net.genesis, "test").expect("a thread"));
+        let genesis = Arc::new(net.genesis.clone());
+        let mut checks = Vec::new();
+        for i in 0..64u64 {
+            let mut tx = net.sample_tx(i);
+            let bad = i % 7 == 3;
+            if bad {
+                tx.signature[5] ^= 1;
+            }
+            let (edge, genesis) = (edge.clone(), genesis.clone());
+            checks.push((
+                bad,
+                tx.clone(),
+                tokio::spawn(async move { check_submission(&edge, &genesis, &tx).await }),
+            ));
+        }
+        for (bad, tx, check) in checks {
+            match check.await.expect("the task") {
+                Ok((request, decoded)) => {
+                    assert!(!bad, "a bad signature passed");
+                    assert_eq!(decoded, tx);
+                    assert_eq!(request, net.request(&tx));
+                }
+                Err(error) => {
+                    assert!(bad, "a good signature was refused: {error}");
+                    assert!(matches!(
+                        error,
+                        NodeError::Invalid(ledger::Invalid::BadSignature)
+                    ));
+                }
+            }
+        }
     }
 }

@@ -591,8 +591,13 @@ fn walk_chain(
         height,
         fault,
     };
-    // One read transaction: the whole verification sees one snapshot.
-    let snapshot = conn.unchecked_transaction()?;
+    // One read transaction: the whole verification sees one snapshot (the caller's, if it
+    // reads in one already: `Queries::snapshot`).
+    let _transaction = match conn.is_autocommit() {
+        true => Some(conn.unchecked_transaction()?),
+        false => None,
+    };
+    let snapshot = conn;
     let head: Option<i64> =
         snapshot.query_row("SELECT MAX(height) FROM blocks", [], |r| r.get(0))?;
     let Some(head) = head else {
@@ -714,7 +719,7 @@ fn walk_chain(
         )));
     }
     if let Some(replay) = &replay {
-        check_derived(&snapshot, &replay.conn).map_err(corrupt)?;
+        check_derived(snapshot, &replay.conn).map_err(corrupt)?;
     }
     drop(tx_rows);
     Ok(Summary {

@@ -118,11 +118,10 @@ impl Flows {
         &self,
         query: impl FnOnce(&Reader) -> ledger::Result<T> + Send + 'static,
     ) -> FlowResult<(u64, T)> {
+        // `chain` reads in one snapshot (`NodeHandle::read`).
         self.chain(move |reader| {
-            ledger::entitled::in_snapshot(reader, |r| {
-                let (height, _) = r.head()?;
-                Ok((height, query(r)?))
-            })
+            let (height, _) = reader.head()?;
+            Ok((height, query(reader)?))
         })
         .await
     }
