@@ -212,10 +212,17 @@ pub struct LocalStore {
     conn: Connection,
 }
 
+/// The page size of a new `node.db` (SQLite's default is 4,096).
+const PAGE_BYTES: i64 = 1024;
+
 impl LocalStore {
     pub fn open(path: &Path) -> Result<Self, NodeError> {
         ledger::files::prepare_sqlite_file(path)?;
         let conn = Connection::open(path)?;
+        // Small pages for a new file: its commits are small (a transaction acknowledged, a
+        // protocol record), and each writes every page it touches whole, to the WAL and again
+        // at the checkpoint. A file that exists keeps its page size.
+        conn.pragma_update(None, "page_size", PAGE_BYTES)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let version: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -665,6 +672,31 @@ mod tests {
             .conn
             .query_row("SELECT COUNT(*) FROM proposals", [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// A new file gets small pages; one that exists keeps the size it was made with, and works.
+    #[test]
+    fn a_new_file_has_small_pages_and_an_old_one_keeps_its_own() {
+        let page_size = |conn: &Connection| -> i64 {
+            conn.pragma_query_value(None, "page_size", |r| r.get(0))
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("node.db")).unwrap();
+        assert_eq!(page_size(&store.conn), PAGE_BYTES);
+
+        let old = dir.path().join("old.db");
+        Connection::open(&old)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (a);",
+            )
+            .unwrap();
+        let mut store = LocalStore::open(&old).unwrap();
+        assert_eq!(page_size(&store.conn), 4096);
+        store.add_pending([(&[1u8; 32], 5, &b"one"[..])]).unwrap();
+        drop(store);
+        assert_eq!(LocalStore::open(&old).unwrap().pending().unwrap().len(), 1);
     }
 
     #[test]

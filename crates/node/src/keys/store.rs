@@ -60,6 +60,8 @@ const NONCE_BYTES: usize = 24;
 /// ([`MIGRATE_FROM_4`]); 4 and 5 lacked the epoch index (every row's place read into memory at
 /// open: [`migrate`] adds it).
 const SCHEMA_VERSION: i64 = 7;
+/// The page size of a new `keys.db` (SQLite's default is 4,096): a row is about 150 bytes.
+const PAGE_BYTES: i64 = 1024;
 
 /// `data_keys`'s columns (schema 3), for [`SCHEMA`] and [`MIGRATE_FROM_2`]: a rowid table
 /// indexed by nothing else, so that a new key's row goes at the end of its last page, where a
@@ -242,6 +244,10 @@ impl KeyStore {
     pub fn open(path: &Path, genesis_hash: Hash, key: KeystoreKey) -> Result<Self, NodeError> {
         ledger::files::prepare_sqlite_file(path)?;
         let conn = Connection::open(path)?;
+        // A new store's pages are small: its commits are small (a seal, a block's facts), and
+        // each writes every page it touches whole, to the WAL and again at the checkpoint. A
+        // store that exists keeps its page size (set only before the first table).
+        conn.pragma_update(None, "page_size", PAGE_BYTES)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(NodeError::Config(format!(
@@ -1168,6 +1174,32 @@ mod tests {
 
     fn open(dir: &Path, key: &KeystoreKey) -> Result<KeyStore, NodeError> {
         KeyStore::open(&dir.join("keys.db"), [7; 32], key.clone())
+    }
+
+    /// A new store gets small pages; one that exists keeps the size it was made with.
+    #[test]
+    fn a_new_store_has_small_pages_and_an_old_one_keeps_its_own() {
+        let page_size = |store: &KeyStore| -> i64 {
+            store
+                .conn
+                .pragma_query_value(None, "page_size", |r| r.get(0))
+                .unwrap()
+        };
+        let key = KeystoreKey::generate();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(page_size(&open(dir.path(), &key).unwrap()), PAGE_BYTES);
+
+        let old = tempfile::tempdir().unwrap();
+        Connection::open(old.path().join("keys.db"))
+            .unwrap()
+            .execute_batch(
+                "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (a);",
+            )
+            .unwrap();
+        let store = open(old.path(), &key).unwrap();
+        assert_eq!(page_size(&store), 4096);
+        drop(store);
+        assert_eq!(page_size(&open(old.path(), &key).unwrap()), 4096);
     }
 
     /// A pending seal's facts.
