@@ -60,7 +60,7 @@ pub const MAX_KEYS: usize = 8;
 pub const MAX_TEXT_CHARS: usize = 64;
 
 /// What a rule decides a transaction by, besides the state.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Ctx<'a> {
     /// The transaction's id.
     pub id: TxId,
@@ -72,6 +72,9 @@ pub struct Ctx<'a> {
     /// The number of validators in the genesis.
     pub validators: u32,
     pub params: &'a ChainParams,
+    /// The signer's key row, as the common checks read it ([`signer_key`] reads it again
+    /// otherwise): the state does not change while one transaction is decided.
+    signer_row: std::cell::OnceCell<KeyRow>,
 }
 
 impl<'a> Ctx<'a> {
@@ -91,6 +94,7 @@ impl<'a> Ctx<'a> {
             height,
             validators: genesis.len() as u32,
             params: genesis.params(),
+            signer_row: std::cell::OnceCell::new(),
         }
     }
 }
@@ -596,6 +600,7 @@ fn check_person_key(
             return Ok(Err(Reject(reason::CUSTODIAL_NOT_HOME)));
         }
     }
+    let _ = ctx.signer_row.set(row);
     Ok(Ok(()))
 }
 
@@ -616,6 +621,9 @@ pub(crate) fn is_display_text(text: &str) -> bool {
 
 /// The signer's key row (the common checks read it and found it live).
 pub(crate) fn signer_key(ctx: &Ctx<'_>, state: &dyn StateView) -> Result<KeyRow> {
+    if let Some(row) = ctx.signer_row.get() {
+        return Ok(row.clone());
+    }
     let key = ctx
         .header
         .signer
