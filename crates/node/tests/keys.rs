@@ -384,6 +384,39 @@ fn a_validator_still_fetching_a_key_says_so_and_offers_it_once_held() {
     assert_eq!(w.greetings(CLINIC, HOSPITAL), greeted + 1);
 }
 
+/// Red team s12, BREAK: the greeting (an empty offer: "I restarted, I forgot whom I told
+/// `Fetching`") goes out only before the restarted service's first frame to a peer
+/// (`Exchange::send`), not at its start. A validator that told a peer `Fetching` and restarts
+/// sends that peer nothing while it has nothing to ask it (a grantee asks the patient's home
+/// only): the peer's grown wait (up to 5 minutes) is not dropped, and the greeting comes with
+/// the answer to the peer's next ask, the one it waited out (worst 225 s after the key could
+/// be given: `keys::wanted::red_team_s12::
+/// a_restarted_home_greets_its_grantee_only_when_asked_and_it_waits_5_minutes`).
+/// Fix: greet every peer when the key service starts (and on a new transport session).
+#[test]
+#[ignore = "red team s12: a restarted key service greets a peer only with its first frame to it, not at start"]
+fn a_restarted_validator_greets_a_peer_it_has_nothing_to_send() {
+    let mut w = World::new();
+    let (_, record, _) = grant_while_the_home_is_down(&mut w);
+    // The grantee waits for the key from the home (down); a party asks it: `Fetching`.
+    assert_eq!(
+        w.ask(HOSPITAL, CLINIC, 931, vec![record]),
+        vec![KeyReply::Fetching]
+    );
+    let greeted = w.greetings(CLINIC, HOSPITAL);
+    assert!(greeted >= 1, "before its answer");
+    w.cluster.stop(CLINIC);
+    w.cluster.restart(CLINIC).unwrap();
+    wait_until("the restarted grantee to want the key again", || {
+        w.node(CLINIC).key_status().waiting >= 1
+    });
+    // Up, asking the home (down) for the key: its greeting of the asker it forgot.
+    wait_until(
+        "the restarted grantee's greeting of the party it told Fetching",
+        || w.greetings(CLINIC, HOSPITAL) > greeted,
+    );
+}
+
 /// §12.1: wanted keys are kept in memory only. A grantee restarted while it waits (the home
 /// is down) wants them again at start, from the blocks since the lowest height it wanted,
 /// although its processed height is past the grant, and gets them once the home is back.
