@@ -4933,9 +4933,8 @@ mod red_team_s12 {
 
     /// HELD. Empty offers ("I restarted") from a liar every tick for an hour drop the grown
     /// waits once per 5 minutes, no more (`holder_back`'s limit holds), at the cost §5.3
-    /// states: a key held nowhere asked 170 times an hour (38 without, 360 at the 10 s pace;
-    /// a third of the keys of every idle validator's peers, by one liar), and
-    /// `holder_back`'s sweep of every wanted key 12 times an hour.
+    /// states: a key held nowhere asked 170 times an hour (38 without, 360 at the 10 s pace),
+    /// and `holder_back`'s sweep of every wanted key 12 times an hour.
     #[test]
     fn empty_offers_every_tick_drop_grown_waits_once_per_5_minutes() {
         let run = |hello: bool| {
@@ -5045,6 +5044,159 @@ mod red_team_s12 {
             lazy <= BACKOFF_MAX,
             "the grantee got the key {lazy:?} after its restarted home could give it \
              ({eager:?} were it greeted at the home's start)"
+        );
+    }
+
+    /// BREAK. `holder_back`'s limit (once per 5 minutes per holder, against a liar) also
+    /// swallows an honest holder's greeting: the home (1) left one request of its grantee (3)
+    /// unanswered (a busy moment), its next answer drops the grantee's waits
+    /// (`holder_back` after a lag); the grantee's wait grows again (10, 10, 10, 20, 40, 80,
+    /// 160 s); the home restarts within 5 minutes of that answer, and its greeting (here
+    /// delivered as soon as it is up, as the fix of the break above would) is ignored. The home
+    /// has forgotten the grantee it told `Fetching`, holds the key 5 s after its restart, and
+    /// the grantee asks again only when its grown wait ends.
+    /// Measured, worst over restarts 10 s apart within the 5 minutes: 145 s after the home
+    /// could give it (10 s, the normal pace, were the greeting not limited with the lag-back).
+    /// Fix: a greeting (a restart: the askers are forgotten for sure) is not rate-limited
+    /// with lag-backs: limit it on its own (once per 5 minutes per holder), or let it drop
+    /// only the waits grown by that holder's `Fetching`.
+    #[test]
+    #[ignore = "red team s12: a lag-back of a holder within 5 min before its restart swallows its greeting: 145 s late"]
+    fn a_holder_back_after_a_lag_swallows_the_same_holders_greeting_for_5_minutes() {
+        let late = |limited: bool| {
+            let mut worst = Duration::ZERO;
+            for after in (10..300).step_by(10).map(Duration::from_secs) {
+                // The grantee's one unanswered request is at `busy`; the next answer, a lag-back.
+                let busy = 20 * MINUTE;
+                let start = Instant::now();
+                let tx = id(1, 1);
+                let mut asker = Asker::new(3, 4, start);
+                asker.keys.insert(tx, grantee(1, 1, start));
+                let back = Cell::new(None::<Duration>);
+                let silent_once = Cell::new(false);
+                let restart = Cell::new(None::<Duration>);
+                let askers = Cell::new(false);
+                let says = |_: ReplicaId, _: &TxId, t: Duration| {
+                    let up = restart.get().map(|r| r + Duration::from_secs(5));
+                    if t >= busy && !silent_once.get() {
+                        Says::Silent
+                    } else if restart.get().is_some_and(|r| t >= r) && up.is_some_and(|up| t < up) {
+                        Says::Silent
+                    } else if up.is_some_and(|up| t >= up) {
+                        Says::Key
+                    } else {
+                        Says::Fetching
+                    }
+                };
+                let mut t = Duration::ZERO;
+                let mut holds = None;
+                while t <= 2 * HOUR && !asker.received.contains_key(&tx) {
+                    if let Some(b) = back.get()
+                        && restart.get().is_none()
+                        && t >= b + after
+                    {
+                        restart.set(Some(t));
+                    }
+                    if let Some(r) = restart.get() {
+                        let up = r + Duration::from_secs(5);
+                        if t == up {
+                            // Up (holding the key), greeting the grantee at once.
+                            holds = Some(t);
+                            if !limited {
+                                // The control: no earlier lag-back counted against it.
+                                asker.keys.backs.clear();
+                            }
+                            asker.on_offer(1, &[], t);
+                        }
+                        if t >= up && askers.get() {
+                            askers.set(false);
+                            asker.on_offer(1, &[tx], t);
+                        }
+                    }
+                    let backs_before = asker.keys.backs.get(&1).copied();
+                    asker.pull(t, &says, &mut |_, _, s| {
+                        if s == Says::Silent && t >= busy {
+                            silent_once.set(true);
+                        }
+                        if s == Says::Fetching && restart.get().is_some_and(|r| t >= r) {
+                            askers.set(true);
+                        }
+                    });
+                    if back.get().is_none() && asker.keys.backs.get(&1).copied() != backs_before {
+                        back.set(Some(t));
+                    }
+                    t += TICK;
+                }
+                let holds = holds.expect("restarted");
+                let at = asker.received.get(&tx).copied().unwrap_or(Duration::MAX);
+                worst = worst.max(at.saturating_sub(holds));
+            }
+            worst
+        };
+        let control = late(false);
+        assert!(
+            control <= BACKOFF_MAX,
+            "a greeting not limited: {control:?}"
+        );
+        let worst = late(true);
+        assert!(
+            worst <= BACKOFF_MAX,
+            "the grantee got the key {worst:?} after its greeting home could give it \
+             ({control:?} were the greeting not limited with the lag-back)"
+        );
+    }
+
+    /// BREAK. A liar's offer after an honest one takes its place (`offered_by` is one slot,
+    /// and the honest offerer's turn in `offerers` is spent): s11b's third break again. The
+    /// sealer (0) lost its store and asks the home (1, the liar) and every other validator in
+    /// turn; the liar and a grantee (9) both answered `Fetching`. The liar gives the grantee
+    /// the key at `gives`; the grantee offers it at once, and the liar, which knows when,
+    /// offers it too, just after. The liar is asked next and says `NotHeld`; the grantee is
+    /// asked only when its turn comes again.
+    /// Measured, worst over `gives` of 5 to 15 minutes: 90 s after the grantee's offer with
+    /// 10 validators (at once without the liar's offer).
+    /// Fix: keep every offerer (a set, asked in the order they offered), or ask the offerer
+    /// whose offer came first.
+    #[test]
+    #[ignore = "red team s12: a liar's offer right after an honest one replaces it: the key waits its turn, 90 s with 10 validators"]
+    fn a_liars_offer_after_an_honest_one_takes_its_place() {
+        let n = 10usize;
+        let grantee_id: ReplicaId = 9;
+        let late = |liar_offers: bool| {
+            let mut worst = Duration::ZERO;
+            for gives in (300..=900).step_by(15).map(Duration::from_secs) {
+                let start = Instant::now();
+                let tx = id(1, 1);
+                let mut asker = Asker::new(0, n, start);
+                asker.keys.insert(tx, party(0, 1, 1, start));
+                let says = |h: ReplicaId, _: &TxId, t: Duration| match h {
+                    1 if t < gives => Says::Fetching,
+                    h if h == grantee_id && t < gives => Says::Fetching,
+                    h if h == grantee_id => Says::Key,
+                    _ => Says::NotHeld,
+                };
+                let mut t = Duration::ZERO;
+                while t <= gives + 2 * REFUSED_BACKOFF_MAX && !asker.received.contains_key(&tx) {
+                    if t == gives {
+                        asker.on_offer(grantee_id, &[tx], t);
+                        if liar_offers {
+                            asker.on_offer(1, &[tx], t);
+                        }
+                    }
+                    asker.pull(t, &says, &mut |_, _, _| {});
+                    t += TICK;
+                }
+                let at = asker.received.get(&tx).copied().unwrap_or(Duration::MAX);
+                worst = worst.max(at.saturating_sub(gives));
+            }
+            worst
+        };
+        let honest = late(false);
+        assert!(honest <= TICK, "without the liar's offer: {honest:?}");
+        let lied = late(true);
+        assert!(
+            lied <= BACKOFF_MAX,
+            "the key came {lied:?} after the grantee's offer ({honest:?} without the liar's)"
         );
     }
 }
