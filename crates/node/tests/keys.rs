@@ -1093,6 +1093,69 @@ fn a_sealer_that_lost_its_store_keeps_its_own_keys_after_a_grant_ends() {
     );
 }
 
+/// Red team s12, BREAK: a home that lost its store (§5.6) asks every other validator in turn
+/// for the keys of its own patients' records it sealed; the first in turn (the clinic) lies:
+/// `Fetching` to every request, and an offer of the key right after each answer. Each offer
+/// is taken (it did say `Fetching`), the liar is asked next (`offered_by`), says `Fetching`
+/// again, and so on: the grantee holding the key (the insurer, asked in turn after it) is
+/// never asked, and the home asks the liar 4 times a second. Once the liar answers `NotHeld`
+/// instead, the grantee is asked and gives the key (the control, at the end).
+/// (`keys::wanted::red_team_s12::
+/// a_liar_saying_fetching_and_offering_at_once_keeps_a_key_the_home_holds_from_coming`.)
+#[test]
+#[ignore = "red team s12: a liar's Fetching + Offer loop keeps a lost store's key from the grantee holding it"]
+fn a_liar_saying_fetching_and_offering_keeps_a_lost_stores_key_from_the_grantee() {
+    let mut w = World::new();
+    let (patient, author, reader) = w.cast(HOSPITAL, HOSPITAL, INSURANCE);
+    let record = w.record(&author, &patient, "Ewing sarcoma");
+    w.wait_state(HOSPITAL, &record, OpenState::Open);
+    w.read_grant(&patient, &reader, HOUR_MS);
+    w.wait_state(INSURANCE, &record, OpenState::Open);
+
+    w.cluster.stop(HOSPITAL);
+    w.lose_keys_db(HOSPITAL);
+    let liar = Impersonation::new(w.network(), CLINIC, HOSPITAL);
+    w.cluster.restart(HOSPITAL).unwrap();
+    let got = || w.key_rows(HOSPITAL).contains(&record);
+    let reply = |says: KeyReply, until: Instant| -> (bool, usize) {
+        let mut asked = 0;
+        while Instant::now() < until {
+            if got() {
+                return (true, asked);
+            }
+            let Ok((request, txs)) = liar.requests.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            asked += 1;
+            let replies = txs.iter().map(|_| says.clone()).collect();
+            let answer = Frame::new(Wire::Keys(KeyFrame::Answer {
+                request,
+                height: u64::MAX,
+                replies,
+            }));
+            assert!(w.network().inject(CLINIC, HOSPITAL, answer));
+            if txs.contains(&record) && matches!(says, KeyReply::Fetching) {
+                let offer = Frame::new(Wire::Keys(KeyFrame::Offer { txs: vec![record] }));
+                assert!(w.network().inject(CLINIC, HOSPITAL, offer));
+            }
+        }
+        (got(), asked)
+    };
+    let (pinned_got, asked) = reply(KeyReply::Fetching, Instant::now() + WAIT);
+    // The control: the liar now says `NotHeld`; the grantee is asked and gives it.
+    let (control, _) = reply(KeyReply::NotHeld, Instant::now() + 2 * WAIT);
+    assert!(
+        control,
+        "the grantee gives the key once the liar says NotHeld"
+    );
+    liar.end();
+    assert!(
+        pinned_got,
+        "the lost store did not get the key from the grantee in {WAIT:?} of the liar's \
+         Fetching + Offer ({asked} requests to the liar meanwhile)"
+    );
+}
+
 /// Red team finding 12: a home restored from an old backup, in which a revoked grant is still
 /// live, answers `Busy` to the former grantee while it is below the checkpoint the others
 /// report, and `NotEntitled` once it has caught up: it never hands the key out.

@@ -4750,7 +4750,8 @@ mod red_team_s12 {
         }
     }
 
-    /// The doctor's home (0) of a record sealed by 2, whose patient's home (1) holds the key;
+    /// The doctor's home (0) of a record sealed by 2 (a sealer other than the doctor's home, as
+    /// s11b's simulator has it), whose patient's home (1) holds the key;
     /// the sealer answers as `sealer` says and, if `offers`, offers the key after every
     /// `Fetching` it answered (it said it fetches it: the offer is taken). Asked for `limit`:
     /// when the key came, and the ids asked of the sealer and of the home.
@@ -4790,16 +4791,18 @@ mod red_team_s12 {
         )
     }
 
-    /// The same for a sealer (0) that lost its store (§5.6): it asks the patient's home (1),
-    /// answering as `home` says (offering after each `Fetching` if `offers`), then every
-    /// other validator in turn; a grantee (3) holds the key.
-    fn pinned_lost_store(home: Says, offers: bool, limit: Duration) -> (Option<Duration>, usize) {
+    /// The same for a sealer (0) that lost its store (§5.6) and is the patient's home: it asks
+    /// every other validator in turn, 1 first, which answers as `liar` says (offering after
+    /// each `Fetching` if `offers`); a grantee (3) holds the key.
+    fn pinned_lost_store(liar: Says, offers: bool, limit: Duration) -> (Option<Duration>, usize) {
         let start = Instant::now();
         let tx = id(1, 1);
         let mut asker = Asker::new(0, 4, start);
-        asker.keys.insert(tx, party(0, 1, 1, start));
+        // Its own patient (`feed::first_source` makes only such a key asked of every other
+        // validator in turn: 1, 2, 3).
+        asker.keys.insert(tx, party(0, 0, 1, start));
         let says = |h: ReplicaId, _: &TxId, _: Duration| match h {
-            1 => home,
+            1 => liar,
             3 => Says::Key,
             _ => Says::NotHeld,
         };
@@ -4826,9 +4829,10 @@ mod red_team_s12 {
     /// is never asked: the key never comes (and is asked of the liar 4 times a second, for
     /// ever: 14,400 asks an hour where the 10 s pace makes 360).
     /// Measured: never received in an hour; 0 asks of the home; 14,401 of the liar. The same
-    /// with a sealer that lost its store (§5.6) and a liar for the patient's home: the
-    /// grantee holding the key (asked in turn after the home) is never asked (0 asks in an
-    /// hour; 0.75 s with a home saying `NotHeld`).
+    /// for a sealer that lost its store (§5.6), home to the patient, whose turn asks the liar
+    /// first: the grantee holding the key (asked in turn after it) is never asked (0 asks in
+    /// an hour; 0.75 s with the liar saying `NotHeld`). (The first case needs a sealer other
+    /// than the doctor's home, as s11b's simulator has; the second is any lost store.)
     /// Fix: an offer pins the next ask to the offerer only if that offerer has not already
     /// been asked next after an offer since the key was last refused by every other holder
     /// (or: at most once per round; or: an offerer that answers `Fetching` again right after
@@ -4847,7 +4851,7 @@ mod red_team_s12 {
         let (at, liar, home) = pinned(Says::Fetching, true, true, HOUR);
         assert!(
             lost_at.is_some_and(|at| at <= lost_honest + BACKOFF_MAX),
-            "a lost store's key from the grantee: at {lost_honest:?} with a home saying \
+            "a lost store's key from the grantee: at {lost_honest:?} with the liar saying \
              NotHeld; with its Fetching + Offer: {lost_at:?} (the grantee asked \
              {asked_of_grantee} times in an hour)"
         );
@@ -5190,12 +5194,13 @@ mod red_team_s12 {
     }
 
     /// BREAK. A liar's offer after an honest one takes its place (`offered_by` is one slot,
-    /// and the honest offerer's turn in `offerers` is spent): s11b's third break again. The
-    /// sealer (0) lost its store and asks the home (1, the liar) and every other validator in
-    /// turn; the liar and a grantee (9) both answered `Fetching`. The liar gives the grantee
-    /// the key at `gives`; the grantee offers it at once, and the liar, which knows when,
-    /// offers it too, just after. The liar is asked next and says `NotHeld`; the grantee is
-    /// asked only when its turn comes again.
+    /// and the honest offerer's turn in `offerers` is spent): s11b's third break again. A home
+    /// and sealer (0) that lost its store asks every other validator in turn (1, the liar,
+    /// first); the liar and an honest validator (9) both answered `Fetching`. The honest one
+    /// gets the key at `gives` and offers it at once; the liar offers just after (in the same
+    /// 250 ms: it must know when, e.g. from the frames it sees, or offer blindly after each
+    /// `Fetching`, which is the loop above). The liar is asked next and says `NotHeld`; the
+    /// honest offerer is asked only when its turn comes again.
     /// Measured, worst over `gives` of 5 to 15 minutes: 90 s after the grantee's offer with
     /// 10 validators (at once without the liar's offer).
     /// Fix: keep every offerer (a set, asked in the order they offered), or ask the offerer
@@ -5211,7 +5216,7 @@ mod red_team_s12 {
                 let start = Instant::now();
                 let tx = id(1, 1);
                 let mut asker = Asker::new(0, n, start);
-                asker.keys.insert(tx, party(0, 1, 1, start));
+                asker.keys.insert(tx, party(0, 0, 1, start));
                 let says = |h: ReplicaId, _: &TxId, t: Duration| match h {
                     1 if t < gives => Says::Fetching,
                     h if h == grantee_id && t < gives => Says::Fetching,
@@ -5239,25 +5244,26 @@ mod red_team_s12 {
         let lied = late(true);
         assert!(
             lied <= BACKOFF_MAX,
-            "the key came {lied:?} after the grantee's offer ({honest:?} without the liar's)"
+            "the key came {lied:?} after the honest offer ({honest:?} without the liar's)"
         );
     }
 
-    /// How long after its offer a key the grantee (9) gives comes to a sealer that lost its
-    /// store (0 of 10), while `backlog` keys held nowhere were asked just before it: the
-    /// offered key is among those parked behind the home (1), whose 4 requests were full.
+    /// How long after its offer a key validator 9 gives comes to a home and sealer that lost
+    /// its store (0 of 10), while `backlog` keys held nowhere were asked just before it: the
+    /// offered key is among those parked behind validator 1 (first in turn), whose 4 requests
+    /// were full.
     fn offered_behind(backlog: u32) -> (Duration, bool) {
         let n = 10;
         let start = Instant::now();
         let mut asker = Asker::new(0, n, start);
         let offered = id(2, 0);
         for i in 0..backlog {
-            asker.keys.insert(id(1, i), party(0, 1, 1, start));
+            asker.keys.insert(id(1, i), party(0, 0, 1, start));
         }
-        asker.keys.insert(offered, party(0, 1, 1, start));
+        asker.keys.insert(offered, party(0, 0, 1, start));
         // The grantee said `Fetching` for it earlier (its turn came in an earlier round).
         let w = asker.keys.get(&offered).unwrap();
-        let round = super::holders(w, 0, n, Some(1));
+        let round = super::holders(w, 0, n, Some(0));
         asker
             .keys
             .refused(&offered, 9, &round, start, Refusal::Fetching);
@@ -5290,9 +5296,10 @@ mod red_team_s12 {
     /// parked), and the next pull draws the parked keys of a holder with room first and asks
     /// them of it without `holder_for` (`route_all`), and `asked` clears `offered_by`. The
     /// offerer's turn in `offerers` is spent too: it is asked only when its turn comes round.
-    /// A sealer that lost its store (0 of 10) asks the home (1) for 5,000 keys held nowhere
-    /// and the one a grantee (9, which said `Fetching` before) holds; 4,096 fill the home's
-    /// requests, the rest park behind it. The grantee offers its key: it is asked of the home.
+    /// A home and sealer that lost its store (0 of 10) asks every other validator in turn, 1
+    /// first, for 5,000 keys held nowhere and the one validator 9 (which said `Fetching`
+    /// before) now holds; 4,096 fill 1's requests, the rest park behind it. 9 offers its key:
+    /// it is asked of 1.
     /// No dishonest validator needed.
     /// Measured: 35.75 s after the offer (at once with a backlog of 10); the offerer's turn
     /// comes up to 8 asks later with 10 validators.
