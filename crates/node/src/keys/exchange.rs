@@ -725,6 +725,64 @@ mod tests {
     }
 }
 
+/// Red team s12 against the greeting (`Exchange::send`).
+#[cfg(test)]
+mod red_team_s12 {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(ReplicaId, Frame)>>);
+
+    impl Transport for Recorder {
+        fn send(&self, to: ReplicaId, frame: Frame) {
+            self.0.lock().unwrap().push((to, frame));
+        }
+    }
+
+    fn is_greeting(frame: &Frame) -> bool {
+        matches!(&**frame, Wire::Keys(KeyFrame::Offer { txs }) if txs.is_empty())
+    }
+
+    /// HELD, as far as it goes: a started exchange greets each peer once, just before its
+    /// first frame to it, and never again in that start, whatever it sends (requests,
+    /// answers, offers); a peer it sends nothing is not greeted at all (the break of
+    /// `wanted::red_team_s12::a_restarted_home_greets_its_grantee_only_when_asked_and_it_waits_5_minutes`).
+    #[test]
+    fn a_start_greets_each_peer_once_just_before_its_first_frame_and_only_then() {
+        let t0 = Instant::now();
+        let recorder = Arc::new(Recorder::default());
+        let mut exchange = Exchange::new(0, 4, recorder.clone());
+        assert!(recorder.0.lock().unwrap().is_empty(), "nothing at start");
+        exchange.ask(1, vec![[1; 32]], t0);
+        exchange.answer(2, 7, 0, vec![KeyReply::NotHeld]);
+        exchange.offer(1, [2; 32]);
+        exchange.send_offers();
+        exchange.ask(1, vec![[3; 32]], t0);
+        exchange.answer(2, 8, 0, vec![KeyReply::Fetching]);
+        let sent = recorder.0.lock().unwrap();
+        for (peer, count) in [(1, 4), (2, 3)] {
+            let frames: Vec<&Frame> = sent
+                .iter()
+                .filter(|(to, _)| *to == peer)
+                .map(|(_, f)| f)
+                .collect();
+            assert!(is_greeting(frames[0]), "first to {peer}");
+            assert_eq!(frames.iter().filter(|f| is_greeting(f)).count(), 1);
+            assert_eq!(
+                frames.len(),
+                count,
+                "to {peer}: the greeting and what was sent"
+            );
+        }
+        assert!(
+            !sent.iter().any(|(to, _)| *to == 3),
+            "peer 3 is sent nothing"
+        );
+    }
+}
+
 /// Red team (s8b) against `Exchange::lagging` and `unanswered_since` (commit 6ebe613a): can a
 /// dishonest validator make an honest holder look lagging, or hide its own silence? The
 /// answers here are what `Service::on_answer` hands `answered` (`from` is the transport's
