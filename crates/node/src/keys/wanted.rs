@@ -5125,9 +5125,9 @@ mod red_team_s12 {
                 let askers = Cell::new(false);
                 let says = |_: ReplicaId, _: &TxId, t: Duration| {
                     let up = restart.get().map(|r| r + Duration::from_secs(5));
-                    if t >= busy && !silent_once.get() {
-                        Says::Silent
-                    } else if restart.get().is_some_and(|r| t >= r) && up.is_some_and(|up| t < up) {
+                    let busy_now = t >= busy && !silent_once.get();
+                    let down = restart.get().is_some_and(|r| t >= r) && up.is_some_and(|up| t < up);
+                    if busy_now || down {
                         Says::Silent
                     } else if up.is_some_and(|up| t >= up) {
                         Says::Key
