@@ -116,13 +116,19 @@ pub(super) struct Exchange {
     unanswered_since: Vec<Option<Instant>>,
     /// Keys to offer, per asker told `Fetching` ([`Exchange::send_offers`]).
     offers: HashMap<ReplicaId, Vec<TxId>>,
-    /// Per peer: whether it was told this node started ([`Exchange::send`]).
-    greeted: Vec<bool>,
 }
 
 impl Exchange {
-    pub fn new(_me: ReplicaId, n: usize, transport: Arc<dyn Transport>) -> Self {
+    /// The exchange of a key service that starts: it greets every peer with an empty offer,
+    /// which tells it this node (re)started and forgot whom it told `Fetching` (red team
+    /// s11b: a holder's restart left its askers waiting out grown waits, up to 5 minutes). At
+    /// start, not with the first frame to a peer: a peer it has nothing to send would never be
+    /// told (red team s12). The transport queues it for a peer not connected yet.
+    pub fn new(me: ReplicaId, n: usize, transport: Arc<dyn Transport>) -> Self {
         let now = Instant::now();
+        let peers: Vec<ReplicaId> = (0..n as ReplicaId).filter(|peer| *peer != me).collect();
+        let hello = KeyFrame::Offer { txs: Vec::new() };
+        transport.broadcast(&peers, Frame::new(Wire::Keys(hello)));
         Exchange {
             transport,
             next_request: rand::random(),
@@ -131,21 +137,10 @@ impl Exchange {
             allowances: (0..n).map(|_| Bucket::full(now)).collect(),
             unanswered_since: vec![None; n],
             offers: HashMap::new(),
-            greeted: vec![false; n],
         }
     }
 
-    /// Sends `frame` to `to`, after an empty offer the first time: it tells the peer this node
-    /// (re)started and forgot whom it told `Fetching` (red team s11b: a holder's restart left
-    /// its askers waiting out grown waits, up to 5 minutes).
     fn send(&mut self, to: ReplicaId, frame: KeyFrame) {
-        if let Some(greeted) = self.greeted.get_mut(to as usize)
-            && !*greeted
-        {
-            *greeted = true;
-            let hello = KeyFrame::Offer { txs: Vec::new() };
-            self.transport.send(to, Frame::new(Wire::Keys(hello)));
-        }
         self.transport.send(to, Frame::new(Wire::Keys(frame)));
     }
 
@@ -455,11 +450,11 @@ impl Service {
     /// `from` offers keys it answered `Fetching` for and holds now: each is asked of it at
     /// once (§5.3, "Keys held nowhere"; an offer of a key it did not say it fetches changes
     /// nothing). An empty offer says it (re)started, having forgotten whom it told
-    /// `Fetching`: every grown wait drops back ([`wanted::WantedKeys::holder_back`]).
+    /// `Fetching`: every grown wait drops back ([`wanted::WantedKeys::holder_restarted`]).
     fn on_offer(&mut self, from: ReplicaId, txs: &[TxId]) {
         let now = Instant::now();
         if txs.is_empty() {
-            self.wanted.holder_back(from, now);
+            self.wanted.holder_restarted(from, now);
             return;
         }
         if txs.len() > MAX_KEY_REQUEST_IDS {
@@ -725,7 +720,7 @@ mod tests {
     }
 }
 
-/// Red team s12 against the greeting (`Exchange::send`).
+/// Red team s12 against the greeting (`Exchange::new`).
 #[cfg(test)]
 mod red_team_s12 {
     use std::sync::Mutex;
@@ -745,16 +740,23 @@ mod red_team_s12 {
         matches!(&**frame, Wire::Keys(KeyFrame::Offer { txs }) if txs.is_empty())
     }
 
-    /// HELD, as far as it goes: a started exchange greets each peer once, just before its
-    /// first frame to it, and never again in that start, whatever it sends (requests,
-    /// answers, offers); a peer it sends nothing is not greeted at all (the break of
-    /// `wanted::red_team_s12::a_restarted_home_greets_its_grantee_only_when_asked_and_it_waits_5_minutes`).
+    /// Fixed after the break (`wanted::red_team_s12::a_restarted_home_greets_its_grantee_only_when_asked_and_it_waits_5_minutes`):
+    /// a started exchange greets every peer once, at start, a peer it sends nothing too, and
+    /// never again in that start, whatever it sends (requests, answers, offers).
     #[test]
-    fn a_start_greets_each_peer_once_just_before_its_first_frame_and_only_then() {
+    fn a_start_greets_every_peer_once_at_start_and_only_then() {
         let t0 = Instant::now();
         let recorder = Arc::new(Recorder::default());
         let mut exchange = Exchange::new(0, 4, recorder.clone());
-        assert!(recorder.0.lock().unwrap().is_empty(), "nothing at start");
+        {
+            let sent = recorder.0.lock().unwrap();
+            let greeted: Vec<ReplicaId> = sent
+                .iter()
+                .filter(|(_, f)| is_greeting(f))
+                .map(|(to, _)| *to)
+                .collect();
+            assert_eq!(greeted, [1, 2, 3], "every peer, not itself, at start");
+        }
         exchange.ask(1, vec![[1; 32]], t0);
         exchange.answer(2, 7, 0, vec![KeyReply::NotHeld]);
         exchange.offer(1, [2; 32]);
@@ -762,7 +764,7 @@ mod red_team_s12 {
         exchange.ask(1, vec![[3; 32]], t0);
         exchange.answer(2, 8, 0, vec![KeyReply::Fetching]);
         let sent = recorder.0.lock().unwrap();
-        for (peer, count) in [(1, 4), (2, 3)] {
+        for (peer, count) in [(1, 4), (2, 3), (3, 1)] {
             let frames: Vec<&Frame> = sent
                 .iter()
                 .filter(|(to, _)| *to == peer)
@@ -776,10 +778,6 @@ mod red_team_s12 {
                 "to {peer}: the greeting and what was sent"
             );
         }
-        assert!(
-            !sent.iter().any(|(to, _)| *to == 3),
-            "peer 3 is sent nothing"
-        );
     }
 }
 
