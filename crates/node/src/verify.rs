@@ -107,11 +107,25 @@ impl EdgeChecks {
                     {
                         batch.push(next);
                     }
-                    let verdicts = crypto::check_entries(
-                        &keys,
-                        &genesis_hash,
-                        batch.iter().map(|(request, _)| request),
-                    );
+                    let check = |requests: Vec<&Request>| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            crypto::check_entries(&keys, &genesis_hash, requests)
+                        }))
+                    };
+                    let verdicts = match check(batch.iter().map(|(request, _)| request).collect()) {
+                        Ok(verdicts) => verdicts,
+                        // A bug, which must not stop every later submission: each is checked
+                        // alone, and one that panics again is refused.
+                        Err(_) => batch
+                            .iter()
+                            .map(|(request, _)| {
+                                check(vec![request])
+                                    .ok()
+                                    .and_then(|mut verdict| verdict.pop())
+                                    .unwrap_or(Err(ledger::Invalid::Undecodable))
+                            })
+                            .collect(),
+                    };
                     for ((request, reply), verdict) in batch.into_iter().zip(verdicts) {
                         // A submitter that gave up waiting drops its receiver.
                         let _ = reply.send((request, verdict));
