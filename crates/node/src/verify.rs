@@ -854,4 +854,38 @@ mod tests {
             }
         }
     }
+
+    /// Red team s13, held: submitters that give up (their futures dropped before or after the
+    /// check is queued) and a flood of bad signatures leave the edge working: the next
+    /// submission gets its own verdict.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropped_submissions_and_bad_signatures_do_not_stall_the_edge() {
+        let net = TestNet::new(4);
+        let edge = Arc::new(EdgeChecks::start(&net.genesis, "test").expect("a thread"));
+        let genesis = Arc::new(net.genesis.clone());
+        let mut given_up = Vec::new();
+        for i in 0..300u64 {
+            let mut tx = net.sample_tx(i);
+            tx.signature[0] ^= 1;
+            let (edge, genesis) = (edge.clone(), genesis.clone());
+            given_up.push(tokio::spawn(async move {
+                check_submission(&edge, &genesis, &tx).await
+            }));
+        }
+        for task in &given_up {
+            task.abort();
+        }
+        drop(given_up);
+        let good = net.sample_tx(1000);
+        let (_, decoded) = check_submission(&edge, &genesis, &good)
+            .await
+            .expect("the edge still answers");
+        assert_eq!(decoded, good);
+        let mut bad = net.sample_tx(1001);
+        bad.signature[3] ^= 1;
+        assert!(matches!(
+            check_submission(&edge, &genesis, &bad).await,
+            Err(NodeError::Invalid(ledger::Invalid::BadSignature))
+        ));
+    }
 }
