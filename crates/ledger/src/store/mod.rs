@@ -1348,6 +1348,28 @@ mod tests {
         assert!(reader.conn.is_autocommit());
     }
 
+    /// Red team s13, held: a snapshot whose read fails ends its transaction (the connection is
+    /// back in autocommit and the next snapshot sees the writer's later blocks), and a panic
+    /// in a read leaves a connection that `Pool` drops, not one lent inside a transaction.
+    #[test]
+    fn a_failed_snapshot_ends_its_read_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&path, 3, 4).unwrap();
+        let reader = store.reader().unwrap();
+        let failed: Result<()> = reader.snapshot(|r| {
+            r.head()?;
+            Err(Error::State("the read failed".into()))
+        });
+        assert!(failed.is_err());
+        assert!(reader.conn.is_autocommit(), "no transaction left open");
+        let (before, _) = reader.head().unwrap();
+        let block = net.next_block(store.head(), vec![net.sample_tx(20)]);
+        net.append(&mut store, &block).expect("appended");
+        assert_eq!(reader.snapshot(|r| r.head()).unwrap().0, before + 1);
+    }
+
     /// docs/STORAGE.md §3: a staged proposal survives a restart, and the block it becomes
     /// names its bodies instead of storing them again; the chain reads and verifies as one
     /// appended without staging.
