@@ -1720,3 +1720,21 @@ fn reasons_are_distinct() {
         assert!(!seen.contains(&invalid.reason()));
     }
 }
+
+/// Red team s13, held: the signer's key row kept from the common checks (`Ctx::signer_row`)
+/// gives the verdict the rule gives reading it again (a fresh context, nothing kept), applied
+/// or rejected.
+#[test]
+fn the_kept_signer_row_decides_as_reading_it_again() {
+    let mut w = world();
+    let (grant, t) = w.write_grant();
+    let record = w.record(grant);
+    let view = w.c.view();
+    for at in [t + 1, t + WRITE_GRANT_MS] {
+        let ctx = Ctx::new(w.c.id(&record), &record.header, at, 99, &w.c.net.genesis);
+        let kept = decide(&ctx, &view).expect("reads");
+        let fresh = Ctx::new(w.c.id(&record), &record.header, at, 99, &w.c.net.genesis);
+        let again = record.header.meta.rule().decide(&fresh, &view).expect("reads");
+        assert_eq!(format!("{kept:?}"), format!("{again:?}"), "at {at}");
+    }
+}
