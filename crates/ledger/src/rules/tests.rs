@@ -1734,7 +1734,12 @@ fn the_kept_signer_row_decides_as_reading_it_again() {
         let ctx = Ctx::new(w.c.id(&record), &record.header, at, 99, &w.c.net.genesis);
         let kept = decide(&ctx, &view).expect("reads");
         let fresh = Ctx::new(w.c.id(&record), &record.header, at, 99, &w.c.net.genesis);
-        let again = record.header.meta.rule().decide(&fresh, &view).expect("reads");
+        let again = record
+            .header
+            .meta
+            .rule()
+            .decide(&fresh, &view)
+            .expect("reads");
         assert_eq!(format!("{kept:?}"), format!("{again:?}"), "at {at}");
     }
 }
