@@ -63,14 +63,19 @@ impl<T> Pool<T> {
         drop(state);
         let resource = match taken {
             Some(resource) => resource,
-            None => match open() {
-                Ok(resource) => resource,
-                Err(error) => {
-                    self.lock().open -= 1;
-                    self.given_back.notify_one();
-                    return Err(error);
+            None => {
+                // Frees the place if `open` fails or panics (one that panicked would hold
+                // it for good, and after `max` of them every caller would wait for ever).
+                let place = Place { pool: self };
+                let opened = open();
+                match opened {
+                    Ok(resource) => {
+                        std::mem::forget(place);
+                        resource
+                    }
+                    Err(error) => return Err(error),
                 }
-            },
+            }
         };
         let mut lent = Lent {
             pool: self,
@@ -83,6 +88,19 @@ impl<T> Pool<T> {
     /// The most resources that ever existed at once (never more than `max`).
     pub fn peak_open(&self) -> usize {
         self.lock().peak_open
+    }
+}
+
+/// A place counted in `open` for a resource being opened: freed when dropped (the open
+/// failed or panicked), forgotten once the resource is opened.
+struct Place<'a, T> {
+    pool: &'a Pool<T>,
+}
+
+impl<T> Drop for Place<'_, T> {
+    fn drop(&mut self) {
+        self.pool.lock().open -= 1;
+        self.pool.given_back.notify_one();
     }
 }
 
@@ -170,5 +188,12 @@ mod tests {
         // The one place is free again, and the resource the panic held (7) was dropped.
         assert_eq!(pool.with(|| Ok::<_, ()>(9), |r| *r), Ok(9));
         assert_eq!(pool.peak_open(), 1);
+        // An open that panics frees its place too.
+        let pool = Pool::<u8>::new(1);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.with(|| -> Result<u8, ()> { panic!("open failed") }, |_| ())
+        }));
+        assert!(caught.is_err());
+        assert_eq!(pool.with(|| Ok::<_, ()>(3), |r| *r), Ok(3));
     }
 }
