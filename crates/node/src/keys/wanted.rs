@@ -3860,7 +3860,7 @@ mod red_team_s11b {
     const MINUTE: Duration = Duration::from_secs(60);
     const HOUR: Duration = Duration::from_secs(3600);
 
-    fn home_of(w: &Wanted) -> ReplicaId {
+    pub(super) fn home_of(w: &Wanted) -> ReplicaId {
         ReplicaId::from(w.patient[0])
     }
 
@@ -3884,16 +3884,20 @@ mod red_team_s11b {
         }
     }
 
-    /// The exchange's side of one validator for a pull.
-    struct View<'a> {
-        me: ReplicaId,
-        n: usize,
-        now: Instant,
-        open: &'a [(ReplicaId, Instant)],
-        unanswered_since: &'a [Option<Instant>],
+    /// The exchange's side of one validator for a pull (red team s12's driver too).
+    pub(super) struct View<'a> {
+        pub me: ReplicaId,
+        pub n: usize,
+        pub now: Instant,
+        pub open: &'a [(ReplicaId, Instant)],
+        pub unanswered_since: &'a [Option<Instant>],
     }
 
-    fn lags(unanswered_since: &[Option<Instant>], holder: ReplicaId, now: Instant) -> bool {
+    pub(super) fn lags(
+        unanswered_since: &[Option<Instant>],
+        holder: ReplicaId,
+        now: Instant,
+    ) -> bool {
         unanswered_since[holder as usize]
             .is_some_and(|since| now.saturating_duration_since(since) >= LAGGING_AFTER)
     }
@@ -4619,61 +4623,12 @@ mod red_team_s12 {
     use std::cell::{Cell, RefCell};
     use std::time::{Duration, Instant};
 
-    use super::red_team_s8::{
-        OPEN_PER_HOLDER, TICK, TIMEOUT, check_invariants, grantee, id, party,
-    };
+    use super::red_team_s8::{TICK, TIMEOUT, check_invariants, grantee, id, party};
+    use super::red_team_s11b::{View, home_of, lags};
     use super::*;
 
     const MINUTE: Duration = Duration::from_secs(60);
     const HOUR: Duration = Duration::from_secs(3600);
-
-    fn home_of(w: &Wanted) -> ReplicaId {
-        ReplicaId::from(w.patient[0])
-    }
-
-    fn lags(unanswered_since: &[Option<Instant>], holder: ReplicaId, now: Instant) -> bool {
-        unanswered_since[holder as usize]
-            .is_some_and(|since| now.saturating_duration_since(since) >= LAGGING_AFTER)
-    }
-
-    struct View<'a> {
-        me: ReplicaId,
-        n: usize,
-        now: Instant,
-        open: &'a [(ReplicaId, Instant)],
-        unanswered_since: &'a [Option<Instant>],
-    }
-
-    impl Holders for View<'_> {
-        type Error = std::convert::Infallible;
-
-        fn count(&self) -> usize {
-            self.n
-        }
-
-        fn room(&mut self, holder: ReplicaId) -> usize {
-            let open = self.open.iter().filter(|(h, _)| *h == holder).count();
-            OPEN_PER_HOLDER.saturating_sub(open)
-        }
-
-        fn lagging(&self, holder: ReplicaId) -> bool {
-            lags(self.unanswered_since, holder, self.now)
-        }
-
-        fn holder_for(
-            &mut self,
-            wanted: &Wanted,
-            lagging: &dyn Fn(ReplicaId) -> bool,
-        ) -> Result<Option<ReplicaId>, Self::Error> {
-            Ok(super::holder_for(
-                wanted,
-                self.me,
-                self.n,
-                Some(home_of(wanted)),
-                lagging,
-            ))
-        }
-    }
 
     /// What a holder answers for one id (`Silent`: the request is left open).
     #[derive(Clone, Copy, Debug, PartialEq)]
