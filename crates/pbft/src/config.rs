@@ -41,6 +41,12 @@ pub struct Config {
     pub batch_window_ticks: u64,
     /// At most this many sequence numbers pre-prepared but not executed at once (pipelining).
     pub max_in_flight: u64,
+    /// An [`crate::Input::Cut`] proposes at once only while fewer than this many sequence
+    /// numbers are in flight; otherwise it is honoured when one executes, and the requests
+    /// that arrive meanwhile join its batch. Under load, batches grow with the round trip
+    /// instead of one block per cut (the sliding-window batching of Castro and Liskov, TOCS
+    /// 2002, §5.1.4); an idle pipeline still proposes at once. At least 1.
+    pub cut_in_flight: u64,
     /// The view-change timer T (§4.4); doubled on each consecutive view change without an
     /// execution in between, without a cap (§4.5.2: the timeout must grow until it covers the
     /// network's real delay; it only saturates at `u64::MAX` ticks).
@@ -68,7 +74,7 @@ pub struct Config {
 
 impl Config {
     /// Defaults suited to a real cluster with ticks of about 10 ms: K = 128, L = 256, batches
-    /// of up to 256 requests or 5 ticks, 8 in flight, T = 200 ticks, τ = 2 s.
+    /// of up to 256 requests or 5 ticks, 8 in flight (a cut at once only with none), T = 200 ticks, τ = 2 s.
     pub fn new(id: ReplicaId, n: u32, digest: DigestFn, genesis: Digest) -> Self {
         Config {
             id,
@@ -78,6 +84,7 @@ impl Config {
             max_batch: 256,
             batch_window_ticks: 5,
             max_in_flight: 8,
+            cut_in_flight: 1,
             view_change_timeout_ticks: 200,
             retransmit_ticks: 50,
             max_pending: 100_000,
@@ -117,7 +124,7 @@ impl Config {
                     .is_multiple_of(self.checkpoint_interval),
             "L must be a positive multiple of K"
         );
-        assert!(self.max_batch >= 1 && self.max_in_flight >= 1);
+        assert!(self.max_batch >= 1 && self.max_in_flight >= 1 && self.cut_in_flight >= 1);
         assert!(self.view_change_timeout_ticks >= 1 && self.retransmit_ticks >= 1);
         assert!(self.max_pending >= 1 && self.future_buffer_per_sender >= 1);
     }

@@ -137,8 +137,8 @@ pub struct Replica {
     /// Primary only: the next sequence number to assign and the digest it chains to.
     pub(crate) next_seq: SeqNo,
     pub(crate) last_proposed: Digest,
-    /// Primary only: an [`Input::Cut`] came while the block time had to wait for the clock;
-    /// honoured once it can propose.
+    /// Primary only: an [`Input::Cut`] came while the block time had to wait for the clock,
+    /// or while `cut_in_flight` sequence numbers were in flight; honoured once it can propose.
     pub(crate) cut_waiting: bool,
 
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
@@ -953,7 +953,11 @@ impl Replica {
                 self.cut_waiting |= cut;
                 return;
             };
-            let cut = cut || self.cut_waiting;
+            // A cut goes at once only into a short pipeline; otherwise it waits for the next
+            // execution and gathers what arrives meanwhile (§5.1.4 of the TOCS paper).
+            let wants_cut = cut || self.cut_waiting;
+            let cut = wants_cut && in_flight < self.cfg.cut_in_flight;
+            self.cut_waiting = wants_cut;
             while let Some(id) = self.queue.front() {
                 if self.pending.contains_key(id) && !self.in_log.contains_key(id) {
                     break;
@@ -989,7 +993,8 @@ impl Replica {
             {
                 return;
             }
-            self.cut_waiting = false;
+            // A cut waits on for what a full batch left behind, as a cut held back does.
+            self.cut_waiting = wants_cut && !cut;
             self.propose(batch, time_ms, actions);
         }
     }

@@ -16,10 +16,10 @@ const HOUR_MS: u64 = 3_600_000;
 /// A replica of the 4-replica test cluster restarted at `now_ms` on a head of time
 /// `head_time_ms` (genesis).
 fn replica_at(id: ReplicaId, head_time_ms: u64, now_ms: u64) -> Replica {
-    Replica::new(
-        config(id, 4),
-        Restored::genesis(GENESIS, head_time_ms, now_ms),
-    )
+    let mut cfg = config(id, 4);
+    // Each cut proposes at once, however many are in flight: these tests are about times.
+    cfg.cut_in_flight = cfg.max_in_flight;
+    Replica::new(cfg, Restored::genesis(GENESIS, head_time_ms, now_ms))
 }
 
 /// A pre-prepare of view 0 by replica 0 at `seq` with block time `time_ms`.

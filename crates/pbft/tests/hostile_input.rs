@@ -149,8 +149,11 @@ fn restart_never_contradicts_persisted_records() {
             _ => None,
         })
         .collect();
+    // Its pre-prepare at 1 is in flight again: a cut must not wait on it here.
+    let mut restarted = config(0, 4);
+    restarted.cut_in_flight = restarted.max_in_flight;
     let mut p = Replica::new(
-        config(0, 4),
+        restarted,
         Restored {
             last_executed: (0, GENESIS),
             durable,

@@ -147,21 +147,67 @@ fn primary_batches_by_size_window_and_cut() {
             Action::Broadcast(Message::PrePrepare(pp2.clone())),
         ]
     );
-    // Cut proposes a partial batch right away.
+    // A cut with proposals in flight waits (cut_in_flight = 1); the batch window still runs.
     assert_eq!(step(&mut r, Input::Request(request(4))), vec![]);
+    assert_eq!(step(&mut r, Input::Cut), vec![]);
     let pp3 = pre_prepare(3, 0, pp2.digest, vec![request(4)]);
+    assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![]);
     assert_eq!(
-        step(&mut r, Input::Cut),
+        step(&mut r, Input::Tick { now_ms: 0 }),
         vec![
             Action::Persist(Durable::PrePrepare(pp3.clone())),
             Action::Broadcast(Message::PrePrepare(pp3)),
         ]
     );
-    // max_in_flight = 3: the fourth batch waits for an execution.
+    // max_in_flight = 3: the fourth batch waits for an execution, window or not.
     assert_eq!(step(&mut r, Input::Request(request(5))), vec![]);
     assert_eq!(step(&mut r, Input::Cut), vec![]);
+    assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![]);
+    assert_eq!(step(&mut r, Input::Tick { now_ms: 0 }), vec![]);
     // The primary's own pre-prepare looped back is not an error.
     assert_eq!(step(&mut r, msg(0, Message::PrePrepare(pp1))), vec![]);
+}
+
+/// Batching under load (Castro and Liskov, TOCS 2002, §5.1.4): a cut proposes at once into an
+/// idle pipeline; cuts that come while a block is in flight wait for it to execute, and the
+/// requests that came meanwhile go out in one batch, not one block per cut.
+#[test]
+fn cuts_while_a_block_is_in_flight_gather_into_one_batch() {
+    let mut c = Cluster::new(4);
+    c.replicas = (0..4)
+        .map(|i| {
+            let cfg = Config {
+                max_batch: 8,
+                ..config(i, 4)
+            };
+            Replica::new(cfg, Restored::genesis(GENESIS, 0, 0))
+        })
+        .collect();
+    let pre_prepares = |c: &Cluster| {
+        c.sent[0]
+            .iter()
+            .filter(|m| matches!(m, Message::PrePrepare(_)))
+            .count()
+    };
+    c.input(0, Input::Request(request(1)));
+    c.input(0, Input::Cut);
+    assert_eq!(
+        pre_prepares(&c),
+        1,
+        "an idle pipeline: the cut proposes at once"
+    );
+    for i in 2..=4 {
+        c.input(0, Input::Request(request(i)));
+        c.input(0, Input::Cut);
+    }
+    assert_eq!(pre_prepares(&c), 1, "block 1 is in flight: the cuts wait");
+    c.run();
+    let batches: Vec<Vec<Digest>> = c.executed[1]
+        .iter()
+        .map(|block| block.proposal.requests.iter().map(|r| r.id).collect())
+        .collect();
+    let id = |i: u8| request(i).id;
+    assert_eq!(batches, vec![vec![id(1)], vec![id(2), id(3), id(4)]]);
 }
 
 /// Chaining: a pre-prepare whose predecessor is missing waits for it, then both are accepted

@@ -673,7 +673,26 @@ impl World {
         if self.admit_request(to, &request) {
             self.step_node(to, Input::Request(request));
             self.drain_loopback();
+            // Half the clients wait for their block (the node's `submit_applied`): the node asks
+            // its primary for one at once (`Wire::Cut`, handed over here without the network).
+            if self.rng.gen_bool(0.5) {
+                self.cut(to);
+            }
         }
+    }
+
+    /// An [`Input::Cut`] at the replica `via` takes for the primary.
+    fn cut(&mut self, via: ReplicaId) {
+        let Some(primary) = self.nodes[via as usize]
+            .replica
+            .as_ref()
+            .map(|r| r.primary())
+        else {
+            return;
+        };
+        self.trace(|| format!("{via} asks primary {primary} for a block"));
+        self.step_node(primary, Input::Cut);
+        self.drain_loopback();
     }
 
     /// The node's edge check of a request: the exact bytes a client submitted (fast path), or a
