@@ -100,6 +100,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 const CLAIM_FRESH: Duration = Duration::from_secs(5);
 /// How long a cut waits for its block before giving up.
 const CUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a peer's messages are checked one by one after one of its signatures failed in a
+/// batch: a failed batch is checked again signature by signature, so a peer that signs badly
+/// on purpose would otherwise double the cost of everyone's messages.
+const UNBATCHED_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 struct CutWaiter {
     waiting_for: BTreeSet<Hash>,
@@ -161,6 +165,8 @@ pub(crate) struct Runtime {
     peer_heads: Vec<Option<(u64, Instant)>>,
     /// The view of each peer's last authentic consensus message (for the dashboard only).
     peer_views: Vec<Option<u64>>,
+    /// Until when each peer's messages are left out of the turn's batch check.
+    unbatched_until: Vec<Option<Instant>>,
     /// Forwarded requests refused by admission for something not on this chain yet
     /// (`ledger::rules::reason::may_pass_later`), each a forward of one request as its sender
     /// signed it, with when it was parked: judged again after each new block, dropped after
@@ -238,6 +244,7 @@ impl Runtime {
             reported_checkpoint: 0,
             peer_heads: vec![None; n],
             peer_views: vec![None; n],
+            unbatched_until: vec![None; n],
             parked: VecDeque::new(),
             parked_per_sender: vec![0; n],
             parked_ids: HashSet::new(),
@@ -337,9 +344,12 @@ impl Runtime {
         let mut actions = Vec::new();
         let mut submits = Vec::new();
         let mut cut = false;
-        for event in events {
+        let outer = self.verify_frames(&events);
+        for (event, outer) in events.into_iter().zip(outer) {
             match event {
-                Event::Network { from, frame, .. } => self.on_frame(from, frame, &mut actions)?,
+                Event::Network { from, frame, .. } => {
+                    self.on_frame(from, frame, outer, &mut actions)?
+                }
                 Event::Submit(submission) => submits.push(*submission),
                 Event::Watch {
                     id,
@@ -776,11 +786,55 @@ impl Runtime {
         }
     }
 
-    /// A frame from `from`, authenticated by the transport (the channel's proven peer).
+    /// The signatures of this turn's consensus messages checked in one batch: for each event,
+    /// `Some(verdict)` if its message's own signature was checked here. Only messages whose
+    /// shape check is stateless and cheap are batched (it runs again, first, in
+    /// [`Self::on_frame`]), and none from a peer whose signature failed lately.
+    fn verify_frames(&mut self, events: &[Event]) -> Vec<Option<bool>> {
+        let now = Instant::now();
+        let mut positions = Vec::new();
+        let mut messages = Vec::new();
+        for (position, event) in events.iter().enumerate() {
+            if let Event::Network { from, frame, .. } = event
+                && let Wire::Consensus(signed) = &**frame
+                && signed.from == *from
+                && *from != self.id
+                && self
+                    .unbatched_until
+                    .get(*from as usize)
+                    .is_some_and(|until| until.is_none_or(|until| until <= now))
+                && batchable(&signed.message)
+                && self.replica.check_shape(&signed.message).is_ok()
+            {
+                positions.push(position);
+                messages.push(signed);
+            }
+        }
+        let mut outer = vec![None; events.len()];
+        if messages.len() < 2 {
+            return outer; // one is checked alone in `on_frame`, as before
+        }
+        for ((position, signed), verified) in positions
+            .into_iter()
+            .zip(&messages)
+            .zip(self.auth.verify_batch(&messages))
+        {
+            if !verified {
+                self.unbatched_until[signed.from as usize] = Some(now + UNBATCHED_AFTER_FAILURE);
+            }
+            outer[position] = Some(verified);
+        }
+        outer
+    }
+
+    /// A frame from `from`, authenticated by the transport (the channel's proven peer);
+    /// `outer`: the verdict on its consensus message's own signature, if already checked
+    /// ([`Self::verify_frames`]).
     fn on_frame(
         &mut self,
         from: ReplicaId,
         frame: Frame,
+        outer: Option<bool>,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
         let telemetry = self.shared.telemetry();
@@ -798,9 +852,13 @@ impl Runtime {
                 }
                 // Shape before signatures: a message that cannot be valid costs no
                 // signature verification, whatever it repeats.
-                let checked = match self.replica.check_shape(&signed.message) {
-                    Ok(()) => self.auth.authenticate(signed),
-                    Err(error) => Err(error.into()),
+                let checked = match (self.replica.check_shape(&signed.message), outer) {
+                    (Err(error), _) => Err(error.into()),
+                    (Ok(()), None) => self.auth.authenticate(signed),
+                    (Ok(()), Some(true)) => self.auth.authenticate_contents(signed),
+                    (Ok(()), Some(false)) => {
+                        Err(ledger::Error::BadMessageSignature { from: signed.from }.into())
+                    }
                 };
                 match checked {
                     Ok(()) => {
@@ -1321,4 +1379,18 @@ impl Runtime {
             status.peers = peers;
         });
     }
+}
+
+/// Whether a message's signature may be checked in the turn's batch: those of the normal case,
+/// whose shape check is stateless and cheap. View changes, new views and recovery messages
+/// (rare, and validated against the replica's state) are checked alone.
+fn batchable(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::PrePrepare(_)
+            | Message::Prepare(_)
+            | Message::Commit(_)
+            | Message::Checkpoint(_)
+            | Message::Forward(_)
+    )
 }

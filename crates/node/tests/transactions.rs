@@ -15,6 +15,33 @@ use node::{Cluster, Frame, NodeError, NodeHandle, Timing, TxStatus, Verdict, Wir
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A forward of `tx` from the clinic (validator 1) as its runtime signs one, its signature
+/// broken if `forge`.
+fn clinic_forward(
+    dir: &std::path::Path,
+    cluster: &Cluster,
+) -> impl Fn(&ledger::SignedTx, bool) -> Frame {
+    let genesis_hash = cluster.handle(1).unwrap().genesis_hash();
+    let clinic_key = ledger::master::read_node_key(
+        &dir.join("clinic/node.key"),
+        cluster.operator_key(1).unwrap(),
+        "clinic",
+    )
+    .unwrap();
+    move |tx, forge| {
+        let message = pbft::Message::Forward(vec![tx.to_request(&genesis_hash)]);
+        let mut signature = ledger::crypto::sign_message(&clinic_key, &genesis_hash, &message);
+        if forge {
+            signature.0[5] ^= 0x10;
+        }
+        Frame::new(Wire::Consensus(pbft::Signed {
+            from: 1,
+            message,
+            signature,
+        }))
+    }
+}
+
 /// Waits until `handle`'s validator applied `height`.
 fn wait_height(handle: &NodeHandle, height: u64) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -263,22 +290,13 @@ fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
     let rt = runtime();
     let (patient, doctor) = people(&rt, &hospital);
     let genesis_hash = hospital.genesis_hash();
-    let clinic_key = ledger::master::read_node_key(
-        &dir.path().join("clinic/node.key"),
-        cluster.operator_key(1).unwrap(),
-        "clinic",
-    )
-    .unwrap();
     // What the clinic forwards to the primary, signed with its key as its runtime signs it.
+    let signed_forward = clinic_forward(dir.path(), &cluster);
     let forward = |tx: &ledger::SignedTx| {
-        let message = pbft::Message::Forward(vec![tx.to_request(&genesis_hash)]);
-        let signature = ledger::crypto::sign_message(&clinic_key, &genesis_hash, &message);
-        let frame = Frame::new(Wire::Consensus(pbft::Signed {
-            from: 1,
-            message,
-            signature,
-        }));
-        cluster.network().endpoint(1).send(0, frame);
+        cluster
+            .network()
+            .endpoint(1)
+            .send(0, signed_forward(tx, false));
     };
     assert_eq!(hospital.status().refused_forwards, 0);
 
@@ -304,6 +322,48 @@ fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
     assert_eq!(hospital.status().refused_forwards, 1);
     assert_eq!(
         hospital.tx_status(&unlawful.id(&genesis_hash)).unwrap(),
+        TxStatus::Unknown
+    );
+}
+
+/// A turn's consensus messages are checked in one batch (`Authenticator::verify_batch`): among
+/// forwards that reach the primary together, the one with a forged signature is dropped and
+/// counted as unauthentic, and the others commit.
+#[test]
+fn a_forged_signature_among_forwards_costs_only_its_own_message() {
+    let dir = common::data_dir();
+    let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let clinic = cluster.handle(1).unwrap();
+    let rt = runtime();
+    let genesis_hash = hospital.genesis_hash();
+    let forward = clinic_forward(dir.path(), &cluster);
+    let unauthentic = || {
+        let text = hospital.shared().telemetry().encode();
+        text.lines()
+            .find(|line| line.contains("messages_rejected") && line.contains("\"unauthentic\""))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(unauthentic(), 0.0);
+    let lawful: Vec<ledger::SignedTx> = (0..6).map(|_| enrollment(&clinic)).collect();
+    let forged = enrollment(&clinic);
+    let endpoint = cluster.network().endpoint(1);
+    for (i, tx) in lawful.iter().enumerate() {
+        endpoint.send(0, forward(tx, false));
+        if i == 2 {
+            endpoint.send(0, forward(&forged, true));
+        }
+    }
+    for tx in &lawful {
+        let verdict = rt
+            .block_on(hospital.wait_applied(tx.id(&genesis_hash), WAIT))
+            .unwrap();
+        assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+    }
+    assert_eq!(unauthentic(), 1.0);
+    assert_eq!(
+        hospital.tx_status(&forged.id(&genesis_hash)).unwrap(),
         TxStatus::Unknown
     );
 }
