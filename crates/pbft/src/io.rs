@@ -23,7 +23,8 @@ pub enum Input {
     /// in the log stay (they are ordered and will execute); unknown ids are ignored.
     Withdraw(Vec<Digest>),
     /// Propose what is pending now instead of waiting for the batch window (the seed's
-    /// `/api/validate`). Ignored by a backup.
+    /// `/api/validate`): at once into an idle pipeline, else when the next block executes
+    /// ([`crate::Config::cut_in_flight`]). Ignored by a backup.
     Cut,
     /// The caller fetched, verified and applied the committed blocks up to `seq` (at least the
     /// `seq` of the [`Action::FetchState`], possibly further) and `digest` is the digest of the
