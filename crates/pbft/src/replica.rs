@@ -928,9 +928,14 @@ impl Replica {
         if self.recovery.is_some() {
             return; // a recovering primary proposes nothing; the backups replace it
         }
+        let mut proposed = false;
         loop {
             let in_flight = self.next_seq.saturating_sub(self.last_executed.0 + 1);
             if in_flight >= self.cfg.max_in_flight || self.next_seq > self.high() {
+                // A cut that finds the pipeline (or the window) full waits for an execution,
+                // as one that finds fewer in flight does; dropped, its requests would wait
+                // out the batch window however soon the pipeline drains.
+                self.cut_waiting |= cut && !proposed;
                 return;
             }
             if self.next_seq <= self.last_executed.0 {
@@ -993,9 +998,11 @@ impl Replica {
             {
                 return;
             }
-            // A cut waits on for what a full batch left behind, as a cut held back does.
-            self.cut_waiting = wants_cut && !cut;
+            // A cut waits on for what a full batch left behind, whether it was honoured at
+            // once or held back until now.
+            self.cut_waiting = wants_cut && (!cut || batch.len() >= self.cfg.max_batch);
             self.propose(batch, time_ms, actions);
+            proposed = true;
         }
     }
 
