@@ -326,9 +326,22 @@ fn a_forwarded_transaction_that_breaks_a_rule_is_dropped_and_counted() {
     );
 }
 
+/// How many messages `handle`'s validator rejected for `reason` (its metrics' label).
+fn rejected(handle: &NodeHandle, reason: &str) -> f64 {
+    let label = format!("\"{reason}\"");
+    let text = handle.shared().telemetry().encode();
+    text.lines()
+        .find(|line| line.contains("messages_rejected") && line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// A turn's consensus messages are checked in one batch (`Authenticator::verify_batch`): among
 /// forwards that reach the primary together, the one with a forged signature is dropped and
-/// counted as unauthentic, and the others commit.
+/// counted as unauthentic, and the others commit. The verdicts line up with the frames they
+/// were computed for: frames left out of the batch between batched ones (a cut, a message whose
+/// claimed sender is not the connection's peer) shift nothing, and the one posing as another
+/// validator is dropped for that.
 #[test]
 fn a_forged_signature_among_forwards_costs_only_its_own_message() {
     let dir = common::data_dir();
@@ -338,34 +351,40 @@ fn a_forged_signature_among_forwards_costs_only_its_own_message() {
     let rt = runtime();
     let genesis_hash = hospital.genesis_hash();
     let forward = clinic_forward(dir.path(), &cluster);
-    let unauthentic = || {
-        let text = hospital.shared().telemetry().encode();
-        text.lines()
-            .find(|line| line.contains("messages_rejected") && line.contains("\"unauthentic\""))
-            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    assert_eq!(unauthentic(), 0.0);
-    let lawful: Vec<ledger::SignedTx> = (0..6).map(|_| enrollment(&clinic)).collect();
+    let lawful: Vec<ledger::SignedTx> = (0..4).map(|_| enrollment(&clinic)).collect();
     let forged = enrollment(&clinic);
+    let posing = enrollment(&clinic);
+    let Wire::Consensus(signed) = &*forward(&posing, false) else {
+        unreachable!("a forward is a consensus frame")
+    };
+    let posing_as_pharmacy = Frame::new(Wire::Consensus(pbft::Signed {
+        from: 2,
+        ..signed.clone()
+    }));
+    assert_eq!(rejected(&hospital, "unauthentic"), 0.0);
     let endpoint = cluster.network().endpoint(1);
-    for (i, tx) in lawful.iter().enumerate() {
-        endpoint.send(0, forward(tx, false));
-        if i == 2 {
-            endpoint.send(0, forward(&forged, true));
-        }
-    }
+    endpoint.send(0, forward(&lawful[0], false));
+    endpoint.send(0, Frame::new(Wire::Cut));
+    endpoint.send(0, posing_as_pharmacy);
+    endpoint.send(0, forward(&lawful[1], false));
+    endpoint.send(0, forward(&forged, true));
+    endpoint.send(0, forward(&lawful[2], false));
+    endpoint.send(0, Frame::new(Wire::Cut));
+    endpoint.send(0, forward(&lawful[3], false));
     for tx in &lawful {
         let verdict = rt
             .block_on(hospital.wait_applied(tx.id(&genesis_hash), WAIT))
             .unwrap();
         assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
     }
-    assert_eq!(unauthentic(), 1.0);
-    assert_eq!(
-        hospital.tx_status(&forged.id(&genesis_hash)).unwrap(),
-        TxStatus::Unknown
-    );
+    assert_eq!(rejected(&hospital, "unauthentic"), 1.0);
+    assert_eq!(rejected(&hospital, "wrong_sender"), 1.0);
+    for dropped in [&forged, &posing] {
+        assert_eq!(
+            hospital.tx_status(&dropped.id(&genesis_hash)).unwrap(),
+            TxStatus::Unknown
+        );
+    }
 }
 
 /// A transaction that loses a race while its validator is cut off: the clinic accepts a record
