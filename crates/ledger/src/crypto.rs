@@ -45,6 +45,24 @@ pub fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey> {
     VerifyingKey::from_bytes(bytes).map_err(|e| Error::InvalidKey(e.to_string()))
 }
 
+/// Parses a validator's key from a genesis: a point of large order ([`is_strong_key`]) in its
+/// canonical encoding. Under a key of small order the all-zero signature verifies every
+/// message, so any validator could sign as that one wherever signatures are relayed
+/// (checkpoint proofs, view changes, block certificates); and a second encoding of the same
+/// point would let one key hold two validators' places past the genesis' duplicate check.
+pub fn validator_key(bytes: &[u8; 32]) -> Result<VerifyingKey> {
+    let key = verifying_key(bytes)?;
+    if key.is_weak() {
+        return Err(Error::InvalidKey("a point of small order".into()));
+    }
+    if key.to_edwards().compress().to_bytes() != *bytes {
+        return Err(Error::InvalidKey(
+            "not the canonical encoding of its point".into(),
+        ));
+    }
+    Ok(key)
+}
+
 /// What is signed for pbft message `message` on the chain with genesis hash `genesis_hash`.
 pub fn message_signing_bytes(genesis_hash: &Hash, message: &pbft::Message) -> Vec<u8> {
     prefixed(genesis_hash, &message.signing_bytes())
@@ -100,6 +118,12 @@ pub fn verify_signed(
     }
 }
 
+/// What a validator signed for a message whose signing bytes (`pbft::Message::signing_bytes`,
+/// or as `pbft::Message::embedded_signatures` lists them) are `signing_bytes`.
+pub fn embedded_signing_bytes(genesis_hash: &Hash, signing_bytes: &[u8]) -> Vec<u8> {
+    prefixed(genesis_hash, signing_bytes)
+}
+
 /// Checks a signature by validator `from` of `validators` over `signing_bytes`, the bytes of a
 /// pbft message (as `pbft::Message::embedded_signatures` lists those nested in a view change).
 pub fn verify_embedded(
@@ -110,7 +134,11 @@ pub fn verify_embedded(
     signature: &pbft::Signature,
 ) -> Result<()> {
     let valid = validators.get(from as usize).is_some_and(|key| {
-        verify_signature(key, &prefixed(genesis_hash, signing_bytes), &signature.0)
+        verify_signature(
+            key,
+            &embedded_signing_bytes(genesis_hash, signing_bytes),
+            &signature.0,
+        )
     });
     if valid {
         Ok(())
@@ -237,22 +265,27 @@ fn batch_item_bytes(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bat
 /// (each satisfies the cofactored equation, so any combination of them does); one holding an
 /// invalid signature verifies with probability below 2^-128 over random 128-bit coefficients
 /// (the cofactor clears every small-order part, and what is left of that signature has prime
-/// order). The coefficients come from the thread's CSPRNG, so no signer can aim at them. Then
-/// each signature is checked singly to name the bad ones.
+/// order). The coefficients come from the thread's CSPRNG, so no signer can aim at them.
+///
+/// A batch that fails is checked again key by key, and singly only within a key whose
+/// signatures fail together: one bad signature costs its own signer's signatures a single
+/// check each, not everyone's in the batch.
 #[derive(Default)]
 pub struct SignatureBatch {
-    items: Vec<batch::Item>,
+    items: Vec<([u8; 32], batch::Item)>,
+    single_checks: usize,
 }
 
 impl SignatureBatch {
     /// Queues `signature` by `key` over `message`.
     pub fn push(&mut self, key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) {
-        self.items.push(batch_item(key, message, signature));
+        self.push_bytes(&key.to_bytes(), message, signature);
     }
 
     /// Queues `signature` by the key with bytes `key` over `message`.
     pub fn push_bytes(&mut self, key: &[u8; 32], message: &[u8], signature: &[u8; 64]) {
-        self.items.push(batch_item_bytes(key, message, signature));
+        self.items
+            .push((*key, batch_item_bytes(key, message, signature)));
     }
 
     pub fn len(&self) -> usize {
@@ -263,24 +296,48 @@ impl SignatureBatch {
         self.items.is_empty()
     }
 
+    /// How many signatures this batch has checked singly, all calls of [`Self::failures`]
+    /// together: what a bad signature cost.
+    pub fn single_checks(&self) -> usize {
+        self.single_checks
+    }
+
     /// Checks everything queued and empties the batch: the positions, in the order queued, of
     /// the signatures that break the rule (none if the batch verifies).
     pub fn failures(&mut self) -> Vec<usize> {
         let items = std::mem::take(&mut self.items);
-        let mut verifier = batch::Verifier::new();
-        for item in &items {
-            verifier.queue(item.clone());
-        }
-        if verifier.verify(rand::thread_rng()).is_ok() {
+        let all: Vec<usize> = (0..items.len()).collect();
+        if verifies_together(&items, &all) {
             return Vec::new();
         }
-        items
-            .into_iter()
-            .enumerate()
-            .filter(|(_, item)| item.clone().verify_single().is_err())
-            .map(|(i, _)| i)
-            .collect()
+        let mut by_key: Vec<usize> = all;
+        by_key.sort_by_key(|&i| items[i].0);
+        let mut failed = Vec::new();
+        for group in by_key.chunk_by(|&a, &b| items[a].0 == items[b].0) {
+            let whole_batch = group.len() == items.len();
+            if group.len() > 1 && !whole_batch && verifies_together(&items, group) {
+                continue;
+            }
+            self.single_checks += group.len();
+            failed.extend(
+                group
+                    .iter()
+                    .copied()
+                    .filter(|&i| items[i].1.clone().verify_single().is_err()),
+            );
+        }
+        failed.sort_unstable();
+        failed
     }
+}
+
+/// Whether the signatures of `items` at `positions` verify as one batch.
+fn verifies_together(items: &[([u8; 32], batch::Item)], positions: &[usize]) -> bool {
+    let mut verifier = batch::Verifier::new();
+    for &i in positions {
+        verifier.queue(items[i].1.clone());
+    }
+    verifier.verify(rand::thread_rng()).is_ok()
 }
 
 /// What each of `entries` carries ([`Checked`]): each is decoded and checked without a key
@@ -732,5 +789,41 @@ mod tests {
                 assert_eq!(failures, expected);
             }
         }
+    }
+
+    #[test]
+    fn a_bad_signature_costs_single_checks_only_of_its_signers_batch() {
+        let (sk, vk) = keys(3);
+        let message = |i: usize| format!("message {i}").into_bytes();
+        let mut batch = SignatureBatch::default();
+        // 100 good signatures by key 0 and 20 by key 1, with one bad one by key 2 among them.
+        for i in 0..120 {
+            let signer = usize::from(i >= 100);
+            let signature = sk[signer].sign(&message(i)).to_bytes();
+            batch.push(&vk[signer], &message(i), &signature);
+            if i == 50 {
+                batch.push(&vk[2], &message(i), &sk[2].sign(b"another").to_bytes());
+            }
+        }
+        assert_eq!(batch.failures(), vec![51]);
+        assert_eq!(
+            batch.single_checks(),
+            1,
+            "only key 2's signature is checked alone"
+        );
+        // A bad signature by a key with good ones: that key's signatures, alone each.
+        for i in 0..10 {
+            batch.push(&vk[0], &message(i), &sk[0].sign(&message(i)).to_bytes());
+            batch.push(&vk[1], &message(i), &sk[1].sign(&message(i)).to_bytes());
+        }
+        batch.push(&vk[1], &message(99), &[7; 64]);
+        assert_eq!(batch.failures(), vec![20]);
+        assert_eq!(batch.single_checks(), 1 + 11);
+        // One key only: checked alone each, with no second batch of the same signatures.
+        for i in 0..5 {
+            batch.push(&vk[0], &message(i), &sk[0].sign(&message(i + 1)).to_bytes());
+        }
+        assert_eq!(batch.failures(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(batch.single_checks(), 12 + 5);
     }
 }

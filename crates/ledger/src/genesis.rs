@@ -169,7 +169,7 @@ impl Genesis {
             {
                 return Err(format!("validator {:?}: public key appears twice", v.name));
             }
-            let key = crypto::verifying_key(&v.public_key)
+            let key = crypto::validator_key(&v.public_key)
                 .map_err(|e| format!("validator {:?}: {e}", v.name))?;
             keys.push(key);
         }
@@ -332,6 +332,46 @@ mod tests {
                     .to_bytes(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_validator_key_of_small_order_or_in_a_second_encoding_is_refused() {
+        // The all-zero bytes are a point of order 4; `1, 0, ...` is the identity.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // The identity again, with the sign bit set: the same point, another encoding.
+        let mut identity_signed = identity;
+        identity_signed[31] |= 0x80;
+        for weak in [[0u8; 32], identity, identity_signed] {
+            let mut vs = validators(4);
+            vs[2].public_key = weak;
+            let err = Genesis::new("a", 1, vs).expect_err("a weak key is refused");
+            assert!(err.contains("\"v2\""), "{err}");
+        }
+        // A point of large order whose y is below 19 also has the encoding y + p (the field
+        // element is reduced on reading): that second encoding is refused, the first accepted.
+        let (canonical, second) = (2..19u8)
+            .flat_map(|y| [(y, 0u8), (y, 0x80)])
+            .find_map(|(y, sign)| {
+                let mut canonical = [0u8; 32];
+                canonical[0] = y;
+                canonical[31] = sign;
+                let mut second = [0xffu8; 32];
+                second[0] = 0xed + y;
+                second[31] = 0x7f | sign;
+                crypto::verifying_key(&canonical)
+                    .is_ok_and(|k| !k.is_weak())
+                    .then_some((canonical, second))
+            })
+            .expect("some y below 19 is on the curve with a point of large order");
+        let mut vs = validators(4);
+        vs[1].public_key = second;
+        let err = Genesis::new("a", 1, vs.clone()).expect_err("a second encoding is refused");
+        assert!(err.contains("canonical"), "{err}");
+        vs[1].public_key = canonical;
+        Genesis::new("a", 1, vs).expect("its canonical encoding is accepted");
+        let strong = validators(4);
+        Genesis::new("a", 1, strong).expect("canonical strong keys are accepted");
     }
 
     #[test]

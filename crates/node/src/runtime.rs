@@ -851,14 +851,24 @@ impl Runtime {
                     return Ok(());
                 }
                 // Shape before signatures: a message that cannot be valid costs no
-                // signature verification, whatever it repeats.
+                // signature verification, whatever it repeats; nor does what a message
+                // carries when the replica will not use it.
                 let checked = match (self.replica.check_shape(&signed.message), outer) {
                     (Err(error), _) => Err(error.into()),
-                    (Ok(()), None) => self.auth.authenticate(signed),
-                    (Ok(()), Some(true)) => self.auth.authenticate_contents(signed),
                     (Ok(()), Some(false)) => {
                         Err(ledger::Error::BadMessageSignature { from: signed.from }.into())
                     }
+                    (Ok(()), outer) => match outer {
+                        Some(true) => Ok(()),
+                        _ => self.auth.authenticate_signature(signed),
+                    }
+                    .and_then(|()| {
+                        if self.replica.uses_contents(from, &signed.message) {
+                            self.auth.authenticate_contents(signed)
+                        } else {
+                            Ok(())
+                        }
+                    }),
                 };
                 match checked {
                     Ok(()) => {

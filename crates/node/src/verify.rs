@@ -23,6 +23,10 @@ use crate::error::NodeError;
 const REMEMBERED_SIGNATURES: usize = 1 << 18;
 /// Decoded transactions kept until their block commits (about 0.5 KB each).
 const REMEMBERED_DECODED: usize = 1 << 16;
+/// Signatures carried inside messages remembered as checked (about 100 bytes each). The
+/// prepares and checkpoint proofs a view-change carries were mostly received and checked as
+/// messages of their own, and a new-view carries the view-changes again: each is verified once.
+const REMEMBERED_EMBEDDED: usize = 1 << 16;
 
 /// A transaction decoded at the edge, with the payload it was decoded from.
 struct Decoded {
@@ -36,6 +40,10 @@ struct Decoded {
 /// transaction with another signature encoding, or a broken signature, would pass unchecked.
 type VerdictKey = (Hash, [u8; 64]);
 
+/// What an embedded signature's verdict is remembered by: its signer, its bytes and the hash
+/// of the bytes it signs.
+type EmbeddedKey = (ReplicaId, [u8; 64], Hash);
+
 pub(crate) struct Authenticator {
     genesis_hash: Hash,
     keys: Vec<VerifyingKey>,
@@ -46,6 +54,11 @@ pub(crate) struct Authenticator {
     /// Bounded: an evicted entry only costs a decode.
     decoded: HashMap<Hash, Decoded>,
     decoded_order: VecDeque<Hash>,
+    embedded: HashSet<EmbeddedKey>,
+    embedded_order: VecDeque<EmbeddedKey>,
+    /// Message signatures verified here (outer and embedded), for tests of what a message
+    /// costs.
+    message_signatures_checked: u64,
 }
 
 /// Checks a transaction a client submits, as every validator's edge would check it, and
@@ -153,6 +166,9 @@ impl Authenticator {
             verified_order: VecDeque::new(),
             decoded: HashMap::new(),
             decoded_order: VecDeque::new(),
+            embedded: HashSet::new(),
+            embedded_order: VecDeque::new(),
+            message_signatures_checked: 0,
         }
     }
 
@@ -228,14 +244,30 @@ impl Authenticator {
     /// view-changes of a new-view (issue 8, finding 1: a certificate could otherwise carry
     /// garbage under an agreed id). A message with any bad request is refused whole.
     pub fn authenticate(&mut self, signed: &Signed<Message>) -> Result<(), NodeError> {
-        crypto::verify_signed(&self.keys, &self.genesis_hash, signed)?;
+        self.authenticate_signature(signed)?;
         self.authenticate_contents(signed)
+    }
+
+    /// A message's own signature by its sender, and nothing it carries.
+    pub fn authenticate_signature(&mut self, signed: &Signed<Message>) -> Result<(), NodeError> {
+        self.message_signatures_checked += 1;
+        Ok(crypto::verify_signed(
+            &self.keys,
+            &self.genesis_hash,
+            signed,
+        )?)
+    }
+
+    /// How many message signatures (a message's own, and those it carries) were verified here.
+    #[cfg(test)]
+    pub fn message_signatures_checked(&self) -> u64 {
+        self.message_signatures_checked
     }
 
     /// The signatures of `messages` by their senders, checked in one batch (several messages
     /// from one sender share its key's work): for each, whether it verifies. The same verdicts
     /// as [`crypto::verify_signed`] one by one (ZIP-215 both ways).
-    pub fn verify_batch(&self, messages: &[&Signed<Message>]) -> Vec<bool> {
+    pub fn verify_batch(&mut self, messages: &[&Signed<Message>]) -> Vec<bool> {
         let mut batch = crypto::SignatureBatch::default();
         let mut queued = Vec::new();
         for (position, signed) in messages.iter().enumerate() {
@@ -245,6 +277,7 @@ impl Authenticator {
                 queued.push(position);
             }
         }
+        self.message_signatures_checked += queued.len() as u64;
         let mut verdicts = vec![false; messages.len()];
         for &position in &queued {
             verdicts[position] = true;
@@ -258,12 +291,39 @@ impl Authenticator {
     /// [`Self::authenticate`] of a message whose own signature verified ([`Self::verify_batch`]):
     /// the signatures it carries, and its requests.
     pub fn authenticate_contents(&mut self, signed: &Signed<Message>) -> Result<(), NodeError> {
-        // A signature repeated inside one message is verified once (the replica's shape check
-        // bounds how many distinct ones a message may carry).
-        let mut seen = HashSet::new();
+        // Verified in one batch, each signature once: one repeated inside the message, or
+        // checked before in another, is not verified again (the replica's shape check bounds
+        // how many distinct ones a message may carry). A dishonest validator that replays the
+        // honest votes it received in view-changes costs its peers hashing, not verifying.
+        let mut batch = crypto::SignatureBatch::default();
+        let mut queued = Vec::new();
+        let mut in_message = HashSet::new();
         for (from, bytes, signature) in signed.message.embedded_signatures() {
-            if seen.insert((from, signature.0, ledger::sha256(&bytes))) {
-                crypto::verify_embedded(&self.keys, &self.genesis_hash, from, &bytes, &signature)?;
+            let remembered = (from, signature.0, ledger::sha256(&bytes));
+            if self.embedded.contains(&remembered) || !in_message.insert(remembered) {
+                continue;
+            }
+            let key = self
+                .keys
+                .get(from as usize)
+                .ok_or(ledger::Error::BadMessageSignature { from })?;
+            let signing_bytes = crypto::embedded_signing_bytes(&self.genesis_hash, &bytes);
+            batch.push(key, &signing_bytes, &signature.0);
+            queued.push(remembered);
+        }
+        self.message_signatures_checked += queued.len() as u64;
+        if let Some(&first) = batch.failures().first() {
+            let from = queued[first].0;
+            return Err(ledger::Error::BadMessageSignature { from }.into());
+        }
+        for remembered in queued {
+            if self.embedded.insert(remembered) {
+                self.embedded_order.push_back(remembered);
+                if self.embedded_order.len() > REMEMBERED_EMBEDDED
+                    && let Some(oldest) = self.embedded_order.pop_front()
+                {
+                    self.embedded.remove(&oldest);
+                }
             }
         }
         let mut requests = Vec::new();
@@ -429,7 +489,7 @@ mod tests {
     #[test]
     fn a_batch_of_messages_gets_the_verdicts_of_single_checks() {
         let net = TestNet::new(4);
-        let auth = Authenticator::new(&net.genesis);
+        let mut auth = Authenticator::new(&net.genesis);
         let vote = |seq| Vote {
             view: 0,
             seq,
@@ -463,6 +523,152 @@ mod tests {
         assert_eq!(single, [true, false, true, false, false, true]);
         assert_eq!(auth.verify_batch(&refs), single);
         assert_eq!(auth.verify_batch(&[refs[0], refs[2], refs[5]]), [true; 3]);
+    }
+
+    /// The verdicts of hostile encodings, each among good messages, are the single checks':
+    /// `s + l`, an `R` that is no curve point, an all-zero signature, two bad signatures whose
+    /// errors cancel in an unweighted sum, and a good message twice.
+    #[test]
+    fn hostile_encodings_get_the_verdicts_of_single_checks_in_a_batch() {
+        let net = TestNet::new(4);
+        let mut auth = Authenticator::new(&net.genesis);
+        let prepare = |from: ReplicaId, seq| {
+            let message = Message::Prepare(Vote {
+                view: 0,
+                seq,
+                digest: [seq as u8; 32],
+            });
+            signed(&net, from, message, |m| m)
+        };
+        let with_s = |mut m: Signed<Message>, s: fn(&mut [u8])| {
+            s(&mut m.signature.0[32..]);
+            m
+        };
+        // `s + l`, `s + 1` and `s - 1` (little-endian, with carries), never reduced.
+        fn add(s: &mut [u8], addend: &[u8]) {
+            let mut carry = 0u16;
+            for (i, byte) in s.iter_mut().enumerate() {
+                let sum = u16::from(*byte) + u16::from(*addend.get(i).unwrap_or(&0)) + carry;
+                *byte = sum as u8;
+                carry = sum >> 8;
+            }
+        }
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let s_plus_l = with_s(prepare(1, 1), |s| add(s, &L));
+        let s_plus_one = with_s(prepare(2, 2), |s| add(s, &[1]));
+        let s_minus_one = with_s(prepare(2, 3), |s| add(s, &[0xff; 32]));
+        let mut not_a_point = prepare(3, 4);
+        let r = (2u8..)
+            .map(|y| {
+                let mut r = [0u8; 32];
+                r[0] = y;
+                r
+            })
+            .find(|r| crypto::verifying_key(r).is_err())
+            .expect("some y is on no point");
+        not_a_point.signature.0[..32].copy_from_slice(&r);
+        let mut zero = prepare(1, 5);
+        zero.signature.0 = [0; 64];
+        let good = prepare(3, 6);
+        let messages = [
+            prepare(1, 7),
+            s_plus_l,
+            good.clone(),
+            not_a_point,
+            s_plus_one,
+            s_minus_one,
+            zero,
+            good,
+            prepare(2, 8),
+        ];
+        let single: Vec<bool> = messages
+            .iter()
+            .map(|m| crypto::verify_signed(&auth.keys, &net.genesis.hash(), m).is_ok())
+            .collect();
+        let valid = [true, false, true, false, false, false, false, true, true];
+        assert_eq!(single, valid);
+        let refs: Vec<&Signed<Message>> = messages.iter().collect();
+        assert_eq!(auth.verify_batch(&refs), valid);
+        // The two whose errors cancel, alone together.
+        assert_eq!(auth.verify_batch(&refs[4..6]), [false, false]);
+    }
+
+    /// A view-change with `certificates` prepared certificates (sequence numbers 1, 2, ...,
+    /// each with the prepares of backups 1, 2 and 3) and a checkpoint proof, from `from`.
+    fn long_view_change(net: &TestNet, from: ReplicaId, certificates: u64) -> Signed<Message> {
+        let prepared = (1..=certificates)
+            .map(|seq| {
+                let mut pre_prepare = pre_prepare(net, vec![]);
+                Arc::make_mut(&mut pre_prepare.proposal).seq = seq;
+                pre_prepare.digest = ledger::proposal_digest(&pre_prepare.proposal);
+                let vote = Vote {
+                    view: 0,
+                    seq,
+                    digest: pre_prepare.digest,
+                };
+                PreparedCertificate {
+                    pre_prepare,
+                    prepares: [1, 2, 3]
+                        .into_iter()
+                        .map(|backup| signed(net, backup, vote, Message::Prepare))
+                        .collect(),
+                }
+            })
+            .collect();
+        let checkpoint = Checkpoint {
+            seq: 0,
+            digest: net.genesis.hash(),
+        };
+        let vc = ViewChange {
+            new_view: 1,
+            incarnation: 1,
+            checkpoint,
+            checkpoint_proof: [0, 1, 2]
+                .into_iter()
+                .map(|id| signed(net, id, checkpoint, Message::Checkpoint))
+                .collect(),
+            prepared,
+        };
+        as_message(signed(net, from, vc, Message::ViewChange))
+    }
+
+    /// F3 of red team s15b: the signatures a message carries are verified once, whatever
+    /// message carries them again; a forged one among them is still found, and named.
+    #[test]
+    fn signatures_a_message_carries_are_verified_once() {
+        let net = TestNet::new(4);
+        let mut auth = Authenticator::new(&net.genesis);
+        let vc = long_view_change(&net, 3, 128);
+        auth.authenticate(&vc).expect("a valid view-change");
+        let carried = 3 + 128 * 3;
+        assert_eq!(auth.message_signatures_checked(), 1 + carried);
+        // Replayed: its own signature only.
+        auth.authenticate(&vc).expect("still valid");
+        assert_eq!(auth.message_signatures_checked(), 2 + carried);
+        // Another message carrying the same votes, one of them forged.
+        let Message::ViewChange(mut forged) = vc.message.clone() else {
+            unreachable!("a view-change")
+        };
+        forged.prepared[77].prepares[1].signature.0[3] ^= 1;
+        let forged = as_message(signed(&net, 2, forged, Message::ViewChange));
+        let error = auth
+            .authenticate(&forged)
+            .expect_err("a forged prepare inside");
+        assert!(
+            matches!(
+                error,
+                NodeError::Ledger(ledger::Error::BadMessageSignature { from: 2 })
+            ),
+            "{error:?}"
+        );
+        assert_eq!(auth.message_signatures_checked(), 2 + carried + 2);
+        // A fresh edge checks everything, and finds the forgery as well.
+        let mut fresh = Authenticator::new(&net.genesis);
+        assert!(fresh.authenticate(&forged).is_err());
+        assert_eq!(fresh.message_signatures_checked(), 1 + carried);
     }
 
     /// The pre-prepare of view 0, sequence 1 for `requests`, with its digest.

@@ -387,6 +387,107 @@ fn a_forged_signature_among_forwards_costs_only_its_own_message() {
     }
 }
 
+/// A new-view for view `view` signed by validator `from` of `cluster`, carrying view-changes
+/// from validators 0, 2 and 3 (nothing prepared, from the genesis checkpoint), the last one's
+/// signature broken.
+fn new_view_with_a_forged_view_change(
+    dir: &std::path::Path,
+    cluster: &Cluster,
+    from: pbft::ReplicaId,
+    view: pbft::View,
+) -> Frame {
+    let genesis = cluster.genesis();
+    let key = |id: pbft::ReplicaId| {
+        let name = &genesis.validators()[id as usize].name;
+        ledger::master::read_node_key(
+            &dir.join(name).join("node.key"),
+            cluster.operator_key(id).unwrap(),
+            name,
+        )
+        .unwrap()
+    };
+    let sign = |id, message: &pbft::Message| {
+        ledger::crypto::sign_message(&key(id), &genesis.hash(), message)
+    };
+    let mut view_changes: Vec<pbft::Signed<pbft::ViewChange>> = [0, 2, 3]
+        .into_iter()
+        .map(|id| {
+            let vc = pbft::ViewChange {
+                new_view: view,
+                incarnation: 1,
+                checkpoint: pbft::Checkpoint {
+                    seq: 0,
+                    digest: genesis.hash(),
+                },
+                checkpoint_proof: vec![],
+                prepared: vec![],
+            };
+            let signature = sign(id, &pbft::Message::ViewChange(vc.clone()));
+            pbft::Signed {
+                from: id,
+                message: vc,
+                signature,
+            }
+        })
+        .collect();
+    view_changes[2].signature.0[9] ^= 1;
+    let message = pbft::Message::NewView(pbft::NewView {
+        view,
+        incarnation: 1,
+        view_changes,
+        pre_prepares: vec![],
+    });
+    let signature = sign(from, &message);
+    Frame::new(Wire::Consensus(pbft::Signed {
+        from,
+        message,
+        signature,
+    }))
+}
+
+/// What a message carries is verified only when the replica would use it: a new-view from
+/// another than its view's primary is refused by the replica whatever it carries, so its
+/// embedded signatures are not checked (a dishonest validator replaying honest votes in such
+/// messages costs its peers one signature each). The same new-view sent as its view's primary
+/// is checked through, and its forged view-change found.
+#[test]
+fn what_a_message_carries_is_verified_only_when_the_replica_uses_it() {
+    let dir = common::data_dir();
+    let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
+    let hospital = cluster.handle(0).unwrap();
+    let endpoint = cluster.network().endpoint(1);
+    let before = [
+        rejected(&hospital, "protocol"),
+        rejected(&hospital, "unauthentic"),
+    ];
+    // View 6's primary is validator 2: from the clinic, the replica refuses it unread.
+    endpoint.send(
+        0,
+        new_view_with_a_forged_view_change(dir.path(), &cluster, 1, 6),
+    );
+    // View 5's primary is the clinic: it is read, and the forged view-change refused.
+    endpoint.send(
+        0,
+        new_view_with_a_forged_view_change(dir.path(), &cluster, 1, 5),
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let rejections = || {
+        [
+            rejected(&hospital, "protocol") - before[0],
+            rejected(&hospital, "unauthentic") - before[1],
+        ]
+    };
+    while rejections().iter().sum::<f64>() < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new-views were not handled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rejections(), [1.0, 1.0], "[protocol, unauthentic]");
+    assert_eq!(hospital.status().view, 0);
+}
+
 /// A transaction that loses a race while its validator is cut off: the clinic accepts a record
 /// whose grant another record, submitted at the hospital, uses first. Back on the network, the
 /// clinic learns the chain; the primary refuses its forward at admission (the grant is used),

@@ -1066,6 +1066,27 @@ impl Replica {
         }
     }
 
+    /// Whether stepping `message` from `from` would use what it carries. A view-change or
+    /// new-view for a view this replica has passed (or is in, normally), or a new-view from
+    /// another than its view's primary, is dropped whatever it carries: a view-change then
+    /// only tells that its sender is behind (answered with this replica's new-view, §4.5.2).
+    /// The caller skips the signatures such a message embeds, so that replaying honest votes
+    /// in stale view-changes costs a dishonest validator's peers one signature each.
+    pub fn uses_contents(&self, from: ReplicaId, message: &Message) -> bool {
+        match message {
+            Message::ViewChange(vc) => !self.is_stale_view(vc.new_view),
+            Message::NewView(nv) => {
+                from == self.cfg.primary(nv.view) && !self.is_stale_view(nv.view)
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether a view-change or new-view for `view` comes too late to matter here.
+    pub(crate) fn is_stale_view(&self, view: View) -> bool {
+        view < self.view || (view == self.view && self.status == Status::Normal)
+    }
+
     /// A batch a correct primary could have built: at most `max_batch` requests, no id twice.
     /// Checked wherever a batch arrives (pre-prepares, forwards, prepared certificates), before
     /// anything is stored, so that no peer can make this replica hold more than that.

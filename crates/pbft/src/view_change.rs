@@ -231,7 +231,7 @@ impl Replica {
         let from = vc.from;
         self.check_incarnation(from, vc.message.incarnation)?;
         let view = vc.message.new_view;
-        if view < self.view || (view == self.view && self.status == Status::Normal) {
+        if self.is_stale_view(view) {
             // A replica behind us. If we lead our view, hand it our new-view (§4.5.2's
             // retransmission); a valid new-view for a higher view brings it straight here.
             if self.status == Status::Normal
@@ -414,7 +414,7 @@ impl Replica {
                 view: nv.view,
             });
         }
-        if nv.view < self.view || (nv.view == self.view && self.status == Status::Normal) {
+        if self.is_stale_view(nv.view) {
             if nv.view == self.view && from == self.cfg.id {
                 return Ok(()); // our own new-view, looped back: already entered.
             }

@@ -416,3 +416,40 @@ fn finding_3_censored_request_replaces_primary() {
         assert_eq!(c.executed_ids(id as ReplicaId).len(), 51, "replica {id}");
     }
 }
+
+/// What a view-change or new-view carries matters only while its view is ahead, or is the
+/// one being changed to; the caller skips verifying what carries nothing the replica uses.
+#[test]
+fn only_a_view_change_or_new_view_the_replica_would_use_needs_its_contents_checked() {
+    let mut r = replica(0);
+    let new_view = |view| {
+        Message::NewView(NewView {
+            view,
+            incarnation: 0,
+            view_changes: vec![],
+            pre_prepares: vec![],
+        })
+    };
+    let vc = |view| Message::ViewChange(view_change(view, vec![]));
+    // View 0, normal: view 0 is settled, view 1 is ahead.
+    assert!(!r.uses_contents(1, &vc(0)));
+    assert!(r.uses_contents(1, &vc(1)));
+    assert!(r.uses_contents(1, &new_view(1)));
+    assert!(!r.uses_contents(2, &new_view(1)), "not view 1's primary");
+    // Shown view 2 by two replicas, it changes to view 2 and waits for its new-view.
+    step(&mut r, msg(1, vc(2)));
+    step(&mut r, msg(2, vc(3)));
+    assert!(r.in_view_change());
+    assert_eq!(r.view(), 2);
+    assert!(!r.uses_contents(1, &vc(1)));
+    assert!(r.uses_contents(1, &vc(2)), "the view being changed to");
+    assert!(r.uses_contents(2, &new_view(2)));
+    assert!(!r.uses_contents(1, &new_view(1)), "a view passed");
+    assert!(!r.uses_contents(1, &new_view(2)), "not view 2's primary");
+    // The replica refuses what it would not use, whatever it carries.
+    for (from, message) in [(1, vc(1)), (1, new_view(1)), (1, new_view(2))] {
+        let mut actions = Vec::new();
+        assert!(r.step(msg(from, message), &mut actions).is_err());
+        assert!(actions.is_empty());
+    }
+}
