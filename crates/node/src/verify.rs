@@ -23,10 +23,11 @@ use crate::error::NodeError;
 const REMEMBERED_SIGNATURES: usize = 1 << 18;
 /// Decoded transactions kept until their block commits (about 0.5 KB each).
 const REMEMBERED_DECODED: usize = 1 << 16;
-/// Signatures carried inside messages remembered as checked (about 100 bytes each). The
-/// prepares and checkpoint proofs a view-change carries were mostly received and checked as
-/// messages of their own, and a new-view carries the view-changes again: each is verified once.
-const REMEMBERED_EMBEDDED: usize = 1 << 16;
+/// Signatures carried inside messages remembered as checked (about 200 bytes each, with the
+/// order they are forgotten in). A new-view carries the view-changes again, with their votes,
+/// and a replayed view-change all of its votes: each is verified once. About ten full
+/// new-views' worth (one carries up to about 1,500).
+const REMEMBERED_EMBEDDED: usize = 1 << 14;
 
 /// A transaction decoded at the edge, with the payload it was decoded from.
 struct Decoded {
