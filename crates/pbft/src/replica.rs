@@ -1069,8 +1069,9 @@ impl Replica {
     /// Whether stepping `message` from `from` would use what it carries. A view-change or
     /// new-view for a view this replica has passed (or is in, normally), or a new-view from
     /// another than its view's primary, is dropped whatever it carries: a view-change then
-    /// only tells that its sender is behind (answered with this replica's new-view, §4.5.2).
-    /// The caller skips the signatures such a message embeds, so that replaying honest votes
+    /// only tells that its sender is behind (answered with this replica's new-view, §4.5.2),
+    /// and may be kept as the view its sender showed, which is shown to that sender alone
+    /// (recovery), who takes from it only the view it signed. The caller skips the signatures such a message embeds, so that replaying honest votes
     /// in stale view-changes costs a dishonest validator's peers one signature each.
     pub fn uses_contents(&self, from: ReplicaId, message: &Message) -> bool {
         match message {
