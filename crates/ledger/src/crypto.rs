@@ -45,11 +45,14 @@ pub fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey> {
     VerifyingKey::from_bytes(bytes).map_err(|e| Error::InvalidKey(e.to_string()))
 }
 
-/// Parses a validator's key from a genesis: a point of large order ([`is_strong_key`]) in its
-/// canonical encoding. Under a key of small order the all-zero signature verifies every
-/// message, so any validator could sign as that one wherever signatures are relayed
-/// (checkpoint proofs, view changes, block certificates); and a second encoding of the same
-/// point would let one key hold two validators' places past the genesis' duplicate check.
+/// Parses a validator's key from a genesis: a point of the prime-order subgroup, not the
+/// identity, in its canonical encoding. Under a key of small order the all-zero signature
+/// verifies every message, so any validator could sign as that one wherever signatures are
+/// relayed (checkpoint proofs, view changes, block certificates). One secret key signs, under
+/// ZIP-215's cofactored rule, for `A` and for each `A + T` with `T` of small order (red team
+/// s17), and so does a second encoding of one point: either would let one key hold two
+/// validators' places past the genesis' duplicate check, which only a key with no torsion
+/// component, in one encoding, rules out.
 pub fn validator_key(bytes: &[u8; 32]) -> Result<VerifyingKey> {
     let key = verifying_key(bytes)?;
     if key.is_weak() {
@@ -58,6 +61,11 @@ pub fn validator_key(bytes: &[u8; 32]) -> Result<VerifyingKey> {
     if key.to_edwards().compress().to_bytes() != *bytes {
         return Err(Error::InvalidKey(
             "not the canonical encoding of its point".into(),
+        ));
+    }
+    if !key.to_edwards().is_torsion_free() {
+        return Err(Error::InvalidKey(
+            "a point outside the prime-order subgroup (a key plus a small-order point)".into(),
         ));
     }
     Ok(key)
@@ -300,6 +308,14 @@ impl SignatureBatch {
     /// together: what a bad signature cost.
     pub fn single_checks(&self) -> usize {
         self.single_checks
+    }
+
+    /// Checks everything queued as one batch and empties it: whether every signature keeps
+    /// the rule, without finding which do not (for a caller that refuses the whole lot).
+    pub fn verifies(&mut self) -> bool {
+        let items = std::mem::take(&mut self.items);
+        let all: Vec<usize> = (0..items.len()).collect();
+        verifies_together(&items, &all)
     }
 
     /// Checks everything queued and empties the batch: the positions, in the order queued, of

@@ -368,8 +368,11 @@ mod tests {
         vs[1].public_key = second;
         let err = Genesis::new("a", 1, vs.clone()).expect_err("a second encoding is refused");
         assert!(err.contains("canonical"), "{err}");
+        // No such point is in the prime-order subgroup: its canonical encoding is refused too,
+        // for its torsion (one secret key signs for `A` and every `A + T`, red team s17).
         vs[1].public_key = canonical;
-        Genesis::new("a", 1, vs).expect("its canonical encoding is accepted");
+        let err = Genesis::new("a", 1, vs).expect_err("a point with a torsion component");
+        assert!(err.contains("prime-order subgroup"), "{err}");
         let strong = validators(4);
         Genesis::new("a", 1, strong).expect("canonical strong keys are accepted");
     }

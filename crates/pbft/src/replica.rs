@@ -138,7 +138,9 @@ pub struct Replica {
     pub(crate) next_seq: SeqNo,
     pub(crate) last_proposed: Digest,
     /// Primary only: an [`Input::Cut`] came while the block time had to wait for the clock,
-    /// or while `cut_in_flight` sequence numbers were in flight; honoured once it can propose.
+    /// while `cut_in_flight` sequence numbers were in flight, or during the view change to
+    /// this replica's view; honoured once it can propose, in whichever later view it leads (the
+    /// node does not send a cut again after a view change; its requests are still pending).
     pub(crate) cut_waiting: bool,
 
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
@@ -511,8 +513,12 @@ impl Replica {
                 Ok(())
             }
             Input::Cut => {
-                if self.status == Status::Normal && self.is_primary() {
-                    self.try_propose(true, actions);
+                match self.status {
+                    Status::Normal if self.is_primary() => self.try_propose(true, actions),
+                    // The incoming primary keeps it for the view it is changing to: dropped,
+                    // its requests would wait out the batch window once the view starts.
+                    Status::ViewChange if self.is_primary() => self.cut_waiting = true,
+                    _ => {}
                 }
                 Ok(())
             }
@@ -955,7 +961,7 @@ impl Replica {
             }
             let Some(time_ms) = self.proposal_time() else {
                 // Waits for its clock (the τ/2 margin) or for the time before.
-                self.cut_waiting |= cut;
+                self.cut_waiting |= cut && !proposed;
                 return;
             };
             // A cut goes at once only into a short pipeline; otherwise it waits for the next
