@@ -96,7 +96,8 @@ pub struct Used {
     pub write_bytes: Option<u64>,
     /// Summed over the processes; `None` if any did not tell.
     pub written_by_calls: Option<u64>,
-    /// The largest peak among the processes.
+    /// The largest peak among the processes; with validators in child processes, among those
+    /// (this one also runs the load generator).
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -133,6 +134,12 @@ impl Meter {
             written_by_calls: Some(0),
             ..Used::default()
         };
+        // With validators in child processes, this one runs the load generator beside its
+        // validator: its peak is not a validator's.
+        let children = self
+            .processes
+            .iter()
+            .any(|p| matches!(p, Process::Child(_)));
         for (process, start) in self.processes.iter().zip(&self.at_start) {
             let now = process.usage();
             used.cpu += now.cpu.saturating_sub(start.cpu);
@@ -144,7 +151,9 @@ impl Meter {
                 used.written_by_calls,
                 since(now.written_by_calls, start.written_by_calls),
             );
-            used.peak_rss_bytes = used.peak_rss_bytes.max(now.peak_rss_bytes);
+            if !(children && matches!(process, Process::This)) {
+                used.peak_rss_bytes = used.peak_rss_bytes.max(now.peak_rss_bytes);
+            }
         }
         used
     }
