@@ -104,6 +104,9 @@ const CUT_TIMEOUT: Duration = Duration::from_secs(30);
 /// batch: a failed batch is checked again signature by signature, so a peer that signs badly
 /// on purpose would otherwise double the cost of everyone's messages.
 const UNBATCHED_AFTER_FAILURE: Duration = Duration::from_secs(60);
+/// How often messages deferred for their senders' budgets of carried signatures are tried
+/// again: each try hashes what they carry, so not every turn.
+const RETRY_DEFERRED_AFTER: Duration = Duration::from_millis(250);
 
 struct CutWaiter {
     waiting_for: BTreeSet<Hash>,
@@ -167,6 +170,13 @@ pub(crate) struct Runtime {
     peer_views: Vec<Option<u64>>,
     /// Until when each peer's messages are left out of the turn's batch check.
     unbatched_until: Vec<Option<Instant>>,
+    /// Messages whose own signature verified and whose carried signatures were over their
+    /// sender's budget (`Authenticator::limit_carried`): the latest of each kind per sender,
+    /// tried again each turn. A newer one of the same kind replaces it, so a sender that sends
+    /// faster than its budget costs the work of its budget, and its last word is still heard.
+    deferred: HashMap<(ReplicaId, std::mem::Discriminant<Message>), Signed<Message>>,
+    /// When the deferred messages were last tried ([`RETRY_DEFERRED_AFTER`]).
+    deferred_tried: Instant,
     /// Forwarded requests refused by admission for something not on this chain yet
     /// (`ledger::rules::reason::may_pass_later`), each a forward of one request as its sender
     /// signed it, with when it was parked: judged again after each new block, dropped after
@@ -202,6 +212,11 @@ impl Runtime {
     ) -> Self {
         let replica_recovering = replica.is_recovering();
         let view_logged = (replica.view(), replica.in_view_change());
+        let mut auth = auth;
+        auth.limit_carried(crate::verify::carried_burst(
+            n,
+            replica.config().watermark_window,
+        ));
         Self {
             id,
             n,
@@ -245,6 +260,8 @@ impl Runtime {
             peer_heads: vec![None; n],
             peer_views: vec![None; n],
             unbatched_until: vec![None; n],
+            deferred: HashMap::new(),
+            deferred_tried: Instant::now(),
             parked: VecDeque::new(),
             parked_per_sender: vec![0; n],
             parked_ids: HashSet::new(),
@@ -359,6 +376,9 @@ impl Runtime {
                 Event::Cut { reply } => self.on_cut(reply, &mut actions),
                 Event::Shutdown => {}
             }
+        }
+        if !self.deferred.is_empty() && self.deferred_tried.elapsed() >= RETRY_DEFERRED_AFTER {
+            self.retry_deferred(&mut actions)?;
         }
         if !submits.is_empty() {
             self.accept(submits, &mut actions)?;
@@ -861,35 +881,10 @@ impl Runtime {
                     (Ok(()), outer) => match outer {
                         Some(true) => Ok(()),
                         _ => self.auth.authenticate_signature(signed),
-                    }
-                    .and_then(|()| {
-                        if self.replica.uses_contents(from, &signed.message) {
-                            self.auth.authenticate_contents(signed)
-                        } else {
-                            Ok(())
-                        }
-                    }),
+                    },
                 };
                 match checked {
-                    Ok(()) => {
-                        if let Some(view) = signed.message.view() {
-                            self.peer_views[from as usize] = Some(view);
-                        }
-                        // A backup's latency runs from the pre-prepare it first sees (one
-                        // of its current view: a stale one is refused by the replica).
-                        if signed.message.view() == Some(self.replica.view()) {
-                            self.note_proposal(signed);
-                        }
-                        let mut signed = signed.clone();
-                        if matches!(signed.message, Message::Forward(_)) {
-                            // The replica does not check the forward's signature again.
-                            self.admit_forwarded(&mut signed)?;
-                            if matches!(&signed.message, Message::Forward(r) if r.is_empty()) {
-                                return Ok(());
-                            }
-                        }
-                        self.step(Input::Message(signed), actions)
-                    }
+                    Ok(()) => self.on_signed(from, signed, actions)?,
                     Err(error) => {
                         self.shared.telemetry().rejected(RejectReason::Unauthentic);
                         debug!(from, %error, "dropped an unauthentic message");
@@ -920,6 +915,60 @@ impl Runtime {
                     self.on_blocks(from, blocks, actions)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A consensus message from `from` whose own signature verified: what it carries checked
+    /// (if the replica would use it), then stepped. One over its sender's budget of carried
+    /// signatures is deferred ([`Runtime::retry_deferred`]).
+    fn on_signed(
+        &mut self,
+        from: ReplicaId,
+        signed: &Signed<Message>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        if self.replica.uses_contents(from, &signed.message) {
+            match self.auth.authenticate_contents(signed) {
+                Ok(()) => {}
+                Err(NodeError::Busy) => {
+                    let kind = std::mem::discriminant(&signed.message);
+                    self.deferred.insert((from, kind), signed.clone());
+                    return Ok(());
+                }
+                Err(error) => {
+                    self.shared.telemetry().rejected(RejectReason::Unauthentic);
+                    debug!(from, %error, "dropped an unauthentic message");
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(view) = signed.message.view() {
+            self.peer_views[from as usize] = Some(view);
+        }
+        // A backup's latency runs from the pre-prepare it first sees (one of its current
+        // view: a stale one is refused by the replica).
+        if signed.message.view() == Some(self.replica.view()) {
+            self.note_proposal(signed);
+        }
+        let mut signed = signed.clone();
+        if matches!(signed.message, Message::Forward(_)) {
+            // The replica does not check the forward's signature again.
+            self.admit_forwarded(&mut signed)?;
+            if matches!(&signed.message, Message::Forward(r) if r.is_empty()) {
+                return Ok(());
+            }
+        }
+        self.step(Input::Message(signed), actions);
+        Ok(())
+    }
+
+    /// Tries again the messages deferred for their senders' budgets of carried signatures:
+    /// those the replica no longer would use go unread.
+    fn retry_deferred(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+        self.deferred_tried = Instant::now();
+        for ((from, _), signed) in std::mem::take(&mut self.deferred) {
+            self.on_signed(from, &signed, actions)?;
         }
         Ok(())
     }

@@ -544,7 +544,6 @@ impl Service {
             // Nothing is wanted, nor stored, until the chain has caught up ([`Service::load`]).
             return Ok(());
         }
-        self.refill_wanted()?;
         let now = Instant::now();
         #[cfg(feature = "byzantine")]
         self.ask_everyone(now)?;

@@ -29,9 +29,6 @@ use super::store::{Durability, ReadGrantRow};
 use super::{HeldTx, Service, Wanted};
 use crate::error::NodeError;
 
-/// Deferred heights a pull reads again at most ([`Service::refill_wanted`]): each a block read.
-const REFILL_BLOCKS: usize = 64;
-
 /// Blocks read from `chain.db` per keys.db transaction while catching up.
 const CATCH_UP_BLOCKS: u64 = 256;
 
@@ -315,11 +312,6 @@ impl Service {
         {
             return Ok(());
         }
-        if self.wanted.is_full() {
-            // Read again from its block once there is room (`Service::refill_wanted`).
-            self.wanted.defer(height);
-            return Ok(());
-        }
         let wanted = Wanted::new(
             *patient,
             height,
@@ -339,20 +331,11 @@ impl Service {
     /// less what was received or dropped since). Run at start: `wanted` is kept in memory only,
     /// and `heights` are those wanted when the processed height was written, or every one from
     /// the lowest of them (§12.1).
-    ///
-    /// `listed`: each of `heights` is known to want a key (saved with the processed height, or
-    /// deferred): while the backlog has no room ([`super::wanted::BACKLOG_MAX`]) such a height is
-    /// deferred unread, so that memory holds what a pull can use, not the whole backlog.
     pub(super) fn want_again(
         &mut self,
         heights: impl IntoIterator<Item = u64>,
-        listed: bool,
     ) -> Result<(), NodeError> {
         for height in heights.into_iter().filter(|height| *height >= 1) {
-            if listed && !self.wanted.has_backlog_room() {
-                self.wanted.defer(height);
-                continue;
-            }
             let Some(block) = entitled::applied_block(&self.chain, height)? else {
                 break;
             };
@@ -377,18 +360,6 @@ impl Service {
                 let record = matches!(header.meta, Meta::AddRecord(_));
                 self.want(&entry.id, &patient, height, source, as_grantee, record)?;
             }
-        }
-        Ok(())
-    }
-
-    /// Reads again the blocks whose wanted keys found no room in memory, lowest first, while
-    /// the backlog has room: at most [`REFILL_BLOCKS`] a call, so that a pull stays short.
-    pub(super) fn refill_wanted(&mut self) -> Result<(), NodeError> {
-        for _ in 0..REFILL_BLOCKS {
-            let Some(height) = self.wanted.next_deferred() else {
-                break;
-            };
-            self.want_again([height], true)?;
         }
         Ok(())
     }

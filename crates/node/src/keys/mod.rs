@@ -848,11 +848,11 @@ impl Service {
             Some(heights) => {
                 let upto = heights.partition_point(|height| *height <= self.processed);
                 self.saved_heights = Some(heights.iter().copied().collect());
-                self.want_again(heights[..upto].iter().copied(), true)
+                self.want_again(heights[..upto].iter().copied())
             }
             None => {
                 self.saved_heights = None;
-                self.want_again(wanted_from..=self.processed, false)?;
+                self.want_again(wanted_from..=self.processed)?;
                 // Written now, so that the next start reads only those blocks even if no block
                 // comes before it.
                 let processed = self.processed;
@@ -1028,8 +1028,7 @@ impl Service {
         self.inbox.publish(KeyStatus {
             processed_height: self.processed,
             resumed_from: self.resumed_from,
-            // A deferred height wants one key or more: counted as one.
-            waiting: (self.wanted.len() + self.wanted.deferred_count()) as u64,
+            waiting: self.wanted.len() as u64,
             held: self.store.rows().held_count().unwrap_or(0),
             counters: self.counters.clone(),
         });

@@ -53,16 +53,6 @@ const MOVED_PER_PULL: usize = 4 * DUE_PER_PULL;
 /// or two when a holder keeps up.
 pub(super) const LAGGING_AFTER: Duration = Duration::from_secs(2);
 
-/// Wanted keys held in memory at most (about 250 bytes each, under the 57,344 a table of
-/// 65,536 slots holds): a validator restored from an old backup may want millions (663,000 of
-/// a prefilled chain of 1,000,000 took 63 MB in one table). Past this, only the height of a
-/// key's transaction is kept ([`WantedKeys::defer`]), and its block is read again once there
-/// is room ([`WantedKeys::next_deferred`]).
-pub(super) const HELD_MAX: usize = 56_000;
-/// What blocks read again may fill at most: the room above it, up to [`HELD_MAX`], is for
-/// what new blocks want, so that a backlog does not hold back the keys of new records.
-pub(super) const BACKLOG_MAX: usize = HELD_MAX / 2;
-
 /// The wait before the next try, after `tries` tries.
 fn backoff(tries: u32) -> Duration {
     BACKOFF_MIN
@@ -276,9 +266,6 @@ pub(super) struct WantedKeys {
     heights: BTreeMap<u64, usize>,
     /// When each holder last dropped the grown waits back ([`WantedKeys::holder_back`]).
     backs: BTreeMap<ReplicaId, Instant>,
-    /// Heights whose blocks want keys that found no room in memory ([`HELD_MAX`]), to be read
-    /// again lowest first.
-    deferred: BTreeSet<u64>,
     /// The same for greetings ([`WantedKeys::holder_restarted`]).
     restarts: BTreeMap<ReplicaId, Instant>,
 }
@@ -386,60 +373,19 @@ impl WantedKeys {
         self.keys.iter()
     }
 
-    /// The heights of the wanted keys' transactions, held or deferred, ascending.
+    /// The heights of the wanted keys' transactions, ascending.
     pub fn heights(&self) -> impl Iterator<Item = u64> + '_ {
-        let mut held = self.heights.keys().copied().peekable();
-        let mut deferred = self.deferred.iter().copied().peekable();
-        std::iter::from_fn(move || match (held.peek(), deferred.peek()) {
-            (Some(h), Some(d)) if h == d => {
-                deferred.next();
-                held.next()
-            }
-            (Some(h), Some(d)) if d < h => deferred.next(),
-            (Some(_), _) => held.next(),
-            (None, _) => deferred.next(),
-        })
+        self.heights.keys().copied()
     }
 
-    /// How many heights have wanted keys, held or deferred.
+    /// How many heights have wanted keys.
     pub fn height_count(&self) -> usize {
-        self.heights().count()
+        self.heights.len()
     }
 
-    /// The lowest height of a wanted key's transaction, held or deferred.
+    /// The lowest height of a wanted key's transaction.
     pub fn lowest_height(&self) -> Option<u64> {
-        let held = self.heights.keys().next().copied();
-        let deferred = self.deferred.first().copied();
-        held.into_iter().chain(deferred).min()
-    }
-
-    /// Heights whose wanted keys wait out of memory ([`HELD_MAX`]): each wants one key or more.
-    pub fn deferred_count(&self) -> usize {
-        self.deferred.len()
-    }
-
-    /// Whether blocks read again may add wanted keys now ([`BACKLOG_MAX`]).
-    pub fn has_backlog_room(&self) -> bool {
-        self.keys.len() < BACKLOG_MAX
-    }
-
-    /// Keeps `height` to be read again for the keys its block wants, once there is room.
-    pub fn defer(&mut self, height: u64) {
-        self.deferred.insert(height);
-    }
-
-    /// The lowest deferred height, taken out to be read again, while the backlog has room.
-    pub fn next_deferred(&mut self) -> Option<u64> {
-        if !self.has_backlog_room() {
-            return None;
-        }
-        self.deferred.pop_first()
-    }
-
-    /// Whether [`HELD_MAX`] keys are held: what more is wanted should be deferred by height
-    /// ([`WantedKeys::defer`]).
-    pub fn is_full(&self) -> bool {
-        self.keys.len() >= HELD_MAX
+        self.heights.keys().next().copied()
     }
 
     /// Wants `tx`, due at its next try, unless it is wanted already (the existing entry is
@@ -1176,65 +1122,6 @@ mod tests {
         assert_eq!(ask(&mut keys, start + BACKOFF_MAX).len(), 1);
     }
 
-    /// A backlog larger than memory holds: past HELD_MAX a key's height is kept instead, saved
-    /// with the others (`heights`, `lowest_height`), and handed back to be read again, lowest
-    /// first, only once the keys held fall below BACKLOG_MAX.
-    #[test]
-    fn a_backlog_past_what_memory_holds_is_kept_as_heights_and_read_again_with_room() {
-        let start = Instant::now();
-        let mut keys = WantedKeys::default();
-        // As `Service::want` wants a key.
-        let want = |keys: &mut WantedKeys, tx: TxId, wanted: Wanted| {
-            if keys.is_full() {
-                keys.defer(wanted.height);
-            } else {
-                keys.insert(tx, wanted);
-            }
-        };
-        let held = HELD_MAX as u32;
-        // Heights 10..: one key each up to HELD_MAX, then three heights that find no room, one
-        // of them below every held one.
-        for i in 0..held {
-            want(&mut keys, tx(i, 0), wanted(1, 10 + u64::from(i), start));
-        }
-        want(&mut keys, tx(0, 1), wanted(1, 5, start));
-        want(
-            &mut keys,
-            tx(1, 1),
-            wanted(1, 10 + u64::from(held) + 7, start),
-        );
-        want(
-            &mut keys,
-            tx(2, 1),
-            wanted(1, 10 + u64::from(held) + 7, start),
-        );
-        want(&mut keys, tx(3, 1), wanted(1, 10, start)); // a height held too
-        assert_eq!(keys.len(), HELD_MAX);
-        assert!(!keys.contains(&tx(0, 1)));
-        assert_eq!(keys.deferred_count(), 3);
-        assert_eq!(keys.lowest_height(), Some(5));
-        let heights: Vec<u64> = keys.heights().collect();
-        assert_eq!(heights.len(), HELD_MAX + 2, "10 once, 5 and the last added");
-        assert!(
-            heights.windows(2).all(|w| w[0] < w[1]),
-            "ascending, each once"
-        );
-        assert_eq!(keys.height_count(), HELD_MAX + 2);
-        super::red_team_s8::check_invariants(&keys);
-        // Full: nothing is handed back until the held keys fall below BACKLOG_MAX.
-        assert_eq!(keys.next_deferred(), None);
-        for i in 0..(held - BACKLOG_MAX as u32) {
-            assert!(keys.remove(&tx(i, 0)).is_some());
-        }
-        assert_eq!(keys.next_deferred(), None, "at BACKLOG_MAX, still no room");
-        keys.remove(&tx(held - 1, 0));
-        assert_eq!(keys.next_deferred(), Some(5), "lowest first");
-        assert_eq!(keys.next_deferred(), Some(10));
-        assert_eq!(keys.next_deferred(), Some(10 + u64::from(held) + 7));
-        assert_eq!(keys.next_deferred(), None);
-        super::red_team_s8::check_invariants(&keys);
-    }
-
     #[test]
     fn the_backoff_doubles_up_to_ten_seconds() {
         assert_eq!(backoff(1), Duration::from_millis(250));
@@ -1324,11 +1211,7 @@ mod red_team_s8 {
         assert_eq!(heights, keys.heights, "counts per height");
         assert_eq!(
             keys.lowest_height(),
-            keys.keys
-                .values()
-                .map(|w| w.height)
-                .chain(keys.deferred.iter().copied())
-                .min(),
+            keys.keys.values().map(|w| w.height).min(),
             "lowest_height is exact"
         );
         let due: BTreeSet<(Instant, TxId)> = keys
