@@ -26,7 +26,7 @@ use crate::status::PeerClaim;
 use crate::status::Shared;
 use crate::telemetry::{RejectReason, StoreWrite};
 use crate::transport::{InboundCredit, Transport};
-use crate::verify::Authenticator;
+use crate::verify::{Authenticator, Contents};
 use crate::wire::{FETCH_REPLY_BYTES, Frame, Wire};
 
 /// What a node's thread is asked to do.
@@ -174,7 +174,8 @@ pub(crate) struct Runtime {
     /// sender's budget (`Authenticator::limit_carried`): the latest of each kind per sender,
     /// tried again each turn. A newer one of the same kind replaces it, so a sender that sends
     /// faster than its budget costs the work of its budget, and its last word is still heard.
-    deferred: HashMap<(ReplicaId, std::mem::Discriminant<Message>), Signed<Message>>,
+    /// With each, how many carried signatures it needs verified (`Contents::OverBudget`).
+    deferred: HashMap<(ReplicaId, std::mem::Discriminant<Message>), (Signed<Message>, usize)>,
     /// When the deferred messages were last tried ([`RETRY_DEFERRED_AFTER`]).
     deferred_tried: Instant,
     /// Forwarded requests refused by admission for something not on this chain yet
@@ -930,10 +931,10 @@ impl Runtime {
     ) -> Result<(), NodeError> {
         if self.replica.uses_contents(from, &signed.message) {
             match self.auth.authenticate_contents(signed) {
-                Ok(()) => {}
-                Err(NodeError::Busy) => {
+                Ok(Contents::Authentic) => {}
+                Ok(Contents::OverBudget { needed }) => {
                     let kind = std::mem::discriminant(&signed.message);
-                    self.deferred.insert((from, kind), signed.clone());
+                    self.deferred.insert((from, kind), (signed.clone(), needed));
                     return Ok(());
                 }
                 Err(error) => {
@@ -967,8 +968,13 @@ impl Runtime {
     /// those the replica no longer would use go unread.
     fn retry_deferred(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         self.deferred_tried = Instant::now();
-        for ((from, _), signed) in std::mem::take(&mut self.deferred) {
-            self.on_signed(from, &signed, actions)?;
+        for ((from, kind), (signed, needed)) in std::mem::take(&mut self.deferred) {
+            // Until its sender's budget covers it, it waits unread (red team s19).
+            if self.auth.can_afford(from, needed) {
+                self.on_signed(from, &signed, actions)?;
+            } else {
+                self.deferred.insert((from, kind), (signed, needed));
+            }
         }
         Ok(())
     }

@@ -44,6 +44,16 @@ const CONTENTS_REFUSED_FOR: Duration = Duration::from_secs(60);
 /// fill again from empty.
 const CARRIED_REFILL: Duration = Duration::from_secs(1);
 
+/// What the signatures a message carries came to ([`Authenticator::authenticate_contents`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Contents {
+    /// Each verified here (or remembered), and its requests checked.
+    Authentic,
+    /// More to verify than its sender's budget holds now: `needed`, for
+    /// [`Authenticator::can_afford`].
+    OverBudget { needed: usize },
+}
+
 /// The most carried signatures a sender's valid messages need at once, twice over: a
 /// new-view carries up to `n` view-changes, each a checkpoint proof and up to `window`
 /// prepared certificates of up to `n` votes.
@@ -216,25 +226,42 @@ impl Authenticator {
         self.carried_budget = Some((burst as f64, vec![full; self.keys.len()]));
     }
 
-    /// Takes `count` from `from`'s budget of carried signatures: whether it had them. A count
-    /// larger than the whole burst passes once the budget is full, and empties it.
-    fn spend_carried(&mut self, from: ReplicaId, count: usize, now: Instant) -> bool {
-        let Some((burst, budgets)) = &mut self.carried_budget else {
-            return true;
+    /// Whether `from`'s budget of carried signatures covers `count` now: a message deferred
+    /// for its budget ([`Contents::OverBudget`]) is tried again only then, so that waiting costs
+    /// no hashing of what it carries.
+    pub fn can_afford(&self, from: ReplicaId, count: usize) -> bool {
+        self.can_afford_at(from, count, Instant::now())
+    }
+
+    fn can_afford_at(&self, from: ReplicaId, count: usize, now: Instant) -> bool {
+        self.carried_left(from, count, now).is_some()
+    }
+
+    /// `from`'s budget at `now`, if it covers `count` (capped at the whole burst: a count
+    /// larger than the burst passes once the budget is full, and empties it), with what to take.
+    fn carried_left(&self, from: ReplicaId, count: usize, now: Instant) -> Option<(f64, f64)> {
+        let Some((burst, budgets)) = &self.carried_budget else {
+            return Some((0.0, 0.0));
         };
-        let Some((left, counted)) = budgets.get_mut(from as usize) else {
-            return false;
-        };
+        let (left, counted) = budgets.get(from as usize)?;
         let refilled = now.saturating_duration_since(*counted).as_secs_f64()
             / CARRIED_REFILL.as_secs_f64()
-            * *burst;
-        *left = (*left + refilled).min(*burst);
-        *counted = now;
+            * burst;
+        let left = (left + refilled).min(*burst);
         let count = (count as f64).min(*burst);
-        if *left < count {
+        (left >= count).then_some((left, count))
+    }
+
+    /// Takes `count` from `from`'s budget of carried signatures: whether it had them.
+    fn spend_carried(&mut self, from: ReplicaId, count: usize, now: Instant) -> bool {
+        let Some((left, count)) = self.carried_left(from, count, now) else {
             return false;
+        };
+        if let Some((_, budgets)) = &mut self.carried_budget
+            && let Some(budget) = budgets.get_mut(from as usize)
+        {
+            *budget = (left - count, now);
         }
-        *left -= count;
         true
     }
 
@@ -311,7 +338,10 @@ impl Authenticator {
     /// garbage under an agreed id). A message with any bad request is refused whole.
     pub fn authenticate(&mut self, signed: &Signed<Message>) -> Result<(), NodeError> {
         self.authenticate_signature(signed)?;
-        self.authenticate_contents(signed)
+        match self.authenticate_contents(signed)? {
+            Contents::Authentic => Ok(()),
+            Contents::OverBudget { .. } => Err(NodeError::Busy),
+        }
     }
 
     /// A message's own signature by its sender, and nothing it carries.
@@ -356,7 +386,10 @@ impl Authenticator {
 
     /// [`Self::authenticate`] of a message whose own signature verified ([`Self::verify_batch`]):
     /// the signatures it carries, and its requests.
-    pub fn authenticate_contents(&mut self, signed: &Signed<Message>) -> Result<(), NodeError> {
+    pub fn authenticate_contents(
+        &mut self,
+        signed: &Signed<Message>,
+    ) -> Result<Contents, NodeError> {
         self.authenticate_contents_at(signed, Instant::now())
     }
 
@@ -365,7 +398,7 @@ impl Authenticator {
         &mut self,
         signed: &Signed<Message>,
         now: Instant,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Contents, NodeError> {
         // Verified in one batch, each signature once: one repeated inside the message, or
         // checked before in another, is not verified again (the replica's shape check bounds
         // how many distinct ones a message may carry). A dishonest validator that replays the
@@ -396,7 +429,9 @@ impl Authenticator {
             queued.push(remembered);
         }
         if !queued.is_empty() && !self.spend_carried(signed.from, queued.len(), now) {
-            return Err(NodeError::Busy);
+            return Ok(Contents::OverBudget {
+                needed: queued.len(),
+            });
         }
         self.message_signatures_checked += queued.len() as u64;
         if !batch.verifies() {
@@ -419,7 +454,8 @@ impl Authenticator {
         }
         let mut requests = Vec::new();
         embedded_requests(&signed.message, &mut requests);
-        self.check_requests(requests)
+        self.check_requests(requests)?;
+        Ok(Contents::Authentic)
     }
 
     /// Every request must carry a transaction that passes the edge check with the id and
@@ -1371,36 +1407,65 @@ mod red_team_s17 {
         let verdicts: Vec<bool> = pool
             .iter()
             .map(|vc| match auth.authenticate_contents_at(vc, now) {
-                Ok(()) => true,
-                Err(NodeError::Busy) => false,
+                Ok(Contents::Authentic) => true,
+                Ok(Contents::OverBudget { needed }) => {
+                    assert_eq!(needed as u64, CARRIED);
+                    false
+                }
                 Err(error) => panic!("valid votes: {error}"),
             })
             .collect();
         assert_eq!(verdicts, [true, true, false, false, false, false]);
         assert_eq!(auth.message_signatures_checked(), 2 * CARRIED);
+        // What the runtime asks before trying a deferred one again (no hashing): not yet.
+        assert!(!auth.can_afford_at(3, CARRIED as usize, now));
+        assert!(
+            auth.can_afford_at(2, CARRIED as usize, now),
+            "budgets are per sender"
+        );
+        assert!(auth.can_afford_at(3, CARRIED as usize, now + CARRIED_REFILL / 2));
         // Another sender has a budget of its own.
-        auth.authenticate_contents_at(&historical_view_change(&net, 2, 1, 7), now)
-            .expect("another sender is not held back");
+        assert_eq!(
+            auth.authenticate_contents_at(&historical_view_change(&net, 2, 1, 7), now)
+                .expect("valid"),
+            Contents::Authentic,
+            "another sender is not held back"
+        );
         // The budget fills again over CARRIED_REFILL.
         let later = now + CARRIED_REFILL / 2;
-        auth.authenticate_contents_at(&pool[2], later)
-            .expect("half a refill: one more");
-        assert!(matches!(
-            auth.authenticate_contents_at(&pool[3], later),
-            Err(NodeError::Busy)
-        ));
+        assert_eq!(
+            auth.authenticate_contents_at(&pool[2], later)
+                .expect("valid"),
+            Contents::Authentic,
+            "half a refill: one more"
+        );
+        assert_eq!(
+            auth.authenticate_contents_at(&pool[3], later)
+                .expect("valid"),
+            Contents::OverBudget {
+                needed: CARRIED as usize
+            }
+        );
         // Remembered votes need no budget.
-        auth.authenticate_contents_at(&pool[0], later)
-            .expect("its votes remembered");
+        assert_eq!(
+            auth.authenticate_contents_at(&pool[0], later)
+                .expect("valid"),
+            Contents::Authentic,
+            "its votes remembered"
+        );
         // A message larger than the whole budget passes once it is full, and empties it.
         let mut small = Authenticator::new(&net.genesis);
         small.limit_carried(10);
-        small
-            .authenticate_contents_at(&pool[4], now)
-            .expect("a full budget lets one large message through");
+        assert_eq!(
+            small
+                .authenticate_contents_at(&pool[4], now)
+                .expect("valid"),
+            Contents::Authentic,
+            "a full budget lets one large message through"
+        );
         assert!(matches!(
             small.authenticate_contents_at(&pool[5], now),
-            Err(NodeError::Busy)
+            Ok(Contents::OverBudget { .. })
         ));
     }
 
