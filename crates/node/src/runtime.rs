@@ -174,8 +174,7 @@ pub(crate) struct Runtime {
     /// sender's budget (`Authenticator::limit_carried`): the latest of each kind per sender,
     /// tried again each turn. A newer one of the same kind replaces it, so a sender that sends
     /// faster than its budget costs the work of its budget, and its last word is still heard.
-    /// With each, how many carried signatures it needs verified (`Contents::OverBudget`).
-    deferred: HashMap<(ReplicaId, std::mem::Discriminant<Message>), (Signed<Message>, usize)>,
+    deferred: HashMap<(ReplicaId, std::mem::Discriminant<Message>), Signed<Message>>,
     /// When the deferred messages were last tried ([`RETRY_DEFERRED_AFTER`]).
     deferred_tried: Instant,
     /// Forwarded requests refused by admission for something not on this chain yet
@@ -932,9 +931,9 @@ impl Runtime {
         if self.replica.uses_contents(from, &signed.message) {
             match self.auth.authenticate_contents(signed) {
                 Ok(Contents::Authentic) => {}
-                Ok(Contents::OverBudget { needed }) => {
+                Ok(Contents::OverBudget) => {
                     let kind = std::mem::discriminant(&signed.message);
-                    self.deferred.insert((from, kind), (signed.clone(), needed));
+                    self.deferred.insert((from, kind), signed.clone());
                     return Ok(());
                 }
                 Err(error) => {
@@ -968,12 +967,14 @@ impl Runtime {
     /// those the replica no longer would use go unread.
     fn retry_deferred(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         self.deferred_tried = Instant::now();
-        for ((from, kind), (signed, needed)) in std::mem::take(&mut self.deferred) {
-            // Until its sender's budget covers it, it waits unread (red team s19).
-            if self.auth.can_afford(from, needed) {
+        let mut read = HashSet::new();
+        for ((from, kind), signed) in std::mem::take(&mut self.deferred) {
+            // Until its sender's budget is full, it waits unread (red teams s19, s20); one a
+            // sender per full budget, which it always fits, so none is read twice for nothing.
+            if self.auth.budget_full(from) && read.insert(from) {
                 self.on_signed(from, &signed, actions)?;
             } else {
-                self.deferred.insert((from, kind), (signed, needed));
+                self.deferred.insert((from, kind), signed);
             }
         }
         Ok(())

@@ -49,9 +49,9 @@ const CARRIED_REFILL: Duration = Duration::from_secs(1);
 pub(crate) enum Contents {
     /// Each verified here (or remembered), and its requests checked.
     Authentic,
-    /// More to verify than its sender's budget holds now: `needed`, for
-    /// [`Authenticator::can_afford`].
-    OverBudget { needed: usize },
+    /// More to verify than its sender's budget holds now: to be read again once the budget is
+    /// full ([`Authenticator::budget_full`]), which covers any message.
+    OverBudget,
 }
 
 /// The most carried signatures a sender's valid messages need at once, twice over: a
@@ -226,15 +226,17 @@ impl Authenticator {
         self.carried_budget = Some((burst as f64, vec![full; self.keys.len()]));
     }
 
-    /// Whether `from`'s budget of carried signatures covers `count` now: a message deferred
-    /// for its budget ([`Contents::OverBudget`]) is tried again only then, so that waiting costs
-    /// no hashing of what it carries.
-    pub fn can_afford(&self, from: ReplicaId, count: usize) -> bool {
-        self.can_afford_at(from, count, Instant::now())
+    /// Whether `from`'s budget of carried signatures is full: a message deferred for its
+    /// budget ([`Contents::OverBudget`]) is read again only then, so that waiting costs no
+    /// hashing of what it carries, and it is read at most twice (a full budget covers any
+    /// message; the count it needed when it came may have grown since, as the memo forgets:
+    /// red team s20).
+    pub fn budget_full(&self, from: ReplicaId) -> bool {
+        self.budget_full_at(from, Instant::now())
     }
 
-    fn can_afford_at(&self, from: ReplicaId, count: usize, now: Instant) -> bool {
-        self.carried_left(from, count, now).is_some()
+    fn budget_full_at(&self, from: ReplicaId, now: Instant) -> bool {
+        self.carried_left(from, usize::MAX, now).is_some()
     }
 
     /// `from`'s budget at `now`, if it covers `count` (capped at the whole burst: a count
@@ -340,7 +342,7 @@ impl Authenticator {
         self.authenticate_signature(signed)?;
         match self.authenticate_contents(signed)? {
             Contents::Authentic => Ok(()),
-            Contents::OverBudget { .. } => Err(NodeError::Busy),
+            Contents::OverBudget => Err(NodeError::Busy),
         }
     }
 
@@ -429,9 +431,7 @@ impl Authenticator {
             queued.push(remembered);
         }
         if !queued.is_empty() && !self.spend_carried(signed.from, queued.len(), now) {
-            return Ok(Contents::OverBudget {
-                needed: queued.len(),
-            });
+            return Ok(Contents::OverBudget);
         }
         self.message_signatures_checked += queued.len() as u64;
         if !batch.verifies() {
@@ -1408,22 +1408,17 @@ mod red_team_s17 {
             .iter()
             .map(|vc| match auth.authenticate_contents_at(vc, now) {
                 Ok(Contents::Authentic) => true,
-                Ok(Contents::OverBudget { needed }) => {
-                    assert_eq!(needed as u64, CARRIED);
-                    false
-                }
+                Ok(Contents::OverBudget) => false,
                 Err(error) => panic!("valid votes: {error}"),
             })
             .collect();
         assert_eq!(verdicts, [true, true, false, false, false, false]);
         assert_eq!(auth.message_signatures_checked(), 2 * CARRIED);
         // What the runtime asks before trying a deferred one again (no hashing): not yet.
-        assert!(!auth.can_afford_at(3, CARRIED as usize, now));
-        assert!(
-            auth.can_afford_at(2, CARRIED as usize, now),
-            "budgets are per sender"
-        );
-        assert!(auth.can_afford_at(3, CARRIED as usize, now + CARRIED_REFILL / 2));
+        assert!(!auth.budget_full_at(3, now));
+        assert!(auth.budget_full_at(2, now), "budgets are per sender");
+        assert!(!auth.budget_full_at(3, now + CARRIED_REFILL / 2));
+        assert!(auth.budget_full_at(3, now + CARRIED_REFILL));
         // Another sender has a budget of its own.
         assert_eq!(
             auth.authenticate_contents_at(&historical_view_change(&net, 2, 1, 7), now)
@@ -1442,9 +1437,7 @@ mod red_team_s17 {
         assert_eq!(
             auth.authenticate_contents_at(&pool[3], later)
                 .expect("valid"),
-            Contents::OverBudget {
-                needed: CARRIED as usize
-            }
+            Contents::OverBudget
         );
         // Remembered votes need no budget.
         assert_eq!(
@@ -1465,7 +1458,7 @@ mod red_team_s17 {
         );
         assert!(matches!(
             small.authenticate_contents_at(&pool[5], now),
-            Ok(Contents::OverBudget { .. })
+            Ok(Contents::OverBudget)
         ));
     }
 
