@@ -104,8 +104,8 @@ const CUT_TIMEOUT: Duration = Duration::from_secs(30);
 /// batch: a failed batch is checked again signature by signature, so a peer that signs badly
 /// on purpose would otherwise double the cost of everyone's messages.
 const UNBATCHED_AFTER_FAILURE: Duration = Duration::from_secs(60);
-/// How often messages deferred for their senders' budgets of carried signatures are tried
-/// again: each try hashes what they carry, so not every turn.
+/// How often the budgets of senders with deferred messages (`Runtime::retry_deferred`) are
+/// looked at.
 const RETRY_DEFERRED_AFTER: Duration = Duration::from_millis(250);
 
 struct CutWaiter {
@@ -172,8 +172,9 @@ pub(crate) struct Runtime {
     unbatched_until: Vec<Option<Instant>>,
     /// Messages whose own signature verified and whose carried signatures were over their
     /// sender's budget (`Authenticator::limit_carried`): the latest of each kind per sender,
-    /// tried again each turn. A newer one of the same kind replaces it, so a sender that sends
-    /// faster than its budget costs the work of its budget, and its last word is still heard.
+    /// read again once that budget is full. A newer one of the same kind replaces it, so a
+    /// sender that sends faster than its budget costs the work of its budget, and its last
+    /// word is still heard.
     deferred: HashMap<(ReplicaId, std::mem::Discriminant<Message>), Signed<Message>>,
     /// When the deferred messages were last tried ([`RETRY_DEFERRED_AFTER`]).
     deferred_tried: Instant,
@@ -963,8 +964,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Tries again the messages deferred for their senders' budgets of carried signatures:
-    /// those the replica no longer would use go unread.
+    /// Reads again the messages deferred for their senders' budgets of carried signatures:
+    /// one a sender whose budget is full; those the replica no longer would use are stepped
+    /// unread, as they would be on arrival.
     fn retry_deferred(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         self.deferred_tried = Instant::now();
         let mut read = HashSet::new();
