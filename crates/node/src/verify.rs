@@ -216,7 +216,7 @@ impl Authenticator {
 
     /// Limits the carried signatures each sender may have verified here (those not remembered)
     /// to `burst`, filled again over [`CARRIED_REFILL`]; a message over its sender's budget is
-    /// refused as [`NodeError::Busy`], to be tried again. Valid votes can be replayed in
+    /// [`Contents::OverBudget`], to be read again once it is full. Valid votes can be replayed in
     /// view-changes for views ahead of ours faster than the memo remembers them (red team s17
     /// F1); an honest validator sends a view-change per view-change timeout and a new-view per
     /// view it leads, within a burst of `burst` (see [`carried_burst`]).
@@ -1393,7 +1393,7 @@ mod red_team_s17 {
     /// prepares and checkpoint proofs of about 5,600 blocks at n = 4) cycles them through
     /// view-changes for views above the victim's, never stale: without a limit, 387
     /// verifications per message for ever. With its budget of carried signatures, it has at
-    /// most the budget verified per refill; the rest wait (`NodeError::Busy`, deferred by the
+    /// most the budget verified per refill; the rest wait (`Contents::OverBudget`, deferred by the
     /// runtime), other senders keep budgets of their own, and remembered votes cost none.
     #[test]
     fn a_senders_carried_signatures_past_its_budget_wait_for_it() {
