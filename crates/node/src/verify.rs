@@ -405,15 +405,16 @@ impl Authenticator {
         // checked before in another, is not verified again (the replica's shape check bounds
         // how many distinct ones a message may carry). A dishonest validator that replays the
         // honest votes it received in view-changes costs its peers hashing, not verifying.
-        let carried = signed.message.embedded_signatures();
         let refused = || ledger::Error::BadMessageSignature { from: signed.from }.into();
         let refused_until = self.contents_refused_until.get(signed.from as usize);
-        // Only messages that carry signatures: the sender's own votes are still heard.
-        if !carried.is_empty()
+        // Only kinds that carry signatures, refused before what they carry is serialised: the
+        // sender's own votes are still heard.
+        if signed.message.may_carry_signatures()
             && refused_until.is_some_and(|until| until.is_some_and(|until| now < until))
         {
             return Err(refused());
         }
+        let carried = signed.message.embedded_signatures();
         let mut batch = crypto::SignatureBatch::default();
         let mut queued = Vec::new();
         let mut in_message = HashSet::new();

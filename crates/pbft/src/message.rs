@@ -277,6 +277,19 @@ impl Message {
         }
     }
 
+    /// Whether this kind of message may carry signed messages (the kinds
+    /// [`Message::embedded_signatures`] looks into): cheap, before anything is serialised. A
+    /// kind missing here is still checked in full; it only escapes a penalty on such messages.
+    pub fn may_carry_signatures(&self) -> bool {
+        matches!(
+            self,
+            Message::ViewChange(_)
+                | Message::NewView(_)
+                | Message::RecoveryAnswer(_)
+                | Message::Lives(_)
+        )
+    }
+
     /// Every signed message embedded in this one, as `(signer, signing bytes, signature)`:
     /// checkpoint proofs and prepares inside a view-change, the view-changes inside a
     /// new-view (recursively), a recovery answer's commit certificate, querier's message and
