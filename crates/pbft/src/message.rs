@@ -278,16 +278,22 @@ impl Message {
     }
 
     /// Whether this kind of message may carry signed messages (the kinds
-    /// [`Message::embedded_signatures`] looks into): cheap, before anything is serialised. A
-    /// kind missing here is still checked in full; it only escapes a penalty on such messages.
+    /// [`Message::embedded_signatures`] looks into; both matches list every kind): cheap, before
+    /// what they carry is serialised. A kind missing here would still be checked in full; it
+    /// would only escape the penalty on such messages.
     pub fn may_carry_signatures(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Message::ViewChange(_)
-                | Message::NewView(_)
-                | Message::RecoveryAnswer(_)
-                | Message::Lives(_)
-        )
+            | Message::NewView(_)
+            | Message::RecoveryAnswer(_)
+            | Message::Lives(_) => true,
+            Message::Forward(_)
+            | Message::PrePrepare(_)
+            | Message::Prepare(_)
+            | Message::Commit(_)
+            | Message::Checkpoint(_)
+            | Message::RecoveryQuery(_) => false,
+        }
     }
 
     /// Every signed message embedded in this one, as `(signer, signing bytes, signature)`:
@@ -325,7 +331,13 @@ impl Message {
                 life_signatures(&answer.lives, &mut out);
             }
             Message::Lives(lives) => life_signatures(lives, &mut out),
-            _ => {}
+            // Listed, not `_`: a new kind must be placed here and in `may_carry_signatures`.
+            Message::Forward(_)
+            | Message::PrePrepare(_)
+            | Message::Prepare(_)
+            | Message::Commit(_)
+            | Message::Checkpoint(_)
+            | Message::RecoveryQuery(_) => {}
         }
         out
     }
