@@ -115,18 +115,14 @@ impl Replica {
             return Ok(());
         }
         let interval = self.cfg.retransmit_ticks;
-        if self
-            .recovery_answered
-            .get(&from)
-            .is_some_and(|at| self.now < at.saturating_add(interval))
-        {
+        if self.recovery_answered.too_soon(from, self.now, interval) {
             return Err(ProtocolError::RecoveryQueryTooSoon);
         }
         // From now on this replica refuses the querier's view-changes and new-views of its
         // earlier lives, also after a restart: persisted (and relayed) before the answer goes
         // out.
         self.learn_life(life, actions)?;
-        self.recovery_answered.insert(from, self.now);
+        self.recovery_answered.answered(from, self.now);
         actions.push(Action::Send {
             to: from,
             message: Message::RecoveryAnswer(RecoveryAnswer {

@@ -100,6 +100,25 @@ pub struct LogStats {
     pub withheld_prepares: u64,
 }
 
+/// When this replica last sent each peer an answer that costs far more than the few bytes
+/// that ask for it (a recovery answer, a resent new-view: up to a whole log window). At most one
+/// a peer per `retransmit_ticks`, the pace at which a correct peer asks again, so that a faulty
+/// one cannot make this replica build and send a log window for each small message it sends.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AnswerPace(BTreeMap<ReplicaId, u64>);
+
+impl AnswerPace {
+    /// Whether `to` was answered less than `interval` ticks before `now`.
+    pub(crate) fn too_soon(&self, to: ReplicaId, now: u64, interval: u64) -> bool {
+        self.0
+            .get(&to)
+            .is_some_and(|at| now < at.saturating_add(interval))
+    }
+    pub(crate) fn answered(&mut self, to: ReplicaId, now: u64) {
+        self.0.insert(to, now);
+    }
+}
+
 /// A PBFT replica (Castro and Liskov, OSDI'99 §4 / TOCS'02 §4). See the crate docs for the
 /// caller's contract.
 #[derive(Debug)]
@@ -187,8 +206,11 @@ pub struct Replica {
     /// drives the f+1 rule (§4.5.2), and a recovering sender is shown it as proof of a view it
     /// was in (`recovery.rs`). Of one view, a vote is kept rather than a view-change (smaller).
     pub(crate) highest_view_shown: BTreeMap<ReplicaId, Box<Signed<ViewMessage>>>,
-    /// The tick this replica last answered each querier's recovery query (rate limit).
-    pub(crate) recovery_answered: BTreeMap<ReplicaId, u64>,
+    /// When this replica last answered each querier's recovery query.
+    pub(crate) recovery_answered: AnswerPace,
+    /// When this replica, as primary, last resent its new-view to each sender of a stale
+    /// view-change (§4.5.2).
+    pub(crate) new_view_resent: AnswerPace,
     /// This life's incarnation ([`Restored::incarnation`]).
     pub(crate) incarnation: u64,
     /// The newest life known of each replica (its own signed recovery query; this one's own
@@ -256,7 +278,8 @@ impl Replica {
             vouched: BTreeMap::new(),
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
-            recovery_answered: BTreeMap::new(),
+            recovery_answered: AnswerPace::default(),
+            new_view_resent: AnswerPace::default(),
             incarnation: restored.incarnation,
             lives: BTreeMap::new(),
             last_new_view: None,

@@ -233,12 +233,18 @@ impl Replica {
         let view = vc.message.new_view;
         if self.is_stale_view(view) {
             // A replica behind us. If we lead our view, hand it our new-view (§4.5.2's
-            // retransmission); a valid new-view for a higher view brings it straight here.
+            // retransmission); a valid new-view for a higher view brings it straight here. Paced
+            // like its retransmissions (`AnswerPace`): the new-view may carry a whole log
+            // window, the stale view-change a few hundred bytes.
             if self.status == Status::Normal
                 && self.is_primary()
                 && from != self.cfg.id
+                && !self
+                    .new_view_resent
+                    .too_soon(from, self.now, self.cfg.retransmit_ticks)
                 && let Some(nv) = &self.last_new_view
             {
+                self.new_view_resent.answered(from, self.now);
                 actions.push(Action::Send {
                     to: from,
                     message: Message::NewView(nv.clone()),

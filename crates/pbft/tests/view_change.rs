@@ -298,6 +298,55 @@ fn finding_7_restarted_primary_resends_its_new_view() {
     assert!(!b.in_view_change() && b.view() == 1);
 }
 
+/// A primary resends its new-view to the sender of a stale view-change at most once per
+/// `retransmit_ticks`, the pace at which a correct laggard retransmits: the new-view may carry a
+/// whole log window, the view-change a few hundred bytes, and a faulty replica could replay its
+/// own as fast as its link goes (red team s17, helper-99's finding c).
+#[test]
+fn a_replayed_stale_view_change_gets_the_new_view_once_a_retransmission_interval() {
+    let vcs: Vec<Signed<ViewChange>> = [1, 2, 3]
+        .iter()
+        .map(|f| signed(*f, view_change(1, vec![])))
+        .collect();
+    let mut p = replica(1);
+    for vc in [&vcs[1], &vcs[2], &vcs[0]] {
+        step(&mut p, Input::Message(vc.clone().map()));
+    }
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 1);
+    let resent_to = |actions: &[Action], to: ReplicaId| {
+        actions
+            .iter()
+            .filter(
+                |a| matches!(a, Action::Send { to: t, message: Message::NewView(_) } if *t == to),
+            )
+            .count()
+    };
+    let replay = |p: &mut Replica| step_err(p, Input::Message(vcs[2].clone().map()));
+    assert_eq!(
+        resent_to(&step(&mut p, Input::Message(vcs[2].clone().map())), 3),
+        1
+    );
+    for _ in 0..1000 {
+        assert!(matches!(replay(&mut p), ProtocolError::StaleView { .. }));
+    }
+    // Another laggard is answered at once.
+    assert_eq!(
+        resent_to(&step(&mut p, Input::Message(vcs[1].clone().map())), 2),
+        1
+    );
+    let interval = config(1, 4).retransmit_ticks;
+    for _ in 1..interval {
+        step(&mut p, Input::Tick { now_ms: 0 });
+        assert!(matches!(replay(&mut p), ProtocolError::StaleView { .. }));
+    }
+    step(&mut p, Input::Tick { now_ms: 0 });
+    assert_eq!(
+        resent_to(&step(&mut p, Input::Message(vcs[2].clone().map())), 3),
+        1,
+        "a retransmission interval later, it is answered again"
+    );
+}
+
 trait MapSigned {
     fn map(self) -> Signed<Message>;
 }
