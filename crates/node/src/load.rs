@@ -536,7 +536,10 @@ pub async fn enroll(
         for person in people {
             let tx =
                 handle.sign_as_validator(person.enrollment(&handle.genesis_hash()), Vec::new());
-            ids.push(handle.submit(tx.clone()).await?);
+            // A validator busy with its start (a big chain's keys, a backlog) is asked again.
+            ids.push(
+                submit_while_busy(handle, tx.clone(), Instant::now() + timeout, |_| ()).await?,
+            );
             last = Some(tx);
         }
         // Pending already: this asks for a block now, holding everything submitted above.
@@ -550,6 +553,24 @@ pub async fn enroll(
         }
     }
     Ok(())
+}
+
+/// Submits `tx`, again after [`BUSY_BACKOFF`] while the validator says it is busy and
+/// `deadline` has not passed; `on_each` sees every attempt's outcome.
+async fn submit_while_busy(
+    handle: &NodeHandle,
+    tx: SignedTx,
+    deadline: Instant,
+    mut on_each: impl FnMut(&Result<TxId, NodeError>),
+) -> Result<TxId, NodeError> {
+    loop {
+        let submitted = handle.submit(tx.clone()).await;
+        on_each(&submitted);
+        if !matches!(submitted, Err(NodeError::Busy)) || Instant::now() > deadline {
+            return submitted;
+        }
+        tokio::time::sleep(BUSY_BACKOFF).await;
+    }
 }
 
 /// The purpose of every grant of the load.
@@ -744,14 +765,12 @@ async fn submit_pair(
                 .record(&doctor_home, &patient_id, grant, &sample_record(i))
                 .await
             {
-                Ok(record) => loop {
-                    let submitted = doctor_home.submit(record.clone()).await;
-                    counters.count(&submitted);
-                    if !matches!(submitted, Err(NodeError::Busy)) || Instant::now() > deadline {
-                        break;
-                    }
-                    tokio::time::sleep(BUSY_BACKOFF).await;
-                },
+                Ok(record) => {
+                    let _ = submit_while_busy(&doctor_home, record, deadline, |submitted| {
+                        counters.count(submitted)
+                    })
+                    .await;
+                }
                 Err(error) => counters.count(&Err(error)),
             }
         })
