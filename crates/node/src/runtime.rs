@@ -934,6 +934,7 @@ impl Runtime {
                 Ok(Contents::Authentic) => {}
                 Ok(Contents::OverBudget) => {
                     let kind = std::mem::discriminant(&signed.message);
+                    self.shared.telemetry().deferred();
                     self.deferred.insert((from, kind), signed.clone());
                     return Ok(());
                 }
@@ -974,6 +975,7 @@ impl Runtime {
             // Until its sender's budget is full, it waits unread (red teams s19, s20); one a
             // sender per full budget, which it always fits, so none is read twice for nothing.
             if self.auth.budget_full(from) && read.insert(from) {
+                self.shared.telemetry().deferred_read();
                 self.on_signed(from, &signed, actions)?;
             } else {
                 self.deferred.insert((from, kind), signed);

@@ -215,6 +215,8 @@ pub struct Telemetry {
     received: Vec<Counter>,
     rejected: Vec<Counter>,
     refused_forwards: Counter,
+    deferred_messages: Counter,
+    deferred_messages_read: Counter,
     store_write_time: Vec<Histogram>,
     store_written_bytes: Vec<Counter>,
     state_transfers: Counter,
@@ -375,6 +377,19 @@ impl Telemetry {
             "Transactions in peers' forwards that mempool admission refused",
             Counter::default(),
         );
+        let deferred_messages = registered(
+            &mut registry,
+            "deferred_messages",
+            "Messages from peers set aside unread for their sender's budget of carried \
+             signatures (a newer one of the same kind from the same sender replaces one)",
+            Counter::default(),
+        );
+        let deferred_messages_read = registered(
+            &mut registry,
+            "deferred_messages_read",
+            "Deferred messages read again once their sender's budget was full",
+            Counter::default(),
+        );
         let writes = || StoreWrite::ALL.iter().map(|write| write.label());
         let store_write_time = labelled(
             &mut registry,
@@ -427,6 +442,8 @@ impl Telemetry {
             received,
             rejected,
             refused_forwards,
+            deferred_messages,
+            deferred_messages_read,
             store_write_time,
             store_written_bytes,
             state_transfers,
@@ -524,6 +541,24 @@ impl Telemetry {
 
     pub fn refused_forwards_total(&self) -> u64 {
         self.refused_forwards.get()
+    }
+
+    pub(crate) fn deferred(&self) {
+        self.deferred_messages.inc();
+    }
+
+    pub(crate) fn deferred_read(&self) {
+        self.deferred_messages_read.inc();
+    }
+
+    /// Messages deferred for their sender's budget of carried signatures since start.
+    pub fn deferred_messages(&self) -> u64 {
+        self.deferred_messages.get()
+    }
+
+    /// Deferred messages read again since start.
+    pub fn deferred_messages_read(&self) -> u64 {
+        self.deferred_messages_read.get()
     }
 
     pub(crate) fn stored(&self, write: StoreWrite, took: Duration, bytes: u64) {
