@@ -627,6 +627,9 @@ mod tests {
         telemetry.rejected(RejectReason::Protocol);
         telemetry.stored(StoreWrite::Block, Duration::from_millis(2), 700);
         telemetry.http_request("/api/status", 200);
+        telemetry.deferred();
+        telemetry.deferred();
+        telemetry.deferred_read();
         let text = telemetry.encode();
         assert_eq!(
             line(&text, "medchain_committed_transactions_total "),
@@ -674,6 +677,14 @@ mod tests {
                 "medchain_http_requests_total{route=\"/api/status\",status=\"200\"}"
             ),
             "medchain_http_requests_total{route=\"/api/status\",status=\"200\"} 1"
+        );
+        assert_eq!(
+            line(&text, "medchain_deferred_messages_total "),
+            "medchain_deferred_messages_total 2"
+        );
+        assert_eq!(
+            line(&text, "medchain_deferred_messages_read_total "),
+            "medchain_deferred_messages_read_total 1"
         );
         assert_eq!(telemetry.rejected_messages(), 2);
         assert!(text.ends_with("# EOF\n"));

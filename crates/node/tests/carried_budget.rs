@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ledger::Genesis;
 use ledger::crypto::{self, SigningKey};
 use ledger::master::MasterKey;
-use ledger::Genesis;
 use node::load::Person;
 use node::transport::{Channel, TcpTransport, Transport, ValidatorIdentity};
 use node::{FrameKind, FrameLimits, Node, NodeHandle, NodeOptions, Timing, Wire, validator_dir};
@@ -214,9 +214,7 @@ impl Injector {
                         },
                     };
                     let (kind, bytes): &(FrameKind, Vec<u8>) = &frame;
-                    if channel.feed(*kind, bytes).await.is_err()
-                        || channel.flush().await.is_err()
-                    {
+                    if channel.feed(*kind, bytes).await.is_err() || channel.flush().await.is_err() {
                         unsent = Some(frame);
                         break;
                     }
@@ -230,8 +228,7 @@ impl Injector {
             runtime.spawn(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 while let Ok((stream, _)) = listener.accept().await {
-                    let (as_victim, relayed, limits) =
-                        (as_victim.clone(), relayed.clone(), limits.clone());
+                    let (as_victim, relayed) = (as_victim.clone(), relayed.clone());
                     tokio::spawn(async move {
                         if let Ok(mut channel) = Channel::respond(stream, &as_victim).await {
                             while let Ok(Some(frame)) = channel.recv(&limits).await {
@@ -257,12 +254,7 @@ impl Injector {
 /// prepared certificates (view `round`, empty batches) carry the prepares of that view's
 /// three backups, signed with their real keys. Each round's votes are its own, so none was
 /// verified before: all `CARRIED_PER_MESSAGE` cost the victim's budget.
-fn view_change(
-    chain: &Genesis,
-    keys: &[SigningKey],
-    new_view: u64,
-    round: u64,
-) -> Signed<Message> {
+fn view_change(chain: &Genesis, keys: &[SigningKey], new_view: u64, round: u64) -> Signed<Message> {
     assert!(round < new_view, "a certificate of an earlier view");
     let genesis = chain.hash();
     let primary = (round % NAMES.len() as u64) as ReplicaId;
@@ -285,8 +277,11 @@ fn view_change(
             let prepares = (0..NAMES.len() as ReplicaId)
                 .filter(|backup| *backup != primary)
                 .map(|backup| {
-                    let signature =
-                        crypto::sign_message(&keys[backup as usize], &genesis, &Message::Prepare(vote));
+                    let signature = crypto::sign_message(
+                        &keys[backup as usize],
+                        &genesis,
+                        &Message::Prepare(vote),
+                    );
                     Signed {
                         from: backup,
                         message: vote,
@@ -375,7 +370,9 @@ fn a_view_change_over_its_senders_budget_is_deferred_and_read_later() {
     let victim = honest[VICTIM as usize].handle();
     commit(&honest[VICTIM as usize], 2);
 
-    let keys: Vec<SigningKey> = (0..NAMES.len() as ReplicaId).map(|id| net.key(id)).collect();
+    let keys: Vec<SigningKey> = (0..NAMES.len() as ReplicaId)
+        .map(|id| net.key(id))
+        .collect();
     let injector = Injector::start(&net, None);
     // View-changes for views far ahead, each with votes of its own round: 50 a second (2,400
     // carried signatures a second against a refill of BURST a second) until told to stop.
@@ -395,9 +392,11 @@ fn a_view_change_over_its_senders_budget_is_deferred_and_read_later() {
         })
     };
     let telemetry = victim.shared().telemetry();
-    wait_until(Duration::from_secs(10), "a view-change to be deferred", || {
-        telemetry.deferred_messages() > 0
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "a view-change to be deferred",
+        || telemetry.deferred_messages() > 0,
+    );
     // The honest three commit while validator 3 floods the primary.
     commit(&honest[VICTIM as usize], 8);
     flooding.store(false, Ordering::Relaxed);
@@ -445,24 +444,25 @@ fn a_forged_carried_signature_silences_view_changes_not_votes() {
     // From now on validator 0 needs validator 3's prepares to prepare anything.
     drop(processes.remove(2));
 
-    let keys: Vec<SigningKey> = (0..NAMES.len() as ReplicaId).map(|id| net.key(id)).collect();
+    let keys: Vec<SigningKey> = (0..NAMES.len() as ReplicaId)
+        .map(|id| net.key(id))
+        .collect();
     let refused_before = unauthentic(&victim);
     // A valid one is read.
     injector.send(view_change(&net.genesis, &keys, 300, 1));
-    wait_until(Duration::from_secs(10), "a valid view-change to be read", || {
-        senders_view(&victim) == Some(300)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "a valid view-change to be read",
+        || senders_view(&victim) == Some(300),
+    );
     // One vote forged among 48.
     let mut forged = view_change(&net.genesis, &keys, 301, 2);
     let Message::ViewChange(vc) = &mut forged.message else {
         unreachable!("a view-change")
     };
     vc.prepared[5].prepares[1].signature.0[7] ^= 1;
-    forged.signature = crypto::sign_message(
-        &keys[SENDER as usize],
-        &net.genesis.hash(),
-        &forged.message,
-    );
+    forged.signature =
+        crypto::sign_message(&keys[SENDER as usize], &net.genesis.hash(), &forged.message);
     injector.send(forged);
     wait_until(Duration::from_secs(10), "the forgery to be refused", || {
         unauthentic(&victim) == refused_before + 1
