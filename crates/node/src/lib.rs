@@ -42,6 +42,7 @@ pub use node::{DEFAULT_WATTS_PER_CORE, Node, NodeOptions, validator_dir};
 pub use runtime::{CutOutcome, Event};
 pub use status::{NodeStatus, PeerClaim, Shared};
 pub use telemetry::{KEPT_SAMPLES, Sample, Telemetry};
+pub use verify::carried_burst;
 pub use wire::{
     FETCH_REPLY_BYTES, Frame, FrameKind, FrameLimits, KeyFrame, KeyReply, MAX_KEY_FRAME_BYTES,
     MAX_KEY_REQUEST_IDS, MAX_TRANSACTION_BYTES, MAX_VIEW_CHANGE_FRAME_BYTES, Wire, WireKey,

@@ -57,7 +57,7 @@ pub(crate) enum Contents {
 /// The most carried signatures a sender's valid messages need at once, twice over: a
 /// new-view carries up to `n` view-changes, each a checkpoint proof and up to `window`
 /// prepared certificates of up to `n` votes.
-pub(crate) fn carried_burst(n: usize, window: u64) -> u64 {
+pub fn carried_burst(n: usize, window: u64) -> u64 {
     let n = n as u64;
     2 * n * n * (window + 1)
 }

@@ -34,8 +34,11 @@ const WINDOW: u64 = 16;
 /// Signatures each of the test's view-changes carries: L certificates of three prepares, all
 /// never carried before.
 const CARRIED_PER_MESSAGE: u64 = 3 * WINDOW;
-/// A sender's budget in this cluster: `carried_burst(4, L)`.
-const BURST: u64 = 2 * 4 * 4 * (WINDOW + 1);
+
+/// A sender's budget of carried signatures in this cluster.
+fn burst() -> u64 {
+    node::carried_burst(NAMES.len(), WINDOW)
+}
 
 fn timing() -> Timing {
     Timing {
@@ -375,7 +378,7 @@ fn a_view_change_over_its_senders_budget_is_deferred_and_read_later() {
         .collect();
     let injector = Injector::start(&net, None);
     // View-changes for views far ahead, each with votes of its own round: 50 a second (2,400
-    // carried signatures a second against a refill of BURST a second) until told to stop.
+    // carried signatures a second against a refill of `burst()`, 544, a second) until told to stop.
     let first_view = 1_000;
     let flooding = Arc::new(AtomicBool::new(true));
     let flooder = {
@@ -402,11 +405,11 @@ fn a_view_change_over_its_senders_budget_is_deferred_and_read_later() {
     flooding.store(false, Ordering::Relaxed);
     let paced = flooder.join().unwrap();
     // Then twice the budget back to back: the last ones cannot fit.
-    let burst = 2 * BURST / CARRIED_PER_MESSAGE + 1;
-    for round in paced + 1..=paced + burst {
+    let back_to_back = 2 * burst() / CARRIED_PER_MESSAGE + 1;
+    for round in paced + 1..=paced + back_to_back {
         injector.send(view_change(&net.genesis, &keys, first_view + round, round));
     }
-    let last_view = first_view + paced + burst;
+    let last_view = first_view + paced + back_to_back;
     wait_until(
         Duration::from_secs(10),
         "the last view-change, deferred, to be read once the budget is full",
