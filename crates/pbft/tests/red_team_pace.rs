@@ -1,0 +1,355 @@
+//! Red team of eb409e1c (`AnswerPace`: a primary resends its new-view to a stale view-change's
+//! sender at most once per `retransmit_ticks`, measured in the primary's own ticks).
+//!
+//! - The pace is counted in the *answerer's* ticks while a correct laggard retransmits every
+//!   `retransmit_ticks` of *its own*: when the primary's tick count runs even slightly slower
+//!   (a busy node skips ticks: `runtime.rs` replays at most 10 missed ticks a turn) or a
+//!   retransmission arrives a tick earlier than the one answered (delivery jitter), every other
+//!   retransmission is refused. A laggard whose answer was lost then rejoins one interval
+//!   later, and gets half as many chances before its own view-change timer moves it to a view
+//!   the others are not in. Not a liveness break, a halving (tests 1 and 2).
+//! - What a faulty replica can still buy with small messages, per retransmission interval:
+//!   one new-view (whatever stale view or contents it names) and one recovery answer (whatever
+//!   nonce), from separate paces (test 3).
+mod common;
+
+use common::*;
+use pbft::*;
+
+/// The defaults' ratio (T = 200 ticks, retransmission every 50) with the small K, L of the
+/// other tests (whose retransmission interval, 1000, is above the timeout).
+fn cfg(id: ReplicaId) -> Config {
+    Config {
+        view_change_timeout_ticks: 200,
+        retransmit_ticks: 50,
+        ..config(id, 4)
+    }
+}
+
+fn node(id: ReplicaId) -> Replica {
+    Replica::new(cfg(id), Restored::genesis(GENESIS, 0, 0))
+}
+
+fn empty_view_change(to: View) -> ViewChange {
+    ViewChange {
+        new_view: to,
+        incarnation: 0,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: vec![],
+        prepared: vec![],
+    }
+}
+
+fn new_views_to(actions: &[Action], to: ReplicaId) -> Vec<NewView> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to: t,
+                message: Message::NewView(nv),
+            } if *t == to => Some(nv.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn view_changes_broadcast(actions: &[Action]) -> Vec<ViewChange> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(Message::ViewChange(vc)) => Some(vc.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Primary 1 in view 1 (entered by its own new-view from the view-changes of 0, 1, 2), and
+/// replica 3 changing to view 1 (it joined by the f+1 rule) but without the new-view; returns
+/// them and 3's view-change.
+fn laggard_setup() -> (Replica, Replica, ViewChange) {
+    let mut p = node(1);
+    for from in [0, 2, 1] {
+        step(&mut p, msg(from, Message::ViewChange(empty_view_change(1))));
+    }
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 1);
+    let mut b = node(3);
+    let mut sent = Vec::new();
+    for from in [0, 2] {
+        sent.extend(step(
+            &mut b,
+            msg(from, Message::ViewChange(empty_view_change(1))),
+        ));
+    }
+    let vc = view_changes_broadcast(&sent)
+        .pop()
+        .expect("3 joins view 1 by f+1");
+    // Its own view-change, looped back: 3 of 4 are changing, its timer runs.
+    step(&mut b, msg(3, Message::ViewChange(vc.clone())));
+    assert!(b.in_view_change() && b.view() == 1);
+    (p, b, vc)
+}
+
+/// Runs `b_ticks` of the laggard 3's ticks; the primary ticks on every one of them except each
+/// `skip_every`-th (0: never skips). Each view-change 3 (re)transmits reaches the primary at
+/// once; each new-view the primary answers is lost if `lose` says so, else delivered. Returns
+/// the laggard ticks at which it was answered, and the tick it rejoined view 1 (if it did).
+fn run_laggard(
+    p: &mut Replica,
+    b: &mut Replica,
+    b_ticks: u64,
+    skip_every: u64,
+    mut lose: impl FnMut(u64) -> bool,
+) -> (Vec<u64>, Option<u64>) {
+    let mut answered = Vec::new();
+    for k in 1..=b_ticks {
+        if skip_every == 0 || k % skip_every != 0 {
+            step(p, Input::Tick { now_ms: 0 });
+        }
+        let out = step(b, Input::Tick { now_ms: 0 });
+        for vc in view_changes_broadcast(&out) {
+            let mut answer = Vec::new();
+            let _ = p.step(msg(3, Message::ViewChange(vc)), &mut answer);
+            for nv in new_views_to(&answer, 3) {
+                answered.push(k);
+                if !lose(k) {
+                    step(b, msg(1, Message::NewView(nv)));
+                }
+            }
+        }
+        if !b.in_view_change() && b.view() == 1 {
+            return (answered, Some(k));
+        }
+    }
+    (answered, None)
+}
+
+/// Finding 1 (low): the primary's first answer is lost, and the primary's tick count runs one
+/// tick in 50 slower than the laggard's (a busy validator skips ticks). The laggard's first
+/// retransmission, 50 of its ticks later, arrives 49 of the primary's ticks after the answer
+/// and is refused; it rejoins at its second retransmission, twice as late as before eb409e1c.
+#[test]
+fn red_team_pace_a_retransmission_one_tick_early_is_refused_and_the_laggard_rejoins_an_interval_late()
+ {
+    let (mut p, mut b, vc) = laggard_setup();
+    // Its first view-change reaches the primary, which answers; the answer is lost.
+    assert_eq!(
+        new_views_to(&step(&mut p, msg(3, Message::ViewChange(vc))), 3).len(),
+        1
+    );
+    let (answered, joined) = run_laggard(&mut p, &mut b, 1_000, 50, |_| false);
+    assert_eq!(
+        answered,
+        vec![100],
+        "the retransmission at 50 was refused (49 primary ticks after the lost answer)"
+    );
+    assert_eq!(joined, Some(100));
+
+    // The same primary, ticking at the laggard's pace: answered at the first retransmission.
+    let (mut p, mut b, vc) = laggard_setup();
+    step(&mut p, msg(3, Message::ViewChange(vc)));
+    let (_, joined) = run_laggard(&mut p, &mut b, 1_000, 0, |_| false);
+    assert_eq!(joined, Some(50));
+}
+
+/// Finding 1, the cost: within its view-change timer (T << 1 = 400 ticks), the laggard
+/// retransmits 7 times; with the primary one tick in 50 slower, only every other one is
+/// answered. If those few answers are lost, it times out into view 2, which the others (in
+/// view 1, normal) never join: it is out until the next view change (before eb409e1c it had
+/// twice as many chances). Every answer is lost here to count the chances.
+#[test]
+fn red_team_pace_a_slower_primary_answers_every_other_retransmission_before_the_laggard_times_out()
+{
+    let (mut p, mut b, _) = laggard_setup();
+    let (answered, joined) = run_laggard(&mut p, &mut b, 400, 50, |_| true);
+    assert_eq!(joined, None);
+    assert_eq!(
+        answered,
+        vec![50, 150, 250, 350],
+        "4 of its 7 retransmissions"
+    );
+    assert!(b.in_view_change() && b.view() == 2, "timed out into view 2");
+    // Its view-change for view 2 is not stale for the primary: no new-view comes any more.
+    let vc2 = b_view_change(&mut b);
+    assert!(vc2.new_view == 2);
+    let mut out = Vec::new();
+    let _ = p.step(msg(3, Message::ViewChange(vc2)), &mut out);
+    assert!(new_views_to(&out, 3).is_empty());
+
+    // At the same tick rate, 7 of 7 are answered.
+    let (mut p, mut b, _) = laggard_setup();
+    let (answered, _) = run_laggard(&mut p, &mut b, 399, 0, |_| true);
+    assert_eq!(answered, vec![50, 100, 150, 200, 250, 300, 350]);
+}
+
+/// The view-change `b` retransmits next.
+fn b_view_change(b: &mut Replica) -> ViewChange {
+    for _ in 0..1_000 {
+        if let Some(vc) = view_changes_broadcast(&step(b, Input::Tick { now_ms: 0 })).pop() {
+            return vc;
+        }
+    }
+    panic!("no retransmission");
+}
+
+/// Attack 2 (failed): a faulty replica cannot buy more than one new-view per interval by
+/// naming other stale views, changing its view-change's contents, or by mixing in recovery
+/// queries of fresh nonces; the recovery answer is paced separately, so per interval it gets
+/// one of each.
+#[test]
+fn red_team_pace_stale_views_contents_and_nonces_buy_one_new_view_and_one_recovery_answer_an_interval()
+ {
+    // Primary 1 of view 5, entered by its new-view.
+    let mut p = node(1);
+    for from in [0, 2, 1] {
+        step(&mut p, msg(from, Message::ViewChange(empty_view_change(5))));
+    }
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 5);
+    let mut new_views = 0;
+    let mut answers = 0;
+    let mut count = |actions: &[Action]| {
+        for a in actions {
+            match a {
+                Action::Send {
+                    to: 3,
+                    message: Message::NewView(_),
+                } => new_views += 1,
+                Action::Send {
+                    to: 3,
+                    message: Message::RecoveryAnswer(_),
+                } => answers += 1,
+                Action::Send { .. } => panic!("unexpected send {a:?}"),
+                _ => {}
+            }
+        }
+    };
+    for round in 0..3u64 {
+        for view in 1..=5 {
+            for incarnation in 0..3 {
+                let mut vc = empty_view_change(view);
+                vc.incarnation = incarnation;
+                let mut out = Vec::new();
+                let _ = p.step(msg(3, Message::ViewChange(vc)), &mut out);
+                count(&out);
+            }
+        }
+        for nonce in 0..20 {
+            let mut out = Vec::new();
+            let _ = p.step(
+                msg(
+                    3,
+                    Message::RecoveryQuery(RecoveryQuery {
+                        nonce: nonce + 100 * round,
+                        incarnation: 0,
+                    }),
+                ),
+                &mut out,
+            );
+            count(&out);
+        }
+        for _ in 0..50 {
+            step(&mut p, Input::Tick { now_ms: 0 });
+        }
+    }
+    assert_eq!((new_views, answers), (3, 3), "one of each per interval");
+}
+
+/// Finding 2 (pre-existing, not from eb409e1c; medium): state transfer silences the laggard's
+/// only way back. A replica changing to view v whose new-view was lost rejoins v only through
+/// the primary's resent new-view (the f+1 rule goes to higher views only; state transfer
+/// moves its execution, never its view), which answers its *retransmitted* view-change. But
+/// it retransmits only when "stalled" (`now >= last_progress + retransmit_ticks`,
+/// replica.rs `retransmit`), and every state transfer calls `progress()` (checkpoint.rs
+/// `on_state_transferred`): with the cluster committing, a laggard fetching blocks at least
+/// once per interval never resends its view-change, gets no new-view, and its timer moves it
+/// to view v+1, which the others (normal in v) never join: it is out until the next view
+/// change, while looking healthy (it executes by state transfer).
+///
+/// Asserts the wanted behaviour; ignored while it fails. With `stalled` true in view-change
+/// status (`self.status == Status::ViewChange || ...` in `retransmit`) it passes, and so does
+/// the rest of the pbft suite.
+#[test]
+#[ignore = "red team: a laggard catching up by state transfer never retransmits its view-change"]
+fn red_team_break_a_laggard_catching_up_by_state_transfer_rejoins_the_view() {
+    let (mut p, mut b, vc) = laggard_setup();
+    // The primary's first answer is lost.
+    assert_eq!(
+        new_views_to(&step(&mut p, msg(3, Message::ViewChange(vc))), 3).len(),
+        1
+    );
+    let mut seq = 0;
+    for k in 1..=399u64 {
+        step(&mut p, Input::Tick { now_ms: 0 });
+        if k % 40 == 0 {
+            // The cluster moved on; the laggard fetched its blocks.
+            seq += 4;
+            step(
+                &mut b,
+                Input::StateTransferred {
+                    seq,
+                    digest: [seq as u8; 32],
+                    time_ms: seq,
+                    request_ids: vec![],
+                },
+            );
+        }
+        let out = step(&mut b, Input::Tick { now_ms: 0 });
+        for vc in view_changes_broadcast(&out) {
+            let mut answer = Vec::new();
+            let _ = p.step(msg(3, Message::ViewChange(vc)), &mut answer);
+            for nv in new_views_to(&answer, 3) {
+                step(&mut b, msg(1, Message::NewView(nv)));
+            }
+        }
+    }
+    assert_eq!(b.last_executed().0, 36, "it executes by state transfer");
+    // Fails today: no retransmission in 399 ticks, still changing to view 1 (and its timer
+    // takes it to view 2 at 400, where no one follows).
+    assert!(
+        !b.in_view_change() && b.view() == 1,
+        "rejoined view 1: view {}, changing {}",
+        b.view(),
+        b.in_view_change()
+    );
+}
+
+/// Finding 2 as it is today (passes): not one retransmission while it catches up, and its
+/// timer takes it to view 2, where no one follows.
+#[test]
+fn red_team_pace_a_laggard_catching_up_by_state_transfer_never_retransmits_its_view_change() {
+    let (mut p, mut b, vc) = laggard_setup();
+    step(&mut p, msg(3, Message::ViewChange(vc)));
+    let mut retransmitted = 0;
+    let mut seq = 0;
+    for k in 1..=400u64 {
+        step(&mut p, Input::Tick { now_ms: 0 });
+        if k % 40 == 0 {
+            seq += 4;
+            step(
+                &mut b,
+                Input::StateTransferred {
+                    seq,
+                    digest: [seq as u8; 32],
+                    time_ms: seq,
+                    request_ids: vec![],
+                },
+            );
+        }
+        let out = step(&mut b, Input::Tick { now_ms: 0 });
+        retransmitted += view_changes_broadcast(&out)
+            .iter()
+            .filter(|vc| vc.new_view == 1)
+            .count();
+    }
+    assert_eq!(retransmitted, 0, "never stalled, never retransmitted");
+    assert!(b.in_view_change() && b.view() == 2);
+    assert!(p.view() == 1 && !p.in_view_change());
+
+    // Without the state transfers, it retransmits at 50 and rejoins view 1.
+    let (mut p, mut b, vc) = laggard_setup();
+    step(&mut p, msg(3, Message::ViewChange(vc)));
+    let (_, joined) = run_laggard(&mut p, &mut b, 400, 0, |_| false);
+    assert_eq!(joined, Some(50));
+}
