@@ -243,7 +243,9 @@ pub enum ProtocolError {
     StaleStateTransfer { seq: SeqNo },
     #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
     UnexpectedRecoveryAnswer,
-    #[error("recovery query within retransmit_ticks of the last one answered for its sender")]
+    #[error(
+        "recovery query within half of retransmit_ticks of the last one answered for its sender"
+    )]
     RecoveryQueryTooSoon,
     #[error("a message of incarnation {got} of replica {replica}, which is in {known} now")]
     OlderIncarnation {

@@ -110,8 +110,10 @@
 //!   simulator found when a minority had timed out into the next view alone.
 //! - The f+1 rule (join the smallest view f+1 others are in) counts any message carrying a
 //!   view, not only view-changes; a primary that entered its view by a new-view resends it to
-//!   a replica whose view-change shows it is behind, at most once per `retransmit_ticks` per
-//!   replica (a new-view may carry a log window; a replayed view-change must not buy one each).
+//!   a replica whose view-change shows it is behind, at most once per half `retransmit_ticks`
+//!   per replica (a new-view may carry a log window; a replayed view-change must not buy one
+//!   each). A replica changing views retransmits its view-change even while state transfer
+//!   moves its execution: that answer is its way back into the view.
 //! - Backups also track the requests of pre-prepares they accept as pending, so they time out
 //!   if those never execute and re-forward them to the next primary if a view change drops
 //!   them.

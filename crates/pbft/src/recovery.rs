@@ -91,10 +91,10 @@ impl Replica {
     /// Every replica answers a query, with the nonce, to the querier only: its last executed
     /// sequence number (the caller replaces it with its chain's head and adds that block's
     /// commit certificate, see the crate docs) and the querier's own message of the highest
-    /// view it accepted. At most once per `retransmit_ticks` per querier (a correct one
-    /// resends its query at that interval): an answer may carry a view-change of up to a
-    /// whole log window, which a faulty replica must not make this one build, sign and send
-    /// for every few bytes of queries.
+    /// view it accepted. At most once per half `retransmit_ticks` per querier (a correct one
+    /// resends its query at that interval; `AnswerPace`): an answer may carry a view-change of
+    /// up to a whole log window, which a faulty replica must not make this one build, sign and
+    /// send for every few bytes of queries.
     pub(crate) fn on_recovery_query(
         &mut self,
         from: ReplicaId,

@@ -101,18 +101,20 @@ pub struct LogStats {
 }
 
 /// When this replica last sent each peer an answer that costs far more than the few bytes
-/// that ask for it (a recovery answer, a resent new-view: up to a whole log window). At most one
-/// a peer per `retransmit_ticks`, the pace at which a correct peer asks again, so that a faulty
-/// one cannot make this replica build and send a log window for each small message it sends.
+/// that ask for it (a recovery answer, a resent new-view: up to a whole log window). A correct
+/// peer asks again every `retransmit_ticks` of its own clock; an answer is allowed every half of
+/// that on this one's, so that a peer whose ticks run a little ahead is not refused every other
+/// time (red team of eb409e1c, F1), while a faulty one gets at most two a retransmission
+/// interval, not one for each small message it sends.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AnswerPace(BTreeMap<ReplicaId, u64>);
 
 impl AnswerPace {
-    /// Whether `to` was answered less than `interval` ticks before `now`.
+    /// Whether `to` was answered less than half of `interval` ticks before `now`.
     pub(crate) fn too_soon(&self, to: ReplicaId, now: u64, interval: u64) -> bool {
         self.0
             .get(&to)
-            .is_some_and(|at| now < at.saturating_add(interval))
+            .is_some_and(|at| now < at.saturating_add(interval.div_ceil(2)))
     }
     pub(crate) fn answered(&mut self, to: ReplicaId, now: u64) {
         self.0.insert(to, now);
@@ -706,7 +708,12 @@ impl Replica {
             return;
         }
         self.last_retransmit = self.now;
-        let stalled = self.now >= self.last_progress + interval || self.restarted;
+        // A replica changing views has not stalled only if it entered the view: blocks that
+        // state transfer brings count as progress, but would keep it from ever resending the
+        // view-change that gets the primary's new-view (red team of eb409e1c, F2).
+        let stalled = self.status == Status::ViewChange
+            || self.now >= self.last_progress + interval
+            || self.restarted;
         self.restarted = false;
         if !stalled {
             return;
