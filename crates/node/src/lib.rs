@@ -4,6 +4,7 @@
 //! distributed validators (one per process, TCP).
 
 mod admission;
+mod budget;
 #[cfg(feature = "byzantine")]
 pub mod byzantine;
 mod clock;

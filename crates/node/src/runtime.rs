@@ -21,7 +21,7 @@ use crate::handle::{Verdict, verdict_on_chain};
 use crate::keys::KeyInbox;
 use crate::local_store::LocalStore;
 use crate::metrics::Metrics;
-use crate::state_transfer::{Answer, FetchRequest, StateTransfer};
+use crate::state_transfer::{Answer, FetchRequest, Served, StateTransfer};
 use crate::status::PeerClaim;
 use crate::status::Shared;
 use crate::telemetry::{RejectReason, StoreWrite};
@@ -142,6 +142,8 @@ pub(crate) struct Runtime {
     loopback: VecDeque<Input>,
     /// Whom state transfer asks for blocks, and until when it waits.
     transfer: StateTransfer,
+    /// What each peer may still be served of blocks it asks for.
+    served: Served,
     last_status_sent: Instant,
     /// How long an acknowledged transaction may wait for its block before it is broadcast to
     /// every validator.
@@ -243,6 +245,7 @@ impl Runtime {
                 (timing.view_change_timeout * 2).clamp(FETCH_TIMEOUT_MIN, FETCH_TIMEOUT_MAX),
             )
             .waiting_out(timing.max_in_flight, 2 * STATUS_EVERY),
+            served: Served::new(n, Instant::now()),
             // The first turn tells the peers this validator's head: they learn at once that
             // it is back (and its key service, that f+1 of them are not ahead of it).
             last_status_sent: Instant::now()
@@ -996,28 +999,24 @@ impl Runtime {
         }
     }
 
-    /// Answers a `FetchBlocks`, always (with no blocks when it has none from there), so that
-    /// the asker moves on without waiting out its timeout; at most [`FETCH_REPLY_BYTES`] of
-    /// blocks, or one block if that is larger.
+    /// Answers a `FetchBlocks`, always (with no blocks when it has none from there, or when
+    /// the asker was served its budget: [`Served`]), so that the asker moves on without waiting
+    /// out its timeout; at most [`FETCH_REPLY_BYTES`] of blocks, or one block if that is larger.
     fn serve_blocks(
         &mut self,
         to: ReplicaId,
         from_height: u64,
         limit: u32,
     ) -> Result<(), NodeError> {
+        let heights = from_height..from_height.saturating_add(u64::from(limit.min(FETCH_BLOCKS)));
+        let chain = &self.chain;
         // One block at a time, so a request never loads more than the reply may carry.
-        let mut blocks = Vec::new();
-        let mut bytes = 0;
-        for height in from_height..from_height.saturating_add(u64::from(limit.min(FETCH_BLOCKS))) {
-            let Some(block) = self.chain.blocks_from(height, 1)?.pop() else {
-                break;
-            };
-            bytes += borsh::object_length(&block).unwrap_or(usize::MAX);
-            if bytes > FETCH_REPLY_BYTES && !blocks.is_empty() {
-                break;
-            }
-            blocks.push(block);
-        }
+        let blocks = self.served.blocks(to, heights, Instant::now(), |height| {
+            Ok::<_, NodeError>(chain.blocks_from(height, 1)?.pop().map(|block| {
+                let size = borsh::object_length(&block).unwrap_or(usize::MAX);
+                (block, size)
+            }))
+        })?;
         self.send_frame(to, Wire::Blocks(blocks));
         Ok(())
     }

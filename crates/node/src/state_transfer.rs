@@ -15,11 +15,71 @@
 //! stable checkpoints past our head, at once. Blocks are applied only
 //! with a valid certificate (`Runtime::on_blocks`), so no peer can make a validator apply what a
 //! quorum did not commit.
+//!
+//! Serving is bounded per asker ([`Served`]): a `FetchBlocks` of a few bytes costs the server a
+//! read of up to [`FETCH_REPLY_BYTES`] on its consensus thread, so each peer is served at most
+//! [`SERVED_BYTES_BURST`] per [`SERVED_REFILL`], and a request that comes with less than a whole
+//! reply left is answered with no blocks, unread. An honest validator catching up applies
+//! blocks at a few MB a second (BENCHMARKS.md, the ceiling), well below that, and asks the next
+//! peer after a partial or empty answer.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use pbft::ReplicaId;
 use tracing::debug;
+
+use crate::budget::PeerBudgets;
+use crate::wire::FETCH_REPLY_BYTES;
+
+/// Bytes of blocks one peer may be served in a burst (two whole replies), filled again over
+/// [`SERVED_REFILL`]: 16 MiB a second per peer, sustained.
+pub const SERVED_BYTES_BURST: u64 = 2 * FETCH_REPLY_BYTES as u64;
+pub const SERVED_REFILL: Duration = Duration::from_secs(2);
+
+/// What each peer may still be served ([`Served::blocks`]).
+pub struct Served(PeerBudgets);
+
+impl Served {
+    pub fn new(peers: usize, now: Instant) -> Self {
+        Served(PeerBudgets::new(
+            peers,
+            SERVED_BYTES_BURST,
+            SERVED_REFILL,
+            now,
+        ))
+    }
+
+    /// The answer to `to`'s `FetchBlocks` for `heights`: blocks read one at a time by `read`
+    /// (with their size) until one is missing or [`FETCH_REPLY_BYTES`] would be passed (one
+    /// block at least, however large), charged to `to`; none, and nothing read, while `to` has
+    /// less than a whole reply left.
+    pub fn blocks<B, E>(
+        &mut self,
+        to: ReplicaId,
+        heights: Range<u64>,
+        now: Instant,
+        mut read: impl FnMut(u64) -> Result<Option<(B, usize)>, E>,
+    ) -> Result<Vec<B>, E> {
+        let mut blocks = Vec::new();
+        if self.0.left(to, now) < FETCH_REPLY_BYTES as f64 {
+            return Ok(blocks);
+        }
+        let mut bytes = 0usize;
+        for height in heights {
+            let Some((block, size)) = read(height)? else {
+                break;
+            };
+            if bytes.saturating_add(size) > FETCH_REPLY_BYTES && !blocks.is_empty() {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            blocks.push(block);
+        }
+        self.0.charge(to, bytes as u64, now);
+        Ok(blocks)
+    }
+}
 
 /// How long a peer whose blocks failed verification is not asked again.
 pub const SKIP_INVALID: Duration = Duration::from_secs(60);
@@ -235,6 +295,55 @@ mod tests {
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// A dishonest peer's `FetchBlocks` (a few bytes each) buys at most two whole replies in a
+    /// burst and one per second after (red team of eb409e1c, F3: it was a read of up to 16 MiB
+    /// on the consensus thread for every request); other peers are served from budgets of their
+    /// own, and a request over budget reads nothing.
+    #[test]
+    fn blocks_served_to_a_peer_are_bounded_per_second_and_read_nothing_past_the_budget() {
+        let now = Instant::now();
+        let mut served = Served::new(4, now);
+        // Blocks of 1 MiB: a reply holds 16.
+        let block = 1 << 20;
+        let reads = std::cell::Cell::new(0);
+        let ask = |served: &mut Served, peer: ReplicaId, at: Instant| -> Vec<u64> {
+            served
+                .blocks(peer, 0..256, at, |height| {
+                    reads.set(reads.get() + 1);
+                    Ok::<_, ()>(Some((height, block)))
+                })
+                .unwrap()
+        };
+        assert_eq!(ask(&mut served, 3, now).len(), 16);
+        assert_eq!(ask(&mut served, 3, now).len(), 16);
+        let before = reads.get();
+        for _ in 0..1_000 {
+            assert!(ask(&mut served, 3, now).is_empty());
+        }
+        assert_eq!(reads.get(), before, "nothing read past the budget");
+        assert_eq!(ask(&mut served, 1, now).len(), 16, "another peer's budget");
+        assert!(ask(&mut served, 3, now + SERVED_REFILL / 4).is_empty());
+        assert_eq!(ask(&mut served, 3, now + SERVED_REFILL / 2).len(), 16);
+        // A block larger than a reply is served alone, once a whole reply is left.
+        let mut huge = Served::new(4, now);
+        let blocks = huge
+            .blocks(2, 0..256, now, |height| {
+                Ok::<_, ()>(Some((height, 3 * FETCH_REPLY_BYTES)))
+            })
+            .unwrap();
+        assert_eq!(blocks, vec![0]);
+        // Short of blocks: what there is, charged by its size only.
+        let mut short = Served::new(4, now);
+        for _ in 0..100 {
+            let blocks = short
+                .blocks(2, 5..256, now, |height| {
+                    Ok::<_, ()>((height < 7).then_some((height, 1_000)))
+                })
+                .unwrap();
+            assert_eq!(blocks, vec![5, 6]);
+        }
+    }
 
     #[test]
     fn a_forged_claim_costs_one_timeout_then_an_honest_peer_is_asked() {

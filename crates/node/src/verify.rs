@@ -17,6 +17,7 @@ use ledger::tx::{MAX_BODY_BYTES, MAX_TX_BYTES};
 use ledger::{Block, Checked, Genesis, Hash, SignedTx};
 use pbft::{Message, ReplicaId, Request, Signed, ViewChange};
 
+use crate::budget::PeerBudgets;
 use crate::error::NodeError;
 
 /// Transaction signatures remembered as checked. A transaction reaches a validator several
@@ -95,7 +96,7 @@ pub(crate) struct Authenticator {
     contents_refused_until: Vec<Option<Instant>>,
     /// For each validator, the carried signatures it may still have verified here, and when
     /// that was counted ([`Authenticator::limit_carried`]); none while unlimited.
-    carried_budget: Option<(f64, Vec<(f64, Instant)>)>,
+    carried_budget: Option<PeerBudgets>,
     /// Message signatures verified here (outer and embedded), for tests of what a message
     /// costs.
     message_signatures_checked: u64,
@@ -221,9 +222,12 @@ impl Authenticator {
     /// F1); an honest validator sends a view-change per view-change timeout and a new-view per
     /// view it leads, within a burst of `burst` (see [`carried_burst`]).
     pub fn limit_carried(&mut self, burst: u64) {
-        let now = Instant::now();
-        let full = (burst as f64, now);
-        self.carried_budget = Some((burst as f64, vec![full; self.keys.len()]));
+        self.carried_budget = Some(PeerBudgets::new(
+            self.keys.len(),
+            burst,
+            CARRIED_REFILL,
+            Instant::now(),
+        ));
     }
 
     /// Whether `from`'s budget of carried signatures is full: a message deferred for its
@@ -236,35 +240,16 @@ impl Authenticator {
     }
 
     fn budget_full_at(&self, from: ReplicaId, now: Instant) -> bool {
-        self.carried_left(from, usize::MAX, now).is_some()
-    }
-
-    /// `from`'s budget at `now`, if it covers `count` (capped at the whole burst: a count
-    /// larger than the burst passes once the budget is full, and empties it), with what to take.
-    fn carried_left(&self, from: ReplicaId, count: usize, now: Instant) -> Option<(f64, f64)> {
-        let Some((burst, budgets)) = &self.carried_budget else {
-            return Some((0.0, 0.0));
-        };
-        let (left, counted) = budgets.get(from as usize)?;
-        let refilled = now.saturating_duration_since(*counted).as_secs_f64()
-            / CARRIED_REFILL.as_secs_f64()
-            * burst;
-        let left = (left + refilled).min(*burst);
-        let count = (count as f64).min(*burst);
-        (left >= count).then_some((left, count))
+        self.carried_budget
+            .as_ref()
+            .is_none_or(|budgets| budgets.full(from, now))
     }
 
     /// Takes `count` from `from`'s budget of carried signatures: whether it had them.
     fn spend_carried(&mut self, from: ReplicaId, count: usize, now: Instant) -> bool {
-        let Some((left, count)) = self.carried_left(from, count, now) else {
-            return false;
-        };
-        if let Some((_, budgets)) = &mut self.carried_budget
-            && let Some(budget) = budgets.get_mut(from as usize)
-        {
-            *budget = (left - count, now);
-        }
-        true
+        self.carried_budget
+            .as_mut()
+            .is_none_or(|budgets| budgets.spend(from, count as u64, now))
     }
 
     pub fn genesis_hash(&self) -> &Hash {
