@@ -545,6 +545,8 @@ impl Service {
             return Ok(());
         }
         let now = Instant::now();
+        // Keys kept out of memory, read again while there is room (`super::wanted::HELD_MAX`).
+        self.refill_wanted(now)?;
         #[cfg(feature = "byzantine")]
         self.ask_everyone(now)?;
         let Service {

@@ -25,9 +25,13 @@ use ledger::tx::{AnswerErasure, Decision, Grant, Scope};
 use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
 
-use super::store::{Durability, ReadGrantRow};
+use super::store::{self, Durability, ReadGrantRow};
+use super::wanted::Class;
 use super::{HeldTx, Service, Wanted};
 use crate::error::NodeError;
+
+/// Blocks read again per pull at most for keys kept out of memory ([`Service::refill_wanted`]).
+const REFILL_BLOCKS: usize = 16;
 
 /// Blocks read from `chain.db` per keys.db transaction while catching up.
 const CATCH_UP_BLOCKS: u64 = 256;
@@ -115,6 +119,7 @@ impl Service {
             if let Err(error) = written.and_then(|()| self.store.commit()) {
                 self.store.rollback();
                 self.saved_heights = None;
+                self.saved_outside = None;
                 return Err(error);
             }
             self.processed_saved = last;
@@ -136,6 +141,7 @@ impl Service {
             });
             if written.is_err() {
                 self.saved_heights = None;
+                self.saved_outside = None;
             }
             written?;
             self.processed_saved = height;
@@ -169,6 +175,13 @@ impl Service {
             }
         }
         self.saved_heights = Some(now);
+        // The heights out of memory, when they changed (read back only with the heights).
+        let (ranges, keys) = self.wanted.outside_ranges();
+        let bytes = store::outside_bytes(&ranges, keys);
+        if self.saved_outside.take().as_ref() != Some(&bytes) {
+            rows.set_wanted_outside(&bytes)?;
+        }
+        self.saved_outside = Some(bytes);
         Ok(())
     }
 
@@ -177,6 +190,13 @@ impl Service {
     /// keeps the deleted row.
     fn apply(&mut self, block: &AppliedBlock) -> Result<bool, NodeError> {
         self.block_time_ms = block.time_ms;
+        // What a block committed since this start makes wanted goes in the fresh share; what
+        // a backlog does (blocks processed late), in the first reading's (red team s18, F2).
+        let class = match block.height > self.fresh_after {
+            true => Class::Fresh,
+            false => Class::First,
+        };
+        self.wanting = (class, 0, false);
         // A grant is live while T < expires_ms: those that end by this block's time end first.
         let ended: Vec<TxId> = self
             .read_grants
@@ -312,6 +332,12 @@ impl Service {
         {
             return Ok(());
         }
+        let (class, rounds, again) = self.wanting;
+        if !self.wanted.has_room(class) {
+            // Its block is read again once its share has room ([`Service::refill_wanted`]).
+            self.wanted.defer(height, class, rounds, again);
+            return Ok(());
+        }
         let wanted = Wanted::new(
             *patient,
             height,
@@ -320,8 +346,12 @@ impl Service {
             as_grantee,
             record,
             Instant::now(),
-        );
+        )
+        .held_as(class, rounds);
         self.wanted.insert(*tx, wanted);
+        if again {
+            self.wanted.came_back();
+        }
         Ok(())
     }
 
@@ -331,37 +361,89 @@ impl Service {
     /// less what was received or dropped since). Run at start: `wanted` is kept in memory only,
     /// and `heights` are those wanted when the processed height was written, or every one from
     /// the lowest of them (§12.1).
+    ///
+    /// A backlog's first reading is capped as any ([`super::wanted::FIRST_MAX`]): past it,
+    /// heights are kept unread, read once there is room (red team s18, F2).
     pub(super) fn want_again(
         &mut self,
         heights: impl IntoIterator<Item = u64>,
     ) -> Result<(), NodeError> {
         for height in heights.into_iter().filter(|height| *height >= 1) {
-            let Some(block) = entitled::applied_block(&self.chain, height)? else {
+            if !self.wanted.has_room(Class::First) {
+                // Each wants one key at least.
+                self.wanted.defer(height, Class::First, 0, false);
+                continue;
+            }
+            self.wanting = (Class::First, 0, false);
+            if !self.want_block(height)? {
                 break;
-            };
-            for entry in &block.entries {
-                let Some(header) = &entry.header else {
-                    continue;
-                };
-                if !matches!(entry.verdict, EntryVerdict::Applied)
-                    || !is_sealed_kind(&header.meta)
-                    || self.index.is_erased(&entry.id)
-                    || self.store.rows().has_key(&entry.id)?
-                {
-                    continue;
-                }
-                let Some((parties, as_grantee)) = self.entitled(header)? else {
-                    continue;
-                };
-                let Some(patient) = header.meta.subject().copied() else {
-                    continue;
-                };
-                let source = first_source(&parties, as_grantee, self.me);
-                let record = matches!(header.meta, Meta::AddRecord(_));
-                self.want(&entry.id, &patient, height, source, as_grantee, record)?;
             }
         }
         Ok(())
+    }
+
+    /// [`Service::want_again`] for every height from `from` to `to` (a store without the
+    /// wanted heights): past the first reading's room, the rest is kept as one range.
+    pub(super) fn want_again_from(&mut self, from: u64, to: u64) -> Result<(), NodeError> {
+        for height in from.max(1)..=to {
+            if !self.wanted.has_room(Class::First) {
+                self.wanted.defer_range(height, to, 1);
+                break;
+            }
+            self.wanting = (Class::First, 0, false);
+            if !self.want_block(height)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads again, while there is room, heights whose keys were kept out of memory
+    /// ([`super::wanted::WantedKeys::next_height`]), [`REFILL_BLOCKS`] at most, after moving
+    /// out the keys that hold a full share without coming
+    /// ([`super::wanted::WantedKeys::make_room`]).
+    pub(super) fn refill_wanted(&mut self, now: Instant) -> Result<(), NodeError> {
+        self.wanted.make_room(now);
+        for _ in 0..REFILL_BLOCKS {
+            let Some((height, class, rounds)) = self.wanted.next_height(now) else {
+                break;
+            };
+            self.wanting = (class, rounds, true);
+            let read = self.want_block(height);
+            self.wanting = (Class::First, 0, false);
+            read?;
+        }
+        Ok(())
+    }
+
+    /// Wants what the block at `height` made wanted and is still missing, in the share and
+    /// with the rounds `self.wanting` says: whether the chain has that block.
+    fn want_block(&mut self, height: u64) -> Result<bool, NodeError> {
+        let Some(block) = entitled::applied_block(&self.chain, height)? else {
+            return Ok(false);
+        };
+        for entry in &block.entries {
+            let Some(header) = &entry.header else {
+                continue;
+            };
+            if !matches!(entry.verdict, EntryVerdict::Applied)
+                || !is_sealed_kind(&header.meta)
+                || self.index.is_erased(&entry.id)
+                || self.store.rows().has_key(&entry.id)?
+            {
+                continue;
+            }
+            let Some((parties, as_grantee)) = self.entitled(header)? else {
+                continue;
+            };
+            let Some(patient) = header.meta.subject().copied() else {
+                continue;
+            };
+            let source = first_source(&parties, as_grantee, self.me);
+            let record = matches!(header.meta, Meta::AddRecord(_));
+            self.want(&entry.id, &patient, height, source, as_grantee, record)?;
+        }
+        Ok(true)
     }
 
     /// A read grant applied in `block`: if its doctor is one of this validator's and it is

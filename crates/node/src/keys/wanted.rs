@@ -23,6 +23,18 @@
 //!   back holding more (a store restored from a backup).
 //! - The lowest height of a wanted transaction, written with the processed height so that a
 //!   restart knows where to read blocks again (§12.1), is kept as counts per height.
+//! - At most [`HELD_MAX`] keys are held in memory, in three shares, so that none starves the
+//!   others: keys of blocks committed since this start ([`Class::Fresh`], [`FRESH_MAX`]), keys
+//!   of a backlog read for the first time ([`Class::First`], [`FIRST_MAX`]: blocks this start
+//!   processes late, or read again at start), and keys read again after they were moved out
+//!   ([`Class::Retry`], [`RETRY_MAX`]). A key that finds its share full is kept as the height
+//!   of its block only, read again once the share has room ([`WantedKeys::next_height`];
+//!   fresh ones first). While a share is full and heights wait for it, a key its holders
+//!   refused a whole round past the usual pace, or held [`ROTATE_AFTER`] without coming (a
+//!   silent or slow holder, a withholding sealer), is moved out to a shelf
+//!   ([`WantedKeys::make_room`]): its height, read again into the retry share after its wait
+//!   (at least [`SHELF_WAIT`]), with its rounds of refusals. Heights out of memory are kept as
+//!   ranges ([`super::ranges`]), bounded, written with the processed height.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -30,6 +42,7 @@ use std::time::{Duration, Instant};
 use ledger::{PersonId, TxId};
 use pbft::ReplicaId;
 
+use super::ranges::Ranges;
 use crate::wire::MAX_KEY_REQUEST_IDS;
 
 /// Tries of the sealer alone before the patient's home is asked too (§5.2).
@@ -52,6 +65,51 @@ const MOVED_PER_PULL: usize = 4 * DUE_PER_PULL;
 /// long, lags: its keys go to another holder where there is one. Answers come within a pull
 /// or two when a holder keeps up.
 pub(super) const LAGGING_AFTER: Duration = Duration::from_secs(2);
+
+/// Keys of blocks committed since this start held in memory at most ([`Class::Fresh`]).
+pub(super) const FRESH_MAX: usize = 28_000;
+/// Keys of a backlog read for the first time held at most ([`Class::First`]).
+pub(super) const FIRST_MAX: usize = 14_000;
+/// Keys read again after they were moved out held at most ([`Class::Retry`]).
+pub(super) const RETRY_MAX: usize = 14_000;
+/// Wanted keys held in memory at most (about 300 bytes each with their schedule: 17 MB; a
+/// prefilled chain of 1,000,000 transactions wanted 663,764 at start, 63 MB).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(super) const HELD_MAX: usize = FRESH_MAX + FIRST_MAX + RETRY_MAX;
+/// A key held this long without coming is moved out when its share is full and heights wait
+/// for it ([`WantedKeys::make_room`]).
+pub(super) const ROTATE_AFTER: Duration = Duration::from_secs(60);
+/// A key moved out is read again no sooner than this (or its grown wait, if longer).
+pub(super) const SHELF_WAIT: Duration = REFUSED_BACKOFF_MAX;
+/// The grain of the shelves' wake times: a shelved key is read again up to this late.
+const SHELF_BUCKET: Duration = Duration::from_secs(30);
+/// Rounds of refusals a shelf keeps at most (past them a round's wait is at its longest).
+const ROUNDS_KEPT: u32 = ROUNDS_AT_MAX + 6;
+/// Keys moved out of a share per pull at most.
+const MOVED_OUT_PER_PULL: usize = MAX_KEY_REQUEST_IDS;
+
+/// The share of memory a wanted key is held in ([`HELD_MAX`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Class {
+    /// Wanted by a block committed since this start (what clinicians wait for now).
+    Fresh = 0,
+    /// Wanted by a backlog read for the first time (blocks processed late, or at start).
+    First = 1,
+    /// Read again after it was moved out of memory.
+    Retry = 2,
+}
+
+impl Class {
+    const ALL: [Class; 3] = [Class::Fresh, Class::First, Class::Retry];
+
+    fn max(self) -> usize {
+        match self {
+            Class::Fresh => FRESH_MAX,
+            Class::First => FIRST_MAX,
+            Class::Retry => RETRY_MAX,
+        }
+    }
+}
 
 /// The wait before the next try, after `tries` tries.
 fn backoff(tries: u32) -> Duration {
@@ -173,6 +231,12 @@ pub(super) struct Wanted {
     /// While parked: moving it off its lagging holder found no other (not looked up again
     /// until it is asked).
     stays: bool,
+    /// The share it is held in.
+    pub class: Class,
+    /// The stamp of its entry in its share's order ([`WantedKeys::insert`]).
+    entered: u64,
+    /// Since when it is held in memory.
+    entered_at: Instant,
 }
 
 /// Where a key is parked: the holder, and the stamp of its entry in that holder's queue (an
@@ -211,7 +275,18 @@ impl Wanted {
             next_try: now,
             parked: None,
             stays: false,
+            class: Class::Fresh,
+            entered: 0,
+            entered_at: now,
         }
+    }
+
+    /// The same, in share `class`, with `rounds` whole rounds of refusals already (read again
+    /// from a shelf).
+    pub fn held_as(mut self, class: Class, rounds: u32) -> Wanted {
+        self.class = class;
+        self.rounds = rounds;
+        self
     }
 }
 
@@ -268,6 +343,21 @@ pub(super) struct WantedKeys {
     backs: BTreeMap<ReplicaId, Instant>,
     /// The same for greetings ([`WantedKeys::holder_restarted`]).
     restarts: BTreeMap<ReplicaId, Instant>,
+    /// Keys held per share ([`Class`]).
+    counts: [usize; 3],
+    /// Each share's keys in the order they came, with their stamps (an entry whose key is
+    /// gone, or held again since, is skipped).
+    order: [VecDeque<(TxId, u64)>; 3],
+    /// Heights of fresh keys that found no room.
+    late: Ranges,
+    /// Heights of a backlog's keys that found no room.
+    deferred: Ranges,
+    /// Heights of keys moved out, by the grain their wait ends in and their rounds.
+    shelves: BTreeMap<(u64, u32), Ranges>,
+    /// The origin of the shelves' grains.
+    epoch: Option<Instant>,
+    /// Keys out of memory (an estimate: a block read again may want fewer; 0 once none is).
+    outside: u64,
 }
 
 /// Whether `holder` may drop the grown waits now (at most once per [`REFUSED_BACKOFF_MAX`] in
@@ -383,13 +473,206 @@ impl WantedKeys {
         self.heights.len()
     }
 
-    /// The lowest height of a wanted key's transaction.
+    /// The lowest height of a wanted key's transaction, held or out of memory.
     pub fn lowest_height(&self) -> Option<u64> {
-        self.heights.keys().next().copied()
+        let held = self.heights.keys().next().copied();
+        let out = [self.late.first(), self.deferred.first()]
+            .into_iter()
+            .chain(self.shelves.values().map(Ranges::first));
+        held.into_iter().chain(out.flatten()).min()
+    }
+
+    /// Whether share `class` has room for one more key.
+    pub fn has_room(&self, class: Class) -> bool {
+        self.counts[class as usize] < class.max()
+    }
+
+    /// Keys held in share `class`.
+    #[cfg(test)]
+    pub fn held_in(&self, class: Class) -> usize {
+        self.counts[class as usize]
+    }
+
+    /// Keeps the height of a key of share `class` that found no room (`rounds`: of a key read
+    /// again from a shelf), to be read again once there is ([`WantedKeys::next_height`]).
+    /// `counted`: a key not yet counted out of memory.
+    pub fn defer(&mut self, height: u64, class: Class, rounds: u32, counted: bool) {
+        match class {
+            Class::Fresh => self.late.insert(height),
+            Class::First => self.deferred.insert(height),
+            // Woken already: it was read from a woken shelf.
+            Class::Retry => self.shelves.entry((0, rounds)).or_default().insert(height),
+        }
+        if !counted {
+            self.outside += 1;
+        }
+    }
+
+    /// Keeps `start..=end` of a backlog to be read once there is room (`keys`: how many keys
+    /// they want, as far as known).
+    pub fn defer_range(&mut self, start: u64, end: u64, keys: u64) {
+        self.deferred.insert_range(start, end);
+        self.outside = self.outside.saturating_add(keys);
+    }
+
+    /// A key read again from out of memory is held again.
+    pub fn came_back(&mut self) {
+        self.outside = self.outside.saturating_sub(1);
+    }
+
+    /// Keys out of memory (an estimate), 0 when none is.
+    pub fn outside(&self) -> u64 {
+        if self.late.is_empty() && self.deferred.is_empty() && self.shelves.is_empty() {
+            return 0;
+        }
+        self.outside.max(1)
+    }
+
+    /// Whether keys at `height` may be out of memory (a superset).
+    pub fn outside_at(&self, height: u64) -> bool {
+        self.late.contains(height)
+            || self.deferred.contains(height)
+            || self.shelves.values().any(|r| r.contains(height))
+    }
+
+    /// Every height out of memory, in at most [`super::ranges::RANGES_MAX`] ranges, with the
+    /// estimate of their keys: written with the processed height, so that a restart reads
+    /// them again (§12.1).
+    pub fn outside_ranges(&self) -> (Vec<(u64, u64)>, u64) {
+        let mut all = self.late.clone();
+        all.extend(&self.deferred);
+        for shelf in self.shelves.values() {
+            all.extend(shelf);
+        }
+        (all.iter().collect(), self.outside())
+    }
+
+    /// The grain `at` falls in (`up`: the next grain boundary, for a wait's end).
+    fn grain(&mut self, at: Instant, up: bool) -> u64 {
+        let epoch = *self.epoch.get_or_insert(at);
+        let since = at.saturating_duration_since(epoch).as_millis();
+        let grain = SHELF_BUCKET.as_millis();
+        (match up {
+            true => since.div_ceil(grain),
+            false => since / grain,
+        }) as u64
+    }
+
+    /// Whether a shelf's wait has ended.
+    fn woken(&mut self, now: Instant) -> bool {
+        let grain = self.grain(now, false);
+        self.shelves
+            .first_key_value()
+            .is_some_and(|((wakes, _), _)| *wakes <= grain)
+    }
+
+    /// Whether share `class` is full while heights wait for it: then keys that do not come
+    /// are moved out.
+    fn pressed(&mut self, class: Class, now: Instant) -> bool {
+        if self.has_room(class) {
+            return false;
+        }
+        match class {
+            Class::Fresh => !self.late.is_empty(),
+            Class::First => !self.deferred.is_empty(),
+            Class::Retry => self.woken(now),
+        }
+    }
+
+    /// Moves `tx` out of memory: its height is read again once `wakes` has passed.
+    fn shelve(&mut self, tx: &TxId, wakes: Instant) {
+        let Some(wanted) = self.remove(tx) else {
+            return;
+        };
+        let grain = self.grain(wakes, true);
+        let rounds = wanted.rounds.min(ROUNDS_KEPT);
+        self.shelves
+            .entry((grain, rounds))
+            .or_default()
+            .insert(wanted.height);
+        self.outside += 1;
+    }
+
+    /// Merges the shelves whose wait has ended into one (the fewest rounds of theirs): their
+    /// number stays bounded by the grains of [`SHELF_WAIT`] and the rounds kept.
+    fn merge_woken(&mut self, now: Instant) {
+        let grain = self.grain(now, false);
+        let woken: Vec<(u64, u32)> = self
+            .shelves
+            .range(..(grain + 1, 0))
+            .map(|(key, _)| *key)
+            .collect();
+        if woken.len() <= 1 {
+            return;
+        }
+        let mut merged = Ranges::default();
+        for key in &woken {
+            if let Some(shelf) = self.shelves.remove(key) {
+                merged.extend(&shelf);
+            }
+        }
+        let rounds = woken.iter().map(|(_, rounds)| *rounds).min().unwrap_or(0);
+        self.shelves.insert((woken[0].0, rounds), merged);
+    }
+
+    /// While a share is full and heights wait for it, moves out its keys held for
+    /// [`ROTATE_AFTER`] without coming, oldest first, [`MOVED_OUT_PER_PULL`] at most: read
+    /// again after [`SHELF_WAIT`] (or their grown wait), into the retry share. Keys its holders
+    /// refused a whole round past the usual pace go as soon as that round ends
+    /// ([`WantedKeys::refused`]). So keys no holder gives (withheld, lost) or a silent holder
+    /// keeps never hold a share for good.
+    pub fn make_room(&mut self, now: Instant) {
+        for class in Class::ALL {
+            let mut moved = 0;
+            while moved < MOVED_OUT_PER_PULL && self.pressed(class, now) {
+                let Some(&(tx, stamp)) = self.order[class as usize].front() else {
+                    break;
+                };
+                let Some(wanted) = self.keys.get(&tx).filter(|w| w.entered == stamp) else {
+                    self.order[class as usize].pop_front();
+                    continue;
+                };
+                if now.saturating_duration_since(wanted.entered_at) < ROTATE_AFTER {
+                    break;
+                }
+                let wakes = (now + SHELF_WAIT).max(wanted.next_try);
+                self.order[class as usize].pop_front();
+                self.shelve(&tx, wakes);
+                moved += 1;
+            }
+        }
+    }
+
+    /// The next height to read again for the keys it wants, the share they go in and their
+    /// rounds, if a share has room for them and heights wait for it: late fresh keys first,
+    /// then a backlog's, then shelves whose wait has ended (oldest first). Each height is
+    /// taken out: a key that finds no room again is deferred again ([`WantedKeys::defer`]).
+    pub fn next_height(&mut self, now: Instant) -> Option<(u64, Class, u32)> {
+        self.merge_woken(now);
+        if self.has_room(Class::Fresh)
+            && let Some(height) = self.late.pop_first()
+        {
+            return Some((height, Class::Fresh, 0));
+        }
+        if self.has_room(Class::First)
+            && let Some(height) = self.deferred.pop_first()
+        {
+            return Some((height, Class::First, 0));
+        }
+        if self.has_room(Class::Retry) && self.woken(now) {
+            let mut first = self.shelves.first_entry()?;
+            let rounds = first.key().1;
+            let height = first.get_mut().pop_first();
+            if first.get().is_empty() {
+                first.remove();
+            }
+            return height.map(|height| (height, Class::Retry, rounds));
+        }
+        None
     }
 
     /// Wants `tx`, due at its next try, unless it is wanted already (the existing entry is
-    /// kept).
+    /// kept). Its share is not checked ([`WantedKeys::has_room`]).
     pub fn insert(&mut self, tx: TxId, mut wanted: Wanted) {
         if self.keys.contains_key(&tx) {
             return;
@@ -397,12 +680,27 @@ impl WantedKeys {
         *self.heights.entry(wanted.height).or_default() += 1;
         wanted.parked = None;
         wanted.stays = false;
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        wanted.entered = stamp;
+        let class = wanted.class as usize;
+        self.counts[class] += 1;
+        let order = &mut self.order[class];
+        order.push_back((tx, stamp));
+        if order.len() > 2 * self.counts[class] + MAX_KEY_REQUEST_IDS {
+            let keys = &self.keys;
+            order.retain(|(tx, stamp)| keys.get(tx).is_some_and(|w| w.entered == *stamp));
+            if order.capacity() > 4 * order.len().max(1024) {
+                order.shrink_to(2 * order.len());
+            }
+        }
         self.due.insert((wanted.next_try, tx));
         self.keys.insert(tx, wanted);
     }
 
     pub fn remove(&mut self, tx: &TxId) -> Option<Wanted> {
         let mut wanted = self.keys.remove(tx)?;
+        self.counts[wanted.class as usize] -= 1;
         if let Some(count) = self.heights.get_mut(&wanted.height) {
             *count -= 1;
             if *count == 0 {
@@ -456,7 +754,15 @@ impl WantedKeys {
             wanted.refused_by = Vec::new();
             wanted.offers_taken = Vec::new();
             wanted.rounds = wanted.rounds.saturating_add(1);
-            refused_backoff(wanted.rounds)
+            let wait = refused_backoff(wanted.rounds);
+            let class = wanted.class;
+            if wait > BACKOFF_MAX && self.pressed(class, now) {
+                // Held nowhere as far as its holders say, while keys wait for its room: out
+                // of memory until its wait ends (red team s18, F1).
+                self.shelve(tx, now + wait);
+                return;
+            }
+            wait
         } else if told_to_wait {
             BACKOFF_MAX
         } else {
@@ -523,6 +829,14 @@ impl WantedKeys {
     }
 
     fn drop_grown_waits(&mut self, now: Instant) {
+        // The shelves' waits drop too: read again as soon as there is room, rounds forgotten.
+        let mut woken = Ranges::default();
+        for (_, shelf) in std::mem::take(&mut self.shelves) {
+            woken.extend(&shelf);
+        }
+        if !woken.is_empty() {
+            self.shelves.insert((0, 0), woken);
+        }
         let grown: Vec<TxId> = self
             .keys
             .iter()
