@@ -333,9 +333,10 @@ impl Service {
             return Ok(());
         }
         let (class, rounds, again) = self.wanting;
-        if !self.wanted.has_room(class) {
-            // Its block is read again once its share has room ([`Service::refill_wanted`]).
-            self.wanted.defer(height, class, rounds, again);
+        if !again && !self.wanted.has_room(class) {
+            // Its block is read again once its share has room ([`Service::refill_wanted`]),
+            // whole (`WantedKeys::defer`).
+            self.wanted.defer(height, class);
             return Ok(());
         }
         let wanted = Wanted::new(
@@ -371,7 +372,7 @@ impl Service {
         for height in heights.into_iter().filter(|height| *height >= 1) {
             if !self.wanted.has_room(Class::First) {
                 // Each wants one key at least.
-                self.wanted.defer(height, Class::First, 0, false);
+                self.wanted.defer(height, Class::First);
                 continue;
             }
             self.wanting = (Class::First, 0, false);

@@ -847,7 +847,7 @@ impl Service {
         {
             self.home_grant(&grant.patient, grant.id, &grant.doctor, grant.expires_ms)?;
         }
-        self.wanted = WantedKeys::default();
+        self.wanted = WantedKeys::with_caps(self.wanted.caps());
         self.fresh_after = head;
         if self.waits_for_chain {
             // The blocks up to the chain's head predate erasures and revocations the store

@@ -101,13 +101,16 @@ pub(super) enum Class {
 
 impl Class {
     const ALL: [Class; 3] = [Class::Fresh, Class::First, Class::Retry];
+}
 
-    fn max(self) -> usize {
-        match self {
-            Class::Fresh => FRESH_MAX,
-            Class::First => FIRST_MAX,
-            Class::Retry => RETRY_MAX,
-        }
+/// The keys each share holds at most: [`FRESH_MAX`], [`FIRST_MAX`], [`RETRY_MAX`] (smaller in
+/// tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Caps(pub [usize; 3]);
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps([FRESH_MAX, FIRST_MAX, RETRY_MAX])
     }
 }
 
@@ -358,6 +361,7 @@ pub(super) struct WantedKeys {
     epoch: Option<Instant>,
     /// Keys out of memory (an estimate: a block read again may want fewer; 0 once none is).
     outside: u64,
+    caps: Caps,
 }
 
 /// Whether `holder` may drop the grown waits now (at most once per [`REFUSED_BACKOFF_MAX`] in
@@ -482,9 +486,26 @@ impl WantedKeys {
         held.into_iter().chain(out.flatten()).min()
     }
 
+    /// No key wanted, shares of `caps`.
+    pub fn with_caps(caps: Caps) -> WantedKeys {
+        WantedKeys {
+            caps,
+            ..WantedKeys::default()
+        }
+    }
+
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    #[cfg(test)]
+    pub fn set_caps(&mut self, caps: Caps) {
+        self.caps = caps;
+    }
+
     /// Whether share `class` has room for one more key.
     pub fn has_room(&self, class: Class) -> bool {
-        self.counts[class as usize] < class.max()
+        self.counts[class as usize] < self.caps.0[class as usize]
     }
 
     /// Keys held in share `class`.
@@ -493,19 +514,16 @@ impl WantedKeys {
         self.counts[class as usize]
     }
 
-    /// Keeps the height of a key of share `class` that found no room (`rounds`: of a key read
-    /// again from a shelf), to be read again once there is ([`WantedKeys::next_height`]).
-    /// `counted`: a key not yet counted out of memory.
-    pub fn defer(&mut self, height: u64, class: Class, rounds: u32, counted: bool) {
+    /// Keeps the height of a key of share `class` that found no room, to be read again once
+    /// there is ([`WantedKeys::next_height`]). A height read again is read whole, whatever
+    /// room is left (a share holds at most one block's keys more than its cap): read in part,
+    /// what it read again later would bring back the keys moved out of it since.
+    pub fn defer(&mut self, height: u64, class: Class) {
         match class {
             Class::Fresh => self.late.insert(height),
-            Class::First => self.deferred.insert(height),
-            // Woken already: it was read from a woken shelf.
-            Class::Retry => self.shelves.entry((0, rounds)).or_default().insert(height),
+            Class::First | Class::Retry => self.deferred.insert(height),
         }
-        if !counted {
-            self.outside += 1;
-        }
+        self.outside += 1;
     }
 
     /// Keeps `start..=end` of a backlog to be read once there is room (`keys`: how many keys
@@ -623,8 +641,13 @@ impl WantedKeys {
     /// keeps never hold a share for good.
     pub fn make_room(&mut self, now: Instant) {
         for class in Class::ALL {
+            // Every key held that long goes, not only as many as one height needs: the share
+            // turns over at once, not one key a pull.
+            if !self.pressed(class, now) {
+                continue;
+            }
             let mut moved = 0;
-            while moved < MOVED_OUT_PER_PULL && self.pressed(class, now) {
+            while moved < MOVED_OUT_PER_PULL {
                 let Some(&(tx, stamp)) = self.order[class as usize].front() else {
                     break;
                 };
@@ -644,9 +667,9 @@ impl WantedKeys {
     }
 
     /// The next height to read again for the keys it wants, the share they go in and their
-    /// rounds, if a share has room for them and heights wait for it: late fresh keys first,
-    /// then a backlog's, then shelves whose wait has ended (oldest first). Each height is
-    /// taken out: a key that finds no room again is deferred again ([`WantedKeys::defer`]).
+    /// rounds, if a share has room and heights wait for it: late fresh keys first, then a
+    /// backlog's, then shelves whose wait has ended (oldest first). The height is taken out,
+    /// and read whole ([`WantedKeys::defer`]).
     pub fn next_height(&mut self, now: Instant) -> Option<(u64, Class, u32)> {
         self.merge_woken(now);
         if self.has_room(Class::Fresh)
@@ -1523,11 +1546,21 @@ mod red_team_s8 {
             *heights.entry(wanted.height).or_default() += 1;
         }
         assert_eq!(heights, keys.heights, "counts per height");
+        let (outside, _) = keys.outside_ranges();
         assert_eq!(
             keys.lowest_height(),
-            keys.keys.values().map(|w| w.height).min(),
-            "lowest_height is exact"
+            keys.keys
+                .values()
+                .map(|w| w.height)
+                .chain(outside.first().map(|(start, _)| *start))
+                .min(),
+            "lowest_height is exact, over the heights out of memory too"
         );
+        let mut counts = [0; 3];
+        for wanted in keys.keys.values() {
+            counts[wanted.class as usize] += 1;
+        }
+        assert_eq!(counts, keys.counts, "keys held per share");
         let due: BTreeSet<(Instant, TxId)> = keys
             .keys
             .iter()
@@ -5706,5 +5739,428 @@ mod red_team_s12 {
             "asks of a key held nowhere in its fourth hour: {lied} with the liar's loop, \
              {quiet} without ({slowest} rounds at the slowest pace)"
         );
+    }
+}
+
+/// Red team s18 of the cap on wanted keys (6fb29a41, taken out by 3d6cf1d6), and the cap that
+/// replaced it: each finding replayed on the schedule and the shares as `Service::want` and
+/// `Service::refill_wanted` drive them (`Sim::want`, `Sim::pull`), with smaller shares.
+#[cfg(test)]
+mod red_team_s18 {
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use super::red_team_s8::{ME, TICK, TIMEOUT, id, patient};
+    use super::*;
+
+    const N: usize = 4;
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// A key a block wants: its id, sealer, patient's home, and whether as a grantee.
+    #[derive(Clone, Copy)]
+    struct Key {
+        tx: TxId,
+        source: ReplicaId,
+        home: ReplicaId,
+        as_grantee: bool,
+    }
+
+    fn home_of(wanted: &Wanted) -> ReplicaId {
+        ReplicaId::from(wanted.patient[0])
+    }
+
+    /// The holders as a pull sees them: requests to `silent` stay open until they time out.
+    struct Net<'a> {
+        open: &'a BTreeMap<ReplicaId, Vec<Instant>>,
+        now: Instant,
+    }
+
+    impl Holders for Net<'_> {
+        type Error = Infallible;
+
+        fn count(&self) -> usize {
+            N
+        }
+
+        fn room(&mut self, holder: ReplicaId) -> usize {
+            4 - self.open.get(&holder).map_or(0, Vec::len)
+        }
+
+        fn lagging(&self, holder: ReplicaId) -> bool {
+            self.open.get(&holder).is_some_and(|sent| {
+                sent.iter()
+                    .any(|at| self.now.saturating_duration_since(*at) >= LAGGING_AFTER)
+            })
+        }
+
+        fn holder_for(
+            &mut self,
+            wanted: &Wanted,
+            lagging: &dyn Fn(ReplicaId) -> bool,
+        ) -> Result<Option<ReplicaId>, Infallible> {
+            Ok(super::holder_for(
+                wanted,
+                ME,
+                N,
+                Some(home_of(wanted)),
+                lagging,
+            ))
+        }
+    }
+
+    /// A validator (0 of 4) and its blocks; `gives` says whether a holder gives a key,
+    /// `silent` which holder never answers.
+    struct Sim {
+        keys: WantedKeys,
+        blocks: BTreeMap<u64, Vec<Key>>,
+        received: HashSet<TxId>,
+        gives: fn(ReplicaId, &Key) -> bool,
+        silent: Option<ReplicaId>,
+        open: BTreeMap<ReplicaId, Vec<Instant>>,
+        start: Instant,
+        /// The most keys held in each share after any step.
+        peak: [usize; 3],
+        /// Ids asked of each holder.
+        asked: BTreeMap<ReplicaId, usize>,
+    }
+
+    impl Sim {
+        fn new(caps: [usize; 3], gives: fn(ReplicaId, &Key) -> bool) -> Sim {
+            Sim {
+                keys: WantedKeys::with_caps(Caps(caps)),
+                blocks: BTreeMap::new(),
+                received: HashSet::new(),
+                gives,
+                silent: None,
+                open: BTreeMap::new(),
+                start: Instant::now(),
+                peak: [0; 3],
+                asked: BTreeMap::new(),
+            }
+        }
+
+        /// Adds a block at `height` wanting `keys`.
+        fn block(&mut self, height: u64, keys: Vec<Key>) {
+            self.blocks.insert(height, keys);
+        }
+
+        fn note_peak(&mut self) {
+            for class in Class::ALL {
+                let held = self.keys.held_in(class);
+                self.peak[class as usize] = self.peak[class as usize].max(held);
+            }
+            // A height read again is read whole: a share holds one block more at most.
+            let block = self.blocks.values().map(Vec::len).max().unwrap_or(0);
+            let caps = self.keys.caps().0;
+            for class in Class::ALL {
+                assert!(self.keys.held_in(class) < caps[class as usize] + block);
+            }
+        }
+
+        /// As `Service::want`, at `now`.
+        #[allow(clippy::too_many_arguments)]
+        fn want(
+            &mut self,
+            key: Key,
+            height: u64,
+            class: Class,
+            rounds: u32,
+            again: bool,
+            now: Instant,
+        ) {
+            if self.received.contains(&key.tx) || self.keys.contains(&key.tx) {
+                return;
+            }
+            if !again && !self.keys.has_room(class) {
+                self.keys.defer(height, class);
+                return;
+            }
+            let source = if key.as_grantee { key.home } else { key.source };
+            let wanted = Wanted::new(
+                patient(key.home),
+                height,
+                source,
+                0,
+                key.as_grantee,
+                true,
+                now,
+            )
+            .held_as(class, rounds);
+            self.keys.insert(key.tx, wanted);
+            if again {
+                self.keys.came_back();
+            }
+            self.note_peak();
+        }
+
+        /// The blocks `heights` processed (`class`: as `Service::apply` classes them).
+        fn process(&mut self, heights: impl IntoIterator<Item = u64>, class: Class) {
+            for height in heights {
+                let keys = self.blocks.get(&height).cloned().unwrap_or_default();
+                for key in keys {
+                    self.want(key, height, class, 0, false, self.start);
+                }
+            }
+        }
+
+        /// As `Service::pull` at `t` after the start: the refill, then the requests, answered
+        /// at once except by the silent holder.
+        fn pull(&mut self, t: Duration) {
+            let now = self.start + t;
+            self.keys.make_room(now);
+            self.note_peak();
+            for _ in 0..16 {
+                let Some((height, class, rounds)) = self.keys.next_height(now) else {
+                    break;
+                };
+                let keys = self.blocks.get(&height).cloned().unwrap_or_default();
+                for key in keys {
+                    self.want(key, height, class, rounds, true, now);
+                }
+            }
+            for sent in self.open.values_mut() {
+                sent.retain(|at| now.saturating_duration_since(*at) < TIMEOUT);
+            }
+            let requests = {
+                let mut net = Net {
+                    open: &self.open,
+                    now,
+                };
+                self.keys.requests(now, &mut net).unwrap()
+            };
+            let by_tx: HashMap<TxId, Key> = self
+                .blocks
+                .values()
+                .flatten()
+                .map(|key| (key.tx, *key))
+                .collect();
+            for (holder, txs) in requests {
+                *self.asked.entry(holder).or_default() += txs.len();
+                if self.silent == Some(holder) {
+                    self.open.entry(holder).or_default().push(now);
+                    continue;
+                }
+                for tx in txs {
+                    let key = by_tx[&tx];
+                    if (self.gives)(holder, &key) {
+                        self.keys.remove(&tx);
+                        self.received.insert(tx);
+                    } else if let Some(wanted) = self.keys.get(&tx) {
+                        let round = super::holders(wanted, ME, N, Some(home_of(wanted)));
+                        self.keys
+                            .refused(&tx, holder, &round, now, Refusal::NotHeld);
+                    }
+                }
+            }
+            self.note_peak();
+        }
+
+        /// Pulls every tick until every key `of` names is received or `limit` has passed: when
+        /// the last came (`None`: not all came).
+        fn run_until(&mut self, limit: Duration, of: impl Fn(&Key) -> bool) -> Option<Duration> {
+            let wanted: Vec<TxId> = self
+                .blocks
+                .values()
+                .flatten()
+                .filter(|key| of(key))
+                .map(|key| key.tx)
+                .collect();
+            let mut t = Duration::ZERO;
+            while t <= limit {
+                self.pull(t);
+                if std::env::var("SIM_TRACE").is_ok() && t.as_millis() % 5000 == 0 {
+                    eprintln!(
+                        "t={t:?} received={} held={:?} outside={} shelves={:?} deferred={:?}",
+                        self.received.len(),
+                        self.keys.counts,
+                        self.keys.outside(),
+                        self.keys
+                            .shelves
+                            .iter()
+                            .map(|(k, r)| (*k, r.iter().collect::<Vec<_>>()))
+                            .collect::<Vec<_>>(),
+                        self.keys.deferred.iter().collect::<Vec<_>>(),
+                    );
+                }
+                if wanted.iter().all(|tx| self.received.contains(tx)) {
+                    return Some(t);
+                }
+                t += TICK;
+            }
+            None
+        }
+    }
+
+    /// Keys `count` from `first`, tagged `tag`, of sealer `source` and home `home`.
+    fn keys(tag: u8, first: u32, count: u32, source: ReplicaId, home: ReplicaId) -> Vec<Key> {
+        (first..first + count)
+            .map(|n| Key {
+                tx: id(tag, n),
+                source,
+                home,
+                as_grantee: false,
+            })
+            .collect()
+    }
+
+    /// Sealer 1 withholds its keys (its records' keys were never sent to the home 2 either):
+    /// no holder gives them. Sealer 3 gives its own.
+    fn withheld_by_1(holder: ReplicaId, key: &Key) -> bool {
+        key.source != 1 && holder != 1
+    }
+
+    /// F1 (high). A backlog whose first keys no holder gives (150 withheld by a dishonest
+    /// sealer, its first reading's share holding 100), then 1,000 keys an honest sealer gives.
+    /// On 6fb29a41 the withheld keys held the share for good (refused, backing off up to
+    /// 5 minutes) and no deferred height was read again: the honest keys never came. Now a
+    /// key refused a whole round past the usual pace while heights wait for its share is
+    /// shelved (`WantedKeys::refused`), and one held a minute is moved out (`make_room`).
+    #[test]
+    fn keys_no_holder_gives_do_not_starve_the_deferred_ones() {
+        let mut sim = Sim::new([200, 100, 100], withheld_by_1);
+        for height in 1..=3 {
+            sim.block(height, keys(1, 50 * height as u32, 50, 1, 2));
+        }
+        for height in 4..=23 {
+            sim.block(height, keys(3, 50 * height as u32, 50, 3, 2));
+        }
+        sim.process(1..=23, Class::First);
+        assert_eq!(
+            sim.keys.held_in(Class::First),
+            100,
+            "the withheld fill the share"
+        );
+        assert_eq!(sim.keys.lowest_height(), Some(1));
+        let honest = sim.run_until(30 * MINUTE, |key| key.source == 3);
+        assert!(
+            honest.is_some_and(|t| t <= 2 * MINUTE),
+            "the honest keys came after {honest:?} ({} of 1,000 received)",
+            sim.received.len()
+        );
+        // A share holds one block (50 keys) past its cap at most.
+        assert!(sim.peak[Class::First as usize] < 150);
+        assert!(sim.peak[Class::Retry as usize] < 150);
+        // The withheld keys are still wanted: held, or out of memory to be read again.
+        assert!(sim.keys.len() as u64 + sim.keys.outside() >= 1);
+        assert_eq!(sim.keys.lowest_height(), Some(1), "written for a restart");
+    }
+
+    /// F1 through silence: the grantee keys of a patient whose home (the only holder a
+    /// grantee asks, §5.2) never answers hold no share for good either (held a minute, moved
+    /// out): a silent or slow holder refuses nothing, so its keys are never "refused".
+    #[test]
+    fn keys_of_a_silent_holder_do_not_starve_the_deferred_ones() {
+        let mut sim = Sim::new([200, 100, 100], |holder, _| holder == 3);
+        sim.silent = Some(2);
+        let grantee = |n| Key {
+            tx: id(2, n),
+            source: 2,
+            home: 2,
+            as_grantee: true,
+        };
+        sim.block(1, (0..150).map(grantee).collect());
+        for height in 2..=21 {
+            sim.block(height, keys(3, 50 * height as u32, 50, 3, 3));
+        }
+        sim.process(1..=21, Class::First);
+        assert_eq!(sim.keys.held_in(Class::First), 100);
+        let honest = sim.run_until(30 * MINUTE, |key| key.source == 3);
+        assert!(
+            honest.is_some_and(|t| t <= 3 * MINUTE),
+            "the honest keys came after {honest:?} ({} received)",
+            sim.received.len()
+        );
+        assert!(
+            sim.peak
+                .iter()
+                .zip([200, 100, 100])
+                .all(|(p, c)| *p < c + 150)
+        );
+        // The silent home is asked at its pace still, not once per key read again.
+        assert!(sim.asked.get(&2).copied().unwrap_or(0) <= 100_000);
+    }
+
+    /// F2. A backlog met for the first time (`catch_up` after a restore: 100,000 keys, the
+    /// sealer slow to give them) fills its own share only: keys of blocks committed since the
+    /// start find room at once and come at the next pull. On 6fb29a41 the backlog filled
+    /// memory to the cap and the new keys waited behind all of it. (`feed::tests` checks that
+    /// `Service::apply` classes the blocks so.)
+    #[test]
+    fn a_backlog_met_first_leaves_room_for_new_keys() {
+        let mut sim = Sim::new(Caps::default().0, |holder, _| holder == 3);
+        sim.silent = Some(1);
+        for height in 1..=100 {
+            sim.block(height, keys(1, 1_000 * height as u32, 1_000, 1, 1));
+        }
+        sim.process(1..=100, Class::First);
+        assert_eq!(sim.keys.held_in(Class::First), FIRST_MAX);
+        assert_eq!(
+            sim.keys.len(),
+            FIRST_MAX,
+            "the backlog's first reading is capped"
+        );
+        // New blocks, their keys given by sealer 3.
+        for height in 101..=105 {
+            sim.block(height, keys(3, height as u32, 1, 3, 3));
+        }
+        sim.process(101..=105, Class::Fresh);
+        for height in 101..=105 {
+            assert!(sim.keys.contains(&id(3, height as u32)), "held at once");
+        }
+        let fresh = sim.run_until(10 * MINUTE, |key| key.source == 3);
+        assert_eq!(
+            fresh,
+            Some(Duration::ZERO),
+            "asked and received at the first pull"
+        );
+    }
+
+    /// The cap holds whatever is wanted: a million keys met at once (a restore), 100,000 new
+    /// ones, and the heights out of memory in bounded ranges.
+    #[test]
+    fn the_cap_holds_and_the_heights_out_of_memory_stay_bounded() {
+        let mut keys = WantedKeys::default();
+        let start = Instant::now();
+        let mut want = |keys: &mut WantedKeys, i: u32, height: u64, class: Class| {
+            if !keys.has_room(class) {
+                keys.defer(height, class);
+            } else {
+                keys.insert(
+                    id(9, i),
+                    Wanted::new(patient(1), height, 1, 0, false, true, start).held_as(class, 0),
+                );
+            }
+        };
+        // A backlog scattered over every other height, as a restore would find it.
+        for i in 0..1_000_000u32 {
+            want(&mut keys, i, 2 * u64::from(i / 3) + 1, Class::First);
+        }
+        for i in 0..100_000u32 {
+            want(
+                &mut keys,
+                1_000_000 + i,
+                1_000_000 + u64::from(i),
+                Class::Fresh,
+            );
+        }
+        assert_eq!(keys.held_in(Class::First), FIRST_MAX);
+        assert_eq!(keys.held_in(Class::Fresh), FRESH_MAX);
+        assert!(keys.len() <= HELD_MAX);
+        let (ranges, outside) = keys.outside_ranges();
+        assert!(
+            ranges.len() <= super::super::ranges::RANGES_MAX,
+            "{} ranges",
+            ranges.len()
+        );
+        assert_eq!(
+            outside,
+            1_000_000 - FIRST_MAX as u64 + 100_000 - FRESH_MAX as u64
+        );
+        assert_eq!(keys.lowest_height(), Some(1));
+        // The heights of every key out of memory are read again (a superset).
+        let first_out = 2 * u64::from(FIRST_MAX as u32 / 3) + 1;
+        assert!(keys.outside_at(first_out) && keys.outside_at(1_099_999));
+        super::red_team_s8::check_invariants(&keys);
     }
 }
