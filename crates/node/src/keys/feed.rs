@@ -586,6 +586,7 @@ mod tests {
     use crate::status::Shared;
     use crate::transport::Transport;
     use crate::wire::Frame;
+    use std::collections::BTreeSet;
 
     struct Nowhere;
 
@@ -596,13 +597,19 @@ mod tests {
     /// A key service of validator 0 of a new chain, not started (the test drives it).
     fn service(dir: &std::path::Path) -> Service {
         let keys = tempfile::tempdir().unwrap();
-        let (genesis, _) = crate::incarnation::init_dev_network(
+        crate::incarnation::init_dev_network(
             dir,
             keys.path(),
             &["a", "b", "c", "d"],
             Default::default(),
         )
         .unwrap();
+        open_service(dir)
+    }
+
+    /// The key service of validator 0 of the network in `dir`, not started.
+    fn open_service(dir: &std::path::Path) -> Service {
+        let genesis = ledger::Genesis::load(&dir.join("genesis.toml")).unwrap();
         let genesis = Arc::new(genesis);
         let folder = dir.join("a");
         Store::open(&folder.join("chain.db"), &genesis, OpenOptions::default()).unwrap();
@@ -703,5 +710,151 @@ mod tests {
         );
         assert_eq!(service.pending.txs(), [replayed.0]);
         assert_eq!(service.store.rows().held_count().unwrap(), 2);
+    }
+
+    /// A network of four whose chain holds `transactions` of the load's (grants and records
+    /// under them, in blocks of 10, their keys held by nobody: made without the validators),
+    /// with the maker to add more; the key folder must outlive it.
+    fn network(
+        dir: &std::path::Path,
+        keys: &std::path::Path,
+        transactions: u64,
+    ) -> crate::offline::Ceiling {
+        let params = ledger::ChainParams {
+            max_batch: 10,
+            ..Default::default()
+        };
+        crate::incarnation::init_dev_network(dir, keys, &["a", "b", "c", "d"], params).unwrap();
+        let mut ceiling = crate::offline::Ceiling::open(dir, keys).unwrap();
+        let blocks = ceiling.make(transactions).unwrap();
+        ceiling.apply(&blocks).unwrap();
+        ceiling
+    }
+
+    /// What the blocks `heights` make validator 0 want (every applied sealed transaction it is
+    /// entitled to: none is held), with the patient of each record.
+    fn entitled_in(
+        service: &mut Service,
+        heights: std::ops::RangeInclusive<u64>,
+    ) -> Vec<(TxId, Option<PersonId>)> {
+        let mut wanted = Vec::new();
+        for height in heights {
+            let block = entitled::applied_block(&service.chain, height)
+                .unwrap()
+                .unwrap();
+            for entry in &block.entries {
+                let header = entry.header.as_ref().unwrap();
+                if is_sealed_kind(&header.meta) && service.entitled(header).unwrap().is_some() {
+                    let patient = match &header.meta {
+                        Meta::AddRecord(record) => Some(record.patient),
+                        _ => None,
+                    };
+                    wanted.push((entry.id, patient));
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Small shares: 20 keys of a backlog's first reading, 20 read again.
+    const SMALL: super::super::wanted::Caps = super::super::wanted::Caps([1_000, 20, 20]);
+
+    /// Red team s18, F2. A backlog met for the first time (`catch_up` at start, as after a
+    /// restore) fills its own share only; the keys of blocks committed since the start all
+    /// find room at once. On 6fb29a41 the backlog filled memory to the cap and the new keys
+    /// were deferred behind it; with every block classed a backlog (`Service::apply` without
+    /// `fresh_after`) the new keys are deferred here too.
+    #[test]
+    fn a_backlog_met_at_start_leaves_room_for_the_keys_of_new_blocks() {
+        let (dir, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut ceiling = network(dir.path(), keys.path(), 400);
+        let mut service = open_service(dir.path());
+        service.wanted.set_caps(SMALL);
+        let head = service.chain.head().unwrap().0;
+        assert_eq!(service.fresh_after, head);
+        service.catch_up().unwrap();
+        let backlog = entitled_in(&mut service, 1..=head);
+        assert!(backlog.len() > 50, "{} wanted", backlog.len());
+        assert_eq!(service.wanted.held_in(Class::First), SMALL.0[1]);
+        assert_eq!(service.wanted.held_in(Class::Fresh), 0);
+        assert!(service.wanted.outside() > 0);
+        // Blocks committed since the start, processed as the runtime hands them over.
+        let blocks = ceiling.make(40).unwrap();
+        ceiling.apply(&blocks).unwrap();
+        service.catch_up().unwrap();
+        let new_head = service.chain.head().unwrap().0;
+        let fresh = entitled_in(&mut service, head + 1..=new_head);
+        assert!(!fresh.is_empty());
+        for (tx, _) in &fresh {
+            assert!(
+                service.wanted.contains(tx),
+                "a new block's key held at once"
+            );
+        }
+        assert_eq!(service.wanted.held_in(Class::Fresh), fresh.len());
+        assert!((head + 1..=new_head).all(|height| !service.wanted.outside_at(height)));
+    }
+
+    /// Red team s18, F3. A patient's key status counts the keys of their records kept out of
+    /// memory as waiting (on 6fb29a41 only those held in memory were: a patient whose records
+    /// were all deferred showed none waiting).
+    #[test]
+    fn a_patients_status_counts_the_keys_out_of_memory() {
+        let (dir, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let _ceiling = network(dir.path(), keys.path(), 400);
+        let mut service = open_service(dir.path());
+        service.wanted.set_caps(SMALL);
+        service.catch_up().unwrap();
+        let head = service.chain.head().unwrap().0;
+        let mut per_patient: std::collections::BTreeMap<PersonId, (u64, u64)> = Default::default();
+        for (tx, patient) in entitled_in(&mut service, 1..=head) {
+            if let Some(patient) = patient {
+                let counts = per_patient.entry(patient).or_default();
+                counts.0 += 1;
+                if !service.wanted.contains(&tx) {
+                    counts.1 += 1;
+                }
+            }
+        }
+        assert!(
+            per_patient.values().any(|(_, out)| *out > 0),
+            "some out of memory"
+        );
+        for (patient, (waiting, _)) in &per_patient {
+            let status = service.patient_keys(patient);
+            assert_eq!(status.waiting, *waiting, "records of a patient waiting");
+            assert!(status.from.is_some() && status.since_ms.is_some());
+        }
+    }
+
+    /// What is kept out of memory survives a restart: written with the processed height, read
+    /// back at start (`Service::load`), every key wanted again once there is room.
+    #[test]
+    fn the_keys_out_of_memory_are_wanted_again_after_a_restart() {
+        let (dir, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let _ceiling = network(dir.path(), keys.path(), 400);
+        let mut service = open_service(dir.path());
+        service.wanted.set_caps(SMALL);
+        service.catch_up().unwrap();
+        let head = service.chain.head().unwrap().0;
+        let all: BTreeSet<TxId> = entitled_in(&mut service, 1..=head)
+            .into_iter()
+            .map(|(tx, _)| tx)
+            .collect();
+        assert!(service.wanted.outside() > 0);
+        service.save_processed().unwrap();
+        // A restart: what is wanted is read again from `keys.db` and the chain.
+        service.load().unwrap();
+        assert_eq!(service.wanted.caps(), SMALL);
+        assert!(service.wanted.len() <= 20 + 10);
+        service
+            .wanted
+            .set_caps(super::super::wanted::Caps([1_000, 100_000, 100_000]));
+        for _ in 0..100 {
+            service.refill_wanted(Instant::now()).unwrap();
+        }
+        assert_eq!(service.wanted.outside(), 0);
+        let wanted: BTreeSet<TxId> = service.wanted.iter().map(|(tx, _)| *tx).collect();
+        assert_eq!(wanted, all, "every key wanted again");
     }
 }

@@ -6122,7 +6122,7 @@ mod red_team_s18 {
     fn the_cap_holds_and_the_heights_out_of_memory_stay_bounded() {
         let mut keys = WantedKeys::default();
         let start = Instant::now();
-        let mut want = |keys: &mut WantedKeys, i: u32, height: u64, class: Class| {
+        let want = |keys: &mut WantedKeys, i: u32, height: u64, class: Class| {
             if !keys.has_room(class) {
                 keys.defer(height, class);
             } else {
