@@ -3,7 +3,10 @@
 //! exactly (§5.6). Blocks come from the runtime in height order; those the service missed
 //! (its queue was full, or it starts) are read from `chain.db` through the same function.
 //! Wanted keys are kept in memory only: at start, the blocks from the lowest height wanted
-//! when the processed height was written are read again (§12.1, [`Service::want_again`]).
+//! when the processed height was written are read again (§12.1, [`Service::want_again`]). At
+//! most [`super::wanted::HELD_MAX`] are held; past that only their heights are kept, read
+//! again once there is room ([`Service::refill_wanted`]), and written with the processed
+//! height too.
 //!
 //! | event in the block | what this node does |
 //! |---|---|

@@ -6163,4 +6163,52 @@ mod red_team_s18 {
         assert!(keys.outside_at(first_out) && keys.outside_at(1_099_999));
         super::red_team_s8::check_invariants(&keys);
     }
+
+    /// The resident memory of full shares, and of a backlog ten times as large kept out of
+    /// memory (read from /proc: run alone, `cargo test -p node --lib wanted_memory --
+    /// --ignored --nocapture --test-threads=1`). Measured (debug build): 328 bytes a key held
+    /// (the table, the schedule, the heights and the shares' order; 18.4 MB at HELD_MAX), the
+    /// heights of 560,000 keys out of memory 0.1 MB.
+    #[test]
+    #[ignore = "reads the process's resident memory: run alone"]
+    fn wanted_memory() {
+        fn resident() -> u64 {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+            let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+            pages * 4096
+        }
+        let start = Instant::now();
+        let before = resident();
+        let mut keys = WantedKeys::default();
+        let mut i = 0u32;
+        for class in Class::ALL {
+            while keys.has_room(class) {
+                let wanted = Wanted::new(patient(1), u64::from(i / 3), 1, 0, false, true, start);
+                keys.insert(id(5, i), wanted.held_as(class, 0));
+                i += 1;
+            }
+        }
+        assert_eq!(keys.len(), HELD_MAX);
+        let held = resident();
+        for n in 0..10 * HELD_MAX as u64 {
+            keys.defer(3 * n + 1_000_000, Class::First);
+        }
+        let out = resident();
+        let per_key = (held - before) / HELD_MAX as u64;
+        eprintln!(
+            "size_of Wanted {} Instant {} capacity {}",
+            std::mem::size_of::<Wanted>(),
+            std::mem::size_of::<Instant>(),
+            keys.keys.capacity()
+        );
+        eprintln!(
+            "{per_key} bytes a key held ({:.1} MB at {HELD_MAX}); {:.2} MB for {} keys out of \
+             memory",
+            (held - before) as f64 / 1e6,
+            out.saturating_sub(held) as f64 / 1e6,
+            10 * HELD_MAX
+        );
+        assert!(held - before < 40_000_000);
+        assert!(out.saturating_sub(held) < 1_000_000);
+    }
 }
