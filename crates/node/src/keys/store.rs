@@ -369,7 +369,7 @@ impl KeyStore {
     /// The heights whose wanted keys were out of memory (`node::keys::wanted::HELD_MAX`) when
     /// the processed height was last written, as ranges, with an estimate of their keys: valid
     /// with the wanted heights only ([`KeyStore::wanted_heights`]); `None` if not written.
-    pub fn wanted_outside(&self) -> Result<Option<(Vec<(u64, u64)>, u64)>, NodeError> {
+    pub fn wanted_outside(&self) -> Result<Option<Outside>, NodeError> {
         if self.height("wanted_heights_at")? != Some(self.processed_height()?) {
             return Ok(None);
         }
@@ -644,6 +644,9 @@ impl KeyStoreFacts {
         self.key_check == other.key_check
     }
 }
+
+/// Heights kept out of memory, as ranges, and an estimate of the keys they want.
+pub(super) type Outside = (Vec<(u64, u64)>, u64);
 
 /// The bytes of `wanted_outside`: the keys' estimate, then each range's first and last height,
 /// little-endian.

@@ -5969,20 +5969,6 @@ mod red_team_s18 {
             let mut t = Duration::ZERO;
             while t <= limit {
                 self.pull(t);
-                if std::env::var("SIM_TRACE").is_ok() && t.as_millis() % 5000 == 0 {
-                    eprintln!(
-                        "t={t:?} received={} held={:?} outside={} shelves={:?} deferred={:?}",
-                        self.received.len(),
-                        self.keys.counts,
-                        self.keys.outside(),
-                        self.keys
-                            .shelves
-                            .iter()
-                            .map(|(k, r)| (*k, r.iter().collect::<Vec<_>>()))
-                            .collect::<Vec<_>>(),
-                        self.keys.deferred.iter().collect::<Vec<_>>(),
-                    );
-                }
                 if wanted.iter().all(|tx| self.received.contains(tx)) {
                     return Some(t);
                 }
