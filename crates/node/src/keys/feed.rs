@@ -158,6 +158,16 @@ impl Service {
     pub(super) fn write_processed(&mut self, height: u64) -> Result<(), NodeError> {
         let rows = self.store.rows();
         rows.set_processed(height, self.wanted_from(height))?;
+        // The heights out of memory, when they changed (read back only with the heights, so
+        // written whether these changed or not; the keys' estimate goes with them).
+        let (ranges, keys) = self.wanted.outside_ranges();
+        let written = self.saved_outside.take();
+        if written.as_ref().is_none_or(|(saved, _)| *saved != ranges) {
+            rows.set_wanted_outside(&store::outside_bytes(&ranges, keys))?;
+            self.saved_outside = Some((ranges, keys));
+        } else {
+            self.saved_outside = written;
+        }
         let unchanged = self.saved_heights.as_ref().is_some_and(|saved| {
             saved.len() == self.wanted.height_count()
                 && saved.iter().copied().eq(self.wanted.heights())
@@ -178,13 +188,6 @@ impl Service {
             }
         }
         self.saved_heights = Some(now);
-        // The heights out of memory, when they changed (read back only with the heights).
-        let (ranges, keys) = self.wanted.outside_ranges();
-        let bytes = store::outside_bytes(&ranges, keys);
-        if self.saved_outside.take().as_ref() != Some(&bytes) {
-            rows.set_wanted_outside(&bytes)?;
-        }
-        self.saved_outside = Some(bytes);
         Ok(())
     }
 
@@ -846,6 +849,19 @@ mod tests {
             .collect();
         assert!(service.wanted.outside() > 0);
         service.save_processed().unwrap();
+        // Written again when they change, though the heights held in memory did not.
+        let processed = service.processed;
+        let inside = (1..=head)
+            .find(|height| !service.wanted.outside_at(*height))
+            .unwrap();
+        service.wanted.defer(inside, Class::First);
+        service
+            .in_write(Durability::Deferred, |service| {
+                service.write_processed(processed)
+            })
+            .unwrap();
+        let (written, _) = service.store.wanted_outside().unwrap().unwrap();
+        assert!(written.iter().any(|(a, b)| (*a..=*b).contains(&inside)));
         // A restart: what is wanted is read again from `keys.db` and the chain.
         service.load().unwrap();
         assert_eq!(service.wanted.caps(), SMALL);

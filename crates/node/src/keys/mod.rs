@@ -692,8 +692,9 @@ struct Service {
     /// The share the keys wanted now go in, their rounds, and whether they are read again
     /// from out of memory ([`Service::want`]).
     wanting: (wanted::Class, u32, bool),
-    /// The heights out of memory as `keys.db` holds them (`wanted_outside`).
-    saved_outside: Option<Vec<u8>>,
+    /// The heights out of memory as `keys.db` holds them (`wanted_outside`), with the keys'
+    /// estimate written with them (`None`: unknown, written next time).
+    saved_outside: Option<store::Outside>,
     /// Opens waiting for the processed height they need, with their deadlines.
     waiting_opens: Vec<(OpenRequest, Instant)>,
     /// The held keys' transactions and the home's live read grants, in memory (§5.3).

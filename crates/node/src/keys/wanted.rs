@@ -597,11 +597,13 @@ impl WantedKeys {
         }
     }
 
-    /// Moves `tx` out of memory: its height is read again once `wakes` has passed.
-    fn shelve(&mut self, tx: &TxId, wakes: Instant) {
+    /// Moves `tx` out of memory at `now`: its height is read again once `wakes` has passed.
+    fn shelve(&mut self, tx: &TxId, now: Instant, wakes: Instant) {
         let Some(wanted) = self.remove(tx) else {
             return;
         };
+        // The grains count from a time passed already, never from a wait's end.
+        self.epoch.get_or_insert(now);
         let grain = self.grain(wakes, true);
         let rounds = wanted.rounds.min(ROUNDS_KEPT);
         self.shelves
@@ -660,7 +662,7 @@ impl WantedKeys {
                 }
                 let wakes = (now + SHELF_WAIT).max(wanted.next_try);
                 self.order[class as usize].pop_front();
-                self.shelve(&tx, wakes);
+                self.shelve(&tx, now, wakes);
                 moved += 1;
             }
         }
@@ -782,7 +784,7 @@ impl WantedKeys {
             if wait > BACKOFF_MAX && self.pressed(class, now) {
                 // Held nowhere as far as its holders say, while keys wait for its room: out
                 // of memory until its wait ends (red team s18, F1).
-                self.shelve(tx, now + wait);
+                self.shelve(tx, now, now + wait);
                 return;
             }
             wait
