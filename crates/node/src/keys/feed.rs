@@ -33,8 +33,12 @@ use super::wanted::Class;
 use super::{HeldTx, Service, Wanted};
 use crate::error::NodeError;
 
-/// Blocks read again per pull at most for keys kept out of memory ([`Service::refill_wanted`]).
-const REFILL_BLOCKS: usize = 16;
+/// Blocks read again at most per [`REFILL_EVERY`] for keys kept out of memory
+/// ([`Service::refill_wanted`]): 32 a second, however often pulls come (one per processed
+/// block). A block read again for one key moved out costs the decoding of the whole block, and
+/// a withholding sealer may spread its keys one a block.
+pub(super) const REFILL_BLOCKS: usize = 8;
+const REFILL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Blocks read from `chain.db` per keys.db transaction while catching up.
 const CATCH_UP_BLOCKS: u64 = 256;
@@ -410,6 +414,10 @@ impl Service {
     /// out the keys that hold a full share without coming
     /// ([`super::wanted::WantedKeys::make_room`]).
     pub(super) fn refill_wanted(&mut self, now: Instant) -> Result<(), NodeError> {
+        if self.refill_at.is_some_and(|at| now < at) {
+            return Ok(());
+        }
+        self.refill_at = Some(now + REFILL_EVERY);
         self.wanted.make_room(now);
         for _ in 0..REFILL_BLOCKS {
             let Some((height, class, rounds)) = self.wanted.next_height(now) else {
@@ -869,8 +877,11 @@ mod tests {
         service
             .wanted
             .set_caps(super::super::wanted::Caps([1_000, 100_000, 100_000]));
-        for _ in 0..100 {
-            service.refill_wanted(Instant::now()).unwrap();
+        let start = Instant::now();
+        for pull in 0..200 {
+            service
+                .refill_wanted(start + pull * super::REFILL_EVERY)
+                .unwrap();
         }
         assert_eq!(service.wanted.outside(), 0);
         let wanted: BTreeSet<TxId> = service.wanted.iter().map(|(tx, _)| *tx).collect();

@@ -695,6 +695,8 @@ struct Service {
     /// The heights out of memory as `keys.db` holds them (`wanted_outside`), with the keys'
     /// estimate written with them (`None`: unknown, written next time).
     saved_outside: Option<store::Outside>,
+    /// When blocks may be read again next for keys out of memory ([`Service::refill_wanted`]).
+    refill_at: Option<Instant>,
     /// Opens waiting for the processed height they need, with their deadlines.
     waiting_opens: Vec<(OpenRequest, Instant)>,
     /// The held keys' transactions and the home's live read grants, in memory (§5.3).
@@ -740,6 +742,7 @@ impl Service {
             fresh_after: 0,
             wanting: (wanted::Class::First, 0, false),
             saved_outside: None,
+            refill_at: None,
             waiting_opens: Vec::new(),
             index: Index::default(),
             counters: KeyCounters::default(),

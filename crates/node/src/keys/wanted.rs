@@ -5912,7 +5912,7 @@ mod red_team_s18 {
             let now = self.start + t;
             self.keys.make_room(now);
             self.note_peak();
-            for _ in 0..16 {
+            for _ in 0..super::super::feed::REFILL_BLOCKS {
                 let Some((height, class, rounds)) = self.keys.next_height(now) else {
                     break;
                 };
