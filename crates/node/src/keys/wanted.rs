@@ -6017,6 +6017,16 @@ mod red_team_s18 {
         /// Pulls every tick until every key `of` names is received or `limit` has passed: when
         /// the last came (`None`: not all came).
         fn run_until(&mut self, limit: Duration, of: impl Fn(&Key) -> bool) -> Option<Duration> {
+            self.run_between(Duration::ZERO, limit, of)
+        }
+
+        /// The same, from `t` after the start.
+        fn run_between(
+            &mut self,
+            mut t: Duration,
+            limit: Duration,
+            of: impl Fn(&Key) -> bool,
+        ) -> Option<Duration> {
             let wanted: Vec<TxId> = self
                 .blocks
                 .values()
@@ -6024,7 +6034,6 @@ mod red_team_s18 {
                 .filter(|key| of(key))
                 .map(|key| key.tx)
                 .collect();
-            let mut t = Duration::ZERO;
             while t <= limit {
                 self.pull(t);
                 if wanted.iter().all(|tx| self.received.contains(tx)) {
@@ -6304,9 +6313,8 @@ mod red_team_s18 {
         let back = honest + TICK;
         sim.all_give_from = Some(back);
         sim.keys.holder_back(1, sim.start + back);
-        let all = sim.run_until(30 * MINUTE, |_| true);
-        // (`run_until` starts its clock at 0 again: pulls before `back` change nothing.) As a
-        // key held with a grown wait: asked within the usual pace.
+        let all = sim.run_between(back, 30 * MINUTE, |_| true);
+        // As a key held with a grown wait: asked within the usual pace.
         assert!(
             all.is_some_and(|t| t <= back + BACKOFF_MAX + 2 * TICK),
             "every withheld key came {all:?} after the start (the holder back at {back:?})"
