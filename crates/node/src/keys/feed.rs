@@ -410,8 +410,8 @@ impl Service {
     }
 
     /// Reads again, while there is room, heights whose keys were kept out of memory
-    /// ([`super::wanted::WantedKeys::next_height`]), [`REFILL_BLOCKS`] at most, after moving
-    /// out the keys that hold a full share without coming
+    /// ([`super::wanted::WantedKeys::next_height`]), [`REFILL_BLOCKS`] per [`REFILL_EVERY`] at
+    /// most, after moving out the keys that hold a full share without coming
     /// ([`super::wanted::WantedKeys::make_room`]).
     pub(super) fn refill_wanted(&mut self, now: Instant) -> Result<(), NodeError> {
         if self.refill_at.is_some_and(|at| now < at) {
