@@ -508,7 +508,7 @@ impl Service {
             if let Some(wanted) = self.wanted.remove(&tx)
                 && !matches!(kept, Kept::Broken)
             {
-                for asker in wanted.into_askers() {
+                for asker in wanted.askers {
                     self.exchange.offer(asker, tx);
                 }
             }
@@ -545,8 +545,6 @@ impl Service {
             return Ok(());
         }
         let now = Instant::now();
-        // Keys kept out of memory, read again while there is room (`super::wanted::HELD_MAX`).
-        self.refill_wanted(now)?;
         #[cfg(feature = "byzantine")]
         self.ask_everyone(now)?;
         let Service {

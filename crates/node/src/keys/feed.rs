@@ -3,10 +3,7 @@
 //! exactly (§5.6). Blocks come from the runtime in height order; those the service missed
 //! (its queue was full, or it starts) are read from `chain.db` through the same function.
 //! Wanted keys are kept in memory only: at start, the blocks from the lowest height wanted
-//! when the processed height was written are read again (§12.1, [`Service::want_again`]). At
-//! most [`super::wanted::HELD_MAX`] are held; past that only their heights are kept, read
-//! again once there is room ([`Service::refill_wanted`]), and written with the processed
-//! height too.
+//! when the processed height was written are read again (§12.1, [`Service::want_again`]).
 //!
 //! | event in the block | what this node does |
 //! |---|---|
@@ -28,17 +25,9 @@ use ledger::tx::{AnswerErasure, Decision, Grant, Scope};
 use ledger::{Meta, PersonId, Queries, TxHeader, TxId};
 use pbft::ReplicaId;
 
-use super::store::{self, Durability, ReadGrantRow};
-use super::wanted::Class;
+use super::store::{Durability, ReadGrantRow};
 use super::{HeldTx, Service, Wanted};
 use crate::error::NodeError;
-
-/// Blocks read again at most per [`REFILL_EVERY`] for keys kept out of memory
-/// ([`Service::refill_wanted`]): 32 a second, however often pulls come (one per processed
-/// block). A block read again for one key moved out costs the decoding of the whole block, and
-/// a withholding sealer may spread its keys one a block.
-pub(super) const REFILL_BLOCKS: usize = 8;
-const REFILL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Blocks read from `chain.db` per keys.db transaction while catching up.
 const CATCH_UP_BLOCKS: u64 = 256;
@@ -126,7 +115,6 @@ impl Service {
             if let Err(error) = written.and_then(|()| self.store.commit()) {
                 self.store.rollback();
                 self.saved_heights = None;
-                self.saved_outside = None;
                 return Err(error);
             }
             self.processed_saved = last;
@@ -148,7 +136,6 @@ impl Service {
             });
             if written.is_err() {
                 self.saved_heights = None;
-                self.saved_outside = None;
             }
             written?;
             self.processed_saved = height;
@@ -162,16 +149,6 @@ impl Service {
     pub(super) fn write_processed(&mut self, height: u64) -> Result<(), NodeError> {
         let rows = self.store.rows();
         rows.set_processed(height, self.wanted_from(height))?;
-        // The heights out of memory, when they changed (read back only with the heights, so
-        // written whether these changed or not; the keys' estimate goes with them).
-        let (ranges, keys) = self.wanted.outside_ranges();
-        let written = self.saved_outside.take();
-        if written.as_ref().is_none_or(|(saved, _)| *saved != ranges) {
-            rows.set_wanted_outside(&store::outside_bytes(&ranges, keys))?;
-            self.saved_outside = Some((ranges, keys));
-        } else {
-            self.saved_outside = written;
-        }
         let unchanged = self.saved_heights.as_ref().is_some_and(|saved| {
             saved.len() == self.wanted.height_count()
                 && saved.iter().copied().eq(self.wanted.heights())
@@ -200,13 +177,6 @@ impl Service {
     /// keeps the deleted row.
     fn apply(&mut self, block: &AppliedBlock) -> Result<bool, NodeError> {
         self.block_time_ms = block.time_ms;
-        // What a block committed since this start makes wanted goes in the fresh share; what
-        // a backlog does (blocks processed late), in the first reading's (red team s18, F2).
-        let class = match block.height > self.fresh_after {
-            true => Class::Fresh,
-            false => Class::First,
-        };
-        self.wanting = (class, 0, false);
         // A grant is live while T < expires_ms: those that end by this block's time end first.
         let ended: Vec<TxId> = self
             .read_grants
@@ -342,13 +312,6 @@ impl Service {
         {
             return Ok(());
         }
-        let (class, rounds, again) = self.wanting;
-        if !again && !self.wanted.has_room(class) {
-            // Its block is read again once its share has room ([`Service::refill_wanted`]),
-            // whole (`WantedKeys::defer`).
-            self.wanted.defer(height, class);
-            return Ok(());
-        }
         let wanted = Wanted::new(
             *patient,
             height,
@@ -357,12 +320,8 @@ impl Service {
             as_grantee,
             record,
             Instant::now(),
-        )
-        .held_as(class, rounds);
+        );
         self.wanted.insert(*tx, wanted);
-        if again {
-            self.wanted.came_back();
-        }
         Ok(())
     }
 
@@ -372,93 +331,37 @@ impl Service {
     /// less what was received or dropped since). Run at start: `wanted` is kept in memory only,
     /// and `heights` are those wanted when the processed height was written, or every one from
     /// the lowest of them (§12.1).
-    ///
-    /// A backlog's first reading is capped as any ([`super::wanted::FIRST_MAX`]): past it,
-    /// heights are kept unread, read once there is room (red team s18, F2).
     pub(super) fn want_again(
         &mut self,
         heights: impl IntoIterator<Item = u64>,
     ) -> Result<(), NodeError> {
         for height in heights.into_iter().filter(|height| *height >= 1) {
-            if !self.wanted.has_room(Class::First) {
-                // Each wants one key at least.
-                self.wanted.defer(height, Class::First);
-                continue;
-            }
-            self.wanting = (Class::First, 0, false);
-            if !self.want_block(height)? {
+            let Some(block) = entitled::applied_block(&self.chain, height)? else {
                 break;
+            };
+            for entry in &block.entries {
+                let Some(header) = &entry.header else {
+                    continue;
+                };
+                if !matches!(entry.verdict, EntryVerdict::Applied)
+                    || !is_sealed_kind(&header.meta)
+                    || self.index.is_erased(&entry.id)
+                    || self.store.rows().has_key(&entry.id)?
+                {
+                    continue;
+                }
+                let Some((parties, as_grantee)) = self.entitled(header)? else {
+                    continue;
+                };
+                let Some(patient) = header.meta.subject().copied() else {
+                    continue;
+                };
+                let source = first_source(&parties, as_grantee, self.me);
+                let record = matches!(header.meta, Meta::AddRecord(_));
+                self.want(&entry.id, &patient, height, source, as_grantee, record)?;
             }
         }
         Ok(())
-    }
-
-    /// [`Service::want_again`] for every height from `from` to `to` (a store without the
-    /// wanted heights): past the first reading's room, the rest is kept as one range.
-    pub(super) fn want_again_from(&mut self, from: u64, to: u64) -> Result<(), NodeError> {
-        for height in from.max(1)..=to {
-            if !self.wanted.has_room(Class::First) {
-                self.wanted.defer_range(height, to, 1);
-                break;
-            }
-            self.wanting = (Class::First, 0, false);
-            if !self.want_block(height)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads again, while there is room, heights whose keys were kept out of memory
-    /// ([`super::wanted::WantedKeys::next_height`]), [`REFILL_BLOCKS`] per [`REFILL_EVERY`] at
-    /// most, after moving out the keys that hold a full share without coming
-    /// ([`super::wanted::WantedKeys::make_room`]).
-    pub(super) fn refill_wanted(&mut self, now: Instant) -> Result<(), NodeError> {
-        if self.refill_at.is_some_and(|at| now < at) {
-            return Ok(());
-        }
-        self.refill_at = Some(now + REFILL_EVERY);
-        self.wanted.make_room(now);
-        for _ in 0..REFILL_BLOCKS {
-            let Some((height, class, rounds)) = self.wanted.next_height(now) else {
-                break;
-            };
-            self.wanting = (class, rounds, true);
-            let read = self.want_block(height);
-            self.wanting = (Class::First, 0, false);
-            read?;
-        }
-        Ok(())
-    }
-
-    /// Wants what the block at `height` made wanted and is still missing, in the share and
-    /// with the rounds `self.wanting` says: whether the chain has that block.
-    fn want_block(&mut self, height: u64) -> Result<bool, NodeError> {
-        let Some(block) = entitled::applied_block(&self.chain, height)? else {
-            return Ok(false);
-        };
-        for entry in &block.entries {
-            let Some(header) = &entry.header else {
-                continue;
-            };
-            if !matches!(entry.verdict, EntryVerdict::Applied)
-                || !is_sealed_kind(&header.meta)
-                || self.index.is_erased(&entry.id)
-                || self.store.rows().has_key(&entry.id)?
-            {
-                continue;
-            }
-            let Some((parties, as_grantee)) = self.entitled(header)? else {
-                continue;
-            };
-            let Some(patient) = header.meta.subject().copied() else {
-                continue;
-            };
-            let source = first_source(&parties, as_grantee, self.me);
-            let record = matches!(header.meta, Meta::AddRecord(_));
-            self.want(&entry.id, &patient, height, source, as_grantee, record)?;
-        }
-        Ok(true)
     }
 
     /// A read grant applied in `block`: if its doctor is one of this validator's and it is
@@ -600,7 +503,6 @@ mod tests {
     use crate::status::Shared;
     use crate::transport::Transport;
     use crate::wire::Frame;
-    use std::collections::BTreeSet;
 
     struct Nowhere;
 
@@ -611,19 +513,13 @@ mod tests {
     /// A key service of validator 0 of a new chain, not started (the test drives it).
     fn service(dir: &std::path::Path) -> Service {
         let keys = tempfile::tempdir().unwrap();
-        crate::incarnation::init_dev_network(
+        let (genesis, _) = crate::incarnation::init_dev_network(
             dir,
             keys.path(),
             &["a", "b", "c", "d"],
             Default::default(),
         )
         .unwrap();
-        open_service(dir)
-    }
-
-    /// The key service of validator 0 of the network in `dir`, not started.
-    fn open_service(dir: &std::path::Path) -> Service {
-        let genesis = ledger::Genesis::load(&dir.join("genesis.toml")).unwrap();
         let genesis = Arc::new(genesis);
         let folder = dir.join("a");
         Store::open(&folder.join("chain.db"), &genesis, OpenOptions::default()).unwrap();
@@ -724,167 +620,5 @@ mod tests {
         );
         assert_eq!(service.pending.txs(), [replayed.0]);
         assert_eq!(service.store.rows().held_count().unwrap(), 2);
-    }
-
-    /// A network of four whose chain holds `transactions` of the load's (grants and records
-    /// under them, in blocks of 10, their keys held by nobody: made without the validators),
-    /// with the maker to add more; the key folder must outlive it.
-    fn network(
-        dir: &std::path::Path,
-        keys: &std::path::Path,
-        transactions: u64,
-    ) -> crate::offline::Ceiling {
-        let params = ledger::ChainParams {
-            max_batch: 10,
-            ..Default::default()
-        };
-        crate::incarnation::init_dev_network(dir, keys, &["a", "b", "c", "d"], params).unwrap();
-        let mut ceiling = crate::offline::Ceiling::open(dir, keys).unwrap();
-        let blocks = ceiling.make(transactions).unwrap();
-        ceiling.apply(&blocks).unwrap();
-        ceiling
-    }
-
-    /// What the blocks `heights` make validator 0 want (every applied sealed transaction it is
-    /// entitled to: none is held), with the patient of each record.
-    fn entitled_in(
-        service: &mut Service,
-        heights: std::ops::RangeInclusive<u64>,
-    ) -> Vec<(TxId, Option<PersonId>)> {
-        let mut wanted = Vec::new();
-        for height in heights {
-            let block = entitled::applied_block(&service.chain, height)
-                .unwrap()
-                .unwrap();
-            for entry in &block.entries {
-                let header = entry.header.as_ref().unwrap();
-                if is_sealed_kind(&header.meta) && service.entitled(header).unwrap().is_some() {
-                    let patient = match &header.meta {
-                        Meta::AddRecord(record) => Some(record.patient),
-                        _ => None,
-                    };
-                    wanted.push((entry.id, patient));
-                }
-            }
-        }
-        wanted
-    }
-
-    /// Small shares: 20 keys of a backlog's first reading, 20 read again.
-    const SMALL: super::super::wanted::Caps = super::super::wanted::Caps([1_000, 20, 20]);
-
-    /// Red team s18, F2. A backlog met for the first time (`catch_up` at start, as after a
-    /// restore) fills its own share only; the keys of blocks committed since the start all
-    /// find room at once. On 6fb29a41 the backlog filled memory to the cap and the new keys
-    /// were deferred behind it; with every block classed a backlog (`Service::apply` without
-    /// `fresh_after`) the new keys are deferred here too.
-    #[test]
-    fn a_backlog_met_at_start_leaves_room_for_the_keys_of_new_blocks() {
-        let (dir, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut ceiling = network(dir.path(), keys.path(), 400);
-        let mut service = open_service(dir.path());
-        service.wanted.set_caps(SMALL);
-        let head = service.chain.head().unwrap().0;
-        assert_eq!(service.fresh_after, head);
-        service.catch_up().unwrap();
-        let backlog = entitled_in(&mut service, 1..=head);
-        assert!(backlog.len() > 50, "{} wanted", backlog.len());
-        assert_eq!(service.wanted.held_in(Class::First), SMALL.0[1]);
-        assert_eq!(service.wanted.held_in(Class::Fresh), 0);
-        assert!(service.wanted.outside() > 0);
-        // Blocks committed since the start, processed as the runtime hands them over.
-        let blocks = ceiling.make(40).unwrap();
-        ceiling.apply(&blocks).unwrap();
-        service.catch_up().unwrap();
-        let new_head = service.chain.head().unwrap().0;
-        let fresh = entitled_in(&mut service, head + 1..=new_head);
-        assert!(!fresh.is_empty());
-        for (tx, _) in &fresh {
-            assert!(
-                service.wanted.contains(tx),
-                "a new block's key held at once"
-            );
-        }
-        assert_eq!(service.wanted.held_in(Class::Fresh), fresh.len());
-        assert!((head + 1..=new_head).all(|height| !service.wanted.outside_at(height)));
-    }
-
-    /// Red team s18, F3. A patient's key status counts the keys of their records kept out of
-    /// memory as waiting (on 6fb29a41 only those held in memory were: a patient whose records
-    /// were all deferred showed none waiting).
-    #[test]
-    fn a_patients_status_counts_the_keys_out_of_memory() {
-        let (dir, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let _ceiling = network(dir.path(), keys.path(), 400);
-        let mut service = open_service(dir.path());
-        service.wanted.set_caps(SMALL);
-        service.catch_up().unwrap();
-        let head = service.chain.head().unwrap().0;
-        let mut per_patient: std::collections::BTreeMap<PersonId, (u64, u64)> = Default::default();
-        for (tx, patient) in entitled_in(&mut service, 1..=head) {
-            if let Some(patient) = patient {
-                let counts = per_patient.entry(patient).or_default();
-                counts.0 += 1;
-                if !service.wanted.contains(&tx) {
-                    counts.1 += 1;
-                }
-            }
-        }
-        assert!(
-            per_patient.values().any(|(_, out)| *out > 0),
-            "some out of memory"
-        );
-        for (patient, (waiting, _)) in &per_patient {
-            let status = service.patient_keys(patient);
-            assert_eq!(status.waiting, *waiting, "records of a patient waiting");
-            assert!(status.from.is_some() && status.since_ms.is_some());
-        }
-    }
-
-    /// What is kept out of memory survives a restart: written with the processed height, read
-    /// back at start (`Service::load`), every key wanted again once there is room.
-    #[test]
-    fn the_keys_out_of_memory_are_wanted_again_after_a_restart() {
-        let (dir, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let _ceiling = network(dir.path(), keys.path(), 400);
-        let mut service = open_service(dir.path());
-        service.wanted.set_caps(SMALL);
-        service.catch_up().unwrap();
-        let head = service.chain.head().unwrap().0;
-        let all: BTreeSet<TxId> = entitled_in(&mut service, 1..=head)
-            .into_iter()
-            .map(|(tx, _)| tx)
-            .collect();
-        assert!(service.wanted.outside() > 0);
-        service.save_processed().unwrap();
-        // Written again when they change, though the heights held in memory did not.
-        let processed = service.processed;
-        let inside = (1..=head)
-            .find(|height| !service.wanted.outside_at(*height))
-            .unwrap();
-        service.wanted.defer(inside, Class::First);
-        service
-            .in_write(Durability::Deferred, |service| {
-                service.write_processed(processed)
-            })
-            .unwrap();
-        let (written, _) = service.store.wanted_outside().unwrap().unwrap();
-        assert!(written.iter().any(|(a, b)| (*a..=*b).contains(&inside)));
-        // A restart: what is wanted is read again from `keys.db` and the chain.
-        service.load().unwrap();
-        assert_eq!(service.wanted.caps(), SMALL);
-        assert!(service.wanted.len() <= 20 + 10);
-        service
-            .wanted
-            .set_caps(super::super::wanted::Caps([1_000, 100_000, 100_000]));
-        let start = Instant::now();
-        for pull in 0..200 {
-            service
-                .refill_wanted(start + pull * super::REFILL_EVERY)
-                .unwrap();
-        }
-        assert_eq!(service.wanted.outside(), 0);
-        let wanted: BTreeSet<TxId> = service.wanted.iter().map(|(tx, _)| *tx).collect();
-        assert_eq!(wanted, all, "every key wanted again");
     }
 }

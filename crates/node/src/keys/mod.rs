@@ -14,7 +14,6 @@ mod exchange;
 mod feed;
 mod index;
 mod pending;
-mod ranges;
 mod runs;
 mod store;
 mod wanted;
@@ -686,17 +685,6 @@ struct Service {
     /// Live read grants of patients to this validator's doctors.
     read_grants: BTreeMap<TxId, store::ReadGrantRow>,
     wanted: WantedKeys,
-    /// The chain's head when the wanted keys were last loaded: keys of later blocks are fresh
-    /// ([`wanted::Class::Fresh`]), of earlier ones a backlog.
-    fresh_after: u64,
-    /// The share the keys wanted now go in, their rounds, and whether they are read again
-    /// from out of memory ([`Service::want`]).
-    wanting: (wanted::Class, u32, bool),
-    /// The heights out of memory as `keys.db` holds them (`wanted_outside`), with the keys'
-    /// estimate written with them (`None`: unknown, written next time).
-    saved_outside: Option<store::Outside>,
-    /// When blocks may be read again next for keys out of memory ([`Service::refill_wanted`]).
-    refill_at: Option<Instant>,
     /// Opens waiting for the processed height they need, with their deadlines.
     waiting_opens: Vec<(OpenRequest, Instant)>,
     /// The held keys' transactions and the home's live read grants, in memory (§5.3).
@@ -739,10 +727,6 @@ impl Service {
             checked_to: Some(0),
             read_grants: BTreeMap::new(),
             wanted: WantedKeys::default(),
-            fresh_after: 0,
-            wanting: (wanted::Class::First, 0, false),
-            saved_outside: None,
-            refill_at: None,
             waiting_opens: Vec::new(),
             index: Index::default(),
             counters: KeyCounters::default(),
@@ -851,8 +835,7 @@ impl Service {
         {
             self.home_grant(&grant.patient, grant.id, &grant.doctor, grant.expires_ms)?;
         }
-        self.wanted = WantedKeys::with_caps(self.wanted.caps());
-        self.fresh_after = head;
+        self.wanted = WantedKeys::default();
         if self.waits_for_chain {
             // The blocks up to the chain's head predate erasures and revocations the store
             // applied already: read from them, it would want again a key it erased (red team
@@ -865,20 +848,11 @@ impl Service {
             Some(heights) => {
                 let upto = heights.partition_point(|height| *height <= self.processed);
                 self.saved_heights = Some(heights.iter().copied().collect());
-                // The heights out of memory, written with them (none from an earlier build).
-                let (ranges, keys) = self.store.wanted_outside()?.unwrap_or_default();
-                self.saved_outside = None;
-                for (start, end) in ranges {
-                    self.wanted
-                        .defer_range(start.max(1), end.min(self.processed), 0);
-                }
-                self.wanted.defer_range(1, 0, keys);
                 self.want_again(heights[..upto].iter().copied())
             }
             None => {
                 self.saved_heights = None;
-                self.saved_outside = None;
-                self.want_again_from(wanted_from, self.processed)?;
+                self.want_again(wanted_from..=self.processed)?;
                 // Written now, so that the next start reads only those blocks even if no block
                 // comes before it.
                 let processed = self.processed;
@@ -1027,29 +1001,14 @@ impl Service {
     }
 
     /// How the keys of `patient`'s records stand here: held ones from the index, waiting ones
-    /// from the wanted rows, the oldest with its source, and those out of memory
-    /// ([`wanted::HELD_MAX`]) from the patient's records on chain (red team s18, F3).
-    fn patient_keys(&mut self, patient: &PersonId) -> PatientKeys {
+    /// from the wanted rows, the oldest with its source.
+    fn patient_keys(&self, patient: &PersonId) -> PatientKeys {
         let waiting = self
             .wanted
             .iter()
             .map(|(_, wanted)| wanted)
             .filter(|wanted| wanted.patient == *patient && wanted.record);
-        let mut oldest = waiting
-            .clone()
-            .min_by_key(|wanted| wanted.since_ms)
-            .map(|wanted| (wanted.source, wanted.since_ms));
-        let mut count = waiting.count() as u64;
-        if self.wanted.outside() > 0 {
-            // A status: a chain or store that cannot be read shows none out of memory.
-            let (out, first) = self.waiting_outside(patient).unwrap_or((0, None));
-            count += out;
-            if let Some((source, since_ms)) = first
-                && oldest.is_none_or(|(_, oldest)| since_ms < oldest)
-            {
-                oldest = Some((source, since_ms));
-            }
-        }
+        let oldest = waiting.clone().min_by_key(|wanted| wanted.since_ms);
         let records = |rows: Vec<store::HeldRow>| {
             rows.iter()
                 .filter(|row| row.tag == Tag::Valid)
@@ -1059,48 +1018,17 @@ impl Service {
         PatientKeys {
             // A status, not a decision: a store that cannot be read shows none held.
             held: self.store.rows().held_of(patient).map_or(0, records),
-            waiting: count,
-            from: oldest.map(|(source, _)| source),
-            since_ms: oldest.map(|(_, since_ms)| since_ms),
+            waiting: waiting.count() as u64,
+            from: oldest.map(|wanted| wanted.source),
+            since_ms: oldest.map(|wanted| wanted.since_ms),
         }
-    }
-
-    /// The records of `patient` whose keys wait out of memory: at a height kept out of memory,
-    /// not held, not erased, and this validator entitled to them; with the source and block
-    /// time of the oldest.
-    fn waiting_outside(
-        &mut self,
-        patient: &PersonId,
-    ) -> Result<(u64, Option<(u32, u64)>), NodeError> {
-        let mut count = 0;
-        let mut oldest: Option<(u32, u64)> = None;
-        for record in self.chain.records_of(patient)? {
-            if record.erased.is_some()
-                || !self.wanted.outside_at(record.height)
-                || self.wanted.contains(&record.tx_id)
-                || self.store.rows().has_key(&record.tx_id)?
-                || self.store.rows().is_broken(&record.tx_id)?
-            {
-                continue;
-            }
-            let Some((parties, as_grantee)) = self.entitled(&record.header)? else {
-                continue;
-            };
-            count += 1;
-            if oldest.is_none_or(|(_, since)| record.block_time_ms < since) {
-                let source = feed::first_source(&parties, as_grantee, self.me);
-                oldest = Some((source, record.block_time_ms));
-            }
-        }
-        Ok((count, oldest))
     }
 
     fn publish(&self) {
         self.inbox.publish(KeyStatus {
             processed_height: self.processed,
             resumed_from: self.resumed_from,
-            // With an estimate of the keys out of memory (exact once none is).
-            waiting: self.wanted.len() as u64 + self.wanted.outside(),
+            waiting: self.wanted.len() as u64,
             held: self.store.rows().held_count().unwrap_or(0),
             counters: self.counters.clone(),
         });

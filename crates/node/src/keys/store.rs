@@ -366,32 +366,6 @@ impl KeyStore {
         Ok(Some(heights))
     }
 
-    /// The heights whose wanted keys were out of memory (`node::keys::wanted::HELD_MAX`) when
-    /// the processed height was last written, as ranges, with an estimate of their keys: valid
-    /// with the wanted heights only ([`KeyStore::wanted_heights`]); `None` if not written.
-    pub fn wanted_outside(&self) -> Result<Option<Outside>, NodeError> {
-        if self.height("wanted_heights_at")? != Some(self.processed_height()?) {
-            return Ok(None);
-        }
-        let Some(bytes) = self.meta("wanted_outside")? else {
-            return Ok(None);
-        };
-        let bad = || NodeError::Corrupt(format!("{}: bad wanted_outside", self.path()));
-        if bytes.len() % 16 != 8 {
-            return Err(bad());
-        }
-        let word = |at: usize| {
-            let mut le = [0; 8];
-            le.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(le)
-        };
-        let ranges = (8..bytes.len())
-            .step_by(16)
-            .map(|at| (word(at), word(at + 8)))
-            .collect();
-        Ok(Some((ranges, word(0))))
-    }
-
     fn height(&self, key: &str) -> Result<Option<u64>, NodeError> {
         let Some(bytes) = self.meta(key)? else {
             return Ok(None);
@@ -645,21 +619,6 @@ impl KeyStoreFacts {
     }
 }
 
-/// Heights kept out of memory, as ranges, and an estimate of the keys they want.
-pub(super) type Outside = (Vec<(u64, u64)>, u64);
-
-/// The bytes of `wanted_outside`: the keys' estimate, then each range's first and last height,
-/// little-endian.
-pub(super) fn outside_bytes(ranges: &[(u64, u64)], keys: u64) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + 16 * ranges.len());
-    bytes.extend_from_slice(&keys.to_le_bytes());
-    for (start, end) in ranges {
-        bytes.extend_from_slice(&start.to_le_bytes());
-        bytes.extend_from_slice(&end.to_le_bytes());
-    }
-    bytes
-}
-
 fn set_meta(conn: &Connection, key: &str, value: &[u8]) -> Result<(), NodeError> {
     conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
         .execute(params![key, value])?;
@@ -878,12 +837,6 @@ impl Rows<'_> {
             insert.execute([i64::try_from(*added).unwrap_or(i64::MAX)])?;
         }
         set_meta(self.conn, "wanted_heights_at", &height.to_le_bytes())
-    }
-
-    /// Writes the heights out of memory as [`KeyStore::wanted_outside`] reads them (`bytes`:
-    /// [`outside_bytes`]), in the caller's transaction, with the wanted heights.
-    pub fn set_wanted_outside(&self, bytes: &[u8]) -> Result<(), NodeError> {
-        set_meta(self.conn, "wanted_outside", bytes)
     }
 
     /// Stores `tx`'s data key, sealed, at the end of the table, with its facts and their tag:

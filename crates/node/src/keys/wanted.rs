@@ -23,18 +23,6 @@
 //!   back holding more (a store restored from a backup).
 //! - The lowest height of a wanted transaction, written with the processed height so that a
 //!   restart knows where to read blocks again (§12.1), is kept as counts per height.
-//! - At most [`HELD_MAX`] keys are held in memory, in three shares, so that none starves the
-//!   others: keys of blocks committed since this start ([`Class::Fresh`], [`FRESH_MAX`]), keys
-//!   of a backlog read for the first time ([`Class::First`], [`FIRST_MAX`]: blocks this start
-//!   processes late, or read again at start), and keys read again after they were moved out
-//!   ([`Class::Retry`], [`RETRY_MAX`]). A key that finds its share full is kept as the height
-//!   of its block only, read again once the share has room ([`WantedKeys::next_height`];
-//!   fresh ones first). While a share is full and heights wait for it, a key its holders
-//!   refused a whole round past the usual pace, or held [`ROTATE_AFTER`] without coming (a
-//!   silent or slow holder, a withholding sealer), is moved out to a shelf
-//!   ([`WantedKeys::make_room`]): its height, read again into the retry share after its wait
-//!   (at least [`SHELF_WAIT`]), with its rounds of refusals. Heights out of memory are kept as
-//!   ranges ([`super::ranges`]), bounded, written with the processed height.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -42,7 +30,6 @@ use std::time::{Duration, Instant};
 use ledger::{PersonId, TxId};
 use pbft::ReplicaId;
 
-use super::ranges::Ranges;
 use crate::wire::MAX_KEY_REQUEST_IDS;
 
 /// Tries of the sealer alone before the patient's home is asked too (§5.2).
@@ -65,55 +52,6 @@ const MOVED_PER_PULL: usize = 4 * DUE_PER_PULL;
 /// long, lags: its keys go to another holder where there is one. Answers come within a pull
 /// or two when a holder keeps up.
 pub(super) const LAGGING_AFTER: Duration = Duration::from_secs(2);
-
-/// Keys of blocks committed since this start held in memory at most ([`Class::Fresh`]).
-pub(super) const FRESH_MAX: usize = 28_000;
-/// Keys of a backlog read for the first time held at most ([`Class::First`]).
-pub(super) const FIRST_MAX: usize = 14_000;
-/// Keys read again after they were moved out held at most ([`Class::Retry`]).
-pub(super) const RETRY_MAX: usize = 14_000;
-/// Wanted keys held in memory at most (about 390 bytes each with their schedule: 22 MB,
-/// `red_team_s18::wanted_memory`; a prefilled chain of 1,000,000 transactions wanted 663,764
-/// at start, 63 MB of table alone).
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) const HELD_MAX: usize = FRESH_MAX + FIRST_MAX + RETRY_MAX;
-/// A key held this long without coming is moved out when its share is full and heights wait
-/// for it ([`WantedKeys::make_room`]).
-pub(super) const ROTATE_AFTER: Duration = Duration::from_secs(60);
-/// A key moved out is read again no sooner than this (or its grown wait, if longer).
-pub(super) const SHELF_WAIT: Duration = REFUSED_BACKOFF_MAX;
-/// The grain of the shelves' wake times: a shelved key is read again up to this late.
-const SHELF_BUCKET: Duration = Duration::from_secs(30);
-/// Rounds of refusals a shelf keeps at most (past them a round's wait is at its longest).
-const ROUNDS_KEPT: u32 = ROUNDS_AT_MAX + 6;
-/// Keys moved out of a share per pull at most.
-const MOVED_OUT_PER_PULL: usize = MAX_KEY_REQUEST_IDS;
-
-/// The share of memory a wanted key is held in ([`HELD_MAX`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Class {
-    /// Wanted by a block committed since this start (what clinicians wait for now).
-    Fresh = 0,
-    /// Wanted by a backlog read for the first time (blocks processed late, or at start).
-    First = 1,
-    /// Read again after it was moved out of memory.
-    Retry = 2,
-}
-
-impl Class {
-    const ALL: [Class; 3] = [Class::Fresh, Class::First, Class::Retry];
-}
-
-/// The keys each share holds at most: [`FRESH_MAX`], [`FIRST_MAX`], [`RETRY_MAX`] (smaller in
-/// tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Caps(pub [usize; 3]);
-
-impl Default for Caps {
-    fn default() -> Caps {
-        Caps([FRESH_MAX, FIRST_MAX, RETRY_MAX])
-    }
-}
 
 /// The wait before the next try, after `tries` tries.
 fn backoff(tries: u32) -> Duration {
@@ -184,7 +122,7 @@ pub(super) fn holder_for(
     home: Option<ReplicaId>,
     lagging: &dyn Fn(ReplicaId) -> bool,
 ) -> Option<ReplicaId> {
-    if let Some(offerer) = wanted.talk().offered_by.first() {
+    if let Some(offerer) = wanted.offered_by.first() {
         return Some(*offerer);
     }
     let sealer = !wanted.as_grantee && wanted.source != me;
@@ -209,10 +147,21 @@ pub(super) struct Wanted {
     pub since_ms: u64,
     /// Requests that asked for it, and holders skipped while they lagged.
     pub tries: u32,
+    /// The holders that refused it in the round under way ([`WantedKeys::refused`]).
+    refused_by: Vec<ReplicaId>,
     /// Whole rounds of refusals since it was wanted, or since a holder came back.
     rounds: u32,
-    /// What holders and askers said of it ([`Talk`]), apart: most keys hear nothing.
-    talk: Option<Box<Talk>>,
+    /// The peers told it is fetched here (`Fetching`): offered it once it is held.
+    pub askers: Vec<ReplicaId>,
+    /// The holders that answered `Fetching`: the only ones whose offer of it is taken.
+    offerers: Vec<ReplicaId>,
+    /// Holders that offered it, in the order they did: asked next, each once, an ask that is
+    /// not a try (the holders' turn goes on after it: red team s12).
+    offered_by: Vec<ReplicaId>,
+    /// Holders whose offer was taken in the round under way: a second offer of theirs waits
+    /// for the next round (a liar answering `Fetching` and offering at once would otherwise
+    /// be asked at every pull, and alone: red team s12).
+    offers_taken: Vec<ReplicaId>,
     /// Entitled as a grantee only: asked of the patient's home only (§5.2).
     pub as_grantee: bool,
     /// An `AddRecord` (counted in a grant's key status, §13).
@@ -224,50 +173,6 @@ pub(super) struct Wanted {
     /// While parked: moving it off its lagging holder found no other (not looked up again
     /// until it is asked).
     stays: bool,
-    /// The share it is held in.
-    pub class: Class,
-    /// The stamp of its entry in its share's order ([`WantedKeys::insert`]).
-    entered: u64,
-    /// Since when it is held in memory.
-    entered_at: Instant,
-}
-
-/// What the holders and askers said of a wanted key: kept apart from [`Wanted`] (8 bytes a
-/// key until something is said, where five vectors took 120 in the table).
-#[derive(Clone, Debug, Default)]
-struct Talk {
-    /// The holders that refused it in the round under way ([`WantedKeys::refused`]).
-    refused_by: Vec<ReplicaId>,
-    /// The peers told it is fetched here (`Fetching`): offered it once it is held.
-    askers: Vec<ReplicaId>,
-    /// The holders that answered `Fetching`: the only ones whose offer of it is taken.
-    offerers: Vec<ReplicaId>,
-    /// Holders that offered it, in the order they did: asked next, each once, an ask that is
-    /// not a try (the holders' turn goes on after it: red team s12).
-    offered_by: Vec<ReplicaId>,
-    /// Holders whose offer was taken in the round under way: a second offer of theirs waits
-    /// for the next round (a liar answering `Fetching` and offering at once would otherwise
-    /// be asked at every pull, and alone: red team s12).
-    offers_taken: Vec<ReplicaId>,
-}
-
-/// Nothing said yet.
-static SILENCE: Talk = Talk {
-    refused_by: Vec::new(),
-    askers: Vec::new(),
-    offerers: Vec::new(),
-    offered_by: Vec::new(),
-    offers_taken: Vec::new(),
-};
-
-impl Talk {
-    fn is_empty(&self) -> bool {
-        self.refused_by.is_empty()
-            && self.askers.is_empty()
-            && self.offerers.is_empty()
-            && self.offered_by.is_empty()
-            && self.offers_taken.is_empty()
-    }
 }
 
 /// Where a key is parked: the holder, and the stamp of its entry in that holder's queue (an
@@ -295,45 +200,18 @@ impl Wanted {
             source,
             since_ms,
             tries: 0,
+            refused_by: Vec::new(),
             rounds: 0,
-            talk: None,
+            askers: Vec::new(),
+            offerers: Vec::new(),
+            offered_by: Vec::new(),
+            offers_taken: Vec::new(),
             as_grantee,
             record,
             next_try: now,
             parked: None,
             stays: false,
-            class: Class::Fresh,
-            entered: 0,
-            entered_at: now,
         }
-    }
-
-    fn talk(&self) -> &Talk {
-        self.talk.as_deref().unwrap_or(&SILENCE)
-    }
-
-    fn talk_mut(&mut self) -> &mut Talk {
-        self.talk.get_or_insert_with(Box::default)
-    }
-
-    /// Drops what was said once nothing is left of it.
-    fn tidy(&mut self) {
-        if self.talk.as_ref().is_some_and(|talk| talk.is_empty()) {
-            self.talk = None;
-        }
-    }
-
-    /// The peers told it is fetched here (`Fetching`): offered it once it is held.
-    pub fn into_askers(self) -> Vec<ReplicaId> {
-        self.talk.map(|talk| talk.askers).unwrap_or_default()
-    }
-
-    /// The same, in share `class`, with `rounds` whole rounds of refusals already (read again
-    /// from a shelf).
-    pub fn held_as(mut self, class: Class, rounds: u32) -> Wanted {
-        self.class = class;
-        self.rounds = rounds;
-        self
     }
 }
 
@@ -390,22 +268,6 @@ pub(super) struct WantedKeys {
     backs: BTreeMap<ReplicaId, Instant>,
     /// The same for greetings ([`WantedKeys::holder_restarted`]).
     restarts: BTreeMap<ReplicaId, Instant>,
-    /// Keys held per share ([`Class`]).
-    counts: [usize; 3],
-    /// Each share's keys in the order they came, with their stamps (an entry whose key is
-    /// gone, or held again since, is skipped).
-    order: [VecDeque<(TxId, u64)>; 3],
-    /// Heights of fresh keys that found no room.
-    late: Ranges,
-    /// Heights of a backlog's keys that found no room.
-    deferred: Ranges,
-    /// Heights of keys moved out, by the grain their wait ends in and their rounds.
-    shelves: BTreeMap<(u64, u32), Ranges>,
-    /// The origin of the shelves' grains.
-    epoch: Option<Instant>,
-    /// Keys out of memory (an estimate: a block read again may want fewer; 0 once none is).
-    outside: u64,
-    caps: Caps,
 }
 
 /// Whether `holder` may drop the grown waits now (at most once per [`REFUSED_BACKOFF_MAX`] in
@@ -521,227 +383,13 @@ impl WantedKeys {
         self.heights.len()
     }
 
-    /// The lowest height of a wanted key's transaction, held or out of memory.
+    /// The lowest height of a wanted key's transaction.
     pub fn lowest_height(&self) -> Option<u64> {
-        let held = self.heights.keys().next().copied();
-        let out = [self.late.first(), self.deferred.first()]
-            .into_iter()
-            .chain(self.shelves.values().map(Ranges::first));
-        held.into_iter().chain(out.flatten()).min()
-    }
-
-    /// No key wanted, shares of `caps`.
-    pub fn with_caps(caps: Caps) -> WantedKeys {
-        WantedKeys {
-            caps,
-            ..WantedKeys::default()
-        }
-    }
-
-    pub fn caps(&self) -> Caps {
-        self.caps
-    }
-
-    #[cfg(test)]
-    pub fn set_caps(&mut self, caps: Caps) {
-        self.caps = caps;
-    }
-
-    /// Whether share `class` has room for one more key.
-    pub fn has_room(&self, class: Class) -> bool {
-        self.counts[class as usize] < self.caps.0[class as usize]
-    }
-
-    /// Keys held in share `class`.
-    #[cfg(test)]
-    pub fn held_in(&self, class: Class) -> usize {
-        self.counts[class as usize]
-    }
-
-    /// Keeps the height of a key of share `class` that found no room, to be read again once
-    /// there is ([`WantedKeys::next_height`]). A height read again is read whole, whatever
-    /// room is left (a share holds at most one block's keys more than its cap): read in part,
-    /// what it read again later would bring back the keys moved out of it since.
-    pub fn defer(&mut self, height: u64, class: Class) {
-        match class {
-            Class::Fresh => self.late.insert(height),
-            Class::First | Class::Retry => self.deferred.insert(height),
-        }
-        self.outside += 1;
-    }
-
-    /// Keeps `start..=end` of a backlog to be read once there is room (`keys`: how many keys
-    /// they want, as far as known).
-    pub fn defer_range(&mut self, start: u64, end: u64, keys: u64) {
-        self.deferred.insert_range(start, end);
-        self.outside = self.outside.saturating_add(keys);
-    }
-
-    /// A key read again from out of memory is held again.
-    pub fn came_back(&mut self) {
-        self.outside = self.outside.saturating_sub(1);
-    }
-
-    /// Keys out of memory (an estimate), 0 when none is.
-    pub fn outside(&self) -> u64 {
-        if self.late.is_empty() && self.deferred.is_empty() && self.shelves.is_empty() {
-            return 0;
-        }
-        self.outside.max(1)
-    }
-
-    /// Whether keys at `height` may be out of memory (a superset).
-    pub fn outside_at(&self, height: u64) -> bool {
-        self.late.contains(height)
-            || self.deferred.contains(height)
-            || self.shelves.values().any(|r| r.contains(height))
-    }
-
-    /// Every height out of memory, in at most [`super::ranges::RANGES_MAX`] ranges, with the
-    /// estimate of their keys: written with the processed height, so that a restart reads
-    /// them again (§12.1).
-    pub fn outside_ranges(&self) -> (Vec<(u64, u64)>, u64) {
-        let mut all = self.late.clone();
-        all.extend(&self.deferred);
-        for shelf in self.shelves.values() {
-            all.extend(shelf);
-        }
-        (all.iter().collect(), self.outside())
-    }
-
-    /// The grain `at` falls in (`up`: the next grain boundary, for a wait's end).
-    fn grain(&mut self, at: Instant, up: bool) -> u64 {
-        let epoch = *self.epoch.get_or_insert(at);
-        let since = at.saturating_duration_since(epoch).as_millis();
-        let grain = SHELF_BUCKET.as_millis();
-        (match up {
-            true => since.div_ceil(grain),
-            false => since / grain,
-        }) as u64
-    }
-
-    /// Whether a shelf's wait has ended.
-    fn woken(&mut self, now: Instant) -> bool {
-        let grain = self.grain(now, false);
-        self.shelves
-            .first_key_value()
-            .is_some_and(|((wakes, _), _)| *wakes <= grain)
-    }
-
-    /// Whether share `class` is full while heights wait for it: then keys that do not come
-    /// are moved out.
-    fn pressed(&mut self, class: Class, now: Instant) -> bool {
-        if self.has_room(class) {
-            return false;
-        }
-        match class {
-            Class::Fresh => !self.late.is_empty(),
-            Class::First => !self.deferred.is_empty(),
-            Class::Retry => self.woken(now),
-        }
-    }
-
-    /// Moves `tx` out of memory at `now`: its height is read again once `wakes` has passed.
-    fn shelve(&mut self, tx: &TxId, now: Instant, wakes: Instant) {
-        let Some(wanted) = self.remove(tx) else {
-            return;
-        };
-        // The grains count from a time passed already, never from a wait's end.
-        self.epoch.get_or_insert(now);
-        let grain = self.grain(wakes, true);
-        let rounds = wanted.rounds.min(ROUNDS_KEPT);
-        self.shelves
-            .entry((grain, rounds))
-            .or_default()
-            .insert(wanted.height);
-        self.outside += 1;
-    }
-
-    /// Merges the shelves whose wait has ended into one (the fewest rounds of theirs): their
-    /// number stays bounded by the grains of [`SHELF_WAIT`] and the rounds kept.
-    fn merge_woken(&mut self, now: Instant) {
-        let grain = self.grain(now, false);
-        let woken: Vec<(u64, u32)> = self
-            .shelves
-            .range(..(grain + 1, 0))
-            .map(|(key, _)| *key)
-            .collect();
-        if woken.len() <= 1 {
-            return;
-        }
-        let mut merged = Ranges::default();
-        for key in &woken {
-            if let Some(shelf) = self.shelves.remove(key) {
-                merged.extend(&shelf);
-            }
-        }
-        let rounds = woken.iter().map(|(_, rounds)| *rounds).min().unwrap_or(0);
-        self.shelves.insert((woken[0].0, rounds), merged);
-    }
-
-    /// While a share is full and heights wait for it, moves out its keys held for
-    /// [`ROTATE_AFTER`] without coming, oldest first, [`MOVED_OUT_PER_PULL`] at most: read
-    /// again after [`SHELF_WAIT`] (or their grown wait), into the retry share. Keys its holders
-    /// refused a whole round past the usual pace go as soon as that round ends
-    /// ([`WantedKeys::refused`]). So keys no holder gives (withheld, lost) or a silent holder
-    /// keeps never hold a share for good.
-    pub fn make_room(&mut self, now: Instant) {
-        for class in Class::ALL {
-            // Every key held that long goes, not only as many as one height needs: the share
-            // turns over at once, not one key a pull.
-            if !self.pressed(class, now) {
-                continue;
-            }
-            let mut moved = 0;
-            while moved < MOVED_OUT_PER_PULL {
-                let Some(&(tx, stamp)) = self.order[class as usize].front() else {
-                    break;
-                };
-                let Some(wanted) = self.keys.get(&tx).filter(|w| w.entered == stamp) else {
-                    self.order[class as usize].pop_front();
-                    continue;
-                };
-                if now.saturating_duration_since(wanted.entered_at) < ROTATE_AFTER {
-                    break;
-                }
-                let wakes = (now + SHELF_WAIT).max(wanted.next_try);
-                self.order[class as usize].pop_front();
-                self.shelve(&tx, now, wakes);
-                moved += 1;
-            }
-        }
-    }
-
-    /// The next height to read again for the keys it wants, the share they go in and their
-    /// rounds, if a share has room and heights wait for it: late fresh keys first, then a
-    /// backlog's, then shelves whose wait has ended (oldest first). The height is taken out,
-    /// and read whole ([`WantedKeys::defer`]).
-    pub fn next_height(&mut self, now: Instant) -> Option<(u64, Class, u32)> {
-        self.merge_woken(now);
-        if self.has_room(Class::Fresh)
-            && let Some(height) = self.late.pop_first()
-        {
-            return Some((height, Class::Fresh, 0));
-        }
-        if self.has_room(Class::First)
-            && let Some(height) = self.deferred.pop_first()
-        {
-            return Some((height, Class::First, 0));
-        }
-        if self.has_room(Class::Retry) && self.woken(now) {
-            let mut first = self.shelves.first_entry()?;
-            let rounds = first.key().1;
-            let height = first.get_mut().pop_first();
-            if first.get().is_empty() {
-                first.remove();
-            }
-            return height.map(|height| (height, Class::Retry, rounds));
-        }
-        None
+        self.heights.keys().next().copied()
     }
 
     /// Wants `tx`, due at its next try, unless it is wanted already (the existing entry is
-    /// kept). Its share is not checked ([`WantedKeys::has_room`]).
+    /// kept).
     pub fn insert(&mut self, tx: TxId, mut wanted: Wanted) {
         if self.keys.contains_key(&tx) {
             return;
@@ -749,27 +397,12 @@ impl WantedKeys {
         *self.heights.entry(wanted.height).or_default() += 1;
         wanted.parked = None;
         wanted.stays = false;
-        let stamp = self.next_stamp;
-        self.next_stamp += 1;
-        wanted.entered = stamp;
-        let class = wanted.class as usize;
-        self.counts[class] += 1;
-        let order = &mut self.order[class];
-        order.push_back((tx, stamp));
-        if order.len() > 2 * self.counts[class] + MAX_KEY_REQUEST_IDS {
-            let keys = &self.keys;
-            order.retain(|(tx, stamp)| keys.get(tx).is_some_and(|w| w.entered == *stamp));
-            if order.capacity() > 4 * order.len().max(1024) {
-                order.shrink_to(2 * order.len());
-            }
-        }
         self.due.insert((wanted.next_try, tx));
         self.keys.insert(tx, wanted);
     }
 
     pub fn remove(&mut self, tx: &TxId) -> Option<Wanted> {
         let mut wanted = self.keys.remove(tx)?;
-        self.counts[wanted.class as usize] -= 1;
         if let Some(count) = self.heights.get_mut(&wanted.height) {
             *count -= 1;
             if *count == 0 {
@@ -811,29 +444,19 @@ impl WantedKeys {
         let Some(wanted) = self.keys.get_mut(tx) else {
             return;
         };
-        let talk = wanted.talk_mut();
-        if !talk.refused_by.contains(&holder) {
-            talk.refused_by.push(holder);
+        if !wanted.refused_by.contains(&holder) {
+            wanted.refused_by.push(holder);
         }
-        if refusal == Refusal::Fetching && !talk.offerers.contains(&holder) {
-            talk.offerers.push(holder);
+        if refusal == Refusal::Fetching && !wanted.offerers.contains(&holder) {
+            wanted.offerers.push(holder);
         }
         let told_to_wait = refusal == Refusal::ToldToWait;
-        let whole = !round.is_empty() && round.iter().all(|h| talk.refused_by.contains(h));
+        let whole = !round.is_empty() && round.iter().all(|h| wanted.refused_by.contains(h));
         let wait = if whole {
-            talk.refused_by = Vec::new();
-            talk.offers_taken = Vec::new();
-            wanted.tidy();
+            wanted.refused_by = Vec::new();
+            wanted.offers_taken = Vec::new();
             wanted.rounds = wanted.rounds.saturating_add(1);
-            let wait = refused_backoff(wanted.rounds);
-            let class = wanted.class;
-            if wait > BACKOFF_MAX && self.pressed(class, now) {
-                // Held nowhere as far as its holders say, while keys wait for its room: out
-                // of memory until its wait ends (red team s18, F1).
-                self.shelve(tx, now, now + wait);
-                return;
-            }
-            wait
+            refused_backoff(wanted.rounds)
         } else if told_to_wait {
             BACKOFF_MAX
         } else {
@@ -846,9 +469,9 @@ impl WantedKeys {
     /// (the askers go with [`WantedKeys::remove`]).
     pub fn told_fetching(&mut self, tx: &TxId, asker: ReplicaId) {
         if let Some(wanted) = self.keys.get_mut(tx)
-            && !wanted.talk().askers.contains(&asker)
+            && !wanted.askers.contains(&asker)
         {
-            wanted.talk_mut().askers.push(asker);
+            wanted.askers.push(asker);
         }
     }
 
@@ -863,17 +486,16 @@ impl WantedKeys {
         let Some(wanted) = self.keys.get_mut(tx) else {
             return;
         };
-        let Some(at) = wanted.talk().offerers.iter().position(|o| *o == holder) else {
+        let Some(at) = wanted.offerers.iter().position(|o| *o == holder) else {
             return;
         };
-        if wanted.talk().offers_taken.contains(&holder) {
+        if wanted.offers_taken.contains(&holder) {
             return;
         }
-        let talk = wanted.talk_mut();
-        talk.offerers.swap_remove(at);
-        talk.offers_taken.push(holder);
-        if !talk.offered_by.contains(&holder) {
-            talk.offered_by.push(holder);
+        wanted.offerers.swap_remove(at);
+        wanted.offers_taken.push(holder);
+        if !wanted.offered_by.contains(&holder) {
+            wanted.offered_by.push(holder);
         }
         if wanted.parked.is_some() || wanted.next_try > now {
             self.retry_at(tx, now);
@@ -901,18 +523,10 @@ impl WantedKeys {
     }
 
     fn drop_grown_waits(&mut self, now: Instant) {
-        // The shelves' waits drop too: read again as soon as there is room, rounds forgotten.
-        let mut woken = Ranges::default();
-        for (_, shelf) in std::mem::take(&mut self.shelves) {
-            woken.extend(&shelf);
-        }
-        if !woken.is_empty() {
-            self.shelves.insert((0, 0), woken);
-        }
         let grown: Vec<TxId> = self
             .keys
             .iter()
-            .filter(|(_, w)| w.rounds > 0 || !w.talk().refused_by.is_empty())
+            .filter(|(_, w)| w.rounds > 0 || !w.refused_by.is_empty())
             .map(|(tx, _)| *tx)
             .collect();
         for tx in grown {
@@ -920,11 +534,8 @@ impl WantedKeys {
                 continue;
             };
             wanted.rounds = 0;
-            if let Some(talk) = wanted.talk.as_mut() {
-                talk.refused_by = Vec::new();
-                talk.offers_taken = Vec::new();
-            }
-            wanted.tidy();
+            wanted.refused_by = Vec::new();
+            wanted.offers_taken = Vec::new();
             if wanted.parked.is_none() && wanted.next_try > now + BACKOFF_MAX {
                 self.retry_at(&tx, now + BACKOFF_MAX);
             }
@@ -1002,14 +613,13 @@ impl WantedKeys {
         let Some(wanted) = self.keys.get_mut(&tx) else {
             return;
         };
-        match wanted.talk().offered_by.iter().position(|o| *o == holder) {
+        match wanted.offered_by.iter().position(|o| *o == holder) {
             Some(at) => {
-                wanted.talk_mut().offered_by.remove(at);
-                wanted.tidy();
+                wanted.offered_by.remove(at);
             }
             None => wanted.tries = wanted.tries.saturating_add(1),
         }
-        wanted.next_try = match wanted.talk().offered_by.is_empty() {
+        wanted.next_try = match wanted.offered_by.is_empty() {
             true => now + backoff(wanted.tries),
             false => now,
         };
@@ -1599,21 +1209,11 @@ mod red_team_s8 {
             *heights.entry(wanted.height).or_default() += 1;
         }
         assert_eq!(heights, keys.heights, "counts per height");
-        let (outside, _) = keys.outside_ranges();
         assert_eq!(
             keys.lowest_height(),
-            keys.keys
-                .values()
-                .map(|w| w.height)
-                .chain(outside.first().map(|(start, _)| *start))
-                .min(),
-            "lowest_height is exact, over the heights out of memory too"
+            keys.keys.values().map(|w| w.height).min(),
+            "lowest_height is exact"
         );
-        let mut counts = [0; 3];
-        for wanted in keys.keys.values() {
-            counts[wanted.class as usize] += 1;
-        }
-        assert_eq!(counts, keys.counts, "keys held per share");
         let due: BTreeSet<(Instant, TxId)> = keys
             .keys
             .iter()
@@ -3728,7 +3328,7 @@ mod refusals {
         assert_eq!(keys.get(&tx).unwrap().rounds, 0);
         keys.refused(&tx, 2, &[1, 2], start, Refusal::ToldToWait);
         assert_eq!(keys.get(&tx).unwrap().rounds, 1);
-        assert!(keys.get(&tx).unwrap().talk().refused_by.is_empty());
+        assert!(keys.get(&tx).unwrap().refused_by.is_empty());
         keys.refused(&tx, 2, &[1, 2], start, Refusal::ToldToWait);
         assert_eq!(keys.get(&tx).unwrap().rounds, 1, "a new round began");
         assert_eq!(keys.get(&tx).unwrap().next_try, start + BACKOFF_MAX);
@@ -4494,7 +4094,7 @@ mod red_team_s11b {
                             node.holds = true;
                             node.received = Some(t);
                             if let Some(w) = node.keys.remove(&tx) {
-                                offers.extend(w.talk().askers.iter().map(|a| (*a, me)));
+                                offers.extend(w.askers.iter().map(|a| (*a, me)));
                             }
                             break;
                         }
@@ -4948,11 +4548,11 @@ mod red_team_s11b {
             }
             check_invariants(&keys);
             for w in keys.keys.values() {
-                let mut askers = w.talk().askers.clone();
+                let mut askers = w.askers.clone();
                 askers.sort_unstable();
                 askers.dedup();
-                assert_eq!(askers.len(), w.talk().askers.len(), "an asker once");
-                assert!(w.talk().askers.len() <= n + 1);
+                assert_eq!(askers.len(), w.askers.len(), "an asker once");
+                assert!(w.askers.len() <= n + 1);
             }
             t += Duration::from_millis(rng.gen_range(0..2_000));
         }
@@ -5365,11 +4965,10 @@ mod red_team_s12 {
                 asker.pull(t, &says, &mut |_, _, _| {});
                 t += TICK;
             }
-            let grown = asker.keys.keys.values().all(|w| {
-                w.talk().offerers.is_empty()
-                    && w.talk().offered_by.is_empty()
-                    && w.talk().askers.is_empty()
-            });
+            let grown =
+                asker.keys.keys.values().all(|w| {
+                    w.offerers.is_empty() && w.offered_by.is_empty() && w.askers.is_empty()
+                });
             (asker.asked(), asker.keys.len(), grown)
         };
         let quiet = run(false);
@@ -5792,532 +5391,6 @@ mod red_team_s12 {
             lied <= 2 * quiet.max(2 * slowest),
             "asks of a key held nowhere in its fourth hour: {lied} with the liar's loop, \
              {quiet} without ({slowest} rounds at the slowest pace)"
-        );
-    }
-}
-
-/// Red team s18 of the cap on wanted keys (6fb29a41, taken out by 3d6cf1d6), and the cap that
-/// replaced it: each finding replayed on the schedule and the shares as `Service::want` and
-/// `Service::refill_wanted` drive them (`Sim::want`, `Sim::pull`), with smaller shares.
-#[cfg(test)]
-mod red_team_s18 {
-    use std::collections::{BTreeMap, HashMap, HashSet};
-    use std::convert::Infallible;
-    use std::time::{Duration, Instant};
-
-    use super::red_team_s8::{ME, TICK, TIMEOUT, id, patient};
-    use super::*;
-
-    const N: usize = 4;
-    const MINUTE: Duration = Duration::from_secs(60);
-
-    /// A key a block wants: its id, sealer, patient's home, and whether as a grantee.
-    #[derive(Clone, Copy)]
-    struct Key {
-        tx: TxId,
-        source: ReplicaId,
-        home: ReplicaId,
-        as_grantee: bool,
-    }
-
-    fn home_of(wanted: &Wanted) -> ReplicaId {
-        ReplicaId::from(wanted.patient[0])
-    }
-
-    /// The holders as a pull sees them: requests to `silent` stay open until they time out.
-    struct Net<'a> {
-        open: &'a BTreeMap<ReplicaId, Vec<Instant>>,
-        now: Instant,
-    }
-
-    impl Holders for Net<'_> {
-        type Error = Infallible;
-
-        fn count(&self) -> usize {
-            N
-        }
-
-        fn room(&mut self, holder: ReplicaId) -> usize {
-            4 - self.open.get(&holder).map_or(0, Vec::len)
-        }
-
-        fn lagging(&self, holder: ReplicaId) -> bool {
-            self.open.get(&holder).is_some_and(|sent| {
-                sent.iter()
-                    .any(|at| self.now.saturating_duration_since(*at) >= LAGGING_AFTER)
-            })
-        }
-
-        fn holder_for(
-            &mut self,
-            wanted: &Wanted,
-            lagging: &dyn Fn(ReplicaId) -> bool,
-        ) -> Result<Option<ReplicaId>, Infallible> {
-            Ok(super::holder_for(
-                wanted,
-                ME,
-                N,
-                Some(home_of(wanted)),
-                lagging,
-            ))
-        }
-    }
-
-    /// A validator (0 of 4) and its blocks; `gives` says whether a holder gives a key,
-    /// `silent` which holder never answers.
-    struct Sim {
-        keys: WantedKeys,
-        blocks: BTreeMap<u64, Vec<Key>>,
-        received: HashSet<TxId>,
-        gives: fn(ReplicaId, &Key) -> bool,
-        /// From then on, every holder gives every key (`None`: never).
-        all_give_from: Option<Duration>,
-        silent: Option<ReplicaId>,
-        open: BTreeMap<ReplicaId, Vec<Instant>>,
-        start: Instant,
-        /// The most keys held in each share after any step.
-        peak: [usize; 3],
-        /// Ids asked of each holder.
-        asked: BTreeMap<ReplicaId, usize>,
-    }
-
-    impl Sim {
-        fn new(caps: [usize; 3], gives: fn(ReplicaId, &Key) -> bool) -> Sim {
-            Sim {
-                keys: WantedKeys::with_caps(Caps(caps)),
-                blocks: BTreeMap::new(),
-                received: HashSet::new(),
-                gives,
-                all_give_from: None,
-                silent: None,
-                open: BTreeMap::new(),
-                start: Instant::now(),
-                peak: [0; 3],
-                asked: BTreeMap::new(),
-            }
-        }
-
-        /// Adds a block at `height` wanting `keys`.
-        fn block(&mut self, height: u64, keys: Vec<Key>) {
-            self.blocks.insert(height, keys);
-        }
-
-        fn note_peak(&mut self) {
-            for class in Class::ALL {
-                let held = self.keys.held_in(class);
-                self.peak[class as usize] = self.peak[class as usize].max(held);
-            }
-            // A height read again is read whole: a share holds one block more at most.
-            let block = self.blocks.values().map(Vec::len).max().unwrap_or(0);
-            let caps = self.keys.caps().0;
-            for class in Class::ALL {
-                assert!(self.keys.held_in(class) < caps[class as usize] + block);
-            }
-        }
-
-        /// As `Service::want`, at `now`.
-        #[allow(clippy::too_many_arguments)]
-        fn want(
-            &mut self,
-            key: Key,
-            height: u64,
-            class: Class,
-            rounds: u32,
-            again: bool,
-            now: Instant,
-        ) {
-            if self.received.contains(&key.tx) || self.keys.contains(&key.tx) {
-                return;
-            }
-            if !again && !self.keys.has_room(class) {
-                self.keys.defer(height, class);
-                return;
-            }
-            let source = if key.as_grantee { key.home } else { key.source };
-            let wanted = Wanted::new(
-                patient(key.home),
-                height,
-                source,
-                0,
-                key.as_grantee,
-                true,
-                now,
-            )
-            .held_as(class, rounds);
-            self.keys.insert(key.tx, wanted);
-            if again {
-                self.keys.came_back();
-            }
-            self.note_peak();
-        }
-
-        /// The blocks `heights` processed (`class`: as `Service::apply` classes them).
-        fn process(&mut self, heights: impl IntoIterator<Item = u64>, class: Class) {
-            for height in heights {
-                let keys = self.blocks.get(&height).cloned().unwrap_or_default();
-                for key in keys {
-                    self.want(key, height, class, 0, false, self.start);
-                }
-            }
-        }
-
-        /// As `Service::pull` at `t` after the start: the refill, then the requests, answered
-        /// at once except by the silent holder.
-        fn pull(&mut self, t: Duration) {
-            let now = self.start + t;
-            self.keys.make_room(now);
-            self.note_peak();
-            for _ in 0..super::super::feed::REFILL_BLOCKS {
-                let Some((height, class, rounds)) = self.keys.next_height(now) else {
-                    break;
-                };
-                let keys = self.blocks.get(&height).cloned().unwrap_or_default();
-                for key in keys {
-                    self.want(key, height, class, rounds, true, now);
-                }
-            }
-            for sent in self.open.values_mut() {
-                sent.retain(|at| now.saturating_duration_since(*at) < TIMEOUT);
-            }
-            let requests = {
-                let mut net = Net {
-                    open: &self.open,
-                    now,
-                };
-                self.keys.requests(now, &mut net).unwrap()
-            };
-            let by_tx: HashMap<TxId, Key> = self
-                .blocks
-                .values()
-                .flatten()
-                .map(|key| (key.tx, *key))
-                .collect();
-            for (holder, txs) in requests {
-                *self.asked.entry(holder).or_default() += txs.len();
-                if self.silent == Some(holder) {
-                    self.open.entry(holder).or_default().push(now);
-                    continue;
-                }
-                for tx in txs {
-                    let key = by_tx[&tx];
-                    let all_give = self.all_give_from.is_some_and(|from| t >= from);
-                    if all_give || (self.gives)(holder, &key) {
-                        self.keys.remove(&tx);
-                        self.received.insert(tx);
-                    } else if let Some(wanted) = self.keys.get(&tx) {
-                        let round = super::holders(wanted, ME, N, Some(home_of(wanted)));
-                        self.keys
-                            .refused(&tx, holder, &round, now, Refusal::NotHeld);
-                    }
-                }
-            }
-            self.note_peak();
-        }
-
-        /// Pulls every tick until every key `of` names is received or `limit` has passed: when
-        /// the last came (`None`: not all came).
-        fn run_until(&mut self, limit: Duration, of: impl Fn(&Key) -> bool) -> Option<Duration> {
-            self.run_between(Duration::ZERO, limit, of)
-        }
-
-        /// The same, from `t` after the start.
-        fn run_between(
-            &mut self,
-            mut t: Duration,
-            limit: Duration,
-            of: impl Fn(&Key) -> bool,
-        ) -> Option<Duration> {
-            let wanted: Vec<TxId> = self
-                .blocks
-                .values()
-                .flatten()
-                .filter(|key| of(key))
-                .map(|key| key.tx)
-                .collect();
-            while t <= limit {
-                self.pull(t);
-                if wanted.iter().all(|tx| self.received.contains(tx)) {
-                    return Some(t);
-                }
-                t += TICK;
-            }
-            None
-        }
-    }
-
-    /// Keys `count` from `first`, tagged `tag`, of sealer `source` and home `home`.
-    fn keys(tag: u8, first: u32, count: u32, source: ReplicaId, home: ReplicaId) -> Vec<Key> {
-        (first..first + count)
-            .map(|n| Key {
-                tx: id(tag, n),
-                source,
-                home,
-                as_grantee: false,
-            })
-            .collect()
-    }
-
-    /// Sealer 1 withholds its keys (its records' keys were never sent to the home 2 either):
-    /// no holder gives them. Sealer 3 gives its own.
-    fn withheld_by_1(holder: ReplicaId, key: &Key) -> bool {
-        key.source != 1 && holder != 1
-    }
-
-    /// F1 (high). A backlog whose first keys no holder gives (150 withheld by a dishonest
-    /// sealer, its first reading's share holding 100), then 1,000 keys an honest sealer gives.
-    /// On 6fb29a41 the withheld keys held the share for good (refused, backing off up to
-    /// 5 minutes) and no deferred height was read again: the honest keys never came. Now a
-    /// key refused a whole round past the usual pace while heights wait for its share is
-    /// shelved (`WantedKeys::refused`), and one held a minute is moved out (`make_room`).
-    #[test]
-    fn keys_no_holder_gives_do_not_starve_the_deferred_ones() {
-        let mut sim = Sim::new([200, 100, 100], withheld_by_1);
-        for height in 1..=3 {
-            sim.block(height, keys(1, 50 * height as u32, 50, 1, 2));
-        }
-        for height in 4..=23 {
-            sim.block(height, keys(3, 50 * height as u32, 50, 3, 2));
-        }
-        sim.process(1..=23, Class::First);
-        assert_eq!(
-            sim.keys.held_in(Class::First),
-            100,
-            "the withheld fill the share"
-        );
-        assert_eq!(sim.keys.lowest_height(), Some(1));
-        let honest = sim.run_until(30 * MINUTE, |key| key.source == 3);
-        assert!(
-            honest.is_some_and(|t| t <= 2 * MINUTE),
-            "the honest keys came after {honest:?} ({} of 1,000 received)",
-            sim.received.len()
-        );
-        // A share holds one block (50 keys) past its cap at most.
-        assert!(sim.peak[Class::First as usize] < 150);
-        assert!(sim.peak[Class::Retry as usize] < 150);
-        // The withheld keys are still wanted: held, or out of memory to be read again.
-        assert!(sim.keys.len() as u64 + sim.keys.outside() >= 1);
-        assert_eq!(sim.keys.lowest_height(), Some(1), "written for a restart");
-    }
-
-    /// F1 through silence: the grantee keys of a patient whose home (the only holder a
-    /// grantee asks, §5.2) never answers hold no share for good either (held a minute, moved
-    /// out): a silent or slow holder refuses nothing, so its keys are never "refused".
-    #[test]
-    fn keys_of_a_silent_holder_do_not_starve_the_deferred_ones() {
-        let mut sim = Sim::new([200, 100, 100], |holder, _| holder == 3);
-        sim.silent = Some(2);
-        let grantee = |n| Key {
-            tx: id(2, n),
-            source: 2,
-            home: 2,
-            as_grantee: true,
-        };
-        sim.block(1, (0..150).map(grantee).collect());
-        for height in 2..=21 {
-            sim.block(height, keys(3, 50 * height as u32, 50, 3, 3));
-        }
-        sim.process(1..=21, Class::First);
-        assert_eq!(sim.keys.held_in(Class::First), 100);
-        let honest = sim.run_until(30 * MINUTE, |key| key.source == 3);
-        assert!(
-            honest.is_some_and(|t| t <= 3 * MINUTE),
-            "the honest keys came after {honest:?} ({} received)",
-            sim.received.len()
-        );
-        assert!(
-            sim.peak
-                .iter()
-                .zip([200, 100, 100])
-                .all(|(p, c)| *p < c + 150)
-        );
-        // The silent home is asked at its pace still, not once per key read again.
-        assert!(sim.asked.get(&2).copied().unwrap_or(0) <= 100_000);
-    }
-
-    /// F2. A backlog met for the first time (`catch_up` after a restore: 100,000 keys, the
-    /// sealer slow to give them) fills its own share only: keys of blocks committed since the
-    /// start find room at once and come at the next pull. On 6fb29a41 the backlog filled
-    /// memory to the cap and the new keys waited behind all of it. (`feed::tests` checks that
-    /// `Service::apply` classes the blocks so.)
-    #[test]
-    fn a_backlog_met_first_leaves_room_for_new_keys() {
-        let mut sim = Sim::new(Caps::default().0, |holder, _| holder == 3);
-        sim.silent = Some(1);
-        for height in 1..=100 {
-            sim.block(height, keys(1, 1_000 * height as u32, 1_000, 1, 1));
-        }
-        sim.process(1..=100, Class::First);
-        assert_eq!(sim.keys.held_in(Class::First), FIRST_MAX);
-        assert_eq!(
-            sim.keys.len(),
-            FIRST_MAX,
-            "the backlog's first reading is capped"
-        );
-        // New blocks, their keys given by sealer 3.
-        for height in 101..=105 {
-            sim.block(height, keys(3, height as u32, 1, 3, 3));
-        }
-        sim.process(101..=105, Class::Fresh);
-        for height in 101..=105 {
-            assert!(sim.keys.contains(&id(3, height as u32)), "held at once");
-        }
-        let fresh = sim.run_until(10 * MINUTE, |key| key.source == 3);
-        assert_eq!(
-            fresh,
-            Some(Duration::ZERO),
-            "asked and received at the first pull"
-        );
-    }
-
-    /// The cap holds whatever is wanted: a million keys met at once (a restore), 100,000 new
-    /// ones, and the heights out of memory in bounded ranges.
-    #[test]
-    fn the_cap_holds_and_the_heights_out_of_memory_stay_bounded() {
-        let mut keys = WantedKeys::default();
-        let start = Instant::now();
-        let want = |keys: &mut WantedKeys, i: u32, height: u64, class: Class| {
-            if !keys.has_room(class) {
-                keys.defer(height, class);
-            } else {
-                keys.insert(
-                    id(9, i),
-                    Wanted::new(patient(1), height, 1, 0, false, true, start).held_as(class, 0),
-                );
-            }
-        };
-        // A backlog scattered over every other height, as a restore would find it.
-        for i in 0..1_000_000u32 {
-            want(&mut keys, i, 2 * u64::from(i / 3) + 1, Class::First);
-        }
-        for i in 0..100_000u32 {
-            want(
-                &mut keys,
-                1_000_000 + i,
-                1_000_000 + u64::from(i),
-                Class::Fresh,
-            );
-        }
-        assert_eq!(keys.held_in(Class::First), FIRST_MAX);
-        assert_eq!(keys.held_in(Class::Fresh), FRESH_MAX);
-        assert!(keys.len() <= HELD_MAX);
-        let (ranges, outside) = keys.outside_ranges();
-        assert!(
-            ranges.len() <= super::super::ranges::RANGES_MAX,
-            "{} ranges",
-            ranges.len()
-        );
-        assert_eq!(
-            outside,
-            1_000_000 - FIRST_MAX as u64 + 100_000 - FRESH_MAX as u64
-        );
-        assert_eq!(keys.lowest_height(), Some(1));
-        // The heights of every key out of memory are read again (a superset).
-        let first_out = 2 * u64::from(FIRST_MAX as u32 / 3) + 1;
-        assert!(keys.outside_at(first_out) && keys.outside_at(1_099_999));
-        super::red_team_s8::check_invariants(&keys);
-    }
-
-    /// The resident memory of full shares, and of a backlog ten times as large kept out of
-    /// memory (read from /proc: run alone, `cargo test -p node --lib wanted_memory --
-    /// --ignored --nocapture --test-threads=1`). Measured: 392 bytes a key held (the table of
-    /// 65,536 slots of 152 bytes, the schedule, the heights and the shares' order; 22 MB at
-    /// HELD_MAX; 521 bytes and 29 MB while a `Wanted` carried its five vectors, 232 bytes);
-    /// the heights of 560,000 keys out of memory about 1 MB of resident memory (the allocator's:
-    /// the ranges themselves are a few kilobytes).
-    #[test]
-    #[ignore = "reads the process's resident memory: run alone"]
-    fn wanted_memory() {
-        fn resident() -> u64 {
-            let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-            let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-            pages * 4096
-        }
-        let start = Instant::now();
-        let before = resident();
-        let mut keys = WantedKeys::default();
-        let mut i = 0u32;
-        for class in Class::ALL {
-            while keys.has_room(class) {
-                let wanted = Wanted::new(patient(1), u64::from(i / 3), 1, 0, false, true, start);
-                keys.insert(id(5, i), wanted.held_as(class, 0));
-                i += 1;
-            }
-        }
-        assert_eq!(keys.len(), HELD_MAX);
-        let held = resident();
-        for n in 0..10 * HELD_MAX as u64 {
-            keys.defer(3 * n + 1_000_000, Class::First);
-        }
-        let out = resident();
-        let per_key = (held - before) / HELD_MAX as u64;
-        eprintln!(
-            "size_of Wanted {} Instant {} capacity {}",
-            std::mem::size_of::<Wanted>(),
-            std::mem::size_of::<Instant>(),
-            keys.keys.capacity()
-        );
-        eprintln!(
-            "{per_key} bytes a key held ({:.1} MB at {HELD_MAX}); {:.2} MB for {} keys out of \
-             memory",
-            (held - before) as f64 / 1e6,
-            out.saturating_sub(held) as f64 / 1e6,
-            10 * HELD_MAX
-        );
-        assert!(held - before < 40_000_000);
-        assert!(out.saturating_sub(held) < 4_000_000);
-    }
-
-    /// A flood of new records whose keys no holder gives (a dishonest validator sealing for
-    /// its own patients) fills the new blocks' share; honest new keys wait in `late` and come
-    /// as the share turns over (a minute), not never.
-    #[test]
-    fn withheld_new_keys_hold_the_fresh_share_a_minute_at_most() {
-        let mut sim = Sim::new([100, 100, 100], withheld_by_1);
-        for height in 1..=3 {
-            sim.block(height, keys(1, 50 * height as u32, 50, 1, 2));
-        }
-        for height in 4..=13 {
-            sim.block(height, keys(3, 50 * height as u32, 50, 3, 2));
-        }
-        sim.process(1..=13, Class::Fresh);
-        assert_eq!(sim.keys.held_in(Class::Fresh), 100);
-        let honest = sim.run_until(30 * MINUTE, |key| key.source == 3);
-        assert!(
-            honest.is_some_and(|t| t <= ROTATE_AFTER + 10 * TICK),
-            "the honest new keys came after {honest:?}"
-        );
-    }
-
-    /// A holder back after a lag (or restarted) wakes the shelves: keys it refused, moved out
-    /// for their grown wait, are read again at once (it may hold them now, from a backup) and
-    /// come at the usual pace, as keys held with a grown wait do, not after their wait (up to
-    /// 5 minutes).
-    #[test]
-    fn a_holder_back_wakes_the_shelves() {
-        let mut sim = Sim::new([200, 100, 100], withheld_by_1);
-        for height in 1..=3 {
-            sim.block(height, keys(1, 50 * height as u32, 50, 1, 2));
-        }
-        for height in 4..=43 {
-            sim.block(height, keys(3, 50 * height as u32, 50, 3, 2));
-        }
-        sim.process(1..=43, Class::First);
-        let honest = sim.run_until(10 * MINUTE, |key| key.source == 3).unwrap();
-        // Now the withheld keys are out of memory, some for minutes yet.
-        let held = |sim: &Sim| {
-            (0..200)
-                .filter(|n| sim.keys.contains(&id(1, 50 + n)))
-                .count()
-        };
-        assert!(held(&sim) < 150, "some moved out");
-        let back = honest + TICK;
-        sim.all_give_from = Some(back);
-        sim.keys.holder_back(1, sim.start + back);
-        let all = sim.run_between(back, 30 * MINUTE, |_| true);
-        // As a key held with a grown wait: asked within the usual pace.
-        assert!(
-            all.is_some_and(|t| t <= back + BACKOFF_MAX + 2 * TICK),
-            "every withheld key came {all:?} after the start (the holder back at {back:?})"
         );
     }
 }
