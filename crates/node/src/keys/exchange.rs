@@ -508,7 +508,7 @@ impl Service {
             if let Some(wanted) = self.wanted.remove(&tx)
                 && !matches!(kept, Kept::Broken)
             {
-                for asker in wanted.askers {
+                for asker in wanted.into_askers() {
                     self.exchange.offer(asker, tx);
                 }
             }

@@ -122,7 +122,7 @@ pub(super) fn holder_for(
     home: Option<ReplicaId>,
     lagging: &dyn Fn(ReplicaId) -> bool,
 ) -> Option<ReplicaId> {
-    if let Some(offerer) = wanted.offered_by.first() {
+    if let Some(offerer) = wanted.talk().offered_by.first() {
         return Some(*offerer);
     }
     let sealer = !wanted.as_grantee && wanted.source != me;
@@ -147,21 +147,10 @@ pub(super) struct Wanted {
     pub since_ms: u64,
     /// Requests that asked for it, and holders skipped while they lagged.
     pub tries: u32,
-    /// The holders that refused it in the round under way ([`WantedKeys::refused`]).
-    refused_by: Vec<ReplicaId>,
     /// Whole rounds of refusals since it was wanted, or since a holder came back.
     rounds: u32,
-    /// The peers told it is fetched here (`Fetching`): offered it once it is held.
-    pub askers: Vec<ReplicaId>,
-    /// The holders that answered `Fetching`: the only ones whose offer of it is taken.
-    offerers: Vec<ReplicaId>,
-    /// Holders that offered it, in the order they did: asked next, each once, an ask that is
-    /// not a try (the holders' turn goes on after it: red team s12).
-    offered_by: Vec<ReplicaId>,
-    /// Holders whose offer was taken in the round under way: a second offer of theirs waits
-    /// for the next round (a liar answering `Fetching` and offering at once would otherwise
-    /// be asked at every pull, and alone: red team s12).
-    offers_taken: Vec<ReplicaId>,
+    /// What holders and askers said of it ([`Talk`]), apart: most keys hear nothing.
+    talk: Option<Box<Talk>>,
     /// Entitled as a grantee only: asked of the patient's home only (§5.2).
     pub as_grantee: bool,
     /// An `AddRecord` (counted in a grant's key status, §13).
@@ -173,6 +162,44 @@ pub(super) struct Wanted {
     /// While parked: moving it off its lagging holder found no other (not looked up again
     /// until it is asked).
     stays: bool,
+}
+
+/// What the holders and askers said of a wanted key: kept apart from [`Wanted`] (8 bytes a
+/// key until something is said, where five vectors took 120 in the table).
+#[derive(Clone, Debug, Default)]
+struct Talk {
+    /// The holders that refused it in the round under way ([`WantedKeys::refused`]).
+    refused_by: Vec<ReplicaId>,
+    /// The peers told it is fetched here (`Fetching`): offered it once it is held.
+    askers: Vec<ReplicaId>,
+    /// The holders that answered `Fetching`: the only ones whose offer of it is taken.
+    offerers: Vec<ReplicaId>,
+    /// Holders that offered it, in the order they did: asked next, each once, an ask that is
+    /// not a try (the holders' turn goes on after it: red team s12).
+    offered_by: Vec<ReplicaId>,
+    /// Holders whose offer was taken in the round under way: a second offer of theirs waits
+    /// for the next round (a liar answering `Fetching` and offering at once would otherwise
+    /// be asked at every pull, and alone: red team s12).
+    offers_taken: Vec<ReplicaId>,
+}
+
+/// Nothing said yet.
+static SILENCE: Talk = Talk {
+    refused_by: Vec::new(),
+    askers: Vec::new(),
+    offerers: Vec::new(),
+    offered_by: Vec::new(),
+    offers_taken: Vec::new(),
+};
+
+impl Talk {
+    fn is_empty(&self) -> bool {
+        self.refused_by.is_empty()
+            && self.askers.is_empty()
+            && self.offerers.is_empty()
+            && self.offered_by.is_empty()
+            && self.offers_taken.is_empty()
+    }
 }
 
 /// Where a key is parked: the holder, and the stamp of its entry in that holder's queue (an
@@ -200,18 +227,34 @@ impl Wanted {
             source,
             since_ms,
             tries: 0,
-            refused_by: Vec::new(),
             rounds: 0,
-            askers: Vec::new(),
-            offerers: Vec::new(),
-            offered_by: Vec::new(),
-            offers_taken: Vec::new(),
+            talk: None,
             as_grantee,
             record,
             next_try: now,
             parked: None,
             stays: false,
         }
+    }
+
+    fn talk(&self) -> &Talk {
+        self.talk.as_deref().unwrap_or(&SILENCE)
+    }
+
+    fn talk_mut(&mut self) -> &mut Talk {
+        self.talk.get_or_insert_with(Box::default)
+    }
+
+    /// Drops what was said once nothing is left of it.
+    fn tidy(&mut self) {
+        if self.talk.as_ref().is_some_and(|talk| talk.is_empty()) {
+            self.talk = None;
+        }
+    }
+
+    /// The peers told it is fetched here (`Fetching`): offered it once it is held.
+    pub fn into_askers(self) -> Vec<ReplicaId> {
+        self.talk.map(|talk| talk.askers).unwrap_or_default()
     }
 }
 
@@ -444,17 +487,19 @@ impl WantedKeys {
         let Some(wanted) = self.keys.get_mut(tx) else {
             return;
         };
-        if !wanted.refused_by.contains(&holder) {
-            wanted.refused_by.push(holder);
+        let talk = wanted.talk_mut();
+        if !talk.refused_by.contains(&holder) {
+            talk.refused_by.push(holder);
         }
-        if refusal == Refusal::Fetching && !wanted.offerers.contains(&holder) {
-            wanted.offerers.push(holder);
+        if refusal == Refusal::Fetching && !talk.offerers.contains(&holder) {
+            talk.offerers.push(holder);
         }
         let told_to_wait = refusal == Refusal::ToldToWait;
-        let whole = !round.is_empty() && round.iter().all(|h| wanted.refused_by.contains(h));
+        let whole = !round.is_empty() && round.iter().all(|h| talk.refused_by.contains(h));
         let wait = if whole {
-            wanted.refused_by = Vec::new();
-            wanted.offers_taken = Vec::new();
+            talk.refused_by = Vec::new();
+            talk.offers_taken = Vec::new();
+            wanted.tidy();
             wanted.rounds = wanted.rounds.saturating_add(1);
             refused_backoff(wanted.rounds)
         } else if told_to_wait {
@@ -469,9 +514,9 @@ impl WantedKeys {
     /// (the askers go with [`WantedKeys::remove`]).
     pub fn told_fetching(&mut self, tx: &TxId, asker: ReplicaId) {
         if let Some(wanted) = self.keys.get_mut(tx)
-            && !wanted.askers.contains(&asker)
+            && !wanted.talk().askers.contains(&asker)
         {
-            wanted.askers.push(asker);
+            wanted.talk_mut().askers.push(asker);
         }
     }
 
@@ -486,16 +531,17 @@ impl WantedKeys {
         let Some(wanted) = self.keys.get_mut(tx) else {
             return;
         };
-        let Some(at) = wanted.offerers.iter().position(|o| *o == holder) else {
+        let Some(at) = wanted.talk().offerers.iter().position(|o| *o == holder) else {
             return;
         };
-        if wanted.offers_taken.contains(&holder) {
+        if wanted.talk().offers_taken.contains(&holder) {
             return;
         }
-        wanted.offerers.swap_remove(at);
-        wanted.offers_taken.push(holder);
-        if !wanted.offered_by.contains(&holder) {
-            wanted.offered_by.push(holder);
+        let talk = wanted.talk_mut();
+        talk.offerers.swap_remove(at);
+        talk.offers_taken.push(holder);
+        if !talk.offered_by.contains(&holder) {
+            talk.offered_by.push(holder);
         }
         if wanted.parked.is_some() || wanted.next_try > now {
             self.retry_at(tx, now);
@@ -526,7 +572,7 @@ impl WantedKeys {
         let grown: Vec<TxId> = self
             .keys
             .iter()
-            .filter(|(_, w)| w.rounds > 0 || !w.refused_by.is_empty())
+            .filter(|(_, w)| w.rounds > 0 || !w.talk().refused_by.is_empty())
             .map(|(tx, _)| *tx)
             .collect();
         for tx in grown {
@@ -534,8 +580,11 @@ impl WantedKeys {
                 continue;
             };
             wanted.rounds = 0;
-            wanted.refused_by = Vec::new();
-            wanted.offers_taken = Vec::new();
+            if let Some(talk) = wanted.talk.as_mut() {
+                talk.refused_by = Vec::new();
+                talk.offers_taken = Vec::new();
+            }
+            wanted.tidy();
             if wanted.parked.is_none() && wanted.next_try > now + BACKOFF_MAX {
                 self.retry_at(&tx, now + BACKOFF_MAX);
             }
@@ -613,13 +662,14 @@ impl WantedKeys {
         let Some(wanted) = self.keys.get_mut(&tx) else {
             return;
         };
-        match wanted.offered_by.iter().position(|o| *o == holder) {
+        match wanted.talk().offered_by.iter().position(|o| *o == holder) {
             Some(at) => {
-                wanted.offered_by.remove(at);
+                wanted.talk_mut().offered_by.remove(at);
+                wanted.tidy();
             }
             None => wanted.tries = wanted.tries.saturating_add(1),
         }
-        wanted.next_try = match wanted.offered_by.is_empty() {
+        wanted.next_try = match wanted.talk().offered_by.is_empty() {
             true => now + backoff(wanted.tries),
             false => now,
         };
@@ -3328,7 +3378,7 @@ mod refusals {
         assert_eq!(keys.get(&tx).unwrap().rounds, 0);
         keys.refused(&tx, 2, &[1, 2], start, Refusal::ToldToWait);
         assert_eq!(keys.get(&tx).unwrap().rounds, 1);
-        assert!(keys.get(&tx).unwrap().refused_by.is_empty());
+        assert!(keys.get(&tx).unwrap().talk().refused_by.is_empty());
         keys.refused(&tx, 2, &[1, 2], start, Refusal::ToldToWait);
         assert_eq!(keys.get(&tx).unwrap().rounds, 1, "a new round began");
         assert_eq!(keys.get(&tx).unwrap().next_try, start + BACKOFF_MAX);
@@ -4094,7 +4144,7 @@ mod red_team_s11b {
                             node.holds = true;
                             node.received = Some(t);
                             if let Some(w) = node.keys.remove(&tx) {
-                                offers.extend(w.askers.iter().map(|a| (*a, me)));
+                                offers.extend(w.talk().askers.iter().map(|a| (*a, me)));
                             }
                             break;
                         }
@@ -4548,11 +4598,11 @@ mod red_team_s11b {
             }
             check_invariants(&keys);
             for w in keys.keys.values() {
-                let mut askers = w.askers.clone();
+                let mut askers = w.talk().askers.clone();
                 askers.sort_unstable();
                 askers.dedup();
-                assert_eq!(askers.len(), w.askers.len(), "an asker once");
-                assert!(w.askers.len() <= n + 1);
+                assert_eq!(askers.len(), w.talk().askers.len(), "an asker once");
+                assert!(w.talk().askers.len() <= n + 1);
             }
             t += Duration::from_millis(rng.gen_range(0..2_000));
         }
@@ -4965,10 +5015,11 @@ mod red_team_s12 {
                 asker.pull(t, &says, &mut |_, _, _| {});
                 t += TICK;
             }
-            let grown =
-                asker.keys.keys.values().all(|w| {
-                    w.offerers.is_empty() && w.offered_by.is_empty() && w.askers.is_empty()
-                });
+            let grown = asker.keys.keys.values().all(|w| {
+                w.talk().offerers.is_empty()
+                    && w.talk().offered_by.is_empty()
+                    && w.talk().askers.is_empty()
+            });
             (asker.asked(), asker.keys.len(), grown)
         };
         let quiet = run(false);
