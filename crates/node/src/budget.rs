@@ -26,20 +26,19 @@ impl PeerBudgets {
         }
     }
 
-    /// What `peer` has at `now` (nothing for an unknown peer).
-    pub(crate) fn left(&self, peer: ReplicaId, now: Instant) -> f64 {
-        let Some((left, counted)) = self.peers.get(peer as usize) else {
-            return 0.0;
-        };
+    /// What `peer` has at `now` (negative while it is in debt: [`PeerBudgets::charge`]); none
+    /// for an unknown peer.
+    pub(crate) fn left(&self, peer: ReplicaId, now: Instant) -> Option<f64> {
+        let (left, counted) = self.peers.get(peer as usize)?;
         let refilled = now.saturating_duration_since(*counted).as_secs_f64()
             / self.refill.as_secs_f64().max(f64::MIN_POSITIVE)
             * self.burst;
-        (left + refilled).min(self.burst)
+        Some((left + refilled).min(self.burst))
     }
 
     /// Whether `peer`'s budget is full at `now`: it covers anything [`PeerBudgets::spend`] takes.
     pub(crate) fn full(&self, peer: ReplicaId, now: Instant) -> bool {
-        self.left(peer, now) >= self.burst
+        self.left(peer, now).is_some_and(|left| left >= self.burst)
     }
 
     /// Takes `amount` from `peer`'s budget if it holds that much: whether it did. An amount
@@ -47,22 +46,21 @@ impl PeerBudgets {
     /// empties it.
     pub(crate) fn spend(&mut self, peer: ReplicaId, amount: u64, now: Instant) -> bool {
         let amount = (amount as f64).min(self.burst);
-        let left = self.left(peer, now);
-        if left < amount {
-            return false;
+        match self.left(peer, now) {
+            Some(left) if left >= amount => {
+                self.peers[peer as usize] = (left - amount, now);
+                true
+            }
+            _ => false,
         }
-        if let Some(budget) = self.peers.get_mut(peer as usize) {
-            *budget = (left - amount, now);
-        }
-        true
     }
 
-    /// Takes `amount` from `peer`'s budget whatever it holds (down to nothing): for work
-    /// whose size is known only once done, after [`PeerBudgets::left`] bounded it.
+    /// Takes `amount` from `peer`'s budget whatever it holds, into debt if need be: for work
+    /// whose size is known only once done (the peer is served again only once the refill has
+    /// paid the debt, so all it was served counts: red team s22).
     pub(crate) fn charge(&mut self, peer: ReplicaId, amount: u64, now: Instant) {
-        let left = self.left(peer, now);
-        if let Some(budget) = self.peers.get_mut(peer as usize) {
-            *budget = ((left - amount as f64).max(0.0), now);
+        if let Some(left) = self.left(peer, now) {
+            self.peers[peer as usize] = (left - amount as f64, now);
         }
     }
 }
@@ -92,7 +90,8 @@ mod tests {
         assert!(!budgets.spend(1, 1, now + second * 2), "and emptied it");
         assert!(!budgets.spend(9, 1, now), "no budget for an unknown peer");
         budgets.charge(3, 250, now);
-        assert_eq!(budgets.left(3, now), 0.0);
-        assert_eq!(budgets.left(3, now + second / 2), 50.0);
+        assert_eq!(budgets.left(3, now), Some(-150.0), "in debt");
+        assert_eq!(budgets.left(3, now + second * 2), Some(50.0));
+        assert!(!budgets.full(9, now) && budgets.left(9, now).is_none());
     }
 }

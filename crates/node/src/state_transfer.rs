@@ -17,11 +17,12 @@
 //! quorum did not commit.
 //!
 //! Serving is bounded per asker ([`Served`]): a `FetchBlocks` of a few bytes costs the server a
-//! read of up to [`FETCH_REPLY_BYTES`] on its consensus thread, so each peer is served at most
-//! [`SERVED_BYTES_BURST`] per [`SERVED_REFILL`], and a request that comes with less than a whole
-//! reply left is answered with no blocks, unread. An honest validator catching up applies
-//! blocks at a few MB a second (BENCHMARKS.md, the ceiling), well below that, and asks the next
-//! peer after a partial or empty answer.
+//! read of up to [`FETCH_REPLY_BYTES`] (and one block more) on its consensus thread, so every
+//! byte read for a peer is charged to a budget of [`SERVED_BYTES_BURST`] filled again over
+//! [`SERVED_REFILL`], into debt if need be, and a request that comes while its peer is in debt
+//! is answered with no blocks, unread. An honest validator catching up applies blocks at a few
+//! MB a second (BENCHMARKS.md, the ceiling), well below that, and asks the next peer after a
+//! partial or empty answer.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -52,8 +53,9 @@ impl Served {
 
     /// The answer to `to`'s `FetchBlocks` for `heights`: blocks read one at a time by `read`
     /// (with their size) until one is missing or [`FETCH_REPLY_BYTES`] would be passed (one
-    /// block at least, however large), charged to `to`; none, and nothing read, while `to` has
-    /// less than a whole reply left.
+    /// block at least, however large); everything read is charged to `to`, the block that
+    /// did not fit too (red team s22: uncharged, a small block followed by a huge one was read
+    /// for free at every request). None, and nothing read, while `to` is in debt.
     pub fn blocks<B, E>(
         &mut self,
         to: ReplicaId,
@@ -62,21 +64,22 @@ impl Served {
         mut read: impl FnMut(u64) -> Result<Option<(B, usize)>, E>,
     ) -> Result<Vec<B>, E> {
         let mut blocks = Vec::new();
-        if self.0.left(to, now) < FETCH_REPLY_BYTES as f64 {
+        if self.0.left(to, now).is_none_or(|left| left <= 0.0) {
             return Ok(blocks);
         }
-        let mut bytes = 0usize;
+        let (mut sent, mut read_bytes) = (0usize, 0usize);
         for height in heights {
             let Some((block, size)) = read(height)? else {
                 break;
             };
-            if bytes.saturating_add(size) > FETCH_REPLY_BYTES && !blocks.is_empty() {
+            read_bytes = read_bytes.saturating_add(size);
+            if sent.saturating_add(size) > FETCH_REPLY_BYTES && !blocks.is_empty() {
                 break;
             }
-            bytes = bytes.saturating_add(size);
+            sent = sent.saturating_add(size);
             blocks.push(block);
         }
-        self.0.charge(to, bytes as u64, now);
+        self.0.charge(to, read_bytes as u64, now);
         Ok(blocks)
     }
 }
@@ -323,8 +326,10 @@ mod tests {
         }
         assert_eq!(reads.get(), before, "nothing read past the budget");
         assert_eq!(ask(&mut served, 1, now).len(), 16, "another peer's budget");
-        assert!(ask(&mut served, 3, now + SERVED_REFILL / 4).is_empty());
-        assert_eq!(ask(&mut served, 3, now + SERVED_REFILL / 2).len(), 16);
+        // Each reply read 17 blocks (the 17th did not fit) and was charged 17 MiB: 2 MiB of
+        // debt, paid after an eighth of the refill time.
+        assert!(ask(&mut served, 3, now + SERVED_REFILL / 16).is_empty());
+        assert_eq!(ask(&mut served, 3, now + SERVED_REFILL / 8).len(), 16);
         // A block larger than a reply is served alone, once a whole reply is left.
         let mut huge = Served::new(4, now);
         let blocks = huge
