@@ -551,7 +551,10 @@ mod tests {
         let mut read = 0;
         for _ in 0..1_000 {
             let blocks = serve_counting(&mut served, 3, 0..256, now, 10, size, &mut read);
-            assert_eq!(blocks, vec![0]);
+            assert!(
+                blocks.len() <= 1,
+                "block 0 at most: block 1 does not fit after it"
+            );
         }
         assert!(
             read <= SERVED_BYTES_BURST + FETCH_REPLY_BYTES as u64,
