@@ -506,8 +506,8 @@ mod tests {
         );
     }
 
-    // Red team s22 (of f5f27d49). `#[ignore = "BREAK: .."]` tests assert the promise and fail
-    // on the code as it is; the others pass (a defence that held).
+    // Red team s22 (of f5f27d49). S22-1 and S22-2 failed on f5f27d49 and pass since every byte
+    // read is charged, into debt; the others are defences that held.
 
     /// Serves `to` once at `at` from a chain whose block sizes `size(height)` gives (heights
     /// below `tip`), counting every byte read, sent or not.
@@ -537,7 +537,6 @@ mod tests {
     /// request reads 16 MiB and is charged 1 KB, so the budget never runs out and each `FetchBlocks`
     /// of a few bytes buys a 16 MiB read on the consensus thread again (F3 of eb409e1c).
     #[test]
-    #[ignore = "BREAK S22-1: the block read past a reply is not charged"]
     fn red_team_s22_a_block_read_past_a_reply_is_charged() {
         let now = Instant::now();
         let mut served = Served::new(4, now);
@@ -569,7 +568,6 @@ mod tests {
     /// past the empty budget: a peer asking for one every 100 ms is read 64 MiB a second, four
     /// times the 16 MiB a second promised.
     #[test]
-    #[ignore = "BREAK S22-2: a block larger than the budget is served once a second, its excess forgiven"]
     fn red_team_s22_blocks_larger_than_a_reply_keep_to_the_rate() {
         let start = Instant::now();
         let mut served = Served::new(4, start);
