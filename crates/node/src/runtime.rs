@@ -999,9 +999,10 @@ impl Runtime {
         }
     }
 
-    /// Answers a `FetchBlocks`, always (with no blocks when it has none from there, or when
-    /// the asker was served its budget: [`Served`]), so that the asker moves on without waiting
-    /// out its timeout; at most [`FETCH_REPLY_BYTES`] of blocks, or one block if that is larger.
+    /// Answers a `FetchBlocks`, always (with no blocks when it has none from there, or while
+    /// the asker is in debt for what it was served: [`Served`]), so that the asker moves on
+    /// without waiting out its timeout; at most [`FETCH_REPLY_BYTES`] of blocks, or one block if
+    /// that is larger.
     fn serve_blocks(
         &mut self,
         to: ReplicaId,

@@ -708,9 +708,9 @@ impl Replica {
             return;
         }
         self.last_retransmit = self.now;
-        // A replica changing views has not stalled only if it entered the view: blocks that
-        // state transfer brings count as progress, but would keep it from ever resending the
-        // view-change that gets the primary's new-view (red team of eb409e1c, F2).
+        // A replica changing views always counts as stalled: blocks that state transfer brings
+        // count as progress, but would keep it from ever resending the view-change that gets
+        // it the primary's new-view (red team of eb409e1c, F2).
         let stalled = self.status == Status::ViewChange
             || self.now >= self.last_progress + interval
             || self.restarted;
