@@ -113,14 +113,8 @@ fn future_view_buffer_is_bounded_per_sender() {
 #[test]
 fn stale_views_and_pending_bound() {
     let mut r = replica(3);
-    step(
-        &mut r,
-        msg(1, Message::ViewChange(view_change_to_1(vec![]))),
-    );
-    step(
-        &mut r,
-        msg(2, Message::ViewChange(view_change_to_1(vec![]))),
-    );
+    step(&mut r, msg(1, Message::ViewChange(view_change(1, vec![]))));
+    step(&mut r, msg(2, Message::ViewChange(view_change(1, vec![]))));
     assert_eq!(r.view(), 1);
     let pp = pre_prepare(1, 0, GENESIS, vec![]);
     assert_eq!(
@@ -221,7 +215,7 @@ fn finding_5_oversized_and_duplicate_batches_are_refused() {
         ProtocolError::Malformed("the same request twice in a batch")
     );
     let cert = certificate(&twice, &[2, 3]);
-    let vc = view_change_to_1(vec![cert]);
+    let vc = view_change(1, vec![cert]);
     assert_eq!(
         step_err(&mut r, msg(2, Message::ViewChange(vc))),
         ProtocolError::InvalidViewChange("prepared certificate batch")
@@ -253,28 +247,14 @@ fn finding_5_shape_is_checked_before_signatures() {
         pre_prepare: pp.clone(),
         prepares: vec![signed(2, vote(0, 1, pp.digest)); 5_000],
     };
-    let vc = view_change_to_1(vec![stuffed]);
+    let vc = view_change(1, vec![stuffed]);
     assert!(r.check_shape(&Message::ViewChange(vc)).is_err());
     let flood = pre_prepare(1, 0, GENESIS, vec![request(1); 1_000]);
     assert!(r.check_shape(&Message::PrePrepare(flood)).is_err());
     let honest = certificate(&pp, &[2, 3]);
-    let vc = view_change_to_1(vec![honest]);
+    let vc = view_change(1, vec![honest]);
     assert_eq!(r.check_shape(&Message::ViewChange(vc)), Ok(()));
     assert_eq!(r.check_shape(&Message::PrePrepare(pp)), Ok(()));
-}
-
-/// A view-change to view 1 from the genesis checkpoint, carrying `prepared`.
-fn view_change_to_1(prepared: Vec<PreparedCertificate>) -> ViewChange {
-    ViewChange {
-        new_view: 1,
-        incarnation: 0,
-        checkpoint: Checkpoint {
-            seq: 0,
-            digest: GENESIS,
-        },
-        checkpoint_proof: vec![],
-        prepared,
-    }
 }
 
 /// `pp` (of view 0, at sequence 1) with prepares from `backups`.

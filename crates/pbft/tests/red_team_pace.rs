@@ -18,31 +18,8 @@ mod common;
 use common::*;
 use pbft::*;
 
-/// The defaults' ratio (T = 200 ticks, retransmission every 50) with the small K, L of the
-/// other tests (whose retransmission interval, 1000, is above the timeout).
-fn cfg(id: ReplicaId) -> Config {
-    Config {
-        view_change_timeout_ticks: 200,
-        retransmit_ticks: 50,
-        ..config(id, 4)
-    }
-}
-
 fn node(id: ReplicaId) -> Replica {
-    Replica::new(cfg(id), Restored::genesis(GENESIS, 0, 0))
-}
-
-fn empty_view_change(to: View) -> ViewChange {
-    ViewChange {
-        new_view: to,
-        incarnation: 0,
-        checkpoint: Checkpoint {
-            seq: 0,
-            digest: GENESIS,
-        },
-        checkpoint_proof: vec![],
-        prepared: vec![],
-    }
+    Replica::new(retransmitting_config(id), Restored::genesis(GENESIS, 0, 0))
 }
 
 fn new_views_to(actions: &[Action], to: ReplicaId) -> Vec<NewView> {
@@ -58,23 +35,16 @@ fn new_views_to(actions: &[Action], to: ReplicaId) -> Vec<NewView> {
         .collect()
 }
 
-fn view_changes_broadcast(actions: &[Action]) -> Vec<ViewChange> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Broadcast(Message::ViewChange(vc)) => Some(vc.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Primary 1 in view 1 (entered by its own new-view from the view-changes of 0, 1, 2), and
 /// replica 3 changing to view 1 (it joined by the f+1 rule) but without the new-view; returns
 /// them and 3's view-change.
 fn laggard_setup() -> (Replica, Replica, ViewChange) {
     let mut p = node(1);
     for from in [0, 2, 1] {
-        step(&mut p, msg(from, Message::ViewChange(empty_view_change(1))));
+        step(
+            &mut p,
+            msg(from, Message::ViewChange(view_change(1, vec![]))),
+        );
     }
     assert!(p.is_primary() && !p.in_view_change() && p.view() == 1);
     let mut b = node(3);
@@ -82,7 +52,7 @@ fn laggard_setup() -> (Replica, Replica, ViewChange) {
     for from in [0, 2] {
         sent.extend(step(
             &mut b,
-            msg(from, Message::ViewChange(empty_view_change(1))),
+            msg(from, Message::ViewChange(view_change(1, vec![]))),
         ));
     }
     let vc = view_changes_broadcast(&sent)
@@ -187,7 +157,10 @@ fn red_team_pace_stale_views_contents_and_nonces_buy_one_new_view_and_one_recove
     // Primary 1 of view 5, entered by its new-view.
     let mut p = node(1);
     for from in [0, 2, 1] {
-        step(&mut p, msg(from, Message::ViewChange(empty_view_change(5))));
+        step(
+            &mut p,
+            msg(from, Message::ViewChange(view_change(5, vec![]))),
+        );
     }
     assert!(p.is_primary() && !p.in_view_change() && p.view() == 5);
     let mut new_views = 0;
@@ -211,7 +184,7 @@ fn red_team_pace_stale_views_contents_and_nonces_buy_one_new_view_and_one_recove
     for round in 0..6u64 {
         for view in 1..=5 {
             for incarnation in 0..3 {
-                let mut vc = empty_view_change(view);
+                let mut vc = view_change(view, vec![]);
                 vc.incarnation = incarnation;
                 let mut out = Vec::new();
                 let _ = p.step(msg(3, Message::ViewChange(vc)), &mut out);

@@ -7,45 +7,18 @@ mod common;
 use common::*;
 use pbft::*;
 
-fn cfg(id: ReplicaId) -> Config {
-    Config {
-        view_change_timeout_ticks: 200,
-        retransmit_ticks: 50,
-        ..config(id, 4)
-    }
-}
-
-fn empty_view_change(to: View) -> ViewChange {
-    ViewChange {
-        new_view: to,
-        incarnation: 0,
-        checkpoint: Checkpoint {
-            seq: 0,
-            digest: GENESIS,
-        },
-        checkpoint_proof: vec![],
-        prepared: vec![],
-    }
-}
-
-fn view_changes_broadcast(actions: &[Action]) -> usize {
-    actions
-        .iter()
-        .filter(|a| matches!(a, Action::Broadcast(Message::ViewChange(_))))
-        .count()
-}
-
 /// Replica 3 changing to view 1 (by the f+1 rule), no new-view ever coming; `transfer_every`:
 /// a state transfer each that many ticks (0: none). Returns its view-change broadcasts in
 /// `ticks` ticks and the view it ends in.
 fn run(ticks: u64, transfer_every: u64) -> (usize, View) {
-    let mut b = Replica::new(cfg(3), Restored::genesis(GENESIS, 0, 0));
+    let mut b = Replica::new(retransmitting_config(3), Restored::genesis(GENESIS, 0, 0));
     let mut sent = 0;
     for from in [0, 2] {
         sent += view_changes_broadcast(&step(
             &mut b,
-            msg(from, Message::ViewChange(empty_view_change(1))),
-        ));
+            msg(from, Message::ViewChange(view_change(1, vec![]))),
+        ))
+        .len();
     }
     assert!(b.in_view_change() && b.view() == 1);
     let mut seq = 0;
@@ -62,7 +35,7 @@ fn run(ticks: u64, transfer_every: u64) -> (usize, View) {
                 },
             );
         }
-        sent += view_changes_broadcast(&step(&mut b, Input::Tick { now_ms: 0 }));
+        sent += view_changes_broadcast(&step(&mut b, Input::Tick { now_ms: 0 })).len();
     }
     assert_eq!(
         b.last_executed().0,

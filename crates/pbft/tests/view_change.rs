@@ -20,19 +20,6 @@ fn prepares(pp: &PrePrepare, from: &[ReplicaId]) -> Vec<Signed<Vote>> {
     from.iter().map(|f| signed(*f, v)).collect()
 }
 
-fn view_change(to: View, prepared: Vec<PreparedCertificate>) -> ViewChange {
-    ViewChange {
-        new_view: to,
-        incarnation: 0,
-        checkpoint: Checkpoint {
-            seq: 0,
-            digest: GENESIS,
-        },
-        checkpoint_proof: vec![],
-        prepared,
-    }
-}
-
 fn expire(r: &mut Replica, ticks: u64) -> Vec<Action> {
     let mut last = Vec::new();
     for _ in 0..ticks {

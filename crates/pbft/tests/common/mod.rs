@@ -726,3 +726,39 @@ pub fn knows(c: &Cluster, id: ReplicaId, of: ReplicaId, incarnation: u64) -> boo
         .iter()
         .any(|d| life_in(d) == Some((of, incarnation)))
 }
+
+/// A view-change to `to` from the genesis checkpoint, carrying `prepared`.
+pub fn view_change(to: View, prepared: Vec<PreparedCertificate>) -> ViewChange {
+    ViewChange {
+        new_view: to,
+        incarnation: 0,
+        checkpoint: Checkpoint {
+            seq: 0,
+            digest: GENESIS,
+        },
+        checkpoint_proof: vec![],
+        prepared,
+    }
+}
+
+/// The view-changes `actions` broadcast.
+pub fn view_changes_broadcast(actions: &[Action]) -> Vec<ViewChange> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(Message::ViewChange(vc)) => Some(vc.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The defaults' ratio of timeout to retransmission (T = 200 ticks, retransmission every 50)
+/// with the small K and L of the other tests (whose retransmission interval, 1000, is above
+/// the timeout).
+pub fn retransmitting_config(id: ReplicaId) -> Config {
+    Config {
+        view_change_timeout_ticks: 200,
+        retransmit_ticks: 50,
+        ..config(id, 4)
+    }
+}
