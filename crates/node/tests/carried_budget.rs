@@ -7,18 +7,15 @@
 //! (`Runtime::retry_deferred`), and a sender whose carried signature failed is refused
 //! signature-carrying messages but still heard voting.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ledger::Genesis;
 use ledger::crypto::{self, SigningKey};
-use ledger::master::MasterKey;
 use node::load::Person;
-use node::transport::{Channel, TcpTransport, Transport, ValidatorIdentity};
-use node::{FrameKind, FrameLimits, Node, NodeHandle, NodeOptions, Timing, Wire, validator_dir};
+use node::transport::Channel;
+use node::{FrameKind, FrameLimits, NodeHandle, Timing, Wire};
 use pbft::{
     Checkpoint, Message, PrePrepare, PreparedCertificate, Proposal, ReplicaId, Signed, ViewChange,
     Vote,
@@ -26,7 +23,10 @@ use pbft::{
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-const NAMES: [&str; 4] = ["hospital", "clinic", "pharmacy", "insurance"];
+mod common;
+
+use common::tcp::{self, NAMES, Net, Process, wait_until};
+
 const VICTIM: ReplicaId = 0;
 const SENDER: ReplicaId = 3;
 /// The log window L: twice the checkpoint interval (`node::replica_config`).
@@ -40,129 +40,11 @@ fn burst() -> u64 {
     node::carried_burst(NAMES.len(), WINDOW)
 }
 
+/// The cluster's settings: checkpoints every L/2 sequence numbers (`node::replica_config`).
 fn timing() -> Timing {
     Timing {
-        batch_window: Duration::from_millis(10),
-        view_change_timeout: Duration::from_millis(500),
         checkpoint_interval: WINDOW / 2,
-        max_batch: 4,
-        ..Timing::default()
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// One validator "process": its own runtime, its node, listening on its address.
-struct Process {
-    runtime: tokio::runtime::Runtime,
-    node: Option<Node>,
-}
-
-impl Process {
-    fn handle(&self) -> NodeHandle {
-        self.node.as_ref().unwrap().handle().clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
-            node.stop();
-        }
-    }
-}
-
-struct Net {
-    /// `ROOT/net` holds the network, `ROOT/keys` its operator keys.
-    root: tempfile::TempDir,
-    genesis: Arc<Genesis>,
-    operator_keys: Vec<MasterKey>,
-    /// Where each validator listens for its peers.
-    listen: Vec<SocketAddr>,
-}
-
-impl Net {
-    fn new() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let root = tempfile::tempdir().unwrap();
-        let (genesis, keys) = node::init_dev_network(
-            &root.path().join("net"),
-            &root.path().join("keys"),
-            &NAMES,
-            Default::default(),
-        )
-        .unwrap();
-        let listen = NAMES.iter().map(|_| free_addr()).collect();
-        Self {
-            root,
-            genesis: Arc::new(genesis),
-            operator_keys: keys.into_iter().map(|key| key.key).collect(),
-            listen,
-        }
-    }
-
-    fn key(&self, id: ReplicaId) -> SigningKey {
-        ledger::master::read_node_key(
-            &self.dir(id).join("node.key"),
-            &self.operator_keys[id as usize],
-            NAMES[id as usize],
-        )
-        .unwrap()
-    }
-
-    fn dir(&self, id: ReplicaId) -> std::path::PathBuf {
-        validator_dir(&self.root.path().join("net"), NAMES[id as usize])
-    }
-
-    fn identity(&self, id: ReplicaId) -> ValidatorIdentity {
-        ValidatorIdentity {
-            id,
-            key: self.key(id),
-            genesis_hash: self.genesis.hash(),
-            validators: self.genesis.keys().into(),
-        }
-    }
-
-    /// Starts validator `id`, which reaches peer `p` at `peers[p]`.
-    fn start_with(&self, id: ReplicaId, peers: &[SocketAddr]) -> Process {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(self.listen[id as usize]))
-            .unwrap();
-        let peers: BTreeMap<ReplicaId, SocketAddr> = (0..NAMES.len() as ReplicaId)
-            .filter(|peer| *peer != id)
-            .map(|peer| (peer, peers[peer as usize]))
-            .collect();
-        let options = NodeOptions::new(
-            self.dir(id),
-            NAMES[id as usize],
-            timing(),
-            self.operator_keys[id as usize].clone(),
-        );
-        let entered = runtime.enter();
-        let node = Node::start(options, self.genesis.clone(), move |wiring| {
-            Ok(Box::new(TcpTransport::start(listener, peers, wiring)) as Box<dyn Transport>)
-        })
-        .unwrap();
-        drop(entered);
-        Process {
-            runtime,
-            node: Some(node),
-        }
-    }
-
-    fn start(&self, id: ReplicaId) -> Process {
-        self.start_with(id, &self.listen)
+        ..tcp::timing()
     }
 }
 
@@ -196,7 +78,10 @@ impl Injector {
             .build()
             .unwrap();
         let (frames, mut queue) = mpsc::unbounded_channel::<(FrameKind, Vec<u8>)>();
-        let (as_sender, victim) = (net.identity(SENDER), net.listen[VICTIM as usize]);
+        let (as_sender, victim) = (
+            net.identity(SENDER, net.key(SENDER)),
+            net.listen[VICTIM as usize],
+        );
         runtime.spawn(async move {
             let mut unsent = None;
             loop {
@@ -225,8 +110,8 @@ impl Injector {
             }
         });
         if let Some(listener) = relay_from {
-            let (as_victim, relayed) = (net.identity(VICTIM), frames.clone());
-            let limits = FrameLimits::for_timing(NAMES.len(), &timing());
+            let (as_victim, relayed) = (net.identity(VICTIM, net.key(VICTIM)), frames.clone());
+            let limits = FrameLimits::for_timing(NAMES.len(), &net.timing);
             listener.set_nonblocking(true).unwrap();
             runtime.spawn(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -320,14 +205,6 @@ fn view_change(chain: &Genesis, keys: &[SigningKey], new_view: u64, round: u64) 
     }
 }
 
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Submits `count` enrollments through `process`'s validator and waits for it to commit them.
 fn commit(process: &Process, count: u64) {
     let handle = process.handle();
@@ -368,7 +245,7 @@ fn unauthentic(victim: &NodeHandle) -> u64 {
 /// view-change is read (the victim then knows the sender at that view).
 #[test]
 fn a_view_change_over_its_senders_budget_is_deferred_and_read_later() {
-    let net = Net::new();
+    let net = Net::with_timing(timing());
     let honest: Vec<Process> = (0..3).map(|id| net.start(id)).collect();
     let victim = honest[VICTIM as usize].handle();
     commit(&honest[VICTIM as usize], 2);
@@ -431,7 +308,7 @@ fn a_view_change_over_its_senders_budget_is_deferred_and_read_later() {
 /// and commits.
 #[test]
 fn a_forged_carried_signature_silences_view_changes_not_votes() {
-    let net = Net::new();
+    let net = Net::with_timing(timing());
     // Validator 3 reaches validator 0 through the test, which adds its own frames.
     let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut through_relay = net.listen.clone();

@@ -3,157 +3,22 @@
 //! its own process. The Byzantine peers below hold a validator's real key (or none) and speak
 //! the channel by hand.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ledger::master::MasterKey;
 use ledger::tx::RecordBody;
-use ledger::{Genesis, Queries, crypto};
+use ledger::{Queries, crypto};
 use node::load::{Person, enroll};
-use node::transport::{Channel, TcpTransport, Transport, ValidatorIdentity};
-use node::{FrameKind, FrameLimits, Node, NodeHandle, NodeOptions, Timing, Wire, validator_dir};
+use node::transport::{Channel, ValidatorIdentity};
+use node::{FrameKind, FrameLimits, NodeHandle, Wire};
 use pbft::ReplicaId;
 use tokio::net::TcpStream;
 
-const NAMES: [&str; 4] = ["hospital", "clinic", "pharmacy", "insurance"];
+mod common;
 
-fn timing() -> Timing {
-    Timing {
-        batch_window: Duration::from_millis(10),
-        view_change_timeout: Duration::from_millis(500),
-        checkpoint_interval: 8,
-        max_batch: 4,
-        ..Timing::default()
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// One validator "process": its own runtime, its node, listening on its address.
-struct Process {
-    runtime: tokio::runtime::Runtime,
-    node: Option<Node>,
-}
-
-impl Process {
-    fn handle(&self) -> NodeHandle {
-        self.node.as_ref().unwrap().handle().clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
-            node.stop();
-        }
-    }
-}
-
-struct Net {
-    /// `ROOT/net` holds the network, `ROOT/keys` its operator keys.
-    root: tempfile::TempDir,
-    genesis: Arc<Genesis>,
-    operator_keys: Vec<MasterKey>,
-    /// Where each validator listens for its peers.
-    listen: Vec<SocketAddr>,
-}
-
-impl Net {
-    fn new() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let root = tempfile::tempdir().unwrap();
-        let (genesis, keys) = node::init_dev_network(
-            &root.path().join("net"),
-            &root.path().join("keys"),
-            &NAMES,
-            Default::default(),
-        )
-        .unwrap();
-        let listen = NAMES.iter().map(|_| free_addr()).collect();
-        Self {
-            root,
-            genesis: Arc::new(genesis),
-            operator_keys: keys.into_iter().map(|key| key.key).collect(),
-            listen,
-        }
-    }
-
-    fn key(&self, id: ReplicaId) -> crypto::SigningKey {
-        ledger::master::read_node_key(
-            &self.dir(id).join("node.key"),
-            &self.operator_keys[id as usize],
-            NAMES[id as usize],
-        )
-        .unwrap()
-    }
-
-    fn dir(&self, id: ReplicaId) -> std::path::PathBuf {
-        validator_dir(&self.root.path().join("net"), NAMES[id as usize])
-    }
-
-    fn identity(&self, id: ReplicaId, key: crypto::SigningKey) -> ValidatorIdentity {
-        ValidatorIdentity {
-            id,
-            key,
-            genesis_hash: self.genesis.hash(),
-            validators: self.genesis.keys().into(),
-        }
-    }
-
-    /// Starts validator `id`, which reaches peer `p` at `peers[p]` (its listening address
-    /// unless a test puts something in between).
-    fn start_with(&self, id: ReplicaId, peers: &[SocketAddr]) -> Process {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(self.listen[id as usize]))
-            .unwrap();
-        let peers: BTreeMap<ReplicaId, SocketAddr> = (0..NAMES.len() as ReplicaId)
-            .filter(|peer| *peer != id)
-            .map(|peer| (peer, peers[peer as usize]))
-            .collect();
-        let options = NodeOptions::new(
-            self.dir(id),
-            NAMES[id as usize],
-            timing(),
-            self.operator_keys[id as usize].clone(),
-        );
-        let _entered = runtime.enter();
-        let node = Node::start(options, self.genesis.clone(), move |wiring| {
-            Ok(Box::new(TcpTransport::start(listener, peers, wiring)) as Box<dyn Transport>)
-        })
-        .unwrap();
-        drop(_entered);
-        Process {
-            runtime,
-            node: Some(node),
-        }
-    }
-
-    fn start(&self, id: ReplicaId) -> Process {
-        self.start_with(id, &self.listen)
-    }
-}
-
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::tcp::{Net, Process, timing, wait_until};
 
 /// Commits `count` records with `diagnosis` through `process`'s validator, which is home to
 /// their patient and doctor: the two are enrolled, the patient grants in person, the doctor

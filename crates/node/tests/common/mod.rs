@@ -1,5 +1,7 @@
-//! Helpers shared by the embedded-cluster tests; `world` is the cluster of the key tests.
+//! Helpers shared by the embedded-cluster tests; `world` is the cluster of the key tests,
+//! `tcp` validators as separate processes on loopback TCP.
 
+pub mod tcp;
 pub mod world;
 
 use std::path::{Path, PathBuf};
