@@ -139,7 +139,11 @@ impl Store {
             });
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "cache_size", -32_768)?;
+        // 8 MiB of page cache for the writer (readers keep SQLite's 2 MiB): a page it misses is
+        // read from the kernel's cache, not the disk. 32 MiB cost each validator 15-30 MiB of
+        // resident memory on the chain of 1,000,000 for no measurable gain in CPU per
+        // transaction (BENCHMARKS.md, "allocators' options").
+        conn.pragma_update(None, "cache_size", -8_192)?;
         // Checkpoint every 4096 WAL pages (16 MiB) rather than SQLite's 1000: index pages that
         // every block dirties are then copied into the database once per several blocks
         // instead of about once per 1,000-transaction block. Measured on the 4-validator
