@@ -36,13 +36,14 @@ fn main() -> std::process::ExitCode {
 /// and rows). By default glibc gives each thread that allocates its own arena, up to eight per
 /// core, and the pages freed in one are not reused by another: SQLite's threads (consensus,
 /// readers, the key service, the HTTP handlers) left about 40 MB of free pages resident per
-/// validator (BENCHMARKS.md, "allocators' options"). Set before any thread starts, unless
+/// validator (BENCHMARKS.md, "allocators' options"). Set before medchain starts a thread, unless
 /// `MALLOC_ARENA_MAX` in the environment says otherwise.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a tuning parameter; no other thread exists yet.
+        // SAFETY: mallopt takes no pointer and only sets a tuning parameter (under the arena
+        // lock: jemalloc's background thread may already run).
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }
