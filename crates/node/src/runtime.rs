@@ -1140,8 +1140,21 @@ impl Runtime {
     fn execute(&mut self, mut actions: Vec<Action>) -> Result<(), NodeError> {
         let mut compact = false;
         // Forwarded requests are hints with no order to keep: one message per peer and pass,
-        // not one per request, saves a signature and a verification per request.
+        // not one per request, saves a signature and a verification per request. Those the
+        // actions hold already go out first: the primary's queue waits for them, and applying
+        // the blocks before them can take a while (BENCHMARKS.md, "stalls under load").
         let mut forwards: BTreeMap<ReplicaId, Vec<pbft::Request>> = BTreeMap::new();
+        actions.retain_mut(|action| match action {
+            Action::Send {
+                to,
+                message: Message::Forward(requests),
+            } => {
+                forwards.entry(*to).or_default().append(requests);
+                false
+            }
+            _ => true,
+        });
+        self.send_forwards(&mut forwards);
         loop {
             let mut records = Vec::new();
             for action in actions.drain(..) {
@@ -1189,14 +1202,7 @@ impl Runtime {
                 }
             }
             self.flush_records(&mut records)?;
-            for (to, requests) in std::mem::take(&mut forwards) {
-                for chunk in requests.chunks(self.max_batch) {
-                    let signed =
-                        self.auth
-                            .sign(&self.key, self.id, Message::Forward(chunk.to_vec()));
-                    self.send_frame(to, Wire::Consensus(signed));
-                }
-            }
+            self.send_forwards(&mut forwards);
             let Some(input) = self.loopback.pop_front() else {
                 break;
             };
@@ -1206,6 +1212,18 @@ impl Runtime {
             self.compact_durable()?;
         }
         Ok(())
+    }
+
+    /// Sends `forwards`, each peer's requests in messages of at most a batch.
+    fn send_forwards(&mut self, forwards: &mut BTreeMap<ReplicaId, Vec<pbft::Request>>) {
+        for (to, requests) in std::mem::take(forwards) {
+            for chunk in requests.chunks(self.max_batch) {
+                let signed = self
+                    .auth
+                    .sign(&self.key, self.id, Message::Forward(chunk.to_vec()));
+                self.send_frame(to, Wire::Consensus(signed));
+            }
+        }
     }
 
     /// Keeps node.db's protocol log bounded: after a checkpoint becomes stable, everything it
