@@ -33,7 +33,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 
 use crate::block::{BlockHeader, Certificate, Entry};
 use crate::crypto;
@@ -858,7 +858,9 @@ fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, F
 type RowValues = Vec<Value>;
 
 /// The first rows in which `query` answers differently on `stored` and on `replay`, read in
-/// step (`None` on a side that has no more rows), or `None` if the answers are equal.
+/// step (`None` on a side that has no more rows), or `None` if the answers are equal. Cells
+/// are compared as SQLite holds them (type and bytes): a tampered store may hold text that is
+/// not UTF-8, which is a difference to report, not an error.
 fn first_difference(
     stored: &Connection,
     replay: &Connection,
@@ -867,17 +869,35 @@ fn first_difference(
     let (mut a, mut b) = (stored.prepare(query)?, replay.prepare(query)?);
     let n = a.column_count();
     let (mut have, mut want) = (a.query([])?, b.query([])?);
-    let read = |row: Option<&rusqlite::Row<'_>>| -> rusqlite::Result<Option<RowValues>> {
-        row.map(|r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+    let same = |x: &rusqlite::Row<'_>, y: &rusqlite::Row<'_>| -> rusqlite::Result<bool> {
+        for i in 0..n {
+            if x.get_ref(i)? != y.get_ref(i)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let owned = |row: Option<&rusqlite::Row<'_>>| -> rusqlite::Result<Option<RowValues>> {
+        row.map(|r| (0..n).map(|i| r.get_ref(i).map(owned_cell)).collect())
             .transpose()
     };
     loop {
-        let (x, y) = (read(have.next()?)?, read(want.next()?)?);
-        match (x, y) {
+        match (have.next()?, want.next()?) {
             (None, None) => return Ok(None),
-            (x, y) if x == y => {}
-            (x, y) => return Ok(Some((x, y))),
+            (Some(x), Some(y)) if same(x, y)? => {}
+            (x, y) => return Ok(Some((owned(x)?, owned(y)?))),
         }
+    }
+}
+
+/// A cell for the report of a difference; text that is not UTF-8 becomes its bytes.
+fn owned_cell(cell: ValueRef<'_>) -> Value {
+    match cell {
+        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => Value::Text(text.to_owned()),
+            Err(_) => Value::Blob(bytes.to_vec()),
+        },
+        other => other.into(),
     }
 }
 
@@ -964,6 +984,23 @@ mod tests {
                 }) => assert!(what.contains("erasures"), "{edit}: {what}"),
                 other => panic!("{edit}: expected the erasure's block named, got {other:?}"),
             }
+        }
+
+        // Text that is not UTF-8 where the replay has a number (red team s24): a difference
+        // named at its block, not a panic of the comparison.
+        let copy = dir.path().join("not-utf8.db");
+        std::fs::copy(&path, &copy).expect("copy");
+        Connection::open(&copy)
+            .expect("open")
+            .execute_batch("UPDATE erasures SET decision = CAST(x'ff' AS TEXT)")
+            .expect("edit");
+        match verify_store(&copy, &w.net.genesis, &mut |_| {}) {
+            Err(Error::Corrupt {
+                height: 5,
+                fault: Fault::State(what),
+                ..
+            }) => assert!(what.contains("erasures"), "{what}"),
+            other => panic!("expected the erasure's block named, got {other:?}"),
         }
     }
 
