@@ -1061,6 +1061,74 @@ fn attack_11_a_hospitals_doctors_share_ten_pending_requests_per_patient() {
     );
 }
 
+/// The caps count the requests still open: answered ones (granted or denied) free their share,
+/// open ones are never missed, at a block's time (the table of open requests) and at a time
+/// long before the head (the requests themselves); the table keeps no request answered or long
+/// expired.
+#[test]
+fn the_caps_count_open_requests_not_answered_ones() {
+    let mut w = world();
+    let make = |w: &World| {
+        w.c.net
+            .request_grant(&w.d, &w.p.id, Scope::Write, &w.d.custodial())
+    };
+    let open_rows = |w: &World| -> i64 {
+        w.c.conn
+            .query_row("SELECT count(*) FROM open_requests", [], |r| r.get(0))
+            .expect("q")
+    };
+    let t = w.c.now;
+    let requests: Vec<TxId> = (0..3)
+        .map(|_| {
+            let tx = make(&w);
+            w.c.ok(&tx)
+        })
+        .collect();
+    let tx = make(&w);
+    assert_eq!(w.c.now(&tx), Err(TOO_MANY_REQUESTS_DOCTOR));
+    let grant = w.c.net.grant(
+        &w.p,
+        &w.d.id,
+        Scope::Write,
+        Some(requests[0]),
+        &w.p.custodial(),
+    );
+    w.c.ok(&grant);
+    let deny = w.c.net.revoke(&w.p, requests[1], &w.p.custodial());
+    w.c.ok(&deny);
+    let counts = |w: &World, at: u64| {
+        let view = w.c.view();
+        (
+            view.pending_requests(&w.d.id, &w.p.id, at).expect("q"),
+            view.pending_requests_from_hospital_of(&w.d.id, &w.p.id, at)
+                .expect("q"),
+        )
+    };
+    assert_eq!(counts(&w, t), (1, 1));
+    assert_eq!(open_rows(&w), 1);
+    // Two more fit beside the one still open, not a third.
+    for _ in 0..2 {
+        let tx = make(&w);
+        w.c.ok(&tx);
+    }
+    let tx = make(&w);
+    assert_eq!(w.c.now(&tx), Err(TOO_MANY_REQUESTS_DOCTOR));
+    assert_eq!(counts(&w, t), (3, 3));
+    assert_eq!(open_rows(&w), 3);
+    // Long after: the table has dropped the expired requests, and counts at times it no
+    // longer covers read the requests: the three open then, none once they all expired.
+    let last = w.c.now;
+    let later = last + REQUEST_MS + store::state::OPEN_KEPT_MS + 1_000;
+    assert_eq!(w.c.append(later, &[]), []);
+    assert_eq!(open_rows(&w), 0);
+    assert_eq!(counts(&w, later), (0, 0));
+    assert_eq!(counts(&w, t), (3, 3));
+    assert_eq!(counts(&w, last + REQUEST_MS), (0, 0));
+    let tx = make(&w);
+    assert_eq!(w.c.at(later, &tx), Ok(()));
+    assert_eq!(open_rows(&w), 1);
+}
+
 /// Attack finding 7: the chain records how a grant was given, and a custodial signature is
 /// accepted only as the home's statement that the patient was there.
 #[test]

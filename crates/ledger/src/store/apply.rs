@@ -120,27 +120,51 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                 "UPDATE asks SET answered_tx = ?2 WHERE tx = ?1 AND answered_tx IS NULL",
                 params![row_of(conn, index, id)?, tx],
             )?,
-            Effect::Request(q) => one(
-                conn,
-                "INSERT INTO requests (tx, patient, doctor, doctor_home, scope_read_ms, created_ms,
-                                       expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    tx,
-                    q.patient.as_slice(),
-                    q.doctor.as_slice(),
-                    q.doctor_home,
-                    scope_column(q.scope),
-                    q.created_ms as i64,
-                    q.expires_ms as i64
-                ],
-            )?,
-            Effect::AnswerRequest(id, answer) => one(
-                conn,
-                "UPDATE requests SET answered_tx = ?2, answer = ?3 WHERE tx = ?1
-                 AND answered_tx IS NULL",
-                params![row_of(conn, index, id)?, tx, answer_code(*answer)],
-            )?,
+            Effect::Request(q) => {
+                one(
+                    conn,
+                    "INSERT INTO requests (tx, patient, doctor, doctor_home, scope_read_ms,
+                                           created_ms, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        tx,
+                        q.patient.as_slice(),
+                        q.doctor.as_slice(),
+                        q.doctor_home,
+                        scope_column(q.scope),
+                        q.created_ms as i64,
+                        q.expires_ms as i64
+                    ],
+                )?;
+                one(
+                    conn,
+                    "INSERT INTO open_requests (tx, patient, doctor, doctor_home, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        tx,
+                        q.patient.as_slice(),
+                        q.doctor.as_slice(),
+                        q.doctor_home,
+                        q.expires_ms as i64
+                    ],
+                )?;
+            }
+            Effect::AnswerRequest(id, answer) => {
+                let request = row_of(conn, index, id)?;
+                one(
+                    conn,
+                    "UPDATE requests SET answered_tx = ?2, answer = ?3 WHERE tx = ?1
+                     AND answered_tx IS NULL",
+                    params![request, tx, answer_code(*answer)],
+                )?;
+                // A request is answered only while pending at the block's time, which the
+                // table keeps (`state::OPEN_KEPT_MS`): its row is there.
+                one(
+                    conn,
+                    "DELETE FROM open_requests WHERE tx = ?1",
+                    params![request],
+                )?;
+            }
             Effect::Grant(g) => one(
                 conn,
                 "INSERT INTO grants (tx, patient, doctor, scope_read_ms, attested, request_tx,

@@ -717,6 +717,7 @@ mod tests {
              ALTER TABLE transactions_5 RENAME TO transactions;
              CREATE UNIQUE INDEX transactions_by_position ON transactions(height, idx);
              DROP TABLE seen_ids; DROP TABLE index_runs; DROP TABLE index_epochs;
+             DROP TABLE open_requests;
              CREATE INDEX transactions_by_id_prefix ON transactions(substr(id, 1, 8));
              CREATE INDEX records_by_patient ON records(patient);
              CREATE INDEX accesses_by_patient ON accesses(patient);

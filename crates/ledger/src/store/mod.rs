@@ -455,6 +455,7 @@ pub(crate) fn write_block_with(
     payloads: Payloads,
 ) -> Result<Applied> {
     insert_block(conn, block, hash)?;
+    state::prune_open_requests(conn, block.header.timestamp_ms)?;
     let mut applied = Applied::default();
     let height = block.header.height;
     let mut insert = conn.prepare_cached(

@@ -9,7 +9,7 @@
 //! The version also names the chain format. A migration can move rows, never re-sign a block: a
 //! store whose version is below [`FORMAT_SINCE`] holds blocks hashed in an older format, and is
 //! refused at open ([`Error::FormatTooOld`]) with what to do, rather than reported as tampered.
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::{Error, Result};
 
@@ -412,6 +412,24 @@ const MIGRATIONS: &[&str] = &[
         ids      BLOB NOT NULL
     );
     ",
+    // 7 (docs/STORAGE.md §1, "The caps of pending requests"): the requests not answered, so
+    // that the rules count a patient's pending requests by those, not by every request of the
+    // last `REQUEST_MS`. A row goes when its request is answered, or once it expired
+    // `state::OPEN_KEPT_MS` before a block's time: the table holds the unanswered requests of
+    // the last half hour, whatever the chain's length, and its index keyed by patient stays as
+    // small. Derived state, compared by verification; filled from `requests` by
+    // [`fill_version_7`].
+    "
+    CREATE TABLE open_requests (
+        tx          INTEGER PRIMARY KEY,
+        patient     BLOB NOT NULL,
+        doctor      BLOB NOT NULL,
+        doctor_home INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX open_requests_by_patient ON open_requests(patient);
+    CREATE INDEX open_requests_by_expiry ON open_requests(expires_ms);
+    ",
 ];
 
 /// The derived tables, each with the order verification compares them in: what the rules
@@ -422,6 +440,7 @@ pub const DERIVED: &[(&str, &str)] = &[
     ("links", "person, validator"),
     ("asks", "tx"),
     ("requests", "tx"),
+    ("open_requests", "tx"),
     ("grants", "tx"),
     ("recoveries", "tx"),
     ("records", "tx"),
@@ -476,6 +495,9 @@ pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
         if index + 1 == 6 {
             fill_version_6(&tx)?;
         }
+        if index + 1 == 7 {
+            fill_version_7(&tx)?;
+        }
     }
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
@@ -509,6 +531,25 @@ fn fill_version_6(conn: &Connection) -> Result<()> {
         }
     }
     super::index::Index::default().close_epochs(conn)
+}
+
+/// Migration 7's rows: the requests not answered that the blocks so far would have kept
+/// (`super::state::open_kept_above`), as the replay of the same blocks leaves them.
+fn fill_version_7(conn: &Connection) -> Result<()> {
+    let head_ms: Option<i64> = conn
+        .query_row(
+            "SELECT timestamp_ms FROM blocks ORDER BY height DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    conn.execute(
+        "INSERT INTO open_requests (tx, patient, doctor, doctor_home, expires_ms)
+         SELECT tx, patient, doctor, doctor_home, expires_ms FROM requests
+         WHERE answered_tx IS NULL AND expires_ms > ?1 ORDER BY tx",
+        [head_ms.map_or(i64::MIN, |ms| super::state::open_kept_above(ms as u64))],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -115,6 +115,30 @@ pub(crate) fn since(at_ms: u64, life_ms: u64) -> Option<u64> {
     Some(at_ms.saturating_sub(life_ms))
 }
 
+/// How long past its expiry a request never answered stays in `open_requests` (schema 7). The
+/// table lets the rules count a patient's pending requests by those still open, where scanning
+/// every request of the last [`REQUEST_MS`] grew with how many the patient made (hundreds a run
+/// under load). Rows go when answered, or at the first block at least this long after they
+/// expired, so the table holds only the unanswered requests of the last two windows, whatever
+/// the chain's length. Kept this long, not dropped at expiry, because a precheck counts at its
+/// node's clock, which may be behind the head block's time: a count at a time older than the
+/// table covers ([`open_kept_above`]) reads the requests themselves instead.
+pub(crate) const OPEN_KEPT_MS: u64 = REQUEST_MS;
+
+/// Every request not answered whose `expires_ms` is above this is in `open_requests` once the
+/// block at `block_ms` is written (block times increase, so the head block's time is the
+/// highest any block pruned at).
+pub(crate) fn open_kept_above(block_ms: u64) -> i64 {
+    block_ms.saturating_sub(OPEN_KEPT_MS).min(i64::MAX as u64) as i64
+}
+
+/// Drops the rows of `open_requests` that the block at `block_ms` no longer keeps.
+pub(crate) fn prune_open_requests(conn: &Connection, block_ms: u64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM open_requests WHERE expires_ms <= ?1")?
+        .execute([open_kept_above(block_ms)])?;
+    Ok(())
+}
+
 pub(crate) fn fixed<const N: usize>(bytes: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
     bytes.try_into().map_err(|_| Error::Decode {
         what,
@@ -494,6 +518,14 @@ impl StateView for SqlState<'_> {
     }
 
     fn pending_requests(&self, doctor: &PersonId, patient: &PersonId, at_ms: u64) -> Result<usize> {
+        if self.open_requests_cover(at_ms)? {
+            return count(
+                self.conn,
+                "SELECT COUNT(*) FROM open_requests WHERE patient = ?1 AND expires_ms > ?2
+                 AND doctor = ?3",
+                &[&patient.as_slice(), &(at_ms as i64), &doctor.as_slice()],
+            );
+        }
         let candidates = self.candidates(Tag::RequestPatient, patient, since(at_ms, REQUEST_MS))?;
         count(
             self.conn,
@@ -514,6 +546,14 @@ impl StateView for SqlState<'_> {
         patient: &PersonId,
         at_ms: u64,
     ) -> Result<usize> {
+        if self.open_requests_cover(at_ms)? {
+            return count(
+                self.conn,
+                "SELECT COUNT(*) FROM open_requests WHERE patient = ?1 AND expires_ms > ?2
+                 AND doctor_home = (SELECT home FROM persons WHERE person = ?3)",
+                &[&patient.as_slice(), &(at_ms as i64), &doctor.as_slice()],
+            );
+        }
         let candidates = self.candidates(Tag::RequestPatient, patient, since(at_ms, REQUEST_MS))?;
         count(
             self.conn,
@@ -581,6 +621,18 @@ impl StateView for SqlState<'_> {
 }
 
 impl SqlState<'_> {
+    /// Whether `open_requests` holds every request pending at `at_ms` (see [`OPEN_KEPT_MS`]):
+    /// always for a block's rules, which count at its time, and for a precheck whose clock is
+    /// not far behind the chain's.
+    pub(crate) fn open_requests_cover(&self, at_ms: u64) -> Result<bool> {
+        let head_ms: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT timestamp_ms FROM blocks ORDER BY height DESC LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(head_ms.is_none_or(|head| at_ms as i64 >= open_kept_above(head as u64)))
+    }
+
     /// The row in `transactions` of the applied transaction `id` (the one whose effects are in
     /// the derived tables; a later duplicate or an invalid entry under the same id is
     /// rejected).

@@ -1004,6 +1004,68 @@ mod tests {
         }
     }
 
+    /// The open requests the caps count (schema 7) are derived state: a store reopened counts
+    /// as before, a store of schema 6 gets at migration the rows the replay makes, and a row
+    /// removed behind the store's back fails verification at its request's block.
+    #[test]
+    fn open_requests_outlive_a_reopen_and_a_migration_and_are_verified() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chain.db");
+        let mut w = Written::new(&path);
+        let (p, e) = (w.p.clone(), w.e.clone());
+        let ids: Vec<TxId> = (0..2)
+            .map(|_| {
+                let tx = w.net.request_grant(&e, &p.id, Scope::Write, &e.custodial());
+                w.ok(&tx)
+            })
+            .collect();
+        let grant = w
+            .net
+            .grant(&p, &e.id, Scope::Write, Some(ids[0]), &p.custodial());
+        w.ok(&grant);
+        let at = testkit::block_time(w.store.head().0);
+        let counts = |store: &Store| {
+            use crate::rules::StateView;
+            let state = store.state();
+            (
+                state.pending_requests(&e.id, &p.id, at).expect("q"),
+                state
+                    .pending_requests_from_hospital_of(&e.id, &p.id, at)
+                    .expect("q"),
+            )
+        };
+        assert_eq!(counts(&w.store), (1, 1));
+        verify_store(&path, &w.net.genesis, &mut |_| {}).expect("verifies");
+        drop(w.store);
+
+        let reopened = Store::open(&path, &w.net.genesis, OpenOptions::default()).expect("open");
+        assert_eq!(counts(&reopened), (1, 1));
+        drop(reopened);
+
+        // Schema 6, as a store written before the table was.
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("DROP TABLE open_requests; PRAGMA user_version = 6;")
+            .expect("downgrade");
+        drop(conn);
+        let migrated = Store::open(&path, &w.net.genesis, OpenOptions::default()).expect("open");
+        assert_eq!(counts(&migrated), (1, 1));
+        drop(migrated);
+        verify_store(&path, &w.net.genesis, &mut |_| {}).expect("verifies");
+
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("DELETE FROM open_requests")
+            .expect("edit");
+        drop(conn);
+        match verify_store(&path, &w.net.genesis, &mut |_| {}) {
+            Err(Error::Corrupt {
+                height: 4,
+                fault: Fault::State(what),
+                ..
+            }) => assert!(what.contains("open_requests"), "{what}"),
+            other => panic!("expected the open request's block named, got {other:?}"),
+        }
+    }
+
     /// A certified block whose time is not after its predecessor's is refused on append, and a
     /// store that holds one anyway (written behind the store's back) fails verification there.
     #[test]
