@@ -447,9 +447,15 @@ impl StateView for SqlState<'_> {
     fn seen(&self, id: &TxId, created_ms: u64) -> Result<bool> {
         Ok(self
             .conn
+            // Two probes, not `created_ms IN (?1, -1)`: SQLite builds an IN list into a
+            // temporary B-tree at each run (a pager and a page cache opened and freed), which
+            // cost more than the two seeks on every transaction decided.
             .prepare_cached(
                 "SELECT 1 FROM seen_ids s JOIN transactions t ON t.tx = s.tx
-                 WHERE s.created_ms IN (?1, -1) AND s.id_prefix = ?2 AND t.id = ?3",
+                 WHERE s.created_ms = ?1 AND s.id_prefix = ?2 AND t.id = ?3
+                 UNION ALL
+                 SELECT 1 FROM seen_ids s JOIN transactions t ON t.tx = s.tx
+                 WHERE s.created_ms = -1 AND s.id_prefix = ?2 AND t.id = ?3",
             )?
             .exists(params![
                 created_column(Some(created_ms)),
