@@ -21,6 +21,7 @@ use crate::testkit::{self, TestNet, TestPerson, key_from, public};
 use crate::tx::{Access, AddRecord, Enroll, Grant, Meta, SignedTx, Signer};
 
 mod erasure;
+mod red_team_s24;
 
 const T0: u64 = testkit::GENESIS_TIME_MS + 10_000;
 const HOUR: u64 = 3_600_000;
