@@ -14,7 +14,13 @@ use crate::{Block, OpenOptions, Store};
 
 /// The definition: the requests of `patient` by `doctor` (or by any doctor whose home, at the
 /// time of the request, is `doctor`'s home) not answered and not expired at `t`.
-fn reference(conn: &Connection, doctor: &PersonId, patient: &PersonId, t: u64, hospital: bool) -> usize {
+fn reference(
+    conn: &Connection,
+    doctor: &PersonId,
+    patient: &PersonId,
+    t: u64,
+    hospital: bool,
+) -> usize {
     let sql = if hospital {
         "SELECT COUNT(*) FROM requests WHERE patient = ?1 AND expires_ms > ?2
          AND answered_tx IS NULL AND doctor_home = (SELECT home FROM persons WHERE person = ?3)"
@@ -45,12 +51,16 @@ type OpenRow = (i64, Vec<u8>, Vec<u8>, i64, i64);
 
 fn open_rows(conn: &Connection) -> Vec<OpenRow> {
     let mut stmt = conn
-        .prepare("SELECT tx, patient, doctor, doctor_home, expires_ms FROM open_requests ORDER BY tx")
+        .prepare(
+            "SELECT tx, patient, doctor, doctor_home, expires_ms FROM open_requests ORDER BY tx",
+        )
         .expect("q");
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .expect("q")
-        .collect::<rusqlite::Result<_>>()
-        .expect("rows")
+    stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .expect("q")
+    .collect::<rusqlite::Result<_>>()
+    .expect("rows")
 }
 
 /// What the table must hold after the head block: every request not answered whose expiry is
@@ -64,11 +74,17 @@ fn assert_table_is_exact(conn: &Connection, what: &str) {
         )
         .expect("q");
     let want: Vec<OpenRow> = stmt
-        .query_map([kept], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_map([kept], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .expect("q")
         .collect::<rusqlite::Result<_>>()
         .expect("rows");
-    assert_eq!(open_rows(conn), want, "{what}: open_requests is not the open requests kept");
+    assert_eq!(
+        open_rows(conn),
+        want,
+        "{what}: open_requests is not the open requests kept"
+    );
 }
 
 /// The times worth asking about on `conn`: around every request's creation and expiry, around
@@ -106,7 +122,12 @@ fn interesting_times(conn: &Connection) -> Vec<u64> {
 
 /// Every count the rules can ask on `c`'s committed state, for every pair of `doctors` and
 /// `patients`, at every interesting time, against the definition.
-fn assert_counts_are_the_old_ones(c: &Chain, doctors: &[&TestPerson], patients: &[&TestPerson], what: &str) {
+fn assert_counts_are_the_old_ones(
+    c: &Chain,
+    doctors: &[&TestPerson],
+    patients: &[&TestPerson],
+    what: &str,
+) {
     let view = c.view();
     for t in interesting_times(&c.conn) {
         for d in doctors {
@@ -222,8 +243,16 @@ impl Twin {
         restart_as_migrated(&mut self.b);
         let va = append_block(&mut self.a, &block);
         let vb = append_block(&mut self.b, &block);
-        assert_eq!(va, vb, "the migrated validator decides block {} otherwise", block.header.height);
-        assert_eq!(open_rows(&self.a.conn), open_rows(&self.b.conn), "tables differ");
+        assert_eq!(
+            va, vb,
+            "the migrated validator decides block {} otherwise",
+            block.header.height
+        );
+        assert_eq!(
+            open_rows(&self.a.conn),
+            open_rows(&self.b.conn),
+            "tables differ"
+        );
         let what = format!("block {} at {t}", block.header.height);
         let doctors: Vec<&TestPerson> = self.doctors.iter().collect();
         let patients: Vec<&TestPerson> = self.patients.iter().collect();
@@ -286,7 +315,13 @@ fn red_team_s24_counts_equal_the_definition_at_every_edge_and_after_migration() 
     let r5 = w.request(0, 0);
     assert_eq!(
         w.block(t3, &[&r2, &n2, &r3, &r4, &r5]),
-        [Ok(()), Ok(()), Ok(()), Ok(()), Err(TOO_MANY_REQUESTS_DOCTOR)]
+        [
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            Err(TOO_MANY_REQUESTS_DOCTOR)
+        ]
     );
     // Duplicate answers: a second grant and a second denial of an answered request.
     let g2 = w.grant(0, 0, &r2);
@@ -348,7 +383,10 @@ fn red_team_s24_counts_equal_the_definition_at_every_edge_and_after_migration() 
     let r9 = w.request(1, 1);
     assert_eq!(w.block(late, &[&g8, &r9]), [Ok(()), Ok(())]);
     let n9 = w.deny(1, &r9);
-    assert_eq!(w.block(late + REQUEST_MS + OPEN_KEPT_MS, &[&n9]), [Err(NO_SUCH_TARGET)]);
+    assert_eq!(
+        w.block(late + REQUEST_MS + OPEN_KEPT_MS, &[&n9]),
+        [Err(NO_SUCH_TARGET)]
+    );
 }
 
 /// A precheck counts at its node's clock, which may be behind the head: by up to
@@ -418,19 +456,24 @@ fn red_team_s24_precheck_verdicts_at_the_edge_of_the_table() {
 fn red_team_s24_a_block_not_committed_leaves_no_open_row() {
     let mut w = world();
     let before = open_rows(&w.c.conn);
-    let tx = w
-        .c
-        .net
-        .request_grant(&w.d, &w.p.id, Scope::Write, &w.d.custodial());
-    let block = w
-        .c
-        .net
-        .block_at(w.c.head, w.c.now, vec![w.c.net.request(&tx)]);
+    let tx =
+        w.c.net
+            .request_grant(&w.d, &w.p.id, Scope::Write, &w.d.custodial());
+    let block =
+        w.c.net
+            .block_at(w.c.head, w.c.now, vec![w.c.net.request(&tx)]);
     let checked = w.c.net.check(&block);
     {
         let db = w.c.conn.transaction().expect("begin");
-        store::write_block(&db, &w.c.index, &w.c.net.genesis, &block, &block.hash(), &checked)
-            .expect("written");
+        store::write_block(
+            &db,
+            &w.c.index,
+            &w.c.net.genesis,
+            &block,
+            &block.hash(),
+            &checked,
+        )
+        .expect("written");
         // dropped: rolled back, as a crash before the commit
     }
     w.c.index = store::Index::default();
@@ -464,22 +507,20 @@ fn red_team_s24_a_flooding_doctor_cannot_grow_the_table() {
             })
             .collect();
         let refs: Vec<&SignedTx> = txs.iter().collect();
-        applied += w
-            .c
-            .append(t0 + minute * 60_000, &refs)
-            .iter()
-            .filter(|v| v.is_ok())
-            .count();
+        applied +=
+            w.c.append(t0 + minute * 60_000, &refs)
+                .iter()
+                .filter(|v| v.is_ok())
+                .count();
         max_rows = max_rows.max(open_rows(&w.c.conn).len());
         if minute % 7 == 0 {
             assert_table_is_exact(&w.c.conn, "flood");
         }
     }
-    let requests: i64 = w
-        .c
-        .conn
-        .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
-        .expect("q");
+    let requests: i64 =
+        w.c.conn
+            .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+            .expect("q");
     assert_eq!(requests as usize, applied);
     assert!(applied > 6 * patients.len(), "{applied}");
     assert!(
@@ -503,7 +544,10 @@ fn write_store(path: &Path, migrate_at: Option<usize>) -> (TestNet, TestPerson, 
     let n1 = net.revoke(&p, net.id(&r[1]), &p.custodial());
     let steps: Vec<(u64, Vec<SignedTx>)> = vec![
         (t, vec![net.enroll(&p), net.enroll(&d)]),
-        (t + 1_000, vec![r[0].clone(), g0, r[1].clone(), r[2].clone()]),
+        (
+            t + 1_000,
+            vec![r[0].clone(), g0, r[1].clone(), r[2].clone()],
+        ),
         (t + 2_000, vec![n1, r[3].clone()]),
         // r[2] expires at t + 1 s + R; pruned from the block at t + 1 s + R + K.
         (t + 1_000 + REQUEST_MS + OPEN_KEPT_MS, vec![req(&net)]),
@@ -617,7 +661,6 @@ fn red_team_s24_a_reopened_store_counts_as_a_running_one() {
             reference(&conn, &d.id, &p.id, now, true),
         );
     }
-    drop(state);
     drop(store);
     let conn = Connection::open(&path).expect("open");
     assert_table_is_exact(&conn, "reopened");
@@ -648,14 +691,17 @@ fn red_team_s24_verify_reports_a_non_utf8_text_cell_rather_than_panicking() {
     let store = Store::open(&path, &net.genesis, OpenOptions::default()).expect("open passes");
     let conn = Connection::open(&path).expect("open");
     assert_eq!(
-        store.state().pending_requests(&d.id, &p.id, head).expect("q") + 1,
+        store
+            .state()
+            .pending_requests(&d.id, &p.id, head)
+            .expect("q")
+            + 1,
         reference(&conn, &d.id, &p.id, head, false),
         "the edited row is no longer counted"
     );
     drop(store);
-    let verdict = std::panic::catch_unwind(|| {
-        crate::verify::verify_store(&path, &net.genesis, &mut |_| {})
-    });
+    let verdict =
+        std::panic::catch_unwind(|| crate::verify::verify_store(&path, &net.genesis, &mut |_| {}));
     match verdict {
         Ok(Err(Error::Corrupt {
             fault: crate::Fault::State(what),
@@ -680,13 +726,18 @@ fn red_team_s24_a_count_seeks_by_patient() {
     let txs: Vec<SignedTx> = patients
         .iter()
         .flat_map(|p| {
-            [&w.d, &w.e].map(|d| w.c.net.request_grant(d, &p.id, Scope::Write, &d.custodial()))
+            [&w.d, &w.e].map(|d| {
+                w.c.net
+                    .request_grant(d, &p.id, Scope::Write, &d.custodial())
+            })
         })
         .collect();
     let refs: Vec<&SignedTx> = txs.iter().collect();
     assert!(w.c.append(t0 + 1_000, &refs).iter().all(Result::is_ok));
     let plan = |conn: &Connection, sql: &str| -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("plan");
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("plan");
         stmt.query_map(rusqlite::params![vec![0u8; 16], 0i64, vec![0u8; 16]], |r| {
             r.get::<_, String>(3)
         })
@@ -705,10 +756,7 @@ fn red_team_s24_a_count_seeks_by_patient() {
         }
         for sql in [doctor, hospital] {
             let p = plan(&w.c.conn, sql);
-            assert!(
-                p.contains("open_requests_by_patient"),
-                "stats {stats}: {p}"
-            );
+            assert!(p.contains("open_requests_by_patient"), "stats {stats}: {p}");
         }
     }
 }
