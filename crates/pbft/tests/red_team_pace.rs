@@ -242,15 +242,7 @@ fn red_team_pace_a_laggard_catching_up_by_state_transfer_rejoins_the_view() {
         if k % 40 == 0 {
             // The cluster moved on; the laggard fetched its blocks.
             seq += 4;
-            step(
-                &mut b,
-                Input::StateTransferred {
-                    seq,
-                    digest: [seq as u8; 32],
-                    time_ms: seq,
-                    request_ids: vec![],
-                },
-            );
+            step(&mut b, transferred_to(seq));
         }
         let out = step(&mut b, Input::Tick { now_ms: 0 });
         for vc in view_changes_broadcast(&out) {

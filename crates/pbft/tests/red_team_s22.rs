@@ -25,15 +25,7 @@ fn run(ticks: u64, transfer_every: u64) -> (usize, View) {
     for k in 1..=ticks {
         if transfer_every > 0 && k % transfer_every == 0 {
             seq += 1;
-            step(
-                &mut b,
-                Input::StateTransferred {
-                    seq,
-                    digest: [seq as u8; 32],
-                    time_ms: seq,
-                    request_ids: vec![],
-                },
-            );
+            step(&mut b, transferred_to(seq));
         }
         sent += view_changes_broadcast(&step(&mut b, Input::Tick { now_ms: 0 })).len();
     }

@@ -368,6 +368,17 @@ pub fn serve_fetches(c: &mut Cluster, id: ReplicaId, source: ReplicaId) {
     c.run();
 }
 
+/// A state transfer to `seq` of a made-up chain (digest and time derived from `seq`), with no
+/// requests: for tests of a lone replica whose fetched blocks do not matter.
+pub fn transferred_to(seq: u64) -> Input {
+    Input::StateTransferred {
+        seq,
+        digest: [seq as u8; 32],
+        time_ms: seq,
+        request_ids: vec![],
+    }
+}
+
 /// Commits blocks (ids from `next`) until `id` has left recovery; returns the next free id.
 pub fn recover(c: &mut Cluster, id: ReplicaId, mut next: u8) -> u8 {
     c.tick_all(1);

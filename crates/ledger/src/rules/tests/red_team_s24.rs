@@ -486,16 +486,23 @@ fn red_team_s24_a_block_not_committed_leaves_no_open_row() {
 
 /// The growth bound: a doctor who never gets an answer requests every patient as often as
 /// the cap allows, for two hours of one-minute blocks. `requests` grows with the run;
+/// `count` patients (ids from `first`, home 0), enrolled in one block at the world's time.
+fn enrolled_patients(w: &mut World, first: u64, count: u64) -> Vec<TestPerson> {
+    let patients: Vec<TestPerson> = (0..count).map(|k| w.c.net.patient(first + k, 0)).collect();
+    let enrolls: Vec<SignedTx> = patients.iter().map(|p| w.c.net.enroll(p)).collect();
+    let refs: Vec<&SignedTx> = enrolls.iter().collect();
+    let now = w.c.now;
+    assert!(w.c.append(now, &refs).iter().all(Result::is_ok));
+    patients
+}
+
 /// `open_requests` holds at most the pending requests of the last two windows: 3 pending and 3
 /// expired-but-kept per (doctor, patient).
 #[test]
 fn red_team_s24_a_flooding_doctor_cannot_grow_the_table() {
     let mut w = world();
-    let patients: Vec<TestPerson> = (0..12).map(|k| w.c.net.patient(100 + k, 0)).collect();
-    let enrolls: Vec<SignedTx> = patients.iter().map(|p| w.c.net.enroll(p)).collect();
-    let refs: Vec<&SignedTx> = enrolls.iter().collect();
+    let patients = enrolled_patients(&mut w, 100, 12);
     let t0 = w.c.now;
-    assert!(w.c.append(t0, &refs).iter().all(Result::is_ok));
     let mut max_rows = 0;
     let mut applied = 0;
     for minute in 1..=120u64 {
@@ -718,11 +725,8 @@ fn red_team_s24_verify_reports_a_non_utf8_text_cell_rather_than_panicking() {
 #[test]
 fn red_team_s24_a_count_seeks_by_patient() {
     let mut w = world();
-    let patients: Vec<TestPerson> = (0..12).map(|k| w.c.net.patient(200 + k, 0)).collect();
-    let enrolls: Vec<SignedTx> = patients.iter().map(|p| w.c.net.enroll(p)).collect();
-    let refs: Vec<&SignedTx> = enrolls.iter().collect();
+    let patients = enrolled_patients(&mut w, 200, 12);
     let t0 = w.c.now;
-    assert!(w.c.append(t0, &refs).iter().all(Result::is_ok));
     let txs: Vec<SignedTx> = patients
         .iter()
         .flat_map(|p| {
