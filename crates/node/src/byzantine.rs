@@ -130,6 +130,10 @@ pub struct Behaviours {
     pub wrong_keys: bool,
     /// `keep-keys`: deletes no key at a grant's end or an erasure.
     pub keep_keys: bool,
+    /// `slow-apply=MS`: sleeps this long before applying each block. Not dishonest: an honest
+    /// validator on a loaded machine or a slow disk, whose turns outlast τ (BENCHMARKS.md, "a
+    /// stall under load, explained").
+    pub slow_apply_ms: u64,
 }
 
 impl FromStr for Behaviours {
@@ -137,7 +141,7 @@ impl FromStr for Behaviours {
 
     /// A comma-separated list: `substitute-payloads,flood-pre-prepares,forge-status,
     /// exploit-amnesia,censor-patient=ID,forge-from=DIR,clock-skew=+MS,ask-keys,wrong-keys,
-    /// keep-keys`.
+    /// keep-keys,slow-apply=MS`.
     fn from_str(text: &str) -> Result<Self, String> {
         let mut behaviours = Behaviours::default();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -147,6 +151,11 @@ impl FromStr for Behaviours {
                 }
                 Some(("forge-from", dir)) if !dir.is_empty() => {
                     behaviours.forge_from = Some(PathBuf::from(dir));
+                }
+                Some(("slow-apply", ms)) => {
+                    behaviours.slow_apply_ms = ms
+                        .parse()
+                        .map_err(|_| format!("slow-apply wants a number of ms, not '{ms}'"))?;
                 }
                 Some(("clock-skew", skew)) => {
                     behaviours.clock_skew_ms = skew.parse().map_err(|_| {
@@ -164,7 +173,8 @@ impl FromStr for Behaviours {
                     return Err(format!(
                         "unknown Byzantine behaviour '{item}' (known: substitute-payloads, \
                          flood-pre-prepares, forge-status, exploit-amnesia, censor-patient=ID, \
-                         forge-from=DIR, clock-skew=+MS, ask-keys, wrong-keys, keep-keys)"
+                         forge-from=DIR, clock-skew=+MS, ask-keys, wrong-keys, keep-keys, \
+                         slow-apply=MS)"
                     ));
                 }
             }
@@ -206,6 +216,13 @@ pub(crate) fn censor(behaviours: Option<&Behaviours>, input: Input) -> Option<In
 
 /// `clock-skew`: the time its replica is told at a tick or a restart, for the validator's
 /// clock reading `now_ms`.
+/// `slow-apply`: the wait before each block is applied.
+pub(crate) fn slow_apply(behaviours: Option<&Behaviours>) {
+    if let Some(ms) = behaviours.map(|b| b.slow_apply_ms).filter(|ms| *ms > 0) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 pub(crate) fn replica_clock_ms(behaviours: Option<&Behaviours>, now_ms: u64) -> u64 {
     let skew_ms = behaviours.map_or(0, |b| b.clock_skew_ms);
     now_ms.saturating_add_signed(skew_ms)

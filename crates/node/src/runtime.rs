@@ -32,11 +32,13 @@ use crate::wire::{FETCH_REPLY_BYTES, Frame, Wire};
 /// What a node's thread is asked to do.
 pub enum Event {
     /// A frame from validator `from`, as the transport authenticated it. `credit` holds the
-    /// frame's share of its sender's inbound budget until the frame is handled.
+    /// frame's share of its sender's inbound budget until the frame is handled; `received` is
+    /// when it arrived (a pre-prepare's block time is judged by the clock of then).
     Network {
         from: ReplicaId,
         frame: Frame,
         credit: InboundCredit,
+        received: Instant,
     },
     /// A client's transaction: stored, then answered.
     Submit(Box<Submission>),
@@ -368,9 +370,12 @@ impl Runtime {
         let outer = self.verify_frames(&events);
         for (event, outer) in events.into_iter().zip(outer) {
             match event {
-                Event::Network { from, frame, .. } => {
-                    self.on_frame(from, frame, outer, &mut actions)?
-                }
+                Event::Network {
+                    from,
+                    frame,
+                    received,
+                    ..
+                } => self.on_frame(from, frame, outer, received, &mut actions)?,
                 Event::Submit(submission) => submits.push(*submission),
                 Event::Watch {
                     id,
@@ -859,6 +864,7 @@ impl Runtime {
         from: ReplicaId,
         frame: Frame,
         outer: Option<bool>,
+        received: Instant,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
         let telemetry = self.shared.telemetry();
@@ -888,7 +894,7 @@ impl Runtime {
                     },
                 };
                 match checked {
-                    Ok(()) => self.on_signed(from, signed, actions)?,
+                    Ok(()) => self.on_signed(from, signed, received, actions)?,
                     Err(error) => {
                         self.shared.telemetry().rejected(RejectReason::Unauthentic);
                         debug!(from, %error, "dropped an unauthentic message");
@@ -930,6 +936,7 @@ impl Runtime {
         &mut self,
         from: ReplicaId,
         signed: &Signed<Message>,
+        received: Instant,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
         if self.replica.uses_contents(from, &signed.message) {
@@ -964,7 +971,16 @@ impl Runtime {
                 return Ok(());
             }
         }
-        self.step(Input::Message(signed), actions);
+        // A backup judges a pre-prepare's block time by its clock when the pre-prepare came,
+        // not after the turns it waited in the inbox (its own slowness, not the primary's):
+        // that instant is one at which a correct validator held it (docs/SECURITY.md §4).
+        let clock_ms = match signed.message {
+            Message::PrePrepare(_) => self
+                .replica_now_ms()
+                .saturating_sub(u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            _ => self.replica_now_ms(),
+        };
+        self.step_at(Input::Message(signed), clock_ms, actions);
         Ok(())
     }
 
@@ -979,7 +995,7 @@ impl Runtime {
             // sender per full budget, which it always fits, so none is read twice for nothing.
             if self.auth.budget_full(from) && read.insert(from) {
                 self.shared.telemetry().deferred_read();
-                self.on_signed(from, &signed, actions)?;
+                self.on_signed(from, &signed, Instant::now(), actions)?;
             } else {
                 self.deferred.insert((from, kind), signed);
             }
@@ -1102,11 +1118,25 @@ impl Runtime {
         now_ms
     }
 
+    /// Steps `input` with the replica's clock read now.
     fn step(&mut self, input: Input, actions: &mut Vec<Action>) {
+        let now_ms = self.replica_now_ms();
+        self.step_at(input, now_ms, actions);
+    }
+
+    /// Steps `input` with the replica's clock at `clock_ms`. A clock given before every input,
+    /// not only at ticks: after a turn of seconds (applying blocks on a loaded machine) a
+    /// proposal stamped, or a pre-prepare judged, by the last tick's clock was more than τ off
+    /// at every backup, which withheld its prepare, view after view (BENCHMARKS.md, "a stall
+    /// under load, explained").
+    fn step_at(&mut self, input: Input, clock_ms: u64, actions: &mut Vec<Action>) {
         #[cfg(feature = "byzantine")]
         let Some(input) = crate::byzantine::censor(self.byzantine.as_ref(), input) else {
             return;
         };
+        let _ = self
+            .replica
+            .step(Input::Clock { now_ms: clock_ms }, actions);
         if let Err(error) = self.replica.step(input, actions) {
             self.shared.telemetry().rejected(RejectReason::Protocol);
             debug!(%error, "replica rejected an input");
@@ -1155,6 +1185,12 @@ impl Runtime {
             _ => true,
         });
         self.send_forwards(&mut forwards);
+        // Blocks committed in a pass are applied at its end, after its messages went out: a
+        // pre-prepare the primary proposed on executing a block must not wait for that block's
+        // apply (seconds on a loaded machine) with its block time ticking away at the backups
+        // (BENCHMARKS.md, "a stall under load, explained"). What reads the chain applies them
+        // first.
+        let mut committed_blocks = Vec::new();
         loop {
             let mut records = Vec::new();
             for action in actions.drain(..) {
@@ -1169,6 +1205,9 @@ impl Runtime {
                     } => forwards.entry(to).or_default().extend(requests),
                     Action::Send { to, message } => {
                         self.flush_records(&mut records)?;
+                        if matches!(message, Message::RecoveryAnswer(_)) {
+                            self.apply_all(&mut records, &mut committed_blocks)?;
+                        }
                         let message = self.prove_execution(message);
                         let signed = self.auth.sign(&self.key, self.id, message);
                         self.send_frame(to, Wire::Consensus(signed));
@@ -1180,11 +1219,9 @@ impl Runtime {
                         self.loopback.push_back(Input::Message(signed.clone()));
                         self.broadcast_frame(Wire::Consensus(signed));
                     }
-                    Action::Execute(committed) => {
-                        self.flush_records(&mut records)?;
-                        self.apply(committed)?;
-                    }
+                    Action::Execute(committed) => committed_blocks.push(committed),
                     Action::FetchState { seq, peers, .. } => {
+                        self.apply_all(&mut records, &mut committed_blocks)?;
                         // f+1 validators reported a stable checkpoint at `seq`: below it, the
                         // key service gives no key (§5.6 of docs/SECURITY.md, issue 10).
                         self.reported_checkpoint = self.reported_checkpoint.max(seq);
@@ -1193,6 +1230,7 @@ impl Runtime {
                         self.fetch(request);
                     }
                     Action::ReadExecuted { seq } => {
+                        self.apply_all(&mut records, &mut committed_blocks)?;
                         if let Some(digest) = self.chain.block_hash(seq)? {
                             self.loopback.push_back(Input::Executed { seq, digest });
                         }
@@ -1203,6 +1241,7 @@ impl Runtime {
             }
             self.flush_records(&mut records)?;
             self.send_forwards(&mut forwards);
+            self.apply_all(&mut records, &mut committed_blocks)?;
             let Some(input) = self.loopback.pop_front() else {
                 break;
             };
@@ -1210,6 +1249,22 @@ impl Runtime {
         }
         if compact {
             self.compact_durable()?;
+        }
+        Ok(())
+    }
+
+    /// Applies the committed blocks held back, in order, after the records before them.
+    fn apply_all(
+        &mut self,
+        records: &mut Vec<Durable>,
+        committed_blocks: &mut Vec<pbft::Committed>,
+    ) -> Result<(), NodeError> {
+        if committed_blocks.is_empty() {
+            return Ok(());
+        }
+        self.flush_records(records)?;
+        for committed in committed_blocks.drain(..) {
+            self.apply(committed)?;
         }
         Ok(())
     }
@@ -1260,6 +1315,8 @@ impl Runtime {
     /// now, see [`Authenticator::block_of`]); one that carries no valid transaction is stored
     /// and rejected by the state machine like a duplicate: only storage failing stops us.
     fn apply(&mut self, committed: pbft::Committed) -> Result<(), NodeError> {
+        #[cfg(feature = "byzantine")]
+        crate::byzantine::slow_apply(self.byzantine.as_ref());
         let seq = committed.proposal.seq;
         let (head, _) = self.chain.head();
         if seq <= head {

@@ -10,6 +10,12 @@ pub enum Input {
     /// clock (ms since the Unix epoch): the replica keeps it as its clock, to choose and check
     /// block times (crate docs, "Block time"), and never reads one itself.
     Tick { now_ms: u64 },
+    /// The caller's clock read again between ticks (ms since the Unix epoch): it becomes the
+    /// replica's clock, as a tick's does, and no logical time passes. A caller whose turns can
+    /// take longer than τ (applying blocks on a loaded machine) gives it before each input, so
+    /// that a proposal is stamped, and a pre-prepare judged, at the time it is handled rather
+    /// than at the last tick's (crate docs, "Block time").
+    Clock { now_ms: u64 },
     /// A message whose signature — and every signature embedded in it, see
     /// [`Message::embedded_signatures`] — the caller has checked. The caller also loops every
     /// message this replica broadcasts back to it, signed, so that its own votes count like

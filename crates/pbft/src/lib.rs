@@ -74,7 +74,8 @@
 //!     sequence number with no proof, which the querier refuses. The chain's head may lag the
 //!     replica's or lead it: either is a true, certified claim.
 //! 11. **Pass the clock.** Every [`Input::Tick`] carries the caller's clock (`now_ms`, ms since
-//!     the Unix epoch); see "Block time" below.
+//!     the Unix epoch); a caller whose turns can outlast τ also gives [`Input::Clock`] before
+//!     each input; see "Block time" below.
 //! 12. **Answer digest reads.** On [`Action::ReadExecuted`], input [`Input::Executed`] with the
 //!     digest of the ledger's block at `seq` (nothing if it has none): a replica restarted, or
 //!     moved by state transfer, past a checkpoint keeps no digest of it, and vouches for it

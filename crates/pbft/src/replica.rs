@@ -524,6 +524,10 @@ impl Replica {
     /// Feeds one input; pushes the resulting actions, which the caller executes in order
     /// (see the crate docs). On `Err`, no action was pushed and the input was dropped.
     pub fn step(&mut self, input: Input, actions: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        if let Input::Clock { now_ms } = input {
+            self.clock_ms = now_ms;
+            return Ok(());
+        }
         let mark = actions.len();
         let result = match input {
             Input::Tick { now_ms } => {
@@ -531,6 +535,8 @@ impl Replica {
                 self.on_tick(actions);
                 Ok(())
             }
+            // Handled above: a clock read changes nothing else.
+            Input::Clock { .. } => Ok(()),
             Input::Message(m) => self.on_message(m, actions),
             Input::Request(r) => self.on_request(r, actions),
             Input::Withdraw(ids) => {

@@ -83,6 +83,55 @@ fn primary_proposes_its_clock_and_times_increase() {
     );
 }
 
+/// A clock read between ticks (`Input::Clock`, given by a node before each input) is the clock
+/// a proposal is stamped with: a primary whose last tick was long ago (a turn of seconds)
+/// proposes the time it proposes at, not its last tick's, and no logical time passes (its
+/// batch window does not run out).
+#[test]
+fn a_clock_read_between_ticks_stamps_the_next_proposal() {
+    let mut r = replica_at(0, 1_000, 5_000);
+    assert!(
+        step(
+            &mut r,
+            Input::Clock {
+                now_ms: 5_000 + 3 * TOLERANCE_MS
+            }
+        )
+        .is_empty()
+    );
+    step(&mut r, Input::Request(request(1)));
+    let actions = step(&mut r, Input::Cut);
+    assert_eq!(
+        proposed(&actions)[0].proposal.time_ms,
+        5_000 + 3 * TOLERANCE_MS
+    );
+}
+
+/// A backup judges a pre-prepare by the clock read just before it (`Input::Clock`), not by its
+/// last tick's: a proposal stamped now by a primary that reads its clock is prepared by a
+/// backup whose last tick was more than τ ago (the stall under load of BENCHMARKS.md, where
+/// every backup withheld its prepare, view after view).
+#[test]
+fn a_backup_judges_a_pre_prepare_by_the_clock_read_before_it() {
+    let last_tick_ms = 50_000;
+    let now_ms = last_tick_ms + TOLERANCE_MS + 500;
+    let pp = timed(1, GENESIS, now_ms, vec![request(1)]);
+    let mut stale = replica_at(1, 0, last_tick_ms);
+    assert!(!prepares(
+        &step(&mut stale, msg(0, Message::PrePrepare(pp.clone()))),
+        1
+    ));
+    assert_eq!(stale.log_stats().withheld_prepares, 1);
+
+    let mut fresh = replica_at(1, 0, last_tick_ms);
+    step(&mut fresh, Input::Clock { now_ms });
+    assert!(prepares(
+        &step(&mut fresh, msg(0, Message::PrePrepare(pp))),
+        1
+    ));
+    assert_eq!(fresh.log_stats().withheld_prepares, 0);
+}
+
 /// After a block whose time is τ ahead of the primary's clock (a faulty primary pushed it to
 /// the edge), the next primary waits until `prev + 1` is within τ/2 of its clock, then proposes
 /// `prev + 1`: never more than τ/2 ahead of its clock. A cut made while it waits is honoured

@@ -69,6 +69,7 @@ pub fn packet(p: &Packet) -> String {
 pub fn input(i: &Input) -> String {
     match i {
         Input::Tick { now_ms } => format!("Tick({now_ms} ms)"),
+        Input::Clock { now_ms } => format!("Clock({now_ms} ms)"),
         Input::Message(m) => format!("{} from {}", message(&m.message), m.from),
         Input::Request(r) => format!("Request({})", short(&r.id)),
         Input::Cut => "Cut".into(),

@@ -128,6 +128,7 @@ pub(crate) fn deliver(
         from,
         frame,
         credit,
+        received: std::time::Instant::now(),
     }) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,

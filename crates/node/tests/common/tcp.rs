@@ -65,6 +65,9 @@ pub struct Net {
     pub listen: Vec<SocketAddr>,
     /// What every validator started runs with.
     pub timing: Timing,
+    /// Faults every validator started runs with (the `byzantine` feature's behaviours).
+    #[cfg(feature = "byzantine")]
+    pub behaviours: Option<node::byzantine::Behaviours>,
 }
 
 impl Net {
@@ -73,6 +76,11 @@ impl Net {
     }
 
     pub fn with_timing(timing: Timing) -> Self {
+        Self::with_params(timing, Default::default())
+    }
+
+    /// A network whose genesis holds `params` (τ, the batch size).
+    pub fn with_params(timing: Timing, params: ledger::ChainParams) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -82,7 +90,7 @@ impl Net {
             &root.path().join("net"),
             &root.path().join("keys"),
             &NAMES,
-            Default::default(),
+            params,
         )
         .unwrap();
         let listen = NAMES.iter().map(|_| free_addr()).collect();
@@ -92,6 +100,8 @@ impl Net {
             operator_keys: keys.into_iter().map(|key| key.key).collect(),
             listen,
             timing,
+            #[cfg(feature = "byzantine")]
+            behaviours: None,
         }
     }
 
@@ -134,12 +144,17 @@ impl Net {
             .filter(|peer| *peer != id)
             .map(|peer| (peer, peers[peer as usize]))
             .collect();
-        let options = NodeOptions::new(
+        #[cfg_attr(not(feature = "byzantine"), allow(unused_mut))]
+        let mut options = NodeOptions::new(
             self.dir(id),
             NAMES[id as usize],
             self.timing.clone(),
             self.operator_keys[id as usize].clone(),
         );
+        #[cfg(feature = "byzantine")]
+        {
+            options.byzantine = self.behaviours.clone();
+        }
         let entered = runtime.enter();
         let node = Node::start(options, self.genesis.clone(), move |wiring| {
             Ok(Box::new(TcpTransport::start(listener, peers, wiring)) as Box<dyn Transport>)
