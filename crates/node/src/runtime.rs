@@ -1189,7 +1189,10 @@ impl Runtime {
         // pre-prepare the primary proposed on executing a block must not wait for that block's
         // apply (seconds on a loaded machine) with its block time ticking away at the backups
         // (BENCHMARKS.md, "a stall under load, explained"). What reads the chain applies them
-        // first.
+        // first. A stable checkpoint's record may so be durable before its block is applied: a
+        // crash between them leaves the ledger behind its own stable checkpoint, which the
+        // replica fetches on restart (pbft's contract, item 4); the compaction that drops the
+        // checkpoint's proposals runs after every held block is applied.
         let mut committed_blocks = Vec::new();
         loop {
             let mut records = Vec::new();

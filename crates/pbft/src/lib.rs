@@ -40,9 +40,12 @@
 //!    the certificate. [`Action::Send`] is not looped back.
 //! 4. **Execute** applies a block exactly once per sequence number, in order, with its commit
 //!    certificate (`commit_view` and 2f+1 signatures over
-//!    [`commit_signing_bytes`]`(Vote { view: commit_view, seq, digest })`). Apply the block
-//!    before persisting later records of the same step (the stable-checkpoint record that may
-//!    follow assumes the block is applied).
+//!    [`commit_signing_bytes`]`(Vote { view: commit_view, seq, digest })`). The sends and
+//!    records that follow it need not wait for the apply (the node sends them first, so that a
+//!    pre-prepare's block time does not age behind a slow apply). A stable-checkpoint record
+//!    may so become durable before its block is applied: restarted after a crash in between,
+//!    the replica finds its ledger behind its own stable checkpoint and fetches up to it
+//!    (item 5).
 //! 5. **State transfer.** On [`Action::FetchState`], fetch from `peers` (any of them, or
 //!    others) the committed blocks after the ledger head up to at least `seq`, verify each
 //!    block's certificate and `prev` link, apply them, then input

@@ -450,3 +450,44 @@ fn replicas_restarted_past_the_watermarks_vouch_for_their_last_checkpoint_again(
         );
     }
 }
+
+/// A stable checkpoint made durable before its block was applied (the node sends and persists
+/// what follows an execution before applying the block; pbft's contract, item 4), then a crash:
+/// restarted on a ledger one block behind its own stable checkpoint, the replica fetches up to
+/// the checkpoint from the replicas whose checkpoints prove it.
+#[test]
+fn a_stable_checkpoint_ahead_of_the_ledger_is_fetched_after_a_restart() {
+    let mut cfg = config(3, 4);
+    cfg.retransmit_ticks = 5;
+    let stable = Checkpoint {
+        seq: 8,
+        digest: [8; 32],
+    };
+    let mut r = Replica::new(
+        cfg,
+        Restored {
+            last_executed: (7, [7; 32]),
+            durable: vec![Durable::StableCheckpoint {
+                checkpoint: stable,
+                proof: [0, 1, 2].iter().map(|f| signed(*f, stable)).collect(),
+            }],
+            ..Restored::genesis(GENESIS, 0, 0)
+        },
+    );
+    let mut fetched = Vec::new();
+    for _ in 0..10 {
+        fetched.extend(
+            step(&mut r, Input::Tick { now_ms: 0 })
+                .into_iter()
+                .filter(|a| matches!(a, Action::FetchState { .. })),
+        );
+    }
+    assert_eq!(
+        fetched.first(),
+        Some(&Action::FetchState {
+            seq: 8,
+            digest: [8; 32],
+            peers: vec![0, 1, 2]
+        })
+    );
+}
