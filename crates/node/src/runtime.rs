@@ -1192,8 +1192,11 @@ impl Runtime {
         // first. A stable checkpoint's record may so be durable before its block is applied: a
         // crash between them leaves the ledger behind its own stable checkpoint, which the
         // replica fetches on restart (pbft's contract, item 4); the compaction that drops the
-        // checkpoint's proposals runs after every held block is applied.
+        // checkpoint's proposals runs after every held block is applied. This validator's own
+        // checkpoint votes wait for the apply, so a stable checkpoint still means 2f+1
+        // validators hold its block (red team s26).
         let mut committed_blocks = Vec::new();
+        let mut held_votes = Vec::new();
         loop {
             let mut records = Vec::new();
             for action in actions.drain(..) {
@@ -1215,12 +1218,16 @@ impl Runtime {
                         let signed = self.auth.sign(&self.key, self.id, message);
                         self.send_frame(to, Wire::Consensus(signed));
                     }
+                    // A checkpoint vote says its block is in this validator's chain (PBFT
+                    // §4.3): it leaves once the blocks held before it are applied.
+                    Action::Broadcast(message @ Message::Checkpoint(_))
+                        if !committed_blocks.is_empty() =>
+                    {
+                        held_votes.push(message)
+                    }
                     Action::Broadcast(message) => {
                         self.flush_records(&mut records)?;
-                        let signed = self.auth.sign(&self.key, self.id, message);
-                        self.note_proposal(&signed);
-                        self.loopback.push_back(Input::Message(signed.clone()));
-                        self.broadcast_frame(Wire::Consensus(signed));
+                        self.broadcast(message);
                     }
                     Action::Execute(committed) => committed_blocks.push(committed),
                     Action::FetchState { seq, peers, .. } => {
@@ -1245,6 +1252,9 @@ impl Runtime {
             self.flush_records(&mut records)?;
             self.send_forwards(&mut forwards);
             self.apply_all(&mut records, &mut committed_blocks)?;
+            for vote in held_votes.drain(..) {
+                self.broadcast(vote);
+            }
             let Some(input) = self.loopback.pop_front() else {
                 break;
             };
@@ -1254,6 +1264,14 @@ impl Runtime {
             self.compact_durable()?;
         }
         Ok(())
+    }
+
+    /// Signs `message`, sends it to every peer and gives it to this replica too.
+    fn broadcast(&mut self, message: Message) {
+        let signed = self.auth.sign(&self.key, self.id, message);
+        self.note_proposal(&signed);
+        self.loopback.push_back(Input::Message(signed.clone()));
+        self.broadcast_frame(Wire::Consensus(signed));
     }
 
     /// Applies the committed blocks held back, in order, after the records before them.

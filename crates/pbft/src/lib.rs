@@ -45,7 +45,9 @@
 //!    pre-prepare's block time does not age behind a slow apply). A stable-checkpoint record
 //!    may so become durable before its block is applied: restarted after a crash in between,
 //!    the replica finds its ledger behind its own stable checkpoint and fetches up to it
-//!    (item 5).
+//!    (item 5). A [`Checkpoint`] broadcast is the exception: it says the block is in this
+//!    replica's state (§4.3), so it waits for the applies before it, and a stable checkpoint
+//!    still means that 2f+1 replicas hold its block.
 //! 5. **State transfer.** On [`Action::FetchState`], fetch from `peers` (any of them, or
 //!    others) the committed blocks after the ledger head up to at least `seq`, verify each
 //!    block's certificate and `prev` link, apply them, then input

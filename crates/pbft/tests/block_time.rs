@@ -391,3 +391,70 @@ fn next_primary_waits_out_a_time_pushed_to_the_edge_and_is_not_replaced() {
         assert_eq!(c.replicas[id].log_stats().withheld_prepares, 0);
     }
 }
+
+// Red team s26 on the clock read before every input (06ada8d1): a clock stepped back never
+// makes a primary go back, and a backup judges by the clock last given.
+
+/// The primary's clock stepped back far below the time of its last proposal: it waits (no
+/// proposal) while `prev + 1 > clock + τ/2`, then proposes `prev + 1`, strictly increasing.
+#[test]
+fn a_clock_stepped_back_makes_the_primary_wait_not_go_back() {
+    let start = 10_000_000_000;
+    let mut r = replica_at(0, 1_000, start);
+    step(&mut r, Input::Request(request(1)));
+    let first = proposed(&step(&mut r, Input::Cut))[0].proposal.time_ms;
+    assert_eq!(first, start);
+    // Stepped back by an hour between inputs.
+    step(
+        &mut r,
+        Input::Clock {
+            now_ms: start - HOUR_MS,
+        },
+    );
+    step(&mut r, Input::Request(request(2)));
+    assert!(
+        proposed(&step(&mut r, Input::Cut)).is_empty(),
+        "proposed while far behind prev"
+    );
+    // Back to just within τ/2 of prev + 1.
+    step(
+        &mut r,
+        Input::Clock {
+            now_ms: first + 1 - TOLERANCE_MS / 2,
+        },
+    );
+    let actions = step(
+        &mut r,
+        Input::Tick {
+            now_ms: first + 1 - TOLERANCE_MS / 2,
+        },
+    );
+    let pps = proposed(&actions);
+    assert_eq!(pps.len(), 1);
+    assert_eq!(
+        pps[0].proposal.time_ms,
+        first + 1,
+        "prev + 1, never earlier"
+    );
+}
+
+/// A backup given an arrival clock older than its last tick judges by it (both ways): a time
+/// within τ of the arrival is prepared, one within τ of the last tick but not of the arrival
+/// is withheld.
+#[test]
+fn a_backup_judges_by_the_arrival_clock_even_when_older_than_its_last_tick() {
+    let tick = 10_000_000;
+    let arrival = tick - 3 * TOLERANCE_MS;
+    let mk = |time_ms| timed(1, GENESIS, time_ms, vec![request(1)]);
+    let mut late = replica_at(1, 0, tick);
+    step(&mut late, Input::Clock { now_ms: arrival });
+    step(&mut late, msg(0, Message::PrePrepare(mk(tick))));
+    assert_eq!(late.log_stats().withheld_prepares, 1);
+    let mut fine = replica_at(1, 0, tick);
+    step(&mut fine, Input::Clock { now_ms: arrival });
+    step(
+        &mut fine,
+        msg(0, Message::PrePrepare(mk(arrival + TOLERANCE_MS))),
+    );
+    assert_eq!(fine.log_stats().withheld_prepares, 0);
+}
