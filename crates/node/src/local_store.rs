@@ -14,7 +14,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use pbft::{Digest, Durable, PrePrepare, PreparedCertificate, Proposal, SeqNo, Signed, View, Vote};
+use pbft::{
+    Digest, Durable, NewView, PrePrepare, PreparedCertificate, Proposal, SeqNo, Signed, View, Vote,
+};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::NodeError;
@@ -191,6 +194,22 @@ fn placeholder(_: &Digest, seq: SeqNo) -> Result<Arc<Proposal>, NodeError> {
     }))
 }
 
+/// `durable` as [`Durable::kept`] reads it, small: each proposal a [`placeholder`], a
+/// new-view without its view-changes and O set (a primary's holds whole proposals: 25 MB on
+/// the chain of 1,000,000, read, cloned and written again at every checkpoint before, a
+/// transient 75-125 MB, issue 11).
+fn summary(durable: &Durable) -> Result<Durable, NodeError> {
+    match durable {
+        Durable::NewView(new_view) => Ok(Durable::NewView(NewView {
+            view: new_view.view,
+            incarnation: new_view.incarnation,
+            view_changes: Vec::new(),
+            pre_prepares: Vec::new(),
+        })),
+        other => Record::split(other).0.join(placeholder),
+    }
+}
+
 /// The protocol records read back ([`LocalStore::durable_with`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -210,6 +229,9 @@ pub struct PendingRow {
 
 pub struct LocalStore {
     conn: Connection,
+    /// The stored records by row, as [`Durable::kept`] reads them ([`summary`]), once a
+    /// compaction has read them: the next ones read nothing back.
+    summaries: Option<Vec<(i64, Durable)>>,
 }
 
 /// The page size of a new `node.db` (SQLite's default is 4,096).
@@ -239,7 +261,10 @@ impl LocalStore {
             tx.pragma_update(None, "user_version", index + 1)?;
             tx.commit()?;
         }
-        let mut store = Self { conn };
+        let mut store = Self {
+            conn,
+            summaries: None,
+        };
         store.upgrade_v1_records()?;
         Ok(store)
     }
@@ -268,6 +293,8 @@ impl LocalStore {
         )?;
         if recovering {
             insert_records(&tx, &[Durable::Recovery { bound: None }], false)?;
+            // Read again at the next compaction.
+            self.summaries = None;
         }
         tx.commit()?;
         Ok(())
@@ -370,9 +397,16 @@ impl LocalStore {
                 staged.push(digest);
             }
         }
+        let summarized = match self.summaries {
+            Some(_) => records.iter().map(summary).collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
         let tx = self.conn.transaction()?;
-        insert_records(&tx, records, false)?;
+        let rows = insert_records(&tx, records, false)?;
         tx.commit()?;
+        if let Some(summaries) = &mut self.summaries {
+            summaries.extend(rows.into_iter().zip(summarized));
+        }
         Ok(())
     }
 
@@ -464,32 +498,40 @@ impl LocalStore {
 
     /// The stored records without their proposals' bodies.
     fn records(&self) -> Result<Vec<(i64, Record)>, NodeError> {
+        let mut out = Vec::new();
+        self.each_record(|n, record| {
+            out.push((n, record));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Each stored record in order, decoded from SQLite's own copy of its bytes (a new-view
+    /// holds whole proposals: 25 MB on the chain of 1,000,000, issue 11).
+    fn each_record(
+        &self,
+        mut each: impl FnMut(i64, Record) -> Result<(), NodeError>,
+    ) -> Result<(), NodeError> {
         let mut select = self
             .conn
             .prepare("SELECT n, format, record FROM durable ORDER BY n")?;
-        let rows = select.query_map([], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (n, format, bytes) = row?;
-            let unreadable = |error: std::io::Error| {
-                NodeError::Corrupt(format!(
-                    "node.db: protocol record {n} is unreadable: {error}"
-                ))
-            };
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let n: i64 = row.get(0)?;
+            let format: i64 = row.get(1)?;
+            let corrupt =
+                |what: String| NodeError::Corrupt(format!("node.db: protocol record {n} {what}"));
             if format != FORMAT_RECORD {
-                return Err(NodeError::Corrupt(format!(
-                    "node.db: protocol record {n} has unknown format {format}"
-                )));
+                return Err(corrupt(format!("has unknown format {format}")));
             }
-            out.push((n, Record::try_from_slice(&bytes).map_err(unreadable)?));
+            let ValueRef::Blob(bytes) = row.get_ref(2)? else {
+                return Err(corrupt("is not a blob".into()));
+            };
+            let record = Record::try_from_slice(bytes)
+                .map_err(|error| corrupt(format!("is unreadable: {error}")))?;
+            each(n, record)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Keeps the protocol log bounded: drops every record a later one makes useless
@@ -497,33 +539,45 @@ impl LocalStore {
     /// at or below the stable checkpoint, atomically; then, the records that named them gone,
     /// the staged proposals of `proposals` at or below it.
     pub fn compact_durable(&mut self, proposals: &mut dyn Proposals) -> Result<(), NodeError> {
-        let stored = self.records()?;
-        let mut records = stored
-            .iter()
-            .map(|(_, record)| record.clone().join(placeholder))
-            .collect::<Result<Vec<_>, _>>()?;
-        let before = records.len();
-        Durable::compact(&mut records);
+        let (rows, records): (Vec<i64>, Vec<Durable>) = match self.summaries.take() {
+            Some(summaries) => summaries.into_iter().unzip(),
+            None => {
+                let mut read = (Vec::new(), Vec::new());
+                self.each_record(|n, record| {
+                    read.0.push(n);
+                    read.1.push(summary(&record.join(placeholder)?)?);
+                    Ok(())
+                })?;
+                read
+            }
+        };
+        let keep = Durable::kept(&records);
         let stable = records
             .iter()
-            .filter_map(|r| match r {
-                Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
+            .zip(&keep)
+            .filter_map(|(r, keep)| match r {
+                Durable::StableCheckpoint { checkpoint, .. } if *keep => Some(checkpoint.seq),
                 _ => None,
             })
             .max()
             .unwrap_or(0);
         let tx = self.conn.transaction()?;
-        if records.len() < before {
-            let kept: Vec<Record> = records.iter().map(|r| Record::split(r).0).collect();
-            tx.execute("DELETE FROM durable", [])?;
-            let mut insert =
-                tx.prepare_cached("INSERT INTO durable (record, format) VALUES (?1, ?2)")?;
-            for record in &kept {
-                insert.execute(params![borsh::to_vec(record)?, FORMAT_RECORD])?;
+        {
+            // Those kept stay where they are, in their order: none is written again.
+            let mut drop = tx.prepare_cached("DELETE FROM durable WHERE n = ?1")?;
+            for (n, _) in rows.iter().zip(&keep).filter(|(_, keep)| !**keep) {
+                drop.execute([n])?;
             }
         }
         tx.execute("DELETE FROM proposals WHERE seq <= ?1", [stable as i64])?;
         tx.commit()?;
+        self.summaries = Some(
+            rows.into_iter()
+                .zip(records)
+                .zip(keep)
+                .filter_map(|(row, keep)| keep.then_some(row))
+                .collect(),
+        );
         proposals.drop_through(stable)
     }
 
@@ -570,7 +624,8 @@ fn insert_records(
     tx: &rusqlite::Transaction<'_>,
     records: &[Durable],
     with_proposals: bool,
-) -> Result<(), NodeError> {
+) -> Result<Vec<i64>, NodeError> {
+    let mut rows = Vec::with_capacity(records.len());
     let mut insert = tx.prepare_cached("INSERT INTO durable (record, format) VALUES (?1, ?2)")?;
     let mut stored = tx.prepare_cached("SELECT 1 FROM proposals WHERE digest = ?1")?;
     let mut insert_proposal =
@@ -591,8 +646,9 @@ fn insert_records(
             }
         }
         insert.execute(params![borsh::to_vec(&record)?, FORMAT_RECORD])?;
+        rows.push(tx.last_insert_rowid());
     }
-    Ok(())
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -773,6 +829,107 @@ mod tests {
         Durable::compact(&mut expected);
         assert_eq!(store.durable_with(&staged, 0).unwrap().records, expected);
         assert_eq!(staged.0.len(), 1);
+    }
+
+    fn durable_rows(store: &LocalStore) -> Vec<i64> {
+        let mut select = store
+            .conn
+            .prepare("SELECT n FROM durable ORDER BY n")
+            .unwrap();
+        select
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A primary's new-view with `blocks` pre-prepares of `requests` requests of 400 bytes in
+    /// its O set (`blocks` 64, `requests` 1,000: 26 MB, as on the chain of 1,000,000).
+    fn large_new_view(blocks: u64, requests: usize) -> Durable {
+        let pre_prepares = (1..=blocks)
+            .map(|seq| PrePrepare {
+                view: 1,
+                digest: [seq as u8; 32],
+                proposal: Arc::new(Proposal {
+                    requests: (0..requests)
+                        .map(|i| pbft::Request {
+                            id: [i as u8; 32],
+                            timestamp_ms: seq,
+                            payload: Arc::from(vec![seq as u8; 400]),
+                        })
+                        .collect(),
+                    ..(*proposal(seq)).clone()
+                }),
+            })
+            .collect();
+        Durable::NewView(NewView {
+            view: 1,
+            incarnation: 0,
+            view_changes: Vec::new(),
+            pre_prepares,
+        })
+    }
+
+    /// Compaction reads a new-view without its O set, and keeps it whole where it lies: no
+    /// record it keeps is written again.
+    #[test]
+    fn compaction_keeps_a_new_view_whole_and_rewrites_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalStore::open(&dir.path().join("node.db")).unwrap();
+        let mut staged = Staged::default();
+        let new_view = large_new_view(3, 2);
+        let mut records = vec![Durable::View(0)];
+        for seq in 1..=3 {
+            records.push(Durable::PrePrepare(pre_prepare(seq)));
+            records.push(prepared(seq));
+        }
+        records.extend([Durable::View(1), new_view.clone(), stable(2)]);
+        store.append_durable(&records, &mut staged).unwrap();
+        let before = durable_rows(&store);
+        store.compact_durable(&mut staged).unwrap();
+        let mut expected = records.clone();
+        Durable::compact(&mut expected);
+        assert!(expected.contains(&new_view));
+        assert_eq!(store.durable_with(&staged, 0).unwrap().records, expected);
+        let after = durable_rows(&store);
+        assert_eq!(after.len(), expected.len());
+        assert!(after.iter().all(|n| before.contains(n)));
+        // The next compaction, from what the last one kept and the records since.
+        let later = [Durable::PrePrepare(pre_prepare(4)), prepared(4), stable(3)];
+        store.append_durable(&later, &mut staged).unwrap();
+        store.compact_durable(&mut staged).unwrap();
+        expected.extend(later);
+        Durable::compact(&mut expected);
+        assert!(expected.contains(&new_view));
+        assert_eq!(store.durable_with(&staged, 0).unwrap().records, expected);
+    }
+
+    /// For heaptrack (issue 11): compactions of a log whose new-view holds 64 blocks of 1,000
+    /// requests, in node.db at `MEDCHAIN_NODE_DB`. A first run writes it, the next compacts it
+    /// (`heaptrack <test binary> --ignored --exact local_store::tests::compaction_of_a_large_new_view`,
+    /// then its peak heap: that of the compactions alone).
+    #[test]
+    #[ignore]
+    fn compaction_of_a_large_new_view() {
+        let path = std::path::PathBuf::from(std::env::var("MEDCHAIN_NODE_DB").unwrap());
+        let written = path.exists();
+        let mut store = LocalStore::open(&path).unwrap();
+        let mut staged = Staged::default();
+        if !written {
+            let records = vec![Durable::View(1), large_new_view(64, 1_000), stable(2)];
+            store.append_durable(&records, &mut staged).unwrap();
+            return;
+        }
+        for seq in 3..=5 {
+            store
+                .append_durable(
+                    &[Durable::PrePrepare(pre_prepare(seq)), stable(seq)],
+                    &mut staged,
+                )
+                .unwrap();
+            store.compact_durable(&mut staged).unwrap();
+        }
+        assert_eq!(durable_rows(&store).len(), 3);
     }
 
     #[test]

@@ -84,6 +84,17 @@ impl Durable {
     /// relative order of the others. Restoring from the compacted list gives the same replica
     /// state as restoring from the full one.
     pub fn compact(records: &mut Vec<Durable>) {
+        let keep = Durable::kept(records);
+        let mut i = 0;
+        records.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+    }
+
+    /// Which of `records` [`Durable::compact`] keeps, in their order: a store drops the others
+    /// where they lie, without rewriting those it keeps.
+    pub fn kept(records: &[Durable]) -> Vec<bool> {
         let stable = records
             .iter()
             .filter_map(|r| match r {
@@ -171,10 +182,6 @@ impl Durable {
                 }
             };
         }
-        let mut i = 0;
-        records.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
+        keep
     }
 }
