@@ -247,6 +247,12 @@ pub enum ProtocolError {
         "recovery query within half of retransmit_ticks of the last one answered for its sender"
     )]
     RecoveryQueryTooSoon,
+    /// A stale view-change whose sender this primary handed its new-view less than half of
+    /// `retransmit_ticks` ago: paced, not answered again (not a stale view of its own).
+    #[error(
+        "stale view-change within half of retransmit_ticks of the new-view last resent to its sender"
+    )]
+    NewViewResentTooSoon,
     #[error("a message of incarnation {got} of replica {replica}, which is in {known} now")]
     OlderIncarnation {
         replica: ReplicaId,

@@ -239,11 +239,14 @@ impl Replica {
             if self.status == Status::Normal
                 && self.is_primary()
                 && from != self.cfg.id
-                && !self
-                    .new_view_resent
-                    .too_soon(from, self.now, self.cfg.retransmit_ticks)
                 && let Some(nv) = &self.last_new_view
             {
+                if self
+                    .new_view_resent
+                    .too_soon(from, self.now, self.cfg.retransmit_ticks)
+                {
+                    return Err(ProtocolError::NewViewResentTooSoon);
+                }
                 self.new_view_resent.answered(from, self.now);
                 actions.push(Action::Send {
                     to: from,
