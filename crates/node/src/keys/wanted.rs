@@ -52,6 +52,11 @@ const MOVED_PER_PULL: usize = 4 * DUE_PER_PULL;
 /// long, lags: its keys go to another holder where there is one. Answers come within a pull
 /// or two when a holder keeps up.
 pub(super) const LAGGING_AFTER: Duration = Duration::from_secs(2);
+/// How often the keys parked behind a lagging holder are walked at most. Pulls come several a
+/// second under load (one a block), and a backlog that no holder takes (keys held nowhere, on a
+/// restored chain) was popped and parked again at each: 12 % of a loaded machine's CPU with
+/// 97,812 such keys (BENCHMARKS.md, "the key services' share on the chain of 1,000,000").
+const MOVE_EVERY: Duration = Duration::from_millis(250);
 
 /// The wait before the next try, after `tries` tries.
 fn backoff(tries: u32) -> Duration {
@@ -267,6 +272,8 @@ struct Parked {
     live: usize,
     /// Since when keys have been parked here without a break.
     since: Option<Instant>,
+    /// When the keys parked here were last walked to move them off a lagging holder.
+    moved_at: Option<Instant>,
 }
 
 impl Parked {
@@ -816,7 +823,7 @@ impl WantedKeys {
             }
         }
         for &holder in &parked_behind {
-            if pull.lags(holder) {
+            if pull.lags(holder) && self.move_due(holder, now) {
                 self.move_off(pull, holders, holder, now)?;
             }
         }
@@ -833,6 +840,22 @@ impl WantedKeys {
             pull.in_hand.clear();
         }
         Ok(())
+    }
+
+    /// Whether the keys parked behind `holder` may be walked now ([`MOVE_EVERY`]); if so, the
+    /// walk is noted.
+    fn move_due(&mut self, holder: ReplicaId, now: Instant) -> bool {
+        let Some(parked) = self.parked.get_mut(&holder) else {
+            return false;
+        };
+        if parked
+            .moved_at
+            .is_some_and(|at| now.saturating_duration_since(at) < MOVE_EVERY)
+        {
+            return false;
+        }
+        parked.moved_at = Some(now);
+        true
     }
 
     /// Moves the keys parked behind the lagging `holder` to another holder where there is one,
@@ -2748,6 +2771,44 @@ mod red_team_s8b {
             "{}",
             lookups.get()
         );
+        check_invariants(&keys);
+    }
+
+    /// Keys parked behind a lagging holder that no other holder gives are walked at most once
+    /// per [`MOVE_EVERY`], however many pulls come in between (one a block under load): the
+    /// walk pops and parks again every key it looks at.
+    #[test]
+    fn keys_behind_a_lagging_holder_are_walked_once_per_move_every() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        for i in 0..5_000 {
+            keys.insert(id(1, i), grantee(2, 3, start));
+        }
+        while !keys.due.is_empty() {
+            keys.requests_with::<Infallible>(start, |_| 0, |w| Ok(Some(holder_for(w, &|_| false))))
+                .unwrap();
+        }
+        let mut pull = |now: Instant| {
+            let mut holders = Closures {
+                room: |_| 0,
+                lagging: |h: ReplicaId| h == 2,
+                holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| {
+                    Ok::<_, Infallible>(Some(holder_for(w, lagging)))
+                },
+                error: std::marker::PhantomData,
+            };
+            assert!(keys.requests(now, &mut holders).unwrap().is_empty());
+            keys.next_stamp
+        };
+        let walked = pull(start);
+        for ms in [1, 50, 249] {
+            assert_eq!(
+                pull(start + Duration::from_millis(ms)),
+                walked,
+                "walked again {ms} ms later"
+            );
+        }
+        assert!(pull(start + MOVE_EVERY) > walked, "never walked again");
         check_invariants(&keys);
     }
 }
