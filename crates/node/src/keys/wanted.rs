@@ -728,7 +728,12 @@ impl WantedKeys {
         };
         let (mut current, mut other) = (holder, false);
         for skips in 1..holders.count() as u32 {
-            if !pull.lags(current) || pull.chosen >= DUE_PER_PULL {
+            // Out of budget is not "no other holder": the key stays movable (red team F3).
+            if pull.chosen >= DUE_PER_PULL {
+                other = true;
+                break;
+            }
+            if !pull.lags(current) {
                 break;
             }
             pull.chosen += 1;
@@ -823,8 +828,12 @@ impl WantedKeys {
             }
         }
         for &holder in &parked_behind {
-            if pull.lags(holder) && self.move_due(holder, now) {
+            if pull.lags(holder) && pull.chosen < DUE_PER_PULL && self.move_due(holder, now) {
                 self.move_off(pull, holders, holder, now)?;
+                // A walk that emptied the queue made the holder's `Parked` anew (red team F1).
+                if let Some(parked) = self.parked.get_mut(&holder) {
+                    parked.moved_at = Some(now);
+                }
             }
         }
         while pull.chosen < DUE_PER_PULL {
@@ -5504,5 +5513,306 @@ mod red_team_s12 {
             "asks of a key held nowhere in its fourth hour: {lied} with the liar's loop, \
              {quiet} without ({slowest} rounds at the slowest pace)"
         );
+    }
+}
+
+/// Red team (s14, helper) of 2e62edfa (a lagging holder's parked keys walked at most once per
+/// [`MOVE_EVERY`], `move_due`, `Parked::moved_at`). F1-F3 failed on 2e62edfa and are fixed
+/// (F3 was older: a key whose lookup met the end of the budget was marked as staying); the
+/// others are guarantees that held.
+#[cfg(test)]
+mod red_team_s14_wanted {
+    use std::collections::HashSet;
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    use super::red_team_s8::{
+        OPEN_PER_HOLDER, check_invariants, grantee, holder_for_lagging as holder_for, id, party,
+    };
+
+    /// One pull at `now`: `lagging` and `room` per holder, as the exchange would say.
+    fn pull(
+        keys: &mut WantedKeys,
+        now: Instant,
+        lagging: impl Fn(ReplicaId) -> bool,
+        room: impl Fn(ReplicaId) -> usize,
+    ) -> Vec<(ReplicaId, Vec<TxId>)> {
+        let mut holders = Closures {
+            room: |h: ReplicaId| room(h),
+            lagging,
+            holder_for: |w: &Wanted, lagging: &dyn Fn(ReplicaId) -> bool| {
+                Ok::<_, Infallible>(Some(holder_for(w, lagging)))
+            },
+            error: std::marker::PhantomData,
+        };
+        let requests = keys.requests(now, &mut holders).unwrap();
+        check_invariants(keys);
+        requests
+    }
+
+    /// Parks every due key (no holder has room, none lags).
+    fn park_all(keys: &mut WantedKeys, now: Instant) {
+        while !keys.due.is_empty() {
+            assert!(pull(keys, now, |_| false, |_| 0).is_empty());
+        }
+    }
+
+    /// F1. A walk whose first chunk takes the whole queue (a backlog of up to 1,024 keys)
+    /// empties it: the last `take` removes the holder's `Parked`, and parking the keys again
+    /// makes a new one, `moved_at` (and `since`) `None`. The next pull walks again, 1 ms later:
+    /// the bound of 2e62edfa does not hold for small backlogs (cost: 1,024 pops a pull at
+    /// most, so low), and `since` restarting means a holder lagging by backlog alone stops
+    /// lagging for 2 s after each such walk (as on 2e62edfa^).
+    #[test]
+    fn a_walk_that_takes_the_whole_queue_forgets_when_it_walked() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        for i in 0..500 {
+            keys.insert(id(1, i), grantee(2, 3, start));
+        }
+        park_all(&mut keys, start);
+        let lagging = start + LAGGING_AFTER;
+        let before = keys.next_stamp;
+        pull(&mut keys, lagging, |h| h == 2, |_| 0);
+        let walked = keys.next_stamp;
+        assert!(walked > before, "the first lagging pull walks");
+        pull(
+            &mut keys,
+            lagging + Duration::from_millis(1),
+            |h| h == 2,
+            |_| 0,
+        );
+        assert_eq!(
+            keys.next_stamp,
+            walked,
+            "walked again 1 ms later ({} keys popped and parked again)",
+            keys.next_stamp - walked
+        );
+    }
+
+    /// F2. `move_due` notes the walk before `move_off` looks at the budget: a lagging holder
+    /// whose turn comes after another lagging holder's walk spent the pull's lookups is noted
+    /// as walked and not walked. On 2e62edfa^ its keys went to the other holder at the next
+    /// pull (1 ms later here); now only after MOVE_EVERY. Holder 1 (lower id, walked first) has
+    /// 16,384 keys only it gives (2 lookups each: the budget); holder 2's key would go to
+    /// holder 3 at once. Bounded (250 ms per such pull), low.
+    #[test]
+    fn a_walk_noted_with_no_budget_left_holds_the_keys_back_move_every() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        for i in 0..(DUE_PER_PULL / 2) as u32 {
+            keys.insert(id(1, i), party(1, 1, 3, start));
+        }
+        let key = id(2, 0);
+        keys.insert(key, party(2, 3, 3, start));
+        park_all(&mut keys, start);
+        let lagging = |h: ReplicaId| h == 1 || h == 2;
+        let room = |h: ReplicaId| if h == 3 { OPEN_PER_HOLDER } else { 0 };
+        let t = start + LAGGING_AFTER;
+        let first = pull(&mut keys, t, lagging, room);
+        assert!(first.is_empty(), "holder 1's walk spends the budget");
+        let next = pull(&mut keys, t + Duration::from_millis(1), lagging, room);
+        let later = pull(&mut keys, t + MOVE_EVERY, lagging, room);
+        assert_eq!(
+            next,
+            vec![(3, vec![key])],
+            "the key holder 3 gives, behind the lagging holder 2, asked 1 ms later (as on \
+             2e62edfa^); asked at t + MOVE_EVERY instead: {}",
+            !later.is_empty()
+        );
+    }
+
+    /// F3 (present on 2e62edfa^ too, since s8c). When the pull's budget runs out at a key's
+    /// first lookup in `route`, the skip loop breaks before looking for another holder, so
+    /// `route` answers "no other holder" and `move_off` marks the key `stays`: it is never
+    /// looked up again while parked, and waits behind the lagging (silent) holder until that
+    /// one has room, although the patient's home would give it at once. One key per walk that
+    /// spends the budget at an odd count; here the 16,385th key of a silent sealer's backlog.
+    #[test]
+    fn the_key_at_the_budgets_edge_stays_behind_a_silent_sealer() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        // One key asked once already: its first lookup gives the home (1 lookup, the parity).
+        let mut first = party(1, 2, 3, start);
+        first.tries = 1;
+        keys.insert(id(0, 0), first);
+        let count = 20_000u32;
+        for i in 0..count {
+            keys.insert(id(1, i), party(1, 2, 3, start));
+        }
+        park_all(&mut keys, start);
+        // Sealer 1 silent (its window full for good), home 2 full at the first walk.
+        let silent = |h: ReplicaId| h == 1;
+        let mut now = start + LAGGING_AFTER;
+        pull(&mut keys, now, silent, |_| 0);
+        let edge = id(1, (DUE_PER_PULL / 2 - 1) as u32);
+        let stuck = keys.get(&edge).is_some_and(|w| w.stays);
+        // Then the home answers whatever it is asked, 4 requests a pull.
+        let mut asked = HashSet::new();
+        for _ in 0..80 {
+            now += MOVE_EVERY;
+            for (holder, txs) in pull(&mut keys, now, silent, |h| {
+                if h == 2 { OPEN_PER_HOLDER } else { 0 }
+            }) {
+                assert_eq!(holder, 2);
+                for tx in txs {
+                    asked.insert(tx);
+                    keys.remove(&tx);
+                }
+            }
+        }
+        assert!(
+            keys.len() == 0 && !stuck,
+            "{} keys the home gives still behind the silent sealer after 20 s (the key at the \
+             budget's edge marked stays: {stuck}; it is still wanted: {})",
+            keys.len(),
+            keys.contains(&edge)
+        );
+    }
+
+    /// Held. A holder that lagged, was walked, came back (its queue drained by its answers)
+    /// and lags again is walked at the first pull it lags at: nothing of the earlier episode
+    /// holds its keys back (the `Parked` goes with the drained queue). And one that lags again
+    /// with its queue not drained is walked at the first lagging pull MOVE_EVERY after the
+    /// last walk, never later.
+    #[test]
+    fn a_holder_lagging_again_is_walked_at_its_first_lagging_pull() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        for i in 0..3_000 {
+            keys.insert(id(1, i), party(2, 3, 3, start));
+        }
+        park_all(&mut keys, start);
+        let t = start + LAGGING_AFTER;
+        // Lagging, holder 3 full: walked (looked up, parked again behind 2).
+        let before = keys.next_stamp;
+        assert!(pull(&mut keys, t, |h| h == 2, |_| 0).is_empty());
+        assert!(keys.next_stamp > before);
+        // Back 10 ms later and answering: 2 requests asked of it, the rest still parked.
+        let back = pull(
+            &mut keys,
+            t + Duration::from_millis(10),
+            |_| false,
+            |h| {
+                if h == 2 { 2 } else { 0 }
+            },
+        );
+        assert_eq!(back.iter().map(|(h, _)| *h).collect::<Vec<_>>(), vec![2, 2]);
+        for (_, txs) in back {
+            for tx in txs {
+                keys.remove(&tx);
+            }
+        }
+        // Lags again 100 ms after the walk: not walked yet; 250 ms after: walked, to 3.
+        let room = |h: ReplicaId| if h == 3 { OPEN_PER_HOLDER } else { 0 };
+        let early = pull(&mut keys, t + Duration::from_millis(100), |h| h == 2, room);
+        assert!(early.is_empty());
+        let due = pull(&mut keys, t + MOVE_EVERY, |h| h == 2, room);
+        assert_eq!(
+            due.iter().map(|(_, txs)| txs.len()).sum::<usize>(),
+            3_000 - 2 * 1_024
+        );
+        assert!(due.iter().all(|(h, _)| *h == 3));
+        // Drained: a new backlog behind 2 lagging much later is walked at its first pull.
+        for (_, txs) in due {
+            for tx in txs {
+                keys.remove(&tx);
+            }
+        }
+        assert!(!keys.parked.contains_key(&2));
+        let u = t + Duration::from_secs(60);
+        for i in 0..2_000 {
+            keys.insert(id(2, i), party(2, 3, 3, u));
+        }
+        park_all(&mut keys, u);
+        let lag = pull(&mut keys, u + Duration::from_millis(1), |h| h == 2, room);
+        assert_eq!(lag.iter().map(|(_, txs)| txs.len()).sum::<usize>(), 2_000);
+    }
+
+    /// Held. Random keys, removals, retries, lagging and rooms, with pulls 0-300 ms apart (the
+    /// walks gated by MOVE_EVERY); every invariant after each step, no key asked twice in a
+    /// pull, and at the end, every holder answering, every key comes: nothing lost or stuck
+    /// by a `moved_at`.
+    #[test]
+    fn dense_pulls_with_random_lagging_lose_no_key() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        for seed in 0..3u64 {
+            let mut rng = StdRng::seed_from_u64(0x5eed_1400 + seed);
+            let start = Instant::now();
+            let mut now = start;
+            let mut keys = WantedKeys::default();
+            let mut next = 0u32;
+            let mut lag = [false; 4];
+            for _ in 0..400 {
+                match rng.gen_range(0..100) {
+                    0..=19 => {
+                        for _ in 0..rng.gen_range(1..800) {
+                            next += 1;
+                            let home = rng.gen_range(1..4);
+                            let source = rng.gen_range(0..4);
+                            let wanted = if rng.gen_bool(0.3) {
+                                grantee(home, 3, now)
+                            } else {
+                                party(source, home, 3, now)
+                            };
+                            keys.insert(id(1, next), wanted);
+                        }
+                    }
+                    20..=27 => {
+                        let all: Vec<TxId> = keys.iter().map(|(tx, _)| *tx).collect();
+                        for _ in 0..rng.gen_range(0..200) {
+                            if all.is_empty() {
+                                break;
+                            }
+                            keys.remove(&all[rng.gen_range(0..all.len())]);
+                        }
+                    }
+                    28..=31 => {
+                        let all: Vec<TxId> = keys.iter().map(|(tx, _)| *tx).collect();
+                        if !all.is_empty() {
+                            let tx = all[rng.gen_range(0..all.len())];
+                            keys.retry_at(&tx, now + Duration::from_millis(rng.gen_range(0..900)));
+                        }
+                    }
+                    32..=39 => lag[rng.gen_range(0..4)] = rng.gen_bool(0.5),
+                    _ => {
+                        now += Duration::from_millis(rng.gen_range(0..300));
+                        let rooms: Vec<usize> = (0..4)
+                            .map(|_| rng.gen_range(0..=OPEN_PER_HOLDER) / 2)
+                            .collect();
+                        let requests =
+                            pull(&mut keys, now, |h| lag[h as usize], |h| rooms[h as usize]);
+                        let mut seen = HashSet::new();
+                        for (holder, txs) in &requests {
+                            assert_ne!(*holder, super::red_team_s8::ME);
+                            for tx in txs {
+                                assert!(seen.insert(*tx), "one key twice in a pull");
+                            }
+                        }
+                        for (_, txs) in requests {
+                            if rng.gen_bool(0.5) {
+                                for tx in txs {
+                                    keys.remove(&tx);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut ticks = 0;
+            while keys.len() > 0 {
+                ticks += 1;
+                assert!(ticks < 2_000, "{} keys never asked again", keys.len());
+                now += Duration::from_millis(250);
+                for (_, txs) in pull(&mut keys, now, |_| false, |_| OPEN_PER_HOLDER) {
+                    for tx in txs {
+                        keys.remove(&tx);
+                    }
+                }
+            }
+        }
     }
 }
