@@ -214,8 +214,6 @@ pub(crate) fn censor(behaviours: Option<&Behaviours>, input: Input) -> Option<In
     }
 }
 
-/// `clock-skew`: the time its replica is told at a tick or a restart, for the validator's
-/// clock reading `now_ms`.
 /// `slow-apply`: the wait before each block is applied.
 pub(crate) fn slow_apply(behaviours: Option<&Behaviours>) {
     if let Some(ms) = behaviours.map(|b| b.slow_apply_ms).filter(|ms| *ms > 0) {
@@ -223,6 +221,8 @@ pub(crate) fn slow_apply(behaviours: Option<&Behaviours>) {
     }
 }
 
+/// `clock-skew`: the time its replica is told (at every input and a restart) for the
+/// validator's clock reading `now_ms`.
 pub(crate) fn replica_clock_ms(behaviours: Option<&Behaviours>, now_ms: u64) -> u64 {
     let skew_ms = behaviours.map_or(0, |b| b.clock_skew_ms);
     now_ms.saturating_add_signed(skew_ms)

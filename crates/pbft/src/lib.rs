@@ -145,8 +145,8 @@
 //! one: the primary chooses it and the three phases make the replicas agree on it, as OSDI'99
 //! §4.6 (non-determinism) does for a value only the primary can choose. There the replicas
 //! must be able to judge a value by themselves; here a backup judges a block time, before it
-//! prepares, by its own clock (the caller's, passed in every [`Input::Tick`]; the core reads
-//! none). τ is [`Config::block_time_tolerance_ms`].
+//! prepares, by its own clock (the caller's, passed in every [`Input::Tick`] and
+//! [`Input::Clock`]; the core reads none). τ is [`Config::block_time_tolerance_ms`].
 //!
 //! - **The primary** proposes `time_ms = max(clock, prev + 1)`, with `prev` the time of the
 //!   proposal at `seq - 1`, and waits (proposes nothing yet) while `prev + 1 > clock + τ/2`.

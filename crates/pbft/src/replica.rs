@@ -1261,7 +1261,13 @@ impl Replica {
     /// prepares or commits for one (view, seq) (§4.2), so those sequence numbers stay blocked
     /// until a view change.
     pub(crate) fn abandon_unchained_slots(&mut self) {
-        let (head, mut prev) = self.last_executed;
+        // A ledger behind this replica's own stable checkpoint (a restart after a crash
+        // between its record and its block's apply, contract item 4) is fetched up to it: the
+        // slots above chain to the checkpoint's certified digest (red team s27 F1).
+        let (head, mut prev) = match self.low > self.last_executed.0 {
+            true => (self.low, self.low_digest),
+            false => self.last_executed,
+        };
         let mut broken = false;
         for (seq, slot) in self.slots.range_mut(head + 1..) {
             let Some(pp) = &slot.pre_prepare else {

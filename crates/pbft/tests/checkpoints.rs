@@ -20,17 +20,6 @@ fn commit(r: &mut Replica, pp: &PrePrepare) -> Vec<Action> {
     actions
 }
 
-fn chain(len: u64) -> Vec<PrePrepare> {
-    let mut prev = GENESIS;
-    (1..=len)
-        .map(|s| {
-            let pp = pre_prepare(s, 0, prev, vec![request(s as u8)]);
-            prev = pp.digest;
-            pp
-        })
-        .collect()
-}
-
 #[test]
 fn checkpoint_every_k_becomes_stable_with_2f_plus_1_and_collects_garbage() {
     let mut r = replica(1);

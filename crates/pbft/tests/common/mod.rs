@@ -773,3 +773,15 @@ pub fn retransmitting_config(id: ReplicaId) -> Config {
         ..config(id, 4)
     }
 }
+
+/// Pre-prepares of view 0 for 1..=len, each chained to the one before, one request each.
+pub fn chain(len: u64) -> Vec<PrePrepare> {
+    let mut prev = GENESIS;
+    (1..=len)
+        .map(|s| {
+            let pp = pre_prepare(s, 0, prev, vec![request(s as u8)]);
+            prev = pp.digest;
+            pp
+        })
+        .collect()
+}
