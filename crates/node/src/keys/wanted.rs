@@ -294,7 +294,9 @@ impl Parked {
 /// its stamp when a walk parks it again behind the same holder (at the back of a queue, so
 /// stamps mostly but not always increase along one): drawn for a holder with room, the older
 /// of the two fronts goes first, and a key a walk kept is not put behind the keys that came
-/// after it (red team s15 F1).
+/// after it (red team s15 F1), unless the walk's budget stopped it before the end of the
+/// queue: then the keys it kept wait behind those it did not reach (a bounded wait, red team
+/// s15b F2).
 #[derive(Default)]
 struct Queues {
     movable: VecDeque<(TxId, u64)>,
@@ -1416,6 +1418,24 @@ mod red_team_s8 {
                 .filter(|w| w.parked.is_some_and(|p| p.holder == *holder))
                 .count();
             assert_eq!(parked.live, live, "live of holder {holder}");
+            // Each stamp once across both queues, so no key has two live entries (a walk
+            // keeps stamps: red team s15b F1).
+            let mut stamps = HashSet::new();
+            let mut entries = 0;
+            for (tx, stamp) in parked.queue.iter() {
+                assert!(
+                    stamps.insert(*stamp),
+                    "stamp {stamp} twice in holder {holder}'s queues"
+                );
+                entries += usize::from(keys.keys.get(tx).is_some_and(|w| {
+                    w.parked
+                        == Some(Parking {
+                            holder: *holder,
+                            stamp: *stamp,
+                        })
+                }));
+            }
+            assert_eq!(entries, parked.live, "live entries of holder {holder}");
         }
     }
 
@@ -6400,5 +6420,203 @@ mod red_team_s15_queues {
             "the key its sealer 2 gives not asked of 2 in 60 s (asked: {asked_of:?}; stays: {})",
             keys.get(&key).is_some_and(|w| w.stays)
         );
+    }
+}
+
+/// Red team s15b of 5044748e (a walk that parks a key again behind the same holder keeps its
+/// stamp, `Pull::walked`, `park(.., stamp)`): can an entry be live twice, can the merge of two
+/// unsorted queues starve a key, and does `check_invariants` still see what it should. F1 is
+/// fixed (`check_invariants` counts live entries across both queues); F2 stays, documented.
+#[cfg(test)]
+mod red_team_s15b {
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    use super::red_team_s8::{
+        OPEN_PER_HOLDER, check_invariants, grantee, holder_for_lagging as holder_for, id, party,
+    };
+    use super::red_team_s14_wanted::{park_all, pull};
+
+    /// F1 (low: the tests' oracle). `check_invariants` collects a holder's queue entries into a
+    /// `HashSet` (red_team_s8, "a parked key is in its holder's queue") and counts `live` from
+    /// the keys, never from the entries: a key with two live entries (the same (tx, stamp) twice,
+    /// which kept stamps make possible in principle where fresh stamps made it impossible by
+    /// construction) passes it, although the next draw asks that key twice in one request and
+    /// leaves `live` one too high. `red_team_s15_queues::check_queues` looks for a stamp twice
+    /// within one queue only, not across `movable` and `staying` (what the stays-move at
+    /// `move_off` touches). The state is made by hand: no sequence found makes it (see the
+    /// held list); this pins the oracle, not the code.
+    #[test]
+    fn check_invariants_sees_a_live_entry_twice() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        keys.insert(id(1, 0), party(2, 3, 3, start));
+        park_all(&mut keys, start);
+        let parking = keys.keys[&id(1, 0)].parked.unwrap();
+        // The same entry in `staying` too, as a stays-move that failed to pop it would leave.
+        keys.parked
+            .get_mut(&2)
+            .unwrap()
+            .queue
+            .staying
+            .push_back((id(1, 0), parking.stamp));
+        // What it does: the key asked twice in one request.
+        let asked: Vec<TxId> = {
+            let mut copy = WantedKeys::default();
+            copy.insert(id(1, 0), party(2, 3, 3, start));
+            park_all(&mut copy, start);
+            let stamp = copy.keys[&id(1, 0)].parked.unwrap().stamp;
+            copy.parked
+                .get_mut(&2)
+                .unwrap()
+                .queue
+                .staying
+                .push_back((id(1, 0), stamp));
+            let mut holders = Closures {
+                room: |_| 1,
+                lagging: |_| false,
+                holder_for: |w: &Wanted, l: &dyn Fn(ReplicaId) -> bool| {
+                    Ok::<_, Infallible>(Some(holder_for(w, l)))
+                },
+                error: std::marker::PhantomData,
+            };
+            copy.requests(start, &mut holders)
+                .unwrap()
+                .into_iter()
+                .flat_map(|(_, txs)| txs)
+                .collect()
+        };
+        assert_eq!(
+            asked,
+            vec![id(1, 0), id(1, 0)],
+            "a live entry twice is asked twice"
+        );
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_invariants(&keys)))
+                .is_err();
+        assert!(
+            caught,
+            "check_invariants passes a key with two live entries"
+        );
+    }
+    /// F2 (low: order; s15 F1 again past the walk's budget, but a bounded wait). A walk looks up
+    /// at most `DUE_PER_PULL` keys per pull (two lookups a key here: holder 2, then the full 3):
+    /// with more movable keys than that behind a lagging holder the walk stops part way, and
+    /// the keys it walked go to the back of `movable`, under their old stamps, *behind* the
+    /// movable keys it did not reach, which came after them. `Queues::pop_front` compares the
+    /// fronts only: the front of `movable` is now a key parked after the grantee keys, so
+    /// every grantee key goes before the key that came first. Here: one key sealed by 2 for a
+    /// patient of 3 (3 full), then 2,048 grantee keys of 2's patients, then 17,000 keys like
+    /// the first: after one walk, holder 2 with room for one request asks 1,024 grantee keys,
+    /// not the first key. The module's doc ("a key a walk kept is not put behind the keys that
+    /// came after it") holds only for walks that reach the end of the queue. Bounded: under a
+    /// steady load (256 such keys and 256 grantee keys a pull, pulls every 125 ms, room for one
+    /// request every other pull, 17,000 movable keys behind 2) no key starved in 30 s, the
+    /// longest wait 70 pulls, that of a FIFO over the backlog (explored, not kept: 20 s).
+    #[test]
+    #[ignore = "red team s15b F2 (low): a walk cut by its budget puts kept keys behind later ones"]
+    fn a_walk_cut_by_its_budget_puts_a_kept_key_behind_keys_that_came_after_it() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let first = id(0, 0);
+        keys.insert(first, party(2, 3, 3, start));
+        park_all(&mut keys, start);
+        for i in 0..2_048 {
+            keys.insert(id(1, i), grantee(2, 3, start));
+        }
+        park_all(&mut keys, start);
+        for i in 0..17_000 {
+            keys.insert(id(2, i), party(2, 3, 3, start));
+        }
+        park_all(&mut keys, start);
+        let t = start + LAGGING_AFTER;
+        assert!(pull(&mut keys, t, |h| h == 2, |_| 0).is_empty());
+        check_invariants(&keys);
+        let movable = &keys.parked[&2].queue.movable;
+        let at = movable.iter().position(|e| e.0 == first).unwrap();
+        let asked = pull(
+            &mut keys,
+            t + Duration::from_millis(1),
+            |h| h == 2,
+            |h| if h == 2 { 1 } else { 0 },
+        );
+        assert_eq!(asked.len(), 1);
+        let grantees = asked[0].1.iter().filter(|tx| tx[0] == 1).count();
+        assert_eq!(
+            asked[0].1.first(),
+            Some(&first),
+            "the key that came first is not asked first: {at} movable entries ahead of it after \
+             the walk, {grantees} grantee keys (parked after it) asked before it"
+        );
+    }
+    /// Held. Within one pull, a key walked off lagging holder 1 is routed to lagging, full
+    /// holder 2 (parked there under a new stamp: `Pull::walked` names holder 1), walked off 2 in
+    /// the same pull and routed back to 1 (a new stamp again, not its old one behind 1: the
+    /// walk's stamp is 2's), while holder 3, drawn with room first, is walked in the same pull
+    /// too. Each time one live entry, `live` right; the key is asked once when 1 has room.
+    #[test]
+    fn a_key_walked_off_a_holder_and_back_in_one_pull_is_live_once() {
+        let start = Instant::now();
+        let mut keys = WantedKeys::default();
+        let key = id(0, 0);
+        keys.insert(key, party(1, 2, 3, start));
+        for i in 0..3 {
+            keys.insert(id(2, i), party(2, 1, 3, start));
+        }
+        // More than one request behind 3: drawn with room, then walked, in the same pull.
+        for i in 0..1_100 {
+            keys.insert(id(3, i), party(3, 1, 3, start));
+        }
+        park_all(&mut keys, start);
+        let old = keys.keys[&key].parked.unwrap();
+        assert_eq!(old.holder, 1);
+        let calls = std::cell::Cell::new(0);
+        let mut holders = Closures {
+            room: |h: ReplicaId| if h == 3 { 1 } else { 0 },
+            lagging: |h: ReplicaId| h != 0,
+            holder_for: |w: &Wanted, _: &dyn Fn(ReplicaId) -> bool| {
+                if w.patient[0] == 2 && w.source == 1 {
+                    // The key: 2 at the walk off 1 (twice: first, then the skip), 1 at the
+                    // walk off 2 (twice).
+                    calls.set(calls.get() + 1);
+                    return Ok::<_, Infallible>(Some(if calls.get() <= 2 { 2 } else { 1 }));
+                }
+                Ok(Some(w.source as ReplicaId))
+            },
+            error: std::marker::PhantomData,
+        };
+        let asked = keys.requests(start + LAGGING_AFTER, &mut holders).unwrap();
+        check_invariants(&keys);
+        check_invariants(&keys);
+        assert_eq!(calls.get(), 4, "walked off 1, then off 2");
+        assert!(asked.iter().all(|(h, txs)| *h == 3 && !txs.contains(&key)));
+        assert_eq!(asked.iter().map(|(_, txs)| txs.len()).sum::<usize>(), 1_024);
+        // 3's other 76 keys walked (its sealer: parked behind 3 again, under their stamps).
+        assert_eq!(keys.parked[&3].live, 76);
+        let new = keys.keys[&key].parked.unwrap();
+        assert_eq!(new.holder, 1);
+        assert!(
+            new.stamp > old.stamp,
+            "a new stamp behind 1: {new:?} {old:?}"
+        );
+        let entries = keys.parked[&1].queue.iter().filter(|e| e.0 == key).count();
+        assert_eq!(entries, 1);
+        let asked = pull(
+            &mut keys,
+            start + LAGGING_AFTER + Duration::from_millis(1),
+            |_| false,
+            |h| {
+                if h == 1 { OPEN_PER_HOLDER } else { 0 }
+            },
+        );
+        let times = asked
+            .iter()
+            .flat_map(|(_, txs)| txs)
+            .filter(|tx| **tx == key)
+            .count();
+        assert_eq!(times, 1);
+        check_invariants(&keys);
     }
 }
