@@ -125,6 +125,12 @@ enum Record {
         digest: Digest,
         prepares: Vec<Signed<Vote>>,
     },
+    /// A [`Durable::Withheld`] (last: the tags before it keep their meaning).
+    Withheld {
+        view: View,
+        seq: SeqNo,
+        digest: Digest,
+    },
 }
 
 impl Record {
@@ -148,7 +154,25 @@ impl Record {
                 },
                 Some(&cert.pre_prepare.proposal),
             ),
+            Durable::Withheld(pp) => (
+                Record::Withheld {
+                    view: pp.view,
+                    seq: pp.proposal.seq,
+                    digest: pp.digest,
+                },
+                Some(&pp.proposal),
+            ),
             other => (Record::Whole(other.clone()), None),
+        }
+    }
+
+    /// The sequence number and digest of the proposal this record names, if any.
+    fn names(&self) -> Option<(SeqNo, &Digest)> {
+        match self {
+            Record::Whole(_) => None,
+            Record::PrePrepare { seq, digest, .. }
+            | Record::Prepared { seq, digest, .. }
+            | Record::Withheld { seq, digest, .. } => Some((*seq, digest)),
         }
     }
 
@@ -176,6 +200,11 @@ impl Record {
                     proposal: proposal(&digest, seq)?,
                 },
                 prepares,
+            }),
+            Record::Withheld { view, seq, digest } => Durable::Withheld(PrePrepare {
+                view,
+                digest,
+                proposal: proposal(&digest, seq)?,
             }),
         })
     }
@@ -389,12 +418,12 @@ impl LocalStore {
         }
         let mut staged: Vec<Digest> = Vec::new();
         for durable in records {
-            if let (Record::PrePrepare { digest, .. } | Record::Prepared { digest, .. }, Some(p)) =
-                Record::split(durable)
-                && !staged.contains(&digest)
+            let (record, proposal) = Record::split(durable);
+            if let (Some((_, digest)), Some(p)) = (record.names(), proposal)
+                && !staged.contains(digest)
             {
-                proposals.stage(&digest, p)?;
-                staged.push(digest);
+                proposals.stage(digest, p)?;
+                staged.push(*digest);
             }
         }
         let summarized = match self.summaries {
@@ -465,12 +494,11 @@ impl LocalStore {
         };
         let mut restored = Restored::default();
         for (_, record) in self.records()? {
-            if let Record::PrePrepare { seq, digest, .. } | Record::Prepared { seq, digest, .. } =
-                &record
-                && load(digest, *seq)?.is_none()
+            if let Some((seq, digest)) = record.names()
+                && load(digest, seq)?.is_none()
             {
-                if *seq > executed {
-                    restored.lost_votes.get_or_insert(*seq);
+                if seq > executed {
+                    restored.lost_votes.get_or_insert(seq);
                 }
                 continue;
             }
@@ -633,9 +661,8 @@ fn insert_records(
     for durable in records {
         let (record, proposal) = Record::split(durable);
         if let Some(proposal) = proposal.filter(|_| with_proposals) {
-            let digest = match &record {
-                Record::PrePrepare { digest, .. } | Record::Prepared { digest, .. } => digest,
-                Record::Whole(_) => unreachable!("only pre-prepares and certificates name one"),
+            let Some((_, digest)) = record.names() else {
+                unreachable!("a record with a proposal names it")
             };
             if !stored.exists([&digest[..]])? {
                 insert_proposal.execute(params![
@@ -783,7 +810,9 @@ mod tests {
             Durable::View(0),
             Durable::PrePrepare(pre_prepare(1)),
             prepared(1),
+            Durable::Withheld(pre_prepare(2)),
             Durable::PrePrepare(pre_prepare(2)),
+            Durable::Withheld(pre_prepare(3)),
         ];
         let mut staged = Staged::default();
         {
@@ -794,9 +823,9 @@ mod tests {
             store.append_durable(&records[..2], &mut staged).unwrap();
             store.append_durable(&records[2..], &mut staged).unwrap();
             store.remove_pending([&[1u8; 32]]).unwrap();
-            // The pre-prepare and the certificate of 1 share one staged proposal, and node.db
-            // keeps none.
-            assert_eq!(staged.0.len(), 2);
+            // The records of one sequence number share one staged proposal, and node.db keeps
+            // none.
+            assert_eq!(staged.0.len(), 3);
             assert_eq!(proposal_rows(&store), 0);
         }
         let store = LocalStore::open(&path).unwrap();

@@ -162,15 +162,11 @@ fn a_crash_between_a_stable_checkpoint_and_its_apply_does_not_stall_the_next_blo
 }
 
 /// The same on the system clock, restarted 3 s after the crash (a process manager's restart):
-/// besides F1, the restarted backup marks its restored pre-prepare of `s + 1` withheld (its
-/// block time is now more than τ from the restart's clock, replica.rs `Replica::new`, "A backup
-/// does not send again ... a prepare for a time it would not accept now") and so never prepares
-/// or commits it either, although it prepared it before the crash. Pre-existing (any backup
-/// restarted more than τ after its prepare), but it means a fix of F1 alone does not end this
-/// stall in production: with F1 patched this still fails.
+/// besides F1, the restarted backup marked its restored pre-prepare of `s + 1` withheld (its
+/// block time was then more than τ from the restart's clock) and so never prepared or committed
+/// it, although it had prepared it before the crash (red team s27 O1). Its log now tells a sent
+/// prepare from a withheld one (`pbft::Durable::Withheld`), and it resends what it sent.
 #[test]
-#[ignore = "red team s27 F1 (and O1 once F1 is fixed): on the system clock a backup restarted \
-            more than tau after its prepare withholds it again"]
 fn a_crash_between_a_stable_checkpoint_and_its_apply_on_the_system_clock() {
     crash_between_a_stable_checkpoint_and_its_apply(
         Some(node::Clock::System),

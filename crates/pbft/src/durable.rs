@@ -13,7 +13,11 @@ use crate::types::{ReplicaId, SeqNo, View};
 /// - [`Durable::View`] / [`Durable::ViewChange`]: never go back to a view it left (§4.4: a
 ///   view-change promises not to take part in lower views).
 /// - [`Durable::PrePrepare`]: a primary never assigns a sequence number twice in one view, and
-///   a backup never prepares two digests for one (view, sequence number) (§4.2).
+///   a backup never prepares two digests for one (view, sequence number) (§4.2); a backup
+///   resends the prepare it sent.
+/// - [`Durable::Withheld`]: a backup that accepted a pre-prepare but withheld its prepare (the
+///   block time, crate docs) still never accepts another for that (view, sequence number), and
+///   after a restart judges the time again rather than resending a prepare it never sent.
 /// - [`Durable::Prepared`]: persisted when a sequence number becomes prepared, before the
 ///   commit that depends on it, so that every later view-change carries the certificate
 ///   (§4.4's safety argument relies on f+1 honest committers reporting it).
@@ -63,6 +67,10 @@ pub enum Durable {
     /// new-views of older incarnations are refused. Persisted when this replica learns a newer
     /// life, at stable checkpoint `at` (one new life per replica per checkpoint).
     Incarnation { life: Life, at: SeqNo },
+    /// A pre-prepare this backup accepted in `view` without sending its prepare (its block time
+    /// was more than τ from the clock). A [`Durable::PrePrepare`] of it, written when the
+    /// prepare goes out, supersedes it.
+    Withheld(PrePrepare),
 }
 
 impl Durable {
@@ -74,7 +82,7 @@ impl Durable {
             | Durable::NewView(_)
             | Durable::Recovery { .. }
             | Durable::Incarnation { .. } => None,
-            Durable::PrePrepare(pp) => Some(pp.proposal.seq),
+            Durable::PrePrepare(pp) | Durable::Withheld(pp) => Some(pp.proposal.seq),
             Durable::Prepared(c) => Some(c.pre_prepare.proposal.seq),
             Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
         }
@@ -165,7 +173,9 @@ impl Durable {
             index -= 1;
             keep[index] = match &records[index] {
                 Durable::View(_) | Durable::ViewChange(_) => Some(index) == last_view_index,
-                Durable::PrePrepare(pp) => pp.proposal.seq > stable && pp.view == view,
+                Durable::PrePrepare(pp) | Durable::Withheld(pp) => {
+                    pp.proposal.seq > stable && pp.view == view
+                }
                 Durable::Prepared(c) => {
                     let seq = c.pre_prepare.proposal.seq;
                     seq > stable && best_prepared.get(&seq).map(|b| b.1) == Some(index)

@@ -99,7 +99,8 @@
 //!   claim (sent by a stalled replica), used only to detect that a replica is behind.
 //! - [`Action::ReadExecuted`] and [`Input::Executed`] (item 12).
 //! - [`Durable::NewView`] (a primary's new-view, resent after a restart),
-//!   [`Durable::Recovery`] and [`Durable::Incarnation`]; [`Action::Alarm`]; [`RecoveryQuery`]
+//!   [`Durable::Recovery`], [`Durable::Incarnation`] and [`Durable::Withheld`];
+//!   [`Action::Alarm`]; [`RecoveryQuery`]
 //!   and [`RecoveryAnswer`].
 //! - [`ViewChange`] and [`NewView`] carry their sender's incarnation inside what it signs
 //!   (TOCS'02 §4.3.2 refreshes keys instead, see "Recovering from lost state").
@@ -158,7 +159,10 @@
 //!   ([`ProtocolError::BlockTimeNotIncreasing`]: no correct primary sends it). It keeps a
 //!   pre-prepare whose time is more than τ from its clock but withholds its prepare
 //!   ([`LogStats::withheld_prepares`]); if 2f other backups prepare anyway, it commits and
-//!   executes with them. A time wrong for everyone commits nowhere, and the view changes.
+//!   executes with them. A time wrong for everyone commits nowhere, and the view changes. It
+//!   judges a withheld one again as its clock moves, and its log tells the two apart
+//!   ([`Durable::Withheld`]): restarted, it resends the prepares it sent, whatever its clock
+//!   says by then, and judges the withheld ones again.
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
 //!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
 //!   (the O set has no null requests before its last entry, so no unchecked time enters).

@@ -312,7 +312,8 @@ impl Replica {
                         r.status = Status::ViewChange;
                     }
                 }
-                Durable::PrePrepare(pp) => pre_prepares.push(pp),
+                Durable::PrePrepare(pp) => pre_prepares.push((pp, false)),
+                Durable::Withheld(pp) => pre_prepares.push((pp, true)),
                 Durable::Prepared(cert) => r.remember_prepared(cert),
                 Durable::StableCheckpoint { checkpoint, proof } => {
                     if checkpoint.seq > r.low {
@@ -366,10 +367,14 @@ impl Replica {
         }
         let high = r.high();
         if r.status == Status::Normal {
-            for pp in pre_prepares {
+            // In record order: the `PrePrepare` written when a withheld prepare went out
+            // comes after its `Withheld`.
+            for (pp, withheld) in pre_prepares {
                 let seq = pp.proposal.seq;
                 if pp.view == r.view && seq > r.low && seq <= high {
-                    r.slots.entry(seq).or_default().pre_prepare = Some(pp);
+                    let slot = r.slots.entry(seq).or_default();
+                    slot.pre_prepare = Some(pp);
+                    slot.withheld = withheld;
                 }
             }
             let view = r.view;
@@ -391,23 +396,10 @@ impl Replica {
                     }
                 }
             }
+            // A backup resends the prepares it sent, whatever its clock says now (it judged
+            // their block times on receipt; red team s27 O1), and judges the withheld ones
+            // again at its ticks (`reconsider_withheld`).
             r.abandon_unchained_slots();
-            // A backup does not send again, when it retransmits, a prepare for a time it would
-            // not accept now.
-            if !r.is_primary() {
-                let withheld: Vec<SeqNo> = r
-                    .slots
-                    .iter()
-                    .filter_map(|(seq, slot)| slot.pre_prepare.as_ref().map(|pp| (seq, pp)))
-                    .filter(|(_, pp)| r.withholds_prepare(&pp.proposal))
-                    .map(|(seq, _)| *seq)
-                    .collect();
-                for seq in withheld {
-                    if let Some(slot) = r.slots.get_mut(&seq) {
-                        slot.withheld = true;
-                    }
-                }
-            }
         }
         // A primary continues after its last pre-prepare of this view (never reassigning one).
         let (seq, digest) = r
@@ -1221,21 +1213,24 @@ impl Replica {
             return;
         }
         let first = self.last_executed.0 + 1;
-        let ready: Vec<(SeqNo, Digest)> = self
+        let ready: Vec<PrePrepare> = self
             .slots
             .range(first..)
             .filter(|(_, slot)| slot.withheld && !slot.abandoned)
-            .filter_map(|(seq, slot)| slot.pre_prepare.as_ref().map(|pp| (*seq, pp)))
-            .filter(|(_, pp)| {
+            .filter_map(|(_, slot)| slot.pre_prepare.as_ref())
+            .filter(|pp| {
                 !self.withholds_prepare(&pp.proposal)
                     && self.check_time_increases(&pp.proposal).is_ok()
             })
-            .map(|(seq, pp)| (seq, pp.digest))
+            .cloned()
             .collect();
-        for (seq, digest) in ready {
+        for pp in ready {
+            let (seq, digest) = (pp.proposal.seq, pp.digest);
             if let Some(slot) = self.slots.get_mut(&seq) {
                 slot.withheld = false;
             }
+            // Noted before the prepare leaves: a restart resends it.
+            actions.push(Action::Persist(Durable::PrePrepare(pp)));
             actions.push(Action::Broadcast(Message::Prepare(Vote {
                 view: self.view,
                 seq,
@@ -1394,7 +1389,10 @@ impl Replica {
             let slot = self.slots.entry(seq).or_default();
             slot.pre_prepare = Some(pp.clone());
             slot.withheld = withheld;
-            actions.push(Action::Persist(Durable::PrePrepare(pp)));
+            actions.push(Action::Persist(match withheld {
+                true => Durable::Withheld(pp),
+                false => Durable::PrePrepare(pp),
+            }));
             if withheld {
                 self.withheld_prepares += 1;
             } else if !self.is_primary() {

@@ -183,8 +183,8 @@ fn backup_withholds_its_prepare_for_a_time_far_from_its_clock() {
         let mut r = Replica::new(cfg, Restored::genesis(GENESIS, 0, clock));
         assert_eq!(
             step(&mut r, msg(0, Message::PrePrepare(pp.clone()))),
-            vec![Action::Persist(Durable::PrePrepare(pp.clone()))],
-            "time {time_ms} at clock {clock}: stored, not prepared"
+            vec![Action::Persist(Durable::Withheld(pp.clone()))],
+            "time {time_ms} at clock {clock}: stored as withheld, not prepared"
         );
         assert_eq!(r.log_stats().withheld_prepares, 1);
         // Retransmission does not send it either.
@@ -208,14 +208,18 @@ fn backup_withholds_its_prepare_for_a_time_far_from_its_clock() {
 }
 
 /// A withheld prepare is sent once the backup's clock comes within τ of the block time (a
-/// primary whose clock runs a little ahead is not left to 2f others).
+/// primary whose clock runs a little ahead is not left to 2f others), after the pre-prepare is
+/// recorded as prepared-for (a restart resends it).
 #[test]
 fn backup_prepares_a_withheld_proposal_once_its_clock_catches_up() {
     let clock = 50_000;
     let time_ms = clock + TOLERANCE_MS + 500;
     let pp = timed(1, GENESIS, time_ms, vec![request(1)]);
     let mut r = replica_at(1, 0, clock);
-    assert!(!prepares(&step(&mut r, msg(0, Message::PrePrepare(pp))), 1));
+    assert!(!prepares(
+        &step(&mut r, msg(0, Message::PrePrepare(pp.clone()))),
+        1
+    ));
     assert!(!prepares(
         &step(
             &mut r,
@@ -225,15 +229,22 @@ fn backup_prepares_a_withheld_proposal_once_its_clock_catches_up() {
         ),
         1
     ));
-    assert!(prepares(
-        &step(
-            &mut r,
-            Input::Tick {
-                now_ms: clock + 500
-            }
-        ),
-        1
-    ));
+    let actions = step(
+        &mut r,
+        Input::Tick {
+            now_ms: clock + 500,
+        },
+    );
+    let recorded = actions
+        .iter()
+        .position(|a| *a == Action::Persist(Durable::PrePrepare(pp.clone())));
+    let sent = actions.iter().position(|a| {
+        matches!(a, Action::Broadcast(Message::Prepare(v)) if v.seq == 1 && v.digest == pp.digest)
+    });
+    assert!(
+        matches!((recorded, sent), (Some(r), Some(s)) if r < s),
+        "recorded, then sent: {actions:?}"
+    );
     assert!(
         !prepares(
             &step(
@@ -248,22 +259,47 @@ fn backup_prepares_a_withheld_proposal_once_its_clock_catches_up() {
     );
 }
 
-/// A restarted backup does not retransmit a prepare for a time its clock no longer accepts.
+/// A restarted backup resends the prepare it sent, however late the restart (its block time
+/// was judged on receipt: withholding it again would leave the slot to 2f others, red team s27
+/// O1), and judges a withheld one again by its clock now; a withheld one it prepared later
+/// counts as sent.
 #[test]
-fn restarted_backup_withholds_what_its_clock_no_longer_accepts() {
+fn restarted_backup_resends_the_prepares_it_sent_and_judges_the_withheld_again() {
     let pp = timed(1, GENESIS, 10_000, vec![request(1)]);
-    let restored = |now_ms| Restored {
-        durable: vec![Durable::PrePrepare(pp.clone())],
+    let restored = |durable: Vec<Durable>, now_ms| Restored {
+        durable,
         ..Restored::genesis(GENESIS, 0, now_ms)
     };
-    for (now_ms, sends) in [(10_000, true), (10_000 + HOUR_MS, false)] {
-        let mut r = Replica::new(config(1, 4), restored(now_ms));
+    let sent = vec![Durable::PrePrepare(pp.clone())];
+    let withheld = vec![Durable::Withheld(pp.clone())];
+    let released = vec![
+        Durable::Withheld(pp.clone()),
+        Durable::PrePrepare(pp.clone()),
+    ];
+    for (durable, now_ms, sends) in [
+        (&sent, 10_000, true),
+        (&sent, 10_000 + HOUR_MS, true),
+        (&withheld, 10_000, true),
+        (&withheld, 10_000 + HOUR_MS, false),
+        (&released, 10_000 + HOUR_MS, true),
+    ] {
+        let mut r = Replica::new(config(1, 4), restored(durable.clone(), now_ms));
         let actions = step(&mut r, Input::Tick { now_ms });
-        assert_eq!(prepares(&actions, 1), sends, "clock {now_ms}: {actions:?}");
+        assert_eq!(
+            prepares(&actions, 1),
+            sends,
+            "{durable:?} at clock {now_ms}: {actions:?}"
+        );
         assert_eq!(
             r.log_stats().withheld_prepares,
             0,
             "counted only when received"
+        );
+        // Whatever it did, it accepts no other proposal for (0, 1).
+        let other = timed(1, GENESIS, now_ms, vec![request(2)]);
+        assert_eq!(
+            step_err(&mut r, msg(0, Message::PrePrepare(other))),
+            ProtocolError::Conflicting
         );
     }
 }
