@@ -53,6 +53,13 @@ const MIGRATIONS: &[&str] = &[
     "DELETE FROM durable
      WHERE (format = 2 AND substr(record, 1, 2) = x'0005')
         OR (format = 1 AND substr(record, 1, 1) = x'05');",
+    // v5: a pre-prepare whose prepare a backup withheld for its block time has its own record
+    // (`Record::Withheld`, tag 3); a `PrePrepare` (tag 1) now says the prepare went out and is
+    // resent after a restart. Written before, a `PrePrepare` stood for both, so it reads as
+    // withheld: judged again by the clock at the restart, as then (red team s29 F1). The
+    // fields are the same; `||` makes text of the bytes, the cast makes them a blob again.
+    "UPDATE durable SET record = CAST(x'03' || substr(record, 2) AS BLOB)
+     WHERE format = 2 AND substr(record, 1, 1) = x'01';",
 ];
 
 /// `durable.format` of a row holding a borsh [`Record`].
@@ -631,11 +638,16 @@ impl LocalStore {
                     "node.db: protocol record {n} is newer than the v1 records before it"
                 )));
             }
-            records.push(Durable::try_from_slice(&bytes).map_err(|error| {
+            let record = Durable::try_from_slice(&bytes).map_err(|error| {
                 NodeError::Corrupt(format!(
                     "node.db: protocol record {n} is unreadable: {error}"
                 ))
-            })?);
+            })?;
+            // As in migration v5: a pre-prepare of then may be one whose prepare was withheld.
+            records.push(match record {
+                Durable::PrePrepare(pp) => Durable::Withheld(pp),
+                other => other,
+            });
         }
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM durable", [])?;
@@ -983,7 +995,13 @@ mod tests {
             }
         }
         let store = LocalStore::open(&path).unwrap();
-        assert_eq!(store.durable().unwrap(), records);
+        // A pre-prepare of then may be one whose prepare was withheld (migration v5).
+        let upgraded = vec![
+            Durable::View(0),
+            Durable::Withheld(pre_prepare(1)),
+            prepared(1),
+        ];
+        assert_eq!(store.durable().unwrap(), upgraded);
         assert_eq!(proposal_rows(&store), 1);
     }
 
@@ -993,7 +1011,7 @@ mod tests {
     fn new_view_records_before_incarnations_are_dropped_on_upgrade() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
-        let kept = vec![Durable::View(1), Durable::PrePrepare(pre_prepare(1))];
+        let kept = vec![Durable::View(1), Durable::Withheld(pre_prepare(1))];
         let mut staged = Staged::default();
         {
             let mut store = LocalStore::open(&path).unwrap();
@@ -1050,6 +1068,38 @@ mod tests {
                 records: kept,
                 lost_votes: None,
             }
+        );
+    }
+
+    /// Red team s29 F1: the medchain before `Durable::Withheld` wrote a `PrePrepare` record
+    /// for every pre-prepare a backup accepted, its prepare sent or withheld for its block
+    /// time, and judged them all again at a restart. A `PrePrepare` record now means "the
+    /// prepare was sent" and is resent however far the time is from the clock: read as such,
+    /// an upgraded validator would send prepares it withheld, and a whole cluster upgraded
+    /// while a proposal with a time wrong for everyone is pending would commit it (pbft test
+    /// `red_team_s29::f1_impact_...`). Migration v5 reads those rows as `Withheld`.
+    #[test]
+    fn pre_prepares_recorded_before_withheld_records_existed_are_judged_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let mut staged = Staged::default();
+        {
+            let mut store = LocalStore::open(&path).unwrap();
+            // What the version before wrote for a backup's withheld accept.
+            store
+                .append_durable(
+                    &[Durable::View(0), Durable::PrePrepare(pre_prepare(1))],
+                    &mut staged,
+                )
+                .unwrap();
+            // Its schema version: the last before `Record::Withheld`.
+            store.conn.pragma_update(None, "user_version", 4).unwrap();
+        }
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(
+            store.durable_with(&staged, 0).unwrap().records,
+            vec![Durable::View(0), Durable::Withheld(pre_prepare(1))],
+            "a pre-prepare an older medchain recorded may be a withheld one"
         );
     }
 

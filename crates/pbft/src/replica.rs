@@ -408,7 +408,13 @@ impl Replica {
             .rev()
             .find_map(|(s, slot)| slot.pre_prepare.as_ref().map(|pp| (*s, pp.digest)))
             .filter(|(s, _)| *s >= r.last_executed.0)
-            .unwrap_or(r.last_executed);
+            .unwrap_or(if r.low > r.last_executed.0 {
+                // Never below its own stable checkpoint (a ledger behind it, contract item 4):
+                // those sequence numbers were assigned and committed (red team s28 F1).
+                (r.low, r.low_digest)
+            } else {
+                r.last_executed
+            });
         r.next_seq = seq + 1;
         r.last_proposed = digest;
         if r.can_recover() {

@@ -3,8 +3,6 @@
 //! time that does not increase and withholds its prepare for one more than τ from its clock.
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use pbft::*;
 
@@ -20,23 +18,6 @@ fn replica_at(id: ReplicaId, head_time_ms: u64, now_ms: u64) -> Replica {
     // Each cut proposes at once, however many are in flight: these tests are about times.
     cfg.cut_in_flight = cfg.max_in_flight;
     Replica::new(cfg, Restored::genesis(GENESIS, head_time_ms, now_ms))
-}
-
-/// A pre-prepare of view 0 by replica 0 at `seq` with block time `time_ms`.
-fn timed(seq: SeqNo, prev: Digest, time_ms: u64, requests: Vec<Request>) -> PrePrepare {
-    let proposal = Arc::new(Proposal {
-        seq,
-        view: 0,
-        proposer: 0,
-        prev,
-        time_ms,
-        requests,
-    });
-    PrePrepare {
-        view: 0,
-        digest: digest(&proposal),
-        proposal,
-    }
 }
 
 /// The pre-prepares among `actions`.

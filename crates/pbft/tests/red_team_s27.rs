@@ -24,49 +24,11 @@ use pbft::*;
 /// other three) with its ledger's head at `head` (3: the crash came between the records and
 /// the apply of block 4; 4: after it).
 fn restarted(id: ReplicaId, pps: &[PrePrepare], head: u64) -> Replica {
-    let stable = Checkpoint {
-        seq: 4,
-        digest: pps[3].digest,
-    };
-    let proof = (0..4)
-        .filter(|from| *from != id)
-        .map(|from| signed(from, stable))
-        .collect();
-    let at = &pps[head as usize - 1];
-    Replica::new(
-        config(id, 4),
-        Restored {
-            last_executed: (head, at.digest),
-            executed_checkpoint: None,
-            head_time_ms: at.proposal.time_ms,
-            now_ms: 0,
-            durable: vec![
-                Durable::PrePrepare(pps[3].clone()),
-                Durable::PrePrepare(pps[4].clone()),
-                Durable::StableCheckpoint {
-                    checkpoint: stable,
-                    proof,
-                },
-            ],
-            recovering: false,
-            nonce: 0,
-            incarnation: 1,
-        },
-    )
-}
-
-/// What the node does after the restart of a ledger behind its stable checkpoint (item 5):
-/// block 4 fetched and applied.
-fn fetch_block_4(r: &mut Replica, pps: &[PrePrepare]) {
-    step(
-        r,
-        Input::StateTransferred {
-            seq: 4,
-            digest: pps[3].digest,
-            time_ms: pps[3].proposal.time_ms,
-            request_ids: vec![request(4).id],
-        },
-    );
+    let records = vec![
+        Durable::PrePrepare(pps[3].clone()),
+        Durable::PrePrepare(pps[4].clone()),
+    ];
+    restarted_with(id, pps, head, records)
 }
 
 /// The other replicas' prepares and commits for sequence number 5: what `id` executes with.

@@ -11,12 +11,22 @@ use crate::network::{Envelope, Link, Packet, with};
 use crate::profile::Profile;
 use crate::world::{App, World, replica_config};
 
+/// Where a crash tears a step of the replica's.
+#[derive(Clone, Copy, Debug)]
+pub enum Torn {
+    /// After this many actions of its next step.
+    After(usize),
+    /// In the next step that commits blocks, once its messages went out and before the blocks
+    /// are applied (the node applies them last: red team s27).
+    BeforeApplies,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
-    /// Crash now, or after `torn` actions of the replica's next step.
+    /// Crash now, or in the middle of a later step (`torn`).
     Crash {
         id: ReplicaId,
-        torn: Option<usize>,
+        torn: Option<Torn>,
     },
     Restart(ReplicaId),
     /// Crash if the replica is still recovering from lost state.
@@ -232,6 +242,21 @@ impl World {
         Some(others)
     }
 
+    /// Whether honest `id`, having just recorded a stable checkpoint whose block it has not
+    /// applied yet, crashes there (the ledger left behind its own stable checkpoint, pbft's
+    /// contract item 4). Only within the budget; it restarts 5-60 ticks later.
+    pub(crate) fn crash_behind_checkpoint(&mut self, id: ReplicaId) -> bool {
+        let faulty = self.nodes.iter().filter(|x| x.is_faulty()).count();
+        if self.healing || self.plot.checkpoint_crashes == 0 || faulty >= self.f {
+            return false;
+        }
+        self.plot.checkpoint_crashes -= 1;
+        let restart = self.now + self.rng.gen_range(5..=60);
+        self.schedule(restart, Event::Restart(id));
+        self.trace(|| format!("replica {id} crashes before applying its stable checkpoint"));
+        true
+    }
+
     fn isolate(&mut self, r: ReplicaId, start: u64, end: u64) {
         let cut: Vec<_> = (0..self.n)
             .filter(|o| *o != r)
@@ -303,7 +328,11 @@ impl World {
                 continue;
             };
             let end = (start + rng.gen_range(5..=120)).min(chaos).max(start + 1);
-            let torn = rng.gen_bool(0.5).then(|| rng.gen_range(0..4));
+            let torn = match rng.gen_range(0..4) {
+                0 | 1 => None,
+                2 => Some(Torn::After(rng.gen_range(0..4))),
+                _ => Some(Torn::BeforeApplies),
+            };
             self.schedule(start, Event::Crash { id, torn });
             self.schedule(end, Event::Restart(id));
             down_until.push((id, end));
@@ -345,9 +374,9 @@ impl World {
                     return;
                 }
                 match torn {
-                    Some(k) => {
-                        self.trace(|| format!("replica {id} will crash after {k} actions"));
-                        self.nodes[id as usize].crash_after = Some(k);
+                    Some(torn) => {
+                        self.trace(|| format!("replica {id} will crash mid-step ({torn:?})"));
+                        self.nodes[id as usize].crash_after = Some(torn);
                     }
                     None => self.crash(id),
                 }
@@ -500,6 +529,8 @@ impl World {
             );
         }
         for id in 0..self.n {
+            // A torn crash still waiting for its step is a fault too.
+            self.nodes[id as usize].crash_after = None;
             if !self.nodes[id as usize].is_up() {
                 self.restart(id);
             }

@@ -130,6 +130,8 @@ fn main() -> ExitCode {
         totals.block_time_refusals += s.block_time_refusals;
         totals.lost_life_view_changes += s.lost_life_view_changes;
         totals.lost_life_new_views += s.lost_life_new_views;
+        totals.crashes_before_applies += s.crashes_before_applies;
+        totals.crashes_behind_own_checkpoint += s.crashes_behind_own_checkpoint;
         runs_with_view_change += u64::from(s.max_view > 0);
         runs_with_transfer += u64::from(s.state_transfers > 0);
         if let Some(v) = &outcome.violation {
@@ -187,6 +189,11 @@ fn main() -> ExitCode {
         "block time: prepares withheld by honest replicas for a time more than τ from their \
          clocks: {}; pre-prepares refused for a time not later than the one before: {}",
         totals.withheld_prepares, totals.block_time_refusals
+    );
+    println!(
+        "crashes mid-step before the step's committed blocks were applied: {} ({} left the \
+         ledger behind the replica's own stable checkpoint)",
+        totals.crashes_before_applies, totals.crashes_behind_own_checkpoint
     );
     println!("elapsed: {:.1}s", start.elapsed().as_secs_f64());
     println!(

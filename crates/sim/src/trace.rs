@@ -1,5 +1,5 @@
 //! One-line descriptions of inputs, messages and actions for `--trace`.
-use pbft::{Action, Digest, Input, Message};
+use pbft::{Action, Digest, Durable, Input, Message};
 
 use crate::network::Packet;
 
@@ -85,10 +85,21 @@ pub fn action(a: &Action) -> String {
     match a {
         Action::Send { to, message: m } => format!("send to {to}: {}", message(m)),
         Action::Broadcast(m) => format!("broadcast {}", message(m)),
-        Action::Persist(d) => format!(
-            "persist {:?}",
-            d.seq().map_or("view".to_string(), |s| format!("s{s}"))
-        ),
+        Action::Persist(d) => {
+            let kind = match d {
+                Durable::View(_) => "view",
+                Durable::ViewChange(_) => "view-change",
+                Durable::PrePrepare(_) => "pre-prepare",
+                Durable::Withheld(_) => "withheld pre-prepare",
+                Durable::Prepared(_) => "prepared",
+                Durable::StableCheckpoint { .. } => "stable checkpoint",
+                Durable::NewView(_) => "new-view",
+                Durable::Recovery { .. } => "recovery",
+                Durable::Incarnation { .. } => "incarnation",
+            };
+            let seq = d.seq().map_or(String::new(), |s| format!(" s{s}"));
+            format!("persist {kind}{seq}")
+        }
         Action::Execute(c) => format!(
             "EXECUTE s{} {} (view {}, {} reqs, {} ms)",
             c.proposal.seq,

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::adversary::{self, Behavior, Memory, Plot};
 use crate::client::{self, Transactions};
 use crate::crypto::{self, GENESIS};
-use crate::faults::{Clock, Event};
+use crate::faults::{Clock, Event, Torn};
 use crate::invariants::{Checkers, Failure, RaisedAlarm, SentVote};
 use crate::network::{Network, Packet};
 use crate::profile::Profile;
@@ -166,6 +166,10 @@ pub struct Stats {
     pub lost_life_view_changes: u64,
     /// New-views a `keep-lost-life` primary built on a view-change of a lost life.
     pub lost_life_new_views: u64,
+    /// Crashes mid-step with committed blocks not applied yet (the node applies them last).
+    pub crashes_before_applies: u64,
+    /// ... that left the ledger behind the replica's own stable checkpoint (red team s27).
+    pub crashes_behind_own_checkpoint: u64,
 }
 
 /// The sim's replica configuration: small K and L so checkpoints and watermarks matter.
@@ -254,8 +258,8 @@ pub struct Node {
     pub app: App,
     pub byzantine: Vec<Behavior>,
     pub adversary: Memory,
-    /// Crash after this many actions of the next step (a torn step).
-    pub crash_after: Option<usize>,
+    /// Crash in the middle of a later step (a torn step).
+    pub crash_after: Option<Torn>,
     /// How many times it lost its durable state and ledger (amnesia).
     pub amnesia: u32,
     /// State-transfer attempts, to rotate peers.
@@ -757,9 +761,32 @@ impl World {
             self.trace(|| format!("replica {id} <- {label}"));
         }
         let honest = self.nodes[id as usize].is_honest();
-        let cut = self.nodes[id as usize].crash_after.take();
+        let actions = node_order(actions);
+        let first_apply = actions.iter().position(|a| matches!(a, Action::Execute(_)));
+        let node = &mut self.nodes[id as usize];
+        let cut = match (node.crash_after.take(), first_apply) {
+            (Some(Torn::After(k)), _) => Some(k),
+            (Some(Torn::BeforeApplies), Some(k)) => Some(k),
+            // Waits for a step that commits blocks.
+            (Some(Torn::BeforeApplies), None) => {
+                node.crash_after = Some(Torn::BeforeApplies);
+                None
+            }
+            (None, _) => None,
+        };
         let count = actions.len();
-        let mut crashed_after_new_view = false;
+        let last_apply = actions
+            .iter()
+            .rposition(|a| matches!(a, Action::Execute(_)));
+        // The stable-checkpoint record of a block this step commits but has not applied.
+        let behind_at = actions.iter().position(|a| match a {
+            Action::Persist(Durable::StableCheckpoint { checkpoint, .. }) => actions
+                .iter()
+                .any(|b| matches!(b, Action::Execute(c) if c.proposal.seq <= checkpoint.seq)),
+            _ => false,
+        });
+        // The first action a crash mid-step leaves undone.
+        let mut crashed_before = cut;
         let mut reads = Vec::new();
         for (k, action) in actions.into_iter().enumerate() {
             if cut.is_some_and(|c| k >= c) {
@@ -773,6 +800,10 @@ impl World {
                     node.durable.push(record);
                     if compact {
                         Durable::compact(&mut node.durable);
+                    }
+                    if behind_at == Some(k) && honest && self.crash_behind_checkpoint(id) {
+                        crashed_before = Some(k + 1);
+                        break;
                     }
                 }
                 Action::Send { to, mut message } => {
@@ -800,7 +831,7 @@ impl World {
                         }
                     }
                     if missed.is_some() {
-                        crashed_after_new_view = true;
+                        crashed_before = Some(k + 1);
                         break;
                     }
                     // A Byzantine replica's own view-change is the doctored one, so that its
@@ -831,8 +862,19 @@ impl World {
                 }
             }
         }
-        if cut.is_some() || crashed_after_new_view {
-            self.trace(|| format!("replica {id} crashed mid-step ({cut:?} of {count} actions)"));
+        if let Some(k) = crashed_before {
+            self.trace(|| format!("replica {id} crashed mid-step ({k} of {count} actions)"));
+            if last_apply.is_some_and(|last| last >= k) {
+                self.stats.crashes_before_applies += 1;
+                let node = &self.nodes[id as usize];
+                let stable = node.durable.iter().filter_map(|r| match r {
+                    Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
+                    _ => None,
+                });
+                if stable.max().is_some_and(|seq| seq > node.app.head().0) {
+                    self.stats.crashes_behind_own_checkpoint += 1;
+                }
+            }
             self.crash(id);
             return;
         }
@@ -926,4 +968,36 @@ impl World {
         let now = self.now;
         self.net.send(&mut self.rng, now, from, to, Packet::Pbft(m));
     }
+}
+
+/// A step's actions in the order the node carries them out (crates/node/src/runtime.rs,
+/// `Runtime::execute`), so that a crash mid-step leaves what a killed process leaves: the
+/// blocks committed in a step are applied at its end, after its messages went out (or before
+/// what reads the chain: a recovery answer, a state fetch, a read of an executed block), and
+/// the replica's own checkpoint votes wait for those applies (red team s27 F2).
+pub(crate) fn node_order(actions: Vec<Action>) -> Vec<Action> {
+    let mut ordered = Vec::with_capacity(actions.len());
+    let mut held_blocks = Vec::new();
+    let mut held_votes = Vec::new();
+    for action in actions {
+        match action {
+            Action::Execute(_) => held_blocks.push(action),
+            Action::Broadcast(Message::Checkpoint(_)) if !held_blocks.is_empty() => {
+                held_votes.push(action)
+            }
+            Action::Send {
+                message: Message::RecoveryAnswer(_),
+                ..
+            }
+            | Action::FetchState { .. }
+            | Action::ReadExecuted { .. } => {
+                ordered.append(&mut held_blocks);
+                ordered.push(action);
+            }
+            _ => ordered.push(action),
+        }
+    }
+    ordered.append(&mut held_blocks);
+    ordered.append(&mut held_votes);
+    ordered
 }

@@ -785,3 +785,72 @@ pub fn chain(len: u64) -> Vec<PrePrepare> {
         })
         .collect()
 }
+
+/// A pre-prepare of view 0 by replica 0 at `seq` with block time `time_ms`.
+pub fn timed(seq: SeqNo, prev: Digest, time_ms: u64, requests: Vec<Request>) -> PrePrepare {
+    let proposal = Arc::new(Proposal {
+        seq,
+        view: 0,
+        proposer: 0,
+        prev,
+        time_ms,
+        requests,
+    });
+    PrePrepare {
+        view: 0,
+        digest: digest(&proposal),
+        proposal,
+    }
+}
+
+/// Replica `id` restarted from `records` plus checkpoint 4 stable (vouched by the other three)
+/// with its ledger's head at `head` (3: the crash came between the stable-checkpoint record and
+/// the apply of block 4).
+pub fn restarted_with(
+    id: ReplicaId,
+    pps: &[PrePrepare],
+    head: u64,
+    records: Vec<Durable>,
+) -> Replica {
+    let stable = Checkpoint {
+        seq: 4,
+        digest: pps[3].digest,
+    };
+    let proof = (0..4)
+        .filter(|from| *from != id)
+        .map(|from| signed(from, stable))
+        .collect();
+    let at = &pps[head as usize - 1];
+    let mut durable = records;
+    durable.push(Durable::StableCheckpoint {
+        checkpoint: stable,
+        proof,
+    });
+    Replica::new(
+        config(id, 4),
+        Restored {
+            last_executed: (head, at.digest),
+            executed_checkpoint: None,
+            head_time_ms: at.proposal.time_ms,
+            now_ms: 0,
+            durable,
+            recovering: false,
+            nonce: 0,
+            incarnation: 1,
+        },
+    )
+}
+
+/// What the node does after the restart of a ledger behind its stable checkpoint (contract
+/// item 5): block 4 of `pps` fetched and applied.
+pub fn fetch_block_4(r: &mut Replica, pps: &[PrePrepare]) -> Vec<Action> {
+    step(
+        r,
+        Input::StateTransferred {
+            seq: 4,
+            digest: pps[3].digest,
+            time_ms: pps[3].proposal.time_ms,
+            request_ids: vec![request(4).id],
+        },
+    )
+}

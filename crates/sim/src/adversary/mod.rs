@@ -198,6 +198,9 @@ pub struct Plot {
     pub isolate: Option<ReplicaId>,
     /// How many more new primaries crash right after sending their new-view (finding 7).
     pub new_view_crashes: u32,
+    /// How many more honest replicas crash between a stable-checkpoint record and the apply of
+    /// its block, leaving the ledger behind their own stable checkpoint (red teams s27, s28).
+    pub checkpoint_crashes: u32,
     /// How far skewed-clock replicas are off (ms): positive, their clocks run that far ahead;
     /// negative, their pre-prepares claim times that far behind their clocks.
     pub clock_skew_ms: i64,
@@ -395,6 +398,9 @@ pub fn cast(
     {
         let tolerance = crate::world::replica_config(0, n, None).block_time_tolerance_ms;
         plot.clock_skew_ms = skewed_clock::draw_skew_ms(tolerance, rng);
+    }
+    if matches!(profile, Profile::Crash | Profile::Mixed | Profile::Amnesia) {
+        plot.checkpoint_crashes = f as u32;
     }
     (behaviors, plot)
 }
