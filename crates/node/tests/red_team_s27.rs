@@ -86,6 +86,7 @@ fn ledger_behind_its_own_stable_checkpoint_after_a_crash(victim: ReplicaId) {
         );
     }
 
+    let view = world.node(submitter).status().view;
     world.cluster.restart(victim).unwrap();
     // The others go on; the victim must catch up and stay in.
     for _ in 0..(2 * K) {
@@ -116,6 +117,13 @@ fn ledger_behind_its_own_stable_checkpoint_after_a_crash(victim: ReplicaId) {
     assert!(
         hashes.windows(2).all(|w| w[0] == w[1]),
         "heads differ: {hashes:?}"
+    );
+    // In the same view: a restarted primary proposes after its stable checkpoint, not at it
+    // again (red team s28 F1: every backup refused that until the view changed).
+    assert_eq!(
+        world.node(submitter).status().view,
+        view,
+        "the view changed"
     );
     // And it votes again: a block commits with the victim's help while one other is down.
     let other = (0..4).find(|id| *id != victim && *id != submitter).unwrap();
