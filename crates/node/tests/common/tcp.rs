@@ -30,9 +30,23 @@ pub fn timing() -> Timing {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// A listener on a free port, held until its validator first starts: a port chosen and let go
+/// could meanwhile become another connection's ephemeral port (a bind failing now and then).
+fn reserve_port() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+/// Binds `addr` again for a restarted validator, waiting out a moment in which the port is in
+/// use (a connection's ephemeral port, taken while the validator was down, closes soon).
+fn bind_again(addr: SocketAddr) -> std::net::TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return listener,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(error) => panic!("cannot listen on {addr} again: {error}"),
+        }
+    }
 }
 
 /// One validator "process": its own runtime, its node, listening on its address.
@@ -63,6 +77,8 @@ pub struct Net {
     operator_keys: Vec<MasterKey>,
     /// Where each validator listens for its peers.
     pub listen: Vec<SocketAddr>,
+    /// Each validator's listener until it first starts ([`reserve_port`]).
+    reserved: std::sync::Mutex<Vec<Option<std::net::TcpListener>>>,
     /// What every validator started runs with.
     pub timing: Timing,
     /// Faults every validator started runs with (the `byzantine` feature's behaviours).
@@ -93,12 +109,14 @@ impl Net {
             params,
         )
         .unwrap();
-        let listen = NAMES.iter().map(|_| free_addr()).collect();
+        let reserved: Vec<_> = NAMES.iter().map(|_| reserve_port()).collect();
+        let listen = reserved.iter().map(|l| l.local_addr().unwrap()).collect();
         Self {
             root,
             genesis: Arc::new(genesis),
             operator_keys: keys.into_iter().map(|key| key.key).collect(),
             listen,
+            reserved: std::sync::Mutex::new(reserved.into_iter().map(Some).collect()),
             timing,
             #[cfg(feature = "byzantine")]
             behaviours: None,
@@ -137,8 +155,11 @@ impl Net {
             .enable_all()
             .build()
             .unwrap();
+        let reserved = self.reserved.lock().unwrap()[id as usize].take();
+        let listener = reserved.unwrap_or_else(|| bind_again(self.listen[id as usize]));
+        listener.set_nonblocking(true).unwrap();
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(self.listen[id as usize]))
+            .block_on(async { tokio::net::TcpListener::from_std(listener) })
             .unwrap();
         let peers: BTreeMap<ReplicaId, SocketAddr> = (0..NAMES.len() as ReplicaId)
             .filter(|peer| *peer != id)
