@@ -1111,4 +1111,206 @@ mod tests {
         store.add_pending([(&[7u8; 32], 2, &b"x"[..])]).unwrap();
         assert_eq!(store.pending_count().unwrap(), 1);
     }
+
+    // ----- red team s30: migration v5 -----------------------------------------------------
+
+    /// A tiny deterministic generator (xorshift64*), bytes biased to the awkward ones: 0x00
+    /// (C strings), 0x80-0xff and 0xc0 (never valid UTF-8 where they stand), 0x01 and 0x03 (the
+    /// tags themselves).
+    fn awkward_bytes(state: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *state ^= *state >> 12;
+                *state ^= *state << 25;
+                *state ^= *state >> 27;
+                let x = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                match x % 6 {
+                    0 => 0x00,
+                    1 => 0xff,
+                    2 => 0xc0,
+                    3 => 0x01,
+                    4 => 0x03,
+                    _ => (x >> 32) as u8,
+                }
+            })
+            .collect()
+    }
+
+    /// Raw rows of `durable`: (n, format, record bytes, SQLite type of `record`).
+    fn raw_rows(conn: &Connection) -> Vec<(i64, i64, Vec<u8>, String)> {
+        conn.prepare("SELECT n, format, record, typeof(record) FROM durable ORDER BY n")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Red team s30 (held): migration v5 rewrites every format-2 `Record::PrePrepare` row into
+    /// the `Record::Withheld` of the same fields byte for byte, whatever bytes its view,
+    /// sequence number and digest hold (zeros, bytes that are no UTF-8 text, the tags), keeps
+    /// the row a blob, and leaves every other row's bytes as they were.
+    #[test]
+    fn red_team_s30_migration_v5_is_byte_exact_for_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut originals: Vec<Record> = Vec::new();
+        for i in 0..600u64 {
+            let bytes = awkward_bytes(&mut state, 48);
+            let view = u64::from_le_bytes(bytes[0..8].try_into().unwrap());
+            let seq = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(&bytes[16..48]);
+            // Some all-zero and all-0xff fields too.
+            let (view, seq, digest) = match i % 10 {
+                0 => (0, 0, [0; 32]),
+                1 => (u64::MAX, u64::MAX, [0xff; 32]),
+                _ => (view, seq, digest),
+            };
+            originals.push(match i % 4 {
+                0 | 1 => Record::PrePrepare { view, seq, digest },
+                2 => Record::Prepared {
+                    view,
+                    seq,
+                    digest,
+                    prepares: vec![Signed {
+                        from: 1,
+                        message: Vote { view, seq, digest },
+                        signature: pbft::Signature([0x01; 64]),
+                    }],
+                },
+                _ => Record::Withheld { view, seq, digest },
+            });
+        }
+        // And whole records (tag 0), one whose bytes after the tag start with 1.
+        originals.push(Record::Whole(Durable::ViewChange(7)));
+        originals.push(Record::Whole(Durable::View(1)));
+        {
+            let store = LocalStore::open(&path).unwrap();
+            for record in &originals {
+                store
+                    .conn
+                    .execute(
+                        "INSERT INTO durable (record, format) VALUES (?1, ?2)",
+                        params![borsh::to_vec(record).unwrap(), FORMAT_RECORD],
+                    )
+                    .unwrap();
+            }
+            store.conn.pragma_update(None, "user_version", 4).unwrap();
+        }
+        let store = LocalStore::open(&path).unwrap();
+        let rows = raw_rows(&store.conn);
+        assert_eq!(rows.len(), originals.len());
+        for ((n, format, bytes, kind), original) in rows.iter().zip(&originals) {
+            let expected = match original.clone() {
+                Record::PrePrepare { view, seq, digest } => Record::Withheld { view, seq, digest },
+                other => other,
+            };
+            assert_eq!(*format, FORMAT_RECORD);
+            assert_eq!(kind, "blob", "row {n} is no blob after migration v5");
+            assert_eq!(
+                bytes,
+                &borsh::to_vec(&expected).unwrap(),
+                "row {n} ({original:?}) is not byte-exact after migration v5"
+            );
+            assert_eq!(Record::try_from_slice(bytes).unwrap(), expected);
+        }
+    }
+
+    /// Red team s30 (held): a node.db of v1 records (a whole `Durable` each, no `format`
+    /// column) is left alone by migration v5 (its rows starting with byte 1 are
+    /// `Durable::ViewChange`, not pre-prepares) and upgraded afterwards: the view-change stays a
+    /// view-change, the pre-prepare becomes withheld.
+    #[test]
+    fn red_team_s30_v1_rows_starting_with_byte_1_are_not_pre_prepares() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let records = vec![
+            Durable::View(0),
+            Durable::ViewChange(1),
+            Durable::View(1),
+            Durable::PrePrepare(PrePrepare {
+                view: 1,
+                ..pre_prepare(1)
+            }),
+        ];
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for record in &records {
+                conn.execute(
+                    "INSERT INTO durable (record) VALUES (?1)",
+                    [borsh::to_vec(record).unwrap()],
+                )
+                .unwrap();
+            }
+        }
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(
+            store.durable().unwrap(),
+            vec![
+                Durable::View(0),
+                Durable::ViewChange(1),
+                Durable::View(1),
+                Durable::Withheld(PrePrepare {
+                    view: 1,
+                    ..pre_prepare(1)
+                }),
+            ]
+        );
+    }
+
+    /// Red team s30 (held): migration v5 and its version bump are one SQLite transaction. A
+    /// crash (here: the process dies with the transaction open, its WAL frames never committed)
+    /// leaves version 4 and the old rows; the next open migrates them once.
+    #[test]
+    fn red_team_s30_migration_v5_is_atomic_with_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let mut staged = Staged::default();
+        {
+            let mut store = LocalStore::open(&path).unwrap();
+            store
+                .append_durable(
+                    &[Durable::View(0), Durable::PrePrepare(pre_prepare(1))],
+                    &mut staged,
+                )
+                .unwrap();
+            store.conn.pragma_update(None, "user_version", 4).unwrap();
+        }
+        {
+            // The migration as `open` runs it, cut before the commit.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            conn.execute_batch(MIGRATIONS[4]).unwrap();
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            // Dropped without COMMIT: rolled back, as a killed process's open transaction.
+        }
+        {
+            let conn = Connection::open(&path).unwrap();
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, 4);
+            assert_eq!(
+                raw_rows(&conn)[1].2[0],
+                1,
+                "the rewrite survived without its version"
+            );
+        }
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(
+            store.durable_with(&staged, 0).unwrap().records,
+            vec![Durable::View(0), Durable::Withheld(pre_prepare(1))]
+        );
+        drop(store);
+        // Opened again: nothing migrates twice.
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(
+            store.durable_with(&staged, 0).unwrap().records,
+            vec![Durable::View(0), Durable::Withheld(pre_prepare(1))]
+        );
+    }
 }

@@ -250,8 +250,23 @@ impl World {
         if self.healing || self.plot.checkpoint_crashes == 0 || faulty >= self.f {
             return false;
         }
-        self.plot.checkpoint_crashes -= 1;
+        // Unplanned: it must not overlap a fault planned for while it is down, nor a torn
+        // crash waiting for its step (red team s30 F1: more than f faulty at once).
         let restart = self.now + self.rng.gen_range(5..=60);
+        let planned = self
+            .events
+            .range(self.now..=restart)
+            .flat_map(|(_, e)| e)
+            .any(|e| {
+                matches!(
+                    e,
+                    Event::Crash { .. } | Event::CrashAll | Event::Amnesia { .. }
+                )
+            });
+        if planned || self.nodes.iter().any(|x| x.crash_after.is_some()) {
+            return false;
+        }
+        self.plot.checkpoint_crashes -= 1;
         self.schedule(restart, Event::Restart(id));
         self.trace(|| format!("replica {id} crashes before applying its stable checkpoint"));
         true
