@@ -163,10 +163,6 @@
 //!   judges a withheld one again as its clock moves, and its log tells the two apart
 //!   ([`Durable::Withheld`]): restarted, it resends the prepares it sent, whatever its clock
 //!   says by then, and judges the withheld ones again.
-//! - **Timers**: while the latest block time a replica accepted is more than τ/2 ahead of its
-//!   clock, a correct primary proposes nothing, so the view-change timer does not run out
-//!   then: it runs out at the earliest a full timeout after that wait (else a timeout below
-//!   τ/2 replaces every correct primary after a faulty one pushed the time ahead).
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
 //!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
 //!   (the O set has no null requests before its last entry, so no unchecked time enters).
