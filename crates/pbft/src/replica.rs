@@ -687,12 +687,6 @@ impl Replica {
 
     fn on_tick(&mut self, actions: &mut Vec<Action>) {
         self.now += 1;
-        if self.timer.is_some() && self.primary_owed_wait() {
-            // A correct primary proposes nothing yet: its wait is no fault, and the timer runs
-            // out at the earliest a full timeout after it (a timeout shorter than τ/2 would
-            // replace every correct primary after a faulty one pushed the time ahead).
-            self.timer = Some(self.now.saturating_add(self.timeout()));
-        }
         if let Some(deadline) = self.timer
             && self.now >= deadline
         {
@@ -1183,27 +1177,6 @@ impl Replica {
             .filter(|s| !s.abandoned)
             .and_then(|s| s.pre_prepare.as_ref())
             .map(|pp| pp.proposal.time_ms)
-    }
-
-    /// Whether a correct primary would wait now before proposing (crate docs, "Block time"):
-    /// the latest block time this replica accepted (its head's, or a pre-prepare's it prepared)
-    /// is more than τ/2 ahead of its clock. Bounded: it prepares only times within τ of its
-    /// clock, and a committed time was within τ of f+1 correct clocks.
-    fn primary_owed_wait(&self) -> bool {
-        if self.status != Status::Normal || self.ignores_block_time() {
-            return false;
-        }
-        let latest_ms = self
-            .slots
-            .range(self.last_executed.0 + 1..)
-            .filter(|(_, slot)| !slot.abandoned && !slot.withheld)
-            .filter_map(|(_, slot)| slot.pre_prepare.as_ref())
-            .map(|pp| pp.proposal.time_ms)
-            .fold(self.head_time_ms, u64::max);
-        latest_ms.saturating_add(1)
-            > self
-                .clock_ms
-                .saturating_add(self.cfg.block_time_tolerance_ms / 2)
     }
 
     /// A backup's first check of a block time (crate docs, "Block time"): later than the time
