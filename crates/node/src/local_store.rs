@@ -1076,8 +1076,9 @@ mod tests {
     /// time, and judged them all again at a restart. A `PrePrepare` record now means "the
     /// prepare was sent" and is resent however far the time is from the clock: read as such,
     /// an upgraded validator would send prepares it withheld, and a whole cluster upgraded
-    /// while a proposal with a time wrong for everyone is pending would commit it (pbft test
-    /// `red_team_s29::f1_impact_...`). Migration v5 reads those rows as `Withheld`.
+    /// while a proposal with a time wrong for everyone is pending would commit it (the pbft
+    /// test `red_team_s29::a_time_wrong_for_everyone_commits_nowhere_after_every_backup_restarts`
+    /// guards the new records). Migration v5 reads those rows as `Withheld`.
     #[test]
     fn pre_prepares_recorded_before_withheld_records_existed_are_judged_again() {
         let dir = tempfile::tempdir().unwrap();
