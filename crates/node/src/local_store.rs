@@ -1071,6 +1071,19 @@ mod tests {
         );
     }
 
+    /// A node.db as the version before `Record::Withheld` left it (schema 4): a backup's
+    /// accepted pre-prepare of 1, sent or withheld alike, as a `PrePrepare` row.
+    fn written_by_v4(path: &Path, staged: &mut Staged) {
+        let mut store = LocalStore::open(path).unwrap();
+        store
+            .append_durable(
+                &[Durable::View(0), Durable::PrePrepare(pre_prepare(1))],
+                staged,
+            )
+            .unwrap();
+        store.conn.pragma_update(None, "user_version", 4).unwrap();
+    }
+
     /// Red team s29 F1: the medchain before `Durable::Withheld` wrote a `PrePrepare` record
     /// for every pre-prepare a backup accepted, its prepare sent or withheld for its block
     /// time, and judged them all again at a restart. A `PrePrepare` record now means "the
@@ -1084,18 +1097,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
         let mut staged = Staged::default();
-        {
-            let mut store = LocalStore::open(&path).unwrap();
-            // What the version before wrote for a backup's withheld accept.
-            store
-                .append_durable(
-                    &[Durable::View(0), Durable::PrePrepare(pre_prepare(1))],
-                    &mut staged,
-                )
-                .unwrap();
-            // Its schema version: the last before `Record::Withheld`.
-            store.conn.pragma_update(None, "user_version", 4).unwrap();
-        }
+        written_by_v4(&path, &mut staged);
         let store = LocalStore::open(&path).unwrap();
         assert_eq!(
             store.durable_with(&staged, 0).unwrap().records,
@@ -1271,16 +1273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
         let mut staged = Staged::default();
-        {
-            let mut store = LocalStore::open(&path).unwrap();
-            store
-                .append_durable(
-                    &[Durable::View(0), Durable::PrePrepare(pre_prepare(1))],
-                    &mut staged,
-                )
-                .unwrap();
-            store.conn.pragma_update(None, "user_version", 4).unwrap();
-        }
+        written_by_v4(&path, &mut staged);
         {
             // The migration as `open` runs it, cut before the commit.
             let conn = Connection::open(&path).unwrap();
