@@ -163,6 +163,13 @@
 //!   judges a withheld one again as its clock moves, and its log tells the two apart
 //!   ([`Durable::Withheld`]): restarted, it resends the prepares it sent, whatever its clock
 //!   says by then, and judges the withheld ones again.
+//! - **Timers**: while the latest block time a view inherited (the head's or the O set's when
+//!   a replica entered it) is more than τ/2 ahead of a backup's clock, a correct primary may
+//!   still be waiting, so the backup's view-change timer runs out at the earliest a full
+//!   timeout after that wait (else a timeout below τ/2 would replace every correct primary
+//!   after a faulty one pushed the time ahead). The view's own times never extend it: a
+//!   faulty primary could renew them with every block. Each view's primary, faulty or not,
+//!   can thus take about τ/2 more before it is replaced.
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
 //!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
 //!   (the O set has no null requests before its last entry, so no unchecked time enters).

@@ -131,6 +131,10 @@ pub struct Replica {
     pub(crate) clock_ms: u64,
     /// The block time of the executed head (`last_executed`).
     pub(crate) head_time_ms: u64,
+    /// The latest block time this replica held when it entered its view (its head's, or the
+    /// O set's; at a restart its head's): the only time that can make a correct primary of
+    /// this view wait ([`Replica::primary_owed_wait`]).
+    pub(crate) inherited_time_ms: u64,
     /// Prepares withheld for a block time far from the clock ([`LogStats::withheld_prepares`]).
     pub(crate) withheld_prepares: u64,
     pub(crate) view: View,
@@ -250,6 +254,7 @@ impl Replica {
             now: 0,
             clock_ms: restored.now_ms,
             head_time_ms: restored.head_time_ms,
+            inherited_time_ms: restored.head_time_ms,
             withheld_prepares: 0,
             view: 0,
             status: Status::Normal,
@@ -687,6 +692,12 @@ impl Replica {
 
     fn on_tick(&mut self, actions: &mut Vec<Action>) {
         self.now += 1;
+        if self.timer.is_some() && self.primary_owed_wait() {
+            // A correct primary proposes nothing yet: its wait is no fault, and the timer runs
+            // out at the earliest a full timeout after it (a timeout shorter than τ/2 would
+            // replace every correct primary after a faulty one pushed the time ahead).
+            self.timer = Some(self.now.saturating_add(self.timeout()));
+        }
         if let Some(deadline) = self.timer
             && self.now >= deadline
         {
@@ -1177,6 +1188,23 @@ impl Replica {
             .filter(|s| !s.abandoned)
             .and_then(|s| s.pre_prepare.as_ref())
             .map(|pp| pp.proposal.time_ms)
+    }
+
+    /// Whether a correct primary may still be waiting before it proposes (crate docs, "Block
+    /// time"): the time this view inherited is more than τ/2 ahead of this replica's clock.
+    /// Only an inherited time counts: a correct primary never proposes more than τ/2 ahead of
+    /// its own clock, so the times of its own view never make it wait, and counting them would
+    /// let a faulty primary with a fast clock renew the wait with every block (red team s31).
+    /// Bounded: the inherited time was prepared by f+1 correct replicas within τ of their
+    /// clocks, so the wait ends within about τ/2 of entering the view.
+    fn primary_owed_wait(&self) -> bool {
+        if self.status != Status::Normal || self.ignores_block_time() {
+            return false;
+        }
+        self.inherited_time_ms.saturating_add(1)
+            > self
+                .clock_ms
+                .saturating_add(self.cfg.block_time_tolerance_ms / 2)
     }
 
     /// A backup's first check of a block time (crate docs, "Block time"): later than the time

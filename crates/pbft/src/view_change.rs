@@ -510,6 +510,12 @@ impl Replica {
                 });
             }
         }
+        // What a correct primary of this view may have to wait out (`primary_owed_wait`).
+        self.inherited_time_ms = plan
+            .pre_prepares
+            .iter()
+            .map(|pp| pp.proposal.time_ms)
+            .fold(self.head_time_ms, u64::max);
         let mut accepted = Vec::new();
         let high = self.high();
         for pp in plan.pre_prepares.iter() {

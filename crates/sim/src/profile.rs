@@ -103,7 +103,7 @@ impl Profile {
             }
             Profile::Flood => "the first f primaries send oversized batches of duplicate requests",
             Profile::Censor => {
-                "the first f primaries censor one patient's transactions while clients keep sending others"
+                "the first f primaries censor one patient's transactions while clients keep sending others; half the runs their clocks are skewed too (as in block-time)"
             }
             Profile::Amnesia => {
                 "f replicas lose their durable state and ledger (sometimes the primary, after views moved, or crashing again mid-recovery) and are restored from peers; with f >= 2 view 0's primary equivocates, or view 1's keeps lost lives' view-changes (and amnesia often strikes right after a view-change that reached only it); either lies in recovery answers"

@@ -176,6 +176,19 @@ impl Cluster {
         }
     }
 
+    /// `n` replicas whose configurations `edit` changed.
+    pub fn configured(n: u32, edit: impl Fn(&mut Config)) -> Self {
+        let mut c = Cluster::new(n);
+        c.replicas = (0..n)
+            .map(|id| {
+                let mut cfg = config(id, n);
+                edit(&mut cfg);
+                Replica::new(cfg, Restored::genesis(GENESIS, 0, 0))
+            })
+            .collect();
+        c
+    }
+
     /// Sends `message` from `from` to `to` through the filter and the latency.
     pub fn send(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
         if from == to {

@@ -358,8 +358,15 @@ pub fn cast(
             }
         }
         Profile::Censor => {
+            // Half the time the censors' clocks run ahead too (red team s31 F1: a censor that
+            // pushes block times to the edge must still be replaced).
+            let skewed = rng.gen_bool(0.5);
             for id in 0..f as u32 {
-                set(id, &[Behavior::Censor]);
+                if skewed {
+                    set(id, &[Behavior::Censor, Behavior::SkewedClock]);
+                } else {
+                    set(id, &[Behavior::Censor]);
+                }
             }
             plot.censored_patient = Some(format!("p{:03}", rng.gen_range(1..=10)));
         }
