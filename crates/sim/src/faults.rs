@@ -145,7 +145,9 @@ impl World {
         if profile.crashes() && budget > amnesiac {
             self.plan_crashes(rng, budget - amnesiac);
         }
-        if profile == Profile::Crash && rng.gen_bool(0.3) {
+        // The whole consortium restarts (an upgrade, a power cut); in block-time, while honest
+        // backups hold prepares withheld for a skewed primary's times.
+        if matches!(profile, Profile::Crash | Profile::BlockTime) && rng.gen_bool(0.3) {
             let start = rng.gen_range(1..chaos - 20);
             self.schedule(start, Event::CrashAll);
             for id in 0..n {
