@@ -315,6 +315,10 @@ impl Replica {
         }
         self.last_executed = (seq, digest);
         self.head_time_ms = time_ms;
+        if seq <= self.view_start_seq {
+            // Brought after the view was entered, but inherited all the same (red team s32 F1).
+            self.inherited_time_ms = self.inherited_time_ms.max(time_ms);
+        }
         if seq <= self.high() {
             self.executed_digests.insert(seq, digest);
         }

@@ -16,6 +16,9 @@ pub enum PlantedBug {
     /// Backups check no block time (crate docs, "Block time"): a faulty primary's times go
     /// into the chain, backwards or an hour ahead.
     IgnoreBlockTime,
+    /// Backups give a view's primary a wait of up to τ (not τ/2) after a time pushed to the
+    /// edge (crate docs, "Timers"): a faulty primary keeps a request waiting twice as long.
+    OwedWaitTooLong,
 }
 
 /// τ by default: 2 s, well above the skew of clocks kept by NTP and a LAN's message delay.
@@ -73,6 +76,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// How far behind a backup's clock a correct primary's may run while the backup still
+    /// gives it the wait it is owed (crate docs, "Timers"): τ/4, half of the τ/2 that message
+    /// delay plus clock skew must stay below for liveness.
+    pub fn clock_skew_allowance_ms(&self) -> u64 {
+        self.block_time_tolerance_ms / 4
+    }
+
     /// Defaults suited to a real cluster with ticks of about 10 ms: K = 128, L = 256, batches
     /// of up to 256 requests or 5 ticks, 8 in flight (a cut at once only with none), T = 200 ticks, τ = 2 s.
     pub fn new(id: ReplicaId, n: u32, digest: DigestFn, genesis: Digest) -> Self {

@@ -164,12 +164,15 @@
 //!   ([`Durable::Withheld`]): restarted, it resends the prepares it sent, whatever its clock
 //!   says by then, and judges the withheld ones again.
 //! - **Timers**: while the latest block time a view inherited (the head's or the O set's when
-//!   a replica entered it) is more than τ/2 ahead of a backup's clock, a correct primary may
-//!   still be waiting, so the backup's view-change timer runs out at the earliest a full
+//!   a replica entered it, a head up to the view's start that state transfer brings later, the
+//!   logged O set at a restart) is more than τ/2 ahead of a backup's clock, less an allowance
+//!   for a primary's slower clock (`Config::clock_skew_allowance_ms`, τ/4), a correct primary
+//!   may still be waiting, so the backup's view-change timer runs out at the earliest a full
 //!   timeout after that wait (else a timeout below τ/2 would replace every correct primary
-//!   after a faulty one pushed the time ahead). The view's own times never extend it: a
-//!   faulty primary could renew them with every block. Each view's primary, faulty or not,
-//!   can thus take about τ/2 more before it is replaced.
+//!   after a faulty one pushed the time ahead: with the f+1 rule of §4.5.2 one correct backup
+//!   that does not wait is enough). The view's own times never extend it: a faulty primary
+//!   could renew them with every block. Each view's primary, faulty or not, can thus take
+//!   about 3τ/4 more before it is replaced.
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
 //!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
 //!   (the O set has no null requests before its last entry, so no unchecked time enters).

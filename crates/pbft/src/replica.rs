@@ -135,6 +135,10 @@ pub struct Replica {
     /// O set's; at a restart its head's): the only time that can make a correct primary of
     /// this view wait ([`Replica::primary_owed_wait`]).
     pub(crate) inherited_time_ms: u64,
+    /// The last sequence number this view inherited (its new-view's O set's last, or the
+    /// checkpoint it started from): a block at or below it that state transfer brings is
+    /// inherited too (red team s32 F1), one above it is the view's own.
+    pub(crate) view_start_seq: SeqNo,
     /// Prepares withheld for a block time far from the clock ([`LogStats::withheld_prepares`]).
     pub(crate) withheld_prepares: u64,
     pub(crate) view: View,
@@ -255,6 +259,7 @@ impl Replica {
             clock_ms: restored.now_ms,
             head_time_ms: restored.head_time_ms,
             inherited_time_ms: restored.head_time_ms,
+            view_start_seq: 0,
             withheld_prepares: 0,
             view: 0,
             status: Status::Normal,
@@ -382,7 +387,19 @@ impl Replica {
                     slot.withheld = withheld;
                 }
             }
+            // The re-issued O set of the restored view (proposed in an earlier one): what the
+            // view inherited, as at `enter_view`.
             let view = r.view;
+            let inherited = r
+                .slots
+                .iter()
+                .filter_map(|(seq, slot)| Some((*seq, slot.pre_prepare.as_ref()?)))
+                .filter(|(_, pp)| pp.proposal.view < view);
+            for (seq, pp) in inherited {
+                r.inherited_time_ms = r.inherited_time_ms.max(pp.proposal.time_ms);
+                r.view_start_seq = r.view_start_seq.max(seq);
+            }
+            r.view_start_seq = r.view_start_seq.max(r.low);
             for (seq, cert) in &r.prepared_certs {
                 if cert.pre_prepare.view == view
                     && let Some(slot) = r.slots.get_mut(seq)
@@ -1195,16 +1212,21 @@ impl Replica {
     /// Only an inherited time counts: a correct primary never proposes more than τ/2 ahead of
     /// its own clock, so the times of its own view never make it wait, and counting them would
     /// let a faulty primary with a fast clock renew the wait with every block (red team s31).
-    /// Bounded: the inherited time was prepared by f+1 correct replicas within τ of their
-    /// clocks, so the wait ends within about τ/2 of entering the view.
+    /// The primary waits by its own clock, which may run behind this one: the wait is given
+    /// as the slowest clock within [`Config::clock_skew_allowance_ms`] would see it (red team
+    /// s32 F3). Bounded: the inherited time was prepared by correct replicas within τ of their
+    /// clocks, so the wait ends within about τ/2 plus that allowance of entering the view.
     fn primary_owed_wait(&self) -> bool {
         if self.status != Status::Normal || self.ignores_block_time() {
             return false;
         }
+        let margin_ms = match self.owes_too_long_a_wait() {
+            true => 0,
+            false => self.cfg.block_time_tolerance_ms / 2,
+        };
         self.inherited_time_ms.saturating_add(1)
-            > self
-                .clock_ms
-                .saturating_add(self.cfg.block_time_tolerance_ms / 2)
+            > (self.clock_ms.saturating_add(margin_ms))
+                .saturating_sub(self.cfg.clock_skew_allowance_ms())
     }
 
     /// A backup's first check of a block time (crate docs, "Block time"): later than the time
@@ -1278,6 +1300,16 @@ impl Replica {
     fn ignores_block_time(&self) -> bool {
         #[cfg(feature = "planted-bugs")]
         if self.cfg.planted_bug == Some(crate::config::PlantedBug::IgnoreBlockTime) {
+            return true;
+        }
+        false
+    }
+
+    /// The planted bug that gives a view's primary a wait of up to τ (the simulator must catch
+    /// it).
+    fn owes_too_long_a_wait(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bug == Some(crate::config::PlantedBug::OwedWaitTooLong) {
             return true;
         }
         false

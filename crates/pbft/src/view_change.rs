@@ -516,6 +516,10 @@ impl Replica {
             .iter()
             .map(|pp| pp.proposal.time_ms)
             .fold(self.head_time_ms, u64::max);
+        self.view_start_seq = plan
+            .pre_prepares
+            .last()
+            .map_or(plan.checkpoint.seq, |pp| pp.proposal.seq);
         let mut accepted = Vec::new();
         let high = self.high();
         for pp in plan.pre_prepares.iter() {

@@ -30,8 +30,8 @@ struct Args {
     /// Print every step of the run (use with --seed).
     #[arg(long)]
     trace: bool,
-    /// Plant a bug to see the simulator catch it: "commit-2f", "forget-prepared" or
-    /// "ignore-block-time".
+    /// Plant a bug to see the simulator catch it: "commit-2f", "forget-prepared",
+    /// "ignore-block-time" or "owed-wait-too-long".
     #[arg(long)]
     planted_bug: Option<String>,
     /// Turn off the application's check of each block's certificate size, so that only the
@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         Some("commit-2f") => Some(pbft::PlantedBug::CommitWithTwoF),
         Some("forget-prepared") => Some(pbft::PlantedBug::ForgetPreparedOnViewChange),
         Some("ignore-block-time") => Some(pbft::PlantedBug::IgnoreBlockTime),
+        Some("owed-wait-too-long") => Some(pbft::PlantedBug::OwedWaitTooLong),
         Some(other) => {
             eprintln!("unknown planted bug {other:?}");
             return ExitCode::FAILURE;

@@ -111,6 +111,7 @@ impl RunConfig {
                 cmd.push_str(" --planted-bug forget-prepared")
             }
             Some(PlantedBug::IgnoreBlockTime) => cmd.push_str(" --planted-bug ignore-block-time"),
+            Some(PlantedBug::OwedWaitTooLong) => cmd.push_str(" --planted-bug owed-wait-too-long"),
             None => {}
         }
         if !self.certificate_check {
@@ -332,13 +333,8 @@ impl World {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (u64::from(n) << 56));
         let (behaviors, plot) = adversary::cast(cfg.profile, n, f, &mut rng);
         let mut cfg = cfg;
-        let owed_ticks = adversary::skewed_clock::owed_waits_ticks(
-            plot.clock_skew_ms,
-            probe.block_time_tolerance_ms,
-            f,
-        );
-        cfg.healing_ticks += owed_ticks;
-        cfg.censorship_bound_ticks += owed_ticks;
+        cfg.censorship_bound_ticks +=
+            adversary::skewed_clock::owed_wait_ticks(plot.clock_skew_ms, &probe);
         let byzantine = behaviors.iter().filter(|b| !b.is_empty()).count();
         assert!(byzantine <= f, "more Byzantine replicas than f");
         let nodes = behaviors

@@ -167,3 +167,21 @@ fn planted_bug_ignored_block_time_is_caught() {
     let (seed, violation) = caught.expect("the simulator must catch unchecked block times");
     assert!(violation.contains("block time"), "seed {seed}: {violation}");
 }
+
+/// Backups that give a view's primary a wait of up to τ after a time pushed to the edge (twice
+/// the τ/2 of pbft's crate docs, "Timers") let a censor with a fast clock keep a request
+/// waiting past the bound: the no-censorship check must catch it (red team s32 F2).
+#[test]
+fn planted_bug_owed_wait_too_long_is_caught() {
+    let caught = (0..40).find(|seed| {
+        let mut cfg = RunConfig::new(10, Profile::Censor, *seed);
+        cfg.planted_bug = Some(pbft::PlantedBug::OwedWaitTooLong);
+        sim::run(cfg)
+            .liveness
+            .is_some_and(|l| l.contains("no censorship"))
+    });
+    assert!(
+        caught.is_some(),
+        "the simulator must catch a wait of τ given to a censoring primary"
+    );
+}

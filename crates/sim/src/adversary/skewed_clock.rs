@@ -30,18 +30,20 @@ pub fn draw_skew_ms(tolerance_ms: u64, rng: &mut ChaCha8Rng) -> i64 {
     }
 }
 
-/// How many more ticks (1 ms each at an honest rate) a run's requests may wait when a skewed
-/// clock `skew_ms` ahead pushes block times to the edge: each view's primary after such a block
-/// may wait about τ/2 before it proposes and the backups' timers give it that wait (pbft's crate
-/// docs, "Timers"), so f faulty primaries in a row and the correct one after them each take it.
-/// The slack covers honest clocks off by up to 400 ms (the skew profile's).
-pub fn owed_waits_ticks(skew_ms: i64, tolerance_ms: u64, f: usize) -> u64 {
+/// How many more ticks (1 ms each at an honest rate) a request may wait when a skewed clock
+/// `skew_ms` ahead pushes block times to the edge: the primary of the view after such a block
+/// may wait about τ/2 before it proposes, and backups give it that wait plus the allowance for
+/// a slower clock (pbft's crate docs, "Timers"). One wait: that is all the runs need (red team
+/// s32 F2), so a wait twice as long (`--planted-bug owed-wait-too-long`) is caught. The slack
+/// covers honest clocks off by up to 400 ms (the skew profile's).
+pub fn owed_wait_ticks(skew_ms: i64, config: &pbft::Config) -> u64 {
     const HONEST_CLOCK_SLACK_MS: u64 = 400;
+    let tolerance_ms = config.block_time_tolerance_ms;
     let ahead_ms = u64::try_from(skew_ms).unwrap_or(0);
     if ahead_ms == 0 || ahead_ms > tolerance_ms + HONEST_CLOCK_SLACK_MS {
         return 0; // not ahead, or too far ahead to be accepted by anyone
     }
-    (f as u64 + 1) * (tolerance_ms / 2 + HONEST_CLOCK_SLACK_MS)
+    tolerance_ms / 2 + config.clock_skew_allowance_ms() + HONEST_CLOCK_SLACK_MS
 }
 
 /// What a skewed-clock primary sends instead of `pp` when its skew is `skew_ms` behind.
