@@ -132,12 +132,14 @@ pub struct Replica {
     /// The block time of the executed head (`last_executed`).
     pub(crate) head_time_ms: u64,
     /// The latest block time this replica held when it entered its view (its head's, or the
-    /// O set's; at a restart its head's): the only time that can make a correct primary of
-    /// this view wait ([`Replica::primary_owed_wait`]).
+    /// O set's): the only time that can make a correct primary of this view wait
+    /// ([`Replica::primary_owed_wait`]). At a restart, its head's: the log cannot tell the O
+    /// set from the view's own proposals (a faulty primary sets `proposal.view`; red team s35
+    /// F1), and the head is at worst the view's own block, a wait of about τ/2 once.
     pub(crate) inherited_time_ms: u64,
     /// The last sequence number this view inherited (its new-view's O set's last, or the
     /// checkpoint it started from): a block at or below it that state transfer brings is
-    /// inherited too (red team s32 F1), one above it is the view's own.
+    /// inherited too (red team s32 F1), one above it is the view's own. 0 after a restart.
     pub(crate) view_start_seq: SeqNo,
     /// Prepares withheld for a block time far from the clock ([`LogStats::withheld_prepares`]).
     pub(crate) withheld_prepares: u64,
@@ -387,19 +389,7 @@ impl Replica {
                     slot.withheld = withheld;
                 }
             }
-            // The re-issued O set of the restored view (proposed in an earlier one): what the
-            // view inherited, as at `enter_view`.
             let view = r.view;
-            let inherited = r
-                .slots
-                .iter()
-                .filter_map(|(seq, slot)| Some((*seq, slot.pre_prepare.as_ref()?)))
-                .filter(|(_, pp)| pp.proposal.view < view);
-            for (seq, pp) in inherited {
-                r.inherited_time_ms = r.inherited_time_ms.max(pp.proposal.time_ms);
-                r.view_start_seq = r.view_start_seq.max(seq);
-            }
-            r.view_start_seq = r.view_start_seq.max(r.low);
             for (seq, cert) in &r.prepared_certs {
                 if cert.pre_prepare.view == view
                     && let Some(slot) = r.slots.get_mut(seq)

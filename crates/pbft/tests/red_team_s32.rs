@@ -295,36 +295,3 @@ fn guard_a_pushed_time_is_owed_once_not_once_per_view() {
         assert_eq!(c.replicas[id].view(), 2, "replica {id}");
     }
 }
-
-/// F1's restart half: a backup restarted in view 1 takes the re-issued O set it logged (a
-/// proposal of view 0, pushed to the edge) as the view's inheritance, as it did when it
-/// entered the view: its timer on a new request waits that out (τ/2 less the skew allowance:
-/// about 15 ticks of 100 ms) before a full timeout (20 ticks), and then runs out.
-#[test]
-fn a_backup_restarted_in_a_view_keeps_the_wait_its_o_set_inherited() {
-    let pushed = timed(1, GENESIS, START_MS + TOLERANCE_MS - 50, vec![request(1)]);
-    let reissued = PrePrepare { view: 1, ..pushed };
-    let mut backup = Replica::new(
-        config(2, 4),
-        Restored {
-            now_ms: START_MS,
-            durable: vec![Durable::View(1), Durable::PrePrepare(reissued)],
-            incarnation: 1,
-            ..Restored::genesis(GENESIS, 0, 0)
-        },
-    );
-    step(&mut backup, Input::Request(request(2)));
-    let mut changed_at = None;
-    for tick in 1..=80u64 {
-        let now_ms = START_MS + tick * 100;
-        let actions = step(&mut backup, Input::Tick { now_ms });
-        if changed_at.is_none() && !view_changes_broadcast(&actions).is_empty() {
-            changed_at = Some(tick);
-        }
-    }
-    let changed_at = changed_at.expect("a primary silent after its wait is replaced");
-    assert!(
-        (30..=45).contains(&changed_at),
-        "view change at tick {changed_at}: the inherited wait (about 15) plus the timeout (20)"
-    );
-}
