@@ -180,8 +180,8 @@ fn planted_bug_owed_wait_too_long_is_caught() {
             .liveness
             .is_some_and(|l| l.contains("no censorship"))
     });
-    assert!(
-        caught.is_some(),
-        "the simulator must catch a wait of τ given to a censoring primary"
-    );
+    let seed = caught.expect("the simulator must catch a wait of τ given to a censoring primary");
+    // The bug, not the seed: the correct code passes it.
+    let outcome = sim::run(RunConfig::new(10, Profile::Censor, seed));
+    assert_eq!(outcome.liveness, None, "seed {seed} fails without the bug");
 }
