@@ -60,6 +60,10 @@ const MIGRATIONS: &[&str] = &[
     // fields are the same; `||` makes text of the bytes, the cast makes them a blob again.
     "UPDATE durable SET record = CAST(x'03' || substr(record, 2) AS BLOB)
      WHERE format = 2 AND substr(record, 1, 1) = x'01';",
+    // v6: `Durable::Inherited` (inside `Record::Whole`, a tag an older medchain cannot read):
+    // nothing to rewrite; the version makes an older medchain refuse the file rather than fail
+    // on the record.
+    "-- nothing to rewrite",
 ];
 
 /// `durable.format` of a row holding a borsh [`Record`].
@@ -820,6 +824,11 @@ mod tests {
         let path = dir.path().join("node.db");
         let records = vec![
             Durable::View(0),
+            Durable::Inherited {
+                view: 0,
+                time_ms: 7,
+                seq: 0,
+            },
             Durable::PrePrepare(pre_prepare(1)),
             prepared(1),
             Durable::Withheld(pre_prepare(2)),

@@ -32,12 +32,16 @@ use crate::types::{ReplicaId, SeqNo, View};
 ///   this replica answers or relays it, so that it refuses that replica's earlier lives'
 ///   view-changes after a restart too, and can tell others (crate docs, "Recovering from lost
 ///   state").
+/// - [`Durable::Inherited`]: what the view it entered inherited, so that after a restart it
+///   gives the view's primary the wait it owes and no other (crate docs, "Timers"): its log
+///   cannot tell the O set from the primary's own proposals, nor its head whose view made it.
 ///
 /// Pruning: [`Durable::compact`] drops every record that a later one makes useless: all but
 /// the last view record, pre-prepares of older views, pre-prepares and prepared certificates at
 /// or below the latest stable checkpoint, older checkpoints, prepared certificates
-/// superseded by one of a higher view for the same sequence number, new-views of views
-/// other than the last one, and all but the newest incarnation of each replica. The node may
+/// superseded by one of a higher view for the same sequence number, new-views and
+/// inheritances of views other than the last one, and all but the newest incarnation of each
+/// replica. The node may
 /// run it (or
 /// its own SQL equivalent) whenever it persists a `StableCheckpoint`.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -71,6 +75,15 @@ pub enum Durable {
     /// was more than τ from the clock). A [`Durable::PrePrepare`] of it, written when the
     /// prepare goes out, supersedes it.
     Withheld(PrePrepare),
+    /// What `view` inherited when this replica entered it (persisted right after its `View`
+    /// record): the latest block time it held then (its head's, the O set's) and the last
+    /// sequence number of the new-view (its O set's, or its checkpoint's); a block up to `seq`
+    /// is inherited too when it comes later.
+    Inherited {
+        view: View,
+        time_ms: u64,
+        seq: SeqNo,
+    },
 }
 
 impl Durable {
@@ -81,7 +94,8 @@ impl Durable {
             | Durable::ViewChange(_)
             | Durable::NewView(_)
             | Durable::Recovery { .. }
-            | Durable::Incarnation { .. } => None,
+            | Durable::Incarnation { .. }
+            | Durable::Inherited { .. } => None,
             Durable::PrePrepare(pp) | Durable::Withheld(pp) => Some(pp.proposal.seq),
             Durable::Prepared(c) => Some(c.pre_prepare.proposal.seq),
             Durable::StableCheckpoint { checkpoint, .. } => Some(checkpoint.seq),
@@ -133,6 +147,9 @@ impl Durable {
         let last_new_view_index = records
             .iter()
             .rposition(|r| matches!(r, Durable::NewView(nv) if nv.view == view));
+        let last_inherited_index = records
+            .iter()
+            .rposition(|r| matches!(r, Durable::Inherited { view: v, .. } if *v == view));
         // The last recovery record decides (a bound supersedes the query before it; a new
         // query keeps the replica passive whatever came before); once met, it is useless. A
         // bound of the view being changed to is not met yet: a primary changing to a view up
@@ -186,6 +203,7 @@ impl Durable {
                     keep
                 }
                 Durable::NewView(_) => Some(index) == last_new_view_index,
+                Durable::Inherited { .. } => Some(index) == last_inherited_index,
                 Durable::Recovery { .. } => Some(index) == last_recovery_index,
                 Durable::Incarnation { life, .. } => {
                     newest_incarnation.get(&life.from).map(|n| n.1) == Some(index)

@@ -165,7 +165,7 @@
 //!   says by then, and judges the withheld ones again.
 //! - **Timers**: while the latest block time a view inherited (the head's or the O set's when
 //!   a replica entered it, or a head up to the view's start that state transfer brings later;
-//!   after a restart, its head's) is more than τ/2 ahead of a backup's clock, less an allowance
+//!   persisted as `Durable::Inherited`) is more than τ/2 ahead of a backup's clock, less an allowance
 //!   for a primary's slower clock (`Config::clock_skew_allowance_ms`, τ/4), a correct primary
 //!   may still be waiting, so the backup's view-change timer runs out at the earliest a full
 //!   timeout after that wait (else a timeout below τ/2 would replace every correct primary

@@ -133,13 +133,13 @@ pub struct Replica {
     pub(crate) head_time_ms: u64,
     /// The latest block time this replica held when it entered its view (its head's, or the
     /// O set's): the only time that can make a correct primary of this view wait
-    /// ([`Replica::primary_owed_wait`]). At a restart, its head's: the log cannot tell the O
-    /// set from the view's own proposals (a faulty primary sets `proposal.view`; red team s35
-    /// F1), and the head is at worst the view's own block, a wait of about τ/2 once.
+    /// ([`Replica::primary_owed_wait`]). Persisted as [`Durable::Inherited`]: after a restart
+    /// the log cannot tell the O set from the view's own proposals (a faulty primary sets
+    /// `proposal.view`; red team s35 F1), nor the head whose view made it.
     pub(crate) inherited_time_ms: u64,
     /// The last sequence number this view inherited (its new-view's O set's last, or the
     /// checkpoint it started from): a block at or below it that state transfer brings is
-    /// inherited too (red team s32 F1), one above it is the view's own. 0 after a restart.
+    /// inherited too (red team s32 F1), one above it is the view's own.
     pub(crate) view_start_seq: SeqNo,
     /// Prepares withheld for a block time far from the clock ([`LogStats::withheld_prepares`]).
     pub(crate) withheld_prepares: u64,
@@ -308,6 +308,7 @@ impl Replica {
         };
         let mut pre_prepares = Vec::new();
         let mut sent_new_view = None;
+        let mut inherited = None;
         let mut recovery_query_open = false;
         let mut recovery_bound: Option<(View, SeqNo)> = None;
         for record in restored.durable {
@@ -335,6 +336,7 @@ impl Replica {
                     }
                 }
                 Durable::NewView(nv) => sent_new_view = Some(nv),
+                Durable::Inherited { view, time_ms, seq } => inherited = Some((view, time_ms, seq)),
                 Durable::Incarnation { life, at } => {
                     r.remember_life(life, at);
                 }
@@ -348,6 +350,16 @@ impl Replica {
             }
         }
         // A primary keeps resending the new-view of its view to replicas that missed it.
+        // What the view inherited, as recorded when it was entered (red team s35 F2, F3); a
+        // head up to the view's start is inherited, one above it the view's own. Without the
+        // record (view 0, a log from before it), the head's time.
+        if let Some((_, time_ms, seq)) = inherited.filter(|(view, ..)| *view == r.view) {
+            r.inherited_time_ms = time_ms;
+            if r.last_executed.0 <= seq {
+                r.inherited_time_ms = r.inherited_time_ms.max(r.head_time_ms);
+            }
+            r.view_start_seq = seq;
+        }
         r.last_new_view = sent_new_view.filter(|nv| {
             nv.view == r.view && r.status == Status::Normal && r.cfg.primary(nv.view) == r.cfg.id
         });

@@ -520,6 +520,11 @@ impl Replica {
             .pre_prepares
             .last()
             .map_or(plan.checkpoint.seq, |pp| pp.proposal.seq);
+        actions.push(Action::Persist(Durable::Inherited {
+            view,
+            time_ms: self.inherited_time_ms,
+            seq: self.view_start_seq,
+        }));
         let mut accepted = Vec::new();
         let high = self.high();
         for pp in plan.pre_prepares.iter() {

@@ -1,10 +1,9 @@
 //! Red team s35 of a1f7bbbb: the inherited wait (`Replica::inherited_time_ms`,
 //! `view_start_seq`, `Config::clock_skew_allowance_ms`) after red team s32's fixes. F1 (a
-//! restart counted the logged O set, whose `proposal.view` a faulty primary writes) and F2's
-//! stable checkpoint are fixed: a restart inherits its head's time only, and no view start.
-//! Still open, ignored: F2's head (a wait of about τ/2 once per restart) and F3 (a backup
-//! restarted before its state transfer gives no wait); both need the view's inheritance
-//! persisted with its view record.
+//! restart counted the logged O set, whose `proposal.view` a faulty primary writes), F2 (a
+//! restart counted the view's own head or stable checkpoint) and F3 (a backup restarted before
+//! the state transfer of the pushed head gave no wait) are fixed: what a view inherited is
+//! persisted when it is entered (`Durable::Inherited`) and restored exactly.
 //!
 //! Lever: a view changes on 2f+1 view-changes; f faulty replicas withhold theirs, so a faulty
 //! primary keeps its view while f+1 of the 2f+1 correct backups push their timers. What a
@@ -262,9 +261,9 @@ fn guard_without_restarts_the_censor_is_replaced() {
 /// labelled `proposal.view = 1`) τ - 50 ms ahead of the clocks. `Replica::new` sets
 /// `inherited_time_ms` to the restored head's time whatever view produced it (replica.rs:261),
 /// so the restart gives the censoring primary the wait its own pushed block would buy (red team
-/// s32 INFO, not fixed by a1f7bbbb). Expected: no wait (T = 20 ticks), observed ~34.
+/// s32 INFO, not fixed by a1f7bbbb). Expected: no wait (T = 20 ticks), observed ~34. Fixed by
+/// `Durable::Inherited`: the head is above the view's start, so the view's own.
 #[test]
-#[ignore = "red team s35 F2 (open, low): a restarted backup inherits its head's time although the head is the current view's own block"]
 fn f2_a_restart_does_not_inherit_the_views_own_executed_head() {
     let block = forged(
         1,
@@ -280,7 +279,16 @@ fn f2_a_restart_does_not_inherit_the_views_own_executed_head() {
             now_ms: START_MS,
             last_executed: (1, block.digest),
             head_time_ms: block.proposal.time_ms,
-            durable: vec![Durable::View(1), Durable::PrePrepare(block)],
+            // As entering view 1 from genesis recorded it: nothing inherited.
+            durable: vec![
+                Durable::View(1),
+                Durable::Inherited {
+                    view: 1,
+                    time_ms: 0,
+                    seq: 0,
+                },
+                Durable::PrePrepare(block),
+            ],
             incarnation: 1,
             ..Restored::genesis(GENESIS, 0, 0)
         },
@@ -342,7 +350,8 @@ fn f2_a_restart_does_not_inherit_the_views_own_stable_checkpoint() {
 // ----- the wait a restart keeps, exactly ---------------------------------------------------
 
 /// Backup 2 restarted in view 1 on a ledger whose head (seq 1) was pushed τ - 50 ms ahead of
-/// its clock: after a restart the head's time is what the view inherited.
+/// its clock, from a log with no `Durable::Inherited` (written before it): the head's time is
+/// what the view inherited.
 fn restarted_with_pushed_head(cfg: Config) -> Option<u64> {
     let pushed = timed(1, GENESIS, START_MS + TOLERANCE_MS - 50, vec![request(1)]);
     let mut backup = Replica::new(
@@ -486,7 +495,6 @@ fn pushed_checkpoint(leave_out_3: bool) -> Cluster {
 /// Expected (as without the crash: red team s32's F1 test, now passing): view 1 keeps its
 /// primary and executes request 5.
 #[test]
-#[ignore = "red team s35 F3 (open, medium): a backup that entered the view behind and restarted before its state transfer inherits nothing: the correct primary is replaced"]
 fn f3_a_backup_behind_restarted_before_its_transfer_gives_the_wait() {
     let mut c = pushed_checkpoint(true);
     let mut entered = None;
@@ -577,4 +585,31 @@ fn guard_a_backup_restarted_after_its_transfer_gives_the_wait() {
             "replica {id}"
         );
     }
+}
+
+/// Compaction keeps the inheritance of the last view only: an older view's would give the
+/// current primary a wait it is not owed.
+#[test]
+fn compaction_keeps_the_last_views_inheritance_only() {
+    let inherited = |view, time_ms| Durable::Inherited {
+        view,
+        time_ms,
+        seq: 0,
+    };
+    let mut records = vec![
+        Durable::View(1),
+        inherited(1, HOUR_MS),
+        Durable::ViewChange(2),
+        Durable::View(2),
+        inherited(2, 5),
+    ];
+    Durable::compact(&mut records);
+    assert_eq!(records, vec![Durable::View(2), inherited(2, 5)]);
+    let mut changing = vec![
+        Durable::View(1),
+        inherited(1, HOUR_MS),
+        Durable::ViewChange(2),
+    ];
+    Durable::compact(&mut changing);
+    assert_eq!(changing, vec![Durable::ViewChange(2)]);
 }

@@ -91,6 +91,7 @@ pub fn action(a: &Action) -> String {
                 Durable::ViewChange(_) => "view-change",
                 Durable::PrePrepare(_) => "pre-prepare",
                 Durable::Withheld(_) => "withheld pre-prepare",
+                Durable::Inherited { .. } => "inheritance",
                 Durable::Prepared(_) => "prepared",
                 Durable::StableCheckpoint { .. } => "stable checkpoint",
                 Durable::NewView(_) => "new-view",
