@@ -1317,3 +1317,215 @@ mod tests {
         );
     }
 }
+
+/// Red team s37 of dd9d761a: `Durable::Inherited` in node.db (migration v6, compaction).
+#[cfg(test)]
+mod red_team_s37 {
+    use super::*;
+
+    #[derive(Default)]
+    struct Staged(HashMap<Digest, Proposal>);
+
+    impl Proposals for Staged {
+        fn stage(&mut self, digest: &Digest, proposal: &Proposal) -> Result<(), NodeError> {
+            self.0.entry(*digest).or_insert_with(|| proposal.clone());
+            Ok(())
+        }
+
+        fn get(&self, digest: &Digest) -> Result<Option<Proposal>, NodeError> {
+            Ok(self.0.get(digest).cloned())
+        }
+
+        fn drop_through(&mut self, seq: SeqNo) -> Result<(), NodeError> {
+            self.0.retain(|_, p| p.seq > seq);
+            Ok(())
+        }
+    }
+
+    fn pre_prepare(view: View, seq: SeqNo) -> Durable {
+        Durable::PrePrepare(PrePrepare {
+            view,
+            digest: [seq as u8 + 10 * view as u8; 32],
+            proposal: Arc::new(Proposal {
+                seq,
+                view,
+                proposer: 0,
+                prev: [0; 32],
+                time_ms: seq,
+                requests: Vec::new(),
+            }),
+        })
+    }
+
+    fn inherited(view: View, time_ms: u64, seq: SeqNo) -> Durable {
+        Durable::Inherited { view, time_ms, seq }
+    }
+
+    fn stable(seq: SeqNo) -> Durable {
+        Durable::StableCheckpoint {
+            checkpoint: pbft::Checkpoint {
+                seq,
+                digest: [seq as u8; 32],
+            },
+            proof: Vec::new(),
+        }
+    }
+
+    fn user_version(conn: &Connection) -> usize {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A node.db as the medchain before dd9d761a left it (schema v5: migrations 1..=5, each as
+    /// `open` runs it) with `records` in it (none is an `Inherited`).
+    fn written_by_v5(path: &Path, records: &[Durable]) {
+        let conn = Connection::open(path).unwrap();
+        for (index, migration) in MIGRATIONS.iter().take(5).enumerate() {
+            let tx = conn.unchecked_transaction().unwrap();
+            tx.execute_batch(migration).unwrap();
+            tx.pragma_update(None, "user_version", index + 1).unwrap();
+            tx.commit().unwrap();
+        }
+        for record in records {
+            conn.execute(
+                "INSERT INTO durable (record, format) VALUES (?1, ?2)",
+                params![
+                    borsh::to_vec(&Record::split(record).0).unwrap(),
+                    FORMAT_RECORD
+                ],
+            )
+            .unwrap();
+        }
+        assert_eq!(user_version(&conn), 5);
+    }
+
+    /// Held: a v5 file opens (the comment-only migration v6 runs inside `open`'s transaction
+    /// on rusqlite 0.37: `execute_batch` skips a batch that prepares to no statement), reaches
+    /// version 6, keeps its records, takes `Inherited` records and reads them back; opened
+    /// again nothing migrates.
+    #[test]
+    fn a_v5_file_upgrades_to_v6_and_takes_inherited_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        written_by_v5(&path, &[Durable::View(3), stable(0)]);
+        let mut store = LocalStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn), 6);
+        assert_eq!(MIGRATIONS.len(), 6);
+        assert_eq!(store.durable().unwrap(), vec![Durable::View(3), stable(0)]);
+        let mut staged = Staged::default();
+        store
+            .append_durable(&[Durable::View(4), inherited(4, 77, 9)], &mut staged)
+            .unwrap();
+        drop(store);
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(user_version(&store.conn), 6);
+        assert_eq!(
+            store.durable().unwrap(),
+            vec![
+                Durable::View(3),
+                stable(0),
+                Durable::View(4),
+                inherited(4, 77, 9)
+            ]
+        );
+    }
+
+    /// Held: the comment-only batch on every path `execute_batch` takes it: a connection, an
+    /// unchecked transaction, a checked one.
+    #[test]
+    fn a_comment_only_batch_is_accepted_everywhere() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[5]).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[5]).unwrap();
+        tx.commit().unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[5]).unwrap();
+        tx.commit().unwrap();
+    }
+
+    /// Held: a file of a later schema than this medchain's (what a v6 file is to the medchain
+    /// before dd9d761a, which has the same check: `git show dd9d761a^:crates/node/src/local_store.rs`,
+    /// line 289) is refused with a configuration error, untouched.
+    #[test]
+    fn a_file_newer_than_this_medchain_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        {
+            let mut store = LocalStore::open(&path).unwrap();
+            store
+                .append_durable(
+                    &[Durable::View(1), inherited(1, 5, 0)],
+                    &mut Staged::default(),
+                )
+                .unwrap();
+            store
+                .conn
+                .pragma_update(None, "user_version", MIGRATIONS.len() + 1)
+                .unwrap();
+        }
+        let Err(error) = LocalStore::open(&path) else {
+            panic!("a newer file opened");
+        };
+        assert!(
+            matches!(&error, NodeError::Config(m) if m.contains("newer than this medchain")),
+            "{error}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn), MIGRATIONS.len() + 1);
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM durable", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
+
+    /// Held: node.db's compaction (`compact_durable`, on the summaries it caches or reads)
+    /// keeps exactly what `Durable::compact` keeps, `Inherited` records of several views among
+    /// them, whether it reads the rows back or goes by the summaries of the rows it wrote.
+    #[test]
+    fn compaction_agrees_with_durable_compact() {
+        let batches: Vec<Vec<Durable>> = vec![
+            vec![Durable::View(0), inherited(0, 1, 0), pre_prepare(0, 1)],
+            vec![stable(0)],
+            vec![Durable::ViewChange(1)],
+            vec![Durable::View(1), inherited(1, 50, 1), pre_prepare(1, 1)],
+            vec![pre_prepare(1, 2), stable(2)],
+            vec![Durable::ViewChange(2), Durable::ViewChange(3)],
+            vec![
+                Durable::View(3),
+                stable(2),
+                inherited(3, 99, 4),
+                pre_prepare(3, 3),
+            ],
+            vec![stable(4)],
+            vec![Durable::ViewChange(4)],
+            vec![stable(4)],
+        ];
+        for reopen in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("node.db");
+            let mut staged = Staged::default();
+            let mut store = LocalStore::open(&path).unwrap();
+            let mut all = Vec::new();
+            for batch in &batches {
+                store.append_durable(batch, &mut staged).unwrap();
+                all.extend(batch.iter().cloned());
+                if batch
+                    .iter()
+                    .any(|d| matches!(d, Durable::StableCheckpoint { .. }))
+                {
+                    if reopen {
+                        drop(store);
+                        store = LocalStore::open(&path).unwrap();
+                    }
+                    store.compact_durable(&mut staged).unwrap();
+                    let mut expected = all.clone();
+                    Durable::compact(&mut expected);
+                    let got = store.durable_with(&staged, 0).unwrap().records;
+                    assert_eq!(got, expected, "reopen {reopen}, after {batch:?}");
+                    all = expected;
+                }
+            }
+        }
+    }
+}

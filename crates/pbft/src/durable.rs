@@ -75,8 +75,8 @@ pub enum Durable {
     /// was more than τ from the clock). A [`Durable::PrePrepare`] of it, written when the
     /// prepare goes out, supersedes it.
     Withheld(PrePrepare),
-    /// What `view` inherited when this replica entered it (persisted right after its `View`
-    /// record): the latest block time it held then (its head's, the O set's) and the last
+    /// What `view` inherited when this replica entered it (persisted right before its `View`
+    /// record, and ignored unless that follows): the latest block time it held then (its head's, the O set's) and the last
     /// sequence number of the new-view (its O set's, or its checkpoint's); a block up to `seq`
     /// is inherited too when it comes later.
     Inherited {

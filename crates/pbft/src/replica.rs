@@ -351,14 +351,19 @@ impl Replica {
         }
         // A primary keeps resending the new-view of its view to replicas that missed it.
         // What the view inherited, as recorded when it was entered (red team s35 F2, F3); a
-        // head up to the view's start is inherited, one above it the view's own. Without the
-        // record (view 0, a log from before it), the head's time.
-        if let Some((_, time_ms, seq)) = inherited.filter(|(view, ..)| *view == r.view) {
-            r.inherited_time_ms = time_ms;
-            if r.last_executed.0 <= seq {
-                r.inherited_time_ms = r.inherited_time_ms.max(r.head_time_ms);
+        // head up to the view's start is inherited, one above it the view's own. View 0
+        // inherited nothing (red team s37 F2); a later view without the record (a log from
+        // before it), the head's time.
+        match inherited.filter(|(view, ..)| *view == r.view) {
+            Some((_, time_ms, seq)) => {
+                r.inherited_time_ms = time_ms;
+                if r.last_executed.0 <= seq {
+                    r.inherited_time_ms = r.inherited_time_ms.max(r.head_time_ms);
+                }
+                r.view_start_seq = seq;
             }
-            r.view_start_seq = seq;
+            None if r.view == 0 => r.inherited_time_ms = 0,
+            None => {}
         }
         r.last_new_view = sent_new_view.filter(|nv| {
             nv.view == r.view && r.status == Status::Normal && r.cfg.primary(nv.view) == r.cfg.id

@@ -482,6 +482,23 @@ impl Replica {
         if new_view.is_none() {
             self.last_new_view = None;
         }
+        // What a correct primary of this view may have to wait out (`primary_owed_wait`),
+        // recorded before the view is: a crash between the two must not restore the view
+        // without it (red team s37 F1); an inheritance of a view not entered is ignored.
+        self.inherited_time_ms = plan
+            .pre_prepares
+            .iter()
+            .map(|pp| pp.proposal.time_ms)
+            .fold(self.head_time_ms, u64::max);
+        self.view_start_seq = plan
+            .pre_prepares
+            .last()
+            .map_or(plan.checkpoint.seq, |pp| pp.proposal.seq);
+        actions.push(Action::Persist(Durable::Inherited {
+            view,
+            time_ms: self.inherited_time_ms,
+            seq: self.view_start_seq,
+        }));
         actions.push(Action::Persist(Durable::View(view)));
         if let Some(nv) = &new_view {
             actions.push(Action::Persist(Durable::NewView(nv.clone())));
@@ -510,21 +527,6 @@ impl Replica {
                 });
             }
         }
-        // What a correct primary of this view may have to wait out (`primary_owed_wait`).
-        self.inherited_time_ms = plan
-            .pre_prepares
-            .iter()
-            .map(|pp| pp.proposal.time_ms)
-            .fold(self.head_time_ms, u64::max);
-        self.view_start_seq = plan
-            .pre_prepares
-            .last()
-            .map_or(plan.checkpoint.seq, |pp| pp.proposal.seq);
-        actions.push(Action::Persist(Durable::Inherited {
-            view,
-            time_ms: self.inherited_time_ms,
-            seq: self.view_start_seq,
-        }));
         let mut accepted = Vec::new();
         let high = self.high();
         for pp in plan.pre_prepares.iter() {

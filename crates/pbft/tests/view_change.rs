@@ -98,13 +98,13 @@ fn new_primary_sends_new_view_with_o_set_truncated_at_gap() {
     assert_eq!(
         actions,
         vec![
-            Action::Persist(Durable::View(1)),
-            Action::Persist(Durable::NewView(nv.clone())),
             Action::Persist(Durable::Inherited {
                 view: 1,
                 time_ms: o.proposal.time_ms,
                 seq: 1,
             }),
+            Action::Persist(Durable::View(1)),
+            Action::Persist(Durable::NewView(nv.clone())),
             Action::Persist(Durable::PrePrepare(o.clone())),
             Action::Broadcast(Message::NewView(nv.clone())),
         ]
@@ -116,12 +116,12 @@ fn new_primary_sends_new_view_with_o_set_truncated_at_gap() {
     assert_eq!(
         step(&mut b, msg(1, Message::NewView(nv.clone()))),
         vec![
-            Action::Persist(Durable::View(1)),
             Action::Persist(Durable::Inherited {
                 view: 1,
                 time_ms: o.proposal.time_ms,
                 seq: 1,
             }),
+            Action::Persist(Durable::View(1)),
             Action::Persist(Durable::PrePrepare(o.clone())),
             Action::Broadcast(Message::Prepare(vote(1, 1, pp1.digest))),
         ]
