@@ -308,7 +308,7 @@ impl Replica {
         };
         let mut pre_prepares = Vec::new();
         let mut sent_new_view = None;
-        let mut inherited = None;
+        let mut inherited: BTreeMap<View, (u64, SeqNo)> = BTreeMap::new();
         let mut recovery_query_open = false;
         let mut recovery_bound: Option<(View, SeqNo)> = None;
         for record in restored.durable {
@@ -336,7 +336,9 @@ impl Replica {
                     }
                 }
                 Durable::NewView(nv) => sent_new_view = Some(nv),
-                Durable::Inherited { view, time_ms, seq } => inherited = Some((view, time_ms, seq)),
+                Durable::Inherited { view, time_ms, seq } => {
+                    inherited.insert(view, (time_ms, seq));
+                }
                 Durable::Incarnation { life, at } => {
                     r.remember_life(life, at);
                 }
@@ -350,19 +352,21 @@ impl Replica {
             }
         }
         // A primary keeps resending the new-view of its view to replicas that missed it.
-        // What the view inherited, as recorded when it was entered (red team s35 F2, F3); a
-        // head up to the view's start is inherited, one above it the view's own. View 0
-        // inherited nothing (red team s37 F2); a later view without the record (a log from
-        // before it), the head's time.
-        match inherited.filter(|(view, ..)| *view == r.view) {
-            Some((_, time_ms, seq)) => {
+        // What the view inherited, as recorded when it was entered (red team s35 F2, F3): the
+        // restored view's last record, which compaction keeps (not a later view's, written
+        // by a step cut before its `View` record: red team s38 F1); a head up to the view's
+        // start is inherited, one above it the view's own. View 0 inherited only the genesis
+        // block (red team s37 F2, s38 F2); a later view without the record (a log from before
+        // it), the head's time.
+        match inherited.get(&r.view) {
+            Some(&(time_ms, seq)) => {
                 r.inherited_time_ms = time_ms;
                 if r.last_executed.0 <= seq {
                     r.inherited_time_ms = r.inherited_time_ms.max(r.head_time_ms);
                 }
                 r.view_start_seq = seq;
             }
-            None if r.view == 0 => r.inherited_time_ms = 0,
+            None if r.view == 0 && r.last_executed.0 > 0 => r.inherited_time_ms = 0,
             None => {}
         }
         r.last_new_view = sent_new_view.filter(|nv| {
