@@ -274,17 +274,6 @@ fn checkpoint_proof(seq: SeqNo, digest: Digest) -> Vec<Signed<Checkpoint>> {
         .collect()
 }
 
-/// The persisted records among `actions`.
-fn persisted(actions: &[Action]) -> Vec<Durable> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Persist(d) => Some(d.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn sends_new_view(actions: &[Action]) -> bool {
     actions
         .iter()

@@ -10,15 +10,11 @@
 //! correct backup counts as inherited decides how long a censoring primary keeps its view.
 mod common;
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use common::*;
 use pbft::*;
 
-const TOLERANCE_MS: u64 = DEFAULT_BLOCK_TIME_TOLERANCE_MS;
-const START_MS: u64 = 100_000;
 const HOUR_MS: u64 = 3_600_000;
 
 /// A pre-prepare of `view` by its primary (replica `view % 4`) at `seq` whose proposal says it
@@ -45,16 +41,6 @@ fn forged(
         digest: digest(&proposal),
         proposal,
     }
-}
-
-fn persisted(actions: &[Action]) -> Vec<Durable> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Persist(d) => Some(d.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Backup 2 of 4 in view 1 (primary: replica 1), clock at START_MS, head genesis (time 0).
@@ -394,94 +380,6 @@ fn the_planted_owed_wait_too_long_is_ten_ticks_longer() {
 }
 
 // ----- F3: s32 F1 again across a restart (a view's start is not persisted) ------------------
-
-fn view_changes_to(c: &Cluster, id: ReplicaId, view: View) -> bool {
-    c.sent[id as usize]
-        .iter()
-        .any(|m| matches!(m, Message::ViewChange(vc) if vc.new_view == view))
-}
-
-// Copied from red_team_s32.rs (test crates share nothing but `common`).
-/// The caller's state transfer of `source`'s executed blocks up to `seq` to `id` (a node may
-/// fetch as soon as it sees the stable checkpoint; the core asks only after `retransmit_ticks`).
-fn transfer(c: &mut Cluster, id: ReplicaId, source: ReplicaId, seq: SeqNo) {
-    let have = c.replicas[id as usize].last_executed().0;
-    let blocks: Vec<Committed> = c.executed[source as usize]
-        .iter()
-        .filter(|b| b.proposal.seq > have && b.proposal.seq <= seq)
-        .cloned()
-        .collect();
-    let Some(last) = blocks.last() else { return };
-    let (seq, digest, time_ms) = (last.proposal.seq, last.digest, last.proposal.time_ms);
-    let request_ids = blocks
-        .iter()
-        .flat_map(|b| b.proposal.requests.iter().map(|r| r.id))
-        .collect();
-    c.executed[id as usize].extend(blocks);
-    c.input(
-        id,
-        Input::StateTransferred {
-            seq,
-            digest,
-            time_ms,
-            request_ids,
-        },
-    );
-    c.run();
-}
-
-/// Replica 0 is Byzantine: its clock runs τ - 10 ms ahead and it runs a view-change timeout of
-/// one tick (a faulty replica may run any configuration: it asks for the next view as soon as
-/// it has a request pending). As view 0's primary it pushes the times of blocks 1..=4 to the
-/// edge; if `leave_out_3`, it sends their pre-prepares to replicas 1 and 2 only: 0, 1, 2
-/// commit and execute them and checkpoint 4 becomes stable, while replica 3 (correct, only
-/// left behind) executed nothing. Then replica 0 proposes nothing more; request 5 is pending
-/// at every replica. The others' timeout is 2 ticks (200 ms, below τ/2 as in the simulator);
-/// clocks run at 100 ms a tick from now on.
-fn pushed_checkpoint(leave_out_3: bool) -> Cluster {
-    let mut c = Cluster::configured(4, |cfg| cfg.view_change_timeout_ticks = 2);
-    c.replicas[0] = Replica::new(
-        Config {
-            view_change_timeout_ticks: 1,
-            ..config(0, 4)
-        },
-        Restored::genesis(GENESIS, 0, 0),
-    );
-    c.clocks_ms = vec![START_MS; 4];
-    c.clocks_ms[0] += TOLERANCE_MS - 10;
-    let primary_silent = Rc::new(Cell::new(false));
-    let silent = primary_silent.clone();
-    c.filter = Box::new(move |from, to, m| {
-        let pre_prepare = matches!(m, Message::PrePrepare(ref pp) if pp.view == 0);
-        let forward = matches!(m, Message::Forward(_));
-        if from == 0 && pre_prepare && ((leave_out_3 && to == 3) || silent.get()) {
-            return None;
-        }
-        if to == 0 && forward && silent.get() {
-            return None;
-        }
-        Some(m)
-    });
-    c.tick_all(1);
-    for i in 1..=4 {
-        c.input(0, Input::Request(request(i)));
-        c.input(0, Input::Cut);
-        c.run();
-    }
-    for id in 0..3 {
-        assert_eq!(c.executed[id].len(), 4, "replica {id}");
-        assert_eq!(c.replicas[id].stable_checkpoint().0, 4, "replica {id}");
-    }
-    assert!(c.head_time_ms(1) > START_MS + TOLERANCE_MS - 20);
-    assert_eq!(c.executed[3].is_empty(), leave_out_3);
-    primary_silent.set(true);
-    for id in 0..4 {
-        c.input(id, Input::Request(request(5)));
-    }
-    c.run();
-    c.ms_per_tick = 100;
-    c
-}
 
 /// F3 (MEDIUM, liveness: red team s32 F1 is back with one crash). Red team s32 F1's scenario
 /// (n = 4; faulty replica 0 pushed blocks 1..=4 to the edge and left replica 3 out; view 1 has

@@ -7,22 +7,14 @@
 //! tests are guards (they pass). Report: /work/helpers/rt-s37.md.
 mod common;
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use common::*;
 use pbft::*;
 
-const TOLERANCE_MS: u64 = DEFAULT_BLOCK_TIME_TOLERANCE_MS;
-const START_MS: u64 = 100_000;
 const HOUR_MS: u64 = 3_600_000;
 /// A block time a faulty primary pushed to the edge of the correct clocks (τ - 50 ms ahead).
 const PUSHED_MS: u64 = START_MS + TOLERANCE_MS - 50;
-
-fn inherited(view: View, time_ms: u64, seq: SeqNo) -> Durable {
-    Durable::Inherited { view, time_ms, seq }
-}
 
 /// A block of view `view` (proposed there by its primary) at `seq` with time `time_ms`.
 fn block(view: View, seq: SeqNo, prev: Digest, time_ms: u64) -> PrePrepare {
@@ -41,126 +33,12 @@ fn block(view: View, seq: SeqNo, prev: Digest, time_ms: u64) -> PrePrepare {
     }
 }
 
-/// Backup 2 of 4 restarted from `durable` with its ledger head `head` (seq, digest, time), its
-/// clock at `now_ms`.
-fn restarted(durable: Vec<Durable>, head: (SeqNo, Digest, u64), now_ms: u64) -> Replica {
-    Replica::new(
-        config(2, 4),
-        Restored {
-            now_ms,
-            last_executed: (head.0, head.1),
-            head_time_ms: head.2,
-            durable,
-            incarnation: 1,
-            ..Restored::genesis(GENESIS, 0, 0)
-        },
-    )
-}
-
-/// Request 9 arrives at `from_tick` (clock START + 100 ms a tick) and is never executed; the
-/// (absolute) tick of the backup's first view-change, if any, up to `until_tick`.
-fn censored_from(backup: &mut Replica, from_tick: u64, until_tick: u64) -> Option<u64> {
-    step(
-        backup,
-        Input::Tick {
-            now_ms: START_MS + from_tick * 100,
-        },
-    );
-    step(backup, Input::Request(request(9)));
-    for tick in from_tick + 1..=until_tick {
-        let now_ms = START_MS + tick * 100;
-        let actions = step(backup, Input::Tick { now_ms });
-        if !view_changes_broadcast(&actions).is_empty() {
-            return Some(tick);
-        }
-    }
-    None
-}
-
 /// The wait that the s35 guard measured: an inherited time τ - 50 ms ahead is waited out
 /// through tick 14, the timer (T = 20) runs out at tick 34. No wait: tick 20.
 const OWED: Option<u64> = Some(34);
 const NOT_OWED: Option<u64> = Some(20);
 
 // ----- F1: a `View` record without its `Inherited` --------------------------------------------
-
-fn view_changes_to(c: &Cluster, id: ReplicaId, view: View) -> bool {
-    c.sent[id as usize]
-        .iter()
-        .any(|m| matches!(m, Message::ViewChange(vc) if vc.new_view == view))
-}
-
-// Copied from red_team_s35.rs (test crates share nothing but `common`).
-fn transfer(c: &mut Cluster, id: ReplicaId, source: ReplicaId, seq: SeqNo) {
-    let have = c.replicas[id as usize].last_executed().0;
-    let blocks: Vec<Committed> = c.executed[source as usize]
-        .iter()
-        .filter(|b| b.proposal.seq > have && b.proposal.seq <= seq)
-        .cloned()
-        .collect();
-    let Some(last) = blocks.last() else { return };
-    let (seq, digest, time_ms) = (last.proposal.seq, last.digest, last.proposal.time_ms);
-    let request_ids = blocks
-        .iter()
-        .flat_map(|b| b.proposal.requests.iter().map(|r| r.id))
-        .collect();
-    c.executed[id as usize].extend(blocks);
-    c.input(
-        id,
-        Input::StateTransferred {
-            seq,
-            digest,
-            time_ms,
-            request_ids,
-        },
-    );
-    c.run();
-}
-
-// Copied from red_team_s35.rs: red team s32 F1's cluster (faulty replica 0, clock τ - 10 ms
-// ahead, pushed blocks 1..=4 and left replica 3 out; view 1 has min-s = 4 and an empty O set).
-fn pushed_checkpoint(leave_out_3: bool) -> Cluster {
-    let mut c = Cluster::configured(4, |cfg| cfg.view_change_timeout_ticks = 2);
-    c.replicas[0] = Replica::new(
-        Config {
-            view_change_timeout_ticks: 1,
-            ..config(0, 4)
-        },
-        Restored::genesis(GENESIS, 0, 0),
-    );
-    c.clocks_ms = vec![START_MS; 4];
-    c.clocks_ms[0] += TOLERANCE_MS - 10;
-    let primary_silent = Rc::new(Cell::new(false));
-    let silent = primary_silent.clone();
-    c.filter = Box::new(move |from, to, m| {
-        let pre_prepare = matches!(m, Message::PrePrepare(ref pp) if pp.view == 0);
-        let forward = matches!(m, Message::Forward(_));
-        if from == 0 && pre_prepare && ((leave_out_3 && to == 3) || silent.get()) {
-            return None;
-        }
-        if to == 0 && forward && silent.get() {
-            return None;
-        }
-        Some(m)
-    });
-    c.tick_all(1);
-    for i in 1..=4 {
-        c.input(0, Input::Request(request(i)));
-        c.input(0, Input::Cut);
-        c.run();
-    }
-    for id in 0..3 {
-        assert_eq!(c.executed[id].len(), 4, "replica {id}");
-    }
-    assert_eq!(c.executed[3].is_empty(), leave_out_3);
-    primary_silent.set(true);
-    for id in 0..4 {
-        c.input(id, Input::Request(request(5)));
-    }
-    c.run();
-    c.ms_per_tick = 100;
-    c
-}
 
 /// s35 F3's run: replica 3 (left behind) crashes right after entering view 1 and restarts from
 /// `keep(its records)`, then the state transfer of block 4 arrives. Whether view 1's correct

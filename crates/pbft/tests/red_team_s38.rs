@@ -17,64 +17,10 @@ const HOUR_MS: u64 = 3_600_000;
 /// A block time τ - 50 ms ahead of the correct clocks (a faulty primary's push, or a genesis).
 const PUSHED_MS: u64 = START_MS + TOLERANCE_MS - 50;
 
-fn inherited(view: View, time_ms: u64, seq: SeqNo) -> Durable {
-    Durable::Inherited { view, time_ms, seq }
-}
-
-/// Backup 2 of 4 restarted from `durable` with its ledger head `head` (seq, digest, time), its
-/// clock at `now_ms`.
-fn restarted(durable: Vec<Durable>, head: (SeqNo, Digest, u64), now_ms: u64) -> Replica {
-    Replica::new(
-        config(2, 4),
-        Restored {
-            now_ms,
-            last_executed: (head.0, head.1),
-            head_time_ms: head.2,
-            durable,
-            incarnation: 1,
-            ..Restored::genesis(GENESIS, 0, 0)
-        },
-    )
-}
-
-/// Request 9 arrives at `from_tick` (clock START + 100 ms a tick) and is never executed; the
-/// (absolute) tick of the backup's first view-change, if any, up to `until_tick`.
-fn censored_from(backup: &mut Replica, from_tick: u64, until_tick: u64) -> Option<u64> {
-    step(
-        backup,
-        Input::Tick {
-            now_ms: START_MS + from_tick * 100,
-        },
-    );
-    step(backup, Input::Request(request(9)));
-    first_view_change(backup, from_tick, until_tick)
-}
-
-fn first_view_change(backup: &mut Replica, from_tick: u64, until_tick: u64) -> Option<u64> {
-    for tick in from_tick + 1..=until_tick {
-        let now_ms = START_MS + tick * 100;
-        let actions = step(backup, Input::Tick { now_ms });
-        if !view_changes_broadcast(&actions).is_empty() {
-            return Some(tick);
-        }
-    }
-    None
-}
-
 /// As red team s37 measured: an inherited time τ - 50 ms ahead is waited out through tick 14,
 /// the timer (T = 20) runs out at tick 34. No wait: tick 20.
 const OWED: Option<u64> = Some(34);
 const NOT_OWED: Option<u64> = Some(20);
-
-fn persisted(actions: &[Action]) -> Vec<Durable> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Persist(d) => Some(d.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 fn new_view(view: View, from: &[ReplicaId]) -> NewView {
     NewView {

@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use pbft::*;
 
+pub mod pushed;
+pub use pushed::*;
+
 /// The small configuration (K = 4, L = 8, batches of 2) the fuzz target uses too.
 pub use pbft::fuzzing::{GENESIS, config, digest};
 
@@ -351,34 +354,9 @@ pub fn commit_block(c: &mut Cluster, i: u8) {
 /// The caller's state transfer for `id`: blocks from replica `source`'s executed chain.
 pub fn serve_fetches(c: &mut Cluster, id: ReplicaId, source: ReplicaId) {
     let fetches = std::mem::take(&mut c.fetches[id as usize]);
-    let Some(Action::FetchState { seq, .. }) = fetches.last() else {
-        return;
-    };
-    let have = c.replicas[id as usize].last_executed().0 as usize;
-    let blocks: Vec<Committed> = c.executed[source as usize]
-        .iter()
-        .filter(|b| b.proposal.seq as usize > have && b.proposal.seq <= *seq)
-        .cloned()
-        .collect();
-    let Some(last) = blocks.last() else {
-        return;
-    };
-    let (seq, digest, time_ms) = (last.proposal.seq, last.digest, last.proposal.time_ms);
-    let request_ids = blocks
-        .iter()
-        .flat_map(|b| b.proposal.requests.iter().map(|r| r.id))
-        .collect();
-    c.executed[id as usize].extend(blocks);
-    c.input(
-        id,
-        Input::StateTransferred {
-            seq,
-            digest,
-            time_ms,
-            request_ids,
-        },
-    );
-    c.run();
+    if let Some(Action::FetchState { seq, .. }) = fetches.last() {
+        transfer(c, id, source, *seq);
+    }
 }
 
 /// A state transfer to `seq` of a made-up chain (digest and time derived from `seq`), with no
