@@ -394,95 +394,26 @@ fn the_planted_owed_wait_too_long_is_ten_ticks_longer() {
 /// primary and executes request 5.
 #[test]
 fn f3_a_backup_behind_restarted_before_its_transfer_gives_the_wait() {
-    let mut c = pushed_checkpoint(true);
-    let mut entered = None;
-    for tick in 0..40u64 {
-        c.tick_all(1);
-        if entered.is_none() && c.replicas[3].view() == 1 && !c.replicas[3].in_view_change() {
-            entered = Some(tick);
-            // The crash: replica 3 restarts from what it persisted.
-            let durable = c.durable[3].clone();
+    crash_after_entering_view_1(
+        |durable| {
             assert!(
                 !durable
                     .iter()
                     .any(|d| matches!(d, Durable::StableCheckpoint { checkpoint, .. } if checkpoint.seq == 4)),
                 "the new-view's checkpoint above the head is not persisted"
             );
-            c.replicas[3] = Replica::new(
-                Config {
-                    view_change_timeout_ticks: 2,
-                    ..config(3, 4)
-                },
-                Restored {
-                    now_ms: c.clocks_ms[3],
-                    durable,
-                    incarnation: 1,
-                    ..Restored::genesis(GENESIS, 0, 0)
-                },
-            );
-            c.input(3, Input::Request(request(5)));
-            c.run();
-            transfer(&mut c, 3, 1, 4);
-        }
-    }
-    assert!(entered.is_some(), "replica 3 entered view 1");
-    assert!(
-        c.replicas[3].last_executed().0 >= 4,
-        "replica 3 fetched checkpoint 4"
-    );
-    for id in 1..4 {
-        assert_eq!(
-            c.replicas[id].view(),
-            1,
-            "replica {id}: view 1's correct primary was replaced (replica 3 asked for view 2: {})",
-            view_changes_to(&c, 3, 2)
-        );
-        assert!(
-            c.executed_ids(id as ReplicaId).contains(&request(5).id),
-            "replica {id}: request 5 not executed"
-        );
-    }
+            durable
+        },
+        false,
+    )
+    .unwrap();
 }
 
 /// Guard (held): the same crash, but the node applied checkpoint 4 before it (the restored head
 /// is block 4): the restart inherits the head's pushed time and the primary keeps view 1.
 #[test]
 fn guard_a_backup_restarted_after_its_transfer_gives_the_wait() {
-    let mut c = pushed_checkpoint(true);
-    let mut entered = None;
-    for tick in 0..40u64 {
-        c.tick_all(1);
-        if entered.is_none() && c.replicas[3].view() == 1 && !c.replicas[3].in_view_change() {
-            entered = Some(tick);
-            transfer(&mut c, 3, 1, 4);
-            let head = c.executed[3].last().expect("block 4").clone();
-            let durable = c.durable[3].clone();
-            c.replicas[3] = Replica::new(
-                Config {
-                    view_change_timeout_ticks: 2,
-                    ..config(3, 4)
-                },
-                Restored {
-                    now_ms: c.clocks_ms[3],
-                    last_executed: (head.proposal.seq, head.digest),
-                    head_time_ms: head.proposal.time_ms,
-                    durable,
-                    incarnation: 1,
-                    ..Restored::genesis(GENESIS, 0, 0)
-                },
-            );
-            c.input(3, Input::Request(request(5)));
-            c.run();
-        }
-    }
-    assert!(entered.is_some(), "replica 3 entered view 1");
-    for id in 1..4 {
-        assert_eq!(c.replicas[id].view(), 1, "replica {id}");
-        assert!(
-            c.executed_ids(id as ReplicaId).contains(&request(5).id),
-            "replica {id}"
-        );
-    }
+    crash_after_entering_view_1(|durable| durable, true).unwrap();
 }
 
 /// Compaction keeps the inheritance of the last view only: an older view's would give the

@@ -150,3 +150,68 @@ pub fn persisted(actions: &[Action]) -> Vec<Durable> {
 pub fn inherited(view: View, time_ms: u64, seq: SeqNo) -> Durable {
     Durable::Inherited { view, time_ms, seq }
 }
+
+/// Whether view 1's correct primary (replica 1) kept its view and executed request 5 at
+/// replicas 1..=3.
+pub fn primary_kept_view_1(c: &Cluster) -> Result<(), String> {
+    for id in 1..4 {
+        if c.replicas[id].view() != 1 || !c.executed_ids(id as ReplicaId).contains(&request(5).id) {
+            return Err(format!(
+                "replica {id} in view {}: view 1's correct primary was replaced (replica 3 asked \
+                 for view 2: {})",
+                c.replicas[id].view(),
+                view_changes_to(c, 3, 2)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Red team s35 F3's run on [`pushed_checkpoint`]`(true)`: replica 3 (left behind) crashes
+/// right after entering view 1 and restarts from `keep(its records)`; the state transfer of
+/// block 4 comes after the restart, or (`transfer_first`) before the crash, its ledger then
+/// restored with block 4 as its head. Then [`primary_kept_view_1`].
+pub fn crash_after_entering_view_1(
+    keep: impl Fn(Vec<Durable>) -> Vec<Durable>,
+    transfer_first: bool,
+) -> Result<(), String> {
+    let mut c = pushed_checkpoint(true);
+    let mut entered = false;
+    for _ in 0..40u64 {
+        c.tick_all(1);
+        if !entered && c.replicas[3].view() == 1 && !c.replicas[3].in_view_change() {
+            entered = true;
+            if transfer_first {
+                transfer(&mut c, 3, 1, 4);
+            }
+            let head = c.executed[3].last().map_or((0, GENESIS, 0), |b| {
+                (b.proposal.seq, b.digest, b.proposal.time_ms)
+            });
+            c.replicas[3] = Replica::new(
+                Config {
+                    view_change_timeout_ticks: 2,
+                    ..config(3, 4)
+                },
+                Restored {
+                    now_ms: c.clocks_ms[3],
+                    last_executed: (head.0, head.1),
+                    head_time_ms: head.2,
+                    durable: keep(c.durable[3].clone()),
+                    incarnation: 1,
+                    ..Restored::genesis(GENESIS, 0, 0)
+                },
+            );
+            c.input(3, Input::Request(request(5)));
+            c.run();
+            if !transfer_first {
+                transfer(&mut c, 3, 1, 4);
+            }
+        }
+    }
+    assert!(entered, "replica 3 entered view 1");
+    assert!(
+        c.replicas[3].last_executed().0 >= 4,
+        "replica 3 fetched checkpoint 4"
+    );
+    primary_kept_view_1(&c)
+}
