@@ -748,7 +748,7 @@ mod tests {
 
     /// Staged proposals in memory, as chain.db holds them.
     #[derive(Default)]
-    struct Staged(HashMap<Digest, Proposal>);
+    pub(super) struct Staged(pub(super) HashMap<Digest, Proposal>);
 
     impl Proposals for Staged {
         fn stage(&mut self, digest: &Digest, proposal: &Proposal) -> Result<(), NodeError> {
@@ -1323,24 +1323,7 @@ mod tests {
 mod red_team_s37 {
     use super::*;
 
-    #[derive(Default)]
-    struct Staged(HashMap<Digest, Proposal>);
-
-    impl Proposals for Staged {
-        fn stage(&mut self, digest: &Digest, proposal: &Proposal) -> Result<(), NodeError> {
-            self.0.entry(*digest).or_insert_with(|| proposal.clone());
-            Ok(())
-        }
-
-        fn get(&self, digest: &Digest) -> Result<Option<Proposal>, NodeError> {
-            Ok(self.0.get(digest).cloned())
-        }
-
-        fn drop_through(&mut self, seq: SeqNo) -> Result<(), NodeError> {
-            self.0.retain(|_, p| p.seq > seq);
-            Ok(())
-        }
-    }
+    use super::tests::Staged;
 
     fn pre_prepare(view: View, seq: SeqNo) -> Durable {
         Durable::PrePrepare(PrePrepare {
