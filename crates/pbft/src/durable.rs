@@ -76,9 +76,9 @@ pub enum Durable {
     /// prepare goes out, supersedes it.
     Withheld(PrePrepare),
     /// What `view` inherited when this replica entered it (persisted right before its `View`
-    /// record, and ignored unless that follows): the latest block time it held then (its head's, the O set's) and the last
-    /// sequence number of the new-view (its O set's, or its checkpoint's); a block up to `seq`
-    /// is inherited too when it comes later.
+    /// record; restored only for the view restored): the latest block time it held then (its
+    /// head's, the O set's) and the last sequence number of the new-view (its O set's, or its
+    /// checkpoint's); a block up to `seq` is inherited too when it comes later.
     Inherited {
         view: View,
         time_ms: u64,

@@ -165,12 +165,12 @@
 //!   says by then, and judges the withheld ones again.
 //! - **Timers**: while the latest block time a view inherited (the head's or the O set's when
 //!   a replica entered it, or a head up to the view's start that state transfer brings later;
-//!   persisted as `Durable::Inherited`) is more than τ/2 ahead of a backup's clock, less an allowance
-//!   for a primary's slower clock (`Config::clock_skew_allowance_ms`, τ/4), a correct primary
-//!   may still be waiting, so the backup's view-change timer runs out at the earliest a full
-//!   timeout after that wait (else a timeout below τ/2 would replace every correct primary
-//!   after a faulty one pushed the time ahead: with the f+1 rule of §4.5.2 one correct backup
-//!   that does not wait is enough). The view's own times never extend it: a faulty primary
+//!   persisted as `Durable::Inherited`) is more than τ/2 ahead of a backup's clock, less an
+//!   allowance for a primary's slower clock (`Config::clock_skew_allowance_ms`, τ/4), a
+//!   correct primary may still be waiting, so the backup's view-change timer runs out at the
+//!   earliest a full timeout after that wait (else a timeout below τ/2 would replace every
+//!   correct primary after a faulty one pushed the time ahead: with the f+1 rule of §4.5.2
+//!   one correct backup that does not wait is enough). The view's own times never extend it: a faulty primary
 //!   could renew them with every block. Each view's primary, faulty or not, can thus take
 //!   about 3τ/4 more before it is replaced.
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
