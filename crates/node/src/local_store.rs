@@ -982,6 +982,20 @@ mod tests {
         assert_eq!(durable_rows(&store).len(), 3);
     }
 
+    /// A node.db as version 1 left it, holding `records` whole (borsh of `Durable`).
+    fn written_by_v1(path: &Path, records: &[Durable]) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        for record in records {
+            conn.execute(
+                "INSERT INTO durable (record) VALUES (?1)",
+                [borsh::to_vec(record).unwrap()],
+            )
+            .unwrap();
+        }
+    }
+
     #[test]
     fn records_written_by_v1_are_upgraded() {
         let dir = tempfile::tempdir().unwrap();
@@ -991,18 +1005,7 @@ mod tests {
             Durable::PrePrepare(pre_prepare(1)),
             prepared(1),
         ];
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            for record in &records {
-                conn.execute(
-                    "INSERT INTO durable (record) VALUES (?1)",
-                    [borsh::to_vec(record).unwrap()],
-                )
-                .unwrap();
-            }
-        }
+        written_by_v1(&path, &records);
         let store = LocalStore::open(&path).unwrap();
         // A pre-prepare of then may be one whose prepare was withheld (migration v5).
         let upgraded = vec![
@@ -1247,18 +1250,7 @@ mod tests {
                 ..pre_prepare(1)
             }),
         ];
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            for record in &records {
-                conn.execute(
-                    "INSERT INTO durable (record) VALUES (?1)",
-                    [borsh::to_vec(record).unwrap()],
-                )
-                .unwrap();
-            }
-        }
+        written_by_v1(&path, &records);
         let store = LocalStore::open(&path).unwrap();
         assert_eq!(
             store.durable().unwrap(),
