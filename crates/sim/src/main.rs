@@ -101,6 +101,8 @@ fn main() -> ExitCode {
     let mut runs_with_view_change = 0u64;
     let mut runs_with_transfer = 0u64;
     let mut failures = Vec::new();
+    // The run that came closest to the censorship bound: (headroom, waited, bound, replay).
+    let mut closest: Option<(i64, u64, u64, String)> = None;
     for (i, seed) in seeds.iter().enumerate() {
         let (profile, n) = combos[i % combos.len()];
         let mut cfg = RunConfig::new(n, profile, *seed);
@@ -133,6 +135,15 @@ fn main() -> ExitCode {
         totals.lost_life_new_views += s.lost_life_new_views;
         totals.crashes_before_applies += s.crashes_before_applies;
         totals.crashes_behind_own_checkpoint += s.crashes_behind_own_checkpoint;
+        let headroom = s.censorship_bound_ticks as i64 - s.longest_wait_ticks as i64;
+        if closest.as_ref().is_none_or(|c| headroom < c.0) {
+            closest = Some((
+                headroom,
+                s.longest_wait_ticks,
+                s.censorship_bound_ticks,
+                format!("{profile} n={n} seed={seed}"),
+            ));
+        }
         runs_with_view_change += u64::from(s.max_view > 0);
         runs_with_transfer += u64::from(s.state_transfers > 0);
         if let Some(v) = &outcome.violation {
@@ -196,6 +207,12 @@ fn main() -> ExitCode {
          ledger behind the replica's own stable checkpoint)",
         totals.crashes_before_applies, totals.crashes_behind_own_checkpoint
     );
+    if let Some((_, waited, bound, run)) = &closest {
+        println!(
+            "censorship: the longest wait after healing came closest to its bound in {run}: \
+             {waited} of {bound} ticks"
+        );
+    }
     println!("elapsed: {:.1}s", start.elapsed().as_secs_f64());
     println!(
         "{} seeds, {violations} violations, {liveness} liveness failures",

@@ -67,6 +67,17 @@ pub const SLOW_HEALING_TICKS: u64 = 30_000;
 /// Chaos ticks of `--long` runs: partitions last far longer than the capped view-change timeout.
 pub const LONG_CHAOS_TICKS: u64 = 1_500;
 
+/// The censorship bound before what skewed clocks add: time for the chaos phase's faults to
+/// settle. The `censor` profile has no fault but its censors (f view changes and a client's
+/// retries take a few hundred ticks), so its bound is tighter, tight enough that a view's
+/// primary given a longer wait than the design's shows (`--planted-bug owed-wait-too-long`).
+fn censorship_base_ticks(profile: Profile) -> u64 {
+    match profile {
+        Profile::Censor => 1_000,
+        _ => 2_000,
+    }
+}
+
 impl RunConfig {
     pub fn new(n: u32, profile: Profile, seed: u64) -> Self {
         // A slow network (finding 8) stays slow for `SLOW_HEALING_TICKS` into healing; the
@@ -85,7 +96,7 @@ impl RunConfig {
             chaos_ticks: 300,
             healing_ticks: 4_000 + slow,
             certificate_check: true,
-            censorship_bound_ticks: 2_000 + slow,
+            censorship_bound_ticks: censorship_base_ticks(profile) + slow,
             load_interval_ticks: 8 * stretch,
         }
     }
@@ -162,6 +173,11 @@ pub struct Stats {
     pub withheld_prepares: u64,
     /// Pre-prepares honest replicas refused for a block time not later than the one before.
     pub block_time_refusals: u64,
+    /// The longest a request waited after healing (or its submission) before every honest
+    /// replica executed it, to within a check's period; compare `censorship_bound_ticks`.
+    pub longest_wait_ticks: u64,
+    /// The run's censorship bound (with what skewed clocks add).
+    pub censorship_bound_ticks: u64,
     /// Amnesia struck right after a view-change that reached only `keep-lost-life` replicas
     /// (the rest were still in the victim's send queue).
     pub lost_life_view_changes: u64,
@@ -332,9 +348,25 @@ impl World {
         let quorum = probe.quorum();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (u64::from(n) << 56));
         let (behaviors, plot) = adversary::cast(cfg.profile, n, f, &mut rng);
+        let skewed_primaries = behaviors
+            .iter()
+            .filter(|b| b.contains(&adversary::Behavior::SkewedClock))
+            .count() as u64;
+        // Honest clocks are off real time in the profiles that skew them (up to 400 ms);
+        // elsewhere a wait is off by message delays only.
+        let slack_ms = match cfg.profile.clock_skew() {
+            true => crate::faults::MAX_HONEST_SKEW_MS,
+            false => 100,
+        };
+        let owed = adversary::skewed_clock::owed_wait_ticks(
+            plot.clock_skew_ms,
+            skewed_primaries,
+            slack_ms,
+            &probe,
+        );
         let mut cfg = cfg;
-        cfg.censorship_bound_ticks +=
-            adversary::skewed_clock::owed_wait_ticks(plot.clock_skew_ms, &probe);
+        cfg.censorship_bound_ticks += owed;
+        cfg.healing_ticks += owed;
         let byzantine = behaviors.iter().filter(|b| !b.is_empty()).count();
         assert!(byzantine <= f, "more Byzantine replicas than f");
         let nodes = behaviors
@@ -365,7 +397,10 @@ impl World {
             now: 0,
             nodes,
             submitted: BTreeMap::new(),
-            stats: Stats::default(),
+            stats: Stats {
+                censorship_bound_ticks: cfg.censorship_bound_ticks,
+                ..Stats::default()
+            },
             healing: false,
             healed_at: 0,
             plot,

@@ -185,3 +185,23 @@ fn planted_bug_owed_wait_too_long_is_caught() {
     let outcome = sim::run(RunConfig::new(10, Profile::Censor, seed));
     assert_eq!(outcome.liveness, None, "seed {seed} fails without the bug");
 }
+
+/// Three censors with clocks about τ ahead, replaced in turn at n = 10: each view after the
+/// first owes its primary a wait and the first correct primary waits for its clock too, so a
+/// request waits well past one owed wait (these seeds of the 10,000-seed run failed a bound of
+/// one); the bound of the design's waits, (f − 1) owed waits and the correct primary's, holds.
+#[test]
+fn censors_with_fast_clocks_in_turn_stay_within_the_design_waits() {
+    const ONE_WAIT_BOUND_TICKS: u64 = 3_900;
+    for seed in [4224, 4904, 8814] {
+        let cfg = RunConfig::new(10, Profile::Censor, seed);
+        let outcome = sim::run(cfg.clone());
+        assert_eq!(outcome.violation, None, "{}", cfg.replay_command());
+        assert_eq!(outcome.liveness, None, "{}", cfg.replay_command());
+        assert!(
+            outcome.stats.longest_wait_ticks >= ONE_WAIT_BOUND_TICKS,
+            "seed {seed}: waited only {} ticks",
+            outcome.stats.longest_wait_ticks
+        );
+    }
+}

@@ -14,6 +14,9 @@ use crate::crypto;
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// How far from τ a skew "about τ" may be, either side (ms).
+const SKEW_SPREAD_MS: i64 = 400;
+
 /// The plot's skew (ms): an hour, or about τ (within 400 ms of it, either side: accepted by
 /// some correct backups and not others), ahead (positive) or behind (negative).
 pub fn draw_skew_ms(tolerance_ms: u64, rng: &mut ChaCha8Rng) -> i64 {
@@ -21,7 +24,7 @@ pub fn draw_skew_ms(tolerance_ms: u64, rng: &mut ChaCha8Rng) -> i64 {
     let magnitude = if rng.gen_bool(0.3) {
         HOUR_MS
     } else {
-        tolerance + rng.gen_range(-400..=400)
+        tolerance + rng.gen_range(-SKEW_SPREAD_MS..=SKEW_SPREAD_MS)
     };
     if rng.gen_bool(0.6) {
         magnitude
@@ -30,20 +33,23 @@ pub fn draw_skew_ms(tolerance_ms: u64, rng: &mut ChaCha8Rng) -> i64 {
     }
 }
 
-/// How many more ticks (1 ms each at an honest rate) a request may wait when a skewed clock
-/// `skew_ms` ahead pushes block times to the edge: the primary of the view after such a block
-/// may wait about τ/2 before it proposes, and backups give it that wait plus the allowance for
-/// a slower clock (pbft's crate docs, "Timers"). One wait: that is all the runs need (red team
-/// s32 F2), so a wait twice as long (`--planted-bug owed-wait-too-long`) is caught. The slack
-/// covers honest clocks off by up to 400 ms (the skew profile's).
-pub fn owed_wait_ticks(skew_ms: i64, config: &pbft::Config) -> u64 {
-    const HONEST_CLOCK_SLACK_MS: u64 = 400;
+/// How many more ticks (1 ms each at an honest rate) a request may wait when `skewed` primaries
+/// with clocks `skew_ms` ahead push block times to the edge and are replaced in turn (the
+/// `censor` profile): backups give the primary of each view after such a block the wait it
+/// inherited, until their clocks are within τ/4 of the block (pbft's crate docs, "Timers"), so
+/// every skewed primary after the first costs `skew − τ/4`; the first correct primary then
+/// waits `skew − τ/2` before its block time may follow. Each wait gets `slack_ms` (honest
+/// clocks off real time, message delays). Exactly the design's waits, no more: a wait τ/2
+/// longer per view (`--planted-bug owed-wait-too-long`) is caught (red team s32 F2).
+pub fn owed_wait_ticks(skew_ms: i64, skewed: u64, slack_ms: u64, config: &pbft::Config) -> u64 {
     let tolerance_ms = config.block_time_tolerance_ms;
     let ahead_ms = u64::try_from(skew_ms).unwrap_or(0);
-    if ahead_ms == 0 || ahead_ms > tolerance_ms + HONEST_CLOCK_SLACK_MS {
+    if skewed == 0 || ahead_ms == 0 || ahead_ms > tolerance_ms + SKEW_SPREAD_MS.unsigned_abs() {
         return 0; // not ahead, or too far ahead to be accepted by anyone
     }
-    tolerance_ms / 2 + config.clock_skew_allowance_ms() + HONEST_CLOCK_SLACK_MS
+    let owed_per_view = ahead_ms.saturating_sub(config.clock_skew_allowance_ms());
+    let first_correct = ahead_ms.saturating_sub(tolerance_ms / 2);
+    (skewed - 1) * (owed_per_view + slack_ms) + first_correct + slack_ms
 }
 
 /// What a skewed-clock primary sends instead of `pp` when its skew is `skew_ms` behind.
