@@ -19,6 +19,11 @@ pub enum PlantedBug {
     /// Backups give a view's primary a wait of up to τ (not τ/2) after a time pushed to the
     /// edge (crate docs, "Timers"): a faulty primary keeps a request waiting twice as long.
     OwedWaitTooLong,
+    /// A restart inherits the block times of the logged pre-prepares of its view that claim an
+    /// older `proposal.view` (as an O set's do), as a first design did: a faulty primary that
+    /// writes an older view into a fresh far-future proposal holds every restarted backup's
+    /// timer for as long (red team s35 F1).
+    InheritLoggedProposals,
 }
 
 /// τ by default: 2 s, well above the skew of clocks kept by NTP and a LAN's message delay.

@@ -369,6 +369,13 @@ impl Replica {
             None if r.view == 0 && r.last_executed.0 > 0 => r.inherited_time_ms = 0,
             None => {}
         }
+        if r.inherits_logged_proposals() {
+            let forged = pre_prepares
+                .iter()
+                .filter(|(pp, _)| pp.view == r.view && pp.proposal.view < pp.view)
+                .map(|(pp, _)| pp.proposal.time_ms);
+            r.inherited_time_ms = r.inherited_time_ms.max(forged.max().unwrap_or(0));
+        }
         r.last_new_view = sent_new_view.filter(|nv| {
             nv.view == r.view && r.status == Status::Normal && r.cfg.primary(nv.view) == r.cfg.id
         });
@@ -1321,6 +1328,16 @@ impl Replica {
     fn owes_too_long_a_wait(&self) -> bool {
         #[cfg(feature = "planted-bugs")]
         if self.cfg.planted_bug == Some(crate::config::PlantedBug::OwedWaitTooLong) {
+            return true;
+        }
+        false
+    }
+
+    /// The planted bug that inherits the times of logged pre-prepares at a restart (the
+    /// simulator must catch it).
+    fn inherits_logged_proposals(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bug == Some(crate::config::PlantedBug::InheritLoggedProposals) {
             return true;
         }
         false

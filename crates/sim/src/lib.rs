@@ -31,6 +31,21 @@ pub use world::{Outcome, RunConfig, World};
 /// Cluster sizes the default run covers: f = 1 (n = 4, 5, 6), f = 2 (n = 7), f = 3 (n = 10).
 pub const SIZES: [u32; 5] = [4, 5, 6, 7, 10];
 
+/// The bugs `--planted-bug` plants (pbft's `planted-bugs` feature), by name.
+pub const PLANTED_BUGS: [(&str, pbft::PlantedBug); 5] = [
+    ("commit-2f", pbft::PlantedBug::CommitWithTwoF),
+    (
+        "forget-prepared",
+        pbft::PlantedBug::ForgetPreparedOnViewChange,
+    ),
+    ("ignore-block-time", pbft::PlantedBug::IgnoreBlockTime),
+    ("owed-wait-too-long", pbft::PlantedBug::OwedWaitTooLong),
+    (
+        "inherit-logged-proposals",
+        pbft::PlantedBug::InheritLoggedProposals,
+    ),
+];
+
 /// Runs one simulation.
 pub fn run(cfg: RunConfig) -> Outcome {
     World::new(cfg).run()

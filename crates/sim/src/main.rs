@@ -31,7 +31,7 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// Plant a bug to see the simulator catch it: "commit-2f", "forget-prepared",
-    /// "ignore-block-time" or "owed-wait-too-long".
+    /// "ignore-block-time", "owed-wait-too-long" or "inherit-logged-proposals".
     #[arg(long)]
     planted_bug: Option<String>,
     /// Turn off the application's check of each block's certificate size, so that only the
@@ -74,14 +74,13 @@ fn main() -> ExitCode {
         .collect();
     let planted_bug = match args.planted_bug.as_deref() {
         None => None,
-        Some("commit-2f") => Some(pbft::PlantedBug::CommitWithTwoF),
-        Some("forget-prepared") => Some(pbft::PlantedBug::ForgetPreparedOnViewChange),
-        Some("ignore-block-time") => Some(pbft::PlantedBug::IgnoreBlockTime),
-        Some("owed-wait-too-long") => Some(pbft::PlantedBug::OwedWaitTooLong),
-        Some(other) => {
-            eprintln!("unknown planted bug {other:?}");
-            return ExitCode::FAILURE;
-        }
+        Some(name) => match sim::PLANTED_BUGS.iter().find(|(n, _)| *n == name) {
+            Some((_, bug)) => Some(*bug),
+            None => {
+                eprintln!("unknown planted bug {name:?}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let seeds: Vec<u64> = match args.seed {
         Some(s) => vec![s],

@@ -116,14 +116,12 @@ impl RunConfig {
         if self.chaos_ticks == LONG_CHAOS_TICKS {
             cmd.push_str(" --long");
         }
-        match self.planted_bug {
-            Some(PlantedBug::CommitWithTwoF) => cmd.push_str(" --planted-bug commit-2f"),
-            Some(PlantedBug::ForgetPreparedOnViewChange) => {
-                cmd.push_str(" --planted-bug forget-prepared")
-            }
-            Some(PlantedBug::IgnoreBlockTime) => cmd.push_str(" --planted-bug ignore-block-time"),
-            Some(PlantedBug::OwedWaitTooLong) => cmd.push_str(" --planted-bug owed-wait-too-long"),
-            None => {}
+        if let Some((name, _)) = crate::PLANTED_BUGS
+            .iter()
+            .find(|(_, bug)| Some(*bug) == self.planted_bug)
+        {
+            cmd.push_str(" --planted-bug ");
+            cmd.push_str(name);
         }
         if !self.certificate_check {
             cmd.push_str(" --no-certificate-check");

@@ -173,17 +173,27 @@ fn planted_bug_ignored_block_time_is_caught() {
 /// waiting past the bound: the no-censorship check must catch it (red team s32 F2).
 #[test]
 fn planted_bug_owed_wait_too_long_is_caught() {
+    assert_censorship_caught(
+        pbft::PlantedBug::OwedWaitTooLong,
+        Profile::Censor,
+        "the simulator must catch a wait of τ given to a censoring primary",
+    );
+}
+
+/// Finds, within 40 seeds at n = 10, a run of `profile` in which the no-censorship check
+/// catches `bug`, and checks that the correct code passes that seed: the bug, not the seed.
+fn assert_censorship_caught(bug: pbft::PlantedBug, profile: Profile, expect: &str) {
     let caught = (0..40).find(|seed| {
-        let mut cfg = RunConfig::new(10, Profile::Censor, *seed);
-        cfg.planted_bug = Some(pbft::PlantedBug::OwedWaitTooLong);
+        let mut cfg = RunConfig::new(10, profile, *seed);
+        cfg.planted_bug = Some(bug);
         sim::run(cfg)
             .liveness
             .is_some_and(|l| l.contains("no censorship"))
     });
-    let seed = caught.expect("the simulator must catch a wait of τ given to a censoring primary");
-    // The bug, not the seed: the correct code passes it.
-    let outcome = sim::run(RunConfig::new(10, Profile::Censor, seed));
+    let seed = caught.expect(expect);
+    let outcome = sim::run(RunConfig::new(10, profile, seed));
     assert_eq!(outcome.liveness, None, "seed {seed} fails without the bug");
+    assert_eq!(outcome.violation, None, "seed {seed} fails without the bug");
 }
 
 /// Three censors with clocks about τ ahead, replaced in turn at n = 10: each view after the
@@ -204,4 +214,18 @@ fn censors_with_fast_clocks_in_turn_stay_within_the_design_waits() {
             outcome.stats.longest_wait_ticks
         );
     }
+}
+
+/// A restart that inherits the block times of logged pre-prepares claiming an older
+/// `proposal.view` (red team s35 F1, the first design of the inherited wait) lets a primary
+/// with a fast clock that forges that view hold restarted backups' timers for an hour: the
+/// no-censorship check must catch it (`block-time`, whose whole consortium restarts in some
+/// runs, with `forge-proposal-view` primaries in half).
+#[test]
+fn planted_bug_inherit_logged_proposals_is_caught() {
+    assert_censorship_caught(
+        pbft::PlantedBug::InheritLoggedProposals,
+        Profile::BlockTime,
+        "the simulator must catch a restart inheriting forged proposals",
+    );
 }

@@ -22,6 +22,7 @@ pub mod choose_view_changes;
 pub mod doctor_certificates;
 pub mod double_vote;
 pub mod equivocate;
+pub mod forge_proposal_view;
 pub mod forge_signature;
 pub mod forge_status;
 pub mod hide_prepared;
@@ -59,10 +60,11 @@ pub enum Behavior {
     SkewedClock,
     KeepLostLife,
     AnnounceLives,
+    ForgeProposalView,
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 20] = [
+    pub const ALL: [Behavior; 21] = [
         Behavior::Equivocate,
         Behavior::Silent,
         Behavior::WrongDigest,
@@ -83,6 +85,7 @@ impl Behavior {
         Behavior::SkewedClock,
         Behavior::KeepLostLife,
         Behavior::AnnounceLives,
+        Behavior::ForgeProposalView,
     ];
 
     /// The behaviours the `byzantine` profile draws from: the first seven (`mixed` draws from
@@ -111,6 +114,7 @@ impl Behavior {
             Behavior::SkewedClock => "skewed-clock",
             Behavior::KeepLostLife => "keep-lost-life",
             Behavior::AnnounceLives => "announce-lives",
+            Behavior::ForgeProposalView => "forge-proposal-view",
         }
     }
 
@@ -162,6 +166,9 @@ impl Behavior {
             }
             Behavior::AnnounceLives => {
                 "view-changes to the new primary only, new incarnations announced to the backups (finding 2's veto)"
+            }
+            Behavior::ForgeProposalView => {
+                "as primary, its fresh proposals claim view 0, as if an O set had inherited them (red team s35 F1)"
             }
         }
     }
@@ -380,8 +387,15 @@ pub fn cast(
             }
         }
         Profile::BlockTime => {
+            // Half the time their fresh proposals claim view 0 too (red team s35 F1: withheld
+            // far-future ones, logged, must not hold a restarted backup's timer).
+            let forged = rng.gen_bool(0.5);
             for id in 0..f as u32 {
-                set(id, &[Behavior::SkewedClock]);
+                if forged {
+                    set(id, &[Behavior::SkewedClock, Behavior::ForgeProposalView]);
+                } else {
+                    set(id, &[Behavior::SkewedClock]);
+                }
             }
         }
         Profile::Amnesia
@@ -528,6 +542,12 @@ impl World {
                     Message::PrePrepare(pp) if self.plot.clock_skew_ms < 0 => Message::PrePrepare(
                         skewed_clock::behind(&pp, self.plot.clock_skew_ms.unsigned_abs()),
                     ),
+                    m => m,
+                },
+                Behavior::ForgeProposalView => match m {
+                    Message::PrePrepare(pp) => {
+                        Message::PrePrepare(forge_proposal_view::rewrite(pp))
+                    }
                     m => m,
                 },
                 Behavior::KeepLostLife => match m {
