@@ -397,6 +397,10 @@ impl Replica {
                 }));
             }
             self.relay_lives(actions);
+            // Requests it accepted while passive were waited on by no timer (`arm_timer`
+            // refuses while recovering): a faulty primary could drop them for good (red team
+            // s39 O1).
+            self.arm_timer();
         }
     }
 }

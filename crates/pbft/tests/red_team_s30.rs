@@ -147,3 +147,33 @@ fn an_upgrade_of_every_validator_with_a_pending_slot_costs_one_view_change() {
         "committed without a view change: the upgrade resent withheld-judged prepares?"
     );
 }
+
+/// Red team s39 O1: a replica recovering from lost state accepts its client's request 99,
+/// which the faulty primary 0 never proposes (it drops 3's forwards of it). Once 3 has left
+/// recovery, with the cluster idle, it must time out on the request: a timer could not be
+/// armed while it was passive, so leaving recovery arms it.
+#[test]
+fn a_request_accepted_while_recovering_is_timed_after_recovery() {
+    let mut c = Cluster::new(4);
+    commit_block(&mut c, 1);
+    c.filter = Box::new(|from, to, m| match m {
+        Message::Forward(rs) if from == 3 && to == 0 => {
+            let rs: Vec<Request> = rs.into_iter().filter(|r| r.id != request(99).id).collect();
+            (!rs.is_empty()).then_some(Message::Forward(rs))
+        }
+        m => Some(m),
+    });
+    lose_state(&mut c, 3, 1);
+    c.input(3, Input::Request(request(99)));
+    c.run();
+    assert!(c.replicas[3].is_recovering());
+    recover(&mut c, 3, 10);
+    assert!(!c.replicas[3].is_recovering());
+    assert_eq!(c.replicas[3].pending_len(), 1);
+    let sent_before = c.sent[3].len();
+    c.tick_all(200);
+    let asked = c.sent[3][sent_before..]
+        .iter()
+        .any(|m| matches!(m, Message::ViewChange(_)));
+    assert!(asked, "replica 3 never timed out on the censored request");
+}
