@@ -640,4 +640,93 @@ mod red_team {
             "it must have recovered: {records:?}"
         );
     }
+
+    /// Red team s30 F2 and s39 F1 end to end: every validator restarts with a slot in its log
+    /// whose prepare it withholds (a block time far from every clock) and whose transaction no
+    /// validator acknowledged to a client. Each node hands the slot's request back to its
+    /// replica (`Runtime::resume_pending`), so every replica waits on it, the view changes and
+    /// the transaction commits. Before, nothing waited on the slot: the cluster sat in its view
+    /// until some other transaction came.
+    #[test]
+    fn a_slot_every_validator_withholds_across_a_restart_of_all_commits() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("data");
+        let timing = Timing {
+            batch_window: Duration::from_millis(10),
+            view_change_timeout: Duration::from_millis(500),
+            ..Timing::default()
+        };
+        let mut cluster = Cluster::open(&dir, timing).expect("cluster");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let hospital = cluster.handle(0).expect("hospital");
+        rt.block_on(hospital.submit_applied(enrollment(&hospital), Duration::from_secs(20)))
+            .expect("committed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (0..4).any(|i| cluster.handle(i).expect("validator").status().height < 1) {
+            assert!(Instant::now() < deadline, "the validators do not converge");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let view = hospital.status().view;
+        let withheld = enrollment(&hospital);
+        let id = withheld.id(&hospital.genesis_hash());
+        let genesis = cluster.genesis().clone();
+        let request = withheld.to_request(&genesis.hash());
+        let far_ahead_ms = Clock::System.now_ms() + 600_000;
+        for i in 0..4 {
+            cluster.stop(i);
+        }
+        for validator in genesis.validators() {
+            let at = validator_dir(&dir, &validator.name);
+            let mut chain =
+                Store::open(&at.join("chain.db"), &genesis, Default::default()).expect("chain.db");
+            let mut local = LocalStore::open(&at.join("node.db")).expect("node.db");
+            let (height, head) = chain.head();
+            let proposal = pbft::Proposal {
+                seq: height + 1,
+                view,
+                proposer: (view % 4) as ReplicaId,
+                prev: head,
+                time_ms: far_ahead_ms,
+                requests: vec![request.clone()],
+            };
+            let pre_prepare = pbft::PrePrepare {
+                view,
+                digest: ledger::proposal_digest(&proposal),
+                proposal: Arc::new(proposal),
+            };
+            local
+                .append_durable(&[Durable::Withheld(pre_prepare)], &mut chain)
+                .expect("append");
+        }
+        for i in 0..4 {
+            cluster.restart(i).expect("restart");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let on_every_chain = |cluster: &Cluster| {
+            (0..4).all(|i| {
+                cluster
+                    .handle(i)
+                    .expect("validator")
+                    .read(|r| r.transaction_height(&id))
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+        };
+        while !on_every_chain(&cluster) {
+            assert!(
+                Instant::now() < deadline,
+                "the withheld slot's transaction never committed: {:?}",
+                (0..4)
+                    .map(|i| cluster.handle(i).expect("validator").status())
+                    .map(|s| (s.view, s.height, s.view_changing))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(cluster.handle(0).expect("hospital").status().view > view);
+    }
 }

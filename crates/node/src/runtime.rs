@@ -275,16 +275,42 @@ impl Runtime {
         }
     }
 
-    /// Hands the transactions acknowledged before a restart back to the replica.
+    /// Hands the transactions acknowledged before a restart back to the replica, and the
+    /// requests of the slots it restored from its log ([`pbft::Replica::restored_requests`]):
+    /// every restarted replica waits on a slot its chain does not hold, as it did when it
+    /// accepted the slot's pre-prepare, so that a slot every backup withholds still times out
+    /// (red team s30 F2, s39 F1). What the chain holds is not handed on: a faulty primary's
+    /// replay of an executed request into a slot is never waited on (s33 F2).
     pub fn resume_pending(&mut self) -> Result<(), NodeError> {
         let stored = self.local.pending()?;
+        let mut resumed = Vec::with_capacity(stored.len());
+        for row in stored {
+            resumed.push((row.id, SignedTx::from_bytes(&row.body)?));
+        }
+        for request in self.replica.restored_requests() {
+            // Checked when its pre-prepare was accepted; one that no longer decodes as the
+            // request it is (a store written by another build) is left to the slot's fate.
+            match SignedTx::from_bytes(&request.payload) {
+                Ok(tx) if tx.to_request(self.auth.genesis_hash()) == request => {
+                    resumed.push((request.id, tx))
+                }
+                _ => warn!(
+                    id = %ledger::short_hex(&request.id),
+                    "a restored slot's request does not decode: not waited on"
+                ),
+            }
+        }
         let now = self.clock.now_ms();
+        let mut handed = HashSet::new();
         let mut committed = Vec::new();
         let mut lost = Vec::new();
         let mut actions = Vec::new();
-        for row in stored {
-            if self.chain.contains_transaction(&row.id)? {
-                committed.push(row.id);
+        for (id, transaction) in resumed {
+            if !handed.insert(id) {
+                continue;
+            }
+            if self.chain.contains_transaction(&id)? {
+                committed.push(id);
                 continue;
             }
             // Checked and admitted when it was accepted, so the rules judge it in its block.
@@ -293,13 +319,12 @@ impl Runtime {
             // validator refuse submissions as busy) until withdrawn anew. Any other refusal
             // may be this validator's stale chain (a count rule a later block relieves): those
             // are handed on, and `withdraw_lost_races` judges them once it had time to catch up.
-            let transaction = SignedTx::from_bytes(&row.body)?;
             let request = transaction.to_request(self.auth.genesis_hash());
             let lost_race =
                 crate::admission::admit(&self.chain.state(), &self.genesis, &transaction, now)?
                     .is_err_and(|reject| reject.0 == ledger::rules::reason::EXPIRED);
+            self.auth.keep_decoded(&request, transaction.clone());
             self.auth.remember(request.id, transaction.signature);
-            self.auth.keep_decoded(&request, transaction);
             self.shared.add_pending([request.clone()]);
             if lost_race {
                 lost.push(request.id);

@@ -325,6 +325,10 @@ impl Replica {
         for id in request_ids {
             self.remember_executed(id);
         }
+        // Requests of slots now at or below the head that the transfer did not execute (a
+        // faulty primary's other proposal there) are no longer in the log: forwarded and
+        // proposable again, not only after the next stable checkpoint (red team s39).
+        self.in_log.retain(|_, s| *s > seq);
         self.abandon_unchained_slots();
         self.backoff = 0;
         self.progress();

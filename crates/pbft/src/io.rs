@@ -21,7 +21,9 @@ pub enum Input {
     /// message this replica broadcasts back to it, signed, so that its own votes count like
     /// anyone's (and its commit signature enters the certificate).
     Message(Signed<Message>),
-    /// A client request accepted by this replica's node.
+    /// A client request accepted by this replica's node, which submits only what its chain
+    /// does not hold (a request of a slot restored from the log is then waited on again:
+    /// [`Replica`]'s `on_request`).
     Request(Request),
     /// The caller gave up on these pending requests: they can no longer apply (its state
     /// machine would reject them now, e.g. a transaction that lost a race to a conflicting

@@ -512,6 +512,21 @@ impl Replica {
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+    /// The requests of slots restored from the log at a restart that nothing waits on: the
+    /// node resubmits those its chain does not hold ([`Input::Request`]), so that a slot every
+    /// backup withholds still times out (red team s30 F2, s39 F1). In slot order.
+    pub fn restored_requests(&self) -> Vec<Request> {
+        let first = self.last_executed.0 + 1;
+        let mut seen = HashSet::new();
+        self.slots
+            .range(first..)
+            .filter(|(_, slot)| !slot.abandoned)
+            .filter_map(|(_, slot)| slot.pre_prepare.as_ref())
+            .flat_map(|pp| pp.proposal.requests.iter())
+            .filter(|r| self.restored_in_log(&r.id) && seen.insert(r.id))
+            .cloned()
+            .collect()
+    }
     /// Whether this replica holds request `id` already: pending, in its log, or executed within
     /// its window (a second copy is refused as a duplicate).
     pub fn knows_request(&self, id: &Digest) -> bool {
@@ -727,10 +742,12 @@ impl Replica {
 
     fn on_tick(&mut self, actions: &mut Vec<Action>) {
         self.now += 1;
-        if self.timer.is_some() && self.primary_owed_wait() {
+        if self.timer.is_some() && (self.primary_owed_wait() || self.waits_on_a_vouched_slot()) {
             // A correct primary proposes nothing yet: its wait is no fault, and the timer runs
             // out at the earliest a full timeout after it (a timeout shorter than τ/2 would
-            // replace every correct primary after a faulty one pushed the time ahead).
+            // replace every correct primary after a faulty one pushed the time ahead). A
+            // replica whose timed request sits in a slot the others vouch they executed lacks
+            // only the state transfer, not the primary's work (red team s33 F1, s39 F3).
             self.timer = Some(self.now.saturating_add(self.timeout()));
         }
         if let Some(deadline) = self.timer
@@ -903,6 +920,15 @@ impl Replica {
 
     // ----- requests (§4.1) -----------------------------------------------------------------
 
+    /// In the log at a slot not executed yet, and neither waited on nor executed.
+    fn restored_in_log(&self, id: &Digest) -> bool {
+        self.in_log
+            .get(id)
+            .is_some_and(|seq| *seq > self.last_executed.0)
+            && !self.pending.contains_key(id)
+            && !self.executed_ids.contains(id)
+    }
+
     fn known_request(&self, id: &Digest) -> bool {
         self.pending.contains_key(id)
             || self.in_log.contains_key(id)
@@ -937,6 +963,20 @@ impl Replica {
         request: Request,
         actions: &mut Vec<Action>,
     ) -> Result<(), ProtocolError> {
+        if self.restored_in_log(&request.id) {
+            // A slot restored at a restart keeps its requests in the log but waits on none of
+            // them (`Replica::new`); the caller's resubmission is waited on, as
+            // `accept_pre_prepare` does for a pre-prepare's requests, so that a slot every
+            // backup withholds still arms a timer (red team s30 F2). The caller submits only
+            // what its chain does not hold, so this is no replay of an executed request (red
+            // team s33 F2: a peer's forward is not trusted so).
+            if self.pending.len() >= self.cfg.max_pending {
+                return Err(ProtocolError::PendingFull);
+            }
+            self.insert_pending(request);
+            self.arm_timer();
+            return Ok(());
+        }
         self.add_pending(request.clone())?;
         if self.status == Status::Normal {
             if self.is_primary() {
@@ -1245,6 +1285,21 @@ impl Replica {
         self.inherited_time_ms.saturating_add(1)
             > (self.clock_ms.saturating_add(margin_ms))
                 .saturating_sub(self.cfg.clock_skew_allowance_ms())
+    }
+
+    /// The request the timer follows is in a slot above the head and at or below the fetch
+    /// target, which f+1 replicas (one of them correct), a stable checkpoint's proof or 2f+1
+    /// commits vouch was executed: the slot is decided, only its state transfer is missing. A
+    /// faulty primary cannot forge that; its slots above the target still time out (a backup it
+    /// keeps behind is not kept waiting), and so does a request no slot holds (a primary
+    /// catching up still joins backups that gave up on it: red team s39 F2).
+    fn waits_on_a_vouched_slot(&self) -> bool {
+        let Some(target) = self.fetch.as_ref().map(|f| f.seq) else {
+            return false;
+        };
+        self.timed_request
+            .and_then(|id| self.in_log.get(&id))
+            .is_some_and(|seq| *seq > self.last_executed.0 && *seq <= target)
     }
 
     /// A backup's first check of a block time (crate docs, "Block time"): later than the time

@@ -6,24 +6,6 @@ mod common;
 use common::*;
 use pbft::*;
 
-/// Replica `id` of `c` restarted from its records with its ledger cut back to `head` (the
-/// blocks above it not applied: a crash before the applies).
-fn restart_behind(c: &mut Cluster, id: ReplicaId, head: usize, durable: Vec<Durable>) {
-    c.executed[id as usize].truncate(head);
-    let at = &c.executed[id as usize][head - 1];
-    let restored = Restored {
-        last_executed: (at.proposal.seq, at.digest),
-        executed_checkpoint: None,
-        head_time_ms: at.proposal.time_ms,
-        now_ms: c.clocks_ms[id as usize],
-        durable,
-        recovering: false,
-        nonce: 0,
-        incarnation: 1,
-    };
-    c.replicas[id as usize] = Replica::new(config(id, c.replicas.len() as u32), restored);
-}
-
 /// C (held): the primary of view 0 restarted with its ledger behind its own stable checkpoint
 /// 4 (no slot above it) cannot propose until it fetched block 4 (`proposal_time` needs block
 /// 4's time). If that fetch never completes (here: never served), the backups' timers on a
@@ -73,7 +55,7 @@ fn a_primary_whose_fetch_never_completes_is_replaced() {
     }
 }
 
-/// F2 (medium, liveness; fails). Expected: one view change. Got: none, ever. After the restart
+/// F2 (medium, liveness; fixed). Expected: one view change. Got, before: none, ever. After the restart
 /// the request is in the restored slot's `in_log` (`Replica::new`), so the node's resubmission
 /// of acknowledged transactions is refused (`add_pending` -> `known_request` ->
 /// DuplicateRequest) and no backup has it pending: no timer is armed (`arm_timer` looks at
@@ -84,9 +66,10 @@ fn a_primary_whose_fetch_never_completes_is_replaced() {
 /// migration v5) while a slot is pending that every backup had prepared before, more than τ
 /// after that slot's block time: every backup's prepare is withheld again (its record now
 /// reads `Withheld`), nothing prepares it, and only a view change commits the request. The
-/// request does commit (one view change per such upgrade).
+/// request does commit (one view change per such upgrade): every node resubmits the requests
+/// of its restored slots that its chain does not hold, so every replica waits on slot 1 (the
+/// client's request was acknowledged by validator 0 alone; red team s39 F1).
 #[test]
-#[ignore = "red team s30 F2 (open): a cluster restarted with every backup's prepare of a slot withheld arms no timer: its requests are in the restored log, not pending"]
 fn an_upgrade_of_every_validator_with_a_pending_slot_costs_one_view_change() {
     let mut c = Cluster::new(4);
     // Prepares are lost: slot 1 stays pre-prepared, every backup's prepare sent.
@@ -127,8 +110,8 @@ fn an_upgrade_of_every_validator_with_a_pending_slot_costs_one_view_change() {
                 ..Restored::genesis(GENESIS, 0, 0)
             },
         );
-        // The node resubmits the acknowledged transactions after a restart.
-        c.input(id, Input::Request(request(1)));
+        let acknowledged = if id == 0 { vec![request(1)] } else { vec![] };
+        resume(&mut c, id, &acknowledged);
     }
     c.run();
     c.ms_per_tick = 1;
@@ -176,4 +159,55 @@ fn a_request_accepted_while_recovering_is_timed_after_recovery() {
         .iter()
         .any(|m| matches!(m, Message::ViewChange(_)));
     assert!(asked, "replica 3 never timed out on the censored request");
+}
+
+/// Red team s33 F1, with F2's fix: the primary restarted with its ledger behind its own stable
+/// checkpoint (a crash before the applies: blocks 4 and 5 committed, not applied) and slot 5 of
+/// its own in the log; the node submits slot 5's request again, since its chain does not hold
+/// it, so the primary waits on it. Its catch-up (the state transfer) takes longer than the
+/// timeout: it must not time itself out on its own slot and leave the view alone while it
+/// knows it is behind: the others' status claims vouch that slot 5 was executed, so its timer
+/// waits (red team s39 F3's rule; defaults' ratio of timeout to retransmission, T = 200, 50).
+/// Without the push of the timer it sends a view-change after one timeout.
+#[test]
+fn a_primary_behind_does_not_time_out_on_its_own_restored_slot() {
+    let mut c = Cluster::configured(4, |cfg| {
+        cfg.view_change_timeout_ticks = 200;
+        cfg.retransmit_ticks = 50;
+    });
+    for i in 1..=5 {
+        commit_block(&mut c, i);
+    }
+    let durable = c.durable[0].clone();
+    let sent_before = c.sent[0].len();
+    restart_behind(&mut c, 0, 3, durable);
+    assert_eq!(c.replicas[0].stable_checkpoint().0, 4);
+    // The node resubmits what its chain does not hold: slot 5's request.
+    resume(&mut c, 0, &[]);
+    assert_eq!(c.replicas[0].pending_len(), 1);
+    c.run();
+    let timeout = c.replicas[0].config().view_change_timeout_ticks;
+    for _ in 0..3 * timeout {
+        c.tick_all(1);
+        // The state transfer is slow: not served for three timeouts.
+        c.fetches[0].clear();
+    }
+    let view_changes = |c: &Cluster| {
+        c.sent[0][sent_before..]
+            .iter()
+            .filter(|m| matches!(m, Message::ViewChange(_)))
+            .count()
+    };
+    assert_eq!(
+        view_changes(&c),
+        0,
+        "the primary behind timed out on its own slot"
+    );
+    common::pushed::transfer(&mut c, 0, 1, 5);
+    for _ in 0..3 * timeout {
+        c.tick_all(1);
+    }
+    assert!(c.executed_ids(0).contains(&request(5).id));
+    assert_eq!(view_changes(&c), 0, "caught up, the request executed");
+    assert!((0..4).all(|id| c.replicas[id].view() == 0));
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -367,6 +367,39 @@ pub fn transferred_to(seq: u64) -> Input {
         digest: [seq as u8; 32],
         time_ms: seq,
         request_ids: vec![],
+    }
+}
+
+/// Replica `id` of `c` restarted from its records, with its configuration, and with its ledger
+/// cut back to `head` (the blocks above it not applied: a crash before the applies).
+pub fn restart_behind(c: &mut Cluster, id: ReplicaId, head: usize, durable: Vec<Durable>) {
+    c.executed[id as usize].truncate(head);
+    let at = &c.executed[id as usize][head - 1];
+    let restored = Restored {
+        last_executed: (at.proposal.seq, at.digest),
+        executed_checkpoint: None,
+        head_time_ms: at.proposal.time_ms,
+        now_ms: c.clocks_ms[id as usize],
+        durable,
+        recovering: false,
+        nonce: 0,
+        incarnation: 1,
+    };
+    let config = c.replicas[id as usize].config().clone();
+    c.replicas[id as usize] = Replica::new(config, restored);
+}
+
+/// What the node does at a restart (`Runtime::resume_pending`): it resubmits, each once, the
+/// requests of the slots restored from its log and those it `acknowledged`, that its chain
+/// (here the replica's executed blocks) does not hold.
+pub fn resume(c: &mut Cluster, id: ReplicaId, acknowledged: &[Request]) {
+    let on_chain: BTreeSet<Digest> = c.executed_ids(id).into_iter().collect();
+    let mut seen = BTreeSet::new();
+    let restored = c.replicas[id as usize].restored_requests();
+    for r in restored.into_iter().chain(acknowledged.iter().cloned()) {
+        if !on_chain.contains(&r.id) && seen.insert(r.id) {
+            c.input(id, Input::Request(r));
+        }
     }
 }
 
