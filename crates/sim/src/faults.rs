@@ -1,7 +1,7 @@
 //! The faults a run's chaos phase injects besides Byzantine replicas: network faults, partitions,
 //! crashes (torn steps, all replicas at once), amnesia and clock skew; and the healing that ends
 //! them. A crashed or amnesiac replica counts toward f with the Byzantine ones.
-use pbft::{Message, Replica, ReplicaId, Restored};
+use pbft::{Input, Message, Replica, ReplicaId, Restored};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -520,11 +520,20 @@ impl World {
             // restart that keeps its records may keep its incarnation).
             incarnation: u64::from(node.amnesia),
         };
-        node.replica = Some(Replica::new(
-            replica_config(id, self.n, self.cfg.planted_bug),
-            restored,
-        ));
-        self.trace(|| format!("replica {id} restarts"));
+        let replica = Replica::new(replica_config(id, self.n, self.cfg.planted_bug), restored);
+        // As the node's `resume_pending`: the restored slots' requests its ledger does not hold
+        // are handed back, so that every restarted replica waits on them (red team s39 F1).
+        let resumed: Vec<_> = replica
+            .restored_requests()
+            .into_iter()
+            .filter(|r| !node.app.applied_set.contains(&r.id))
+            .collect();
+        node.replica = Some(replica);
+        self.trace(|| format!("replica {id} restarts, resubmits {}", resumed.len()));
+        for request in resumed {
+            self.step_node(id, Input::Request(request));
+        }
+        self.drain_loopback();
     }
 
     /// Healing: every fault stops except Byzantine replicas and clock skew.
