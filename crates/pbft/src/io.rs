@@ -23,7 +23,7 @@ pub enum Input {
     Message(Signed<Message>),
     /// A client request accepted by this replica's node, which submits only what its chain
     /// does not hold (a request of a slot restored from the log is then waited on again:
-    /// [`Replica`]'s `on_request`).
+    /// [`crate::Replica::restored_requests`]).
     Request(Request),
     /// The caller gave up on these pending requests: they can no longer apply (its state
     /// machine would reject them now, e.g. a transaction that lost a race to a conflicting

@@ -173,6 +173,14 @@
 //!   one correct backup that does not wait is enough). The view's own times never extend it: a faulty primary
 //!   could renew them with every block. Each view's primary, faulty or not, can thus take
 //!   about 3τ/4 more before it is replaced.
+//! - **Restored slots**: a restart puts a slot's requests back in the log but waits on none of
+//!   them; the caller resubmits those its chain does not hold
+//!   ([`Replica::restored_requests`]), and they are waited on as an accepted pre-prepare's
+//!   are, so that a slot every backup withholds still times out. A peer's forward of one is
+//!   not trusted so: a faulty primary's replay of an executed request would time out a
+//!   restarted backup alone. A timer waits while the request it follows sits in a slot that
+//!   f+1 replicas (or a stable checkpoint, or 2f+1 commits) vouch was executed, at or below
+//!   the fetch target: only the state transfer is missing, not the primary's work.
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
 //!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
 //!   (the O set has no null requests before its last entry, so no unchecked time enters).
