@@ -71,53 +71,7 @@ fn a_primary_whose_fetch_never_completes_is_replaced() {
 /// client's request was acknowledged by validator 0 alone; red team s39 F1).
 #[test]
 fn an_upgrade_of_every_validator_with_a_pending_slot_costs_one_view_change() {
-    let mut c = Cluster::new(4);
-    // Prepares are lost: slot 1 stays pre-prepared, every backup's prepare sent.
-    c.filter = Box::new(|_, _, m| match m {
-        Message::Prepare(_) => None,
-        m => Some(m),
-    });
-    c.input(0, Input::Request(request(1)));
-    c.input(0, Input::Cut);
-    c.run();
-    for id in 1..4 {
-        assert!(
-            c.durable[id]
-                .iter()
-                .any(|d| matches!(d, Durable::PrePrepare(pp) if pp.proposal.seq == 1)),
-            "backup {id} did not accept slot 1"
-        );
-    }
-    c.filter = Box::new(|_, _, m| Some(m));
-    let tau = c.replicas[0].config().block_time_tolerance_ms;
-    // The upgrade: records rewritten as migration v5 does, every clock τ + 1 later.
-    for id in 0..4u32 {
-        let durable: Vec<Durable> = c.durable[id as usize]
-            .iter()
-            .cloned()
-            .map(|d| match d {
-                Durable::PrePrepare(pp) => Durable::Withheld(pp),
-                d => d,
-            })
-            .collect();
-        c.clocks_ms[id as usize] += tau + 1;
-        c.replicas[id as usize] = Replica::new(
-            config(id, 4),
-            Restored {
-                now_ms: c.clocks_ms[id as usize],
-                durable,
-                incarnation: 1,
-                ..Restored::genesis(GENESIS, 0, 0)
-            },
-        );
-        let acknowledged = if id == 0 { vec![request(1)] } else { vec![] };
-        resume(&mut c, id, &acknowledged);
-    }
-    c.run();
-    c.ms_per_tick = 1;
-    for _ in 0..200 {
-        c.tick_all(1);
-    }
+    let c = upgraded_with_pending_slot(&[0], 200);
     for id in 0..4u32 {
         assert!(
             c.executed_ids(id).contains(&request(1).id),

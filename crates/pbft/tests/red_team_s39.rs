@@ -8,57 +8,9 @@ mod common;
 use common::*;
 use pbft::*;
 
-/// Red team s30 F2's scenario (slot 1 pre-prepared, every backup's prepare sent, prepares
-/// lost; every validator upgraded, its records rewritten as `Withheld`, every clock τ + 1
-/// later) where only the validators in `acknowledging` acknowledged request 1 to its client.
-/// Every node resubmits its restored slots' requests at the restart, and what it acknowledged
-/// (`resume`). Returns the cluster after `ticks` ticks.
-fn upgrade_with_pending_slot(acknowledging: &[ReplicaId], ticks: u64) -> Cluster {
-    let mut c = Cluster::new(4);
-    c.filter = Box::new(|_, _, m| match m {
-        Message::Prepare(_) => None,
-        m => Some(m),
-    });
-    c.input(0, Input::Request(request(1)));
-    c.input(0, Input::Cut);
-    c.run();
-    c.filter = Box::new(|_, _, m| Some(m));
-    let tau = c.replicas[0].config().block_time_tolerance_ms;
-    for id in 0..4u32 {
-        let durable: Vec<Durable> = c.durable[id as usize]
-            .iter()
-            .cloned()
-            .map(|d| match d {
-                Durable::PrePrepare(pp) => Durable::Withheld(pp),
-                d => d,
-            })
-            .collect();
-        c.clocks_ms[id as usize] += tau + 1;
-        c.replicas[id as usize] = Replica::new(
-            config(id, 4),
-            Restored {
-                now_ms: c.clocks_ms[id as usize],
-                durable,
-                incarnation: 1,
-                ..Restored::genesis(GENESIS, 0, 0)
-            },
-        );
-    }
-    for id in 0..4u32 {
-        let acknowledged = match acknowledging.contains(&id) {
-            true => vec![request(1)],
-            false => vec![],
-        };
-        resume(&mut c, id, &acknowledged);
-    }
-    c.run();
-    c.ms_per_tick = 1;
-    c.tick_all(ticks);
-    c
-}
-
-fn all_executed(c: &Cluster, id: Digest) -> Result<(), String> {
-    for r in 0..4u32 {
+/// Whether every replica in `replicas` executed request `id`.
+fn executed_at(c: &Cluster, replicas: std::ops::Range<u32>, id: Digest) -> Result<(), String> {
+    for r in replicas {
         if !c.executed_ids(r).contains(&id) {
             return Err(format!(
                 "replica {r} never executed the request (views {:?}, in view change {:?})",
@@ -78,23 +30,23 @@ fn all_executed(c: &Cluster, id: Digest) -> Result<(), String> {
 /// with the withheld slot and no timer. Now every node resubmits its restored slots' requests.
 #[test]
 fn f1_a_request_acknowledged_by_the_primary_alone_commits() {
-    let c = upgrade_with_pending_slot(&[0], 3_000);
-    all_executed(&c, request(1).id).unwrap();
+    let c = upgraded_with_pending_slot(&[0], 3_000);
+    executed_at(&c, 0..4, request(1).id).unwrap();
 }
 
 /// F1, the acknowledging validator a backup (1, which is also view 1's primary): it used to
 /// leave view 0 alone and wait in view 1 for a new-view that never came.
 #[test]
 fn f1_a_request_acknowledged_by_a_backup_alone_commits() {
-    let c = upgrade_with_pending_slot(&[1], 3_000);
-    all_executed(&c, request(1).id).unwrap();
+    let c = upgraded_with_pending_slot(&[1], 3_000);
+    executed_at(&c, 0..4, request(1).id).unwrap();
 }
 
 /// Guard: with two validators that acknowledged it, the request commits as well.
 #[test]
 fn guard_two_acknowledging_validators() {
-    let c = upgrade_with_pending_slot(&[0, 1], 3_000);
-    all_executed(&c, request(1).id).unwrap();
+    let c = upgraded_with_pending_slot(&[0, 1], 3_000);
+    executed_at(&c, 0..4, request(1).id).unwrap();
 }
 
 /// The primary of view 0 restarted with its ledger behind its own stable checkpoint 4 (a crash
@@ -119,21 +71,6 @@ fn primary_behind_request_at(at: &[ReplicaId], ticks: u64) -> Cluster {
     c
 }
 
-fn backups_executed(c: &Cluster, id: Digest) -> Result<(), String> {
-    for r in 1..4u32 {
-        if !c.executed_ids(r).contains(&id) {
-            return Err(format!(
-                "backup {r} never executed the request (views {:?}, in view change {:?})",
-                (0..4).map(|i| c.replicas[i].view()).collect::<Vec<_>>(),
-                (0..4)
-                    .map(|i| c.replicas[i].in_view_change())
-                    .collect::<Vec<_>>()
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// F2 (MEDIUM, liveness regression of 8a863aa8; fixed: a primary catching up times out as
 /// before unless its timed request sits in a vouched slot): red team s30's "a primary whose fetch never
 /// completes is replaced" holds only when the request reached f+1 replicas besides the
@@ -146,14 +83,14 @@ fn backups_executed(c: &Cluster, id: Digest) -> Result<(), String> {
 #[test]
 fn f2_a_primary_catching_up_joins_a_backup_that_timed_out() {
     let c = primary_behind_request_at(&[1], 300);
-    backups_executed(&c, request(9).id).unwrap();
+    executed_at(&c, 1..4, request(9).id).unwrap();
 }
 
 /// Guard (held): with the request at every backup, they replace the primary (s30 C).
 #[test]
 fn guard_request_at_every_backup_replaces_a_primary_catching_up() {
     let c = primary_behind_request_at(&[1, 2, 3], 300);
-    backups_executed(&c, request(9).id).unwrap();
+    executed_at(&c, 1..4, request(9).id).unwrap();
 }
 
 /// Guard (held): after s30's upgrade with every validator resubmitting, request 1 is executed
@@ -161,7 +98,7 @@ fn guard_request_at_every_backup_replaces_a_primary_catching_up() {
 /// resubmission and from the others' forwards, and proposes it once).
 #[test]
 fn guard_a_resubmitted_restored_request_executes_once() {
-    let c = upgrade_with_pending_slot(&[0, 1, 2, 3], 3_000);
+    let c = upgraded_with_pending_slot(&[0, 1, 2, 3], 3_000);
     for r in 0..4u32 {
         let times = c
             .executed_ids(r)
@@ -176,14 +113,7 @@ fn guard_a_resubmitted_restored_request_executes_once() {
 /// timer: a faulty replica cannot make a restarted backup wait on a request of its log.
 #[test]
 fn guard_a_forward_of_a_restored_request_arms_no_timer() {
-    let mut c = Cluster::new(4);
-    c.filter = Box::new(|_, _, m| match m {
-        Message::Prepare(_) => None,
-        m => Some(m),
-    });
-    c.input(0, Input::Request(request(1)));
-    c.input(0, Input::Cut);
-    c.run();
+    let c = slot_pre_prepared_prepares_lost();
     let mut r = Replica::new(
         config(2, 4),
         Restored {
@@ -278,10 +208,10 @@ fn f3_a_backup_behind_by_its_own_restored_slot_stays_in_the_view() {
 /// unprepared slot 1, and request 1 was lost until the node's next restart.
 #[test]
 fn guard_f1_a_later_request_rescues_the_restored_request() {
-    let mut c = upgrade_with_pending_slot(&[0], 100);
+    let mut c = upgraded_with_pending_slot(&[0], 100);
     c.input(2, Input::Request(request(2)));
     c.run();
     c.tick_all(1_000);
-    all_executed(&c, request(2).id).unwrap();
-    all_executed(&c, request(1).id).unwrap();
+    executed_at(&c, 0..4, request(2).id).unwrap();
+    executed_at(&c, 0..4, request(1).id).unwrap();
 }

@@ -19,6 +19,11 @@ pub enum Torn {
     /// In the next step that commits blocks, once its messages went out and before the blocks
     /// are applied (the node applies them last: red team s27).
     BeforeApplies,
+    /// In the next step that enters a view, once the first of its two records of the entry
+    /// (what the view inherited, then the view) and `more` actions are done (red team s37 F1:
+    /// a crash between the two must not lose what the view owes its primary); it restarts
+    /// `down_ticks` later, in the view the others are likely still in.
+    AtViewEntry { more: usize, down_ticks: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +157,21 @@ impl World {
             self.schedule(start, Event::CrashAll);
             for id in 0..n {
                 self.schedule(start + rng.gen_range(5..=60), Event::Restart(id));
+            }
+        }
+        // An honest backup crashes as it enters a view, between its records of the entry, and
+        // restarts: a view after a pushed time must still owe its primary the wait (red team
+        // s37 F1). Down for at most 60 ticks of the chaos phase, beside the f skewed primaries.
+        if profile == Profile::BlockTime && rng.gen_bool(0.5) {
+            let honest: Vec<ReplicaId> = (0..n)
+                .filter(|i| self.nodes[*i as usize].is_honest())
+                .collect();
+            if let Some(&id) = honest.choose(rng) {
+                let torn = Some(Torn::AtViewEntry {
+                    more: rng.gen_range(0..2),
+                    down_ticks: rng.gen_range(5..=60),
+                });
+                self.schedule(rng.gen_range(1..chaos / 2), Event::Crash { id, torn });
             }
         }
         if profile.clock_skew() && (profile == Profile::Skew || rng.gen_bool(0.3)) {
@@ -345,10 +365,14 @@ impl World {
                 continue;
             };
             let end = (start + rng.gen_range(5..=120)).min(chaos).max(start + 1);
-            let torn = match rng.gen_range(0..4) {
+            let torn = match rng.gen_range(0..5) {
                 0 | 1 => None,
                 2 => Some(Torn::After(rng.gen_range(0..4))),
-                _ => Some(Torn::BeforeApplies),
+                3 => Some(Torn::BeforeApplies),
+                _ => Some(Torn::AtViewEntry {
+                    more: rng.gen_range(0..2),
+                    down_ticks: end - start,
+                }),
             };
             self.schedule(start, Event::Crash { id, torn });
             self.schedule(end, Event::Restart(id));

@@ -134,6 +134,7 @@ fn main() -> ExitCode {
         totals.lost_life_new_views += s.lost_life_new_views;
         totals.crashes_before_applies += s.crashes_before_applies;
         totals.crashes_behind_own_checkpoint += s.crashes_behind_own_checkpoint;
+        totals.crashes_at_view_entry += s.crashes_at_view_entry;
         let headroom = s.censorship_bound_ticks as i64 - s.longest_wait_ticks as i64;
         if closest.as_ref().is_none_or(|c| headroom < c.0) {
             closest = Some((
@@ -203,8 +204,11 @@ fn main() -> ExitCode {
     );
     println!(
         "crashes mid-step before the step's committed blocks were applied: {} ({} left the \
-         ledger behind the replica's own stable checkpoint)",
-        totals.crashes_before_applies, totals.crashes_behind_own_checkpoint
+         ledger behind the replica's own stable checkpoint); as a view was entered, between or \
+         after its records: {}",
+        totals.crashes_before_applies,
+        totals.crashes_behind_own_checkpoint,
+        totals.crashes_at_view_entry
     );
     if let Some((_, waited, bound, run)) = &closest {
         println!(

@@ -118,7 +118,7 @@ impl Profile {
                 "view 0's primary cut off; each new primary (up to f) crashes right after sending its new-view, which some replicas miss, and restarts later (finding 7)"
             }
             Profile::BlockTime => {
-                "the first f primaries have a skewed-clock (an hour or about τ ahead, or proposing as far behind), half the runs with forge-proposal-view; clocks skewed as in skew 30% of the time; the whole consortium crashes and restarts in 30% of the runs"
+                "the first f primaries have a skewed-clock (an hour or about τ ahead, or proposing as far behind), half the runs with forge-proposal-view; clocks skewed as in skew 30% of the time; the whole consortium crashes and restarts in 30% of the runs; an honest replica crashes as it enters a view, between its two records of the entry, in half"
             }
         }
     }

@@ -185,6 +185,8 @@ pub struct Stats {
     pub crashes_before_applies: u64,
     /// ... that left the ledger behind the replica's own stable checkpoint (red team s27).
     pub crashes_behind_own_checkpoint: u64,
+    /// Crashes as a view was entered, after the first of its two records (red team s37 F1).
+    pub crashes_at_view_entry: u64,
 }
 
 /// The sim's replica configuration: small K and L so checkpoints and watermarks matter.
@@ -800,16 +802,27 @@ impl World {
         let honest = self.nodes[id as usize].is_honest();
         let actions = node_order(actions);
         let first_apply = actions.iter().position(|a| matches!(a, Action::Execute(_)));
+        let view_entry = actions.iter().position(|a| {
+            matches!(
+                a,
+                Action::Persist(Durable::View(_) | Durable::Inherited { .. })
+            )
+        });
         let node = &mut self.nodes[id as usize];
-        let cut = match (node.crash_after.take(), first_apply) {
-            (Some(Torn::After(k)), _) => Some(k),
-            (Some(Torn::BeforeApplies), Some(k)) => Some(k),
-            // Waits for a step that commits blocks.
-            (Some(Torn::BeforeApplies), None) => {
-                node.crash_after = Some(Torn::BeforeApplies);
+        let cut = match node.crash_after.take() {
+            Some(Torn::After(k)) => Some(k),
+            Some(Torn::BeforeApplies) if first_apply.is_some() => first_apply,
+            Some(Torn::AtViewEntry { more, down_ticks }) if view_entry.is_some() => {
+                let restart_at = self.now + down_ticks;
+                self.schedule(restart_at, Event::Restart(id));
+                view_entry.map(|k| k + 1 + more)
+            }
+            // Waits for a step that commits blocks, or enters a view.
+            waiting @ Some(Torn::BeforeApplies | Torn::AtViewEntry { .. }) => {
+                node.crash_after = waiting;
                 None
             }
-            (None, _) => None,
+            None => None,
         };
         let count = actions.len();
         let last_apply = actions
@@ -901,6 +914,9 @@ impl World {
         }
         if let Some(k) = crashed_before {
             self.trace(|| format!("replica {id} crashed mid-step ({k} of {count} actions)"));
+            if view_entry.is_some_and(|entry| entry < k) {
+                self.stats.crashes_at_view_entry += 1;
+            }
             if last_apply.is_some_and(|last| last >= k) {
                 self.stats.crashes_before_applies += 1;
                 let node = &self.nodes[id as usize];

@@ -403,6 +403,70 @@ pub fn resume(c: &mut Cluster, id: ReplicaId, acknowledged: &[Request]) {
     }
 }
 
+/// Slot 1 pre-prepared with request 1, every backup's prepare sent and lost.
+pub fn slot_pre_prepared_prepares_lost() -> Cluster {
+    let mut c = Cluster::new(4);
+    c.filter = Box::new(|_, _, m| match m {
+        Message::Prepare(_) => None,
+        m => Some(m),
+    });
+    c.input(0, Input::Request(request(1)));
+    c.input(0, Input::Cut);
+    c.run();
+    c
+}
+
+/// Red team s30 F2's scenario, as an upgrade to node.db's migration v5 makes it (slot 1
+/// pre-prepared, every backup's prepare sent, prepares lost; every validator upgraded, its
+/// records rewritten as `Withheld`, every clock τ + 1 later) where only the validators in
+/// `acknowledging` acknowledged request 1 to its client. Every node resubmits its restored
+/// slots' requests at the restart, and what it acknowledged (`resume`). Returns the cluster
+/// after `ticks` ticks.
+pub fn upgraded_with_pending_slot(acknowledging: &[ReplicaId], ticks: u64) -> Cluster {
+    let mut c = slot_pre_prepared_prepares_lost();
+    for id in 1..4 {
+        assert!(
+            c.durable[id]
+                .iter()
+                .any(|d| matches!(d, Durable::PrePrepare(pp) if pp.proposal.seq == 1)),
+            "backup {id} did not accept slot 1"
+        );
+    }
+    c.filter = Box::new(|_, _, m| Some(m));
+    let tau = c.replicas[0].config().block_time_tolerance_ms;
+    for id in 0..4u32 {
+        let durable: Vec<Durable> = c.durable[id as usize]
+            .iter()
+            .cloned()
+            .map(|d| match d {
+                Durable::PrePrepare(pp) => Durable::Withheld(pp),
+                d => d,
+            })
+            .collect();
+        c.clocks_ms[id as usize] += tau + 1;
+        c.replicas[id as usize] = Replica::new(
+            config(id, 4),
+            Restored {
+                now_ms: c.clocks_ms[id as usize],
+                durable,
+                incarnation: 1,
+                ..Restored::genesis(GENESIS, 0, 0)
+            },
+        );
+    }
+    for id in 0..4u32 {
+        let acknowledged = match acknowledging.contains(&id) {
+            true => vec![request(1)],
+            false => vec![],
+        };
+        resume(&mut c, id, &acknowledged);
+    }
+    c.run();
+    c.ms_per_tick = 1;
+    c.tick_all(ticks);
+    c
+}
+
 /// Commits blocks (ids from `next`) until `id` has left recovery; returns the next free id.
 pub fn recover(c: &mut Cluster, id: ReplicaId, mut next: u8) -> u8 {
     c.tick_all(1);
