@@ -1287,7 +1287,7 @@ impl Replica {
                 .saturating_sub(self.cfg.clock_skew_allowance_ms())
     }
 
-    /// The request the timer follows is in a slot above the head and at or below the fetch
+    /// Every request waited on is in a slot above the head and at or below the fetch
     /// target, which f+1 replicas (one of them correct), a stable checkpoint's proof or 2f+1
     /// commits vouch was executed: the slot is decided, only its state transfer is missing. A
     /// faulty primary cannot forge that; its slots above the target still time out (a backup it
@@ -1297,9 +1297,16 @@ impl Replica {
         let Some(target) = self.fetch.as_ref().map(|f| f.seq) else {
             return false;
         };
-        self.timed_request
-            .and_then(|id| self.in_log.get(&id))
-            .is_some_and(|seq| *seq > self.last_executed.0 && *seq <= target)
+        // Every request waited on, not only the oldest the timer follows: a primary behind its
+        // own committed proposals must still time out on a request it cannot propose (red team
+        // s40 F1). Only while a timer and a fetch run, over at most `max_pending` ids.
+        let head = self.last_executed.0;
+        self.timed_request.is_some()
+            && self.pending.keys().all(|id| {
+                self.in_log
+                    .get(id)
+                    .is_some_and(|seq| *seq > head && *seq <= target)
+            })
     }
 
     /// A backup's first check of a block time (crate docs, "Block time"): later than the time
