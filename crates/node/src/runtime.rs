@@ -323,8 +323,8 @@ impl Runtime {
             let lost_race =
                 crate::admission::admit(&self.chain.state(), &self.genesis, &transaction, now)?
                     .is_err_and(|reject| reject.0 == ledger::rules::reason::EXPIRED);
-            self.auth.keep_decoded(&request, transaction.clone());
             self.auth.remember(request.id, transaction.signature);
+            self.auth.keep_decoded(&request, transaction);
             self.shared.add_pending([request.clone()]);
             if lost_race {
                 lost.push(request.id);

@@ -178,7 +178,7 @@
 //!   ([`Replica::restored_requests`]), and they are waited on as an accepted pre-prepare's
 //!   are, so that a slot every backup withholds still times out. A peer's forward of one is
 //!   not trusted so: a faulty primary's replay of an executed request would time out a
-//!   restarted backup alone. A timer waits while the request it follows sits in a slot that
+//!   restarted backup alone. A timer waits while every request waited on sits in a slot that
 //!   f+1 replicas (or a stable checkpoint, or 2f+1 commits) vouch was executed, at or below
 //!   the fetch target: only the state transfer is missing, not the primary's work.
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f

@@ -746,8 +746,9 @@ impl Replica {
             // A correct primary proposes nothing yet: its wait is no fault, and the timer runs
             // out at the earliest a full timeout after it (a timeout shorter than τ/2 would
             // replace every correct primary after a faulty one pushed the time ahead). A
-            // replica whose timed request sits in a slot the others vouch they executed lacks
-            // only the state transfer, not the primary's work (red team s33 F1, s39 F3).
+            // replica whose every waited-on request sits in a slot the others vouch they
+            // executed lacks only the state transfer, not the primary's work (red team s33 F1,
+            // s39 F3, s40 F1).
             self.timer = Some(self.now.saturating_add(self.timeout()));
         }
         if let Some(deadline) = self.timer
@@ -1300,6 +1301,8 @@ impl Replica {
         // Every request waited on, not only the oldest the timer follows: a primary behind its
         // own committed proposals must still time out on a request it cannot propose (red team
         // s40 F1). Only while a timer and a fetch run, over at most `max_pending` ids.
+        // A normal-status timer follows a request; in view-change status it waits on a
+        // new-view (nothing pending may be in the log then, and `all` of nothing holds).
         let head = self.last_executed.0;
         self.timed_request.is_some()
             && self.pending.keys().all(|id| {
