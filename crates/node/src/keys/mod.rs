@@ -1194,14 +1194,14 @@ impl Service {
         while let Some(after) = self.checked_to
             && started.elapsed() < CHECK_BUDGET
         {
-            let rows = self.store.rows().held_after(after, ROWS_PER_READ)?;
+            let rows = self.store.rows().checked_after(after, ROWS_PER_READ)?;
             let mut unindexed = Vec::new();
-            for (seq, row) in &rows {
+            for (seq, row, not_in_run) in &rows {
                 // A row the chain has said nothing of was read at start ([`Service::load`]).
                 if row.facts.on_chain.is_some() {
                     self.trusted(row)?;
                 }
-                if !self.store.rows().unindexed(*seq)?.is_empty() {
+                if *not_in_run {
                     unindexed.push(*seq);
                 }
             }
@@ -1222,8 +1222,9 @@ impl Service {
                 })?;
             }
             self.checked_to = match rows.last() {
-                Some((seq, _)) if rows.len() == ROWS_PER_READ => Some(*seq),
+                Some((seq, ..)) if rows.len() == ROWS_PER_READ => Some(*seq),
                 _ => {
+                    self.store.rows().end_scrub();
                     info!(
                         validator = self.me,
                         refused = self.counters.keys_rows_refused,

@@ -182,7 +182,24 @@ pub(super) struct Runs {
     /// Whether the transaction wrote a run or changed a filter: a rollback then reads the
     /// index again from the tables.
     cut: bool,
+    /// The run of the epoch whose rows are being checked after a start ([`Runs::scrub`]).
+    scrubbed: Option<ScrubbedRun>,
 }
+
+/// A complete epoch's run read whole (three entries a row: about 200,000, 3 MB), so that the
+/// check of every row after a start answers [`Runs::has_entry`] from memory. A seek per row
+/// and tag made that check most of a key service's CPU for minutes after a start on a chain of
+/// 1,000,000 (BENCHMARKS.md, session of 2026-12-05).
+#[derive(Debug)]
+struct ScrubbedRun {
+    epoch: i64,
+    /// `(key, seq)`, in the run's order; `None` for a run too large to hold.
+    entries: Option<Vec<(i64, i64)>>,
+}
+
+/// Entries of a run held at most: a run has three a row, and one more for each patient
+/// corrected ([`Runs::amend`]), which is rare.
+const MAX_SCRUBBED_ENTRIES: usize = 4 * EPOCH_ROWS as usize;
 
 fn corrupt(why: impl std::fmt::Display) -> NodeError {
     NodeError::Corrupt(format!("keys.db: {why}"))
@@ -231,6 +248,7 @@ impl Runs {
             filters,
             undo: None,
             cut: false,
+            scrubbed: None,
         };
         let complete = (last - runs.covered).max(0) / EPOCH_ROWS * EPOCH_ROWS;
         let mut stmt =
@@ -362,7 +380,7 @@ impl Runs {
             self.remember_key(key, seq);
             return Ok(());
         }
-        let epoch = seq.saturating_sub(1).max(0) / EPOCH_ROWS;
+        let epoch = epoch_of(seq);
         let Ok(at) = self
             .filters
             .binary_search_by_key(&epoch, |(epoch, _)| *epoch)
@@ -375,6 +393,15 @@ impl Runs {
         )?
         .execute(params![epoch, key, seq])?;
         filter.insert(key);
+        if let Some(entries) = self
+            .scrubbed
+            .as_mut()
+            .filter(|run| run.epoch == epoch)
+            .and_then(|run| run.entries.as_mut())
+            && let Err(at) = entries.binary_search(&(key, seq))
+        {
+            entries.insert(at, (key, seq));
+        }
         self.cut = true;
         conn.prepare_cached("UPDATE key_filters SET bits = ?2 WHERE epoch = ?1")?
             .execute(params![epoch, filter.to_bytes()])?;
@@ -398,17 +425,79 @@ impl Runs {
                 .get(&key)
                 .is_some_and(|seqs| seqs.contains(&seq)));
         }
-        let epoch = seq.saturating_sub(1).max(0) / EPOCH_ROWS;
+        let epoch = epoch_of(seq);
         let in_filter = self
             .filters
             .binary_search_by_key(&epoch, |(epoch, _)| *epoch)
             .is_ok_and(|at| self.filters[at].1.may_contain(key));
-        Ok(in_filter
-            && conn
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM key_runs WHERE epoch = ?1 AND key = ?2 AND seq = ?3)",
-                )?
-                .query_row(params![epoch, key, seq], |r| r.get(0))?)
+        if !in_filter {
+            return Ok(false);
+        }
+        if let Some(entries) = self
+            .scrubbed
+            .as_ref()
+            .filter(|run| run.epoch == epoch)
+            .and_then(|run| run.entries.as_ref())
+        {
+            return Ok(entries.binary_search(&(key, seq)).is_ok());
+        }
+        Ok(conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM key_runs WHERE epoch = ?1 AND key = ?2 AND seq = ?3)",
+            )?
+            .query_row(params![epoch, key, seq], |r| r.get(0))?)
+    }
+
+    /// Row `seq` is the next to check against its run ([`Runs::has_entry`]): its epoch's run is
+    /// read whole if it is not the one held already (once an epoch, as the check goes in
+    /// order). The open epoch, in memory, needs none.
+    pub fn scrub(&mut self, conn: &Connection, seq: i64) -> Result<(), NodeError> {
+        let epoch = epoch_of(seq);
+        if seq > self.covered {
+            self.scrubbed = None;
+            return Ok(());
+        }
+        if self.scrubbed.as_ref().is_some_and(|run| run.epoch == epoch) {
+            return Ok(());
+        }
+        self.scrubbed = None;
+        let mut entries = Vec::with_capacity(3 * EPOCH_ROWS as usize);
+        let mut stmt = conn.prepare_cached("SELECT key, seq FROM key_runs WHERE epoch = ?1")?;
+        let mut rows = stmt.query([epoch])?;
+        while let Some(row) = rows.next()? {
+            if entries.len() == MAX_SCRUBBED_ENTRIES {
+                // Far more entries than its rows give (written so on disk): not held, a seek
+                // each as before, so that the file does not choose this memory.
+                self.scrubbed = Some(ScrubbedRun {
+                    epoch,
+                    entries: None,
+                });
+                return Ok(());
+            }
+            entries.push((row.get(0)?, row.get(1)?));
+        }
+        // The table's order; sorted again all the same, as the search needs it whatever the
+        // file says.
+        entries.sort_unstable();
+        self.scrubbed = Some(ScrubbedRun {
+            epoch,
+            entries: Some(entries),
+        });
+        Ok(())
+    }
+
+    /// How many entries of a run the check holds (tests).
+    #[cfg(test)]
+    pub fn scrubbed_entries(&self) -> Option<usize> {
+        self.scrubbed
+            .as_ref()
+            .and_then(|run| run.entries.as_ref())
+            .map(Vec::len)
+    }
+
+    /// The check of every row is done: its run is let go.
+    pub fn end_scrub(&mut self) {
+        self.scrubbed = None;
     }
 
     /// Writes every complete epoch after the last run as a run and a filter, in the caller's
@@ -471,6 +560,11 @@ impl Runs {
         }
         Ok(found)
     }
+}
+
+/// The epoch of row `seq`.
+fn epoch_of(seq: i64) -> i64 {
+    seq.saturating_sub(1).max(0) / EPOCH_ROWS
 }
 
 /// Whether `data_keys` has a row with `seq` in `after + 1 ..= to`.

@@ -996,6 +996,17 @@ impl Rows<'_> {
         else {
             return Ok(Vec::new());
         };
+        self.missing_entries(seq, tx, key_id, patient)
+    }
+
+    /// The tags under which row `seq`, holding these values, is not in its run.
+    fn missing_entries(
+        &self,
+        seq: i64,
+        tx: Vec<u8>,
+        key_id: Vec<u8>,
+        patient: Vec<u8>,
+    ) -> Result<Vec<(RunTag, Vec<u8>)>, NodeError> {
         let runs = self.runs.borrow();
         let mut missing = Vec::new();
         for (tag, value) in [
@@ -1008,6 +1019,36 @@ impl Rows<'_> {
             }
         }
         Ok(missing)
+    }
+
+    /// At most `limit` rows after row `seq`, in order, with their `seq` and whether their run
+    /// misses them ([`Rows::unindexed`]): the check of every row after a start. Each epoch's
+    /// run is read whole once ([`super::runs::Runs::scrub`]) instead of a seek per row and tag.
+    pub fn checked_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, HeldRow, bool)>, NodeError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tx, patient, not_after_ms, on_chain, facts_tag, seq, key_id FROM data_keys
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![seq, limit as i64])?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(5)?;
+            self.runs.borrow_mut().scrub(self.conn, seq)?;
+            let unindexed = !self
+                .missing_entries(seq, row.get(0)?, row.get(6)?, row.get(1)?)?
+                .is_empty();
+            found.push((seq, self.held_row(row)?, unindexed));
+        }
+        Ok(found)
+    }
+
+    /// The check after a start is done: the run it held is let go.
+    pub fn end_scrub(&self) {
+        self.runs.borrow_mut().end_scrub();
     }
 
     /// Adds row `seq` to its run under the tags [`Rows::unindexed`] finds, in the caller's
@@ -1088,20 +1129,6 @@ impl Rows<'_> {
             Some(seq) => self.held_at(seq),
             None => Ok(None),
         }
-    }
-
-    /// At most `limit` rows after row `seq`, in order, with their `seq`.
-    pub fn held_after(&self, seq: i64, limit: usize) -> Result<Vec<(i64, HeldRow)>, NodeError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT tx, patient, not_after_ms, on_chain, facts_tag, seq FROM data_keys
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let mut rows = stmt.query(params![seq, limit as i64])?;
-        let mut found = Vec::new();
-        while let Some(row) = rows.next()? {
-            found.push((row.get(5)?, self.held_row(row)?));
-        }
-        Ok(found)
     }
 
     /// The rows of `patient`'s held keys (a seek per run that may hold one).
@@ -2339,10 +2366,29 @@ mod red_team_s10 {
             .filter(|seq| !rows.unindexed(*seq).unwrap().is_empty())
             .collect();
         assert_eq!(unindexed, [3], "the row swapped into the run");
+        // The check after a start, from the run read whole, finds the same row and no other.
+        let swept = |after| -> Vec<i64> {
+            let checked = rows.checked_after(after, 4).unwrap();
+            assert_eq!(checked.len(), 4);
+            checked
+                .into_iter()
+                .filter_map(|(seq, _, unindexed)| unindexed.then_some(seq))
+                .collect()
+        };
+        assert_eq!(swept(0), [3]);
+        assert_eq!(swept(4), Vec::<i64>::new());
+        assert_eq!(swept(0), [3], "back to the first epoch: its run read again");
         store.begin(Durability::Deferred).unwrap();
         assert!(rows.reindex(3).unwrap());
         store.commit().unwrap();
         assert!(rows.unindexed(3).unwrap().is_empty());
+        assert_eq!(
+            swept(0),
+            Vec::<i64>::new(),
+            "the run held took the entry in"
+        );
+        rows.end_scrub();
+        assert_eq!(swept(0), Vec::<i64>::new(), "and so did the table");
         for i in 0..EPOCH_ROWS as u8 + 2 {
             assert!(
                 rows.key(&[i; 32]).unwrap().is_some(),
@@ -2354,6 +2400,34 @@ mod red_team_s10 {
             Inserted::KeyTaken { .. }
         ));
         assert!(rows.delete_key(&[9; 32]).unwrap());
+    }
+
+    /// A run written on disk with far more entries than its rows give is not held in memory
+    /// by the check after a start: it seeks, and still finds a row its run lacks.
+    #[test]
+    fn a_run_too_large_to_hold_is_checked_by_seeks() {
+        let (dir, key, _) = stored(EPOCH_ROWS as u8 + 2);
+        let path = dir.path().join("keys.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM key_runs WHERE seq = 5", [])
+            .unwrap();
+        for junk in 0..5 * EPOCH_ROWS {
+            conn.execute(
+                "INSERT INTO key_runs (epoch, key, seq) VALUES (0, ?1, ?2)",
+                [junk, 1_000 + junk],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let store = KeyStore::open(&path, [7; 32], key).unwrap();
+        let checked = store.rows().checked_after(0, 10).unwrap();
+        let unindexed: Vec<i64> = checked
+            .iter()
+            .filter_map(|(seq, _, unindexed)| unindexed.then_some(*seq))
+            .collect();
+        assert_eq!(unindexed, [5]);
+        let held = store.runs.borrow().scrubbed_entries();
+        assert_eq!(held, None, "not held: {held:?} entries");
     }
 
     /// Break (opens, then refuses every key): `next_seq`'s bound at open leaves no room. A row
