@@ -206,6 +206,38 @@ fn a_prefilled_chain_verifies_at_every_validator() {
     );
 }
 
+/// The ceiling's records keep their data keys at their homes, as the load's do: a network
+/// the ceiling ran on is one whose key services, at their next start, find every key they are
+/// entitled to (here the prefill's wait for the keys, which says how many it still waits for
+/// when none comes for a minute). Before, the ceiling's keys were kept nowhere and every later
+/// start wanted them from every peer for good.
+#[test]
+fn the_ceiling_leaves_no_key_held_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        let mut all = vec!["bench", "--data-dir", data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let output = medchain(&all, None);
+        let printed = text(&output);
+        assert!(output.status.success(), "{printed}");
+        printed
+    };
+    run(&[
+        "--mode",
+        "ceiling",
+        "--duration",
+        "1s",
+        "--max-batch",
+        "500",
+    ]);
+    let printed = run(&["--prefill", "500", "--duration", "1s", "--max-batch", "500"]);
+    assert!(
+        !printed.contains("still wait for"),
+        "every key of the ceiling's records in place: {printed}"
+    );
+}
+
 /// A chain prefilled past the watermarks (more blocks than two checkpoint intervals, built
 /// outside the protocol, so no replica ever sent those checkpoints) goes on: each replica
 /// vouches again for the last checkpoint it executed and the window moves (`pbft::Restored`'s

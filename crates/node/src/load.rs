@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::NodeError;
 use crate::handle::{NodeHandle, Verdict};
+use crate::keys::OfflineSeal;
 
 /// Patients the load generator enrolls (spread over the validators it drives).
 pub const LOAD_PATIENTS: usize = 200;
@@ -378,20 +379,32 @@ impl Person {
     }
 
     /// `meta` with `content` sealed as [`Person::sealed`] seals it, with the same cryptography,
-    /// but its data key kept nowhere: for chains made without a home's key service (the bench's
-    /// ceiling and prefill, `crate::offline`), whose sealed bodies nobody opens.
-    pub fn sealed_unkept(
+    /// away from any running home: for chains made while the validators are stopped (the
+    /// bench's ceiling, `crate::offline`). The data key is handed back, for the home's key
+    /// store ([`crate::keys::OfflineKeys`]).
+    pub(crate) fn sealed_offline(
         &self,
         genesis_hash: &Hash,
         meta: Meta,
         content: &[u8],
         device: bool,
-    ) -> Result<SignedTx, NodeError> {
+    ) -> Result<(SignedTx, OfflineSeal), NodeError> {
         let (signer, key) = self.signing(device);
         let mut header = header(meta, signer);
-        let (_unkept, stored) = ledger::seal::seal(genesis_hash, &mut header, content)
+        let patient =
+            header.meta.subject().copied().ok_or_else(|| {
+                NodeError::Seal(format!("a {} names no patient", header.meta.kind()))
+            })?;
+        let (data_key, stored) = ledger::seal::seal(genesis_hash, &mut header, content)
             .map_err(|error| NodeError::Seal(error.to_string()))?;
-        Ok(SignedTx::sign(header, stored, genesis_hash, key))
+        let seal = OfflineSeal {
+            home: self.home,
+            tx: header.id(genesis_hash),
+            patient,
+            not_after_ms: header.not_after_ms,
+            key: data_key,
+        };
+        Ok((SignedTx::sign(header, stored, genesis_hash, key), seal))
     }
 
     /// This patient's grant of `scope` to `doctor`, sealed at the home `home`: a write grant
@@ -639,18 +652,18 @@ impl Population {
     }
 
     /// Record `i`'s two transactions as the load makes them, its grant and then the record
-    /// under it, but sealed with their data keys kept nowhere ([`Person::sealed_unkept`]).
-    pub(crate) fn unkept_pair(
+    /// under it, sealed away from their homes ([`Person::sealed_offline`]), with their keys.
+    pub(crate) fn offline_pair(
         &self,
         i: u64,
         genesis_hash: &Hash,
-    ) -> Result<[SignedTx; 2], NodeError> {
+    ) -> Result<[(SignedTx, OfflineSeal); 2], NodeError> {
         let (patient, doctor) = self.pair(i);
         let (meta, purpose, device) = patient.grant_parts(&doctor.id, Scope::Write, GRANT_PURPOSE);
-        let grant = patient.sealed_unkept(genesis_hash, meta, &purpose, device)?;
-        let meta = doctor.record_meta(&patient.id, grant.id(genesis_hash));
+        let grant = patient.sealed_offline(genesis_hash, meta, &purpose, device)?;
+        let meta = doctor.record_meta(&patient.id, grant.0.id(genesis_hash));
         let record =
-            doctor.sealed_unkept(genesis_hash, meta, &sample_record(i).to_bytes(), false)?;
+            doctor.sealed_offline(genesis_hash, meta, &sample_record(i).to_bytes(), false)?;
         Ok([grant, record])
     }
 }

@@ -6,8 +6,11 @@
 //! machine can commit with no consensus at all, each validator applying every block the way it
 //! applies a committed block a peer sends it (`ledger::verify::check_block`: the certificate,
 //! the Merkle root and every transaction signature, batched; then `Store::append_block`: the
-//! rules and one durable SQLite transaction per block). Its transactions are sealed with their
-//! data keys kept nowhere: no key service takes part. And the prefill ([`prefill`], `medchain
+//! rules and one durable SQLite transaction per block). Its transactions are sealed here and
+//! their data keys stored in their homes' `keys.db` between measured spans
+//! ([`crate::keys::OfflineKeys`]), so that the chain it leaves is one the load would have left:
+//! the key services learn the new blocks at their next start and fetch the keys they are
+//! entitled to from the homes. And the prefill ([`prefill`], `medchain
 //! bench --prefill N`): a chain of N transactions made fast, before a measured run, so that a
 //! big chain can be measured without hours of load first; its transactions are sealed at their
 //! homes, whose key services keep the keys, as the load's are.
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ledger::block::{Block, BlockHeader, Certificate};
 use ledger::crypto::{SigningKey, VerifyingKey};
+use ledger::master::Purpose;
 use ledger::{Genesis, Hash, OpenOptions, SignedTx, Store};
 use pbft::ReplicaId;
 
@@ -26,6 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::cluster::ClusterOptions;
 use crate::error::NodeError;
 use crate::handle::NodeHandle;
+use crate::keys::{KeystoreKey, OfflineKeys, OfflineSeal};
 use crate::load::{Person, Population};
 use crate::node::validator_dir;
 
@@ -39,6 +44,8 @@ pub struct Made {
 struct Holder {
     genesis: Arc<Genesis>,
     keys: Vec<SigningKey>,
+    /// Each validator's key for its `keys.db`, from its operator key.
+    keystore_keys: Vec<KeystoreKey>,
     dirs: Vec<PathBuf>,
 }
 
@@ -48,8 +55,10 @@ impl Holder {
         let genesis = Arc::new(Genesis::load(&data_dir.join("genesis.toml"))?);
         let operator_keys = crate::cluster::operator_keys(&genesis, data_dir, key_dir)?;
         let mut keys = Vec::with_capacity(genesis.len());
+        let mut keystore_keys = Vec::with_capacity(genesis.len());
         let mut dirs = Vec::with_capacity(genesis.len());
         for (validator, operator_key) in genesis.validators().iter().zip(&operator_keys) {
+            keystore_keys.push(KeystoreKey::new(operator_key.subkey(Purpose::Keystore)));
             let dir = validator_dir(data_dir, &validator.name);
             let key = ledger::master::read_node_key(
                 &dir.join(ledger::master::NODE_KEY_FILE),
@@ -62,6 +71,7 @@ impl Holder {
         Ok(Holder {
             genesis,
             keys,
+            keystore_keys,
             dirs,
         })
     }
@@ -117,8 +127,9 @@ impl Maker {
     }
 
     /// The next blocks, holding `transactions` of the load (rounded up to whole records: a
-    /// grant and the record under it, in the same block), made on every core.
-    fn records(&mut self, transactions: u64) -> Result<Vec<Made>, NodeError> {
+    /// grant and the record under it, in the same block), made on every core; and their data
+    /// keys, for their homes.
+    fn records(&mut self, transactions: u64) -> Result<(Vec<Made>, Vec<OfflineSeal>), NodeError> {
         let records = transactions.div_ceil(2);
         let first = self.next_record;
         self.next_record += records;
@@ -126,34 +137,39 @@ impl Maker {
         let per_worker = records.div_ceil(workers).max(1);
         let genesis_hash = self.genesis_hash();
         let people = &self.people;
-        let parts: Vec<Result<Vec<SignedTx>, NodeError>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..workers)
-                .map(|w| {
-                    let from = first + w * per_worker;
-                    let to = (from + per_worker).min(first + records);
-                    scope.spawn(move || {
-                        let mut made = Vec::with_capacity(2 * to.saturating_sub(from) as usize);
-                        for i in from..to {
-                            made.extend(people.unkept_pair(i, &genesis_hash)?);
-                        }
-                        Ok(made)
+        let parts: Vec<Result<Vec<(SignedTx, OfflineSeal)>, NodeError>> =
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let from = first + w * per_worker;
+                        let to = (from + per_worker).min(first + records);
+                        scope.spawn(move || {
+                            let mut made = Vec::with_capacity(2 * to.saturating_sub(from) as usize);
+                            for i in from..to {
+                                made.extend(people.offline_pair(i, &genesis_hash)?);
+                            }
+                            Ok(made)
+                        })
                     })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|_| Err(NodeError::Config("a block maker panicked".into())))
-                })
-                .collect()
-        });
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|worker| {
+                        worker.join().unwrap_or_else(|_| {
+                            Err(NodeError::Config("a block maker panicked".into()))
+                        })
+                    })
+                    .collect()
+            });
         let mut transactions = Vec::with_capacity(2 * records as usize);
+        let mut seals = Vec::with_capacity(2 * records as usize);
         for part in parts {
-            transactions.extend(part?);
+            for (tx, seal) in part? {
+                transactions.push(tx);
+                seals.push(seal);
+            }
         }
-        Ok(self.blocks_of(transactions))
+        Ok((self.blocks_of(transactions), seals))
     }
 
     /// `transactions` in blocks of at most the genesis's `max_batch` (a grant and its record
@@ -224,6 +240,8 @@ pub struct BlockApplied {
 pub struct Ceiling {
     maker: Maker,
     stores: Vec<Store>,
+    /// Every validator's key store, for the keys of the records it seals.
+    key_stores: Vec<OfflineKeys>,
     keys: Vec<VerifyingKey>,
 }
 
@@ -242,11 +260,18 @@ impl Ceiling {
                 OpenOptions::unverified(),
             )?);
         }
+        let key_stores = holder
+            .dirs
+            .iter()
+            .zip(&holder.keystore_keys)
+            .map(|(dir, key)| OfflineKeys::open(dir, holder.genesis.hash(), key.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
         let keys = holder.genesis.keys().to_vec();
         let maker = Maker::new(holder, &stores[0]);
         let mut ceiling = Ceiling {
             maker,
             stores,
+            key_stores,
             keys,
         };
         let enrollment = ceiling.maker.enrollment();
@@ -263,9 +288,15 @@ impl Ceiling {
         self.maker.holder.genesis.max_batch()
     }
 
-    /// The next blocks of the load, `transactions` of them (rounded up to whole records).
+    /// The next blocks of the load, `transactions` of them (rounded up to whole records),
+    /// their data keys stored at their homes as the homes' seals store them (not measured:
+    /// a home's work before the client submits).
     pub fn make(&mut self, transactions: u64) -> Result<Vec<Made>, NodeError> {
-        self.maker.records(transactions)
+        let (blocks, seals) = self.maker.records(transactions)?;
+        for (home, key_store) in self.key_stores.iter().enumerate() {
+            key_store.keep(seals.iter().filter(|seal| seal.home as usize == home))?;
+        }
+        Ok(blocks)
     }
 
     /// Every validator, in a thread of its own, checks and stores `blocks` in order as it

@@ -210,6 +210,69 @@ pub(crate) struct SealRequest {
     pub reply: oneshot::Sender<Result<(), NodeError>>,
 }
 
+/// A data key sealed with no key service running ([`crate::load::Person::sealed_offline`]):
+/// the bench's ceiling makes its blocks while the validators are stopped.
+pub(crate) struct OfflineSeal {
+    /// The validator that keeps it: the sealer's home.
+    pub home: ReplicaId,
+    pub tx: TxId,
+    pub patient: PersonId,
+    pub not_after_ms: u64,
+    pub key: DataKey,
+}
+
+/// A stopped validator's key store, for the keys of [`OfflineSeal`]s: each is stored as the
+/// service stores a seal ([`Service::store_seals`]), a pending seal whose facts the service
+/// learns from the chain when it next starts and processes the block, as after a crash between
+/// a seal and its block. Without them the ceiling's records had keys held nowhere, and every
+/// later start of the network wanted them from every peer for good (BENCHMARKS.md, session of
+/// 2026-12-05).
+pub(crate) struct OfflineKeys(KeyStore);
+
+impl OfflineKeys {
+    /// Opens `keys.db` in the stopped validator folder `dir`.
+    pub fn open(
+        dir: &std::path::Path,
+        genesis_hash: Hash,
+        key: KeystoreKey,
+    ) -> Result<Self, NodeError> {
+        Ok(OfflineKeys(KeyStore::open(
+            &dir.join("keys.db"),
+            genesis_hash,
+            key,
+        )?))
+    }
+
+    /// Stores `seals`' keys, in one synced transaction. A key already held for its
+    /// transaction is left; a key that seals another transaction too is refused, as a seal's.
+    pub fn keep<'a>(
+        &self,
+        seals: impl IntoIterator<Item = &'a OfflineSeal>,
+    ) -> Result<(), NodeError> {
+        self.0.begin(Durability::Synced)?;
+        let stored = seals.into_iter().try_for_each(|seal| {
+            let held = HeldTx {
+                patient: seal.patient,
+                on_chain: None,
+            };
+            let facts = row_facts(&held, seal.not_after_ms);
+            match self.0.rows().insert_key(&seal.tx, &facts, &seal.key)? {
+                store::Inserted::KeyTaken { .. } => Err(NodeError::Seal(
+                    "the data key already sealed another transaction".into(),
+                )),
+                store::Inserted::Stored | store::Inserted::Held => Ok(()),
+            }
+        });
+        match stored {
+            Ok(()) => self.0.commit(),
+            Err(error) => {
+                self.0.rollback();
+                Err(error)
+            }
+        }
+    }
+}
+
 /// What the service knows of one sealed transaction an `open` asks about.
 pub(crate) enum Lookup {
     Held { key: DataKey, sealer: u32 },
