@@ -193,7 +193,7 @@ pub(super) struct Runs {
 #[derive(Debug)]
 struct ScrubbedRun {
     epoch: i64,
-    /// `(key, seq)`, in the run's order; `None` for a run too large to hold.
+    /// `(seq, key)`, in order; `None` for a run too large to hold.
     entries: Option<Vec<(i64, i64)>>,
 }
 
@@ -398,9 +398,9 @@ impl Runs {
             .as_mut()
             .filter(|run| run.epoch == epoch)
             .and_then(|run| run.entries.as_mut())
-            && let Err(at) = entries.binary_search(&(key, seq))
+            && let Err(at) = entries.binary_search(&(seq, key))
         {
-            entries.insert(at, (key, seq));
+            entries.insert(at, (seq, key));
         }
         self.cut = true;
         conn.prepare_cached("UPDATE key_filters SET bits = ?2 WHERE epoch = ?1")?
@@ -439,7 +439,7 @@ impl Runs {
             .filter(|run| run.epoch == epoch)
             .and_then(|run| run.entries.as_ref())
         {
-            return Ok(entries.binary_search(&(key, seq)).is_ok());
+            return Ok(entries.binary_search(&(seq, key)).is_ok());
         }
         Ok(conn
             .prepare_cached(
@@ -474,10 +474,9 @@ impl Runs {
                 });
                 return Ok(());
             }
-            entries.push((row.get(0)?, row.get(1)?));
+            entries.push((row.get(1)?, row.get(0)?));
         }
-        // The table's order; sorted again all the same, as the search needs it whatever the
-        // file says.
+        // By row: the check looks rows up in order, each search next to the last in memory.
         entries.sort_unstable();
         self.scrubbed = Some(ScrubbedRun {
             epoch,
