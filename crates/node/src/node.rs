@@ -641,14 +641,8 @@ mod red_team {
         );
     }
 
-    /// Red team s30 F2 and s39 F1 end to end: every validator restarts with a slot in its log
-    /// whose prepare it withholds (a block time far from every clock) and whose transaction no
-    /// validator acknowledged to a client. Each node hands the slot's request back to its
-    /// replica (`Runtime::resume_pending`), so every replica waits on it, the view changes and
-    /// the transaction commits. Before, nothing waited on the slot: the cluster sat in its view
-    /// until some other transaction came.
-    #[test]
-    fn a_slot_every_validator_withholds_across_a_restart_of_all_commits() {
+    /// Four validators (view-change timeout 500 ms) that committed one enrollment.
+    fn enrolled_cluster() -> (tempfile::TempDir, PathBuf, Cluster, tokio::runtime::Runtime) {
         let root = tempfile::tempdir().expect("tempdir");
         let dir = root.path().join("data");
         let timing = Timing {
@@ -656,7 +650,7 @@ mod red_team {
             view_change_timeout: Duration::from_millis(500),
             ..Timing::default()
         };
-        let mut cluster = Cluster::open(&dir, timing).expect("cluster");
+        let cluster = Cluster::open(&dir, timing).expect("cluster");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -669,37 +663,61 @@ mod red_team {
             assert!(Instant::now() < deadline, "the validators do not converge");
             std::thread::sleep(Duration::from_millis(20));
         }
+        (root, dir, cluster, rt)
+    }
+
+    /// Writes in the stopped validator `name`'s node.db a pre-prepare of `transaction` at the
+    /// slot after its head, in `view`, which it accepted and withholds (a block time ten
+    /// minutes ahead of every clock).
+    fn plant_withheld_slot(
+        dir: &Path,
+        genesis: &Genesis,
+        name: &str,
+        view: u64,
+        transaction: &ledger::SignedTx,
+    ) {
+        let at = validator_dir(dir, name);
+        let mut chain =
+            Store::open(&at.join("chain.db"), genesis, Default::default()).expect("chain.db");
+        let mut local = LocalStore::open(&at.join("node.db")).expect("node.db");
+        let (height, head) = chain.head();
+        let proposal = pbft::Proposal {
+            seq: height + 1,
+            view,
+            proposer: (view % 4) as ReplicaId,
+            prev: head,
+            time_ms: Clock::System.now_ms() + 600_000,
+            requests: vec![transaction.to_request(&genesis.hash())],
+        };
+        let pre_prepare = pbft::PrePrepare {
+            view,
+            digest: ledger::proposal_digest(&proposal),
+            proposal: Arc::new(proposal),
+        };
+        local
+            .append_durable(&[Durable::Withheld(pre_prepare)], &mut chain)
+            .expect("append");
+    }
+
+    /// Red team s30 F2 and s39 F1 end to end: every validator restarts with a slot in its log
+    /// whose prepare it withholds (a block time far from every clock) and whose transaction no
+    /// validator acknowledged to a client. Each node hands the slot's request back to its
+    /// replica (`Runtime::resume_pending`), so every replica waits on it, the view changes and
+    /// the transaction commits. Before, nothing waited on the slot: the cluster sat in its view
+    /// until some other transaction came.
+    #[test]
+    fn a_slot_every_validator_withholds_across_a_restart_of_all_commits() {
+        let (_root, dir, mut cluster, _rt) = enrolled_cluster();
+        let hospital = cluster.handle(0).expect("hospital");
         let view = hospital.status().view;
         let withheld = enrollment(&hospital);
         let id = withheld.id(&hospital.genesis_hash());
         let genesis = cluster.genesis().clone();
-        let request = withheld.to_request(&genesis.hash());
-        let far_ahead_ms = Clock::System.now_ms() + 600_000;
         for i in 0..4 {
             cluster.stop(i);
         }
         for validator in genesis.validators() {
-            let at = validator_dir(&dir, &validator.name);
-            let mut chain =
-                Store::open(&at.join("chain.db"), &genesis, Default::default()).expect("chain.db");
-            let mut local = LocalStore::open(&at.join("node.db")).expect("node.db");
-            let (height, head) = chain.head();
-            let proposal = pbft::Proposal {
-                seq: height + 1,
-                view,
-                proposer: (view % 4) as ReplicaId,
-                prev: head,
-                time_ms: far_ahead_ms,
-                requests: vec![request.clone()],
-            };
-            let pre_prepare = pbft::PrePrepare {
-                view,
-                digest: ledger::proposal_digest(&proposal),
-                proposal: Arc::new(proposal),
-            };
-            local
-                .append_durable(&[Durable::Withheld(pre_prepare)], &mut chain)
-                .expect("append");
+            plant_withheld_slot(&dir, &genesis, &validator.name, view, &withheld);
         }
         for i in 0..4 {
             cluster.restart(i).expect("restart");
@@ -728,5 +746,62 @@ mod red_team {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(cluster.handle(0).expect("hospital").status().view > view);
+    }
+
+    /// Red team s42 F2: `NodeHandle::submit` answers `Ok` only once the transaction is in this
+    /// validator's node.db (its step 3: "durable at this validator ... resubmits it when it
+    /// restarts"). Since 20e0eee4, `Runtime::resume_pending` puts a restored slot's request,
+    /// which node.db does not hold, into the shared pending set, and `accept` answers a
+    /// submission of a pending id at once ("it is durable already") without writing it. A
+    /// client retrying at an honest validator a transaction a faulty one acknowledged and
+    /// planted in a slot is then acknowledged without a durable copy: if the slot does not
+    /// survive a view change and the validator restarts, nothing resubmits it. Fixed: the
+    /// restored requests are written to node.db before they are pending.
+    #[test]
+    fn s42_f2_an_acknowledged_restored_slots_transaction_is_in_node_db() {
+        let (_root, dir, mut cluster, rt) = enrolled_cluster();
+        let hospital = cluster.handle(0).expect("hospital");
+        let view = hospital.status().view;
+        let planted = enrollment(&hospital);
+        let id = planted.id(&hospital.genesis_hash());
+        let genesis = cluster.genesis().clone();
+        for i in 0..4 {
+            cluster.stop(i);
+        }
+        // Validator 1 alone holds a slot of the planted transaction in its log (a pre-prepare
+        // it accepted and withheld); its node.db never acknowledged the transaction.
+        let at = validator_dir(&dir, &genesis.validators()[1].name);
+        plant_withheld_slot(
+            &dir,
+            &genesis,
+            &genesis.validators()[1].name,
+            view,
+            &planted,
+        );
+        assert!(
+            LocalStore::open(&at.join("node.db"))
+                .expect("node.db")
+                .pending()
+                .expect("pending")
+                .is_empty()
+        );
+        cluster.restart(1).expect("restart");
+        let backup = cluster.handle(1).expect("backup");
+        let acknowledged = rt
+            .block_on(backup.submit(planted.clone()))
+            .expect("acknowledged");
+        assert_eq!(acknowledged, id);
+        cluster.stop(1);
+        let local = LocalStore::open(&at.join("node.db")).expect("node.db");
+        let durable: Vec<[u8; 32]> = local
+            .pending()
+            .expect("pending")
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        assert!(
+            durable.contains(&id),
+            "acknowledged (Ok) but not in node.db: a restart after the slot is dropped forgets it"
+        );
     }
 }

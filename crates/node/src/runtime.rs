@@ -287,11 +287,15 @@ impl Runtime {
         for row in stored {
             resumed.push((row.id, SignedTx::from_bytes(&row.body)?));
         }
+        let mut restored_rows = Vec::new();
         for request in self.replica.restored_requests() {
             // Checked when its pre-prepare was accepted; one that no longer decodes as the
             // request it is (a store written by another build) is left to the slot's fate.
             match SignedTx::from_bytes(&request.payload) {
                 Ok(tx) if tx.to_request(self.auth.genesis_hash()) == request => {
+                    if !self.chain.contains_transaction(&request.id)? {
+                        restored_rows.push(request.clone());
+                    }
                     resumed.push((request.id, tx))
                 }
                 _ => warn!(
@@ -301,6 +305,15 @@ impl Runtime {
             }
         }
         let now = self.clock.now_ms();
+        // Written to node.db before `shared` pending holds them: `accept` acknowledges a
+        // submission of a pending id at once, promising it survives a restart (red team s42
+        // F2: a client's retry of a transaction a faulty primary put in a slot was
+        // acknowledged with no durable copy, and lost with the slot at the next view change).
+        self.local.add_pending(
+            restored_rows
+                .iter()
+                .map(|request| (&request.id, now, &request.payload[..])),
+        )?;
         let mut handed = HashSet::new();
         let mut committed = Vec::new();
         let mut lost = Vec::new();

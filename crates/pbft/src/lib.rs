@@ -178,9 +178,13 @@
 //!   ([`Replica::restored_requests`]), and they are waited on as an accepted pre-prepare's
 //!   are, so that a slot every backup withholds still times out. A peer's forward of one is
 //!   not trusted so: a faulty primary's replay of an executed request would time out a
-//!   restarted backup alone. A timer waits while every request waited on sits in a slot that
-//!   f+1 replicas (or a stable checkpoint, or 2f+1 commits) vouch was executed, at or below
-//!   the fetch target: only the state transfer is missing, not the primary's work.
+//!   restarted backup alone. A timer stands still (it is not renewed) while every request
+//!   waited on sits in a slot that f+1 replicas (or a stable checkpoint, or 2f+1 commits)
+//!   vouch was executed, at or below the fetch target: only the state transfer is missing,
+//!   not the primary's work. The vouch is for the sequence number, not for the pre-prepare
+//!   this replica holds there, so the time waited outside such slots still counts: a faulty
+//!   primary that plants the request at one correct backup behind after another holds at
+//!   most f of them at once (red team s42 F1).
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
 //!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
 //!   (the O set has no null requests before its last entry, so no unchecked time enters).

@@ -742,14 +742,21 @@ impl Replica {
 
     fn on_tick(&mut self, actions: &mut Vec<Action>) {
         self.now += 1;
-        if self.timer.is_some() && (self.primary_owed_wait() || self.waits_on_a_vouched_slot()) {
+        if self.timer.is_some() && self.primary_owed_wait() {
             // A correct primary proposes nothing yet: its wait is no fault, and the timer runs
             // out at the earliest a full timeout after it (a timeout shorter than τ/2 would
-            // replace every correct primary after a faulty one pushed the time ahead). A
-            // replica whose every waited-on request sits in a slot the others vouch they
-            // executed lacks only the state transfer, not the primary's work (red team s33 F1,
-            // s39 F3, s40 F1).
+            // replace every correct primary after a faulty one pushed the time ahead).
             self.timer = Some(self.now.saturating_add(self.timeout()));
+        } else if self.timer.is_some() && self.waits_on_a_vouched_slot() {
+            // A replica whose every waited-on request sits in a slot the others vouch they
+            // executed lacks only the state transfer, not the primary's work (red team s33 F1,
+            // s39 F3, s40 F1): its timer stands still, but is not renewed. The vouch is for the
+            // sequence number, not for the pre-prepare this replica holds there, so a faulty
+            // primary can plant a waited-on request at one correct backup behind after
+            // another; renewed, no correct replica ever timed out (red team s42 F1). Paused,
+            // the time each waited outside such a slot still counts, and the primary can hold
+            // at most f correct replicas behind at once.
+            self.timer = self.timer.map(|deadline| deadline.saturating_add(1));
         }
         if let Some(deadline) = self.timer
             && self.now >= deadline
