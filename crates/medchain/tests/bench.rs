@@ -55,7 +55,7 @@ fn bench(dir: &Path, args: &[&str]) -> Value {
     assert_eq!(json["lost"], 0, "{json}");
     // Every acknowledged transaction committed (none lost). More may commit: in one CI run of
     // the HTTP flow 227 committed for 225 acknowledged (which two, and why their answers did
-    // not count, is not known yet: BENCHMARKS.md, twentieth session's note).
+    // not count, is not known yet).
     assert!(number("acknowledged") <= committed, "{json}");
     assert!(number("committed_tx_per_s") > 0.0, "{json}");
     let latency = |p: &str| json["latency_ms"][p].as_f64().unwrap();
