@@ -391,6 +391,9 @@ impl Person {
     ) -> Result<(SignedTx, OfflineSeal), NodeError> {
         let (signer, key) = self.signing(device);
         let mut header = header(meta, signer);
+        // As a seal at its home: a key whose block never comes is deleted at this deadline
+        // (red team s43 F2: a ceiling stopped between its keys and its blocks).
+        header.not_after_ms = now_ms().saturating_add(SIGNATURE_LIFE_MS);
         let patient =
             header.meta.subject().copied().ok_or_else(|| {
                 NodeError::Seal(format!("a {} names no patient", header.meta.kind()))
@@ -1067,6 +1070,33 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red team s43 (8dced3e8), break: a seal of the ceiling is stored at its home as a pending
+    /// seal with no deadline. `Person::sealed_offline` keeps `header()`'s `not_after_ms` of
+    /// `u64::MAX` (stored as `i64::MAX`), where the seal at a home it stands for
+    /// (`Person::sealed`) is valid for `SIGNATURE_LIFE_MS` by the home's clock, "so that a seal
+    /// the cluster refused is deleted at its deadline, not kept pending for good".
+    /// `Ceiling::make` commits every span's keys (synced) before `Ceiling::apply` stores its
+    /// blocks: a ceiling that stops in between (an error or a kill during the measured span, a
+    /// home's `keep` failing after earlier homes committed) leaves keys whose transactions
+    /// no chain will hold, pending at their homes for good (`Pending::take_expired` never
+    /// reaches `i64::MAX`; each start reads them back as pending). Expected: the online
+    /// deadline.
+    #[test]
+    fn red_team_s43_an_offline_seal_has_the_deadline_of_a_seal_at_its_home() {
+        let patient = Person::patient(0);
+        let doctor = Person::doctor(1, "cardiology", "Dr S43");
+        let (meta, purpose, device) = patient.grant_parts(&doctor.id, Scope::Write, GRANT_PURPOSE);
+        let (tx, seal) = patient
+            .sealed_offline(&[7; 32], meta, &purpose, device)
+            .unwrap();
+        let latest = now_ms() + SIGNATURE_LIFE_MS;
+        assert!(
+            seal.not_after_ms <= latest && tx.header.not_after_ms <= latest,
+            "the ceiling's seal is pending until {} (the home's would be until at most {latest})",
+            seal.not_after_ms
+        );
+    }
 
     fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)
