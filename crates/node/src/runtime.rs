@@ -293,9 +293,7 @@ impl Runtime {
             // request it is (a store written by another build) is left to the slot's fate.
             match SignedTx::from_bytes(&request.payload) {
                 Ok(tx) if tx.to_request(self.auth.genesis_hash()) == request => {
-                    if !self.chain.contains_transaction(&request.id)? {
-                        restored_rows.push(request.clone());
-                    }
+                    restored_rows.push(request.clone());
                     resumed.push((request.id, tx))
                 }
                 _ => warn!(
@@ -309,6 +307,7 @@ impl Runtime {
         // submission of a pending id at once, promising it survives a restart (red team s42
         // F2: a client's retry of a transaction a faulty primary put in a slot was
         // acknowledged with no durable copy, and lost with the slot at the next view change).
+        // Those already on chain are removed again below with the stored ones.
         self.local.add_pending(
             restored_rows
                 .iter()

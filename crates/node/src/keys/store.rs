@@ -2219,14 +2219,22 @@ mod red_team_s10 {
     /// A `keys.db` in a new directory with `rows` applied rows (transaction `[i; 32]`), closed;
     /// their data keys.
     fn stored(rows: u8) -> (tempfile::TempDir, KeystoreKey, Vec<DataKey>) {
+        stored_with(rows, |_| facts())
+    }
+
+    /// [`stored`], row `i` with `facts_of(i)`.
+    pub(super) fn stored_with(
+        rows: u8,
+        facts_of: impl Fn(u8) -> Facts,
+    ) -> (tempfile::TempDir, KeystoreKey, Vec<DataKey>) {
         let dir = tempfile::tempdir().unwrap();
         let key = KeystoreKey::generate();
         let store = KeyStore::open(&dir.path().join("keys.db"), [7; 32], key.clone()).unwrap();
         let keys: Vec<DataKey> = (0..rows).map(|_| DataKey::generate()).collect();
-        for (i, data_key) in keys.iter().enumerate() {
+        for (i, data_key) in (0..rows).zip(&keys) {
             store
                 .rows()
-                .insert_key(&[i as u8; 32], &facts(), data_key)
+                .insert_key(&[i; 32], &facts_of(i), data_key)
                 .unwrap();
         }
         (dir, key, keys)
@@ -2612,17 +2620,10 @@ mod red_team_s43 {
         }
     }
 
-    /// A `keys.db` in a new directory with `rows` rows (transaction `[i; 32]`), closed.
+    /// A `keys.db` in a new directory with `rows` rows (transaction `[i; 32]`, three
+    /// patients), closed.
     fn stored(rows: u8) -> (tempfile::TempDir, KeystoreKey) {
-        let dir = tempfile::tempdir().unwrap();
-        let key = KeystoreKey::generate();
-        let store = KeyStore::open(&dir.path().join("keys.db"), [7; 32], key.clone()).unwrap();
-        for i in 0..rows {
-            store
-                .rows()
-                .insert_key(&[i; 32], &facts(i % 3), &DataKey::generate())
-                .unwrap();
-        }
+        let (dir, key, _) = super::red_team_s10::stored_with(rows, |i| facts(i % 3));
         (dir, key)
     }
 
