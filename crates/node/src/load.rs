@@ -877,7 +877,7 @@ pub async fn drive(
     enroll(handles, &people.everyone(), settle).await?;
     // Each home waited for its own people; the count below is the first validator's, which
     // must hold every enrollment before it (else the run would count the last of them).
-    let enrolled = handles.iter().map(|h| h.status().height).max().unwrap_or(0);
+    let enrolled = highest_stored_head(handles)?;
     let deadline = Instant::now() + settle;
     while handles[0].status().height < enrolled {
         if Instant::now() > deadline {
@@ -1022,10 +1022,24 @@ pub async fn drive(
 /// How long, once nothing is pending, the committed count may take to include the last block.
 const COUNT_GRACE: Duration = Duration::from_secs(2);
 
+/// The highest head the validators of `handles` have stored. A step is answered once its
+/// block is applied, and the status is published later, at the end of the validator's turn:
+/// a status read just after an answer may not count its block yet.
+pub fn highest_stored_head(handles: &[NodeHandle]) -> Result<u64, NodeError> {
+    let mut highest = 0;
+    for handle in handles {
+        highest = highest.max(handle.read(|reader| reader.head())?.0);
+    }
+    Ok(highest)
+}
+
 /// What the blocks of a run hold.
 pub struct Audit {
     /// Acknowledged transactions not in any of them.
     pub missing: HashSet<TxId>,
+    /// What they hold that was not acknowledged (a step whose answer was a refusal or an
+    /// error, though its transaction went on to commit), by kind.
+    pub unacknowledged: BTreeMap<&'static str, u64>,
     /// The mean size of their transactions as the chain stores them (each entry's canonical
     /// bytes).
     pub mean_tx_bytes: f64,
@@ -1040,10 +1054,15 @@ pub fn audit(
     mut acknowledged: HashSet<TxId>,
 ) -> Result<Audit, NodeError> {
     let (mut entries, mut bytes) = (0u64, 0u64);
+    let mut unacknowledged = BTreeMap::new();
     for height in from..=to {
         for block in handle.read(|reader| reader.blocks_from(height, 1))? {
             for entry in &block.entries {
-                acknowledged.remove(&entry.id);
+                if !acknowledged.remove(&entry.id) {
+                    let kind = SignedTx::from_bytes(&entry.payload)
+                        .map_or("undecodable", |tx| tx.header.meta.kind());
+                    *unacknowledged.entry(kind).or_default() += 1;
+                }
                 entries += 1;
                 bytes += entry.payload.len() as u64;
             }
@@ -1051,6 +1070,7 @@ pub fn audit(
     }
     Ok(Audit {
         missing: acknowledged,
+        unacknowledged,
         mean_tx_bytes: if entries == 0 {
             0.0
         } else {

@@ -215,6 +215,8 @@ impl BenchArgs {
             records_committed: Some(found.records_committed),
             records_lost: Some(found.records_lost),
             records_committed_per_s: Some(found.records_committed as f64 / seconds),
+            cut_short: Some(found.refusals.clone()),
+            committed_unacknowledged: Some(found.unacknowledged.clone()),
             record_flow_ms: Some(LatencyMs::from(found.flow_latency)),
             ..self.report(Mode::Http)
         };

@@ -85,6 +85,10 @@ pub struct BenchReport {
     pub records_committed: Option<u64>,
     pub records_lost: Option<u64>,
     pub records_committed_per_s: Option<f64>,
+    /// `http`: flows a refusal or an error cut short, by step and answer; and the
+    /// transactions committed that no answer acknowledged, by kind (such a step's).
+    pub cut_short: Option<BTreeMap<String, u64>>,
+    pub committed_unacknowledged: Option<BTreeMap<&'static str, u64>>,
     /// `http`: a record's whole flow, from the doctor's consent request to the record applied.
     pub record_flow_ms: Option<LatencyMs>,
     /// What `series` counts: `records` (`http`), or transactions (null).

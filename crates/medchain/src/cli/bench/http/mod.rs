@@ -75,6 +75,9 @@ pub struct HttpReport {
     pub lost: u64,
     /// Flows that a refusal or an error cut short, by what the API answered.
     pub refusals: BTreeMap<String, u64>,
+    /// Transactions committed in the run's blocks that no answer acknowledged, by kind: a
+    /// step answered with a refusal or an error whose transaction still committed.
+    pub unacknowledged: BTreeMap<&'static str, u64>,
     /// From the first request to the last commit.
     pub elapsed: Duration,
     /// A record from `add_record`'s answer to applied at the doctor's validator.
@@ -521,8 +524,9 @@ async fn measure(
         )
     });
     let first = &handles[0];
-    // The run's blocks start after every enrollment and device key, at every validator.
-    let set_up = handles.iter().map(|h| h.status().height).max().unwrap_or(0);
+    // The run's blocks start after every enrollment and device key, at every validator (from
+    // the stored heads: a device key's block once began the run, read from the statuses).
+    let set_up = node::load::highest_stored_head(handles)?;
     wait_for_height(first, set_up, load.settle).await?;
     let height_before = first.status().height;
     let committed_before = first.shared().committed_transactions();
@@ -606,6 +610,7 @@ async fn measure(
                 .lock()
                 .map(|r| r.clone())
                 .unwrap_or_default(),
+            unacknowledged: audit.unacknowledged,
             elapsed,
             record_latency,
             flow_latency: Percentiles::of(&mut flows),
@@ -643,5 +648,8 @@ pub fn print(found: &HttpReport) {
     );
     for (why, count) in &found.refusals {
         println!("cut short {count} times: {why}");
+    }
+    for (kind, count) in &found.unacknowledged {
+        println!("committed without an acknowledgement: {count} {kind}");
     }
 }
