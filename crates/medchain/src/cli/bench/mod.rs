@@ -462,6 +462,7 @@ impl super::Run for BenchArgs {
             )?;
             report.set_ceiling(ceiling);
         }
+        report.set_flatness();
         print!("{}", report.table());
         if let Some(out) = &self.out {
             report.write(out)?;

@@ -91,6 +91,12 @@ pub struct BenchReport {
     pub committed_unacknowledged: Option<BTreeMap<&'static str, u64>>,
     /// `http`: a record's whole flow, from the doctor's consent request to the record applied.
     pub record_flow_ms: Option<LatencyMs>,
+    /// Committed tx/s over the first and the last [`FLATNESS_WINDOW_S`] seconds of the load,
+    /// and the last over the first (issue 11: a long run's last 30 s within 10 % of its first);
+    /// null in a run shorter than two windows.
+    pub first_30_s_tx_per_s: Option<f64>,
+    pub last_30_s_tx_per_s: Option<f64>,
+    pub last_over_first_30_s: Option<f64>,
     /// What `series` counts: `records` (`http`), or transactions (null).
     pub series_counts: Option<&'static str>,
     pub series: Vec<Point>,
@@ -138,7 +144,33 @@ pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
+/// The span at each end of a run that [`BenchReport::set_flatness`] compares.
+pub const FLATNESS_WINDOW_S: u64 = 30;
+
 impl BenchReport {
+    /// Fills the first and last windows' rates from `series` and `duration_s`: the seconds
+    /// the load was offered, not the drain after it.
+    pub fn set_flatness(&mut self) {
+        let seconds = self.duration_s.floor() as u64;
+        if seconds < 2 * FLATNESS_WINDOW_S {
+            return;
+        }
+        let mean = |from: u64, to: u64| {
+            let total: f64 = self
+                .series
+                .iter()
+                .filter(|point| (from..=to).contains(&point.t_s))
+                .map(|point| point.committed_tx_per_s)
+                .sum();
+            total / (to - from + 1) as f64
+        };
+        let first = mean(1, FLATNESS_WINDOW_S);
+        let last = mean(seconds - FLATNESS_WINDOW_S + 1, seconds);
+        self.first_30_s_tx_per_s = Some(first);
+        self.last_30_s_tx_per_s = Some(last);
+        self.last_over_first_30_s = (first > 0.0).then(|| last / first);
+    }
+
     /// Fills the per-transaction figures from what the processes used over the run.
     pub fn set_usage(&mut self, used: &super::usage::Used) {
         let validators = self.validators.max(1) as f64;
@@ -219,6 +251,16 @@ impl BenchReport {
             ("lost", self.lost.to_string()),
             ("committed tx/s", format!("{:.0}", self.committed_tx_per_s)),
         ];
+        if let (Some(first), Some(last)) = (self.first_30_s_tx_per_s, self.last_30_s_tx_per_s) {
+            rows.push((
+                "first / last 30 s",
+                format!(
+                    "{first:.0} / {last:.0} tx/s ({:+.1} %)",
+                    self.last_over_first_30_s
+                        .map_or(0.0, |ratio| (ratio - 1.0) * 100.0)
+                ),
+            ));
+        }
         if let (Some(blocks), Some(view_changes)) = (self.blocks, self.view_changes) {
             rows.push(("blocks", format!("{blocks}, {view_changes} view changes")));
         }
@@ -575,6 +617,7 @@ mod tests {
             "index_write_bytes_per_tx_per_validator",
             "peak_rss_bytes_per_validator",
             "efficiency",
+            "last_over_first_30_s",
             "series",
         ] {
             assert!(
@@ -641,5 +684,33 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("write amplification") && table.contains("5.0"));
+    }
+
+    /// The first and last 30 s of the load, the drain's seconds after it left out; none in a
+    /// run shorter than a minute.
+    #[test]
+    fn a_long_runs_first_and_last_thirty_seconds_are_compared() {
+        let mut short = report(59);
+        short.set_flatness();
+        assert_eq!(short.last_over_first_30_s, None);
+        assert!(!short.table().contains("first / last 30 s"));
+        let mut long = report(90);
+        // The drain after the load: not counted.
+        long.series.push(Point {
+            t_s: 91,
+            committed_tx_per_s: 1.0,
+            p99_ms: 1.0,
+        });
+        long.set_flatness();
+        // 2,000 + 100 t: the mean of t over 1..=30 is 15.5, over 61..=90 it is 75.5.
+        assert_eq!(long.first_30_s_tx_per_s, Some(3_550.0));
+        assert_eq!(long.last_30_s_tx_per_s, Some(9_550.0));
+        let ratio = long.last_over_first_30_s.unwrap();
+        assert!((ratio - 9_550.0 / 3_550.0).abs() < 1e-9);
+        assert!(
+            long.table().contains("3550 / 9550 tx/s (+169.0 %)"),
+            "{}",
+            long.table()
+        );
     }
 }
