@@ -27,6 +27,10 @@ fn blocks_and_queries_round_trip() {
     assert_eq!(store.head(), (12, blocks[11].hash()));
     let reader = Reader::open(&path).expect("reader");
     assert_eq!(reader.head().expect("head"), (12, blocks[11].hash()));
+    assert_eq!(
+        reader.transaction_count().expect("count"),
+        (net.genesis.block().entries.len() + 12 * 8) as u64
+    );
     for b in &blocks {
         assert_eq!(reader.block(b.height()).expect("query").as_ref(), Some(b));
         assert_eq!(

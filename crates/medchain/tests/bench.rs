@@ -189,6 +189,8 @@ fn a_prefilled_chain_verifies_at_every_validator() {
     );
     let json = bench_json(&dir.path().join("out"));
     assert_eq!(json["prefill"], 3000, "{json}");
+    // Read from the first validator's chain before the run: the prefill, enrollment included.
+    assert_eq!(json["chain_transactions_before"], 3000, "{json}");
     assert!(json["committed"].as_u64().unwrap() > 0, "{json}");
     let verified = medchain(
         &[

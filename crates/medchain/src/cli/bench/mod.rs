@@ -398,6 +398,8 @@ impl super::Run for BenchArgs {
         } else {
             0
         };
+        let first_dir = configs.first().and_then(|(path, _)| path.parent());
+        let chain_before = first_dir.and_then(chain_transactions);
         let mut report = match self.mode {
             Mode::Ledger => {
                 let load = Load {
@@ -446,10 +448,8 @@ impl super::Run for BenchArgs {
             )?,
         };
         // The chain's size on each validator's disk (they all hold the same chain).
-        report.chain_bytes_per_validator = configs
-            .first()
-            .and_then(|(path, _)| path.parent())
-            .and_then(chain_bytes);
+        report.chain_bytes_per_validator = first_dir.and_then(chain_bytes);
+        report.chain_transactions_before = chain_before;
         if self.with_ceiling {
             let ceiling = ceiling::run(
                 &dir,
@@ -477,6 +477,19 @@ impl super::Run for BenchArgs {
 }
 
 /// The bytes of the chain in the validator folder `dir`: `chain.db` and its WAL.
+/// The entries of the chain in the validator folder `dir`: none before its first start;
+/// `None` when it cannot be read here (a store of an older schema, which its node migrates
+/// when it starts).
+fn chain_transactions(dir: &Path) -> Option<u64> {
+    let path = dir.join("chain.db");
+    if !path.exists() {
+        return Some(0);
+    }
+    ledger::Reader::open(&path)
+        .and_then(|reader| ledger::Queries::transaction_count(&reader))
+        .ok()
+}
+
 fn chain_bytes(dir: &Path) -> Option<u64> {
     let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len());
     let main = size("chain.db").ok()?;

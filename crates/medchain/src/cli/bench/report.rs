@@ -34,6 +34,9 @@ pub struct BenchReport {
     pub max_batch: u32,
     /// Transactions on the chain before the run (`--prefill`).
     pub prefill: u64,
+    /// Every entry the first validator's chain held before the run: the prefill and its
+    /// enrollments, and what earlier runs on the same `--data-dir` committed.
+    pub chain_transactions_before: Option<u64>,
     pub committed: u64,
     pub acknowledged: u64,
     pub lost: u64,
@@ -70,7 +73,8 @@ pub struct BenchReport {
     pub why_null: BTreeMap<&'static str, &'static str>,
     pub peak_rss_bytes_per_validator: Option<u64>,
     /// The size of the first validator's chain (`chain.db` and its WAL) at the end of the run:
-    /// what the chain of `prefill` and `committed` transactions takes on each validator's disk.
+    /// what the chain of `chain_transactions_before` and `committed` transactions takes on each
+    /// validator's disk.
     pub chain_bytes_per_validator: Option<u64>,
     /// `committed_tx_per_s` over the ceiling's, run after on as many transactions
     /// (`--with-ceiling`).
@@ -245,7 +249,16 @@ impl BenchReport {
                     self.duration_s, self.elapsed_s
                 ),
             ),
-            ("prefill", format!("{} transactions", self.prefill)),
+            (
+                "prefill",
+                match self.chain_transactions_before {
+                    Some(before) if before != self.prefill => format!(
+                        "{} transactions ({before} on the chain before the run)",
+                        self.prefill
+                    ),
+                    _ => format!("{} transactions", self.prefill),
+                },
+            ),
             ("committed", self.committed.to_string()),
             ("acknowledged", self.acknowledged.to_string()),
             ("lost", self.lost.to_string()),
@@ -338,7 +351,8 @@ impl BenchReport {
             (
                 "chain.db per validator",
                 or_null(self.chain_bytes_per_validator.map(|b| {
-                    let on_chain = (self.prefill + self.committed).max(1);
+                    let before = self.chain_transactions_before.unwrap_or(self.prefill);
+                    let on_chain = (before + self.committed).max(1);
                     format!(
                         "{:.1} MB ({:.0} bytes per transaction on it)",
                         b as f64 / 1e6,
