@@ -1040,6 +1040,8 @@ pub struct Audit {
     /// What they hold that was not acknowledged (a step whose answer was a refusal or an
     /// error, though its transaction went on to commit), by kind.
     pub unacknowledged: BTreeMap<&'static str, u64>,
+    /// The entries they hold.
+    pub entries: u64,
     /// The mean size of their transactions as the chain stores them (each entry's canonical
     /// bytes).
     pub mean_tx_bytes: f64,
@@ -1071,6 +1073,7 @@ pub fn audit(
     Ok(Audit {
         missing: acknowledged,
         unacknowledged,
+        entries,
         mean_tx_bytes: if entries == 0 {
             0.0
         } else {

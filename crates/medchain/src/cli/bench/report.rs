@@ -97,7 +97,7 @@ pub struct BenchReport {
     pub record_flow_ms: Option<LatencyMs>,
     /// Committed tx/s over the first and the last [`FLATNESS_WINDOW_S`] seconds of the load,
     /// and the last over the first (issue 11: a long run's last 30 s within 10 % of its first);
-    /// null in a run shorter than two windows.
+    /// null in a run shorter than two windows, and over HTTP (its series counts records).
     pub first_30_s_tx_per_s: Option<f64>,
     pub last_30_s_tx_per_s: Option<f64>,
     pub last_over_first_30_s: Option<f64>,
@@ -153,10 +153,10 @@ pub const FLATNESS_WINDOW_S: u64 = 30;
 
 impl BenchReport {
     /// Fills the first and last windows' rates from `series` and `duration_s`: the seconds
-    /// the load was offered, not the drain after it.
+    /// the load was offered, not the drain after it. Not for a series of records (`http`).
     pub fn set_flatness(&mut self) {
         let seconds = self.duration_s.floor() as u64;
-        if seconds < 2 * FLATNESS_WINDOW_S {
+        if seconds < 2 * FLATNESS_WINDOW_S || self.series_counts.is_some() {
             return;
         }
         let mean = |from: u64, to: u64| {
@@ -708,6 +708,13 @@ mod tests {
         short.set_flatness();
         assert_eq!(short.last_over_first_30_s, None);
         assert!(!short.table().contains("first / last 30 s"));
+        let mut records = report(90);
+        records.series_counts = Some("records");
+        records.set_flatness();
+        assert_eq!(
+            records.first_30_s_tx_per_s, None,
+            "records are not transactions"
+        );
         let mut long = report(90);
         // The drain after the load: not counted.
         long.series.push(Point {
