@@ -476,7 +476,6 @@ impl super::Run for BenchArgs {
     }
 }
 
-/// The bytes of the chain in the validator folder `dir`: `chain.db` and its WAL.
 /// The entries of the chain in the validator folder `dir`: none before its first start;
 /// `None` when it cannot be read here (a store of an older schema, which its node migrates
 /// when it starts).
@@ -490,6 +489,7 @@ fn chain_transactions(dir: &Path) -> Option<u64> {
         .ok()
 }
 
+/// The bytes of the chain in the validator folder `dir`: `chain.db` and its WAL.
 fn chain_bytes(dir: &Path) -> Option<u64> {
     let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len());
     let main = size("chain.db").ok()?;

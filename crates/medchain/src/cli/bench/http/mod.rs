@@ -69,7 +69,7 @@ pub struct HttpReport {
     /// Every transaction the clients' requests made (requests, grants, records) and were
     /// acknowledged for.
     pub acknowledged: u64,
-    /// Transactions committed at the first validator during the run.
+    /// Entries of the run's blocks at the first validator.
     pub committed: u64,
     /// Acknowledged transactions in no block of the run.
     pub lost: u64,
