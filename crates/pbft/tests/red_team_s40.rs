@@ -7,12 +7,6 @@ mod common;
 use common::*;
 use pbft::*;
 
-fn views(c: &Cluster) -> Vec<(View, bool)> {
-    (0..c.replicas.len())
-        .map(|i| (c.replicas[i].view(), c.replicas[i].in_view_change()))
-        .collect()
-}
-
 /// The primary of view 0 (T = 200, retransmit 50) commits blocks 1..=4 and then block 5 of
 /// request 5 at every replica, and crashes before applying block 5 (ledger head 4, its stable
 /// checkpoint; slot 5 restored from its log). Its node resubmits what its chain does not hold
@@ -64,7 +58,7 @@ fn backups_executed(c: &Cluster, id: Digest) -> Result<(), String> {
             return Err(format!(
                 "backup {r} never executed the request (views, in view change: {:?}; \
                  primary's head {}, pending {})",
-                views(c),
+                c.views(),
                 c.replicas[0].last_executed().0,
                 c.replicas[0].pending_len(),
             ));

@@ -14,12 +14,6 @@ fn censored() -> Request {
     request(200)
 }
 
-fn views(c: &Cluster) -> Vec<(View, bool)> {
-    (0..c.replicas.len())
-        .map(|i| (c.replicas[i].view(), c.replicas[i].in_view_change()))
-        .collect()
-}
-
 /// n = 4, T = 200 ticks, retransmit 50, K = 4. Replica 0 (view 0's primary) is Byzantine: it
 /// never proposes the censored request (the backups' forwards of it are dropped: a faulty
 /// primary ignores them) and, if `plant`, in each round of four blocks it sends ONE correct
@@ -113,10 +107,10 @@ fn f1_a_faulty_primary_censors_for_ever_by_planting_the_request_at_one_backup_pe
     let heads: Vec<SeqNo> = (0..4).map(|id| c.replicas[id].last_executed().0).collect();
     let executed = (0..4u32).any(|id| c.executed_ids(id).contains(&censored().id));
     assert!(
-        executed || views(&c).iter().any(|(v, changing)| *v > 0 || *changing),
+        executed || c.views().iter().any(|(v, changing)| *v > 0 || *changing),
         "the censored request never committed and no correct backup timed out in {ticks} \
          ticks (T = 200) while the chain grew to {heads:?}: views {:?}",
-        views(&c)
+        c.views()
     );
 }
 
@@ -126,8 +120,8 @@ fn f1_a_faulty_primary_censors_for_ever_by_planting_the_request_at_one_backup_pe
 fn control_without_the_plant_the_backups_time_out_on_the_censored_request() {
     let c = rotating_plant(false, 15);
     assert!(
-        views(&c).iter().skip(1).all(|(v, _)| *v > 0),
+        c.views().iter().skip(1).all(|(v, _)| *v > 0),
         "views {:?}",
-        views(&c)
+        c.views()
     );
 }

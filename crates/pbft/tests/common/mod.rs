@@ -158,6 +158,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Each replica's view, and whether it is changing views.
+    pub fn views(&self) -> Vec<(View, bool)> {
+        self.replicas
+            .iter()
+            .map(|replica| (replica.view(), replica.in_view_change()))
+            .collect()
+    }
+
     pub fn new(n: u32) -> Self {
         Cluster {
             replicas: (0..n)
