@@ -385,3 +385,44 @@ fn red_team_held_own_seals_rewritten_by_their_block_leave_one_copy() {
         on_chain_of(&w, HOSPITAL, &later).is_some()
     });
 }
+
+/// A clean stop vouches for `keys.db` as it leaves it (§12.1 item 8, `keys.db.checked`): the
+/// next start checks no row again. A store edited while the validator was stopped, without
+/// the operator key, is checked whole, and the edited row refused, as every start did before.
+#[test]
+fn a_clean_restart_checks_no_row_again_but_an_edited_store_every_row() {
+    let mut w = World::new();
+    let patient = Person::patient(HOSPITAL);
+    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
+    w.enroll(&[&patient, &author]);
+    let records: Vec<TxId> = ["Glioblastoma", "Meningioma", "Astrocytoma"]
+        .into_iter()
+        .map(|diagnosis| w.record(&author, &patient, diagnosis))
+        .collect();
+    for record in &records {
+        w.wait_state(HOSPITAL, record, OpenState::Open);
+    }
+    w.settle();
+    let held = w.key_rows(HOSPITAL).len() as u64;
+    assert!(held >= records.len() as u64, "{held} rows");
+    let rows_checked = |w: &World| w.node(HOSPITAL).key_status().counters.keys_rows_checked;
+
+    w.cluster.stop(HOSPITAL);
+    assert!(w.keys_db(HOSPITAL).with_extension("db.checked").exists());
+    w.cluster.restart(HOSPITAL).unwrap();
+    settled_reply(&w, INSURANCE, HOSPITAL, records[0], 1_000);
+    // A check would have read every row at the first timer (250 ms).
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(rows_checked(&w), 0);
+
+    w.cluster.stop(HOSPITAL);
+    edit(
+        &w,
+        HOSPITAL,
+        "UPDATE data_keys SET not_after_ms = not_after_ms - 1 WHERE tx = ?1",
+        [records[1].as_slice()],
+    );
+    w.cluster.restart(HOSPITAL).unwrap();
+    wait_until("every row checked", || rows_checked(&w) >= held);
+    assert_eq!(rows_refused(&w, HOSPITAL), 1);
+}

@@ -138,6 +138,7 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
         "requests_checked": c.keys_requests_checked,
         "answers_dropped": c.keys_answers_dropped,
         "rows_refused": c.keys_rows_refused,
+        "rows_checked": c.keys_rows_checked,
     })
 }
 

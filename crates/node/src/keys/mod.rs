@@ -10,6 +10,7 @@
 
 #[cfg(feature = "byzantine")]
 mod byzantine;
+mod checked;
 mod exchange;
 mod feed;
 mod index;
@@ -151,6 +152,10 @@ pub struct KeyCounters {
     /// on the chain (docs/SECURITY.md §12.1 item 6). Counted at each load (a start, and again
     /// when a chain that was behind the store catches up, for a row still not on chain).
     pub keys_rows_refused: u64,
+    /// `keys.db` rows checked against their tag by the check after a start
+    /// (`Service::check_rows`): none after a clean stop that had checked every row, and left
+    /// the file as the next start finds it (§12.1 item 8).
+    pub keys_rows_checked: u64,
 }
 
 impl KeyCounters {
@@ -170,6 +175,7 @@ impl KeyCounters {
         self.keys_requests_checked += other.keys_requests_checked;
         self.keys_answers_dropped += other.keys_answers_dropped;
         self.keys_rows_refused += other.keys_rows_refused;
+        self.keys_rows_checked += other.keys_rows_checked;
     }
 }
 
@@ -269,6 +275,17 @@ impl OfflineKeys {
                 self.0.rollback();
                 Err(error)
             }
+        }
+    }
+}
+
+impl Drop for OfflineKeys {
+    /// Vouches for the store as the open found it, and for the keys kept since: written
+    /// here, with the operator key (§12.1 item 8), so that the next start does not check
+    /// every row again for them.
+    fn drop(&mut self) {
+        if let Err(error) = self.0.close_checked(self.0.sweep_from()) {
+            warn!(%error, "could not record how far keys.db's rows were checked");
         }
     }
 }
@@ -836,7 +853,7 @@ impl Service {
         self.index = Index::default();
         self.pending = pending::Pending::default();
         self.relearned = HashMap::new();
-        self.checked_to = Some(0);
+        self.checked_to = self.store.sweep_from();
         let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
         for row in unplaced {
             match row.tag {
@@ -1003,25 +1020,35 @@ impl Service {
             "key service ready"
         );
         self.publish();
-        loop {
+        let clean = loop {
             let timeout = self.next_timer.saturating_duration_since(Instant::now());
             let turn = self.inbox.take(timeout);
             if turn.stopped {
-                break;
+                break true;
             }
             if let Err(error) = self.turn(turn) {
                 warn!(%error, "key service stopping after a storage error");
                 self.shared.set_failed(format!("key service: {error}"));
-                break;
+                break false;
             }
             self.publish();
-        }
+        };
         for (open, _) in self.waiting_opens.drain(..) {
             let _ = open.reply.send(Err(NodeError::Stopped));
         }
         if let Err(error) = self.save_processed() {
             warn!(%error, "could not write the processed height at shutdown");
+        } else if clean && let Err(error) = self.close() {
+            warn!(%error, "could not record how far keys.db's rows were checked");
         }
+    }
+
+    /// A clean stop's last writes: the rows relearned from the chain, then the record of how
+    /// far the check of rows got, for the next start (§12.1 item 8). Not after a storage
+    /// error: the next start then checks every row.
+    fn close(&mut self) -> Result<(), NodeError> {
+        self.write_relearned()?;
+        self.store.close_checked(self.checked_to)
     }
 
     fn turn(&mut self, turn: Turn) -> Result<(), NodeError> {
@@ -1258,6 +1285,7 @@ impl Service {
             && started.elapsed() < CHECK_BUDGET
         {
             let rows = self.store.rows().checked_after(after, ROWS_PER_READ)?;
+            self.counters.keys_rows_checked += rows.len() as u64;
             let mut unindexed = Vec::new();
             for (seq, row, not_in_run) in &rows {
                 // A row the chain has said nothing of was read at start ([`Service::load`]).

@@ -36,6 +36,7 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use super::KeystoreKey;
+use super::checked::{self, SweepFrom};
 use super::runs::{RowValues, Runs, Tag as RunTag};
 use crate::error::NodeError;
 
@@ -235,6 +236,8 @@ pub(crate) struct KeyStore {
     /// change it inside one).
     durability: Cell<Durability>,
     runs: RefCell<Runs>,
+    /// Where the check of rows starts after this open ([`super::checked`]).
+    sweep_from: SweepFrom,
 }
 
 impl KeyStore {
@@ -273,16 +276,8 @@ impl KeyStore {
         // Refused at open, not at the first key stored: a `seq` written at the end of the
         // numbers on disk.
         runs.next_seq(&conn)?;
-        let facts_key: Zeroizing<[u8; 32]> = Zeroizing::new(
-            facts_hmac(key.as_bytes())
-                .chain_update(FACTS_KEY_LABEL)
-                .chain_update(genesis_hash)
-                .finalize()
-                .into_bytes()
-                .into(),
-        );
-        let facts_mac = facts_hmac(facts_key.as_slice());
-        let store = Self {
+        let facts_mac = derived_mac(&key, FACTS_KEY_LABEL, &genesis_hash);
+        let mut store = Self {
             conn,
             path: path.to_path_buf(),
             genesis_hash,
@@ -290,15 +285,38 @@ impl KeyStore {
             facts_mac,
             durability: Cell::new(Durability::Synced),
             runs: RefCell::new(runs),
+            sweep_from: Some(0),
         };
-        store.check_identity()?;
+        let created = store.check_identity()?;
         store.truncate_wal()?;
+        // After the WAL is folded in: the digest is of every page SQLite reads.
+        let vouched = checked::take(path, &store.checked_mac())?;
+        // A store made by this open has no row to check.
+        store.sweep_from = if created { None } else { vouched };
         Ok(store)
     }
 
-    /// Records the chain and a sealed check value in a new store; refuses another chain's
-    /// store, and a key that does not open the check value.
-    fn check_identity(&self) -> Result<(), NodeError> {
+    /// Where the check of rows after this open starts: after a `seq` (`Some(0)`: every row),
+    /// or `None` when a clean stop vouched that every row was checked ([`super::checked`]).
+    pub fn sweep_from(&self) -> SweepFrom {
+        self.sweep_from
+    }
+
+    /// Empties the WAL and writes the record that vouches for the file as it is, its rows
+    /// checked as `sweep_from` says, for the next open ([`super::checked`]). The last write
+    /// before the store is closed.
+    pub fn close_checked(&self, sweep_from: SweepFrom) -> Result<(), NodeError> {
+        self.truncate_wal()?;
+        checked::write(&self.path, &self.checked_mac(), sweep_from)
+    }
+
+    fn checked_mac(&self) -> Hmac<Sha256> {
+        derived_mac(&self.key, checked::KEY_LABEL, &self.genesis_hash)
+    }
+
+    /// Records the chain and a sealed check value in a new store (true); refuses another
+    /// chain's store, and a key that does not open the check value.
+    fn check_identity(&self) -> Result<bool, NodeError> {
         let stored: Option<Vec<u8>> = self.meta("genesis_hash")?;
         match stored {
             None => {
@@ -308,6 +326,7 @@ impl KeyStore {
                 set_meta(&tx, "key_check", &check)?;
                 set_meta(&tx, "processed_height", &0u64.to_le_bytes())?;
                 tx.commit()?;
+                return Ok(true);
             }
             Some(hash) if hash == self.genesis_hash => {
                 let check = self.meta("key_check")?.unwrap_or_default();
@@ -325,7 +344,7 @@ impl KeyStore {
                 )));
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, NodeError> {
@@ -629,6 +648,20 @@ fn set_meta(conn: &Connection, key: &str, value: &[u8]) -> Result<(), NodeError>
 fn facts_hmac(key: &[u8]) -> Hmac<Sha256> {
     // HMAC takes a key of any length: this never fails.
     <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+/// HMAC-SHA256 keyed with the key `label` derives from the key-store key for the chain
+/// `genesis_hash` (HMAC-SHA256 of the label and the genesis hash): one key, one use, one chain.
+fn derived_mac(key: &KeystoreKey, label: &[u8], genesis_hash: &Hash) -> Hmac<Sha256> {
+    let derived: Zeroizing<[u8; 32]> = Zeroizing::new(
+        facts_hmac(key.as_bytes())
+            .chain_update(label)
+            .chain_update(genesis_hash)
+            .finalize()
+            .into_bytes()
+            .into(),
+    );
+    facts_hmac(derived.as_slice())
 }
 
 /// What seals a row: the key-store key, with the chain and the transaction as associated data;
@@ -1227,6 +1260,91 @@ mod tests {
         assert_eq!(page_size(&store), 4096);
         drop(store);
         assert_eq!(page_size(&open(old.path(), &key).unwrap()), 4096);
+    }
+
+    /// A new store has no row to check; a store a clean stop vouched for resumes the check of
+    /// rows where that stop left it; one opened without such a stop, or changed since by
+    /// anyone (a row edited, a page put in its WAL), has every row checked (§12.1 item 8).
+    #[test]
+    fn only_a_store_unchanged_since_its_vouching_stop_skips_the_check_of_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let path = dir.path().join("keys.db");
+        let store = open(dir.path(), &key).unwrap();
+        assert_eq!(store.sweep_from(), None, "made by this open");
+        for i in 1..=3u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &pending([2; 16], 99), &DataKey::generate())
+                .unwrap();
+        }
+        drop(store);
+        assert_eq!(
+            open(dir.path(), &key).unwrap().sweep_from(),
+            Some(0),
+            "no record"
+        );
+
+        for sweep_from in [None, Some(2)] {
+            open(dir.path(), &key)
+                .unwrap()
+                .close_checked(sweep_from)
+                .unwrap();
+            assert_eq!(open(dir.path(), &key).unwrap().sweep_from(), sweep_from);
+        }
+
+        // A row edited by whoever writes the file without the operator key, straight into the
+        // file and through the WAL (a writer that leaves its frames there).
+        open(dir.path(), &key).unwrap().close_checked(None).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE data_keys SET not_after_ms = 98 WHERE seq = 1", [])
+            .unwrap();
+        assert_eq!(open(dir.path(), &key).unwrap().sweep_from(), Some(0));
+        open(dir.path(), &key).unwrap().close_checked(None).unwrap();
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0; UPDATE data_keys SET not_after_ms = 97 WHERE seq = 2;")
+            .unwrap();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        // Copied aside while the writer holds it open, as a crash would leave it.
+        let frames = std::fs::read(&wal).unwrap();
+        assert!(!frames.is_empty());
+        drop(writer);
+        assert_eq!(open(dir.path(), &key).unwrap().sweep_from(), Some(0));
+        // The file as it was, vouched for, then the frames that change it put back.
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE data_keys SET not_after_ms = 99 WHERE seq = 2", [])
+            .unwrap();
+        open(dir.path(), &key).unwrap().close_checked(None).unwrap();
+        std::fs::write(&wal, &frames).unwrap();
+        let store = open(dir.path(), &key).unwrap();
+        assert_eq!(store.sweep_from(), Some(0), "frames in the WAL");
+        let read: i64 = store
+            .conn
+            .query_row(
+                "SELECT not_after_ms FROM data_keys WHERE seq = 2",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(read, 97, "SQLite read the frames");
+        drop(store);
+
+        // Another key-store key's record vouches for nothing.
+        open(dir.path(), &key).unwrap().close_checked(None).unwrap();
+        let other = KeystoreKey::generate();
+        let record = std::fs::read(dir.path().join("keys.db.checked")).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        std::fs::copy(&path, scratch.path().join("keys.db")).unwrap();
+        assert!(
+            open(scratch.path(), &other).is_err(),
+            "the key check refuses it"
+        );
+        std::fs::write(dir.path().join("keys.db.checked"), &record).unwrap();
+        assert_eq!(open(dir.path(), &key).unwrap().sweep_from(), None);
     }
 
     /// A pending seal's facts.

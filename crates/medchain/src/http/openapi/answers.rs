@@ -243,6 +243,9 @@ pub struct KeyMetrics {
     /// `keys.db` rows whose facts failed their tag at start: changed without the operator key
     /// (docs/SECURITY.md §12.1 item 6).
     rows_refused: u64,
+    /// `keys.db` rows checked against their tag since the start: none after a clean stop that
+    /// had checked every row (docs/SECURITY.md §12.1 item 8).
+    rows_checked: u64,
 }
 
 /// `GET /api/status`.
