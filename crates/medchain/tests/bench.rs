@@ -70,6 +70,17 @@ fn bench(dir: &Path, args: &[&str]) -> Value {
     assert!((200.0..4_000.0).contains(&number("tx_bytes")), "{json}");
     assert!(number("write_bytes_per_tx_per_validator") > 0.0, "{json}");
     assert!(number("write_amplification") > 0.0, "{json}");
+    // What reached the disk holding the data (null, with the reason, on a tmpfs or overlay).
+    match json["device_write_bytes_per_tx_per_validator"].as_f64() {
+        Some(bytes) => assert!(
+            bytes > 0.0 && number("device_write_amplification") > 0.0,
+            "{json}"
+        ),
+        None => assert!(
+            json["why_null"]["device_write_bytes_per_tx_per_validator"].is_string(),
+            "{json}"
+        ),
+    }
     assert!(json["index_write_bytes_per_tx_per_validator"].is_null());
     assert!(json["why_null"]["index_write_bytes_per_tx_per_validator"].is_string());
     assert!(number("peak_rss_bytes_per_validator") > 1e6, "{json}");

@@ -10,7 +10,7 @@ use node::load::Series;
 use node::offline::Ceiling;
 
 use super::report::{BenchReport, LatencyMs, Point};
-use super::usage::{Meter, Process, Used};
+use super::usage::{Device, Meter, Process, Used};
 
 /// When the ceiling stops.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +51,7 @@ pub fn run(
     let mut used = Used {
         write_bytes: Some(0),
         written_by_calls: Some(0),
+        device_write_bytes: Device::of(dir).map(|_| 0),
         ..Used::default()
     };
     Process::This.reset_peak_rss();
@@ -62,7 +63,7 @@ pub fn run(
             Limit::Transactions(count) => span.min(count - committed),
         };
         let blocks = ceiling.make(want)?;
-        let meter = Meter::start(vec![Process::This]);
+        let meter = Meter::start(vec![Process::This], dir);
         let applied = ceiling.apply(&blocks)?;
         used = used.add(meter.used());
         for block in &applied {

@@ -249,7 +249,7 @@ impl BenchArgs {
         let result = runtime.block_on(async {
             let node = start_validator(first, operator_key).await?;
             let handles = vec![node.handle().clone()];
-            let measured = measure(&handles, load, bar, processes).await;
+            let measured = measure(&handles, load, bar, processes, &first.data_dir).await;
             tokio::task::spawn_blocking(move || node.stop()).await.ok();
             measured
         });
@@ -306,21 +306,28 @@ impl BenchArgs {
     ) -> anyhow::Result<(LoadReport, Used)> {
         let cluster = node::Cluster::start(self.cluster_options(dir, key_dir))?;
         let runtime = super::service::runtime()?;
-        runtime.block_on(measure(&cluster.handles(), load, bar, vec![Process::This]))
+        runtime.block_on(measure(
+            &cluster.handles(),
+            load,
+            bar,
+            vec![Process::This],
+            dir,
+        ))
     }
 }
 
 /// How long a run may take to commit what was acknowledged once the load stops.
 const SETTLE: Duration = Duration::from_secs(120);
 
-/// Drives `handles` with `load`, showing progress on `bar`; what `processes` used from the
-/// start of the measured run (after the population's enrollment) to its last commit (not the
-/// audit of its blocks after).
+/// Drives `handles` with `load`, showing progress on `bar`; what `processes`, and the disk
+/// holding `data_dir`, used from the start of the measured run (after the population's
+/// enrollment) to its last commit (not the audit of its blocks after).
 async fn measure(
     handles: &[NodeHandle],
     load: &Load,
     bar: &ProgressBar,
     processes: Vec<Process>,
+    data_dir: &Path,
 ) -> anyhow::Result<(LoadReport, Used)> {
     let (mut meter, mut used) = (None, Used::default());
     let on_progress = |progress: Progress| match progress {
@@ -329,7 +336,7 @@ async fn measure(
             processes.iter().for_each(|p| {
                 p.reset_peak_rss();
             });
-            meter = Some(Meter::start(processes.clone()));
+            meter = Some(Meter::start(processes.clone(), data_dir));
         }
         Progress::Running {
             elapsed,

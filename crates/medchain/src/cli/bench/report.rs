@@ -69,6 +69,13 @@ pub struct BenchReport {
     pub call_write_bytes_per_tx_per_validator: Option<f64>,
     /// `call_write_bytes_per_tx_per_validator` over `tx_bytes`.
     pub call_write_amplification: Option<f64>,
+    /// Bytes written to the block device holding the data folder over the run (its sectors
+    /// written, from sysfs), per committed transaction per validator: what reaches the disk,
+    /// the filesystem's journal included, whatever the page cache's folios. The whole
+    /// machine's writes to that device: a figure for a quiet machine.
+    pub device_write_bytes_per_tx_per_validator: Option<f64>,
+    /// `device_write_bytes_per_tx_per_validator` over `tx_bytes`.
+    pub device_write_amplification: Option<f64>,
     /// Why a figure above is null, by its name.
     pub why_null: BTreeMap<&'static str, &'static str>,
     pub peak_rss_bytes_per_validator: Option<u64>,
@@ -182,20 +189,32 @@ impl BenchReport {
         let validators = self.validators.max(1) as f64;
         let per_tx = |total: f64| (self.committed > 0).then(|| total / self.committed as f64);
         self.cpu_us_per_tx = per_tx(used.cpu.as_secs_f64() * 1e6);
-        self.write_bytes_per_tx_per_validator = used
-            .write_bytes
-            .and_then(|bytes| per_tx(bytes as f64 / validators));
-        self.write_amplification = self
-            .write_bytes_per_tx_per_validator
-            .filter(|_| self.tx_bytes > 0.0)
-            .map(|bytes| bytes / self.tx_bytes);
-        self.call_write_bytes_per_tx_per_validator = used
-            .written_by_calls
-            .and_then(|bytes| per_tx(bytes as f64 / validators));
-        self.call_write_amplification = self
-            .call_write_bytes_per_tx_per_validator
-            .filter(|_| self.tx_bytes > 0.0)
-            .map(|bytes| bytes / self.tx_bytes);
+        // Bytes per transaction per validator, and over the transaction's stored size.
+        let per_tx_per_validator = |bytes: Option<u64>| {
+            let per = bytes.and_then(|bytes| per_tx(bytes as f64 / validators));
+            let amplification = per
+                .filter(|_| self.tx_bytes > 0.0)
+                .map(|per| per / self.tx_bytes);
+            (per, amplification)
+        };
+        (
+            self.write_bytes_per_tx_per_validator,
+            self.write_amplification,
+        ) = per_tx_per_validator(used.write_bytes);
+        (
+            self.call_write_bytes_per_tx_per_validator,
+            self.call_write_amplification,
+        ) = per_tx_per_validator(used.written_by_calls);
+        (
+            self.device_write_bytes_per_tx_per_validator,
+            self.device_write_amplification,
+        ) = per_tx_per_validator(used.device_write_bytes);
+        if self.device_write_bytes_per_tx_per_validator.is_none() {
+            self.why_null.insert(
+                "device_write_bytes_per_tx_per_validator",
+                "the data folder's block device has no stat in sysfs (tmpfs, overlay, not Linux)",
+            );
+        }
         if self.write_bytes_per_tx_per_validator.is_none() {
             self.why_null.insert(
                 "write_bytes_per_tx_per_validator",
@@ -334,6 +353,16 @@ impl BenchReport {
                     self.call_write_bytes_per_tx_per_validator
                         .zip(self.call_write_amplification)
                         .map(|(b, a)| format!("{b:.0} bytes per tx per validator ({a:.1} x)")),
+                ),
+            ),
+            (
+                "written to the device",
+                or_null(
+                    self.device_write_bytes_per_tx_per_validator
+                        .zip(self.device_write_amplification)
+                        .map(|(b, a)| {
+                            format!("{b:.0} bytes per tx per validator ({a:.1} x; whole machine)")
+                        }),
                 ),
             ),
             (
@@ -604,6 +633,7 @@ mod tests {
             write_bytes: Some(4 * 12_345 * 3_000),
             written_by_calls: Some(4 * 12_345 * 1_200),
             peak_rss_bytes: Some(400_000_000),
+            device_write_bytes: Some(4 * 12_345 * 2_400),
         });
         report
     }
@@ -650,6 +680,8 @@ mod tests {
         assert_eq!(json["write_amplification"], 5.0);
         assert_eq!(json["call_write_bytes_per_tx_per_validator"], 1_200.0);
         assert_eq!(json["call_write_amplification"], 2.0);
+        assert_eq!(json["device_write_bytes_per_tx_per_validator"], 2_400.0);
+        assert_eq!(json["device_write_amplification"], 4.0);
         assert_eq!(json["peak_rss_bytes_per_validator"], 100_000_000);
         assert!(json["index_write_bytes_per_tx_per_validator"].is_null());
         assert!(json["efficiency"].is_null());

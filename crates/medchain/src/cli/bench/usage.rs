@@ -1,6 +1,8 @@
 //! What the bench's processes used, read from `/proc` (Linux): CPU time, bytes written to
-//! storage, and the peak resident memory.
+//! storage, and the peak resident memory; and what the disk holding the data was sent, read
+//! from sysfs.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One process's counters at one moment. `None` where `/proc` does not tell (another system,
@@ -81,11 +83,44 @@ fn field(text: &str, name: &str) -> Option<u64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// The block device holding a folder: its sectors written, from
+/// `/sys/dev/block/<major>:<minor>/stat` (its seventh field, in 512-byte units whatever the
+/// device's sector). What reaches the disk, the filesystem's journal included, however the page
+/// cache counts a process's writes; from every process on the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    stat: PathBuf,
+}
+
+impl Device {
+    /// The device of `dir`; `None` where sysfs does not tell (tmpfs, overlay, not Linux).
+    pub fn of(dir: &Path) -> Option<Device> {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(dir).ok()?.dev();
+        let stat = PathBuf::from(format!(
+            "/sys/dev/block/{}:{}/stat",
+            nix::sys::stat::major(dev),
+            nix::sys::stat::minor(dev)
+        ));
+        let device = Device { stat };
+        device.written_bytes().map(|_| device)
+    }
+
+    /// Bytes written to the device since it came up.
+    fn written_bytes(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(&self.stat).ok()?;
+        let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+        Some(sectors.saturating_mul(512))
+    }
+}
+
 /// The usage of a set of processes between two moments: started with [`Meter::start`], read
 /// with [`Meter::used`] while they still run.
 pub struct Meter {
     processes: Vec<Process>,
     at_start: Vec<Usage>,
+    /// The data's device, and its bytes written at the start.
+    device: Option<(Device, u64)>,
 }
 
 /// What a set of processes used over a span.
@@ -99,6 +134,8 @@ pub struct Used {
     /// The largest peak among the processes; with validators in child processes, among those
     /// (this one also runs the load generator).
     pub peak_rss_bytes: Option<u64>,
+    /// Written to the data's block device ([`Device`]); `None` if it does not tell.
+    pub device_write_bytes: Option<u64>,
 }
 
 impl Used {
@@ -109,6 +146,7 @@ impl Used {
             write_bytes: sum(self.write_bytes, other.write_bytes),
             written_by_calls: sum(self.written_by_calls, other.written_by_calls),
             peak_rss_bytes: self.peak_rss_bytes.max(other.peak_rss_bytes),
+            device_write_bytes: sum(self.device_write_bytes, other.device_write_bytes),
         }
     }
 }
@@ -119,11 +157,15 @@ fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 }
 
 impl Meter {
-    pub fn start(processes: Vec<Process>) -> Meter {
+    /// Starts measuring `processes`, and the block device holding `data_dir`.
+    pub fn start(processes: Vec<Process>, data_dir: &Path) -> Meter {
         let at_start = processes.iter().map(|p| p.usage()).collect();
+        let device = Device::of(data_dir)
+            .and_then(|device| device.written_bytes().map(|bytes| (device, bytes)));
         Meter {
             processes,
             at_start,
+            device,
         }
     }
 
@@ -132,6 +174,9 @@ impl Meter {
         let mut used = Used {
             write_bytes: Some(0),
             written_by_calls: Some(0),
+            device_write_bytes: self.device.as_ref().and_then(|(device, at_start)| {
+                Some(device.written_bytes()?.saturating_sub(*at_start))
+            }),
             ..Used::default()
         };
         // With validators in child processes, this one runs the load generator beside its
@@ -176,6 +221,28 @@ mod tests {
             Some(Duration::from_nanos(400 * 1_000_000_000 / hz))
         );
         assert_eq!(cpu_of_stat("42 (truncated"), None);
+    }
+
+    /// A file written and synced in a folder on a block device shows in the device's bytes
+    /// written (where sysfs tells them: a folder beside the sources, not a tmpfs).
+    #[test]
+    fn the_data_folders_device_counts_a_synced_write() {
+        use std::io::Write;
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let Some(device) = Device::of(dir.path()) else {
+            assert!(
+                !Path::new("/sys/dev/block").exists(),
+                "sysfs lists block devices, but not {}'s",
+                dir.path().display()
+            );
+            return;
+        };
+        let meter = Meter::start(vec![Process::This], dir.path());
+        let mut file = std::fs::File::create(dir.path().join("data")).unwrap();
+        file.write_all(&vec![7u8; 4 << 20]).unwrap();
+        file.sync_all().unwrap();
+        let written = meter.used().device_write_bytes.unwrap();
+        assert!(written >= 4 << 20, "{written} bytes written to {device:?}");
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub fn run(
                 flows,
             });
         }
-        let measured = measure(&hospitals, &handles, load, bar).await;
+        let measured = measure(&hospitals, &handles, load, bar, dir).await;
         let _ = stop.send(true);
         while servers.join_next().await.is_some() {}
         measured
@@ -506,12 +506,14 @@ impl Client {
 }
 
 /// Populates the hospitals, runs the clients for the load's duration, waits for what they
-/// were acknowledged to commit, and audits the run's blocks at the first validator.
+/// were acknowledged to commit, and audits the run's blocks at the first validator; what this
+/// process, and the disk holding `data_dir`, used meanwhile.
 async fn measure(
     hospitals: &[Hospital],
     handles: &[NodeHandle],
     load: &HttpLoad,
     bar: &ProgressBar,
+    data_dir: &Path,
 ) -> anyhow::Result<(HttpReport, Used)> {
     bar.set_message("enrolling and signing in");
     let setting_up = Instant::now();
@@ -530,7 +532,7 @@ async fn measure(
     wait_for_height(first, set_up, load.settle).await?;
     let height_before = first.status().height;
     Process::This.reset_peak_rss();
-    let meter = Meter::start(vec![Process::This]);
+    let meter = Meter::start(vec![Process::This], data_dir);
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let until = started + load.duration;
