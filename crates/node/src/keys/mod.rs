@@ -762,6 +762,9 @@ struct Service {
     relearned: HashMap<TxId, store::Facts>,
     /// The row after which [`Service::check_rows`] goes on; `None` once every row is checked.
     checked_to: Option<i64>,
+    /// A row whose facts failed their tag was left as it is ([`Service::trusted`]): the next
+    /// start checks every row, whatever this one checked (§12.1 item 8).
+    left_refused: bool,
     /// Live read grants of patients to this validator's doctors.
     read_grants: BTreeMap<TxId, store::ReadGrantRow>,
     wanted: WantedKeys,
@@ -805,6 +808,7 @@ impl Service {
             pending: pending::Pending::default(),
             relearned: HashMap::new(),
             checked_to: Some(0),
+            left_refused: false,
             read_grants: BTreeMap::new(),
             wanted: WantedKeys::default(),
             waiting_opens: Vec::new(),
@@ -1048,6 +1052,9 @@ impl Service {
     /// error: the next start then checks every row.
     fn close(&mut self) -> Result<(), NodeError> {
         self.write_relearned()?;
+        if self.left_refused {
+            return Ok(());
+        }
         self.store.close_checked(self.checked_to)
     }
 
@@ -1244,13 +1251,17 @@ impl Service {
             patient: row.facts.patient,
             on_chain: None,
         };
+        // Left as it says, it is refused again at the next start, which must read it: no clean
+        // stop vouches for the file (red team s46: its deadline, kept in memory only, was lost).
         let Some(committed) = self.chain.transaction(tx)?.filter(|c| c.rejected.is_none()) else {
             // Its deadline deletes it, as any pending seal's, whatever its row says it is.
             self.pending.insert_if_absent(*tx, row.facts.not_after_ms);
+            self.left_refused = true;
             return Ok(pending);
         };
         let header = &committed.tx.header;
         let Some(patient) = header.meta.subject() else {
+            self.left_refused = true;
             return Ok(pending);
         };
         let held = HeldTx {

@@ -287,12 +287,17 @@ impl KeyStore {
             runs: RefCell::new(runs),
             sweep_from: Some(0),
         };
-        let created = store.check_identity()?;
+        store.check_identity()?;
         store.truncate_wal()?;
         // After the WAL is folded in: the digest is of every page SQLite reads.
         let vouched = checked::take(path, &store.checked_mac())?;
-        // A store made by this open has no row to check.
-        store.sweep_from = if created { None } else { vouched };
+        // A store with no row has none to check (not "a store this open made": a store whose
+        // chain was deleted from `meta` is taken for a new one, its rows kept; red team s46).
+        let holds_rows: bool =
+            store
+                .conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM data_keys)", [], |r| r.get(0))?;
+        store.sweep_from = if holds_rows { vouched } else { None };
         Ok(store)
     }
 
@@ -314,9 +319,9 @@ impl KeyStore {
         derived_mac(&self.key, checked::KEY_LABEL, &self.genesis_hash)
     }
 
-    /// Records the chain and a sealed check value in a new store (true); refuses another
-    /// chain's store, and a key that does not open the check value.
-    fn check_identity(&self) -> Result<bool, NodeError> {
+    /// Records the chain and a sealed check value in a new store; refuses another chain's
+    /// store, and a key that does not open the check value.
+    fn check_identity(&self) -> Result<(), NodeError> {
         let stored: Option<Vec<u8>> = self.meta("genesis_hash")?;
         match stored {
             None => {
@@ -326,7 +331,6 @@ impl KeyStore {
                 set_meta(&tx, "key_check", &check)?;
                 set_meta(&tx, "processed_height", &0u64.to_le_bytes())?;
                 tx.commit()?;
-                return Ok(true);
             }
             Some(hash) if hash == self.genesis_hash => {
                 let check = self.meta("key_check")?.unwrap_or_default();
@@ -344,7 +348,7 @@ impl KeyStore {
                 )));
             }
         }
-        Ok(false)
+        Ok(())
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, NodeError> {
@@ -1271,7 +1275,7 @@ mod tests {
         let key = KeystoreKey::generate();
         let path = dir.path().join("keys.db");
         let store = open(dir.path(), &key).unwrap();
-        assert_eq!(store.sweep_from(), None, "made by this open");
+        assert_eq!(store.sweep_from(), None, "no row to check");
         for i in 1..=3u8 {
             store
                 .rows()
@@ -1332,6 +1336,15 @@ mod tests {
             .unwrap();
         assert_eq!(read, 97, "SQLite read the frames");
         drop(store);
+
+        // A store whose chain was deleted from `meta` is taken for a new one, its rows kept:
+        // they are checked (red team s46).
+        open(dir.path(), &key).unwrap().close_checked(None).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute("DELETE FROM meta WHERE key = 'genesis_hash'", [])
+            .unwrap();
+        assert_eq!(open(dir.path(), &key).unwrap().sweep_from(), Some(0));
 
         // Another key-store key's record vouches for nothing.
         open(dir.path(), &key).unwrap().close_checked(None).unwrap();
