@@ -96,14 +96,22 @@ pub fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Replaces `path` with a private file holding `bytes`, atomically and durably: a private
-/// temporary file beside it, synced, renamed over it, and the folder synced.
+/// temporary file beside it, synced, renamed over it, and the folder synced. The temporary
+/// file is made anew: whatever had its name (a file left by a crash, or a link planted to make
+/// this write elsewhere: red team s46) is removed first, and a new one is never opened through
+/// a link.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(&tmp)(error));
+        }
+        _ => {}
+    }
     let mut file = private_options()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(&tmp)
         .map_err(io(&tmp))?;
     set_mode(&tmp, PRIVATE_FILE_MODE)?;

@@ -69,6 +69,28 @@ fn body(length: u64, digest: &[u8; 32], sweep_from: SweepFrom) -> Vec<u8> {
     body
 }
 
+/// The record at `path`: a regular file of the record's size, read without following a link
+/// (a FIFO, a device or a link planted in its place would stall or mislead the open; red team
+/// s46).
+fn read_record(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() || metadata.len() != RECORD_BYTES as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a record: not a regular file of its size",
+        ));
+    }
+    let mut record = Vec::with_capacity(RECORD_BYTES);
+    file.take(RECORD_BYTES as u64 + 1)
+        .read_to_end(&mut record)?;
+    Ok(record)
+}
+
 /// Writes the record of `db` as it is now, its rows checked as `sweep_from` says, under `mac`.
 /// The caller has emptied the WAL and writes nothing more before it closes the file.
 pub(super) fn write(db: &Path, mac: &Hmac<Sha256>, sweep_from: SweepFrom) -> Result<(), NodeError> {
@@ -86,11 +108,14 @@ pub(super) fn write(db: &Path, mac: &Hmac<Sha256>, sweep_from: SweepFrom) -> Res
 /// check of every row is what a start did without one.
 pub(super) fn take(db: &Path, mac: &Hmac<Sha256>) -> Result<SweepFrom, NodeError> {
     let path = record_path(db);
-    let record = match std::fs::read(&path) {
+    let record = match read_record(&path) {
         Ok(record) => record,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Some(0)),
         Err(error) => {
             warn!(path = %path.display(), %error, "cannot read; every row of keys.db is checked");
+            if let Err(error) = std::fs::remove_file(&path) {
+                warn!(path = %path.display(), %error, "cannot remove it");
+            }
             return Ok(Some(0));
         }
     };
@@ -190,5 +215,52 @@ mod tests {
             Some(42),
             "the record as written"
         );
+    }
+
+    /// Whoever writes the stopped validator's folder may put a FIFO, a link or a folder where
+    /// the record goes (red team s46: a FIFO stalled the open for good, and a link planted as
+    /// the temporary file had the stop write the record into its target).
+    #[test]
+    fn red_team_s46_no_link_fifo_or_folder_stalls_or_misleads_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = file(dir.path(), &[7; 5000]);
+        let record = record_path(&db);
+
+        let made = std::process::Command::new("mkfifo")
+            .arg(&record)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (db_for, done) = (db.clone(), std::sync::mpsc::channel());
+        std::thread::spawn(move || done.0.send(take(&db_for, &mac(1)).unwrap()));
+        let taken = done.1.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(
+            taken,
+            Ok(Some(0)),
+            "a FIFO is no record, and does not stall"
+        );
+        assert!(!record.exists(), "and is removed");
+
+        // A link to a valid record elsewhere is not followed.
+        write(&db, &mac(1), None).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::rename(&record, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &record).unwrap();
+        assert_eq!(take(&db, &mac(1)).unwrap(), Some(0));
+
+        std::fs::create_dir(&record).unwrap();
+        assert_eq!(take(&db, &mac(1)).unwrap(), Some(0), "a folder");
+
+        // A link planted as the temporary file: the record is written beside it, not into
+        // the link's target.
+        let _ = std::fs::remove_dir(&record);
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"the operator's file").unwrap();
+        let mut tmp = record.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write(&db, &mac(1), Some(3)).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"the operator's file");
+        assert_eq!(take(&db, &mac(1)).unwrap(), Some(3));
     }
 }
