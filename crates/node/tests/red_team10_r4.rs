@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use common::enrollment;
@@ -70,40 +69,6 @@ fn stored_heights(w: &World, at: ReplicaId) -> (u64, Option<u64>) {
         height("processed_height").unwrap_or(0),
         height("wanted_from"),
     )
-}
-
-/// Copies `at`'s `chain.db` and `node.db` (stopped, then restarted): the copy's folder.
-fn copy_chain_while_stopped(w: &mut World, at: ReplicaId) -> PathBuf {
-    let folder = w.keys_db(at).parent().unwrap().to_path_buf();
-    let backup = folder.with_file_name("chain-backup");
-    std::fs::create_dir_all(&backup).unwrap();
-    w.cluster.stop(at);
-    for store in ["chain.db", "node.db"] {
-        for suffix in ["", "-wal"] {
-            let file = format!("{store}{suffix}");
-            if folder.join(&file).exists() {
-                std::fs::copy(folder.join(&file), backup.join(&file)).unwrap();
-            }
-        }
-    }
-    w.cluster.restart(at).unwrap();
-    backup
-}
-
-/// Stops `at` and puts the copied `chain.db` and `node.db` back in its folder, keeping its
-/// `keys.db` (what `medchain restore` does with a newer key store, §5.6).
-fn restore_chain_keep_keys(w: &mut World, at: ReplicaId, backup: &Path) {
-    w.cluster.stop(at);
-    let folder = w.keys_db(at).parent().unwrap().to_path_buf();
-    for store in ["chain.db", "node.db"] {
-        for suffix in ["", "-wal", "-shm"] {
-            let file = format!("{store}{suffix}");
-            let _ = std::fs::remove_file(folder.join(&file));
-            if backup.join(&file).exists() {
-                std::fs::copy(backup.join(&file), folder.join(&file)).unwrap();
-            }
-        }
-    }
 }
 
 /// Requests `victim` sent `holder` so far: `(request, txs)`, read from the frame log.
@@ -200,7 +165,7 @@ fn red_team_held_an_erased_key_does_not_come_back_into_a_store_ahead_of_its_rest
         OpenState::Waiting { from: CLINIC, .. }
     ));
     // The home's chain is backed up; then the record is erased everywhere.
-    let backup = copy_chain_while_stopped(&mut w, HOSPITAL);
+    let backup = w.copy_chain_while_stopped(HOSPITAL);
     let erased_at = w.erase(&patient, erased, CLINIC);
     w.wait_state(HOSPITAL, &erased, OpenState::Erased);
     wait_until("the home's keys.db to record the erasure's height", || {
@@ -211,7 +176,7 @@ fn red_team_held_an_erased_key_does_not_come_back_into_a_store_ahead_of_its_rest
     assert!(!w.key_rows(HOSPITAL).contains(&erased));
 
     // Restored: the chain from before the erasure, the newer keys.db kept; blocks held back.
-    restore_chain_keep_keys(&mut w, HOSPITAL, &backup);
+    w.restore_chain_keep_keys(HOSPITAL, &backup);
     *withheld.lock().unwrap() = true;
     let mark = w.frames_seen();
     w.cluster.restart(HOSPITAL).unwrap();
@@ -704,7 +669,7 @@ fn red_team_held_a_grant_ending_while_the_chain_catches_up_leaves_no_key_behind(
     w.read_grant(&patient, &reader, duration_ms);
     let first = w.record(&author, &patient, "Sarcoidosis");
     w.wait_state(PHARMACY, &first, OpenState::Open);
-    let backup = copy_chain_while_stopped(&mut w, PHARMACY);
+    let backup = w.copy_chain_while_stopped(PHARMACY);
     let second = w.record(&author, &patient, "Sarcoidosis, stage III");
     w.wait_state(PHARMACY, &second, OpenState::Open);
     let head = w.node(HOSPITAL).status().height;
@@ -714,7 +679,7 @@ fn red_team_held_a_grant_ending_while_the_chain_catches_up_leaves_no_key_behind(
 
     // The grantee's chain restored from before the second record, its keys.db kept; its chain
     // held back while the grant ends by the clock.
-    restore_chain_keep_keys(&mut w, PHARMACY, &backup);
+    w.restore_chain_keep_keys(PHARMACY, &backup);
     w.network()
         .filter(|_, to, frame| !(to == PHARMACY && matches!(**frame, Wire::Blocks(_))));
     w.cluster.restart(PHARMACY).unwrap();

@@ -123,15 +123,6 @@ fn facts_of(w: &World, at: ReplicaId, tx: &TxId) -> RowFacts {
         .unwrap()
 }
 
-/// Runs `sql` on the stopped validator `at`'s `keys.db`, as whoever can write the file
-/// without the operator key.
-fn edit(w: &World, at: ReplicaId, sql: &str, params: impl rusqlite::Params) {
-    rusqlite::Connection::open(w.keys_db(at))
-        .unwrap()
-        .execute(sql, params)
-        .unwrap();
-}
-
 /// The rows `at`'s key service refused at its last start, once it has started.
 fn rows_refused(w: &World, at: ReplicaId) -> u64 {
     w.node(at).key_status().counters.keys_rows_refused
@@ -170,22 +161,19 @@ fn a_start_refuses_facts_edited_or_copied_from_another_row() {
     );
 
     w.cluster.stop(HOSPITAL);
-    edit(
-        &w,
+    w.edit_keys_db(
         HOSPITAL,
         "UPDATE data_keys SET (patient, not_after_ms, on_chain, facts_tag) =
             (SELECT patient, not_after_ms, on_chain, facts_tag FROM data_keys WHERE tx = ?2)
          WHERE tx = ?1",
         rusqlite::params![copied_to.as_slice(), insurers.as_slice()],
     );
-    edit(
-        &w,
+    w.edit_keys_db(
         HOSPITAL,
         "UPDATE data_keys SET patient = ?2 WHERE tx = ?1",
         rusqlite::params![moved.as_slice(), other.id.as_slice()],
     );
-    edit(
-        &w,
+    w.edit_keys_db(
         HOSPITAL,
         "UPDATE data_keys SET not_after_ms = not_after_ms - 1 WHERE tx = ?1",
         [deadline.as_slice()],
@@ -240,8 +228,7 @@ fn a_pending_seals_edited_deadline_is_refused_until_its_block_writes_the_chains(
     for start in 0..2 {
         w.cluster.stop(HOSPITAL);
         if start == 0 {
-            edit(
-                &w,
+            w.edit_keys_db(
                 HOSPITAL,
                 "UPDATE data_keys SET not_after_ms = ?2 WHERE tx = ?1",
                 rusqlite::params![tx.as_slice(), edited],
@@ -282,8 +269,7 @@ fn a_tampered_schema_4_store_is_not_laundered_by_its_migration() {
     let before = facts_of(&w, HOSPITAL, &record);
 
     w.cluster.stop(HOSPITAL);
-    edit(
-        &w,
+    w.edit_keys_db(
         HOSPITAL,
         "UPDATE data_keys SET on_chain = ?2 WHERE tx = ?1",
         rusqlite::params![
@@ -416,8 +402,7 @@ fn a_clean_restart_checks_no_row_again_but_an_edited_store_every_row() {
     assert_eq!(rows_checked(&w), 0);
 
     w.cluster.stop(HOSPITAL);
-    edit(
-        &w,
+    w.edit_keys_db(
         HOSPITAL,
         "UPDATE data_keys SET not_after_ms = not_after_ms - 1 WHERE tx = ?1",
         [records[1].as_slice()],

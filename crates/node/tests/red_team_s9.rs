@@ -10,11 +10,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::world::{CLINIC, HOSPITAL, HOUR_MS, World, record_meta, wait_until};
-use common::{enrollment, note};
+use common::enrollment;
+use common::world::{CLINIC, HOSPITAL, HOUR_MS, World, wait_until};
 use ledger::TxId;
 use node::OpenState;
-use node::load::{Person, header};
+use node::load::Person;
 use pbft::ReplicaId;
 
 fn patient_of(w: &World, at: ReplicaId, tx: &TxId) -> Option<Vec<u8>> {
@@ -104,21 +104,7 @@ fn red_team_s9_a_pending_seal_forged_applied_is_still_deleted_at_its_deadline() 
     let patient = Person::patient(HOSPITAL);
     let doctor = Person::doctor(HOSPITAL, "Cardiology", "Dr Soon");
     w.enroll(&[&patient, &doctor]);
-    let meta = record_meta(&patient, &doctor, w.write_grant(&patient, &doctor));
-    let mut unsent = Vec::new();
-    for text in ["forged applied", "control"] {
-        let mut near = header(meta.clone(), doctor.signer());
-        near.not_after_ms = w.clock.now_ms() + 1_000;
-        let (near, stored) =
-            w.rt.block_on(w.node(HOSPITAL).seal(near, &note(text).to_bytes()))
-                .unwrap();
-        unsent.push(
-            doctor
-                .sign_header(&w.genesis_hash(), near, stored)
-                .id(&w.genesis_hash()),
-        );
-    }
-    let (forged, control) = (unsent[0], unsent[1]);
+    let [forged, control] = w.unsent_seals(&patient, &doctor);
 
     w.cluster.stop(HOSPITAL);
     rusqlite::Connection::open(w.keys_db(HOSPITAL))

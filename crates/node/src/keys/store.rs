@@ -2960,3 +2960,221 @@ mod red_team_s43 {
         }
     }
 }
+
+/// Red team s46 against 015629ad (`keys.db.checked`: a clean stop vouches for the file, and the
+/// next open skips the check of the rows it vouched for, docs/SECURITY.md §12.1 item 8).
+#[cfg(test)]
+mod red_team_s46 {
+    use super::*;
+    use std::time::Duration;
+
+    const GENESIS: Hash = [7; 32];
+
+    fn open(dir: &Path, key: &KeystoreKey) -> Result<KeyStore, NodeError> {
+        KeyStore::open(&dir.join("keys.db"), GENESIS, key.clone())
+    }
+
+    fn facts(not_after_ms: u64) -> Facts {
+        Facts {
+            patient: [2; 16],
+            not_after_ms,
+            on_chain: Some(vec![1; 13]),
+        }
+    }
+
+    /// A `keys.db` with three applied rows, every one checked and vouched for by a clean stop.
+    fn vouched() -> (tempfile::TempDir, KeystoreKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let store = open(dir.path(), &key).unwrap();
+        for i in 1..=3u8 {
+            store
+                .rows()
+                .insert_key(&[i; 32], &facts(99), &DataKey::generate())
+                .unwrap();
+        }
+        store.close_checked(None).unwrap();
+        drop(store);
+        (dir, key)
+    }
+
+    fn edit(dir: &Path, sql: &str) {
+        Connection::open(dir.join("keys.db"))
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    }
+
+    /// Break: `KeyStore::open` takes a store with no `meta.genesis_hash` for one "made by this
+    /// open" (`check_identity` returns `created`), and a made store has "no row to check":
+    /// `sweep_from` None. Whoever writes the stopped validator's `keys.db` deletes that one
+    /// meta row (no key needed: `check_identity` then writes a new `key_check` under the
+    /// operator key itself) and edits whatever rows it likes: the start checks none of them,
+    /// and its clean stop (or `OfflineKeys`' drop, which vouches for `sweep_from()`) writes a
+    /// record that vouches for the edited rows for good. Before 015629ad the same store was
+    /// opened the same way and every row was checked after the start.
+    #[test]
+    fn red_team_s46_a_deleted_genesis_hash_makes_a_tampered_store_pass_for_a_new_one() {
+        let (dir, key) = vouched();
+        std::fs::remove_file(dir.path().join("keys.db.checked")).unwrap();
+        // A facts edit, and two rows' numbers swapped (s10: hides a row from its run).
+        edit(
+            dir.path(),
+            "UPDATE data_keys SET not_after_ms = 1 WHERE seq = 1;
+             UPDATE data_keys SET seq = 100 WHERE seq = 2;
+             UPDATE data_keys SET seq = 2 WHERE seq = 3;
+             UPDATE data_keys SET seq = 3 WHERE seq = 100;
+             DELETE FROM meta WHERE key = 'genesis_hash';",
+        );
+        let store = open(dir.path(), &key).unwrap();
+        let swept = store.sweep_from();
+        // What `OfflineKeys`' drop, or the service's clean stop with `checked_to` as loaded,
+        // writes.
+        store.close_checked(swept).unwrap();
+        drop(store);
+        let again = open(dir.path(), &key).unwrap().sweep_from();
+        assert_eq!(
+            (swept, again),
+            (Some(0), Some(0)),
+            "a store with rows whose genesis_hash was deleted on disk: no row is checked, and \
+             the record the next stop writes vouches for the edited rows"
+        );
+    }
+
+    /// Control: the same edit with `genesis_hash` left: every row is checked.
+    #[test]
+    fn red_team_s46_control_an_edited_store_is_checked_whole() {
+        let (dir, key) = vouched();
+        edit(
+            dir.path(),
+            "UPDATE data_keys SET not_after_ms = 1 WHERE seq = 1;",
+        );
+        assert_eq!(open(dir.path(), &key).unwrap().sweep_from(), Some(0));
+    }
+
+    /// Control: a hot rollback journal beside the vouched store (an edit's page images, the
+    /// way a crash mid-commit in `journal_mode=DELETE` leaves them) is played back by SQLite
+    /// at the first read of the open, before the digest: the played file is not the vouched
+    /// one, and every row is checked.
+    #[test]
+    fn red_team_s46_control_a_hot_journal_beside_a_vouched_store_changes_its_digest() {
+        let (dir, key) = vouched();
+        let path = dir.path().join("keys.db");
+        let record = std::fs::read(dir.path().join("keys.db.checked")).unwrap();
+        let vouched_bytes = std::fs::read(&path).unwrap();
+        // The edited state T, in rollback mode; then a transaction that writes V's value back,
+        // its journal (T's page images) copied aside while it is open.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = DELETE; PRAGMA synchronous = OFF;
+             UPDATE data_keys SET not_after_ms = 1 WHERE seq = 1;
+             PRAGMA cache_size = 1;
+             BEGIN; UPDATE data_keys SET not_after_ms = 99 WHERE seq = 1;",
+        )
+        .unwrap();
+        let mut journal = path.as_os_str().to_owned();
+        journal.push("-journal");
+        let journal = PathBuf::from(journal);
+        let images = std::fs::read(&journal).unwrap();
+        conn.execute_batch("ROLLBACK;").unwrap();
+        drop(conn);
+        // The vouched file and its record put back, with the journal beside them.
+        std::fs::write(&path, &vouched_bytes).unwrap();
+        std::fs::write(dir.path().join("keys.db.checked"), &record).unwrap();
+        std::fs::write(&journal, &images).unwrap();
+        let store = open(dir.path(), &key).unwrap();
+        let read: i64 = store
+            .conn
+            .query_row(
+                "SELECT not_after_ms FROM data_keys WHERE seq = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let sweep = store.sweep_from();
+        eprintln!("read {read}, sweep {sweep:?}");
+        assert!(
+            read == 99 || sweep == Some(0),
+            "SQLite reads the journal's edit ({read}) but the record vouched ({sweep:?})"
+        );
+    }
+
+    /// Break: the record is written through `ledger::files::write_private_file`, which opens
+    /// `keys.db.checked.tmp` with `create + truncate` and no `O_NOFOLLOW`, chmods it (following
+    /// links), then renames it. Whoever writes the stopped validator's folder puts a symlink
+    /// there to any file the validator's user may write (outside the folder: the operator's
+    /// key file, `~/.ssh/authorized_keys`, another validator's `chain.db`): the next clean stop
+    /// truncates it and writes the 112-byte record into it. Expected: the link replaced, or
+    /// the record not written; the target untouched.
+    #[test]
+    fn red_team_s46_a_symlinked_tmp_record_does_not_clobber_its_target() {
+        let (dir, key) = vouched();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let victim = elsewhere.path().join("operator.key");
+        std::fs::write(&victim, b"not the validator's to overwrite").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("keys.db.checked.tmp")).unwrap();
+        let store = open(dir.path(), &key).unwrap();
+        let _ = store.close_checked(store.sweep_from());
+        drop(store);
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"not the validator's to overwrite",
+            "the clean stop wrote its record through a symlink planted in the folder"
+        );
+    }
+
+    /// Control (robustness): a directory in the record's place, or a record cut short or
+    /// made longer, vouches for nothing; the open neither fails nor panics, and every row is
+    /// checked.
+    #[test]
+    fn red_team_s46_control_a_directory_or_a_resized_record_vouches_for_nothing() {
+        let (dir, key) = vouched();
+        let record_path = dir.path().join("keys.db.checked");
+        let record = std::fs::read(&record_path).unwrap();
+        std::fs::remove_file(&record_path).unwrap();
+        std::fs::create_dir(&record_path).unwrap();
+        assert_eq!(open(dir.path(), &key).unwrap().sweep_from(), Some(0));
+        std::fs::remove_dir(&record_path).unwrap();
+        for bytes in [
+            &record[..record.len() - 1],
+            &[record.as_slice(), &[0]].concat(),
+        ] {
+            // The store as vouched: the record is the only change.
+            open(dir.path(), &key).unwrap().close_checked(None).unwrap();
+            std::fs::write(&record_path, bytes).unwrap();
+            assert_eq!(open(dir.path(), &key).unwrap().sweep_from(), Some(0));
+        }
+    }
+
+    /// Break (robustness): `checked::take` reads `keys.db.checked` with `std::fs::read`,
+    /// whatever it is. A FIFO in its place (or a symlink to one, or to `/dev/zero`: read until
+    /// memory runs out; or a huge sparse file: one allocation of its length) makes the open
+    /// of the key store, so the validator's start, block for good. Expected: a record that is
+    /// not a regular file of the record's length is no record (every row checked).
+    #[test]
+    fn red_team_s46_a_fifo_for_a_record_does_not_stall_the_open() {
+        let (dir, key) = vouched();
+        let record = dir.path().join("keys.db.checked");
+        std::fs::remove_file(&record).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&record)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (sent, received) = std::sync::mpsc::channel();
+        let (path, key) = (dir.path().to_path_buf(), key.clone());
+        std::thread::spawn(move || {
+            let _ = sent.send(open(&path, &key).map(|store| store.sweep_from()));
+        });
+        let opened = received.recv_timeout(Duration::from_secs(10));
+        if opened.is_err() {
+            // Unblock the reader, so that the test process can end.
+            let _ = std::fs::OpenOptions::new().write(true).open(&record);
+            std::mem::forget(dir);
+        }
+        assert!(
+            matches!(opened, Ok(Ok(Some(0)))),
+            "the open with a FIFO as its record: {opened:?}"
+        );
+    }
+}

@@ -384,6 +384,67 @@ impl World {
             .collect()
     }
 
+    /// Two records of `doctor` for `patient` (under a new write grant) sealed at the hospital,
+    /// their keys stored there, due in a second, neither submitted: their ids.
+    pub fn unsent_seals(&self, patient: &Person, doctor: &Person) -> [TxId; 2] {
+        let meta = record_meta(patient, doctor, self.write_grant(patient, doctor));
+        ["forged applied", "control"].map(|text| {
+            let mut near = header(meta.clone(), doctor.signer());
+            near.not_after_ms = self.clock.now_ms() + 1_000;
+            let (near, stored) = self
+                .rt
+                .block_on(self.node(HOSPITAL).seal(near, &note(text).to_bytes()))
+                .unwrap();
+            doctor
+                .sign_header(&self.genesis_hash(), near, stored)
+                .id(&self.genesis_hash())
+        })
+    }
+
+    /// Runs `sql` on the stopped validator `at`'s `keys.db`, as whoever can write the file
+    /// without the operator key.
+    pub fn edit_keys_db(&self, at: ReplicaId, sql: &str, params: impl rusqlite::Params) {
+        rusqlite::Connection::open(self.keys_db(at))
+            .unwrap()
+            .execute(sql, params)
+            .unwrap();
+    }
+
+    /// Copies `at`'s `chain.db` and `node.db` (stopped, then restarted): the copy's folder.
+    pub fn copy_chain_while_stopped(&mut self, at: ReplicaId) -> PathBuf {
+        let folder = self.keys_db(at).parent().unwrap().to_path_buf();
+        let backup = folder.with_file_name("chain-backup");
+        std::fs::create_dir_all(&backup).unwrap();
+        self.cluster.stop(at);
+        for store in ["chain.db", "node.db"] {
+            for suffix in ["", "-wal"] {
+                let file = format!("{store}{suffix}");
+                if folder.join(&file).exists() {
+                    std::fs::copy(folder.join(&file), backup.join(&file)).unwrap();
+                }
+            }
+        }
+        self.cluster.restart(at).unwrap();
+        backup
+    }
+
+    /// Stops `at` (if it runs) and puts the copied `chain.db` and `node.db` back in its folder,
+    /// keeping its `keys.db` (what `medchain restore` does with a newer key store, §5.6; or a
+    /// writer of the folder putting an old backup's chain in place).
+    pub fn restore_chain_keep_keys(&mut self, at: ReplicaId, backup: &std::path::Path) {
+        self.cluster.stop(at);
+        let folder = self.keys_db(at).parent().unwrap().to_path_buf();
+        for store in ["chain.db", "node.db"] {
+            for suffix in ["", "-wal", "-shm"] {
+                let file = format!("{store}{suffix}");
+                let _ = std::fs::remove_file(folder.join(&file));
+                if backup.join(&file).exists() {
+                    std::fs::copy(backup.join(&file), folder.join(&file)).unwrap();
+                }
+            }
+        }
+    }
+
     /// Validator `at`, stopped, loses its key store.
     pub fn lose_keys_db(&self, at: ReplicaId) {
         for file in self.keys_db_files(at) {
