@@ -288,8 +288,8 @@ impl Replica {
             return;
         }
         let due = match f.requested_at {
-            None => now >= f.since + wait,
-            Some(at) => now >= at + retry,
+            None => now >= f.since.saturating_add(wait),
+            Some(at) => now >= at.saturating_add(retry),
         };
         if due {
             f.requested_at = Some(now);

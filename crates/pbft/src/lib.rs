@@ -184,7 +184,12 @@
 //!   not the primary's work. The vouch is for the sequence number, not for the pre-prepare
 //!   this replica holds there, so the time waited outside such slots still counts: a faulty
 //!   primary that plants the request at one correct backup behind after another holds at
-//!   most f of them at once (red team s42 F1).
+//!   most f of them at once (red team s42 F1). The timer is renewed, not paused, when this
+//!   replica's own pre-prepares hash-chain from the target's vouched digest down to every
+//!   waited-on slot: those slots are the decided ones, and a backup behind its own decided
+//!   slots (a crash between commit and apply, a slow transfer) no longer times out on a
+//!   correct primary because fresh requests kept it outside them for a while (red team s45
+//!   F1, s39 F3 again under the pause); a planted slot never chains to the decided digest.
 //! - **Re-issued proposals** of a new-view's O set are not checked again: each carries 2f
 //!   backup prepares of its own view, f+1 of them from correct replicas that checked it then
 //!   (the O set has no null requests before its last entry, so no unchecked time enters).

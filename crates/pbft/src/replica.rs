@@ -756,7 +756,17 @@ impl Replica {
             // another; renewed, no correct replica ever timed out (red team s42 F1). Paused,
             // the time each waited outside such a slot still counts, and the primary can hold
             // at most f correct replicas behind at once.
-            self.timer = self.timer.map(|deadline| deadline.saturating_add(1));
+            // Renewed, though, while this replica's own pre-prepares chain from the vouched
+            // target down to every waited-on slot: those slots are the decided ones, their
+            // requests execute with the transfer, and the time waited before the vouch is no
+            // fault of the primary (red team s45 F1: paused, a backup behind its own restored
+            // slot timed out on a correct primary once fresh requests kept it out of the
+            // vouched slots for a while, s39 F3 again). A planted slot never chains there.
+            self.timer = if self.waited_slots_decided() {
+                Some(self.now.saturating_add(self.timeout()))
+            } else {
+                self.timer.map(|deadline| deadline.saturating_add(1))
+            };
         }
         if let Some(deadline) = self.timer
             && self.now >= deadline
@@ -1317,6 +1327,40 @@ impl Replica {
                     .get(id)
                     .is_some_and(|seq| *seq > head && *seq <= target)
             })
+    }
+
+    /// This replica's pre-prepares hash-chain from the fetch target's vouched (seq, digest)
+    /// down to the lowest slot holding a waited-on request (checked only while
+    /// `waits_on_a_vouched_slot`, over at most a watermark window of slots).
+    fn waited_slots_decided(&self) -> bool {
+        let Some(target) = self.fetch.as_ref() else {
+            return false;
+        };
+        let Some(lowest) = self
+            .pending
+            .keys()
+            .filter_map(|id| self.in_log.get(id))
+            .min()
+            .copied()
+        else {
+            return false;
+        };
+        let mut want = target.digest;
+        for seq in (lowest..=target.seq).rev() {
+            let Some(pp) = self
+                .slots
+                .get(&seq)
+                .filter(|s| !s.abandoned)
+                .and_then(|s| s.pre_prepare.as_ref())
+            else {
+                return false;
+            };
+            if pp.digest != want {
+                return false;
+            }
+            want = pp.proposal.prev;
+        }
+        true
     }
 
     /// A backup's first check of a block time (crate docs, "Block time"): later than the time
