@@ -747,7 +747,7 @@ impl Replica {
             // out at the earliest a full timeout after it (a timeout shorter than τ/2 would
             // replace every correct primary after a faulty one pushed the time ahead).
             self.timer = Some(self.now.saturating_add(self.timeout()));
-        } else if self.timer.is_some() && self.waits_on_a_vouched_slot() {
+        } else if let Some(lowest) = self.timer.and_then(|_| self.lowest_waited_vouched_slot()) {
             // A replica whose every waited-on request sits in a slot the others vouch they
             // executed lacks only the state transfer, not the primary's work (red team s33 F1,
             // s39 F3, s40 F1): its timer stands still, but is not renewed. The vouch is for the
@@ -762,7 +762,7 @@ impl Replica {
             // fault of the primary (red team s45 F1: paused, a backup behind its own restored
             // slot timed out on a correct primary once fresh requests kept it out of the
             // vouched slots for a while, s39 F3 again). A planted slot never chains there.
-            self.timer = if self.waited_slots_decided() {
+            self.timer = if self.waited_slots_decided(lowest) {
                 Some(self.now.saturating_add(self.timeout()))
             } else {
                 self.timer.map(|deadline| deadline.saturating_add(1))
@@ -1305,46 +1305,45 @@ impl Replica {
                 .saturating_sub(self.cfg.clock_skew_allowance_ms())
     }
 
-    /// Every request waited on is in a slot above the head and at or below the fetch
-    /// target, which f+1 replicas (one of them correct), a stable checkpoint's proof or 2f+1
-    /// commits vouch was executed: the slot is decided, only its state transfer is missing. A
-    /// faulty primary cannot forge that; its slots above the target still time out (a backup it
-    /// keeps behind is not kept waiting), and so does a request no slot holds (a primary
-    /// catching up still joins backups that gave up on it: red team s39 F2).
-    fn waits_on_a_vouched_slot(&self) -> bool {
-        let Some(target) = self.fetch.as_ref().map(|f| f.seq) else {
-            return false;
-        };
+    /// The lowest slot holding a waited-on request, if every request waited on sits in a slot
+    /// above the head and at or below the fetch target, which f+1 replicas (one of them
+    /// correct), a stable checkpoint's proof or 2f+1 commits vouch was executed: only the
+    /// state transfer of that sequence number is missing. A faulty primary cannot forge that;
+    /// its slots above the target still time out (a backup it keeps behind is not kept
+    /// waiting), and so does a request no slot holds (a primary catching up still joins
+    /// backups that gave up on it: red team s39 F2). One pass over `pending`: it runs at every
+    /// tick while a timer and a fetch run, over up to L x max_batch ids (red team s47 P1).
+    fn lowest_waited_vouched_slot(&self) -> Option<SeqNo> {
+        let target = self.fetch.as_ref()?.seq;
         // Every request waited on, not only the oldest the timer follows: a primary behind its
         // own committed proposals must still time out on a request it cannot propose (red team
         // s40 F1). Only while a timer and a fetch run, over at most `max_pending` ids.
         // A normal-status timer follows a request; in view-change status it waits on a
         // new-view (nothing pending may be in the log then, and `all` of nothing holds).
+        self.timed_request?;
         let head = self.last_executed.0;
-        self.timed_request.is_some()
-            && self.pending.keys().all(|id| {
-                self.in_log
-                    .get(id)
-                    .is_some_and(|seq| *seq > head && *seq <= target)
-            })
+        let mut lowest: Option<SeqNo> = None;
+        for id in self.pending.keys() {
+            let seq = *self
+                .in_log
+                .get(id)
+                .filter(|s| **s > head && **s <= target)?;
+            lowest = Some(lowest.map_or(seq, |l| l.min(seq)));
+        }
+        // `all` of nothing held: no waited slot, and nothing to chain down to.
+        Some(lowest.unwrap_or(target))
     }
 
     /// This replica's pre-prepares hash-chain from the fetch target's vouched (seq, digest)
     /// down to the lowest slot holding a waited-on request (checked only while
-    /// `waits_on_a_vouched_slot`, over at most a watermark window of slots).
-    fn waited_slots_decided(&self) -> bool {
+    /// `lowest_waited_vouched_slot`, over at most a watermark window of slots).
+    fn waited_slots_decided(&self, lowest: SeqNo) -> bool {
         let Some(target) = self.fetch.as_ref() else {
             return false;
         };
-        let Some(lowest) = self
-            .pending
-            .keys()
-            .filter_map(|id| self.in_log.get(id))
-            .min()
-            .copied()
-        else {
+        if self.pending.is_empty() {
             return false;
-        };
+        }
         let mut want = target.digest;
         for seq in (lowest..=target.seq).rev() {
             let Some(pp) = self

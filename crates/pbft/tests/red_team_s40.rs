@@ -68,7 +68,7 @@ fn backups_executed(c: &Cluster, id: Digest) -> Result<(), String> {
 }
 
 /// F1 (MEDIUM, liveness; s39 F2 is not closed once the primary behind has a proposal in its
-/// pipeline). The push of `waits_on_a_vouched_slot` is decided on `timed_request`, the OLDEST
+/// pipeline). The push of `waits_on_a_vouched_slot` (now `lowest_waited_vouched_slot`) is decided on `timed_request`, the OLDEST
 /// request the replica waits on, and then shields every later request too. A primary behind
 /// its own committed slots (a crash between commit and apply: ledger head 4, slot 5 restored)
 /// resubmits request 5 (oldest) and proposes 6, 7, 8 until its pipeline is full; the others
