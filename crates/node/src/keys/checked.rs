@@ -9,9 +9,9 @@
 //! operator key changes the digest (a row, a page of the WAL folded in at open, the record
 //! itself: its tag fails), and the start checks every row, as every start did before. An
 //! older file put back with its own record is an older state of this validator's own store,
-//! which a restored backup is too (§5.6). The digest is read at each clean stop and each start, after the store is
-//! open and its WAL emptied (about a second a gigabyte), where the check of rows it spares
-//! took about 3 µs a row at 10 % of a core, tens of seconds to minutes after every start.
+//! which a restored backup is too (§5.6). The digest is read at each clean stop and each
+//! start, its WAL emptied (about a second a gigabyte), where the check of rows it spares took
+//! about 3 µs a row at 10 % of a core, tens of seconds to minutes after every start.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
