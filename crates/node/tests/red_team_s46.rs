@@ -21,11 +21,6 @@ use common::world::{CLINIC, HOSPITAL, World, wait_until};
 use ledger::TxId;
 use node::load::Person;
 use node::{OpenState, Wire};
-use pbft::ReplicaId;
-
-fn rows_checked(w: &World, at: ReplicaId) -> u64 {
-    w.node(at).key_status().counters.keys_rows_checked
-}
 
 /// Break: a `keys.db` whose `meta.genesis_hash` row was deleted on disk is taken by
 /// `KeyStore::open` for a store made by this open, and a made store has "no row to check":
@@ -59,7 +54,7 @@ fn red_team_s46_a_deleted_genesis_hash_skips_the_check_of_an_edited_store() {
     w.cluster.restart(HOSPITAL).unwrap();
     wait_until(
         "every row of the edited store checked after the start",
-        || rows_checked(&w, HOSPITAL) >= held,
+        || w.key_counters(HOSPITAL).keys_rows_checked >= held,
     );
 }
 
@@ -92,7 +87,9 @@ fn forged_applied_seal_across_two_starts() {
     );
     // The first start checks every row (no record matches), the forged row among them.
     w.cluster.restart(HOSPITAL).unwrap();
-    wait_until("every row checked", || rows_checked(&w, HOSPITAL) >= held);
+    wait_until("every row checked", || {
+        w.key_counters(HOSPITAL).keys_rows_checked >= held
+    });
     // Past the timer that ends the sweep.
     std::thread::sleep(Duration::from_millis(600));
     w.cluster.stop(HOSPITAL);
@@ -115,7 +112,7 @@ fn forged_applied_seal_across_two_starts() {
     });
     assert!(hospital.key_status().processed_height >= later);
     assert!(
-        rows_checked(&w, HOSPITAL) > 0,
+        w.key_counters(HOSPITAL).keys_rows_checked > 0,
         "a start without a record checks rows"
     );
     assert!(
@@ -170,7 +167,9 @@ fn moved_row_with_the_chain_behind() {
         !(to == CLINIC && matches!(**frame, Wire::Blocks(_)) && *hold.lock().unwrap())
     });
     w.cluster.restart(CLINIC).unwrap();
-    wait_until("every row checked", || rows_checked(&w, CLINIC) >= held);
+    wait_until("every row checked", || {
+        w.key_counters(CLINIC).keys_rows_checked >= held
+    });
     std::thread::sleep(Duration::from_millis(600));
     assert!(w.node(CLINIC).status().height < w.node(HOSPITAL).status().height);
     w.cluster.stop(CLINIC);
@@ -196,7 +195,7 @@ fn moved_row_with_the_chain_behind() {
         !w.key_rows(CLINIC).contains(&moved),
         "the grantee keeps an ended grant's key: its row's patient was moved on disk and a \
          sweep with the chain behind vouched for it (rows checked at this start: {})",
-        rows_checked(&w, CLINIC)
+        w.key_counters(CLINIC).keys_rows_checked
     );
 }
 
@@ -223,6 +222,6 @@ fn red_team_s46_a_deleted_genesis_hash_lets_a_grantee_keep_a_moved_rows_key() {
         !w.key_rows(CLINIC).contains(&moved),
         "the grantee keeps an ended grant's key: its row's patient was moved on disk and the \
          start took the store for a new one (rows checked: {})",
-        rows_checked(&w, CLINIC)
+        w.key_counters(CLINIC).keys_rows_checked
     );
 }

@@ -106,7 +106,7 @@ fn red_team_an_edited_on_chain_column_hands_a_key_to_a_non_party() {
         on_chain_of(&w, HOSPITAL, &record)
             == Some(on_chain_bytes(HOSPITAL, HOSPITAL, HOSPITAL, true))
     });
-    assert_eq!(rows_refused(&w, HOSPITAL), 1);
+    assert_eq!(w.key_counters(HOSPITAL).keys_rows_refused, 1);
 }
 
 /// A row's facts as `keys.db` holds them: patient, `not_after_ms`, `on_chain`, `facts_tag`.
@@ -121,11 +121,6 @@ fn facts_of(w: &World, at: ReplicaId, tx: &TxId) -> RowFacts {
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )
         .unwrap()
-}
-
-/// The rows `at`'s key service refused at its last start, once it has started.
-fn rows_refused(w: &World, at: ReplicaId) -> u64 {
-    w.node(at).key_status().counters.keys_rows_refused
 }
 
 /// Each fact a start trusts is sealed with its transaction id (§12.1 item 6): a row whose
@@ -188,12 +183,12 @@ fn a_start_refuses_facts_edited_or_copied_from_another_row() {
         let after: Vec<RowFacts> = records.iter().map(|r| facts_of(&w, HOSPITAL, r)).collect();
         after == before
     });
-    assert_eq!(rows_refused(&w, HOSPITAL), 3);
+    assert_eq!(w.key_counters(HOSPITAL).keys_rows_refused, 3);
 
     w.cluster.stop(HOSPITAL);
     w.cluster.restart(HOSPITAL).unwrap();
     settled_reply(&w, INSURANCE, HOSPITAL, copied_to, 3_000);
-    assert_eq!(rows_refused(&w, HOSPITAL), 0);
+    assert_eq!(w.key_counters(HOSPITAL).keys_rows_refused, 0);
     assert_eq!(
         common::world::diagnosis(&w.wait_state(HOSPITAL, &moved, OpenState::Open)),
         "Meningioma"
@@ -236,7 +231,11 @@ fn a_pending_seals_edited_deadline_is_refused_until_its_block_writes_the_chains(
         }
         w.cluster.restart(HOSPITAL).unwrap();
         settled_reply(&w, INSURANCE, HOSPITAL, tx, 1_000 * (start + 1));
-        assert_eq!(rows_refused(&w, HOSPITAL), 1, "start {start}");
+        assert_eq!(
+            w.key_counters(HOSPITAL).keys_rows_refused,
+            1,
+            "start {start}"
+        );
         assert_eq!(facts_of(&w, HOSPITAL, &tx).1, edited, "kept as it says");
     }
 
@@ -250,7 +249,7 @@ fn a_pending_seals_edited_deadline_is_refused_until_its_block_writes_the_chains(
     w.cluster.stop(HOSPITAL);
     w.cluster.restart(HOSPITAL).unwrap();
     settled_reply(&w, INSURANCE, HOSPITAL, tx, 3_000);
-    assert_eq!(rows_refused(&w, HOSPITAL), 0);
+    assert_eq!(w.key_counters(HOSPITAL).keys_rows_refused, 0);
 }
 
 /// A store of schema 4 is migrated with its rows untagged, never vouched for: what a tampered
@@ -291,7 +290,7 @@ fn a_tampered_schema_4_store_is_not_laundered_by_its_migration() {
     w.cluster.restart(HOSPITAL).unwrap();
     let asked = settled_reply(&w, INSURANCE, HOSPITAL, record, 1_000);
     assert!(!matches!(asked, KeyReply::Key(_)), "{asked:?}");
-    assert_eq!(rows_refused(&w, HOSPITAL), 0);
+    assert_eq!(w.key_counters(HOSPITAL).keys_rows_refused, 0);
     wait_until(
         "the row read to be written back with the chain's facts",
         || facts_of(&w, HOSPITAL, &record) == before,
@@ -391,7 +390,6 @@ fn a_clean_restart_checks_no_row_again_but_an_edited_store_every_row() {
     w.settle();
     let held = w.key_rows(HOSPITAL).len() as u64;
     assert!(held >= records.len() as u64, "{held} rows");
-    let rows_checked = |w: &World| w.node(HOSPITAL).key_status().counters.keys_rows_checked;
 
     w.cluster.stop(HOSPITAL);
     assert!(w.keys_db(HOSPITAL).with_extension("db.checked").exists());
@@ -399,7 +397,7 @@ fn a_clean_restart_checks_no_row_again_but_an_edited_store_every_row() {
     settled_reply(&w, INSURANCE, HOSPITAL, records[0], 1_000);
     // A check would have read every row at the first timer (250 ms).
     std::thread::sleep(std::time::Duration::from_millis(800));
-    assert_eq!(rows_checked(&w), 0);
+    assert_eq!(w.key_counters(HOSPITAL).keys_rows_checked, 0);
 
     w.cluster.stop(HOSPITAL);
     w.edit_keys_db(
@@ -408,6 +406,8 @@ fn a_clean_restart_checks_no_row_again_but_an_edited_store_every_row() {
         [records[1].as_slice()],
     );
     w.cluster.restart(HOSPITAL).unwrap();
-    wait_until("every row checked", || rows_checked(&w) >= held);
-    assert_eq!(rows_refused(&w, HOSPITAL), 1);
+    wait_until("every row checked", || {
+        w.key_counters(HOSPITAL).keys_rows_checked >= held
+    });
+    assert_eq!(w.key_counters(HOSPITAL).keys_rows_refused, 1);
 }

@@ -401,6 +401,11 @@ impl World {
         })
     }
 
+    /// Validator `at`'s key service's counters (since its last start).
+    pub fn key_counters(&self, at: ReplicaId) -> node::KeyCounters {
+        self.node(at).key_status().counters
+    }
+
     /// Runs `sql` on the stopped validator `at`'s `keys.db`, as whoever can write the file
     /// without the operator key.
     pub fn edit_keys_db(&self, at: ReplicaId, sql: &str, params: impl rusqlite::Params) {
