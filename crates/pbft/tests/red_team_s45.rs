@@ -163,13 +163,6 @@ fn planted(
     }
     c.run();
     let mut left = vec![None; 4];
-    let note = |c: &Cluster, left: &mut Vec<Option<u64>>| {
-        for (i, (v, changing)) in c.views().into_iter().enumerate() {
-            if left[i].is_none() && (v > 0 || changing) {
-                left[i] = Some(c.now);
-            }
-        }
-    };
     let mut filler = 1u8;
     for round in 0..rounds {
         let planted_at = schedule(round, &c);
@@ -180,7 +173,7 @@ fn planted(
         for _ in 0..4 {
             commit_block(&mut c, filler);
             filler = filler.wrapping_add(1).max(1);
-            note(&c, &mut left);
+            c.note_left_view_0(&mut left);
         }
         if let Some(b) = planted_at {
             for _ in 0..200 {
@@ -188,7 +181,7 @@ fn planted(
                     break;
                 }
                 c.tick_all(1);
-                note(&c, &mut left);
+                c.note_left_view_0(&mut left);
             }
             target.set((0, 0));
             let source = (1..4).find(|s| *s != b).unwrap_or(1);
@@ -197,7 +190,7 @@ fn planted(
         } else {
             c.tick_all(50);
         }
-        note(&c, &mut left);
+        c.note_left_view_0(&mut left);
     }
     (c, left)
 }
@@ -391,13 +384,6 @@ fn planted_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
     c.run();
     let pairs: [[ReplicaId; 2]; 5] = [[1, 2], [3, 4], [5, 1], [2, 3], [4, 5]];
     let mut left = vec![None; 7];
-    let note = |c: &Cluster, left: &mut Vec<Option<u64>>| {
-        for (i, (v, changing)) in c.views().into_iter().enumerate() {
-            if left[i].is_none() && (v > 0 || changing) {
-                left[i] = Some(c.now);
-            }
-        }
-    };
     let mut filler = 1u8;
     for round in 0..rounds {
         let pair = pairs[round % 5];
@@ -411,7 +397,7 @@ fn planted_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
         for _ in 0..4 {
             commit_block(&mut c, filler);
             filler = filler.wrapping_add(1).max(1);
-            note(&c, &mut left);
+            c.note_left_view_0(&mut left);
         }
         if in_view_0 {
             for _ in 0..200 {
@@ -419,7 +405,7 @@ fn planted_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
                     break;
                 }
                 c.tick_all(1);
-                note(&c, &mut left);
+                c.note_left_view_0(&mut left);
             }
             targets.set([(0, 0); 2]);
             let source = (1..6).find(|s| !pair.contains(s)).unwrap_or(1);
@@ -439,7 +425,7 @@ fn planted_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
             }
             c.run();
         }
-        note(&c, &mut left);
+        c.note_left_view_0(&mut left);
     }
     (c, left)
 }

@@ -275,13 +275,6 @@ fn forked_rotation(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
     }
     c.run();
     let mut left = vec![None; 4];
-    let note = |c: &Cluster, left: &mut Vec<Option<u64>>| {
-        for (i, (v, changing)) in c.views().into_iter().enumerate() {
-            if left[i].is_none() && (v > 0 || changing) {
-                left[i] = Some(c.now);
-            }
-        }
-    };
     let mut filler = 1u8;
     for round in 0..rounds {
         let b = (round % 3) as ReplicaId + 1;
@@ -294,7 +287,7 @@ fn forked_rotation(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
         for _ in 0..4 {
             commit_block(&mut c, filler);
             filler = filler.wrapping_add(1).max(1);
-            note(&c, &mut left);
+            c.note_left_view_0(&mut left);
         }
         if planting {
             for _ in 0..200 {
@@ -302,7 +295,7 @@ fn forked_rotation(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
                     break;
                 }
                 c.tick_all(1);
-                note(&c, &mut left);
+                c.note_left_view_0(&mut left);
             }
             target.set((0, 0, GENESIS));
             let source = (1..4).find(|s| *s != b).unwrap_or(1);
@@ -319,7 +312,7 @@ fn forked_rotation(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
             }
             c.run();
         }
-        note(&c, &mut left);
+        c.note_left_view_0(&mut left);
     }
     (c, left)
 }
@@ -407,13 +400,6 @@ fn forked_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
     c.run();
     let pairs: [[ReplicaId; 2]; 5] = [[1, 2], [3, 4], [5, 1], [2, 3], [4, 5]];
     let mut left = vec![None; 7];
-    let note = |c: &Cluster, left: &mut Vec<Option<u64>>| {
-        for (i, (v, changing)) in c.views().into_iter().enumerate() {
-            if left[i].is_none() && (v > 0 || changing) {
-                left[i] = Some(c.now);
-            }
-        }
-    };
     let mut filler = 1u8;
     for round in 0..rounds {
         let pair = pairs[round % 5];
@@ -426,7 +412,7 @@ fn forked_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
         for _ in 0..4 {
             commit_block(&mut c, filler);
             filler = filler.wrapping_add(1).max(1);
-            note(&c, &mut left);
+            c.note_left_view_0(&mut left);
         }
         if in_view_0 {
             for _ in 0..200 {
@@ -434,7 +420,7 @@ fn forked_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
                     break;
                 }
                 c.tick_all(1);
-                note(&c, &mut left);
+                c.note_left_view_0(&mut left);
             }
             forks.set([(0, 0, GENESIS); 2]);
             let source = (1..6).find(|s| !pair.contains(s)).unwrap_or(1);
@@ -453,7 +439,7 @@ fn forked_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
             }
             c.run();
         }
-        note(&c, &mut left);
+        c.note_left_view_0(&mut left);
     }
     (c, left)
 }

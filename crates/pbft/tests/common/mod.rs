@@ -166,6 +166,16 @@ impl Cluster {
             .collect()
     }
 
+    /// Notes in `left` the tick each replica first left view 0 (moved on, or changing views),
+    /// for the replicas that had not yet.
+    pub fn note_left_view_0(&self, left: &mut [Option<u64>]) {
+        for (i, (view, changing)) in self.views().into_iter().enumerate() {
+            if left[i].is_none() && (view > 0 || changing) {
+                left[i] = Some(self.now);
+            }
+        }
+    }
+
     pub fn new(n: u32) -> Self {
         Cluster {
             replicas: (0..n)
