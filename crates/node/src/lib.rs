@@ -3,6 +3,7 @@
 //! serves the embedded cluster (all validators in one process, in-memory transport) and
 //! distributed validators (one per process, TCP).
 
+mod acknowledged;
 mod admission;
 mod budget;
 #[cfg(feature = "byzantine")]
@@ -29,6 +30,7 @@ pub mod transport;
 mod verify;
 mod wire;
 
+pub use acknowledged::{ACKNOWLEDGED_DIR, PendingRow, copy_into_backup, read_pending};
 pub use clock::Clock;
 pub use cluster::{Cluster, ClusterOptions, EMBEDDED_VALIDATORS};
 pub use config::{ConnectionLimits, HttpConfig, NodeConfig, PeerConfig, Timing, parse_duration};

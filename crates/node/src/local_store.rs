@@ -1,8 +1,10 @@
-//! `node.db`: what one validator must not lose but that is not (yet) on chain: transactions it
-//! acknowledged and has not seen committed, and the replica's durable protocol records.
+//! `node.db`: what one validator must not lose but that is not (yet) on chain: the replica's
+//! durable protocol records. The transactions it acknowledged and has not seen committed are
+//! in the journal beside it ([`crate::acknowledged`]); the `pending` table here only carries
+//! them in from an older medchain or a backup's copy, taken over at the start.
 //!
-//! Writes are grouped by the caller: one SQLite transaction (one fsync) per batch of accepted
-//! transactions or per step's protocol records, never one per transaction.
+//! Writes are grouped by the caller: one SQLite transaction (one fsync) per step's protocol
+//! records.
 //!
 //! The proposals that protocol records name are not stored here but in chain.db, staged
 //! ([`Proposals`], docs/STORAGE.md §3): the block a proposal becomes names the same rows, so each
@@ -20,6 +22,7 @@ use pbft::{
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::acknowledged::PendingRow;
 use crate::error::NodeError;
 
 const MIGRATIONS: &[&str] = &[
@@ -259,14 +262,6 @@ pub struct Restored {
     pub lost_votes: Option<SeqNo>,
 }
 
-/// An acknowledged transaction as stored: its id, when it was accepted, its encoded bytes.
-#[derive(Debug, PartialEq, Eq)]
-pub struct PendingRow {
-    pub id: [u8; 32],
-    pub accepted_ms: u64,
-    pub body: Vec<u8>,
-}
-
 pub struct LocalStore {
     conn: Connection,
     /// The stored records by row, as [`Durable::kept`] reads them ([`summary`]), once a
@@ -340,7 +335,8 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Durably records accepted transactions (encoded), in one SQLite transaction.
+    /// Durably records accepted transactions (encoded), in one SQLite transaction: a backup's
+    /// copy of the journal ([`crate::acknowledged::copy_into_backup`]).
     pub fn add_pending<'a>(
         &mut self,
         transactions: impl IntoIterator<Item = (&'a [u8; 32], u64, &'a [u8])>,
@@ -358,32 +354,13 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Forgets transactions that are now on chain. Not synced on its own account
-    /// (`synchronous=NORMAL` for this commit only: no fsync; the WAL's next synced commit
-    /// makes it durable with its own): a crash that loses this only leaves ids that the next
-    /// start finds committed and drops again.
-    pub fn remove_pending<'a>(
-        &mut self,
-        ids: impl IntoIterator<Item = &'a [u8; 32]>,
-    ) -> Result<(), NodeError> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let removed = (|| -> Result<(), NodeError> {
-            let tx = self.conn.transaction()?;
-            {
-                let mut delete = tx.prepare_cached("DELETE FROM pending WHERE id = ?1")?;
-                for id in ids {
-                    delete.execute([&id[..]])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })();
-        // Every other write of node.db is promised durable when it returns.
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        removed
+    /// Empties the `pending` table, once the journal holds its rows.
+    pub fn clear_pending(&mut self) -> Result<(), NodeError> {
+        self.conn.execute("DELETE FROM pending", [])?;
+        Ok(())
     }
 
-    /// Every acknowledged, not yet removed transaction, oldest first.
+    /// The transactions the `pending` table holds, oldest first.
     pub fn pending(&self) -> Result<Vec<PendingRow>, NodeError> {
         let mut select = self
             .conn
@@ -799,27 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_pending_leaves_the_next_writes_synced() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = LocalStore::open(&dir.path().join("node.db")).unwrap();
-        let synchronous = |store: &LocalStore| -> i64 {
-            store
-                .conn
-                .pragma_query_value(None, "synchronous", |r| r.get(0))
-                .unwrap()
-        };
-        const FULL: i64 = 2;
-        assert_eq!(synchronous(&store), FULL);
-        store
-            .add_pending([(&[1u8; 32], 5, &b"one"[..]), (&[2u8; 32], 3, &b"two"[..])])
-            .unwrap();
-        store.remove_pending([&[1u8; 32]]).unwrap();
-        assert_eq!(synchronous(&store), FULL);
-        assert_eq!(store.pending_count().unwrap(), 1);
-    }
-
-    #[test]
-    fn pending_and_durable_survive_reopen() {
+    fn pending_and_durable_survive_reopen_until_the_pending_are_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
         let records = vec![
@@ -843,23 +800,24 @@ mod tests {
                 .unwrap();
             store.append_durable(&records[..2], &mut staged).unwrap();
             store.append_durable(&records[2..], &mut staged).unwrap();
-            store.remove_pending([&[1u8; 32]]).unwrap();
             // The records of one sequence number share one staged proposal, and node.db keeps
             // none.
             assert_eq!(staged.0.len(), 3);
             assert_eq!(proposal_rows(&store), 0);
         }
-        let store = LocalStore::open(&path).unwrap();
-        let pending = store.pending().unwrap();
+        let mut store = LocalStore::open(&path).unwrap();
+        let row = |id: u8, accepted_ms: u64, body: &[u8]| PendingRow {
+            id: [id; 32],
+            accepted_ms,
+            body: body.to_vec(),
+        };
         assert_eq!(
-            pending,
-            vec![PendingRow {
-                id: [2u8; 32],
-                accepted_ms: 3,
-                body: b"two".to_vec()
-            }]
+            store.pending().unwrap(),
+            vec![row(2, 3, b"two"), row(1, 5, b"one")]
         );
         assert_eq!(store.durable_with(&staged, 0).unwrap().records, records);
+        store.clear_pending().unwrap();
+        assert!(store.pending().unwrap().is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use rand::RngCore;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
+use crate::acknowledged::{self, ACKNOWLEDGED_DIR};
 use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
@@ -137,6 +138,8 @@ impl Node {
         let chain_path = options.dir.join("chain.db");
         let mut chain = Store::open(&chain_path, &genesis, OpenOptions::default())?;
         let mut local = LocalStore::open(&options.dir.join("node.db"))?;
+        let (acknowledged, stored) =
+            acknowledged::open_taking_over(&options.dir.join(ACKNOWLEDGED_DIR), &mut local)?;
         // Before anything is sent: whether this replica may have voted in a state its node.db
         // no longer holds (deleted, or restored from a backup), recorded durably.
         let mut start = incarnation::begin(&options.dir, &genesis.hash(), &mut local)?;
@@ -290,6 +293,7 @@ impl Node {
             replica,
             chain,
             local,
+            acknowledged,
             transport,
             keys_inbox.clone(),
             inbox,
@@ -302,7 +306,7 @@ impl Node {
         {
             runtime.byzantine = options.byzantine.clone();
         }
-        runtime.resume_pending()?;
+        runtime.resume_pending(stored)?;
         // A Byzantine validator may hand its replica forged transactions (byzantine.rs).
         #[cfg(feature = "byzantine")]
         crate::byzantine::spawn_forger(
@@ -756,9 +760,9 @@ mod red_team {
     /// client retrying at an honest validator a transaction a faulty one acknowledged and
     /// planted in a slot is then acknowledged without a durable copy: if the slot does not
     /// survive a view change and the validator restarts, nothing resubmits it. Fixed: the
-    /// restored requests are written to node.db before they are pending.
+    /// restored requests are written to the journal before they are pending.
     #[test]
-    fn s42_f2_an_acknowledged_restored_slots_transaction_is_in_node_db() {
+    fn s42_f2_an_acknowledged_restored_slots_transaction_is_in_the_journal() {
         let (_root, dir, mut cluster, rt) = enrolled_cluster();
         let hospital = cluster.handle(0).expect("hospital");
         let view = hospital.status().view;
@@ -779,10 +783,8 @@ mod red_team {
             &planted,
         );
         assert!(
-            LocalStore::open(&at.join("node.db"))
-                .expect("node.db")
-                .pending()
-                .expect("pending")
+            acknowledged::read_pending(&at.join(ACKNOWLEDGED_DIR))
+                .expect("journal")
                 .is_empty()
         );
         cluster.restart(1).expect("restart");
@@ -792,16 +794,14 @@ mod red_team {
             .expect("acknowledged");
         assert_eq!(acknowledged, id);
         cluster.stop(1);
-        let local = LocalStore::open(&at.join("node.db")).expect("node.db");
-        let durable: Vec<[u8; 32]> = local
-            .pending()
-            .expect("pending")
+        let durable: Vec<[u8; 32]> = acknowledged::read_pending(&at.join(ACKNOWLEDGED_DIR))
+            .expect("journal")
             .into_iter()
             .map(|row| row.id)
             .collect();
         assert!(
             durable.contains(&id),
-            "acknowledged (Ok) but not in node.db: a restart after the slot is dropped forgets it"
+            "acknowledged (Ok) but not in the journal: a restart after the slot is dropped forgets it"
         );
     }
 }

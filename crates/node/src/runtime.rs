@@ -14,6 +14,7 @@ use pbft::{Action, Durable, Input, Message, ReplicaId, Request, Signed};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::acknowledged::{Acknowledged, PendingRow};
 use crate::clock::Clock;
 use crate::config::Timing;
 use crate::error::NodeError;
@@ -128,6 +129,8 @@ pub(crate) struct Runtime {
     pub replica: pbft::Replica,
     pub chain: Store,
     pub local: LocalStore,
+    /// The acknowledged transactions not yet seen committed.
+    pub acknowledged: Acknowledged,
     pub transport: Arc<dyn Transport>,
     /// The key service, handed every applied block.
     pub keys: KeyInbox,
@@ -207,6 +210,7 @@ impl Runtime {
         replica: pbft::Replica,
         chain: Store,
         local: LocalStore,
+        acknowledged: Acknowledged,
         transport: Arc<dyn Transport>,
         keys: KeyInbox,
         inbox: Receiver<Event>,
@@ -231,6 +235,7 @@ impl Runtime {
             replica,
             chain,
             local,
+            acknowledged,
             transport,
             keys,
             inbox,
@@ -281,8 +286,7 @@ impl Runtime {
     /// accepted the slot's pre-prepare, so that a slot every backup withholds still times out
     /// (red team s30 F2, s39 F1). What the chain holds is not handed on: a faulty primary's
     /// replay of an executed request into a slot is never waited on (s33 F2).
-    pub fn resume_pending(&mut self) -> Result<(), NodeError> {
-        let stored = self.local.pending()?;
+    pub fn resume_pending(&mut self, stored: Vec<PendingRow>) -> Result<(), NodeError> {
         let mut resumed = Vec::with_capacity(stored.len());
         for row in stored {
             resumed.push((row.id, SignedTx::from_bytes(&row.body)?));
@@ -303,12 +307,12 @@ impl Runtime {
             }
         }
         let now = self.clock.now_ms();
-        // Written to node.db before `shared` pending holds them: `accept` acknowledges a
+        // Written to the journal before `shared` pending holds them: `accept` acknowledges a
         // submission of a pending id at once, promising it survives a restart (red team s42
         // F2: a client's retry of a transaction a faulty primary put in a slot was
         // acknowledged with no durable copy, and lost with the slot at the next view change).
         // Those already on chain are removed again below with the stored ones.
-        self.local.add_pending(
+        self.acknowledged.append(
             restored_rows
                 .iter()
                 .map(|request| (&request.id, now, &request.payload[..])),
@@ -345,7 +349,7 @@ impl Runtime {
             }
         }
         self.shared.mark_withdrawn(&lost);
-        self.local.remove_pending(committed.iter())?;
+        self.acknowledged.remove(committed.iter());
         if self.shared.pending_len() > 0 {
             info!(
                 count = self.shared.pending_len(),
@@ -544,7 +548,7 @@ impl Runtime {
             replies.push(reply);
         }
         let started = Instant::now();
-        self.local.add_pending(
+        self.acknowledged.append(
             accepted
                 .iter()
                 .map(|request| (&request.id, accepted_ms, &request.payload[..])),
@@ -704,7 +708,7 @@ impl Runtime {
     /// of it), and no longer resent. They stay acknowledged until their `not_after_ms` has
     /// passed (no block can apply them then), in case a block still orders them, but no longer
     /// than [`WITHDRAWN_KEPT_RESENDS`] resend intervals: a client may set no expiry, and losers
-    /// kept for ever would fill the mempool and `node.db` (a hostile doctor makes them at will).
+    /// kept for ever would fill the mempool and the journal of acknowledged transactions (a hostile doctor makes them at will).
     fn withdraw_lost_races(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         let mut lost = Vec::new();
@@ -745,7 +749,7 @@ impl Runtime {
             .collect();
         if !expired.is_empty() {
             self.shared.take_pending(&expired);
-            self.local.remove_pending(expired.iter())?;
+            self.acknowledged.remove(expired.iter());
         }
         Ok(())
     }
@@ -1427,12 +1431,7 @@ impl Runtime {
         let ids: Vec<Hash> = block.ids().collect();
         self.answer_verdicts(block, &ids, applied);
         let latencies = self.shared.take_pending(&ids);
-        if !latencies.is_empty()
-            && let Err(error) = self.local.remove_pending(ids.iter())
-        {
-            // Harmless: the next start finds these committed and drops them.
-            warn!(%error, "could not prune acknowledged transactions");
-        }
+        self.acknowledged.remove(ids.iter());
         let votes = block.certificate.signatures.len();
         self.metrics.committed(block, votes, self.n, &latencies);
         // Ids, counts and times only: a block's entries are never logged (nor their purposes).

@@ -13,7 +13,7 @@
 //! crashed before its lost-race check (`withdraw_lost_races`, half a resend interval later).
 //! While it was down, the patient answered the first request at the hospital. The test writes
 //! the acknowledged row into the clinic's node.db while it is stopped (the only way to stop
-//! it at that exact moment), exactly as `LocalStore::add_pending` would.
+//! it at that exact moment), as an older medchain would have: the start takes it over.
 
 use std::time::{Duration, Instant};
 
@@ -199,15 +199,15 @@ fn red_team_s7_a_withdrawn_transaction_another_validator_commits_leaves_the_pend
         .filter(|committed| *committed == id)
         .count();
     assert_eq!(ids, 1, "committed once");
-    // Nor is it resumed again: node.db no longer holds it.
+    // Nor is it resumed again: the journal of acknowledged transactions no longer holds it.
     behind.cluster.stop(CLINIC);
     let name = behind.cluster.genesis().validators()[CLINIC as usize]
         .name
         .clone();
-    let db = rusqlite::Connection::open(validator_dir(behind.dir.path(), &name).join("node.db"))
-        .unwrap();
-    let rows: i64 = db
-        .query_row("SELECT COUNT(*) FROM pending", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(rows, 0, "node.db still holds the committed transaction");
+    let journal = validator_dir(behind.dir.path(), &name).join(node::ACKNOWLEDGED_DIR);
+    let rows = node::read_pending(&journal).unwrap();
+    assert!(
+        rows.iter().all(|row| row.id != id),
+        "the journal still holds the committed transaction"
+    );
 }

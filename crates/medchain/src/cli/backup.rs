@@ -3,7 +3,8 @@
 //!
 //! The file is a tar archive (0600): `medchain-backup.toml` (what it holds), `genesis.toml`,
 //! and per validator `<name>/` with its stores `chain.db`, `node.db`, `keys.db`, `app.db`
-//! (each copied by SQLite's online backup API, whatever is present) and the files a restore on
+//! (each copied by SQLite's online backup API, whatever is present; node.db's copy also holds
+//! the validator's journal of acknowledged transactions, `node::copy_into_backup`) and the files a restore on
 //! a new disk needs (`node.key`, sealed; `master.salt`; `node.toml`). Nothing in it is a secret
 //! in clear: `node.key`, `keys.db` and the custody rows of `app.db` stay sealed under the
 //! operator key, which is never in a backup. Never the incarnation marker either: a validator
@@ -248,7 +249,12 @@ impl super::Run for BackupArgs {
                     "chain.db" => {
                         saved.height = Some(ledger::store::Reader::open(&copy)?.head()?.0);
                     }
-                    "node.db" => node::mark_backup_copy(&copy)?,
+                    "node.db" => {
+                        node::mark_backup_copy(&copy)?;
+                        // The acknowledged transactions not yet committed, from the journal
+                        // beside it: a restore takes them over at its start.
+                        node::copy_into_backup(folder, &copy)?;
+                    }
                     // Deleted rows (erased keys, ended sessions) are zeroed in these stores
                     // (secure_delete); VACUUM also leaves their freed pages out of the copy.
                     _ => Connection::open(&copy)?.execute_batch("VACUUM")?,

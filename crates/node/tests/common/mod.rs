@@ -81,8 +81,9 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Writes `tx` into the `node.db` of the stopped validator in `dir` as acknowledged, the row
-/// `LocalStore::add_pending` writes: it is resumed when the validator starts again.
+/// Writes `tx` into the `node.db` of the stopped validator in `dir` as acknowledged, as an
+/// older medchain (or a backup's copy) holds it: the start takes it over into its journal and
+/// resumes it.
 #[allow(dead_code)] // Not every test file stops validators.
 pub fn acknowledge_offline(dir: PathBuf, tx: &SignedTx, genesis: &ledger::Hash) {
     let request = tx.to_request(genesis);

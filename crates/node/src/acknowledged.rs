@@ -1,0 +1,653 @@
+//! The acknowledged transactions a validator has not yet seen committed: an append-only
+//! journal in segment files, `acknowledged/<number>.log` beside `node.db`.
+//!
+//! A submission is acknowledged only once it is durable here (one `fdatasync` per batch of
+//! accepted submissions), and it is resubmitted after a restart until its block commits. Each
+//! transaction's bytes are written once: a SQLite table held them in a random-key index and
+//! wrote each row three times more (its WAL page, the checkpoint, the delete), the largest
+//! share of the accepting validator's writes (BENCHMARKS.md, issue 11, twenty-third session).
+//!
+//! A removal writes nothing: a segment file is deleted when none of its transactions is
+//! pending any more, and a restart drops again what it finds already committed (as
+//! `Runtime::resume_pending` always did for a removal lost in a crash). A segment holding a
+//! straggler (a transaction pending for long) is carried forward into the current segment once
+//! too many segments are kept, so the folder stays bounded by the pending transactions.
+//!
+//! Every frame carries a checksum: a frame torn by a crash (never acknowledged: the sync had
+//! not returned) ends its segment's reading. Each start appends to a new segment, so nothing
+//! is ever written after a torn frame.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use tracing::warn;
+
+use crate::error::NodeError;
+use crate::local_store::LocalStore;
+
+/// The folder of the journal, in a validator's folder.
+pub const ACKNOWLEDGED_DIR: &str = "acknowledged";
+
+/// The first bytes of every segment: refuses to read a file that is not one.
+const MAGIC: &[u8; 16] = b"medchain-ack-v1\n";
+
+/// A segment stops taking appends past this size, and a new one begins.
+const SEGMENT_BYTES: u64 = 8 << 20;
+
+/// Segments kept beside the current one before the oldest's pending transactions are carried
+/// forward and it is deleted.
+const KEPT_SEGMENTS: usize = 8;
+
+/// A frame's fixed part: body length (u32), accepted time (u64), id, and after the body the
+/// checksum (the first 8 bytes of the SHA-256 of everything before it in the frame).
+const HEAD_BYTES: usize = 4 + 8 + 32;
+const CHECK_BYTES: usize = 8;
+
+/// Larger than any transaction a validator accepts: a length above it is a torn frame.
+const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// An acknowledged transaction as stored: its id, when it was accepted, its encoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRow {
+    pub id: [u8; 32],
+    pub accepted_ms: u64,
+    pub body: Vec<u8>,
+}
+
+/// The journal, open for appending.
+pub struct Acknowledged {
+    dir: PathBuf,
+    /// The segment appended to, created at the first append after a start or a rotation.
+    current: Option<Segment>,
+    /// The number the next segment takes.
+    next_number: u64,
+    /// Each pending transaction's segment.
+    segment_of: HashMap<[u8; 32], u64>,
+    /// How many pending transactions each segment holds (the current one included).
+    pending_in: BTreeMap<u64, usize>,
+    /// [`SEGMENT_BYTES`] but in tests.
+    segment_bytes: u64,
+}
+
+struct Segment {
+    number: u64,
+    file: File,
+    bytes: u64,
+}
+
+impl Acknowledged {
+    /// Opens (or creates) the journal in `dir` and returns what it holds, oldest first;
+    /// segments holding nothing pending are deleted.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<PendingRow>), NodeError> {
+        ledger::files::private_dir(dir)?;
+        let mut journal = Self {
+            dir: dir.to_path_buf(),
+            current: None,
+            next_number: 1,
+            segment_of: HashMap::new(),
+            pending_in: BTreeMap::new(),
+            segment_bytes: SEGMENT_BYTES,
+        };
+        let mut rows = Vec::new();
+        for number in segment_numbers(dir)? {
+            journal.next_number = number + 1;
+            let mut held = 0;
+            for row in read_segment(&segment_path(dir, number))? {
+                // The first copy of a transaction (one carried forward by a run that crashed
+                // before deleting its old segment has two) is the one kept.
+                if let Entry::Vacant(slot) = journal.segment_of.entry(row.id) {
+                    slot.insert(number);
+                    held += 1;
+                    rows.push(row);
+                }
+            }
+            if held == 0 {
+                remove_segment(dir, number);
+            } else {
+                journal.pending_in.insert(number, held);
+            }
+        }
+        sort_oldest_first(&mut rows);
+        Ok((journal, rows))
+    }
+
+    /// Durably appends the transactions not already pending, in one write and one sync.
+    pub fn append<'a>(
+        &mut self,
+        transactions: impl IntoIterator<Item = (&'a [u8; 32], u64, &'a [u8])>,
+    ) -> Result<(), NodeError> {
+        let mut frames = Vec::new();
+        let mut ids = HashSet::new();
+        for (id, accepted_ms, body) in transactions {
+            if self.segment_of.contains_key(id) || !ids.insert(*id) {
+                continue;
+            }
+            encode_frame(&mut frames, id, accepted_ms, body)?;
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let number = self.write_synced(&frames)?;
+        for id in ids {
+            self.segment_of.insert(id, number);
+            *self.pending_in.entry(number).or_default() += 1;
+        }
+        self.rotate_if_full()
+    }
+
+    /// Forgets transactions that are committed (or withdrawn for good). Writes nothing but the
+    /// deletion of segments left with nothing pending.
+    pub fn remove<'a>(&mut self, ids: impl IntoIterator<Item = &'a [u8; 32]>) {
+        let current = self.current.as_ref().map(|segment| segment.number);
+        for id in ids {
+            let Some(number) = self.segment_of.remove(id) else {
+                continue;
+            };
+            let Some(held) = self.pending_in.get_mut(&number) else {
+                continue;
+            };
+            *held -= 1;
+            if *held == 0 {
+                self.pending_in.remove(&number);
+                if Some(number) != current {
+                    remove_segment(&self.dir, number);
+                }
+            }
+        }
+    }
+
+    /// How many transactions are pending.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.segment_of.len()
+    }
+
+    /// Writes `frames` at the end of the current segment (created first if there is none) and
+    /// syncs; returns the segment's number. After a failed write the segment is left: what
+    /// follows goes to a new one, never after a partial frame.
+    fn write_synced(&mut self, frames: &[u8]) -> Result<u64, NodeError> {
+        if self.current.is_none() {
+            self.current = Some(self.new_segment()?);
+        }
+        let Some(segment) = self.current.as_mut() else {
+            return Err(NodeError::Corrupt("no current segment".into()));
+        };
+        let written = segment
+            .file
+            .write_all(frames)
+            .and_then(|()| segment.file.sync_data());
+        match written {
+            Ok(()) => {
+                segment.bytes += frames.len() as u64;
+                Ok(segment.number)
+            }
+            Err(error) => {
+                self.leave_current();
+                Err(error.into())
+            }
+        }
+    }
+
+    fn new_segment(&mut self) -> Result<Segment, NodeError> {
+        let number = self.next_number;
+        self.next_number += 1;
+        let path = segment_path(&self.dir, number);
+        let mut file = ledger::files::create_private_file(&path)?;
+        file.write_all(MAGIC)?;
+        file.sync_all()?;
+        // The segment's name must survive a crash with the frames synced into it.
+        ledger::files::sync_parent(&path)?;
+        Ok(Segment {
+            number,
+            file,
+            bytes: MAGIC.len() as u64,
+        })
+    }
+
+    /// Stops appending to the current segment; deletes it if nothing in it is pending.
+    fn leave_current(&mut self) {
+        if let Some(segment) = self.current.take()
+            && !self.pending_in.contains_key(&segment.number)
+        {
+            remove_segment(&self.dir, segment.number);
+        }
+    }
+
+    /// Begins a new segment once the current one is full, and carries stragglers forward when
+    /// too many segments are kept.
+    fn rotate_if_full(&mut self) -> Result<(), NodeError> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|segment| segment.bytes >= self.segment_bytes)
+        {
+            self.leave_current();
+        }
+        let current = self.current.as_ref().map(|segment| segment.number);
+        let older = self
+            .pending_in
+            .keys()
+            .filter(|number| Some(**number) != current)
+            .count();
+        if older > KEPT_SEGMENTS
+            && let Some(&oldest) = self.pending_in.keys().next()
+        {
+            self.carry_forward(oldest)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the pending transactions of segment `number` to the current segment (synced),
+    /// then deletes it. A crash between the two leaves both copies; the next open keeps one.
+    fn carry_forward(&mut self, number: u64) -> Result<(), NodeError> {
+        let mut frames = Vec::new();
+        let mut ids = HashSet::new();
+        for row in read_segment(&segment_path(&self.dir, number))? {
+            if self.segment_of.get(&row.id) == Some(&number) && ids.insert(row.id) {
+                encode_frame(&mut frames, &row.id, row.accepted_ms, &row.body)?;
+            }
+        }
+        if !ids.is_empty() {
+            let to = self.write_synced(&frames)?;
+            for id in &ids {
+                self.segment_of.insert(*id, to);
+            }
+            *self.pending_in.entry(to).or_default() += ids.len();
+        }
+        self.pending_in.remove(&number);
+        // Any left mapped there were not in the file (damaged): forgotten, not kept as pending.
+        self.segment_of.retain(|_, at| *at != number);
+        remove_segment(&self.dir, number);
+        Ok(())
+    }
+}
+
+impl Drop for Acknowledged {
+    /// A clean stop leaves no segment that holds nothing pending.
+    fn drop(&mut self) {
+        self.leave_current();
+    }
+}
+
+/// Opens the journal in `dir` (see [`Acknowledged::open`]) and takes over what `local`'s
+/// `pending` table holds: the rows of an older medchain, or of a backup's copy of node.db
+/// ([`copy_into_backup`]). Appended (synced) before they leave the table, so a crash between
+/// leaves two copies, never none.
+pub(crate) fn open_taking_over(
+    dir: &Path,
+    local: &mut LocalStore,
+) -> Result<(Acknowledged, Vec<PendingRow>), NodeError> {
+    let (mut journal, mut rows) = Acknowledged::open(dir)?;
+    let legacy = local.pending()?;
+    if !legacy.is_empty() {
+        journal.append(
+            legacy
+                .iter()
+                .map(|row| (&row.id, row.accepted_ms, &row.body[..])),
+        )?;
+        local.clear_pending()?;
+        let held: HashSet<[u8; 32]> = rows.iter().map(|row| row.id).collect();
+        rows.extend(legacy.into_iter().filter(|row| !held.contains(&row.id)));
+        sort_oldest_first(&mut rows);
+    }
+    Ok((journal, rows))
+}
+
+/// Copies into `copy`, a backup's copy of a validator's node.db, what that validator's
+/// journal holds (read as [`read_pending`] does): a restore takes them over at its start.
+pub fn copy_into_backup(validator_dir: &Path, copy: &Path) -> Result<usize, NodeError> {
+    let rows = read_pending(&validator_dir.join(ACKNOWLEDGED_DIR))?;
+    LocalStore::open(copy)?.add_pending(
+        rows.iter()
+            .map(|row| (&row.id, row.accepted_ms, &row.body[..])),
+    )?;
+    Ok(rows.len())
+}
+
+/// What the journal in `dir` holds, read without changing anything (a running validator may
+/// be appending and deleting): for a backup's copy. Oldest first, each transaction once.
+pub fn read_pending(dir: &Path) -> Result<Vec<PendingRow>, NodeError> {
+    let mut seen = HashSet::new();
+    let mut rows = Vec::new();
+    let numbers = match segment_numbers(dir) {
+        Ok(numbers) => numbers,
+        Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(rows);
+        }
+        Err(error) => return Err(error),
+    };
+    for number in numbers {
+        match read_segment(&segment_path(dir, number)) {
+            Ok(read) => rows.extend(read.into_iter().filter(|row| seen.insert(row.id))),
+            // Deleted since it was listed: all it held is committed.
+            Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    sort_oldest_first(&mut rows);
+    Ok(rows)
+}
+
+fn sort_oldest_first(rows: &mut [PendingRow]) {
+    rows.sort_by_key(|row| (row.accepted_ms, row.id));
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:012}.log"))
+}
+
+/// The segments in `dir`, in order; other files are left alone.
+fn segment_numbers(dir: &Path) -> Result<Vec<u64>, NodeError> {
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(stem) = name.to_str().and_then(|name| name.strip_suffix(".log")) else {
+            continue;
+        };
+        if stem.len() == 12
+            && stem.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(number) = stem.parse()
+        {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+fn remove_segment(dir: &Path, number: u64) {
+    let path = segment_path(dir, number);
+    match std::fs::remove_file(&path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            // Harmless: the next start reads it and drops what is committed.
+            warn!(path = %path.display(), %error, "could not delete a spent segment");
+        }
+        _ => {}
+    }
+}
+
+fn encode_frame(
+    out: &mut Vec<u8>,
+    id: &[u8; 32],
+    accepted_ms: u64,
+    body: &[u8],
+) -> Result<(), NodeError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(NodeError::Config(format!(
+            "a transaction of {} bytes is larger than the journal takes ({MAX_BODY_BYTES})",
+            body.len()
+        )));
+    }
+    let start = out.len();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&accepted_ms.to_le_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(body);
+    let check = Sha256::digest(&out[start..]);
+    out.extend_from_slice(&check[..CHECK_BYTES]);
+    Ok(())
+}
+
+/// The frames of one segment up to the first that is torn (or the end).
+fn read_segment(path: &Path) -> Result<Vec<PendingRow>, NodeError> {
+    let bytes = std::fs::read(path)?;
+    let Some(mut rest) = bytes.strip_prefix(&MAGIC[..]) else {
+        warn!(path = %path.display(), "not a journal segment: ignored");
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    while let Some((row, after)) = decode_frame(rest) {
+        rows.push(row);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        warn!(
+            path = %path.display(),
+            bytes = rest.len(),
+            "a torn frame ends the segment (a crash during a write never acknowledged)"
+        );
+    }
+    Ok(rows)
+}
+
+fn decode_frame(bytes: &[u8]) -> Option<(PendingRow, &[u8])> {
+    let head = bytes.get(..HEAD_BYTES)?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    if len > MAX_BODY_BYTES {
+        return None;
+    }
+    let end = HEAD_BYTES + len;
+    let check = bytes.get(end..end + CHECK_BYTES)?;
+    if Sha256::digest(&bytes[..end])[..CHECK_BYTES] != *check {
+        return None;
+    }
+    let row = PendingRow {
+        accepted_ms: u64::from_le_bytes(head[4..12].try_into().ok()?),
+        id: head[12..HEAD_BYTES].try_into().ok()?,
+        body: bytes[HEAD_BYTES..end].to_vec(),
+    };
+    Some((row, &bytes[end + CHECK_BYTES..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: u8, accepted_ms: u64) -> PendingRow {
+        PendingRow {
+            id: [id; 32],
+            accepted_ms,
+            body: vec![id; 100 + id as usize],
+        }
+    }
+
+    fn append(journal: &mut Acknowledged, rows: &[PendingRow]) {
+        journal
+            .append(rows.iter().map(|r| (&r.id, r.accepted_ms, &r.body[..])))
+            .unwrap();
+    }
+
+    fn ids(rows: &[PendingRow]) -> Vec<u8> {
+        rows.iter().map(|r| r.id[0]).collect()
+    }
+
+    fn segments(dir: &Path) -> Vec<u64> {
+        segment_numbers(dir).unwrap()
+    }
+
+    #[test]
+    fn what_is_appended_is_read_back_oldest_first_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert!(rows.is_empty());
+        assert!(
+            segments(dir.path()).is_empty(),
+            "an open alone writes nothing"
+        );
+        append(&mut journal, &[row(3, 30), row(1, 10)]);
+        // Already pending (a client's retry) or twice in one batch: written once.
+        append(&mut journal, &[row(1, 99), row(2, 20), row(2, 20)]);
+        assert_eq!(journal.len(), 3);
+        drop(journal);
+        let (journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(rows, vec![row(1, 10), row(2, 20), row(3, 30)]);
+        assert_eq!(journal.len(), 3);
+        assert_eq!(read_pending(dir.path()).unwrap(), rows);
+    }
+
+    #[test]
+    fn a_segment_with_nothing_pending_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        journal.segment_bytes = 1;
+        append(&mut journal, &[row(1, 1), row(2, 2)]);
+        append(&mut journal, &[row(3, 3)]);
+        assert_eq!(segments(dir.path()), vec![1, 2]);
+        journal.remove([&[1; 32], &[7; 32]]);
+        assert_eq!(
+            segments(dir.path()),
+            vec![1, 2],
+            "row 2 is pending in segment 1"
+        );
+        journal.remove([&[2; 32]]);
+        assert_eq!(segments(dir.path()), vec![2]);
+        journal.remove([&[3; 32]]);
+        assert!(segments(dir.path()).is_empty());
+        // A clean stop deletes the current segment once nothing in it is pending.
+        journal.segment_bytes = SEGMENT_BYTES;
+        append(&mut journal, &[row(4, 4)]);
+        journal.remove([&[4; 32]]);
+        assert_eq!(segments(dir.path()), vec![3]);
+        drop(journal);
+        assert!(segments(dir.path()).is_empty());
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn a_removal_is_forgotten_by_a_crash_and_the_next_start_checks_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        append(&mut journal, &[row(1, 1), row(2, 2)]);
+        journal.remove([&[1; 32]]);
+        // A crash: nothing runs on the way out.
+        std::mem::forget(journal);
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(ids(&rows), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_torn_frame_ends_its_segment_and_the_next_start_appends_to_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        append(&mut journal, &[row(1, 1), row(2, 2)]);
+        std::mem::forget(journal);
+        let path = segment_path(dir.path(), 1);
+        let len = std::fs::metadata(&path).unwrap().len();
+        for cut in [1, 9, 60] {
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(len - cut).unwrap();
+            let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+            assert_eq!(ids(&rows), vec![1], "cut {cut}");
+        }
+        // A bit flipped in the first frame's body ends the segment before it.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[MAGIC.len() + HEAD_BYTES + 5] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert!(rows.is_empty());
+        assert!(
+            segments(dir.path()).is_empty(),
+            "a segment left with nothing is deleted"
+        );
+        bytes[MAGIC.len() + HEAD_BYTES + 5] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        append(&mut journal, &[row(3, 3)]);
+        drop(journal);
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(ids(&rows), vec![1, 3]);
+    }
+
+    #[test]
+    fn stragglers_are_carried_forward_and_the_folder_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        journal.segment_bytes = 1;
+        // Each segment keeps one transaction pending for long (ids 101..=130); the others
+        // commit at once.
+        for id in 1..=30u8 {
+            append(
+                &mut journal,
+                &[row(id, id as u64), row(100 + id, id as u64)],
+            );
+            journal.remove([&[id; 32]]);
+            assert!(segments(dir.path()).len() <= KEPT_SEGMENTS + 1, "{id}");
+        }
+        assert!(
+            !segments(dir.path()).contains(&1),
+            "the oldest were carried"
+        );
+        std::mem::forget(journal);
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        // With the committed ones of segments still kept (a removal writes nothing: the start
+        // drops them as committed).
+        let stragglers: Vec<PendingRow> = rows.into_iter().filter(|r| r.id[0] > 100).collect();
+        assert_eq!(ids(&stragglers), (101..=130).collect::<Vec<u8>>());
+        assert_eq!(
+            stragglers[0],
+            row(101, 1),
+            "carried with its time and bytes"
+        );
+    }
+
+    #[test]
+    fn a_crash_while_carrying_forward_leaves_one_copy_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        append(&mut journal, &[row(1, 1), row(2, 2)]);
+        std::mem::forget(journal);
+        // The copy was appended to a later segment, the old one not yet deleted.
+        std::fs::copy(segment_path(dir.path(), 1), segment_path(dir.path(), 5)).unwrap();
+        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(ids(&rows), vec![1, 2]);
+        assert_eq!(segments(dir.path()), vec![1], "the copy held nothing new");
+        assert_eq!(ids(&read_pending(dir.path()).unwrap()), vec![1, 2]);
+        append(&mut journal, &[row(3, 3)]);
+        assert_eq!(segments(dir.path()), vec![1, 6]);
+    }
+
+    #[test]
+    fn other_files_are_left_alone_and_a_missing_folder_reads_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_pending(&dir.path().join("none")).unwrap().is_empty());
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        std::fs::write(segment_path(dir.path(), 3), b"not a segment").unwrap();
+        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert!(rows.is_empty());
+        assert!(dir.path().join("notes.txt").exists());
+        append(&mut journal, &[row(1, 1)]);
+        assert_eq!(
+            segments(dir.path()),
+            vec![4],
+            "numbers go on after any found"
+        );
+    }
+
+    #[test]
+    fn the_rows_node_db_holds_are_taken_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join(ACKNOWLEDGED_DIR);
+        let mut local = LocalStore::open(&dir.path().join("node.db")).unwrap();
+        let (mut journal, _) = Acknowledged::open(&journal_dir).unwrap();
+        append(&mut journal, &[row(2, 20)]);
+        drop(journal);
+        local
+            .add_pending([
+                (&[1; 32], 10, &row(1, 10).body[..]),
+                (&[2; 32], 5, &b"x"[..]),
+            ])
+            .unwrap();
+        let (_, rows) = open_taking_over(&journal_dir, &mut local).unwrap();
+        assert_eq!(rows, vec![row(1, 10), row(2, 20)]);
+        assert!(local.pending().unwrap().is_empty());
+        let (_, rows) = open_taking_over(&journal_dir, &mut local).unwrap();
+        assert_eq!(ids(&rows), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_backup_copy_of_node_db_holds_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(&dir.path().join(ACKNOWLEDGED_DIR)).unwrap();
+        append(&mut journal, &[row(1, 1), row(2, 2)]);
+        let copy = dir.path().join("copy.db");
+        assert_eq!(copy_into_backup(dir.path(), &copy).unwrap(), 2);
+        assert_eq!(
+            LocalStore::open(&copy).unwrap().pending().unwrap(),
+            vec![row(1, 1), row(2, 2)]
+        );
+    }
+}
