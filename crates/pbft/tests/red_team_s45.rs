@@ -254,77 +254,16 @@ fn control_staggered_plants_delay_the_view_change_by_at_most_about_one_timeout()
     );
 }
 
-/// Red team s39 F3's cluster (n = 4, T = 200, retransmit 50): request 5 commits at every
-/// replica at seq 5; backup 2 crashes before applying block 5 (ledger head 4, slot 5
-/// restored) and its node resubmits request 5. Its state transfer of block 5 is slow (300
-/// ticks, < 2 T). Meanwhile a client submits a fresh request to backup 2 at each tick of
-/// `hostile_at` (after the restart); backup 2 forwards it to the (correct) primary 0, which
-/// proposes it; it commits at 0, 1, 3 (backup 2 cannot execute it before block 5). If
-/// `faulty_joins`, replica 3 (Byzantine) sends a view-change to view 1 as soon as backup 2
-/// sent one. Returns the cluster and whether backup 2 left view 0 before its transfer landed.
-fn behind_backup_with_fresh_requests(hostile_at: &[u64], faulty_joins: bool) -> (Cluster, bool) {
-    behind_backup_fed(hostile_at, faulty_joins, false)
-}
-
-/// As `behind_backup_with_fresh_requests`; if `forwarded`, the fresh requests reach backup 2
-/// as Byzantine replica 3's forwards (a validator holding clients' transactions) instead.
-fn behind_backup_fed(hostile_at: &[u64], faulty_joins: bool, forwarded: bool) -> (Cluster, bool) {
-    let mut c = Cluster::configured(4, |cfg| {
-        cfg.view_change_timeout_ticks = T;
-        cfg.retransmit_ticks = 50;
-    });
-    for i in 1..=4 {
-        commit_block(&mut c, i);
-    }
-    c.input(2, Input::Request(request(5)));
-    c.run();
-    c.input(0, Input::Cut);
-    c.run();
-    for id in 0..4u32 {
-        assert!(c.executed_ids(id).contains(&request(5).id), "replica {id}");
-    }
-    let durable = c.durable[2].clone();
-    restart_behind(&mut c, 2, 4, durable);
-    resume(&mut c, 2, &[request(5)]);
-    c.run();
-    let sent_before = c.sent[2].len();
-    let mut left_early = false;
-    let mut joined = false;
-    let mut next = 100u8;
-    for t in 0..300u64 {
-        if hostile_at.contains(&t) {
-            match forwarded {
-                true => c.input(2, msg(3, Message::Forward(vec![request(next)]))),
-                false => c.input(2, Input::Request(request(next))),
-            }
-            next += 1;
-            c.run();
-        }
-        c.tick_all(1);
-        c.fetches[2].clear();
-        let left = c.sent[2][sent_before..]
-            .iter()
-            .any(|m| matches!(m, Message::ViewChange(_)));
-        left_early |= left;
-        if left && faulty_joins && !joined {
-            joined = true;
-            for to in 0..3 {
-                c.input(to, msg(3, Message::ViewChange(view_change(1, vec![]))));
-            }
-            c.run();
-        }
-    }
-    transfer(&mut c, 2, 0, 5);
-    c.tick_all(5);
-    (c, left_early)
-}
-
 /// Control: s39 F3 with one fresh request 60 ticks after the restart: backup 2's timer runs
 /// while that request waits outside a vouched slot (until the others' status claims vouch for
 /// its slot 6), but not long enough to time out. Passes on ee3873ae.
 #[test]
 fn control_one_fresh_request_at_a_backup_behind_costs_no_view_change() {
-    let (c, left_early) = behind_backup_with_fresh_requests(&[60], false);
+    let BackupBehind {
+        cluster: c,
+        left_early,
+        ..
+    } = backup_behind(&[60], Fresh::Submitted, false);
     assert!(!left_early, "views {:?}", c.views());
 }
 
@@ -339,7 +278,11 @@ fn control_one_fresh_request_at_a_backup_behind_costs_no_view_change() {
 /// hash-chain from the vouched target down to every waited-on slot: they are decided).
 #[test]
 fn f1_fresh_requests_at_a_backup_behind_make_it_leave_a_correct_primary() {
-    let (c, left_early) = behind_backup_with_fresh_requests(&[60, 120, 180, 240], true);
+    let BackupBehind {
+        cluster: c,
+        left_early,
+        ..
+    } = backup_behind(&[60, 120, 180, 240], Fresh::Submitted, true);
     assert!(
         !left_early && c.views().iter().all(|(v, changing)| *v == 0 && !changing),
         "backup 2 (behind, its transfer slow) gave up on correct primary 0; with Byzantine \
@@ -460,7 +403,11 @@ fn control_two_faulty_of_seven_pausing_two_backups_at_once_still_time_out() {
 /// requests are replica 3's forwards of clients' transactions to backup 2. FAILS on ee3873ae.
 #[test]
 fn f1_a_faulty_replicas_forwards_make_a_backup_behind_leave_a_correct_primary() {
-    let (c, left_early) = behind_backup_fed(&[60, 120, 180, 240], true, true);
+    let BackupBehind {
+        cluster: c,
+        left_early,
+        ..
+    } = backup_behind(&[60, 120, 180, 240], Fresh::ForwardedBy3, true);
     assert!(
         !left_early && c.views().iter().all(|(v, changing)| *v == 0 && !changing),
         "views {:?}",

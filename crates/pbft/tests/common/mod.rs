@@ -10,7 +10,11 @@ use std::sync::Arc;
 
 use pbft::*;
 
+pub mod behind;
 pub mod pushed;
+// Each test binary uses only some of these (nothing here does).
+#[allow(unused_imports)]
+pub use behind::*;
 pub use pushed::*;
 
 /// The small configuration (K = 4, L = 8, batches of 2) the fuzz target uses too.
