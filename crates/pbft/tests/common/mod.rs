@@ -11,10 +11,13 @@ use std::sync::Arc;
 use pbft::*;
 
 pub mod behind;
+pub mod censorship;
 pub mod pushed;
 // Each test binary uses only some of these (nothing here does).
 #[allow(unused_imports)]
 pub use behind::*;
+#[allow(unused_imports)]
+pub use censorship::*;
 pub use pushed::*;
 
 /// The small configuration (K = 4, L = 8, batches of 2) the fuzz target uses too.
@@ -168,6 +171,12 @@ impl Cluster {
             .iter()
             .map(|replica| (replica.view(), replica.in_view_change()))
             .collect()
+    }
+
+    /// Whether replica `id` is still in view 0 (and not changing views).
+    pub fn still_in_view_0(&self, id: ReplicaId) -> bool {
+        let replica = &self.replicas[id as usize];
+        replica.view() == 0 && !replica.in_view_change()
     }
 
     /// Notes in `left` the tick each replica first left view 0 (moved on, or changing views),
