@@ -12,29 +12,11 @@ use pbft::*;
 
 const T: u64 = 200;
 
-fn lone_backup(timeout: u64) -> Replica {
-    let mut cfg = config(1, 4);
-    cfg.view_change_timeout_ticks = timeout;
-    cfg.retransmit_ticks = 50;
-    Replica::new(cfg, Restored::genesis(GENESIS, 0, 0))
-}
-
-fn tick(r: &mut Replica) -> Vec<Action> {
-    step(r, Input::Tick { now_ms: 0 })
-}
-
 /// Backup 1 alone: the censored request arrives at tick 30 (deadline 230), a pre-prepare of
 /// primary 0 puts it at seq 1 at tick 80, and replicas 2 and 3 claim seq 4 (f+1: the slot is
 /// vouched). Returns the replica, paused from tick 80.
 fn paused_at_tick_80(timeout: u64) -> Replica {
-    let mut r = lone_backup(timeout);
-    for _ in 0..30 {
-        tick(&mut r);
-    }
-    step(&mut r, Input::Request(censored()));
-    for _ in 0..50 {
-        tick(&mut r);
-    }
+    let mut r = lone_backup_waiting(timeout);
     step(
         &mut r,
         msg(
@@ -42,8 +24,7 @@ fn paused_at_tick_80(timeout: u64) -> Replica {
             Message::PrePrepare(pre_prepare(1, 0, GENESIS, vec![censored()])),
         ),
     );
-    let _ = r.step(checkpoint(2, 4, [4; 32]), &mut Vec::new());
-    let _ = r.step(checkpoint(3, 4, [4; 32]), &mut Vec::new());
+    claim(&mut r, &[(2, 4, [4; 32]), (3, 4, [4; 32])]);
     r
 }
 

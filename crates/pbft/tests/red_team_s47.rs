@@ -13,17 +13,6 @@ use pbft::*;
 
 const T: u64 = 200;
 
-fn lone_backup(timeout: u64) -> Replica {
-    let mut cfg = config(1, 4);
-    cfg.view_change_timeout_ticks = timeout;
-    cfg.retransmit_ticks = 50;
-    Replica::new(cfg, Restored::genesis(GENESIS, 0, 0))
-}
-
-fn tick(r: &mut Replica) -> Vec<Action> {
-    step(r, Input::Tick { now_ms: 0 })
-}
-
 /// Pre-prepares of view 0 for 1..=len chained from GENESIS; slot `s` holds `first` at s = 1
 /// and request `tag + s` elsewhere.
 fn chain_of(len: u64, first: Vec<Request>, tag: u8) -> Vec<PrePrepare> {
@@ -43,22 +32,14 @@ fn chain_of(len: u64, first: Vec<Request>, tag: u8) -> Vec<PrePrepare> {
 }
 
 /// Backup 1: the censored request arrives at tick 30 (deadline 230); at tick 80 primary 0
-/// sends it `held` (its pre-prepares), and peers 2 and 3 send the status claims `claims`.
+/// sends it `held` (its pre-prepares; a refused one is dropped, as a node would), and peers 2
+/// and 3 send the status claims `claims`.
 fn backup_holding(held: &[PrePrepare], claims: &[(ReplicaId, SeqNo, Digest)]) -> Replica {
-    let mut r = lone_backup(T);
-    for _ in 0..30 {
-        tick(&mut r);
-    }
-    step(&mut r, Input::Request(censored()));
-    for _ in 0..50 {
-        tick(&mut r);
-    }
+    let mut r = lone_backup_waiting(T);
     for pp in held {
         let _ = r.step(msg(0, Message::PrePrepare(pp.clone())), &mut Vec::new());
     }
-    for (from, seq, digest) in claims {
-        let _ = r.step(checkpoint(*from, *seq, *digest), &mut Vec::new());
-    }
+    claim(&mut r, claims);
     r
 }
 

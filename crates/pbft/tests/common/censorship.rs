@@ -1,5 +1,5 @@
 //! A faulty primary 0 censoring a request every correct backup holds (red teams s42, s45 and
-//! s47): the rotating plant of red team s42 F1.
+//! s47): the rotating plant of red team s42 F1 on a cluster, and its lone-backup view.
 use std::cell::RefCell;
 use std::ops::Range;
 use std::rc::Rc;
@@ -11,6 +11,36 @@ use super::*;
 /// The censored request.
 pub fn censored() -> Request {
     request(200)
+}
+
+/// Backup 1 of 4 alone (view-change timeout `timeout_ticks`, retransmit 50): the censored
+/// request arrives at tick 30 (its deadline is 30 + `timeout_ticks`); returned at tick 80.
+pub fn lone_backup_waiting(timeout_ticks: u64) -> Replica {
+    let mut cfg = config(1, 4);
+    cfg.view_change_timeout_ticks = timeout_ticks;
+    cfg.retransmit_ticks = 50;
+    let mut r = Replica::new(cfg, Restored::genesis(GENESIS, 0, 0));
+    for _ in 0..30 {
+        tick(&mut r);
+    }
+    step(&mut r, Input::Request(censored()));
+    for _ in 0..50 {
+        tick(&mut r);
+    }
+    r
+}
+
+/// One tick of a lone replica whose clock stands at 0.
+pub fn tick(r: &mut Replica) -> Vec<Action> {
+    step(r, Input::Tick { now_ms: 0 })
+}
+
+/// Peers' status claims `(from, seq, digest)` to `r`, each as a checkpoint message; a refused
+/// one is dropped, as a node would.
+pub fn claim(r: &mut Replica, claims: &[(ReplicaId, SeqNo, Digest)]) {
+    for (from, seq, digest) in claims {
+        let _ = r.step(checkpoint(*from, *seq, *digest), &mut Vec::new());
+    }
 }
 
 /// A correct backup the faulty primary keeps behind in the current round.
