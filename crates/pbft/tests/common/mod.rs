@@ -769,7 +769,14 @@ pub fn veto_attack_with(
         );
     }
     let view = c.replicas[correct[0] as usize].view();
-    let mut refused: Vec<View> = correct
+    let refused = new_views_before(&c, &correct, view);
+    (refused, view, c.now)
+}
+
+/// The views below `view` whose new-views the replicas `correct` sent (each once, ascending):
+/// in the veto attacks, the new-views refused before the one that took.
+pub fn new_views_before(c: &Cluster, correct: &[ReplicaId], view: View) -> Vec<View> {
+    let mut views: Vec<View> = correct
         .iter()
         .flat_map(|id| &c.sent[*id as usize])
         .filter_map(|m| match m {
@@ -777,9 +784,9 @@ pub fn veto_attack_with(
             _ => None,
         })
         .collect();
-    refused.sort_unstable();
-    refused.dedup();
-    (refused, view, c.now)
+    views.sort_unstable();
+    views.dedup();
+    views
 }
 
 /// Phases 3 and 4 of the n = 7 lost-life fork scenarios (`red_team_lives*.rs`), whose filter
