@@ -373,6 +373,21 @@ pub fn lose_state(c: &mut Cluster, id: ReplicaId, incarnation: u64) {
     c.durable[id as usize].clear();
 }
 
+/// Replica 3 of four, restarted with nothing and asking (nonce 9): its first tick sent its
+/// recovery query.
+pub fn querier() -> Replica {
+    let mut q = Replica::new(
+        config(3, 4),
+        Restored {
+            recovering: true,
+            nonce: 9,
+            ..Restored::genesis(GENESIS, 0, 0)
+        },
+    );
+    step(&mut q, Input::Tick { now_ms: 0 });
+    q
+}
+
 /// The primary of the current view (replica 0's idea of it) commits one block of request `i`.
 pub fn commit_block(c: &mut Cluster, i: u8) {
     let primary = c.replicas[0].primary();
