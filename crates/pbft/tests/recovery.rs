@@ -242,20 +242,6 @@ fn recovery_survives_a_restart_until_its_bound_is_met() {
     assert!(!r.is_recovering());
 }
 
-/// Replica 3 of four, restarted with nothing and asking (nonce 9).
-fn querier() -> Replica {
-    let mut q = Replica::new(
-        config(3, 4),
-        Restored {
-            recovering: true,
-            nonce: 9,
-            ..Restored::genesis(GENESIS, 0, 0)
-        },
-    );
-    step(&mut q, Input::Tick { now_ms: 0 });
-    q
-}
-
 /// An answer to `querier()` proving execution through `seq` with commits of `view` from
 /// `signers` (none for `seq` 0).
 fn answer(seq: SeqNo, view: View, signers: &[ReplicaId]) -> RecoveryAnswer {

@@ -500,15 +500,7 @@ fn finding_5_shape_check_refuses_unusable_recovery_answers() {
     };
     let unsolicited = bystander.check_shape(&Message::RecoveryAnswer(unsolicited));
     // To the querier: its "own" new-view with no view-change in it.
-    let mut querier = Replica::new(
-        config(3, 4),
-        Restored {
-            recovering: true,
-            nonce: 9,
-            ..Restored::genesis(GENESIS, 0, 0)
-        },
-    );
-    step(&mut querier, Input::Tick { now_ms: 0 });
+    let querier = querier();
     let malformed = RecoveryAnswer {
         nonce: 9,
         querier: 3,
@@ -579,15 +571,7 @@ fn red_team_held_f_understating_answerers_do_not_lower_the_bound() {
 /// `check_shape` and from `step`, never a panic; none counts toward the 2f+1.
 #[test]
 fn red_team_held_malformed_recovery_answers_are_errors() {
-    let mut q = Replica::new(
-        config(3, 4),
-        Restored {
-            recovering: true,
-            nonce: 9,
-            ..Restored::genesis(GENESIS, 0, 0)
-        },
-    );
-    step(&mut q, Input::Tick { now_ms: 0 });
+    let mut q = querier();
     let commit = vote(0, 4, [4; 32]);
     let answer = |querier, proof: Vec<ReplicaId>| RecoveryAnswer {
         nonce: 9,

@@ -131,16 +131,7 @@ fn split_veto(
         );
     }
     let view = c.replicas[correct[0] as usize].view();
-    let mut refused: Vec<View> = correct
-        .iter()
-        .flat_map(|id| &c.sent[*id as usize])
-        .filter_map(|m| match m {
-            Message::NewView(nv) if nv.view < view => Some(nv.view),
-            _ => None,
-        })
-        .collect();
-    refused.sort_unstable();
-    refused.dedup();
+    let refused = new_views_before(&c, &correct, view);
     // Still split at the end of the interval: the relays at every view change were refused.
     for (id, incarnation) in &known {
         assert!(!knows(&c, *id, byzantine, 3 - incarnation) || *incarnation == 2);

@@ -9,11 +9,6 @@ use pbft::*;
 
 const TOLERANCE_MS: u64 = DEFAULT_BLOCK_TIME_TOLERANCE_MS;
 
-/// The censored request.
-fn censored() -> Request {
-    request(200)
-}
-
 fn forwards_censored(m: &Message) -> bool {
     matches!(m, Message::Forward(rs) if rs.iter().any(|r| r.id == censored().id))
 }

@@ -148,53 +148,10 @@ fn guard_a_forward_of_a_restored_request_arms_no_timer() {
 /// quorum). With a silent faulty replica, the next request then costs a view change.
 #[test]
 fn f3_a_backup_behind_by_its_own_restored_slot_stays_in_the_view() {
-    let mut c = Cluster::configured(4, |cfg| {
-        cfg.view_change_timeout_ticks = 200;
-        cfg.retransmit_ticks = 50;
-    });
-    for i in 1..=4 {
-        commit_block(&mut c, i);
-    }
-    c.input(2, Input::Request(request(5)));
-    c.run();
-    c.input(0, Input::Cut);
-    c.run();
-    for id in 0..4u32 {
-        assert!(c.executed_ids(id).contains(&request(5).id), "replica {id}");
-    }
-    let durable = c.durable[2].clone();
-    c.executed[2].truncate(4);
-    let at = c.executed[2][3].clone();
-    c.replicas[2] = Replica::new(
-        Config {
-            view_change_timeout_ticks: 200,
-            retransmit_ticks: 50,
-            ..config(2, 4)
-        },
-        Restored {
-            last_executed: (4, at.digest),
-            head_time_ms: at.proposal.time_ms,
-            durable,
-            incarnation: 1,
-            ..Restored::genesis(GENESIS, 0, 0)
-        },
-    );
-    assert_eq!(c.replicas[2].stable_checkpoint().0, 4);
-    // The node resubmits what it acknowledged and its chain does not hold.
-    resume(&mut c, 2, &[request(5)]);
-    c.run();
-    let sent_before = c.sent[2].len();
-    // The transfer of block 5 is slow: 300 ticks.
-    for _ in 0..300 {
-        c.tick_all(1);
-        c.fetches[2].clear();
-    }
-    transfer(&mut c, 2, 0, 5);
-    c.tick_all(5);
+    let BackupBehind {
+        cluster: c, left, ..
+    } = backup_behind(&[], Fresh::Submitted, false);
     assert_eq!(c.replicas[2].last_executed().0, 5);
-    let left = c.sent[2][sent_before..]
-        .iter()
-        .any(|m| matches!(m, Message::ViewChange(_)));
     assert!(
         !left,
         "backup 2 timed out on a request the cluster executed (view {}, in view change {})",

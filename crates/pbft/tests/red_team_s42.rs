@@ -3,16 +3,8 @@
 //! `restored_in_log`; a state transfer clears the log's ids at or below the new head).
 mod common;
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use common::*;
 use pbft::*;
-
-/// The censored request: every correct backup holds it from the start.
-fn censored() -> Request {
-    request(200)
-}
 
 /// n = 4, T = 200 ticks, retransmit 50, K = 4. Replica 0 (view 0's primary) is Byzantine: it
 /// never proposes the censored request (the backups' forwards of it are dropped: a faulty
@@ -24,67 +16,15 @@ fn censored() -> Request {
 /// (its state transfer is served as soon as it asks). The clients' requests of the blocks go
 /// to the primary alone. Returns the cluster after `rounds` rounds.
 fn rotating_plant(plant: bool, rounds: usize) -> Cluster {
-    let mut c = Cluster::configured(4, |cfg| {
-        cfg.view_change_timeout_ticks = 200;
-        cfg.retransmit_ticks = 50;
-    });
-    // (backup kept behind this round, sequence number of its planted slot); 0 = none.
-    let target: Rc<Cell<(ReplicaId, SeqNo)>> = Rc::new(Cell::new((0, 0)));
-    let t = target.clone();
-    let r = censored();
-    c.filter = Box::new(move |from, to, m| match m {
-        // The faulty primary ignores every forward of the censored request.
-        Message::Forward(requests) if to == 0 && requests.iter().any(|x| x.id == r.id) => {
-            let rest: Vec<Request> = requests.into_iter().filter(|x| x.id != r.id).collect();
-            (!rest.is_empty()).then_some(Message::Forward(rest))
-        }
-        Message::PrePrepare(pp) if from == 0 && to != 0 && to == t.get().0 => {
-            let (_, planted) = t.get();
-            if pp.proposal.seq == planted {
-                Some(Message::PrePrepare(pre_prepare(
-                    planted,
-                    pp.view,
-                    pp.proposal.prev,
-                    vec![r.clone()],
-                )))
-            } else {
-                None
-            }
-        }
-        m => Some(m),
-    });
-    for b in 1..4 {
-        c.input(b, Input::Request(censored()));
-    }
-    c.run();
-    let mut filler = 1u8;
-    for round in 0..rounds {
-        let b = (round % 3) as ReplicaId + 1;
-        let head = c.replicas[b as usize].last_executed().0;
-        if plant {
-            target.set((b, head + 1));
-        }
-        for _ in 0..4 {
-            commit_block(&mut c, filler);
-            filler += 1;
-        }
-        if plant {
-            // `b` waits for its state transfer; it asks after a retransmit interval.
-            for _ in 0..200 {
-                if !c.fetches[b as usize].is_empty() {
-                    break;
-                }
-                c.tick_all(1);
-            }
-            target.set((0, 0));
-            let source = if b == 1 { 2 } else { 1 };
-            serve_fetches(&mut c, b, source);
-            c.run();
-        } else {
-            c.tick_all(50);
-        }
-    }
-    c
+    let rotation = Rotation {
+        n: 4,
+        correct: 1..4,
+        timeout_ticks: 200,
+        rounds,
+        serve_idle_fetches: false,
+    };
+    let schedule = |round: usize, _: &Cluster| plant.then_some((round % 3) as ReplicaId + 1);
+    rotate_plants(rotation, schedule, plant_one_slot()).0
 }
 
 /// F1: a faulty primary censors a request every correct backup holds, for ever, while the

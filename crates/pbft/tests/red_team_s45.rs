@@ -7,42 +7,16 @@
 //! keep s42 F1 fixed.
 mod common;
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use common::*;
 use pbft::*;
 
-/// The censored request: every correct backup holds it from the start.
-fn censored() -> Request {
-    request(200)
-}
-
 const T: u64 = 200;
-
-fn lone_backup(timeout: u64) -> Replica {
-    let mut cfg = config(1, 4);
-    cfg.view_change_timeout_ticks = timeout;
-    cfg.retransmit_ticks = 50;
-    Replica::new(cfg, Restored::genesis(GENESIS, 0, 0))
-}
-
-fn tick(r: &mut Replica) -> Vec<Action> {
-    step(r, Input::Tick { now_ms: 0 })
-}
 
 /// Backup 1 alone: the censored request arrives at tick 30 (deadline 230), a pre-prepare of
 /// primary 0 puts it at seq 1 at tick 80, and replicas 2 and 3 claim seq 4 (f+1: the slot is
 /// vouched). Returns the replica, paused from tick 80.
 fn paused_at_tick_80(timeout: u64) -> Replica {
-    let mut r = lone_backup(timeout);
-    for _ in 0..30 {
-        tick(&mut r);
-    }
-    step(&mut r, Input::Request(censored()));
-    for _ in 0..50 {
-        tick(&mut r);
-    }
+    let mut r = lone_backup_waiting(timeout);
     step(
         &mut r,
         msg(
@@ -50,8 +24,7 @@ fn paused_at_tick_80(timeout: u64) -> Replica {
             Message::PrePrepare(pre_prepare(1, 0, GENESIS, vec![censored()])),
         ),
     );
-    let _ = r.step(checkpoint(2, 4, [4; 32]), &mut Vec::new());
-    let _ = r.step(checkpoint(3, 4, [4; 32]), &mut Vec::new());
+    claim(&mut r, &[(2, 4, [4; 32]), (3, 4, [4; 32])]);
     r
 }
 
@@ -121,87 +94,20 @@ fn info_a_fetch_retry_with_the_largest_timeout_does_not_overflow() {
     assert!(!r.in_view_change());
 }
 
-/// n = 4, T = 200, retransmit 50, K = 4; replica 0 (view 0's primary) is Byzantine, as in red
-/// team s42's `rotating_plant`: it ignores every forward of the censored request, and in round
-/// `k` it keeps backup `schedule(k)` (if any) behind with a pre-prepare of its own at that
-/// backup's head + 1 holding the censored request, the round's four blocks committed by the
-/// others; the backup kept behind fetches the stable checkpoint and is served at once.
-/// Returns the cluster and, per replica, the tick at which it first left view 0 (if it did).
+/// n = 4, T = 200; replica 0 (view 0's primary) is Byzantine, as in red team s42: the rotating
+/// plant ([`rotate_plants`]) of one slot, at backup `schedule(k)` (if any) in round `k`.
 fn planted(
     schedule: impl Fn(usize, &Cluster) -> Option<ReplicaId>,
     rounds: usize,
 ) -> (Cluster, Vec<Option<u64>>) {
-    let mut c = Cluster::configured(4, |cfg| {
-        cfg.view_change_timeout_ticks = T;
-        cfg.retransmit_ticks = 50;
-    });
-    let target: Rc<Cell<(ReplicaId, SeqNo)>> = Rc::new(Cell::new((0, 0)));
-    let t = target.clone();
-    let r = censored();
-    c.filter = Box::new(move |from, to, m| match m {
-        Message::Forward(requests) if to == 0 && requests.iter().any(|x| x.id == r.id) => {
-            let rest: Vec<Request> = requests.into_iter().filter(|x| x.id != r.id).collect();
-            (!rest.is_empty()).then_some(Message::Forward(rest))
-        }
-        Message::PrePrepare(pp) if from == 0 && to != 0 && to == t.get().0 => {
-            let (_, planted) = t.get();
-            if pp.proposal.seq == planted {
-                Some(Message::PrePrepare(pre_prepare(
-                    planted,
-                    pp.view,
-                    pp.proposal.prev,
-                    vec![r.clone()],
-                )))
-            } else {
-                None
-            }
-        }
-        m => Some(m),
-    });
-    for b in 1..4 {
-        c.input(b, Input::Request(censored()));
-    }
-    c.run();
-    let mut left = vec![None; 4];
-    let mut filler = 1u8;
-    for round in 0..rounds {
-        let planted_at = schedule(round, &c);
-        if let Some(b) = planted_at {
-            let head = c.replicas[b as usize].last_executed().0;
-            target.set((b, head + 1));
-        }
-        for _ in 0..4 {
-            commit_block(&mut c, filler);
-            filler = filler.wrapping_add(1).max(1);
-            c.note_left_view_0(&mut left);
-        }
-        if let Some(b) = planted_at {
-            for _ in 0..200 {
-                if !c.fetches[b as usize].is_empty() {
-                    break;
-                }
-                c.tick_all(1);
-                c.note_left_view_0(&mut left);
-            }
-            target.set((0, 0));
-            let source = (1..4).find(|s| *s != b).unwrap_or(1);
-            serve_fetches(&mut c, b, source);
-            c.run();
-        } else {
-            c.tick_all(50);
-        }
-        c.note_left_view_0(&mut left);
-    }
-    (c, left)
-}
-
-fn summary(c: &Cluster, left: &[Option<u64>]) -> String {
-    let heads: Vec<SeqNo> = (0..4).map(|id| c.replicas[id].last_executed().0).collect();
-    format!(
-        "views {:?}, first left view 0 at {left:?}, heads {heads:?}, now {}",
-        c.views(),
-        c.now
-    )
+    let rotation = Rotation {
+        n: 4,
+        correct: 1..4,
+        timeout_ticks: T,
+        rounds,
+        serve_idle_fetches: false,
+    };
+    rotate_plants(rotation, schedule, plant_one_slot())
 }
 
 /// Control (Q1): the primary keeps the SAME correct backup (1) behind in every round, so that
@@ -214,12 +120,12 @@ fn control_one_backup_kept_behind_for_ever_shields_nobody_else() {
     assert!(
         left[2].is_some_and(|t| t <= T + 60) && left[3].is_some_and(|t| t <= T + 60),
         "{}",
-        summary(&c, &left)
+        rotation_report(&c, &left)
     );
     assert!(
         (1..4).all(|id| c.executed_ids(id).contains(&censored().id)),
         "{}",
-        summary(&c, &left)
+        rotation_report(&c, &left)
     );
 }
 
@@ -245,78 +151,13 @@ fn control_staggered_plants_delay_the_view_change_by_at_most_about_one_timeout()
     assert!(
         left[1].is_some() && last.is_some_and(|t| t <= 2 * T + 150),
         "{}",
-        summary(&c, &left)
+        rotation_report(&c, &left)
     );
     assert!(
         (1..4).all(|id| c.executed_ids(id).contains(&censored().id)),
         "{}",
-        summary(&c, &left)
+        rotation_report(&c, &left)
     );
-}
-
-/// Red team s39 F3's cluster (n = 4, T = 200, retransmit 50): request 5 commits at every
-/// replica at seq 5; backup 2 crashes before applying block 5 (ledger head 4, slot 5
-/// restored) and its node resubmits request 5. Its state transfer of block 5 is slow (300
-/// ticks, < 2 T). Meanwhile a client submits a fresh request to backup 2 at each tick of
-/// `hostile_at` (after the restart); backup 2 forwards it to the (correct) primary 0, which
-/// proposes it; it commits at 0, 1, 3 (backup 2 cannot execute it before block 5). If
-/// `faulty_joins`, replica 3 (Byzantine) sends a view-change to view 1 as soon as backup 2
-/// sent one. Returns the cluster and whether backup 2 left view 0 before its transfer landed.
-fn behind_backup_with_fresh_requests(hostile_at: &[u64], faulty_joins: bool) -> (Cluster, bool) {
-    behind_backup_fed(hostile_at, faulty_joins, false)
-}
-
-/// As `behind_backup_with_fresh_requests`; if `forwarded`, the fresh requests reach backup 2
-/// as Byzantine replica 3's forwards (a validator holding clients' transactions) instead.
-fn behind_backup_fed(hostile_at: &[u64], faulty_joins: bool, forwarded: bool) -> (Cluster, bool) {
-    let mut c = Cluster::configured(4, |cfg| {
-        cfg.view_change_timeout_ticks = T;
-        cfg.retransmit_ticks = 50;
-    });
-    for i in 1..=4 {
-        commit_block(&mut c, i);
-    }
-    c.input(2, Input::Request(request(5)));
-    c.run();
-    c.input(0, Input::Cut);
-    c.run();
-    for id in 0..4u32 {
-        assert!(c.executed_ids(id).contains(&request(5).id), "replica {id}");
-    }
-    let durable = c.durable[2].clone();
-    restart_behind(&mut c, 2, 4, durable);
-    resume(&mut c, 2, &[request(5)]);
-    c.run();
-    let sent_before = c.sent[2].len();
-    let mut left_early = false;
-    let mut joined = false;
-    let mut next = 100u8;
-    for t in 0..300u64 {
-        if hostile_at.contains(&t) {
-            match forwarded {
-                true => c.input(2, msg(3, Message::Forward(vec![request(next)]))),
-                false => c.input(2, Input::Request(request(next))),
-            }
-            next += 1;
-            c.run();
-        }
-        c.tick_all(1);
-        c.fetches[2].clear();
-        let left = c.sent[2][sent_before..]
-            .iter()
-            .any(|m| matches!(m, Message::ViewChange(_)));
-        left_early |= left;
-        if left && faulty_joins && !joined {
-            joined = true;
-            for to in 0..3 {
-                c.input(to, msg(3, Message::ViewChange(view_change(1, vec![]))));
-            }
-            c.run();
-        }
-    }
-    transfer(&mut c, 2, 0, 5);
-    c.tick_all(5);
-    (c, left_early)
 }
 
 /// Control: s39 F3 with one fresh request 60 ticks after the restart: backup 2's timer runs
@@ -324,7 +165,11 @@ fn behind_backup_fed(hostile_at: &[u64], faulty_joins: bool, forwarded: bool) ->
 /// its slot 6), but not long enough to time out. Passes on ee3873ae.
 #[test]
 fn control_one_fresh_request_at_a_backup_behind_costs_no_view_change() {
-    let (c, left_early) = behind_backup_with_fresh_requests(&[60], false);
+    let BackupBehind {
+        cluster: c,
+        left_early,
+        ..
+    } = backup_behind(&[60], Fresh::Submitted, false);
     assert!(!left_early, "views {:?}", c.views());
 }
 
@@ -339,7 +184,11 @@ fn control_one_fresh_request_at_a_backup_behind_costs_no_view_change() {
 /// hash-chain from the vouched target down to every waited-on slot: they are decided).
 #[test]
 fn f1_fresh_requests_at_a_backup_behind_make_it_leave_a_correct_primary() {
-    let (c, left_early) = behind_backup_with_fresh_requests(&[60, 120, 180, 240], true);
+    let BackupBehind {
+        cluster: c,
+        left_early,
+        ..
+    } = backup_behind(&[60, 120, 180, 240], Fresh::Submitted, true);
     assert!(
         !left_early && c.views().iter().all(|(v, changing)| *v == 0 && !changing),
         "backup 2 (behind, its transfer slow) gave up on correct primary 0; with Byzantine \
@@ -348,101 +197,14 @@ fn f1_fresh_requests_at_a_backup_behind_make_it_leave_a_correct_primary() {
     );
 }
 
-/// n = 7 (f = 2), T = 200, retransmit 50, K = 4. Replicas 0 (view 0's primary) and 6 are
-/// Byzantine: 0 ignores every forward of the censored request and, in round `k`, keeps the
-/// TWO correct backups `pairs[k % 5]` behind at once (f of them: the quorum of 5 is 0, 6 and
-/// the other three correct replicas) with its own pre-prepare of the censored request at
-/// their head + 1; 6 follows the protocol but never holds the request. Correct replicas 1..=5
-/// hold the request. Returns the cluster and, per replica, the tick it first left view 0.
-fn planted_two_of_seven(rounds: usize) -> (Cluster, Vec<Option<u64>>) {
-    let mut c = Cluster::configured(7, |cfg| {
-        cfg.view_change_timeout_ticks = T;
-        cfg.retransmit_ticks = 50;
-    });
-    let targets: Rc<Cell<[(ReplicaId, SeqNo); 2]>> = Rc::new(Cell::new([(0, 0); 2]));
-    let t = targets.clone();
-    let r = censored();
-    c.filter = Box::new(move |from, to, m| match m {
-        Message::Forward(requests) if to == 0 && requests.iter().any(|x| x.id == r.id) => {
-            let rest: Vec<Request> = requests.into_iter().filter(|x| x.id != r.id).collect();
-            (!rest.is_empty()).then_some(Message::Forward(rest))
-        }
-        Message::PrePrepare(pp) if from == 0 && to != 0 => {
-            match t.get().iter().find(|(b, _)| *b == to) {
-                None => Some(Message::PrePrepare(pp)),
-                Some((_, planted)) if pp.proposal.seq == *planted => Some(Message::PrePrepare(
-                    pre_prepare(*planted, pp.view, pp.proposal.prev, vec![r.clone()]),
-                )),
-                Some(_) => None,
-            }
-        }
-        m => Some(m),
-    });
-    for b in 1..6 {
-        c.input(b, Input::Request(censored()));
-    }
-    c.run();
-    let pairs: [[ReplicaId; 2]; 5] = [[1, 2], [3, 4], [5, 1], [2, 3], [4, 5]];
-    let mut left = vec![None; 7];
-    let mut filler = 1u8;
-    for round in 0..rounds {
-        let pair = pairs[round % 5];
-        let in_view_0 = pair.iter().all(|b| {
-            c.replicas[*b as usize].view() == 0 && !c.replicas[*b as usize].in_view_change()
-        });
-        if in_view_0 {
-            let heads = pair.map(|b| (b, c.replicas[b as usize].last_executed().0 + 1));
-            targets.set(heads);
-        }
-        for _ in 0..4 {
-            commit_block(&mut c, filler);
-            filler = filler.wrapping_add(1).max(1);
-            c.note_left_view_0(&mut left);
-        }
-        if in_view_0 {
-            for _ in 0..200 {
-                if pair.iter().all(|b| !c.fetches[*b as usize].is_empty()) {
-                    break;
-                }
-                c.tick_all(1);
-                c.note_left_view_0(&mut left);
-            }
-            targets.set([(0, 0); 2]);
-            let source = (1..6).find(|s| !pair.contains(s)).unwrap_or(1);
-            for b in pair {
-                serve_fetches(&mut c, b, source);
-            }
-            c.run();
-        } else {
-            c.tick_all(50);
-            // After view 0, the node serves every state transfer (from the highest head).
-            for b in 1..6 {
-                let source = (1..6)
-                    .filter(|s| *s != b)
-                    .max_by_key(|s| c.replicas[*s as usize].last_executed().0)
-                    .unwrap_or(1);
-                serve_fetches(&mut c, b, source);
-            }
-            c.run();
-        }
-        c.note_left_view_0(&mut left);
-    }
-    (c, left)
-}
-
 /// Control (Q1 at n = 7): two faulty replicas (the primary and a helper) keep f = 2 correct
 /// backups behind at every instant, rotating over the five correct ones; each correct
 /// backup's count grows 3/5 of the time and the view changes within about 2 T; the censored
 /// request commits in the next view. Passes on ee3873ae.
 #[test]
 fn control_two_faulty_of_seven_pausing_two_backups_at_once_still_time_out() {
-    let (c, left) = planted_two_of_seven(25);
-    let heads: Vec<SeqNo> = (0..7).map(|id| c.replicas[id].last_executed().0).collect();
-    let report = format!(
-        "views {:?}, left view 0 at {left:?}, heads {heads:?}, now {}",
-        c.views(),
-        c.now
-    );
+    let (c, left) = rotate_plants_two_of_seven(T, 25, plant_one_slot());
+    let report = rotation_report(&c, &left);
     let timed_out = left[1..6]
         .iter()
         .filter(|t| t.is_some_and(|t| t <= 2 * T + 150))
@@ -460,7 +222,11 @@ fn control_two_faulty_of_seven_pausing_two_backups_at_once_still_time_out() {
 /// requests are replica 3's forwards of clients' transactions to backup 2. FAILS on ee3873ae.
 #[test]
 fn f1_a_faulty_replicas_forwards_make_a_backup_behind_leave_a_correct_primary() {
-    let (c, left_early) = behind_backup_fed(&[60, 120, 180, 240], true, true);
+    let BackupBehind {
+        cluster: c,
+        left_early,
+        ..
+    } = backup_behind(&[60, 120, 180, 240], Fresh::ForwardedBy3, true);
     assert!(
         !left_early && c.views().iter().all(|(v, changing)| *v == 0 && !changing),
         "views {:?}",

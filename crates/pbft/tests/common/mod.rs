@@ -10,7 +10,14 @@ use std::sync::Arc;
 
 use pbft::*;
 
+pub mod behind;
+pub mod censorship;
 pub mod pushed;
+// Each test binary uses only some of these (nothing here does).
+#[allow(unused_imports)]
+pub use behind::*;
+#[allow(unused_imports)]
+pub use censorship::*;
 pub use pushed::*;
 
 /// The small configuration (K = 4, L = 8, batches of 2) the fuzz target uses too.
@@ -164,6 +171,12 @@ impl Cluster {
             .iter()
             .map(|replica| (replica.view(), replica.in_view_change()))
             .collect()
+    }
+
+    /// Whether replica `id` is still in view 0 (and not changing views).
+    pub fn still_in_view_0(&self, id: ReplicaId) -> bool {
+        let replica = &self.replicas[id as usize];
+        replica.view() == 0 && !replica.in_view_change()
     }
 
     /// Notes in `left` the tick each replica first left view 0 (moved on, or changing views),
@@ -358,6 +371,21 @@ pub fn lose_state(c: &mut Cluster, id: ReplicaId, incarnation: u64) {
         },
     );
     c.durable[id as usize].clear();
+}
+
+/// Replica 3 of four, restarted with nothing and asking (nonce 9): its first tick sent its
+/// recovery query.
+pub fn querier() -> Replica {
+    let mut q = Replica::new(
+        config(3, 4),
+        Restored {
+            recovering: true,
+            nonce: 9,
+            ..Restored::genesis(GENESIS, 0, 0)
+        },
+    );
+    step(&mut q, Input::Tick { now_ms: 0 });
+    q
 }
 
 /// The primary of the current view (replica 0's idea of it) commits one block of request `i`.
@@ -756,7 +784,14 @@ pub fn veto_attack_with(
         );
     }
     let view = c.replicas[correct[0] as usize].view();
-    let mut refused: Vec<View> = correct
+    let refused = new_views_before(&c, &correct, view);
+    (refused, view, c.now)
+}
+
+/// The views below `view` whose new-views the replicas `correct` sent (each once, ascending):
+/// in the veto attacks, the new-views refused before the one that took.
+pub fn new_views_before(c: &Cluster, correct: &[ReplicaId], view: View) -> Vec<View> {
+    let mut views: Vec<View> = correct
         .iter()
         .flat_map(|id| &c.sent[*id as usize])
         .filter_map(|m| match m {
@@ -764,9 +799,9 @@ pub fn veto_attack_with(
             _ => None,
         })
         .collect();
-    refused.sort_unstable();
-    refused.dedup();
-    (refused, view, c.now)
+    views.sort_unstable();
+    views.dedup();
+    views
 }
 
 /// Phases 3 and 4 of the n = 7 lost-life fork scenarios (`red_team_lives*.rs`), whose filter
