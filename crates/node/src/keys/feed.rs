@@ -488,7 +488,7 @@ impl Service {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use ledger::entitled::AppliedEntry;
@@ -510,8 +510,9 @@ mod tests {
         fn send(&self, _: ReplicaId, _: Frame) {}
     }
 
-    /// A key service of validator 0 of a new chain, not started (the test drives it).
-    fn service(dir: &std::path::Path) -> Service {
+    /// A key service of validator 0 of a new chain, not started (the test drives it); its
+    /// folder is `dir/a`.
+    pub(in crate::keys) fn service(dir: &std::path::Path) -> Service {
         let keys = tempfile::tempdir().unwrap();
         let (genesis, _) = crate::incarnation::init_dev_network(
             dir,

@@ -856,7 +856,8 @@ impl Service {
         // applies it writes the chain's facts ([`Service::on_sealed`]).
         self.index = Index::default();
         self.pending = pending::Pending::default();
-        self.relearned = HashMap::new();
+        // Not emptied: what was relearned while the chain was behind is written, and judged,
+        // once it has caught up ([`Service::write_relearned`]).
         self.checked_to = self.store.sweep_from();
         let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
         for row in unplaced {
@@ -1298,13 +1299,18 @@ impl Service {
             let rows = self.store.rows().checked_after(after, ROWS_PER_READ)?;
             self.counters.keys_rows_checked += rows.len() as u64;
             let mut unindexed = Vec::new();
+            let mut erased = Vec::new();
             for (seq, row, not_in_run) in &rows {
-                // A row the chain has said nothing of was read at start ([`Service::load`]).
-                if row.facts.on_chain.is_some() {
-                    self.trusted(row)?;
-                }
                 if *not_in_run {
                     unindexed.push(*seq);
+                }
+                // A key whose erasure the chain holds has no row: this one was put back on
+                // disk (an old copy's row, or a copy its erasure did not find).
+                if self.index.is_erased(&row.tx) {
+                    erased.push(row.tx);
+                // A row the chain has said nothing of was read at start ([`Service::load`]).
+                } else if row.facts.on_chain.is_some() {
+                    self.trusted(row)?;
                 }
             }
             if !unindexed.is_empty() {
@@ -1323,6 +1329,23 @@ impl Service {
                         .try_for_each(|seq| service.store.rows().reindex(*seq).map(|_| ()))
                 })?;
             }
+            // After the reindex: a row not in its run is found by its transaction only then.
+            if !erased.is_empty() {
+                self.counters.keys_rows_refused += erased.len() as u64;
+                warn!(
+                    validator = self.me,
+                    rows = erased.len(),
+                    "keys.db: rows of erased transactions (put back without the operator key): \
+                     deleted"
+                );
+                self.in_write(Durability::Deferred, |service| {
+                    erased
+                        .iter()
+                        .try_for_each(|tx| service.store.rows().delete_key(tx).map(|_| ()))
+                })?;
+                // As after an erasure: no WAL frame keeps the deleted key (§7.2).
+                self.store.truncate_wal()?;
+            }
             self.checked_to = match rows.last() {
                 Some((seq, ..)) if rows.len() == ROWS_PER_READ => Some(*seq),
                 _ => {
@@ -1339,9 +1362,19 @@ impl Service {
         Ok(())
     }
 
-    /// Writes the facts [`Service::held`] read from the chain in their rows, with their tag.
+    /// Writes the facts [`Service::held`] read from the chain in their rows, with their tag,
+    /// and deletes the keys they no longer entitle this validator to. Not while the chain is
+    /// behind the processed height: entitlement cannot be judged then, and a tag written
+    /// without it would vouch for the row at every later start, none of which judges a row
+    /// whose tag holds (a grant whose end the store recorded while the row named another
+    /// patient is never ended again). The facts wait in memory, and no stop vouches for the
+    /// file ([`Service::close`]) until they are written, judged, once the chain has caught up.
     fn write_relearned(&mut self) -> Result<(), NodeError> {
         if self.relearned.is_empty() {
+            return Ok(());
+        }
+        if self.waits_for_chain {
+            self.left_refused = true;
             return Ok(());
         }
         let relearned = std::mem::take(&mut self.relearned);
@@ -1357,7 +1390,7 @@ impl Service {
                 };
                 let entitled = on_chain.parties.includes(service.me)
                     || (on_chain.record && service.grantee_of(&held.patient));
-                if !entitled && !service.waits_for_chain {
+                if !entitled {
                     service.store.rows().delete_key(tx)?;
                 }
             }
@@ -1558,5 +1591,115 @@ mod tests {
         assert!(second.seals.is_empty());
         assert!(second.peer.is_some(), "the other requests wait their turn");
         assert!(inbox.deliver(2, request(5), InboundCredit::default()));
+    }
+}
+
+/// The asides red team s46 left (session 23), on a key service the test drives
+/// ([`feed::tests::service`]: validator 0 of a new chain).
+#[cfg(test)]
+mod s46_asides {
+    use super::*;
+
+    /// What the chain says of a held record of patient `[1; 16]` whose parties are validators
+    /// 1, 2 and 3: validator 0 is entitled to its key only as a live grantee of the patient.
+    fn elsewhere() -> Facts {
+        let on_chain = OnChain {
+            parties: Parties {
+                sealer: 1,
+                patient_home: 2,
+                doctor_home: 3,
+            },
+            record: true,
+        };
+        Facts {
+            patient: [1; 16],
+            not_after_ms: u64::MAX,
+            on_chain: Some(on_chain.to_bytes().to_vec()),
+        }
+    }
+
+    fn keys_db(dir: &std::path::Path) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.join("a").join("keys.db")).unwrap()
+    }
+
+    /// Aside 2: a row read again from the chain while the chain is behind the processed height
+    /// (a `keys.db` kept newer than a restored `chain.db`, §5.6) was written with its tag and
+    /// not judged (no grant can be judged then), and nothing judged it later: no start judges a
+    /// row whose tag holds. A grantee whose row's patient was moved on disk, and whose store
+    /// recorded the true patient's grant's end while the row named another, kept the key for
+    /// good once a start with the chain behind had tagged it. Now it is written, and judged,
+    /// once the chain has caught up.
+    #[test]
+    fn a_row_relearned_while_the_chain_is_behind_is_judged_once_it_has_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = feed::tests::service(dir.path());
+        let tx = [5; 32];
+        service
+            .store
+            .rows()
+            .insert_key(&tx, &elsewhere(), &DataKey::generate())
+            .unwrap();
+        // Its patient moved on disk; the true patient's grant ended (and was removed from the
+        // store) while the row named the other: no live grant is left.
+        keys_db(dir.path())
+            .execute("UPDATE data_keys SET patient = ?1", [[9u8; 16].as_slice()])
+            .unwrap();
+        let row = service.store.rows().held(&tx).unwrap().unwrap();
+        assert_eq!(row.tag, Tag::Invalid);
+        // The chain behind: the sweep reads the row, the chain answers its facts
+        // (`Service::trusted`, here as it leaves them), the timer writes what was relearned.
+        service.waits_for_chain = true;
+        service.relearned.insert(tx, elsewhere());
+        service.write_relearned().unwrap();
+        let vouches = !service.left_refused;
+        // The chain has caught up (`Service::rejoin_chain`): loaded again, a sweep from the
+        // first row (as after the open of an edited store), the timer's writes.
+        service.load().unwrap();
+        assert!(!service.waits_for_chain);
+        service.checked_to = Some(0);
+        service.check_rows().unwrap();
+        service.write_relearned().unwrap();
+        assert!(
+            service.store.rows().key(&tx).unwrap().is_none(),
+            "a grantee keeps an ended grant's key: its row, moved on disk, was tagged while the \
+             chain was behind, and never judged after (tag {:?})",
+            service.store.rows().held(&tx).unwrap().map(|row| row.tag)
+        );
+        assert!(
+            !vouches,
+            "a stop with the chain behind, the facts not yet written, vouches for the file"
+        );
+    }
+
+    /// Aside 3: a row of a transaction the chain erased is put back on disk (a copy the
+    /// erasure did not find, or an old backup's row: it opens with the operator key). The key
+    /// was given to nobody (an erased transaction is answered `Erased`), but its bytes stayed
+    /// in `keys.db` for good. The sweep after a start deletes it.
+    #[test]
+    fn the_sweep_deletes_a_row_of_an_erased_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = feed::tests::service(dir.path());
+        let (erased, kept) = ([5; 32], [6; 32]);
+        for tx in [erased, kept] {
+            service
+                .store
+                .rows()
+                .insert_key(&tx, &elsewhere(), &DataKey::generate())
+                .unwrap();
+        }
+        // Its erasure, as `Service::load` reads it from the chain.
+        service.index.erase(erased);
+        service.checked_to = Some(0);
+        service.check_rows().unwrap();
+        let rows = service.store.rows();
+        assert_eq!(
+            (
+                rows.key(&erased).unwrap().is_some(),
+                rows.key(&kept).unwrap().is_some()
+            ),
+            (false, true),
+            "the row of an erased transaction outlives the sweep"
+        );
+        assert_eq!(service.counters.keys_rows_refused, 1);
     }
 }
