@@ -20,7 +20,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -94,9 +94,12 @@ impl Acknowledged {
         };
         let mut rows = Vec::new();
         for number in segment_numbers(dir)? {
-            journal.next_number = number + 1;
+            journal.next_number = number.saturating_add(1);
+            let Some(read) = read_segment(&segment_path(dir, number))? else {
+                continue;
+            };
             let mut held = 0;
-            for row in read_segment(&segment_path(dir, number))? {
+            for row in read {
                 // The first copy of a transaction (one carried forward by a run that crashed
                 // before deleting its old segment has two) is the one kept.
                 if let Entry::Vacant(slot) = journal.segment_of.entry(row.id) {
@@ -246,7 +249,10 @@ impl Acknowledged {
     fn carry_forward(&mut self, number: u64) -> Result<(), NodeError> {
         let mut frames = Vec::new();
         let mut ids = HashSet::new();
-        for row in read_segment(&segment_path(&self.dir, number))? {
+        for row in read_segment(&segment_path(&self.dir, number))?
+            .into_iter()
+            .flatten()
+        {
             if self.segment_of.get(&row.id) == Some(&number) && ids.insert(row.id) {
                 encode_frame(&mut frames, &row.id, row.accepted_ms, &row.body)?;
             }
@@ -313,19 +319,36 @@ pub fn copy_into_backup(validator_dir: &Path, copy: &Path) -> Result<usize, Node
 pub fn read_pending(dir: &Path) -> Result<Vec<PendingRow>, NodeError> {
     let mut seen = HashSet::new();
     let mut rows = Vec::new();
-    let numbers = match segment_numbers(dir) {
-        Ok(numbers) => numbers,
-        Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(rows);
-        }
-        Err(error) => return Err(error),
-    };
-    for number in numbers {
-        match read_segment(&segment_path(dir, number)) {
-            Ok(read) => rows.extend(read.into_iter().filter(|row| seen.insert(row.id))),
-            // Deleted since it was listed: all it held is committed.
-            Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {}
+    let mut read_past = None;
+    loop {
+        let numbers = match segment_numbers(dir) {
+            Ok(numbers) => numbers,
+            Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(rows);
+            }
             Err(error) => return Err(error),
+        };
+        let mut vanished = false;
+        for &number in numbers
+            .iter()
+            .filter(|n| read_past.is_none_or(|past| **n > past))
+        {
+            match read_segment(&segment_path(dir, number)) {
+                Ok(read) => {
+                    rows.extend(read.into_iter().flatten().filter(|row| seen.insert(row.id)))
+                }
+                // Deleted since it was listed: what it held is committed, or was carried
+                // forward into a later segment first, perhaps one not listed yet (red team
+                // s48 F1): the folder is listed again for those.
+                Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+                    vanished = true
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        match numbers.last() {
+            Some(&last) if vanished => read_past = Some(last),
+            _ => break,
         }
     }
     sort_oldest_first(&mut rows);
@@ -348,7 +371,8 @@ fn segment_numbers(dir: &Path) -> Result<Vec<u64>, NodeError> {
         let Some(stem) = name.to_str().and_then(|name| name.strip_suffix(".log")) else {
             continue;
         };
-        if stem.len() == 12
+        // `{:012}` is a least width: a number past 12 digits is named with more.
+        if stem.len() >= 12
             && stem.bytes().all(|b| b.is_ascii_digit())
             && let Ok(number) = stem.parse()
         {
@@ -392,12 +416,23 @@ fn encode_frame(
     Ok(())
 }
 
-/// The frames of one segment up to the first that is torn (or the end).
-fn read_segment(path: &Path) -> Result<Vec<PendingRow>, NodeError> {
-    let bytes = std::fs::read(path)?;
+/// The frames of one segment up to the first that is torn (or the end); `None` if the file is
+/// not a segment this journal wrote (a link, a FIFO, a folder or another file planted by a
+/// writer of the folder: never followed, waited on or deleted).
+fn read_segment(path: &Path) -> Result<Option<Vec<PendingRow>>, NodeError> {
+    let (mut file, len) = match ledger::files::open_regular(path) {
+        Ok(opened) => opened,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(error.into()),
+        Err(error) => {
+            warn!(path = %path.display(), %error, "not a journal segment: ignored");
+            return Ok(None);
+        }
+    };
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)?;
     let Some(mut rest) = bytes.strip_prefix(&MAGIC[..]) else {
         warn!(path = %path.display(), "not a journal segment: ignored");
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let mut rows = Vec::new();
     while let Some((row, after)) = decode_frame(rest) {
@@ -411,7 +446,7 @@ fn read_segment(path: &Path) -> Result<Vec<PendingRow>, NodeError> {
             "a torn frame ends the segment (a crash during a write never acknowledged)"
         );
     }
-    Ok(rows)
+    Ok(Some(rows))
 }
 
 fn decode_frame(bytes: &[u8]) -> Option<(PendingRow, &[u8])> {
@@ -606,15 +641,46 @@ mod tests {
         assert!(read_pending(&dir.path().join("none")).unwrap().is_empty());
         std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
         std::fs::write(segment_path(dir.path(), 3), b"not a segment").unwrap();
+        // Planted by a writer of the folder (red team s48 F3): a link to a segment elsewhere
+        // is not followed, a FIFO not waited on, a folder not read.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (mut other, _) = Acknowledged::open(elsewhere.path()).unwrap();
+        append(&mut other, &[row(9, 9)]);
+        std::os::unix::fs::symlink(
+            segment_path(elsewhere.path(), 1),
+            segment_path(dir.path(), 4),
+        )
+        .unwrap();
+        let mkfifo = std::process::Command::new("mkfifo")
+            .arg(segment_path(dir.path(), 5))
+            .status()
+            .unwrap();
+        assert!(mkfifo.success());
+        std::fs::create_dir(segment_path(dir.path(), 6)).unwrap();
         let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
         assert!(rows.is_empty());
-        assert!(dir.path().join("notes.txt").exists());
         append(&mut journal, &[row(1, 1)]);
         assert_eq!(
             segments(dir.path()),
-            vec![4],
+            vec![3, 4, 5, 6, 7],
             "numbers go on after any found"
         );
+        assert!(dir.path().join("notes.txt").exists());
+        assert_eq!(ids(&read_pending(dir.path()).unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn a_segment_numbered_past_twelve_digits_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Red team s48 F2: a planted `999999999999.log` made every later segment's name longer
+        // than the reader took, so nothing acknowledged after it was resumed.
+        std::fs::write(segment_path(dir.path(), 999_999_999_999), MAGIC).unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        append(&mut journal, &[row(1, 1)]);
+        std::mem::forget(journal);
+        assert_eq!(segments(dir.path()), vec![1_000_000_000_000]);
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(ids(&rows), vec![1]);
     }
 
     #[test]

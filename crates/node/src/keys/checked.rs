@@ -73,16 +73,11 @@ fn body(length: u64, digest: &[u8; 32], sweep_from: SweepFrom) -> Vec<u8> {
 /// (a FIFO, a device or a link planted in its place would stall or mislead the open; red team
 /// s46).
 fn read_record(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() || metadata.len() != RECORD_BYTES as u64 {
+    let (file, len) = ledger::files::open_regular(path)?;
+    if len != RECORD_BYTES as u64 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "not a record: not a regular file of its size",
+            "not a record: not of its size",
         ));
     }
     let mut record = Vec::with_capacity(RECORD_BYTES);
