@@ -7,9 +7,10 @@
 //! wrote each row three times more (its WAL page, the checkpoint, the delete), the largest
 //! share of the accepting validator's writes (BENCHMARKS.md, issue 11, twenty-third session).
 //!
-//! A removal writes nothing: a segment file is deleted when none of its transactions is
-//! pending any more, and a restart drops again what it finds already committed (as
-//! `Runtime::resume_pending` always did for a removal lost in a crash). A segment holding a
+//! A removal of a committed transaction writes nothing: a segment file is deleted when none of
+//! its transactions is pending any more, and a restart drops again what it finds already
+//! committed (as `Runtime::resume_pending` always did for a removal lost in a crash). One
+//! withdrawn for good is marked in its frame, so a restart does not resubmit it. A segment holding a
 //! straggler (a transaction pending for long) is carried forward into the current segment once
 //! too many segments are kept, so the folder stays bounded by the pending transactions.
 //!
@@ -42,9 +43,15 @@ const SEGMENT_BYTES: u64 = 8 << 20;
 /// forward and it is deleted.
 const KEPT_SEGMENTS: usize = 8;
 
-/// A frame's fixed part: body length (u32), accepted time (u64), id, and after the body the
-/// checksum (the first 8 bytes of the SHA-256 of everything before it in the frame).
-const HEAD_BYTES: usize = 4 + 8 + 32;
+/// A frame's fixed part: its state ([`PENDING`] or [`WITHDRAWN`]), body length (u32), accepted
+/// time (u64), id, and after the body the checksum (the first 8 bytes of the SHA-256 of
+/// everything from the length to the body's end: the state is written again in place).
+const HEAD_BYTES: usize = 1 + 4 + 8 + 32;
+/// A frame's state: acknowledged, to resubmit after a restart until committed.
+const PENDING: u8 = 0;
+/// A frame's state: withdrawn for good (a lost race kept as long as it may be): not resubmitted
+/// after a restart (red team s48 F4: a removal that writes nothing brought them back).
+const WITHDRAWN: u8 = 1;
 const CHECK_BYTES: usize = 8;
 
 /// Larger than any transaction a validator accepts: a length above it is a torn frame.
@@ -65,12 +72,26 @@ pub struct Acknowledged {
     current: Option<Segment>,
     /// The number the next segment takes.
     next_number: u64,
-    /// Each pending transaction's segment.
-    segment_of: HashMap<[u8; 32], u64>,
+    /// Where each pending transaction's frame is.
+    segment_of: HashMap<[u8; 32], Place>,
     /// How many pending transactions each segment holds (the current one included).
     pending_in: BTreeMap<u64, usize>,
     /// [`SEGMENT_BYTES`] but in tests.
     segment_bytes: u64,
+}
+
+/// A frame's segment and its offset there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Place {
+    segment: u64,
+    offset: u64,
+}
+
+/// A frame as read: where it is, whether it was withdrawn, what it holds.
+struct Frame {
+    offset: u64,
+    withdrawn: bool,
+    row: PendingRow,
 }
 
 struct Segment {
@@ -92,20 +113,34 @@ impl Acknowledged {
             pending_in: BTreeMap::new(),
             segment_bytes: SEGMENT_BYTES,
         };
-        let mut rows = Vec::new();
+        let mut read = Vec::new();
         for number in segment_numbers(dir)? {
             journal.next_number = number.saturating_add(1);
-            let Some(read) = read_segment(&segment_path(dir, number))? else {
-                continue;
-            };
+            if let Some(frames) = read_segment(&segment_path(dir, number))? {
+                read.push((number, frames));
+            }
+        }
+        // A transaction withdrawn in any copy stays withdrawn (one carried forward by a run
+        // that crashed before deleting its old segment has two copies).
+        let withdrawn: HashSet<[u8; 32]> = read
+            .iter()
+            .flat_map(|(_, frames)| frames.iter().filter(|f| f.withdrawn).map(|f| f.row.id))
+            .collect();
+        let mut rows = Vec::new();
+        for (number, frames) in read {
             let mut held = 0;
-            for row in read {
-                // The first copy of a transaction (one carried forward by a run that crashed
-                // before deleting its old segment has two) is the one kept.
-                if let Entry::Vacant(slot) = journal.segment_of.entry(row.id) {
-                    slot.insert(number);
+            for frame in frames {
+                if withdrawn.contains(&frame.row.id) {
+                    continue;
+                }
+                // The first copy is the one kept.
+                if let Entry::Vacant(slot) = journal.segment_of.entry(frame.row.id) {
+                    slot.insert(Place {
+                        segment: number,
+                        offset: frame.offset,
+                    });
                     held += 1;
-                    rows.push(row);
+                    rows.push(frame.row);
                 }
             }
             if held == 0 {
@@ -124,41 +159,72 @@ impl Acknowledged {
         transactions: impl IntoIterator<Item = (&'a [u8; 32], u64, &'a [u8])>,
     ) -> Result<(), NodeError> {
         let mut frames = Vec::new();
+        let mut written = Vec::new();
         let mut ids = HashSet::new();
         for (id, accepted_ms, body) in transactions {
             if self.segment_of.contains_key(id) || !ids.insert(*id) {
                 continue;
             }
+            written.push((*id, frames.len() as u64));
             encode_frame(&mut frames, id, accepted_ms, body)?;
         }
-        if ids.is_empty() {
+        if written.is_empty() {
             return Ok(());
         }
-        let number = self.write_synced(&frames)?;
-        for id in ids {
-            self.segment_of.insert(id, number);
-            *self.pending_in.entry(number).or_default() += 1;
-        }
+        self.write_synced(&frames, written)?;
         self.rotate_if_full()
     }
 
-    /// Forgets transactions that are committed (or withdrawn for good). Writes nothing but the
-    /// deletion of segments left with nothing pending.
+    /// Forgets committed transactions. Writes nothing but the deletion of segments left with
+    /// nothing pending: a start finds them committed.
     pub fn remove<'a>(&mut self, ids: impl IntoIterator<Item = &'a [u8; 32]>) {
-        let current = self.current.as_ref().map(|segment| segment.number);
         for id in ids {
-            let Some(number) = self.segment_of.remove(id) else {
-                continue;
-            };
-            let Some(held) = self.pending_in.get_mut(&number) else {
-                continue;
-            };
-            *held -= 1;
-            if *held == 0 {
-                self.pending_in.remove(&number);
-                if Some(number) != current {
-                    remove_segment(&self.dir, number);
+            self.forget(id);
+        }
+    }
+
+    /// Forgets transactions withdrawn for good, each marked so in its frame (one byte written
+    /// in place, not synced: as the table's delete was, a crash of the machine may bring one
+    /// back for another round of withdrawal).
+    pub fn withdraw<'a>(&mut self, ids: impl IntoIterator<Item = &'a [u8; 32]>) {
+        for id in ids {
+            if let Some(place) = self.segment_of.get(id).copied() {
+                if let Err(error) = self.mark_withdrawn(place) {
+                    warn!(%error, "could not mark a withdrawn transaction in the journal");
                 }
+                self.forget(id);
+            }
+        }
+    }
+
+    fn mark_withdrawn(&mut self, place: Place) -> std::io::Result<()> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        match &self.current {
+            Some(segment) if segment.number == place.segment => {
+                segment.file.write_all_at(&[WITHDRAWN], place.offset)
+            }
+            _ => std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(segment_path(&self.dir, place.segment))?
+                .write_all_at(&[WITHDRAWN], place.offset),
+        }
+    }
+
+    /// Drops `id` from the pending; deletes its segment if that leaves it with nothing pending
+    /// and it is not the one appended to.
+    fn forget(&mut self, id: &[u8; 32]) {
+        let Some(place) = self.segment_of.remove(id) else {
+            return;
+        };
+        let Some(held) = self.pending_in.get_mut(&place.segment) else {
+            return;
+        };
+        *held -= 1;
+        if *held == 0 {
+            self.pending_in.remove(&place.segment);
+            if self.current.as_ref().map(|segment| segment.number) != Some(place.segment) {
+                remove_segment(&self.dir, place.segment);
             }
         }
     }
@@ -169,24 +235,39 @@ impl Acknowledged {
         self.segment_of.len()
     }
 
-    /// Writes `frames` at the end of the current segment (created first if there is none) and
-    /// syncs; returns the segment's number. After a failed write the segment is left: what
-    /// follows goes to a new one, never after a partial frame.
-    fn write_synced(&mut self, frames: &[u8]) -> Result<u64, NodeError> {
+    /// Writes `frames` at the end of the current segment (created first if there is none),
+    /// syncs, and records the transactions `written` (each with its frame's offset in
+    /// `frames`) as pending there. After a failed write the segment is left: what follows goes
+    /// to a new one, never after a partial frame.
+    fn write_synced(
+        &mut self,
+        frames: &[u8],
+        written: Vec<([u8; 32], u64)>,
+    ) -> Result<(), NodeError> {
         if self.current.is_none() {
             self.current = Some(self.new_segment()?);
         }
         let Some(segment) = self.current.as_mut() else {
             return Err(NodeError::Corrupt("no current segment".into()));
         };
-        let written = segment
+        let result = segment
             .file
             .write_all(frames)
             .and_then(|()| segment.file.sync_data());
-        match written {
+        match result {
             Ok(()) => {
+                let base = segment.bytes;
                 segment.bytes += frames.len() as u64;
-                Ok(segment.number)
+                let number = segment.number;
+                *self.pending_in.entry(number).or_default() += written.len();
+                for (id, offset) in written {
+                    let place = Place {
+                        segment: number,
+                        offset: base + offset,
+                    };
+                    self.segment_of.insert(id, place);
+                }
+                Ok(())
             }
             Err(error) => {
                 self.leave_current();
@@ -248,25 +329,27 @@ impl Acknowledged {
     /// then deletes it. A crash between the two leaves both copies; the next open keeps one.
     fn carry_forward(&mut self, number: u64) -> Result<(), NodeError> {
         let mut frames = Vec::new();
-        let mut ids = HashSet::new();
-        for row in read_segment(&segment_path(&self.dir, number))?
+        let mut written = Vec::new();
+        for frame in read_segment(&segment_path(&self.dir, number))?
             .into_iter()
             .flatten()
         {
-            if self.segment_of.get(&row.id) == Some(&number) && ids.insert(row.id) {
+            let place = Place {
+                segment: number,
+                offset: frame.offset,
+            };
+            if self.segment_of.get(&frame.row.id) == Some(&place) {
+                written.push((frame.row.id, frames.len() as u64));
+                let row = &frame.row;
                 encode_frame(&mut frames, &row.id, row.accepted_ms, &row.body)?;
             }
         }
-        if !ids.is_empty() {
-            let to = self.write_synced(&frames)?;
-            for id in &ids {
-                self.segment_of.insert(*id, to);
-            }
-            *self.pending_in.entry(to).or_default() += ids.len();
-        }
         self.pending_in.remove(&number);
         // Any left mapped there were not in the file (damaged): forgotten, not kept as pending.
-        self.segment_of.retain(|_, at| *at != number);
+        self.segment_of.retain(|_, at| at.segment != number);
+        if !written.is_empty() {
+            self.write_synced(&frames, written)?;
+        }
         remove_segment(&self.dir, number);
         Ok(())
     }
@@ -318,6 +401,7 @@ pub fn copy_into_backup(validator_dir: &Path, copy: &Path) -> Result<usize, Node
 /// be appending and deleting): for a backup's copy. Oldest first, each transaction once.
 pub fn read_pending(dir: &Path) -> Result<Vec<PendingRow>, NodeError> {
     let mut seen = HashSet::new();
+    let mut withdrawn = HashSet::new();
     let mut rows = Vec::new();
     let mut read_past = None;
     loop {
@@ -335,7 +419,13 @@ pub fn read_pending(dir: &Path) -> Result<Vec<PendingRow>, NodeError> {
         {
             match read_segment(&segment_path(dir, number)) {
                 Ok(read) => {
-                    rows.extend(read.into_iter().flatten().filter(|row| seen.insert(row.id)))
+                    for frame in read.into_iter().flatten() {
+                        if frame.withdrawn {
+                            withdrawn.insert(frame.row.id);
+                        } else if seen.insert(frame.row.id) {
+                            rows.push(frame.row);
+                        }
+                    }
                 }
                 // Deleted since it was listed: what it held is committed, or was carried
                 // forward into a later segment first, perhaps one not listed yet (red team
@@ -351,6 +441,7 @@ pub fn read_pending(dir: &Path) -> Result<Vec<PendingRow>, NodeError> {
             _ => break,
         }
     }
+    rows.retain(|row| !withdrawn.contains(&row.id));
     sort_oldest_first(&mut rows);
     Ok(rows)
 }
@@ -406,6 +497,7 @@ fn encode_frame(
             body.len()
         )));
     }
+    out.push(PENDING);
     let start = out.len();
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&accepted_ms.to_le_bytes());
@@ -419,7 +511,7 @@ fn encode_frame(
 /// The frames of one segment up to the first that is torn (or the end); `None` if the file is
 /// not a segment this journal wrote (a link, a FIFO, a folder or another file planted by a
 /// writer of the folder: never followed, waited on or deleted).
-fn read_segment(path: &Path) -> Result<Option<Vec<PendingRow>>, NodeError> {
+fn read_segment(path: &Path) -> Result<Option<Vec<Frame>>, NodeError> {
     let (mut file, len) = match ledger::files::open_regular(path) {
         Ok(opened) => opened,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(error.into()),
@@ -434,9 +526,14 @@ fn read_segment(path: &Path) -> Result<Option<Vec<PendingRow>>, NodeError> {
         warn!(path = %path.display(), "not a journal segment: ignored");
         return Ok(None);
     };
-    let mut rows = Vec::new();
-    while let Some((row, after)) = decode_frame(rest) {
-        rows.push(row);
+    let mut frames = Vec::new();
+    while let Some((withdrawn, row, after)) = decode_frame(rest) {
+        let offset = (bytes.len() - rest.len()) as u64;
+        frames.push(Frame {
+            offset,
+            withdrawn,
+            row,
+        });
         rest = after;
     }
     if !rest.is_empty() {
@@ -446,26 +543,32 @@ fn read_segment(path: &Path) -> Result<Option<Vec<PendingRow>>, NodeError> {
             "a torn frame ends the segment (a crash during a write never acknowledged)"
         );
     }
-    Ok(Some(rows))
+    Ok(Some(frames))
 }
 
-fn decode_frame(bytes: &[u8]) -> Option<(PendingRow, &[u8])> {
+/// The frame at the start of `bytes`: whether it was withdrawn, its row, what follows it.
+fn decode_frame(bytes: &[u8]) -> Option<(bool, PendingRow, &[u8])> {
     let head = bytes.get(..HEAD_BYTES)?;
-    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let withdrawn = match head[0] {
+        PENDING => false,
+        WITHDRAWN => true,
+        _ => return None,
+    };
+    let len = u32::from_le_bytes(head[1..5].try_into().ok()?) as usize;
     if len > MAX_BODY_BYTES {
         return None;
     }
     let end = HEAD_BYTES + len;
     let check = bytes.get(end..end + CHECK_BYTES)?;
-    if Sha256::digest(&bytes[..end])[..CHECK_BYTES] != *check {
+    if Sha256::digest(&bytes[1..end])[..CHECK_BYTES] != *check {
         return None;
     }
     let row = PendingRow {
-        accepted_ms: u64::from_le_bytes(head[4..12].try_into().ok()?),
-        id: head[12..HEAD_BYTES].try_into().ok()?,
+        accepted_ms: u64::from_le_bytes(head[5..13].try_into().ok()?),
+        id: head[13..HEAD_BYTES].try_into().ok()?,
         body: bytes[HEAD_BYTES..end].to_vec(),
     };
-    Some((row, &bytes[end + CHECK_BYTES..]))
+    Some((withdrawn, row, &bytes[end + CHECK_BYTES..]))
 }
 
 #[cfg(test)]
@@ -617,6 +720,31 @@ mod tests {
             row(101, 1),
             "carried with its time and bytes"
         );
+    }
+
+    #[test]
+    fn a_withdrawn_transaction_is_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        journal.segment_bytes = 1;
+        append(&mut journal, &[row(1, 1), row(2, 2)]);
+        append(&mut journal, &[row(3, 3), row(4, 4)]);
+        // Segment 1 is no longer appended to, segment 2 was the last appended to.
+        journal.withdraw([&[1; 32], &[3; 32]]);
+        assert_eq!(segments(dir.path()), vec![1, 2]);
+        assert_eq!(ids(&read_pending(dir.path()).unwrap()), vec![2, 4]);
+        // A crash: nothing runs on the way out, and the marks were not synced (the page cache
+        // holds them, as it would after a crash of the process alone).
+        std::mem::forget(journal);
+        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(ids(&rows), vec![2, 4]);
+        // Marked in the segment appended to as well.
+        append(&mut journal, &[row(5, 5), row(6, 6)]);
+        journal.withdraw([&[5; 32]]);
+        journal.remove([&[2; 32], &[4; 32]]);
+        std::mem::forget(journal);
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(ids(&rows), vec![6]);
     }
 
     #[test]

@@ -749,7 +749,7 @@ impl Runtime {
             .collect();
         if !expired.is_empty() {
             self.shared.take_pending(&expired);
-            self.acknowledged.remove(expired.iter());
+            self.acknowledged.withdraw(expired.iter());
         }
         Ok(())
     }
