@@ -1895,8 +1895,10 @@ mod red_team_s49 {
         let (earlier, later) = ([5; 32], [6; 32]);
         let key = DataKey::generate();
         let id = ledger::seal::key_id(&key);
-        let rows = service.store.rows();
-        rows.insert_key(&later, &mine, &key).unwrap();
+        {
+            let rows = service.store.rows();
+            rows.insert_key(&later, &mine, &key).unwrap();
+        }
         let saved: Row = keys_db(dir.path())
             .query_row(
                 "SELECT seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag
@@ -1916,13 +1918,15 @@ mod red_team_s49 {
                 },
             )
             .unwrap();
-        // What `keep_key` does when the earlier arrives: the later makes way.
-        rows.delete_key(&later).unwrap();
-        rows.mark_broken(&later, &id).unwrap();
-        rows.insert_key(&earlier, &mine, &key).unwrap();
-        // The earlier's erasure.
-        assert!(rows.delete_key(&earlier).unwrap());
-        drop(rows);
+        {
+            let rows = service.store.rows();
+            // What `keep_key` does when the earlier arrives: the later makes way.
+            rows.delete_key(&later).unwrap();
+            rows.mark_broken(&later, &id).unwrap();
+            rows.insert_key(&earlier, &mine, &key).unwrap();
+            // The earlier's erasure.
+            assert!(rows.delete_key(&earlier).unwrap());
+        }
         service.index.erase(earlier);
         // The later's row put back on disk.
         keys_db(dir.path())
