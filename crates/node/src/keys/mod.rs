@@ -206,6 +206,8 @@ pub const OPEN_WAIT: Duration = Duration::from_secs(10);
 const TIMER: Duration = Duration::from_millis(250);
 /// The time a timer gives to checking rows' facts after a start ([`Service::check_rows`]).
 const CHECK_BUDGET: Duration = Duration::from_millis(25);
+/// Facts relearned while the chain is behind held at most ([`Service::write_relearned`]).
+const RELEARNED_WAITING_MAX: usize = 65_536;
 
 /// A seal's key, to be stored durably before the seal returns.
 pub(crate) struct SealRequest {
@@ -1293,6 +1295,18 @@ impl Service {
     fn check_rows(&mut self) -> Result<(), NodeError> {
         const ROWS_PER_READ: usize = 256;
         let started = Instant::now();
+        // Patients with a live read grant to a doctor here (red team s49): a row whose tag
+        // holds is judged for entitlement too, as a relearned one is
+        // ([`Service::write_relearned`]), so that a row put back after its grant's end, or
+        // whose grant's row was deleted on disk, is not kept. Not while the chain is behind:
+        // grants cannot be judged then. One set a call, a lookup a row that names no party.
+        let now_ms = self.clock.now_ms();
+        let granted: std::collections::HashSet<PersonId> = self
+            .read_grants
+            .values()
+            .filter(|grant| self.block_time_ms < grant.expires_ms && now_ms < grant.expires_ms)
+            .map(|grant| grant.patient)
+            .collect();
         while let Some(after) = self.checked_to
             && started.elapsed() < CHECK_BUDGET
         {
@@ -1306,11 +1320,21 @@ impl Service {
                 }
                 // A key whose erasure the chain holds has no row: this one was put back on
                 // disk (an old copy's row, or a copy its erasure did not find).
-                if self.index.is_erased(&row.tx) {
+                // Nor has a broken transaction's (§16.13): its key is an earlier one's, which
+                // an erasure of that one must leave nowhere (red team s49).
+                if self.index.is_erased(&row.tx) || self.store.rows().is_broken(&row.tx)? {
                     erased.push(row.tx);
                 // A row the chain has said nothing of was read at start ([`Service::load`]).
                 } else if row.facts.on_chain.is_some() {
-                    self.trusted(row)?;
+                    let held = self.trusted(row)?;
+                    if row.tag == Tag::Valid
+                        && !self.waits_for_chain
+                        && let Some(on_chain) = held.on_chain
+                        && !on_chain.parties.includes(self.me)
+                        && !(on_chain.record && granted.contains(&held.patient))
+                    {
+                        erased.push(row.tx);
+                    }
                 }
             }
             if !unindexed.is_empty() {
@@ -1335,8 +1359,8 @@ impl Service {
                 warn!(
                     validator = self.me,
                     rows = erased.len(),
-                    "keys.db: rows of erased transactions (put back without the operator key): \
-                     deleted"
+                    "keys.db: rows of erased transactions, or of keys this validator is not \
+                     entitled to (put back without the operator key): deleted"
                 );
                 self.in_write(Durability::Deferred, |service| {
                     erased
@@ -1375,6 +1399,14 @@ impl Service {
         }
         if self.waits_for_chain {
             self.left_refused = true;
+            // Bounded (red team s49): a store of untagged rows (schema 4) or a tampered one
+            // would hold a row's facts each until the chain has caught up. Let go past the
+            // bound: the check of rows starts again from where the open said once the chain
+            // has caught up ([`Service::load`]), and reads them again, judged then; no stop
+            // vouches for the file meanwhile.
+            if self.relearned.len() > RELEARNED_WAITING_MAX {
+                self.relearned = HashMap::new();
+            }
             return Ok(());
         }
         let relearned = std::mem::take(&mut self.relearned);
@@ -1515,6 +1547,11 @@ impl Service {
             // lost the erasure, or is ahead of its restored chain, §5.6) opens nothing.
             if self.chain.is_erased(&item.tx)? {
                 answers.push(Lookup::State(OpenState::Erased));
+                continue;
+            }
+            // A broken transaction's row (put back on disk) opens nothing either (§16.13).
+            if self.store.rows().is_broken(&item.tx)? {
+                answers.push(Lookup::State(OpenState::Broken { sealer }));
                 continue;
             }
             if let Some(key) = self.store.rows().key(&item.tx)? {
@@ -1687,6 +1724,14 @@ mod s46_asides {
                 .insert_key(&tx, &elsewhere(), &DataKey::generate())
                 .unwrap();
         }
+        // Validator 0 holds both as a live grantee of their patient (red team s49: the sweep
+        // judges entitlement too).
+        let grant = store::ReadGrantRow {
+            grant: [9; 32],
+            patient: [1; 16],
+            expires_ms: u64::MAX,
+        };
+        service.read_grants.insert(grant.grant, grant);
         // Its erasure, as `Service::load` reads it from the chain.
         service.index.erase(erased);
         service.checked_to = Some(0);
