@@ -17,7 +17,7 @@ use common::records::{
     Secret, aged_home_key, approve, committed_at, cut, granted, history, key_rows, keys_db,
     read_until_open, record_in, record_in_person,
 };
-use common::secrets::{assert_nowhere, files_under, search};
+use common::secrets::{assert_nowhere, copy_tree, files_under, search};
 use common::{TestApp, eventually};
 use ed25519_dalek::Signer as _;
 use serde_json::{Value, json};
@@ -170,12 +170,7 @@ async fn records_are_in_no_file_of_the_embedded_cluster_running_stopped_or_backe
         .unwrap();
     let backup = hospital.dir.path().join("backup");
     for name in node::EMBEDDED_VALIDATORS {
-        let folder = backup.join(name);
-        std::fs::create_dir_all(&folder).unwrap();
-        for entry in std::fs::read_dir(data_dir.join(name)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), folder.join(entry.file_name())).unwrap();
-        }
+        copy_tree(&data_dir.join(name), &backup.join(name));
     }
     let files = assert_nowhere(
         "stopped, with a backup",

@@ -18,7 +18,6 @@
 //! not returned) ends its segment's reading. Each start appends to a new segment, so nothing
 //! is ever written after a torn frame.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -65,6 +64,9 @@ pub struct PendingRow {
     pub body: Vec<u8>,
 }
 
+/// Whether a transaction is on chain (read at [`Acknowledged::open`]).
+pub type Committed<'a> = dyn Fn(&[u8; 32]) -> Result<bool, NodeError> + 'a;
+
 /// The journal, open for appending.
 pub struct Acknowledged {
     dir: PathBuf,
@@ -101,9 +103,10 @@ struct Segment {
 }
 
 impl Acknowledged {
-    /// Opens (or creates) the journal in `dir` and returns what it holds, oldest first;
-    /// segments holding nothing pending are deleted.
-    pub fn open(dir: &Path) -> Result<(Self, Vec<PendingRow>), NodeError> {
+    /// Opens (or creates) the journal in `dir` and returns what it holds that is not
+    /// `committed` (the removals a crash, or a stop, left unwritten), oldest first; segments
+    /// holding nothing else are deleted. Only what is still pending is kept in memory.
+    pub fn open(dir: &Path, committed: &Committed) -> Result<(Self, Vec<PendingRow>), NodeError> {
         ledger::files::private_dir(dir)?;
         let mut journal = Self {
             dir: dir.to_path_buf(),
@@ -130,18 +133,20 @@ impl Acknowledged {
         for (number, frames) in read {
             let mut held = 0;
             for frame in frames {
-                if withdrawn.contains(&frame.row.id) {
+                if withdrawn.contains(&frame.row.id)
+                    || journal.segment_of.contains_key(&frame.row.id)
+                    || committed(&frame.row.id)?
+                {
                     continue;
                 }
                 // The first copy is the one kept.
-                if let Entry::Vacant(slot) = journal.segment_of.entry(frame.row.id) {
-                    slot.insert(Place {
-                        segment: number,
-                        offset: frame.offset,
-                    });
-                    held += 1;
-                    rows.push(frame.row);
-                }
+                let place = Place {
+                    segment: number,
+                    offset: frame.offset,
+                };
+                journal.segment_of.insert(frame.row.id, place);
+                held += 1;
+                rows.push(frame.row);
             }
             if held == 0 {
                 remove_segment(dir, number);
@@ -369,8 +374,9 @@ impl Drop for Acknowledged {
 pub(crate) fn open_taking_over(
     dir: &Path,
     local: &mut LocalStore,
+    committed: &Committed,
 ) -> Result<(Acknowledged, Vec<PendingRow>), NodeError> {
-    let (mut journal, mut rows) = Acknowledged::open(dir)?;
+    let (mut journal, mut rows) = Acknowledged::open(dir, committed)?;
     let legacy = local.pending()?;
     if !legacy.is_empty() {
         journal.append(
@@ -575,6 +581,11 @@ fn decode_frame(bytes: &[u8]) -> Option<(bool, PendingRow, &[u8])> {
 mod tests {
     use super::*;
 
+    /// The journal in `dir`, with nothing on chain.
+    fn open(dir: &Path) -> Result<(Acknowledged, Vec<PendingRow>), NodeError> {
+        Acknowledged::open(dir, &|_| Ok(false))
+    }
+
     fn row(id: u8, accepted_ms: u64) -> PendingRow {
         PendingRow {
             id: [id; 32],
@@ -600,7 +611,7 @@ mod tests {
     #[test]
     fn what_is_appended_is_read_back_oldest_first_each_once() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, rows) = open(dir.path()).unwrap();
         assert!(rows.is_empty());
         assert!(
             segments(dir.path()).is_empty(),
@@ -611,7 +622,7 @@ mod tests {
         append(&mut journal, &[row(1, 99), row(2, 20), row(2, 20)]);
         assert_eq!(journal.len(), 3);
         drop(journal);
-        let (journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (journal, rows) = open(dir.path()).unwrap();
         assert_eq!(rows, vec![row(1, 10), row(2, 20), row(3, 30)]);
         assert_eq!(journal.len(), 3);
         assert_eq!(read_pending(dir.path()).unwrap(), rows);
@@ -620,7 +631,7 @@ mod tests {
     #[test]
     fn a_segment_with_nothing_pending_is_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         journal.segment_bytes = 1;
         append(&mut journal, &[row(1, 1), row(2, 2)]);
         append(&mut journal, &[row(3, 3)]);
@@ -642,26 +653,45 @@ mod tests {
         assert_eq!(segments(dir.path()), vec![3]);
         drop(journal);
         assert!(segments(dir.path()).is_empty());
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         assert!(rows.is_empty());
     }
 
     #[test]
     fn a_removal_is_forgotten_by_a_crash_and_the_next_start_checks_it_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         append(&mut journal, &[row(1, 1), row(2, 2)]);
         journal.remove([&[1; 32]]);
         // A crash: nothing runs on the way out.
         std::mem::forget(journal);
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         assert_eq!(ids(&rows), vec![1, 2]);
+    }
+
+    #[test]
+    fn what_is_committed_is_neither_kept_nor_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
+        journal.segment_bytes = 1;
+        append(&mut journal, &[row(1, 1), row(2, 2)]);
+        append(&mut journal, &[row(3, 3)]);
+        std::mem::forget(journal);
+        let on_chain = |id: &[u8; 32]| Ok(id[0] != 2);
+        let (journal, rows) = Acknowledged::open(dir.path(), &on_chain).unwrap();
+        assert_eq!(ids(&rows), vec![2]);
+        assert_eq!(journal.len(), 1);
+        assert_eq!(
+            segments(dir.path()),
+            vec![1],
+            "a segment of committed ones is deleted"
+        );
     }
 
     #[test]
     fn a_torn_frame_ends_its_segment_and_the_next_start_appends_to_a_new_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         append(&mut journal, &[row(1, 1), row(2, 2)]);
         std::mem::forget(journal);
         let path = segment_path(dir.path(), 1);
@@ -669,14 +699,14 @@ mod tests {
         for cut in [1, 9, 60] {
             let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             file.set_len(len - cut).unwrap();
-            let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+            let (_, rows) = open(dir.path()).unwrap();
             assert_eq!(ids(&rows), vec![1], "cut {cut}");
         }
         // A bit flipped in the first frame's body ends the segment before it.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[MAGIC.len() + HEAD_BYTES + 5] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, rows) = open(dir.path()).unwrap();
         assert!(rows.is_empty());
         assert!(
             segments(dir.path()).is_empty(),
@@ -686,14 +716,14 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         append(&mut journal, &[row(3, 3)]);
         drop(journal);
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         assert_eq!(ids(&rows), vec![1, 3]);
     }
 
     #[test]
     fn stragglers_are_carried_forward_and_the_folder_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         journal.segment_bytes = 1;
         // Each segment keeps one transaction pending for long (ids 101..=130); the others
         // commit at once.
@@ -710,7 +740,7 @@ mod tests {
             "the oldest were carried"
         );
         std::mem::forget(journal);
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         // With the committed ones of segments still kept (a removal writes nothing: the start
         // drops them as committed).
         let stragglers: Vec<PendingRow> = rows.into_iter().filter(|r| r.id[0] > 100).collect();
@@ -725,7 +755,7 @@ mod tests {
     #[test]
     fn a_withdrawn_transaction_is_not_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         journal.segment_bytes = 1;
         append(&mut journal, &[row(1, 1), row(2, 2)]);
         append(&mut journal, &[row(3, 3), row(4, 4)]);
@@ -736,26 +766,26 @@ mod tests {
         // A crash: nothing runs on the way out, and the marks were not synced (the page cache
         // holds them, as it would after a crash of the process alone).
         std::mem::forget(journal);
-        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, rows) = open(dir.path()).unwrap();
         assert_eq!(ids(&rows), vec![2, 4]);
         // Marked in the segment appended to as well.
         append(&mut journal, &[row(5, 5), row(6, 6)]);
         journal.withdraw([&[5; 32]]);
         journal.remove([&[2; 32], &[4; 32]]);
         std::mem::forget(journal);
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         assert_eq!(ids(&rows), vec![6]);
     }
 
     #[test]
     fn a_crash_while_carrying_forward_leaves_one_copy_read() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         append(&mut journal, &[row(1, 1), row(2, 2)]);
         std::mem::forget(journal);
         // The copy was appended to a later segment, the old one not yet deleted.
         std::fs::copy(segment_path(dir.path(), 1), segment_path(dir.path(), 5)).unwrap();
-        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, rows) = open(dir.path()).unwrap();
         assert_eq!(ids(&rows), vec![1, 2]);
         assert_eq!(segments(dir.path()), vec![1], "the copy held nothing new");
         assert_eq!(ids(&read_pending(dir.path()).unwrap()), vec![1, 2]);
@@ -772,7 +802,7 @@ mod tests {
         // Planted by a writer of the folder (red team s48 F3): a link to a segment elsewhere
         // is not followed, a FIFO not waited on, a folder not read.
         let elsewhere = tempfile::tempdir().unwrap();
-        let (mut other, _) = Acknowledged::open(elsewhere.path()).unwrap();
+        let (mut other, _) = open(elsewhere.path()).unwrap();
         append(&mut other, &[row(9, 9)]);
         std::os::unix::fs::symlink(
             segment_path(elsewhere.path(), 1),
@@ -785,7 +815,7 @@ mod tests {
             .unwrap();
         assert!(mkfifo.success());
         std::fs::create_dir(segment_path(dir.path(), 6)).unwrap();
-        let (mut journal, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, rows) = open(dir.path()).unwrap();
         assert!(rows.is_empty());
         append(&mut journal, &[row(1, 1)]);
         assert_eq!(
@@ -803,11 +833,11 @@ mod tests {
         // Red team s48 F2: a planted `999999999999.log` made every later segment's name longer
         // than the reader took, so nothing acknowledged after it was resumed.
         std::fs::write(segment_path(dir.path(), 999_999_999_999), MAGIC).unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         append(&mut journal, &[row(1, 1)]);
         std::mem::forget(journal);
         assert_eq!(segments(dir.path()), vec![1_000_000_000_000]);
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         assert_eq!(ids(&rows), vec![1]);
     }
 
@@ -816,7 +846,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal_dir = dir.path().join(ACKNOWLEDGED_DIR);
         let mut local = LocalStore::open(&dir.path().join("node.db")).unwrap();
-        let (mut journal, _) = Acknowledged::open(&journal_dir).unwrap();
+        let (mut journal, _) = open(&journal_dir).unwrap();
         append(&mut journal, &[row(2, 20)]);
         drop(journal);
         local
@@ -825,17 +855,17 @@ mod tests {
                 (&[2; 32], 5, &b"x"[..]),
             ])
             .unwrap();
-        let (_, rows) = open_taking_over(&journal_dir, &mut local).unwrap();
+        let (_, rows) = open_taking_over(&journal_dir, &mut local, &|_| Ok(false)).unwrap();
         assert_eq!(rows, vec![row(1, 10), row(2, 20)]);
         assert!(local.pending().unwrap().is_empty());
-        let (_, rows) = open_taking_over(&journal_dir, &mut local).unwrap();
+        let (_, rows) = open_taking_over(&journal_dir, &mut local, &|_| Ok(false)).unwrap();
         assert_eq!(ids(&rows), vec![1, 2]);
     }
 
     #[test]
     fn a_backup_copy_of_node_db_holds_the_journal() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(&dir.path().join(ACKNOWLEDGED_DIR)).unwrap();
+        let (mut journal, _) = open(&dir.path().join(ACKNOWLEDGED_DIR)).unwrap();
         append(&mut journal, &[row(1, 1), row(2, 2)]);
         let copy = dir.path().join("copy.db");
         assert_eq!(copy_into_backup(dir.path(), &copy).unwrap(), 2);

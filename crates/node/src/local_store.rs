@@ -67,6 +67,10 @@ const MIGRATIONS: &[&str] = &[
     // nothing to rewrite; the version makes an older medchain refuse the file rather than fail
     // on the record.
     "-- nothing to rewrite",
+    // v7: the acknowledged transactions are in the journal beside node.db (`acknowledged/`),
+    // the `pending` table only carries them in: the version makes an older medchain, which
+    // would resume nothing, refuse the file (red team s48 F5).
+    "-- nothing to rewrite",
 ];
 
 /// `durable.format` of a row holding a borsh [`Record`].
@@ -1332,18 +1336,18 @@ mod red_team_s37 {
         assert_eq!(user_version(&conn), 5);
     }
 
-    /// Held: a v5 file opens (the comment-only migration v6 runs inside `open`'s transaction
-    /// on rusqlite 0.37: `execute_batch` skips a batch that prepares to no statement), reaches
-    /// version 6, keeps its records, takes `Inherited` records and reads them back; opened
-    /// again nothing migrates.
+    /// Held: a v5 file opens (the comment-only migrations v6 and v7 run inside `open`'s
+    /// transaction on rusqlite 0.37: `execute_batch` skips a batch that prepares to no
+    /// statement), reaches the last version, keeps its records, takes `Inherited` records and
+    /// reads them back; opened again nothing migrates.
     #[test]
     fn a_v5_file_upgrades_to_v6_and_takes_inherited_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
         written_by_v5(&path, &[Durable::View(3), stable(0)]);
         let mut store = LocalStore::open(&path).unwrap();
-        assert_eq!(user_version(&store.conn), 6);
-        assert_eq!(MIGRATIONS.len(), 6);
+        assert_eq!(user_version(&store.conn), MIGRATIONS.len());
+        assert_eq!(MIGRATIONS.len(), 7);
         assert_eq!(store.durable().unwrap(), vec![Durable::View(3), stable(0)]);
         let mut staged = Staged::default();
         store
@@ -1351,7 +1355,7 @@ mod red_team_s37 {
             .unwrap();
         drop(store);
         let store = LocalStore::open(&path).unwrap();
-        assert_eq!(user_version(&store.conn), 6);
+        assert_eq!(user_version(&store.conn), MIGRATIONS.len());
         assert_eq!(
             store.durable().unwrap(),
             vec![

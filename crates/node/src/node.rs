@@ -138,8 +138,11 @@ impl Node {
         let chain_path = options.dir.join("chain.db");
         let mut chain = Store::open(&chain_path, &genesis, OpenOptions::default())?;
         let mut local = LocalStore::open(&options.dir.join("node.db"))?;
-        let (acknowledged, stored) =
-            acknowledged::open_taking_over(&options.dir.join(ACKNOWLEDGED_DIR), &mut local)?;
+        let (acknowledged, stored) = acknowledged::open_taking_over(
+            &options.dir.join(ACKNOWLEDGED_DIR),
+            &mut local,
+            &|id| Ok(chain.contains_transaction(id)?),
+        )?;
         // Before anything is sent: whether this replica may have voted in a state its node.db
         // no longer holds (deleted, or restored from a backup), recorded durably.
         let mut start = incarnation::begin(&options.dir, &genesis.hash(), &mut local)?;

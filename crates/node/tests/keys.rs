@@ -16,7 +16,7 @@ mod common;
 use common::world::{
     CLINIC, HOSPITAL, HOUR_MS, INSURANCE, PHARMACY, WAIT, World, diagnosis, record_meta, wait_until,
 };
-use common::{enrollment, fast_timing, note};
+use common::{copy_dir, enrollment, fast_timing, note};
 use ledger::seal::{DataKey, seal_with};
 use ledger::tx::{AddRecord, SIGNATURE_LIFE_MS};
 use ledger::{Meta, SignedTx, TxId};
@@ -1378,7 +1378,7 @@ fn copy_while_stopped(w: &mut World, at: ReplicaId) -> (PathBuf, PathBuf) {
         folder.file_name().unwrap().to_string_lossy()
     ));
     w.cluster.stop(at);
-    copy_folder(&folder, &backup);
+    copy_dir(&folder, &backup);
     w.cluster.restart(at).unwrap();
     (folder, backup)
 }
@@ -1387,15 +1387,7 @@ fn copy_while_stopped(w: &mut World, at: ReplicaId) -> (PathBuf, PathBuf) {
 fn put_back_stopped(w: &mut World, at: ReplicaId, folder: &Path, backup: &Path) {
     w.cluster.stop(at);
     std::fs::remove_dir_all(folder).unwrap();
-    copy_folder(backup, folder);
-}
-
-fn copy_folder(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
+    copy_dir(backup, folder);
 }
 
 /// §7.2 step 3: once the author's `Erase` is applied, every correct validator that held the

@@ -9,26 +9,13 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::enrollment;
 use common::world::{WAIT, World, wait_until};
+use common::{copy_dir, enrollment};
 use node::{EMBEDDED_VALIDATORS, validator_dir};
 use pbft::ReplicaId;
 
 /// Checkpoint interval of `fast_timing`.
 const K: u64 = 8;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn head(world: &World, id: ReplicaId) -> u64 {
     world.node(id).status().height

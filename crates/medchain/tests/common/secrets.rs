@@ -77,6 +77,20 @@ pub fn files_under(roots: &[&Path]) -> Vec<PathBuf> {
     files
 }
 
+/// Copies the folder `from` into `to`, its folders too (a validator's `acknowledged/`).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Where each of `texts` occurs, as its UTF-8 bytes or as their lowercase hex, in the raw bytes
 /// of `files` (a file gone in the meantime, as a WAL after a checkpoint, is skipped).
 pub fn search(files: &[PathBuf], texts: &[&str]) -> Vec<Found> {

@@ -72,6 +72,22 @@ pub fn data_dir() -> DataDir {
     DataDir { _root: root, data }
 }
 
+/// Copies the folder `from` (its files and folders, as a validator's folder holds them) to
+/// `to`.
+#[allow(dead_code)] // Not every test file copies folders.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, as the validators' clocks read it.
 #[allow(dead_code)] // Not every test file reads the clock.
 pub fn now_ms() -> u64 {
