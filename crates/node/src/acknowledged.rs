@@ -898,4 +898,73 @@ mod red_team_s48 {
         drop(journal);
         assert!(segment_numbers(dir.path()).unwrap().is_empty());
     }
+
+    /// F5 (FAILS): node.db's schema version is what an older medchain checks to refuse a store
+    /// it does not understand ("upgrade medchain"). The acknowledged transactions left node.db
+    /// for `acknowledged/` without a new version: a medchain from before 341947a5 (node.db schema
+    /// 6, rolled back to by an operator) opens this node.db, finds the `pending` table empty,
+    /// never reads the journal, and resubmits none of what was acknowledged.
+    #[test]
+    fn s48_f5_an_older_medchain_refuses_a_node_db_whose_acknowledged_are_in_the_journal() {
+        /// The last node.db schema a medchain without the journal knows (341947a5^).
+        const BEFORE_THE_JOURNAL: i64 = 6;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let mut local = LocalStore::open(&db).unwrap();
+        let (mut journal, _) =
+            open_taking_over(&dir.path().join(ACKNOWLEDGED_DIR), &mut local).unwrap();
+        append(&mut journal, &[row(1, 1)]);
+        drop(journal);
+        drop(local);
+        let version: i64 = rusqlite::Connection::open(&db)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert!(
+            version > BEFORE_THE_JOURNAL,
+            "node.db is at schema {version}: an older medchain opens it and loses the journal's \
+             acknowledged transactions"
+        );
+    }
+
+    /// Informational (ignored): what a start reads after a clean stop when each of the nine
+    /// kept segments holds one straggler among 8 MiB of committed transactions: a removal
+    /// writes nothing, so every committed row comes back to `resume_pending`, which decodes it
+    /// and looks it up in chain.db.
+    #[test]
+    #[ignore]
+    fn s48_info_a_start_after_a_clean_stop_reads_every_committed_row_of_kept_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let body = vec![7u8; 1000];
+        let mut n: u32 = 0;
+        // 9 segments' worth (about 31 batches of 256 each), one straggler in every 31st batch.
+        for batch_number in 0..(KEPT_SEGMENTS as u32 + 1) * 31 {
+            let mut batch = Vec::new();
+            for _ in 0..256 {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&n.to_le_bytes());
+                batch.push(id);
+                n += 1;
+            }
+            journal
+                .append(batch.iter().map(|id| (id, 1, &body[..])))
+                .unwrap();
+            let committed = if batch_number % 31 == 0 {
+                &batch[1..]
+            } else {
+                &batch[..]
+            };
+            journal.remove(committed.iter());
+        }
+        let pending = journal.len();
+        drop(journal);
+        let started = Instant::now();
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        eprintln!(
+            "pending {pending}, rows read back {}, open took {:?}",
+            rows.len(),
+            started.elapsed()
+        );
+    }
 }
