@@ -875,3 +875,329 @@ mod tests {
         );
     }
 }
+
+/// Red team s48: attacks on the journal (commit 341947a5). Tests named `s48_fN_...` that fail
+/// on the current code show a break; see /work/helpers/rt-s48.md.
+#[cfg(test)]
+mod red_team_s48 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn row(id: u8, accepted_ms: u64) -> PendingRow {
+        PendingRow {
+            id: [id; 32],
+            accepted_ms,
+            body: vec![id; 100 + id as usize],
+        }
+    }
+
+    fn append(journal: &mut Acknowledged, rows: &[PendingRow]) {
+        journal
+            .append(rows.iter().map(|r| (&r.id, r.accepted_ms, &r.body[..])))
+            .unwrap();
+    }
+
+    fn ids(rows: &[PendingRow]) -> Vec<u8> {
+        rows.iter().map(|r| r.id[0]).collect()
+    }
+
+    /// F1 (FAILS): `medchain backup` reads the journal of a running validator with
+    /// `read_pending`: it lists the segments, then reads each, and takes a segment deleted since
+    /// it was listed for "all it held is committed". But a segment is also deleted after a
+    /// carry forward, whose copy goes to a segment begun after the listing (a rotation leaves
+    /// the full current segment, so the carry always writes to a new number). The straggler,
+    /// acknowledged long before the backup began, is then in no segment the backup reads and
+    /// not on chain: a restore from that backup never resubmits it.
+    #[test]
+    fn s48_f1_a_backup_racing_a_carry_forward_keeps_every_straggler() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let (mut journal, _) = Acknowledged::open(&path).unwrap();
+        journal.segment_bytes = 1;
+        // Nine stragglers, each in its own segment, pending for the whole test.
+        let straggler = |id: u8| PendingRow {
+            id: [id; 32],
+            accepted_ms: id as u64,
+            body: vec![id; 64 << 10],
+        };
+        // Other files in the folder (left alone) make a listing take a while: a carry forward
+        // completes during it more often. The race does not need them, only the test's speed.
+        for n in 0..2_000 {
+            std::fs::write(path.join(format!("other-{n}")), b"").unwrap();
+        }
+        let stragglers: Vec<[u8; 32]> = (200..209u8).map(|id| [id; 32]).collect();
+        for id in 200..209u8 {
+            append(&mut journal, &[straggler(id)]);
+        }
+        assert_eq!(
+            ids(&read_pending(&path).unwrap()),
+            (200..209).collect::<Vec<u8>>()
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        // The validator: submissions that commit at once; each rotation carries the oldest
+        // straggler forward.
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut k: u32 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut id = [1u8; 32];
+                    id[..4].copy_from_slice(&k.to_le_bytes());
+                    journal
+                        .append([(&id, 1_000 + k as u64, &b"commits at once"[..])])
+                        .unwrap();
+                    journal.remove([&id]);
+                    k += 1;
+                }
+                journal
+            })
+        };
+        // The backup, read as `copy_into_backup` reads it, again and again.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut reads = 0;
+        let mut missed = None;
+        // A backup that refuses (an error: try again) is no loss; one that answers must hold
+        // every straggler.
+        let mut refused = 0;
+        while Instant::now() < deadline && missed.is_none() {
+            let Ok(read) = read_pending(&path) else {
+                refused += 1;
+                continue;
+            };
+            let held: HashSet<[u8; 32]> = read.into_iter().map(|row| row.id).collect();
+            reads += 1;
+            missed = stragglers
+                .iter()
+                .find(|id| !held.contains(*id))
+                .map(|id| id[0]);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let journal = writer.join().unwrap();
+        assert_eq!(journal.len(), 9, "the stragglers stay pending");
+        assert!(reads > 0, "every read refused ({refused})");
+        assert_eq!(
+            missed, None,
+            "read {reads} times: a backup's copy lacks straggler {missed:?}, acknowledged and \
+             never committed"
+        );
+    }
+
+    /// F2 (FAILS): segment names are `{:012}`, a minimum width, but `segment_numbers` takes only
+    /// 12 digits. One file named `999999999999.log` (any content: it is deleted as "not a
+    /// segment", but its number counts) makes every later segment 13 digits long, which no
+    /// start and no backup reads: every acknowledgement from then on is lost at the next crash.
+    #[test]
+    fn s48_f2_a_segment_at_the_name_width_limit_hides_every_later_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(segment_path(dir.path(), 999_999_999_999), b"stray").unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        append(&mut journal, &[row(1, 1)]);
+        // Acknowledged (durable, synced); then a crash.
+        std::mem::forget(journal);
+        assert_eq!(
+            ids(&read_pending(dir.path()).unwrap()),
+            vec![1],
+            "a backup's copy lacks an acknowledged transaction"
+        );
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(
+            ids(&rows),
+            vec![1],
+            "the next start does not resubmit an acknowledged transaction"
+        );
+    }
+
+    /// F3a (FAILS): a FIFO named as a segment (a local writer's, or a mistaken `mkfifo`) hangs
+    /// the start for ever: `std::fs::read` blocks on it.
+    #[test]
+    fn s48_f3a_a_fifo_named_as_a_segment_does_not_hang_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = segment_path(dir.path(), 1);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let path = dir.path().to_path_buf();
+        let (done, opened) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(Acknowledged::open(&path).map(|_| ()).is_ok());
+        });
+        let answer = opened.recv_timeout(Duration::from_secs(3));
+        if answer.is_err() {
+            // Unblock the reader (EOF) so that the thread ends.
+            drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+        }
+        assert!(answer.is_ok(), "Acknowledged::open hangs on a FIFO");
+    }
+
+    /// F3b (FAILS): a directory named as a segment makes every start (and every backup) fail,
+    /// although files that are not segments are "left alone".
+    #[test]
+    fn s48_f3b_a_directory_named_as_a_segment_does_not_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        append(&mut journal, &[row(1, 1)]);
+        drop(journal);
+        std::fs::create_dir(segment_path(dir.path(), 7)).unwrap();
+        let read = read_pending(dir.path()).map(|rows| ids(&rows));
+        let opened = Acknowledged::open(dir.path()).map(|(_, rows)| ids(&rows));
+        assert!(
+            matches!(opened, Ok(ref rows) if rows == &vec![1]),
+            "start: {opened:?}"
+        );
+        assert!(
+            matches!(read, Ok(ref rows) if rows == &vec![1]),
+            "backup: {read:?}"
+        );
+    }
+
+    /// F4 (FAILS): `remove` "forgets transactions that are committed (or withdrawn for good)",
+    /// and writes nothing. A start drops again what it finds committed, but nothing tells it
+    /// which were withdrawn for good (`Runtime::withdraw_lost_races`: a lost race kept
+    /// `WITHDRAWN_KEPT_RESENDS` resend intervals, the bound on what a hostile doctor's losers
+    /// cost): while any other transaction of its segment is pending, every start, even after a
+    /// clean stop, reads it back and hands it to the replica again as acknowledged. The old
+    /// `pending` table deleted the row (durable at node.db's next synced commit, and through a
+    /// SIGKILL at once).
+    #[test]
+    fn s48_f4_a_transaction_withdrawn_for_good_stays_forgotten_after_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        // 1 lost its race; 2, accepted in the same batch, waits for a block.
+        append(&mut journal, &[row(1, 1), row(2, 2)]);
+        journal.remove([&[1; 32]]);
+        drop(journal);
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(
+            ids(&rows),
+            vec![2],
+            "a transaction withdrawn for good is resumed again by the next start"
+        );
+    }
+
+    /// Held: a write that fails (here ENOSPC, `/dev/full` in place of the segment's file) maps
+    /// no id, leaves the segment, and the client's retry of the same transaction is written
+    /// again (not skipped as "already pending") to a new segment, read by the next start.
+    #[test]
+    fn s48_held_a_failed_write_maps_nothing_and_the_retry_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        append(&mut journal, &[row(1, 1)]);
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        journal.current.as_mut().unwrap().file = full;
+        let failed = journal.append([(&[2; 32], 2, &row(2, 2).body[..])]);
+        assert!(failed.is_err());
+        assert_eq!(journal.len(), 1, "nothing mapped for the failed write");
+        assert!(journal.current.is_none(), "the segment is left");
+        append(&mut journal, &[row(2, 2)]);
+        assert_eq!(journal.len(), 2);
+        std::mem::forget(journal);
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        assert_eq!(ids(&rows), vec![1, 2]);
+        assert_eq!(segment_numbers(dir.path()).unwrap(), vec![1, 2]);
+    }
+
+    /// Held: stragglers carried forward are counted in their new segment: removing them deletes
+    /// every segment, and a crash right after the carry (both copies) still reads each once.
+    #[test]
+    fn s48_held_carried_stragglers_are_counted_where_they_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        journal.segment_bytes = 1;
+        for id in 1..=20u8 {
+            append(
+                &mut journal,
+                &[row(id, id as u64), row(100 + id, id as u64)],
+            );
+            journal.remove([&[id; 32]]);
+        }
+        assert_eq!(journal.len(), 20);
+        let counted: usize = journal.pending_in.values().sum();
+        assert_eq!(counted, 20, "{:?}", journal.pending_in);
+        for number in journal.pending_in.keys() {
+            assert!(segment_path(dir.path(), *number).exists());
+        }
+        let stragglers: Vec<[u8; 32]> = (101..=120u8).map(|id| [id; 32]).collect();
+        journal.remove(stragglers.iter());
+        assert_eq!(journal.len(), 0);
+        assert!(journal.pending_in.is_empty());
+        drop(journal);
+        assert!(segment_numbers(dir.path()).unwrap().is_empty());
+    }
+
+    /// F5 (FAILS): node.db's schema version is what an older medchain checks to refuse a store
+    /// it does not understand ("upgrade medchain"). The acknowledged transactions left node.db
+    /// for `acknowledged/` without a new version: a medchain from before 341947a5 (node.db schema
+    /// 6, rolled back to by an operator) opens this node.db, finds the `pending` table empty,
+    /// never reads the journal, and resubmits none of what was acknowledged.
+    #[test]
+    fn s48_f5_an_older_medchain_refuses_a_node_db_whose_acknowledged_are_in_the_journal() {
+        /// The last node.db schema a medchain without the journal knows (341947a5^).
+        const BEFORE_THE_JOURNAL: i64 = 6;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let mut local = LocalStore::open(&db).unwrap();
+        let (mut journal, _) =
+            open_taking_over(&dir.path().join(ACKNOWLEDGED_DIR), &mut local).unwrap();
+        append(&mut journal, &[row(1, 1)]);
+        drop(journal);
+        drop(local);
+        let version: i64 = rusqlite::Connection::open(&db)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert!(
+            version > BEFORE_THE_JOURNAL,
+            "node.db is at schema {version}: an older medchain opens it and loses the journal's \
+             acknowledged transactions"
+        );
+    }
+
+    /// Informational (ignored): what a start reads after a clean stop when each of the nine
+    /// kept segments holds one straggler among 8 MiB of committed transactions: a removal
+    /// writes nothing, so every committed row comes back to `resume_pending`, which decodes it
+    /// and looks it up in chain.db.
+    #[test]
+    #[ignore]
+    fn s48_info_a_start_after_a_clean_stop_reads_every_committed_row_of_kept_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let body = vec![7u8; 1000];
+        let mut n: u32 = 0;
+        // 9 segments' worth (about 31 batches of 256 each), one straggler in every 31st batch.
+        for batch_number in 0..(KEPT_SEGMENTS as u32 + 1) * 31 {
+            let mut batch = Vec::new();
+            for _ in 0..256 {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&n.to_le_bytes());
+                batch.push(id);
+                n += 1;
+            }
+            journal
+                .append(batch.iter().map(|id| (id, 1, &body[..])))
+                .unwrap();
+            let committed = if batch_number % 31 == 0 {
+                &batch[1..]
+            } else {
+                &batch[..]
+            };
+            journal.remove(committed.iter());
+        }
+        let pending = journal.len();
+        drop(journal);
+        let started = Instant::now();
+        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        eprintln!(
+            "pending {pending}, rows read back {}, open took {:?}",
+            rows.len(),
+            started.elapsed()
+        );
+    }
+}
