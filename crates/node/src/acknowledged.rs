@@ -32,6 +32,10 @@ use crate::local_store::LocalStore;
 /// The folder of the journal, in a validator's folder.
 pub const ACKNOWLEDGED_DIR: &str = "acknowledged";
 
+/// The lock file in the folder: held exclusively by the validator while it deletes a segment,
+/// shared by a backup while it reads (see [`read_pending`]).
+const LOCK_FILE: &str = "lock";
+
 /// The first bytes of every segment: refuses to read a file that is not one.
 const MAGIC: &[u8; 16] = b"medchain-ack-v1\n";
 
@@ -80,6 +84,10 @@ pub struct Acknowledged {
     pending_in: BTreeMap<u64, usize>,
     /// [`SEGMENT_BYTES`] but in tests.
     segment_bytes: u64,
+    /// [`LOCK_FILE`], open.
+    lock: File,
+    /// Segments to delete once no backup is reading the folder.
+    spent: Vec<u64>,
 }
 
 /// A frame's segment and its offset there.
@@ -115,6 +123,8 @@ impl Acknowledged {
             segment_of: HashMap::new(),
             pending_in: BTreeMap::new(),
             segment_bytes: SEGMENT_BYTES,
+            lock: open_lock(dir)?,
+            spent: Vec::new(),
         };
         let mut read = Vec::new();
         for number in segment_numbers(dir)? {
@@ -149,11 +159,14 @@ impl Acknowledged {
                 rows.push(frame.row);
             }
             if held == 0 {
-                remove_segment(dir, number);
+                journal.delete_segment(number);
             } else {
                 journal.pending_in.insert(number, held);
             }
         }
+        // The folder's own entry: durable before the first acknowledgement (red team s48: the
+        // rows taken over from node.db leave its table next).
+        ledger::files::sync_parent(dir)?;
         sort_oldest_first(&mut rows);
         Ok((journal, rows))
     }
@@ -229,7 +242,7 @@ impl Acknowledged {
         if *held == 0 {
             self.pending_in.remove(&place.segment);
             if self.current.as_ref().map(|segment| segment.number) != Some(place.segment) {
-                remove_segment(&self.dir, place.segment);
+                self.delete_segment(place.segment);
             }
         }
     }
@@ -302,7 +315,25 @@ impl Acknowledged {
         if let Some(segment) = self.current.take()
             && !self.pending_in.contains_key(&segment.number)
         {
-            remove_segment(&self.dir, segment.number);
+            self.delete_segment(segment.number);
+        }
+    }
+
+    /// Deletes segment `number`, and those left before, unless a backup is reading the folder
+    /// (it holds the lock shared): then they are deleted at a later call. A backup's read
+    /// thus sees every segment that existed when it listed the folder, and a transaction
+    /// carried forward is in the segment it left until the read is over (red team s48 F1: a
+    /// listing races with a carry that creates one segment and deletes another).
+    fn delete_segment(&mut self, number: u64) {
+        self.spent.push(number);
+        if self.lock.try_lock().is_err() {
+            return;
+        }
+        for number in self.spent.drain(..) {
+            remove_segment(&self.dir, number);
+        }
+        if let Err(error) = self.lock.unlock() {
+            warn!(%error, "could not release the journal's lock");
         }
     }
 
@@ -355,7 +386,7 @@ impl Acknowledged {
         if !written.is_empty() {
             self.write_synced(&frames, written)?;
         }
-        remove_segment(&self.dir, number);
+        self.delete_segment(number);
         Ok(())
     }
 }
@@ -406,50 +437,52 @@ pub fn copy_into_backup(validator_dir: &Path, copy: &Path) -> Result<usize, Node
 /// What the journal in `dir` holds, read without changing anything (a running validator may
 /// be appending and deleting): for a backup's copy. Oldest first, each transaction once.
 pub fn read_pending(dir: &Path) -> Result<Vec<PendingRow>, NodeError> {
+    let lock = match File::open(dir.join(LOCK_FILE)) {
+        Ok(lock) => lock,
+        // No validator ever opened this journal.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error.into()),
+    };
+    // While it is held, the validator deletes no segment (it appends and creates new ones).
+    lock.lock_shared()?;
     let mut seen = HashSet::new();
     let mut withdrawn = HashSet::new();
     let mut rows = Vec::new();
-    let mut read_past = None;
-    loop {
-        let numbers = match segment_numbers(dir) {
-            Ok(numbers) => numbers,
-            Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(rows);
-            }
+    for number in segment_numbers(dir)? {
+        let read = match read_segment(&segment_path(dir, number)) {
+            Ok(read) => read,
+            // Deleted since it was listed, by a medchain that did not take the lock.
+            Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => return Err(error),
         };
-        let mut vanished = false;
-        for &number in numbers
-            .iter()
-            .filter(|n| read_past.is_none_or(|past| **n > past))
-        {
-            match read_segment(&segment_path(dir, number)) {
-                Ok(read) => {
-                    for frame in read.into_iter().flatten() {
-                        if frame.withdrawn {
-                            withdrawn.insert(frame.row.id);
-                        } else if seen.insert(frame.row.id) {
-                            rows.push(frame.row);
-                        }
-                    }
-                }
-                // Deleted since it was listed: what it held is committed, or was carried
-                // forward into a later segment first, perhaps one not listed yet (red team
-                // s48 F1): the folder is listed again for those.
-                Err(NodeError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
-                    vanished = true
-                }
-                Err(error) => return Err(error),
+        for frame in read.into_iter().flatten() {
+            if frame.withdrawn {
+                withdrawn.insert(frame.row.id);
+            } else if seen.insert(frame.row.id) {
+                rows.push(frame.row);
             }
         }
-        match numbers.last() {
-            Some(&last) if vanished => read_past = Some(last),
-            _ => break,
-        }
     }
+    lock.unlock()?;
     rows.retain(|row| !withdrawn.contains(&row.id));
     sort_oldest_first(&mut rows);
     Ok(rows)
+}
+
+/// The journal's lock file, created (private) if missing, never through a link.
+fn open_lock(dir: &Path) -> Result<File, NodeError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(ledger::files::PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)?;
+    ledger::files::set_mode(&path, ledger::files::PRIVATE_FILE_MODE)?;
+    Ok(lock)
 }
 
 fn sort_oldest_first(rows: &mut [PendingRow]) {
@@ -886,6 +919,11 @@ mod red_team_s48 {
 
     use super::*;
 
+    /// The journal in `dir`, with nothing on chain.
+    fn open(dir: &Path) -> Result<(Acknowledged, Vec<PendingRow>), NodeError> {
+        Acknowledged::open(dir, &|_| Ok(false))
+    }
+
     fn row(id: u8, accepted_ms: u64) -> PendingRow {
         PendingRow {
             id: [id; 32],
@@ -904,7 +942,7 @@ mod red_team_s48 {
         rows.iter().map(|r| r.id[0]).collect()
     }
 
-    /// F1 (FAILS): `medchain backup` reads the journal of a running validator with
+    /// F1 (fixed): `medchain backup` reads the journal of a running validator with
     /// `read_pending`: it lists the segments, then reads each, and takes a segment deleted since
     /// it was listed for "all it held is committed". But a segment is also deleted after a
     /// carry forward, whose copy goes to a segment begun after the listing (a rotation leaves
@@ -915,7 +953,7 @@ mod red_team_s48 {
     fn s48_f1_a_backup_racing_a_carry_forward_keeps_every_straggler() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let (mut journal, _) = Acknowledged::open(&path).unwrap();
+        let (mut journal, _) = open(&path).unwrap();
         journal.segment_bytes = 1;
         // Nine stragglers, each in its own segment, pending for the whole test.
         let straggler = |id: u8| PendingRow {
@@ -956,7 +994,7 @@ mod red_team_s48 {
             })
         };
         // The backup, read as `copy_into_backup` reads it, again and again.
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(4);
         let mut reads = 0;
         let mut missed = None;
         // A backup that refuses (an error: try again) is no loss; one that answers must hold
@@ -985,7 +1023,7 @@ mod red_team_s48 {
         );
     }
 
-    /// F2 (FAILS): segment names are `{:012}`, a minimum width, but `segment_numbers` takes only
+    /// F2 (fixed): segment names are `{:012}`, a minimum width, but `segment_numbers` takes only
     /// 12 digits. One file named `999999999999.log` (any content: it is deleted as "not a
     /// segment", but its number counts) makes every later segment 13 digits long, which no
     /// start and no backup reads: every acknowledgement from then on is lost at the next crash.
@@ -993,7 +1031,7 @@ mod red_team_s48 {
     fn s48_f2_a_segment_at_the_name_width_limit_hides_every_later_segment() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(segment_path(dir.path(), 999_999_999_999), b"stray").unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         append(&mut journal, &[row(1, 1)]);
         // Acknowledged (durable, synced); then a crash.
         std::mem::forget(journal);
@@ -1002,7 +1040,7 @@ mod red_team_s48 {
             vec![1],
             "a backup's copy lacks an acknowledged transaction"
         );
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         assert_eq!(
             ids(&rows),
             vec![1],
@@ -1010,7 +1048,7 @@ mod red_team_s48 {
         );
     }
 
-    /// F3a (FAILS): a FIFO named as a segment (a local writer's, or a mistaken `mkfifo`) hangs
+    /// F3a (fixed): a FIFO named as a segment (a local writer's, or a mistaken `mkfifo`) hangs
     /// the start for ever: `std::fs::read` blocks on it.
     #[test]
     fn s48_f3a_a_fifo_named_as_a_segment_does_not_hang_the_start() {
@@ -1024,7 +1062,7 @@ mod red_team_s48 {
         let path = dir.path().to_path_buf();
         let (done, opened) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = done.send(Acknowledged::open(&path).map(|_| ()).is_ok());
+            let _ = done.send(open(&path).map(|_| ()).is_ok());
         });
         let answer = opened.recv_timeout(Duration::from_secs(3));
         if answer.is_err() {
@@ -1034,17 +1072,17 @@ mod red_team_s48 {
         assert!(answer.is_ok(), "Acknowledged::open hangs on a FIFO");
     }
 
-    /// F3b (FAILS): a directory named as a segment makes every start (and every backup) fail,
+    /// F3b (fixed): a directory named as a segment makes every start (and every backup) fail,
     /// although files that are not segments are "left alone".
     #[test]
     fn s48_f3b_a_directory_named_as_a_segment_does_not_stop_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         append(&mut journal, &[row(1, 1)]);
         drop(journal);
         std::fs::create_dir(segment_path(dir.path(), 7)).unwrap();
         let read = read_pending(dir.path()).map(|rows| ids(&rows));
-        let opened = Acknowledged::open(dir.path()).map(|(_, rows)| ids(&rows));
+        let opened = open(dir.path()).map(|(_, rows)| ids(&rows));
         assert!(
             matches!(opened, Ok(ref rows) if rows == &vec![1]),
             "start: {opened:?}"
@@ -1055,7 +1093,7 @@ mod red_team_s48 {
         );
     }
 
-    /// F4 (FAILS): `remove` "forgets transactions that are committed (or withdrawn for good)",
+    /// F4 (fixed): `remove` "forgets transactions that are committed (or withdrawn for good)",
     /// and writes nothing. A start drops again what it finds committed, but nothing tells it
     /// which were withdrawn for good (`Runtime::withdraw_lost_races`: a lost race kept
     /// `WITHDRAWN_KEPT_RESENDS` resend intervals, the bound on what a hostile doctor's losers
@@ -1066,12 +1104,13 @@ mod red_team_s48 {
     #[test]
     fn s48_f4_a_transaction_withdrawn_for_good_stays_forgotten_after_a_clean_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         // 1 lost its race; 2, accepted in the same batch, waits for a block.
         append(&mut journal, &[row(1, 1), row(2, 2)]);
-        journal.remove([&[1; 32]]);
+        // What `withdraw_lost_races` calls since the fix (it called `remove`).
+        journal.withdraw([&[1; 32]]);
         drop(journal);
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         assert_eq!(
             ids(&rows),
             vec![2],
@@ -1085,7 +1124,7 @@ mod red_team_s48 {
     #[test]
     fn s48_held_a_failed_write_maps_nothing_and_the_retry_is_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         append(&mut journal, &[row(1, 1)]);
         let full = std::fs::OpenOptions::new()
             .write(true)
@@ -1099,7 +1138,7 @@ mod red_team_s48 {
         append(&mut journal, &[row(2, 2)]);
         assert_eq!(journal.len(), 2);
         std::mem::forget(journal);
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         assert_eq!(ids(&rows), vec![1, 2]);
         assert_eq!(segment_numbers(dir.path()).unwrap(), vec![1, 2]);
     }
@@ -1109,7 +1148,7 @@ mod red_team_s48 {
     #[test]
     fn s48_held_carried_stragglers_are_counted_where_they_went() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         journal.segment_bytes = 1;
         for id in 1..=20u8 {
             append(
@@ -1132,7 +1171,7 @@ mod red_team_s48 {
         assert!(segment_numbers(dir.path()).unwrap().is_empty());
     }
 
-    /// F5 (FAILS): node.db's schema version is what an older medchain checks to refuse a store
+    /// F5 (fixed): node.db's schema version is what an older medchain checks to refuse a store
     /// it does not understand ("upgrade medchain"). The acknowledged transactions left node.db
     /// for `acknowledged/` without a new version: a medchain from before 341947a5 (node.db schema
     /// 6, rolled back to by an operator) opens this node.db, finds the `pending` table empty,
@@ -1145,7 +1184,10 @@ mod red_team_s48 {
         let db = dir.path().join("node.db");
         let mut local = LocalStore::open(&db).unwrap();
         let (mut journal, _) =
-            open_taking_over(&dir.path().join(ACKNOWLEDGED_DIR), &mut local).unwrap();
+            open_taking_over(&dir.path().join(ACKNOWLEDGED_DIR), &mut local, &|_| {
+                Ok(false)
+            })
+            .unwrap();
         append(&mut journal, &[row(1, 1)]);
         drop(journal);
         drop(local);
@@ -1168,7 +1210,7 @@ mod red_team_s48 {
     #[ignore]
     fn s48_info_a_start_after_a_clean_stop_reads_every_committed_row_of_kept_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Acknowledged::open(dir.path()).unwrap();
+        let (mut journal, _) = open(dir.path()).unwrap();
         let body = vec![7u8; 1000];
         let mut n: u32 = 0;
         // 9 segments' worth (about 31 batches of 256 each), one straggler in every 31st batch.
@@ -1193,7 +1235,7 @@ mod red_team_s48 {
         let pending = journal.len();
         drop(journal);
         let started = Instant::now();
-        let (_, rows) = Acknowledged::open(dir.path()).unwrap();
+        let (_, rows) = open(dir.path()).unwrap();
         eprintln!(
             "pending {pending}, rows read back {}, open took {:?}",
             rows.len(),
