@@ -10,9 +10,10 @@
 //! A removal of a committed transaction writes nothing: a segment file is deleted when none of
 //! its transactions is pending any more, and a restart drops again what it finds already
 //! committed (as `Runtime::resume_pending` always did for a removal lost in a crash). One
-//! withdrawn for good is marked in its frame, so a restart does not resubmit it. A segment holding a
-//! straggler (a transaction pending for long) is carried forward into the current segment once
-//! too many segments are kept, so the folder stays bounded by the pending transactions.
+//! withdrawn for good is marked in its frame, so a restart does not resubmit it. A segment
+//! holding a straggler (a transaction pending for long) is carried forward into the current
+//! segment once too many segments are kept, so the folder stays bounded by the pending
+//! transactions.
 //!
 //! Every frame carries a checksum: a frame torn by a crash (never acknowledged: the sync had
 //! not returned) ends its segment's reading. Each start appends to a new segment, so nothing
@@ -126,42 +127,42 @@ impl Acknowledged {
             lock: open_lock(dir)?,
             spent: Vec::new(),
         };
-        let mut read = Vec::new();
+        // Only what is not on chain is kept while the segments are read, one at a time.
+        let mut numbers = Vec::new();
+        let mut kept = Vec::new();
+        let mut withdrawn = HashSet::new();
         for number in segment_numbers(dir)? {
             journal.next_number = number.saturating_add(1);
-            if let Some(frames) = read_segment(&segment_path(dir, number))? {
-                read.push((number, frames));
+            let Some(frames) = read_segment(&segment_path(dir, number))? else {
+                continue;
+            };
+            numbers.push(number);
+            for frame in frames {
+                if frame.withdrawn {
+                    withdrawn.insert(frame.row.id);
+                } else if !committed(&frame.row.id)? {
+                    kept.push((number, frame));
+                }
             }
         }
-        // A transaction withdrawn in any copy stays withdrawn (one carried forward by a run
-        // that crashed before deleting its old segment has two copies).
-        let withdrawn: HashSet<[u8; 32]> = read
-            .iter()
-            .flat_map(|(_, frames)| frames.iter().filter(|f| f.withdrawn).map(|f| f.row.id))
-            .collect();
         let mut rows = Vec::new();
-        for (number, frames) in read {
-            let mut held = 0;
-            for frame in frames {
-                if withdrawn.contains(&frame.row.id)
-                    || journal.segment_of.contains_key(&frame.row.id)
-                    || committed(&frame.row.id)?
-                {
-                    continue;
-                }
-                // The first copy is the one kept.
-                let place = Place {
-                    segment: number,
-                    offset: frame.offset,
-                };
-                journal.segment_of.insert(frame.row.id, place);
-                held += 1;
-                rows.push(frame.row);
+        for (number, frame) in kept {
+            // Withdrawn in any copy stays withdrawn, and the first copy is the one kept (one
+            // carried forward by a run that crashed before deleting its old segment has two).
+            if withdrawn.contains(&frame.row.id) || journal.segment_of.contains_key(&frame.row.id) {
+                continue;
             }
-            if held == 0 {
+            let place = Place {
+                segment: number,
+                offset: frame.offset,
+            };
+            journal.segment_of.insert(frame.row.id, place);
+            *journal.pending_in.entry(number).or_default() += 1;
+            rows.push(frame.row);
+        }
+        for number in numbers {
+            if !journal.pending_in.contains_key(&number) {
                 journal.delete_segment(number);
-            } else {
-                journal.pending_in.insert(number, held);
             }
         }
         // The folder's own entry: durable before the first acknowledgement (red team s48: the
