@@ -616,11 +616,11 @@ mod tests {
     use super::*;
 
     /// The journal in `dir`, with nothing on chain.
-    fn open(dir: &Path) -> Result<(Acknowledged, Vec<PendingRow>), NodeError> {
+    pub(super) fn open(dir: &Path) -> Result<(Acknowledged, Vec<PendingRow>), NodeError> {
         Acknowledged::open(dir, &|_| Ok(false))
     }
 
-    fn row(id: u8, accepted_ms: u64) -> PendingRow {
+    pub(super) fn row(id: u8, accepted_ms: u64) -> PendingRow {
         PendingRow {
             id: [id; 32],
             accepted_ms,
@@ -628,13 +628,13 @@ mod tests {
         }
     }
 
-    fn append(journal: &mut Acknowledged, rows: &[PendingRow]) {
+    pub(super) fn append(journal: &mut Acknowledged, rows: &[PendingRow]) {
         journal
             .append(rows.iter().map(|r| (&r.id, r.accepted_ms, &r.body[..])))
             .unwrap();
     }
 
-    fn ids(rows: &[PendingRow]) -> Vec<u8> {
+    pub(super) fn ids(rows: &[PendingRow]) -> Vec<u8> {
         rows.iter().map(|r| r.id[0]).collect()
     }
 
@@ -918,30 +918,8 @@ mod red_team_s48 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
+    use super::tests::{append, ids, open, row};
     use super::*;
-
-    /// The journal in `dir`, with nothing on chain.
-    fn open(dir: &Path) -> Result<(Acknowledged, Vec<PendingRow>), NodeError> {
-        Acknowledged::open(dir, &|_| Ok(false))
-    }
-
-    fn row(id: u8, accepted_ms: u64) -> PendingRow {
-        PendingRow {
-            id: [id; 32],
-            accepted_ms,
-            body: vec![id; 100 + id as usize],
-        }
-    }
-
-    fn append(journal: &mut Acknowledged, rows: &[PendingRow]) {
-        journal
-            .append(rows.iter().map(|r| (&r.id, r.accepted_ms, &r.body[..])))
-            .unwrap();
-    }
-
-    fn ids(rows: &[PendingRow]) -> Vec<u8> {
-        rows.iter().map(|r| r.id[0]).collect()
-    }
 
     /// F1 (fixed): `medchain backup` reads the journal of a running validator with
     /// `read_pending`: it lists the segments, then reads each, and takes a segment deleted since

@@ -29,25 +29,6 @@ fn held_record(w: &World) -> (Person, TxId, Vec<u8>) {
     (patient, record, sealed)
 }
 
-/// Appends to the stopped hospital's `keys.db` the row of `tx` that `from` holds, under the
-/// next `seq` and a new key id.
-fn copy_row(w: &World, from: &std::path::Path, tx: &TxId) {
-    let conn = rusqlite::Connection::open(w.keys_db(HOSPITAL)).unwrap();
-    conn.execute("ATTACH ?1 AS old", [from.to_str().unwrap()])
-        .unwrap();
-    let copied = conn
-        .execute(
-            "INSERT INTO main.data_keys
-                (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
-             SELECT (SELECT coalesce(max(seq), 0) + 1 FROM main.data_keys), tx, patient,
-                randomblob(32), not_after_ms, sealed_key, on_chain, facts_tag
-             FROM old.data_keys WHERE tx = ?1",
-            [tx.as_slice()],
-        )
-        .unwrap();
-    assert_eq!(copied, 1);
-}
-
 /// Aside 3, break: the record's row copied on disk (under another `seq` and key id) before
 /// its erasure. The erasure deleted the first row found by the transaction; the copy kept the
 /// key in `keys.db` (given to nobody: the chain says erased) for good. Fixed: an erasure
@@ -57,7 +38,7 @@ fn an_erasure_leaves_no_copy_of_its_key_in_the_file() {
     let mut w = World::new();
     let (patient, record, sealed) = held_record(&w);
     w.cluster.stop(HOSPITAL);
-    copy_row(&w, &w.keys_db(HOSPITAL), &record);
+    w.put_row_back(HOSPITAL, &w.keys_db(HOSPITAL), &record, true);
     w.cluster.restart(HOSPITAL).unwrap();
     w.erase(&patient, record, HOSPITAL);
     w.wait_state(HOSPITAL, &record, OpenState::Erased);
@@ -89,7 +70,7 @@ fn a_row_put_back_after_its_erasure_is_deleted_at_the_next_start() {
         !w.key_rows(HOSPITAL).contains(&record)
     });
     w.cluster.stop(HOSPITAL);
-    copy_row(&w, &old, &record);
+    w.put_row_back(HOSPITAL, &old, &record, true);
     std::fs::remove_file(&old).unwrap();
     w.cluster.restart(HOSPITAL).unwrap();
     w.wait_state(HOSPITAL, &record, OpenState::Erased);

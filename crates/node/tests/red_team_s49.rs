@@ -11,28 +11,7 @@
 mod common;
 
 use common::world::{CLINIC, HOSPITAL, HOUR_MS, World, wait_until};
-use ledger::TxId;
 use node::OpenState;
-
-/// Puts back in the stopped `at`'s `keys.db` the row of `tx` that the store copy `from`
-/// holds, byte for byte, under the next `seq` (a writer of the validator's disk without the
-/// operator key, with an older copy of the file).
-fn put_back(w: &World, at: u32, from: &std::path::Path, tx: &TxId) {
-    let conn = rusqlite::Connection::open(w.keys_db(at)).unwrap();
-    conn.execute("ATTACH ?1 AS old", [from.to_str().unwrap()])
-        .unwrap();
-    let copied = conn
-        .execute(
-            "INSERT INTO main.data_keys
-                (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
-             SELECT (SELECT coalesce(max(seq), 0) + 1 FROM main.data_keys), tx, patient,
-                key_id, not_after_ms, sealed_key, on_chain, facts_tag
-             FROM old.data_keys WHERE tx = ?1",
-            [tx.as_slice()],
-        )
-        .unwrap();
-    assert_eq!(copied, 1);
-}
 
 /// A clinic neurologist's read grant of a hospital patient's record; the clinic (the
 /// grantee's home) receives the key; the grant is revoked and the clinic drops the key (as
@@ -62,7 +41,7 @@ fn red_team_s49_a_row_put_back_after_its_grants_revocation_is_dropped_at_the_nex
     });
     w.settle();
     w.cluster.stop(CLINIC);
-    put_back(&w, CLINIC, &old, &record);
+    w.put_row_back(CLINIC, &old, &record, false);
     std::fs::remove_file(&old).unwrap();
     w.cluster.restart(CLINIC).unwrap();
     w.settle();

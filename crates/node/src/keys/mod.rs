@@ -1639,7 +1639,7 @@ mod s46_asides {
 
     /// What the chain says of a held record of patient `[1; 16]` whose parties are validators
     /// 1, 2 and 3: validator 0 is entitled to its key only as a live grantee of the patient.
-    fn elsewhere() -> Facts {
+    pub(super) fn elsewhere() -> Facts {
         let on_chain = OnChain {
             parties: Parties {
                 sealer: 1,
@@ -1655,7 +1655,8 @@ mod s46_asides {
         }
     }
 
-    fn keys_db(dir: &std::path::Path) -> rusqlite::Connection {
+    /// The test service's `keys.db`, opened beside it.
+    pub(super) fn keys_db(dir: &std::path::Path) -> rusqlite::Connection {
         rusqlite::Connection::open(dir.join("a").join("keys.db")).unwrap()
     }
 
@@ -1754,29 +1755,8 @@ mod s46_asides {
 /// row whose tag holds for its erasure only, never for this validator's entitlement.
 #[cfg(test)]
 mod red_team_s49 {
+    use super::s46_asides::{elsewhere, keys_db};
     use super::*;
-
-    /// A held record of patient `[1; 16]` whose parties are validators 1, 2 and 3: validator 0
-    /// holds its key only as a live grantee of the patient.
-    fn elsewhere() -> Facts {
-        let on_chain = OnChain {
-            parties: Parties {
-                sealer: 1,
-                patient_home: 2,
-                doctor_home: 3,
-            },
-            record: true,
-        };
-        Facts {
-            patient: [1; 16],
-            not_after_ms: u64::MAX,
-            on_chain: Some(on_chain.to_bytes().to_vec()),
-        }
-    }
-
-    fn keys_db(dir: &std::path::Path) -> rusqlite::Connection {
-        rusqlite::Connection::open(dir.join("a").join("keys.db")).unwrap()
-    }
 
     type Row = (
         i64,
@@ -1788,6 +1768,41 @@ mod red_team_s49 {
         Option<Vec<u8>>,
         Option<Vec<u8>>,
     );
+
+    /// The row of `tx` as `keys.db` holds it, every column.
+    fn saved_row(dir: &std::path::Path, tx: &TxId) -> Row {
+        keys_db(dir)
+            .query_row(
+                "SELECT seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag
+                 FROM data_keys WHERE tx = ?1",
+                [tx.as_slice()],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                },
+            )
+            .unwrap()
+    }
+
+    /// Puts `row` back in `keys.db`, byte for byte (a writer of the disk with an older copy).
+    fn put_back(dir: &std::path::Path, row: &Row) {
+        keys_db(dir)
+            .execute(
+                "INSERT INTO data_keys
+                    (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                rusqlite::params![row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7],
+            )
+            .unwrap();
+    }
 
     /// A grantee's row of a record, held while the grant was live. The grant ends (the row
     /// is deleted, as `end_grant` does); a writer of the stopped validator's disk puts the row
@@ -1807,39 +1822,12 @@ mod red_team_s49 {
             .rows()
             .insert_key(&tx, &elsewhere(), &DataKey::generate())
             .unwrap();
-        let saved: Row = keys_db(dir.path())
-            .query_row(
-                "SELECT seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag
-                 FROM data_keys WHERE tx = ?1",
-                [tx.as_slice()],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
-                },
-            )
-            .unwrap();
+        let saved = saved_row(dir.path(), &tx);
         // The grant's end: no grant of the patient is live, the key goes.
         assert!(!service.grantee_of(&[1; 16]));
         assert!(service.store.rows().delete_key(&tx).unwrap());
         // Put back on disk, as it was.
-        keys_db(dir.path())
-            .execute(
-                "INSERT INTO data_keys
-                    (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                rusqlite::params![
-                    saved.0, saved.1, saved.2, saved.3, saved.4, saved.5, saved.6, saved.7
-                ],
-            )
-            .unwrap();
+        put_back(dir.path(), &saved);
         // The sweep of every row after a start (the file changed), then the timer's writes.
         service.checked_to = Some(0);
         service.check_rows().unwrap();
@@ -1944,25 +1932,7 @@ mod red_team_s49 {
             let rows = service.store.rows();
             rows.insert_key(&later, &mine, &key).unwrap();
         }
-        let saved: Row = keys_db(dir.path())
-            .query_row(
-                "SELECT seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag
-                 FROM data_keys WHERE tx = ?1",
-                [later.as_slice()],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
-                },
-            )
-            .unwrap();
+        let saved = saved_row(dir.path(), &later);
         {
             let rows = service.store.rows();
             // What `keep_key` does when the earlier arrives: the later makes way.
@@ -1974,16 +1944,7 @@ mod red_team_s49 {
         }
         service.index.erase(earlier);
         // The later's row put back on disk.
-        keys_db(dir.path())
-            .execute(
-                "INSERT INTO data_keys
-                    (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                rusqlite::params![
-                    saved.0, saved.1, saved.2, saved.3, saved.4, saved.5, saved.6, saved.7
-                ],
-            )
-            .unwrap();
+        put_back(dir.path(), &saved);
         service.checked_to = Some(0);
         service.check_rows().unwrap();
         service.write_relearned().unwrap();

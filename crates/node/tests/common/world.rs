@@ -415,6 +415,33 @@ impl World {
             .unwrap();
     }
 
+    /// Appends to the stopped validator `at`'s `keys.db`, under the next `seq`, the row of `tx`
+    /// that `from` (a copy of a `keys.db`) holds: a writer of the disk putting a row back from
+    /// an older copy of the file, or, `new_key_id`, copying one under a random key id.
+    pub fn put_row_back(&self, at: ReplicaId, from: &std::path::Path, tx: &TxId, new_key_id: bool) {
+        let conn = rusqlite::Connection::open(self.keys_db(at)).unwrap();
+        conn.execute("ATTACH ?1 AS old", [from.to_str().unwrap()])
+            .unwrap();
+        let key_id = if new_key_id {
+            "randomblob(32)"
+        } else {
+            "key_id"
+        };
+        let copied = conn
+            .execute(
+                &format!(
+                    "INSERT INTO main.data_keys
+                        (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
+                     SELECT (SELECT coalesce(max(seq), 0) + 1 FROM main.data_keys), tx, patient,
+                        {key_id}, not_after_ms, sealed_key, on_chain, facts_tag
+                     FROM old.data_keys WHERE tx = ?1"
+                ),
+                [tx.as_slice()],
+            )
+            .unwrap();
+        assert_eq!(copied, 1);
+    }
+
     /// Copies `at`'s `chain.db` and `node.db` (stopped, then restarted): the copy's folder.
     pub fn copy_chain_while_stopped(&mut self, at: ReplicaId) -> PathBuf {
         let folder = self.keys_db(at).parent().unwrap().to_path_buf();
