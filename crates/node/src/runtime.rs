@@ -708,7 +708,8 @@ impl Runtime {
     /// of it), and no longer resent. They stay acknowledged until their `not_after_ms` has
     /// passed (no block can apply them then), in case a block still orders them, but no longer
     /// than [`WITHDRAWN_KEPT_RESENDS`] resend intervals: a client may set no expiry, and losers
-    /// kept for ever would fill the mempool and the journal of acknowledged transactions (a hostile doctor makes them at will).
+    /// kept for ever would fill the mempool and the journal of acknowledged transactions (a
+    /// hostile doctor makes them at will).
     fn withdraw_lost_races(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         let mut lost = Vec::new();

@@ -4,10 +4,10 @@
 //! The file is a tar archive (0600): `medchain-backup.toml` (what it holds), `genesis.toml`,
 //! and per validator `<name>/` with its stores `chain.db`, `node.db`, `keys.db`, `app.db`
 //! (each copied by SQLite's online backup API, whatever is present; node.db's copy also holds
-//! the validator's journal of acknowledged transactions, `node::copy_into_backup`) and the files a restore on
-//! a new disk needs (`node.key`, sealed; `master.salt`; `node.toml`). Nothing in it is a secret
-//! in clear: `node.key`, `keys.db` and the custody rows of `app.db` stay sealed under the
-//! operator key, which is never in a backup. Never the incarnation marker either: a validator
+//! the validator's journal of acknowledged transactions, `node::copy_into_backup`) and the
+//! files a restore on a new disk needs (`node.key`, sealed; `master.salt`; `node.toml`).
+//! Nothing in it is a secret in clear: `node.key`, `keys.db` and the custody rows of `app.db`
+//! stay sealed under the operator key, which is never in a backup. Never the incarnation marker either: a validator
 //! restored from a backup must start recovering (issue 8, docs/ARCHITECTURE.md "Files of one
 //! validator"), and the copy of node.db is marked so that it does whatever marker it finds
 //! ([`node::mark_backup_copy`]). A restore keeps a keys.db in place that is newer than the
