@@ -1307,6 +1307,10 @@ impl Service {
             .filter(|grant| self.block_time_ms < grant.expires_ms && now_ms < grant.expires_ms)
             .map(|grant| grant.patient)
             .collect();
+        let broken = match self.checked_to {
+            Some(_) => self.store.rows().broken_txs()?,
+            None => Default::default(),
+        };
         while let Some(after) = self.checked_to
             && started.elapsed() < CHECK_BUDGET
         {
@@ -1322,7 +1326,7 @@ impl Service {
                 // disk (an old copy's row, or a copy its erasure did not find).
                 // Nor has a broken transaction's (§16.13): its key is an earlier one's, which
                 // an erasure of that one must leave nowhere (red team s49).
-                if self.index.is_erased(&row.tx) || self.store.rows().is_broken(&row.tx)? {
+                if self.index.is_erased(&row.tx) || broken.contains(&row.tx) {
                     erased.push(row.tx);
                 // A row the chain has said nothing of was read at start ([`Service::load`]).
                 } else if row.facts.on_chain.is_some() {

@@ -1019,6 +1019,12 @@ impl Rows<'_> {
         Ok(())
     }
 
+    /// Every broken transaction (§16.13): few, read whole by the check of rows.
+    pub fn broken_txs(&self) -> Result<std::collections::HashSet<TxId>, NodeError> {
+        let txs = self.select("SELECT tx FROM broken", [], |row| tx_id(row.get(0)?))?;
+        Ok(txs.into_iter().collect())
+    }
+
     pub fn is_broken(&self, tx: &TxId) -> Result<bool, NodeError> {
         Ok(self
             .conn
