@@ -1181,17 +1181,17 @@ mod red_team_s48 {
         );
     }
 
-    /// Informational (ignored): what a start reads after a clean stop when each of the nine
-    /// kept segments holds one straggler among 8 MiB of committed transactions: a removal
-    /// writes nothing, so every committed row comes back to `resume_pending`, which decodes it
-    /// and looks it up in chain.db.
+    /// A start after a clean stop when each of the nine kept segments holds one straggler
+    /// among 8 MiB of committed transactions (a removal writes nothing): the red team's
+    /// measurement (65,536 rows read back, about 65 MiB held, for 9 pending). Since, the open
+    /// drops what the chain holds as it reads: only the stragglers are kept and handed on.
     #[test]
-    #[ignore]
-    fn s48_info_a_start_after_a_clean_stop_reads_every_committed_row_of_kept_segments() {
+    fn s48_info_a_start_after_a_clean_stop_keeps_only_the_stragglers() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = open(dir.path()).unwrap();
         let body = vec![7u8; 1000];
         let mut n: u32 = 0;
+        let mut stragglers = HashSet::new();
         // 9 segments' worth (about 31 batches of 256 each), one straggler in every 31st batch.
         for batch_number in 0..(KEPT_SEGMENTS as u32 + 1) * 31 {
             let mut batch = Vec::new();
@@ -1205,20 +1205,19 @@ mod red_team_s48 {
                 .append(batch.iter().map(|id| (id, 1, &body[..])))
                 .unwrap();
             let committed = if batch_number % 31 == 0 {
+                stragglers.insert(batch[0]);
                 &batch[1..]
             } else {
                 &batch[..]
             };
             journal.remove(committed.iter());
         }
-        let pending = journal.len();
+        assert_eq!(journal.len(), stragglers.len());
         drop(journal);
-        let started = Instant::now();
-        let (_, rows) = open(dir.path()).unwrap();
-        eprintln!(
-            "pending {pending}, rows read back {}, open took {:?}",
-            rows.len(),
-            started.elapsed()
-        );
+        let on_chain = |id: &[u8; 32]| Ok(!stragglers.contains(id));
+        let (journal, rows) = Acknowledged::open(dir.path(), &on_chain).unwrap();
+        let read: HashSet<[u8; 32]> = rows.iter().map(|row| row.id).collect();
+        assert_eq!(read, stragglers, "only the stragglers are handed on");
+        assert_eq!(journal.len(), stragglers.len());
     }
 }
