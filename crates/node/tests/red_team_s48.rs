@@ -17,12 +17,7 @@ use node::load::Person;
 /// A hospital patient's record, held at the hospital (its sealer and the patient's home),
 /// with the sealed key of its row.
 fn held_record(w: &World) -> (Person, TxId, Vec<u8>) {
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
-    w.enroll(&[&patient, &author]);
-    let record = w.record(&author, &patient, "Glioblastoma");
-    w.wait_state(HOSPITAL, &record, OpenState::Open);
-    w.settle();
+    let (patient, _, record) = w.record_at_home("Glioblastoma");
     let sealed = w
         .sealed_row(HOSPITAL, &record)
         .expect("the sealer holds the key");

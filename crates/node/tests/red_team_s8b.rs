@@ -71,12 +71,7 @@ fn settled_reply(
 #[test]
 fn red_team_an_edited_on_chain_column_hands_a_key_to_a_non_party() {
     let mut w = World::new();
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
-    w.enroll(&[&patient, &author]);
-    let record = w.record(&author, &patient, "Glioblastoma");
-    w.wait_state(HOSPITAL, &record, OpenState::Open);
-    w.settle();
+    let (_, _, record) = w.record_at_home("Glioblastoma");
     assert_eq!(
         on_chain_of(&w, HOSPITAL, &record),
         Some(on_chain_bytes(HOSPITAL, HOSPITAL, HOSPITAL, true)),
@@ -259,12 +254,7 @@ fn a_pending_seals_edited_deadline_is_refused_until_its_block_writes_the_chains(
 #[test]
 fn a_tampered_schema_4_store_is_not_laundered_by_its_migration() {
     let mut w = World::new();
-    let patient = Person::patient(HOSPITAL);
-    let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
-    w.enroll(&[&patient, &author]);
-    let record = w.record(&author, &patient, "Glioblastoma");
-    w.wait_state(HOSPITAL, &record, OpenState::Open);
-    w.settle();
+    let (_, _, record) = w.record_at_home("Glioblastoma");
     let before = facts_of(&w, HOSPITAL, &record);
 
     w.cluster.stop(HOSPITAL);

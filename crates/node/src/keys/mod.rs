@@ -1659,6 +1659,25 @@ mod s46_asides {
         }
     }
 
+    /// Stores a new key for `tx` with the facts of [`elsewhere`].
+    pub(super) fn hold_elsewhere(service: &Service, tx: &TxId) {
+        service
+            .store
+            .rows()
+            .insert_key(tx, &elsewhere(), &DataKey::generate())
+            .unwrap();
+    }
+
+    /// A live read grant of patient `[1; 16]` to a doctor of validator 0.
+    pub(super) fn grant_live(service: &mut Service) {
+        let grant = store::ReadGrantRow {
+            grant: [9; 32],
+            patient: [1; 16],
+            expires_ms: u64::MAX,
+        };
+        service.read_grants.insert(grant.grant, grant);
+    }
+
     /// The test service's `keys.db`, opened beside it.
     pub(super) fn keys_db(dir: &std::path::Path) -> rusqlite::Connection {
         rusqlite::Connection::open(dir.join("a").join("keys.db")).unwrap()
@@ -1676,11 +1695,7 @@ mod s46_asides {
         let dir = tempfile::tempdir().unwrap();
         let mut service = feed::tests::service(dir.path());
         let tx = [5; 32];
-        service
-            .store
-            .rows()
-            .insert_key(&tx, &elsewhere(), &DataKey::generate())
-            .unwrap();
+        hold_elsewhere(&service, &tx);
         // Its patient moved on disk; the true patient's grant ended (and was removed from the
         // store) while the row named the other: no live grant is left.
         keys_db(dir.path())
@@ -1723,20 +1738,11 @@ mod s46_asides {
         let mut service = feed::tests::service(dir.path());
         let (erased, kept) = ([5; 32], [6; 32]);
         for tx in [erased, kept] {
-            service
-                .store
-                .rows()
-                .insert_key(&tx, &elsewhere(), &DataKey::generate())
-                .unwrap();
+            hold_elsewhere(&service, &tx);
         }
         // Validator 0 holds both as a live grantee of their patient (red team s49: the sweep
         // judges entitlement too).
-        let grant = store::ReadGrantRow {
-            grant: [9; 32],
-            patient: [1; 16],
-            expires_ms: u64::MAX,
-        };
-        service.read_grants.insert(grant.grant, grant);
+        grant_live(&mut service);
         // Its erasure, as `Service::load` reads it from the chain.
         service.index.erase(erased);
         service.checked_to = Some(0);
@@ -1759,7 +1765,7 @@ mod s46_asides {
 /// row whose tag holds for its erasure only, never for this validator's entitlement.
 #[cfg(test)]
 mod red_team_s49 {
-    use super::s46_asides::{elsewhere, keys_db};
+    use super::s46_asides::{elsewhere, grant_live, hold_elsewhere, keys_db};
     use super::*;
 
     type Row = (
@@ -1821,11 +1827,7 @@ mod red_team_s49 {
         let dir = tempfile::tempdir().unwrap();
         let mut service = feed::tests::service(dir.path());
         let tx = [5; 32];
-        service
-            .store
-            .rows()
-            .insert_key(&tx, &elsewhere(), &DataKey::generate())
-            .unwrap();
+        hold_elsewhere(&service, &tx);
         let saved = saved_row(dir.path(), &tx);
         // The grant's end: no grant of the patient is live, the key goes.
         assert!(!service.grantee_of(&[1; 16]));
@@ -1857,17 +1859,8 @@ mod red_team_s49 {
         let dir = tempfile::tempdir().unwrap();
         let mut service = feed::tests::service(dir.path());
         let tx = [5; 32];
-        service
-            .store
-            .rows()
-            .insert_key(&tx, &elsewhere(), &DataKey::generate())
-            .unwrap();
-        let grant = store::ReadGrantRow {
-            grant: [9; 32],
-            patient: [1; 16],
-            expires_ms: u64::MAX,
-        };
-        service.read_grants.insert(grant.grant, grant);
+        hold_elsewhere(&service, &tx);
+        grant_live(&mut service);
         assert!(service.grantee_of(&[1; 16]));
         service.checked_to = Some(0);
         service.check_rows().unwrap();
@@ -1885,11 +1878,7 @@ mod red_team_s49 {
         let dir = tempfile::tempdir().unwrap();
         let mut service = feed::tests::service(dir.path());
         let tx = [5; 32];
-        service
-            .store
-            .rows()
-            .insert_key(&tx, &elsewhere(), &DataKey::generate())
-            .unwrap();
+        hold_elsewhere(&service, &tx);
         // The grant expired (its row was deleted on disk before): nothing ends it.
         service.end_grants_by_clock().unwrap();
         service.checked_to = Some(0);

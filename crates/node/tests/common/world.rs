@@ -406,6 +406,18 @@ impl World {
         self.node(at).key_status().counters
     }
 
+    /// A hospital patient's record by a hospital doctor, the hospital its sealer and the
+    /// patient's home, open there and settled: `(patient, author, record)`.
+    pub fn record_at_home(&self, diagnosis: &str) -> (Person, Person, TxId) {
+        let patient = Person::patient(HOSPITAL);
+        let author = Person::doctor(HOSPITAL, "Oncology", "Dr Home");
+        self.enroll(&[&patient, &author]);
+        let record = self.record(&author, &patient, diagnosis);
+        self.wait_state(HOSPITAL, &record, OpenState::Open);
+        self.settle();
+        (patient, author, record)
+    }
+
     /// Runs `sql` on the stopped validator `at`'s `keys.db`, as whoever can write the file
     /// without the operator key.
     pub fn edit_keys_db(&self, at: ReplicaId, sql: &str, params: impl rusqlite::Params) {

@@ -208,6 +208,26 @@ pub fn rotate_plants_two_of_seven(
 }
 
 /// A rotation's outcome, for assertion messages.
+/// What a rotation over pairs of correct backups of seven ([`rotate_plants_two_of_seven`])
+/// must still give: at least f+1 = 3 of the five correct backups time out within about two
+/// timeouts, and every correct replica executes the censored request.
+pub fn assert_two_of_seven_time_out_and_commit(
+    c: &Cluster,
+    left: &[Option<u64>],
+    timeout_ticks: u64,
+    report: &str,
+) {
+    let timed_out = left[1..6]
+        .iter()
+        .filter(|t| t.is_some_and(|t| t <= 2 * timeout_ticks + 150))
+        .count();
+    assert!(timed_out >= 3, "{report}");
+    assert!(
+        (1..6).all(|id| c.executed_ids(id).contains(&censored().id)),
+        "{report}"
+    );
+}
+
 pub fn rotation_report(c: &Cluster, left: &[Option<u64>]) -> String {
     let heads: Vec<SeqNo> = c.replicas.iter().map(|r| r.last_executed().0).collect();
     format!(
