@@ -1300,13 +1300,8 @@ impl Service {
         // ([`Service::write_relearned`]), so that a row put back after its grant's end, or
         // whose grant's row was deleted on disk, is not kept. Not while the chain is behind:
         // grants cannot be judged then. One set a call, a lookup a row that names no party.
-        let now_ms = self.clock.now_ms();
-        let granted: std::collections::HashSet<PersonId> = self
-            .read_grants
-            .values()
-            .filter(|grant| self.block_time_ms < grant.expires_ms && now_ms < grant.expires_ms)
-            .map(|grant| grant.patient)
-            .collect();
+        let granted: std::collections::HashSet<PersonId> =
+            self.live_grants().map(|grant| grant.patient).collect();
         let broken = match self.checked_to {
             Some(_) => self.store.rows().broken_txs()?,
             None => Default::default(),
@@ -1333,9 +1328,7 @@ impl Service {
                     let held = self.trusted(row)?;
                     if row.tag == Tag::Valid
                         && !self.waits_for_chain
-                        && let Some(on_chain) = held.on_chain
-                        && !on_chain.parties.includes(self.me)
-                        && !(on_chain.record && granted.contains(&held.patient))
+                        && !self.entitled_by(&held, |patient| granted.contains(patient))
                     {
                         erased.push(row.tx);
                     }
@@ -1421,12 +1414,7 @@ impl Service {
                 // escaped the end of the true patient's grant to this validator (§12.1 item 8),
                 // whenever that was, restarts included.
                 let held = HeldTx::from(facts);
-                let Some(on_chain) = held.on_chain else {
-                    continue;
-                };
-                let entitled = on_chain.parties.includes(service.me)
-                    || (on_chain.record && service.grantee_of(&held.patient));
-                if !entitled {
+                if !service.entitled_by(&held, |patient| service.grantee_of(patient)) {
                     service.store.rows().delete_key(tx)?;
                 }
             }
@@ -1492,11 +1480,22 @@ impl Service {
 
     /// Whether a read grant of `patient` to a doctor here is live now (§4.1).
     fn grantee_of(&self, patient: &PersonId) -> bool {
+        self.live_grants().any(|grant| grant.patient == *patient)
+    }
+
+    /// The read grants to doctors here that are live by the chain's time and by the clock.
+    fn live_grants(&self) -> impl Iterator<Item = &store::ReadGrantRow> {
         let now_ms = self.clock.now_ms();
-        self.read_grants.values().any(|grant| {
-            grant.patient == *patient
-                && self.block_time_ms < grant.expires_ms
-                && now_ms < grant.expires_ms
+        self.read_grants
+            .values()
+            .filter(move |grant| self.block_time_ms < grant.expires_ms && now_ms < grant.expires_ms)
+    }
+
+    /// Whether what the chain says of a held key (`held`, on chain) entitles this validator
+    /// to it: a party, or a live grantee of the record's patient (`grantee`).
+    fn entitled_by(&self, held: &HeldTx, grantee: impl Fn(&PersonId) -> bool) -> bool {
+        held.on_chain.as_ref().is_none_or(|on_chain| {
+            on_chain.parties.includes(self.me) || (on_chain.record && grantee(&held.patient))
         })
     }
 
