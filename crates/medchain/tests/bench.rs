@@ -154,14 +154,28 @@ fn validators_as_processes_are_metered_each() {
     // Ports of this test run's own, so that two runs of the suite do not meet.
     let base = 20_000 + (std::process::id() % 4_000) as u16 * 10;
     let (peer, api) = (base.to_string(), (base + 5).to_string());
+    // Its records made before the run (`--premade`): 500 tx/s over 2 s, 500 records.
     let json = bench(
         dir.path(),
-        &["--processes", "--peer-port", &peer, "--api-port", &api],
+        &[
+            "--processes",
+            "--peer-port",
+            &peer,
+            "--api-port",
+            &api,
+            "--premade",
+            "--rate",
+            "500",
+        ],
     );
     assert_eq!(
         (json["validators"].as_u64(), json["processes"].as_u64()),
         (Some(4), Some(4))
     );
+    assert_eq!(json["records_made_before"], 500, "{json}");
+    assert!(json["records_made_in_run"].is_u64(), "{json}");
+    let made_file = dir.path().join("data").join("premade-records.bin");
+    assert!(!made_file.exists(), "the made records' file is removed");
 }
 
 /// A prefilled chain is a real one: every block certified by a quorum of the validators' keys,

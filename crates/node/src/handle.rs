@@ -182,7 +182,9 @@ impl NodeHandle {
         }
     }
 
-    /// Submits a signed transaction, in three steps:
+    /// Submits a signed transaction, in three steps, unless this validator turns new
+    /// submissions away ([`Shared::turning_away`]: it is behind), which refuses one not pending
+    /// here as [`NodeError::Busy`] before any check:
     /// 1. the edge check every validator makes (a failure is [`NodeError::Invalid`]; too large
     ///    a transaction or body, [`NodeError::TooLarge`]);
     /// 2. mempool admission: an id already pending here is accepted again as it is (it is
@@ -198,6 +200,12 @@ impl NodeHandle {
     ///    the rules decide again at its place in the chain, on a state admission did not see,
     ///    and may reject it there ([`NodeHandle::submit_applied`] waits for that verdict).
     pub async fn submit(&self, transaction: SignedTx) -> Result<TxId, NodeError> {
+        // A validator turning new submissions away refuses before it checks anything (one
+        // already pending here is answered as ever).
+        let shared = &self.inner.shared;
+        if shared.turning_away() && !shared.is_pending(&transaction.id(&self.genesis_hash())) {
+            return Err(NodeError::Busy);
+        }
         let (request, decoded) =
             crate::verify::check_submission(&self.inner.edge, self.genesis(), &transaction).await?;
         let id = request.id;
@@ -321,12 +329,17 @@ impl NodeHandle {
     /// encrypts, and stores the key in this validator's key store, durably (fsync; the rows of
     /// concurrent calls share one commit), before it returns the header with its `body_hash`
     /// and the stored body (§5.5). Only then may the transaction be signed and submitted: a
-    /// transaction that commits always has its key at its sealer.
+    /// transaction that commits always has its key at its sealer. [`NodeError::Busy`] while
+    /// this validator turns new submissions away ([`Shared::turning_away`]): its transaction
+    /// would be refused, and its key kept for nothing until its `not_after_ms`.
     pub async fn seal(
         &self,
         mut header: TxHeader,
         content: &[u8],
     ) -> Result<(TxHeader, Vec<u8>), NodeError> {
+        if self.inner.shared.turning_away() {
+            return Err(NodeError::Busy);
+        }
         if !ledger::seal::is_sealed_kind(&header.meta) {
             return Err(NodeError::Seal(format!(
                 "a {} carries no content",

@@ -30,6 +30,8 @@ use crate::error::NodeError;
 use crate::handle::{NodeHandle, Verdict};
 use crate::keys::OfflineSeal;
 
+mod made;
+
 /// Patients the load generator enrolls (spread over the validators it drives).
 pub const LOAD_PATIENTS: usize = 200;
 /// Doctors the load generator enrolls (spread likewise, departments in turn).
@@ -46,6 +48,19 @@ pub struct Load {
     pub duration: Duration,
     /// Submitters in flight at once when `rate` is `None`.
     pub concurrency: usize,
+    /// Records (a grant and a record each) sealed and signed before the measured run, as the
+    /// ceiling makes its blocks before it times them: the run then measures the validators,
+    /// not the clients' signatures and the homes' seals. `None`: each submitter seals and
+    /// signs its own record inside the run.
+    pub made_before: Option<MadeBefore>,
+}
+
+/// Records made before the measured run ([`Load::made_before`]): how many, and the file they
+/// wait in (held in memory, they would count as the accepting validator's resident memory).
+#[derive(Clone, Debug)]
+pub struct MadeBefore {
+    pub records: u64,
+    pub file: std::path::PathBuf,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -80,6 +95,11 @@ pub struct LoadReport {
     pub series: Vec<Second>,
     /// The key services' counters, summed over the validators driven.
     pub keys: crate::KeyCounters,
+    /// Records sealed and signed before the run ([`Load::made_before`]), and records the
+    /// submitters sealed and signed inside the run (all of them without `made_before`; with
+    /// it, those past the made ones).
+    pub made_before: u64,
+    pub made_in_run: u64,
 }
 
 /// Percentiles of a set of durations (zero when it is empty).
@@ -189,7 +209,10 @@ impl Series {
 /// What [`drive`] tells its caller while it runs.
 #[derive(Clone, Copy, Debug)]
 pub enum Progress {
-    /// The population is enrolled: the measured run starts now.
+    /// So many of the records to make before the run ([`Load::made_before`]) are made.
+    Making { made: u64, of: u64 },
+    /// The population is enrolled (and the records to make before the run made): the measured
+    /// run starts now.
     Started,
     /// So long into the run, so many transactions acknowledged.
     Running {
@@ -690,6 +713,8 @@ struct Counters {
     acknowledged_ids: Mutex<HashSet<TxId>>,
     refused: AtomicU64,
     refused_busy: AtomicU64,
+    /// Records the submitters sealed and signed themselves.
+    made_in_run: AtomicU64,
     /// The second halves of the records (wait for the grant, submit the record), awaited at
     /// the end.
     records: Mutex<Vec<JoinHandle<()>>>,
@@ -717,16 +742,25 @@ impl Counters {
     }
 }
 
-/// Submits the grant of record `i` and returns once it is acknowledged; the record follows,
-/// in a task of its own, once the grant is applied.
+/// Submits the grant of the next record and returns once it is acknowledged; the record
+/// follows, in a task of its own, once the grant is applied. The next record made before the
+/// run if any is left in `made`, else one sealed and signed here.
 async fn submit_pair(
     handles: Arc<Vec<NodeHandle>>,
     people: Arc<Population>,
+    made: Option<Arc<made::Made>>,
     counters: Arc<Counters>,
     settle: Duration,
 ) {
-    let i = counters.next.fetch_add(1, Ordering::Relaxed);
+    let next = counters.next.fetch_add(1, Ordering::Relaxed);
     let sealing = Instant::now();
+    let (i, made) = match made.as_deref().and_then(made::Made::take) {
+        Some((i, [grant, record])) => (i, Some((grant, record))),
+        None => {
+            counters.made_in_run.fetch_add(1, Ordering::Relaxed);
+            (next, None)
+        }
+    };
     let (patient, doctor) = people.pair(i);
     let (Ok(patient_home), Ok(doctor_home)) = (
         handle_of(&handles, patient.home),
@@ -735,14 +769,29 @@ async fn submit_pair(
         counters.refused.fetch_add(2, Ordering::Relaxed);
         return;
     };
-    let submitted = match patient
-        .write_grant(patient_home, &doctor.id, GRANT_PURPOSE)
-        .await
-    {
-        Ok(grant) => patient_home.submit(grant).await,
-        Err(error) => Err(error),
+    let (submitted, made_record) = match made {
+        // A made grant turned away as busy is offered again, as a client would: the next
+        // would be turned away alike, and dropping it would waste what was made.
+        Some((grant, record)) => {
+            let deadline = Instant::now() + settle;
+            let submitted = submit_while_busy(patient_home, grant, deadline, |submitted| {
+                counters.count(submitted)
+            })
+            .await;
+            (submitted, Some(record))
+        }
+        None => {
+            let submitted = match patient
+                .write_grant(patient_home, &doctor.id, GRANT_PURPOSE)
+                .await
+            {
+                Ok(grant) => patient_home.submit(grant).await,
+                Err(error) => Err(error),
+            };
+            counters.count(&submitted);
+            (submitted, None)
+        }
     };
-    counters.count(&submitted);
     let grant = match submitted {
         Ok(grant) => grant,
         Err(error) => {
@@ -777,10 +826,21 @@ async fn submit_pair(
             }
             // Its grant is on chain: a busy validator is asked again (each submission counted).
             let deadline = Instant::now() + settle;
-            match doctor
-                .record(&doctor_home, &patient_id, grant, &sample_record(i))
-                .await
-            {
+            let record = match made_record {
+                Some(record) => Ok(record),
+                // A home turning submissions away seals nothing either: asked again.
+                None => loop {
+                    let record = doctor
+                        .record(&doctor_home, &patient_id, grant, &sample_record(i))
+                        .await;
+                    if !matches!(record, Err(NodeError::Busy)) || Instant::now() > deadline {
+                        break record;
+                    }
+                    counters.count(&Err(NodeError::Busy));
+                    tokio::time::sleep(BUSY_BACKOFF).await;
+                },
+            };
+            match record {
                 Ok(record) => {
                     let _ = submit_while_busy(&doctor_home, record, deadline, |submitted| {
                         counters.count(submitted)
@@ -885,6 +945,19 @@ pub async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let made = match &load.made_before {
+        Some(before) => {
+            made::make(&people, handles, before.records, &before.file, |made| {
+                on_progress(Progress::Making {
+                    made,
+                    of: before.records,
+                })
+            })
+            .await?;
+            Some(Arc::new(made::Made::open(&before.file)?))
+        }
+        None => None,
+    };
     on_progress(Progress::Started);
     let committed_before: u64 = handles[0].shared().committed_transactions();
     let (height_before, view_before) = {
@@ -895,7 +968,16 @@ pub async fn drive(
     let counters = Arc::new(Counters::default());
     let submit = {
         let (handles, people, counters) = (shared_handles, people.clone(), counters.clone());
-        move || submit_pair(handles.clone(), people.clone(), counters.clone(), settle)
+        let made = made.clone();
+        move || {
+            submit_pair(
+                handles.clone(),
+                people.clone(),
+                made.clone(),
+                counters.clone(),
+                settle,
+            )
+        }
     };
     let acknowledged = || counters.acknowledged.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -1000,6 +1082,10 @@ pub async fn drive(
         .lock()
         .map(|mut ids| std::mem::take(&mut *ids))
         .unwrap_or_default();
+    if let Some(before) = &load.made_before {
+        // What the run did not take is never submitted.
+        let _ = std::fs::remove_file(&before.file);
+    }
     let audit = audit(&handles[0], height_before + 1, height, acknowledged_ids)?;
     Ok(LoadReport {
         acknowledged: acknowledged(),
@@ -1016,6 +1102,8 @@ pub async fn drive(
         tx_bytes: audit.mean_tx_bytes,
         series,
         keys,
+        made_before: load.made_before.as_ref().map_or(0, |before| before.records),
+        made_in_run: counters.made_in_run.load(Ordering::Relaxed),
     })
 }
 

@@ -85,6 +85,10 @@ const PARKED_MAX: usize = 4096;
 /// Waiting transactions below which a validator never refuses as busy: a few slow blocks (a
 /// debug build, a loaded machine) with little pending are not a queue worth refusing for.
 const BUSY_FLOOR: usize = 64;
+/// How often whether new submissions are turned away (`Runtime::judge_turning_away`) is
+/// judged in a turn that accepts none: a judgement reads every pending transaction, and a
+/// busy validator is busy for far longer than this.
+const TURNING_AWAY_EVERY: Duration = Duration::from_millis(5);
 /// How many resend intervals an own transaction that lost a race stays acknowledged at most
 /// (`Runtime::withdraw_lost_races`); long enough for a block that still orders it to come.
 const WITHDRAWN_KEPT_RESENDS: u32 = 10;
@@ -158,6 +162,8 @@ pub(crate) struct Runtime {
     /// are behind, and a queue that grows further would outlast the backups' view-change timers
     /// (which would replace a primary that is merely slow, and slow everything further).
     busy_after: Duration,
+    /// When `Runtime::judge_turning_away` last ran.
+    turning_away_judged: Instant,
     max_batch: usize,
     last_resend_check: Instant,
     last_commit_at: Instant,
@@ -260,6 +266,7 @@ impl Runtime {
                 .unwrap_or_else(Instant::now),
             resend_after: timing.batch_window + timing.view_change_timeout,
             busy_after: timing.batch_window + timing.view_change_timeout / 4,
+            turning_away_judged: Instant::now(),
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
             last_commit_at: Instant::now(),
@@ -453,6 +460,10 @@ impl Runtime {
         }
         let retry = self.transfer.poll(head, Instant::now());
         self.fetch(retry);
+        // Judged without submissions too: the handles refuse every one while it lasts.
+        if self.turning_away_judged.elapsed() >= TURNING_AWAY_EVERY {
+            self.judge_turning_away();
+        }
         if self.last_resend_check.elapsed() >= self.resend_after / 4 {
             self.last_resend_check = Instant::now();
             self.withdraw_lost_races(&mut actions)?;
@@ -503,6 +514,20 @@ impl Runtime {
         self.view_logged = now;
     }
 
+    /// Whether new submissions are turned away as busy: at least [`BUSY_FLOOR`] acknowledged
+    /// transactions wait for their block and the oldest has waited `busy_after`. Published
+    /// for the handles, which then refuse a submission before they check it (a busy validator
+    /// spends nothing on what it would refuse here).
+    fn judge_turning_away(&mut self) -> bool {
+        self.turning_away_judged = Instant::now();
+        let behind = match self.shared.waiting() {
+            (count, Some(oldest)) => count >= BUSY_FLOOR && oldest >= self.busy_after,
+            (_, None) => false,
+        };
+        self.shared.set_turning_away(behind);
+        behind
+    }
+
     /// Persist, then acknowledge: writes the submitted transactions (checked and admitted at
     /// the handle) in one SQLite transaction (one fsync), then answers and hands them to the
     /// replica. One already pending here is answered at once: it is durable already. New ones
@@ -519,10 +544,7 @@ impl Runtime {
         // Submitted twice in this batch: answered once the first copy is durable.
         let mut again = Vec::new();
         let mut ids = HashSet::with_capacity(submits.len());
-        let behind = match self.shared.waiting() {
-            (count, Some(oldest)) => count >= BUSY_FLOOR && oldest >= self.busy_after,
-            (_, None) => false,
-        };
+        let behind = self.judge_turning_away();
         for Submission {
             request,
             transaction,

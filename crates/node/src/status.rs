@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pbft::{ReplicaId, Request, View};
@@ -95,6 +96,8 @@ pub struct Shared {
     pending: Mutex<BTreeMap<[u8; 32], PendingTx>>,
     /// This validator's counters (`GET /metrics`), which `/api/metrics` reads too.
     telemetry: Telemetry,
+    /// Whether new submissions are turned away as busy (the runtime judges it: `accept`).
+    turning_away: AtomicBool,
 }
 
 impl Shared {
@@ -110,7 +113,18 @@ impl Shared {
             metrics: Mutex::new(MetricsLog::default()),
             pending: Mutex::new(BTreeMap::new()),
             telemetry: Telemetry::new(),
+            turning_away: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this validator turns new submissions away as busy, as its runtime last judged
+    /// (a few milliseconds ago at most): a submission is then refused before it is checked.
+    pub fn turning_away(&self) -> bool {
+        self.turning_away.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_turning_away(&self, turning_away: bool) {
+        self.turning_away.store(turning_away, Ordering::Relaxed);
     }
 
     pub fn telemetry(&self) -> &Telemetry {

@@ -6,7 +6,7 @@ mod common;
 
 use common::{enrollment, fast_timing, runtime};
 use ledger::Queries;
-use node::load::{LOAD_DOCTORS, LOAD_PATIENTS, Load, drive};
+use node::load::{LOAD_DOCTORS, LOAD_PATIENTS, Load, LoadReport, MadeBefore, drive};
 use node::{Cluster, NodeHandle, Timing};
 
 /// Waits until every handle's head is at least `height` and all heads agree.
@@ -265,9 +265,10 @@ fn a_validator_behind_refuses_submissions_as_busy_until_its_queue_moves() {
     // Without a quorum nothing commits.
     cluster.stop(2);
     cluster.stop(3);
+    let first = enrollment(&hospital);
     let waiting: Vec<_> = rt.block_on(async {
-        let mut ids = Vec::new();
-        for _ in 0..63 {
+        let mut ids = vec![hospital.submit(first.clone()).await.unwrap()];
+        for _ in 1..63 {
             ids.push(hospital.submit(enrollment(&hospital)).await.unwrap());
         }
         ids
@@ -282,6 +283,19 @@ fn a_validator_behind_refuses_submissions_as_busy_until_its_queue_moves() {
         "{refused:?}: {:?}",
         hospital.status()
     );
+    // Refused before anything is checked or sealed: a forged transaction is answered busy,
+    // not invalid, and a seal is refused (its key would be kept for nothing). One pending
+    // here already is answered as ever.
+    let mut forged = enrollment(&hospital);
+    forged.signature = [7; 64];
+    let forged = rt.block_on(hospital.submit(forged));
+    assert!(matches!(forged, Err(node::NodeError::Busy)), "{forged:?}");
+    let patient = node::load::Person::patient(hospital.id());
+    let doctor = node::load::Person::doctor(hospital.id(), "Cardiology", "Dr Busy");
+    let sealed = rt.block_on(patient.write_grant(&hospital, &doctor.id, "a visit"));
+    assert!(matches!(sealed, Err(node::NodeError::Busy)), "{sealed:?}");
+    let again = rt.block_on(hospital.submit(first));
+    assert_eq!(again.unwrap(), waiting[0]);
     cluster.restart(2).unwrap();
     cluster.restart(3).unwrap();
     for id in &waiting {
@@ -387,6 +401,37 @@ fn a_lost_transaction_with_no_expiry_is_dropped_in_time() {
 /// transaction it had acknowledged commits and applies: none is rejected on chain.
 #[test]
 fn the_load_generator_commits_grants_and_the_records_that_use_them() {
+    let report = load_and_check_every_block(None);
+    assert_eq!(report.made_before, 0);
+    assert_eq!(report.made_in_run, report.acknowledged / 2);
+}
+
+/// With records made before the run (`bench --premade`), the submitters take those first and
+/// make the rest: every one of either kind commits and applies, and the file is gone after.
+#[test]
+fn records_made_before_the_run_are_submitted_first_then_the_rest_made() {
+    let made = tempfile::tempdir().unwrap();
+    let file = made.path().join("made.bin");
+    let report = load_and_check_every_block(Some(MadeBefore {
+        records: 60,
+        file: file.clone(),
+    }));
+    assert_eq!(report.made_before, 60);
+    assert_eq!(
+        report.made_in_run,
+        report.acknowledged / 2 - 60,
+        "every made record taken, then the rest made: {report:?}"
+    );
+    assert!(report.made_in_run > 0, "{report:?}");
+    assert!(
+        !file.exists(),
+        "the made records' file is removed after the run"
+    );
+}
+
+/// Drives a fresh cluster with 200 tx/s for a second (`made_before` as given) and checks that
+/// everything acknowledged committed and applied: enrollments, then one grant per record.
+fn load_and_check_every_block(made_before: Option<MadeBefore>) -> LoadReport {
     let dir = common::data_dir();
     let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let handles = cluster.handles();
@@ -394,6 +439,7 @@ fn the_load_generator_commits_grants_and_the_records_that_use_them() {
         rate: Some(200),
         duration: Duration::from_secs(1),
         concurrency: 1,
+        made_before,
     };
     let report = runtime()
         .block_on(drive(&handles, &load, Duration::from_secs(30), |_| {}))
@@ -436,4 +482,5 @@ fn the_load_generator_commits_grants_and_the_records_that_use_them() {
         report.acknowledged,
         "{kinds:?}"
     );
+    report
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use node::load::{Load, LoadReport, Progress, drive};
+use node::load::{Load, LoadReport, MadeBefore, Progress, drive};
 use node::offline::PrefillProgress;
 use node::{NodeConfig, NodeHandle};
 
@@ -70,6 +70,14 @@ pub struct BenchArgs {
     /// validator's key), so that a long chain is measured without waiting for it.
     #[arg(long, value_name = "N", default_value_t = 0)]
     prefill: u64,
+    /// Seal and sign the load's records before the measured run (enough for --rate, or for
+    /// 6,000 tx/s without it, over --duration; written to a file in the data folder), so that
+    /// the run's CPU and disk are the validators', as the ceiling's are: the clients'
+    /// signatures and the homes' seals are made first (the homes' key services keep the data
+    /// keys), then only submitted. Should the made ones run out, the submitters make the rest
+    /// (the report counts both).
+    #[arg(long)]
+    premade: bool,
     /// After the run, apply as many transactions to the same validators with no protocol
     /// (as --mode ceiling) and report the efficiency: committed tx/s over the ceiling's.
     #[arg(long)]
@@ -176,6 +184,8 @@ impl BenchArgs {
             lost: load.lost,
             refused: Some(load.refused),
             refused_busy: Some(load.refused_busy),
+            records_made_before: Some(load.made_before),
+            records_made_in_run: Some(load.made_in_run),
             blocks: Some(load.blocks),
             view_changes: Some(load.view_changes),
             committed_tx_per_s: load.committed_per_second,
@@ -187,6 +197,13 @@ impl BenchArgs {
         };
         report.set_usage(used);
         report
+    }
+
+    /// Records made before the run with `--premade`: a grant and a record each, for the
+    /// offered rate over the run (or [`PREMADE_CLOSED_LOOP_TX_PER_S`]).
+    fn premade_records(&self) -> u64 {
+        let tx_per_s = self.rate.unwrap_or(PREMADE_CLOSED_LOOP_TX_PER_S);
+        (tx_per_s as f64 * self.duration.as_secs_f64() / 2.0).ceil() as u64
     }
 
     /// Clients of `--mode http`.
@@ -316,6 +333,13 @@ impl BenchArgs {
     }
 }
 
+/// The rate a closed loop's records are made for with `--premade`: above what this machine
+/// commits, so that the made ones last the run.
+const PREMADE_CLOSED_LOOP_TX_PER_S: u64 = 6_000;
+
+/// The file in the data folder that `--premade` records wait in during the run.
+const PREMADE_FILE: &str = "premade-records.bin";
+
 /// How long a run may take to commit what was acknowledged once the load stops.
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -331,6 +355,11 @@ async fn measure(
 ) -> anyhow::Result<(LoadReport, Used)> {
     let (mut meter, mut used) = (None, Used::default());
     let on_progress = |progress: Progress| match progress {
+        Progress::Making { made, of } => {
+            bar.set_message(format!(
+                "sealing and signing records before the run: {made}/{of}"
+            ));
+        }
         Progress::Started => {
             // The peak of the run, not of starting the validators.
             processes.iter().for_each(|p| {
@@ -413,6 +442,10 @@ impl super::Run for BenchArgs {
                     rate: self.rate,
                     duration: self.duration,
                     concurrency: self.concurrency.unwrap_or(512),
+                    made_before: self.premade.then(|| MadeBefore {
+                        records: self.premade_records(),
+                        file: dir.join(PREMADE_FILE),
+                    }),
                 };
                 let bar = progress_bar(
                     self.duration.as_millis() as u64,

@@ -44,6 +44,11 @@ pub struct BenchReport {
     /// them, those refused as busy (null in modes that do not count them).
     pub refused: Option<u64>,
     pub refused_busy: Option<u64>,
+    /// Records (a grant and a record each) sealed and signed before the measured run
+    /// (`--premade`), and records the load sealed and signed inside it (null in modes that do
+    /// not make them so).
+    pub records_made_before: Option<u64>,
+    pub records_made_in_run: Option<u64>,
     /// Blocks committed over the run, and the views the first validator moved through (a view
     /// change under load: a primary suspected while it was merely slow).
     pub blocks: Option<u64>,
@@ -297,6 +302,12 @@ impl BenchReport {
         }
         if let (Some(blocks), Some(view_changes)) = (self.blocks, self.view_changes) {
             rows.push(("blocks", format!("{blocks}, {view_changes} view changes")));
+        }
+        if let (Some(before), Some(in_run)) = (self.records_made_before, self.records_made_in_run) {
+            rows.push((
+                "records sealed and signed",
+                format!("{before} before the run, {in_run} in it"),
+            ));
         }
         if let (Some(per_s), Some(acknowledged), Some(committed), Some(lost)) = (
             self.records_committed_per_s,
