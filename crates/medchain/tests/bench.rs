@@ -354,3 +354,23 @@ fn the_seed_flow_over_http_commits_every_acknowledged_record() {
         "a whole flow takes longer than its last step: {json}"
     );
 }
+
+/// Settings that do not go together are refused before anything is made, with what to use.
+#[test]
+fn premade_records_are_refused_outside_the_ledger_mode() {
+    for mode in ["ceiling", "http"] {
+        let output = medchain(&["bench", "--mode", mode, "--premade"], None);
+        let printed = text(&output);
+        assert!(!output.status.success(), "{printed}");
+        assert!(
+            printed.contains("--premade makes the records of --mode ledger"),
+            "{printed}"
+        );
+        assert_eq!(printed.trim().lines().count(), 1, "one line: {printed}");
+    }
+    // Its records would expire before a longer run's end.
+    let output = medchain(&["bench", "--premade", "--duration", "31m"], None);
+    let printed = text(&output);
+    assert!(!output.status.success(), "{printed}");
+    assert!(printed.contains("--duration 30m at most"), "{printed}");
+}

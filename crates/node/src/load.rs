@@ -945,6 +945,12 @@ pub async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Removed however the run ends (an error or a timeout below included): what the run did
+    // not take is never submitted, and the file may be as large as the run.
+    let _made_file = load
+        .made_before
+        .as_ref()
+        .map(|before| made::Removed(before.file.clone()));
     let made = match &load.made_before {
         Some(before) => {
             made::make(&people, handles, before.records, &before.file, |made| {
@@ -1082,10 +1088,8 @@ pub async fn drive(
         .lock()
         .map(|mut ids| std::mem::take(&mut *ids))
         .unwrap_or_default();
-    if let Some(before) = &load.made_before {
-        // What the run did not take is never submitted.
-        let _ = std::fs::remove_file(&before.file);
-    }
+    drop(made);
+    drop(_made_file);
     let audit = audit(&handles[0], height_before + 1, height, acknowledged_ids)?;
     Ok(LoadReport {
         acknowledged: acknowledged(),

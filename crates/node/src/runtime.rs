@@ -408,6 +408,9 @@ impl Runtime {
         for waiter in self.cut_waiters.drain(..) {
             let _ = waiter.reply.send(Err(NodeError::Stopped));
         }
+        // Nothing judges the flag once this runtime is gone: a handle must find it stopped
+        // (`NodeError::Stopped`), not busy for ever.
+        self.shared.set_turning_away(false);
     }
 
     fn turn(&mut self, events: Vec<Event>, ticks: u32) -> Result<(), NodeError> {

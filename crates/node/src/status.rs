@@ -224,16 +224,18 @@ impl Shared {
         let Ok(pending) = self.pending.lock() else {
             return (0, None);
         };
-        pending.values().filter(|tx| tx.withdrawn.is_none()).fold(
+        let (count, oldest) = pending.values().filter(|tx| tx.withdrawn.is_none()).fold(
             (0, None),
             |(count, oldest), tx| {
-                let age = tx.accepted.elapsed();
+                let accepted = tx.accepted;
                 (
                     count + 1,
-                    Some(oldest.map_or(age, |o: Duration| o.max(age))),
+                    Some(oldest.map_or(accepted, |o: Instant| o.min(accepted))),
                 )
             },
-        )
+        );
+        // One clock read a call: the runtime judges this every few milliseconds.
+        (count, oldest.map(|oldest| oldest.elapsed()))
     }
 
     /// Removes committed transactions; returns how long each of ours waited.

@@ -80,3 +80,12 @@ impl Made {
         borsh::from_slice(&bytes).ok()
     }
 }
+
+/// Removes the made records' file when dropped.
+pub(super) struct Removed(pub(super) std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

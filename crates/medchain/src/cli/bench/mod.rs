@@ -337,6 +337,10 @@ impl BenchArgs {
 /// commits, so that the made ones last the run.
 const PREMADE_CLOSED_LOOP_TX_PER_S: u64 = 6_000;
 
+/// The longest run with `--premade`: its records, made before it, must still be valid at its
+/// end (`ledger::tx::SIGNATURE_LIFE_MS`, an hour, with time to make them and to settle).
+const PREMADE_LONGEST_RUN: Duration = Duration::from_secs(30 * 60);
+
 /// The file in the data folder that `--premade` records wait in during the run.
 const PREMADE_FILE: &str = "premade-records.bin";
 
@@ -397,6 +401,16 @@ impl super::Run for BenchArgs {
             "--mode ceiling applies blocks as fast as the validators store them, in this \
              process, with no protocol: use --validators, not --processes, --with-ceiling or \
              --rate"
+        );
+        anyhow::ensure!(
+            self.mode == Mode::Ledger || !self.premade,
+            "--premade makes the records of --mode ledger before its run: the ceiling makes its \
+             own outside what it times, and --mode http's clients make theirs over HTTP"
+        );
+        anyhow::ensure!(
+            !self.premade || self.duration <= PREMADE_LONGEST_RUN,
+            "--premade's records are valid for an hour from when they are made (as every \
+             signature): use --duration 30m at most with --premade"
         );
         anyhow::ensure!(
             self.mode != Mode::Http
