@@ -256,24 +256,11 @@ fn a_proposal_lost_to_restarted_backups_is_resent_within_a_view_change_timeout()
 #[test]
 fn a_validator_behind_refuses_submissions_as_busy_until_its_queue_moves() {
     let dir = common::data_dir();
-    // 64 waiting transactions are "many" (node's `BUSY_FLOOR`).
-    let timing = fast_timing();
-    let busy_after = timing.batch_window + timing.view_change_timeout / 4;
-    let mut cluster = Cluster::open(dir.path(), timing).unwrap();
+    let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let hospital = cluster.handle(0).unwrap();
     let rt = runtime();
-    // Without a quorum nothing commits.
-    cluster.stop(2);
-    cluster.stop(3);
-    let first = enrollment(&hospital);
-    let waiting: Vec<_> = rt.block_on(async {
-        let mut ids = vec![hospital.submit(first.clone()).await.unwrap()];
-        for _ in 1..63 {
-            ids.push(hospital.submit(enrollment(&hospital)).await.unwrap());
-        }
-        ids
-    });
-    std::thread::sleep(busy_after * 2);
+    // 64 waiting transactions are "many" (node's `BUSY_FLOOR`).
+    let (first, waiting) = common::queue_with_no_quorum(&mut cluster, &rt, 63);
     // 63 waiting are not many: taken.
     let last = rt.block_on(hospital.submit(enrollment(&hospital)));
     assert!(last.is_ok(), "{last:?}");

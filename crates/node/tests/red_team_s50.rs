@@ -12,20 +12,11 @@ use node::Cluster;
 #[test]
 fn a_stopped_validator_is_not_busy_for_ever() {
     let dir = common::data_dir();
-    let timing = fast_timing();
-    let busy_after = timing.batch_window + timing.view_change_timeout / 4;
-    let mut cluster = Cluster::open(dir.path(), timing).unwrap();
+    let mut cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let hospital = cluster.handle(0).unwrap();
     let rt = runtime();
-    // Without a quorum nothing commits: 64 waiting make the validator busy.
-    cluster.stop(2);
-    cluster.stop(3);
-    rt.block_on(async {
-        for _ in 0..64 {
-            hospital.submit(enrollment(&hospital)).await.unwrap();
-        }
-    });
-    std::thread::sleep(busy_after * 2);
+    // 64 waiting make the validator busy.
+    common::queue_with_no_quorum(&mut cluster, &rt, 64);
     let refused = rt.block_on(hospital.submit(enrollment(&hospital)));
     assert!(matches!(refused, Err(node::NodeError::Busy)), "{refused:?}");
     assert!(hospital.shared().turning_away());

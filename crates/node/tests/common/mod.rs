@@ -31,6 +31,33 @@ pub fn enrollment(handle: &NodeHandle) -> SignedTx {
     handle.sign_as_validator(patient.enrollment(&handle.genesis_hash()), Vec::new())
 }
 
+/// Stops validators 2 and 3 of `cluster` (opened with [`fast_timing`]): with no quorum
+/// nothing commits. Then submits `count` enrollments through validator 0 (the first is
+/// returned, with every id) and waits until they have waited twice as long as a validator
+/// takes to call itself behind (node's `busy_after`): 64 or more make it turn new submissions
+/// away.
+#[allow(dead_code)] // Not every test file queues transactions.
+pub fn queue_with_no_quorum(
+    cluster: &mut node::Cluster,
+    rt: &tokio::runtime::Runtime,
+    count: usize,
+) -> (SignedTx, Vec<ledger::TxId>) {
+    let hospital = cluster.handle(0).unwrap();
+    cluster.stop(2);
+    cluster.stop(3);
+    let first = enrollment(&hospital);
+    let ids = rt.block_on(async {
+        let mut ids = vec![hospital.submit(first.clone()).await.unwrap()];
+        for _ in 1..count {
+            ids.push(hospital.submit(enrollment(&hospital)).await.unwrap());
+        }
+        ids
+    });
+    let timing = fast_timing();
+    std::thread::sleep((timing.batch_window + timing.view_change_timeout / 4) * 2);
+    (first, ids)
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
