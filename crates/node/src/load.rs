@@ -83,6 +83,7 @@ pub struct LoadReport {
     pub commit_latency: Percentiles,
     /// A grant from the start of its seal (the data key drawn, its row made durable in
     /// `keys.db`) to applied at the patient's home: what a person waits, sealing included.
+    /// A grant made before the run ([`Load::made_before`]) counts from its first submission.
     pub grant_latency: Percentiles,
     pub blocks: u64,
     /// Views the first validator driven moved through during the run (§4.4): a view change
@@ -403,14 +404,16 @@ impl Person {
 
     /// `meta` with `content` sealed as [`Person::sealed`] seals it, with the same cryptography,
     /// away from any running home: for chains made while the validators are stopped (the
-    /// bench's ceiling, `crate::offline`). The data key is handed back, for the home's key
-    /// store ([`crate::keys::OfflineKeys`]).
+    /// bench's ceiling, `crate::offline`). The data key is handed back, for the key stores of
+    /// this person's home and of `other_party`, the other home entitled to it
+    /// ([`crate::keys::OfflineKeys`]).
     pub(crate) fn sealed_offline(
         &self,
         genesis_hash: &Hash,
         meta: Meta,
         content: &[u8],
         device: bool,
+        other_party: ReplicaId,
     ) -> Result<(SignedTx, OfflineSeal), NodeError> {
         let (signer, key) = self.signing(device);
         let mut header = header(meta, signer);
@@ -424,7 +427,7 @@ impl Person {
         let (data_key, stored) = ledger::seal::seal(genesis_hash, &mut header, content)
             .map_err(|error| NodeError::Seal(error.to_string()))?;
         let seal = OfflineSeal {
-            home: self.home,
+            holders: [self.home, other_party],
             tx: header.id(genesis_hash),
             patient,
             not_after_ms: header.not_after_ms,
@@ -686,10 +689,15 @@ impl Population {
     ) -> Result<[(SignedTx, OfflineSeal); 2], NodeError> {
         let (patient, doctor) = self.pair(i);
         let (meta, purpose, device) = patient.grant_parts(&doctor.id, Scope::Write, GRANT_PURPOSE);
-        let grant = patient.sealed_offline(genesis_hash, meta, &purpose, device)?;
+        let grant = patient.sealed_offline(genesis_hash, meta, &purpose, device, doctor.home)?;
         let meta = doctor.record_meta(&patient.id, grant.0.id(genesis_hash));
-        let record =
-            doctor.sealed_offline(genesis_hash, meta, &sample_record(i).to_bytes(), false)?;
+        let record = doctor.sealed_offline(
+            genesis_hash,
+            meta,
+            &sample_record(i).to_bytes(),
+            false,
+            patient.home,
+        )?;
         Ok([grant, record])
     }
 }
@@ -1203,7 +1211,7 @@ mod tests {
         let doctor = Person::doctor(1, "cardiology", "Dr S43");
         let (meta, purpose, device) = patient.grant_parts(&doctor.id, Scope::Write, GRANT_PURPOSE);
         let (tx, seal) = patient
-            .sealed_offline(&[7; 32], meta, &purpose, device)
+            .sealed_offline(&[7; 32], meta, &purpose, device, doctor.home)
             .unwrap();
         let latest = now_ms() + SIGNATURE_LIFE_MS;
         assert!(

@@ -7,10 +7,10 @@
 //! applies a committed block a peer sends it (`ledger::verify::check_block`: the certificate,
 //! the Merkle root and every transaction signature, batched; then `Store::append_block`: the
 //! rules and one durable SQLite transaction per block). Its transactions are sealed here and
-//! their data keys stored in their homes' `keys.db` between measured spans
-//! ([`crate::keys::OfflineKeys`]), so that the chain it leaves is one the load would have left:
-//! the key services learn the new blocks at their next start and fetch the keys they are
-//! entitled to from the homes. And the prefill ([`prefill`], `medchain
+//! their data keys stored in the `keys.db` of every home entitled to them between measured
+//! spans ([`crate::keys::OfflineKeys`]), so that the chain it leaves is one the load would have
+//! left once its key services had exchanged the keys: they learn the new blocks at their next
+//! start, and have nothing to fetch. And the prefill ([`prefill`], `medchain
 //! bench --prefill N`): a chain of N transactions made fast, before a measured run, so that a
 //! big chain can be measured without hours of load first; its transactions are sealed at their
 //! homes, whose key services keep the keys, as the load's are.
@@ -240,7 +240,7 @@ pub struct BlockApplied {
 pub struct Ceiling {
     maker: Maker,
     stores: Vec<Store>,
-    /// Every validator's key store, for the keys of the records it seals.
+    /// Every validator's key store, for the keys of the records it is entitled to.
     key_stores: Vec<OfflineKeys>,
     keys: Vec<VerifyingKey>,
 }
@@ -289,12 +289,17 @@ impl Ceiling {
     }
 
     /// The next blocks of the load, `transactions` of them (rounded up to whole records),
-    /// their data keys stored at their homes as the homes' seals store them (not measured:
-    /// a home's work before the client submits).
+    /// their data keys stored at every home entitled to them, as the homes' seals and their
+    /// key services' fetches would store them (not measured: a home's work before the client
+    /// submits, and the key exchange, which the ceiling leaves out).
     pub fn make(&mut self, transactions: u64) -> Result<Vec<Made>, NodeError> {
         let (blocks, seals) = self.maker.records(transactions)?;
-        for (home, key_store) in self.key_stores.iter().enumerate() {
-            key_store.keep(seals.iter().filter(|seal| seal.home as usize == home))?;
+        for (validator, key_store) in self.key_stores.iter().enumerate() {
+            key_store.keep(
+                seals
+                    .iter()
+                    .filter(|seal| seal.holders.contains(&(validator as ReplicaId))),
+            )?;
         }
         Ok(blocks)
     }

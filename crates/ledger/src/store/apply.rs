@@ -94,11 +94,14 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                     k.young_until_ms as i64,
                 ],
             )?,
-            Effect::RevokeKey(key) => one(
-                conn,
-                "UPDATE keys SET revoked_tx = ?2 WHERE key = ?1 AND revoked_tx IS NULL",
-                params![key.as_slice(), tx],
-            )?,
+            Effect::RevokeKey(key) => {
+                index.keys.forget(key);
+                one(
+                    conn,
+                    "UPDATE keys SET revoked_tx = ?2 WHERE key = ?1 AND revoked_tx IS NULL",
+                    params![key.as_slice(), tx],
+                )?
+            }
             Effect::Link(l) => one(
                 conn,
                 "INSERT INTO links (person, validator, tx) VALUES (?1, ?2, ?3)",

@@ -26,6 +26,8 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use rusqlite::{Connection, params};
 
 use crate::Result;
+use crate::rules::{KeyRow, PersonRow};
+use crate::tx::{PersonId, PublicKey};
 
 /// Rows of `transactions` per epoch.
 #[cfg(not(test))]
@@ -252,6 +254,64 @@ pub struct Mark {
 #[derive(Debug, Default)]
 pub struct Index {
     recent: Mutex<Recent>,
+    /// Enrolled persons the writer read, by id: a person's row never changes once written.
+    pub(crate) persons: Held<PersonId, PersonRow>,
+    /// Keys the writer read, by key: a key's row changes only when it is revoked
+    /// ([`Held::forget`]).
+    pub(crate) keys: Held<PublicKey, KeyRow>,
+}
+
+/// Rows of the derived tables the writer read, by their key, held in memory (at most
+/// [`HELD_ROWS`] of each kind, a few hundred bytes a row). A transaction's rules read several
+/// persons and keys (its signer's key and person, its patient, its doctor): 15 % of a
+/// validator's replica thread in SQLite. The writer's view only, for a reader's snapshot may be
+/// older than what the writer read. Dropped with a failed block's entries ([`Index::truncate`]),
+/// whose rows they may be, and when full.
+#[derive(Debug)]
+pub(crate) struct Held<K, V> {
+    rows: Mutex<HashMap<K, V>>,
+}
+
+/// Rows [`Held`] holds at most.
+const HELD_ROWS: usize = 4_096;
+
+impl<K, V> Default for Held<K, V> {
+    fn default() -> Self {
+        Held {
+            rows: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Held<K, V> {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
+        self.rows().get(key).cloned()
+    }
+
+    /// Holds `row`, which the writer read (committed, or written by its current block).
+    pub(crate) fn keep(&self, key: &K, row: &V) {
+        let mut rows = self.rows();
+        if rows.len() >= HELD_ROWS {
+            rows.clear();
+        }
+        rows.insert(key.clone(), row.clone());
+    }
+
+    /// Forgets the row of `key`, which the writer is changing.
+    pub(crate) fn forget(&self, key: &K) {
+        self.rows().remove(key);
+    }
+
+    fn clear(&self) {
+        self.rows().clear();
+    }
+
+    fn rows(&self) -> MutexGuard<'_, HashMap<K, V>> {
+        // A panic while the lock was held leaves whole rows or none.
+        self.rows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// What tells one file from another: its path and, on Unix, its device and inode. A
@@ -360,6 +420,8 @@ impl Index {
 
     /// Takes back every entry added after `mark` (its block's transaction failed).
     pub fn truncate(&self, mark: Mark) {
+        self.persons.clear();
+        self.keys.clear();
         let mut recent = self.recent();
         let first = epoch_of(mark.covered + 1);
         for (epoch, map) in recent.epochs.iter_mut() {
@@ -654,9 +716,17 @@ mod tests {
             .unwrap();
         let old = net.sample_tx(3);
         let id = net.id(&old);
-        let block = net.next_block(store.head(), vec![old.clone(), net.sample_tx(100)]);
+        // The first grant of the samples, again.
+        let grant = net.sample_tx(crate::testkit::SAMPLE_PATIENTS + crate::testkit::SAMPLE_DOCTORS);
+        let grant_id = net.id(&grant);
+        let block = net.next_block(store.head(), vec![old.clone(), grant, net.sample_tx(100)]);
         let applied = net.append(&mut store, &block).unwrap();
-        assert_eq!(applied.rejected, [(0, crate::store::DUPLICATE)]);
+        assert_eq!(
+            applied.rejected,
+            [(0, crate::store::DUPLICATE), (1, crate::store::DUPLICATE)]
+        );
+        let found = crate::rules::StateView::grant(&store.state(), &grant_id).unwrap();
+        assert_eq!(found.map(|row| row.id), Some(grant_id));
         assert!(runs(store.connection()) > 5);
         match store.tx_status(&id).unwrap() {
             crate::store::TxStatus::Committed { height, index, .. } => {
@@ -667,6 +737,24 @@ mod tests {
         assert_eq!(store.transaction(&id).unwrap().unwrap().height, 1);
         let row = store.state().tx_row(&id).unwrap();
         assert_eq!(row, Some(4));
+    }
+
+    /// `block` written into `store` in a transaction then rolled back, as when its commit fails.
+    fn written_then_rolled_back(
+        store: &mut Store,
+        net: &TestNet,
+        block: &crate::Block,
+    ) -> crate::store::Applied {
+        let tx = store.conn.transaction().unwrap();
+        super::super::write_block(
+            &tx,
+            &store.index,
+            &net.genesis,
+            block,
+            &block.hash(),
+            &net.check(block),
+        )
+        .unwrap()
     }
 
     /// A block whose transaction fails leaves no entry behind: memory answers as the rows
@@ -681,19 +769,7 @@ mod tests {
             .unwrap();
         let block = &chain[11];
         let mark = store.index.mark();
-        {
-            let tx = store.conn.transaction().unwrap();
-            super::super::write_block(
-                &tx,
-                &store.index,
-                &net.genesis,
-                block,
-                &block.hash(),
-                &net.check(block),
-            )
-            .unwrap();
-            // Dropped: rolled back, as when the commit fails.
-        }
+        written_then_rolled_back(&mut store, &net, block);
         store.index.truncate(mark);
         answers_as_the_rows(&store.index, &store.conn);
         for entry in &block.entries {
@@ -702,6 +778,38 @@ mod tests {
         }
         net.append(&mut store, block).unwrap();
         answers_as_the_rows(&store.index, &store.conn);
+    }
+
+    /// The persons a failed block's rules read (enrolled by that block) are not held after
+    /// it: the writer would find persons no committed block enrolled.
+    #[test]
+    fn a_failed_block_leaves_no_person_held() {
+        use crate::rules::StateView;
+        use crate::testkit::{SAMPLE_DOCTORS, SAMPLE_PATIENTS};
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        // One block: the sample persons enrolled, then grants and records that read them.
+        let chain = net.chain(1, SAMPLE_PATIENTS + SAMPLE_DOCTORS + 6);
+        let mut store = net.write_chain(&dir.path().join("chain.db"), 0, 1).unwrap();
+        let block = &chain[0];
+        let patient = net.sample_patient(0).id;
+        let mark = store.index.mark();
+        let applied = written_then_rolled_back(&mut store, &net, block);
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+        assert!(
+            store.index.persons.get(&patient).is_some(),
+            "its rules read the patient"
+        );
+        store.index.truncate(mark);
+        for k in 0..SAMPLE_PATIENTS {
+            assert_eq!(store.index.persons.get(&net.sample_patient(k).id), None);
+        }
+        for k in 0..SAMPLE_DOCTORS {
+            assert_eq!(store.index.persons.get(&net.sample_doctor(k).id), None);
+        }
+        net.append(&mut store, block).unwrap();
+        let enrolled = store.state().person(&patient).unwrap();
+        assert_eq!(enrolled.map(|row| row.person), Some(patient));
     }
 
     /// A store of schema 5 (the indexes by id and by person, no runs) is migrated: `seen_ids`

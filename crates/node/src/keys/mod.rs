@@ -221,8 +221,13 @@ pub(crate) struct SealRequest {
 /// A data key sealed with no key service running ([`crate::load::Person::sealed_offline`]):
 /// the bench's ceiling makes its blocks while the validators are stopped.
 pub(crate) struct OfflineSeal {
-    /// The validator that keeps it: the sealer's home.
-    pub home: ReplicaId,
+    /// The validators that keep it: those entitled to it other than as grantees
+    /// ([`ledger::entitled::Parties`]), the sealer's home first. The load's grants are write
+    /// grants, so the parties of its records and grants are a patient's home and a doctor's
+    /// (the same validator twice when they share one). Kept at each as a seal, so that no key
+    /// service has keys of the ceiling's records to fetch at its next start: they slowed the
+    /// next run (BENCHMARKS.md, twenty-fourth).
+    pub holders: [ReplicaId; 2],
     pub tx: TxId,
     pub patient: PersonId,
     pub not_after_ms: u64,
@@ -232,7 +237,8 @@ pub(crate) struct OfflineSeal {
 /// A stopped validator's key store, for the keys of [`OfflineSeal`]s: each is stored as the
 /// service stores a seal ([`Service::store_seals`]), a pending seal whose facts the service
 /// learns from the chain when it next starts and processes the block, as after a crash between
-/// a seal and its block. Without them the ceiling's records had keys held nowhere, and every
+/// a seal and its block (at a party other than the sealer, as a key it fetched, with the
+/// same row). Without them the ceiling's records had keys held nowhere, and every
 /// later start of the network wanted them from every peer for good (BENCHMARKS.md, session of
 /// 2026-12-05).
 pub(crate) struct OfflineKeys(KeyStore);
