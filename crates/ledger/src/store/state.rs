@@ -74,7 +74,7 @@ impl<'c> SqlState<'c> {
     /// or comes after. Lookups of recent transactions read no run.
     pub(crate) fn id_rows(&self, id: &TxId) -> Result<Array> {
         let (_, rows, _) = self.walk_id(id, |_| Ok(None::<()>))?;
-        Ok(Rc::new(rows.into_iter().map(Value::Integer).collect()))
+        Ok(array(&rows))
     }
 
     /// What `lookup` finds among the rows of entries with id `id` ([`SqlState::id_rows`]),
@@ -87,13 +87,13 @@ impl<'c> SqlState<'c> {
     fn applied_by_id<T>(
         &self,
         id: &TxId,
-        mut lookup: impl FnMut(&Array) -> Result<Option<T>>,
+        mut lookup: impl FnMut(&[i64]) -> Result<Option<T>>,
     ) -> Result<Option<T>> {
         let (found, rows, asked) = self.walk_id(id, &mut lookup)?;
         if found.is_none() && rows.len() != asked {
             // Candidates `lookup` was not given: memory's alone on a chain with no run yet, or
             // older rows past the last it was asked of.
-            return lookup(&Rc::new(rows.into_iter().map(Value::Integer).collect()));
+            return lookup(&rows);
         }
         Ok(found)
     }
@@ -104,32 +104,51 @@ impl<'c> SqlState<'c> {
     fn walk_id<T>(
         &self,
         id: &TxId,
-        mut lookup: impl FnMut(&Array) -> Result<Option<T>>,
+        mut lookup: impl FnMut(&[i64]) -> Result<Option<T>>,
     ) -> Result<(Option<T>, Vec<i64>, usize)> {
         if self.catch_up {
             self.index.catch_up(self.conn)?;
         }
-        let mut first = self.conn.prepare_cached(
-            "SELECT 1 FROM transactions WHERE tx IN rarray(?1) AND id = ?2 AND kind != ?3
-             AND (rejected IS NULL OR rejected != ?4)",
-        )?;
         let (mut found, mut asked) = (None, 0);
         let rows = self
             .index
             .rows_until(self.conn, Tag::Id, id, None, |candidates| {
-                let array: Array =
-                    Rc::new(candidates.iter().copied().map(Value::Integer).collect());
                 asked = candidates.len();
-                found = lookup(&array)?;
-                Ok(found.is_some()
-                    || first.exists(params![
-                        array,
-                        id.as_slice(),
-                        super::INVALID_KIND,
-                        crate::rules::reason::DUPLICATE
-                    ])?)
+                found = lookup(candidates)?;
+                if found.is_some() {
+                    return Ok(true);
+                }
+                let (sql, rows) = among(
+                    candidates,
+                    "SELECT 1 FROM transactions WHERE tx = ?1 AND id = ?2 AND kind != ?3
+                     AND (rejected IS NULL OR rejected != ?4)",
+                    "SELECT 1 FROM transactions WHERE tx IN rarray(?1) AND id = ?2 AND kind != ?3
+                     AND (rejected IS NULL OR rejected != ?4)",
+                );
+                Ok(self.conn.prepare_cached(sql)?.exists(params![
+                    rows,
+                    id.as_slice(),
+                    super::INVALID_KIND,
+                    crate::rules::reason::DUPLICATE
+                ])?)
             })?;
         Ok((found, rows, asked))
+    }
+}
+
+/// `rows` as an `rarray` parameter.
+fn array(rows: &[i64]) -> Array {
+    Rc::new(rows.iter().copied().map(Value::Integer).collect())
+}
+
+/// Of two forms of a query over the candidate rows `rows` as its parameter `?1`, the one to run
+/// and its `?1`: `one`, where `?1` is a row (`tx = ?1`), for a single candidate (nearly every
+/// lookup by id), else `many`, where it is an `rarray` (`tx IN rarray(?1)`), whose virtual
+/// table SQLite builds at each run: through it a lookup by id cost several times its row's read.
+fn among<'q>(rows: &[i64], one: &'q str, many: &'q str) -> (&'q str, Box<dyn rusqlite::ToSql>) {
+    match rows {
+        [row] => (one, Box::new(*row)),
+        rows => (many, Box::new(array(rows))),
     }
 }
 
@@ -278,6 +297,8 @@ fn ms(v: i64) -> u64 {
 
 /// The `WHERE` that finds the rows of transaction `?2` among the candidates `?1` as `t`.
 const BY_ID: &str = "t.tx IN rarray(?1) AND t.id = ?2";
+/// [`BY_ID`] for one candidate row ([`among`]).
+const BY_ID_ONE: &str = "t.tx = ?1 AND t.id = ?2";
 
 pub(crate) const PERSON_SELECT: &str = "SELECT p.person, p.role, p.department, p.name, p.home, t.id
      FROM persons p JOIN transactions t ON t.tx = p.tx";
@@ -465,11 +486,12 @@ fn by_id<T>(
     decode: fn(&Row<'_>) -> Result<T>,
 ) -> Result<Option<T>> {
     state.applied_by_id(id, |candidates| {
+        let (condition, candidates) = among(candidates, BY_ID_ONE, BY_ID);
         Ok(rows(
             state.conn,
             select,
-            BY_ID,
-            &[candidates, &id.as_slice()],
+            condition,
+            &[&*candidates, &id.as_slice()],
             decode,
         )?
         .into_iter()
@@ -640,7 +662,7 @@ impl StateView for SqlState<'_> {
     fn sealed(&self, id: &TxId) -> Result<Option<SealedRow>> {
         self.applied_by_id(id, |candidates| {
             let mut stmt = self.conn.prepare_cached(SEALED_BY_ID)?;
-            let mut found = stmt.query(params![candidates, id.as_slice()])?;
+            let mut found = stmt.query(params![array(candidates), id.as_slice()])?;
             let Some(r) = found.next()? else {
                 return Ok(None);
             };
@@ -713,13 +735,16 @@ impl SqlState<'_> {
     /// rejected).
     pub(crate) fn tx_row(&self, id: &TxId) -> Result<Option<i64>> {
         self.applied_by_id(id, |candidates| {
+            let (sql, rows) = among(
+                candidates,
+                "SELECT tx FROM transactions WHERE tx = ?1 AND id = ?2 AND rejected IS NULL",
+                "SELECT tx FROM transactions WHERE tx IN rarray(?1) AND id = ?2
+                 AND rejected IS NULL ORDER BY tx LIMIT 1",
+            );
             Ok(self
                 .conn
-                .prepare_cached(
-                    "SELECT tx FROM transactions WHERE tx IN rarray(?1) AND id = ?2
-                     AND rejected IS NULL ORDER BY tx LIMIT 1",
-                )?
-                .query_row(params![candidates, id.as_slice()], |r| r.get(0))
+                .prepare_cached(sql)?
+                .query_row(params![rows, id.as_slice()], |r| r.get(0))
                 .optional()?)
         })
     }
