@@ -386,6 +386,9 @@ impl Index {
         if head <= recent.covered {
             return Ok(());
         }
+        // Rows this process's writer did not add (another writer's, or a file edited by hand):
+        // what the writer held may be out of date.
+        self.forget_held();
         let from = recent.covered;
         for (tag, table, column) in SOURCES {
             let mut stmt = conn.prepare_cached(&format!(
@@ -418,10 +421,15 @@ impl Index {
         recent.covered = recent.covered.max(tx);
     }
 
-    /// Takes back every entry added after `mark` (its block's transaction failed).
-    pub fn truncate(&self, mark: Mark) {
+    /// Forgets the rows the writer held ([`Held`]).
+    pub(crate) fn forget_held(&self) {
         self.persons.clear();
         self.keys.clear();
+    }
+
+    /// Takes back every entry added after `mark` (its block's transaction failed).
+    pub fn truncate(&self, mark: Mark) {
+        self.forget_held();
         let mut recent = self.recent();
         let first = epoch_of(mark.covered + 1);
         for (epoch, map) in recent.epochs.iter_mut() {
@@ -986,5 +994,172 @@ mod red_team11 {
             missed.is_empty(),
             "transactions on chain that the store does not find, at heights {missed:?}"
         );
+    }
+}
+
+/// Red team s51: a lookup by id ([`super::state::SqlState`]'s `applied_by_id`: `tx_row`,
+/// `sealed`, `grant`) answers what the rows alone say, through the writer's memory and through a
+/// reader, with duplicates in old and new epochs, invalid entries under an id before its valid
+/// one, an id first rejected by a rule then resubmitted, and invalid entries whose ids share a
+/// 7-byte prefix (one key) with applied ones.
+#[cfg(test)]
+mod red_team_s51 {
+    use std::sync::Arc;
+
+    use rusqlite::{Connection, OptionalExtension};
+
+    use super::super::state::SqlState;
+    use crate::rules::StateView;
+    use crate::store::{Queries, Store};
+    use crate::testkit::TestNet;
+    use crate::tx::TxId;
+
+    fn truth_tx_row(conn: &Connection, id: &TxId) -> Option<i64> {
+        conn.query_row(
+            "SELECT tx FROM transactions WHERE id = ?1 AND rejected IS NULL ORDER BY tx LIMIT 1",
+            [id.as_slice()],
+            |r| r.get(0),
+        )
+        .optional()
+        .unwrap()
+    }
+
+    fn truth_of(conn: &Connection, table: &str, id: &TxId) -> Option<Vec<u8>> {
+        conn.query_row(
+            &format!(
+                "SELECT t.id FROM {table} x JOIN transactions t ON t.tx = x.tx WHERE t.id = ?1"
+            ),
+            [id.as_slice()],
+            |r| r.get(0),
+        )
+        .optional()
+        .unwrap()
+    }
+
+    fn check_all(store: &Store) {
+        let conn = store.connection();
+        let ids: Vec<Vec<u8>> = conn
+            .prepare("SELECT DISTINCT id FROM transactions")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(ids.len() > 90, "{}", ids.len());
+        for raw in ids {
+            let id: TxId = raw.as_slice().try_into().unwrap();
+            let want_row = truth_tx_row(conn, &id);
+            let want_grant = truth_of(conn, "grants", &id);
+            let want_sealed = want_grant
+                .clone()
+                .or_else(|| truth_of(conn, "records", &id))
+                .or_else(|| truth_of(conn, "requests", &id));
+            // As `Store::append_block` does before a block's rules run.
+            store.index().catch_up(conn).unwrap();
+            let writer = SqlState::writer(conn, store.index());
+            let reader = store.state();
+            for (name, view) in [("writer", &writer), ("reader", &reader)] {
+                let what = format!("{name} {}", hex::encode(&id[..8]));
+                assert_eq!(view.tx_row(&id).unwrap(), want_row, "tx_row {what}");
+                assert_eq!(
+                    view.grant(&id).unwrap().map(|g| g.id.to_vec()),
+                    want_grant,
+                    "grant {what}"
+                );
+                assert_eq!(
+                    view.sealed(&id).unwrap().map(|s| s.id.to_vec()),
+                    want_sealed,
+                    "sealed {what}"
+                );
+            }
+        }
+    }
+
+    /// An entry that carries no valid transaction, under `id`.
+    fn invalid(id: TxId) -> crate::Entry {
+        pbft::Request {
+            id,
+            timestamp_ms: 1,
+            payload: Arc::from(&b"not a transaction"[..]),
+        }
+    }
+
+    #[test]
+    fn a_lookup_by_id_answers_as_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let mut store = net
+            .write_chain(&dir.path().join("chain.db"), 20, 5)
+            .unwrap();
+        // Samples from 13: grant, record (of that grant), access, in turn.
+        let grant_a = net.sample_tx(100);
+        let record_of_b = net.sample_tx(104);
+        let grant_b = net.sample_tx(103);
+        let old_grant = net.sample_tx(13);
+        let old_record = net.sample_tx(14);
+        // An invalid entry under the id of a grant not yet applied: the grant is a duplicate.
+        let mut corrupt = net.request(&grant_a);
+        corrupt.payload = Arc::from(&b"garbage"[..]);
+        // Invalid entries whose ids share the first 7 bytes (the index's key) with applied
+        // transactions', and differ after.
+        let near = |tx: &crate::SignedTx| {
+            let mut id = net.id(tx);
+            id[20] ^= 0xff;
+            invalid(id)
+        };
+        let block = net.block_of_entries(
+            store.head(),
+            vec![
+                corrupt,
+                net.request(&grant_a),
+                net.request(&record_of_b),
+                net.request(&grant_b),
+                net.request(&record_of_b),
+                net.request(&old_grant),
+                near(&old_grant),
+                near(&old_record),
+            ],
+        );
+        let applied = net.append(&mut store, &block).unwrap();
+        assert_eq!(applied.rejected.len(), 7, "{:?}", applied.rejected);
+        // More epochs on top, then the same again: every kind of occurrence in old runs.
+        let mut prev_samples = 110;
+        for round in 0..3 {
+            for _ in 0..6 {
+                let txs: Vec<_> = (prev_samples..prev_samples + 5)
+                    .map(|i| net.sample_tx(i))
+                    .collect();
+                prev_samples += 5;
+                let block = net.next_block(store.head(), txs);
+                net.append(&mut store, &block).unwrap();
+            }
+            let block = net.block_of_entries(
+                store.head(),
+                vec![
+                    net.request(&grant_a),
+                    net.request(&grant_b),
+                    net.request(&record_of_b),
+                    net.request(&net.sample_tx(112 + round)),
+                    near(&net.sample_tx(113 + round)),
+                    near(&grant_b),
+                    invalid(net.id(&net.sample_tx(500 + round))),
+                ],
+            );
+            net.append(&mut store, &block).unwrap();
+            check_all(&store);
+        }
+        // A grant whose first occurrence was invalid, resubmitted later valid, is never applied.
+        let a = net.id(&grant_a);
+        assert_eq!(store.state().tx_row(&a).unwrap(), None);
+        let later = net.sample_tx(500);
+        let block = net.next_block(store.head(), vec![later]);
+        let applied = net.append(&mut store, &block).unwrap();
+        assert_eq!(applied.rejected.len(), 1, "{:?}", applied.rejected);
+        check_all(&store);
+        // A fresh process: memory caught up from the rows.
+        let path = store.path().to_path_buf();
+        drop(store);
+        let reopened = Store::open(&path, &net.genesis, crate::OpenOptions::default()).unwrap();
+        check_all(&reopened);
     }
 }

@@ -163,6 +163,9 @@ impl Store {
             head_hash: genesis.hash(),
             index: Index::for_path(path),
         };
+        // A writer's held rows are its own: those of a writer before it in this process (which
+        // may have panicked inside a block, with no truncate) are not trusted.
+        store.index.forget_held();
         match has_genesis {
             None => store.write_genesis(genesis)?,
             Some(hash) if hash.as_slice() == genesis.hash() => {}
