@@ -2,10 +2,11 @@
 //! network as its load would have left it, once the key services had exchanged the keys: the
 //! next start has none to fetch (BENCHMARKS.md, twenty-fourth: the ceiling's keys, held at the
 //! sealer only, were fetched during the next measured run and halved it).
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
+use common::tcp::wait_until;
 use common::{data_dir, fast_timing};
 use node::Cluster;
 use node::offline::Ceiling;
@@ -30,17 +31,15 @@ fn the_ceilings_keys_are_kept_at_every_home_entitled_to_them() {
     let cluster = Cluster::open(dir.path(), fast_timing()).unwrap();
     let handles = cluster.handles();
     let head = handles[0].status().height;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !handles
-        .iter()
-        .all(|handle| handle.key_status().processed_height >= head)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the key services did not process the ceiling's blocks"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        "the key services to process the ceiling's blocks",
+        || {
+            handles
+                .iter()
+                .all(|handle| handle.key_status().processed_height >= head)
+        },
+    );
     // Each validator holds the key of every sealed transaction it is a party to
     // (`ledger::entitled::Parties`), and no other (red team s51).
     let reader =
