@@ -256,17 +256,24 @@ pub struct Index {
     recent: Mutex<Recent>,
     /// Enrolled persons the writer read, by id: a person's row never changes once written.
     pub(crate) persons: Held<PersonId, PersonRow>,
+    /// Enrolled persons readers read, by id: committed (a reader's snapshot holds only
+    /// committed rows), and a committed person is never changed nor deleted, so every reader
+    /// may use them (one whose snapshot is older sees a person a little early, as a newer
+    /// snapshot would).
+    pub(crate) committed_persons: Held<PersonId, PersonRow>,
     /// Keys the writer read, by key: a key's row changes only when it is revoked
     /// ([`Held::forget`]).
     pub(crate) keys: Held<PublicKey, KeyRow>,
 }
 
-/// Rows of the derived tables the writer read, by their key, held in memory (at most
-/// [`HELD_ROWS`] of each kind, a few hundred bytes a row). A transaction's rules read several
-/// persons and keys (its signer's key and person, its patient, its doctor): 15 % of a
-/// validator's replica thread in SQLite. The writer's view only, for a reader's snapshot may be
-/// older than what the writer read. Dropped with a failed block's entries ([`Index::truncate`]),
-/// whose rows they may be, and when full.
+/// Rows of the derived tables read, by their key, held in memory (at most [`HELD_ROWS`] of each
+/// kind, a few hundred bytes a row). A transaction's rules read several persons and keys (its
+/// signer's key and person, its patient, its doctor): 15 % of a validator's replica thread in
+/// SQLite, and a tenth of the accepting validator's admission. What the writer read is its view
+/// only (it may be its current block's, and a reader's snapshot may be older); readers hold
+/// persons apart ([`Index::committed_persons`]), never keys (a committed key is revoked later).
+/// Dropped with a failed block's entries ([`Index::truncate`]), whose rows they may be, and
+/// when full.
 #[derive(Debug)]
 pub(crate) struct Held<K, V> {
     rows: Mutex<HashMap<K, V>>,
@@ -424,6 +431,7 @@ impl Index {
     /// Forgets the rows the writer held ([`Held`]).
     pub(crate) fn forget_held(&self) {
         self.persons.clear();
+        self.committed_persons.clear();
         self.keys.clear();
     }
 
@@ -818,6 +826,53 @@ mod tests {
         net.append(&mut store, block).unwrap();
         let enrolled = store.state().person(&patient).unwrap();
         assert_eq!(enrolled.map(|row| row.person), Some(patient));
+    }
+
+    /// A reader holds only persons its snapshot shows, which are committed: one enrolled by the
+    /// writer's block in flight, or by a block that failed, is neither found nor held; once
+    /// the block commits, readers find it and hold it for each other. A reader holds no key
+    /// (one its snapshot shows live may be revoked since).
+    #[test]
+    fn a_reader_holds_only_committed_persons() {
+        use crate::rules::StateView;
+        use crate::testkit::{SAMPLE_DOCTORS, SAMPLE_PATIENTS};
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let chain = net.chain(1, SAMPLE_PATIENTS + SAMPLE_DOCTORS + 6);
+        let mut store = net.write_chain(&dir.path().join("chain.db"), 0, 1).unwrap();
+        let reader = store.reader().unwrap();
+        let block = &chain[0];
+        let patient = net.sample_patient(0);
+        let mark = store.index.mark();
+        let in_flight = store.conn.transaction().unwrap();
+        super::super::write_block(
+            &in_flight,
+            &store.index,
+            &net.genesis,
+            block,
+            &block.hash(),
+            &net.check(block),
+        )
+        .unwrap();
+        assert!(
+            store.index.persons.get(&patient.id).is_some(),
+            "the writer read it"
+        );
+        assert_eq!(reader.state().person(&patient.id).unwrap(), None);
+        drop(in_flight);
+        store.index.truncate(mark);
+        assert_eq!(reader.state().person(&patient.id).unwrap(), None);
+        assert_eq!(store.index.committed_persons.get(&patient.id), None);
+        net.append(&mut store, block).unwrap();
+        let enrolled = reader.state().person(&patient.id).unwrap();
+        assert_eq!(enrolled.as_ref().map(|row| row.person), Some(patient.id));
+        assert_eq!(store.index.committed_persons.get(&patient.id), enrolled);
+        let other = store.reader().unwrap();
+        assert_eq!(other.state().person(&patient.id).unwrap(), enrolled);
+        store.index.forget_held();
+        let key = patient.custodial.verifying_key().to_bytes();
+        assert!(reader.state().key(&key).unwrap().is_some());
+        assert_eq!(store.index.keys.get(&key), None);
     }
 
     /// A store of schema 5 (the indexes by id and by person, no runs) is migrated: `seen_ids`

@@ -526,7 +526,12 @@ impl StateView for SqlState<'_> {
     }
 
     fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
-        self.held(&self.index.persons, person, || {
+        let held = if self.catch_up {
+            &self.index.committed_persons
+        } else {
+            &self.index.persons
+        };
+        self.held(Some(held), person, || {
             Ok(rows(
                 self.conn,
                 PERSON_SELECT,
@@ -540,7 +545,9 @@ impl StateView for SqlState<'_> {
     }
 
     fn key(&self, key: &PublicKey) -> Result<Option<KeyRow>> {
-        self.held(&self.index.keys, key, || {
+        // A reader holds no keys: one its snapshot shows live may be revoked since.
+        let held = (!self.catch_up).then_some(&self.index.keys);
+        self.held(held, key, || {
             Ok(rows(
                 self.conn,
                 KEY_SELECT,
@@ -693,11 +700,11 @@ impl StateView for SqlState<'_> {
 }
 
 impl SqlState<'_> {
-    /// The row of `key` as `read` reads it, through the rows `held` the writer keeps in memory
-    /// ([`Held`]; a reader reads its snapshot).
+    /// The row of `key` as `read` reads it, through the rows `held` in memory ([`Held`]), if
+    /// any.
     fn held<K, V>(
         &self,
-        held: &Held<K, V>,
+        held: Option<&Held<K, V>>,
         key: &K,
         read: impl FnOnce() -> Result<Option<V>>,
     ) -> Result<Option<V>>
@@ -705,9 +712,9 @@ impl SqlState<'_> {
         K: std::hash::Hash + Eq + Clone,
         V: Clone,
     {
-        if self.catch_up {
+        let Some(held) = held else {
             return read();
-        }
+        };
         if let Some(row) = held.get(key) {
             return Ok(Some(row));
         }
