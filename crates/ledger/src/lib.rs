@@ -30,7 +30,9 @@ pub mod testkit;
 pub mod tx;
 pub mod verify;
 
-pub use block::{Block, BlockHeader, Certificate, Entry, entry_hash, proposal_digest};
+pub use block::{
+    Block, BlockHeader, Built, Certificate, Entry, ToAppend, entry_hash, proposal_digest,
+};
 pub use error::{CertError, Error, Fault, Result};
 pub use genesis::{ChainParams, Genesis, ValidatorInfo};
 pub use init::{init_dev_network, init_from_public_keys, validator_names};

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ledger::crypto::SigningKey;
-use ledger::{Applied, Block, Checked, Genesis, Hash, Queries, SignedTx, Store, TxId};
+use ledger::{Applied, Block, Checked, Genesis, Hash, Queries, SignedTx, Store, ToAppend, TxId};
 use pbft::{Action, Durable, Input, Message, ReplicaId, Request, Signed};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -1411,18 +1411,23 @@ impl Runtime {
             // Already applied through state transfer.
             return Ok(());
         }
-        let (block, contents) = self.auth.block_of(committed)?;
-        let applied = self.append_block(&block, &contents)?;
-        self.note_invalid(&block, &contents);
-        self.on_committed_block(&block, &contents, &applied);
+        let (built, contents) = self.auth.block_of(committed)?;
+        let applied = self.append_block(&built, &contents)?;
+        let block = built.block();
+        self.note_invalid(block, &contents);
+        self.on_committed_block(block, &contents, &applied);
         Ok(())
     }
 
     /// Appends a committed block to chain.db, timed and counted.
-    fn append_block(&mut self, block: &Block, contents: &[Checked]) -> Result<Applied, NodeError> {
+    fn append_block(
+        &mut self,
+        block: &impl ToAppend,
+        contents: &[Checked],
+    ) -> Result<Applied, NodeError> {
         let started = Instant::now();
         let applied = self.chain.append_block(block, contents)?;
-        let bytes = borsh::object_length(block).unwrap_or_default() as u64;
+        let bytes = borsh::object_length(block.block()).unwrap_or_default() as u64;
         self.shared
             .telemetry()
             .stored(StoreWrite::Block, started.elapsed(), bytes);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ledger::crypto::{self, SigningKey, VerifyingKey};
 use ledger::tx::{MAX_BODY_BYTES, MAX_TX_BYTES};
-use ledger::{Block, Checked, Genesis, Hash, SignedTx};
+use ledger::{Block, Built, Checked, Genesis, Hash, SignedTx};
 use pbft::{Message, ReplicaId, Request, Signed, ViewChange};
 
 use crate::budget::PeerBudgets;
@@ -499,8 +499,9 @@ impl Authenticator {
     pub fn block_of(
         &mut self,
         committed: pbft::Committed,
-    ) -> Result<(Block, Vec<Checked>), NodeError> {
-        let block = Block::from_committed(committed)?;
+    ) -> Result<(Built, Vec<Checked>), NodeError> {
+        let built = Built::from_committed(committed)?;
+        let block = built.block();
         let mut contents: Vec<Option<Checked>> = block
             .entries
             .iter()
@@ -518,7 +519,7 @@ impl Authenticator {
             contents[i] = Some(verdict);
         }
         // Every slot is filled by now (were one not, the store would refuse the count).
-        Ok((block, contents.into_iter().flatten().collect()))
+        Ok((built, contents.into_iter().flatten().collect()))
     }
 
     /// A block from a peer: its certificate and Merkle root; what each entry carries.
@@ -1008,7 +1009,8 @@ mod tests {
                 signatures: vec![],
             }
         };
-        let (mut block, after_edge) = seen.block_of(committed.clone()).expect("a block");
+        let (built, after_edge) = seen.block_of(committed.clone()).expect("a block");
+        let mut block = built.into_block();
         let (_, after_restart) = Authenticator::new(&net.genesis)
             .block_of(committed)
             .expect("a block");
@@ -1077,7 +1079,8 @@ mod tests {
             commit_view: 0,
             signatures: vec![],
         };
-        let (mut block, contents) = auth.block_of(committed).expect("a block, never a stop");
+        let (built, contents) = auth.block_of(committed).expect("a block, never a stop");
+        let mut block = built.into_block();
         assert!(contents[0].is_ok() && contents[2].is_ok(), "{contents:?}");
         assert_eq!(contents[1], Err(ledger::Invalid::Undecodable));
         assert_eq!(contents[3], Err(ledger::Invalid::BadSignature));
