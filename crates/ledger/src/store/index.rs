@@ -645,7 +645,7 @@ fn write_run(conn: &Connection, epoch: i64) -> Result<RunInfo> {
 mod tests {
     use super::*;
     use crate::store::{OpenOptions, Queries, Store};
-    use crate::testkit::TestNet;
+    use crate::testkit::{SAMPLE_DOCTORS, SAMPLE_PATIENTS, TestNet};
 
     /// Every `(tag, value)` the derived tables hold, with its rows: what a lookup must find.
     fn truth(conn: &Connection) -> Vec<(Tag, Vec<u8>, Vec<i64>)> {
@@ -753,7 +753,7 @@ mod tests {
         let old = net.sample_tx(3);
         let id = net.id(&old);
         // The first grant of the samples, again.
-        let grant = net.sample_tx(crate::testkit::SAMPLE_PATIENTS + crate::testkit::SAMPLE_DOCTORS);
+        let grant = net.sample_tx(SAMPLE_PATIENTS + SAMPLE_DOCTORS);
         let grant_id = net.id(&grant);
         let block = net.next_block(store.head(), vec![old.clone(), grant, net.sample_tx(100)]);
         let applied = net.append(&mut store, &block).unwrap();
@@ -782,15 +782,19 @@ mod tests {
         block: &crate::Block,
     ) -> crate::store::Applied {
         let tx = store.conn.transaction().unwrap();
-        super::super::write_block(
-            &tx,
-            &store.index,
-            &net.genesis,
-            block,
-            &block.hash(),
-            &net.check(block),
-        )
-        .unwrap()
+        written_in(&tx, &store.index, net, block)
+    }
+
+    /// `block` written through `conn` (inside the caller's transaction), with `index`.
+    fn written_in(
+        conn: &Connection,
+        index: &Index,
+        net: &TestNet,
+        block: &crate::Block,
+    ) -> crate::store::Applied {
+        let verdicts = net.check(block);
+        super::super::write_block(conn, index, &net.genesis, block, &block.hash(), &verdicts)
+            .unwrap()
     }
 
     /// A block whose transaction fails leaves no entry behind: memory answers as the rows
@@ -816,18 +820,23 @@ mod tests {
         answers_as_the_rows(&store.index, &store.conn);
     }
 
+    /// A store of the genesis block only, and the next block: the sample persons enrolled,
+    /// then grants and records that read them.
+    fn enrolling_block(dir: &Path) -> (TestNet, crate::Block, Store) {
+        let net = TestNet::new(4);
+        let block = net.chain(1, SAMPLE_PATIENTS + SAMPLE_DOCTORS + 6).remove(0);
+        let store = net.write_chain(&dir.join("chain.db"), 0, 1).unwrap();
+        (net, block, store)
+    }
+
     /// The persons a failed block's rules read (enrolled by that block) are not held after
     /// it: the writer would find persons no committed block enrolled.
     #[test]
     fn a_failed_block_leaves_no_person_held() {
         use crate::rules::StateView;
-        use crate::testkit::{SAMPLE_DOCTORS, SAMPLE_PATIENTS};
         let dir = tempfile::tempdir().unwrap();
-        let net = TestNet::new(4);
-        // One block: the sample persons enrolled, then grants and records that read them.
-        let chain = net.chain(1, SAMPLE_PATIENTS + SAMPLE_DOCTORS + 6);
-        let mut store = net.write_chain(&dir.path().join("chain.db"), 0, 1).unwrap();
-        let block = &chain[0];
+        let (net, block, mut store) = enrolling_block(dir.path());
+        let block = &block;
         let patient = net.sample_patient(0).id;
         let mark = store.index.mark();
         let applied = written_then_rolled_back(&mut store, &net, block);
@@ -855,25 +864,14 @@ mod tests {
     #[test]
     fn a_reader_holds_only_committed_persons() {
         use crate::rules::StateView;
-        use crate::testkit::{SAMPLE_DOCTORS, SAMPLE_PATIENTS};
         let dir = tempfile::tempdir().unwrap();
-        let net = TestNet::new(4);
-        let chain = net.chain(1, SAMPLE_PATIENTS + SAMPLE_DOCTORS + 6);
-        let mut store = net.write_chain(&dir.path().join("chain.db"), 0, 1).unwrap();
+        let (net, block, mut store) = enrolling_block(dir.path());
+        let block = &block;
         let reader = store.reader().unwrap();
-        let block = &chain[0];
         let patient = net.sample_patient(0);
         let mark = store.index.mark();
         let in_flight = store.conn.transaction().unwrap();
-        super::super::write_block(
-            &in_flight,
-            &store.index,
-            &net.genesis,
-            block,
-            &block.hash(),
-            &net.check(block),
-        )
-        .unwrap();
+        written_in(&in_flight, &store.index, &net, block);
         assert!(
             store.index.persons.get(&patient.id).is_some(),
             "the writer read it"
