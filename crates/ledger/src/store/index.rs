@@ -860,7 +860,8 @@ mod tests {
     /// A reader holds only persons its snapshot shows, which are committed: one enrolled by the
     /// writer's block in flight, or by a block that failed, is neither found nor held; once
     /// the block commits, readers find it and hold it for each other. A reader holds no key
-    /// (one its snapshot shows live may be revoked since).
+    /// (one its snapshot shows live may be revoked since); a precheck reads the writer's. A
+    /// query reads neither: only its snapshot.
     #[test]
     fn a_reader_holds_only_committed_persons() {
         use crate::rules::StateView;
@@ -889,8 +890,25 @@ mod tests {
         assert_eq!(other.state().person(&patient.id).unwrap(), enrolled);
         store.index.forget_held();
         let key = patient.custodial.verifying_key().to_bytes();
-        assert!(reader.state().key(&key).unwrap().is_some());
+        let live = reader.state().key(&key).unwrap().expect("enrolled");
         assert_eq!(store.index.keys.get(&key), None);
+
+        // A precheck answers from the writer's keys and the readers' persons; a query reads
+        // its snapshot only. Rows planted in memory tell which answered.
+        let revoked = KeyRow {
+            revoked: Some([7; 32]),
+            ..live.clone()
+        };
+        store.index.keys.keep(&key, &revoked);
+        let moved = PersonRow {
+            home: 3,
+            ..enrolled.clone().unwrap()
+        };
+        store.index.committed_persons.keep(&patient.id, &moved);
+        assert_eq!(reader.state().key(&key).unwrap(), Some(revoked));
+        assert_eq!(reader.state().person(&patient.id).unwrap(), Some(moved));
+        assert_eq!(Queries::key(&reader, &key).unwrap(), Some(live));
+        assert_eq!(Queries::person(&reader, &patient.id).unwrap(), enrolled);
     }
 
     /// A store of schema 5 (the indexes by id and by person, no runs) is migrated: `seen_ids`

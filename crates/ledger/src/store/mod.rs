@@ -790,7 +790,9 @@ pub trait Queries {
         Ok(value)
     }
 
-    /// The rules' view of the committed state, for a precheck (`rules::decide` at `T = now`).
+    /// The rules' view of the committed state, for a precheck (`rules::decide` at `T = now`):
+    /// it may answer persons and keys from memory a little fresher than the snapshot
+    /// ([`SqlState::reader`]), which the block's rules decide again.
     fn state(&self) -> SqlState<'_> {
         SqlState::reader(self.connection(), self.index())
     }
@@ -928,14 +930,14 @@ pub trait Queries {
         Ok(n as u64)
     }
 
-    /// An enrolled person.
+    /// An enrolled person, as the snapshot shows it.
     fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
-        self.state().person(person)
+        SqlState::snapshot(self.connection(), self.index()).person(person)
     }
 
-    /// A registered key (live, waiting or revoked).
+    /// A registered key (live, waiting or revoked), as the snapshot shows it.
     fn key(&self, key: &PublicKey) -> Result<Option<KeyRow>> {
-        self.state().key(key)
+        SqlState::snapshot(self.connection(), self.index()).key(key)
     }
 
     /// Every key of a person, oldest first.

@@ -29,28 +29,49 @@ use crate::{Error, Result};
 pub struct SqlState<'c> {
     pub(crate) conn: &'c Connection,
     pub(crate) index: &'c Index,
+    view: View,
     /// Through a reader: the index catches up with the committed rows before each lookup (the
     /// writer's is current: it adds each row as it writes it).
     catch_up: bool,
 }
 
+/// Whose view a [`SqlState`] is, and which rows held in memory ([`Held`]) it may answer from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum View {
+    /// The writer, inside its block's transaction: it holds the persons and keys it reads.
+    Writer,
+    /// A precheck on the committed state (admission, the flows' early answers), which the
+    /// block's rules decide again: the persons readers hold, and the keys the writer holds (as
+    /// fresh as the committed rows or fresher: its block in flight is one consensus agreed).
+    Precheck,
+    /// A query: its snapshot's rows only, so that everything it reads is one state.
+    Snapshot,
+}
+
 impl<'c> SqlState<'c> {
-    /// The view of the writer, inside its block's transaction.
-    pub(crate) fn writer(conn: &'c Connection, index: &'c Index) -> Self {
+    fn new(conn: &'c Connection, index: &'c Index, view: View) -> Self {
         SqlState {
             conn,
             index,
-            catch_up: false,
+            view,
+            catch_up: view != View::Writer,
         }
     }
 
-    /// The view of the committed state through a reader (or the writer between blocks).
+    /// The view of the writer, inside its block's transaction.
+    pub(crate) fn writer(conn: &'c Connection, index: &'c Index) -> Self {
+        Self::new(conn, index, View::Writer)
+    }
+
+    /// The view of the committed state through a reader (or the writer between blocks), for
+    /// a precheck.
     pub(crate) fn reader(conn: &'c Connection, index: &'c Index) -> Self {
-        SqlState {
-            conn,
-            index,
-            catch_up: true,
-        }
+        Self::new(conn, index, View::Precheck)
+    }
+
+    /// The view of the committed state a reader's snapshot shows, nothing else.
+    pub(crate) fn snapshot(conn: &'c Connection, index: &'c Index) -> Self {
+        Self::new(conn, index, View::Snapshot)
     }
 
     /// The rows whose `tag` column may hold `value` (see [`Index::rows`]), as an `rarray`
@@ -526,12 +547,12 @@ impl StateView for SqlState<'_> {
     }
 
     fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
-        let held = if self.catch_up {
-            &self.index.committed_persons
-        } else {
-            &self.index.persons
+        let held = match self.view {
+            View::Writer => Some((&self.index.persons, true)),
+            View::Precheck => Some((&self.index.committed_persons, true)),
+            View::Snapshot => None,
         };
-        self.held(Some(held), person, || {
+        self.held(held, person, || {
             Ok(rows(
                 self.conn,
                 PERSON_SELECT,
@@ -545,8 +566,13 @@ impl StateView for SqlState<'_> {
     }
 
     fn key(&self, key: &PublicKey) -> Result<Option<KeyRow>> {
-        // A reader holds no keys: one its snapshot shows live may be revoked since.
-        let held = (!self.catch_up).then_some(&self.index.keys);
+        // A reader holds no keys (one its snapshot shows live may be revoked since); a
+        // precheck reads the writer's, which it forgets before it revokes one.
+        let held = match self.view {
+            View::Writer => Some((&self.index.keys, true)),
+            View::Precheck => Some((&self.index.keys, false)),
+            View::Snapshot => None,
+        };
         self.held(held, key, || {
             Ok(rows(
                 self.conn,
@@ -701,10 +727,10 @@ impl StateView for SqlState<'_> {
 
 impl SqlState<'_> {
     /// The row of `key` as `read` reads it, through the rows `held` in memory ([`Held`]), if
-    /// any.
+    /// any, with whether to hold what `read` finds.
     fn held<K, V>(
         &self,
-        held: Option<&Held<K, V>>,
+        held: Option<(&Held<K, V>, bool)>,
         key: &K,
         read: impl FnOnce() -> Result<Option<V>>,
     ) -> Result<Option<V>>
@@ -712,14 +738,14 @@ impl SqlState<'_> {
         K: std::hash::Hash + Eq + Clone,
         V: Clone,
     {
-        let Some(held) = held else {
+        let Some((held, keep)) = held else {
             return read();
         };
         if let Some(row) = held.get(key) {
             return Ok(Some(row));
         }
         let row = read()?;
-        if let Some(row) = &row {
+        if let Some(row) = row.as_ref().filter(|_| keep) {
             held.keep(key, row);
         }
         Ok(row)
