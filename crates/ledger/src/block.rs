@@ -197,6 +197,27 @@ impl Built {
 
 /// What [`crate::Store::append_block`] appends: a [`Block`], whose header it checks against
 /// its entries, or a [`Built`] one. Sealed: only these two.
+///
+/// Guards (rt-s52): a [`Built`] is read, never made nor changed, outside this module:
+/// ```
+/// fn read(b: &ledger::Built) -> &ledger::Block { b.block() }
+/// ```
+/// ```compile_fail,E0423
+/// // No constructor from a block.
+/// fn forge(b: ledger::Block) -> ledger::Built { ledger::Built(b) }
+/// ```
+/// ```compile_fail,E0616
+/// // No way to its block but a shared reference.
+/// fn change(b: &mut ledger::Built) { b.0.entries.clear() }
+/// ```
+/// ```compile_fail,E0277
+/// // The trait is sealed: no other type claims to be built.
+/// struct Forged(ledger::Block);
+/// impl ledger::ToAppend for Forged {
+///     fn block(&self) -> &ledger::Block { &self.0 }
+///     fn built(&self) -> bool { true }
+/// }
+/// ```
 pub trait ToAppend: sealed::Sealed {
     fn block(&self) -> &Block;
     /// Whether the header is known to be the one the entries build.
@@ -503,5 +524,137 @@ mod tests {
                 &proof
             ));
         }
+    }
+}
+
+/// Red team of session 52 (rt-s52): a [`Built`] block is always the block its entries build,
+/// and only it skips the Merkle root's check on append.
+#[cfg(test)]
+mod rt_s52 {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::{OpenOptions, Store};
+    use crate::testkit::{TestNet, block_time};
+
+    /// The proposal of height 1 after `net`'s genesis, of `n` sample transactions.
+    fn first_proposal(net: &TestNet, n: u64) -> pbft::Proposal {
+        pbft::Proposal {
+            seq: 1,
+            view: 0,
+            proposer: 0,
+            prev: net.genesis.hash(),
+            time_ms: block_time(1),
+            requests: (0..n).map(|i| net.request(&net.sample_tx(i))).collect(),
+        }
+    }
+
+    fn committed(proposal: Arc<pbft::Proposal>, digest: Hash) -> pbft::Committed {
+        pbft::Committed {
+            proposal,
+            digest,
+            commit_view: 0,
+            signatures: vec![],
+        }
+    }
+
+    /// A dishonest primary's committed proposal whose digest is another proposal's (entries
+    /// changed, reordered, dropped, duplicated, a payload byte, an id, a timestamp) is never
+    /// made a `Built` block; one whose proposal is shared (another `Arc` holds it) is its
+    /// entries all the same.
+    #[test]
+    fn only_the_digests_own_entries_make_a_built_block() {
+        let net = TestNet::new(4);
+        let honest = first_proposal(&net, 4);
+        let digest = proposal_digest(&honest);
+        let mut variants: Vec<pbft::Proposal> = Vec::new();
+        let mut v = honest.clone();
+        v.requests.swap(0, 1);
+        variants.push(v);
+        let mut v = honest.clone();
+        v.requests.pop();
+        variants.push(v);
+        let mut v = honest.clone();
+        v.requests.push(v.requests[0].clone());
+        variants.push(v);
+        let mut v = honest.clone();
+        let mut bytes = v.requests[2].payload.to_vec();
+        *bytes.last_mut().unwrap() ^= 1;
+        v.requests[2].payload = bytes.into();
+        variants.push(v);
+        let mut v = honest.clone();
+        v.requests[3].id[0] ^= 1;
+        variants.push(v);
+        let mut v = honest.clone();
+        v.requests[1].timestamp_ms += 1;
+        variants.push(v);
+        let mut v = honest.clone();
+        v.seq = 2;
+        variants.push(v);
+        for (i, v) in variants.into_iter().enumerate() {
+            assert!(
+                Built::from_committed(committed(Arc::new(v), digest)).is_err(),
+                "variant {i} was built"
+            );
+        }
+        let shared = Arc::new(honest);
+        let kept = Arc::clone(&shared);
+        let built = Built::from_committed(committed(shared, digest)).expect("builds");
+        assert_eq!(built.block().entries, kept.requests);
+        assert_eq!(
+            built.block().header.rebuilt(&built.block().entries),
+            built.block().header
+        );
+        assert_eq!(built.block().hash(), digest);
+    }
+
+    /// A `Built` block taken apart (`into_block`) and changed is appended as any block: its
+    /// Merkle root is checked and refuses it. The `Built` itself is appended, and one that does
+    /// not follow the head is still refused (only the Merkle root is skipped).
+    #[test]
+    fn a_changed_built_block_is_checked_and_refused() {
+        let net = TestNet::new(4);
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(
+            &dir.path().join("chain.db"),
+            &net.genesis,
+            OpenOptions::default(),
+        )
+        .unwrap();
+        let p = first_proposal(&net, 3);
+        let digest = proposal_digest(&p);
+        let make = || Built::from_committed(committed(Arc::new(p.clone()), digest)).unwrap();
+
+        let mut changed = make().into_block();
+        changed.entries.swap(0, 2);
+        let checked = net.check(&changed);
+        match store.append_block(&changed, &checked) {
+            Err(crate::Error::NotNext { reason, .. }) => {
+                assert!(
+                    reason.contains("Merkle") || reason.contains("merkle"),
+                    "{reason}"
+                )
+            }
+            other => panic!("a changed block appended: {other:?}"),
+        }
+        let mut dropped = make().into_block();
+        dropped.entries.pop();
+        let checked = net.check(&dropped);
+        assert!(store.append_block(&dropped, &checked).is_err());
+        assert_eq!(store.head().0, 0);
+
+        // Not the next block: refused though built.
+        let mut later = p.clone();
+        later.seq = 2;
+        let far =
+            Built::from_committed(committed(Arc::new(later.clone()), proposal_digest(&later)))
+                .unwrap();
+        let checked = net.check(far.block());
+        assert!(store.append_block(&far, &checked).is_err());
+
+        let built = make();
+        let checked = net.check(built.block());
+        store.append_block(&built, &checked).expect("appended");
+        assert_eq!(store.head(), (1, digest));
     }
 }

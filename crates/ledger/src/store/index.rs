@@ -577,7 +577,6 @@ impl Index {
     }
 }
 
-/// Writes the run of epoch `epoch` (its rows are all written), its times and its filter of ids.
 /// Rows of a run written by one `INSERT` statement (three parameters each, far below SQLite's
 /// limit of 32,766).
 #[cfg(not(test))]
@@ -587,6 +586,7 @@ const RUN_ROWS_PER_INSERT: usize = 128;
 #[cfg(test)]
 const RUN_ROWS_PER_INSERT: usize = 5;
 
+/// Writes the run of epoch `epoch` (its rows are all written), its times and its filter of ids.
 fn write_run(conn: &Connection, epoch: i64) -> Result<RunInfo> {
     let (first, last) = (epoch * EPOCH_ROWS + 1, (epoch + 1) * EPOCH_ROWS);
     let mut entries: Vec<(i64, i64)> = Vec::new();
@@ -1252,5 +1252,406 @@ mod red_team_s51 {
         drop(store);
         let reopened = Store::open(&path, &net.genesis, crate::OpenOptions::default()).unwrap();
         check_all(&reopened);
+    }
+}
+
+/// Red team of session 52 (rt-s52): the runs written many rows a statement, and the persons
+/// readers hold ([`Index::committed_persons`]).
+#[cfg(test)]
+mod rt_s52 {
+    use super::*;
+    use crate::rules::StateView;
+    use crate::store::{OpenOptions, Queries, Store};
+    use crate::testkit::TestNet;
+    use rusqlite::OptionalExtension;
+
+    /// The tables `write_run` reads, with only the columns it reads.
+    fn bare_run_tables() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE blocks (height INTEGER PRIMARY KEY, timestamp_ms INTEGER NOT NULL);
+             CREATE TABLE transactions (tx INTEGER PRIMARY KEY, height INTEGER NOT NULL,
+                 id BLOB NOT NULL);
+             CREATE TABLE records (tx INTEGER PRIMARY KEY, patient BLOB NOT NULL);
+             CREATE TABLE accesses (tx INTEGER PRIMARY KEY, patient BLOB NOT NULL);
+             CREATE TABLE grants (tx INTEGER PRIMARY KEY, patient BLOB NOT NULL,
+                 doctor BLOB NOT NULL);
+             CREATE TABLE requests (tx INTEGER PRIMARY KEY, patient BLOB NOT NULL,
+                 doctor BLOB NOT NULL);
+             CREATE TABLE asks (tx INTEGER PRIMARY KEY, person BLOB NOT NULL);
+             CREATE TABLE recoveries (tx INTEGER PRIMARY KEY, person BLOB NOT NULL);
+             CREATE TABLE erasures (tx INTEGER PRIMARY KEY, patient BLOB NOT NULL);
+             CREATE TABLE index_runs (epoch INTEGER NOT NULL, key INTEGER NOT NULL,
+                 tx INTEGER NOT NULL, PRIMARY KEY (epoch, key, tx)) WITHOUT ROWID;
+             CREATE TABLE index_epochs (epoch INTEGER PRIMARY KEY, tx INTEGER NOT NULL,
+                 first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL, ids BLOB NOT NULL);
+             INSERT INTO blocks VALUES (1, 1000);",
+        )
+        .unwrap();
+        conn
+    }
+
+    /// Every `(key, tx)` the derived tables give the rows of `epoch`, sorted: what its run
+    /// must hold (computed apart from `write_run`, one row at a time).
+    fn expected_run(conn: &Connection, epoch: i64) -> Vec<(i64, i64)> {
+        let (first, last) = (epoch * EPOCH_ROWS + 1, (epoch + 1) * EPOCH_ROWS);
+        let mut out = Vec::new();
+        for (tag, table, column) in SOURCES {
+            let mut stmt = conn
+                .prepare(&format!("SELECT tx, {column} FROM {table}"))
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+                .unwrap();
+            for row in rows {
+                let (tx, value) = row.unwrap();
+                if (first..=last).contains(&tx) {
+                    out.push((key(tag, &value), tx));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn stored_run(conn: &Connection, epoch: i64) -> Vec<(i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT key, tx FROM index_runs WHERE epoch = ?1 ORDER BY key, tx")
+            .unwrap();
+        stmt.query_map([epoch], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// A run written `RUN_ROWS_PER_INSERT` rows a statement holds exactly the rows, for every
+    /// length around the chunk boundaries (one short of a chunk, a whole chunk, one past it,
+    /// several chunks, a last short chunk), in epochs 0 and 1 of one file (the epoch of each
+    /// row bound right in every chunk), with the same filter and times.
+    #[test]
+    fn a_run_holds_every_row_at_every_chunk_boundary() {
+        assert_eq!(EPOCH_ROWS, 8);
+        // Rows past the Id rows, added one table after another (grants and requests add two
+        // entries a row).
+        let extra: [(&str, &str, usize); 7] = [
+            ("records", "(?1, ?2)", 1),
+            ("accesses", "(?1, ?2)", 1),
+            ("grants", "(?1, ?2, ?3)", 2),
+            ("requests", "(?1, ?2, ?3)", 2),
+            ("asks", "(?1, ?2)", 1),
+            ("recoveries", "(?1, ?2)", 1),
+            ("erasures", "(?1, ?2)", 1),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for ids in [2usize, 3, 4, 5, 6, 8] {
+            for extras in 0..=(7 * 8) {
+                let conn = bare_run_tables();
+                for epoch in 0..2i64 {
+                    let base = epoch * EPOCH_ROWS;
+                    // The first and last row of the epoch always (their blocks' times), and
+                    // `ids` rows in all.
+                    let mut txs: Vec<i64> = vec![base + 1, base + EPOCH_ROWS];
+                    txs.extend((2..EPOCH_ROWS).map(|i| base + i).take(ids - 2));
+                    for tx in &txs {
+                        let id = crate::sha256(&[epoch as u8, *tx as u8, 1]);
+                        conn.execute(
+                            "INSERT INTO transactions VALUES (?1, 1, ?2)",
+                            params![tx, id.as_slice()],
+                        )
+                        .unwrap();
+                    }
+                    let mut left = extras;
+                    'tables: for (table, values, _) in extra {
+                        for i in 1..=EPOCH_ROWS {
+                            if left == 0 {
+                                break 'tables;
+                            }
+                            let tx = base + i;
+                            let a = crate::sha256(&[epoch as u8, tx as u8, 2, table.len() as u8]);
+                            let b = crate::sha256(&[epoch as u8, tx as u8, 3, table.len() as u8]);
+                            let sql = format!("INSERT INTO {table} VALUES {values}");
+                            let done = if values.contains("?3") {
+                                conn.execute(&sql, params![tx, a.as_slice(), b.as_slice()])
+                            } else {
+                                conn.execute(&sql, params![tx, a.as_slice()])
+                            };
+                            done.unwrap();
+                            left -= 1;
+                        }
+                    }
+                    let info = write_run(&conn, epoch).unwrap();
+                    let want = expected_run(&conn, epoch);
+                    seen.insert(want.len());
+                    assert_eq!(
+                        stored_run(&conn, epoch),
+                        want,
+                        "epoch {epoch}, {ids} ids, {extras} extra rows"
+                    );
+                    let id_keys: Vec<i64> = want
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .filter(|k| (*k >> 56) == Tag::Id as i64)
+                        .collect();
+                    assert_eq!(info.ids, IdFilter::of(&id_keys));
+                    assert_eq!(info.last_ms, 1000);
+                }
+                // Epoch 0's rows are not touched by epoch 1's statements.
+                assert_eq!(stored_run(&conn, 0), expected_run(&conn, 0));
+            }
+        }
+        // Every length from one entry short of a chunk to several chunks was written.
+        for len in [4, 5, 6, 9, 10, 11, 14, 15, 16, 20, 25, 26] {
+            assert!(seen.contains(&len), "no run of {len} rows: {seen:?}");
+        }
+    }
+
+    /// On a chain of the store's own writing, every epoch's run is what one row a statement
+    /// would write, and verification (which writes the runs again) agrees.
+    #[test]
+    fn a_chains_runs_are_its_rows_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let store = net.write_chain(&path, 23, 7).unwrap();
+        let conn = store.connection();
+        let epochs: i64 = conn
+            .query_row("SELECT count(*) FROM index_epochs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(epochs, 23 * 7 / EPOCH_ROWS);
+        let mut lengths = Vec::new();
+        for epoch in 0..epochs {
+            let want = expected_run(conn, epoch);
+            lengths.push(want.len());
+            assert_eq!(stored_run(conn, epoch), want, "epoch {epoch}");
+        }
+        assert!(
+            lengths.iter().any(|n| n % RUN_ROWS_PER_INSERT != 0),
+            "{lengths:?}"
+        );
+        drop(store);
+        crate::verify::verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
+    }
+
+    /// Readers hold at most `HELD_ROWS` persons (a hostile client that makes admission read
+    /// many persons cannot grow memory).
+    #[test]
+    fn held_rows_are_bounded() {
+        let held: Held<u64, u64> = Held::default();
+        for i in 0..(3 * HELD_ROWS as u64 + 7) {
+            held.keep(&i, &i);
+            assert!(held.rows().len() <= HELD_ROWS);
+        }
+    }
+
+    /// A chain.db deleted and made again at the same path (a validator wiped and restarted in
+    /// one process, e.g. an amnesia test), while a reader of the old file is still open: the
+    /// new file has its own memory, so a person the old readers held is not found in it.
+    #[test]
+    fn a_recreated_chain_db_does_not_see_the_old_files_persons() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let store = net.write_chain(&path, 2, 20).unwrap();
+        let patient = net.sample_patient(0).id;
+        let old_reader = store.reader().unwrap();
+        assert!(old_reader.state().person(&patient).unwrap().is_some());
+        assert!(store.index().committed_persons.get(&patient).is_some());
+        drop(store);
+        for file in ["chain.db", "chain.db-wal", "chain.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(file));
+        }
+        // The same chain (same genesis), its blocks not transferred yet.
+        let store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        assert_eq!(store.head().0, 0);
+        let reader = store.reader().unwrap();
+        assert_eq!(reader.state().person(&patient).unwrap(), None);
+        assert_eq!(store.state().person(&patient).unwrap(), None);
+        // The old reader still reads the old file, which did enroll them.
+        assert!(old_reader.state().person(&patient).unwrap().is_some());
+        assert_eq!(reader.state().person(&patient).unwrap(), None);
+        drop(old_reader);
+        let again = store.reader().unwrap();
+        assert_eq!(again.state().person(&patient).unwrap(), None);
+    }
+
+    /// A block whose commit fails after a reader looked: the reader found nothing, held
+    /// nothing, and another writer's uncommitted rows (a second connection in a transaction)
+    /// are never held either.
+    #[test]
+    fn an_uncommitted_person_of_another_connection_is_never_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let store = net.write_chain(&path, 2, 20).unwrap();
+        let reader = store.reader().unwrap();
+        let ghost: PersonId = [7; 16];
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO persons (person, tx, role, department, name, home)
+                 VALUES (x'{}', 1, 0, NULL, NULL, 0);",
+                hex::encode(ghost)
+            ))
+            .unwrap();
+        assert_eq!(reader.state().person(&ghost).unwrap(), None);
+        assert_eq!(store.state().person(&ghost).unwrap(), None);
+        assert_eq!(store.index().committed_persons.get(&ghost), None);
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(reader.state().person(&ghost).unwrap(), None);
+    }
+
+    /// A chain of one block, then the block that adds sample patient 0's device key: the
+    /// store, a reader of it, the patient and the key.
+    fn with_a_device_key_added(
+        dir: &Path,
+    ) -> (
+        TestNet,
+        Store,
+        crate::store::Reader,
+        crate::testkit::TestPerson,
+        crate::tx::PublicKey,
+    ) {
+        use crate::tx::KeyKind;
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&dir.join("chain.db"), 1, 20).unwrap();
+        let reader = store.reader().unwrap();
+        let p = net.sample_patient(0);
+        let device = p.device.verifying_key().to_bytes();
+        let add = net.add_key(
+            &p,
+            net.new_key(&p.id, KeyKind::Device, p.home, &p.device),
+            None,
+            &p.custodial(),
+        );
+        let block = net.next_block(store.head(), vec![add]);
+        let applied = net.append(&mut store, &block).unwrap();
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+        (net, store, reader, p, device)
+    }
+
+    /// Readers never hold keys: a key a reader read live, and the writer held live, is
+    /// seen revoked by both as soon as the block that revokes it commits.
+    #[test]
+    fn a_key_read_live_is_seen_revoked_after_its_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (net, mut store, reader, p, device) = with_a_device_key_added(dir.path());
+        let live = reader.state().key(&device).unwrap().expect("added");
+        assert_eq!(live.revoked, None);
+        assert_eq!(store.state().key(&device).unwrap().unwrap().revoked, None);
+        // Admission and the HTTP API read persons too: held by now.
+        assert!(reader.state().person(&p.id).unwrap().is_some());
+        assert!(store.index().committed_persons.get(&p.id).is_some());
+        let revoke = net.revoke_key(&p, device, &p.custodial());
+        let block = net.next_block(store.head(), vec![revoke]);
+        let applied = net.append(&mut store, &block).unwrap();
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+        assert!(
+            reader
+                .state()
+                .key(&device)
+                .unwrap()
+                .unwrap()
+                .revoked
+                .is_some()
+        );
+        assert!(
+            store
+                .state()
+                .key(&device)
+                .unwrap()
+                .unwrap()
+                .revoked
+                .is_some()
+        );
+        let other = store.reader().unwrap();
+        assert!(
+            other
+                .state()
+                .key(&device)
+                .unwrap()
+                .unwrap()
+                .revoked
+                .is_some()
+        );
+    }
+
+    /// Why readers hold no keys: a reader whose snapshot began before a key's revocation
+    /// reads it live after the revocation commits (and after the writer forgot it). Were it
+    /// held, the writer's rules would take a revoked key for a live one. Checked through the
+    /// writer's own view and a transaction the revoked key signs.
+    #[test]
+    fn an_old_snapshots_live_key_never_reaches_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (net, mut store, reader, p, device) = with_a_device_key_added(dir.path());
+        // The writer reads (and holds) the live key, as its rules would.
+        let writer = crate::store::state::SqlState::writer(&store.conn, &store.index);
+        assert_eq!(writer.key(&device).unwrap().unwrap().revoked, None);
+        let revoke = net.revoke_key(&p, device, &p.custodial());
+        let revoking = net.next_block(store.head(), vec![revoke]);
+        let seen_live = reader
+            .snapshot(|r| {
+                r.head()?; // the snapshot begins: before the revocation
+                assert!(
+                    net.append(&mut store, &revoking)
+                        .unwrap()
+                        .rejected
+                        .is_empty()
+                );
+                r.state().key(&device)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen_live.revoked, None, "the old snapshot shows it live");
+        let writer = crate::store::state::SqlState::writer(&store.conn, &store.index);
+        assert!(writer.key(&device).unwrap().unwrap().revoked.is_some());
+        // A transaction the revoked key signs is rejected by the next block.
+        let other = net.sample_patient(1);
+        let signed_by_revoked = net.add_key(
+            &p,
+            net.new_key(&p.id, crate::tx::KeyKind::Device, p.home, &other.device),
+            None,
+            &p.device(),
+        );
+        let block = net.next_block(store.head(), vec![signed_by_revoked]);
+        let applied = net.append(&mut store, &block).unwrap();
+        assert_eq!(
+            applied.rejected.len(),
+            1,
+            "a revoked key signed: {applied:?}"
+        );
+        assert!(
+            applied.rejected[0].1.contains("revoked"),
+            "{:?}",
+            applied.rejected
+        );
+    }
+
+    /// A chain.db overwritten in place (same inode) with an older copy while a reader of this
+    /// process was open: once its node opens it (`Store::open`), no reader finds a person the
+    /// older copy does not enroll (`forget_held` clears what readers held).
+    #[test]
+    fn opening_a_store_forgets_the_persons_readers_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let older = dir.path().join("older.db");
+        let net = TestNet::new(4);
+        drop(Store::open(&older, &net.genesis, OpenOptions::default()).unwrap());
+        let store = net.write_chain(&path, 2, 20).unwrap();
+        let patient = net.sample_patient(0).id;
+        let live = store.reader().unwrap();
+        assert!(live.state().person(&patient).unwrap().is_some());
+        store
+            .connection()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        drop(store);
+        std::fs::copy(&older, &path).unwrap();
+        let store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        assert_eq!(store.head().0, 0);
+        let fresh = store.reader().unwrap();
+        assert_eq!(fresh.state().person(&patient).unwrap(), None);
+        assert_eq!(store.state().person(&patient).unwrap(), None);
+        drop(live);
     }
 }
