@@ -1263,7 +1263,6 @@ mod rt_s52 {
     use crate::rules::StateView;
     use crate::store::{OpenOptions, Queries, Store};
     use crate::testkit::TestNet;
-    use rusqlite::OptionalExtension;
 
     /// The tables `write_run` reads, with only the columns it reads.
     fn bare_run_tables() -> Connection {
