@@ -1654,3 +1654,120 @@ mod rt_s52 {
         drop(live);
     }
 }
+
+/// Red team s53: a precheck reads the writer's held keys before anything catches the index up
+/// with rows another writer committed (`rules::decide` reads `seen`, then the signer's key:
+/// neither catches up), so a key revoked by a foreign writer (another process, a file
+/// replaced in place) is answered live from memory.
+#[cfg(test)]
+mod red_team_s53 {
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::rules::StateView;
+    use crate::store::Queries;
+    use crate::store::state::SqlState;
+    use crate::testkit::{TestNet, block_time};
+    use crate::tx::KeyKind;
+
+    #[test]
+    fn a_precheck_never_admits_with_a_key_a_foreign_writer_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&path, 1, 20).unwrap();
+        let reader = store.reader().unwrap();
+        let p = net.sample_patient(0);
+        let add = net.add_key(
+            &p,
+            net.new_key(&p.id, KeyKind::Device, p.home, &p.device),
+            None,
+            &p.custodial(),
+        );
+        let block = net.next_block(store.head(), vec![add]);
+        assert!(net.append(&mut store, &block).unwrap().rejected.is_empty());
+        let device = p.device.verifying_key().to_bytes();
+        // The writer reads (and holds) the live key, as its rules would.
+        let writer = SqlState::writer(&store.conn, &store.index);
+        assert_eq!(writer.key(&device).unwrap().unwrap().revoked, None);
+
+        // Another writer of the file (its own index, as another process has) commits the
+        // block that revokes the key.
+        let revoke = net.revoke_key(&p, device, &p.custodial());
+        let revoking = net.next_block(store.head(), vec![revoke]);
+        let mut conn = Connection::open(&path).unwrap();
+        rusqlite::vtab::array::load_module(&conn).unwrap();
+        let foreign = Index::default();
+        let db = conn.transaction().unwrap();
+        foreign.catch_up(&db).unwrap();
+        let verdicts = net.check(&revoking);
+        let applied = crate::store::write_block(
+            &db,
+            &foreign,
+            &net.genesis,
+            &revoking,
+            &revoking.hash(),
+            &verdicts,
+        )
+        .unwrap();
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+        db.commit().unwrap();
+        drop(conn);
+
+        // Committed: revoked (the snapshot says so).
+        assert!(
+            Queries::key(&reader, &device)
+                .unwrap()
+                .unwrap()
+                .revoked
+                .is_some()
+        );
+        // A transaction the revoked key signs, prechecked as admission does.
+        // (The device key revokes itself: every other check passes on the committed state.)
+        let signed_by_revoked = net.revoke_key(&p, device, &p.device());
+        let now = block_time(revoking.header.height + 1);
+        // The rules on the committed state alone reject it (an index that holds nothing).
+        let fresh = Index::default();
+        assert_eq!(
+            crate::rules::precheck(
+                &SqlState::reader(reader.connection(), &fresh),
+                &net.genesis,
+                &signed_by_revoked,
+                now
+            )
+            .unwrap(),
+            Err(crate::rules::Reject(
+                crate::rules::reason::SIGNER_KEY_REVOKED
+            ))
+        );
+        let verdict =
+            crate::rules::precheck(&reader.state(), &net.genesis, &signed_by_revoked, now).unwrap();
+        assert!(
+            verdict.is_err(),
+            "a precheck admitted a transaction signed by a key committed revoked"
+        );
+    }
+
+    /// A query answers from held rows: `Queries::records_of` reads each record's signer key
+    /// through `Queries::state()` (the precheck view), so the writer's held key row, not the
+    /// snapshot, gives `RecordEntry::origin`. A row planted in memory tells which answered.
+    #[test]
+    fn records_of_reads_its_snapshot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let store = net
+            .write_chain(&dir.path().join("chain.db"), 2, 20)
+            .unwrap();
+        let reader = store.reader().unwrap();
+        let patient = net.sample_patient(0);
+        let doctor = net.sample_doctor(0);
+        let key = doctor.custodial.verifying_key().to_bytes();
+        let records = reader.records_of(&patient.id).unwrap();
+        assert_eq!(records.len(), 1);
+        let origin = records[0].origin;
+        assert!(origin.is_some());
+        let live = Queries::key(&reader, &key).unwrap().expect("enrolled");
+        store.index.keys.keep(&key, &KeyRow { origin: 99, ..live });
+        assert_eq!(reader.records_of(&patient.id).unwrap()[0].origin, origin);
+    }
+}

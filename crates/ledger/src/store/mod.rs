@@ -792,9 +792,15 @@ pub trait Queries {
 
     /// The rules' view of the committed state, for a precheck (`rules::decide` at `T = now`):
     /// it may answer persons and keys from memory a little fresher than the snapshot
-    /// ([`SqlState::reader`]), which the block's rules decide again.
+    /// ([`SqlState::reader`]), which the block's rules decide again. Never for a query.
     fn state(&self) -> SqlState<'_> {
         SqlState::reader(self.connection(), self.index())
+    }
+
+    /// The view the queries read through: the snapshot's rows only.
+    #[doc(hidden)]
+    fn view(&self) -> SqlState<'_> {
+        SqlState::snapshot(self.connection(), self.index())
     }
 
     /// The block at `height`.
@@ -882,7 +888,7 @@ pub trait Queries {
         query::tx_where(
             self.connection(),
             "t.tx IN rarray(?1) AND t.id = ?2 AND t.kind != ?3",
-            &[&self.state().id_rows(id)?, &id.as_slice(), &INVALID_KIND],
+            &[&self.view().id_rows(id)?, &id.as_slice(), &INVALID_KIND],
         )
     }
 
@@ -908,7 +914,7 @@ pub trait Queries {
                 "SELECT height, idx, rejected FROM transactions
                  WHERE tx IN rarray(?1) AND id = ?2 ORDER BY tx LIMIT 1",
             )?
-            .query_row(params![self.state().id_rows(id)?, id.as_slice()], |r| {
+            .query_row(params![self.view().id_rows(id)?, id.as_slice()], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
@@ -932,17 +938,17 @@ pub trait Queries {
 
     /// An enrolled person, as the snapshot shows it.
     fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
-        SqlState::snapshot(self.connection(), self.index()).person(person)
+        self.view().person(person)
     }
 
     /// A registered key (live, waiting or revoked), as the snapshot shows it.
     fn key(&self, key: &PublicKey) -> Result<Option<KeyRow>> {
-        SqlState::snapshot(self.connection(), self.index()).key(key)
+        self.view().key(key)
     }
 
     /// Every key of a person, oldest first.
     fn keys_of(&self, person: &PersonId) -> Result<Vec<KeyRow>> {
-        self.state().keys_of(person)
+        self.view().keys_of(person)
     }
 
     /// The validators a person is linked at (besides their home), oldest first.
@@ -963,7 +969,7 @@ pub trait Queries {
     }
 
     fn ask(&self, id: &TxId) -> Result<Option<AskRow>> {
-        self.state().ask(id)
+        self.view().ask(id)
     }
 
     /// Asks for a person pending at `at_ms`, newest first.
@@ -976,7 +982,7 @@ pub trait Queries {
             &[
                 &person.as_slice(),
                 &(at_ms as i64),
-                &self.state().candidates(
+                &self.view().candidates(
                     Tag::AskPerson,
                     person,
                     state::since(at_ms, rules::ASK_MS),
@@ -987,7 +993,7 @@ pub trait Queries {
     }
 
     fn request(&self, id: &TxId) -> Result<Option<RequestRow>> {
-        self.state().request(id)
+        self.view().request(id)
     }
 
     /// Requests to a patient pending at `at_ms`, newest first.
@@ -1000,7 +1006,7 @@ pub trait Queries {
             &[
                 &patient.as_slice(),
                 &(at_ms as i64),
-                &self.state().candidates(
+                &self.view().candidates(
                     Tag::RequestPatient,
                     patient,
                     state::since(at_ms, rules::REQUEST_MS),
@@ -1020,7 +1026,7 @@ pub trait Queries {
             &[
                 &doctor.as_slice(),
                 &(at_ms as i64),
-                &self.state().candidates(
+                &self.view().candidates(
                     Tag::RequestDoctor,
                     doctor,
                     state::since(at_ms, rules::REQUEST_MS),
@@ -1031,7 +1037,7 @@ pub trait Queries {
     }
 
     fn grant(&self, id: &TxId) -> Result<Option<GrantRow>> {
-        self.state().grant(id)
+        self.view().grant(id)
     }
 
     /// Every grant a patient gave, newest first.
@@ -1042,7 +1048,7 @@ pub trait Queries {
             "g.tx IN rarray(?2) AND g.patient = ?1 ORDER BY g.tx DESC",
             &[
                 &patient.as_slice(),
-                &self.state().candidates(Tag::GrantPatient, patient, None)?,
+                &self.view().candidates(Tag::GrantPatient, patient, None)?,
             ],
             state::grant_row,
         )
@@ -1057,7 +1063,7 @@ pub trait Queries {
             &[
                 &doctor.as_slice(),
                 &(after_ms as i64),
-                &self.state().candidates(
+                &self.view().candidates(
                     Tag::GrantDoctor,
                     doctor,
                     // No grant lives longer than the longest read grant.
@@ -1079,7 +1085,7 @@ pub trait Queries {
             "v.tx IN rarray(?2) AND v.person = ?1 ORDER BY v.tx DESC",
             &[
                 &person.as_slice(),
-                &self.state().candidates(Tag::RecoveryPerson, person, None)?,
+                &self.view().candidates(Tag::RecoveryPerson, person, None)?,
             ],
             state::recovery_row,
         )
@@ -1102,7 +1108,7 @@ pub trait Queries {
              LEFT JOIN transactions ea ON ea.tx = e.answered_tx
              WHERE r.tx IN rarray(?2) AND r.patient = ?1 ORDER BY r.tx",
         )?;
-        let candidates = self.state().candidates(Tag::RecordPatient, patient, None)?;
+        let candidates = self.view().candidates(Tag::RecordPatient, patient, None)?;
         let mut rows = stmt.query(params![patient.as_slice(), candidates])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -1114,7 +1120,7 @@ pub trait Queries {
                 ));
             };
             let origin = match header.signer.person_key() {
-                Some((_, key)) => self.state().key(key)?.map(|k| k.origin),
+                Some((_, key)) => self.view().key(key)?.map(|k| k.origin),
                 None => None,
             };
             out.push(RecordEntry {
@@ -1150,18 +1156,18 @@ pub trait Queries {
     /// The applied transaction `id`, if it is of a sealed kind (a record, a request or a
     /// grant), with its patient and sealer.
     fn sealed(&self, id: &TxId) -> Result<Option<SealedRow>> {
-        self.state().sealed(id)
+        self.view().sealed(id)
     }
 
     /// The erasure request `id`, with its answer if it has one.
     fn erasure(&self, id: &TxId) -> Result<Option<ErasureRow>> {
-        self.state().erasure(id)
+        self.view().erasure(id)
     }
 
     /// The latest erasure request of the sealed transaction `target`: pending, refused, or the
     /// one that erased it (after which no request is accepted).
     fn erasure_of(&self, target: &TxId) -> Result<Option<ErasureRow>> {
-        self.state().erasure_of(target)
+        self.view().erasure_of(target)
     }
 
     /// Whether transaction `tx` was erased (an erasure of it was answered `Erase`).
@@ -1177,9 +1183,7 @@ pub trait Queries {
             "e.tx IN rarray(?2) AND e.patient = ?1 ORDER BY e.tx DESC",
             &[
                 &patient.as_slice(),
-                &self
-                    .state()
-                    .candidates(Tag::ErasurePatient, patient, None)?,
+                &self.view().candidates(Tag::ErasurePatient, patient, None)?,
             ],
             state::erasure_row,
         )
@@ -1208,7 +1212,7 @@ pub trait Queries {
             "a.tx IN rarray(?2) AND a.patient = ?1 ORDER BY a.tx",
             &[
                 &patient.as_slice(),
-                &self.state().candidates(Tag::AccessPatient, patient, None)?,
+                &self.view().candidates(Tag::AccessPatient, patient, None)?,
             ],
             |r| {
                 Ok(AccessEntry {

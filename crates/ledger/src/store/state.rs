@@ -33,6 +33,8 @@ pub struct SqlState<'c> {
     /// Through a reader: the index catches up with the committed rows before each lookup (the
     /// writer's is current: it adds each row as it writes it).
     catch_up: bool,
+    /// A precheck caught up once before it read the writer's keys ([`View::Precheck`]).
+    caught_up: std::cell::Cell<bool>,
 }
 
 /// Whose view a [`SqlState`] is, and which rows held in memory ([`Held`]) it may answer from.
@@ -55,6 +57,7 @@ impl<'c> SqlState<'c> {
             index,
             view,
             catch_up: view != View::Writer,
+            caught_up: std::cell::Cell::new(false),
         }
     }
 
@@ -570,7 +573,14 @@ impl StateView for SqlState<'_> {
         // precheck reads the writer's, which it forgets before it revokes one.
         let held = match self.view {
             View::Writer => Some((&self.index.keys, true)),
-            View::Precheck => Some((&self.index.keys, false)),
+            View::Precheck => {
+                // Rows another writer added (another process, a file edited) would leave the
+                // writer's keys out of date: catching up forgets them then (red team s53).
+                if !self.caught_up.replace(true) {
+                    self.index.catch_up(self.conn)?;
+                }
+                Some((&self.index.keys, false))
+            }
             View::Snapshot => None,
         };
         self.held(held, key, || {
