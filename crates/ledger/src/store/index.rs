@@ -689,7 +689,7 @@ mod tests {
         }
     }
 
-    fn runs(conn: &Connection) -> i64 {
+    pub(super) fn runs(conn: &Connection) -> i64 {
         conn.query_row("SELECT count(*) FROM index_epochs", [], |r| r.get(0))
             .unwrap()
     }
@@ -1413,9 +1413,7 @@ mod rt_s52 {
         let net = TestNet::new(4);
         let store = net.write_chain(&path, 23, 7).unwrap();
         let conn = store.connection();
-        let epochs: i64 = conn
-            .query_row("SELECT count(*) FROM index_epochs", [], |r| r.get(0))
-            .unwrap();
+        let epochs = super::tests::runs(conn);
         assert_eq!(epochs, 23 * 7 / EPOCH_ROWS);
         let mut lengths = Vec::new();
         for epoch in 0..epochs {
