@@ -339,7 +339,7 @@ fn put_back(backup: &Path, dir: &Path) {
 /// the blocks between, with the fourth down (docs/SECURITY.md, "Stall a consortium put back from
 /// backups at different heights"): the third's status heartbeats alone are the claim the two
 /// fetch those certified blocks by (crates/node/src/state_transfer.rs), where pbft's own
-/// trigger needs f+1 claims (crates/pbft/tests/red_team_checkpoint.rs, ignored). What follows
+/// trigger needs f+1 claims (crates/pbft/tests/protocol/red_team_checkpoint.rs, ignored). What follows
 /// is not asserted here: two validators that lost votes are more than the f = 1 faults four
 /// tolerate, so they stay recovering and nothing commits, even with the fourth back (tried by
 /// hand: all four in view 1, changing views, for 40 s; docs/SECURITY.md and README "Backups").

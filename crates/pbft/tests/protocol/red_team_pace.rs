@@ -1,0 +1,265 @@
+//! Red team of eb409e1c (`AnswerPace`: a primary resends its new-view to a stale view-change's
+//! sender paced by `retransmit_ticks`, measured in the primary's own ticks).
+//!
+//! - Finding 1 (fixed): the pace was one answer per `retransmit_ticks` of the *answerer's*
+//!   ticks while a correct laggard retransmits every `retransmit_ticks` of *its own*: when the
+//!   primary's tick count ran even slightly slower (a busy node skips ticks: `runtime.rs`
+//!   replays at most 10 missed ticks a turn) or a retransmission arrived a tick earlier than the
+//!   one answered, every other retransmission was refused. An answer is now allowed every half
+//!   interval (tests 1 and 2).
+//! - Finding 2 (fixed, older than eb409e1c): a laggard catching up by state transfer counted
+//!   each transfer as progress and never retransmitted its view-change, so never got the
+//!   new-view (test 3).
+//! - What a faulty replica can still buy with small messages, per retransmission interval: a
+//!   new-view (whatever stale view or contents it names) and a recovery answer (whatever nonce),
+//!   from separate paces (test 4).
+use crate::common;
+
+use common::*;
+use pbft::*;
+
+fn node(id: ReplicaId) -> Replica {
+    Replica::new(retransmitting_config(id), Restored::genesis(GENESIS, 0, 0))
+}
+
+fn new_views_to(actions: &[Action], to: ReplicaId) -> Vec<NewView> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to: t,
+                message: Message::NewView(nv),
+            } if *t == to => Some(nv.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Primary 1 in view 1 (entered by its own new-view from the view-changes of 0, 1, 2), and
+/// replica 3 changing to view 1 (it joined by the f+1 rule) but without the new-view; returns
+/// them and 3's view-change.
+fn laggard_setup() -> (Replica, Replica, ViewChange) {
+    let mut p = node(1);
+    for from in [0, 2, 1] {
+        step(
+            &mut p,
+            msg(from, Message::ViewChange(view_change(1, vec![]))),
+        );
+    }
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 1);
+    let mut b = node(3);
+    let mut sent = Vec::new();
+    for from in [0, 2] {
+        sent.extend(step(
+            &mut b,
+            msg(from, Message::ViewChange(view_change(1, vec![]))),
+        ));
+    }
+    let vc = view_changes_broadcast(&sent)
+        .pop()
+        .expect("3 joins view 1 by f+1");
+    // Its own view-change, looped back: 3 of 4 are changing, its timer runs.
+    step(&mut b, msg(3, Message::ViewChange(vc.clone())));
+    assert!(b.in_view_change() && b.view() == 1);
+    (p, b, vc)
+}
+
+/// Runs `b_ticks` of the laggard 3's ticks; the primary ticks on every one of them except each
+/// `skip_every`-th (0: never skips). Each view-change 3 (re)transmits reaches the primary at
+/// once; each new-view the primary answers is lost if `lose` says so, else delivered. Returns
+/// the laggard ticks at which it was answered, and the tick it rejoined view 1 (if it did).
+fn run_laggard(
+    p: &mut Replica,
+    b: &mut Replica,
+    b_ticks: u64,
+    skip_every: u64,
+    mut lose: impl FnMut(u64) -> bool,
+) -> (Vec<u64>, Option<u64>) {
+    let mut answered = Vec::new();
+    for k in 1..=b_ticks {
+        if skip_every == 0 || k % skip_every != 0 {
+            step(p, Input::Tick { now_ms: 0 });
+        }
+        let out = step(b, Input::Tick { now_ms: 0 });
+        for vc in view_changes_broadcast(&out) {
+            let mut answer = Vec::new();
+            let _ = p.step(msg(3, Message::ViewChange(vc)), &mut answer);
+            for nv in new_views_to(&answer, 3) {
+                answered.push(k);
+                if !lose(k) {
+                    step(b, msg(1, Message::NewView(nv)));
+                }
+            }
+        }
+        if !b.in_view_change() && b.view() == 1 {
+            return (answered, Some(k));
+        }
+    }
+    (answered, None)
+}
+
+/// Finding 1 (fixed): the primary's first answer is lost, and the primary's tick count runs
+/// one tick in 50 slower than the laggard's (a busy validator skips ticks). The laggard's first
+/// retransmission, 50 of its ticks later, arrives 49 of the primary's ticks after the answer:
+/// it was refused, and the laggard rejoined an interval late. Now it is answered.
+#[test]
+fn red_team_pace_a_retransmission_one_tick_early_is_answered() {
+    let (mut p, mut b, vc) = laggard_setup();
+    // Its first view-change reaches the primary, which answers; the answer is lost.
+    assert_eq!(
+        new_views_to(&step(&mut p, msg(3, Message::ViewChange(vc))), 3).len(),
+        1
+    );
+    let (answered, joined) = run_laggard(&mut p, &mut b, 1_000, 50, |_| false);
+    assert_eq!(answered, vec![50], "49 primary ticks after the lost answer");
+    assert_eq!(joined, Some(50));
+}
+
+/// Finding 1, the cost it had: within its view-change timer (T << 1 = 400 ticks), the laggard
+/// retransmits 7 times; with the primary one tick in 50 slower only 4 were answered, and if
+/// those were lost it timed out into view 2, which the others (in view 1, normal) never join.
+/// Every answer is lost here to count the chances: all 7 are answered now.
+#[test]
+fn red_team_pace_a_slower_primary_answers_every_retransmission_before_the_laggard_times_out() {
+    let (mut p, mut b, _) = laggard_setup();
+    let (answered, joined) = run_laggard(&mut p, &mut b, 399, 50, |_| true);
+    assert_eq!(joined, None);
+    assert_eq!(answered, vec![50, 100, 150, 200, 250, 300, 350]);
+    // What is left after the timer: its view-change for view 2 is not stale for the primary,
+    // so no new-view comes any more; it waits for the next view change.
+    step(&mut p, Input::Tick { now_ms: 0 });
+    step(&mut b, Input::Tick { now_ms: 0 });
+    assert!(b.in_view_change() && b.view() == 2, "timed out into view 2");
+    let vc2 = b_view_change(&mut b);
+    assert!(vc2.new_view == 2);
+    let mut out = Vec::new();
+    let _ = p.step(msg(3, Message::ViewChange(vc2)), &mut out);
+    assert!(new_views_to(&out, 3).is_empty());
+}
+
+/// The view-change `b` retransmits next.
+fn b_view_change(b: &mut Replica) -> ViewChange {
+    for _ in 0..1_000 {
+        if let Some(vc) = view_changes_broadcast(&step(b, Input::Tick { now_ms: 0 })).pop() {
+            return vc;
+        }
+    }
+    panic!("no retransmission");
+}
+
+/// Attack 2 (failed): a faulty replica cannot buy more than one new-view per half interval by
+/// naming other stale views, changing its view-change's contents, or by mixing in recovery
+/// queries of fresh nonces; the recovery answer is paced separately, so per half interval it
+/// gets one of each.
+#[test]
+fn red_team_pace_stale_views_contents_and_nonces_buy_one_new_view_and_one_recovery_answer_a_half_interval()
+ {
+    // Primary 1 of view 5, entered by its new-view.
+    let mut p = node(1);
+    for from in [0, 2, 1] {
+        step(
+            &mut p,
+            msg(from, Message::ViewChange(view_change(5, vec![]))),
+        );
+    }
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 5);
+    let mut new_views = 0;
+    let mut answers = 0;
+    let mut count = |actions: &[Action]| {
+        for a in actions {
+            match a {
+                Action::Send {
+                    to: 3,
+                    message: Message::NewView(_),
+                } => new_views += 1,
+                Action::Send {
+                    to: 3,
+                    message: Message::RecoveryAnswer(_),
+                } => answers += 1,
+                Action::Send { .. } => panic!("unexpected send {a:?}"),
+                _ => {}
+            }
+        }
+    };
+    for round in 0..6u64 {
+        for view in 1..=5 {
+            for incarnation in 0..3 {
+                let mut vc = view_change(view, vec![]);
+                vc.incarnation = incarnation;
+                let mut out = Vec::new();
+                let _ = p.step(msg(3, Message::ViewChange(vc)), &mut out);
+                count(&out);
+            }
+        }
+        for nonce in 0..20 {
+            let mut out = Vec::new();
+            let _ = p.step(
+                msg(
+                    3,
+                    Message::RecoveryQuery(RecoveryQuery {
+                        nonce: nonce + 100 * round,
+                        incarnation: 0,
+                    }),
+                ),
+                &mut out,
+            );
+            count(&out);
+        }
+        for _ in 0..25 {
+            step(&mut p, Input::Tick { now_ms: 0 });
+        }
+    }
+    assert_eq!(
+        (new_views, answers),
+        (6, 6),
+        "one of each per half interval"
+    );
+}
+
+/// Finding 2 (pre-existing, not from eb409e1c; medium): state transfer silences the laggard's
+/// only way back. A replica changing to view v whose new-view was lost rejoins v only through
+/// the primary's resent new-view (the f+1 rule goes to higher views only; state transfer
+/// moves its execution, never its view), which answers its *retransmitted* view-change. But
+/// it retransmits only when "stalled" (`now >= last_progress + retransmit_ticks`,
+/// replica.rs `retransmit`), and every state transfer calls `progress()` (checkpoint.rs
+/// `on_state_transferred`): with the cluster committing, a laggard fetching blocks at least
+/// once per interval never resends its view-change, gets no new-view, and its timer moves it
+/// to view v+1, which the others (normal in v) never join: it is out until the next view
+/// change, while looking healthy (it executes by state transfer).
+///
+/// Fixed: a replica changing views counts as stalled for retransmission (`retransmit`).
+#[test]
+fn red_team_pace_a_laggard_catching_up_by_state_transfer_rejoins_the_view() {
+    let (mut p, mut b, vc) = laggard_setup();
+    // The primary's first answer is lost.
+    assert_eq!(
+        new_views_to(&step(&mut p, msg(3, Message::ViewChange(vc))), 3).len(),
+        1
+    );
+    let mut seq = 0;
+    for k in 1..=399u64 {
+        step(&mut p, Input::Tick { now_ms: 0 });
+        if k % 40 == 0 {
+            // The cluster moved on; the laggard fetched its blocks.
+            seq += 4;
+            step(&mut b, transferred_to(seq));
+        }
+        let out = step(&mut b, Input::Tick { now_ms: 0 });
+        for vc in view_changes_broadcast(&out) {
+            let mut answer = Vec::new();
+            let _ = p.step(msg(3, Message::ViewChange(vc)), &mut answer);
+            for nv in new_views_to(&answer, 3) {
+                step(&mut b, msg(1, Message::NewView(nv)));
+            }
+        }
+    }
+    assert_eq!(b.last_executed().0, 36, "it executes by state transfer");
+    // Failed before the fix: no retransmission in 399 ticks, still changing to view 1 (and
+    // its timer took it to view 2 at 400, where no one follows).
+    assert!(
+        !b.in_view_change() && b.view() == 1,
+        "rejoined view 1: view {}, changing {}",
+        b.view(),
+        b.in_view_change()
+    );
+}
