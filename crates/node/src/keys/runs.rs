@@ -519,7 +519,14 @@ impl Runs {
             if last - self.covered < EPOCH_ROWS {
                 break;
             }
+            let started = std::time::Instant::now();
             let filter = write_run(conn, epoch)?;
+            tracing::info!(
+                target: "medchain::keys",
+                epoch,
+                ms = started.elapsed().as_millis() as u64,
+                "wrote a closed epoch's run of keys.db's index"
+            );
             self.filters.push((epoch, filter));
             self.covered += EPOCH_ROWS;
             self.cut = true;
