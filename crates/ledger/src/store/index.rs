@@ -254,6 +254,7 @@ impl Recent {
 #[derive(Clone, Copy, Debug)]
 pub struct Mark {
     covered: i64,
+    runs: usize,
 }
 
 /// The epoch index of one `chain.db` (see the module's documentation).
@@ -420,8 +421,10 @@ impl Index {
 
     /// Where the writer's next additions begin.
     pub fn mark(&self) -> Mark {
+        let recent = self.recent();
         Mark {
-            covered: self.recent().covered,
+            covered: recent.covered,
+            runs: recent.runs.len(),
         }
     }
 
@@ -447,6 +450,14 @@ impl Index {
         let mut recent = self.recent();
         // The failed block may have closed the epoch whose entries these are.
         recent.closing = None;
+        if recent.runs.len() > mark.runs {
+            // It finished runs that are not on disk, and memory dropped epochs for them: memory
+            // is read again from the rows (the next block, or reader, catches up first).
+            recent.runs.truncate(mark.runs);
+            recent.epochs.clear();
+            recent.covered = recent.low() * EPOCH_ROWS;
+            return;
+        }
         let first = epoch_of(mark.covered + 1);
         for (epoch, map) in recent.epochs.iter_mut() {
             if *epoch < first {
@@ -600,6 +611,26 @@ impl Index {
         Ok(())
     }
 
+    /// Writes the rest of every closed epoch's run: what a store of schema 7 held (each run
+    /// written whole at its close), for verification to compare with one.
+    pub fn finish_runs(&self, conn: &Connection) -> Result<()> {
+        let head: i64 = conn
+            .prepare_cached("SELECT coalesce(max(tx), 0) FROM transactions")?
+            .query_row([], |r| r.get(0))?;
+        let mut runs: i64 = conn
+            .prepare_cached("SELECT count(*) FROM index_epochs")?
+            .query_row([], |r| r.get(0))?;
+        let mut written = Vec::new();
+        while (runs + 1) * EPOCH_ROWS <= head {
+            if let Some(info) = self.write_run_part(conn, runs, None)? {
+                written.push(info);
+            }
+            runs += 1;
+        }
+        self.recent().runs_written(runs as usize, written);
+        Ok(())
+    }
+
     /// Writes the run of closed epoch `epoch` up to its first `parts` parts (all of it with
     /// `None`), after the entries written already; with its last entry, its times and filter
     /// too, and then what memory keeps of it.
@@ -617,7 +648,16 @@ impl Index {
             )?
             .query_row([epoch], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let from = last.map_or(0, |last| entries.partition_point(|entry| *entry <= last));
+        let from = match last.map(|last| entries.binary_search(&last)) {
+            None => 0,
+            Some(Ok(position)) => position + 1,
+            Some(Err(_)) => {
+                // Its last entry is none of the epoch's (a file edited by hand): written again.
+                conn.prepare_cached("DELETE FROM index_runs WHERE epoch = ?1")?
+                    .execute([epoch])?;
+                0
+            }
+        };
         let to = match parts {
             Some(parts) => (parts.max(0) as usize)
                 .saturating_mul(RUN_ENTRIES_PER_BLOCK)
@@ -797,7 +837,7 @@ mod tests {
 
     /// Asserts that `index`, caught up, finds exactly the rows of every value (the sample
     /// chain's values share no 7-byte prefix).
-    fn answers_as_the_rows(index: &Index, conn: &Connection) {
+    pub(super) fn answers_as_the_rows(index: &Index, conn: &Connection) {
         index.catch_up(conn).unwrap();
         let truth = truth(conn);
         assert!(truth.len() > 20, "{} values", truth.len());
@@ -899,7 +939,7 @@ mod tests {
     }
 
     /// `block` written into `store` in a transaction then rolled back, as when its commit fails.
-    fn written_then_rolled_back(
+    pub(super) fn written_then_rolled_back(
         store: &mut Store,
         net: &TestNet,
         block: &crate::Block,
@@ -1102,6 +1142,15 @@ mod tests {
             .query_row("SELECT count(*) FROM seen_ids", [], |r| r.get(0))
             .unwrap();
         assert_eq!(seen, 50);
+        // Migrated while epoch 5's run is in parts (red team s54): it verifies, and the blocks
+        // after go on writing the runs on schedule.
+        drop(store);
+        crate::verify::verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
+        let store = net.write_chain(&path, 25, 5).unwrap();
+        super::rt_s52::assert_runs_on_schedule(store.connection());
+        answers_as_the_rows(store.index(), store.connection());
+        drop(store);
+        crate::verify::verify_store(&path, &net.genesis, &mut |_| {}).expect("verifies");
     }
 
     /// The runs are derived state: one edited behind the store's back is found by
@@ -1958,5 +2007,338 @@ mod red_team_s53 {
         let live = Queries::key(&reader, &key).unwrap().expect("enrolled");
         store.index.keys.keep(&key, &KeyRow { origin: 99, ..live });
         assert_eq!(reader.records_of(&patient.id).unwrap()[0].origin, origin);
+    }
+}
+
+/// Red team s54 (helper-152, /work/helpers/rt-s54.md): the run written in parts (dbd6f7e9).
+/// Its findings 1-4 are fixed (verification compares every part, a failed block that finished
+/// runs is read again from the rows); the validator trusts its own finished runs, as before.
+#[cfg(test)]
+mod rt_s54 {
+    use rusqlite::Connection;
+
+    use super::rt_s52::{assert_runs_on_schedule, stored_run};
+    use super::tests::{answers_as_the_rows, runs, written_then_rolled_back};
+    use super::*;
+    use crate::store::{OpenOptions, Queries, Store};
+    use crate::testkit::TestNet;
+
+    fn verifies(path: &Path, net: &TestNet) -> bool {
+        crate::verify::verify_store(path, &net.genesis, &mut |_| {}).is_ok()
+    }
+
+    /// The row of `transactions` whose id has the largest key among rows `first..=last`.
+    fn largest_id_row(conn: &Connection, first: i64, last: i64) -> (i64, crate::tx::TxId) {
+        let mut stmt = conn
+            .prepare("SELECT tx, id FROM transactions WHERE tx >= ?1 AND tx <= ?2")
+            .unwrap();
+        let rows: Vec<(i64, Vec<u8>)> = stmt
+            .query_map([first, last], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let (tx, id) = rows
+            .into_iter()
+            .max_by_key(|(_, id)| key(Tag::Id, id))
+            .unwrap();
+        (tx, id.try_into().unwrap())
+    }
+
+    /// One junk row of `index_runs` in an epoch not closed yet (key i64::MAX) is compared by
+    /// no verification (epoch >= both sides' finished count); when that epoch closes,
+    /// `write_run_part` resumes after the junk (its largest stored entry), so the epoch's run
+    /// is never written, its `index_epochs` row is, and once memory drops it an id of that
+    /// epoch is not found: a transaction applied there reads as never applied.
+    #[test]
+    fn a_junk_row_in_a_future_epochs_run_passes_verify_and_hides_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO index_runs (epoch, key, tx) VALUES (7, ?1, 0)",
+            [i64::MAX],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(
+            !verifies(&path, &net),
+            "the tampered store passes verify_store"
+        );
+    }
+
+    /// Same tamper, then the chain goes on: lookups answer wrongly.
+    #[test]
+    fn a_junk_row_in_a_future_epochs_run_makes_lookups_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO index_runs (epoch, key, tx) VALUES (7, ?1, 0)",
+            [i64::MAX],
+        )
+        .unwrap();
+        drop(conn);
+        let store = net.write_chain(&path, 30, 5).unwrap();
+        // Epoch 7 is rows 57..=64: sample_tx(59) is row 60.
+        let id = net.id(&net.sample_tx(59));
+        assert_eq!(
+            store.state().tx_row(&id).unwrap(),
+            Some(60),
+            "row 60's id, applied, is not found; epoch 7's run: {:?}",
+            stored_run(store.connection(), 7)
+        );
+    }
+
+    /// A fake `index_epochs` row for the epoch whose run is being written: the store has one
+    /// more than the replay, which verification finishes and compares whole (it compared
+    /// epochs below the replay's count only). A validator trusts its own finished runs, as it
+    /// did before runs were written in parts; verification finds an edited one.
+    #[test]
+    fn a_fake_index_epochs_row_for_the_pending_epoch_fails_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let store = net.write_chain(&path, 10, 5).unwrap();
+        // 50 rows: epochs 0..=5 closed, 5's run in parts (closed by block 10).
+        assert_eq!(assert_runs_on_schedule(store.connection()), 5);
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
+             SELECT 5, 48, first_ms, last_ms, x'ffffffffffffffff' FROM index_epochs WHERE epoch = 4",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(!verifies(&path, &net));
+    }
+
+    /// An entry deleted from the partial run of the pending epoch (both sides' counts equal,
+    /// the epoch was not compared): verification compares the parts too. Writing resumes after
+    /// the run's largest entry, so a validator whose file is edited so answers wrong, as one
+    /// whose finished run is edited does; verification finds both.
+    #[test]
+    fn an_entry_deleted_from_the_pending_run_fails_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let (k, tx): (i64, i64) = conn
+            .query_row(
+                "SELECT key, tx FROM index_runs WHERE epoch = 5 ORDER BY key, tx LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        conn.execute(
+            "DELETE FROM index_runs WHERE epoch = 5 AND key = ?1 AND tx = ?2",
+            [k, tx],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(!verifies(&path, &net), "({k}, {tx}) deleted");
+    }
+
+    /// Differential: a store reopened (a fresh Index caught up from the rows) before every
+    /// block writes the same runs as one written by a single writer, and verifies.
+    #[test]
+    fn reopened_before_every_block_writes_the_same_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+        let net = TestNet::new(4);
+        let chain = net.chain(30, 3);
+        let mut one = Store::open(&a, &net.genesis, OpenOptions::default()).unwrap();
+        for block in &chain {
+            net.append(&mut one, block).unwrap();
+            let mut fresh = Store::open(&b, &net.genesis, OpenOptions::default()).unwrap();
+            net.append(&mut fresh, block).unwrap();
+            drop(fresh);
+            let fresh = Connection::open(&b).unwrap();
+            assert_runs_on_schedule(&fresh);
+            for epoch in 0..=runs(&fresh) {
+                assert_eq!(
+                    stored_run(&fresh, epoch),
+                    stored_run(one.connection(), epoch)
+                );
+            }
+        }
+        assert!(verifies(&a, &net) && verifies(&b, &net));
+    }
+
+    /// A failed block that is not the block then appended at its height (here: one that
+    /// closes two epochs, so it finishes the pending run at once and notes two runs in memory
+    /// that the rollback does not take back), then the real chain.
+    #[test]
+    fn a_failed_other_block_then_the_chain_answers_as_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let chain = net.chain(30, 5);
+        let mut store = net.write_chain(&path, 8, 5).unwrap();
+        // 40 rows: epoch 4 (rows 33..=40) closed by block 8, its run in parts.
+        assert_eq!(assert_runs_on_schedule(&store.conn), 4);
+        let other = net.next_block(
+            store.head(),
+            (0..20).map(|i| net.sample_tx(500 + i)).collect(),
+        );
+        let mark = store.index.mark();
+        written_then_rolled_back(&mut store, &net, &other);
+        store.index.truncate(mark);
+        for block in &chain[8..] {
+            net.append(&mut store, block).unwrap();
+            assert_runs_on_schedule(&store.conn);
+            answers_as_the_rows(&store.index, &store.conn);
+        }
+    }
+
+    /// The same block failed once then appended again judges its transactions unlike a
+    /// validator where it did not fail: the failed try closed two epochs, finished the pending
+    /// run of epoch 4 and noted runs 4 and 5 in memory (dropping epoch 4's entries), which
+    /// `truncate` does not take back; the retry's rules then find epoch 4 neither in memory nor
+    /// in its run on disk (partial). Needs a block of more than EPOCH_ROWS entries.
+    #[test]
+    fn the_same_block_failed_once_judges_unlike_a_validator_where_it_did_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let mut failed = net.write_chain(&dir.path().join("x.db"), 8, 5).unwrap();
+        let mut clean = net.write_chain(&dir.path().join("y.db"), 8, 5).unwrap();
+        // 40 rows: epoch 4 (rows 33..=40) closed by block 8, its run in parts.
+        assert_eq!(assert_runs_on_schedule(&failed.conn), 4);
+        // The id of epoch 4 past its run's first part (ids sort first), again; then 19 new
+        // ones: rows 41..=60.
+        let (row, _) = largest_id_row(&failed.conn, 33, 40);
+        let mut txs = vec![net.sample_tx(row as u64 - 1)];
+        txs.extend((0..19).map(|i| net.sample_tx(500 + i)));
+        let block = net.next_block(failed.head(), txs);
+        let mark = failed.index.mark();
+        written_then_rolled_back(&mut failed, &net, &block);
+        failed.index.truncate(mark);
+        // What the retry's rules read: the id of row `row`, applied.
+        let id = net.id(&net.sample_tx(row as u64 - 1));
+        let (x, y) = (
+            failed.state().tx_row(&id).unwrap(),
+            clean.state().tx_row(&id).unwrap(),
+        );
+        assert_eq!(x, y, "row {row}'s id after a failed try, and without");
+        let a = net.append(&mut failed, &block).unwrap().rejected;
+        let b = net.append(&mut clean, &block).unwrap().rejected;
+        assert_eq!(a, b, "verdicts after a failed try, and without");
+    }
+
+    /// Differential: blocks of every size (empty ones too) mixing new transactions,
+    /// duplicates (of old rows and within the block), entries that carry no valid transaction
+    /// and torsion signatures; after each block the runs are on schedule against the rows (a
+    /// run from memory equals one from the rows), lookups answer as the rows, and at the end
+    /// a reopened store and `verify_store` agree.
+    #[test]
+    fn mixed_blocks_write_memory_runs_equal_to_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let mut store = net.write_chain(&path, 0, 1).unwrap();
+        let mut next = 0u64;
+        for b in 0..40u64 {
+            let size = (b * 7) % 11;
+            let mut entries = Vec::new();
+            for j in 0..size {
+                let entry = match (b + j) % 6 {
+                    0 if next > 3 => net.request(&net.sample_tx(next / 2)),
+                    1 => {
+                        let mut r = net.request(&net.sample_tx(next));
+                        let mut payload = r.payload.to_vec();
+                        let n = payload.len();
+                        payload[n / 2] ^= 0x55;
+                        r.payload = payload.into();
+                        r
+                    }
+                    2 if next > 20 => net.request(&net.torsion_tx(next + 1000)),
+                    _ => {
+                        next += 1;
+                        net.request(&net.sample_tx(next - 1))
+                    }
+                };
+                if j == 3 {
+                    entries.push(entry.clone());
+                }
+                entries.push(entry);
+            }
+            let block = net.block_of_entries(store.head(), entries);
+            let mark = store.index.mark();
+            if b % 3 == 0 {
+                written_then_rolled_back(&mut store, &net, &block);
+                store.index.truncate(mark);
+            }
+            net.append(&mut store, &block).unwrap();
+            assert_runs_on_schedule(&store.conn);
+            if b >= 12 {
+                answers_as_the_rows(&store.index, &store.conn);
+            }
+        }
+        assert!(runs(&store.conn) >= 10, "{}", runs(&store.conn));
+        let kinds: Vec<(String, i64)> = store
+            .conn
+            .prepare("SELECT coalesce(rejected, 'applied'), count(*) FROM transactions GROUP BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(kinds.len() >= 3, "{kinds:?}");
+        eprintln!("{kinds:?}");
+        drop(store);
+        let store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
+        answers_as_the_rows(store.index(), store.connection());
+        drop(store);
+        assert!(verifies(&path, &net));
+    }
+
+    /// A store of the previous binary (every closed epoch's run whole, written by the block
+    /// that closed it; emulated by finishing the pending run at once) verifies and goes on.
+    #[test]
+    fn a_store_with_whole_runs_verifies_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        Index::default()
+            .write_run_part(&tx, 5, None)
+            .unwrap()
+            .unwrap();
+        tx.commit().unwrap();
+        drop(conn);
+        assert!(
+            verifies(&path, &net),
+            "a store of whole runs does not verify"
+        );
+        let store = net.write_chain(&path, 25, 5).unwrap();
+        assert_runs_on_schedule(store.connection());
+        answers_as_the_rows(store.index(), store.connection());
+        drop(store);
+        assert!(verifies(&path, &net));
+    }
+
+    /// The previous binary (whole runs, plain INSERT) on a store left mid-run by this one would
+    /// write the pending epoch's run whole over its parts, which fails on the primary key at
+    /// every block: the store's schema is one it refuses.
+    #[test]
+    fn the_previous_binary_refuses_a_store_mid_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        let store = net.write_chain(&path, 10, 5).unwrap();
+        assert_eq!(assert_runs_on_schedule(store.connection()), 5);
+        let version: i64 = store
+            .connection()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert!(version > 7, "schema {version}");
+        assert!(crate::store::schema::check_version(version, &path).is_ok());
     }
 }

@@ -719,6 +719,17 @@ fn walk_chain(
         )));
     }
     if let Some(replay) = &replay {
+        // A closed epoch's run is written over the blocks after its close, and the same rows
+        // at every height; a store of an earlier medchain (schema 7) wrote it whole at its
+        // close: with one run more than the replay finished, it is compared with the replay's
+        // runs finished too.
+        let finished = |conn: &Connection| -> Result<i64, rusqlite::Error> {
+            conn.query_row("SELECT count(*) FROM index_epochs", [], |r| r.get(0))
+        };
+        let state = |e: rusqlite::Error| corrupt((0, Fault::State(e.to_string())));
+        if finished(snapshot).map_err(state)? == finished(&replay.conn).map_err(state)? + 1 {
+            replay.index.finish_runs(&replay.conn)?;
+        }
         check_derived(snapshot, &replay.conn).map_err(corrupt)?;
     }
     drop(tx_rows);
@@ -825,20 +836,8 @@ fn check_derived(stored: &Connection, replay: &Connection) -> Result<(), (u64, F
             Fault::State("transactions are numbered unlike the replay".into()),
         ));
     }
-    // A closed epoch's run is written over the blocks after its close (`Index::close_epochs`),
-    // and a store of an earlier medchain wrote it at once: the runs compared are those both
-    // sides finished. One not finished is read by no lookup; once finished it is compared.
-    let runs = |conn: &Connection| -> Result<i64, (u64, Fault)> {
-        conn.query_row("SELECT count(*) FROM index_epochs", [], |r| r.get(0))
-            .map_err(sql)
-    };
-    let finished = runs(stored)?.min(runs(replay)?);
     for (table, order) in DERIVED {
-        let only = match *table {
-            "index_runs" | "index_epochs" => format!(" WHERE epoch < {finished}"),
-            _ => String::new(),
-        };
-        let query = format!("SELECT * FROM {table}{only} ORDER BY {order}");
+        let query = format!("SELECT * FROM {table} ORDER BY {order}");
         let Some((have, want)) = first_difference(stored, replay, &query).map_err(sql)? else {
             continue;
         };
