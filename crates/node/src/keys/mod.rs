@@ -196,6 +196,13 @@ pub struct KeyStatus {
 /// Applied blocks queued for the service; beyond, it is marked behind and reads the blocks it
 /// missed from `chain.db`.
 const FEED_BLOCKS: usize = 256;
+/// Rows a start places on the chain in one read transaction of `chain.db` ([`Service::load`]):
+/// their transactions are held in memory together (a few hundred bytes each).
+#[cfg(not(test))]
+const UNPLACED_PER_SNAPSHOT: usize = 1_024;
+/// Small in unit tests, so that a start reads several chunks.
+#[cfg(test)]
+const UNPLACED_PER_SNAPSHOT: usize = 2;
 /// Seals and opens queued at most; beyond, the application is told the validator is busy.
 const LOCAL_REQUESTS: usize = 65_536;
 /// Key requests from one peer queued at most (§5.3); more are dropped and counted.
@@ -868,28 +875,38 @@ impl Service {
         // once it has caught up ([`Service::write_relearned`]).
         self.checked_to = self.store.sweep_from();
         let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
-        for row in unplaced {
-            match row.tag {
-                Tag::Valid => {}
-                Tag::Absent => untagged += 1,
-                Tag::Invalid => refused += 1,
-            }
-            match self.chain.transaction(&row.tx)?.as_ref() {
-                Some(committed)
-                    if committed.rejected.is_none()
-                        && let Some(patient) = committed.tx.header.meta.subject() =>
-                {
-                    let header = &committed.tx.header;
-                    let held = HeldTx {
-                        patient: *patient,
-                        on_chain: self.on_chain_of(header)?,
-                    };
-                    if held.on_chain.is_some() {
-                        learned.push((row.tx, row_facts(&held, header.not_after_ms)));
-                    }
+        for rows in unplaced.chunks(UNPLACED_PER_SNAPSHOT) {
+            // One read transaction a chunk: each lookup alone took and dropped the WAL's read
+            // lock, two fifths of a start after a stop with the feed hundreds of blocks behind
+            // (35 s on a chain of 6,000,000, BENCHMARKS.md "twenty-seventh").
+            let committed = self.chain.snapshot(|chain| {
+                rows.iter()
+                    .map(|row| chain.transaction(&row.tx))
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            for (row, committed) in rows.iter().zip(committed) {
+                match row.tag {
+                    Tag::Valid => {}
+                    Tag::Absent => untagged += 1,
+                    Tag::Invalid => refused += 1,
                 }
-                _ => {
-                    self.pending.insert(row.tx, row.facts.not_after_ms);
+                match committed.as_ref() {
+                    Some(committed)
+                        if committed.rejected.is_none()
+                            && let Some(patient) = committed.tx.header.meta.subject() =>
+                    {
+                        let header = &committed.tx.header;
+                        let held = HeldTx {
+                            patient: *patient,
+                            on_chain: self.on_chain_of(header)?,
+                        };
+                        if held.on_chain.is_some() {
+                            learned.push((row.tx, row_facts(&held, header.not_after_ms)));
+                        }
+                    }
+                    _ => {
+                        self.pending.insert(row.tx, row.facts.not_after_ms);
+                    }
                 }
             }
         }
