@@ -575,6 +575,17 @@ impl Index {
     /// validator that crashed in between hold the same rows. Until its row is written the
     /// epoch is answered from memory, and lookups read no run of it.
     pub fn close_epochs(&self, conn: &Connection) -> Result<()> {
+        self.write_runs(conn, false)
+    }
+
+    /// Writes the rest of every closed epoch's run: what a store of schema 7 held (each run
+    /// written whole at its close), for verification to compare with one.
+    pub fn finish_runs(&self, conn: &Connection) -> Result<()> {
+        self.write_runs(conn, true)
+    }
+
+    /// [`Index::close_epochs`]; with `whole`, every closed epoch's run written to its end.
+    fn write_runs(&self, conn: &Connection, whole: bool) -> Result<()> {
         let head: i64 = conn
             .prepare_cached("SELECT coalesce(max(tx), 0) FROM transactions")?
             .query_row([], |r| r.get(0))?;
@@ -584,7 +595,7 @@ impl Index {
         let first_new = runs;
         let mut written = Vec::new();
         while (runs + 1) * EPOCH_ROWS <= head {
-            let parts = if (runs + 2) * EPOCH_ROWS <= head {
+            let parts = if whole || (runs + 2) * EPOCH_ROWS <= head {
                 None
             } else {
                 Some(height_of(conn, head)? - height_of(conn, (runs + 1) * EPOCH_ROWS)? + 1)
@@ -608,26 +619,6 @@ impl Index {
         if runs > first_new {
             self.recent().runs_written(runs as usize, written);
         }
-        Ok(())
-    }
-
-    /// Writes the rest of every closed epoch's run: what a store of schema 7 held (each run
-    /// written whole at its close), for verification to compare with one.
-    pub fn finish_runs(&self, conn: &Connection) -> Result<()> {
-        let head: i64 = conn
-            .prepare_cached("SELECT coalesce(max(tx), 0) FROM transactions")?
-            .query_row([], |r| r.get(0))?;
-        let mut runs: i64 = conn
-            .prepare_cached("SELECT count(*) FROM index_epochs")?
-            .query_row([], |r| r.get(0))?;
-        let mut written = Vec::new();
-        while (runs + 1) * EPOCH_ROWS <= head {
-            if let Some(info) = self.write_run_part(conn, runs, None)? {
-                written.push(info);
-            }
-            runs += 1;
-        }
-        self.recent().runs_written(runs as usize, written);
         Ok(())
     }
 
