@@ -622,4 +622,38 @@ pub(super) mod tests {
         assert_eq!(service.pending.txs(), [replayed.0]);
         assert_eq!(service.store.rows().held_count().unwrap(), 2);
     }
+
+    /// A start places its unplaced rows a chunk at a time (two in unit tests): five seals not
+    /// on chain are each pending again, with its own deadline (red team s55's test).
+    #[test]
+    fn a_start_places_every_unplaced_row_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(dir.path());
+        let records: Vec<(TxId, TxHeader)> = (1..=5).map(record).collect();
+        let seals = records
+            .iter()
+            .zip(100u64..)
+            .map(|((tx, _), not_after_ms)| SealRequest {
+                tx: *tx,
+                patient: [1; 16],
+                not_after_ms,
+                key: ledger::seal::DataKey::generate(),
+                reply: oneshot::channel().0,
+            })
+            .collect();
+        service.store_seals(seals).unwrap();
+        service.pending = crate::keys::pending::Pending::default();
+        service.load().unwrap();
+        let mut pending = service.pending.txs();
+        pending.sort();
+        let mut want: Vec<TxId> = records.iter().map(|(tx, _)| *tx).collect();
+        want.sort();
+        assert_eq!(pending, want);
+        // Each with its own deadline: the earliest two expire first.
+        let mut expired = service.pending.take_expired(102);
+        expired.sort();
+        let mut first = vec![records[0].0, records[1].0];
+        first.sort();
+        assert_eq!(expired, first);
+    }
 }

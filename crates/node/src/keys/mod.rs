@@ -197,7 +197,7 @@ pub struct KeyStatus {
 /// missed from `chain.db`.
 const FEED_BLOCKS: usize = 256;
 /// Rows a start places on the chain in one read transaction of `chain.db` ([`Service::load`]):
-/// their transactions are held in memory together (a few hundred bytes each).
+/// the headers of their transactions are held in memory together (a few hundred bytes each).
 #[cfg(not(test))]
 const UNPLACED_PER_SNAPSHOT: usize = 1_024;
 /// Small in unit tests, so that a start reads several chunks.
@@ -879,23 +879,25 @@ impl Service {
             // One read transaction a chunk: each lookup alone took and dropped the WAL's read
             // lock, two fifths of a start after a stop with the feed hundreds of blocks behind
             // (35 s on a chain of 6,000,000, BENCHMARKS.md "twenty-seventh").
-            let committed = self.chain.snapshot(|chain| {
+            // The headers of those applied (bodies, up to 64 KiB a record, are not kept).
+            let applied = self.chain.snapshot(|chain| {
                 rows.iter()
-                    .map(|row| chain.transaction(&row.tx))
-                    .collect::<Result<Vec<_>, _>>()
+                    .map(|row| {
+                        Ok(chain
+                            .transaction(&row.tx)?
+                            .filter(|committed| committed.rejected.is_none())
+                            .map(|committed| committed.tx.header))
+                    })
+                    .collect::<Result<Vec<_>, ledger::Error>>()
             })?;
-            for (row, committed) in rows.iter().zip(committed) {
+            for (row, header) in rows.iter().zip(applied) {
                 match row.tag {
                     Tag::Valid => {}
                     Tag::Absent => untagged += 1,
                     Tag::Invalid => refused += 1,
                 }
-                match committed.as_ref() {
-                    Some(committed)
-                        if committed.rejected.is_none()
-                            && let Some(patient) = committed.tx.header.meta.subject() =>
-                    {
-                        let header = &committed.tx.header;
+                match &header {
+                    Some(header) if let Some(patient) = header.meta.subject() => {
                         let held = HeldTx {
                             patient: *patient,
                             on_chain: self.on_chain_of(header)?,
