@@ -876,10 +876,10 @@ impl Service {
         self.checked_to = self.store.sweep_from();
         let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
         for rows in unplaced.chunks(UNPLACED_PER_SNAPSHOT) {
-            // One read transaction a chunk: each lookup alone took and dropped the WAL's read
-            // lock, two fifths of a start after a stop with the feed hundreds of blocks behind
-            // (35 s on a chain of 6,000,000, BENCHMARKS.md "twenty-seventh").
-            // The headers of those applied (bodies, up to 64 KiB a record, are not kept).
+            // One read transaction a chunk (each lookup alone took and dropped the WAL's read
+            // lock: a third of a start after a stop with the feed hundreds of blocks behind,
+            // BENCHMARKS.md "twenty-seventh"), keeping the headers of those applied only (a
+            // record's body is up to 64 KiB).
             let applied = self.chain.snapshot(|chain| {
                 rows.iter()
                     .map(|row| {
