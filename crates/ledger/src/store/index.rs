@@ -2264,7 +2264,6 @@ mod rt_s54 {
             .map(|r| r.unwrap())
             .collect();
         assert!(kinds.len() >= 3, "{kinds:?}");
-        eprintln!("{kinds:?}");
         drop(store);
         let store = Store::open(&path, &net.genesis, OpenOptions::default()).unwrap();
         answers_as_the_rows(store.index(), store.connection());
@@ -2282,11 +2281,9 @@ mod rt_s54 {
         drop(net.write_chain(&path, 10, 5).unwrap());
         let mut conn = Connection::open(&path).unwrap();
         let tx = conn.transaction().unwrap();
-        Index::default()
-            .write_run_part(&tx, 5, None)
-            .unwrap()
-            .unwrap();
+        Index::default().finish_runs(&tx).unwrap();
         tx.commit().unwrap();
+        assert_eq!(runs(&conn), 6, "epoch 5's run finished");
         drop(conn);
         assert!(
             verifies(&path, &net),
