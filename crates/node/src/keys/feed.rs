@@ -623,13 +623,9 @@ pub(super) mod tests {
         assert_eq!(service.store.rows().held_count().unwrap(), 2);
     }
 
-    /// A start places its unplaced rows a chunk at a time (two in unit tests): five seals not
-    /// on chain are each pending again, with its own deadline (red team s55's test).
-    #[test]
-    fn a_start_places_every_unplaced_row_in_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut service = service(dir.path());
-        let records: Vec<(TxId, TxHeader)> = (1..=5).map(record).collect();
+    /// Seals `records`, the first with deadline 100, the next 101, and so on, then forgets
+    /// what is pending, as a stop does.
+    fn sealed_then_stopped(service: &mut Service, records: &[(TxId, TxHeader)]) {
         let seals = records
             .iter()
             .zip(100u64..)
@@ -643,6 +639,20 @@ pub(super) mod tests {
             .collect();
         service.store_seals(seals).unwrap();
         service.pending = crate::keys::pending::Pending::default();
+    }
+
+    /// A start looks up its untrusted unplaced rows (here without a tag, as schema 3 wrote
+    /// them) a chunk at a time (two in unit tests): five seals not on chain are each pending
+    /// again, with its own deadline (red team s55's test).
+    #[test]
+    fn a_start_looks_up_every_untrusted_unplaced_row_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(dir.path());
+        let records: Vec<(TxId, TxHeader)> = (1..=5).map(record).collect();
+        sealed_then_stopped(&mut service, &records);
+        crate::keys::s46_asides::keys_db(dir.path())
+            .execute("UPDATE data_keys SET facts_tag = NULL", [])
+            .unwrap();
         service.load().unwrap();
         let mut pending = service.pending.txs();
         pending.sort();
@@ -655,5 +665,36 @@ pub(super) mod tests {
         let mut first = vec![records[0].0, records[1].0];
         first.sort();
         assert_eq!(expired, first);
+    }
+
+    /// A start takes a trusted unplaced row for a seal not applied by the processed height,
+    /// with no lookup: pending with its deadline. One applied after that height leaves the
+    /// pending seals as the feed reads its block again, so its key outlives its deadline; one
+    /// never applied goes at its deadline (block 1's time, 1,001, is past both).
+    #[test]
+    fn a_start_keeps_a_seal_applied_after_the_processed_height() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(dir.path());
+        let (applied, unsent) = (record(1), record(2));
+        sealed_then_stopped(&mut service, &[applied.clone(), unsent.clone()]);
+        service.load().unwrap();
+        let mut pending = service.pending.txs();
+        pending.sort();
+        let mut want = vec![applied.0, unsent.0];
+        want.sort();
+        assert_eq!(pending, want, "a trusted unplaced row is a pending seal");
+        service
+            .process_blocks(vec![block(1, &[(&applied, EntryVerdict::Applied)])])
+            .unwrap();
+        assert!(service.pending.txs().is_empty());
+        let rows = service.store.rows();
+        assert!(
+            rows.key(&applied.0).unwrap().is_some(),
+            "an applied seal's key went at its deadline"
+        );
+        assert!(
+            rows.key(&unsent.0).unwrap().is_none(),
+            "a seal never applied kept its key past its deadline"
+        );
     }
 }

@@ -863,10 +863,17 @@ impl Service {
                 .map_or(0, |block| block.time_ms);
         // A row says what the chain says of its transaction once it is applied, with a tag
         // (§12.1 item 6; a row's facts are checked as they are read, [`Service::held`]). A row
-        // that does not (a seal not yet applied, or a row of schema 3) is looked up on the
-        // chain, and what the chain says is written with its tag; its transaction not applied
-        // there, it is a seal of this validator that is not yet (§5.5). A pending seal whose
-        // tag fails is kept as it says, not rewritten: a pending key is given to nobody
+        // whose tag holds and says nothing yet is a seal of this validator not applied by the
+        // processed height: its key was drawn here before its transaction existed, stored before
+        // the seal was answered (§5.5), and the block that applies it writes its facts in the
+        // commit of that height (`Service::process_blocks`). It is pending, with no lookup
+        // (each walked every closed epoch's filter of `chain.db`: most of a start on a chain of
+        // millions, BENCHMARKS.md "twenty-eighth"); a block after the processed height that
+        // applies it places it as the feed reads it again (`Service::on_sealed`). A row whose
+        // tag fails, or a row of schema 3, says nothing that can be trusted: it is looked up
+        // on the chain, and what the chain says is written with its tag; its transaction not
+        // applied there, it is a seal of this validator that is not yet (§5.5). A pending seal
+        // whose tag fails is kept as it says, not rewritten: a pending key is given to nobody
         // (`NotOnChain`), its deadline only decides when it is deleted, and the block that
         // applies it writes the chain's facts ([`Service::on_sealed`]).
         self.index = Index::default();
@@ -875,7 +882,21 @@ impl Service {
         // once it has caught up ([`Service::write_relearned`]).
         self.checked_to = self.store.sweep_from();
         let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
-        for rows in unplaced.chunks(UNPLACED_PER_SNAPSHOT) {
+        let mut untrusted = Vec::new();
+        for row in unplaced {
+            match row.tag {
+                Tag::Valid => self.pending.insert(row.tx, row.facts.not_after_ms),
+                Tag::Absent => {
+                    untagged += 1;
+                    untrusted.push(row);
+                }
+                Tag::Invalid => {
+                    refused += 1;
+                    untrusted.push(row);
+                }
+            }
+        }
+        for rows in untrusted.chunks(UNPLACED_PER_SNAPSHOT) {
             // One read transaction a chunk (each lookup alone took and dropped the WAL's read
             // lock: a third of a start after a stop with the feed hundreds of blocks behind,
             // BENCHMARKS.md "twenty-seventh"), keeping the headers of those applied only (a
@@ -891,11 +912,6 @@ impl Service {
                     .collect::<Result<Vec<_>, ledger::Error>>()
             })?;
             for (row, header) in rows.iter().zip(applied) {
-                match row.tag {
-                    Tag::Valid => {}
-                    Tag::Absent => untagged += 1,
-                    Tag::Invalid => refused += 1,
-                }
                 match &header {
                     Some(header) if let Some(patient) = header.meta.subject() => {
                         let held = HeldTx {
