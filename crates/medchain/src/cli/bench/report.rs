@@ -392,15 +392,18 @@ impl BenchReport {
             ),
             (
                 "chain.db per validator",
-                or_null(self.chain_bytes_per_validator.map(|b| {
-                    let before = self.chain_transactions_before.unwrap_or(self.prefill);
-                    let on_chain = (before + self.committed).max(1);
-                    format!(
-                        "{:.1} MB ({:.0} bytes per transaction on it)",
-                        b as f64 / 1e6,
-                        b as f64 / on_chain as f64
-                    )
-                })),
+                // The count before the run is not read from a store of an older schema (this
+                // run migrates it): its size is then shown alone.
+                or_null(self.chain_bytes_per_validator.map(
+                    |b| match self.chain_transactions_before {
+                        Some(before) => format!(
+                            "{:.1} MB ({:.0} bytes per transaction on it)",
+                            b as f64 / 1e6,
+                            b as f64 / (before + self.committed).max(1) as f64
+                        ),
+                        None => format!("{:.1} MB", b as f64 / 1e6),
+                    },
+                )),
             ),
         ]);
         if let Some(ceiling) = &self.ceiling {
@@ -701,6 +704,28 @@ mod tests {
         assert_eq!(series[4]["t_s"], 5);
         assert_eq!(series[4]["committed_tx_per_s"], 2_500.0);
         assert_eq!(series[4]["p99_ms"], 15.0);
+    }
+
+    /// The chain's size a transaction counts what it held before the run; a count not read
+    /// (a store of an older schema, migrated by the run) leaves the size alone, not divided by
+    /// the run's transactions only.
+    #[test]
+    fn the_chains_size_a_transaction_needs_the_count_before_the_run() {
+        let mut report = report(5);
+        report.chain_bytes_per_validator = Some(1_000 * (987_655 + 12_345));
+        report.chain_transactions_before = Some(987_655);
+        let table = report.table();
+        assert!(
+            table.contains("1000.0 MB (1000 bytes per transaction on it)"),
+            "{table}"
+        );
+        report.chain_transactions_before = None;
+        let table = report.table();
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("chain.db per validator"))
+            .unwrap();
+        assert!(row.ends_with(" 1000.0 MB"), "{row}");
     }
 
     #[test]
