@@ -266,18 +266,28 @@ impl Service {
         self.covet(tx);
         // A held row the chain has said nothing of is a pending seal of this validator
         // ([`Service::load`]): no lookup for every other transaction.
-        if self.pending.contains(tx)
-            && let Some(on_chain) = self.on_chain_of(header)?
-        {
-            // The chain's facts, not the row's: a pending row whose tag failed at start was
-            // kept as it said (§12.1 item 6).
-            if let Some(patient) = header.meta.subject() {
-                let held = HeldTx {
-                    patient: *patient,
-                    on_chain: Some(on_chain),
-                };
-                let facts = super::row_facts(&held, header.not_after_ms);
-                self.store.rows().set_facts(tx, &facts)?;
+        if self.pending.contains(tx) {
+            match self.on_chain_of(header)? {
+                // The chain's facts, not the row's: a pending row whose tag failed at start was
+                // kept as it said (§12.1 item 6).
+                Some(on_chain) => {
+                    if let Some(patient) = header.meta.subject() {
+                        let held = HeldTx {
+                            patient: *patient,
+                            on_chain: Some(on_chain),
+                        };
+                        let facts = super::row_facts(&held, header.not_after_ms);
+                        self.store.rows().set_facts(tx, &facts)?;
+                    }
+                }
+                // Unreachable while the chain never drops a person or a key: an applied seal
+                // has parties. Its row stays unplaced, so the next start takes it for a pending
+                // seal (`Service::load`) and its deadline deletes its key (red team s56).
+                None => tracing::error!(
+                    tx = %ledger::short_hex(tx),
+                    "an applied seal of this validator has no parties on chain: its key goes at \
+                     its deadline after the next start"
+                ),
             }
         }
         if self.pending.remove(tx) {
