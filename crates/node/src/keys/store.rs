@@ -989,9 +989,23 @@ impl Rows<'_> {
         Ok(found)
     }
 
-    /// The row of `tx`'s key, if held.
+    /// The row of `tx`'s key, if held: the first candidate confirmed, in [`Rows::find`]'s
+    /// order, the older epochs left unread once it is.
     fn seq_of(&self, tx: &TxId) -> Result<Option<i64>, NodeError> {
-        Ok(self.find(RunTag::Tx, tx)?.first().copied())
+        let (mut held, mut confirmed) = (None, 0);
+        self.runs
+            .borrow()
+            .candidates_until(self.conn, RunTag::Tx, tx, |found| {
+                for seq in &found[confirmed..] {
+                    if row_has(self.conn, *seq, RunTag::Tx.column(), tx)? {
+                        held = Some(*seq);
+                        return Ok(true);
+                    }
+                }
+                confirmed = found.len();
+                Ok(false)
+            })?;
+        Ok(held)
     }
 
     pub fn has_key(&self, tx: &TxId) -> Result<bool, NodeError> {
