@@ -383,17 +383,30 @@ impl Index {
         // time at 10 M transactions, BENCHMARKS.md "twenty-eighth").
         let mut recent = self.recent();
         let from = recent.runs.len();
-        let infos = conn
+        let rows = conn
             .prepare_cached(
-                "SELECT last_ms, ids FROM index_epochs WHERE epoch >= ?1 ORDER BY epoch",
+                "SELECT epoch, last_ms, ids FROM index_epochs WHERE epoch >= ?1 ORDER BY epoch",
             )?
             .query_map([from as i64], |r| {
-                Ok(RunInfo {
-                    last_ms: r.get(0)?,
-                    ids: IdFilter::from_bytes(&r.get::<_, Vec<u8>>(1)?),
-                })
+                let info = RunInfo {
+                    last_ms: r.get(1)?,
+                    ids: IdFilter::from_bytes(&r.get::<_, Vec<u8>>(2)?),
+                };
+                Ok((r.get::<_, i64>(0)?, info))
             })?
-            .collect::<rusqlite::Result<Vec<RunInfo>>>()?;
+            .collect::<rusqlite::Result<Vec<(i64, RunInfo)>>>()?;
+        let mut infos = Vec::with_capacity(rows.len());
+        for (due, (epoch, info)) in (from as i64..).zip(rows) {
+            // Epochs are written from 0 with no gap: one is missing (red team s57), and memory
+            // would take each later run for the one before it.
+            if epoch != due {
+                return Err(crate::Error::State(format!(
+                    "index_epochs holds epoch {epoch} where {due} is due: chain.db was edited \
+                     or damaged (medchain verify says where)"
+                )));
+            }
+            infos.push(info);
+        }
         if !infos.is_empty() {
             recent.runs_written(from + infos.len(), infos);
         }
@@ -533,7 +546,8 @@ impl Index {
         let since = since_ms.map_or(i64::MIN, |ms| ms.min(i64::MAX as u64) as i64);
         let runs: Vec<i64> = {
             let recent = self.recent();
-            (0..low)
+            // A failed block may have taken runs back in between (`Index::truncate`).
+            (0..low.min(recent.low()))
                 .rev()
                 .filter(|epoch| {
                     let run = &recent.runs[*epoch as usize];
@@ -594,6 +608,15 @@ impl Index {
         let mut runs: i64 = conn
             .prepare_cached("SELECT coalesce(max(epoch) + 1, 0) FROM index_epochs")?
             .query_row([], |r| r.get(0))?;
+        if runs > head / EPOCH_ROWS {
+            // More runs than closed epochs (red team s57: a junk row's epoch overflowed the
+            // arithmetic below).
+            return Err(crate::Error::State(format!(
+                "index_epochs holds epoch {} of {head} transactions: chain.db was edited or \
+                 damaged (medchain verify says where)",
+                runs - 1
+            )));
+        }
         let first_new = runs;
         let mut written = Vec::new();
         while (runs + 1) * EPOCH_ROWS <= head {
@@ -2314,5 +2337,183 @@ mod rt_s54 {
             .unwrap();
         assert!(version > 7, "schema {version}");
         assert!(crate::store::schema::check_version(version, &path).is_ok());
+    }
+}
+
+/// Red team s57: `catch_up` reads `epoch >= runs.len()` and `write_runs` takes
+/// `max(epoch) + 1` (b2156425) instead of a count of `index_epochs`.
+#[cfg(test)]
+mod rt_s57 {
+    use rusqlite::Connection;
+
+    use crate::store::Queries;
+
+    use super::tests::answers_as_the_rows;
+    use crate::testkit::TestNet;
+
+    fn verifies(path: &std::path::Path, net: &TestNet) -> bool {
+        crate::verify::verify_store(path, &net.genesis, &mut |_| {}).is_ok()
+    }
+
+    /// A damaged store (one `index_epochs` row of the middle deleted): the count made the
+    /// writer write an epoch that has its row again, a primary key refused at every block (the
+    /// validator stops); `max + 1` goes on, and memory's runs are off by one (`runs[2]` is
+    /// epoch 3's filter), so once memory drops epoch 2 its ids are not found: a duplicate of
+    /// one is admitted by this validator alone. Either refusing to go on or answering as the
+    /// rows is fine; going on and answering wrong is not.
+    #[test]
+    fn a_deleted_middle_epoch_row_stops_the_writer_or_is_answered_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM index_epochs WHERE epoch = 2", [])
+            .unwrap();
+        drop(conn);
+        assert!(!verifies(&path, &net), "verify misses the deleted row");
+        match net.write_chain(&path, 30, 5) {
+            Err(e) => eprintln!("the writer refuses to go on: {e}"),
+            Ok(store) => {
+                let epochs: Vec<i64> = store
+                    .connection()
+                    .prepare("SELECT epoch FROM index_epochs ORDER BY epoch")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect();
+                eprintln!("the writer went on; index_epochs: {epochs:?}");
+                // Row 20 (epoch 2) is sample_tx(19).
+                let id = net.id(&net.sample_tx(19));
+                let truth: Option<i64> = store
+                    .connection()
+                    .query_row(
+                        "SELECT tx FROM transactions WHERE id = ?1 AND rejected IS NULL
+                         ORDER BY tx LIMIT 1",
+                        [id.as_slice()],
+                        |r| r.get(0),
+                    )
+                    .ok();
+                assert_eq!(
+                    store.state().tx_row(&id).unwrap(),
+                    truth,
+                    "the writer went on with index_epochs {epochs:?} and misses epoch 2's id"
+                );
+                answers_as_the_rows(store.index(), store.connection());
+            }
+        }
+    }
+
+    /// A junk `index_epochs` row with a huge epoch: `max(epoch) + 1` is taken as the number of
+    /// runs, and `(runs + 1) * EPOCH_ROWS` overflows (a panic with overflow checks, as in the
+    /// tests; wrapped in release). The count could not be that large.
+    #[test]
+    fn a_junk_row_with_a_huge_epoch_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
+             SELECT ?1, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
+            [i64::MAX / super::EPOCH_ROWS],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(!verifies(&path, &net), "verify misses the junk row");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            net.write_chain(&path, 30, 5).map(drop)
+        }));
+        assert!(result.is_ok(), "a junk epoch number panics the writer");
+        eprintln!("writer: {:?}", result.unwrap().err());
+    }
+
+    /// A junk row at epoch i64::MAX: `max + 1` is a REAL in SQLite; an error, no panic.
+    #[test]
+    fn a_junk_row_at_the_last_epoch_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
+             SELECT ?1, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
+            [i64::MAX],
+        )
+        .unwrap();
+        drop(conn);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            net.write_chain(&path, 30, 5).map(drop)
+        }));
+        assert!(result.is_ok(), "epoch i64::MAX panics the writer");
+        eprintln!("writer: {:?}", result.unwrap().err());
+    }
+
+    /// A junk row past a gap (epoch 1000): reopening, lookups and more blocks never panic, and
+    /// verification finds it; the writer refuses to go on, or answers as the rows.
+    #[test]
+    fn a_junk_row_past_a_gap_does_not_panic_and_fails_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
+             SELECT 1000, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(!verifies(&path, &net));
+        match net.write_chain(&path, 30, 5) {
+            Err(e) => assert!(e.to_string().contains("index_epochs"), "{e}"),
+            Ok(store) => answers_as_the_rows(store.index(), store.connection()),
+        }
+    }
+
+    /// With a gap (a junk row at epoch 1000), each catch-up reads the rows at or past
+    /// `runs.len()` again: the junk row is appended to memory's runs at every call (every
+    /// admission lookup by id), `low` climbs past the epochs that have runs and memory drops
+    /// their entries. The count made it idempotent (count <= len: nothing read). Now the gap is
+    /// refused, each time, and memory is left as it was.
+    #[test]
+    fn catch_up_is_idempotent_on_a_store_with_a_gap() {
+        use crate::store::{OpenOptions, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
+             SELECT 1000, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let store = match Store::open(&path, &net.genesis, OpenOptions::unverified()) {
+            Err(e) => return assert!(e.to_string().contains("index_epochs"), "{e}"),
+            Ok(store) => store,
+        };
+        let index = store.index();
+        let first = index
+            .catch_up(store.connection())
+            .map_err(|e| e.to_string());
+        let after_one = index.recent().runs.len();
+        for _ in 0..3 {
+            let again = index
+                .catch_up(store.connection())
+                .map_err(|e| e.to_string());
+            assert_eq!(again, first);
+        }
+        assert_eq!(
+            index.recent().runs.len(),
+            after_one,
+            "each catch-up appended the junk run again"
+        );
     }
 }

@@ -757,13 +757,19 @@ mod tests {
                 Ok(found.contains(&28))
             })
             .unwrap();
-        assert_eq!((open, asked), (vec![28], 1), "the open epoch's row, no run read");
+        assert_eq!(
+            (open, asked),
+            (vec![28], 1),
+            "the open epoch's row, no run read"
+        );
         // Patient 3's rows 4, 14, 24: the run of 17-24 holds the newest.
         let patient = value(3, 3);
         let newest = runs
             .candidates_until(&conn, Tag::Patient, &patient[..16], |_| Ok(true))
             .unwrap();
-        let all = runs.candidates(&conn, Tag::Patient, &patient[..16]).unwrap();
+        let all = runs
+            .candidates(&conn, Tag::Patient, &patient[..16])
+            .unwrap();
         assert!(newest.contains(&24) && !newest.contains(&4), "{newest:?}");
         assert_eq!(all[..newest.len()], newest[..]);
         assert!(all.contains(&4));
