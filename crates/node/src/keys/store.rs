@@ -990,7 +990,8 @@ impl Rows<'_> {
     }
 
     /// The row of `tx`'s key, if held: the first candidate confirmed, in [`Rows::find`]'s
-    /// order, the older epochs left unread once it is.
+    /// order, the older epochs left unread once it is (so junk in an older run, which fails
+    /// `find`, is not met: red team s58).
     fn seq_of(&self, tx: &TxId) -> Result<Option<i64>, NodeError> {
         let (mut held, mut confirmed) = (None, 0);
         self.runs
@@ -3333,5 +3334,181 @@ mod s46_asides {
         for other in [[1; 32], [3; 32]] {
             assert!(rows.key(&other).unwrap().is_some());
         }
+    }
+}
+
+/// Red team (s58) against `Rows::seq_of` stopping at the first confirmed candidate
+/// (commit 937fcb0a): its answer against the old one, the first of `find(Tx, ..)`.
+#[cfg(test)]
+mod red_team_s58 {
+    use super::super::runs::EPOCH_ROWS;
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn facts(patient: u8) -> Facts {
+        Facts {
+            patient: [patient; 16],
+            not_after_ms: 0,
+            on_chain: Some(vec![1; 13]),
+        }
+    }
+
+    /// Transaction `i`: pairs share their first 7 bytes (the index's key), so a candidate of
+    /// one is a candidate of the other that does not confirm.
+    fn tx(i: u8) -> TxId {
+        let mut tx = [i / 2; 32];
+        tx[31] = i;
+        tx
+    }
+
+    fn old_seq_of(rows: &Rows<'_>, tx: &TxId) -> Result<Option<i64>, NodeError> {
+        Ok(rows.find(RunTag::Tx, tx)?.first().copied())
+    }
+
+    fn compare(store: &KeyStore, step: usize, op: &str) {
+        let rows = store.rows();
+        for i in 0..60u8 {
+            let tx = tx(i);
+            let new = format!("{:?}", rows.seq_of(&tx));
+            let old = format!("{:?}", old_seq_of(&rows, &tx));
+            assert_eq!(new, old, "step {step} ({op}): tx {i}");
+        }
+    }
+
+    /// Random states (copies of rows under another seq, edited tx columns, deletions through
+    /// the service and on disk, integer junk in runs, amended patients, keys stored, closes of
+    /// epochs, reopens): `seq_of` answers what the first of `find` answers.
+    #[test]
+    fn red_team_s58_seq_of_is_the_first_of_find_in_random_states() {
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys.db");
+            let key = KeystoreKey::generate();
+            let mut store = KeyStore::open(&path, [7; 32], key.clone()).unwrap();
+            let n = rng.gen_range(0..(3 * EPOCH_ROWS as u8 + 5));
+            for i in 0..n {
+                store
+                    .rows()
+                    .insert_key(&tx(i), &facts(i % 3), &DataKey::generate())
+                    .unwrap();
+            }
+            for step in 0..60 {
+                let i = rng.gen_range(0..60u8);
+                let max: i64 = store
+                    .conn
+                    .query_row("SELECT coalesce(max(seq), 0) FROM data_keys", [], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                let s = rng.gen_range(1..=max.max(1) + 3);
+                let op = rng.gen_range(0..9);
+                let name = match op {
+                    0 => {
+                        // A copy of row s under a new seq (after every row, or in a gap).
+                        let at = if rng.gen_bool(0.5) {
+                            max + 1
+                        } else {
+                            rng.gen_range(1..=max.max(1))
+                        };
+                        let _ = store.conn.execute(
+                            "INSERT INTO data_keys
+                                (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
+                             SELECT ?1, tx, patient, randomblob(32), not_after_ms, sealed_key, on_chain, facts_tag
+                             FROM data_keys WHERE seq = ?2",
+                            params![at, s],
+                        );
+                        "copy"
+                    }
+                    1 => {
+                        store
+                            .conn
+                            .execute(
+                                "UPDATE data_keys SET tx = ?1 WHERE seq = ?2",
+                                params![tx(i).as_slice(), s],
+                            )
+                            .unwrap();
+                        "edit tx"
+                    }
+                    2 => {
+                        let _ = store.rows().delete_key(&tx(i));
+                        "delete_key"
+                    }
+                    3 => {
+                        store
+                            .conn
+                            .execute("DELETE FROM data_keys WHERE seq = ?1", [s])
+                            .unwrap();
+                        "delete on disk"
+                    }
+                    4 => {
+                        let epoch = rng.gen_range(0..4i64);
+                        let junk = rng.gen_range(-2..max + 4);
+                        store
+                            .conn
+                            .execute(
+                                "INSERT OR IGNORE INTO key_runs (epoch, key, seq) VALUES (?1, ?2, ?3)",
+                                params![epoch, ledger::store::index::tagged_key(0, &tx(i)), junk],
+                            )
+                            .unwrap();
+                        "junk run entry"
+                    }
+                    5 => {
+                        let _ = store.rows().set_facts(&tx(i), &facts(rng.gen_range(0..6)));
+                        "set_facts"
+                    }
+                    6 => {
+                        let _ =
+                            store
+                                .rows()
+                                .insert_key(&tx(i), &facts(i % 3), &DataKey::generate());
+                        "insert_key"
+                    }
+                    7 => {
+                        let _ = store.rows().reindex(s);
+                        "reindex"
+                    }
+                    _ => {
+                        drop(store);
+                        store = match KeyStore::open(&path, [7; 32], key.clone()) {
+                            Ok(store) => store,
+                            Err(error) => panic!("seed {seed} step {step}: reopen {error:?}"),
+                        };
+                        "reopen"
+                    }
+                };
+                compare(&store, step, &format!("seed {seed}: {name}"));
+            }
+        }
+    }
+
+    /// The one difference found: an entry of an older epoch's run whose `seq` is not an
+    /// integer (key_runs is not STRICT), under the key of a transaction whose row is found
+    /// newer. `find` reads every run and fails on it (`row.get::<i64>`); `seq_of` stops before
+    /// it and answers the row `find` lists first: an error no longer met, as junk should not
+    /// stop the service (s43 F1).
+    #[test]
+    fn red_team_s58_junk_in_an_older_run_no_longer_fails_seq_of() {
+        let (dir, key, _) = super::red_team_s10::stored_with(EPOCH_ROWS as u8 + 2, |_| facts(2));
+        let path = dir.path().join("keys.db");
+        let conn = Connection::open(&path).unwrap();
+        // Row 2 ([1; 32]) moved into the open epoch; its old run entries made junk.
+        conn.execute(
+            "UPDATE key_runs SET seq = 'junk' WHERE epoch = 0 AND seq = 2",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE data_keys SET seq = ?1 WHERE seq = 2",
+            [EPOCH_ROWS + 3],
+        )
+        .unwrap();
+        drop(conn);
+        let store = KeyStore::open(&path, [7; 32], key).unwrap();
+        let rows = store.rows();
+        let moved = [1u8; 32];
+        assert_eq!(rows.seq_of(&moved).unwrap(), Some(EPOCH_ROWS + 3));
+        assert!(old_seq_of(&rows, &moved).is_err());
     }
 }
