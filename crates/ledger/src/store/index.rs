@@ -2405,23 +2405,29 @@ mod rt_s57 {
         }
     }
 
+    /// A chain of 10 blocks of 5 with a junk `index_epochs` row at `epoch` (epoch 4's copied).
+    fn with_junk_epoch(epoch: i64) -> (tempfile::TempDir, std::path::PathBuf, TestNet) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.db");
+        let net = TestNet::new(4);
+        drop(net.write_chain(&path, 10, 5).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
+                 SELECT ?1, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
+                [epoch],
+            )
+            .unwrap();
+        (dir, path, net)
+    }
+
     /// A junk `index_epochs` row with a huge epoch: `max(epoch) + 1` is taken as the number of
     /// runs, and `(runs + 1) * EPOCH_ROWS` overflows (a panic with overflow checks, as in the
     /// tests; wrapped in release). The count could not be that large.
     #[test]
     fn a_junk_row_with_a_huge_epoch_does_not_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chain.db");
-        let net = TestNet::new(4);
-        drop(net.write_chain(&path, 10, 5).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        conn.execute(
-            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
-             SELECT ?1, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
-            [i64::MAX / super::EPOCH_ROWS],
-        )
-        .unwrap();
-        drop(conn);
+        let (_dir, path, net) = with_junk_epoch(i64::MAX / super::EPOCH_ROWS);
         assert!(!verifies(&path, &net), "verify misses the junk row");
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             net.write_chain(&path, 30, 5).map(drop)
@@ -2433,18 +2439,7 @@ mod rt_s57 {
     /// A junk row at epoch i64::MAX: `max + 1` is a REAL in SQLite; an error, no panic.
     #[test]
     fn a_junk_row_at_the_last_epoch_does_not_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chain.db");
-        let net = TestNet::new(4);
-        drop(net.write_chain(&path, 10, 5).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        conn.execute(
-            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
-             SELECT ?1, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
-            [i64::MAX],
-        )
-        .unwrap();
-        drop(conn);
+        let (_dir, path, net) = with_junk_epoch(i64::MAX);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             net.write_chain(&path, 30, 5).map(drop)
         }));
@@ -2456,18 +2451,7 @@ mod rt_s57 {
     /// verification finds it; the writer refuses to go on, or answers as the rows.
     #[test]
     fn a_junk_row_past_a_gap_does_not_panic_and_fails_verify() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chain.db");
-        let net = TestNet::new(4);
-        drop(net.write_chain(&path, 10, 5).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        conn.execute(
-            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
-             SELECT 1000, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
-            [],
-        )
-        .unwrap();
-        drop(conn);
+        let (_dir, path, net) = with_junk_epoch(1000);
         assert!(!verifies(&path, &net));
         match net.write_chain(&path, 30, 5) {
             Err(e) => assert!(e.to_string().contains("index_epochs"), "{e}"),
@@ -2483,18 +2467,7 @@ mod rt_s57 {
     #[test]
     fn catch_up_is_idempotent_on_a_store_with_a_gap() {
         use crate::store::{OpenOptions, Store};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chain.db");
-        let net = TestNet::new(4);
-        drop(net.write_chain(&path, 10, 5).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        conn.execute(
-            "INSERT INTO index_epochs (epoch, tx, first_ms, last_ms, ids)
-             SELECT 1000, tx, first_ms, last_ms, ids FROM index_epochs WHERE epoch = 4",
-            [],
-        )
-        .unwrap();
-        drop(conn);
+        let (_dir, path, net) = with_junk_epoch(1000);
         let store = match Store::open(&path, &net.genesis, OpenOptions::unverified()) {
             Err(e) => return assert!(e.to_string().contains("index_epochs"), "{e}"),
             Ok(store) => store,

@@ -2773,7 +2773,7 @@ mod red_team_s43 {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    fn facts(patient: u8) -> Facts {
+    pub(super) fn facts(patient: u8) -> Facts {
         Facts {
             patient: [patient; 16],
             not_after_ms: 0,
@@ -3346,13 +3346,7 @@ mod red_team_s58 {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    fn facts(patient: u8) -> Facts {
-        Facts {
-            patient: [patient; 16],
-            not_after_ms: 0,
-            on_chain: Some(vec![1; 13]),
-        }
-    }
+    use super::red_team_s43::facts;
 
     /// Transaction `i`: pairs share their first 7 bytes (the index's key), so a candidate of
     /// one is a candidate of the other that does not confirm.
