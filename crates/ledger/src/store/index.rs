@@ -379,7 +379,7 @@ impl Index {
             .prepare_cached("SELECT coalesce(max(tx), 0) FROM transactions")?
             .query_row([], |r| r.get(0))?;
         // The rows of the epochs memory lacks, one seek when there are none: a count of the
-        // table walked every page of its filters at each lookup by id (2.7 % of a machine's
+        // table walked every page of its filters at each lookup by id (6 % of a machine's
         // time at 10 M transactions, BENCHMARKS.md "twenty-eighth").
         let mut recent = self.recent();
         let from = recent.runs.len();

@@ -196,7 +196,7 @@ pub struct KeyStatus {
 /// Applied blocks queued for the service; beyond, it is marked behind and reads the blocks it
 /// missed from `chain.db`.
 const FEED_BLOCKS: usize = 256;
-/// Rows a start places on the chain in one read transaction of `chain.db` ([`Service::load`]):
+/// Untrusted unplaced rows a start looks up in one read transaction of `chain.db` ([`Service::load`]):
 /// the headers of their transactions are held in memory together (a few hundred bytes each).
 #[cfg(not(test))]
 const UNPLACED_PER_SNAPSHOT: usize = 1_024;
