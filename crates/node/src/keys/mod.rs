@@ -196,8 +196,9 @@ pub struct KeyStatus {
 /// Applied blocks queued for the service; beyond, it is marked behind and reads the blocks it
 /// missed from `chain.db`.
 const FEED_BLOCKS: usize = 256;
-/// Untrusted unplaced rows a start looks up in one read transaction of `chain.db` ([`Service::load`]):
-/// the headers of their transactions are held in memory together (a few hundred bytes each).
+/// Untrusted unplaced rows a start looks up in one read transaction of `chain.db`
+/// ([`Service::load`]): the headers of their transactions are held in memory together (a few
+/// hundred bytes each).
 #[cfg(not(test))]
 const UNPLACED_PER_SNAPSHOT: usize = 1_024;
 /// Small in unit tests, so that a start reads several chunks.
