@@ -99,7 +99,7 @@ pub fn read_grants_of_home<Q: Queries + ?Sized>(
 ) -> Result<Vec<rules::GrantRow>> {
     crate::store::state::rows(
         queries.connection(),
-        crate::store::state::GRANT_SELECT,
+        crate::store::state::LIVE_READ_GRANT_SELECT,
         "g.scope_read_ms IS NOT NULL AND g.revoked_tx IS NULL AND g.expires_ms > ?2
          AND g.patient IN (SELECT person FROM persons WHERE home = ?1) ORDER BY g.tx",
         &[&home, &(after_ms.min(i64::MAX as u64) as i64)],

@@ -1745,6 +1745,42 @@ fn a_doctors_read_needs_a_live_read_grant_at_their_home() {
     );
 }
 
+/// What a home's key service reads at start (`entitled::read_grants_of_home`, through the
+/// index of schema 9): the read grants of the home's patients not revoked and ending after the
+/// time asked, oldest first; not a write grant, not a revoked or ended one, not another home's.
+#[test]
+fn a_homes_live_read_grants_are_those_not_revoked_nor_ended() {
+    let mut w = world();
+    w.p_device_aged();
+    let grant = |w: &mut World, patient: &TestPerson, doctor: &PersonId, scope| {
+        let tx =
+            w.c.net
+                .grant(patient, doctor, scope, None, &patient.custodial());
+        w.c.ok(&tx)
+    };
+    let (p, q, d, e) = (w.p.clone(), w.q.clone(), w.d.id, w.e.id);
+    let ends_soon = grant(&mut w, &p, &d, read(HOUR));
+    let revoked = grant(&mut w, &p, &d, read(4 * HOUR));
+    let long = grant(&mut w, &p, &d, read(4 * HOUR));
+    grant(&mut w, &p, &d, Scope::Write);
+    let other_home = grant(&mut w, &q, &e, read(4 * HOUR));
+    let revoke = w.c.net.revoke(&p, revoked, &p.custodial());
+    w.c.ok(&revoke);
+    w.c.now += 2 * HOUR;
+    let late = grant(&mut w, &p, &d, read(HOUR));
+    let ids = |home: u32, after_ms: u64| -> Vec<TxId> {
+        crate::entitled::read_grants_of_home(&w.c, home, after_ms)
+            .expect("read")
+            .iter()
+            .map(|g| g.id)
+            .collect()
+    };
+    assert_eq!(ids(0, T0), [ends_soon, long, late]);
+    assert_eq!(ids(0, w.c.now), [long, late]);
+    assert_eq!(ids(1, w.c.now), [other_home]);
+    assert!(ids(0, w.c.now + 4 * HOUR).is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // The framework.
 
