@@ -23,6 +23,7 @@ use crate::tx::{Access, AddRecord, Enroll, Grant, Meta, SignedTx, Signer};
 mod erasure;
 mod red_team_s24;
 mod red_team_s51;
+mod red_team_s59;
 
 const T0: u64 = testkit::GENESIS_TIME_MS + 10_000;
 const HOUR: u64 = 3_600_000;
