@@ -426,7 +426,10 @@ impl Runtime {
                     frame,
                     received,
                     ..
-                } => self.on_frame(from, frame, outer, received, &mut actions)?,
+                } => {
+                    self.on_frame(from, frame, outer, received, &mut actions)?;
+                    self.send_new_view_first(&mut actions)?;
+                }
                 Event::Submit(submission) => submits.push(*submission),
                 Event::Watch {
                     id,
@@ -448,11 +451,10 @@ impl Runtime {
             self.execute(std::mem::take(&mut actions))?;
             self.propose_now(&mut actions);
         }
-        if ticks > 0 {
+        for _ in 0..ticks {
             let now_ms = self.replica_now_ms();
-            for _ in 0..ticks {
-                self.step(Input::Tick { now_ms }, &mut actions);
-            }
+            self.step(Input::Tick { now_ms }, &mut actions);
+            self.send_new_view_first(&mut actions)?;
         }
         self.execute(std::mem::take(&mut actions))?;
         let (head, _) = self.chain.head();
@@ -1353,6 +1355,19 @@ impl Runtime {
         self.flush_records(records)?;
         for committed in committed_blocks.drain(..) {
             self.apply(committed)?;
+        }
+        Ok(())
+    }
+
+    /// pbft's contract item 13: when `actions` hold our new-view, they are performed now, so
+    /// that what this turn steps after it (whose batches the primary stamps then) follows it
+    /// out. A new-view of full batches takes seconds to persist and send.
+    fn send_new_view_first(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+        if actions
+            .iter()
+            .any(|action| matches!(action, Action::Broadcast(Message::NewView(_))))
+        {
+            self.execute(std::mem::take(actions))?;
         }
         Ok(())
     }

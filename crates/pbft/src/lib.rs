@@ -85,6 +85,11 @@
 //!     digest of the ledger's block at `seq` (nothing if it has none): a replica restarted, or
 //!     moved by state transfer, past a checkpoint keeps no digest of it, and vouches for it
 //!     only this way once f+1 others do (§4.3).
+//! 13. **Send a new-view before the next input.** The primary that enters a view proposes
+//!     nothing in the step that yields its [`Action::Broadcast`] of the [`NewView`], and
+//!     proposes on its next input, stamped by that input's clock: perform the step's actions
+//!     (persist, send) before stepping another, or its first batches carry the time from
+//!     before a new-view that took seconds to persist and send (see "Block time").
 //!
 //! # Changes to the original message contract
 //!

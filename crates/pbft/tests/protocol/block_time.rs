@@ -498,3 +498,39 @@ fn a_backup_judges_by_the_arrival_clock_even_when_older_than_its_last_tick() {
     );
     assert_eq!(fine.log_stats().withheld_prepares, 0);
 }
+
+/// Contract item 13: the primary that enters a view with its new-view proposes nothing in the
+/// step that sends it; its next input proposes, stamped by that input's clock. Its caller
+/// persists and sends the new-view in between, seconds for an O set of full batches: a batch
+/// stamped before reached every backup more than τ old, and each withheld its prepare, view
+/// after view (BENCHMARKS.md, "twenty-ninth").
+#[test]
+fn a_new_primary_proposes_after_its_new_view_by_the_clock_then() {
+    let mut r = replica_at(1, 1_000, 5_000);
+    // A backup of view 0 holds a request it forwarded to the primary.
+    step(&mut r, Input::Request(request(9)));
+    let vc = |from| msg(from, Message::ViewChange(view_change(1, vec![])));
+    step(&mut r, vc(2));
+    let joined = step(&mut r, vc(3));
+    assert_eq!(
+        view_changes_broadcast(&joined).len(),
+        1,
+        "f+1: it joins view 1"
+    );
+    // A cut while it changes views is kept for the view it is changing to.
+    assert!(step(&mut r, Input::Cut).is_empty());
+    let entered = step(&mut r, vc(1));
+    assert!(r.is_primary() && r.view() == 1 && !r.in_view_change());
+    assert!(
+        entered
+            .iter()
+            .any(|a| matches!(a, Action::Broadcast(Message::NewView(_))))
+    );
+    assert!(proposed(&entered).is_empty(), "nothing beside the new-view");
+    let sent_ms = 5_000 + 3 * TOLERANCE_MS;
+    let next = step(&mut r, Input::Tick { now_ms: sent_ms });
+    let first = proposed(&next);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].proposal.time_ms, sent_ms);
+    assert_eq!(first[0].proposal.requests, vec![request(9)]);
+}
