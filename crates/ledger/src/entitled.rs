@@ -89,6 +89,14 @@ pub fn read_grant_live(grant: &rules::GrantRow, block_time_ms: u64, now_ms: u64)
         && now_ms < grant.expires_ms
 }
 
+/// [`read_grants_of_home`]'s condition (`?1` the home, `?2` the end after). Each live grant's
+/// patient is looked up by key: `persons` has no index by home, and a list of the home's
+/// persons would read them all (red team s59).
+pub(crate) const LIVE_READ_GRANTS_OF_HOME: &str =
+    "g.scope_read_ms IS NOT NULL AND g.revoked_tx IS NULL AND g.expires_ms > ?2
+     AND EXISTS (SELECT 1 FROM persons p WHERE p.person = g.patient AND p.home = ?1)
+     ORDER BY g.tx";
+
 /// The read grants of patients whose home is `home`, not revoked and ending after
 /// `after_ms`, oldest first: what a home's key service keeps in memory to answer grantees
 /// (§5.3).
@@ -100,11 +108,7 @@ pub fn read_grants_of_home<Q: Queries + ?Sized>(
     crate::store::state::rows(
         queries.connection(),
         crate::store::state::LIVE_READ_GRANT_SELECT,
-        // Each live grant's patient looked up by key: `persons` has no index by home, and a
-        // list of the home's persons would read them all (red team s59).
-        "g.scope_read_ms IS NOT NULL AND g.revoked_tx IS NULL AND g.expires_ms > ?2
-         AND EXISTS (SELECT 1 FROM persons p WHERE p.person = g.patient AND p.home = ?1)
-         ORDER BY g.tx",
+        LIVE_READ_GRANTS_OF_HOME,
         &[&home, &(after_ms.min(i64::MAX as u64) as i64)],
         crate::store::state::grant_row,
     )
