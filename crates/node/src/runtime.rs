@@ -426,10 +426,7 @@ impl Runtime {
                     frame,
                     received,
                     ..
-                } => {
-                    self.on_frame(from, frame, outer, received, &mut actions)?;
-                    self.send_new_view_first(&mut actions)?;
-                }
+                } => self.on_frame(from, frame, outer, received, &mut actions)?,
                 Event::Submit(submission) => submits.push(*submission),
                 Event::Watch {
                     id,
@@ -1050,7 +1047,8 @@ impl Runtime {
             _ => self.replica_now_ms(),
         };
         self.step_at(Input::Message(signed), clock_ms, actions);
-        Ok(())
+        // A message read from a frame or read again once deferred (red team s60 F1).
+        self.send_new_view_first(actions)
     }
 
     /// Reads again the messages deferred for their senders' budgets of carried signatures:

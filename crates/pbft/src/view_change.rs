@@ -590,7 +590,7 @@ impl Replica {
         self.replay_future(actions);
         // The primary that sends the new-view proposes nothing in this step: a batch stamped
         // now leaves only after its caller has persisted and sent the new-view, seconds later
-        // for an O set of full batches (31 MB for 45 of them), and every backup withheld its
+        // for an O set of full batches (tens of MB for 45 of them), and every backup withheld its
         // prepare as more than τ old, view after view (BENCHMARKS.md, "twenty-ninth"). Its
         // next input (a tick at the latest) proposes, stamped then.
         if self.status == Status::Normal && self.is_primary() && !announced {

@@ -68,7 +68,14 @@ impl MemoryNetwork {
             return false;
         };
         match links.get(to as usize).and_then(|link| link.inbox.as_ref()) {
-            Some((inbox, keys)) => deliver(inbox, keys, from, frame, InboundCredit::default()),
+            Some((inbox, keys)) => deliver(
+                inbox,
+                keys,
+                from,
+                frame,
+                InboundCredit::default(),
+                std::time::Instant::now(),
+            ),
             None => false,
         }
     }
@@ -139,7 +146,14 @@ impl Transport for MemoryEndpoint {
                     observer(self.from, to, &frame);
                 }
             }
-            deliver(inbox, keys, self.from, frame, InboundCredit::default());
+            deliver(
+                inbox,
+                keys,
+                self.from,
+                frame,
+                InboundCredit::default(),
+                std::time::Instant::now(),
+            );
         }
     }
 }

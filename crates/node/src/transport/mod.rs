@@ -114,12 +114,15 @@ impl InboundCredit {
 
 /// Hands an arrived frame to a node's inbox (a key frame to its key service's), holding the
 /// frame's share of its sender's budget until it is handled; drops it when the inbox is full.
+/// `received`: when it came off the wire, before it waited for that budget (the validator's
+/// own backlog, not the sender's delay: red team s60 F2).
 pub(crate) fn deliver(
     inbox: &SyncSender<Event>,
     keys: &KeyInbox,
     from: ReplicaId,
     frame: Frame,
     credit: InboundCredit,
+    received: std::time::Instant,
 ) -> bool {
     if let Wire::Keys(_) = &*frame {
         return keys.deliver(from, frame, credit);
@@ -128,7 +131,7 @@ pub(crate) fn deliver(
         from,
         frame,
         credit,
-        received: std::time::Instant::now(),
+        received,
     }) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,

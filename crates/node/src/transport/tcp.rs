@@ -263,6 +263,7 @@ async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: A
                 return;
             }
         };
+        let received = std::time::Instant::now();
         let wire = match wire::decode(kind, &bytes) {
             Ok(wire) => wire,
             Err(error) => {
@@ -285,6 +286,7 @@ async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: A
             peer,
             Frame::new(wire),
             InboundCredit::new(permit),
+            received,
         );
     }
 }
