@@ -450,8 +450,9 @@ impl Runtime {
         }
         for _ in 0..ticks {
             let now_ms = self.replica_now_ms();
+            let before = actions.len();
             self.step(Input::Tick { now_ms }, &mut actions);
-            self.send_new_view_first(&mut actions)?;
+            self.send_new_view_first(before, &mut actions)?;
         }
         self.execute(std::mem::take(&mut actions))?;
         let (head, _) = self.chain.head();
@@ -1046,9 +1047,10 @@ impl Runtime {
                 .saturating_sub(u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX)),
             _ => self.replica_now_ms(),
         };
+        let before = actions.len();
         self.step_at(Input::Message(signed), clock_ms, actions);
         // A message read from a frame or read again once deferred (red team s60 F1).
-        self.send_new_view_first(actions)
+        self.send_new_view_first(before, actions)
     }
 
     /// Reads again the messages deferred for their senders' budgets of carried signatures:
@@ -1357,11 +1359,16 @@ impl Runtime {
         Ok(())
     }
 
-    /// pbft's contract item 13: when `actions` hold our new-view, they are performed now, so
-    /// that what this turn steps after it (whose batches the primary stamps then) follows it
-    /// out. A new-view of full batches takes seconds to persist and send.
-    fn send_new_view_first(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
-        if actions
+    /// pbft's contract item 13: when the step's actions (`actions[from..]`) hold our new-view,
+    /// every action is performed now, so that what this turn steps after it (whose batches the
+    /// primary stamps then) follows it out. A new-view of full batches takes seconds to persist
+    /// and send. Only the step's own actions are looked at: a turn steps thousands of messages.
+    fn send_new_view_first(
+        &mut self,
+        from: usize,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        if actions[from.min(actions.len())..]
             .iter()
             .any(|action| matches!(action, Action::Broadcast(Message::NewView(_))))
         {

@@ -173,6 +173,9 @@ pub struct Replica {
     /// this replica's view; honoured once it can propose, in whichever later view it leads (the
     /// node does not send a cut again after a view change; its requests are still pending).
     pub(crate) cut_waiting: bool,
+    /// This step sent this replica's new-view: it proposes nothing more in the step (contract
+    /// item 13), whatever the input. Cleared at the start of every step.
+    pub(crate) new_view_sent: bool,
 
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
     /// Arrival order of pending requests, for fair batching (lazily cleaned).
@@ -278,6 +281,7 @@ impl Replica {
             next_seq: 1,
             last_proposed: genesis,
             cut_waiting: false,
+            new_view_sent: false,
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
             arrivals: VecDeque::new(),
@@ -582,6 +586,7 @@ impl Replica {
             return Ok(());
         }
         let mark = actions.len();
+        self.new_view_sent = false;
         let result = match input {
             Input::Tick { now_ms } => {
                 self.clock_ms = now_ms;
@@ -1071,6 +1076,11 @@ impl Replica {
         debug_assert!(self.status == Status::Normal && self.is_primary());
         if self.recovery.is_some() {
             return; // a recovering primary proposes nothing; the backups replace it
+        }
+        if self.new_view_sent {
+            // Stamped now, a batch would leave after the new-view its caller has yet to
+            // persist and send (contract item 13): the next input proposes.
+            return;
         }
         let mut proposed = false;
         loop {

@@ -543,9 +543,9 @@ impl Replica {
             actions.push(Action::Persist(Durable::PrePrepare(pp.clone())));
             accepted.push((seq, pp.digest));
         }
-        let announced = new_view.is_some();
         if let Some(nv) = new_view {
             actions.push(Action::Broadcast(Message::NewView(nv)));
+            self.new_view_sent = true;
         }
         // The primary chains its next proposal after the O set (or min-s).
         let (mut seq, mut digest) = plan
@@ -588,12 +588,12 @@ impl Replica {
             self.check_prepared(*seq, actions);
         }
         self.replay_future(actions);
-        // The primary that sends the new-view proposes nothing in this step: a batch stamped
-        // now leaves only after its caller has persisted and sent the new-view, seconds later
-        // for an O set of full batches (tens of MB for 45 of them), and every backup withheld its
-        // prepare as more than τ old, view after view (BENCHMARKS.md, "twenty-ninth"). Its
-        // next input (a tick at the latest) proposes, stamped then.
-        if self.status == Status::Normal && self.is_primary() && !announced {
+        // The primary that sends the new-view proposes nothing in this step (`new_view_sent`,
+        // in `try_propose`): a batch stamped now leaves only after its caller has persisted and
+        // sent the new-view, seconds later for an O set of full batches (tens of MB for 45 of
+        // them), and every backup withheld its prepare as more than τ old, view after view
+        // (BENCHMARKS.md, "twenty-ninth"). Its next input (a tick at the latest) proposes.
+        if self.status == Status::Normal && self.is_primary() {
             self.try_propose(false, actions);
         }
     }
