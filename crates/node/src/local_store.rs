@@ -71,6 +71,10 @@ const MIGRATIONS: &[&str] = &[
     // the `pending` table only carries them in: the version makes an older medchain, which
     // would resume nothing, refuse the file (red team s48 F5).
     "-- nothing to rewrite",
+    // v8: a new-view is written with each batch once (`pbft::NewView`'s encoding), so one
+    // written before cannot be read; dropped, as in v4 (it only lets a restarted primary
+    // resend its new-view).
+    "DELETE FROM durable WHERE format = 2 AND substr(record, 1, 2) = x'0005';",
 ];
 
 /// `durable.format` of a row holding a borsh [`Record`].
@@ -979,10 +983,10 @@ mod tests {
         assert_eq!(proposal_rows(&store), 1);
     }
 
-    /// A primary's new-view record of v3 (before view-changes and new-views carried the
-    /// sender's incarnation) would be unreadable: the upgrade drops it and keeps the others.
-    #[test]
-    fn new_view_records_before_incarnations_are_dropped_on_upgrade() {
+    /// Opens a node.db of schema `version` holding a primary's new-view record as that version
+    /// wrote it (`old_new_view`), between two others: unreadable there, dropped by the upgrade,
+    /// the others kept.
+    fn an_old_new_view_is_dropped_on_upgrade(old_new_view: Vec<u8>, version: usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
         let kept = vec![Durable::View(1), Durable::Withheld(pre_prepare(1))];
@@ -990,11 +994,6 @@ mod tests {
         {
             let mut store = LocalStore::open(&path).unwrap();
             store.append_durable(&kept[..1], &mut staged).unwrap();
-            // Record::Whole(Durable::NewView(NewView { view: 1, view_changes: [], pre_prepares:
-            // [] })) as v3 wrote it: no incarnation after the view.
-            let mut old_new_view = vec![0u8, 5];
-            old_new_view.extend_from_slice(&1u64.to_le_bytes());
-            old_new_view.extend_from_slice(&[0; 8]);
             store
                 .conn
                 .execute(
@@ -1007,10 +1006,40 @@ mod tests {
                 store.durable_with(&staged, 0),
                 Err(NodeError::Corrupt(_))
             ));
-            store.conn.pragma_update(None, "user_version", 3).unwrap();
+            store
+                .conn
+                .pragma_update(None, "user_version", version)
+                .unwrap();
         }
         let store = LocalStore::open(&path).unwrap();
         assert_eq!(store.durable_with(&staged, 0).unwrap().records, kept);
+    }
+
+    /// A primary's new-view record of v3 (before view-changes and new-views carried the
+    /// sender's incarnation) would be unreadable: the upgrade drops it and keeps the others.
+    #[test]
+    fn new_view_records_before_incarnations_are_dropped_on_upgrade() {
+        // Record::Whole(Durable::NewView(NewView { view: 1, view_changes: [], pre_prepares:
+        // [] })) as v3 wrote it: no incarnation after the view.
+        let mut old_new_view = vec![0u8, 5];
+        old_new_view.extend_from_slice(&1u64.to_le_bytes());
+        old_new_view.extend_from_slice(&[0; 8]);
+        an_old_new_view_is_dropped_on_upgrade(old_new_view, 3);
+    }
+
+    /// A primary's new-view record of v7 (each batch written inside every view-change and the
+    /// O set) cannot be read as the new encoding: the upgrade drops it and keeps the others.
+    #[test]
+    fn new_view_records_with_repeated_batches_are_dropped_on_upgrade() {
+        // Record::Whole(Durable::NewView(NewView { view: 1, incarnation: 0, view_changes: [],
+        // pre_prepares: [pre_prepare(1)] })) as v7 wrote it: the pre-prepare whole.
+        let mut old_new_view = vec![0u8, 5];
+        old_new_view.extend_from_slice(&1u64.to_le_bytes());
+        old_new_view.extend_from_slice(&0u64.to_le_bytes());
+        old_new_view.extend_from_slice(&0u32.to_le_bytes());
+        old_new_view.extend_from_slice(&1u32.to_le_bytes());
+        borsh::to_writer(&mut old_new_view, &pre_prepare(1)).unwrap();
+        an_old_new_view_is_dropped_on_upgrade(old_new_view, 7);
     }
 
     /// A record whose proposal is nowhere is left out: silently if the chain decided its
@@ -1347,7 +1376,7 @@ mod red_team_s37 {
         written_by_v5(&path, &[Durable::View(3), stable(0)]);
         let mut store = LocalStore::open(&path).unwrap();
         assert_eq!(user_version(&store.conn), MIGRATIONS.len());
-        assert_eq!(MIGRATIONS.len(), 7);
+        assert_eq!(MIGRATIONS.len(), 8);
         assert_eq!(store.durable().unwrap(), vec![Durable::View(3), stable(0)]);
         let mut staged = Staged::default();
         store

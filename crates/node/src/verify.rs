@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ledger::crypto::{self, SigningKey, VerifyingKey};
 use ledger::tx::{MAX_BODY_BYTES, MAX_TX_BYTES};
 use ledger::{Block, Built, Checked, Genesis, Hash, SignedTx};
-use pbft::{Message, ReplicaId, Request, Signed, ViewChange};
+use pbft::{Message, ReplicaId, Request, Signed};
 
 use crate::budget::PeerBudgets;
 use crate::error::NodeError;
@@ -542,21 +542,28 @@ fn invalid_request(request: &Request, invalid: ledger::Invalid) -> NodeError {
 
 /// Every request inside `message` that a replica could come to execute.
 fn embedded_requests<'m>(message: &'m Message, out: &mut Vec<&'m Request>) {
-    fn view_change<'m>(vc: &'m ViewChange, out: &mut Vec<&'m Request>) {
-        for cert in &vc.prepared {
-            out.extend(&cert.pre_prepare.proposal.requests);
-        }
-    }
     match message {
         Message::Forward(requests) => out.extend(requests),
         Message::PrePrepare(pre_prepare) => out.extend(&pre_prepare.proposal.requests),
-        Message::ViewChange(vc) => view_change(vc, out),
-        Message::NewView(nv) => {
-            for pre_prepare in &nv.pre_prepares {
-                out.extend(&pre_prepare.proposal.requests);
+        Message::ViewChange(vc) => {
+            for cert in &vc.prepared {
+                out.extend(&cert.pre_prepare.proposal.requests);
             }
-            for vc in &nv.view_changes {
-                view_change(&vc.message, out);
+        }
+        Message::NewView(nv) => {
+            // Read off the wire, equal batches are one allocation (`pbft::NewView`'s encoding):
+            // each is listed once, not 2f+2 times.
+            let mut listed = HashSet::new();
+            let batches = nv.view_changes.iter().flat_map(|vc| {
+                vc.message
+                    .prepared
+                    .iter()
+                    .map(|cert| &cert.pre_prepare.proposal)
+            });
+            for batch in batches.chain(nv.pre_prepares.iter().map(|pp| &pp.proposal)) {
+                if listed.insert(Arc::as_ptr(batch)) {
+                    out.extend(&batch.requests);
+                }
             }
         }
         // A recovery answer's querier message is read for its view only: nothing in it is
@@ -575,7 +582,7 @@ mod tests {
     use std::sync::Arc;
 
     use ledger::testkit::TestNet;
-    use pbft::{Checkpoint, NewView, PrePrepare, PreparedCertificate, Proposal, Vote};
+    use pbft::{Checkpoint, NewView, PrePrepare, PreparedCertificate, Proposal, ViewChange, Vote};
 
     use super::*;
 

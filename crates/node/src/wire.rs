@@ -121,8 +121,9 @@ const SIGNED_VOTE_BYTES: usize = 160;
 /// Bytes of blocks one `Blocks` answer aims at (it always holds at least one block).
 pub const FETCH_REPLY_BYTES: usize = 16 * 1024 * 1024;
 /// View-changes and new-views carry whole prepared batches (a deviation from the paper, whose
-/// certificates carry digests only); their computed bound is cut to this, which also holds the
-/// largest new-view of a cluster at the default settings with typical (1 KiB) transactions.
+/// certificates carry digests only), a new-view each distinct batch once (`pbft::NewView`'s
+/// encoding); their computed bound is cut to this, which holds a full log window of full
+/// batches of typical (1 KiB) transactions twice over.
 pub const MAX_VIEW_CHANGE_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
 /// The kinds of frame with different size bounds. The sender names the kind in the frame's
@@ -211,8 +212,9 @@ impl FrameLimits {
     /// - a block: a batch and a certificate of `n` signatures; an answer to `FetchBlocks`
     ///   holds [`FETCH_REPLY_BYTES`] of blocks, or one block if that is larger;
     /// - a view-change: a prepared certificate (a batch and 2f prepares) for each of L sequence
-    ///   numbers, and a checkpoint proof; a new-view: n view-changes and L pre-prepares; both
-    ///   cut to [`MAX_VIEW_CHANGE_FRAME_BYTES`].
+    ///   numbers, and a checkpoint proof; a new-view: n view-changes and L pre-prepares (each
+    ///   distinct batch is written once, but n view-changes may each name L distinct ones);
+    ///   both cut to [`MAX_VIEW_CHANGE_FRAME_BYTES`].
     pub fn new(n: usize, max_batch: usize, watermark_window: u64) -> Self {
         let window = usize::try_from(watermark_window).unwrap_or(usize::MAX);
         let votes = n.saturating_mul(SIGNED_VOTE_BYTES);

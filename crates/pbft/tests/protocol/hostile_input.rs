@@ -267,3 +267,34 @@ fn certificate(pp: &PrePrepare, backups: &[ReplicaId]) -> PreparedCertificate {
             .collect(),
     }
 }
+
+/// A view-change's signature covers each batch by its digest only (`ViewChange::signing_bytes`):
+/// a relayer that swaps a batch under a signed digest keeps the signature valid, and the
+/// replica refuses the certificate by the digest, alone or inside a new-view.
+#[test]
+fn a_batch_swapped_under_a_signed_digest_is_refused() {
+    let mut r = replica(1);
+    let honest = pre_prepare(1, 0, GENESIS, vec![request(1)]);
+    let mut swapped = certificate(&honest, &[2, 3]);
+    swapped.pre_prepare.proposal = proposal(1, 0, GENESIS, vec![request(2)]);
+    let vc = view_change(1, vec![swapped]);
+    assert_eq!(
+        vc.signing_bytes(),
+        view_change(1, vec![certificate(&honest, &[2, 3])]).signing_bytes(),
+        "the signature does not cover the batch itself"
+    );
+    assert_eq!(
+        step_err(&mut r, msg(2, Message::ViewChange(vc.clone()))),
+        ProtocolError::InvalidViewChange("prepared certificate digest")
+    );
+    let nv = NewView {
+        view: 1,
+        incarnation: 0,
+        view_changes: vec![signed(0, vc.clone()), signed(2, vc.clone()), signed(3, vc)],
+        pre_prepares: Vec::new(),
+    };
+    assert_eq!(
+        step_err(&mut r, msg(1, Message::NewView(nv))),
+        ProtocolError::InvalidNewView("invalid view-change inside")
+    );
+}
