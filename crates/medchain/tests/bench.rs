@@ -176,6 +176,11 @@ fn validators_as_processes_are_metered_each() {
     assert!(json["records_made_in_run"].is_u64(), "{json}");
     let made_file = dir.path().join("data").join("premade-records.bin");
     assert!(!made_file.exists(), "the made records' file is removed");
+    // Validator 0 runs in the bench's process: its log is DIR/bench.log, plain text.
+    let log = std::fs::read_to_string(dir.path().join("data").join("bench.log")).unwrap();
+    assert!(log.contains("chain verified"), "{log}");
+    assert!(log.contains("validator stopped"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes in a file: {log}");
 }
 
 /// A prefilled chain is a real one: every block certified by a quorum of the validators' keys,

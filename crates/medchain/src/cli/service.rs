@@ -134,6 +134,15 @@ pub fn log_format_env() -> (&'static str, &'static str) {
 /// info, and for text without a line per committed block). Never a request body, a secret or
 /// medical content: what is logged is ids, counts, heights and times.
 pub fn init_logging() {
+    init_logging_to(std::io::stderr, true);
+}
+
+/// As [`init_logging`], to `writer`, in colour if `ansi` (the bench's own validators log to a
+/// file, so that their lines do not cut through its progress bar and table).
+pub fn init_logging_to<W>(writer: W, ansi: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let format = LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text);
     let default = match format {
         LogFormat::Text => "info,medchain::block=warn",
@@ -143,7 +152,8 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
