@@ -811,7 +811,7 @@ mod tests {
     }
 
     /// The pre-prepare of view 0, sequence 1 for `requests`, with its digest.
-    fn pre_prepare(net: &TestNet, requests: Vec<Request>) -> PrePrepare {
+    pub(super) fn pre_prepare(net: &TestNet, requests: Vec<Request>) -> PrePrepare {
         let proposal = Proposal {
             seq: 1,
             view: 0,
@@ -830,7 +830,16 @@ mod tests {
     /// A view-change to view 1 from `from`, whose prepared certificate (with the prepares of
     /// backups 1 and 2, properly signed) carries `requests`.
     fn view_change(net: &TestNet, from: ReplicaId, requests: Vec<Request>) -> Signed<ViewChange> {
-        let pre_prepare = pre_prepare(net, requests);
+        certified_view_change(net, from, pre_prepare(net, requests))
+    }
+
+    /// A view-change to view 1 from `from`, whose prepared certificate (with the prepares of
+    /// backups 1 and 2, properly signed) carries `pre_prepare`.
+    pub(super) fn certified_view_change(
+        net: &TestNet,
+        from: ReplicaId,
+        pre_prepare: PrePrepare,
+    ) -> Signed<ViewChange> {
         let vote = Vote {
             view: 0,
             seq: 1,
@@ -1492,5 +1501,120 @@ mod red_team_s17 {
         let of_another = historical_view_change(&net, 2, 2, 1);
         auth.authenticate(&of_another)
             .expect("an honest sender is not silenced by another's forgery");
+    }
+}
+
+/// Red team s62: `embedded_requests` lists a new-view's batches once per allocation. Read off
+/// the wire (`pbft::NewView`'s encoding), equal batches share one allocation and distinct ones
+/// never do: every batch a replica could execute is still checked.
+#[cfg(test)]
+mod red_team_s62 {
+    use ledger::testkit::TestNet;
+    use pbft::{NewView, PrePrepare, ViewChange};
+
+    use super::tests::{certified_view_change as view_change, pre_prepare, signed};
+    use super::*;
+
+    /// The new-view signed by its primary (1), as a peer reads it off the wire.
+    fn off_the_wire(net: &TestNet, nv: NewView) -> Signed<Message> {
+        let sent = signed(net, 1, Message::NewView(nv), |m| m);
+        borsh::from_slice(&borsh::to_vec(&sent).expect("encodes")).expect("decodes")
+    }
+
+    /// The new-view signed by its primary (1), whose bytes a peer refuses unread (two batches
+    /// under one digest): as a caller in this process would hand it over.
+    fn refused_off_the_wire(net: &TestNet, nv: NewView) -> Signed<Message> {
+        let sent = signed(net, 1, Message::NewView(nv), |m| m);
+        let bytes = borsh::to_vec(&sent).expect("encodes");
+        assert!(borsh::from_slice::<Signed<Message>>(&bytes).is_err());
+        sent
+    }
+
+    fn listed(message: &Message) -> Vec<Request> {
+        let mut out = Vec::new();
+        embedded_requests(message, &mut out);
+        out.into_iter().cloned().collect()
+    }
+
+    fn bad_request(net: &TestNet) -> (Request, Request) {
+        let good = net.request(&net.sample_tx(3));
+        let mut bad = good.clone();
+        let mut bytes = good.payload.to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        bad.payload = Arc::from(bytes);
+        (good, bad)
+    }
+
+    /// Honest: one batch named by three view-changes and the O set is listed once, and passes.
+    #[test]
+    fn s62_shared_batch_listed_once_and_authentic() {
+        let net = TestNet::new(4);
+        let (good, _) = bad_request(&net);
+        let pp = pre_prepare(&net, vec![good.clone()]);
+        let nv = NewView {
+            view: 1,
+            incarnation: 1,
+            view_changes: [0, 2, 3]
+                .into_iter()
+                .map(|f| view_change(&net, f, pp.clone()))
+                .collect(),
+            pre_prepares: vec![PrePrepare {
+                view: 1,
+                ..pp.clone()
+            }],
+        };
+        let read = off_the_wire(&net, nv);
+        assert_eq!(listed(&read.message), vec![good]);
+        Authenticator::new(&net.genesis)
+            .authenticate(&read)
+            .expect("authentic");
+    }
+
+    /// A relaying primary puts, under the honest digest, a batch with a broken transaction in
+    /// the O set, or in one of the view-changes (whose signature still verifies: it covers the
+    /// digest only). Off the wire it is refused unread (two batches under one digest); handed
+    /// over whole it is its own allocation: listed, and the edge refuses the new-view.
+    #[test]
+    fn s62_swapped_batch_under_a_signed_digest_is_listed_and_refused() {
+        let net = TestNet::new(4);
+        let (good, bad) = bad_request(&net);
+        let pp = pre_prepare(&net, vec![good.clone()]);
+        let mut swapped = pp.clone();
+        swapped.proposal = pre_prepare(&net, vec![bad.clone()]).proposal;
+        let honest_vcs: Vec<Signed<ViewChange>> = [0, 2, 3]
+            .into_iter()
+            .map(|f| view_change(&net, f, pp.clone()))
+            .collect();
+        // In the O set.
+        let nv = NewView {
+            view: 1,
+            incarnation: 1,
+            view_changes: honest_vcs.clone(),
+            pre_prepares: vec![PrePrepare {
+                view: 1,
+                ..swapped.clone()
+            }],
+        };
+        let read = refused_off_the_wire(&net, nv);
+        assert_eq!(listed(&read.message), vec![good.clone(), bad.clone()]);
+        assert!(
+            Authenticator::new(&net.genesis)
+                .authenticate(&read)
+                .is_err()
+        );
+        // In a relayed view-change (signature kept: it covers the digest only).
+        let mut vcs = honest_vcs.clone();
+        vcs[2].message.prepared[0].pre_prepare = swapped.clone();
+        let nv = NewView {
+            view: 1,
+            incarnation: 1,
+            view_changes: vcs,
+            pre_prepares: vec![PrePrepare { view: 1, ..pp }],
+        };
+        let read = refused_off_the_wire(&net, nv);
+        assert_eq!(listed(&read.message), vec![good, bad]);
+        let mut auth = Authenticator::new(&net.genesis);
+        assert!(auth.authenticate(&read).is_err());
     }
 }

@@ -1,13 +1,14 @@
 //! View changes (§4.4) and their liveness rules (§4.5.2 of TOCS'02).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::config::ProtocolError;
 use crate::durable::Durable;
 use crate::io::{Action, Alarm};
 use crate::message::{Checkpoint, Message, NewView, PrePrepare, Signed, ViewChange, Vote};
 use crate::replica::{FetchTarget, Replica, Status};
-use crate::types::{Digest, ReplicaId, SeqNo, View};
+use crate::types::{Digest, Proposal, ReplicaId, SeqNo, View};
 
 /// What a new-view establishes: the checkpoint it starts from (min-s, with its proof) and the
 /// O set.
@@ -121,6 +122,17 @@ impl Replica {
     /// earlier view inside the watermarks, whose digest matches, and 2f matching prepares from
     /// distinct backups of that view). Signatures were checked by the caller.
     pub(crate) fn validate_view_change(&self, vc: &ViewChange) -> Result<(), ProtocolError> {
+        self.validate_view_change_with(vc, &mut HashMap::new())
+    }
+
+    /// [`Self::validate_view_change`], each batch hashed once per allocation in `digests`
+    /// (a new-view read off the wire shares one allocation per distinct batch; the map lives
+    /// no longer than the borrow of the batches it names).
+    fn validate_view_change_with(
+        &self,
+        vc: &ViewChange,
+        digests: &mut HashMap<*const Proposal, Digest>,
+    ) -> Result<(), ProtocolError> {
         use ProtocolError::InvalidViewChange as Bad;
         if vc.new_view == 0 {
             return Err(Bad("view-change to view 0"));
@@ -166,7 +178,10 @@ impl Replica {
             if self.check_batch(&pp.proposal.requests).is_err() {
                 return Err(Bad("prepared certificate batch"));
             }
-            if (self.cfg.digest)(&pp.proposal) != pp.digest {
+            let digest = *digests
+                .entry(Arc::as_ptr(&pp.proposal))
+                .or_insert_with(|| (self.cfg.digest)(&pp.proposal));
+            if digest != pp.digest {
                 return Err(Bad("prepared certificate digest"));
             }
             let primary = self.cfg.primary(pp.view);
@@ -206,6 +221,7 @@ impl Replica {
             return Err(Bad("more view-changes or pre-prepares than can be valid"));
         }
         let mut senders = BTreeSet::new();
+        let mut digests = HashMap::new();
         for vc in &nv.view_changes {
             if vc.from >= self.cfg.n || !senders.insert(vc.from) {
                 return Err(Bad("view-change senders"));
@@ -213,7 +229,7 @@ impl Replica {
             if vc.message.new_view != nv.view {
                 return Err(Bad("view-change for another view"));
             }
-            self.validate_view_change(&vc.message)
+            self.validate_view_change_with(&vc.message, &mut digests)
                 .map_err(|_| Bad("invalid view-change inside"))?;
         }
         if senders.len() < self.quorum() {

@@ -24,8 +24,10 @@ use crate::wire::{FrameKind, FrameLimits};
 
 const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// Mixed into the handshake: two ends of different chains (or protocol versions) fail the
-/// handshake itself.
-const PROLOGUE_TAG: &[u8] = b"medchain validator channel v1";
+/// handshake itself. v2: view-changes and new-views sign their batches by digest and a new-view
+/// writes each batch once (a validator of v1 read the first as forged and could not decode the
+/// second: red team s62 N1).
+const PROLOGUE_TAG: &[u8] = b"medchain validator channel v2";
 /// What a validator signs to prove it holds its node key on this connection. The tag keeps this
 /// signature from being mistaken for any other signature a node key makes.
 const AUTH_TAG: &[u8] = b"medchain validator channel v1: handshake hash";

@@ -35,5 +35,6 @@ mod red_team_s42;
 mod red_team_s45;
 mod red_team_s47;
 mod red_team_s60;
+mod red_team_s62;
 mod red_team_s7;
 mod view_change;
