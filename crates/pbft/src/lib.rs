@@ -96,6 +96,11 @@
 //! - [`PreparedCertificate::pre_prepare`] and [`NewView::pre_prepares`] are unsigned
 //!   [`PrePrepare`]s (the 2f backup prepares prove the former; the new-view's signature covers
 //!   the latter), because the core cannot sign the O set it builds.
+//! - The signatures of a [`ViewChange`] and a [`NewView`] cover each pre-prepare inside as
+//!   `(view, seq, digest)` ([`PrePrepare::vote`]), as a pre-prepare's own does, not its batch:
+//!   the replica checks every batch a view-change carries against its digest and takes only the
+//!   O set it computes itself. A [`NewView`] is written with each distinct batch once (its
+//!   borsh encoding is a table of batches that its pre-prepares name).
 //! - [`Input::StateTransferred`] carries the applied request ids and the head's block time.
 //! - [`Proposal::time_ms`], the block time, and [`Input::Tick`]'s `now_ms` (below).
 //! - [`Durable`] has `ViewChange`, `PrePrepare`, `Prepared` and `StableCheckpoint` records
