@@ -76,7 +76,8 @@ pub struct ViewChange {
     pub prepared: Vec<PreparedCertificate>,
 }
 
-/// On the wire and on disk each batch it holds is written once ([`NewViewWire`]).
+/// On the wire and on disk each distinct batch it holds is written once (a table of batches
+/// that its pre-prepares name).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewView {
     pub view: View,
