@@ -176,8 +176,13 @@ fn validators_as_processes_are_metered_each() {
     assert!(json["records_made_in_run"].is_u64(), "{json}");
     let made_file = dir.path().join("data").join("premade-records.bin");
     assert!(!made_file.exists(), "the made records' file is removed");
-    // Validator 0 runs in the bench's process: its log is DIR/bench.log, plain text.
-    let log = std::fs::read_to_string(dir.path().join("data").join("bench.log")).unwrap();
+    // Validator 0 runs in the bench's process: its log is DIR/bench.log, private, plain text.
+    let log_path = dir.path().join("data").join("bench.log");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&log_path).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("chain verified"), "{log}");
     assert!(log.contains("validator stopped"), "{log}");
     assert!(!log.contains('\u{1b}'), "no colour codes in a file: {log}");

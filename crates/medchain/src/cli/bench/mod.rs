@@ -93,8 +93,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PORT", default_value_t = 15101)]
     api_port: u16,
     /// Where to create the cluster (default: a temporary directory, removed afterwards). The
-    /// validators in the bench's own process log to DIR/bench.log (`RUST_LOG` chooses what),
-    /// the others to node-1.log in their folders.
+    /// validators in the bench's own process log to DIR/bench.log (`RUST_LOG` chooses what; in
+    /// a temporary directory they log to stderr, only with `RUST_LOG`), the others to node-1.log
+    /// in their folders.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Where the validators' operator keys live (default: DATA_DIR.keys, beside it).
@@ -432,16 +433,16 @@ impl super::Run for BenchArgs {
             .unwrap_or_else(|| ledger::master::default_key_dir(&dir));
         println!("{}", self.describe());
         // The validators in this process (all of them embedded, validator 0 with --processes)
-        // log to DIR/bench.log: on stderr they would cut through the bar and the table.
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let log_path = dir.join("bench.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-        super::service::init_logging_to(std::sync::Mutex::new(log), false);
+        // log to DIR/bench.log when DIR is kept (--data-dir): on stderr they would cut through
+        // the bar and the table. In a temporary DIR, to stderr if RUST_LOG asks.
+        if self.data_dir.is_some() {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let log = ledger::files::private_log_file(&dir.join("bench.log"))?;
+            super::service::init_logging_to(std::sync::Mutex::new(log), false);
+        } else if std::env::var_os("RUST_LOG").is_some() {
+            super::service::init_logging();
+        }
         // Every mode's network: genesis, keys and a node.toml per validator (used by processes).
         let configs = write_network(
             &dir,
