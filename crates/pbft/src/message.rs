@@ -448,7 +448,7 @@ struct NewViewSigned<'a> {
 /// A [`NewView`] as it is written (on the wire, and in `node.db`): each batch once, in a table
 /// in the order the batches first appear, every pre-prepare naming its entry. Its 2f+1
 /// view-changes mostly carry the same prepared batches and its O set re-issues them: written
-/// whole, a new-view was 2f+2 times its O set (177 MB for 72 full batches, and over the frame
+/// whole, a new-view was 2f+2 times its O set (185 MB for 72 full batches, and over the frame
 /// bound at about 109: a halt with every validator honest, red team s60 F2).
 #[derive(BorshSerialize, BorshDeserialize)]
 struct NewViewWire {
