@@ -128,6 +128,8 @@ fn main() -> ExitCode {
         totals.crashes_mid_recovery += s.crashes_mid_recovery;
         totals.new_view_crashes += s.new_view_crashes;
         totals.recovery_lies += s.recovery_lies;
+        totals.new_views_read_back += s.new_views_read_back;
+        totals.new_views_unreadable += s.new_views_unreadable;
         totals.withheld_prepares += s.withheld_prepares;
         totals.block_time_refusals += s.block_time_refusals;
         totals.lost_life_view_changes += s.lost_life_view_changes;
@@ -185,6 +187,10 @@ fn main() -> ExitCode {
         totals.bad_blocks,
         totals.protocol_errors,
         totals.ticks
+    );
+    println!(
+        "new-views read back from their bytes: {}; unreadable (a Byzantine sender's), dropped: {}",
+        totals.new_views_read_back, totals.new_views_unreadable
     );
     println!(
         "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}; lying recovery answers: {}; right after a view-change only a keep-lost-life replica got: {}; new-views reusing a lost life's view-change: {}); new primaries crashed after their new-view: {}",

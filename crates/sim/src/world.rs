@@ -167,6 +167,10 @@ pub struct Stats {
     pub new_view_crashes: u64,
     /// Recovery answers a Byzantine replica rewrote with a lie (finding 2).
     pub recovery_lies: u64,
+    /// New-views read back from their bytes, and those that did not read back (a Byzantine
+    /// sender's: two batches under one digest), dropped ([`World::off_the_wire`]).
+    pub new_views_read_back: u64,
+    pub new_views_unreadable: u64,
     /// Prepares honest replicas withheld for a block time more than τ from their clocks.
     pub withheld_prepares: u64,
     /// Pre-prepares honest replicas refused for a block time not later than the one before.
@@ -961,9 +965,40 @@ impl World {
             return;
         }
         match envelope.packet {
-            Packet::Pbft(m) => self.deliver_message(to, m),
+            Packet::Pbft(m) => {
+                if let Some(m) = self.off_the_wire(envelope.from, m) {
+                    self.deliver_message(to, m);
+                }
+            }
             Packet::FetchBlocks { after } => self.serve_blocks(to, envelope.from, after),
             Packet::Blocks(blocks) => self.receive_blocks(to, envelope.from, blocks),
+        }
+    }
+
+    /// A new-view as the transport hands it over: read back from its bytes (`pbft::NewView`'s
+    /// encoding: each batch once, shared). What an honest validator sends always reads back,
+    /// whole (else the run fails); what does not is dropped, as a node drops the connection it
+    /// came on. Other messages are passed as they are.
+    fn off_the_wire(&mut self, sender: ReplicaId, m: Signed<Message>) -> Option<Signed<Message>> {
+        if !matches!(m.message, Message::NewView(_)) {
+            return Some(m);
+        }
+        let bytes = borsh::to_vec(&m).expect("a message encodes");
+        match borsh::from_slice::<Signed<Message>>(&bytes) {
+            Ok(read) => {
+                assert!(read == m, "a new-view reads back as it was sent");
+                self.stats.new_views_read_back += 1;
+                Some(read)
+            }
+            Err(error) => {
+                assert!(
+                    !self.nodes[sender as usize].is_honest(),
+                    "an honest validator's new-view does not read back: {error}"
+                );
+                self.stats.new_views_unreadable += 1;
+                self.net.dropped += 1;
+                None
+            }
         }
     }
 
