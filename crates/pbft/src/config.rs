@@ -258,14 +258,17 @@ pub enum ProtocolError {
     StaleStateTransfer { seq: SeqNo },
     #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
     UnexpectedRecoveryAnswer,
+    /// A recovery query sooner than its sender's pace allows (`AnswerPace`: half of
+    /// `retransmit_ticks` after the last answer, doubling once a correct querier would have had
+    /// its answer).
     #[error(
-        "recovery query within half of retransmit_ticks of the last one answered for its sender"
+        "recovery query sooner after the last one answered for its sender than its pace allows"
     )]
     RecoveryQueryTooSoon,
-    /// A stale view-change whose sender this primary handed its new-view less than half of
-    /// `retransmit_ticks` ago: paced, not answered again (not a stale view of its own).
+    /// A stale view-change whose sender this primary handed its new-view sooner than its pace
+    /// allows (as `RecoveryQueryTooSoon`): not answered again (not a stale view of its own).
     #[error(
-        "stale view-change within half of retransmit_ticks of the new-view last resent to its sender"
+        "stale view-change sooner after the new-view last resent to its sender than its pace allows"
     )]
     NewViewResentTooSoon,
     #[error("a message of incarnation {got} of replica {replica}, which is in {known} now")]

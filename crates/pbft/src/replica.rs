@@ -101,23 +101,60 @@ pub struct LogStats {
 }
 
 /// When this replica last sent each peer an answer that costs far more than the few bytes
-/// that ask for it (a recovery answer, a resent new-view: up to a whole log window). A correct
-/// peer asks again every `retransmit_ticks` of its own clock; an answer is allowed every half of
-/// that on this one's, so that a peer whose ticks run a little ahead is not refused every other
-/// time (red team of eb409e1c, F1), while a faulty one gets at most two a retransmission
-/// interval, not one for each small message it sends.
+/// that ask for it (a recovery answer, a resent new-view: up to a whole log window), and how
+/// many it has sent it lately. A correct peer asks again every `retransmit_ticks` of its own
+/// clock. An answer is allowed every half of that on this one's clock, so that a peer whose
+/// ticks run a little ahead is not refused every other time (red team of eb409e1c, F1), for as
+/// many answers as a correct laggard retransmits within its first view-change timer (`2T`: every
+/// one of them may be lost, and once it times out into the next view no new-view answers it).
+/// After those the wait doubles with each answer, up to [`ANSWER_WAIT_DOUBLINGS`]: a faulty peer
+/// replaying its few bytes gets a 46 MB new-view every 8 s instead of every 250 ms (note of the
+/// thirtieth session). Each longest wait with no answer forgets one, so that a correct replica
+/// that recovers again minutes later is answered at full pace, while a faulty one gains nothing
+/// by pausing. The new-views' count starts again at each view change.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct AnswerPace(BTreeMap<ReplicaId, u64>);
+pub(crate) struct AnswerPace(BTreeMap<ReplicaId, Answered>);
+
+/// The doublings of [`AnswerPace`]'s wait: half a retransmission interval doubled five times is
+/// sixteen intervals (8 s at the node's 500 ms).
+pub(crate) const ANSWER_WAIT_DOUBLINGS: u64 = 5;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Answered {
+    at: u64,
+    /// Answers counted before this one: each longest wait between two answers forgets one.
+    before: u64,
+}
 
 impl AnswerPace {
-    /// Whether `to` was answered less than half of `interval` ticks before `now`.
-    pub(crate) fn too_soon(&self, to: ReplicaId, now: u64, interval: u64) -> bool {
+    /// The ticks to wait after an answer that followed `before` others.
+    fn wait(before: u64, cfg: &Config) -> u64 {
+        let at_full_pace = cfg
+            .view_change_timeout_ticks
+            .saturating_mul(2)
+            .div_ceil(cfg.retransmit_ticks);
+        let doublings = before
+            .saturating_sub(at_full_pace)
+            .min(ANSWER_WAIT_DOUBLINGS);
+        cfg.retransmit_ticks
+            .div_ceil(2)
+            .saturating_mul(1 << doublings)
+    }
+
+    /// Whether `to` was answered too recently to be answered again at `now`.
+    pub(crate) fn too_soon(&self, to: ReplicaId, now: u64, cfg: &Config) -> bool {
         self.0
             .get(&to)
-            .is_some_and(|at| now < at.saturating_add(interval.div_ceil(2)))
+            .is_some_and(|last| now < last.at.saturating_add(Self::wait(last.before, cfg)))
     }
-    pub(crate) fn answered(&mut self, to: ReplicaId, now: u64) {
-        self.0.insert(to, now);
+
+    pub(crate) fn answered(&mut self, to: ReplicaId, now: u64, cfg: &Config) {
+        let longest = Self::wait(u64::MAX, cfg);
+        let before = self.0.get(&to).map_or(0, |last| {
+            let forgotten = now.saturating_sub(last.at) / longest;
+            last.before.saturating_add(1).saturating_sub(forgotten)
+        });
+        self.0.insert(to, Answered { at: now, before });
     }
 }
 

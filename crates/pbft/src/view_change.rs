@@ -7,7 +7,7 @@ use crate::config::ProtocolError;
 use crate::durable::Durable;
 use crate::io::{Action, Alarm};
 use crate::message::{Checkpoint, Message, NewView, PrePrepare, Signed, ViewChange, Vote};
-use crate::replica::{FetchTarget, Replica, Status};
+use crate::replica::{AnswerPace, FetchTarget, Replica, Status};
 use crate::types::{Digest, Proposal, ReplicaId, SeqNo, View};
 
 /// What a new-view establishes: the checkpoint it starts from (min-s, with its proof) and the
@@ -79,6 +79,8 @@ impl Replica {
         self.waiting.clear();
         self.in_log.clear();
         self.last_new_view = None;
+        // The next view's new-view is another message: its laggards are answered at once.
+        self.new_view_resent = AnswerPace::default();
         self.last_retransmit = self.now;
         actions.push(Action::Persist(Durable::ViewChange(view)));
         let vc = self.build_view_change();
@@ -250,20 +252,17 @@ impl Replica {
         if self.is_stale_view(view) {
             // A replica behind us. If we lead our view, hand it our new-view (§4.5.2's
             // retransmission); a valid new-view for a higher view brings it straight here. Paced
-            // like its retransmissions (`AnswerPace`): the new-view may carry a whole log
-            // window, the stale view-change a few hundred bytes.
+            // (`AnswerPace`): the new-view may carry a whole log window, the stale view-change a
+            // few hundred bytes.
             if self.status == Status::Normal
                 && self.is_primary()
                 && from != self.cfg.id
                 && let Some(nv) = &self.last_new_view
             {
-                if self
-                    .new_view_resent
-                    .too_soon(from, self.now, self.cfg.retransmit_ticks)
-                {
+                if self.new_view_resent.too_soon(from, self.now, &self.cfg) {
                     return Err(ProtocolError::NewViewResentTooSoon);
                 }
-                self.new_view_resent.answered(from, self.now);
+                self.new_view_resent.answered(from, self.now, &self.cfg);
                 actions.push(Action::Send {
                     to: from,
                     message: Message::NewView(nv.clone()),

@@ -12,7 +12,9 @@
 //!   new-view (test 3).
 //! - What a faulty replica can still buy with small messages, per retransmission interval: a
 //!   new-view (whatever stale view or contents it names) and a recovery answer (whatever nonce),
-//!   from separate paces (test 4).
+//!   from separate paces (test 4), for as many answers as a correct laggard may need within its
+//!   first view-change timer; after those the wait doubles with each answer, up to 16 intervals
+//!   (note of the thirtieth session, item 1: test 6).
 use crate::common;
 
 use common::*;
@@ -262,4 +264,88 @@ fn red_team_pace_a_laggard_catching_up_by_state_transfer_rejoins_the_view() {
         b.view(),
         b.in_view_change()
     );
+}
+
+/// The ticks, of `ticks` on `p`, at which `to` is answered when it sends `ask` at every one.
+fn answered_at(
+    p: &mut Replica,
+    ticks: u64,
+    to: ReplicaId,
+    mut ask: impl FnMut(u64) -> Message,
+) -> Vec<u64> {
+    let mut at = Vec::new();
+    for k in 0..ticks {
+        let mut out = Vec::new();
+        let _ = p.step(msg(to, ask(k)), &mut out);
+        let answers = out
+            .iter()
+            .filter(|a| matches!(a, Action::Send { to: t, message: Message::NewView(_) | Message::RecoveryAnswer(_) } if *t == to))
+            .count();
+        at.extend(std::iter::repeat_n(k, answers));
+        step(p, Input::Tick { now_ms: 0 });
+    }
+    at
+}
+
+/// Primary 1 entering view `view` (`view % 4 == 1`) by its own new-view.
+fn primary_enters(p: &mut Replica, view: View) {
+    for from in [0, 2, 1] {
+        step(p, msg(from, Message::ViewChange(view_change(view, vec![]))));
+    }
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == view);
+}
+
+/// Note of the thirtieth session, item 1: a faulty replica replaying a stale view-change bought
+/// the primary's whole new-view (46 MB at 72 full batches) every half interval, for as long as
+/// it liked. Now it gets the answers a correct laggard may need within its first view-change
+/// timer (2T = 8 intervals: 9 answers a half interval apart, every one of which may be lost),
+/// then waits twice as long after each, up to 16 intervals: 25 new-views in 200 intervals where
+/// it had 400. The count starts again with the next view's new-view; a recovery query replayed
+/// is paced the same, and each longest wait without an answer forgets one answer.
+#[test]
+fn red_team_pace_a_replayed_view_change_waits_longer_each_time() {
+    let mut p = node(1);
+    primary_enters(&mut p, 5);
+    let half = retransmitting_config(1).retransmit_ticks / 2;
+    let longest = 32 * half;
+    let stale = |_| Message::ViewChange(view_change(4, vec![]));
+    let at = answered_at(&mut p, 200 * 2 * half, 3, stale);
+    let fast: Vec<u64> = (0..=9).map(|k| k * half).collect();
+    assert_eq!(at[..10], fast, "a correct laggard's answers, at full pace");
+    let gaps: Vec<u64> = at.windows(2).skip(9).map(|w| w[1] - w[0]).collect();
+    assert_eq!(
+        gaps[..5],
+        [2 * half, 4 * half, 8 * half, 16 * half, longest]
+    );
+    assert!(gaps[5..].iter().all(|gap| *gap == longest), "{gaps:?}");
+    assert_eq!(at.len(), 25, "{at:?}");
+
+    // Another sender is paced apart; the next view's new-view is answered at full pace again.
+    assert_eq!(answered_at(&mut p, 2 * half, 2, stale).len(), 2);
+    primary_enters(&mut p, 9);
+    let stale = |_| Message::ViewChange(view_change(8, vec![]));
+    assert_eq!(answered_at(&mut p, 10 * half, 3, stale).len(), 10);
+
+    // Recovery queries, fresh nonces each time.
+    let query = |k| {
+        Message::RecoveryQuery(RecoveryQuery {
+            nonce: k,
+            incarnation: 0,
+        })
+    };
+    let at = answered_at(&mut p, 200 * 2 * half, 3, query);
+    assert_eq!(at.len(), 25, "{at:?}");
+    // Quiet for the longest wait: answered at once, then after the longest wait again.
+    for _ in 0..longest {
+        step(&mut p, Input::Tick { now_ms: 0 });
+    }
+    let at = answered_at(&mut p, 2 * longest, 3, |k| query(10_000 + k));
+    assert_eq!(at, [0, longest]);
+    // Quiet for as many longest waits as answers were counted: at full pace again, as a correct
+    // replica that recovers again minutes later.
+    for _ in 0..40 * longest {
+        step(&mut p, Input::Tick { now_ms: 0 });
+    }
+    let at = answered_at(&mut p, 10 * half, 3, |k| query(20_000 + k));
+    assert_eq!(at.len(), 10, "{at:?}");
 }
