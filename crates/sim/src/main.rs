@@ -129,6 +129,7 @@ fn main() -> ExitCode {
         totals.new_view_crashes += s.new_view_crashes;
         totals.recovery_lies += s.recovery_lies;
         totals.new_views_read_back += s.new_views_read_back;
+        totals.answers_paced += s.answers_paced;
         totals.new_views_unreadable += s.new_views_unreadable;
         totals.withheld_prepares += s.withheld_prepares;
         totals.block_time_refusals += s.block_time_refusals;
@@ -189,8 +190,8 @@ fn main() -> ExitCode {
         totals.ticks
     );
     println!(
-        "new-views read back from their bytes: {}; unreadable (a Byzantine sender's), dropped: {}",
-        totals.new_views_read_back, totals.new_views_unreadable
+        "new-views read back from their bytes: {}; unreadable (a Byzantine sender's), dropped: {}; stale view-changes and recovery queries left unanswered as too soon after the last answer: {}",
+        totals.new_views_read_back, totals.new_views_unreadable, totals.answers_paced
     );
     println!(
         "amnesiac restarts: {} ({} behind the others' view; amnesia of the primary: {}; crashes mid-recovery: {}; lying recovery answers: {}; right after a view-change only a keep-lost-life replica got: {}; new-views reusing a lost life's view-change: {}); new primaries crashed after their new-view: {}",

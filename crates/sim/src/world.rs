@@ -171,6 +171,9 @@ pub struct Stats {
     /// sender's: two batches under one digest), dropped ([`World::off_the_wire`]).
     pub new_views_read_back: u64,
     pub new_views_unreadable: u64,
+    /// Stale view-changes and recovery queries honest replicas left unanswered, too soon after
+    /// the last answer to their sender (`AnswerPace`).
+    pub answers_paced: u64,
     /// Prepares honest replicas withheld for a block time more than τ from their clocks.
     pub withheld_prepares: u64,
     /// Pre-prepares honest replicas refused for a block time not later than the one before.
@@ -768,11 +771,15 @@ impl World {
         let alarms_counted = after.alarms - before.alarms;
         if node.is_honest() {
             self.stats.withheld_prepares += after.withheld_prepares - before.withheld_prepares;
-            if matches!(
-                result,
-                Err(pbft::ProtocolError::BlockTimeNotIncreasing { .. })
-            ) {
-                self.stats.block_time_refusals += 1;
+            match result {
+                Err(pbft::ProtocolError::BlockTimeNotIncreasing { .. }) => {
+                    self.stats.block_time_refusals += 1;
+                }
+                Err(
+                    pbft::ProtocolError::NewViewResentTooSoon
+                    | pbft::ProtocolError::RecoveryQueryTooSoon,
+                ) => self.stats.answers_paced += 1,
+                _ => {}
             }
         }
         let raised = actions
