@@ -127,9 +127,10 @@
 //!   simulator found when a minority had timed out into the next view alone.
 //! - The f+1 rule (join the smallest view f+1 others are in) counts any message carrying a
 //!   view, not only view-changes; a primary that entered its view by a new-view resends it to
-//!   a replica whose view-change shows it is behind, at most once per half `retransmit_ticks`
-//!   per replica (a new-view may carry a log window; a replayed view-change must not buy one
-//!   each). A replica changing views retransmits its view-change even while state transfer
+//!   a replica whose view-change shows it is behind, once per half `retransmit_ticks` per
+//!   replica for as many answers as a laggard asks within four times the primary's view-change
+//!   timer, then with the wait doubling to 16 intervals (`AnswerPace`: a new-view may carry a log
+//!   window; a replayed view-change must not buy one each). A replica changing views retransmits its view-change even while state transfer
 //!   moves its execution: that answer is its way back into the view.
 //! - Backups also track the requests of pre-prepares they accept as pending, so they time out
 //!   if those never execute and re-forward them to the next primary if a view change drops
@@ -226,7 +227,7 @@
 //! state, sends checkpoints of what it executed, status claims, forwards and recovery messages.
 //!
 //! 1. It broadcasts a [`RecoveryQuery`] with the caller's nonce and its incarnation (resent
-//!    every `retransmit_ticks`). Every replica answers the querier alone, at most once per
+//!    every `retransmit_ticks`). Every replica answers the querier alone, at most once per half
 //!    `retransmit_ticks`, with a [`RecoveryAnswer`]: the nonce; its executed head with that
 //!    block's commit certificate (filled in by its caller, contract item 10); and the
 //!    querier's own signed message of the highest view it accepted from the querier (directly,

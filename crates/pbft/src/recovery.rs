@@ -91,8 +91,8 @@ impl Replica {
     /// Every replica answers a query, with the nonce, to the querier only: its last executed
     /// sequence number (the caller replaces it with its chain's head and adds that block's
     /// commit certificate, see the crate docs) and the querier's own message of the highest
-    /// view it accepted. Paced per querier (a correct one resends its query every
-    /// `retransmit_ticks` until answered; `AnswerPace`): an answer may carry a view-change of
+    /// view it accepted. At most once per half `retransmit_ticks` per querier (a correct one
+    /// resends its query at that interval; `AnswerPace`): an answer may carry a view-change of
     /// up to a whole log window, which a faulty replica must not make this one build, sign and
     /// send for every few bytes of queries.
     pub(crate) fn on_recovery_query(
@@ -114,14 +114,15 @@ impl Replica {
             }
             return Ok(());
         }
-        if self.recovery_answered.too_soon(from, self.now, &self.cfg) {
+        let interval = self.cfg.retransmit_ticks;
+        if self.recovery_answered.too_soon(from, self.now, interval) {
             return Err(ProtocolError::RecoveryQueryTooSoon);
         }
         // From now on this replica refuses the querier's view-changes and new-views of its
         // earlier lives, also after a restart: persisted (and relayed) before the answer goes
         // out.
         self.learn_life(life, actions)?;
-        self.recovery_answered.answered(from, self.now, &self.cfg);
+        self.recovery_answered.answered(from, self.now, interval);
         actions.push(Action::Send {
             to: from,
             message: Message::RecoveryAnswer(RecoveryAnswer {

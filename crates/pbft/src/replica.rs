@@ -103,20 +103,29 @@ pub struct LogStats {
 /// When this replica last sent each peer an answer that costs far more than the few bytes
 /// that ask for it (a recovery answer, a resent new-view: up to a whole log window), and how
 /// many it has sent it lately. A correct peer asks again every `retransmit_ticks` of its own
-/// clock. An answer is allowed every half of that on this one's clock, so that a peer whose
-/// ticks run a little ahead is not refused every other time (red team of eb409e1c, F1), for as
-/// many answers as a correct laggard retransmits within its first view-change timer (`2T`: every
-/// one of them may be lost, and once it times out into the next view no new-view answers it).
-/// After those the wait doubles with each answer, up to [`ANSWER_WAIT_DOUBLINGS`]: a faulty peer
-/// replaying its few bytes gets a 46 MB new-view every 8 s instead of every 250 ms (note of the
-/// thirtieth session). Each longest wait with no answer forgets one, so that a correct replica
-/// that recovers again minutes later is answered at full pace, while a faulty one gains nothing
-/// by pausing. The new-views' count starts again at each view change.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct AnswerPace(BTreeMap<ReplicaId, Answered>);
+/// clock until answered. An answer is allowed every half of that on this one's clock, so that a
+/// peer whose ticks run a little ahead is not refused every other time (red team of eb409e1c,
+/// F1), for the first `at_full_pace` answers; after those the wait doubles with each answer, up
+/// to [`ANSWER_WAIT_DOUBLINGS`], and each longest wait between two answers forgets one.
+///
+/// The new-views' pace starts again at each view change, with as many answers at full pace as a
+/// laggard asks within a view-change timer four times this replica's: every answer may be lost,
+/// and a laggard that times out into the next view alone is out until the next view change (red
+/// team s64 F1: a laggard that went through two more view changes than this primary, its timer
+/// four times as long, lost the answers it asked for after an outage of 80 % of its timer; one
+/// that went through three more still can). A faulty peer replaying a stale
+/// view-change then gets those and, past them, one new-view every 16 retransmission intervals
+/// instead of two an interval (note of the thirtieth session, item 1). Recovery answers keep the
+/// full pace (`at_full_pace` unbounded): a querier retransmits to every replica until it has
+/// enough answers, and doubling there delayed restarts (red team s64 F3).
+#[derive(Clone, Debug)]
+pub(crate) struct AnswerPace {
+    at_full_pace: u64,
+    answered: BTreeMap<ReplicaId, Answered>,
+}
 
 /// The doublings of [`AnswerPace`]'s wait: half a retransmission interval doubled five times is
-/// sixteen intervals (8 s at the node's 500 ms).
+/// sixteen intervals.
 pub(crate) const ANSWER_WAIT_DOUBLINGS: u64 = 5;
 
 #[derive(Clone, Copy, Debug)]
@@ -127,34 +136,41 @@ pub(crate) struct Answered {
 }
 
 impl AnswerPace {
-    /// The ticks to wait after an answer that followed `before` others.
-    fn wait(before: u64, cfg: &Config) -> u64 {
-        let at_full_pace = cfg
-            .view_change_timeout_ticks
-            .saturating_mul(2)
-            .div_ceil(cfg.retransmit_ticks);
+    /// A pace allowing `at_full_pace` answers to each peer before the wait doubles.
+    pub(crate) fn new(at_full_pace: u64) -> AnswerPace {
+        AnswerPace {
+            at_full_pace,
+            answered: BTreeMap::new(),
+        }
+    }
+
+    /// The ticks to wait after an answer that followed `before` others: half an interval, then
+    /// whole intervals doubled (`(R << d) / 2` rounded up: with an odd `R` the first doubled
+    /// wait is `R`, not `R + 1`, which a peer asking every `R` would miss every other time; red
+    /// team s64 F6).
+    fn wait(&self, before: u64, retransmit_ticks: u64) -> u64 {
         let doublings = before
-            .saturating_sub(at_full_pace)
+            .saturating_sub(self.at_full_pace)
             .min(ANSWER_WAIT_DOUBLINGS);
-        cfg.retransmit_ticks
-            .div_ceil(2)
-            .saturating_mul(1 << doublings)
+        retransmit_ticks.saturating_mul(1 << doublings).div_ceil(2)
     }
 
     /// Whether `to` was answered too recently to be answered again at `now`.
-    pub(crate) fn too_soon(&self, to: ReplicaId, now: u64, cfg: &Config) -> bool {
-        self.0
-            .get(&to)
-            .is_some_and(|last| now < last.at.saturating_add(Self::wait(last.before, cfg)))
+    pub(crate) fn too_soon(&self, to: ReplicaId, now: u64, retransmit_ticks: u64) -> bool {
+        self.answered.get(&to).is_some_and(|last| {
+            now < last
+                .at
+                .saturating_add(self.wait(last.before, retransmit_ticks))
+        })
     }
 
-    pub(crate) fn answered(&mut self, to: ReplicaId, now: u64, cfg: &Config) {
-        let longest = Self::wait(u64::MAX, cfg);
-        let before = self.0.get(&to).map_or(0, |last| {
+    pub(crate) fn answered(&mut self, to: ReplicaId, now: u64, retransmit_ticks: u64) {
+        let longest = self.wait(u64::MAX, retransmit_ticks);
+        let before = self.answered.get(&to).map_or(0, |last| {
             let forgotten = now.saturating_sub(last.at) / longest;
             last.before.saturating_add(1).saturating_sub(forgotten)
         });
-        self.0.insert(to, Answered { at: now, before });
+        self.answered.insert(to, Answered { at: now, before });
     }
 }
 
@@ -333,8 +349,8 @@ impl Replica {
             vouched: BTreeMap::new(),
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
-            recovery_answered: AnswerPace::default(),
-            new_view_resent: AnswerPace::default(),
+            recovery_answered: AnswerPace::new(u64::MAX),
+            new_view_resent: AnswerPace::new(0),
             incarnation: restored.incarnation,
             lives: BTreeMap::new(),
             last_new_view: None,
@@ -518,6 +534,7 @@ impl Replica {
                 r.recovery = Some(recovery);
             }
         }
+        r.new_view_resent = r.new_view_pace();
         r
     }
 
@@ -603,6 +620,16 @@ impl Replica {
     pub(crate) fn quorum(&self) -> usize {
         self.cfg.quorum()
     }
+    /// The new-view pace of a view entered with this replica's backoff ([`AnswerPace`]): as many
+    /// answers at full pace as a laggard retransmits within a timer four times this one's.
+    pub(crate) fn new_view_pace(&self) -> AnswerPace {
+        AnswerPace::new(
+            self.timeout()
+                .saturating_mul(4)
+                .div_ceil(self.cfg.retransmit_ticks),
+        )
+    }
+
     /// T << backoff (§4.5.2), saturating instead of overflowing.
     pub(crate) fn timeout(&self) -> u64 {
         let base = self.cfg.view_change_timeout_ticks;

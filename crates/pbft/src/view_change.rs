@@ -7,7 +7,7 @@ use crate::config::ProtocolError;
 use crate::durable::Durable;
 use crate::io::{Action, Alarm};
 use crate::message::{Checkpoint, Message, NewView, PrePrepare, Signed, ViewChange, Vote};
-use crate::replica::{AnswerPace, FetchTarget, Replica, Status};
+use crate::replica::{FetchTarget, Replica, Status};
 use crate::types::{Digest, Proposal, ReplicaId, SeqNo, View};
 
 /// What a new-view establishes: the checkpoint it starts from (min-s, with its proof) and the
@@ -80,7 +80,7 @@ impl Replica {
         self.in_log.clear();
         self.last_new_view = None;
         // The next view's new-view is another message: its laggards are answered at once.
-        self.new_view_resent = AnswerPace::default();
+        self.new_view_resent = self.new_view_pace();
         self.last_retransmit = self.now;
         actions.push(Action::Persist(Durable::ViewChange(view)));
         let vc = self.build_view_change();
@@ -259,10 +259,14 @@ impl Replica {
                 && from != self.cfg.id
                 && let Some(nv) = &self.last_new_view
             {
-                if self.new_view_resent.too_soon(from, self.now, &self.cfg) {
+                if self
+                    .new_view_resent
+                    .too_soon(from, self.now, self.cfg.retransmit_ticks)
+                {
                     return Err(ProtocolError::NewViewResentTooSoon);
                 }
-                self.new_view_resent.answered(from, self.now, &self.cfg);
+                self.new_view_resent
+                    .answered(from, self.now, self.cfg.retransmit_ticks);
                 actions.push(Action::Send {
                     to: from,
                     message: Message::NewView(nv.clone()),

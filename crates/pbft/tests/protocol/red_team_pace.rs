@@ -297,28 +297,45 @@ fn primary_enters(p: &mut Replica, view: View) {
 
 /// Note of the thirtieth session, item 1: a faulty replica replaying a stale view-change bought
 /// the primary's whole new-view (46 MB at 72 full batches) every half interval, for as long as
-/// it liked. Now it gets the answers a correct laggard may need within its first view-change
-/// timer (2T = 8 intervals: 9 answers a half interval apart, every one of which may be lost),
-/// then waits twice as long after each, up to 16 intervals: 25 new-views in 200 intervals where
-/// it had 400. The count starts again with the next view's new-view; a recovery query replayed
-/// is paced the same, and each longest wait without an answer forgets one answer.
+/// it liked. Now it gets the answers a laggard may ask for within four times the primary's
+/// view-change timer (`T << 1` here: 4 * 400 / 50 = 32, every one of which may be lost), then
+/// waits twice as long after each, up to 16 intervals: 48 new-views in 200 intervals where it
+/// had 400. The count starts again with the next view's new-view, and each longest wait between
+/// two answers forgets one. Recovery queries keep the full pace (red team s64 F3).
 #[test]
 fn red_team_pace_a_replayed_view_change_waits_longer_each_time() {
     let mut p = node(1);
     primary_enters(&mut p, 5);
-    let half = retransmitting_config(1).retransmit_ticks / 2;
+    let config = retransmitting_config(1);
+    let half = config.retransmit_ticks / 2;
+    let free = 4 * (config.view_change_timeout_ticks << 1) / config.retransmit_ticks;
+    assert_eq!(free, 32);
     let longest = 32 * half;
     let stale = |_| Message::ViewChange(view_change(4, vec![]));
     let at = answered_at(&mut p, 200 * 2 * half, 3, stale);
-    let fast: Vec<u64> = (0..=9).map(|k| k * half).collect();
-    assert_eq!(at[..10], fast, "a correct laggard's answers, at full pace");
-    let gaps: Vec<u64> = at.windows(2).skip(9).map(|w| w[1] - w[0]).collect();
-    assert_eq!(
-        gaps[..5],
-        [2 * half, 4 * half, 8 * half, 16 * half, longest]
-    );
+    // The first answer, and `free` more after it at full pace.
+    let fast: Vec<u64> = (0..=free + 1).map(|k| k * half).collect();
+    assert_eq!(at[..fast.len()], fast, "a laggard's answers, at full pace");
+    let gaps: Vec<u64> = at
+        .windows(2)
+        .skip(fast.len() - 1)
+        .map(|w| w[1] - w[0])
+        .collect();
+    let doubling = [2 * half, 4 * half, 8 * half, 16 * half, longest];
+    assert_eq!(gaps[..5], doubling, "{at:?}");
     assert!(gaps[5..].iter().all(|gap| *gap == longest), "{gaps:?}");
-    assert_eq!(at.len(), 25, "{at:?}");
+    assert_eq!(at.len(), 48, "{at:?}");
+
+    // Quiet for the longest wait: answered at once, then after the longest wait again.
+    for _ in 0..longest {
+        step(&mut p, Input::Tick { now_ms: 0 });
+    }
+    assert_eq!(answered_at(&mut p, 2 * longest, 3, stale), [0, longest]);
+    // Quiet for as many longest waits as answers were counted: at full pace again.
+    for _ in 0..40 * longest {
+        step(&mut p, Input::Tick { now_ms: 0 });
+    }
+    assert_eq!(answered_at(&mut p, 10 * half, 3, stale).len(), 10);
 
     // Another sender is paced apart; the next view's new-view is answered at full pace again.
     assert_eq!(answered_at(&mut p, 2 * half, 2, stale).len(), 2);
@@ -326,26 +343,104 @@ fn red_team_pace_a_replayed_view_change_waits_longer_each_time() {
     let stale = |_| Message::ViewChange(view_change(8, vec![]));
     assert_eq!(answered_at(&mut p, 10 * half, 3, stale).len(), 10);
 
-    // Recovery queries, fresh nonces each time.
+    // Recovery queries, fresh nonces each time: one a half interval, as before.
     let query = |k| {
         Message::RecoveryQuery(RecoveryQuery {
             nonce: k,
             incarnation: 0,
         })
     };
-    let at = answered_at(&mut p, 200 * 2 * half, 3, query);
-    assert_eq!(at.len(), 25, "{at:?}");
-    // Quiet for the longest wait: answered at once, then after the longest wait again.
-    for _ in 0..longest {
+    assert_eq!(answered_at(&mut p, 200 * 2 * half, 3, query).len(), 400);
+}
+
+/// Red team s64 F1: replica 3 followed the others through views 3, 4 and 5 without executing
+/// (two primaries replaced in a row: backoff 3, its timer `8T` = 1,600 ticks), while the primary
+/// 1 of view 5 entered it with one view change (backoff 1). Its new-view is lost to 3, whose link
+/// from the primary is down for `outage` ticks, then heals. With the allowance sized for `2T`
+/// (the first cut), the answers ran out after 800 ticks and the retransmissions after an outage
+/// of 1,300 were refused: 3 timed out into view 6 alone. Sized for four times the primary's
+/// timer, it rejoins view 5 after any outage its timer outlasts.
+#[test]
+fn red_team_pace_a_laggard_of_more_view_changes_than_the_primary_rejoins_after_an_outage() {
+    for outage in [1_000, 1_300, 1_550] {
+        let (view, changing, answered) = laggard_after_outage(outage);
+        assert!(
+            view == 5 && !changing,
+            "outage {outage}: in view {view}, changing {changing}; answered at {answered:?}"
+        );
+    }
+}
+
+/// Returns the laggard's view and whether it is still changing views after its timer, and the
+/// ticks at which the primary answered it (`red_team_pace_a_laggard_of_more_view_changes_...`).
+fn laggard_after_outage(outage: u64) -> (View, bool, Vec<u64>) {
+    let mut p = node(1);
+    primary_enters(&mut p, 5);
+    let mut b = node(3);
+    let mut own = None;
+    for view in 3..=5 {
+        let mut sent = Vec::new();
+        for from in [0, 2] {
+            sent.extend(step(
+                &mut b,
+                msg(from, Message::ViewChange(view_change(view, vec![]))),
+            ));
+        }
+        own = view_changes_broadcast(&sent).pop();
+    }
+    step(
+        &mut b,
+        msg(3, Message::ViewChange(own.expect("joined view 5"))),
+    );
+    assert!(b.in_view_change() && b.view() == 5);
+    let mut answered = Vec::new();
+    for k in 1..=1_700u64 {
+        step(&mut p, Input::Tick { now_ms: 0 });
+        let out = step(&mut b, Input::Tick { now_ms: 0 });
+        for vc in view_changes_broadcast(&out) {
+            let mut answer = Vec::new();
+            let _ = p.step(msg(3, Message::ViewChange(vc)), &mut answer);
+            for nv in new_views_to(&answer, 3) {
+                answered.push(k);
+                if k >= outage {
+                    step(&mut b, msg(1, Message::NewView(nv)));
+                }
+            }
+        }
+        if !b.in_view_change() {
+            break;
+        }
+    }
+    (b.view(), b.in_view_change(), answered)
+}
+
+/// Red team s64 F6: with an odd `retransmit_ticks` the first doubled wait was `2 * ceil(R / 2)
+/// = R + 1`, so a peer asking every `R` was refused every other time; it is `R`.
+#[test]
+fn red_team_pace_an_odd_interval_doubles_to_whole_intervals() {
+    let config = Config {
+        view_change_timeout_ticks: 250,
+        retransmit_ticks: 125,
+        ..config(1, 4)
+    };
+    let mut p = Replica::new(config.clone(), Restored::genesis(GENESIS, 0, 0));
+    primary_enters(&mut p, 5);
+    let free = 4 * (config.view_change_timeout_ticks << 1) / config.retransmit_ticks;
+    // Asked every R: answered every time through the allowance and the first doubling.
+    let mut at = Vec::new();
+    for k in 0..(free + 3) * 125 {
+        if k % 125 == 0 {
+            let mut out = Vec::new();
+            let _ = p.step(
+                msg(3, Message::ViewChange(view_change(4, vec![]))),
+                &mut out,
+            );
+            if !new_views_to(&out, 3).is_empty() {
+                at.push(k);
+            }
+        }
         step(&mut p, Input::Tick { now_ms: 0 });
     }
-    let at = answered_at(&mut p, 2 * longest, 3, |k| query(10_000 + k));
-    assert_eq!(at, [0, longest]);
-    // Quiet for as many longest waits as answers were counted: at full pace again, as a correct
-    // replica that recovers again minutes later.
-    for _ in 0..40 * longest {
-        step(&mut p, Input::Tick { now_ms: 0 });
-    }
-    let at = answered_at(&mut p, 10 * half, 3, |k| query(20_000 + k));
-    assert_eq!(at.len(), 10, "{at:?}");
+    let expected: Vec<u64> = (0..free + 2).map(|k| k * 125).collect();
+    assert_eq!(at[..expected.len()], expected);
 }
