@@ -258,15 +258,14 @@ pub enum ProtocolError {
     StaleStateTransfer { seq: SeqNo },
     #[error("recovery answer to no query of this replica (wrong nonce or querier)")]
     UnexpectedRecoveryAnswer,
-    /// A recovery query sooner than its sender's pace allows (`AnswerPace`: half of
-    /// `retransmit_ticks` after the last answer, doubling once a correct querier would have had
-    /// its answer).
+    /// A recovery query within half of `retransmit_ticks` of the last answer to its sender
+    /// (`AnswerPace`).
     #[error(
         "recovery query sooner after the last one answered for its sender than its pace allows"
     )]
     RecoveryQueryTooSoon,
     /// A stale view-change whose sender this primary handed its new-view sooner than its pace
-    /// allows (as `RecoveryQueryTooSoon`): not answered again (not a stale view of its own).
+    /// allows (`AnswerPace`): not answered again (not a stale view of its own).
     #[error(
         "stale view-change sooner after the new-view last resent to its sender than its pace allows"
     )]

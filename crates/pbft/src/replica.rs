@@ -112,12 +112,15 @@ pub struct LogStats {
 /// laggard asks within a view-change timer four times this replica's: every answer may be lost,
 /// and a laggard that times out into the next view alone is out until the next view change (red
 /// team s64 F1: a laggard that went through two more view changes than this primary, its timer
-/// four times as long, lost the answers it asked for after an outage of 80 % of its timer; one
-/// that went through three more still can). A faulty peer replaying a stale
-/// view-change then gets those and, past them, one new-view every 16 retransmission intervals
-/// instead of two an interval (note of the thirtieth session, item 1). Recovery answers keep the
-/// full pace (`at_full_pace` unbounded): a querier retransmits to every replica until it has
-/// enough answers, and doubling there delayed restarts (red team s64 F3).
+/// four times as long, was shut out by a long outage; one that went through three more still
+/// can be). A restarted replica does not know the backoff it entered its view with (not
+/// persisted): it answers at full pace until its next view change (red team s65 F1). A faulty
+/// peer replaying a stale view-change gets those answers and, past them, one new-view every 16
+/// retransmission intervals instead of two an interval (note of the thirtieth session, item 1).
+/// The allowance grows with the backoff and with the timer (the node's includes its batch
+/// window). Recovery answers keep the full pace (`at_full_pace` unbounded): a querier
+/// retransmits to every replica until it has enough answers, and doubling there delayed
+/// restarts (red team s64 F3).
 #[derive(Clone, Debug)]
 pub(crate) struct AnswerPace {
     at_full_pace: u64,
@@ -350,7 +353,9 @@ impl Replica {
             view_changes: BTreeMap::new(),
             highest_view_shown: BTreeMap::new(),
             recovery_answered: AnswerPace::new(u64::MAX),
-            new_view_resent: AnswerPace::new(0),
+            // The backoff this view was entered with is not persisted: after a restart the pace
+            // is the old fixed one until the next view change (red team s65 F1).
+            new_view_resent: AnswerPace::new(u64::MAX),
             incarnation: restored.incarnation,
             lives: BTreeMap::new(),
             last_new_view: None,
@@ -534,7 +539,6 @@ impl Replica {
                 r.recovery = Some(recovery);
             }
         }
-        r.new_view_resent = r.new_view_pace();
         r
     }
 

@@ -12,9 +12,10 @@
 //!   new-view (test 3).
 //! - What a faulty replica can still buy with small messages, per retransmission interval: a
 //!   new-view (whatever stale view or contents it names) and a recovery answer (whatever nonce),
-//!   from separate paces (test 4), for as many answers as a correct laggard may need within its
-//!   first view-change timer; after those the wait doubles with each answer, up to 16 intervals
-//!   (note of the thirtieth session, item 1: test 6).
+//!   from separate paces (test 4). Since the thirty-first session the new-view's pace doubles
+//!   its wait after as many answers as a laggard may ask for within four times the primary's
+//!   view-change timer, up to 16 intervals (note of the thirtieth session, item 1; red teams
+//!   s64 and s65: the tests after test 4).
 use crate::common;
 
 use common::*;
@@ -376,6 +377,11 @@ fn red_team_pace_a_laggard_of_more_view_changes_than_the_primary_rejoins_after_a
 fn laggard_after_outage(outage: u64) -> (View, bool, Vec<u64>) {
     let mut p = node(1);
     primary_enters(&mut p, 5);
+    laggard_after_outage_of(p, outage)
+}
+
+/// As [`laggard_after_outage`], with primary `p` of view 5.
+fn laggard_after_outage_of(mut p: Replica, outage: u64) -> (View, bool, Vec<u64>) {
     let mut b = node(3);
     let mut own = None;
     for view in 3..=5 {
@@ -443,4 +449,60 @@ fn red_team_pace_an_odd_interval_doubles_to_whole_intervals() {
     }
     let expected: Vec<u64> = (0..free + 2).map(|k| k * 125).collect();
     assert_eq!(at[..expected.len()], expected);
+}
+
+/// Red team s65 F1: primary 1 went through views 3, 4 and 5 as the laggard did (both backoff 3,
+/// timer `8T`), and restarted after entering view 5 (or while collecting its view-changes): the
+/// backoff is not persisted, and a pace sized from the restarted backoff of 0 shut the laggard
+/// out after an outage of 1,300 ticks. A restarted primary answers at full pace until its next
+/// view change.
+#[test]
+fn red_team_pace_a_restarted_primary_still_answers_a_laggard_of_its_own_history() {
+    let mut p = node(1);
+    let mut durable = Vec::new();
+    let keep = |durable: &mut Vec<Durable>, actions: Vec<Action>| {
+        durable.extend(actions.into_iter().filter_map(|a| match a {
+            Action::Persist(d) => Some(d),
+            _ => None,
+        }))
+    };
+    for view in 3..=5 {
+        for from in [0, 2] {
+            let out = step(
+                &mut p,
+                msg(from, Message::ViewChange(view_change(view, vec![]))),
+            );
+            keep(&mut durable, out);
+        }
+    }
+    let mid_view_change = durable.clone();
+    let out = step(&mut p, msg(1, Message::ViewChange(view_change(5, vec![]))));
+    keep(&mut durable, out);
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 5);
+    let restart = |durable: Vec<Durable>| {
+        Replica::new(
+            retransmitting_config(1),
+            Restored {
+                durable,
+                ..Restored::genesis(GENESIS, 0, 0)
+            },
+        )
+    };
+    let (view, changing, answered) = laggard_after_outage_of(restart(durable), 1_300);
+    assert!(view == 5 && !changing, "restarted in view 5: {answered:?}");
+
+    let mut p = restart(mid_view_change);
+    assert!(p.in_view_change() && p.view() == 5);
+    for from in [0, 2, 1] {
+        let _ = p.step(
+            msg(from, Message::ViewChange(view_change(5, vec![]))),
+            &mut Vec::new(),
+        );
+    }
+    assert!(p.is_primary() && !p.in_view_change() && p.view() == 5);
+    let (view, changing, answered) = laggard_after_outage_of(p, 1_300);
+    assert!(
+        view == 5 && !changing,
+        "restarted changing views: {answered:?}"
+    );
 }
