@@ -129,9 +129,10 @@
 //!   view, not only view-changes; a primary that entered its view by a new-view resends it to
 //!   a replica whose view-change shows it is behind, once per half `retransmit_ticks` per
 //!   replica for as many answers as a laggard asks within four times the primary's view-change
-//!   timer, then with the wait doubling to 16 intervals (`AnswerPace`: a new-view may carry a log
-//!   window; a replayed view-change must not buy one each). A replica changing views retransmits its view-change even while state transfer
-//!   moves its execution: that answer is its way back into the view.
+//!   timer, then with the wait doubling to 16 intervals (`AnswerPace`: a new-view may carry a
+//!   log window; a replayed view-change must not buy one each). A replica changing views
+//!   retransmits its view-change even while state transfer moves its execution: that answer is
+//!   its way back into the view.
 //! - Backups also track the requests of pre-prepares they accept as pending, so they time out
 //!   if those never execute and re-forward them to the next primary if a view change drops
 //!   them.
