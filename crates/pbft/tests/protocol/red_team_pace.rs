@@ -447,8 +447,9 @@ fn red_team_pace_an_odd_interval_doubles_to_whole_intervals() {
         }
         step(&mut p, Input::Tick { now_ms: 0 });
     }
-    let expected: Vec<u64> = (0..free + 2).map(|k| k * 125).collect();
-    assert_eq!(at[..expected.len()], expected);
+    // Every ask: the last, after the first doubled wait, is the one `R + 1` refused.
+    let expected: Vec<u64> = (0..free + 3).map(|k| k * 125).collect();
+    assert_eq!(at, expected);
 }
 
 /// Red team s65 F1: primary 1 went through views 3, 4 and 5 as the laggard did (both backoff 3,
