@@ -59,8 +59,9 @@ const NONCE_BYTES: usize = 24;
 /// patient), an `on_chain` flag and a `wanted` table; migrated at open ([`MIGRATE_FROM_2`]). 3
 /// lacked `data_keys.on_chain` ([`MIGRATE_FROM_3`]); 4 lacked `data_keys.facts_tag`
 /// ([`MIGRATE_FROM_4`]); 4 and 5 lacked the epoch index (every row's place read into memory at
-/// open: [`migrate`] adds it).
-const SCHEMA_VERSION: i64 = 7;
+/// open: [`migrate`] adds it). 7 lacked `key_groups` (each closed epoch's filter probed alone;
+/// folded at the first open, [`super::runs::GROUP_EPOCHS`]).
+const SCHEMA_VERSION: i64 = 8;
 /// The page size of a new `keys.db` (SQLite's default is 4,096): a row is about 150 bytes.
 const PAGE_BYTES: i64 = 1024;
 
@@ -267,7 +268,8 @@ impl KeyStore {
         migrate(&conn, path)?;
         let mut runs = Runs::read(&conn)?;
         if runs.has_complete(&conn)? {
-            // A store of schema 4: its rows are cut into runs once, here.
+            // A store of schema 4: its rows are cut into runs once, here; of schema 7: its closed
+            // groups' filters folded.
             info!(path = %path.display(), "writing the key store's epoch index (once)");
             let tx = conn.unchecked_transaction()?;
             runs.close_complete(&tx)?;
@@ -371,7 +373,8 @@ impl KeyStore {
             "SELECT EXISTS (SELECT 1 FROM meta WHERE key <> 'keys_held')
                 OR EXISTS (SELECT 1 FROM data_keys) OR EXISTS (SELECT 1 FROM broken)
                 OR EXISTS (SELECT 1 FROM read_grants) OR EXISTS (SELECT 1 FROM key_runs)
-                OR EXISTS (SELECT 1 FROM key_filters) OR EXISTS (SELECT 1 FROM wanted_heights)",
+                OR EXISTS (SELECT 1 FROM key_filters) OR EXISTS (SELECT 1 FROM key_groups)
+                OR EXISTS (SELECT 1 FROM wanted_heights)",
             [],
             |r| r.get(0),
         )?)
@@ -528,6 +531,7 @@ enum Schema {
     Four,
     Five,
     Six,
+    Seven,
     Current,
 }
 
@@ -565,6 +569,7 @@ fn schema(conn: &Connection, path: &Path) -> Result<Schema, NodeError> {
         4 => Ok(Schema::Four),
         5 => Ok(Schema::Five),
         6 => Ok(Schema::Six),
+        7 => Ok(Schema::Seven),
         SCHEMA_VERSION => Ok(Schema::Current),
         newer => refuse(format!(
             "key store schema {newer}, newer than this medchain's ({SCHEMA_VERSION}): upgrade \
@@ -583,7 +588,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), NodeError> {
         Schema::Two => MIGRATE_FROM_2,
         Schema::Three => MIGRATE_FROM_3,
         Schema::Four => MIGRATE_FROM_4,
-        Schema::Five | Schema::Six => "",
+        Schema::Five | Schema::Six | Schema::Seven => "",
         Schema::Current => return Ok(()),
     };
     let tx = conn.unchecked_transaction()?;
@@ -1727,6 +1732,7 @@ mod tests {
     /// the count of held keys.
     const DROP_SCHEMA_5_INDEXES: &str = "DROP TABLE key_runs;
         DROP TABLE key_filters;
+        DROP TABLE key_groups;
         DROP INDEX data_keys_pending;
         DELETE FROM meta WHERE key = 'keys_held';";
 
@@ -2065,6 +2071,7 @@ mod red_team_s9 {
             .execute_batch(
                 "DROP TABLE key_runs;
                  DROP TABLE key_filters;
+                 DROP TABLE key_groups;
                  DROP INDEX data_keys_pending;
                  DELETE FROM meta WHERE key = 'keys_held';
                  PRAGMA user_version = 5;",
@@ -2222,7 +2229,7 @@ mod red_team_s9 {
 /// Red team (s9b) against commit 923515e5 (schema 6, the index cut at open).
 #[cfg(test)]
 mod red_team_s9b {
-    use super::super::runs::EPOCH_ROWS;
+    use super::super::runs::{EPOCH_ROWS, GROUP_EPOCHS};
     use super::*;
     use std::time::Instant;
 
@@ -2243,6 +2250,33 @@ mod red_team_s9b {
                 .unwrap();
         }
         (dir, key, facts)
+    }
+
+    /// A store of schema 7 (each closed epoch's filter probed alone, no `key_groups`) opens as
+    /// this schema with its closed group folded, every key found.
+    #[test]
+    fn a_store_of_schema_7_has_its_closed_groups_folded_at_open() {
+        let rows = (GROUP_EPOCHS * EPOCH_ROWS + 3) as u8;
+        let (dir, key, _) = stored_rows(rows);
+        let path = dir.path().join("keys.db");
+        let conn = Connection::open(&path).unwrap();
+        let groups = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM key_groups", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(groups(&conn), 1);
+        conn.execute_batch("DROP TABLE key_groups; PRAGMA user_version = 7;")
+            .unwrap();
+        let store = KeyStore::open(&path, [7; 32], key).unwrap();
+        for i in 0..rows {
+            assert!(store.rows().key(&[i; 32]).unwrap().is_some(), "row {i}");
+        }
+        drop(store);
+        assert_eq!(groups(&conn), 1);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     /// Fixed (empty epochs are passed over, `Runs::close_complete`): `KeyStore::open` cut every
