@@ -15,6 +15,8 @@ mod exchange;
 mod feed;
 mod index;
 mod pending;
+#[cfg(test)]
+mod red_team_s66;
 mod runs;
 mod store;
 mod wanted;
