@@ -113,6 +113,7 @@ fn held_random_histories_with_gaps_folds_rollbacks_and_restarts_lose_no_row() {
                     }
                     match rng.gen_range(0..10) {
                         0..=6 => {
+                            runs.flush(&conn).unwrap();
                             conn.execute_batch("COMMIT").unwrap();
                             runs.commit();
                         }
@@ -162,6 +163,7 @@ fn held_random_histories_with_gaps_folds_rollbacks_and_restarts_lose_no_row() {
                     .unwrap();
                     runs.amend(&conn, seq, Tag::Patient, &patient).unwrap();
                     if rng.gen_bool(0.8) {
+                        runs.flush(&conn).unwrap();
                         conn.execute_batch("COMMIT").unwrap();
                         runs.commit();
                     } else {
@@ -324,6 +326,7 @@ fn amend_batch(conn: &Connection, runs: &mut Runs, first: i64) -> std::time::Dur
         runs.amend(conn, seq, Tag::Patient, &i.to_le_bytes())
             .unwrap();
     }
+    runs.flush(conn).unwrap();
     conn.execute_batch("COMMIT").unwrap();
     runs.commit();
     started.elapsed()
@@ -377,6 +380,46 @@ fn red_team_s66_an_amend_in_a_folded_group_writes_its_block_in_place() {
             read.has_entry(&conn, seq, Tag::Patient, &i.to_le_bytes())
                 .unwrap()
         );
+    }
+}
+
+/// Fixed (red team s67 F1; a writer of the file without the operator key): an amend wrote its
+/// changed block to the row of `key_groups` whose rowid is the group's number. The table
+/// redeclared with a key that is not the rowid (`grp INT PRIMARY KEY`) and the rowids of two
+/// groups swapped pointed it at the other group's filter, clearing held keys there at the next
+/// start (memory right, so the sweep saw nothing). Now the row is found by its key: the filters
+/// read back are memory's, and every row is found by transaction and key id.
+#[test]
+fn red_team_s67_an_amend_writes_the_row_of_its_group_not_of_its_rowid() {
+    use super::runs::tests::{confirmed, store, value};
+    let conn = conn();
+    let mut runs = Runs::read(&conn).unwrap();
+    let rows = (2 * GROUP_EPOCHS * EPOCH_ROWS) as u64 + 4;
+    for i in 0..rows {
+        store(&conn, &mut runs, i);
+    }
+    assert_eq!(runs.filter_counts(), (2, 0));
+    conn.execute_batch(
+        "CREATE TABLE swapped (grp INT PRIMARY KEY, bits BLOB NOT NULL);
+         INSERT INTO swapped (rowid, grp, bits) SELECT 1 - grp, grp, bits FROM key_groups;
+         DROP TABLE key_groups;
+         ALTER TABLE swapped RENAME TO key_groups;",
+    )
+    .unwrap();
+    let mut runs = Runs::read(&conn).unwrap();
+    for i in 0..64u32 {
+        runs.amend(&conn, 5, Tag::Patient, &i.to_le_bytes())
+            .unwrap();
+    }
+    let read = Runs::read(&conn).unwrap();
+    assert!(
+        read.same_filters(&runs),
+        "the file's filters are not memory's"
+    );
+    for i in 0..rows {
+        let seq = i as i64 + 1;
+        assert_eq!(confirmed(&conn, &read, Tag::Tx, &value(i, 1)), vec![seq]);
+        assert_eq!(confirmed(&conn, &read, Tag::KeyId, &value(i, 2)), vec![seq]);
     }
 }
 

@@ -477,6 +477,7 @@ impl KeyStore {
     }
 
     pub fn commit(&self) -> Result<(), NodeError> {
+        self.runs.borrow_mut().flush(&self.conn)?;
         self.conn.execute_batch("COMMIT")?;
         self.runs.borrow_mut().commit();
         Ok(())
