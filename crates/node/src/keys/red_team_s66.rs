@@ -391,6 +391,16 @@ fn red_team_s66_an_amend_in_a_folded_group_writes_its_block_in_place() {
 /// read back are memory's, and every row is found by transaction and key id.
 #[test]
 fn red_team_s67_an_amend_writes_the_row_of_its_group_not_of_its_rowid() {
+    amend_in_a_redeclared_group_table(
+        "CREATE TABLE changed (grp INT PRIMARY KEY, bits BLOB NOT NULL);
+         INSERT INTO changed (rowid, grp, bits) SELECT 1 - grp, grp, bits FROM key_groups;",
+    );
+}
+
+/// Two folded groups; `key_groups` made anew by `redeclared` (as `changed`); 64 values amended
+/// into a row of group 0: the filters read back are memory's, and every row is found by
+/// transaction and key id.
+fn amend_in_a_redeclared_group_table(redeclared: &str) {
     use super::runs::tests::{confirmed, store, value};
     let conn = conn();
     let mut runs = Runs::read(&conn).unwrap();
@@ -399,12 +409,11 @@ fn red_team_s67_an_amend_writes_the_row_of_its_group_not_of_its_rowid() {
         store(&conn, &mut runs, i);
     }
     assert_eq!(runs.filter_counts(), (2, 0));
-    conn.execute_batch(
-        "CREATE TABLE swapped (grp INT PRIMARY KEY, bits BLOB NOT NULL);
-         INSERT INTO swapped (rowid, grp, bits) SELECT 1 - grp, grp, bits FROM key_groups;
+    conn.execute_batch(&format!(
+        "{redeclared}
          DROP TABLE key_groups;
-         ALTER TABLE swapped RENAME TO key_groups;",
-    )
+         ALTER TABLE changed RENAME TO key_groups;"
+    ))
     .unwrap();
     let mut runs = Runs::read(&conn).unwrap();
     for i in 0..64u32 {
@@ -412,15 +421,30 @@ fn red_team_s67_an_amend_writes_the_row_of_its_group_not_of_its_rowid() {
             .unwrap();
     }
     let read = Runs::read(&conn).unwrap();
-    assert!(
-        read.same_filters(&runs),
-        "the file's filters are not memory's"
-    );
+    assert!(read.same_filters(&runs), "{redeclared}");
     for i in 0..rows {
         let seq = i as i64 + 1;
         assert_eq!(confirmed(&conn, &read, Tag::Tx, &value(i, 1)), vec![seq]);
         assert_eq!(confirmed(&conn, &read, Tag::KeyId, &value(i, 2)), vec![seq]);
     }
+}
+
+/// Fixed (red team s68; a writer of the file without the operator key): the row found by its
+/// key could still be another: `key_groups` redeclared with a column named `rowid` (which
+/// `SELECT rowid` then reads), or with two rows of one group (the read keeps the last, the blob
+/// went to the first). Now the blob is written only where every row's key is its rowid and no
+/// column hides it; else the filter is written whole to every row of its key.
+#[test]
+fn red_team_s68_an_amend_reaches_the_row_a_read_takes_in_a_redeclared_table() {
+    amend_in_a_redeclared_group_table(
+        "CREATE TABLE changed (grp INT, bits BLOB NOT NULL, rowid INT);
+         INSERT INTO changed (grp, bits, rowid) SELECT grp, bits, 2 - grp FROM key_groups;",
+    );
+    amend_in_a_redeclared_group_table(
+        "CREATE TABLE changed (grp INT, bits BLOB NOT NULL);
+         INSERT INTO changed (grp, bits) SELECT grp, bits FROM key_groups;
+         INSERT INTO changed (grp, bits) SELECT grp, bits FROM key_groups;",
+    );
 }
 
 mod store_level {

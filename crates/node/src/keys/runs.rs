@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 
 use ledger::store::index::{mix, tagged_key};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::error::NodeError;
 
@@ -875,9 +875,11 @@ fn write_run(conn: &Connection, epoch: i64) -> Result<Filter, NodeError> {
     Ok(filter)
 }
 
-/// Writes `blocks` of `filter` to its row in place. The row is found by its key, not taken
-/// for its rowid, and a blob of another length than memory's is written whole, as an `UPDATE`
-/// did (the table changed on disk: red team s67 F1).
+/// Writes `blocks` of `filter` to its row in place, when the table is as made: its key the
+/// rowid of every row. Otherwise (the table changed on disk: redeclared with a column named
+/// `rowid`, or two rows of one key) the filter is written whole to every row of its key, as an
+/// `UPDATE` did, so that none is left for a read to take (red teams s67 F1, s68); and so is a
+/// blob of another length than memory's.
 fn write_blocks(
     conn: &Connection,
     row: FilterRow,
@@ -885,17 +887,13 @@ fn write_blocks(
     blocks: &[usize],
 ) -> Result<(), NodeError> {
     let (table, column, key) = row.place();
-    let rowid: Option<i64> = conn
-        .prepare_cached(&format!("SELECT rowid FROM {table} WHERE {column} = ?1"))
-        .and_then(|mut stmt| stmt.query_row([key], |r| r.get(0)).optional())
-        .ok()
-        .flatten();
-    let blob = rowid
-        .and_then(|rowid| {
-            conn.blob_open(rusqlite::MAIN_DB, table, "bits", rowid, false)
-                .ok()
-        })
-        .filter(|blob| blob.len() == filter.blocks.len() * BLOCK_BYTES);
+    let blob = if key_is_rowid(conn, table, column)? {
+        conn.blob_open(rusqlite::MAIN_DB, table, "bits", key, false)
+            .ok()
+            .filter(|blob| blob.len() == filter.blocks.len() * BLOCK_BYTES)
+    } else {
+        None
+    };
     match blob {
         Some(mut blob) => {
             for &block in blocks {
@@ -909,6 +907,27 @@ fn write_blocks(
         }
     }
     Ok(())
+}
+
+/// Whether every row of `table` has `column` for its rowid (so one row a key), and no column
+/// of the table hides the rowid's names. Reads the keys alone (a few hundred rows).
+fn key_is_rowid(conn: &Connection, table: &str, column: &str) -> Result<bool, NodeError> {
+    let hidden: bool = conn
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}')
+                WHERE lower(name) IN ('rowid', '_rowid_', 'oid'))"
+        ))?
+        .query_row([], |r| r.get(0))?;
+    if hidden {
+        return Ok(false);
+    }
+    // A table without rowids fails here: written whole.
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM {table} WHERE rowid IS NOT {column})"
+        ))
+        .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+        .unwrap_or(false))
 }
 
 /// The filter of closed group `group`, whose epochs' filters are `members`, from its runs' keys,
