@@ -1,9 +1,11 @@
 //! Ed25519 for medchain: validator keys (their files are sealed: [`crate::master`]), signing of pbft messages, commit
 //! certificates, and the one rule by which every signature is checked, singly or in batches.
 //!
-//! The rule is ZIP-215 (the `ed25519-zebra` crate): `A` and `R` any encodings of curve points,
-//! `s` canonical, and the cofactored equation `[8][s]B = [8]R + [8][k]A`. Its single and batch
-//! checks agree by construction, so a signature's verdict is a function of its bytes alone,
+//! The rule is ZIP-215 (as the `ed25519-zebra` crate checks it, the tests' reference): `A` and
+//! `R` any encodings of curve points, `s` canonical, and the cofactored equation
+//! `[8][s]B = [8]R + [8][k]A`. Its single and batch checks agree by construction (both are here,
+//! on curve25519-dalek, so that a signer's key is decompressed once, not at every signature: see
+//! [`key_point`]), so a signature's verdict is a function of its bytes alone,
 //! whichever path checks it and whatever else is in the batch: every validator and
 //! `medchain verify` reach the same one (docs/ARCHITECTURE.md, "Signatures"). Signing stays
 //! with ed25519-dalek; its signatures are standard Ed25519 and valid under the rule.
@@ -12,13 +14,18 @@
 //! names the chain, so a signature from one chain (a test network, an older chain with the same
 //! keys) cannot be replayed on another. The node signs with [`sign_message`] and the certificate
 //! check uses the same composition, so the two cannot drift apart.
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use ed25519_dalek::{Signature, Signer};
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::Signer;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
-use ed25519_zebra::{VerificationKeyBytes, batch};
+use rand::RngCore;
 use rand::rngs::OsRng;
+use sha2::{Digest, Sha512};
 
 use crate::block::Certificate;
 use crate::tx::{Checked, Invalid, SignedTx, Signer as TxSigner};
@@ -244,28 +251,59 @@ pub(crate) fn certificate_signers<'v>(
 /// `message`. Every signature medchain checks is checked by this rule, here or in a
 /// [`SignatureBatch`], whose verdicts are the same.
 pub fn verify_signature(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
-    batch_item(key, message, signature).verify_single().is_ok()
+    verify_signature_bytes(key.as_bytes(), message, signature)
 }
 
 /// [`verify_signature`] under a key given as bytes (not necessarily a curve point, whose
 /// signatures then fail).
 pub fn verify_signature_bytes(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
-    batch_item_bytes(key, message, signature)
-        .verify_single()
-        .is_ok()
+    Queued::new(key, message, signature).verifies()
 }
 
-fn batch_item(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> batch::Item {
-    batch_item_bytes(&key.to_bytes(), message, signature)
+/// A signature to check, with its challenge `k = SHA-512(R || A || M)` (reduced mod ℓ) taken
+/// at once, so that the message need not be kept.
+struct Queued {
+    key: [u8; 32],
+    r: [u8; 32],
+    s: [u8; 32],
+    k: Scalar,
 }
 
-/// A key given as bytes need not be a curve point: its signatures then fail, by either path.
-fn batch_item_bytes(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> batch::Item {
-    batch::Item::from((
-        VerificationKeyBytes::from(*key),
-        Signature::from_bytes(signature),
-        message,
-    ))
+impl Queued {
+    fn new(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Queued {
+        let (r, s) = signature.split_at(32);
+        let k = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(r)
+                .chain_update(key)
+                .chain_update(message),
+        );
+        Queued {
+            key: *key,
+            r: r.try_into().unwrap_or([0; 32]),
+            s: s.try_into().unwrap_or([0; 32]),
+            k,
+        }
+    }
+
+    /// `s` if canonical (below ℓ), as ZIP-215 requires.
+    fn s(&self) -> Option<Scalar> {
+        Scalar::from_canonical_bytes(self.s).into()
+    }
+
+    /// `R`, any encoding of a curve point (ZIP-215 accepts non-canonical ones).
+    fn r(&self) -> Option<EdwardsPoint> {
+        CompressedEdwardsY(self.r).decompress()
+    }
+
+    /// The cofactored equation alone: `[8](R - ([s]B - [k]A))` is the identity.
+    fn verifies(&self) -> bool {
+        let (Some(s), Some(r), Some(a)) = (self.s(), self.r(), key_point(&self.key)) else {
+            return false;
+        };
+        let r_prime = EdwardsPoint::vartime_double_scalar_mul_basepoint(&self.k, &-a, &s);
+        (r - r_prime).mul_by_cofactor().is_identity()
+    }
 }
 
 /// Signatures checked together, much faster than one by one, with the verdicts of
@@ -280,20 +318,19 @@ fn batch_item_bytes(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bat
 /// check each, not everyone's in the batch.
 #[derive(Default)]
 pub struct SignatureBatch {
-    items: Vec<([u8; 32], batch::Item)>,
+    items: Vec<Queued>,
     single_checks: usize,
 }
 
 impl SignatureBatch {
     /// Queues `signature` by `key` over `message`.
     pub fn push(&mut self, key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) {
-        self.push_bytes(&key.to_bytes(), message, signature);
+        self.push_bytes(key.as_bytes(), message, signature);
     }
 
     /// Queues `signature` by the key with bytes `key` over `message`.
     pub fn push_bytes(&mut self, key: &[u8; 32], message: &[u8], signature: &[u8; 64]) {
-        self.items
-            .push((*key, batch_item_bytes(key, message, signature)));
+        self.items.push(Queued::new(key, message, signature));
     }
 
     pub fn len(&self) -> usize {
@@ -327,33 +364,67 @@ impl SignatureBatch {
             return Vec::new();
         }
         let mut by_key: Vec<usize> = all;
-        by_key.sort_by_key(|&i| items[i].0);
+        by_key.sort_by_key(|&i| items[i].key);
         let mut failed = Vec::new();
-        for group in by_key.chunk_by(|&a, &b| items[a].0 == items[b].0) {
+        for group in by_key.chunk_by(|&a, &b| items[a].key == items[b].key) {
             let whole_batch = group.len() == items.len();
             if group.len() > 1 && !whole_batch && verifies_together(&items, group) {
                 continue;
             }
             self.single_checks += group.len();
-            failed.extend(
-                group
-                    .iter()
-                    .copied()
-                    .filter(|&i| items[i].1.clone().verify_single().is_err()),
-            );
+            failed.extend(group.iter().copied().filter(|&i| !items[i].verifies()));
         }
         failed.sort_unstable();
         failed
     }
 }
 
-/// Whether the signatures of `items` at `positions` verify as one batch.
-fn verifies_together(items: &[([u8; 32], batch::Item)], positions: &[usize]) -> bool {
-    let mut verifier = batch::Verifier::new();
+/// Whether the signatures of `items` at `positions` verify as one batch: with a random 128-bit
+/// `z_i` for each, `[8]([-Σ z_i s_i]B + Σ [z_i]R_i + Σ_A [Σ_{i by A} z_i k_i]A)` is the identity
+/// (the equations of one key share its term, so each key's point is taken once). Any `R`, `A`
+/// or `s` the rule refuses fails the batch, as it fails its signature singly.
+fn verifies_together(items: &[Queued], positions: &[usize]) -> bool {
+    let mut rng = rand::thread_rng();
+    let mut b_coefficient = Scalar::ZERO;
+    let mut r_coefficients = Vec::with_capacity(positions.len());
+    let mut r_points = Vec::with_capacity(positions.len());
+    let mut key_terms: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut a_coefficients: Vec<Scalar> = Vec::new();
+    let mut a_points: Vec<EdwardsPoint> = Vec::new();
     for &i in positions {
-        verifier.queue(items[i].1.clone());
+        let item = &items[i];
+        let (Some(s), Some(r)) = (item.s(), item.r()) else {
+            return false;
+        };
+        let term = match key_terms.get(&item.key) {
+            Some(&term) => term,
+            None => {
+                let Some(a) = key_point(&item.key) else {
+                    return false;
+                };
+                a_points.push(a);
+                a_coefficients.push(Scalar::ZERO);
+                key_terms.insert(item.key, a_points.len() - 1);
+                a_points.len() - 1
+            }
+        };
+        let mut z_bytes = [0u8; 32];
+        rng.fill_bytes(&mut z_bytes[..16]);
+        let z = Scalar::from_bytes_mod_order(z_bytes);
+        b_coefficient -= z * s;
+        a_coefficients[term] += z * item.k;
+        r_coefficients.push(z);
+        r_points.push(r);
     }
-    verifier.verify(rand::thread_rng()).is_ok()
+    let check = EdwardsPoint::vartime_multiscalar_mul(
+        std::iter::once(&b_coefficient)
+            .chain(&a_coefficients)
+            .chain(&r_coefficients),
+        std::iter::once(&ED25519_BASEPOINT_POINT)
+            .chain(&a_points)
+            .chain(&r_points),
+    );
+    check.mul_by_cofactor().is_identity()
 }
 
 /// What each of `entries` carries ([`Checked`]): each is decoded and checked without a key
@@ -426,31 +497,44 @@ pub fn first_weak_key(checks: &[SignatureCheck]) -> Option<usize> {
 /// that nobody made (the all-zero signature under the all-zero key verifies every message),
 /// so its proof of possession proves nothing; such keys are never registered and never sign.
 /// A pure function of the bytes: every validator decides alike.
-///
-/// The keys found strong lately are remembered: the same people sign again and again, and a
-/// point decompression per signature was a third of the edge check. A memo of a pure function
-/// of the bytes changes no verdict; it is cleared whenever it holds `STRONG_KEYS_REMEMBERED`.
 pub fn is_strong_key(key: &[u8; 32]) -> bool {
-    const STRONG_KEYS_REMEMBERED: usize = 1 << 16;
-    static STRONG_KEYS: OnceLock<Mutex<HashSet<[u8; 32]>>> = OnceLock::new();
+    strong_point(key).is_some()
+}
+
+/// The point of a strong key ([`is_strong_key`]), `None` for any other bytes.
+///
+/// The points of the keys found strong lately are remembered: the same people sign again and
+/// again, and a point decompression (an exponentiation in the field) per signature was a third
+/// of the edge check, and again of each signature in a batch. A memo of a pure function of the
+/// bytes changes no verdict; it is cleared whenever it holds `STRONG_KEYS_REMEMBERED` (192
+/// bytes each: 3 MiB at most).
+fn strong_point(key: &[u8; 32]) -> Option<EdwardsPoint> {
+    const STRONG_KEYS_REMEMBERED: usize = 1 << 14;
+    static STRONG_KEYS: OnceLock<Mutex<HashMap<[u8; 32], EdwardsPoint>>> = OnceLock::new();
     let memo = || {
         STRONG_KEYS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     };
-    if memo().contains(key) {
-        return true;
+    if let Some(point) = memo().get(key) {
+        return Some(*point);
     }
-    let strong = VerifyingKey::from_bytes(key).is_ok_and(|key| !key.is_weak());
-    if strong {
-        let mut known = memo();
-        if known.len() >= STRONG_KEYS_REMEMBERED {
-            known.clear();
-        }
-        known.insert(*key);
+    let point = CompressedEdwardsY(*key)
+        .decompress()
+        .filter(|point| !point.is_small_order())?;
+    let mut known = memo();
+    if known.len() >= STRONG_KEYS_REMEMBERED {
+        known.clear();
     }
-    strong
+    known.insert(*key, point);
+    Some(point)
+}
+
+/// The point a signer's key `key` encodes (any encoding, as ZIP-215 takes `A`), `None` if it
+/// encodes none: a strong key's from the memo of [`strong_point`], a weak one's decompressed.
+fn key_point(key: &[u8; 32]) -> Option<EdwardsPoint> {
+    strong_point(key).or_else(|| CompressedEdwardsY(*key).decompress())
 }
 
 /// The verdict on a transaction whose signatures ([`tx_signatures`]) failed at `positions`:
@@ -783,9 +867,10 @@ mod tests {
         let bad = (good.0, good.1.clone(), [3; 64]);
         let torsion = signed(&net.torsion_tx(8));
         // The case on which Ed25519 rules differ: cofactorless verification refuses it.
-        let strict = torsion
-            .0
-            .verify_strict(&torsion.1, &Signature::from_bytes(&torsion.2));
+        let strict = torsion.0.verify_strict(
+            &torsion.1,
+            &ed25519_dalek::Signature::from_bytes(&torsion.2),
+        );
         assert!(strict.is_err());
         let noncanonical = (good.0, good.1.clone(), with_s_plus_l(good.2));
         for (case, valid) in [(&torsion, true), (&noncanonical, false), (&good, true)] {
@@ -803,6 +888,125 @@ mod tests {
                     .chain((!valid).then_some(company.len()))
                     .collect();
                 assert_eq!(failures, expected);
+            }
+        }
+    }
+
+    /// ZIP-215's verdict as the reference implementation gives it.
+    fn zebra_verdict(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+        ed25519_zebra::VerificationKey::try_from(ed25519_zebra::VerificationKeyBytes::from(*key))
+            .and_then(|vk| vk.verify(&ed25519_dalek::Signature::from_bytes(signature), message))
+            .is_ok()
+    }
+
+    /// Every encoding the rule must judge as ZIP-215 does: the points of small order in each
+    /// of their encodings (`y` and `y + p`, either sign), other non-canonical encodings, bytes
+    /// that encode no point, and a valid key.
+    fn edge_encodings() -> Vec<[u8; 32]> {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        let mut out: Vec<[u8; 32]> = EIGHT_TORSION.iter().map(|t| t.compress().0).collect();
+        for delta in 0u8..19 {
+            let mut above_p = [0xff; 32];
+            above_p[0] = 0xed + delta;
+            above_p[31] = 0x7f;
+            let mut small = [0; 32];
+            small[0] = delta;
+            for mut encoding in [above_p, small] {
+                out.push(encoding);
+                encoding[31] |= 0x80;
+                out.push(encoding);
+            }
+        }
+        out.push([0x42; 32]);
+        out.push(SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes());
+        out
+    }
+
+    #[test]
+    fn the_rule_is_zebras_singly_and_in_a_batch_on_every_edge_case() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        let message = b"edge cases".as_slice();
+        let mut cases: Vec<([u8; 32], [u8; 64])> = Vec::new();
+        // Small-order and non-canonical A and R, s zero or not: the cofactor clears a
+        // small-order R and A, so these verify under ZIP-215 when both encode points.
+        for key in edge_encodings() {
+            for r in edge_encodings() {
+                for s in [[0; 32], [1; 32]] {
+                    let mut signature = [0; 64];
+                    signature[..32].copy_from_slice(&r);
+                    signature[32..].copy_from_slice(&s);
+                    cases.push((key, signature));
+                }
+            }
+        }
+        // A real key, its torsion twins (A + T signs with A's secret), s + ℓ, a flipped bit.
+        let secret = SigningKey::from_bytes(&[7; 32]);
+        let honest = secret.sign(message).to_bytes();
+        cases.push((secret.verifying_key().to_bytes(), honest));
+        cases.push((secret.verifying_key().to_bytes(), with_s_plus_l(honest)));
+        let mut flipped = honest;
+        flipped[40] ^= 1;
+        cases.push((secret.verifying_key().to_bytes(), flipped));
+        let a = secret.to_scalar();
+        for torsion in EIGHT_TORSION.iter().skip(1) {
+            let twin = (ED25519_BASEPOINT_POINT * a + torsion).compress().0;
+            let r = Scalar::from_bytes_mod_order([3; 32]);
+            let r_bytes = (ED25519_BASEPOINT_POINT * r).compress().0;
+            let k = Scalar::from_hash(
+                Sha512::new()
+                    .chain_update(r_bytes)
+                    .chain_update(twin)
+                    .chain_update(message),
+            );
+            let mut signature = [0; 64];
+            signature[..32].copy_from_slice(&r_bytes);
+            signature[32..].copy_from_slice((r + k * a).as_bytes());
+            cases.push((twin, signature));
+        }
+        let expected: Vec<bool> = cases
+            .iter()
+            .map(|(key, signature)| zebra_verdict(key, message, signature))
+            .collect();
+        let valid = expected.iter().filter(|v| **v).count();
+        assert!(
+            valid > 100 && valid < cases.len() - 100,
+            "{valid} of {}",
+            cases.len()
+        );
+        for ((key, signature), valid) in cases.iter().zip(&expected) {
+            assert_eq!(
+                verify_signature_bytes(key, message, signature),
+                *valid,
+                "key {} signature {}",
+                hex::encode(key),
+                hex::encode(signature)
+            );
+        }
+        let mut batch = SignatureBatch::default();
+        for (key, signature) in &cases {
+            batch.push_bytes(key, message, signature);
+        }
+        let failures = batch.failures();
+        let refused: Vec<usize> = (0..cases.len()).filter(|&i| !expected[i]).collect();
+        assert_eq!(failures, refused);
+        // The valid ones alone verify as one batch, as they do in zebra's.
+        let mut ours = SignatureBatch::default();
+        let mut theirs = ed25519_zebra::batch::Verifier::new();
+        for ((key, signature), _) in cases.iter().zip(&expected).filter(|(_, v)| **v) {
+            ours.push_bytes(key, message, signature);
+            theirs.queue((
+                ed25519_zebra::VerificationKeyBytes::from(*key),
+                ed25519_dalek::Signature::from_bytes(signature),
+                message,
+            ));
+        }
+        assert!(ours.verifies());
+        assert!(theirs.verify(rand::thread_rng()).is_ok());
+        // Strength is the same function of the bytes as ed25519-dalek's `is_weak`, memo or not.
+        for _ in 0..2 {
+            for key in edge_encodings() {
+                let dalek = VerifyingKey::from_bytes(&key).is_ok_and(|k| !k.is_weak());
+                assert_eq!(is_strong_key(&key), dalek, "{}", hex::encode(key));
             }
         }
     }
