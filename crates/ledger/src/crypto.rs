@@ -5,7 +5,7 @@
 //! `R` any encodings of curve points, `s` canonical, and the cofactored equation
 //! `[8][s]B = [8]R + [8][k]A`. Its single and batch checks agree by construction (both are here,
 //! on curve25519-dalek, so that a signer's key is decompressed once, not at every signature: see
-//! [`key_point`]), so a signature's verdict is a function of its bytes alone,
+//! [`decoded_key`]), so a signature's verdict is a function of its bytes alone,
 //! whichever path checks it and whatever else is in the batch: every validator and
 //! `medchain verify` reach the same one (docs/ARCHITECTURE.md, "Signatures"). Signing stays
 //! with ed25519-dalek; its signatures are standard Ed25519 and valid under the rule.
@@ -271,19 +271,16 @@ struct Queued {
 
 impl Queued {
     fn new(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Queued {
-        let (r, s) = signature.split_at(32);
+        let (mut r, mut s) = ([0; 32], [0; 32]);
+        r.copy_from_slice(&signature[..32]);
+        s.copy_from_slice(&signature[32..]);
         let k = Scalar::from_hash(
             Sha512::new()
                 .chain_update(r)
                 .chain_update(key)
                 .chain_update(message),
         );
-        Queued {
-            key: *key,
-            r: r.try_into().unwrap_or([0; 32]),
-            s: s.try_into().unwrap_or([0; 32]),
-            k,
-        }
+        Queued { key: *key, r, s, k }
     }
 
     /// `s` if canonical (below ℓ), as ZIP-215 requires.
@@ -498,17 +495,24 @@ pub fn first_weak_key(checks: &[SignatureCheck]) -> Option<usize> {
 /// so its proof of possession proves nothing; such keys are never registered and never sign.
 /// A pure function of the bytes: every validator decides alike.
 pub fn is_strong_key(key: &[u8; 32]) -> bool {
-    strong_point(key).is_some()
+    decoded_key(key).is_some_and(|(_, strong)| strong)
 }
 
-/// The point of a strong key ([`is_strong_key`]), `None` for any other bytes.
+/// The point a signer's key `key` encodes (any encoding, as ZIP-215 takes `A`), `None` if it
+/// encodes none.
+fn key_point(key: &[u8; 32]) -> Option<EdwardsPoint> {
+    decoded_key(key).map(|(point, _)| point)
+}
+
+/// The point `key` encodes and whether it is strong ([`is_strong_key`]), `None` if it encodes
+/// none.
 ///
 /// The points of the keys found strong lately are remembered: the same people sign again and
 /// again, and a point decompression (an exponentiation in the field) per signature was a third
 /// of the edge check, and again of each signature in a batch. A memo of a pure function of the
 /// bytes changes no verdict; it is cleared whenever it holds `STRONG_KEYS_REMEMBERED` (192
 /// bytes each: 3 MiB at most).
-fn strong_point(key: &[u8; 32]) -> Option<EdwardsPoint> {
+fn decoded_key(key: &[u8; 32]) -> Option<(EdwardsPoint, bool)> {
     const STRONG_KEYS_REMEMBERED: usize = 1 << 14;
     static STRONG_KEYS: OnceLock<Mutex<HashMap<[u8; 32], EdwardsPoint>>> = OnceLock::new();
     let memo = || {
@@ -518,23 +522,18 @@ fn strong_point(key: &[u8; 32]) -> Option<EdwardsPoint> {
             .unwrap_or_else(PoisonError::into_inner)
     };
     if let Some(point) = memo().get(key) {
-        return Some(*point);
+        return Some((*point, true));
     }
-    let point = CompressedEdwardsY(*key)
-        .decompress()
-        .filter(|point| !point.is_small_order())?;
-    let mut known = memo();
-    if known.len() >= STRONG_KEYS_REMEMBERED {
-        known.clear();
+    let point = CompressedEdwardsY(*key).decompress()?;
+    let strong = !point.is_small_order();
+    if strong {
+        let mut known = memo();
+        if known.len() >= STRONG_KEYS_REMEMBERED {
+            known.clear();
+        }
+        known.insert(*key, point);
     }
-    known.insert(*key, point);
-    Some(point)
-}
-
-/// The point a signer's key `key` encodes (any encoding, as ZIP-215 takes `A`), `None` if it
-/// encodes none: a strong key's from the memo of [`strong_point`], a weak one's decompressed.
-fn key_point(key: &[u8; 32]) -> Option<EdwardsPoint> {
-    strong_point(key).or_else(|| CompressedEdwardsY(*key).decompress())
+    Some((point, strong))
 }
 
 /// The verdict on a transaction whose signatures ([`tx_signatures`]) failed at `positions`:

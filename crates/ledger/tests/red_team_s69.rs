@@ -1,6 +1,6 @@
 //! Red team s69 against 0952a578 (no finding: every test here passes on it): `crypto`'s own ZIP-215 checks on curve25519-dalek (single
 //! `Queued::verifies`, batch `verifies_together`, `SignatureBatch::failures`) and the memo of
-//! strong keys' points (`strong_point`), compared with ed25519-zebra (the rule's reference) and
+//! strong keys' points (`strong_point`, since `decoded_key`), compared with ed25519-zebra (the rule's reference) and
 //! with ed25519-dalek's `is_weak` (the old strength rule). Every test here asserts verdicts only;
 //! the cost measurements print their times and assert nothing about them.
 
