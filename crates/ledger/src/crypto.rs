@@ -509,9 +509,9 @@ fn key_point(key: &[u8; 32]) -> Option<EdwardsPoint> {
 ///
 /// The points of the keys found strong lately are remembered: the same people sign again and
 /// again, and a point decompression (an exponentiation in the field) per signature was a third
-/// of the edge check, and again of each signature in a batch. A memo of a pure function of the
-/// bytes changes no verdict; it is cleared whenever it holds `STRONG_KEYS_REMEMBERED` (192
-/// bytes each: 3 MiB at most).
+/// of the edge check before `is_strong_key` remembered keys; a batch takes its signers' points
+/// from here too. A memo of a pure function of the bytes changes no verdict; it is cleared
+/// whenever it holds `STRONG_KEYS_REMEMBERED` (192 bytes each: 3 MiB at most).
 fn decoded_key(key: &[u8; 32]) -> Option<(EdwardsPoint, bool)> {
     const STRONG_KEYS_REMEMBERED: usize = 1 << 14;
     static STRONG_KEYS: OnceLock<Mutex<HashMap<[u8; 32], EdwardsPoint>>> = OnceLock::new();
