@@ -42,6 +42,28 @@ fn bench_merkle(c: &mut Criterion) {
     g.finish();
 }
 
+/// Whether `signatures` (key, message, signature) verify as one of medchain's batches.
+fn batch_verifies(signatures: &[([u8; 32], Vec<u8>, [u8; 64])]) -> bool {
+    let mut batch = crypto::SignatureBatch::default();
+    for (key, message, signature) in signatures {
+        batch.push_bytes(key, message, signature);
+    }
+    batch.failures().is_empty()
+}
+
+/// The same verdict by ed25519-zebra's batch, the rule's reference.
+fn zebra_batch_verifies(signatures: &[([u8; 32], Vec<u8>, [u8; 64])]) -> bool {
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    for (key, message, signature) in signatures {
+        batch.queue((
+            ed25519_zebra::VerificationKeyBytes::from(*key),
+            ed25519_dalek::Signature::from_bytes(signature),
+            &message[..],
+        ));
+    }
+    batch.verify(rand::thread_rng()).is_ok()
+}
+
 fn bench_signatures(c: &mut Criterion) {
     let net = TestNet::new(4);
     let txs: Vec<SignedTx> = (0..1000).map(|i| net.sample_tx(i)).collect();
@@ -87,83 +109,44 @@ fn bench_signatures(c: &mut Criterion) {
                 .all(|(key, message, signature)| crypto::verify_signature(key, message, signature))
         })
     });
+    let signed_bytes: Vec<([u8; 32], Vec<u8>, [u8; 64])> = signed
+        .iter()
+        .map(|(key, message, signature)| (key.to_bytes(), message.clone(), *signature))
+        .collect();
     g.bench_function("ZIP-215: 1000 signatures in one batch", |b| {
-        b.iter(|| {
-            let mut batch = crypto::SignatureBatch::default();
-            for (key, message, signature) in &signed {
-                batch.push(key, message, signature);
-            }
-            batch.failures().is_empty()
-        })
+        b.iter(|| batch_verifies(&signed_bytes))
     });
     // The same with ed25519-zebra's batch (the rule's reference, which medchain used until the
     // thirty-third session): each signer's key decompressed again in every batch.
     g.bench_function(
         "ZIP-215 by ed25519-zebra: 1000 signatures in one batch",
-        |b| {
-            b.iter(|| {
-                let mut batch = ed25519_zebra::batch::Verifier::new();
-                for (key, message, signature) in &signed {
-                    batch.queue((
-                        ed25519_zebra::VerificationKeyBytes::from(key.to_bytes()),
-                        ed25519_dalek::Signature::from_bytes(signature),
-                        &message[..],
-                    ));
-                }
-                batch.verify(rand::thread_rng()).is_ok()
-            })
-        },
+        |b| b.iter(|| zebra_batch_verifies(&signed_bytes)),
     );
     // 1,000 signers once each (none remembered from another batch: more than the memo holds
     // pass through it between two runs), ours and the reference.
-    let strangers: Vec<(ed25519_dalek::SigningKey, Vec<u8>)> = (0..20_000u32)
+    let strangers: Vec<([u8; 32], Vec<u8>, [u8; 64])> = (0..20_000u32)
         .map(|i| {
             let mut seed = [0u8; 32];
             seed[..4].copy_from_slice(&i.to_le_bytes());
             seed[4] = 0x5a;
-            (
-                ed25519_dalek::SigningKey::from_bytes(&seed),
-                i.to_le_bytes().to_vec(),
-            )
-        })
-        .collect();
-    let strangers: Vec<([u8; 32], Vec<u8>, [u8; 64])> = strangers
-        .iter()
-        .map(|(key, message)| {
-            let signature = ed25519_dalek::Signer::sign(key, message).to_bytes();
-            (key.verifying_key().to_bytes(), message.clone(), signature)
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let message = i.to_le_bytes().to_vec();
+            let signature = ed25519_dalek::Signer::sign(&key, &message).to_bytes();
+            (key.verifying_key().to_bytes(), message, signature)
         })
         .collect();
     let mut turn = 0;
+    let mut next_thousand = || {
+        turn = (turn + 1) % 20;
+        &strangers[turn * 1000..(turn + 1) * 1000]
+    };
     g.bench_function(
         "ZIP-215: 1000 signatures of 1000 new signers in one batch",
-        |b| {
-            b.iter(|| {
-                turn = (turn + 1) % 20;
-                let mut batch = crypto::SignatureBatch::default();
-                for (key, message, signature) in &strangers[turn * 1000..(turn + 1) * 1000] {
-                    batch.push_bytes(key, message, signature);
-                }
-                batch.failures().is_empty()
-            })
-        },
+        |b| b.iter(|| batch_verifies(next_thousand())),
     );
     g.bench_function(
         "ZIP-215 by ed25519-zebra: 1000 signatures of 1000 new signers in one batch",
-        |b| {
-            b.iter(|| {
-                turn = (turn + 1) % 20;
-                let mut batch = ed25519_zebra::batch::Verifier::new();
-                for (key, message, signature) in &strangers[turn * 1000..(turn + 1) * 1000] {
-                    batch.queue((
-                        ed25519_zebra::VerificationKeyBytes::from(*key),
-                        ed25519_dalek::Signature::from_bytes(signature),
-                        &message[..],
-                    ));
-                }
-                batch.verify(rand::thread_rng()).is_ok()
-            })
-        },
+        |b| b.iter(|| zebra_batch_verifies(next_thousand())),
     );
     // A turn's consensus messages: 1,000 signatures by four validators, one of them bad. The
     // batch fails and is checked again key by key: the bad signer's 250 singly, the others'

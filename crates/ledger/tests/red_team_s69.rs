@@ -72,6 +72,29 @@ const L: [u8; 32] = [
 ];
 
 /// `s + l` (the same scalar, a non-canonical encoding).
+/// A case signed by `secret` under `key` over `message` with `sign_raw`'s shifts of `R` and `s`.
+fn forged(
+    secret: Scalar,
+    key: [u8; 32],
+    message: &[u8],
+    nonce: &[u8],
+    r_shift: EdwardsPoint,
+    s_shift: Scalar,
+) -> Case {
+    Case {
+        key,
+        message: message.to_vec(),
+        signature: sign_raw(secret, &key, message, nonce, r_shift, s_shift),
+    }
+}
+
+/// How long `check` took (printed by the cost tests, never asserted).
+fn timed(check: impl FnOnce()) -> std::time::Duration {
+    let started = Instant::now();
+    check();
+    started.elapsed()
+}
+
 fn s_plus_l(mut signature: [u8; 64]) -> [u8; 64] {
     let mut carry = 0u16;
     for (byte, l) in signature[32..].iter_mut().zip(L) {
@@ -535,53 +558,21 @@ fn cancelling_forgeries_are_refused_in_every_batch() {
     let p = scalar(b"P") * ED25519_BASEPOINT_POINT;
     let pairs: Vec<[Case; 2]> = vec![
         [
-            Case {
-                key: key_a,
-                message: b"x".to_vec(),
-                signature: sign_raw(a, &key_a, b"x", b"n1", EdwardsPoint::default(), d),
-            },
-            Case {
-                key: key_a,
-                message: b"y".to_vec(),
-                signature: sign_raw(a, &key_a, b"y", b"n2", EdwardsPoint::default(), -d),
-            },
+            forged(a, key_a, b"x", b"n1", EdwardsPoint::default(), d),
+            forged(a, key_a, b"y", b"n2", EdwardsPoint::default(), -d),
         ],
         [
-            Case {
-                key: key_a,
-                message: b"x".to_vec(),
-                signature: sign_raw(a, &key_a, b"x", b"n1", EdwardsPoint::default(), d),
-            },
-            Case {
-                key: key_b,
-                message: b"y".to_vec(),
-                signature: sign_raw(b, &key_b, b"y", b"n2", EdwardsPoint::default(), -d),
-            },
+            forged(a, key_a, b"x", b"n1", EdwardsPoint::default(), d),
+            forged(b, key_b, b"y", b"n2", EdwardsPoint::default(), -d),
         ],
         [
-            Case {
-                key: key_a,
-                message: b"x".to_vec(),
-                signature: sign_raw(a, &key_a, b"x", b"n1", p, Scalar::ZERO),
-            },
-            Case {
-                key: key_b,
-                message: b"y".to_vec(),
-                signature: sign_raw(b, &key_b, b"y", b"n2", -p, Scalar::ZERO),
-            },
+            forged(a, key_a, b"x", b"n1", p, Scalar::ZERO),
+            forged(b, key_b, b"y", b"n2", -p, Scalar::ZERO),
         ],
         // R + P with a small-order part on one side, R - P on the other, one key.
         [
-            Case {
-                key: key_a,
-                message: b"x".to_vec(),
-                signature: sign_raw(a, &key_a, b"x", b"n1", p + EIGHT_TORSION[3], Scalar::ZERO),
-            },
-            Case {
-                key: key_a,
-                message: b"y".to_vec(),
-                signature: sign_raw(a, &key_a, b"y", b"n2", -p, Scalar::ZERO),
-            },
+            forged(a, key_a, b"x", b"n1", p + EIGHT_TORSION[3], Scalar::ZERO),
+            forged(a, key_a, b"y", b"n2", -p, Scalar::ZERO),
         ],
     ];
     for pair in &pairs {
@@ -810,19 +801,11 @@ fn cost_of_fresh_keys_thrashing_the_memo() {
     let strength = t.elapsed();
     assert_eq!(strong, n);
 
-    let t = Instant::now();
-    assert!(cases.iter().all(ours));
-    let ours_single = t.elapsed();
-    let t = Instant::now();
-    assert!(cases.iter().all(theirs));
-    let zebra_single = t.elapsed();
+    let ours_single = timed(|| assert!(cases.iter().all(ours)));
+    let zebra_single = timed(|| assert!(cases.iter().all(theirs)));
 
-    let t = Instant::now();
-    assert!(batch_failures(&cases).is_empty());
-    let ours_batch = t.elapsed();
-    let t = Instant::now();
-    assert!(zebra_batch_verifies(&cases));
-    let zebra_batch = t.elapsed();
+    let ours_batch = timed(|| assert!(batch_failures(&cases).is_empty()));
+    let zebra_batch = timed(|| assert!(zebra_batch_verifies(&cases)));
 
     // Worst case of failures(): one bad signature per fresh key in a batch of fresh keys.
     let mut bad = cases[..2_000].to_vec();
@@ -853,24 +836,14 @@ fn cost_of_fresh_keys_thrashing_the_memo() {
             }
         })
         .collect();
-    let t = Instant::now();
-    assert!(batch_failures(&few).is_empty());
-    let ours_few = t.elapsed();
-    let t = Instant::now();
-    assert!(zebra_batch_verifies(&few));
-    let zebra_few = t.elapsed();
+    let ours_few = timed(|| assert!(batch_failures(&few).is_empty()));
+    let zebra_few = timed(|| assert!(zebra_batch_verifies(&few)));
 
     // Warm memo: 10,000 keys (below the bound) checked twice, the second pass from the memo.
     let warm = &cases[..10_000];
-    let t = Instant::now();
-    assert!(warm.iter().all(ours));
-    let ours_first = t.elapsed();
-    let t = Instant::now();
-    assert!(warm.iter().all(ours));
-    let ours_second = t.elapsed();
-    let t = Instant::now();
-    assert!(warm.iter().all(theirs));
-    let zebra_warm = t.elapsed();
+    let ours_first = timed(|| assert!(warm.iter().all(ours)));
+    let ours_second = timed(|| assert!(warm.iter().all(ours)));
+    let zebra_warm = timed(|| assert!(warm.iter().all(theirs)));
     eprintln!(
         "10000 keys singly: ours first pass {ours_first:?}, ours second pass {ours_second:?}, zebra {zebra_warm:?}"
     );
@@ -888,31 +861,29 @@ fn cost_of_fresh_keys_thrashing_the_memo() {
 #[test]
 fn cost_of_memo_contention() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let sets: Vec<Vec<Case>> = (0..2)
-        .map(|s| {
-            (0..4_000)
-                .map(|i| fresh(&mut rng, format!("c{s} {i}").as_bytes()))
-                .collect()
-        })
-        .collect();
-    let t = Instant::now();
-    for set in &sets {
-        assert!(batch_failures(set).is_empty());
-    }
-    let sequential = t.elapsed();
-    let sets: Vec<Vec<Case>> = (0..2)
-        .map(|s| {
-            (0..4_000)
-                .map(|i| fresh(&mut rng, format!("d{s} {i}").as_bytes()))
-                .collect()
-        })
-        .collect();
-    let t = Instant::now();
-    std::thread::scope(|scope| {
+    // Two sets of 4,000 fresh keys each, never seen before.
+    let mut fresh_sets = |prefix: &str| -> Vec<Vec<Case>> {
+        (0..2)
+            .map(|s| {
+                (0..4_000)
+                    .map(|i| fresh(&mut rng, format!("{prefix}{s} {i}").as_bytes()))
+                    .collect()
+            })
+            .collect()
+    };
+    let sets = fresh_sets("c");
+    let sequential = timed(|| {
         for set in &sets {
-            scope.spawn(move || assert!(batch_failures(set).is_empty()));
+            assert!(batch_failures(set).is_empty());
         }
     });
-    let parallel = t.elapsed();
+    let sets = fresh_sets("d");
+    let parallel = timed(|| {
+        std::thread::scope(|scope| {
+            for set in &sets {
+                scope.spawn(move || assert!(batch_failures(set).is_empty()));
+            }
+        })
+    });
     eprintln!("2 x 4000 fresh-key batches: sequential {sequential:?}, two threads {parallel:?}");
 }
