@@ -8,7 +8,9 @@
 //! whole of consensus validity: the rules of the state machine are for admission
 //! ([`crate::admission`]) and for the chain.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

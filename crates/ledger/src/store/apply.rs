@@ -2,7 +2,7 @@
 //! by the store when it appends a block and by verification when it replays one.
 use rusqlite::{Connection, params};
 
-use super::index::{Index, Tag};
+use super::index::Tag;
 use super::state::{
     SqlState, answer_code, attested_code, decision_columns, key_kind_code, role_code, scope_column,
     signer_kind_code,
@@ -40,9 +40,10 @@ pub(crate) fn indexed(effect: &Effect) -> Vec<(Tag, &[u8])> {
     }
 }
 
-/// The row of transaction `id`, which an effect refers to: it was applied (a rule read it).
-fn row_of(conn: &Connection, index: &Index, id: &TxId) -> Result<i64> {
-    SqlState::writer(conn, index).tx_row(id)?.ok_or_else(|| {
+/// The row of transaction `id`, which an effect refers to: it was applied (a rule read it,
+/// through `state`, which remembers what it found).
+fn row_of(state: &SqlState<'_>, id: &TxId) -> Result<i64> {
+    state.tx_row(id)?.ok_or_else(|| {
         Error::State(format!(
             "an effect names transaction {}, which is not applied",
             crate::short_hex(id)
@@ -58,8 +59,10 @@ fn one(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<()
     }
 }
 
-/// Writes `effects` of the transaction at row `tx` (already in `transactions`), in order.
-pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect]) -> Result<()> {
+/// Writes `effects` of the transaction at row `tx` (already in `transactions`), in order,
+/// through the writer's view `state` that decided them.
+pub(crate) fn apply(state: &SqlState<'_>, tx: i64, effects: &[Effect]) -> Result<()> {
+    let conn = state.conn;
     for effect in effects {
         match effect {
             Effect::Person(p) => one(
@@ -95,7 +98,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                 ],
             )?,
             Effect::RevokeKey(key) => {
-                index.keys.forget(key);
+                state.index.keys.forget(key);
                 one(
                     conn,
                     "UPDATE keys SET revoked_tx = ?2 WHERE key = ?1 AND revoked_tx IS NULL",
@@ -121,7 +124,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
             Effect::AnswerAsk(id) => one(
                 conn,
                 "UPDATE asks SET answered_tx = ?2 WHERE tx = ?1 AND answered_tx IS NULL",
-                params![row_of(conn, index, id)?, tx],
+                params![row_of(state, id)?, tx],
             )?,
             Effect::Request(q) => {
                 one(
@@ -153,7 +156,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                 )?;
             }
             Effect::AnswerRequest(id, answer) => {
-                let request = row_of(conn, index, id)?;
+                let request = row_of(state, id)?;
                 one(
                     conn,
                     "UPDATE requests SET answered_tx = ?2, answer = ?3 WHERE tx = ?1
@@ -179,7 +182,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                     g.doctor.as_slice(),
                     scope_column(g.scope),
                     attested_code(g.attested),
-                    g.request.map(|r| row_of(conn, index, &r)).transpose()?,
+                    g.request.map(|r| row_of(state, &r)).transpose()?,
                     g.granted_ms as i64,
                     g.expires_ms as i64,
                     g.sealer
@@ -188,12 +191,12 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
             Effect::UseGrant(id) => one(
                 conn,
                 "UPDATE grants SET used_tx = ?2 WHERE tx = ?1 AND used_tx IS NULL",
-                params![row_of(conn, index, id)?, tx],
+                params![row_of(state, id)?, tx],
             )?,
             Effect::RevokeGrant(id) => one(
                 conn,
                 "UPDATE grants SET revoked_tx = ?2 WHERE tx = ?1 AND revoked_tx IS NULL",
-                params![row_of(conn, index, id)?, tx],
+                params![row_of(state, id)?, tx],
             )?,
             Effect::Recovery(v) => one(
                 conn,
@@ -208,7 +211,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
             Effect::CancelRecovery(id) => one(
                 conn,
                 "UPDATE recoveries SET cancelled_tx = ?2 WHERE tx = ?1 AND cancelled_tx IS NULL",
-                params![row_of(conn, index, id)?, tx],
+                params![row_of(state, id)?, tx],
             )?,
             Effect::Record {
                 patient,
@@ -223,7 +226,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                     tx,
                     patient.as_slice(),
                     doctor.as_slice(),
-                    row_of(conn, index, grant)?,
+                    row_of(state, grant)?,
                     hospital
                 ],
             )?,
@@ -241,7 +244,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                     patient.as_slice(),
                     reader.as_slice(),
                     serving,
-                    grant.map(|g| row_of(conn, index, &g)).transpose()?
+                    grant.map(|g| row_of(state, &g)).transpose()?
                 ],
             )?,
             Effect::Erasure(e) => one(
@@ -252,7 +255,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                 params![
                     tx,
                     e.patient.as_slice(),
-                    row_of(conn, index, &e.target)?,
+                    row_of(state, &e.target)?,
                     e.hospital,
                     signer_kind_code(e.requested_by),
                     e.requested_ms as i64
@@ -270,7 +273,7 @@ pub(crate) fn apply(conn: &Connection, index: &Index, tx: i64, effects: &[Effect
                                          reason = ?5, until_ms = ?6
                      WHERE tx = ?1 AND answered_tx IS NULL",
                     params![
-                        row_of(conn, index, request)?,
+                        row_of(state, request)?,
                         tx,
                         *at_ms as i64,
                         code,

@@ -19,7 +19,9 @@
 //! ([`Index::add_row`]) and takes them back if the block's transaction fails
 //! ([`Index::truncate`]). The runs are derived state: verification writes them again with the
 //! same code and compares.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
@@ -271,6 +273,10 @@ pub struct Index {
     /// Keys the writer read, by key: a key's row changes only when it is revoked
     /// ([`Held::forget`]).
     pub(crate) keys: Held<PublicKey, KeyRow>,
+    /// Set by the writer when the state it writes on holds no entry seen with no valid
+    /// transaction (`created_ms` -1 in `seen_ids`), cleared before it adds one: readers'
+    /// duplicate checks then make one probe, not two. Unset (two probes) until a writer knows.
+    pub(crate) no_invalid_seen: std::sync::atomic::AtomicBool,
 }
 
 /// Rows of the derived tables read, by their key, held in memory (at most [`HELD_ROWS`] of each
@@ -362,6 +368,13 @@ impl Index {
         let index = Arc::new(Index::default());
         open.insert(key, Arc::downgrade(&index));
         index
+    }
+
+    /// What the writer knows, inside its block, of entries seen with no valid transaction
+    /// ([`Index::no_invalid_seen`]): whether the state holds one.
+    pub(crate) fn knows_invalid_seen(&self, any: bool) {
+        self.no_invalid_seen
+            .store(!any, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn recent(&self) -> MutexGuard<'_, Recent> {
@@ -1463,6 +1476,65 @@ mod red_team_s51 {
         drop(store);
         let reopened = Store::open(&path, &net.genesis, crate::OpenOptions::default()).unwrap();
         check_all(&reopened);
+    }
+
+    /// An entry that carries no valid transaction under a grant's id makes the grant, valid, a
+    /// duplicate: later in its block (the writer learns of the entry as it adds it), in a later
+    /// block (it asks at each block whether the state holds such an entry, and then probes for
+    /// one) and after a reopen.
+    #[test]
+    fn an_id_first_seen_invalid_makes_its_transaction_a_duplicate_ever_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = TestNet::new(4);
+        let path = dir.path().join("chain.db");
+        let mut store = net.write_chain(&path, 10, 5).unwrap();
+        let garbage = |tx: &crate::SignedTx| {
+            let mut request = net.request(tx);
+            request.payload = Arc::from(&b"garbage"[..]);
+            request
+        };
+        let reason_at = |applied: &crate::store::Applied, position: usize| {
+            applied
+                .rejected
+                .iter()
+                .find(|(at, _)| *at == position)
+                .map(|(_, reason)| *reason)
+        };
+        let duplicate = Some(crate::rules::reason::DUPLICATE);
+        // Samples from 13: grant, record, access, in turn.
+        let (grant_a, grant_b, grant_c) =
+            (net.sample_tx(100), net.sample_tx(103), net.sample_tx(106));
+        let block = net.block_of_entries(
+            store.head(),
+            vec![garbage(&grant_a), net.request(&grant_a), garbage(&grant_b)],
+        );
+        let applied = net.append(&mut store, &block).unwrap();
+        assert_eq!(reason_at(&applied, 1), duplicate, "{applied:?}");
+        // A precheck through a reader says so as soon as the block is committed (beside the
+        // writer, which learnt of the first such entry in that block), and after it is gone.
+        let prechecked = |tx: &crate::SignedTx, now: u64| {
+            let reader = crate::store::Reader::open(&path).unwrap();
+            crate::rules::precheck(&reader.state(), &net.genesis, tx, now)
+                .unwrap()
+                .err()
+                .map(|reject| reject.0)
+        };
+        let now = store.head_time_ms() + 1;
+        assert_eq!(prechecked(&grant_b, now), duplicate);
+        let block = net.block_of_entries(store.head(), vec![garbage(&grant_c)]);
+        net.append(&mut store, &block).unwrap();
+        let block = net.next_block(store.head(), vec![grant_b]);
+        let applied = net.append(&mut store, &block).unwrap();
+        assert_eq!(reason_at(&applied, 0), duplicate, "{applied:?}");
+        let now = store.head_time_ms() + 1;
+        drop(store);
+        assert_eq!(prechecked(&grant_c, now), duplicate);
+        let mut store = Store::open(&path, &net.genesis, crate::OpenOptions::default()).unwrap();
+        let block = net.next_block(store.head(), vec![grant_c, net.sample_tx(109)]);
+        let applied = net.append(&mut store, &block).unwrap();
+        assert_eq!(reason_at(&applied, 0), duplicate, "{applied:?}");
+        // A grant never seen before is applied: the check is not of every grant.
+        assert_eq!(reason_at(&applied, 1), None, "{applied:?}");
     }
 }
 

@@ -500,7 +500,14 @@ pub(crate) fn write_block_with(
     };
     let mut seen = conn
         .prepare_cached("INSERT INTO seen_ids (created_ms, id_prefix, tx) VALUES (?1, ?2, ?3)")?;
+    // Asked once a block, inside its transaction, and kept up to date as the block adds
+    // entries: each transaction's duplicate check then makes one probe where it made two.
+    let mut invalid_seen = state::invalid_seen(conn)?;
+    index.knows_invalid_seen(invalid_seen);
     for (position, (entry, content)) in block.entries.iter().zip(checked).enumerate() {
+        // One view decides the transaction and writes its effects: what its rules found by id,
+        // its effects name again.
+        let writer = SqlState::writer(conn, index).knowing_invalid_seen(invalid_seen);
         let outcome = match content {
             Ok(t) => {
                 let ctx = Ctx::new(
@@ -510,12 +517,15 @@ pub(crate) fn write_block_with(
                     height,
                     genesis,
                 );
-                let state = SqlState::writer(conn, index);
                 // Under test, every rule reads through a view that fails on a read the rule
                 // does not declare next to it.
                 #[cfg(test)]
-                let state = rules::Declared::new(&state, &ctx);
-                rules::decide(&ctx, &state)?.map_err(|r| r.0)
+                let declared = rules::Declared::new(&writer, &ctx);
+                #[cfg(test)]
+                let state: &dyn rules::StateView = &declared;
+                #[cfg(not(test))]
+                let state: &dyn rules::StateView = &writer;
+                rules::decide(&ctx, state)?.map_err(|r| r.0)
             }
             // Its request was executed: the id is seen, nothing else changes.
             Err(invalid) => Err(invalid.reason()),
@@ -539,6 +549,11 @@ pub(crate) fn write_block_with(
         ])?;
         let tx = conn.last_insert_rowid();
         let created_ms = content.as_ref().ok().map(|t| t.header.created_ms);
+        if created_ms.is_none() {
+            // Known to readers before the entry can be.
+            index.knows_invalid_seen(true);
+            invalid_seen = true;
+        }
         seen.execute(params![
             state::created_column(created_ms),
             state::id_prefix(&entry.id),
@@ -547,7 +562,7 @@ pub(crate) fn write_block_with(
         let mut values = vec![(index::Tag::Id, entry.id.as_slice())];
         match &outcome {
             Ok(effects) => {
-                apply::apply(conn, index, tx, effects)?;
+                apply::apply(&writer, tx, effects)?;
                 values.extend(effects.iter().flat_map(apply::indexed));
             }
             Err(reason) => applied.rejected.push((position, reason)),

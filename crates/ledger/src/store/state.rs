@@ -30,11 +30,22 @@ pub struct SqlState<'c> {
     pub(crate) conn: &'c Connection,
     pub(crate) index: &'c Index,
     view: View,
-    /// Through a reader: the index catches up with the committed rows before each lookup (the
-    /// writer's is current: it adds each row as it writes it).
+    /// Through a reader: the index catches up with the committed rows before the view's first
+    /// lookup (the writer's is current: it adds each row as it writes it). Once is enough: a
+    /// reader's view is one snapshot's ([`super::Queries::snapshot`]), and the rows this
+    /// process's writer adds meanwhile are added to memory as it writes them.
     catch_up: bool,
-    /// A precheck caught up once before it read the writer's keys ([`View::Precheck`]).
+    /// Whether the view caught up already ([`SqlState::catch_up_once`]): each catch-up is two
+    /// queries, and a precheck made three lookups (1 % of the machine at saturation).
     caught_up: std::cell::Cell<bool>,
+    /// The applied rows this view's lookups by id found, by id: the effects of the transaction
+    /// decided through it name them again ([`SqlState::tx_row`]; a record's grant twice), and
+    /// each was a walk of the index and a query (2 % of the machine at saturation).
+    found_rows: std::cell::RefCell<Vec<(TxId, i64)>>,
+    /// Whether the state holds an entry seen with no valid transaction (`created_ms` -1),
+    /// which [`StateView::seen`] then probes for too: the writer's, asked in its block
+    /// ([`SqlState::knowing_invalid_seen`]); a reader's is [`Index::no_invalid_seen`].
+    invalid_seen: Option<bool>,
 }
 
 /// Whose view a [`SqlState`] is, and which rows held in memory ([`Held`]) it may answer from.
@@ -58,7 +69,16 @@ impl<'c> SqlState<'c> {
             view,
             catch_up: view != View::Writer,
             caught_up: std::cell::Cell::new(false),
+            found_rows: std::cell::RefCell::new(Vec::new()),
+            invalid_seen: None,
         }
+    }
+
+    /// This view, told whether the state holds an entry seen with no valid transaction
+    /// ([`invalid_seen`]): when it holds none, [`StateView::seen`] makes one probe, not two.
+    pub(crate) fn knowing_invalid_seen(mut self, any: bool) -> Self {
+        self.invalid_seen = Some(any);
+        self
     }
 
     /// The view of the writer, inside its block's transaction.
@@ -77,6 +97,15 @@ impl<'c> SqlState<'c> {
         Self::new(conn, index, View::Snapshot)
     }
 
+    /// Catches the index up with the rows this view sees, if a reader's and not done yet.
+    fn catch_up_once(&self) -> Result<()> {
+        if self.catch_up && !self.caught_up.get() {
+            self.index.catch_up(self.conn)?;
+            self.caught_up.set(true);
+        }
+        Ok(())
+    }
+
     /// The rows whose `tag` column may hold `value` (see [`Index::rows`]), as an `rarray`
     /// parameter.
     pub(crate) fn candidates(
@@ -85,9 +114,7 @@ impl<'c> SqlState<'c> {
         value: &[u8],
         since_ms: Option<u64>,
     ) -> Result<Array> {
-        if self.catch_up {
-            self.index.catch_up(self.conn)?;
-        }
+        self.catch_up_once()?;
         let rows = self.index.rows(self.conn, tag, value, since_ms)?;
         Ok(Rc::new(rows.into_iter().map(Value::Integer).collect()))
     }
@@ -113,6 +140,14 @@ impl<'c> SqlState<'c> {
         id: &TxId,
         mut lookup: impl FnMut(&[i64]) -> Result<Option<T>>,
     ) -> Result<Option<T>> {
+        // What `lookup` finds among one candidate is that row: the applied row of `id`.
+        let mut lookup = |candidates: &[i64]| {
+            let found = lookup(candidates)?;
+            if let (Some(_), [row]) = (&found, candidates) {
+                self.found_rows.borrow_mut().push((*id, *row));
+            }
+            Ok(found)
+        };
         let (found, rows, asked) = self.walk_id(id, &mut lookup)?;
         if found.is_none() && rows.len() != asked {
             // Candidates `lookup` was not given: memory's alone on a chain with no run yet, or
@@ -130,9 +165,7 @@ impl<'c> SqlState<'c> {
         id: &TxId,
         mut lookup: impl FnMut(&[i64]) -> Result<Option<T>>,
     ) -> Result<(Option<T>, Vec<i64>, usize)> {
-        if self.catch_up {
-            self.index.catch_up(self.conn)?;
-        }
+        self.catch_up_once()?;
         let (mut found, mut asked) = (None, 0);
         let rows = self
             .index
@@ -180,6 +213,15 @@ fn among<'q>(rows: &[i64], one: &'q str, many: &'q str) -> (&'q str, Box<dyn rus
 /// no valid transaction.
 pub(crate) fn created_column(created_ms: Option<u64>) -> i64 {
     created_ms.map_or(-1, |ms| ms as i64)
+}
+
+/// Whether `conn` sees an entry that carries no valid transaction (`created_ms` -1 in
+/// `seen_ids`): one seek, to the table's first key. Nearly never: such an entry commits only
+/// when more than f validators misbehave.
+pub(crate) fn invalid_seen(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM seen_ids WHERE created_ms = -1")?
+        .exists([])?)
 }
 
 /// `seen_ids.id_prefix`: the id's first 8 bytes.
@@ -546,23 +588,32 @@ fn count(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<
 
 impl StateView for SqlState<'_> {
     fn seen(&self, id: &TxId, created_ms: u64) -> Result<bool> {
-        Ok(self
-            .conn
+        // A reader's snapshot began after the commit of any such entry it holds, and its writer
+        // had cleared the flag before adding it; an older snapshot holds fewer entries.
+        let invalid_seen = self.invalid_seen.unwrap_or_else(|| {
+            !self
+                .index
+                .no_invalid_seen
+                .load(std::sync::atomic::Ordering::SeqCst)
+        });
+        let sql = if invalid_seen {
             // Two probes, not `created_ms IN (?1, -1)`: SQLite builds an IN list into a
             // temporary B-tree at each run (a pager and a page cache opened and freed), which
             // cost more than the two seeks on every transaction decided.
-            .prepare_cached(
-                "SELECT 1 FROM seen_ids s JOIN transactions t ON t.tx = s.tx
-                 WHERE s.created_ms = ?1 AND s.id_prefix = ?2 AND t.id = ?3
-                 UNION ALL
-                 SELECT 1 FROM seen_ids s JOIN transactions t ON t.tx = s.tx
-                 WHERE s.created_ms = -1 AND s.id_prefix = ?2 AND t.id = ?3",
-            )?
-            .exists(params![
-                created_column(Some(created_ms)),
-                id_prefix(id),
-                id.as_slice()
-            ])?)
+            "SELECT 1 FROM seen_ids s JOIN transactions t ON t.tx = s.tx
+             WHERE s.created_ms = ?1 AND s.id_prefix = ?2 AND t.id = ?3
+             UNION ALL
+             SELECT 1 FROM seen_ids s JOIN transactions t ON t.tx = s.tx
+             WHERE s.created_ms = -1 AND s.id_prefix = ?2 AND t.id = ?3"
+        } else {
+            "SELECT 1 FROM seen_ids s JOIN transactions t ON t.tx = s.tx
+             WHERE s.created_ms = ?1 AND s.id_prefix = ?2 AND t.id = ?3"
+        };
+        Ok(self.conn.prepare_cached(sql)?.exists(params![
+            created_column(Some(created_ms)),
+            id_prefix(id),
+            id.as_slice()
+        ])?)
     }
 
     fn person(&self, person: &PersonId) -> Result<Option<PersonRow>> {
@@ -592,9 +643,7 @@ impl StateView for SqlState<'_> {
             View::Precheck => {
                 // Rows another writer added (another process, a file edited) would leave the
                 // writer's keys out of date: catching up forgets them then (red team s53).
-                if !self.caught_up.replace(true) {
-                    self.index.catch_up(self.conn)?;
-                }
+                self.catch_up_once()?;
                 Some((&self.index.keys, false))
             }
             View::Snapshot => None,
@@ -793,6 +842,15 @@ impl SqlState<'_> {
     /// the derived tables; a later duplicate or an invalid entry under the same id is
     /// rejected).
     pub(crate) fn tx_row(&self, id: &TxId) -> Result<Option<i64>> {
+        let found = self
+            .found_rows
+            .borrow()
+            .iter()
+            .find(|(of, _)| of == id)
+            .map(|&(_, row)| row);
+        if found.is_some() {
+            return Ok(found);
+        }
         self.applied_by_id(id, |candidates| {
             let (sql, rows) = among(
                 candidates,
