@@ -296,6 +296,14 @@ impl TestNet {
         tx.to_request(&self.genesis_hash())
     }
 
+    /// An entry under `tx`'s id that carries no transaction (its payload does not decode).
+    pub fn garbage(&self, tx: &SignedTx) -> pbft::Request {
+        pbft::Request {
+            payload: std::sync::Arc::from(&b"garbage"[..]),
+            ..self.request(tx)
+        }
+    }
+
     /// The enrollment of `p` by their home, with their custodial key.
     pub fn enroll(&self, p: &TestPerson) -> SignedTx {
         let meta = self.enroll_meta(p);

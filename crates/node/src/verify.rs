@@ -9,11 +9,10 @@
 //! ([`crate::admission`]) and for the chain.
 
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ledger::crypto::{self, SigningKey, VerifyingKey};
 use ledger::tx::{MAX_BODY_BYTES, MAX_TX_BYTES};
 use ledger::{Block, Built, Checked, Genesis, Hash, SignedTx};

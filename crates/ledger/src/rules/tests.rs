@@ -84,6 +84,16 @@ impl Chain {
         )
         .expect("the rules read only what they declare");
         db.commit().expect("commit");
+        // Every grant the writer holds (`Index::grants`) reads as its row does, at its row.
+        let rows = SqlState::snapshot(&self.conn, &self.index);
+        for (id, (grant, row)) in self.index.grants.all() {
+            assert_eq!(rows.grant(&id).expect("grant"), Some(grant), "held grant");
+            assert_eq!(
+                rows.tx_row(&id).expect("row"),
+                Some(row),
+                "held grant's row"
+            );
+        }
         self.head = (block.header.height, block.hash());
         self.now = self.now.max(t + 1_000);
         let mut verdicts = vec![Ok(()); txs.len()];

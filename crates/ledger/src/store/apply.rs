@@ -171,33 +171,44 @@ pub(crate) fn apply(state: &SqlState<'_>, tx: i64, effects: &[Effect]) -> Result
                     params![request],
                 )?;
             }
-            Effect::Grant(g) => one(
-                conn,
-                "INSERT INTO grants (tx, patient, doctor, scope_read_ms, attested, request_tx,
-                                     granted_ms, expires_ms, sealer)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    tx,
-                    g.patient.as_slice(),
-                    g.doctor.as_slice(),
-                    scope_column(g.scope),
-                    attested_code(g.attested),
-                    g.request.map(|r| row_of(state, &r)).transpose()?,
-                    g.granted_ms as i64,
-                    g.expires_ms as i64,
-                    g.sealer
-                ],
-            )?,
-            Effect::UseGrant(id) => one(
-                conn,
-                "UPDATE grants SET used_tx = ?2 WHERE tx = ?1 AND used_tx IS NULL",
-                params![row_of(state, id)?, tx],
-            )?,
-            Effect::RevokeGrant(id) => one(
-                conn,
-                "UPDATE grants SET revoked_tx = ?2 WHERE tx = ?1 AND revoked_tx IS NULL",
-                params![row_of(state, id)?, tx],
-            )?,
+            Effect::Grant(g) => {
+                one(
+                    conn,
+                    "INSERT INTO grants (tx, patient, doctor, scope_read_ms, attested, request_tx,
+                                         granted_ms, expires_ms, sealer)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        tx,
+                        g.patient.as_slice(),
+                        g.doctor.as_slice(),
+                        scope_column(g.scope),
+                        attested_code(g.attested),
+                        g.request.map(|r| row_of(state, &r)).transpose()?,
+                        g.granted_ms as i64,
+                        g.expires_ms as i64,
+                        g.sealer
+                    ],
+                )?;
+                // What `GRANT_SELECT` reads back from the row just written (neither used nor
+                // revoked yet).
+                state.index.grants.keep(&g.id, &(g.clone(), tx));
+            }
+            Effect::UseGrant(id) => {
+                state.index.grants.forget(id);
+                one(
+                    conn,
+                    "UPDATE grants SET used_tx = ?2 WHERE tx = ?1 AND used_tx IS NULL",
+                    params![row_of(state, id)?, tx],
+                )?
+            }
+            Effect::RevokeGrant(id) => {
+                state.index.grants.forget(id);
+                one(
+                    conn,
+                    "UPDATE grants SET revoked_tx = ?2 WHERE tx = ?1 AND revoked_tx IS NULL",
+                    params![row_of(state, id)?, tx],
+                )?
+            }
             Effect::Recovery(v) => one(
                 conn,
                 "INSERT INTO recoveries (tx, person, key, effective_ms) VALUES (?1, ?2, ?3, ?4)",

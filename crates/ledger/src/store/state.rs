@@ -589,13 +589,18 @@ fn count(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<
 impl StateView for SqlState<'_> {
     fn seen(&self, id: &TxId, created_ms: u64) -> Result<bool> {
         // A reader's snapshot began after the commit of any such entry it holds, and its writer
-        // had cleared the flag before adding it; an older snapshot holds fewer entries.
-        let invalid_seen = self.invalid_seen.unwrap_or_else(|| {
-            !self
-                .index
-                .no_invalid_seen
-                .load(std::sync::atomic::Ordering::SeqCst)
-        });
+        // had cleared the flag before adding it (an older snapshot holds fewer entries); rows
+        // another writer added clear it when the view catches up (`Index::forget_held`).
+        let invalid_seen = match self.invalid_seen {
+            Some(any) => any,
+            None => {
+                self.catch_up_once()?;
+                !self
+                    .index
+                    .no_invalid_seen
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            }
+        };
         let sql = if invalid_seen {
             // Two probes, not `created_ms IN (?1, -1)`: SQLite builds an IN list into a
             // temporary B-tree at each run (a pager and a page cache opened and freed), which
@@ -749,6 +754,20 @@ impl StateView for SqlState<'_> {
     }
 
     fn grant(&self, id: &TxId) -> Result<Option<GrantRow>> {
+        // The grants the writer wrote (a precheck reads them as the writer's keys, once caught
+        // up); a query's snapshot, its own rows.
+        let held = match self.view {
+            View::Writer => true,
+            View::Precheck => {
+                self.catch_up_once()?;
+                true
+            }
+            View::Snapshot => false,
+        };
+        if let Some((grant, row)) = self.index.grants.get(id).filter(|_| held) {
+            self.found_rows.borrow_mut().push((*id, row));
+            return Ok(Some(grant));
+        }
         by_id(self, GRANT_SELECT, id, grant_row)
     }
 
