@@ -764,7 +764,7 @@ impl StateView for SqlState<'_> {
             }
             View::Snapshot => false,
         };
-        if let Some((grant, row)) = self.index.grants.get(id).filter(|_| held) {
+        if let Some((grant, row)) = held.then(|| self.index.grants.get(id)).flatten() {
             self.found_rows.borrow_mut().push((*id, row));
             return Ok(Some(grant));
         }
