@@ -778,3 +778,24 @@ pub fn every_kind(net: &TestNet) -> Vec<SignedTx> {
 pub fn sign_bytes(key: &SigningKey, message: &[u8]) -> [u8; 64] {
     key.sign(message).to_bytes()
 }
+
+/// Makes every block appended through `store`'s connection fail at its entry `idx` (a temporary
+/// trigger on that connection: the file is not changed), so that the block is rolled back
+/// mid-way, until [`stop_failing`].
+pub fn fail_blocks_at_entry(store: &Store, idx: usize) -> Result<()> {
+    use crate::Queries;
+    store.connection().execute_batch(&format!(
+        "CREATE TEMP TRIGGER testkit_fail_at_entry BEFORE INSERT ON transactions
+         WHEN NEW.idx = {idx} BEGIN SELECT RAISE(ABORT, 'testkit: failed at entry {idx}'); END"
+    ))?;
+    Ok(())
+}
+
+/// Blocks appended through `store`'s connection no longer fail ([`fail_blocks_at_entry`]).
+pub fn stop_failing(store: &Store) -> Result<()> {
+    use crate::Queries;
+    store
+        .connection()
+        .execute_batch("DROP TRIGGER temp.testkit_fail_at_entry")?;
+    Ok(())
+}

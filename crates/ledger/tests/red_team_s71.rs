@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use ledger::rules::reason::DUPLICATE;
-use ledger::testkit::TestNet;
+use ledger::testkit::{self, TestNet};
 use ledger::{Entry, Queries, Reader, SignedTx, Store, TxId};
 
 /// `tx`'s request with a payload that is no transaction: an invalid entry under `tx`'s id.
@@ -260,25 +260,6 @@ fn effects_name_the_applied_rows_in_a_hostile_block() {
     assert!(verified.is_ok(), "{verified:?}");
 }
 
-/// Aborts the insert of entry `idx` of any block on `store`'s connection (a temporary trigger:
-/// the file is not changed), so that a block fails mid-way and is rolled back.
-fn fail_at_entry(store: &Store, idx: usize) {
-    store
-        .connection()
-        .execute_batch(&format!(
-            "CREATE TEMP TRIGGER red_team_s71 BEFORE INSERT ON transactions WHEN NEW.idx = {idx}
-             BEGIN SELECT RAISE(ABORT, 'red team s71'); END"
-        ))
-        .unwrap();
-}
-
-fn stop_failing(store: &Store) {
-    store
-        .connection()
-        .execute_batch("DROP TRIGGER temp.red_team_s71")
-        .unwrap();
-}
-
 /// A block that adds an entry with no valid transaction and then fails is rolled back: the id
 /// is not seen (the writer asks again in the next block; readers, told of the entry before it
 /// was added, make both probes, which find nothing). An id whose invalid entry is committed
@@ -292,23 +273,23 @@ fn an_invalid_entry_in_a_failed_block_is_not_seen_and_a_committed_one_stays_seen
     let (g, h, k) = (net.sample_tx(100), net.sample_tx(103), net.sample_tx(106));
     let reader = Reader::open(&path).unwrap();
     // On a state with no invalid entry, a block adds one under g's id, then fails.
-    fail_at_entry(&store, 1);
+    testkit::fail_blocks_at_entry(&store, 1).unwrap();
     let failing = net.block_of_entries(
         store.head(),
         vec![net.garbage(&g), net.request(&net.sample_tx(102))],
     );
     assert!(net.append(&mut store, &failing).is_err());
-    stop_failing(&store);
+    testkit::stop_failing(&store).unwrap();
     let now = store.head_time_ms() + 1;
     assert_eq!(precheck(&store.state(), &net, &g, now), None);
     assert_eq!(precheck(&reader.state(), &net, &g, now), None);
     // Its invalid entry under h committed, then a failed block.
     let block = net.block_of_entries(store.head(), vec![net.garbage(&h)]);
     net.append(&mut store, &block).unwrap();
-    fail_at_entry(&store, 0);
+    testkit::fail_blocks_at_entry(&store, 0).unwrap();
     let failing = net.block_of_entries(store.head(), vec![net.request(&k)]);
     assert!(net.append(&mut store, &failing).is_err());
-    stop_failing(&store);
+    testkit::stop_failing(&store).unwrap();
     let now = store.head_time_ms() + 1;
     for (name, state) in [
         ("writer's connection", store.state()),

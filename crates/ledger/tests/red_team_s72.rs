@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use ledger::rules::reason as why;
-use ledger::testkit::TestNet;
+use ledger::testkit::{self, TestNet};
 use ledger::tx::Scope;
 use ledger::{Block, Decision, Queries, Reader, SignedTx, StateView, Store, TxId};
 use rusqlite::types::Value;
@@ -109,25 +109,6 @@ fn decide_both(
         );
     }
     ours
-}
-
-/// The store's connection fails any block at its entry `idx` (a temporary trigger on the
-/// writer's connection: the file is not changed), rolling the block back.
-fn fail_at_entry(store: &Store, idx: usize) {
-    store
-        .connection()
-        .execute_batch(&format!(
-            "CREATE TEMP TRIGGER red_team_s72 BEFORE INSERT ON transactions WHEN NEW.idx = {idx}
-             BEGIN SELECT RAISE(ABORT, 'red team s72'); END"
-        ))
-        .unwrap();
-}
-
-fn stop_failing(store: &Store) {
-    store
-        .connection()
-        .execute_batch("DROP TRIGGER temp.red_team_s72")
-        .unwrap();
 }
 
 /// A dishonest proposer's blocks against held grants: a grant used twice and revoked after its
@@ -266,7 +247,7 @@ fn held_grants_decide_hostile_blocks_as_a_fresh_store() {
     grants.extend([net.id(&g7), net.id(&g9), net.id(&ge)]);
     let r8 = record(&dc, &pc, &g8);
     let rv8 = revoke(&pc, &g8);
-    fail_at_entry(&store, 3);
+    testkit::fail_blocks_at_entry(&store, 3).unwrap();
     let failing = net.next_block(
         store.head(),
         vec![g7.clone(), r8.clone(), g9.clone(), ge.clone()],
@@ -278,7 +259,7 @@ fn held_grants_decide_hostile_blocks_as_a_fresh_store() {
         vec![rv8.clone(), g7.clone(), g9.clone(), ge.clone()],
     );
     assert!(net.append(&mut store, &failing).is_err());
-    stop_failing(&store);
+    testkit::stop_failing(&store).unwrap();
     assert_held_grants_are_rows(&store, &grants, "after the failed blocks");
     let g8_row = store.grant(&net.id(&g8)).unwrap().expect("g8 applied");
     assert_eq!((g8_row.used, g8_row.revoked), (None, None));

@@ -193,21 +193,15 @@ pub(crate) fn apply(state: &SqlState<'_>, tx: i64, effects: &[Effect]) -> Result
                 // revoked yet).
                 state.index.grants.keep(&g.id, &(g.clone(), tx));
             }
-            Effect::UseGrant(id) => {
+            Effect::UseGrant(id) | Effect::RevokeGrant(id) => {
+                // The grant's row changes: the writer's held copy is forgotten first.
                 state.index.grants.forget(id);
-                one(
-                    conn,
-                    "UPDATE grants SET used_tx = ?2 WHERE tx = ?1 AND used_tx IS NULL",
-                    params![row_of(state, id)?, tx],
-                )?
-            }
-            Effect::RevokeGrant(id) => {
-                state.index.grants.forget(id);
-                one(
-                    conn,
-                    "UPDATE grants SET revoked_tx = ?2 WHERE tx = ?1 AND revoked_tx IS NULL",
-                    params![row_of(state, id)?, tx],
-                )?
+                let sql = if matches!(effect, Effect::UseGrant(_)) {
+                    "UPDATE grants SET used_tx = ?2 WHERE tx = ?1 AND used_tx IS NULL"
+                } else {
+                    "UPDATE grants SET revoked_tx = ?2 WHERE tx = ?1 AND revoked_tx IS NULL"
+                };
+                one(conn, sql, params![row_of(state, id)?, tx])?
             }
             Effect::Recovery(v) => one(
                 conn,
