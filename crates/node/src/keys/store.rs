@@ -1183,13 +1183,18 @@ impl Rows<'_> {
             self.runs
                 .borrow_mut()
                 .amend(self.conn, seq, RunTag::Patient, &facts.patient)?;
-            self.conn
+            let changed = self
+                .conn
                 .prepare_cached(
                     "UPDATE data_keys SET patient = ?2, not_after_ms = ?3, on_chain = ?4,
                         facts_tag = ?5
                      WHERE seq = ?1",
                 )?
                 .execute(args)?;
+            if changed == 0 {
+                // No row `seq` (found just before): an error, as the read of its patient gave.
+                return Err(rusqlite::Error::QueryReturnedNoRows.into());
+            }
         }
         Ok(())
     }
