@@ -80,8 +80,17 @@ pub struct CutOutcome {
 /// Events handled per loop turn at most, so that ticks and persistence keep their pace.
 const MAX_EVENTS_PER_TURN: usize = 4096;
 /// Forwarded requests that admission parked (their rule may pass once this validator catches
-/// up), at most; a sender's share is this over the validator count.
+/// up), at most; a sender's share is this over the validator count, or [`PARKED_BATCHES`]
+/// batches when that is more.
 const PARKED_MAX: usize = 4096;
+/// A sender's share of parked requests, in batches, at least: a backup that applied blocks
+/// before this primary forwards up to a batch of records per block of its lead (the grants
+/// each block applied), and a record refused here waits for the backup's retransmission while
+/// its age turns every new submission away there (issue 11: one-second stalls of the whole
+/// chain at 10,000,000 transactions, a primary about three blocks behind).
+const PARKED_BATCHES: usize = 4;
+/// Bytes of parked requests at most; a sender's share is this over the validator count.
+const PARKED_BYTES: usize = 64 << 20;
 /// Waiting transactions below which a validator never refuses as busy: a few slow blocks (a
 /// debug build, a loaded machine) with little pending are not a queue worth refusing for.
 const BUSY_FLOOR: usize = 64;
@@ -198,7 +207,8 @@ pub(crate) struct Runtime {
     /// validator that admitted a record would otherwise drop it, and that validator's timer
     /// would replace the primary for it.
     parked: VecDeque<(Signed<Message>, Instant)>,
-    parked_per_sender: Vec<usize>,
+    /// Per sender, its requests parked and their bytes.
+    parked_per_sender: Vec<(usize, usize)>,
     /// The ids parked: a forward's resends are parked once.
     parked_ids: HashSet<[u8; 32]>,
     /// The height the parked requests were last judged at.
@@ -281,7 +291,7 @@ impl Runtime {
             deferred: HashMap::new(),
             deferred_tried: Instant::now(),
             parked: VecDeque::new(),
-            parked_per_sender: vec![0; n],
+            parked_per_sender: vec![(0, 0); n],
             parked_ids: HashSet::new(),
             parked_judged_at: 0,
         }
@@ -653,20 +663,23 @@ impl Runtime {
         Ok(())
     }
 
-    /// Parks `request` from `from` unless its sender's share is full (then it is refused); one
-    /// parked already is kept once.
+    /// Parks `request` from `from` unless its sender's share ([`PARKED_MAX`],
+    /// [`PARKED_BATCHES`], [`PARKED_BYTES`]) is full (then it is refused); one parked already
+    /// is kept once.
     fn park(&mut self, from: ReplicaId, request: Request, signature: pbft::Signature) -> bool {
         if self.parked_ids.contains(&request.id) {
             return true;
         }
-        let share = PARKED_MAX / self.n.max(1);
-        let Some(count) = self.parked_per_sender.get_mut(from as usize) else {
+        let n = self.n.max(1);
+        let share = (PARKED_MAX / n).max(PARKED_BATCHES * self.max_batch);
+        let Some((count, bytes)) = self.parked_per_sender.get_mut(from as usize) else {
             return false;
         };
-        if *count >= share {
+        if *count >= share || *bytes + request.payload.len() > PARKED_BYTES / n {
             return false;
         }
         *count += 1;
+        *bytes += request.payload.len();
         self.parked_ids.insert(request.id);
         let forward = Signed {
             from,
@@ -679,10 +692,13 @@ impl Runtime {
 
     /// Judges the parked requests again on the chain as it is now: those admitted go to the
     /// replica as their sender forwarded them, those still waiting for something stay until
-    /// `resend_after`, the rest are refused.
+    /// `resend_after`, the rest are refused. At most a batch of each sender's is judged a pass,
+    /// oldest first (no more pass in a block): a sender's share of parked requests is several
+    /// batches, and one that never pass would otherwise cost that many rule checks per block.
     fn admit_parked(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         let mut refused = 0;
+        let mut judged = vec![0; self.n];
         for (forward, parked_at) in std::mem::take(&mut self.parked) {
             let Message::Forward(requests) = &forward.message else {
                 continue;
@@ -690,8 +706,13 @@ impl Runtime {
             let Some(request) = requests.first() else {
                 continue;
             };
+            let waited_out = parked_at.elapsed() >= self.resend_after;
             let verdict = if self.replica.knows_request(&request.id) {
                 None
+            } else if !waited_out && !within_batch(&mut judged, forward.from, self.max_batch) {
+                // Its sender's batch of this pass is judged: at the next pass.
+                self.parked.push_back((forward, parked_at));
+                continue;
             } else {
                 match self.decode(request) {
                     Some(tx) => Some(crate::admission::admit(
@@ -705,8 +726,7 @@ impl Runtime {
             };
             match verdict {
                 Some(Err(reject))
-                    if ledger::rules::reason::may_pass_later(reject.0)
-                        && parked_at.elapsed() < self.resend_after =>
+                    if ledger::rules::reason::may_pass_later(reject.0) && !waited_out =>
                 {
                     self.parked.push_back((forward, parked_at));
                     continue;
@@ -717,8 +737,9 @@ impl Runtime {
                 Some(Err(_)) => refused += 1,
             }
             self.parked_ids.remove(&request.id);
-            if let Some(count) = self.parked_per_sender.get_mut(forward.from as usize) {
+            if let Some((count, bytes)) = self.parked_per_sender.get_mut(forward.from as usize) {
                 *count = count.saturating_sub(1);
+                *bytes = bytes.saturating_sub(request.payload.len());
             }
         }
         self.shared.telemetry().refused_forwards(refused);
@@ -1632,6 +1653,15 @@ impl Runtime {
             status.peers = peers;
         });
     }
+}
+
+/// Counts one more of `from`'s parked requests judged this pass; whether it is within a batch
+/// of them (`judged` holds a count per sender).
+fn within_batch(judged: &mut [usize], from: ReplicaId, max_batch: usize) -> bool {
+    judged.get_mut(from as usize).is_some_and(|judged| {
+        *judged += 1;
+        *judged <= max_batch
+    })
 }
 
 /// Whether a message's signature may be checked in the turn's batch: those of the normal case,

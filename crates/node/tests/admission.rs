@@ -61,3 +61,80 @@ fn a_primary_behind_parks_a_forwarded_record_until_it_holds_the_grant() {
     assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
     assert_eq!(clinic.status().view, 0, "no view change was needed");
 }
+
+/// A primary behind a backup that applied a block of grants parks more of that one backup's
+/// records than a quarter of 4,096, its share before: the rest were refused, the oldest of them
+/// waited for the backup's retransmission, and its age turned away every new submission there
+/// meanwhile (issue 11: one-second stalls of the whole chain at 10,000,000 transactions, the
+/// primary three blocks behind the validator all the clients used).
+#[test]
+fn a_primary_behind_parks_more_than_a_batch_of_one_backups_records() {
+    // Timers long enough that nothing times out, or is turned away, while the primary is held
+    // back and the records are sealed one by one.
+    let w = World::with_timing(Timing {
+        view_change_timeout: Duration::from_secs(30),
+        ..fast_timing()
+    });
+    let patient = Person::patient(CLINIC);
+    let doctor = Person::doctor(CLINIC, "Oncology", "Dr Author");
+    w.enroll(&[&patient, &doctor]);
+    let clinic = w.node(CLINIC);
+    let hospital = w.node(HOSPITAL);
+    assert_eq!(hospital.status().primary, HOSPITAL);
+    let records = 4_096 / 4 + 76;
+    assert!(records > Timing::default().max_batch);
+    w.network().filter(|_, to, frame| {
+        !(to == HOSPITAL
+            && matches!(&**frame, Wire::Consensus(signed)
+                if matches!(signed.message, pbft::Message::Commit(_))))
+    });
+    let grants: Vec<_> = w.rt.block_on(async {
+        let mut grants = Vec::new();
+        for _ in 0..records {
+            let grant = patient
+                .write_grant(&clinic, &doctor.id, "a visit")
+                .await
+                .unwrap();
+            grants.push(clinic.submit(grant).await.unwrap());
+        }
+        for grant in &grants {
+            let verdict = clinic
+                .wait_applied(*grant, Duration::from_secs(20))
+                .await
+                .unwrap();
+            assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+        }
+        grants
+    });
+    let submitted: Vec<_> = w.rt.block_on(async {
+        let mut submitted = Vec::new();
+        for grant in &grants {
+            let record = doctor
+                .record(&clinic, &patient.id, *grant, &note("seen"))
+                .await
+                .unwrap();
+            submitted.push(clinic.submit(record).await.unwrap());
+        }
+        submitted
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(hospital.status().height < clinic.status().height);
+    assert_eq!(
+        hospital.status().refused_forwards,
+        0,
+        "{:?}",
+        hospital.status()
+    );
+    w.network().clear_filter();
+    w.rt.block_on(async {
+        for record in submitted {
+            let verdict = clinic
+                .wait_applied(record, Duration::from_secs(20))
+                .await
+                .unwrap();
+            assert!(matches!(verdict, Verdict::Applied { .. }), "{verdict:?}");
+        }
+    });
+    assert_eq!(clinic.status().view, 0, "no view change was needed");
+    assert_eq!(hospital.status().refused_forwards, 0);
+}
