@@ -692,13 +692,17 @@ impl Runtime {
 
     /// Judges the parked requests again on the chain as it is now: those admitted go to the
     /// replica as their sender forwarded them, those still waiting for something stay until
-    /// `resend_after`, the rest are refused. At most a batch of each sender's is judged a pass,
-    /// oldest first (no more pass in a block): a sender's share of parked requests is several
-    /// batches, and one that never pass would otherwise cost that many rule checks per block.
+    /// `resend_after`, the rest are refused. At most a batch of each sender's is judged a pass
+    /// (no more pass in a block): a sender's share is several batches, and parked requests that
+    /// never pass would otherwise cost that many rule checks per block. Those a pass skipped
+    /// come first at the next, before those it judged and kept: each of a sender's parked
+    /// requests is judged within a few passes, however many of its own (or, for an id another
+    /// sender parked first, of that sender's) never pass (red team s73).
     fn admit_parked(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         let mut refused = 0;
         let mut judged = vec![0; self.n];
+        let mut kept = VecDeque::new();
         for (forward, parked_at) in std::mem::take(&mut self.parked) {
             let Message::Forward(requests) = &forward.message else {
                 continue;
@@ -708,33 +712,35 @@ impl Runtime {
             };
             let waited_out = parked_at.elapsed() >= self.resend_after;
             let verdict = if self.replica.knows_request(&request.id) {
-                None
-            } else if !waited_out && !within_batch(&mut judged, forward.from, self.max_batch) {
-                // Its sender's batch of this pass is judged: at the next pass.
-                self.parked.push_back((forward, parked_at));
-                continue;
-            } else {
-                match self.decode(request) {
-                    Some(tx) => Some(crate::admission::admit(
-                        &self.chain.state(),
-                        &self.genesis,
-                        &tx,
-                        now,
-                    )?),
-                    None => Some(Err(ledger::rules::Reject("does not decode"))),
-                }
-            };
-            match verdict {
-                Some(Err(reject))
-                    if ledger::rules::reason::may_pass_later(reject.0) && !waited_out =>
-                {
+                Parked::Held
+            } else if !within_batch(&mut judged, forward.from, self.max_batch) {
+                if !waited_out {
                     self.parked.push_back((forward, parked_at));
                     continue;
                 }
-                // Held by the replica already.
-                None => {}
-                Some(Ok(())) => self.step(Input::Message(forward.clone()), actions),
-                Some(Err(_)) => refused += 1,
+                Parked::Refused
+            } else {
+                let verdict = match self.decode(request) {
+                    Some(tx) => {
+                        crate::admission::admit(&self.chain.state(), &self.genesis, &tx, now)?
+                    }
+                    None => Err(ledger::rules::Reject("does not decode")),
+                };
+                match verdict {
+                    Ok(()) => Parked::Admitted,
+                    Err(reject)
+                        if ledger::rules::reason::may_pass_later(reject.0) && !waited_out =>
+                    {
+                        kept.push_back((forward, parked_at));
+                        continue;
+                    }
+                    Err(_) => Parked::Refused,
+                }
+            };
+            match verdict {
+                Parked::Held => {}
+                Parked::Admitted => self.step(Input::Message(forward.clone()), actions),
+                Parked::Refused => refused += 1,
             }
             self.parked_ids.remove(&request.id);
             if let Some((count, bytes)) = self.parked_per_sender.get_mut(forward.from as usize) {
@@ -742,6 +748,7 @@ impl Runtime {
                 *bytes = bytes.saturating_sub(request.payload.len());
             }
         }
+        self.parked.append(&mut kept);
         self.shared.telemetry().refused_forwards(refused);
         Ok(())
     }
@@ -1653,6 +1660,17 @@ impl Runtime {
             status.peers = peers;
         });
     }
+}
+
+/// What became of a parked request at a pass of `Runtime::admit_parked` (one kept parked
+/// stays where it is).
+enum Parked {
+    /// The replica holds it already.
+    Held,
+    /// The rules admit it now: handed to the replica.
+    Admitted,
+    /// The rules refuse it for good, or it waited out `resend_after`.
+    Refused,
 }
 
 /// Counts one more of `from`'s parked requests judged this pass; whether it is within a batch
