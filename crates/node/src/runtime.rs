@@ -1281,7 +1281,7 @@ impl Runtime {
             }
             _ => true,
         });
-        self.send_forwards(&mut forwards);
+        self.send_forwards(&mut forwards)?;
         // Blocks committed in a pass are applied at its end, after its messages went out: a
         // pre-prepare the primary proposed on executing a block must not wait for that block's
         // apply (seconds on a loaded machine) with its block time ticking away at the backups
@@ -1347,7 +1347,7 @@ impl Runtime {
                 }
             }
             self.flush_records(&mut records)?;
-            self.send_forwards(&mut forwards);
+            self.send_forwards(&mut forwards)?;
             self.apply_all(&mut records, &mut committed_blocks)?;
             for vote in held_votes.drain(..) {
                 self.broadcast(vote);
@@ -1405,8 +1405,39 @@ impl Runtime {
         Ok(())
     }
 
-    /// Sends `forwards`, each peer's requests in messages of at most a batch.
-    fn send_forwards(&mut self, forwards: &mut BTreeMap<ReplicaId, Vec<pbft::Request>>) {
+    /// Sends `forwards`, each peer's requests in messages of at most a batch. A request that
+    /// is not this validator's own acknowledged one (a pre-prepare's, left pending when its
+    /// slot did not commit) and that the chain holds already is withdrawn from the replica
+    /// instead: the replica remembers only the last executed ids, and a faulty primary that
+    /// replays an older one in a slot that never commits would otherwise have this backup wait
+    /// on it, and time out on every correct primary, which refuses it (red team s74 F1).
+    fn send_forwards(
+        &mut self,
+        forwards: &mut BTreeMap<ReplicaId, Vec<pbft::Request>>,
+    ) -> Result<(), NodeError> {
+        let mut on_chain = Vec::new();
+        for requests in forwards.values_mut() {
+            let mut kept = Vec::with_capacity(requests.len());
+            for request in requests.drain(..) {
+                if !self.shared.is_pending(&request.id)
+                    && self.chain.contains_transaction(&request.id)?
+                {
+                    on_chain.push(request.id);
+                } else {
+                    kept.push(request);
+                }
+            }
+            *requests = kept;
+        }
+        if !on_chain.is_empty() {
+            on_chain.sort_unstable();
+            on_chain.dedup();
+            debug!(
+                count = on_chain.len(),
+                "withdrew pending requests the chain holds instead of forwarding them"
+            );
+            self.step(Input::Withdraw(on_chain), &mut Vec::new());
+        }
         for (to, requests) in std::mem::take(forwards) {
             for chunk in requests.chunks(self.max_batch) {
                 let signed = self
@@ -1415,6 +1446,7 @@ impl Runtime {
                 self.send_frame(to, Wire::Consensus(signed));
             }
         }
+        Ok(())
     }
 
     /// Keeps node.db's protocol log bounded: after a checkpoint becomes stable, everything it

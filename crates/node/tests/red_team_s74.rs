@@ -1,0 +1,194 @@
+//! Red team s74, on 3b5dabaf (the replica remembers the last 50,000 executed request ids, not
+//! `max_pending`'s 200,000). The commit's argument: what is on chain, mempool admission refuses
+//! at every way into the replica, so the replica's memory need only cover what executed and is
+//! not applied yet. One way in is not admission's: a pre-prepare. `Replica::accept_pre_prepare`
+//! (crates/pbft/src/replica.rs) makes every request of an accepted batch pending at a backup,
+//! waited on by its view-change timer, unless it is pending already or among the executed ids
+//! it remembers; a pre-prepare is judged by the stateless edge check alone, so a dishonest
+//! primary may put any well-signed transaction in one, one on chain long ago included.
+//!
+//! F1: a dishonest primary sends one honest backup alone a pre-prepare that holds a transaction
+//! applied more than `executed_window` requests ago (here: before that backup's last restart,
+//! which empties the memory as 50,000 later executions do; no test hook lowers the window).
+//! The slot never prepares and the view changes away from the dishonest primary, but the
+//! request stays pending at the backup, out of every log. The backup forwards it to each
+//! honest primary after, whose admission refuses it as a duplicate, and nothing withdraws it
+//! (`Runtime::withdraw_lost_races` judges only the validator's own acknowledged transactions):
+//! the backup's timer runs out against the honest primary. With the dishonest validator's own
+//! view-change that is f+1, and the honest primary is replaced; with it silent (as here), the
+//! backup alone leaves the view and the two others, short of a quorum, commit nothing until
+//! their own timers replace the honest primary anyway (measured: the next transaction waited a
+//! timer, the view changed to 2, and the backup left view 2 as well). It goes on until the
+//! backup is primary itself and proposes the request (applied as a duplicate: the ledger's
+//! `seen` check). The dishonest primary can plant such a request at every backup in each of
+//! its views; planted at two backups, they are f+1 honest replicas timing out together.
+//!
+//! Not new in 3b5dabaf: a restart has always emptied the replica's memory, and with the window
+//! at 200,000 any transaction older than that served. But the commit's argument ("admission
+//! refuses what is on chain at every way in") does not hold for this way in, and the window now
+//! spans a few seconds of a saturated chain: any transaction older than that will do, with no
+//! restart.
+
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::world::{CLINIC, HOSPITAL, INSURANCE, PHARMACY, World};
+use common::{enrollment, fast_timing};
+
+use ledger::SignedTx;
+use node::{Frame, Timing, Wire};
+use pbft::{Message, PrePrepare, Proposal, ReplicaId, Signed};
+
+/// A backup's timer of about a second.
+fn timing() -> Timing {
+    Timing {
+        view_change_timeout: Duration::from_secs(1),
+        ..fast_timing()
+    }
+}
+
+/// A pre-prepare of `from` (view 0's primary) at `seq` after `prev`, holding `txs`, signed
+/// with its node key, as a dishonest primary signs one.
+fn pre_prepare_from(
+    w: &World,
+    from: ReplicaId,
+    name: &str,
+    seq: u64,
+    prev: [u8; 32],
+    time_ms: u64,
+    txs: &[SignedTx],
+) -> Frame {
+    let genesis_hash = w.genesis_hash();
+    let key = ledger::master::read_node_key(
+        &w.dir.path().join(format!("{name}/node.key")),
+        w.cluster.operator_key(from).unwrap(),
+        name,
+    )
+    .unwrap();
+    let proposal = Proposal {
+        seq,
+        view: 0,
+        proposer: from,
+        prev,
+        time_ms,
+        requests: txs.iter().map(|tx| tx.to_request(&genesis_hash)).collect(),
+    };
+    let digest = ledger::proposal_digest(&proposal);
+    let message = Message::PrePrepare(PrePrepare {
+        view: 0,
+        digest,
+        proposal: proposal.into(),
+    });
+    let signature = ledger::crypto::sign_message(&key, &genesis_hash, &message);
+    Frame::new(Wire::Consensus(Signed {
+        from,
+        message,
+        signature,
+    }))
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// F1. The hospital (view 0's primary) is the dishonest validator. An enrollment is applied
+/// everywhere; the clinic and the insurance restart (their replicas remember no executed id,
+/// as after 50,000 more executions). The hospital, gone silent, sends the insurance alone a
+/// pre-prepare of the applied enrollment at its next sequence number. The clinic's and the
+/// pharmacy's clients submit fresh enrollments; the view changes to 1 (the clinic, honest),
+/// which commits them. From then on the clinic is an honest primary with nothing left to
+/// propose, yet the insurance times out on it: it waits on the replayed enrollment, which the
+/// clinic's admission refuses as on chain.
+#[test]
+fn f1_a_replayed_executed_request_in_a_pre_prepare_times_a_backup_out_on_an_honest_primary() {
+    let mut w = World::with_timing(timing());
+    let replayed = enrollment(&w.node(PHARMACY));
+    let applied_at = w.applied_at(PHARMACY, replayed.clone());
+    // Both forget they executed it, as 50,000 later executions make them forget: the clinic's
+    // admission, not its replica's memory, then refuses it.
+    for id in [CLINIC, INSURANCE] {
+        w.cluster.stop(id);
+        w.cluster.restart(id).unwrap();
+    }
+    w.settle();
+    let clinic = w.node(CLINIC);
+    let insurance = w.node(INSURANCE);
+    let head = insurance.status();
+    assert_eq!((head.view, head.replica_pending), (0, 0));
+    // The dishonest primary from now on: silent, but for its replay to the insurance.
+    w.cluster.stop(HOSPITAL);
+    w.clock.advance_ms(1_000);
+    let replay = pre_prepare_from(
+        &w,
+        HOSPITAL,
+        "hospital",
+        head.height + 1,
+        head.head_hash,
+        w.clock.now_ms(),
+        std::slice::from_ref(&replayed),
+    );
+    assert!(w.network().inject(HOSPITAL, INSURANCE, replay));
+    wait_for(
+        "the insurance to take the replayed request",
+        Duration::from_secs(5),
+        || insurance.status().replica_pending == 1,
+    );
+    // Fresh transactions at the clinic and the pharmacy: both time out on the silent primary
+    // (f+1 honest replicas, whatever the insurance does), the view changes to the clinic, which
+    // commits them.
+    let pharmacy = w.node(PHARMACY);
+    let fresh = w.rt.block_on(async {
+        [
+            (clinic.submit(enrollment(&clinic)).await.unwrap(), &clinic),
+            (
+                pharmacy.submit(enrollment(&pharmacy)).await.unwrap(),
+                &pharmacy,
+            ),
+        ]
+    });
+    for (id, at) in fresh {
+        let verdict =
+            w.rt.block_on(at.wait_applied(id, Duration::from_secs(20)))
+                .unwrap();
+        assert!(
+            matches!(verdict, node::Verdict::Applied { .. }),
+            "{verdict:?}"
+        );
+    }
+    wait_for(
+        "the insurance to install view 1",
+        Duration::from_secs(10),
+        || {
+            let s = insurance.status();
+            (s.view, s.view_changing) == (1, false)
+        },
+    );
+    assert_eq!(clinic.status().primary, CLINIC);
+    // Eight of the insurance's timers (four at the backoff it may have entered the view with)
+    // under an honest primary with nothing to propose.
+    let watch = Instant::now();
+    while watch.elapsed() < 8 * (timing().view_change_timeout + timing().batch_window) {
+        let s = insurance.status();
+        assert!(
+            (s.view, s.view_changing) == (1, false),
+            "the insurance left view 1 (view {}, changing {}) {:?} after the view's honest \
+             primary (the clinic) was installed: its timer ran out on the transaction the \
+             dishonest primary replayed into a pre-prepare, applied at height {} and refused \
+             as on chain by the clinic ({} refused forwards there); it still holds {} \
+             request(s). The clinic's view commits nothing more without it (quorum 3, the \
+             hospital silent) until the others' timers replace the clinic too",
+            s.view,
+            s.view_changing,
+            watch.elapsed(),
+            applied_at,
+            clinic.status().refused_forwards,
+            s.replica_pending,
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
