@@ -11,7 +11,7 @@ use common::world::{CLINIC, HOSPITAL, World};
 use common::{fast_timing, note};
 
 use node::load::Person;
-use node::{Timing, Verdict, Wire};
+use node::{Timing, Verdict};
 
 #[test]
 fn a_primary_behind_parks_a_forwarded_record_until_it_holds_the_grant() {
@@ -27,11 +27,7 @@ fn a_primary_behind_parks_a_forwarded_record_until_it_holds_the_grant() {
     let hospital = w.node(HOSPITAL);
     assert_eq!(hospital.status().primary, HOSPITAL);
     // The primary hears no commit: the others commit the grant's block without it.
-    w.network().filter(|_, to, frame| {
-        !(to == HOSPITAL
-            && matches!(&**frame, Wire::Consensus(signed)
-                if matches!(signed.message, pbft::Message::Commit(_))))
-    });
+    w.hold_back(HOSPITAL);
     let grant =
         w.rt.block_on(patient.write_grant(&clinic, &doctor.id, "a visit"))
             .unwrap();
@@ -83,11 +79,7 @@ fn a_primary_behind_parks_more_than_a_batch_of_one_backups_records() {
     assert_eq!(hospital.status().primary, HOSPITAL);
     let records = 4_096 / 4 + 76;
     assert!(records > Timing::default().max_batch);
-    w.network().filter(|_, to, frame| {
-        !(to == HOSPITAL
-            && matches!(&**frame, Wire::Consensus(signed)
-                if matches!(signed.message, pbft::Message::Commit(_))))
-    });
+    w.hold_back(HOSPITAL);
     let grants: Vec<_> = w.rt.block_on(async {
         let mut grants = Vec::new();
         for _ in 0..records {

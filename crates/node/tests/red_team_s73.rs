@@ -45,16 +45,6 @@ fn promptly() -> Duration {
     timing().view_change_timeout / 2
 }
 
-/// The primary (the hospital) hears no commit from now on: the others commit its proposals
-/// and apply them without it.
-fn hold_back_primary(w: &World) {
-    w.network().filter(|_, to, frame| {
-        !(to == HOSPITAL
-            && matches!(&**frame, Wire::Consensus(signed)
-                if matches!(signed.message, pbft::Message::Commit(_))))
-    });
-}
-
 /// `count` write grants of `patient` to `doctor`, applied at the clinic (not at the primary
 /// while it is held back), and a record under each, submitted at the clinic.
 fn records_under_new_grants(
@@ -122,12 +112,7 @@ fn release_and_time(w: &World, clinic: &NodeHandle, ids: &[TxId]) -> Duration {
 /// A forward of `txs` signed by `from` with its node key, as a dishonest validator signs one.
 fn forward_from(w: &World, from: pbft::ReplicaId, name: &str, txs: &[SignedTx]) -> Frame {
     let genesis_hash = w.genesis_hash();
-    let key = ledger::master::read_node_key(
-        &w.dir.path().join(format!("{name}/node.key")),
-        w.cluster.operator_key(from).unwrap(),
-        name,
-    )
-    .unwrap();
+    let key = w.node_key(from, name);
     let message =
         pbft::Message::Forward(txs.iter().map(|tx| tx.to_request(&genesis_hash)).collect());
     let signature = ledger::crypto::sign_message(&key, &genesis_hash, &message);
@@ -169,7 +154,7 @@ fn an_honest_backups_parked_records_do_not_wait_behind_a_batch_of_its_own_that_n
     let clinic = w.node(CLINIC);
     let hospital = w.node(HOSPITAL);
     assert_eq!(hospital.status().primary, HOSPITAL);
-    hold_back_primary(&w);
+    w.hold_back(HOSPITAL);
     let request = sealed_write_request(&w.rt, &clinic, &doctor, &patient, "a visit");
     let request_id = request.id(&w.genesis_hash());
     let verdict =
@@ -238,7 +223,7 @@ fn a_dishonest_validator_forwarding_an_honest_record_first_does_not_hold_it_behi
     let clinic = w.node(CLINIC);
     let hospital = w.node(HOSPITAL);
     assert_eq!(hospital.status().primary, HOSPITAL);
-    hold_back_primary(&w);
+    w.hold_back(HOSPITAL);
     let record = records_under_new_grants(&w, &clinic, &patient, &doctor, 1).remove(0);
     let junk = never_passing(&w, &stranger, batch);
     assert!(w.network().inject(
@@ -280,7 +265,7 @@ fn a_dishonest_senders_never_passing_batch_does_not_hold_an_honest_senders_recor
     let clinic = w.node(CLINIC);
     let hospital = w.node(HOSPITAL);
     assert_eq!(hospital.status().primary, HOSPITAL);
-    hold_back_primary(&w);
+    w.hold_back(HOSPITAL);
     // Four batches of the insurance's, more than a pass judges of it.
     for chunk in never_passing(&w, &stranger, 4 * batch).chunks(batch) {
         assert!(w.network().inject(

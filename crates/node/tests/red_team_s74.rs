@@ -60,12 +60,7 @@ fn pre_prepare_from(
     txs: &[SignedTx],
 ) -> Frame {
     let genesis_hash = w.genesis_hash();
-    let key = ledger::master::read_node_key(
-        &w.dir.path().join(format!("{name}/node.key")),
-        w.cluster.operator_key(from).unwrap(),
-        name,
-    )
-    .unwrap();
+    let key = w.node_key(from, name);
     let proposal = Proposal {
         seq,
         view: 0,

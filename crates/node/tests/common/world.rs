@@ -83,6 +83,27 @@ impl World {
         self.cluster.genesis().hash()
     }
 
+    /// From now on `primary` hears no commit: the others commit its proposals and apply them
+    /// without it, and it stays behind them.
+    pub fn hold_back(&self, primary: ReplicaId) {
+        self.network().filter(move |_, to, frame| {
+            !(to == primary
+                && matches!(&**frame, Wire::Consensus(signed)
+                    if matches!(signed.message, pbft::Message::Commit(_))))
+        });
+    }
+
+    /// Validator `id`'s node key (its folder `name`), to sign messages as it, or as a dishonest
+    /// validator in its place.
+    pub fn node_key(&self, id: ReplicaId, name: &str) -> ed25519_dalek::SigningKey {
+        ledger::master::read_node_key(
+            &self.dir.path().join(format!("{name}/node.key")),
+            self.cluster.operator_key(id).unwrap(),
+            name,
+        )
+        .unwrap()
+    }
+
     /// A patient, an oncologist who writes in their history and a neurologist who may read
     /// it, each enrolled at the home given.
     pub fn cast(
