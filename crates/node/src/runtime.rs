@@ -1407,36 +1407,56 @@ impl Runtime {
 
     /// Sends `forwards`, each peer's requests in messages of at most a batch. A request that
     /// is not this validator's own acknowledged one (a pre-prepare's, left pending when its
-    /// slot did not commit) and that the chain holds already is withdrawn from the replica
-    /// instead: the replica remembers only the last executed ids, and a faulty primary that
-    /// replays an older one in a slot that never commits would otherwise have this backup wait
-    /// on it, and time out on every correct primary, which refuses it (red team s74 F1).
+    /// slot did not commit) and that admission refuses on the chain as it is now, for any
+    /// reason, is withdrawn from the replica instead: every correct primary refuses it too,
+    /// and a faulty primary that planted one (a transaction on chain long ago, an expired one,
+    /// a record under a grant that never comes) in a slot that never commits would otherwise
+    /// have this backup wait on it and time out on every correct primary (red teams s74 F1,
+    /// s75 F1). Its own transactions it waits on, and resends, until they commit or lose a
+    /// race (`withdraw_lost_races`); another validator's client is that validator's to serve.
     fn send_forwards(
         &mut self,
         forwards: &mut BTreeMap<ReplicaId, Vec<pbft::Request>>,
     ) -> Result<(), NodeError> {
-        let mut on_chain = Vec::new();
+        let now = self.clock.now_ms();
+        let mut refused = Vec::new();
         for requests in forwards.values_mut() {
-            let mut kept = Vec::with_capacity(requests.len());
-            for request in requests.drain(..) {
-                if !self.shared.is_pending(&request.id)
-                    && self.chain.contains_transaction(&request.id)?
-                {
-                    on_chain.push(request.id);
-                } else {
-                    kept.push(request);
-                }
+            if requests
+                .iter()
+                .all(|request| self.shared.is_pending(&request.id))
+            {
+                continue;
             }
+            let mut kept = Vec::with_capacity(requests.len());
+            // One read transaction for the peer's requests (`Queries::snapshot`).
+            self.chain.snapshot(|chain| {
+                let state = chain.state();
+                for request in requests.drain(..) {
+                    let admitted = self.shared.is_pending(&request.id)
+                        || match self.decode(&request) {
+                            Some(tx) => {
+                                crate::admission::admit(&state, &self.genesis, &tx, now)?.is_ok()
+                            }
+                            None => false,
+                        };
+                    if admitted {
+                        kept.push(request);
+                    } else {
+                        refused.push(request.id);
+                    }
+                }
+                Ok(())
+            })?;
             *requests = kept;
         }
-        if !on_chain.is_empty() {
-            on_chain.sort_unstable();
-            on_chain.dedup();
+        if !refused.is_empty() {
+            refused.sort_unstable();
+            refused.dedup();
             debug!(
-                count = on_chain.len(),
-                "withdrew pending requests the chain holds instead of forwarding them"
+                count = refused.len(),
+                "withdrew pending requests of other validators' clients that admission refuses"
             );
-            self.step(Input::Withdraw(on_chain), &mut Vec::new());
+            self.step(Input::Withdraw(refused), &mut Vec::new());
         }
         for (to, requests) in std::mem::take(forwards) {
             for chunk in requests.chunks(self.max_batch) {

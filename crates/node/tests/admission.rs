@@ -68,7 +68,7 @@ fn a_primary_behind_parks_more_than_a_batch_of_one_backups_records() {
     // Timers long enough that nothing times out, or is turned away, while the primary is held
     // back and the records are sealed one by one.
     let w = World::with_timing(Timing {
-        view_change_timeout: Duration::from_secs(30),
+        view_change_timeout: Duration::from_secs(120),
         ..fast_timing()
     });
     let patient = Person::patient(CLINIC);

@@ -1,0 +1,175 @@
+//! Red team s75, on 7dc3a586 (`Runtime::send_forwards`: a backup withdraws from its replica,
+//! instead of forwarding, a pending request that is not its own client's and that the chain
+//! holds). The commit fixes red team s74 F1 for one kind of request only: one a correct primary
+//! refuses because the chain holds it. s74 F1's root is wider. `Replica::accept_pre_prepare`
+//! (crates/pbft/src/replica.rs) makes every request of an accepted batch pending at a backup,
+//! and a pre-prepare is judged by the stateless edge check alone (decoding and signatures,
+//! `verify::check_requests`); a correct primary proposes only what its mempool admission
+//! admits (the rules at `T = now` on the committed state). Whatever a dishonest primary puts
+//! in a pre-prepare that admission refuses for good serves as well as a replay of an applied
+//! transaction, and needs neither an old transaction nor a restart.
+//!
+//! F1: a dishonest primary signs, with its own validator key, an enrollment whose `not_after_ms`
+//! has passed (any transaction the rules reject for good would do) and sends one honest backup
+//! alone a pre-prepare of it, in a slot that never commits. The chain does not hold it, so
+//! `send_forwards` forwards it to each honest primary after the view change, whose admission
+//! refuses it as expired, and nothing withdraws it (`withdraw_lost_races` judges only the
+//! validator's own acknowledged transactions): the backup's timer runs out on the honest
+//! primary, as in s74 F1. Planted at two backups (two different pre-prepares at one sequence
+//! number, so that neither prepares), they are f+1 honest replicas that time out together on
+//! every honest primary until each of them is primary itself.
+
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::world::{CLINIC, HOSPITAL, INSURANCE, PHARMACY, World};
+use common::{enrollment, fast_timing};
+
+use ledger::SignedTx;
+use node::load::Person;
+use node::{Frame, Timing, Wire};
+use pbft::{Message, PrePrepare, Proposal, ReplicaId, Signed};
+
+/// A backup's timer of about a second.
+fn timing() -> Timing {
+    Timing {
+        view_change_timeout: Duration::from_secs(1),
+        ..fast_timing()
+    }
+}
+
+/// A pre-prepare of `from` (view 0's primary) at `seq` after `prev`, holding `txs`, signed
+/// with its node key, as a dishonest primary signs one.
+fn pre_prepare_from(
+    w: &World,
+    from: ReplicaId,
+    name: &str,
+    seq: u64,
+    prev: [u8; 32],
+    time_ms: u64,
+    txs: &[SignedTx],
+) -> Frame {
+    let genesis_hash = w.genesis_hash();
+    let key = w.node_key(from, name);
+    let proposal = Proposal {
+        seq,
+        view: 0,
+        proposer: from,
+        prev,
+        time_ms,
+        requests: txs.iter().map(|tx| tx.to_request(&genesis_hash)).collect(),
+    };
+    let digest = ledger::proposal_digest(&proposal);
+    let message = Message::PrePrepare(PrePrepare {
+        view: 0,
+        digest,
+        proposal: proposal.into(),
+    });
+    let signature = ledger::crypto::sign_message(&key, &genesis_hash, &message);
+    Frame::new(Wire::Consensus(Signed {
+        from,
+        message,
+        signature,
+    }))
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// F1. The hospital (view 0's primary) is the dishonest validator. It signs an enrollment of
+/// its own that expired long ago, goes silent, and sends the insurance alone a pre-prepare of
+/// it at the next sequence number. The clinic's and the pharmacy's clients submit fresh
+/// enrollments; the view changes to 1 (the clinic, honest), which commits them. From then on
+/// the clinic is an honest primary with nothing left to propose, yet the insurance times out
+/// on it: it waits on the expired enrollment, which the clinic's admission refuses, and which
+/// `send_forwards` does not withdraw because the chain does not hold it.
+#[test]
+fn f1_a_planted_request_admission_refuses_for_good_times_a_backup_out_on_an_honest_primary() {
+    let mut w = World::with_timing(timing());
+    w.applied_at(PHARMACY, enrollment(&w.node(PHARMACY)));
+    w.settle();
+    let hospital = w.node(HOSPITAL);
+    let mut header = Person::patient(HOSPITAL).enrollment(&w.genesis_hash());
+    header.not_after_ms = 1;
+    let expired = hospital.sign_as_validator(header, Vec::new());
+    let clinic = w.node(CLINIC);
+    let insurance = w.node(INSURANCE);
+    let head = insurance.status();
+    assert_eq!((head.view, head.replica_pending), (0, 0));
+    // The dishonest primary from now on: silent, but for its pre-prepare to the insurance.
+    w.cluster.stop(HOSPITAL);
+    w.clock.advance_ms(1_000);
+    let plant = pre_prepare_from(
+        &w,
+        HOSPITAL,
+        "hospital",
+        head.height + 1,
+        head.head_hash,
+        w.clock.now_ms(),
+        std::slice::from_ref(&expired),
+    );
+    assert!(w.network().inject(HOSPITAL, INSURANCE, plant));
+    wait_for(
+        "the insurance to take the planted request",
+        Duration::from_secs(5),
+        || insurance.status().replica_pending == 1,
+    );
+    // Fresh transactions at the clinic and the pharmacy: both time out on the silent primary
+    // (f+1 honest replicas, whatever the insurance does), the view changes to the clinic, which
+    // commits them.
+    let pharmacy = w.node(PHARMACY);
+    let fresh = w.rt.block_on(async {
+        [
+            (clinic.submit(enrollment(&clinic)).await.unwrap(), &clinic),
+            (
+                pharmacy.submit(enrollment(&pharmacy)).await.unwrap(),
+                &pharmacy,
+            ),
+        ]
+    });
+    for (id, at) in fresh {
+        let verdict =
+            w.rt.block_on(at.wait_applied(id, Duration::from_secs(20)))
+                .unwrap();
+        assert!(
+            matches!(verdict, node::Verdict::Applied { .. }),
+            "{verdict:?}"
+        );
+    }
+    wait_for(
+        "the insurance to install view 1",
+        Duration::from_secs(10),
+        || {
+            let s = insurance.status();
+            (s.view, s.view_changing) == (1, false)
+        },
+    );
+    assert_eq!(clinic.status().primary, CLINIC);
+    // Eight of the insurance's timers (four at the backoff it may have entered the view with)
+    // under an honest primary with nothing to propose.
+    let watch = Instant::now();
+    while watch.elapsed() < 8 * (timing().view_change_timeout + timing().batch_window) {
+        let s = insurance.status();
+        assert!(
+            (s.view, s.view_changing) == (1, false),
+            "the insurance left view 1 (view {}, changing {}) {:?} after the view's honest \
+             primary (the clinic) was installed: its timer ran out on the expired enrollment \
+             the dishonest primary planted in a pre-prepare, which the clinic's admission \
+             refuses ({} refused forwards there) and which `send_forwards` does not withdraw \
+             since the chain does not hold it; it still holds {} request(s) (s74 F1 with a \
+             request the rules reject instead of one on chain)",
+            s.view,
+            s.view_changing,
+            watch.elapsed(),
+            clinic.status().refused_forwards,
+            s.replica_pending,
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
