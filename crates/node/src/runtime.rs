@@ -631,11 +631,7 @@ impl Runtime {
                     // A resend of what the replica holds: nothing to judge again.
                     continue;
                 }
-                let Some(tx) = self.decode(&request) else {
-                    refused += 1;
-                    continue;
-                };
-                match crate::admission::admit(&state, &self.genesis, &tx, now)? {
+                match self.admit_request(&state, &request, now)? {
                     Ok(()) => kept.push(request),
                     Err(reject) if ledger::rules::reason::may_pass_later(reject.0) => {
                         parked.push(request)
@@ -661,6 +657,20 @@ impl Runtime {
         }
         self.shared.telemetry().refused_forwards(refused);
         Ok(())
+    }
+
+    /// Admission's verdict ([`crate::admission`]) on a peer's `request`, which the edge checked
+    /// and decoded, on `state` at `now_ms`: one that does not decode is refused.
+    fn admit_request(
+        &self,
+        state: &dyn ledger::StateView,
+        request: &Request,
+        now_ms: u64,
+    ) -> Result<Result<(), ledger::rules::Reject>, ledger::Error> {
+        match self.decode(request) {
+            Some(tx) => crate::admission::admit(state, &self.genesis, &tx, now_ms),
+            None => Ok(Err(ledger::rules::Reject("does not decode"))),
+        }
     }
 
     /// Parks `request` from `from` unless its sender's share ([`PARKED_MAX`],
@@ -720,13 +730,7 @@ impl Runtime {
                 }
                 Parked::Refused
             } else {
-                let verdict = match self.decode(request) {
-                    Some(tx) => {
-                        crate::admission::admit(&self.chain.state(), &self.genesis, &tx, now)?
-                    }
-                    None => Err(ledger::rules::Reject("does not decode")),
-                };
-                match verdict {
+                match self.admit_request(&self.chain.state(), request, now)? {
                     Ok(()) => Parked::Admitted,
                     Err(reject)
                         if ledger::rules::reason::may_pass_later(reject.0) && !waited_out =>
@@ -1433,12 +1437,7 @@ impl Runtime {
                 let state = chain.state();
                 for request in requests.drain(..) {
                     let admitted = self.shared.is_pending(&request.id)
-                        || match self.decode(&request) {
-                            Some(tx) => {
-                                crate::admission::admit(&state, &self.genesis, &tx, now)?.is_ok()
-                            }
-                            None => false,
-                        };
+                        || self.admit_request(&state, &request, now)?.is_ok();
                     if admitted {
                         kept.push(request);
                     } else {
