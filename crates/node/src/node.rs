@@ -373,9 +373,10 @@ impl Drop for Node {
 /// Executed request ids the replica remembers, to refuse one that comes again before its block
 /// is applied: what is on chain, admission refuses at every way in (a client's submission, a
 /// peer's forward, a resubmission after a restart), and a backup withdraws a pre-prepare's
-/// request left pending that admission refuses (`Runtime::send_forwards`). Several seconds of a saturated chain, and
-/// under half of the 131,072 slots of their hash table, which then never doubles: 6 MB. It was
-/// `max_pending` (200,000): 26 MB, the largest single item of a validator's heap (issue 11).
+/// request left pending that the chain holds (`Runtime::send_forwards`). Several seconds of a
+/// saturated chain, and under half of the 131,072 slots of their hash table, which then never
+/// doubles: 6 MB. It was `max_pending` (200,000): 26 MB, the largest single item of a
+/// validator's heap (issue 11).
 const EXECUTED_IDS_KEPT: usize = 50_000;
 
 /// The replica's settings: the validator's timing in ticks.

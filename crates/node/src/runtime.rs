@@ -1411,41 +1411,29 @@ impl Runtime {
 
     /// Sends `forwards`, each peer's requests in messages of at most a batch. A request that
     /// is not this validator's own acknowledged one (a pre-prepare's, left pending when its
-    /// slot did not commit) and that admission refuses on the chain as it is now, for any
-    /// reason, is withdrawn from the replica instead: every correct primary refuses it too,
-    /// and a faulty primary that planted one (a transaction on chain long ago, an expired one,
-    /// a record under a grant that never comes) in a slot that never commits would otherwise
-    /// have this backup wait on it and time out on every correct primary (red teams s74 F1,
-    /// s75 F1). Its own transactions it waits on, and resends, until they commit or lose a
-    /// race (`withdraw_lost_races`); another validator's client is that validator's to serve.
+    /// slot did not commit) and that the chain holds already is withdrawn from the replica
+    /// instead: the replica remembers only the last executed ids, and a faulty primary that
+    /// replays an older one in a slot that never commits would otherwise have this backup wait
+    /// on it, and time out on every correct primary, which refuses it (red team s74 F1). Only
+    /// what is on chain: a withdrawal restarts the replica's timer, and withdrawing whatever
+    /// admission refuses now (an expired transaction the primary forwarded, say) let a faulty
+    /// primary renew every backup's timer for ever (red team s76; s75 F1 stays open).
     fn send_forwards(
         &mut self,
         forwards: &mut BTreeMap<ReplicaId, Vec<pbft::Request>>,
     ) -> Result<(), NodeError> {
-        let now = self.clock.now_ms();
         let mut refused = Vec::new();
         for requests in forwards.values_mut() {
-            if requests
-                .iter()
-                .all(|request| self.shared.is_pending(&request.id))
-            {
-                continue;
-            }
             let mut kept = Vec::with_capacity(requests.len());
-            // One read transaction for the peer's requests (`Queries::snapshot`).
-            self.chain.snapshot(|chain| {
-                let state = chain.state();
-                for request in requests.drain(..) {
-                    let admitted = self.shared.is_pending(&request.id)
-                        || self.admit_request(&state, &request, now)?.is_ok();
-                    if admitted {
-                        kept.push(request);
-                    } else {
-                        refused.push(request.id);
-                    }
+            for request in requests.drain(..) {
+                if !self.shared.is_pending(&request.id)
+                    && self.chain.contains_transaction(&request.id)?
+                {
+                    refused.push(request.id);
+                } else {
+                    kept.push(request);
                 }
-                Ok(())
-            })?;
+            }
             *requests = kept;
         }
         if !refused.is_empty() {
@@ -1453,7 +1441,7 @@ impl Runtime {
             refused.dedup();
             debug!(
                 count = refused.len(),
-                "withdrew pending requests of other validators' clients that admission refuses"
+                "withdrew pending requests the chain holds instead of forwarding them"
             );
             self.step(Input::Withdraw(refused), &mut Vec::new());
         }
