@@ -29,6 +29,28 @@
 //! spans a few seconds of a saturated chain: any transaction older than that will do, with no
 //! restart.
 
+//!
+//! Red team s75 (in this file since both share one scenario), on 7dc3a586 (`Runtime::send_forwards`: a backup withdraws from its replica,
+//! instead of forwarding, a pending request that is not its own client's and that the chain
+//! holds). The commit fixes red team s74 F1 for one kind of request only: one a correct primary
+//! refuses because the chain holds it. s74 F1's root is wider. `Replica::accept_pre_prepare`
+//! (crates/pbft/src/replica.rs) makes every request of an accepted batch pending at a backup,
+//! and a pre-prepare is judged by the stateless edge check alone (decoding and signatures,
+//! `verify::check_requests`); a correct primary proposes only what its mempool admission
+//! admits (the rules at `T = now` on the committed state). Whatever a dishonest primary puts
+//! in a pre-prepare that admission refuses for good serves as well as a replay of an applied
+//! transaction, and needs neither an old transaction nor a restart.
+//!
+//! F1: a dishonest primary signs, with its own validator key, an enrollment whose `not_after_ms`
+//! has passed (any transaction the rules reject for good would do) and sends one honest backup
+//! alone a pre-prepare of it, in a slot that never commits. The chain does not hold it, so
+//! `send_forwards` forwards it to each honest primary after the view change, whose admission
+//! refuses it as expired, and nothing withdraws it (`withdraw_lost_races` judges only the
+//! validator's own acknowledged transactions): the backup's timer runs out on the honest
+//! primary, as in s74 F1. Planted at two backups (two different pre-prepares at one sequence
+//! number, so that neither prepares), they are f+1 honest replicas that time out together on
+//! every honest primary until each of them is primary itself.
+
 use std::time::{Duration, Instant};
 
 mod common;
@@ -37,6 +59,7 @@ use common::world::{CLINIC, HOSPITAL, INSURANCE, PHARMACY, World};
 use common::{enrollment, fast_timing};
 
 use ledger::SignedTx;
+use node::load::Person;
 use node::{Frame, Timing, Wire};
 use pbft::{Message, PrePrepare, Proposal, ReplicaId, Signed};
 
@@ -111,25 +134,63 @@ fn f1_a_replayed_executed_request_in_a_pre_prepare_times_a_backup_out_on_an_hone
         w.cluster.restart(id).unwrap();
     }
     w.settle();
+    let what =
+        format!("the transaction replayed, applied at height {applied_at}, refused as on chain");
+    planted_times_no_backup_out(&mut w, replayed, &what);
+}
+
+/// s75 F1. The hospital (view 0's primary) is the dishonest validator. It signs an enrollment of
+/// its own that expired long ago, goes silent, and sends the insurance alone a pre-prepare of
+/// it at the next sequence number. The clinic's and the pharmacy's clients submit fresh
+/// enrollments; the view changes to 1 (the clinic, honest), which commits them. From then on
+/// the clinic is an honest primary with nothing left to propose, yet the insurance times out
+/// on it: it waits on the expired enrollment, which the clinic's admission refuses, and which
+/// `send_forwards` does not withdraw because the chain does not hold it.
+#[test]
+#[ignore = "open: withdrawing what admission refuses let a faulty primary renew every backup's \
+            timer (red team s76, docs/SECURITY.md); the fix needs a withdrawal that keeps the \
+            timer's deadline"]
+fn f1_a_planted_request_admission_refuses_for_good_times_a_backup_out_on_an_honest_primary() {
+    let mut w = World::with_timing(timing());
+    w.applied_at(PHARMACY, enrollment(&w.node(PHARMACY)));
+    w.settle();
+    let hospital = w.node(HOSPITAL);
+    let mut header = Person::patient(HOSPITAL).enrollment(&w.genesis_hash());
+    header.not_after_ms = 1;
+    let expired = hospital.sign_as_validator(header, Vec::new());
+    planted_times_no_backup_out(
+        &mut w,
+        expired,
+        "an enrollment expired long ago, refused by the rules",
+    );
+}
+
+/// The scenario of both findings, once `w` holds what the dishonest primary plants: the
+/// hospital (view 0's primary) goes silent but for a pre-prepare of `planted` to the insurance
+/// alone at its next sequence number; the clinic's and the pharmacy's clients submit fresh
+/// enrollments, and the view changes to 1 (the clinic, honest), which commits them. From then
+/// on the clinic has nothing to propose, and the insurance must stay in view 1 (`what` says
+/// what was planted, for the failure message).
+fn planted_times_no_backup_out(w: &mut World, planted: SignedTx, what: &str) {
     let clinic = w.node(CLINIC);
     let insurance = w.node(INSURANCE);
     let head = insurance.status();
     assert_eq!((head.view, head.replica_pending), (0, 0));
-    // The dishonest primary from now on: silent, but for its replay to the insurance.
+    // The dishonest primary from now on: silent, but for its pre-prepare to the insurance.
     w.cluster.stop(HOSPITAL);
     w.clock.advance_ms(1_000);
-    let replay = pre_prepare_from(
-        &w,
+    let plant = pre_prepare_from(
+        w,
         HOSPITAL,
         "hospital",
         head.height + 1,
         head.head_hash,
         w.clock.now_ms(),
-        std::slice::from_ref(&replayed),
+        std::slice::from_ref(&planted),
     );
-    assert!(w.network().inject(HOSPITAL, INSURANCE, replay));
+    assert!(w.network().inject(HOSPITAL, INSURANCE, plant));
     wait_for(
-        "the insurance to take the replayed request",
+        "the insurance to take the planted request",
         Duration::from_secs(5),
         || insurance.status().replica_pending == 1,
     );
@@ -172,15 +233,14 @@ fn f1_a_replayed_executed_request_in_a_pre_prepare_times_a_backup_out_on_an_hone
         assert!(
             (s.view, s.view_changing) == (1, false),
             "the insurance left view 1 (view {}, changing {}) {:?} after the view's honest \
-             primary (the clinic) was installed: its timer ran out on the transaction the \
-             dishonest primary replayed into a pre-prepare, applied at height {} and refused \
-             as on chain by the clinic ({} refused forwards there); it still holds {} \
-             request(s). The clinic's view commits nothing more without it (quorum 3, the \
-             hospital silent) until the others' timers replace the clinic too",
+             primary (the clinic) was installed: its timer ran out on the request the \
+             dishonest primary planted in a pre-prepare ({what}; {} refused forwards at the \
+             clinic); it still holds {} request(s). The clinic's view commits nothing more \
+             without it (quorum 3, the hospital silent) until the others' timers replace the \
+             clinic too",
             s.view,
             s.view_changing,
             watch.elapsed(),
-            applied_at,
             clinic.status().refused_forwards,
             s.replica_pending,
         );
