@@ -1410,30 +1410,47 @@ impl Runtime {
     }
 
     /// Sends `forwards`, each peer's requests in messages of at most a batch. A request that
-    /// is not this validator's own acknowledged one (a pre-prepare's, left pending when its
-    /// slot did not commit) and that the chain holds already is withdrawn from the replica
-    /// instead: the replica remembers only the last executed ids, and a faulty primary that
-    /// replays an older one in a slot that never commits would otherwise have this backup wait
-    /// on it, and time out on every correct primary, which refuses it (red team s74 F1). Only
-    /// what is on chain: a withdrawal restarts the replica's timer, and withdrawing whatever
-    /// admission refuses now (an expired transaction the primary forwarded, say) let a faulty
-    /// primary renew every backup's timer for ever (red team s76; s75 F1 stays open).
+    /// is not an own one this validator still waits on (a pre-prepare's, left pending when its
+    /// slot did not commit, or a peer's client's) and that admission refuses on the chain as it
+    /// is now, for any reason, is withdrawn from the replica instead: every correct primary
+    /// refuses it too, and a faulty primary that planted one (a transaction on chain long ago,
+    /// an expired one, a record under a grant that never comes, an own transaction withdrawn
+    /// for a lost race) in a slot that never commits would otherwise have this backup wait on
+    /// it and time out on every correct primary (red teams s74 F1, s75 F1, s76 F2). A
+    /// withdrawal leaves the timer due as it was (`pbft::Replica`'s withdraw, red team s76).
+    /// A peer's client's request this backup refuses only for now (its grant not applied here
+    /// yet) is its validator's to resend (`resend_stalled`), once this backup caught up.
     fn send_forwards(
         &mut self,
         forwards: &mut BTreeMap<ReplicaId, Vec<pbft::Request>>,
     ) -> Result<(), NodeError> {
+        let now = self.clock.now_ms();
         let mut refused = Vec::new();
         for requests in forwards.values_mut() {
-            let mut kept = Vec::with_capacity(requests.len());
-            for request in requests.drain(..) {
-                if !self.shared.is_pending(&request.id)
-                    && self.chain.contains_transaction(&request.id)?
-                {
-                    refused.push(request.id);
-                } else {
-                    kept.push(request);
-                }
+            let own = self.shared.waits_on(requests);
+            if own.iter().all(|own| *own) {
+                continue;
             }
+            let mut kept = Vec::with_capacity(requests.len());
+            // One read transaction for the peer's requests (`Queries::snapshot`).
+            self.chain.snapshot(|chain| {
+                let state = chain.state();
+                for (request, own) in requests.drain(..).zip(own) {
+                    let admitted = own
+                        || match self.decode(&request) {
+                            Some(tx) => {
+                                crate::admission::admit(&state, &self.genesis, &tx, now)?.is_ok()
+                            }
+                            None => false,
+                        };
+                    if admitted {
+                        kept.push(request);
+                    } else {
+                        refused.push(request.id);
+                    }
+                }
+                Ok(())
+            })?;
             *requests = kept;
         }
         if !refused.is_empty() {
@@ -1441,7 +1458,7 @@ impl Runtime {
             refused.dedup();
             debug!(
                 count = refused.len(),
-                "withdrew pending requests the chain holds instead of forwarding them"
+                "withdrew pending requests that admission refuses instead of forwarding them"
             );
             self.step(Input::Withdraw(refused), &mut Vec::new());
         }

@@ -252,6 +252,22 @@ impl Shared {
         waited
     }
 
+    /// Which of `requests` are this validator's own acknowledged ones that it still waits on
+    /// (not withdrawn for a lost race), under one lock.
+    pub(crate) fn waits_on(&self, requests: &[Request]) -> Vec<bool> {
+        let Ok(pending) = self.pending.lock() else {
+            return vec![false; requests.len()];
+        };
+        requests
+            .iter()
+            .map(|request| {
+                pending
+                    .get(&request.id)
+                    .is_some_and(|tx| tx.withdrawn.is_none())
+            })
+            .collect()
+    }
+
     pub fn is_pending(&self, id: &[u8; 32]) -> bool {
         self.pending
             .lock()

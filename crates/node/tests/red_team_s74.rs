@@ -50,6 +50,12 @@
 //! primary, as in s74 F1. Planted at two backups (two different pre-prepares at one sequence
 //! number, so that neither prepares), they are f+1 honest replicas that time out together on
 //! every honest primary until each of them is primary itself.
+//!
+//! Fixed (s77): a backup withdraws whatever its admission refuses instead of forwarding it
+//! (`Runtime::send_forwards`), now that a withdrawal no longer restarts the replica's timer
+//! (red team s76: restarted, a faulty primary's own transactions expiring in turn, forwarded,
+//! renewed every backup's timer for ever; `pbft::Replica`'s withdraw, its tests in
+//! crates/pbft/tests/protocol/normal_case.rs).
 
 use std::time::{Duration, Instant};
 
@@ -147,9 +153,6 @@ fn f1_a_replayed_executed_request_in_a_pre_prepare_times_a_backup_out_on_an_hone
 /// on it: it waits on the expired enrollment, which the clinic's admission refuses, and which
 /// `send_forwards` does not withdraw because the chain does not hold it.
 #[test]
-#[ignore = "open: withdrawing what admission refuses let a faulty primary renew every backup's \
-            timer (red team s76, docs/SECURITY.md); the fix needs a withdrawal that keeps the \
-            timer's deadline"]
 fn f1_a_planted_request_admission_refuses_for_good_times_a_backup_out_on_an_honest_primary() {
     let mut w = World::with_timing(timing());
     w.applied_at(PHARMACY, enrollment(&w.node(PHARMACY)));
@@ -162,6 +165,41 @@ fn f1_a_planted_request_admission_refuses_for_good_times_a_backup_out_on_an_hone
         &mut w,
         expired,
         "an enrollment expired long ago, refused by the rules",
+    );
+}
+
+/// s76 F2. The insurance's own enrollment lost a race (a second enrollment of the same person,
+/// kept from the primary, acknowledged before the first committed): the insurance withdrew it
+/// from its replica, but keeps it acknowledged for some resend intervals. The dishonest
+/// hospital plants it at the insurance in a pre-prepare; the honest clinic's admission refuses
+/// it (the person is enrolled), and the insurance must not wait on it because it is its own.
+#[test]
+fn f2_an_own_transaction_that_lost_a_race_planted_times_no_backup_out() {
+    let mut w = World::with_timing(timing());
+    let insurance = w.node(INSURANCE);
+    let person = Person::patient(INSURANCE);
+    let first = insurance.sign_as_validator(person.enrollment(&w.genesis_hash()), Vec::new());
+    let mut header = person.enrollment(&w.genesis_hash());
+    header.not_after_ms -= 1;
+    let loser = insurance.sign_as_validator(header, Vec::new());
+    let loser_id = loser.to_request(&w.genesis_hash()).id;
+    w.network().filter(move |_, to, frame| {
+        !(to == HOSPITAL
+            && matches!(&**frame, Wire::Consensus(signed)
+                if matches!(&signed.message, Message::Forward(requests)
+                    if requests.iter().any(|r| r.id == loser_id))))
+    });
+    w.rt.block_on(insurance.submit(loser.clone())).unwrap();
+    w.applied_at(INSURANCE, first);
+    wait_for(
+        "the insurance to withdraw the loser",
+        Duration::from_secs(5),
+        || insurance.status().replica_pending == 0,
+    );
+    planted_times_no_backup_out(
+        &mut w,
+        loser,
+        "an own enrollment withdrawn for a lost race, refused by the rules",
     );
 }
 

@@ -987,8 +987,15 @@ impl Replica {
         }
     }
 
-    /// [`Input::Withdraw`]: forgets pending requests not in the log; the timer, if it followed
-    /// one of them, restarts for the oldest request still waited on (as on progress).
+    /// [`Input::Withdraw`]: forgets pending requests not in the log. The timer, if it followed
+    /// one of them, follows the oldest request still waited on, due when that one has waited
+    /// a full timeout, and never earlier than it was due. A withdrawal is no progress (§4.4
+    /// restarts the timer only on an execution): restarted with a full timeout from now, the
+    /// timer of a backup made to withdraw one request after another (a faulty primary's own
+    /// transactions, forwarded and expiring in turn) never ran out, and a primary that
+    /// proposed nothing was never replaced (red team s76). So every request waited on still
+    /// times the primary out at the latest a full timeout after it came or after the last
+    /// execution, whichever is later, however many others are withdrawn meanwhile.
     fn withdraw(&mut self, ids: &[Digest]) {
         for id in ids {
             if !self.in_log.contains_key(id) {
@@ -997,10 +1004,20 @@ impl Replica {
         }
         if self
             .timed_request
-            .is_some_and(|id| !self.pending.contains_key(&id))
+            .is_none_or(|id| self.pending.contains_key(&id))
         {
-            self.stop_timer();
-            self.arm_timer();
+            return;
+        }
+        let due = self.timer;
+        self.stop_timer();
+        self.arm_timer();
+        // Re-armed (normal status, not recovering): for the oldest request still waited on.
+        let oldest_since = self
+            .timed_request
+            .and_then(|id| self.pending.get(&id))
+            .map(|p| p.since);
+        if let (Some(due), Some(since)) = (due, oldest_since) {
+            self.timer = Some(due.max(since.saturating_add(self.timeout())));
         }
     }
 

@@ -122,6 +122,57 @@ fn a_withdrawn_request_does_not_time_out_the_primary() {
     step(&mut r, Input::Withdraw(vec![[0xee; 32]]));
 }
 
+/// A withdrawal is no progress (red team s76): the timer then follows the next request, due a
+/// full timeout after that one came (here tick 5 + 20), not a full timeout after the
+/// withdrawal (tick 15 + 20).
+#[test]
+fn a_withdrawal_does_not_restart_the_timer() {
+    let mut r = replica(2);
+    step(&mut r, Input::Request(request(9)));
+    ticks(&mut r, 5);
+    step(&mut r, Input::Request(request(8)));
+    ticks(&mut r, 10);
+    step(&mut r, Input::Withdraw(vec![request(9).id]));
+    ticks(&mut r, 9);
+    let actions = step(&mut r, Input::Tick { now_ms: 0 });
+    assert_eq!(
+        actions.first(),
+        Some(&Action::Persist(Durable::ViewChange(1)))
+    );
+}
+
+/// Red team s76: a faulty primary forwards its own transactions, which expire one after
+/// another, and proposes nothing. Each is withdrawn in turn; were the timer restarted at each,
+/// the backup would wait a full timeout after the last, for ever. The request of a correct
+/// client that came at tick 5 still replaces the primary at tick 25.
+#[test]
+fn withdrawals_one_after_another_do_not_postpone_the_view_change() {
+    let mut r = replica(2);
+    let planted: Vec<Request> = (100..105).map(request).collect();
+    for p in &planted {
+        step(&mut r, Input::Request(p.clone()));
+        ticks(&mut r, 1);
+    }
+    step(&mut r, Input::Request(request(9)));
+    ticks(&mut r, 14);
+    for p in &planted {
+        step(&mut r, Input::Withdraw(vec![p.id]));
+        ticks(&mut r, 1);
+    }
+    assert!(!r.in_view_change(), "tick 24");
+    let actions = step(&mut r, Input::Tick { now_ms: 0 });
+    assert_eq!(
+        actions.first(),
+        Some(&Action::Persist(Durable::ViewChange(1)))
+    );
+}
+
+fn ticks(r: &mut Replica, n: usize) {
+    for _ in 0..n {
+        assert_eq!(step(r, Input::Tick { now_ms: 0 }), vec![]);
+    }
+}
+
 /// §4.2 with batching: the primary waits for a full batch or the batch window.
 #[test]
 fn primary_batches_by_size_window_and_cut() {
