@@ -1074,7 +1074,7 @@ mod red_team_s48 {
 
     /// F4 (fixed): `remove` "forgets transactions that are committed (or withdrawn for good)",
     /// and writes nothing. A start drops again what it finds committed, but nothing tells it
-    /// which were withdrawn for good (`Runtime::withdraw_lost_races`: a lost race kept
+    /// which were withdrawn for good (`Runtime::withdraw_refused`: a lost race kept
     /// `WITHDRAWN_KEPT_RESENDS` resend intervals, the bound on what a hostile doctor's losers
     /// cost): while any other transaction of its segment is pending, every start, even after a
     /// clean stop, reads it back and hands it to the replica again as acknowledged. The old
@@ -1086,7 +1086,7 @@ mod red_team_s48 {
         let (mut journal, _) = open(dir.path()).unwrap();
         // 1 lost its race; 2, accepted in the same batch, waits for a block.
         append(&mut journal, &[row(1, 1), row(2, 2)]);
-        // What `withdraw_lost_races` calls since the fix (it called `remove`).
+        // What `withdraw_refused` calls since the fix (it called `remove`).
         journal.withdraw([&[1; 32]]);
         drop(journal);
         let (_, rows) = open(dir.path()).unwrap();

@@ -99,8 +99,11 @@ const BUSY_FLOOR: usize = 64;
 /// busy validator is busy for far longer than this.
 const TURNING_AWAY_EVERY: Duration = Duration::from_millis(5);
 /// How many resend intervals an own transaction that lost a race stays acknowledged at most
-/// (`Runtime::withdraw_lost_races`); long enough for a block that still orders it to come.
+/// (`Runtime::withdraw_refused`); long enough for a block that still orders it to come.
 const WITHDRAWN_KEPT_RESENDS: u32 = 10;
+/// Batches of waited-on requests whose rules `Runtime::withdraw_refused` runs again in a pass
+/// (past them it checks only their expiry): a pass costs at most ~4,000 rule checks.
+const JUDGED_AGAIN_PER_PASS: usize = 4;
 /// Blocks asked for in one state-transfer request (the answer also stops at
 /// [`FETCH_REPLY_BYTES`]).
 const FETCH_BLOCKS: u32 = 256;
@@ -351,7 +354,7 @@ impl Runtime {
             // once, not handed to the replica, where it would count as waiting (and make this
             // validator refuse submissions as busy) until withdrawn anew. Any other refusal
             // may be this validator's stale chain (a count rule a later block relieves): those
-            // are handed on, and `withdraw_lost_races` judges them once it had time to catch up.
+            // are handed on, and `withdraw_refused` judges them once it had time to catch up.
             let request = transaction.to_request(self.auth.genesis_hash());
             let lost_race =
                 crate::admission::admit(&self.chain.state(), &self.genesis, &transaction, now)?
@@ -479,7 +482,7 @@ impl Runtime {
         }
         if self.last_resend_check.elapsed() >= self.resend_after / 4 {
             self.last_resend_check = Instant::now();
-            self.withdraw_lost_races(&mut actions)?;
+            self.withdraw_refused(&mut actions)?;
             self.resend_stalled(&mut actions);
             // Parked forwards run out even while no block comes.
             self.admit_parked(&mut actions)?;
@@ -757,40 +760,76 @@ impl Runtime {
         Ok(())
     }
 
-    /// Own transactions that lost a race: acknowledged (admitted on the chain as it was then)
-    /// but rejected by the rules on the chain as it is now, e.g. a record whose grant another
-    /// record used first. A correct primary refuses them at admission, so they would never
-    /// commit and this replica's timer would replace a correct primary for them: they are
-    /// withdrawn from the replica (pbft's `Input::Withdraw`) before that timer runs out (half
-    /// of it), and no longer resent. They stay acknowledged until their `not_after_ms` has
-    /// passed (no block can apply them then), in case a block still orders them, but no longer
-    /// than [`WITHDRAWN_KEPT_RESENDS`] resend intervals: a client may set no expiry, and losers
-    /// kept for ever would fill the mempool and the journal of acknowledged transactions (a
-    /// hostile doctor makes them at will).
-    fn withdraw_lost_races(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+    /// Requests the replica waited on for half its timer that no slot holds, judged again on
+    /// the chain as it is now, oldest first (the order its timer follows them in); those the
+    /// rules reject are withdrawn from the replica (pbft's `Input::Withdraw`) before that timer
+    /// runs out on a correct primary, which refuses them at admission. Own transactions that
+    /// lost a race (acknowledged, admitted on the chain as it was then, rejected now: a record
+    /// whose grant another record used first, one that expired) are no longer resent either.
+    /// They stay acknowledged until their `not_after_ms` has passed (no block can apply them
+    /// then), in case a block still orders them, but no longer than [`WITHDRAWN_KEPT_RESENDS`]
+    /// resend intervals: a client may set no expiry, and losers kept for ever would fill the
+    /// mempool and the journal of acknowledged transactions (a hostile doctor makes them at
+    /// will). Another's request a primary's pre-prepare or a peer's forward left here waits on
+    /// the same terms (red team s77 F1: a peer forwarded one about to expire, which the correct
+    /// primary refused and this backup, judging forwards only as it sends them, waited on for
+    /// a whole timer while blocks came). The rules run on at most [`JUDGED_AGAIN_PER_PASS`]
+    /// batches a pass; past them only the expiry is checked, so a burst of transactions about
+    /// to expire is withdrawn whole (red team s77 F2), and a full mempool costs a bounded pass.
+    fn withdraw_refused(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
-        let mut lost = Vec::new();
-        for request in self
-            .shared
-            .waiting_longer_than(self.resend_after / 2, self.max_batch)
-        {
-            let Some(tx) = self.decode(&request) else {
-                continue;
-            };
-            if let Err(reject) =
-                crate::admission::admit(&self.chain.state(), &self.genesis, &tx, now)?
-            {
-                info!(
-                    id = %ledger::short_hex(&request.id),
-                    %reject,
-                    "withdrew an own transaction the chain now rejects"
+        if !self.replica.in_view_change() {
+            let half_timer =
+                ((self.resend_after / 2).as_micros() / self.tick.as_micros().max(1)) as u64;
+            let waited: Vec<Request> = self
+                .replica
+                .waited_unproposed()
+                .take_while(|(_, waited)| *waited >= half_timer)
+                .map(|(request, _)| request.clone())
+                .collect();
+            let own = self.shared.waits_on(&waited);
+            let mut rule_checks = JUDGED_AGAIN_PER_PASS * self.max_batch;
+            let mut refused = Vec::new();
+            let mut lost = Vec::new();
+            self.chain.snapshot(|chain| {
+                let state = chain.state();
+                for (request, own) in waited.iter().zip(own) {
+                    let reject = match self.decode(request) {
+                        None => Some("does not decode"),
+                        Some(tx) if now > tx.header.not_after_ms => {
+                            Some(ledger::rules::reason::EXPIRED)
+                        }
+                        Some(tx) if rule_checks > 0 => {
+                            rule_checks -= 1;
+                            crate::admission::admit(&state, &self.genesis, &tx, now)?
+                                .err()
+                                .map(|reject| reject.0)
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(reject) = reject {
+                        refused.push(request.id);
+                        if own {
+                            info!(
+                                id = %ledger::short_hex(&request.id),
+                                %reject,
+                                "withdrew an own transaction the chain now rejects"
+                            );
+                            lost.push(request.id);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            if !refused.is_empty() {
+                debug!(
+                    count = refused.len(),
+                    own = lost.len(),
+                    "withdrew waited-on requests the chain now rejects"
                 );
-                lost.push(request.id);
+                self.shared.mark_withdrawn(&lost);
+                self.step(Input::Withdraw(refused), actions);
             }
-        }
-        if !lost.is_empty() {
-            self.shared.mark_withdrawn(&lost);
-            self.step(Input::Withdraw(lost), actions);
         }
         let kept_longest = self.resend_after * WITHDRAWN_KEPT_RESENDS;
         let expired: Vec<[u8; 32]> = self

@@ -74,7 +74,7 @@ struct PendingTx {
     /// When it was last handed to the replicas (accepted, or broadcast again since).
     last_sent: Instant,
     /// When it was withdrawn from the replica: the rules reject it on the committed chain now
-    /// (it lost a race), so it is not resent (`Runtime::withdraw_lost_races`).
+    /// (it lost a race), so it is not resent (`Runtime::withdraw_refused`).
     withdrawn: Option<Instant>,
     request: Request,
 }
@@ -178,21 +178,8 @@ impl Shared {
             .collect()
     }
 
-    /// At most `limit` requests accepted at least `older_than` ago and not withdrawn.
-    pub(crate) fn waiting_longer_than(&self, older_than: Duration, limit: usize) -> Vec<Request> {
-        let Ok(pending) = self.pending.lock() else {
-            return Vec::new();
-        };
-        pending
-            .values()
-            .filter(|tx| tx.withdrawn.is_none() && tx.accepted.elapsed() >= older_than)
-            .take(limit)
-            .map(|tx| tx.request.clone())
-            .collect()
-    }
-
     /// Marks `ids` withdrawn from the replica (kept pending until they commit, expire or have
-    /// been withdrawn long enough: `Runtime::withdraw_lost_races`).
+    /// been withdrawn long enough: `Runtime::withdraw_refused`).
     pub(crate) fn mark_withdrawn(&self, ids: &[[u8; 32]]) {
         let now = Instant::now();
         if let Ok(mut pending) = self.pending.lock() {

@@ -88,23 +88,36 @@ fn pre_prepare_from(
     time_ms: u64,
     txs: &[SignedTx],
 ) -> Frame {
-    let genesis_hash = w.genesis_hash();
-    let key = w.node_key(from, name);
     let proposal = Proposal {
         seq,
         view: 0,
         proposer: from,
         prev,
         time_ms,
-        requests: txs.iter().map(|tx| tx.to_request(&genesis_hash)).collect(),
+        requests: requests(w, txs),
     };
     let digest = ledger::proposal_digest(&proposal);
-    let message = Message::PrePrepare(PrePrepare {
-        view: 0,
-        digest,
-        proposal: proposal.into(),
-    });
-    let signature = ledger::crypto::sign_message(&key, &genesis_hash, &message);
+    signed_by(
+        w,
+        from,
+        name,
+        Message::PrePrepare(PrePrepare {
+            view: 0,
+            digest,
+            proposal: proposal.into(),
+        }),
+    )
+}
+
+fn requests(w: &World, txs: &[SignedTx]) -> Vec<pbft::Request> {
+    let genesis_hash = w.genesis_hash();
+    txs.iter().map(|tx| tx.to_request(&genesis_hash)).collect()
+}
+
+/// `message` signed with validator `from`'s node key (its folder `name`).
+fn signed_by(w: &World, from: ReplicaId, name: &str, message: Message) -> Frame {
+    let signature =
+        ledger::crypto::sign_message(&w.node_key(from, name), &w.genesis_hash(), &message);
     Frame::new(Wire::Consensus(Signed {
         from,
         message,
@@ -201,6 +214,108 @@ fn f2_an_own_transaction_that_lost_a_race_planted_times_no_backup_out() {
         loser,
         "an own enrollment withdrawn for a lost race, refused by the rules",
     );
+}
+
+/// Red team s77 F1. The pharmacy (a backup) is the dishonest validator. It forwards to the
+/// insurance an enrollment of its own about to expire; the insurance admits it and forwards it
+/// to the honest primary (the hospital), which never admits it (here the forward is lost; an
+/// honest primary whose clock runs a little ahead refuses it as expired). Blocks keep coming
+/// from the clinic's clients, so the insurance is never stalled and never forwards it again:
+/// it must still judge it again, and withdraw it, before its timer runs out on the hospital.
+#[test]
+fn f1_s77_a_forward_about_to_expire_times_no_backup_out_while_blocks_come() {
+    let w = World::with_timing(timing());
+    w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
+    w.settle();
+    let insurance = w.node(INSURANCE);
+    let mut header = Person::patient(PHARMACY).enrollment(&w.genesis_hash());
+    header.not_after_ms = w.clock.now_ms() + 500;
+    let expiring = w.node(PHARMACY).sign_as_validator(header, Vec::new());
+    let expiring_id = expiring.to_request(&w.genesis_hash()).id;
+    w.network().filter(move |_, to, frame| {
+        !(to == HOSPITAL
+            && matches!(&**frame, Wire::Consensus(signed)
+                if matches!(&signed.message, Message::Forward(requests)
+                    if requests.iter().any(|r| r.id == expiring_id))))
+    });
+    let forward = signed_by(
+        &w,
+        PHARMACY,
+        "pharmacy",
+        Message::Forward(requests(&w, &[expiring])),
+    );
+    assert!(w.network().inject(PHARMACY, INSURANCE, forward));
+    wait_for(
+        "the insurance to take the forward",
+        Duration::from_secs(5),
+        || insurance.status().replica_pending == 1,
+    );
+    w.clock.advance_ms(1_000);
+    blocks_come_and_the_insurance_stays(&w, "a forward that expired");
+}
+
+/// Red team s77 F2. A hostile client submits to the insurance five batches of transactions
+/// about to expire, which the honest primary never admits (here their forwards are lost; an
+/// honest primary whose clock runs a little ahead refuses them as expired). The insurance
+/// judged a batch of its own a pass, in id order: two passes before its timer, so its timer
+/// ran out on the hospital. It must withdraw them all in time.
+#[test]
+fn f2_s77_a_burst_of_own_transactions_about_to_expire_times_no_backup_out() {
+    let w = World::with_timing(Timing {
+        max_batch: 4,
+        ..timing()
+    });
+    w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
+    w.settle();
+    let insurance = w.node(INSURANCE);
+    w.network().filter(move |from, to, frame| {
+        !(from == INSURANCE
+            && to == HOSPITAL
+            && matches!(&**frame, Wire::Consensus(signed)
+                if matches!(signed.message, Message::Forward(_))))
+    });
+    let burst = 5 * 4;
+    for _ in 0..burst {
+        let mut header = Person::patient(INSURANCE).enrollment(&w.genesis_hash());
+        header.not_after_ms = w.clock.now_ms() + 500;
+        let tx = insurance.sign_as_validator(header, Vec::new());
+        w.rt.block_on(insurance.submit(tx)).unwrap();
+    }
+    wait_for(
+        "the insurance to wait on the burst",
+        Duration::from_secs(5),
+        || insurance.status().replica_pending == burst,
+    );
+    w.clock.advance_ms(1_000);
+    blocks_come_and_the_insurance_stays(&w, "a burst of own transactions that expired");
+}
+
+/// Submits at the clinic and waits for each to apply, for four of the insurance's timers,
+/// while the insurance must stay in view 0 and withdraw what it held (`what`).
+fn blocks_come_and_the_insurance_stays(w: &World, what: &str) {
+    let insurance = w.node(INSURANCE);
+    let clinic = w.node(CLINIC);
+    let watch = Instant::now();
+    let mut committed = 0;
+    while watch.elapsed() < 4 * (timing().view_change_timeout + timing().batch_window) {
+        let tx = enrollment(&clinic);
+        w.rt.block_on(clinic.submit_applied(tx, Duration::from_secs(5)))
+            .unwrap();
+        committed += 1;
+        let s = insurance.status();
+        assert!(
+            (s.view, s.view_changing) == (0, false),
+            "the insurance left view 0 (view {}, changing {}) {:?} after it took {what}, with \
+             {committed} blocks committed meanwhile: it waited on it ({} request(s) held) and \
+             timed out on the honest primary",
+            s.view,
+            s.view_changing,
+            watch.elapsed(),
+            s.replica_pending,
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(insurance.status().replica_pending, 0, "withdrawn");
 }
 
 /// The scenario of both findings, once `w` holds what the dishonest primary plants: the

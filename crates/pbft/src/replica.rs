@@ -236,9 +236,11 @@ pub struct Replica {
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
     /// Arrival order of pending requests, for fair batching (lazily cleaned).
     pub(crate) queue: VecDeque<Digest>,
-    /// Arrival order of pending requests (lazily cleaned): the first one still pending is the
-    /// oldest request this replica waits on, which the view-change timer follows (§4.4).
-    pub(crate) arrivals: VecDeque<Digest>,
+    /// Arrival order of pending requests, each with its arrival tick (lazily cleaned: an entry
+    /// is live while the request is pending since that tick, so a request withdrawn and pending
+    /// again holds its new place only): the first live one is the oldest request this replica
+    /// waits on, which the view-change timer follows (§4.4).
+    pub(crate) arrivals: VecDeque<(Digest, u64)>,
     /// The request the running normal-status timer follows (§4.4, §4.5.2: the timer is not
     /// reset when *other* requests execute, so a primary cannot censor one request by
     /// committing others).
@@ -588,6 +590,16 @@ impl Replica {
             .filter(|r| self.restored_in_log(&r.id) && seen.insert(r.id))
             .cloned()
             .collect()
+    }
+    /// The requests this replica waits on that no slot of its log holds, oldest first (the
+    /// order the view-change timer follows them in), each with the ticks it has waited. The
+    /// node judges these again: one the rules now reject for good, no correct primary proposes,
+    /// and waited on it would time out a correct primary ([`Input::Withdraw`]).
+    pub fn waited_unproposed(&self) -> impl Iterator<Item = (&Request, u64)> + '_ {
+        self.arrivals.iter().filter_map(|&(id, since)| {
+            let pending = self.pending.get(&id).filter(|p| p.since == since)?;
+            (!self.in_log.contains_key(&id)).then(|| (&pending.request, self.now - since))
+        })
     }
     /// Whether this replica holds request `id` already: pending, in its log, or executed within
     /// its window (a second copy is refused as a duplicate).
@@ -963,13 +975,18 @@ impl Replica {
     }
 
     fn oldest_pending(&mut self) -> Option<Digest> {
-        while let Some(id) = self.arrivals.front() {
-            if self.pending.contains_key(id) {
-                return Some(*id);
+        while let Some(&arrival) = self.arrivals.front() {
+            if self.live(arrival) {
+                return Some(arrival.0);
             }
             self.arrivals.pop_front();
         }
         None
+    }
+
+    /// An entry of `arrivals` whose request is still pending since then.
+    fn live(&self, (id, since): (Digest, u64)) -> bool {
+        self.pending.get(&id).is_some_and(|p| p.since == since)
     }
 
     /// Something executed. §4.4/§4.5.2: the timer stops only when the request it follows is
@@ -993,9 +1010,10 @@ impl Replica {
     /// restarts the timer only on an execution): restarted with a full timeout from now, the
     /// timer of a backup made to withdraw one request after another (a faulty primary's own
     /// transactions, forwarded and expiring in turn) never ran out, and a primary that
-    /// proposed nothing was never replaced (red team s76). So every request waited on still
+    /// proposed nothing was never replaced (red team s76). So the oldest request waited on
     /// times the primary out at the latest a full timeout after it came or after the last
-    /// execution, whichever is later, however many others are withdrawn meanwhile.
+    /// execution, whichever is later, however many others are withdrawn meanwhile (later ones
+    /// wait their turn, as §4.4 has it: an execution of the oldest restarts the timer).
     fn withdraw(&mut self, ids: &[Digest]) {
         for id in ids {
             if !self.in_log.contains_key(id) {
@@ -1056,7 +1074,7 @@ impl Replica {
 
     fn insert_pending(&mut self, request: Request) {
         self.queue.push_back(request.id);
-        self.arrivals.push_back(request.id);
+        self.arrivals.push_back((request.id, self.now));
         self.pending.insert(
             request.id,
             PendingRequest {
@@ -1146,10 +1164,13 @@ impl Replica {
         }
         let bound = 2 * self.pending.len() + 64;
         let pending = &self.pending;
-        for ids in [&mut self.queue, &mut self.arrivals] {
-            if ids.len() > bound {
-                ids.retain(|id| pending.contains_key(id));
-            }
+        if self.queue.len() > bound {
+            self.queue.retain(|id| pending.contains_key(id));
+        }
+        if self.arrivals.len() > bound {
+            let mut arrivals = std::mem::take(&mut self.arrivals);
+            arrivals.retain(|arrival| self.live(*arrival));
+            self.arrivals = arrivals;
         }
     }
 

@@ -167,6 +167,25 @@ fn withdrawals_one_after_another_do_not_postpone_the_view_change() {
     );
 }
 
+/// What the node judges again: requests waited on and in no slot, oldest first, with the
+/// ticks each waited; one withdrawn and pending again holds its new place only.
+#[test]
+fn waited_unproposed_lists_requests_in_arrival_order() {
+    let mut r = replica(2);
+    step(&mut r, Input::Request(request(1)));
+    ticks(&mut r, 3);
+    step(&mut r, Input::Request(request(2)));
+    step(&mut r, Input::Withdraw(vec![request(1).id]));
+    ticks(&mut r, 2);
+    step(&mut r, Input::Request(request(1)));
+    ticks(&mut r, 1);
+    let waited: Vec<(u8, u64)> = r
+        .waited_unproposed()
+        .map(|(request, waited)| (request.id[0], waited))
+        .collect();
+    assert_eq!(waited, vec![(2, 3), (1, 1)]);
+}
+
 fn ticks(r: &mut Replica, n: usize) {
     for _ in 0..n {
         assert_eq!(step(r, Input::Tick { now_ms: 0 }), vec![]);
