@@ -125,6 +125,19 @@ fn signed_by(w: &World, from: ReplicaId, name: &str, message: Message) -> Frame 
     }))
 }
 
+/// From now on the hospital hears no forward (of `from`) that holds a request `lost` picks.
+fn lose_forwards_to_the_hospital(
+    w: &World,
+    lost: impl Fn(ReplicaId, &pbft::Request) -> bool + Send + Sync + 'static,
+) {
+    w.network().filter(move |from, to, frame| {
+        !(to == HOSPITAL
+            && matches!(&**frame, Wire::Consensus(signed)
+                if matches!(&signed.message, Message::Forward(requests)
+                    if requests.iter().any(|r| lost(from, r)))))
+    });
+}
+
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -196,12 +209,7 @@ fn f2_an_own_transaction_that_lost_a_race_planted_times_no_backup_out() {
     header.not_after_ms -= 1;
     let loser = insurance.sign_as_validator(header, Vec::new());
     let loser_id = loser.to_request(&w.genesis_hash()).id;
-    w.network().filter(move |_, to, frame| {
-        !(to == HOSPITAL
-            && matches!(&**frame, Wire::Consensus(signed)
-                if matches!(&signed.message, Message::Forward(requests)
-                    if requests.iter().any(|r| r.id == loser_id))))
-    });
+    lose_forwards_to_the_hospital(&w, move |_, request| request.id == loser_id);
     w.rt.block_on(insurance.submit(loser.clone())).unwrap();
     w.applied_at(INSURANCE, first);
     wait_for(
@@ -232,12 +240,7 @@ fn f1_s77_a_forward_about_to_expire_times_no_backup_out_while_blocks_come() {
     header.not_after_ms = w.clock.now_ms() + 500;
     let expiring = w.node(PHARMACY).sign_as_validator(header, Vec::new());
     let expiring_id = expiring.to_request(&w.genesis_hash()).id;
-    w.network().filter(move |_, to, frame| {
-        !(to == HOSPITAL
-            && matches!(&**frame, Wire::Consensus(signed)
-                if matches!(&signed.message, Message::Forward(requests)
-                    if requests.iter().any(|r| r.id == expiring_id))))
-    });
+    lose_forwards_to_the_hospital(&w, move |_, request| request.id == expiring_id);
     let forward = signed_by(
         &w,
         PHARMACY,
@@ -268,12 +271,7 @@ fn f2_s77_a_burst_of_own_transactions_about_to_expire_times_no_backup_out() {
     w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
     w.settle();
     let insurance = w.node(INSURANCE);
-    w.network().filter(move |from, to, frame| {
-        !(from == INSURANCE
-            && to == HOSPITAL
-            && matches!(&**frame, Wire::Consensus(signed)
-                if matches!(signed.message, Message::Forward(_))))
-    });
+    lose_forwards_to_the_hospital(&w, |from, _| from == INSURANCE);
     let burst = 5 * 4;
     for _ in 0..burst {
         let mut header = Person::patient(INSURANCE).enrollment(&w.genesis_hash());
