@@ -101,9 +101,6 @@ const TURNING_AWAY_EVERY: Duration = Duration::from_millis(5);
 /// How many resend intervals an own transaction that lost a race stays acknowledged at most
 /// (`Runtime::withdraw_refused`); long enough for a block that still orders it to come.
 const WITHDRAWN_KEPT_RESENDS: u32 = 10;
-/// Batches of waited-on requests whose rules `Runtime::withdraw_refused` runs again in a pass
-/// (past them it checks only their expiry): a pass costs at most ~4,000 rule checks.
-const JUDGED_AGAIN_PER_PASS: usize = 4;
 /// Blocks asked for in one state-transfer request (the answer also stops at
 /// [`FETCH_REPLY_BYTES`]).
 const FETCH_BLOCKS: u32 = 256;
@@ -761,21 +758,26 @@ impl Runtime {
     }
 
     /// Requests the replica waited on for half its timer that no slot holds, judged again on
-    /// the chain as it is now, oldest first (the order its timer follows them in); those the
+    /// the chain as it is now, oldest first (the order its timer follows them in). Those the
     /// rules reject are withdrawn from the replica (pbft's `Input::Withdraw`) before that timer
-    /// runs out on a correct primary, which refuses them at admission. Own transactions that
-    /// lost a race (acknowledged, admitted on the chain as it was then, rejected now: a record
-    /// whose grant another record used first, one that expired) are no longer resent either.
-    /// They stay acknowledged until their `not_after_ms` has passed (no block can apply them
-    /// then), in case a block still orders them, but no longer than [`WITHDRAWN_KEPT_RESENDS`]
-    /// resend intervals: a client may set no expiry, and losers kept for ever would fill the
-    /// mempool and the journal of acknowledged transactions (a hostile doctor makes them at
-    /// will). Another's request a primary's pre-prepare or a peer's forward left here waits on
-    /// the same terms (red team s77 F1: a peer forwarded one about to expire, which the correct
-    /// primary refused and this backup, judging forwards only as it sends them, waited on for
-    /// a whole timer while blocks came). The rules run on at most [`JUDGED_AGAIN_PER_PASS`]
-    /// batches a pass; past them only the expiry is checked, so a burst of transactions about
-    /// to expire is withdrawn whole (red team s77 F2), and a full mempool costs a bounded pass.
+    /// runs out on a correct primary, which refuses them at admission; a backup forwards the
+    /// others to the primary again (§4.1's retransmission: the replica resends only when no
+    /// block comes), for a refusal or a loss there may have been for a moment only (a rule
+    /// that admits from a time on, a clock a little behind, a park share full, a lost frame:
+    /// red team s78 F2). Every one is judged, each pass: each cost an admission when it came,
+    /// and in a healthy cluster none waits that long.
+    ///
+    /// Own transactions that lost a race (acknowledged, admitted on the chain as it was then,
+    /// rejected now: a record whose grant another record used first, one that expired) are no
+    /// longer resent either. They stay acknowledged until their `not_after_ms` has passed (no
+    /// block can apply them then), in case a block still orders them, but no longer than
+    /// [`WITHDRAWN_KEPT_RESENDS`] resend intervals: a client may set no expiry, and losers kept
+    /// for ever would fill the mempool and the journal of acknowledged transactions (a hostile
+    /// doctor makes them at will). Another's request a primary's pre-prepare or a peer's
+    /// forward left here waits on the same terms (red team s77 F1: a peer forwarded one about
+    /// to expire, which the correct primary refused and this backup, judging forwards only as
+    /// it sends them, waited on for a whole timer while blocks came; s77 F2 and s78 F1: a
+    /// burst of more than a pass's share of a client's losers, judged a share a pass).
     fn withdraw_refused(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         if !self.replica.in_view_change() {
@@ -788,34 +790,30 @@ impl Runtime {
                 .map(|(request, _)| request.clone())
                 .collect();
             let own = self.shared.waits_on(&waited);
-            let mut rule_checks = JUDGED_AGAIN_PER_PASS * self.max_batch;
             let mut refused = Vec::new();
             let mut lost = Vec::new();
+            let mut admitted = Vec::new();
             self.chain.snapshot(|chain| {
                 let state = chain.state();
-                for (request, own) in waited.iter().zip(own) {
-                    let reject = match self.decode(request) {
+                for (request, own) in waited.into_iter().zip(own) {
+                    let reject = match self.decode(&request) {
                         None => Some("does not decode"),
-                        Some(tx) if now > tx.header.not_after_ms => {
-                            Some(ledger::rules::reason::EXPIRED)
-                        }
-                        Some(tx) if rule_checks > 0 => {
-                            rule_checks -= 1;
-                            crate::admission::admit(&state, &self.genesis, &tx, now)?
-                                .err()
-                                .map(|reject| reject.0)
-                        }
-                        Some(_) => None,
+                        Some(tx) => crate::admission::admit(&state, &self.genesis, &tx, now)?
+                            .err()
+                            .map(|reject| reject.0),
                     };
-                    if let Some(reject) = reject {
-                        refused.push(request.id);
-                        if own {
-                            info!(
-                                id = %ledger::short_hex(&request.id),
-                                %reject,
-                                "withdrew an own transaction the chain now rejects"
-                            );
-                            lost.push(request.id);
+                    match reject {
+                        None => admitted.push(request),
+                        Some(reject) => {
+                            refused.push(request.id);
+                            if own {
+                                info!(
+                                    id = %ledger::short_hex(&request.id),
+                                    %reject,
+                                    "withdrew an own transaction the chain now rejects"
+                                );
+                                lost.push(request.id);
+                            }
                         }
                     }
                 }
@@ -829,6 +827,9 @@ impl Runtime {
                 );
                 self.shared.mark_withdrawn(&lost);
                 self.step(Input::Withdraw(refused), actions);
+            }
+            if !admitted.is_empty() && !self.replica.is_primary() {
+                self.send_forward(self.replica.primary(), &admitted);
             }
         }
         let kept_longest = self.resend_after * WITHDRAWN_KEPT_RESENDS;
@@ -1502,14 +1503,19 @@ impl Runtime {
             self.step(Input::Withdraw(refused), &mut Vec::new());
         }
         for (to, requests) in std::mem::take(forwards) {
-            for chunk in requests.chunks(self.max_batch) {
-                let signed = self
-                    .auth
-                    .sign(&self.key, self.id, Message::Forward(chunk.to_vec()));
-                self.send_frame(to, Wire::Consensus(signed));
-            }
+            self.send_forward(to, &requests);
         }
         Ok(())
+    }
+
+    /// `requests` to `to`, in forwards of at most a batch.
+    fn send_forward(&mut self, to: ReplicaId, requests: &[Request]) {
+        for chunk in requests.chunks(self.max_batch) {
+            let signed = self
+                .auth
+                .sign(&self.key, self.id, Message::Forward(chunk.to_vec()));
+            self.send_frame(to, Wire::Consensus(signed));
+        }
     }
 
     /// Keeps node.db's protocol log bounded: after a checkpoint becomes stable, everything it

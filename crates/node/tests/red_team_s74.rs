@@ -66,7 +66,7 @@ use common::{enrollment, fast_timing};
 
 use ledger::SignedTx;
 use node::load::Person;
-use node::{Frame, Timing, Wire};
+use node::{Frame, NodeHandle, Timing, Wire};
 use pbft::{Message, PrePrepare, Proposal, ReplicaId, Signed};
 
 /// A backup's timer of about a second.
@@ -264,6 +264,42 @@ fn f1_s77_a_forward_about_to_expire_times_no_backup_out_while_blocks_come() {
 /// ran out on the hospital. It must withdraw them all in time.
 #[test]
 fn f2_s77_a_burst_of_own_transactions_about_to_expire_times_no_backup_out() {
+    let w = a_burst_at_the_insurance(|w, insurance| {
+        (0..5 * 4)
+            .map(|_| {
+                let mut header = Person::patient(INSURANCE).enrollment(&w.genesis_hash());
+                header.not_after_ms = w.clock.now_ms() + 500;
+                insurance.sign_as_validator(header, Vec::new())
+            })
+            .collect()
+    });
+    w.clock.advance_ms(1_000);
+    blocks_come_and_the_insurance_stays(&w, "a burst of own transactions that expired");
+}
+
+/// Red team s78 F1. As s77 F2, with losers the rules reject for another reason than their
+/// expiry (a second enrollment of a person), more of them than a pass judged (four batches).
+#[test]
+fn s78_f1_more_losers_than_a_pass_judged_time_no_backup_out() {
+    let person = Person::patient(INSURANCE);
+    let w = a_burst_at_the_insurance(|w, insurance| {
+        (0..16 * 4)
+            .map(|i| {
+                let mut header = person.enrollment(&w.genesis_hash());
+                header.not_after_ms -= 1 + i;
+                insurance.sign_as_validator(header, Vec::new())
+            })
+            .collect()
+    });
+    let insurance = w.node(INSURANCE);
+    let first = insurance.sign_as_validator(person.enrollment(&w.genesis_hash()), Vec::new());
+    w.applied_at(INSURANCE, first);
+    blocks_come_and_the_insurance_stays(&w, "more losers than a pass judged");
+}
+
+/// A cluster of batches of four whose insurance waits on the transactions `make` signs,
+/// submitted there, their forwards to the hospital lost.
+fn a_burst_at_the_insurance(make: impl FnOnce(&World, &NodeHandle) -> Vec<SignedTx>) -> World {
     let w = World::with_timing(Timing {
         max_batch: 4,
         ..timing()
@@ -271,21 +307,50 @@ fn f2_s77_a_burst_of_own_transactions_about_to_expire_times_no_backup_out() {
     w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
     w.settle();
     let insurance = w.node(INSURANCE);
-    lose_forwards_to_the_hospital(&w, |from, _| from == INSURANCE);
-    let burst = 5 * 4;
-    for _ in 0..burst {
-        let mut header = Person::patient(INSURANCE).enrollment(&w.genesis_hash());
-        header.not_after_ms = w.clock.now_ms() + 500;
-        let tx = insurance.sign_as_validator(header, Vec::new());
+    let burst = make(&w, &insurance);
+    let ids: std::collections::HashSet<[u8; 32]> = requests(&w, &burst)
+        .iter()
+        .map(|request| request.id)
+        .collect();
+    lose_forwards_to_the_hospital(&w, move |_, request| ids.contains(&request.id));
+    let count = burst.len();
+    for tx in burst {
         w.rt.block_on(insurance.submit(tx)).unwrap();
     }
     wait_for(
         "the insurance to wait on the burst",
         Duration::from_secs(5),
-        || insurance.status().replica_pending == burst,
+        || insurance.status().replica_pending == count,
     );
-    w.clock.advance_ms(1_000);
-    blocks_come_and_the_insurance_stays(&w, "a burst of own transactions that expired");
+    w
+}
+
+/// Red team s78 F2. The insurance's forward of an own transaction is lost on the way to the
+/// honest primary once (a refusal there for a moment only ends the same: a rule that admits
+/// from a time on, a park share full). Blocks keep coming, so the replica forwards nothing
+/// again: the insurance must, and the transaction commit before the insurance's timer runs
+/// out on the hospital.
+#[test]
+fn s78_f2_a_forward_lost_once_is_sent_again_while_blocks_come() {
+    let w = World::with_timing(timing());
+    w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
+    w.settle();
+    let insurance = w.node(INSURANCE);
+    let tx = enrollment(&insurance);
+    let id = requests(&w, std::slice::from_ref(&tx))[0].id;
+    let lost_once = std::sync::atomic::AtomicBool::new(false);
+    lose_forwards_to_the_hospital(&w, move |_, request| {
+        request.id == id && !lost_once.swap(true, std::sync::atomic::Ordering::SeqCst)
+    });
+    let id = w.rt.block_on(insurance.submit(tx)).unwrap();
+    blocks_come_and_the_insurance_stays(&w, "an own transaction whose forward was lost");
+    let verdict =
+        w.rt.block_on(insurance.wait_applied(id, Duration::from_secs(1)))
+            .unwrap();
+    assert!(
+        matches!(verdict, node::Verdict::Applied { .. }),
+        "{verdict:?}"
+    );
 }
 
 /// Submits at the clinic and waits for each to apply, for four of the insurance's timers,

@@ -55,6 +55,8 @@ pub(crate) struct PendingRequest {
     pub(crate) request: Request,
     /// The tick it arrived, for the batch window.
     pub(crate) since: u64,
+    /// Its number in the order of arrivals (its entry in `Replica::arrivals`).
+    pub(crate) arrival: u64,
 }
 
 /// A checkpoint this replica knows it is behind (§4.3, state transfer).
@@ -236,11 +238,13 @@ pub struct Replica {
     pub(crate) pending: BTreeMap<Digest, PendingRequest>,
     /// Arrival order of pending requests, for fair batching (lazily cleaned).
     pub(crate) queue: VecDeque<Digest>,
-    /// Arrival order of pending requests, each with its arrival tick (lazily cleaned: an entry
-    /// is live while the request is pending since that tick, so a request withdrawn and pending
-    /// again holds its new place only): the first live one is the oldest request this replica
-    /// waits on, which the view-change timer follows (§4.4).
+    /// Arrival order of pending requests, each with its arrival number (lazily cleaned: an
+    /// entry is live while the request is pending since that arrival, so a request withdrawn
+    /// and pending again holds its new place only): the first live one is the oldest request
+    /// this replica waits on, which the view-change timer follows (§4.4).
     pub(crate) arrivals: VecDeque<(Digest, u64)>,
+    /// The number the next arrival gets.
+    pub(crate) arrivals_counted: u64,
     /// The request the running normal-status timer follows (§4.4, §4.5.2: the timer is not
     /// reset when *other* requests execute, so a primary cannot censor one request by
     /// committing others).
@@ -343,6 +347,7 @@ impl Replica {
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
             arrivals: VecDeque::new(),
+            arrivals_counted: 0,
             timed_request: None,
             in_log: HashMap::new(),
             executed_ids: HashSet::new(),
@@ -596,9 +601,9 @@ impl Replica {
     /// node judges these again: one the rules now reject for good, no correct primary proposes,
     /// and waited on it would time out a correct primary ([`Input::Withdraw`]).
     pub fn waited_unproposed(&self) -> impl Iterator<Item = (&Request, u64)> + '_ {
-        self.arrivals.iter().filter_map(|&(id, since)| {
-            let pending = self.pending.get(&id).filter(|p| p.since == since)?;
-            (!self.in_log.contains_key(&id)).then(|| (&pending.request, self.now - since))
+        self.arrivals.iter().filter_map(|&(id, arrival)| {
+            let pending = self.pending.get(&id).filter(|p| p.arrival == arrival)?;
+            (!self.in_log.contains_key(&id)).then(|| (&pending.request, self.now - pending.since))
         })
     }
     /// Whether this replica holds request `id` already: pending, in its log, or executed within
@@ -985,8 +990,8 @@ impl Replica {
     }
 
     /// An entry of `arrivals` whose request is still pending since then.
-    fn live(&self, (id, since): (Digest, u64)) -> bool {
-        self.pending.get(&id).is_some_and(|p| p.since == since)
+    fn live(&self, (id, arrival): (Digest, u64)) -> bool {
+        self.pending.get(&id).is_some_and(|p| p.arrival == arrival)
     }
 
     /// Something executed. §4.4/§4.5.2: the timer stops only when the request it follows is
@@ -1074,12 +1079,15 @@ impl Replica {
 
     fn insert_pending(&mut self, request: Request) {
         self.queue.push_back(request.id);
-        self.arrivals.push_back((request.id, self.now));
+        let arrival = self.arrivals_counted;
+        self.arrivals_counted += 1;
+        self.arrivals.push_back((request.id, arrival));
         self.pending.insert(
             request.id,
             PendingRequest {
                 request,
                 since: self.now,
+                arrival,
             },
         );
     }

@@ -184,6 +184,14 @@ fn waited_unproposed_lists_requests_in_arrival_order() {
         .map(|(request, waited)| (request.id[0], waited))
         .collect();
     assert_eq!(waited, vec![(2, 3), (1, 1)]);
+    // Withdrawn and pending again within a tick, behind another: listed once (red team s78).
+    step(&mut r, Input::Withdraw(vec![request(1).id]));
+    step(&mut r, Input::Request(request(1)));
+    let waited: Vec<u8> = r
+        .waited_unproposed()
+        .map(|(request, _)| request.id[0])
+        .collect();
+    assert_eq!(waited, vec![2, 1]);
 }
 
 fn ticks(r: &mut Replica, n: usize) {
