@@ -507,19 +507,26 @@ async fn keys_in_place(
     let cluster = crate::Cluster::start(options)?;
     let handles = cluster.handles();
     let head = handles[0].status().height;
-    let (mut fewest, mut since) = (u64::MAX, Instant::now());
+    let (mut fewest, mut busy_behind, mut since) = (u64::MAX, 0, Instant::now());
     let waiting = loop {
         let statuses: Vec<_> = handles.iter().map(NodeHandle::key_status).collect();
         let waiting: u64 = statuses.iter().map(|status| status.waiting).sum();
         let processed = statuses
             .iter()
             .all(|status| status.processed_height >= head);
+        // A holder still catching up answers every request `Busy`: no key comes meanwhile,
+        // yet nothing is stuck (on a chain of 10 M, larger than the page cache, that took
+        // several minutes and the prefill gave up on 7.4 M keys).
+        let behind: u64 = statuses
+            .iter()
+            .map(|status| status.counters.keys_requests_busy_behind)
+            .sum();
         progress(PrefillProgress::KeysWaiting(waiting));
         if processed && waiting == 0 {
             break 0;
         }
-        if waiting < fewest || !processed {
-            (fewest, since) = (waiting.min(fewest), Instant::now());
+        if waiting < fewest || !processed || behind > busy_behind {
+            (fewest, busy_behind, since) = (waiting.min(fewest), behind, Instant::now());
         } else if since.elapsed() > KEYS_STALL {
             break waiting;
         }
