@@ -175,6 +175,9 @@ pub(crate) struct Runtime {
     turning_away_judged: Instant,
     max_batch: usize,
     last_resend_check: Instant,
+    /// The replica's tick at the last `withdraw_refused`: a request is judged again when its
+    /// wait crossed a multiple of half a timer since.
+    last_judged_tick: u64,
     last_commit_at: Instant,
     /// Makes this validator Byzantine (tests of issue 8 only; see `byzantine.rs`).
     #[cfg(feature = "byzantine")]
@@ -279,6 +282,7 @@ impl Runtime {
             turning_away_judged: Instant::now(),
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
+            last_judged_tick: 0,
             last_commit_at: Instant::now(),
             #[cfg(feature = "byzantine")]
             byzantine: None,
@@ -764,8 +768,10 @@ impl Runtime {
     /// others to the primary again (§4.1's retransmission: the replica resends only when no
     /// block comes), for a refusal or a loss there may have been for a moment only (a rule
     /// that admits from a time on, a clock a little behind, a park share full, a lost frame:
-    /// red team s78 F2). Every one is judged, each pass: each cost an admission when it came,
-    /// and in a healthy cluster none waits that long.
+    /// red team s78 F2). Every one is judged, and forwarded again, each time its wait crosses a
+    /// multiple of half a timer, not at every pass (red team s79 F2: a backlog that drains
+    /// over many passes was judged, and forwarded, at each): each cost an admission when it
+    /// came, and in a healthy cluster none waits that long.
     ///
     /// Own transactions that lost a race (acknowledged, admitted on the chain as it was then,
     /// rejected now: a record whose grant another record used first, one that expired) are no
@@ -782,11 +788,18 @@ impl Runtime {
         let now = self.clock.now_ms();
         if !self.replica.in_view_change() {
             let half_timer =
-                ((self.resend_after / 2).as_micros() / self.tick.as_micros().max(1)) as u64;
+                ((self.resend_after / 2).as_micros() / self.tick.as_micros().max(1)).max(1) as u64;
+            let since_last = self.replica.now() - self.last_judged_tick;
+            self.last_judged_tick = self.replica.now();
             let waited: Vec<Request> = self
                 .replica
                 .waited_unproposed()
                 .take_while(|(_, waited)| *waited >= half_timer)
+                .filter(|(_, waited)| {
+                    waited
+                        .checked_sub(since_last)
+                        .is_none_or(|before| before / half_timer < waited / half_timer)
+                })
                 .map(|(request, _)| request.clone())
                 .collect();
             let own = self.shared.waits_on(&waited);
@@ -829,7 +842,12 @@ impl Runtime {
                 self.step(Input::Withdraw(refused), actions);
             }
             if !admitted.is_empty() && !self.replica.is_primary() {
-                self.send_forward(self.replica.primary(), &admitted);
+                // With a cut: the primary's batch window starts when a request reaches it, and
+                // a window longer than the rest of the timer would time this backup out yet
+                // (red team s79 F1: a quiet cluster, where no other batch is cut meanwhile).
+                let primary = self.replica.primary();
+                self.send_forward(primary, &admitted);
+                self.send_frame(primary, Wire::Cut);
             }
         }
         let kept_longest = self.resend_after * WITHDRAWN_KEPT_RESENDS;

@@ -232,9 +232,7 @@ fn f2_an_own_transaction_that_lost_a_race_planted_times_no_backup_out() {
 /// it must still judge it again, and withdraw it, before its timer runs out on the hospital.
 #[test]
 fn f1_s77_a_forward_about_to_expire_times_no_backup_out_while_blocks_come() {
-    let w = World::with_timing(timing());
-    w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
-    w.settle();
+    let w = a_settled_world(timing());
     let insurance = w.node(INSURANCE);
     let mut header = Person::patient(PHARMACY).enrollment(&w.genesis_hash());
     header.not_after_ms = w.clock.now_ms() + 500;
@@ -300,12 +298,10 @@ fn s78_f1_more_losers_than_a_pass_judged_time_no_backup_out() {
 /// A cluster of batches of four whose insurance waits on the transactions `make` signs,
 /// submitted there, their forwards to the hospital lost.
 fn a_burst_at_the_insurance(make: impl FnOnce(&World, &NodeHandle) -> Vec<SignedTx>) -> World {
-    let w = World::with_timing(Timing {
+    let w = a_settled_world(Timing {
         max_batch: 4,
         ..timing()
     });
-    w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
-    w.settle();
     let insurance = w.node(INSURANCE);
     let burst = make(&w, &insurance);
     let ids: std::collections::HashSet<[u8; 32]> = requests(&w, &burst)
@@ -332,25 +328,83 @@ fn a_burst_at_the_insurance(make: impl FnOnce(&World, &NodeHandle) -> Vec<Signed
 /// out on the hospital.
 #[test]
 fn s78_f2_a_forward_lost_once_is_sent_again_while_blocks_come() {
-    let w = World::with_timing(timing());
-    w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
-    w.settle();
-    let insurance = w.node(INSURANCE);
-    let tx = enrollment(&insurance);
-    let id = requests(&w, std::slice::from_ref(&tx))[0].id;
-    let lost_once = std::sync::atomic::AtomicBool::new(false);
-    lose_forwards_to_the_hospital(&w, move |_, request| {
-        request.id == id && !lost_once.swap(true, std::sync::atomic::Ordering::SeqCst)
-    });
-    let id = w.rt.block_on(insurance.submit(tx)).unwrap();
+    let w = a_settled_world(timing());
+    let id = submit_at_the_insurance(&w, true);
     blocks_come_and_the_insurance_stays(&w, "an own transaction whose forward was lost");
+    assert_applied_at_the_insurance(&w, id);
+}
+
+/// Red team s79 F1. As s78 F2 in a quiet cluster: nothing else is submitted, and the batch
+/// window is three times the view-change timeout (the default's ratio, 6 s and 2 s, scaled to
+/// 1.2 s and 0.4 s). The primary's window starts when a request reaches it: forwarded again
+/// after half the insurance's timer, the transaction waited there past the insurance's timer.
+/// The control: with no forward lost, it commits in time.
+#[test]
+fn s79_f1_a_forward_lost_once_in_a_quiet_cluster_times_no_backup_out() {
+    a_quiet_cluster(true);
+}
+
+#[test]
+fn s79_control_a_quiet_cluster_commits_an_own_transaction_in_time() {
+    a_quiet_cluster(false);
+}
+
+fn a_quiet_cluster(lose_once: bool) {
+    let quiet = Timing {
+        batch_window: Duration::from_millis(1_200),
+        view_change_timeout: Duration::from_millis(400),
+        ..fast_timing()
+    };
+    let w = a_settled_world(quiet.clone());
+    let insurance = w.node(INSURANCE);
+    let submitted = Instant::now();
+    let id = submit_at_the_insurance(&w, lose_once);
+    while submitted.elapsed() < 4 * (quiet.batch_window + quiet.view_change_timeout) {
+        let s = insurance.status();
+        assert!(
+            (s.view, s.view_changing) == (0, false),
+            "the insurance left view 0 (view {}, changing {}) {:?} after it submitted one \
+             transaction in a quiet cluster ({} request(s) held, height {})",
+            s.view,
+            s.view_changing,
+            submitted.elapsed(),
+            s.replica_pending,
+            s.height
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_applied_at_the_insurance(&w, id);
+}
+
+fn assert_applied_at_the_insurance(w: &World, id: ledger::TxId) {
     let verdict =
-        w.rt.block_on(insurance.wait_applied(id, Duration::from_secs(1)))
+        w.rt.block_on(w.node(INSURANCE).wait_applied(id, Duration::from_secs(1)))
             .unwrap();
     assert!(
         matches!(verdict, node::Verdict::Applied { .. }),
         "{verdict:?}"
     );
+}
+
+/// A cluster of `timing` with a block applied everywhere.
+fn a_settled_world(timing: Timing) -> World {
+    let w = World::with_timing(timing);
+    w.applied_at(CLINIC, enrollment(&w.node(CLINIC)));
+    w.settle();
+    w
+}
+
+/// An enrollment submitted at the insurance, its first forward to the hospital lost if
+/// `lose_once`.
+fn submit_at_the_insurance(w: &World, lose_once: bool) -> ledger::TxId {
+    let insurance = w.node(INSURANCE);
+    let tx = enrollment(&insurance);
+    let id = requests(w, std::slice::from_ref(&tx))[0].id;
+    let lost_once = std::sync::atomic::AtomicBool::new(!lose_once);
+    lose_forwards_to_the_hospital(w, move |_, request| {
+        request.id == id && !lost_once.swap(true, std::sync::atomic::Ordering::SeqCst)
+    });
+    w.rt.block_on(insurance.submit(tx)).unwrap()
 }
 
 /// Submits at the clinic and waits for each to apply, for four of the insurance's timers,
