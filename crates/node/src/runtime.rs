@@ -98,6 +98,13 @@ const BUSY_FLOOR: usize = 64;
 /// judged in a turn that accepts none: a judgement reads every pending transaction, and a
 /// busy validator is busy for far longer than this.
 const TURNING_AWAY_EVERY: Duration = Duration::from_millis(5);
+/// Whether `Runtime::withdraw_refused` judges a request again, and forwards it again, when
+/// its wait reaches `quarters` quarters of a timer: at half and at three quarters (two
+/// chances before the timer runs out: red team s80 F1), then at every half.
+fn judged_at_quarter(quarters: u64) -> bool {
+    quarters == 2 || quarters == 3 || (quarters >= 4 && quarters.is_multiple_of(2))
+}
+
 /// How many resend intervals an own transaction that lost a race stays acknowledged at most
 /// (`Runtime::withdraw_refused`); long enough for a block that still orders it to come.
 const WITHDRAWN_KEPT_RESENDS: u32 = 10;
@@ -768,10 +775,10 @@ impl Runtime {
     /// others to the primary again (§4.1's retransmission: the replica resends only when no
     /// block comes), for a refusal or a loss there may have been for a moment only (a rule
     /// that admits from a time on, a clock a little behind, a park share full, a lost frame:
-    /// red team s78 F2). Every one is judged, and forwarded again, each time its wait crosses a
-    /// multiple of half a timer, not at every pass (red team s79 F2: a backlog that drains
-    /// over many passes was judged, and forwarded, at each): each cost an admission when it
-    /// came, and in a healthy cluster none waits that long.
+    /// red team s78 F2). Every one is judged, and forwarded again, when its wait reaches half
+    /// and three quarters of a timer, then each further half ([`judged_at_quarter`]), not at
+    /// every pass (red team s79 F2: a backlog that drains over many passes was judged, and
+    /// forwarded, at each): each cost an admission when it came.
     ///
     /// Own transactions that lost a race (acknowledged, admitted on the chain as it was then,
     /// rejected now: a record whose grant another record used first, one that expired) are no
@@ -787,18 +794,20 @@ impl Runtime {
     fn withdraw_refused(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         if !self.replica.in_view_change() {
-            let half_timer =
-                ((self.resend_after / 2).as_micros() / self.tick.as_micros().max(1)).max(1) as u64;
+            let quarter_timer =
+                ((self.resend_after / 4).as_micros() / self.tick.as_micros().max(1)).max(1) as u64;
             let since_last = self.replica.now() - self.last_judged_tick;
             self.last_judged_tick = self.replica.now();
             let waited: Vec<Request> = self
                 .replica
                 .waited_unproposed()
-                .take_while(|(_, waited)| *waited >= half_timer)
+                .take_while(|(_, waited)| *waited >= 2 * quarter_timer)
                 .filter(|(_, waited)| {
-                    waited
+                    let quarters = waited / quarter_timer;
+                    let before = waited
                         .checked_sub(since_last)
-                        .is_none_or(|before| before / half_timer < waited / half_timer)
+                        .map_or(0, |before| before / quarter_timer + 1);
+                    (before..=quarters).any(judged_at_quarter)
                 })
                 .map(|(request, _)| request.clone())
                 .collect();

@@ -328,8 +328,19 @@ fn a_burst_at_the_insurance(make: impl FnOnce(&World, &NodeHandle) -> Vec<Signed
 /// out on the hospital.
 #[test]
 fn s78_f2_a_forward_lost_once_is_sent_again_while_blocks_come() {
+    a_forward_lost_while_blocks_come(1);
+}
+
+/// Red team s80 F1. As s78 F2, the forward again lost too: a backup forwards again at half its
+/// timer and at three quarters.
+#[test]
+fn s80_f1_a_forward_lost_twice_is_sent_again_while_blocks_come() {
+    a_forward_lost_while_blocks_come(2);
+}
+
+fn a_forward_lost_while_blocks_come(lost: usize) {
     let w = a_settled_world(timing());
-    let id = submit_at_the_insurance(&w, true);
+    let id = submit_at_the_insurance(&w, lost);
     blocks_come_and_the_insurance_stays(&w, "an own transaction whose forward was lost");
     assert_applied_at_the_insurance(&w, id);
 }
@@ -358,7 +369,7 @@ fn a_quiet_cluster(lose_once: bool) {
     let w = a_settled_world(quiet.clone());
     let insurance = w.node(INSURANCE);
     let submitted = Instant::now();
-    let id = submit_at_the_insurance(&w, lose_once);
+    let id = submit_at_the_insurance(&w, usize::from(lose_once));
     while submitted.elapsed() < 4 * (quiet.batch_window + quiet.view_change_timeout) {
         let s = insurance.status();
         assert!(
@@ -394,15 +405,14 @@ fn a_settled_world(timing: Timing) -> World {
     w
 }
 
-/// An enrollment submitted at the insurance, its first forward to the hospital lost if
-/// `lose_once`.
-fn submit_at_the_insurance(w: &World, lose_once: bool) -> ledger::TxId {
+/// An enrollment submitted at the insurance, its first `lost` forwards to the hospital lost.
+fn submit_at_the_insurance(w: &World, lost: usize) -> ledger::TxId {
     let insurance = w.node(INSURANCE);
     let tx = enrollment(&insurance);
     let id = requests(w, std::slice::from_ref(&tx))[0].id;
-    let lost_once = std::sync::atomic::AtomicBool::new(!lose_once);
+    let forwards = std::sync::atomic::AtomicUsize::new(0);
     lose_forwards_to_the_hospital(w, move |_, request| {
-        request.id == id && !lost_once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        request.id == id && forwards.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < lost
     });
     w.rt.block_on(insurance.submit(tx)).unwrap()
 }
