@@ -12,8 +12,7 @@
 //! left once its key services had exchanged the keys: they learn the new blocks at their next
 //! start, and have nothing to fetch. And the prefill ([`prefill`], `medchain
 //! bench --prefill N`): a chain of N transactions made fast, before a measured run, so that a
-//! big chain can be measured without hours of load first; its transactions are sealed at their
-//! homes, whose key services keep the keys, as the load's are.
+//! big chain can be measured without hours of load first, made and its keys kept the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,8 +23,6 @@ use ledger::crypto::{SigningKey, VerifyingKey};
 use ledger::master::Purpose;
 use ledger::{Genesis, Hash, OpenOptions, SignedTx, Store};
 use pbft::ReplicaId;
-
-use futures::{StreamExt, TryStreamExt};
 
 use crate::cluster::ClusterOptions;
 use crate::error::NodeError;
@@ -79,6 +76,28 @@ impl Holder {
     fn chain_path(&self, validator: usize) -> PathBuf {
         self.dirs[validator].join("chain.db")
     }
+
+    /// Every validator's key store (none may be running).
+    fn key_stores(&self) -> Result<Vec<OfflineKeys>, NodeError> {
+        self.dirs
+            .iter()
+            .zip(&self.keystore_keys)
+            .map(|(dir, key)| OfflineKeys::open(dir, self.genesis.hash(), key.clone()))
+            .collect()
+    }
+}
+
+/// Stores each of `seals`' keys at the validators that keep it, as their seals and their key
+/// services' fetches would have.
+fn keep_at_holders(key_stores: &[OfflineKeys], seals: &[OfflineSeal]) -> Result<(), NodeError> {
+    for (validator, key_store) in key_stores.iter().enumerate() {
+        key_store.keep(
+            seals
+                .iter()
+                .filter(|seal| seal.holders.contains(&(validator as ReplicaId))),
+        )?;
+    }
+    Ok(())
 }
 
 /// Makes the blocks: the load's population, its enrollment, then its grants and records.
@@ -260,12 +279,7 @@ impl Ceiling {
                 OpenOptions::unverified(),
             )?);
         }
-        let key_stores = holder
-            .dirs
-            .iter()
-            .zip(&holder.keystore_keys)
-            .map(|(dir, key)| OfflineKeys::open(dir, holder.genesis.hash(), key.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let key_stores = holder.key_stores()?;
         let keys = holder.genesis.keys().to_vec();
         let maker = Maker::new(holder, &stores[0]);
         let mut ceiling = Ceiling {
@@ -294,13 +308,7 @@ impl Ceiling {
     /// submits, and the key exchange, which the ceiling leaves out).
     pub fn make(&mut self, transactions: u64) -> Result<Vec<Made>, NodeError> {
         let (blocks, seals) = self.maker.records(transactions)?;
-        for (validator, key_store) in self.key_stores.iter().enumerate() {
-            key_store.keep(
-                seals
-                    .iter()
-                    .filter(|seal| seal.holders.contains(&(validator as ReplicaId))),
-            )?;
-        }
+        keep_at_holders(&self.key_stores, &seals)?;
         Ok(blocks)
     }
 
@@ -380,8 +388,6 @@ pub fn mean_tx_bytes(blocks: &[Made]) -> f64 {
 
 /// Transactions made and stored per round of the prefill (about 10 MB of blocks in memory).
 const PREFILL_ROUND: u64 = 16_000;
-/// Records being sealed at once during a prefill (each a grant and a record: two seals).
-const PREFILL_SEALS_IN_FLIGHT: usize = 1024;
 /// The file the prefill builds its chain in, in the network's folder.
 const PREFILL_FILE: &str = "prefill-chain.db";
 /// How long the key services may fetch no key before the prefill stops waiting for them.
@@ -410,15 +416,18 @@ pub struct Prefilled {
 /// enrollment, then its grants and records) to every validator of the embedded cluster
 /// `options` describes, stopped, whose validators must all be at the same height.
 ///
-/// Each transaction is sealed at its home as the load does it, through the running
-/// validators, so that each home's key service keeps its data key; nothing is submitted.
-/// The blocks are made here, certified by a quorum's real keys, and appended to a copy of the
-/// first validator's chain with the verdicts made with them (this made and signed them:
-/// checking them again would find the same). Once the validators are stopped that chain is
+/// Made as the ceiling makes its blocks: each transaction sealed and signed here as its home
+/// would ([`crate::load::Person::sealed_offline`]), its data key stored in the `keys.db` of
+/// every home that keeps it ([`OfflineKeys`]), and the blocks certified by a quorum's real
+/// keys, appended to a copy of the first validator's chain with the verdicts made with them
+/// (this made and signed them: checking them again would find the same). That chain is then
 /// copied to every validator: the stores are byte for byte what applying the same blocks
-/// would make, as every validator's chain is the same. The validators are then started once
-/// more, until their key services have processed the new blocks and fetched from each other
-/// the keys they are entitled to, as they would have while the chain grew.
+/// would make, as every validator's chain is the same, and the key stores what the homes'
+/// seals and their key services' fetches would have left. The validators are then started
+/// once more, until their key services have processed the new blocks and want no key.
+/// Before, the records were sealed through the running homes and the other party's key
+/// fetched at that start: on a chain of 10 M, 1.8 M keys per validator, hours of key exchange
+/// (BENCHMARKS.md, "thirty-sixth").
 pub fn prefill(
     options: ClusterOptions,
     transactions: u64,
@@ -428,16 +437,12 @@ pub fn prefill(
     let chains: Vec<PathBuf> = (0..holder.dirs.len())
         .map(|v| holder.chain_path(v))
         .collect();
-    let head = same_head(&chains, &holder.genesis)?;
+    same_head(&chains, &holder.genesis)?;
     let building = options.data_dir.join(PREFILL_FILE);
     copy_chain(&chains[0], &building)?;
     let mut store = Store::open(&building, &holder.genesis, OpenOptions::unverified())?;
+    let key_stores = holder.key_stores()?;
     let mut maker = Maker::new(holder, &store);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let cluster = crate::Cluster::start(options.clone())?;
-    let handles = cluster.handles();
     let mut stored = 0;
     let mut blocks = maker.enrollment();
     loop {
@@ -450,31 +455,19 @@ pub fn prefill(
         if stored >= transactions {
             break;
         }
-        let records = (transactions - stored).min(PREFILL_ROUND).div_ceil(2);
-        let first = maker.next_record;
-        maker.next_record += records;
-        let people = &maker.people;
-        let sealed: Vec<[SignedTx; 2]> = runtime.block_on(
-            futures::stream::iter(first..first + records)
-                .map(|i| people.sealed_pair(i, &handles))
-                .buffered(PREFILL_SEALS_IN_FLIGHT)
-                .try_collect(),
-        )?;
-        blocks = maker.blocks_of(sealed.into_iter().flatten().collect());
+        let seals;
+        (blocks, seals) = maker.records((transactions - stored).min(PREFILL_ROUND))?;
+        keep_at_holders(&key_stores, &seals)?;
     }
-    drop(cluster);
+    drop(key_stores);
     drop(store);
-    // Nothing was submitted: had a validator committed anything meanwhile, its chain would no
-    // longer be the one the prefill's was built on.
-    if same_head(&chains, &maker.holder.genesis)? != head {
-        return Err(NodeError::Corrupt(
-            "a validator committed blocks while the prefill ran: its chain was kept".into(),
-        ));
-    }
     for chain in &chains {
         copy_chain(&building, chain)?;
     }
     remove_chain(&building)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let keys_waiting = runtime.block_on(keys_in_place(options, &mut progress))?;
     Ok(Prefilled {
         transactions: stored,

@@ -229,7 +229,7 @@ pub(crate) struct SealRequest {
 }
 
 /// A data key sealed with no key service running ([`crate::load::Person::sealed_offline`]):
-/// the bench's ceiling makes its blocks while the validators are stopped.
+/// the bench's ceiling and prefill make their blocks while the validators are stopped.
 pub(crate) struct OfflineSeal {
     /// The validators that keep it: those entitled to it other than as grantees
     /// ([`ledger::entitled::Parties`]), the sealer's home first. The load's grants are write
