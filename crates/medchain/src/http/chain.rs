@@ -137,6 +137,7 @@ fn key_metrics(status: &node::KeyStatus) -> Value {
         "requests_fetching": c.keys_requests_fetching,
         "requests_checked": c.keys_requests_checked,
         "answers_dropped": c.keys_answers_dropped,
+        "answers_late": c.keys_answers_late,
         "rows_refused": c.keys_rows_refused,
         "rows_checked": c.keys_rows_checked,
     })

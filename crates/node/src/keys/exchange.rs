@@ -15,9 +15,11 @@
 //!   asker (4,096 ids per second, burst 8,192), ids beyond answered `Busy` without a lookup;
 //!   a node that is catching up answers `Busy` to everything. The asker keeps the same bucket
 //!   per holder and asks within it, and asks a holder nothing for a second after an answer
-//!   that was all `Busy`. An id is answered from the erasures in memory, then from its row
-//!   (`super::index`, W4, §16.26): one filter probe per run of `keys.db`'s epoch index for an
-//!   id held nowhere, a row read for a held one; only a key that leaves is opened.
+//!   that was all `Busy`. A request unanswered for 5 s is forgotten (its slot freed, its ids
+//!   asked again after their backoff), and its answer still taken for a minute. An id is
+//!   answered from the erasures in memory, then from its row (`super::index`, W4, §16.26):
+//!   one filter probe per run of `keys.db`'s epoch index for an id held nowhere, a row read
+//!   for a held one; only a key that leaves is opened.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +42,10 @@ use crate::wire::{Frame, KeyFrame, KeyReply, MAX_KEY_REQUEST_IDS, Wire, WireKey}
 const OPEN_PER_HOLDER: usize = 4;
 /// An unanswered request is forgotten after this (its ids are asked again after their backoff).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the answer to a request forgotten for [`REQUEST_TIMEOUT`] is still taken: a holder
+/// answering from disk may be slower, and its keys are as good. Dropped, they were two thirds
+/// of the keys served on a chain of 10 M, asked again each time (BENCHMARKS.md, "thirty-sixth").
+const LATE_ANSWER_TAKEN: Duration = Duration::from_secs(60);
 /// Asked ids answered per second per peer, and the burst.
 const RATE_IDS_PER_S: f64 = 4096.0;
 const BURST_IDS: f64 = 8192.0;
@@ -107,6 +113,9 @@ pub(super) struct Exchange {
     transport: Arc<dyn Transport>,
     next_request: u64,
     open: HashMap<u64, OpenPull>,
+    /// Requests forgotten for [`REQUEST_TIMEOUT`], whose answers are still taken for
+    /// [`LATE_ANSWER_TAKEN`] after they were sent.
+    late: HashMap<u64, OpenPull>,
     /// Per asker: the ids this node answers it.
     buckets: Vec<Bucket>,
     /// Per holder: the ids this node may ask it (the mirror of the holder's bucket for it).
@@ -133,6 +142,7 @@ impl Exchange {
             transport,
             next_request: rand::random(),
             open: HashMap::new(),
+            late: HashMap::new(),
             buckets: (0..n).map(|_| Bucket::full(now)).collect(),
             allowances: (0..n).map(|_| Bucket::full(now)).collect(),
             unanswered_since: vec![None; n],
@@ -235,10 +245,30 @@ impl Exchange {
     }
 
     /// Forgets the requests unanswered for [`REQUEST_TIMEOUT`] (their holders stay
-    /// unanswered since they were sent).
+    /// unanswered since they were sent), and those whose answers are no longer taken.
     pub fn expire_requests(&mut self, now: Instant) {
-        self.open
-            .retain(|_, pull| now.saturating_duration_since(pull.sent) < REQUEST_TIMEOUT);
+        let waited = |pull: &OpenPull| now.saturating_duration_since(pull.sent);
+        self.late.retain(|_, pull| waited(pull) < LATE_ANSWER_TAKEN);
+        let expired: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, pull)| waited(pull) >= REQUEST_TIMEOUT)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in expired {
+            if let Some(pull) = self.open.remove(&request) {
+                self.late.insert(request, pull);
+            }
+        }
+    }
+
+    /// The request `request` to `holder` that was forgotten and is answered late, closed. The
+    /// holder stays unanswered since it was sent: a late answer is no sign that it keeps up.
+    fn answered_late(&mut self, holder: ReplicaId, request: u64) -> Option<OpenPull> {
+        match self.late.get(&request) {
+            Some(pull) if pull.holder == holder => self.late.remove(&request),
+            _ => None,
+        }
     }
 
     /// Asks `holder` nothing for [`BUSY_PAUSE`].
@@ -377,10 +407,19 @@ impl Service {
     ) -> Result<(), NodeError> {
         let now = Instant::now();
         let was_lagging = self.exchange.lagging(from, now);
-        let Some(pull) = self.exchange.answered(from, request) else {
-            self.counters.keys_answers_dropped += 1;
-            return Ok(());
+        let (pull, late) = match self.exchange.answered(from, request) {
+            Some(pull) => (pull, false),
+            None => match self.exchange.answered_late(from, request) {
+                Some(pull) => (pull, true),
+                None => {
+                    self.counters.keys_answers_dropped += 1;
+                    return Ok(());
+                }
+            },
         };
+        if late {
+            self.counters.keys_answers_late += 1;
+        }
         if self.waits_for_chain {
             // An older chain cannot tell what the store erased or ended since (§5.6): no key
             // is stored until it has caught up (red team round 4, break 1).
@@ -391,7 +430,7 @@ impl Service {
             self.counters.keys_answers_dropped += 1;
             return Ok(());
         }
-        if was_lagging {
+        if was_lagging && !late {
             self.wanted.holder_back(from, now);
         }
         if replies.iter().all(|reply| matches!(reply, KeyReply::Busy)) {
@@ -858,6 +897,30 @@ mod red_team_s8b {
         let again = open_to(&exchange, 1)[0];
         assert!(exchange.answered(1, again).is_some());
         assert!(!exchange.lagging(1, t0 + 6 * S));
+    }
+
+    /// A request forgotten for `REQUEST_TIMEOUT` is answered late: taken once, from its holder
+    /// only, for `LATE_ANSWER_TAKEN`; the holder still lags (a late answer is no sign it keeps
+    /// up), and its slot is free for another request meanwhile.
+    #[test]
+    fn a_late_answer_is_taken_once_from_its_holder() {
+        let t0 = Instant::now();
+        let mut exchange = exchange();
+        exchange.ask(1, vec![[1; 32]], t0);
+        exchange.ask(1, vec![[2; 32]], t0);
+        let (first, second) = (open_to(&exchange, 1)[0], open_to(&exchange, 1)[1]);
+        exchange.expire_requests(t0 + 5 * S);
+        assert!(exchange.open.is_empty(), "their slots are free");
+        assert!(exchange.answered(1, first).is_none(), "not open any more");
+        assert!(exchange.answered_late(2, first).is_none(), "another holder");
+        let pull = exchange.answered_late(1, first).expect("taken late");
+        assert_eq!(pull.txs, vec![[1; 32]]);
+        assert!(exchange.answered_late(1, first).is_none(), "taken once");
+        assert!(exchange.lagging(1, t0 + 5 * S), "still unanswered since t0");
+        exchange.expire_requests(t0 + LATE_ANSWER_TAKEN - Duration::from_millis(1));
+        assert!(exchange.late.contains_key(&second), "still taken");
+        exchange.expire_requests(t0 + LATE_ANSWER_TAKEN);
+        assert!(exchange.answered_late(1, second).is_none(), "too late");
     }
 
     /// A holder that answers its newest requests at once and leaves its oldest open lags from

@@ -149,6 +149,8 @@ pub struct KeyCounters {
     pub keys_requests_checked: u64,
     /// Answers to no open request of this validator: dropped unread.
     pub keys_answers_dropped: u64,
+    /// Answers taken after their requests timed out (a holder slower than 5 s).
+    pub keys_answers_late: u64,
     /// `keys.db` rows whose facts failed their tag when the index was loaded (the file was
     /// changed without the operator key, or damaged): not trusted, their transactions looked up
     /// on the chain (docs/SECURITY.md §12.1 item 6). Counted at each load (a start, and again
@@ -176,6 +178,7 @@ impl KeyCounters {
         self.keys_requests_fetching += other.keys_requests_fetching;
         self.keys_requests_checked += other.keys_requests_checked;
         self.keys_answers_dropped += other.keys_answers_dropped;
+        self.keys_answers_late += other.keys_answers_late;
         self.keys_rows_refused += other.keys_rows_refused;
         self.keys_rows_checked += other.keys_rows_checked;
     }

@@ -580,7 +580,7 @@ fn print_load(report: &LoadReport) {
     let keys = &report.keys;
     println!(
         "key service: {} keys received, {} served; refused {} wrong, {} reused, {} unentitled; \
-         requests {} dropped, {} busy ({} while catching up), {} not entitled; answers {} dropped",
+         requests {} dropped, {} busy ({} while catching up), {} not entitled; answers {} dropped, {} late",
         keys.keys_received,
         keys.keys_served,
         keys.keys_refused_wrong,
@@ -591,5 +591,6 @@ fn print_load(report: &LoadReport) {
         keys.keys_requests_busy_behind,
         keys.keys_requests_not_entitled,
         keys.keys_answers_dropped,
+        keys.keys_answers_late,
     );
 }

@@ -240,6 +240,8 @@ pub struct KeyMetrics {
     requests_fetching: u64,
     requests_checked: u64,
     answers_dropped: u64,
+    /// Answers taken after their requests timed out (a holder slower than 5 s).
+    answers_late: u64,
     /// `keys.db` rows whose facts failed their tag at start: changed without the operator key
     /// (docs/SECURITY.md §12.1 item 6).
     rows_refused: u64,
