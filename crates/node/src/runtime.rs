@@ -99,10 +99,15 @@ const BUSY_FLOOR: usize = 64;
 /// busy validator is busy for far longer than this.
 const TURNING_AWAY_EVERY: Duration = Duration::from_millis(5);
 /// Whether `Runtime::withdraw_refused` judges a request again, and forwards it again, when
-/// its wait reaches `quarters` quarters of a timer: at half and at three quarters (two
-/// chances before the timer runs out: red team s80 F1), then at every half.
-fn judged_at_quarter(quarters: u64) -> bool {
-    quarters == 2 || quarters == 3 || (quarters >= 4 && quarters.is_multiple_of(2))
+/// its wait reaches `eighths` eighths of a timer: at half a timer, then at each further
+/// quarter. Its passes come every eighth, by the replica's ticks, so that no two marks fall in
+/// one pass and each is acted on at most an eighth late: two chances before the timer runs
+/// out (red team s80 F1), the second by seven eighths (s81 F1: passes a quarter apart by the
+/// wall clock acted on both marks in one pass, or on the second at the timer's last tick).
+/// Past the timer every quarter still, for a request whose timer starts late: it became the
+/// oldest when the one before it executed, and has two chances in its own timer too.
+fn judged_at_eighth(eighths: u64) -> bool {
+    eighths >= 4 && eighths.is_multiple_of(2)
 }
 
 /// How many resend intervals an own transaction that lost a race stays acknowledged at most
@@ -182,9 +187,11 @@ pub(crate) struct Runtime {
     turning_away_judged: Instant,
     max_batch: usize,
     last_resend_check: Instant,
-    /// The replica's tick at the last `withdraw_refused`: a request is judged again when its
-    /// wait crossed a multiple of half a timer since.
+    /// The replica's tick at the last judgement of `withdraw_refused`: a request is judged
+    /// again when its wait crossed a mark since ([`judged_at_eighth`]).
     last_judged_tick: u64,
+    /// The replica's tick at which `withdraw_refused` runs next.
+    next_judge_tick: u64,
     last_commit_at: Instant,
     /// Makes this validator Byzantine (tests of issue 8 only; see `byzantine.rs`).
     #[cfg(feature = "byzantine")]
@@ -290,6 +297,7 @@ impl Runtime {
             max_batch: timing.max_batch,
             last_resend_check: Instant::now(),
             last_judged_tick: 0,
+            next_judge_tick: 0,
             last_commit_at: Instant::now(),
             #[cfg(feature = "byzantine")]
             byzantine: None,
@@ -488,9 +496,13 @@ impl Runtime {
         if self.turning_away_judged.elapsed() >= TURNING_AWAY_EVERY {
             self.judge_turning_away();
         }
+        if self.replica.now() >= self.next_judge_tick {
+            self.next_judge_tick = self.replica.now() + self.eighth_timer_ticks();
+            self.withdraw_refused(&mut actions)?;
+            self.execute(std::mem::take(&mut actions))?;
+        }
         if self.last_resend_check.elapsed() >= self.resend_after / 4 {
             self.last_resend_check = Instant::now();
-            self.withdraw_refused(&mut actions)?;
             self.resend_stalled(&mut actions);
             // Parked forwards run out even while no block comes.
             self.admit_parked(&mut actions)?;
@@ -776,9 +788,9 @@ impl Runtime {
     /// block comes), for a refusal or a loss there may have been for a moment only (a rule
     /// that admits from a time on, a clock a little behind, a park share full, a lost frame:
     /// red team s78 F2). Every one is judged, and forwarded again, when its wait reaches half
-    /// and three quarters of a timer, then each further half ([`judged_at_quarter`]), not at
-    /// every pass (red team s79 F2: a backlog that drains over many passes was judged, and
-    /// forwarded, at each): each cost an admission when it came.
+    /// a timer, then each further quarter ([`judged_at_eighth`]), not at every pass (red team
+    /// s79 F2: a backlog that drains over many passes was judged, and forwarded, at each):
+    /// each cost an admission when it came. Runs every eighth of a timer.
     ///
     /// Own transactions that lost a race (acknowledged, admitted on the chain as it was then,
     /// rejected now: a record whose grant another record used first, one that expired) are no
@@ -791,23 +803,28 @@ impl Runtime {
     /// to expire, which the correct primary refused and this backup, judging forwards only as
     /// it sends them, waited on for a whole timer while blocks came; s77 F2 and s78 F1: a
     /// burst of more than a pass's share of a client's losers, judged a share a pass).
+    /// An eighth of the resend interval (the backup's timer), in the replica's ticks, rounded
+    /// down: marks fall early, never late.
+    fn eighth_timer_ticks(&self) -> u64 {
+        ((self.resend_after / 8).as_micros() / self.tick.as_micros().max(1)).max(1) as u64
+    }
+
     fn withdraw_refused(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         if !self.replica.in_view_change() {
-            let quarter_timer =
-                ((self.resend_after / 4).as_micros() / self.tick.as_micros().max(1)).max(1) as u64;
+            let eighth_timer = self.eighth_timer_ticks();
             let since_last = self.replica.now() - self.last_judged_tick;
             self.last_judged_tick = self.replica.now();
             let waited: Vec<Request> = self
                 .replica
                 .waited_unproposed()
-                .take_while(|(_, waited)| *waited >= 2 * quarter_timer)
+                .take_while(|(_, waited)| *waited >= 4 * eighth_timer)
                 .filter(|(_, waited)| {
-                    let quarters = waited / quarter_timer;
+                    let eighths = waited / eighth_timer;
                     let before = waited
                         .checked_sub(since_last)
-                        .map_or(0, |before| before / quarter_timer + 1);
-                    (before..=quarters).any(judged_at_quarter)
+                        .map_or(0, |before| before / eighth_timer + 1);
+                    (before..=eighths).any(judged_at_eighth)
                 })
                 .map(|(request, _)| request.clone())
                 .collect();

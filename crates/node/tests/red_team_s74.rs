@@ -57,6 +57,8 @@
 //! renewed every backup's timer for ever; `pbft::Replica`'s withdraw, its tests in
 //! crates/pbft/tests/protocol/normal_case.rs).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -336,6 +338,68 @@ fn s78_f2_a_forward_lost_once_is_sent_again_while_blocks_come() {
 #[test]
 fn s80_f1_a_forward_lost_twice_is_sent_again_while_blocks_come() {
     a_forward_lost_while_blocks_come(2);
+}
+
+/// Red team s81 F1. As s80 F1, at every phase of the request's arrival against the insurance's
+/// passes: with the passes a quarter of a timer apart by the wall clock, a little more than the
+/// marks' quarter in ticks, both marks fell in one pass for some phases, or the second at the
+/// timer's last tick (about one attempt in sixteen timed the insurance out). Each attempt
+/// submits one enrollment at the insurance, its first two forwards to the hospital lost, while
+/// blocks come from the clinic; the blocks' own latency spreads the attempts' phases.
+#[test]
+fn s81_f1_a_forward_lost_twice_is_sent_again_in_time_at_every_phase() {
+    const ATTEMPTS: usize = 40;
+    let w = a_settled_world(timing());
+    let timer = timing().batch_window + timing().view_change_timeout;
+    let (insurance, clinic) = (w.node(INSURANCE), w.node(CLINIC));
+    // Per attempt's request, its forwards to the hospital so far: the first two are lost.
+    let forwards: Arc<Mutex<HashMap<pbft::Digest, usize>>> = Arc::default();
+    let counted = forwards.clone();
+    lose_forwards_to_the_hospital(&w, move |from, request| {
+        from == INSURANCE
+            && counted
+                .lock()
+                .unwrap()
+                .get_mut(&request.id)
+                .is_some_and(|sent| {
+                    *sent += 1;
+                    *sent <= 2
+                })
+    });
+    let (started, mut next_attempt, mut advanced_ms) = (Instant::now(), Instant::now(), 0);
+    let mut ids = Vec::new();
+    while ids.len() < ATTEMPTS || Instant::now() < next_attempt {
+        if ids.len() < ATTEMPTS && Instant::now() >= next_attempt {
+            let tx = enrollment(&insurance);
+            let id = requests(&w, std::slice::from_ref(&tx))[0].id;
+            forwards.lock().unwrap().insert(id, 0);
+            ids.push(w.rt.block_on(insurance.submit(tx)).unwrap());
+            // The attempt before has committed by then: no forward holds two attempts.
+            next_attempt = Instant::now() + timer + Duration::from_millis(120);
+        }
+        w.rt.block_on(clinic.submit_applied(enrollment(&clinic), Duration::from_secs(5)))
+            .unwrap();
+        let s = insurance.status();
+        assert!(
+            (s.view, s.view_changing) == (0, false),
+            "the insurance left view 0 (view {}, changing {}) {:?} in, at attempt {}, with \
+             blocks coming: a request whose first two forwards were lost was not forwarded \
+             again in time ({} request(s) held)",
+            s.view,
+            s.view_changing,
+            started.elapsed(),
+            ids.len(),
+            s.replica_pending,
+        );
+        // The manual clock follows real time.
+        let real_ms = started.elapsed().as_millis() as u64;
+        w.clock.advance_ms(real_ms - advanced_ms);
+        advanced_ms = real_ms;
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    for id in ids {
+        assert_applied_at_the_insurance(&w, id);
+    }
 }
 
 fn a_forward_lost_while_blocks_come(lost: usize) {
