@@ -222,6 +222,10 @@ fn a_prefilled_chain_verifies_at_every_validator() {
         !printed.contains("still wait for"),
         "every key in place: {printed}"
     );
+    assert!(
+        printed.contains("fetched 0 keys of it"),
+        "kept where they were made, none fetched: {printed}"
+    );
     let json = bench_json(&dir.path().join("out"));
     assert_eq!(json["prefill"], 3000, "{json}");
     // Read from the first validator's chain before the run: the prefill, enrollment included.
@@ -274,6 +278,10 @@ fn the_ceiling_leaves_no_key_held_nowhere() {
     assert!(
         !printed.contains("still wait for"),
         "every key of the ceiling's records in place: {printed}"
+    );
+    assert!(
+        printed.contains("fetched 0 keys of it"),
+        "the prefill's keys kept where they were made, none fetched: {printed}"
     );
 }
 

@@ -110,6 +110,25 @@ fn judged_at_eighth(eighths: u64) -> bool {
     eighths >= 4 && eighths.is_multiple_of(2)
 }
 
+/// Whether a pass judges a request that has waited `waited` ticks, `since_last` of them since
+/// the last pass, with marks every `eighth_timer` ticks: it crossed a mark meanwhile.
+fn judged_now(waited: u64, since_last: u64, eighth_timer: u64) -> bool {
+    let before = waited
+        .checked_sub(since_last)
+        .map_or(0, |before| before / eighth_timer + 1);
+    (before..=waited / eighth_timer).any(judged_at_eighth)
+}
+
+/// Ticks a turn steps at most with marks every `eighth_timer` ticks; those missed beyond are
+/// skipped (the replica's timers then run slower than the wall clock: a timeout comes later,
+/// never sooner). At most half an eighth, so that a long turn (a slow fsync on a short timer)
+/// never puts two of `Runtime::withdraw_refused`'s marks in one pass, nor runs the timer out
+/// before the pass that would have forwarded again (red team s82 F1: with a timer of 32 ticks,
+/// turns of 10 left a quarter of the requests one chance).
+fn ticks_per_turn(eighth_timer: u64) -> u32 {
+    (eighth_timer / 2).clamp(1, 10) as u32
+}
+
 /// How many resend intervals an own transaction that lost a race stays acknowledged at most
 /// (`Runtime::withdraw_refused`); long enough for a block that still orders it to come.
 const WITHDRAWN_KEPT_RESENDS: u32 = 10;
@@ -415,7 +434,8 @@ impl Runtime {
             let shutdown = events.iter().any(|event| matches!(event, Event::Shutdown));
             let mut ticks = 0;
             let now = Instant::now();
-            while next_tick <= now && ticks < 10 {
+            let most_ticks = ticks_per_turn(self.eighth_timer_ticks());
+            while next_tick <= now && ticks < most_ticks {
                 ticks += 1;
                 next_tick += self.tick;
             }
@@ -819,13 +839,7 @@ impl Runtime {
                 .replica
                 .waited_unproposed()
                 .take_while(|(_, waited)| *waited >= 4 * eighth_timer)
-                .filter(|(_, waited)| {
-                    let eighths = waited / eighth_timer;
-                    let before = waited
-                        .checked_sub(since_last)
-                        .map_or(0, |before| before / eighth_timer + 1);
-                    (before..=eighths).any(judged_at_eighth)
-                })
+                .filter(|(_, waited)| judged_now(*waited, since_last, eighth_timer))
                 .map(|(request, _)| request.clone())
                 .collect();
             let own = self.shared.waits_on(&waited);
@@ -1839,4 +1853,46 @@ fn batchable(message: &Message) -> bool {
             | Message::Checkpoint(_)
             | Message::Forward(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Red team s82 F1. The passes as `Runtime::run` and `turn` make them, one after each
+    /// turn's ticks and the next an eighth later, with turns of up to `ticks_per_turn` ticks:
+    /// a request is judged, and forwarded again, at least twice before its timer runs out, by
+    /// half an eighth at least, whatever its arrival and the turns' length.
+    #[test]
+    fn each_request_is_judged_twice_before_its_timer_whatever_the_turns() {
+        for eighth in 1..=25u64 {
+            let timer = 8 * eighth;
+            for turn in 1..=u64::from(ticks_per_turn(eighth)) {
+                for arrival in 0..2 * timer {
+                    let (mut now, mut next_pass, mut last_pass) = (0, 0, 0);
+                    let mut judged = Vec::new();
+                    while now < arrival + timer {
+                        now += turn;
+                        if now >= next_pass {
+                            next_pass = now + eighth;
+                            if now >= arrival && judged_now(now - arrival, now - last_pass, eighth)
+                            {
+                                judged.push(now - arrival);
+                            }
+                            last_pass = now;
+                        }
+                    }
+                    let in_time = judged
+                        .iter()
+                        .filter(|waited| **waited + eighth / 2 <= timer)
+                        .count();
+                    assert!(
+                        in_time >= 2,
+                        "turns of {turn} ticks, an eighth of {eighth}, arrival at {arrival}: \
+                         judged at waits of {judged:?} of a timer of {timer}"
+                    );
+                }
+            }
+        }
+    }
 }

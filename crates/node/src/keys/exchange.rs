@@ -417,9 +417,6 @@ impl Service {
                 }
             },
         };
-        if late {
-            self.counters.keys_answers_late += 1;
-        }
         if self.waits_for_chain {
             // An older chain cannot tell what the store erased or ended since (§5.6): no key
             // is stored until it has caught up (red team round 4, break 1).
@@ -429,6 +426,9 @@ impl Service {
         if replies.len() != pull.txs.len() {
             self.counters.keys_answers_dropped += 1;
             return Ok(());
+        }
+        if late {
+            self.counters.keys_answers_late += 1;
         }
         if was_lagging && !late {
             self.wanted.holder_back(from, now);

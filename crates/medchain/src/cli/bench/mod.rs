@@ -296,8 +296,9 @@ impl BenchArgs {
         )?;
         bar.finish_and_clear();
         println!(
-            "prefilled every validator's chain with {} transactions",
-            prefilled.transactions
+            "prefilled every validator's chain with {} transactions; the key services fetched \
+             {} keys of it from each other",
+            prefilled.transactions, prefilled.keys_fetched
         );
         if prefilled.keys_waiting > 0 {
             println!(
