@@ -100,10 +100,12 @@ const BUSY_FLOOR: usize = 64;
 const TURNING_AWAY_EVERY: Duration = Duration::from_millis(5);
 /// Whether `Runtime::withdraw_refused` judges a request again, and forwards it again, when
 /// its wait reaches `eighths` eighths of a timer: at half a timer, then at each further
-/// quarter. Its passes come every eighth, by the replica's ticks, so that no two marks fall in
-/// one pass and each is acted on at most an eighth late: two chances before the timer runs
-/// out (red team s80 F1), the second by seven eighths (s81 F1: passes a quarter apart by the
-/// wall clock acted on both marks in one pass, or on the second at the timer's last tick).
+/// quarter. Its passes come every eighth, by the replica's ticks, after a turn's ticks (10 at
+/// most), so that no two marks fall in one pass and each is acted on at most an eighth and a
+/// turn late: two chances before the timer runs out (red team s80 F1), the second by seven
+/// eighths and a turn (s81 F1: passes a quarter apart by the wall clock acted on both
+/// marks in one pass, or on the second at the timer's last tick; s82 F1: not so with turns
+/// longer than half an eighth, on a short timer).
 /// Past the timer every quarter still, for a request whose timer starts late: it became the
 /// oldest when the one before it executed, and has two chances in its own timer too.
 fn judged_at_eighth(eighths: u64) -> bool {
@@ -792,6 +794,12 @@ impl Runtime {
         Ok(())
     }
 
+    /// An eighth of the resend interval (the backup's timer), in the replica's ticks, rounded
+    /// down: marks fall early, never late.
+    fn eighth_timer_ticks(&self) -> u64 {
+        ((self.resend_after / 8).as_micros() / self.tick.as_micros().max(1)).max(1) as u64
+    }
+
     /// Requests the replica waited on for half its timer that no slot holds, judged again on
     /// the chain as it is now, oldest first (the order its timer follows them in). Those the
     /// rules reject are withdrawn from the replica (pbft's `Input::Withdraw`) before that timer
@@ -815,12 +823,6 @@ impl Runtime {
     /// to expire, which the correct primary refused and this backup, judging forwards only as
     /// it sends them, waited on for a whole timer while blocks came; s77 F2 and s78 F1: a
     /// burst of more than a pass's share of a client's losers, judged a share a pass).
-    /// An eighth of the resend interval (the backup's timer), in the replica's ticks, rounded
-    /// down: marks fall early, never late.
-    fn eighth_timer_ticks(&self) -> u64 {
-        ((self.resend_after / 8).as_micros() / self.tick.as_micros().max(1)).max(1) as u64
-    }
-
     fn withdraw_refused(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         let now = self.clock.now_ms();
         if !self.replica.in_view_change() {
