@@ -843,15 +843,9 @@ impl Runtime {
             self.chain.snapshot(|chain| {
                 let state = chain.state();
                 for (request, own) in waited.into_iter().zip(own) {
-                    let reject = match self.decode(&request) {
-                        None => Some("does not decode"),
-                        Some(tx) => crate::admission::admit(&state, &self.genesis, &tx, now)?
-                            .err()
-                            .map(|reject| reject.0),
-                    };
-                    match reject {
-                        None => admitted.push(request),
-                        Some(reject) => {
+                    match self.admit_request(&state, &request, now)? {
+                        Ok(()) => admitted.push(request),
+                        Err(reject) => {
                             refused.push(request.id);
                             if own {
                                 info!(
@@ -1528,14 +1522,7 @@ impl Runtime {
             self.chain.snapshot(|chain| {
                 let state = chain.state();
                 for (request, own) in requests.drain(..).zip(own) {
-                    let admitted = own
-                        || match self.decode(&request) {
-                            Some(tx) => {
-                                crate::admission::admit(&state, &self.genesis, &tx, now)?.is_ok()
-                            }
-                            None => false,
-                        };
-                    if admitted {
+                    if own || self.admit_request(&state, &request, now)?.is_ok() {
                         kept.push(request);
                     } else {
                         refused.push(request.id);

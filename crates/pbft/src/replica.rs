@@ -59,6 +59,15 @@ pub(crate) struct PendingRequest {
     pub(crate) arrival: u64,
 }
 
+/// The pending request an entry of `Replica::arrivals` stands for, if it is still pending
+/// since that arrival (a request withdrawn and pending again holds its new place only).
+fn live(
+    pending: &BTreeMap<Digest, PendingRequest>,
+    (id, arrival): (Digest, u64),
+) -> Option<&PendingRequest> {
+    pending.get(&id).filter(|p| p.arrival == arrival)
+}
+
 /// A checkpoint this replica knows it is behind (§4.3, state transfer).
 #[derive(Clone, Debug)]
 pub(crate) struct FetchTarget {
@@ -601,9 +610,10 @@ impl Replica {
     /// node judges these again: one the rules now reject for good, no correct primary proposes,
     /// and waited on it would time out a correct primary ([`Input::Withdraw`]).
     pub fn waited_unproposed(&self) -> impl Iterator<Item = (&Request, u64)> + '_ {
-        self.arrivals.iter().filter_map(|&(id, arrival)| {
-            let pending = self.pending.get(&id).filter(|p| p.arrival == arrival)?;
-            (!self.in_log.contains_key(&id)).then(|| (&pending.request, self.now - pending.since))
+        self.arrivals.iter().filter_map(|&entry| {
+            let pending = live(&self.pending, entry)?;
+            (!self.in_log.contains_key(&entry.0))
+                .then(|| (&pending.request, self.now - pending.since))
         })
     }
     /// Whether this replica holds request `id` already: pending, in its log, or executed within
@@ -980,18 +990,13 @@ impl Replica {
     }
 
     fn oldest_pending(&mut self) -> Option<Digest> {
-        while let Some(&arrival) = self.arrivals.front() {
-            if self.live(arrival) {
-                return Some(arrival.0);
+        while let Some(&entry) = self.arrivals.front() {
+            if live(&self.pending, entry).is_some() {
+                return Some(entry.0);
             }
             self.arrivals.pop_front();
         }
         None
-    }
-
-    /// An entry of `arrivals` whose request is still pending since then.
-    fn live(&self, (id, arrival): (Digest, u64)) -> bool {
-        self.pending.get(&id).is_some_and(|p| p.arrival == arrival)
     }
 
     /// Something executed. §4.4/§4.5.2: the timer stops only when the request it follows is
@@ -1176,9 +1181,8 @@ impl Replica {
             self.queue.retain(|id| pending.contains_key(id));
         }
         if self.arrivals.len() > bound {
-            let mut arrivals = std::mem::take(&mut self.arrivals);
-            arrivals.retain(|arrival| self.live(*arrival));
-            self.arrivals = arrivals;
+            self.arrivals
+                .retain(|entry| live(pending, *entry).is_some());
         }
     }
 

@@ -134,11 +134,7 @@ fn a_withdrawal_does_not_restart_the_timer() {
     ticks(&mut r, 10);
     step(&mut r, Input::Withdraw(vec![request(9).id]));
     ticks(&mut r, 9);
-    let actions = step(&mut r, Input::Tick { now_ms: 0 });
-    assert_eq!(
-        actions.first(),
-        Some(&Action::Persist(Durable::ViewChange(1)))
-    );
+    the_next_tick_starts_view_change_1(&mut r);
 }
 
 /// Red team s76: a faulty primary forwards its own transactions, which expire one after
@@ -160,11 +156,7 @@ fn withdrawals_one_after_another_do_not_postpone_the_view_change() {
         ticks(&mut r, 1);
     }
     assert!(!r.in_view_change(), "tick 24");
-    let actions = step(&mut r, Input::Tick { now_ms: 0 });
-    assert_eq!(
-        actions.first(),
-        Some(&Action::Persist(Durable::ViewChange(1)))
-    );
+    the_next_tick_starts_view_change_1(&mut r);
 }
 
 /// What the node judges again: requests waited on and in no slot, oldest first, with the
@@ -362,4 +354,13 @@ fn four_replicas_execute_the_same_chain() {
     for x in &c.executed[0] {
         assert_eq!(x.signatures.len(), 3);
     }
+}
+
+/// The next tick runs the timer out: the replica's first action is to persist view change 1.
+fn the_next_tick_starts_view_change_1(r: &mut Replica) {
+    let actions = step(r, Input::Tick { now_ms: 0 });
+    assert_eq!(
+        actions.first(),
+        Some(&Action::Persist(Durable::ViewChange(1)))
+    );
 }
