@@ -385,9 +385,11 @@ fn verifies_together(items: &[Queued], positions: &[usize]) -> bool {
     let mut b_coefficient = Scalar::ZERO;
     let mut r_coefficients = Vec::with_capacity(positions.len());
     let mut r_points = Vec::with_capacity(positions.len());
-    let mut key_terms: HashMap<[u8; 32], usize> = HashMap::new();
-    let mut a_coefficients: Vec<Scalar> = Vec::new();
-    let mut a_points: Vec<EdwardsPoint> = Vec::new();
+    // As many keys as signatures at most (a block's are mostly of different clients): grown
+    // by doubling, these were copied again and again (BENCHMARKS.md "thirty-eighth").
+    let mut key_terms: HashMap<[u8; 32], usize> = HashMap::with_capacity(positions.len());
+    let mut a_coefficients: Vec<Scalar> = Vec::with_capacity(positions.len());
+    let mut a_points: Vec<EdwardsPoint> = Vec::with_capacity(positions.len());
     for &i in positions {
         let item = &items[i];
         let (Some(s), Some(r)) = (item.s(), item.r()) else {

@@ -519,8 +519,12 @@ impl Authenticator {
         for (i, verdict) in unknown.into_iter().zip(verdicts) {
             contents[i] = Some(verdict);
         }
-        // Every slot is filled by now (were one not, the store would refuse the count).
-        Ok((built, contents.into_iter().flatten().collect()))
+        // Every slot is filled by now (were one not, the store would refuse the count). Sized
+        // first: `flatten` tells `collect` nothing of its length, and a block's worth was
+        // grown by doubling, copied each time.
+        let mut checked = Vec::with_capacity(contents.len());
+        checked.extend(contents.into_iter().flatten());
+        Ok((built, checked))
     }
 
     /// A block from a peer: its certificate and Merkle root; what each entry carries.

@@ -751,10 +751,15 @@ impl Index {
         }
         let held = recent.covered >= (epoch + 1) * EPOCH_ROWS && recent.low() <= epoch;
         let mut entries: Vec<(i64, i64)> = match recent.epochs.iter().find(|(e, _)| *e == epoch) {
-            Some((_, map)) if held => map
-                .iter()
-                .flat_map(|(key, slot)| slot.rows().iter().map(|tx| (*key, *tx)))
-                .collect(),
+            Some((_, map)) if held => {
+                // A row a key, nearly always: sized first, not grown by doubling.
+                let mut entries = Vec::with_capacity(map.len());
+                entries.extend(
+                    map.iter()
+                        .flat_map(|(key, slot)| slot.rows().iter().map(|tx| (*key, *tx))),
+                );
+                entries
+            }
             _ => {
                 drop(recent);
                 let entries = entries_of_rows(conn, epoch)?;

@@ -241,6 +241,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         &mut self,
         limits: &FrameLimits,
     ) -> Result<Option<(FrameKind, Vec<u8>)>, NodeError> {
+        let mut frame = Vec::new();
+        Ok(self
+            .recv_into(limits, &mut frame)
+            .await?
+            .map(|kind| (kind, frame)))
+    }
+
+    /// [`Channel::recv`] into `frame` (emptied first), whose memory a reader keeps from one
+    /// frame to the next: a frame new each time had its pages faulted in and zeroed again
+    /// once the allocator had handed them back (BENCHMARKS.md "thirty-eighth").
+    pub async fn recv_into(
+        &mut self,
+        limits: &FrameLimits,
+        frame: &mut Vec<u8>,
+    ) -> Result<Option<FrameKind>, NodeError> {
+        frame.clear();
         let first = match self.socket.next().await {
             None => return Ok(None),
             Some(message) => self.decrypt(&message?)?,
@@ -261,16 +277,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             return Err(refused("frame longer than its header says"));
         }
         // Grown as chunks arrive: a peer that names a large frame and stalls holds little.
-        let mut frame = Vec::with_capacity(len.min(1 << 20));
+        frame.reserve(len.min(1 << 20));
         frame.extend_from_slice(data);
         while frame.len() < len {
-            let chunk = self.recv_chunk().await?;
+            let message = next_message(&mut self.socket).await?;
+            let chunk = self.decrypt(&message)?;
             if frame.len() + chunk.len() > len {
                 return Err(refused("frame longer than its header says"));
             }
-            frame.extend_from_slice(&chunk);
+            frame.extend_from_slice(chunk);
         }
-        Ok(Some((kind, frame)))
+        Ok(Some(kind))
     }
 
     async fn feed_chunk(&mut self, plaintext: &[u8]) -> Result<(), NodeError> {
@@ -293,15 +310,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
 
     async fn recv_chunk(&mut self) -> Result<Vec<u8>, NodeError> {
         let message = next_message(&mut self.socket).await?;
-        self.decrypt(&message)
+        Ok(self.decrypt(&message)?.to_vec())
     }
 
-    fn decrypt(&mut self, message: &[u8]) -> Result<Vec<u8>, NodeError> {
+    /// `message`'s plaintext, in the channel's buffer until the next call.
+    fn decrypt(&mut self, message: &[u8]) -> Result<&[u8], NodeError> {
         let len = self
             .noise
             .read_message(message, &mut self.buffer)
             .map_err(noise_error)?;
-        Ok(self.buffer[..len].to_vec())
+        Ok(&self.buffer[..len])
     }
 }
 
@@ -372,6 +390,46 @@ mod tests {
             let ((), (first, second)) = tokio::join!(sending, receiving);
             assert_eq!(first, (FrameKind::Batch, large.clone()));
             assert_eq!(second, (FrameKind::Small, Vec::new()));
+        });
+    }
+
+    /// A reader's one buffer holds each frame alone: a small frame after a large one, then a
+    /// shorter one after a longer one, read back exactly.
+    #[test]
+    fn one_buffer_serves_frame_after_frame() {
+        let ids = ValidatorIdentity::for_tests(4);
+        let (dialer, listener) = connect(ids[1].clone(), 2, ids[2].clone());
+        let (mut dialer, mut listener) = (dialer.unwrap(), listener.unwrap());
+        let limits = FrameLimits::new(4, 100, 4);
+        let frames = [
+            (FrameKind::Batch, vec![1u8; 200_000]),
+            (FrameKind::Small, b"ab".to_vec()),
+            (FrameKind::Batch, (0..70_000u32).map(|i| i as u8).collect()),
+            (FrameKind::Batch, vec![3u8; 65_530]),
+            (FrameKind::Small, Vec::new()),
+        ];
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let sending = async {
+                for (kind, bytes) in &frames {
+                    dialer.feed(*kind, bytes).await.unwrap();
+                }
+                dialer.flush().await.unwrap();
+            };
+            let receiving = async {
+                let mut buffer = Vec::new();
+                let mut received = Vec::new();
+                for _ in 0..frames.len() {
+                    let kind = listener.recv_into(&limits, &mut buffer).await.unwrap();
+                    received.push((kind.unwrap(), buffer.clone()));
+                }
+                received
+            };
+            let ((), received) = tokio::join!(sending, receiving);
+            assert_eq!(received, frames);
         });
     }
 

@@ -37,6 +37,9 @@ pub const PEER_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Each frame waiting in the inbox is charged this much on top of its bytes, so that a peer's
 /// budget also bounds how many of its frames wait (at most 16,384).
 const FRAME_CHARGE_BYTES: usize = 4096;
+/// The most a connection's reader keeps of a frame's memory for the next (a full batch's
+/// pre-prepare is under a megabyte; a larger frame's is given back).
+const KEPT_FRAME_BYTES: usize = 2 << 20;
 /// Connections accepted but not yet authenticated, at most; more are closed at once.
 const MAX_HANDSHAKES: usize = 16;
 /// A dialler's wait between attempts: doubling from `min` to `max`.
@@ -251,9 +254,10 @@ async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: A
     let Some(credits) = inbound.credits.get(peer as usize).cloned() else {
         return;
     };
+    let mut bytes = Vec::new();
     loop {
-        let (kind, bytes) = match channel.recv(&inbound.limits).await {
-            Ok(Some(frame)) => frame,
+        let kind = match channel.recv_into(&inbound.limits, &mut bytes).await {
+            Ok(Some(kind)) => kind,
             Ok(None) => {
                 debug!(peer, %addr, "peer connection closed");
                 return;
@@ -273,7 +277,10 @@ async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: A
         };
         // A decoded frame holds about its encoded size.
         let charge = (FRAME_CHARGE_BYTES + bytes.len()).min(PEER_QUEUE_BYTES);
-        drop(bytes);
+        // Kept for the next frame, unless a rare large one (a new-view) grew it.
+        if bytes.capacity() > KEPT_FRAME_BYTES {
+            bytes = Vec::new();
+        }
         // Waits while this peer's earlier frames fill its share of the inbox: TCP then slows
         // the peer down, and other peers are not affected.
         let Ok(permit) = credits.clone().acquire_many_owned(charge as u32).await else {
