@@ -248,15 +248,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             .map(|kind| (kind, frame)))
     }
 
-    /// [`Channel::recv`] into `frame` (emptied first), whose memory a reader keeps from one
-    /// frame to the next: a frame new each time had its pages faulted in and zeroed again
-    /// once the allocator had handed them back (BENCHMARKS.md "thirty-eighth").
+    /// [`Channel::recv`] into `frame` (emptied first, and again on an error), whose memory a
+    /// reader keeps from one frame to the next: a frame new each time had its pages faulted
+    /// in and zeroed again once the allocator had handed them back (BENCHMARKS.md
+    /// "thirty-eighth").
     pub async fn recv_into(
         &mut self,
         limits: &FrameLimits,
         frame: &mut Vec<u8>,
     ) -> Result<Option<FrameKind>, NodeError> {
         frame.clear();
+        let received = self.fill(limits, frame).await;
+        if received.is_err() {
+            frame.clear();
+        }
+        received
+    }
+
+    async fn fill(
+        &mut self,
+        limits: &FrameLimits,
+        frame: &mut Vec<u8>,
+    ) -> Result<Option<FrameKind>, NodeError> {
         let first = match self.socket.next().await {
             None => return Ok(None),
             Some(message) => self.decrypt(&message?)?,
@@ -277,7 +290,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             return Err(refused("frame longer than its header says"));
         }
         // Grown as chunks arrive: a peer that names a large frame and stalls holds little.
-        frame.reserve(len.min(1 << 20));
+        // Exact: a kept buffer is as large as the largest frame it held, not twice.
+        frame.reserve_exact(len.min(1 << 20));
         frame.extend_from_slice(data);
         while frame.len() < len {
             let message = next_message(&mut self.socket).await?;
@@ -430,6 +444,33 @@ mod tests {
             };
             let ((), received) = tokio::join!(sending, receiving);
             assert_eq!(received, frames);
+        });
+    }
+
+    /// A frame refused halfway leaves nothing of itself in the reader's buffer.
+    #[test]
+    fn a_frame_refused_halfway_leaves_the_buffer_empty() {
+        let ids = ValidatorIdentity::for_tests(4);
+        let (dialer, listener) = connect(ids[1].clone(), 2, ids[2].clone());
+        let (mut dialer, mut listener) = (dialer.unwrap(), listener.unwrap());
+        let limits = FrameLimits::new(4, 100, 4);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // A header naming 20 bytes, 10 of them, then a chunk of 20: too long.
+            let mut first = 20u32.to_le_bytes().to_vec();
+            first.push(FrameKind::Batch as u8);
+            first.extend_from_slice(&[7; 10]);
+            let sending = async {
+                dialer.send_chunk(&first).await.unwrap();
+                dialer.send_chunk(&[8; 20]).await.unwrap();
+            };
+            let mut buffer = Vec::new();
+            let ((), received) = tokio::join!(sending, listener.recv_into(&limits, &mut buffer));
+            assert!(received.is_err(), "refused");
+            assert!(buffer.is_empty(), "{buffer:?}");
         });
     }
 

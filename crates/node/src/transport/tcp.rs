@@ -37,9 +37,10 @@ pub const PEER_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Each frame waiting in the inbox is charged this much on top of its bytes, so that a peer's
 /// budget also bounds how many of its frames wait (at most 16,384).
 const FRAME_CHARGE_BYTES: usize = 4096;
-/// The most a connection's reader keeps of a frame's memory for the next (a full batch's
-/// pre-prepare is under a megabyte; a larger frame's is given back).
-const KEPT_FRAME_BYTES: usize = 2 << 20;
+/// The most a connection's reader keeps of a frame's memory for the next, one per peer, held
+/// while it waits too (a full batch's pre-prepare is under a megabyte; a larger frame's is
+/// given back).
+const KEPT_FRAME_BYTES: usize = 1 << 20;
 /// Connections accepted but not yet authenticated, at most; more are closed at once.
 const MAX_HANDSHAKES: usize = 16;
 /// A dialler's wait between attempts: doubling from `min` to `max`.
@@ -277,10 +278,7 @@ async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: A
         };
         // A decoded frame holds about its encoded size.
         let charge = (FRAME_CHARGE_BYTES + bytes.len()).min(PEER_QUEUE_BYTES);
-        // Kept for the next frame, unless a rare large one (a new-view) grew it.
-        if bytes.capacity() > KEPT_FRAME_BYTES {
-            bytes = Vec::new();
-        }
+        keep_for_the_next_frame(&mut bytes);
         // Waits while this peer's earlier frames fill its share of the inbox: TCP then slows
         // the peer down, and other peers are not affected.
         let Ok(permit) = credits.clone().acquire_many_owned(charge as u32).await else {
@@ -295,6 +293,14 @@ async fn read_loop(mut channel: Channel<TcpStream>, addr: SocketAddr, inbound: A
             InboundCredit::new(permit),
             received,
         );
+    }
+}
+
+/// A reader's frame buffer, kept for the next frame unless a rare large one (a new-view) grew
+/// it past [`KEPT_FRAME_BYTES`].
+fn keep_for_the_next_frame(buffer: &mut Vec<u8>) {
+    if buffer.capacity() > KEPT_FRAME_BYTES {
+        *buffer = Vec::new();
     }
 }
 
@@ -369,6 +375,16 @@ async fn send_queued(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_keeps_a_frame_buffer_up_to_a_megabyte() {
+        let mut usual = Vec::with_capacity(KEPT_FRAME_BYTES);
+        keep_for_the_next_frame(&mut usual);
+        assert_eq!(usual.capacity(), KEPT_FRAME_BYTES);
+        let mut grown = Vec::with_capacity(KEPT_FRAME_BYTES + 1);
+        keep_for_the_next_frame(&mut grown);
+        assert_eq!(grown.capacity(), 0, "given back");
+    }
 
     /// A dialler backing off from a peer that was down retries at once when the peer connects
     /// to us, not when its (here: hour-long) backoff ends.
