@@ -377,18 +377,29 @@ mod tests {
         })
     }
 
-    #[test]
-    fn validators_prove_their_genesis_keys_and_frames_of_any_size_pass() {
+    /// Validators 1 and 2 connected (1 dialling), the frame limits of the tests, and a
+    /// runtime to drive them.
+    fn connected() -> (
+        Channel<tokio::io::DuplexStream>,
+        Channel<tokio::io::DuplexStream>,
+        FrameLimits,
+        tokio::runtime::Runtime,
+    ) {
         let ids = ValidatorIdentity::for_tests(4);
         let (dialer, listener) = connect(ids[1].clone(), 2, ids[2].clone());
-        let (mut dialer, mut listener) = (dialer.unwrap(), listener.unwrap());
-        assert_eq!(dialer.peer(), 2);
-        assert_eq!(listener.peer(), 1);
-        let limits = FrameLimits::new(4, 100, 4);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        let limits = FrameLimits::new(4, 100, 4);
+        (dialer.unwrap(), listener.unwrap(), limits, runtime)
+    }
+
+    #[test]
+    fn validators_prove_their_genesis_keys_and_frames_of_any_size_pass() {
+        let (mut dialer, mut listener, limits, runtime) = connected();
+        assert_eq!(dialer.peer(), 2);
+        assert_eq!(listener.peer(), 1);
         runtime.block_on(async {
             let large: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
             let sending = async {
@@ -411,10 +422,7 @@ mod tests {
     /// shorter one after a longer one, read back exactly.
     #[test]
     fn one_buffer_serves_frame_after_frame() {
-        let ids = ValidatorIdentity::for_tests(4);
-        let (dialer, listener) = connect(ids[1].clone(), 2, ids[2].clone());
-        let (mut dialer, mut listener) = (dialer.unwrap(), listener.unwrap());
-        let limits = FrameLimits::new(4, 100, 4);
+        let (mut dialer, mut listener, limits, runtime) = connected();
         let frames = [
             (FrameKind::Batch, vec![1u8; 200_000]),
             (FrameKind::Small, b"ab".to_vec()),
@@ -422,10 +430,6 @@ mod tests {
             (FrameKind::Batch, vec![3u8; 65_530]),
             (FrameKind::Small, Vec::new()),
         ];
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         runtime.block_on(async {
             let sending = async {
                 for (kind, bytes) in &frames {
@@ -450,14 +454,7 @@ mod tests {
     /// A frame refused halfway leaves nothing of itself in the reader's buffer.
     #[test]
     fn a_frame_refused_halfway_leaves_the_buffer_empty() {
-        let ids = ValidatorIdentity::for_tests(4);
-        let (dialer, listener) = connect(ids[1].clone(), 2, ids[2].clone());
-        let (mut dialer, mut listener) = (dialer.unwrap(), listener.unwrap());
-        let limits = FrameLimits::new(4, 100, 4);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (mut dialer, mut listener, limits, runtime) = connected();
         runtime.block_on(async {
             // A header naming 20 bytes, 10 of them, then a chunk of 20: too long.
             let mut first = 20u32.to_le_bytes().to_vec();
