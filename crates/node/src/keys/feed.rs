@@ -277,7 +277,8 @@ impl Service {
                             on_chain: Some(on_chain),
                         };
                         let facts = super::row_facts(&held, header.not_after_ms);
-                        self.store.rows().set_facts(tx, &facts)?;
+                        let row = self.pending.row(tx);
+                        self.store.rows().set_facts_at(tx, row, &facts)?;
                     }
                 }
                 // Unreachable while the chain never drops a person or a key: an applied seal

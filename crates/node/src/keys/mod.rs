@@ -1255,7 +1255,12 @@ impl Service {
                 let outcome =
                     service.keep_key(&seal.tx, held, &seal.key, None, seal.not_after_ms)?;
                 if outcome == Kept::Stored {
-                    service.pending.insert(seal.tx, seal.not_after_ms);
+                    // Its row, in the open epoch now: found in memory. A hint only: an error
+                    // leaves the block that applies the seal to search for it.
+                    let row = service.store.rows().seq_of(&seal.tx).ok().flatten();
+                    service
+                        .pending
+                        .insert_stored(seal.tx, seal.not_after_ms, row);
                 }
                 kept.push(outcome);
             }

@@ -4,22 +4,47 @@
 //! thousands, each block three times a second).
 
 use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroI64;
 
 use ledger::TxId;
 
 #[derive(Debug, Default)]
 pub(super) struct Pending {
-    not_after_ms: HashMap<TxId, u64>,
+    seals: HashMap<TxId, Seal>,
     by_deadline: BTreeSet<(u64, TxId)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seal {
+    not_after_ms: u64,
+    /// The `seq` of its key's row in `keys.db` when this process stored it: the block that
+    /// applies the seal finds the row there rather than through the epoch index, behind
+    /// every epoch stored since (BENCHMARKS.md "thirty-eighth"). Checked before it is used.
+    row: Option<NonZeroI64>,
 }
 
 impl Pending {
     /// `tx` is pending until `not_after_ms` (a deadline it had before is replaced).
     pub fn insert(&mut self, tx: TxId, not_after_ms: u64) {
-        if let Some(before) = self.not_after_ms.insert(tx, not_after_ms) {
-            self.by_deadline.remove(&(before, tx));
+        self.insert_seal(tx, not_after_ms, None);
+    }
+
+    /// [`Pending::insert`], its key just stored in row `row`.
+    pub fn insert_stored(&mut self, tx: TxId, not_after_ms: u64, row: Option<i64>) {
+        self.insert_seal(tx, not_after_ms, row.and_then(NonZeroI64::new));
+    }
+
+    fn insert_seal(&mut self, tx: TxId, not_after_ms: u64, row: Option<NonZeroI64>) {
+        let seal = Seal { not_after_ms, row };
+        if let Some(before) = self.seals.insert(tx, seal) {
+            self.by_deadline.remove(&(before.not_after_ms, tx));
         }
         self.by_deadline.insert((not_after_ms, tx));
+    }
+
+    /// The row `tx`'s key was stored in, if this process stored it (to be checked).
+    pub fn row(&self, tx: &TxId) -> Option<i64> {
+        self.seals.get(tx)?.row.map(NonZeroI64::get)
     }
 
     /// `tx` is pending until `not_after_ms`, unless it is already.
@@ -31,18 +56,18 @@ impl Pending {
 
     /// Whether `tx` was pending.
     pub fn remove(&mut self, tx: &TxId) -> bool {
-        match self.not_after_ms.remove(tx) {
-            Some(not_after_ms) => self.by_deadline.remove(&(not_after_ms, *tx)),
+        match self.seals.remove(tx) {
+            Some(seal) => self.by_deadline.remove(&(seal.not_after_ms, *tx)),
             None => false,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.not_after_ms.len()
+        self.seals.len()
     }
 
     pub fn contains(&self, tx: &TxId) -> bool {
-        self.not_after_ms.contains_key(tx)
+        self.seals.contains_key(tx)
     }
 
     /// Takes out the seals that a block of time `time_ms` can no longer apply
@@ -53,7 +78,7 @@ impl Pending {
             && not_after_ms < time_ms
         {
             self.by_deadline.pop_first();
-            self.not_after_ms.remove(&tx);
+            self.seals.remove(&tx);
             expired.push(tx);
         }
         expired
@@ -61,7 +86,7 @@ impl Pending {
 
     #[cfg(test)]
     pub fn txs(&self) -> Vec<TxId> {
-        self.not_after_ms.keys().copied().collect()
+        self.seals.keys().copied().collect()
     }
 }
 
@@ -87,6 +112,25 @@ mod tests {
         assert!(!pending.remove(&[3; 32]));
         assert!(pending.take_expired(u64::MAX).is_empty());
         assert_eq!(pending.by_deadline.len(), 0);
+    }
+
+    /// A stored seal's row is known until the seal leaves, whichever way; a deadline
+    /// replaced by `insert` forgets it (a start's rows come with none).
+    #[test]
+    fn a_stored_seal_keeps_its_row_until_it_leaves() {
+        let mut pending = Pending::default();
+        pending.insert_stored([1; 32], 30, Some(7));
+        pending.insert_stored([2; 32], 10, Some(8));
+        pending.insert([3; 32], 40);
+        assert_eq!(pending.row(&[1; 32]), Some(7));
+        assert_eq!(pending.row(&[3; 32]), None);
+        assert_eq!(pending.take_expired(11), [[2; 32]]);
+        assert_eq!(pending.row(&[2; 32]), None, "expired");
+        assert!(pending.remove(&[1; 32]));
+        assert_eq!(pending.row(&[1; 32]), None, "removed");
+        pending.insert_stored([4; 32], 50, Some(9));
+        pending.insert([4; 32], 60);
+        assert_eq!(pending.row(&[4; 32]), None, "replaced");
     }
 
     /// Red team s10, held: random inserts (replacing deadlines, with ties and the ends of the

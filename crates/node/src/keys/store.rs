@@ -998,7 +998,7 @@ impl Rows<'_> {
     /// The row of `tx`'s key, if held: the first candidate confirmed, in [`Rows::find`]'s
     /// order, the older epochs left unread once it is (so junk in an older run, which fails
     /// `find`, is not met: red team s58).
-    fn seq_of(&self, tx: &TxId) -> Result<Option<i64>, NodeError> {
+    pub fn seq_of(&self, tx: &TxId) -> Result<Option<i64>, NodeError> {
         let (mut held, mut confirmed) = (None, 0);
         self.runs
             .borrow()
@@ -1158,8 +1158,23 @@ impl Rows<'_> {
     /// Writes `facts` in `tx`'s row, with their tag, if its key is held: what the chain says
     /// of `tx` once applied, in place of what the row said.
     pub fn set_facts(&self, tx: &TxId, facts: &Facts) -> Result<(), NodeError> {
-        let Some(seq) = self.seq_of(tx)? else {
-            return Ok(());
+        self.set_facts_at(tx, None, facts)
+    }
+
+    /// [`Rows::set_facts`], `tx`'s key looked for in row `row` first (the caller stored it
+    /// there: checked, then found through the index if it is not).
+    pub fn set_facts_at(
+        &self,
+        tx: &TxId,
+        row: Option<i64>,
+        facts: &Facts,
+    ) -> Result<(), NodeError> {
+        let seq = match row {
+            Some(seq) if row_has(self.conn, seq, RunTag::Tx.column(), tx)? => seq,
+            _ => match self.seq_of(tx)? {
+                Some(seq) => seq,
+                None => return Ok(()),
+            },
         };
         let (not_after_ms, tag) = self.store.stored_facts(tx, facts);
         let args = params![
@@ -1549,6 +1564,56 @@ mod tests {
                 tag: Tag::Valid
             })
         );
+    }
+
+    /// The row a caller names is used only if it holds the transaction: another's row (a
+    /// stale or wrong one) is left alone and the transaction's own is found and written.
+    #[test]
+    fn facts_go_to_the_named_row_only_if_it_holds_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &KeystoreKey::generate()).unwrap();
+        let rows = store.rows();
+        let (a, b) = ([1; 32], [2; 32]);
+        for tx in [a, b] {
+            rows.insert_key(&tx, &pending([4; 16], 99), &DataKey::generate())
+                .unwrap();
+        }
+        let (seq_a, seq_b) = (rows.seq_of(&a).unwrap(), rows.seq_of(&b).unwrap());
+        let on_chain = |byte: u8| Facts {
+            patient: [4; 16],
+            not_after_ms: 99,
+            on_chain: Some(vec![byte; 13]),
+        };
+        let facts_of = |tx: TxId| {
+            let held = rows.all_held().unwrap();
+            held.into_iter().find(|row| row.tx == tx).unwrap()
+        };
+        rows.set_facts_at(&a, seq_a, &on_chain(5)).unwrap();
+        assert_eq!(facts_of(a).facts, on_chain(5));
+        rows.set_facts_at(&a, seq_b, &on_chain(6)).unwrap();
+        assert_eq!(facts_of(a).facts, on_chain(6), "found, not the row named");
+        assert_eq!(
+            facts_of(b).facts,
+            pending([4; 16], 99),
+            "the row named untouched"
+        );
+        assert_eq!(facts_of(b).tag, Tag::Valid);
+        rows.set_facts_at(&a, Some(1 << 40), &on_chain(7)).unwrap();
+        assert_eq!(facts_of(a).facts, on_chain(7), "a row that is not there");
+        // A deleted row's `seq`, given to the next key: a hint for the deleted transaction
+        // writes nothing.
+        let c = [3; 32];
+        assert!(rows.delete_key(&b).unwrap());
+        rows.insert_key(&c, &pending([4; 16], 99), &DataKey::generate())
+            .unwrap();
+        assert_eq!(rows.seq_of(&c).unwrap(), seq_b, "the seq given again");
+        rows.set_facts_at(&b, seq_b, &on_chain(8)).unwrap();
+        assert_eq!(
+            facts_of(c).facts,
+            pending([4; 16], 99),
+            "the new row untouched"
+        );
+        assert!(rows.all_held().unwrap().iter().all(|row| row.tx != b));
     }
 
     /// Locations keep 8 bytes of each value: transactions and key ids that share them (a
