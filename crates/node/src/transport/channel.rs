@@ -294,8 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         frame.reserve_exact(len.min(1 << 20));
         frame.extend_from_slice(data);
         while frame.len() < len {
-            let message = next_message(&mut self.socket).await?;
-            let chunk = self.decrypt(&message)?;
+            let chunk = self.next_plaintext().await?;
             if frame.len() + chunk.len() > len {
                 return Err(refused("frame longer than its header says"));
             }
@@ -323,8 +322,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     }
 
     async fn recv_chunk(&mut self) -> Result<Vec<u8>, NodeError> {
+        Ok(self.next_plaintext().await?.to_vec())
+    }
+
+    /// The next chunk's plaintext, in the channel's buffer until the next call.
+    async fn next_plaintext(&mut self) -> Result<&[u8], NodeError> {
         let message = next_message(&mut self.socket).await?;
-        Ok(self.decrypt(&message)?.to_vec())
+        self.decrypt(&message)
     }
 
     /// `message`'s plaintext, in the channel's buffer until the next call.
