@@ -110,7 +110,7 @@ impl Service {
             on_chain: self.on_chain_of(&header)?,
         };
         let facts = super::row_facts(&held, header.not_after_ms);
-        if self.store.rows().insert_key(tx, &facts, key)? == Inserted::Stored {
+        if let Inserted::Stored { .. } = self.store.rows().insert_key(tx, &facts, key)? {
             self.counters.keys_received += 1;
             warn!(
                 from,

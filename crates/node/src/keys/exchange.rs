@@ -540,7 +540,7 @@ impl Service {
             };
             let kept = self.keep_key(&tx, held, &key, position, header.not_after_ms)?;
             match kept {
-                Kept::Stored => self.counters.keys_received += 1,
+                Kept::Stored { .. } => self.counters.keys_received += 1,
                 Kept::Held => {}
                 Kept::Broken => self.counters.keys_refused_reused += 1,
             }

@@ -649,6 +649,11 @@ pub(super) mod tests {
             })
             .collect();
         service.store_seals(seals).unwrap();
+        for (tx, _) in records {
+            let seq = service.store.rows().seq_of(tx).unwrap();
+            assert!(seq.is_some());
+            assert_eq!(service.pending.row(tx), seq, "the row it was stored in");
+        }
         service.pending = crate::keys::pending::Pending::default();
     }
 
@@ -670,6 +675,11 @@ pub(super) mod tests {
         let mut want: Vec<TxId> = records.iter().map(|(tx, _)| *tx).collect();
         want.sort();
         assert_eq!(pending, want);
+        for (tx, _) in &records {
+            let seq = service.store.rows().seq_of(tx).unwrap();
+            assert!(seq.is_some());
+            assert_eq!(service.pending.row(tx), seq, "its row kept for its block");
+        }
         // Each with its own deadline: the earliest two expire first.
         let mut expired = service.pending.take_expired(102);
         expired.sort();
@@ -694,6 +704,11 @@ pub(super) mod tests {
         let mut want = vec![applied.0, unsent.0];
         want.sort();
         assert_eq!(pending, want, "a trusted unplaced row is a pending seal");
+        for (tx, _) in [&applied, &unsent] {
+            let seq = service.store.rows().seq_of(tx).unwrap();
+            assert!(seq.is_some());
+            assert_eq!(service.pending.row(tx), seq, "its row kept for its block");
+        }
         service
             .process_blocks(vec![block(1, &[(&applied, EntryVerdict::Applied)])])
             .unwrap();

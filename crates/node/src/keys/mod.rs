@@ -287,7 +287,7 @@ impl OfflineKeys {
                 store::Inserted::KeyTaken { .. } => Err(NodeError::Seal(
                     "the data key already sealed another transaction".into(),
                 )),
-                store::Inserted::Stored | store::Inserted::Held => Ok(()),
+                store::Inserted::Stored { .. } | store::Inserted::Held => Ok(()),
             }
         });
         match stored {
@@ -686,7 +686,8 @@ impl Drop for KeyService {
 /// What keeping a key did (§16.13).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kept {
-    Stored,
+    /// In row `seq` of `keys.db`.
+    Stored { seq: i64 },
     /// Held already for this transaction.
     Held,
     /// The transaction is broken: its key sealed an earlier one too. Nothing stored.
@@ -891,7 +892,7 @@ impl Service {
         let mut untrusted = Vec::new();
         for row in unplaced {
             match row.tag {
-                Tag::Valid => self.pending.insert(row.tx, row.facts.not_after_ms),
+                Tag::Valid => self.pending.insert(row.tx, row.facts.not_after_ms, row.seq),
                 Tag::Absent => {
                     untagged += 1;
                     untrusted.push(row);
@@ -929,7 +930,7 @@ impl Service {
                         }
                     }
                     _ => {
-                        self.pending.insert(row.tx, row.facts.not_after_ms);
+                        self.pending.insert(row.tx, row.facts.not_after_ms, row.seq);
                     }
                 }
             }
@@ -1254,13 +1255,8 @@ impl Service {
                 };
                 let outcome =
                     service.keep_key(&seal.tx, held, &seal.key, None, seal.not_after_ms)?;
-                if outcome == Kept::Stored {
-                    // Its row, in the open epoch now: found in memory. A hint only: an error
-                    // leaves the block that applies the seal to search for it.
-                    let row = service.store.rows().seq_of(&seal.tx).ok().flatten();
-                    service
-                        .pending
-                        .insert_stored(seal.tx, seal.not_after_ms, row);
+                if let Kept::Stored { seq } = outcome {
+                    service.pending.insert(seal.tx, seal.not_after_ms, seq);
                 }
                 kept.push(outcome);
             }
@@ -1310,7 +1306,8 @@ impl Service {
         // stop vouches for the file (red team s46: its deadline, kept in memory only, was lost).
         let Some(committed) = self.chain.transaction(tx)?.filter(|c| c.rejected.is_none()) else {
             // Its deadline deletes it, as any pending seal's, whatever its row says it is.
-            self.pending.insert_if_absent(*tx, row.facts.not_after_ms);
+            self.pending
+                .insert_if_absent(*tx, row.facts.not_after_ms, row.seq);
             self.left_refused = true;
             return Ok(pending);
         };
@@ -1495,7 +1492,7 @@ impl Service {
         }
         let facts = row_facts(&held, not_after_ms);
         let holder = match rows.insert_key(tx, &facts, key)? {
-            store::Inserted::Stored => return Ok(Kept::Stored),
+            store::Inserted::Stored { seq } => return Ok(Kept::Stored { seq }),
             store::Inserted::Held => return Ok(Kept::Held),
             store::Inserted::KeyTaken { holder } => holder,
         };
@@ -1505,24 +1502,24 @@ impl Service {
             .transaction(&holder)?
             .map(|committed| (committed.height, committed.index));
         let order = |position: Option<(u64, u64)>| position.unwrap_or((u64::MAX, u64::MAX));
-        let broken = if order(position) < order(holder_position) {
-            rows.delete_key(&holder)?;
-            rows.mark_broken(&holder, &id)?;
-            self.pending.remove(&holder);
-            rows.insert_key(tx, &facts, key)?;
-            holder
-        } else {
-            rows.mark_broken(tx, &id)?;
-            *tx
-        };
+        let holder_is_later = order(position) < order(holder_position);
+        let broken = if holder_is_later { holder } else { *tx };
         warn!(
             broken = %ledger::short_hex(&broken),
             "one data key sealed two transactions: the later is broken"
         );
-        Ok(if broken == *tx {
-            Kept::Broken
-        } else {
-            Kept::Stored
+        if !holder_is_later {
+            rows.mark_broken(tx, &id)?;
+            return Ok(Kept::Broken);
+        }
+        rows.delete_key(&holder)?;
+        rows.mark_broken(&holder, &id)?;
+        self.pending.remove(&holder);
+        // Its holder's row gone, the key is nobody's: stored (a third holder would refuse it).
+        Ok(match rows.insert_key(tx, &facts, key)? {
+            store::Inserted::Stored { seq } => Kept::Stored { seq },
+            store::Inserted::Held => Kept::Held,
+            store::Inserted::KeyTaken { .. } => Kept::Broken,
         })
     }
 

@@ -4,7 +4,6 @@
 //! thousands, each block three times a second).
 
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroI64;
 
 use ledger::TxId;
 
@@ -17,24 +16,16 @@ pub(super) struct Pending {
 #[derive(Debug, Clone, Copy)]
 struct Seal {
     not_after_ms: u64,
-    /// The `seq` of its key's row in `keys.db` when this process stored it: the block that
-    /// applies the seal finds the row there rather than through the epoch index, behind
-    /// every epoch stored since (BENCHMARKS.md "thirty-eighth"). Checked before it is used.
-    row: Option<NonZeroI64>,
+    /// The `seq` of its key's row in `keys.db`: the block that applies the seal finds the row
+    /// there rather than through the epoch index, behind every epoch stored since
+    /// (BENCHMARKS.md "thirty-eighth"). Checked before it is used.
+    row: i64,
 }
 
 impl Pending {
-    /// `tx` is pending until `not_after_ms` (a deadline it had before is replaced).
-    pub fn insert(&mut self, tx: TxId, not_after_ms: u64) {
-        self.insert_seal(tx, not_after_ms, None);
-    }
-
-    /// [`Pending::insert`], its key just stored in row `row`.
-    pub fn insert_stored(&mut self, tx: TxId, not_after_ms: u64, row: Option<i64>) {
-        self.insert_seal(tx, not_after_ms, row.and_then(NonZeroI64::new));
-    }
-
-    fn insert_seal(&mut self, tx: TxId, not_after_ms: u64, row: Option<NonZeroI64>) {
+    /// `tx`, its key in row `row`, is pending until `not_after_ms` (a deadline it had before is
+    /// replaced).
+    pub fn insert(&mut self, tx: TxId, not_after_ms: u64, row: i64) {
         let seal = Seal { not_after_ms, row };
         if let Some(before) = self.seals.insert(tx, seal) {
             self.by_deadline.remove(&(before.not_after_ms, tx));
@@ -42,15 +33,15 @@ impl Pending {
         self.by_deadline.insert((not_after_ms, tx));
     }
 
-    /// The row `tx`'s key was stored in, if this process stored it (to be checked).
+    /// The row `tx`'s key was in when it became pending (to be checked).
     pub fn row(&self, tx: &TxId) -> Option<i64> {
-        self.seals.get(tx)?.row.map(NonZeroI64::get)
+        Some(self.seals.get(tx)?.row)
     }
 
-    /// `tx` is pending until `not_after_ms`, unless it is already.
-    pub fn insert_if_absent(&mut self, tx: TxId, not_after_ms: u64) {
+    /// [`Pending::insert`], unless `tx` is pending already.
+    pub fn insert_if_absent(&mut self, tx: TxId, not_after_ms: u64, row: i64) {
         if !self.contains(&tx) {
-            self.insert(tx, not_after_ms);
+            self.insert(tx, not_after_ms, row);
         }
     }
 
@@ -97,11 +88,11 @@ mod tests {
     #[test]
     fn seals_expire_in_deadline_order_and_a_new_deadline_replaces_the_old() {
         let mut pending = Pending::default();
-        pending.insert([1; 32], 30);
-        pending.insert([2; 32], 10);
-        pending.insert([3; 32], u64::MAX);
-        pending.insert_if_absent([2; 32], 50);
-        pending.insert([1; 32], 20);
+        pending.insert([1; 32], 30, 1);
+        pending.insert([2; 32], 10, 2);
+        pending.insert([3; 32], u64::MAX, 3);
+        pending.insert_if_absent([2; 32], 50, 4);
+        pending.insert([1; 32], 20, 1);
         assert!(
             pending.take_expired(10).is_empty(),
             "a deadline is inclusive"
@@ -114,23 +105,23 @@ mod tests {
         assert_eq!(pending.by_deadline.len(), 0);
     }
 
-    /// A stored seal's row is known until the seal leaves, whichever way; a deadline
-    /// replaced by `insert` forgets it (a start's rows come with none).
+    /// A seal's row is known until the seal leaves, whichever way; a new deadline comes with
+    /// its row.
     #[test]
-    fn a_stored_seal_keeps_its_row_until_it_leaves() {
+    fn a_seal_keeps_its_row_until_it_leaves() {
         let mut pending = Pending::default();
-        pending.insert_stored([1; 32], 30, Some(7));
-        pending.insert_stored([2; 32], 10, Some(8));
-        pending.insert([3; 32], 40);
-        assert_eq!(pending.row(&[1; 32]), Some(7));
+        pending.insert([1; 32], 30, 7);
+        pending.insert([2; 32], 10, 8);
+        pending.insert_if_absent([1; 32], 40, 9);
+        assert_eq!(pending.row(&[1; 32]), Some(7), "pending already");
         assert_eq!(pending.row(&[3; 32]), None);
         assert_eq!(pending.take_expired(11), [[2; 32]]);
         assert_eq!(pending.row(&[2; 32]), None, "expired");
         assert!(pending.remove(&[1; 32]));
         assert_eq!(pending.row(&[1; 32]), None, "removed");
-        pending.insert_stored([4; 32], 50, Some(9));
-        pending.insert([4; 32], 60);
-        assert_eq!(pending.row(&[4; 32]), None, "replaced");
+        pending.insert([4; 32], 50, 9);
+        pending.insert([4; 32], 60, 10);
+        assert_eq!(pending.row(&[4; 32]), Some(10), "replaced");
     }
 
     /// Red team s10, held: random inserts (replacing deadlines, with ties and the ends of the
@@ -156,12 +147,12 @@ mod tests {
                 match rng.gen_range(0..5) {
                     0 => {
                         let d = deadline(&mut rng);
-                        pending.insert(tx, d);
+                        pending.insert(tx, d, 1);
                         before.insert(tx, d);
                     }
                     1 => {
                         let d = deadline(&mut rng);
-                        pending.insert_if_absent(tx, d);
+                        pending.insert_if_absent(tx, d, 1);
                         before.entry(tx).or_insert(d);
                     }
                     2 => assert_eq!(pending.remove(&tx), before.remove(&tx).is_some()),

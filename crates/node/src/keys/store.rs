@@ -179,6 +179,8 @@ pub(crate) enum Tag {
 /// A held key's row, less its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct HeldRow {
+    /// Where it is in `data_keys`.
+    pub seq: i64,
     pub tx: TxId,
     pub facts: Facts,
     /// Whether `facts` may be trusted.
@@ -188,13 +190,12 @@ pub(crate) struct HeldRow {
 /// What inserting a key did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Inserted {
-    Stored,
+    /// In row `seq`.
+    Stored { seq: i64 },
     /// The transaction's key is held already.
     Held,
     /// The same key is held for the transaction `holder` (§16.13): nothing stored.
-    KeyTaken {
-        holder: TxId,
-    },
+    KeyTaken { holder: TxId },
 }
 
 /// How a `keys.db` transaction reaches the disk (docs/SECURITY.md, "Confidential records",
@@ -963,7 +964,7 @@ impl Rows<'_> {
             patient: &facts.patient,
         };
         self.runs.borrow_mut().add(self.conn, seq, &values)?;
-        Ok(Inserted::Stored)
+        Ok(Inserted::Stored { seq })
     }
 
     fn count_held(&self, change: i64) -> Result<(), NodeError> {
@@ -1219,7 +1220,7 @@ impl Rows<'_> {
         self.select(sql, args, |row| self.held_row(row))
     }
 
-    /// A row of `tx, patient, not_after_ms, on_chain, facts_tag`, its facts checked.
+    /// A row of `tx, patient, not_after_ms, on_chain, facts_tag, seq`, its facts checked.
     fn held_row(&self, row: &rusqlite::Row<'_>) -> Result<HeldRow, NodeError> {
         let tx = tx_id(row.get(0)?)?;
         let facts = Facts {
@@ -1229,14 +1230,19 @@ impl Rows<'_> {
         };
         let tag: Option<Vec<u8>> = row.get(4)?;
         let tag = self.store.check_facts(&tx, &facts, tag.as_deref());
-        Ok(HeldRow { tx, facts, tag })
+        Ok(HeldRow {
+            seq: row.get(5)?,
+            tx,
+            facts,
+            tag,
+        })
     }
 
     /// Row `seq`, less the key.
     fn held_at(&self, seq: i64) -> Result<Option<HeldRow>, NodeError> {
         Ok(self
             .held_rows(
-                "SELECT tx, patient, not_after_ms, on_chain, facts_tag FROM data_keys
+                "SELECT tx, patient, not_after_ms, on_chain, facts_tag, seq FROM data_keys
                  WHERE seq = ?1",
                 [seq],
             )?
@@ -1264,7 +1270,7 @@ impl Rows<'_> {
     #[cfg(test)]
     pub fn all_held(&self) -> Result<Vec<HeldRow>, NodeError> {
         self.held_rows(
-            "SELECT tx, patient, not_after_ms, on_chain, facts_tag FROM data_keys",
+            "SELECT tx, patient, not_after_ms, on_chain, facts_tag, seq FROM data_keys",
             [],
         )
     }
@@ -1273,7 +1279,7 @@ impl Rows<'_> {
     /// rows of schema 3), from their index.
     pub fn unplaced(&self) -> Result<Vec<HeldRow>, NodeError> {
         self.held_rows(
-            "SELECT tx, patient, not_after_ms, on_chain, facts_tag
+            "SELECT tx, patient, not_after_ms, on_chain, facts_tag, seq
              FROM data_keys INDEXED BY data_keys_pending WHERE on_chain IS NULL",
             [],
         )
@@ -1438,12 +1444,16 @@ mod tests {
         let store = open(dir.path(), &key).unwrap();
         let data = DataKey::generate();
         let (tx, patient) = ([1; 32], [2; 16]);
-        store
+        let Inserted::Stored { seq } = store
             .rows()
             .insert_key(&tx, &pending(patient, 99), &data)
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("stored")
+        };
         assert_eq!(store.rows().key(&tx).unwrap(), Some(data.clone()));
         let row = HeldRow {
+            seq,
             tx,
             facts: pending(patient, 99),
             tag: Tag::Valid,
@@ -1516,7 +1526,7 @@ mod tests {
             (far, &pending([4; 16], u64::MAX)),
         ] {
             let inserted = rows.insert_key(&tx, facts, &DataKey::generate()).unwrap();
-            assert_eq!(inserted, Inserted::Stored);
+            assert!(matches!(inserted, Inserted::Stored { .. }));
         }
         // A deadline beyond SQLite's integers is tagged as it reads back.
         assert_eq!(tag_of(&store, &far), Tag::Valid);
@@ -1559,6 +1569,7 @@ mod tests {
         assert_eq!(
             held.iter().find(|row| row.tx == a),
             Some(&HeldRow {
+                seq: store.rows().seq_of(&a).unwrap().unwrap(),
                 tx: a,
                 facts: facts_a,
                 tag: Tag::Valid
@@ -1616,6 +1627,60 @@ mod tests {
         assert!(rows.all_held().unwrap().iter().all(|row| row.tx != b));
     }
 
+    /// The named row is written without the epoch index: the index blind to it (its group's
+    /// filter zeroed on disk), the search finds nothing and writes nothing, the named row is
+    /// written (the block that applies a seal of this validator takes that path).
+    #[test]
+    fn the_named_row_is_written_without_the_index() {
+        use super::super::runs::{EPOCH_ROWS, GROUP_EPOCHS};
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeystoreKey::generate();
+        let tx = |i: i64| {
+            let mut tx = [0x39; 32];
+            tx[..8].copy_from_slice(&i.to_le_bytes());
+            tx
+        };
+        let mut seqs = Vec::new();
+        {
+            let store = open(dir.path(), &key).unwrap();
+            for i in 0..GROUP_EPOCHS * EPOCH_ROWS + 3 {
+                let inserted = store
+                    .rows()
+                    .insert_key(&tx(i), &pending([4; 16], 99), &DataKey::generate())
+                    .unwrap();
+                let Inserted::Stored { seq } = inserted else {
+                    panic!("{inserted:?}")
+                };
+                assert_eq!(store.rows().seq_of(&tx(i)).unwrap(), Some(seq));
+                seqs.push(seq);
+            }
+        }
+        Connection::open(dir.path().join("keys.db"))
+            .unwrap()
+            .execute_batch("UPDATE key_groups SET bits = zeroblob(length(bits))")
+            .unwrap();
+        let store = open(dir.path(), &key).unwrap();
+        let rows = store.rows();
+        let on_chain = Facts {
+            patient: [4; 16],
+            not_after_ms: 99,
+            on_chain: Some(vec![5; 13]),
+        };
+        assert_eq!(rows.seq_of(&tx(0)).unwrap(), None, "the index is blind");
+        let facts_of = |tx: TxId| {
+            let held = rows.all_held().unwrap();
+            held.into_iter().find(|row| row.tx == tx).unwrap()
+        };
+        rows.set_facts(&tx(0), &on_chain).unwrap();
+        assert_eq!(facts_of(tx(0)).facts, pending([4; 16], 99), "not found");
+        rows.set_facts_at(&tx(0), Some(seqs[0]), &on_chain).unwrap();
+        let row = facts_of(tx(0));
+        assert_eq!(
+            (row.seq, row.facts, row.tag),
+            (seqs[0], on_chain, Tag::Valid)
+        );
+    }
+
     /// Locations keep 8 bytes of each value: transactions and key ids that share them (a
     /// signer grinding ids can make two) are each found, deleted alone, and read back at open.
     #[test]
@@ -1631,16 +1696,16 @@ mod tests {
         let (first, second, third) = (same_prefix(1), same_prefix(2), same_prefix(3));
         let (a, b) = (DataKey::generate(), DataKey::generate());
         let rows = store.rows();
-        assert_eq!(
+        assert!(matches!(
             rows.insert_key(&first, &pending([2; 16], 0), &a).unwrap(),
-            Inserted::Stored
-        );
+            Inserted::Stored { .. }
+        ));
         assert!(!rows.has_key(&second).unwrap(), "a prefix is not a hit");
         assert_eq!(rows.key(&second).unwrap(), None);
-        assert_eq!(
+        assert!(matches!(
             rows.insert_key(&second, &pending([2; 16], 0), &b).unwrap(),
-            Inserted::Stored
-        );
+            Inserted::Stored { .. }
+        ));
         assert_eq!(rows.key(&first).unwrap(), Some(a.clone()));
         assert_eq!(rows.key(&second).unwrap(), Some(b.clone()));
         assert_eq!(
@@ -1656,10 +1721,10 @@ mod tests {
         assert_eq!(rows.key(&second).unwrap(), Some(b));
         assert!(rows.delete_key(&second).unwrap());
         assert!(!rows.delete_key(&second).unwrap());
-        assert_eq!(
+        assert!(matches!(
             rows.insert_key(&third, &pending([2; 16], 0), &a).unwrap(),
-            Inserted::Stored
-        );
+            Inserted::Stored { .. }
+        ));
     }
 
     #[test]
@@ -1679,7 +1744,9 @@ mod tests {
         assert_eq!(
             inserted,
             [
-                Inserted::Stored,
+                Inserted::Stored {
+                    seq: rows.seq_of(&[1; 32]).unwrap().unwrap()
+                },
                 Inserted::Held,
                 Inserted::KeyTaken { holder: [1; 32] }
             ]
@@ -2179,13 +2246,13 @@ mod red_team_s9 {
             p
         };
         for i in 0..n {
-            assert_eq!(
+            assert!(matches!(
                 store
                     .rows()
                     .insert_key(&ground(i), &facts(patient(i)), &keys[i as usize])
                     .unwrap(),
-                Inserted::Stored
-            );
+                Inserted::Stored { .. }
+            ));
         }
         assert_eq!(store.runs.borrow().covered, EPOCH_ROWS * 3);
         let check = |store: &KeyStore, gone: &[u16], extra: &[(u16, DataKey)]| {
@@ -2290,11 +2357,11 @@ mod red_team_s9 {
         assert_eq!(rows.held_count().unwrap(), u64::from(e + e / 2));
         // The rolled-back rows' key ids are free; the committed rows' are not.
         let late = (e + e / 2) as usize;
-        assert_eq!(
+        assert!(matches!(
             rows.insert_key(&ground(500), &facts([1; 16]), &keys[late])
                 .unwrap(),
-            Inserted::Stored
-        );
+            Inserted::Stored { .. }
+        ));
         assert_eq!(
             rows.insert_key(&ground(501), &facts([1; 16]), &keys[1])
                 .unwrap(),
@@ -2473,10 +2540,10 @@ mod red_team_s9b {
             rows.insert_key(&[8; 32], &facts(1), &keys[2]).unwrap(),
             Inserted::KeyTaken { holder: [2; 32] }
         );
-        assert_eq!(
+        assert!(matches!(
             rows.insert_key(&[7; 32], &facts(1), &keys[3]).unwrap(),
-            Inserted::Stored
-        );
+            Inserted::Stored { .. }
+        ));
     }
 }
 
