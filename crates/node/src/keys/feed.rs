@@ -688,6 +688,81 @@ pub(super) mod tests {
         assert_eq!(expired, first);
     }
 
+    /// The block that applies a seal of this validator writes the chain's facts in the row a
+    /// start read the seal from, without the epoch index: with the index blind to it (its
+    /// group's filter zeroed on disk before the start), the row holds them after the block.
+    #[test]
+    fn a_block_writes_its_seals_facts_in_the_row_a_start_read() {
+        use crate::keys::runs::{EPOCH_ROWS, GROUP_EPOCHS};
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(dir.path());
+        let records: Vec<(TxId, TxHeader)> = (0..=(GROUP_EPOCHS * EPOCH_ROWS) as u8)
+            .map(record)
+            .collect();
+        sealed_then_stopped(&mut service, &records);
+        crate::keys::s46_asides::keys_db(dir.path())
+            .execute_batch("UPDATE key_groups SET bits = zeroblob(length(bits))")
+            .unwrap();
+        service.store = service.store.reopened();
+        service.load().unwrap();
+        // The record's parties, as the chain would name them (this test's chain has none).
+        for person in [[1; 16], [2; 16]] {
+            service.directory.homes.insert(person, 0);
+        }
+        let first = &records[0];
+        let rows = service.store.rows();
+        assert_eq!(rows.seq_of(&first.0).unwrap(), None, "the index is blind");
+        service
+            .process_blocks(vec![block(1, &[(first, EntryVerdict::Applied)])])
+            .unwrap();
+        let rows = service.store.rows();
+        let row = rows
+            .all_held()
+            .unwrap()
+            .into_iter()
+            .find(|row| row.tx == first.0);
+        let row = row.unwrap();
+        assert!(row.facts.on_chain.is_some(), "the chain's facts: {row:?}");
+        assert_eq!(row.tag, crate::keys::store::Tag::Valid);
+    }
+
+    /// Red team s86: a pending seal's row copied byte for byte to a higher `seq` (its tag
+    /// holds: it covers the transaction and the facts, not the `seq`). The start keeps no row
+    /// for the seal, so its block writes the chain's facts in the row that lookups read, and
+    /// the key is served, as before rows were kept in memory.
+    #[test]
+    fn a_seals_row_copied_in_the_file_leaves_its_block_to_the_row_lookups_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(dir.path());
+        let sealed = record(1);
+        sealed_then_stopped(&mut service, std::slice::from_ref(&sealed));
+        crate::keys::s46_asides::keys_db(dir.path())
+            .execute(
+                "INSERT INTO data_keys
+                    (seq, tx, patient, key_id, not_after_ms, sealed_key, on_chain, facts_tag)
+                 SELECT seq + 1000, tx, patient, key_id, not_after_ms, sealed_key, on_chain,
+                    facts_tag
+                 FROM data_keys",
+                [],
+            )
+            .unwrap();
+        service.load().unwrap();
+        assert_eq!(service.pending.txs(), [sealed.0]);
+        assert_eq!(
+            service.pending.row(&sealed.0),
+            None,
+            "met twice: no row kept"
+        );
+        for person in [[1; 16], [2; 16]] {
+            service.directory.homes.insert(person, 0);
+        }
+        service
+            .process_blocks(vec![block(1, &[(&sealed, EntryVerdict::Applied)])])
+            .unwrap();
+        let held = service.held(&sealed.0).unwrap().unwrap();
+        assert!(held.on_chain.is_some(), "the row lookups read is on chain");
+    }
+
     /// A start takes a trusted unplaced row for a seal not applied by the processed height,
     /// with no lookup: pending with its deadline. One applied after that height leaves the
     /// pending seals as the feed reads its block again, so its key outlives its deadline; one

@@ -888,11 +888,17 @@ impl Service {
         // Not emptied: what was relearned while the chain was behind is written, and judged,
         // once it has caught up ([`Service::write_relearned`]).
         self.checked_to = self.store.sweep_from();
-        let (mut learned, mut refused, mut untagged) = (Vec::new(), 0u64, 0u64);
+        let (mut learned, mut refused, mut untagged, mut twice) = (Vec::new(), 0u64, 0u64, 0u64);
         let mut untrusted = Vec::new();
         for row in unplaced {
             match row.tag {
-                Tag::Valid => self.pending.insert(row.tx, row.facts.not_after_ms, row.seq),
+                Tag::Valid => {
+                    twice += u64::from(self.pending.insert_read(
+                        row.tx,
+                        row.facts.not_after_ms,
+                        row.seq,
+                    ))
+                }
                 Tag::Absent => {
                     untagged += 1;
                     untrusted.push(row);
@@ -930,10 +936,22 @@ impl Service {
                         }
                     }
                     _ => {
-                        self.pending.insert(row.tx, row.facts.not_after_ms, row.seq);
+                        twice += u64::from(self.pending.insert_read(
+                            row.tx,
+                            row.facts.not_after_ms,
+                            row.seq,
+                        ));
                     }
                 }
             }
+        }
+        if twice > 0 {
+            warn!(
+                validator = self.me,
+                rows = twice,
+                "keys.db: a pending seal's row met again (a copy written in the file): its block \
+                 writes the chain's facts in the row lookups find"
+            );
         }
         self.counters.keys_rows_refused += refused;
         if refused > 0 {
@@ -1256,7 +1274,9 @@ impl Service {
                 let outcome =
                     service.keep_key(&seal.tx, held, &seal.key, None, seal.not_after_ms)?;
                 if let Kept::Stored { seq } = outcome {
-                    service.pending.insert(seal.tx, seal.not_after_ms, seq);
+                    service
+                        .pending
+                        .insert(seal.tx, seal.not_after_ms, Some(seq));
                 }
                 kept.push(outcome);
             }

@@ -18,14 +18,15 @@ struct Seal {
     not_after_ms: u64,
     /// The `seq` of its key's row in `keys.db`: the block that applies the seal finds the row
     /// there rather than through the epoch index, behind every epoch stored since
-    /// (BENCHMARKS.md "thirty-eighth"). Checked before it is used.
-    row: i64,
+    /// (BENCHMARKS.md "thirty-eighth"). Checked before it is used; none for a transaction
+    /// whose row a start met twice ([`Pending::insert_read`]).
+    row: Option<i64>,
 }
 
 impl Pending {
     /// `tx`, its key in row `row`, is pending until `not_after_ms` (a deadline it had before is
     /// replaced).
-    pub fn insert(&mut self, tx: TxId, not_after_ms: u64, row: i64) {
+    pub fn insert(&mut self, tx: TxId, not_after_ms: u64, row: Option<i64>) {
         let seal = Seal { not_after_ms, row };
         if let Some(before) = self.seals.insert(tx, seal) {
             self.by_deadline.remove(&(before.not_after_ms, tx));
@@ -35,14 +36,23 @@ impl Pending {
 
     /// The row `tx`'s key was in when it became pending (to be checked).
     pub fn row(&self, tx: &TxId) -> Option<i64> {
-        Some(self.seals.get(tx)?.row)
+        self.seals.get(tx)?.row
     }
 
     /// [`Pending::insert`], unless `tx` is pending already.
     pub fn insert_if_absent(&mut self, tx: TxId, not_after_ms: u64, row: i64) {
         if !self.contains(&tx) {
-            self.insert(tx, not_after_ms, row);
+            self.insert(tx, not_after_ms, Some(row));
         }
+    }
+
+    /// [`Pending::insert`] of a row read at a start; whether `tx` was met before. A
+    /// transaction met twice (its row copied in the file) keeps no row: its block writes the
+    /// chain's facts in the row that lookups find, not in a copy they never read (red team s86).
+    pub fn insert_read(&mut self, tx: TxId, not_after_ms: u64, row: i64) -> bool {
+        let again = self.contains(&tx);
+        self.insert(tx, not_after_ms, (!again).then_some(row));
+        again
     }
 
     /// Whether `tx` was pending.
@@ -88,11 +98,11 @@ mod tests {
     #[test]
     fn seals_expire_in_deadline_order_and_a_new_deadline_replaces_the_old() {
         let mut pending = Pending::default();
-        pending.insert([1; 32], 30, 1);
-        pending.insert([2; 32], 10, 2);
-        pending.insert([3; 32], u64::MAX, 3);
+        pending.insert([1; 32], 30, None);
+        pending.insert([2; 32], 10, None);
+        pending.insert([3; 32], u64::MAX, None);
         pending.insert_if_absent([2; 32], 50, 4);
-        pending.insert([1; 32], 20, 1);
+        pending.insert([1; 32], 20, None);
         assert!(
             pending.take_expired(10).is_empty(),
             "a deadline is inclusive"
@@ -110,8 +120,8 @@ mod tests {
     #[test]
     fn a_seal_keeps_its_row_until_it_leaves() {
         let mut pending = Pending::default();
-        pending.insert([1; 32], 30, 7);
-        pending.insert([2; 32], 10, 8);
+        pending.insert([1; 32], 30, Some(7));
+        pending.insert([2; 32], 10, Some(8));
         pending.insert_if_absent([1; 32], 40, 9);
         assert_eq!(pending.row(&[1; 32]), Some(7), "pending already");
         assert_eq!(pending.row(&[3; 32]), None);
@@ -119,9 +129,20 @@ mod tests {
         assert_eq!(pending.row(&[2; 32]), None, "expired");
         assert!(pending.remove(&[1; 32]));
         assert_eq!(pending.row(&[1; 32]), None, "removed");
-        pending.insert([4; 32], 50, 9);
-        pending.insert([4; 32], 60, 10);
+        pending.insert([4; 32], 50, Some(9));
+        pending.insert([4; 32], 60, Some(10));
         assert_eq!(pending.row(&[4; 32]), Some(10), "replaced");
+        assert!(!pending.insert_read([5; 32], 70, 11));
+        assert_eq!(pending.row(&[5; 32]), Some(11));
+        assert!(pending.insert_read([5; 32], 80, 12), "met twice");
+        assert_eq!(pending.row(&[5; 32]), None, "met twice: no row");
+        assert!(pending.insert_read([5; 32], 90, 13));
+        assert_eq!(pending.row(&[5; 32]), None);
+        assert_eq!(
+            pending.take_expired(85),
+            [[4; 32]],
+            "the last deadline read"
+        );
     }
 
     /// Red team s10, held: random inserts (replacing deadlines, with ties and the ends of the
@@ -147,7 +168,7 @@ mod tests {
                 match rng.gen_range(0..5) {
                     0 => {
                         let d = deadline(&mut rng);
-                        pending.insert(tx, d, 1);
+                        pending.insert(tx, d, None);
                         before.insert(tx, d);
                     }
                     1 => {

@@ -243,6 +243,12 @@ pub(crate) struct KeyStore {
 }
 
 impl KeyStore {
+    /// This store opened again from its file, as a start opens it (its epoch index read anew).
+    #[cfg(test)]
+    pub fn reopened(&self) -> KeyStore {
+        KeyStore::open(&self.path, self.genesis_hash, self.key.clone()).unwrap()
+    }
+
     /// Opens (creating if absent) the key store at `path` for the chain `genesis_hash`, sealed
     /// under `key`. Refuses a store of another chain, and one `key` does not open. Truncates
     /// the WAL before anything is answered (an erasure's checkpoint survives a crash, §16.17).
