@@ -198,8 +198,8 @@ impl Service {
                 // A duplicate says nothing of the first copy: it never deletes a key (§16.18).
                 EntryVerdict::Duplicate => continue,
                 EntryVerdict::Rejected => {
-                    if sealed && self.pending.remove(&entry.id) {
-                        self.delete_key(&entry.id)?;
+                    if sealed && let Some(row) = self.pending.take(&entry.id) {
+                        self.store.rows().delete_pending_key(&entry.id, row)?;
                     }
                     continue;
                 }
@@ -227,8 +227,8 @@ impl Service {
             }
         }
         // A key for nothing: its transaction can no longer be applied.
-        for tx in self.pending.take_expired(block.time_ms) {
-            self.delete_key(&tx)?;
+        for (tx, row) in self.pending.take_expired(block.time_ms) {
+            self.store.rows().delete_pending_key(&tx, row)?;
         }
         Ok(erased)
     }
@@ -681,7 +681,9 @@ pub(super) mod tests {
             assert_eq!(service.pending.row(tx), seq, "its row kept for its block");
         }
         // Each with its own deadline: the earliest two expire first.
-        let mut expired = service.pending.take_expired(102);
+        let mut expired: Vec<TxId> = (service.pending.take_expired(102).into_iter())
+            .map(|(tx, _)| tx)
+            .collect();
         expired.sort();
         let mut first = vec![records[0].0, records[1].0];
         first.sort();

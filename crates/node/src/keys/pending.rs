@@ -57,10 +57,14 @@ impl Pending {
 
     /// Whether `tx` was pending.
     pub fn remove(&mut self, tx: &TxId) -> bool {
-        match self.seals.remove(tx) {
-            Some(seal) => self.by_deadline.remove(&(seal.not_after_ms, *tx)),
-            None => false,
-        }
+        self.take(tx).is_some()
+    }
+
+    /// Takes `tx` out if it was pending, with its row (if one is known).
+    pub fn take(&mut self, tx: &TxId) -> Option<Option<i64>> {
+        let seal = self.seals.remove(tx)?;
+        self.by_deadline.remove(&(seal.not_after_ms, *tx));
+        Some(seal.row)
     }
 
     pub fn len(&self) -> usize {
@@ -72,15 +76,15 @@ impl Pending {
     }
 
     /// Takes out the seals that a block of time `time_ms` can no longer apply
-    /// (`not_after_ms < time_ms`).
-    pub fn take_expired(&mut self, time_ms: u64) -> Vec<TxId> {
+    /// (`not_after_ms < time_ms`), with their rows.
+    pub fn take_expired(&mut self, time_ms: u64) -> Vec<(TxId, Option<i64>)> {
         let mut expired = Vec::new();
         while let Some(&(not_after_ms, tx)) = self.by_deadline.first()
             && not_after_ms < time_ms
         {
             self.by_deadline.pop_first();
-            self.seals.remove(&tx);
-            expired.push(tx);
+            let row = self.seals.remove(&tx).and_then(|seal| seal.row);
+            expired.push((tx, row));
         }
         expired
     }
@@ -107,7 +111,7 @@ mod tests {
             pending.take_expired(10).is_empty(),
             "a deadline is inclusive"
         );
-        assert_eq!(pending.take_expired(21), [[2; 32], [1; 32]]);
+        assert_eq!(pending.take_expired(21), [([2; 32], None), ([1; 32], None)]);
         assert!(!pending.contains(&[1; 32]) && pending.contains(&[3; 32]));
         assert!(pending.remove(&[3; 32]));
         assert!(!pending.remove(&[3; 32]));
@@ -125,10 +129,10 @@ mod tests {
         pending.insert_if_absent([1; 32], 40, 9);
         assert_eq!(pending.row(&[1; 32]), Some(7), "pending already");
         assert_eq!(pending.row(&[3; 32]), None);
-        assert_eq!(pending.take_expired(11), [[2; 32]]);
+        assert_eq!(pending.take_expired(11), [([2; 32], Some(8))]);
         assert_eq!(pending.row(&[2; 32]), None, "expired");
-        assert!(pending.remove(&[1; 32]));
-        assert_eq!(pending.row(&[1; 32]), None, "removed");
+        assert_eq!(pending.take(&[1; 32]), Some(Some(7)));
+        assert_eq!(pending.take(&[1; 32]), None, "taken");
         pending.insert([4; 32], 50, Some(9));
         pending.insert([4; 32], 60, Some(10));
         assert_eq!(pending.row(&[4; 32]), Some(10), "replaced");
@@ -140,7 +144,7 @@ mod tests {
         assert_eq!(pending.row(&[5; 32]), None);
         assert_eq!(
             pending.take_expired(85),
-            [[4; 32]],
+            [([4; 32], Some(10))],
             "the last deadline read"
         );
     }
@@ -182,7 +186,11 @@ mod tests {
                             0 => u64::MAX,
                             _ => rng.gen_range(0..60),
                         };
-                        let mut taken = pending.take_expired(time);
+                        let mut taken: Vec<TxId> = pending
+                            .take_expired(time)
+                            .into_iter()
+                            .map(|(tx, _)| tx)
+                            .collect();
                         let mut expired: Vec<TxId> = before
                             .iter()
                             .filter(|(_, not_after_ms)| **not_after_ms < time)

@@ -1070,19 +1070,42 @@ impl Rows<'_> {
     pub fn delete_key(&self, tx: &TxId) -> Result<bool, NodeError> {
         let seqs = self.find(RunTag::Tx, tx)?;
         for &seq in &seqs {
-            let (id, patient): (Vec<u8>, Vec<u8>) = self
-                .conn
-                .prepare_cached("DELETE FROM data_keys WHERE seq = ?1 RETURNING key_id, patient")?
-                .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            self.count_held(-1)?;
-            let values = RowValues {
-                tx,
-                key_id: &id,
-                patient: &patient,
-            };
-            self.runs.borrow_mut().remove(seq, &values);
+            self.delete_row(seq, tx)?;
         }
         Ok(!seqs.is_empty())
+    }
+
+    /// Deletes the key of a seal of this validator that can no longer be applied (past its
+    /// deadline, or rejected), looked for in row `row` first (where it was stored, or read at
+    /// the start): that row only if it holds `tx`, else every row the index finds. Each
+    /// search walks the epoch index; a block past the deadlines of a hundred thousand seals
+    /// held the key service for two minutes (BENCHMARKS.md "thirty-ninth"). A copy of the row
+    /// elsewhere in the file stays until a start reads it as pending again: its key opens a
+    /// transaction that is not on chain, and its deadline deletes it then.
+    pub fn delete_pending_key(&self, tx: &TxId, row: Option<i64>) -> Result<bool, NodeError> {
+        match row {
+            Some(seq) if row_has(self.conn, seq, RunTag::Tx.column(), tx)? => {
+                self.delete_row(seq, tx)?;
+                Ok(true)
+            }
+            _ => self.delete_key(tx),
+        }
+    }
+
+    /// Deletes row `seq`, which holds `tx`'s key, and its index entries.
+    fn delete_row(&self, seq: i64, tx: &TxId) -> Result<(), NodeError> {
+        let (id, patient): (Vec<u8>, Vec<u8>) = self
+            .conn
+            .prepare_cached("DELETE FROM data_keys WHERE seq = ?1 RETURNING key_id, patient")?
+            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        self.count_held(-1)?;
+        let values = RowValues {
+            tx,
+            key_id: &id,
+            patient: &patient,
+        };
+        self.runs.borrow_mut().remove(seq, &values);
+        Ok(())
     }
 
     /// The tags under which row `seq` is not found by its own values (its `seq` changed on disk
@@ -1684,6 +1707,26 @@ mod tests {
         assert_eq!(
             (row.seq, row.facts, row.tag),
             (seqs[0], on_chain, Tag::Valid)
+        );
+        // A pending seal's key is deleted the same way, in the named row only if it holds
+        // the transaction.
+        let held = || rows.all_held().unwrap().len();
+        let before = held();
+        assert!(!rows.delete_key(&tx(1)).unwrap(), "not found");
+        assert!(!rows.delete_pending_key(&tx(1), Some(seqs[2])).unwrap());
+        assert!(!rows.delete_pending_key(&tx(1), None).unwrap());
+        assert_eq!(
+            held(),
+            before,
+            "a row of another transaction named: nothing deleted"
+        );
+        assert!(rows.delete_pending_key(&tx(1), Some(seqs[1])).unwrap());
+        assert_eq!(held(), before - 1);
+        assert!(rows.all_held().unwrap().iter().all(|row| row.tx != tx(1)));
+        assert_eq!(rows.held_count().unwrap(), before as u64 - 1);
+        assert!(
+            !rows.delete_pending_key(&tx(1), Some(seqs[1])).unwrap(),
+            "gone"
         );
     }
 
