@@ -198,8 +198,9 @@ impl Service {
                 // A duplicate says nothing of the first copy: it never deletes a key (§16.18).
                 EntryVerdict::Duplicate => continue,
                 EntryVerdict::Rejected => {
-                    if sealed && let Some(row) = self.pending.take(&entry.id) {
-                        self.store.rows().delete_pending_key(&entry.id, row)?;
+                    // Every row the index finds (rejections are few): the body stays on chain.
+                    if sealed && self.pending.remove(&entry.id) {
+                        self.delete_key(&entry.id)?;
                     }
                     continue;
                 }

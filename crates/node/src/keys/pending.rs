@@ -57,14 +57,10 @@ impl Pending {
 
     /// Whether `tx` was pending.
     pub fn remove(&mut self, tx: &TxId) -> bool {
-        self.take(tx).is_some()
-    }
-
-    /// Takes `tx` out if it was pending, with its row (if one is known).
-    pub fn take(&mut self, tx: &TxId) -> Option<Option<i64>> {
-        let seal = self.seals.remove(tx)?;
-        self.by_deadline.remove(&(seal.not_after_ms, *tx));
-        Some(seal.row)
+        match self.seals.remove(tx) {
+            Some(seal) => self.by_deadline.remove(&(seal.not_after_ms, *tx)),
+            None => false,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -131,8 +127,8 @@ mod tests {
         assert_eq!(pending.row(&[3; 32]), None);
         assert_eq!(pending.take_expired(11), [([2; 32], Some(8))]);
         assert_eq!(pending.row(&[2; 32]), None, "expired");
-        assert_eq!(pending.take(&[1; 32]), Some(Some(7)));
-        assert_eq!(pending.take(&[1; 32]), None, "taken");
+        assert!(pending.remove(&[1; 32]));
+        assert_eq!(pending.row(&[1; 32]), None, "removed");
         pending.insert([4; 32], 50, Some(9));
         pending.insert([4; 32], 60, Some(10));
         assert_eq!(pending.row(&[4; 32]), Some(10), "replaced");

@@ -1075,13 +1075,12 @@ impl Rows<'_> {
         Ok(!seqs.is_empty())
     }
 
-    /// Deletes the key of a seal of this validator that can no longer be applied (past its
-    /// deadline, or rejected), looked for in row `row` first (where it was stored, or read at
-    /// the start): that row only if it holds `tx`, else every row the index finds. Each
-    /// search walks the epoch index; a block past the deadlines of a hundred thousand seals
-    /// held the key service for two minutes (BENCHMARKS.md "thirty-ninth"). A copy of the row
-    /// elsewhere in the file stays until a start reads it as pending again: its key opens a
-    /// transaction that is not on chain, and its deadline deletes it then.
+    /// Deletes the key of a seal of this validator past its deadline, looked for in row `row`
+    /// first (where it was stored, or read at the start): that row only if it holds `tx`, else
+    /// every row the index finds. Each search walks the epoch index; a block past the
+    /// deadlines of a million seals held the key service for two minutes (BENCHMARKS.md
+    /// "thirty-ninth"). A copy of the row elsewhere in the file (a writer of it) stays, as one
+    /// put back after a deletion would: its key opens a transaction that is not on chain.
     pub fn delete_pending_key(&self, tx: &TxId, row: Option<i64>) -> Result<bool, NodeError> {
         match row {
             Some(seq) if row_has(self.conn, seq, RunTag::Tx.column(), tx)? => {
@@ -1728,6 +1727,11 @@ mod tests {
             !rows.delete_pending_key(&tx(1), Some(seqs[1])).unwrap(),
             "gone"
         );
+        // A wrong row, the index not blind (the open epoch): found by the search.
+        let last = GROUP_EPOCHS * EPOCH_ROWS + 2;
+        assert!(rows.delete_pending_key(&tx(last), Some(seqs[0])).unwrap());
+        assert_eq!(held(), before - 2);
+        assert_eq!(facts_of(tx(0)).seq, seqs[0], "the row named kept");
     }
 
     /// Locations keep 8 bytes of each value: transactions and key ids that share them (a
