@@ -682,7 +682,10 @@ pub(super) mod tests {
             assert_eq!(service.pending.row(tx), seq, "its row kept for its block");
         }
         // Each with its own deadline: the earliest two expire first.
-        let mut expired: Vec<TxId> = (service.pending.take_expired(102).into_iter())
+        let mut expired: Vec<TxId> = service
+            .pending
+            .take_expired(102)
+            .into_iter()
             .map(|(tx, _)| tx)
             .collect();
         expired.sort();
