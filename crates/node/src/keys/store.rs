@@ -1082,12 +1082,20 @@ impl Rows<'_> {
     /// "thirty-ninth"). A copy of the row elsewhere in the file (a writer of it) stays, as one
     /// put back after a deletion would: its key opens a transaction that is not on chain.
     pub fn delete_pending_key(&self, tx: &TxId, row: Option<i64>) -> Result<bool, NodeError> {
-        match row {
-            Some(seq) if row_has(self.conn, seq, RunTag::Tx.column(), tx)? => {
+        match self.named_row(tx, row)? {
+            Some(seq) => {
                 self.delete_row(seq, tx)?;
                 Ok(true)
             }
-            _ => self.delete_key(tx),
+            None => self.delete_key(tx),
+        }
+    }
+
+    /// `row`, if it holds `tx`'s key: a row a caller kept, checked before it is used.
+    fn named_row(&self, tx: &TxId, row: Option<i64>) -> Result<Option<i64>, NodeError> {
+        match row {
+            Some(seq) if row_has(self.conn, seq, RunTag::Tx.column(), tx)? => Ok(Some(seq)),
+            _ => Ok(None),
         }
     }
 
@@ -1198,12 +1206,12 @@ impl Rows<'_> {
         row: Option<i64>,
         facts: &Facts,
     ) -> Result<(), NodeError> {
-        let seq = match row {
-            Some(seq) if row_has(self.conn, seq, RunTag::Tx.column(), tx)? => seq,
-            _ => match self.seq_of(tx)? {
-                Some(seq) => seq,
-                None => return Ok(()),
-            },
+        let found = match self.named_row(tx, row)? {
+            Some(seq) => Some(seq),
+            None => self.seq_of(tx)?,
+        };
+        let Some(seq) = found else {
+            return Ok(());
         };
         let (not_after_ms, tag) = self.store.stored_facts(tx, facts);
         let args = params![
