@@ -1382,9 +1382,9 @@ impl Service {
             self.counters.keys_rows_checked += rows.len() as u64;
             let mut unindexed = Vec::new();
             let mut erased = Vec::new();
-            for (seq, row, not_in_run) in &rows {
+            for (row, not_in_run) in &rows {
                 if *not_in_run {
-                    unindexed.push(*seq);
+                    unindexed.push(row.seq);
                 }
                 // A key whose erasure the chain holds has no row: this one was put back on
                 // disk (an old copy's row, or a copy its erasure did not find).
@@ -1437,7 +1437,7 @@ impl Service {
                 self.store.truncate_wal()?;
             }
             self.checked_to = match rows.last() {
-                Some((seq, ..)) if rows.len() == ROWS_PER_READ => Some(*seq),
+                Some((row, _)) if rows.len() == ROWS_PER_READ => Some(row.seq),
                 _ => {
                     self.store.rows().end_scrub();
                     info!(

@@ -494,9 +494,9 @@ mod store_level {
         let mut unindexed = Vec::new();
         loop {
             let rows = store.rows().checked_after(after, 256).unwrap();
-            unindexed.extend(rows.iter().filter(|r| r.2).map(|r| r.0));
+            unindexed.extend(rows.iter().filter(|r| r.1).map(|r| r.0.seq));
             match rows.last() {
-                Some((seq, ..)) if rows.len() == 256 => after = *seq,
+                Some((row, _)) if rows.len() == 256 => after = row.seq,
                 _ => break,
             }
         }

@@ -1152,14 +1152,10 @@ impl Rows<'_> {
         Ok(missing)
     }
 
-    /// At most `limit` rows after row `seq`, in order, with their `seq` and whether their run
-    /// misses them ([`Rows::unindexed`]): the check of every row after a start. Each epoch's
-    /// run is read whole once ([`super::runs::Runs::scrub`]) instead of a seek per row and tag.
-    pub fn checked_after(
-        &self,
-        seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, HeldRow, bool)>, NodeError> {
+    /// At most `limit` rows after row `seq`, in order, each with whether its run misses it
+    /// ([`Rows::unindexed`]): the check of every row after a start. Each epoch's run is read
+    /// whole once ([`super::runs::Runs::scrub`]) instead of a seek per row and tag.
+    pub fn checked_after(&self, seq: i64, limit: usize) -> Result<Vec<(HeldRow, bool)>, NodeError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT tx, patient, not_after_ms, on_chain, facts_tag, seq, key_id FROM data_keys
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -1172,7 +1168,7 @@ impl Rows<'_> {
             let unindexed = !self
                 .missing_entries(seq, row.get(0)?, row.get(6)?, row.get(1)?)?
                 .is_empty();
-            found.push((seq, self.held_row(row)?, unindexed));
+            found.push((self.held_row(row)?, unindexed));
         }
         Ok(found)
     }
@@ -2780,7 +2776,7 @@ mod red_team_s10 {
             assert_eq!(checked.len(), 4);
             checked
                 .into_iter()
-                .filter_map(|(seq, _, unindexed)| unindexed.then_some(seq))
+                .filter_map(|(row, unindexed)| unindexed.then_some(row.seq))
                 .collect()
         };
         assert_eq!(swept(0), [3]);
@@ -2831,7 +2827,7 @@ mod red_team_s10 {
         let checked = store.rows().checked_after(0, 10).unwrap();
         let unindexed: Vec<i64> = checked
             .iter()
-            .filter_map(|(seq, _, unindexed)| unindexed.then_some(*seq))
+            .filter_map(|(row, unindexed)| unindexed.then_some(row.seq))
             .collect();
         assert_eq!(unindexed, [5]);
         let held = store.runs.borrow().scrubbed_entries();
@@ -3034,13 +3030,13 @@ mod red_team_s43 {
         let mut unindexed = Vec::new();
         loop {
             let checked = store.rows().checked_after(after, limit)?;
-            for (seq, _, not_in_run) in &checked {
+            for (row, not_in_run) in &checked {
                 if *not_in_run {
-                    unindexed.push(*seq);
+                    unindexed.push(row.seq);
                 }
             }
             match checked.last() {
-                Some((seq, ..)) if checked.len() == limit => after = *seq,
+                Some((row, _)) if checked.len() == limit => after = row.seq,
                 _ => break,
             }
         }
@@ -3174,11 +3170,12 @@ mod red_team_s43 {
             loop {
                 let checked = store.rows().checked_after(after, limit).unwrap();
                 let fresh = sought(&path, &key);
-                for (seq, _, not_in_run) in &checked {
+                for (row, not_in_run) in &checked {
                     assert_eq!(
                         *not_in_run,
-                        fresh.contains(seq),
-                        "seed {seed}: row {seq} after writes between slices"
+                        fresh.contains(&row.seq),
+                        "seed {seed}: row {} after writes between slices",
+                        row.seq
                     );
                 }
                 let commit = rng.gen_bool(0.5);
@@ -3222,7 +3219,7 @@ mod red_team_s43 {
                     store.rollback();
                 }
                 match checked.last() {
-                    Some((seq, ..)) if checked.len() == limit => after = *seq,
+                    Some((row, _)) if checked.len() == limit => after = row.seq,
                     _ => break,
                 }
             }
