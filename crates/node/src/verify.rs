@@ -23,9 +23,9 @@ use crate::error::NodeError;
 
 /// Transaction signatures remembered as checked. A transaction reaches a validator several
 /// times (forwarded, retransmitted, then in a pre-prepare), within a few seconds; it is
-/// verified once. 19 MB with their order, measured full (the table grows to 131,072 slots:
-/// the slots of removed entries count until it is rebuilt), 20 s of 2,600 tx/s (1 << 18 took
-/// 76 MB of every validator's memory once full, issue 11).
+/// verified once. About 6 MB with their order, full (the table grows to 131,072 slots of 32
+/// bytes: the slots of removed entries count until it is rebuilt; 19 MB when each held the id
+/// and the signature, 76 MB with 1 << 18 of those, issue 11).
 const REMEMBERED_SIGNATURES: usize = 56_000;
 /// Decoded transactions kept until their block commits: under what a table of 16,384 slots
 /// holds (its slots about 220 bytes each, besides what each transaction holds; 1 << 16 took
@@ -70,11 +70,21 @@ struct Decoded {
     transaction: SignedTx,
 }
 
-/// What one transaction's verdict is remembered by: its id and its signature's bytes. The id
-/// does not cover the signature (docs/SECURITY.md §1), and ZIP-215 accepts several encodings of
-/// one signature, some valid and some not: remembered by id alone, a copy of a checked
-/// transaction with another signature encoding, or a broken signature, would pass unchecked.
-type VerdictKey = (Hash, [u8; 64]);
+/// What one transaction's verdict is remembered by: the SHA-256 of its id and its signature's
+/// bytes ([`verdict_key`]). The id does not cover the signature (docs/SECURITY.md §1), and
+/// ZIP-215 accepts several encodings of one signature, some valid and some not: remembered by
+/// id alone, a copy of a checked transaction with another signature encoding, or a broken
+/// signature, would pass unchecked. The digest, not the 96 bytes: another pair under the same
+/// key is a SHA-256 collision, and the table with its order takes a third of the memory
+/// (BENCHMARKS.md "fortieth": 19 MB of a validator's heap).
+type VerdictKey = Hash;
+
+fn verdict_key(id: &Hash, signature: &[u8; 64]) -> VerdictKey {
+    let mut pair = [0u8; 96];
+    pair[..32].copy_from_slice(id);
+    pair[32..].copy_from_slice(signature);
+    ledger::sha256(&pair)
+}
 
 /// What an embedded signature's verdict is remembered by: its signer, its bytes and the hash
 /// of the bytes it signs.
@@ -295,8 +305,9 @@ impl Authenticator {
     /// Records a transaction whose signatures are known good (checked here or at the
     /// submitter's edge), by its id and signature bytes.
     pub fn remember(&mut self, id: Hash, signature: [u8; 64]) {
-        if self.verified.insert((id, signature)) {
-            self.verified_order.push_back((id, signature));
+        let key = verdict_key(&id, &signature);
+        if self.verified.insert(key) {
+            self.verified_order.push_back(key);
             if self.verified_order.len() > REMEMBERED_SIGNATURES
                 && let Some(oldest) = self.verified_order.pop_front()
             {
@@ -306,7 +317,7 @@ impl Authenticator {
     }
 
     fn is_verified(&self, id: &Hash, signature: &[u8; 64]) -> bool {
-        self.verified.contains(&(*id, *signature))
+        self.verified.contains(&verdict_key(id, signature))
     }
 
     pub fn sign(&self, key: &SigningKey, from: ReplicaId, message: Message) -> Signed<Message> {
@@ -1138,6 +1149,36 @@ mod tests {
             carry = sum >> 8;
         }
         signature
+    }
+
+    /// A verdict is remembered by the digest of the id and the signature together: the same
+    /// signature under another id, or another signature under the same id, is not remembered,
+    /// whichever byte differs.
+    #[test]
+    fn a_verdict_is_remembered_by_its_id_and_signature_together() {
+        let net = TestNet::new(4);
+        let mut auth = Authenticator::new(&net.genesis);
+        let (id, signature) = ([7u8; 32], [9u8; 64]);
+        auth.remember(id, signature);
+        assert!(auth.is_verified(&id, &signature));
+        for byte in [0, 31] {
+            let mut other = id;
+            other[byte] ^= 1;
+            assert!(!auth.is_verified(&other, &signature), "id byte {byte}");
+        }
+        for byte in [0, 31, 32, 63] {
+            let mut other = signature;
+            other[byte] ^= 1;
+            assert!(!auth.is_verified(&id, &other), "signature byte {byte}");
+        }
+        // Forgotten oldest first once the window is full.
+        for n in 0..REMEMBERED_SIGNATURES as u64 {
+            let mut later = [0u8; 32];
+            later[..8].copy_from_slice(&n.to_le_bytes());
+            auth.remember(later, signature);
+        }
+        assert!(!auth.is_verified(&id, &signature));
+        assert_eq!(auth.verified.len(), REMEMBERED_SIGNATURES);
     }
 
     /// The id of a transaction does not cover its signature, so a copy of a checked
