@@ -305,7 +305,10 @@ impl Authenticator {
     /// Records a transaction whose signatures are known good (checked here or at the
     /// submitter's edge), by its id and signature bytes.
     pub fn remember(&mut self, id: Hash, signature: [u8; 64]) {
-        let key = verdict_key(&id, &signature);
+        self.remember_key(verdict_key(&id, &signature));
+    }
+
+    fn remember_key(&mut self, key: VerdictKey) {
         if self.verified.insert(key) {
             self.verified_order.push_back(key);
             if self.verified_order.len() > REMEMBERED_SIGNATURES
@@ -316,8 +319,8 @@ impl Authenticator {
         }
     }
 
-    fn is_verified(&self, id: &Hash, signature: &[u8; 64]) -> bool {
-        self.verified.contains(&verdict_key(id, signature))
+    fn is_verified(&self, key: &VerdictKey) -> bool {
+        self.verified.contains(key)
     }
 
     pub fn sign(&self, key: &SigningKey, from: ReplicaId, message: Message) -> Signed<Message> {
@@ -476,24 +479,26 @@ impl Authenticator {
             }
             let transaction = SignedTx::from_request(request, &self.genesis_hash)
                 .map_err(|invalid| invalid_request(request, invalid))?;
-            if self.is_verified(&request.id, &transaction.signature) {
+            // Hashed once: remembered by the same key if its batch verifies.
+            let key = verdict_key(&request.id, &transaction.signature);
+            if self.is_verified(&key) {
                 checked.push((request, transaction));
             } else {
-                unchecked.push(request);
+                unchecked.push((request, key));
                 decoded.push(Ok(transaction));
             }
         }
         crypto::check_signatures(&self.keys, &self.genesis_hash, &mut decoded);
-        if let Some((request, Err(invalid))) = unchecked
+        if let Some(((request, _), Err(invalid))) = unchecked
             .iter()
             .zip(&decoded)
             .find(|(_, verdict)| verdict.is_err())
         {
             return Err(invalid_request(request, *invalid));
         }
-        for (request, verdict) in unchecked.into_iter().zip(decoded) {
+        for ((request, key), verdict) in unchecked.into_iter().zip(decoded) {
             if let Ok(transaction) = verdict {
-                self.remember(request.id, transaction.signature);
+                self.remember_key(key);
                 self.keep_decoded(request, transaction);
             }
         }
@@ -1160,16 +1165,18 @@ mod tests {
         let mut auth = Authenticator::new(&net.genesis);
         let (id, signature) = ([7u8; 32], [9u8; 64]);
         auth.remember(id, signature);
-        assert!(auth.is_verified(&id, &signature));
-        for byte in 0..32 {
-            let mut other = id;
-            other[byte] ^= 1;
-            assert!(!auth.is_verified(&other, &signature), "id byte {byte}");
-        }
-        for byte in 0..64 {
-            let mut other = signature;
-            other[byte] ^= 1;
-            assert!(!auth.is_verified(&id, &other), "signature byte {byte}");
+        assert!(auth.is_verified(&verdict_key(&id, &signature)));
+        // Every byte of id ‖ signature, one flipped at a time.
+        for byte in 0..96 {
+            let (mut other_id, mut other_signature) = (id, signature);
+            match byte {
+                0..32 => other_id[byte] ^= 1,
+                _ => other_signature[byte - 32] ^= 1,
+            }
+            assert!(
+                !auth.is_verified(&verdict_key(&other_id, &other_signature)),
+                "byte {byte} of id and signature"
+            );
         }
         // Forgotten oldest first once the window is full.
         for n in 0..REMEMBERED_SIGNATURES as u64 {
@@ -1177,7 +1184,7 @@ mod tests {
             later[..8].copy_from_slice(&n.to_le_bytes());
             auth.remember(later, signature);
         }
-        assert!(!auth.is_verified(&id, &signature));
+        assert!(!auth.is_verified(&verdict_key(&id, &signature)));
         assert_eq!(auth.verified.len(), REMEMBERED_SIGNATURES);
     }
 
