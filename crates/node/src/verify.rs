@@ -1166,12 +1166,12 @@ mod tests {
         let (id, signature) = ([7u8; 32], [9u8; 64]);
         auth.remember(id, signature);
         assert!(auth.is_verified(&verdict_key(&id, &signature)));
-        // Every byte of id ‖ signature, one flipped at a time.
+        // Every byte of id ‖ signature, one flipped (each of its bits) at a time.
         for byte in 0..96 {
             let (mut other_id, mut other_signature) = (id, signature);
             match byte {
-                0..32 => other_id[byte] ^= 1,
-                _ => other_signature[byte - 32] ^= 1,
+                0..32 => other_id[byte] ^= 0xff,
+                _ => other_signature[byte - 32] ^= 0xff,
             }
             assert!(
                 !auth.is_verified(&verdict_key(&other_id, &other_signature)),
@@ -1216,6 +1216,10 @@ mod tests {
         let mut auth = Authenticator::new(&net.genesis);
         auth.authenticate(&forward(&good))
             .expect("the original passes");
+        assert!(
+            auth.is_verified(&verdict_key(&good.id, &tx.signature)),
+            "remembered under its own id and signature"
+        );
         assert!(
             auth.authenticate(&forward(&reencoded)).is_err(),
             "a second encoding passed under a remembered id"
