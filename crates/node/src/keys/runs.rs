@@ -215,13 +215,16 @@ fn has_bits(block: &Block, key: i64) -> bool {
 struct Filtered {
     /// The epochs whose runs it covers, ascending: one, or those of a group that have a run.
     epochs: Vec<i64>,
+    /// Whether it is a group's filter (`key_groups`), else one epoch's (`key_filters`).
+    folded: bool,
     bits: Bits,
 }
 
 /// Where a filter's blocks are.
 #[derive(Debug)]
 enum Bits {
-    /// An epoch's filter (of the open group), in memory.
+    /// In memory: an epoch's filter (of the open group), or a group's that the spill file
+    /// could not take.
     Held(Filter),
     /// A folded group's (`key_groups`), in the spill file: `blocks` blocks from byte `at`.
     Spilled { at: u64, blocks: usize },
@@ -288,26 +291,38 @@ impl Spill {
     }
 }
 
-/// Copies `bytes` (a group's filter, checked whole) to the spill file, made at the first.
-fn spill(spill: &mut Option<Spill>, conn: &Connection, bytes: &[u8]) -> Result<Bits, NodeError> {
-    let file = match spill {
-        Some(file) => file,
-        None => spill.insert(Spill::beside(conn)?),
+/// Copies `bytes` (a group's filter) to the spill file, made at the first; held in memory
+/// instead if the file cannot be made or written (a full disk, no descriptor left), so that a
+/// read of the index fails only where it failed before there was a spill file (red team s90
+/// F1: a rollback whose read again failed left memory ahead of the tables). `None` if `bytes`
+/// are no filter.
+fn spill(spill: &mut Option<Spill>, conn: &Connection, bytes: &[u8]) -> Option<Bits> {
+    if !is_filter(bytes) {
+        return None;
+    }
+    let spilled = match spill {
+        Some(file) => file.append(bytes),
+        None => Spill::beside(conn).and_then(|file| spill.insert(file).append(bytes)),
     };
-    Ok(Bits::Spilled {
-        at: file.append(bytes)?,
-        blocks: bytes.len() / BLOCK_BYTES,
-    })
+    match spilled {
+        Ok(at) => Some(Bits::Spilled {
+            at,
+            blocks: bytes.len() / BLOCK_BYTES,
+        }),
+        Err(error) => {
+            tracing::warn!(
+                target: "medchain::keys",
+                %error,
+                "keys.db: a group's filter is held in memory, the spill file took none"
+            );
+            Filter::from_bytes(bytes).map(Bits::Held)
+        }
+    }
 }
 
 impl Filtered {
     fn first(&self) -> i64 {
         self.epochs.first().copied().unwrap_or_default()
-    }
-
-    /// Whether it is a group's filter (`key_groups`), else one epoch's (`key_filters`).
-    fn folded(&self) -> bool {
-        matches!(self.bits, Bits::Spilled { .. })
     }
 
     fn blocks(&self) -> usize {
@@ -318,7 +333,7 @@ impl Filtered {
     }
 
     fn row(&self) -> FilterRow {
-        match self.folded() {
+        match self.folded {
             true => FilterRow::Group(self.first() / GROUP_EPOCHS),
             false => FilterRow::Epoch(self.first()),
         }
@@ -377,6 +392,10 @@ struct ScrubbedRun {
     epoch: i64,
     /// `(seq, key)`, in order; `None` for a run too large to hold.
     entries: Option<Vec<(i64, i64)>>,
+    /// The spilled filter of the group the epoch is in, read whole (once a group, as the check
+    /// goes in order; 6 MB at most): a probe of the spill file per row and tag was a system
+    /// call each, 28 million at 10 million held keys (red team s90 F2).
+    group: Option<(FilterRow, Filter)>,
 }
 
 /// Entries of a run held at most: a run has three a row, and one more for each patient
@@ -408,14 +427,11 @@ impl Runs {
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let group: i64 = row.get(0)?;
-            let bits = row
-                .get_ref(1)?
-                .as_blob()
-                .ok()
-                .filter(|bits| is_filter(bits));
+            let bits = row.get_ref(1)?.as_blob().ok();
             let bits = bits
+                .and_then(|bits| spill(&mut spilled, conn, bits))
                 .ok_or_else(|| corrupt(format!("the filter of key group {group} is malformed")))?;
-            groups.insert(group, spill(&mut spilled, conn, bits)?);
+            groups.insert(group, bits);
         }
         // The epochs alone: a folded group's epoch filters are not read (nor kept up to date).
         let epochs: Vec<i64> = conn
@@ -439,16 +455,17 @@ impl Runs {
             last_epoch = Some(epoch);
             let group = epoch / GROUP_EPOCHS;
             match filters.last_mut() {
-                Some(last) if last.folded() && last.first() / GROUP_EPOCHS == group => {
+                Some(last) if last.folded && last.first() / GROUP_EPOCHS == group => {
                     last.epochs.push(epoch);
                 }
                 _ => {
-                    let bits = match groups.remove(&group) {
-                        Some(bits) => bits,
-                        None => Bits::Held(epoch_filter(conn, epoch)?),
+                    let (folded, bits) = match groups.remove(&group) {
+                        Some(bits) => (true, bits),
+                        None => (false, Bits::Held(epoch_filter(conn, epoch)?)),
                     };
                     filters.push(Filtered {
                         epochs: vec![epoch],
+                        folded,
                         bits,
                     });
                 }
@@ -463,7 +480,7 @@ impl Runs {
                 "the filter of key group {group} has no run"
             )));
         }
-        for filtered in filters.iter().filter(|f| f.folded()) {
+        for filtered in filters.iter().filter(|f| f.folded) {
             let group = filtered.first() / GROUP_EPOCHS;
             let end = (group + 1).saturating_mul(GROUP_EPOCHS * EPOCH_ROWS);
             if end > covered {
@@ -679,7 +696,7 @@ impl Runs {
     fn has_unfolded(&self) -> bool {
         self.filters
             .iter()
-            .find(|f| !f.folded())
+            .find(|f| !f.folded)
             .is_some_and(|f| group_is_closed(f.first() / GROUP_EPOCHS, self.covered))
     }
 
@@ -695,13 +712,13 @@ impl Runs {
         let mut filters = std::mem::take(&mut self.filters).into_iter().peekable();
         while let Some(filtered) = filters.next() {
             let group = filtered.first() / GROUP_EPOCHS;
-            if filtered.folded() || !group_is_closed(group, self.covered) {
+            if filtered.folded || !group_is_closed(group, self.covered) {
                 self.filters.push(filtered);
                 continue;
             }
             let mut members = vec![filtered];
             while let Some(next) =
-                filters.next_if(|f| !f.folded() && f.first() / GROUP_EPOCHS == group)
+                filters.next_if(|f| !f.folded && f.first() / GROUP_EPOCHS == group)
             {
                 members.push(next);
             }
@@ -763,7 +780,8 @@ impl Runs {
         if self.scrubbed.as_ref().is_some_and(|run| run.epoch == epoch) {
             return Ok(());
         }
-        self.scrubbed = None;
+        let held = self.scrubbed.take().and_then(|run| run.group);
+        let group = self.scrubbed_group(epoch, held)?;
         let mut entries = Vec::with_capacity(3 * EPOCH_ROWS as usize);
         let mut stmt = conn.prepare_cached("SELECT key, seq FROM key_runs WHERE epoch = ?1")?;
         let mut rows = stmt.query([epoch])?;
@@ -774,6 +792,7 @@ impl Runs {
                 self.scrubbed = Some(ScrubbedRun {
                     epoch,
                     entries: None,
+                    group,
                 });
                 return Ok(());
             }
@@ -788,8 +807,31 @@ impl Runs {
         self.scrubbed = Some(ScrubbedRun {
             epoch,
             entries: Some(entries),
+            group,
         });
         Ok(())
+    }
+
+    /// The spilled filter of the group `epoch` is in, for the check of its rows: `held` if it
+    /// is that group's, else read whole from the spill file.
+    fn scrubbed_group(
+        &self,
+        epoch: i64,
+        held: Option<(FilterRow, Filter)>,
+    ) -> Result<Option<(FilterRow, Filter)>, NodeError> {
+        let Some(filtered) = self.filtered(epoch).map(|at| &self.filters[at]) else {
+            return Ok(None);
+        };
+        let Bits::Spilled { at, blocks } = filtered.bits else {
+            return Ok(None);
+        };
+        let row = filtered.row();
+        if let Some(held) = held.filter(|(held, _)| *held == row) {
+            return Ok(Some(held));
+        }
+        let filter = Filter::from_bytes(&self.spill()?.bytes(at, blocks)?)
+            .ok_or_else(|| std::io::Error::other("keys.db: a spilled filter is malformed"))?;
+        Ok(Some((row, filter)))
     }
 
     /// How many entries of a run the check holds (tests).
@@ -801,10 +843,10 @@ impl Runs {
             .map(Vec::len)
     }
 
-    /// How many filters memory holds: of folded groups, and of single epochs (tests).
+    /// How many filters the index holds: of folded groups, and of single epochs (tests).
     #[cfg(test)]
     pub fn filter_counts(&self) -> (usize, usize) {
-        let folded = self.filters.iter().filter(|f| f.folded()).count();
+        let folded = self.filters.iter().filter(|f| f.folded).count();
         (folded, self.filters.len() - folded)
     }
 
@@ -814,7 +856,7 @@ impl Runs {
         let each = |runs: &Runs| {
             runs.filters
                 .iter()
-                .map(|f| (f.epochs.clone(), f.folded(), runs.bytes(f).unwrap()))
+                .map(|f| (f.epochs.clone(), f.folded, runs.bytes(f).unwrap()))
                 .collect::<Vec<_>>()
         };
         each(self) == each(other)
@@ -852,6 +894,7 @@ impl Runs {
             );
             self.filters.push(Filtered {
                 epochs: vec![epoch],
+                folded: false,
                 bits: Bits::Held(filter),
             });
             self.covered += EPOCH_ROWS;
@@ -1043,8 +1086,17 @@ impl Runs {
     fn block(&self, filtered: &Filtered, block: usize) -> Result<Block, NodeError> {
         match &filtered.bits {
             Bits::Held(filter) => Ok(filter.blocks[block]),
-            Bits::Spilled { at, .. } => self.spill()?.block(*at, block),
+            Bits::Spilled { at, .. } => match self.scrubbed_copy(filtered) {
+                Some(filter) => Ok(filter.blocks[block]),
+                None => self.spill()?.block(*at, block),
+            },
         }
+    }
+
+    /// The check's copy of `filtered`, a spilled group's, if it holds one.
+    fn scrubbed_copy(&self, filtered: &Filtered) -> Option<&Filter> {
+        let (row, filter) = self.scrubbed.as_ref()?.group.as_ref()?;
+        (*row == filtered.row()).then_some(filter)
     }
 
     /// `filtered` as stored.
@@ -1070,7 +1122,18 @@ impl Runs {
         }
         match self.filters[at].bits {
             Bits::Held(ref mut filter) => filter.blocks[block] = words,
-            Bits::Spilled { at: from, .. } => self.spill()?.set_block(from, block, &words)?,
+            Bits::Spilled { at: from, .. } => {
+                self.spill()?.set_block(from, block, &words)?;
+                let row = self.filters[at].row();
+                if let Some((_, copy)) = self
+                    .scrubbed
+                    .as_mut()
+                    .and_then(|run| run.group.as_mut())
+                    .filter(|(held, _)| *held == row)
+                {
+                    copy.blocks[block] = words;
+                }
+            }
         }
         Ok(Some(block))
     }
@@ -1099,7 +1162,7 @@ fn key_is_rowid(conn: &Connection, table: &str, column: &str) -> Result<bool, No
 
 /// The filter of closed group `group`, whose epochs' filters are `members`, from its runs' keys,
 /// written to `key_groups`. Sized as the sum of its epochs' filters (a key in two of them, a
-/// patient's, counted twice: no more memory than they took), at most as for four keys a row.
+/// patient's, counted twice: no more bytes than they took), at most as for four keys a row.
 fn fold(
     conn: &Connection,
     spilled: &mut Option<Spill>,
@@ -1129,9 +1192,12 @@ fn fold(
         ms = started.elapsed().as_millis() as u64,
         "folded a closed group of keys.db's epoch filters into one"
     );
+    let bits = spill(spilled, conn, &bytes)
+        .ok_or_else(|| corrupt(format!("the filter of key group {group} is empty")))?;
     Ok(Filtered {
         epochs: members.into_iter().flat_map(|f| f.epochs).collect(),
-        bits: spill(spilled, conn, &bytes)?,
+        folded: true,
+        bits,
     })
 }
 
@@ -1384,7 +1450,7 @@ pub(super) mod tests {
         let conn = conn();
         let mut runs = Runs::read(&conn).unwrap();
         let rows = two_groups_and_three_epochs(&conn, &mut runs);
-        let folded: Vec<bool> = runs.filters.iter().map(|f| f.folded()).collect();
+        let folded: Vec<bool> = runs.filters.iter().map(|f| f.folded).collect();
         assert_eq!(folded, [true, true, false, false, false]);
         assert_eq!(runs.filters[1].epochs, (16..32).collect::<Vec<_>>());
         let groups: i64 = conn
@@ -1500,7 +1566,7 @@ pub(super) mod tests {
         .unwrap();
         let mut runs = Runs::read(&conn).unwrap();
         runs.close_complete(&conn).unwrap();
-        assert!(runs.filters[0].folded(), "group 0 is passed over: folded");
+        assert!(runs.filters[0].folded, "group 0 is passed over: folded");
         conn.execute("DELETE FROM data_keys WHERE seq = ?1", [ahead])
             .unwrap();
         let mut runs = Runs::read(&conn).unwrap();
@@ -1681,3 +1747,7 @@ mod red_team_s9 {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "red_team_s90.rs"]
+mod red_team_s90;
