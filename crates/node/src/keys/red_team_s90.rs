@@ -69,6 +69,18 @@ fn s90_forged_group_blobs_are_refused() {
     }
 }
 
+/// Ends the transaction as the key store does: flushed and committed, or rolled back.
+fn finish(conn: &Connection, runs: &mut Runs, commit: bool) {
+    if commit {
+        runs.flush(conn).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        runs.commit();
+    } else {
+        conn.execute_batch("ROLLBACK").unwrap();
+        runs.rollback(conn).unwrap();
+    }
+}
+
 /// Amend + rollback, amend + commit + re-read, a fold in a rolled-back transaction: no row is
 /// missed, and the amended value is found only once committed.
 #[test]
@@ -81,14 +93,7 @@ fn s90_amend_and_fold_across_rollback_and_commit() {
         conn.execute_batch("BEGIN").unwrap();
         runs.begin();
         runs.amend(&conn, 5, Tag::Patient, amended).unwrap();
-        if commit {
-            runs.flush(&conn).unwrap();
-            conn.execute_batch("COMMIT").unwrap();
-            runs.commit();
-        } else {
-            conn.execute_batch("ROLLBACK").unwrap();
-            runs.rollback(&conn).unwrap();
-        }
+        finish(&conn, &mut runs, commit);
         for r in [&runs, &Runs::read(&conn).unwrap()] {
             assert_eq!(
                 r.has_entry(&conn, 5, Tag::Patient, amended).unwrap(),
@@ -106,15 +111,8 @@ fn s90_amend_and_fold_across_rollback_and_commit() {
         runs.begin();
         store(&conn, &mut runs, 2 * GROUP_ROWS - 1);
         assert_eq!(runs.filter_counts().0, 2);
-        if commit {
-            runs.flush(&conn).unwrap();
-            conn.execute_batch("COMMIT").unwrap();
-            runs.commit();
-        } else {
-            conn.execute_batch("ROLLBACK").unwrap();
-            runs.rollback(&conn).unwrap();
-            assert_eq!(runs.filter_counts().0, 1);
-        }
+        finish(&conn, &mut runs, commit);
+        assert_eq!(runs.filter_counts().0, 1 + usize::from(commit));
         let rows = 2 * GROUP_ROWS - 1 + u64::from(commit);
         assert!((0..rows).all(|i| found(&conn, &runs, i)));
     }
@@ -193,9 +191,7 @@ fn s90_the_check_of_rows_reads_its_groups_filter_once() {
         .bytes(0, spilled.len() / BLOCK_BYTES)
         .unwrap();
     assert_ne!(now, spilled, "the amend reached the spill file");
-    runs.flush(&conn).unwrap();
-    conn.execute_batch("COMMIT").unwrap();
-    runs.commit();
+    finish(&conn, &mut runs, true);
     runs.spill.as_ref().unwrap().file.set_len(0).unwrap();
     for i in 0..(EPOCH_ROWS as u64) {
         let seq = i as i64 + 1;
