@@ -342,18 +342,29 @@ impl Service {
         let mut replies = Vec::with_capacity(allowed);
         for tx in &txs[..allowed] {
             // That it is erased is on chain for everyone to see (§2): no row read.
+            let mut row = None;
             let answer = if self.index.is_erased(tx) {
                 Some(KeyReply::Erased)
             } else {
                 let held = self.held(tx)?;
-                self.index
-                    .answer(self.me, from, held, self.block_time_ms, now_ms)
+                row = held.as_ref().map(|(seq, _)| *seq);
+                self.index.answer(
+                    self.me,
+                    from,
+                    held.map(|(_, held)| held),
+                    self.block_time_ms,
+                    now_ms,
+                )
             };
             let reply = match answer {
                 Some(reply) => reply,
                 None => {
                     self.counters.keys_requests_checked += 1;
-                    match self.store.rows().key(tx)? {
+                    let key = match row {
+                        Some(seq) => self.store.rows().key_at(tx, seq)?,
+                        None => None,
+                    };
+                    match key {
                         Some(key) => KeyReply::Key(WireKey(key)),
                         None => KeyReply::NotHeld,
                     }

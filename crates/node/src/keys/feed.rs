@@ -765,7 +765,7 @@ pub(super) mod tests {
         service
             .process_blocks(vec![block(1, &[(&sealed, EntryVerdict::Applied)])])
             .unwrap();
-        let held = service.held(&sealed.0).unwrap().unwrap();
+        let (_, held) = service.held(&sealed.0).unwrap().unwrap();
         assert!(held.on_chain.is_some(), "the row lookups read is on chain");
     }
 

@@ -1300,9 +1300,10 @@ impl Service {
     /// tag; else what the chain says (§12.1 item 6), the row to be written with the chain's
     /// facts and their tag at the next timer ([`Service::write_relearned`]), or, its
     /// transaction not applied, a pending seal of this validator.
-    fn held(&mut self, tx: &TxId) -> Result<Option<HeldTx>, NodeError> {
+    /// With the row's `seq`.
+    fn held(&mut self, tx: &TxId) -> Result<Option<(i64, HeldTx)>, NodeError> {
         match self.store.rows().held(tx)? {
-            Some(row) => self.trusted(&row).map(Some),
+            Some(row) => Ok(Some((row.seq, self.trusted(&row)?))),
             None => Ok(None),
         }
     }

@@ -1028,14 +1028,23 @@ impl Rows<'_> {
 
     /// `tx`'s data key, if held.
     pub fn key(&self, tx: &TxId) -> Result<Option<DataKey>, NodeError> {
-        let Some(seq) = self.seq_of(tx)? else {
-            return Ok(None);
-        };
-        let sealed: Vec<u8> = self
+        match self.seq_of(tx)? {
+            Some(seq) => self.key_at(tx, seq),
+            None => Ok(None),
+        }
+    }
+
+    /// `tx`'s data key, if row `seq` holds it (found by the caller: a second lookup by id
+    /// probed every group's filter again, red team s90 F3).
+    pub fn key_at(&self, tx: &TxId, seq: i64) -> Result<Option<DataKey>, NodeError> {
+        let sealed: Option<Vec<u8>> = self
             .conn
-            .prepare_cached("SELECT sealed_key FROM data_keys WHERE seq = ?1")?
-            .query_row([seq], |r| r.get(0))?;
-        self.store.open(tx, &sealed).map(Some)
+            .prepare_cached("SELECT sealed_key FROM data_keys WHERE seq = ?1 AND tx = ?2")?
+            .query_row(params![seq, tx.as_slice()], |r| r.get(0))
+            .optional()?;
+        sealed
+            .map(|sealed| self.store.open(tx, &sealed))
+            .transpose()
     }
 
     /// Marks `tx` broken: sealed under the key `id` names, held for an earlier transaction
@@ -1765,6 +1774,16 @@ mod tests {
         ));
         assert_eq!(rows.key(&first).unwrap(), Some(a.clone()));
         assert_eq!(rows.key(&second).unwrap(), Some(b.clone()));
+        // By the row found: only the row that holds the transaction opens its key.
+        let (at_first, at_second) = (rows.seq_of(&first).unwrap(), rows.seq_of(&second).unwrap());
+        let (at_first, at_second) = (at_first.unwrap(), at_second.unwrap());
+        assert_eq!(rows.key_at(&second, at_second).unwrap(), Some(b.clone()));
+        assert_eq!(
+            rows.key_at(&second, at_first).unwrap(),
+            None,
+            "another's row"
+        );
+        assert_eq!(rows.key_at(&first, at_second + 1).unwrap(), None, "no row");
         assert_eq!(
             rows.insert_key(&third, &pending([2; 16], 0), &b).unwrap(),
             Inserted::KeyTaken { holder: second }
