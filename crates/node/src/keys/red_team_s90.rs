@@ -44,7 +44,14 @@ fn open_fds() -> usize {
 fn s90_a_failed_pread_is_an_error_not_a_panic() {
     let conn = conn();
     let mut runs = folded(&conn, 3);
-    runs.spill.as_ref().unwrap().file.set_len(0).unwrap();
+    runs.spill
+        .as_ref()
+        .unwrap()
+        .file
+        .as_ref()
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     assert!(runs.has_entry(&conn, 5, Tag::Tx, &value(4, 1)).is_err());
     assert!(runs.candidates(&conn, Tag::Tx, &value(4, 1)).is_err());
     assert!(runs.amend(&conn, 5, Tag::Patient, b"x").is_err());
@@ -155,15 +162,16 @@ fn s90_a_filter_the_spill_file_does_not_take_is_held() {
     let read_only = dir.path().join("read-only");
     std::fs::write(&read_only, b"").unwrap();
     let mut spilled = Some(Spill {
-        file: std::fs::File::open(&read_only).unwrap(),
+        file: Some(std::fs::File::open(&read_only).unwrap()),
         end: 0,
+        warned: false,
     });
-    let Some(Bits::Held(filter)) = spill(&mut spilled, &conn, &bytes) else {
+    let Some(Bits::Held(filter)) = spill_filter(&mut spilled, &conn, &bytes) else {
         panic!("not held in memory");
     };
     assert_eq!(filter.to_bytes(), bytes);
     assert!(
-        spill(&mut spilled, &conn, &bytes[1..]).is_none(),
+        spill_filter(&mut spilled, &conn, &bytes[1..]).is_none(),
         "no filter"
     );
 }
@@ -192,7 +200,14 @@ fn s90_the_check_of_rows_reads_its_groups_filter_once() {
         .unwrap();
     assert_ne!(now, spilled, "the amend reached the spill file");
     finish(&conn, &mut runs, true);
-    runs.spill.as_ref().unwrap().file.set_len(0).unwrap();
+    runs.spill
+        .as_ref()
+        .unwrap()
+        .file
+        .as_ref()
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     for i in 0..(EPOCH_ROWS as u64) {
         let seq = i as i64 + 1;
         runs.scrub(&conn, seq).unwrap();
@@ -221,4 +236,33 @@ fn s90_the_check_of_rows_reads_its_groups_filter_once() {
         read.has_entry(&conn, 5, Tag::Patient, amended).unwrap(),
         "committed"
     );
+}
+
+/// Fixed (red team s91 F1; a writer of the file without the operator key): a group's filter of
+/// any length was read and copied to the spill file, and the check of rows then held it whole
+/// (64 MiB, where a fold writes at most 8 MiB). Now one longer than [`MAX_GROUP_BLOCKS`] is
+/// malformed at open, as one of no whole block is; one of the most blocks still opens.
+#[test]
+fn s91_a_group_filter_longer_than_a_fold_writes_is_malformed() {
+    for (blocks, opens) in [(MAX_GROUP_BLOCKS, true), (MAX_GROUP_BLOCKS + 1, false)] {
+        let conn = conn();
+        drop(folded(&conn, 3));
+        conn.execute(
+            "UPDATE key_groups SET bits = ?1 WHERE grp = 0",
+            [vec![0xffu8; blocks * BLOCK_BYTES]],
+        )
+        .unwrap();
+        match Runs::read(&conn) {
+            Ok(mut runs) => {
+                assert!(opens, "{blocks} blocks opened");
+                runs.scrub(&conn, 5).unwrap();
+                let held = runs.scrubbed.as_ref().unwrap().group.as_ref().unwrap();
+                assert_eq!(held.1.blocks.len(), blocks);
+            }
+            Err(error) => {
+                assert!(!opens, "{blocks} blocks: {error}");
+                assert!(error.to_string().contains("malformed"), "{error}");
+            }
+        }
+    }
 }

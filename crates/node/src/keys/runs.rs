@@ -238,30 +238,55 @@ enum Bits {
 /// nothing in it outlives the process, so nothing in it needs to survive a crash.
 #[derive(Debug)]
 struct Spill {
-    file: std::fs::File,
+    /// `None` if it could not be made (said once, in the log).
+    file: Option<std::fs::File>,
     /// Bytes written.
     end: u64,
+    /// Whether a failure to write it was said in the log (once a read of the index).
+    warned: bool,
 }
 
 impl Spill {
     /// A spill file in the folder of `conn`'s store (the temporary folder for one in memory).
-    fn beside(conn: &Connection) -> Result<Self, NodeError> {
+    fn beside(conn: &Connection) -> Self {
         let folder = conn
             .path()
             .filter(|path| !path.is_empty())
             .and_then(|path| std::path::Path::new(path).parent().map(|p| p.to_path_buf()))
             .unwrap_or_else(std::env::temp_dir);
-        Ok(Spill {
-            file: tempfile::tempfile_in(folder)?,
+        let mut spill = Spill {
+            file: None,
             end: 0,
-        })
+            warned: false,
+        };
+        match tempfile::tempfile_in(folder) {
+            Ok(file) => spill.file = Some(file),
+            Err(error) => spill.warn(&error.into()),
+        }
+        spill
+    }
+
+    fn warn(&mut self, error: &NodeError) {
+        if !std::mem::replace(&mut self.warned, true) {
+            tracing::warn!(
+                target: "medchain::keys",
+                %error,
+                "keys.db: the spill file takes no filter; folded groups' filters stay in memory"
+            );
+        }
+    }
+
+    fn file(&self) -> Result<&std::fs::File, NodeError> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("keys.db: no spill file").into())
     }
 
     /// Appends `bytes`; where they start.
     fn append(&mut self, bytes: &[u8]) -> Result<u64, NodeError> {
         use std::os::unix::fs::FileExt;
         let at = self.end;
-        self.file.write_all_at(bytes, at)?;
+        self.file()?.write_all_at(bytes, at)?;
         self.end += bytes.len() as u64;
         Ok(at)
     }
@@ -270,14 +295,14 @@ impl Spill {
     fn block(&self, at: u64, block: usize) -> Result<Block, NodeError> {
         use std::os::unix::fs::FileExt;
         let mut bytes = [0u8; BLOCK_BYTES];
-        self.file
+        self.file()?
             .read_exact_at(&mut bytes, at + (block * BLOCK_BYTES) as u64)?;
         Ok(block_words(&bytes))
     }
 
     fn set_block(&self, at: u64, block: usize, words: &Block) -> Result<(), NodeError> {
         use std::os::unix::fs::FileExt;
-        self.file
+        self.file()?
             .write_all_at(&block_bytes(words), at + (block * BLOCK_BYTES) as u64)?;
         Ok(())
     }
@@ -286,35 +311,57 @@ impl Spill {
     fn bytes(&self, at: u64, blocks: usize) -> Result<Vec<u8>, NodeError> {
         use std::os::unix::fs::FileExt;
         let mut bytes = vec![0u8; blocks * BLOCK_BYTES];
-        self.file.read_exact_at(&mut bytes, at)?;
+        self.file()?.read_exact_at(&mut bytes, at)?;
         Ok(bytes)
     }
+
+    /// The filter at `at`, `blocks` blocks, read into memory a chunk at a time (one copy).
+    fn filter(&self, at: u64, blocks: usize) -> Result<Filter, NodeError> {
+        use std::os::unix::fs::FileExt;
+        const CHUNK_BLOCKS: usize = 1024;
+        let mut filter = Filter {
+            blocks: Vec::with_capacity(blocks),
+        };
+        let mut chunk = vec![0u8; CHUNK_BLOCKS * BLOCK_BYTES];
+        while filter.blocks.len() < blocks {
+            let n = (blocks - filter.blocks.len()).min(CHUNK_BLOCKS);
+            let from = at + (filter.blocks.len() * BLOCK_BYTES) as u64;
+            self.file()?
+                .read_exact_at(&mut chunk[..n * BLOCK_BYTES], from)?;
+            filter.blocks.extend(
+                chunk[..n * BLOCK_BYTES]
+                    .chunks_exact(BLOCK_BYTES)
+                    .map(block_words),
+            );
+        }
+        Ok(filter)
+    }
 }
+
+/// The most blocks a stored group's filter may have: as many as a fold of production epochs
+/// (2^16 rows) writes, as for four keys a row ([`fold`]; in unit tests too, whose folds are
+/// smaller, so that a test may forge a group of that size). A longer one (written so on disk)
+/// is malformed, so that the file does not choose what the check of rows holds.
+const MAX_GROUP_BLOCKS: usize =
+    (4 * (GROUP_EPOCHS as usize) * (1 << 16) * FILTER_BITS_PER_KEY).div_ceil(BLOCK_WORDS * 64);
 
 /// Copies `bytes` (a group's filter) to the spill file, made at the first; held in memory
 /// instead if the file cannot be made or written (a full disk, no descriptor left), so that a
 /// read of the index fails only where it failed before there was a spill file (red team s90
 /// F1: a rollback whose read again failed left memory ahead of the tables). `None` if `bytes`
-/// are no filter.
-fn spill(spill: &mut Option<Spill>, conn: &Connection, bytes: &[u8]) -> Option<Bits> {
-    if !is_filter(bytes) {
+/// are no group's filter.
+fn spill_filter(spill: &mut Option<Spill>, conn: &Connection, bytes: &[u8]) -> Option<Bits> {
+    if !is_filter(bytes) || bytes.len() > MAX_GROUP_BLOCKS * BLOCK_BYTES {
         return None;
     }
-    let spilled = match spill {
-        Some(file) => file.append(bytes),
-        None => Spill::beside(conn).and_then(|file| spill.insert(file).append(bytes)),
-    };
-    match spilled {
+    let spill = spill.get_or_insert_with(|| Spill::beside(conn));
+    match spill.append(bytes) {
         Ok(at) => Some(Bits::Spilled {
             at,
             blocks: bytes.len() / BLOCK_BYTES,
         }),
         Err(error) => {
-            tracing::warn!(
-                target: "medchain::keys",
-                %error,
-                "keys.db: a group's filter is held in memory, the spill file took none"
-            );
+            spill.warn(&error);
             Filter::from_bytes(bytes).map(Bits::Held)
         }
     }
@@ -393,8 +440,8 @@ struct ScrubbedRun {
     /// `(seq, key)`, in order; `None` for a run too large to hold.
     entries: Option<Vec<(i64, i64)>>,
     /// The spilled filter of the group the epoch is in, read whole (once a group, as the check
-    /// goes in order; 6 MB at most): a probe of the spill file per row and tag was a system
-    /// call each, 28 million at 10 million held keys (red team s90 F2).
+    /// goes in order; at most [`MAX_GROUP_BLOCKS`], 8 MiB): a probe of the spill file per row
+    /// and tag was a system call each, 28 million at 10 million held keys (red team s90 F2).
     group: Option<(FilterRow, Filter)>,
 }
 
@@ -429,7 +476,7 @@ impl Runs {
             let group: i64 = row.get(0)?;
             let bits = row.get_ref(1)?.as_blob().ok();
             let bits = bits
-                .and_then(|bits| spill(&mut spilled, conn, bits))
+                .and_then(|bits| spill_filter(&mut spilled, conn, bits))
                 .ok_or_else(|| corrupt(format!("the filter of key group {group} is malformed")))?;
             groups.insert(group, bits);
         }
@@ -829,9 +876,7 @@ impl Runs {
         if let Some(held) = held.filter(|(held, _)| *held == row) {
             return Ok(Some(held));
         }
-        let filter = Filter::from_bytes(&self.spill()?.bytes(at, blocks)?)
-            .ok_or_else(|| std::io::Error::other("keys.db: a spilled filter is malformed"))?;
-        Ok(Some((row, filter)))
+        Ok(Some((row, self.spill_file()?.filter(at, blocks)?)))
     }
 
     /// How many entries of a run the check holds (tests).
@@ -1041,12 +1086,13 @@ fn write_run(conn: &Connection, epoch: i64) -> Result<Filter, NodeError> {
     Ok(filter)
 }
 
-/// Writes `blocks` of `filtered` to its row in place, when the table is as made: its key the
-/// rowid of every row. Otherwise (the table changed on disk: redeclared with a column named
-/// `rowid`, or two rows of one key) the filter is written whole to every row of its key, as an
-/// `UPDATE` did, so that none is left for a read to take (red teams s67 F1, s68); and so is a
-/// blob of another length than memory's.
+/// The filters' blocks, in memory or in the spill file.
 impl Runs {
+    /// Writes `blocks` of `filtered` to its row in place, when the table is as made: its key
+    /// the rowid of every row. Otherwise (the table changed on disk: redeclared with a column
+    /// named `rowid`, or two rows of one key) the filter is written whole to every row of its
+    /// key, as an `UPDATE` did, so that none is left for a read to take (red teams s67 F1,
+    /// s68); and so is a blob of another length than memory's.
     fn write_blocks(
         &self,
         conn: &Connection,
@@ -1076,7 +1122,7 @@ impl Runs {
         Ok(())
     }
 
-    fn spill(&self) -> Result<&Spill, NodeError> {
+    fn spill_file(&self) -> Result<&Spill, NodeError> {
         self.spill.as_ref().ok_or_else(|| {
             std::io::Error::other("keys.db: a group's filter has no spill file").into()
         })
@@ -1088,7 +1134,7 @@ impl Runs {
             Bits::Held(filter) => Ok(filter.blocks[block]),
             Bits::Spilled { at, .. } => match self.scrubbed_copy(filtered) {
                 Some(filter) => Ok(filter.blocks[block]),
-                None => self.spill()?.block(*at, block),
+                None => self.spill_file()?.block(*at, block),
             },
         }
     }
@@ -1103,7 +1149,7 @@ impl Runs {
     fn bytes(&self, filtered: &Filtered) -> Result<Vec<u8>, NodeError> {
         match &filtered.bits {
             Bits::Held(filter) => Ok(filter.to_bytes()),
-            Bits::Spilled { at, blocks } => self.spill()?.bytes(*at, *blocks),
+            Bits::Spilled { at, blocks } => self.spill_file()?.bytes(*at, *blocks),
         }
     }
 
@@ -1113,18 +1159,28 @@ impl Runs {
         Ok(has_bits(&self.block(filtered, block)?, key))
     }
 
-    /// Sets `key`'s bits in filter `at`; returns its block if that changed.
-    fn insert(&mut self, at: usize, key: i64) -> Result<Option<usize>, NodeError> {
-        let block = block_of(self.filters[at].blocks(), key);
-        let mut words = self.block(&self.filters[at], block)?;
+    /// Sets `key`'s bits in filter number `index`; returns its block if that changed. The only
+    /// writer of the spill file after a filter is copied there, so the only one that keeps the
+    /// check's copy ([`ScrubbedRun::group`]) equal to it.
+    fn insert(&mut self, index: usize, key: i64) -> Result<Option<usize>, NodeError> {
+        let filtered = &self.filters[index];
+        let block = block_of(filtered.blocks(), key);
+        let mut words = self.block(filtered, block)?;
+        if let Bits::Spilled { at, .. } = filtered.bits {
+            debug_assert_eq!(
+                self.spill_file()?.block(at, block)?,
+                words,
+                "the check's copy is the spill file's"
+            );
+        }
         if !set_bits(&mut words, key) {
             return Ok(None);
         }
-        match self.filters[at].bits {
+        match self.filters[index].bits {
             Bits::Held(ref mut filter) => filter.blocks[block] = words,
-            Bits::Spilled { at: from, .. } => {
-                self.spill()?.set_block(from, block, &words)?;
-                let row = self.filters[at].row();
+            Bits::Spilled { at, .. } => {
+                self.spill_file()?.set_block(at, block, &words)?;
+                let row = self.filters[index].row();
                 if let Some((_, copy)) = self
                     .scrubbed
                     .as_mut()
@@ -1192,7 +1248,7 @@ fn fold(
         ms = started.elapsed().as_millis() as u64,
         "folded a closed group of keys.db's epoch filters into one"
     );
-    let bits = spill(spilled, conn, &bytes)
+    let bits = spill_filter(spilled, conn, &bytes)
         .ok_or_else(|| corrupt(format!("the filter of key group {group} is empty")))?;
     Ok(Filtered {
         epochs: members.into_iter().flat_map(|f| f.epochs).collect(),
@@ -1502,6 +1558,8 @@ pub(super) mod tests {
         assert_eq!(spill.end, group_bytes as u64, "each group spilled once");
         spill
             .file
+            .as_ref()
+            .unwrap()
             .write_all_at(&vec![0u8; spill.end as usize], 0)
             .unwrap();
         let group_rows = 2 * (GROUP_EPOCHS * EPOCH_ROWS) as u64;
