@@ -28,6 +28,12 @@ fn folded(conn: &Connection, extra: u64) -> Runs {
     runs
 }
 
+/// Cuts the spill file to nothing: every read of it fails.
+fn cut_spill_file(runs: &Runs) {
+    let spill = runs.spill.as_ref().unwrap();
+    spill.file.as_ref().unwrap().set_len(0).unwrap();
+}
+
 fn found(conn: &Connection, runs: &Runs, i: u64) -> bool {
     runs.candidates(conn, Tag::Tx, &value(i, 1))
         .unwrap()
@@ -44,14 +50,7 @@ fn open_fds() -> usize {
 fn s90_a_failed_pread_is_an_error_not_a_panic() {
     let conn = conn();
     let mut runs = folded(&conn, 3);
-    runs.spill
-        .as_ref()
-        .unwrap()
-        .file
-        .as_ref()
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    cut_spill_file(&runs);
     assert!(runs.has_entry(&conn, 5, Tag::Tx, &value(4, 1)).is_err());
     assert!(runs.candidates(&conn, Tag::Tx, &value(4, 1)).is_err());
     assert!(runs.amend(&conn, 5, Tag::Patient, b"x").is_err());
@@ -200,14 +199,7 @@ fn s90_the_check_of_rows_reads_its_groups_filter_once() {
         .unwrap();
     assert_ne!(now, spilled, "the amend reached the spill file");
     finish(&conn, &mut runs, true);
-    runs.spill
-        .as_ref()
-        .unwrap()
-        .file
-        .as_ref()
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    cut_spill_file(&runs);
     for i in 0..(EPOCH_ROWS as u64) {
         let seq = i as i64 + 1;
         runs.scrub(&conn, seq).unwrap();
