@@ -258,3 +258,49 @@ fn s91_a_group_filter_longer_than_a_fold_writes_is_malformed() {
         }
     }
 }
+
+/// A spilled group's summary is its filter folded four blocks into one (read back from the
+/// file), rules out most keys held nowhere without a read of the file (here cut, so that a
+/// read fails), never a key the filter holds, and takes an amend's bits.
+#[test]
+fn s91_a_groups_summary_answers_most_misses_without_the_file() {
+    let conn = conn();
+    let mut runs = folded(&conn, 3);
+    let Bits::Spilled { blocks, .. } = runs.filters[0].bits else {
+        panic!("spilled");
+    };
+    let bytes = runs.bytes(&runs.filters[0]).unwrap();
+    let summary = |runs: &Runs| match &runs.filters[0].bits {
+        Bits::Spilled { summary, .. } => summary.blocks.clone(),
+        Bits::Held(_) => panic!("spilled"),
+    };
+    assert_eq!(summary(&runs), Summary::of(&bytes).blocks);
+    assert_eq!(summary(&runs).len(), blocks.div_ceil(SUMMARY_FOLD));
+    let amended = b"amended patient!";
+    runs.amend(&conn, 5, Tag::Patient, amended).unwrap();
+    let bytes = runs.bytes(&runs.filters[0]).unwrap();
+    assert_eq!(
+        summary(&runs),
+        Summary::of(&bytes).blocks,
+        "the amend's bits"
+    );
+    cut_spill_file(&runs);
+    let (mut ruled_out, mut read) = (0, 0);
+    for i in 0..1_000u64 {
+        match runs.has_entry(&conn, 5, Tag::Tx, &value(i + 1_000_000, 1)) {
+            Ok(found) => {
+                assert!(!found);
+                ruled_out += 1;
+            }
+            Err(_) => read += 1,
+        }
+    }
+    assert!(ruled_out > 500, "{ruled_out} ruled out, {read} read");
+    for i in 0..GROUP_ROWS {
+        let seq = i as i64 + 1;
+        assert!(
+            runs.has_entry(&conn, seq, Tag::Tx, &value(i, 1)).is_err(),
+            "row {seq}: held keys pass the summary to the file"
+        );
+    }
+}
